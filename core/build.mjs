@@ -1,0 +1,31 @@
+// Bundles the `llm-secrets` CLI into one ESM file (fast start, no TypeScript at run time).
+import { chmod } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { build } from "esbuild";
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+export async function buildCli(outfile = join(here, "dist", "cli.mjs")) {
+  await build({
+    stdin: {
+      contents: 'import { main } from "./src/cli.ts"; process.exitCode = await main(process.argv.slice(2));',
+      resolveDir: here,
+      sourcefile: "cli-entry.ts",
+      loader: "ts",
+    },
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    outfile,
+    logLevel: "warning",
+    banner: {
+      js: '#!/usr/bin/env node\nimport { createRequire as __createRequire } from "node:module"; const require = __createRequire(import.meta.url);',
+    },
+  });
+  await chmod(outfile, 0o755);
+  return outfile;
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) await buildCli(process.argv[2]);

@@ -1,0 +1,53 @@
+/**
+ * The HTTP API's request and response shapes. The app validates with these schemas and the
+ * OpenAPI document is generated from them: there is no second copy.
+ */
+
+import * as z from "zod/mini";
+import { ERROR_STATUS, type ErrorCode } from "./errors";
+import { STORE_KINDS } from "./settings";
+
+const MAX_DESCRIPTION = 2048;
+const MAX_TAGS = 50;
+
+export const SecretPutRequest = z.strictObject({
+  value: z.string(),
+  description: z.optional(z.string().check(z.maxLength(MAX_DESCRIPTION))),
+  tags: z.optional(
+    z
+      .record(z.string().check(z.minLength(1), z.maxLength(128)), z.string().check(z.maxLength(256)))
+      .check(z.refine((tags) => Object.keys(tags).length <= MAX_TAGS, `at most ${MAX_TAGS} tags`)),
+  ),
+});
+
+export const SecretQuery = z.strictObject({
+  refresh: z.optional(z.enum(["true", "false"])),
+});
+
+export const SecretResponse = z.object({ name: z.string(), value: z.string(), stale: z.boolean() });
+export const SecretPutResponse = z.object({ name: z.string(), created: z.boolean() });
+
+export const ResolveRequest = z.strictObject({
+  config: z.unknown().check(z.refine((v) => v !== undefined, "config is required")),
+});
+export const ResolveResponse = z.object({ config: z.unknown() });
+
+export const EncryptRequest = z.strictObject({ value: z.string() });
+export const EncryptResponse = z.object({ ciphertext: z.string() });
+export const DecryptRequest = z.strictObject({ ciphertext: z.string().check(z.minLength(1)) });
+export const DecryptResponse = z.object({ value: z.string() });
+
+export const HealthResponse = z.object({
+  status: z.literal("ok"),
+  store: z.enum(STORE_KINDS),
+  version: z.string(),
+});
+
+export const ErrorResponse = z.object({
+  error: z.object({
+    code: z.enum(Object.keys(ERROR_STATUS) as [ErrorCode, ...ErrorCode[]]),
+    message: z.string(),
+    issues: z.optional(z.array(z.object({ path: z.string(), message: z.string() }))),
+    names: z.optional(z.array(z.string())),
+  }),
+});

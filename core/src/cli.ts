@@ -1,0 +1,282 @@
+/**
+ * The `llm-secrets` command (SPEC section 1). Exit codes: 0 ok, 1 runtime error, 2 usage error.
+ * Errors go to stderr on one line and never hold a secret value.
+ */
+import { parseArgs } from "node:util";
+import { openSecret, sealSecret } from "./crypto";
+import { ConfigError, SecretsError } from "./errors";
+import { createLogger, describeUnexpected, type Logger } from "./log";
+import { ensureMasterKeyFile } from "./master-key";
+import { appOf, createRuntime, type Runtime } from "./runtime";
+import { startServer } from "./server";
+import { loadSettings, requireKeys, type Settings, type SettingsInput } from "./settings";
+import { FileStore } from "./stores/file";
+import { VERSION } from "./version";
+
+const USAGE = `usage: llm-secrets <command> [options]
+
+commands:
+  serve          serve the HTTP API (default http://127.0.0.1:4000)
+  get NAME       print a secret's value
+  put NAME       store a secret; the value is read from stdin (one trailing newline is dropped)
+  delete NAME    delete a secret
+  encrypt        encrypt stdin with the salt key, in LiteLLM's format
+  decrypt        decrypt a ciphertext read from stdin
+  resolve        list the os.environ/ refs of --config and where each resolves from
+  reencrypt [-]  re-seal the file store under the current salt key; with -, re-seal
+                 ciphertexts read from stdin, one a line
+
+options:
+  --config FILE            LiteLLM config.yaml (default: $LLM_SECRETS_CONFIG)
+  --host HOST              serve: address to listen on (default 127.0.0.1)
+  --port PORT              serve: port (default $PORT or 4000; 0 picks a free one)
+  --ssl_keyfile_path FILE  serve: TLS private key (with --ssl_certfile_path)
+  --ssl_certfile_path FILE serve: TLS certificate chain
+  --refresh                get: bypass the cache
+  --description TEXT       put: description stored with the secret
+  --show-values            resolve: print the resolved config (values included)
+  -h, --help               this text
+  --version                the version
+`;
+
+const OPTIONS = {
+  config: { type: "string" },
+  host: { type: "string" },
+  port: { type: "string" },
+  ssl_keyfile_path: { type: "string" },
+  ssl_certfile_path: { type: "string" },
+  refresh: { type: "boolean" },
+  description: { type: "string" },
+  "show-values": { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean" },
+} as const;
+
+export interface CliIo {
+  stdin: NodeJS.ReadableStream & { isTTY?: boolean };
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  env: Record<string, string | undefined>;
+  cwd: string;
+  /** Resolves when serve should stop (default: SIGINT or SIGTERM). */
+  stopSignal?: Promise<unknown>;
+}
+
+class UsageError extends Error {}
+
+export async function main(argv: string[], io: CliIo = processIo()): Promise<number> {
+  try {
+    await run(argv, io);
+    return 0;
+  } catch (err) {
+    io.stderr.write(`llm-secrets: ${describe(err)}\n`);
+    return err instanceof UsageError || (err instanceof SecretsError && isUsageCode(err.code)) ? 2 : 1;
+  }
+}
+
+function processIo(): CliIo {
+  return {
+    stdin: process.stdin,
+    stdout: process.stdout,
+    stderr: process.stderr,
+    env: process.env,
+    cwd: process.cwd(),
+  };
+}
+
+async function run(argv: string[], io: CliIo): Promise<void> {
+  let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>;
+  try {
+    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const { values: flags, positionals } = parsed;
+  const [command, ...args] = positionals;
+  if (flags.version) {
+    io.stdout.write(`${VERSION}\n`);
+    return;
+  }
+  if (flags.help || command === undefined || command === "help") {
+    (command === undefined && !flags.help ? io.stderr : io.stdout).write(USAGE);
+    if (command === undefined && !flags.help) throw new UsageError("a command is required");
+    return;
+  }
+
+  const expectArgs = (count: number, what: string) => {
+    if (args.length !== count) throw new UsageError(`${command} takes ${what}`);
+  };
+  const log = createLogger((line) => io.stderr.write(line));
+  const settingsInput: SettingsInput = { env: io.env, cwd: io.cwd, configFile: flags.config };
+
+  switch (command) {
+    case "serve":
+      expectArgs(0, "no arguments");
+      return serve(settingsInput, flags, io, log);
+    case "get": {
+      expectArgs(1, "one NAME");
+      const rt = await runtime(settingsInput, log);
+      const read = await rt.manager.get(args[0] as string, { refresh: flags.refresh });
+      io.stdout.write(`${read.value}\n`);
+      if (read.stale) io.stderr.write("llm-secrets: the store is unavailable; this is the last value read (stale)\n");
+      return;
+    }
+    case "put": {
+      expectArgs(1, "one NAME (the value comes from stdin)");
+      const rt = await runtime(settingsInput, log);
+      if (io.stdin.isTTY) io.stderr.write("reading the value from stdin; end it with Ctrl-D\n");
+      const value = dropTrailingNewline(await readStdin(io.stdin));
+      const { created } = await rt.manager.put(args[0] as string, value, { description: flags.description });
+      await rt.store.close?.();
+      io.stderr.write(`${created ? "created" : "updated"} ${args[0]}\n`);
+      return;
+    }
+    case "delete": {
+      expectArgs(1, "one NAME");
+      const rt = await runtime(settingsInput, log);
+      await rt.manager.delete(args[0] as string);
+      await rt.store.close?.();
+      io.stderr.write(`deleted ${args[0]}\n`);
+      return;
+    }
+    case "encrypt": {
+      expectArgs(0, "no arguments (the value comes from stdin)");
+      const keys = requireKeys(settingsOf(settingsInput, log));
+      io.stdout.write(`${sealSecret(dropTrailingNewline(await readStdin(io.stdin)), keys)}\n`);
+      return;
+    }
+    case "decrypt": {
+      expectArgs(0, "no arguments (the ciphertext comes from stdin)");
+      const keys = requireKeys(settingsOf(settingsInput, log));
+      io.stdout.write(`${openSecret((await readStdin(io.stdin)).trim(), keys)}\n`);
+      return;
+    }
+    case "resolve":
+      expectArgs(0, "no arguments");
+      return resolve(settingsInput, Boolean(flags["show-values"]), io, log);
+    case "reencrypt":
+      if (args.length > 1 || (args.length === 1 && args[0] !== "-"))
+        throw new UsageError("reencrypt takes no argument, or -");
+      return args[0] === "-" ? reencryptStdin(settingsInput, io, log) : reencryptStore(settingsInput, io, log);
+    default:
+      throw new UsageError(`unknown command ${JSON.stringify(command)}; see llm-secrets --help`);
+  }
+}
+
+async function serve(input: SettingsInput, flags: Record<string, unknown>, io: CliIo, log: Logger): Promise<void> {
+  const server = {
+    host: flags.host as string | undefined,
+    port: flags.port === undefined ? undefined : parsePort(flags.port as string),
+    sslKeyfile: flags.ssl_keyfile_path as string | undefined,
+    sslCertfile: flags.ssl_certfile_path as string | undefined,
+  };
+  let settings = settingsOf({ ...input, server }, log);
+  if (settings.store === "file" && !settings.masterKey) {
+    const made = await ensureMasterKeyFile(settings.dataDir);
+    if (made.created) io.stdout.write(`generated a master key in ${made.path} (mode 0600; it is not printed)\n`);
+    settings = loadSettings({ ...input, server });
+  }
+  const rt = await createRuntime(settings, log);
+  const app = appOf(rt);
+  const resolution = await rt.manager.resolveConfig(settings.config);
+  const unresolved = resolution.refs.filter((r) => r.source === "unresolved").map((r) => r.name);
+  if (unresolved.length > 0) log.warn("config refs did not resolve", { names: unresolved.join(",") });
+
+  const running = await startServer(app, settings.server);
+  io.stdout.write(
+    `llm-secrets ${VERSION} serving ${running.url} (store: ${settings.store}${settings.store === "file" ? `, data: ${settings.dataDir}` : ""}; master key from ${settings.masterKeySource})\n`,
+  );
+  await (io.stopSignal ?? stopSignal());
+  await running.close();
+  await rt.store.close?.();
+}
+
+async function resolve(input: SettingsInput, showValues: boolean, io: CliIo, log: Logger): Promise<void> {
+  const settings = settingsOf(input, log);
+  if (!input.configFile && !input.env.LLM_SECRETS_CONFIG) throw new UsageError("resolve needs --config FILE");
+  const rt = await runtime(input, log, settings);
+  const { config, refs } = await rt.manager.resolveConfig(settings.config);
+  if (showValues) io.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
+  else for (const ref of refs) io.stdout.write(`${ref.name}\t${ref.source}\n`);
+  const unresolved = refs.filter((r) => r.source === "unresolved");
+  if (unresolved.length > 0) {
+    throw new SecretsError(
+      "unresolved_refs",
+      `${unresolved.length} of ${refs.length} ref(s) did not resolve: ${unresolved.map((r) => r.name).join(", ")}`,
+    );
+  }
+}
+
+async function reencryptStore(input: SettingsInput, io: CliIo, log: Logger): Promise<void> {
+  const settings = settingsOf(input, log);
+  if (settings.store !== "file")
+    throw new UsageError("reencrypt re-seals the file store; use - to re-seal ciphertexts from stdin");
+  const store = await FileStore.open({ dataDir: settings.dataDir, keys: requireKeys(settings) });
+  const total = await store.reencrypt((done, all) => io.stderr.write(`re-sealed ${done} of ${all}\n`));
+  io.stderr.write(`re-sealed ${total} secret(s) in ${store.path} under the current salt key\n`);
+}
+
+async function reencryptStdin(input: SettingsInput, io: CliIo, log: Logger): Promise<void> {
+  const keys = requireKeys(settingsOf(input, log));
+  const lines = (await readStdin(io.stdin)).split(/\r?\n/);
+  const out: string[] = [];
+  lines.forEach((line, i) => {
+    if (line.trim() === "") return;
+    try {
+      out.push(sealSecret(openSecret(line.trim(), keys), keys));
+    } catch (err) {
+      throw Object.assign(err as Error, { message: `${(err as Error).message} (line ${i + 1})` });
+    }
+  });
+  // All or nothing: output starts only once every line has been re-sealed.
+  io.stdout.write(out.map((l) => `${l}\n`).join(""));
+}
+
+function settingsOf(input: SettingsInput, log: Logger): Settings {
+  const settings = loadSettings(input);
+  for (const warning of settings.warnings) log.warn(warning);
+  return settings;
+}
+
+async function runtime(input: SettingsInput, log: Logger, settings?: Settings): Promise<Runtime> {
+  return createRuntime(settings ?? settingsOf(input, log), log);
+}
+
+function parsePort(text: string): number {
+  const port = Number(text);
+  if (!/^\d+$/.test(text) || port > 65_535) throw new UsageError("--port takes a number from 0 (any free port) to 65535");
+  return port;
+}
+
+async function readStdin(stream: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(typeof chunk === "string" ? Buffer.from(chunk) : (chunk as Buffer));
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(Buffer.concat(chunks));
+  } catch {
+    throw new UsageError("stdin is not UTF-8 text");
+  }
+}
+
+function dropTrailingNewline(text: string): string {
+  return text.replace(/\r?\n$/, "");
+}
+
+function stopSignal(): Promise<void> {
+  return new Promise((resolve) => {
+    process.once("SIGINT", () => resolve());
+    process.once("SIGTERM", () => resolve());
+  });
+}
+
+function isUsageCode(code: string): boolean {
+  return code === "invalid_name" || code === "invalid_request";
+}
+
+function describe(err: unknown): string {
+  if (err instanceof SecretsError) return `${err.code}: ${err.message}`;
+  if (err instanceof UsageError) return `${err.message} (see llm-secrets --help)`;
+  if (err instanceof ConfigError) return err.message;
+  const fields = describeUnexpected(err);
+  return `internal error (${fields.error}${fields.where ? ` at ${fields.where}` : ""})`;
+}

@@ -1,0 +1,149 @@
+/**
+ * Typed errors and their one mapping to HTTP.
+ *
+ * Every failure the product reports has a stable `code` (SPEC section 6). A message is written
+ * for humans and never holds a secret value: callers pass names, counts and reasons, never values.
+ */
+
+export const ERROR_STATUS = {
+  invalid_request: 400,
+  invalid_name: 400,
+  decrypt_failed: 400,
+  unauthorized: 401,
+  not_hosted: 403,
+  read_only: 403,
+  write_only: 403,
+  not_found: 404,
+  name_conflict: 409,
+  payload_too_large: 413,
+  unresolved_refs: 422,
+  encryption_key_missing: 500,
+  internal: 500,
+  not_supported: 501,
+  backend_denied: 502,
+  upstream_unavailable: 502,
+  backend_unavailable: 503,
+  upstream_timeout: 504,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+/** One validation problem, located by its path in the input ("tags.team", "value"). */
+export interface Issue {
+  path: string;
+  message: string;
+}
+
+export interface ErrorDetails {
+  /** zod issues for `invalid_request`. */
+  issues?: Issue[];
+  /** Names behind `unresolved_refs`. */
+  names?: string[];
+  /** Seconds, for `backend_unavailable`. */
+  retryAfter?: number;
+}
+
+export class SecretsError extends Error {
+  readonly code: ErrorCode;
+  readonly details: ErrorDetails;
+
+  constructor(code: ErrorCode, message: string, details: ErrorDetails = {}, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+    this.details = details;
+  }
+
+  get status(): number {
+    return ERROR_STATUS[this.code];
+  }
+}
+
+export class InvalidInput extends SecretsError {
+  constructor(message: string, issues?: Issue[]) {
+    super("invalid_request", message, issues ? { issues } : {});
+  }
+}
+
+export class InvalidName extends SecretsError {
+  constructor(reason: string) {
+    super("invalid_name", `invalid secret name: ${reason}`);
+  }
+}
+
+export class NotFound extends SecretsError {
+  constructor(name: string) {
+    super("not_found", `secret ${name} not found`);
+  }
+}
+
+export class AccessDenied extends SecretsError {
+  constructor(code: "not_hosted" | "read_only" | "write_only" | "unauthorized", message: string) {
+    super(code, message);
+  }
+}
+
+export class DecryptFailed extends SecretsError {
+  constructor(reason = "the value is not a ciphertext made with the current or a previous salt key") {
+    super("decrypt_failed", `decryption failed: ${reason}`);
+  }
+}
+
+export class EncryptionKeyMissing extends SecretsError {
+  constructor() {
+    super(
+      "encryption_key_missing",
+      "no encryption key: set LITELLM_SALT_KEY or LITELLM_MASTER_KEY (or general_settings.master_key)",
+    );
+  }
+}
+
+export class NotSupported extends SecretsError {
+  constructor(what: string) {
+    super("not_supported", `${what} is not supported`);
+  }
+}
+
+export class BackendUnavailable extends SecretsError {
+  constructor(message: string, retryAfter = 1, options?: ErrorOptions) {
+    super("backend_unavailable", message, { retryAfter }, options);
+  }
+}
+
+/** The start cannot go on: a bad config key, an empty salt key, a missing TLS file. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+/** Errors the cache may answer with a stale value: the backend is down, slow or throttling. */
+export function isRetryable(err: unknown): boolean {
+  return err instanceof SecretsError && err.code === "backend_unavailable";
+}
+
+export interface HttpError {
+  status: number;
+  headers: Record<string, string>;
+  body: { error: { code: ErrorCode; message: string } & Omit<ErrorDetails, "retryAfter"> };
+}
+
+/** The one place errors become HTTP answers. Unknown errors become a bare 500. */
+export function toHttpError(err: unknown): HttpError {
+  if (!(err instanceof SecretsError)) {
+    return {
+      status: 500,
+      headers: {},
+      body: { error: { code: "internal", message: "internal error" } },
+    };
+  }
+  const { retryAfter, ...details } = err.details;
+  const headers: Record<string, string> = {};
+  if (retryAfter !== undefined) headers["retry-after"] = String(Math.max(1, Math.ceil(retryAfter)));
+  return {
+    status: err.status,
+    headers,
+    body: { error: { code: err.code, message: err.message, ...details } },
+  };
+}

@@ -1,0 +1,42 @@
+/**
+ * Structured logs: one JSON object a line. Callers pass names, codes and timings, never values;
+ * there is deliberately no way to log a request or response body.
+ */
+
+export type LogLevel = "debug" | "info" | "warn" | "error";
+export type LogFields = Record<string, string | number | boolean | undefined>;
+
+export interface Logger {
+  debug(msg: string, fields?: LogFields): void;
+  info(msg: string, fields?: LogFields): void;
+  warn(msg: string, fields?: LogFields): void;
+  error(msg: string, fields?: LogFields): void;
+}
+
+const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+
+export function createLogger(
+  write: (line: string) => void = (line) => process.stderr.write(line),
+  level: LogLevel = "info",
+): Logger {
+  const at =
+    (lvl: LogLevel) =>
+    (msg: string, fields?: LogFields): void => {
+      if (ORDER[lvl] < ORDER[level]) return;
+      write(`${JSON.stringify({ time: new Date().toISOString(), level: lvl, msg, ...fields })}\n`);
+    };
+  return { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
+}
+
+export const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
+
+/** What may be logged of an unexpected error: its class and where it came from, not its message. */
+export function describeUnexpected(err: unknown): LogFields {
+  if (!(err instanceof Error)) return { error: typeof err };
+  const where = err.stack
+    ?.split("\n")
+    .slice(1, 4)
+    .map((l) => l.trim())
+    .join(" | ");
+  return { error: err.name, where };
+}

@@ -1,0 +1,38 @@
+/**
+ * Secret names: what a store may be asked for. Validated before any backend call (SPEC section 3).
+ */
+import { InvalidName } from "./errors";
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9_.@+=/-]{0,255}$/;
+
+/** Returns the name when it is valid, else throws `invalid_name` saying why (never echoing input). */
+export function validateName(name: string): string {
+  if (name.length === 0) throw new InvalidName("empty");
+  if (name.length > 256) throw new InvalidName("longer than 256 characters");
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what we refuse
+  if (/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/.test(name)) throw new InvalidName("control character");
+  for (const segment of name.split("/")) {
+    if (segment === "") throw new InvalidName("empty path segment");
+    if (segment === "." || segment === "..") throw new InvalidName("'.' or '..' path segment");
+  }
+  if (!NAME.test(name)) {
+    throw new InvalidName("must start with a letter or digit and use only A-Z a-z 0-9 _ . @ + = / -");
+  }
+  return name;
+}
+
+/**
+ * The name in a request path after `prefix`, from the path as it arrived on the wire
+ * (before any `..` normalisation), percent-decoded and validated.
+ */
+export function nameFromPath(rawPath: string, prefix: string): string {
+  const path = rawPath.split(/[?#]/, 1)[0] ?? "";
+  if (!path.startsWith(prefix)) throw new InvalidName("not under the secrets path");
+  let name: string;
+  try {
+    name = decodeURIComponent(path.slice(prefix.length));
+  } catch {
+    throw new InvalidName("malformed percent-encoding");
+  }
+  return validateName(name);
+}

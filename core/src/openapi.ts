@@ -1,0 +1,102 @@
+/**
+ * The OpenAPI 3.1 document, generated from the routes the app registers and the zod schemas
+ * those routes validate with.
+ */
+
+import * as z from "zod/mini";
+import { ErrorResponse } from "./api-schemas";
+import { ERROR_STATUS, type ErrorCode } from "./errors";
+
+export interface RouteSpec {
+  method: "get" | "put" | "post" | "delete" | "all";
+  /** OpenAPI path template, e.g. `/v1/secrets/{name}`; a last parameter may hold slashes. */
+  path: string;
+  summary: string;
+  /** Whether the route needs `Authorization: Bearer <master key>`. */
+  auth: boolean;
+  body?: z.ZodMiniType;
+  query?: z.ZodMiniType;
+  /** Error codes the route answers besides the ones every route may give. */
+  errors?: ErrorCode[];
+  responses: Record<number, { description: string; schema?: z.ZodMiniType; contentType?: string }>;
+}
+
+type JsonSchema = Record<string, unknown>;
+
+function schemaOf(schema: z.ZodMiniType, io: "input" | "output"): JsonSchema {
+  const { $schema: _, ...json } = z.toJSONSchema(schema, { io, unrepresentable: "any" }) as JsonSchema;
+  return json;
+}
+
+export function buildOpenApi(routes: readonly RouteSpec[], version: string): JsonSchema {
+  const paths: Record<string, Record<string, unknown>> = {};
+  const errorSchema = { $ref: "#/components/schemas/Error" };
+
+  for (const route of routes) {
+    const codes = new Set<ErrorCode>(route.errors ?? []);
+    if (route.auth) codes.add("unauthorized");
+    if (route.body || route.query) codes.add("invalid_request");
+    if (route.body) codes.add("payload_too_large");
+    codes.add("internal");
+
+    const responses: Record<string, unknown> = {};
+    for (const [status, r] of Object.entries(route.responses)) {
+      const contentType = r.contentType ?? "application/json";
+      responses[status] = {
+        description: r.description,
+        ...(r.schema || r.contentType
+          ? { content: { [contentType]: r.schema ? { schema: schemaOf(r.schema, "output") } : {} } }
+          : {}),
+      };
+    }
+    const byStatus = new Map<number, ErrorCode[]>();
+    for (const code of codes) byStatus.set(ERROR_STATUS[code], [...(byStatus.get(ERROR_STATUS[code]) ?? []), code]);
+    for (const [status, list] of [...byStatus].sort((a, b) => a[0] - b[0])) {
+      responses[String(status)] = {
+        description: `Error: ${list.join(", ")}`,
+        content: { "application/json": { schema: errorSchema } },
+      };
+    }
+
+    const parameters: unknown[] = [];
+    for (const match of route.path.matchAll(/\{(\w+)\}/g)) {
+      parameters.push({ name: match[1], in: "path", required: true, schema: { type: "string" } });
+    }
+    if (route.query) {
+      const q = schemaOf(route.query, "input") as { properties?: Record<string, unknown>; required?: string[] };
+      for (const [name, schema] of Object.entries(q.properties ?? {})) {
+        parameters.push({ name, in: "query", required: q.required?.includes(name) ?? false, schema });
+      }
+    }
+
+    const operation = {
+      summary: route.summary,
+      ...(route.auth ? {} : { security: [] }),
+      ...(parameters.length ? { parameters } : {}),
+      ...(route.body
+        ? {
+            requestBody: { required: true, content: { "application/json": { schema: schemaOf(route.body, "input") } } },
+          }
+        : {}),
+      responses,
+    };
+    const methods = route.method === "all" ? ["get", "post", "put", "patch", "delete"] : [route.method];
+    paths[route.path] ??= {};
+    for (const method of methods) (paths[route.path] as Record<string, unknown>)[method] = operation;
+  }
+
+  return {
+    openapi: "3.1.0",
+    info: {
+      title: "llm-secrets",
+      version,
+      description: "Secret management for LLM gateways, compatible with LiteLLM's secret managers and encryption.",
+    },
+    components: {
+      securitySchemes: { masterKey: { type: "http", scheme: "bearer", description: "The master key" } },
+      schemas: { Error: schemaOf(ErrorResponse, "output") },
+    },
+    security: [{ masterKey: [] }],
+    paths,
+  };
+}

@@ -1,0 +1,164 @@
+/**
+ * The read cache of one store (SPEC section 4).
+ *
+ * - Entries live for the store's refresh interval; "not found" for at most 60 s; errors never.
+ * - Concurrent misses for one name share one backend call.
+ * - In the last tenth of an entry's life (at most 10 min) a read answers from the cache and
+ *   refreshes in the background.
+ * - When the backend fails with a retryable error, the last good value is served up to
+ *   `maxStaleMs` past expiry, marked stale.
+ * - Our own writes and deletes replace the entry at once, and win over a load already under way.
+ * - Values are held sealed (XSalsa20-Poly1305 under a key that lives only in this process's
+ *   memory) and opened per read.
+ */
+import { randomBytes } from "node:crypto";
+import nacl from "tweetnacl";
+import { isRetryable } from "./errors";
+
+export interface CacheOptions {
+  /** The refresh interval; 0 caches nothing (but still shares concurrent loads). */
+  ttlMs: number;
+  maxStaleMs: number;
+  notFoundTtlMs?: number;
+  maxEntries?: number;
+  now?: () => number;
+  /** Called for each hit, miss, stale serve and background refresh. */
+  onEvent?: (event: "hit" | "miss" | "stale" | "refresh") => void;
+  /** Called when a background refresh fails (the entry stays). */
+  onRefreshError?: (err: unknown) => void;
+}
+
+export interface CacheRead {
+  value: string | undefined;
+  stale: boolean;
+}
+
+interface Entry {
+  /** nonce || secretbox(value); undefined means "not found". */
+  sealed: Uint8Array | undefined;
+  refreshAt: number;
+  expiresAt: number;
+}
+
+const NOT_FOUND_TTL_MS = 60_000;
+const REFRESH_AHEAD_MAX_MS = 10 * 60_000;
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+export class SecretCache {
+  readonly #options: Required<Omit<CacheOptions, "onEvent" | "onRefreshError">> & CacheOptions;
+  readonly #key = new Uint8Array(randomBytes(nacl.secretbox.keyLength));
+  readonly #entries = new Map<string, Entry>();
+  readonly #loads = new Map<string, Promise<string | undefined>>();
+  /** Bumped by each write or delete, so a load that started before it does not overwrite it. */
+  readonly #versions = new Map<string, number>();
+
+  constructor(options: CacheOptions) {
+    this.#options = {
+      ...options,
+      notFoundTtlMs: options.notFoundTtlMs ?? NOT_FOUND_TTL_MS,
+      maxEntries: options.maxEntries ?? 10_000,
+      now: options.now ?? Date.now,
+    };
+  }
+
+  /** Reads `name`, calling `load` (at most once at a time per name) when the cache cannot answer. */
+  async get(name: string, load: () => Promise<string | undefined>, refresh = false): Promise<CacheRead> {
+    const now = this.#options.now();
+    const entry = this.#entries.get(name);
+    if (!refresh && entry && now < entry.expiresAt) {
+      this.#options.onEvent?.("hit");
+      if (entry.sealed !== undefined && now >= entry.refreshAt && !this.#loads.has(name)) {
+        this.#options.onEvent?.("refresh");
+        this.#load(name, load).catch((err) => this.#options.onRefreshError?.(err));
+      }
+      return { value: this.#open(entry), stale: false };
+    }
+    this.#options.onEvent?.("miss");
+    try {
+      return { value: await this.#load(name, load), stale: false };
+    } catch (err) {
+      if (
+        !refresh &&
+        isRetryable(err) &&
+        entry?.sealed !== undefined &&
+        this.#options.now() < entry.expiresAt + this.#options.maxStaleMs
+      ) {
+        this.#options.onEvent?.("stale");
+        return { value: this.#open(entry), stale: true };
+      }
+      throw err;
+    }
+  }
+
+  /** Our own write: the cache holds the new value at once. */
+  set(name: string, value: string): void {
+    this.#bump(name);
+    this.#store(name, value);
+  }
+
+  /** Our own delete: the cache knows the name is gone. */
+  setMissing(name: string): void {
+    this.#bump(name);
+    this.#store(name, undefined);
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  #bump(name: string): void {
+    this.#versions.set(name, (this.#versions.get(name) ?? 0) + 1);
+    this.#loads.delete(name);
+  }
+
+  #load(name: string, load: () => Promise<string | undefined>): Promise<string | undefined> {
+    const running = this.#loads.get(name);
+    if (running) return running;
+    const version = this.#versions.get(name) ?? 0;
+    const promise = (async () => {
+      const value = await load();
+      if ((this.#versions.get(name) ?? 0) === version) this.#store(name, value);
+      return value;
+    })();
+    const done = () => {
+      if (this.#loads.get(name) === promise) this.#loads.delete(name);
+    };
+    promise.then(done, done);
+    this.#loads.set(name, promise);
+    return promise;
+  }
+
+  #store(name: string, value: string | undefined): void {
+    const { ttlMs, notFoundTtlMs, maxEntries, now } = this.#options;
+    const at = now();
+    const life = value === undefined ? Math.min(ttlMs, notFoundTtlMs) : ttlMs;
+    this.#entries.delete(name); // re-insert: past `maxEntries`, the longest-stored entry goes first
+    this.#entries.set(name, {
+      sealed: value === undefined ? undefined : this.#seal(value),
+      refreshAt: at + life - Math.min(life / 10, REFRESH_AHEAD_MAX_MS),
+      expiresAt: at + life,
+    });
+    if (this.#entries.size > maxEntries) {
+      const oldest = this.#entries.keys().next().value;
+      if (oldest !== undefined) this.#entries.delete(oldest);
+    }
+  }
+
+  #seal(value: string): Uint8Array {
+    const nonce = randomBytes(nacl.secretbox.nonceLength);
+    const box = nacl.secretbox(encoder.encode(value), nonce, this.#key);
+    const sealed = new Uint8Array(nonce.length + box.length);
+    sealed.set(nonce);
+    sealed.set(box, nonce.length);
+    return sealed;
+  }
+
+  #open(entry: Entry): string | undefined {
+    if (entry.sealed === undefined) return undefined;
+    const n = nacl.secretbox.nonceLength;
+    const opened = nacl.secretbox.open(entry.sealed.subarray(n), entry.sealed.subarray(0, n), this.#key);
+    if (opened === null) throw new Error("cache entry failed to open");
+    return decoder.decode(opened);
+  }
+}

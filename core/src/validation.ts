@@ -1,0 +1,51 @@
+/**
+ * zod, set up once: the small `zod/mini` build (function bundles stay small) with English messages.
+ * Issues are reported by path and message only; zod never puts the input value into them.
+ */
+
+import { config, type core } from "zod/mini";
+import en from "zod/v4/locales/en.js";
+import type { Issue } from "./errors";
+
+config(en());
+
+/** `a.b[0].c` style paths, and zod's message. */
+export function issuesOf(error: core.$ZodError): Issue[] {
+  return error.issues.map((issue) => ({
+    path: issue.path.reduce<string>(
+      (acc, key) => (typeof key === "number" ? `${acc}[${key}]` : acc ? `${acc}.${String(key)}` : String(key)),
+      "",
+    ),
+    message: issue.message,
+  }));
+}
+
+/** `path: message; path: message` for one-line errors. */
+export function describeIssues(issues: Issue[]): string {
+  return issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join("; ");
+}
+
+/** Keys of `input` that `schema` (objects inside optionals, recursively) does not name. */
+export function unknownKeys(schema: core.$ZodType, input: unknown, prefix = ""): string[] {
+  const def = schema._zod.def as {
+    type: string;
+    innerType?: core.$ZodType;
+    shape?: Record<string, core.$ZodType>;
+    catchall?: core.$ZodType;
+  };
+  if (def.type === "optional" || def.type === "default" || def.type === "nullable") {
+    return def.innerType ? unknownKeys(def.innerType, input, prefix) : [];
+  }
+  if (def.type !== "object" || !def.shape || typeof input !== "object" || input === null || Array.isArray(input)) {
+    return [];
+  }
+  const shape = def.shape;
+  // A loose object (LiteLLM's litellm_params, say) takes any key: only its named keys are checked.
+  const open = def.catchall !== undefined && def.catchall._zod.def.type !== "never";
+  return Object.entries(input).flatMap(([key, value]) => {
+    const path = prefix ? `${prefix}.${key}` : key;
+    const child = shape[key];
+    if (child) return unknownKeys(child, value, path);
+    return open ? [] : [path];
+  });
+}
