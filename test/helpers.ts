@@ -171,3 +171,28 @@ export async function fetchJson(
   }
   return { status: res.status, body, headers: res.headers };
 }
+
+/** The whole app in-process over a real file store, with its log lines kept. */
+export async function inProcessApp(options: { env?: Record<string, string>; config?: string } = {}) {
+  const { loadSettings } = await import("../core/src/settings");
+  const { createRuntime, appOf } = await import("../core/src/runtime");
+  const { createLogger } = await import("../core/src/log");
+  const dataDir = await tempDir();
+  const masterKey = options.env?.LITELLM_MASTER_KEY ?? newKey();
+  const env = { LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_DATA_DIR: dataDir, ...options.env };
+  const settings = loadSettings({ env: { ...env, ...(options.config ? { LLM_SECRETS_CONFIG: options.config } : {}) } });
+  const logs: string[] = [];
+  const runtime = await createRuntime(
+    settings,
+    createLogger((line) => logs.push(line)),
+  );
+  const app = appOf(runtime);
+  const request = (path: string, init: RequestInit & { json?: unknown; token?: string | null } = {}) => {
+    const headers = new Headers(init.headers);
+    const token = init.token === undefined ? masterKey : init.token;
+    if (token !== null) headers.set("authorization", `Bearer ${token}`);
+    const body = init.json === undefined ? init.body : JSON.stringify(init.json);
+    return app.request(path, { ...init, headers, body });
+  };
+  return { app, runtime, settings, masterKey, dataDir, logs, request };
+}

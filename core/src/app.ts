@@ -127,7 +127,7 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
     handler: (c: Ctx, input: { body: B; query: Q }) => Response | Promise<Response>,
   ): void {
     routes.push(spec);
-    const honoPath = spec.path.replace(/\{(\w+)\}$/, ":$1{.+}").replace(/\{(\w+)\}/g, ":$1");
+    const honoPath = spec.path.replace(/\/\{(\w+)\}$/, "/*").replace(/\{(\w+)\}/g, ":$1");
     const methods = spec.method === "all" ? ["GET", "POST", "PUT", "PATCH", "DELETE"] : [spec.method.toUpperCase()];
     app.on(methods, honoPath, async (c) => {
       const query = spec.query ? parse(spec.query, c.req.query(), "query") : (undefined as Q);

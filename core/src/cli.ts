@@ -244,7 +244,8 @@ async function runtime(input: SettingsInput, log: Logger, settings?: Settings): 
 
 function parsePort(text: string): number {
   const port = Number(text);
-  if (!/^\d+$/.test(text) || port > 65_535) throw new UsageError("--port takes a number from 0 (any free port) to 65535");
+  if (!/^\d+$/.test(text) || port > 65_535)
+    throw new UsageError("--port takes a number from 0 (any free port) to 65535");
   return port;
 }
 

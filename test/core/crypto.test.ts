@@ -46,7 +46,9 @@ describe("reading LiteLLM's formats", () => {
   });
 
   it("derives the documented keys (SHA-256 for NaCl and v2, HKDF for v3)", () => {
-    expect(ring.current.sha256.toString("hex")).toBe("b941ba01471b869a92d5a86aa8ce169141c4ddfc650fd5cf85efad17b27a602a");
+    expect(ring.current.sha256.toString("hex")).toBe(
+      "b941ba01471b869a92d5a86aa8ce169141c4ddfc650fd5cf85efad17b27a602a",
+    );
     expect(ring.current.hkdf.toString("hex")).toBe("7ab5a04b6204f3281ffcf74bac846e549a4c7ea7a284c1a98c7844cdf02df299");
   });
 });
@@ -140,7 +142,15 @@ describe("bad ciphertexts fail with decrypt_failed, never a partial value", () =
   });
 
   it("rejects input that is not padded base64", () => {
-    for (const bad of ["", "not base64!", "abc", samples.nacl.replace(/=+$/, "") + "x", "v3:gcm:", "v3:gcm:%%%%", "  "]) {
+    for (const bad of [
+      "",
+      "not base64!",
+      "abc",
+      samples.nacl.replace(/=+$/, "") + "x",
+      "v3:gcm:",
+      "v3:gcm:%%%%",
+      "  ",
+    ]) {
       expectDecryptFailed(bad);
     }
   });

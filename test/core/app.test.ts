@@ -1,0 +1,458 @@
+// The HTTP API in-process, over a real file store (SPEC section 6).
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { expectNoValueIn, inProcessApp, newKey, secretValue } from "../helpers";
+
+type ErrorBody = {
+  error: { code: string; message: string; issues?: { path: string; message: string }[]; names?: string[] };
+};
+
+async function errorOf(res: Response): Promise<ErrorBody["error"]> {
+  return ((await res.json()) as ErrorBody).error;
+}
+
+describe("secrets over HTTP", () => {
+  it("puts, gets, replaces and deletes", async () => {
+    const { request, logs } = await inProcessApp();
+    const v1 = secretValue("first");
+    const v2 = secretValue("second");
+
+    let res = await request("/v1/secrets/OPENAI_API_KEY", { method: "PUT", json: { value: v1 } });
+    expect(res.status).toBe(201);
+    expect(await res.json()).toEqual({ name: "OPENAI_API_KEY", created: true });
+    expect(res.headers.get("cache-control")).toBe("no-store");
+
+    res = await request("/v1/secrets/OPENAI_API_KEY");
+    expect(await res.json()).toEqual({ name: "OPENAI_API_KEY", value: v1, stale: false });
+
+    res = await request("/v1/secrets/OPENAI_API_KEY", {
+      method: "PUT",
+      json: { value: v2, description: "d", tags: { a: "b" } },
+    });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ name: "OPENAI_API_KEY", created: false });
+    expect(((await (await request("/v1/secrets/OPENAI_API_KEY")).json()) as { value: string }).value).toBe(v2);
+
+    res = await request("/v1/secrets/OPENAI_API_KEY", { method: "DELETE" });
+    expect(res.status).toBe(204);
+    res = await request("/v1/secrets/OPENAI_API_KEY", { method: "DELETE" });
+    expect(res.status).toBe(204);
+    res = await request("/v1/secrets/OPENAI_API_KEY");
+    expect(res.status).toBe(404);
+    expect((await errorOf(res)).code).toBe("not_found");
+    expectNoValueIn(logs, [v1, v2]);
+  });
+
+  it("takes names with slashes and percent-encoding, and ?refresh=true", async () => {
+    const { request, runtime } = await inProcessApp();
+    const v = secretValue();
+    await request("/v1/secrets/litellm/team-a", { method: "PUT", json: { value: v } });
+    expect(((await (await request("/v1/secrets/litellm%2Fteam-a")).json()) as { value: string }).value).toBe(v);
+    const calls = () => runtime.metrics.backendCalls.get({ store: "file", op: "get" });
+    const before = calls();
+    await request("/v1/secrets/litellm/team-a");
+    expect(calls()).toBe(before);
+    await request("/v1/secrets/litellm/team-a?refresh=true");
+    expect(calls()).toBe(before + 1);
+  });
+
+  it("reads values written to the store behind its back only after a refresh", async () => {
+    const { request, runtime } = await inProcessApp();
+    await request("/v1/secrets/A", { method: "PUT", json: { value: "one" } });
+    await runtime.store.put("A", "two", {});
+    expect(((await (await request("/v1/secrets/A")).json()) as { value: string }).value).toBe("one");
+    expect(((await (await request("/v1/secrets/A?refresh=true")).json()) as { value: string }).value).toBe("two");
+  });
+});
+
+describe("auth", () => {
+  it("needs the master key as a bearer token on every route but /health and /openapi.json", async () => {
+    const { request, masterKey } = await inProcessApp();
+    for (const token of [null, "", newKey(), `${masterKey}x`, masterKey.slice(0, -1)]) {
+      for (const [path, method] of [
+        ["/v1/secrets/A", "GET"],
+        ["/v1/secrets/A", "PUT"],
+        ["/v1/resolve", "POST"],
+        ["/v1/encrypt", "POST"],
+        ["/metrics", "GET"],
+        ["/v1/key-events", "POST"],
+        ["/nope", "GET"],
+      ] as const) {
+        const res = await request(path, { method, token, json: method === "GET" ? undefined : { value: "x" } });
+        expect(res.status, `${method} ${path}`).toBe(401);
+        expect((await errorOf(res)).code).toBe("unauthorized");
+      }
+    }
+    const basic = await request("/v1/secrets/A", { token: null, headers: { authorization: `Basic ${masterKey}` } });
+    expect(basic.status).toBe(401);
+    expect((await request("/health", { token: null })).status).toBe(200);
+    expect((await request("/openapi.json", { token: null })).status).toBe(200);
+    expect(
+      (await request("/v1/secrets/A", { token: null, headers: { authorization: `bearer ${masterKey}` } })).status,
+    ).toBe(404);
+  });
+});
+
+describe("bad input gets its status and code, and changes nothing", () => {
+  it("refuses each bad request and leaves the store byte-for-byte as it was", async () => {
+    const { request, dataDir, app, masterKey, logs } = await inProcessApp();
+    const kept = secretValue("kept");
+    await request("/v1/secrets/KEEP", { method: "PUT", json: { value: kept } });
+    await request("/v1/secrets/b", { method: "PUT", json: { value: kept } });
+    const storeFile = join(dataDir, "secrets.json");
+    const before = await readFile(storeFile);
+    const sent = secretValue("sent");
+
+    const cases: [string, () => Promise<Response>, number, string][] = [
+      ["empty name", () => request("/v1/secrets/", { method: "PUT", json: { value: sent } }), 400, "invalid_name"],
+      [
+        "257 characters",
+        () => request(`/v1/secrets/${"a".repeat(257)}`, { method: "PUT", json: { value: sent } }),
+        400,
+        "invalid_name",
+      ],
+      [
+        "control character",
+        () => request("/v1/secrets/a%0Ab", { method: "PUT", json: { value: sent } }),
+        400,
+        "invalid_name",
+      ],
+      [
+        "encoded '..'",
+        () => request("/v1/secrets/a%2F..%2Fb", { method: "PUT", json: { value: sent } }),
+        400,
+        "invalid_name",
+      ],
+      ["leading dot", () => request("/v1/secrets/.env", { method: "GET" }), 400, "invalid_name"],
+      [
+        "'..' segment on the wire",
+        () =>
+          app.fetch(
+            new Request("http://localhost/v1/secrets/a/../b", {
+              method: "PUT",
+              headers: { authorization: `Bearer ${masterKey}` },
+              body: JSON.stringify({ value: sent }),
+            }),
+            { rawPath: "/v1/secrets/a/../b" },
+          ),
+        400,
+        "invalid_name",
+      ],
+      [
+        "'..' segment elsewhere",
+        () =>
+          app.fetch(
+            new Request("http://localhost/v1/resolve", {
+              method: "POST",
+              headers: { authorization: `Bearer ${masterKey}` },
+            }),
+            {
+              rawPath: "/v1/x/../resolve",
+            },
+          ),
+        400,
+        "invalid_request",
+      ],
+      [
+        "body over 1 MiB",
+        () => request("/v1/secrets/BIG", { method: "PUT", json: { value: "x".repeat(1024 * 1024) } }),
+        413,
+        "payload_too_large",
+      ],
+      [
+        "malformed JSON",
+        () => request("/v1/secrets/A", { method: "PUT", body: `{"value": "${sent}"` }),
+        400,
+        "invalid_request",
+      ],
+      ["empty body", () => request("/v1/secrets/A", { method: "PUT", body: "" }), 400, "invalid_request"],
+      [
+        "value not a string",
+        () => request("/v1/secrets/A", { method: "PUT", json: { value: 42 } }),
+        400,
+        "invalid_request",
+      ],
+      [
+        "missing value",
+        () => request("/v1/secrets/A", { method: "PUT", json: { description: "d" } }),
+        400,
+        "invalid_request",
+      ],
+      [
+        "unknown field",
+        () => request("/v1/secrets/A", { method: "PUT", json: { value: sent, vaule: sent } }),
+        400,
+        "invalid_request",
+      ],
+      [
+        "tags not strings",
+        () => request("/v1/secrets/A", { method: "PUT", json: { value: sent, tags: { a: 1 } } }),
+        400,
+        "invalid_request",
+      ],
+      ["array body", () => request("/v1/secrets/A", { method: "PUT", json: [sent] }), 400, "invalid_request"],
+      ["bad refresh", () => request("/v1/secrets/KEEP?refresh=yes"), 400, "invalid_request"],
+      ["resolve without config", () => request("/v1/resolve", { method: "POST", json: {} }), 400, "invalid_request"],
+      [
+        "decrypt a number",
+        () => request("/v1/decrypt", { method: "POST", json: { ciphertext: 1 } }),
+        400,
+        "invalid_request",
+      ],
+      [
+        "no token",
+        () => request("/v1/secrets/A", { method: "PUT", token: null, json: { value: sent } }),
+        401,
+        "unauthorized",
+      ],
+      ["wrong token", () => request("/v1/secrets/KEEP", { method: "DELETE", token: newKey() }), 401, "unauthorized"],
+    ];
+    const bodies: string[] = [];
+    for (const [label, send, status, code] of cases) {
+      const res = await send();
+      const text = await res.text();
+      bodies.push(text);
+      expect(res.status, label).toBe(status);
+      expect((JSON.parse(text) as ErrorBody).error.code, label).toBe(code);
+    }
+
+    expect(await readFile(storeFile)).toEqual(before);
+    expect(((await (await request("/v1/secrets/KEEP")).json()) as { value: string }).value).toBe(kept);
+    expect((await request("/v1/secrets/A")).status).toBe(404);
+    expectNoValueIn([...bodies, ...logs], [sent, kept]);
+  });
+
+  it("lists zod issues by path", async () => {
+    const { request } = await inProcessApp();
+    const res = await request("/v1/secrets/A", { method: "PUT", json: { value: 1, tags: { t: 2 } } });
+    const error = await errorOf(res);
+    expect(error.issues?.map((i) => i.path).sort()).toEqual(["tags.t", "value"]);
+    expect(error.message).toContain("value: ");
+  });
+});
+
+describe("access_mode and hosted_keys", () => {
+  const cfg = (store: string, kms: string) =>
+    `general_settings:\n  key_management_system: ${store}\n  key_management_settings:\n${kms}`;
+
+  it("read_only refuses writes", async () => {
+    const { request, runtime } = await inProcessApp({ config: cfg("file", "    access_mode: read_only\n") });
+    await runtime.store.put("A", "seeded", {});
+    expect((await errorOf(await request("/v1/secrets/A", { method: "PUT", json: { value: "x" } }))).code).toBe(
+      "read_only",
+    );
+    expect((await request("/v1/secrets/A", { method: "DELETE" })).status).toBe(403);
+    expect(((await (await request("/v1/secrets/A")).json()) as { value: string }).value).toBe("seeded");
+  });
+
+  it("write_only refuses reads and resolve", async () => {
+    const { request } = await inProcessApp({ config: cfg("file", "    access_mode: write_only\n") });
+    expect((await request("/v1/secrets/A", { method: "PUT", json: { value: "x" } })).status).toBe(201);
+    expect((await errorOf(await request("/v1/secrets/A"))).code).toBe("write_only");
+    const res = await request("/v1/resolve", { method: "POST", json: { config: { k: "os.environ/A" } } });
+    expect(res.status).toBe(403);
+    expect((await errorOf(res)).code).toBe("write_only");
+  });
+
+  it("hosted_keys limits reads and resolve to the listed names", async () => {
+    const { request } = await inProcessApp({ config: cfg("file", "    hosted_keys: [A]\n") });
+    await request("/v1/secrets/A", { method: "PUT", json: { value: "a" } });
+    await request("/v1/secrets/B", { method: "PUT", json: { value: "b" } });
+    expect((await request("/v1/secrets/A")).status).toBe(200);
+    const res = await request("/v1/secrets/B");
+    expect(res.status).toBe(403);
+    expect((await errorOf(res)).code).toBe("not_hosted");
+    expect(
+      (await request("/v1/resolve", { method: "POST", json: { config: ["os.environ/A", "os.environ/B"] } })).status,
+    ).toBe(403);
+  });
+
+  it("never returns the process environment: the file store does not fall back to it", async () => {
+    const envValue = secretValue("env");
+    const { request, logs } = await inProcessApp({ env: { ONLY_IN_ENV: envValue } });
+    expect((await request("/v1/secrets/ONLY_IN_ENV")).status).toBe(404);
+    const res = await request("/v1/resolve", { method: "POST", json: { config: { k: "os.environ/ONLY_IN_ENV" } } });
+    expect(res.status).toBe(422);
+    const text = await res.text();
+    expect(text).not.toContain(envValue);
+    expect((JSON.parse(text) as ErrorBody).error).toMatchObject({ code: "unresolved_refs", names: ["ONLY_IN_ENV"] });
+    expectNoValueIn(logs, [envValue]);
+  });
+
+  it("the local (environment) store serves nothing over HTTP without hosted_keys", async () => {
+    const envValue = secretValue("env");
+    const { request } = await inProcessApp({
+      env: { OPENAI_API_KEY: envValue },
+      config: cfg("local", "    access_mode: read_only\n"),
+    });
+    for (const name of ["OPENAI_API_KEY", "LITELLM_MASTER_KEY", "PATH"]) {
+      const res = await request(`/v1/secrets/${name}`);
+      expect(res.status).toBe(403);
+      expect(await res.text()).not.toContain(envValue);
+    }
+  });
+
+  it("the local store serves exactly the names listed in hosted_keys", async () => {
+    const envValue = secretValue("env");
+    const { request } = await inProcessApp({
+      env: { OPENAI_API_KEY: envValue },
+      config: cfg("local", "    hosted_keys: [OPENAI_API_KEY]\n"),
+    });
+    expect(((await (await request("/v1/secrets/OPENAI_API_KEY")).json()) as { value: string }).value).toBe(envValue);
+    expect((await request("/v1/secrets/LITELLM_MASTER_KEY")).status).toBe(403);
+    expect(
+      (await errorOf(await request("/v1/secrets/OPENAI_API_KEY", { method: "PUT", json: { value: "x" } }))).code,
+    ).toBe("read_only");
+  });
+});
+
+describe("resolve, encrypt, decrypt", () => {
+  it("replaces every ref in any JSON, and lists the ones it cannot resolve", async () => {
+    const { request } = await inProcessApp();
+    const a = secretValue("a");
+    const b = secretValue("b");
+    await request("/v1/secrets/AZURE_API_KEY", { method: "PUT", json: { value: a } });
+    await request("/v1/secrets/AZURE_API_BASE", { method: "PUT", json: { value: b } });
+    const config = {
+      model_list: [
+        {
+          model_name: "m",
+          litellm_params: {
+            model: "azure/gpt-4o",
+            api_key: "os.environ/AZURE_API_KEY",
+            api_base: "os.environ/AZURE_API_BASE",
+            rpm: 5,
+          },
+        },
+      ],
+      nested: [["os.environ/AZURE_API_KEY", null, true]],
+      text: "not os.environ/AZURE_API_KEY",
+    };
+    const res = await request("/v1/resolve", { method: "POST", json: { config } });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({
+      config: {
+        model_list: [{ model_name: "m", litellm_params: { model: "azure/gpt-4o", api_key: a, api_base: b, rpm: 5 } }],
+        nested: [[a, null, true]],
+        text: "not os.environ/AZURE_API_KEY",
+      },
+    });
+    const missing = await request("/v1/resolve", {
+      method: "POST",
+      json: { config: ["os.environ/AZURE_API_KEY", "os.environ/NOPE_2", "os.environ/NOPE_1"] },
+    });
+    expect(missing.status).toBe(422);
+    const error = await errorOf(missing);
+    expect(error.names).toEqual(["NOPE_1", "NOPE_2"]);
+    expect(JSON.stringify(error)).not.toContain(a);
+  });
+
+  it("encrypts and decrypts in LiteLLM's format", async () => {
+    const { request } = await inProcessApp();
+    const v = secretValue();
+    const { ciphertext } = (await (await request("/v1/encrypt", { method: "POST", json: { value: v } })).json()) as {
+      ciphertext: string;
+    };
+    expect(ciphertext).toMatch(/^[A-Za-z0-9_-]+={0,2}$/);
+    expect(await (await request("/v1/decrypt", { method: "POST", json: { ciphertext } })).json()).toEqual({ value: v });
+  });
+});
+
+describe("the rest of the API", () => {
+  it("answers /health", async () => {
+    const { request } = await inProcessApp();
+    expect(await (await request("/health", { token: null })).json()).toEqual({
+      status: "ok",
+      store: "file",
+      version: "0.1.0",
+    });
+  });
+
+  it("answers 501 not_supported for key events and forward until their issues land", async () => {
+    const { request } = await inProcessApp();
+    expect((await errorOf(await request("/v1/key-events", { method: "POST", json: {} }))).code).toBe("not_supported");
+    const res = await request("/v1/forward/gpt/chat/completions", { method: "POST", json: {} });
+    expect(res.status).toBe(501);
+  });
+
+  it("answers unknown routes with a JSON 404", async () => {
+    const { request } = await inProcessApp();
+    const res = await request("/v2/whatever");
+    expect(res.status).toBe(404);
+    expect((await errorOf(res)).code).toBe("not_found");
+  });
+
+  it("serves an OpenAPI 3.1 document derived from the request schemas", async () => {
+    const { request } = await inProcessApp();
+    const doc = (await (await request("/openapi.json", { token: null })).json()) as {
+      openapi: string;
+      paths: Record<
+        string,
+        Record<
+          string,
+          {
+            requestBody?: {
+              content: Record<
+                string,
+                { schema: { properties: Record<string, { maxLength?: number }>; required: string[] } }
+              >;
+            };
+            responses: Record<string, unknown>;
+            security?: unknown[];
+          }
+        >
+      >;
+    };
+    expect(doc.openapi).toBe("3.1.0");
+    expect(Object.keys(doc.paths).sort()).toEqual(
+      [
+        "/health",
+        "/metrics",
+        "/openapi.json",
+        "/v1/decrypt",
+        "/v1/encrypt",
+        "/v1/forward/{model_name}/{path}",
+        "/v1/key-events",
+        "/v1/resolve",
+        "/v1/secrets/{name}",
+      ].sort(),
+    );
+    const put = doc.paths["/v1/secrets/{name}"]?.put;
+    const schema = put?.requestBody?.content["application/json"]?.schema;
+    expect(schema?.required).toEqual(["value"]);
+    expect(schema?.properties.description?.maxLength).toBe(2048);
+    expect(Object.keys(put?.responses ?? {}).sort()).toEqual([
+      "200",
+      "201",
+      "400",
+      "401",
+      "403",
+      "409",
+      "413",
+      "500",
+      "501",
+      "502",
+      "503",
+    ]);
+    expect(doc.paths["/health"]?.get?.security).toEqual([]);
+  });
+
+  it("exposes Prometheus metrics without values", async () => {
+    const { request } = await inProcessApp();
+    const v = secretValue();
+    await request("/v1/secrets/A", { method: "PUT", json: { value: v } });
+    await request("/v1/secrets/A");
+    await request("/v1/secrets/A");
+    await request("/v1/secrets/MISSING");
+    const res = await request("/metrics");
+    expect(res.headers.get("content-type")).toContain("text/plain");
+    const text = await res.text();
+    expect(text).toContain('llm_secrets_cache_hits_total{store="file"} 2');
+    expect(text).toContain('llm_secrets_cache_misses_total{store="file"} 1');
+    expect(text).toContain('llm_secrets_backend_calls_total{store="file",op="put"} 1');
+    expect(text).toContain('llm_secrets_errors_total{store="file",code="not_found"} 1');
+    expect(text).toMatch(/llm_secrets_backend_latency_seconds_count\{store="file",op="get"\} 1/);
+    expect(text).not.toContain(v);
+  });
+});

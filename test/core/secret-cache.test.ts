@@ -1,0 +1,176 @@
+import { describe, expect, it } from "vitest";
+import { BackendUnavailable, SecretsError } from "../../core/src/errors";
+import { SecretCache } from "../../core/src/secret-cache";
+
+/** A backend double driven by the test: it counts calls and answers what it is told. */
+function backend(initial: string | undefined) {
+  const state = {
+    value: initial,
+    calls: 0,
+    fail: undefined as Error | undefined,
+    gate: undefined as Promise<void> | undefined,
+  };
+  const load = async () => {
+    state.calls++;
+    if (state.gate) await state.gate;
+    if (state.fail) throw state.fail;
+    return state.value;
+  };
+  return { state, load };
+}
+
+function clock(start = 1_000_000) {
+  const c = { now: start };
+  return { c, now: () => c.now };
+}
+
+function deferred() {
+  let release!: () => void;
+  const promise = new Promise<void>((r) => {
+    release = r;
+  });
+  return { promise, release };
+}
+
+describe("SecretCache", () => {
+  it("answers from the cache until the refresh interval ends", async () => {
+    const { c, now } = clock();
+    const cache = new SecretCache({ ttlMs: 60_000, maxStaleMs: 0, now });
+    const b = backend("v1");
+    expect(await cache.get("a", b.load)).toEqual({ value: "v1", stale: false });
+    b.state.value = "v2";
+    c.now += 59_000;
+    expect((await cache.get("a", b.load)).value).toBe("v1");
+    c.now += 1_001;
+    expect((await cache.get("a", b.load)).value).toBe("v2");
+    expect(b.state.calls).toBe(2);
+  });
+
+  it("makes one backend call for 200 concurrent misses", async () => {
+    const cache = new SecretCache({ ttlMs: 60_000, maxStaleMs: 0 });
+    const b = backend("v");
+    const gate = deferred();
+    b.state.gate = gate.promise;
+    const reads = Array.from({ length: 200 }, () => cache.get("a", b.load));
+    gate.release();
+    const results = await Promise.all(reads);
+    expect(results.every((r) => r.value === "v")).toBe(true);
+    expect(b.state.calls).toBe(1);
+  });
+
+  it("shares one call among concurrent misses even with a zero interval (always read)", async () => {
+    const cache = new SecretCache({ ttlMs: 0, maxStaleMs: 0 });
+    const b = backend("v");
+    const gate = deferred();
+    b.state.gate = gate.promise;
+    const reads = Array.from({ length: 50 }, () => cache.get("a", b.load));
+    gate.release();
+    await Promise.all(reads);
+    expect(b.state.calls).toBe(1);
+    await cache.get("a", b.load);
+    expect(b.state.calls).toBe(2);
+  });
+
+  it("caches not-found for at most 60 s", async () => {
+    const { c, now } = clock();
+    const cache = new SecretCache({ ttlMs: 3_600_000, maxStaleMs: 0, now });
+    const b = backend(undefined);
+    expect((await cache.get("a", b.load)).value).toBeUndefined();
+    b.state.value = "now-there";
+    c.now += 59_000;
+    expect((await cache.get("a", b.load)).value).toBeUndefined();
+    c.now += 1_001;
+    expect((await cache.get("a", b.load)).value).toBe("now-there");
+    expect(b.state.calls).toBe(2);
+  });
+
+  it("never caches errors", async () => {
+    const cache = new SecretCache({ ttlMs: 60_000, maxStaleMs: 60_000 });
+    const b = backend("v");
+    b.state.fail = new BackendUnavailable("down");
+    await expect(cache.get("a", b.load)).rejects.toThrow("down");
+    b.state.fail = undefined;
+    expect((await cache.get("a", b.load)).value).toBe("v");
+    expect(b.state.calls).toBe(2);
+  });
+
+  it("serves the last good value, marked stale, while the backend is down, up to maxStale", async () => {
+    const { c, now } = clock();
+    const events: string[] = [];
+    const cache = new SecretCache({ ttlMs: 10_000, maxStaleMs: 30_000, now, onEvent: (e) => events.push(e) });
+    const b = backend("good");
+    await cache.get("a", b.load);
+    b.state.fail = new BackendUnavailable("timeout");
+    c.now += 10_001;
+    expect(await cache.get("a", b.load)).toEqual({ value: "good", stale: true });
+    c.now += 29_000;
+    expect(await cache.get("a", b.load)).toEqual({ value: "good", stale: true });
+    c.now += 1_000;
+    await expect(cache.get("a", b.load)).rejects.toBeInstanceOf(BackendUnavailable);
+    expect(events.filter((e) => e === "stale")).toHaveLength(2);
+  });
+
+  it("does not serve stale values for errors that are not retryable, nor with refresh", async () => {
+    const { c, now } = clock();
+    const cache = new SecretCache({ ttlMs: 10_000, maxStaleMs: 30_000, now });
+    const b = backend("good");
+    await cache.get("a", b.load);
+    c.now += 10_001;
+    b.state.fail = new SecretsError("backend_denied", "denied");
+    await expect(cache.get("a", b.load)).rejects.toThrow("denied");
+    b.state.fail = new BackendUnavailable("down");
+    await expect(cache.get("a", b.load, true)).rejects.toThrow("down");
+  });
+
+  it("refreshes in the background near expiry, answering from the cache meanwhile", async () => {
+    const { c, now } = clock();
+    const events: string[] = [];
+    const cache = new SecretCache({ ttlMs: 100_000, maxStaleMs: 0, now, onEvent: (e) => events.push(e) });
+    const b = backend("v1");
+    await cache.get("a", b.load);
+    b.state.value = "v2";
+    const gate = deferred();
+    b.state.gate = gate.promise;
+    c.now += 95_000; // within the last tenth
+    expect((await cache.get("a", b.load)).value).toBe("v1");
+    expect((await cache.get("a", b.load)).value).toBe("v1");
+    expect(b.state.calls).toBe(2); // one background refresh, not two
+    gate.release();
+    await new Promise((r) => setTimeout(r, 0));
+    expect((await cache.get("a", b.load)).value).toBe("v2");
+    expect(events).toContain("refresh");
+  });
+
+  it("bypasses the cache on refresh", async () => {
+    const cache = new SecretCache({ ttlMs: 60_000, maxStaleMs: 0 });
+    const b = backend("v1");
+    await cache.get("a", b.load);
+    b.state.value = "v2";
+    expect((await cache.get("a", b.load, true)).value).toBe("v2");
+    expect((await cache.get("a", b.load)).value).toBe("v2");
+  });
+
+  it("takes our own writes and deletes at once, over a load already under way", async () => {
+    const cache = new SecretCache({ ttlMs: 60_000, maxStaleMs: 0 });
+    const b = backend("old");
+    const gate = deferred();
+    b.state.gate = gate.promise;
+    const slow = cache.get("a", b.load);
+    cache.set("a", "written");
+    gate.release();
+    expect((await slow).value).toBe("old"); // that read started before the write
+    expect((await cache.get("a", b.load)).value).toBe("written");
+    cache.setMissing("a");
+    expect((await cache.get("a", b.load)).value).toBeUndefined();
+    expect(b.state.calls).toBe(1);
+  });
+
+  it("keeps names apart and bounds its size", async () => {
+    const cache = new SecretCache({ ttlMs: 60_000, maxStaleMs: 0, maxEntries: 3 });
+    for (const n of ["a", "b", "c", "d"]) cache.set(n, `value-of-${n}`);
+    expect(cache.size).toBe(3);
+    const b = backend("reloaded");
+    expect((await cache.get("d", b.load)).value).toBe("value-of-d");
+    expect((await cache.get("a", b.load)).value).toBe("reloaded");
+  });
+});

@@ -1,0 +1,252 @@
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { KeyRing, openSecret, sealSecret } from "../../core/src/crypto";
+import { ConfigError, DecryptFailed } from "../../core/src/errors";
+import { loadSettings } from "../../core/src/settings";
+import { newKey, tempDir } from "../helpers";
+
+function configError(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as Error).message;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+describe("defaults", () => {
+  it("serves the file store read-write on 127.0.0.1:4000 with LiteLLM's cache interval", () => {
+    const s = loadSettings({ env: { LITELLM_MASTER_KEY: newKey() }, cwd: "/srv/app" });
+    expect(s.store).toBe("file");
+    expect(s.keyManagement.accessMode).toBe("read_and_write");
+    expect(s.keyManagement.prefixForStoredVirtualKeys).toBe("litellm/");
+    expect(s.keyManagement.hostedKeys).toBeUndefined();
+    expect(s.server).toEqual({ host: "127.0.0.1", port: 4000, tls: undefined });
+    expect(s.cache).toEqual({ ttlSeconds: 86_400, maxStaleSeconds: 3_600 });
+    expect(s.dataDir).toBe("/srv/app/.llm-secrets");
+    expect(s.encryptionAlgorithm).toBe("xsalsa20-poly1305");
+  });
+
+  it("defaults other stores to read_only, as LiteLLM does", () => {
+    const s = loadSettings({ env: { LLM_SECRETS_CONFIG: "general_settings:\n  key_management_system: local\n" } });
+    expect(s.keyManagement.accessMode).toBe("read_only");
+  });
+});
+
+describe("salt key and master key", () => {
+  it("LITELLM_SALT_KEY wins over the master key", () => {
+    const master = newKey();
+    const salt = newKey("salt-");
+    const s = loadSettings({ env: { LITELLM_MASTER_KEY: master, LITELLM_SALT_KEY: salt } });
+    const sealed = sealSecret("v", s.keys as KeyRing);
+    expect(openSecret(sealed, new KeyRing(salt))).toBe("v");
+    expect(() => openSecret(sealed, new KeyRing(master))).toThrow(DecryptFailed);
+  });
+
+  it("falls back to the master key without a salt key", () => {
+    const master = newKey();
+    const s = loadSettings({ env: { LITELLM_MASTER_KEY: master } });
+    expect(openSecret(sealSecret("v", s.keys as KeyRing), new KeyRing(master))).toBe("v");
+  });
+
+  it.each(["", "   "])("refuses a set-but-empty LITELLM_SALT_KEY (%j), naming it", (salt) => {
+    const message = configError(() => loadSettings({ env: { LITELLM_MASTER_KEY: newKey(), LITELLM_SALT_KEY: salt } }));
+    expect(message).toContain("LITELLM_SALT_KEY");
+  });
+
+  it("refuses an empty master key and LiteLLM's example key, naming the source", () => {
+    expect(configError(() => loadSettings({ env: { LITELLM_MASTER_KEY: "" } }))).toContain("LITELLM_MASTER_KEY");
+    expect(configError(() => loadSettings({ env: { LITELLM_MASTER_KEY: "sk-1234" } }))).toContain("publicly known");
+    const viaConfig = configError(() =>
+      loadSettings({ env: { LLM_SECRETS_CONFIG: "general_settings:\n  master_key: sk-1234\n" } }),
+    );
+    expect(viaConfig).toContain("general_settings.master_key");
+  });
+
+  it("reads general_settings.master_key, literal or os.environ/ ref, before LITELLM_MASTER_KEY", () => {
+    const mine = newKey();
+    const literal = loadSettings({
+      env: { LITELLM_MASTER_KEY: newKey(), LLM_SECRETS_CONFIG: `general_settings:\n  master_key: ${mine}\n` },
+    });
+    expect(literal.masterKey).toBe(mine);
+    const ref = loadSettings({
+      env: { MY_KEY: mine, LLM_SECRETS_CONFIG: "general_settings:\n  master_key: os.environ/MY_KEY\n" },
+    });
+    expect(ref.masterKey).toBe(mine);
+    expect(ref.masterKeySource).toBe("MY_KEY");
+  });
+
+  it("reads the generated master.key of a file store's data dir", async () => {
+    const dir = await tempDir();
+    const key = newKey();
+    await writeFile(join(dir, "master.key"), `${key}\n`, { mode: 0o600 });
+    const s = loadSettings({ env: { LLM_SECRETS_DATA_DIR: dir } });
+    expect(s.masterKey).toBe(key);
+    expect(s.masterKeySource).toBe(join(dir, "master.key"));
+  });
+
+  it("parses LLM_SECRETS_PREVIOUS_SALT_KEYS as a JSON array of strings", () => {
+    const old = newKey("old-");
+    const s = loadSettings({
+      env: { LITELLM_SALT_KEY: newKey(), LLM_SECRETS_PREVIOUS_SALT_KEYS: JSON.stringify([old]) },
+    });
+    expect(openSecret(sealSecret("v", new KeyRing(old)), s.keys as KeyRing)).toBe("v");
+    for (const bad of ["not json", '"one"', "[1]", '[""]']) {
+      expect(configError(() => loadSettings({ env: { LLM_SECRETS_PREVIOUS_SALT_KEYS: bad } }))).toContain(
+        "LLM_SECRETS_PREVIOUS_SALT_KEYS",
+      );
+    }
+  });
+});
+
+describe("config.yaml", () => {
+  it("reads LiteLLM's keys from a file given with --config", async () => {
+    const dir = await tempDir();
+    const file = join(dir, "config.yaml");
+    await writeFile(
+      file,
+      [
+        "general_settings:",
+        "  master_key: os.environ/LITELLM_MASTER_KEY",
+        "  key_management_system: local",
+        "  encryption_algorithm: aes-256-gcm",
+        "  key_management_settings:",
+        "    access_mode: read_and_write",
+        "    hosted_keys: [OPENAI_API_KEY, AZURE_API_KEY]",
+        "    store_virtual_keys: true",
+        "    prefix_for_stored_virtual_keys: vk",
+        "    description: made by llm-secrets",
+        "    tags: {team: a}",
+        "model_list:",
+        "  - model_name: gpt",
+        "    litellm_params: {model: azure/gpt-4o, api_key: os.environ/AZURE_API_KEY, rpm: 10}",
+      ].join("\n"),
+    );
+    const s = loadSettings({ env: { LITELLM_MASTER_KEY: newKey() }, configFile: file });
+    expect(s.store).toBe("local");
+    expect(s.encryptionAlgorithm).toBe("aes-256-gcm");
+    expect(s.keyManagement).toMatchObject({
+      accessMode: "read_and_write",
+      hostedKeys: ["OPENAI_API_KEY", "AZURE_API_KEY"],
+      storeVirtualKeys: true,
+      prefixForStoredVirtualKeys: "vk/",
+      description: "made by llm-secrets",
+      tags: { team: "a" },
+    });
+    expect(s.warnings).toEqual([]);
+    expect(s.config.model_list?.[0]?.litellm_params.api_key).toBe("os.environ/AZURE_API_KEY");
+  });
+
+  it("stops on an invalid key, naming it", () => {
+    const message = configError(() =>
+      loadSettings({
+        env: { LLM_SECRETS_CONFIG: "general_settings:\n  key_management_settings:\n    access_mode: sometimes\n" },
+      }),
+    );
+    expect(message).toContain("general_settings.key_management_settings.access_mode");
+    expect(
+      configError(() =>
+        loadSettings({ env: { LLM_SECRETS_CONFIG: "general_settings:\n  key_management_system: s3\n" } }),
+      ),
+    ).toContain("general_settings.key_management_system");
+  });
+
+  it("ignores unknown keys with one warning that lists them", () => {
+    const s = loadSettings({
+      env: {
+        LITELLM_MASTER_KEY: newKey(),
+        LLM_SECRETS_CONFIG:
+          "router_settings: {a: 1}\ngeneral_settings:\n  database_url: x\nlitellm_settings:\n  drop_params: true\n",
+      },
+    });
+    expect(s.warnings).toHaveLength(1);
+    expect(s.warnings[0]).toContain("router_settings");
+    expect(s.warnings[0]).toContain("general_settings.database_url");
+    expect(s.warnings[0]).toContain("litellm_settings.drop_params");
+  });
+
+  it("reports a YAML error by position, without quoting the file", async () => {
+    const dir = await tempDir();
+    const file = join(dir, "bad.yaml");
+    const value = newKey();
+    await writeFile(file, `general_settings:\n  master_key: "${value}\n  x: [\n`);
+    const message = configError(() => loadSettings({ env: {}, configFile: file }));
+    expect(message).toMatch(/line \d+/);
+    expect(message).not.toContain(value);
+  });
+
+  it("says which file it could not read", () => {
+    expect(configError(() => loadSettings({ env: {}, configFile: "/nonexistent/config.yaml" }))).toContain(
+      "/nonexistent/config.yaml",
+    );
+  });
+
+  it("applies environment_variables from the config to the environment snapshot", () => {
+    const s = loadSettings({
+      env: { LLM_SECRETS_CONFIG: "environment_variables:\n  FROM_CONFIG: yes-it-is\n  N: 3\n" },
+    });
+    expect(s.env.FROM_CONFIG).toBe("yes-it-is");
+    expect(s.env.N).toBe("3");
+  });
+});
+
+describe("environment", () => {
+  it("takes each store's refresh interval", () => {
+    const cfg = (store: string) => `general_settings:\n  key_management_system: ${store}\n`;
+    expect(loadSettings({ env: { SECRET_MANAGER_REFRESH_INTERVAL: "120" } }).cache.ttlSeconds).toBe(120);
+    expect(
+      loadSettings({
+        env: {
+          LLM_SECRETS_CONFIG: cfg("hashicorp_vault"),
+          HCP_VAULT_REFRESH_INTERVAL: "30",
+          SECRET_MANAGER_REFRESH_INTERVAL: "120",
+        },
+      }).cache.ttlSeconds,
+    ).toBe(30);
+    expect(
+      loadSettings({
+        env: { LLM_SECRETS_CONFIG: cfg("google_secret_manager"), GOOGLE_SECRET_MANAGER_REFRESH_INTERVAL: "45" },
+      }).cache.ttlSeconds,
+    ).toBe(45);
+    expect(
+      loadSettings({
+        env: {
+          LLM_SECRETS_CONFIG: cfg("google_secret_manager"),
+          GOOGLE_SECRET_MANAGER_REFRESH_INTERVAL: "45",
+          GOOGLE_SECRET_MANAGER_ALWAYS_READ_SECRET_MANAGER: "True",
+        },
+      }).cache.ttlSeconds,
+    ).toBe(0);
+    expect(loadSettings({ env: { SECRET_MANAGER_REFRESH_INTERVAL: "" } }).cache.ttlSeconds).toBe(86_400);
+    expect(loadSettings({ env: { LLM_SECRETS_MAX_STALE: "10" } }).cache.maxStaleSeconds).toBe(10);
+  });
+
+  it("refuses malformed numbers, naming the variable", () => {
+    expect(configError(() => loadSettings({ env: { SECRET_MANAGER_REFRESH_INTERVAL: "1h" } }))).toContain(
+      "SECRET_MANAGER_REFRESH_INTERVAL",
+    );
+    expect(configError(() => loadSettings({ env: { PORT: "70000" } }))).toContain("PORT");
+  });
+
+  it("takes flags over env for the server, and needs both TLS files or neither", () => {
+    const s = loadSettings({
+      env: { PORT: "5000", SSL_KEYFILE_PATH: "k.pem", SSL_CERTFILE_PATH: "c.pem" },
+      cwd: "/etc/tls",
+      server: { port: 6000, host: "0.0.0.0" },
+    });
+    expect(s.server).toEqual({
+      host: "0.0.0.0",
+      port: 6000,
+      tls: { keyFile: "/etc/tls/k.pem", certFile: "/etc/tls/c.pem" },
+    });
+    expect(configError(() => loadSettings({ env: { SSL_KEYFILE_PATH: "k.pem" } }))).toContain("--ssl_certfile_path");
+  });
+
+  it("resolves the data dir against the working directory", async () => {
+    const dir = await tempDir();
+    await mkdir(join(dir, "sub"));
+    expect(loadSettings({ env: { LLM_SECRETS_DATA_DIR: "sub" }, cwd: dir }).dataDir).toBe(join(dir, "sub"));
+  });
+});
