@@ -104,7 +104,7 @@ describe("bad input gets its status and code, and changes nothing", () => {
     const before = await readFile(storeFile);
     const sent = secretValue("sent");
 
-    const cases: [string, () => Promise<Response>, number, string][] = [
+    const cases: [string, () => Response | Promise<Response>, number, string][] = [
       ["empty name", () => request("/v1/secrets/", { method: "PUT", json: { value: sent } }), 400, "invalid_name"],
       [
         "257 characters",
