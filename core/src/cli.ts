@@ -178,7 +178,7 @@ async function serve(input: SettingsInput, flags: Record<string, unknown>, io: C
   }
   const rt = await createRuntime(settings, log);
   const app = appOf(rt);
-  const resolution = await rt.manager.resolveConfig(settings.config);
+  const resolution = await rt.manager.resolveConfig(settings.rawConfig);
   const unresolved = resolution.refs.filter((r) => r.source === "unresolved").map((r) => r.name);
   if (unresolved.length > 0) log.warn("config refs did not resolve", { names: unresolved.join(",") });
 
@@ -195,7 +195,7 @@ async function resolve(input: SettingsInput, showValues: boolean, io: CliIo, log
   const settings = settingsOf(input, log);
   if (!input.configFile && !input.env.LLM_SECRETS_CONFIG) throw new UsageError("resolve needs --config FILE");
   const rt = await runtime(input, log, settings);
-  const { config, refs } = await rt.manager.resolveConfig(settings.config);
+  const { config, refs } = await rt.manager.resolveConfig(settings.rawConfig);
   if (showValues) io.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
   else for (const ref of refs) io.stdout.write(`${ref.name}\t${ref.source}\n`);
   const unresolved = refs.filter((r) => r.source === "unresolved");

@@ -152,8 +152,10 @@ export interface Settings {
   cache: { ttlSeconds: number; maxStaleSeconds: number };
   dataDir: string;
   server: { host: string; port: number; tls?: { keyFile: string; certFile: string } };
-  /** The parsed config (model_list for resolve and forward). */
+  /** The parsed config: the keys llm-secrets uses, validated. */
   config: Config;
+  /** The config file as written, every key in its order: what `resolve` resolves. */
+  rawConfig: Record<string, unknown>;
   /** The environment as it was at start, with config `environment_variables` applied. */
   env: Readonly<Record<string, string>>;
   /** Config keys that were ignored. */
@@ -174,7 +176,7 @@ export function loadSettings(input: SettingsInput): Settings {
   const rawEnv = Object.fromEntries(
     Object.entries(input.env).filter((e): e is [string, string] => typeof e[1] === "string"),
   );
-  const { config, warnings } = readConfig(input.configFile ?? rawEnv.LLM_SECRETS_CONFIG, cwd);
+  const { config, rawConfig, warnings } = readConfig(input.configFile ?? rawEnv.LLM_SECRETS_CONFIG, cwd);
   const env: Record<string, string> = { ...rawEnv };
   for (const [k, v] of Object.entries(config.environment_variables ?? {})) env[k] = String(v);
 
@@ -236,6 +238,7 @@ export function loadSettings(input: SettingsInput): Settings {
       tls: keyFile && certFile ? { keyFile: resolve(cwd, keyFile), certFile: resolve(cwd, certFile) } : undefined,
     },
     config,
+    rawConfig,
     env,
     warnings,
   };
@@ -247,8 +250,11 @@ export function requireKeys(settings: Settings): KeyRing {
   return settings.keys;
 }
 
-function readConfig(source: string | undefined, cwd: string): { config: Config; warnings: string[] } {
-  if (source === undefined || source.trim() === "") return { config: {}, warnings: [] };
+function readConfig(
+  source: string | undefined,
+  cwd: string,
+): { config: Config; rawConfig: Record<string, unknown>; warnings: string[] } {
+  if (source === undefined || source.trim() === "") return { config: {}, rawConfig: {}, warnings: [] };
   const inline = source.includes("\n") || source.trimStart().startsWith("{");
   let yamlText: string;
   if (inline) {
@@ -278,7 +284,7 @@ function readConfig(source: string | undefined, cwd: string): { config: Config; 
   if (!parsed.success) throw new ConfigError(`config: ${describeIssues(issuesOf(parsed.error))}`);
   const ignored = unknownKeys(ConfigSchema, raw);
   const warnings = ignored.length ? [`config: ignoring keys llm-secrets does not use: ${ignored.join(", ")}`] : [];
-  return { config: parsed.data, warnings };
+  return { config: parsed.data, rawConfig: raw as Record<string, unknown>, warnings };
 }
 
 const ENV_REF = "os.environ/";

@@ -1,0 +1,270 @@
+// The `llm-secrets` CLI, run as a child process from its bundle (SPEC section 1).
+import { readFile, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { KeyRing, openSecret, sealSecret } from "../../core/src/crypto";
+import { cleanEnv, expectNoValueIn, fetchJson, newKey, runCli, ServerProcess, secretValue, tempDir } from "../helpers";
+
+async function setup(extra: Record<string, string> = {}) {
+  const dir = await tempDir();
+  const env = cleanEnv({ LITELLM_MASTER_KEY: newKey(), LLM_SECRETS_DATA_DIR: join(dir, "data"), ...extra });
+  return { dir, env, cli: (args: string[], input?: string) => runCli(args, { env, cwd: dir, input }) };
+}
+
+describe("secrets from the command line", () => {
+  it("puts from stdin, gets, deletes, with exit codes 0, 1 and 2", async () => {
+    const { cli } = await setup();
+    const v = secretValue();
+    let r = await cli(["put", "OPENAI_API_KEY"], `${v}\n`);
+    expect(r).toMatchObject({ code: 0, stdout: "" });
+    expect(r.stderr).toBe("created OPENAI_API_KEY\n");
+    r = await cli(["get", "OPENAI_API_KEY"]);
+    expect(r).toMatchObject({ code: 0, stdout: `${v}\n` });
+    r = await cli(["put", "OPENAI_API_KEY", "--description", "rotated"], "second");
+    expect(r.stderr).toBe("updated OPENAI_API_KEY\n");
+    expect((await cli(["get", "OPENAI_API_KEY"])).stdout).toBe("second\n");
+    expect((await cli(["delete", "OPENAI_API_KEY"])).code).toBe(0);
+
+    r = await cli(["get", "OPENAI_API_KEY"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe("llm-secrets: not_found: secret OPENAI_API_KEY not found\n");
+    expectNoValueIn([r.stderr], [v]);
+  });
+
+  it("answers usage errors with 2 and one line on stderr", async () => {
+    const { cli } = await setup();
+    for (const args of [
+      ["frobnicate"],
+      ["get"],
+      ["get", "a", "b"],
+      ["put"],
+      ["get", "a/../b"],
+      ["serve", "--port", "x"],
+      ["get", "A", "--bogus"],
+      [],
+    ]) {
+      const r = await cli(args);
+      expect(r.code, args.join(" ")).toBe(2);
+      expect(r.stderr.trim().split("\n").at(-1)).toMatch(/^llm-secrets: /);
+    }
+    const help = await cli(["--help"]);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toContain("usage: llm-secrets");
+    expect((await cli(["--version"])).stdout).toBe("0.1.0\n");
+  });
+
+  it("encrypts and decrypts stdin in LiteLLM's format with the salt key", async () => {
+    const salt = newKey("salt-");
+    const { cli } = await setup({ LITELLM_SALT_KEY: salt });
+    const v = secretValue();
+    const enc = await cli(["encrypt"], `${v}\n`);
+    expect(enc.code).toBe(0);
+    const ciphertext = enc.stdout.trim();
+    expect(openSecret(ciphertext, new KeyRing(salt))).toBe(v);
+    expect(await cli(["decrypt"], enc.stdout)).toMatchObject({ code: 0, stdout: `${v}\n` });
+    const bad = await cli(["decrypt"], `${ciphertext.slice(0, -8)}AAAAAAA=`);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/^llm-secrets: decrypt_failed: /);
+  });
+
+  it("reads a config's key_management_system and refuses what it cannot do", async () => {
+    const { cli, dir } = await setup({ FROM_ENV: "x" });
+    await writeFile(join(dir, "local.yaml"), "general_settings:\n  key_management_system: local\n");
+    const r = await cli(["put", "A", "--config", "local.yaml"], "v");
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("read_only");
+  });
+});
+
+describe("access_mode and hosted_keys on the command line", () => {
+  it("read_only refuses put and delete; write_only refuses get; hosted_keys refuses other names", async () => {
+    const { cli, dir } = await setup();
+    await cli(["put", "A"], "a");
+    await cli(["put", "B"], "b");
+    const write = (file: string, kms: string) =>
+      writeFile(join(dir, file), `general_settings:\n  key_management_settings:\n${kms}`);
+    await write("ro.yaml", "    access_mode: read_only\n");
+    await write("wo.yaml", "    access_mode: write_only\n");
+    await write("hosted.yaml", "    hosted_keys: [A]\n");
+
+    const ro = await cli(["put", "A", "--config", "ro.yaml"], "changed");
+    expect(ro.code).toBe(1);
+    expect(ro.stderr).toMatch(/^llm-secrets: read_only: /);
+    expect((await cli(["delete", "A", "--config", "ro.yaml"])).stderr).toMatch(/read_only/);
+    expect((await cli(["get", "A", "--config", "ro.yaml"])).stdout).toBe("a\n");
+
+    const wo = await cli(["get", "A", "--config", "wo.yaml"]);
+    expect(wo.code).toBe(1);
+    expect(wo.stderr).toMatch(/^llm-secrets: write_only: /);
+    expect((await cli(["put", "C", "--config", "wo.yaml"], "c")).code).toBe(0);
+
+    expect((await cli(["get", "A", "--config", "hosted.yaml"])).stdout).toBe("a\n");
+    const other = await cli(["get", "B", "--config", "hosted.yaml"]);
+    expect(other.code).toBe(1);
+    expect(other.stderr).toMatch(/^llm-secrets: not_hosted: /);
+  });
+});
+
+describe("resolve", () => {
+  it("says where each ref resolves from, never printing values unless asked", async () => {
+    const envValue = secretValue("env");
+    const stored = secretValue("stored");
+    const { cli, dir } = await setup({ FROM_ENV: envValue });
+    await cli(["put", "AZURE_API_KEY"], stored);
+    await writeFile(
+      join(dir, "config.yaml"),
+      [
+        "model_list:",
+        "  - model_name: azure",
+        "    litellm_params: {model: azure/gpt-4o, api_key: os.environ/AZURE_API_KEY, api_base: os.environ/FROM_ENV}",
+        "  - model_name: other",
+        "    litellm_params: {model: openai/gpt-4o, api_key: os.environ/NOWHERE}",
+      ].join("\n"),
+    );
+    const r = await cli(["resolve", "--config", "config.yaml"]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe("AZURE_API_KEY\tstore\nFROM_ENV\tenv\nNOWHERE\tunresolved\n");
+    expect(r.stderr).toContain("unresolved_refs");
+    expect(r.stderr).toContain("NOWHERE");
+    expectNoValueIn([r.stdout, r.stderr], [envValue, stored]);
+
+    const shown = await cli(["resolve", "--config", "config.yaml", "--show-values"]);
+    expect(JSON.parse(shown.stdout).model_list[0].litellm_params).toEqual({
+      model: "azure/gpt-4o",
+      api_key: stored,
+      api_base: envValue,
+    });
+    expect((await cli(["resolve"])).code).toBe(2);
+  });
+
+  it("takes the environment for names outside hosted_keys, as LiteLLM does", async () => {
+    const envValue = secretValue("env");
+    const { cli, dir } = await setup({ AZURE_API_KEY: envValue });
+    await cli(["put", "AZURE_API_KEY"], "from-the-store");
+    await writeFile(
+      join(dir, "config.yaml"),
+      "general_settings:\n  key_management_settings:\n    hosted_keys: [OTHER]\nmodel_list:\n  - model_name: a\n    litellm_params: {model: azure/x, api_key: os.environ/AZURE_API_KEY}\n",
+    );
+    const r = await cli(["resolve", "--config", "config.yaml"]);
+    expect(r).toMatchObject({ code: 0, stdout: "AZURE_API_KEY\tenv\n" });
+  });
+});
+
+describe("salt keys and reencrypt", () => {
+  it("refuses a set-but-empty LITELLM_SALT_KEY, naming it", async () => {
+    const { cli } = await setup({ LITELLM_SALT_KEY: "" });
+    for (const args of [["get", "A"], ["encrypt"], ["serve", "--port", "0"]]) {
+      const r = await cli(args, "x");
+      expect(r.code, args[0]).toBe(1);
+      expect(r.stderr).toContain("LITELLM_SALT_KEY");
+    }
+  });
+
+  it("moves a whole file store to a new salt key without losing an entry", async () => {
+    const oldSalt = newKey("old-");
+    const newSalt = newKey("new-");
+    const { cli, env, dir } = await setup({ LITELLM_SALT_KEY: oldSalt });
+    const values = Array.from({ length: 12 }, (_, i) => secretValue(`v${i}`));
+    for (const [i, v] of values.entries()) expect((await cli(["put", `K${i}`], v)).code).toBe(0);
+
+    const rotated = { ...env, LITELLM_SALT_KEY: newSalt, LLM_SECRETS_PREVIOUS_SALT_KEYS: JSON.stringify([oldSalt]) };
+    // Before reencrypt, values sealed under the previous key still open.
+    expect((await runCli(["get", "K3"], { env: rotated, cwd: dir })).stdout).toBe(`${values[3]}\n`);
+    const r = await runCli(["reencrypt"], { env: rotated, cwd: dir });
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain("re-sealed 12 of 12");
+    expect(r.stderr).toContain("re-sealed 12 secret(s)");
+
+    const onlyNew = { ...env, LITELLM_SALT_KEY: newSalt };
+    for (const [i, v] of values.entries()) {
+      expect((await runCli(["get", `K${i}`], { env: onlyNew, cwd: dir })).stdout).toBe(`${v}\n`);
+    }
+    const doc = JSON.parse(await readFile(join(dir, "data", "secrets.json"), "utf8"));
+    expect(Object.keys(doc.secrets)).toHaveLength(12);
+    expect((await runCli(["get", "K0"], { env: { ...env, LITELLM_SALT_KEY: oldSalt }, cwd: dir })).stderr).toContain(
+      "decrypt_failed",
+    );
+  });
+
+  it("re-seals ciphertexts from stdin, all or nothing", async () => {
+    const oldSalt = newKey("old-");
+    const newSalt = newKey("new-");
+    const { cli } = await setup({
+      LITELLM_SALT_KEY: newSalt,
+      LLM_SECRETS_PREVIOUS_SALT_KEYS: JSON.stringify([oldSalt]),
+    });
+    const old = new KeyRing(oldSalt);
+    const input = `${sealSecret("one", old)}\n\n${sealSecret("two", old)}\n`;
+    const r = await cli(["reencrypt", "-"], input);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split("\n");
+    expect(lines.map((l) => openSecret(l, new KeyRing(newSalt)))).toEqual(["one", "two"]);
+
+    const broken = await cli(["reencrypt", "-"], `${sealSecret("one", old)}\nnot-a-ciphertext\n`);
+    expect(broken.code).toBe(1);
+    expect(broken.stdout).toBe("");
+    expect(broken.stderr).toContain("line 2");
+  });
+});
+
+describe("serve", () => {
+  it("generates a master key once, 0600, printing where it is and never the key", async () => {
+    const dir = await tempDir();
+    const env = cleanEnv({ LLM_SECRETS_DATA_DIR: join(dir, "data") });
+    const first = await ServerProcess.start({ env, cwd: dir, args: ["--port", "0"] });
+    await first.stop();
+    const keyFile = join(dir, "data", "master.key");
+    const key = (await readFile(keyFile, "utf8")).trim();
+    expect(key).toMatch(/^sk-[A-Za-z0-9_-]{43}$/);
+    expect((await stat(keyFile)).mode & 0o777).toBe(0o600);
+    expect(first.output).toContain(`generated a master key in ${keyFile}`);
+    expect(first.output).not.toContain(key);
+
+    const second = await ServerProcess.start({ env, cwd: dir, args: ["--port", "0"] });
+    try {
+      expect(second.output).not.toContain("generated");
+      expect((await readFile(keyFile, "utf8")).trim()).toBe(key);
+      expect((await fetchJson(`${second.url}/v1/secrets/X`, { token: key })).status).toBe(404);
+    } finally {
+      await second.stop();
+    }
+  });
+
+  it("refuses LiteLLM's example master key and an empty one", async () => {
+    const dir = await tempDir();
+    for (const key of ["sk-1234", ""]) {
+      const r = await runCli(["serve", "--port", "0"], {
+        env: cleanEnv({ LITELLM_MASTER_KEY: key, LLM_SECRETS_DATA_DIR: dir }),
+      });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain("LITELLM_MASTER_KEY");
+    }
+  });
+
+  it("sees a CLI put made beside it, and the CLI sees its writes", async () => {
+    const { env, dir, cli } = await setup();
+    const server = await ServerProcess.start({ env, cwd: dir, args: ["--port", "0"] });
+    try {
+      const token = env.LITELLM_MASTER_KEY as string;
+      expect((await cli(["put", "FROM_CLI"], "cli-value")).code).toBe(0);
+      const read = await fetchJson(`${server.url}/v1/secrets/FROM_CLI`, { token });
+      expect(read.body).toMatchObject({ value: "cli-value" });
+      await fetchJson(`${server.url}/v1/secrets/FROM_HTTP`, {
+        method: "PUT",
+        token,
+        body: JSON.stringify({ value: "http-value" }),
+      });
+      expect((await cli(["get", "FROM_HTTP"])).stdout).toBe("http-value\n");
+      expect((await cli(["get", "FROM_CLI"])).stdout).toBe("cli-value\n");
+    } finally {
+      expect(await server.stop()).toBe(0);
+    }
+  });
+
+  it("says where the store needs a key when there is none", async () => {
+    const dir = await tempDir();
+    const r = await runCli(["get", "A"], { env: cleanEnv({ LLM_SECRETS_DATA_DIR: dir }) });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("llm-secrets serve");
+  });
+});

@@ -1,0 +1,280 @@
+// The app over real sockets: raw paths, streamed bodies, TLS, and what the server prints.
+import { mkdir, writeFile } from "node:fs/promises";
+import { request as httpRequest } from "node:http";
+import { request as httpsRequest } from "node:https";
+import { join } from "node:path";
+import { connect } from "node:tls";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startServer } from "../../core/src/server";
+import {
+  cleanEnv,
+  expectNoValueIn,
+  inProcessApp,
+  makeCertificate,
+  newKey,
+  runCli,
+  ServerProcess,
+  secretValue,
+  tempDir,
+} from "../helpers";
+
+function raw(
+  url: string,
+  options: { method: string; path: string; token?: string; body?: string | Buffer; chunked?: boolean },
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const req = httpRequest(
+      {
+        host: u.hostname,
+        port: u.port,
+        method: options.method,
+        path: options.path,
+        headers: {
+          ...(options.token ? { authorization: `Bearer ${options.token}` } : {}),
+          ...(options.chunked ? { "transfer-encoding": "chunked" } : {}),
+        },
+      },
+      (res) => {
+        let body = "";
+        res.on("data", (d) => {
+          body += d;
+        });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
+    req.on("error", reject);
+    if (options.chunked && options.body) {
+      const data = Buffer.from(options.body);
+      for (let i = 0; i < data.length; i += 64 * 1024) req.write(data.subarray(i, i + 64 * 1024));
+      req.end();
+    } else req.end(options.body);
+  });
+}
+
+describe("over a real socket", () => {
+  let ctx: Awaited<ReturnType<typeof inProcessApp>>;
+  let server: Awaited<ReturnType<typeof startServer>>;
+
+  beforeAll(async () => {
+    ctx = await inProcessApp();
+    server = await startServer(ctx.app, { host: "127.0.0.1", port: 0 });
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it("refuses PUT /v1/secrets/a/../b instead of writing b", async () => {
+    for (const path of ["/v1/secrets/a/../b", "/v1/secrets/a/%2e%2e/b", "/v1/secrets/./b"]) {
+      const res = await raw(server.url, { method: "PUT", path, token: ctx.masterKey, body: '{"value":"x"}' });
+      expect(res.status, path).toBe(400);
+      expect(JSON.parse(res.body).error.code).toBe("invalid_name");
+    }
+    expect((await raw(server.url, { method: "GET", path: "/v1/secrets/b", token: ctx.masterKey })).status).toBe(404);
+    const ok = await raw(server.url, {
+      method: "PUT",
+      path: "/v1/secrets/b",
+      token: ctx.masterKey,
+      body: '{"value":"x"}',
+    });
+    expect(ok.status).toBe(201);
+  });
+
+  it("answers 413 to a streamed body over 1 MiB, and stores nothing", async () => {
+    const body = JSON.stringify({ value: "y".repeat(1024 * 1024 + 10) });
+    const res = await raw(server.url, {
+      method: "PUT",
+      path: "/v1/secrets/STREAMED",
+      token: ctx.masterKey,
+      body,
+      chunked: true,
+    });
+    expect(res.status).toBe(413);
+    expect(JSON.parse(res.body).error.code).toBe("payload_too_large");
+    expect((await raw(server.url, { method: "GET", path: "/v1/secrets/STREAMED", token: ctx.masterKey })).status).toBe(
+      404,
+    );
+  });
+
+  it("accepts a body of just under 1 MiB", async () => {
+    const value = "z".repeat(1024 * 1024 - 64);
+    const res = await raw(server.url, {
+      method: "PUT",
+      path: "/v1/secrets/LARGE",
+      token: ctx.masterKey,
+      body: JSON.stringify({ value }),
+    });
+    expect(res.status).toBe(201);
+  });
+});
+
+describe("TLS", () => {
+  let dir: string;
+  let tls: Awaited<ReturnType<typeof makeCertificate>>;
+  let server: Awaited<ReturnType<typeof startServer>>;
+
+  beforeAll(async () => {
+    dir = await tempDir();
+    tls = await makeCertificate(dir);
+    const ctx = await inProcessApp();
+    server = await startServer(ctx.app, {
+      host: "127.0.0.1",
+      port: 0,
+      tls: { keyFile: tls.keyFile, certFile: tls.certFile },
+    });
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  function handshake(options: { minVersion: "TLSv1" | "TLSv1.2"; maxVersion: "TLSv1.1" | "TLSv1.2" | "TLSv1.3" }) {
+    const port = Number(new URL(server.url).port);
+    return new Promise<string>((resolve, reject) => {
+      const socket = connect({
+        host: "127.0.0.1",
+        port,
+        ca: tls.cert,
+        servername: "localhost",
+        ciphers: "DEFAULT@SECLEVEL=0",
+        ...options,
+      });
+      socket.once("secureConnect", () => {
+        const version = socket.getProtocol() ?? "";
+        socket.end();
+        resolve(version);
+      });
+      socket.once("error", reject);
+    });
+  }
+
+  it("serves HTTPS with a certificate made at test time", async () => {
+    expect(server.url).toMatch(/^https:/);
+    const body = await new Promise<string>((resolve, reject) => {
+      httpsRequest(`${server.url}/health`, { ca: tls.cert }, (res) => {
+        let text = "";
+        res.on("data", (d) => {
+          text += d;
+        });
+        res.on("end", () => resolve(text));
+      })
+        .on("error", reject)
+        .end();
+    });
+    expect(JSON.parse(body)).toMatchObject({ status: "ok" });
+  });
+
+  it("speaks TLS 1.2 and 1.3 and refuses anything older", async () => {
+    expect(await handshake({ minVersion: "TLSv1.2", maxVersion: "TLSv1.2" })).toBe("TLSv1.2");
+    expect(await handshake({ minVersion: "TLSv1.2", maxVersion: "TLSv1.3" })).toBe("TLSv1.3");
+    // The client offers TLS 1.0-1.1 only; the alert comes from the server refusing them.
+    await expect(handshake({ minVersion: "TLSv1", maxVersion: "TLSv1.1" })).rejects.toThrow(/alert protocol version/i);
+  });
+
+  it("stops the start when a key or certificate file is missing, unreadable or not PEM", async () => {
+    const env = cleanEnv({ LITELLM_MASTER_KEY: newKey(), LLM_SECRETS_DATA_DIR: join(dir, "data") });
+    const missing = await runCli(
+      ["serve", "--port", "0", "--ssl_keyfile_path", join(dir, "nope.pem"), "--ssl_certfile_path", tls.certFile],
+      { env },
+    );
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain("nope.pem");
+
+    await mkdir(join(dir, "a-directory"));
+    const unreadable = await runCli(
+      ["serve", "--port", "0", "--ssl_keyfile_path", join(dir, "a-directory"), "--ssl_certfile_path", tls.certFile],
+      { env },
+    );
+    expect(unreadable.code).toBe(1);
+    expect(unreadable.stderr).toContain("EISDIR");
+
+    const junkValue = secretValue("junk");
+    await writeFile(join(dir, "junk.pem"), `-----BEGIN NOTHING-----\n${junkValue}\n`);
+    const junk = await runCli(
+      ["serve", "--port", "0", "--ssl_keyfile_path", join(dir, "junk.pem"), "--ssl_certfile_path", tls.certFile],
+      { env },
+    );
+    expect(junk.code).toBe(1);
+    expect(junk.stderr).toContain("cannot be used");
+    expect(junk.stderr).not.toContain(junkValue);
+
+    const half = await runCli(["serve", "--port", "0", "--ssl_keyfile_path", tls.keyFile], { env });
+    expect(half.code).toBe(1);
+    expect(half.stderr).toContain("both");
+
+    const viaEnv = await runCli(["serve", "--port", "0"], { env: { ...env, SSL_CERTFILE_PATH: tls.certFile } });
+    expect(viaEnv.code).toBe(1);
+  });
+});
+
+describe("what the server prints", () => {
+  it("never holds a value it was given, whatever the requests", async () => {
+    const dir = await tempDir();
+    const tls = await makeCertificate(dir);
+    const masterKey = newKey();
+    const salt = newKey("salt-");
+    const envValue = secretValue("envonly");
+    const server = await ServerProcess.start({
+      env: cleanEnv({
+        LITELLM_MASTER_KEY: masterKey,
+        LITELLM_SALT_KEY: salt,
+        LLM_SECRETS_DATA_DIR: join(dir, "data"),
+        ENV_ONLY: envValue,
+        LLM_SECRETS_CONFIG:
+          "model_list:\n  - model_name: m\n    litellm_params: {model: openai/gpt-4o, api_key: os.environ/ENV_ONLY}\nunknown_key: 1\n",
+      }),
+      args: ["--port", "0", "--ssl_keyfile_path", tls.keyFile, "--ssl_certfile_path", tls.certFile],
+    });
+    const values: string[] = [masterKey, salt, envValue];
+    const bodies: string[] = [];
+    const call = async (method: string, path: string, body?: unknown, token = masterKey) => {
+      const res = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = httpsRequest(
+          `${server.url}${path}`,
+          { method, ca: tls.cert, headers: { authorization: `Bearer ${token}` } },
+          (r) => {
+            let text = "";
+            r.on("data", (d) => {
+              text += d;
+            });
+            r.on("end", () => resolve({ status: r.statusCode ?? 0, body: text }));
+          },
+        );
+        req.on("error", reject);
+        req.end(body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body));
+      });
+      if (res.status >= 400) bodies.push(res.body);
+      return res;
+    };
+    try {
+      for (let i = 0; i < 5; i++) {
+        const v = secretValue(`put${i}`);
+        values.push(v);
+        expect((await call("PUT", `/v1/secrets/S${i}`, { value: v, description: "d" })).status).toBe(201);
+        expect((await call("GET", `/v1/secrets/S${i}`)).body).toContain(v);
+        const enc = JSON.parse((await call("POST", "/v1/encrypt", { value: v })).body).ciphertext as string;
+        values.push(enc);
+        await call("POST", "/v1/decrypt", { ciphertext: `${enc.slice(0, -6)}AAAA==` });
+        await call("POST", "/v1/decrypt", { ciphertext: enc.replace(/^./, (c) => (c === "A" ? "B" : "A")) });
+      }
+      const bad = secretValue("bad");
+      values.push(bad);
+      await call("PUT", "/v1/secrets/S0", `{"value":"${bad}"`);
+      await call("PUT", "/v1/secrets/S0", { value: 7, description: bad });
+      await call("PUT", "/v1/secrets/S0", { value: bad, extra: bad });
+      await call("PUT", "/v1/secrets/bad%0Aname", { value: bad });
+      await call("PUT", "/v1/secrets/S9", { value: bad }, bad);
+      await call("POST", "/v1/resolve", {
+        config: { a: "os.environ/S1", b: "os.environ/ENV_ONLY", c: "os.environ/MISSING" },
+      });
+      await call("POST", "/v1/resolve", { config: bad });
+      await call("POST", "/v1/decrypt", { ciphertext: bad });
+      await call("GET", "/metrics");
+      expect(bodies.length).toBeGreaterThan(10);
+    } finally {
+      await server.stop();
+    }
+    expect(server.output).toContain("ignoring keys");
+    expect(server.output).toContain('"msg":"request"');
+    expectNoValueIn([server.output, ...bodies], values);
+  });
+});
