@@ -146,7 +146,7 @@ describe("bad ciphertexts fail with decrypt_failed, never a partial value", () =
       "",
       "not base64!",
       "abc",
-      samples.nacl.replace(/=+$/, "") + "x",
+      `${samples.nacl.replace(/=+$/, "")}x`,
       "v3:gcm:",
       "v3:gcm:%%%%",
       "  ",

@@ -1,0 +1,111 @@
+// README.md's "Try it" session, run as printed against `npm start` on 127.0.0.1:4000; then a
+// restart, and a look at what is on disk and what the server printed.
+import { spawnSync } from "node:child_process";
+import { readFile, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+import { cleanEnv, expectNoValueIn, ServerProcess, tempDir } from "./helpers";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+
+interface Step {
+  command: string;
+  expected: string;
+}
+
+/** The ```console block after the readme-session marker: `$ command` lines, each followed by its output. */
+function readmeSession(readme: string): Step[] {
+  const start = readme.indexOf("<!-- readme-session");
+  expect(start, "README.md has no readme-session block").toBeGreaterThan(-1);
+  const block = /```console\n([\s\S]*?)```/.exec(readme.slice(start))?.[1] ?? "";
+  const steps: Step[] = [];
+  for (const line of block.split("\n")) {
+    if (line.startsWith("$ ")) steps.push({ command: line.slice(2), expected: "" });
+    else if (line.trim() && steps.length) (steps.at(-1) as Step).expected += `${line}\n`;
+  }
+  return steps;
+}
+
+/** Runs the commands in one bash, in `cwd`, and returns each command's output. */
+function runSession(steps: Step[], cwd: string): string[] {
+  const marker = (i: number) => `@@step-${i}@@`;
+  const script = ["set -u", ...steps.flatMap((s, i) => [`printf '\\n${marker(i)}\\n'`, s.command])].join("\n");
+  const run = spawnSync("bash", ["-c", script], { cwd, encoding: "utf8", env: cleanEnv() });
+  expect(run.status, run.stderr).toBe(0);
+  return steps.map((_, i) => {
+    const from = run.stdout.indexOf(marker(i)) + marker(i).length;
+    const to = i + 1 < steps.length ? run.stdout.indexOf(marker(i + 1)) : run.stdout.length;
+    return run.stdout.slice(from, to).trim();
+  });
+}
+
+/** "…" in the README stands for any run of characters other than a quote. */
+function matches(output: string, expected: string): boolean {
+  const pattern = expected
+    .trim()
+    .split("…")
+    .map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))
+    .join('[^"]+');
+  return new RegExp(`^${pattern}$`).test(output);
+}
+
+describe("README", () => {
+  it("its curl session works as printed against npm start, and survives a restart", async () => {
+    const readme = await readFile(join(ROOT, "README.md"), "utf8");
+    expect(readme).toContain("npm ci && npm start");
+    expect(readme).toContain("npm test");
+    const steps = readmeSession(readme);
+    const routes = steps.map((s) => s.command).join("\n");
+    for (const route of [
+      "-X PUT localhost:4000/v1/secrets/",
+      "curl -s localhost:4000/v1/secrets/",
+      "/v1/resolve",
+      "/v1/encrypt",
+      "/v1/decrypt",
+    ]) {
+      expect(routes, `the session shows ${route}`).toContain(route);
+    }
+
+    const work = await tempDir();
+    const env = cleanEnv({ LLM_SECRETS_DATA_DIR: join(work, ".llm-secrets") });
+    const start = () => ServerProcess.start({ env, cwd: ROOT, command: { file: "npm", args: ["start", "--silent"] } });
+
+    let server = await start();
+    let output = server.output;
+    try {
+      expect(server.url).toBe("http://127.0.0.1:4000");
+      expect(server.output).toContain(`generated a master key in ${join(work, ".llm-secrets", "master.key")}`);
+      const outputs = runSession(steps, work);
+      steps.forEach((step, i) => {
+        expect(
+          matches(outputs[i] as string, step.expected),
+          `$ ${step.command}\ngave: ${outputs[i]}\nexpected: ${step.expected}`,
+        ).toBe(true);
+      });
+    } finally {
+      await server.stop();
+      output += server.output;
+    }
+
+    server = await start();
+    try {
+      expect(server.output).not.toContain("generated a master key");
+      const reads = steps.filter((s) => s.command.startsWith("KEY=") || / -X PUT /.test(s.command) === false);
+      const again = runSession(reads, work);
+      reads.forEach((step, i) => expect(matches(again[i] as string, step.expected), step.command).toBe(true));
+    } finally {
+      await server.stop();
+      output += server.output;
+    }
+
+    const storeFile = join(work, ".llm-secrets", "secrets.json");
+    expect((await stat(storeFile)).mode & 0o777).toBe(0o600);
+    const stored = await readFile(storeFile, "utf8");
+    const values = [...readme.matchAll(/"value":"([^"]+)"/g)].map((m) => m[1] as string);
+    expect(values.length).toBeGreaterThan(0);
+    for (const value of values) expect(stored).not.toContain(value);
+    const masterKey = (await readFile(join(work, ".llm-secrets", "master.key"), "utf8")).trim();
+    expectNoValueIn([output], [...values.filter((v) => v.length >= 6), masterKey]);
+  });
+});
