@@ -1,0 +1,119 @@
+// The SecretManager over a backend that can be made to fail, as a cloud store will.
+import { describe, expect, it } from "vitest";
+import { createApp } from "../../core/src/app";
+import { BackendUnavailable, SecretsError } from "../../core/src/errors";
+import { createLogger } from "../../core/src/log";
+import { Metrics } from "../../core/src/metrics";
+import { SecretManager } from "../../core/src/secret-manager";
+import type { SecretStore } from "../../core/src/secret-store";
+import type { KeyManagement } from "../../core/src/settings";
+import { expectNoValueIn, newKey, secretValue } from "../helpers";
+
+/** An in-memory backend whose reads can be switched to fail like an unreachable service. */
+class FlakyStore implements SecretStore {
+  readonly kind = "hashicorp_vault" as const;
+  readonly envBacked = false;
+  readonly data = new Map<string, string>();
+  down = false;
+  reads = 0;
+
+  async get(name: string) {
+    this.reads++;
+    if (this.down) throw new BackendUnavailable("the store did not answer in time", 5);
+    return this.data.get(name);
+  }
+  async put(name: string, value: string) {
+    const created = !this.data.has(name);
+    this.data.set(name, value);
+    return { created };
+  }
+  async delete(name: string) {
+    this.data.delete(name);
+  }
+}
+
+const policy: KeyManagement = { accessMode: "read_and_write", storeVirtualKeys: false, prefixForStoredVirtualKeys: "litellm/" };
+
+function setup(options: { ttlSeconds?: number; maxStaleSeconds?: number; env?: Record<string, string> } = {}) {
+  const store = new FlakyStore();
+  const logs: string[] = [];
+  const log = createLogger((l) => logs.push(l));
+  const metrics = new Metrics();
+  const clock = { now: 1_000_000 };
+  const manager = new SecretManager({
+    store,
+    policy,
+    cache: { ttlSeconds: options.ttlSeconds ?? 60, maxStaleSeconds: options.maxStaleSeconds ?? 600 },
+    metrics,
+    log,
+    env: options.env,
+    now: () => clock.now,
+  });
+  const masterKey = newKey();
+  const app = createApp({ manager, masterKey, metrics, log });
+  const get = (path: string) => app.request(path, { headers: { authorization: `Bearer ${masterKey}` } });
+  return { store, manager, metrics, logs, clock, get };
+}
+
+describe("SecretManager with a failing store", () => {
+  it("serves the last good value marked stale while the store is down, then 503 with Retry-After", async () => {
+    const { store, clock, get, metrics, logs } = setup({ ttlSeconds: 60, maxStaleSeconds: 600 });
+    const v = secretValue();
+    store.data.set("K", v);
+    expect(await (await get("/v1/secrets/K")).json()).toEqual({ name: "K", value: v, stale: false });
+    store.down = true;
+    clock.now += 61_000;
+    expect(await (await get("/v1/secrets/K")).json()).toEqual({ name: "K", value: v, stale: true });
+    expect(metrics.staleServes.get({ store: "hashicorp_vault" })).toBe(1);
+    clock.now += 600_000;
+    const res = await get("/v1/secrets/K");
+    expect(res.status).toBe(503);
+    expect(res.headers.get("retry-after")).toBe("5");
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe("backend_unavailable");
+    const never = await get("/v1/secrets/NEVER_READ");
+    expect(never.status).toBe(503);
+    expectNoValueIn(logs, [v]);
+  });
+
+  it("makes one store read for 100 concurrent requests of one name", async () => {
+    const { store, get } = setup();
+    store.data.set("K", "v");
+    const answers = await Promise.all(Array.from({ length: 100 }, () => get("/v1/secrets/K")));
+    expect(answers.every((r) => r.status === 200)).toBe(true);
+    expect(store.reads).toBe(1);
+  });
+
+  it("updates the cache with its own writes and deletes", async () => {
+    const { store, manager } = setup();
+    await manager.put("K", "one");
+    expect((await manager.get("K")).value).toBe("one");
+    expect(store.reads).toBe(0);
+    await manager.delete("K");
+    await expect(manager.get("K")).rejects.toMatchObject({ code: "not_found" });
+    expect(store.reads).toBe(0);
+  });
+
+  it("resolves a config at start from the environment when the store fails or lacks a name, as LiteLLM does", async () => {
+    const fromEnv = secretValue("env");
+    const { store, manager, logs, clock } = setup({ env: { A: fromEnv, B: "b-from-env" } });
+    store.data.set("B", "b-from-store");
+    expect((await manager.resolveConfig({ a: "os.environ/A", b: "os.environ/B", c: "os.environ/C" })).refs).toEqual([
+      { name: "A", source: "env" },
+      { name: "B", source: "store" },
+      { name: "C", source: "unresolved" },
+    ]);
+    store.down = true;
+    clock.now += 61_000; // past the not-found cache of A
+    const during = await manager.resolveConfig({ a: "os.environ/A" });
+    expect(during.config).toEqual({ a: fromEnv });
+    expect(logs.some((l) => l.includes("store read failed") && l.includes('"code":"backend_unavailable"'))).toBe(true);
+    expectNoValueIn(logs, [fromEnv]);
+  });
+
+  it("never resolves over the API from the environment", async () => {
+    const { manager } = setup({ env: { ONLY_ENV: "x" } });
+    await expect(manager.resolve({ k: "os.environ/ONLY_ENV" })).rejects.toSatisfy(
+      (err: unknown) => err instanceof SecretsError && err.code === "unresolved_refs",
+    );
+  });
+});
