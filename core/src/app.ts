@@ -136,7 +136,7 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
     });
   }
 
-  const secretName = (c: Ctx) => nameFromPath(c.env?.rawPath ?? new URL(c.req.url).pathname, SECRETS_PREFIX);
+  const secretName = (c: Ctx) => nameFromPath(c.env?.rawPath ?? pathOf(c.req.url), SECRETS_PREFIX);
   const keys = () => {
     if (!options.keys) throw new EncryptionKeyMissing();
     return options.keys;
@@ -300,6 +300,12 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
 
 function sha256(text: string): Buffer {
   return createHash("sha256").update(text, "utf8").digest();
+}
+
+/** The path and query of an absolute URL, as the URL parser left it. */
+function pathOf(url: string): string {
+  const slash = url.indexOf("/", url.indexOf("//") + 2);
+  return slash === -1 ? "/" : url.slice(slash);
 }
 
 function isDotSegment(segment: string): boolean {

@@ -10,7 +10,19 @@ type Labels = Record<string, string>;
 
 const LATENCY_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
+const labelKeys = new WeakMap<Labels, string>();
+
+/** The label set as exposition text; memoized per labels object, so callers can hold theirs. */
 function labelKey(labels: Labels): string {
+  let key = labelKeys.get(labels);
+  if (key === undefined) {
+    key = renderLabels(labels);
+    labelKeys.set(labels, key);
+  }
+  return key;
+}
+
+function renderLabels(labels: Labels): string {
   return Object.entries(labels)
     .map(([k, v]) => `${k}="${v.replaceAll("\\", "\\\\").replaceAll('"', '\\"').replaceAll("\n", "\\n")}"`)
     .join(",");

@@ -44,6 +44,7 @@ export class SecretManager {
   readonly #log: Logger;
   readonly #env: Readonly<Record<string, string>>;
   readonly #labels: { store: string };
+  readonly #opLabels: Record<"get" | "put" | "delete", { store: string; op: string }>;
   readonly #hosted: ReadonlySet<string> | undefined;
 
   constructor(options: SecretManagerOptions) {
@@ -53,6 +54,11 @@ export class SecretManager {
     this.#log = options.log;
     this.#env = options.env ?? {};
     this.#labels = { store: options.store.kind };
+    this.#opLabels = {
+      get: { ...this.#labels, op: "get" },
+      put: { ...this.#labels, op: "put" },
+      delete: { ...this.#labels, op: "delete" },
+    };
     this.#hosted = options.policy.hostedKeys ? new Set(options.policy.hostedKeys) : undefined;
     const counters = {
       hit: options.metrics.cacheHits,
@@ -196,7 +202,7 @@ export class SecretManager {
 
   /** One backend call, counted and timed. */
   async #call<T>(op: "get" | "put" | "delete", fn: () => Promise<T>): Promise<T> {
-    const labels = { ...this.#labels, op };
+    const labels = this.#opLabels[op];
     const started = performance.now();
     this.#metrics.backendCalls.inc(labels);
     try {

@@ -32,7 +32,11 @@ class FlakyStore implements SecretStore {
   }
 }
 
-const policy: KeyManagement = { accessMode: "read_and_write", storeVirtualKeys: false, prefixForStoredVirtualKeys: "litellm/" };
+const policy: KeyManagement = {
+  accessMode: "read_and_write",
+  storeVirtualKeys: false,
+  prefixForStoredVirtualKeys: "litellm/",
+};
 
 function setup(options: { ttlSeconds?: number; maxStaleSeconds?: number; env?: Record<string, string> } = {}) {
   const store = new FlakyStore();
