@@ -162,8 +162,9 @@ export class FileStore implements SecretStore {
         let outcomes: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
         try {
           await withFileLock(this.lockPath, this.#lockTimeoutMs, async () => {
-            await this.#reloadIfChanged();
-            const next = new Map(this.#entries);
+            // Read under the lock, not through a reload a reader started earlier: another
+            // process may have written since.
+            const next = new Map((await this.#readDocument()).entries);
             outcomes = batch.map((m) => {
               // Each mutation either throws before touching `next` or completes.
               try {
@@ -214,24 +215,27 @@ export class FileStore implements SecretStore {
 
   /** Re-reads the document when another process (or a restart) changed it. Cheap: one stat. */
   async #reloadIfChanged(): Promise<void> {
-    if (this.#reloading) return this.#reloading;
-    this.#reloading = this.#reload().finally(() => {
-      this.#reloading = undefined;
-    });
+    this.#reloading ??= this.#readDocument()
+      .then(({ entries, stamp }) => {
+        this.#entries = entries;
+        this.#stamp = stamp;
+      })
+      .finally(() => {
+        this.#reloading = undefined;
+      });
     return this.#reloading;
   }
 
-  async #reload(): Promise<void> {
+  /** The document as it is on disk now (the known one when its identity has not changed). */
+  async #readDocument(): Promise<{ entries: Map<string, Entry>; stamp: string }> {
     let current: string;
     try {
       current = stampOf(await stat(this.path, { bigint: true }));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw fsError(`cannot read ${this.path}`, err);
-      this.#entries = new Map();
-      this.#stamp = "";
-      return;
+      return { entries: new Map(), stamp: "" };
     }
-    if (current === this.#stamp) return;
+    if (current === this.#stamp) return { entries: this.#entries, stamp: this.#stamp };
     let handle: FileHandle | undefined;
     let text: string;
     let stamp: string;
@@ -256,8 +260,7 @@ export class FileStore implements SecretStore {
         `the file store ${this.path} is not an llm-secrets store document (${describeIssues(issuesOf(parsed.error))}); it was left untouched`,
       );
     }
-    this.#entries = new Map(Object.entries(parsed.data.secrets));
-    this.#stamp = stamp;
+    return { entries: new Map(Object.entries(parsed.data.secrets)), stamp };
   }
 
   /** Temp files of writers that were killed mid-write. */
