@@ -5,7 +5,9 @@ import { request as httpsRequest } from "node:https";
 import { join } from "node:path";
 import { connect } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { KeyRing } from "../../core/src/crypto";
 import { startServer } from "../../core/src/server";
+import { FileStore } from "../../core/src/stores/file";
 import {
   cleanEnv,
   expectNoValueIn,
@@ -94,6 +96,23 @@ describe("over a real socket", () => {
     expect((await raw(server.url, { method: "GET", path: "/v1/secrets/STREAMED", token: ctx.masterKey })).status).toBe(
       404,
     );
+  });
+
+  it("lands 200 concurrent PUTs of distinct names", async () => {
+    const answers = await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        fetch(`${server.url}/v1/secrets/C${i}`, {
+          method: "PUT",
+          headers: { authorization: `Bearer ${ctx.masterKey}` },
+          body: JSON.stringify({ value: `v${i}` }),
+        }),
+      ),
+    );
+    expect(answers.map((r) => r.status)).toEqual(answers.map(() => 201));
+    const reopened = await FileStore.open({ dataDir: ctx.dataDir, keys: ctx.settings.keys as KeyRing });
+    const names = await reopened.names();
+    for (let i = 0; i < 200; i++) expect(names).toContain(`C${i}`);
+    expect(await reopened.get("C199")).toBe("v199");
   });
 
   it("accepts a body of just under 1 MiB", async () => {
