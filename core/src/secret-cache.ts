@@ -103,6 +103,12 @@ export class SecretCache {
     this.#store(name, undefined);
   }
 
+  /** The name changed behind our back: the next read goes to the store. */
+  forget(name: string): void {
+    this.#bump(name);
+    this.#entries.delete(name);
+  }
+
   get size(): number {
     return this.#entries.size;
   }

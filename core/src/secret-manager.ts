@@ -77,6 +77,9 @@ export class SecretManager {
           code: err instanceof SecretsError ? err.code : "internal",
         }),
     });
+    options.store.watch?.((names) => {
+      for (const name of names) this.#cache.forget(name);
+    });
   }
 
   /** Whether the store serves `name` to API callers (HTTP, CLI): hosted, and never the environment unasked. */
@@ -93,11 +96,11 @@ export class SecretManager {
 
   async put(name: string, value: string, meta: SecretMeta = {}): Promise<{ name: string; created: boolean }> {
     this.#checkWrite(name);
-    const merged: SecretMeta = {
-      description: meta.description ?? this.#policy.description,
-      tags: meta.tags ?? this.#policy.tags,
+    const withDefaults: SecretMeta = {
+      ...meta,
+      whenCreated: { description: this.#policy.description, tags: this.#policy.tags },
     };
-    const { created } = await this.#call("put", () => this.store.put(name, value, merged));
+    const { created } = await this.#call("put", () => this.store.put(name, value, withDefaults));
     this.#cache.set(name, value);
     return { name, created };
   }

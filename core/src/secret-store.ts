@@ -7,6 +7,8 @@ import type { StoreKind } from "./settings";
 export interface SecretMeta {
   description?: string;
   tags?: Readonly<Record<string, string>>;
+  /** Used only when the write creates the secret (`key_management_settings` description and tags). */
+  whenCreated?: { description?: string; tags?: Readonly<Record<string, string>> };
 }
 
 export interface SecretStore {
@@ -22,6 +24,8 @@ export interface SecretStore {
   put(name: string, value: string, meta: SecretMeta): Promise<{ created: boolean }>;
   /** Removes; absent names are not an error. Throws `not_supported` on read-only stores. */
   delete(name: string): Promise<void>;
+  /** Reports names that changed behind our back (another process, the provider's console). */
+  watch?(onChange: (names: string[]) => void): void;
   /** Waits for pending writes and releases resources. */
   close?(): Promise<void>;
 }

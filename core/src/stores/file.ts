@@ -7,19 +7,25 @@
  * beside a running server loses nothing), writes a temp file, fsyncs it, renames it over the
  * document and fsyncs the directory. A crash leaves either the old or the new document, never a
  * mix; a promise resolves only after its write is durable.
+ *
+ * Changes made by another process (a CLI `put` beside a server) are noticed through a directory
+ * watch and reported to `watch` listeners, so caches above the store drop those names at once.
  */
 import { randomBytes } from "node:crypto";
-import { type FileHandle, mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { type FSWatcher, watch } from "node:fs";
+import { type FileHandle, mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import * as z from "zod/mini";
 import { type KeyRing, openSecret, sealSecret } from "../crypto";
 import { BackendUnavailable } from "../errors";
 import type { SecretMeta, SecretStore } from "../secret-store";
 import { describeIssues, issuesOf } from "../validation";
+import { isAlive, withFileLock } from "./file-lock";
 
 export const STORE_FILE = "secrets.json";
 const FORMAT = "llm-secrets/file-store";
-const TEMP_FILE = /^secrets\.json\.(\d+)\.[0-9a-f]+\.tmp$/;
+/** Files a killed writer can leave: temp documents, lock candidates and locks moved aside. */
+const LEFTOVER = /^secrets\.json(?:\.lock(?:\.stale)?)?\.(\d+)\.[0-9a-f]+(?:\.tmp)?$/;
 
 const EntrySchema = z.object({
   ciphertext: z.string(),
@@ -61,7 +67,14 @@ export class FileStore implements SecretStore {
   #entries = new Map<string, Entry>();
   /** Identity (inode, size, mtime) of the document behind `#entries`; "" when absent. */
   #stamp = "";
-  #reloading: Promise<void> | undefined;
+  /**
+   * Bumped when one of our writes starts and when it ends: a reload that overlaps a write (so may
+   * hold the older document, or ours before we have taken it in) installs nothing.
+   */
+  #generation = 0;
+  #reloading: { generation: number; promise: Promise<void> } | undefined;
+  #watcher: FSWatcher | undefined;
+  #onExternalChange: ((names: string[]) => void) | undefined;
   #queue: Pending[] = [];
   #flushing: Promise<void> | undefined;
 
@@ -97,14 +110,15 @@ export class FileStore implements SecretStore {
     return this.#mutate((entries) => {
       const previous = entries.get(name);
       const now = new Date().toISOString();
+      const fallback = previous ?? meta.whenCreated;
+      const description = meta.description ?? fallback?.description;
+      const tags = meta.tags ?? fallback?.tags;
       entries.set(name, {
         ciphertext,
         created_at: previous?.created_at ?? now,
         updated_at: now,
-        ...((meta.description ?? previous?.description) !== undefined && {
-          description: meta.description ?? previous?.description,
-        }),
-        ...((meta.tags ?? previous?.tags) !== undefined && { tags: { ...(meta.tags ?? previous?.tags) } }),
+        ...(description !== undefined && { description }),
+        ...(tags !== undefined && { tags: { ...tags } }),
       });
       return { created: previous === undefined };
     });
@@ -144,7 +158,23 @@ export class FileStore implements SecretStore {
     });
   }
 
+  /** Reports names whose value another process changed, added or removed. */
+  watch(onChange: (names: string[]) => void): void {
+    this.#onExternalChange = onChange;
+    if (this.#watcher) return;
+    try {
+      this.#watcher = watch(this.#dir, { persistent: false }, (_, file) => {
+        if (file === null || file === STORE_FILE) this.#reloadIfChanged().catch(() => {});
+      });
+      this.#watcher.on("error", () => this.#watcher?.close());
+    } catch {
+      // No watching here (some network filesystems): caches fall back to their refresh interval.
+    }
+  }
+
   async close(): Promise<void> {
+    this.#watcher?.close();
+    this.#watcher = undefined;
     while (this.#flushing) await this.#flushing;
   }
 
@@ -162,9 +192,11 @@ export class FileStore implements SecretStore {
         let outcomes: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
         try {
           await withFileLock(this.lockPath, this.#lockTimeoutMs, async () => {
-            // Read under the lock, not through a reload a reader started earlier: another
-            // process may have written since.
-            const next = new Map((await this.#readDocument()).entries);
+            // Read under the lock, every time: another process may have written since, and a
+            // rewrite can keep the same inode, size and (on coarse clocks) mtime.
+            const current = await this.#readDocument(true);
+            this.#reportExternal(this.#entries, current.entries);
+            const next = new Map(current.entries);
             outcomes = batch.map((m) => {
               // Each mutation either throws before touching `next` or completes.
               try {
@@ -176,7 +208,8 @@ export class FileStore implements SecretStore {
             if (outcomes.some((o) => o.ok)) await this.#write(next);
           });
         } catch (err) {
-          for (const m of batch) m.reject(err);
+          const error = fsError(`cannot lock ${this.lockPath}`, err);
+          for (const m of batch) m.reject(error);
           continue;
         }
         batch.forEach((m, i) => {
@@ -194,6 +227,7 @@ export class FileStore implements SecretStore {
     const document = { format: FORMAT, version: 1, secrets: Object.fromEntries(entries) };
     const temp = join(this.#dir, `${STORE_FILE}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`);
     let handle: FileHandle | undefined;
+    this.#generation++; // odd while writing
     try {
       handle = await open(temp, "wx", 0o600);
       await handle.chmod(0o600);
@@ -210,24 +244,32 @@ export class FileStore implements SecretStore {
       await handle?.close().catch(() => {});
       await rm(temp, { force: true }).catch(() => {});
       throw fsError(`cannot write ${this.path}`, err);
+    } finally {
+      this.#generation++;
     }
   }
 
   /** Re-reads the document when another process (or a restart) changed it. Cheap: one stat. */
   async #reloadIfChanged(): Promise<void> {
-    this.#reloading ??= this.#readDocument()
+    const generation = this.#generation;
+    // Join a reload only if no write of ours has landed since it began.
+    if (this.#reloading?.generation === generation) return this.#reloading.promise;
+    const promise = this.#readDocument(false)
       .then(({ entries, stamp }) => {
+        if (this.#generation !== generation || generation % 2 === 1 || stamp === this.#stamp) return;
+        this.#reportExternal(this.#entries, entries);
         this.#entries = entries;
         this.#stamp = stamp;
       })
       .finally(() => {
-        this.#reloading = undefined;
+        if (this.#reloading?.promise === promise) this.#reloading = undefined;
       });
-    return this.#reloading;
+    this.#reloading = { generation, promise };
+    return promise;
   }
 
-  /** The document as it is on disk now (the known one when its identity has not changed). */
-  async #readDocument(): Promise<{ entries: Map<string, Entry>; stamp: string }> {
+  /** The document on disk; unless `fresh`, the known one when its identity has not changed. */
+  async #readDocument(fresh: boolean): Promise<{ entries: Map<string, Entry>; stamp: string }> {
     let current: string;
     try {
       current = stampOf(await stat(this.path, { bigint: true }));
@@ -235,7 +277,7 @@ export class FileStore implements SecretStore {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw fsError(`cannot read ${this.path}`, err);
       return { entries: new Map(), stamp: "" };
     }
-    if (current === this.#stamp) return { entries: this.#entries, stamp: this.#stamp };
+    if (!fresh && current === this.#stamp) return { entries: this.#entries, stamp: this.#stamp };
     let handle: FileHandle | undefined;
     let text: string;
     let stamp: string;
@@ -263,10 +305,18 @@ export class FileStore implements SecretStore {
     return { entries: new Map(Object.entries(parsed.data.secrets)), stamp };
   }
 
-  /** Temp files of writers that were killed mid-write. */
+  #reportExternal(before: Map<string, Entry>, after: Map<string, Entry>): void {
+    if (!this.#onExternalChange || before === after) return;
+    const changed = [...new Set([...before.keys(), ...after.keys()])].filter(
+      (name) => before.get(name)?.ciphertext !== after.get(name)?.ciphertext,
+    );
+    if (changed.length > 0) this.#onExternalChange(changed);
+  }
+
+  /** What writers killed mid-write left behind. */
   async #removeOrphanTempFiles(): Promise<void> {
     for (const file of await readdir(this.#dir)) {
-      const pid = TEMP_FILE.exec(file)?.[1];
+      const pid = LEFTOVER.exec(file)?.[1];
       if (pid !== undefined && !isAlive(Number(pid))) await rm(join(this.#dir, file), { force: true });
     }
   }
@@ -285,62 +335,7 @@ async function syncDirectory(dir: string): Promise<void> {
   }
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 function fsError(what: string, err: unknown): Error {
   if (err instanceof BackendUnavailable) return err;
   return new BackendUnavailable(`${what} (${(err as NodeJS.ErrnoException).code ?? "error"})`, 1, { cause: err });
-}
-
-/**
- * A cross-process lock: a file created with O_EXCL holding the owner's pid. A lock whose owner
- * died (SIGKILL, power loss) is taken over; a live owner is waited for up to `timeoutMs`.
- */
-async function withFileLock<T>(path: string, timeoutMs: number, fn: () => Promise<T>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (let wait = 1; ; wait = Math.min(wait * 2, 50)) {
-    try {
-      const handle = await open(path, "wx", 0o600);
-      try {
-        await handle.writeFile(String(process.pid));
-      } finally {
-        await handle.close();
-      }
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-    }
-    if (await lockIsStale(path)) {
-      await rm(path, { force: true });
-      continue;
-    }
-    if (Date.now() > deadline) {
-      throw new BackendUnavailable(`the file store is locked by another process; if none is running, remove ${path}`);
-    }
-    await new Promise((r) => setTimeout(r, wait));
-  }
-  try {
-    return await fn();
-  } finally {
-    await rm(path, { force: true });
-  }
-}
-
-async function lockIsStale(path: string): Promise<boolean> {
-  try {
-    const [text, info] = await Promise.all([readFile(path, "utf8"), stat(path)]);
-    const pid = Number.parseInt(text, 10);
-    // An empty lock is one being written right now, unless it is old (its writer died in between).
-    if (!Number.isInteger(pid) || pid <= 0) return Date.now() - info.mtimeMs > 2_000;
-    return !isAlive(pid);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "ENOENT";
-  }
 }

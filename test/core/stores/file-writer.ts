@@ -1,17 +1,22 @@
-// A child process for the crash tests: puts secrets into a file store in a loop, four at a time,
-// and prints "ack NAME" once each put has resolved (that is, once it is durable).
-// usage: file-writer <dataDir> <saltKey> <prefix>
+// A child process for the file store tests: puts secrets into a file store, four at a time, and
+// prints "ack NAME" once each put has resolved (that is, once it is durable). Without a count it
+// runs until killed.
+// usage: file-writer <dataDir> <saltKey> <prefix> [count]
 import { KeyRing } from "../../../core/src/crypto";
 import { FileStore } from "../../../core/src/stores/file";
 
-const [dataDir, saltKey, prefix] = process.argv.slice(2) as [string, string, string];
+const [dataDir, saltKey, prefix, count] = process.argv.slice(2) as [string, string, string, string?];
+const limit = count === undefined ? Number.POSITIVE_INFINITY : Number(count);
 const store = await FileStore.open({ dataDir, keys: new KeyRing(saltKey) });
-for (let i = 0; ; i += 4) {
+for (let i = 0; i < limit; i += 4) {
   await Promise.all(
-    [0, 1, 2, 3].map(async (j) => {
-      const name = `${prefix}-${i + j}`;
-      await store.put(name, `value-of-${name}`, {});
-      process.stdout.write(`ack ${name}\n`);
-    }),
+    [0, 1, 2, 3]
+      .filter((j) => i + j < limit)
+      .map(async (j) => {
+        const name = `${prefix}-${i + j}`;
+        await store.put(name, `value-of-${name}`, {});
+        process.stdout.write(`ack ${name}\n`);
+      }),
   );
 }
+await store.close();

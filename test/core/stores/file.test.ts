@@ -15,6 +15,14 @@ async function open(dataDir: string, ring = keys, lockTimeoutMs?: number) {
   return FileStore.open({ dataDir, keys: ring, lockTimeoutMs });
 }
 
+/** The pid of a process that has exited. */
+function deadPid(): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ["-e", "0"]);
+    child.on("exit", () => resolve(child.pid as number));
+  });
+}
+
 async function documentOf(dataDir: string) {
   return JSON.parse(await readFile(join(dataDir, "secrets.json"), "utf8")) as {
     secrets: Record<string, { ciphertext: string; created_at: string; updated_at: string; description?: string }>;
@@ -46,7 +54,7 @@ describe("FileStore", () => {
     expect(await (await open(dir)).get("N0")).toBeUndefined();
   });
 
-  it("lands 200 concurrent puts of distinct names, grouped into far fewer writes", async () => {
+  it("lands 200 concurrent puts of distinct names", async () => {
     const dir = await tempDir();
     const store = await open(dir);
     const results = await Promise.all(Array.from({ length: 200 }, (_, i) => store.put(`K${i}`, `v${i}`, {})));
@@ -88,15 +96,11 @@ describe("FileStore", () => {
   it("takes over the lock of a dead process, and waits for a live one", async () => {
     const dir = await tempDir();
     const store = await open(dir, keys, 300);
-    const dead = await new Promise<number>((resolve) => {
-      const child = spawn(process.execPath, ["-e", "0"]);
-      child.on("exit", () => resolve(child.pid as number));
-    });
-    await writeFile(join(dir, "secrets.json.lock"), String(dead));
+    await writeFile(join(dir, "secrets.json.lock"), `${await deadPid()} abc`);
     await store.put("A", "a", {});
     expect(await readdir(dir)).not.toContain("secrets.json.lock");
 
-    await writeFile(join(dir, "secrets.json.lock"), String(process.pid));
+    await writeFile(join(dir, "secrets.json.lock"), `${process.pid} abc`);
     await expect(store.put("B", "b", {})).rejects.toThrow(/locked by another process/);
     expect(await store.get("B")).toBeUndefined();
   });
@@ -104,11 +108,17 @@ describe("FileStore", () => {
   it("removes temp files that killed writers left behind", async () => {
     const dir = await tempDir();
     await open(dir);
-    await writeFile(join(dir, "secrets.json.999999.abcdef.tmp"), "half a docu");
+    const dead = await deadPid();
+    const leftovers = [
+      `secrets.json.${dead}.abcdef.tmp`,
+      `secrets.json.lock.${dead}.abcdef`,
+      `secrets.json.lock.stale.${dead}.abcdef`,
+    ];
+    for (const file of leftovers) await writeFile(join(dir, file), "left by a killed writer");
     await writeFile(join(dir, `secrets.json.${process.pid}.abcdef.tmp`), "in flight");
     await open(dir);
     const files = await readdir(dir);
-    expect(files).not.toContain("secrets.json.999999.abcdef.tmp");
+    for (const file of leftovers) expect(files).not.toContain(file);
     expect(files).toContain(`secrets.json.${process.pid}.abcdef.tmp`);
   });
 
@@ -156,7 +166,7 @@ describe("FileStore", () => {
   });
 });
 
-describe("FileStore under SIGKILL", () => {
+describe("FileStore across processes", () => {
   let writer: string;
 
   beforeAll(async () => {
@@ -171,6 +181,59 @@ describe("FileStore under SIGKILL", () => {
       logLevel: "warning",
       banner: { js: 'import { createRequire } from "node:module"; const require = createRequire(import.meta.url);' },
     });
+  });
+
+  function writerProcess(dir: string, salt: string, prefix: string, count?: number) {
+    const child = spawn(process.execPath, [writer, dir, salt, prefix, ...(count ? [String(count)] : [])], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    let out = "";
+    child.stdout.on("data", (d) => {
+      out += d;
+    });
+    const done = new Promise<{ code: number | null; acked: string[] }>((resolve) =>
+      child.on("close", (code) =>
+        resolve({
+          code,
+          acked: out
+            .split("\n")
+            .filter((l) => l.startsWith("ack "))
+            .map((l) => l.slice(4)),
+        }),
+      ),
+    );
+    return { child, done };
+  }
+
+  it("loses no acknowledged write when three processes write at once", async () => {
+    const salt = `multi-${randomBytes(8).toString("hex")}`;
+    for (let round = 0; round < 4; round++) {
+      const dir = await tempDir();
+      const writers = ["a", "b", "c"].map((p) => writerProcess(dir, salt, `${p}${round}`, 120));
+      const results = await Promise.all(writers.map((w) => w.done));
+      expect(results.map((r) => r.code)).toEqual([0, 0, 0]);
+      const names = new Set(Object.keys((await documentOf(dir)).secrets));
+      const lost = results.flatMap((r) => r.acked).filter((n) => !names.has(n));
+      expect(lost, `round ${round}`).toEqual([]);
+      expect(names.size).toBe(360);
+      expect((await readdir(dir)).filter((f) => f.includes(".lock"))).toEqual([]);
+    }
+  });
+
+  it("reads back what it just wrote while another process keeps writing", async () => {
+    const salt = `rw-${randomBytes(8).toString("hex")}`;
+    const dir = await tempDir();
+    const other = writerProcess(dir, salt, "other");
+    try {
+      const store = await open(dir, new KeyRing(salt));
+      for (let i = 0; i < 300; i++) {
+        await store.put("MINE", `mine-${i}`, {});
+        expect(await store.get("MINE")).toBe(`mine-${i}`);
+      }
+    } finally {
+      other.child.kill("SIGKILL");
+      await other.done;
+    }
   });
 
   it("holds every acknowledged write after each of many kills, and always parses", async () => {
