@@ -159,7 +159,7 @@ async function run(argv: string[], io: CliIo): Promise<void> {
         throw new UsageError("reencrypt takes no argument, or -");
       return args[0] === "-" ? reencryptStdin(settingsInput, io, log) : reencryptStore(settingsInput, io, log);
     default:
-      throw new UsageError(`unknown command ${JSON.stringify(command)}; see llm-secrets --help`);
+      throw new UsageError("unknown command"); // not echoed: it may be a secret typed in the wrong place
   }
 }
 

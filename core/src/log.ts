@@ -33,10 +33,12 @@ export const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() 
 /** What may be logged of an unexpected error: its class and where it came from, not its message. */
 export function describeUnexpected(err: unknown): LogFields {
   if (!(err instanceof Error)) return { error: typeof err };
+  // Stack frames only: a multi-line message spills into the first lines of the stack.
   const where = err.stack
     ?.split("\n")
-    .slice(1, 4)
     .map((l) => l.trim())
+    .filter((l) => l.startsWith("at "))
+    .slice(0, 3)
     .join(" | ");
   return { error: err.name, where };
 }

@@ -101,7 +101,6 @@ export class Metrics {
     "llm_secrets_backend_latency_seconds",
     "Latency of calls to the secret store, in seconds.",
   );
-  readonly keyEvents = new Counter("llm_secrets_key_events_total", "Key events applied or failed.");
 
   render(): string {
     return `${[
@@ -112,7 +111,6 @@ export class Metrics {
       this.backendCalls,
       this.errors,
       this.backendLatency,
-      this.keyEvents,
     ]
       .map((m) => m.render())
       .join("\n")}\n`;

@@ -170,11 +170,10 @@ export class SecretManager {
     return { config: replaceRefs(config, values), refs };
   }
 
+  /** At start, a name the API may not read (or an invalid one) is looked up in the environment only. */
   #readableFromStore(name: string): boolean {
-    if (this.#policy.accessMode === "write_only") return false;
-    if (this.#hosted && !this.#hosted.has(name)) return false;
     try {
-      validateName(name);
+      this.#checkRead(name);
       return true;
     } catch {
       return false;

@@ -298,7 +298,11 @@ function masterKeyOf(
   let found: { key: string; source: string } | undefined;
   if (configured?.startsWith(ENV_REF)) {
     const name = configured.slice(ENV_REF.length);
-    if (env[name] !== undefined) found = { key: env[name], source: name };
+    const value = env[name];
+    // A key named but not there is a typo or a missing secret: going on would seal new values
+    // under another key.
+    if (value === undefined) throw new ConfigError(`general_settings.master_key refers to ${name}, which is not set`);
+    found = { key: value, source: name };
   } else if (configured !== undefined && configured !== null) {
     found = { key: configured, source: "general_settings.master_key" };
   } else if (env.LITELLM_MASTER_KEY !== undefined) {

@@ -1,5 +1,5 @@
 // The HTTP API in-process, over a real file store (SPEC section 6).
-import { readFile } from "node:fs/promises";
+import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { expectNoValueIn, inProcessApp, newKey, secretValue } from "../helpers";
@@ -63,6 +63,30 @@ describe("secrets over HTTP", () => {
     await runtime.store.put("A", "two", {});
     expect(((await (await request("/v1/secrets/A")).json()) as { value: string }).value).toBe("one");
     expect(((await (await request("/v1/secrets/A?refresh=true")).json()) as { value: string }).value).toBe("two");
+  });
+});
+
+describe("the store behind the API", () => {
+  it("gives created secrets the configured description and tags, and leaves them be on updates", async () => {
+    const { request, dataDir } = await inProcessApp({
+      config:
+        "general_settings:\n  key_management_settings:\n    description: from-policy\n    tags: {owner: platform}\n",
+    });
+    await request("/v1/secrets/A", { method: "PUT", json: { value: "1" } });
+    await request("/v1/secrets/B", { method: "PUT", json: { value: "1", description: "custom", tags: { t: "x" } } });
+    await request("/v1/secrets/B", { method: "PUT", json: { value: "2" } });
+    const doc = JSON.parse(await readFile(join(dataDir, "secrets.json"), "utf8"));
+    expect(doc.secrets.A).toMatchObject({ description: "from-policy", tags: { owner: "platform" } });
+    expect(doc.secrets.B).toMatchObject({ description: "custom", tags: { t: "x" } });
+  });
+
+  it("answers 503 backend_unavailable with Retry-After when the data dir is gone", async () => {
+    const { request, dataDir } = await inProcessApp();
+    await rm(dataDir, { recursive: true, force: true });
+    const res = await request("/v1/secrets/A", { method: "PUT", json: { value: "x" } });
+    expect(res.status).toBe(503);
+    expect(res.headers.get("retry-after")).toBe("1");
+    expect((await errorOf(res)).code).toBe("backend_unavailable");
   });
 });
 

@@ -47,6 +47,10 @@ describe("secrets from the command line", () => {
       expect(r.code, args.join(" ")).toBe(2);
       expect(r.stderr.trim().split("\n").at(-1)).toMatch(/^llm-secrets: /);
     }
+    const typo = secretValue("typed-in-the-wrong-place");
+    const unknown = await cli([typo]);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toBe("llm-secrets: unknown command (see llm-secrets --help)\n");
     const help = await cli(["--help"]);
     expect(help.code).toBe(0);
     expect(help.stdout).toContain("usage: llm-secrets");
@@ -256,6 +260,13 @@ describe("serve", () => {
       });
       expect((await cli(["get", "FROM_HTTP"])).stdout).toBe("http-value\n");
       expect((await cli(["get", "FROM_CLI"])).stdout).toBe("cli-value\n");
+
+      // The server has FROM_CLI cached; a CLI update and delete reach it without ?refresh.
+      const served = async () => (await fetchJson(`${server.url}/v1/secrets/FROM_CLI`, { token })).body;
+      expect((await cli(["put", "FROM_CLI"], "updated-by-cli")).code).toBe(0);
+      await expect.poll(served, { timeout: 3000 }).toMatchObject({ value: "updated-by-cli" });
+      expect((await cli(["delete", "FROM_CLI"])).code).toBe(0);
+      await expect.poll(served, { timeout: 3000 }).toMatchObject({ error: { code: "not_found" } });
     } finally {
       expect(await server.stop()).toBe(0);
     }

@@ -43,6 +43,7 @@ describe("validateName", () => {
   });
 
   it("never echoes the input in its message", () => {
+    expect.assertions(1);
     try {
       validateName("secret-looking\nvalue-xyz");
     } catch (err) {

@@ -78,6 +78,13 @@ describe("salt key and master key", () => {
     expect(ref.masterKeySource).toBe("MY_KEY");
   });
 
+  it("stops when general_settings.master_key names a variable that is not set", () => {
+    const message = configError(() =>
+      loadSettings({ env: { LLM_SECRETS_CONFIG: "general_settings:\n  master_key: os.environ/MASTER_KEY_TYPO\n" } }),
+    );
+    expect(message).toContain("MASTER_KEY_TYPO");
+  });
+
   it("reads the generated master.key of a file store's data dir", async () => {
     const dir = await tempDir();
     const key = newKey();

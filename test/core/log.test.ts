@@ -1,0 +1,24 @@
+import { describe, expect, it } from "vitest";
+import { createLogger, describeUnexpected } from "../../core/src/log";
+import { secretValue } from "../helpers";
+
+describe("log", () => {
+  it("writes one JSON object a line, at or above its level", () => {
+    const lines: string[] = [];
+    const log = createLogger((l) => lines.push(l), "info");
+    log.debug("hidden");
+    log.warn("shown", { name: "A", n: 1 });
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0] as string)).toMatchObject({ level: "warn", msg: "shown", name: "A", n: 1 });
+    expect(lines[0]?.endsWith("\n")).toBe(true);
+  });
+
+  it("describes an unexpected error by class and stack frames, never by its message", () => {
+    const value = secretValue("leaked");
+    const described = describeUnexpected(new TypeError(`bad thing\n${value}\nmore`));
+    expect(described.error).toBe("TypeError");
+    expect(String(described.where)).toMatch(/^at /);
+    expect(JSON.stringify(described)).not.toContain(value);
+    expect(describeUnexpected("a string")).toEqual({ error: "string" });
+  });
+});
