@@ -7,10 +7,10 @@ import { openSecret, sealSecret } from "./crypto";
 import { ConfigError, SecretsError } from "./errors";
 import { createLogger, describeUnexpected, type Logger } from "./log";
 import { ensureMasterKeyFile } from "./master-key";
-import { appOf, createRuntime, type Runtime } from "./runtime";
+import { appOf, createRuntime, openStore, type Runtime } from "./runtime";
 import { startServer } from "./server";
 import { loadSettings, requireKeys, type Settings, type SettingsInput } from "./settings";
-import { FileStore } from "./stores/file";
+import type { FileStore } from "./stores/file";
 import { VERSION } from "./version";
 
 const USAGE = `usage: llm-secrets <command> [options]
@@ -211,7 +211,8 @@ async function reencryptStore(input: SettingsInput, io: CliIo, log: Logger): Pro
   const settings = settingsOf(input, log);
   if (settings.store !== "file")
     throw new UsageError("reencrypt re-seals the file store; use - to re-seal ciphertexts from stdin");
-  const store = await FileStore.open({ dataDir: settings.dataDir, keys: requireKeys(settings) });
+  // The same opening as every other command, so a missing key gets the same guidance.
+  const store = (await openStore(settings)) as FileStore;
   const total = await store.reencrypt((done, all) => io.stderr.write(`re-sealed ${done} of ${all}\n`));
   io.stderr.write(`re-sealed ${total} secret(s) in ${store.path} under the current salt key\n`);
 }

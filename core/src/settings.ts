@@ -323,7 +323,7 @@ function masterKeyOf(
 }
 
 /** Refuses an empty or publicly known master key (SPEC section 10: no default master key). */
-export function checkMasterKey(key: string, source: string): void {
+function checkMasterKey(key: string, source: string): void {
   if (key.trim() === "") throw new ConfigError(`the master key (${source}) is empty`);
   if (KNOWN_WEAK_MASTER_KEYS.has(key.trim())) {
     throw new ConfigError(`the master key (${source}) is the publicly known example key: set a strong one`);
