@@ -1,10 +1,11 @@
 // Shared test helpers: temp dirs, the built CLI as a child process, generated keys and values.
 import { type ChildProcess, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, expect, inject } from "vitest";
+import type { StoreFactory } from "../core/src/secret-store";
 
 const dirs: string[] = [];
 
@@ -20,14 +21,50 @@ export async function tempDir(): Promise<string> {
   return dir;
 }
 
-/** A master key made now (tests never commit key-shaped strings). */
+/**
+ * A seeded generator (sfc32 over a SHA-256 of the seed): the same seed gives the same data, so a
+ * failure can be replayed with `LLM_SECRETS_TEST_SEED=<seed>`.
+ */
+export function seededRandom(seed: string): () => number {
+  const h = createHash("sha256").update(seed).digest();
+  let a = h.readUInt32LE(0);
+  let b = h.readUInt32LE(4);
+  let c = h.readUInt32LE(8);
+  let d = h.readUInt32LE(12);
+  return () => {
+    a |= 0;
+    b |= 0;
+    c |= 0;
+    d |= 0;
+    const t = (((a + b) | 0) + d) | 0;
+    d = (d + 1) | 0;
+    a = b ^ (b >>> 9);
+    b = (c + (c << 3)) | 0;
+    c = (c << 21) | (c >>> 11);
+    c = (c + t) | 0;
+    return (t >>> 0) / 4_294_967_296;
+  };
+}
+
+/** The seed of this run's test data; printed by vitest's setup so a failing run can be replayed. */
+export const TEST_SEED = process.env.LLM_SECRETS_TEST_SEED ?? "llm-secrets";
+const random = seededRandom(`${TEST_SEED}:${process.env.VITEST_POOL_ID ?? ""}:${process.env.VITEST_WORKER_ID ?? ""}`);
+
+/** `length` bytes from the seeded generator. */
+export function randomBytesSeeded(length: number): Buffer {
+  const out = Buffer.alloc(length);
+  for (let i = 0; i < length; i++) out[i] = Math.floor(random() * 256);
+  return out;
+}
+
+/** A master key made now from the seeded generator (tests never commit key-shaped strings). */
 export function newKey(prefix = "sk-"): string {
-  return `${prefix}${randomBytes(24).toString("base64url")}`;
+  return `${prefix}${randomBytesSeeded(24).toString("base64url")}`;
 }
 
 /** A distinctive value, so a leak of it into any output can be searched for. */
 export function secretValue(label = "value"): string {
-  return `${label}-${randomBytes(12).toString("hex")}`;
+  return `${label}-${randomBytesSeeded(12).toString("hex")}`;
 }
 
 /** An environment with nothing of the host's llm-secrets or LiteLLM settings in it. */
@@ -148,6 +185,18 @@ export class ServerProcess {
   }
 }
 
+/** Every file under `dir` (recursively): its mode and bytes, by relative path. */
+export async function dataFiles(dir: string): Promise<Record<string, { mode: number; bytes: Buffer }>> {
+  const { readdir, readFile, stat } = await import("node:fs/promises");
+  const out: Record<string, { mode: number; bytes: Buffer }> = {};
+  for (const entry of await readdir(dir, { recursive: true, withFileTypes: true })) {
+    if (!entry.isFile()) continue;
+    const path = join(entry.parentPath, entry.name);
+    out[path.slice(dir.length + 1)] = { mode: (await stat(path)).mode & 0o777, bytes: await readFile(path) };
+  }
+  return out;
+}
+
 /** Asserts that no output holds any of the values (a failure names the value's label only). */
 export function expectNoValueIn(outputs: string[], values: string[]): void {
   const all = outputs.join("\n");
@@ -172,29 +221,34 @@ export async function fetchJson(
   return { status: res.status, body, headers: res.headers };
 }
 
-/** The whole app in-process over a real file store, with its log lines kept. */
-export async function inProcessApp(options: { env?: Record<string, string>; config?: string } = {}) {
-  const { loadSettings } = await import("../core/src/settings");
-  const { createRuntime, appOf } = await import("../core/src/runtime");
+/**
+ * The whole app in-process over a real file store, with its log lines kept. `request(path)` goes
+ * through `runtime.fetch` with `path` as the raw request target, as a runtime passes it.
+ */
+export async function inProcessApp(
+  options: { env?: Record<string, string>; config?: string; stores?: readonly StoreFactory[] } = {},
+) {
+  const { createRuntime } = await import("../core/src/runtime");
   const { createLogger } = await import("../core/src/log");
+  const { LOCAL_STORES } = await import("../core/src/cli");
   const dataDir = await tempDir();
   const masterKey = options.env?.LITELLM_MASTER_KEY ?? newKey();
   const env = { LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_DATA_DIR: dataDir, ...options.env };
-  const settings = loadSettings({ env: { ...env, ...(options.config ? { LLM_SECRETS_CONFIG: options.config } : {}) } });
   const logs: string[] = [];
-  const runtime = await createRuntime(
-    settings,
-    createLogger((line) => logs.push(line)),
-  );
-  const app = appOf(runtime);
+  const runtime = await createRuntime({
+    stores: options.stores ?? LOCAL_STORES,
+    settings: { env: { ...env, ...(options.config ? { LLM_SECRETS_CONFIG: options.config } : {}) } },
+    log: createLogger((line) => logs.push(line)),
+  });
+  afterAll(() => runtime.close());
   const request = (path: string, init: RequestInit & { json?: unknown; token?: string | null } = {}) => {
     const headers = new Headers(init.headers);
     const token = init.token === undefined ? masterKey : init.token;
     if (token !== null) headers.set("authorization", `Bearer ${token}`);
     const body = init.json === undefined ? init.body : JSON.stringify(init.json);
-    return app.request(path, { ...init, headers, body });
+    return runtime.fetch(new Request(`http://localhost${path}`, { ...init, headers, body }), { path });
   };
-  return { app, runtime, settings, masterKey, dataDir, logs, request };
+  return { runtime, settings: runtime.settings, masterKey, dataDir, logs, request };
 }
 
 /** A self-signed certificate for localhost and 127.0.0.1, made now with openssl. */

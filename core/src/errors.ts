@@ -14,10 +14,14 @@ export const ERROR_STATUS = {
   read_only: 403,
   write_only: 403,
   not_found: 404,
+  method_not_allowed: 405,
   name_conflict: 409,
   payload_too_large: 413,
   unresolved_refs: 422,
+  headers_too_large: 431,
   encryption_key_missing: 500,
+  store_corrupt: 500,
+  store_unavailable: 500,
   internal: 500,
   not_supported: 501,
   backend_denied: 502,
@@ -41,6 +45,8 @@ export interface ErrorDetails {
   names?: string[];
   /** Seconds, for `backend_unavailable`. */
   retryAfter?: number;
+  /** Methods of the path, for `method_not_allowed`. */
+  allow?: string[];
 }
 
 export class SecretsError extends Error {
@@ -98,18 +104,6 @@ export class EncryptionKeyMissing extends SecretsError {
   }
 }
 
-export class NotSupported extends SecretsError {
-  constructor(what: string) {
-    super("not_supported", `${what} is not supported`);
-  }
-}
-
-export class BackendUnavailable extends SecretsError {
-  constructor(message: string, retryAfter = 1, options?: ErrorOptions) {
-    super("backend_unavailable", message, { retryAfter }, options);
-  }
-}
-
 /** The start cannot go on: a bad config key, an empty salt key, a missing TLS file. */
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -118,18 +112,17 @@ export class ConfigError extends Error {
   }
 }
 
-/** Errors the cache may answer with a stale value: the backend is down, slow or throttling. */
-export function isRetryable(err: unknown): boolean {
-  return err instanceof SecretsError && err.code === "backend_unavailable";
-}
-
 export interface HttpError {
   status: number;
   headers: Record<string, string>;
-  body: { error: { code: ErrorCode; message: string } & Omit<ErrorDetails, "retryAfter"> };
+  body: { error: { code: ErrorCode; message: string } & Omit<ErrorDetails, "retryAfter" | "allow"> };
 }
 
-/** The one place errors become HTTP answers. Unknown errors become a bare 500. */
+/**
+ * The one place errors become HTTP answers: status, headers (`Retry-After` on every 503, `Allow` on
+ * 405, `WWW-Authenticate` on 401) and body. Unknown errors become a bare 500 that says nothing of
+ * the error.
+ */
 export function toHttpError(err: unknown): HttpError {
   if (!(err instanceof SecretsError)) {
     return {
@@ -138,9 +131,14 @@ export function toHttpError(err: unknown): HttpError {
       body: { error: { code: "internal", message: "internal error" } },
     };
   }
-  const { retryAfter, ...details } = err.details;
+  const { retryAfter, allow, ...details } = err.details;
   const headers: Record<string, string> = {};
-  if (retryAfter !== undefined) headers["retry-after"] = String(Math.max(1, Math.ceil(retryAfter)));
+  // A 503 always says when to come back.
+  if (retryAfter !== undefined || err.status === 503) {
+    headers["retry-after"] = String(Math.max(1, Math.ceil(retryAfter ?? 1)));
+  }
+  if (allow) headers.allow = allow.join(", ");
+  if (err.code === "unauthorized") headers["www-authenticate"] = 'Bearer realm="llm-secrets"';
   return {
     status: err.status,
     headers,

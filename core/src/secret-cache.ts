@@ -13,7 +13,7 @@
  */
 import { randomBytes } from "node:crypto";
 import nacl from "tweetnacl";
-import { isRetryable } from "./errors";
+import { isRetryable } from "./store-errors";
 
 export interface CacheOptions {
   /** The refresh interval; 0 caches nothing (but still shares concurrent loads). */
@@ -24,8 +24,8 @@ export interface CacheOptions {
   now?: () => number;
   /** Called for each hit, miss, stale serve and background refresh. */
   onEvent?: (event: "hit" | "miss" | "stale" | "refresh") => void;
-  /** Called when a background refresh fails (the entry stays). */
-  onRefreshError?: (err: unknown) => void;
+  /** Called when a background refresh fails (the entry stays): the key and the entry's age. */
+  onRefreshError?: (err: unknown, key: string, ageMs: number) => void;
 }
 
 export interface CacheRead {
@@ -36,6 +36,7 @@ export interface CacheRead {
 interface Entry {
   /** nonce || secretbox(value); undefined means "not found". */
   sealed: Uint8Array | undefined;
+  storedAt: number;
   refreshAt: number;
   expiresAt: number;
 }
@@ -70,7 +71,7 @@ export class SecretCache {
       this.#options.onEvent?.("hit");
       if (entry.sealed !== undefined && now >= entry.refreshAt && !this.#loads.has(name)) {
         this.#options.onEvent?.("refresh");
-        this.#load(name, load).catch((err) => this.#options.onRefreshError?.(err));
+        this.#load(name, load).catch((err) => this.#options.onRefreshError?.(err, name, now - entry.storedAt));
       }
       return { value: this.#open(entry), stale: false };
     }
@@ -142,6 +143,7 @@ export class SecretCache {
     this.#entries.delete(name); // re-insert: past `maxEntries`, the longest-stored entry goes first
     this.#entries.set(name, {
       sealed: value === undefined ? undefined : this.#seal(value),
+      storedAt: at,
       refreshAt: at + life - Math.min(life / 10, REFRESH_AHEAD_MAX_MS),
       expiresAt: at + life,
     });

@@ -1,8 +1,35 @@
 /**
- * The one interface every backend implements. Names reach a store already validated; backend
- * quirks (name mapping, URL building, create-versus-update) stay inside the store's own file.
+ * `SecretStore` v2: the one interface every backend implements, and `StoreFactory`, the shape in
+ * which a store file plugs itself into a runtime (DESIGN.md, "Stores are plugged in").
+ *
+ * Names reach a store already validated. Backend quirks (name mapping, URL building, create versus
+ * update) stay inside the store's own file, and every backend failure goes through
+ * `classifyBackendError` (store-errors.ts).
+ *
+ * Ordering: each change carries a time. A store that can record it (`capabilities.compareAndSet`)
+ * keeps the time of the last change of each name, a delete included (a tombstone: the time, no
+ * value), and refuses an older change with the outcome `"superseded"`. So a late or redelivered
+ * key event cannot undo a newer change. `isNewer` is the one rule.
  */
-import type { StoreKind } from "./settings";
+import type * as z from "zod/mini";
+import type { KeyRing } from "./crypto";
+import type { Logger } from "./log";
+
+/** What `get` returns: the value and what the backend knows of it. */
+export interface SecretRecord {
+  value: string;
+  /** The backend's version id, when it has one. */
+  version?: string;
+  /** When the value was last written. */
+  updatedAt?: Date;
+  tags?: Readonly<Record<string, string>>;
+}
+
+/** The time of a change: milliseconds since the epoch, and an event id that breaks ties. */
+export interface ChangeStamp {
+  at: number;
+  id?: string;
+}
 
 export interface SecretMeta {
   description?: string;
@@ -11,21 +38,103 @@ export interface SecretMeta {
   whenCreated?: { description?: string; tags?: Readonly<Record<string, string>> };
 }
 
-export interface SecretStore {
-  readonly kind: StoreKind;
+export interface PutOptions {
+  meta?: SecretMeta;
   /**
-   * True for stores that read the process environment (`local`, `aws_kms`, `google_kms`): over
-   * HTTP they serve only the names listed in `hosted_keys`.
+   * The change's time (a key event's `occurred_at` and id). When set, a store that records times
+   * applies the change only if it is newer than the last one recorded for the name. When unset,
+   * the change applies whatever is recorded, and its time is now (a direct write's arrival).
    */
-  readonly envBacked: boolean;
-  /** The value, or undefined when the store holds no such name. */
-  get(name: string): Promise<string | undefined>;
-  /** Creates or replaces; throws `not_supported` on read-only stores. */
-  put(name: string, value: string, meta: SecretMeta): Promise<{ created: boolean }>;
-  /** Removes; absent names are not an error. Throws `not_supported` on read-only stores. */
-  delete(name: string): Promise<void>;
+  ifNewerThan?: ChangeStamp;
+}
+
+export interface DeleteOptions {
+  ifNewerThan?: ChangeStamp;
+}
+
+export type PutOutcome = "created" | "updated" | "superseded";
+export type DeleteOutcome = "deleted" | "absent" | "superseded";
+
+export interface SecretStore {
+  readonly kind: string;
+  /** The backend's own key for a name (Azure maps `_` to `-`). The cache keys on it. */
+  keyOf(name: string): string;
+  /** The record, or undefined when the store holds no such name (a tombstone is no such name). */
+  get(name: string): Promise<SecretRecord | undefined>;
+  /**
+   * Creates or replaces. Throws `name_conflict` when `keyOf(name)` already holds another name,
+   * `not_supported` on stores that cannot write.
+   */
+  put(name: string, value: string, options?: PutOptions): Promise<PutOutcome>;
+  /** Removes, leaving a tombstone where the backend would forget. Absent names are not an error. */
+  delete(name: string, options?: DeleteOptions): Promise<DeleteOutcome>;
   /** Reports names that changed behind our back (another process, the provider's console). */
   watch?(onChange: (names: string[]) => void): void;
   /** Waits for pending writes and releases resources. */
   close?(): Promise<void>;
+}
+
+/** What a store can do; the conformance suite and the manager read it. */
+export interface StoreCapabilities {
+  writes: boolean;
+  deletes: boolean;
+  /** Records change times and honours `ifNewerThan` (tombstones included). */
+  compareAndSet: boolean;
+  /** The largest value, in UTF-8 bytes, the backend takes. */
+  maxValueBytes: number;
+}
+
+export type AccessMode = "read_only" | "write_only" | "read_and_write";
+
+export interface StoreDefaults {
+  /** `access_mode` when the config sets none. */
+  accessMode: AccessMode;
+  /** The env var of this store's own cache lifetime, read before `SECRET_MANAGER_REFRESH_INTERVAL`. */
+  refreshIntervalVariable?: string;
+  /** Needs the salt key to seal values at rest, and may use the generated `master.key` of the data dir. */
+  needsLocalKey: boolean;
+  /**
+   * Reads the process environment (`local`, `aws_kms`, `google_kms`): over HTTP it serves only the
+   * names listed in `hosted_keys`.
+   */
+  envBacked: boolean;
+}
+
+/** What every store may use when it opens: the parts of the general settings that are not its own. */
+export interface StoreDeps {
+  dataDir: string;
+  /** The salt key ring; present whenever a master or salt key is configured. */
+  keys?: KeyRing;
+  /** The environment captured at start (with config `environment_variables` applied). */
+  env: Readonly<Record<string, string>>;
+  log: Logger;
+  now: () => number;
+}
+
+/**
+ * A store's settings schema: `config` holds its own `key_management_settings` keys, `env` its own
+ * env vars. Both are objects (strip mode), so only the keys they name are parsed.
+ */
+export type StoreSettingsSchema = z.ZodMiniObject<{ config: z.ZodMiniObject; env: z.ZodMiniObject }>;
+
+export interface StoreFactory<K extends string = string, Schema extends StoreSettingsSchema = StoreSettingsSchema> {
+  readonly kind: K;
+  readonly settings: Schema;
+  readonly defaults: StoreDefaults;
+  readonly capabilities: StoreCapabilities;
+  open(settings: z.output<Schema>, deps: StoreDeps): Promise<SecretStore>;
+}
+
+/** Whether a change stamped `change` (a delete or not) wins over the last recorded one. */
+export function isNewer(
+  change: ChangeStamp,
+  changeIsDelete: boolean,
+  recorded: ChangeStamp | undefined,
+  recordedIsDelete: boolean,
+): boolean {
+  if (recorded === undefined) return true;
+  if (change.at !== recorded.at) return change.at > recorded.at;
+  // Equal times: a delete wins, then the larger event id. The same change twice is not newer.
+  if (changeIsDelete !== recordedIsDelete) return changeIsDelete;
+  return (change.id ?? "") > (recorded.id ?? "");
 }

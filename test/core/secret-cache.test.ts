@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { BackendUnavailable, SecretsError } from "../../core/src/errors";
+import { SecretsError } from "../../core/src/errors";
+import { BackendUnavailable } from "../../core/src/store-errors";
 import { SecretCache } from "../../core/src/secret-cache";
 
 /** A backend double driven by the test: it counts calls and answers what it is told. */

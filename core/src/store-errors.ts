@@ -1,0 +1,225 @@
+/**
+ * The one error module for stores: the typed failures a store may report, and
+ * `classifyBackendError`, which every store passes its backend's failures through. No store maps
+ * errors by hand.
+ *
+ * | error                | code                  | HTTP | when                                                  |
+ * |----------------------|-----------------------|------|-------------------------------------------------------|
+ * | `BackendDenied`      | `backend_denied`      | 502  | the backend refused our identity (401, 403)           |
+ * | `BackendUnavailable` | `backend_unavailable` | 503  | down, slow or throttling; always with `Retry-After`   |
+ * | `NameConflict`       | `name_conflict`       | 409  | two of our names land on one backend key              |
+ * | `NotSupported`       | `not_supported`       | 501  | the store cannot do this (a read-only store's put)    |
+ * | `StoreCorrupt`       | `store_corrupt`       | 500  | an entry that cannot be opened or parsed              |
+ * | `StoreUnavailable`   | `store_unavailable`   | 500  | the store cannot be used here (permissions, no dir)   |
+ *
+ * Only `backend_unavailable` is retryable: the cache may then serve the last good value.
+ * Messages are built from the operation, status and error names: never from a value or a body.
+ */
+import { SecretsError } from "./errors";
+
+export class BackendDenied extends SecretsError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("backend_denied", message, {}, options);
+  }
+}
+
+export class BackendUnavailable extends SecretsError {
+  /** `retryAfter`: seconds, from the backend when it said, else 1. */
+  constructor(message: string, retryAfter = 1, options?: ErrorOptions) {
+    super("backend_unavailable", message, { retryAfter: Math.max(1, Math.ceil(retryAfter)) }, options);
+  }
+}
+
+export class NameConflict extends SecretsError {
+  constructor(name: string, key: string) {
+    super("name_conflict", `${name} maps to the backend key ${key}, which already holds another name`);
+  }
+}
+
+export class NotSupported extends SecretsError {
+  constructor(what: string) {
+    super("not_supported", `${what} is not supported`);
+  }
+}
+
+export class StoreCorrupt extends SecretsError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("store_corrupt", message, {}, options);
+  }
+}
+
+export class StoreUnavailable extends SecretsError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("store_unavailable", message, {}, options);
+  }
+}
+
+/** Errors the cache may answer with a stale value: the backend is down, slow or throttling. */
+export function isRetryable(err: unknown): boolean {
+  return err instanceof SecretsError && err.code === "backend_unavailable";
+}
+
+const DENIED_NAMES = new Set([
+  // AWS
+  "AccessDeniedException",
+  "UnrecognizedClientException",
+  "InvalidSignatureException",
+  "ExpiredTokenException",
+  "InvalidClientTokenId",
+  "IncompleteSignature",
+  "KMSAccessDeniedException",
+  "AuthFailure",
+  // Azure identity
+  "CredentialUnavailableError",
+  "AuthenticationError",
+  "AuthenticationRequiredError",
+]);
+
+const UNAVAILABLE_NAMES = new Set([
+  "ThrottlingException",
+  "TooManyRequestsException",
+  "RequestLimitExceeded",
+  "LimitExceededException",
+  "InternalServiceError",
+  "InternalServiceErrorException",
+  "InternalFailure",
+  "ServiceUnavailable",
+  "ServiceUnavailableException",
+  "KMSInternalException",
+  "TimeoutError",
+  "AbortError",
+  "RequestTimeout",
+  "RequestTimeoutException",
+]);
+
+const UNAVAILABLE_NET_CODES = new Set([
+  "ECONNRESET",
+  "ECONNREFUSED",
+  "ECONNABORTED",
+  "ETIMEDOUT",
+  "EPIPE",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENETDOWN",
+  "EAI_AGAIN",
+  "ENOTFOUND",
+  "EBUSY",
+  "EAGAIN",
+  "EMFILE",
+  "ENFILE",
+  "UND_ERR_CONNECT_TIMEOUT",
+  "UND_ERR_HEADERS_TIMEOUT",
+  "UND_ERR_BODY_TIMEOUT",
+  "UND_ERR_SOCKET",
+  "UND_ERR_CLOSED",
+  "UND_ERR_ABORTED",
+  "ERR_HTTP2_STREAM_ERROR",
+  "ERR_SOCKET_CONNECTION_TIMEOUT",
+]);
+
+/** Filesystem codes that mean the store cannot be used here, whatever is retried. */
+const UNUSABLE_FS_CODES = new Set(["EACCES", "EPERM", "EROFS", "ENOENT", "ENOTDIR", "EISDIR", "ENOSPC", "EDQUOT"]);
+
+/** gRPC status codes (Google clients). */
+const GRPC_DENIED = new Set([7 /* PERMISSION_DENIED */, 16 /* UNAUTHENTICATED */]);
+const GRPC_UNAVAILABLE = new Set([
+  1 /* CANCELLED */, 4 /* DEADLINE_EXCEEDED */, 8 /* RESOURCE_EXHAUSTED */, 10 /* ABORTED */, 13 /* INTERNAL */,
+  14 /* UNAVAILABLE */,
+]);
+
+interface Looked {
+  name?: string;
+  code?: unknown;
+  status?: number;
+  retryAfter?: number;
+}
+
+/**
+ * The typed error for a backend failure. `what` names the operation (`"vault get"`,
+ * `"file store write"`); it and the failure's status or name make the message.
+ */
+export function classifyBackendError(err: unknown, what: string): SecretsError {
+  if (err instanceof SecretsError) return err;
+  const found = look(err);
+  const { name, code, status, retryAfter } = found;
+  const label = describe(found);
+  const options = { cause: err };
+
+  if (status === 401 || status === 403) return new BackendDenied(`${what}: the backend refused our identity (${label})`, options);
+  if (typeof code === "number" && typeof status !== "number" && GRPC_DENIED.has(code)) {
+    return new BackendDenied(`${what}: the backend refused our identity (${label})`, options);
+  }
+  if (name !== undefined && DENIED_NAMES.has(name)) {
+    return new BackendDenied(`${what}: the backend refused our identity (${label})`, options);
+  }
+  if (status === 408 || status === 429 || (status !== undefined && status >= 500)) {
+    return new BackendUnavailable(`${what}: the backend is unavailable (${label})`, retryAfter, options);
+  }
+  if (typeof code === "number" && status === undefined && GRPC_UNAVAILABLE.has(code)) {
+    return new BackendUnavailable(`${what}: the backend is unavailable (${label})`, retryAfter, options);
+  }
+  if ((name !== undefined && UNAVAILABLE_NAMES.has(name)) || (typeof code === "string" && UNAVAILABLE_NET_CODES.has(code))) {
+    return new BackendUnavailable(`${what}: the backend is unavailable (${label})`, retryAfter, options);
+  }
+  if (typeof code === "string" && UNUSABLE_FS_CODES.has(code)) {
+    return new StoreUnavailable(`${what}: the store cannot be used (${code})`, options);
+  }
+  return new SecretsError("internal", `${what}: unexpected backend failure (${label})`, {}, options);
+}
+
+/** Status, name, code and Retry-After of an error, its `cause` chain included (fetch wraps socket errors). */
+function look(err: unknown): Looked {
+  const found: Looked = {};
+  let current: unknown = err;
+  for (let depth = 0; depth < 5 && current !== null && typeof current === "object"; depth++) {
+    const e = current as Record<string, unknown> & {
+      $metadata?: { httpStatusCode?: unknown };
+      $response?: { headers?: Record<string, unknown> };
+      response?: { status?: unknown; headers?: unknown };
+    };
+    found.name ??= typeof e.name === "string" && e.name !== "Error" && e.name !== "TypeError" ? e.name : undefined;
+    found.code ??= typeof e.code === "string" || typeof e.code === "number" ? e.code : undefined;
+    found.status ??=
+      statusOf(e.$metadata?.httpStatusCode) ?? statusOf(e.statusCode) ?? statusOf(e.status) ?? statusOf(e.response?.status);
+    found.retryAfter ??=
+      secondsOf(e.retryAfterInMs, 1000) ??
+      secondsOf(e.retryAfter, 1) ??
+      retryAfterHeader(e.$response?.headers) ??
+      retryAfterHeader(e.response?.headers) ??
+      retryAfterHeader(e.headers);
+    current = e.cause;
+  }
+  // An HTTP status in `code` (some clients) is a status, not a gRPC code.
+  if (found.status === undefined && typeof found.code === "number" && found.code >= 100) {
+    found.status = found.code;
+    found.code = undefined;
+  }
+  return found;
+}
+
+function statusOf(value: unknown): number | undefined {
+  return typeof value === "number" && Number.isInteger(value) && value >= 100 && value <= 599 ? value : undefined;
+}
+
+function secondsOf(value: unknown, per: number): number | undefined {
+  return typeof value === "number" && Number.isFinite(value) && value > 0 ? value / per : undefined;
+}
+
+/** `Retry-After` as seconds or an HTTP date, from a plain object or a `Headers`. */
+function retryAfterHeader(headers: unknown): number | undefined {
+  if (headers === null || typeof headers !== "object") return undefined;
+  const raw =
+    typeof (headers as Headers).get === "function"
+      ? (headers as Headers).get("retry-after")
+      : ((headers as Record<string, unknown>)["retry-after"] ?? (headers as Record<string, unknown>)["Retry-After"]);
+  if (typeof raw !== "string" || raw.trim() === "") return undefined;
+  if (/^\d+$/.test(raw.trim())) return Number(raw.trim()) || undefined;
+  const at = Date.parse(raw);
+  return Number.isNaN(at) ? undefined : Math.max(1, (at - Date.now()) / 1000);
+}
+
+function describe({ name, code, status }: Looked): string {
+  return [status !== undefined ? `HTTP ${status}` : undefined, name, code !== undefined ? String(code) : undefined]
+    .filter((part) => part !== undefined)
+    .join(", ") || "no detail";
+}

@@ -1,0 +1,37 @@
+/**
+ * `local`: LiteLLM's "no secret manager". Reads the environment captured at start; never writes.
+ * Records: the value only (no version, time or tags). Over HTTP it serves only `hosted_keys`.
+ */
+import * as z from "zod/mini";
+import type { SecretRecord, SecretStore, StoreFactory } from "../secret-store";
+import { NotSupported } from "../store-errors";
+
+class EnvStore implements SecretStore {
+  readonly kind = "local";
+
+  constructor(private readonly env: Readonly<Record<string, string>>) {}
+
+  keyOf(name: string): string {
+    return name;
+  }
+
+  async get(name: string): Promise<SecretRecord | undefined> {
+    return Object.hasOwn(this.env, name) ? { value: this.env[name] as string } : undefined;
+  }
+
+  async put(): Promise<never> {
+    throw new NotSupported("writing to the local (environment) store");
+  }
+
+  async delete(): Promise<never> {
+    throw new NotSupported("deleting from the local (environment) store");
+  }
+}
+
+export const envStore = {
+  kind: "local",
+  settings: z.object({ config: z.object({}), env: z.object({}) }),
+  defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: true },
+  capabilities: { writes: false, deletes: false, compareAndSet: false, maxValueBytes: 128 * 1024 },
+  open: async (_settings, deps) => new EnvStore(deps.env),
+} as const satisfies StoreFactory<"local">;

@@ -1,0 +1,112 @@
+/**
+ * `memory`: a store in this process's memory, lost on exit. For tests, and as the smallest example
+ * of a complete store: it records values, times, tags and tombstones (kept until `close`), honours
+ * `ifNewerThan`, and may map names onto a narrower key alphabet (`mapName`) to show `keyOf` and
+ * `name_conflict` at work. No runtime ships it by default.
+ */
+import * as z from "zod/mini";
+import {
+  type ChangeStamp,
+  type DeleteOptions,
+  type DeleteOutcome,
+  isNewer,
+  type PutOptions,
+  type PutOutcome,
+  type SecretRecord,
+  type SecretStore,
+  type StoreFactory,
+} from "../secret-store";
+import { NameConflict } from "../store-errors";
+
+interface Entry {
+  /** The name as written (several names may share a key when `mapName` narrows them). */
+  name: string;
+  /** undefined: a tombstone. */
+  value: string | undefined;
+  stamp: ChangeStamp;
+  version: number;
+  description?: string;
+  tags?: Readonly<Record<string, string>>;
+}
+
+export interface MemoryStoreOptions {
+  /** The backend key of a name (default: the name itself). */
+  mapName?: (name: string) => string;
+  now?: () => number;
+}
+
+export class MemoryStore implements SecretStore {
+  readonly kind = "memory";
+  readonly #entries = new Map<string, Entry>();
+  readonly #mapName: (name: string) => string;
+  readonly #now: () => number;
+  #versions = 0;
+
+  constructor(options: MemoryStoreOptions = {}) {
+    this.#mapName = options.mapName ?? ((name) => name);
+    this.#now = options.now ?? Date.now;
+  }
+
+  keyOf(name: string): string {
+    return this.#mapName(name);
+  }
+
+  async get(name: string): Promise<SecretRecord | undefined> {
+    const entry = this.#entries.get(this.keyOf(name));
+    if (entry?.value === undefined) return undefined;
+    return {
+      value: entry.value,
+      version: String(entry.version),
+      updatedAt: new Date(entry.stamp.at),
+      ...(entry.tags && { tags: entry.tags }),
+    };
+  }
+
+  async put(name: string, value: string, options: PutOptions = {}): Promise<PutOutcome> {
+    const key = this.keyOf(name);
+    const previous = this.#entries.get(key);
+    if (previous?.value !== undefined && previous.name !== name) throw new NameConflict(name, key);
+    const stamp = options.ifNewerThan ?? { at: this.#now() };
+    if (options.ifNewerThan && previous && !isNewer(stamp, false, previous.stamp, previous.value === undefined)) {
+      return "superseded";
+    }
+    const live = previous?.value !== undefined ? previous : undefined;
+    const meta = options.meta ?? {};
+    const fallback = live ?? meta.whenCreated;
+    const description = meta.description ?? fallback?.description;
+    const tags = meta.tags ?? fallback?.tags;
+    this.#entries.set(key, {
+      name,
+      value,
+      stamp,
+      version: ++this.#versions,
+      ...(description !== undefined && { description }),
+      ...(tags !== undefined && { tags: { ...tags } }),
+    });
+    return live ? "updated" : "created";
+  }
+
+  async delete(name: string, options: DeleteOptions = {}): Promise<DeleteOutcome> {
+    const key = this.keyOf(name);
+    const previous = this.#entries.get(key);
+    if (previous?.value !== undefined && previous.name !== name) throw new NameConflict(name, key);
+    const stamp = options.ifNewerThan ?? { at: this.#now() };
+    if (options.ifNewerThan && previous && !isNewer(stamp, true, previous.stamp, previous.value === undefined)) {
+      return "superseded";
+    }
+    this.#entries.set(key, { name, value: undefined, stamp, version: ++this.#versions });
+    return previous?.value !== undefined ? "deleted" : "absent";
+  }
+
+  async close(): Promise<void> {
+    this.#entries.clear();
+  }
+}
+
+export const memoryStore = {
+  kind: "memory",
+  settings: z.object({ config: z.object({}), env: z.object({}) }),
+  defaults: { accessMode: "read_and_write", needsLocalKey: false, envBacked: false },
+  capabilities: { writes: true, deletes: true, compareAndSet: true, maxValueBytes: 1024 * 1024 },
+  open: async (_settings, deps) => new MemoryStore({ now: deps.now }),
+} as const satisfies StoreFactory<"memory">;

@@ -1,0 +1,224 @@
+/**
+ * The one conformance suite every store must pass (DESIGN.md). It reads the factory's
+ * capabilities: a store that cannot write runs the read half on seeded data; one that records
+ * change times runs the `ifNewerThan` and tombstone half. A new store joins with one call in
+ * `conformance.test.ts`.
+ */
+import { describe, expect, it } from "vitest";
+import { SecretsError } from "../../core/src/errors";
+import type { SecretStore, StoreFactory } from "../../core/src/secret-store";
+import { seededRandom } from "../helpers";
+
+export interface ConformanceTarget {
+  /** How the suite is titled. */
+  name: string;
+  factory: StoreFactory;
+  /** A fresh store holding `seed` (stores that cannot write must honour it; others may put it). */
+  open(seed?: Record<string, string>): Promise<SecretStore>;
+  /** Two different names that `keyOf` maps onto one backend key, for stores that map names. */
+  collidingNames?: [string, string];
+}
+
+const NAMES = ["OPENAI_API_KEY", "litellm/team-a/key", "a-b", "a.b", "user@example.com", "x+y=z", "Z9"];
+const UNICODE = "ключ-密钥-🔑-ünïcødé";
+
+/** Values that look binary: every code point 1..255, and random bytes as Latin-1 text. */
+function binaryLooking(random: () => number, length: number): string {
+  const fixed = Array.from({ length: 255 }, (_, i) => String.fromCharCode(i + 1)).join("");
+  let out = fixed;
+  while (out.length < length) out += String.fromCharCode(1 + Math.floor(random() * 255));
+  return out.slice(0, length);
+}
+
+/** A string of exactly `bytes` UTF-8 bytes, mixing one-, two- and four-byte characters. */
+function valueOfBytes(bytes: number, random: () => number): string {
+  const parts: string[] = [];
+  let left = bytes;
+  while (left > 0) {
+    const pick = random();
+    if (left >= 4 && pick < 0.1) {
+      parts.push("🔑");
+      left -= 4;
+    } else if (left >= 2 && pick < 0.3) {
+      parts.push("é");
+      left -= 2;
+    } else {
+      parts.push(String.fromCharCode(97 + Math.floor(random() * 26)));
+      left -= 1;
+    }
+  }
+  return parts.join("");
+}
+
+async function codeOf(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+  } catch (err) {
+    expect(err, "stores throw typed errors").toBeInstanceOf(SecretsError);
+    return (err as SecretsError).code;
+  }
+  return "no error";
+}
+
+export function storeConformance(target: ConformanceTarget): void {
+  const { capabilities } = target.factory;
+  const random = seededRandom(`conformance:${target.name}`);
+
+  describe(`store conformance: ${target.name}`, () => {
+    it("reads what it holds and nothing else", async () => {
+      const all = Object.fromEntries(NAMES.map((n, i) => [n, `v${i}-${n}`]));
+      const store = capabilities.writes ? await target.open() : await target.open(all);
+      // Names that land on one backend key are one secret: keep the first of each key.
+      const names = NAMES.filter((n, i) => NAMES.findIndex((m) => store.keyOf(m) === store.keyOf(n)) === i);
+      if (capabilities.writes) for (const n of names) expect(await store.put(n, all[n] as string)).toBe("created");
+      for (const n of names) expect((await store.get(n))?.value, n).toBe(all[n]);
+      expect(await store.get("NOT_THERE")).toBeUndefined();
+      expect(await store.get("litellm/team-a")).toBeUndefined(); // a prefix of a held name is not that name
+      await store.close?.();
+    });
+
+    it("keyOf is a function of the name", async () => {
+      const store = await target.open();
+      for (const n of NAMES) {
+        expect(typeof store.keyOf(n)).toBe("string");
+        expect(store.keyOf(n)).toBe(store.keyOf(String(n)));
+      }
+      await store.close?.();
+    });
+
+    if (!capabilities.writes) {
+      it("refuses writes and deletes with not_supported", async () => {
+        const store = await target.open({ A: "a" });
+        expect(await codeOf(store.put("A", "b"))).toBe("not_supported");
+        expect(await codeOf(store.delete("A"))).toBe("not_supported");
+        expect((await store.get("A"))?.value).toBe("a");
+      });
+      return;
+    }
+
+    it("puts, overwrites and deletes, saying what happened", async () => {
+      const store = await target.open();
+      const before = Date.now();
+      expect(await store.put("A", "one")).toBe("created");
+      const first = await store.get("A");
+      expect(first?.value).toBe("one");
+      if (first?.updatedAt) expect(first.updatedAt.getTime()).toBeGreaterThanOrEqual(before - 1000);
+      expect(await store.put("A", "two")).toBe("updated");
+      const second = await store.get("A");
+      expect(second?.value).toBe("two");
+      if (first?.version !== undefined) expect(second?.version).not.toBe(first.version);
+      expect(await store.delete("A")).toBe("deleted");
+      expect(await store.get("A")).toBeUndefined();
+      expect(await store.delete("A")).toBe("absent");
+      expect(await store.delete("NEVER_WRITTEN")).toBe("absent");
+      expect(await store.put("A", "three")).toBe("created");
+      expect((await store.get("A"))?.value).toBe("three");
+      await store.close?.();
+    });
+
+    it("keeps tags: given ones, else the previous ones, else the creation defaults", async () => {
+      const store = await target.open();
+      await store.put("T", "v", { meta: { whenCreated: { tags: { team: "platform" } } } });
+      const created = await store.get("T");
+      if (created?.tags === undefined) return; // a store that keeps no tags
+      expect(created.tags).toEqual({ team: "platform" });
+      await store.put("T", "v2", { meta: { whenCreated: { tags: { team: "other" } } } });
+      expect((await store.get("T"))?.tags).toEqual({ team: "platform" });
+      await store.put("T", "v3", { meta: { tags: { owner: "me" } } });
+      expect((await store.get("T"))?.tags).toEqual({ owner: "me" });
+      await store.close?.();
+    });
+
+    it("holds unicode, empty and binary-looking values, up to its largest", async () => {
+      const store = await target.open();
+      const largest = valueOfBytes(capabilities.maxValueBytes, random);
+      expect(Buffer.byteLength(largest, "utf8")).toBe(capabilities.maxValueBytes);
+      const values: Record<string, string> = {
+        U: UNICODE,
+        E: "",
+        B: binaryLooking(random, 4096),
+        N: "line1\nline2\r\n\ttab \"quoted\" \\ backslash",
+        L: largest,
+      };
+      for (const [n, v] of Object.entries(values)) await store.put(n, v);
+      for (const [n, v] of Object.entries(values)) expect((await store.get(n))?.value === v, n).toBe(true);
+      await store.close?.();
+    });
+
+    it("lands concurrent writes to one name as one of them, whole", async () => {
+      const store = await target.open();
+      const written = Array.from({ length: 24 }, (_, i) => `value-${i}-${"x".repeat(i * 37)}`);
+      const outcomes = await Promise.all(written.map((v) => store.put("RACE", v)));
+      expect(outcomes.filter((o) => o === "created")).toHaveLength(1);
+      expect(outcomes.filter((o) => o === "updated")).toHaveLength(written.length - 1);
+      const final = (await store.get("RACE"))?.value;
+      expect(written).toContain(final);
+      await store.close?.();
+    });
+
+    if (target.collidingNames) {
+      const [a, b] = target.collidingNames;
+      it("refuses with name_conflict a name that lands on another name's key", async () => {
+        const store = await target.open();
+        expect(store.keyOf(a)).toBe(store.keyOf(b));
+        await store.put(a, "first");
+        expect(await codeOf(store.put(b, "second"))).toBe("name_conflict");
+        expect((await store.get(a))?.value).toBe("first");
+        expect(await store.put(a, "again")).toBe("updated");
+        await store.close?.();
+      });
+    }
+
+    if (!capabilities.compareAndSet) return;
+
+    it("ifNewerThan: an older change is superseded, a newer one applies", async () => {
+      const store = await target.open();
+      expect(await store.put("E", "at-100", { ifNewerThan: { at: 100, id: "m" } })).toBe("created");
+      expect(await store.put("E", "at-50", { ifNewerThan: { at: 50, id: "z" } })).toBe("superseded");
+      expect((await store.get("E"))?.value).toBe("at-100");
+      expect(await store.put("E", "at-150", { ifNewerThan: { at: 150 } })).toBe("updated");
+      expect(await store.delete("E", { ifNewerThan: { at: 120 } })).toBe("superseded");
+      expect((await store.get("E"))?.value).toBe("at-150");
+      await store.close?.();
+    });
+
+    it("ifNewerThan ties: a delete wins, then the larger event id; the same event twice changes nothing", async () => {
+      const store = await target.open();
+      expect(await store.put("T", "b", { ifNewerThan: { at: 100, id: "b" } })).toBe("created");
+      expect(await store.put("T", "a", { ifNewerThan: { at: 100, id: "a" } })).toBe("superseded");
+      expect(await store.put("T", "b", { ifNewerThan: { at: 100, id: "b" } })).toBe("superseded");
+      expect(await store.put("T", "c", { ifNewerThan: { at: 100, id: "c" } })).toBe("updated");
+      expect((await store.get("T"))?.value).toBe("c");
+      expect(await store.delete("T", { ifNewerThan: { at: 100, id: "a" } })).toBe("deleted");
+      expect(await store.put("T", "z", { ifNewerThan: { at: 100, id: "z" } })).toBe("superseded");
+      expect(await store.delete("T", { ifNewerThan: { at: 100, id: "a" } })).toBe("superseded");
+      expect(await store.get("T")).toBeUndefined();
+      await store.close?.();
+    });
+
+    it("a delete leaves a tombstone: a redelivered older create cannot revive the name", async () => {
+      const store = await target.open();
+      await store.put("K", "created", { ifNewerThan: { at: 1_000, id: "evt-1" } });
+      expect(await store.delete("K", { ifNewerThan: { at: 2_000, id: "evt-2" } })).toBe("deleted");
+      expect(await store.put("K", "created", { ifNewerThan: { at: 1_000, id: "evt-1" } })).toBe("superseded");
+      expect(await store.get("K")).toBeUndefined();
+      // A delete of a name never written also leaves one.
+      expect(await store.delete("N", { ifNewerThan: { at: 5_000 } })).toBe("absent");
+      expect(await store.put("N", "late", { ifNewerThan: { at: 4_000 } })).toBe("superseded");
+      expect(await store.get("N")).toBeUndefined();
+      expect(await store.put("K", "later", { ifNewerThan: { at: 3_000 } })).toBe("created");
+      expect((await store.get("K"))?.value).toBe("later");
+      await store.close?.();
+    });
+
+    it("a direct write is stamped with its arrival: older events do not undo it", async () => {
+      const store = await target.open();
+      await store.put("D", "direct");
+      expect(await store.put("D", "event", { ifNewerThan: { at: Date.now() - 60_000, id: "x" } })).toBe("superseded");
+      expect(await store.delete("D", { ifNewerThan: { at: Date.now() - 60_000 } })).toBe("superseded");
+      expect((await store.get("D"))?.value).toBe("direct");
+      expect(await store.put("D", "newer", { ifNewerThan: { at: Date.now() + 60_000 } })).toBe("updated");
+      await store.close?.();
+    });
+  });
+}
