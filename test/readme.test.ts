@@ -5,7 +5,7 @@ import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { cleanEnv, expectNoValueIn, ServerProcess, tempDir } from "./helpers";
+import { cleanEnv, dataFiles, expectNoValueIn, ServerProcess, tempDir } from "./helpers";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
@@ -102,9 +102,12 @@ describe("README", () => {
       output += server.output;
     }
 
-    const storeFile = join(work, ".llm-secrets", "secrets.json");
-    expect((await stat(storeFile)).mode & 0o777).toBe(0o600);
-    const stored = await readFile(storeFile, "utf8");
+    const files = await dataFiles(join(work, ".llm-secrets"));
+    expect(Object.keys(files).length).toBeGreaterThan(1);
+    for (const [path, file] of Object.entries(files)) expect(file.mode, path).toBe(0o600);
+    const stored = Object.values(files)
+      .map((f) => f.bytes.toString("latin1"))
+      .join("\n");
     const values = [...readme.matchAll(/"value":"([^"]+)"/g)].map((m) => m[1] as string);
     expect(values.length).toBeGreaterThan(0);
     for (const value of values) expect(stored).not.toContain(value);

@@ -5,7 +5,6 @@
 
 import * as z from "zod/mini";
 import { ERROR_STATUS, type ErrorCode } from "./errors";
-import { STORE_KINDS } from "./settings";
 
 const MAX_DESCRIPTION = 2048;
 const MAX_TAGS = 50;
@@ -39,7 +38,7 @@ export const DecryptResponse = z.object({ value: z.string() });
 
 export const HealthResponse = z.object({
   status: z.literal("ok"),
-  store: z.enum(STORE_KINDS),
+  store: z.string(),
   version: z.string(),
 });
 

@@ -1,18 +1,22 @@
 /**
- * The API's one credential: `Authorization: Bearer <master key>`.
+ * The API's one credential: the master key, as `Authorization: Bearer <key>`, or in
+ * `x-litellm-api-key` for platforms whose own auth takes `Authorization` (a Lambda Function URL
+ * with IAM, Cloud Functions' IAM invoker). When `x-litellm-api-key` is present it is the one
+ * checked.
  *
- * Both the expected and the presented token are hashed to 32 bytes and compared with
- * `timingSafeEqual`, so the time taken depends neither on how much of the token matches nor on
- * its length.
+ * Both the expected and the presented key are hashed to 32 bytes and compared with
+ * `timingSafeEqual`, once per check, so the time taken depends neither on how much of the key
+ * matches nor on its length.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 
-export type BearerCheck = (authorization: string | undefined) => boolean;
+export type BearerCheck = (authorization: string | undefined, apiKeyHeader?: string | undefined) => boolean;
 
 export function bearerCheck(masterKey: string): BearerCheck {
   const expected = digest(masterKey);
-  return (authorization) => {
-    const token = /^Bearer\s+(.+)$/i.exec(authorization ?? "")?.[1]?.trim();
+  return (authorization, apiKeyHeader) => {
+    const token =
+      apiKeyHeader !== undefined ? apiKeyHeader.trim() : /^Bearer\s+(.+)$/i.exec(authorization ?? "")?.[1]?.trim();
     // Hash even when there is no token, so a missing header costs what a wrong one does.
     const matches = timingSafeEqual(digest(token ?? ""), expected);
     return token !== undefined && token !== "" && matches;

@@ -7,11 +7,15 @@ import { openSecret, sealSecret } from "./crypto";
 import { ConfigError, SecretsError } from "./errors";
 import { createLogger, describeUnexpected, type Logger } from "./log";
 import { ensureMasterKeyFile } from "./master-key";
-import { appOf, createRuntime, openStore, type Runtime } from "./runtime";
+import { createRuntime, type Runtime } from "./runtime";
 import { startServer } from "./server";
 import { loadSettings, requireKeys, type Settings, type SettingsInput } from "./settings";
-import type { FileStore } from "./stores/file";
+import { envStore } from "./stores/env";
+import { FileStore, fileStore } from "./stores/file";
 import { VERSION } from "./version";
+
+/** The stores the local build ships; the first is the default. */
+export const LOCAL_STORES = [fileStore, envStore] as const;
 
 const USAGE = `usage: llm-secrets <command> [options]
 
@@ -107,7 +111,7 @@ async function run(argv: string[], io: CliIo): Promise<void> {
     if (args.length !== count) throw new UsageError(`${command} takes ${what}`);
   };
   const log = createLogger((line) => io.stderr.write(line));
-  const settingsInput: SettingsInput = { env: io.env, cwd: io.cwd, configFile: flags.config };
+  const settingsInput: SettingsInput = { env: io.env, cwd: io.cwd, configFile: flags.config, stores: LOCAL_STORES };
 
   switch (command) {
     case "serve":
@@ -127,7 +131,7 @@ async function run(argv: string[], io: CliIo): Promise<void> {
       if (io.stdin.isTTY) io.stderr.write("reading the value from stdin; end it with Ctrl-D\n");
       const value = dropTrailingNewline(await readStdin(io.stdin));
       const { created } = await rt.manager.put(args[0] as string, value, { description: flags.description });
-      await rt.store.close?.();
+      await rt.close();
       io.stderr.write(`${created ? "created" : "updated"} ${args[0]}\n`);
       return;
     }
@@ -135,7 +139,7 @@ async function run(argv: string[], io: CliIo): Promise<void> {
       expectArgs(1, "one NAME");
       const rt = await runtime(settingsInput, log);
       await rt.manager.delete(args[0] as string);
-      await rt.store.close?.();
+      await rt.close();
       io.stderr.write(`deleted ${args[0]}\n`);
       return;
     }
@@ -171,24 +175,27 @@ async function serve(input: SettingsInput, flags: Record<string, unknown>, io: C
     sslCertfile: flags.ssl_certfile_path as string | undefined,
   };
   let settings = settingsOf({ ...input, server }, log);
-  if (settings.store === "file" && !settings.masterKey) {
+  const local = settings.storeFactory.defaults.needsLocalKey;
+  if (local && !settings.masterKey) {
     const made = await ensureMasterKeyFile(settings.dataDir);
     if (made.created) io.stdout.write(`generated a master key in ${made.path} (mode 0600; it is not printed)\n`);
     settings = loadSettings({ ...input, server });
   }
-  const rt = await createRuntime(settings, log);
-  const app = appOf(rt);
+  if (!settings.masterKey) {
+    throw new ConfigError("no master key: set LITELLM_MASTER_KEY (or general_settings.master_key)");
+  }
+  const rt = await runtime(input, log, settings);
   const resolution = await rt.manager.resolveConfig(settings.rawConfig);
   const unresolved = resolution.refs.filter((r) => r.source === "unresolved").map((r) => r.name);
   if (unresolved.length > 0) log.warn("config refs did not resolve", { names: unresolved.join(",") });
 
-  const running = await startServer(app, settings.server);
+  const running = await startServer(rt, settings.server);
   io.stdout.write(
-    `llm-secrets ${VERSION} serving ${running.url} (store: ${settings.store}${settings.store === "file" ? `, data: ${settings.dataDir}` : ""}; master key from ${settings.masterKeySource})\n`,
+    `llm-secrets ${VERSION} serving ${running.url} (store: ${settings.store}${local ? `, data: ${settings.dataDir}` : ""}; master key from ${settings.masterKeySource})\n`,
   );
   await (io.stopSignal ?? stopSignal());
   await running.close();
-  await rt.store.close?.();
+  await rt.close();
 }
 
 async function resolve(input: SettingsInput, showValues: boolean, io: CliIo, log: Logger): Promise<void> {
@@ -208,13 +215,16 @@ async function resolve(input: SettingsInput, showValues: boolean, io: CliIo, log
 }
 
 async function reencryptStore(input: SettingsInput, io: CliIo, log: Logger): Promise<void> {
-  const settings = settingsOf(input, log);
-  if (settings.store !== "file")
-    throw new UsageError("reencrypt re-seals the file store; use - to re-seal ciphertexts from stdin");
   // The same opening as every other command, so a missing key gets the same guidance.
-  const store = (await openStore(settings)) as FileStore;
+  const rt = await runtime(input, log);
+  const store = rt.backend;
+  if (!(store instanceof FileStore)) {
+    await rt.close();
+    throw new UsageError("reencrypt re-seals the file store; use - to re-seal ciphertexts from stdin");
+  }
   const total = await store.reencrypt((done, all) => io.stderr.write(`re-sealed ${done} of ${all}\n`));
-  io.stderr.write(`re-sealed ${total} secret(s) in ${store.path} under the current salt key\n`);
+  await rt.close();
+  io.stderr.write(`re-sealed ${total} secret(s) in ${store.location} under the current salt key\n`);
 }
 
 async function reencryptStdin(input: SettingsInput, io: CliIo, log: Logger): Promise<void> {
@@ -240,7 +250,7 @@ function settingsOf(input: SettingsInput, log: Logger): Settings {
 }
 
 async function runtime(input: SettingsInput, log: Logger, settings?: Settings): Promise<Runtime> {
-  return createRuntime(settings ?? settingsOf(input, log), log);
+  return createRuntime({ stores: input.stores, settings: settings ?? settingsOf(input, log), log });
 }
 
 function parsePort(text: string): number {

@@ -1,14 +1,21 @@
-/** @llm-secrets/core: what runtimes and tests build on. */
-export { type AppBindings, type AppOptions, createApp, MAX_BODY_BYTES } from "./app";
-export { type EncryptionAlgorithm, KeyRing, openSecret, sealSecret } from "./crypto";
+/**
+ * @llm-secrets/core: what runtimes and tests build on. Runtimes get `createRuntime` and its
+ * `fetch(request, raw)`, never a bare app. Stores are reached through their own subpath exports
+ * (`@llm-secrets/core/stores/<kind>`), so importing this root loads no cloud SDK.
+ */
+export type { RawRequest } from "./app";
+export { cryptoReady, type EncryptionAlgorithm, KeyRing, openSecret, sealSecret } from "./crypto";
 export * from "./errors";
+export { instrumentStore } from "./instrument-store";
 export { createLogger, type Logger, silentLogger } from "./log";
-export { Metrics } from "./metrics";
+export { createMetrics, type Metrics, type MetricsSink } from "./metrics";
 export { nameFromPath, validateName } from "./names";
 export { collectRefs, replaceRefs } from "./refs";
-export { appOf, createRuntime, openStore, type Runtime } from "./runtime";
+export { createRuntime, type Runtime, type RuntimeOptions } from "./runtime";
 export { SecretCache } from "./secret-cache";
 export { SecretManager, type SecretRead } from "./secret-manager";
-export type { SecretMeta, SecretStore } from "./secret-store";
-export { loadSettings, type Settings, type SettingsInput, type StoreKind } from "./settings";
+export * from "./secret-store";
+export { loadSettings, type Settings, type SettingsInput } from "./settings";
+export * from "./store-errors";
+export type { StoreKind } from "./store-kinds";
 export { VERSION } from "./version";

@@ -1,67 +1,101 @@
 /**
- * Wiring: settings in, the store, the secret manager and the app out. Every entry point (local
- * server, CLI, cloud functions) builds its pieces here, so they behave the same.
+ * Wiring: settings in; the store, the secret manager and the request handler out. Every entry point
+ * (local server, CLI, cloud functions) builds its pieces here, so they behave the same.
+ *
+ * A runtime hands `createRuntime` the store factories it ships (its registry): the AWS bundle
+ * registers the AWS stores, the CLI the file and environment stores. Requests reach the app only
+ * through `runtime.fetch(request, raw)`, whose `raw` (the request as it arrived) is required.
  */
-import type { Hono } from "hono";
-import { type AppBindings, createApp } from "./app";
-import { ConfigError } from "./errors";
+import { createApp, type RawRequest } from "./app";
+import { cryptoReady } from "./crypto";
+import { instrumentStore } from "./instrument-store";
 import type { Logger } from "./log";
-import { Metrics } from "./metrics";
+import { createMetrics, type Metrics, type MetricsSink } from "./metrics";
 import { SecretManager } from "./secret-manager";
-import type { SecretStore } from "./secret-store";
-import { MASTER_KEY_FILE, type Settings } from "./settings";
-import { FileStore } from "./stores/file";
-import { LocalStore } from "./stores/local";
+import type { SecretStore, StoreFactory } from "./secret-store";
+import { loadSettings, type Settings, type SettingsInput } from "./settings";
 
-export async function openStore(settings: Settings): Promise<SecretStore> {
-  switch (settings.store) {
-    case "file":
-      if (!settings.keys) {
-        throw new ConfigError(
-          `the file store needs a key: set LITELLM_MASTER_KEY or LITELLM_SALT_KEY, or run \`llm-secrets serve\` once to generate ${MASTER_KEY_FILE} in ${settings.dataDir}`,
-        );
-      }
-      return FileStore.open({ dataDir: settings.dataDir, keys: settings.keys });
-    case "local":
-      return new LocalStore(settings.env);
-    default:
-      throw new ConfigError(`key_management_system: ${settings.store} is not available in this build yet`);
-  }
+export interface RuntimeOptions {
+  /** The store factories this runtime ships; the first is the default store. */
+  stores: readonly StoreFactory[];
+  /** Settings already loaded (with the same stores), or what to load them from. */
+  settings: Settings | Omit<SettingsInput, "stores">;
+  log: Logger;
+  /** Where metrics also go besides Prometheus text (EMF on Lambda). */
+  metricsSinks?: readonly MetricsSink[];
+  now?: () => number;
 }
 
 export interface Runtime {
   settings: Settings;
+  /** The store, instrumented: what the manager calls. */
   store: SecretStore;
+  /** The store as its factory opened it, for store-specific commands (`reencrypt`). */
+  backend: SecretStore;
   manager: SecretManager;
   metrics: Metrics;
   log: Logger;
+  /**
+   * Answers an HTTP request. `raw` is the request as it arrived (its path before any URL
+   * normalisation); each runtime builds it with its own small helper. Without a master key every
+   * request is refused (500), with one log line.
+   */
+  fetch(request: Request, raw: RawRequest): Promise<Response>;
+  close(): Promise<void>;
 }
 
-export async function createRuntime(settings: Settings, log: Logger): Promise<Runtime> {
-  const store = await openStore(settings);
-  const metrics = new Metrics();
+export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
+  const { log } = options;
+  const settings = "storeFactory" in options.settings
+    ? options.settings
+    : loadSettings({ ...options.settings, stores: options.stores });
+  const now = options.now ?? Date.now;
+  const [backend] = await Promise.all([
+    // The factory parsed these settings with its own schema in loadSettings.
+    settings.storeFactory.open(settings.storeSettings as never, {
+      dataDir: settings.dataDir,
+      keys: settings.keys,
+      env: settings.env,
+      log,
+      now,
+    }),
+    cryptoReady(),
+  ]);
+  const metrics = createMetrics(options.metricsSinks);
+  const store = instrumentStore(backend, metrics, log);
   const manager = new SecretManager({
     store,
+    envBacked: settings.storeFactory.defaults.envBacked,
     policy: settings.keyManagement,
     cache: settings.cache,
     metrics,
     log,
     env: settings.env,
+    now,
   });
-  return { settings, store, manager, metrics, log };
+  const app = settings.masterKey
+    ? createApp({ manager, masterKey: settings.masterKey, keys: settings.keys, metrics, log })
+    : undefined;
+  const refuse = noMasterKey(log);
+  return {
+    settings,
+    store,
+    backend,
+    manager,
+    metrics,
+    log,
+    fetch: async (request, raw) => (app ? app.fetch(request, { raw }) : refuse()),
+    close: async () => {
+      await backend.close?.();
+    },
+  };
 }
 
-/** The HTTP app of a runtime; it needs a master key, which callers present as a bearer token. */
-export function appOf(runtime: Runtime): Hono<{ Bindings: AppBindings }> {
-  const { settings } = runtime;
-  if (!settings.masterKey) {
-    throw new ConfigError("no master key: set LITELLM_MASTER_KEY (or general_settings.master_key)");
-  }
-  return createApp({
-    manager: runtime.manager,
-    masterKey: settings.masterKey,
-    keys: settings.keys,
-    metrics: runtime.metrics,
-    log: runtime.log,
-  });
+function noMasterKey(log: Logger) {
+  let logged = false;
+  return async (): Promise<Response> => {
+    if (!logged) log.error("no master key: set LITELLM_MASTER_KEY (or general_settings.master_key); refusing requests");
+    logged = true;
+    return Response.json({ error: { code: "internal", message: "internal error" } }, { status: 500 });
+  };
 }

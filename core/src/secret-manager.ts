@@ -1,14 +1,16 @@
 /**
  * The one door to secrets (SPEC section 4). The HTTP app, the CLI and key events all come here;
- * access mode, hosted keys, name validation and the cache are applied here once.
+ * access mode, hosted keys, name validation and the cache are applied here once. The cache keys
+ * on the store's `keyOf(name)`, so two names that land on one backend key share one entry and
+ * one in-flight load.
  */
 import { AccessDenied, NotFound, SecretsError } from "./errors";
 import type { Logger } from "./log";
-import type { Metrics } from "./metrics";
+import type { Labels, Metrics } from "./metrics";
 import { validateName } from "./names";
 import { collectRefs, replaceRefs } from "./refs";
 import { SecretCache } from "./secret-cache";
-import type { SecretMeta, SecretStore } from "./secret-store";
+import type { ChangeStamp, PutOutcome, SecretMeta, SecretStore } from "./secret-store";
 import type { KeyManagement } from "./settings";
 
 export interface SecretRead {
@@ -26,7 +28,10 @@ export interface ConfigResolution {
 }
 
 export interface SecretManagerOptions {
+  /** The store, already wrapped by `instrumentStore`. */
   store: SecretStore;
+  /** The store reads the process environment: over HTTP it serves only `hosted_keys`. */
+  envBacked: boolean;
   policy: KeyManagement;
   cache: { ttlSeconds: number; maxStaleSeconds: number };
   metrics: Metrics;
@@ -40,75 +45,84 @@ export class SecretManager {
   readonly store: SecretStore;
   readonly #policy: KeyManagement;
   readonly #cache: SecretCache;
-  readonly #metrics: Metrics;
   readonly #log: Logger;
   readonly #env: Readonly<Record<string, string>>;
-  readonly #labels: { store: string };
-  readonly #opLabels: Record<"get" | "put" | "delete", { store: string; op: string }>;
+  readonly #envBacked: boolean;
   readonly #hosted: ReadonlySet<string> | undefined;
 
   constructor(options: SecretManagerOptions) {
     this.store = options.store;
     this.#policy = options.policy;
-    this.#metrics = options.metrics;
     this.#log = options.log;
     this.#env = options.env ?? {};
-    this.#labels = { store: options.store.kind };
-    this.#opLabels = {
-      get: { ...this.#labels, op: "get" },
-      put: { ...this.#labels, op: "put" },
-      delete: { ...this.#labels, op: "delete" },
-    };
+    this.#envBacked = options.envBacked;
     this.#hosted = options.policy.hostedKeys ? new Set(options.policy.hostedKeys) : undefined;
+    const labels: Labels = { store: options.store.kind };
     const counters = {
-      hit: options.metrics.cacheHits,
-      miss: options.metrics.cacheMisses,
-      stale: options.metrics.staleServes,
-      refresh: options.metrics.refreshes,
-    };
+      hit: "llm_secrets_cache_hits_total",
+      miss: "llm_secrets_cache_misses_total",
+      stale: "llm_secrets_cache_stale_serves_total",
+      refresh: "llm_secrets_cache_refreshes_total",
+    } as const;
     this.#cache = new SecretCache({
       ttlMs: options.cache.ttlSeconds * 1000,
       maxStaleMs: options.cache.maxStaleSeconds * 1000,
       now: options.now,
-      onEvent: (event) => counters[event].inc(this.#labels),
-      onRefreshError: (err) =>
-        this.#log.warn("background refresh failed", {
+      onEvent: (event) => options.metrics.inc(counters[event], labels),
+      onRefreshError: (err, key, ageMs) =>
+        this.#log.warn("background refresh failed; serving the cached value", {
           store: this.store.kind,
+          name: key,
           code: err instanceof SecretsError ? err.code : "internal",
+          age_s: Math.round(ageMs / 1000),
         }),
     });
     options.store.watch?.((names) => {
-      for (const name of names) this.#cache.forget(name);
+      for (const name of names) this.#cache.forget(this.store.keyOf(name));
     });
   }
 
   /** Whether the store serves `name` to API callers (HTTP, CLI): hosted, and never the environment unasked. */
   serves(name: string): boolean {
-    return this.#hosted ? this.#hosted.has(name) : !this.store.envBacked;
+    return this.#hosted ? this.#hosted.has(name) : !this.#envBacked;
   }
 
   async get(name: string, options: { refresh?: boolean } = {}): Promise<SecretRead> {
     this.#checkRead(name);
-    const read = await this.#cache.get(name, () => this.#call("get", () => this.store.get(name)), options.refresh);
+    const load = async () => (await this.store.get(name))?.value;
+    const read = await this.#cache.get(this.store.keyOf(name), load, options.refresh);
     if (read.value === undefined) throw new NotFound(name);
     return { name, value: read.value, stale: read.stale };
   }
 
-  async put(name: string, value: string, meta: SecretMeta = {}): Promise<{ name: string; created: boolean }> {
+  /**
+   * Writes `value`. With `ifNewerThan` (a key event's time), a store that records times applies
+   * it only if newer than the last change of the name; the outcome is then `superseded`.
+   */
+  async put(
+    name: string,
+    value: string,
+    meta: SecretMeta = {},
+    ifNewerThan?: ChangeStamp,
+  ): Promise<{ name: string; created: boolean; outcome: PutOutcome }> {
     this.#checkWrite(name);
     const withDefaults: SecretMeta = {
       ...meta,
       whenCreated: { description: this.#policy.description, tags: this.#policy.tags },
     };
-    const { created } = await this.#call("put", () => this.store.put(name, value, withDefaults));
-    this.#cache.set(name, value);
-    return { name, created };
+    const key = this.store.keyOf(name);
+    const outcome = await this.store.put(name, value, { meta: withDefaults, ifNewerThan });
+    if (outcome === "superseded") this.#cache.forget(key);
+    else this.#cache.set(key, value);
+    return { name, created: outcome === "created", outcome };
   }
 
-  async delete(name: string): Promise<void> {
+  async delete(name: string, ifNewerThan?: ChangeStamp): Promise<void> {
     this.#checkWrite(name);
-    await this.#call("delete", () => this.store.delete(name));
-    this.#cache.setMissing(name);
+    const key = this.store.keyOf(name);
+    const outcome = await this.store.delete(name, { ifNewerThan });
+    if (outcome === "superseded") this.#cache.forget(key);
+    else this.#cache.setMissing(key);
   }
 
   /**
@@ -199,18 +213,6 @@ export class SecretManager {
     validateName(name);
     if (this.#policy.accessMode === "read_only") {
       throw new AccessDenied("read_only", "writes are disabled: access_mode is read_only");
-    }
-  }
-
-  /** One backend call, counted and timed. */
-  async #call<T>(op: "get" | "put" | "delete", fn: () => Promise<T>): Promise<T> {
-    const labels = this.#opLabels[op];
-    const started = performance.now();
-    this.#metrics.backendCalls.inc(labels);
-    try {
-      return await fn();
-    } finally {
-      this.#metrics.backendLatency.observe(labels, (performance.now() - started) / 1000);
     }
   }
 }

@@ -2,13 +2,13 @@
  * The local server: the app over node:http, or node:https with TLS 1.2 at least.
  */
 import { readFileSync } from "node:fs";
-import { createServer as createHttpServer, type Server } from "node:http";
+import { createServer as createHttpServer, type IncomingMessage, type Server } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { getRequestListener } from "@hono/node-server";
-import type { Hono } from "hono";
-import type { AppBindings } from "./app";
+import type { RawRequest } from "./app";
 import { ConfigError } from "./errors";
+import type { Runtime } from "./runtime";
 
 export interface ServerOptions {
   host: string;
@@ -22,12 +22,14 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export async function startServer(
-  app: Hono<{ Bindings: AppBindings }>,
-  options: ServerOptions,
-): Promise<RunningServer> {
+/** This runtime's raw-request helper: node's `incoming.url` is the request target as received. */
+export function rawRequestOf(incoming: IncomingMessage): RawRequest {
+  return { path: incoming.url ?? "" };
+}
+
+export async function startServer(runtime: Pick<Runtime, "fetch">, options: ServerOptions): Promise<RunningServer> {
   const listener = getRequestListener((request, env) =>
-    app.fetch(request, { rawPath: (env as { incoming: { url?: string } }).incoming.url }),
+    runtime.fetch(request, rawRequestOf((env as { incoming: IncomingMessage }).incoming)),
   );
   const server = options.tls ? createTlsServer(options.tls, listener) : createHttpServer(listener);
   server.keepAliveTimeout = 65_000;

@@ -6,26 +6,16 @@
  */
 import { readFileSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
-import { parse as parseYaml, YAMLParseError } from "yaml";
+import { YAMLParseError } from "yaml";
 import * as z from "zod/mini";
+import { parseConfigYaml } from "./config-yaml";
 import { ENCRYPTION_ALGORITHMS, type EncryptionAlgorithm, KeyRing } from "./crypto";
 import { ConfigError, EncryptionKeyMissing } from "./errors";
+import type { AccessMode, StoreFactory } from "./secret-store";
 import { describeIssues, issuesOf, unknownKeys } from "./validation";
 
-export const STORE_KINDS = [
-  "file",
-  "local",
-  "aws_secret_manager",
-  "aws_kms",
-  "azure_key_vault",
-  "google_secret_manager",
-  "google_kms",
-  "hashicorp_vault",
-] as const;
-export type StoreKind = (typeof STORE_KINDS)[number];
-
-export const ACCESS_MODES = ["read_only", "write_only", "read_and_write"] as const;
-export type AccessMode = (typeof ACCESS_MODES)[number];
+export const ACCESS_MODES = ["read_only", "write_only", "read_and_write"] as const satisfies readonly AccessMode[];
+export type { AccessMode };
 
 /** The publicly known default of LiteLLM's docs: never accepted. */
 const KNOWN_WEAK_MASTER_KEYS = new Set(["sk-1234"]);
@@ -36,6 +26,7 @@ const DEFAULT_MAX_STALE_SECONDS = 3_600;
 const text = z.string();
 const optionalText = z.nullish(text);
 
+/** The general `key_management_settings` keys; each store's own keys are in its settings schema. */
 const KeyManagementSettingsSchema = z.object({
   access_mode: z.nullish(z.enum(ACCESS_MODES)),
   hosted_keys: z.nullish(z.array(text)),
@@ -43,16 +34,6 @@ const KeyManagementSettingsSchema = z.object({
   prefix_for_stored_virtual_keys: optionalText,
   description: optionalText,
   tags: z.nullish(z.record(text, text)),
-  primary_secret_name: optionalText,
-  aws_region_name: optionalText,
-  aws_role_name: optionalText,
-  aws_session_name: optionalText,
-  aws_external_id: optionalText,
-  aws_profile_name: optionalText,
-  aws_web_identity_token: optionalText,
-  aws_sts_endpoint: optionalText,
-  replica_regions: z.nullish(z.array(text)),
-  kms_key_id: optionalText,
 });
 
 const ModelSchema = z.looseObject({
@@ -68,7 +49,7 @@ export const ConfigSchema = z.object({
   general_settings: z.nullish(
     z.object({
       master_key: optionalText,
-      key_management_system: z.nullish(z.enum(STORE_KINDS)),
+      key_management_system: optionalText,
       encryption_algorithm: z.nullish(z.enum(ENCRYPTION_ALGORITHMS)),
       key_management_settings: z.nullish(KeyManagementSettingsSchema),
     }),
@@ -84,7 +65,7 @@ export const ConfigSchema = z.object({
 });
 export type Config = z.infer<typeof ConfigSchema>;
 
-const seconds = z.pipe(
+export const seconds = z.pipe(
   text.check(z.regex(/^\s*\d+\s*$/, "expected a whole number of seconds")),
   z.transform((s) => Number(s)),
 );
@@ -118,9 +99,6 @@ const EnvSchema = z.object({
   LLM_SECRETS_DATA_DIR: z.optional(text),
   LLM_SECRETS_MAX_STALE: z.optional(seconds),
   SECRET_MANAGER_REFRESH_INTERVAL: z.optional(seconds),
-  HCP_VAULT_REFRESH_INTERVAL: z.optional(seconds),
-  GOOGLE_SECRET_MANAGER_REFRESH_INTERVAL: z.optional(seconds),
-  GOOGLE_SECRET_MANAGER_ALWAYS_READ_SECRET_MANAGER: z.optional(text),
   PORT: z.optional(port),
   SSL_KEYFILE_PATH: z.optional(text),
   SSL_CERTFILE_PATH: z.optional(text),
@@ -137,11 +115,14 @@ export interface KeyManagement {
   prefixForStoredVirtualKeys: string;
   description?: string;
   tags?: Readonly<Record<string, string>>;
-  primarySecretName?: string;
 }
 
 export interface Settings {
-  store: StoreKind;
+  /** `key_management_system`: the kind of the store this runtime opens. */
+  store: string;
+  /** That store's factory, from the ones the runtime registered, and its settings as parsed. */
+  storeFactory: StoreFactory;
+  storeSettings: unknown;
   /** Where the master key came from, for messages: an env var, a config key or the key file. */
   masterKeySource?: string;
   masterKey?: string;
@@ -164,6 +145,11 @@ export interface Settings {
 
 export interface SettingsInput {
   env: Record<string, string | undefined>;
+  /**
+   * The stores this build ships (the runtime's registry); the first is the default when the
+   * config names none.
+   */
+  stores: readonly StoreFactory[];
   cwd?: string;
   /** `--config FILE`; wins over `LLM_SECRETS_CONFIG`. */
   configFile?: string;
@@ -176,7 +162,7 @@ export function loadSettings(input: SettingsInput): Settings {
   const rawEnv = Object.fromEntries(
     Object.entries(input.env).filter((e): e is [string, string] => typeof e[1] === "string"),
   );
-  const { config, rawConfig, warnings } = readConfig(input.configFile ?? rawEnv.LLM_SECRETS_CONFIG, cwd);
+  const { config, rawConfig, warnings } = readConfig(input.configFile ?? rawEnv.LLM_SECRETS_CONFIG, cwd, input.stores);
   const env: Record<string, string> = { ...rawEnv };
   for (const [k, v] of Object.entries(config.environment_variables ?? {})) env[k] = String(v);
 
@@ -188,11 +174,13 @@ export function loadSettings(input: SettingsInput): Settings {
   const e = parsedEnv.data;
 
   const general = config.general_settings ?? {};
-  const store: StoreKind = general.key_management_system ?? "file";
+  const factory = storeFactoryOf(general.key_management_system ?? undefined, input.stores);
+  const store = factory.kind;
   const kms = general.key_management_settings ?? {};
+  const storeSettings = parseStoreSettings(factory, rawKeyManagementSettings(rawConfig), env);
   const dataDir = resolve(cwd, e.LLM_SECRETS_DATA_DIR ?? ".llm-secrets");
 
-  const master = masterKeyOf(general.master_key, env, store, dataDir);
+  const master = masterKeyOf(general.master_key, env, factory.defaults.needsLocalKey, dataDir);
   if (e.LITELLM_SALT_KEY !== undefined && e.LITELLM_SALT_KEY.trim() === "") {
     throw new ConfigError("LITELLM_SALT_KEY is set but empty: unset it to use the master key, or set a key");
   }
@@ -214,21 +202,22 @@ export function loadSettings(input: SettingsInput): Settings {
 
   return {
     store,
+    storeFactory: factory,
+    storeSettings,
     masterKey: master?.key,
     masterKeySource: master?.source,
     keys,
     encryptionAlgorithm,
     keyManagement: {
-      accessMode: kms.access_mode ?? (store === "file" ? "read_and_write" : "read_only"),
+      accessMode: kms.access_mode ?? factory.defaults.accessMode,
       hostedKeys: kms.hosted_keys ?? undefined,
       storeVirtualKeys: kms.store_virtual_keys ?? false,
       prefixForStoredVirtualKeys: prefix,
       description: kms.description ?? undefined,
       tags: kms.tags ?? undefined,
-      primarySecretName: kms.primary_secret_name ?? undefined,
     },
     cache: {
-      ttlSeconds: refreshIntervalOf(store, e),
+      ttlSeconds: refreshIntervalOf(factory, env, e),
       maxStaleSeconds: e.LLM_SECRETS_MAX_STALE ?? DEFAULT_MAX_STALE_SECONDS,
     },
     dataDir,
@@ -253,6 +242,7 @@ export function requireKeys(settings: Settings): KeyRing {
 function readConfig(
   source: string | undefined,
   cwd: string,
+  stores: readonly StoreFactory[],
 ): { config: Config; rawConfig: Record<string, unknown>; warnings: string[] } {
   if (source === undefined || source.trim() === "") return { config: {}, rawConfig: {}, warnings: [] };
   const inline = source.includes("\n") || source.trimStart().startsWith("{");
@@ -269,7 +259,7 @@ function readConfig(
   }
   let raw: unknown;
   try {
-    raw = parseYaml(yamlText) ?? {};
+    raw = parseConfigYaml(yamlText) ?? {};
   } catch (err) {
     // The YAML library quotes the offending line, which may hold a secret: report its position only.
     if (err instanceof YAMLParseError) {
@@ -282,17 +272,56 @@ function readConfig(
     throw new ConfigError("config: expected a mapping at the top level");
   const parsed = ConfigSchema.safeParse(raw);
   if (!parsed.success) throw new ConfigError(`config: ${describeIssues(issuesOf(parsed.error))}`);
-  const ignored = unknownKeys(ConfigSchema, raw);
+  // Keys a registered store reads are its own, not unknown.
+  const storeKeys = new Set(stores.flatMap((f) => Object.keys(f.settings.shape.config.shape)));
+  const ignored = unknownKeys(ConfigSchema, raw).filter(
+    (key) => !(key.startsWith(KMS_PATH) && storeKeys.has(key.slice(KMS_PATH.length))),
+  );
   const warnings = ignored.length ? [`config: ignoring keys llm-secrets does not use: ${ignored.join(", ")}`] : [];
   return { config: parsed.data, rawConfig: raw as Record<string, unknown>, warnings };
 }
 
 const ENV_REF = "os.environ/";
+const KMS_PATH = "general_settings.key_management_settings.";
+
+/** The registered factory of `kind`; the first registered when the config names none. */
+function storeFactoryOf(kind: string | undefined, stores: readonly StoreFactory[]): StoreFactory {
+  const factory = kind === undefined ? stores[0] : stores.find((f) => f.kind === kind);
+  if (factory) return factory;
+  const available = stores.map((f) => f.kind).join(", ") || "none";
+  throw new ConfigError(`key_management_system: ${kind ?? "(default)"} is not in this build (available: ${available})`);
+}
+
+function rawKeyManagementSettings(rawConfig: Record<string, unknown>): Record<string, unknown> {
+  const general = rawConfig.general_settings as Record<string, unknown> | null | undefined;
+  const kms = general?.key_management_settings;
+  return kms !== null && typeof kms === "object" && !Array.isArray(kms) ? (kms as Record<string, unknown>) : {};
+}
+
+/** The store's own keys and env vars, parsed by its schema; an invalid one stops the start, named. */
+function parseStoreSettings(
+  factory: StoreFactory,
+  kms: Record<string, unknown>,
+  env: Record<string, string>,
+): unknown {
+  const envShape = factory.settings.shape.env.shape;
+  const ownEnv = Object.fromEntries(Object.entries(env).filter(([k, v]) => k in envShape && v !== ""));
+  const parsed = factory.settings.safeParse({ config: kms, env: ownEnv });
+  if (parsed.success) return parsed.data;
+  const issues = issuesOf(parsed.error).map((issue) => ({
+    ...issue,
+    path: issue.path
+      .replace(/^config\.?/, "general_settings.key_management_settings.")
+      .replace(/^env\.?/, "environment: ")
+      .replace(/\.$/, ""),
+  }));
+  throw new ConfigError(`${factory.kind} settings: ${describeIssues(issues)}`);
+}
 
 function masterKeyOf(
   configured: string | null | undefined,
   env: Record<string, string>,
-  store: StoreKind,
+  mayUseKeyFile: boolean,
   dataDir: string,
 ): { key: string; source: string } | undefined {
   let found: { key: string; source: string } | undefined;
@@ -308,7 +337,7 @@ function masterKeyOf(
   } else if (env.LITELLM_MASTER_KEY !== undefined) {
     found = { key: env.LITELLM_MASTER_KEY, source: "LITELLM_MASTER_KEY" };
   }
-  if (!found && store === "file") {
+  if (!found && mayUseKeyFile) {
     const path = join(dataDir, MASTER_KEY_FILE);
     try {
       found = { key: readFileSync(path, "utf8").trim(), source: path };
@@ -330,12 +359,13 @@ function checkMasterKey(key: string, source: string): void {
   }
 }
 
-function refreshIntervalOf(store: StoreKind, e: z.infer<typeof EnvSchema>): number {
+/** The store's own refresh variable, else `SECRET_MANAGER_REFRESH_INTERVAL`, else a day. */
+function refreshIntervalOf(factory: StoreFactory, env: Record<string, string>, e: z.infer<typeof EnvSchema>): number {
   const fallback = e.SECRET_MANAGER_REFRESH_INTERVAL ?? DEFAULT_REFRESH_SECONDS;
-  if (store === "hashicorp_vault") return e.HCP_VAULT_REFRESH_INTERVAL ?? fallback;
-  if (store === "google_secret_manager") {
-    if (e.GOOGLE_SECRET_MANAGER_ALWAYS_READ_SECRET_MANAGER?.trim().toLowerCase() === "true") return 0;
-    return e.GOOGLE_SECRET_MANAGER_REFRESH_INTERVAL ?? fallback;
-  }
-  return fallback;
+  const variable = factory.defaults.refreshIntervalVariable;
+  const own = variable === undefined ? undefined : env[variable];
+  if (variable === undefined || own === undefined || own === "") return fallback;
+  const parsed = seconds.safeParse(own);
+  if (!parsed.success) throw new ConfigError(`environment: ${variable}: ${describeIssues(issuesOf(parsed.error))}`);
+  return parsed.data;
 }

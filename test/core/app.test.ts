@@ -2,7 +2,7 @@
 import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { expectNoValueIn, inProcessApp, newKey, secretValue } from "../helpers";
+import { dataFiles, expectNoValueIn, inProcessApp, newKey, secretValue } from "../helpers";
 
 type ErrorBody = {
   error: { code: string; message: string; issues?: { path: string; message: string }[]; names?: string[] };
@@ -49,7 +49,7 @@ describe("secrets over HTTP", () => {
     const v = secretValue();
     await request("/v1/secrets/litellm/team-a", { method: "PUT", json: { value: v } });
     expect(((await (await request("/v1/secrets/litellm%2Fteam-a")).json()) as { value: string }).value).toBe(v);
-    const calls = () => runtime.metrics.backendCalls.get({ store: "file", op: "get" });
+    const calls = () => runtime.metrics.count("llm_secrets_backend_calls_total", { store: "file", op: "get" });
     const before = calls();
     await request("/v1/secrets/litellm/team-a");
     expect(calls()).toBe(before);
@@ -60,33 +60,33 @@ describe("secrets over HTTP", () => {
   it("reads values written to the store behind its back only after a refresh", async () => {
     const { request, runtime } = await inProcessApp();
     await request("/v1/secrets/A", { method: "PUT", json: { value: "one" } });
-    await runtime.store.put("A", "two", {});
+    await runtime.store.put("A", "two");
     expect(((await (await request("/v1/secrets/A")).json()) as { value: string }).value).toBe("one");
     expect(((await (await request("/v1/secrets/A?refresh=true")).json()) as { value: string }).value).toBe("two");
   });
 });
 
 describe("the store behind the API", () => {
-  it("gives created secrets the configured description and tags, and leaves them be on updates", async () => {
-    const { request, dataDir } = await inProcessApp({
+  it("gives created secrets the configured tags, and leaves them be on updates", async () => {
+    const { request, runtime } = await inProcessApp({
       config:
         "general_settings:\n  key_management_settings:\n    description: from-policy\n    tags: {owner: platform}\n",
     });
     await request("/v1/secrets/A", { method: "PUT", json: { value: "1" } });
     await request("/v1/secrets/B", { method: "PUT", json: { value: "1", description: "custom", tags: { t: "x" } } });
     await request("/v1/secrets/B", { method: "PUT", json: { value: "2" } });
-    const doc = JSON.parse(await readFile(join(dataDir, "secrets.json"), "utf8"));
-    expect(doc.secrets.A).toMatchObject({ description: "from-policy", tags: { owner: "platform" } });
-    expect(doc.secrets.B).toMatchObject({ description: "custom", tags: { t: "x" } });
+    expect((await runtime.store.get("A"))?.tags).toEqual({ owner: "platform" });
+    expect((await runtime.store.get("B"))?.tags).toEqual({ t: "x" });
   });
 
-  it("answers 503 backend_unavailable with Retry-After when the data dir is gone", async () => {
+  it("answers 500 store_unavailable when the data dir is gone, without a path", async () => {
     const { request, dataDir } = await inProcessApp();
     await rm(dataDir, { recursive: true, force: true });
     const res = await request("/v1/secrets/A", { method: "PUT", json: { value: "x" } });
-    expect(res.status).toBe(503);
-    expect(res.headers.get("retry-after")).toBe("1");
-    expect((await errorOf(res)).code).toBe("backend_unavailable");
+    expect(res.status).toBe(500);
+    const error = await errorOf(res);
+    expect(error.code).toBe("store_unavailable");
+    expect(error.message).not.toContain(dataDir);
   });
 });
 
@@ -120,12 +120,11 @@ describe("auth", () => {
 
 describe("bad input gets its status and code, and changes nothing", () => {
   it("refuses each bad request and leaves the store byte-for-byte as it was", async () => {
-    const { request, dataDir, app, masterKey, logs } = await inProcessApp();
+    const { request, dataDir, runtime, masterKey, logs } = await inProcessApp();
     const kept = secretValue("kept");
     await request("/v1/secrets/KEEP", { method: "PUT", json: { value: kept } });
     await request("/v1/secrets/b", { method: "PUT", json: { value: kept } });
-    const storeFile = join(dataDir, "secrets.json");
-    const before = await readFile(storeFile);
+    const before = await dataFiles(dataDir);
     const sent = secretValue("sent");
 
     const cases: [string, () => Response | Promise<Response>, number, string][] = [
@@ -152,13 +151,13 @@ describe("bad input gets its status and code, and changes nothing", () => {
       [
         "'..' segment on the wire",
         () =>
-          app.fetch(
+          runtime.fetch(
             new Request("http://localhost/v1/secrets/a/../b", {
               method: "PUT",
               headers: { authorization: `Bearer ${masterKey}` },
               body: JSON.stringify({ value: sent }),
             }),
-            { rawPath: "/v1/secrets/a/../b" },
+            { path: "/v1/secrets/a/../b" },
           ),
         400,
         "invalid_name",
@@ -166,14 +165,12 @@ describe("bad input gets its status and code, and changes nothing", () => {
       [
         "'..' segment elsewhere",
         () =>
-          app.fetch(
+          runtime.fetch(
             new Request("http://localhost/v1/resolve", {
               method: "POST",
               headers: { authorization: `Bearer ${masterKey}` },
             }),
-            {
-              rawPath: "/v1/x/../resolve",
-            },
+            { path: "/v1/x/../resolve" },
           ),
         400,
         "invalid_request",
@@ -241,7 +238,7 @@ describe("bad input gets its status and code, and changes nothing", () => {
       expect((JSON.parse(text) as ErrorBody).error.code, label).toBe(code);
     }
 
-    expect(await readFile(storeFile)).toEqual(before);
+    expect(await dataFiles(dataDir)).toEqual(before);
     expect(((await (await request("/v1/secrets/KEEP")).json()) as { value: string }).value).toBe(kept);
     expect((await request("/v1/secrets/A")).status).toBe(404);
     expectNoValueIn([...bodies, ...logs], [sent, kept]);

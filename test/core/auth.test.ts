@@ -39,6 +39,14 @@ describe("bearerCheck", () => {
     }
   });
 
+  it("takes the key in x-litellm-api-key instead, and then only there", () => {
+    expect(check(undefined, key)).toBe(true);
+    expect(check("AWS4-HMAC-SHA256 Credential=x", ` ${key} `)).toBe(true);
+    expect(check(`Bearer ${key}`, "wrong")).toBe(false);
+    expect(check(`Bearer ${key}`, "")).toBe(false);
+    expect(check(undefined, key.slice(1))).toBe(false);
+  });
+
   it("compares 32-byte digests in constant time, once per check, whatever is presented", () => {
     const presented = [
       `Bearer ${key}`,

@@ -1,34 +1,26 @@
 // The SecretManager over a backend that can be made to fail, as a cloud store will.
 import { describe, expect, it } from "vitest";
 import { createApp } from "../../core/src/app";
-import { BackendUnavailable, SecretsError } from "../../core/src/errors";
+import { SecretsError } from "../../core/src/errors";
+import { instrumentStore } from "../../core/src/instrument-store";
 import { createLogger } from "../../core/src/log";
-import { Metrics } from "../../core/src/metrics";
+import { createMetrics } from "../../core/src/metrics";
 import { SecretManager } from "../../core/src/secret-manager";
-import type { SecretStore } from "../../core/src/secret-store";
+import type { SecretRecord } from "../../core/src/secret-store";
 import type { KeyManagement } from "../../core/src/settings";
+import { BackendUnavailable } from "../../core/src/store-errors";
+import { MemoryStore } from "../../core/src/stores/memory";
 import { expectNoValueIn, newKey, secretValue } from "../helpers";
 
 /** An in-memory backend whose reads can be switched to fail like an unreachable service. */
-class FlakyStore implements SecretStore {
-  readonly kind = "hashicorp_vault" as const;
-  readonly envBacked = false;
-  readonly data = new Map<string, string>();
+class FlakyStore extends MemoryStore {
   down = false;
   reads = 0;
 
-  async get(name: string) {
+  override async get(name: string): Promise<SecretRecord | undefined> {
     this.reads++;
     if (this.down) throw new BackendUnavailable("the store did not answer in time", 5);
-    return this.data.get(name);
-  }
-  async put(name: string, value: string) {
-    const created = !this.data.has(name);
-    this.data.set(name, value);
-    return { created };
-  }
-  async delete(name: string) {
-    this.data.delete(name);
+    return super.get(name);
   }
 }
 
@@ -42,10 +34,11 @@ function setup(options: { ttlSeconds?: number; maxStaleSeconds?: number; env?: R
   const store = new FlakyStore();
   const logs: string[] = [];
   const log = createLogger((l) => logs.push(l));
-  const metrics = new Metrics();
+  const metrics = createMetrics();
   const clock = { now: 1_000_000 };
   const manager = new SecretManager({
-    store,
+    store: instrumentStore(store, metrics, log),
+    envBacked: false,
     policy,
     cache: { ttlSeconds: options.ttlSeconds ?? 60, maxStaleSeconds: options.maxStaleSeconds ?? 600 },
     metrics,
@@ -55,7 +48,10 @@ function setup(options: { ttlSeconds?: number; maxStaleSeconds?: number; env?: R
   });
   const masterKey = newKey();
   const app = createApp({ manager, masterKey, metrics, log });
-  const get = (path: string) => app.request(path, { headers: { authorization: `Bearer ${masterKey}` } });
+  const get = (path: string) =>
+    app.fetch(new Request(`http://localhost${path}`, { headers: { authorization: `Bearer ${masterKey}` } }), {
+      raw: { path },
+    });
   return { store, manager, metrics, logs, clock, get };
 }
 
@@ -63,12 +59,12 @@ describe("SecretManager with a failing store", () => {
   it("serves the last good value marked stale while the store is down, then 503 with Retry-After", async () => {
     const { store, clock, get, metrics, logs } = setup({ ttlSeconds: 60, maxStaleSeconds: 600 });
     const v = secretValue();
-    store.data.set("K", v);
+    await store.put("K", v);
     expect(await (await get("/v1/secrets/K")).json()).toEqual({ name: "K", value: v, stale: false });
     store.down = true;
     clock.now += 61_000;
     expect(await (await get("/v1/secrets/K")).json()).toEqual({ name: "K", value: v, stale: true });
-    expect(metrics.staleServes.get({ store: "hashicorp_vault" })).toBe(1);
+    expect(metrics.count("llm_secrets_cache_stale_serves_total", { store: "memory" })).toBe(1);
     clock.now += 600_000;
     const res = await get("/v1/secrets/K");
     expect(res.status).toBe(503);
@@ -81,7 +77,7 @@ describe("SecretManager with a failing store", () => {
 
   it("makes one store read for 100 concurrent requests of one name", async () => {
     const { store, get } = setup();
-    store.data.set("K", "v");
+    await store.put("K", "v");
     const answers = await Promise.all(Array.from({ length: 100 }, () => get("/v1/secrets/K")));
     expect(answers.every((r) => r.status === 200)).toBe(true);
     expect(store.reads).toBe(1);
@@ -100,7 +96,7 @@ describe("SecretManager with a failing store", () => {
   it("resolves a config at start from the environment when the store fails or lacks a name, as LiteLLM does", async () => {
     const fromEnv = secretValue("env");
     const { store, manager, logs, clock } = setup({ env: { A: fromEnv, B: "b-from-env" } });
-    store.data.set("B", "b-from-store");
+    await store.put("B", "b-from-store");
     expect((await manager.resolveConfig({ a: "os.environ/A", b: "os.environ/B", c: "os.environ/C" })).refs).toEqual([
       { name: "A", source: "env" },
       { name: "B", source: "store" },
@@ -112,6 +108,21 @@ describe("SecretManager with a failing store", () => {
     expect(during.config).toEqual({ a: fromEnv });
     expect(logs.some((l) => l.includes("store read failed") && l.includes('"code":"backend_unavailable"'))).toBe(true);
     expectNoValueIn(logs, [fromEnv]);
+  });
+
+  it("logs a failed background refresh once, with the name, the code and the entry's age: never the value", async () => {
+    const { store, clock, get, logs } = setup({ ttlSeconds: 100 });
+    const v = secretValue();
+    await store.put("K", v);
+    await get("/v1/secrets/K");
+    store.down = true;
+    clock.now += 95_000; // in the refresh-ahead window: the answer is the cached value, the refresh fails
+    expect(await (await get("/v1/secrets/K")).json()).toEqual({ name: "K", value: v, stale: false });
+    await new Promise((r) => setImmediate(r));
+    const lines = logs.filter((l) => l.includes("background refresh failed")).map((l) => JSON.parse(l));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ level: "warn", store: "memory", name: "K", code: "backend_unavailable", age_s: 95 });
+    expectNoValueIn(logs, [v]);
   });
 
   it("never resolves over the API from the environment", async () => {

@@ -60,7 +60,7 @@ describe("over a real socket", () => {
 
   beforeAll(async () => {
     ctx = await inProcessApp();
-    server = await startServer(ctx.app, { host: "127.0.0.1", port: 0 });
+    server = await startServer(ctx.runtime, { host: "127.0.0.1", port: 0 });
   });
   afterAll(async () => {
     await server.close();
@@ -136,7 +136,7 @@ describe("TLS", () => {
     dir = await tempDir();
     tls = await makeCertificate(dir);
     const ctx = await inProcessApp();
-    server = await startServer(ctx.app, {
+    server = await startServer(ctx.runtime, {
       host: "127.0.0.1",
       port: 0,
       tls: { keyFile: tls.keyFile, certFile: tls.certFile },

@@ -3,8 +3,28 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { KeyRing, openSecret, sealSecret } from "../../core/src/crypto";
 import { ConfigError, DecryptFailed } from "../../core/src/errors";
-import { loadSettings } from "../../core/src/settings";
+import * as z from "zod/mini";
+import { LOCAL_STORES } from "../../core/src/cli";
+import type { StoreFactory } from "../../core/src/secret-store";
+import { type SettingsInput, loadSettings as loadWith } from "../../core/src/settings";
+import { memoryStore } from "../../core/src/stores/memory";
 import { newKey, tempDir } from "../helpers";
+
+/** Settings as the local build loads them (file and environment stores registered). */
+function loadSettings(input: Omit<SettingsInput, "stores"> & { stores?: SettingsInput["stores"] }) {
+  return loadWith({ stores: LOCAL_STORES, ...input });
+}
+
+/** A registered store of the test's own, with its own keys, env var and refresh variable. */
+const vaultish = {
+  ...memoryStore,
+  kind: "vaultish",
+  settings: z.object({
+    config: z.object({ mount_name: z.optional(z.string()) }),
+    env: z.object({ VAULTISH_ADDR: z.url() }),
+  }),
+  defaults: { ...memoryStore.defaults, accessMode: "read_only", refreshIntervalVariable: "VAULTISH_REFRESH_INTERVAL" },
+} as const satisfies StoreFactory<"vaultish">;
 
 function configError(fn: () => unknown): string {
   try {
@@ -157,7 +177,42 @@ describe("config.yaml", () => {
       configError(() =>
         loadSettings({ env: { LLM_SECRETS_CONFIG: "general_settings:\n  key_management_system: s3\n" } }),
       ),
-    ).toContain("general_settings.key_management_system");
+    ).toBe("key_management_system: s3 is not in this build (available: file, local)");
+  });
+
+  it("opens the first registered store by default, and a store's own keys by its schema", () => {
+    const stores = [vaultish, ...LOCAL_STORES];
+    const addr = "https://vault.example:8200";
+    const s = loadSettings({
+      stores,
+      env: {
+        VAULTISH_ADDR: addr,
+        LLM_SECRETS_CONFIG: "general_settings:\n  key_management_settings:\n    mount_name: kv\n    colour: red\n",
+      },
+    });
+    expect(s.store).toBe("vaultish");
+    expect(s.storeSettings).toEqual({ config: { mount_name: "kv" }, env: { VAULTISH_ADDR: addr } });
+    expect(s.keyManagement.accessMode).toBe("read_only");
+    // The store's own key is not unknown; a key no registered store reads is.
+    expect(s.warnings).toEqual([
+      "config: ignoring keys llm-secrets does not use: general_settings.key_management_settings.colour",
+    ]);
+    // The same config on a build without that store: its key is warned about.
+    const local = loadSettings({
+      env: { LLM_SECRETS_CONFIG: "general_settings:\n  key_management_settings:\n    mount_name: kv\n" },
+    });
+    expect(local.warnings[0]).toContain("general_settings.key_management_settings.mount_name");
+    expect(configError(() => loadSettings({ stores, env: { VAULTISH_ADDR: "not a url" } }))).toMatch(
+      /^vaultish settings: environment: VAULTISH_ADDR: /,
+    );
+    expect(
+      configError(() =>
+        loadSettings({
+          stores,
+          env: { VAULTISH_ADDR: addr, LLM_SECRETS_CONFIG: "general_settings:\n  key_management_settings:\n    mount_name: 3\n" },
+        }),
+      ),
+    ).toMatch(/^vaultish settings: general_settings\.key_management_settings\.mount_name: /);
   });
 
   it("ignores unknown keys with one warning that lists them", () => {
@@ -201,31 +256,30 @@ describe("config.yaml", () => {
 
 describe("environment", () => {
   it("takes each store's refresh interval", () => {
-    const cfg = (store: string) => `general_settings:\n  key_management_system: ${store}\n`;
+    const stores = [...LOCAL_STORES, vaultish];
+    const cfg = "general_settings:\n  key_management_system: vaultish\n";
+    const addr = "https://vault.example";
     expect(loadSettings({ env: { SECRET_MANAGER_REFRESH_INTERVAL: "120" } }).cache.ttlSeconds).toBe(120);
     expect(
       loadSettings({
+        stores,
         env: {
-          LLM_SECRETS_CONFIG: cfg("hashicorp_vault"),
-          HCP_VAULT_REFRESH_INTERVAL: "30",
+          LLM_SECRETS_CONFIG: cfg,
+          VAULTISH_ADDR: addr,
+          VAULTISH_REFRESH_INTERVAL: "30",
           SECRET_MANAGER_REFRESH_INTERVAL: "120",
         },
       }).cache.ttlSeconds,
     ).toBe(30);
     expect(
-      loadSettings({
-        env: { LLM_SECRETS_CONFIG: cfg("google_secret_manager"), GOOGLE_SECRET_MANAGER_REFRESH_INTERVAL: "45" },
-      }).cache.ttlSeconds,
-    ).toBe(45);
+      loadSettings({ stores, env: { LLM_SECRETS_CONFIG: cfg, VAULTISH_ADDR: addr, SECRET_MANAGER_REFRESH_INTERVAL: "120" } })
+        .cache.ttlSeconds,
+    ).toBe(120);
     expect(
-      loadSettings({
-        env: {
-          LLM_SECRETS_CONFIG: cfg("google_secret_manager"),
-          GOOGLE_SECRET_MANAGER_REFRESH_INTERVAL: "45",
-          GOOGLE_SECRET_MANAGER_ALWAYS_READ_SECRET_MANAGER: "True",
-        },
-      }).cache.ttlSeconds,
-    ).toBe(0);
+      configError(() =>
+        loadSettings({ stores, env: { LLM_SECRETS_CONFIG: cfg, VAULTISH_ADDR: addr, VAULTISH_REFRESH_INTERVAL: "1h" } }),
+      ),
+    ).toContain("VAULTISH_REFRESH_INTERVAL");
     expect(loadSettings({ env: { SECRET_MANAGER_REFRESH_INTERVAL: "" } }).cache.ttlSeconds).toBe(86_400);
     expect(loadSettings({ env: { LLM_SECRETS_MAX_STALE: "10" } }).cache.maxStaleSeconds).toBe(10);
   });

@@ -1,0 +1,107 @@
+/**
+ * The app's middleware, one factory each, in the order `createApp` installs them:
+ * the request log, the raw-request check, authentication, then the path check. Errors from any of
+ * them (and from routes) become answers in `errorHandler`, through `toHttpError`.
+ */
+import type { ErrorHandler, MiddlewareHandler } from "hono";
+import { bearerCheck } from "../auth";
+import { AccessDenied, InvalidInput, InvalidName, SecretsError, toHttpError } from "../errors";
+import { describeUnexpected, type Logger } from "../log";
+import type { Labels, Metrics } from "../metrics";
+import type { AppEnv } from "./router";
+
+export const SECRETS_PREFIX = "/v1/secrets/";
+/** Routes that answer without the master key. */
+export const PUBLIC_PATHS = new Set(["/health", "/openapi.json"]);
+
+type Middleware = MiddlewareHandler<AppEnv>;
+
+/** Errors as `{"error":{"code","message"}}` with their status; unexpected ones logged by class and frames. */
+export function errorHandler(metrics: Metrics, log: Logger, store: string): ErrorHandler<AppEnv> {
+  const labels = new Map<string, Labels>();
+  return (err, c) => {
+    const http = toHttpError(err);
+    const code = http.body.error.code;
+    let counted = labels.get(code);
+    if (!counted) labels.set(code, (counted = { store, code }));
+    metrics.inc("llm_secrets_errors_total", counted);
+    if (!(err instanceof SecretsError)) log.error("unexpected error", { path: c.req.path, ...describeUnexpected(err) });
+    return c.json(http.body, http.status as 500, http.headers);
+  };
+}
+
+/** One line per request (method, path, status, time: never a body), and `Cache-Control: no-store`. */
+export function requestLog(log: Logger): Middleware {
+  return async (c, next) => {
+    const started = performance.now();
+    c.header("cache-control", "no-store");
+    try {
+      await next();
+    } finally {
+      log.info("request", {
+        method: c.req.method,
+        path: c.req.path,
+        status: c.res.status,
+        ms: Math.round((performance.now() - started) * 100) / 100,
+      });
+    }
+  };
+}
+
+/**
+ * A runtime must pass the request as it arrived (`fetch(request, raw)`): without it, `..` segments
+ * may already have been normalised away, so nothing is served.
+ */
+export function rawRequestRequired(log: Logger): Middleware {
+  return async (c, next) => {
+    if (typeof c.env?.raw?.path !== "string") {
+      log.error("the runtime passed no raw request (the `raw` argument of fetch, with the path as it arrived); refusing", {
+        method: c.req.method,
+        path: c.req.path,
+      });
+      throw new SecretsError("internal", "internal error");
+    }
+    await next();
+  };
+}
+
+/** The master key, as `Authorization: Bearer` or `x-litellm-api-key`, on every route but the public ones. */
+export function masterKeyAuth(masterKey: string): Middleware {
+  const authorized = bearerCheck(masterKey);
+  return async (c, next) => {
+    if (!PUBLIC_PATHS.has(c.req.path) && !authorized(c.req.header("authorization"), c.req.header("x-litellm-api-key"))) {
+      throw new AccessDenied("unauthorized", "missing or wrong master key");
+    }
+    await next();
+  };
+}
+
+/**
+ * Checks the path as it arrived: `.`/`..` segments (also percent-encoded) are refused, not
+ * normalised; a raw `#` on a secret route, or a query string on a secret write, would otherwise
+ * write the name before it.
+ */
+export function rawPathCheck(): Middleware {
+  return async (c, next) => {
+    const target = c.env?.raw?.path ?? "";
+    const cut = target.search(/[?#]/);
+    const path = cut === -1 ? target : target.slice(0, cut);
+    const secret = path.startsWith(SECRETS_PREFIX);
+    if (path.split("/").some(isDotSegment)) {
+      if (secret) throw new InvalidName("'.' or '..' path segment");
+      throw new InvalidInput("the request path has '.' or '..' segments");
+    }
+    if (secret && cut !== -1) {
+      if (target[cut] === "#") throw new InvalidName("a raw '#' in the request path");
+      if (c.req.method === "PUT" || c.req.method === "DELETE") {
+        throw new InvalidName("a query string after the name of a secret being written or deleted");
+      }
+    }
+    await next();
+  };
+}
+
+function isDotSegment(segment: string): boolean {
+  const s = segment.toLowerCase().replaceAll("%2e", ".");
+  return s === "." || s === "..";
+}

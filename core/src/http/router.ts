@@ -1,0 +1,132 @@
+/**
+ * Routes as specs: each route is registered with its OpenAPI spec (method, path template, zod
+ * schemas of its query and body, answers) and a handler that gets the parsed input. The same list
+ * gives the OpenAPI document and the `Allow` header of a 405.
+ *
+ * Bodies are read only by routes that declare one, through `readBody`: the 1 MiB limit is checked
+ * on `Content-Length` before reading, and counted while streaming when there is none; the bytes
+ * must be UTF-8 and JSON.
+ */
+import type { Context, Hono } from "hono";
+import type * as z from "zod/mini";
+import { InvalidInput, SecretsError } from "../errors";
+import type { RouteSpec } from "../openapi";
+import { describeIssues, issuesOf } from "../validation";
+
+export const MAX_BODY_BYTES = 1024 * 1024;
+
+/** The request as it arrived, before any URL normalisation. */
+export interface RawRequest {
+  /** The request target: path and query exactly as received (node's `incoming.url`). */
+  path: string;
+}
+
+export type AppEnv = { Bindings: { raw?: RawRequest } };
+export type Ctx = Context<AppEnv>;
+
+type Handler<B, Q> = (c: Ctx, input: { body: B; query: Q }) => Response | Promise<Response>;
+
+const ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+export class Router {
+  readonly specs: RouteSpec[] = [];
+  readonly #methods: { pattern: RegExp; methods: Set<string> }[] = [];
+
+  constructor(private readonly app: Hono<AppEnv>) {}
+
+  route<B = undefined, Q = undefined>(
+    spec: RouteSpec & { body?: z.ZodMiniType<B>; query?: z.ZodMiniType<Q> },
+    handler: Handler<B, Q>,
+  ): void {
+    this.specs.push(spec);
+    const methods = spec.method === "all" ? ALL_METHODS : [spec.method.toUpperCase()];
+    this.#allow(spec.path, methods);
+    const honoPath = spec.path.replace(/\/\{(\w+)\}$/, "/*").replace(/\{(\w+)\}/g, ":$1");
+    this.app.on(methods, honoPath, async (c) => {
+      const query = spec.query ? parse(spec.query, c.req.query(), "query") : (undefined as Q);
+      const body = spec.body ? parse(spec.body, await readJson(c), "body") : (undefined as B);
+      return handler(c, { body, query });
+    });
+  }
+
+  /** The methods a path answers (HEAD wherever GET), or undefined for an unknown path. */
+  allowed(path: string): string[] | undefined {
+    const methods = new Set<string>();
+    for (const route of this.#methods) if (route.pattern.test(path)) for (const m of route.methods) methods.add(m);
+    if (methods.size === 0) return undefined;
+    if (methods.has("GET")) methods.add("HEAD");
+    return [...methods];
+  }
+
+  #allow(template: string, methods: string[]): void {
+    const pattern = new RegExp(
+      `^${template
+        .split(/(\{\w+\})/)
+        .map((part, i, parts) =>
+          part.startsWith("{") ? (i === parts.length - 2 ? ".+" : "[^/]+") : part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"),
+        )
+        .join("")}$`,
+    );
+    const existing = this.#methods.find((r) => r.pattern.source === pattern.source);
+    if (existing) for (const m of methods) existing.methods.add(m);
+    else this.#methods.push({ pattern, methods: new Set(methods) });
+  }
+}
+
+function parse<T>(schema: z.ZodMiniType<T>, input: unknown, where: string): T {
+  const result = schema.safeParse(input);
+  if (!result.success) {
+    const issues = issuesOf(result.error);
+    throw new InvalidInput(`invalid ${where}: ${describeIssues(issues)}`, issues);
+  }
+  return result.data;
+}
+
+async function readJson(c: Ctx): Promise<unknown> {
+  let text: string;
+  try {
+    text = utf8.decode(await readBody(c));
+  } catch (err) {
+    if (err instanceof SecretsError) throw err;
+    throw new InvalidInput("the body is not valid UTF-8");
+  }
+  if (text.trim() === "") throw new InvalidInput("the body is empty: expected JSON");
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new InvalidInput("the body is not valid JSON");
+  }
+}
+
+function tooLarge(): SecretsError {
+  return new SecretsError("payload_too_large", `the body is larger than ${MAX_BODY_BYTES} bytes`);
+}
+
+/** The body's bytes, at most `MAX_BODY_BYTES`. */
+async function readBody(c: Ctx): Promise<Uint8Array> {
+  const declared = c.req.header("content-length");
+  if (declared !== undefined) {
+    // The HTTP parser holds a body to its declared length: check it before reading a byte.
+    if (!/^\d+$/.test(declared) || Number(declared) > MAX_BODY_BYTES) throw tooLarge();
+    const bytes = new Uint8Array(await c.req.arrayBuffer());
+    if (bytes.byteLength > MAX_BODY_BYTES) throw tooLarge();
+    return bytes;
+  }
+  const stream = c.req.raw.body;
+  if (!stream) return new Uint8Array();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = stream.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > MAX_BODY_BYTES) {
+      await reader.cancel().catch(() => {});
+      throw tooLarge();
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks);
+}

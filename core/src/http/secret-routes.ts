@@ -1,0 +1,76 @@
+/** `/v1/secrets/{name}` and `/v1/resolve`: every read and write goes through the `SecretManager`. */
+import { ResolveRequest, ResolveResponse, SecretPutRequest, SecretPutResponse, SecretQuery, SecretResponse } from "../api-schemas";
+import type { ErrorCode } from "../errors";
+import { nameFromPath } from "../names";
+import type { SecretManager } from "../secret-manager";
+import { SECRETS_PREFIX } from "./middleware";
+import type { Ctx, Router } from "./router";
+
+const ERRORS: ErrorCode[] = ["invalid_name", "not_hosted", "backend_denied", "backend_unavailable", "store_corrupt"];
+
+/** The name from the path as it arrived (the middleware made sure the runtime passed it). */
+const secretName = (c: Ctx) => nameFromPath(c.env.raw?.path ?? "", SECRETS_PREFIX);
+
+export function secretRoutes(router: Router, manager: SecretManager): void {
+  const path = "/v1/secrets/{name}";
+  router.route(
+    {
+      method: "get",
+      path,
+      summary: "Read a secret (through the cache; ?refresh=true bypasses it)",
+      auth: true,
+      query: SecretQuery,
+      errors: [...ERRORS, "write_only", "not_found"],
+      responses: { 200: { description: "The value", schema: SecretResponse } },
+    },
+    async (c, { query }) => c.json(await manager.get(secretName(c), { refresh: query.refresh === "true" })),
+  );
+
+  router.route(
+    {
+      method: "put",
+      path,
+      summary: "Create or replace a secret",
+      auth: true,
+      body: SecretPutRequest,
+      errors: [...ERRORS, "read_only", "name_conflict", "not_supported"],
+      responses: {
+        200: { description: "Replaced", schema: SecretPutResponse },
+        201: { description: "Created", schema: SecretPutResponse },
+      },
+    },
+    async (c, { body }) => {
+      const meta = { description: body.description, tags: body.tags };
+      const { name, created } = await manager.put(secretName(c), body.value, meta);
+      return c.json({ name, created }, created ? 201 : 200);
+    },
+  );
+
+  router.route(
+    {
+      method: "delete",
+      path,
+      summary: "Delete a secret (also when absent)",
+      auth: true,
+      errors: [...ERRORS, "read_only", "not_supported"],
+      responses: { 204: { description: "Deleted" } },
+    },
+    async (c) => {
+      await manager.delete(secretName(c));
+      return c.body(null, 204);
+    },
+  );
+
+  router.route(
+    {
+      method: "post",
+      path: "/v1/resolve",
+      summary: "Replace every os.environ/NAME string in a config with the stored value",
+      auth: true,
+      body: ResolveRequest,
+      errors: [...ERRORS, "write_only", "unresolved_refs"],
+      responses: { 200: { description: "The config with refs replaced", schema: ResolveResponse } },
+    },
+    async (c, { body }) => c.json({ config: await manager.resolve(body.config) }),
+  );
+}

@@ -1,0 +1,179 @@
+// Every runtime answers the contract table the same way (table.ts). A runtime joins with one entry
+// in RUNTIMES: how to send a raw request target to it.
+import { connect } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createLogger } from "../../core/src/log";
+import { createRuntime, type Runtime } from "../../core/src/runtime";
+import { startServer } from "../../core/src/server";
+import { memoryStore } from "../../core/src/stores/memory";
+import { newKey, tempDir } from "../helpers";
+import { CONTRACT, type ContractCase, SEED } from "./table";
+
+interface Answer {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+interface Target {
+  runtime: Runtime;
+  logs: string[];
+  send(c: ContractCase): Promise<Answer>;
+  close(): Promise<void>;
+}
+
+async function newRuntime(): Promise<{ runtime: Runtime; masterKey: string; logs: string[] }> {
+  const masterKey = newKey();
+  const logs: string[] = [];
+  const runtime = await createRuntime({
+    // The contract is the runtime's: any store will do, and memory is the quickest.
+    stores: [memoryStore],
+    settings: { env: { LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_DATA_DIR: await tempDir() } },
+    log: createLogger((line) => logs.push(line)),
+  });
+  return { runtime, masterKey, logs };
+}
+
+function headersOf(c: ContractCase, masterKey: string): Record<string, string> {
+  const headers: Record<string, string> = {};
+  if (c.auth !== false) headers.authorization = `Bearer ${masterKey}`;
+  if (c.body !== undefined) headers["content-type"] = "application/json";
+  return headers;
+}
+
+/** Sends one request over a fresh TCP connection, the target written exactly as given. */
+function rawHttp(port: number, method: string, target: string, headers: Record<string, string>, body?: string) {
+  return new Promise<Answer>((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1");
+    const chunks: Buffer[] = [];
+    socket.on("data", (d) => chunks.push(d));
+    socket.on("error", reject);
+    socket.on("end", () => {
+      const text = Buffer.concat(chunks).toString("latin1");
+      const split = text.indexOf("\r\n\r\n");
+      const [statusLine = "", ...lines] = text.slice(0, split).split("\r\n");
+      const parsed: Record<string, string> = {};
+      for (const line of lines) {
+        const colon = line.indexOf(":");
+        parsed[line.slice(0, colon).toLowerCase()] = line.slice(colon + 1).trim();
+      }
+      let rest = Buffer.from(text.slice(split + 4), "latin1");
+      if (parsed["transfer-encoding"] === "chunked") {
+        const out: Buffer[] = [];
+        for (;;) {
+          const eol = rest.indexOf("\r\n");
+          const size = Number.parseInt(rest.subarray(0, eol).toString(), 16);
+          if (!size) break;
+          out.push(rest.subarray(eol + 2, eol + 2 + size));
+          rest = rest.subarray(eol + 2 + size + 2);
+        }
+        rest = Buffer.concat(out);
+      }
+      resolve({ status: Number(statusLine.split(" ")[1]), headers: parsed, body: rest.toString("utf8") });
+    });
+    const payload = body === undefined ? Buffer.alloc(0) : Buffer.from(body);
+    const head = [
+      `${method} ${target} HTTP/1.1`,
+      "host: 127.0.0.1",
+      "connection: close",
+      ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
+      ...(body === undefined ? [] : [`content-length: ${payload.length}`]),
+    ];
+    socket.end(Buffer.concat([Buffer.from(`${head.join("\r\n")}\r\n\r\n`), payload]));
+  });
+}
+
+const RUNTIMES: Record<string, () => Promise<Target>> = {
+  "local server over a real socket": async () => {
+    const { runtime, masterKey, logs } = await newRuntime();
+    const server = await startServer(runtime, { host: "127.0.0.1", port: 0 });
+    const port = Number(new URL(server.url).port);
+    return {
+      runtime,
+      logs,
+      send: (c) =>
+        rawHttp(port, c.method, c.target, headersOf(c, masterKey), c.body === undefined ? undefined : JSON.stringify(c.body)),
+      close: async () => {
+        await server.close();
+        await runtime.close();
+      },
+    };
+  },
+  "exported fetch(request, raw)": async () => {
+    const { runtime, masterKey, logs } = await newRuntime();
+    return {
+      runtime,
+      logs,
+      send: async (c) => {
+        // The URL parser normalises `..` and drops `#x`, as a platform's would: only `raw` keeps them.
+        const request = new Request(`http://localhost${c.target}`, {
+          method: c.method,
+          headers: headersOf(c, masterKey),
+          body: c.body === undefined ? undefined : JSON.stringify(c.body),
+        });
+        const res = await runtime.fetch(request, { path: c.target });
+        return { status: res.status, headers: Object.fromEntries(res.headers), body: await res.text() };
+      },
+      close: () => runtime.close(),
+    };
+  },
+};
+
+for (const [runtimeName, start] of Object.entries(RUNTIMES)) {
+  describe(`runtime contract: ${runtimeName}`, () => {
+    let target: Target;
+    beforeAll(async () => {
+      target = await start();
+    });
+    afterAll(() => target.close());
+
+    it.each(CONTRACT.map((c) => [c.name, c] as const))("%s", async (_, c) => {
+      const { manager } = target.runtime;
+      for (const name of ["new", "a/b", "x", "a", "prod;x"]) await manager.delete(name).catch(() => {});
+      for (const [name, value] of Object.entries(SEED)) await manager.put(name, value);
+
+      const answer = await target.send(c);
+      expect(answer.status).toBe(c.status);
+      if (c.code) expect(JSON.parse(answer.body).error.code).toBe(c.code);
+      if (c.status === 401) expect(answer.headers["www-authenticate"]).toMatch(/^Bearer\b/);
+      if (c.status === 503) expect(answer.headers["retry-after"]).toMatch(/^\d+$/);
+      if (c.allow) expect(new Set(answer.headers.allow?.split(/,\s*/))).toEqual(new Set(c.allow));
+      if (c.status === 200 && c.method === "GET" && c.target.startsWith("/v1/secrets/")) {
+        expect(JSON.parse(answer.body).stale).toBe(false);
+      }
+
+      const expected: Record<string, string | undefined> = { ...SEED, ...c.after };
+      for (const [name, value] of Object.entries(expected)) {
+        const held = await target.runtime.store.get(name);
+        expect(held?.value, `${name} after ${c.method} ${c.target}`).toBe(value);
+      }
+      for (const name of ["new", "a/b", "x", "a", "prod;x"]) {
+        if (!(c.after && name in c.after)) expect(await target.runtime.store.get(name), name).toBeUndefined();
+      }
+    });
+  });
+}
+
+describe("a runtime that does not pass the raw request", () => {
+  it("does not compile, and at run time refuses every route with 500 and one log line", async () => {
+    const { runtime, masterKey, logs } = await newRuntime();
+    await runtime.manager.put("d", "d-value");
+    const request = new Request("http://localhost/v1/secrets/c/../d", {
+      method: "DELETE",
+      headers: { authorization: `Bearer ${masterKey}` },
+    });
+    // @ts-expect-error: the raw request is a required argument
+    const res = await runtime.fetch(request);
+    expect(res.status).toBe(500);
+    const body = (await res.json()) as { error: { code: string; message: string } };
+    expect(body.error).toEqual({ code: "internal", message: "internal error" });
+    expect((await runtime.store.get("d"))?.value).toBe("d-value");
+    const refused = logs.filter((l) => l.includes("passed no raw request"));
+    expect(refused).toHaveLength(1);
+    expect(JSON.parse(refused[0] as string)).toMatchObject({ level: "error", method: "DELETE" });
+    // An object without a path string is no raw request either.
+    // @ts-expect-error: `raw.path` is required
+    expect((await runtime.fetch(new Request("http://localhost/health"), {})).status).toBe(500);
+    await runtime.close();
+  });
+});

@@ -1,0 +1,168 @@
+/**
+ * The runtime contract: one table of requests, as they arrive on the wire, and the answers every
+ * runtime must give (status, error code, `Allow`, and the store state after). Each runtime joins
+ * by giving `contract.test.ts` a way to send a raw request: the local server over a real socket,
+ * the exported `fetch`, and (later) Lambda, Azure and Google.
+ */
+
+/** What the store holds before every case. */
+export const SEED: Readonly<Record<string, string>> = {
+  prod: "prod-value",
+  c: "c-value",
+  d: "d-value",
+  "c/d": "cd-value",
+};
+
+export interface ContractCase {
+  name: string;
+  method: string;
+  /** The request target exactly as sent on the wire. */
+  target: string;
+  /** JSON body. */
+  body?: unknown;
+  /** Send the master key (default true). */
+  auth?: boolean;
+  status: number;
+  code?: string;
+  /** The `Allow` header of a 405, as a set. */
+  allow?: string[];
+  /** Names whose value (or absence) is checked after the request; unlisted names must be as seeded. */
+  after?: Record<string, string | undefined>;
+}
+
+const put = { value: "written" };
+
+export const CONTRACT: readonly ContractCase[] = [
+  // Public routes, and authentication before routing.
+  { name: "health needs no key", method: "GET", target: "/health", auth: false, status: 200 },
+  { name: "openapi needs no key", method: "GET", target: "/openapi.json", auth: false, status: 200 },
+  { name: "HEAD on health", method: "HEAD", target: "/health", auth: false, status: 200 },
+  {
+    name: "another method on health is 405, no key needed",
+    method: "POST",
+    target: "/health",
+    auth: false,
+    status: 405,
+    code: "method_not_allowed",
+    allow: ["GET", "HEAD"],
+  },
+  { name: "no key: 401", method: "GET", target: "/v1/secrets/prod", auth: false, status: 401, code: "unauthorized" },
+  { name: "no key on an unknown path: 401 before 404", method: "GET", target: "/nope", auth: false, status: 401, code: "unauthorized" },
+  {
+    name: "no key with a wrong method: 401 before 405",
+    method: "PATCH",
+    target: "/v1/secrets/prod",
+    auth: false,
+    status: 401,
+    code: "unauthorized",
+  },
+  { name: "no key on metrics", method: "GET", target: "/metrics", auth: false, status: 401, code: "unauthorized" },
+  {
+    name: "no key with a dot segment: 401 first",
+    method: "PUT",
+    target: "/v1/secrets/c/../d",
+    body: put,
+    auth: false,
+    status: 401,
+    code: "unauthorized",
+  },
+  { name: "unknown path", method: "GET", target: "/nope", status: 404, code: "not_found" },
+  {
+    name: "wrong method on a secret",
+    method: "PATCH",
+    target: "/v1/secrets/prod",
+    status: 405,
+    code: "method_not_allowed",
+    allow: ["GET", "HEAD", "PUT", "DELETE"],
+  },
+  {
+    name: "POST on a secret",
+    method: "POST",
+    target: "/v1/secrets/prod",
+    body: put,
+    status: 405,
+    code: "method_not_allowed",
+    allow: ["GET", "HEAD", "PUT", "DELETE"],
+  },
+  { name: "GET on resolve", method: "GET", target: "/v1/resolve", status: 405, code: "method_not_allowed", allow: ["POST"] },
+
+  // Reads.
+  { name: "read", method: "GET", target: "/v1/secrets/prod", status: 200 },
+  { name: "read a name with a slash", method: "GET", target: "/v1/secrets/c/d", status: 200 },
+  { name: "read with %2F for the slash", method: "GET", target: "/v1/secrets/c%2Fd", status: 200 },
+  { name: "read with ?refresh=true", method: "GET", target: "/v1/secrets/prod?refresh=true", status: 200 },
+  { name: "read with an unknown query", method: "GET", target: "/v1/secrets/prod?x=1", status: 400, code: "invalid_request" },
+  { name: "read through ..", method: "GET", target: "/v1/secrets/c/../d", status: 400, code: "invalid_name" },
+  { name: "read through %2e%2e", method: "GET", target: "/v1/secrets/c/%2e%2e/d", status: 400, code: "invalid_name" },
+  { name: "read through ./", method: "GET", target: "/v1/secrets/./prod", status: 400, code: "invalid_name" },
+  {
+    name: "read escaping to /metrics",
+    method: "GET",
+    target: "/v1/secrets/%2e%2e/%2e%2e/metrics",
+    status: 400,
+    code: "invalid_name",
+  },
+  { name: "read with a raw #", method: "GET", target: "/v1/secrets/prod#x", status: 400, code: "invalid_name" },
+  { name: "read an absent name", method: "GET", target: "/v1/secrets/absent", status: 404, code: "not_found" },
+
+  // Writes that must write nothing.
+  {
+    name: "PUT c/../d does not write d",
+    method: "PUT",
+    target: "/v1/secrets/c/../d",
+    body: put,
+    status: 400,
+    code: "invalid_name",
+    after: { d: "d-value", c: "c-value" },
+  },
+  {
+    name: "PUT c/%2e%2e/d does not write d",
+    method: "PUT",
+    target: "/v1/secrets/c/%2e%2e/d",
+    body: put,
+    status: 400,
+    code: "invalid_name",
+  },
+  {
+    name: "PUT c/%2E%2E/d does not write d",
+    method: "PUT",
+    target: "/v1/secrets/c/%2E%2E/d",
+    body: put,
+    status: 400,
+    code: "invalid_name",
+  },
+  {
+    name: "PUT c%2F..%2Fd does not write d",
+    method: "PUT",
+    target: "/v1/secrets/c%2F..%2Fd",
+    body: put,
+    status: 400,
+    code: "invalid_name",
+  },
+  { name: "PUT //x", method: "PUT", target: "/v1/secrets//x", body: put, status: 400, code: "invalid_name" },
+  { name: "PUT a//b", method: "PUT", target: "/v1/secrets/a//b", body: put, status: 400, code: "invalid_name" },
+  { name: "PUT a;b", method: "PUT", target: "/v1/secrets/a;b", body: put, status: 400, code: "invalid_name" },
+  { name: "PUT prod;x", method: "PUT", target: "/v1/secrets/prod;x", body: put, status: 400, code: "invalid_name" },
+  { name: "PUT prod?x does not write prod", method: "PUT", target: "/v1/secrets/prod?x", body: put, status: 400, code: "invalid_name" },
+  { name: "PUT prod? (empty query)", method: "PUT", target: "/v1/secrets/prod?", body: put, status: 400, code: "invalid_name" },
+  { name: "PUT prod#x does not write prod", method: "PUT", target: "/v1/secrets/prod#x", body: put, status: 400, code: "invalid_name" },
+  { name: "DELETE c/../d keeps d", method: "DELETE", target: "/v1/secrets/c/../d", status: 400, code: "invalid_name" },
+  { name: "DELETE prod?x=1 keeps prod", method: "DELETE", target: "/v1/secrets/prod?x=1", status: 400, code: "invalid_name" },
+  { name: "DELETE prod? keeps prod", method: "DELETE", target: "/v1/secrets/prod?", status: 400, code: "invalid_name" },
+  { name: "DELETE prod#x keeps prod", method: "DELETE", target: "/v1/secrets/prod#x", status: 400, code: "invalid_name" },
+  {
+    name: "POST through .. elsewhere",
+    method: "POST",
+    target: "/v1/x/../resolve",
+    body: { config: {} },
+    status: 400,
+    code: "invalid_request",
+  },
+
+  // Writes that write.
+  { name: "PUT creates", method: "PUT", target: "/v1/secrets/new", body: put, status: 201, after: { new: "written" } },
+  { name: "PUT replaces", method: "PUT", target: "/v1/secrets/prod", body: put, status: 200, after: { prod: "written" } },
+  { name: "PUT with %2F", method: "PUT", target: "/v1/secrets/a%2Fb", body: put, status: 201, after: { "a/b": "written" } },
+  { name: "DELETE", method: "DELETE", target: "/v1/secrets/d", status: 204, after: { d: undefined } },
+  { name: "DELETE an absent name", method: "DELETE", target: "/v1/secrets/absent", status: 204 },
+];

@@ -1,0 +1,26 @@
+// Every store runs the one conformance suite. A new store joins with one call here.
+import { silentLogger } from "../../core/src/log";
+import { envStore } from "../../core/src/stores/env";
+import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
+import { storeConformance } from "./conformance";
+
+const deps = (env: Record<string, string> = {}) => ({ dataDir: "/nonexistent", env, log: silentLogger, now: Date.now });
+
+storeConformance({
+  name: "memory",
+  factory: memoryStore,
+  open: async () => memoryStore.open({ config: {}, env: {} }, deps()),
+});
+
+storeConformance({
+  name: "memory, names mapped to [0-9A-Za-z-] as Azure does",
+  factory: memoryStore,
+  open: async () => new MemoryStore({ mapName: (name) => name.replace(/[^0-9A-Za-z-]/g, "-") }),
+  collidingNames: ["AZURE_API_KEY", "AZURE-API-KEY"],
+});
+
+storeConformance({
+  name: "local (environment, read half)",
+  factory: envStore,
+  open: async (seed = {}) => envStore.open({ config: {}, env: {} }, deps(seed)),
+});
