@@ -1,0 +1,194 @@
+/**
+ * config.yaml read the way LiteLLM reads it: PyYAML's `yaml.safe_load` (YAML 1.1 implicit types).
+ *
+ * Follows PyYAML's resolver.py and SafeConstructor: booleans are yes/no/true/false/on/off in the three
+ * casings lower, Title and UPPER (y/n stay strings); ints are 0b.., 0x.., leading-0 octal, decimal with
+ * underscores and sexagesimal (1:30 = 90); floats need a dot (1e3 stays a string, 1.0e+3 does not) or are
+ * .inf/-.Inf/.NaN; nulls are ~, null, Null, NULL and empty; `<<` merge keys; duplicate keys keep the last
+ * value; explicit !!str, !!int, !!float, !!bool, !!null, !!seq and !!map convert as PyYAML converts.
+ * A key that resolves to a non-string becomes String(key): `on:` is the key "true", `~:` is "null",
+ * `1.0:` is "1" (PyYAML keeps True/None/1.0; LiteLLM finds none of them by a string name either).
+ *
+ * Differs on purpose, so that a config is always plain JSON-shaped data:
+ * - timestamps (2001-12-14, 2001-12-14t21:59:43.10-05:00) stay the strings written, also under
+ *   !!timestamp (PyYAML makes date/datetime objects);
+ * - !!binary, !!set, !!omap, !!pairs and every other tag are parse errors, like unknown tags in
+ *   safe_load (PyYAML gives bytes, set and lists of tuples for the first four);
+ * - ints beyond 2^53 lose precision (JavaScript numbers), as they would in JSON;
+ * - a plain `=` or `<<` as a value is a string (safe_load has no constructor for them and fails), and
+ *   `! 123` is the string "123" as YAML says (PyYAML resolves it as if untagged);
+ * - a mapping or sequence used as a key is an error (PyYAML: "unhashable key"), and more than
+ *   10,000 alias uses is an error (a guard against alias bombs; PyYAML has none).
+ * Parse errors are the `yaml` library's YAMLParseError with its code and line and column (linePos), and a
+ * message that never quotes the document (prettyErrors off): a config line may hold a secret.
+ */
+import {
+  isAlias,
+  isCollection,
+  isMap,
+  isNode,
+  isScalar,
+  isSeq,
+  LineCounter,
+  parseDocument,
+  type ScalarTag,
+  visit,
+  YAMLParseError,
+} from "yaml";
+
+const TAG = "tag:yaml.org,2002:";
+
+// PyYAML's implicit resolvers (resolver.py), verbatim apart from the `re.X` spacing.
+const BOOL = /^(?:yes|Yes|YES|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF)$/;
+const INT =
+  /^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$/;
+const FLOAT =
+  /^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$/;
+const NULL = /^(?:~|null|Null|NULL|)$/;
+const TIMESTAMP =
+  /^(?:[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]|[0-9][0-9][0-9][0-9]-[0-9][0-9]?-[0-9][0-9]?(?:[Tt]|[ \t]+)[0-9][0-9]?:[0-9][0-9]:[0-9][0-9](?:\.[0-9]*)?(?:[ \t]*(?:Z|[-+][0-9][0-9]?(?::[0-9][0-9])?))?)$/;
+
+type OnError = (message: string) => void;
+const BOOLS = new Map([
+  ["yes", true],
+  ["no", false],
+  ["true", true],
+  ["false", false],
+  ["on", true],
+  ["off", false],
+]);
+
+/** Sign and rest, as PyYAML's constructors split them (one leading sign, underscores dropped). */
+function signed(text: string): [sign: number, rest: string] {
+  const s = text.replace(/_/g, "");
+  return s[0] === "-" ? [-1, s.slice(1)] : s[0] === "+" ? [1, s.slice(1)] : [1, s];
+}
+
+/** Base 60, summed from the last part up as PyYAML does, so floats round the same way. */
+function sexagesimal(parts: number[]): number {
+  let value = 0;
+  let base = 1;
+  for (const digit of parts.reverse()) {
+    value += digit * base;
+    base *= 60;
+  }
+  return value;
+}
+
+/** construct_yaml_int's branches in its order: the first whose start matches decides, whole text must fit. */
+const INT_FORMS: [start: RegExp, whole: RegExp, value: (s: string) => number][] = [
+  [/^0b/, /^0b[01]+$/, Number],
+  [/^0x/, /^0x[0-9a-fA-F]+$/, Number],
+  [/^0/, /^0(?:[oO]?[0-7]+)?$/, (s) => Number(`0o${s.replace(/^0[oO]?/, "") || "0"}`)], // int(s, 8)
+  [/:/, /^[0-9]+(?::[0-9]+)+$/, (s) => sexagesimal(s.split(":").map(Number))],
+  [/^/, /^[0-9]+$/, Number],
+];
+
+/** SafeConstructor.construct_yaml_int (explicit !!int accepts what Python's int() does there). */
+function toInt(text: string, onError: OnError): unknown {
+  const [sign, s] = signed(text);
+  const form = INT_FORMS.find(([start]) => start.test(s));
+  if (!form?.[1].test(s)) {
+    onError("!!int needs an integer");
+    return text;
+  }
+  return sign * form[2](s) + 0; // + 0 turns -0 into 0: Python's ints have no negative zero
+}
+
+/** SafeConstructor.construct_yaml_float (explicit !!float accepts what Python's float() does). */
+function toFloat(text: string, onError: OnError): unknown {
+  const [sign, s] = signed(text.toLowerCase());
+  const decimal = /^(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[-+]?[0-9]+)?$/;
+  let n = Number.NaN;
+  if (s === ".inf" || s === "inf" || s === "infinity") n = Number.POSITIVE_INFINITY;
+  else if (s === ".nan" || s === "nan") return Number.NaN;
+  else if (s.includes(":")) {
+    const parts = s.split(":");
+    if (parts.every((p) => decimal.test(p))) n = sexagesimal(parts.map(Number));
+  } else if (decimal.test(s)) n = Number(s);
+  if (Number.isNaN(n)) {
+    onError("!!float needs a number");
+    return text;
+  }
+  return sign * n;
+}
+
+function toBool(text: string, onError: OnError): unknown {
+  const value = BOOLS.get(text.toLowerCase());
+  if (value === undefined) onError("!!bool needs yes, no, true, false, on or off");
+  return value ?? text;
+}
+
+/** Each type twice: implicit (matched by PyYAML's regex on plain scalars) and explicit (by its !!tag). */
+function tags(name: string, test: RegExp | undefined, resolve: ScalarTag["resolve"]): ScalarTag[] {
+  const explicit: ScalarTag = { tag: TAG + name, default: false, resolve };
+  return test ? [explicit, { tag: TAG + name, default: true, test, resolve }] : [explicit];
+}
+
+const PYYAML_TAGS: ScalarTag[] = [
+  ...tags("bool", BOOL, toBool),
+  ...tags("float", FLOAT, toFloat),
+  ...tags("int", INT, toInt),
+  ...tags("null", NULL, () => null),
+  ...tags("timestamp", undefined, (text, onError) => {
+    if (!TIMESTAMP.test(text)) onError("!!timestamp needs a date or a date and time");
+    return text;
+  }),
+];
+
+/** Parse config.yaml text with PyYAML safe_load semantics (see above); throws YAMLParseError. */
+export function parseConfigYaml(text: string): unknown {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, {
+    schema: "failsafe", // map, seq and str; the rest is PYYAML_TAGS and merge keys
+    customTags: [...PYYAML_TAGS, "merge"],
+    resolveKnownTags: false,
+    uniqueKeys: false,
+    logLevel: "error", // never print the library's warnings
+    prettyErrors: false, // no quoted line in any message: a config line may hold a secret
+    lineCounter,
+  });
+  const at = (error: YAMLParseError): YAMLParseError => {
+    error.linePos = [lineCounter.linePos(error.pos[0]), lineCounter.linePos(error.pos[1])];
+    return error;
+  };
+  const [error] = doc.errors;
+  if (error) throw at(error);
+  // An unknown tag is only a warning to the library; safe_load refuses it.
+  const tag = doc.warnings.find((w) => w.code === "TAG_RESOLVE_FAILED" || w.code === "BAD_COLLECTION_TYPE");
+  if (tag) throw at(new YAMLParseError(tag.pos, tag.code, tag.message));
+  // What toJS would only report without a position, or not at all: safe_load refuses each.
+  const refuse = (node: unknown, code: YAMLParseError["code"], message: string): never => {
+    const [start = 0, end = 0] = (isNode(node) && node.range) || [];
+    throw at(new YAMLParseError([start, end], code, message));
+  };
+  const target = (node: unknown) => (isAlias(node) ? node.resolve(doc) : node);
+  visit(doc, {
+    Alias(_, alias) {
+      if (!alias.resolve(doc)) refuse(alias, "BAD_ALIAS", "alias to an anchor not set before it");
+    },
+    Pair(_, { key, value }) {
+      if (isCollection(target(key))) refuse(key, "NON_STRING_KEY", "a mapping or sequence as a key");
+      if (isScalar(key) && typeof key.value === "symbol") {
+        const source = target(value);
+        const sources = isSeq(source) ? source.items.map(target) : [source];
+        if (!sources.every(isMap))
+          refuse(isNode(value) ? value : key, "BAD_COLLECTION_TYPE", "<< merges a mapping or a list of them");
+      }
+    },
+  });
+  let value: unknown;
+  try {
+    value = doc.toJS({ mapAsMap: true, maxAliasCount: 10_000 });
+  } catch (err) {
+    if (err instanceof ReferenceError) throw new YAMLParseError([0, 0], "RESOURCE_EXHAUSTION", err.message);
+    throw err;
+  }
+  return plain(value);
+}
+
+/** Maps (keys as resolved: true, 1, null) to objects with String(key) keys, the last duplicate winning. */
+function plain(value: unknown): unknown {
+  if (value instanceof Map) return Object.fromEntries(Array.from(value, ([k, v]) => [String(k), plain(v)]));
+  return Array.isArray(value) ? value.map(plain) : value;
+}
