@@ -1,7 +1,10 @@
 // The HTTP API in-process, over a real file store (SPEC section 6).
 import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
+import corePackage from "../../core/package.json" with { type: "json" };
 import { describe, expect, it } from "vitest";
+import type { StoreFactory } from "../../core/src/secret-store";
+import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
 import { dataFiles, expectNoValueIn, inProcessApp, newKey, secretValue } from "../helpers";
 
 type ErrorBody = {
@@ -380,13 +383,32 @@ describe("resolve, encrypt, decrypt", () => {
   });
 });
 
+describe("unexpected errors", () => {
+  it("answer a bare 500 that echoes nothing of the error, and log its class and frames only", async () => {
+    const leaked = secretValue("internal");
+    class BrokenStore extends MemoryStore {
+      override async get(): Promise<never> {
+        throw new RangeError(`backend blew up holding ${leaked}`);
+      }
+    }
+    const broken = { ...memoryStore, open: async () => new BrokenStore() } satisfies StoreFactory<"memory">;
+    const { request, logs } = await inProcessApp({ stores: [broken] });
+    const res = await request("/v1/secrets/A");
+    expect(res.status).toBe(500);
+    expect(await res.json()).toEqual({ error: { code: "internal", message: "internal error" } });
+    const line = logs.map((l) => JSON.parse(l)).find((l) => l.msg === "unexpected error");
+    expect(line).toMatchObject({ level: "error", error: "RangeError" });
+    expectNoValueIn(logs, [leaked]);
+  });
+});
+
 describe("the rest of the API", () => {
   it("answers /health", async () => {
     const { request } = await inProcessApp();
     expect(await (await request("/health", { token: null })).json()).toEqual({
       status: "ok",
       store: "file",
-      version: "0.1.0",
+      version: corePackage.version,
     });
   });
 

@@ -1,6 +1,7 @@
 // The `llm-secrets` CLI, run as a child process from its bundle (SPEC section 1).
 import { readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import corePackage from "../../core/package.json" with { type: "json" };
 import { describe, expect, it } from "vitest";
 import { KeyRing, openSecret, sealSecret } from "../../core/src/crypto";
 import { cleanEnv, expectNoValueIn, fetchJson, newKey, runCli, ServerProcess, secretValue, tempDir } from "../helpers";
@@ -54,7 +55,7 @@ describe("secrets from the command line", () => {
     const help = await cli(["--help"]);
     expect(help.code).toBe(0);
     expect(help.stdout).toContain("usage: llm-secrets");
-    expect((await cli(["--version"])).stdout).toBe("0.1.0\n");
+    expect((await cli(["--version"])).stdout).toBe(`${corePackage.version}\n`);
   });
 
   it("encrypts and decrypts stdin in LiteLLM's format with the salt key", async () => {

@@ -1,0 +1,76 @@
+// classifyBackendError: the one mapping of backend failures to typed errors, over the shapes the
+// clients we use throw (AWS SDK v3, Azure RestError, gRPC, fetch/undici, node:fs).
+import { describe, expect, it } from "vitest";
+import { SecretsError, toHttpError } from "../../core/src/errors";
+import { classifyBackendError, isRetryable, NotSupported, StoreCorrupt } from "../../core/src/store-errors";
+
+/** An error shaped like the named client's. */
+function shaped(fields: Record<string, unknown>, message = "backend said: sk-live-abcdef0123456789"): Error {
+  return Object.assign(new Error(message), fields);
+}
+
+const CASES: [string, unknown, string, number?][] = [
+  ["AWS AccessDeniedException", shaped({ name: "AccessDeniedException", $metadata: { httpStatusCode: 400 } }), "backend_denied"],
+  ["AWS ExpiredTokenException", shaped({ name: "ExpiredTokenException" }), "backend_denied"],
+  [
+    "AWS ThrottlingException with Retry-After",
+    shaped({ name: "ThrottlingException", $metadata: { httpStatusCode: 400 }, $response: { headers: { "retry-after": "7" } } }),
+    "backend_unavailable",
+    7,
+  ],
+  ["AWS InternalServiceError (500)", shaped({ name: "InternalServiceError", $metadata: { httpStatusCode: 500 } }), "backend_unavailable", 1],
+  ["Azure RestError 403", shaped({ name: "RestError", statusCode: 403, code: "Forbidden" }), "backend_denied"],
+  ["Azure RestError 429 retryAfterInMs", shaped({ name: "RestError", statusCode: 429, retryAfterInMs: 3000 }), "backend_unavailable", 3],
+  ["Azure identity unavailable", shaped({ name: "CredentialUnavailableError" }), "backend_denied"],
+  ["gRPC PERMISSION_DENIED", shaped({ code: 7, details: "denied" }), "backend_denied"],
+  ["gRPC UNAUTHENTICATED", shaped({ code: 16 }), "backend_denied"],
+  ["gRPC UNAVAILABLE", shaped({ code: 14 }), "backend_unavailable", 1],
+  ["gRPC DEADLINE_EXCEEDED", shaped({ code: 4 }), "backend_unavailable", 1],
+  ["gRPC RESOURCE_EXHAUSTED", shaped({ code: 8 }), "backend_unavailable", 1],
+  ["HTTP 401 in status", shaped({ status: 401 }), "backend_denied"],
+  ["HTTP 503 with a Headers Retry-After", shaped({ status: 503, headers: new Headers({ "retry-after": "12" }) }), "backend_unavailable", 12],
+  ["HTTP 502", shaped({ response: { status: 502 } }), "backend_unavailable", 1],
+  ["HTTP 429", shaped({ statusCode: 429 }), "backend_unavailable", 1],
+  ["fetch failed: ECONNREFUSED", new TypeError("fetch failed", { cause: shaped({ code: "ECONNREFUSED" }) }), "backend_unavailable", 1],
+  ["ECONNRESET", shaped({ code: "ECONNRESET" }), "backend_unavailable", 1],
+  ["ETIMEDOUT", shaped({ code: "ETIMEDOUT" }), "backend_unavailable", 1],
+  ["undici connect timeout", shaped({ code: "UND_ERR_CONNECT_TIMEOUT" }), "backend_unavailable", 1],
+  ["AbortError", shaped({ name: "AbortError" }), "backend_unavailable", 1],
+  ["TimeoutError", shaped({ name: "TimeoutError" }), "backend_unavailable", 1],
+  ["EACCES on the data dir", shaped({ code: "EACCES", path: "/srv/data" }), "store_unavailable"],
+  ["ENOENT data dir", shaped({ code: "ENOENT" }), "store_unavailable"],
+  ["ENOSPC", shaped({ code: "ENOSPC" }), "store_unavailable"],
+  ["HTTP 400", shaped({ status: 400 }), "internal"],
+  ["a plain Error", new Error("something with sk-live-abcdef0123456789"), "internal"],
+  ["a string", "sk-live-abcdef0123456789", "internal"],
+];
+
+describe("classifyBackendError", () => {
+  it.each(CASES)("%s", (_, err, code, retryAfter) => {
+    const typed = classifyBackendError(err, "vault get");
+    expect(typed).toBeInstanceOf(SecretsError);
+    expect(typed.code).toBe(code);
+    expect(isRetryable(typed)).toBe(code === "backend_unavailable");
+    expect(typed.message.startsWith("vault get: ")).toBe(true);
+    // Never the backend's message (which may quote a value), never a path.
+    expect(typed.message).not.toContain("sk-live");
+    expect(typed.message).not.toContain("/srv/data");
+    const http = toHttpError(typed);
+    if (code === "backend_unavailable") expect(http.headers["retry-after"]).toBe(String(retryAfter));
+    expect(JSON.stringify(http)).not.toContain("sk-live");
+  });
+
+  it("passes typed errors through unchanged", () => {
+    const corrupt = new StoreCorrupt("entry K does not open");
+    expect(classifyBackendError(corrupt, "x")).toBe(corrupt);
+    const unsupported = new NotSupported("deleting");
+    expect(classifyBackendError(unsupported, "x")).toBe(unsupported);
+  });
+
+  it("gives every 503 a Retry-After, and maps the store codes to their statuses", () => {
+    expect(toHttpError(new SecretsError("backend_unavailable", "down")).headers["retry-after"]).toBe("1");
+    expect(toHttpError(new StoreCorrupt("x")).status).toBe(500);
+    expect(toHttpError(classifyBackendError(shaped({ code: "EACCES" }), "x")).status).toBe(500);
+    expect(toHttpError(classifyBackendError(shaped({ status: 403 }), "x")).status).toBe(502);
+  });
+});
