@@ -5,7 +5,7 @@
 import { parseArgs } from "node:util";
 import { openSecret, sealSecret } from "./crypto";
 import { ConfigError, SecretsError } from "./errors";
-import { createLogger, describeUnexpected, type Logger } from "./log";
+import { bufferedWriter, createLogger, describeUnexpected, type Logger } from "./log";
 import { ensureMasterKeyFile } from "./master-key";
 import { createRuntime, type Runtime } from "./runtime";
 import { startServer } from "./server";
@@ -110,7 +110,7 @@ async function run(argv: string[], io: CliIo): Promise<void> {
   const expectArgs = (count: number, what: string) => {
     if (args.length !== count) throw new UsageError(`${command} takes ${what}`);
   };
-  const log = createLogger((line) => io.stderr.write(line));
+  const log = createLogger(bufferedWriter(io.stderr));
   const settingsInput: SettingsInput = { env: io.env, cwd: io.cwd, configFile: flags.config, stores: LOCAL_STORES };
 
   switch (command) {

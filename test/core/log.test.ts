@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { createLogger, describeUnexpected } from "../../core/src/log";
+import { bufferedWriter, createLogger, describeUnexpected } from "../../core/src/log";
 import { secretValue } from "../helpers";
 
 describe("log", () => {
@@ -11,6 +11,20 @@ describe("log", () => {
     expect(lines).toHaveLength(1);
     expect(JSON.parse(lines[0] as string)).toMatchObject({ level: "warn", msg: "shown", name: "A", n: 1 });
     expect(lines[0]?.endsWith("\n")).toBe(true);
+  });
+
+  it("gathers the lines of one event-loop turn into one write, in order", async () => {
+    const writes: string[] = [];
+    const stream = { write: (chunk: string) => writes.push(chunk) } as unknown as NodeJS.WritableStream;
+    const log = createLogger(bufferedWriter(stream));
+    log.info("one");
+    log.info("two");
+    expect(writes).toEqual([]);
+    await new Promise((r) => setImmediate(r));
+    expect(writes).toHaveLength(1);
+    expect((writes[0] as string).split("\n").filter(Boolean).map((l) => JSON.parse(l).msg)).toEqual(["one", "two"]);
+    log.info("x".repeat(70_000));
+    expect(writes).toHaveLength(2); // past 64 KiB it writes at once
   });
 
   it("describes an unexpected error by class and stack frames, never by its message", () => {
