@@ -12,7 +12,7 @@ import { parseConfigYaml } from "./config-yaml";
 import { ENCRYPTION_ALGORITHMS, type EncryptionAlgorithm, KeyRing } from "./crypto";
 import { ConfigError, EncryptionKeyMissing } from "./errors";
 import type { AccessMode, StoreFactory } from "./secret-store";
-import { describeIssues, issuesOf, unknownKeys } from "./validation";
+import { describeIssues, issuesOf, safeParse, unknownKeys } from "./validation";
 
 export const ACCESS_MODES = ["read_only", "write_only", "read_and_write"] as const satisfies readonly AccessMode[];
 export type { AccessMode };
@@ -169,7 +169,7 @@ export function loadSettings(input: SettingsInput): Settings {
   const envForSchema = Object.fromEntries(
     Object.entries(env).filter(([k, v]) => k in EnvSchema.shape && (v !== "" || EMPTY_IS_SET.has(k))),
   );
-  const parsedEnv = EnvSchema.safeParse(envForSchema);
+  const parsedEnv = safeParse(EnvSchema, envForSchema);
   if (!parsedEnv.success) throw new ConfigError(`environment: ${describeIssues(issuesOf(parsedEnv.error))}`);
   const e = parsedEnv.data;
 
@@ -270,7 +270,7 @@ function readConfig(
   }
   if (typeof raw !== "object" || Array.isArray(raw))
     throw new ConfigError("config: expected a mapping at the top level");
-  const parsed = ConfigSchema.safeParse(raw);
+  const parsed = safeParse(ConfigSchema, raw);
   if (!parsed.success) throw new ConfigError(`config: ${describeIssues(issuesOf(parsed.error))}`);
   // Keys a registered store reads are its own, not unknown.
   const storeKeys = new Set(stores.flatMap((f) => Object.keys(f.settings.shape.config.shape)));
@@ -306,7 +306,7 @@ function parseStoreSettings(
 ): unknown {
   const envShape = factory.settings.shape.env.shape;
   const ownEnv = Object.fromEntries(Object.entries(env).filter(([k, v]) => k in envShape && v !== ""));
-  const parsed = factory.settings.safeParse({ config: kms, env: ownEnv });
+  const parsed = safeParse(factory.settings, { config: kms, env: ownEnv });
   if (parsed.success) return parsed.data;
   const issues = issuesOf(parsed.error).map((issue) => ({
     ...issue,
@@ -365,7 +365,7 @@ function refreshIntervalOf(factory: StoreFactory, env: Record<string, string>, e
   const variable = factory.defaults.refreshIntervalVariable;
   const own = variable === undefined ? undefined : env[variable];
   if (variable === undefined || own === undefined || own === "") return fallback;
-  const parsed = seconds.safeParse(own);
+  const parsed = safeParse(seconds, own);
   if (!parsed.success) throw new ConfigError(`environment: ${variable}: ${describeIssues(issuesOf(parsed.error))}`);
   return parsed.data;
 }

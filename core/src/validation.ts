@@ -1,13 +1,23 @@
 /**
- * zod, set up once: the small `zod/mini` build (function bundles stay small) with English messages.
- * Issues are reported by path and message only; zod never puts the input value into them.
+ * zod as we use it: the small `zod/mini` build (function bundles stay small), with English messages
+ * passed per parse (`safeParse` below) rather than set in zod's global config at import, which
+ * would change the messages of every other zod user in the process. Issues are reported by path and
+ * message only; zod never puts the input value into them.
  */
 
-import { config, type core } from "zod/mini";
+import type { core } from "zod/mini";
 import en from "zod/v4/locales/en.js";
 import type { Issue } from "./errors";
 
-config(en());
+const ENGLISH = { error: en().localeError };
+
+/** `schema.safeParse(input)` with English messages. */
+export function safeParse<T>(schema: core.$ZodType<T>, input: unknown): core.util.SafeParseResult<T> {
+  return (schema as unknown as { safeParse(i: unknown, p: typeof ENGLISH): core.util.SafeParseResult<T> }).safeParse(
+    input,
+    ENGLISH,
+  );
+}
 
 /** `a.b[0].c` style paths, and zod's message. */
 export function issuesOf(error: core.$ZodError): Issue[] {

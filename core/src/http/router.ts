@@ -11,7 +11,7 @@ import type { Context, Hono } from "hono";
 import type * as z from "zod/mini";
 import { InvalidInput, SecretsError } from "../errors";
 import type { RouteSpec } from "../openapi";
-import { describeIssues, issuesOf } from "../validation";
+import { describeIssues, issuesOf, safeParse } from "../validation";
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 
@@ -75,7 +75,7 @@ export class Router {
 }
 
 function parse<T>(schema: z.ZodMiniType<T>, input: unknown, where: string): T {
-  const result = schema.safeParse(input);
+  const result = safeParse(schema, input);
   if (!result.success) {
     const issues = issuesOf(result.error);
     throw new InvalidInput(`invalid ${where}: ${describeIssues(issues)}`, issues);

@@ -1,0 +1,22 @@
+// zod as we use it: English messages per parse, zod's global config left as it was.
+import { describe, expect, it, vi } from "vitest";
+
+describe("validation", () => {
+  it("does not change zod's global config when the core is imported", async () => {
+    vi.resetModules();
+    const z = await import("zod/mini");
+    const before = { ...z.config() };
+    await import("../../core/src/index");
+    expect(z.config()).toEqual(before);
+    expect(z.config().localeError).toBeUndefined();
+  });
+
+  it("still gives English messages, by path", async () => {
+    const z = await import("zod/mini");
+    const { issuesOf, safeParse } = await import("../../core/src/validation");
+    const result = safeParse(z.object({ a: z.object({ b: z.string() }) }), { a: { b: 3 } });
+    expect(result.success).toBe(false);
+    if (result.success) return;
+    expect(issuesOf(result.error)).toEqual([{ path: "a.b", message: "Invalid input: expected string, received number" }]);
+  });
+});
