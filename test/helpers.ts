@@ -46,9 +46,9 @@ export function seededRandom(seed: string): () => number {
   };
 }
 
-/** The seed of this run's test data; printed by vitest's setup so a failing run can be replayed. */
+/** The seed of the test data: fixed unless `LLM_SECRETS_TEST_SEED` sets another, so every run is replayable. */
 export const TEST_SEED = process.env.LLM_SECRETS_TEST_SEED ?? "llm-secrets";
-const random = seededRandom(`${TEST_SEED}:${process.env.VITEST_POOL_ID ?? ""}:${process.env.VITEST_WORKER_ID ?? ""}`);
+const random = seededRandom(TEST_SEED);
 
 /** `length` bytes from the seeded generator. */
 export function randomBytesSeeded(length: number): Buffer {
