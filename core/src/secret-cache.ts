@@ -8,11 +8,10 @@
  * - When the backend fails with a retryable error, the last good value is served up to
  *   `maxStaleMs` past expiry, marked stale.
  * - Our own writes and deletes replace the entry at once, and win over a load already under way.
- * - Values are held sealed (XSalsa20-Poly1305 under a key that lives only in this process's
- *   memory) and opened per read.
+ * - Values are held sealed (AES-256-GCM, 12-byte random nonce, tag checked, under a random key
+ *   that lives only in this process's memory) and opened per read.
  */
-import { randomBytes } from "node:crypto";
-import nacl from "tweetnacl";
+import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { isRetryable } from "./store-errors";
 
 export interface CacheOptions {
@@ -34,7 +33,7 @@ export interface CacheRead {
 }
 
 interface Entry {
-  /** nonce || secretbox(value); undefined means "not found". */
+  /** nonce(12) || AES-256-GCM(value) || tag(16); undefined means "not found". */
   sealed: Uint8Array | undefined;
   storedAt: number;
   refreshAt: number;
@@ -43,12 +42,13 @@ interface Entry {
 
 const NOT_FOUND_TTL_MS = 60_000;
 const REFRESH_AHEAD_MAX_MS = 10 * 60_000;
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
+const GCM_NONCE = 12;
+const GCM_TAG = 16;
 
 export class SecretCache {
   readonly #options: Required<Omit<CacheOptions, "onEvent" | "onRefreshError">> & CacheOptions;
-  readonly #key = new Uint8Array(randomBytes(nacl.secretbox.keyLength));
+  /** A memory-only key: a cache's entries never leave the process. */
+  readonly #key = randomBytes(32);
   readonly #entries = new Map<string, Entry>();
   readonly #loads = new Map<string, Promise<string | undefined>>();
   /** Bumped by each write or delete, so a load that started before it does not overwrite it. */
@@ -154,19 +154,22 @@ export class SecretCache {
   }
 
   #seal(value: string): Uint8Array {
-    const nonce = randomBytes(nacl.secretbox.nonceLength);
-    const box = nacl.secretbox(encoder.encode(value), nonce, this.#key);
-    const sealed = new Uint8Array(nonce.length + box.length);
-    sealed.set(nonce);
-    sealed.set(box, nonce.length);
-    return sealed;
+    const nonce = randomBytes(GCM_NONCE);
+    const cipher = createCipheriv("aes-256-gcm", this.#key, nonce);
+    return Buffer.concat([nonce, cipher.update(value, "utf8"), cipher.final(), cipher.getAuthTag()]);
   }
 
   #open(entry: Entry): string | undefined {
-    if (entry.sealed === undefined) return undefined;
-    const n = nacl.secretbox.nonceLength;
-    const opened = nacl.secretbox.open(entry.sealed.subarray(n), entry.sealed.subarray(0, n), this.#key);
-    if (opened === null) throw new Error("cache entry failed to open");
-    return decoder.decode(opened);
+    const sealed = entry.sealed;
+    if (sealed === undefined) return undefined;
+    try {
+      const decipher = createDecipheriv("aes-256-gcm", this.#key, sealed.subarray(0, GCM_NONCE));
+      decipher.setAuthTag(sealed.subarray(sealed.length - GCM_TAG));
+      const plain = decipher.update(sealed.subarray(GCM_NONCE, sealed.length - GCM_TAG));
+      decipher.final(); // checks the tag
+      return plain.toString("utf8");
+    } catch {
+      throw new Error("cache entry failed to open");
+    }
   }
 }
