@@ -9,10 +9,13 @@
  *   over, one wins. If what was moved turns out not to be the lock that was judged dead (it was
  *   re-taken in between), it is linked back.
  * - Release: only a lock that still holds our token is removed.
+ *
+ * A lock timeout is `BackendUnavailable` (503 with Retry-After): the lock is held by a live writer.
  */
 import { randomBytes } from "node:crypto";
 import { link, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
-import { BackendUnavailable } from "../errors";
+import { basename } from "node:path";
+import { BackendUnavailable } from "../store-errors";
 
 /** Past this age a lock is stale even if its pid is alive (pid reuse): no write takes this long. */
 const MAX_LOCK_AGE_MS = 60_000;
@@ -50,7 +53,10 @@ async function acquire(path: string, mine: string, timeoutMs: number): Promise<v
       continue;
     }
     if (Date.now() > deadline) {
-      throw new BackendUnavailable(`the file store is locked by another process; if none is running, remove ${path}`);
+      // The file's name only: this message may reach an HTTP answer, which never holds a path.
+      throw new BackendUnavailable(
+        `the file store is locked by another process; if none is running, remove ${basename(path)} from the data dir`,
+      );
     }
     await new Promise((r) => setTimeout(r, wait));
   }
