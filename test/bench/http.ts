@@ -1,0 +1,135 @@
+/**
+ * Bench section `http`: a cached `GET /v1/secrets/{name}` through the full product in-process
+ * (`runtime.fetch`, the file store, the cache), against a bare Hono route answering from a Map,
+ * requested the same way in the same run. Target: the full app at >= 0.8x the bare route's ops/s.
+ *
+ * ops/s is 1000 / mean latency (ms), so the ratio and "µs added" come from the same number. The
+ * master key and the value are made at run time; the data directory is a fresh temp dir.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Hono } from "hono";
+import { Bench, type BenchOptions, type Task } from "tinybench";
+import { LOCAL_STORES } from "../../core/src/cli";
+import { silentLogger } from "../../core/src/log";
+import { createRuntime } from "../../core/src/runtime";
+import { BenchFailure, check, type Reporter } from "./report";
+
+const SECRET_NAME = "OPENAI_API_KEY";
+const PATH = `/v1/secrets/${SECRET_NAME}`;
+const URL_OF_PATH = `http://localhost${PATH}`;
+
+/** Short enough for a 2-core machine: about 1.25 s a task. */
+const SHORT: BenchOptions = { time: 1000, warmupTime: 250, throws: true };
+
+interface Measured {
+  meanUs: number;
+  opsPerSec: number;
+  rme: number;
+  samples: number;
+}
+
+function measured(task: Task | undefined): Measured {
+  check(task !== undefined, "a benchmark task is missing");
+  const r = task.result;
+  if (r.state === "errored") throw new BenchFailure(`${task.name} failed: ${r.error.message}`);
+  check(r.state === "completed", `${task.name} did not complete (${r.state})`);
+  return {
+    meanUs: r.latency.mean * 1000,
+    opsPerSec: 1000 / r.latency.mean,
+    rme: r.latency.rme,
+    samples: r.latency.samplesCount,
+  };
+}
+
+export default async function httpSection(report: Reporter): Promise<void> {
+  report.section("http: cached GET in-process, full app vs bare Hono route");
+  const key = `sk-${randomBytes(24).toString("base64url")}`;
+  const value = `sk-${randomBytes(24).toString("base64url")}`;
+  const headers = { authorization: `Bearer ${key}` };
+  const dataDir = await mkdtemp(join(tmpdir(), "llm-secrets-bench-"));
+  try {
+    const runtime = await createRuntime({
+      stores: LOCAL_STORES,
+      settings: { env: { LITELLM_MASTER_KEY: key, LLM_SECRETS_DATA_DIR: dataDir } },
+      log: silentLogger,
+    });
+    try {
+      await runtime.manager.put(SECRET_NAME, value); // fills the cache: the GETs below are hits
+      const full = () => runtime.fetch(new Request(URL_OF_PATH, { headers }), { path: PATH });
+
+      const bareValues = new Map([[SECRET_NAME, value]]);
+      const bare = new Hono();
+      bare.get("/v1/secrets/:name", (c) => {
+        const name = c.req.param("name");
+        return c.json({ name, value: bareValues.get(name), stale: false });
+      });
+      const bareGet = () => bare.fetch(new Request(URL_OF_PATH, { headers }));
+
+      const storeLabel = { store: runtime.store.kind };
+      check(runtime.store.kind === "file", `expected the file store, got ${runtime.store.kind}`);
+      const hits = () => runtime.metrics.count("llm_secrets_cache_hits_total", storeLabel);
+      const misses = () => runtime.metrics.count("llm_secrets_cache_misses_total", storeLabel);
+
+      // Once, before timing: the full app answers 200 with the value put, from the cache.
+      const hitsBefore = hits();
+      const missesBefore = misses();
+      const res = await full();
+      const body = (await res.json()) as { value?: unknown };
+      check(res.status === 200, `the full app answered ${res.status}, not 200: the bench would time an error path`);
+      check(body.value === value, "the full app's value is not the value put");
+      check(hits() === hitsBefore + 1, "the full app's GET was not a cache hit");
+      check(misses() === missesBefore, "the full app's GET missed the cache");
+      const bareRes = await bareGet();
+      const bareBody = (await bareRes.json()) as { value?: unknown };
+      check(bareRes.status === 200 && bareBody.value === value, "the bare Hono route does not answer the value");
+
+      const hitsStart = hits();
+      const missesStart = misses();
+      let appStatus = 200;
+
+      const REF = "bare Hono route + Map (reference)";
+      const FULL = "full app, cached GET";
+      const bench = new Bench({ name: "cached GET", ...SHORT });
+      bench
+        .add(REF, async () => {
+          const r = await bareGet();
+          await r.json();
+        })
+        .add(FULL, async () => {
+          const r = await full();
+          if (r.status !== 200) appStatus = r.status;
+          await r.json();
+        });
+      await bench.run();
+
+      const ref = measured(bench.getTask(REF));
+      const ours = measured(bench.getTask(FULL));
+      const runs = bench.getTask(FULL)?.runs ?? 0;
+      const counted = hits() - hitsStart;
+      // After timing: every timed request of the full app was a 200 answered from the cache.
+      check(appStatus === 200, `a timed request of the full app answered ${appStatus}`);
+      check(misses() === missesStart, "timed requests missed the cache");
+      check(counted >= runs, `only ${counted} cache hits for ${runs} timed requests`);
+
+      report.row({
+        name: "http cached GET in-process: full app vs bare Hono route",
+        ours: ours.opsPerSec,
+        reference: ref.opsPerSec,
+        unit: "ops/s",
+        target: ">= 0.8",
+      });
+      report.note(
+        `full app ${ours.meanUs.toFixed(1)} µs/request (±${ours.rme.toFixed(1)}%, ${ours.samples} samples), ` +
+          `bare route ${ref.meanUs.toFixed(1)} µs (±${ref.rme.toFixed(1)}%, ${ref.samples} samples): ` +
+          `the app adds ${(ours.meanUs - ref.meanUs).toFixed(1)} µs per request; ${counted} cache hits, 0 misses.`,
+      );
+    } finally {
+      await runtime.close();
+    }
+  } finally {
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
