@@ -163,6 +163,9 @@ export class FileStore implements SecretStore {
     const store = new FileStore(options);
     const dir = store.location;
     try {
+      if (statSync(dir, { throwIfNoEntry: false })?.isDirectory() === false) {
+        throw new StoreUnavailable(`the data dir ${dir} is not a directory`);
+      }
       await mkdir(dir, { recursive: true, mode: 0o700 });
       await store.#removeLeftovers();
       await store.#createLogIfMissing();
@@ -286,11 +289,7 @@ export class FileStore implements SecretStore {
 
   /** Writes the state afresh, without superseded changes and expired tombstones. */
   compact(): Promise<void> {
-    return this.#exclusive(async () => {
-      const cutoff = this.#now() - TOMBSTONE_LIFETIME_MS;
-      const kept = [...this.#entries.values()].filter((c) => c.v !== undefined || c.w >= cutoff);
-      await this.#rewrite(kept, [...this.#keyChecks]);
-    });
+    return this.#exclusive(() => this.#compactNow());
   }
 
   /** Reports names that another process changed, added or removed. */

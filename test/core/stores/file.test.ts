@@ -1,18 +1,20 @@
 import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { readdir, readFile, stat, writeFile } from "node:fs/promises";
+import { appendFile, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { build } from "esbuild";
-import { beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { KeyRing, openSecret, sealSecret } from "../../../core/src/crypto";
-import { BackendUnavailable, DecryptFailed } from "../../../core/src/errors";
-import { FileStore } from "../../../core/src/stores/file";
+import { ConfigError, SecretsError } from "../../../core/src/errors";
+import { createLogger } from "../../../core/src/log";
+import { FileStore, fileStore, TOMBSTONE_LIFETIME_MS } from "../../../core/src/stores/file";
+import { keyCheckOf } from "../../../core/src/stores/file-log";
 import { secretValue, tempDir } from "../../helpers";
+import { logPath, readLog, rewriteLog } from "./file-log-reader";
 
 const keys = new KeyRing("file-store-test-salt");
+const DAY = 24 * 60 * 60 * 1000;
 
-async function open(dataDir: string, ring = keys, lockTimeoutMs?: number) {
-  return FileStore.open({ dataDir, keys: ring, lockTimeoutMs });
+function open(dataDir: string, options: { keys?: KeyRing; lockTimeoutMs?: number; now?: () => number } = {}) {
+  return FileStore.open({ dataDir, keys: options.keys ?? keys, ...options });
 }
 
 /** The pid of a process that has exited. */
@@ -23,10 +25,21 @@ function deadPid(): Promise<number> {
   });
 }
 
-async function documentOf(dataDir: string) {
-  return JSON.parse(await readFile(join(dataDir, "secrets.json"), "utf8")) as {
-    secrets: Record<string, { ciphertext: string; created_at: string; updated_at: string; description?: string }>;
-  };
+async function codeOf(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+  } catch (err) {
+    return err instanceof SecretsError ? err.code : `untyped ${(err as Error).name}`;
+  }
+  return "no error";
+}
+
+async function until(condition: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error("timed out");
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }
 
 describe("FileStore", () => {
@@ -34,245 +47,427 @@ describe("FileStore", () => {
     const dir = join(await tempDir(), "data");
     const store = await open(dir);
     const values = Array.from({ length: 5 }, (_, i) => secretValue(`v${i}`));
-    for (const [i, v] of values.entries())
-      expect(await store.put(`N${i}`, v, { description: "d" })).toEqual({ created: true });
-    expect(await store.put("N0", values[0] as string, {})).toEqual({ created: false });
+    for (const [i, v] of values.entries()) {
+      expect(await store.put(`N${i}`, v, { meta: { description: "d", tags: { team: "t" } } })).toBe("created");
+    }
+    expect(await store.put("N0", values[0] as string)).toBe("updated");
 
-    const bytes = await readFile(join(dir, "secrets.json"), "utf8");
+    const bytes = await readFile(logPath(dir), "utf8");
     for (const v of values) expect(bytes).not.toContain(v);
-    expect((await stat(join(dir, "secrets.json"))).mode & 0o777).toBe(0o600);
+    expect((await stat(logPath(dir))).mode & 0o777).toBe(0o600);
     expect((await stat(dir)).mode & 0o777).toBe(0o700);
-    const doc = await documentOf(dir);
-    expect(openSecret(doc.secrets.N1?.ciphertext as string, keys)).toBe(values[1]);
-    expect(doc.secrets.N0?.description).toBe("d");
+    const { state } = await readLog(dir);
+    expect(openSecret(state.get("N1")?.v as string, keys)).toBe(values[1]);
+    expect(state.get("N0")?.d).toBe("d");
+    await store.close();
 
     const reopened = await open(dir);
-    for (const [i, v] of values.entries()) expect(await reopened.get(`N${i}`)).toBe(v);
+    for (const [i, v] of values.entries()) expect((await reopened.get(`N${i}`))?.value).toBe(v);
+    const record = await reopened.get("N3");
+    expect(record?.tags).toEqual({ team: "t" });
+    expect(record?.version).toBe(String(state.get("N3")?.s));
+    expect(record?.updatedAt?.getTime()).toBe(state.get("N3")?.t);
     expect(await reopened.names()).toEqual(["N0", "N1", "N2", "N3", "N4"]);
-    await reopened.delete("N0");
-    await reopened.delete("N0");
-    expect(await (await open(dir)).get("N0")).toBeUndefined();
+    expect(await reopened.delete("N0")).toBe("deleted");
+    expect(await reopened.delete("N0")).toBe("absent");
+    await reopened.close();
+    const third = await open(dir);
+    expect(await third.get("N0")).toBeUndefined();
+    expect(await third.names()).toEqual(["N1", "N2", "N3", "N4"]);
+    expect(third.location).toBe(dir);
   });
 
   it("lands 200 concurrent puts of distinct names", async () => {
     const dir = await tempDir();
     const store = await open(dir);
-    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => store.put(`K${i}`, `v${i}`, {})));
-    expect(results.every((r) => r.created)).toBe(true);
+    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => store.put(`K${i}`, `v${i}`)));
+    expect(results.every((r) => r === "created")).toBe(true);
+    // Group commit: far fewer lines than puts.
+    expect((await readLog(dir)).lines.length).toBeLessThan(20);
     const reopened = await open(dir);
     expect((await reopened.names()).length).toBe(200);
-    for (let i = 0; i < 200; i += 37) expect(await reopened.get(`K${i}`)).toBe(`v${i}`);
+    for (let i = 0; i < 200; i += 37) expect((await reopened.get(`K${i}`))?.value).toBe(`v${i}`);
   });
 
-  it("loses nothing when two stores (as two processes would) write the same file", async () => {
+  it("decides each change of one group commit against those before it", async () => {
+    const dir = await tempDir();
+    const store = await open(dir);
+    // The first put goes out alone; the rest queue meanwhile and go out together, in order.
+    const outcomes = await Promise.all([
+      store.put("WARM", "w"),
+      store.put("X", "1"),
+      store.put("X", "2"),
+      store.delete("X"),
+      store.delete("X"),
+      store.put("X", "3"),
+      store.put("E", "at-100", { ifNewerThan: { at: 100 } }),
+      store.put("E", "at-50", { ifNewerThan: { at: 50 } }),
+    ]);
+    expect(outcomes).toEqual([
+      "created",
+      "created",
+      "updated",
+      "deleted",
+      "absent",
+      "created",
+      "created",
+      "superseded",
+    ]);
+    expect((await readLog(dir)).lines).toHaveLength(3);
+    expect((await store.get("X"))?.value).toBe("3");
+    expect((await store.get("E"))?.value).toBe("at-100");
+  });
+
+  it("appends a write in bytes that do not grow with the number of entries", async () => {
+    const dir = await tempDir();
+    const store = await open(dir);
+    const appended = async () => {
+      const before = (await stat(logPath(dir))).size;
+      await store.put("PROBE", "the-same-value");
+      return (await stat(logPath(dir))).size - before;
+    };
+    const small = await appended();
+    await Promise.all(Array.from({ length: 5000 }, (_, i) => store.put(`FILL_${i}`, `value-${i}`)));
+    const large = await appended();
+    expect(large).toBeLessThan(small + 16); // change numbers and times may be a few digits longer
+    expect(large).toBeLessThan(400);
+  });
+
+  it("loses nothing when two stores (as two processes would) write the same dir, and each reads the other's writes", async () => {
     const dir = await tempDir();
     const a = await open(dir);
     const b = await open(dir);
-    await Promise.all(Array.from({ length: 40 }, (_, i) => ((i % 2 ? a : b) as FileStore).put(`P${i}`, `v${i}`, {})));
+    await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 ? a : b).put(`P${i}`, `v${i}`)));
     expect((await (await open(dir)).names()).length).toBe(40);
-    // Each sees the other's writes without a restart.
-    expect(await a.get("P0")).toBe("v0");
-    expect(await b.get("P1")).toBe("v1");
+    expect((await a.get("P0"))?.value).toBe("v0");
+    expect((await b.get("P1"))?.value).toBe("v1");
+    // Decisions are made against the other's writes: a created by b is updated by a.
+    expect(await b.put("SHARED", "from-b")).toBe("created");
+    expect(await a.put("SHARED", "from-a")).toBe("updated");
+    expect(await b.delete("SHARED")).toBe("deleted");
+    expect(await a.get("SHARED")).toBeUndefined();
+    expect(await a.put("EV", "x", { ifNewerThan: { at: 2000 } })).toBe("created");
+    expect(await b.put("EV", "older", { ifNewerThan: { at: 1000 } })).toBe("superseded");
   });
 
   it("uses names that are also Object.prototype keys safely", async () => {
     const store = await open(await tempDir());
     expect(await store.get("constructor")).toBeUndefined();
-    await store.put("constructor", "c", {});
-    await store.put("hasOwnProperty", "h", {});
-    expect(await store.get("constructor")).toBe("c");
+    await store.put("constructor", "c");
+    await store.put("hasOwnProperty", "h");
+    expect((await store.get("constructor"))?.value).toBe("c");
     expect(await store.get("toString")).toBeUndefined();
   });
 
-  it("refuses a corrupt document and leaves it untouched", async () => {
+  it("keeps description and tags: given, else previous, else the creation defaults", async () => {
     const dir = await tempDir();
-    await writeFile(join(dir, "secrets.json"), '{"format": "something else"');
-    await expect(open(dir)).rejects.toThrow(/not valid JSON; it was left untouched/);
-    await writeFile(join(dir, "secrets.json"), '{"format": "something else"}');
-    await expect(open(dir)).rejects.toBeInstanceOf(BackendUnavailable);
-    expect(await readFile(join(dir, "secrets.json"), "utf8")).toBe('{"format": "something else"}');
+    const store = await open(dir);
+    const whenCreated = { description: "created", tags: { from: "settings" } };
+    await store.put("M", "1", { meta: { whenCreated } });
+    await store.put("M", "2", { meta: { whenCreated: { description: "other", tags: { x: "y" } } } });
+    expect((await readLog(dir)).state.get("M")).toMatchObject({ d: "created", g: { from: "settings" } });
+    await store.put("M", "3", { meta: { description: "given", tags: { owner: "me" } } });
+    expect((await readLog(dir)).state.get("M")).toMatchObject({ d: "given", g: { owner: "me" } });
+    expect((await store.get("M"))?.tags).toEqual({ owner: "me" });
+    await store.delete("M");
+    await store.put("M", "4", { meta: { whenCreated } });
+    expect((await store.get("M"))?.tags).toEqual({ from: "settings" });
   });
 
-  it("takes over the lock of a dead process, and waits for a live one", async () => {
-    const dir = await tempDir();
-    const store = await open(dir, keys, 300);
-    await writeFile(join(dir, "secrets.json.lock"), `${await deadPid()} abc`);
-    await store.put("A", "a", {});
-    expect(await readdir(dir)).not.toContain("secrets.json.lock");
+  describe("keys", () => {
+    it("stops the start when the data dir was sealed with another key, and says which settings to use", async () => {
+      const dir = await tempDir();
+      const store = await open(dir);
+      await store.put("A", "a");
+      await store.close();
+      const wrong = open(dir, { keys: new KeyRing("another-salt") });
+      await expect(wrong).rejects.toBeInstanceOf(ConfigError);
+      await expect(wrong).rejects.toThrow(/sealed with another key.*LITELLM_SALT_KEY.*LLM_SECRETS_PREVIOUS_SALT_KEYS/);
+      // The right key among the previous ones opens it; so does the right key.
+      const rotated = await open(dir, { keys: new KeyRing("another-salt", ["file-store-test-salt"]) });
+      expect((await rotated.get("A"))?.value).toBe("a");
+      expect((await (await open(dir)).get("A"))?.value).toBe("a");
+    });
 
-    await writeFile(join(dir, "secrets.json.lock"), `${process.pid} abc`);
-    await expect(store.put("B", "b", {})).rejects.toThrow(/locked by another process/);
-    expect(await store.get("B")).toBeUndefined();
+    it("records the check value of a new current key with its first write", async () => {
+      const dir = await tempDir();
+      await (await open(dir)).put("OLD", "o");
+      const rotated = new KeyRing("new-salt", ["file-store-test-salt"]);
+      const store = await open(dir, { keys: rotated });
+      await store.put("NEW", "n");
+      const { header, lines } = await readLog(dir);
+      const recorded = [...header.keys, ...lines.flatMap((l) => ("changes" in l ? (l.keys ?? []) : []))];
+      expect(recorded.sort()).toEqual([keyCheckOf(keys.current), keyCheckOf(rotated.current)].sort());
+      // The old key alone no longer opens everything: the start says so, not a later request.
+      await expect(open(dir)).rejects.toBeInstanceOf(ConfigError);
+      await expect(open(dir, { keys: new KeyRing("new-salt") })).rejects.toBeInstanceOf(ConfigError);
+      expect((await (await open(dir, { keys: rotated })).get("OLD"))?.value).toBe("o");
+    });
+
+    it("answers store_corrupt for an entry that does not open, and serves the others", async () => {
+      const dir = await tempDir();
+      const store = await open(dir);
+      await store.put("GOOD", "g");
+      await store.put("TAMPERED", "t");
+      await store.close();
+      await rewriteLog(dir, (record) => {
+        if (!("changes" in record)) return record;
+        return {
+          ...record,
+          changes: record.changes.map((c) =>
+            c.n === "TAMPERED" ? { ...c, v: sealSecret("x", new KeyRing("a-key-the-store-never-had")) } : c,
+          ),
+        };
+      });
+      const reopened = await open(dir);
+      expect(await codeOf(reopened.get("TAMPERED"))).toBe("store_corrupt");
+      await expect(reopened.get("TAMPERED")).rejects.toThrow(/entry TAMPERED does not open/);
+      expect((await reopened.get("GOOD"))?.value).toBe("g");
+    });
   });
 
-  it("removes temp files that killed writers left behind", async () => {
-    const dir = await tempDir();
-    await open(dir);
-    const dead = await deadPid();
-    const leftovers = [
-      `secrets.json.${dead}.abcdef.tmp`,
-      `secrets.json.lock.${dead}.abcdef`,
-      `secrets.json.lock.stale.${dead}.abcdef`,
-    ];
-    for (const file of leftovers) await writeFile(join(dir, file), "left by a killed writer");
-    await writeFile(join(dir, `secrets.json.${process.pid}.abcdef.tmp`), "in flight");
-    await open(dir);
-    const files = await readdir(dir);
-    for (const file of leftovers) expect(files).not.toContain(file);
-    expect(files).toContain(`secrets.json.${process.pid}.abcdef.tmp`);
+  describe("crash safety", () => {
+    it("ignores a torn last line, and the next write truncates it", async () => {
+      const dir = await tempDir();
+      const store = await open(dir);
+      await store.put("A", "a");
+      await store.put("B", "b");
+      await store.close();
+      const whole = await readFile(logPath(dir));
+      // What a writer killed in the middle of its write() leaves: part of a line, no newline.
+      await appendFile(logPath(dir), '3f2a1b0c {"changes":[{"s":3,"n":"C","t":1,"w":1,"v":"abc');
+      const reopened = await open(dir);
+      expect((await reopened.get("A"))?.value).toBe("a");
+      expect(await reopened.get("C")).toBeUndefined();
+      expect(await reopened.names()).toEqual(["A", "B"]);
+      expect(await reopened.put("D", "d")).toBe("created");
+      const log = await readLog(dir);
+      expect(log.tail).toBe("none");
+      expect(log.bytes.subarray(0, whole.length)).toEqual(whole);
+      expect([...log.state.keys()].sort()).toEqual(["A", "B", "D"]);
+      expect((await (await open(dir)).get("D"))?.value).toBe("d");
+    });
+
+    it("ignores a last line of zeros (a power loss), and refuses a damaged line that is not the last", async () => {
+      const dir = await tempDir();
+      const store = await open(dir);
+      await store.put("A", "a");
+      await store.put("B", "b");
+      await store.close();
+      const good = await readFile(logPath(dir));
+      await writeFile(logPath(dir), Buffer.concat([good, Buffer.alloc(300), Buffer.from("\n")]));
+      const reopened = await open(dir);
+      expect((await reopened.get("B"))?.value).toBe("b");
+      await reopened.put("C", "c");
+      expect((await readLog(dir)).tail).toBe("none");
+      await reopened.close();
+
+      // A flipped byte inside the first batch: not a crash's doing.
+      const bytes = await readFile(logPath(dir));
+      const firstBatch = bytes.indexOf("\n") + 1;
+      const damaged = Buffer.from(bytes);
+      damaged[firstBatch + 30] = (damaged[firstBatch + 30] as number) ^ 1;
+      await writeFile(logPath(dir), damaged);
+      expect(await codeOf(open(dir))).toBe("store_corrupt");
+      await expect(open(dir)).rejects.toThrow(/damaged at byte \d+ .*left untouched/);
+      expect(await readFile(logPath(dir))).toEqual(damaged);
+    });
+  });
+
+  describe("compaction and tombstones", () => {
+    it("compacts a log past twice what it holds, keeping every value, and another store follows it", async () => {
+      const dir = await tempDir();
+      const store = await open(dir);
+      const other = await open(dir);
+      const seen: string[] = [];
+      other.watch((names) => seen.push(...names));
+      const big = "x".repeat(64 * 1024);
+      for (let round = 0; round < 40; round++) {
+        await Promise.all(Array.from({ length: 4 }, (_, i) => store.put(`BIG${i}`, `${round}-${big}`)));
+      }
+      // 40 rounds of 4 × 64 KiB (about 12 MiB sealed) were written; the log holds about one round.
+      expect((await stat(logPath(dir))).size).toBeLessThan(3 * 4 * 90 * 1024);
+      for (let i = 0; i < 4; i++) expect((await other.get(`BIG${i}`))?.value).toBe(`39-${big}`);
+      await until(() => seen.length >= 4);
+      expect(new Set(seen)).toEqual(new Set(["BIG0", "BIG1", "BIG2", "BIG3"]));
+      const reopened = await open(dir);
+      expect(await reopened.names()).toEqual(["BIG0", "BIG1", "BIG2", "BIG3"]);
+      expect((await reopened.get("BIG2"))?.value).toBe(`39-${big}`);
+      await other.close();
+    });
+
+    it("keeps a tombstone 14 days, then a compaction drops it", async () => {
+      const dir = await tempDir();
+      let now = Date.parse("2026-01-01T00:00:00Z");
+      const store = await open(dir, { now: () => now });
+      const at = now;
+      await store.put("K", "v", { ifNewerThan: { at: at - 1000, id: "evt-1" } });
+      expect(await store.delete("K", { ifNewerThan: { at, id: "evt-2" } })).toBe("deleted");
+      expect((await readLog(dir)).state.get("K")).toMatchObject({ t: at, w: at });
+      expect((await readLog(dir)).state.get("K")?.v).toBeUndefined();
+
+      now += 13 * DAY;
+      await store.compact();
+      expect((await readLog(dir)).state.has("K")).toBe(true);
+      expect(await store.put("K", "redelivered", { ifNewerThan: { at: at - 1000, id: "evt-1" } })).toBe("superseded");
+
+      now = at + TOMBSTONE_LIFETIME_MS + DAY;
+      await store.compact();
+      expect((await readLog(dir)).state.has("K")).toBe(false);
+      await store.close();
+      // Forgotten: the old event now applies (the manager refuses events older than 6 days before this).
+      const reopened = await open(dir, { now: () => now });
+      expect(await reopened.put("K", "late", { ifNewerThan: { at: at - 1000, id: "evt-1" } })).toBe("created");
+    });
+  });
+
+  describe("locks and leftovers", () => {
+    it("takes over the lock of a dead process, and waits for a live one while reads go on", async () => {
+      const dir = await tempDir();
+      const store = await open(dir, { lockTimeoutMs: 300 });
+      await store.put("READABLE", "r");
+      await writeFile(join(dir, "secrets.log.lock"), `${await deadPid()} abc`);
+      await store.put("A", "a");
+      expect(await readdir(dir)).not.toContain("secrets.log.lock");
+
+      await writeFile(join(dir, "secrets.log.lock"), `${process.pid} abc`);
+      const blocked = store.put("B", "b");
+      const started = performance.now();
+      expect((await store.get("READABLE"))?.value).toBe("r");
+      expect(performance.now() - started).toBeLessThan(100);
+      expect(await codeOf(blocked)).toBe("backend_unavailable");
+      await expect(store.put("B", "b")).rejects.toThrow(
+        /locked by another process; if none is running, remove secrets\.log\.lock/,
+      );
+      expect(await store.get("B")).toBeUndefined();
+      await rm(join(dir, "secrets.log.lock"));
+      expect(await store.put("B", "b")).toBe("created");
+    });
+
+    it("removes temp files that killed writers left behind", async () => {
+      const dir = await tempDir();
+      await (await open(dir)).close();
+      const dead = await deadPid();
+      const leftovers = [
+        `secrets.log.${dead}.abcdef.tmp`,
+        `secrets.log.lock.${dead}.abcdef`,
+        `secrets.log.lock.stale.${dead}.abcdef`,
+        `secrets.json.${dead}.abcdef.tmp`,
+      ];
+      for (const file of leftovers) await writeFile(join(dir, file), "left by a killed writer");
+      await writeFile(join(dir, `secrets.log.${process.pid}.abcdef.tmp`), "in flight");
+      await open(dir);
+      const files = await readdir(dir);
+      for (const file of leftovers) expect(files).not.toContain(file);
+      expect(files).toContain(`secrets.log.${process.pid}.abcdef.tmp`);
+    });
+  });
+
+  describe("typed failures", () => {
+    it("answers store_unavailable when the log is gone from under it", async () => {
+      const dir = await tempDir();
+      const store = await open(dir);
+      await store.put("A", "a");
+      await rm(logPath(dir));
+      expect(await codeOf(store.get("A"))).toBe("store_unavailable");
+      expect(await codeOf(store.put("B", "b"))).toBe("store_unavailable");
+      const error = await store.get("A").catch((err: Error) => err);
+      expect((error as Error).message).not.toContain(dir);
+    });
+
+    it("refuses a data dir that is a file", async () => {
+      const file = join(await tempDir(), "not-a-dir");
+      await writeFile(file, "");
+      expect(await codeOf(open(file))).toBe("store_unavailable");
+    });
+
+    it("the factory refuses to open without a key, saying how to get one", async () => {
+      const dir = await tempDir();
+      const deps = { dataDir: dir, env: {}, log: createLogger(() => {}), now: Date.now };
+      await expect(fileStore.open({ config: {}, env: {} }, deps)).rejects.toBeInstanceOf(ConfigError);
+      await expect(fileStore.open({ config: {}, env: {} }, deps)).rejects.toThrow(
+        `the file store needs a key: set LITELLM_MASTER_KEY or LITELLM_SALT_KEY, or run \`llm-secrets serve\` once to generate master.key in ${dir}`,
+      );
+      const store = await fileStore.open({ config: {}, env: {} }, { ...deps, keys });
+      expect(await store.put("A", "a")).toBe("created");
+      expect(fileStore.defaults).toEqual({ accessMode: "read_and_write", needsLocalKey: true, envBacked: false });
+      expect(fileStore.capabilities).toEqual({
+        writes: true,
+        deletes: true,
+        compareAndSet: true,
+        maxValueBytes: 1048576,
+      });
+    });
+  });
+
+  describe("watch", () => {
+    it("reports what another store changed, and not its own writes", async () => {
+      const dir = await tempDir();
+      const mine = await open(dir);
+      const theirs = await open(dir);
+      const seen: string[][] = [];
+      mine.watch((names) => seen.push(names));
+      await mine.put("OURS", "o");
+      await theirs.put("THEIRS", "t");
+      await theirs.delete("OURS");
+      await until(() => seen.flat().includes("OURS") && seen.flat().includes("THEIRS"));
+      expect(new Set(seen.flat())).toEqual(new Set(["THEIRS", "OURS"]));
+      expect(seen.flat().filter((n) => n === "OURS")).toHaveLength(1); // its delete, not our put
+      await mine.close();
+      await theirs.close();
+    });
   });
 
   describe("reencrypt", () => {
-    it("moves every entry to the current salt key in one write", async () => {
+    it("moves every entry to the current salt key in one rewrite, and records only that key", async () => {
       const dir = await tempDir();
       const oldKeys = new KeyRing("old-salt");
-      const old = await open(dir, oldKeys);
-      for (let i = 0; i < 30; i++) await old.put(`R${i}`, `v${i}`, {});
+      const old = await open(dir, { keys: oldKeys });
+      for (let i = 0; i < 30; i++) await old.put(`R${i}`, `v${i}`);
+      await old.delete("R29");
+      await old.close();
       const rotated = new KeyRing("new-salt", ["old-salt"], "aes-256-gcm");
       const progress: number[] = [];
-      const store = await open(dir, rotated);
-      expect(await store.reencrypt((done) => progress.push(done))).toBe(30);
-      expect(progress.at(-1)).toBe(30);
+      const store = await open(dir, { keys: rotated });
+      expect(await store.reencrypt((done) => progress.push(done))).toBe(29);
+      expect(progress.at(-1)).toBe(29);
       const onlyNew = new KeyRing("new-salt");
-      const doc = await documentOf(dir);
-      expect(Object.keys(doc.secrets)).toHaveLength(30);
-      for (let i = 0; i < 30; i++) {
-        const ciphertext = doc.secrets[`R${i}`]?.ciphertext as string;
+      const { header, state, lines } = await readLog(dir);
+      expect(header.keys).toEqual([keyCheckOf(onlyNew.current)]);
+      expect(state.size).toBe(30); // the tombstone stays
+      for (let i = 0; i < 29; i++) {
+        const ciphertext = state.get(`R${i}`)?.v as string;
         expect(ciphertext.startsWith("v3:gcm:")).toBe(true);
         expect(openSecret(ciphertext, onlyNew)).toBe(`v${i}`);
       }
+      expect(lines.length).toBeLessThan(5);
+      // The new key alone now opens the store; the old one alone does not.
+      expect((await (await open(dir, { keys: onlyNew })).get("R3"))?.value).toBe("v3");
+      await expect(open(dir, { keys: oldKeys })).rejects.toBeInstanceOf(ConfigError);
     });
 
     it("writes nothing when an entry does not open, and names it", async () => {
       const dir = await tempDir();
       const store = await open(dir);
-      await store.put("GOOD", "g", {});
-      const doc = await documentOf(dir);
-      (doc.secrets as Record<string, unknown>).STRANGER = {
-        ciphertext: sealSecret("x", new KeyRing("unknown-key")),
-        created_at: "2026-01-01T00:00:00.000Z",
-        updated_at: "2026-01-01T00:00:00.000Z",
-      };
-      await writeFile(
-        join(dir, "secrets.json"),
-        JSON.stringify({ format: "llm-secrets/file-store", version: 1, ...doc }),
+      await store.put("GOOD", "g");
+      await store.put("STRANGER", "s");
+      await store.close();
+      await rewriteLog(dir, (record) =>
+        "changes" in record
+          ? {
+              ...record,
+              changes: record.changes.map((c) =>
+                c.n === "STRANGER" ? { ...c, v: sealSecret("x", new KeyRing("unknown-key")) } : c,
+              ),
+            }
+          : record,
       );
-      const before = await readFile(join(dir, "secrets.json"));
+      const before = await readFile(logPath(dir));
       const reopened = await open(dir);
-      await expect(reopened.reencrypt()).rejects.toThrow(/entry STRANGER/);
-      await expect(reopened.reencrypt()).rejects.toBeInstanceOf(DecryptFailed);
-      expect(await readFile(join(dir, "secrets.json"))).toEqual(before);
+      await expect(reopened.reencrypt()).rejects.toThrow(/entry STRANGER does not open.*nothing was re-sealed/);
+      expect(await codeOf(reopened.reencrypt())).toBe("store_corrupt");
+      expect(await readFile(logPath(dir))).toEqual(before);
+      expect((await reopened.get("GOOD"))?.value).toBe("g");
     });
-  });
-});
-
-describe("FileStore across processes", () => {
-  let writer: string;
-
-  beforeAll(async () => {
-    writer = join(await tempDir(), "file-writer.mjs");
-    await build({
-      entryPoints: [join(import.meta.dirname, "file-writer.ts")],
-      bundle: true,
-      platform: "node",
-      format: "esm",
-      target: "node20",
-      outfile: writer,
-      logLevel: "warning",
-      banner: { js: 'import { createRequire } from "node:module"; const require = createRequire(import.meta.url);' },
-    });
-  });
-
-  function writerProcess(dir: string, salt: string, prefix: string, count?: number) {
-    const child = spawn(process.execPath, [writer, dir, salt, prefix, ...(count ? [String(count)] : [])], {
-      stdio: ["ignore", "pipe", "inherit"],
-    });
-    let out = "";
-    child.stdout.on("data", (d) => {
-      out += d;
-    });
-    const done = new Promise<{ code: number | null; acked: string[] }>((resolve) =>
-      child.on("close", (code) =>
-        resolve({
-          code,
-          acked: out
-            .split("\n")
-            .filter((l) => l.startsWith("ack "))
-            .map((l) => l.slice(4)),
-        }),
-      ),
-    );
-    return { child, done };
-  }
-
-  it("loses no acknowledged write when three processes write at once", async () => {
-    const salt = `multi-${randomBytes(8).toString("hex")}`;
-    for (let round = 0; round < 4; round++) {
-      const dir = await tempDir();
-      const writers = ["a", "b", "c"].map((p) => writerProcess(dir, salt, `${p}${round}`, 120));
-      const results = await Promise.all(writers.map((w) => w.done));
-      expect(results.map((r) => r.code)).toEqual([0, 0, 0]);
-      const names = new Set(Object.keys((await documentOf(dir)).secrets));
-      const lost = results.flatMap((r) => r.acked).filter((n) => !names.has(n));
-      expect(lost, `round ${round}`).toEqual([]);
-      expect(names.size).toBe(360);
-      expect((await readdir(dir)).filter((f) => f.includes(".lock"))).toEqual([]);
-    }
-  });
-
-  it("reads back what it just wrote while another process keeps writing", async () => {
-    const salt = `rw-${randomBytes(8).toString("hex")}`;
-    const dir = await tempDir();
-    const other = writerProcess(dir, salt, "other");
-    try {
-      const store = await open(dir, new KeyRing(salt));
-      for (let i = 0; i < 300; i++) {
-        await store.put("MINE", `mine-${i}`, {});
-        expect(await store.get("MINE")).toBe(`mine-${i}`);
-      }
-    } finally {
-      other.child.kill("SIGKILL");
-      await other.done;
-    }
-  });
-
-  it("holds every acknowledged write after each of many kills, and always parses", async () => {
-    const dir = await tempDir();
-    const salt = `crash-${randomBytes(8).toString("hex")}`;
-    const ring = new KeyRing(salt);
-    const acked = new Set<string>();
-    const rounds = 20;
-    for (let round = 0; round < rounds; round++) {
-      const child = spawn(process.execPath, [writer, dir, salt, `r${round}`], { stdio: ["ignore", "pipe", "inherit"] });
-      const closed = new Promise((r) => child.once("close", r));
-      let out = "";
-      const wanted = 1 + Math.floor(Math.random() * 40);
-      await new Promise<void>((resolve) => {
-        child.stdout.on("data", (d) => {
-          out += d;
-          if (out.split("\n").length > wanted) resolve();
-        });
-        child.on("exit", () => resolve());
-      });
-      expect(child.exitCode, "the writer died on its own").toBeNull();
-      // Kill at a random moment after the wanted number of acks: mid-write, mid-fsync or idle.
-      await new Promise((r) => setTimeout(r, Math.random() * 15));
-      child.kill("SIGKILL");
-      await closed;
-      for (const line of out.split("\n")) if (line.startsWith("ack ")) acked.add(line.slice(4));
-
-      const doc = await documentOf(dir); // throws if the document is not whole JSON
-      const names = new Set(Object.keys(doc.secrets));
-      const lost = [...acked].filter((n) => !names.has(n));
-      expect(lost, `round ${round}`).toEqual([]);
-      for (const name of [...acked].slice(-5)) {
-        expect(openSecret(doc.secrets[name]?.ciphertext as string, ring)).toBe(`value-of-${name}`);
-      }
-    }
-    expect(acked.size).toBeGreaterThan(rounds);
-    // The next open cleans up what the killed writers left.
-    const store = await open(dir, ring);
-    expect((await readdir(dir)).filter((f) => f.endsWith(".tmp"))).toEqual([]);
-    expect((await store.names()).length).toBeGreaterThanOrEqual(acked.size);
   });
 });

@@ -1,0 +1,74 @@
+// The file store's log format: framing, checksums, torn tails and key check values.
+import { describe, expect, it } from "vitest";
+import { KeyRing } from "../../../core/src/crypto";
+import { SecretsError } from "../../../core/src/errors";
+import { type Batch, frame, type Header, keyCheckOf, parseLog } from "../../../core/src/stores/file-log";
+
+const header: Header = { format: "llm-secrets/file-store", version: 2, seq: 0, keys: ["kcv"] };
+const batch = (n: string, s: number): Batch => ({ changes: [{ s, n, t: 1000, w: 1000, v: "sealed" }] });
+
+describe("file store log", () => {
+  it("reads back what it frames, line by line, from the start or from an offset", () => {
+    const lines = [frame(header), frame(batch("A", 1)), frame({ ...batch("B", 2), keys: ["other"] })];
+    const bytes = Buffer.concat(lines);
+    const all = parseLog(bytes, 0);
+    expect(all.header).toEqual(header);
+    expect(all.batches.map((b) => b.batch)).toEqual([batch("A", 1), { ...batch("B", 2), keys: ["other"] }]);
+    expect(all.consumed).toBe(bytes.length);
+    expect(all.tail).toBe("none");
+    const offset = (lines[0] as Buffer).length;
+    const rest = parseLog(bytes.subarray(offset), offset);
+    expect(rest.header).toBeUndefined();
+    expect(rest.batches).toHaveLength(2);
+    expect(bytes.toString("utf8").split("\n")[1]).toMatch(/^[0-9a-f]{8} \{"changes":/);
+  });
+
+  it("stops before an incomplete last line and before a damaged one, and says which", () => {
+    const whole = Buffer.concat([frame(header), frame(batch("A", 1))]);
+    const next = frame(batch("B", 2));
+    const cut = parseLog(Buffer.concat([whole, next.subarray(0, next.length - 5)]), 0);
+    expect(cut.consumed).toBe(whole.length);
+    expect(cut.tail).toBe("incomplete");
+    expect(cut.batches).toHaveLength(1);
+
+    const flipped = Buffer.from(next);
+    flipped[20] = (flipped[20] as number) ^ 0x01;
+    const damaged = parseLog(Buffer.concat([whole, flipped]), 0);
+    expect(damaged.consumed).toBe(whole.length);
+    expect(damaged.tail).toBe("damaged");
+
+    const zeros = parseLog(Buffer.concat([whole, Buffer.alloc(64), Buffer.from("\n")]), 0);
+    expect(zeros.tail).toBe("damaged");
+    expect(zeros.batches).toHaveLength(1);
+  });
+
+  it("refuses a damaged line that is followed by more: not a crash's doing", () => {
+    const bad = frame(batch("A", 1));
+    bad[15] = (bad[15] as number) ^ 0x01;
+    const bytes = Buffer.concat([frame(header), bad, frame(batch("B", 2))]);
+    expect(() => parseLog(bytes, 0)).toThrow(SecretsError);
+    try {
+      parseLog(bytes, 0);
+    } catch (err) {
+      expect((err as SecretsError).code).toBe("store_corrupt");
+    }
+  });
+
+  it("refuses lines of the wrong shape even with a right checksum", () => {
+    const wrong = frame({ changes: [{ s: "1", n: "A" }] } as unknown as Batch);
+    expect(parseLog(Buffer.concat([frame(header), wrong]), 0).tail).toBe("damaged");
+    const noHeader = parseLog(frame(batch("A", 1)), 0);
+    expect(noHeader.header).toBeUndefined();
+    expect(noHeader.tail).toBe("damaged");
+    expect(() => parseLog(frame({ ...header, version: 3 } as unknown as Header), 0)).toThrow(/version 3/);
+  });
+
+  it("key check values tell keys apart and reveal neither", () => {
+    const a = new KeyRing("llm-secrets-TEST-ONLY-a");
+    const b = new KeyRing("llm-secrets-TEST-ONLY-b");
+    expect(keyCheckOf(a.current)).toBe(keyCheckOf(new KeyRing("llm-secrets-TEST-ONLY-a").current));
+    expect(keyCheckOf(a.current)).not.toBe(keyCheckOf(b.current));
+    expect(keyCheckOf(a.current)).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    expect(keyCheckOf(a.current)).not.toContain(a.current.sha256.toString("base64url").slice(0, 8));
+  });
+});

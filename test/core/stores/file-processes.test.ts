@@ -1,0 +1,198 @@
+// The file store across processes: writers in child processes (file-writer.ts), killed with SIGKILL
+// at random moments; every acknowledged write must be on disk and the store must always open.
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { statSync } from "node:fs";
+import { readdir } from "node:fs/promises";
+import { join } from "node:path";
+import { build } from "esbuild";
+import { beforeAll, describe, expect, it } from "vitest";
+import { KeyRing, openSecret } from "../../../core/src/crypto";
+import { FileStore } from "../../../core/src/stores/file";
+import { seededRandom, TEST_SEED, tempDir } from "../../helpers";
+import { logPath, readLog } from "./file-log-reader";
+
+let writer: string;
+
+beforeAll(async () => {
+  writer = join(await tempDir(), "file-writer.mjs");
+  await build({
+    entryPoints: [join(import.meta.dirname, "file-writer.ts")],
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    outfile: writer,
+    logLevel: "warning",
+    banner: { js: 'import { createRequire } from "node:module"; const require = createRequire(import.meta.url);' },
+  });
+});
+
+function writerProcess(dir: string, salt: string, prefix: string, count = 0, padding = 0) {
+  const child = spawn(process.execPath, [writer, dir, salt, prefix, String(count), String(padding)], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let out = "";
+  const listeners: (() => void)[] = [];
+  child.stdout.on("data", (d) => {
+    out += d;
+    for (const listener of listeners) listener();
+  });
+  const acked = () =>
+    out
+      .split("\n")
+      .filter((l) => l.startsWith("ack "))
+      .map((l) => l.slice(4));
+  const done = new Promise<{ code: number | null; acked: string[] }>((resolve) =>
+    child.on("close", (code) => resolve({ code, acked: acked() })),
+  );
+  /** Resolves once `n` writes are acknowledged (or the child exits). */
+  const ackedAtLeast = (n: number) =>
+    new Promise<void>((resolve) => {
+      const check = () => {
+        if (acked().length >= n) resolve();
+      };
+      listeners.push(check);
+      child.on("exit", () => resolve());
+      check();
+    });
+  return { child, done, acked, ackedAtLeast };
+}
+
+async function until(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error("timed out");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe("FileStore across processes", () => {
+  it("loses no acknowledged write when three processes write at once", async () => {
+    const salt = `multi-${randomBytes(8).toString("hex")}`;
+    for (let round = 0; round < 4; round++) {
+      const dir = await tempDir();
+      const writers = ["a", "b", "c"].map((p) => writerProcess(dir, salt, `${p}${round}`, 120));
+      const results = await Promise.all(writers.map((w) => w.done));
+      expect(results.map((r) => r.code)).toEqual([0, 0, 0]);
+      const { state } = await readLog(dir);
+      const lost = results.flatMap((r) => r.acked).filter((n) => !state.has(n));
+      expect(lost, `round ${round}`).toEqual([]);
+      expect(state.size).toBe(360);
+      // Change numbers are unique across the processes.
+      expect(new Set([...state.values()].map((c) => c.s)).size).toBe(360);
+      expect((await readdir(dir)).filter((f) => f.includes(".lock"))).toEqual([]);
+    }
+  });
+
+  it("reads back what it just wrote while another process keeps writing", async () => {
+    const salt = `rw-${randomBytes(8).toString("hex")}`;
+    const dir = await tempDir();
+    const other = writerProcess(dir, salt, "other");
+    try {
+      const store = await FileStore.open({ dataDir: dir, keys: new KeyRing(salt) });
+      await other.ackedAtLeast(4);
+      for (let i = 0; i < 300; i++) {
+        await store.put("MINE", `mine-${i}`);
+        expect((await store.get("MINE"))?.value).toBe(`mine-${i}`);
+      }
+      // And what the other process acknowledged, without a restart.
+      const acked = other.acked();
+      for (const name of acked.slice(-3)) expect((await store.get(name))?.value).toBe(`value-of-${name}`);
+      await store.close();
+    } finally {
+      other.child.kill("SIGKILL");
+      await other.done;
+    }
+  });
+
+  it("reports what another process wrote through watch", async () => {
+    const salt = `watch-${randomBytes(8).toString("hex")}`;
+    const dir = await tempDir();
+    const store = await FileStore.open({ dataDir: dir, keys: new KeyRing(salt) });
+    const seen = new Set<string>();
+    store.watch((names) => {
+      for (const n of names) seen.add(n);
+    });
+    const other = writerProcess(dir, salt, "ext", 12);
+    expect((await other.done).code).toBe(0);
+    await until(() => seen.size >= 12);
+    expect([...seen].sort()).toEqual(Array.from({ length: 12 }, (_, i) => `ext-${i}`).sort());
+    await store.close();
+  });
+
+  it("holds every acknowledged write after each of many kill -9s, ignores torn tails, and always opens", async () => {
+    const dir = await tempDir();
+    const salt = `crash-${randomBytes(8).toString("hex")}`;
+    const ring = new KeyRing(salt);
+    const random = seededRandom(`${TEST_SEED}:file-store-kill`);
+    const acked = new Set<string>();
+    const rounds = 20;
+    for (let round = 0; round < rounds; round++) {
+      // Large values in half the rounds: a kill then often lands inside a write() of several MB.
+      const padding = round % 2 === 0 ? 0 : 64 * 1024;
+      const w = writerProcess(dir, salt, `r${round}`, 0, padding);
+      const closed = new Promise((r) => w.child.once("close", r));
+      await w.ackedAtLeast(1 + Math.floor(random() * 30));
+      expect(w.child.exitCode, "the writer died on its own").toBeNull();
+      // Kill at a random moment after the wanted number of acks: mid-write, mid-fsync or idle.
+      await new Promise((r) => setTimeout(r, random() * 15));
+      w.child.kill("SIGKILL");
+      await closed;
+      for (const name of w.acked()) acked.add(name);
+
+      const log = await readLog(dir); // throws if a line other than the last is damaged
+      const lost = [...acked].filter((n) => !log.state.has(n));
+      expect(lost, `round ${round}`).toEqual([]);
+      for (const name of [...acked].slice(-3)) {
+        expect(openSecret(log.state.get(name)?.v as string, ring).startsWith(`value-of-${name}`)).toBe(true);
+      }
+      // The store opens after every kill, and reads every acknowledged write.
+      const store = await FileStore.open({ dataDir: dir, keys: ring });
+      for (const name of [...acked].slice(-3)) {
+        expect((await store.get(name))?.value.startsWith(`value-of-${name}`)).toBe(true);
+      }
+      await store.close();
+    }
+    expect(acked.size).toBeGreaterThan(rounds);
+    // The next write truncates a torn tail; the open cleans up what the killed writers left.
+    const store = await FileStore.open({ dataDir: dir, keys: ring });
+    await store.put("AFTER", "the kills");
+    expect((await readLog(dir)).tail).toBe("none");
+    expect((await readdir(dir)).filter((f) => f.endsWith(".tmp") || f.includes(".lock."))).toEqual([]);
+    expect((await store.names()).length).toBeGreaterThanOrEqual(acked.size + 1);
+    await store.close();
+  });
+
+  it("ignores the torn line of a writer killed in the middle of its write(), and the next writer truncates it", async () => {
+    const dir = await tempDir();
+    const salt = `torn-${randomBytes(8).toString("hex")}`;
+    const ring = new KeyRing(salt);
+    let torn = false;
+    const acked: string[] = [];
+    for (let attempt = 0; attempt < 5 && !torn; attempt++) {
+      // Four 4 MiB values a batch: a line of about 22 MB, which takes the kernel a while to copy.
+      const w = writerProcess(dir, salt, `t${attempt}`, 0, 4 * 1024 * 1024);
+      const closed = new Promise((r) => w.child.once("close", r));
+      await w.ackedAtLeast(4);
+      const before = statSync(logPath(dir)).size;
+      // Spin until the next batch starts to land, then kill at once: mid-write.
+      const deadline = Date.now() + 20_000;
+      while (statSync(logPath(dir)).size === before && Date.now() < deadline);
+      w.child.kill("SIGKILL");
+      await closed;
+      acked.push(...w.acked());
+      const log = await readLog(dir);
+      torn = log.tail !== "none";
+      for (const name of acked) expect(log.state.has(name), name).toBe(true);
+    }
+    expect(torn, "a kill landed inside a write() in one of 5 attempts").toBe(true);
+    const store = await FileStore.open({ dataDir: dir, keys: ring });
+    for (const name of acked) expect((await store.get(name))?.value.startsWith(`value-of-${name}`)).toBe(true);
+    expect(await store.put("AFTER", "the kill")).toBe("created");
+    const log = await readLog(dir);
+    expect(log.tail).toBe("none");
+    expect([...log.state.keys()].sort()).toEqual([...acked, "AFTER"].sort());
+    await store.close();
+  });
+});
