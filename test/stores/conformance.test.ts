@@ -1,7 +1,10 @@
 // Every store runs the one conformance suite. A new store joins with one call here.
+import { KeyRing } from "../../core/src/crypto";
 import { silentLogger } from "../../core/src/log";
 import { envStore } from "../../core/src/stores/env";
+import { fileStore } from "../../core/src/stores/file";
 import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
+import { tempDir } from "../helpers";
 import { storeConformance } from "./conformance";
 
 const deps = (env: Record<string, string> = {}) => ({ dataDir: "/nonexistent", env, log: silentLogger, now: Date.now });
@@ -23,4 +26,14 @@ storeConformance({
   name: "local (environment, read half)",
   factory: envStore,
   open: async (seed = {}) => envStore.open({ config: {}, env: {} }, deps(seed)),
+});
+
+storeConformance({
+  name: "file",
+  factory: fileStore,
+  open: async () =>
+    fileStore.open(
+      { config: {}, env: {} },
+      { ...deps(), dataDir: await tempDir(), keys: new KeyRing("llm-secrets-TEST-ONLY-conformance-salt") },
+    ),
 });
