@@ -282,6 +282,8 @@ export class FileStore implements SecretStore {
         }
       }
       await this.#rewrite(resealed, [keyCheckOf(this.#keys.current)]);
+      for (const change of resealed) this.#entries.set(change.n, change);
+      this.#liveBytes = resealed.reduce((n, c) => n + sizeOf(c), 0);
       onProgress?.(total, total);
       return total;
     });
@@ -445,13 +447,20 @@ export class FileStore implements SecretStore {
 
   async #compactNow(): Promise<void> {
     const cutoff = this.#now() - TOMBSTONE_LIFETIME_MS;
-    const kept = [...this.#entries.values()].filter((c) => c.v !== undefined || c.w >= cutoff);
+    const kept: Change[] = [];
+    const expired: Change[] = [];
+    for (const c of this.#entries.values()) (c.v === undefined && c.w < cutoff ? expired : kept).push(c);
     await this.#rewrite(kept, [...this.#keyChecks]);
+    // The state is the same but for the expired tombstones (nothing changes it while we hold the lock).
+    for (const c of expired) {
+      this.#entries.delete(c.n);
+      this.#liveBytes -= sizeOf(c);
+    }
   }
 
   /**
    * Replaces the log with `changes` (the whole state) and key checks `keys`: a temp file, fsynced,
-   * renamed over the log, the directory fsynced. Under the lock; installs the new state after.
+   * renamed over the log, the directory fsynced. Under the lock; the caller updates the entries.
    */
   async #rewrite(changes: Change[], keys: string[]): Promise<void> {
     const header: Header = { format: FORMAT, version: LOG_VERSION, seq: this.#seq, keys };
@@ -462,7 +471,7 @@ export class FileStore implements SecretStore {
     this.#fd = fd;
     this.#ino = ino;
     this.#end = size;
-    this.#install(header, changes);
+    this.#keyChecks = new Set(keys);
   }
 
   /** Writes a complete log through a temp file and a rename; resolves with its size. */
