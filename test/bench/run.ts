@@ -10,12 +10,14 @@
  */
 import { arch, cpus, platform } from "node:os";
 import cryptoSection from "./crypto";
+import fileStoreSection from "./file-store";
 import httpSection from "./http";
 import { BenchFailure, Reporter, type Section } from "./report";
 
 const SECTIONS: [string, Section][] = [
   ["http", httpSection],
   ["crypto", cryptoSection],
+  ["file-store", fileStoreSection],
 ];
 
 const USAGE = `usage: npm run bench -- [--json] [--only=${SECTIONS.map(([n]) => n).join(",")}]`;
