@@ -195,7 +195,14 @@ export class FileStore implements SecretStore {
           applied: migrated.applied,
         });
       }
-      if (store.#shouldCompact()) await store.compact();
+      if (store.#shouldCompact()) {
+        // Best effort: a store that cannot be compacted now (the lock is busy) still opens.
+        await store.compact().catch((err: unknown) =>
+          store.#log.warn("file store: compaction at open failed; the next write retries it", {
+            code: err instanceof SecretsError ? err.code : "internal",
+          }),
+        );
+      }
     } catch (err) {
       store.#closeFd();
       throw err instanceof ConfigError ? err : classifyBackendError(err, `file store open of ${dir}`);
@@ -524,6 +531,8 @@ export class FileStore implements SecretStore {
         this.#locked = true;
         try {
           this.#readChanges("lock");
+          // Another process re-sealed the log under a key we lack: our writes would mix keys.
+          if (this.#foreignKeys !== undefined) throw new StoreCorrupt(this.#foreignKeys);
           return await fn();
         } finally {
           this.#locked = false;

@@ -204,6 +204,20 @@ describe("FileStore", () => {
       expect((await (await open(dir, { keys: rotated })).get("OLD"))?.value).toBe("o");
     });
 
+    it("refuses reads and writes once another process re-sealed the store under a key it lacks", async () => {
+      const dir = await tempDir();
+      const server = await open(dir);
+      await server.put("A", "a");
+      const cli = await open(dir, { keys: new KeyRing("next-salt", ["file-store-test-salt"]) });
+      expect(await cli.reencrypt()).toBe(1);
+      expect(await codeOf(server.get("A"))).toBe("store_corrupt");
+      await expect(server.get("A")).rejects.toThrow(/sealed with a salt key this process does not have/);
+      expect(await codeOf(server.put("B", "b"))).toBe("store_corrupt");
+      expect((await cli.get("A"))?.value).toBe("a");
+      expect(await cli.get("B")).toBeUndefined();
+      expect((await readLog(dir)).header.keys).toEqual([keyCheckOf(new KeyRing("next-salt").current)]);
+    });
+
     it("answers store_corrupt for an entry that does not open, and serves the others", async () => {
       const dir = await tempDir();
       const store = await open(dir);
@@ -294,6 +308,38 @@ describe("FileStore", () => {
       expect(await reopened.names()).toEqual(["BIG0", "BIG1", "BIG2", "BIG3"]);
       expect((await reopened.get("BIG2"))?.value).toBe(`39-${big}`);
       await other.close();
+    });
+
+    it("compacts at open when the log is past twice its state, and still opens when the lock is busy", async () => {
+      const dir = await tempDir();
+      const store = await open(dir);
+      await store.put("BIG", "x".repeat(64 * 1024));
+      await store.close();
+      // Twenty copies of the same change: what a process that died before compacting leaves.
+      const { bytes } = await readLog(dir);
+      const headerEnd = bytes.indexOf("\n") + 1;
+      const line = bytes.subarray(headerEnd);
+      await writeFile(logPath(dir), Buffer.concat([bytes, ...Array.from({ length: 20 }, () => line)]));
+      const grown = (await stat(logPath(dir))).size;
+      expect(grown).toBeGreaterThan(1024 * 1024);
+
+      await writeFile(join(dir, "secrets.log.lock"), `${process.pid} held`);
+      const logs: string[] = [];
+      const busy = await FileStore.open({
+        dataDir: dir,
+        keys,
+        lockTimeoutMs: 200,
+        log: createLogger((l) => logs.push(l)),
+      });
+      expect((await busy.get("BIG"))?.value.length).toBe(64 * 1024);
+      expect((await stat(logPath(dir))).size).toBe(grown);
+      expect(logs.join("")).toMatch(/compaction at open failed.*backend_unavailable/);
+      await busy.close();
+      await rm(join(dir, "secrets.log.lock"));
+
+      const reopened = await open(dir);
+      expect((await stat(logPath(dir))).size).toBeLessThan(grown / 10);
+      expect((await reopened.get("BIG"))?.value.length).toBe(64 * 1024);
     });
 
     it("keeps a tombstone 14 days, then a compaction drops it", async () => {
