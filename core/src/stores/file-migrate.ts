@@ -50,8 +50,11 @@ export interface MigrationContext {
   keys: KeyRing;
   lockTimeoutMs: number;
   now: () => number;
-  /** Applies the changes (and key check values) as one durable batch; resolves with how many applied. */
-  importBatch(changes: ImportedChange[], keyChecks: "all ring keys"): Promise<number>;
+  /**
+   * Applies the changes as one durable batch, with the check values of every key of the ring (which
+   * of them sealed which entry is not known); resolves with how many changes applied.
+   */
+  importBatch(changes: ImportedChange[]): Promise<number>;
   /** Fsyncs the data dir. */
   syncDirectory(): Promise<void>;
 }
@@ -96,7 +99,7 @@ export async function migrateV1(context: MigrationContext): Promise<{ entries: n
         ...(e.tags !== undefined && { g: { ...e.tags } }),
       };
     });
-    const applied = changes.length > 0 ? await context.importBatch(changes, "all ring keys") : 0;
+    const applied = changes.length > 0 ? await context.importBatch(changes) : 0;
     await rm(path);
     await context.syncDirectory();
     return { entries: changes.length, applied };
