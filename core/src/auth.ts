@@ -8,7 +8,7 @@
  * `timingSafeEqual`, once per check, so the time taken depends neither on how much of the key
  * matches nor on its length.
  */
-import { createHash, timingSafeEqual } from "node:crypto";
+import { hash, timingSafeEqual } from "node:crypto";
 
 export type BearerCheck = (authorization: string | undefined, apiKeyHeader?: string | undefined) => boolean;
 
@@ -24,5 +24,5 @@ export function bearerCheck(masterKey: string): BearerCheck {
 }
 
 function digest(text: string): Buffer {
-  return createHash("sha256").update(text, "utf8").digest();
+  return hash("sha256", text, "buffer");
 }

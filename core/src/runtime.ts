@@ -84,7 +84,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     manager,
     metrics,
     log,
-    fetch: async (request, raw) => (app ? app.fetch(request, { raw }) : refuse()),
+    fetch: app ? app.fetch : refuse,
     close: async () => {
       await backend.close?.();
     },

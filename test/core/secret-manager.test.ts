@@ -49,9 +49,7 @@ function setup(options: { ttlSeconds?: number; maxStaleSeconds?: number; env?: R
   const masterKey = newKey();
   const app = createApp({ manager, masterKey, metrics, log });
   const get = (path: string) =>
-    app.fetch(new Request(`http://localhost${path}`, { headers: { authorization: `Bearer ${masterKey}` } }), {
-      raw: { path },
-    });
+    app.fetch(new Request(`http://localhost${path}`, { headers: { authorization: `Bearer ${masterKey}` } }), { path });
   return { store, manager, metrics, logs, clock, get };
 }
 

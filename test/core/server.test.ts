@@ -112,7 +112,7 @@ describe("over a real socket", () => {
     const reopened = await FileStore.open({ dataDir: ctx.dataDir, keys: ctx.settings.keys as KeyRing });
     const names = await reopened.names();
     for (let i = 0; i < 200; i++) expect(names).toContain(`C${i}`);
-    expect(await reopened.get("C199")).toBe("v199");
+    expect((await reopened.get("C199"))?.value).toBe("v199");
   });
 
   it("accepts a body of just under 1 MiB", async () => {

@@ -134,6 +134,7 @@ for (const [runtimeName, start] of Object.entries(RUNTIMES)) {
 
       const answer = await target.send(c);
       expect(answer.status).toBe(c.status);
+      expect(answer.headers["cache-control"], "every answer is no-store").toBe("no-store");
       if (c.code) expect(JSON.parse(answer.body).error.code).toBe(c.code);
       if (c.status === 401) expect(answer.headers["www-authenticate"]).toMatch(/^Bearer\b/);
       if (c.status === 503) expect(answer.headers["retry-after"]).toMatch(/^\d+$/);

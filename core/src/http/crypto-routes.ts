@@ -2,7 +2,7 @@
 import { DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse } from "../api-schemas";
 import { type KeyRing, openSecret, sealSecret } from "../crypto";
 import { EncryptionKeyMissing } from "../errors";
-import type { Router } from "./router";
+import { json, type Router } from "./router";
 
 export function cryptoRoutes(router: Router, keyRing: KeyRing | undefined): void {
   const keys = () => {
@@ -19,7 +19,7 @@ export function cryptoRoutes(router: Router, keyRing: KeyRing | undefined): void
       body: EncryptRequest,
       responses: { 200: { description: "The ciphertext", schema: EncryptResponse } },
     },
-    (c, { body }) => c.json({ ciphertext: sealSecret(body.value, keys()) }),
+    (_, { body }) => json({ ciphertext: sealSecret(body.value, keys()) }),
   );
 
   router.route(
@@ -32,6 +32,6 @@ export function cryptoRoutes(router: Router, keyRing: KeyRing | undefined): void
       errors: ["decrypt_failed"],
       responses: { 200: { description: "The plaintext", schema: DecryptResponse } },
     },
-    (c, { body }) => c.json({ value: openSecret(body.ciphertext, keys()) }),
+    (_, { body }) => json({ value: openSecret(body.ciphertext, keys()) }),
   );
 }

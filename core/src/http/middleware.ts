@@ -1,14 +1,14 @@
 /**
- * The app's middleware, one factory each, in the order `createApp` installs them:
- * the request log, the raw-request check, authentication, then the path check. Errors from any of
- * them (and from routes) become answers in `errorHandler`, through `toHttpError`.
+ * The app's middleware, one factory each, in the order `createApp` installs them: the raw-request
+ * check, authentication, then the path check. Errors from any of them (and from routes) become
+ * answers in `errorHandler`, through `toHttpError`.
  */
 import type { ErrorHandler, MiddlewareHandler } from "hono";
 import { bearerCheck } from "../auth";
 import { AccessDenied, InvalidInput, InvalidName, SecretsError, toHttpError } from "../errors";
 import { describeUnexpected, type Logger } from "../log";
 import type { Labels, Metrics } from "../metrics";
-import type { AppEnv } from "./router";
+import { type AppEnv, json } from "./router";
 
 export const SECRETS_PREFIX = "/v1/secrets/";
 /** Routes that answer without the master key. */
@@ -26,25 +26,7 @@ export function errorHandler(metrics: Metrics, log: Logger, store: string): Erro
     if (!counted) labels.set(code, (counted = { store, code }));
     metrics.inc("llm_secrets_errors_total", counted);
     if (!(err instanceof SecretsError)) log.error("unexpected error", { path: c.req.path, ...describeUnexpected(err) });
-    return c.json(http.body, http.status as 500, http.headers);
-  };
-}
-
-/** One line per request (method, path, status, time: never a body), and `Cache-Control: no-store`. */
-export function requestLog(log: Logger): Middleware {
-  return async (c, next) => {
-    const started = performance.now();
-    c.header("cache-control", "no-store");
-    try {
-      await next();
-    } finally {
-      log.info("request", {
-        method: c.req.method,
-        path: c.req.path,
-        status: c.res.status,
-        ms: Math.round((performance.now() - started) * 100) / 100,
-      });
-    }
+    return json(http.body, http.status, http.headers);
   };
 }
 

@@ -22,6 +22,20 @@ export interface RawRequest {
 }
 
 export type AppEnv = { Bindings: { raw?: RawRequest } };
+
+/**
+ * Every answer is built here, with its headers as one plain object: `Cache-Control: no-store` on
+ * all of them, since they hold secrets. (Headers added to a finished response, or prepared with
+ * Hono's `c.header`, make each response copy its headers into a new `Headers` object: a measurable
+ * share of a cached read.)
+ */
+export function answer(body: string | null, status: number, headers: Record<string, string> = {}): Response {
+  return new Response(body, { status, headers: { "cache-control": "no-store", ...headers } });
+}
+
+export function json(value: unknown, status = 200, headers: Record<string, string> = {}): Response {
+  return answer(JSON.stringify(value), status, { "content-type": "application/json", ...headers });
+}
 export type Ctx = Context<AppEnv>;
 
 type Handler<B, Q> = (c: Ctx, input: { body: B; query: Q }) => Response | Promise<Response>;
@@ -43,8 +57,10 @@ export class Router {
     const methods = spec.method === "all" ? ALL_METHODS : [spec.method.toUpperCase()];
     this.#allow(spec.path, methods);
     const honoPath = spec.path.replace(/\/\{(\w+)\}$/, "/*").replace(/\{(\w+)\}/g, ":$1");
+    // What an absent query parses to, once: most requests have none.
+    const noQuery = spec.query ? parse(spec.query, {}, "query") : (undefined as Q);
     this.app.on(methods, honoPath, async (c) => {
-      const query = spec.query ? parse(spec.query, c.req.query(), "query") : (undefined as Q);
+      const query = spec.query && hasQuery(c) ? parse(spec.query, c.req.query(), "query") : noQuery;
       const body = spec.body ? parse(spec.body, await readJson(c), "body") : (undefined as B);
       return handler(c, { body, query });
     });
@@ -72,6 +88,11 @@ export class Router {
     if (existing) for (const m of methods) existing.methods.add(m);
     else this.#methods.push({ pattern, methods: new Set(methods) });
   }
+}
+
+/** Whether the request has a query string (most do not: their query is `{}`, with no URL parse). */
+function hasQuery(c: Ctx): boolean {
+  return c.env.raw?.path.includes("?") ?? true;
 }
 
 function parse<T>(schema: z.ZodMiniType<T>, input: unknown, where: string): T {

@@ -4,7 +4,7 @@ import type { ErrorCode } from "../errors";
 import { nameFromPath } from "../names";
 import type { SecretManager } from "../secret-manager";
 import { SECRETS_PREFIX } from "./middleware";
-import type { Ctx, Router } from "./router";
+import { answer, type Ctx, json, type Router } from "./router";
 
 const ERRORS: ErrorCode[] = ["invalid_name", "not_hosted", "backend_denied", "backend_unavailable", "store_corrupt"];
 
@@ -23,7 +23,7 @@ export function secretRoutes(router: Router, manager: SecretManager): void {
       errors: [...ERRORS, "write_only", "not_found"],
       responses: { 200: { description: "The value", schema: SecretResponse } },
     },
-    async (c, { query }) => c.json(await manager.get(secretName(c), { refresh: query.refresh === "true" })),
+    async (c, { query }) => json(await manager.get(secretName(c), { refresh: query.refresh === "true" })),
   );
 
   router.route(
@@ -42,7 +42,7 @@ export function secretRoutes(router: Router, manager: SecretManager): void {
     async (c, { body }) => {
       const meta = { description: body.description, tags: body.tags };
       const { name, created } = await manager.put(secretName(c), body.value, meta);
-      return c.json({ name, created }, created ? 201 : 200);
+      return json({ name, created }, created ? 201 : 200);
     },
   );
 
@@ -57,7 +57,7 @@ export function secretRoutes(router: Router, manager: SecretManager): void {
     },
     async (c) => {
       await manager.delete(secretName(c));
-      return c.body(null, 204);
+      return answer(null, 204);
     },
   );
 
@@ -71,6 +71,6 @@ export function secretRoutes(router: Router, manager: SecretManager): void {
       errors: [...ERRORS, "write_only", "unresolved_refs"],
       responses: { 200: { description: "The config with refs replaced", schema: ResolveResponse } },
     },
-    async (c, { body }) => c.json({ config: await manager.resolve(body.config) }),
+    async (_, { body }) => json({ config: await manager.resolve(body.config) }),
   );
 }

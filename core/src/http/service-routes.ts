@@ -3,7 +3,7 @@ import { HealthResponse } from "../api-schemas";
 import type { Metrics } from "../metrics";
 import { buildOpenApi } from "../openapi";
 import { VERSION } from "../version";
-import type { Router } from "./router";
+import { answer, json, type Router } from "./router";
 
 export function serviceRoutes(router: Router, store: string, metrics: Metrics): void {
   let openApi: string | undefined;
@@ -16,7 +16,7 @@ export function serviceRoutes(router: Router, store: string, metrics: Metrics): 
       auth: false,
       responses: { 200: { description: "Up", schema: HealthResponse } },
     },
-    (c) => c.json({ status: "ok", store, version: VERSION }),
+    () => json({ status: "ok", store, version: VERSION }),
   );
 
   router.route(
@@ -27,10 +27,10 @@ export function serviceRoutes(router: Router, store: string, metrics: Metrics): 
       auth: false,
       responses: { 200: { description: "OpenAPI 3.1 document", contentType: "application/json" } },
     },
-    (c) => {
+    () => {
       // Built on first use, from every route registered by then (all of them).
       openApi ??= JSON.stringify(buildOpenApi(router.specs, VERSION));
-      return c.body(openApi, 200, { "content-type": "application/json" });
+      return answer(openApi, 200, { "content-type": "application/json" });
     },
   );
 
@@ -42,6 +42,6 @@ export function serviceRoutes(router: Router, store: string, metrics: Metrics): 
       auth: true,
       responses: { 200: { description: "Prometheus text format", contentType: "text/plain; version=0.0.4" } },
     },
-    (c) => c.body(metrics.render(), 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }),
+    () => answer(metrics.render(), 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }),
   );
 }
