@@ -12,7 +12,7 @@ import { Hono } from "hono";
 import type { KeyRing } from "./crypto";
 import { SecretsError } from "./errors";
 import { cryptoRoutes } from "./http/crypto-routes";
-import { errorHandler, masterKeyAuth, rawPathCheck, rawRequestRequired } from "./http/middleware";
+import { admission, errorHandler } from "./http/middleware";
 import { pendingRoutes } from "./http/pending-routes";
 import { type AppEnv, type RawRequest, Router } from "./http/router";
 import { secretRoutes } from "./http/secret-routes";
@@ -50,9 +50,7 @@ export function createApp(options: AppOptions): App {
     throw new SecretsError("not_found", "no such route");
   });
 
-  app.use(rawRequestRequired(log));
-  app.use(masterKeyAuth(options.masterKey));
-  app.use(rawPathCheck());
+  app.use(admission(log, options.masterKey));
 
   serviceRoutes(router, manager.store.kind, metrics);
   secretRoutes(router, manager);

@@ -22,17 +22,19 @@ export function validateName(name: string): string {
 }
 
 /**
- * The name in a request path after `prefix`, from the path as it arrived on the wire
- * (before any `..` normalisation), percent-decoded and validated.
+ * The name in a request path after `prefix`, from the path as it arrived on the wire (before any
+ * `..` normalisation), percent-decoded. Not validated here: the `SecretManager` validates every name
+ * it is given, whoever calls it.
  */
 export function nameFromPath(rawPath: string, prefix: string): string {
-  const path = rawPath.split(/[?#]/, 1)[0] ?? "";
+  const cut = rawPath.search(/[?#]/);
+  const path = cut === -1 ? rawPath : rawPath.slice(0, cut);
   if (!path.startsWith(prefix)) throw new InvalidName("not under the secrets path");
-  let name: string;
+  const encoded = path.slice(prefix.length);
+  if (!encoded.includes("%")) return encoded;
   try {
-    name = decodeURIComponent(path.slice(prefix.length));
+    return decodeURIComponent(encoded);
   } catch {
     throw new InvalidName("malformed percent-encoding");
   }
-  return validateName(name);
 }

@@ -3,6 +3,8 @@
  * measured in the same run and reports rows through test/bench/report.ts.
  *
  * - http: a cached GET through the full app against a bare Hono route (test/bench/http.ts).
+ * - loopback: the same over a real socket, full server against a bare node-server route
+ *   (test/bench/http-loopback.ts).
  * - crypto: seal+open against LiteLLM's PyNaCl path, and the cold import (test/bench/crypto.ts).
  *
  * `--json` prints one JSON object per row on stdout and nothing else. Exits 1 when a section fails
@@ -12,10 +14,12 @@ import { arch, cpus, platform } from "node:os";
 import cryptoSection from "./crypto";
 import fileStoreSection from "./file-store";
 import httpSection from "./http";
+import loopbackSection from "./http-loopback";
 import { BenchFailure, Reporter, type Section } from "./report";
 
 const SECTIONS: [string, Section][] = [
   ["http", httpSection],
+  ["loopback", loopbackSection],
   ["crypto", cryptoSection],
   ["file-store", fileStoreSection],
 ];

@@ -58,20 +58,21 @@ describe("nameFromPath", () => {
     expect(nameFromPath("/v1/secrets/a/b", "/v1/secrets/")).toBe("a/b");
   });
 
-  it("refuses dot segments however they are written", () => {
+  it("decodes dot segments however they are written into names validateName refuses", () => {
     for (const raw of [
       "/v1/secrets/a/../b",
       "/v1/secrets/a/%2e%2e/b",
       "/v1/secrets/a/%2E./b",
       "/v1/secrets/a%2F..%2Fb",
     ]) {
-      expect(() => nameFromPath(raw, "/v1/secrets/")).toThrow(InvalidName);
+      expect(() => validateName(nameFromPath(raw, "/v1/secrets/"))).toThrow(InvalidName);
     }
   });
 
   it("refuses malformed percent-encoding and encoded control characters", () => {
     expect(() => nameFromPath("/v1/secrets/a%zz", "/v1/secrets/")).toThrow(InvalidName);
-    expect(() => nameFromPath("/v1/secrets/a%0Ab", "/v1/secrets/")).toThrow(InvalidName);
-    expect(() => nameFromPath("/v1/secrets/", "/v1/secrets/")).toThrow(InvalidName);
+    expect(() => validateName(nameFromPath("/v1/secrets/a%0Ab", "/v1/secrets/"))).toThrow(InvalidName);
+    expect(() => validateName(nameFromPath("/v1/secrets/", "/v1/secrets/"))).toThrow(InvalidName);
+    expect(() => nameFromPath("/v1/other/a", "/v1/secrets/")).toThrow(InvalidName);
   });
 });

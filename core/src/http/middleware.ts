@@ -1,7 +1,7 @@
 /**
- * The app's middleware, one factory each, in the order `createApp` installs them: the raw-request
- * check, authentication, then the path check. Errors from any of them (and from routes) become
- * answers in `errorHandler`, through `toHttpError`.
+ * The app's middleware: `admission` (the raw request, the master key, the raw path) before every
+ * route, and `errorHandler`, where every error (from admission or a route) becomes an answer
+ * through `toHttpError`.
  */
 import type { ErrorHandler, MiddlewareHandler } from "hono";
 import { bearerCheck } from "../auth";
@@ -31,56 +31,52 @@ export function errorHandler(metrics: Metrics, log: Logger, store: string): Erro
 }
 
 /**
- * A runtime must pass the request as it arrived (`fetch(request, raw)`): without it, `..` segments
- * may already have been normalised away, so nothing is served.
+ * Admission, in this order, before any route:
+ * 1. the raw request: a runtime must pass the request as it arrived (`fetch(request, raw)`);
+ *    without it `..` segments may already have been normalised away, so nothing is served (500,
+ *    one log line);
+ * 2. the master key, as `Authorization: Bearer` or `x-litellm-api-key`, on every route but the
+ *    public ones (401 before any 404 or 405);
+ * 3. the path as it arrived: `.`/`..` segments (also percent-encoded) are refused, not normalised;
+ *    a raw `#` on a secret route, or a query string on a secret write, would otherwise write the
+ *    name before it (400).
+ * One middleware of three plain checks: each step a middleware of its own cost an extra await per
+ * request on the hot path.
  */
-export function rawRequestRequired(log: Logger): Middleware {
-  return async (c, next) => {
-    if (typeof c.env?.raw?.path !== "string") {
+export function admission(log: Logger, masterKey: string): Middleware {
+  const authorized = bearerCheck(masterKey);
+  return (c, next) => {
+    const raw = c.env?.raw;
+    if (typeof raw?.path !== "string") {
       log.error("the runtime passed no raw request (the `raw` argument of fetch, with the path as it arrived); refusing", {
         method: c.req.method,
         path: c.req.path,
       });
       throw new SecretsError("internal", "internal error");
     }
-    await next();
-  };
-}
-
-/** The master key, as `Authorization: Bearer` or `x-litellm-api-key`, on every route but the public ones. */
-export function masterKeyAuth(masterKey: string): Middleware {
-  const authorized = bearerCheck(masterKey);
-  return async (c, next) => {
     if (!PUBLIC_PATHS.has(c.req.path) && !authorized(c.req.header("authorization"), c.req.header("x-litellm-api-key"))) {
       throw new AccessDenied("unauthorized", "missing or wrong master key");
     }
-    await next();
+    checkRawPath(raw.path, c.req.method);
+    return next();
   };
 }
 
-/**
- * Checks the path as it arrived: `.`/`..` segments (also percent-encoded) are refused, not
- * normalised; a raw `#` on a secret route, or a query string on a secret write, would otherwise
- * write the name before it.
- */
-export function rawPathCheck(): Middleware {
-  return async (c, next) => {
-    const target = c.env?.raw?.path ?? "";
-    const cut = target.search(/[?#]/);
-    const path = cut === -1 ? target : target.slice(0, cut);
-    const secret = path.startsWith(SECRETS_PREFIX);
-    if (path.split("/").some(isDotSegment)) {
-      if (secret) throw new InvalidName("'.' or '..' path segment");
-      throw new InvalidInput("the request path has '.' or '..' segments");
+function checkRawPath(target: string, method: string): void {
+  const cut = target.search(/[?#]/);
+  const path = cut === -1 ? target : target.slice(0, cut);
+  const secret = path.startsWith(SECRETS_PREFIX);
+  // Only a path with a dot (or a percent sign: `%2e`) can hold a dot segment.
+  if ((path.includes(".") || path.includes("%")) && path.split("/").some(isDotSegment)) {
+    if (secret) throw new InvalidName("'.' or '..' path segment");
+    throw new InvalidInput("the request path has '.' or '..' segments");
+  }
+  if (secret && cut !== -1) {
+    if (target[cut] === "#") throw new InvalidName("a raw '#' in the request path");
+    if (method === "PUT" || method === "DELETE") {
+      throw new InvalidName("a query string after the name of a secret being written or deleted");
     }
-    if (secret && cut !== -1) {
-      if (target[cut] === "#") throw new InvalidName("a raw '#' in the request path");
-      if (c.req.method === "PUT" || c.req.method === "DELETE") {
-        throw new InvalidName("a query string after the name of a secret being written or deleted");
-      }
-    }
-    await next();
-  };
+  }
 }
 
 function isDotSegment(segment: string): boolean {
