@@ -192,7 +192,9 @@ describe("FileStore across processes", () => {
     expect(await store.put("AFTER", "the kill")).toBe("created");
     const log = await readLog(dir);
     expect(log.tail).toBe("none");
-    expect([...log.state.keys()].sort()).toEqual([...acked, "AFTER"].sort());
+    for (const name of [...acked, "AFTER"]) expect(log.state.has(name), name).toBe(true);
+    // Besides those, only whole batches the writers wrote but were killed before acknowledging.
+    for (const name of log.state.keys()) expect(name).toMatch(/^(AFTER|t\d+-\d+)$/);
     await store.close();
   });
 });
