@@ -27,7 +27,10 @@ export function instrumentStore(store: SecretStore, metrics: Metrics, log: Logge
       const code = err instanceof SecretsError ? err.code : "internal";
       const key = `${op}:${code}`;
       let failed = errorLabels.get(key);
-      if (!failed) errorLabels.set(key, (failed = { store: store.kind, op, code }));
+      if (!failed) {
+        failed = { store: store.kind, op, code };
+        errorLabels.set(key, failed);
+      }
       metrics.inc("llm_secrets_backend_errors_total", failed);
       log.warn("store call failed", { store: store.kind, op, name, code });
       throw err;

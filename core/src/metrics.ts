@@ -73,7 +73,10 @@ class PrometheusMetrics implements Metrics {
 
   inc(name: CounterName, labels: Labels, by = 1): void {
     let series = this.#counters.get(name);
-    if (!series) this.#counters.set(name, (series = new Map()));
+    if (!series) {
+      series = new Map();
+      this.#counters.set(name, series);
+    }
     const key = labelKey(labels);
     series.set(key, (series.get(key) ?? 0) + by);
     for (const sink of this.sinks) sink.inc?.(name, labels, by);
@@ -81,10 +84,16 @@ class PrometheusMetrics implements Metrics {
 
   observe(name: HistogramName, labels: Labels, value: number): void {
     let all = this.#histograms.get(name);
-    if (!all) this.#histograms.set(name, (all = new Map()));
+    if (!all) {
+      all = new Map();
+      this.#histograms.set(name, all);
+    }
     const key = labelKey(labels);
     let s = all.get(key);
-    if (!s) all.set(key, (s = { counts: LATENCY_BUCKETS.map(() => 0), sum: 0, count: 0 }));
+    if (!s) {
+      s = { counts: LATENCY_BUCKETS.map(() => 0), sum: 0, count: 0 };
+      all.set(key, s);
+    }
     const bucket = LATENCY_BUCKETS.findIndex((le) => value <= le);
     if (bucket !== -1) s.counts[bucket] = (s.counts[bucket] ?? 0) + 1;
     s.sum += value;

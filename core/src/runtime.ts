@@ -46,9 +46,10 @@ export interface Runtime {
 
 export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   const { log } = options;
-  const settings = "storeFactory" in options.settings
-    ? options.settings
-    : loadSettings({ ...options.settings, stores: options.stores });
+  const settings =
+    "storeFactory" in options.settings
+      ? options.settings
+      : loadSettings({ ...options.settings, stores: options.stores });
   const now = options.now ?? Date.now;
   const [backend] = await Promise.all([
     // The factory parsed these settings with its own schema in loadSettings.

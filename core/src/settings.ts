@@ -299,11 +299,7 @@ function rawKeyManagementSettings(rawConfig: Record<string, unknown>): Record<st
 }
 
 /** The store's own keys and env vars, parsed by its schema; an invalid one stops the start, named. */
-function parseStoreSettings(
-  factory: StoreFactory,
-  kms: Record<string, unknown>,
-  env: Record<string, string>,
-): unknown {
+function parseStoreSettings(factory: StoreFactory, kms: Record<string, unknown>, env: Record<string, string>): unknown {
   const envShape = factory.settings.shape.env.shape;
   const ownEnv = Object.fromEntries(Object.entries(env).filter(([k, v]) => k in envShape && v !== ""));
   const parsed = safeParse(factory.settings, { config: kms, env: ownEnv });

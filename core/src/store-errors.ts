@@ -145,7 +145,8 @@ export function classifyBackendError(err: unknown, what: string): SecretsError {
   const label = describe(found);
   const options = { cause: err };
 
-  if (status === 401 || status === 403) return new BackendDenied(`${what}: the backend refused our identity (${label})`, options);
+  if (status === 401 || status === 403)
+    return new BackendDenied(`${what}: the backend refused our identity (${label})`, options);
   if (typeof code === "number" && typeof status !== "number" && GRPC_DENIED.has(code)) {
     return new BackendDenied(`${what}: the backend refused our identity (${label})`, options);
   }
@@ -158,7 +159,10 @@ export function classifyBackendError(err: unknown, what: string): SecretsError {
   if (typeof code === "number" && status === undefined && GRPC_UNAVAILABLE.has(code)) {
     return new BackendUnavailable(`${what}: the backend is unavailable (${label})`, retryAfter, options);
   }
-  if ((name !== undefined && UNAVAILABLE_NAMES.has(name)) || (typeof code === "string" && UNAVAILABLE_NET_CODES.has(code))) {
+  if (
+    (name !== undefined && UNAVAILABLE_NAMES.has(name)) ||
+    (typeof code === "string" && UNAVAILABLE_NET_CODES.has(code))
+  ) {
     return new BackendUnavailable(`${what}: the backend is unavailable (${label})`, retryAfter, options);
   }
   if (typeof code === "string" && UNUSABLE_FS_CODES.has(code)) {
@@ -180,7 +184,10 @@ function look(err: unknown): Looked {
     found.name ??= typeof e.name === "string" && e.name !== "Error" && e.name !== "TypeError" ? e.name : undefined;
     found.code ??= typeof e.code === "string" || typeof e.code === "number" ? e.code : undefined;
     found.status ??=
-      statusOf(e.$metadata?.httpStatusCode) ?? statusOf(e.statusCode) ?? statusOf(e.status) ?? statusOf(e.response?.status);
+      statusOf(e.$metadata?.httpStatusCode) ??
+      statusOf(e.statusCode) ??
+      statusOf(e.status) ??
+      statusOf(e.response?.status);
     found.retryAfter ??=
       secondsOf(e.retryAfterInMs, 1000) ??
       secondsOf(e.retryAfter, 1) ??
@@ -219,7 +226,9 @@ function retryAfterHeader(headers: unknown): number | undefined {
 }
 
 function describe({ name, code, status }: Looked): string {
-  return [status !== undefined ? `HTTP ${status}` : undefined, name, code !== undefined ? String(code) : undefined]
-    .filter((part) => part !== undefined)
-    .join(", ") || "no detail";
+  return (
+    [status !== undefined ? `HTTP ${status}` : undefined, name, code !== undefined ? String(code) : undefined]
+      .filter((part) => part !== undefined)
+      .join(", ") || "no detail"
+  );
 }

@@ -23,7 +23,10 @@ export function errorHandler(metrics: Metrics, log: Logger, store: string): Erro
     const http = toHttpError(err);
     const code = http.body.error.code;
     let counted = labels.get(code);
-    if (!counted) labels.set(code, (counted = { store, code }));
+    if (!counted) {
+      counted = { store, code };
+      labels.set(code, counted);
+    }
     metrics.inc("llm_secrets_errors_total", counted);
     if (!(err instanceof SecretsError)) log.error("unexpected error", { path: c.req.path, ...describeUnexpected(err) });
     return json(http.body, http.status, http.headers);
@@ -48,13 +51,19 @@ export function admission(log: Logger, masterKey: string): Middleware {
   return (c, next) => {
     const raw = c.env?.raw;
     if (typeof raw?.path !== "string") {
-      log.error("the runtime passed no raw request (the `raw` argument of fetch, with the path as it arrived); refusing", {
-        method: c.req.method,
-        path: c.req.path,
-      });
+      log.error(
+        "the runtime passed no raw request (the `raw` argument of fetch, with the path as it arrived); refusing",
+        {
+          method: c.req.method,
+          path: c.req.path,
+        },
+      );
       throw new SecretsError("internal", "internal error");
     }
-    if (!PUBLIC_PATHS.has(c.req.path) && !authorized(c.req.header("authorization"), c.req.header("x-litellm-api-key"))) {
+    if (
+      !PUBLIC_PATHS.has(c.req.path) &&
+      !authorized(c.req.header("authorization"), c.req.header("x-litellm-api-key"))
+    ) {
       throw new AccessDenied("unauthorized", "missing or wrong master key");
     }
     checkRawPath(raw.path, c.req.method);

@@ -80,7 +80,11 @@ export class Router {
       `^${template
         .split(/(\{\w+\})/)
         .map((part, i, parts) =>
-          part.startsWith("{") ? (i === parts.length - 2 ? ".+" : "[^/]+") : part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"),
+          part.startsWith("{")
+            ? i === parts.length - 2
+              ? ".+"
+              : "[^/]+"
+            : part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"),
         )
         .join("")}$`,
     );

@@ -1,5 +1,12 @@
 /** `/v1/secrets/{name}` and `/v1/resolve`: every read and write goes through the `SecretManager`. */
-import { ResolveRequest, ResolveResponse, SecretPutRequest, SecretPutResponse, SecretQuery, SecretResponse } from "../api-schemas";
+import {
+  ResolveRequest,
+  ResolveResponse,
+  SecretPutRequest,
+  SecretPutResponse,
+  SecretQuery,
+  SecretResponse,
+} from "../api-schemas";
 import type { ErrorCode } from "../errors";
 import { nameFromPath } from "../names";
 import type { SecretManager } from "../secret-manager";
