@@ -1,7 +1,7 @@
 // README.md's "Try it" session, run as printed against `npm start` on 127.0.0.1:4000; then a
 // restart, and a look at what is on disk and what the server printed.
 import { spawnSync } from "node:child_process";
-import { readFile, stat } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";

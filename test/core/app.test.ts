@@ -1,8 +1,7 @@
 // The HTTP API in-process, over a real file store (SPEC section 6).
-import { readFile, rm } from "node:fs/promises";
-import { join } from "node:path";
-import corePackage from "../../core/package.json" with { type: "json" };
+import { rm } from "node:fs/promises";
 import { describe, expect, it } from "vitest";
+import corePackage from "../../core/package.json" with { type: "json" };
 import type { StoreFactory } from "../../core/src/secret-store";
 import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
 import { dataFiles, expectNoValueIn, inProcessApp, newKey, secretValue } from "../helpers";

@@ -1,8 +1,8 @@
 // The `llm-secrets` CLI, run as a child process from its bundle (SPEC section 1).
 import { readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import corePackage from "../../core/package.json" with { type: "json" };
 import { describe, expect, it } from "vitest";
+import corePackage from "../../core/package.json" with { type: "json" };
 import { KeyRing, openSecret, sealSecret } from "../../core/src/crypto";
 import { cleanEnv, expectNoValueIn, fetchJson, newKey, runCli, ServerProcess, secretValue, tempDir } from "../helpers";
 

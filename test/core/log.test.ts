@@ -22,7 +22,12 @@ describe("log", () => {
     expect(writes).toEqual([]);
     await new Promise((r) => setImmediate(r));
     expect(writes).toHaveLength(1);
-    expect((writes[0] as string).split("\n").filter(Boolean).map((l) => JSON.parse(l).msg)).toEqual(["one", "two"]);
+    expect(
+      (writes[0] as string)
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => JSON.parse(l).msg),
+    ).toEqual(["one", "two"]);
     log.info("x".repeat(70_000));
     expect(writes).toHaveLength(2); // past 64 KiB it writes at once
   });

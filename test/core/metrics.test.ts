@@ -6,10 +6,15 @@ describe("metrics", () => {
   it("renders histogram buckets cumulatively, each counting every observation at or below its bound", () => {
     const m = createMetrics();
     const labels = { store: "file", op: "get" };
-    for (const v of [0.0005, 0.003, 0.003, 0.04, 0.3, 7, 20]) m.observe("llm_secrets_backend_latency_seconds", labels, v);
+    for (const v of [0.0005, 0.003, 0.003, 0.04, 0.3, 7, 20])
+      m.observe("llm_secrets_backend_latency_seconds", labels, v);
     const text = m.render();
     const bucket = (le: string) =>
-      Number(new RegExp(`llm_secrets_backend_latency_seconds_bucket\\{store="file",op="get",le="${le.replace("+", "\\+")}"\\} (\\d+)`).exec(text)?.[1]);
+      Number(
+        new RegExp(
+          `llm_secrets_backend_latency_seconds_bucket\\{store="file",op="get",le="${le.replace("+", "\\+")}"\\} (\\d+)`,
+        ).exec(text)?.[1],
+      );
     expect(bucket("0.001")).toBe(1);
     expect(bucket("0.005")).toBe(3);
     expect(bucket("0.01")).toBe(3);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { SecretsError } from "../../core/src/errors";
-import { BackendUnavailable } from "../../core/src/store-errors";
 import { SecretCache } from "../../core/src/secret-cache";
+import { BackendUnavailable } from "../../core/src/store-errors";
 
 /** A backend double driven by the test: it counts calls and answers what it is told. */
 function backend(initial: string | undefined) {

@@ -119,7 +119,13 @@ describe("SecretManager with a failing store", () => {
     await new Promise((r) => setImmediate(r));
     const lines = logs.filter((l) => l.includes("background refresh failed")).map((l) => JSON.parse(l));
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatchObject({ level: "warn", store: "memory", name: "K", code: "backend_unavailable", age_s: 95 });
+    expect(lines[0]).toMatchObject({
+      level: "warn",
+      store: "memory",
+      name: "K",
+      code: "backend_unavailable",
+      age_s: 95,
+    });
     expectNoValueIn(logs, [v]);
   });
 

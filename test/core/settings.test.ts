@@ -1,12 +1,12 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { KeyRing, openSecret, sealSecret } from "../../core/src/crypto";
-import { ConfigError, DecryptFailed } from "../../core/src/errors";
 import * as z from "zod/mini";
 import { LOCAL_STORES } from "../../core/src/cli";
+import { KeyRing, openSecret, sealSecret } from "../../core/src/crypto";
+import { ConfigError, DecryptFailed } from "../../core/src/errors";
 import type { StoreFactory } from "../../core/src/secret-store";
-import { type SettingsInput, loadSettings as loadWith } from "../../core/src/settings";
+import { loadSettings as loadWith, type SettingsInput } from "../../core/src/settings";
 import { memoryStore } from "../../core/src/stores/memory";
 import { newKey, tempDir } from "../helpers";
 
@@ -209,7 +209,10 @@ describe("config.yaml", () => {
       configError(() =>
         loadSettings({
           stores,
-          env: { VAULTISH_ADDR: addr, LLM_SECRETS_CONFIG: "general_settings:\n  key_management_settings:\n    mount_name: 3\n" },
+          env: {
+            VAULTISH_ADDR: addr,
+            LLM_SECRETS_CONFIG: "general_settings:\n  key_management_settings:\n    mount_name: 3\n",
+          },
         }),
       ),
     ).toMatch(/^vaultish settings: general_settings\.key_management_settings\.mount_name: /);
@@ -272,12 +275,17 @@ describe("environment", () => {
       }).cache.ttlSeconds,
     ).toBe(30);
     expect(
-      loadSettings({ stores, env: { LLM_SECRETS_CONFIG: cfg, VAULTISH_ADDR: addr, SECRET_MANAGER_REFRESH_INTERVAL: "120" } })
-        .cache.ttlSeconds,
+      loadSettings({
+        stores,
+        env: { LLM_SECRETS_CONFIG: cfg, VAULTISH_ADDR: addr, SECRET_MANAGER_REFRESH_INTERVAL: "120" },
+      }).cache.ttlSeconds,
     ).toBe(120);
     expect(
       configError(() =>
-        loadSettings({ stores, env: { LLM_SECRETS_CONFIG: cfg, VAULTISH_ADDR: addr, VAULTISH_REFRESH_INTERVAL: "1h" } }),
+        loadSettings({
+          stores,
+          env: { LLM_SECRETS_CONFIG: cfg, VAULTISH_ADDR: addr, VAULTISH_REFRESH_INTERVAL: "1h" },
+        }),
       ),
     ).toContain("VAULTISH_REFRESH_INTERVAL");
     expect(loadSettings({ env: { SECRET_MANAGER_REFRESH_INTERVAL: "" } }).cache.ttlSeconds).toBe(86_400);

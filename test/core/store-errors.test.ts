@@ -10,17 +10,35 @@ function shaped(fields: Record<string, unknown>, message = "backend said: sk-liv
 }
 
 const CASES: [string, unknown, string, number?][] = [
-  ["AWS AccessDeniedException", shaped({ name: "AccessDeniedException", $metadata: { httpStatusCode: 400 } }), "backend_denied"],
+  [
+    "AWS AccessDeniedException",
+    shaped({ name: "AccessDeniedException", $metadata: { httpStatusCode: 400 } }),
+    "backend_denied",
+  ],
   ["AWS ExpiredTokenException", shaped({ name: "ExpiredTokenException" }), "backend_denied"],
   [
     "AWS ThrottlingException with Retry-After",
-    shaped({ name: "ThrottlingException", $metadata: { httpStatusCode: 400 }, $response: { headers: { "retry-after": "7" } } }),
+    shaped({
+      name: "ThrottlingException",
+      $metadata: { httpStatusCode: 400 },
+      $response: { headers: { "retry-after": "7" } },
+    }),
     "backend_unavailable",
     7,
   ],
-  ["AWS InternalServiceError (500)", shaped({ name: "InternalServiceError", $metadata: { httpStatusCode: 500 } }), "backend_unavailable", 1],
+  [
+    "AWS InternalServiceError (500)",
+    shaped({ name: "InternalServiceError", $metadata: { httpStatusCode: 500 } }),
+    "backend_unavailable",
+    1,
+  ],
   ["Azure RestError 403", shaped({ name: "RestError", statusCode: 403, code: "Forbidden" }), "backend_denied"],
-  ["Azure RestError 429 retryAfterInMs", shaped({ name: "RestError", statusCode: 429, retryAfterInMs: 3000 }), "backend_unavailable", 3],
+  [
+    "Azure RestError 429 retryAfterInMs",
+    shaped({ name: "RestError", statusCode: 429, retryAfterInMs: 3000 }),
+    "backend_unavailable",
+    3,
+  ],
   ["Azure identity unavailable", shaped({ name: "CredentialUnavailableError" }), "backend_denied"],
   ["gRPC PERMISSION_DENIED", shaped({ code: 7, details: "denied" }), "backend_denied"],
   ["gRPC UNAUTHENTICATED", shaped({ code: 16 }), "backend_denied"],
@@ -28,10 +46,20 @@ const CASES: [string, unknown, string, number?][] = [
   ["gRPC DEADLINE_EXCEEDED", shaped({ code: 4 }), "backend_unavailable", 1],
   ["gRPC RESOURCE_EXHAUSTED", shaped({ code: 8 }), "backend_unavailable", 1],
   ["HTTP 401 in status", shaped({ status: 401 }), "backend_denied"],
-  ["HTTP 503 with a Headers Retry-After", shaped({ status: 503, headers: new Headers({ "retry-after": "12" }) }), "backend_unavailable", 12],
+  [
+    "HTTP 503 with a Headers Retry-After",
+    shaped({ status: 503, headers: new Headers({ "retry-after": "12" }) }),
+    "backend_unavailable",
+    12,
+  ],
   ["HTTP 502", shaped({ response: { status: 502 } }), "backend_unavailable", 1],
   ["HTTP 429", shaped({ statusCode: 429 }), "backend_unavailable", 1],
-  ["fetch failed: ECONNREFUSED", new TypeError("fetch failed", { cause: shaped({ code: "ECONNREFUSED" }) }), "backend_unavailable", 1],
+  [
+    "fetch failed: ECONNREFUSED",
+    new TypeError("fetch failed", { cause: shaped({ code: "ECONNREFUSED" }) }),
+    "backend_unavailable",
+    1,
+  ],
   ["ECONNRESET", shaped({ code: "ECONNRESET" }), "backend_unavailable", 1],
   ["ETIMEDOUT", shaped({ code: "ETIMEDOUT" }), "backend_unavailable", 1],
   ["undici connect timeout", shaped({ code: "UND_ERR_CONNECT_TIMEOUT" }), "backend_unavailable", 1],

@@ -17,6 +17,8 @@ describe("validation", () => {
     const result = safeParse(z.object({ a: z.object({ b: z.string() }) }), { a: { b: 3 } });
     expect(result.success).toBe(false);
     if (result.success) return;
-    expect(issuesOf(result.error)).toEqual([{ path: "a.b", message: "Invalid input: expected string, received number" }]);
+    expect(issuesOf(result.error)).toEqual([
+      { path: "a.b", message: "Invalid input: expected string, received number" },
+    ]);
   });
 });

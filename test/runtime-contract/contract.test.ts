@@ -92,7 +92,13 @@ const RUNTIMES: Record<string, () => Promise<Target>> = {
       runtime,
       logs,
       send: (c) =>
-        rawHttp(port, c.method, c.target, headersOf(c, masterKey), c.body === undefined ? undefined : JSON.stringify(c.body)),
+        rawHttp(
+          port,
+          c.method,
+          c.target,
+          headersOf(c, masterKey),
+          c.body === undefined ? undefined : JSON.stringify(c.body),
+        ),
       close: async () => {
         await server.close();
         await runtime.close();

@@ -137,7 +137,7 @@ export function storeConformance(target: ConformanceTarget): void {
         U: UNICODE,
         E: "",
         B: binaryLooking(random, 4096),
-        N: "line1\nline2\r\n\ttab \"quoted\" \\ backslash",
+        N: 'line1\nline2\r\n\ttab "quoted" \\ backslash',
         L: largest,
       };
       for (const [n, v] of Object.entries(values)) await store.put(n, v);
