@@ -1,16 +1,22 @@
 /**
- * Bench section `loopback`: a cached `GET /v1/secrets/{name}` over a real socket. The full product
- * (`llm-secrets`'s local server over the file store, access log written) against a bare Hono route
- * answering a Map value over `@hono/node-server`, each in its own process
- * (test/bench/loopback-server.ts), loaded by the same generator (autocannon) from this process:
- * 32 keep-alive connections, rounds alternating between the two, medians reported.
+ * Bench section `loopback`: a cached `GET /v1/secrets/{name}` over a real socket. The product as
+ * `npm start` runs it (the CLI bundle, `llm-secrets serve`, over the file store, its access log
+ * written) against a bare Hono route answering a Map value over `@hono/node-server`
+ * (test/bench/bare-server.mjs), each in its own plain `node` process, loaded by the same generator
+ * (autocannon) from this process: 32 keep-alive connections, rounds alternating between the two,
+ * medians reported.
  * Target: the full app at >= 0.7x the bare route's requests per second. The mean latency at one
  * connection is reported as information.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import autocannon from "autocannon";
+// @ts-expect-error: a plain ESM build script without types
+import { buildCli } from "../../core/build.mjs";
 import { check, median, type Reporter } from "./report";
 
 const PATH = "/v1/secrets/OPENAI_API_KEY";
@@ -22,22 +28,21 @@ interface Server {
   url: string;
 }
 
-async function startServer(mode: "bare" | "full", env: Record<string, string>): Promise<Server> {
-  const script = fileURLToPath(new URL("./loopback-server.ts", import.meta.url));
-  const child = spawn(process.execPath, ["--import", "tsx", script, mode], {
-    env: { ...process.env, ...env },
+async function startServer(args: string[], env: Record<string, string>): Promise<Server> {
+  const child = spawn(process.execPath, args, {
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env },
     stdio: ["ignore", "pipe", "ignore"], // the access log goes nowhere, but is written
   });
-  const port = await new Promise<string>((resolve, reject) => {
+  const url = await new Promise<string>((resolve, reject) => {
     let out = "";
     child.stdout?.on("data", (d) => {
       out += d;
-      const m = /port (\d+)/.exec(out);
+      const m = /serving (http:\/\/\S+)/.exec(out);
       if (m) resolve(m[1] as string);
     });
-    child.once("exit", (code) => reject(new Error(`the ${mode} server exited (${code}) before listening`)));
+    child.once("exit", (code) => reject(new Error(`${args.join(" ")} exited (${code}) before listening`)));
   });
-  return { child, url: `http://127.0.0.1:${port}` };
+  return { child, url };
 }
 
 async function load(url: string, headers: Record<string, string>, connections: number, seconds: number) {
@@ -51,11 +56,17 @@ export default async function loopbackSection(report: Reporter): Promise<void> {
   report.section("loopback: cached GET over a real socket, full server vs bare @hono/node-server route");
   const key = `sk-${randomBytes(24).toString("base64url")}`;
   const value = `sk-${randomBytes(24).toString("base64url")}`;
-  const env = { BENCH_KEY: key, BENCH_VALUE: value };
   const headers = { authorization: `Bearer ${key}` };
-  const bare = await startServer("bare", env);
-  const full = await startServer("full", env);
+  const work = await mkdtemp(join(tmpdir(), "llm-secrets-bench-"));
+  const cli = await buildCli(join(work, "cli.mjs"));
+  const bare = await startServer([fileURLToPath(new URL("./bare-server.mjs", import.meta.url))], { BENCH_VALUE: value });
+  const full = await startServer([cli, "serve", "--port", "0"], {
+    LITELLM_MASTER_KEY: key,
+    LLM_SECRETS_DATA_DIR: join(work, "data"),
+  });
   try {
+    const put = await fetch(`${full.url}${PATH}`, { method: "PUT", headers, body: JSON.stringify({ value }) });
+    check(put.status === 201, `the full server answered ${put.status} to the PUT`);
     for (const server of [bare, full]) {
       const res = await fetch(`${server.url}${PATH}`, { headers });
       const body = (await res.json()) as { value?: string };
@@ -90,5 +101,6 @@ export default async function loopbackSection(report: Reporter): Promise<void> {
   } finally {
     bare.child.kill();
     full.child.kill();
+    await rm(work, { recursive: true, force: true });
   }
 }

@@ -29,13 +29,20 @@ export type AppEnv = { Bindings: { raw?: RawRequest } };
  * Hono's `c.header`, make each response copy its headers into a new `Headers` object: a measurable
  * share of a cached read.)
  */
-export function answer(body: string | null, status: number, headers: Record<string, string> = {}): Response {
-  return new Response(body, { status, headers: { "cache-control": "no-store", ...headers } });
+export function answer(body: string | null, status: number, headers?: Record<string, string>): Response {
+  return new Response(body, { status, headers: headers ? { ...NO_STORE, ...headers } : NO_STORE });
 }
 
-export function json(value: unknown, status = 200, headers: Record<string, string> = {}): Response {
-  return answer(JSON.stringify(value), status, { "content-type": "application/json", ...headers });
+export function json(value: unknown, status = 200, headers?: Record<string, string>): Response {
+  return new Response(JSON.stringify(value), { status, headers: headers ? { ...JSON_HEADERS, ...headers } : JSON_HEADERS });
 }
+
+// Shared by every answer: `Response` copies its init headers, so these are never changed.
+const NO_STORE: Readonly<Record<string, string>> = Object.freeze({ "cache-control": "no-store" });
+const JSON_HEADERS: Readonly<Record<string, string>> = Object.freeze({
+  "content-type": "application/json",
+  "cache-control": "no-store",
+});
 export type Ctx = Context<AppEnv>;
 
 type Handler<B, Q> = (c: Ctx, input: { body: B; query: Q }) => Response | Promise<Response>;
