@@ -15,12 +15,18 @@ export type BearerCheck = (authorization: string | undefined, apiKeyHeader?: str
 export function bearerCheck(masterKey: string): BearerCheck {
   const expected = digest(masterKey);
   return (authorization, apiKeyHeader) => {
-    const token =
-      apiKeyHeader !== undefined ? apiKeyHeader.trim() : /^Bearer\s+(.+)$/i.exec(authorization ?? "")?.[1]?.trim();
+    const token = apiKeyHeader !== undefined ? apiKeyHeader.trim() : bearerToken(authorization);
     // Hash even when there is no token, so a missing header costs what a wrong one does.
     const matches = timingSafeEqual(digest(token ?? ""), expected);
     return token !== undefined && token !== "" && matches;
   };
+}
+
+/** The token of `Bearer <token>` (the scheme in any case, then whitespace), trimmed. */
+function bearerToken(authorization: string | undefined): string | undefined {
+  if (authorization === undefined || authorization.length < 8) return undefined;
+  if (authorization.slice(0, 6).toLowerCase() !== "bearer" || !/\s/.test(authorization[6] as string)) return undefined;
+  return authorization.slice(7).trim();
 }
 
 function digest(text: string): Buffer {

@@ -64,8 +64,11 @@ export class SecretCache {
     };
   }
 
-  /** Reads `name`, calling `load` (at most once at a time per name) when the cache cannot answer. */
-  async get(name: string, load: () => Promise<string | undefined>, refresh = false): Promise<CacheRead> {
+  /**
+   * Reads `name`, calling `load` (at most once at a time per name) when the cache cannot answer.
+   * A hit answers synchronously (no promise on the hot path); a miss returns a promise.
+   */
+  get(name: string, load: () => Promise<string | undefined>, refresh = false): CacheRead | Promise<CacheRead> {
     const now = this.#options.now();
     const entry = this.#entries.get(name);
     if (!refresh && entry && now < entry.expiresAt) {
@@ -76,6 +79,15 @@ export class SecretCache {
       }
       return { value: this.#open(entry), stale: false };
     }
+    return this.#miss(name, load, refresh, entry);
+  }
+
+  async #miss(
+    name: string,
+    load: () => Promise<string | undefined>,
+    refresh: boolean,
+    entry: Entry | undefined,
+  ): Promise<CacheRead> {
     this.#options.onEvent?.("miss");
     try {
       return { value: await this.#load(name, load), stale: false };

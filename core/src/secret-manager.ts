@@ -90,7 +90,8 @@ export class SecretManager {
   async get(name: string, options: { refresh?: boolean } = {}): Promise<SecretRead> {
     this.#checkRead(name);
     const load = async () => (await this.store.get(name))?.value;
-    const read = await this.#cache.get(this.store.keyOf(name), load, options.refresh);
+    const cached = this.#cache.get(this.store.keyOf(name), load, options.refresh);
+    const read = cached instanceof Promise ? await cached : cached;
     if (read.value === undefined) throw new NotFound(name);
     return { name, value: read.value, stale: read.stale };
   }

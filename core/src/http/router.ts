@@ -34,7 +34,10 @@ export function answer(body: string | null, status: number, headers?: Record<str
 }
 
 export function json(value: unknown, status = 200, headers?: Record<string, string>): Response {
-  return new Response(JSON.stringify(value), { status, headers: headers ? { ...JSON_HEADERS, ...headers } : JSON_HEADERS });
+  return new Response(JSON.stringify(value), {
+    status,
+    headers: headers ? { ...JSON_HEADERS, ...headers } : JSON_HEADERS,
+  });
 }
 
 // Shared by every answer: `Response` copies its init headers, so these are never changed.
