@@ -59,7 +59,9 @@ export default async function loopbackSection(report: Reporter): Promise<void> {
   const headers = { authorization: `Bearer ${key}` };
   const work = await mkdtemp(join(tmpdir(), "llm-secrets-bench-"));
   const cli = await buildCli(join(work, "cli.mjs"));
-  const bare = await startServer([fileURLToPath(new URL("./bare-server.mjs", import.meta.url))], { BENCH_VALUE: value });
+  const bare = await startServer([fileURLToPath(new URL("./bare-server.mjs", import.meta.url))], {
+    BENCH_VALUE: value,
+  });
   const full = await startServer([cli, "serve", "--port", "0"], {
     LITELLM_MASTER_KEY: key,
     LLM_SECRETS_DATA_DIR: join(work, "data"),
