@@ -6,14 +6,10 @@ import { build } from "esbuild";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
-export async function buildCli(outfile = join(here, "dist", "cli.mjs")) {
+/** Bundles `entry` (TypeScript source, resolved from core/) into one ESM file for node. */
+export async function bundleCore(entry, outfile, banner = "") {
   await build({
-    stdin: {
-      contents: 'import { main } from "./src/cli.ts"; process.exitCode = await main(process.argv.slice(2));',
-      resolveDir: here,
-      sourcefile: "cli-entry.ts",
-      loader: "ts",
-    },
+    stdin: { contents: entry, resolveDir: here, sourcefile: "entry.ts", loader: "ts" },
     bundle: true,
     platform: "node",
     format: "esm",
@@ -21,9 +17,15 @@ export async function buildCli(outfile = join(here, "dist", "cli.mjs")) {
     outfile,
     logLevel: "warning",
     banner: {
-      js: '#!/usr/bin/env node\nimport { createRequire as __createRequire } from "node:module"; const require = __createRequire(import.meta.url);',
+      js: `${banner}import { createRequire as __createRequire } from "node:module"; const require = __createRequire(import.meta.url);`,
     },
   });
+  return outfile;
+}
+
+export async function buildCli(outfile = join(here, "dist", "cli.mjs")) {
+  const entry = 'import { main } from "./src/cli.ts"; process.exitCode = await main(process.argv.slice(2));';
+  await bundleCore(entry, outfile, "#!/usr/bin/env node\n");
   await chmod(outfile, 0o755);
   return outfile;
 }

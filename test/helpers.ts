@@ -185,6 +185,17 @@ export class ServerProcess {
   }
 }
 
+/** The stable code a promise is refused with: the typed error's code, `untyped <Name>`, or `no error`. */
+export async function codeOf(promise: Promise<unknown>): Promise<string> {
+  const { SecretsError } = await import("../core/src/errors");
+  try {
+    await promise;
+  } catch (err) {
+    return err instanceof SecretsError ? err.code : `untyped ${(err as Error).name}`;
+  }
+  return "no error";
+}
+
 /** Every file under `dir` (recursively): its mode and bytes, by relative path. */
 export async function dataFiles(dir: string): Promise<Record<string, { mode: number; bytes: Buffer }>> {
   const { readdir, readFile, stat } = await import("node:fs/promises");

@@ -11,10 +11,11 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
-import { build } from "esbuild";
+import { pathToFileURL } from "node:url";
 import { Hono } from "hono";
 import { Bench, type BenchOptions, type Task } from "tinybench";
+// @ts-expect-error: a plain ESM build script without types
+import { bundleCore } from "../../core/build.mjs";
 import type * as Cli from "../../core/src/cli";
 import type * as Log from "../../core/src/log";
 import type * as RuntimeModule from "../../core/src/runtime";
@@ -52,23 +53,10 @@ function measured(task: Task | undefined): Measured {
  * wraps every function it creates in a naming helper, which the product's bundles do not).
  */
 async function bundledCore(dir: string) {
-  const outfile = join(dir, "core.mjs");
-  await build({
-    stdin: {
-      contents:
-        'export { LOCAL_STORES } from "./src/cli.ts"; export { silentLogger } from "./src/log.ts"; export { createRuntime } from "./src/runtime.ts";',
-      resolveDir: join(fileURLToPath(new URL("../../core/", import.meta.url))),
-      sourcefile: "bench-core.ts",
-      loader: "ts",
-    },
-    bundle: true,
-    platform: "node",
-    format: "esm",
-    target: "node20",
-    outfile,
-    logLevel: "warning",
-    banner: { js: 'import { createRequire as __cr } from "node:module"; const require = __cr(import.meta.url);' },
-  });
+  const outfile = await bundleCore(
+    'export { LOCAL_STORES } from "./src/cli.ts"; export { silentLogger } from "./src/log.ts"; export { createRuntime } from "./src/runtime.ts";',
+    join(dir, "core.mjs"),
+  );
   return (await import(pathToFileURL(outfile).href)) as Pick<typeof Cli, "LOCAL_STORES"> &
     Pick<typeof Log, "silentLogger"> &
     Pick<typeof RuntimeModule, "createRuntime">;

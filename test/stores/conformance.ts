@@ -5,9 +5,8 @@
  * `conformance.test.ts`.
  */
 import { describe, expect, it } from "vitest";
-import { SecretsError } from "../../core/src/errors";
 import type { SecretStore, StoreFactory } from "../../core/src/secret-store";
-import { seededRandom } from "../helpers";
+import { codeOf, seededRandom } from "../helpers";
 
 export interface ConformanceTarget {
   /** How the suite is titled. */
@@ -48,16 +47,6 @@ function valueOfBytes(bytes: number, random: () => number): string {
     }
   }
   return parts.join("");
-}
-
-async function codeOf(promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err, "stores throw typed errors").toBeInstanceOf(SecretsError);
-    return (err as SecretsError).code;
-  }
-  return "no error";
 }
 
 export function storeConformance(target: ConformanceTarget): void {

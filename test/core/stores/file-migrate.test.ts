@@ -4,10 +4,10 @@ import { cp, readdir, readFile, truncate, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { KeyRing, sealSecret } from "../../../core/src/crypto";
-import { ConfigError, SecretsError } from "../../../core/src/errors";
+import { ConfigError } from "../../../core/src/errors";
 import { FileStore } from "../../../core/src/stores/file";
 import { keyCheckOf } from "../../../core/src/stores/file-log";
-import { tempDir } from "../../helpers";
+import { codeOf, tempDir } from "../../helpers";
 import { logPath, readLog } from "./file-log-reader";
 
 // The fixture's salt keys: test keys, written down here and in the fixture's make.mjs.
@@ -41,15 +41,6 @@ async function fixtureCopy(): Promise<{ dir: string; document: V1Document }> {
   const dir = join(await tempDir(), "data");
   await cp(FIXTURE, dir, { recursive: true });
   return { dir, document: JSON.parse(await readFile(join(dir, "secrets.json"), "utf8")) as V1Document };
-}
-
-async function codeOf(promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise;
-  } catch (err) {
-    return err instanceof SecretsError ? err.code : `untyped ${(err as Error).name}`;
-  }
-  return "no error";
 }
 
 describe("file store migration from format 1", () => {

@@ -3,11 +3,11 @@ import { appendFile, readdir, readFile, rm, stat, writeFile } from "node:fs/prom
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { KeyRing, openSecret, sealSecret } from "../../../core/src/crypto";
-import { ConfigError, SecretsError } from "../../../core/src/errors";
+import { ConfigError } from "../../../core/src/errors";
 import { createLogger } from "../../../core/src/log";
 import { FileStore, fileStore, TOMBSTONE_LIFETIME_MS } from "../../../core/src/stores/file";
 import { keyCheckOf } from "../../../core/src/stores/file-log";
-import { secretValue, tempDir } from "../../helpers";
+import { codeOf, secretValue, tempDir } from "../../helpers";
 import { logPath, readLog, rewriteLog } from "./file-log-reader";
 
 const keys = new KeyRing("file-store-test-salt");
@@ -23,15 +23,6 @@ function deadPid(): Promise<number> {
     const child = spawn(process.execPath, ["-e", "0"]);
     child.on("exit", () => resolve(child.pid as number));
   });
-}
-
-async function codeOf(promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise;
-  } catch (err) {
-    return err instanceof SecretsError ? err.code : `untyped ${(err as Error).name}`;
-  }
-  return "no error";
 }
 
 async function until(condition: () => boolean, timeoutMs = 5000): Promise<void> {
