@@ -50,7 +50,7 @@ export function createApp(options: AppOptions): App {
     throw new SecretsError("not_found", "no such route");
   });
 
-  app.use(admission(log, options.masterKey));
+  app.use(admission(options.masterKey));
 
   serviceRoutes(router, manager.store.kind, metrics);
   secretRoutes(router, manager);

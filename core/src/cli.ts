@@ -10,12 +10,12 @@ import { ensureMasterKeyFile } from "./master-key";
 import { createRuntime, type Runtime } from "./runtime";
 import { startServer } from "./server";
 import { loadSettings, requireKeys, type Settings, type SettingsInput } from "./settings";
-import { envStore } from "./stores/env";
 import { FileStore, fileStore } from "./stores/file";
+import { localStore } from "./stores/local";
 import { VERSION } from "./version";
 
 /** The stores the local build ships; the first is the default. */
-export const LOCAL_STORES = [fileStore, envStore] as const;
+export const LOCAL_STORES = [fileStore, localStore] as const;
 
 const USAGE = `usage: llm-secrets <command> [options]
 

@@ -120,11 +120,12 @@ export interface HttpError {
 
 /**
  * The one place errors become HTTP answers: status, headers (`Retry-After` on every 503, `Allow` on
- * 405, `WWW-Authenticate` on 401) and body. Unknown errors become a bare 500 that says nothing of
- * the error.
+ * 405, `WWW-Authenticate` on 401) and body. Unknown errors and `internal` ones become a bare 500
+ * that says nothing of the error.
  */
 export function toHttpError(err: unknown): HttpError {
-  if (!(err instanceof SecretsError)) {
+  // `internal` says nothing, typed or not: its message may name a backend's failure.
+  if (!(err instanceof SecretsError) || err.code === "internal") {
     return {
       status: 500,
       headers: {},

@@ -60,7 +60,8 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       log,
       now,
     }),
-    cryptoReady(),
+    // libsodium is the fast path; without it, sealing and opening stay correct on tweetnacl.
+    cryptoReady().catch(() => log.warn("libsodium did not load; encryption runs on tweetnacl (same bytes, slower)")),
   ]);
   const metrics = createMetrics(options.metricsSinks);
   const store = instrumentStore(backend, metrics, log);

@@ -215,5 +215,10 @@ export class SecretManager {
     if (this.#policy.accessMode === "read_only") {
       throw new AccessDenied("read_only", "writes are disabled: access_mode is read_only");
     }
+    // hosted_keys bounds writes too; virtual keys under the prefix stay writable when stored.
+    const virtualKey = this.#policy.storeVirtualKeys && name.startsWith(this.#policy.prefixForStoredVirtualKeys);
+    if (this.#hosted && !this.#hosted.has(name) && !virtualKey) {
+      throw new AccessDenied("not_hosted", `${name} is not in hosted_keys`);
+    }
   }
 }

@@ -2,9 +2,10 @@
  * `StoreKind`: the closed union of the built-in stores' kinds, derived from their factories by
  * type-only imports (nothing is loaded). A store joins by adding its factory's type here.
  */
-import type { envStore } from "./stores/env";
+
 import type { fileStore } from "./stores/file";
+import type { localStore } from "./stores/local";
 import type { memoryStore } from "./stores/memory";
 
-export type BuiltInStore = typeof fileStore | typeof envStore | typeof memoryStore;
+export type BuiltInStore = typeof fileStore | typeof localStore | typeof memoryStore;
 export type StoreKind = BuiltInStore["kind"];

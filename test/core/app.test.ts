@@ -278,14 +278,27 @@ describe("access_mode and hosted_keys", () => {
     expect((await errorOf(res)).code).toBe("write_only");
   });
 
-  it("hosted_keys limits reads and resolve to the listed names", async () => {
-    const { request } = await inProcessApp({ config: cfg("file", "    hosted_keys: [A]\n") });
-    await request("/v1/secrets/A", { method: "PUT", json: { value: "a" } });
-    await request("/v1/secrets/B", { method: "PUT", json: { value: "b" } });
+  it("hosted_keys limits reads, writes, deletes and resolve to the listed names (and stored virtual keys)", async () => {
+    const { request, runtime } = await inProcessApp({
+      config: cfg(
+        "file",
+        "    hosted_keys: [A]\n    store_virtual_keys: true\n    prefix_for_stored_virtual_keys: vk\n",
+      ),
+    });
+    expect((await request("/v1/secrets/A", { method: "PUT", json: { value: "a" } })).status).toBe(201);
+    await runtime.store.put("B", "b"); // held by the store, not hosted
     expect((await request("/v1/secrets/A")).status).toBe(200);
-    const res = await request("/v1/secrets/B");
-    expect(res.status).toBe(403);
-    expect((await errorOf(res)).code).toBe("not_hosted");
+    for (const init of [{}, { method: "PUT", json: { value: "x" } }, { method: "DELETE" }]) {
+      const res = await request("/v1/secrets/B", init);
+      expect(res.status).toBe(403);
+      expect((await errorOf(res)).code).toBe("not_hosted");
+    }
+    expect((await runtime.store.get("B"))?.value).toBe("b");
+    expect((await runtime.store.get("NEW")) === undefined).toBe(true);
+    expect((await request("/v1/secrets/NEW", { method: "PUT", json: { value: "x" } })).status).toBe(403);
+    expect(await runtime.store.get("NEW")).toBeUndefined();
+    expect((await request("/v1/secrets/vk/team-a", { method: "PUT", json: { value: "sk-virtual" } })).status).toBe(201);
+    expect((await request("/v1/secrets/vk/team-a", { method: "DELETE" })).status).toBe(204);
     expect(
       (await request("/v1/resolve", { method: "POST", json: { config: ["os.environ/A", "os.environ/B"] } })).status,
     ).toBe(403);

@@ -129,6 +129,37 @@ describe("SecretManager with a failing store", () => {
     expectNoValueIn(logs, [v]);
   });
 
+  it("keys the cache and its single flight on keyOf: names that land on one backend key share them", async () => {
+    const logs: string[] = [];
+    const log = createLogger((l) => logs.push(l));
+    const metrics = createMetrics();
+    const store = new (class extends MemoryStore {
+      reads = 0;
+      override async get(name: string) {
+        this.reads++;
+        await new Promise((r) => setTimeout(r, 5));
+        return super.get(name);
+      }
+    })({ mapName: (name) => name.replace(/[^0-9A-Za-z-]/g, "-") });
+    const manager = new SecretManager({
+      store: instrumentStore(store, metrics, log),
+      envBacked: false,
+      policy,
+      cache: { ttlSeconds: 60, maxStaleSeconds: 600 },
+      metrics,
+      log,
+    });
+    await store.put("AZURE_API_KEY", "v");
+    const [a, b] = await Promise.all([manager.get("AZURE_API_KEY"), manager.get("AZURE-API-KEY")]);
+    expect([a.value, b.value]).toEqual(["v", "v"]);
+    expect(store.reads).toBe(1); // one flight for both names
+    expect((await manager.get("AZURE-API-KEY")).value).toBe("v");
+    expect(store.reads).toBe(1); // and one entry
+    await manager.put("AZURE_API_KEY", "w"); // our own write updates the shared entry
+    expect((await manager.get("AZURE-API-KEY")).value).toBe("w");
+    expect(store.reads).toBe(1);
+  });
+
   it("never resolves over the API from the environment", async () => {
     const { manager } = setup({ env: { ONLY_ENV: "x" } });
     await expect(manager.resolve({ k: "os.environ/ONLY_ENV" })).rejects.toSatisfy(

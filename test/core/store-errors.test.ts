@@ -101,4 +101,15 @@ describe("classifyBackendError", () => {
     expect(toHttpError(classifyBackendError(shaped({ code: "EACCES" }), "x")).status).toBe(500);
     expect(toHttpError(classifyBackendError(shaped({ status: 403 }), "x")).status).toBe(502);
   });
+
+  it("answers a typed internal failure as bare as an untyped one: the backend's detail stays in the log", () => {
+    const typed = classifyBackendError(shaped({ name: "ResourceNotFoundException", status: 400 }), "aws get");
+    expect(typed.code).toBe("internal");
+    expect(typed.message).toContain("ResourceNotFoundException");
+    expect(toHttpError(typed)).toEqual({
+      status: 500,
+      headers: {},
+      body: { error: { code: "internal", message: "internal error" } },
+    });
+  });
 });

@@ -177,7 +177,8 @@ describe("a runtime that does not pass the raw request", () => {
     expect((await runtime.store.get("d"))?.value).toBe("d-value");
     const refused = logs.filter((l) => l.includes("passed no raw request"));
     expect(refused).toHaveLength(1);
-    expect(JSON.parse(refused[0] as string)).toMatchObject({ level: "error", method: "DELETE" });
+    expect(JSON.parse(refused[0] as string)).toMatchObject({ level: "error", msg: "internal error" });
+    expect(JSON.parse(refused[0] as string).reason).toContain("refusing DELETE");
     // An object without a path string is no raw request either.
     // @ts-expect-error: `raw.path` is required
     expect((await runtime.fetch(new Request("http://localhost/health"), {})).status).toBe(500);

@@ -1,8 +1,8 @@
 // Every store runs the one conformance suite. A new store joins with one call here.
 import { KeyRing } from "../../core/src/crypto";
 import { silentLogger } from "../../core/src/log";
-import { envStore } from "../../core/src/stores/env";
 import { fileStore } from "../../core/src/stores/file";
+import { localStore } from "../../core/src/stores/local";
 import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
 import { tempDir } from "../helpers";
 import { storeConformance } from "./conformance";
@@ -24,8 +24,8 @@ storeConformance({
 
 storeConformance({
   name: "local (environment, read half)",
-  factory: envStore,
-  open: async (seed = {}) => envStore.open({ config: {}, env: {} }, deps(seed)),
+  factory: localStore,
+  open: async (seed = {}) => localStore.open({ config: {}, env: {} }, deps(seed)),
 });
 
 storeConformance({

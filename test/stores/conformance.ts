@@ -66,13 +66,17 @@ export function storeConformance(target: ConformanceTarget): void {
       await store.close?.();
     });
 
-    it("keyOf is a function of the name", async () => {
-      const store = await target.open();
+    it("keyOf depends on the name only: two opens of the store agree, and it is a non-empty string", async () => {
+      const one = await target.open();
+      const two = await target.open();
       for (const n of NAMES) {
-        expect(typeof store.keyOf(n)).toBe("string");
-        expect(store.keyOf(n)).toBe(store.keyOf(String(n)));
+        // Built afresh, so no string identity is shared between the two calls.
+        const copy = [...n].join("");
+        expect(one.keyOf(n).length).toBeGreaterThan(0);
+        expect(two.keyOf(copy)).toBe(one.keyOf(n));
       }
-      await store.close?.();
+      await one.close?.();
+      await two.close?.();
     });
 
     if (!capabilities.writes) {

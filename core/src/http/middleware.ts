@@ -29,6 +29,11 @@ export function errorHandler(metrics: Metrics, log: Logger, store: string): Erro
     }
     metrics.inc("llm_secrets_errors_total", counted);
     if (!(err instanceof SecretsError)) log.error("unexpected error", { path: c.req.path, ...describeUnexpected(err) });
+    else if (err.code === "internal") {
+      // A typed `internal` (an unexpected backend failure) is logged with its message, built from
+      // operation names, statuses and codes only (store-errors.ts), never from a value.
+      log.error("internal error", { path: c.req.path, reason: err.message });
+    }
     return json(http.body, http.status, http.headers);
   };
 }
@@ -46,19 +51,16 @@ export function errorHandler(metrics: Metrics, log: Logger, store: string): Erro
  * One middleware of three plain checks: each step a middleware of its own cost an extra await per
  * request on the hot path.
  */
-export function admission(log: Logger, masterKey: string): Middleware {
+export function admission(masterKey: string): Middleware {
   const authorized = bearerCheck(masterKey);
   return (c, next) => {
     const raw = c.env?.raw;
     if (typeof raw?.path !== "string") {
-      log.error(
-        "the runtime passed no raw request (the `raw` argument of fetch, with the path as it arrived); refusing",
-        {
-          method: c.req.method,
-          path: c.req.path,
-        },
+      // Answered as a bare 500; the error handler logs this reason once.
+      throw new SecretsError(
+        "internal",
+        `the runtime passed no raw request (the \`raw\` argument of fetch, with the path as it arrived): refusing ${c.req.method}`,
       );
-      throw new SecretsError("internal", "internal error");
     }
     if (
       !PUBLIC_PATHS.has(c.req.path) &&

@@ -28,7 +28,7 @@ class EnvStore implements SecretStore {
   }
 }
 
-export const envStore = {
+export const localStore = {
   kind: "local",
   settings: z.object({ config: z.object({}), env: z.object({}) }),
   defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: true },
