@@ -128,6 +128,8 @@ export class FileStore implements SecretStore {
   #seq = 0;
   /** Estimated bytes the state takes in a compacted log. */
   #liveBytes = 0;
+  /** After a failed compaction, the log size at which the next one is tried. */
+  #compactRetryAt = 0;
   /** The open log: its fd (read with sync calls, appended with async ones), inode and the bytes applied. */
   #fd: number | undefined;
   #ino = -1;
@@ -357,6 +359,8 @@ export class FileStore implements SecretStore {
           const error = classifyBackendError(err, "file store write");
           for (const p of batch) p.settle.reject(error);
         }
+        // The batch is answered: it is durable and installed whatever a compaction then does.
+        if (this.#shouldCompact()) this.#compactInTurn();
       }
     } finally {
       this.#flushing = undefined;
@@ -445,11 +449,27 @@ export class FileStore implements SecretStore {
     }
     this.#end += line.length;
     this.#apply(batch);
-    if (this.#shouldCompact()) await this.#compactNow();
   }
 
   #shouldCompact(): boolean {
-    return this.#end > COMPACT_MIN_BYTES && this.#end > 2 * this.#liveBytes;
+    return this.#end > COMPACT_MIN_BYTES && this.#end > 2 * this.#liveBytes && this.#end >= this.#compactRetryAt;
+  }
+
+  /**
+   * Compacts in a turn of its own, after the writes that made the log grow were answered. Best
+   * effort: a failure (a full disk) is logged (its code, never a value) and retried once the log has
+   * grown by half again, so a write is not made to pay for a rewrite that keeps failing.
+   */
+  #compactInTurn(): void {
+    this.compact().catch((err: unknown) => {
+      this.#compactRetryAt = this.#end + Math.floor(this.#end / 2);
+      const error = classifyBackendError(err, "file store compaction");
+      const cause = (err as NodeJS.ErrnoException | undefined)?.code;
+      this.#log.warn("file store: compaction failed; a later write retries it", {
+        code: error.code,
+        ...(typeof cause === "string" && { cause }),
+      });
+    });
   }
 
   async #compactNow(): Promise<void> {
@@ -479,6 +499,7 @@ export class FileStore implements SecretStore {
     this.#ino = ino;
     this.#end = size;
     this.#keyChecks = new Set(keys);
+    this.#compactRetryAt = 0;
   }
 
   /** Writes a complete log through a temp file and a rename; resolves with its size. */
@@ -605,6 +626,7 @@ export class FileStore implements SecretStore {
     this.#fd = fd;
     this.#ino = ino;
     this.#end = parsed.consumed;
+    this.#compactRetryAt = 0;
     this.#install(parsed.header, []);
     for (const { batch } of parsed.batches) this.#apply(batch);
     if (holdingLock && parsed.tail !== "none") this.#dropTornTail(parsed.tail);
