@@ -126,8 +126,12 @@ export class FileStore implements SecretStore {
   #keyChecks = new Set<string>();
   /** The last change number seen. */
   #seq = 0;
-  /** Estimated bytes the state takes in a compacted log. */
+  /**
+   * Bytes the state takes in a compacted log: what the last rewrite wrote, then kept up to date with
+   * the UTF-8 size of each change's JSON as changes replace one another (`#sizes`, by name).
+   */
   #liveBytes = 0;
+  #sizes = new Map<string, number>();
   /** After a failed compaction, the log size at which the next one is tried. */
   #compactRetryAt = 0;
   /** The open log: its fd (read with sync calls, appended with async ones), inode and the bytes applied. */
@@ -291,8 +295,8 @@ export class FileStore implements SecretStore {
         }
       }
       await this.#rewrite(resealed, [keyCheckOf(this.#keys.current)]);
-      for (const change of resealed) this.#entries.set(change.n, change);
-      this.#liveBytes = resealed.reduce((n, c) => n + sizeOf(c), 0);
+      for (const change of resealed) this.#set(change);
+      this.#liveBytes = this.#end; // what the rewrite wrote: the state, exactly
       onProgress?.(total, total);
       return total;
     });
@@ -481,8 +485,9 @@ export class FileStore implements SecretStore {
     // The state is the same but for the expired tombstones (nothing changes it while we hold the lock).
     for (const c of expired) {
       this.#entries.delete(c.n);
-      this.#liveBytes -= sizeOf(c);
+      this.#sizes.delete(c.n);
     }
+    this.#liveBytes = this.#end; // what the rewrite wrote: the state, exactly
   }
 
   /**
@@ -648,6 +653,7 @@ export class FileStore implements SecretStore {
     this.#entries = new Map();
     this.#keyChecks = new Set(header.keys);
     this.#seq = header.seq;
+    this.#sizes = new Map();
     this.#liveBytes = 0;
     this.#apply({ changes });
   }
@@ -655,14 +661,19 @@ export class FileStore implements SecretStore {
   /** Applies one batch to the state, in order. */
   #apply(batch: Batch, changed?: Set<string>): void {
     for (const change of batch.changes) {
-      const previous = this.#entries.get(change.n);
-      if (previous) this.#liveBytes -= sizeOf(previous);
-      this.#entries.set(change.n, change);
-      this.#liveBytes += sizeOf(change);
+      this.#set(change);
       if (change.s > this.#seq) this.#seq = change.s;
       changed?.add(change.n);
     }
     for (const key of batch.keys ?? []) this.#keyChecks.add(key);
+  }
+
+  /** Installs the last change of a name, and counts its bytes in the state's. */
+  #set(change: Change): void {
+    const size = sizeOf(change);
+    this.#liveBytes += size - (this.#sizes.get(change.n) ?? 0);
+    this.#sizes.set(change.n, size);
+    this.#entries.set(change.n, change);
   }
 
   /** Under the lock: the last line is a crash's leftover (never acknowledged). */
@@ -693,11 +704,35 @@ export class FileStore implements SecretStore {
   }
 }
 
-/** About what a change takes in a compacted log. */
-function sizeOf(change: Change): number {
-  let size = 64 + change.n.length + (change.v?.length ?? 0) + (change.i?.length ?? 0) + (change.d?.length ?? 0);
-  if (change.g) for (const [k, v] of Object.entries(change.g)) size += k.length + v.length + 6;
+/**
+ * The bytes a change takes in a compacted log: its JSON in UTF-8 (escapes and wide characters
+ * counted), and a comma. Counted without building the JSON: a start sizes every entry.
+ */
+export function sizeOf(change: Change): number {
+  // {"s":N,"n":S,"t":N,"w":N} is 21 bytes and the values; each optional field is ,"x": and its value.
+  let size = 22 + digits(change.s) + jsonBytes(change.n) + digits(change.t) + digits(change.w);
+  if (change.i !== undefined) size += 5 + jsonBytes(change.i);
+  if (change.c !== undefined) size += 5 + digits(change.c);
+  if (change.v !== undefined) size += 5 + jsonBytes(change.v);
+  if (change.d !== undefined) size += 5 + jsonBytes(change.d);
+  if (change.g !== undefined) {
+    const tags = Object.entries(change.g);
+    size += 5 + 2 + Math.max(0, tags.length - 1);
+    for (const [k, v] of tags) size += jsonBytes(k) + 1 + jsonBytes(v);
+  }
   return size;
+}
+
+/** Characters JSON escapes (and surrogates, which it may): strings with them are sized by stringify. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: the control characters are what JSON escapes
+const ESCAPED = /["\\\u0000-\u001f\ud800-\udfff]/;
+
+function jsonBytes(s: string): number {
+  return ESCAPED.test(s) ? Buffer.byteLength(JSON.stringify(s), "utf8") : Buffer.byteLength(s, "utf8") + 2;
+}
+
+function digits(n: number): number {
+  return String(n).length;
 }
 
 function exists(path: string): boolean {

@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { KeyRing, openSecret, sealSecret } from "../../../core/src/crypto";
 import { ConfigError } from "../../../core/src/errors";
 import { createLogger } from "../../../core/src/log";
-import { FileStore, fileStore, TOMBSTONE_LIFETIME_MS } from "../../../core/src/stores/file";
+import { FileStore, fileStore, sizeOf, TOMBSTONE_LIFETIME_MS } from "../../../core/src/stores/file";
 import { keyCheckOf } from "../../../core/src/stores/file-log";
 import { codeOf, secretValue, tempDir } from "../../helpers";
 import { logPath, readLog, rewriteLog } from "./file-log-reader";
@@ -299,6 +299,36 @@ describe("FileStore", () => {
       expect(await reopened.names()).toEqual(["BIG0", "BIG1", "BIG2", "BIG3"]);
       expect((await reopened.get("BIG2"))?.value).toBe(`39-${big}`);
       await other.close();
+    });
+
+    it("counts what the state takes in bytes (wide characters, escapes): small writes to a large state append", async () => {
+      const dir = await tempDir();
+      const store = await open(dir);
+      // 2000 CJK characters are 6000 bytes of UTF-8; a quote or a control character is escaped in JSON.
+      const description = `${"密".repeat(1990)}"\n\t"\u0001`;
+      await Promise.all(
+        Array.from({ length: 200 }, (_, i) => store.put(`WIDE${i}`, `v${i}`, { meta: { description } })),
+      );
+      expect((await stat(logPath(dir))).size).toBeGreaterThan(1024 * 1024);
+      for (let i = 0; i < 20; i++) await store.put("SMALL", `s${i}`);
+      await store.close(); // after any compaction the puts queued
+      // Each small put is still its own line: none of them rewrote the log.
+      const { lines, state } = await readLog(dir);
+      const small = lines.filter((l) => "changes" in l && l.changes.some((c) => c.n === "SMALL"));
+      expect(small).toHaveLength(20);
+      expect(state.size).toBe(201);
+    });
+
+    it("sizes a change as its JSON takes in UTF-8, escapes and wide characters counted", () => {
+      const strings = ["", "abc", "密密", 'a"b\\c\n\t\u0001', "😀x", "\ud800", "\u2028é", "x".repeat(100)];
+      for (const a of strings) {
+        for (const b of strings) {
+          for (const g of [undefined, {}, { [a]: b }, { a: b, [b]: a, z: "" }]) {
+            const c = { s: 12345, n: a, t: 1.5e12 + 0.5, w: 7, ...(b && { i: b, v: b, d: a, c: 99 }), ...(g && { g }) };
+            expect(sizeOf(c)).toBe(Buffer.byteLength(JSON.stringify(c)) + 1);
+          }
+        }
+      }
     });
 
     it("compacts at open when the log is past twice its state, and still opens when the lock is busy", async () => {
