@@ -33,7 +33,9 @@
  *
  * Keys: the log records key check values of the keys that sealed it (file-log.ts). Opening with a
  * key ring that lacks one stops the start (`ConfigError`); an entry that then does not open is
- * `StoreCorrupt` (500 store_corrupt). Previous salt keys open old entries; `reencrypt` re-seals
+ * `StoreCorrupt` (500 store_corrupt). One that another process records later (its new key's first
+ * write, or a `reencrypt`) makes this process refuse reads and writes (`StoreCorrupt`) as soon as it
+ * reads that line: its writes would mix keys. Previous salt keys open old entries; `reencrypt` re-seals
  * every value under the current key in one rewrite and records only that key's check value.
  *
  * A data dir in format 1 (`secrets.json`) is migrated on open (file-migrate.ts).
@@ -504,6 +506,7 @@ export class FileStore implements SecretStore {
     this.#ino = ino;
     this.#end = size;
     this.#keyChecks = new Set(keys);
+    this.#checkKeys();
     this.#compactRetryAt = 0;
   }
 
@@ -635,11 +638,7 @@ export class FileStore implements SecretStore {
     this.#install(parsed.header, []);
     for (const { batch } of parsed.batches) this.#apply(batch);
     if (holdingLock && parsed.tail !== "none") this.#dropTornTail(parsed.tail);
-    const missing = [...this.#keyChecks].filter((k) => !this.#keys.all.some((key) => keyCheckOf(key) === k));
-    this.#foreignKeys =
-      missing.length === 0
-        ? undefined
-        : "the file store was sealed with a salt key this process does not have (re-sealed by another process?); restart it with that key";
+    this.#checkKeys();
     if (!initial && this.#onExternalChange) {
       const changed = new Set<string>();
       for (const [name, c] of this.#entries) if (before.get(name)?.s !== c.s) changed.add(name);
@@ -652,6 +651,7 @@ export class FileStore implements SecretStore {
   #install(header: Header, changes: Change[]): void {
     this.#entries = new Map();
     this.#keyChecks = new Set(header.keys);
+    this.#checkKeys();
     this.#seq = header.seq;
     this.#sizes = new Map();
     this.#liveBytes = 0;
@@ -665,7 +665,18 @@ export class FileStore implements SecretStore {
       if (change.s > this.#seq) this.#seq = change.s;
       changed?.add(change.n);
     }
-    for (const key of batch.keys ?? []) this.#keyChecks.add(key);
+    if (batch.keys !== undefined && batch.keys.length > 0) {
+      for (const key of batch.keys) this.#keyChecks.add(key);
+      this.#checkKeys();
+    }
+  }
+
+  /** Whether every key that sealed the log is in our ring (another process may have added one). */
+  #checkKeys(): void {
+    const ours = new Set(this.#keys.all.map(keyCheckOf));
+    this.#foreignKeys = [...this.#keyChecks].every((k) => ours.has(k))
+      ? undefined
+      : "the file store was sealed with a salt key this process does not have (written or re-sealed by another process?); restart it with that key";
   }
 
   /** Installs the last change of a name, and counts its bytes in the state's. */

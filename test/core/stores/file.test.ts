@@ -209,6 +209,24 @@ describe("FileStore", () => {
       expect((await readLog(dir)).header.keys).toEqual([keyCheckOf(new KeyRing("next-salt").current)]);
     });
 
+    it("refuses writes once another process wrote under a new key it lacks, without a reopen", async () => {
+      const dir = await tempDir();
+      const server = await open(dir);
+      await server.put("A", "a");
+      const rotated = new KeyRing("rotated-salt", ["file-store-test-salt"]);
+      const cli = await open(dir, { keys: rotated });
+      expect(await cli.put("NEW", "n")).toBe("created"); // appends the new key's check value
+      const before = await readFile(logPath(dir));
+      expect(await codeOf(server.put("B", "b"))).toBe("store_corrupt");
+      await expect(server.put("B", "b")).rejects.toThrow(/sealed with a salt key this process does not have/);
+      expect(await codeOf(server.get("NEW"))).toBe("store_corrupt");
+      expect(await readFile(logPath(dir))).toEqual(before);
+      // Restarted with the new key, it writes again.
+      const restarted = await open(dir, { keys: rotated });
+      expect(await restarted.put("B", "b")).toBe("created");
+      expect((await cli.get("B"))?.value).toBe("b");
+    });
+
     it("answers store_corrupt for an entry that does not open, and serves the others", async () => {
       const dir = await tempDir();
       const store = await open(dir);
