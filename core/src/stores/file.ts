@@ -270,7 +270,7 @@ export class FileStore implements SecretStore {
    * the error names the entry. Resolves with the number of values re-sealed.
    */
   reencrypt(onProgress?: (done: number, total: number) => void): Promise<number> {
-    return this.#exclusive(async () => {
+    return this.#typed("file store reencrypt", async () => {
       const changes = [...this.#entries.values()];
       const total = changes.reduce((n, c) => n + (c.v === undefined ? 0 : 1), 0);
       const resealed: Change[] = [];
@@ -306,7 +306,14 @@ export class FileStore implements SecretStore {
 
   /** Writes the state afresh, without superseded changes and expired tombstones. */
   compact(): Promise<void> {
-    return this.#exclusive(() => this.#compactNow());
+    return this.#typed("file store compaction", () => this.#compactNow());
+  }
+
+  /** `#exclusive`, with a failure of the filesystem (or the lock) passed through `classifyBackendError`. */
+  #typed<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    return this.#exclusive(fn).catch((err: unknown) => {
+      throw classifyBackendError(err, what);
+    });
   }
 
   /** Reports names that another process changed, added or removed. */
@@ -470,10 +477,10 @@ export class FileStore implements SecretStore {
     this.compact().catch((err: unknown) => {
       this.#compactRetryAt = this.#end + Math.floor(this.#end / 2);
       const error = classifyBackendError(err, "file store compaction");
-      const cause = (err as NodeJS.ErrnoException | undefined)?.code;
+      const cause = ((error.cause ?? err) as NodeJS.ErrnoException | undefined)?.code; // ENOSPC and the like
       this.#log.warn("file store: compaction failed; a later write retries it", {
         code: error.code,
-        ...(typeof cause === "string" && { cause }),
+        ...(typeof cause === "string" && /^E[A-Z]+$/.test(cause) && { cause }),
       });
     });
   }

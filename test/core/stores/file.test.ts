@@ -460,6 +460,22 @@ describe("FileStore", () => {
       expect((error as Error).message).not.toContain(dir);
     });
 
+    it("answers store_unavailable from reencrypt and compact when the data dir is gone or replaced", async () => {
+      const dir = join(await tempDir(), "data");
+      const store = await open(dir);
+      await store.put("A", "a");
+      await rm(dir, { recursive: true });
+      await writeFile(dir, "not a dir any more");
+      for (const run of [() => store.reencrypt(), () => store.compact()]) {
+        expect(await codeOf(run())).toBe("store_unavailable");
+        const error = (await run().catch((err: Error) => err)) as Error;
+        expect(error.message).not.toContain(dir);
+      }
+      await rm(dir);
+      expect(await codeOf(store.reencrypt())).toBe("store_unavailable");
+      expect(await codeOf(store.compact())).toBe("store_unavailable");
+    });
+
     it("refuses a data dir that is a file", async () => {
       const file = join(await tempDir(), "not-a-dir");
       await writeFile(file, "");
