@@ -9,6 +9,9 @@
  *   over, one wins. If what was moved turns out not to be the lock that was judged dead (it was
  *   re-taken in between), it is linked back.
  * - Release: only a lock that still holds our token is removed.
+ * - Held: a lock can be taken over from a live owner that stalled past the age limit (or whose pid
+ *   another pid namespace does not see). `stillHeld()` tells the owner, before a step that must not
+ *   run unlocked (the file store's rename of a compacted log), whether the lock is still its own.
  *
  * A lock timeout is `BackendUnavailable` (503 with Retry-After): the lock is held by a live writer.
  */
@@ -20,7 +23,12 @@ import { BackendUnavailable } from "../store-errors";
 /** Past this age a lock is stale even if its pid is alive (pid reuse): no write takes this long. */
 const MAX_LOCK_AGE_MS = 60_000;
 
-export async function withFileLock<T>(path: string, timeoutMs: number, fn: () => Promise<T>): Promise<T> {
+export interface HeldLock {
+  /** Whether the lock file still holds our token (nobody took it over). */
+  stillHeld(): Promise<boolean>;
+}
+
+export async function withFileLock<T>(path: string, timeoutMs: number, fn: (lock: HeldLock) => Promise<T>): Promise<T> {
   const token = randomBytes(12).toString("hex");
   const content = `${process.pid} ${token}`;
   const mine = `${path}.${process.pid}.${token}`;
@@ -31,7 +39,7 @@ export async function withFileLock<T>(path: string, timeoutMs: number, fn: () =>
     await rm(mine, { force: true });
   }
   try {
-    return await fn();
+    return await fn({ stillHeld: async () => (await readLock(path)) === content });
   } finally {
     if ((await readLock(path)) === content) await rm(path, { force: true });
   }

@@ -21,7 +21,10 @@
  * nothing), reads what other processes appended since it last looked, decides each change against
  * that (`isNewer`), appends one line, fdatasyncs it, and only then installs it in memory and
  * answers. A crash leaves at most a torn last line, which readers ignore and the next writer
- * truncates (file-log.ts). Compaction and `reencrypt` write a temp file, fsync it, rename it over the
+ * truncates (file-log.ts). A lock can be taken over from a live owner that stalled (file-lock.ts):
+ * so a batch checks, just before it appends, that the log is still what it read (else it reads the
+ * other writer's lines and decides again), appends through an O_APPEND fd (never over another's
+ * line), and a rewrite checks that the lock is still ours before its rename. Compaction and `reencrypt` write a temp file, fsync it, rename it over the
  * log and fsync the directory: the old log or the new one, never a mix.
  *
  * Reads are off the write's critical path: the state (20 000 entries: a few MB) is in memory, and a
@@ -43,6 +46,7 @@
 import { randomBytes } from "node:crypto";
 import {
   closeSync,
+  constants,
   type FSWatcher,
   fdatasync,
   fstatSync,
@@ -69,8 +73,8 @@ import {
   type SecretStore,
   type StoreFactory,
 } from "../secret-store";
-import { classifyBackendError, StoreCorrupt, StoreUnavailable } from "../store-errors";
-import { isAlive, withFileLock } from "./file-lock";
+import { BackendUnavailable, classifyBackendError, StoreCorrupt, StoreUnavailable } from "../store-errors";
+import { type HeldLock, isAlive, withFileLock } from "./file-lock";
 import {
   type Batch,
   type Change,
@@ -86,6 +90,11 @@ import { hasV1Document, type ImportedChange, migrateV1 } from "./file-migrate";
 
 /** A compaction drops tombstones written longer ago than this (the longest a queue keeps a message). */
 export const TOMBSTONE_LIFETIME_MS = 14 * 24 * 60 * 60 * 1000;
+/**
+ * The log's fd: read and written (reads at offsets, writes always at its end, even past a writer that
+ * appended after we looked), never created.
+ */
+const LOG_FLAGS = constants.O_RDWR | constants.O_APPEND;
 /** A log smaller than this is never compacted. */
 const COMPACT_MIN_BYTES = 1024 * 1024;
 /** Changes per line when the whole state is written (compaction, reencrypt). */
@@ -145,6 +154,8 @@ export class FileStore implements SecretStore {
 
   /** True while this process holds the lock inside a write: nobody else can change the log. */
   #locked = false;
+  /** The lock held meanwhile, to check before a rename that it was not taken over. */
+  #lock: HeldLock | undefined;
   #pending: Pending[] = [];
   #flushing: Promise<void> | undefined;
   /** Serializes this process's turns at the lock (batches, compaction, reencrypt). */
@@ -380,8 +391,41 @@ export class FileStore implements SecretStore {
     }
   }
 
-  /** Decides each change against the state (and those before it in the batch), appends the ones that apply. */
+  /**
+   * Decides each change against the state, appends the ones that apply. If the log grew or was
+   * replaced after we read it (a writer that still believed it held the lock, after a take-over),
+   * what it wrote is read and the batch decided again: its changes are kept, not written over.
+   */
   async #commit(batch: Pending[]): Promise<(PutOutcome | DeleteOutcome)[]> {
+    for (let attempt = 1; ; attempt++) {
+      const decided = this.#decide(batch);
+      if (decided.changes.length === 0) return decided.outcomes;
+      if (this.#logMoved()) {
+        if (attempt === 3) throw new BackendUnavailable("the file store's log keeps changing under its lock; retry");
+        if (attempt > 1) await new Promise((r) => setTimeout(r, 10)); // its line may be half-written
+        this.#readChanges("contested");
+        if (this.#foreignKeys !== undefined) throw new StoreCorrupt(this.#foreignKeys);
+        continue;
+      }
+      const current = keyCheckOf(this.#keys.current);
+      const adds = decided.seals && !this.#keyChecks.has(current);
+      await this.#append(adds ? { changes: decided.changes, keys: [current] } : { changes: decided.changes });
+      return decided.outcomes;
+    }
+  }
+
+  /** Whether the log is no longer what we read: another inode at its path, or other bytes past our end. */
+  #logMoved(): boolean {
+    const fd = this.#openFd();
+    try {
+      return fstatSync(fd).size !== this.#end || statSync(this.#logPath).ino !== this.#ino;
+    } catch (err) {
+      throw classifyBackendError(err, "file store write");
+    }
+  }
+
+  /** Decides each change against the state (and those before it in the batch). */
+  #decide(batch: Pending[]): { outcomes: (PutOutcome | DeleteOutcome)[]; changes: Change[]; seals: boolean } {
     const now = this.#now();
     const overlay = new Map<string, Change>();
     const changes: Change[] = [];
@@ -418,12 +462,7 @@ export class FileStore implements SecretStore {
       if (isDelete) return live ? "deleted" : "absent";
       return live ? "updated" : "created";
     });
-    if (changes.length > 0) {
-      const current = keyCheckOf(this.#keys.current);
-      const adds = seals && !this.#keyChecks.has(current);
-      await this.#append(adds ? { changes, keys: [current] } : { changes });
-    }
-    return outcomes;
+    return { outcomes, changes, seals };
   }
 
   /** Migration's import: each change applies when it is newer than what the log records. */
@@ -449,7 +488,7 @@ export class FileStore implements SecretStore {
     const fd = this.#openFd();
     const line = frame(batch);
     try {
-      await writeAll(fd, line, this.#end);
+      await appendAll(fd, line);
       await datasync(fd);
     } catch (err) {
       // Take back whatever part of the line reached the file: it was not acknowledged.
@@ -460,8 +499,14 @@ export class FileStore implements SecretStore {
       }
       throw err;
     }
-    this.#end += line.length;
-    this.#apply(batch);
+    if (fstatSync(fd).size === this.#end + line.length) {
+      this.#end += line.length;
+      this.#apply(batch);
+    } else {
+      // Another writer appended between our check and our write: both lines are whole (O_APPEND);
+      // read them in the order they landed.
+      this.#readChanges("contested");
+    }
   }
 
   #shouldCompact(): boolean {
@@ -506,7 +551,7 @@ export class FileStore implements SecretStore {
   async #rewrite(changes: Change[], keys: string[]): Promise<void> {
     const header: Header = { format: FORMAT, version: LOG_VERSION, seq: this.#seq, keys };
     const size = await this.#writeLogFile(header, changes);
-    const fd = openSync(this.#logPath, "r+");
+    const fd = openSync(this.#logPath, LOG_FLAGS);
     const ino = fstatSync(fd).ino;
     this.#closeFd();
     this.#fd = fd;
@@ -537,6 +582,12 @@ export class FileStore implements SecretStore {
       await handle.sync();
       await handle.close();
       handle = undefined;
+      // A lock taken over meanwhile: another writer may have appended to the log we would replace.
+      if (this.#lock !== undefined && !(await this.#lock.stillHeld())) {
+        throw new BackendUnavailable(
+          "the file store's lock was taken over during a rewrite; the log was left as it was",
+        );
+      }
       await rename(temp, this.#logPath);
       await syncDirectory(this.location);
       return size;
@@ -563,8 +614,9 @@ export class FileStore implements SecretStore {
   #exclusive<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.#turn.then(() => {
       if (this.#closed) throw new StoreUnavailable("the file store is closed");
-      return withFileLock(this.#lockPath, this.#lockTimeoutMs, async () => {
+      return withFileLock(this.#lockPath, this.#lockTimeoutMs, async (lock) => {
         this.#locked = true;
+        this.#lock = lock;
         try {
           this.#readChanges("lock");
           // Another process re-sealed the log under a key we lack: our writes would mix keys.
@@ -572,6 +624,7 @@ export class FileStore implements SecretStore {
           return await fn();
         } finally {
           this.#locked = false;
+          this.#lock = undefined;
         }
       });
     });
@@ -588,9 +641,9 @@ export class FileStore implements SecretStore {
    * runs meanwhile; cheap when nothing changed (one `stat`). `lock`: called holding the lock, so a
    * torn or damaged last line is truncated rather than waited for.
    */
-  #readChanges(why: "read" | "watch" | "lock"): void {
+  #readChanges(why: "read" | "watch" | "lock" | "contested"): void {
     if (this.#closed) throw new StoreUnavailable("the file store is closed");
-    if (this.#locked && why !== "lock") return; // we are writing: nobody else can
+    if (this.#locked && (why === "read" || why === "watch")) return; // we are writing: nobody else can
     let size: number;
     let ino: number;
     try {
@@ -619,7 +672,7 @@ export class FileStore implements SecretStore {
     let bytes: Buffer;
     let ino: number;
     try {
-      fd = openSync(this.#logPath, "r+");
+      fd = openSync(this.#logPath, LOG_FLAGS);
       const st = fstatSync(fd);
       ino = st.ino;
       bytes = readAt(fd, 0, st.size);
@@ -768,11 +821,12 @@ function readAt(fd: number, position: number, length: number): Buffer {
   return done === length ? bytes : bytes.subarray(0, done);
 }
 
-function writeAll(fd: number, bytes: Buffer, position: number): Promise<void> {
+/** Writes at the end of a file opened with O_APPEND. */
+function appendAll(fd: number, bytes: Buffer): Promise<void> {
   return new Promise((resolve, reject) => {
     const next = (done: number) => {
       if (done === bytes.length) return resolve();
-      write(fd, bytes, done, bytes.length - done, position + done, (err, n) => (err ? reject(err) : next(done + n)));
+      write(fd, bytes, done, bytes.length - done, null, (err, n) => (err ? reject(err) : next(done + n)));
     };
     next(0);
   });

@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { appendFileSync, writeFileSync } from "node:fs";
 import { appendFile, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -6,7 +7,7 @@ import { KeyRing, openSecret, sealSecret } from "../../../core/src/crypto";
 import { ConfigError } from "../../../core/src/errors";
 import { createLogger } from "../../../core/src/log";
 import { FileStore, fileStore, sizeOf, TOMBSTONE_LIFETIME_MS } from "../../../core/src/stores/file";
-import { keyCheckOf } from "../../../core/src/stores/file-log";
+import { frame, keyCheckOf } from "../../../core/src/stores/file-log";
 import { codeOf, secretValue, tempDir } from "../../helpers";
 import { logPath, readLog, rewriteLog } from "./file-log-reader";
 
@@ -427,6 +428,60 @@ describe("FileStore", () => {
       expect(await store.get("B")).toBeUndefined();
       await rm(join(dir, "secrets.log.lock"));
       expect(await store.put("B", "b")).toBe("created");
+    });
+
+    it("keeps what a writer that lost the lock appended between our read and our write, and decides again", async () => {
+      const dir = await tempDir();
+      let intrude: (() => void) | undefined;
+      // `now` runs while the batch is decided: the moment between our read of the log and our append.
+      const store = await open(dir, {
+        now: () => {
+          const run = intrude;
+          intrude = undefined;
+          run?.();
+          return Date.now();
+        },
+      });
+      await store.put("A", "a");
+      const { state } = await readLog(dir);
+      const seq = Math.max(...[...state.values()].map((c) => c.s));
+      const at = Date.now();
+      const foreign = frame({ changes: [{ s: seq + 1, n: "X", t: at, w: at, c: at, v: sealSecret("theirs", keys) }] });
+      intrude = () => appendFileSync(logPath(dir), foreign);
+      expect(await store.put("X", "ours")).toBe("updated"); // decided against their X
+      const log = await readLog(dir);
+      expect(log.tail).toBe("none");
+      expect(log.bytes.includes(foreign)).toBe(true);
+      const xs = log.lines.flatMap((l) => ("changes" in l ? l.changes.filter((c) => c.n === "X") : []));
+      expect(xs.map((c) => openSecret(c.v as string, keys))).toEqual(["theirs", "ours"]);
+      expect(xs[1]?.s).toBeGreaterThan(seq + 1);
+      expect((await store.get("X"))?.value).toBe("ours");
+      expect((await (await open(dir)).get("X"))?.value).toBe("ours");
+    });
+
+    it("does not rename a compacted log over the log once its lock was taken over", async () => {
+      const dir = await tempDir();
+      let intrude: (() => void) | undefined;
+      const store = await open(dir, {
+        now: () => {
+          const run = intrude;
+          intrude = undefined;
+          run?.();
+          return Date.now();
+        },
+      });
+      await store.put("A", "a");
+      const inode = (await stat(logPath(dir))).ino;
+      // Taken over while compacting (the compaction asks `now` for its tombstone cutoff first).
+      intrude = () => writeFileSync(join(dir, "secrets.log.lock"), `${process.pid} another-writer`);
+      expect(await codeOf(store.compact())).toBe("backend_unavailable");
+      expect((await stat(logPath(dir))).ino).toBe(inode);
+      expect((await readdir(dir)).filter((f) => f.endsWith(".tmp"))).toEqual([]);
+      expect(await readFile(join(dir, "secrets.log.lock"), "utf8")).toBe(`${process.pid} another-writer`);
+      await rm(join(dir, "secrets.log.lock"));
+      await store.compact();
+      expect((await stat(logPath(dir))).ino).not.toBe(inode);
+      expect((await store.get("A"))?.value).toBe("a");
     });
 
     it("removes temp files that killed writers left behind", async () => {
