@@ -82,6 +82,8 @@ export interface StoreCapabilities {
   compareAndSet: boolean;
   /** The largest value, in UTF-8 bytes, the backend takes. */
   maxValueBytes: number;
+  /** What `get` returns besides the value (the conformance suite holds the store to it). */
+  records: readonly ("version" | "updatedAt" | "tags")[];
 }
 
 export type AccessMode = "read_only" | "write_only" | "read_and_write";

@@ -849,7 +849,13 @@ export const fileStore = {
   kind: "file",
   settings: z.object({ config: z.object({}), env: z.object({}) }),
   defaults: { accessMode: "read_and_write", needsLocalKey: true, envBacked: false },
-  capabilities: { writes: true, deletes: true, compareAndSet: true, maxValueBytes: 1024 * 1024 },
+  capabilities: {
+    writes: true,
+    deletes: true,
+    compareAndSet: true,
+    maxValueBytes: 1024 * 1024,
+    records: ["version", "updatedAt", "tags"],
+  },
   open: async (_settings, deps) => {
     if (deps.keys === undefined) {
       throw new ConfigError(

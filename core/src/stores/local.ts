@@ -32,6 +32,6 @@ export const localStore = {
   kind: "local",
   settings: z.object({ config: z.object({}), env: z.object({}) }),
   defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: true },
-  capabilities: { writes: false, deletes: false, compareAndSet: false, maxValueBytes: 128 * 1024 },
+  capabilities: { writes: false, deletes: false, compareAndSet: false, maxValueBytes: 128 * 1024, records: [] },
   open: async (_settings, deps) => new EnvStore(deps.env),
 } as const satisfies StoreFactory<"local">;

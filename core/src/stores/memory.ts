@@ -107,6 +107,12 @@ export const memoryStore = {
   kind: "memory",
   settings: z.object({ config: z.object({}), env: z.object({}) }),
   defaults: { accessMode: "read_and_write", needsLocalKey: false, envBacked: false },
-  capabilities: { writes: true, deletes: true, compareAndSet: true, maxValueBytes: 1024 * 1024 },
+  capabilities: {
+    writes: true,
+    deletes: true,
+    compareAndSet: true,
+    maxValueBytes: 1024 * 1024,
+    records: ["version", "updatedAt", "tags"],
+  },
   open: async (_settings, deps) => new MemoryStore({ now: deps.now }),
 } as const satisfies StoreFactory<"memory">;
