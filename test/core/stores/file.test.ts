@@ -552,6 +552,7 @@ describe("FileStore", () => {
         deletes: true,
         compareAndSet: true,
         maxValueBytes: 1048576,
+        records: ["version", "updatedAt", "tags"],
       });
     });
   });
