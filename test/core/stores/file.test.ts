@@ -19,6 +19,20 @@ function open(dataDir: string, options: { keys?: KeyRing; lockTimeoutMs?: number
 }
 
 /** The pid of a process that has exited. */
+/** A store whose clock runs `intrudeOnce`'s callback at its next reading (while a batch is decided). */
+async function openIntruded(dataDir: string) {
+  let intrude: (() => void) | undefined;
+  const store = await open(dataDir, {
+    now: () => {
+      const run = intrude;
+      intrude = undefined;
+      run?.();
+      return Date.now();
+    },
+  });
+  return { store, intrudeOnce: (fn: () => void) => (intrude = fn) };
+}
+
 function deadPid(): Promise<number> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, ["-e", "0"]);
@@ -432,22 +446,14 @@ describe("FileStore", () => {
 
     it("keeps what a writer that lost the lock appended between our read and our write, and decides again", async () => {
       const dir = await tempDir();
-      let intrude: (() => void) | undefined;
       // `now` runs while the batch is decided: the moment between our read of the log and our append.
-      const store = await open(dir, {
-        now: () => {
-          const run = intrude;
-          intrude = undefined;
-          run?.();
-          return Date.now();
-        },
-      });
+      const { store, intrudeOnce } = await openIntruded(dir);
       await store.put("A", "a");
       const { state } = await readLog(dir);
       const seq = Math.max(...[...state.values()].map((c) => c.s));
       const at = Date.now();
       const foreign = frame({ changes: [{ s: seq + 1, n: "X", t: at, w: at, c: at, v: sealSecret("theirs", keys) }] });
-      intrude = () => appendFileSync(logPath(dir), foreign);
+      intrudeOnce(() => appendFileSync(logPath(dir), foreign));
       expect(await store.put("X", "ours")).toBe("updated"); // decided against their X
       const log = await readLog(dir);
       expect(log.tail).toBe("none");
@@ -461,19 +467,11 @@ describe("FileStore", () => {
 
     it("does not rename a compacted log over the log once its lock was taken over", async () => {
       const dir = await tempDir();
-      let intrude: (() => void) | undefined;
-      const store = await open(dir, {
-        now: () => {
-          const run = intrude;
-          intrude = undefined;
-          run?.();
-          return Date.now();
-        },
-      });
+      const { store, intrudeOnce } = await openIntruded(dir);
       await store.put("A", "a");
       const inode = (await stat(logPath(dir))).ino;
       // Taken over while compacting (the compaction asks `now` for its tombstone cutoff first).
-      intrude = () => writeFileSync(join(dir, "secrets.log.lock"), `${process.pid} another-writer`);
+      intrudeOnce(() => writeFileSync(join(dir, "secrets.log.lock"), `${process.pid} another-writer`));
       expect(await codeOf(store.compact())).toBe("backend_unavailable");
       expect((await stat(logPath(dir))).ino).toBe(inode);
       expect((await readdir(dir)).filter((f) => f.endsWith(".tmp"))).toEqual([]);
