@@ -10,7 +10,8 @@ const MAX_DESCRIPTION = 2048;
 const MAX_TAGS = 50;
 
 export const SecretPutRequest = z.strictObject({
-  value: z.string(),
+  // Several cloud stores refuse an empty value: so does the API, for every store.
+  value: z.string().check(z.minLength(1, "the value is empty")),
   description: z.optional(z.string().check(z.maxLength(MAX_DESCRIPTION))),
   tags: z.optional(
     z

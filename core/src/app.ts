@@ -9,7 +9,6 @@
  * written around the app rather than as a middleware: it costs no extra step per request.
  */
 import { Hono } from "hono";
-import type { KeyRing } from "./crypto";
 import { SecretsError } from "./errors";
 import { cryptoRoutes } from "./http/crypto-routes";
 import { admission, errorHandler } from "./http/middleware";
@@ -27,8 +26,6 @@ export interface AppOptions {
   manager: SecretManager;
   /** The key callers must present. */
   masterKey: string;
-  /** Salt key ring for /v1/encrypt and /v1/decrypt. */
-  keys?: KeyRing;
   metrics: Metrics;
   log: Logger;
 }
@@ -54,7 +51,7 @@ export function createApp(options: AppOptions): App {
 
   serviceRoutes(router, manager.store.kind, metrics);
   secretRoutes(router, manager);
-  cryptoRoutes(router, options.keys);
+  cryptoRoutes(router, manager);
   pendingRoutes(router);
 
   return {

@@ -6,7 +6,7 @@
  * registers the AWS stores, the CLI the file and environment stores. Requests reach the app only
  * through `runtime.fetch(request, raw)`, whose `raw` (the request as it arrived) is required.
  */
-import { createApp, type RawRequest } from "./app";
+import { createApp, MAX_BODY_BYTES, type RawRequest } from "./app";
 import { cryptoReady } from "./crypto";
 import { instrumentStore } from "./instrument-store";
 import type { Logger } from "./log";
@@ -73,11 +73,11 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     metrics,
     log,
     env: settings.env,
+    keys: settings.keys,
+    maxBodyBytes: MAX_BODY_BYTES,
     now,
   });
-  const app = settings.masterKey
-    ? createApp({ manager, masterKey: settings.masterKey, keys: settings.keys, metrics, log })
-    : undefined;
+  const app = settings.masterKey ? createApp({ manager, masterKey: settings.masterKey, metrics, log }) : undefined;
   const refuse = noMasterKey(log);
   return {
     settings,

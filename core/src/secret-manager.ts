@@ -4,7 +4,8 @@
  * on the store's `keyOf(name)`, so two names that land on one backend key share one entry and
  * one in-flight load.
  */
-import { AccessDenied, NotFound, SecretsError } from "./errors";
+import { type KeyRing, openSecret, sealSecret } from "./crypto";
+import { AccessDenied, EncryptionKeyMissing, NotFound, SecretsError } from "./errors";
 import type { Logger } from "./log";
 import type { Labels, Metrics } from "./metrics";
 import { validateName } from "./names";
@@ -38,6 +39,10 @@ export interface SecretManagerOptions {
   log: Logger;
   /** The environment captured at start: used only when resolving a config at start, never over HTTP. */
   env?: Readonly<Record<string, string>>;
+  /** The salt key ring, for `encrypt` and `decrypt`. */
+  keys?: KeyRing;
+  /** The largest request body a caller can send: `encrypt` refuses values whose ciphertext would not fit. */
+  maxBodyBytes?: number;
   now?: () => number;
 }
 
@@ -49,9 +54,13 @@ export class SecretManager {
   readonly #env: Readonly<Record<string, string>>;
   readonly #envBacked: boolean;
   readonly #hosted: ReadonlySet<string> | undefined;
+  readonly #keys: KeyRing | undefined;
+  readonly #maxBodyBytes: number;
 
   constructor(options: SecretManagerOptions) {
     this.store = options.store;
+    this.#keys = options.keys;
+    this.#maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
     this.#policy = options.policy;
     this.#log = options.log;
     this.#env = options.env ?? {};
@@ -124,6 +133,38 @@ export class SecretManager {
     const outcome = await this.store.delete(name, { ifNewerThan });
     if (outcome === "superseded") this.#cache.forget(key);
     else this.#cache.setMissing(key);
+  }
+
+  /**
+   * Seals `value` in LiteLLM's format under the salt key. A value whose ciphertext `decrypt` could
+   * not take back (a body over the limit) is refused, so every ciphertext we hand out can be opened.
+   */
+  encrypt(value: string): string {
+    const keys = this.#requireKeys();
+    const bytes = Buffer.byteLength(value, "utf8");
+    // nonce + MAC (or "v3:gcm:" + nonce + tag) + the value, in padded base64, in {"ciphertext":"..."}.
+    const sealed =
+      keys.algorithm === "aes-256-gcm" ? 7 + 4 * Math.ceil((28 + bytes) / 3) : 4 * Math.ceil((40 + bytes) / 3);
+    if (sealed + '{"ciphertext":""}'.length > this.#maxBodyBytes) {
+      throw new SecretsError(
+        "payload_too_large",
+        `the ciphertext of this value would be larger than the ${this.#maxBodyBytes}-byte body decrypt takes`,
+      );
+    }
+    return sealSecret(value, keys);
+  }
+
+  /** Opens a ciphertext (current or previous salt keys). Obeys `access_mode: write_only`, as reads do. */
+  decrypt(ciphertext: string): string {
+    if (this.#policy.accessMode === "write_only") {
+      throw new AccessDenied("write_only", "decryption is disabled: access_mode is write_only");
+    }
+    return openSecret(ciphertext, this.#requireKeys());
+  }
+
+  #requireKeys(): KeyRing {
+    if (!this.#keys) throw new EncryptionKeyMissing();
+    return this.#keys;
   }
 
   /**

@@ -269,13 +269,52 @@ describe("access_mode and hosted_keys", () => {
     expect(((await (await request("/v1/secrets/A")).json()) as { value: string }).value).toBe("seeded");
   });
 
-  it("write_only refuses reads and resolve", async () => {
+  it("write_only refuses reads, resolve and decrypt; encrypt still works", async () => {
     const { request } = await inProcessApp({ config: cfg("file", "    access_mode: write_only\n") });
     expect((await request("/v1/secrets/A", { method: "PUT", json: { value: "x" } })).status).toBe(201);
     expect((await errorOf(await request("/v1/secrets/A"))).code).toBe("write_only");
     const res = await request("/v1/resolve", { method: "POST", json: { config: { k: "os.environ/A" } } });
     expect(res.status).toBe(403);
     expect((await errorOf(res)).code).toBe("write_only");
+    const sealed = await request("/v1/encrypt", { method: "POST", json: { value: "v" } });
+    expect(sealed.status).toBe(200);
+    const { ciphertext } = (await sealed.json()) as { ciphertext: string };
+    const opened = await request("/v1/decrypt", { method: "POST", json: { ciphertext } });
+    expect(opened.status).toBe(403);
+    expect((await errorOf(opened)).code).toBe("write_only");
+  });
+
+  it("encrypt refuses a value whose ciphertext decrypt could not take, and takes the largest that fits", async () => {
+    const { request } = await inProcessApp();
+    // 4/3 of (nonce + MAC + value) in base64, inside {"ciphertext":"..."}, must fit in 1 MiB.
+    const largest = Math.floor((1024 * 1024 - '{"ciphertext":""}'.length) / 4) * 3 - 40;
+    const fits = await request("/v1/encrypt", { method: "POST", json: { value: "a".repeat(largest) } });
+    expect(fits.status).toBe(200);
+    const back = await request("/v1/decrypt", { method: "POST", body: await fits.text() });
+    expect(back.status).toBe(200);
+    const tooBig = await request("/v1/encrypt", { method: "POST", json: { value: "a".repeat(largest + 1) } });
+    expect(tooBig.status).toBe(413);
+    expect((await errorOf(tooBig)).code).toBe("payload_too_large");
+  });
+
+  it("refuses an empty value: several cloud stores cannot hold one", async () => {
+    const { request, runtime } = await inProcessApp();
+    const res = await request("/v1/secrets/EMPTY", { method: "PUT", json: { value: "" } });
+    expect(res.status).toBe(400);
+    expect((await errorOf(res)).code).toBe("invalid_request");
+    expect(await runtime.store.get("EMPTY")).toBeUndefined();
+  });
+
+  it("refuses bodies that are not UTF-8, and lone surrogates in JSON strings, writing nothing", async () => {
+    const { request, runtime } = await inProcessApp();
+    const invalid = Buffer.concat([Buffer.from('{"value":"a'), Buffer.from([0xff, 0xfe]), Buffer.from('"}')]);
+    const res = await request("/v1/secrets/U", { method: "PUT", body: invalid });
+    expect(res.status).toBe(400);
+    expect((await errorOf(res)).code).toBe("invalid_request");
+    const lone = await request("/v1/secrets/U", { method: "PUT", body: '{"value":"a\\ud800b"}' });
+    expect(lone.status).toBe(400);
+    expect((await errorOf(lone)).code).toBe("invalid_request");
+    expect(await runtime.store.get("U")).toBeUndefined();
   });
 
   it("hosted_keys limits reads, writes, deletes and resolve to the listed names (and stored virtual keys)", async () => {

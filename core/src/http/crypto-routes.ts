@@ -1,15 +1,9 @@
 /** `/v1/encrypt` and `/v1/decrypt`: LiteLLM's ciphertext format under the salt key. */
 import { DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse } from "../api-schemas";
-import { type KeyRing, openSecret, sealSecret } from "../crypto";
-import { EncryptionKeyMissing } from "../errors";
+import type { SecretManager } from "../secret-manager";
 import { json, type Router } from "./router";
 
-export function cryptoRoutes(router: Router, keyRing: KeyRing | undefined): void {
-  const keys = () => {
-    if (!keyRing) throw new EncryptionKeyMissing();
-    return keyRing;
-  };
-
+export function cryptoRoutes(router: Router, manager: SecretManager): void {
   router.route(
     {
       method: "post",
@@ -17,9 +11,10 @@ export function cryptoRoutes(router: Router, keyRing: KeyRing | undefined): void
       summary: "Encrypt a value with the salt key, in LiteLLM's format",
       auth: true,
       body: EncryptRequest,
+      errors: ["payload_too_large", "encryption_key_missing"],
       responses: { 200: { description: "The ciphertext", schema: EncryptResponse } },
     },
-    (_, { body }) => json({ ciphertext: sealSecret(body.value, keys()) }),
+    (_, { body }) => json({ ciphertext: manager.encrypt(body.value) }),
   );
 
   router.route(
@@ -29,9 +24,9 @@ export function cryptoRoutes(router: Router, keyRing: KeyRing | undefined): void
       summary: "Decrypt a LiteLLM ciphertext (current or previous salt keys)",
       auth: true,
       body: DecryptRequest,
-      errors: ["decrypt_failed"],
+      errors: ["decrypt_failed", "write_only", "encryption_key_missing"],
       responses: { 200: { description: "The plaintext", schema: DecryptResponse } },
     },
-    (_, { body }) => json({ value: openSecret(body.ciphertext, keys()) }),
+    (_, { body }) => json({ value: manager.decrypt(body.ciphertext) }),
   );
 }

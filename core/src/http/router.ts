@@ -127,11 +127,28 @@ async function readJson(c: Ctx): Promise<unknown> {
     throw new InvalidInput("the body is not valid UTF-8");
   }
   if (text.trim() === "") throw new InvalidInput("the body is empty: expected JSON");
+  let value: unknown;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch {
     throw new InvalidInput("the body is not valid JSON");
   }
+  // Valid UTF-8 can still spell a lone surrogate as an escape (`"\ud800"`): no store can hold it.
+  if (text.includes("\\u") && hasLoneSurrogate(value)) {
+    throw new InvalidInput("the body holds a lone UTF-16 surrogate (\\uD800-\\uDFFF without its pair)");
+  }
+  return value;
+}
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+function hasLoneSurrogate(value: unknown): boolean {
+  if (typeof value === "string") return LONE_SURROGATE.test(value);
+  if (Array.isArray(value)) return value.some(hasLoneSurrogate);
+  if (value !== null && typeof value === "object") {
+    return Object.entries(value).some(([k, v]) => LONE_SURROGATE.test(k) || hasLoneSurrogate(v));
+  }
+  return false;
 }
 
 function tooLarge(): SecretsError {
