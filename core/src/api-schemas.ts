@@ -49,5 +49,6 @@ export const ErrorResponse = z.object({
     message: z.string(),
     issues: z.optional(z.array(z.object({ path: z.string(), message: z.string() }))),
     names: z.optional(z.array(z.string())),
+    reasons: z.optional(z.record(z.string(), z.string())),
   }),
 });

@@ -43,6 +43,8 @@ export interface ErrorDetails {
   issues?: Issue[];
   /** Names behind `unresolved_refs`. */
   names?: string[];
+  /** Why each of those names did not resolve: `not_found`, `not_hosted`, `invalid_name`. */
+  reasons?: Record<string, string>;
   /** Seconds, for `backend_unavailable`. */
   retryAfter?: number;
   /** Methods of the path, for `method_not_allowed`. */

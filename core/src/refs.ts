@@ -2,6 +2,8 @@
  * Refs: `os.environ/NAME` strings in a LiteLLM config, as LiteLLM writes them.
  */
 
+import { InvalidInput, SecretsError } from "./errors";
+
 export const REF_PREFIX = "os.environ/";
 
 export function refName(value: unknown): string | undefined {
@@ -19,6 +21,38 @@ export function collectRefs(json: unknown): string[] {
   };
   walk(json);
   return [...names];
+}
+
+export interface RefScan {
+  /** Each distinct name, with how many times it occurs. */
+  counts: Map<string, number>;
+  /** Occurrences in all. */
+  total: number;
+}
+
+/**
+ * Counts the refs of `json`, refusing (before any store call) a document nested deeper than
+ * `maxDepth` (`400 invalid_request`) or holding more than `maxRefs` ref occurrences
+ * (`413 payload_too_large`): one small body repeating a ref must not cost unbounded work.
+ */
+export function scanRefs(json: unknown, limits: { maxDepth: number; maxRefs: number }): RefScan {
+  const counts = new Map<string, number>();
+  let total = 0;
+  const walk = (node: unknown, depth: number): void => {
+    const name = refName(node);
+    if (name !== undefined) {
+      if (++total > limits.maxRefs) {
+        throw new SecretsError("payload_too_large", `config holds more than ${limits.maxRefs} os.environ/ refs`);
+      }
+      counts.set(name, (counts.get(name) ?? 0) + 1);
+      return;
+    }
+    if (node === null || typeof node !== "object") return;
+    if (depth >= limits.maxDepth) throw new InvalidInput(`config is nested deeper than ${limits.maxDepth} levels`);
+    for (const child of Array.isArray(node) ? node : Object.values(node)) walk(child, depth + 1);
+  };
+  walk(json, 0);
+  return { counts, total };
 }
 
 /** A copy of `json` with each ref whose name `values` holds replaced by its value. */

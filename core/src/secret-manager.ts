@@ -9,10 +9,15 @@ import { AccessDenied, EncryptionKeyMissing, NotFound, SecretsError } from "./er
 import type { Logger } from "./log";
 import type { Labels, Metrics } from "./metrics";
 import { validateName } from "./names";
-import { collectRefs, replaceRefs } from "./refs";
+import { collectRefs, REF_PREFIX, replaceRefs, scanRefs } from "./refs";
 import { SecretCache } from "./secret-cache";
 import type { ChangeStamp, PutOutcome, SecretMeta, SecretStore } from "./secret-store";
 import type { KeyManagement } from "./settings";
+
+/** How deep a config sent to `resolve` may nest. */
+const MAX_CONFIG_DEPTH = 32;
+/** Why a ref may stay unresolved (422 `unresolved_refs`, with the reason per name). */
+const UNRESOLVED = new Set(["not_found", "not_hosted", "invalid_name"]);
 
 export interface SecretRead {
   name: string;
@@ -43,6 +48,8 @@ export interface SecretManagerOptions {
   keys?: KeyRing;
   /** The largest request body a caller can send: `encrypt` refuses values whose ciphertext would not fit. */
   maxBodyBytes?: number;
+  /** `resolve`'s bounds: ref occurrences in a config, and bytes of the answer (SPEC section 4). */
+  resolveLimits?: { maxRefs: number; maxBytes: number };
   now?: () => number;
 }
 
@@ -56,11 +63,13 @@ export class SecretManager {
   readonly #hosted: ReadonlySet<string> | undefined;
   readonly #keys: KeyRing | undefined;
   readonly #maxBodyBytes: number;
+  readonly #resolveLimits: { maxRefs: number; maxBytes: number };
 
   constructor(options: SecretManagerOptions) {
     this.store = options.store;
     this.#keys = options.keys;
     this.#maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
+    this.#resolveLimits = options.resolveLimits ?? { maxRefs: 1000, maxBytes: 1024 * 1024 };
     this.#policy = options.policy;
     this.#log = options.log;
     this.#env = options.env ?? {};
@@ -172,25 +181,40 @@ export class SecretManager {
    * not serve are refused, and names it does not hold are reported together as `unresolved_refs`.
    */
   async resolve(config: unknown): Promise<unknown> {
-    const names = collectRefs(config);
-    for (const name of names) this.#checkRead(name);
+    const { maxRefs, maxBytes } = this.#resolveLimits;
+    const { counts } = scanRefs(config, { maxDepth: MAX_CONFIG_DEPTH, maxRefs });
+    if (this.#policy.accessMode === "write_only") {
+      throw new AccessDenied("write_only", "reads are disabled: access_mode is write_only");
+    }
     const values = new Map<string, string>();
-    const missing: string[] = [];
+    const reasons: Record<string, string> = {};
     await Promise.all(
-      names.map(async (name) => {
+      [...counts.keys()].map(async (name) => {
         try {
           values.set(name, (await this.get(name)).value);
         } catch (err) {
-          if (!(err instanceof NotFound)) throw err;
-          missing.push(name);
+          if (!(err instanceof SecretsError) || !UNRESOLVED.has(err.code)) throw err;
+          reasons[name] = err.code;
         }
       }),
     );
+    const missing = Object.keys(reasons).sort();
     if (missing.length > 0) {
-      missing.sort();
       throw new SecretsError("unresolved_refs", `${missing.length} ref(s) did not resolve: ${missing.join(", ")}`, {
         names: missing,
+        reasons: Object.fromEntries(missing.map((name) => [name, reasons[name] as string])),
       });
+    }
+    // The answer's size, counted before it is built: the config as sent, each ref's occurrences
+    // replaced by the JSON of its value.
+    let bytes = Buffer.byteLength(JSON.stringify(config));
+    for (const [name, count] of counts) {
+      const value = values.get(name) as string;
+      bytes +=
+        count * (Buffer.byteLength(JSON.stringify(value)) - Buffer.byteLength(JSON.stringify(REF_PREFIX + name)));
+      if (bytes > maxBytes) {
+        throw new SecretsError("payload_too_large", `the resolved config would be larger than ${maxBytes} bytes`);
+      }
     }
     return replaceRefs(config, values);
   }

@@ -338,9 +338,14 @@ describe("access_mode and hosted_keys", () => {
     expect(await runtime.store.get("NEW")).toBeUndefined();
     expect((await request("/v1/secrets/vk/team-a", { method: "PUT", json: { value: "sk-virtual" } })).status).toBe(201);
     expect((await request("/v1/secrets/vk/team-a", { method: "DELETE" })).status).toBe(204);
-    expect(
-      (await request("/v1/resolve", { method: "POST", json: { config: ["os.environ/A", "os.environ/B"] } })).status,
-    ).toBe(403);
+    const resolved = await request("/v1/resolve", {
+      method: "POST",
+      json: { config: ["os.environ/A", "os.environ/B", "os.environ/UNKNOWN"] },
+    });
+    expect(resolved.status).toBe(422);
+    const error = (await errorOf(resolved)) as ErrorBody["error"] & { reasons?: Record<string, string> };
+    expect(error.names).toEqual(["B", "UNKNOWN"]);
+    expect(error.reasons).toEqual({ B: "not_hosted", UNKNOWN: "not_hosted" });
   });
 
   it("never returns the process environment: the file store does not fall back to it", async () => {
@@ -420,7 +425,38 @@ describe("resolve, encrypt, decrypt", () => {
     expect(missing.status).toBe(422);
     const error = await errorOf(missing);
     expect(error.names).toEqual(["NOPE_1", "NOPE_2"]);
+    expect((error as { reasons?: unknown }).reasons).toEqual({ NOPE_1: "not_found", NOPE_2: "not_found" });
     expect(JSON.stringify(error)).not.toContain(a);
+  });
+
+  it("bounds the work of one resolve: ref occurrences, nesting and the answer's size", async () => {
+    const { request, runtime } = await inProcessApp();
+    const value = "v".repeat(2000);
+    await request("/v1/secrets/BIG", { method: "PUT", json: { value } });
+    const reads = () => runtime.metrics.count("llm_secrets_backend_calls_total", { store: "file", op: "get" });
+    const before = reads();
+    // 1001 occurrences of one ref: refused before any store call.
+    const many = await request("/v1/resolve", {
+      method: "POST",
+      json: { config: Array(1001).fill("os.environ/OTHER") },
+    });
+    expect(many.status).toBe(413);
+    expect((await errorOf(many)).code).toBe("payload_too_large");
+    // 600 occurrences of a 2000-byte value would answer 1.2 MB: refused, nothing built.
+    const big = await request("/v1/resolve", { method: "POST", json: { config: Array(600).fill("os.environ/BIG") } });
+    expect(big.status).toBe(413);
+    expect((await errorOf(big)).code).toBe("payload_too_large");
+    // 500 fit under 1 MiB.
+    const fits = await request("/v1/resolve", { method: "POST", json: { config: Array(500).fill("os.environ/BIG") } });
+    expect(fits.status).toBe(200);
+    expect(((await fits.json()) as { config: string[] }).config).toEqual(Array(500).fill(value));
+    // Nested 33 deep: 400; 32 deep is fine.
+    const nest = (depth: number): unknown => (depth === 0 ? "os.environ/BIG" : [nest(depth - 1)]);
+    const deep = await request("/v1/resolve", { method: "POST", json: { config: nest(33) } });
+    expect(deep.status).toBe(400);
+    expect((await errorOf(deep)).code).toBe("invalid_request");
+    expect((await request("/v1/resolve", { method: "POST", json: { config: nest(32) } })).status).toBe(200);
+    expect(reads() - before).toBeLessThanOrEqual(1); // at most the one cached read of BIG
   });
 
   it("encrypts and decrypts in LiteLLM's format", async () => {
