@@ -1,7 +1,8 @@
 /**
  * The read cache of one store (SPEC section 4).
  *
- * - Entries live for the store's refresh interval; "not found" for at most 60 s; errors never.
+ * - Entries live for the store's refresh interval; "not found" for at most 60 s, in a budget of its
+ *   own (so a flood of unknown names cannot push values out); errors never.
  * - Concurrent misses for one name share one backend call.
  * - In the last tenth of an entry's life (at most 10 min) a read answers from the cache and
  *   refreshes in the background.
@@ -23,6 +24,8 @@ export interface CacheOptions {
   maxStaleMs: number;
   notFoundTtlMs?: number;
   maxEntries?: number;
+  /** "Not found" answers kept, apart from values: a flood of unknown names cannot evict good ones. */
+  maxNotFound?: number;
   now?: () => number;
   /** Called for each hit, miss, stale serve and background refresh. */
   onEvent?: (event: "hit" | "miss" | "stale" | "refresh") => void;
@@ -51,6 +54,8 @@ export class SecretCache {
   /** A memory-only key: a cache's entries never leave the process. */
   readonly #key = new KeyRing(randomBytes(32).toString("base64"));
   readonly #entries = new Map<string, Entry>();
+  /** "Not found" entries, in their own budget. */
+  readonly #missing = new Map<string, Entry>();
   readonly #loads = new Map<string, Promise<string | undefined>>();
   /** Bumped by each write or delete, so a load that started before it does not overwrite it. */
   readonly #versions = new Map<string, number>();
@@ -60,6 +65,7 @@ export class SecretCache {
       ...options,
       notFoundTtlMs: options.notFoundTtlMs ?? NOT_FOUND_TTL_MS,
       maxEntries: options.maxEntries ?? 10_000,
+      maxNotFound: options.maxNotFound ?? 1_000,
       now: options.now ?? Date.now,
     };
   }
@@ -70,7 +76,7 @@ export class SecretCache {
    */
   get(name: string, load: () => Promise<string | undefined>, refresh = false): CacheRead | Promise<CacheRead> {
     const now = this.#options.now();
-    const entry = this.#entries.get(name);
+    const entry = this.#entries.get(name) ?? this.#missing.get(name);
     if (!refresh && entry && now < entry.expiresAt) {
       this.#options.onEvent?.("hit");
       if (entry.sealed !== undefined && now >= entry.refreshAt && !this.#loads.has(name)) {
@@ -121,6 +127,7 @@ export class SecretCache {
   forget(name: string): void {
     this.#bump(name);
     this.#entries.delete(name);
+    this.#missing.delete(name);
   }
 
   get size(): number {
@@ -150,19 +157,22 @@ export class SecretCache {
   }
 
   #store(name: string, value: string | undefined): void {
-    const { ttlMs, notFoundTtlMs, maxEntries, now } = this.#options;
+    const { ttlMs, notFoundTtlMs, maxEntries, maxNotFound, now } = this.#options;
     const at = now();
     const life = value === undefined ? Math.min(ttlMs, notFoundTtlMs) : ttlMs;
-    this.#entries.delete(name); // re-insert: past `maxEntries`, the longest-stored entry goes first
-    this.#entries.set(name, {
+    const [into, other, max] =
+      value === undefined ? [this.#missing, this.#entries, maxNotFound] : [this.#entries, this.#missing, maxEntries];
+    other.delete(name);
+    into.delete(name); // re-insert: past the budget, the longest-stored entry goes first
+    into.set(name, {
       sealed: value === undefined ? undefined : this.#seal(value),
       storedAt: at,
       refreshAt: at + life - Math.min(life / 10, REFRESH_AHEAD_MAX_MS),
       expiresAt: at + life,
     });
-    if (this.#entries.size > maxEntries) {
-      const oldest = this.#entries.keys().next().value;
-      if (oldest !== undefined) this.#entries.delete(oldest);
+    if (into.size > max) {
+      const oldest = into.keys().next().value;
+      if (oldest !== undefined) into.delete(oldest);
     }
   }
 

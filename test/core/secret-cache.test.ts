@@ -85,6 +85,24 @@ describe("SecretCache", () => {
     expect(b.state.calls).toBe(2);
   });
 
+  it("keeps not-found answers in a budget of their own: 50 000 unknown names do not evict a value", async () => {
+    const { now } = clock();
+    const cache = new SecretCache({ ttlMs: 60_000, maxStaleMs: 0, now, maxEntries: 10, maxNotFound: 100 });
+    const values = Array.from({ length: 10 }, (_, i) => backend(`v${i}`));
+    for (const [i, b] of values.entries()) await cache.get(`K${i}`, b.load);
+    const none = backend(undefined);
+    for (let i = 0; i < 50_000; i++) await cache.get(`UNKNOWN_${i}`, none.load);
+    for (const [i, b] of values.entries()) {
+      expect((await cache.get(`K${i}`, b.load)).value).toBe(`v${i}`);
+      expect(b.state.calls, `K${i} answered from the cache`).toBe(1);
+    }
+    expect(cache.size).toBe(10);
+    // The newest not-found answers are still cached; the oldest went.
+    await cache.get("UNKNOWN_49999", none.load);
+    await cache.get("UNKNOWN_0", none.load);
+    expect(none.state.calls).toBe(50_001);
+  });
+
   it("never caches errors", async () => {
     const cache = new SecretCache({ ttlMs: 60_000, maxStaleMs: 60_000 });
     const b = backend("v");
