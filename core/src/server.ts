@@ -1,8 +1,14 @@
 /**
- * The local server: the app over node:http, or node:https with TLS 1.2 at least.
+ * The local server: the app over node:http, or node:https with TLS 1.2 at least, with bounded
+ * connections and time per request (SPEC section 1, "serve limits").
  */
 import { readFileSync } from "node:fs";
-import { createServer as createHttpServer, type IncomingMessage, type Server } from "node:http";
+import {
+  createServer as createHttpServer,
+  type ServerOptions as HttpServerOptions,
+  type IncomingMessage,
+  type Server,
+} from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { getRequestListener } from "@hono/node-server";
@@ -10,10 +16,34 @@ import type { RawRequest } from "./app";
 import { ConfigError } from "./errors";
 import type { Runtime } from "./runtime";
 
+/** Time limits of the server; tests inject short ones. */
+export interface ServerTimeouts {
+  /** From a connection's (or request's) start until its headers are complete: else 408 and closed. */
+  headersTimeoutMs: number;
+  /** From a request's start until its whole body has arrived: else 408 (or closed) and closed. */
+  requestTimeoutMs: number;
+  /** An idle keep-alive connection is closed after this; above load balancers' idle timeouts (60 s). */
+  keepAliveTimeoutMs: number;
+  /** How often node checks the two timeouts above, so they fire on time (node's default is 30 s). */
+  checkIntervalMs: number;
+}
+
+export const DEFAULT_TIMEOUTS: Readonly<ServerTimeouts> = {
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 65_000,
+  checkIntervalMs: 1_000,
+};
+export const DEFAULT_MAX_CONNECTIONS = 1024;
+
 export interface ServerOptions {
   host: string;
   port: number;
   tls?: { keyFile: string; certFile: string };
+  /** `LLM_SECRETS_MAX_CONNECTIONS`: past it, new connections are closed at once; served ones keep working. */
+  maxConnections?: number;
+  /** Overrides of DEFAULT_TIMEOUTS. */
+  timeouts?: Partial<ServerTimeouts>;
 }
 
 export interface RunningServer {
@@ -31,8 +61,20 @@ export async function startServer(runtime: Pick<Runtime, "fetch">, options: Serv
   const listener = getRequestListener((request, env) =>
     runtime.fetch(request, rawRequestOf((env as { incoming: IncomingMessage }).incoming)),
   );
-  const server = options.tls ? createTlsServer(options.tls, listener) : createHttpServer(listener);
-  server.keepAliveTimeout = 65_000;
+  const timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
+  const httpOptions: HttpServerOptions = {
+    headersTimeout: timeouts.headersTimeoutMs,
+    requestTimeout: timeouts.requestTimeoutMs,
+    keepAliveTimeout: timeouts.keepAliveTimeoutMs,
+    connectionsCheckingInterval: timeouts.checkIntervalMs,
+  };
+  const server = options.tls
+    ? createTlsServer(options.tls, httpOptions, listener)
+    : createHttpServer(httpOptions, listener);
+  // node's net.Server destroys a connection accepted past this (and emits "drop"): the ones
+  // already open are not touched. An idle never-speaking socket still counts, so headersTimeout
+  // (which node also applies from a connection's start) is what frees the slots it holds.
+  server.maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
 
   await new Promise<void>((resolve, reject) => {
     server.once("error", (err: NodeJS.ErrnoException) =>
@@ -60,12 +102,13 @@ export async function startServer(runtime: Pick<Runtime, "fetch">, options: Serv
 
 function createTlsServer(
   tls: { keyFile: string; certFile: string },
+  httpOptions: HttpServerOptions,
   listener: ReturnType<typeof getRequestListener>,
 ): Server {
   const key = readTlsFile(tls.keyFile, "key");
   const cert = readTlsFile(tls.certFile, "certificate");
   try {
-    return createHttpsServer({ key, cert, minVersion: "TLSv1.2" }, listener);
+    return createHttpsServer({ ...httpOptions, key, cert, minVersion: "TLSv1.2" }, listener);
   } catch (err) {
     // OpenSSL's reason only ("no start line", "key values mismatch"): never the file's contents.
     const reason = (err as { reason?: string }).reason ?? (err as { code?: string }).code ?? "invalid";

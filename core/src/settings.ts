@@ -22,6 +22,7 @@ const KNOWN_WEAK_MASTER_KEYS = new Set(["sk-1234"]);
 export const MASTER_KEY_FILE = "master.key";
 const DEFAULT_REFRESH_SECONDS = 86_400;
 const DEFAULT_MAX_STALE_SECONDS = 3_600;
+const DEFAULT_MAX_CONNECTIONS = 1_024;
 
 const text = z.string();
 const optionalText = z.nullish(text);
@@ -78,6 +79,10 @@ const port = z.pipe(
     return z.NEVER;
   }),
 );
+const positiveInteger = z.pipe(
+  text.check(z.regex(/^\s*0*[1-9]\d{0,8}\s*$/, "expected a whole number from 1 to 999999999")),
+  z.transform((s) => Number(s)),
+);
 const saltKeyList = z.pipe(
   text,
   z.transform((s, ctx) => {
@@ -98,6 +103,7 @@ const EnvSchema = z.object({
   ),
   LLM_SECRETS_DATA_DIR: z.optional(text),
   LLM_SECRETS_MAX_STALE: z.optional(seconds),
+  LLM_SECRETS_MAX_CONNECTIONS: z.optional(positiveInteger),
   SECRET_MANAGER_REFRESH_INTERVAL: z.optional(seconds),
   PORT: z.optional(port),
   SSL_KEYFILE_PATH: z.optional(text),
@@ -132,7 +138,8 @@ export interface Settings {
   keyManagement: KeyManagement;
   cache: { ttlSeconds: number; maxStaleSeconds: number };
   dataDir: string;
-  server: { host: string; port: number; tls?: { keyFile: string; certFile: string } };
+  /** `maxConnections`: `LLM_SECRETS_MAX_CONNECTIONS`, past which new connections are closed at once. */
+  server: { host: string; port: number; tls?: { keyFile: string; certFile: string }; maxConnections: number };
   /** The parsed config: the keys llm-secrets uses, validated. */
   config: Config;
   /** The config file as written, every key in its order: what `resolve` resolves. */
@@ -225,6 +232,7 @@ export function loadSettings(input: SettingsInput): Settings {
       host: serverIn.host ?? "127.0.0.1",
       port: serverIn.port ?? e.PORT ?? 4000,
       tls: keyFile && certFile ? { keyFile: resolve(cwd, keyFile), certFile: resolve(cwd, certFile) } : undefined,
+      maxConnections: e.LLM_SECRETS_MAX_CONNECTIONS ?? DEFAULT_MAX_CONNECTIONS,
     },
     config,
     rawConfig,

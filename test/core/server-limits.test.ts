@@ -1,0 +1,246 @@
+// The server's limits over real sockets: a connection cap, and headers / whole-request timeouts.
+// Outcomes only (accepted, closed, 408), with generous upper bounds on the waiting: no speed is asserted.
+import { connect, type Socket } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { LOCAL_STORES } from "../../core/src/cli";
+import { ConfigError } from "../../core/src/errors";
+import { DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUTS, startServer } from "../../core/src/server";
+import { loadSettings } from "../../core/src/settings";
+import { inProcessApp, makeCertificate, newKey, tempDir } from "../helpers";
+
+/** Upper bound on any wait below: far above the short limits the servers here use. */
+const PATIENCE_MS = 10_000;
+
+async function until(what: string, condition: () => boolean | Promise<boolean>, ms = PATIENCE_MS): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** A raw TCP client that records what it receives and whether the server closed it. */
+class RawClient {
+  readonly socket: Socket;
+  received = "";
+  closed = false;
+
+  constructor(url: string) {
+    const u = new URL(url);
+    this.socket = connect(Number(u.port), u.hostname);
+    this.socket.setEncoding("latin1");
+    this.socket.on("data", (d: string) => {
+      this.received += d;
+    });
+    // A reset (the server dropped us while we wrote) is one way of being closed.
+    this.socket.on("error", () => {});
+    this.socket.on("close", () => {
+      this.closed = true;
+    });
+  }
+
+  write(data: string): void {
+    if (!this.socket.destroyed) this.socket.write(data);
+  }
+
+  /** Answers received so far (status lines). */
+  statuses(): string[] {
+    return [...this.received.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1] as string);
+  }
+
+  /** One GET /health on this connection, kept alive; resolves with its status. */
+  async health(): Promise<string> {
+    const before = this.statuses().length;
+    const okBodies = this.received.split('"status":"ok"').length;
+    this.write("GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    await until(
+      "an answer to GET /health",
+      () => this.closed || (this.statuses().length > before && this.received.split('"status":"ok"').length > okBodies),
+    );
+    return this.statuses()[before] ?? "closed";
+  }
+
+  /** Sends `chunk` every `everyMs` until the connection is closed; returns a stop function. */
+  trickle(chunk: string, everyMs: number): () => void {
+    const timer = setInterval(() => {
+      if (this.closed) clearInterval(timer);
+      else this.write(chunk);
+    }, everyMs);
+    return () => clearInterval(timer);
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+describe("serve limits: defaults and settings", () => {
+  it("serves with a 1024 cap, headers 10 s, request 30 s and keep-alive 65 s, over HTTP and HTTPS", async () => {
+    expect(DEFAULT_MAX_CONNECTIONS).toBe(1024);
+    expect(DEFAULT_TIMEOUTS).toEqual({
+      headersTimeoutMs: 10_000,
+      requestTimeoutMs: 30_000,
+      keepAliveTimeoutMs: 65_000,
+      checkIntervalMs: 1_000,
+    });
+    const ctx = await inProcessApp();
+    const tls = await makeCertificate(await tempDir());
+    for (const options of [{}, { tls: { keyFile: tls.keyFile, certFile: tls.certFile } }]) {
+      const running = await startServer(ctx.runtime, { host: "127.0.0.1", port: 0, ...options });
+      try {
+        expect(running.server.maxConnections).toBe(1024);
+        expect(running.server.headersTimeout).toBe(10_000);
+        expect(running.server.requestTimeout).toBe(30_000);
+        expect(running.server.keepAliveTimeout).toBe(65_000);
+      } finally {
+        await running.close();
+      }
+    }
+  });
+
+  it("reads LLM_SECRETS_MAX_CONNECTIONS into settings.server.maxConnections (default 1024), refusing non-positive values", () => {
+    const load = (env: Record<string, string>) =>
+      loadSettings({ env: { LITELLM_MASTER_KEY: newKey(), ...env }, stores: LOCAL_STORES });
+    expect(load({}).server.maxConnections).toBe(1024);
+    expect(load({ LLM_SECRETS_MAX_CONNECTIONS: "3" }).server.maxConnections).toBe(3);
+    for (const bad of ["0", "-1", "1.5", "lots"]) {
+      expect(() => load({ LLM_SECRETS_MAX_CONNECTIONS: bad }), bad).toThrow(ConfigError);
+      expect(() => load({ LLM_SECRETS_MAX_CONNECTIONS: bad }), bad).toThrow(/LLM_SECRETS_MAX_CONNECTIONS/);
+    }
+  });
+});
+
+describe("serve limits: a connection cap", () => {
+  let ctx: Awaited<ReturnType<typeof inProcessApp>>;
+  let server: Awaited<ReturnType<typeof startServer>>;
+  const clients: RawClient[] = [];
+  const open = (): RawClient => {
+    const c = new RawClient(server.url);
+    clients.push(c);
+    return c;
+  };
+
+  beforeAll(async () => {
+    ctx = await inProcessApp();
+    server = await startServer(ctx.runtime, { host: "127.0.0.1", port: 0, maxConnections: 3 });
+  });
+  afterAll(async () => {
+    for (const c of clients) c.close();
+    await server.close();
+  });
+
+  const openConnections = () =>
+    new Promise<number>((resolve, reject) =>
+      server.server.getConnections((err, n) => (err ? reject(err) : resolve(n))),
+    );
+
+  it("closes a 4th connection at once while 3 idle keep-alive ones keep working, and accepts one again when a slot frees", async () => {
+    const served = [open(), open(), open()];
+    for (const c of served) expect(await c.health()).toBe("200");
+    await until("3 open connections", async () => (await openConnections()) === 3);
+
+    const refused = open();
+    await until("the 4th connection to be closed", () => refused.closed);
+    expect(refused.received).toBe("");
+
+    // The three served ones, idle meanwhile, still answer on the same connections.
+    for (const c of served) expect(await c.health()).toBe("200");
+    expect(served.every((c) => !c.closed)).toBe(true);
+
+    (served[0] as RawClient).close();
+    await until("the server to see a slot free", async () => (await openConnections()) < 3);
+    const next = open();
+    expect(await next.health()).toBe("200");
+    expect(next.closed).toBe(false);
+    for (const c of served.slice(1)) expect(await c.health()).toBe("200");
+  });
+
+  it("takes the cap from settings.server as the CLI passes it", async () => {
+    const capped = await inProcessApp({ env: { LLM_SECRETS_MAX_CONNECTIONS: "7" } });
+    const running = await startServer(capped.runtime, { ...capped.settings.server, port: 0 });
+    try {
+      expect(running.server.maxConnections).toBe(7);
+    } finally {
+      await running.close();
+    }
+  });
+});
+
+describe("serve limits: headers and request timeouts", () => {
+  const timeouts = { headersTimeoutMs: 300, requestTimeoutMs: 1_000, checkIntervalMs: 50 };
+  let ctx: Awaited<ReturnType<typeof inProcessApp>>;
+  let server: Awaited<ReturnType<typeof startServer>>;
+  const clients: RawClient[] = [];
+  const open = (): RawClient => {
+    const c = new RawClient(server.url);
+    clients.push(c);
+    return c;
+  };
+
+  beforeAll(async () => {
+    ctx = await inProcessApp();
+    server = await startServer(ctx.runtime, { host: "127.0.0.1", port: 0, timeouts });
+  });
+  afterAll(async () => {
+    for (const c of clients) c.close();
+    await server.close();
+  });
+
+  it("cuts a client that trickles its headers, once the headers timeout passes", async () => {
+    const c = open();
+    c.write("GET /health HTTP/1.1\r\nHost: localhost\r\n");
+    // One more header line every 50 ms: the headers never end on their own.
+    const stop = c.trickle("X-Slow: a\r\n", 50);
+    try {
+      await until("the trickling client to be cut", () => c.closed);
+    } finally {
+      stop();
+    }
+    expect(c.statuses().every((s) => s === "408")).toBe(true);
+    expect(c.received).not.toContain('"status":"ok"');
+  });
+
+  it("cuts a client that never sends a byte, once the headers timeout passes", async () => {
+    const c = open();
+    await until("the silent client to be cut", () => c.closed);
+    expect(c.statuses().every((s) => s === "408")).toBe(true);
+  });
+
+  it("cuts a client that trickles a body longer than the request timeout (408 or closed), and stores nothing", async () => {
+    const c = open();
+    // 1000 bytes at one per 50 ms would take 50 s.
+    c.write(
+      `PUT /v1/secrets/SLOW HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${ctx.masterKey}\r\n` +
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n" +
+        '{"value":"',
+    );
+    const stop = c.trickle("a", 50);
+    try {
+      await until("the trickling body to be cut", () => c.closed);
+    } finally {
+      stop();
+    }
+    expect(c.statuses().every((s) => s === "408")).toBe(true);
+    expect((await ctx.request("/v1/secrets/SLOW")).status).toBe(404);
+  });
+
+  it("still serves normal requests, and a keep-alive connection idle longer than the headers timeout", async () => {
+    const put = await fetch(`${server.url}/v1/secrets/QUICK`, {
+      method: "PUT",
+      headers: { authorization: `Bearer ${ctx.masterKey}` },
+      body: JSON.stringify({ value: "v" }),
+    });
+    expect(put.status).toBe(201);
+    const get = await fetch(`${server.url}/v1/secrets/QUICK`, {
+      headers: { authorization: `Bearer ${ctx.masterKey}` },
+    });
+    expect(get.status).toBe(200);
+
+    const c = open();
+    expect(await c.health()).toBe("200");
+    // Idle between requests for twice the headers timeout: the keep-alive timeout governs that, not headers.
+    await new Promise((r) => setTimeout(r, 2 * timeouts.headersTimeoutMs));
+    expect(c.closed).toBe(false);
+    expect(await c.health()).toBe("200");
+  });
+});
