@@ -75,6 +75,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     env: settings.env,
     keys: settings.keys,
     maxBodyBytes: MAX_BODY_BYTES,
+    resolveLimits: settings.resolveLimits,
     now,
   });
   const app = settings.masterKey ? createApp({ manager, masterKey: settings.masterKey, metrics, log }) : undefined;

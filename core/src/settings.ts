@@ -20,6 +20,8 @@ export type { AccessMode };
 /** The publicly known default of LiteLLM's docs: never accepted. */
 const KNOWN_WEAK_MASTER_KEYS = new Set(["sk-1234"]);
 export const MASTER_KEY_FILE = "master.key";
+/** LiteLLM's keys are `sk-` and more; anything shorter is a placeholder or a typo. */
+const MIN_MASTER_KEY_LENGTH = 8;
 const DEFAULT_REFRESH_SECONDS = 86_400;
 const DEFAULT_MAX_STALE_SECONDS = 3_600;
 const DEFAULT_MAX_CONNECTIONS = 1_024;
@@ -104,6 +106,8 @@ const EnvSchema = z.object({
   LLM_SECRETS_DATA_DIR: z.optional(text),
   LLM_SECRETS_MAX_STALE: z.optional(seconds),
   LLM_SECRETS_MAX_CONNECTIONS: z.optional(positiveInteger),
+  LLM_SECRETS_RESOLVE_MAX_REFS: z.optional(positiveInteger),
+  LLM_SECRETS_RESOLVE_MAX_BYTES: z.optional(positiveInteger),
   SECRET_MANAGER_REFRESH_INTERVAL: z.optional(seconds),
   PORT: z.optional(port),
   SSL_KEYFILE_PATH: z.optional(text),
@@ -137,6 +141,8 @@ export interface Settings {
   encryptionAlgorithm: EncryptionAlgorithm;
   keyManagement: KeyManagement;
   cache: { ttlSeconds: number; maxStaleSeconds: number };
+  /** `resolve`'s bounds: `LLM_SECRETS_RESOLVE_MAX_REFS` (1000), `LLM_SECRETS_RESOLVE_MAX_BYTES` (1 MiB). */
+  resolveLimits: { maxRefs: number; maxBytes: number };
   dataDir: string;
   /** `maxConnections`: `LLM_SECRETS_MAX_CONNECTIONS`, past which new connections are closed at once. */
   server: { host: string; port: number; tls?: { keyFile: string; certFile: string }; maxConnections: number };
@@ -226,6 +232,10 @@ export function loadSettings(input: SettingsInput): Settings {
     cache: {
       ttlSeconds: refreshIntervalOf(factory, env, e),
       maxStaleSeconds: e.LLM_SECRETS_MAX_STALE ?? DEFAULT_MAX_STALE_SECONDS,
+    },
+    resolveLimits: {
+      maxRefs: e.LLM_SECRETS_RESOLVE_MAX_REFS ?? 1000,
+      maxBytes: e.LLM_SECRETS_RESOLVE_MAX_BYTES ?? 1024 * 1024,
     },
     dataDir,
     server: {
@@ -360,6 +370,11 @@ function checkMasterKey(key: string, source: string): void {
   if (key.trim() === "") throw new ConfigError(`the master key (${source}) is empty`);
   if (KNOWN_WEAK_MASTER_KEYS.has(key.trim())) {
     throw new ConfigError(`the master key (${source}) is the publicly known example key: set a strong one`);
+  }
+  if (key.trim().length < MIN_MASTER_KEY_LENGTH) {
+    throw new ConfigError(
+      `the master key (${source}) is shorter than ${MIN_MASTER_KEY_LENGTH} characters: set a strong one`,
+    );
   }
 }
 

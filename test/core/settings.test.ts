@@ -43,8 +43,12 @@ describe("defaults", () => {
     expect(s.keyManagement.accessMode).toBe("read_and_write");
     expect(s.keyManagement.prefixForStoredVirtualKeys).toBe("litellm/");
     expect(s.keyManagement.hostedKeys).toBeUndefined();
-    expect(s.server).toEqual({ host: "127.0.0.1", port: 4000, tls: undefined });
+    expect(s.server).toEqual({ host: "127.0.0.1", port: 4000, tls: undefined, maxConnections: 1024 });
     expect(s.cache).toEqual({ ttlSeconds: 86_400, maxStaleSeconds: 3_600 });
+    expect(s.resolveLimits).toEqual({ maxRefs: 1000, maxBytes: 1024 * 1024 });
+    expect(
+      loadSettings({ env: { LLM_SECRETS_RESOLVE_MAX_REFS: "5", LLM_SECRETS_RESOLVE_MAX_BYTES: "4096" } }).resolveLimits,
+    ).toEqual({ maxRefs: 5, maxBytes: 4096 });
     expect(s.dataDir).toBe("/srv/app/.llm-secrets");
     expect(s.encryptionAlgorithm).toBe("xsalsa20-poly1305");
   });
@@ -79,6 +83,10 @@ describe("salt key and master key", () => {
   it("refuses an empty master key and LiteLLM's example key, naming the source", () => {
     expect(configError(() => loadSettings({ env: { LITELLM_MASTER_KEY: "" } }))).toContain("LITELLM_MASTER_KEY");
     expect(configError(() => loadSettings({ env: { LITELLM_MASTER_KEY: "sk-1234" } }))).toContain("publicly known");
+    expect(configError(() => loadSettings({ env: { LITELLM_MASTER_KEY: "sk-123" } }))).toContain(
+      "shorter than 8 characters",
+    );
+    expect(loadSettings({ env: { LITELLM_MASTER_KEY: "sk-12345" } }).masterKey).toBe("sk-12345");
     const viaConfig = configError(() =>
       loadSettings({ env: { LLM_SECRETS_CONFIG: "general_settings:\n  master_key: sk-1234\n" } }),
     );
@@ -309,6 +317,7 @@ describe("environment", () => {
       host: "0.0.0.0",
       port: 6000,
       tls: { keyFile: "/etc/tls/k.pem", certFile: "/etc/tls/c.pem" },
+      maxConnections: 1024,
     });
     expect(configError(() => loadSettings({ env: { SSL_KEYFILE_PATH: "k.pem" } }))).toContain("--ssl_certfile_path");
   });
