@@ -1,5 +1,5 @@
 // Shared test helpers: temp dirs, the built CLI as a child process, generated keys and values.
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -183,6 +183,21 @@ export class ServerProcess {
     }
     return exited;
   }
+}
+
+/**
+ * A python3 that imports `modules` (the LiteLLM interop tests' third party). Without one the suite
+ * skips with one loud line naming the Debian packages, so `npm test` passes on a fresh machine;
+ * `LLM_SECRETS_REQUIRE_PYTHON=1` (which `.ci/run` sets) turns that skip into a failure.
+ */
+export function pythonFor(modules: string, debianPackages: string): string | undefined {
+  for (const candidate of ["/usr/bin/python3", "python3"]) {
+    if (spawnSync(candidate, ["-c", `import ${modules}`]).status === 0) return candidate;
+  }
+  const message = `no python3 that imports ${modules}: apt-get install ${debianPackages} to run the interop tests`;
+  if (process.env.LLM_SECRETS_REQUIRE_PYTHON === "1") throw new Error(`${message} (LLM_SECRETS_REQUIRE_PYTHON=1)`);
+  process.stderr.write(`\nSKIPPED: ${message}\n`);
+  return undefined;
 }
 
 /** The stable code a promise is refused with: the typed error's code, `untyped <Name>`, or `no error`. */
