@@ -2,6 +2,7 @@
  * The `llm-secrets` command (SPEC section 1). Exit codes: 0 ok, 1 runtime error, 2 usage error.
  * Errors go to stderr on one line and never hold a secret value.
  */
+import { rm } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { openSecret, sealSecret } from "./crypto";
 import { ConfigError, SecretsError } from "./errors";
@@ -176,9 +177,10 @@ async function serve(input: SettingsInput, flags: Record<string, unknown>, io: C
   };
   let settings = settingsOf({ ...input, server }, log);
   const local = settings.storeFactory.defaults.needsLocalKey;
+  let generated: string | undefined;
   if (local && !settings.masterKey) {
     const made = await ensureMasterKeyFile(settings.dataDir);
-    if (made.created) io.stdout.write(`generated a master key in ${made.path} (mode 0600; it is not printed)\n`);
+    if (made.created) generated = made.path;
     settings = loadSettings({ ...input, server });
   }
   if (!settings.masterKey) {
@@ -189,7 +191,17 @@ async function serve(input: SettingsInput, flags: Record<string, unknown>, io: C
   const unresolved = resolution.refs.filter((r) => r.source === "unresolved").map((r) => r.name);
   if (unresolved.length > 0) log.warn("config refs did not resolve", { names: unresolved.join(",") });
 
-  const running = await startServer(rt, settings.server);
+  let running: Awaited<ReturnType<typeof startServer>>;
+  try {
+    running = await startServer(rt, settings.server);
+  } catch (err) {
+    // A start that failed leaves no key behind (nothing was sealed with it: the store records a
+    // key only with its first write).
+    await rt.close();
+    if (generated) await rm(generated, { force: true });
+    throw err;
+  }
+  if (generated) io.stdout.write(`generated a master key in ${generated} (mode 0600; it is not printed)\n`);
   io.stdout.write(
     `llm-secrets ${VERSION} serving ${running.url} (store: ${settings.store}${local ? `, data: ${settings.dataDir}` : ""}; master key from ${settings.masterKeySource})\n`,
   );

@@ -234,6 +234,24 @@ describe("serve", () => {
     }
   });
 
+  it("leaves no generated master key behind when the start fails (port in use)", async () => {
+    const { createServer } = await import("node:net");
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, "127.0.0.1", resolve));
+    const port = (busy.address() as { port: number }).port;
+    try {
+      const dir = await tempDir();
+      const env = cleanEnv({ LLM_SECRETS_DATA_DIR: join(dir, "data") });
+      const r = await runCli(["serve", "--port", String(port)], { env, cwd: dir });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain("already in use");
+      expect(r.stdout).not.toContain("generated a master key");
+      await expect(stat(join(dir, "data", "master.key"))).rejects.toMatchObject({ code: "ENOENT" });
+    } finally {
+      busy.close();
+    }
+  });
+
   it("refuses LiteLLM's example master key and an empty one", async () => {
     const dir = await tempDir();
     for (const key of ["sk-1234", ""]) {
