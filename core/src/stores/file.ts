@@ -178,6 +178,26 @@ export class FileStore implements SecretStore {
    * Opens the data dir (made 0700 if missing), creating the log or migrating a format-1 document,
    * and reads the log once: a damaged log or a wrong key fails here, not at the first request.
    */
+  /**
+   * Another local user who can write the data dir can swap the log or the lock: a group- or
+   * world-writable dir stops the start. A readable one only warns (every value is sealed).
+   */
+  #checkPermissions(): void {
+    const mode = statSync(this.location).mode & 0o777;
+    const octal = mode.toString(8).padStart(3, "0");
+    if (mode & 0o022) {
+      throw new ConfigError(
+        `the data dir ${this.location} is writable by its group or by everyone (mode ${octal}): chmod 700 it`,
+      );
+    }
+    if (mode & 0o044) {
+      this.#log.warn("the data dir is readable by its group or by everyone: chmod 700 it", {
+        dir: this.location,
+        mode: octal,
+      });
+    }
+  }
+
   static async open(options: FileStoreOptions): Promise<FileStore> {
     const store = new FileStore(options);
     const dir = store.location;
@@ -186,10 +206,11 @@ export class FileStore implements SecretStore {
         throw new StoreUnavailable(`the data dir ${dir} is not a directory`);
       }
       await mkdir(dir, { recursive: true, mode: 0o700 });
+      store.#checkPermissions();
       await store.#removeLeftovers();
       await store.#createLogIfMissing();
     } catch (err) {
-      throw classifyBackendError(err, `file store open of ${dir}`);
+      throw err instanceof ConfigError ? err : classifyBackendError(err, `file store open of ${dir}`);
     }
     try {
       store.#reload(false);

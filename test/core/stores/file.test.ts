@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { appendFileSync, writeFileSync } from "node:fs";
-import { appendFile, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { appendFile, chmod, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { KeyRing, openSecret, sealSecret } from "../../../core/src/crypto";
@@ -498,6 +498,34 @@ describe("FileStore", () => {
       const files = await readdir(dir);
       for (const file of leftovers) expect(files).not.toContain(file);
       expect(files).toContain(`secrets.log.${process.pid}.abcdef.tmp`);
+    });
+  });
+
+  describe("the data dir's permissions", () => {
+    it("makes a new dir 0700; a group- or world-writable one stops the start; a readable one warns", async () => {
+      const base = await tempDir();
+      const fresh = join(base, "fresh");
+      await (await open(fresh)).close();
+      expect((await stat(fresh)).mode & 0o777).toBe(0o700);
+      for (const mode of [0o770, 0o707, 0o777]) {
+        const dir = join(base, `w${mode.toString(8)}`);
+        await mkdir(dir);
+        await chmod(dir, mode);
+        const err = await open(dir).catch((e: unknown) => e);
+        expect(err, mode.toString(8)).toBeInstanceOf(ConfigError);
+        expect((err as Error).message).toContain("chmod 700");
+        expect(await readdir(dir)).toEqual([]); // nothing written
+      }
+      const readable = join(base, "r755");
+      await mkdir(readable);
+      await chmod(readable, 0o755);
+      const logs: string[] = [];
+      const store = await FileStore.open({ dataDir: readable, keys, log: createLogger((l) => logs.push(l)) });
+      expect(await store.put("A", "a")).toBe("created");
+      expect(logs.some((l) => l.includes("readable by its group or by everyone") && l.includes('"mode":"755"'))).toBe(
+        true,
+      );
+      await store.close();
     });
   });
 
