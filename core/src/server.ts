@@ -8,9 +8,11 @@ import {
   type ServerOptions as HttpServerOptions,
   type IncomingMessage,
   type Server,
+  STATUS_CODES,
 } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
+import type { Duplex } from "node:stream";
 import { getRequestListener } from "@hono/node-server";
 import type { RawRequest } from "./app";
 import { ConfigError } from "./errors";
@@ -52,6 +54,29 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/**
+ * Requests node refuses before the app sees them get the API's JSON error format too: oversized
+ * headers (a 100 000-character name) `431 headers_too_large`, malformed HTTP `400 invalid_request`,
+ * a request past its timeout 408. A client that hung up gets nothing.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === "ECONNRESET" || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const [status, code, message] =
+    err.code === "HPE_HEADER_OVERFLOW"
+      ? [431, "headers_too_large", "the request line and headers are larger than 16 KiB"]
+      : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
+        ? [408, "invalid_request", "the request took too long to arrive"]
+        : [400, "invalid_request", "malformed HTTP request"];
+  const body = JSON.stringify({ error: { code, message } });
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncache-control: no-store\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
+
 /** This runtime's raw-request helper: node's `incoming.url` is the request target as received. */
 export function rawRequestOf(incoming: IncomingMessage): RawRequest {
   return { path: incoming.url ?? "" };
@@ -75,6 +100,7 @@ export async function startServer(runtime: Pick<Runtime, "fetch">, options: Serv
   // already open are not touched. An idle never-speaking socket still counts, so headersTimeout
   // (which node also applies from a connection's start) is what frees the slots it holds.
   server.maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  server.on("clientError", answerClientError);
 
   await new Promise<void>((resolve, reject) => {
     server.once("error", (err: NodeJS.ErrnoException) =>

@@ -244,3 +244,34 @@ describe("serve limits: headers and request timeouts", () => {
     expect(await c.health()).toBe("200");
   });
 });
+
+describe("requests node refuses before the app", () => {
+  it("answers oversized headers 431 and malformed HTTP 400, in the API's JSON error format", async () => {
+    const ctx = await inProcessApp();
+    const server = await startServer(ctx.runtime, { host: "127.0.0.1", port: 0 });
+    const port = Number(new URL(server.url).port);
+    const send = (raw: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = connect(port, "127.0.0.1");
+        let out = "";
+        socket.on("data", (d) => {
+          out += d;
+        });
+        socket.on("error", reject);
+        socket.on("close", () => resolve(out));
+        socket.write(raw);
+      });
+    try {
+      const long = await send(`GET /v1/secrets/${"a".repeat(100_000)} HTTP/1.1\r\nhost: x\r\n\r\n`);
+      expect(long.split("\r\n")[0]).toBe("HTTP/1.1 431 Request Header Fields Too Large");
+      expect(JSON.parse(long.slice(long.indexOf("\r\n\r\n") + 4))).toEqual({
+        error: { code: "headers_too_large", message: "the request line and headers are larger than 16 KiB" },
+      });
+      const malformed = await send("GARBAGE\r\n\r\n");
+      expect(malformed.split("\r\n")[0]).toBe("HTTP/1.1 400 Bad Request");
+      expect(JSON.parse(malformed.slice(malformed.indexOf("\r\n\r\n") + 4)).error.code).toBe("invalid_request");
+    } finally {
+      await server.close();
+    }
+  });
+});
