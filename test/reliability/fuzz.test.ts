@@ -57,22 +57,9 @@ const piece = fc.oneof(
   fc.string({ unit: "grapheme", maxLength: 6 }),
   fc.stringMatching(/^[A-Za-z0-9_.@+=/-]{1,20}$/),
 );
-const target = fc
-  .tuple(
-    fc.constantFrom(
-      "/v1/secrets/",
-      "/v1/secrets",
-      "/v1/resolve",
-      "/v1/encrypt",
-      "/v1/decrypt",
-      "/health",
-      "/metrics",
-      "/",
-      "/v1/",
-    ),
-    fc.array(piece, { maxLength: 4 }),
-  )
-  .map(([prefix, pieces]) => prefix + pieces.join(""));
+const ROUTES = ["/v1/secrets/", "/v1/resolve", "/v1/encrypt", "/v1/decrypt", "/health", "/openapi.json", "/metrics"];
+/** Targets on one route: the route itself, or with pieces after it. */
+const targetOn = (route: string) => fc.array(piece, { maxLength: 4 }).map((pieces) => route + pieces.join(""));
 const method = fc.constantFrom("GET", "PUT", "DELETE", "POST", "PATCH", "HEAD", "OPTIONS");
 const body = fc.oneof(
   fc.constant(undefined),
@@ -86,51 +73,54 @@ const body = fc.oneof(
 const auth = fc.constantFrom("good", "none", "wrong", "api-key", "basic");
 
 describe("fuzzing the API (fixed seed)", () => {
-  it(`answers ${RUNS} arbitrary requests with a 2xx or a stable 4xx, writing nothing when it refuses`, async () => {
-    const { runtime, masterKey, logs, writes } = await setup();
-    let counter = 0;
-    const values: string[] = [];
-    await fc.assert(
-      fc.asyncProperty(method, target, body, auth, async (m, path, b, a) => {
-        let request: Request;
-        const headers = new Headers();
-        if (a === "good") headers.set("authorization", `Bearer ${masterKey}`);
-        if (a === "wrong") headers.set("authorization", `Bearer ${masterKey}x`);
-        if (a === "api-key") headers.set("x-litellm-api-key", masterKey);
-        if (a === "basic") headers.set("authorization", "Basic Zm9vOmJhcg==");
-        // Values carry a marker, so a leak into the logs can be searched for.
-        let sent = b;
-        if (b !== null && typeof b === "object" && "value" in b && typeof b.value === "string") {
-          const marked = `fuzz-value-${++counter}-${b.value}`;
-          values.push(marked);
-          sent = { ...b, value: marked };
-        }
-        const payload = sent === undefined ? undefined : typeof sent === "string" ? sent : JSON.stringify(sent);
-        try {
-          request = new Request(`http://localhost${path}`, {
-            method: m,
-            headers,
-            body: m === "GET" || m === "HEAD" ? undefined : payload,
-          });
-        } catch {
-          return; // no runtime could produce this request
-        }
-        const before = writes();
-        const res = await runtime.fetch(request, { path });
-        const text = await res.text();
-        expect(res.status, `${m} ${path}`).toBeLessThan(500);
-        if (res.status >= 400 && m !== "HEAD") {
-          const code = (JSON.parse(text) as { error: { code: string } }).error.code;
-          expect(CODES.has(code), code).toBe(true);
-          expect(writes(), `${m} ${path} was refused but wrote`).toBe(before);
-        }
-      }),
-      { seed: SEED, numRuns: RUNS },
-    );
-    expectNoValueIn(
-      logs,
-      values.filter((v) => v.length >= 14),
-    );
-    await runtime.close();
-  });
+  it.each(ROUTES)(
+    `answers ${RUNS} arbitrary requests on %s with a 2xx or a stable 4xx, writing nothing when refused`,
+    async (route) => {
+      const { runtime, masterKey, logs, writes } = await setup();
+      let counter = 0;
+      const values: string[] = [];
+      await fc.assert(
+        fc.asyncProperty(method, targetOn(route), body, auth, async (m, path, b, a) => {
+          let request: Request;
+          const headers = new Headers();
+          if (a === "good") headers.set("authorization", `Bearer ${masterKey}`);
+          if (a === "wrong") headers.set("authorization", `Bearer ${masterKey}x`);
+          if (a === "api-key") headers.set("x-litellm-api-key", masterKey);
+          if (a === "basic") headers.set("authorization", "Basic Zm9vOmJhcg==");
+          // Values carry a marker, so a leak into the logs can be searched for.
+          let sent = b;
+          if (b !== null && typeof b === "object" && "value" in b && typeof b.value === "string") {
+            const marked = `fuzz-value-${++counter}-${b.value}`;
+            values.push(marked);
+            sent = { ...b, value: marked };
+          }
+          const payload = sent === undefined ? undefined : typeof sent === "string" ? sent : JSON.stringify(sent);
+          try {
+            request = new Request(`http://localhost${path}`, {
+              method: m,
+              headers,
+              body: m === "GET" || m === "HEAD" ? undefined : payload,
+            });
+          } catch {
+            return; // no runtime could produce this request
+          }
+          const before = writes();
+          const res = await runtime.fetch(request, { path });
+          const text = await res.text();
+          expect(res.status, `${m} ${path}`).toBeLessThan(500);
+          if (res.status >= 400 && m !== "HEAD") {
+            const code = (JSON.parse(text) as { error: { code: string } }).error.code;
+            expect(CODES.has(code), code).toBe(true);
+            expect(writes(), `${m} ${path} was refused but wrote`).toBe(before);
+          }
+        }),
+        { seed: SEED, numRuns: RUNS },
+      );
+      expectNoValueIn(
+        logs,
+        values.filter((v) => v.length >= 14),
+      );
+      await runtime.close();
+    },
+  );
 });
