@@ -19,14 +19,25 @@ export function safeParse<T>(schema: core.$ZodType<T>, input: unknown): core.uti
   );
 }
 
-/** `a.b[0].c` style paths, and zod's message. */
+/** Keys a caller sent are echoed back in at most this many characters (a key may be megabytes). */
+const MAX_ECHOED_KEY = 64;
+
+function clip(key: string): string {
+  return key.length > MAX_ECHOED_KEY ? `${key.slice(0, MAX_ECHOED_KEY)}…` : key;
+}
+
+/** `a.b[0].c` style paths, and zod's message; keys the caller sent are clipped to 64 characters. */
 export function issuesOf(error: core.$ZodError): Issue[] {
   return error.issues.map((issue) => ({
     path: issue.path.reduce<string>(
-      (acc, key) => (typeof key === "number" ? `${acc}[${key}]` : acc ? `${acc}.${String(key)}` : String(key)),
+      (acc, key) =>
+        typeof key === "number" ? `${acc}[${key}]` : acc ? `${acc}.${clip(String(key))}` : clip(String(key)),
       "",
     ),
-    message: issue.message,
+    message:
+      issue.code === "unrecognized_keys"
+        ? `Unrecognized key${issue.keys.length > 1 ? "s" : ""}: ${issue.keys.map((k) => `"${clip(k)}"`).join(", ")}`
+        : issue.message,
   }));
 }
 

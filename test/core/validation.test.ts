@@ -21,4 +21,19 @@ describe("validation", () => {
       { path: "a.b", message: "Invalid input: expected string, received number" },
     ]);
   });
+
+  it("echoes at most 64 characters of a key the caller sent", async () => {
+    const z = await import("zod/mini");
+    const { issuesOf, safeParse } = await import("../../core/src/validation");
+    const long = "k".repeat(100_000);
+    const strict = safeParse(z.strictObject({ value: z.string() }), { value: "v", [long]: 1 });
+    const record = safeParse(z.record(z.string(), z.string()), { [long]: 3 });
+    for (const result of [strict, record]) {
+      expect(result.success).toBe(false);
+      if (result.success) continue;
+      const text = JSON.stringify(issuesOf(result.error));
+      expect(text).toContain("k".repeat(64));
+      expect(text).not.toContain("k".repeat(65));
+    }
+  });
 });
