@@ -4,8 +4,11 @@
  * - Acquire: the file is written aside, then hard-linked into place; link() fails if the lock
  *   exists, so taking it is atomic and its content is never seen half-written.
  * - Wait: a lock whose owner is alive is waited for, up to a timeout.
- * - Take over: a lock whose owner is dead (SIGKILL, power loss), or that is older than any write
- *   could take, is renamed aside; rename() moves exactly one file, so of several processes taking
+ * - Lease: while its owner works, the lock's mtime is renewed every second; a lock not renewed for
+ *   five seconds is stale whoever holds it (a pid seen from another pid namespace, a new pod that
+ *   inherited the volume). A lock holding our pid but a token this process does not hold was left by
+ *   an earlier process that had our pid (a container's PID 1 before its restart): stale too.
+ * - Take over: a lock whose owner is dead (SIGKILL, power loss), or whose lease lapsed, is renamed aside; rename() moves exactly one file, so of several processes taking
  *   over, one wins. If what was moved turns out not to be the lock that was judged dead (it was
  *   re-taken in between), it is linked back.
  * - Release: only a lock that still holds our token is removed.
@@ -16,36 +19,65 @@
  * A lock timeout is `BackendUnavailable` (503 with Retry-After): the lock is held by a live writer.
  */
 import { randomBytes } from "node:crypto";
-import { link, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { link, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { basename } from "node:path";
 import { BackendUnavailable } from "../store-errors";
 
-/** Past this age a lock is stale even if its pid is alive (pid reuse): no write takes this long. */
-const MAX_LOCK_AGE_MS = 60_000;
+export interface Lease {
+  /** A lock not renewed for this long is stale, whoever holds it. */
+  staleMs: number;
+  /** How often the owner renews it. */
+  heartbeatMs: number;
+}
+
+export const LEASE: Lease = { staleMs: 5_000, heartbeatMs: 1_000 };
+
+/** The lock contents this process holds right now (several stores of one process may share a dir). */
+const held = new Set<string>();
 
 export interface HeldLock {
   /** Whether the lock file still holds our token (nobody took it over). */
   stillHeld(): Promise<boolean>;
 }
 
-export async function withFileLock<T>(path: string, timeoutMs: number, fn: (lock: HeldLock) => Promise<T>): Promise<T> {
+export async function withFileLock<T>(
+  path: string,
+  timeoutMs: number,
+  fn: (lock: HeldLock) => Promise<T>,
+  lease: Lease = LEASE,
+): Promise<T> {
   const token = randomBytes(12).toString("hex");
   const content = `${process.pid} ${token}`;
   const mine = `${path}.${process.pid}.${token}`;
   await writeFile(mine, content, { mode: 0o600 });
+  // Known as ours before it is linked into place: another store of this process must never judge
+  // it left over from an earlier process with our pid.
+  held.add(content);
   try {
-    await acquire(path, mine, timeoutMs);
+    await acquire(path, mine, timeoutMs, lease);
+  } catch (err) {
+    held.delete(content);
+    throw err;
   } finally {
     await rm(mine, { force: true });
   }
+  const stillHeld = async () => (await readLock(path).catch(() => undefined)) === content;
+  const heartbeat = setInterval(() => {
+    stillHeld()
+      .then((ours) => (ours ? utimes(path, new Date(), new Date()) : undefined))
+      .catch(() => {}); // a missed renewal is retried; a lost lock is `stillHeld`'s to report
+  }, lease.heartbeatMs);
+  heartbeat.unref();
   try {
-    return await fn({ stillHeld: async () => (await readLock(path)) === content });
+    return await fn({ stillHeld });
   } finally {
+    clearInterval(heartbeat);
+    held.delete(content);
     if ((await readLock(path)) === content) await rm(path, { force: true });
   }
 }
 
-async function acquire(path: string, mine: string, timeoutMs: number): Promise<void> {
+async function acquire(path: string, mine: string, timeoutMs: number, lease: Lease): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (let wait = 1; ; wait = Math.min(wait * 2, 50)) {
     try {
@@ -54,10 +86,10 @@ async function acquire(path: string, mine: string, timeoutMs: number): Promise<v
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
     }
-    const held = await readLock(path);
-    if (held === undefined) continue; // released between our link and our read
-    if (await isStale(path, held)) {
-      await takeOver(path, held);
+    const current = await readLock(path);
+    if (current === undefined) continue; // released between our link and our read
+    if (await isStale(path, current, lease)) {
+      await takeOver(path, current);
       continue;
     }
     if (Date.now() > deadline) {
@@ -70,11 +102,13 @@ async function acquire(path: string, mine: string, timeoutMs: number): Promise<v
   }
 }
 
-async function isStale(path: string, held: string): Promise<boolean> {
-  const pid = Number.parseInt(held, 10);
+async function isStale(path: string, content: string, lease: Lease): Promise<boolean> {
+  const pid = Number.parseInt(content, 10);
   if (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid)) return true;
+  // Our pid but not a lock of ours: an earlier process that had our pid left it.
+  if (pid === process.pid && !held.has(content)) return true;
   try {
-    return Date.now() - (await stat(path)).mtimeMs > MAX_LOCK_AGE_MS;
+    return Date.now() - (await stat(path)).mtimeMs > lease.staleMs;
   } catch {
     return false; // gone: the next round takes it
   }

@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { appendFileSync, writeFileSync } from "node:fs";
 import { appendFile, chmod, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { KeyRing, openSecret, sealSecret } from "../../../core/src/crypto";
 import { ConfigError } from "../../../core/src/errors";
 import { createLogger } from "../../../core/src/log";
@@ -38,6 +38,15 @@ function deadPid(): Promise<number> {
     const child = spawn(process.execPath, ["-e", "0"]);
     child.on("exit", () => resolve(child.pid as number));
   });
+}
+
+/** The pid of another live process (ended after the file), to hold a lock as a live writer would. */
+function livePid(): number {
+  const child = spawn(process.execPath, ["-e", "setTimeout(() => {}, 120000)"], { stdio: "ignore" });
+  afterAll(() => {
+    child.kill();
+  });
+  return child.pid as number;
 }
 
 async function until(condition: () => boolean, timeoutMs = 5000): Promise<void> {
@@ -377,7 +386,7 @@ describe("FileStore", () => {
       const grown = (await stat(logPath(dir))).size;
       expect(grown).toBeGreaterThan(1024 * 1024);
 
-      await writeFile(join(dir, "secrets.log.lock"), `${process.pid} held`);
+      await writeFile(join(dir, "secrets.log.lock"), `${livePid()} held`);
       const logs: string[] = [];
       const busy = await FileStore.open({
         dataDir: dir,
@@ -430,7 +439,7 @@ describe("FileStore", () => {
       await store.put("A", "a");
       expect(await readdir(dir)).not.toContain("secrets.log.lock");
 
-      await writeFile(join(dir, "secrets.log.lock"), `${process.pid} abc`);
+      await writeFile(join(dir, "secrets.log.lock"), `${livePid()} abc`);
       const blocked = store.put("B", "b");
       const started = performance.now();
       expect((await store.get("READABLE"))?.value).toBe("r");

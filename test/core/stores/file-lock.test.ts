@@ -1,0 +1,55 @@
+// The file store's lock as a lease: renewed while held, stale once it lapses or when it holds our pid
+// with a token this process does not hold (a container's PID 1 after a restart).
+import { spawn } from "node:child_process";
+import { readFile, utimes, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { withFileLock } from "../../../core/src/stores/file-lock";
+import { codeOf, tempDir } from "../../helpers";
+
+const FAST = { staleMs: 400, heartbeatMs: 50 };
+
+function livePid(): number {
+  const child = spawn(process.execPath, ["-e", "setTimeout(() => {}, 120000)"], { stdio: "ignore" });
+  afterAll(() => {
+    child.kill();
+  });
+  return child.pid as number;
+}
+
+describe("the file lock as a lease", () => {
+  it("takes at once a lock left with our pid and a token this process does not hold", async () => {
+    const path = join(await tempDir(), "store.lock");
+    await writeFile(path, `${process.pid} left-by-an-earlier-pid-1`);
+    // Before: a live pid (ours) made it wait out the whole timeout, and fail.
+    const seen = await withFileLock(path, 1_000, async () => readFile(path, "utf8"));
+    expect(seen.startsWith(`${process.pid} `)).toBe(true);
+    expect(seen).not.toContain("left-by");
+  });
+
+  it("takes over a live owner's lock once its lease has lapsed, and waits while it is fresh", async () => {
+    const path = join(await tempDir(), "store.lock");
+    const owner = livePid();
+    await writeFile(path, `${owner} live-but-stalled`);
+    expect(await codeOf(withFileLock(path, 150, async () => "got it", FAST))).toBe("backend_unavailable");
+    const past = new Date(Date.now() - 10_000);
+    await utimes(path, past, past);
+    expect(await withFileLock(path, 1_000, async () => "got it", FAST)).toBe("got it");
+  });
+
+  it("renews its own lease while the owner works: a waiter never takes it over", async () => {
+    const path = join(await tempDir(), "store.lock");
+    let release!: () => void;
+    const working = new Promise<void>((r) => {
+      release = r;
+    });
+    const owner = withFileLock(path, 1_000, () => working, FAST);
+    await new Promise((r) => setTimeout(r, 20));
+    // Three lease lengths later the owner still holds it: the waiter times out.
+    const waiter = withFileLock(path, 3 * FAST.staleMs, async () => "stolen", FAST);
+    expect(await codeOf(waiter)).toBe("backend_unavailable");
+    release();
+    await owner;
+    expect(await withFileLock(path, 1_000, async () => "free again", FAST)).toBe("free again");
+  });
+});
