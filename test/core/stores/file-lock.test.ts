@@ -1,6 +1,6 @@
 // The file store's lock as a lease: renewed while held, stale once it lapses or when it holds our pid
 // with a token this process does not hold (a container's PID 1 after a restart).
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { readFile, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -9,11 +9,16 @@ import { codeOf, tempDir } from "../../helpers";
 
 const FAST = { staleMs: 400, heartbeatMs: 50 };
 
+const live: ChildProcess[] = [];
+afterAll(() => {
+  for (const child of live) child.kill();
+});
+
+/** The pid of another live process (ended after the file), to hold a lock as a live writer would. */
 function livePid(): number {
   const child = spawn(process.execPath, ["-e", "setTimeout(() => {}, 120000)"], { stdio: "ignore" });
-  afterAll(() => {
-    child.kill();
-  });
+  child.unref();
+  live.push(child);
   return child.pid as number;
 }
 

@@ -1,4 +1,4 @@
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { appendFileSync, writeFileSync } from "node:fs";
 import { appendFile, chmod, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -41,11 +41,16 @@ function deadPid(): Promise<number> {
 }
 
 /** The pid of another live process (ended after the file), to hold a lock as a live writer would. */
+const live: ChildProcess[] = [];
+afterAll(() => {
+  for (const child of live) child.kill();
+});
+
+/** The pid of another live process (ended after the file), to hold a lock as a live writer would. */
 function livePid(): number {
   const child = spawn(process.execPath, ["-e", "setTimeout(() => {}, 120000)"], { stdio: "ignore" });
-  afterAll(() => {
-    child.kill();
-  });
+  child.unref();
+  live.push(child);
   return child.pid as number;
 }
 
