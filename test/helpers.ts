@@ -200,6 +200,34 @@ export function pythonFor(modules: string, debianPackages: string): string | und
   return undefined;
 }
 
+/** Waits until `condition` holds, polling every 10 ms; fails naming `what` after `timeoutMs`. */
+export async function until(
+  what: string,
+  condition: () => boolean | Promise<boolean>,
+  timeoutMs = 10_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const liveChildren: ChildProcess[] = [];
+
+/** The pid of another live process (ended with the test file): a live writer holding a lock. */
+export function livePid(): number {
+  if (liveChildren.length === 0) {
+    afterAll(() => {
+      for (const child of liveChildren.splice(0)) child.kill();
+    });
+  }
+  const child = spawn(process.execPath, ["-e", "setTimeout(() => {}, 120000)"], { stdio: "ignore" });
+  child.unref();
+  liveChildren.push(child);
+  return child.pid as number;
+}
+
 /** The stable code a promise is refused with: the typed error's code, `untyped <Name>`, or `no error`. */
 export async function codeOf(promise: Promise<unknown>): Promise<string> {
   const { SecretsError } = await import("../core/src/errors");

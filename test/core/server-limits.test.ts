@@ -4,20 +4,9 @@ import { connect, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LOCAL_STORES } from "../../core/src/cli";
 import { ConfigError } from "../../core/src/errors";
-import { DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUTS, startServer } from "../../core/src/server";
+import { DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUTS, type ServerTimeouts, startServer } from "../../core/src/server";
 import { loadSettings } from "../../core/src/settings";
-import { inProcessApp, makeCertificate, newKey, tempDir } from "../helpers";
-
-/** Upper bound on any wait below: far above the short limits the servers here use. */
-const PATIENCE_MS = 10_000;
-
-async function until(what: string, condition: () => boolean | Promise<boolean>, ms = PATIENCE_MS): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+import { inProcessApp, makeCertificate, newKey, tempDir, until } from "../helpers";
 
 /** A raw TCP client that records what it receives and whether the server closed it. */
 class RawClient {
@@ -110,36 +99,50 @@ describe("serve limits: defaults and settings", () => {
   });
 });
 
-describe("serve limits: a connection cap", () => {
-  let ctx: Awaited<ReturnType<typeof inProcessApp>>;
-  let server: Awaited<ReturnType<typeof startServer>>;
+/** An app served over a real socket for the block, with raw clients that are closed after it. */
+function servedWithRawClients(options: { maxConnections?: number; timeouts?: Partial<ServerTimeouts> }) {
+  let ctx: Awaited<ReturnType<typeof inProcessApp>> | undefined;
+  let server: Awaited<ReturnType<typeof startServer>> | undefined;
   const clients: RawClient[] = [];
-  const open = (): RawClient => {
-    const c = new RawClient(server.url);
-    clients.push(c);
-    return c;
-  };
-
   beforeAll(async () => {
     ctx = await inProcessApp();
-    server = await startServer(ctx.runtime, { host: "127.0.0.1", port: 0, maxConnections: 3 });
+    server = await startServer(ctx.runtime, { host: "127.0.0.1", port: 0, ...options });
   });
   afterAll(async () => {
     for (const c of clients) c.close();
-    await server.close();
+    await server?.close();
   });
+  return {
+    get ctx() {
+      if (!ctx) throw new Error("not started");
+      return ctx;
+    },
+    get server() {
+      if (!server) throw new Error("not started");
+      return server;
+    },
+    open(): RawClient {
+      const c = new RawClient(this.server.url);
+      clients.push(c);
+      return c;
+    },
+  };
+}
+
+describe("serve limits: a connection cap", () => {
+  const t = servedWithRawClients({ maxConnections: 3 });
 
   const openConnections = () =>
     new Promise<number>((resolve, reject) =>
-      server.server.getConnections((err, n) => (err ? reject(err) : resolve(n))),
+      t.server.server.getConnections((err, n) => (err ? reject(err) : resolve(n))),
     );
 
   it("closes a 4th connection at once while 3 idle keep-alive ones keep working, and accepts one again when a slot frees", async () => {
-    const served = [open(), open(), open()];
+    const served = [t.open(), t.open(), t.open()];
     for (const c of served) expect(await c.health()).toBe("200");
     await until("3 open connections", async () => (await openConnections()) === 3);
 
-    const refused = open();
+    const refused = t.open();
     await until("the 4th connection to be closed", () => refused.closed);
     expect(refused.received).toBe("");
 
@@ -149,7 +152,7 @@ describe("serve limits: a connection cap", () => {
 
     (served[0] as RawClient).close();
     await until("the server to see a slot free", async () => (await openConnections()) < 3);
-    const next = open();
+    const next = t.open();
     expect(await next.health()).toBe("200");
     expect(next.closed).toBe(false);
     for (const c of served.slice(1)) expect(await c.health()).toBe("200");
@@ -168,26 +171,10 @@ describe("serve limits: a connection cap", () => {
 
 describe("serve limits: headers and request timeouts", () => {
   const timeouts = { headersTimeoutMs: 300, requestTimeoutMs: 1_000, checkIntervalMs: 50 };
-  let ctx: Awaited<ReturnType<typeof inProcessApp>>;
-  let server: Awaited<ReturnType<typeof startServer>>;
-  const clients: RawClient[] = [];
-  const open = (): RawClient => {
-    const c = new RawClient(server.url);
-    clients.push(c);
-    return c;
-  };
-
-  beforeAll(async () => {
-    ctx = await inProcessApp();
-    server = await startServer(ctx.runtime, { host: "127.0.0.1", port: 0, timeouts });
-  });
-  afterAll(async () => {
-    for (const c of clients) c.close();
-    await server.close();
-  });
+  const t = servedWithRawClients({ timeouts });
 
   it("cuts a client that trickles its headers, once the headers timeout passes", async () => {
-    const c = open();
+    const c = t.open();
     c.write("GET /health HTTP/1.1\r\nHost: localhost\r\n");
     // One more header line every 50 ms: the headers never end on their own.
     const stop = c.trickle("X-Slow: a\r\n", 50);
@@ -201,16 +188,16 @@ describe("serve limits: headers and request timeouts", () => {
   });
 
   it("cuts a client that never sends a byte, once the headers timeout passes", async () => {
-    const c = open();
+    const c = t.open();
     await until("the silent client to be cut", () => c.closed);
     expect(c.statuses().every((s) => s === "408")).toBe(true);
   });
 
   it("cuts a client that trickles a body longer than the request timeout (408 or closed), and stores nothing", async () => {
-    const c = open();
+    const c = t.open();
     // 1000 bytes at one per 50 ms would take 50 s.
     c.write(
-      `PUT /v1/secrets/SLOW HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${ctx.masterKey}\r\n` +
+      `PUT /v1/secrets/SLOW HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${t.ctx.masterKey}\r\n` +
         "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n" +
         '{"value":"',
     );
@@ -221,22 +208,22 @@ describe("serve limits: headers and request timeouts", () => {
       stop();
     }
     expect(c.statuses().every((s) => s === "408")).toBe(true);
-    expect((await ctx.request("/v1/secrets/SLOW")).status).toBe(404);
+    expect((await t.ctx.request("/v1/secrets/SLOW")).status).toBe(404);
   });
 
   it("still serves normal requests, and a keep-alive connection idle longer than the headers timeout", async () => {
-    const put = await fetch(`${server.url}/v1/secrets/QUICK`, {
+    const put = await fetch(`${t.server.url}/v1/secrets/QUICK`, {
       method: "PUT",
-      headers: { authorization: `Bearer ${ctx.masterKey}` },
+      headers: { authorization: `Bearer ${t.ctx.masterKey}` },
       body: JSON.stringify({ value: "v" }),
     });
     expect(put.status).toBe(201);
-    const get = await fetch(`${server.url}/v1/secrets/QUICK`, {
-      headers: { authorization: `Bearer ${ctx.masterKey}` },
+    const get = await fetch(`${t.server.url}/v1/secrets/QUICK`, {
+      headers: { authorization: `Bearer ${t.ctx.masterKey}` },
     });
     expect(get.status).toBe(200);
 
-    const c = open();
+    const c = t.open();
     expect(await c.health()).toBe("200");
     // Idle between requests for twice the headers timeout: the keep-alive timeout governs that, not headers.
     await new Promise((r) => setTimeout(r, 2 * timeouts.headersTimeoutMs));

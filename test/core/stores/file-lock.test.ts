@@ -1,26 +1,12 @@
 // The file store's lock as a lease: renewed while held, stale once it lapses or when it holds our pid
 // with a token this process does not hold (a container's PID 1 after a restart).
-import { type ChildProcess, spawn } from "node:child_process";
 import { readFile, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { withFileLock } from "../../../core/src/stores/file-lock";
-import { codeOf, tempDir } from "../../helpers";
+import { codeOf, livePid, tempDir } from "../../helpers";
 
 const FAST = { staleMs: 400, heartbeatMs: 50 };
-
-const live: ChildProcess[] = [];
-afterAll(() => {
-  for (const child of live) child.kill();
-});
-
-/** The pid of another live process (ended after the file), to hold a lock as a live writer would. */
-function livePid(): number {
-  const child = spawn(process.execPath, ["-e", "setTimeout(() => {}, 120000)"], { stdio: "ignore" });
-  child.unref();
-  live.push(child);
-  return child.pid as number;
-}
 
 describe("the file lock as a lease", () => {
   it("takes at once a lock left with our pid and a token this process does not hold", async () => {

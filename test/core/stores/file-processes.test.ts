@@ -9,7 +9,7 @@ import { build } from "esbuild";
 import { beforeAll, describe, expect, it } from "vitest";
 import { KeyRing, openSecret } from "../../../core/src/crypto";
 import { FileStore } from "../../../core/src/stores/file";
-import { seededRandom, TEST_SEED, tempDir } from "../../helpers";
+import { seededRandom, TEST_SEED, tempDir, until } from "../../helpers";
 import { logPath, readLog } from "./file-log-reader";
 
 let writer: string;
@@ -57,14 +57,6 @@ function writerProcess(dir: string, salt: string, prefix: string, count = 0, pad
       check();
     });
   return { child, done, acked, ackedAtLeast };
-}
-
-async function until(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error("timed out");
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 describe("FileStore across processes", () => {
@@ -116,7 +108,7 @@ describe("FileStore across processes", () => {
     });
     const other = writerProcess(dir, salt, "ext", 12);
     expect((await other.done).code).toBe(0);
-    await until(() => seen.size >= 12);
+    await until("twelve names reported", () => seen.size >= 12);
     expect([...seen].sort()).toEqual(Array.from({ length: 12 }, (_, i) => `ext-${i}`).sort());
     await store.close();
   });

@@ -1,14 +1,14 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { appendFileSync, writeFileSync } from "node:fs";
 import { appendFile, chmod, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { KeyRing, openSecret, sealSecret } from "../../../core/src/crypto";
 import { ConfigError } from "../../../core/src/errors";
 import { createLogger } from "../../../core/src/log";
 import { FileStore, fileStore, sizeOf, TOMBSTONE_LIFETIME_MS } from "../../../core/src/stores/file";
 import { frame, keyCheckOf } from "../../../core/src/stores/file-log";
-import { codeOf, secretValue, tempDir } from "../../helpers";
+import { codeOf, livePid, secretValue, tempDir, until } from "../../helpers";
 import { logPath, readLog, rewriteLog } from "./file-log-reader";
 
 const keys = new KeyRing("file-store-test-salt");
@@ -41,26 +41,6 @@ function deadPid(): Promise<number> {
 }
 
 /** The pid of another live process (ended after the file), to hold a lock as a live writer would. */
-const live: ChildProcess[] = [];
-afterAll(() => {
-  for (const child of live) child.kill();
-});
-
-/** The pid of another live process (ended after the file), to hold a lock as a live writer would. */
-function livePid(): number {
-  const child = spawn(process.execPath, ["-e", "setTimeout(() => {}, 120000)"], { stdio: "ignore" });
-  child.unref();
-  live.push(child);
-  return child.pid as number;
-}
-
-async function until(condition: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error("timed out");
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 describe("FileStore", () => {
   it("keeps every value sealed, in a 0600 file in a 0700 dir, and survives a reopen", async () => {
@@ -340,7 +320,7 @@ describe("FileStore", () => {
       // 40 rounds of 4 × 64 KiB (about 12 MiB sealed) were written; the log holds about one round.
       expect((await stat(logPath(dir))).size).toBeLessThan(3 * 4 * 90 * 1024);
       for (let i = 0; i < 4; i++) expect((await other.get(`BIG${i}`))?.value).toBe(`39-${big}`);
-      await until(() => seen.length >= 4);
+      await until("four reports", () => seen.length >= 4);
       expect(new Set(seen)).toEqual(new Set(["BIG0", "BIG1", "BIG2", "BIG3"]));
       const reopened = await open(dir);
       expect(await reopened.names()).toEqual(["BIG0", "BIG1", "BIG2", "BIG3"]);
@@ -607,7 +587,7 @@ describe("FileStore", () => {
       await mine.put("OURS", "o");
       await theirs.put("THEIRS", "t");
       await theirs.delete("OURS");
-      await until(() => seen.flat().includes("OURS") && seen.flat().includes("THEIRS"));
+      await until("both changes reported", () => seen.flat().includes("OURS") && seen.flat().includes("THEIRS"));
       expect(new Set(seen.flat())).toEqual(new Set(["THEIRS", "OURS"]));
       expect(seen.flat().filter((n) => n === "OURS")).toHaveLength(1); // its delete, not our put
       await mine.close();
