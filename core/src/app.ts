@@ -47,7 +47,9 @@ export function createApp(options: AppOptions): App {
     throw new SecretsError("not_found", "no such route");
   });
 
-  app.use(admission(options.masterKey));
+  // Installed before the routes (Hono runs handlers in order); it reads the public paths the
+  // routes below declare.
+  app.use(admission(options.masterKey, router.publicPaths));
 
   serviceRoutes(router, manager.store.kind, metrics);
   secretRoutes(router, manager);

@@ -11,8 +11,6 @@ import type { Labels, Metrics } from "../metrics";
 import { type AppEnv, json } from "./router";
 
 export const SECRETS_PREFIX = "/v1/secrets/";
-/** Routes that answer without the master key. */
-export const PUBLIC_PATHS = new Set(["/health", "/openapi.json"]);
 
 type Middleware = MiddlewareHandler<AppEnv>;
 
@@ -44,14 +42,14 @@ export function errorHandler(metrics: Metrics, log: Logger, store: string): Erro
  *    without it `..` segments may already have been normalised away, so nothing is served (500,
  *    one log line);
  * 2. the master key, as `Authorization: Bearer` or `x-litellm-api-key`, on every route but the
- *    public ones (401 before any 404 or 405);
+ *    public ones (`publicPaths`: the routes whose spec says `auth: false`; 401 before any 404 or 405);
  * 3. the path as it arrived: `.`/`..` segments (also percent-encoded) are refused, not normalised;
  *    a raw `#` on a secret route, or a query string on a secret write, would otherwise write the
  *    name before it (400).
  * One middleware of three plain checks: each step a middleware of its own cost an extra await per
  * request on the hot path.
  */
-export function admission(masterKey: string): Middleware {
+export function admission(masterKey: string, publicPaths: ReadonlySet<string>): Middleware {
   const authorized = bearerCheck(masterKey);
   return (c, next) => {
     const raw = c.env?.raw;
@@ -62,10 +60,7 @@ export function admission(masterKey: string): Middleware {
         `the runtime passed no raw request (the \`raw\` argument of fetch, with the path as it arrived): refusing ${c.req.method}`,
       );
     }
-    if (
-      !PUBLIC_PATHS.has(c.req.path) &&
-      !authorized(c.req.header("authorization"), c.req.header("x-litellm-api-key"))
-    ) {
+    if (!publicPaths.has(c.req.path) && !authorized(c.req.header("authorization"), c.req.header("x-litellm-api-key"))) {
       throw new AccessDenied("unauthorized", "missing or wrong master key");
     }
     checkRawPath(raw.path, c.req.method);

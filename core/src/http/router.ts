@@ -55,6 +55,8 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 export class Router {
   readonly specs: RouteSpec[] = [];
+  /** Paths whose route needs no master key (`auth: false` in its spec), filled as routes register. */
+  readonly publicPaths = new Set<string>();
   readonly #methods: { pattern: RegExp; methods: Set<string> }[] = [];
 
   constructor(private readonly app: Hono<AppEnv>) {}
@@ -64,6 +66,7 @@ export class Router {
     handler: Handler<B, Q>,
   ): void {
     this.specs.push(spec);
+    if (!spec.auth) this.publicPaths.add(spec.path);
     const methods = spec.method === "all" ? ALL_METHODS : [spec.method.toUpperCase()];
     this.#allow(spec.path, methods);
     const honoPath = spec.path.replace(/\/\{(\w+)\}$/, "/*").replace(/\{(\w+)\}/g, ":$1");

@@ -63,14 +63,9 @@ export class MemoryStore implements SecretStore {
   }
 
   async put(name: string, value: string, options: PutOptions = {}): Promise<PutOutcome> {
-    const key = this.keyOf(name);
-    const previous = this.#entries.get(key);
-    if (previous?.value !== undefined && previous.name !== name) throw new NameConflict(name, key);
-    const stamp = options.ifNewerThan ?? { at: this.#now() };
-    if (options.ifNewerThan && previous && !isNewer(stamp, false, previous.stamp, previous.value === undefined)) {
-      return "superseded";
-    }
-    const live = previous?.value !== undefined ? previous : undefined;
+    const change = this.#decide(name, false, options.ifNewerThan);
+    if (change === "superseded") return change;
+    const { key, live, stamp } = change;
     const meta = options.meta ?? {};
     const fallback = live ?? meta.whenCreated;
     const description = meta.description ?? fallback?.description;
@@ -87,15 +82,30 @@ export class MemoryStore implements SecretStore {
   }
 
   async delete(name: string, options: DeleteOptions = {}): Promise<DeleteOutcome> {
+    const change = this.#decide(name, true, options.ifNewerThan);
+    if (change === "superseded") return change;
+    this.#entries.set(change.key, { name, value: undefined, stamp: change.stamp, version: ++this.#versions });
+    return change.live ? "deleted" : "absent";
+  }
+
+  /**
+   * Where a change of `name` lands and whether it applies: `name_conflict` when its key holds
+   * another name; `superseded` when `ifNewerThan` is not newer than the key's last change.
+   */
+  #decide(
+    name: string,
+    isDelete: boolean,
+    ifNewerThan: ChangeStamp | undefined,
+  ): { key: string; live: Entry | undefined; stamp: ChangeStamp } | "superseded" {
     const key = this.keyOf(name);
     const previous = this.#entries.get(key);
-    if (previous?.value !== undefined && previous.name !== name) throw new NameConflict(name, key);
-    const stamp = options.ifNewerThan ?? { at: this.#now() };
-    if (options.ifNewerThan && previous && !isNewer(stamp, true, previous.stamp, previous.value === undefined)) {
+    const live = previous?.value !== undefined ? previous : undefined;
+    if (live && live.name !== name) throw new NameConflict(name, key);
+    const stamp = ifNewerThan ?? { at: this.#now() };
+    if (ifNewerThan && previous && !isNewer(stamp, isDelete, previous.stamp, previous.value === undefined)) {
       return "superseded";
     }
-    this.#entries.set(key, { name, value: undefined, stamp, version: ++this.#versions });
-    return previous?.value !== undefined ? "deleted" : "absent";
+    return { key, live, stamp };
   }
 
   async close(): Promise<void> {
