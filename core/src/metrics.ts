@@ -9,7 +9,7 @@
 
 export type Labels = Readonly<Record<string, string>>;
 
-export const COUNTERS = {
+const COUNTERS = {
   llm_secrets_cache_hits_total: "Reads answered from the cache.",
   llm_secrets_cache_misses_total: "Reads that went to the store.",
   llm_secrets_cache_stale_serves_total:
@@ -20,7 +20,7 @@ export const COUNTERS = {
   llm_secrets_errors_total: "Errors answered, by stable error code.",
 } as const;
 
-export const HISTOGRAMS = {
+const HISTOGRAMS = {
   llm_secrets_backend_latency_seconds: "Latency of calls to the secret store, in seconds.",
 } as const;
 

@@ -14,7 +14,8 @@ import { ConfigError, EncryptionKeyMissing } from "./errors";
 import type { AccessMode, StoreFactory } from "./secret-store";
 import { describeIssues, issuesOf, safeParse, unknownKeys } from "./validation";
 
-export const ACCESS_MODES = ["read_only", "write_only", "read_and_write"] as const satisfies readonly AccessMode[];
+const ACCESS_MODES = ["read_only", "write_only", "read_and_write"] as const satisfies readonly AccessMode[];
+
 export type { AccessMode };
 
 /** The publicly known default of LiteLLM's docs: never accepted. */
@@ -68,7 +69,7 @@ export const ConfigSchema = z.object({
 });
 export type Config = z.infer<typeof ConfigSchema>;
 
-export const seconds = z.pipe(
+const seconds = z.pipe(
   text.check(z.regex(/^\s*\d+\s*$/, "expected a whole number of seconds")),
   z.transform((s) => Number(s)),
 );
