@@ -5,13 +5,14 @@
  *
  * Order of answers: a missing raw request (500), then authentication (401 before any 404 or 405),
  * then the raw path (400), then the route; a known path with another method is 405 with `Allow`.
- * Every request gets one log line (method, path without its query, status, time; never a body),
- * written around the app rather than as a middleware: it costs no extra step per request.
+ * Every request gets one log line (method, the path as it arrived without its query, status, time;
+ * never a body), written around the app rather than as a middleware: it costs no extra step per
+ * request. A request whose client hung up is logged with status 499 and `code: client_closed`.
  */
 import { Hono } from "hono";
 import { SecretsError } from "./errors";
 import { cryptoRoutes } from "./http/crypto-routes";
-import { admission, errorHandler } from "./http/middleware";
+import { admission, CLIENT_CLOSED, errorHandler } from "./http/middleware";
 import { pendingRoutes } from "./http/pending-routes";
 import { type AppEnv, type RawRequest, Router } from "./http/router";
 import { secretRoutes } from "./http/secret-routes";
@@ -60,10 +61,12 @@ export function createApp(options: AppOptions): App {
     fetch: async (request, raw) => {
       const started = performance.now();
       const res = await app.fetch(request, { raw });
+      const closed = res.status === CLIENT_CLOSED || raw?.clientClosed?.() === true;
       log.info("request", {
         method: request.method,
         path: typeof raw?.path === "string" ? raw.path.split(/[?#]/, 1)[0] : undefined,
-        status: res.status,
+        status: closed ? CLIENT_CLOSED : res.status,
+        code: closed ? "client_closed" : undefined,
         ms: Math.round((performance.now() - started) * 100) / 100,
       });
       return res;

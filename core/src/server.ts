@@ -16,6 +16,7 @@ import type { Duplex } from "node:stream";
 import { getRequestListener } from "@hono/node-server";
 import type { RawRequest } from "./app";
 import { ConfigError } from "./errors";
+import type { Logger } from "./log";
 import type { Runtime } from "./runtime";
 
 /** Time limits of the server; tests inject short ones. */
@@ -55,34 +56,59 @@ export interface RunningServer {
 }
 
 /**
- * Requests node refuses before the app sees them get the API's JSON error format too: oversized
- * headers (a 100 000-character name) `431 headers_too_large`, malformed HTTP `400 invalid_request`,
- * a request past its timeout 408. A client that hung up gets nothing.
+ * Requests node refuses before the app sees them get the API's JSON error format too, and a log
+ * line like the app's: oversized headers (a 100 000-character name) `431 headers_too_large`,
+ * malformed HTTP `400 invalid_request`, a request past its timeout 408. The request line is logged
+ * when node kept it (clipped; never a header). A connection reset before a whole request is not a
+ * request: it gets neither an answer nor a line.
  */
-function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
-  if (err.code === "ECONNRESET" || !socket.writable) {
-    socket.destroy();
-    return;
-  }
-  const [status, code, message] =
-    err.code === "HPE_HEADER_OVERFLOW"
-      ? [431, "headers_too_large", "the request line and headers are larger than 16 KiB"]
-      : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
-        ? [408, "invalid_request", "the request took too long to arrive"]
-        : [400, "invalid_request", "malformed HTTP request"];
-  const body = JSON.stringify({ error: { code, message } });
-  socket.end(
-    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncache-control: no-store\r\n` +
-      `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-  );
+function answerClientError(log: Logger): (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex) => void {
+  return (err, socket) => {
+    if (err.code === "ECONNRESET" || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const [status, code, message] =
+      err.code === "HPE_HEADER_OVERFLOW"
+        ? [431, "headers_too_large", "the request line and headers are larger than 16 KiB"]
+        : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
+          ? [408, "invalid_request", "the request took too long to arrive"]
+          : [400, "invalid_request", "malformed HTTP request"];
+    const line = requestLineOf(err.rawPacket);
+    log.info("request", { ...line, status, code, refused_by: "http parser", reason: err.code });
+    const body = JSON.stringify({ error: { code, message } });
+    socket.end(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncache-control: no-store\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    );
+  };
 }
 
-/** This runtime's raw-request helper: node's `incoming.url` is the request target as received. */
+const LOGGED_PATH_CHARS = 200;
+
+/** Method and path (without its query, clipped) from the bytes node refused, if they start a request line. */
+function requestLineOf(packet: Buffer | undefined): { method?: string; path?: string } {
+  if (!packet) return {};
+  const m = /^([A-Z]{1,16}) ([^\s?#]{1,1000})/.exec(packet.subarray(0, 1024).toString("latin1"));
+  if (!m) return {};
+  const path = m[2] as string;
+  return { method: m[1], path: path.length > LOGGED_PATH_CHARS ? `${path.slice(0, LOGGED_PATH_CHARS)}…` : path };
+}
+
+/**
+ * This runtime's raw-request helper: node's `incoming.url` is the request target as received, and
+ * the socket says whether the client hung up (read there, not from `Request.signal`, whose
+ * AbortController node-server only builds when asked, at a measurable cost per request).
+ */
 export function rawRequestOf(incoming: IncomingMessage): RawRequest {
-  return { path: incoming.url ?? "" };
+  const socket = incoming.socket;
+  return { path: incoming.url ?? "", clientClosed: () => socket.destroyed || !socket.writable };
 }
 
-export async function startServer(runtime: Pick<Runtime, "fetch">, options: ServerOptions): Promise<RunningServer> {
+export async function startServer(
+  runtime: Pick<Runtime, "fetch" | "log">,
+  options: ServerOptions,
+): Promise<RunningServer> {
   const listener = getRequestListener((request, env) =>
     runtime.fetch(request, rawRequestOf((env as { incoming: IncomingMessage }).incoming)),
   );
@@ -100,7 +126,7 @@ export async function startServer(runtime: Pick<Runtime, "fetch">, options: Serv
   // already open are not touched. An idle never-speaking socket still counts, so headersTimeout
   // (which node also applies from a connection's start) is what frees the slots it holds.
   server.maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
-  server.on("clientError", answerClientError);
+  server.on("clientError", answerClientError(runtime.log));
 
   await new Promise<void>((resolve, reject) => {
     server.once("error", (err: NodeJS.ErrnoException) =>

@@ -6,7 +6,7 @@ import { LOCAL_STORES } from "../../core/src/cli";
 import { ConfigError } from "../../core/src/errors";
 import { DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUTS, type ServerTimeouts, startServer } from "../../core/src/server";
 import { loadSettings } from "../../core/src/settings";
-import { inProcessApp, makeCertificate, newKey, tempDir, until } from "../helpers";
+import { expectNoValueIn, inProcessApp, makeCertificate, newKey, tempDir, until } from "../helpers";
 
 /** A raw TCP client that records what it receives and whether the server closed it. */
 class RawClient {
@@ -257,8 +257,74 @@ describe("requests node refuses before the app", () => {
       const malformed = await send("GARBAGE\r\n\r\n");
       expect(malformed.split("\r\n")[0]).toBe("HTTP/1.1 400 Bad Request");
       expect(JSON.parse(malformed.slice(malformed.indexOf("\r\n\r\n") + 4)).error.code).toBe("invalid_request");
+
+      // Both are logged like the app's requests, the path clipped, no header: a key sent along stays out.
+      const lines = requestLines(ctx.logs);
+      const refusedLong = lines.find((l) => l.status === 431);
+      expect(refusedLong).toMatchObject({ method: "GET", code: "headers_too_large", reason: "HPE_HEADER_OVERFLOW" });
+      expect(refusedLong?.path).toBe(`/v1/secrets/${"a".repeat(188)}…`);
+      expect(lines.find((l) => l.status === 400)).toMatchObject({ code: "invalid_request", refused_by: "http parser" });
+      await send(`GET /x HTTP/1.1\r\nauthorization: Bearer ${ctx.masterKey}\r\nx-big: ${"b".repeat(20_000)}\r\n\r\n`);
+      await until("the third refusal to be logged", () => requestLines(ctx.logs).length === 3);
+      expectNoValueIn(ctx.logs, [ctx.masterKey]);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("logs a request that took too long to arrive (408)", async () => {
+    const ctx = await inProcessApp();
+    const server = await startServer(ctx.runtime, {
+      host: "127.0.0.1",
+      port: 0,
+      timeouts: { headersTimeoutMs: 200, checkIntervalMs: 50 },
+    });
+    try {
+      const c = new RawClient(server.url);
+      c.write("GET /health HTTP/1.1\r\n");
+      await until("the slow client to be cut", () => c.closed);
+      expect(requestLines(ctx.logs)).toEqual([
+        expect.objectContaining({ status: 408, code: "invalid_request", reason: "ERR_HTTP_REQUEST_TIMEOUT" }),
+      ]);
     } finally {
       await server.close();
     }
   });
 });
+
+describe("a client that hangs up mid-request", () => {
+  const t = servedWithRawClients({});
+
+  it("is logged as client_closed (499), not as an error, and its half-sent value is not stored", async () => {
+    const c = t.open();
+    c.write(
+      `PUT /v1/secrets/HALF HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${t.ctx.masterKey}\r\n` +
+        `Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"value":"abc`,
+    );
+    // The request is in the app (its body is being read) before the client leaves.
+    await new Promise((r) => setTimeout(r, 100));
+    c.close();
+    await until("the request line", () => requestLines(t.ctx.logs).some((l) => l.path === "/v1/secrets/HALF"));
+    const lines = t.ctx.logs.map((l) => JSON.parse(l));
+    expect(lines.filter((l) => l.path === "/v1/secrets/HALF")).toEqual([
+      expect.objectContaining({ level: "info", msg: "request", method: "PUT", status: 499, code: "client_closed" }),
+    ]);
+    expect(lines.filter((l) => l.level === "error" || l.level === "warn")).toEqual([]);
+    expect((await t.ctx.request("/v1/secrets/HALF")).status).toBe(404);
+    const metrics = await (await t.ctx.request("/metrics")).text();
+    expect(metrics).not.toMatch(/llm_secrets_errors_total\{[^}]*code="(internal|invalid_request)"/);
+  });
+
+  it("logs the path as it arrived, before any decoding", async () => {
+    const c = t.open();
+    c.write(
+      `GET /v1/secrets/a%2Fb%41?refresh=true HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.ctx.masterKey}\r\n\r\n`,
+    );
+    await until("the request line", () => requestLines(t.ctx.logs).some((l) => l.path === "/v1/secrets/a%2Fb%41"));
+  });
+});
+
+/** The parsed `request` log lines among `logs`. */
+function requestLines(logs: string[]): Record<string, unknown>[] {
+  return logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "request");
+}

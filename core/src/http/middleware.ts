@@ -14,10 +14,17 @@ export const SECRETS_PREFIX = "/v1/secrets/";
 
 type Middleware = MiddlewareHandler<AppEnv>;
 
+/** The status logged for a request whose client hung up before its answer (nginx's 499). */
+export const CLIENT_CLOSED = 499;
+const CLIENT_CLOSED_BODY = { error: { code: "client_closed", message: "the client closed the connection" } };
+
 /** Errors as `{"error":{"code","message"}}` with their status; unexpected ones logged by class and frames. */
 export function errorHandler(metrics: Metrics, log: Logger, store: string): ErrorHandler<AppEnv> {
   const labels = new Map<string, Labels>();
   return (err, c) => {
+    // The body stopped because the client hung up: nobody reads the answer, and it is no error
+    // of ours. The request line says `client_closed` (app.ts).
+    if (c.env?.raw?.clientClosed?.()) return json(CLIENT_CLOSED_BODY, CLIENT_CLOSED);
     const http = toHttpError(err);
     const code = http.body.error.code;
     let counted = labels.get(code);

@@ -19,6 +19,11 @@ export const MAX_BODY_BYTES = 1024 * 1024;
 export interface RawRequest {
   /** The request target: path and query exactly as received (node's `incoming.url`). */
   path: string;
+  /**
+   * Whether the client has hung up (a runtime that sees the connection passes it; node's reads
+   * the socket). A request whose client left is logged as `client_closed`, not as an error.
+   */
+  clientClosed?: () => boolean;
 }
 
 export type AppEnv = { Bindings: { raw?: RawRequest } };
