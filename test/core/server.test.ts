@@ -1,5 +1,6 @@
 // The app over real sockets: raw paths, streamed bodies, TLS, and what the server prints.
-import { mkdir, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { chmod, chown, copyFile, mkdir, writeFile } from "node:fs/promises";
 import { request as httpRequest } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { join } from "node:path";
@@ -10,6 +11,7 @@ import { startServer } from "../../core/src/server";
 import { FileStore } from "../../core/src/stores/file";
 import {
   cleanEnv,
+  cliPath,
   expectNoValueIn,
   inProcessApp,
   makeCertificate,
@@ -18,6 +20,7 @@ import {
   ServerProcess,
   secretValue,
   tempDir,
+  until,
 } from "../helpers";
 
 function raw(
@@ -296,4 +299,53 @@ describe("what the server prints", () => {
     expect(server.output).toContain('"msg":"request"');
     expectNoValueIn([server.output, ...bodies], values);
   });
+});
+
+describe("a data dir that becomes unusable", () => {
+  // Root passes every permission check: the server then runs as `nobody` (setpriv, util-linux).
+  const asRoot = process.getuid?.() === 0;
+  const setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => existsSync(p));
+
+  it.skipIf(asRoot && !setpriv)(
+    "answers 500 store_unavailable without its path, logs it once with the path, and recovers",
+    async () => {
+      const dir = await tempDir();
+      const data = join(dir, "data");
+      const cli = join(dir, "cli.mjs");
+      await copyFile(cliPath(), cli);
+      const masterKey = newKey();
+      const env = cleanEnv({ LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_DATA_DIR: data });
+      if (asRoot) await chown(dir, 65534, 65534);
+      const node = [process.execPath, cli, "serve", "--port", "0"];
+      const server = await ServerProcess.start({
+        env,
+        command: asRoot
+          ? { file: setpriv as string, args: ["--reuid=65534", "--regid=65534", "--clear-groups", ...node] }
+          : { file: node[0] as string, args: node.slice(1) },
+      });
+      const put = (name: string) =>
+        raw(server.url, { method: "PUT", path: `/v1/secrets/${name}`, token: masterKey, body: '{"value":"v"}' });
+      try {
+        expect((await put("A")).status).toBe(201);
+        await chmod(data, 0o500);
+        const refused = [await put("B"), await put("C"), await put("D")];
+        for (const r of refused) {
+          expect(r.status).toBe(500);
+          expect(JSON.parse(r.body).error.code).toBe("store_unavailable");
+          expect(r.body).not.toContain(dir);
+        }
+        const logged = () => server.output.split("\n").filter((l) => l.includes("the data dir cannot be used"));
+        await until("the unusable data dir to be logged", () => logged().length > 0);
+        expect(logged()).toHaveLength(1);
+        expect(JSON.parse(logged()[0] as string)).toMatchObject({ level: "error", dir: data, cause: "EACCES" });
+        // Reads keep working; once the dir is writable again, so do writes, without a restart.
+        expect((await raw(server.url, { method: "GET", path: "/v1/secrets/A", token: masterKey })).status).toBe(200);
+        await chmod(data, 0o700);
+        expect((await put("B")).status).toBe(201);
+      } finally {
+        await chmod(data, 0o700).catch(() => {});
+        await server.stop();
+      }
+    },
+  );
 });

@@ -35,6 +35,26 @@ export const LEASE: Lease = { staleMs: 5_000, heartbeatMs: 1_000 };
 /** The lock contents this process holds right now (several stores of one process may share a dir). */
 const held = new Set<string>();
 
+/**
+ * Drawn once per process and put in the name of every file it creates beside the log (after its
+ * pid): a file with our pid but another token was left by an earlier process that had our pid.
+ */
+const PROCESS_TOKEN = randomBytes(4).toString("hex");
+
+/** `<prefix>.<pid>.<process token><random hex><suffix>`: a name no other process or call makes. */
+export function ownFileName(prefix: string, suffix = ""): string {
+  return `${prefix}.${process.pid}.${PROCESS_TOKEN}${randomBytes(6).toString("hex")}${suffix}`;
+}
+
+/**
+ * Whether a file named by `ownFileName` (its pid and hex part) was left by a process that is gone:
+ * its pid is dead, or it is our pid with another process's token (a container's PID 1 before a
+ * restart, whose pid looks alive forever).
+ */
+export function leftBehind(pid: number, hex: string): boolean {
+  return !isAlive(pid) || (pid === process.pid && !hex.startsWith(PROCESS_TOKEN));
+}
+
 export interface HeldLock {
   /** Whether the lock file still holds our token (nobody took it over). */
   stillHeld(): Promise<boolean>;
@@ -46,9 +66,8 @@ export async function withFileLock<T>(
   fn: (lock: HeldLock) => Promise<T>,
   lease: Lease = LEASE,
 ): Promise<T> {
-  const token = randomBytes(12).toString("hex");
-  const content = `${process.pid} ${token}`;
-  const mine = `${path}.${process.pid}.${token}`;
+  const mine = ownFileName(path);
+  const content = `${process.pid} ${mine.slice(mine.lastIndexOf(".") + 1)}`;
   await writeFile(mine, content, { mode: 0o600 });
   // Known as ours before it is linked into place: another store of this process must never judge
   // it left over from an earlier process with our pid.
@@ -115,7 +134,7 @@ async function isStale(path: string, content: string, lease: Lease): Promise<boo
 }
 
 async function takeOver(path: string, judged: string): Promise<void> {
-  const aside = `${path}.stale.${process.pid}.${randomBytes(6).toString("hex")}`;
+  const aside = ownFileName(`${path}.stale`);
   try {
     await rename(path, aside);
   } catch (err) {

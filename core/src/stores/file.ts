@@ -74,7 +74,7 @@ import {
   type StoreFactory,
 } from "../secret-store";
 import { BackendUnavailable, classifyBackendError, StoreCorrupt, StoreUnavailable } from "../store-errors";
-import { type HeldLock, isAlive, withFileLock } from "./file-lock";
+import { type HeldLock, leftBehind, ownFileName, withFileLock } from "./file-lock";
 import {
   type Batch,
   type Change,
@@ -100,7 +100,7 @@ const COMPACT_MIN_BYTES = 1024 * 1024;
 /** Changes per line when the whole state is written (compaction, reencrypt). */
 const SNAPSHOT_LINE = 512;
 /** Files killed processes can leave: temp logs and documents, lock candidates and locks moved aside. */
-const LEFTOVER = /^secrets\.(?:json|log)(?:\.lock(?:\.stale)?)?\.(\d+)\.[0-9a-f]+(?:\.tmp)?$/;
+const LEFTOVER = /^secrets\.(?:json|log)(?:\.lock(?:\.stale)?)?\.(\d+)\.([0-9a-f]+)(?:\.tmp)?$/;
 
 export interface FileStoreOptions {
   dataDir: string;
@@ -163,6 +163,8 @@ export class FileStore implements SecretStore {
   #watcher: FSWatcher | undefined;
   #onExternalChange: ((names: string[]) => void) | undefined;
   #closed = false;
+  /** Whether a `store_unavailable` failure was logged since the last successful write. */
+  #unusableLogged = false;
 
   private constructor(options: FileStoreOptions) {
     this.location = options.dataDir;
@@ -341,10 +343,29 @@ export class FileStore implements SecretStore {
     return this.#typed("file store compaction", () => this.#compactNow());
   }
 
-  /** `#exclusive`, with a failure of the filesystem (or the lock) passed through `classifyBackendError`. */
+  /**
+   * `classifyBackendError`; a failure that means the data dir cannot be used here (permissions, a
+   * read-only or full disk: `store_unavailable`) is logged once with the dir and the system's code,
+   * since the answer names no path; again only after a write has succeeded in between.
+   */
+  #classify(err: unknown, what: string): SecretsError {
+    const error = classifyBackendError(err, what);
+    if (error instanceof StoreUnavailable && !this.#closed && !this.#unusableLogged) {
+      this.#unusableLogged = true;
+      const cause = (err as NodeJS.ErrnoException | undefined)?.code;
+      this.#log.error("file store: the data dir cannot be used", {
+        dir: this.location,
+        op: what,
+        cause: typeof cause === "string" ? cause : undefined,
+      });
+    }
+    return error;
+  }
+
+  /** `#exclusive`, with a failure of the filesystem (or the lock) passed through `#classify`. */
   #typed<T>(what: string, fn: () => Promise<T>): Promise<T> {
     return this.#exclusive(fn).catch((err: unknown) => {
-      throw classifyBackendError(err, what);
+      throw this.#classify(err, what);
     });
   }
 
@@ -400,8 +421,9 @@ export class FileStore implements SecretStore {
         try {
           const outcomes = await this.#exclusive(() => this.#commit(batch));
           for (const [i, p] of batch.entries()) (p.settle.resolve as (o: unknown) => void)(outcomes[i]);
+          this.#unusableLogged = false;
         } catch (err) {
-          const error = classifyBackendError(err, "file store write");
+          const error = this.#classify(err, "file store write");
           for (const p of batch) p.settle.reject(error);
         }
         // The batch is answered: it is durable and installed whatever a compaction then does.
@@ -441,7 +463,7 @@ export class FileStore implements SecretStore {
     try {
       return fstatSync(fd).size !== this.#end || statSync(this.#logPath).ino !== this.#ino;
     } catch (err) {
-      throw classifyBackendError(err, "file store write");
+      throw this.#classify(err, "file store write");
     }
   }
 
@@ -542,7 +564,7 @@ export class FileStore implements SecretStore {
   #compactInTurn(): void {
     this.compact().catch((err: unknown) => {
       this.#compactRetryAt = this.#end + Math.floor(this.#end / 2);
-      const error = classifyBackendError(err, "file store compaction");
+      const error = this.#classify(err, "file store compaction");
       const cause = ((error.cause ?? err) as NodeJS.ErrnoException | undefined)?.code; // ENOSPC and the like
       this.#log.warn("file store: compaction failed; a later write retries it", {
         code: error.code,
@@ -585,7 +607,7 @@ export class FileStore implements SecretStore {
 
   /** Writes a complete log through a temp file and a rename; resolves with its size. */
   async #writeLogFile(header: Header, changes: Change[]): Promise<number> {
-    const temp = join(this.location, `${LOG_FILE}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`);
+    const temp = join(this.location, ownFileName(LOG_FILE, ".tmp"));
     let handle: FileHandle | undefined;
     try {
       handle = await open(temp, "wx", 0o600);
@@ -670,7 +692,7 @@ export class FileStore implements SecretStore {
     try {
       ({ size, ino } = statSync(this.#logPath));
     } catch (err) {
-      throw classifyBackendError(err, "file store read");
+      throw this.#classify(err, "file store read");
     }
     if (ino !== this.#ino || size < this.#end) {
       this.#reload(why === "lock");
@@ -699,7 +721,7 @@ export class FileStore implements SecretStore {
       bytes = readAt(fd, 0, st.size);
     } catch (err) {
       if (fd !== undefined) closeSync(fd);
-      throw classifyBackendError(err, "file store read");
+      throw this.#classify(err, "file store read");
     }
     let parsed: ReturnType<typeof parseLog>;
     try {
@@ -787,11 +809,11 @@ export class FileStore implements SecretStore {
     this.#fd = undefined;
   }
 
-  /** What killed processes left behind: temp files and lock files of dead pids. */
+  /** What killed processes left behind: temp files and lock files of gone processes (`leftBehind`). */
   async #removeLeftovers(): Promise<void> {
     for (const file of await readdir(this.location)) {
-      const pid = LEFTOVER.exec(file)?.[1];
-      if (pid !== undefined && !isAlive(Number(pid))) await rm(join(this.location, file), { force: true });
+      const m = LEFTOVER.exec(file);
+      if (m && leftBehind(Number(m[1]), m[2] as string)) await rm(join(this.location, file), { force: true });
     }
   }
 }

@@ -1,12 +1,13 @@
 import { spawn } from "node:child_process";
 import { appendFileSync, writeFileSync } from "node:fs";
 import { appendFile, chmod, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { KeyRing, openSecret, sealSecret } from "../../../core/src/crypto";
 import { ConfigError } from "../../../core/src/errors";
 import { createLogger } from "../../../core/src/log";
 import { FileStore, fileStore, sizeOf, TOMBSTONE_LIFETIME_MS } from "../../../core/src/stores/file";
+import { ownFileName } from "../../../core/src/stores/file-lock";
 import { frame, keyCheckOf } from "../../../core/src/stores/file-log";
 import { codeOf, livePid, secretValue, tempDir, until } from "../../helpers";
 import { logPath, readLog, rewriteLog } from "./file-log-reader";
@@ -476,7 +477,7 @@ describe("FileStore", () => {
       expect((await store.get("A"))?.value).toBe("a");
     });
 
-    it("removes temp files that killed writers left behind", async () => {
+    it("removes temp files that killed writers left behind, also ones named with our pid by an earlier process", async () => {
       const dir = await tempDir();
       await (await open(dir)).close();
       const dead = await deadPid();
@@ -485,13 +486,18 @@ describe("FileStore", () => {
         `secrets.log.lock.${dead}.abcdef`,
         `secrets.log.lock.stale.${dead}.abcdef`,
         `secrets.json.${dead}.abcdef.tmp`,
+        // A container's PID 1 before its restart had our pid: its files look alive by pid alone.
+        `secrets.log.${process.pid}.abcdef0123456789.tmp`,
+        `secrets.log.lock.${process.pid}.abcdef0123456789`,
       ];
       for (const file of leftovers) await writeFile(join(dir, file), "left by a killed writer");
-      await writeFile(join(dir, `secrets.log.${process.pid}.abcdef.tmp`), "in flight");
+      // One this process is writing now (another store of it, mid-compaction) stays.
+      const inFlight = basename(ownFileName(join(dir, "secrets.log"), ".tmp"));
+      await writeFile(join(dir, inFlight), "in flight");
       await open(dir);
       const files = await readdir(dir);
       for (const file of leftovers) expect(files).not.toContain(file);
-      expect(files).toContain(`secrets.log.${process.pid}.abcdef.tmp`);
+      expect(files).toContain(inFlight);
     });
   });
 
