@@ -43,7 +43,6 @@
  *
  * A data dir in format 1 (`secrets.json`) is migrated on open (file-migrate.ts).
  */
-import { randomBytes } from "node:crypto";
 import {
   closeSync,
   constants,
