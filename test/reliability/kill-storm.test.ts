@@ -29,7 +29,7 @@ function serve(dataDir: string, masterKey: string): Promise<ServerProcess> {
   });
 }
 
-function valueOf(name: string): string {
+function storedValue(name: string): string {
   return `value-of-${name}-${"x".repeat(name.length * 37)}`;
 }
 
@@ -50,7 +50,7 @@ describe("a write storm killed with SIGKILL, again and again", () => {
         fetch(`${server.url}/v1/secrets/${name}`, {
           method: "PUT",
           headers: { authorization: `Bearer ${masterKey}`, "content-type": "application/json" },
-          body: JSON.stringify({ value: valueOf(name) }),
+          body: JSON.stringify({ value: storedValue(name) }),
           signal,
         });
 
@@ -87,7 +87,7 @@ describe("a write storm killed with SIGKILL, again and again", () => {
     const after = await fetch(`${last.url}/v1/secrets/after`, {
       method: "PUT",
       headers: { authorization: `Bearer ${masterKey}` },
-      body: JSON.stringify({ value: valueOf("after") }),
+      body: JSON.stringify({ value: storedValue("after") }),
     });
     expect(after.status).toBe(201);
     acked.add("after");
@@ -99,11 +99,11 @@ describe("a write storm killed with SIGKILL, again and again", () => {
     const ring = new KeyRing(masterKey);
     const lost = [...acked].filter((name) => log.state.get(name)?.v === undefined);
     expect(lost).toEqual([]);
-    for (const name of acked) expect(openSecret(log.state.get(name)?.v as string, ring)).toBe(valueOf(name));
+    for (const name of acked) expect(openSecret(log.state.get(name)?.v as string, ring)).toBe(storedValue(name));
     // And the store opens over what the kills left, reading the same (and the writes that were
     // durable when the kill took their answer).
     const store = await FileStore.open({ dataDir, keys: ring });
-    for (const name of acked) expect((await store.get(name))?.value).toBe(valueOf(name));
+    for (const name of acked) expect((await store.get(name))?.value).toBe(storedValue(name));
     expect((await store.names()).length).toBeGreaterThanOrEqual(acked.size);
     await store.close();
 
