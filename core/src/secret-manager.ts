@@ -4,20 +4,23 @@
  * on the store's `keyOf(name)`, so two names that land on one backend key share one entry and
  * one in-flight load.
  */
+import { setImmediate } from "node:timers/promises";
 import { type KeyRing, openSecret, sealSecret } from "./crypto";
 import { AccessDenied, EncryptionKeyMissing, NotFound, SecretsError } from "./errors";
 import type { Logger } from "./log";
 import type { Labels, Metrics } from "./metrics";
 import { validateName } from "./names";
 import { collectRefs, REF_PREFIX, replaceRefs, scanRefs } from "./refs";
-import { SecretCache } from "./secret-cache";
+import { type CacheRead, SecretCache } from "./secret-cache";
 import type { ChangeStamp, PutOutcome, SecretMeta, SecretStore } from "./secret-store";
 import type { KeyManagement } from "./settings";
 
 /** How deep a config sent to `resolve` may nest. */
 const MAX_CONFIG_DEPTH = 32;
-/** Why a ref may stay unresolved (422 `unresolved_refs`, with the reason per name). */
-const UNRESOLVED = new Set(["not_found", "not_hosted", "invalid_name"]);
+/** Names `resolve` looks up at once, between turns of the event loop. */
+const RESOLVE_BATCH = 256;
+/** Unresolved names spelled out in the 422's message; `names` holds them all. */
+const LISTED_IN_MESSAGE = 20;
 
 export interface SecretRead {
   name: string;
@@ -107,11 +110,32 @@ export class SecretManager {
 
   async get(name: string, options: { refresh?: boolean } = {}): Promise<SecretRead> {
     this.#checkRead(name);
-    const load = async () => (await this.store.get(name))?.value;
-    const cached = this.#cache.get(this.store.keyOf(name), load, options.refresh);
+    const cached = this.#cached(name, options.refresh);
     const read = cached instanceof Promise ? await cached : cached;
     if (read.value === undefined) throw new NotFound(name);
     return { name, value: read.value, stale: read.stale };
+  }
+
+  /** The cache's answer for `name` (synchronous on a hit), loading from the store on a miss. */
+  #cached(name: string, refresh?: boolean): CacheRead | Promise<CacheRead> {
+    const load = async () => (await this.store.get(name))?.value;
+    return this.#cache.get(this.store.keyOf(name), load, refresh);
+  }
+
+  /**
+   * One ref of `resolve`: its value, or why it stays unresolved. The expected misses are answers,
+   * not exceptions: a config may hold thousands of them, and each exception costs a stack trace.
+   */
+  async #resolveOne(name: string): Promise<{ value: string } | { reason: string }> {
+    try {
+      validateName(name);
+    } catch {
+      return { reason: "invalid_name" };
+    }
+    if (!this.serves(name)) return { reason: "not_hosted" };
+    const cached = this.#cached(name);
+    const read = cached instanceof Promise ? await cached : cached;
+    return read.value === undefined ? { reason: "not_found" } : { value: read.value };
   }
 
   /**
@@ -188,19 +212,26 @@ export class SecretManager {
     }
     const values = new Map<string, string>();
     const reasons: Record<string, string> = {};
-    await Promise.all(
-      [...counts.keys()].map(async (name) => {
-        try {
-          values.set(name, (await this.get(name)).value);
-        } catch (err) {
-          if (!(err instanceof SecretsError) || !UNRESOLVED.has(err.code)) throw err;
-          reasons[name] = err.code;
-        }
-      }),
-    );
+    const names = [...counts.keys()];
+    // A batch of names at a time, with a turn of the event loop between batches: a config of many
+    // refs (the limit may be raised) neither holds the loop for its whole length nor sends the
+    // store more than a batch of calls at once.
+    for (let i = 0; i < names.length; i += RESOLVE_BATCH) {
+      if (i > 0) await setImmediate();
+      await Promise.all(
+        names.slice(i, i + RESOLVE_BATCH).map(async (name) => {
+          const found = await this.#resolveOne(name);
+          if ("value" in found) values.set(name, found.value);
+          else reasons[name] = found.reason;
+        }),
+      );
+    }
     const missing = Object.keys(reasons).sort();
     if (missing.length > 0) {
-      throw new SecretsError("unresolved_refs", `${missing.length} ref(s) did not resolve: ${missing.join(", ")}`, {
+      const listed = missing.slice(0, LISTED_IN_MESSAGE).join(", ");
+      const more =
+        missing.length > LISTED_IN_MESSAGE ? ` and ${missing.length - LISTED_IN_MESSAGE} more (see names)` : "";
+      throw new SecretsError("unresolved_refs", `${missing.length} ref(s) did not resolve: ${listed}${more}`, {
         names: missing,
         reasons: Object.fromEntries(missing.map((name) => [name, reasons[name] as string])),
       });

@@ -2,6 +2,7 @@
 import { rm } from "node:fs/promises";
 import { describe, expect, it } from "vitest";
 import corePackage from "../../core/package.json" with { type: "json" };
+import type { SecretsError } from "../../core/src/errors";
 import type { StoreFactory } from "../../core/src/secret-store";
 import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
 import { dataFiles, expectNoValueIn, inProcessApp, newKey, secretValue } from "../helpers";
@@ -457,6 +458,35 @@ describe("resolve, encrypt, decrypt", () => {
     expect((await errorOf(deep)).code).toBe("invalid_request");
     expect((await request("/v1/resolve", { method: "POST", json: { config: nest(32) } })).status).toBe(200);
     expect(reads() - before).toBeLessThanOrEqual(1); // at most the one cached read of BIG
+  });
+
+  it("resolves many refs a batch at a time, letting other work run between batches, and names them all", async () => {
+    const { request, runtime } = await inProcessApp({ env: { LLM_SECRETS_RESOLVE_MAX_REFS: "5000" } });
+    await request("/v1/secrets/GOOD", { method: "PUT", json: { value: "good" } });
+    const config = { good: "os.environ/GOOD", list: Array.from({ length: 4000 }, (_, i) => `os.environ/NOPE_${i}`) };
+    // Turns of the event loop while the resolve runs: other requests are served meanwhile.
+    let turns = 0;
+    let done = false;
+    const tick = () => {
+      turns++;
+      if (!done) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const res = await runtime.manager.resolve(config).catch((err: unknown) => err);
+    done = true;
+    expect(turns).toBeGreaterThanOrEqual(10); // 4001 names, 256 a batch: 15 batches
+    expect(res).toMatchObject({ code: "unresolved_refs" });
+    const error = res as SecretsError;
+    expect(error.details.names).toHaveLength(4000);
+    expect(Object.values(error.details.reasons as Record<string, string>).every((r) => r === "not_found")).toBe(true);
+    // The message spells out 20 names, not 4000.
+    expect(error.message).toMatch(
+      /^4000 ref\(s\) did not resolve: (NOPE_\d+, ){19}NOPE_\d+ and 3980 more \(see names\)$/,
+    );
+    // The good value is still served from the cache after the flood of unknown names.
+    const hits = runtime.metrics.count("llm_secrets_cache_hits_total", { store: "file" });
+    expect((await request("/v1/secrets/GOOD")).status).toBe(200);
+    expect(runtime.metrics.count("llm_secrets_cache_hits_total", { store: "file" })).toBe(hits + 1);
   });
 
   it("encrypts and decrypts in LiteLLM's format", async () => {

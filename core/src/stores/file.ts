@@ -162,6 +162,8 @@ export class FileStore implements SecretStore {
   #watcher: FSWatcher | undefined;
   #onExternalChange: ((names: string[]) => void) | undefined;
   #closed = false;
+  /** Whether a read has already looked at the log in this turn of the event loop (`#readChanges`). */
+  #lookedThisTurn = false;
   /** Whether a `store_unavailable` failure was logged since the last successful write. */
   #unusableLogged = false;
 
@@ -686,12 +688,21 @@ export class FileStore implements SecretStore {
   #readChanges(why: "read" | "watch" | "lock" | "contested"): void {
     if (this.#closed) throw new StoreUnavailable("the file store is closed");
     if (this.#locked && (why === "read" || why === "watch")) return; // we are writing: nobody else can
+    // One look per turn of the event loop: the reads of one turn (a resolve's batch of names)
+    // share it, as if they had run at once.
+    if (why === "read" && this.#lookedThisTurn) return;
     let size: number;
     let ino: number;
     try {
       ({ size, ino } = statSync(this.#logPath));
     } catch (err) {
       throw this.#classify(err, "file store read");
+    }
+    if (why === "read") {
+      this.#lookedThisTurn = true;
+      setImmediate(() => {
+        this.#lookedThisTurn = false;
+      });
     }
     if (ino !== this.#ino || size < this.#end) {
       this.#reload(why === "lock");
