@@ -7,6 +7,9 @@
  * medians reported.
  * Target: the full app at >= 0.7x the bare route's requests per second. The mean latency at one
  * connection is reported as information.
+ *
+ * Then a load run of 256 connections for 10 s against each: failed requests (errors, timeouts,
+ * non-2xx; target 0), requests/s and p99 latency next to the bare server's.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -22,6 +25,8 @@ import { check, median, type Reporter } from "./report";
 const PATH = "/v1/secrets/OPENAI_API_KEY";
 const ROUNDS = 3;
 const SECONDS = 3;
+const STORM_CONNECTIONS = 256;
+const STORM_SECONDS = 10;
 
 interface Server {
   child: ChildProcess;
@@ -45,11 +50,25 @@ async function startServer(args: string[], env: Record<string, string>): Promise
   return { child, url };
 }
 
+function run(url: string, headers: Record<string, string>, connections: number, seconds: number) {
+  return autocannon({ url: `${url}${PATH}`, headers, connections, duration: seconds, pipelining: 1 });
+}
+
 async function load(url: string, headers: Record<string, string>, connections: number, seconds: number) {
-  const result = await autocannon({ url: `${url}${PATH}`, headers, connections, duration: seconds, pipelining: 1 });
+  const result = await run(url, headers, connections, seconds);
   check(result.errors === 0 && result.timeouts === 0, `${result.errors} errors, ${result.timeouts} timeouts`);
   check(result.non2xx === 0, `${result.non2xx} answers were not 2xx: the bench would time an error path`);
   return { rps: result.requests.average };
+}
+
+/** The load run: many connections at once, failures counted rather than fatal (they are the finding). */
+async function storm(url: string, headers: Record<string, string>) {
+  const result = await run(url, headers, STORM_CONNECTIONS, STORM_SECONDS);
+  return {
+    failures: result.errors + result.timeouts + result.non2xx,
+    rps: result.requests.average,
+    p99: result.latency.p99,
+  };
 }
 
 export default async function loopbackSection(report: Reporter): Promise<void> {
@@ -94,6 +113,29 @@ export default async function loopbackSection(report: Reporter): Promise<void> {
       ours: Math.round(1e6 / one.full.rps),
       reference: Math.round(1e6 / one.bare.rps),
       unit: "µs",
+      target: "info",
+    });
+    const heavy = { bare: await storm(bare.url, headers), full: await storm(full.url, headers) };
+    report.row({
+      name: `loopback load, ${STORM_CONNECTIONS} connections for ${STORM_SECONDS} s: failed requests of the full server (ratio = its count)`,
+      ours: heavy.full.failures,
+      reference: heavy.bare.failures,
+      unit: "requests",
+      ratio: heavy.full.failures,
+      target: "<= 0",
+    });
+    report.row({
+      name: `loopback load, ${STORM_CONNECTIONS} connections: requests/s, full vs bare`,
+      ours: Math.round(heavy.full.rps),
+      reference: Math.round(heavy.bare.rps),
+      unit: "req/s",
+      target: "info",
+    });
+    report.row({
+      name: `loopback load, ${STORM_CONNECTIONS} connections: p99 latency, full vs bare`,
+      ours: heavy.full.p99,
+      reference: heavy.bare.p99,
+      unit: "ms",
       target: "info",
     });
     report.note(
