@@ -1,0 +1,75 @@
+/**
+ * `aws_kms`: values sealed with AWS KMS, kept in the environment (SPEC section 3; LiteLLM's
+ * `aws_kms`). A name's env value is base64 KMS ciphertext (a leading `aws_kms/` is dropped), opened
+ * with `Decrypt` (the key id travels in the ciphertext) and trimmed. Over HTTP it serves only names
+ * in `hosted_keys` (an env-backed store). Never writes.
+ * Reached only as `@llm-secrets/core/stores/aws-kms`: importing the core root loads no AWS SDK.
+ *
+ * Differs from LiteLLM: a value that is not KMS ciphertext is `500 store_corrupt` naming the
+ * variable, not the plaintext returned after a failed call (at start, a config ref still falls
+ * back to the environment, as LiteLLM's does).
+ * Records: the value only.
+ */
+import { DecryptCommand, KMSClient } from "@aws-sdk/client-kms";
+import * as z from "zod/mini";
+import type { SecretRecord, SecretStore, StoreFactory } from "../secret-store";
+import { classifyBackendError, NotSupported, StoreCorrupt } from "../store-errors";
+import { AwsConfigKeys, AwsEnvKeys, awsClientOptions } from "./aws-config";
+
+const PREFIX = "aws_kms/";
+const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
+
+export const AwsKmsSettings = z.object({ config: z.object(AwsConfigKeys), env: z.object(AwsEnvKeys) });
+
+export class AwsKmsStore implements SecretStore {
+  readonly kind = "aws_kms";
+
+  constructor(
+    private readonly client: KMSClient,
+    private readonly env: Readonly<Record<string, string>>,
+  ) {}
+
+  keyOf(name: string): string {
+    return name;
+  }
+
+  async get(name: string): Promise<SecretRecord | undefined> {
+    if (!Object.hasOwn(this.env, name)) return undefined;
+    let sealed = (this.env[name] as string).trim();
+    if (sealed.startsWith(PREFIX)) sealed = sealed.slice(PREFIX.length);
+    if (!BASE64.test(sealed) || sealed.length % 4 !== 0) {
+      throw new StoreCorrupt(`the environment variable ${name} is not base64 KMS ciphertext`);
+    }
+    try {
+      const out = await this.client.send(new DecryptCommand({ CiphertextBlob: Buffer.from(sealed, "base64") }));
+      if (out.Plaintext === undefined) throw new StoreCorrupt(`KMS returned no plaintext for ${name}`);
+      return { value: Buffer.from(out.Plaintext).toString("utf8").trim() };
+    } catch (err) {
+      if ((err as { name?: unknown }).name === "InvalidCiphertextException") {
+        throw new StoreCorrupt(`the environment variable ${name} is not KMS ciphertext KMS can open`, { cause: err });
+      }
+      throw classifyBackendError(err, "aws kms decrypt");
+    }
+  }
+
+  async put(): Promise<never> {
+    throw new NotSupported("writing to the aws_kms (environment) store");
+  }
+
+  async delete(): Promise<never> {
+    throw new NotSupported("deleting from the aws_kms (environment) store");
+  }
+
+  async close(): Promise<void> {
+    this.client.destroy();
+  }
+}
+
+export const awsKmsStore = {
+  kind: "aws_kms",
+  settings: AwsKmsSettings,
+  defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: true },
+  capabilities: { writes: false, deletes: false, compareAndSet: false, maxValueBytes: 4096, records: [] },
+  open: async (settings, deps) =>
+    new AwsKmsStore(new KMSClient(awsClientOptions(settings.config, settings.env, deps.log)), deps.env),
+} as const satisfies StoreFactory<"aws_kms", typeof AwsKmsSettings>;

@@ -1,0 +1,376 @@
+/**
+ * `aws_secret_manager`: AWS Secrets Manager through `@aws-sdk/client-secrets-manager` (SPEC
+ * section 3; LiteLLM's `AWSSecretsManagerV2`). A secret per name, its value in `SecretString`.
+ * Reached only as `@llm-secrets/core/stores/aws`: importing the core root loads no AWS SDK.
+ *
+ * - Read: `GetSecretValue` (`AWSCURRENT`). With `primary_secret_name`, a name that is a field of
+ *   that one JSON secret is read from it (LiteLLM); differs: other names are then read from their
+ *   own secret, so what we write stays readable. A secret scheduled for deletion is no secret.
+ * - Write: `CreateSecret` (a `ClientRequestToken` per call, so the SDK's retries are idempotent;
+ *   description, `kms_key_id`, tags, `replica_regions` as `AddReplicaRegions`); if it exists,
+ *   `PutSecretValue`; if it is scheduled for deletion, `RestoreSecret` then `PutSecretValue`.
+ *   A name held inside `primary_secret_name` is not written: `501 not_supported`.
+ * - Delete: `DeleteSecret` with a recovery window (`LLM_SECRETS_AWS_RECOVERY_WINDOW_DAYS`, default
+ *   7, 7-30; 0 = `ForceDeleteWithoutRecovery`).
+ *
+ * What it records: every change's time (and event id) in the secret's tags
+ * `llm-secrets:changed-at` / `llm-secrets:change-id`, and `llm-secrets:deleted=true` on a delete.
+ * A deleted secret waits out its recovery window with those tags: that is the tombstone, and it
+ * lasts as long as the window (infra sets the queue's retention below it). An event that deletes a
+ * name never written creates an empty secret to carry its tombstone, and schedules its deletion.
+ * With a window of 0 nothing is kept, and a late event can revive a deleted name.
+ * `ifNewerThan` is read-then-write (`DescribeSecret`, then the write): Secrets Manager has no
+ * compare-and-set, so a writer between the two can be overwritten; ties break by event id.
+ * Records: version (`VersionId`) and time (`CreatedDate` of the current version); tags are not
+ * read back (`GetSecretValue` does not return them).
+ */
+import { randomUUID } from "node:crypto";
+import {
+  CreateSecretCommand,
+  DeleteSecretCommand,
+  DescribeSecretCommand,
+  type DescribeSecretCommandOutput,
+  GetSecretValueCommand,
+  PutSecretValueCommand,
+  RestoreSecretCommand,
+  SecretsManagerClient,
+  type Tag,
+  TagResourceCommand,
+} from "@aws-sdk/client-secrets-manager";
+import * as z from "zod/mini";
+import type { Logger } from "../log";
+import {
+  type ChangeStamp,
+  type DeleteOptions,
+  type DeleteOutcome,
+  isNewer,
+  type PutOptions,
+  type PutOutcome,
+  type SecretMeta,
+  type SecretRecord,
+  type SecretStore,
+  type StoreFactory,
+} from "../secret-store";
+import { classifyBackendError, NotSupported, StoreCorrupt } from "../store-errors";
+import { AwsConfigKeys, AwsEnvKeys, awsClientOptions } from "./aws-config";
+
+const TAG_AT = "llm-secrets:changed-at";
+const TAG_ID = "llm-secrets:change-id";
+const TAG_DELETED = "llm-secrets:deleted";
+const OUR_TAGS = new Set([TAG_AT, TAG_ID, TAG_DELETED]);
+const DEFAULT_RECOVERY_DAYS = 7;
+
+const recoveryWindow = z.pipe(
+  z.string().check(z.regex(/^\s*\d+\s*$/, "expected a whole number of days")),
+  z.transform((s, ctx) => {
+    const days = Number(s);
+    if (days === 0 || (days >= 7 && days <= 30)) return days;
+    ctx.issues.push({ code: "custom", input: s, message: "expected 0 (no recovery) or 7 to 30 days" });
+    return z.NEVER;
+  }),
+);
+
+export const AwsSecretsManagerSettings = z.object({
+  config: z.object({
+    ...AwsConfigKeys,
+    kms_key_id: z.nullish(z.string()),
+    replica_regions: z.nullish(z.array(z.string())),
+    primary_secret_name: z.nullish(z.string()),
+  }),
+  env: z.object({ ...AwsEnvKeys, LLM_SECRETS_AWS_RECOVERY_WINDOW_DAYS: z.optional(recoveryWindow) }),
+});
+
+export interface AwsSecretsManagerOptions {
+  client: SecretsManagerClient;
+  kmsKeyId?: string;
+  replicaRegions?: readonly string[];
+  primarySecretName?: string;
+  /** 0: delete without recovery (no tombstone). */
+  recoveryWindowDays?: number;
+  now?: () => number;
+  log: Logger;
+}
+
+/** What `DescribeSecret` tells us about a name: whether it exists, is scheduled for deletion, and its last change. */
+interface Described {
+  deleted: boolean;
+  stamp: ChangeStamp | undefined;
+  stampIsDelete: boolean;
+}
+
+export class AwsSecretsManagerStore implements SecretStore {
+  readonly kind = "aws_secret_manager";
+  readonly #client: SecretsManagerClient;
+  readonly #options: AwsSecretsManagerOptions;
+  readonly #now: () => number;
+
+  constructor(options: AwsSecretsManagerOptions) {
+    this.#client = options.client;
+    this.#options = options;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** Secrets Manager takes our whole name alphabet (`A-Za-z0-9/_+=.@-`): no mapping. */
+  keyOf(name: string): string {
+    return name;
+  }
+
+  async get(name: string): Promise<SecretRecord | undefined> {
+    const primary = this.#options.primarySecretName;
+    if (primary !== undefined) {
+      const fields = await this.#primaryFields(primary);
+      if (fields !== undefined && Object.hasOwn(fields, name)) {
+        const field = fields[name];
+        return { value: typeof field === "string" ? field : JSON.stringify(field) };
+      }
+    }
+    try {
+      const out = await this.#client.send(new GetSecretValueCommand({ SecretId: name }));
+      if (out.SecretString === undefined) {
+        throw new StoreCorrupt(`the AWS secret ${name} holds SecretBinary; only SecretString is read`);
+      }
+      return {
+        value: out.SecretString,
+        ...(out.VersionId !== undefined && { version: out.VersionId }),
+        ...(out.CreatedDate !== undefined && { updatedAt: out.CreatedDate }),
+      };
+    } catch (err) {
+      if (isGone(err)) return undefined;
+      throw classifyBackendError(err, "aws secrets manager get");
+    }
+  }
+
+  async put(name: string, value: string, options: PutOptions = {}): Promise<PutOutcome> {
+    await this.#refuseInPrimary(name, "writing");
+    const stamp = options.ifNewerThan ?? { at: this.#now() };
+    try {
+      if (options.ifNewerThan !== undefined) {
+        const described = await this.#describe(name);
+        if (described && !isNewer(stamp, false, described.stamp, described.stampIsDelete)) return "superseded";
+        if (described) return await this.#update(name, value, stamp, options.meta, described.deleted);
+      }
+      return await this.#create(name, value, stamp, options.meta);
+    } catch (err) {
+      throw classifyBackendError(err, "aws secrets manager put");
+    }
+  }
+
+  async delete(name: string, options: DeleteOptions = {}): Promise<DeleteOutcome> {
+    await this.#refuseInPrimary(name, "deleting");
+    const stamp = options.ifNewerThan ?? { at: this.#now() };
+    try {
+      const described = await this.#describe(name);
+      if (described === undefined) {
+        // An event's delete of a name never written: an empty secret carries its tombstone.
+        if (options.ifNewerThan !== undefined && this.#recoveryDays() > 0) await this.#tombstoneOnly(name, stamp);
+        return "absent";
+      }
+      if (options.ifNewerThan !== undefined && !isNewer(stamp, true, described.stamp, described.stampIsDelete)) {
+        return "superseded";
+      }
+      await this.#tag(name, stampTags(stamp, true));
+      if (described.deleted) return "absent";
+      await this.#scheduleDeletion(name);
+      return "deleted";
+    } catch (err) {
+      throw classifyBackendError(err, "aws secrets manager delete");
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#client.destroy();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  /** Creates the secret with its value; an existing one is updated instead (restored first if deleted). */
+  async #create(name: string, value: string, stamp: ChangeStamp, meta: SecretMeta | undefined): Promise<PutOutcome> {
+    const { kmsKeyId, replicaRegions } = this.#options;
+    try {
+      await this.#client.send(
+        new CreateSecretCommand({
+          Name: name,
+          SecretString: value,
+          ClientRequestToken: randomUUID(),
+          Description: meta?.description ?? meta?.whenCreated?.description,
+          ...(kmsKeyId && { KmsKeyId: kmsKeyId }),
+          Tags: [...userTags(meta?.tags ?? meta?.whenCreated?.tags), ...stampTags(stamp, false)],
+          ...(replicaRegions?.length && { AddReplicaRegions: replicaRegions.map((Region) => ({ Region })) }),
+        }),
+      );
+      return "created";
+    } catch (err) {
+      const kind = errorName(err);
+      if (kind === "ResourceExistsException") return this.#update(name, value, stamp, meta, false);
+      if (kind === "InvalidRequestException" && isScheduledForDeletion(err)) {
+        return this.#update(name, value, stamp, meta, true);
+      }
+      throw err;
+    }
+  }
+
+  /** A new current version of an existing secret, and its change stamp (and the given tags) on it. */
+  async #update(
+    name: string,
+    value: string,
+    stamp: ChangeStamp,
+    meta: SecretMeta | undefined,
+    deleted: boolean,
+  ): Promise<PutOutcome> {
+    if (deleted) await this.#client.send(new RestoreSecretCommand({ SecretId: name }));
+    await this.#client.send(
+      new PutSecretValueCommand({ SecretId: name, SecretString: value, ClientRequestToken: randomUUID() }),
+    );
+    await this.#tag(name, [...userTags(meta?.tags), ...stampTags(stamp, false)]);
+    return deleted ? "created" : "updated";
+  }
+
+  async #tombstoneOnly(name: string, stamp: ChangeStamp): Promise<void> {
+    try {
+      await this.#client.send(
+        new CreateSecretCommand({
+          Name: name,
+          ClientRequestToken: randomUUID(),
+          Description: "llm-secrets tombstone: a deleted name, kept through the recovery window",
+          Tags: stampTags(stamp, true),
+        }),
+      );
+    } catch (err) {
+      // Created meanwhile by another writer: its own change stands.
+      if (errorName(err) === "ResourceExistsException") return;
+      throw err;
+    }
+    await this.#scheduleDeletion(name);
+  }
+
+  async #scheduleDeletion(name: string): Promise<void> {
+    const days = this.#recoveryDays();
+    await this.#client.send(
+      new DeleteSecretCommand(
+        days === 0
+          ? { SecretId: name, ForceDeleteWithoutRecovery: true }
+          : { SecretId: name, RecoveryWindowInDays: days },
+      ),
+    );
+  }
+
+  #recoveryDays(): number {
+    return this.#options.recoveryWindowDays ?? DEFAULT_RECOVERY_DAYS;
+  }
+
+  async #tag(name: string, tags: Tag[]): Promise<void> {
+    if (tags.length > 0) await this.#client.send(new TagResourceCommand({ SecretId: name, Tags: tags }));
+  }
+
+  async #describe(name: string): Promise<Described | undefined> {
+    let out: DescribeSecretCommandOutput;
+    try {
+      out = await this.#client.send(new DescribeSecretCommand({ SecretId: name }));
+    } catch (err) {
+      if (errorName(err) === "ResourceNotFoundException") return undefined;
+      throw err;
+    }
+    const tags = new Map((out.Tags ?? []).map((t) => [t.Key ?? "", t.Value ?? ""]));
+    const at = Number(tags.get(TAG_AT));
+    const id = tags.get(TAG_ID);
+    const deleted = out.DeletedDate !== undefined;
+    return {
+      deleted,
+      stamp: Number.isFinite(at) && tags.has(TAG_AT) ? { at, ...(id && { id: decodeId(id) }) } : undefined,
+      stampIsDelete: deleted || tags.get(TAG_DELETED) === "true",
+    };
+  }
+
+  /** The fields of the primary secret, or undefined when it does not exist. */
+  async #primaryFields(primary: string): Promise<Record<string, unknown> | undefined> {
+    let text: string | undefined;
+    try {
+      text = (await this.#client.send(new GetSecretValueCommand({ SecretId: primary }))).SecretString;
+    } catch (err) {
+      if (isGone(err)) return undefined;
+      throw classifyBackendError(err, "aws secrets manager get (primary secret)");
+    }
+    if (text === undefined || text.trim() === "") return {};
+    try {
+      const parsed: unknown = JSON.parse(text);
+      if (parsed !== null && typeof parsed === "object" && !Array.isArray(parsed))
+        return parsed as Record<string, unknown>;
+    } catch {
+      // reported below
+    }
+    throw new StoreCorrupt("the primary_secret_name secret is not a JSON object");
+  }
+
+  async #refuseInPrimary(name: string, what: string): Promise<void> {
+    const primary = this.#options.primarySecretName;
+    if (primary === undefined) return;
+    const fields = await this.#primaryFields(primary);
+    if (fields !== undefined && Object.hasOwn(fields, name)) {
+      throw new NotSupported(`${what} ${name}, a field of the primary_secret_name secret,`);
+    }
+  }
+}
+
+function errorName(err: unknown): string | undefined {
+  return (err as { name?: unknown } | null)?.name as string | undefined;
+}
+
+/** Not found, or scheduled for deletion: either way the name holds no value. */
+function isGone(err: unknown): boolean {
+  const name = errorName(err);
+  return name === "ResourceNotFoundException" || (name === "InvalidRequestException" && isScheduledForDeletion(err));
+}
+
+function isScheduledForDeletion(err: unknown): boolean {
+  return /marked for deletion|scheduled for deletion/i.test((err as Error).message ?? "");
+}
+
+/** The caller's tags as AWS tags; ours are never taken from a caller. */
+function userTags(tags: Readonly<Record<string, string>> | undefined): Tag[] {
+  return Object.entries(tags ?? {})
+    .filter(([Key]) => !OUR_TAGS.has(Key))
+    .map(([Key, Value]) => ({ Key, Value }));
+}
+
+function stampTags(stamp: ChangeStamp, deleted: boolean): Tag[] {
+  return [
+    { Key: TAG_AT, Value: String(stamp.at) },
+    { Key: TAG_ID, Value: stamp.id === undefined ? "" : encodeId(stamp.id) },
+    { Key: TAG_DELETED, Value: deleted ? "true" : "false" },
+  ];
+}
+
+/** Event ids go in a tag value, whose alphabet is narrow: base64url (`.` prefix marks it). */
+function encodeId(id: string): string {
+  return `.${Buffer.from(id, "utf8").toString("base64url")}`;
+}
+
+function decodeId(value: string): string | undefined {
+  if (value === "") return undefined;
+  return value.startsWith(".") ? Buffer.from(value.slice(1), "base64url").toString("utf8") : value;
+}
+
+export const awsSecretsManagerStore = {
+  kind: "aws_secret_manager",
+  settings: AwsSecretsManagerSettings,
+  defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: false },
+  capabilities: {
+    writes: true,
+    deletes: true,
+    compareAndSet: true,
+    maxValueBytes: 65_536,
+    records: ["version", "updatedAt"],
+  },
+  open: async (settings, deps) => {
+    const { config, env } = settings;
+    return new AwsSecretsManagerStore({
+      client: new SecretsManagerClient(awsClientOptions(config, env, deps.log)),
+      kmsKeyId: config.kms_key_id ?? undefined,
+      replicaRegions: config.replica_regions ?? undefined,
+      primarySecretName: config.primary_secret_name ?? undefined,
+      recoveryWindowDays: env.LLM_SECRETS_AWS_RECOVERY_WINDOW_DAYS,
+      now: deps.now,
+      log: deps.log,
+    });
+  },
+} as const satisfies StoreFactory<"aws_secret_manager", typeof AwsSecretsManagerSettings>;

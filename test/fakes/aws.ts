@@ -1,0 +1,523 @@
+/**
+ * A fake of AWS Secrets Manager and AWS KMS on one HTTPS port, following their documented wire
+ * protocol (AWS JSON 1.1): `POST /` with `Content-Type: application/x-amz-json-1.1` and
+ * `X-Amz-Target: secretsmanager.<Action>` or `TrentService.<Action>`, a SigV4 `Authorization`
+ * header that is verified (recomputed with the fake's secret key, so a request the real service
+ * would refuse for its signature is refused here: 400 `InvalidSignatureException`, or
+ * `UnrecognizedClientException` for an unknown access key), errors as `{"__type","message"}` with
+ * `x-amzn-errortype`, and the operations' documented behaviours:
+ *
+ * - Secrets Manager: `CreateSecret` (`ClientRequestToken` idempotent, `Tags`, `KmsKeyId`,
+ *   `AddReplicaRegions`, no value allowed), `GetSecretValue` (`AWSCURRENT`; a secret scheduled for
+ *   deletion is `InvalidRequestException`), `PutSecretValue`, `DescribeSecret` (`DeletedDate`,
+ *   `Tags`), `TagResource`, `UntagResource`, `DeleteSecret` (`RecoveryWindowInDays` 7-30, or
+ *   `ForceDeleteWithoutRecovery`), `RestoreSecret`. `SecretString` at most 65 536 bytes.
+ * - KMS: `Encrypt` (for tests to make ciphertexts) and `Decrypt` (`InvalidCiphertextException` for
+ *   a blob it did not make). The blob is the key id and an AES-256-GCM box under the fake's key.
+ *
+ * Faults: `fail(n, fault)` makes the next n requests answer 403, 429 (with `Retry-After`), 500, hang
+ * (no answer until the client gives up) or reset the connection.
+ */
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { createServer, type Server } from "node:https";
+import type { AddressInfo } from "node:net";
+import { SignatureV4 } from "@smithy/signature-v4";
+import { afterAll, inject } from "vitest";
+
+export const FAKE_AWS_CREDENTIALS = {
+  accessKeyId: "AKIDLLMSECRETSFAKE01",
+  secretAccessKey: "fake-aws-secret-key-for-tests-only",
+};
+
+export type AwsFault = "denied" | "throttled" | "error" | "hang" | "reset";
+
+export interface AwsRequestSeen {
+  target: string;
+  body: Record<string, unknown>;
+  headers: IncomingMessage["headers"];
+}
+
+interface SecretVersion {
+  id: string;
+  value: string;
+  created: Date;
+}
+
+interface FakeSecret {
+  name: string;
+  arn: string;
+  description?: string;
+  kmsKeyId?: string;
+  tags: Map<string, string>;
+  replicas: string[];
+  versions: SecretVersion[];
+  deletedDate?: Date;
+  created: Date;
+  tokens: Set<string>;
+}
+
+class AwsError extends Error {
+  constructor(
+    readonly type: string,
+    message: string,
+    readonly status = 400,
+  ) {
+    super(message);
+  }
+}
+
+const MAX_SECRET_STRING = 65_536;
+
+/** node:crypto as the signer's hash (its `Checksum` shape). */
+class NodeSha256 {
+  readonly #hash: ReturnType<typeof createHash> | ReturnType<typeof createHmac>;
+  constructor(secret?: string | ArrayBuffer | ArrayBufferView) {
+    this.#hash = secret === undefined ? createHash("sha256") : createHmac("sha256", bytes(secret));
+  }
+  update(data: string | ArrayBuffer | ArrayBufferView): void {
+    this.#hash.update(bytes(data));
+  }
+  async digest(): Promise<Uint8Array> {
+    return new Uint8Array(this.#hash.digest());
+  }
+  reset(): void {}
+}
+
+function bytes(data: string | ArrayBuffer | ArrayBufferView): string | Uint8Array {
+  if (typeof data === "string") return data;
+  return ArrayBuffer.isView(data)
+    ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+    : new Uint8Array(data);
+}
+
+export class FakeAws {
+  readonly secrets = new Map<string, FakeSecret>();
+  readonly requests: AwsRequestSeen[] = [];
+  readonly #kmsKey = randomBytes(32);
+  #faults: AwsFault[] = [];
+  #server: Server | undefined;
+  #url = "";
+
+  get url(): string {
+    return this.#url;
+  }
+
+  static async start(): Promise<FakeAws> {
+    const fake = new FakeAws();
+    const pki = inject("testPki");
+    fake.#server = createServer(
+      { key: readFileSync(pki.serverKeyFile), cert: readFileSync(pki.serverCertFile) },
+      (req, res) => void fake.#handle(req, res),
+    );
+    await new Promise<void>((r) => fake.#server?.listen(0, "127.0.0.1", r));
+    fake.#url = `https://localhost:${(fake.#server.address() as AddressInfo).port}`;
+    return fake;
+  }
+
+  /** Forgets every secret, request and pending fault: a fresh account. */
+  reset(): void {
+    this.secrets.clear();
+    this.requests.length = 0;
+    this.#faults = [];
+  }
+
+  /** The next `times` requests fail with `fault`. */
+  fail(times: number, fault: AwsFault): void {
+    for (let i = 0; i < times; i++) this.#faults.push(fault);
+  }
+
+  /** Requests whose target is `action` (`GetSecretValue`, `Decrypt`, ...). */
+  calls(action: string): AwsRequestSeen[] {
+    return this.requests.filter((r) => r.target.endsWith(`.${action}`));
+  }
+
+  async close(): Promise<void> {
+    this.#server?.closeAllConnections();
+    await new Promise<void>((r) => this.#server?.close(() => r()));
+  }
+
+  /** A KMS ciphertext of `plaintext`, as `Encrypt` would answer it (for seeding tests). */
+  encrypt(plaintext: string, keyId = "alias/llm-secrets-test"): Buffer {
+    const iv = randomBytes(12);
+    const cipher = createCipheriv("aes-256-gcm", this.#kmsKey, iv);
+    cipher.setAAD(Buffer.from(keyId));
+    const box = Buffer.concat([cipher.update(plaintext, "utf8"), cipher.final(), cipher.getAuthTag()]);
+    const id = Buffer.from(keyId);
+    return Buffer.concat([Buffer.from([id.length]), id, iv, box]);
+  }
+
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    const raw = Buffer.concat(chunks).toString("utf8");
+    const target = String(req.headers["x-amz-target"] ?? "");
+    let body: Record<string, unknown> = {};
+    try {
+      body = raw === "" ? {} : (JSON.parse(raw) as Record<string, unknown>);
+    } catch {
+      return this.#error(res, new AwsError("SerializationException", "the body is not JSON"));
+    }
+    this.requests.push({ target, body, headers: req.headers });
+
+    const fault = this.#faults.shift();
+    if (fault === "hang") return; // the client's timeout ends it
+    if (fault === "reset") {
+      req.socket.destroy();
+      return;
+    }
+    if (fault === "denied") return this.#error(res, new AwsError("AccessDeniedException", "not authorized", 400));
+    if (fault === "throttled") {
+      res.setHeader("retry-after", "2");
+      return this.#error(res, new AwsError("ThrottlingException", "Rate exceeded", 429));
+    }
+    if (fault === "error") return this.#error(res, new AwsError("InternalServiceError", "internal failure", 500));
+
+    try {
+      if (req.method !== "POST" || req.url !== "/") throw new AwsError("UnknownOperationException", "POST / only");
+      if (req.headers["content-type"] !== "application/x-amz-json-1.1") {
+        throw new AwsError("SerializationException", "Content-Type must be application/x-amz-json-1.1");
+      }
+      const service = target.startsWith("secretsmanager.")
+        ? "secretsmanager"
+        : target.startsWith("TrentService.")
+          ? "kms"
+          : "";
+      if (service === "") throw new AwsError("UnknownOperationException", `unknown target ${target}`);
+      await this.#verifySignature(req, raw, service);
+      const action = target.slice(target.indexOf(".") + 1);
+      const answer = service === "kms" ? this.#kms(action, body) : this.#secretsManager(action, body);
+      const json = JSON.stringify(answer);
+      res.writeHead(200, { "content-type": "application/x-amz-json-1.1", "x-amzn-requestid": randomUUID() });
+      res.end(json);
+    } catch (err) {
+      if (err instanceof AwsError) return this.#error(res, err);
+      return this.#error(res, new AwsError("InternalServiceError", "fake failure", 500));
+    }
+  }
+
+  /** SigV4 as the service checks it: the same request signed with our secret key gives the same signature. */
+  async #verifySignature(req: IncomingMessage, body: string, service: string): Promise<void> {
+    const auth = String(req.headers.authorization ?? "");
+    const m =
+      /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request, SignedHeaders=([^,]+), Signature=([0-9a-f]{64})$/.exec(
+        auth,
+      );
+    if (!m) throw new AwsError("IncompleteSignature", "Authorization header missing or malformed", 400);
+    const [, accessKey, , region, signedService, signedHeaders, signature] = m as unknown as string[];
+    if (accessKey !== FAKE_AWS_CREDENTIALS.accessKeyId) {
+      throw new AwsError("UnrecognizedClientException", "The security token included in the request is invalid.", 400);
+    }
+    if (signedService !== service) throw new AwsError("InvalidSignatureException", "wrong service in the scope", 400);
+    const amzDate = String(req.headers["x-amz-date"] ?? "");
+    const dm = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(amzDate);
+    if (!dm) throw new AwsError("IncompleteSignature", "X-Amz-Date missing", 400);
+    const [year, month, day, hour, minute, second] = dm.slice(1).map(Number) as [
+      number,
+      number,
+      number,
+      number,
+      number,
+      number,
+    ];
+    const signingDate = new Date(Date.UTC(year, month - 1, day, hour, minute, second));
+    const headers: Record<string, string> = {};
+    for (const name of (signedHeaders as string).split(";")) {
+      const value = req.headers[name];
+      if (value === undefined) throw new AwsError("InvalidSignatureException", `signed header ${name} missing`, 400);
+      headers[name] = Array.isArray(value) ? value.join(",") : value;
+    }
+    const [hostname, port] = String(req.headers.host).split(":");
+    const signer = new SignatureV4({
+      credentials: FAKE_AWS_CREDENTIALS,
+      region: region as string,
+      service,
+      sha256: NodeSha256,
+      applyChecksum: false,
+    });
+    const signed = await signer.sign(
+      {
+        method: "POST",
+        protocol: "https:",
+        hostname: hostname as string,
+        port: Number(port),
+        path: "/",
+        query: {},
+        headers,
+        body,
+      },
+      { signingDate, signableHeaders: new Set(Object.keys(headers)) },
+    );
+    const expected = /Signature=([0-9a-f]{64})/.exec(String(signed.headers.authorization))?.[1];
+    if (expected !== signature) {
+      throw new AwsError(
+        "InvalidSignatureException",
+        "The request signature we calculated does not match the signature you provided.",
+        400,
+      );
+    }
+  }
+
+  #error(res: ServerResponse, err: AwsError): void {
+    if (res.headersSent) return;
+    res.statusCode = err.status;
+    res.setHeader("content-type", "application/x-amz-json-1.1");
+    res.setHeader("x-amzn-errortype", err.type);
+    res.end(JSON.stringify({ __type: err.type, message: err.message }));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Secrets Manager
+
+  #secretsManager(action: string, body: Record<string, unknown>): unknown {
+    switch (action) {
+      case "CreateSecret":
+        return this.#create(body);
+      case "GetSecretValue": {
+        const secret = this.#find(body.SecretId);
+        if (secret.deletedDate) {
+          throw new AwsError(
+            "InvalidRequestException",
+            "You can't perform this operation on the secret because it was marked for deletion.",
+          );
+        }
+        const current = secret.versions.at(-1);
+        if (!current) {
+          throw new AwsError(
+            "ResourceNotFoundException",
+            "Secrets Manager can't find the specified secret value for staging label: AWSCURRENT",
+          );
+        }
+        return {
+          ARN: secret.arn,
+          Name: secret.name,
+          VersionId: current.id,
+          SecretString: current.value,
+          VersionStages: ["AWSCURRENT"],
+          CreatedDate: current.created.getTime() / 1000,
+        };
+      }
+      case "PutSecretValue": {
+        const secret = this.#find(body.SecretId);
+        if (secret.deletedDate) {
+          throw new AwsError(
+            "InvalidRequestException",
+            "You can't perform this operation on the secret because it was marked for deletion.",
+          );
+        }
+        const value = this.#secretString(body);
+        if (value === undefined)
+          throw new AwsError("InvalidParameterException", "You must provide either SecretString or SecretBinary.");
+        const version = this.#addVersion(secret, value, body.ClientRequestToken);
+        return { ARN: secret.arn, Name: secret.name, VersionId: version.id, VersionStages: ["AWSCURRENT"] };
+      }
+      case "DescribeSecret": {
+        const secret = this.#find(body.SecretId);
+        return {
+          ARN: secret.arn,
+          Name: secret.name,
+          Description: secret.description,
+          KmsKeyId: secret.kmsKeyId,
+          CreatedDate: secret.created.getTime() / 1000,
+          ...(secret.deletedDate && { DeletedDate: secret.deletedDate.getTime() / 1000 }),
+          Tags: [...secret.tags].map(([Key, Value]) => ({ Key, Value })),
+          VersionIdsToStages: Object.fromEntries(
+            secret.versions.map((v, i, all) => [v.id, i === all.length - 1 ? ["AWSCURRENT"] : []]),
+          ),
+        };
+      }
+      case "TagResource": {
+        const secret = this.#find(body.SecretId);
+        for (const tag of this.#tags(body.Tags)) secret.tags.set(tag.Key, tag.Value);
+        return {};
+      }
+      case "UntagResource": {
+        const secret = this.#find(body.SecretId);
+        if (!Array.isArray(body.TagKeys)) throw new AwsError("InvalidParameterException", "TagKeys is required");
+        for (const key of body.TagKeys) secret.tags.delete(String(key));
+        return {};
+      }
+      case "DeleteSecret": {
+        const secret = this.#find(body.SecretId);
+        if (secret.deletedDate) {
+          throw new AwsError(
+            "InvalidRequestException",
+            "You can't perform this operation on the secret because it was already scheduled for deletion.",
+          );
+        }
+        if (body.ForceDeleteWithoutRecovery === true) {
+          if (body.RecoveryWindowInDays !== undefined) {
+            throw new AwsError(
+              "InvalidParameterException",
+              "You can't use ForceDeleteWithoutRecovery in conjunction with RecoveryWindowInDays.",
+            );
+          }
+          this.secrets.delete(secret.name);
+          return { ARN: secret.arn, Name: secret.name, DeletionDate: Date.now() / 1000 };
+        }
+        const days = body.RecoveryWindowInDays ?? 30;
+        if (typeof days !== "number" || !Number.isInteger(days) || days < 7 || days > 30) {
+          throw new AwsError("InvalidParameterException", "RecoveryWindowInDays must be between 7 and 30.");
+        }
+        secret.deletedDate = new Date();
+        return { ARN: secret.arn, Name: secret.name, DeletionDate: Date.now() / 1000 + days * 86_400 };
+      }
+      case "RestoreSecret": {
+        const secret = this.#find(body.SecretId);
+        secret.deletedDate = undefined;
+        return { ARN: secret.arn, Name: secret.name };
+      }
+      default:
+        throw new AwsError("UnknownOperationException", `unknown operation ${action}`);
+    }
+  }
+
+  #create(body: Record<string, unknown>): unknown {
+    const name = body.Name;
+    if (typeof name !== "string" || !/^[A-Za-z0-9/_+=.@-]{1,512}$/.test(name)) {
+      throw new AwsError("InvalidParameterException", "Invalid name");
+    }
+    const token = body.ClientRequestToken;
+    if (token !== undefined && (typeof token !== "string" || token.length < 32 || token.length > 64)) {
+      throw new AwsError("InvalidParameterException", "ClientRequestToken must be 32 to 64 characters");
+    }
+    const existing = this.secrets.get(name);
+    if (existing) {
+      // The same request again (a retry): answered as the first time.
+      if (typeof token === "string" && existing.tokens.has(token)) {
+        return { ARN: existing.arn, Name: existing.name, VersionId: token };
+      }
+      if (existing.deletedDate) {
+        throw new AwsError(
+          "InvalidRequestException",
+          "You can't create this secret because a secret with this name is already scheduled for deletion.",
+        );
+      }
+      throw new AwsError("ResourceExistsException", `The operation failed because the secret ${name} already exists.`);
+    }
+    const secret: FakeSecret = {
+      name,
+      arn: `arn:aws:secretsmanager:us-east-1:123456789012:secret:${name}-${randomBytes(3).toString("hex")}`,
+      description: typeof body.Description === "string" ? body.Description : undefined,
+      kmsKeyId: typeof body.KmsKeyId === "string" ? body.KmsKeyId : undefined,
+      tags: new Map(this.#tags(body.Tags ?? []).map((t) => [t.Key, t.Value])),
+      replicas: Array.isArray(body.AddReplicaRegions)
+        ? body.AddReplicaRegions.map((r) => String((r as { Region?: unknown }).Region))
+        : [],
+      versions: [],
+      created: new Date(),
+      tokens: new Set(),
+    };
+    const value = this.#secretString(body);
+    let versionId: string | undefined;
+    if (value !== undefined) versionId = this.#addVersion(secret, value, token).id;
+    else if (typeof token === "string") secret.tokens.add(token);
+    this.secrets.set(name, secret);
+    return { ARN: secret.arn, Name: name, ...(versionId && { VersionId: versionId }) };
+  }
+
+  #find(id: unknown): FakeSecret {
+    if (typeof id !== "string" || id === "") throw new AwsError("InvalidParameterException", "SecretId is required");
+    const secret = this.secrets.get(id) ?? [...this.secrets.values()].find((s) => s.arn === id);
+    if (!secret) throw new AwsError("ResourceNotFoundException", "Secrets Manager can't find the specified secret.");
+    return secret;
+  }
+
+  #secretString(body: Record<string, unknown>): string | undefined {
+    const value = body.SecretString;
+    if (value === undefined) return undefined;
+    if (typeof value !== "string") throw new AwsError("InvalidParameterException", "SecretString must be a string");
+    if (Buffer.byteLength(value, "utf8") > MAX_SECRET_STRING) {
+      throw new AwsError("InvalidParameterException", "SecretString is larger than 65536 bytes");
+    }
+    return value;
+  }
+
+  #addVersion(secret: FakeSecret, value: string, token: unknown): SecretVersion {
+    const id = typeof token === "string" ? token : randomUUID();
+    const again = secret.versions.find((v) => v.id === id);
+    if (again) {
+      if (again.value !== value) {
+        throw new AwsError(
+          "ResourceExistsException",
+          "A version with this ClientRequestToken already exists with other contents.",
+        );
+      }
+      return again;
+    }
+    const version = { id, value, created: new Date() };
+    secret.versions.push(version);
+    secret.tokens.add(id);
+    return version;
+  }
+
+  #tags(tags: unknown): { Key: string; Value: string }[] {
+    if (!Array.isArray(tags)) throw new AwsError("InvalidParameterException", "Tags must be a list");
+    return tags.map((t) => {
+      const { Key, Value } = t as { Key?: unknown; Value?: unknown };
+      if (typeof Key !== "string" || typeof Value !== "string" || !/^[\p{L}\p{Z}\p{N}_.:/=+\-@]{1,128}$/u.test(Key)) {
+        throw new AwsError("ValidationException", "invalid tag");
+      }
+      if (Value.length > 256 || !/^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$/u.test(Value)) {
+        throw new AwsError("ValidationException", "invalid tag value");
+      }
+      return { Key, Value };
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // KMS
+
+  #kms(action: string, body: Record<string, unknown>): unknown {
+    if (action === "Encrypt") {
+      if (typeof body.KeyId !== "string" || typeof body.Plaintext !== "string") {
+        throw new AwsError("ValidationException", "KeyId and Plaintext are required");
+      }
+      const blob = this.encrypt(Buffer.from(body.Plaintext, "base64").toString("utf8"), body.KeyId);
+      return { CiphertextBlob: blob.toString("base64"), KeyId: body.KeyId };
+    }
+    if (action === "Decrypt") {
+      if (typeof body.CiphertextBlob !== "string")
+        throw new AwsError("ValidationException", "CiphertextBlob is required");
+      const blob = Buffer.from(body.CiphertextBlob, "base64");
+      try {
+        const idLength = blob[0] as number;
+        const keyId = blob.subarray(1, 1 + idLength);
+        const iv = blob.subarray(1 + idLength, 13 + idLength);
+        const box = blob.subarray(13 + idLength);
+        const decipher = createDecipheriv("aes-256-gcm", this.#kmsKey, iv);
+        decipher.setAAD(keyId);
+        decipher.setAuthTag(box.subarray(box.length - 16));
+        const plain = Buffer.concat([decipher.update(box.subarray(0, box.length - 16)), decipher.final()]);
+        return {
+          KeyId: keyId.toString(),
+          Plaintext: plain.toString("base64"),
+          EncryptionAlgorithm: "SYMMETRIC_DEFAULT",
+        };
+      } catch {
+        throw new AwsError("InvalidCiphertextException", "");
+      }
+    }
+    throw new AwsError("UnknownOperationException", `unknown operation ${action}`);
+  }
+}
+
+/**
+ * The fake started on first use for this test file, with the SDK pointed at it the way a user
+ * points it at an emulator (`AWS_ENDPOINT_URL`) and given its credentials through the SDK's own
+ * variables; stopped after the file.
+ */
+export function lazyFakeAws(): () => Promise<FakeAws> {
+  let started: Promise<FakeAws> | undefined;
+  afterAll(async () => (await started)?.close());
+  return () => {
+    started ??= FakeAws.start().then((fake) => {
+      process.env.AWS_ENDPOINT_URL = fake.url;
+      process.env.AWS_ACCESS_KEY_ID = FAKE_AWS_CREDENTIALS.accessKeyId;
+      process.env.AWS_SECRET_ACCESS_KEY = FAKE_AWS_CREDENTIALS.secretAccessKey;
+      return fake;
+    });
+    return started;
+  };
+}

@@ -1,0 +1,259 @@
+// The AWS store and KMS decryptor beyond the conformance suite: what goes over the wire (checked by
+// the fake, SigV4 included), the create / exists / scheduled-for-deletion paths, the recovery
+// window, primary_secret_name, and the fault matrix. The real SDK, over HTTPS, to test/fakes/aws.ts.
+import { SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
+import { beforeEach, describe, expect, it } from "vitest";
+import { createLogger } from "../../core/src/log";
+import type { SecretStore } from "../../core/src/secret-store";
+import { AwsSecretsManagerSettings, AwsSecretsManagerStore, awsSecretsManagerStore } from "../../core/src/stores/aws";
+import { awsClientOptions } from "../../core/src/stores/aws-config";
+import { awsKmsStore } from "../../core/src/stores/aws-kms";
+import { safeParse } from "../../core/src/validation";
+import { FAKE_AWS_CREDENTIALS, lazyFakeAws } from "../fakes/aws";
+import { codeOf, expectNoValueIn, secretValue } from "../helpers";
+
+const aws = lazyFakeAws();
+const logs: string[] = [];
+const log = createLogger((line) => logs.push(line));
+const values: string[] = [];
+
+function deps(env: Record<string, string> = {}) {
+  return { dataDir: "/nonexistent", env, log, now: Date.now };
+}
+
+async function open(config: Record<string, unknown> = {}, env: Record<string, string> = {}): Promise<SecretStore> {
+  await aws();
+  const parsed = safeParse(AwsSecretsManagerSettings, { config: { aws_region_name: "us-east-1", ...config }, env });
+  if (!parsed.success) throw new Error("invalid test settings");
+  return awsSecretsManagerStore.open(parsed.data, deps());
+}
+
+function value(label: string): string {
+  const v = secretValue(label);
+  values.push(v);
+  return v;
+}
+
+beforeEach(async () => {
+  (await aws()).reset();
+});
+
+describe("aws_secret_manager over the wire", () => {
+  it("creates with a ClientRequestToken, description, KmsKeyId, tags and replica regions, all signed", async () => {
+    const fake = await aws();
+    const store = await open({ kms_key_id: "alias/app", replica_regions: ["eu-west-1", "us-west-2"] });
+    const v = value("create");
+    expect(
+      await store.put("OPENAI_API_KEY", v, {
+        meta: { whenCreated: { description: "from llm-secrets", tags: { team: "platform" } } },
+      }),
+    ).toBe("created");
+    const [create] = fake.calls("CreateSecret");
+    expect(create?.headers["content-type"]).toBe("application/x-amz-json-1.1");
+    expect(create?.headers.authorization).toMatch(
+      new RegExp(`^AWS4-HMAC-SHA256 Credential=${FAKE_AWS_CREDENTIALS.accessKeyId}/\\d{8}/us-east-1/secretsmanager/`),
+    );
+    expect(create?.body).toMatchObject({
+      Name: "OPENAI_API_KEY",
+      SecretString: v,
+      Description: "from llm-secrets",
+      KmsKeyId: "alias/app",
+      AddReplicaRegions: [{ Region: "eu-west-1" }, { Region: "us-west-2" }],
+    });
+    expect(create?.body.ClientRequestToken).toMatch(/^[0-9a-f-]{36}$/);
+    const tags = Object.fromEntries(
+      ((create?.body.Tags ?? []) as { Key: string; Value: string }[]).map((t) => [t.Key, t.Value]),
+    );
+    expect(tags).toMatchObject({ team: "platform", "llm-secrets:deleted": "false" });
+    expect(Number(tags["llm-secrets:changed-at"])).toBeGreaterThan(Date.now() - 60_000);
+    expect((await store.get("OPENAI_API_KEY"))?.value).toBe(v);
+    expect(fake.calls("GetSecretValue")[0]?.body).toEqual({ SecretId: "OPENAI_API_KEY" });
+    await store.close?.();
+  });
+
+  it("updates an existing secret with PutSecretValue, and restores one scheduled for deletion first", async () => {
+    const fake = await aws();
+    const store = await open();
+    await store.put("K", value("one"));
+    const two = value("two");
+    expect(await store.put("K", two)).toBe("updated");
+    expect(fake.calls("PutSecretValue").map((r) => r.body.SecretString)).toEqual([two]);
+    expect(await store.delete("K")).toBe("deleted");
+    expect(fake.secrets.get("K")?.deletedDate).toBeInstanceOf(Date); // waiting out its window, not gone
+    const three = value("three");
+    expect(await store.put("K", three)).toBe("created");
+    expect(fake.calls("RestoreSecret")).toHaveLength(1);
+    expect(fake.secrets.get("K")?.deletedDate).toBeUndefined();
+    expect(fake.secrets.get("K")?.tags.get("llm-secrets:deleted")).toBe("false");
+    expect((await store.get("K"))?.value).toBe(three);
+    await store.close?.();
+  });
+
+  it("deletes with a 7-day recovery window by default, the window set, or none at 0", async () => {
+    const fake = await aws();
+    for (const [setting, expected] of [
+      [undefined, { RecoveryWindowInDays: 7 }],
+      ["30", { RecoveryWindowInDays: 30 }],
+      ["0", { ForceDeleteWithoutRecovery: true }],
+    ] as const) {
+      fake.reset();
+      const store = await open({}, setting === undefined ? {} : { LLM_SECRETS_AWS_RECOVERY_WINDOW_DAYS: setting });
+      await store.put("D", value("d"));
+      expect(await store.delete("D")).toBe("deleted");
+      expect(fake.calls("DeleteSecret")[0]?.body).toEqual({ SecretId: "D", ...expected });
+      expect(fake.secrets.has("D")).toBe(setting !== "0");
+      await store.close?.();
+    }
+    for (const bad of ["3", "31", "seven"]) {
+      expect(
+        safeParse(AwsSecretsManagerSettings, { config: {}, env: { LLM_SECRETS_AWS_RECOVERY_WINDOW_DAYS: bad } })
+          .success,
+      ).toBe(false);
+    }
+  });
+
+  it("reads names from primary_secret_name's JSON, others from their own secret; a field is not written", async () => {
+    const fake = await aws();
+    const plain = await open();
+    const a = value("a");
+    await plain.put("shared", JSON.stringify({ A: a, N: 42, O: { x: 1 } }));
+    const own = value("own");
+    await plain.put("OWN", own);
+    const store = await open({ primary_secret_name: "shared" });
+    expect((await store.get("A"))?.value).toBe(a);
+    expect((await store.get("N"))?.value).toBe("42");
+    expect((await store.get("O"))?.value).toBe('{"x":1}');
+    expect((await store.get("OWN"))?.value).toBe(own);
+    expect(await store.get("MISSING")).toBeUndefined();
+    expect(await codeOf(store.put("A", value("not-written")))).toBe("not_supported");
+    expect(await codeOf(store.delete("A"))).toBe("not_supported");
+    expect(await store.put("NEW", value("new"))).toBe("created");
+    await plain.put("shared", "not json");
+    expect(await codeOf(store.get("A"))).toBe("store_corrupt");
+    expect(fake.requests.every((r) => r.headers.authorization !== undefined)).toBe(true);
+    await plain.close?.();
+    await store.close?.();
+  });
+
+  it("an event's delete of a name never written leaves a tombstone secret, scheduled for deletion", async () => {
+    const fake = await aws();
+    const store = await open();
+    expect(await store.delete("NEVER", { ifNewerThan: { at: 5_000, id: "evt/5" } })).toBe("absent");
+    const tomb = fake.secrets.get("NEVER");
+    expect(tomb?.versions).toEqual([]);
+    expect(tomb?.deletedDate).toBeInstanceOf(Date);
+    expect(tomb?.tags.get("llm-secrets:changed-at")).toBe("5000");
+    expect(await store.put("NEVER", value("late"), { ifNewerThan: { at: 4_000, id: "evt/4" } })).toBe("superseded");
+    expect(await store.put("NEVER", value("later"), { ifNewerThan: { at: 6_000, id: "evt/6" } })).toBe("created");
+    await store.close?.();
+  });
+});
+
+describe("aws_secret_manager faults (the SDK's 3 attempts, nothing added)", () => {
+  async function failing(times: number, fault: Parameters<Awaited<ReturnType<typeof aws>>["fail"]>[1]) {
+    const fake = await aws();
+    const store = await open();
+    await store.put("F", value("f"));
+    fake.requests.length = 0;
+    fake.fail(times, fault);
+    const err = await store.get("F").catch((e: unknown) => e);
+    return {
+      err: err as { code?: string; details?: { retryAfter?: number }; message?: string },
+      attempts: fake.requests.length,
+      store,
+    };
+  }
+
+  it("403 is backend_denied, at once", async () => {
+    const { err, attempts } = await failing(1, "denied");
+    expect(err.code).toBe("backend_denied");
+    expect(attempts).toBe(1);
+  });
+
+  it("429 three times is backend_unavailable with the service's Retry-After", async () => {
+    const { err, attempts } = await failing(3, "throttled");
+    expect(err.code).toBe("backend_unavailable");
+    expect(err.details?.retryAfter).toBe(2);
+    expect(attempts).toBe(3);
+  });
+
+  it("500 three times is backend_unavailable; once, the SDK's retry answers", async () => {
+    const three = await failing(3, "error");
+    expect(three.err.code).toBe("backend_unavailable");
+    expect(three.attempts).toBe(3);
+    const once = await failing(1, "error");
+    expect((once.err as unknown as { value?: string }).value).toMatch(/^f-/);
+    expect(once.attempts).toBe(2);
+  });
+
+  it("a reset connection three times is backend_unavailable", async () => {
+    const { err, attempts } = await failing(3, "reset");
+    expect(err.code).toBe("backend_unavailable");
+    expect(attempts).toBe(3);
+  });
+
+  it("a backend that does not answer is backend_unavailable once the time per attempt passes", async () => {
+    const fake = await aws();
+    const quick = new AwsSecretsManagerStore({
+      client: new SecretsManagerClient(
+        awsClientOptions({ aws_region_name: "us-east-1" }, {}, log, { connectMs: 1_000, requestMs: 300 }),
+      ),
+      log,
+    });
+    fake.fail(3, "hang");
+    expect(await codeOf(quick.get("H"))).toBe("backend_unavailable");
+    expect(fake.requests.length).toBe(3);
+    await quick.close();
+  });
+
+  it("a wrong secret key is refused by the service's signature check: backend_denied", async () => {
+    await aws();
+    const wrong = new AwsSecretsManagerStore({
+      client: new SecretsManagerClient({
+        ...awsClientOptions({ aws_region_name: "us-east-1" }, {}, log),
+        credentials: { accessKeyId: FAKE_AWS_CREDENTIALS.accessKeyId, secretAccessKey: "not-the-key" },
+      }),
+      log,
+    });
+    expect(await codeOf(wrong.get("X"))).toBe("backend_denied");
+    await wrong.close();
+  });
+});
+
+describe("aws_kms", () => {
+  it("decrypts base64 KMS ciphertext from the environment, aws_kms/ prefixed or not, trimmed", async () => {
+    const fake = await aws();
+    const v = value("kms");
+    const blob = fake.encrypt(`  ${v}\n`).toString("base64");
+    const store = await awsKmsStore.open(
+      { config: { aws_region_name: "us-east-1" }, env: {} },
+      deps({
+        PLAIN: blob,
+        PREFIXED: `aws_kms/${blob}`,
+        NOT_B64: "hello world",
+        TAMPERED: `${blob.slice(0, -8)}AAAAAAA=`,
+      }),
+    );
+    expect((await store.get("PLAIN"))?.value).toBe(v);
+    expect((await store.get("PREFIXED"))?.value).toBe(v);
+    expect(await store.get("ABSENT")).toBeUndefined();
+    expect(await codeOf(store.get("NOT_B64"))).toBe("store_corrupt");
+    expect(await codeOf(store.get("TAMPERED"))).toBe("store_corrupt");
+    expect(fake.calls("Decrypt")[0]?.headers.authorization).toMatch(/\/us-east-1\/kms\/aws4_request/);
+    await store.close?.();
+  });
+});
+
+describe("what the AWS stores print", () => {
+  it("never holds a value in a log line or an error message", async () => {
+    const fake = await aws();
+    const store = await open();
+    const v = value("quiet");
+    await store.put("Q", v);
+    fake.fail(3, "error");
+    const err = (await store.get("Q").catch((e: unknown) => e)) as Error;
+    expect(values.length).toBeGreaterThan(5);
+    expectNoValueIn([...logs, err.message, String(err.stack)], values);
+    await store.close?.();
+  });
+});
