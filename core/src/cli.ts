@@ -11,12 +11,16 @@ import { ensureMasterKeyFile } from "./master-key";
 import { createRuntime, type Runtime } from "./runtime";
 import { startServer } from "./server";
 import { loadSettings, requireKeys, type Settings, type SettingsInput } from "./settings";
+import { awsSecretsManagerStore } from "./stores/aws";
+import { awsKmsStore } from "./stores/aws-kms";
 import { FileStore, fileStore } from "./stores/file";
 import { localStore } from "./stores/local";
 import { VERSION } from "./version";
 
 /** The stores the local build ships; the first is the default. */
 export const LOCAL_STORES = [fileStore, localStore] as const;
+/** What `llm-secrets serve` can open: the embedded stores first (the default), then the cloud ones. */
+export const CLI_STORES = [...LOCAL_STORES, awsSecretsManagerStore, awsKmsStore] as const;
 
 const USAGE = `usage: llm-secrets <command> [options]
 
@@ -112,7 +116,7 @@ async function run(argv: string[], io: CliIo): Promise<void> {
     if (args.length !== count) throw new UsageError(`${command} takes ${what}`);
   };
   const log = createLogger(bufferedWriter(io.stderr));
-  const settingsInput: SettingsInput = { env: io.env, cwd: io.cwd, configFile: flags.config, stores: LOCAL_STORES };
+  const settingsInput: SettingsInput = { env: io.env, cwd: io.cwd, configFile: flags.config, stores: CLI_STORES };
 
   switch (command) {
     case "serve":

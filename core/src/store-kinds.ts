@@ -3,9 +3,16 @@
  * type-only imports (nothing is loaded). A store joins by adding its factory's type here.
  */
 
+import type { awsSecretsManagerStore } from "./stores/aws";
+import type { awsKmsStore } from "./stores/aws-kms";
 import type { fileStore } from "./stores/file";
 import type { localStore } from "./stores/local";
 import type { memoryStore } from "./stores/memory";
 
-export type BuiltInStore = typeof fileStore | typeof localStore | typeof memoryStore;
+export type BuiltInStore =
+  | typeof fileStore
+  | typeof localStore
+  | typeof memoryStore
+  | typeof awsSecretsManagerStore
+  | typeof awsKmsStore;
 export type StoreKind = BuiltInStore["kind"];

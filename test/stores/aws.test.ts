@@ -1,8 +1,11 @@
 // The AWS store and KMS decryptor beyond the conformance suite: what goes over the wire (checked by
 // the fake, SigV4 included), the create / exists / scheduled-for-deletion paths, the recovery
 // window, primary_secret_name, and the fault matrix. The real SDK, over HTTPS, to test/fakes/aws.ts.
-import { SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
-import { beforeEach, describe, expect, it } from "vitest";
+
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import * as sdk from "@aws-sdk/client-secrets-manager";
+import { beforeEach, describe, expect, inject, it } from "vitest";
 import { createLogger } from "../../core/src/log";
 import type { SecretStore } from "../../core/src/secret-store";
 import { AwsSecretsManagerSettings, AwsSecretsManagerStore, awsSecretsManagerStore } from "../../core/src/stores/aws";
@@ -10,7 +13,7 @@ import { awsClientOptions } from "../../core/src/stores/aws-config";
 import { awsKmsStore } from "../../core/src/stores/aws-kms";
 import { safeParse } from "../../core/src/validation";
 import { FAKE_AWS_CREDENTIALS, lazyFakeAws } from "../fakes/aws";
-import { codeOf, expectNoValueIn, secretValue } from "../helpers";
+import { cleanEnv, codeOf, expectNoValueIn, newKey, ServerProcess, secretValue, tempDir } from "../helpers";
 
 const aws = lazyFakeAws();
 const logs: string[] = [];
@@ -195,7 +198,8 @@ describe("aws_secret_manager faults (the SDK's 3 attempts, nothing added)", () =
   it("a backend that does not answer is backend_unavailable once the time per attempt passes", async () => {
     const fake = await aws();
     const quick = new AwsSecretsManagerStore({
-      client: new SecretsManagerClient(
+      sdk,
+      client: new sdk.SecretsManagerClient(
         awsClientOptions({ aws_region_name: "us-east-1" }, {}, log, { connectMs: 1_000, requestMs: 300 }),
       ),
       log,
@@ -209,7 +213,8 @@ describe("aws_secret_manager faults (the SDK's 3 attempts, nothing added)", () =
   it("a wrong secret key is refused by the service's signature check: backend_denied", async () => {
     await aws();
     const wrong = new AwsSecretsManagerStore({
-      client: new SecretsManagerClient({
+      sdk,
+      client: new sdk.SecretsManagerClient({
         ...awsClientOptions({ aws_region_name: "us-east-1" }, {}, log),
         credentials: { accessKeyId: FAKE_AWS_CREDENTIALS.accessKeyId, secretAccessKey: "not-the-key" },
       }),
@@ -255,5 +260,62 @@ describe("what the AWS stores print", () => {
     expect(values.length).toBeGreaterThan(5);
     expectNoValueIn([...logs, err.message, String(err.stack)], values);
     await store.close?.();
+  });
+});
+
+describe("llm-secrets serve against AWS", () => {
+  it("serves the API over Secrets Manager given only the config file and the SDK's endpoint override", async () => {
+    const fake = await aws();
+    const dir = await tempDir();
+    const config = join(dir, "config.yaml");
+    await writeFile(
+      config,
+      [
+        "general_settings:",
+        "  master_key: os.environ/LITELLM_MASTER_KEY",
+        "  key_management_system: aws_secret_manager",
+        "  key_management_settings:",
+        "    access_mode: read_and_write",
+        "    aws_region_name: eu-central-1",
+        "    tags: {owner: gateway}",
+        "",
+      ].join("\n"),
+    );
+    const masterKey = newKey();
+    const server = await ServerProcess.start({
+      env: cleanEnv({
+        LITELLM_MASTER_KEY: masterKey,
+        LLM_SECRETS_DATA_DIR: join(dir, "data"),
+        AWS_ENDPOINT_URL_SECRETS_MANAGER: fake.url,
+        AWS_ACCESS_KEY_ID: FAKE_AWS_CREDENTIALS.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: FAKE_AWS_CREDENTIALS.secretAccessKey,
+        NODE_EXTRA_CA_CERTS: inject("testPki").caFile, // the emulator's CA, as a user trusts theirs
+      }),
+      args: ["--config", config, "--port", "0"],
+    });
+    const call = (method: string, path: string, body?: unknown) =>
+      fetch(`${server.url}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${masterKey}` },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    try {
+      expect(await (await call("GET", "/health")).json()).toMatchObject({ status: "ok", store: "aws_secret_manager" });
+      const v = value("served");
+      expect((await call("PUT", "/v1/secrets/AZURE_API_KEY", { value: v })).status).toBe(201);
+      expect(fake.secrets.get("AZURE_API_KEY")?.versions.at(-1)?.value).toBe(v);
+      expect(fake.secrets.get("AZURE_API_KEY")?.tags.get("owner")).toBe("gateway");
+      expect(fake.calls("CreateSecret")[0]?.headers.authorization).toMatch(/\/eu-central-1\/secretsmanager\//);
+      expect(await (await call("GET", "/v1/secrets/AZURE_API_KEY?refresh=true")).json()).toMatchObject({ value: v });
+      expect((await call("DELETE", "/v1/secrets/AZURE_API_KEY")).status).toBe(204);
+      expect((await call("GET", "/v1/secrets/AZURE_API_KEY?refresh=true")).status).toBe(404);
+      fake.fail(3, "error");
+      const down = await call("GET", "/v1/secrets/OTHER");
+      expect(down.status).toBe(503);
+      expect(down.headers.get("retry-after")).not.toBeNull();
+    } finally {
+      await server.stop();
+    }
+    expectNoValueIn([server.output], values);
   });
 });

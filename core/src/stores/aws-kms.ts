@@ -3,14 +3,15 @@
  * `aws_kms`). A name's env value is base64 KMS ciphertext (a leading `aws_kms/` is dropped), opened
  * with `Decrypt` (the key id travels in the ciphertext) and trimmed. Over HTTP it serves only names
  * in `hosted_keys` (an env-backed store). Never writes.
- * Reached only as `@llm-secrets/core/stores/aws-kms`: importing the core root loads no AWS SDK.
+ * Reached only as `@llm-secrets/core/stores/aws-kms`: importing the core root loads no AWS SDK, and
+ * the SDK itself is imported when the store opens.
  *
  * Differs from LiteLLM: a value that is not KMS ciphertext is `500 store_corrupt` naming the
  * variable, not the plaintext returned after a failed call (at start, a config ref still falls
  * back to the environment, as LiteLLM's does).
  * Records: the value only.
  */
-import { DecryptCommand, KMSClient } from "@aws-sdk/client-kms";
+import type * as Sdk from "@aws-sdk/client-kms";
 import * as z from "zod/mini";
 import type { SecretRecord, SecretStore, StoreFactory } from "../secret-store";
 import { classifyBackendError, NotSupported, StoreCorrupt } from "../store-errors";
@@ -25,7 +26,8 @@ export class AwsKmsStore implements SecretStore {
   readonly kind = "aws_kms";
 
   constructor(
-    private readonly client: KMSClient,
+    private readonly sdk: typeof Sdk,
+    private readonly client: Sdk.KMSClient,
     private readonly env: Readonly<Record<string, string>>,
   ) {}
 
@@ -41,7 +43,9 @@ export class AwsKmsStore implements SecretStore {
       throw new StoreCorrupt(`the environment variable ${name} is not base64 KMS ciphertext`);
     }
     try {
-      const out = await this.client.send(new DecryptCommand({ CiphertextBlob: Buffer.from(sealed, "base64") }));
+      const out = await this.client.send(
+        new this.sdk.DecryptCommand({ CiphertextBlob: Buffer.from(sealed, "base64") }),
+      );
       if (out.Plaintext === undefined) throw new StoreCorrupt(`KMS returned no plaintext for ${name}`);
       return { value: Buffer.from(out.Plaintext).toString("utf8").trim() };
     } catch (err) {
@@ -70,6 +74,8 @@ export const awsKmsStore = {
   settings: AwsKmsSettings,
   defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: true },
   capabilities: { writes: false, deletes: false, compareAndSet: false, maxValueBytes: 4096, records: [] },
-  open: async (settings, deps) =>
-    new AwsKmsStore(new KMSClient(awsClientOptions(settings.config, settings.env, deps.log)), deps.env),
+  open: async (settings, deps) => {
+    const sdk = await import("@aws-sdk/client-kms");
+    return new AwsKmsStore(sdk, new sdk.KMSClient(awsClientOptions(settings.config, settings.env, deps.log)), deps.env);
+  },
 } as const satisfies StoreFactory<"aws_kms", typeof AwsKmsSettings>;

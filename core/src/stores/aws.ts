@@ -1,7 +1,8 @@
 /**
  * `aws_secret_manager`: AWS Secrets Manager through `@aws-sdk/client-secrets-manager` (SPEC
  * section 3; LiteLLM's `AWSSecretsManagerV2`). A secret per name, its value in `SecretString`.
- * Reached only as `@llm-secrets/core/stores/aws`: importing the core root loads no AWS SDK.
+ * Reached only as `@llm-secrets/core/stores/aws`: importing the core root loads no AWS SDK, and
+ * the SDK itself is imported when the store opens.
  *
  * - Read: `GetSecretValue` (`AWSCURRENT`). With `primary_secret_name`, a name that is a field of
  *   that one JSON secret is read from it (LiteLLM); differs: other names are then read from their
@@ -25,18 +26,8 @@
  * read back (`GetSecretValue` does not return them).
  */
 import { randomUUID } from "node:crypto";
-import {
-  CreateSecretCommand,
-  DeleteSecretCommand,
-  DescribeSecretCommand,
-  type DescribeSecretCommandOutput,
-  GetSecretValueCommand,
-  PutSecretValueCommand,
-  RestoreSecretCommand,
-  SecretsManagerClient,
-  type Tag,
-  TagResourceCommand,
-} from "@aws-sdk/client-secrets-manager";
+import type * as Sdk from "@aws-sdk/client-secrets-manager";
+import type { DescribeSecretCommandOutput, SecretsManagerClient, Tag } from "@aws-sdk/client-secrets-manager";
 import * as z from "zod/mini";
 import type { Logger } from "../log";
 import {
@@ -81,6 +72,8 @@ export const AwsSecretsManagerSettings = z.object({
 });
 
 export interface AwsSecretsManagerOptions {
+  /** The SDK module, imported when the store opens (so a bundle that ships the store loads it only then). */
+  sdk: typeof Sdk;
   client: SecretsManagerClient;
   kmsKeyId?: string;
   replicaRegions?: readonly string[];
@@ -100,11 +93,13 @@ interface Described {
 
 export class AwsSecretsManagerStore implements SecretStore {
   readonly kind = "aws_secret_manager";
+  readonly #sdk: typeof Sdk;
   readonly #client: SecretsManagerClient;
   readonly #options: AwsSecretsManagerOptions;
   readonly #now: () => number;
 
   constructor(options: AwsSecretsManagerOptions) {
+    this.#sdk = options.sdk;
     this.#client = options.client;
     this.#options = options;
     this.#now = options.now ?? Date.now;
@@ -125,7 +120,7 @@ export class AwsSecretsManagerStore implements SecretStore {
       }
     }
     try {
-      const out = await this.#client.send(new GetSecretValueCommand({ SecretId: name }));
+      const out = await this.#client.send(new this.#sdk.GetSecretValueCommand({ SecretId: name }));
       if (out.SecretString === undefined) {
         throw new StoreCorrupt(`the AWS secret ${name} holds SecretBinary; only SecretString is read`);
       }
@@ -188,7 +183,7 @@ export class AwsSecretsManagerStore implements SecretStore {
     const { kmsKeyId, replicaRegions } = this.#options;
     try {
       await this.#client.send(
-        new CreateSecretCommand({
+        new this.#sdk.CreateSecretCommand({
           Name: name,
           SecretString: value,
           ClientRequestToken: randomUUID(),
@@ -217,9 +212,9 @@ export class AwsSecretsManagerStore implements SecretStore {
     meta: SecretMeta | undefined,
     deleted: boolean,
   ): Promise<PutOutcome> {
-    if (deleted) await this.#client.send(new RestoreSecretCommand({ SecretId: name }));
+    if (deleted) await this.#client.send(new this.#sdk.RestoreSecretCommand({ SecretId: name }));
     await this.#client.send(
-      new PutSecretValueCommand({ SecretId: name, SecretString: value, ClientRequestToken: randomUUID() }),
+      new this.#sdk.PutSecretValueCommand({ SecretId: name, SecretString: value, ClientRequestToken: randomUUID() }),
     );
     await this.#tag(name, [...userTags(meta?.tags), ...stampTags(stamp, false)]);
     return deleted ? "created" : "updated";
@@ -228,7 +223,7 @@ export class AwsSecretsManagerStore implements SecretStore {
   async #tombstoneOnly(name: string, stamp: ChangeStamp): Promise<void> {
     try {
       await this.#client.send(
-        new CreateSecretCommand({
+        new this.#sdk.CreateSecretCommand({
           Name: name,
           ClientRequestToken: randomUUID(),
           Description: "llm-secrets tombstone: a deleted name, kept through the recovery window",
@@ -246,7 +241,7 @@ export class AwsSecretsManagerStore implements SecretStore {
   async #scheduleDeletion(name: string): Promise<void> {
     const days = this.#recoveryDays();
     await this.#client.send(
-      new DeleteSecretCommand(
+      new this.#sdk.DeleteSecretCommand(
         days === 0
           ? { SecretId: name, ForceDeleteWithoutRecovery: true }
           : { SecretId: name, RecoveryWindowInDays: days },
@@ -259,13 +254,13 @@ export class AwsSecretsManagerStore implements SecretStore {
   }
 
   async #tag(name: string, tags: Tag[]): Promise<void> {
-    if (tags.length > 0) await this.#client.send(new TagResourceCommand({ SecretId: name, Tags: tags }));
+    if (tags.length > 0) await this.#client.send(new this.#sdk.TagResourceCommand({ SecretId: name, Tags: tags }));
   }
 
   async #describe(name: string): Promise<Described | undefined> {
     let out: DescribeSecretCommandOutput;
     try {
-      out = await this.#client.send(new DescribeSecretCommand({ SecretId: name }));
+      out = await this.#client.send(new this.#sdk.DescribeSecretCommand({ SecretId: name }));
     } catch (err) {
       if (errorName(err) === "ResourceNotFoundException") return undefined;
       throw err;
@@ -285,7 +280,7 @@ export class AwsSecretsManagerStore implements SecretStore {
   async #primaryFields(primary: string): Promise<Record<string, unknown> | undefined> {
     let text: string | undefined;
     try {
-      text = (await this.#client.send(new GetSecretValueCommand({ SecretId: primary }))).SecretString;
+      text = (await this.#client.send(new this.#sdk.GetSecretValueCommand({ SecretId: primary }))).SecretString;
     } catch (err) {
       if (isGone(err)) return undefined;
       throw classifyBackendError(err, "aws secrets manager get (primary secret)");
@@ -363,8 +358,10 @@ export const awsSecretsManagerStore = {
   },
   open: async (settings, deps) => {
     const { config, env } = settings;
+    const sdk = await import("@aws-sdk/client-secrets-manager");
     return new AwsSecretsManagerStore({
-      client: new SecretsManagerClient(awsClientOptions(config, env, deps.log)),
+      sdk,
+      client: new sdk.SecretsManagerClient(awsClientOptions(config, env, deps.log)),
       kmsKeyId: config.kms_key_id ?? undefined,
       replicaRegions: config.replica_regions ?? undefined,
       primarySecretName: config.primary_secret_name ?? undefined,

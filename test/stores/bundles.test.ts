@@ -1,0 +1,36 @@
+// What a bundle of the core pulls in, read from esbuild's metafile: the root loads no cloud SDK
+// (a runtime pays only for the stores it ships), and a store's subpath brings its own SDK.
+import { join } from "node:path";
+import { build } from "esbuild";
+import { describe, expect, it } from "vitest";
+
+const CLOUD_SDKS = /node_modules\/(@aws-sdk|@azure|@google-cloud|@smithy|google-gax|@grpc)\//;
+
+async function inputsOf(entry: string): Promise<string[]> {
+  const result = await build({
+    entryPoints: [join(import.meta.dirname, "../../core/src", entry)],
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    write: false,
+    metafile: true,
+    logLevel: "silent",
+    outdir: "/nonexistent-out",
+  });
+  return Object.keys(result.metafile.inputs);
+}
+
+describe("bundles of the core", () => {
+  it("the root (index.ts) pulls in no @aws-sdk, @azure or @google-cloud module", async () => {
+    const inputs = await inputsOf("index.ts");
+    expect(inputs.some((i) => i.includes("src/runtime.ts"))).toBe(true);
+    expect(inputs.filter((i) => CLOUD_SDKS.test(i))).toEqual([]);
+  });
+
+  it("the AWS store's subpath brings the Secrets Manager SDK, and only AWS's", async () => {
+    const inputs = await inputsOf("stores/aws.ts");
+    expect(inputs.some((i) => i.includes("node_modules/@aws-sdk/client-secrets-manager/"))).toBe(true);
+    expect(inputs.filter((i) => /node_modules\/(@azure|@google-cloud|google-gax|@grpc)\//.test(i))).toEqual([]);
+  });
+});
