@@ -6,6 +6,8 @@
  * - loopback: the same over a real socket, full server against a bare node-server route
  *   (test/bench/http-loopback.ts).
  * - crypto: seal+open against LiteLLM's PyNaCl path, and the cold import (test/bench/crypto.ts).
+ * - file-store: the file store's writes and reads as it grows (test/bench/file-store.ts).
+ * - store-cache: the cache over the AWS SDK and its fake, against a Map with a TTL (test/bench/store-cache.ts).
  *
  * `--json` prints one JSON object per row on stdout and nothing else. Exits 1 when a section fails
  * (for example when it would time an error path); missed targets are reported, not fatal.
@@ -16,12 +18,14 @@ import fileStoreSection from "./file-store";
 import httpSection from "./http";
 import loopbackSection from "./http-loopback";
 import { BenchFailure, Reporter, type Section } from "./report";
+import storeCacheSection from "./store-cache";
 
 const SECTIONS: [string, Section][] = [
   ["http", httpSection],
   ["loopback", loopbackSection],
   ["crypto", cryptoSection],
   ["file-store", fileStoreSection],
+  ["store-cache", storeCacheSection],
 ];
 
 const USAGE = `usage: npm run bench -- [--json] [--only=${SECTIONS.map(([n]) => n).join(",")}]`;

@@ -20,8 +20,8 @@
  */
 import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
-import type { IncomingMessage, ServerResponse } from "node:http";
-import { createServer, type Server } from "node:https";
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { SignatureV4 } from "@smithy/signature-v4";
 import { afterAll, inject } from "vitest";
@@ -104,15 +104,23 @@ export class FakeAws {
     return this.#url;
   }
 
-  static async start(): Promise<FakeAws> {
+  /**
+   * Serves HTTPS with the tests' CA (inside vitest), or plain HTTP with `{ tls: false }` (the
+   * bench, whose process has no CA of ours to trust).
+   */
+  static async start(options: { tls: boolean } = { tls: true }): Promise<FakeAws> {
     const fake = new FakeAws();
-    const pki = inject("testPki");
-    fake.#server = createServer(
-      { key: readFileSync(pki.serverKeyFile), cert: readFileSync(pki.serverCertFile) },
-      (req, res) => void fake.#handle(req, res),
-    );
+    const handler = (req: IncomingMessage, res: ServerResponse) => void fake.#handle(req, res);
+    if (options.tls) {
+      const pki = inject("testPki");
+      fake.#server = createHttpsServer(
+        { key: readFileSync(pki.serverKeyFile), cert: readFileSync(pki.serverCertFile) },
+        handler,
+      );
+    } else fake.#server = createHttpServer(handler);
     await new Promise<void>((r) => fake.#server?.listen(0, "127.0.0.1", r));
-    fake.#url = `https://localhost:${(fake.#server.address() as AddressInfo).port}`;
+    const port = (fake.#server.address() as AddressInfo).port;
+    fake.#url = `${options.tls ? "https" : "http"}://localhost:${port}`;
     return fake;
   }
 
@@ -229,6 +237,7 @@ export class FakeAws {
       headers[name] = Array.isArray(value) ? value.join(",") : value;
     }
     const [hostname, port] = String(req.headers.host).split(":");
+    const protocol = "encrypted" in req.socket ? "https:" : "http:";
     const signer = new SignatureV4({
       credentials: FAKE_AWS_CREDENTIALS,
       region: region as string,
