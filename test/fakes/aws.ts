@@ -248,7 +248,7 @@ export class FakeAws {
     const signed = await signer.sign(
       {
         method: "POST",
-        protocol: "https:",
+        protocol,
         hostname: hostname as string,
         port: Number(port),
         path: "/",
