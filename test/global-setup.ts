@@ -1,5 +1,6 @@
 // Builds the CLI bundle once, into a temp dir of its own (so `npm start` rebuilding core/dist
 // during the README test cannot race tests that spawn the CLI), and makes the fakes' CA (fakes/pki.ts).
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -22,8 +23,25 @@ export default async function setup(project: TestProject) {
   // The fakes' CA, trusted by every worker (started after this) as a real service's CA would be.
   const testPki = makeTestPki(dir);
   project.provide("testPki", testPki);
-  process.env.NODE_EXTRA_CA_CERTS = testPki.caFile;
+  trustForWorkers(testPki.caFile, dir);
   return async () => {
     await rm(dir, { recursive: true, force: true });
   };
+}
+
+/**
+ * Adds the CA to what the workers trust, keeping what the machine already trusts: node's extra CA
+ * file (`NODE_EXTRA_CA_CERTS`), and gRPC's root file (`GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`), which
+ * @grpc/grpc-js reads instead of node's roots when it is set.
+ */
+function trustForWorkers(caFile: string, dir: string): void {
+  const ca = readFileSync(caFile, "utf8");
+  for (const variable of ["NODE_EXTRA_CA_CERTS", "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] as const) {
+    const current = process.env[variable];
+    if (variable === "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH" && !current) continue; // gRPC then uses node's roots
+    const existing = current && existsSync(current) ? readFileSync(current, "utf8") : "";
+    const bundle = join(dir, `${variable.toLowerCase()}.pem`);
+    writeFileSync(bundle, `${existing}\n${ca}`);
+    process.env[variable] = bundle;
+  }
 }

@@ -14,13 +14,23 @@ import { loadSettings, requireKeys, type Settings, type SettingsInput } from "./
 import { awsSecretsManagerStore } from "./stores/aws";
 import { awsKmsStore } from "./stores/aws-kms";
 import { FileStore, fileStore } from "./stores/file";
+import { googleSecretManagerStore } from "./stores/google";
+import { googleKmsStore } from "./stores/google-kms";
 import { localStore } from "./stores/local";
+import { vaultStore } from "./stores/vault";
 import { VERSION } from "./version";
 
 /** The stores the local build ships; the first is the default. */
 export const LOCAL_STORES = [fileStore, localStore] as const;
 /** What `llm-secrets serve` can open: the embedded stores first (the default), then the cloud ones. */
-export const CLI_STORES = [...LOCAL_STORES, awsSecretsManagerStore, awsKmsStore] as const;
+export const CLI_STORES = [
+  ...LOCAL_STORES,
+  awsSecretsManagerStore,
+  awsKmsStore,
+  googleSecretManagerStore,
+  googleKmsStore,
+  vaultStore,
+] as const;
 
 const USAGE = `usage: llm-secrets <command> [options]
 

@@ -93,6 +93,8 @@ export interface StoreDefaults {
   accessMode: AccessMode;
   /** The env var of this store's own cache lifetime, read before `SECRET_MANAGER_REFRESH_INTERVAL`. */
   refreshIntervalVariable?: string;
+  /** An env var that, set to `true` (any case), turns the cache off for this store (lifetime 0). */
+  alwaysReadVariable?: string;
   /** Needs the salt key to seal values at rest, and may use the generated `master.key` of the data dir. */
   needsLocalKey: boolean;
   /**

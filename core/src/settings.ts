@@ -379,8 +379,13 @@ function checkMasterKey(key: string, source: string): void {
   }
 }
 
-/** The store's own refresh variable, else `SECRET_MANAGER_REFRESH_INTERVAL`, else a day. */
+/**
+ * 0 when the store's always-read variable is `true`; else the store's own refresh variable, else
+ * `SECRET_MANAGER_REFRESH_INTERVAL`, else a day.
+ */
 function refreshIntervalOf(factory: StoreFactory, env: Record<string, string>, e: z.infer<typeof EnvSchema>): number {
+  const alwaysRead = factory.defaults.alwaysReadVariable;
+  if (alwaysRead !== undefined && env[alwaysRead]?.trim().toLowerCase() === "true") return 0;
   const fallback = e.SECRET_MANAGER_REFRESH_INTERVAL ?? DEFAULT_REFRESH_SECONDS;
   const variable = factory.defaults.refreshIntervalVariable;
   const own = variable === undefined ? undefined : env[variable];

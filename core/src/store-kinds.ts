@@ -6,13 +6,19 @@
 import type { awsSecretsManagerStore } from "./stores/aws";
 import type { awsKmsStore } from "./stores/aws-kms";
 import type { fileStore } from "./stores/file";
+import type { googleSecretManagerStore } from "./stores/google";
+import type { googleKmsStore } from "./stores/google-kms";
 import type { localStore } from "./stores/local";
 import type { memoryStore } from "./stores/memory";
+import type { vaultStore } from "./stores/vault";
 
 export type BuiltInStore =
   | typeof fileStore
   | typeof localStore
   | typeof memoryStore
   | typeof awsSecretsManagerStore
-  | typeof awsKmsStore;
+  | typeof awsKmsStore
+  | typeof googleSecretManagerStore
+  | typeof googleKmsStore
+  | typeof vaultStore;
 export type StoreKind = BuiltInStore["kind"];

@@ -1,9 +1,9 @@
 // The app over real sockets: raw paths, streamed bodies, TLS, and what the server prints.
 import { existsSync } from "node:fs";
-import { chmod, chown, copyFile, mkdir, writeFile } from "node:fs/promises";
+import { chmod, chown, cp, mkdir, writeFile } from "node:fs/promises";
 import { request as httpRequest } from "node:http";
 import { request as httpsRequest } from "node:https";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { connect } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { KeyRing } from "../../core/src/crypto";
@@ -311,8 +311,10 @@ describe("a data dir that becomes unusable", () => {
     async () => {
       const dir = await tempDir();
       const data = join(dir, "data");
-      const cli = join(dir, "cli.mjs");
-      await copyFile(cliPath(), cli);
+      // The CLI and its chunks, where `nobody` can read them.
+      await cp(dirname(cliPath()), join(dir, "cli"), { recursive: true });
+      await chmod(join(dir, "cli"), 0o755);
+      const cli = join(dir, "cli", basename(cliPath()));
       const masterKey = newKey();
       const env = cleanEnv({ LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_DATA_DIR: data });
       if (asRoot) await chown(dir, 65534, 65534);

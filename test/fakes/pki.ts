@@ -2,8 +2,9 @@
  * The tests' own certificate authority, made at test time with openssl: a CA, a server
  * certificate for localhost and 127.0.0.1 (the fakes serve HTTPS and gRPC over TLS with it), and a
  * client certificate (mutual TLS: Vault's cert login). The global set-up makes it once and puts
- * the CA in `NODE_EXTRA_CA_CERTS` before the test workers start, so real clients trust the fakes
- * the way they trust a real service: no test-only switch in the product's settings.
+ * the CA in `NODE_EXTRA_CA_CERTS` (and gRPC's `GRPC_DEFAULT_SSL_ROOTS_FILE_PATH` where the machine
+ * sets it) before the test workers start, so real clients trust the fakes the way they trust a
+ * real service: no test-only switch in the product's settings.
  */
 import { execFileSync } from "node:child_process";
 import { writeFileSync } from "node:fs";

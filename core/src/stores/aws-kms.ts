@@ -16,6 +16,7 @@ import * as z from "zod/mini";
 import type { SecretRecord, SecretStore, StoreFactory } from "../secret-store";
 import { classifyBackendError, NotSupported, StoreCorrupt } from "../store-errors";
 import { AwsConfigKeys, AwsEnvKeys, awsClientOptions } from "./aws-config";
+import { loadSdk } from "./load-sdk";
 
 const PREFIX = "aws_kms/";
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
@@ -75,7 +76,7 @@ export const awsKmsStore = {
   defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: true },
   capabilities: { writes: false, deletes: false, compareAndSet: false, maxValueBytes: 4096, records: [] },
   open: async (settings, deps) => {
-    const sdk = await import("@aws-sdk/client-kms");
+    const sdk = await loadSdk(() => import("@aws-sdk/client-kms"));
     return new AwsKmsStore(sdk, new sdk.KMSClient(awsClientOptions(settings.config, settings.env, deps.log)), deps.env);
   },
 } as const satisfies StoreFactory<"aws_kms", typeof AwsKmsSettings>;

@@ -44,6 +44,7 @@ import {
 } from "../secret-store";
 import { classifyBackendError, NotSupported, StoreCorrupt } from "../store-errors";
 import { AwsConfigKeys, AwsEnvKeys, awsClientOptions } from "./aws-config";
+import { loadSdk } from "./load-sdk";
 
 const TAG_AT = "llm-secrets:changed-at";
 const TAG_ID = "llm-secrets:change-id";
@@ -358,7 +359,7 @@ export const awsSecretsManagerStore = {
   },
   open: async (settings, deps) => {
     const { config, env } = settings;
-    const sdk = await import("@aws-sdk/client-secrets-manager");
+    const sdk = await loadSdk(() => import("@aws-sdk/client-secrets-manager"));
     return new AwsSecretsManagerStore({
       sdk,
       client: new sdk.SecretsManagerClient(awsClientOptions(config, env, deps.log)),

@@ -1,0 +1,56 @@
+/**
+ * What the Google Secret Manager store and the Cloud KMS decryptor share, without loading a
+ * client library: the endpoint override and the per-call retry and deadline.
+ *
+ * Credentials are the library's own (Application Default Credentials: `GOOGLE_APPLICATION_CREDENTIALS`,
+ * the metadata server on Cloud Functions), read from the environment by google-auth-library.
+ */
+import * as z from "zod/mini";
+
+/** `https://host:port`: where the gRPC client connects instead of Google's endpoint (an emulator, a private endpoint). */
+export const endpointUrl = z.pipe(
+  z.string(),
+  z.transform((s, ctx) => {
+    let url: URL;
+    try {
+      url = new URL(s);
+    } catch {
+      ctx.issues.push({ code: "custom", input: s, message: "expected a URL like https://host:port" });
+      return z.NEVER;
+    }
+    if (url.protocol !== "https:" || url.pathname !== "/" || url.search !== "") {
+      ctx.issues.push({
+        code: "custom",
+        input: s,
+        message: "expected https://host[:port] (gRPC over TLS), nothing after it",
+      });
+      return z.NEVER;
+    }
+    return { apiEndpoint: url.hostname.replace(/^\[|\]$/g, ""), port: url.port === "" ? 443 : Number(url.port) };
+  }),
+);
+
+/** gRPC codes worth another try: UNAVAILABLE, RESOURCE_EXHAUSTED (throttling), DEADLINE_EXCEEDED. */
+const RETRY_CODES = [14, 8, 4];
+
+/**
+ * Per-call options: the library's retry with 3 attempts in all (backoff from 100 ms, doubling, at
+ * most 1 s) and a deadline per attempt.
+ */
+export function googleCallOptions(deadlineMs = 10_000) {
+  return {
+    timeout: deadlineMs,
+    retry: {
+      retryCodes: RETRY_CODES,
+      backoffSettings: {
+        maxRetries: 2,
+        initialRetryDelayMillis: 100,
+        retryDelayMultiplier: 2,
+        maxRetryDelayMillis: 1_000,
+        initialRpcTimeoutMillis: deadlineMs,
+        rpcTimeoutMultiplier: 1,
+        maxRpcTimeoutMillis: deadlineMs,
+      },
+    },
+  };
+}

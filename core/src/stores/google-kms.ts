@@ -1,0 +1,108 @@
+/**
+ * `google_kms`: values sealed with Cloud KMS, kept in the environment (SPEC section 3; LiteLLM's
+ * `google_kms`). A name's env value must be canonical base64 (what `b64encode(b64decode(s)) == s`
+ * accepts: no whitespace, no URL-safe alphabet, padding present); it is decrypted with the
+ * CryptoKey `GOOGLE_KMS_RESOURCE_NAME` and returned as UTF-8, not trimmed (as LiteLLM). Over HTTP
+ * it serves only names in `hosted_keys` (an env-backed store). Never writes.
+ * Reached only as `@llm-secrets/core/stores/google-kms`; the library is imported when it opens.
+ *
+ * Differs from LiteLLM: a value that is not canonical base64 or not a ciphertext of that key is
+ * `500 store_corrupt` naming the variable (at start, a config ref still falls back to the
+ * environment, as LiteLLM's does).
+ * Records: the value only.
+ */
+import type * as Sdk from "@google-cloud/kms";
+import * as z from "zod/mini";
+import type { SecretRecord, SecretStore, StoreFactory } from "../secret-store";
+import { classifyBackendError, NotSupported, StoreCorrupt } from "../store-errors";
+import { endpointUrl, googleCallOptions } from "./google-config";
+import { loadSdk } from "./load-sdk";
+
+type Client = InstanceType<typeof Sdk.KeyManagementServiceClient>;
+
+const CRYPTO_KEY = /^projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+\/cryptoKeys\/[^/]+$/;
+/** gRPC INVALID_ARGUMENT: KMS's answer to a ciphertext it cannot open with the key. */
+const INVALID_ARGUMENT = 3;
+
+export const GoogleKmsSettings = z.object({
+  config: z.object({}),
+  env: z.object({
+    GOOGLE_KMS_RESOURCE_NAME: z
+      .string()
+      .check(z.regex(CRYPTO_KEY, "expected projects/P/locations/L/keyRings/R/cryptoKeys/K")),
+    LLM_SECRETS_GOOGLE_KMS_ENDPOINT: z.optional(endpointUrl),
+  }),
+});
+
+/** Canonical base64: decoding and encoding again gives back the same text. */
+function isCanonicalBase64(text: string): boolean {
+  return text.length > 0 && Buffer.from(text, "base64").toString("base64") === text;
+}
+
+export class GoogleKmsStore implements SecretStore {
+  readonly kind = "google_kms";
+  readonly #call: ReturnType<typeof googleCallOptions>;
+
+  constructor(
+    private readonly client: Client,
+    private readonly keyName: string,
+    private readonly env: Readonly<Record<string, string>>,
+    deadlineMs?: number,
+  ) {
+    this.#call = googleCallOptions(deadlineMs);
+  }
+
+  keyOf(name: string): string {
+    return name;
+  }
+
+  async get(name: string): Promise<SecretRecord | undefined> {
+    if (!Object.hasOwn(this.env, name)) return undefined;
+    const sealed = this.env[name] as string;
+    if (!isCanonicalBase64(sealed)) {
+      throw new StoreCorrupt(`the environment variable ${name} is not canonical base64 KMS ciphertext`);
+    }
+    try {
+      const [out] = await this.client.decrypt(
+        { name: this.keyName, ciphertext: Buffer.from(sealed, "base64") },
+        this.#call,
+      );
+      return { value: Buffer.from((out.plaintext ?? new Uint8Array()) as Uint8Array).toString("utf8") };
+    } catch (err) {
+      if ((err as { code?: unknown }).code === INVALID_ARGUMENT) {
+        throw new StoreCorrupt(`the environment variable ${name} is not a ciphertext of GOOGLE_KMS_RESOURCE_NAME`, {
+          cause: err,
+        });
+      }
+      throw classifyBackendError(err, "google kms decrypt");
+    }
+  }
+
+  async put(): Promise<never> {
+    throw new NotSupported("writing to the google_kms (environment) store");
+  }
+
+  async delete(): Promise<never> {
+    throw new NotSupported("deleting from the google_kms (environment) store");
+  }
+
+  async close(): Promise<void> {
+    await this.client.close();
+  }
+}
+
+export const googleKmsStore = {
+  kind: "google_kms",
+  settings: GoogleKmsSettings,
+  defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: true },
+  capabilities: { writes: false, deletes: false, compareAndSet: false, maxValueBytes: 64 * 1024, records: [] },
+  open: async (settings, deps) => {
+    const { env } = settings;
+    const sdk = await loadSdk(() => import("@google-cloud/kms"));
+    return new GoogleKmsStore(
+      new sdk.KeyManagementServiceClient(env.LLM_SECRETS_GOOGLE_KMS_ENDPOINT ?? {}),
+      env.GOOGLE_KMS_RESOURCE_NAME,
+      deps.env,
+    );
+  },
+} as const satisfies StoreFactory<"google_kms", typeof GoogleKmsSettings>;

@@ -1,0 +1,306 @@
+/**
+ * `google_secret_manager`: Google Secret Manager through `@google-cloud/secret-manager` (gRPC;
+ * SPEC section 3, LiteLLM's `GoogleSecretManager`). A secret per name under
+ * `projects/{GOOGLE_SECRET_MANAGER_PROJECT_ID}`, its value the latest enabled version.
+ * Reached only as `@llm-secrets/core/stores/google`: importing the core root loads no Google
+ * library, and the library itself is imported when the store opens.
+ *
+ * - Names: secret ids take `[A-Za-z0-9_-]`; every other character of a name becomes `-` (`keyOf`),
+ *   and the name as written is kept in the annotation `llm-secrets/name`. A write whose id already
+ *   holds another name is `409 name_conflict`; a read of a name whose id holds another is no
+ *   secret. A secret made elsewhere (no annotation) is read, and adopted on the first write.
+ * - Read: `versions/latest:access` (and the secret itself, for its name and labels, at once).
+ * - Write: create the secret if missing (automatic replication; `tags` as labels), then add a
+ *   version. Differs from LiteLLM, which only reads.
+ * - Delete: every version is destroyed and the secret stays, annotated as deleted (the tombstone),
+ *   so a late event cannot revive the name; `LLM_SECRETS_GOOGLE_PURGE=true` deletes the secret
+ *   itself instead (no tombstone). An event's delete of a name never written creates an empty
+ *   secret to carry its tombstone.
+ *
+ * What it records: each change's time and event id in the annotations `llm-secrets/changed-at`,
+ * `llm-secrets/change-id`, and `llm-secrets/deleted`. `ifNewerThan` is read-then-write: the secret
+ * is read, then written, so a writer between the two can be overwritten; ties break by event id.
+ * Records: the version number and the tags (labels: lower-case letters, digits, `_` and `-`).
+ * Retries: the library's, 3 attempts on UNAVAILABLE, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED.
+ */
+import type * as Sdk from "@google-cloud/secret-manager";
+import * as z from "zod/mini";
+import { InvalidInput } from "../errors";
+import {
+  type ChangeStamp,
+  type DeleteOptions,
+  type DeleteOutcome,
+  isNewer,
+  type PutOptions,
+  type PutOutcome,
+  type SecretRecord,
+  type SecretStore,
+  type StoreFactory,
+} from "../secret-store";
+import { classifyBackendError, NameConflict } from "../store-errors";
+import { endpointUrl, googleCallOptions } from "./google-config";
+import { loadSdk } from "./load-sdk";
+
+type Client = InstanceType<typeof Sdk.SecretManagerServiceClient>;
+type Secret = Sdk.protos.google.cloud.secretmanager.v1.ISecret;
+
+const NAME = "llm-secrets/name";
+const AT = "llm-secrets/changed-at";
+const ID = "llm-secrets/change-id";
+const DELETED = "llm-secrets/deleted";
+const LABEL_KEY = /^[a-z][a-z0-9_-]{0,62}$/;
+const LABEL_VALUE = /^[a-z0-9_-]{0,63}$/;
+
+/** gRPC status codes the store decides on itself. */
+const NOT_FOUND = 5;
+const ALREADY_EXISTS = 6;
+const FAILED_PRECONDITION = 9;
+
+const flag = z.optional(z.string());
+
+export const GoogleSecretManagerSettings = z.object({
+  config: z.object({}),
+  env: z.object({
+    GOOGLE_SECRET_MANAGER_PROJECT_ID: z.string().check(z.minLength(1, "set it to the project that holds the secrets")),
+    LLM_SECRETS_GOOGLE_SECRET_MANAGER_ENDPOINT: z.optional(endpointUrl),
+    LLM_SECRETS_GOOGLE_PURGE: flag,
+  }),
+});
+
+export interface GoogleSecretManagerOptions {
+  client: Client;
+  project: string;
+  /** Delete the secret itself rather than leave a tombstone. */
+  purge?: boolean;
+  /** Per attempt; 3 attempts. */
+  deadlineMs?: number;
+  now?: () => number;
+}
+
+interface Found {
+  secret: Secret;
+  stamp: ChangeStamp | undefined;
+  stampIsDelete: boolean;
+  /** The secret is a tombstone (deleted by us) or never held a value. */
+  deleted: boolean;
+}
+
+export class GoogleSecretManagerStore implements SecretStore {
+  readonly kind = "google_secret_manager";
+  readonly #client: Client;
+  readonly #project: string;
+  readonly #purge: boolean;
+  readonly #call: ReturnType<typeof googleCallOptions>;
+  readonly #now: () => number;
+
+  constructor(options: GoogleSecretManagerOptions) {
+    this.#client = options.client;
+    this.#project = options.project;
+    this.#purge = options.purge ?? false;
+    this.#call = googleCallOptions(options.deadlineMs);
+    this.#now = options.now ?? Date.now;
+  }
+
+  keyOf(name: string): string {
+    return name.replace(/[^A-Za-z0-9_-]/g, "-");
+  }
+
+  async get(name: string): Promise<SecretRecord | undefined> {
+    const path = this.#path(name);
+    try {
+      const [secret, access] = await Promise.all([
+        this.#client.getSecret({ name: path }, this.#call).then(([s]) => s),
+        this.#client.accessSecretVersion({ name: `${path}/versions/latest` }, this.#call).then(([a]) => a),
+      ]);
+      const holder = secret.annotations?.[NAME];
+      if (holder !== undefined && holder !== name) return undefined;
+      // proto3 leaves an empty value's bytes off the wire.
+      const data = access.payload?.data ?? new Uint8Array();
+      const labels = { ...(secret.labels ?? {}) };
+      return {
+        value: Buffer.from(data as Uint8Array | string).toString("utf8"),
+        version: access.name?.split("/").at(-1) ?? "",
+        ...(Object.keys(labels).length > 0 && { tags: labels }),
+      };
+    } catch (err) {
+      // No secret, or no enabled version left (a tombstone): either way no value.
+      if (codeOf(err) === NOT_FOUND || codeOf(err) === FAILED_PRECONDITION) return undefined;
+      throw classifyBackendError(err, "google secret manager get");
+    }
+  }
+
+  async put(name: string, value: string, options: PutOptions = {}): Promise<PutOutcome> {
+    const stamp = options.ifNewerThan ?? { at: this.#now() };
+    const meta = options.meta;
+    try {
+      let found = await this.#find(name);
+      let created = false;
+      if (found === undefined) {
+        const labels = checkedLabels(meta?.tags ?? meta?.whenCreated?.tags);
+        created = await this.#create(name, { labels, annotations: annotations(name, stamp, false) });
+        if (!created) found = await this.#find(name);
+      }
+      if (found !== undefined) {
+        if (options.ifNewerThan !== undefined && !isNewer(stamp, false, found.stamp, found.stampIsDelete)) {
+          return "superseded";
+        }
+        const labels = meta?.tags !== undefined ? checkedLabels(meta.tags) : undefined;
+        await this.#update(name, found.secret, annotations(name, stamp, false), labels);
+      }
+      await this.#client.addSecretVersion(
+        { parent: this.#path(name), payload: { data: Buffer.from(value, "utf8") } },
+        this.#call,
+      );
+      return created || found?.deleted === true ? "created" : "updated";
+    } catch (err) {
+      throw classifyBackendError(err, "google secret manager put");
+    }
+  }
+
+  async delete(name: string, options: DeleteOptions = {}): Promise<DeleteOutcome> {
+    const stamp = options.ifNewerThan ?? { at: this.#now() };
+    try {
+      const found = await this.#find(name);
+      if (found === undefined) {
+        // An event's delete of a name never written: an empty secret carries its tombstone.
+        if (options.ifNewerThan !== undefined && !this.#purge) {
+          await this.#create(name, { annotations: annotations(name, stamp, true) });
+        }
+        return "absent";
+      }
+      if (options.ifNewerThan !== undefined && !isNewer(stamp, true, found.stamp, found.stampIsDelete)) {
+        return "superseded";
+      }
+      if (this.#purge) {
+        await this.#client.deleteSecret({ name: this.#path(name) }, this.#call);
+        return found.deleted ? "absent" : "deleted";
+      }
+      await this.#update(name, found.secret, annotations(name, stamp, true));
+      if (found.deleted) return "absent";
+      const [versions] = await this.#client.listSecretVersions({ parent: this.#path(name) }, this.#call);
+      for (const version of versions) {
+        if (version.state === "DESTROYED" || version.name === undefined || version.name === null) continue;
+        await this.#client.destroySecretVersion({ name: version.name }, this.#call);
+      }
+      return "deleted";
+    } catch (err) {
+      throw classifyBackendError(err, "google secret manager delete");
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#client.close();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  #path(name: string): string {
+    return `projects/${this.#project}/secrets/${this.keyOf(name)}`;
+  }
+
+  /** The secret `name` lands on, with its last change; a conflict when it holds another name. */
+  async #find(name: string): Promise<Found | undefined> {
+    let secret: Secret;
+    try {
+      [secret] = await this.#client.getSecret({ name: this.#path(name) }, this.#call);
+    } catch (err) {
+      if (codeOf(err) === NOT_FOUND) return undefined;
+      throw err;
+    }
+    const notes = secret.annotations ?? {};
+    const holder = notes[NAME];
+    if (holder !== undefined && holder !== name) throw new NameConflict(name, this.keyOf(name));
+    const at = Number(notes[AT]);
+    const deleted = notes[DELETED] === "true";
+    return {
+      secret,
+      stamp: notes[AT] !== undefined && Number.isFinite(at) ? { at, ...(notes[ID] && { id: notes[ID] }) } : undefined,
+      stampIsDelete: deleted,
+      deleted,
+    };
+  }
+
+  /** Creates the secret; false when it already exists (another writer made it meanwhile). */
+  async #create(name: string, body: Pick<Secret, "labels" | "annotations">): Promise<boolean> {
+    try {
+      await this.#client.createSecret(
+        {
+          parent: `projects/${this.#project}`,
+          secretId: this.keyOf(name),
+          secret: { replication: { automatic: {} }, ...body },
+        },
+        this.#call,
+      );
+      return true;
+    } catch (err) {
+      if (codeOf(err) === ALREADY_EXISTS) return false;
+      throw err;
+    }
+  }
+
+  async #update(
+    name: string,
+    secret: Secret,
+    ours: Record<string, string>,
+    labels?: Record<string, string>,
+  ): Promise<void> {
+    const paths = labels === undefined ? ["annotations"] : ["annotations", "labels"];
+    await this.#client.updateSecret(
+      {
+        secret: { name: this.#path(name), annotations: { ...secret.annotations, ...ours }, ...(labels && { labels }) },
+        updateMask: { paths },
+      },
+      this.#call,
+    );
+  }
+}
+
+function annotations(name: string, stamp: ChangeStamp, deleted: boolean): Record<string, string> {
+  return { [NAME]: name, [AT]: String(stamp.at), [ID]: stamp.id ?? "", [DELETED]: String(deleted) };
+}
+
+/** Tags become labels, whose alphabet is narrow: a tag outside it is refused rather than changed. */
+function checkedLabels(tags: Readonly<Record<string, string>> | undefined): Record<string, string> {
+  for (const [k, v] of Object.entries(tags ?? {})) {
+    if (!LABEL_KEY.test(k) || !LABEL_VALUE.test(v)) {
+      throw new InvalidInput(
+        `the tag ${k.slice(0, 64)} cannot be a Google label: keys and values take lower-case letters, digits, _ and - (keys start with a letter, 63 characters at most)`,
+      );
+    }
+  }
+  return { ...tags };
+}
+
+function codeOf(err: unknown): unknown {
+  return (err as { code?: unknown } | null)?.code;
+}
+
+export const googleSecretManagerStore = {
+  kind: "google_secret_manager",
+  settings: GoogleSecretManagerSettings,
+  defaults: {
+    accessMode: "read_only",
+    refreshIntervalVariable: "GOOGLE_SECRET_MANAGER_REFRESH_INTERVAL",
+    alwaysReadVariable: "GOOGLE_SECRET_MANAGER_ALWAYS_READ_SECRET_MANAGER",
+    needsLocalKey: false,
+    envBacked: false,
+  },
+  capabilities: {
+    writes: true,
+    deletes: true,
+    compareAndSet: true,
+    maxValueBytes: 65_536,
+    records: ["version", "tags"],
+  },
+  open: async (settings, deps) => {
+    const { env } = settings;
+    const sdk = await loadSdk(() => import("@google-cloud/secret-manager"));
+    const endpoint = env.LLM_SECRETS_GOOGLE_SECRET_MANAGER_ENDPOINT;
+    return new GoogleSecretManagerStore({
+      client: new sdk.SecretManagerServiceClient(endpoint ?? {}),
+      project: env.GOOGLE_SECRET_MANAGER_PROJECT_ID,
+      purge: env.LLM_SECRETS_GOOGLE_PURGE?.trim().toLowerCase() === "true",
+      now: deps.now,
+    });
+  },
+} as const satisfies StoreFactory<"google_secret_manager", typeof GoogleSecretManagerSettings>;

@@ -1,0 +1,336 @@
+/**
+ * Vault's HTTP: the one module that speaks to a Vault server (until the core has its one outbound
+ * client, SPEC section 8), used only by the `hashicorp_vault` store (vault.ts). It owns three things:
+ *
+ * - The connection pool: one undici `Agent` per store, keep-alive 120 s (sequential calls reuse
+ *   their connections, and a new one resumes the TLS session), TLS 1.2 at least, connect timeout
+ *   5 s, 10 s for a whole try, and the client certificate when one is configured (cert login is
+ *   real mutual TLS: Vault reads the certificate off the connection).
+ *   Trust is node's own: undici connects with `tls.connect`, whose default context holds the
+ *   system's roots and `NODE_EXTRA_CA_CERTS`, so no `ca` is passed and no switch turns checking off.
+ * - Retries: at most 3 tries of a call that failed with 408, 429, a 5xx, a timeout or a dropped
+ *   connection (whatever `classifyBackendError` calls `backend_unavailable`), after an
+ *   exponentially growing wait with jitter (half fixed, half random: retries of many clients
+ *   spread out, and none comes back at once). A `Retry-After` is honoured: the wait is at least
+ *   that long; one longer than `maxWaitMs` is not waited for but reported (the error carries it, so
+ *   the cache serves its last good value and HTTP callers get it in their 503).
+ * - Auth: AppRole > TLS certificate > token (LiteLLM's order). A login's token is kept for its
+ *   lease and renewed (`renew-self`) once two thirds of it have passed, as Vault's own agent does;
+ *   a renewal that is refused, or that Vault caps short (the token's max TTL), is followed by a
+ *   fresh login. A 403 on a login token gets one fresh login and one more try of the call: the
+ *   token may have been revoked or expired early (not on a token under a second old: then the
+ *   policy refuses, and logging in again on every call would only load Vault). The login namespace goes only into the
+ *   `X-Vault-Namespace` header of the login; secret calls carry none (vault.ts puts the secret
+ *   namespace in the path). Concurrent callers share one login or renewal.
+ *
+ * Nothing here logs or reports a body: a message holds the operation, the HTTP status and error
+ * names only (bodies may quote a value; a token is a credential).
+ */
+import { Agent, request } from "undici";
+import type { SecretsError } from "../errors";
+import type { Logger } from "../log";
+import { classifyBackendError, isRetryable } from "../store-errors";
+
+/** How a store authenticates to Vault, in LiteLLM's order of preference. */
+export type VaultAuth =
+  | { method: "approle"; mountPath: string; roleId: string; secretId: string }
+  | { method: "cert"; role: string | undefined }
+  | { method: "token"; token: string };
+
+export interface VaultClientOptions {
+  /** `HCP_VAULT_ADDR` without its trailing slashes. */
+  address: string;
+  auth: VaultAuth;
+  /** Sent as `X-Vault-Namespace` on logins only. */
+  loginNamespace?: string | undefined;
+  /** PEM client certificate and key: presented on every connection (cert login needs them). */
+  clientCertificate?: { cert: string | Buffer; key: string | Buffer } | undefined;
+  log: Logger;
+  now: () => number;
+  /** Tuning, not settings: tests shorten them, users get the defaults. */
+  tuning?: Partial<VaultTuning>;
+}
+
+export interface VaultTuning {
+  /** Tries of one call, the first included. */
+  maxTries: number;
+  /** The first retry waits between half of this and all of it; each later one twice as long. */
+  backoffBaseMs: number;
+  /** The longest wait between tries; a longer `Retry-After` is reported, not waited for. */
+  maxWaitMs: number;
+  /** The longest one try may take, connection to the end of the body. */
+  timeoutMs: number;
+  connectTimeoutMs: number;
+  /** In [0, 1): the random half of a backoff. */
+  random: () => number;
+}
+
+const DEFAULT_TUNING: VaultTuning = {
+  maxTries: 3,
+  backoffBaseMs: 100,
+  maxWaitMs: 2_000,
+  timeoutMs: 10_000,
+  connectTimeoutMs: 5_000,
+  random: Math.random,
+};
+
+/** A lease is renewed once this share of it has passed (Vault Agent's lifetime watcher: 2/3). */
+const RENEW_AT = 2 / 3;
+/** A 403 on a token younger than this is the policy's answer, not a stale token: no fresh login. */
+const FRESH_TOKEN_MS = 1_000;
+
+export interface VaultCall {
+  method: "GET" | "POST" | "DELETE";
+  /** From `/v1/`, every segment already encoded. */
+  path: string;
+  body?: unknown;
+}
+
+export interface VaultAnswer {
+  status: number;
+  /** The parsed JSON body; undefined when empty or not JSON. */
+  body: unknown;
+  headers: Record<string, string | string[] | undefined>;
+}
+
+/**
+ * A non-2xx answer as an error for `classifyBackendError`: its status and headers (`Retry-After`),
+ * never its body. `name` may say more (`AuthenticationError` for a refused login).
+ */
+export class VaultResponseError extends Error {
+  readonly status: number;
+  readonly headers: Record<string, string | string[] | undefined>;
+
+  constructor(answer: VaultAnswer, name = "VaultResponseError") {
+    super(`Vault answered HTTP ${answer.status}`);
+    this.name = name;
+    this.status = answer.status;
+    this.headers = answer.headers;
+  }
+}
+
+interface Lease {
+  token: string;
+  obtainedAt: number;
+  /** 0: the token does not expire. */
+  leaseMs: number;
+  renewable: boolean;
+}
+
+export class VaultClient {
+  readonly #address: string;
+  readonly #agent: Agent;
+  readonly #tuning: VaultTuning;
+  readonly #options: VaultClientOptions;
+  #lease: Lease | undefined;
+  /** The login or renewal in flight, shared by concurrent callers. */
+  #refreshing: Promise<Lease> | undefined;
+  #closing: Promise<void> | undefined;
+
+  constructor(options: VaultClientOptions) {
+    this.#options = options;
+    this.#address = options.address;
+    this.#tuning = { ...DEFAULT_TUNING, ...options.tuning };
+    this.#agent = new Agent({
+      keepAliveTimeout: 120_000,
+      keepAliveMaxTimeout: 120_000,
+      connections: 500,
+      connect: {
+        timeout: this.#tuning.connectTimeoutMs,
+        minVersion: "TLSv1.2",
+        ...(options.clientCertificate && {
+          cert: options.clientCertificate.cert,
+          key: options.clientCertificate.key,
+        }),
+      },
+    });
+  }
+
+  /**
+   * One authenticated call, retried as the header says. Returns every answer that is not a
+   * retryable failure (2xx, 4xx) for the store to read; throws typed errors for the rest.
+   */
+  async call(call: VaultCall, what: string): Promise<VaultAnswer> {
+    const token = await this.#token(what);
+    const answer = await this.#send(call, { "x-vault-token": token }, what);
+    if (answer.status !== 403) return answer;
+    const next = await this.#tokenAfter403(token, what);
+    return next === undefined ? answer : this.#send(call, { "x-vault-token": next }, what);
+  }
+
+  /** A non-2xx answer the caller cannot use, as the typed error `classifyBackendError` makes of it. */
+  failure(answer: VaultAnswer, what: string): SecretsError {
+    return classifyBackendError(new VaultResponseError(answer), what);
+  }
+
+  /** Closes the pool once (later calls wait for the same close). */
+  close(): Promise<void> {
+    this.#closing ??= this.#agent.close();
+    return this.#closing;
+  }
+
+  /** The token to send: the static one, or a login's, renewed or replaced when due. */
+  async #token(what: string): Promise<string> {
+    const { auth } = this.#options;
+    if (auth.method === "token") return auth.token;
+    const lease = this.#lease;
+    if (lease && !this.#due(lease)) return lease.token;
+    const next = await this.#refresh(() =>
+      lease?.renewable && !this.#expired(lease) ? this.#renew(lease, what) : this.#login(what),
+    );
+    return next.token;
+  }
+
+  #due(lease: Lease): boolean {
+    return lease.leaseMs > 0 && this.#options.now() >= lease.obtainedAt + lease.leaseMs * RENEW_AT;
+  }
+
+  #expired(lease: Lease): boolean {
+    return lease.leaseMs > 0 && this.#options.now() >= lease.obtainedAt + lease.leaseMs;
+  }
+
+  /**
+   * The token to try again with after a 403 on `token`, or undefined when the 403 stands: a static
+   * token, or a login's token made just now (then the policy refuses, not the token).
+   */
+  async #tokenAfter403(token: string, what: string): Promise<string | undefined> {
+    const { auth, now, log } = this.#options;
+    if (auth.method === "token") return undefined;
+    const lease = this.#lease;
+    if (lease !== undefined && lease.token !== token) return lease.token; // another call logged in meanwhile
+    if (lease !== undefined && now() - lease.obtainedAt < FRESH_TOKEN_MS) return undefined;
+    log.info("vault token refused: logging in again", { method: auth.method });
+    return (await this.#refresh(() => this.#login(what))).token;
+  }
+
+  /** Runs one login or renewal at a time; callers arriving meanwhile share it. */
+  #refresh(start: () => Promise<Lease>): Promise<Lease> {
+    this.#refreshing ??= start()
+      .then((lease) => {
+        this.#lease = lease;
+        return lease;
+      })
+      .finally(() => {
+        this.#refreshing = undefined;
+      });
+    return this.#refreshing;
+  }
+
+  async #login(what: string): Promise<Lease> {
+    const { auth, loginNamespace, log } = this.#options;
+    if (auth.method === "token") throw new Error("a static token has no login");
+    const call: VaultCall =
+      auth.method === "approle"
+        ? {
+            method: "POST",
+            path: `auth/${auth.mountPath.split("/").map(encodeURIComponent).join("/")}/login`,
+            body: { role_id: auth.roleId, secret_id: auth.secretId },
+          }
+        : { method: "POST", path: "auth/cert/login", body: auth.role === undefined ? {} : { name: auth.role } };
+    const headers: Record<string, string> = loginNamespace === undefined ? {} : { "x-vault-namespace": loginNamespace };
+    const answer = await this.#send(call, headers, `${what} (${auth.method} login)`);
+    const lease = leaseOf(answer, this.#options.now());
+    if (answer.status !== 200 || lease === undefined) {
+      // Vault refuses bad credentials with 400 ("invalid role or secret ID") as well as 403.
+      throw classifyBackendError(
+        new VaultResponseError(answer, "AuthenticationError"),
+        `${what} (${auth.method} login)`,
+      );
+    }
+    log.info("vault login", { method: auth.method, leaseSeconds: lease.leaseMs / 1000 });
+    return lease;
+  }
+
+  /**
+   * `renew-self`; a fresh login when Vault refuses it (403: revoked, expired) or grants less than half the lease we had
+   * (the token is near its max TTL: renewing again would only shorten it further).
+   */
+  async #renew(lease: Lease, what: string): Promise<Lease> {
+    // Vault down: the error stands (a login would fail alike); the next call tries again.
+    const answer = await this.#send(
+      { method: "POST", path: "auth/token/renew-self", body: {} },
+      { "x-vault-token": lease.token },
+      `${what} (token renewal)`,
+    );
+    const renewed = leaseOf(answer, this.#options.now());
+    if (answer.status !== 200 || renewed === undefined || renewed.leaseMs <= 0) return this.#login(what);
+    if (renewed.leaseMs < lease.leaseMs / 2) renewed.renewable = false;
+    return renewed;
+  }
+
+  /** One call with retries; every failure typed through `classifyBackendError`. */
+  async #send(call: VaultCall, headers: Record<string, string>, what: string): Promise<VaultAnswer> {
+    const { maxTries } = this.#tuning;
+    for (let attempt = 1; ; attempt++) {
+      let failure: Error;
+      let retryAfterMs: number | undefined;
+      try {
+        const answer = await this.#once(call, headers);
+        if (!isRetryableStatus(answer.status)) return answer;
+        failure = classifyBackendError(new VaultResponseError(answer), what);
+        retryAfterMs = retryAfterOf(answer.headers["retry-after"]);
+      } catch (err) {
+        failure = classifyBackendError(err, what);
+      }
+      if (!isRetryable(failure) || attempt >= maxTries) throw failure;
+      const wait = Math.max(this.#backoff(attempt), retryAfterMs ?? 0);
+      if (wait > this.#tuning.maxWaitMs) throw failure;
+      this.#options.log.debug("vault call retried", { op: what, attempt, waitMs: Math.round(wait) });
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+  }
+
+  /** The wait before try `attempt + 1`: half of base x 2^(attempt-1) fixed, the other half random. */
+  #backoff(attempt: number): number {
+    const step = this.#tuning.backoffBaseMs * 2 ** (attempt - 1);
+    return step / 2 + (step / 2) * this.#tuning.random();
+  }
+
+  async #once(call: VaultCall, headers: Record<string, string>): Promise<VaultAnswer> {
+    const hasBody = call.body !== undefined;
+    const response = await request(`${this.#address}/v1/${call.path}`, {
+      dispatcher: this.#agent,
+      method: call.method,
+      // One deadline for the whole try (undici's own header and body timeouts tick in half seconds).
+      signal: AbortSignal.timeout(this.#tuning.timeoutMs),
+      headers: { ...headers, ...(hasBody && { "content-type": "application/json" }) },
+      ...(hasBody && { body: JSON.stringify(call.body) }),
+    });
+    const text = await response.body.text();
+    return { status: response.statusCode, body: parseJson(text), headers: response.headers };
+  }
+}
+
+/** The answers worth another try: Vault sealed or standby (503), throttled (429), or failing (5xx). */
+function isRetryableStatus(status: number): boolean {
+  return status === 408 || status === 429 || status >= 500;
+}
+
+function parseJson(text: string): unknown {
+  if (text === "") return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** `Retry-After` in milliseconds: seconds or an HTTP date. */
+function retryAfterOf(header: string | string[] | undefined): number | undefined {
+  const raw = Array.isArray(header) ? header[0] : header;
+  if (raw === undefined || raw.trim() === "") return undefined;
+  if (/^\d+$/.test(raw.trim())) return Number(raw.trim()) * 1000;
+  const at = Date.parse(raw);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+}
+
+/** The lease of a login or renewal answer: `auth.client_token`, `lease_duration`, `renewable`. */
+function leaseOf(answer: VaultAnswer, now: number): Lease | undefined {
+  const auth = (answer.body as { auth?: unknown } | undefined)?.auth as
+    | { client_token?: unknown; lease_duration?: unknown; renewable?: unknown }
+    | null
+    | undefined;
+  if (!auth || typeof auth.client_token !== "string" || auth.client_token === "") return undefined;
+  const seconds = typeof auth.lease_duration === "number" && auth.lease_duration > 0 ? auth.lease_duration : 0;
+  return { token: auth.client_token, obtainedAt: now, leaseMs: seconds * 1000, renewable: auth.renewable === true };
+}

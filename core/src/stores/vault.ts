@@ -1,0 +1,524 @@
+/**
+ * `hashicorp_vault`: HashiCorp Vault's KV version 2 engine over its HTTP API (SPEC section 3;
+ * LiteLLM's `HashicorpSecretManager`). Reached only as `@llm-secrets/core/stores/vault`. Vault's
+ * HTTP, logins and retries live in vault-http.ts (with undici, imported when the store opens);
+ * this file is what a secret is in Vault.
+ *
+ * - Where: `{HCP_VAULT_ADDR}/v1/[{secret namespace}/]{mount}/data/[{path prefix}/]{name}`, as
+ *   LiteLLM builds it: namespace, mount and prefix trimmed of spaces and then slashes, the address
+ *   of its trailing slashes, mount `secret` by default. Differs: every path segment is URL-encoded
+ *   (LiteLLM concatenates the name as it is). The secret namespace is only in the path; the login
+ *   namespace only in the login's `X-Vault-Namespace` (`HCP_VAULT_NAMESPACE` serves as both unless
+ *   `HCP_VAULT_LOGIN_NAMESPACE` / `HCP_VAULT_SECRET_NAMESPACE` say otherwise).
+ * - Read: `GET` the data path; the value is `data.data.key` (a secret without a string `key` field is
+ *   no secret to us, as in LiteLLM). 404 is not found.
+ * - Write: `POST {"options":{"cas":N},"data":{"key":value}}` on the data path, where N is the
+ *   version we read: KV v2's check-and-set, so a writer that got in between is never overwritten
+ *   blindly; we read again and decide again. Differs: the description is not written as a second
+ *   field beside `key`, and tags are not written (LiteLLM ignores them too).
+ * - Delete: `DELETE` on the data path: KV v2's soft delete of the latest version (LiteLLM's).
+ *
+ * What it records: the time (and event id) of each change in the secret's `custom_metadata`
+ * (`llm_secrets_changed_at` in ms since the epoch, `llm_secrets_change_id`, `llm_secrets_version`:
+ * the KV version the change made or deleted, `llm_secrets_deleted`), written with a `/metadata`
+ * `POST` right after the change, the secret's other custom metadata kept. A delete leaves the
+ * soft-deleted version and this record: that is the tombstone, kept as long as the secret's
+ * metadata (Vault forgets it only when someone deletes the metadata). A delete of a name never
+ * written creates the metadata alone, to carry its tombstone. Records: `version` (the KV version)
+ * and `updatedAt` (the change's time); no tags.
+ *
+ * Ordering (`ifNewerThan`): read the metadata, decide (`isNewer`), write with `cas`, record. A
+ * record whose `llm_secrets_version` is not the current version does not count: that version was
+ * made by LiteLLM, the UI, or a writer whose record is not there yet, and its `created_time` (or
+ * `deletion_time`) stands for its change time, as for any direct write. A version like that made
+ * in the last two seconds is read again a few times first (350 ms at most): its writer's record is
+ * usually one request away. Left to chance: a `DELETE` landing just after another process's write
+ * (Vault's delete has no check-and-set), and a write whose answer was lost: `cas` refuses its
+ * retry, so the change counts from its `created_time` and may be reported `superseded`.
+ *
+ * The Vault policy it needs (paths inside the secret namespace; with a path prefix, narrow `*` to
+ * `{prefix}/*`). Reading only (`access_mode: read_only`, the default):
+ *
+ *     path "secret/data/*" { capabilities = ["read"] }
+ *
+ * Writing and deleting (`read_and_write`, `write_only`), the change times included:
+ *
+ *     path "secret/data/*"     { capabilities = ["create", "read", "update", "delete"] }
+ *     path "secret/metadata/*" { capabilities = ["create", "read", "update"] }
+ *
+ * Login tokens are renewed with `auth/token/renew-self`, which Vault's `default` policy allows.
+ */
+import { readFile } from "node:fs/promises";
+import * as z from "zod/mini";
+import { ConfigError } from "../errors";
+import type { Logger } from "../log";
+import { validateName } from "../names";
+import {
+  type ChangeStamp,
+  type DeleteOptions,
+  type DeleteOutcome,
+  isNewer,
+  type PutOptions,
+  type PutOutcome,
+  type SecretRecord,
+  type SecretStore,
+  type StoreDeps,
+  type StoreFactory,
+} from "../secret-store";
+import { BackendUnavailable, StoreCorrupt } from "../store-errors";
+// Types only: the HTTP module (and undici) is loaded when a store opens, not when a build lists it.
+import type { VaultAuth, VaultClient, VaultTuning } from "./vault-http";
+
+const DEFAULT_ADDRESS = "http://127.0.0.1:8200";
+const DEFAULT_MOUNT = "secret";
+const DEFAULT_APPROLE_MOUNT = "approle";
+/** LiteLLM reads and writes the value under this field of the KV secret. */
+const DATA_KEY = "key";
+
+const META_AT = "llm_secrets_changed_at";
+const META_ID = "llm_secrets_change_id";
+const META_VERSION = "llm_secrets_version";
+const META_DELETED = "llm_secrets_deleted";
+const OUR_META = [META_AT, META_ID, META_VERSION, META_DELETED];
+
+/** Rounds of read-then-check-and-set before a put gives up to writers that keep getting in first. */
+const MAX_ROUNDS = 5;
+/** A version without our record is read again after these waits while it is younger than `RECENT_MS`. */
+const SETTLE_WAITS_MS = [50, 100, 200];
+const RECENT_MS = 2_000;
+
+/** `HCP_VAULT_ADDR` as LiteLLM takes it: trailing slashes dropped (and, as its Rust port does, spaces). */
+export function vaultAddress(raw: string | undefined): string {
+  const trimmed = (raw ?? "").trim().replace(/\/+$/, "");
+  return trimmed === "" ? DEFAULT_ADDRESS : trimmed;
+}
+
+function isVaultAddress(raw: string): boolean {
+  try {
+    const url = new URL(vaultAddress(raw));
+    return (url.protocol === "https:" || url.protocol === "http:") && url.search === "" && url.hash === "";
+  } catch {
+    return false;
+  }
+}
+
+const text = z.optional(z.string());
+
+export const VaultSettings = z.object({
+  config: z.object({}),
+  env: z.object({
+    HCP_VAULT_ADDR: z.optional(
+      z.string().check(z.refine(isVaultAddress, "expected an http:// or https:// URL without a query")),
+    ),
+    HCP_VAULT_TOKEN: text,
+    HCP_VAULT_NAMESPACE: text,
+    HCP_VAULT_LOGIN_NAMESPACE: text,
+    HCP_VAULT_SECRET_NAMESPACE: text,
+    HCP_VAULT_MOUNT_NAME: text,
+    HCP_VAULT_PATH_PREFIX: text,
+    HCP_VAULT_CLIENT_CERT: text,
+    HCP_VAULT_CLIENT_KEY: text,
+    HCP_VAULT_CERT_ROLE: text,
+    HCP_VAULT_APPROLE_ROLE_ID: text,
+    HCP_VAULT_APPROLE_SECRET_ID: text,
+    HCP_VAULT_APPROLE_MOUNT_PATH: text,
+  }),
+});
+
+export type VaultEnv = z.output<typeof VaultSettings>["env"];
+
+/** A path component as LiteLLM sanitizes it: spaces trimmed, then slashes; empty is none. */
+export function vaultPathComponent(raw: string | undefined): string | undefined {
+  const trimmed = (raw ?? "").trim();
+  if (trimmed === "") return undefined;
+  const bare = trimmed.replace(/^\/+|\/+$/g, "");
+  return bare === "" ? undefined : bare;
+}
+
+/** Where a name's secret lives: the part of the URL a team's settings may change. */
+export interface VaultTarget {
+  secretNamespace: string | undefined;
+  mount: string;
+  pathPrefix: string | undefined;
+  dataKey: string;
+}
+
+export interface VaultConfig extends VaultTarget {
+  address: string;
+  loginNamespace: string | undefined;
+  auth: VaultAuth;
+  /** Paths of the PEM client certificate and key (`HCP_VAULT_CLIENT_CERT` / `_KEY`). */
+  clientCertificateFiles: { cert: string; key: string } | undefined;
+}
+
+/** The store's configuration from its env vars, by LiteLLM's rules; no credentials at all stops the start. */
+export function vaultConfigOf(env: VaultEnv): VaultConfig {
+  const namespace = vaultPathComponent(env.HCP_VAULT_NAMESPACE);
+  const login = vaultPathComponent(env.HCP_VAULT_LOGIN_NAMESPACE);
+  const secret = vaultPathComponent(env.HCP_VAULT_SECRET_NAMESPACE);
+  const cert = env.HCP_VAULT_CLIENT_CERT ?? "";
+  const key = env.HCP_VAULT_CLIENT_KEY ?? "";
+  const clientCertificateFiles = cert !== "" && key !== "" ? { cert, key } : undefined;
+  return {
+    address: vaultAddress(env.HCP_VAULT_ADDR),
+    // LiteLLM: an override that is set but sanitizes to nothing falls back to HCP_VAULT_NAMESPACE.
+    loginNamespace: login ?? namespace,
+    secretNamespace: secret ?? namespace,
+    mount: vaultPathComponent(env.HCP_VAULT_MOUNT_NAME) ?? DEFAULT_MOUNT,
+    pathPrefix: vaultPathComponent(env.HCP_VAULT_PATH_PREFIX),
+    dataKey: DATA_KEY,
+    auth: authOf(env, clientCertificateFiles !== undefined),
+    clientCertificateFiles,
+  };
+}
+
+/** AppRole > TLS certificate > token, each only when complete (LiteLLM's order). */
+function authOf(env: VaultEnv, hasCertificate: boolean): VaultAuth {
+  const roleId = env.HCP_VAULT_APPROLE_ROLE_ID ?? "";
+  const secretId = env.HCP_VAULT_APPROLE_SECRET_ID ?? "";
+  if (roleId !== "" && secretId !== "") {
+    const mountPath = vaultPathComponent(env.HCP_VAULT_APPROLE_MOUNT_PATH) ?? DEFAULT_APPROLE_MOUNT;
+    return { method: "approle", mountPath, roleId, secretId };
+  }
+  if (hasCertificate) return { method: "cert", role: env.HCP_VAULT_CERT_ROLE || undefined };
+  const token = env.HCP_VAULT_TOKEN ?? "";
+  if (token !== "") return { method: "token", token };
+  throw new ConfigError(
+    "hashicorp_vault needs credentials: set HCP_VAULT_TOKEN, or HCP_VAULT_APPROLE_ROLE_ID and " +
+      "HCP_VAULT_APPROLE_SECRET_ID (AppRole), or HCP_VAULT_CLIENT_CERT and HCP_VAULT_CLIENT_KEY (TLS certificate)",
+  );
+}
+
+/** A credential pair set by half is ignored, as in LiteLLM; say so once, naming what is missing. */
+function warnOfHalves(env: VaultEnv, log: Logger): void {
+  const pairs = [
+    ["HCP_VAULT_APPROLE_ROLE_ID", "HCP_VAULT_APPROLE_SECRET_ID"],
+    ["HCP_VAULT_CLIENT_CERT", "HCP_VAULT_CLIENT_KEY"],
+  ] as const;
+  for (const [a, b] of pairs) {
+    const missing = env[a] && !env[b] ? b : env[b] && !env[a] ? a : undefined;
+    if (missing) log.warn("hashicorp_vault: a credential is set by half and ignored", { missing });
+  }
+}
+
+async function readPem(path: string, variable: string): Promise<Buffer> {
+  try {
+    return await readFile(path);
+  } catch (err) {
+    throw new ConfigError(`${variable}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? "error"})`);
+  }
+}
+
+/**
+ * Opens the store: reads the client certificate (an unreadable one stops the start) and makes the
+ * connection pool. Vault itself is not called until the first secret is: a Vault that is down at
+ * start is a `backend_unavailable` later, not a failed start. `tuning` is for tests only; the
+ * factory passes none.
+ */
+export async function openVaultStore(
+  env: VaultEnv,
+  deps: Pick<StoreDeps, "log" | "now">,
+  tuning?: Partial<VaultTuning>,
+): Promise<VaultStore> {
+  const config = vaultConfigOf(env);
+  warnOfHalves(env, deps.log);
+  const files = config.clientCertificateFiles;
+  const clientCertificate = files && {
+    cert: await readPem(files.cert, "HCP_VAULT_CLIENT_CERT"),
+    key: await readPem(files.key, "HCP_VAULT_CLIENT_KEY"),
+  };
+  const { VaultClient: Client } = await import("./vault-http");
+  const client = new Client({
+    address: config.address,
+    auth: config.auth,
+    loginNamespace: config.loginNamespace,
+    clientCertificate,
+    log: deps.log,
+    now: deps.now,
+    tuning,
+  });
+  return new VaultStore(client, config, deps.now);
+}
+
+/** What the metadata says of a name's last change, and what a write must preserve. */
+interface Recorded {
+  /** KV's `current_version`: 0 when nothing was ever written (the `cas` of a first write). */
+  currentVersion: number;
+  /** The current version is there to read (not deleted, not destroyed). */
+  live: boolean;
+  stamp: ChangeStamp | undefined;
+  stampIsDelete: boolean;
+  /** The secret's custom metadata, ours and others'. */
+  custom: Record<string, string>;
+  /** Set when `stamp` is Vault's time of the current version, for want of our record of it. */
+  unrecordedAt?: number | undefined;
+}
+
+const NOTHING_RECORDED: Recorded = {
+  currentVersion: 0,
+  live: false,
+  stamp: undefined,
+  stampIsDelete: false,
+  custom: {},
+};
+
+export class VaultStore implements SecretStore {
+  readonly kind = "hashicorp_vault";
+  readonly #client: VaultClient;
+  readonly #target: VaultTarget;
+  readonly #now: () => number;
+  /** Changes of one name run one after the other in this process (other processes: `cas`). */
+  readonly #queues = new Map<string, Promise<unknown>>();
+
+  constructor(client: VaultClient, target: VaultTarget, now: () => number = Date.now) {
+    this.#client = client;
+    this.#target = target;
+    this.#now = now;
+  }
+
+  /** The data path after `/v1/`, every segment encoded: what the name's URL addresses. */
+  keyOf(name: string): string {
+    return this.#path("data", name);
+  }
+
+  async get(name: string): Promise<SecretRecord | undefined> {
+    const what = "vault get";
+    const answer = await this.#client.call({ method: "GET", path: this.#path("data", name) }, what);
+    if (answer.status === 404) return undefined;
+    if (answer.status !== 200) throw this.#client.failure(answer, what);
+    const secret = kvSecretOf(answer.body);
+    if (secret === undefined) throw new StoreCorrupt(`${what}: the answer is not a KV version 2 secret`);
+    const value = secret.data?.[this.#target.dataKey];
+    if (typeof value !== "string") return undefined;
+    const { version, created_time: created, custom_metadata: custom } = secret.metadata ?? {};
+    const own = typeof version === "number" ? ourStamp(stringsOf(custom), version) : undefined;
+    const at = own && !own.deleted ? own.stamp.at : timeOf(created);
+    return {
+      value,
+      ...(typeof version === "number" && { version: String(version) }),
+      ...(at !== undefined && { updatedAt: new Date(at) }),
+    };
+  }
+
+  async put(name: string, value: string, options: PutOptions = {}): Promise<PutOutcome> {
+    return this.#serially(name, async () => {
+      const what = "vault put";
+      for (let round = 0; round < MAX_ROUNDS; round++) {
+        const change = options.ifNewerThan;
+        const recorded = await this.#recorded(name, change !== undefined, what);
+        if (change && !isNewer(change, false, recorded.stamp, recorded.stampIsDelete)) return "superseded";
+        const version = await this.#writeData(name, value, recorded.currentVersion, what);
+        if (version === undefined) continue; // another writer got in first: read and decide again
+        await this.#record(name, recorded.custom, change ?? { at: this.#now() }, version, false, what);
+        return recorded.live ? "updated" : "created";
+      }
+      throw new BackendUnavailable(`${what}: other writers kept changing the secret (${MAX_ROUNDS} tries)`);
+    });
+  }
+
+  async delete(name: string, options: DeleteOptions = {}): Promise<DeleteOutcome> {
+    return this.#serially(name, async () => {
+      const what = "vault delete";
+      const change = options.ifNewerThan;
+      const recorded = await this.#recorded(name, change !== undefined, what);
+      if (change && !isNewer(change, true, recorded.stamp, recorded.stampIsDelete)) return "superseded";
+      if (recorded.live) {
+        const answer = await this.#client.call({ method: "DELETE", path: this.#path("data", name) }, what);
+        if (answer.status >= 300 && answer.status !== 404) {
+          throw this.#client.failure(answer, what);
+        }
+      }
+      await this.#record(name, recorded.custom, change ?? { at: this.#now() }, recorded.currentVersion, true, what);
+      return recorded.live ? "deleted" : "absent";
+    });
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled(this.#queues.values());
+    await this.#client.close();
+  }
+
+  /** `/v1/` onwards: `[{namespace}/]{mount}/{data|metadata}/[{prefix}/]{name}`, each segment encoded. */
+  #path(kind: "data" | "metadata", name: string): string {
+    const { secretNamespace, mount, pathPrefix } = this.#target;
+    validateName(name); // names reach stores validated; a URL is never built from one that is not
+    return [secretNamespace, mount, kind, pathPrefix, name]
+      .filter((part): part is string => part !== undefined)
+      .map(segments)
+      .join("/");
+  }
+
+  /**
+   * The name's metadata: versions, whether the current one is live, and the time of its last
+   * change. A current version without our record that Vault made in the last moments is most
+   * likely another process's change whose record is one request away: it is read again, a few
+   * times, before its Vault time stands in for the record. Only a change that will be weighed
+   * against it (`ifNewerThan`) waits: a direct one applies whatever is recorded.
+   */
+  async #recorded(name: string, weighed: boolean, what: string): Promise<Recorded> {
+    for (let round = 0; ; round++) {
+      const recorded = await this.#readMetadata(name, what);
+      const vaultTime = recorded.unrecordedAt;
+      const wait = weighed ? SETTLE_WAITS_MS[round] : undefined;
+      if (vaultTime === undefined || wait === undefined || Math.abs(this.#now() - vaultTime) > RECENT_MS) {
+        return recorded;
+      }
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+  }
+
+  async #readMetadata(name: string, what: string): Promise<Recorded> {
+    const answer = await this.#client.call({ method: "GET", path: this.#path("metadata", name) }, what);
+    if (answer.status === 404) return NOTHING_RECORDED;
+    if (answer.status !== 200) throw this.#client.failure(answer, what);
+    const metadata = (answer.body as { data?: KvMetadata } | undefined)?.data;
+    if (metadata === undefined || metadata === null || typeof metadata.current_version !== "number") {
+      throw new StoreCorrupt(`${what}: the metadata answer is not KV version 2's`);
+    }
+    return recordedOf(metadata, this.#now());
+  }
+
+  /** The version written, or undefined when `cas` found another version than `expected`. */
+  async #writeData(name: string, value: string, expected: number, what: string): Promise<number | undefined> {
+    const body = { options: { cas: expected }, data: { [this.#target.dataKey]: value } };
+    const answer = await this.#client.call({ method: "POST", path: this.#path("data", name), body }, what);
+    if (answer.status === 400 && errorsOf(answer.body).some((e) => e.includes("check-and-set"))) return undefined;
+    if (answer.status !== 200) throw this.#client.failure(answer, what);
+    const version = (answer.body as { data?: { version?: unknown } } | undefined)?.data?.version;
+    if (typeof version !== "number") throw new StoreCorrupt(`${what}: the write answer has no version`);
+    return version;
+  }
+
+  /** Records a change in the secret's custom metadata, keeping the keys that are not ours. */
+  async #record(
+    name: string,
+    custom: Record<string, string>,
+    stamp: ChangeStamp,
+    version: number,
+    deleted: boolean,
+    what: string,
+  ): Promise<void> {
+    const kept = Object.fromEntries(Object.entries(custom).filter(([k]) => !OUR_META.includes(k)));
+    const custom_metadata = {
+      ...kept,
+      [META_AT]: String(stamp.at),
+      ...(stamp.id !== undefined && { [META_ID]: stamp.id }),
+      [META_VERSION]: String(version),
+      [META_DELETED]: String(deleted),
+    };
+    const path = this.#path("metadata", name);
+    const answer = await this.#client.call({ method: "POST", path, body: { custom_metadata } }, what);
+    if (answer.status >= 300) throw this.#client.failure(answer, `${what} (change time)`);
+  }
+
+  /** Runs `work` after every earlier change of the name in this process has finished. */
+  #serially<T>(name: string, work: () => Promise<T>): Promise<T> {
+    const key = this.keyOf(name);
+    const before = this.#queues.get(key) ?? Promise.resolve();
+    const run = before.then(work, work);
+    const settled = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#queues.set(key, settled);
+    void settled.then(() => {
+      if (this.#queues.get(key) === settled) this.#queues.delete(key);
+    });
+    return run;
+  }
+}
+
+/** A configured path or a name (`kv/prod`, `team/key`) as URL segments, each encoded. */
+function segments(path: string): string {
+  return path.split("/").map(encodeURIComponent).join("/");
+}
+
+/** `GET .../metadata/...`'s `data`, the fields we read. */
+interface KvMetadata {
+  current_version?: unknown;
+  custom_metadata?: Record<string, string> | null;
+  versions?: Record<string, { created_time?: string; deletion_time?: string; destroyed?: boolean }>;
+}
+
+/** What the metadata says of the last change: ours when it describes the current version, else Vault's times. */
+function recordedOf(metadata: KvMetadata, now: number): Recorded {
+  const currentVersion = metadata.current_version as number;
+  const custom = stringsOf(metadata.custom_metadata);
+  const version = metadata.versions?.[String(currentVersion)];
+  const deletionTime = timeOf(version?.deletion_time);
+  // A version with a deletion time in the future (`delete_version_after`) is still live.
+  const deleted = version === undefined || version.destroyed === true || (deletionTime ?? Infinity) <= now;
+  const live = currentVersion > 0 && !deleted;
+  const own = ourStamp(custom, currentVersion);
+  if (own !== undefined && own.deleted === !live) {
+    return { currentVersion, live, stamp: own.stamp, stampIsDelete: own.deleted, custom };
+  }
+  if (currentVersion === 0 || version === undefined) {
+    return { currentVersion, live, stamp: undefined, stampIsDelete: false, custom };
+  }
+  const at = live ? timeOf(version.created_time) : (deletionTime ?? timeOf(version.created_time));
+  const stamp = at === undefined ? undefined : { at };
+  return { currentVersion, live, stamp, stampIsDelete: !live, custom, unrecordedAt: at };
+}
+
+/** Our record of a change, when it is about `version`. */
+function ourStamp(
+  custom: Record<string, string>,
+  version: number,
+): { stamp: ChangeStamp; deleted: boolean } | undefined {
+  if (custom[META_VERSION] !== String(version)) return undefined;
+  const raw = custom[META_AT];
+  const at = raw !== undefined && /^-?\d+(\.\d+)?$/.test(raw) ? Number(raw) : undefined;
+  if (at === undefined) return undefined;
+  const id = custom[META_ID];
+  return { stamp: id === undefined ? { at } : { at, id }, deleted: custom[META_DELETED] === "true" };
+}
+
+function stringsOf(value: unknown): Record<string, string> {
+  if (value === null || typeof value !== "object") return {};
+  return Object.fromEntries(Object.entries(value).filter((e): e is [string, string] => typeof e[1] === "string"));
+}
+
+/** Vault's RFC 3339 times (nanoseconds included) in ms; undefined for "" or anything else. */
+function timeOf(value: unknown): number | undefined {
+  if (typeof value !== "string" || value === "") return undefined;
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : at;
+}
+
+/** A KV v2 read's `data`: the fields and the version's metadata. */
+function kvSecretOf(body: unknown):
+  | {
+      data?: Record<string, unknown> | null;
+      metadata?: { version?: unknown; created_time?: unknown; custom_metadata?: Record<string, string> | null };
+    }
+  | undefined {
+  const data = (body as { data?: unknown } | undefined)?.data;
+  return data !== null && typeof data === "object" ? (data as ReturnType<typeof kvSecretOf>) : undefined;
+}
+
+function errorsOf(body: unknown): string[] {
+  const errors = (body as { errors?: unknown } | undefined)?.errors;
+  return Array.isArray(errors) ? errors.filter((e): e is string => typeof e === "string") : [];
+}
+
+export const vaultStore = {
+  kind: "hashicorp_vault",
+  settings: VaultSettings,
+  defaults: {
+    accessMode: "read_only",
+    refreshIntervalVariable: "HCP_VAULT_REFRESH_INTERVAL",
+    needsLocalKey: false,
+    envBacked: false,
+  },
+  capabilities: {
+    writes: true,
+    deletes: true,
+    compareAndSet: true,
+    // Vault's storage takes entries of 512 KiB (Consul) to 1 MiB (integrated storage) whole; JSON
+    // and Vault's envelope come on top, so a quarter MiB of value fits every backend.
+    maxValueBytes: 256 * 1024,
+    records: ["version", "updatedAt"],
+  },
+  open: async (settings, deps) => openVaultStore(settings.env, deps),
+} as const satisfies StoreFactory<"hashicorp_vault", typeof VaultSettings>;

@@ -1,0 +1,491 @@
+/**
+ * A fake of Google Secret Manager and Cloud KMS over gRPC, with the protos the client packages
+ * ship (`@grpc/grpc-js` + `@grpc/proto-loader`), served over TLS with the tests' CA so the client
+ * sends its auth metadata, and a fake OAuth token endpoint.
+ *
+ * Auth as Google checks it: every call needs `authorization: Bearer <token>`, where the token is
+ * either a self-signed JWT of the test service account (what Google's clients send for a service
+ * account key with no user scopes: RS256, verified here with the account's public key; `iss` the
+ * account's email; `aud` the service's URL) or an access token this fake's token endpoint issued
+ * (the JWT-bearer grant at the key file's `token_uri`). Anything else is UNAUTHENTICATED.
+ *
+ * Secret Manager: secrets (`labels`, `annotations`, automatic replication), versions (ENABLED,
+ * DESTROYED), `versions/latest`, ALREADY_EXISTS / NOT_FOUND / FAILED_PRECONDITION as the service
+ * answers them, `update_mask` on UpdateSecret. KMS: Encrypt (for seeding) and Decrypt of its own
+ * ciphertexts under a named CryptoKey.
+ *
+ * Faults: `fail(n, fault)`: PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE (what a client sees
+ * when its connection drops), INTERNAL, or no answer (the client's deadline ends the call).
+ */
+import { createCipheriv, createDecipheriv, generateKeyPairSync, randomBytes, verify } from "node:crypto";
+import { readFileSync, writeFileSync } from "node:fs";
+import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { afterAll, inject } from "vitest";
+
+export type GoogleFault = "denied" | "exhausted" | "unavailable" | "internal" | "hang";
+
+const FAULT_STATUS: Record<Exclude<GoogleFault, "hang">, grpc.status> = {
+  denied: grpc.status.PERMISSION_DENIED,
+  exhausted: grpc.status.RESOURCE_EXHAUSTED,
+  unavailable: grpc.status.UNAVAILABLE,
+  internal: grpc.status.INTERNAL,
+};
+
+const ROOT = join(import.meta.dirname, "../../node_modules");
+
+interface Version {
+  id: number;
+  data: Buffer | undefined;
+  state: "ENABLED" | "DESTROYED";
+  created: Date;
+}
+
+interface FakeSecret {
+  name: string;
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  versions: Version[];
+  created: Date;
+  etag: number;
+}
+
+export interface GoogleCallSeen {
+  method: string;
+  request: Record<string, unknown>;
+  authorization: string | undefined;
+}
+
+class GrpcError extends Error {
+  constructor(
+    readonly code: grpc.status,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function loadService(protoFile: string, servicePath: string[]) {
+  const definition = protoLoader.loadSync(protoFile, {
+    includeDirs: [
+      join(ROOT, "@google-cloud/secret-manager/build/protos"),
+      join(ROOT, "@google-cloud/kms/build/protos"),
+      join(ROOT, "google-gax/build/protos"),
+    ],
+    keepCase: true,
+    longs: String,
+    enums: String,
+    defaults: false,
+    oneofs: true,
+  });
+  let node: unknown = grpc.loadPackageDefinition(definition);
+  for (const part of servicePath) node = (node as Record<string, unknown>)[part];
+  return (node as { service: grpc.ServiceDefinition }).service;
+}
+
+export class FakeGoogle {
+  readonly project = "llm-secrets-test";
+  readonly clientEmail = "llm-secrets@llm-secrets-test.iam.gserviceaccount.com";
+  readonly secrets = new Map<string, FakeSecret>();
+  readonly calls: GoogleCallSeen[] = [];
+  /** Access tokens the token endpoint issued, and how many times it was asked. */
+  readonly issued = new Set<string>();
+  tokenRequests = 0;
+  readonly #keyPair = generateKeyPairSync("rsa", { modulusLength: 2048 });
+  readonly #kmsKey = randomBytes(32);
+  #faults: GoogleFault[] = [];
+  #grpc: grpc.Server | undefined;
+  #token: HttpsServer | undefined;
+  #endpoint = "";
+  #tokenUri = "";
+  #keyFile = "";
+
+  /** `https://localhost:<port>`: the gRPC endpoint, as `LLM_SECRETS_GOOGLE_*_ENDPOINT` takes it. */
+  get endpoint(): string {
+    return this.#endpoint;
+  }
+
+  /** A service-account key file (JSON) whose `token_uri` is this fake's token endpoint. */
+  get keyFile(): string {
+    return this.#keyFile;
+  }
+
+  static async start(dir: string): Promise<FakeGoogle> {
+    const fake = new FakeGoogle();
+    const pki = inject("testPki");
+    const key = readFileSync(pki.serverKeyFile);
+    const cert = readFileSync(pki.serverCertFile);
+
+    fake.#token = createHttpsServer({ key, cert }, (req, res) => {
+      let body = "";
+      req.on("data", (d) => {
+        body += d;
+      });
+      req.on("end", () => {
+        fake.tokenRequests++;
+        const form = new URLSearchParams(body);
+        const assertion = form.get("assertion") ?? "";
+        if (form.get("grant_type") !== "urn:ietf:params:oauth:grant-type:jwt-bearer" || !fake.#validJwt(assertion)) {
+          res.writeHead(400, { "content-type": "application/json" });
+          res.end(JSON.stringify({ error: "invalid_grant", error_description: "Invalid JWT Signature." }));
+          return;
+        }
+        const token = `ya29.fake-${randomBytes(12).toString("hex")}`;
+        fake.issued.add(token);
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(JSON.stringify({ access_token: token, expires_in: 3600, token_type: "Bearer" }));
+      });
+    });
+    await new Promise<void>((r) => fake.#token?.listen(0, "127.0.0.1", r));
+    fake.#tokenUri = `https://localhost:${(fake.#token.address() as AddressInfo).port}/token`;
+
+    fake.#keyFile = join(dir, "service-account.json");
+    writeFileSync(
+      fake.#keyFile,
+      JSON.stringify({
+        type: "service_account",
+        project_id: fake.project,
+        private_key_id: "fake-key-1",
+        private_key: fake.#keyPair.privateKey.export({ type: "pkcs8", format: "pem" }),
+        client_email: fake.clientEmail,
+        client_id: "1234567890",
+        token_uri: fake.#tokenUri,
+      }),
+      { mode: 0o600 },
+    );
+
+    const server = new grpc.Server();
+    server.addService(
+      loadService("google/cloud/secretmanager/v1/service.proto", [
+        "google",
+        "cloud",
+        "secretmanager",
+        "v1",
+        "SecretManagerService",
+      ]),
+      fake.#handlers("secretmanager", (method, request) => fake.#secretManager(method, request)),
+    );
+    server.addService(
+      loadService("google/cloud/kms/v1/service.proto", ["google", "cloud", "kms", "v1", "KeyManagementService"]),
+      fake.#handlers("cloudkms", (method, request) => fake.#kms(method, request)),
+    );
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(
+        "127.0.0.1:0",
+        grpc.ServerCredentials.createSsl(null, [{ private_key: key, cert_chain: cert }]),
+        (err, p) => (err ? reject(err) : resolve(p)),
+      ),
+    );
+    fake.#grpc = server;
+    fake.#endpoint = `https://localhost:${port}`;
+    return fake;
+  }
+
+  reset(): void {
+    this.secrets.clear();
+    this.calls.length = 0;
+    this.#faults = [];
+  }
+
+  fail(times: number, fault: GoogleFault): void {
+    for (let i = 0; i < times; i++) this.#faults.push(fault);
+  }
+
+  callsOf(method: string): GoogleCallSeen[] {
+    return this.calls.filter((c) => c.method === method);
+  }
+
+  async close(): Promise<void> {
+    this.#grpc?.forceShutdown();
+    this.#token?.closeAllConnections();
+    await new Promise<void>((r) => this.#token?.close(() => r()));
+  }
+
+  /** KMS ciphertext of `plaintext` under `keyName`, as Encrypt answers it. */
+  encrypt(plaintext: string, keyName: string): Buffer {
+    const iv = randomBytes(12);
+    const cipher = createCipheriv("aes-256-gcm", this.#kmsKey, iv);
+    cipher.setAAD(Buffer.from(keyName));
+    return Buffer.concat([iv, cipher.update(plaintext, "utf8"), cipher.final(), cipher.getAuthTag()]);
+  }
+
+  /** Every method of a service: auth checked, faults applied, then `handle`. */
+  #handlers(
+    audience: string,
+    handle: (method: string, request: Record<string, unknown>) => unknown,
+  ): grpc.UntypedServiceImplementation {
+    const methods = [
+      "ListSecrets",
+      "CreateSecret",
+      "AddSecretVersion",
+      "GetSecret",
+      "UpdateSecret",
+      "DeleteSecret",
+      "ListSecretVersions",
+      "GetSecretVersion",
+      "AccessSecretVersion",
+      "DisableSecretVersion",
+      "EnableSecretVersion",
+      "DestroySecretVersion",
+      "Encrypt",
+      "Decrypt",
+    ];
+    const out: grpc.UntypedServiceImplementation = {};
+    for (const method of methods) {
+      out[method] = (
+        call: grpc.ServerUnaryCall<Record<string, unknown>, unknown>,
+        callback: grpc.sendUnaryData<unknown>,
+      ) => {
+        const authorization = call.metadata.get("authorization")[0]?.toString();
+        this.calls.push({ method, request: call.request, authorization });
+        const fault = this.#faults.shift();
+        if (fault === "hang") return; // the client's deadline ends it
+        if (fault) return callback({ code: FAULT_STATUS[fault], details: `injected ${fault}` });
+        if (!this.#authorized(authorization, audience)) {
+          return callback({
+            code: grpc.status.UNAUTHENTICATED,
+            details: "Request had invalid authentication credentials.",
+          });
+        }
+        try {
+          callback(null, handle(method, call.request));
+        } catch (err) {
+          if (err instanceof GrpcError) callback({ code: err.code, details: err.message });
+          else callback({ code: grpc.status.INTERNAL, details: "fake failure" });
+        }
+      };
+    }
+    return out;
+  }
+
+  #authorized(authorization: string | undefined, audience: string): boolean {
+    const token = /^Bearer (.+)$/.exec(authorization ?? "")?.[1];
+    if (token === undefined) return false;
+    if (this.issued.has(token)) return true;
+    const claims = this.#validJwt(token);
+    return (
+      claims !== undefined &&
+      (claims.aud === undefined || String(claims.aud).includes(audience) || claims.scope !== undefined)
+    );
+  }
+
+  /** The claims of a JWT signed by the test service account's key and not expired, else undefined. */
+  #validJwt(token: string): Record<string, unknown> | undefined {
+    try {
+      return this.#jwtClaims(token);
+    } catch {
+      return undefined;
+    }
+  }
+
+  #jwtClaims(token: string): Record<string, unknown> | undefined {
+    const [head, body, signature] = token.split(".");
+    if (!head || !body || !signature) return undefined;
+    const header = JSON.parse(Buffer.from(head, "base64url").toString()) as { alg?: string };
+    if (header.alg !== "RS256") return undefined;
+    const ok = verify(
+      "RSA-SHA256",
+      Buffer.from(`${head}.${body}`),
+      this.#keyPair.publicKey,
+      Buffer.from(signature, "base64url"),
+    );
+    if (!ok) return undefined;
+    const claims = JSON.parse(Buffer.from(body, "base64url").toString()) as Record<string, unknown>;
+    if (claims.iss !== this.clientEmail || typeof claims.exp !== "number" || claims.exp * 1000 < Date.now())
+      return undefined;
+    return claims;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Secret Manager
+
+  #secretManager(method: string, request: Record<string, unknown>): unknown {
+    switch (method) {
+      case "CreateSecret": {
+        const parent = String(request.parent);
+        if (parent !== `projects/${this.project}`)
+          throw new GrpcError(grpc.status.NOT_FOUND, `project ${parent} not found`);
+        const id = String(request.secret_id ?? "");
+        if (!/^[A-Za-z0-9_-]{1,255}$/.test(id)) throw new GrpcError(grpc.status.INVALID_ARGUMENT, "invalid secret_id");
+        const name = `${parent}/secrets/${id}`;
+        if (this.secrets.has(name)) throw new GrpcError(grpc.status.ALREADY_EXISTS, `Secret [${name}] already exists.`);
+        const body = (request.secret ?? {}) as {
+          labels?: Record<string, string>;
+          annotations?: Record<string, string>;
+          replication?: { automatic?: unknown };
+        };
+        if (!body.replication?.automatic) throw new GrpcError(grpc.status.INVALID_ARGUMENT, "replication is required");
+        this.#checkLabels(body.labels ?? {});
+        const secret: FakeSecret = {
+          name,
+          labels: { ...body.labels },
+          annotations: { ...body.annotations },
+          versions: [],
+          created: new Date(),
+          etag: 1,
+        };
+        this.secrets.set(name, secret);
+        return this.#secretOut(secret);
+      }
+      case "GetSecret":
+        return this.#secretOut(this.#find(request.name));
+      case "UpdateSecret": {
+        const body = (request.secret ?? {}) as {
+          name?: string;
+          labels?: Record<string, string>;
+          annotations?: Record<string, string>;
+        };
+        const secret = this.#find(body.name);
+        const paths = ((request.update_mask as { paths?: string[] } | undefined)?.paths ?? []) as string[];
+        if (paths.length === 0) throw new GrpcError(grpc.status.INVALID_ARGUMENT, "update_mask is required");
+        for (const path of paths) {
+          if (path === "labels") {
+            this.#checkLabels(body.labels ?? {});
+            secret.labels = { ...body.labels };
+          } else if (path === "annotations") secret.annotations = { ...body.annotations };
+          else throw new GrpcError(grpc.status.INVALID_ARGUMENT, `cannot update ${path}`);
+        }
+        secret.etag++;
+        return this.#secretOut(secret);
+      }
+      case "DeleteSecret":
+        this.secrets.delete(this.#find(request.name).name);
+        return {};
+      case "AddSecretVersion": {
+        const secret = this.#find(request.parent);
+        const payload = request.payload as { data?: Buffer } | undefined;
+        if (payload === undefined) throw new GrpcError(grpc.status.INVALID_ARGUMENT, "payload is required");
+        const data = payload.data ?? Buffer.alloc(0); // proto3: empty bytes are not sent
+        if (data.length > 64 * 1024) throw new GrpcError(grpc.status.INVALID_ARGUMENT, "payload is larger than 64 KiB");
+        const version: Version = {
+          id: secret.versions.length + 1,
+          data: Buffer.from(data),
+          state: "ENABLED",
+          created: new Date(),
+        };
+        secret.versions.push(version);
+        return this.#versionOut(secret, version);
+      }
+      case "ListSecretVersions": {
+        const secret = this.#find(request.parent);
+        return {
+          versions: [...secret.versions].reverse().map((v) => this.#versionOut(secret, v)),
+          total_size: secret.versions.length,
+        };
+      }
+      case "AccessSecretVersion": {
+        const { secret, version } = this.#findVersion(request.name);
+        if (version.state !== "ENABLED") {
+          throw new GrpcError(
+            grpc.status.FAILED_PRECONDITION,
+            `Secret Version [${secret.name}/versions/${version.id}] is in DESTROYED state.`,
+          );
+        }
+        return { name: `${secret.name}/versions/${version.id}`, payload: { data: version.data } };
+      }
+      case "DestroySecretVersion": {
+        const { secret, version } = this.#findVersion(request.name);
+        version.state = "DESTROYED";
+        version.data = undefined;
+        return this.#versionOut(secret, version);
+      }
+      default:
+        throw new GrpcError(grpc.status.UNIMPLEMENTED, `${method} is not in the fake`);
+    }
+  }
+
+  #find(name: unknown): FakeSecret {
+    const secret = this.secrets.get(String(name));
+    if (!secret) throw new GrpcError(grpc.status.NOT_FOUND, `Secret [${String(name)}] not found or has no versions.`);
+    return secret;
+  }
+
+  #findVersion(name: unknown): { secret: FakeSecret; version: Version } {
+    const m = /^(projects\/[^/]+\/secrets\/[^/]+)\/versions\/([^/]+)$/.exec(String(name));
+    if (!m) throw new GrpcError(grpc.status.INVALID_ARGUMENT, "invalid version name");
+    const secret = this.#find(m[1]);
+    const version =
+      m[2] === "latest"
+        ? [...secret.versions].reverse().find((v) => v.state === "ENABLED")
+        : secret.versions.find((v) => String(v.id) === m[2]);
+    if (!version) throw new GrpcError(grpc.status.NOT_FOUND, `Secret Version [${String(name)}] not found.`);
+    return { secret, version };
+  }
+
+  #checkLabels(labels: Record<string, string>): void {
+    for (const [k, v] of Object.entries(labels)) {
+      if (!/^[a-z][a-z0-9_-]{0,62}$/.test(k) || !/^[a-z0-9_-]{0,63}$/.test(v)) {
+        throw new GrpcError(grpc.status.INVALID_ARGUMENT, "labels must be lowercase letters, digits, _ and -");
+      }
+    }
+  }
+
+  #secretOut(secret: FakeSecret) {
+    return {
+      name: secret.name,
+      replication: { automatic: {} },
+      create_time: { seconds: String(Math.floor(secret.created.getTime() / 1000)), nanos: 0 },
+      labels: secret.labels,
+      annotations: secret.annotations,
+      etag: `"${secret.etag}"`,
+    };
+  }
+
+  #versionOut(secret: FakeSecret, version: Version) {
+    return {
+      name: `${secret.name}/versions/${version.id}`,
+      create_time: { seconds: String(Math.floor(version.created.getTime() / 1000)), nanos: 0 },
+      state: version.state,
+    };
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // KMS
+
+  #kms(method: string, request: Record<string, unknown>): unknown {
+    const keyName = String(request.name ?? "");
+    if (!/^projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+\/cryptoKeys\/[^/]+$/.test(keyName)) {
+      throw new GrpcError(grpc.status.INVALID_ARGUMENT, "name must be a CryptoKey resource name");
+    }
+    if (method === "Encrypt") {
+      const plaintext = request.plaintext as Buffer;
+      return { name: keyName, ciphertext: this.encrypt(plaintext.toString("utf8"), keyName) };
+    }
+    if (method === "Decrypt") {
+      const blob = request.ciphertext as Buffer | undefined;
+      try {
+        if (!blob || blob.length < 29) throw new Error("short");
+        const decipher = createDecipheriv("aes-256-gcm", this.#kmsKey, blob.subarray(0, 12));
+        decipher.setAAD(Buffer.from(keyName));
+        decipher.setAuthTag(blob.subarray(blob.length - 16));
+        const plain = Buffer.concat([decipher.update(blob.subarray(12, blob.length - 16)), decipher.final()]);
+        return { plaintext: plain };
+      } catch {
+        throw new GrpcError(grpc.status.INVALID_ARGUMENT, "Decryption failed: the ciphertext is invalid.");
+      }
+    }
+    throw new GrpcError(grpc.status.UNIMPLEMENTED, `${method} is not in the fake`);
+  }
+}
+
+/**
+ * The fake started on first use for this test file, with the clients pointed at it the way a user
+ * points them at an emulator (`LLM_SECRETS_GOOGLE_*_ENDPOINT`, given to the store in its env) and
+ * their credentials given the way Google's libraries take them (`GOOGLE_APPLICATION_CREDENTIALS`).
+ */
+export function lazyFakeGoogle(dir: () => Promise<string>): () => Promise<FakeGoogle> {
+  let started: Promise<FakeGoogle> | undefined;
+  afterAll(async () => (await started)?.close());
+  return () => {
+    started ??= dir()
+      .then((d) => FakeGoogle.start(d))
+      .then((fake) => {
+        process.env.GOOGLE_APPLICATION_CREDENTIALS = fake.keyFile;
+        return fake;
+      });
+    return started;
+  };
+}

@@ -1,0 +1,501 @@
+/**
+ * A fake HashiCorp Vault over HTTPS (the tests' CA, fakes/pki.ts), answering as Vault's documented
+ * HTTP API does, for what the `hashicorp_vault` store uses:
+ *
+ * - KV version 2 on the configured mounts (namespace included: `admin/secret`):
+ *   `GET|POST|DELETE /v1/{mount}/data/{path}` (read, write with `options.cas`, soft delete of the
+ *   latest version) and `GET|POST /v1/{mount}/metadata/{path}` (`custom_metadata`, Vault's limits).
+ *   Times are RFC 3339 with nanoseconds, as Vault writes them.
+ * - Namespaces as Vault joins them: `X-Vault-Namespace` + the request path.
+ * - Token auth: `X-Vault-Token` on every call but logins; missing, unknown, revoked or expired is
+ *   `403 {"errors":["permission denied"]}`. Login tokens carry a TTL (and a max TTL) on the fake's
+ *   clock, which a test may drive; `POST /v1/auth/token/renew-self` extends them.
+ * - AppRole login `POST /v1/auth/{mount}/login` `{role_id, secret_id}` and cert login
+ *   `POST /v1/auth/cert/login` `{name}`, which takes only a client certificate the tests' CA signed
+ *   (read off the TLS connection: real mutual TLS). A refused login is 400, as Vault's are.
+ * - Unknown routes: 404 `no handler for route`; a missing secret: 404 `{"errors":[]}`.
+ * - Faults, for the next N matching requests: a status (429 with `Retry-After`, 500, 503; with an
+ *   optional body), a hang (no answer), a reset connection, a delay; and a hook run before one.
+ *
+ * Every request is recorded as it arrived (raw path, headers, JSON body, which TLS connection, when)
+ * so tests assert the request shape.
+ */
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
+import { createServer, type Server } from "node:https";
+import type { AddressInfo } from "node:net";
+import type { TLSSocket } from "node:tls";
+import type { TestPki } from "./pki";
+
+export interface FakeVaultOptions {
+  pki: TestPki;
+  /** A token that never expires (Vault's root token). */
+  rootToken?: string;
+  /** KV v2 mounts, namespace first: `secret`, `admin/secret`, `kv-prod`. Default `secret`. */
+  mounts?: string[];
+  approle?: { mountPath?: string; namespace?: string; roleId: string; secretId: string };
+  /** A cert auth role that takes any client certificate of the tests' CA. */
+  certRole?: { name: string; namespace?: string };
+  /** Login tokens' lease and the most renewals may extend it to. */
+  tokenTtlSeconds?: number;
+  tokenMaxTtlSeconds?: number;
+  /** Whether a token may do `method` on the path (namespace joined); default: everything. */
+  policy?: (method: string, path: string) => boolean;
+  /** The fake's clock (token expiry, KV times). */
+  now?: () => number;
+}
+
+export type Fault =
+  | { kind: "status"; status: number; retryAfter?: string; body?: unknown }
+  | { kind: "hang" }
+  | { kind: "reset" }
+  | { kind: "delay"; ms: number }
+  | { kind: "hook"; run: () => void };
+
+export interface RecordedRequest {
+  method: string;
+  /** The request target as it arrived (still percent-encoded). */
+  url: string;
+  headers: IncomingHttpHeaders;
+  body: unknown;
+  /** Which TLS connection carried it (1, 2, ...). */
+  connection: number;
+  /** The TLS connection resumed an earlier session (a session ticket) rather than a full handshake. */
+  resumed: boolean;
+  /** The client presented a certificate the tests' CA signed. */
+  clientCertificate: boolean;
+  /** Wall-clock ms when it arrived (for backoff timing). */
+  receivedAt: number;
+}
+
+interface Version {
+  data: Record<string, unknown>;
+  created: number;
+  deleted?: number;
+  destroyed: boolean;
+}
+
+interface KvEntry {
+  versions: Map<number, Version>;
+  currentVersion: number;
+  custom: Record<string, string> | null;
+  created: number;
+  updated: number;
+}
+
+interface Token {
+  expiresAt?: number;
+  maxExpiresAt?: number;
+  ttlMs: number;
+}
+
+interface PendingFault {
+  fault: Fault;
+  left: number;
+  match: (r: RecordedRequest) => boolean;
+}
+
+/** Vault's time format: RFC 3339 with nanoseconds. */
+function vaultTime(ms: number | undefined): string {
+  return ms === undefined ? "" : new Date(ms).toISOString().replace(/Z$/, "123456Z");
+}
+
+export class FakeVault {
+  readonly requests: RecordedRequest[] = [];
+  readonly #server: Server;
+  readonly #options: FakeVaultOptions;
+  readonly #now: () => number;
+  readonly #kv = new Map<string, KvEntry>();
+  readonly #tokens = new Map<string, Token>();
+  readonly #faults: PendingFault[] = [];
+  readonly #connections = new WeakMap<object, number>();
+  #connectionCount = 0;
+  url = "";
+
+  private constructor(options: FakeVaultOptions) {
+    this.#options = options;
+    this.#now = options.now ?? Date.now;
+    if (options.rootToken) this.#tokens.set(options.rootToken, { ttlMs: 0 });
+    const { pki } = options;
+    this.#server = createServer(
+      {
+        key: readFileSync(pki.serverKeyFile),
+        cert: readFileSync(pki.serverCertFile),
+        ca: readFileSync(pki.caFile),
+        requestCert: true,
+        rejectUnauthorized: false,
+      },
+      (req, res) => {
+        this.#receive(req, res).catch(() => res.destroy());
+      },
+    );
+    this.#server.on("secureConnection", (socket) => {
+      this.#connections.set(socket, ++this.#connectionCount);
+    });
+  }
+
+  static async start(options: FakeVaultOptions): Promise<FakeVault> {
+    const fake = new FakeVault(options);
+    await new Promise<void>((resolve) => fake.#server.listen(0, "127.0.0.1", resolve));
+    fake.url = `https://localhost:${(fake.#server.address() as AddressInfo).port}`;
+    return fake;
+  }
+
+  async close(): Promise<void> {
+    this.#server.closeAllConnections();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+
+  /** The next `times` requests matching `match` (default: any) meet `fault`. */
+  inject(fault: Fault, times = 1, match: (r: RecordedRequest) => boolean = () => true): void {
+    this.#faults.push({ fault, left: times, match });
+  }
+
+  /** Revokes every token but the root token (as `vault token revoke` would). */
+  revokeLoginTokens(): void {
+    for (const token of [...this.#tokens.keys()]) if (token !== this.#options.rootToken) this.#tokens.delete(token);
+  }
+
+  /** A secret version written behind the store's back (LiteLLM, the UI), at `path` = `{mount}/{path}`. */
+  seed(path: string, data: Record<string, unknown>, custom?: Record<string, string>): void {
+    const entry = this.#entry(path, true) as KvEntry;
+    this.#addVersion(entry, data);
+    if (custom) entry.custom = { ...custom };
+  }
+
+  /** What the fake holds at `{mount}/{path}` (undefined: nothing, not even metadata). */
+  kv(path: string): { currentVersion: number; custom: Record<string, string> | null; live: boolean } | undefined {
+    const entry = this.#kv.get(path);
+    if (!entry) return undefined;
+    const current = entry.versions.get(entry.currentVersion);
+    return {
+      currentVersion: entry.currentVersion,
+      custom: entry.custom,
+      live: current !== undefined && current.deleted === undefined && !current.destroyed,
+    };
+  }
+
+  /** Requests of `method` whose raw target matches `pathPattern`. */
+  calls(method: string, pathPattern: RegExp): RecordedRequest[] {
+    return this.requests.filter((r) => r.method === method && pathPattern.test(r.url));
+  }
+
+  async #receive(req: IncomingMessage, res: ServerResponse): Promise<Answered | undefined> {
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    const raw = Buffer.concat(chunks).toString("utf8");
+    let body: unknown;
+    if (raw !== "") {
+      try {
+        body = JSON.parse(raw);
+      } catch {
+        return send(res, 400, { errors: ["failed to parse JSON input"] });
+      }
+    }
+    const socket = req.socket as TLSSocket;
+    const recorded: RecordedRequest = {
+      method: req.method ?? "",
+      url: req.url ?? "",
+      headers: req.headers,
+      body,
+      connection: this.#connections.get(socket) ?? 0,
+      resumed: socket.isSessionReused(),
+      clientCertificate: socket.authorized === true && Object.keys(socket.getPeerCertificate() ?? {}).length > 0,
+      receivedAt: Date.now(),
+    };
+    this.requests.push(recorded);
+
+    const pending = this.#faults.find((f) => f.left > 0 && f.match(recorded));
+    if (pending) {
+      pending.left--;
+      const { fault } = pending;
+      if (fault.kind === "hang") return; // no answer: the connection closes with the server
+      if (fault.kind === "reset") {
+        socket.resetAndDestroy?.() ?? socket.destroy();
+        return;
+      }
+      if (fault.kind === "status") {
+        const headers: Record<string, string> =
+          fault.retryAfter === undefined ? {} : { "retry-after": fault.retryAfter };
+        return send(res, fault.status, fault.body ?? { errors: [`fault ${fault.status}`] }, headers);
+      }
+      if (fault.kind === "delay") await new Promise((r) => setTimeout(r, fault.ms));
+      if (fault.kind === "hook") fault.run();
+    }
+    return this.#route(recorded, req, res);
+  }
+
+  #route(r: RecordedRequest, req: IncomingMessage, res: ServerResponse): Answered {
+    const target = (r.url.split("?")[0] ?? "").replace(/^\/v1\//, "");
+    let path: string;
+    try {
+      path = target.split("/").map(decodeURIComponent).join("/");
+    } catch {
+      return send(res, 400, { errors: ["invalid path"] });
+    }
+    const namespace = headerOf(req.headers["x-vault-namespace"])?.replace(/^\/+|\/+$/g, "");
+    const full = namespace ? `${namespace}/${path}` : path;
+
+    if (r.method === "POST" && this.#isApproleLogin(full)) return this.#approleLogin(r, res);
+    if (r.method === "POST" && this.#isCertLogin(full)) return this.#certLogin(r, res);
+
+    const token = headerOf(req.headers["x-vault-token"]);
+    if (!this.#valid(token)) return send(res, 403, { errors: ["permission denied"] });
+    if (r.method === "POST" && full === "auth/token/renew-self") return this.#renewSelf(token as string, res);
+    if (this.#options.policy && !this.#options.policy(r.method, full)) {
+      return send(res, 403, { errors: ["1 error occurred:\n\t* permission denied\n\n"] });
+    }
+
+    const kv = this.#kvRoute(full);
+    if (!kv) return send(res, 404, { errors: [`no handler for route "${full}". route entry not found.`] });
+    const key = `${kv.mount}/${kv.path}`;
+    if (kv.kind === "data") {
+      if (r.method === "GET") return this.#readData(key, res);
+      if (r.method === "POST" || r.method === "PUT") return this.#writeData(key, r.body, res);
+      if (r.method === "DELETE") return this.#deleteData(key, res);
+    } else {
+      if (r.method === "GET") return this.#readMetadata(key, res);
+      if (r.method === "POST" || r.method === "PUT") return this.#writeMetadata(key, r.body, res);
+    }
+    return send(res, 405, { errors: ["1 error occurred:\n\t* unsupported operation\n\n"] });
+  }
+
+  #isApproleLogin(full: string): boolean {
+    const approle = this.#options.approle;
+    if (!approle) return false;
+    const ns = approle.namespace ? `${approle.namespace}/` : "";
+    return full === `${ns}auth/${approle.mountPath ?? "approle"}/login`;
+  }
+
+  #isCertLogin(full: string): boolean {
+    const role = this.#options.certRole;
+    if (!role) return false;
+    return full === `${role.namespace ? `${role.namespace}/` : ""}auth/cert/login`;
+  }
+
+  #approleLogin(r: RecordedRequest, res: ServerResponse): Answered {
+    const approle = this.#options.approle as NonNullable<FakeVaultOptions["approle"]>;
+    const body = (r.body ?? {}) as { role_id?: unknown; secret_id?: unknown };
+    if (body.role_id !== approle.roleId || body.secret_id !== approle.secretId) {
+      return send(res, 400, { errors: ["invalid role or secret ID"] });
+    }
+    return this.#issue(res, { role_name: "llm-secrets" });
+  }
+
+  #certLogin(r: RecordedRequest, res: ServerResponse): Answered {
+    const role = this.#options.certRole as NonNullable<FakeVaultOptions["certRole"]>;
+    const name = (r.body as { name?: unknown } | undefined)?.name;
+    if (!r.clientCertificate || (name !== undefined && name !== null && name !== role.name)) {
+      return send(res, 400, { errors: ["invalid certificate or no client certificate supplied"] });
+    }
+    return this.#issue(res, { cert_name: role.name });
+  }
+
+  #issue(res: ServerResponse, metadata: Record<string, string>): Answered {
+    const token = `hvs.${randomBytes(18).toString("base64url")}`;
+    const ttlMs = (this.#options.tokenTtlSeconds ?? 3600) * 1000;
+    const maxMs = (this.#options.tokenMaxTtlSeconds ?? (this.#options.tokenTtlSeconds ?? 3600) * 4) * 1000;
+    const now = this.#now();
+    this.#tokens.set(token, { ttlMs, expiresAt: now + ttlMs, maxExpiresAt: now + maxMs });
+    return send(res, 200, {
+      ...envelope(),
+      auth: {
+        client_token: token,
+        accessor: randomBytes(12).toString("hex"),
+        policies: ["default", "llm-secrets"],
+        token_policies: ["default", "llm-secrets"],
+        metadata,
+        lease_duration: ttlMs / 1000,
+        renewable: true,
+        entity_id: "",
+        token_type: "service",
+        orphan: true,
+      },
+    });
+  }
+
+  #renewSelf(token: string, res: ServerResponse): Answered {
+    const held = this.#tokens.get(token) as Token;
+    if (held.expiresAt === undefined || held.maxExpiresAt === undefined) {
+      return send(res, 400, { errors: ["lease is not renewable"] });
+    }
+    const now = this.#now();
+    held.expiresAt = Math.min(now + held.ttlMs, held.maxExpiresAt);
+    return send(res, 200, {
+      ...envelope(),
+      auth: {
+        client_token: token,
+        policies: ["default", "llm-secrets"],
+        lease_duration: Math.floor((held.expiresAt - now) / 1000),
+        renewable: true,
+      },
+    });
+  }
+
+  #valid(token: string | undefined): boolean {
+    if (token === undefined) return false;
+    const held = this.#tokens.get(token);
+    return held !== undefined && (held.expiresAt === undefined || this.#now() < held.expiresAt);
+  }
+
+  #kvRoute(full: string): { mount: string; kind: "data" | "metadata"; path: string } | undefined {
+    const mounts = [...(this.#options.mounts ?? ["secret"])].sort((a, b) => b.length - a.length);
+    for (const mount of mounts) {
+      if (!full.startsWith(`${mount}/`)) continue;
+      const rest = full.slice(mount.length + 1);
+      const kind = rest.startsWith("data/") ? "data" : rest.startsWith("metadata/") ? "metadata" : undefined;
+      if (!kind) return undefined;
+      const path = rest.slice(kind.length + 1);
+      return path === "" ? undefined : { mount, kind, path };
+    }
+    return undefined;
+  }
+
+  #entry(key: string, create: boolean): KvEntry | undefined {
+    let entry = this.#kv.get(key);
+    if (!entry && create) {
+      const now = this.#now();
+      entry = { versions: new Map(), currentVersion: 0, custom: null, created: now, updated: now };
+      this.#kv.set(key, entry);
+    }
+    return entry;
+  }
+
+  #addVersion(entry: KvEntry, data: Record<string, unknown>): number {
+    const now = this.#now();
+    entry.currentVersion += 1;
+    entry.versions.set(entry.currentVersion, { data, created: now, destroyed: false });
+    entry.updated = now;
+    return entry.currentVersion;
+  }
+
+  #versionMetadata(entry: KvEntry, number: number) {
+    const version = entry.versions.get(number) as Version;
+    return {
+      created_time: vaultTime(version.created),
+      custom_metadata: entry.custom,
+      deletion_time: vaultTime(version.deleted),
+      destroyed: version.destroyed,
+      version: number,
+    };
+  }
+
+  #readData(key: string, res: ServerResponse): Answered {
+    const entry = this.#kv.get(key);
+    const version = entry?.versions.get(entry.currentVersion);
+    if (!entry || !version) return send(res, 404, { errors: [] });
+    const metadata = this.#versionMetadata(entry, entry.currentVersion);
+    if (version.deleted !== undefined || version.destroyed) {
+      return send(res, 404, { ...envelope(), data: { data: null, metadata } });
+    }
+    return send(res, 200, { ...envelope(), data: { data: version.data, metadata } });
+  }
+
+  #writeData(key: string, body: unknown, res: ServerResponse): Answered {
+    const { data, options } = (body ?? {}) as { data?: unknown; options?: { cas?: unknown } };
+    if (data === null || typeof data !== "object" || Array.isArray(data)) {
+      return send(res, 400, { errors: ["no data provided"] });
+    }
+    const existing = this.#kv.get(key);
+    const cas = options?.cas;
+    if (cas !== undefined && cas !== (existing?.currentVersion ?? 0)) {
+      return send(res, 400, { errors: ["check-and-set parameter did not match the current version"] });
+    }
+    const entry = this.#entry(key, true) as KvEntry;
+    const version = this.#addVersion(entry, data as Record<string, unknown>);
+    const { created_time, custom_metadata, deletion_time, destroyed } = this.#versionMetadata(entry, version);
+    return send(res, 200, {
+      ...envelope(),
+      data: { created_time, custom_metadata, deletion_time, destroyed, version },
+    });
+  }
+
+  #deleteData(key: string, res: ServerResponse): Answered {
+    const entry = this.#kv.get(key);
+    const version = entry?.versions.get(entry.currentVersion);
+    if (version && version.deleted === undefined) version.deleted = this.#now();
+    return noContent(res);
+  }
+
+  #readMetadata(key: string, res: ServerResponse): Answered {
+    const entry = this.#kv.get(key);
+    if (!entry) return send(res, 404, { errors: [] });
+    const versions = Object.fromEntries(
+      [...entry.versions.entries()].map(([n, v]) => [
+        String(n),
+        { created_time: vaultTime(v.created), deletion_time: vaultTime(v.deleted), destroyed: v.destroyed },
+      ]),
+    );
+    return send(res, 200, {
+      ...envelope(),
+      data: {
+        cas_required: false,
+        created_time: vaultTime(entry.created),
+        current_version: entry.currentVersion,
+        custom_metadata: entry.custom,
+        delete_version_after: "0s",
+        max_versions: 0,
+        oldest_version: entry.versions.size > 0 ? Math.min(...entry.versions.keys()) : 0,
+        updated_time: vaultTime(entry.updated),
+        versions,
+      },
+    });
+  }
+
+  #writeMetadata(key: string, body: unknown, res: ServerResponse): Answered {
+    const custom = (body as { custom_metadata?: unknown } | undefined)?.custom_metadata;
+    if (custom !== undefined) {
+      const problem = customMetadataProblem(custom);
+      if (problem) return send(res, 400, { errors: [`1 error occurred:\n\t* ${problem}\n\n`] });
+    }
+    const entry = this.#entry(key, true) as KvEntry;
+    if (custom !== undefined) entry.custom = { ...(custom as Record<string, string>) };
+    entry.updated = this.#now();
+    return noContent(res);
+  }
+}
+
+/** Vault's checks of `custom_metadata`: string values, at most 64 keys of 128 bytes, values of 512. */
+function customMetadataProblem(custom: unknown): string | undefined {
+  if (custom === null || typeof custom !== "object" || Array.isArray(custom)) return "custom_metadata must be a map";
+  const entries = Object.entries(custom);
+  if (entries.length > 64) return "custom_metadata has more than 64 keys";
+  for (const [k, v] of entries) {
+    if (typeof v !== "string") return `custom_metadata value of ${k} is not a string`;
+    if (Buffer.byteLength(k) > 128) return "custom_metadata key too long";
+    if (Buffer.byteLength(v) > 512) return "custom_metadata value too long";
+  }
+  return undefined;
+}
+
+function envelope() {
+  return {
+    request_id: randomBytes(16).toString("hex"),
+    lease_id: "",
+    renewable: false,
+    lease_duration: 0,
+    data: null,
+    wrap_info: null,
+    warnings: null,
+    auth: null,
+  };
+}
+
+function headerOf(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/** What a route returns once it has answered (so every branch says it did). */
+type Answered = "answered";
+
+function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): Answered {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "cache-control": "no-store", ...headers }).end(text);
+  return "answered";
+}
+
+function noContent(res: ServerResponse): Answered {
+  res.writeHead(204).end();
+  return "answered";
+}

@@ -1,0 +1,700 @@
+// The `hashicorp_vault` store: its real client (undici) over real TLS sockets against a fake Vault
+// (test/fakes/vault.ts) that answers as Vault's HTTP API does. LiteLLM's parity examples (URL,
+// namespaces, mount, prefix, auth order), logins and their tokens, KV v2 writes with check-and-set,
+// change times in custom metadata, retries and the fault matrix, and the conformance suite.
+import { createServer } from "node:https";
+import type { AddressInfo } from "node:net";
+import { afterAll, describe, expect, inject, it } from "vitest";
+import { SecretsError } from "../../core/src/errors";
+import { createLogger } from "../../core/src/log";
+import { loadSettings } from "../../core/src/settings";
+import {
+  openVaultStore,
+  type VaultEnv,
+  type VaultStore,
+  vaultAddress,
+  vaultConfigOf,
+  vaultStore,
+} from "../../core/src/stores/vault";
+import type { VaultTuning } from "../../core/src/stores/vault-http";
+import { FakeVault as Fake, type FakeVault, type FakeVaultOptions } from "../fakes/vault";
+import { codeOf, expectNoValueIn, makeCertificate, newKey, secretValue, tempDir, until } from "../helpers";
+
+const pki = inject("testPki");
+const ROOT = newKey("hvs.");
+const ROLE_ID = newKey("role-");
+const SECRET_ID = newKey("secret-id-");
+
+/** Everything the stores logged and every error message they threw, searched for values at the end. */
+const logs: string[] = [];
+const errorMessages: string[] = [];
+/** Values and credentials the tests used: none may appear in a log line or an error. */
+const sensitive: string[] = [ROOT, ROLE_ID, SECRET_ID];
+const log = createLogger((line) => logs.push(line), "debug");
+
+const fakes: FakeVault[] = [];
+const stores: VaultStore[] = [];
+afterAll(async () => {
+  await Promise.all(stores.map((s) => s.close()));
+  await Promise.all(fakes.map((f) => f.close()));
+});
+
+async function startFake(options: Partial<FakeVaultOptions> = {}): Promise<FakeVault> {
+  const fake = await Fake.start({ pki, rootToken: ROOT, ...options });
+  fakes.push(fake);
+  return fake;
+}
+
+/** Short waits so the file runs in seconds; the shape of the policy (3 tries, Retry-After) is the product's. */
+const FAST: Partial<VaultTuning> = { backoffBaseMs: 20, timeoutMs: 400 };
+
+async function open(env: VaultEnv, options: { now?: () => number; tuning?: Partial<VaultTuning> } = {}) {
+  const store = await openVaultStore(env, { log, now: options.now ?? Date.now }, { ...FAST, ...options.tuning });
+  stores.push(store);
+  return store;
+}
+
+function value(label: string): string {
+  const v = secretValue(label);
+  sensitive.push(v);
+  return v;
+}
+
+/** The typed error a promise is refused with (its message kept for the leak check). */
+async function errorOf(promise: Promise<unknown>): Promise<SecretsError> {
+  try {
+    await promise;
+  } catch (err) {
+    if (err instanceof Error) errorMessages.push(err.message);
+    if (err instanceof SecretsError) return err;
+    throw err;
+  }
+  throw new Error("expected a failure");
+}
+
+/** A clock the fake and the store share, for token lifetimes. */
+function manualClock(start = Date.now()) {
+  let t = start;
+  return { now: () => t, advance: (ms: number) => (t += ms) };
+}
+
+const pathOf = (url: string) => url.split("?")[0];
+
+describe("configuration: LiteLLM's rules", () => {
+  it("defaults: the local address, mount `secret`, no namespace or prefix", () => {
+    const config = vaultConfigOf({ HCP_VAULT_TOKEN: "t" });
+    expect(config.address).toBe("http://127.0.0.1:8200");
+    expect(config).toMatchObject({ mount: "secret", secretNamespace: undefined, loginNamespace: undefined });
+    expect(config.pathPrefix).toBeUndefined();
+    expect(vaultAddress("http://vault.test:8200///")).toBe("http://vault.test:8200");
+    expect(vaultAddress("  https://vault.test:8200/ ")).toBe("https://vault.test:8200");
+  });
+
+  it.each([
+    // [HCP_VAULT_NAMESPACE, LOGIN, SECRET] -> [login namespace, secret namespace] (the reference's four cases and more)
+    [" admin/ ", undefined, undefined, "admin", "admin"],
+    [undefined, " /root/ ", " /teams/team-a/ ", "root", "teams/team-a"],
+    ["admin", "root", undefined, "root", "admin"],
+    ["admin", undefined, "teams/team-a", "admin", "teams/team-a"],
+    ["admin", "   ", " / ", "admin", "admin"],
+    [undefined, undefined, undefined, undefined, undefined],
+  ])("namespace %j, login %j, secret %j -> login %j, secret %j", (ns, login, secret, wantLogin, wantSecret) => {
+    const config = vaultConfigOf({
+      HCP_VAULT_TOKEN: "t",
+      HCP_VAULT_NAMESPACE: ns,
+      HCP_VAULT_LOGIN_NAMESPACE: login,
+      HCP_VAULT_SECRET_NAMESPACE: secret,
+    });
+    expect([config.loginNamespace, config.secretNamespace]).toEqual([wantLogin, wantSecret]);
+  });
+
+  it("mount, prefix and AppRole mount are trimmed of spaces and slashes; blank means the default", () => {
+    const config = vaultConfigOf({
+      HCP_VAULT_MOUNT_NAME: " /kv-prod/ ",
+      HCP_VAULT_PATH_PREFIX: " /virtual-keys/ ",
+      HCP_VAULT_APPROLE_ROLE_ID: "r",
+      HCP_VAULT_APPROLE_SECRET_ID: "s",
+      HCP_VAULT_APPROLE_MOUNT_PATH: " /custom-approle/ ",
+    });
+    expect(config).toMatchObject({ mount: "kv-prod", pathPrefix: "virtual-keys" });
+    expect(config.auth).toEqual({ method: "approle", mountPath: "custom-approle", roleId: "r", secretId: "s" });
+    const blank = vaultConfigOf({ HCP_VAULT_TOKEN: "t", HCP_VAULT_MOUNT_NAME: " // ", HCP_VAULT_PATH_PREFIX: "/" });
+    expect(blank).toMatchObject({ mount: "secret", pathPrefix: undefined });
+  });
+
+  it("auth: AppRole > TLS certificate > token, each only when complete; none at all stops the start", () => {
+    const all = {
+      HCP_VAULT_TOKEN: "t",
+      HCP_VAULT_CLIENT_CERT: "/c.pem",
+      HCP_VAULT_CLIENT_KEY: "/k.pem",
+      HCP_VAULT_APPROLE_ROLE_ID: "r",
+      HCP_VAULT_APPROLE_SECRET_ID: "s",
+    };
+    expect(vaultConfigOf(all).auth.method).toBe("approle");
+    expect(vaultConfigOf({ ...all, HCP_VAULT_APPROLE_SECRET_ID: undefined }).auth.method).toBe("cert");
+    expect(vaultConfigOf({ HCP_VAULT_CLIENT_CERT: "/c.pem", HCP_VAULT_CLIENT_KEY: "/k.pem" }).auth).toEqual({
+      method: "cert",
+      role: undefined,
+    });
+    expect(vaultConfigOf({ HCP_VAULT_TOKEN: "t", HCP_VAULT_CLIENT_CERT: "/c.pem" }).auth.method).toBe("token");
+    expect(() => vaultConfigOf({ HCP_VAULT_APPROLE_ROLE_ID: "r" })).toThrow(/HCP_VAULT_TOKEN.*APPROLE.*CLIENT_CERT/);
+  });
+
+  it("through loadSettings: read_only by default, HCP_VAULT_REFRESH_INTERVAL, an invalid address names its key", () => {
+    const config = "general_settings:\n  key_management_system: hashicorp_vault\n";
+    const settings = loadSettings({
+      env: { LLM_SECRETS_CONFIG: config, HCP_VAULT_TOKEN: "t", HCP_VAULT_REFRESH_INTERVAL: "120" },
+      stores: [vaultStore],
+    });
+    expect(settings.store).toBe("hashicorp_vault");
+    expect(settings.keyManagement.accessMode).toBe("read_only");
+    expect(settings.cache.ttlSeconds).toBe(120);
+    expect(settings.storeSettings).toEqual({ config: {}, env: { HCP_VAULT_TOKEN: "t" } });
+    expect(() =>
+      loadSettings({ env: { LLM_SECRETS_CONFIG: config, HCP_VAULT_ADDR: "vault:8200" }, stores: [vaultStore] }),
+    ).toThrow(/HCP_VAULT_ADDR/);
+  });
+
+  it("a credential pair set by half is ignored with a warning naming the missing half", async () => {
+    const before = logs.length;
+    await open({ HCP_VAULT_TOKEN: ROOT, HCP_VAULT_APPROLE_ROLE_ID: ROLE_ID, HCP_VAULT_CLIENT_KEY: pki.clientKeyFile });
+    const warnings = logs.slice(before).map((line) => JSON.parse(line));
+    expect(warnings.map((w) => [w.level, w.missing])).toEqual([
+      ["warn", "HCP_VAULT_APPROLE_SECRET_ID"],
+      ["warn", "HCP_VAULT_CLIENT_CERT"],
+    ]);
+  });
+
+  it("an unreadable client certificate stops the start, naming the variable and not the path", async () => {
+    const env = { HCP_VAULT_CLIENT_CERT: "/nonexistent/llm-secrets/c.pem", HCP_VAULT_CLIENT_KEY: pki.clientKeyFile };
+    const err = await openVaultStore(env, { log, now: Date.now }).catch((e: Error) => e);
+    expect((err as Error).message).toMatch(/^HCP_VAULT_CLIENT_CERT: cannot read the file \(ENOENT\)$/);
+  });
+});
+
+describe("requests on the wire", () => {
+  it("reads, writes and deletes at /v1/{secret ns}/{mount}/data/{name}: token header, no namespace header", async () => {
+    const fake = await startFake({ mounts: ["admin/secret"] });
+    const store = await open({ HCP_VAULT_ADDR: `${fake.url}///`, HCP_VAULT_TOKEN: ROOT, HCP_VAULT_NAMESPACE: "admin" });
+    const v = value("sample");
+    expect(await store.put("sample-secret", v)).toBe("created");
+    expect(await store.get("sample-secret")).toMatchObject({ value: v, version: "1" });
+    expect(await store.delete("sample-secret")).toBe("deleted");
+    expect(await store.get("sample-secret")).toBeUndefined();
+
+    const secretRequests = fake.requests;
+    expect(secretRequests.map((r) => `${r.method} ${pathOf(r.url)}`)).toEqual([
+      "GET /v1/admin/secret/metadata/sample-secret",
+      "POST /v1/admin/secret/data/sample-secret",
+      "POST /v1/admin/secret/metadata/sample-secret",
+      "GET /v1/admin/secret/data/sample-secret",
+      "GET /v1/admin/secret/metadata/sample-secret",
+      "DELETE /v1/admin/secret/data/sample-secret",
+      "POST /v1/admin/secret/metadata/sample-secret",
+      "GET /v1/admin/secret/data/sample-secret",
+    ]);
+    for (const r of secretRequests) {
+      expect(r.headers["x-vault-token"]).toBe(ROOT);
+      expect(r.headers["x-vault-namespace"]).toBeUndefined();
+    }
+    const write = secretRequests[1];
+    expect(write?.body).toEqual({ options: { cas: 0 }, data: { key: v } });
+    expect(write?.headers["content-type"]).toBe("application/json");
+  });
+
+  it("mount and prefix from the reference: /v1/kv-prod/data/virtual-keys/DB_PASSWORD", async () => {
+    const fake = await startFake({ mounts: ["kv-prod"] });
+    fake.seed("kv-prod/virtual-keys/DB_PASSWORD", { key: "db-value", password: "other-field" });
+    const env = {
+      HCP_VAULT_ADDR: fake.url,
+      HCP_VAULT_TOKEN: ROOT,
+      HCP_VAULT_MOUNT_NAME: " /kv-prod/ ",
+      HCP_VAULT_PATH_PREFIX: " /virtual-keys/ ",
+    };
+    const store = await open(env);
+    expect(store.keyOf("DB_PASSWORD")).toBe("kv-prod/data/virtual-keys/DB_PASSWORD");
+    expect((await store.get("DB_PASSWORD"))?.value).toBe("db-value");
+    expect(pathOf(fake.requests[0]?.url ?? "")).toBe("/v1/kv-prod/data/virtual-keys/DB_PASSWORD");
+  });
+
+  it("encodes every path segment: namespace, mount, prefix and name; a name's slashes nest", async () => {
+    const fake = await startFake({ mounts: ["teams/team a/kv+prod"] });
+    const store = await open({
+      HCP_VAULT_ADDR: fake.url,
+      HCP_VAULT_TOKEN: ROOT,
+      HCP_VAULT_SECRET_NAMESPACE: "teams/team a",
+      HCP_VAULT_MOUNT_NAME: "kv+prod",
+      HCP_VAULT_PATH_PREFIX: "p=q",
+    });
+    const v = value("encoded");
+    await store.put("team/user@example.com", v);
+    expect((await store.get("team/user@example.com"))?.value).toBe(v);
+    const read = fake.calls("GET", /\/data\//)[0];
+    expect(pathOf(read?.url ?? "")).toBe("/v1/teams/team%20a/kv%2Bprod/data/p%3Dq/team/user%40example.com");
+    expect(fake.kv("teams/team a/kv+prod/p=q/team/user@example.com")?.live).toBe(true);
+    // A name that would leave its path is refused before any request.
+    const before = fake.requests.length;
+    expect(await codeOf(store.get("a/../b"))).toBe("invalid_name");
+    expect(fake.requests.length).toBe(before);
+  });
+
+  it("reads a secret LiteLLM wrote (value at data.data.key); one without a string `key` is no secret", async () => {
+    const fake = await startFake();
+    fake.seed("secret/OPENAI_API_KEY", { key: "sk-from-vault" });
+    fake.seed("secret/NO_KEY_FIELD", { password: "p" });
+    fake.seed("secret/NUMBER", { key: 42 });
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });
+    const read = await store.get("OPENAI_API_KEY");
+    expect(read?.value).toBe("sk-from-vault");
+    expect(read?.version).toBe("1");
+    expect(Math.abs((read?.updatedAt?.getTime() ?? 0) - Date.now())).toBeLessThan(5_000);
+    expect(await store.get("NO_KEY_FIELD")).toBeUndefined();
+    expect(await store.get("NUMBER")).toBeUndefined();
+    expect(await store.get("MISSING")).toBeUndefined();
+  });
+
+  it("keeps its TLS connections alive across sequential calls, and resumes the TLS session on a new one", async () => {
+    const fake = await startFake();
+    fake.seed("secret/A", { key: "a" });
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });
+    for (let i = 0; i < 20; i++) expect((await store.get("A"))?.value).toBe("a");
+    // undici may open a second connection while the first is finishing its answer; no more.
+    expect(new Set(fake.requests.map((r) => r.connection)).size).toBeLessThanOrEqual(2);
+    const firstOnEach = fake.requests.filter(
+      (r, i) => fake.requests.findIndex((q) => q.connection === r.connection) === i,
+    );
+    expect(firstOnEach.map((r) => r.resumed)).toEqual(firstOnEach.map((_, i) => i > 0));
+  });
+
+  it("verifies the server's certificate: one the system and NODE_EXTRA_CA_CERTS do not trust is refused", async () => {
+    const dir = await tempDir();
+    const { keyFile, certFile } = await makeCertificate(dir);
+    const { readFileSync } = await import("node:fs");
+    let answered = 0;
+    const server = createServer({ key: readFileSync(keyFile), cert: readFileSync(certFile) }, (_, res) => {
+      answered++;
+      res.end("{}");
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    try {
+      const port = (server.address() as AddressInfo).port;
+      const store = await open({ HCP_VAULT_ADDR: `https://localhost:${port}`, HCP_VAULT_TOKEN: ROOT });
+      const err = await errorOf(store.get("A"));
+      expect(err.code).not.toBe("backend_unavailable"); // not retried as if Vault were down
+      expect(answered).toBe(0);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+});
+
+describe("logins", () => {
+  const NAMESPACE_CASES: [Record<string, string>, string | undefined, string][] = [
+    [{ HCP_VAULT_LOGIN_NAMESPACE: "root", HCP_VAULT_SECRET_NAMESPACE: "teams/team-a" }, "root", "teams/team-a"],
+    [{ HCP_VAULT_NAMESPACE: "admin" }, "admin", "admin"],
+    [{ HCP_VAULT_NAMESPACE: "admin", HCP_VAULT_LOGIN_NAMESPACE: "root" }, "root", "admin"],
+    [{ HCP_VAULT_NAMESPACE: "admin", HCP_VAULT_SECRET_NAMESPACE: "teams/team-a" }, "admin", "teams/team-a"],
+    [{}, undefined, ""],
+  ];
+
+  it.each(NAMESPACE_CASES)("AppRole with %j: login in namespace %j, secrets under /v1/%s", async (env, login, ns) => {
+    const mount = ns ? `${ns}/secret` : "secret";
+    const approle = {
+      mountPath: "custom-approle",
+      roleId: ROLE_ID,
+      secretId: SECRET_ID,
+      ...(login && { namespace: login }),
+    };
+    const fake = await startFake({ mounts: [mount], approle });
+    fake.seed(`${mount}/OPENAI_API_KEY`, { key: "sk-approle" });
+    const store = await open({
+      HCP_VAULT_ADDR: fake.url,
+      HCP_VAULT_APPROLE_ROLE_ID: ROLE_ID,
+      HCP_VAULT_APPROLE_SECRET_ID: SECRET_ID,
+      HCP_VAULT_APPROLE_MOUNT_PATH: " /custom-approle/ ",
+      ...env,
+    });
+    expect((await store.get("OPENAI_API_KEY"))?.value).toBe("sk-approle");
+    const [loginRequest, read] = fake.requests;
+    expect(`${loginRequest?.method} ${loginRequest?.url}`).toBe("POST /v1/auth/custom-approle/login");
+    expect(loginRequest?.body).toEqual({ role_id: ROLE_ID, secret_id: SECRET_ID });
+    expect(loginRequest?.headers["x-vault-namespace"]).toBe(login);
+    expect(loginRequest?.headers["x-vault-token"]).toBeUndefined();
+    expect(read?.url).toBe(`/v1/${mount}/data/OPENAI_API_KEY`);
+    expect(read?.headers["x-vault-token"]).toMatch(/^hvs\./);
+    expect(read?.headers["x-vault-namespace"]).toBeUndefined();
+  });
+
+  it("TLS certificate login over mutual TLS: the login override's namespace, the role's name", async () => {
+    const fake = await startFake({ mounts: ["admin/secret"], certRole: { name: "test-role", namespace: "root" } });
+    fake.seed("admin/secret/sample-secret-mock", { key: "sk-from-vault" });
+    const store = await open({
+      HCP_VAULT_ADDR: fake.url,
+      HCP_VAULT_NAMESPACE: "admin",
+      HCP_VAULT_LOGIN_NAMESPACE: "root",
+      HCP_VAULT_CLIENT_CERT: pki.clientCertFile,
+      HCP_VAULT_CLIENT_KEY: pki.clientKeyFile,
+      HCP_VAULT_CERT_ROLE: "test-role",
+      HCP_VAULT_TOKEN: ROOT, // lower in the order: not used
+    });
+    expect((await store.get("sample-secret-mock"))?.value).toBe("sk-from-vault");
+    const [login, read] = fake.requests;
+    expect(`${login?.method} ${login?.url}`).toBe("POST /v1/auth/cert/login");
+    expect(login?.body).toEqual({ name: "test-role" });
+    expect(login?.headers["x-vault-namespace"]).toBe("root");
+    expect(login?.clientCertificate).toBe(true);
+    expect(read?.url).toBe("/v1/admin/secret/data/sample-secret-mock");
+    expect(read?.headers["x-vault-token"]).not.toBe(ROOT);
+    expect(read?.headers["x-vault-token"]).toMatch(/^hvs\./);
+  });
+
+  it("AppRole wins over a certificate and a token: only the AppRole login is made", async () => {
+    const fake = await startFake({
+      approle: { roleId: ROLE_ID, secretId: SECRET_ID },
+      certRole: { name: "test-role" },
+    });
+    fake.seed("secret/A", { key: "a" });
+    const store = await open({
+      HCP_VAULT_ADDR: fake.url,
+      HCP_VAULT_TOKEN: ROOT,
+      HCP_VAULT_CLIENT_CERT: pki.clientCertFile,
+      HCP_VAULT_CLIENT_KEY: pki.clientKeyFile,
+      HCP_VAULT_APPROLE_ROLE_ID: ROLE_ID,
+      HCP_VAULT_APPROLE_SECRET_ID: SECRET_ID,
+    });
+    expect((await store.get("A"))?.value).toBe("a");
+    expect(fake.requests.map((r) => r.url)).toEqual(["/v1/auth/approle/login", "/v1/secret/data/A"]);
+  });
+
+  it("a certificate the Vault's CA did not sign is refused: backend_denied", async () => {
+    const { keyFile, certFile } = await makeCertificate(await tempDir());
+    const fake = await startFake({ certRole: { name: "test-role" } });
+    const store = await open({
+      HCP_VAULT_ADDR: fake.url,
+      HCP_VAULT_CLIENT_CERT: certFile,
+      HCP_VAULT_CLIENT_KEY: keyFile,
+    });
+    expect((await errorOf(store.get("A"))).code).toBe("backend_denied");
+    expect(fake.requests[0]?.clientCertificate).toBe(false);
+    expect(fake.requests).toHaveLength(1); // a refused login is not retried, and no secret call follows
+  });
+
+  it("a refused AppRole login is backend_denied and says nothing of the credentials", async () => {
+    const fake = await startFake({ approle: { roleId: ROLE_ID, secretId: "another" } });
+    const store = await open({
+      HCP_VAULT_ADDR: fake.url,
+      HCP_VAULT_APPROLE_ROLE_ID: ROLE_ID,
+      HCP_VAULT_APPROLE_SECRET_ID: SECRET_ID,
+    });
+    const err = await errorOf(store.get("A"));
+    expect(err.code).toBe("backend_denied");
+    expect(err.message).toBe(
+      "vault get (approle login): the backend refused our identity (HTTP 400, AuthenticationError)",
+    );
+  });
+
+  async function approleStore(options: Partial<FakeVaultOptions> = {}) {
+    const clock = manualClock();
+    const fake = await startFake({
+      approle: { roleId: ROLE_ID, secretId: SECRET_ID },
+      tokenTtlSeconds: 60,
+      now: clock.now,
+      ...options,
+    });
+    fake.seed("secret/A", { key: "a" });
+    const store = await open(
+      { HCP_VAULT_ADDR: fake.url, HCP_VAULT_APPROLE_ROLE_ID: ROLE_ID, HCP_VAULT_APPROLE_SECRET_ID: SECRET_ID },
+      { now: clock.now },
+    );
+    const logins = () => fake.calls("POST", /\/auth\/approle\/login$/).length;
+    const renewals = () => fake.calls("POST", /\/auth\/token\/renew-self$/).length;
+    const tokens = () => new Set(fake.calls("GET", /\/data\//).map((r) => r.headers["x-vault-token"]));
+    return { clock, fake, store, logins, renewals, tokens };
+  }
+
+  it("caches the login token for its lease and shares one login among concurrent calls", async () => {
+    const { clock, store, logins, tokens } = await approleStore();
+    const reads = await Promise.all(Array.from({ length: 10 }, () => store.get("A")));
+    expect(reads.map((r) => r?.value)).toEqual(Array(10).fill("a"));
+    clock.advance(30_000); // half the lease: no renewal yet
+    await store.get("A");
+    expect(logins()).toBe(1);
+    expect(tokens().size).toBe(1);
+  });
+
+  it("renews the token (renew-self) once two thirds of its lease have passed, before it expires", async () => {
+    const { clock, fake, store, logins, renewals, tokens } = await approleStore();
+    await store.get("A");
+    clock.advance(41_000);
+    expect((await store.get("A"))?.value).toBe("a");
+    expect([logins(), renewals()]).toEqual([1, 1]);
+    const renewal = fake.calls("POST", /renew-self$/)[0];
+    expect(renewal?.headers["x-vault-token"]).toBe([...tokens()][0]);
+    // The renewed lease runs from the renewal: 41 s + 50 s is past the first lease, still valid.
+    clock.advance(50_000);
+    expect((await store.get("A"))?.value).toBe("a");
+    expect(tokens().size).toBe(1);
+    expect(logins()).toBe(1);
+  });
+
+  it("logs in afresh when the lease has run out, and when Vault caps a renewal short (max TTL)", async () => {
+    const expired = await approleStore();
+    await expired.store.get("A");
+    expired.clock.advance(61_000);
+    expect((await expired.store.get("A"))?.value).toBe("a");
+    expect([expired.logins(), expired.renewals()]).toEqual([2, 0]);
+
+    const capped = await approleStore({ tokenMaxTtlSeconds: 65 });
+    await capped.store.get("A");
+    capped.clock.advance(41_000); // renewed, but only to the max TTL: 24 s
+    await capped.store.get("A");
+    expect([capped.logins(), capped.renewals()]).toEqual([1, 1]);
+    capped.clock.advance(17_000); // two thirds of the short lease: a login, not a second renewal
+    expect((await capped.store.get("A"))?.value).toBe("a");
+    expect([capped.logins(), capped.renewals()]).toEqual([2, 1]);
+  });
+
+  it("a 403 on a login token (revoked) brings one fresh login and one more try", async () => {
+    const { clock, fake, store, logins, tokens } = await approleStore();
+    await store.get("A");
+    fake.revokeLoginTokens();
+    clock.advance(2_000);
+    expect((await store.get("A"))?.value).toBe("a");
+    expect(logins()).toBe(2);
+    expect(tokens().size).toBe(2);
+  });
+
+  it("a 403 that stays (the policy) is backend_denied after one fresh login, and logins do not pile up", async () => {
+    const { clock, store, logins } = await approleStore({ policy: (_m, path) => path !== "secret/data/FORBIDDEN" });
+    await store.get("A");
+    clock.advance(2_000);
+    expect((await errorOf(store.get("FORBIDDEN"))).code).toBe("backend_denied");
+    expect(logins()).toBe(2);
+    expect((await errorOf(store.get("FORBIDDEN"))).code).toBe("backend_denied"); // the token is fresh: no login
+    expect(logins()).toBe(2);
+  });
+
+  it("a static token's 403 is backend_denied, with no login attempted", async () => {
+    const fake = await startFake({ approle: { roleId: ROLE_ID, secretId: SECRET_ID } });
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: newKey("hvs.") });
+    expect((await errorOf(store.get("A"))).code).toBe("backend_denied");
+    expect(fake.requests.map((r) => r.url)).toEqual(["/v1/secret/data/A"]);
+  });
+});
+
+describe("change times: custom_metadata and check-and-set", () => {
+  /** A fake whose clock runs a minute behind: what it wrote "itself" is not in flight. */
+  async function setup() {
+    const fake = await startFake({ now: () => Date.now() - 60_000 });
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });
+    return { fake, store };
+  }
+
+  it("records each change's time, event id and version, keeping others' custom metadata", async () => {
+    const { fake, store } = await setup();
+    fake.seed("secret/E", { key: "old" }, { owner: "platform" });
+    const at = Date.now();
+    expect(await store.put("E", value("event"), { ifNewerThan: { at, id: "evt-1" } })).toBe("updated");
+    expect(fake.kv("secret/E")?.custom).toEqual({
+      owner: "platform",
+      llm_secrets_changed_at: String(at),
+      llm_secrets_change_id: "evt-1",
+      llm_secrets_version: "2",
+      llm_secrets_deleted: "false",
+    });
+    const write = fake.calls("POST", /\/data\/E$/)[0];
+    expect(write?.body).toMatchObject({ options: { cas: 1 } });
+  });
+
+  it("a late event is superseded without a write; a newer one applies", async () => {
+    const { fake, store } = await setup();
+    const now = Date.now();
+    expect(await store.put("L", value("first"), { ifNewerThan: { at: now, id: "b" } })).toBe("created");
+    expect(await store.put("L", value("late"), { ifNewerThan: { at: now - 1_000, id: "z" } })).toBe("superseded");
+    expect(fake.calls("POST", /\/data\/L$/)).toHaveLength(1);
+    const newer = value("newer");
+    expect(await store.put("L", newer, { ifNewerThan: { at: now + 1_000 } })).toBe("updated");
+    expect((await store.get("L"))?.value).toBe(newer);
+    expect((await store.get("L"))?.updatedAt?.getTime()).toBe(now + 1_000);
+  });
+
+  it("a tombstone: the deleted version and its record keep a redelivered create from reviving the name", async () => {
+    const { fake, store } = await setup();
+    const created = value("created");
+    await store.put("K", created, { ifNewerThan: { at: 1_000, id: "evt-1" } });
+    expect(await store.delete("K", { ifNewerThan: { at: 2_000, id: "evt-2" } })).toBe("deleted");
+    expect(fake.kv("secret/K")).toMatchObject({
+      currentVersion: 1,
+      live: false,
+      custom: { llm_secrets_changed_at: "2000", llm_secrets_change_id: "evt-2", llm_secrets_deleted: "true" },
+    });
+    const writes = fake.calls("POST", /\/data\/K$/).length;
+    expect(await store.put("K", created, { ifNewerThan: { at: 1_000, id: "evt-1" } })).toBe("superseded");
+    expect(fake.calls("POST", /\/data\/K$/)).toHaveLength(writes);
+    expect(await store.get("K")).toBeUndefined();
+    // A delete of a name never written leaves its record in metadata alone.
+    expect(await store.delete("N", { ifNewerThan: { at: 5_000 } })).toBe("absent");
+    expect(fake.kv("secret/N")).toMatchObject({ currentVersion: 0, custom: { llm_secrets_deleted: "true" } });
+    expect(fake.calls("DELETE", /\/data\/N$/)).toHaveLength(0);
+  });
+
+  it("a version written by others (LiteLLM, the UI) counts from its created_time", async () => {
+    const { fake, store } = await setup();
+    fake.seed("secret/LITELLM", { key: "from-litellm" }); // created a minute ago, no record of ours
+    expect(await store.put("LITELLM", value("older"), { ifNewerThan: { at: Date.now() - 120_000 } })).toBe(
+      "superseded",
+    );
+    expect((await store.get("LITELLM"))?.value).toBe("from-litellm");
+    expect(await store.put("LITELLM", value("newer"), { ifNewerThan: { at: Date.now() - 30_000 } })).toBe("updated");
+  });
+
+  it("a writer between our read and our write: cas refuses ours, and we decide again on what it wrote", async () => {
+    let lag = 120_000;
+    const fake = await startFake({ now: () => Date.now() - lag });
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });
+    fake.seed("secret/C", { key: "original" }); // two minutes ago
+    lag = 30_000;
+    const external = () => fake.seed("secret/C", { key: "external" }); // half a minute ago
+    const isWrite = (r: { method: string; url: string }) => r.method === "POST" && r.url.endsWith("/data/C");
+    const casOf = () =>
+      fake.calls("POST", /\/data\/C$/).map((r) => (r.body as { options: { cas: number } }).options.cas);
+
+    // Newer than the original, older than the external write: refused at cas 1, then superseded.
+    fake.inject({ kind: "hook", run: external }, 1, isWrite);
+    expect(await store.put("C", value("between"), { ifNewerThan: { at: Date.now() - 90_000 } })).toBe("superseded");
+    expect((await store.get("C"))?.value).toBe("external");
+    expect(casOf()).toEqual([1]);
+
+    // Newer than both: refused at cas 2 (the external write made 3), then written at 3.
+    fake.inject({ kind: "hook", run: external }, 1, isWrite);
+    const mine = value("mine");
+    expect(await store.put("C", mine, { ifNewerThan: { at: Date.now() - 10_000 } })).toBe("updated");
+    expect((await store.get("C"))?.value).toBe(mine);
+    expect(casOf()).toEqual([1, 2, 3]);
+  });
+
+  it("another process's change whose record is still on its way is waited for, not mistaken for a newer one", async () => {
+    const fake = await startFake();
+    const a = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });
+    const b = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });
+    // A's record of its change reaches Vault 150 ms after its value does.
+    fake.inject({ kind: "delay", ms: 150 }, 1, (r) => r.method === "POST" && r.url.endsWith("/metadata/R"));
+    const olderEvent = a.put("R", value("older"), { ifNewerThan: { at: Date.now() - 10_000, id: "a" } });
+    await until("A's value written", () => fake.calls("POST", /\/data\/R$/).length === 1);
+    const newer = value("newer-event");
+    expect(await b.put("R", newer, { ifNewerThan: { at: Date.now() - 5_000, id: "b" } })).toBe("updated");
+    expect(await olderEvent).toBe("created");
+    expect((await b.get("R"))?.value).toBe(newer);
+  });
+});
+
+describe("retries and the fault matrix", () => {
+  async function setup(tuning: Partial<VaultTuning> = {}) {
+    const fake = await startFake();
+    fake.seed("secret/A", { key: "a" });
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT }, { tuning });
+    return { fake, store };
+  }
+
+  it("honours Retry-After: a 429 saying 1 s is tried again after a second, and the read succeeds", async () => {
+    const { fake, store } = await setup();
+    fake.inject({ kind: "status", status: 429, retryAfter: "1" });
+    expect((await store.get("A"))?.value).toBe("a");
+    const [first, second] = fake.requests;
+    expect(fake.requests).toHaveLength(2);
+    expect((second?.receivedAt ?? 0) - (first?.receivedAt ?? 0)).toBeGreaterThanOrEqual(1_000);
+  });
+
+  it("backs off exponentially with jitter: half of each step fixed, half random", async () => {
+    const slow = await setup({ backoffBaseMs: 200, random: () => 0 });
+    slow.fake.inject({ kind: "status", status: 503 }, 2);
+    expect((await slow.store.get("A"))?.value).toBe("a");
+    const at = slow.fake.requests.map((r) => r.receivedAt);
+    expect((at[1] ?? 0) - (at[0] ?? 0)).toBeGreaterThanOrEqual(100); // 200 / 2
+    expect((at[2] ?? 0) - (at[1] ?? 0)).toBeGreaterThanOrEqual(200); // 400 / 2
+    const full = await setup({ backoffBaseMs: 200, random: () => 0.999 });
+    full.fake.inject({ kind: "status", status: 500 }, 1);
+    expect((await full.store.get("A"))?.value).toBe("a");
+    const [t0, t1] = full.fake.requests.map((r) => r.receivedAt);
+    expect((t1 ?? 0) - (t0 ?? 0)).toBeGreaterThanOrEqual(199);
+  });
+
+  const MATRIX: [string, FakeVaultFault, number, string, number | undefined][] = [
+    // [label, fault, tries it takes, code, retryAfter]
+    ["403", { kind: "status", status: 403, body: { errors: ["permission denied"] } }, 1, "backend_denied", undefined],
+    [
+      "429 with Retry-After: 7 (longer than a retry waits)",
+      { kind: "status", status: 429, retryAfter: "7" },
+      1,
+      "backend_unavailable",
+      7,
+    ],
+    ["429 without Retry-After", { kind: "status", status: 429 }, 3, "backend_unavailable", 1],
+    ["500", { kind: "status", status: 500 }, 3, "backend_unavailable", 1],
+    ["503", { kind: "status", status: 503 }, 3, "backend_unavailable", 1],
+    ["timeout", { kind: "hang" }, 3, "backend_unavailable", 1],
+    ["connection reset", { kind: "reset" }, 3, "backend_unavailable", 1],
+  ];
+
+  // The fault is injected exactly as often as the store may try: one try more would succeed and fail the test.
+  it.each(MATRIX)(
+    "%s: get, put and delete fail after the tries allowed",
+    async (_label, fault, tries, code, retryAfter) => {
+      for (const op of ["get", "put", "delete"] as const) {
+        const { fake, store } = await setup({ timeoutMs: 200 });
+        fake.inject(fault, tries);
+        const v = value("matrix");
+        const call = op === "get" ? store.get("A") : op === "put" ? store.put("A", v) : store.delete("A");
+        const err = await errorOf(call);
+        expect([op, err.code, err.details.retryAfter]).toEqual([op, code, retryAfter]);
+        expect([op, fake.requests.length]).toEqual([op, tries]);
+        // Nothing changed, and with the fault gone the store answers again.
+        expect(fake.kv("secret/A")).toMatchObject({ currentVersion: 1, live: true });
+        expect((await store.get("A"))?.value).toBe("a");
+      }
+    },
+  );
+
+  it("404 is not found: get answers undefined, delete absent, put created", async () => {
+    const { store } = await setup();
+    expect(await store.get("NOPE")).toBeUndefined();
+    expect(await store.delete("NOPE")).toBe("absent");
+    expect(await store.put("NOPE", value("fresh"))).toBe("created");
+  });
+
+  it("a fault that clears within the three tries is invisible: reset then 500 then the answer", async () => {
+    const { fake, store } = await setup();
+    fake.inject({ kind: "reset" });
+    fake.inject({ kind: "status", status: 500 });
+    expect((await store.get("A"))?.value).toBe("a");
+    expect(fake.requests).toHaveLength(3);
+  });
+
+  it("a backend error body that quotes a value reaches neither the error nor the log", async () => {
+    const { fake, store } = await setup();
+    const quoted = value("quoted");
+    fake.inject({ kind: "status", status: 500, body: { errors: [`bad value ${quoted}`] } }, 3);
+    const err = await errorOf(store.put("A", quoted));
+    expect(err.code).toBe("backend_unavailable");
+    expect(err.message).toBe("vault put: the backend is unavailable (HTTP 500, VaultResponseError)");
+  });
+});
+
+type FakeVaultFault = Parameters<FakeVault["inject"]>[0];
+
+// Runs after every test above: nothing they logged or threw holds a value or a credential.
+describe("logs", () => {
+  it("hold no secret value, token or secret id, and errors neither", () => {
+    expect(logs.length).toBeGreaterThan(0);
+    expect(errorMessages.length).toBeGreaterThan(0);
+    expectNoValueIn([...logs, ...errorMessages], sensitive);
+    // Each token the fakes issued is a credential too.
+    const issued = fakes.flatMap((f) =>
+      f.requests.map((r) => r.headers["x-vault-token"]).filter((t): t is string => typeof t === "string"),
+    );
+    expectNoValueIn([...logs, ...errorMessages], issued);
+  });
+});
+
+// The one conformance suite (to move into conformance.test.ts): each open is a fresh Vault.
