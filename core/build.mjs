@@ -6,6 +6,15 @@ import { build } from "esbuild";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
+/**
+ * What CommonJS code inside an ESM bundle expects to find: `require`, `__filename` and `__dirname`
+ * (google-gax reads `__dirname` when it loads; reference/toolchain-node20.md).
+ */
+const COMMONJS_SHIM =
+  'import { createRequire as __createRequire } from "node:module"; import { fileURLToPath as __fileURLToPath } from "node:url"; ' +
+  'import { dirname as __pathDirname } from "node:path"; const require = __createRequire(import.meta.url); ' +
+  "const __filename = __fileURLToPath(import.meta.url); const __dirname = __pathDirname(__filename);";
+
 /** Bundles `entry` (TypeScript source, resolved from core/) into one ESM file for node. */
 export async function bundleCore(entry, outfile, banner = "") {
   await build({
@@ -17,7 +26,7 @@ export async function bundleCore(entry, outfile, banner = "") {
     outfile,
     logLevel: "warning",
     banner: {
-      js: `${banner}import { createRequire as __createRequire } from "node:module"; const require = __createRequire(import.meta.url);`,
+      js: `${banner}${COMMONJS_SHIM}`,
     },
   });
   return outfile;
@@ -42,7 +51,7 @@ export async function buildCli(outfile = join(here, "dist", "cli.mjs")) {
     chunkNames: "chunks/[name]-[hash]",
     logLevel: "warning",
     banner: {
-      js: `#!/usr/bin/env node\nimport { createRequire as __createRequire } from "node:module"; const require = __createRequire(import.meta.url);`,
+      js: `#!/usr/bin/env node\n${COMMONJS_SHIM}`,
     },
   });
   await chmod(outfile, 0o755);

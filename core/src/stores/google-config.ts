@@ -43,7 +43,7 @@ export function googleCallOptions(deadlineMs = 10_000) {
     retry: {
       retryCodes: RETRY_CODES,
       backoffSettings: {
-        maxRetries: 2,
+        maxRetries: 3, // gax counts the first call among them: 3 attempts in all
         initialRetryDelayMillis: 100,
         retryDelayMultiplier: 2,
         maxRetryDelayMillis: 1_000,

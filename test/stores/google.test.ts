@@ -1,0 +1,278 @@
+// The Google stores beyond the conformance suite: auth as Google checks it (the service account's
+// self-signed JWT, verified by the fake), name mapping and adoption, tombstones and purge, the
+// always-read switch, KMS's canonical base64, the fault matrix, and `serve` against the fake.
+// Google's own gRPC clients over TLS to test/fakes/google.ts.
+import { generateKeyPairSync } from "node:crypto";
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import * as sdk from "@google-cloud/secret-manager";
+import { beforeEach, describe, expect, it } from "vitest";
+import { createLogger } from "../../core/src/log";
+import { loadSettings } from "../../core/src/settings";
+import { GoogleSecretManagerStore, googleSecretManagerStore } from "../../core/src/stores/google";
+import { googleKmsStore } from "../../core/src/stores/google-kms";
+import { type FakeGoogle, lazyFakeGoogle } from "../fakes/google";
+import { cleanEnv, codeOf, expectNoValueIn, newKey, ServerProcess, secretValue, tempDir, until } from "../helpers";
+
+const google = lazyFakeGoogle(tempDir);
+const KMS_KEY = "projects/llm-secrets-test/locations/global/keyRings/ring/cryptoKeys/key";
+const logs: string[] = [];
+const log = createLogger((line) => logs.push(line));
+const values: string[] = [];
+
+function value(label: string): string {
+  const v = secretValue(label);
+  values.push(v);
+  return v;
+}
+
+function endpointOf(fake: FakeGoogle) {
+  const url = new URL(fake.endpoint);
+  return { apiEndpoint: url.hostname, port: Number(url.port) };
+}
+
+async function open(env: Record<string, string> = {}) {
+  const fake = await google();
+  return googleSecretManagerStore.open(
+    {
+      config: {},
+      env: {
+        GOOGLE_SECRET_MANAGER_PROJECT_ID: fake.project,
+        LLM_SECRETS_GOOGLE_SECRET_MANAGER_ENDPOINT: endpointOf(fake),
+        ...env,
+      },
+    },
+    { dataDir: "/nonexistent", env: {}, log, now: Date.now },
+  );
+}
+
+beforeEach(async () => {
+  (await google()).reset();
+});
+
+describe("google_secret_manager over gRPC", () => {
+  it("authenticates every call with the service account's self-signed JWT, verified by the service", async () => {
+    const fake = await google();
+    const store = await open();
+    await store.put("OPENAI_API_KEY", value("auth"));
+    await store.get("OPENAI_API_KEY");
+    expect(fake.calls.length).toBeGreaterThanOrEqual(4);
+    for (const call of fake.calls) expect(call.authorization).toMatch(/^Bearer eyJ[\w-]+\.[\w-]+\.[\w-]+$/);
+    const claims = JSON.parse(Buffer.from(fake.calls[0]?.authorization?.split(".")[1] ?? "", "base64url").toString());
+    expect(claims).toMatchObject({ iss: fake.clientEmail, sub: fake.clientEmail });
+    await store.close?.();
+  });
+
+  it("a key the service does not know is refused: backend_denied", async () => {
+    const fake = await google();
+    const dir = await tempDir();
+    const other = JSON.parse(await readFile(fake.keyFile, "utf8"));
+    other.private_key = generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey.export({
+      type: "pkcs8",
+      format: "pem",
+    });
+    const keyFile = join(dir, "other.json");
+    await writeFile(keyFile, JSON.stringify(other));
+    const store = new GoogleSecretManagerStore({
+      client: new sdk.SecretManagerServiceClient({ ...endpointOf(fake), keyFilename: keyFile }),
+      project: fake.project,
+    });
+    expect(await codeOf(store.get("X"))).toBe("backend_denied");
+    await store.close();
+  });
+
+  it("maps names onto secret ids, keeps the name in an annotation, and adopts a secret made elsewhere", async () => {
+    const fake = await google();
+    const store = await open();
+    const v = value("mapped");
+    expect(await store.put("team.key", v, { meta: { whenCreated: { tags: { team: "platform" } } } })).toBe("created");
+    const secret = fake.secrets.get(`projects/${fake.project}/secrets/team-key`);
+    expect(secret?.annotations["llm-secrets/name"]).toBe("team.key");
+    expect(secret?.labels).toEqual({ team: "platform" });
+    expect(fake.callsOf("CreateSecret")[0]?.request).toMatchObject({
+      parent: `projects/${fake.project}`,
+      secret_id: "team-key",
+      secret: { replication: { automatic: {} } },
+    });
+    expect((await store.get("team.key"))?.value).toBe(v);
+    expect(await store.get("team-key")).toBeUndefined(); // its id holds another name
+    // Made in the console: no annotation. Read, then adopted by the first write.
+    fake.secrets.set(`projects/${fake.project}/secrets/AZURE_API_KEY`, {
+      name: `projects/${fake.project}/secrets/AZURE_API_KEY`,
+      labels: {},
+      annotations: {},
+      versions: [{ id: 1, data: Buffer.from("console-made"), state: "ENABLED", created: new Date() }],
+      created: new Date(),
+      etag: 1,
+    });
+    expect((await store.get("AZURE_API_KEY"))?.value).toBe("console-made");
+    expect(await store.put("AZURE_API_KEY", value("adopted"))).toBe("updated");
+    expect(fake.secrets.get(`projects/${fake.project}/secrets/AZURE_API_KEY`)?.annotations["llm-secrets/name"]).toBe(
+      "AZURE_API_KEY",
+    );
+    expect(await codeOf(store.put("UPPER", "v", { meta: { tags: { Team: "x" } } }))).toBe("invalid_request");
+    await store.close?.();
+  });
+
+  it("a delete destroys every version and keeps the secret as a tombstone; with purge it deletes the secret", async () => {
+    const fake = await google();
+    const store = await open();
+    await store.put("D", value("d1"));
+    await store.put("D", value("d2"));
+    expect(await store.delete("D", { ifNewerThan: { at: Date.now(), id: "evt-9" } })).toBe("deleted");
+    const tomb = fake.secrets.get(`projects/${fake.project}/secrets/D`);
+    expect(tomb?.versions.map((v) => v.state)).toEqual(["DESTROYED", "DESTROYED"]);
+    expect(tomb?.versions.every((v) => v.data === undefined)).toBe(true);
+    expect(tomb?.annotations).toMatchObject({ "llm-secrets/deleted": "true", "llm-secrets/change-id": "evt-9" });
+    expect(await store.get("D")).toBeUndefined();
+
+    const purging = await open({ LLM_SECRETS_GOOGLE_PURGE: "true" });
+    await purging.put("P", value("p"));
+    expect(await purging.delete("P")).toBe("deleted");
+    expect(fake.secrets.has(`projects/${fake.project}/secrets/P`)).toBe(false);
+    expect(fake.callsOf("DeleteSecret")).toHaveLength(1);
+    await store.close?.();
+    await purging.close?.();
+  });
+
+  it("GOOGLE_SECRET_MANAGER_ALWAYS_READ_SECRET_MANAGER=true turns the cache off; its refresh interval is its own", async () => {
+    const fake = await google();
+    const settings = (env: Record<string, string>) =>
+      loadSettings({
+        env: {
+          LITELLM_MASTER_KEY: newKey(),
+          LLM_SECRETS_CONFIG: "general_settings:\n  key_management_system: google_secret_manager\n",
+          GOOGLE_SECRET_MANAGER_PROJECT_ID: fake.project,
+          SECRET_MANAGER_REFRESH_INTERVAL: "600",
+          ...env,
+        },
+        stores: [googleSecretManagerStore],
+      }).cache.ttlSeconds;
+    expect(settings({})).toBe(600);
+    expect(settings({ GOOGLE_SECRET_MANAGER_REFRESH_INTERVAL: "120" })).toBe(120);
+    expect(settings({ GOOGLE_SECRET_MANAGER_ALWAYS_READ_SECRET_MANAGER: "True" })).toBe(0);
+    expect(settings({ GOOGLE_SECRET_MANAGER_ALWAYS_READ_SECRET_MANAGER: "false" })).toBe(600);
+    expect(() => settings({ LLM_SECRETS_GOOGLE_SECRET_MANAGER_ENDPOINT: "http://localhost:1" })).toThrow(
+      /LLM_SECRETS_GOOGLE_SECRET_MANAGER_ENDPOINT/,
+    );
+  });
+});
+
+describe("google_secret_manager faults (the library's 3 attempts)", () => {
+  async function failing(times: number, fault: Parameters<FakeGoogle["fail"]>[1], deadlineMs?: number) {
+    const fake = await google();
+    const store = new GoogleSecretManagerStore({
+      client: new sdk.SecretManagerServiceClient(endpointOf(fake)),
+      project: fake.project,
+      deadlineMs,
+    });
+    await store.put("F", value("f"));
+    fake.calls.length = 0;
+    fake.fail(times, fault);
+    const result = await store.get("F").catch((e: unknown) => e);
+    // A read is two calls at once (the secret and its latest version), each with its own retries:
+    // the answer comes when the first gives up; wait for the other to use up its faults too.
+    if (times > 2) await until("both calls' attempts", () => fake.calls.length >= times, 10_000);
+    await new Promise((r) => setTimeout(r, 200)); // an attempt too many would show up here
+    await store.close();
+    const perMethod = [fake.callsOf("GetSecret").length, fake.callsOf("AccessSecretVersion").length];
+    return { result: result as { code?: string; value?: string }, attempts: Math.max(...perMethod) };
+  }
+
+  it("PERMISSION_DENIED is backend_denied", async () => {
+    expect((await failing(2, "denied")).result.code).toBe("backend_denied");
+  });
+
+  it("RESOURCE_EXHAUSTED and UNAVAILABLE on every attempt are backend_unavailable", async () => {
+    for (const fault of ["exhausted", "unavailable"] as const) {
+      const { result, attempts } = await failing(6, fault);
+      expect(result.code, fault).toBe("backend_unavailable");
+      expect(attempts, fault).toBe(3);
+    }
+  });
+
+  it("one UNAVAILABLE is retried and answered", async () => {
+    const { result } = await failing(1, "unavailable");
+    expect(result.value).toMatch(/^f-/);
+  });
+
+  it("a service that does not answer is backend_unavailable once the deadline passes", async () => {
+    const { result, attempts } = await failing(6, "hang", 300);
+    expect(result.code).toBe("backend_unavailable");
+    expect(attempts).toBe(3);
+  });
+});
+
+describe("google_kms", () => {
+  it("decrypts canonical base64 with GOOGLE_KMS_RESOURCE_NAME, untrimmed; anything else is store_corrupt", async () => {
+    const fake = await google();
+    const v = value("kms");
+    const sealed = fake.encrypt(` ${v} `, KMS_KEY).toString("base64");
+    const otherKey = fake.encrypt(v, `${KMS_KEY}-other`).toString("base64");
+    const store = await googleKmsStore.open(
+      { config: {}, env: { GOOGLE_KMS_RESOURCE_NAME: KMS_KEY, LLM_SECRETS_GOOGLE_KMS_ENDPOINT: endpointOf(fake) } },
+      {
+        dataDir: "/nonexistent",
+        env: {
+          SEALED: sealed,
+          SPACED: `${sealed}\n`,
+          URLSAFE: Buffer.from(sealed, "base64").toString("base64url"),
+          OTHER: otherKey,
+        },
+        log,
+        now: Date.now,
+      },
+    );
+    expect((await store.get("SEALED"))?.value).toBe(` ${v} `);
+    expect(fake.callsOf("Decrypt")[0]?.request.name).toBe(KMS_KEY);
+    expect(await codeOf(store.get("SPACED"))).toBe("store_corrupt");
+    expect(await codeOf(store.get("OTHER"))).toBe("store_corrupt");
+    expect(await store.get("ABSENT")).toBeUndefined();
+    await store.close?.();
+  });
+});
+
+describe("llm-secrets serve against Google", () => {
+  it("serves the API over Secret Manager given the project, the key file and the endpoint override", async () => {
+    const fake = await google();
+    const dir = await tempDir();
+    const masterKey = newKey();
+    const config = join(dir, "config.yaml");
+    await writeFile(
+      config,
+      "general_settings:\n  key_management_system: google_secret_manager\n  key_management_settings:\n    access_mode: read_and_write\n",
+    );
+    const server = await ServerProcess.start({
+      env: cleanEnv({
+        LITELLM_MASTER_KEY: masterKey,
+        LLM_SECRETS_DATA_DIR: join(dir, "data"),
+        GOOGLE_SECRET_MANAGER_PROJECT_ID: fake.project,
+        GOOGLE_APPLICATION_CREDENTIALS: fake.keyFile,
+        LLM_SECRETS_GOOGLE_SECRET_MANAGER_ENDPOINT: fake.endpoint,
+        NODE_EXTRA_CA_CERTS: process.env.NODE_EXTRA_CA_CERTS as string,
+      }),
+      args: ["--config", config, "--port", "0"],
+    });
+    const call = (method: string, path: string, body?: unknown) =>
+      fetch(`${server.url}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${masterKey}` },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    try {
+      const v = value("served");
+      expect((await call("PUT", "/v1/secrets/litellm/team-a/key", { value: v })).status).toBe(201);
+      expect(
+        fake.secrets.get(`projects/${fake.project}/secrets/litellm-team-a-key`)?.annotations["llm-secrets/name"],
+      ).toBe("litellm/team-a/key");
+      expect(await (await call("GET", "/v1/secrets/litellm/team-a/key?refresh=true")).json()).toMatchObject({
+        value: v,
+      });
+      expect((await call("DELETE", "/v1/secrets/litellm/team-a/key")).status).toBe(204);
+      expect((await call("GET", "/v1/secrets/litellm/team-a/key?refresh=true")).status).toBe(404);
+    } finally {
+      await server.stop();
+    }
+    expectNoValueIn([server.output, ...logs], values);
+  });
+});
