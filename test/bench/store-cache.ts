@@ -8,13 +8,21 @@
  * (b) Reads answered during a 60 s backend outage, the cache's entries past their lifetime but
  *     within `LLM_SECRETS_MAX_STALE`: a fake clock steps one second per read, the fake answers
  *     500 to every call (the SDK tries each 3 times). Target: all of them.
+ * (c) Reads through the Vault store while its login tokens expire mid-run (test/bench/vault-token.ts,
+ *     a child process): failed reads, against a client that keeps its first token. Target: none.
  * Counts, not times: the ratios are exact on any machine.
  */
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { silentLogger } from "../../core/src/log";
 import { createRuntime } from "../../core/src/runtime";
 import { awsSecretsManagerStore } from "../../core/src/stores/aws";
 import { FAKE_AWS_CREDENTIALS, FakeAws } from "../fakes/aws";
+import { makeTestPki } from "../fakes/pki";
 import { check, type Reporter } from "./report";
 
 const COLD_READS = 1_000;
@@ -139,5 +147,42 @@ export default async function storeCacheSection(report: Reporter): Promise<void>
     await runtime.close();
     await fake.close();
     process.env = saved;
+  }
+  await vaultTokenRow(report);
+}
+
+/** (c): the Vault child process, with the fakes' CA made now and trusted from its start. */
+async function vaultTokenRow(report: Reporter): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), "llm-secrets-bench-pki-"));
+  try {
+    const pki = makeTestPki(dir);
+    const pkiFile = join(dir, "pki.json");
+    await writeFile(pkiFile, JSON.stringify(pki));
+    const child = spawnSync(
+      process.execPath,
+      ["--import", "tsx", fileURLToPath(new URL("./vault-token.ts", import.meta.url)), pkiFile],
+      { env: { ...process.env, NODE_EXTRA_CA_CERTS: pki.caFile }, encoding: "utf8", timeout: 120_000 },
+    );
+    check(child.status === 0, `the Vault token run failed: ${child.stderr.slice(-500)}`);
+    const out = JSON.parse(child.stdout.trim().split("\n").at(-1) as string) as {
+      ours: number;
+      reference: number;
+      reads: number;
+      logins: number;
+    };
+    check(out.reference > 0, "the reference never saw its token expire: the run would not test renewal");
+    report.row({
+      name: `failed reads over ${out.reads} s with Vault login tokens of 10 s (max 30 s): ours vs a client that keeps its first token`,
+      ours: out.ours,
+      reference: out.reference,
+      unit: "reads",
+      ratio: out.ours,
+      target: "<= 0",
+    });
+    report.note(
+      `The store logged in ${out.logins - 1} times in those ${out.reads} s (renewing in between); the kept token failed ${out.reference} of ${out.reads} reads.`,
+    );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 }
