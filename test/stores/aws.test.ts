@@ -319,3 +319,41 @@ describe("llm-secrets serve against AWS", () => {
     expectNoValueIn([server.output], values);
   });
 });
+
+describe("llm-secrets serve against AWS KMS", () => {
+  it("serves hosted names decrypted from the environment, and nothing else", async () => {
+    const fake = await aws();
+    const dir = await tempDir();
+    const config = join(dir, "config.yaml");
+    await writeFile(
+      config,
+      "general_settings:\n  key_management_system: aws_kms\n  key_management_settings:\n    hosted_keys: [OPENAI_API_KEY]\n",
+    );
+    const masterKey = newKey();
+    const v = value("kms-served");
+    const server = await ServerProcess.start({
+      env: cleanEnv({
+        LITELLM_MASTER_KEY: masterKey,
+        LLM_SECRETS_DATA_DIR: join(dir, "data"),
+        AWS_REGION: "us-east-1",
+        AWS_ENDPOINT_URL_KMS: fake.url,
+        AWS_ACCESS_KEY_ID: FAKE_AWS_CREDENTIALS.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: FAKE_AWS_CREDENTIALS.secretAccessKey,
+        NODE_EXTRA_CA_CERTS: inject("testPki").caFile,
+        OPENAI_API_KEY: `aws_kms/${fake.encrypt(v).toString("base64")}`,
+        OTHER_KEY: fake.encrypt(value("not-hosted")).toString("base64"),
+      }),
+      args: ["--config", config, "--port", "0"],
+    });
+    const get = (name: string) =>
+      fetch(`${server.url}/v1/secrets/${name}`, { headers: { authorization: `Bearer ${masterKey}` } });
+    try {
+      expect(await (await get("OPENAI_API_KEY")).json()).toMatchObject({ value: v });
+      expect((await get("OTHER_KEY")).status).toBe(403);
+      expect(fake.calls("Decrypt")).toHaveLength(1);
+    } finally {
+      await server.stop();
+    }
+    expectNoValueIn([server.output], values);
+  });
+});

@@ -276,3 +276,39 @@ describe("llm-secrets serve against Google", () => {
     expectNoValueIn([server.output, ...logs], values);
   });
 });
+
+describe("llm-secrets serve against Cloud KMS", () => {
+  it("serves hosted names decrypted with GOOGLE_KMS_RESOURCE_NAME from the environment", async () => {
+    const fake = await google();
+    const dir = await tempDir();
+    const config = join(dir, "config.yaml");
+    await writeFile(
+      config,
+      "general_settings:\n  key_management_system: google_kms\n  key_management_settings:\n    hosted_keys: [OPENAI_API_KEY]\n",
+    );
+    const masterKey = newKey();
+    const v = value("gkms-served");
+    const server = await ServerProcess.start({
+      env: cleanEnv({
+        LITELLM_MASTER_KEY: masterKey,
+        LLM_SECRETS_DATA_DIR: join(dir, "data"),
+        GOOGLE_KMS_RESOURCE_NAME: KMS_KEY,
+        GOOGLE_APPLICATION_CREDENTIALS: fake.keyFile,
+        LLM_SECRETS_GOOGLE_KMS_ENDPOINT: fake.endpoint,
+        NODE_EXTRA_CA_CERTS: process.env.NODE_EXTRA_CA_CERTS as string,
+        OPENAI_API_KEY: fake.encrypt(v, KMS_KEY).toString("base64"),
+      }),
+      args: ["--config", config, "--port", "0"],
+    });
+    try {
+      const res = await fetch(`${server.url}/v1/secrets/OPENAI_API_KEY`, {
+        headers: { authorization: `Bearer ${masterKey}` },
+      });
+      expect(await res.json()).toMatchObject({ value: v });
+      expect(fake.callsOf("Decrypt")).toHaveLength(1);
+    } finally {
+      await server.stop();
+    }
+    expectNoValueIn([server.output], values);
+  });
+});
