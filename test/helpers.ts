@@ -1,7 +1,7 @@
 // Shared test helpers: temp dirs, the built CLI as a child process, generated keys and values.
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, expect, inject } from "vitest";
@@ -183,6 +183,29 @@ export class ServerProcess {
     }
     return exited;
   }
+}
+
+/**
+ * `llm-secrets serve --config` as a child process over a store's fake: `config` is the YAML of
+ * `general_settings`' store part, `env` what the store reads (its endpoint override, credentials,
+ * and the CA of the fake). Returns the server and `call(method, path, body?)` with the master key.
+ */
+export async function serveStore(config: string, env: Record<string, string>) {
+  const dir = await tempDir();
+  const configFile = join(dir, "config.yaml");
+  await writeFile(configFile, config);
+  const masterKey = newKey();
+  const server = await ServerProcess.start({
+    env: cleanEnv({ LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_DATA_DIR: join(dir, "data"), ...env }),
+    args: ["--config", configFile, "--port", "0"],
+  });
+  const call = (method: string, path: string, body?: unknown) =>
+    fetch(`${server.url}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${masterKey}` },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  return { server, call };
 }
 
 /**

@@ -13,6 +13,7 @@ import { startServer } from "./server";
 import { loadSettings, requireKeys, type Settings, type SettingsInput } from "./settings";
 import { awsSecretsManagerStore } from "./stores/aws";
 import { awsKmsStore } from "./stores/aws-kms";
+import { azureKeyVaultStore } from "./stores/azure";
 import { FileStore, fileStore } from "./stores/file";
 import { googleSecretManagerStore } from "./stores/google";
 import { googleKmsStore } from "./stores/google-kms";
@@ -27,6 +28,7 @@ export const CLI_STORES = [
   ...LOCAL_STORES,
   awsSecretsManagerStore,
   awsKmsStore,
+  azureKeyVaultStore,
   googleSecretManagerStore,
   googleKmsStore,
   vaultStore,

@@ -117,6 +117,19 @@ const UNAVAILABLE_NET_CODES = new Set([
   "ERR_SOCKET_CONNECTION_TIMEOUT",
 ]);
 
+/**
+ * msal error codes that mean the token service is down or slow. @azure/identity reports every token
+ * failure as `AuthenticationRequiredError` with no status, its message starting with msal's code
+ * (the OAuth `error` of the answer, or msal's own `network_error`): only that code tells a refusal
+ * (`invalid_client`, ...) from an outage. Only the code is read; the message is never repeated.
+ */
+const TRANSIENT_TOKEN_ERRORS = /^(?:network_error|temporarily_unavailable|server_error|request_timeout)\b/;
+
+function messageOf(err: unknown): string {
+  const message = (err as { message?: unknown } | null)?.message;
+  return typeof message === "string" ? message : "";
+}
+
 /** Filesystem codes that mean the store cannot be used here, whatever is retried. */
 const UNUSABLE_FS_CODES = new Set(["EACCES", "EPERM", "EROFS", "ENOENT", "ENOTDIR", "EISDIR", "ENOSPC", "EDQUOT"]);
 
@@ -149,6 +162,9 @@ export function classifyBackendError(err: unknown, what: string): SecretsError {
     return new BackendDenied(`${what}: the backend refused our identity (${label})`, options);
   if (typeof code === "number" && typeof status !== "number" && GRPC_DENIED.has(code)) {
     return new BackendDenied(`${what}: the backend refused our identity (${label})`, options);
+  }
+  if (name === "AuthenticationRequiredError" && TRANSIENT_TOKEN_ERRORS.test(messageOf(err))) {
+    return new BackendUnavailable(`${what}: the token service is unavailable (${label})`, retryAfter, options);
   }
   if (name !== undefined && DENIED_NAMES.has(name)) {
     return new BackendDenied(`${what}: the backend refused our identity (${label})`, options);

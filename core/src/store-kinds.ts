@@ -5,6 +5,7 @@
 
 import type { awsSecretsManagerStore } from "./stores/aws";
 import type { awsKmsStore } from "./stores/aws-kms";
+import type { azureKeyVaultStore } from "./stores/azure";
 import type { fileStore } from "./stores/file";
 import type { googleSecretManagerStore } from "./stores/google";
 import type { googleKmsStore } from "./stores/google-kms";
@@ -18,6 +19,7 @@ export type BuiltInStore =
   | typeof memoryStore
   | typeof awsSecretsManagerStore
   | typeof awsKmsStore
+  | typeof azureKeyVaultStore
   | typeof googleSecretManagerStore
   | typeof googleKmsStore
   | typeof vaultStore;

@@ -40,6 +40,17 @@ const CASES: [string, unknown, string, number?][] = [
     3,
   ],
   ["Azure identity unavailable", shaped({ name: "CredentialUnavailableError" }), "backend_denied"],
+  [
+    "Azure token refused (msal invalid_client)",
+    shaped({ name: "AuthenticationRequiredError", message: "invalid_client: AADSTS7000215" }),
+    "backend_denied",
+  ],
+  [
+    "Azure token service down (msal network_error)",
+    shaped({ name: "AuthenticationRequiredError", message: "network_error: Network request failed" }),
+    "backend_unavailable",
+    1,
+  ],
   ["gRPC PERMISSION_DENIED", shaped({ code: 7, details: "denied" }), "backend_denied"],
   ["gRPC UNAUTHENTICATED", shaped({ code: 16 }), "backend_denied"],
   ["gRPC UNAVAILABLE", shaped({ code: 14 }), "backend_unavailable", 1],

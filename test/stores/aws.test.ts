@@ -2,8 +2,6 @@
 // the fake, SigV4 included), the create / exists / scheduled-for-deletion paths, the recovery
 // window, primary_secret_name, and the fault matrix. The real SDK, over HTTPS, to test/fakes/aws.ts.
 
-import { writeFile } from "node:fs/promises";
-import { join } from "node:path";
 import * as sdk from "@aws-sdk/client-secrets-manager";
 import { beforeEach, describe, expect, inject, it } from "vitest";
 import { createLogger } from "../../core/src/log";
@@ -13,7 +11,7 @@ import { awsClientOptions } from "../../core/src/stores/aws-config";
 import { awsKmsStore } from "../../core/src/stores/aws-kms";
 import { safeParse } from "../../core/src/validation";
 import { FAKE_AWS_CREDENTIALS, lazyFakeAws } from "../fakes/aws";
-import { cleanEnv, codeOf, expectNoValueIn, newKey, ServerProcess, secretValue, tempDir } from "../helpers";
+import { codeOf, expectNoValueIn, secretValue, serveStore } from "../helpers";
 
 const aws = lazyFakeAws();
 const logs: string[] = [];
@@ -266,39 +264,16 @@ describe("what the AWS stores print", () => {
 describe("llm-secrets serve against AWS", () => {
   it("serves the API over Secrets Manager given only the config file and the SDK's endpoint override", async () => {
     const fake = await aws();
-    const dir = await tempDir();
-    const config = join(dir, "config.yaml");
-    await writeFile(
-      config,
-      [
-        "general_settings:",
-        "  master_key: os.environ/LITELLM_MASTER_KEY",
-        "  key_management_system: aws_secret_manager",
-        "  key_management_settings:",
-        "    access_mode: read_and_write",
-        "    aws_region_name: eu-central-1",
-        "    tags: {owner: gateway}",
-        "",
-      ].join("\n"),
-    );
-    const masterKey = newKey();
-    const server = await ServerProcess.start({
-      env: cleanEnv({
-        LITELLM_MASTER_KEY: masterKey,
-        LLM_SECRETS_DATA_DIR: join(dir, "data"),
+    const { server, call } = await serveStore(
+      "general_settings:\n  key_management_system: aws_secret_manager\n  key_management_settings:\n" +
+        "    access_mode: read_and_write\n    aws_region_name: eu-central-1\n    tags: {owner: gateway}\n",
+      {
         AWS_ENDPOINT_URL_SECRETS_MANAGER: fake.url,
         AWS_ACCESS_KEY_ID: FAKE_AWS_CREDENTIALS.accessKeyId,
         AWS_SECRET_ACCESS_KEY: FAKE_AWS_CREDENTIALS.secretAccessKey,
         NODE_EXTRA_CA_CERTS: inject("testPki").caFile, // the emulator's CA, as a user trusts theirs
-      }),
-      args: ["--config", config, "--port", "0"],
-    });
-    const call = (method: string, path: string, body?: unknown) =>
-      fetch(`${server.url}${path}`, {
-        method,
-        headers: { authorization: `Bearer ${masterKey}` },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
+      },
+    );
     try {
       expect(await (await call("GET", "/health")).json()).toMatchObject({ status: "ok", store: "aws_secret_manager" });
       const v = value("served");
@@ -318,23 +293,13 @@ describe("llm-secrets serve against AWS", () => {
     }
     expectNoValueIn([server.output], values);
   });
-});
 
-describe("llm-secrets serve against AWS KMS", () => {
-  it("serves hosted names decrypted from the environment, and nothing else", async () => {
+  it("serves aws_kms: hosted names decrypted from the environment, and nothing else", async () => {
     const fake = await aws();
-    const dir = await tempDir();
-    const config = join(dir, "config.yaml");
-    await writeFile(
-      config,
-      "general_settings:\n  key_management_system: aws_kms\n  key_management_settings:\n    hosted_keys: [OPENAI_API_KEY]\n",
-    );
-    const masterKey = newKey();
     const v = value("kms-served");
-    const server = await ServerProcess.start({
-      env: cleanEnv({
-        LITELLM_MASTER_KEY: masterKey,
-        LLM_SECRETS_DATA_DIR: join(dir, "data"),
+    const { server, call } = await serveStore(
+      "general_settings:\n  key_management_system: aws_kms\n  key_management_settings:\n    hosted_keys: [OPENAI_API_KEY]\n",
+      {
         AWS_REGION: "us-east-1",
         AWS_ENDPOINT_URL_KMS: fake.url,
         AWS_ACCESS_KEY_ID: FAKE_AWS_CREDENTIALS.accessKeyId,
@@ -342,14 +307,11 @@ describe("llm-secrets serve against AWS KMS", () => {
         NODE_EXTRA_CA_CERTS: inject("testPki").caFile,
         OPENAI_API_KEY: `aws_kms/${fake.encrypt(v).toString("base64")}`,
         OTHER_KEY: fake.encrypt(value("not-hosted")).toString("base64"),
-      }),
-      args: ["--config", config, "--port", "0"],
-    });
-    const get = (name: string) =>
-      fetch(`${server.url}/v1/secrets/${name}`, { headers: { authorization: `Bearer ${masterKey}` } });
+      },
+    );
     try {
-      expect(await (await get("OPENAI_API_KEY")).json()).toMatchObject({ value: v });
-      expect((await get("OTHER_KEY")).status).toBe(403);
+      expect(await (await call("GET", "/v1/secrets/OPENAI_API_KEY")).json()).toMatchObject({ value: v });
+      expect((await call("GET", "/v1/secrets/OTHER_KEY")).status).toBe(403);
       expect(fake.calls("Decrypt")).toHaveLength(1);
     } finally {
       await server.stop();

@@ -33,4 +33,12 @@ describe("bundles of the core", () => {
     expect(inputs.some((i) => i.includes("node_modules/@aws-sdk/client-secrets-manager/"))).toBe(true);
     expect(inputs.filter((i) => /node_modules\/(@azure|@google-cloud|google-gax|@grpc)\//.test(i))).toEqual([]);
   });
+
+  it("the Azure store's subpath brings Key Vault's SDK, and only Azure's", async () => {
+    const inputs = await inputsOf("stores/azure.ts");
+    expect(inputs.some((i) => i.includes("node_modules/@azure/keyvault-secrets/"))).toBe(true);
+    expect(inputs.filter((i) => /node_modules\/(@aws-sdk|@smithy|@google-cloud|google-gax|@grpc)\//.test(i))).toEqual(
+      [],
+    );
+  });
 });

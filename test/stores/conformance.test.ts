@@ -4,13 +4,16 @@ import { KeyRing } from "../../core/src/crypto";
 import { silentLogger } from "../../core/src/log";
 import { awsSecretsManagerStore } from "../../core/src/stores/aws";
 import { awsKmsStore } from "../../core/src/stores/aws-kms";
+import { AzureKeyVaultSettings, azureKeyVaultStore } from "../../core/src/stores/azure";
 import { fileStore } from "../../core/src/stores/file";
 import { googleSecretManagerStore } from "../../core/src/stores/google";
 import { googleKmsStore } from "../../core/src/stores/google-kms";
 import { localStore } from "../../core/src/stores/local";
 import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
 import { vaultStore } from "../../core/src/stores/vault";
+import { safeParse } from "../../core/src/validation";
 import { lazyFakeAws } from "../fakes/aws";
+import { lazyFakeAzure } from "../fakes/azure";
 import { lazyFakeGoogle } from "../fakes/google";
 import { FakeVault } from "../fakes/vault";
 import { tempDir } from "../helpers";
@@ -134,4 +137,21 @@ storeConformance({
       deps(),
     );
   },
+});
+
+// Azure: the real Key Vault and identity SDKs over HTTPS to the fakes (test/fakes/azure.ts), bearer
+// challenge and token service included, a fresh vault per open.
+const azure = lazyFakeAzure();
+
+storeConformance({
+  name: "azure_key_vault (Azure SDK against the fakes)",
+  factory: azureKeyVaultStore,
+  open: async () => {
+    const fake = await azure();
+    fake.reset();
+    const parsed = safeParse(AzureKeyVaultSettings, { config: {}, env: fake.env() });
+    if (!parsed.success) throw new Error("invalid test settings");
+    return azureKeyVaultStore.open(parsed.data, deps());
+  },
+  collidingNames: ["AZURE_API_KEY", "AZURE-API-KEY"],
 });

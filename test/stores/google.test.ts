@@ -12,7 +12,7 @@ import { loadSettings } from "../../core/src/settings";
 import { GoogleSecretManagerStore, googleSecretManagerStore } from "../../core/src/stores/google";
 import { googleKmsStore } from "../../core/src/stores/google-kms";
 import { type FakeGoogle, lazyFakeGoogle } from "../fakes/google";
-import { cleanEnv, codeOf, expectNoValueIn, newKey, ServerProcess, secretValue, tempDir, until } from "../helpers";
+import { codeOf, expectNoValueIn, newKey, secretValue, serveStore, tempDir, until } from "../helpers";
 
 const google = lazyFakeGoogle(tempDir);
 const KMS_KEY = "projects/llm-secrets-test/locations/global/keyRings/ring/cryptoKeys/key";
@@ -235,30 +235,15 @@ describe("google_kms", () => {
 describe("llm-secrets serve against Google", () => {
   it("serves the API over Secret Manager given the project, the key file and the endpoint override", async () => {
     const fake = await google();
-    const dir = await tempDir();
-    const masterKey = newKey();
-    const config = join(dir, "config.yaml");
-    await writeFile(
-      config,
+    const { server, call } = await serveStore(
       "general_settings:\n  key_management_system: google_secret_manager\n  key_management_settings:\n    access_mode: read_and_write\n",
-    );
-    const server = await ServerProcess.start({
-      env: cleanEnv({
-        LITELLM_MASTER_KEY: masterKey,
-        LLM_SECRETS_DATA_DIR: join(dir, "data"),
+      {
         GOOGLE_SECRET_MANAGER_PROJECT_ID: fake.project,
         GOOGLE_APPLICATION_CREDENTIALS: fake.keyFile,
         LLM_SECRETS_GOOGLE_SECRET_MANAGER_ENDPOINT: fake.endpoint,
         NODE_EXTRA_CA_CERTS: process.env.NODE_EXTRA_CA_CERTS as string,
-      }),
-      args: ["--config", config, "--port", "0"],
-    });
-    const call = (method: string, path: string, body?: unknown) =>
-      fetch(`${server.url}${path}`, {
-        method,
-        headers: { authorization: `Bearer ${masterKey}` },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
+      },
+    );
     try {
       const v = value("served");
       expect((await call("PUT", "/v1/secrets/litellm/team-a/key", { value: v })).status).toBe(201);
@@ -275,36 +260,22 @@ describe("llm-secrets serve against Google", () => {
     }
     expectNoValueIn([server.output, ...logs], values);
   });
-});
 
-describe("llm-secrets serve against Cloud KMS", () => {
-  it("serves hosted names decrypted with GOOGLE_KMS_RESOURCE_NAME from the environment", async () => {
+  it("serves google_kms: hosted names decrypted with GOOGLE_KMS_RESOURCE_NAME from the environment", async () => {
     const fake = await google();
-    const dir = await tempDir();
-    const config = join(dir, "config.yaml");
-    await writeFile(
-      config,
-      "general_settings:\n  key_management_system: google_kms\n  key_management_settings:\n    hosted_keys: [OPENAI_API_KEY]\n",
-    );
-    const masterKey = newKey();
     const v = value("gkms-served");
-    const server = await ServerProcess.start({
-      env: cleanEnv({
-        LITELLM_MASTER_KEY: masterKey,
-        LLM_SECRETS_DATA_DIR: join(dir, "data"),
+    const { server, call } = await serveStore(
+      "general_settings:\n  key_management_system: google_kms\n  key_management_settings:\n    hosted_keys: [OPENAI_API_KEY]\n",
+      {
         GOOGLE_KMS_RESOURCE_NAME: KMS_KEY,
         GOOGLE_APPLICATION_CREDENTIALS: fake.keyFile,
         LLM_SECRETS_GOOGLE_KMS_ENDPOINT: fake.endpoint,
         NODE_EXTRA_CA_CERTS: process.env.NODE_EXTRA_CA_CERTS as string,
         OPENAI_API_KEY: fake.encrypt(v, KMS_KEY).toString("base64"),
-      }),
-      args: ["--config", config, "--port", "0"],
-    });
+      },
+    );
     try {
-      const res = await fetch(`${server.url}/v1/secrets/OPENAI_API_KEY`, {
-        headers: { authorization: `Bearer ${masterKey}` },
-      });
-      expect(await res.json()).toMatchObject({ value: v });
+      expect(await (await call("GET", "/v1/secrets/OPENAI_API_KEY")).json()).toMatchObject({ value: v });
       expect(fake.callsOf("Decrypt")).toHaveLength(1);
     } finally {
       await server.stop();

@@ -2,10 +2,8 @@
 // (test/fakes/vault.ts) that answers as Vault's HTTP API does. LiteLLM's parity examples (URL,
 // namespaces, mount, prefix, auth order), logins and their tokens, KV v2 writes with check-and-set,
 // change times in custom metadata, retries and the fault matrix, and the conformance suite.
-import { writeFile } from "node:fs/promises";
 import { createServer } from "node:https";
 import type { AddressInfo } from "node:net";
-import { join } from "node:path";
 import { afterAll, describe, expect, inject, it } from "vitest";
 import { SecretsError } from "../../core/src/errors";
 import { createLogger } from "../../core/src/log";
@@ -20,17 +18,7 @@ import {
 } from "../../core/src/stores/vault";
 import type { VaultTuning } from "../../core/src/stores/vault-http";
 import { FakeVault as Fake, type FakeVault, type FakeVaultOptions } from "../fakes/vault";
-import {
-  cleanEnv,
-  codeOf,
-  expectNoValueIn,
-  makeCertificate,
-  newKey,
-  ServerProcess,
-  secretValue,
-  tempDir,
-  until,
-} from "../helpers";
+import { codeOf, expectNoValueIn, makeCertificate, newKey, secretValue, serveStore, tempDir, until } from "../helpers";
 
 const pki = inject("testPki");
 const ROOT = newKey("hvs.");
@@ -715,31 +703,16 @@ describe("llm-secrets serve against Vault", () => {
     const secretId = newKey("secret-id-");
     sensitive.push(roleId, secretId);
     const fake = await startFake({ approle: { roleId, secretId } });
-    const dir = await tempDir();
-    const masterKey = newKey();
-    const config = join(dir, "config.yaml");
-    await writeFile(
-      config,
+    const { server, call } = await serveStore(
       "general_settings:\n  key_management_system: hashicorp_vault\n  key_management_settings:\n    access_mode: read_and_write\n",
-    );
-    const server = await ServerProcess.start({
-      env: cleanEnv({
-        LITELLM_MASTER_KEY: masterKey,
-        LLM_SECRETS_DATA_DIR: join(dir, "data"),
+      {
         HCP_VAULT_ADDR: fake.url,
         HCP_VAULT_APPROLE_ROLE_ID: roleId,
         HCP_VAULT_APPROLE_SECRET_ID: secretId,
         HCP_VAULT_PATH_PREFIX: "llm",
         NODE_EXTRA_CA_CERTS: process.env.NODE_EXTRA_CA_CERTS as string,
-      }),
-      args: ["--config", config, "--port", "0"],
-    });
-    const call = (method: string, path: string, body?: unknown) =>
-      fetch(`${server.url}${path}`, {
-        method,
-        headers: { authorization: `Bearer ${masterKey}` },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
+      },
+    );
     try {
       const v = value("served");
       expect((await call("PUT", "/v1/secrets/OPENAI_API_KEY", { value: v })).status).toBe(201);

@@ -1,0 +1,491 @@
+/**
+ * `azure_key_vault`: Azure Key Vault secrets through `@azure/keyvault-secrets` and
+ * `@azure/identity` (SPEC section 3; LiteLLM reads `SecretClient(AZURE_KEY_VAULT_URI,
+ * DefaultAzureCredential()).get_secret(name)`). Reached only as `@llm-secrets/core/stores/azure`:
+ * importing the core root loads no Azure SDK, and the SDK itself is imported when the store opens.
+ *
+ * Names (differs from LiteLLM, which passes names unchanged and so cannot read `AZURE_API_KEY`):
+ * Key Vault takes `[0-9A-Za-z-]{1,127}`, case-insensitively. `keyOf` maps every other character to
+ * `-`, so `AZURE_API_KEY` is the vault secret `AZURE-API-KEY`; a name longer than 127 characters is
+ * `400 invalid_name` here. The name we wrote is kept in the tag `llm-secrets:name`: a write or delete
+ * whose secret holds another name (`AZURE-API-KEY` written as `AZURE_API_KEY`, or `a_b` as `A_B`) is
+ * `409 name_conflict`, and a read of it finds nothing. A secret without that tag (made in the portal
+ * as `AZURE-API-KEY`) is read for every name that maps onto it and adopted (tagged) by the first write.
+ * `keyOf` keeps the case (the cache keys on it): `a_b` and `A_B` are two names of ours on one vault
+ * secret, told apart by the tag.
+ *
+ * - Read: `getSecret` (the latest version; `GET /secrets/{name}/`).
+ * - Write: `setSecret` (a new version, with the caller's tags, else the previous version's, else
+ *   the creation defaults; Key Vault tags belong to a version, so each write carries them all). A
+ *   name that is deleted but recoverable is recovered first (`beginRecoverDeletedSecret`, waited
+ *   for: the name cannot be written until then); a name whose delete or recovery is still under way
+ *   (`409 Conflict`) is looked at again a few times. Key Vault secrets have no description: the
+ *   `description` setting is not recorded.
+ * - Delete: `beginDeleteSecret`, without waiting for the delete to finish (soft delete is always on:
+ *   the secret stays recoverable for the vault's retention, 7 to 90 days, and nothing is purged).
+ *
+ * What it records: every change's time (and event id) in the version's tags
+ * `llm-secrets:changed-at` / `llm-secrets:change-id`, and `llm-secrets:deleted=true` set on the
+ * current version just before a delete (`updateSecretProperties`). A soft-deleted secret keeps its
+ * tags, readable with `getDeletedSecret`: that is the tombstone, and it lasts the vault's retention
+ * (at least 7 days, above the 6-day event age limit). An event that deletes a name never written
+ * writes an empty value to carry its tombstone and deletes it at once; an event that deletes a name
+ * already deleted recovers it, re-tags it and deletes it again. `ifNewerThan` is read-then-write
+ * (`getSecret` / `getDeletedSecret`, then the write): Key Vault has no compare-and-set, so a writer
+ * in another process between the two can be overwritten. Within this process, changes of one
+ * secret run one at a time. Ties break by event id. Up to four of a version's 15 tags are ours.
+ * Records: version (the version id), time (`updated` of the version) and the caller's tags.
+ *
+ * Settings: `AZURE_KEY_VAULT_URI` (https). Credentials: `AZURE_TENANT_ID` + `AZURE_CLIENT_ID` +
+ * `AZURE_CLIENT_SECRET` give a `ClientSecretCredential`; otherwise `DefaultAzureCredential`
+ * (workload or managed identity, the Azure CLI, ...) reads the environment itself. The SDK's own
+ * `AZURE_AUTHORITY_HOST` names another cloud's (or a private) token service; for a host that is not
+ * one of Microsoft's clouds, instance discovery (which only Microsoft's clouds answer) is turned off.
+ * For a vault host outside Key Vault's own domains (a private DNS name, an emulator), the SDK's check
+ * that the challenge's resource matches the host cannot pass and is turned off; in its place, only a
+ * challenge that asks for a Key Vault audience is answered with a token, so such a host can never
+ * obtain a token for another Azure service. Retries are the SDK's (3 attempts: 429 and 503 after
+ * their `Retry-After`, other 5xx and resets with backoff; a timed-out attempt is not retried); each
+ * attempt is bounded (10 s), token requests included.
+ */
+import type { TokenCredential } from "@azure/identity";
+import type { KeyVaultSecret, SecretClient, SecretClientOptions } from "@azure/keyvault-secrets";
+import * as z from "zod/mini";
+import { InvalidInput, InvalidName } from "../errors";
+import type { Logger } from "../log";
+import {
+  type ChangeStamp,
+  type DeleteOptions,
+  type DeleteOutcome,
+  isNewer,
+  type PutOptions,
+  type PutOutcome,
+  type SecretRecord,
+  type SecretStore,
+  type StoreFactory,
+} from "../secret-store";
+import { BackendUnavailable, classifyBackendError, NameConflict } from "../store-errors";
+
+const TAG_NAME = "llm-secrets:name";
+const TAG_AT = "llm-secrets:changed-at";
+const TAG_ID = "llm-secrets:change-id";
+const TAG_DELETED = "llm-secrets:deleted";
+const OUR_PREFIX = "llm-secrets:";
+const MAX_NAME = 127;
+const MAX_TAGS = 15;
+const MAX_TAG_VALUE = 256;
+
+/** Key Vault's DNS suffixes (public, China, US Government, Germany; vaults and managed HSMs). */
+const KEY_VAULT_DOMAINS = [
+  "vault.azure.net",
+  "vault.azure.cn",
+  "vault.usgovcloudapi.net",
+  "vault.microsoftazure.de",
+  "managedhsm.azure.net",
+  "managedhsm.azure.cn",
+  "managedhsm.usgovcloudapi.net",
+  "managedhsm.microsoftazure.de",
+];
+
+/** Microsoft Entra ID's own authority hosts, which instance discovery knows. */
+const MICROSOFT_AUTHORITY_HOSTS = new Set([
+  "login.microsoftonline.com",
+  "login.microsoft.com",
+  "login.windows.net",
+  "sts.windows.net",
+  "login.microsoftonline.us",
+  "login.usgovcloudapi.net",
+  "login.chinacloudapi.cn",
+  "login.partner.microsoftonline.cn",
+  "login.microsoftonline.de",
+]);
+
+const httpsUrl = z.url({ protocol: /^https$/, error: "expected an https:// URL" });
+
+export const AzureKeyVaultSettings = z.object({
+  config: z.object({}),
+  env: z.object({
+    AZURE_KEY_VAULT_URI: httpsUrl,
+    AZURE_AUTHORITY_HOST: z.optional(httpsUrl),
+    AZURE_TENANT_ID: z.optional(z.string()),
+    AZURE_CLIENT_ID: z.optional(z.string()),
+    AZURE_CLIENT_SECRET: z.optional(z.string()),
+  }),
+});
+
+type AzureEnv = z.output<typeof AzureKeyVaultSettings>["env"];
+type PipelinePolicy = NonNullable<SecretClientOptions["additionalPolicies"]>[number]["policy"];
+
+export interface AzureTimeouts {
+  /** Each attempt of each request, token requests included. */
+  requestMs: number;
+  /** The first retry's delay (the SDK doubles it, with jitter); 429 and 503 wait their `Retry-After`. */
+  retryDelayMs?: number;
+}
+
+const DEFAULT_TIMEOUTS: AzureTimeouts = { requestMs: 10_000 };
+
+/**
+ * The `SecretClient` options: the SDK's retry (3 attempts), a bound on each attempt, and, for a vault
+ * host outside Key Vault's domains, the challenge check swapped for an audience check.
+ */
+export function azureClientOptions(vaultUri: string, timeouts: AzureTimeouts = DEFAULT_TIMEOUTS): SecretClientOptions {
+  const ownDomain = isKeyVaultHost(new URL(vaultUri).hostname);
+  return {
+    retryOptions: retryOptions(timeouts),
+    disableChallengeResourceVerification: !ownDomain,
+    additionalPolicies: [
+      { policy: timeoutPolicy(timeouts.requestMs), position: "perCall" },
+      ...(ownDomain ? [] : [{ policy: keyVaultAudiencePolicy, position: "perRetry" as const }]),
+    ],
+  };
+}
+
+/** The credential options: the authority host, instance discovery off for a host that is not Microsoft's, bounded attempts. */
+export function azureCredentialOptions(env: Pick<AzureEnv, "AZURE_AUTHORITY_HOST">, timeouts = DEFAULT_TIMEOUTS) {
+  const authorityHost = env.AZURE_AUTHORITY_HOST;
+  return {
+    ...(authorityHost !== undefined && {
+      authorityHost,
+      disableInstanceDiscovery: !MICROSOFT_AUTHORITY_HOSTS.has(new URL(authorityHost).hostname.toLowerCase()),
+    }),
+    retryOptions: retryOptions(timeouts),
+    additionalPolicies: [{ policy: timeoutPolicy(timeouts.requestMs), position: "perCall" as const }],
+  };
+}
+
+/** The SDK's own retry: 3 attempts in all. */
+function retryOptions(timeouts: AzureTimeouts) {
+  return {
+    maxRetries: 2,
+    ...(timeouts.retryDelayMs !== undefined && { retryDelayInMs: timeouts.retryDelayMs }),
+  };
+}
+
+function isKeyVaultHost(hostname: string): boolean {
+  const host = hostname.toLowerCase();
+  return KEY_VAULT_DOMAINS.some((domain) => host.endsWith(`.${domain}`));
+}
+
+/** Sets a time limit on every attempt of a request that has none (the SDK's default is none). */
+function timeoutPolicy(ms: number): PipelinePolicy {
+  return {
+    name: "llmSecretsTimeout",
+    sendRequest(request, next) {
+      if (!(request.timeout > 0)) request.timeout = ms;
+      return next(request);
+    },
+  };
+}
+
+/**
+ * With the SDK's challenge check off, a 401 whose challenge asks for anything but a Key Vault
+ * audience loses its `WWW-Authenticate`, so the SDK asks for no token and the 401 stands (it is then
+ * `backend_denied`): a vault host can obtain a Key Vault token, never one for another service.
+ */
+const keyVaultAudiencePolicy: PipelinePolicy = {
+  name: "llmSecretsKeyVaultAudience",
+  async sendRequest(request, next) {
+    const response = await next(request);
+    const challenge = response.status === 401 ? response.headers.get("www-authenticate") : undefined;
+    if (challenge) {
+      const audiences = [...challenge.matchAll(/\b(?:resource|scope)="([^"]*)"/g)].map((m) => m[1] as string);
+      if (audiences.some((audience) => !isKeyVaultAudience(audience))) response.headers.delete("www-authenticate");
+    }
+    return response;
+  },
+};
+
+function isKeyVaultAudience(audience: string): boolean {
+  const origin = audience
+    .replace(/\/\.default$/, "")
+    .replace(/\/+$/, "")
+    .toLowerCase();
+  return KEY_VAULT_DOMAINS.some((domain) => origin === `https://${domain}`);
+}
+
+export interface AzureKeyVaultOptions {
+  client: SecretClient;
+  now?: () => number;
+  /** How often a recovery is polled, and how long to wait before looking again at a name under way. */
+  pollMs?: number;
+  log: Logger;
+}
+
+/** What the vault holds under a key: a live secret, a soft-deleted one (a tombstone), or nothing. */
+type Found =
+  | { state: "absent" }
+  | {
+      state: "live" | "deleted";
+      version: string | undefined;
+      /** The name we wrote it as; undefined for a secret made outside llm-secrets. */
+      owner: string | undefined;
+      userTags: Record<string, string>;
+      stamp: ChangeStamp | undefined;
+      stampIsDelete: boolean;
+    };
+
+/** A name whose delete or recovery is under way is looked at this many times before giving up. */
+const BUSY_ATTEMPTS = 10;
+/** The longest wait for a recovery to finish. */
+const RECOVERY_TIMEOUT_MS = 30_000;
+
+export class AzureKeyVaultStore implements SecretStore {
+  readonly kind = "azure_key_vault";
+  readonly #client: SecretClient;
+  readonly #now: () => number;
+  readonly #pollMs: number;
+  readonly #log: Logger;
+  /** The change under way per secret (lower-cased key: the vault ignores case). */
+  readonly #queues = new Map<string, Promise<unknown>>();
+
+  constructor(options: AzureKeyVaultOptions) {
+    this.#client = options.client;
+    this.#now = options.now ?? Date.now;
+    this.#pollMs = options.pollMs ?? 1_000;
+    this.#log = options.log;
+  }
+
+  /** Each character outside `[0-9A-Za-z-]` becomes `-` (`AZURE_API_KEY` -> `AZURE-API-KEY`). */
+  keyOf(name: string): string {
+    return name.replace(/[^0-9A-Za-z-]/g, "-");
+  }
+
+  async get(name: string): Promise<SecretRecord | undefined> {
+    const key = this.#key(name);
+    let secret: KeyVaultSecret;
+    try {
+      secret = await this.#client.getSecret(key);
+    } catch (err) {
+      if (statusOf(err) === 404) return undefined;
+      throw classifyBackendError(err, "azure key vault get");
+    }
+    const tags = secret.properties.tags ?? {};
+    const owner = tags[TAG_NAME];
+    if (owner !== undefined && owner !== name) return undefined;
+    const user = userTagsOf(tags);
+    return {
+      value: secret.value ?? "",
+      ...(secret.properties.version !== undefined && { version: secret.properties.version }),
+      ...(secret.properties.updatedOn !== undefined && { updatedAt: secret.properties.updatedOn }),
+      ...(Object.keys(user).length > 0 && { tags: user }),
+    };
+  }
+
+  async put(name: string, value: string, options: PutOptions = {}): Promise<PutOutcome> {
+    const key = this.#key(name);
+    const stamp = options.ifNewerThan ?? { at: this.#now() };
+    const meta = options.meta;
+    return this.#oneAtATime(key, async () => {
+      try {
+        const found = await this.#find(key);
+        this.#refuseOtherOwner(found, name, key);
+        if (options.ifNewerThan && found.state !== "absent") {
+          if (!isNewer(stamp, false, found.stamp, found.stampIsDelete)) return "superseded";
+        }
+        const given = meta?.tags ?? (found.state === "live" ? found.userTags : meta?.whenCreated?.tags);
+        const tags = { ...checkedUserTags(given), ...stampTags(name, stamp, false) };
+        await this.#write(key, value, tags, found.state === "deleted");
+        if (found.state === "live" && found.owner === undefined) {
+          this.#log.info("adopted a Key Vault secret made outside llm-secrets", { name, key });
+        }
+        return found.state === "live" ? "updated" : "created";
+      } catch (err) {
+        throw classifyBackendError(err, "azure key vault put");
+      }
+    });
+  }
+
+  async delete(name: string, options: DeleteOptions = {}): Promise<DeleteOutcome> {
+    const key = this.#key(name);
+    const stamp = options.ifNewerThan ?? { at: this.#now() };
+    return this.#oneAtATime(key, async () => {
+      try {
+        const found = await this.#find(key);
+        this.#refuseOtherOwner(found, name, key);
+        if (options.ifNewerThan && found.state !== "absent") {
+          if (!isNewer(stamp, true, found.stamp, found.stampIsDelete)) return "superseded";
+        }
+        const tombstone = stampTags(name, stamp, true);
+        if (found.state === "live") {
+          await this.#tagAndDelete(key, found.version, { ...found.userTags, ...tombstone });
+          return "deleted";
+        }
+        // Gone already. A direct delete leaves it so; an event's delete records its time.
+        if (options.ifNewerThan === undefined) return "absent";
+        if (found.state === "deleted") {
+          const version = await this.#recover(key);
+          await this.#tagAndDelete(key, version, { ...found.userTags, ...tombstone });
+        } else {
+          // A name never written: an empty value carries the tombstone through the retention.
+          await this.#write(key, "", tombstone, false);
+          await this.#client.beginDeleteSecret(key);
+        }
+        return "absent";
+      } catch (err) {
+        throw classifyBackendError(err, "azure key vault delete");
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  /** The vault key of `name`, refused before any call when Key Vault cannot hold it. */
+  #key(name: string): string {
+    const key = this.keyOf(name);
+    if (key.length > MAX_NAME) throw new InvalidName(`Azure Key Vault takes names of at most ${MAX_NAME} characters`);
+    return key;
+  }
+
+  #refuseOtherOwner(found: Found, name: string, key: string): void {
+    if (found.state === "live" && found.owner !== undefined && found.owner !== name) throw new NameConflict(name, key);
+  }
+
+  /** Runs the changes of one secret one after another, so a read-then-write is not raced from here. */
+  #oneAtATime<T>(key: string, work: () => Promise<T>): Promise<T> {
+    const id = key.toLowerCase();
+    const run = (this.#queues.get(id) ?? Promise.resolve()).then(work);
+    const settled = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#queues.set(id, settled);
+    void settled.then(() => {
+      if (this.#queues.get(id) === settled) this.#queues.delete(id);
+    });
+    return run;
+  }
+
+  async #find(key: string): Promise<Found> {
+    try {
+      const secret = await this.#client.getSecret(key);
+      return found("live", secret.properties.version, secret.properties.tags);
+    } catch (err) {
+      if (statusOf(err) !== 404) throw err;
+    }
+    try {
+      const deleted = await this.#client.getDeletedSecret(key);
+      return found("deleted", deleted.properties.version, deleted.properties.tags);
+    } catch (err) {
+      if (statusOf(err) !== 404) throw err;
+      return { state: "absent" };
+    }
+  }
+
+  /**
+   * A new version of `key`, recovering it first when it is soft-deleted. A `409` means a delete or
+   * a recovery is still under way: the name is looked at again (recovered once its delete is done).
+   */
+  async #write(key: string, value: string, tags: Record<string, string>, deleted: boolean): Promise<void> {
+    let recover = deleted;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        if (recover) await this.#recover(key);
+        await this.#client.setSecret(key, value, { tags });
+        return;
+      } catch (err) {
+        if (statusOf(err) !== 409) throw err;
+        if (attempt >= BUSY_ATTEMPTS) {
+          throw new BackendUnavailable("azure key vault put: the secret is still being deleted or recovered", 1, {
+            cause: err,
+          });
+        }
+      }
+      await new Promise((resolve) => setTimeout(resolve, this.#pollMs));
+      recover = (await this.#find(key)).state === "deleted";
+    }
+  }
+
+  /** Recovers a soft-deleted secret and waits until it can be written; the recovered version. */
+  async #recover(key: string): Promise<string | undefined> {
+    const poller = await this.#client.beginRecoverDeletedSecret(key, { intervalInMs: this.#pollMs });
+    const properties = await poller.pollUntilDone({ abortSignal: AbortSignal.timeout(RECOVERY_TIMEOUT_MS) });
+    return properties.version;
+  }
+
+  /** Records the tombstone on the current version, then deletes the secret without waiting for the delete to finish. */
+  async #tagAndDelete(key: string, version: string | undefined, tags: Record<string, string>): Promise<void> {
+    await this.#client.updateSecretProperties(key, version ?? "", { tags });
+    await this.#client.beginDeleteSecret(key);
+  }
+}
+
+function found(
+  state: "live" | "deleted",
+  version: string | undefined,
+  tags: Record<string, string> | undefined,
+): Exclude<Found, { state: "absent" }> {
+  const all = tags ?? {};
+  const at = Number(all[TAG_AT]);
+  const id = all[TAG_ID];
+  return {
+    state,
+    version,
+    owner: all[TAG_NAME],
+    userTags: userTagsOf(all),
+    stamp: all[TAG_AT] !== undefined && Number.isFinite(at) ? { at, ...(id !== undefined && { id }) } : undefined,
+    stampIsDelete: state === "deleted" || all[TAG_DELETED] === "true",
+  };
+}
+
+function statusOf(err: unknown): number | undefined {
+  const status = (err as { statusCode?: unknown } | null)?.statusCode;
+  return typeof status === "number" ? status : undefined;
+}
+
+function userTagsOf(tags: Readonly<Record<string, string>>): Record<string, string> {
+  return Object.fromEntries(Object.entries(tags).filter(([key]) => !key.startsWith(OUR_PREFIX)));
+}
+
+/** The caller's tags without ours, refused when they would not fit beside ours in a version's 15. */
+function checkedUserTags(tags: Readonly<Record<string, string>> | undefined): Record<string, string> {
+  const user = userTagsOf(tags ?? {});
+  if (Object.keys(user).length > MAX_TAGS - 4) {
+    throw new InvalidInput(
+      `Azure Key Vault keeps at most ${MAX_TAGS} tags on a secret and llm-secrets uses 4: give at most ${MAX_TAGS - 4}`,
+    );
+  }
+  return user;
+}
+
+/** Our tags for a change: the name, its time and event id, and whether it deleted. Empty values are never sent. */
+function stampTags(name: string, stamp: ChangeStamp, deleted: boolean): Record<string, string> {
+  if (stamp.id !== undefined && stamp.id.length > MAX_TAG_VALUE) {
+    throw new InvalidInput(`an event id longer than ${MAX_TAG_VALUE} characters cannot be recorded in Azure Key Vault`);
+  }
+  // An empty id orders as no id (isNewer), and Key Vault is not sent empty tag values.
+  return {
+    [TAG_NAME]: name,
+    [TAG_AT]: String(stamp.at),
+    ...(stamp.id && { [TAG_ID]: stamp.id }),
+    [TAG_DELETED]: deleted ? "true" : "false",
+  };
+}
+
+export const azureKeyVaultStore = {
+  kind: "azure_key_vault",
+  settings: AzureKeyVaultSettings,
+  defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: false },
+  capabilities: {
+    writes: true,
+    deletes: true,
+    compareAndSet: true,
+    maxValueBytes: 25_000,
+    records: ["version", "updatedAt", "tags"],
+  },
+  open: async (settings, deps) => {
+    const { env } = settings;
+    const [kv, identity] = await Promise.all([import("@azure/keyvault-secrets"), import("@azure/identity")]);
+    const options = azureCredentialOptions(env);
+    const { AZURE_TENANT_ID: tenant, AZURE_CLIENT_ID: client, AZURE_CLIENT_SECRET: secret } = env;
+    const credential: TokenCredential =
+      tenant && client && secret
+        ? new identity.ClientSecretCredential(tenant, client, secret, options)
+        : new identity.DefaultAzureCredential(options);
+    return new AzureKeyVaultStore({
+      client: new kv.SecretClient(env.AZURE_KEY_VAULT_URI, credential, azureClientOptions(env.AZURE_KEY_VAULT_URI)),
+      now: deps.now,
+      log: deps.log,
+    });
+  },
+} as const satisfies StoreFactory<"azure_key_vault", typeof AzureKeyVaultSettings>;

@@ -1,0 +1,431 @@
+// The Azure Key Vault store beyond the conformance suite: the bearer challenge and the token flow
+// (checked by the fakes), name mapping and its conflicts, the 127-character limit, adoption of a
+// portal secret, recover-before-write, deletes that do not wait, tombstones in tags, the fault
+// matrix, and `llm-secrets serve` against the fakes. The real @azure/keyvault-secrets and
+// @azure/identity, over HTTPS, to test/fakes/azure.ts.
+
+import { ClientSecretCredential } from "@azure/identity";
+import { SecretClient } from "@azure/keyvault-secrets";
+import { beforeEach, describe, expect, inject, it } from "vitest";
+import { createLogger } from "../../core/src/log";
+import type { SecretStore } from "../../core/src/secret-store";
+import {
+  AzureKeyVaultSettings,
+  AzureKeyVaultStore,
+  azureClientOptions,
+  azureCredentialOptions,
+  azureKeyVaultStore,
+} from "../../core/src/stores/azure";
+import { safeParse } from "../../core/src/validation";
+import { type AzureFault, FAKE_AZURE_IDENTITY, type FakeAzure, lazyFakeAzure } from "../fakes/azure";
+import { codeOf, expectNoValueIn, secretValue, serveStore } from "../helpers";
+
+const azure = lazyFakeAzure();
+const logs: string[] = [];
+const log = createLogger((line) => logs.push(line));
+const values: string[] = [];
+
+function deps() {
+  return { dataDir: "/nonexistent", env: {}, log, now: Date.now };
+}
+
+/** The store as `open` makes it, from the settings a user sets (the fake's env, with `overrides`). */
+async function open(overrides: Record<string, string | undefined> = {}): Promise<SecretStore> {
+  const fake = await azure();
+  const env = Object.fromEntries(
+    Object.entries({ ...fake.env(), ...overrides }).filter((e): e is [string, string] => e[1] !== undefined),
+  );
+  const parsed = safeParse(AzureKeyVaultSettings, { config: {}, env });
+  if (!parsed.success) throw new Error("invalid test settings");
+  return azureKeyVaultStore.open(parsed.data, deps());
+}
+
+/** The store over a client with short waits (each attempt 300 ms, retries 10 ms apart, polls 20 ms), as a test needs. */
+async function quick(secret = FAKE_AZURE_IDENTITY.clientSecret): Promise<AzureKeyVaultStore> {
+  const fake = await azure();
+  const timeouts = { requestMs: 300, retryDelayMs: 10 };
+  const credential = new ClientSecretCredential(
+    FAKE_AZURE_IDENTITY.tenantId,
+    FAKE_AZURE_IDENTITY.clientId,
+    secret,
+    azureCredentialOptions({ AZURE_AUTHORITY_HOST: fake.authorityHost }, timeouts),
+  );
+  const client = new SecretClient(fake.vaultUrl, credential, azureClientOptions(fake.vaultUrl, timeouts));
+  return new AzureKeyVaultStore({ client, pollMs: 20, log });
+}
+
+function value(label: string): string {
+  const v = secretValue(label);
+  values.push(v);
+  return v;
+}
+
+/** The tags of the latest version of a vault secret. */
+function tagsOf(fake: FakeAzure, key: string): Record<string, string> | undefined {
+  return fake.secret(key)?.versions.at(-1)?.tags;
+}
+
+beforeEach(async () => {
+  (await azure()).reset();
+});
+
+describe("azure_key_vault over the wire", () => {
+  it("meets the bearer challenge, gets a token from the token service, and sends it on every later call", async () => {
+    const fake = await azure();
+    const store = await open();
+    const v = value("challenge");
+    expect(await store.put("AZURE_API_KEY", v)).toBe("created");
+
+    // First call: no token, answered with the challenge naming the tenant and Key Vault's resource.
+    const [probe, ...rest] = fake.requests;
+    expect(probe?.headers.authorization).toBeUndefined();
+    expect(probe?.status).toBe(401);
+    // Then the client-credentials grant, at the authority from AZURE_AUTHORITY_HOST, for Key Vault.
+    expect(fake.loginRequests).toEqual([
+      `GET /${FAKE_AZURE_IDENTITY.tenantId}/v2.0/.well-known/openid-configuration`,
+      `POST /${FAKE_AZURE_IDENTITY.tenantId}/oauth2/v2.0/token`,
+    ]);
+    expect(fake.tokenRequests).toHaveLength(1);
+    expect(fake.tokenRequests[0]?.form).toMatchObject({
+      grant_type: "client_credentials",
+      client_id: FAKE_AZURE_IDENTITY.clientId,
+      scope: "https://vault.azure.net/.default",
+    });
+    // Every call after it carries a token the token service issued.
+    expect(rest.length).toBeGreaterThanOrEqual(3);
+    for (const r of rest) {
+      const token = /^Bearer (\S+)$/.exec(String(r.headers.authorization))?.[1];
+      expect(token !== undefined && fake.tokens.has(token)).toBe(true);
+      expect(r.query["api-version"]).toBe("2025-07-01");
+    }
+    const [put] = fake.calls("PUT", "/secrets/");
+    expect(put?.path).toBe("/secrets/AZURE-API-KEY");
+    expect(put?.body).toMatchObject({ value: v, tags: { "llm-secrets:name": "AZURE_API_KEY" } });
+    // A second call needs no new token and no new challenge.
+    fake.requests.length = 0;
+    expect((await store.get("AZURE_API_KEY"))?.value).toBe(v);
+    expect(fake.requests.map((r) => r.status)).toEqual([200]);
+    expect(fake.tokenRequests).toHaveLength(1);
+  });
+
+  it("DefaultAzureCredential (when the settings hold no client secret) reads the service principal from the environment", async () => {
+    const fake = await azure();
+    // lazyFakeAzure put AZURE_TENANT_ID / AZURE_CLIENT_ID / AZURE_CLIENT_SECRET in process.env, as a user does.
+    const store = await open({
+      AZURE_TENANT_ID: undefined,
+      AZURE_CLIENT_ID: undefined,
+      AZURE_CLIENT_SECRET: undefined,
+    });
+    const v = value("default-credential");
+    expect(await store.put("K", v)).toBe("created");
+    expect(fake.tokenRequests.map((t) => t.form.client_id)).toEqual([FAKE_AZURE_IDENTITY.clientId]);
+    expect((await store.get("K"))?.value).toBe(v);
+  });
+
+  it("maps names to [0-9A-Za-z-], tags the name written, and refuses another name on the same key (case too)", async () => {
+    const fake = await azure();
+    const store = await open();
+    expect(store.keyOf("AZURE_API_KEY")).toBe("AZURE-API-KEY");
+    expect(store.keyOf("litellm/team-a/key")).toBe("litellm-team-a-key");
+    expect(store.keyOf("a.b@c+d=e")).toBe("a-b-c-d-e");
+    const v = value("mapped");
+    await store.put("AZURE_API_KEY", v);
+    expect(tagsOf(fake, "AZURE-API-KEY")?.["llm-secrets:name"]).toBe("AZURE_API_KEY");
+    for (const other of ["AZURE-API-KEY", "azure_api_key", "Azure.Api.Key"]) {
+      expect(await codeOf(store.put(other, value("other"))), other).toBe("name_conflict");
+      expect(await codeOf(store.delete(other)), other).toBe("name_conflict");
+      expect(await store.get(other), other).toBeUndefined();
+    }
+    expect(fake.calls("PUT")).toHaveLength(1);
+    expect(fake.calls("DELETE")).toHaveLength(0);
+    expect((await store.get("AZURE_API_KEY"))?.value).toBe(v);
+  });
+
+  it("a name longer than 127 characters is invalid_name before any call; 127 is written", async () => {
+    const fake = await azure();
+    const store = await open();
+    const longest = `K_${"x".repeat(125)}`;
+    expect(await store.put(longest, value("longest"))).toBe("created");
+    expect(fake.secret(store.keyOf(longest))?.name).toHaveLength(127);
+    const before = fake.requests.length;
+    const tooLong = `${longest}y`;
+    expect(await codeOf(store.get(tooLong))).toBe("invalid_name");
+    expect(await codeOf(store.put(tooLong, value("too-long")))).toBe("invalid_name");
+    expect(await codeOf(store.delete(tooLong))).toBe("invalid_name");
+    expect(fake.requests.length).toBe(before);
+  });
+
+  it("reads a secret made in the portal for the names that map onto it, and adopts it on the first write", async () => {
+    const fake = await azure();
+    const store = await open();
+    const portal = value("portal");
+    fake.seed("AZURE-API-KEY", portal, { env: "prod" });
+    expect(await store.get("AZURE_API_KEY")).toMatchObject({ value: portal, tags: { env: "prod" } });
+    expect((await store.get("AZURE-API-KEY"))?.value).toBe(portal);
+    const ours = value("adopted");
+    expect(await store.put("AZURE_API_KEY", ours)).toBe("updated");
+    expect(fake.secret("AZURE-API-KEY")?.versions).toHaveLength(2);
+    expect(tagsOf(fake, "AZURE-API-KEY")).toMatchObject({ env: "prod", "llm-secrets:name": "AZURE_API_KEY" });
+    expect(logs.some((l) => l.includes("adopted a Key Vault secret made outside llm-secrets"))).toBe(true);
+    // Now it is AZURE_API_KEY's: the other spelling is another name.
+    expect(await store.get("AZURE-API-KEY")).toBeUndefined();
+    expect(await codeOf(store.put("AZURE-API-KEY", value("taken")))).toBe("name_conflict");
+    expect((await store.get("AZURE_API_KEY"))?.value).toBe(ours);
+  });
+
+  it("deletes with beginDeleteSecret (recoverable, no purge), tags the tombstone, and recovers before writing again", async () => {
+    const fake = await azure();
+    const store = await open();
+    await store.put("K", value("one"));
+    expect(await store.delete("K")).toBe("deleted");
+    const deleted = fake.secret("K");
+    expect(deleted?.deleted).toBeDefined(); // soft-deleted: recoverable, versions kept
+    expect(deleted?.versions).toHaveLength(1);
+    expect(tagsOf(fake, "K")).toMatchObject({ "llm-secrets:deleted": "true", "llm-secrets:name": "K" });
+    expect(Number(tagsOf(fake, "K")?.["llm-secrets:changed-at"])).toBeGreaterThan(Date.now() - 60_000);
+    expect(fake.calls("PATCH", "/secrets/K/")).toHaveLength(1); // the tombstone's tags, before the delete
+    expect(fake.calls("DELETE", "/secrets/K")).toHaveLength(1);
+    expect(fake.calls("DELETE", "/deletedsecrets/")).toHaveLength(0); // never purged
+    expect(await store.get("K")).toBeUndefined();
+
+    const two = value("two");
+    expect(await store.put("K", two)).toBe("created");
+    const recover = fake.requests.findIndex((r) => r.method === "POST" && r.path === "/deletedsecrets/K/recover");
+    const write = fake.requests.findLastIndex((r) => r.method === "PUT" && r.path === "/secrets/K");
+    expect(recover).toBeGreaterThan(0);
+    expect(write).toBeGreaterThan(recover);
+    expect(fake.requests[write]?.status).toBe(200);
+    expect(tagsOf(fake, "K")?.["llm-secrets:deleted"]).toBe("false");
+    expect((await store.get("K"))?.value).toBe(two);
+  });
+
+  it("does not wait for a delete to finish", async () => {
+    const fake = await azure();
+    const store = await open();
+    await store.put("SLOW", value("slow"));
+    fake.deletionDelayMs = 60_000; // the vault takes a minute to move it to the deleted secrets
+    fake.requests.length = 0;
+    const started = Date.now();
+    expect(await store.delete("SLOW")).toBe("deleted");
+    expect(Date.now() - started).toBeLessThan(5_000);
+    // After the DELETE, the poller's one look at the deleted secret found it still under way, and was not repeated.
+    const afterDelete = fake.requests.slice(fake.requests.findIndex((r) => r.method === "DELETE"));
+    expect(afterDelete.map((r) => `${r.method} ${r.path} ${r.status}`)).toEqual([
+      "DELETE /secrets/SLOW 200",
+      "GET /deletedsecrets/SLOW 404",
+    ]);
+  });
+
+  it("a write while a delete, then a recovery, is still under way waits them out (409 Conflict)", async () => {
+    const fake = await azure();
+    const store = await quick();
+    await store.put("BUSY", value("busy"));
+    fake.deletionDelayMs = 150;
+    fake.recoveryDelayMs = 150;
+    await store.delete("BUSY");
+    const next = value("next");
+    expect(await store.put("BUSY", next)).toBe("created");
+    const writes = fake.calls("PUT", "/secrets/BUSY").slice(1);
+    expect(writes[0]?.status).toBe(409); // still being deleted
+    expect(writes.at(-1)?.status).toBe(200);
+    expect(fake.calls("POST", "/deletedsecrets/BUSY/recover")).toHaveLength(1);
+    expect((await store.get("BUSY"))?.value).toBe(next);
+  });
+
+  it("ifNewerThan reads the change times in the tags, the tombstone's included: a late event cannot revive a name", async () => {
+    const fake = await azure();
+    const store = await open();
+    // A delete event for a name never written leaves a tombstone: an empty value, deleted at once.
+    expect(await store.delete("NEVER", { ifNewerThan: { at: 5_000, id: "evt/5" } })).toBe("absent");
+    expect(fake.secret("NEVER")?.deleted).toBeDefined();
+    expect(fake.secret("NEVER")?.versions.at(-1)?.value).toBe("");
+    expect(tagsOf(fake, "NEVER")).toEqual({
+      "llm-secrets:name": "NEVER",
+      "llm-secrets:changed-at": "5000",
+      "llm-secrets:change-id": "evt/5",
+      "llm-secrets:deleted": "true",
+    });
+    const puts = fake.calls("PUT").length;
+    expect(await store.put("NEVER", value("late"), { ifNewerThan: { at: 4_000, id: "evt/4" } })).toBe("superseded");
+    expect(fake.calls("PUT").length).toBe(puts);
+    expect(fake.calls("GET", "/deletedsecrets/NEVER").at(-1)?.status).toBe(200); // the tombstone was read
+    expect(await store.put("NEVER", value("later"), { ifNewerThan: { at: 6_000, id: "evt/6" } })).toBe("created");
+
+    // A newer delete of a deleted name moves its tombstone forward.
+    await store.put("X", value("x"), { ifNewerThan: { at: 1_000 } });
+    expect(await store.delete("X", { ifNewerThan: { at: 2_000 } })).toBe("deleted");
+    expect(await store.delete("X", { ifNewerThan: { at: 3_000 } })).toBe("absent");
+    expect(tagsOf(fake, "X")?.["llm-secrets:changed-at"]).toBe("3000");
+    expect(fake.secret("X")?.deleted).toBeDefined();
+    expect(await store.put("X", value("x-late"), { ifNewerThan: { at: 2_500 } })).toBe("superseded");
+    expect(await store.get("X")).toBeUndefined();
+  });
+
+  it("refuses caller tags that would not fit beside ours in a version's 15, before any write", async () => {
+    const fake = await azure();
+    const store = await open();
+    const eleven = Object.fromEntries(Array.from({ length: 11 }, (_, i) => [`t${i}`, "v"]));
+    const event = { at: Date.now(), id: "evt-1" }; // an event id makes our fourth tag
+    expect(await store.put("T", value("t"), { meta: { tags: eleven }, ifNewerThan: event })).toBe("created");
+    expect(Object.keys(tagsOf(fake, "T") ?? {})).toHaveLength(15);
+    expect(await codeOf(store.put("T", value("t2"), { meta: { tags: { ...eleven, t11: "v" } } }))).toBe(
+      "invalid_request",
+    );
+    expect(fake.calls("PUT")).toHaveLength(1);
+  });
+});
+
+describe("azure_key_vault settings", () => {
+  it("needs AZURE_KEY_VAULT_URI, an https URL; AZURE_AUTHORITY_HOST is one too", () => {
+    const parse = (env: Record<string, string>) => safeParse(AzureKeyVaultSettings, { config: {}, env }).success;
+    expect(parse({ AZURE_KEY_VAULT_URI: "https://my-vault.vault.azure.net/" })).toBe(true);
+    expect(parse({})).toBe(false);
+    expect(parse({ AZURE_KEY_VAULT_URI: "http://my-vault.vault.azure.net/" })).toBe(false);
+    expect(parse({ AZURE_KEY_VAULT_URI: "my-vault" })).toBe(false);
+    expect(parse({ AZURE_KEY_VAULT_URI: "https://v.vault.azure.net", AZURE_AUTHORITY_HOST: "login" })).toBe(false);
+  });
+
+  it("keeps the SDK's challenge check for Key Vault's own domains, and instance discovery for Microsoft's authorities", () => {
+    expect(azureClientOptions("https://my-vault.vault.azure.net/").disableChallengeResourceVerification).toBe(false);
+    expect(azureClientOptions("https://my-vault.vault.azure.cn/").disableChallengeResourceVerification).toBe(false);
+    expect(azureClientOptions("https://my-vault.vault.azure.net/").additionalPolicies).toHaveLength(1);
+    // A private name or an emulator: the SDK's check cannot pass; the audience check stands in for it.
+    const custom = azureClientOptions("https://vault.internal.example:8443/");
+    expect(custom.disableChallengeResourceVerification).toBe(true);
+    expect(custom.additionalPolicies?.map((p) => p.policy.name)).toContain("llmSecretsKeyVaultAudience");
+    expect(azureClientOptions("https://x.vault.azure.net").retryOptions?.maxRetries).toBe(2);
+    expect(azureCredentialOptions({})).not.toHaveProperty("disableInstanceDiscovery");
+    expect(
+      azureCredentialOptions({ AZURE_AUTHORITY_HOST: "https://login.microsoftonline.us" }).disableInstanceDiscovery,
+    ).toBe(false);
+    expect(azureCredentialOptions({ AZURE_AUTHORITY_HOST: "https://adfs.example.com" }).disableInstanceDiscovery).toBe(
+      true,
+    );
+  });
+});
+
+describe("azure_key_vault faults (the SDK's 3 attempts, nothing added)", () => {
+  async function failing(times: number, fault: AzureFault) {
+    const fake = await azure();
+    const store = await quick();
+    await store.put("F", value("f"));
+    fake.requests.length = 0;
+    fake.fail(times, fault);
+    const started = Date.now();
+    const err = await store.get("F").catch((e: unknown) => e);
+    return {
+      err: err as { code?: string; details?: { retryAfter?: number }; message?: string; value?: string },
+      attempts: fake.requests.length,
+      ms: Date.now() - started,
+    };
+  }
+
+  it("403 is backend_denied, at once", async () => {
+    const { err, attempts } = await failing(1, "denied");
+    expect(err.code).toBe("backend_denied");
+    expect(attempts).toBe(1);
+  });
+
+  it("429 three times is backend_unavailable with the vault's Retry-After, which the SDK waited each time", async () => {
+    const fake = await azure();
+    fake.throttleRetryAfter = 2;
+    const { err, attempts, ms } = await failing(3, "throttled");
+    expect(err.code).toBe("backend_unavailable");
+    expect(err.details?.retryAfter).toBe(2);
+    expect(attempts).toBe(3);
+    expect(ms).toBeGreaterThanOrEqual(4_000);
+  });
+
+  it("500 three times is backend_unavailable; once, the SDK's retry answers", async () => {
+    const three = await failing(3, "error");
+    expect(three.err.code).toBe("backend_unavailable");
+    expect(three.attempts).toBe(3);
+    const once = await failing(1, "error");
+    expect(once.err.value).toMatch(/^f-/);
+    expect(once.attempts).toBe(2);
+  });
+
+  it("a reset connection three times is backend_unavailable", async () => {
+    const { err, attempts } = await failing(3, "reset");
+    expect(err.code).toBe("backend_unavailable");
+    expect(attempts).toBe(3);
+  });
+
+  it("a vault that does not answer is backend_unavailable once the time per attempt passes (not retried)", async () => {
+    const { err, attempts, ms } = await failing(3, "hang");
+    expect(err.code).toBe("backend_unavailable");
+    expect(attempts).toBe(1);
+    expect(ms).toBeLessThan(3_000);
+  });
+
+  it("a wrong client secret is refused by the token service: backend_denied", async () => {
+    const fake = await azure();
+    const wrong = await quick("not-the-secret");
+    expect(await codeOf(wrong.get("X"))).toBe("backend_denied");
+    expect(fake.tokenRequests.map((t) => t.status)).toEqual([401]);
+    expect(fake.requests.map((r) => r.status)).toEqual([401]); // only the challenge reached the vault
+  });
+
+  // @azure/identity 4.13 reports every token failure as AuthenticationRequiredError without a
+  // status: the classifier tells an outage from a refusal by msal's error code (store-errors.ts).
+  it("a token service that is down (503, reset) is backend_unavailable, not backend_denied", async () => {
+    const fake = await azure();
+    for (const fault of ["error", "reset"] as const) {
+      fake.reset();
+      fake.failTokens(3, fault); // the identity client's 3 attempts
+      const store = await quick();
+      expect(await codeOf(store.get("X")), fault).toBe("backend_unavailable");
+    }
+  });
+
+  it("a vault host outside Key Vault's domains that asks for another audience gets no token: backend_denied", async () => {
+    const fake = await azure();
+    fake.challengeResource = "https://management.azure.com";
+    const store = await quick();
+    expect(await codeOf(store.get("X"))).toBe("backend_denied");
+    expect(fake.tokenRequests).toEqual([]);
+  });
+});
+
+describe("what the Azure store prints", () => {
+  it("never holds a value or the client secret in a log line or an error message", async () => {
+    const fake = await azure();
+    const store = await quick();
+    const v = value("quiet");
+    await store.put("Q", v);
+    fake.fail(3, "error");
+    const err = (await store.get("Q").catch((e: unknown) => e)) as Error;
+    expect(values.length).toBeGreaterThan(5);
+    expectNoValueIn([...logs, err.message, String(err.stack)], [...values, FAKE_AZURE_IDENTITY.clientSecret]);
+  });
+});
+
+describe("llm-secrets serve against Azure", () => {
+  it("serves the API over Key Vault given only the config file and the environment a service principal sets", async () => {
+    const fake = await azure();
+    const { server, call } = await serveStore(
+      "general_settings:\n  key_management_system: azure_key_vault\n  key_management_settings:\n" +
+        "    access_mode: read_and_write\n    tags: {owner: gateway}\n",
+      { ...fake.env(), NODE_EXTRA_CA_CERTS: inject("testPki").caFile }, // the fakes' CA, as a user trusts a private one
+    );
+    try {
+      expect(await (await call("GET", "/health")).json()).toMatchObject({ status: "ok", store: "azure_key_vault" });
+      const v = value("served");
+      expect((await call("PUT", "/v1/secrets/AZURE_API_KEY", { value: v })).status).toBe(201);
+      expect(fake.secret("AZURE-API-KEY")?.versions.at(-1)?.value).toBe(v);
+      expect(tagsOf(fake, "AZURE-API-KEY")).toMatchObject({ owner: "gateway", "llm-secrets:name": "AZURE_API_KEY" });
+      expect(fake.tokenRequests.map((t) => t.status)).toEqual([200]);
+      expect(await (await call("GET", "/v1/secrets/AZURE_API_KEY?refresh=true")).json()).toMatchObject({ value: v });
+      expect((await call("PUT", "/v1/secrets/AZURE-API-KEY", { value: value("clash") })).status).toBe(409);
+      expect((await call("DELETE", "/v1/secrets/AZURE_API_KEY")).status).toBe(204);
+      expect((await call("GET", "/v1/secrets/AZURE_API_KEY?refresh=true")).status).toBe(404);
+      fake.fail(3, "error");
+      const down = await call("GET", "/v1/secrets/OTHER");
+      expect(down.status).toBe(503);
+      expect(down.headers.get("retry-after")).not.toBeNull();
+    } finally {
+      await server.stop();
+    }
+    expectNoValueIn([server.output], [...values, FAKE_AZURE_IDENTITY.clientSecret]);
+  });
+});
