@@ -52,3 +52,22 @@ export const ErrorResponse = z.object({
     reasons: z.optional(z.record(z.string(), z.string())),
   }),
 });
+
+/** `POST /v1/key-events`: one event or up to 100 in order; each is validated on its own (key-events.ts). */
+export const MAX_KEY_EVENTS_PER_REQUEST = 100;
+export const KeyEventsRequest = z.union([
+  z.array(z.unknown()).check(z.minLength(1), z.maxLength(MAX_KEY_EVENTS_PER_REQUEST)),
+  z.record(z.string(), z.unknown()),
+]);
+export const KeyEventsResponse = z.object({
+  results: z.array(
+    z.object({
+      id: z.optional(z.string()),
+      status: z.enum(["applied", "superseded", "refused", "failed"]),
+      names: z.optional(z.record(z.string(), z.string())),
+      code: z.optional(z.string()),
+      message: z.optional(z.string()),
+      retryAfter: z.optional(z.number()),
+    }),
+  ),
+});

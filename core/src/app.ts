@@ -12,11 +12,13 @@
 import { Hono } from "hono";
 import { SecretsError } from "./errors";
 import { cryptoRoutes } from "./http/crypto-routes";
+import { keyEventRoutes } from "./http/key-event-routes";
 import { admission, CLIENT_CLOSED, errorHandler } from "./http/middleware";
 import { pendingRoutes } from "./http/pending-routes";
 import { type AppEnv, type RawRequest, Router } from "./http/router";
 import { secretRoutes } from "./http/secret-routes";
 import { serviceRoutes } from "./http/service-routes";
+import type { KeyEventResult } from "./key-events";
 import type { Logger } from "./log";
 import type { Metrics } from "./metrics";
 import type { SecretManager } from "./secret-manager";
@@ -29,6 +31,8 @@ export interface AppOptions {
   masterKey: string;
   metrics: Metrics;
   log: Logger;
+  /** Applies one key event (key-events.ts, with this runtime's settings). */
+  applyKeyEvent: (event: unknown) => Promise<KeyEventResult>;
 }
 
 export interface App {
@@ -55,6 +59,7 @@ export function createApp(options: AppOptions): App {
   serviceRoutes(router, manager.store.kind, metrics);
   secretRoutes(router, manager);
   cryptoRoutes(router, manager);
+  keyEventRoutes(router, options.applyKeyEvent);
   pendingRoutes(router);
 
   return {

@@ -18,6 +18,7 @@ const COUNTERS = {
   llm_secrets_backend_calls_total: "Calls made to the secret store.",
   llm_secrets_backend_errors_total: "Calls to the secret store that failed, by stable error code.",
   llm_secrets_errors_total: "Errors answered, by stable error code.",
+  llm_secrets_key_events_total: "Key events handled, by status (applied, superseded, refused, failed).",
 } as const;
 
 const HISTOGRAMS = {

@@ -9,6 +9,7 @@
 import { createApp, MAX_BODY_BYTES, type RawRequest } from "./app";
 import { cryptoReady } from "./crypto";
 import { instrumentStore } from "./instrument-store";
+import { applyKeyEvent, type KeyEventResult } from "./key-events";
 import type { Logger } from "./log";
 import { createMetrics, type Metrics, type MetricsSink } from "./metrics";
 import { SecretManager } from "./secret-manager";
@@ -41,6 +42,8 @@ export interface Runtime {
    * request is refused (500), with one log line.
    */
   fetch(request: Request, raw: RawRequest): Promise<Response>;
+  /** Applies one key event from a queue (any JSON; never throws): what queue handlers call. */
+  applyKeyEvent(event: unknown): Promise<KeyEventResult>;
   close(): Promise<void>;
 }
 
@@ -78,7 +81,19 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     resolveLimits: settings.resolveLimits,
     now,
   });
-  const app = settings.masterKey ? createApp({ manager, masterKey: settings.masterKey, metrics, log }) : undefined;
+  const keyEvents = (event: unknown) =>
+    applyKeyEvent(event, {
+      manager,
+      policy: settings.keyManagement,
+      keys: settings.keys,
+      maxAgeSeconds: settings.maxEventAgeSeconds,
+      now,
+      log,
+      metrics,
+    });
+  const app = settings.masterKey
+    ? createApp({ manager, masterKey: settings.masterKey, metrics, log, applyKeyEvent: keyEvents })
+    : undefined;
   const refuse = noMasterKey(log);
   return {
     settings,
@@ -88,6 +103,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     metrics,
     log,
     fetch: app ? app.fetch : refuse,
+    applyKeyEvent: keyEvents,
     close: async () => {
       await backend.close?.();
     },

@@ -12,7 +12,7 @@ import type { Labels, Metrics } from "./metrics";
 import { validateName } from "./names";
 import { collectRefs, REF_PREFIX, replaceRefs, scanRefs } from "./refs";
 import { type CacheRead, SecretCache } from "./secret-cache";
-import type { ChangeStamp, PutOutcome, SecretMeta, SecretStore } from "./secret-store";
+import type { ChangeStamp, DeleteOutcome, PutOutcome, SecretMeta, SecretStore } from "./secret-store";
 import type { KeyManagement } from "./settings";
 
 /** How deep a config sent to `resolve` may nest. */
@@ -160,12 +160,13 @@ export class SecretManager {
     return { name, created: outcome === "created", outcome };
   }
 
-  async delete(name: string, ifNewerThan?: ChangeStamp): Promise<void> {
+  async delete(name: string, ifNewerThan?: ChangeStamp): Promise<DeleteOutcome> {
     this.#checkWrite(name);
     const key = this.store.keyOf(name);
     const outcome = await this.store.delete(name, { ifNewerThan });
     if (outcome === "superseded") this.#cache.forget(key);
     else this.#cache.setMissing(key);
+    return outcome;
   }
 
   /**

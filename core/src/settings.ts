@@ -26,6 +26,8 @@ const MIN_MASTER_KEY_LENGTH = 8;
 const DEFAULT_REFRESH_SECONDS = 86_400;
 const DEFAULT_MAX_STALE_SECONDS = 3_600;
 const DEFAULT_MAX_CONNECTIONS = 1_024;
+/** Below every store's tombstone lifetime (AWS's 7-day recovery window, Azure's soft delete). */
+const DEFAULT_MAX_EVENT_AGE_SECONDS = 6 * 24 * 3600;
 
 const text = z.string();
 const optionalText = z.nullish(text);
@@ -109,6 +111,7 @@ const EnvSchema = z.object({
   LLM_SECRETS_MAX_CONNECTIONS: z.optional(positiveInteger),
   LLM_SECRETS_RESOLVE_MAX_REFS: z.optional(positiveInteger),
   LLM_SECRETS_RESOLVE_MAX_BYTES: z.optional(positiveInteger),
+  LLM_SECRETS_MAX_EVENT_AGE: z.optional(seconds),
   SECRET_MANAGER_REFRESH_INTERVAL: z.optional(seconds),
   PORT: z.optional(port),
   SSL_KEYFILE_PATH: z.optional(text),
@@ -144,6 +147,8 @@ export interface Settings {
   cache: { ttlSeconds: number; maxStaleSeconds: number };
   /** `resolve`'s bounds: `LLM_SECRETS_RESOLVE_MAX_REFS` (1000), `LLM_SECRETS_RESOLVE_MAX_BYTES` (1 MiB). */
   resolveLimits: { maxRefs: number; maxBytes: number };
+  /** `LLM_SECRETS_MAX_EVENT_AGE`: key events older than this are refused (default 6 days). */
+  maxEventAgeSeconds: number;
   dataDir: string;
   /** `maxConnections`: `LLM_SECRETS_MAX_CONNECTIONS`, past which new connections are closed at once. */
   server: { host: string; port: number; tls?: { keyFile: string; certFile: string }; maxConnections: number };
@@ -238,6 +243,7 @@ export function loadSettings(input: SettingsInput): Settings {
       maxRefs: e.LLM_SECRETS_RESOLVE_MAX_REFS ?? 1000,
       maxBytes: e.LLM_SECRETS_RESOLVE_MAX_BYTES ?? 1024 * 1024,
     },
+    maxEventAgeSeconds: e.LLM_SECRETS_MAX_EVENT_AGE ?? DEFAULT_MAX_EVENT_AGE_SECONDS,
     dataDir,
     server: {
       host: serverIn.host ?? "127.0.0.1",

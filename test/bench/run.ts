@@ -8,6 +8,7 @@
  * - crypto: seal+open against LiteLLM's PyNaCl path, and the cold import (test/bench/crypto.ts).
  * - file-store: the file store's writes and reads as it grows (test/bench/file-store.ts).
  * - store-cache: the cache over the AWS SDK and its fake, against a Map with a TTL (test/bench/store-cache.ts).
+ * - key-events: key events applied per second against the in-memory store (test/bench/key-events.ts).
  *
  * `--json` prints one JSON object per row on stdout and nothing else. Exits 1 when a section fails
  * (for example when it would time an error path); missed targets are reported, not fatal.
@@ -17,6 +18,7 @@ import cryptoSection from "./crypto";
 import fileStoreSection from "./file-store";
 import httpSection from "./http";
 import loopbackSection from "./http-loopback";
+import keyEventsSection from "./key-events";
 import { BenchFailure, Reporter, type Section } from "./report";
 import storeCacheSection from "./store-cache";
 
@@ -26,6 +28,7 @@ const SECTIONS: [string, Section][] = [
   ["crypto", cryptoSection],
   ["file-store", fileStoreSection],
   ["store-cache", storeCacheSection],
+  ["key-events", keyEventsSection],
 ];
 
 const USAGE = `usage: npm run bench -- [--json] [--only=${SECTIONS.map(([n]) => n).join(",")}]`;

@@ -529,9 +529,8 @@ describe("the rest of the API", () => {
     });
   });
 
-  it("answers 501 not_supported for key events and forward until their issues land", async () => {
+  it("answers 501 not_supported for forward until its issue lands", async () => {
     const { request } = await inProcessApp();
-    expect((await errorOf(await request("/v1/key-events", { method: "POST", json: {} }))).code).toBe("not_supported");
     const res = await request("/v1/forward/gpt/chat/completions", { method: "POST", json: {} });
     expect(res.status).toBe(501);
   });

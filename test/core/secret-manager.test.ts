@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { createApp } from "../../core/src/app";
 import { SecretsError } from "../../core/src/errors";
 import { instrumentStore } from "../../core/src/instrument-store";
+import { applyKeyEvent } from "../../core/src/key-events";
 import { createLogger } from "../../core/src/log";
 import { createMetrics } from "../../core/src/metrics";
 import { SecretManager } from "../../core/src/secret-manager";
@@ -47,7 +48,14 @@ function setup(options: { ttlSeconds?: number; maxStaleSeconds?: number; env?: R
     now: () => clock.now,
   });
   const masterKey = newKey();
-  const app = createApp({ manager, masterKey, metrics, log });
+  const app = createApp({
+    manager,
+    masterKey,
+    metrics,
+    log,
+    applyKeyEvent: (event) =>
+      applyKeyEvent(event, { manager, policy, maxAgeSeconds: 60, now: () => clock.now, log, metrics }),
+  });
   const get = (path: string) =>
     app.fetch(new Request(`http://localhost${path}`, { headers: { authorization: `Bearer ${masterKey}` } }), { path });
   return { store, manager, metrics, logs, clock, get };

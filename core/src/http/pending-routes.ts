@@ -5,20 +5,6 @@ import type { Router } from "./router";
 export function pendingRoutes(router: Router): void {
   router.route(
     {
-      method: "post",
-      path: "/v1/key-events",
-      summary: "Apply virtual-key events (not supported yet)",
-      auth: true,
-      errors: ["not_supported"],
-      responses: {},
-    },
-    () => {
-      throw new NotSupported("POST /v1/key-events");
-    },
-  );
-
-  router.route(
-    {
       method: "all",
       path: "/v1/forward/{model_name}/{path}",
       summary: "Forward a request to a model's API with its stored key (not supported yet)",

@@ -1,0 +1,34 @@
+/**
+ * `POST /v1/key-events`: the queue path's logic over HTTP (key-events.ts), for a gateway that calls
+ * us directly. Events are applied in order, each on its own; the answer lists a result per event.
+ * `200` when none failed, else `503` with `Retry-After` (sending the same events again is safe:
+ * applied ones are superseded).
+ */
+import { KeyEventsRequest, KeyEventsResponse } from "../api-schemas";
+import type { KeyEventResult } from "../key-events";
+import { json, type Router } from "./router";
+
+export function keyEventRoutes(router: Router, apply: (event: unknown) => Promise<KeyEventResult>): void {
+  router.route(
+    {
+      method: "post",
+      path: "/v1/key-events",
+      summary: "Apply virtual-key events (created, regenerated, deleted): one, or an array of up to 100",
+      auth: true,
+      body: KeyEventsRequest,
+      errors: ["invalid_request", "payload_too_large", "backend_unavailable"],
+      responses: {
+        200: { description: "A result per event; none failed", schema: KeyEventsResponse },
+        503: { description: "A result per event; some failed and may be sent again", schema: KeyEventsResponse },
+      },
+    },
+    async (_, { body }) => {
+      const results: KeyEventResult[] = [];
+      for (const event of Array.isArray(body) ? body : [body]) results.push(await apply(event));
+      const failed = results.filter((r) => r.status === "failed");
+      if (failed.length === 0) return json({ results });
+      const retryAfter = Math.max(1, ...failed.map((r) => r.retryAfter ?? 1));
+      return json({ results }, 503, { "retry-after": String(retryAfter) });
+    },
+  );
+}

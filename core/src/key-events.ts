@@ -1,0 +1,188 @@
+/**
+ * Key events (SPEC section 7): a gateway's virtual keys, created, regenerated or deleted, applied
+ * to the store. The one place their rules live: the queue handlers of every runtime and
+ * `POST /v1/key-events` call `applyKeyEvent`.
+ *
+ * - Names: `prefix_for_stored_virtual_keys` + (`key_alias`, or `virtual-key-<token_hash>`).
+ * - Value: `key`, or `key_ciphertext` opened with the salt key (so the queue need not carry
+ *   plaintext; section 5's format).
+ * - created: write. regenerated: write the new name, then delete the previous one if it differs.
+ *   deleted: delete every name the event gives (alias and hash both; LiteLLM leaves hash-named
+ *   secrets behind).
+ * - Only with `store_virtual_keys: true` and an access mode that allows writes: else refused.
+ * - At-least-once delivery: every write and delete carries the event's time and id
+ *   (`ifNewerThan`), so applying an event twice changes nothing, and an event older than the last
+ *   change of a name (an event's, or a direct write's arrival) is superseded, a delete winning ties:
+ *   a redelivered `created` never revives a deleted key. Stores keep tombstones only so long (AWS's
+ *   recovery window, Azure's soft delete), so an event older than `LLM_SECRETS_MAX_EVENT_AGE`
+ *   (default 6 days) is refused and reported, never applied.
+ *
+ * Outcomes: `applied` (something changed), `superseded` (every change was older than what the store
+ * holds: nothing to do), `refused` (malformed, too old, or not allowed: retrying cannot help; a
+ * queue sends it to its dead letters), `failed` (the store failed: retry; applying again is safe).
+ * Logs and outcomes name events and secrets, never a key.
+ */
+import * as z from "zod/mini";
+import { type KeyRing, openSecret } from "./crypto";
+import { EncryptionKeyMissing, type ErrorCode, SecretsError } from "./errors";
+import type { Logger } from "./log";
+import type { Metrics } from "./metrics";
+import type { SecretManager } from "./secret-manager";
+import type { ChangeStamp } from "./secret-store";
+import type { KeyManagement } from "./settings";
+import { describeIssues, issuesOf, safeParse } from "./validation";
+
+const text = z.string().check(z.minLength(1), z.maxLength(512));
+const optionalText = z.nullish(text);
+const tokenHash = z.nullish(z.string().check(z.regex(/^[0-9a-f]{64}$/, "expected a SHA-256 hex digest")));
+
+export const KeyEventSchema = z
+  .object({
+    id: text,
+    type: z.enum(["key.created", "key.regenerated", "key.deleted"]),
+    occurred_at: z.iso.datetime({ offset: true }),
+    key_alias: optionalText,
+    token_hash: tokenHash,
+    key: z.nullish(z.string().check(z.minLength(1))),
+    key_ciphertext: z.nullish(z.string().check(z.minLength(1))),
+    previous_key_alias: optionalText,
+    previous_token_hash: tokenHash,
+    team_id: optionalText,
+  })
+  .check(
+    z.refine((e) => Boolean(e.key_alias || e.token_hash), {
+      message: "an event needs key_alias or token_hash",
+      path: ["key_alias"],
+    }),
+    z.refine((e) => e.type === "key.deleted" || Boolean(e.key) !== Boolean(e.key_ciphertext), {
+      message: "created and regenerated events need exactly one of key and key_ciphertext",
+      path: ["key"],
+    }),
+  );
+
+export type KeyEvent = z.infer<typeof KeyEventSchema>;
+
+export type KeyEventStatus = "applied" | "superseded" | "refused" | "failed";
+
+export interface KeyEventResult {
+  /** The event's id, when it had a readable one. */
+  id?: string;
+  status: KeyEventStatus;
+  /** What happened to each name: `created`, `updated`, `deleted`, `absent`, `superseded`. */
+  names?: Record<string, string>;
+  /** For `refused` and `failed`: the stable code and a reason (never a key). */
+  code?: ErrorCode;
+  message?: string;
+  /** For `failed` with `backend_unavailable`: seconds before a retry may succeed. */
+  retryAfter?: number;
+}
+
+export interface KeyEventDeps {
+  manager: SecretManager;
+  policy: KeyManagement;
+  keys?: KeyRing;
+  maxAgeSeconds: number;
+  now: () => number;
+  log: Logger;
+  metrics: Metrics;
+}
+
+/** Applies one event (any JSON: it is validated here). Never throws: the result says what happened. */
+export async function applyKeyEvent(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult> {
+  const result = await apply(input, deps);
+  deps.metrics.inc("llm_secrets_key_events_total", { status: result.status });
+  if (result.status === "refused" || result.status === "failed") {
+    deps.log.warn("key event not applied", {
+      id: result.id,
+      status: result.status,
+      code: result.code,
+      reason: result.message,
+    });
+  }
+  return result;
+}
+
+async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult> {
+  const id = idOf(input);
+  const parsed = safeParse(KeyEventSchema, input);
+  if (!parsed.success) {
+    return refused(id, "invalid_request", `malformed key event: ${describeIssues(issuesOf(parsed.error))}`);
+  }
+  const event = parsed.data;
+  const { policy } = deps;
+  if (!policy.storeVirtualKeys) {
+    return refused(
+      event.id,
+      "not_supported",
+      "key events are off: set key_management_settings.store_virtual_keys: true",
+    );
+  }
+  if (policy.accessMode === "read_only") {
+    return refused(event.id, "read_only", "writes are disabled: access_mode is read_only");
+  }
+  const at = Date.parse(event.occurred_at);
+  const age = deps.now() - at;
+  if (age > deps.maxAgeSeconds * 1000) {
+    return refused(
+      event.id,
+      "invalid_request",
+      `the event is ${Math.floor(age / 1000)} s old, past LLM_SECRETS_MAX_EVENT_AGE (${deps.maxAgeSeconds} s): stores may have forgotten the deletes it could undo`,
+    );
+  }
+  const stamp: ChangeStamp = { at, id: event.id };
+  const names: Record<string, string> = {};
+  try {
+    if (event.type === "key.deleted") {
+      for (const name of namesOf(event.key_alias, event.token_hash, policy)) {
+        names[name] = await deps.manager.delete(name, stamp);
+      }
+    } else {
+      const value = valueOf(event, deps.keys);
+      const [name] = namesOf(event.key_alias, event.token_hash, policy) as [string];
+      names[name] = (await deps.manager.put(name, value, {}, stamp)).outcome;
+      if (event.type === "key.regenerated" && (event.previous_key_alias || event.previous_token_hash)) {
+        for (const old of namesOf(event.previous_key_alias, event.previous_token_hash, policy)) {
+          if (old !== name) names[old] = await deps.manager.delete(old, stamp);
+        }
+      }
+    }
+  } catch (err) {
+    if (!(err instanceof SecretsError)) throw err;
+    const retryable = err.code === "backend_unavailable";
+    return {
+      id: event.id,
+      status: retryable || err.code === "internal" ? "failed" : "refused",
+      names,
+      code: err.code,
+      message: err.message,
+      ...(retryable && { retryAfter: err.details.retryAfter }),
+    };
+  }
+  const changed = Object.values(names).some((o) => o !== "superseded" && o !== "absent");
+  return { id: event.id, status: changed ? "applied" : "superseded", names };
+}
+
+/** The secret names of an alias and a hash: the alias's, then the hash's (a delete takes both). */
+function namesOf(alias: string | null | undefined, hash: string | null | undefined, policy: KeyManagement): string[] {
+  const prefix = policy.prefixForStoredVirtualKeys;
+  const names: string[] = [];
+  if (alias) names.push(`${prefix}${alias}`);
+  if (hash) names.push(`${prefix}virtual-key-${hash}`);
+  return names;
+}
+
+function valueOf(event: KeyEvent, keys: KeyRing | undefined): string {
+  if (event.key) return event.key;
+  if (!keys) throw new EncryptionKeyMissing();
+  return openSecret(event.key_ciphertext as string, keys);
+}
+
+function refused(id: string | undefined, code: ErrorCode, message: string): KeyEventResult {
+  return { ...(id !== undefined && { id }), status: "refused", code, message };
+}
+
+/** The id of something that may not be an event, for reports: a short string or nothing. */
+function idOf(input: unknown): string | undefined {
+  const id = (input as { id?: unknown } | null)?.id;
+  return typeof id === "string" && id.length > 0 && id.length <= 512 ? id : undefined;
+}

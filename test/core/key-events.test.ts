@@ -1,0 +1,328 @@
+// Key events (SPEC section 7): the schema, the name rule, the value (plain or sealed), the gates,
+// created / regenerated / deleted, at-least-once safety (redelivery, duplicates, out of order,
+// tombstones), the age limit, POST /v1/key-events, and a 10 000-event run with injected failures.
+import { describe, expect, it } from "vitest";
+import { KeyRing, sealSecret } from "../../core/src/crypto";
+import { createLogger } from "../../core/src/log";
+import { createRuntime } from "../../core/src/runtime";
+import type { DeleteOptions, PutOptions, SecretStore, StoreFactory } from "../../core/src/secret-store";
+import { BackendUnavailable } from "../../core/src/store-errors";
+import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
+import { expectNoValueIn, newKey, seededRandom, TEST_SEED } from "../helpers";
+
+const HASH = "a".repeat(64);
+const OTHER_HASH = "b".repeat(64);
+const T0 = Date.parse("2026-11-20T00:00:00Z");
+
+/** A memory store whose calls fail now and then, as a backend does: what the store answers, not our code. */
+class FlakyMemoryStore extends MemoryStore {
+  failRate = 0;
+  constructor(private readonly random: () => number) {
+    super();
+  }
+  #maybeFail(): void {
+    if (this.random() < this.failRate) throw new BackendUnavailable("injected backend failure", 2);
+  }
+  override async put(name: string, value: string, options?: PutOptions) {
+    this.#maybeFail();
+    return super.put(name, value, options);
+  }
+  override async delete(name: string, options?: DeleteOptions) {
+    this.#maybeFail();
+    return super.delete(name, options);
+  }
+}
+
+async function setup(
+  options: { config?: string; env?: Record<string, string>; store?: SecretStore; now?: () => number } = {},
+) {
+  const masterKey = newKey();
+  const logs: string[] = [];
+  const store = options.store ?? new MemoryStore();
+  const factory: StoreFactory = { ...memoryStore, open: async () => store };
+  const runtime = await createRuntime({
+    stores: [factory],
+    settings: {
+      env: {
+        LITELLM_MASTER_KEY: masterKey,
+        LLM_SECRETS_CONFIG:
+          options.config ??
+          "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n",
+        ...options.env,
+      },
+    },
+    log: createLogger((line) => logs.push(line)),
+    now: options.now ?? (() => T0 + 60_000),
+  });
+  const read = async (name: string) => (await store.get(name))?.value;
+  return { runtime, store, logs, masterKey, read };
+}
+
+function event(fields: Record<string, unknown>) {
+  return { id: "evt-1", type: "key.created", occurred_at: new Date(T0).toISOString(), ...fields };
+}
+
+describe("key events: what is written where", () => {
+  it("created: prefix + alias, or virtual-key-<hash>; the value from key or key_ciphertext", async () => {
+    const { runtime, read, masterKey } = await setup();
+    const plain = newKey("sk-virtual-");
+    const sealed = newKey("sk-virtual-");
+    expect(await runtime.applyKeyEvent(event({ key_alias: "team-a", key: plain }))).toMatchObject({
+      id: "evt-1",
+      status: "applied",
+      names: { "litellm/team-a": "created" },
+    });
+    const ciphertext = sealSecret(sealed, new KeyRing(masterKey)); // no salt key: the master key seals
+    expect(
+      await runtime.applyKeyEvent(event({ id: "evt-2", token_hash: HASH, key_ciphertext: ciphertext })),
+    ).toMatchObject({ status: "applied", names: { [`litellm/virtual-key-${HASH}`]: "created" } });
+    expect(await read("litellm/team-a")).toBe(plain);
+    expect(await read(`litellm/virtual-key-${HASH}`)).toBe(sealed);
+  });
+
+  it("regenerated writes the new name and deletes the previous one when it differs", async () => {
+    const { runtime, read } = await setup();
+    await runtime.applyKeyEvent(event({ token_hash: HASH, key: "sk-old-0123456789" }));
+    const renamed = await runtime.applyKeyEvent(
+      event({
+        id: "evt-2",
+        type: "key.regenerated",
+        occurred_at: new Date(T0 + 1000).toISOString(),
+        token_hash: OTHER_HASH,
+        previous_token_hash: HASH,
+        key: "sk-new-0123456789",
+      }),
+    );
+    expect(renamed).toMatchObject({
+      status: "applied",
+      names: { [`litellm/virtual-key-${OTHER_HASH}`]: "created", [`litellm/virtual-key-${HASH}`]: "deleted" },
+    });
+    expect(await read(`litellm/virtual-key-${HASH}`)).toBeUndefined();
+    expect(await read(`litellm/virtual-key-${OTHER_HASH}`)).toBe("sk-new-0123456789");
+    // Same alias: overwritten in place, nothing deleted.
+    await runtime.applyKeyEvent(event({ id: "evt-3", key_alias: "svc", key: "sk-v1-0123456789" }));
+    const same = await runtime.applyKeyEvent(
+      event({
+        id: "evt-4",
+        type: "key.regenerated",
+        occurred_at: new Date(T0 + 2000).toISOString(),
+        key_alias: "svc",
+        previous_key_alias: "svc",
+        key: "sk-v2-0123456789",
+      }),
+    );
+    expect(same.names).toEqual({ "litellm/svc": "updated" });
+    expect(await read("litellm/svc")).toBe("sk-v2-0123456789");
+  });
+
+  it("deleted with both an alias and a hash deletes both names", async () => {
+    const { runtime, read } = await setup();
+    await runtime.applyKeyEvent(event({ key_alias: "both", key: "sk-a-0123456789" }));
+    await runtime.applyKeyEvent(event({ id: "evt-2", token_hash: HASH, key: "sk-b-0123456789" }));
+    const gone = await runtime.applyKeyEvent(
+      event({
+        id: "evt-3",
+        type: "key.deleted",
+        occurred_at: new Date(T0 + 1000).toISOString(),
+        key_alias: "both",
+        token_hash: HASH,
+      }),
+    );
+    expect(gone.names).toEqual({ "litellm/both": "deleted", [`litellm/virtual-key-${HASH}`]: "deleted" });
+    expect(await read("litellm/both")).toBeUndefined();
+    expect(await read(`litellm/virtual-key-${HASH}`)).toBeUndefined();
+  });
+});
+
+describe("key events: at-least-once delivery", () => {
+  it("twice is once; an older event is superseded; a redelivered create never revives a deleted key", async () => {
+    const { runtime, read } = await setup();
+    const created = event({ key_alias: "k", key: "sk-created-0123456789" });
+    const deleted = event({
+      id: "evt-2",
+      type: "key.deleted",
+      occurred_at: new Date(T0 + 5000).toISOString(),
+      key_alias: "k",
+    });
+    expect((await runtime.applyKeyEvent(created)).status).toBe("applied");
+    expect((await runtime.applyKeyEvent(created)).status).toBe("superseded");
+    expect((await runtime.applyKeyEvent(deleted)).status).toBe("applied");
+    expect((await runtime.applyKeyEvent(created)).status).toBe("superseded");
+    expect((await runtime.applyKeyEvent(deleted)).status).toBe("superseded");
+    expect(await read("litellm/k")).toBeUndefined();
+    // Out of order: the delete arrives first, then its older create.
+    const later = event({
+      id: "evt-9",
+      type: "key.deleted",
+      occurred_at: new Date(T0 + 9000).toISOString(),
+      key_alias: "o",
+    });
+    expect((await runtime.applyKeyEvent(later)).status).toBe("superseded"); // nothing to delete, a tombstone left
+    expect(
+      (await runtime.applyKeyEvent(event({ id: "evt-8", key_alias: "o", key: "sk-late-0123456789" }))).status,
+    ).toBe("superseded");
+    expect(await read("litellm/o")).toBeUndefined();
+  });
+
+  it("a direct write's arrival wins over an older event", async () => {
+    const { runtime, read } = await setup({ now: () => T0 + 60_000 });
+    await runtime.manager.put("litellm/direct", "sk-direct-0123456789");
+    expect((await runtime.applyKeyEvent(event({ key_alias: "direct", key: "sk-event-0123456789" }))).status).toBe(
+      "superseded",
+    );
+    expect(await read("litellm/direct")).toBe("sk-direct-0123456789");
+  });
+});
+
+describe("key events: refused, never applied", () => {
+  it("malformed events, and ones past LLM_SECRETS_MAX_EVENT_AGE, are refused with a reason", async () => {
+    const { runtime, store, logs } = await setup({
+      env: { LLM_SECRETS_MAX_EVENT_AGE: "3600" },
+      now: () => T0 + 7200_000,
+    });
+    const key = newKey("sk-never-");
+    const cases: [unknown, string][] = [
+      ["not an object", "malformed"],
+      [event({ key: key }), "key_alias or token_hash"],
+      [event({ key_alias: "a" }), "exactly one of key and key_ciphertext"],
+      [event({ key_alias: "a", key, key_ciphertext: "x" }), "exactly one of key and key_ciphertext"],
+      [event({ key_alias: "a", key, type: "key.renamed" }), "type"],
+      [event({ key_alias: "a", key, occurred_at: "yesterday" }), "occurred_at"],
+      [event({ token_hash: "not-hex", key }), "token_hash"],
+      [event({ key_alias: "a", key }), "LLM_SECRETS_MAX_EVENT_AGE"],
+      [
+        event({ key_alias: "a", key_ciphertext: "AAAA", occurred_at: new Date(T0 + 7000_000).toISOString() }),
+        "decrypt",
+      ],
+      [event({ key_alias: "../x", key, occurred_at: new Date(T0 + 7000_000).toISOString() }), "segment"],
+    ];
+    for (const [input, reason] of cases) {
+      const result = await runtime.applyKeyEvent(input);
+      expect(result.status, reason).toBe("refused");
+      expect(result.message, reason).toContain(reason);
+    }
+    expect(await store.get("litellm/a")).toBeUndefined();
+    expectNoValueIn([...logs, ...cases.map((c) => JSON.stringify(c[1]))], [key]);
+    expect(runtime.metrics.count("llm_secrets_key_events_total", { status: "refused" })).toBe(cases.length);
+  });
+
+  it("without store_virtual_keys, or with access_mode read_only, nothing is written", async () => {
+    for (const config of [
+      "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n",
+      "general_settings:\n  key_management_settings:\n    access_mode: read_only\n    store_virtual_keys: true\n",
+    ]) {
+      const { runtime, read } = await setup({ config });
+      const result = await runtime.applyKeyEvent(event({ key_alias: "a", key: "sk-x-0123456789" }));
+      expect(result).toMatchObject({ status: "refused" });
+      expect(["not_supported", "read_only"]).toContain(result.code);
+      expect(await read("litellm/a")).toBeUndefined();
+    }
+  });
+});
+
+describe("POST /v1/key-events", () => {
+  it("applies one event or an array in order, with a result each; 503 with Retry-After when the store failed", async () => {
+    const random = seededRandom(`${TEST_SEED}:key-events-http`);
+    const store = new FlakyMemoryStore(random);
+    const { runtime, masterKey, read } = await setup({ store });
+    const post = (body: unknown) =>
+      runtime.fetch(
+        new Request("http://localhost/v1/key-events", {
+          method: "POST",
+          headers: { authorization: `Bearer ${masterKey}` },
+          body: JSON.stringify(body),
+        }),
+        { path: "/v1/key-events" },
+      );
+    const one = await post(event({ key_alias: "h", key: "sk-h-0123456789" }));
+    expect(one.status).toBe(200);
+    expect(await one.json()).toEqual({
+      results: [{ id: "evt-1", status: "applied", names: { "litellm/h": "created" } }],
+    });
+    const batch = await post([
+      event({
+        id: "e2",
+        key_alias: "h",
+        key: "sk-h2-0123456789",
+        type: "key.regenerated",
+        occurred_at: new Date(T0 + 1).toISOString(),
+      }),
+      { nonsense: true },
+    ]);
+    expect(batch.status).toBe(200);
+    const results = ((await batch.json()) as { results: { status: string }[] }).results;
+    expect(results.map((r) => r.status)).toEqual(["applied", "refused"]);
+    expect(await read("litellm/h")).toBe("sk-h2-0123456789");
+    store.failRate = 1;
+    const down = await post(event({ id: "e3", key_alias: "z", key: "sk-z-0123456789" }));
+    expect(down.status).toBe(503);
+    expect(down.headers.get("retry-after")).toBe("2");
+    expect(((await down.json()) as { results: { status: string; code: string }[] }).results).toEqual([
+      expect.objectContaining({ status: "failed", code: "backend_unavailable" }),
+    ]);
+    store.failRate = 0;
+    expect((await post([])).status).toBe(400);
+    expect((await post(Array(101).fill(event({})))).status).toBe(400);
+  });
+});
+
+describe("a 10 000-event run with 10% store failures, failed events redelivered in shuffled order", () => {
+  it("ends with exactly the expected secrets: none lost, duplicated or revived", async () => {
+    const random = seededRandom(`${TEST_SEED}:key-events-run`);
+    const store = new FlakyMemoryStore(random);
+    const { runtime, read } = await setup({ store, now: () => T0 + 3_600_000 });
+    // 10 000 events over 400 aliases: each alias sees creates, regenerations and deletes in time order.
+    const events: Record<string, unknown>[] = [];
+    const expected = new Map<string, string | undefined>();
+    for (let i = 0; i < 10_000; i++) {
+      const alias = `k${Math.floor(random() * 400)}`;
+      const roll = random();
+      const type = roll < 0.5 ? "key.created" : roll < 0.8 ? "key.regenerated" : "key.deleted";
+      const key = type === "key.deleted" ? undefined : `sk-${i}-0123456789`;
+      events.push(
+        event({
+          id: `evt-${String(i).padStart(5, "0")}`,
+          type,
+          occurred_at: new Date(T0 + i * 10).toISOString(),
+          key_alias: alias,
+          ...(key && { key }),
+        }),
+      );
+      expected.set(`litellm/${alias}`, key);
+    }
+    // Delivered in shuffled order, every failure redelivered (again shuffled) until none fail.
+    store.failRate = 0.1;
+    let pending = shuffle(events, random);
+    let rounds = 0;
+    let failures = 0;
+    while (pending.length > 0) {
+      const failed: Record<string, unknown>[] = [];
+      for (const e of pending) {
+        const result = await runtime.applyKeyEvent(e);
+        expect(result.status).not.toBe("refused");
+        if (result.status === "failed") failed.push(e);
+      }
+      failures += failed.length;
+      pending = shuffle(failed, random);
+      rounds++;
+    }
+    // Some events twice more, as at-least-once queues do.
+    store.failRate = 0;
+    for (const e of shuffle(events, random).slice(0, 1000))
+      expect((await runtime.applyKeyEvent(e)).status).not.toBe("failed");
+    expect(failures).toBeGreaterThan(500);
+    expect(rounds).toBeGreaterThan(1);
+    const wrong: string[] = [];
+    for (const [name, value] of expected) if ((await read(name)) !== value) wrong.push(name);
+    expect(wrong).toEqual([]);
+  });
+});
+
+function shuffle<T>(items: readonly T[], random: () => number): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [out[i], out[j]] = [out[j] as T, out[i] as T];
+  }
+  return out;
+}
