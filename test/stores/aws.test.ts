@@ -319,3 +319,27 @@ describe("llm-secrets serve against AWS", () => {
     expectNoValueIn([server.output], values);
   });
 });
+
+describe("aws_kms faults (the SDK's 3 attempts, nothing added)", () => {
+  it("maps 403, 429, 500 and resets to the SPEC codes", async () => {
+    const fake = await aws();
+    const store = await awsKmsStore.open(
+      { config: { aws_region_name: "us-east-1" }, env: {} },
+      deps({ K: fake.encrypt(value("kms-fault")).toString("base64") }),
+    );
+    for (const [fault, times, code] of [
+      ["denied", 1, "backend_denied"],
+      ["throttled", 3, "backend_unavailable"],
+      ["error", 3, "backend_unavailable"],
+      ["reset", 3, "backend_unavailable"],
+    ] as const) {
+      fake.reset();
+      fake.fail(times, fault);
+      expect(await codeOf(store.get("K")), fault).toBe(code);
+      expect(fake.calls("Decrypt").length, fault).toBe(times);
+    }
+    fake.reset();
+    expect((await store.get("K"))?.value).toMatch(/^kms-fault-/);
+    await store.close?.();
+  });
+});

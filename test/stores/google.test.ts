@@ -283,3 +283,27 @@ describe("llm-secrets serve against Google", () => {
     expectNoValueIn([server.output], values);
   });
 });
+
+describe("google_kms faults (the library's 3 attempts)", () => {
+  it("maps PERMISSION_DENIED, RESOURCE_EXHAUSTED and UNAVAILABLE to the SPEC codes", async () => {
+    const fake = await google();
+    const v = value("gkms-fault");
+    const store = await googleKmsStore.open(
+      { config: {}, env: { GOOGLE_KMS_RESOURCE_NAME: KMS_KEY, LLM_SECRETS_GOOGLE_KMS_ENDPOINT: endpointOf(fake) } },
+      { dataDir: "/nonexistent", env: { K: fake.encrypt(v, KMS_KEY).toString("base64") }, log, now: Date.now },
+    );
+    for (const [fault, times, code] of [
+      ["denied", 1, "backend_denied"],
+      ["exhausted", 3, "backend_unavailable"],
+      ["unavailable", 3, "backend_unavailable"],
+    ] as const) {
+      fake.reset();
+      fake.fail(times, fault);
+      expect(await codeOf(store.get("K")), fault).toBe(code);
+      expect(fake.callsOf("Decrypt").length, fault).toBe(times);
+    }
+    fake.reset();
+    expect((await store.get("K"))?.value).toBe(v);
+    await store.close?.();
+  });
+});
