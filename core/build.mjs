@@ -33,6 +33,26 @@ export async function bundleCore(entry, outfile, banner = "") {
 }
 
 /**
+ * Bundles a cloud function's entry into one ESM file for node (the platform loads one file), with
+ * the CommonJS shim; returns esbuild's metafile when asked (tests read which modules went in).
+ */
+export async function bundleFunction(entryFile, outfile, { metafile = false, external = [] } = {}) {
+  const result = await build({
+    entryPoints: [entryFile],
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    outfile,
+    external,
+    metafile,
+    logLevel: "warning",
+    banner: { js: COMMONJS_SHIM },
+  });
+  return result.metafile;
+}
+
+/**
  * Bundles the CLI into `outfile` and, beside it, `chunks/`: each cloud store's client library is a
  * chunk of its own, loaded when that store opens (a command on the file store parses none of
  * them: `--version` in 0.16 s rather than 0.27 s with all of them in one file). Ship the directory.

@@ -20,6 +20,8 @@ interface Target {
   logs: string[];
   send(c: ContractCase): Promise<Answer>;
   close(): Promise<void>;
+  /** Why the platform cannot deliver this request as it was sent (its case is then skipped, saying so). */
+  cannotCarry?(c: ContractCase): string | undefined;
 }
 
 async function newRuntime(): Promise<{ runtime: Runtime; masterKey: string; logs: string[] }> {
@@ -125,6 +127,67 @@ const RUNTIMES: Record<string, () => Promise<Target>> = {
   },
 };
 
+/**
+ * The AWS handler fed the payload-2.0 events Lambda builds: the request target split into `rawPath`
+ * and `rawQueryString` at the first `?`, as AWS splits it. `shape` tells a Function URL event from
+ * an API Gateway v2 one (their requestContext differs; hono/aws-lambda reads both).
+ */
+function awsRuntime(shape: "function-url" | "api-gateway-v2") {
+  return async (): Promise<Target> => {
+    const masterKey = newKey();
+    const logs: string[] = [];
+    const { awsHandlers } = await import("../../functions/aws/src/index");
+    // The contract is the runtime's: any store will do, and memory is the quickest.
+    const lambda = awsHandlers({
+      stores: [memoryStore],
+      env: { LITELLM_MASTER_KEY: masterKey },
+      log: createLogger((line) => logs.push(line)),
+    });
+    const runtime = await lambda.runtime();
+    return {
+      runtime,
+      logs,
+      send: async (c) => {
+        const cut = c.target.indexOf("?");
+        const headers: Record<string, string> = {
+          host: "abc123.lambda-url.eu-west-1.on.aws",
+          ...headersOf(c, masterKey),
+        };
+        const event = {
+          version: "2.0",
+          routeKey: "$default",
+          rawPath: cut === -1 ? c.target : c.target.slice(0, cut),
+          rawQueryString: cut === -1 ? "" : c.target.slice(cut + 1),
+          headers,
+          ...(c.body !== undefined && { body: JSON.stringify(c.body), isBase64Encoded: false }),
+          requestContext: {
+            http: { method: c.method, path: c.target, protocol: "HTTP/1.1", sourceIp: "127.0.0.1", userAgent: "test" },
+            domainName: headers.host,
+            ...(shape === "api-gateway-v2" ? { apiId: "abc123", stage: "$default" } : { apiId: "abc123" }),
+          },
+        };
+        const result = (await lambda.http(event as never, {} as never)) as {
+          statusCode: number;
+          headers?: Record<string, string>;
+          body: string;
+          isBase64Encoded: boolean;
+        };
+        const body = result.isBase64Encoded ? Buffer.from(result.body, "base64").toString("utf8") : result.body;
+        return { status: result.statusCode, headers: result.headers ?? {}, body };
+      },
+      close: () => runtime.close(),
+      // Lambda's event has the query string after the `?`, not the `?`: `prod?` arrives as `prod`.
+      cannotCarry: (c) =>
+        c.target.endsWith("?")
+          ? "a payload-2.0 event cannot show an empty query (`?` and nothing after it)"
+          : undefined,
+    };
+  };
+}
+
+RUNTIMES["aws lambda: Function URL events"] = awsRuntime("function-url");
+RUNTIMES["aws lambda: API Gateway v2 events"] = awsRuntime("api-gateway-v2");
+
 for (const [runtimeName, start] of Object.entries(RUNTIMES)) {
   describe(`runtime contract: ${runtimeName}`, () => {
     let target: Target;
@@ -133,7 +196,9 @@ for (const [runtimeName, start] of Object.entries(RUNTIMES)) {
     });
     afterAll(() => target.close());
 
-    it.each(CONTRACT.map((c) => [c.name, c] as const))("%s", async (_, c) => {
+    it.for(CONTRACT.map((c) => [c.name, c] as const))("%s", async ([, c], context) => {
+      const blind = target.cannotCarry?.(c);
+      if (blind) context.skip(blind);
       const { manager } = target.runtime;
       for (const name of ["new", "a/b", "x", "a", "prod;x"]) await manager.delete(name).catch(() => {});
       for (const [name, value] of Object.entries(SEED)) await manager.put(name, value);

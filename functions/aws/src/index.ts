@@ -1,0 +1,112 @@
+/**
+ * The AWS runtime (SPEC section 9): Lambda handlers over the one app in core.
+ *
+ * - `http`: Function URL and API Gateway v2 (payload 2.0) events through `hono/aws-lambda`, with
+ *   `event.rawPath` (and `rawQueryString`) as the raw request, so `..` and `%2F` are judged as sent.
+ * - `sqs`: key events from SQS. Each record is applied in order; the ones that failed (the store
+ *   failed: retry) or were refused (malformed, too old, not allowed: never applicable) come back in
+ *   `batchItemFailures`, so SQS redelivers them and, after the queue's maxReceiveCount, its redrive
+ *   policy moves them to the dead-letter queue. The reason is logged, never the key.
+ *
+ * The runtime starts on the first invocation (settings from the function's environment, exactly as
+ * for `serve`), with the stores this bundle ships; without `key_management_system` it is AWS
+ * Secrets Manager. A start that fails (bad config) fails every invocation with its one-line reason.
+ */
+
+import type { StoreFactory } from "@llm-secrets/core";
+import { createLogger, createRuntime, type Logger, type RawRequest, type Runtime } from "@llm-secrets/core";
+import { awsSecretsManagerStore } from "@llm-secrets/core/stores/aws";
+import { awsKmsStore } from "@llm-secrets/core/stores/aws-kms";
+import { localStore } from "@llm-secrets/core/stores/local";
+import { vaultStore } from "@llm-secrets/core/stores/vault";
+import { handle } from "hono/aws-lambda";
+
+/** The stores the AWS bundle ships; the first is the default. */
+export const AWS_STORES = [awsSecretsManagerStore, awsKmsStore, vaultStore, localStore] as const;
+
+/** The parts of a payload-2.0 HTTP event the adapter reads (Function URL and API Gateway v2 share it). */
+export interface HttpEventV2 {
+  version?: string;
+  rawPath: string;
+  rawQueryString?: string;
+  headers?: Record<string, string | undefined>;
+  body?: string;
+  isBase64Encoded?: boolean;
+  requestContext: { http: { method: string }; domainName?: string };
+}
+
+export interface SqsEvent {
+  Records: { messageId: string; body: string }[];
+}
+
+export interface SqsBatchResponse {
+  batchItemFailures: { itemIdentifier: string }[];
+}
+
+/** This runtime's raw-request helper: the path and query as the event carries them. */
+export function rawRequestOf(event: HttpEventV2): RawRequest {
+  return { path: event.rawQueryString ? `${event.rawPath}?${event.rawQueryString}` : event.rawPath };
+}
+
+export interface AwsHandlersOptions {
+  stores?: readonly StoreFactory[];
+  env?: Record<string, string | undefined>;
+  log?: Logger;
+}
+
+/** The two handlers over one lazily started runtime (tests pass their own stores and environment). */
+export function awsHandlers(options: AwsHandlersOptions = {}) {
+  const log = options.log ?? createLogger((line) => process.stdout.write(line));
+  let started: Promise<Runtime> | undefined;
+  const runtime = (): Promise<Runtime> => {
+    started ??= createRuntime({
+      stores: options.stores ?? AWS_STORES,
+      settings: { env: definedOnly(options.env ?? process.env) },
+      log,
+    }).catch((err: unknown) => {
+      // Logged where Lambda shows it, one line, then every invocation fails with it.
+      log.error("llm-secrets could not start", { reason: err instanceof Error ? err.message : String(err) });
+      throw err;
+    });
+    return started;
+  };
+
+  const app = {
+    fetch: async (request: Request, env: { event: HttpEventV2 }) =>
+      (await runtime()).fetch(request, rawRequestOf(env.event)),
+  };
+  // hono/aws-lambda calls only `fetch(request, { event, ... })` of the app it is given.
+  const http = handle(app as unknown as Parameters<typeof handle>[0]);
+
+  const sqs = async (event: SqsEvent): Promise<SqsBatchResponse> => {
+    const rt = await runtime();
+    const batchItemFailures: { itemIdentifier: string }[] = [];
+    for (const record of event.Records) {
+      let body: unknown;
+      try {
+        body = JSON.parse(record.body);
+      } catch {
+        log.warn("key event not applied", { messageId: record.messageId, status: "refused", reason: "not JSON" });
+        batchItemFailures.push({ itemIdentifier: record.messageId });
+        continue;
+      }
+      const result = await rt.applyKeyEvent(body);
+      if (result.status === "failed" || result.status === "refused") {
+        batchItemFailures.push({ itemIdentifier: record.messageId });
+      }
+    }
+    return { batchItemFailures };
+  };
+
+  return { http, sqs, runtime };
+}
+
+function definedOnly(env: Record<string, string | undefined>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined) out[k] = v;
+  return out;
+}
+
+const handlers = awsHandlers();
+export const http = handlers.http;
+export const sqs = handlers.sqs;

@@ -1,0 +1,107 @@
+// The AWS runtime beyond the contract table: the SQS handler's batchItemFailures (good, failing and
+// malformed records), redelivery, a start that fails, and what the Lambda bundle holds.
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { createLogger } from "../../core/src/log";
+import type { PutOptions, StoreFactory } from "../../core/src/secret-store";
+import { BackendUnavailable } from "../../core/src/store-errors";
+import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
+// @ts-expect-error: a plain ESM build script without types
+import { buildAws } from "../../functions/aws/build.mjs";
+import { awsHandlers, type SqsEvent } from "../../functions/aws/src/index";
+import { expectNoValueIn, newKey, tempDir } from "../helpers";
+
+const CONFIG =
+  "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n";
+
+/** A backend that is down for some names: what SQS must be told to redeliver. */
+class PartlyDownStore extends MemoryStore {
+  down = true;
+  override async put(name: string, value: string, options?: PutOptions) {
+    if (this.down && name.includes("unlucky")) throw new BackendUnavailable("injected: the backend is down", 3);
+    return super.put(name, value, options);
+  }
+}
+
+function setup() {
+  const store = new PartlyDownStore();
+  const logs: string[] = [];
+  const factory: StoreFactory = { ...memoryStore, open: async () => store };
+  const handlers = awsHandlers({
+    stores: [factory],
+    env: { LITELLM_MASTER_KEY: newKey(), LLM_SECRETS_CONFIG: CONFIG },
+    log: createLogger((line) => logs.push(line)),
+  });
+  return { store, logs, handlers };
+}
+
+function record(messageId: string, body: unknown) {
+  return { messageId, body: typeof body === "string" ? body : JSON.stringify(body) };
+}
+
+function keyEvent(id: string, alias: string, key: string, at = Date.now() - 1000) {
+  return { id, type: "key.created", occurred_at: new Date(at).toISOString(), key_alias: alias, key };
+}
+
+describe("the SQS handler", () => {
+  it("reports exactly the failed and the malformed records in batchItemFailures", async () => {
+    const { store, logs, handlers } = setup();
+    const keys = [newKey("sk-a-"), newKey("sk-b-"), newKey("sk-c-")];
+    const event: SqsEvent = {
+      Records: [
+        record("m1", keyEvent("e1", "good-1", keys[0] as string)),
+        record("m2", keyEvent("e2", "unlucky", keys[1] as string)),
+        record("m3", "{not json"),
+        record("m4", { id: "e4", type: "key.created" }),
+        record("m5", keyEvent("e5", "good-2", keys[2] as string)),
+      ],
+    };
+    expect(await handlers.sqs(event)).toEqual({
+      batchItemFailures: [{ itemIdentifier: "m2" }, { itemIdentifier: "m3" }, { itemIdentifier: "m4" }],
+    });
+    expect((await store.get("litellm/good-1"))?.value).toBe(keys[0]);
+    expect((await store.get("litellm/good-2"))?.value).toBe(keys[2]);
+    expect(await store.get("litellm/unlucky")).toBeUndefined();
+
+    // SQS redelivers m2 (and the malformed ones, until the redrive policy takes them): now it lands,
+    // and a duplicate of m1 changes nothing.
+    store.down = false;
+    expect(
+      await handlers.sqs({ Records: [event.Records[1], event.Records[0], event.Records[3]] as SqsEvent["Records"] }),
+    ).toEqual({ batchItemFailures: [{ itemIdentifier: "m4" }] });
+    expect((await store.get("litellm/unlucky"))?.value).toBe(keys[1]);
+    expect((await store.get("litellm/good-1"))?.version).toBe("1");
+    expectNoValueIn(logs, keys);
+  });
+});
+
+describe("a start that fails", () => {
+  it("fails every invocation, with one reason in the log and no secret", async () => {
+    const logs: string[] = [];
+    const masterKey = newKey();
+    const handlers = awsHandlers({
+      stores: [memoryStore],
+      env: { LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_CONFIG: "general_settings:\n  key_management_system: nope\n" },
+      log: createLogger((line) => logs.push(line)),
+    });
+    await expect(handlers.sqs({ Records: [] })).rejects.toThrow(/nope is not in this build/);
+    await expect(handlers.sqs({ Records: [] })).rejects.toThrow(/nope is not in this build/);
+    const lines = logs.filter((l) => l.includes("could not start"));
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0] as string).reason).toMatch(/key_management_system: nope is not in this build/);
+    expectNoValueIn(logs, [masterKey]);
+  });
+});
+
+describe("the Lambda bundle", () => {
+  it("is one ESM file exporting http and sqs, holding AWS's SDK and no other cloud's", async () => {
+    const outfile = join(await tempDir(), "index.mjs");
+    const metafile = (await buildAws(outfile, true)) as { inputs: Record<string, unknown> };
+    const inputs = Object.keys(metafile.inputs);
+    expect(inputs.some((i) => i.includes("node_modules/@aws-sdk/client-secrets-manager/"))).toBe(true);
+    expect(inputs.filter((i) => /node_modules\/(@azure|@google-cloud|google-gax|@grpc)\//.test(i))).toEqual([]);
+    const handlers = (await import(outfile)) as Record<string, unknown>;
+    expect(typeof handlers.http).toBe("function");
+    expect(typeof handlers.sqs).toBe("function");
+  });
+});
