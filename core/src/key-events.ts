@@ -137,7 +137,7 @@ async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult
         names[name] = await deps.manager.delete(name, stamp);
       }
     } else {
-      const value = valueOf(event, deps.keys);
+      const value = eventValue(event, deps.keys);
       const [name] = namesOf(event.key_alias, event.token_hash, policy) as [string];
       names[name] = (await deps.manager.put(name, value, {}, stamp)).outcome;
       if (event.type === "key.regenerated" && (event.previous_key_alias || event.previous_token_hash)) {
@@ -171,7 +171,7 @@ function namesOf(alias: string | null | undefined, hash: string | null | undefin
   return names;
 }
 
-function valueOf(event: KeyEvent, keys: KeyRing | undefined): string {
+function eventValue(event: KeyEvent, keys: KeyRing | undefined): string {
   if (event.key) return event.key;
   if (!keys) throw new EncryptionKeyMissing();
   return openSecret(event.key_ciphertext as string, keys);
