@@ -185,6 +185,41 @@ function awsRuntime(shape: "function-url" | "api-gateway-v2") {
   };
 }
 
+/** The real functions-framework server (express, its body parser) on loopback, with the GCP http target. */
+RUNTIMES["google functions-framework server over a real socket"] = async () => {
+  const masterKey = newKey();
+  const logs: string[] = [];
+  const functions = await import("@google-cloud/functions-framework");
+  const { getTestServer } = await import("@google-cloud/functions-framework/testing");
+  const { gcpFunctions } = await import("../../functions/gcp/src/index");
+  const targets = gcpFunctions({
+    stores: [memoryStore],
+    env: { LITELLM_MASTER_KEY: masterKey },
+    log: createLogger((line) => logs.push(line)),
+  });
+  functions.http("contract-http", targets.http);
+  const server = getTestServer("contract-http");
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as { port: number }).port;
+  const runtime = await targets.runtime();
+  return {
+    runtime,
+    logs,
+    send: (c) =>
+      rawHttp(
+        port,
+        c.method,
+        c.target,
+        headersOf(c, masterKey),
+        c.body === undefined ? undefined : JSON.stringify(c.body),
+      ),
+    close: async () => {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await runtime.close();
+    },
+  };
+};
+
 RUNTIMES["aws lambda: Function URL events"] = awsRuntime("function-url");
 RUNTIMES["aws lambda: API Gateway v2 events"] = awsRuntime("api-gateway-v2");
 

@@ -1,0 +1,106 @@
+/**
+ * The Google runtime (SPEC section 9): functions-framework targets over the one app in core.
+ *
+ * - `http`: the app through @hono/node-server's request listener. The raw request is
+ *   `req.originalUrl` (express's copy of the request target as it arrived; `req.url` may be
+ *   rewritten by routing). functions-framework's body parser has read the body already: the
+ *   listener takes it from `req.rawBody`.
+ * - `keyEvents`: a CloudEvent function for Pub/Sub `messagePublished` (binary or structured mode),
+ *   the key event as base64 JSON in `message.data`. An event the store failed on throws, so Pub/Sub
+ *   redelivers it; a malformed or refused one is acknowledged with an error log (retrying cannot
+ *   help; the subscription's dead-letter topic catches what keeps failing).
+ *
+ * The runtime starts on the first invocation (settings from the environment, exactly as for
+ * `serve`), with the stores this bundle ships; without `key_management_system` it is Google Secret
+ * Manager. A start that fails fails every invocation with its one-line reason.
+ */
+import * as functions from "@google-cloud/functions-framework";
+import { getRequestListener } from "@hono/node-server";
+import type { IncomingMessage } from "node:http";
+import {
+  createLogger,
+  createRuntime,
+  type Logger,
+  type RawRequest,
+  type Runtime,
+  type StoreFactory,
+} from "@llm-secrets/core";
+import { googleSecretManagerStore } from "@llm-secrets/core/stores/google";
+import { googleKmsStore } from "@llm-secrets/core/stores/google-kms";
+import { localStore } from "@llm-secrets/core/stores/local";
+import { vaultStore } from "@llm-secrets/core/stores/vault";
+
+/** The stores the Google bundle ships; the first is the default. */
+export const GCP_STORES = [googleSecretManagerStore, googleKmsStore, vaultStore, localStore] as const;
+
+/** This runtime's raw-request helper: express keeps the request target as it arrived in `originalUrl`. */
+export function rawRequestOf(req: IncomingMessage & { originalUrl?: string }): RawRequest {
+  return { path: req.originalUrl ?? req.url ?? "" };
+}
+
+/** The CloudEvent of a Pub/Sub message, as functions-framework hands it over. */
+export interface PubSubCloudEvent {
+  id?: string;
+  data?: { message?: { data?: string; messageId?: string } };
+}
+
+export interface GcpFunctionsOptions {
+  stores?: readonly StoreFactory[];
+  env?: Record<string, string | undefined>;
+  log?: Logger;
+}
+
+/** The two targets over one lazily started runtime (tests pass their own stores and environment). */
+export function gcpFunctions(options: GcpFunctionsOptions = {}) {
+  const log = options.log ?? createLogger((line) => process.stdout.write(line));
+  let started: Promise<Runtime> | undefined;
+  const runtime = (): Promise<Runtime> => {
+    started ??= createRuntime({
+      stores: options.stores ?? GCP_STORES,
+      settings: { env: definedOnly(options.env ?? process.env) },
+      log,
+    }).catch((err: unknown) => {
+      log.error("llm-secrets could not start", { reason: err instanceof Error ? err.message : String(err) });
+      throw err;
+    });
+    return started;
+  };
+
+  const http = getRequestListener(async (request, env) =>
+    (await runtime()).fetch(request, rawRequestOf((env as { incoming: IncomingMessage }).incoming)),
+  );
+
+  const keyEvents = async (event: PubSubCloudEvent): Promise<void> => {
+    const rt = await runtime();
+    const messageId = event.data?.message?.messageId ?? event.id;
+    let body: unknown;
+    try {
+      body = JSON.parse(Buffer.from(event.data?.message?.data ?? "", "base64").toString("utf8"));
+    } catch {
+      log.error("key event not applied: acknowledged", { messageId, status: "refused", reason: "data is not base64 JSON" });
+      return;
+    }
+    const result = await rt.applyKeyEvent(body);
+    if (result.status === "failed") {
+      // Thrown: functions-framework answers 500 and Pub/Sub redelivers (applying again is safe).
+      throw new Error(`key event ${result.id ?? messageId} failed (${result.code}): Pub/Sub will redeliver it`);
+    }
+    if (result.status === "refused") {
+      log.error("key event not applied: acknowledged", { messageId, id: result.id, status: "refused", code: result.code });
+    }
+  };
+
+  return { http, keyEvents, runtime };
+}
+
+function definedOnly(env: Record<string, string | undefined>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined) out[k] = v;
+  return out;
+}
+
+const targets = gcpFunctions();
+export const http = targets.http;
+export const keyEvents = targets.keyEvents;
+functions.http("http", http);
+functions.cloudEvent("keyEvents", keyEvents);

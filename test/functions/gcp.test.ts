@@ -1,0 +1,119 @@
+// The Google runtime beyond the contract table: Pub/Sub CloudEvents posted to the real
+// functions-framework server in binary and structured mode (ack on success or on a malformed
+// event, 500 so Pub/Sub redelivers on a store failure), and what the bundle holds.
+import { join } from "node:path";
+import * as functions from "@google-cloud/functions-framework";
+import { getTestServer } from "@google-cloud/functions-framework/testing";
+import { afterAll, describe, expect, it } from "vitest";
+import { createLogger } from "../../core/src/log";
+import type { PutOptions, StoreFactory } from "../../core/src/secret-store";
+import { BackendUnavailable } from "../../core/src/store-errors";
+import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
+// @ts-expect-error: a plain ESM build script without types
+import { buildGcp } from "../../functions/gcp/build.mjs";
+import { gcpFunctions } from "../../functions/gcp/src/index";
+import { expectNoValueIn, newKey, tempDir } from "../helpers";
+
+class PartlyDownStore extends MemoryStore {
+  down = true;
+  override async put(name: string, value: string, options?: PutOptions) {
+    if (this.down && name.includes("unlucky")) throw new BackendUnavailable("injected: the backend is down", 3);
+    return super.put(name, value, options);
+  }
+}
+
+const store = new PartlyDownStore();
+const logs: string[] = [];
+const factory: StoreFactory = { ...memoryStore, open: async () => store };
+const targets = gcpFunctions({
+  stores: [factory],
+  env: {
+    LITELLM_MASTER_KEY: newKey(),
+    LLM_SECRETS_CONFIG:
+      "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n",
+  },
+  log: createLogger((line) => logs.push(line)),
+});
+functions.cloudEvent("test-keyEvents", targets.keyEvents);
+const server = getTestServer("test-keyEvents");
+const listening = new Promise<number>((resolve) =>
+  server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port)),
+);
+afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+function message(id: string, event: unknown) {
+  const data = Buffer.from(typeof event === "string" ? event : JSON.stringify(event)).toString("base64");
+  return {
+    message: { data, messageId: id, publishTime: new Date().toISOString() },
+    subscription: "projects/p/subscriptions/key-events",
+  };
+}
+
+async function postBinary(id: string, event: unknown): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${await listening}/`, {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      "ce-specversion": "1.0",
+      "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+      "ce-source": "//pubsub.googleapis.com/projects/p/topics/key-events",
+      "ce-id": id,
+    },
+    body: JSON.stringify(message(id, event)),
+  });
+  await res.arrayBuffer();
+  return res.status;
+}
+
+async function postStructured(id: string, event: unknown): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${await listening}/`, {
+    method: "POST",
+    headers: { "content-type": "application/cloudevents+json" },
+    body: JSON.stringify({
+      specversion: "1.0",
+      type: "google.cloud.pubsub.topic.v1.messagePublished",
+      source: "//pubsub.googleapis.com/projects/p/topics/key-events",
+      id,
+      datacontenttype: "application/json",
+      data: message(id, event),
+    }),
+  });
+  await res.arrayBuffer();
+  return res.status;
+}
+
+function keyEvent(id: string, alias: string, key: string) {
+  return { id, type: "key.created", occurred_at: new Date(Date.now() - 1000).toISOString(), key_alias: alias, key };
+}
+
+describe("the Pub/Sub CloudEvent target on the functions-framework server", () => {
+  it("acknowledges applied and malformed events, and answers 500 (redeliver) when the store failed", async () => {
+    const keys = [newKey("sk-a-"), newKey("sk-b-"), newKey("sk-c-")];
+    expect(await postBinary("1", keyEvent("e1", "good-binary", keys[0] as string))).toBe(204);
+    expect(await postStructured("2", keyEvent("e2", "good-structured", keys[1] as string))).toBe(204);
+    expect(await postBinary("3", "{not json")).toBe(204);
+    expect(await postStructured("4", { id: "e4", type: "key.created" })).toBe(204);
+    expect(await postBinary("5", keyEvent("e5", "unlucky", keys[2] as string))).toBe(500);
+    expect((await store.get("litellm/good-binary"))?.value).toBe(keys[0]);
+    expect((await store.get("litellm/good-structured"))?.value).toBe(keys[1]);
+    expect(await store.get("litellm/unlucky")).toBeUndefined();
+    expect(logs.filter((l) => l.includes("acknowledged"))).toHaveLength(2);
+    // Pub/Sub redelivers the failed one (and duplicates happen): it lands once, the duplicate changes nothing.
+    store.down = false;
+    expect(await postBinary("5", keyEvent("e5", "unlucky", keys[2] as string))).toBe(204);
+    expect(await postStructured("1", keyEvent("e1", "good-binary", keys[0] as string))).toBe(204);
+    expect((await store.get("litellm/unlucky"))?.value).toBe(keys[2]);
+    expectNoValueIn(logs, keys);
+  });
+});
+
+describe("the Google bundle", () => {
+  it("holds Google's client libraries and no other cloud's; functions-framework stays external", async () => {
+    const outfile = join(await tempDir(), "index.mjs");
+    const metafile = (await buildGcp(outfile, true)) as { inputs: Record<string, unknown> };
+    const inputs = Object.keys(metafile.inputs);
+    expect(inputs.some((i) => i.includes("node_modules/@google-cloud/secret-manager/"))).toBe(true);
+    expect(inputs.filter((i) => /node_modules\/(@aws-sdk|@smithy|@azure)\//.test(i))).toEqual([]);
+    expect(inputs.filter((i) => i.includes("@google-cloud/functions-framework"))).toEqual([]);
+  });
+});
