@@ -14,9 +14,10 @@
  * `serve`), with the stores this bundle ships; without `key_management_system` it is Google Secret
  * Manager. A start that fails fails every invocation with its one-line reason.
  */
+
+import type { IncomingMessage } from "node:http";
 import * as functions from "@google-cloud/functions-framework";
 import { getRequestListener } from "@hono/node-server";
-import type { IncomingMessage } from "node:http";
 import {
   createLogger,
   createRuntime,
@@ -77,7 +78,11 @@ export function gcpFunctions(options: GcpFunctionsOptions = {}) {
     try {
       body = JSON.parse(Buffer.from(event.data?.message?.data ?? "", "base64").toString("utf8"));
     } catch {
-      log.error("key event not applied: acknowledged", { messageId, status: "refused", reason: "data is not base64 JSON" });
+      log.error("key event not applied: acknowledged", {
+        messageId,
+        status: "refused",
+        reason: "data is not base64 JSON",
+      });
       return;
     }
     const result = await rt.applyKeyEvent(body);
@@ -86,7 +91,12 @@ export function gcpFunctions(options: GcpFunctionsOptions = {}) {
       throw new Error(`key event ${result.id ?? messageId} failed (${result.code}): Pub/Sub will redeliver it`);
     }
     if (result.status === "refused") {
-      log.error("key event not applied: acknowledged", { messageId, id: result.id, status: "refused", code: result.code });
+      log.error("key event not applied: acknowledged", {
+        messageId,
+        id: result.id,
+        status: "refused",
+        code: result.code,
+      });
     }
   };
 
