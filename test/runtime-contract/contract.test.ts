@@ -220,6 +220,45 @@ RUNTIMES["google functions-framework server over a real socket"] = async () => {
   };
 };
 
+/** The Azure HTTP handler fed @azure/functions HttpRequest objects, as the Functions worker builds them. */
+RUNTIMES["azure functions: HttpRequest objects"] = async () => {
+  const masterKey = newKey();
+  const logs: string[] = [];
+  const { HttpRequest, InvocationContext } = await import("@azure/functions");
+  const { azureFunctions } = await import("../../functions/azure/src/index");
+  const handlers = azureFunctions({
+    stores: [memoryStore],
+    env: { LITELLM_MASTER_KEY: masterKey },
+    log: createLogger((line) => logs.push(line)),
+  });
+  const runtime = await handlers.runtime();
+  return {
+    runtime,
+    logs,
+    send: async (c) => {
+      const request = new HttpRequest({
+        method: c.method,
+        url: `http://localhost${c.target}`,
+        headers: headersOf(c, masterKey),
+        ...(c.body !== undefined && { body: { string: JSON.stringify(c.body) } }),
+      });
+      const res = await handlers.http(request, new InvocationContext());
+      const headers: Record<string, string> = {};
+      for (const [k, v] of res.headers as [string, string][]) headers[k] = headers[k] ? `${headers[k]}, ${v}` : v;
+      const body = res.body === undefined ? "" : Buffer.from(res.body as Uint8Array).toString("utf8");
+      return { status: res.status ?? 200, headers, body };
+    },
+    close: () => runtime.close(),
+    // The host normalises the URL before the worker runs (and HttpRequest parses it again).
+    cannotCarry: (c) => {
+      const u = new URL(`http://localhost${c.target}`);
+      return `${u.pathname}${u.search}${u.hash}` === c.target
+        ? undefined
+        : "the Azure Functions host hands the URL over parsed: `..` and `%2e%2e` resolved, an empty `?` dropped";
+    },
+  };
+};
+
 RUNTIMES["aws lambda: Function URL events"] = awsRuntime("function-url");
 RUNTIMES["aws lambda: API Gateway v2 events"] = awsRuntime("api-gateway-v2");
 

@@ -1,0 +1,133 @@
+/**
+ * The Azure runtime (SPEC section 9): Azure Functions v4 programming model over the one app in core.
+ *
+ * - `secrets`: an HTTP trigger on every route (`{*path}`, with `routePrefix: ""` in host.json) and
+ *   every method, translated by `toRequest` / `toResponse` below: the body's bytes and repeated
+ *   headers (several `Set-Cookie`s) kept intact. Azure Functions keys go in `x-functions-key`,
+ *   never `?code=`. The raw request is the path of `request.url` as the host hands it over: the
+ *   host (and the HttpRequest class) have already normalised `..` and `%2e%2e` away, so those
+ *   cannot be refused here (README says so).
+ * - `keyEvents`: a Storage Queue trigger on `key-events` (connection `AzureWebJobsStorage`). The host
+ *   hands over the message decoded from base64 (an object when it is JSON). An event the store
+ *   failed on, or one that is malformed or refused, throws: the host retries it and, after
+ *   `maxDequeueCount` (5, host.json), moves it to `key-events-poison`. The reason is logged, never
+ *   the key.
+ *
+ * The runtime starts on the first invocation (settings from the app settings, exactly as for
+ * `serve`), with the stores this bundle ships; without `key_management_system` it is Azure Key
+ * Vault. A start that fails fails every invocation with its one-line reason.
+ */
+import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from "@azure/functions";
+import {
+  createLogger,
+  createRuntime,
+  type Logger,
+  type RawRequest,
+  type Runtime,
+  type StoreFactory,
+} from "@llm-secrets/core";
+import { azureKeyVaultStore } from "@llm-secrets/core/stores/azure";
+import { localStore } from "@llm-secrets/core/stores/local";
+import { vaultStore } from "@llm-secrets/core/stores/vault";
+
+/** The stores the Azure bundle ships; the first is the default. */
+export const AZURE_STORES = [azureKeyVaultStore, vaultStore, localStore] as const;
+
+const METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] as const;
+
+/** This runtime's raw-request helper: the path and query of `request.url`, not parsed again. */
+export function rawRequestOf(request: Pick<HttpRequest, "url">): RawRequest {
+  return { path: request.url.replace(/^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i, "") || "/" };
+}
+
+/** HttpRequest to a fetch `Request`: method, headers and the body's bytes. */
+export async function toRequest(request: HttpRequest): Promise<Request> {
+  const hasBody = request.method !== "GET" && request.method !== "HEAD";
+  const body = hasBody ? new Uint8Array(await request.arrayBuffer()) : undefined;
+  return new Request(request.url, {
+    method: request.method,
+    headers: request.headers,
+    body: body && body.byteLength > 0 ? body : undefined,
+  });
+}
+
+/** A fetch `Response` to HttpResponseInit: status, every header (repeated ones too) and the bytes. */
+export async function toResponse(response: Response): Promise<HttpResponseInit> {
+  const headers: [string, string][] = [];
+  response.headers.forEach((value, key) => {
+    if (key !== "set-cookie") headers.push([key, value]);
+  });
+  for (const cookie of response.headers.getSetCookie()) headers.push(["set-cookie", cookie]);
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  return { status: response.status, headers, ...(bytes.byteLength > 0 && { body: bytes }) };
+}
+
+export interface AzureFunctionsOptions {
+  stores?: readonly StoreFactory[];
+  env?: Record<string, string | undefined>;
+  log?: Logger;
+}
+
+/** The two handlers over one lazily started runtime (tests pass their own stores and environment). */
+export function azureFunctions(options: AzureFunctionsOptions = {}) {
+  const log = options.log ?? createLogger((line) => process.stdout.write(line));
+  let started: Promise<Runtime> | undefined;
+  const runtime = (): Promise<Runtime> => {
+    started ??= createRuntime({
+      stores: options.stores ?? AZURE_STORES,
+      settings: { env: definedOnly(options.env ?? process.env) },
+      log,
+    }).catch((err: unknown) => {
+      log.error("llm-secrets could not start", { reason: err instanceof Error ? err.message : String(err) });
+      throw err;
+    });
+    return started;
+  };
+
+  const http = async (request: HttpRequest, _context: InvocationContext): Promise<HttpResponseInit> => {
+    const rt = await runtime();
+    return toResponse(await rt.fetch(await toRequest(request), rawRequestOf(request)));
+  };
+
+  const keyEvents = async (message: unknown, context: InvocationContext): Promise<void> => {
+    const rt = await runtime();
+    const dequeueCount = context.triggerMetadata?.dequeueCount;
+    let body = message;
+    if (typeof message === "string") {
+      try {
+        body = JSON.parse(message);
+      } catch {
+        log.error("key event not applied", {
+          status: "refused",
+          reason: "not JSON",
+          dequeueCount: Number(dequeueCount),
+        });
+        throw new Error("the queue message is not JSON: it goes to the poison queue after maxDequeueCount tries");
+      }
+    }
+    const result = await rt.applyKeyEvent(body);
+    if (result.status === "failed" || result.status === "refused") {
+      throw new Error(
+        `key event ${result.id ?? "(no id)"} ${result.status} (${result.code}): ${
+          result.status === "failed" ? "the host retries it" : "it goes to the poison queue after maxDequeueCount tries"
+        }`,
+      );
+    }
+  };
+
+  return { http, keyEvents, runtime };
+}
+
+function definedOnly(env: Record<string, string | undefined>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined) out[k] = v;
+  return out;
+}
+
+const handlers = azureFunctions();
+app.http("secrets", { methods: [...METHODS], authLevel: "function", route: "{*path}", handler: handlers.http });
+app.storageQueue("keyEvents", {
+  queueName: "key-events",
+  connection: "AzureWebJobsStorage",
+  handler: handlers.keyEvents,
+});

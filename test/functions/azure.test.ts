@@ -1,0 +1,211 @@
+// The Azure runtime beyond the contract table: key events sent through Azurite's queue service
+// (base64, as the queue trigger expects), read back with @azure/storage-queue and handed to the
+// queue handler with an InvocationContext carrying dequeueCount, as the Functions host would (no
+// host runs here): applied ones are deleted, failed ones come back, and after maxDequeueCount
+// (host.json, checked as a file) a message goes to the poison queue. Also the HTTP adapter's bytes
+// and repeated headers, and what the bundle holds.
+import { type ChildProcess, spawn } from "node:child_process";
+import { readFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { HttpRequest, InvocationContext } from "@azure/functions";
+import { QueueClient } from "@azure/storage-queue";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createLogger } from "../../core/src/log";
+import type { PutOptions, StoreFactory } from "../../core/src/secret-store";
+import { BackendUnavailable } from "../../core/src/store-errors";
+import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
+// @ts-expect-error: a plain ESM build script without types
+import { buildAzure } from "../../functions/azure/build.mjs";
+import { azureFunctions, toResponse } from "../../functions/azure/src/index";
+import { expectNoValueIn, newKey, tempDir, until } from "../helpers";
+
+const ROOT = join(import.meta.dirname, "../..");
+/** Azurite's documented development account (public, the same in every Azurite). */
+const DEV_ACCOUNT = "devstoreaccount1";
+const DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+let azurite: ChildProcess | undefined;
+let connection = "";
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+
+beforeAll(async () => {
+  const port = await freePort();
+  azurite = spawn(
+    process.execPath,
+    [
+      join(ROOT, "node_modules/azurite/dist/src/queue/main.js"),
+      "--queueHost",
+      "127.0.0.1",
+      "--queuePort",
+      String(port),
+      "--inMemoryPersistence",
+      "--extentMemoryLimit",
+      "64",
+      "--silent",
+      "--skipApiVersionCheck",
+      "--disableTelemetry",
+    ],
+    { stdio: ["ignore", "pipe", "pipe"], cwd: await tempDir() },
+  );
+  let out = "";
+  azurite.stdout?.on("data", (d) => {
+    out += d;
+  });
+  await until("Azurite's queue service to listen", () => out.includes("successfully listens"), 30_000);
+  connection = `DefaultEndpointsProtocol=http;AccountName=${DEV_ACCOUNT};AccountKey=${DEV_KEY};QueueEndpoint=http://127.0.0.1:${port}/${DEV_ACCOUNT};`;
+});
+
+afterAll(() => {
+  azurite?.kill();
+});
+
+class PartlyDownStore extends MemoryStore {
+  down = true;
+  override async put(name: string, value: string, options?: PutOptions) {
+    if (this.down && name.includes("unlucky")) throw new BackendUnavailable("injected: the backend is down", 3);
+    return super.put(name, value, options);
+  }
+}
+
+function keyEvent(id: string, alias: string, key: string) {
+  return { id, type: "key.created", occurred_at: new Date(Date.now() - 1000).toISOString(), key_alias: alias, key };
+}
+
+describe("the queue trigger, through Azurite", () => {
+  it("deletes applied messages, redelivers failed ones, and poisons malformed ones after maxDequeueCount", async () => {
+    const host = JSON.parse(await readFile(join(ROOT, "functions/azure/host.json"), "utf8"));
+    const maxDequeueCount: number = host.extensions.queues.maxDequeueCount;
+    expect(maxDequeueCount).toBe(5);
+    expect(host.extensions.queues.messageEncoding).toBe("base64");
+    expect(host.extensions.http.routePrefix).toBe("");
+
+    const store = new PartlyDownStore();
+    const logs: string[] = [];
+    const factory: StoreFactory = { ...memoryStore, open: async () => store };
+    const handlers = azureFunctions({
+      stores: [factory],
+      env: {
+        LITELLM_MASTER_KEY: newKey(),
+        LLM_SECRETS_CONFIG:
+          "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n",
+      },
+      log: createLogger((line) => logs.push(line)),
+    });
+    const queue = new QueueClient(connection, "key-events");
+    const poison = new QueueClient(connection, "key-events-poison");
+    await queue.create();
+    await poison.create();
+
+    const keys = [newKey("sk-a-"), newKey("sk-b-")];
+    const send = (body: string) => queue.sendMessage(Buffer.from(body).toString("base64"));
+    await send(JSON.stringify(keyEvent("e1", "good", keys[0] as string)));
+    await send(JSON.stringify(keyEvent("e2", "unlucky", keys[1] as string)));
+    await send("{not json");
+
+    /** One pass of what the host does: receive, decode, hand over, delete on success, poison past the limit. */
+    const pass = async () => {
+      const { receivedMessageItems } = await queue.receiveMessages({ numberOfMessages: 32, visibilityTimeout: 1 });
+      for (const item of receivedMessageItems) {
+        if (item.dequeueCount > maxDequeueCount) {
+          await poison.sendMessage(item.messageText);
+          await queue.deleteMessage(item.messageId, item.popReceipt);
+          continue;
+        }
+        const text = Buffer.from(item.messageText, "base64").toString("utf8");
+        let message: unknown = text;
+        try {
+          message = JSON.parse(text); // the host hands JSON over as an object
+        } catch {
+          // and anything else as a string
+        }
+        const context = new InvocationContext({ triggerMetadata: { dequeueCount: item.dequeueCount } });
+        try {
+          await handlers.keyEvents(message, context);
+          await queue.deleteMessage(item.messageId, item.popReceipt);
+        } catch {
+          // left in the queue: visible again after its visibility timeout
+        }
+      }
+      return receivedMessageItems.length;
+    };
+
+    await pass();
+    expect((await store.get("litellm/good"))?.value).toBe(keys[0]);
+    expect(await store.get("litellm/unlucky")).toBeUndefined();
+    // The backend comes back: the failed one lands on its next delivery.
+    store.down = false;
+    for (let round = 0; round < 8; round++) {
+      await new Promise((r) => setTimeout(r, 1100));
+      await pass();
+    }
+    expect((await store.get("litellm/unlucky"))?.value).toBe(keys[1]);
+    const left = await queue.peekMessages({ numberOfMessages: 32 });
+    expect(left.peekedMessageItems).toEqual([]);
+    const poisoned = await poison.peekMessages({ numberOfMessages: 32 });
+    expect(poisoned.peekedMessageItems.map((m) => Buffer.from(m.messageText, "base64").toString())).toEqual([
+      "{not json",
+    ]);
+    expectNoValueIn(logs, keys);
+  }, 30_000);
+});
+
+describe("the HTTP adapter", () => {
+  it("keeps the body's bytes and every Set-Cookie", async () => {
+    const response = new Response(new Uint8Array([0, 255, 1, 254]), { status: 201 });
+    response.headers.append("set-cookie", "a=1=2; Path=/");
+    response.headers.append("set-cookie", "b=3");
+    response.headers.set("x-one", "1");
+    const init = await toResponse(response);
+    expect(init.status).toBe(201);
+    expect(init.headers).toEqual(
+      expect.arrayContaining([
+        ["set-cookie", "a=1=2; Path=/"],
+        ["set-cookie", "b=3"],
+        ["x-one", "1"],
+      ]),
+    );
+    expect([...(init.body as Uint8Array)]).toEqual([0, 255, 1, 254]);
+  });
+
+  it("hands a PUT body through byte for byte", async () => {
+    const masterKey = newKey();
+    const handlers = azureFunctions({
+      stores: [memoryStore],
+      env: { LITELLM_MASTER_KEY: masterKey },
+      log: createLogger(() => {}),
+    });
+    const value = "ключ-🔑-ü";
+    const put = await handlers.http(
+      new HttpRequest({
+        method: "PUT",
+        url: "http://localhost/v1/secrets/U",
+        headers: { authorization: `Bearer ${masterKey}`, "content-type": "application/json" },
+        body: { bytes: new Uint8Array(Buffer.from(JSON.stringify({ value }))) },
+      }),
+      new InvocationContext(),
+    );
+    expect(put.status).toBe(201);
+    expect((await (await handlers.runtime()).store.get("U"))?.value).toBe(value);
+  });
+});
+
+describe("the Azure bundle", () => {
+  it("holds Key Vault's SDK and no other cloud's; @azure/functions-core stays external", async () => {
+    const outfile = join(await tempDir(), "index.mjs");
+    const metafile = (await buildAzure(outfile, true)) as { inputs: Record<string, unknown> };
+    const inputs = Object.keys(metafile.inputs);
+    expect(inputs.some((i) => i.includes("node_modules/@azure/keyvault-secrets/"))).toBe(true);
+    expect(inputs.filter((i) => /node_modules\/(@aws-sdk|@smithy|@google-cloud|google-gax|@grpc)\//.test(i))).toEqual(
+      [],
+    );
+    expect(inputs.filter((i) => i.includes("functions-core"))).toEqual([]);
+  });
+});
