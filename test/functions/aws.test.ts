@@ -105,3 +105,41 @@ describe("the Lambda bundle", () => {
     expect(typeof handlers.sqs).toBe("function");
   });
 });
+
+describe("CloudWatch EMF lines", () => {
+  it("each invocation writes what it counted, labels as dimensions, and no value", async () => {
+    const lines: string[] = [];
+    const masterKey = newKey();
+    const handlers = awsHandlers({
+      stores: [memoryStore],
+      env: { LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_CONFIG: CONFIG },
+      log: createLogger(() => {}),
+      emf: (line) => lines.push(line),
+    });
+    const value = newKey("sk-emf-");
+    await (await handlers.runtime()).manager.put("litellm/A", value);
+    lines.length = 0;
+    const event = {
+      version: "2.0",
+      rawPath: "/v1/secrets/litellm/A",
+      rawQueryString: "refresh=true",
+      headers: { host: "x.lambda-url.eu-west-1.on.aws", authorization: `Bearer ${masterKey}` },
+      requestContext: { http: { method: "GET" }, domainName: "x.lambda-url.eu-west-1.on.aws" },
+    };
+    const result = (await handlers.http(event as never, {} as never)) as { statusCode: number };
+    expect(result.statusCode).toBe(200);
+    const emf = lines.map((l) => JSON.parse(l) as Record<string, unknown> & { _aws: Record<string, unknown> });
+    expect(emf.length).toBeGreaterThan(0);
+    for (const line of emf) {
+      expect(line._aws).toMatchObject({ CloudWatchMetrics: [expect.objectContaining({ Namespace: "llm-secrets" })] });
+    }
+    const backend = emf.find((l) => l.op === "get" && "llm_secrets_backend_calls_total" in l);
+    expect(backend).toMatchObject({ store: "memory", op: "get", llm_secrets_backend_calls_total: 1 });
+    expect(emf.some((l) => Array.isArray(l.llm_secrets_backend_latency_seconds))).toBe(true);
+    expectNoValueIn(lines, [value, masterKey]);
+    // The next invocation writes only its own counts: an empty batch counts nothing.
+    lines.length = 0;
+    await handlers.sqs({ Records: [] });
+    expect(lines).toEqual([]);
+  });
+});

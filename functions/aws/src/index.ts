@@ -8,6 +8,8 @@
  *   `batchItemFailures`, so SQS redelivers them and, after the queue's maxReceiveCount, its redrive
  *   policy moves them to the dead-letter queue. The reason is logged, never the key.
  *
+ * Each invocation ends with the counters and latencies it made as CloudWatch EMF lines (emf.ts).
+ *
  * The runtime starts on the first invocation (settings from the function's environment, exactly as
  * for `serve`), with the stores this bundle ships; without `key_management_system` it is AWS
  * Secrets Manager. A start that fails (bad config) fails every invocation with its one-line reason.
@@ -20,6 +22,7 @@ import { awsKmsStore } from "@llm-secrets/core/stores/aws-kms";
 import { localStore } from "@llm-secrets/core/stores/local";
 import { vaultStore } from "@llm-secrets/core/stores/vault";
 import { handle } from "hono/aws-lambda";
+import { EmfSink } from "./emf";
 
 /** The stores the AWS bundle ships; the first is the default. */
 export const AWS_STORES = [awsSecretsManagerStore, awsKmsStore, vaultStore, localStore] as const;
@@ -52,17 +55,21 @@ export interface AwsHandlersOptions {
   stores?: readonly StoreFactory[];
   env?: Record<string, string | undefined>;
   log?: Logger;
+  /** Where the EMF lines go (Lambda's log: stdout). */
+  emf?: (line: string) => void;
 }
 
 /** The two handlers over one lazily started runtime (tests pass their own stores and environment). */
 export function awsHandlers(options: AwsHandlersOptions = {}) {
   const log = options.log ?? createLogger((line) => process.stdout.write(line));
+  const emf = new EmfSink(options.emf ?? ((line) => process.stdout.write(line)));
   let started: Promise<Runtime> | undefined;
   const runtime = (): Promise<Runtime> => {
     started ??= createRuntime({
       stores: options.stores ?? AWS_STORES,
       settings: { env: definedOnly(options.env ?? process.env) },
       log,
+      metricsSinks: [emf],
     }).catch((err: unknown) => {
       // Logged where Lambda shows it, one line, then every invocation fails with it.
       log.error("llm-secrets could not start", { reason: err instanceof Error ? err.message : String(err) });
@@ -76,9 +83,25 @@ export function awsHandlers(options: AwsHandlersOptions = {}) {
       (await runtime()).fetch(request, rawRequestOf(env.event)),
   };
   // hono/aws-lambda calls only `fetch(request, { event, ... })` of the app it is given.
-  const http = handle(app as unknown as Parameters<typeof handle>[0]);
+  const httpHandler = handle(app as unknown as Parameters<typeof handle>[0]);
+  /** Each invocation ends by writing what it counted as EMF lines. */
+  const http: typeof httpHandler = async (event, context) => {
+    try {
+      return await httpHandler(event, context);
+    } finally {
+      emf.flush();
+    }
+  };
 
   const sqs = async (event: SqsEvent): Promise<SqsBatchResponse> => {
+    try {
+      return await applyRecords(event);
+    } finally {
+      emf.flush();
+    }
+  };
+
+  const applyRecords = async (event: SqsEvent): Promise<SqsBatchResponse> => {
     const rt = await runtime();
     const batchItemFailures: { itemIdentifier: string }[] = [];
     for (const record of event.Records) {
