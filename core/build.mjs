@@ -7,13 +7,15 @@ import { build } from "esbuild";
 const here = dirname(fileURLToPath(import.meta.url));
 
 /**
- * What CommonJS code inside an ESM bundle expects to find: `require`, `__filename` and `__dirname`
- * (google-gax reads `__dirname` when it loads; reference/toolchain-node20.md).
+ * What CommonJS code inside an ESM bundle expects to find: `require` (a banner), and `__filename` /
+ * `__dirname` (google-gax reads `__dirname` when it loads; reference/toolchain-node20.md). Those two
+ * are defined as `import.meta.filename` / `import.meta.dirname` where code uses them as globals, not
+ * declared in the banner: some ESM packages declare their own top-level `__dirname`, which a
+ * declaration in the banner would clash with once esbuild puts them in one scope.
  */
 const COMMONJS_SHIM =
-  'import { createRequire as __createRequire } from "node:module"; import { fileURLToPath as __fileURLToPath } from "node:url"; ' +
-  'import { dirname as __pathDirname } from "node:path"; const require = __createRequire(import.meta.url); ' +
-  "const __filename = __fileURLToPath(import.meta.url); const __dirname = __pathDirname(__filename);";
+  'import { createRequire as __createRequire } from "node:module"; const require = __createRequire(import.meta.url);';
+const COMMONJS_GLOBALS = { __dirname: "import.meta.dirname", __filename: "import.meta.filename" };
 
 /** Bundles `entry` (TypeScript source, resolved from core/) into one ESM file for node. */
 export async function bundleCore(entry, outfile, banner = "") {
@@ -25,6 +27,7 @@ export async function bundleCore(entry, outfile, banner = "") {
     target: "node20",
     outfile,
     logLevel: "warning",
+    define: COMMONJS_GLOBALS,
     banner: {
       js: `${banner}${COMMONJS_SHIM}`,
     },
@@ -33,20 +36,26 @@ export async function bundleCore(entry, outfile, banner = "") {
 }
 
 /**
- * Bundles a cloud function's entry into one ESM file for node (the platform loads one file), with
- * the CommonJS shim; returns esbuild's metafile when asked (tests read which modules went in).
+ * Bundles a cloud function's entry into `outfile` (ESM for node, with the CommonJS shim) and,
+ * beside it, `chunks/`: each store's client library is a chunk loaded when that store opens, so a
+ * cold start parses only what it runs. Deploy the directory. Returns esbuild's metafile when asked
+ * (tests read which modules went in).
  */
 export async function bundleFunction(entryFile, outfile, { metafile = false, external = [] } = {}) {
   const result = await build({
-    entryPoints: [entryFile],
+    entryPoints: { [basename(outfile, ".mjs")]: entryFile },
     bundle: true,
+    splitting: true,
     platform: "node",
     format: "esm",
     target: "node20",
-    outfile,
+    outdir: dirname(outfile),
+    outExtension: { ".js": ".mjs" },
+    chunkNames: "chunks/[name]-[hash]",
     external,
     metafile,
     logLevel: "warning",
+    define: COMMONJS_GLOBALS,
     banner: { js: COMMONJS_SHIM },
   });
   return result.metafile;
@@ -70,6 +79,7 @@ export async function buildCli(outfile = join(here, "dist", "cli.mjs")) {
     outExtension: { ".js": ".mjs" },
     chunkNames: "chunks/[name]-[hash]",
     logLevel: "warning",
+    define: COMMONJS_GLOBALS,
     banner: {
       js: `#!/usr/bin/env node\n${COMMONJS_SHIM}`,
     },

@@ -9,11 +9,13 @@
  * - file-store: the file store's writes and reads as it grows (test/bench/file-store.ts).
  * - store-cache: the cache over the AWS SDK and its fake, against a Map with a TTL (test/bench/store-cache.ts).
  * - key-events: key events applied per second against the in-memory store (test/bench/key-events.ts).
+ * - bundles: each cloud's function bundle against a reference handler, size and cold import (test/bench/bundles.ts).
  *
  * `--json` prints one JSON object per row on stdout and nothing else. Exits 1 when a section fails
  * (for example when it would time an error path); missed targets are reported, not fatal.
  */
 import { arch, cpus, platform } from "node:os";
+import bundlesSection from "./bundles";
 import cryptoSection from "./crypto";
 import fileStoreSection from "./file-store";
 import httpSection from "./http";
@@ -29,6 +31,7 @@ const SECTIONS: [string, Section][] = [
   ["file-store", fileStoreSection],
   ["store-cache", storeCacheSection],
   ["key-events", keyEventsSection],
+  ["bundles", bundlesSection],
 ];
 
 const USAGE = `usage: npm run bench -- [--json] [--only=${SECTIONS.map(([n]) => n).join(",")}]`;

@@ -1,0 +1,142 @@
+/**
+ * Bench section `bundles`: each cloud's function bundle (what `npm run build` ships: the entry and
+ * its chunks) next to a reference handler bundled the same way in the same run: its size, and its
+ * cold import time (a fresh `node` process importing the entry, median of 9).
+ *
+ * - AWS, target <= 1.1x: a handler with the same capabilities written with the usual tools
+ *   (Powertools' `getSecret`, a KMS `Decrypt` client and `hono/aws-lambda`); Powertools'
+ *   `getSecret` alone is printed beside it, with no target.
+ * - Azure and Google: a bare SDK handler (the secret client and the platform's registration),
+ *   printed with no target.
+ */
+import { spawnSync } from "node:child_process";
+import { readdirSync, statSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+// @ts-expect-error: a plain ESM build script without types
+import { bundleFunction } from "../../core/build.mjs";
+// @ts-expect-error: a plain ESM build script without types
+import { buildAws } from "../../functions/aws/build.mjs";
+// @ts-expect-error: a plain ESM build script without types
+import { buildAzure } from "../../functions/azure/build.mjs";
+// @ts-expect-error: a plain ESM build script without types
+import { buildGcp } from "../../functions/gcp/build.mjs";
+import { check, median, type Reporter } from "./report";
+
+const RUNS = 9;
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "../..");
+
+const REFERENCES = {
+  "aws-same": `
+import { getSecret } from "@aws-lambda-powertools/parameters/secrets";
+import { KMSClient, DecryptCommand } from "@aws-sdk/client-kms";
+import { Hono } from "hono";
+import { handle } from "hono/aws-lambda";
+const kms = new KMSClient({});
+const app = new Hono();
+app.get("/v1/secrets/:name", async (c) => c.json({ value: await getSecret(c.req.param("name")) }));
+app.post("/v1/decrypt", async (c) => c.json({ value: (await kms.send(new DecryptCommand({ CiphertextBlob: new Uint8Array() }))).Plaintext }));
+export const http = handle(app);
+`,
+  "aws-powertools": `
+import { getSecret } from "@aws-lambda-powertools/parameters/secrets";
+export const handler = async (event) => ({ statusCode: 200, body: JSON.stringify({ value: await getSecret(event.name) }) });
+`,
+  "azure-bare": `
+import { app } from "@azure/functions";
+import { DefaultAzureCredential } from "@azure/identity";
+import { SecretClient } from "@azure/keyvault-secrets";
+const client = new SecretClient(process.env.AZURE_KEY_VAULT_URI ?? "https://example.vault.azure.net", new DefaultAzureCredential());
+app.http("secrets", { methods: ["GET"], route: "{*path}", handler: async (req) => ({ jsonBody: await client.getSecret(req.params.path) }) });
+`,
+  "gcp-bare": `
+import * as functions from "@google-cloud/functions-framework";
+import { SecretManagerServiceClient } from "@google-cloud/secret-manager";
+const client = new SecretManagerServiceClient();
+functions.http("http", async (req, res) => { const [v] = await client.accessSecretVersion({ name: req.path }); res.json({ value: String(v.payload?.data ?? "") }); });
+`,
+} as const;
+
+/** Median milliseconds for a fresh node process to import `file` (the process's own start excluded). */
+function coldImport(file: string): number {
+  const script = `const t = process.hrtime.bigint(); await import(${JSON.stringify(file)}); process.stdout.write(String(Number(process.hrtime.bigint() - t) / 1e6));`;
+  const times: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const run = spawnSync(process.execPath, ["--input-type=module", "-e", script], {
+      cwd: ROOT,
+      encoding: "utf8",
+      env: { PATH: process.env.PATH ?? "", AWS_REGION: "us-east-1" },
+    });
+    check(run.status === 0, `importing ${file} failed: ${run.stderr.slice(-400)}`);
+    times.push(Number(run.stdout));
+  }
+  return median(times);
+}
+
+/** Bytes of every file under `dir`: what is deployed. */
+function sizeOf(dir: string): number {
+  let total = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    total += entry.isDirectory() ? sizeOf(path) : statSync(path).size;
+  }
+  return total;
+}
+
+export default async function bundlesSection(report: Reporter): Promise<void> {
+  report.section("bundles: each cloud's function bundle against a reference handler, size and cold import");
+  const work = await mkdtemp(join(ROOT, "node_modules", ".llm-secrets-bench-"));
+  try {
+    const ours = {
+      aws: join(work, "aws", "index.mjs"),
+      azure: join(work, "azure", "index.mjs"),
+      gcp: join(work, "gcp", "index.mjs"),
+    };
+    await buildAws(ours.aws);
+    await buildAzure(ours.azure);
+    await buildGcp(ours.gcp);
+    const references: Record<string, string> = {};
+    for (const [name, source] of Object.entries(REFERENCES)) {
+      const entry = join(work, `${name}.mjs`);
+      await writeFile(entry, source);
+      references[name] = join(work, "ref", name, "index.mjs");
+      await bundleFunction(entry, references[name], {
+        external:
+          name === "azure-bare"
+            ? ["@azure/functions-core"]
+            : name === "gcp-bare"
+              ? ["@google-cloud/functions-framework"]
+              : [],
+      });
+    }
+    const rows: [string, string, string, string][] = [
+      ["aws", ours.aws, references["aws-same"] as string, "<= 1.1"],
+      ["aws vs Powertools getSecret alone", ours.aws, references["aws-powertools"] as string, "info"],
+      ["azure vs a bare SDK handler", ours.azure, references["azure-bare"] as string, "info"],
+      ["google vs a bare SDK handler", ours.gcp, references["gcp-bare"] as string, "info"],
+    ];
+    for (const [name, ourFile, refFile, target] of rows) {
+      report.row({
+        name: `${name}: cold import`,
+        ours: Math.round(coldImport(ourFile) * 10) / 10,
+        reference: Math.round(coldImport(refFile) * 10) / 10,
+        unit: "ms",
+        target: name === "aws" ? target : "info",
+      });
+      report.row({
+        name: `${name}: bundle size (entry and chunks)`,
+        ours: Math.round(sizeOf(dirname(ourFile)) / 1024),
+        reference: Math.round(sizeOf(dirname(refFile)) / 1024),
+        unit: "KiB",
+        target: "info",
+      });
+    }
+    report.note(
+      `Cold import: median of ${RUNS} fresh node processes timing await import() of the bundle (unminified esbuild ESM, the CommonJS shim included). The AWS reference does what ours does on the hot path: getSecret, a KMS client, hono/aws-lambda.`,
+    );
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
