@@ -1,0 +1,53 @@
+// `npm run package`: each cloud's artifact holds what its platform loads, and nothing of the
+// workspace: the Lambda zip's handlers import from the zip's own files alone.
+
+import { readFileSync } from "node:fs";
+import { mkdir, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { unzipSync } from "fflate";
+import { describe, expect, it } from "vitest";
+// @ts-expect-error: a plain ESM build script without types
+import { buildAws } from "../../functions/aws/build.mjs";
+// @ts-expect-error: a plain ESM build script without types
+import { buildAzure } from "../../functions/azure/build.mjs";
+// @ts-expect-error: a plain ESM build script without types
+import { buildGcp } from "../../functions/gcp/build.mjs";
+// @ts-expect-error: a plain ESM script without types
+import { packageAll } from "../../scripts/package.mjs";
+import { tempDir } from "../helpers";
+
+describe("npm run package", () => {
+  it("zips each cloud's bundle with what its platform needs and no workspace dependency", async () => {
+    await Promise.all([buildAws(), buildAzure(), buildGcp()]);
+    const out = await tempDir();
+    const written: string[] = await packageAll(out);
+    const zip = (name: string) => unzipSync(readFileSync(join(out, name)));
+    expect(written.map((p) => p.slice(out.length + 1)).sort()).toEqual([
+      "llm-secrets-aws-lambda.zip",
+      "llm-secrets-azure-functions.zip",
+      "llm-secrets-gcp-functions.zip",
+    ]);
+
+    // Lambda: index.mjs at the root, its chunks beside it; unpacked alone, it loads.
+    const aws = zip("llm-secrets-aws-lambda.zip");
+    expect(Object.keys(aws)).toContain("index.mjs");
+    const unpacked = await tempDir();
+    for (const [name, bytes] of Object.entries(aws)) {
+      await mkdir(dirname(join(unpacked, name)), { recursive: true });
+      await writeFile(join(unpacked, name), bytes);
+    }
+    const handlers = (await import(join(unpacked, "index.mjs"))) as Record<string, unknown>;
+    expect([typeof handlers.http, typeof handlers.sqs]).toEqual(["function", "function"]);
+
+    const azure = zip("llm-secrets-azure-functions.zip");
+    expect(Object.keys(azure)).toEqual(expect.arrayContaining(["host.json", "package.json", "dist/index.mjs"]));
+    const azurePkg = JSON.parse(Buffer.from(azure["package.json"] as Uint8Array).toString());
+    expect(azurePkg).toMatchObject({ main: "dist/index.mjs", type: "module", dependencies: {} });
+
+    const gcp = zip("llm-secrets-gcp-functions.zip");
+    const gcpPkg = JSON.parse(Buffer.from(gcp["package.json"] as Uint8Array).toString());
+    expect(gcpPkg.main).toBe("dist/index.mjs");
+    expect(Object.keys(gcpPkg.dependencies)).toEqual(["@google-cloud/functions-framework"]);
+    for (const pkg of [azurePkg, gcpPkg]) expect(JSON.stringify(pkg)).not.toContain("@llm-secrets/");
+  }, 60_000);
+});
