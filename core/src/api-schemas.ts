@@ -22,6 +22,8 @@ export const SecretPutRequest = z.strictObject({
 
 export const SecretQuery = z.strictObject({
   refresh: z.optional(z.enum(["true", "false"])),
+  /** Read where this team's `team_settings` keep its secrets (the general settings if it has none). */
+  team_id: z.optional(z.string().check(z.minLength(1), z.maxLength(256))),
 });
 
 export const SecretResponse = z.object({ name: z.string(), value: z.string(), stale: z.boolean() });

@@ -41,8 +41,8 @@ export function instrumentStore(store: SecretStore, metrics: Metrics, log: Logge
 
   return {
     kind: store.kind,
-    keyOf: (name) => store.keyOf(name),
-    get: (name) => call("get", name, () => store.get(name)),
+    keyOf: (name, scope) => store.keyOf(name, scope),
+    get: (name, options) => call("get", name, () => store.get(name, options)),
     put: (name, value, options) => call("put", name, () => store.put(name, value, options)),
     delete: (name, options) => call("delete", name, () => store.delete(name, options)),
     ...(store.watch && { watch: (onChange: (names: string[]) => void) => store.watch?.(onChange) }),

@@ -4,6 +4,9 @@
  * `POST /v1/key-events` call `applyKeyEvent`.
  *
  * - Names: `prefix_for_stored_virtual_keys` + (`key_alias`, or `virtual-key-<token_hash>`).
+ * - Teams: an event's `team_id` selects `team_settings[team_id]` from config (never settings from
+ *   the event): where a store that honours them keeps the keys (Vault's namespace, mount, path
+ *   prefix, field), and the team's own prefix, description and tags.
  * - Value: `key`, or `key_ciphertext` opened with the salt key (so the queue need not carry
  *   plaintext; section 5's format).
  * - created: write. regenerated: write the new name, then delete the previous one if it differs.
@@ -130,19 +133,23 @@ async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult
     );
   }
   const stamp: ChangeStamp = { at, id: event.id };
+  // The team's settings come from config (`team_settings`), never from the event: only its id does.
+  const team = event.team_id ?? undefined;
+  const prefix =
+    (team !== undefined && policy.teams?.[team]?.prefixForStoredVirtualKeys) || policy.prefixForStoredVirtualKeys;
   const names: Record<string, string> = {};
   try {
     if (event.type === "key.deleted") {
-      for (const name of namesOf(event.key_alias, event.token_hash, policy)) {
-        names[name] = await deps.manager.delete(name, stamp);
+      for (const name of namesOf(event.key_alias, event.token_hash, prefix)) {
+        names[name] = await deps.manager.delete(name, stamp, team);
       }
     } else {
       const value = eventValue(event, deps.keys);
-      const [name] = namesOf(event.key_alias, event.token_hash, policy) as [string];
-      names[name] = (await deps.manager.put(name, value, {}, stamp)).outcome;
+      const [name] = namesOf(event.key_alias, event.token_hash, prefix) as [string];
+      names[name] = (await deps.manager.put(name, value, {}, stamp, team)).outcome;
       if (event.type === "key.regenerated" && (event.previous_key_alias || event.previous_token_hash)) {
-        for (const old of namesOf(event.previous_key_alias, event.previous_token_hash, policy)) {
-          if (old !== name) names[old] = await deps.manager.delete(old, stamp);
+        for (const old of namesOf(event.previous_key_alias, event.previous_token_hash, prefix)) {
+          if (old !== name) names[old] = await deps.manager.delete(old, stamp, team);
         }
       }
     }
@@ -163,8 +170,7 @@ async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult
 }
 
 /** The secret names of an alias and a hash: the alias's, then the hash's (a delete takes both). */
-function namesOf(alias: string | null | undefined, hash: string | null | undefined, policy: KeyManagement): string[] {
-  const prefix = policy.prefixForStoredVirtualKeys;
+function namesOf(alias: string | null | undefined, hash: string | null | undefined, prefix: string): string[] {
   const names: string[] = [];
   if (alias) names.push(`${prefix}${alias}`);
   if (hash) names.push(`${prefix}virtual-key-${hash}`);

@@ -12,7 +12,7 @@ import type { Labels, Metrics } from "./metrics";
 import { validateName } from "./names";
 import { collectRefs, REF_PREFIX, replaceRefs, scanRefs } from "./refs";
 import { type CacheRead, SecretCache } from "./secret-cache";
-import type { ChangeStamp, DeleteOutcome, PutOutcome, SecretMeta, SecretStore } from "./secret-store";
+import type { ChangeStamp, DeleteOutcome, PutOutcome, SecretMeta, SecretStore, StoreScope } from "./secret-store";
 import type { KeyManagement } from "./settings";
 
 /** How deep a config sent to `resolve` may nest. */
@@ -108,18 +108,24 @@ export class SecretManager {
     return this.#hosted ? this.#hosted.has(name) : !this.#envBacked;
   }
 
-  async get(name: string, options: { refresh?: boolean } = {}): Promise<SecretRead> {
+  /** Reads `name`; with `team`, where that team's `team_settings` say its secrets live. */
+  async get(name: string, options: { refresh?: boolean; team?: string } = {}): Promise<SecretRead> {
     this.#checkRead(name);
-    const cached = this.#cached(name, options.refresh);
+    const cached = this.#cached(name, options.refresh, this.#scopeOf(options.team));
     const read = cached instanceof Promise ? await cached : cached;
     if (read.value === undefined) throw new NotFound(name);
     return { name, value: read.value, stale: read.stale };
   }
 
   /** The cache's answer for `name` (synchronous on a hit), loading from the store on a miss. */
-  #cached(name: string, refresh?: boolean): CacheRead | Promise<CacheRead> {
-    const load = async () => (await this.store.get(name))?.value;
-    return this.#cache.get(this.store.keyOf(name), load, refresh);
+  #cached(name: string, refresh?: boolean, scope?: StoreScope): CacheRead | Promise<CacheRead> {
+    const load = async () => (await this.store.get(name, scope && { scope }))?.value;
+    return this.#cache.get(this.store.keyOf(name, scope), load, refresh);
+  }
+
+  /** A team's scope from `team_settings` (config only); a team without settings uses the defaults. */
+  #scopeOf(team: string | undefined): StoreScope | undefined {
+    return team === undefined ? undefined : this.#policy.teams?.[team]?.scope;
   }
 
   /**
@@ -147,23 +153,30 @@ export class SecretManager {
     value: string,
     meta: SecretMeta = {},
     ifNewerThan?: ChangeStamp,
+    team?: string,
   ): Promise<{ name: string; created: boolean; outcome: PutOutcome }> {
-    this.#checkWrite(name);
+    this.#checkWrite(name, team);
+    const settings = team === undefined ? undefined : this.#policy.teams?.[team];
     const withDefaults: SecretMeta = {
       ...meta,
-      whenCreated: { description: this.#policy.description, tags: this.#policy.tags },
+      whenCreated: {
+        description: settings?.description ?? this.#policy.description,
+        tags: settings?.tags ?? this.#policy.tags,
+      },
     };
-    const key = this.store.keyOf(name);
-    const outcome = await this.store.put(name, value, { meta: withDefaults, ifNewerThan });
+    const scope = settings?.scope;
+    const key = this.store.keyOf(name, scope);
+    const outcome = await this.store.put(name, value, { meta: withDefaults, ifNewerThan, ...(scope && { scope }) });
     if (outcome === "superseded") this.#cache.forget(key);
     else this.#cache.set(key, value);
     return { name, created: outcome === "created", outcome };
   }
 
-  async delete(name: string, ifNewerThan?: ChangeStamp): Promise<DeleteOutcome> {
-    this.#checkWrite(name);
-    const key = this.store.keyOf(name);
-    const outcome = await this.store.delete(name, { ifNewerThan });
+  async delete(name: string, ifNewerThan?: ChangeStamp, team?: string): Promise<DeleteOutcome> {
+    this.#checkWrite(name, team);
+    const scope = this.#scopeOf(team);
+    const key = this.store.keyOf(name, scope);
+    const outcome = await this.store.delete(name, { ifNewerThan, ...(scope && { scope }) });
     if (outcome === "superseded") this.#cache.forget(key);
     else this.#cache.setMissing(key);
     return outcome;
@@ -307,13 +320,17 @@ export class SecretManager {
     }
   }
 
-  #checkWrite(name: string): void {
+  #checkWrite(name: string, team?: string): void {
     validateName(name);
     if (this.#policy.accessMode === "read_only") {
       throw new AccessDenied("read_only", "writes are disabled: access_mode is read_only");
     }
-    // hosted_keys bounds writes too; virtual keys under the prefix stay writable when stored.
-    const virtualKey = this.#policy.storeVirtualKeys && name.startsWith(this.#policy.prefixForStoredVirtualKeys);
+    // hosted_keys bounds writes too; virtual keys under the prefix (the team's, or the general one)
+    // stay writable when stored.
+    const prefix =
+      (team !== undefined && this.#policy.teams?.[team]?.prefixForStoredVirtualKeys) ||
+      this.#policy.prefixForStoredVirtualKeys;
+    const virtualKey = this.#policy.storeVirtualKeys && name.startsWith(prefix);
     if (this.#hosted && !this.#hosted.has(name) && !virtualKey) {
       throw new AccessDenied("not_hosted", `${name} is not in hosted_keys`);
     }

@@ -38,7 +38,26 @@ export interface SecretMeta {
   whenCreated?: { description?: string; tags?: Readonly<Record<string, string>> };
 }
 
+/**
+ * A team's settings (`key_management_settings.team_settings[team_id]`, from config only, never from
+ * an event): where a store that honours them keeps that team's secrets. Vault does (namespace,
+ * mount, path prefix, the KV field); the other stores ignore them.
+ */
+export interface StoreScope {
+  team: string;
+  namespace?: string;
+  mount?: string;
+  pathPrefix?: string;
+  /** The KV field that holds the value (Vault; default `key`). */
+  dataKey?: string;
+}
+
+export interface GetOptions {
+  scope?: StoreScope;
+}
+
 export interface PutOptions {
+  scope?: StoreScope;
   meta?: SecretMeta;
   /**
    * The change's time (a key event's `occurred_at` and id). When set, a store that records times
@@ -49,6 +68,7 @@ export interface PutOptions {
 }
 
 export interface DeleteOptions {
+  scope?: StoreScope;
   ifNewerThan?: ChangeStamp;
 }
 
@@ -57,10 +77,13 @@ export type DeleteOutcome = "deleted" | "absent" | "superseded";
 
 export interface SecretStore {
   readonly kind: string;
-  /** The backend's own key for a name (Azure maps `_` to `-`). The cache keys on it. */
-  keyOf(name: string): string;
+  /**
+   * The backend's own key for a name (Azure maps `_` to `-`); a store that honours scopes puts the
+   * scope in it, so two teams never share a cache entry. The cache keys on it.
+   */
+  keyOf(name: string, scope?: StoreScope): string;
   /** The record, or undefined when the store holds no such name (a tombstone is no such name). */
-  get(name: string): Promise<SecretRecord | undefined>;
+  get(name: string, options?: GetOptions): Promise<SecretRecord | undefined>;
   /**
    * Creates or replaces. Throws `name_conflict` when `keyOf(name)` already holds another name,
    * `not_supported` on stores that cannot write.

@@ -11,7 +11,7 @@ import * as z from "zod/mini";
 import { parseConfigYaml } from "./config-yaml";
 import { ENCRYPTION_ALGORITHMS, type EncryptionAlgorithm, KeyRing } from "./crypto";
 import { ConfigError, EncryptionKeyMissing } from "./errors";
-import type { AccessMode, StoreFactory } from "./secret-store";
+import type { AccessMode, StoreFactory, StoreScope } from "./secret-store";
 import { describeIssues, issuesOf, safeParse, unknownKeys } from "./validation";
 
 const ACCESS_MODES = ["read_only", "write_only", "read_and_write"] as const satisfies readonly AccessMode[];
@@ -40,6 +40,21 @@ const KeyManagementSettingsSchema = z.object({
   prefix_for_stored_virtual_keys: optionalText,
   description: optionalText,
   tags: z.nullish(z.record(text, text)),
+  /** Per team (`team_id` of a key event, `?team_id=` of a read): only from config, never from an event. */
+  team_settings: z.nullish(
+    z.record(
+      text,
+      z.object({
+        namespace: optionalText,
+        mount: optionalText,
+        path_prefix: optionalText,
+        data: optionalText,
+        prefix_for_stored_virtual_keys: optionalText,
+        description: optionalText,
+        tags: z.nullish(z.record(text, text)),
+      }),
+    ),
+  ),
 });
 
 const ModelSchema = z.looseObject({
@@ -121,8 +136,18 @@ const EnvSchema = z.object({
 /** Variables where set-but-empty means something (an error), not "unset". */
 const EMPTY_IS_SET = new Set(["LITELLM_MASTER_KEY", "LITELLM_SALT_KEY"]);
 
+/** A team's settings: where its secrets live (stores that honour scopes) and its virtual keys' prefix and metadata. */
+export interface TeamSettings {
+  scope: StoreScope;
+  prefixForStoredVirtualKeys?: string;
+  description?: string;
+  tags?: Readonly<Record<string, string>>;
+}
+
 export interface KeyManagement {
   accessMode: AccessMode;
+  /** `team_settings`, by team id. */
+  teams?: Readonly<Record<string, TeamSettings>>;
   /** Names the store serves; undefined means all names (env-backed stores: none over HTTP). */
   hostedKeys?: readonly string[];
   storeVirtualKeys: boolean;
@@ -234,6 +259,7 @@ export function loadSettings(input: SettingsInput): Settings {
       prefixForStoredVirtualKeys: prefix,
       description: kms.description ?? undefined,
       tags: kms.tags ?? undefined,
+      teams: teamsOf(kms.team_settings),
     },
     cache: {
       ttlSeconds: refreshIntervalOf(factory, env, e),
@@ -256,6 +282,34 @@ export function loadSettings(input: SettingsInput): Settings {
     env,
     warnings,
   };
+}
+
+function withSlash(prefix: string): string {
+  return prefix.endsWith("/") ? prefix : `${prefix}/`;
+}
+
+function teamsOf(
+  raw: z.infer<typeof KeyManagementSettingsSchema>["team_settings"],
+): Record<string, TeamSettings> | undefined {
+  if (!raw) return undefined;
+  const teams: Record<string, TeamSettings> = {};
+  for (const [team, t] of Object.entries(raw)) {
+    teams[team] = {
+      scope: {
+        team,
+        ...(t.namespace && { namespace: t.namespace }),
+        ...(t.mount && { mount: t.mount }),
+        ...(t.path_prefix && { pathPrefix: t.path_prefix }),
+        ...(t.data && { dataKey: t.data }),
+      },
+      ...(t.prefix_for_stored_virtual_keys && {
+        prefixForStoredVirtualKeys: withSlash(t.prefix_for_stored_virtual_keys),
+      }),
+      ...(t.description && { description: t.description }),
+      ...(t.tags && { tags: t.tags }),
+    };
+  }
+  return teams;
 }
 
 /** The key ring, or `encryption_key_missing`. */

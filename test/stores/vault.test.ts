@@ -7,6 +7,7 @@ import type { AddressInfo } from "node:net";
 import { afterAll, describe, expect, inject, it } from "vitest";
 import { SecretsError } from "../../core/src/errors";
 import { createLogger } from "../../core/src/log";
+import { createRuntime } from "../../core/src/runtime";
 import { loadSettings } from "../../core/src/settings";
 import {
   openVaultStore,
@@ -694,6 +695,82 @@ describe("logs", () => {
       f.requests.map((r) => r.headers["x-vault-token"]).filter((t): t is string => typeof t === "string"),
     );
     expectNoValueIn([...logs, ...errorMessages], issued);
+  });
+});
+
+describe("team settings (team_settings in config, team_id on events and reads)", () => {
+  it("keeps a team's keys where its settings say, reads them back with ?team_id, and takes nothing from the event", async () => {
+    const fake = await startFake({ mounts: ["secret", "team-ns/kv-team"] });
+    const masterKey = newKey();
+    const runtime = await createRuntime({
+      stores: [vaultStore],
+      settings: {
+        env: {
+          LITELLM_MASTER_KEY: masterKey,
+          HCP_VAULT_ADDR: fake.url,
+          HCP_VAULT_TOKEN: ROOT,
+          LLM_SECRETS_CONFIG: [
+            "general_settings:",
+            "  key_management_settings:",
+            "    access_mode: read_and_write",
+            "    store_virtual_keys: true",
+            "    team_settings:",
+            "      team-a:",
+            "        namespace: team-ns",
+            "        mount: /kv-team/",
+            "        path_prefix: keys",
+            "        data: api_key",
+            "        prefix_for_stored_virtual_keys: team-a",
+            "",
+          ].join("\n"),
+        },
+      },
+      log,
+    });
+    const key = value("team-key");
+    const plain = value("plain-key");
+    const at = new Date(Date.now() - 1000).toISOString();
+    const teamEvent = { id: "t1", type: "key.created", occurred_at: at, key_alias: "svc", key, team_id: "team-a" };
+    // An event cannot redirect a key: fields beside the known ones are ignored.
+    expect(await runtime.applyKeyEvent({ ...teamEvent, namespace: "elsewhere", mount: "secret" })).toMatchObject({
+      status: "applied",
+      names: { "team-a/svc": "created" },
+    });
+    const write = fake.requests.find((r) => r.method === "POST" && r.url.includes("/data/"));
+    expect(write?.url).toBe("/v1/team-ns/kv-team/data/keys/team-a/svc");
+    expect(write?.body).toMatchObject({ data: { api_key: key } });
+    // A team without settings, and no team, use the general settings.
+    await runtime.applyKeyEvent({
+      id: "t2",
+      type: "key.created",
+      occurred_at: at,
+      key_alias: "svc",
+      key: plain,
+      team_id: "team-b",
+    });
+    expect(fake.requests.some((r) => r.method === "POST" && r.url === "/v1/secret/data/litellm/svc")).toBe(true);
+
+    const read = (path: string) =>
+      runtime.fetch(new Request(`http://localhost${path}`, { headers: { authorization: `Bearer ${masterKey}` } }), {
+        path,
+      });
+    expect(await (await read("/v1/secrets/team-a/svc?team_id=team-a")).json()).toMatchObject({ value: key });
+    expect((await read("/v1/secrets/team-a/svc")).status).toBe(404); // not where the general settings look
+    expect(await (await read("/v1/secrets/litellm/svc")).json()).toMatchObject({ value: plain });
+    // Teams never share a cache entry: the same name under two scopes is two keys.
+    expect(runtime.store.keyOf("x", { team: "team-a", namespace: "team-ns" })).not.toBe(runtime.store.keyOf("x"));
+
+    expect(
+      await runtime.applyKeyEvent({
+        id: "t3",
+        type: "key.deleted",
+        occurred_at: new Date().toISOString(),
+        key_alias: "svc",
+        team_id: "team-a",
+      }),
+    ).toMatchObject({ status: "applied", names: { "team-a/svc": "deleted" } });
+    expect((await read("/v1/secrets/team-a/svc?team_id=team-a")).status).toBe(404);
+    await runtime.close();
   });
 });
 

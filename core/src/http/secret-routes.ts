@@ -24,13 +24,15 @@ export function secretRoutes(router: Router, manager: SecretManager): void {
     {
       method: "get",
       path,
-      summary: "Read a secret (through the cache; ?refresh=true bypasses it)",
+      summary:
+        "Read a secret (through the cache; ?refresh=true bypasses it; ?team_id=T reads with that team's settings)",
       auth: true,
       query: SecretQuery,
       errors: [...ERRORS, "write_only", "not_found"],
       responses: { 200: { description: "The value", schema: SecretResponse } },
     },
-    async (c, { query }) => json(await manager.get(secretName(c), { refresh: query.refresh === "true" })),
+    async (c, { query }) =>
+      json(await manager.get(secretName(c), { refresh: query.refresh === "true", team: query.team_id })),
   );
 
   router.route(

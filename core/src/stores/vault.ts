@@ -17,6 +17,8 @@
  *   blindly; we read again and decide again. Differs: the description is not written as a second
  *   field beside `key`, and tags are not written (LiteLLM ignores them too).
  * - Delete: `DELETE` on the data path: KV v2's soft delete of the latest version (LiteLLM's).
+ * - Teams: a call's scope (`team_settings[team_id]` from config) replaces the namespace, mount,
+ *   path prefix and KV field (`data`) that it sets; the scoped store shares the client and queues.
  *
  * What it records: the time (and event id) of each change in the secret's `custom_metadata`
  * (`llm_secrets_changed_at` in ms since the epoch, `llm_secrets_change_id`, `llm_secrets_version`:
@@ -57,6 +59,7 @@ import {
   type ChangeStamp,
   type DeleteOptions,
   type DeleteOutcome,
+  type GetOptions,
   isNewer,
   type PutOptions,
   type PutOutcome,
@@ -64,6 +67,7 @@ import {
   type SecretStore,
   type StoreDeps,
   type StoreFactory,
+  type StoreScope,
 } from "../secret-store";
 import { BackendUnavailable, StoreCorrupt } from "../store-errors";
 // Types only: the HTTP module (and undici) is loaded when a store opens, not when a build lists it.
@@ -268,20 +272,52 @@ export class VaultStore implements SecretStore {
   readonly #target: VaultTarget;
   readonly #now: () => number;
   /** Changes of one name run one after the other in this process (other processes: `cas`). */
-  readonly #queues = new Map<string, Promise<unknown>>();
+  readonly #queues: Map<string, Promise<unknown>>;
+  /** The store as each team's scope sees it: the same client and queues, another target. */
+  readonly #scoped = new Map<string, VaultStore>();
 
-  constructor(client: VaultClient, target: VaultTarget, now: () => number = Date.now) {
+  constructor(
+    client: VaultClient,
+    target: VaultTarget,
+    now: () => number = Date.now,
+    queues = new Map<string, Promise<unknown>>(),
+  ) {
     this.#client = client;
     this.#target = target;
     this.#now = now;
+    this.#queues = queues;
   }
 
-  /** The data path after `/v1/`, every segment encoded: what the name's URL addresses. */
-  keyOf(name: string): string {
-    return this.#path("data", name);
+  /**
+   * The data path after `/v1/`, every segment encoded: what the name's URL addresses. A team's
+   * scope changes the namespace, mount and prefix in it, so teams never share a cache entry.
+   */
+  keyOf(name: string, scope?: StoreScope): string {
+    return scope ? this.#in(scope).keyOf(name) : this.#path("data", name);
   }
 
-  async get(name: string): Promise<SecretRecord | undefined> {
+  /**
+   * The store for a team's scope (`team_settings`: namespace, mount, path prefix, KV field; each
+   * unset one the store's own), sanitized by LiteLLM's rules like the env settings.
+   */
+  #in(scope: StoreScope): VaultStore {
+    const target: VaultTarget = {
+      secretNamespace: vaultPathComponent(scope.namespace) ?? this.#target.secretNamespace,
+      mount: vaultPathComponent(scope.mount) ?? this.#target.mount,
+      pathPrefix: vaultPathComponent(scope.pathPrefix) ?? this.#target.pathPrefix,
+      dataKey: scope.dataKey?.trim() || this.#target.dataKey,
+    };
+    const key = JSON.stringify(target);
+    let store = this.#scoped.get(key);
+    if (!store) {
+      store = new VaultStore(this.#client, target, this.#now, this.#queues);
+      this.#scoped.set(key, store);
+    }
+    return store;
+  }
+
+  async get(name: string, options: GetOptions = {}): Promise<SecretRecord | undefined> {
+    if (options.scope) return this.#in(options.scope).get(name);
     const what = "vault get";
     const answer = await this.#client.call({ method: "GET", path: this.#path("data", name) }, what);
     if (answer.status === 404) return undefined;
@@ -301,6 +337,7 @@ export class VaultStore implements SecretStore {
   }
 
   async put(name: string, value: string, options: PutOptions = {}): Promise<PutOutcome> {
+    if (options.scope) return this.#in(options.scope).put(name, value, { ...options, scope: undefined });
     return this.#serially(name, async () => {
       const what = "vault put";
       for (let round = 0; round < MAX_ROUNDS; round++) {
@@ -317,6 +354,7 @@ export class VaultStore implements SecretStore {
   }
 
   async delete(name: string, options: DeleteOptions = {}): Promise<DeleteOutcome> {
+    if (options.scope) return this.#in(options.scope).delete(name, { ...options, scope: undefined });
     return this.#serially(name, async () => {
       const what = "vault delete";
       const change = options.ifNewerThan;
