@@ -11,7 +11,13 @@ export { createLogger, type Logger, silentLogger } from "./log";
 export { createMetrics, type Metrics, type MetricsSink } from "./metrics";
 export { nameFromPath, validateName } from "./names";
 export { collectRefs, replaceRefs } from "./refs";
-export { createRuntime, type Runtime, type RuntimeOptions } from "./runtime";
+export {
+  createRuntime,
+  type FunctionRuntimeOptions,
+  type Runtime,
+  type RuntimeOptions,
+  startOnFirstUse,
+} from "./runtime";
 export { SecretCache } from "./secret-cache";
 export { SecretManager, type SecretRead } from "./secret-manager";
 export * from "./secret-store";

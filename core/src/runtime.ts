@@ -118,3 +118,38 @@ function noMasterKey(log: Logger) {
     return Response.json({ error: { code: "internal", message: "internal error" } }, { status: 500 });
   };
 }
+
+/** What a cloud function hands `startOnFirstUse`: its stores, its environment and its log. */
+export interface FunctionRuntimeOptions {
+  stores: readonly StoreFactory[];
+  env: Readonly<Record<string, string | undefined>>;
+  log: Logger;
+  metricsSinks?: readonly MetricsSink[];
+}
+
+/**
+ * A cloud function's runtime, started on its first invocation (settings from its environment,
+ * exactly as for `serve`) and then kept. A start that fails is logged once, one line with its
+ * reason, and fails every invocation after it the same way.
+ */
+export function startOnFirstUse(options: FunctionRuntimeOptions): () => Promise<Runtime> {
+  let started: Promise<Runtime> | undefined;
+  return () => {
+    started ??= createRuntime({
+      stores: options.stores,
+      settings: { env: definedOnly(options.env) },
+      log: options.log,
+      ...(options.metricsSinks && { metricsSinks: options.metricsSinks }),
+    }).catch((err: unknown) => {
+      options.log.error("llm-secrets could not start", { reason: err instanceof Error ? err.message : String(err) });
+      throw err;
+    });
+    return started;
+  };
+}
+
+function definedOnly(env: Readonly<Record<string, string | undefined>>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined) out[k] = v;
+  return out;
+}

@@ -3,33 +3,20 @@
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { createLogger } from "../../core/src/log";
-import type { PutOptions, StoreFactory } from "../../core/src/secret-store";
-import { BackendUnavailable } from "../../core/src/store-errors";
-import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
+import { memoryStore } from "../../core/src/stores/memory";
 // @ts-expect-error: a plain ESM build script without types
 import { buildAws } from "../../functions/aws/build.mjs";
 import { awsHandlers, type SqsEvent } from "../../functions/aws/src/index";
 import { expectNoValueIn, newKey, tempDir } from "../helpers";
+import { KEY_EVENTS_CONFIG, keyEvent, PartlyDownStore } from "./queue-helpers";
 
-const CONFIG =
-  "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n";
-
-/** A backend that is down for some names: what SQS must be told to redeliver. */
-class PartlyDownStore extends MemoryStore {
-  down = true;
-  override async put(name: string, value: string, options?: PutOptions) {
-    if (this.down && name.includes("unlucky")) throw new BackendUnavailable("injected: the backend is down", 3);
-    return super.put(name, value, options);
-  }
-}
-
+/** The handlers over a backend that is down for some names: what SQS must be told to redeliver. */
 function setup() {
   const store = new PartlyDownStore();
   const logs: string[] = [];
-  const factory: StoreFactory = { ...memoryStore, open: async () => store };
   const handlers = awsHandlers({
-    stores: [factory],
-    env: { LITELLM_MASTER_KEY: newKey(), LLM_SECRETS_CONFIG: CONFIG },
+    stores: [store.factory()],
+    env: { LITELLM_MASTER_KEY: newKey(), LLM_SECRETS_CONFIG: KEY_EVENTS_CONFIG },
     log: createLogger((line) => logs.push(line)),
   });
   return { store, logs, handlers };
@@ -37,10 +24,6 @@ function setup() {
 
 function record(messageId: string, body: unknown) {
   return { messageId, body: typeof body === "string" ? body : JSON.stringify(body) };
-}
-
-function keyEvent(id: string, alias: string, key: string, at = Date.now() - 1000) {
-  return { id, type: "key.created", occurred_at: new Date(at).toISOString(), key_alias: alias, key };
 }
 
 describe("the SQS handler", () => {
@@ -112,7 +95,7 @@ describe("CloudWatch EMF lines", () => {
     const masterKey = newKey();
     const handlers = awsHandlers({
       stores: [memoryStore],
-      env: { LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_CONFIG: CONFIG },
+      env: { LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_CONFIG: KEY_EVENTS_CONFIG },
       log: createLogger(() => {}),
       emf: (line) => lines.push(line),
     });

@@ -12,13 +12,12 @@ import { HttpRequest, InvocationContext } from "@azure/functions";
 import { QueueClient } from "@azure/storage-queue";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../core/src/log";
-import type { PutOptions, StoreFactory } from "../../core/src/secret-store";
-import { BackendUnavailable } from "../../core/src/store-errors";
-import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
+import { memoryStore } from "../../core/src/stores/memory";
 // @ts-expect-error: a plain ESM build script without types
 import { buildAzure } from "../../functions/azure/build.mjs";
 import { azureFunctions, toResponse } from "../../functions/azure/src/index";
 import { expectNoValueIn, newKey, tempDir, until } from "../helpers";
+import { KEY_EVENTS_CONFIG, keyEvent, PartlyDownStore } from "./queue-helpers";
 
 const ROOT = join(import.meta.dirname, "../..");
 /** Azurite's documented development account (public, the same in every Azurite). */
@@ -67,18 +66,6 @@ afterAll(() => {
   azurite?.kill();
 });
 
-class PartlyDownStore extends MemoryStore {
-  down = true;
-  override async put(name: string, value: string, options?: PutOptions) {
-    if (this.down && name.includes("unlucky")) throw new BackendUnavailable("injected: the backend is down", 3);
-    return super.put(name, value, options);
-  }
-}
-
-function keyEvent(id: string, alias: string, key: string) {
-  return { id, type: "key.created", occurred_at: new Date(Date.now() - 1000).toISOString(), key_alias: alias, key };
-}
-
 describe("the queue trigger, through Azurite", () => {
   it("deletes applied messages, redelivers failed ones, and poisons malformed ones after maxDequeueCount", async () => {
     const host = JSON.parse(await readFile(join(ROOT, "functions/azure/host.json"), "utf8"));
@@ -89,13 +76,11 @@ describe("the queue trigger, through Azurite", () => {
 
     const store = new PartlyDownStore();
     const logs: string[] = [];
-    const factory: StoreFactory = { ...memoryStore, open: async () => store };
     const handlers = azureFunctions({
-      stores: [factory],
+      stores: [store.factory()],
       env: {
         LITELLM_MASTER_KEY: newKey(),
-        LLM_SECRETS_CONFIG:
-          "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n",
+        LLM_SECRETS_CONFIG: KEY_EVENTS_CONFIG,
       },
       log: createLogger((line) => logs.push(line)),
     });

@@ -6,31 +6,19 @@ import * as functions from "@google-cloud/functions-framework";
 import { getTestServer } from "@google-cloud/functions-framework/testing";
 import { afterAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../core/src/log";
-import type { PutOptions, StoreFactory } from "../../core/src/secret-store";
-import { BackendUnavailable } from "../../core/src/store-errors";
-import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
 // @ts-expect-error: a plain ESM build script without types
 import { buildGcp } from "../../functions/gcp/build.mjs";
 import { gcpFunctions } from "../../functions/gcp/src/index";
 import { expectNoValueIn, newKey, tempDir } from "../helpers";
-
-class PartlyDownStore extends MemoryStore {
-  down = true;
-  override async put(name: string, value: string, options?: PutOptions) {
-    if (this.down && name.includes("unlucky")) throw new BackendUnavailable("injected: the backend is down", 3);
-    return super.put(name, value, options);
-  }
-}
+import { KEY_EVENTS_CONFIG, keyEvent, PartlyDownStore } from "./queue-helpers";
 
 const store = new PartlyDownStore();
 const logs: string[] = [];
-const factory: StoreFactory = { ...memoryStore, open: async () => store };
 const targets = gcpFunctions({
-  stores: [factory],
+  stores: [store.factory()],
   env: {
     LITELLM_MASTER_KEY: newKey(),
-    LLM_SECRETS_CONFIG:
-      "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n",
+    LLM_SECRETS_CONFIG: KEY_EVENTS_CONFIG,
   },
   log: createLogger((line) => logs.push(line)),
 });
@@ -80,10 +68,6 @@ async function postStructured(id: string, event: unknown): Promise<number> {
   });
   await res.arrayBuffer();
   return res.status;
-}
-
-function keyEvent(id: string, alias: string, key: string) {
-  return { id, type: "key.created", occurred_at: new Date(Date.now() - 1000).toISOString(), key_alias: alias, key };
 }
 
 describe("the Pub/Sub CloudEvent target on the functions-framework server", () => {

@@ -16,7 +16,7 @@
  */
 
 import type { StoreFactory } from "@llm-secrets/core";
-import { createLogger, createRuntime, type Logger, type RawRequest, type Runtime } from "@llm-secrets/core";
+import { createLogger, type Logger, type RawRequest, startOnFirstUse } from "@llm-secrets/core";
 import { awsSecretsManagerStore } from "@llm-secrets/core/stores/aws";
 import { awsKmsStore } from "@llm-secrets/core/stores/aws-kms";
 import { localStore } from "@llm-secrets/core/stores/local";
@@ -63,20 +63,12 @@ export interface AwsHandlersOptions {
 export function awsHandlers(options: AwsHandlersOptions = {}) {
   const log = options.log ?? createLogger((line) => process.stdout.write(line));
   const emf = new EmfSink(options.emf ?? ((line) => process.stdout.write(line)));
-  let started: Promise<Runtime> | undefined;
-  const runtime = (): Promise<Runtime> => {
-    started ??= createRuntime({
-      stores: options.stores ?? AWS_STORES,
-      settings: { env: definedOnly(options.env ?? process.env) },
-      log,
-      metricsSinks: [emf],
-    }).catch((err: unknown) => {
-      // Logged where Lambda shows it, one line, then every invocation fails with it.
-      log.error("llm-secrets could not start", { reason: err instanceof Error ? err.message : String(err) });
-      throw err;
-    });
-    return started;
-  };
+  const runtime = startOnFirstUse({
+    stores: options.stores ?? AWS_STORES,
+    env: options.env ?? process.env,
+    log,
+    metricsSinks: [emf],
+  });
 
   const app = {
     fetch: async (request: Request, env: { event: HttpEventV2 }) =>
@@ -122,12 +114,6 @@ export function awsHandlers(options: AwsHandlersOptions = {}) {
   };
 
   return { http, sqs, runtime };
-}
-
-function definedOnly(env: Record<string, string | undefined>): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(env)) if (v !== undefined) out[k] = v;
-  return out;
 }
 
 const handlers = awsHandlers();

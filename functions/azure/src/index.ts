@@ -18,14 +18,7 @@
  * Vault. A start that fails fails every invocation with its one-line reason.
  */
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from "@azure/functions";
-import {
-  createLogger,
-  createRuntime,
-  type Logger,
-  type RawRequest,
-  type Runtime,
-  type StoreFactory,
-} from "@llm-secrets/core";
+import { createLogger, type Logger, type RawRequest, type StoreFactory, startOnFirstUse } from "@llm-secrets/core";
 import { azureKeyVaultStore } from "@llm-secrets/core/stores/azure";
 import { localStore } from "@llm-secrets/core/stores/local";
 import { vaultStore } from "@llm-secrets/core/stores/vault";
@@ -71,18 +64,11 @@ export interface AzureFunctionsOptions {
 /** The two handlers over one lazily started runtime (tests pass their own stores and environment). */
 export function azureFunctions(options: AzureFunctionsOptions = {}) {
   const log = options.log ?? createLogger((line) => process.stdout.write(line));
-  let started: Promise<Runtime> | undefined;
-  const runtime = (): Promise<Runtime> => {
-    started ??= createRuntime({
-      stores: options.stores ?? AZURE_STORES,
-      settings: { env: definedOnly(options.env ?? process.env) },
-      log,
-    }).catch((err: unknown) => {
-      log.error("llm-secrets could not start", { reason: err instanceof Error ? err.message : String(err) });
-      throw err;
-    });
-    return started;
-  };
+  const runtime = startOnFirstUse({
+    stores: options.stores ?? AZURE_STORES,
+    env: options.env ?? process.env,
+    log,
+  });
 
   const http = async (request: HttpRequest, _context: InvocationContext): Promise<HttpResponseInit> => {
     const rt = await runtime();
@@ -116,12 +102,6 @@ export function azureFunctions(options: AzureFunctionsOptions = {}) {
   };
 
   return { http, keyEvents, runtime };
-}
-
-function definedOnly(env: Record<string, string | undefined>): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(env)) if (v !== undefined) out[k] = v;
-  return out;
 }
 
 const handlers = azureFunctions();

@@ -18,14 +18,7 @@
 import type { IncomingMessage } from "node:http";
 import * as functions from "@google-cloud/functions-framework";
 import { getRequestListener } from "@hono/node-server";
-import {
-  createLogger,
-  createRuntime,
-  type Logger,
-  type RawRequest,
-  type Runtime,
-  type StoreFactory,
-} from "@llm-secrets/core";
+import { createLogger, type Logger, type RawRequest, type StoreFactory, startOnFirstUse } from "@llm-secrets/core";
 import { googleSecretManagerStore } from "@llm-secrets/core/stores/google";
 import { googleKmsStore } from "@llm-secrets/core/stores/google-kms";
 import { localStore } from "@llm-secrets/core/stores/local";
@@ -54,18 +47,11 @@ export interface GcpFunctionsOptions {
 /** The two targets over one lazily started runtime (tests pass their own stores and environment). */
 export function gcpFunctions(options: GcpFunctionsOptions = {}) {
   const log = options.log ?? createLogger((line) => process.stdout.write(line));
-  let started: Promise<Runtime> | undefined;
-  const runtime = (): Promise<Runtime> => {
-    started ??= createRuntime({
-      stores: options.stores ?? GCP_STORES,
-      settings: { env: definedOnly(options.env ?? process.env) },
-      log,
-    }).catch((err: unknown) => {
-      log.error("llm-secrets could not start", { reason: err instanceof Error ? err.message : String(err) });
-      throw err;
-    });
-    return started;
-  };
+  const runtime = startOnFirstUse({
+    stores: options.stores ?? GCP_STORES,
+    env: options.env ?? process.env,
+    log,
+  });
 
   const http = getRequestListener(async (request, env) =>
     (await runtime()).fetch(request, rawRequestOf((env as { incoming: IncomingMessage }).incoming)),
@@ -101,12 +87,6 @@ export function gcpFunctions(options: GcpFunctionsOptions = {}) {
   };
 
   return { http, keyEvents, runtime };
-}
-
-function definedOnly(env: Record<string, string | undefined>): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(env)) if (v !== undefined) out[k] = v;
-  return out;
 }
 
 const targets = gcpFunctions();
