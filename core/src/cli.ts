@@ -221,7 +221,16 @@ async function serve(input: SettingsInput, flags: Record<string, unknown>, io: C
   io.stdout.write(
     `llm-secrets ${VERSION} serving ${running.url} (store: ${settings.store}${local ? `, data: ${settings.dataDir}` : ""}; master key from ${settings.masterKeySource})\n`,
   );
+  // SIGHUP: the key and certificate are read again (rotation without a restart).
+  const reload = () =>
+    running.reloadTls().catch((err: unknown) =>
+      log.error("TLS reload failed; still serving the previous certificate", {
+        reason: err instanceof Error ? err.message : String(err),
+      }),
+    );
+  if (settings.server.tls) process.on("SIGHUP", reload);
   await (io.stopSignal ?? stopSignal());
+  process.off("SIGHUP", reload);
   await running.close();
   await rt.close();
 }

@@ -10,9 +10,10 @@ import {
   type Server,
   STATUS_CODES,
 } from "node:http";
-import { createServer as createHttpsServer } from "node:https";
+import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
+import { createSecureContext } from "node:tls";
 import { getRequestListener } from "@hono/node-server";
 import type { RawRequest } from "./app";
 import { ConfigError } from "./errors";
@@ -39,10 +40,18 @@ export const DEFAULT_TIMEOUTS: Readonly<ServerTimeouts> = {
 };
 export const DEFAULT_MAX_CONNECTIONS = 1024;
 
+export interface TlsFiles {
+  keyFile: string;
+  /** The certificate, then the intermediates of its chain: all of it is sent. */
+  certFile: string;
+  /** Mutual TLS in: a client must present a certificate signed by this CA (refused at the handshake otherwise). */
+  clientCaFile?: string;
+}
+
 export interface ServerOptions {
   host: string;
   port: number;
-  tls?: { keyFile: string; certFile: string };
+  tls?: TlsFiles;
   /** `LLM_SECRETS_MAX_CONNECTIONS`: past it, new connections are closed at once; served ones keep working. */
   maxConnections?: number;
   /** Overrides of DEFAULT_TIMEOUTS. */
@@ -52,6 +61,12 @@ export interface ServerOptions {
 export interface RunningServer {
   url: string;
   server: Server;
+  /**
+   * Reads the TLS files again and serves new connections with them (certificate rotation without a
+   * restart: `serve` calls it on SIGHUP). Open connections keep theirs. Files that cannot be used
+   * leave the current ones in place and reject with why.
+   */
+  reloadTls(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -141,9 +156,15 @@ export async function startServer(
 
   const { port } = server.address() as AddressInfo;
   const host = options.host.includes(":") ? `[${options.host}]` : options.host;
+  const tls = options.tls;
   return {
-    url: `${options.tls ? "https" : "http"}://${host}:${port}`,
+    url: `${tls ? "https" : "http"}://${host}:${port}`,
     server,
+    reloadTls: async () => {
+      if (!tls) throw new ConfigError("not serving HTTPS: there is no certificate to reload");
+      (server as HttpsServer).setSecureContext(secureContextOptions(tls));
+      runtime.log.info("TLS key and certificate reloaded", { certFile: tls.certFile });
+    },
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
@@ -152,20 +173,33 @@ export async function startServer(
   };
 }
 
-function createTlsServer(
-  tls: { keyFile: string; certFile: string },
-  httpOptions: HttpServerOptions,
-  listener: ReturnType<typeof getRequestListener>,
-): Server {
-  const key = readTlsFile(tls.keyFile, "key");
-  const cert = readTlsFile(tls.certFile, "certificate");
+/** The key, the certificate chain and (mutual TLS) the client CA, read now and checked by OpenSSL. */
+function secureContextOptions(tls: TlsFiles) {
+  const options = {
+    key: readTlsFile(tls.keyFile, "key"),
+    cert: readTlsFile(tls.certFile, "certificate"),
+    ...(tls.clientCaFile && {
+      ca: readTlsFile(tls.clientCaFile, "client CA (LLM_SECRETS_CLIENT_CA)"),
+      requestCert: true,
+      rejectUnauthorized: true,
+    }),
+  };
   try {
-    return createHttpsServer({ ...httpOptions, key, cert, minVersion: "TLSv1.2" }, listener);
+    createSecureContext(options); // fails here, with OpenSSL's reason, rather than on a handshake
   } catch (err) {
     // OpenSSL's reason only ("no start line", "key values mismatch"): never the file's contents.
     const reason = (err as { reason?: string }).reason ?? (err as { code?: string }).code ?? "invalid";
     throw new ConfigError(`the TLS key or certificate cannot be used (${reason})`);
   }
+  return options;
+}
+
+function createTlsServer(
+  tls: TlsFiles,
+  httpOptions: HttpServerOptions,
+  listener: ReturnType<typeof getRequestListener>,
+): Server {
+  return createHttpsServer({ ...httpOptions, ...secureContextOptions(tls), minVersion: "TLSv1.2" }, listener);
 }
 
 function readTlsFile(path: string, what: string): Buffer {

@@ -131,6 +131,7 @@ const EnvSchema = z.object({
   PORT: z.optional(port),
   SSL_KEYFILE_PATH: z.optional(text),
   SSL_CERTFILE_PATH: z.optional(text),
+  LLM_SECRETS_CLIENT_CA: z.optional(text),
 });
 
 /** Variables where set-but-empty means something (an error), not "unset". */
@@ -176,7 +177,16 @@ export interface Settings {
   maxEventAgeSeconds: number;
   dataDir: string;
   /** `maxConnections`: `LLM_SECRETS_MAX_CONNECTIONS`, past which new connections are closed at once. */
-  server: { host: string; port: number; tls?: { keyFile: string; certFile: string }; maxConnections: number };
+  /**
+   * `tls.clientCaFile` (`LLM_SECRETS_CLIENT_CA`): mutual TLS in; a client must present a certificate
+   * signed by it, or the handshake fails.
+   */
+  server: {
+    host: string;
+    port: number;
+    tls?: { keyFile: string; certFile: string; clientCaFile?: string };
+    maxConnections: number;
+  };
   /** The parsed config: the keys llm-secrets uses, validated. */
   config: Config;
   /** The config file as written, every key in its order: what `resolve` resolves. */
@@ -238,6 +248,11 @@ export function loadSettings(input: SettingsInput): Settings {
   const serverIn = input.server ?? {};
   const keyFile = serverIn.sslKeyfile ?? e.SSL_KEYFILE_PATH;
   const certFile = serverIn.sslCertfile ?? e.SSL_CERTFILE_PATH;
+  if (e.LLM_SECRETS_CLIENT_CA && !(keyFile && certFile)) {
+    throw new ConfigError(
+      "LLM_SECRETS_CLIENT_CA (mutual TLS) needs HTTPS: set --ssl_keyfile_path and --ssl_certfile_path too",
+    );
+  }
   if (Boolean(keyFile) !== Boolean(certFile)) {
     throw new ConfigError(
       "TLS needs both --ssl_keyfile_path and --ssl_certfile_path (or SSL_KEYFILE_PATH and SSL_CERTFILE_PATH)",
@@ -274,7 +289,14 @@ export function loadSettings(input: SettingsInput): Settings {
     server: {
       host: serverIn.host ?? "127.0.0.1",
       port: serverIn.port ?? e.PORT ?? 4000,
-      tls: keyFile && certFile ? { keyFile: resolve(cwd, keyFile), certFile: resolve(cwd, certFile) } : undefined,
+      tls:
+        keyFile && certFile
+          ? {
+              keyFile: resolve(cwd, keyFile),
+              certFile: resolve(cwd, certFile),
+              ...(e.LLM_SECRETS_CLIENT_CA && { clientCaFile: resolve(cwd, e.LLM_SECRETS_CLIENT_CA) }),
+            }
+          : undefined,
       maxConnections: e.LLM_SECRETS_MAX_CONNECTIONS ?? DEFAULT_MAX_CONNECTIONS,
     },
     config,

@@ -7,7 +7,7 @@
  * real service: no test-only switch in the product's settings.
  */
 import { execFileSync } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 export interface TestPki {
@@ -113,4 +113,52 @@ export function makeTestPki(dir: string): TestPki {
     clientCertFile: client.cert,
     clientKeyFile: client.key,
   };
+}
+
+/**
+ * A root CA, an intermediate CA it signed, and a localhost certificate the intermediate signed:
+ * `certFile` holds the leaf then the intermediate (the chain a server sends), `rootFile` the root
+ * alone (what a client trusts). `label` names the files, so a second chain can replace the first.
+ */
+export function makeServerChain(dir: string, label = "chain"): { rootFile: string; keyFile: string; certFile: string } {
+  const rootKey = join(dir, `${label}-root-key.pem`);
+  const rootFile = join(dir, `${label}-root.pem`);
+  openssl([
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+    "-keyout",
+    rootKey,
+    "-out",
+    rootFile,
+    "-days",
+    "2",
+    "-subj",
+    `/CN=llm-secrets ${label} root`,
+    "-addext",
+    "basicConstraints=critical,CA:TRUE",
+    "-addext",
+    "keyUsage=critical,keyCertSign,cRLSign",
+  ]);
+  const intermediate = issue(
+    dir,
+    `${label}-intermediate`,
+    `/CN=llm-secrets ${label} intermediate`,
+    "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    { cert: rootFile, key: rootKey },
+  );
+  const leaf = issue(
+    dir,
+    `${label}-leaf`,
+    "/CN=localhost",
+    "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+    intermediate,
+  );
+  const certFile = join(dir, `${label}-fullchain.pem`);
+  writeFileSync(certFile, readFileSync(leaf.cert, "utf8") + readFileSync(intermediate.cert, "utf8"));
+  return { rootFile, keyFile: leaf.key, certFile };
 }
