@@ -62,6 +62,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       env: settings.env,
       log,
       now,
+      outbound: settings.outbound,
     }),
     // libsodium is the fast path; without it, sealing and opening stay correct on tweetnacl.
     cryptoReady().catch(() => log.warn("libsodium did not load; encryption runs on tweetnacl (same bytes, slower)")),

@@ -14,6 +14,7 @@
 import type * as z from "zod/mini";
 import type { KeyRing } from "./crypto";
 import type { Logger } from "./log";
+import type { OutboundTls } from "./outbound";
 
 /** What `get` returns: the value and what the backend knows of it. */
 export interface SecretRecord {
@@ -136,6 +137,8 @@ export interface StoreDeps {
   env: Readonly<Record<string, string>>;
   log: Logger;
   now: () => number;
+  /** The general outbound TLS settings, for a store that makes its own HTTP calls (outbound.ts). */
+  outbound?: OutboundTls;
 }
 
 /**

@@ -11,6 +11,7 @@ import * as z from "zod/mini";
 import { parseConfigYaml } from "./config-yaml";
 import { ENCRYPTION_ALGORITHMS, type EncryptionAlgorithm, KeyRing } from "./crypto";
 import { ConfigError, EncryptionKeyMissing } from "./errors";
+import type { OutboundTls } from "./outbound";
 import type { AccessMode, StoreFactory, StoreScope } from "./secret-store";
 import { describeIssues, issuesOf, safeParse, unknownKeys } from "./validation";
 
@@ -132,6 +133,9 @@ const EnvSchema = z.object({
   SSL_KEYFILE_PATH: z.optional(text),
   SSL_CERTFILE_PATH: z.optional(text),
   LLM_SECRETS_CLIENT_CA: z.optional(text),
+  SSL_VERIFY: z.optional(text),
+  SSL_CERT_FILE: z.optional(text),
+  SSL_CERTIFICATE: z.optional(text),
 });
 
 /** Variables where set-but-empty means something (an error), not "unset". */
@@ -175,6 +179,8 @@ export interface Settings {
   resolveLimits: { maxRefs: number; maxBytes: number };
   /** `LLM_SECRETS_MAX_EVENT_AGE`: key events older than this are refused (default 6 days). */
   maxEventAgeSeconds: number;
+  /** Outbound TLS (`ssl_verify` / `SSL_VERIFY`, `SSL_CERT_FILE`, `ssl_certificate` / `SSL_CERTIFICATE`). */
+  outbound: OutboundTls;
   dataDir: string;
   /** `maxConnections`: `LLM_SECRETS_MAX_CONNECTIONS`, past which new connections are closed at once. */
   /**
@@ -285,6 +291,7 @@ export function loadSettings(input: SettingsInput): Settings {
       maxBytes: e.LLM_SECRETS_RESOLVE_MAX_BYTES ?? 1024 * 1024,
     },
     maxEventAgeSeconds: e.LLM_SECRETS_MAX_EVENT_AGE ?? DEFAULT_MAX_EVENT_AGE_SECONDS,
+    outbound: outboundOf(config.litellm_settings, e, cwd),
     dataDir,
     server: {
       host: serverIn.host ?? "127.0.0.1",
@@ -303,6 +310,26 @@ export function loadSettings(input: SettingsInput): Settings {
     rawConfig,
     env,
     warnings,
+  };
+}
+
+/**
+ * LiteLLM's outbound TLS settings: `litellm_settings.ssl_verify` (else `SSL_VERIFY`) is `false`, or
+ * a CA bundle path; `SSL_CERT_FILE` is a CA bundle; `ssl_certificate` (else `SSL_CERTIFICATE`) a
+ * PEM with a client certificate and key. Paths resolve against the working directory.
+ */
+function outboundOf(litellm: Config["litellm_settings"], e: z.infer<typeof EnvSchema>, cwd: string): OutboundTls {
+  const verify = litellm?.ssl_verify ?? e.SSL_VERIFY;
+  const off = verify === false || (typeof verify === "string" && verify.trim().toLowerCase() === "false");
+  const bundle =
+    typeof verify === "string" && !["true", "false", ""].includes(verify.trim().toLowerCase())
+      ? verify
+      : e.SSL_CERT_FILE;
+  const certificate = litellm?.ssl_certificate ?? e.SSL_CERTIFICATE;
+  return {
+    ...(off && { verify: false }),
+    ...(!off && bundle && { caFile: resolve(cwd, bundle) }),
+    ...(certificate && { certificateFile: resolve(cwd, certificate) }),
   };
 }
 

@@ -18,6 +18,7 @@ import {
   vaultStore,
 } from "../../core/src/stores/vault";
 import type { VaultTuning } from "../../core/src/stores/vault-http";
+import { makeServerChain } from "../fakes/pki";
 import { FakeVault as Fake, type FakeVault, type FakeVaultOptions } from "../fakes/vault";
 import { codeOf, expectNoValueIn, makeCertificate, newKey, secretValue, serveStore, tempDir, until } from "../helpers";
 
@@ -695,6 +696,27 @@ describe("logs", () => {
       f.requests.map((r) => r.headers["x-vault-token"]).filter((t): t is string => typeof t === "string"),
     );
     expectNoValueIn([...logs, ...errorMessages], issued);
+  });
+});
+
+describe("outbound TLS settings reach Vault's client", () => {
+  it("a CA bundle that does not hold Vault's CA refuses it; ssl_verify false does not check", async () => {
+    const fake = await startFake();
+    const other = makeServerChain(await tempDir());
+    const env = { HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT };
+    const strict = await openVaultStore(env, { log, now: Date.now, outbound: { caFile: other.rootFile } }, FAST);
+    stores.push(strict);
+    const err = await errorOf(strict.get("A"));
+    expect(err.message).toMatch(/^vault get:/);
+    expect(fake.requests).toHaveLength(0); // refused at the handshake: nothing reached Vault
+    const unchecked = await openVaultStore(
+      env,
+      { log, now: Date.now, outbound: { verify: false, caFile: other.rootFile } },
+      FAST,
+    );
+    stores.push(unchecked);
+    expect(await unchecked.get("A")).toBeUndefined();
+    expect(fake.requests).toHaveLength(1);
   });
 });
 

@@ -1,13 +1,13 @@
 /**
- * Vault's HTTP: the one module that speaks to a Vault server (until the core has its one outbound
- * client, SPEC section 8), used only by the `hashicorp_vault` store (vault.ts). It owns three things:
+ * Vault's HTTP: the one module that speaks to a Vault server, over the core's one outbound client
+ * (outbound.ts, SPEC section 8), used only by the `hashicorp_vault` store (vault.ts). It owns three things:
  *
- * - The connection pool: one undici `Agent` per store, keep-alive 120 s (sequential calls reuse
- *   their connections, and a new one resumes the TLS session), TLS 1.2 at least, connect timeout
- *   5 s, 10 s for a whole try, and the client certificate when one is configured (cert login is
- *   real mutual TLS: Vault reads the certificate off the connection).
- *   Trust is node's own: undici connects with `tls.connect`, whose default context holds the
- *   system's roots and `NODE_EXTRA_CA_CERTS`, so no `ca` is passed and no switch turns checking off.
+ * - The connection pool: the core's one outbound client (outbound.ts: keep-alive 120 s, so
+ *   sequential calls reuse their connections and a new one resumes the TLS session; TLS 1.2 at
+ *   least; connect timeout 5 s) with the general TLS settings (`ssl_verify`, `SSL_CERT_FILE`), 10 s
+ *   for a whole try, and Vault's client certificate when one is configured (cert login is real
+ *   mutual TLS: Vault reads the certificate off the connection). Without TLS settings, trust is
+ *   node's own: the system's roots and `NODE_EXTRA_CA_CERTS`.
  * - Retries: at most 3 tries of a call that failed with 408, 429, a 5xx, a timeout or a dropped
  *   connection (whatever `classifyBackendError` calls `backend_unavailable`), after an
  *   exponentially growing wait with jitter (half fixed, half random: retries of many clients
@@ -26,9 +26,11 @@
  * Nothing here logs or reports a body: a message holds the operation, the HTTP status and error
  * names only (bodies may quote a value; a token is a credential).
  */
-import { Agent, request } from "undici";
+import type { Agent } from "undici";
+import { request } from "undici";
 import type { SecretsError } from "../errors";
 import type { Logger } from "../log";
+import { type OutboundTls, outboundAgent } from "../outbound";
 import { classifyBackendError, isRetryable } from "../store-errors";
 
 /** How a store authenticates to Vault, in LiteLLM's order of preference. */
@@ -45,6 +47,8 @@ export interface VaultClientOptions {
   loginNamespace?: string | undefined;
   /** PEM client certificate and key: presented on every connection (cert login needs them). */
   clientCertificate?: { cert: string | Buffer; key: string | Buffer } | undefined;
+  /** The general outbound TLS settings (`ssl_verify`, `SSL_CERT_FILE`, `ssl_certificate`). */
+  tls?: OutboundTls;
   log: Logger;
   now: () => number;
   /** Tuning, not settings: tests shorten them, users get the defaults. */
@@ -60,7 +64,6 @@ export interface VaultTuning {
   maxWaitMs: number;
   /** The longest one try may take, connection to the end of the body. */
   timeoutMs: number;
-  connectTimeoutMs: number;
   /** In [0, 1): the random half of a backoff. */
   random: () => number;
 }
@@ -70,7 +73,6 @@ const DEFAULT_TUNING: VaultTuning = {
   backoffBaseMs: 100,
   maxWaitMs: 2_000,
   timeoutMs: 10_000,
-  connectTimeoutMs: 5_000,
   random: Math.random,
 };
 
@@ -131,18 +133,11 @@ export class VaultClient {
     this.#options = options;
     this.#address = options.address;
     this.#tuning = { ...DEFAULT_TUNING, ...options.tuning };
-    this.#agent = new Agent({
-      keepAliveTimeout: 120_000,
-      keepAliveMaxTimeout: 120_000,
-      connections: 500,
-      connect: {
-        timeout: this.#tuning.connectTimeoutMs,
-        minVersion: "TLSv1.2",
-        ...(options.clientCertificate && {
-          cert: options.clientCertificate.cert,
-          key: options.clientCertificate.key,
-        }),
-      },
+    // The one outbound client's agent for this TLS configuration (outbound.ts), with Vault's own
+    // client certificate when cert login needs one.
+    this.#agent = outboundAgent({
+      ...options.tls,
+      ...(options.clientCertificate && { certificate: options.clientCertificate }),
     });
   }
 
@@ -163,9 +158,9 @@ export class VaultClient {
     return classifyBackendError(new VaultResponseError(answer), what);
   }
 
-  /** Closes the pool once (later calls wait for the same close). */
+  /** Stops using the pool (it belongs to outbound.ts, shared by every caller with the same TLS). */
   close(): Promise<void> {
-    this.#closing ??= this.#agent.close();
+    this.#closing ??= Promise.resolve();
     return this.#closing;
   }
 

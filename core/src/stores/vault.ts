@@ -221,7 +221,7 @@ async function readPem(path: string, variable: string): Promise<Buffer> {
  */
 export async function openVaultStore(
   env: VaultEnv,
-  deps: Pick<StoreDeps, "log" | "now">,
+  deps: Pick<StoreDeps, "log" | "now" | "outbound">,
   tuning?: Partial<VaultTuning>,
 ): Promise<VaultStore> {
   const config = vaultConfigOf(env);
@@ -237,6 +237,7 @@ export async function openVaultStore(
     auth: config.auth,
     loginNamespace: config.loginNamespace,
     clientCertificate,
+    ...(deps.outbound && { tls: deps.outbound }),
     log: deps.log,
     now: deps.now,
     tuning,

@@ -1,0 +1,150 @@
+// The one outbound client (outbound.ts) against local HTTPS servers with certificates made now,
+// counting TLS handshakes and connections: keep-alive reuse, the connection cap, ssl_verify false,
+// a CA bundle instead of the system's roots, and a client certificate presented on request.
+import { readFileSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
+import { createServer, type Server } from "node:https";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { request } from "undici";
+import { afterAll, describe, expect, inject, it } from "vitest";
+import { closeOutboundAgents, outboundAgent } from "../../core/src/outbound";
+import { loadSettings } from "../../core/src/settings";
+import { memoryStore } from "../../core/src/stores/memory";
+import { makeServerChain } from "../fakes/pki";
+import { makeCertificate, tempDir } from "../helpers";
+
+interface Counted {
+  url: string;
+  handshakes: () => number;
+  connections: () => number;
+  close: () => Promise<void>;
+}
+
+async function serve(tls: {
+  key: string | Buffer;
+  cert: string | Buffer;
+  ca?: string | Buffer;
+  requestCert?: boolean;
+}): Promise<Counted> {
+  let handshakes = 0;
+  let connections = 0;
+  const server: Server = createServer(
+    { ...tls, rejectUnauthorized: tls.requestCert === true, keepAliveTimeout: 60_000 },
+    (_, res) => res.end("ok"),
+  );
+  server.on("secureConnection", () => handshakes++);
+  server.on("connection", () => connections++);
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    url: `https://localhost:${(server.address() as AddressInfo).port}/`,
+    handshakes: () => handshakes,
+    connections: () => connections,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+async function status(url: string, agent: ReturnType<typeof outboundAgent>): Promise<number> {
+  const res = await request(url, { dispatcher: agent });
+  await res.body.text();
+  return res.statusCode;
+}
+
+const pki = inject("testPki");
+const servers: Counted[] = [];
+afterAll(async () => {
+  await Promise.all(servers.map((s) => s.close()));
+  await closeOutboundAgents();
+});
+
+async function testCaServer(options: { requestCert?: boolean } = {}) {
+  const server = await serve({
+    key: readFileSync(pki.serverKeyFile),
+    cert: readFileSync(pki.serverCertFile),
+    ...(options.requestCert && { ca: readFileSync(pki.caFile), requestCert: true }),
+  });
+  servers.push(server);
+  return server;
+}
+
+describe("the outbound client", () => {
+  it("makes 1 handshake for 200 sequential calls, and at most 50 connections for 50 at once", async () => {
+    const server = await testCaServer();
+    const agent = outboundAgent();
+    // Sequential as served requests are: a turn of the event loop between them. (Back to back in
+    // one turn, undici may not have freed the connection yet and opens a second: 2 handshakes.)
+    for (let i = 0; i < 200; i++) {
+      expect(await status(server.url, agent)).toBe(200);
+      await new Promise((r) => setImmediate(r));
+    }
+    expect(server.handshakes()).toBe(1);
+    expect(server.connections()).toBe(1);
+    const concurrent = await testCaServer();
+    const answers = await Promise.all(Array.from({ length: 50 }, () => status(concurrent.url, agent)));
+    expect(answers.every((s) => s === 200)).toBe(true);
+    expect(concurrent.connections()).toBeLessThanOrEqual(50);
+    expect(outboundAgent()).toBe(agent); // one agent per TLS configuration
+  });
+
+  it("with ssl_verify false reaches a self-signed server, which is refused otherwise", async () => {
+    const self = await makeCertificate(await tempDir());
+    const server = await serve({ key: readFileSync(self.keyFile), cert: readFileSync(self.certFile) });
+    servers.push(server);
+    await expect(status(server.url, outboundAgent())).rejects.toThrow();
+    expect(await status(server.url, outboundAgent({ verify: false }))).toBe(200);
+  });
+
+  it("with a CA bundle trusts that bundle and nothing else", async () => {
+    const dir = await tempDir();
+    const chain = makeServerChain(dir);
+    const chained = await serve({ key: readFileSync(chain.keyFile), cert: readFileSync(chain.certFile) });
+    servers.push(chained);
+    const usual = await testCaServer(); // trusted by node's roots plus NODE_EXTRA_CA_CERTS
+    const bundled = outboundAgent({ caFile: chain.rootFile });
+    expect(await status(chained.url, bundled)).toBe(200);
+    await expect(status(usual.url, bundled)).rejects.toThrow();
+    await expect(status(chained.url, outboundAgent())).rejects.toThrow();
+  });
+
+  it("presents the client certificate when configured; a server that requires one refuses calls without it", async () => {
+    const server = await testCaServer({ requestCert: true });
+    const pem = join(await tempDir(), "client.pem");
+    await writeFile(pem, readFileSync(pki.clientCertFile, "utf8") + readFileSync(pki.clientKeyFile, "utf8"));
+    await expect(status(server.url, outboundAgent())).rejects.toThrow();
+    expect(await status(server.url, outboundAgent({ certificateFile: pem }))).toBe(200);
+  });
+
+  it("names a CA bundle it cannot read", () => {
+    expect(() => outboundAgent({ caFile: "/nonexistent/ca.pem" })).toThrow(
+      /cannot read the CA bundle.*\/nonexistent\/ca\.pem \(ENOENT\)/,
+    );
+  });
+});
+
+describe("outbound TLS settings (LiteLLM's names)", () => {
+  const load = (env: Record<string, string>, config = "") =>
+    loadSettings({
+      env: { LITELLM_MASTER_KEY: "sk-outbound-test-key", ...(config && { LLM_SECRETS_CONFIG: config }), ...env },
+      stores: [memoryStore],
+      cwd: "/work",
+    }).outbound;
+
+  it("reads ssl_verify / SSL_VERIFY, SSL_CERT_FILE and ssl_certificate / SSL_CERTIFICATE", () => {
+    expect(load({})).toEqual({});
+    expect(load({ SSL_VERIFY: "False" })).toEqual({ verify: false });
+    expect(load({ SSL_VERIFY: "ca/bundle.pem" })).toEqual({ caFile: "/work/ca/bundle.pem" });
+    expect(load({ SSL_CERT_FILE: "/etc/ca.pem" })).toEqual({ caFile: "/etc/ca.pem" });
+    expect(load({ SSL_CERTIFICATE: "client.pem" })).toEqual({ certificateFile: "/work/client.pem" });
+    // The config wins over the environment, as in LiteLLM.
+    expect(load({ SSL_VERIFY: "false" }, "litellm_settings:\n  ssl_verify: /etc/other.pem\n")).toEqual({
+      caFile: "/etc/other.pem",
+    });
+    expect(load({}, "litellm_settings:\n  ssl_verify: false\n  ssl_certificate: /etc/me.pem\n")).toEqual({
+      verify: false,
+      certificateFile: "/etc/me.pem",
+    });
+  });
+});
