@@ -11,16 +11,18 @@
  */
 import { Hono } from "hono";
 import { SecretsError } from "./errors";
+import type { ForwardModel } from "./forward";
 import { cryptoRoutes } from "./http/crypto-routes";
+import { forwardRoutes } from "./http/forward-routes";
 import { keyEventRoutes } from "./http/key-event-routes";
 import { admission, CLIENT_CLOSED, errorHandler } from "./http/middleware";
-import { pendingRoutes } from "./http/pending-routes";
-import { type AppEnv, type RawRequest, Router } from "./http/router";
+import { type AppEnv, MAX_BODY_BYTES, type RawRequest, Router } from "./http/router";
 import { secretRoutes } from "./http/secret-routes";
 import { serviceRoutes } from "./http/service-routes";
 import type { KeyEventResult } from "./key-events";
 import type { Logger } from "./log";
 import type { Metrics } from "./metrics";
+import type { OutboundTls } from "./outbound";
 import type { SecretManager } from "./secret-manager";
 
 export { MAX_BODY_BYTES, type RawRequest } from "./http/router";
@@ -33,6 +35,10 @@ export interface AppOptions {
   log: Logger;
   /** Applies one key event (key-events.ts, with this runtime's settings). */
   applyKeyEvent: (event: unknown) => Promise<KeyEventResult>;
+  /** `model_list`, for forwarding. */
+  models?: readonly ForwardModel[];
+  /** Outbound TLS for forwarding (outbound.ts). */
+  outbound?: OutboundTls;
 }
 
 export interface App {
@@ -60,7 +66,12 @@ export function createApp(options: AppOptions): App {
   secretRoutes(router, manager);
   cryptoRoutes(router, manager);
   keyEventRoutes(router, options.applyKeyEvent);
-  pendingRoutes(router);
+  forwardRoutes(router, {
+    manager,
+    models: options.models ?? [],
+    outbound: options.outbound ?? {},
+    maxBodyBytes: MAX_BODY_BYTES,
+  });
 
   return {
     fetch: async (request, raw) => {

@@ -93,7 +93,15 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       metrics,
     });
   const app = settings.masterKey
-    ? createApp({ manager, masterKey: settings.masterKey, metrics, log, applyKeyEvent: keyEvents })
+    ? createApp({
+        manager,
+        masterKey: settings.masterKey,
+        metrics,
+        log,
+        applyKeyEvent: keyEvents,
+        models: settings.config.model_list ?? [],
+        outbound: settings.outbound,
+      })
     : undefined;
   const refuse = noMasterKey(log);
   return {

@@ -529,10 +529,11 @@ describe("the rest of the API", () => {
     });
   });
 
-  it("answers 501 not_supported for forward until its issue lands", async () => {
+  it("answers 404 not_found when forwarding to a model that is not in model_list", async () => {
     const { request } = await inProcessApp();
     const res = await request("/v1/forward/gpt/chat/completions", { method: "POST", json: {} });
-    expect(res.status).toBe(501);
+    expect(res.status).toBe(404);
+    expect((await errorOf(res)).code).toBe("not_found");
   });
 
   it("answers unknown routes with a JSON 404", async () => {

@@ -1,0 +1,161 @@
+/**
+ * Forwarding to LLM APIs (SPEC section 8): `ALL /v1/forward/{model_name}/{path}` sends the request
+ * to the model's `api_base` with its `api_key` in the provider's header, so a gateway never holds
+ * the key. Loaded by the route when first used (it brings undici, through outbound.ts).
+ *
+ * - The model is the first `model_list` entry with that `model_name`. Its `api_base` and `api_key`
+ *   are `os.environ/NAME` refs resolved through the `SecretManager` at request time (so through the
+ *   cache: a key stored after start is used), or literal values.
+ * - The key goes in `Authorization: Bearer` by default, `api-key` for `azure/` models, `x-api-key`
+ *   for `anthropic/` ones; `litellm_params.auth_header` names another header. Whatever auth the
+ *   caller sent (our master key included) is not passed on, nor are hop-by-hop headers.
+ * - The request body is read whole (at most 1 MiB, as every body), so that it can be sent again;
+ *   the answer streams back as it arrives (SSE event by event), status and headers as the upstream
+ *   gave them (error bodies too), hop-by-hop headers dropped, `Cache-Control: no-store` added.
+ * - An upstream 401 reads the key from the store again, past the cache, and tries once more.
+ * - No such model: `404 not_found`. The upstream unreachable: `502 upstream_unavailable`; too slow:
+ *   `504 upstream_timeout`. No message or log line holds the key.
+ */
+import { Readable } from "node:stream";
+import { request as send } from "undici";
+import type { RawRequest } from "./app";
+import { InvalidInput, SecretsError } from "./errors";
+import { type OutboundTls, outboundAgent } from "./outbound";
+import { refName } from "./refs";
+import type { SecretManager } from "./secret-manager";
+
+/** A `model_list` entry as settings parsed it. */
+export interface ForwardModel {
+  model_name: string;
+  litellm_params: { model: string; api_base?: string | null; api_key?: string | null; auth_header?: unknown };
+}
+
+export interface ForwardDeps {
+  manager: SecretManager;
+  models: readonly ForwardModel[];
+  outbound: OutboundTls;
+  maxBodyBytes: number;
+}
+
+const PREFIX = "/v1/forward/";
+
+/** Connection-level headers (RFC 9110 section 7.6.1) and the ones the client recomputes. */
+const HOP_BY_HOP = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "host",
+  "content-length",
+]);
+
+/** Credentials a caller may have sent: ours, or a provider's; none is passed on. */
+const CALLER_AUTH = new Set([
+  "authorization",
+  "x-litellm-api-key",
+  "api-key",
+  "x-api-key",
+  "x-functions-key",
+  "cookie",
+]);
+
+export async function forward(request: Request, raw: RawRequest, deps: ForwardDeps): Promise<Response> {
+  const { modelName, rest } = targetOf(raw.path);
+  const model = deps.models.find((m) => m.model_name === modelName);
+  if (!model) throw new SecretsError("not_found", `no model named ${modelName.slice(0, 64)} in model_list`);
+  const params = model.litellm_params;
+  const base = params.api_base ? await resolved(params.api_base, deps.manager) : undefined;
+  if (!base) throw new InvalidInput(`model ${modelName} has no api_base to forward to`);
+  const url = `${base.replace(/\/+$/, "")}/${rest}`;
+
+  const body = await bodyOf(request, deps.maxBodyBytes);
+  const headers: Record<string, string> = {};
+  request.headers.forEach((value, name) => {
+    if (!HOP_BY_HOP.has(name) && !CALLER_AUTH.has(name)) headers[name] = value;
+  });
+  const header = authHeaderOf(params);
+  const dispatcher = outboundAgent(deps.outbound);
+
+  const attempt = async (refresh: boolean) => {
+    const key = params.api_key ? await resolved(params.api_key, deps.manager, refresh) : undefined;
+    const withKey = { ...headers };
+    if (key !== undefined) withKey[header] = header === "authorization" ? `Bearer ${key}` : key;
+    return send(url, { method: request.method as "GET", headers: withKey, body, dispatcher });
+  };
+
+  let answer: Awaited<ReturnType<typeof send>>;
+  try {
+    answer = await attempt(false);
+    if (answer.statusCode === 401 && params.api_key && refName(params.api_key)) {
+      await answer.body.dump(); // the key may have been rotated in the store: read it again, once
+      answer = await attempt(true);
+    }
+  } catch (err) {
+    throw upstreamError(err, modelName);
+  }
+
+  const out = new Headers();
+  for (const [name, value] of Object.entries(answer.headers)) {
+    if (HOP_BY_HOP.has(name) || value === undefined) continue;
+    for (const v of Array.isArray(value) ? value : [value]) out.append(name, v);
+  }
+  out.set("cache-control", "no-store");
+  const stream = Readable.toWeb(answer.body) as ReadableStream<Uint8Array>;
+  const empty = answer.statusCode === 204 || answer.statusCode === 304 || request.method === "HEAD";
+  return new Response(empty ? null : stream, { status: answer.statusCode, headers: out });
+}
+
+/** `{model_name}` (percent-decoded) and the rest of the target as it was sent (query included). */
+function targetOf(path: string): { modelName: string; rest: string } {
+  const after = path.slice(PREFIX.length);
+  const slash = after.indexOf("/");
+  const encoded = slash === -1 ? (after.split(/[?#]/, 1)[0] ?? "") : after.slice(0, slash);
+  let modelName: string;
+  try {
+    modelName = decodeURIComponent(encoded);
+  } catch {
+    throw new InvalidInput("the model name in the path is not valid percent-encoding");
+  }
+  return { modelName, rest: slash === -1 ? "" : after.slice(slash + 1) };
+}
+
+/** A literal value, or an `os.environ/NAME` ref read through the manager (past the cache on `refresh`). */
+async function resolved(value: string, manager: SecretManager, refresh = false): Promise<string> {
+  const name = refName(value);
+  return name === undefined ? value : (await manager.get(name, { refresh })).value;
+}
+
+function authHeaderOf(params: ForwardModel["litellm_params"]): string {
+  if (typeof params.auth_header === "string" && params.auth_header.trim() !== "") {
+    return params.auth_header.trim().toLowerCase();
+  }
+  if (params.model.startsWith("azure/")) return "api-key";
+  if (params.model.startsWith("anthropic/")) return "x-api-key";
+  return "authorization";
+}
+
+async function bodyOf(request: Request, max: number): Promise<Buffer | undefined> {
+  if (request.method === "GET" || request.method === "HEAD") return undefined;
+  const declared = Number(request.headers.get("content-length") ?? "0");
+  const tooLarge = () => new SecretsError("payload_too_large", `the body is larger than ${max} bytes`);
+  if (declared > max) throw tooLarge();
+  const bytes = Buffer.from(await request.arrayBuffer());
+  if (bytes.byteLength > max) throw tooLarge();
+  return bytes.byteLength > 0 ? bytes : undefined;
+}
+
+/** undici's failures as the two upstream codes: too slow, or not reachable. Names only, never a value. */
+function upstreamError(err: unknown, modelName: string): SecretsError {
+  if (err instanceof SecretsError) return err;
+  const code = (err as { code?: unknown }).code;
+  const label = typeof code === "string" ? code : ((err as { name?: string }).name ?? "error");
+  if (typeof code === "string" && /TIMEOUT/.test(code)) {
+    return new SecretsError("upstream_timeout", `the API of model ${modelName} did not answer in time (${label})`);
+  }
+  return new SecretsError("upstream_unavailable", `the API of model ${modelName} cannot be reached (${label})`);
+}

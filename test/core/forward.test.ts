@@ -1,0 +1,173 @@
+// Forwarding to LLM APIs through the app, against a fake LLM API over HTTPS (certificates made
+// now): the provider's auth header with the stored key, the caller's credentials dropped, SSE
+// streamed event by event, a 401 after a key rotation retried once, upstream failures, and the key
+// in no answer and no log line.
+import { readFileSync } from "node:fs";
+import { createServer, type Server } from "node:https";
+import type { AddressInfo } from "node:net";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { closeOutboundAgents } from "../../core/src/outbound";
+import { expectNoValueIn, inProcessApp, newKey } from "../helpers";
+
+interface Seen {
+  method: string;
+  url: string;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+const seen: Seen[] = [];
+let expectedKey = "";
+let releaseStream: () => void = () => {};
+let api: Server;
+let apiUrl = "";
+
+beforeAll(async () => {
+  const pki = inject("testPki");
+  api = createServer({ key: readFileSync(pki.serverKeyFile), cert: readFileSync(pki.serverCertFile) }, (req, res) => {
+    let body = "";
+    req.on("data", (d) => {
+      body += d;
+    });
+    req.on("end", () => {
+      seen.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, body });
+      const presented = req.headers.authorization ?? req.headers["api-key"] ?? req.headers["x-api-key"];
+      const ok = presented === `Bearer ${expectedKey}` || presented === expectedKey;
+      if (!ok) {
+        res.writeHead(401, { "content-type": "application/json" });
+        res.end(JSON.stringify({ error: { message: "Incorrect API key provided" } }));
+        return;
+      }
+      if (req.url?.startsWith("/v1/stream")) {
+        res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+        res.write("data: first\n\n");
+        releaseStream = () => res.end("data: second\n\n");
+        return;
+      }
+      if (req.url?.startsWith("/v1/error")) {
+        res.writeHead(429, { "content-type": "application/json", "retry-after": "3" });
+        res.end(JSON.stringify({ error: { message: "slow down" } }));
+        return;
+      }
+      res.writeHead(200, { "content-type": "application/json", "x-upstream": "yes" });
+      res.end(JSON.stringify({ echo: body, path: req.url }));
+    });
+  });
+  await new Promise<void>((r) => api.listen(0, "127.0.0.1", r));
+  apiUrl = `https://localhost:${(api.address() as AddressInfo).port}`;
+});
+
+afterAll(async () => {
+  api.closeAllConnections();
+  await new Promise<void>((r) => api.close(() => r()));
+  await closeOutboundAgents();
+});
+
+async function app(key: string) {
+  const config = [
+    "model_list:",
+    "  - model_name: gpt",
+    `    litellm_params: {model: openai/gpt-4o, api_base: ${apiUrl}, api_key: os.environ/OPENAI_API_KEY}`,
+    "  - model_name: azure-gpt",
+    `    litellm_params: {model: azure/gpt-4o, api_base: ${apiUrl}/, api_key: os.environ/AZURE_API_KEY}`,
+    "  - model_name: claude",
+    `    litellm_params: {model: anthropic/claude, api_base: ${apiUrl}, api_key: os.environ/ANTHROPIC_API_KEY}`,
+    "  - model_name: custom",
+    `    litellm_params: {model: openai/x, api_base: ${apiUrl}, api_key: os.environ/OPENAI_API_KEY, auth_header: X-Custom-Key}`,
+    "  - model_name: down",
+    "    litellm_params: {model: openai/x, api_base: https://127.0.0.1:1, api_key: os.environ/OPENAI_API_KEY}",
+    "",
+  ].join("\n");
+  const ctx = await inProcessApp({ config });
+  for (const name of ["OPENAI_API_KEY", "AZURE_API_KEY", "ANTHROPIC_API_KEY"]) await ctx.runtime.manager.put(name, key);
+  return ctx;
+}
+
+describe("POST /v1/forward/{model}/{path}", () => {
+  it("injects the provider's header with the stored key and drops the caller's credentials", async () => {
+    const key = newKey("sk-upstream-");
+    expectedKey = key;
+    const { request, masterKey, logs } = await app(key);
+    const cases: [string, string, string][] = [
+      ["gpt", "authorization", `Bearer ${key}`],
+      ["azure-gpt", "api-key", key],
+      ["claude", "x-api-key", key],
+      ["custom", "x-custom-key", key],
+    ];
+    for (const [model, header] of cases) {
+      seen.length = 0;
+      const res = await request(`/v1/forward/${model}/v1/chat/completions?api-version=2024-10-21`, {
+        method: "POST",
+        json: { messages: [{ role: "user", content: "hi" }] },
+        headers: { "x-api-key": "caller-supplied", "x-request-id": "r-1" },
+      });
+      if (header === "x-custom-key") {
+        // An explicit auth_header the fake does not know: the upstream's 401 passes through.
+        expect(res.status).toBe(401);
+      } else {
+        expect(res.status).toBe(200);
+        expect(res.headers.get("x-upstream")).toBe("yes");
+        expect(res.headers.get("cache-control")).toBe("no-store");
+        const answer = (await res.json()) as { echo: string; path: string };
+        expect(JSON.parse(answer.echo)).toEqual({ messages: [{ role: "user", content: "hi" }] });
+        expect(answer.path).toBe("/v1/chat/completions?api-version=2024-10-21");
+      }
+      const upstream = seen.at(-1) as Seen;
+      expect(upstream.headers[header], model).toBe(cases.find((c) => c[0] === model)?.[2]);
+      expect(upstream.headers["x-request-id"]).toBe("r-1");
+      // Our master key and the caller's own provider header never go upstream.
+      expect(JSON.stringify(upstream.headers)).not.toContain(masterKey);
+      expect(JSON.stringify(upstream.headers)).not.toContain("caller-supplied");
+    }
+    expectNoValueIn(logs, [key]);
+  });
+
+  it("streams an SSE answer event by event: the first arrives before the upstream finishes", async () => {
+    const key = newKey("sk-upstream-");
+    expectedKey = key;
+    const { request } = await app(key);
+    const res = await request("/v1/forward/gpt/v1/stream", { method: "POST", json: { stream: true } });
+    expect(res.headers.get("content-type")).toBe("text/event-stream");
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    const first = await reader.read();
+    expect(Buffer.from(first.value as Uint8Array).toString()).toBe("data: first\n\n");
+    releaseStream(); // only now does the upstream send the rest
+    let rest = "";
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      rest += Buffer.from(value).toString();
+    }
+    expect(rest).toBe("data: second\n\n");
+  });
+
+  it("retries once with the key read again from the store after a 401 (a rotated key)", async () => {
+    const old = newKey("sk-old-");
+    const rotated = newKey("sk-rotated-");
+    const { request, runtime, logs } = await app(old);
+    await request("/v1/forward/gpt/v1/models"); // the old key is cached now
+    await runtime.backend.put("OPENAI_API_KEY", rotated); // rotated behind the cache's back
+    expectedKey = rotated;
+    seen.length = 0;
+    const res = await request("/v1/forward/gpt/v1/models");
+    expect(res.status).toBe(200);
+    expect(seen.map((s) => s.headers.authorization)).toEqual([`Bearer ${old}`, `Bearer ${rotated}`]);
+    const body = await res.text();
+    expectNoValueIn([body, ...logs], [old, rotated]);
+  });
+
+  it("passes upstream error answers through, and maps an unreachable upstream to 502", async () => {
+    const key = newKey("sk-upstream-");
+    expectedKey = key;
+    const { request, logs } = await app(key);
+    const limited = await request("/v1/forward/gpt/v1/error", { method: "POST", json: {} });
+    expect(limited.status).toBe(429);
+    expect(limited.headers.get("retry-after")).toBe("3");
+    expect(await limited.json()).toEqual({ error: { message: "slow down" } });
+    const down = await request("/v1/forward/down/v1/models");
+    expect(down.status).toBe(502);
+    const body = await down.text();
+    expect(JSON.parse(body).error.code).toBe("upstream_unavailable");
+    expectNoValueIn([body, ...logs], [key]);
+  });
+});
