@@ -10,6 +10,7 @@
  * - store-cache: the cache over the AWS SDK and its fake, against a Map with a TTL (test/bench/store-cache.ts).
  * - key-events: key events applied per second against the in-memory store (test/bench/key-events.ts).
  * - bundles: each cloud's function bundle against a reference handler, size and cold import (test/bench/bundles.ts).
+ * - forward: forwarded against direct calls to a local HTTPS upstream: added p50, TLS handshakes (test/bench/forward.ts).
  *
  * `--json` prints one JSON object per row on stdout and nothing else. Exits 1 when a section fails
  * (for example when it would time an error path); missed targets are reported, not fatal.
@@ -18,6 +19,7 @@ import { arch, cpus, platform } from "node:os";
 import bundlesSection from "./bundles";
 import cryptoSection from "./crypto";
 import fileStoreSection from "./file-store";
+import forwardSection from "./forward";
 import httpSection from "./http";
 import loopbackSection from "./http-loopback";
 import keyEventsSection from "./key-events";
@@ -32,6 +34,7 @@ const SECTIONS: [string, Section][] = [
   ["store-cache", storeCacheSection],
   ["key-events", keyEventsSection],
   ["bundles", bundlesSection],
+  ["forward", forwardSection],
 ];
 
 const USAGE = `usage: npm run bench -- [--json] [--only=${SECTIONS.map(([n]) => n).join(",")}]`;
