@@ -1,7 +1,8 @@
 /**
  * The one outbound HTTP client (SPEC section 8): every call we make ourselves (Vault, forwarding to
  * LLM APIs, the stores to come) goes through an undici `Agent` from here, and no other module of
- * ours creates agents or sockets. Cloud SDKs keep their own transports.
+ * ours creates agents or sockets. Cloud SDKs keep their own transports; `outboundTlsOptions` gives
+ * them the same TLS settings where their SDK takes them (AWS, Google).
  *
  * One agent per TLS configuration, shared by its callers: keep-alive 120 s (sequential calls reuse
  * one connection, and a new connection resumes the TLS session), up to 500 connections per origin,
@@ -16,20 +17,10 @@
  *   to servers that ask (mutual TLS). A caller may bring its own (Vault's cert login).
  * Files are read when their agent is made; a file that cannot be read is a start error naming it.
  */
-import { readFileSync } from "node:fs";
 import { Agent } from "undici";
-import { ConfigError } from "./errors";
+import { type OutboundTls, outboundTlsOptions } from "./outbound-tls";
 
-export interface OutboundTls {
-  /** `false`: no certificate verification (`ssl_verify: false`). */
-  verify?: boolean;
-  /** A CA bundle file used instead of the system's roots. */
-  caFile?: string;
-  /** A PEM file with a client certificate and its key. */
-  certificateFile?: string;
-  /** A client certificate and key in hand (a caller's own, e.g. Vault's cert login). */
-  certificate?: { cert: string | Buffer; key: string | Buffer };
-}
+export type { OutboundTls };
 
 export const OUTBOUND_LIMITS = {
   keepAliveMs: 120_000,
@@ -56,7 +47,7 @@ export function outboundAgent(tls: OutboundTls = {}): Agent {
       connections: OUTBOUND_LIMITS.connectionsPerOrigin,
       headersTimeout: OUTBOUND_LIMITS.exchangeTimeoutMs,
       bodyTimeout: OUTBOUND_LIMITS.exchangeTimeoutMs,
-      connect: { timeout: OUTBOUND_LIMITS.connectTimeoutMs, minVersion: "TLSv1.2", ...tlsOptions(tls) },
+      connect: { timeout: OUTBOUND_LIMITS.connectTimeoutMs, minVersion: "TLSv1.2", ...outboundTlsOptions(tls) },
     });
     agents.set(key, agent);
   }
@@ -68,22 +59,4 @@ export async function closeOutboundAgents(): Promise<void> {
   const all = [...agents.values()];
   agents.clear();
   await Promise.allSettled(all.map((a) => a.close()));
-}
-
-function tlsOptions(tls: OutboundTls) {
-  const pem = tls.certificateFile ? read(tls.certificateFile, "ssl_certificate / SSL_CERTIFICATE") : undefined;
-  const certificate = tls.certificate ?? (pem ? { cert: pem, key: pem } : undefined);
-  return {
-    ...(tls.verify === false && { rejectUnauthorized: false }),
-    ...(tls.caFile && { ca: read(tls.caFile, "the CA bundle (ssl_verify / SSL_VERIFY / SSL_CERT_FILE)") }),
-    ...(certificate && { cert: certificate.cert, key: certificate.key }),
-  };
-}
-
-function read(path: string, what: string): string {
-  try {
-    return readFileSync(path, "utf8");
-  } catch (err) {
-    throw new ConfigError(`cannot read ${what}: ${path} (${(err as NodeJS.ErrnoException).code})`);
-  }
 }

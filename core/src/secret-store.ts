@@ -14,7 +14,7 @@
 import type * as z from "zod/mini";
 import type { KeyRing } from "./crypto";
 import type { Logger } from "./log";
-import type { OutboundTls } from "./outbound";
+import type { OutboundTls } from "./outbound-tls";
 
 /** What `get` returns: the value and what the backend knows of it. */
 export interface SecretRecord {

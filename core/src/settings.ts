@@ -11,7 +11,7 @@ import * as z from "zod/mini";
 import { parseConfigYaml } from "./config-yaml";
 import { ENCRYPTION_ALGORITHMS, type EncryptionAlgorithm, KeyRing } from "./crypto";
 import { ConfigError, EncryptionKeyMissing } from "./errors";
-import type { OutboundTls } from "./outbound";
+import type { OutboundTls } from "./outbound-tls";
 import type { AccessMode, StoreFactory, StoreScope } from "./secret-store";
 import { describeIssues, issuesOf, safeParse, unknownKeys } from "./validation";
 

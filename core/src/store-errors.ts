@@ -10,7 +10,8 @@
  * | `NameConflict`       | `name_conflict`       | 409  | two of our names land on one backend key              |
  * | `NotSupported`       | `not_supported`       | 501  | the store cannot do this (a read-only store's put)    |
  * | `StoreCorrupt`       | `store_corrupt`       | 500  | an entry that cannot be opened or parsed              |
- * | `StoreUnavailable`   | `store_unavailable`   | 500  | the store cannot be used here (permissions, no dir)   |
+ * | `StoreUnavailable`   | `store_unavailable`   | 500  | the store cannot be used here (permissions, no dir,   |
+ * |                      |                       |      | a backend certificate not trusted)                    |
  *
  * Only `backend_unavailable` is retryable: the cache may then serve the last good value.
  * Messages are built from the operation, status and error names: never from a value or a body.
@@ -130,6 +131,20 @@ function messageOf(err: unknown): string {
   return typeof message === "string" ? message : "";
 }
 
+/** TLS verification failures: the backend's certificate is not trusted here (a trust setting to fix, not an outage). */
+const TLS_TRUST_CODES = new Set([
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "CERT_UNTRUSTED",
+  "CERT_REJECTED",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+]);
+
 /** Filesystem codes that mean the store cannot be used here, whatever is retried. */
 const UNUSABLE_FS_CODES = new Set(["EACCES", "EPERM", "EROFS", "ENOENT", "ENOTDIR", "EISDIR", "ENOSPC", "EDQUOT"]);
 
@@ -180,6 +195,9 @@ export function classifyBackendError(err: unknown, what: string): SecretsError {
     (typeof code === "string" && UNAVAILABLE_NET_CODES.has(code))
   ) {
     return new BackendUnavailable(`${what}: the backend is unavailable (${label})`, retryAfter, options);
+  }
+  if (typeof code === "string" && TLS_TRUST_CODES.has(code)) {
+    return new StoreUnavailable(`${what}: the backend's TLS certificate is not trusted here (${code})`, options);
   }
   if (typeof code === "string" && UNUSABLE_FS_CODES.has(code)) {
     return new StoreUnavailable(`${what}: the store cannot be used (${code})`, options);

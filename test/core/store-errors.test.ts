@@ -40,6 +40,8 @@ const CASES: [string, unknown, string, number?][] = [
     3,
   ],
   ["Azure identity unavailable", shaped({ name: "CredentialUnavailableError" }), "backend_denied"],
+  ["a backend certificate not trusted", shaped({ code: "UNABLE_TO_VERIFY_LEAF_SIGNATURE" }), "store_unavailable"],
+  ["a self-signed backend certificate", shaped({ code: "DEPTH_ZERO_SELF_SIGNED_CERT" }), "store_unavailable"],
   [
     "Azure token refused (msal invalid_client)",
     shaped({ name: "AuthenticationRequiredError", message: "invalid_client: AADSTS7000215" }),

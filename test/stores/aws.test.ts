@@ -11,7 +11,8 @@ import { awsClientOptions } from "../../core/src/stores/aws-config";
 import { awsKmsStore } from "../../core/src/stores/aws-kms";
 import { safeParse } from "../../core/src/validation";
 import { FAKE_AWS_CREDENTIALS, lazyFakeAws } from "../fakes/aws";
-import { codeOf, expectNoValueIn, secretValue, serveStore } from "../helpers";
+import { makeServerChain } from "../fakes/pki";
+import { codeOf, expectNoValueIn, secretValue, serveStore, tempDir } from "../helpers";
 
 const aws = lazyFakeAws();
 const logs: string[] = [];
@@ -341,5 +342,27 @@ describe("aws_kms faults (the SDK's 3 attempts, nothing added)", () => {
     fake.reset();
     expect((await store.get("K"))?.value).toMatch(/^kms-fault-/);
     await store.close?.();
+  });
+});
+
+describe("outbound TLS settings reach the AWS SDK", () => {
+  it("a CA bundle without the service's CA refuses it; ssl_verify false does not check", async () => {
+    const fake = await aws();
+    const other = makeServerChain(await tempDir());
+    const strict = await awsSecretsManagerStore.open(
+      { config: { aws_region_name: "us-east-1" }, env: {} },
+      { ...deps(), outbound: { caFile: other.rootFile } },
+    );
+    // Refused at the handshake: a trust setting to fix, not an outage to wait out.
+    expect(await codeOf(strict.get("A"))).toBe("store_unavailable");
+    expect(fake.requests).toHaveLength(0);
+    const unchecked = await awsSecretsManagerStore.open(
+      { config: { aws_region_name: "us-east-1" }, env: {} },
+      { ...deps(), outbound: { verify: false, caFile: other.rootFile } },
+    );
+    expect(await unchecked.get("A")).toBeUndefined();
+    expect(fake.calls("GetSecretValue")).toHaveLength(1);
+    await strict.close?.();
+    await unchecked.close?.();
   });
 });

@@ -6,10 +6,11 @@ import { generateKeyPairSync } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import * as sdk from "@google-cloud/secret-manager";
-import { beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, inject, it } from "vitest";
 import { createLogger } from "../../core/src/log";
 import { loadSettings } from "../../core/src/settings";
 import { GoogleSecretManagerStore, googleSecretManagerStore } from "../../core/src/stores/google";
+import { googleTlsOptions } from "../../core/src/stores/google-config";
 import { googleKmsStore } from "../../core/src/stores/google-kms";
 import { type FakeGoogle, lazyFakeGoogle } from "../fakes/google";
 import { codeOf, expectNoValueIn, newKey, secretValue, serveStore, tempDir, until } from "../helpers";
@@ -304,6 +305,32 @@ describe("google_kms faults (the library's 3 attempts)", () => {
     }
     fake.reset();
     expect((await store.get("K"))?.value).toBe(v);
+    await store.close?.();
+  });
+});
+
+describe("outbound TLS settings reach the Google clients", () => {
+  it("ssl_certificate becomes the client's cert and key, beside its own auth, and calls still work", async () => {
+    const pki = inject("testPki");
+    const pem = join(await tempDir(), "client.pem");
+    await writeFile(pem, (await readFile(pki.clientCertFile, "utf8")) + (await readFile(pki.clientKeyFile, "utf8")));
+    const options = googleTlsOptions({ certificateFile: pem });
+    expect(options.cert).toContain("BEGIN CERTIFICATE");
+    expect(options.key).toContain("PRIVATE KEY");
+    expect(googleTlsOptions({ caFile: pem, verify: false })).toEqual({});
+    const fake = await google();
+    const store = await googleSecretManagerStore.open(
+      {
+        config: {},
+        env: {
+          GOOGLE_SECRET_MANAGER_PROJECT_ID: fake.project,
+          LLM_SECRETS_GOOGLE_SECRET_MANAGER_ENDPOINT: endpointOf(fake),
+        },
+      },
+      { dataDir: "/nonexistent", env: {}, log, now: Date.now, outbound: { certificateFile: pem } },
+    );
+    await store.put("WITH_CERT", value("with-cert"));
+    expect(fake.callsOf("CreateSecret")[0]?.authorization).toMatch(/^Bearer /);
     await store.close?.();
   });
 });

@@ -8,8 +8,10 @@
  * instance roles), read by the SDK from the environment. Role assumption from
  * `key_management_settings` (`aws_role_name`, ...) is not done: the function's own role is used.
  */
+import { Agent as HttpsAgent } from "node:https";
 import * as z from "zod/mini";
 import type { Logger } from "../log";
+import { type OutboundTls, outboundTlsOptions } from "../outbound-tls";
 
 const text = z.nullish(z.string());
 
@@ -54,6 +56,7 @@ export function awsClientOptions(
   env: AwsEnv,
   log: Logger,
   timeouts: { connectMs: number; requestMs: number } = { connectMs: 5_000, requestMs: 10_000 },
+  tls: OutboundTls = {},
 ) {
   const set = ROLE_KEYS.filter((k) => config[k]);
   if (set.length > 0) {
@@ -61,6 +64,7 @@ export function awsClientOptions(
       keys: set.join(", "),
     });
   }
+  const options = outboundTlsOptions(tls);
   let region = config.aws_region_name || env.AWS_REGION_NAME || env.AWS_REGION || env.AWS_DEFAULT_REGION;
   if (!region) {
     log.warn(
@@ -76,6 +80,8 @@ export function awsClientOptions(
       connectionTimeout: timeouts.connectMs,
       requestTimeout: timeouts.requestMs,
       throwOnRequestTimeout: true,
+      // The outbound TLS settings (ssl_verify, SSL_CERT_FILE, ssl_certificate), when any is set.
+      ...(Object.keys(options).length > 0 && { httpsAgent: new HttpsAgent({ keepAlive: true, ...options }) }),
     },
   };
 }

@@ -77,6 +77,10 @@ export const awsKmsStore = {
   capabilities: { writes: false, deletes: false, compareAndSet: false, maxValueBytes: 4096, records: [] },
   open: async (settings, deps) => {
     const sdk = await loadSdk(() => import("@aws-sdk/client-kms"));
-    return new AwsKmsStore(sdk, new sdk.KMSClient(awsClientOptions(settings.config, settings.env, deps.log)), deps.env);
+    return new AwsKmsStore(
+      sdk,
+      new sdk.KMSClient(awsClientOptions(settings.config, settings.env, deps.log, undefined, deps.outbound)),
+      deps.env,
+    );
   },
 } as const satisfies StoreFactory<"aws_kms", typeof AwsKmsSettings>;

@@ -362,7 +362,7 @@ export const awsSecretsManagerStore = {
     const sdk = await loadSdk(() => import("@aws-sdk/client-secrets-manager"));
     return new AwsSecretsManagerStore({
       sdk,
-      client: new sdk.SecretsManagerClient(awsClientOptions(config, env, deps.log)),
+      client: new sdk.SecretsManagerClient(awsClientOptions(config, env, deps.log, undefined, deps.outbound)),
       kmsKeyId: config.kms_key_id ?? undefined,
       replicaRegions: config.replica_regions ?? undefined,
       primarySecretName: config.primary_secret_name ?? undefined,

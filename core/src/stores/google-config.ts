@@ -6,6 +6,7 @@
  * the metadata server on Cloud Functions), read from the environment by google-auth-library.
  */
 import * as z from "zod/mini";
+import { type OutboundTls, outboundTlsOptions } from "../outbound-tls";
 
 /** `https://host:port`: where the gRPC client connects instead of Google's endpoint (an emulator, a private endpoint). */
 export const endpointUrl = z.pipe(
@@ -53,4 +54,15 @@ export function googleCallOptions(deadlineMs = 10_000) {
       },
     },
   };
+}
+
+/**
+ * The client options the outbound TLS settings give a Google client: the client certificate
+ * (`ssl_certificate`), which google-gax sends beside its own auth. A CA bundle or `ssl_verify: false`
+ * cannot reach it without replacing that auth: gRPC trusts node's roots, `NODE_EXTRA_CA_CERTS` and
+ * `GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`.
+ */
+export function googleTlsOptions(tls: OutboundTls = {}): { cert?: string; key?: string } {
+  const { cert, key } = outboundTlsOptions({ ...(tls.certificateFile && { certificateFile: tls.certificateFile }) });
+  return cert && key ? { cert: String(cert), key: String(key) } : {};
 }

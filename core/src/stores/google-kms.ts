@@ -15,7 +15,7 @@ import type * as Sdk from "@google-cloud/kms";
 import * as z from "zod/mini";
 import type { SecretRecord, SecretStore, StoreFactory } from "../secret-store";
 import { classifyBackendError, NotSupported, StoreCorrupt } from "../store-errors";
-import { endpointUrl, googleCallOptions } from "./google-config";
+import { endpointUrl, googleCallOptions, googleTlsOptions } from "./google-config";
 import { loadSdk } from "./load-sdk";
 
 type Client = InstanceType<typeof Sdk.KeyManagementServiceClient>;
@@ -100,7 +100,10 @@ export const googleKmsStore = {
     const { env } = settings;
     const sdk = await loadSdk(() => import("@google-cloud/kms"));
     return new GoogleKmsStore(
-      new sdk.KeyManagementServiceClient(env.LLM_SECRETS_GOOGLE_KMS_ENDPOINT ?? {}),
+      new sdk.KeyManagementServiceClient({
+        ...env.LLM_SECRETS_GOOGLE_KMS_ENDPOINT,
+        ...googleTlsOptions(deps.outbound),
+      }),
       env.GOOGLE_KMS_RESOURCE_NAME,
       deps.env,
     );

@@ -38,7 +38,7 @@ import {
   type StoreFactory,
 } from "../secret-store";
 import { classifyBackendError, NameConflict } from "../store-errors";
-import { endpointUrl, googleCallOptions } from "./google-config";
+import { endpointUrl, googleCallOptions, googleTlsOptions } from "./google-config";
 import { loadSdk } from "./load-sdk";
 
 type Client = InstanceType<typeof Sdk.SecretManagerServiceClient>;
@@ -297,7 +297,7 @@ export const googleSecretManagerStore = {
     const sdk = await loadSdk(() => import("@google-cloud/secret-manager"));
     const endpoint = env.LLM_SECRETS_GOOGLE_SECRET_MANAGER_ENDPOINT;
     return new GoogleSecretManagerStore({
-      client: new sdk.SecretManagerServiceClient(endpoint ?? {}),
+      client: new sdk.SecretManagerServiceClient({ ...endpoint, ...googleTlsOptions(deps.outbound) }),
       project: env.GOOGLE_SECRET_MANAGER_PROJECT_ID,
       purge: env.LLM_SECRETS_GOOGLE_PURGE?.trim().toLowerCase() === "true",
       now: deps.now,

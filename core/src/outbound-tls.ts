@@ -1,0 +1,51 @@
+/**
+ * The outbound TLS settings (LiteLLM's `ssl_verify` / `SSL_VERIFY`, `SSL_CERT_FILE`,
+ * `ssl_certificate` / `SSL_CERTIFICATE`; settings.ts parses them) as node TLS options: what the
+ * one outbound client (outbound.ts) applies, and what the cloud SDKs get where they take them (the
+ * AWS SDK's `https.Agent`, gRPC's channel credentials). No client library here: store files import
+ * it without loading one.
+ */
+import { readFileSync } from "node:fs";
+import { ConfigError } from "./errors";
+
+export interface OutboundTls {
+  /** `false`: no certificate verification (`ssl_verify: false`). */
+  verify?: boolean;
+  /** A CA bundle file used instead of the system's roots. */
+  caFile?: string;
+  /** A PEM file with a client certificate and its key. */
+  certificateFile?: string;
+  /** A client certificate and key in hand (a caller's own, e.g. Vault's cert login). */
+  certificate?: { cert: string | Buffer; key: string | Buffer };
+}
+
+/**
+ * The same settings as node TLS options, for clients with a transport of their own (the AWS SDK's
+ * `https.Agent`, gRPC's channel credentials): `{}` when nothing is set.
+ */
+export function outboundTlsOptions(tls: OutboundTls = {}): {
+  rejectUnauthorized?: boolean;
+  ca?: string;
+  cert?: string | Buffer;
+  key?: string | Buffer;
+} {
+  return tlsOptionsOf(tls);
+}
+
+function tlsOptionsOf(tls: OutboundTls) {
+  const pem = tls.certificateFile ? read(tls.certificateFile, "ssl_certificate / SSL_CERTIFICATE") : undefined;
+  const certificate = tls.certificate ?? (pem ? { cert: pem, key: pem } : undefined);
+  return {
+    ...(tls.verify === false && { rejectUnauthorized: false }),
+    ...(tls.caFile && { ca: read(tls.caFile, "the CA bundle (ssl_verify / SSL_VERIFY / SSL_CERT_FILE)") }),
+    ...(certificate && { cert: certificate.cert, key: certificate.key }),
+  };
+}
+
+function read(path: string, what: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (err) {
+    throw new ConfigError(`cannot read ${what}: ${path} (${(err as NodeJS.ErrnoException).code})`);
+  }
+}
