@@ -18,7 +18,8 @@ import {
 } from "../../core/src/stores/azure";
 import { safeParse } from "../../core/src/validation";
 import { type AzureFault, FAKE_AZURE_IDENTITY, type FakeAzure, lazyFakeAzure } from "../fakes/azure";
-import { codeOf, expectNoValueIn, secretValue, serveStore } from "../helpers";
+import { makeServerChain } from "../fakes/pki";
+import { codeOf, expectNoValueIn, secretValue, serveStore, tempDir } from "../helpers";
 
 const azure = lazyFakeAzure();
 const logs: string[] = [];
@@ -427,5 +428,23 @@ describe("llm-secrets serve against Azure", () => {
       await server.stop();
     }
     expectNoValueIn([server.output], [...values, FAKE_AZURE_IDENTITY.clientSecret]);
+  });
+});
+
+describe("outbound TLS settings reach the vault's calls", () => {
+  it("a CA bundle without the vault's CA refuses it; ssl_verify false does not check", async () => {
+    const fake = await azure();
+    const other = makeServerChain(await tempDir());
+    const parsed = safeParse(AzureKeyVaultSettings, { config: {}, env: fake.env() });
+    if (!parsed.success) throw new Error("invalid test settings");
+    const strict = await azureKeyVaultStore.open(parsed.data, { ...deps(), outbound: { caFile: other.rootFile } });
+    expect(await codeOf(strict.get("A"))).toBe("store_unavailable");
+    expect(fake.requests).toHaveLength(0); // refused at the handshake: nothing reached the vault
+    const unchecked = await azureKeyVaultStore.open(parsed.data, {
+      ...deps(),
+      outbound: { verify: false, caFile: other.rootFile },
+    });
+    expect(await unchecked.get("A")).toBeUndefined();
+    expect(fake.requests.length).toBeGreaterThan(0);
   });
 });

@@ -48,11 +48,13 @@
  * their `Retry-After`, other 5xx and resets with backoff; a timed-out attempt is not retried); each
  * attempt is bounded (10 s), token requests included.
  */
+import { Agent as HttpsAgent } from "node:https";
 import type { TokenCredential } from "@azure/identity";
 import type { KeyVaultSecret, SecretClient, SecretClientOptions } from "@azure/keyvault-secrets";
 import * as z from "zod/mini";
 import { InvalidInput, InvalidName } from "../errors";
 import type { Logger } from "../log";
+import { type OutboundTls, outboundTlsOptions } from "../outbound-tls";
 import {
   type ChangeStamp,
   type DeleteOptions,
@@ -129,9 +131,17 @@ const DEFAULT_TIMEOUTS: AzureTimeouts = { requestMs: 10_000 };
  * The `SecretClient` options: the SDK's retry (3 attempts), a bound on each attempt, and, for a vault
  * host outside Key Vault's domains, the challenge check swapped for an audience check.
  */
-export function azureClientOptions(vaultUri: string, timeouts: AzureTimeouts = DEFAULT_TIMEOUTS): SecretClientOptions {
+export function azureClientOptions(
+  vaultUri: string,
+  timeouts: AzureTimeouts = DEFAULT_TIMEOUTS,
+  tls: OutboundTls = {},
+): SecretClientOptions {
   const ownDomain = isKeyVaultHost(new URL(vaultUri).hostname);
+  // The outbound TLS settings (ssl_verify, SSL_CERT_FILE, ssl_certificate) reach the vault's calls
+  // through the pipeline's https agent; the token service's calls keep node's defaults.
+  const tlsOptions = outboundTlsOptions(tls);
   return {
+    ...(Object.keys(tlsOptions).length > 0 && { agent: new HttpsAgent({ keepAlive: true, ...tlsOptions }) }),
     retryOptions: retryOptions(timeouts),
     disableChallengeResourceVerification: !ownDomain,
     additionalPolicies: [
@@ -483,7 +493,11 @@ export const azureKeyVaultStore = {
         ? new identity.ClientSecretCredential(tenant, client, secret, options)
         : new identity.DefaultAzureCredential(options);
     return new AzureKeyVaultStore({
-      client: new kv.SecretClient(env.AZURE_KEY_VAULT_URI, credential, azureClientOptions(env.AZURE_KEY_VAULT_URI)),
+      client: new kv.SecretClient(
+        env.AZURE_KEY_VAULT_URI,
+        credential,
+        azureClientOptions(env.AZURE_KEY_VAULT_URI, undefined, deps.outbound),
+      ),
       now: deps.now,
       log: deps.log,
     });
