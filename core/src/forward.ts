@@ -35,6 +35,8 @@ export interface ForwardDeps {
   models: readonly ForwardModel[];
   outbound: OutboundTls;
   maxBodyBytes: number;
+  /** Tuning, not a setting: how long the upstream may take to answer (default: the client's 600 s). */
+  timeoutMs?: number;
 }
 
 const PREFIX = "/v1/forward/";
@@ -85,7 +87,9 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
     const key = params.api_key ? await resolved(params.api_key, deps.manager, refresh) : undefined;
     const withKey = { ...headers };
     if (key !== undefined) withKey[header] = header === "authorization" ? `Bearer ${key}` : key;
-    return send(url, { method: request.method as "GET", headers: withKey, body, dispatcher });
+    const timeouts =
+      deps.timeoutMs === undefined ? {} : { headersTimeout: deps.timeoutMs, bodyTimeout: deps.timeoutMs };
+    return send(url, { method: request.method as "GET", headers: withKey, body, dispatcher, ...timeouts });
   };
 
   let answer: Awaited<ReturnType<typeof send>>;

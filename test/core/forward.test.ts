@@ -171,3 +171,42 @@ describe("POST /v1/forward/{model}/{path}", () => {
     expectNoValueIn([body, ...logs], [key]);
   });
 });
+
+describe("an upstream that does not answer", () => {
+  it("is 504 upstream_timeout once its time passes", async () => {
+    const { createServer: createHttps } = await import("node:https");
+    const pki = inject("testPki");
+    const silent = createHttps({ key: readFileSync(pki.serverKeyFile), cert: readFileSync(pki.serverCertFile) }, () => {
+      // never answers
+    });
+    await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
+    const key = newKey("sk-silent-");
+    const ctx = await inProcessApp();
+    await ctx.runtime.manager.put("SILENT_KEY", key);
+    const { forward } = await import("../../core/src/forward");
+    const err = await forward(
+      new Request("http://localhost/v1/forward/slow/v1/models"),
+      { path: "/v1/forward/slow/v1/models" },
+      {
+        manager: ctx.runtime.manager,
+        models: [
+          {
+            model_name: "slow",
+            litellm_params: {
+              model: "openai/x",
+              api_base: `https://localhost:${(silent.address() as AddressInfo).port}`,
+              api_key: "os.environ/SILENT_KEY",
+            },
+          },
+        ],
+        outbound: {},
+        maxBodyBytes: 1024,
+        timeoutMs: 300,
+      },
+    ).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "upstream_timeout" });
+    expect(String((err as Error).message)).not.toContain(key);
+    silent.closeAllConnections();
+    await new Promise<void>((r) => silent.close(() => r()));
+  });
+});
