@@ -13,6 +13,7 @@ import { GoogleSecretManagerStore, googleSecretManagerStore } from "../../core/s
 import { googleTlsOptions } from "../../core/src/stores/google-config";
 import { googleKmsStore } from "../../core/src/stores/google-kms";
 import { type FakeGoogle, lazyFakeGoogle } from "../fakes/google";
+import { makeServerChain } from "../fakes/pki";
 import { codeOf, expectNoValueIn, newKey, secretValue, serveStore, tempDir, until } from "../helpers";
 
 const google = lazyFakeGoogle(tempDir);
@@ -314,10 +315,10 @@ describe("outbound TLS settings reach the Google clients", () => {
     const pki = inject("testPki");
     const pem = join(await tempDir(), "client.pem");
     await writeFile(pem, (await readFile(pki.clientCertFile, "utf8")) + (await readFile(pki.clientKeyFile, "utf8")));
-    const options = googleTlsOptions({ certificateFile: pem });
-    expect(options.cert).toContain("BEGIN CERTIFICATE");
-    expect(options.key).toContain("PRIVATE KEY");
-    expect(googleTlsOptions({ caFile: pem, verify: false })).toEqual({});
+    const options = await googleTlsOptions({ certificateFile: pem });
+    expect(String(options.cert)).toContain("BEGIN CERTIFICATE");
+    expect(String(options.key)).toContain("PRIVATE KEY");
+    expect(await googleTlsOptions({})).toEqual({});
     const fake = await google();
     const store = await googleSecretManagerStore.open(
       {
@@ -332,5 +333,49 @@ describe("outbound TLS settings reach the Google clients", () => {
     await store.put("WITH_CERT", value("with-cert"));
     expect(fake.callsOf("CreateSecret")[0]?.authorization).toMatch(/^Bearer /);
     await store.close?.();
+  });
+});
+
+describe("a CA bundle or ssl_verify false for the Google clients", () => {
+  it("refuses a service whose CA is not in the bundle; with verification off it answers, its auth still sent", async () => {
+    const fake = await google();
+    const other = makeServerChain(await tempDir());
+    const settings = {
+      config: {},
+      env: {
+        GOOGLE_SECRET_MANAGER_PROJECT_ID: fake.project,
+        LLM_SECRETS_GOOGLE_SECRET_MANAGER_ENDPOINT: endpointOf(fake),
+      },
+    };
+    const strict = await googleSecretManagerStore.open(settings, {
+      dataDir: "/nonexistent",
+      env: {},
+      log,
+      now: Date.now,
+      outbound: { caFile: other.rootFile },
+    });
+    const before = fake.calls.length;
+    expect(["backend_unavailable", "store_unavailable"]).toContain(await codeOf(strict.get("A")));
+    expect(fake.calls.length).toBe(before); // refused at the handshake: no call reached the service
+    await strict.close?.();
+    const trusted = await googleSecretManagerStore.open(settings, {
+      dataDir: "/nonexistent",
+      env: {},
+      log,
+      now: Date.now,
+      outbound: { caFile: inject("testPki").caFile },
+    });
+    await trusted.put("VIA_BUNDLE", value("via-bundle"));
+    expect(fake.callsOf("CreateSecret").at(-1)?.authorization).toMatch(/^Bearer /);
+    await trusted.close?.();
+    const unchecked = await googleSecretManagerStore.open(settings, {
+      dataDir: "/nonexistent",
+      env: {},
+      log,
+      now: Date.now,
+      outbound: { verify: false, caFile: other.rootFile },
+    });
+    expect(await unchecked.get("NOT_THERE")).toBeUndefined();
+    await unchecked.close?.();
   });
 });

@@ -7,6 +7,7 @@
  */
 import * as z from "zod/mini";
 import { type OutboundTls, outboundTlsOptions } from "../outbound-tls";
+import { loadSdk } from "./load-sdk";
 
 /** `https://host:port`: where the gRPC client connects instead of Google's endpoint (an emulator, a private endpoint). */
 export const endpointUrl = z.pipe(
@@ -57,12 +58,43 @@ export function googleCallOptions(deadlineMs = 10_000) {
 }
 
 /**
- * The client options the outbound TLS settings give a Google client: the client certificate
- * (`ssl_certificate`), which google-gax sends beside its own auth. A CA bundle or `ssl_verify: false`
- * cannot reach it without replacing that auth: gRPC trusts node's roots, `NODE_EXTRA_CA_CERTS` and
- * `GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`.
+ * The client options the outbound TLS settings give a Google client. A client certificate alone
+ * (`ssl_certificate`) goes in gax's own `cert`/`key`, beside its auth. A CA bundle
+ * (`ssl_verify` / `SSL_CERT_FILE`) or `ssl_verify: false` need channel credentials of our own,
+ * which replace gax's: so they carry the same Google auth (Application Default Credentials,
+ * `cloud-platform` scope) as call credentials. Nothing set: `{}`, gax's defaults (gRPC trusts
+ * node's roots, `NODE_EXTRA_CA_CERTS` and `GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`).
  */
-export function googleTlsOptions(tls: OutboundTls = {}): { cert?: string; key?: string } {
-  const { cert, key } = outboundTlsOptions({ ...(tls.certificateFile && { certificateFile: tls.certificateFile }) });
-  return cert && key ? { cert: String(cert), key: String(key) } : {};
+export async function googleTlsOptions(
+  tls: OutboundTls = {},
+  servicePath = "secretmanager.googleapis.com",
+): Promise<Record<string, unknown>> {
+  const { ca, cert, key, rejectUnauthorized } = outboundTlsOptions(tls);
+  if (ca === undefined && rejectUnauthorized === undefined) {
+    return cert && key ? { cert: String(cert), key: String(key) } : {};
+  }
+  const gax = await loadSdk(() => import("google-gax"));
+  const { credentials } = gax.grpc;
+  const channel = credentials.createSsl(
+    ca === undefined ? null : Buffer.from(ca),
+    key === undefined ? null : Buffer.from(key),
+    cert === undefined ? null : Buffer.from(cert),
+    rejectUnauthorized === false ? { rejectUnauthorized: false } : {},
+  );
+  // As gax sets up its own: a service account key signs its own JWT for the service (its audience
+  // is the service's Google name, also through a private endpoint), other credentials (the
+  // metadata server) fetch tokens.
+  const auth = new gax.GoogleAuth();
+  Object.assign(auth, {
+    useJWTAccessWithScope: true,
+    defaultServicePath: servicePath,
+    defaultScopes: ["https://www.googleapis.com/auth/cloud-platform"],
+  });
+  const calls = credentials.createFromGoogleCredential({
+    getRequestHeaders: async (url?: string) => {
+      const headers = await (await auth.getClient()).getRequestHeaders(url);
+      return Object.fromEntries(headers as unknown as Iterable<[string, string]>);
+    },
+  } as never);
+  return { sslCreds: credentials.combineChannelCredentials(channel, calls) };
 }

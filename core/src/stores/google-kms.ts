@@ -102,7 +102,10 @@ export const googleKmsStore = {
     return new GoogleKmsStore(
       new sdk.KeyManagementServiceClient({
         ...env.LLM_SECRETS_GOOGLE_KMS_ENDPOINT,
-        ...googleTlsOptions(deps.outbound),
+        ...(await googleTlsOptions(
+          deps.outbound,
+          env.LLM_SECRETS_GOOGLE_KMS_ENDPOINT?.apiEndpoint ?? "cloudkms.googleapis.com",
+        )),
       }),
       env.GOOGLE_KMS_RESOURCE_NAME,
       deps.env,

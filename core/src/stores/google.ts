@@ -297,7 +297,10 @@ export const googleSecretManagerStore = {
     const sdk = await loadSdk(() => import("@google-cloud/secret-manager"));
     const endpoint = env.LLM_SECRETS_GOOGLE_SECRET_MANAGER_ENDPOINT;
     return new GoogleSecretManagerStore({
-      client: new sdk.SecretManagerServiceClient({ ...endpoint, ...googleTlsOptions(deps.outbound) }),
+      client: new sdk.SecretManagerServiceClient({
+        ...endpoint,
+        ...(await googleTlsOptions(deps.outbound, "secretmanager.googleapis.com")),
+      }),
       project: env.GOOGLE_SECRET_MANAGER_PROJECT_ID,
       purge: env.LLM_SECRETS_GOOGLE_PURGE?.trim().toLowerCase() === "true",
       now: deps.now,
