@@ -1,0 +1,185 @@
+/**
+ * The AWS deployment (SPEC section 9): the Lambda bundle of functions/aws beside Secrets Manager,
+ * least privilege by default.
+ *
+ * - Two functions from the one bundle (`index.http`, `index.sqs`), Node 22, arm64, logs kept 30 days.
+ * - HTTPS: a Function URL with IAM auth (the gateway signs with SigV4 and sends the master key in
+ *   `x-litellm-api-key`), or an API Gateway HTTP API (`entry: "http-api"`).
+ * - Key events: an SQS queue, its dead-letter queue after 5 receives, both keeping messages at most
+ *   6 days (`LLM_SECRETS_MAX_EVENT_AGE`: an event must not outlive the tombstones that keep it from
+ *   reviving a key), feeding the sqs function with ReportBatchItemFailures.
+ * - A customer-managed KMS key (rotated yearly) that encrypts the secrets it writes.
+ * - IAM: reads only on the names the settings serve (`hostedKeys`, and the virtual-key prefix when
+ *   virtual keys are stored); writes (create, put, restore, delete, tag) only under the prefix, and
+ *   none with `read_only`. No `*` action anywhere.
+ * - Settings as environment: `LLM_SECRETS_CONFIG` (the store's part of config.yaml, from the props)
+ *   and `LITELLM_MASTER_KEY` (generated into a secret of its own, read at deploy time).
+ * Store kind, prefix, access mode and hosted keys are synth-time props, so IAM is scoped at synth.
+ */
+import { ArnFormat, Duration, Stack, type StackProps } from "aws-cdk-lib";
+import * as apigwv2 from "aws-cdk-lib/aws-apigatewayv2";
+import * as integrations from "aws-cdk-lib/aws-apigatewayv2-integrations";
+import * as iam from "aws-cdk-lib/aws-iam";
+import * as kms from "aws-cdk-lib/aws-kms";
+import * as lambda from "aws-cdk-lib/aws-lambda";
+import { SqsEventSource } from "aws-cdk-lib/aws-lambda-event-sources";
+import * as logs from "aws-cdk-lib/aws-logs";
+import * as secretsmanager from "aws-cdk-lib/aws-secretsmanager";
+import * as sqs from "aws-cdk-lib/aws-sqs";
+import type { Construct } from "constructs";
+
+export type AccessMode = "read_only" | "write_only" | "read_and_write";
+
+export interface LlmSecretsStackProps extends StackProps {
+  /** The Lambda code: `functions/aws/dist` (npm run build), or a test's. */
+  code: lambda.Code;
+  /** `aws_secret_manager` (default) or `aws_kms`. */
+  storeKind?: "aws_secret_manager" | "aws_kms";
+  /** `key_management_settings.access_mode`; default `read_and_write` (the queue writes virtual keys). */
+  accessMode?: AccessMode;
+  /** `hosted_keys`: the only names served (and readable) besides the virtual keys. */
+  hostedKeys?: readonly string[];
+  /** `prefix_for_stored_virtual_keys`; default `litellm/`. */
+  prefix?: string;
+  /** `function-url` (IAM auth, default) or `http-api`. */
+  entry?: "function-url" | "http-api";
+}
+
+/** `LLM_SECRETS_MAX_EVENT_AGE`'s default: no queue keeps an event longer. */
+export const MAX_EVENT_AGE_DAYS = 6;
+
+export class LlmSecretsStack extends Stack {
+  readonly httpFunction: lambda.Function;
+  readonly queue: sqs.Queue;
+  readonly key: kms.Key;
+
+  constructor(scope: Construct, id: string, props: LlmSecretsStackProps) {
+    super(scope, id, props);
+    const storeKind = props.storeKind ?? "aws_secret_manager";
+    const accessMode = props.accessMode ?? "read_and_write";
+    const prefix = (props.prefix ?? "litellm/").replace(/\/?$/, "/");
+    const writes = accessMode !== "read_only";
+
+    this.key = new kms.Key(this, "SecretsKey", {
+      description: "llm-secrets: encrypts the secrets it writes",
+      enableKeyRotation: true,
+    });
+
+    const masterKey = new secretsmanager.Secret(this, "MasterKey", {
+      description: "llm-secrets: the master key gateways present (LITELLM_MASTER_KEY)",
+      encryptionKey: this.key,
+      generateSecretString: { passwordLength: 48, excludePunctuation: true },
+    });
+
+    const config = [
+      "general_settings:",
+      `  key_management_system: ${storeKind}`,
+      "  key_management_settings:",
+      `    access_mode: ${accessMode}`,
+      "    store_virtual_keys: true",
+      `    prefix_for_stored_virtual_keys: ${JSON.stringify(prefix)}`,
+      `    kms_key_id: ${this.key.keyArn}`,
+      ...(props.hostedKeys ? [`    hosted_keys: ${JSON.stringify(props.hostedKeys)}`] : []),
+      "",
+    ].join("\n");
+
+    const role = new iam.Role(this, "FunctionRole", {
+      assumedBy: new iam.ServicePrincipal("lambda.amazonaws.com"),
+      managedPolicies: [iam.ManagedPolicy.fromAwsManagedPolicyName("service-role/AWSLambdaBasicExecutionRole")],
+    });
+    const secretArn = (name: string) =>
+      Stack.of(this).formatArn({
+        service: "secretsmanager",
+        resource: "secret",
+        resourceName: name,
+        arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+      });
+    // A secret's ARN ends in 6 random characters: `name-??????`.
+    const readable = [...(props.hostedKeys ?? []).map((name) => secretArn(`${name}-??????`)), secretArn(`${prefix}*`)];
+    if (storeKind === "aws_secret_manager") {
+      role.addToPolicy(
+        new iam.PolicyStatement({
+          sid: "ReadServedNames",
+          actions: ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+          resources: readable,
+        }),
+      );
+      if (writes) {
+        role.addToPolicy(
+          new iam.PolicyStatement({
+            sid: "WriteVirtualKeysUnderThePrefix",
+            actions: [
+              "secretsmanager:CreateSecret",
+              "secretsmanager:PutSecretValue",
+              "secretsmanager:RestoreSecret",
+              "secretsmanager:DeleteSecret",
+              "secretsmanager:TagResource",
+            ],
+            resources: [secretArn(`${prefix}*`)],
+          }),
+        );
+      }
+    }
+    // The key encrypts what we write and the queues; named actions only (grantEncryptDecrypt adds
+    // `kms:ReEncrypt*` and `kms:GenerateDataKey*`).
+    role.addToPolicy(
+      new iam.PolicyStatement({
+        sid: "UseTheSecretsKey",
+        actions: ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],
+        resources: [this.key.keyArn],
+      }),
+    );
+    masterKey.grantRead(role);
+
+    const environment = {
+      LLM_SECRETS_CONFIG: config,
+      LITELLM_MASTER_KEY: masterKey.secretValue.unsafeUnwrap(), // a deploy-time reference, not the value
+      NODE_OPTIONS: "--enable-source-maps",
+    };
+    const common = {
+      runtime: lambda.Runtime.NODEJS_22_X,
+      architecture: lambda.Architecture.ARM_64,
+      code: props.code,
+      role,
+      environment,
+      memorySize: 512,
+    };
+    this.httpFunction = new lambda.Function(this, "Http", {
+      ...common,
+      handler: "index.http",
+      timeout: Duration.seconds(30),
+      logGroup: new logs.LogGroup(this, "HttpLogs", { retention: logs.RetentionDays.ONE_MONTH }),
+    });
+    const keyEvents = new lambda.Function(this, "KeyEvents", {
+      ...common,
+      handler: "index.sqs",
+      timeout: Duration.seconds(30),
+      logGroup: new logs.LogGroup(this, "KeyEventsLogs", { retention: logs.RetentionDays.ONE_MONTH }),
+    });
+
+    const retention = Duration.days(MAX_EVENT_AGE_DAYS);
+    const deadLetters = new sqs.Queue(this, "KeyEventsDeadLetters", {
+      retentionPeriod: retention,
+      encryption: sqs.QueueEncryption.KMS,
+      encryptionMasterKey: this.key,
+      enforceSSL: true,
+    });
+    this.queue = new sqs.Queue(this, "KeyEventsQueue", {
+      retentionPeriod: retention,
+      visibilityTimeout: Duration.seconds(180), // six times the function's timeout
+      deadLetterQueue: { queue: deadLetters, maxReceiveCount: 5 },
+      encryption: sqs.QueueEncryption.KMS,
+      encryptionMasterKey: this.key,
+      enforceSSL: true,
+    });
+    keyEvents.addEventSource(new SqsEventSource(this.queue, { batchSize: 10, reportBatchItemFailures: true }));
+
+    if ((props.entry ?? "function-url") === "function-url") {
+      this.httpFunction.addFunctionUrl({ authType: lambda.FunctionUrlAuthType.AWS_IAM });
+    } else {
+      new apigwv2.HttpApi(this, "HttpApi", {
+        defaultIntegration: new integrations.HttpLambdaIntegration("Http", this.httpFunction),
+      });
+    }
+  }
+}

@@ -1,0 +1,123 @@
+// The AWS stack (infra/aws), asserted on its synthesized CloudFormation: runtime, the queue and its
+// dead-letter wiring, ReportBatchItemFailures, the Function URL's auth, the KMS key's use, and least
+// privilege: no `*` action, and no write outside the virtual-key prefix.
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { App } from "aws-cdk-lib";
+import { Match, Template } from "aws-cdk-lib/assertions";
+import * as lambda from "aws-cdk-lib/aws-lambda";
+import { describe, expect, it } from "vitest";
+import { LlmSecretsStack, type LlmSecretsStackProps, MAX_EVENT_AGE_DAYS } from "../../infra/aws/stack";
+import { tempDir } from "../helpers";
+
+const WRITE_ACTIONS = /^secretsmanager:(Create|Put|Restore|Delete|Tag|Untag|Update|Replicate)/;
+
+function synth(props: Partial<LlmSecretsStackProps> = {}): Template {
+  const app = new App();
+  const stack = new LlmSecretsStack(app, "Test", {
+    code: lambda.Code.fromInline("export const http = () => {};"),
+    ...props,
+  });
+  return Template.fromStack(stack);
+}
+
+/** Every IAM statement of the template, as written. */
+function statements(template: Template): { Action: string | string[]; Resource: unknown; Effect: string }[] {
+  const policies = template.findResources("AWS::IAM::Policy");
+  return Object.values(policies).flatMap(
+    (p) => (p as { Properties: { PolicyDocument: { Statement: never[] } } }).Properties.PolicyDocument.Statement,
+  );
+}
+
+function actionsOf(s: { Action: string | string[] }): string[] {
+  return Array.isArray(s.Action) ? s.Action : [s.Action];
+}
+
+describe("the AWS stack", () => {
+  it("runs both handlers of the one bundle on Node 22, arm64, logs kept 30 days", () => {
+    const template = synth();
+    for (const handler of ["index.http", "index.sqs"]) {
+      template.hasResourceProperties("AWS::Lambda::Function", {
+        Handler: handler,
+        Runtime: "nodejs22.x",
+        Architectures: ["arm64"],
+      });
+    }
+    template.resourcePropertiesCountIs("AWS::Logs::LogGroup", { RetentionInDays: 30 }, 2);
+  });
+
+  it("feeds key events from SQS with ReportBatchItemFailures, dead-letters after 5 receives, keeps them at most 6 days", () => {
+    const template = synth();
+    template.hasResourceProperties("AWS::Lambda::EventSourceMapping", {
+      FunctionResponseTypes: ["ReportBatchItemFailures"],
+      BatchSize: 10,
+    });
+    template.hasResourceProperties("AWS::SQS::Queue", {
+      RedrivePolicy: { deadLetterTargetArn: Match.anyValue(), maxReceiveCount: 5 },
+      MessageRetentionPeriod: MAX_EVENT_AGE_DAYS * 86_400,
+    });
+    const queues = Object.values(template.findResources("AWS::SQS::Queue")) as {
+      Properties: { MessageRetentionPeriod: number; KmsMasterKeyId?: unknown };
+    }[];
+    expect(queues).toHaveLength(2);
+    for (const q of queues) {
+      expect(q.Properties.MessageRetentionPeriod).toBeLessThanOrEqual(518_400); // LLM_SECRETS_MAX_EVENT_AGE
+      expect(q.Properties.KmsMasterKeyId).toBeDefined();
+    }
+  });
+
+  it("serves HTTPS through a Function URL with IAM auth by default, or an HTTP API", () => {
+    synth().hasResourceProperties("AWS::Lambda::Url", { AuthType: "AWS_IAM" });
+    const api = synth({ entry: "http-api" });
+    api.resourceCountIs("AWS::Lambda::Url", 0);
+    api.resourceCountIs("AWS::ApiGatewayV2::Api", 1);
+  });
+
+  it("encrypts with its own rotated KMS key, named in the store's settings", () => {
+    const template = synth();
+    template.hasResourceProperties("AWS::KMS::Key", { EnableKeyRotation: true });
+    const fn = Object.values(template.findResources("AWS::Lambda::Function"))[0] as {
+      Properties: { Environment: { Variables: Record<string, unknown> } };
+    };
+    expect(JSON.stringify(fn.Properties.Environment.Variables.LLM_SECRETS_CONFIG)).toContain("kms_key_id");
+    expect(JSON.stringify(fn.Properties.Environment.Variables.LITELLM_MASTER_KEY)).toContain("resolve:secretsmanager");
+  });
+
+  it("grants no `*` action, reads only served names, and writes only under the prefix", () => {
+    for (const props of [
+      {},
+      { hostedKeys: ["OPENAI_API_KEY"], prefix: "team-a" },
+      { accessMode: "read_only" as const },
+    ]) {
+      const all = statements(synth(props));
+      expect(all.length).toBeGreaterThan(0);
+      for (const s of all) for (const a of actionsOf(s)) expect(a.endsWith("*") || a === "*", a).toBe(false);
+      const writes = all.filter((s) => actionsOf(s).some((a) => WRITE_ACTIONS.test(a)));
+      if (props.accessMode === "read_only") expect(writes).toEqual([]);
+      else expect(writes.length).toBe(1);
+      const prefix = (props.prefix ?? "litellm") + "/*";
+      for (const s of writes) expect(JSON.stringify(s.Resource)).toContain(`:secret:${prefix}`);
+      const reads = all.filter(
+        (s) =>
+          actionsOf(s).includes("secretsmanager:GetSecretValue") && !JSON.stringify(s.Resource).includes("MasterKey"),
+      );
+      for (const s of reads) {
+        for (const r of JSON.stringify(s.Resource).match(/:secret:[^"]*/g) ?? []) {
+          expect(r === `:secret:${prefix}` || r.startsWith(":secret:OPENAI_API_KEY-"), r).toBe(true);
+        }
+      }
+    }
+  });
+
+  it("npx cdk synth in infra/aws builds the bundle and writes a template", async () => {
+    const out = await tempDir();
+    const run = spawnSync("npx", ["cdk", "synth", "-q", "-o", out], {
+      cwd: join(import.meta.dirname, "../../infra/aws"),
+      encoding: "utf8",
+      timeout: 120_000,
+    });
+    expect(run.status, run.stderr.slice(-600)).toBe(0);
+    expect(existsSync(join(out, "LlmSecrets.template.json"))).toBe(true);
+  }, 150_000);
+});
