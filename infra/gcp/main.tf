@@ -1,0 +1,207 @@
+# llm-secrets on Google Cloud: two gen2 functions beside Secret Manager, a key-event topic with its
+# dead-letter topic, and a KMS key. See ../README.md.
+
+terraform {
+  required_version = ">= 1.6"
+  required_providers {
+    google = { source = "hashicorp/google", version = ">= 6.0" }
+  }
+}
+
+provider "google" {
+  project = var.project
+  region  = var.region
+}
+
+data "google_project" "this" {}
+
+locals {
+  # LLM_SECRETS_MAX_EVENT_AGE (6 days): no message outlives the tombstones that keep it from reviving a key.
+  max_event_age = "518400s"
+  config = yamlencode({
+    general_settings = {
+      key_management_system = "google_secret_manager"
+      key_management_settings = {
+        access_mode                    = var.access_mode
+        store_virtual_keys             = true
+        prefix_for_stored_virtual_keys = var.prefix_for_stored_virtual_keys
+      }
+    }
+  })
+  environment = {
+    GOOGLE_SECRET_MANAGER_PROJECT_ID = var.project
+    LLM_SECRETS_CONFIG               = local.config
+    GOOGLE_KMS_RESOURCE_NAME         = google_kms_crypto_key.secrets.id
+  }
+  writes = var.access_mode != "read_only"
+}
+
+# The functions' identity.
+resource "google_service_account" "functions" {
+  account_id   = "llm-secrets"
+  display_name = "llm-secrets functions"
+}
+
+# Reads: every secret of the project (Secret Manager has no prefix scope in IAM; a condition on the
+# resource name narrows writes below).
+resource "google_project_iam_member" "secret_reader" {
+  project = var.project
+  role    = "roles/secretmanager.secretAccessor"
+  member  = "serviceAccount:${google_service_account.functions.email}"
+}
+
+# Writes, only when access_mode allows them, and only on secrets whose id starts with the prefix.
+resource "google_project_iam_member" "secret_writer" {
+  count   = local.writes ? 1 : 0
+  project = var.project
+  role    = "roles/secretmanager.admin"
+  member  = "serviceAccount:${google_service_account.functions.email}"
+  condition {
+    title      = "virtual keys only"
+    expression = "resource.name.startsWith(\"projects/${data.google_project.this.number}/secrets/${replace(var.prefix_for_stored_virtual_keys, "/", "-")}\")"
+  }
+}
+
+resource "google_secret_manager_secret_iam_member" "master_key" {
+  secret_id = var.master_key_secret
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.functions.email}"
+}
+
+# The KMS key google_kms reads env values with.
+resource "google_kms_key_ring" "this" {
+  name     = "llm-secrets"
+  location = var.region
+}
+
+resource "google_kms_crypto_key" "secrets" {
+  name            = "secrets"
+  key_ring        = google_kms_key_ring.this.id
+  rotation_period = "7776000s"
+}
+
+resource "google_kms_crypto_key_iam_member" "decrypt" {
+  crypto_key_id = google_kms_crypto_key.secrets.id
+  role          = "roles/cloudkms.cryptoKeyDecrypter"
+  member        = "serviceAccount:${google_service_account.functions.email}"
+}
+
+# The source: npm run package's zip.
+resource "google_storage_bucket_object" "source" {
+  name   = "llm-secrets-gcp-functions-${filemd5(var.source_zip)}.zip"
+  bucket = var.source_bucket
+  source = var.source_zip
+}
+
+resource "google_cloudfunctions2_function" "http" {
+  name     = "llm-secrets-http"
+  location = var.region
+  build_config {
+    runtime     = "nodejs22"
+    entry_point = "http"
+    source {
+      storage_source {
+        bucket = var.source_bucket
+        object = google_storage_bucket_object.source.name
+      }
+    }
+  }
+  service_config {
+    service_account_email = google_service_account.functions.email
+    ingress_settings      = var.ingress
+    environment_variables = local.environment
+    secret_environment_variables {
+      key        = "LITELLM_MASTER_KEY"
+      project_id = var.project
+      secret     = var.master_key_secret
+      version    = "latest"
+    }
+  }
+}
+
+resource "google_cloudfunctions2_function" "key_events" {
+  name     = "llm-secrets-key-events"
+  location = var.region
+  build_config {
+    runtime     = "nodejs22"
+    entry_point = "keyEvents"
+    source {
+      storage_source {
+        bucket = var.source_bucket
+        object = google_storage_bucket_object.source.name
+      }
+    }
+  }
+  service_config {
+    service_account_email = google_service_account.functions.email
+    ingress_settings      = "ALLOW_INTERNAL_ONLY"
+    environment_variables = local.environment
+    secret_environment_variables {
+      key        = "LITELLM_MASTER_KEY"
+      project_id = var.project
+      secret     = var.master_key_secret
+      version    = "latest"
+    }
+  }
+}
+
+# Key events: a topic, and a push subscription owned here (an event trigger's own subscription is
+# not a Terraform resource, so its dead-letter policy could not be set) that delivers to keyEvents.
+resource "google_pubsub_topic" "key_events" {
+  name                       = "llm-secrets-key-events"
+  message_retention_duration = local.max_event_age
+}
+
+resource "google_pubsub_topic" "dead_letters" {
+  name                       = "llm-secrets-key-events-dead-letters"
+  message_retention_duration = local.max_event_age
+}
+
+resource "google_pubsub_subscription" "key_events" {
+  name                       = "llm-secrets-key-events"
+  topic                      = google_pubsub_topic.key_events.id
+  message_retention_duration = local.max_event_age
+  ack_deadline_seconds       = 60
+  push_config {
+    push_endpoint = google_cloudfunctions2_function.key_events.service_config[0].uri
+    oidc_token {
+      service_account_email = google_service_account.functions.email
+    }
+  }
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.dead_letters.id
+    max_delivery_attempts = 5
+  }
+  retry_policy {
+    minimum_backoff = "10s"
+    maximum_backoff = "600s"
+  }
+}
+
+resource "google_pubsub_subscription" "dead_letters" {
+  name                       = "llm-secrets-key-events-dead-letters"
+  topic                      = google_pubsub_topic.dead_letters.id
+  message_retention_duration = local.max_event_age
+}
+
+# Pub/Sub's own agent moves undeliverable messages: it publishes to the dead-letter topic and
+# acknowledges on the subscription.
+resource "google_pubsub_topic_iam_member" "dead_letter_publisher" {
+  topic  = google_pubsub_topic.dead_letters.id
+  role   = "roles/pubsub.publisher"
+  member = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+}
+
+resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
+  subscription = google_pubsub_subscription.key_events.id
+  role         = "roles/pubsub.subscriber"
+  member       = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+}
+
+# The push subscription calls keyEvents as the functions' account.
+resource "google_cloud_run_service_iam_member" "push_invoker" {
+  location = var.region
+  service  = google_cloudfunctions2_function.key_events.name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.functions.email}"
+}

@@ -1,0 +1,14 @@
+output "http_url" {
+  description = "The API's URL: a gateway calls it with an ID token (IAM invoker) and the master key in x-litellm-api-key."
+  value       = google_cloudfunctions2_function.http.service_config[0].uri
+}
+
+output "key_events_topic" {
+  description = "Where a queue producer publishes key events (one JSON event per message)."
+  value       = google_pubsub_topic.key_events.id
+}
+
+output "kms_key" {
+  description = "GOOGLE_KMS_RESOURCE_NAME: the key google_kms decrypts env values with."
+  value       = google_kms_crypto_key.secrets.id
+}

@@ -1,0 +1,49 @@
+variable "project" {
+  description = "The project that holds the functions, the secrets and the key events."
+  type        = string
+}
+
+variable "region" {
+  description = "Where the functions, the topic and the key ring live."
+  type        = string
+  default     = "europe-west1"
+}
+
+variable "source_bucket" {
+  description = "A bucket for the function's source (llm-secrets-gcp-functions.zip from npm run package)."
+  type        = string
+}
+
+variable "source_zip" {
+  description = "Path of llm-secrets-gcp-functions.zip (npm run package)."
+  type        = string
+  default     = "../../dist/llm-secrets-gcp-functions.zip"
+}
+
+variable "access_mode" {
+  description = "key_management_settings.access_mode: read_only grants reads only."
+  type        = string
+  default     = "read_and_write"
+  validation {
+    condition     = contains(["read_only", "write_only", "read_and_write"], var.access_mode)
+    error_message = "access_mode is read_only, write_only or read_and_write."
+  }
+}
+
+variable "prefix_for_stored_virtual_keys" {
+  description = "Where key events write virtual keys (the secret ids take [A-Za-z0-9_-]: / becomes -)."
+  type        = string
+  default     = "litellm/"
+}
+
+variable "master_key_secret" {
+  description = "The Secret Manager secret id that holds LITELLM_MASTER_KEY (made outside this module)."
+  type        = string
+  default     = "llm-secrets-master-key"
+}
+
+variable "ingress" {
+  description = "Who may reach the HTTP function: ALLOW_INTERNAL_ONLY, ALLOW_INTERNAL_AND_GCLB or ALLOW_ALL."
+  type        = string
+  default     = "ALLOW_INTERNAL_ONLY"
+}
