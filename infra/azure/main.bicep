@@ -1,0 +1,106 @@
+// llm-secrets on Azure: the Function App (Node 22, v4 model) with its system-assigned identity, its
+// Storage account and key-event queue (the poison queue is the host's), and a Key Vault in RBAC
+// mode where the identity may read (or, with writes on, manage) secrets. HTTPS only, TLS 1.2.
+// See ../README.md. No Bicep compiler runs in this repository's CI: a test reads this file.
+
+@description('A short name: resources are named from it.')
+param name string = 'llmsecrets'
+
+param location string = resourceGroup().location
+
+@description('key_management_settings.access_mode; read_only grants Key Vault Secrets User only.')
+@allowed(['read_only', 'write_only', 'read_and_write'])
+param accessMode string = 'read_and_write'
+
+@description('prefix_for_stored_virtual_keys (Key Vault names map / to -).')
+param virtualKeyPrefix string = 'litellm/'
+
+@description('LITELLM_MASTER_KEY, kept as an app setting (use a Key Vault reference in production).')
+@secure()
+param masterKey string
+
+var suffix = uniqueString(resourceGroup().id, name)
+var writes = accessMode != 'read_only'
+// Key Vault Secrets Officer, or Key Vault Secrets User when read-only.
+var secretsRole = writes ? 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7' : '4633458b-17de-408a-b874-0445c86b69e6'
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: take('${name}${suffix}', 24)
+  location: location
+  sku: { name: 'Standard_LRS' }
+  kind: 'StorageV2'
+  properties: {
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    allowBlobPublicAccess: false
+  }
+}
+
+resource queues 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource keyEventsQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queues
+  name: 'key-events'
+}
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: take('${name}-${suffix}', 24)
+  location: location
+  properties: {
+    tenantId: subscription().tenantId
+    sku: { family: 'A', name: 'standard' }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: 7
+    enablePurgeProtection: true
+  }
+}
+
+resource plan 'Microsoft.Web/serverfarms@2023-12-01' = {
+  name: '${name}-plan'
+  location: location
+  sku: { name: 'Y1', tier: 'Dynamic' }
+  properties: { reserved: true }
+}
+
+resource app 'Microsoft.Web/sites@2023-12-01' = {
+  name: '${name}-${suffix}'
+  location: location
+  kind: 'functionapp,linux'
+  identity: { type: 'SystemAssigned' }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    siteConfig: {
+      linuxFxVersion: 'Node|22'
+      minTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      appSettings: [
+        { name: 'FUNCTIONS_EXTENSION_VERSION', value: '~4' }
+        { name: 'FUNCTIONS_WORKER_RUNTIME', value: 'node' }
+        { name: 'AzureWebJobsStorage', value: 'DefaultEndpointsProtocol=https;AccountName=${storage.name};AccountKey=${storage.listKeys().keys[0].value};EndpointSuffix=${environment().suffixes.storage}' }
+        { name: 'AZURE_KEY_VAULT_URI', value: vault.properties.vaultUri }
+        { name: 'LITELLM_MASTER_KEY', value: masterKey }
+        { name: 'LLM_SECRETS_CONFIG', value: '{"general_settings":{"key_management_system":"azure_key_vault","key_management_settings":{"access_mode":"${accessMode}","store_virtual_keys":true,"prefix_for_stored_virtual_keys":"${virtualKeyPrefix}"}}}' }
+      ]
+    }
+  }
+}
+
+// The function's identity on this vault only.
+resource secretsAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: vault
+  name: guid(vault.id, app.id, secretsRole)
+  properties: {
+    principalId: app.identity.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', secretsRole)
+  }
+}
+
+output functionAppName string = app.name
+output vaultUri string = vault.properties.vaultUri
+output queueName string = keyEventsQueue.name

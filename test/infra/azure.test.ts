@@ -1,0 +1,59 @@
+// The Azure deployment (infra/azure). No Bicep compiler can be installed here, so this reads the
+// file as text: its parameters (and that the parameters file names only those), its resources, the
+// settings the function reads, and the role the identity gets (Secrets User when read-only).
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+
+const DIR = join(import.meta.dirname, "../../infra/azure");
+let bicep = "";
+
+beforeAll(async () => {
+  bicep = await readFile(join(DIR, "main.bicep"), "utf8");
+});
+
+const SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7";
+const SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6";
+
+describe("the Azure deployment", () => {
+  it("declares its parameters, and the parameters file sets only those", async () => {
+    const declared = [...bicep.matchAll(/^param (\w+) /gm)].map((m) => m[1]);
+    expect(declared.sort()).toEqual(["accessMode", "location", "masterKey", "name", "virtualKeyPrefix"]);
+    expect(bicep).toMatch(/@secure\(\)\nparam masterKey string/);
+    const file = JSON.parse(await readFile(join(DIR, "main.parameters.json"), "utf8"));
+    for (const key of Object.keys(file.parameters)) expect(declared).toContain(key);
+  });
+
+  it("makes the Function App, its storage and queue, and a Key Vault in RBAC mode", () => {
+    const resources = [...bicep.matchAll(/^resource (\w+) '([^@']+)@/gm)].map((m) => `${m[1]}:${m[2]}`);
+    expect(resources).toEqual([
+      "storage:Microsoft.Storage/storageAccounts",
+      "queues:Microsoft.Storage/storageAccounts/queueServices",
+      "keyEventsQueue:Microsoft.Storage/storageAccounts/queueServices/queues",
+      "vault:Microsoft.KeyVault/vaults",
+      "plan:Microsoft.Web/serverfarms",
+      "app:Microsoft.Web/sites",
+      "secretsAccess:Microsoft.Authorization/roleAssignments",
+    ]);
+    expect(bicep).toContain("enableRbacAuthorization: true");
+    expect(bicep).toContain("name: 'key-events'");
+    expect(bicep).toContain("identity: { type: 'SystemAssigned' }");
+  });
+
+  it("serves HTTPS only with TLS 1.2, on Node 22 and Functions v4", () => {
+    expect(bicep).toContain("httpsOnly: true");
+    expect(bicep).toContain("minTlsVersion: '1.2'");
+    expect(bicep).toContain("minimumTlsVersion: 'TLS1_2'");
+    expect(bicep).toContain("linuxFxVersion: 'Node|22'");
+    expect(bicep).toContain("{ name: 'FUNCTIONS_EXTENSION_VERSION', value: '~4' }");
+  });
+
+  it("gives the function the settings it reads, and the identity Secrets Officer (Secrets User when read-only) on this vault only", () => {
+    for (const setting of ["AzureWebJobsStorage", "AZURE_KEY_VAULT_URI", "LITELLM_MASTER_KEY", "LLM_SECRETS_CONFIG"]) {
+      expect(bicep).toContain(`name: '${setting}'`);
+    }
+    expect(bicep).toContain(`var secretsRole = writes ? '${SECRETS_OFFICER}' : '${SECRETS_USER}'`);
+    expect(bicep).toMatch(/resource secretsAccess [^\n]*\n\s+scope: vault\n/);
+    expect(bicep).not.toMatch(/Owner|Contributor'/);
+  });
+});
