@@ -14,6 +14,7 @@ import { loadSettings, requireKeys, type Settings, type SettingsInput } from "./
 import { awsSecretsManagerStore } from "./stores/aws";
 import { awsKmsStore } from "./stores/aws-kms";
 import { azureKeyVaultStore } from "./stores/azure";
+import { dockerStore } from "./stores/docker";
 import { FileStore, fileStore } from "./stores/file";
 import { googleSecretManagerStore } from "./stores/google";
 import { googleKmsStore } from "./stores/google-kms";
@@ -32,6 +33,7 @@ export const CLI_STORES = [
   googleSecretManagerStore,
   googleKmsStore,
   vaultStore,
+  dockerStore,
 ] as const;
 
 const USAGE = `usage: llm-secrets <command> [options]

@@ -6,6 +6,7 @@
 import type { awsSecretsManagerStore } from "./stores/aws";
 import type { awsKmsStore } from "./stores/aws-kms";
 import type { azureKeyVaultStore } from "./stores/azure";
+import type { dockerStore } from "./stores/docker";
 import type { fileStore } from "./stores/file";
 import type { googleSecretManagerStore } from "./stores/google";
 import type { googleKmsStore } from "./stores/google-kms";
@@ -22,5 +23,6 @@ export type BuiltInStore =
   | typeof azureKeyVaultStore
   | typeof googleSecretManagerStore
   | typeof googleKmsStore
-  | typeof vaultStore;
+  | typeof vaultStore
+  | typeof dockerStore;
 export type StoreKind = BuiltInStore["kind"];

@@ -96,7 +96,7 @@ describe("the AWS stack", () => {
       const writes = all.filter((s) => actionsOf(s).some((a) => WRITE_ACTIONS.test(a)));
       if (props.accessMode === "read_only") expect(writes).toEqual([]);
       else expect(writes.length).toBe(1);
-      const prefix = (props.prefix ?? "litellm") + "/*";
+      const prefix = `${props.prefix ?? "litellm"}/*`;
       for (const s of writes) expect(JSON.stringify(s.Resource)).toContain(`:secret:${prefix}`);
       const reads = all.filter(
         (s) =>

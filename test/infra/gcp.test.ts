@@ -20,6 +20,11 @@ beforeAll(async () => {
   await parse("outputs.tf", await readFile(join(DIR, "outputs.tf"), "utf8"));
 });
 
+/** A Terraform interpolation as the parser writes it: `${expr}`. */
+function hcl(expr: string): string {
+  return `\${${expr}}`;
+}
+
 function resource(type: string, name: string): Record<string, unknown> {
   const block = main.resource[type]?.[name]?.[0];
   if (!block) throw new Error(`no ${type}.${name}`);
@@ -36,7 +41,7 @@ describe("the Google deployment", () => {
       const build = (fn.build_config as Record<string, unknown>[])[0] as Record<string, unknown>;
       expect(build).toMatchObject({ runtime: "nodejs22", entry_point: entry });
       const service = (fn.service_config as Record<string, unknown>[])[0] as Record<string, unknown>;
-      expect(service.service_account_email).toBe("${google_service_account.functions.email}");
+      expect(service.service_account_email).toBe(hcl("google_service_account.functions.email"));
       expect(JSON.stringify(service.secret_environment_variables)).toContain("LITELLM_MASTER_KEY");
     }
   });
@@ -44,7 +49,7 @@ describe("the Google deployment", () => {
   it("delivers key events through a push subscription with a dead-letter topic after 5 attempts, kept 6 days at most", () => {
     const sub = resource("google_pubsub_subscription", "key_events");
     expect((sub.dead_letter_policy as Record<string, unknown>[])[0]).toMatchObject({
-      dead_letter_topic: "${google_pubsub_topic.dead_letters.id}",
+      dead_letter_topic: hcl("google_pubsub_topic.dead_letters.id"),
       max_delivery_attempts: 5,
     });
     expect(JSON.stringify(sub.push_config)).toContain(
@@ -57,14 +62,16 @@ describe("the Google deployment", () => {
       ["google_pubsub_subscription", "key_events"],
       ["google_pubsub_subscription", "dead_letters"],
     ]) {
-      expect(resource(type as string, name as string).message_retention_duration, name).toBe("${local.max_event_age}");
+      expect(resource(type as string, name as string).message_retention_duration, name).toBe(
+        hcl("local.max_event_age"),
+      );
     }
   });
 
   it("grants reads, writes only under the prefix and only when access_mode allows, and decrypt on its key", () => {
     expect(resource("google_project_iam_member", "secret_reader").role).toBe("roles/secretmanager.secretAccessor");
     const writer = resource("google_project_iam_member", "secret_writer");
-    expect(writer.count).toBe("${local.writes ? 1 : 0}");
+    expect(writer.count).toBe(hcl("local.writes ? 1 : 0"));
     expect(JSON.stringify(writer.condition)).toContain("prefix_for_stored_virtual_keys");
     expect(resource("google_kms_crypto_key_iam_member", "decrypt").role).toBe("roles/cloudkms.cryptoKeyDecrypter");
     const roles = Object.values(main.resource)

@@ -1,10 +1,13 @@
 // Every store runs the one conformance suite. A new store joins with one call here.
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { afterAll, inject } from "vitest";
 import { KeyRing } from "../../core/src/crypto";
 import { silentLogger } from "../../core/src/log";
 import { awsSecretsManagerStore } from "../../core/src/stores/aws";
 import { awsKmsStore } from "../../core/src/stores/aws-kms";
 import { AzureKeyVaultSettings, azureKeyVaultStore } from "../../core/src/stores/azure";
+import { dockerStore } from "../../core/src/stores/docker";
 import { fileStore } from "../../core/src/stores/file";
 import { googleSecretManagerStore } from "../../core/src/stores/google";
 import { googleKmsStore } from "../../core/src/stores/google-kms";
@@ -154,4 +157,18 @@ storeConformance({
     return azureKeyVaultStore.open(parsed.data, deps());
   },
   collidingNames: ["AZURE_API_KEY", "AZURE-API-KEY"],
+});
+
+// Docker secrets: files in a temporary directory (the read half).
+storeConformance({
+  name: "docker (files, read half)",
+  factory: dockerStore,
+  open: async (seed = {}) => {
+    const dir = await tempDir();
+    for (const [name, value] of Object.entries(seed)) {
+      if (!name.includes("/")) await writeFile(join(dir, name), `${value}\n`);
+    }
+    return dockerStore.open({ config: { secrets_path: dir }, env: {} }, deps());
+  },
+  refuses: (name) => name.includes("/"),
 });

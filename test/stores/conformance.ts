@@ -16,6 +16,8 @@ export interface ConformanceTarget {
   open(seed?: Record<string, string>): Promise<SecretStore>;
   /** Two different names that `keyOf` maps onto one backend key, for stores that map names. */
   collidingNames?: [string, string];
+  /** Names the store refuses by design (Docker secrets are files: no `/`); the suite skips them. */
+  refuses?: (name: string) => boolean;
 }
 
 const NAMES = ["OPENAI_API_KEY", "litellm/team-a/key", "a-b", "a.b", "user@example.com", "x+y=z", "Z9"];
@@ -58,11 +60,15 @@ export function storeConformance(target: ConformanceTarget): void {
       const all = Object.fromEntries(NAMES.map((n, i) => [n, `v${i}-${n}`]));
       const store = capabilities.writes ? await target.open() : await target.open(all);
       // Names that land on one backend key are one secret: keep the first of each key.
-      const names = NAMES.filter((n, i) => NAMES.findIndex((m) => store.keyOf(m) === store.keyOf(n)) === i);
+      const names = NAMES.filter(
+        (n, i) => !target.refuses?.(n) && NAMES.findIndex((m) => store.keyOf(m) === store.keyOf(n)) === i,
+      );
       if (capabilities.writes) for (const n of names) expect(await store.put(n, all[n] as string)).toBe("created");
       for (const n of names) expect((await store.get(n))?.value, n).toBe(all[n]);
       expect(await store.get("NOT_THERE")).toBeUndefined();
-      expect(await store.get("litellm/team-a")).toBeUndefined(); // a prefix of a held name is not that name
+      if (!target.refuses?.("litellm/team-a")) {
+        expect(await store.get("litellm/team-a")).toBeUndefined(); // a prefix of a held name is not that name
+      }
       await store.close?.();
     });
 

@@ -1,0 +1,49 @@
+// The docker store beyond the conformance suite: the lower-case fallback, trailing whitespace,
+// and the names and symlinks that would leave the secrets directory, refused.
+import { mkdir, symlink, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { silentLogger } from "../../core/src/log";
+import { dockerStore } from "../../core/src/stores/docker";
+import { codeOf, tempDir } from "../helpers";
+
+async function setup() {
+  const base = await tempDir();
+  const dir = join(base, "secrets");
+  await mkdir(dir);
+  await writeFile(join(base, "outside"), "not a secret of ours\n");
+  await writeFile(join(dir, "openai_api_key"), "sk-lower\n\n");
+  await writeFile(join(dir, "AZURE_API_KEY"), "sk-exact  \t\n");
+  await symlink(join(base, "outside"), join(dir, "ESCAPE"));
+  await symlink(join(dir, "AZURE_API_KEY"), join(dir, "ALIAS"));
+  const store = await dockerStore.open(
+    { config: { secrets_path: dir }, env: {} },
+    { dataDir: "/nonexistent", env: {}, log: silentLogger, now: Date.now },
+  );
+  return { store, base };
+}
+
+describe("the docker store", () => {
+  it("reads the name as written, then in lower case, trailing whitespace trimmed", async () => {
+    const { store } = await setup();
+    expect((await store.get("AZURE_API_KEY"))?.value).toBe("sk-exact");
+    expect((await store.get("OPENAI_API_KEY"))?.value).toBe("sk-lower");
+    expect((await store.get("ALIAS"))?.value).toBe("sk-exact"); // a symlink inside the directory is fine
+    expect(await store.get("MISSING")).toBeUndefined();
+  });
+
+  it("refuses a path separator and a symlink that resolves outside the directory", async () => {
+    const { store } = await setup();
+    expect(await codeOf(store.get("ESCAPE"))).toBe("invalid_name");
+    expect(await codeOf(store.get("team/key"))).toBe("invalid_name");
+    expect(await codeOf(store.put("A", "x"))).toBe("not_supported");
+  });
+
+  it("defaults to /run/secrets", async () => {
+    const store = await dockerStore.open(
+      { config: {}, env: {} },
+      { dataDir: "/x", env: {}, log: silentLogger, now: Date.now },
+    );
+    expect(await store.get("surely-not-a-docker-secret-here")).toBeUndefined();
+  });
+});
