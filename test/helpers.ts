@@ -188,12 +188,13 @@ export class ServerProcess {
 /**
  * `llm-secrets serve --config` as a child process over a store's fake: `config` is the YAML of
  * `general_settings`' store part, `env` what the store reads (its endpoint override, credentials,
- * and the CA of the fake). Returns the server and `call(method, path, body?)` with the master key.
+ * and the CA of the fake); `configPath`, a config file already written (its directory matters).
+ * Returns the server and `call(method, path, body?)` with the master key.
  */
-export async function serveStore(config: string, env: Record<string, string>) {
+export async function serveStore(config: string, env: Record<string, string>, configPath?: string) {
   const dir = await tempDir();
-  const configFile = join(dir, "config.yaml");
-  await writeFile(configFile, config);
+  const configFile = configPath ?? join(dir, "config.yaml");
+  if (!configPath) await writeFile(configFile, config);
   const masterKey = newKey();
   const server = await ServerProcess.start({
     env: cleanEnv({ LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_DATA_DIR: join(dir, "data"), ...env }),

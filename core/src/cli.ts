@@ -14,6 +14,7 @@ import { loadSettings, requireKeys, type Settings, type SettingsInput } from "./
 import { awsSecretsManagerStore } from "./stores/aws";
 import { awsKmsStore } from "./stores/aws-kms";
 import { azureKeyVaultStore } from "./stores/azure";
+import { customStore } from "./stores/custom";
 import { dockerStore } from "./stores/docker";
 import { FileStore, fileStore } from "./stores/file";
 import { googleSecretManagerStore } from "./stores/google";
@@ -34,6 +35,7 @@ export const CLI_STORES = [
   googleKmsStore,
   vaultStore,
   dockerStore,
+  customStore,
 ] as const;
 
 const USAGE = `usage: llm-secrets <command> [options]

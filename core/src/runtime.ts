@@ -58,6 +58,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     // The factory parsed these settings with its own schema in loadSettings.
     settings.storeFactory.open(settings.storeSettings as never, {
       dataDir: settings.dataDir,
+      configDir: settings.configDir,
       keys: settings.keys,
       env: settings.env,
       log,

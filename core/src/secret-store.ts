@@ -131,6 +131,8 @@ export interface StoreDefaults {
 /** What every store may use when it opens: the parts of the general settings that are not its own. */
 export interface StoreDeps {
   dataDir: string;
+  /** The config file's directory: what a store's relative paths are relative to (`custom`). */
+  configDir?: string;
   /** The salt key ring; present whenever a master or salt key is configured. */
   keys?: KeyRing;
   /** The environment captured at start (with config `environment_variables` applied). */

@@ -5,7 +5,7 @@
  * other module gets what it needs from the returned `Settings`.
  */
 import { readFileSync } from "node:fs";
-import { isAbsolute, join, resolve } from "node:path";
+import { dirname, isAbsolute, join, resolve } from "node:path";
 import { YAMLParseError } from "yaml";
 import * as z from "zod/mini";
 import { parseConfigYaml } from "./config-yaml";
@@ -182,6 +182,8 @@ export interface Settings {
   /** Outbound TLS (`ssl_verify` / `SSL_VERIFY`, `SSL_CERT_FILE`, `ssl_certificate` / `SSL_CERTIFICATE`). */
   outbound: OutboundTls;
   dataDir: string;
+  /** The config file's directory (the working directory for an inline config): what its paths are relative to. */
+  configDir: string;
   /** `maxConnections`: `LLM_SECRETS_MAX_CONNECTIONS`, past which new connections are closed at once. */
   /**
    * `tls.clientCaFile` (`LLM_SECRETS_CLIENT_CA`): mutual TLS in; a client must present a certificate
@@ -222,7 +224,14 @@ export function loadSettings(input: SettingsInput): Settings {
   const rawEnv = Object.fromEntries(
     Object.entries(input.env).filter((e): e is [string, string] => typeof e[1] === "string"),
   );
-  const { config, rawConfig, warnings } = readConfig(input.configFile ?? rawEnv.LLM_SECRETS_CONFIG, cwd, input.stores);
+  const configSource = input.configFile ?? rawEnv.LLM_SECRETS_CONFIG;
+  const { config, rawConfig, warnings } = readConfig(configSource, cwd, input.stores);
+  // Where paths in the config are relative to: the config file's directory, or the working
+  // directory for an inline config.
+  const configDir =
+    configSource && !configSource.includes("\n") && !configSource.trimStart().startsWith("{")
+      ? dirname(resolve(cwd, configSource))
+      : cwd;
   const env: Record<string, string> = { ...rawEnv };
   for (const [k, v] of Object.entries(config.environment_variables ?? {})) env[k] = String(v);
 
@@ -293,6 +302,7 @@ export function loadSettings(input: SettingsInput): Settings {
     maxEventAgeSeconds: e.LLM_SECRETS_MAX_EVENT_AGE ?? DEFAULT_MAX_EVENT_AGE_SECONDS,
     outbound: outboundOf(config.litellm_settings, e, cwd),
     dataDir,
+    configDir,
     server: {
       host: serverIn.host ?? "127.0.0.1",
       port: serverIn.port ?? e.PORT ?? 4000,

@@ -6,6 +6,7 @@
 import type { awsSecretsManagerStore } from "./stores/aws";
 import type { awsKmsStore } from "./stores/aws-kms";
 import type { azureKeyVaultStore } from "./stores/azure";
+import type { customStore } from "./stores/custom";
 import type { dockerStore } from "./stores/docker";
 import type { fileStore } from "./stores/file";
 import type { googleSecretManagerStore } from "./stores/google";
@@ -24,5 +25,6 @@ export type BuiltInStore =
   | typeof googleSecretManagerStore
   | typeof googleKmsStore
   | typeof vaultStore
-  | typeof dockerStore;
+  | typeof dockerStore
+  | typeof customStore;
 export type StoreKind = BuiltInStore["kind"];

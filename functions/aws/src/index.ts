@@ -19,6 +19,7 @@ import type { StoreFactory } from "@llm-secrets/core";
 import { createLogger, type Logger, type RawRequest, startOnFirstUse } from "@llm-secrets/core";
 import { awsSecretsManagerStore } from "@llm-secrets/core/stores/aws";
 import { awsKmsStore } from "@llm-secrets/core/stores/aws-kms";
+import { customStore } from "@llm-secrets/core/stores/custom";
 import { dockerStore } from "@llm-secrets/core/stores/docker";
 import { localStore } from "@llm-secrets/core/stores/local";
 import { vaultStore } from "@llm-secrets/core/stores/vault";
@@ -26,7 +27,14 @@ import { handle } from "hono/aws-lambda";
 import { EmfSink } from "./emf";
 
 /** The stores the AWS bundle ships; the first is the default. */
-export const AWS_STORES = [awsSecretsManagerStore, awsKmsStore, vaultStore, dockerStore, localStore] as const;
+export const AWS_STORES = [
+  awsSecretsManagerStore,
+  awsKmsStore,
+  vaultStore,
+  dockerStore,
+  customStore,
+  localStore,
+] as const;
 
 /** The parts of a payload-2.0 HTTP event the adapter reads (Function URL and API Gateway v2 share it). */
 export interface HttpEventV2 {

@@ -20,12 +20,13 @@
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from "@azure/functions";
 import { createLogger, type Logger, type RawRequest, type StoreFactory, startOnFirstUse } from "@llm-secrets/core";
 import { azureKeyVaultStore } from "@llm-secrets/core/stores/azure";
+import { customStore } from "@llm-secrets/core/stores/custom";
 import { dockerStore } from "@llm-secrets/core/stores/docker";
 import { localStore } from "@llm-secrets/core/stores/local";
 import { vaultStore } from "@llm-secrets/core/stores/vault";
 
 /** The stores the Azure bundle ships; the first is the default. */
-export const AZURE_STORES = [azureKeyVaultStore, vaultStore, dockerStore, localStore] as const;
+export const AZURE_STORES = [azureKeyVaultStore, vaultStore, dockerStore, customStore, localStore] as const;
 
 const METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] as const;
 

@@ -19,6 +19,7 @@ import type { IncomingMessage } from "node:http";
 import * as functions from "@google-cloud/functions-framework";
 import { getRequestListener } from "@hono/node-server";
 import { createLogger, type Logger, type RawRequest, type StoreFactory, startOnFirstUse } from "@llm-secrets/core";
+import { customStore } from "@llm-secrets/core/stores/custom";
 import { dockerStore } from "@llm-secrets/core/stores/docker";
 import { googleSecretManagerStore } from "@llm-secrets/core/stores/google";
 import { googleKmsStore } from "@llm-secrets/core/stores/google-kms";
@@ -26,7 +27,14 @@ import { localStore } from "@llm-secrets/core/stores/local";
 import { vaultStore } from "@llm-secrets/core/stores/vault";
 
 /** The stores the Google bundle ships; the first is the default. */
-export const GCP_STORES = [googleSecretManagerStore, googleKmsStore, vaultStore, dockerStore, localStore] as const;
+export const GCP_STORES = [
+  googleSecretManagerStore,
+  googleKmsStore,
+  vaultStore,
+  dockerStore,
+  customStore,
+  localStore,
+] as const;
 
 /** This runtime's raw-request helper: express keeps the request target as it arrived in `originalUrl`. */
 export function rawRequestOf(req: IncomingMessage & { originalUrl?: string }): RawRequest {

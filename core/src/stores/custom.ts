@@ -1,0 +1,160 @@
+/**
+ * `custom`: your own store, as a module (LiteLLM's `custom` key management). The config names it:
+ * `key_management_settings.custom_secret_manager: ./my-store.mjs`, relative to the config file (to
+ * the working directory with an inline config). It is loaded once, at start: the one store loaded
+ * by a computed path. Its default export is either
+ *
+ * - a `StoreFactory` (`kind`, `settings`, `defaults`, `capabilities`, `open`): opened with its own
+ *   settings parsed by its own schema, from the same config and environment; or
+ * - a class constructed with no arguments, with `get(name)` returning a string, a record
+ *   (`{ value, version?, updatedAt?, tags? }`) or undefined, and optional `put(name, value)` and
+ *   `delete(name)`: a store without them answers `501 not_supported` to writes.
+ *
+ * A module that cannot be loaded, or whose export is neither, stops the start with a message naming
+ * the module. Whatever it throws goes through the one classifier like every store's failures.
+ */
+import { isAbsolute, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import * as z from "zod/mini";
+import { ConfigError } from "../errors";
+import type { DeleteOutcome, PutOutcome, SecretRecord, SecretStore, StoreDeps, StoreFactory } from "../secret-store";
+import { classifyBackendError, NotSupported } from "../store-errors";
+import { describeIssues, issuesOf, safeParse } from "../validation";
+
+export const CustomSettings = z.object({
+  config: z.object({ custom_secret_manager: z.nullish(z.string().check(z.minLength(1))) }),
+  env: z.object({}),
+});
+
+/** What a plain class may offer. */
+interface PlainStore {
+  get(name: string): unknown;
+  put?(name: string, value: string): unknown;
+  delete?(name: string): unknown;
+}
+
+/** A plain class's instance as a `SecretStore`. */
+export class PlainClassStore implements SecretStore {
+  readonly kind = "custom";
+
+  constructor(
+    private readonly inner: PlainStore,
+    private readonly module: string,
+  ) {}
+
+  keyOf(name: string): string {
+    return name;
+  }
+
+  async get(name: string): Promise<SecretRecord | undefined> {
+    let found: unknown;
+    try {
+      found = await this.inner.get(name);
+    } catch (err) {
+      throw classifyBackendError(err, "custom store get");
+    }
+    if (found === undefined || found === null) return undefined;
+    if (typeof found === "string") return { value: found };
+    if (typeof found === "object" && typeof (found as { value?: unknown }).value === "string") {
+      return found as SecretRecord;
+    }
+    throw new ConfigError(`custom_secret_manager ${this.module}: get() must return a string, a record or undefined`);
+  }
+
+  put(name: string, value: string): Promise<PutOutcome> {
+    const put = this.inner.put?.bind(this.inner);
+    if (!put) return Promise.reject(new NotSupported(`writing to the custom store ${this.module}`));
+    // Whether the name existed decides the outcome: changes of one name run one after the other.
+    return this.#serially(name, async () => {
+      const existed = (await this.get(name)) !== undefined;
+      try {
+        await put(name, value);
+      } catch (err) {
+        throw classifyBackendError(err, "custom store put");
+      }
+      return existed ? "updated" : "created";
+    });
+  }
+
+  delete(name: string): Promise<DeleteOutcome> {
+    const remove = this.inner.delete?.bind(this.inner);
+    if (!remove) return Promise.reject(new NotSupported(`deleting from the custom store ${this.module}`));
+    return this.#serially(name, async () => {
+      const existed = (await this.get(name)) !== undefined;
+      try {
+        await remove(name);
+      } catch (err) {
+        throw classifyBackendError(err, "custom store delete");
+      }
+      return existed ? "deleted" : "absent";
+    });
+  }
+
+  readonly #queues = new Map<string, Promise<unknown>>();
+
+  #serially<T>(name: string, work: () => Promise<T>): Promise<T> {
+    const run = (this.#queues.get(name) ?? Promise.resolve()).then(work, work);
+    const settled = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#queues.set(name, settled);
+    void settled.then(() => {
+      if (this.#queues.get(name) === settled) this.#queues.delete(name);
+    });
+    return run;
+  }
+}
+
+function isFactory(value: unknown): value is StoreFactory {
+  const f = value as Partial<StoreFactory> | null;
+  return (
+    typeof f === "object" && f !== null && typeof f.kind === "string" && typeof f.open === "function" && !!f.settings
+  );
+}
+
+async function openCustom(settings: z.output<typeof CustomSettings>, deps: StoreDeps): Promise<SecretStore> {
+  const path = settings.config.custom_secret_manager;
+  if (!path) {
+    throw new ConfigError(
+      "key_management_system custom needs key_management_settings.custom_secret_manager: a module path",
+    );
+  }
+  const file = isAbsolute(path) ? path : resolve(deps.configDir ?? process.cwd(), path);
+  let exported: unknown;
+  try {
+    exported = ((await import(pathToFileURL(file).href)) as { default?: unknown }).default;
+  } catch (err) {
+    const code = (err as { code?: string }).code ?? (err instanceof SyntaxError ? "SyntaxError" : "error");
+    throw new ConfigError(`custom_secret_manager: cannot load ${path} (${code})`);
+  }
+  if (isFactory(exported)) {
+    const parsed = safeParse(exported.settings, { config: {}, env: deps.env });
+    if (!parsed.success) {
+      throw new ConfigError(`custom_secret_manager ${path}: ${describeIssues(issuesOf(parsed.error))}`);
+    }
+    return exported.open(parsed.data as never, deps);
+  }
+  if (typeof exported === "function") {
+    let instance: unknown;
+    try {
+      instance = new (exported as new () => unknown)();
+    } catch (err) {
+      throw new ConfigError(
+        `custom_secret_manager ${path}: its class could not be constructed (${(err as Error).name})`,
+      );
+    }
+    if (typeof (instance as PlainStore).get === "function") return new PlainClassStore(instance as PlainStore, path);
+  }
+  throw new ConfigError(
+    `custom_secret_manager ${path}: the default export must be a StoreFactory, or a class with get(name) (and optionally put, delete)`,
+  );
+}
+
+export const customStore = {
+  kind: "custom",
+  settings: CustomSettings,
+  defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: false },
+  capabilities: { writes: true, deletes: true, compareAndSet: false, maxValueBytes: 64 * 1024, records: [] },
+  open: openCustom,
+} as const satisfies StoreFactory<"custom", typeof CustomSettings>;

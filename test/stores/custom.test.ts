@@ -1,0 +1,72 @@
+// The custom store: a user's module named in the config, loaded once at start, either a class with
+// get/put/delete or a StoreFactory; clear start errors when the module or its export is wrong; and
+// `serve --config` with a module beside the config file.
+import { copyFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { ConfigError } from "../../core/src/errors";
+import { silentLogger } from "../../core/src/log";
+import { customStore } from "../../core/src/stores/custom";
+import { serveStore, tempDir } from "../helpers";
+import { storeConformance } from "./conformance";
+
+const FIXTURES = join(import.meta.dirname, "../fixtures");
+
+function open(path: string, configDir = FIXTURES) {
+  return customStore.open(
+    { config: { custom_secret_manager: path }, env: {} },
+    { dataDir: "/nonexistent", configDir, env: {}, log: silentLogger, now: Date.now },
+  );
+}
+
+storeConformance({
+  name: "custom (a class with get/put/delete, from the config's directory)",
+  factory: customStore,
+  open: () => open("./custom-store.mjs"),
+});
+
+describe("the custom store", () => {
+  it("takes a StoreFactory as the default export", async () => {
+    const store = await open("./custom-factory.mjs");
+    expect((await store.get("FROM_FACTORY"))?.value).toBe("factory-value");
+    expect(await store.get("OTHER")).toBeUndefined();
+  });
+
+  it("stops the start, naming the module, when it cannot be loaded or exports neither shape", async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, "nothing.mjs"), "export default 42;\n");
+    await writeFile(join(dir, "broken.mjs"), "export default class {\n");
+    for (const [path, message] of [
+      ["./missing.mjs", /custom_secret_manager: cannot load \.\/missing\.mjs \(ERR_MODULE_NOT_FOUND\)/],
+      ["./nothing.mjs", /nothing\.mjs: the default export must be a StoreFactory, or a class with get/],
+      ["./broken.mjs", /cannot load \.\/broken\.mjs/],
+    ] as const) {
+      const err = await open(path, dir).catch((e: unknown) => e);
+      expect(err, path).toBeInstanceOf(ConfigError);
+      expect((err as Error).message, path).toMatch(message);
+    }
+    await expect(
+      customStore.open({ config: {}, env: {} }, { dataDir: "/x", env: {}, log: silentLogger, now: Date.now }),
+    ).rejects.toThrow(/needs key_management_settings.custom_secret_manager/);
+  });
+
+  it("serves the API through llm-secrets serve, the module beside the config file", async () => {
+    const dir = await tempDir();
+    await copyFile(join(FIXTURES, "custom-store.mjs"), join(dir, "my-store.mjs"));
+    const config = join(dir, "config.yaml");
+    await writeFile(
+      config,
+      "general_settings:\n  key_management_system: custom\n  key_management_settings:\n    access_mode: read_and_write\n    custom_secret_manager: ./my-store.mjs\n",
+    );
+    const { server, call } = await serveStore("", {}, config);
+    try {
+      expect((await call("PUT", "/v1/secrets/OPENAI_API_KEY", { value: "sk-custom-0123" })).status).toBe(201);
+      expect(await (await call("GET", "/v1/secrets/OPENAI_API_KEY?refresh=true")).json()).toMatchObject({
+        value: "sk-custom-0123",
+      });
+      expect(await (await call("GET", "/health")).json()).toMatchObject({ store: "custom" });
+    } finally {
+      await server.stop();
+    }
+  });
+});
