@@ -19,6 +19,7 @@ import { dockerStore } from "./stores/docker";
 import { FileStore, fileStore } from "./stores/file";
 import { googleSecretManagerStore } from "./stores/google";
 import { googleKmsStore } from "./stores/google-kms";
+import { infisicalStore } from "./stores/infisical";
 import { localStore } from "./stores/local";
 import { vaultStore } from "./stores/vault";
 import { VERSION } from "./version";
@@ -36,6 +37,7 @@ export const CLI_STORES = [
   vaultStore,
   dockerStore,
   customStore,
+  infisicalStore,
 ] as const;
 
 const USAGE = `usage: llm-secrets <command> [options]

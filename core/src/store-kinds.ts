@@ -11,6 +11,7 @@ import type { dockerStore } from "./stores/docker";
 import type { fileStore } from "./stores/file";
 import type { googleSecretManagerStore } from "./stores/google";
 import type { googleKmsStore } from "./stores/google-kms";
+import type { infisicalStore } from "./stores/infisical";
 import type { localStore } from "./stores/local";
 import type { memoryStore } from "./stores/memory";
 import type { vaultStore } from "./stores/vault";
@@ -26,5 +27,6 @@ export type BuiltInStore =
   | typeof googleKmsStore
   | typeof vaultStore
   | typeof dockerStore
-  | typeof customStore;
+  | typeof customStore
+  | typeof infisicalStore;
 export type StoreKind = BuiltInStore["kind"];

@@ -21,6 +21,7 @@ import { awsSecretsManagerStore } from "@llm-secrets/core/stores/aws";
 import { awsKmsStore } from "@llm-secrets/core/stores/aws-kms";
 import { customStore } from "@llm-secrets/core/stores/custom";
 import { dockerStore } from "@llm-secrets/core/stores/docker";
+import { infisicalStore } from "@llm-secrets/core/stores/infisical";
 import { localStore } from "@llm-secrets/core/stores/local";
 import { vaultStore } from "@llm-secrets/core/stores/vault";
 import { handle } from "hono/aws-lambda";
@@ -33,6 +34,7 @@ export const AWS_STORES = [
   vaultStore,
   dockerStore,
   customStore,
+  infisicalStore,
   localStore,
 ] as const;
 

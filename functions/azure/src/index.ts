@@ -22,11 +22,19 @@ import { createLogger, type Logger, type RawRequest, type StoreFactory, startOnF
 import { azureKeyVaultStore } from "@llm-secrets/core/stores/azure";
 import { customStore } from "@llm-secrets/core/stores/custom";
 import { dockerStore } from "@llm-secrets/core/stores/docker";
+import { infisicalStore } from "@llm-secrets/core/stores/infisical";
 import { localStore } from "@llm-secrets/core/stores/local";
 import { vaultStore } from "@llm-secrets/core/stores/vault";
 
 /** The stores the Azure bundle ships; the first is the default. */
-export const AZURE_STORES = [azureKeyVaultStore, vaultStore, dockerStore, customStore, localStore] as const;
+export const AZURE_STORES = [
+  azureKeyVaultStore,
+  vaultStore,
+  dockerStore,
+  customStore,
+  infisicalStore,
+  localStore,
+] as const;
 
 const METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] as const;
 

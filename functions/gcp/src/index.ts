@@ -23,6 +23,7 @@ import { customStore } from "@llm-secrets/core/stores/custom";
 import { dockerStore } from "@llm-secrets/core/stores/docker";
 import { googleSecretManagerStore } from "@llm-secrets/core/stores/google";
 import { googleKmsStore } from "@llm-secrets/core/stores/google-kms";
+import { infisicalStore } from "@llm-secrets/core/stores/infisical";
 import { localStore } from "@llm-secrets/core/stores/local";
 import { vaultStore } from "@llm-secrets/core/stores/vault";
 
@@ -33,6 +34,7 @@ export const GCP_STORES = [
   vaultStore,
   dockerStore,
   customStore,
+  infisicalStore,
   localStore,
 ] as const;
 

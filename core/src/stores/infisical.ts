@@ -1,0 +1,181 @@
+/**
+ * `infisical`: Infisical's REST API with Universal Auth (LiteLLM's REST client, its env names),
+ * over the one outbound client (outbound.ts, loaded when the store opens; undici is core's already).
+ *
+ * - Login: `POST {INFISICAL_URL}/api/v1/auth/universal-auth/login` with the client id and secret;
+ *   the token is kept until a minute before its `expiresIn` (at least a minute), and a 401 on a
+ *   call gets one fresh login and one more try.
+ * - Secrets: `/api/v3/secrets/raw/{name}` in `INFISICAL_PROJECT_ID`, `INFISICAL_ENVIRONMENT`
+ *   (default `dev`) and `INFISICAL_SECRET_PATH` (default `/`, a leading `/` added). Differs: the name
+ *   and every query value are URL-encoded (LiteLLM concatenates them).
+ * - Read: `GET`, the value at `secret.secretValue`; 404 is no secret. Write: `POST`, and on 400 or
+ *   409 (it exists) `PATCH`. Delete: `DELETE`; 404 is `absent`.
+ * - Failures go through the one classifier (401/403 denied, 429/5xx unavailable with Retry-After).
+ * Records: the value only; no change times (Infisical keeps none we can set), so no compare-and-set.
+ */
+import { request } from "undici";
+import * as z from "zod/mini";
+import type { OutboundTls } from "../outbound-tls";
+import type { DeleteOutcome, PutOutcome, SecretRecord, SecretStore, StoreFactory } from "../secret-store";
+import { classifyBackendError } from "../store-errors";
+
+const DEFAULT_URL = "https://app.infisical.com";
+
+export const InfisicalSettings = z.object({
+  config: z.object({}),
+  env: z.object({
+    INFISICAL_URL: z.optional(z.string()),
+    INFISICAL_CLIENT_ID: z.string().check(z.minLength(1, "set the Universal Auth client id")),
+    INFISICAL_CLIENT_SECRET: z.string().check(z.minLength(1, "set the Universal Auth client secret")),
+    INFISICAL_PROJECT_ID: z.optional(z.string()),
+    INFISICAL_ENVIRONMENT: z.optional(z.string()),
+    INFISICAL_SECRET_PATH: z.optional(z.string()),
+  }),
+});
+
+/** A failed answer, as the classifier reads it: the status and headers, never the body. */
+class InfisicalResponseError extends Error {
+  constructor(
+    readonly status: number,
+    readonly headers: Record<string, string | string[] | undefined>,
+  ) {
+    super(`Infisical answered ${status}`);
+    this.name = "InfisicalResponseError";
+  }
+}
+
+type Send = (
+  path: string,
+  init: { method: string; body?: unknown; token?: string },
+) => Promise<{ status: number; headers: Record<string, string | string[] | undefined>; json: unknown }>;
+
+export class InfisicalStore implements SecretStore {
+  readonly kind = "infisical";
+  #token: { value: string; until: number } | undefined;
+  #login: Promise<string> | undefined;
+
+  constructor(
+    private readonly send: Send,
+    private readonly env: z.output<typeof InfisicalSettings>["env"],
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  keyOf(name: string): string {
+    return name;
+  }
+
+  async get(name: string): Promise<SecretRecord | undefined> {
+    const answer = await this.#call("GET", name, "infisical get");
+    if (answer.status === 404) return undefined;
+    if (answer.status !== 200) throw this.#failure(answer, "infisical get");
+    const value = (answer.json as { secret?: { secretValue?: unknown } }).secret?.secretValue;
+    return typeof value === "string" ? { value } : undefined;
+  }
+
+  async put(name: string, value: string): Promise<PutOutcome> {
+    const created = await this.#call("POST", name, "infisical put", { secretKey: name, secretValue: value });
+    if (created.status === 200) return "created";
+    if (created.status !== 400 && created.status !== 409) throw this.#failure(created, "infisical put");
+    const updated = await this.#call("PATCH", name, "infisical put", { secretValue: value });
+    if (updated.status !== 200) throw this.#failure(updated, "infisical put");
+    return "updated";
+  }
+
+  async delete(name: string): Promise<DeleteOutcome> {
+    const answer = await this.#call("DELETE", name, "infisical delete", {});
+    if (answer.status === 404) return "absent";
+    if (answer.status !== 200) throw this.#failure(answer, "infisical delete");
+    return "deleted";
+  }
+
+  /** Where a secret lives: the project, the environment and the folder. */
+  #where() {
+    const path = this.env.INFISICAL_SECRET_PATH ?? "/";
+    return {
+      workspaceId: this.env.INFISICAL_PROJECT_ID ?? "",
+      environment: this.env.INFISICAL_ENVIRONMENT ?? "dev",
+      secretPath: path.startsWith("/") ? path : `/${path}`,
+    };
+  }
+
+  /** One authenticated call; a 401 gets one fresh login and one more try. */
+  async #call(method: string, name: string, what: string, body?: Record<string, unknown>) {
+    const where = this.#where();
+    const path =
+      method === "GET"
+        ? `/api/v3/secrets/raw/${encodeURIComponent(name)}?${new URLSearchParams(where)}`
+        : `/api/v3/secrets/raw/${encodeURIComponent(name)}`;
+    const init = { method, ...(body !== undefined && { body: { ...where, ...body } }) };
+    try {
+      let answer = await this.send(path, { ...init, token: await this.#tokenFor(false) });
+      if (answer.status === 401) answer = await this.send(path, { ...init, token: await this.#tokenFor(true) });
+      return answer;
+    } catch (err) {
+      throw classifyBackendError(err, what);
+    }
+  }
+
+  async #tokenFor(fresh: boolean): Promise<string> {
+    if (!fresh && this.#token && this.now() < this.#token.until) return this.#token.value;
+    this.#login ??= (async () => {
+      try {
+        const answer = await this.send("/api/v1/auth/universal-auth/login", {
+          method: "POST",
+          body: { clientId: this.env.INFISICAL_CLIENT_ID, clientSecret: this.env.INFISICAL_CLIENT_SECRET },
+        });
+        const { accessToken, expiresIn } = answer.json as { accessToken?: unknown; expiresIn?: unknown };
+        if (answer.status !== 200 || typeof accessToken !== "string") throw this.#failure(answer, "infisical login");
+        const seconds = typeof expiresIn === "number" ? expiresIn : 7200;
+        this.#token = { value: accessToken, until: this.now() + Math.max(seconds - 60, 60) * 1000 };
+        return accessToken;
+      } finally {
+        this.#login = undefined;
+      }
+    })();
+    return this.#login;
+  }
+
+  #failure(answer: { status: number; headers: Record<string, string | string[] | undefined> }, what: string) {
+    return classifyBackendError(new InfisicalResponseError(answer.status, answer.headers), what);
+  }
+}
+
+/** The outbound client as `Send`: JSON in and out, the base URL's trailing slashes removed. */
+async function sender(base: string, tls: OutboundTls | undefined): Promise<Send> {
+  const { outboundAgent } = await import("../outbound");
+  const dispatcher = outboundAgent(tls);
+  const root = base.replace(/\/+$/, "");
+  return async (path, init) => {
+    const res = await request(`${root}${path}`, {
+      method: init.method as "GET",
+      dispatcher,
+      headers: {
+        "content-type": "application/json",
+        ...(init.token && { authorization: `Bearer ${init.token}` }),
+      },
+      ...(init.body !== undefined && { body: JSON.stringify(init.body) }),
+    });
+    const text = await res.body.text();
+    let json: unknown = {};
+    try {
+      json = text ? JSON.parse(text) : {};
+    } catch {
+      // not JSON: the status says enough
+    }
+    return { status: res.statusCode, headers: res.headers, json };
+  };
+}
+
+export const infisicalStore = {
+  kind: "infisical",
+  settings: InfisicalSettings,
+  defaults: {
+    accessMode: "read_only",
+    refreshIntervalVariable: "INFISICAL_REFRESH_INTERVAL",
+    needsLocalKey: false,
+    envBacked: false,
+  },
+  capabilities: { writes: true, deletes: true, compareAndSet: false, maxValueBytes: 64 * 1024, records: [] },
+  open: async (settings, deps) =>
+    new InfisicalStore(await sender(settings.env.INFISICAL_URL ?? DEFAULT_URL, deps.outbound), settings.env, deps.now),
+} as const satisfies StoreFactory<"infisical", typeof InfisicalSettings>;

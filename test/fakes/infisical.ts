@@ -1,0 +1,132 @@
+/**
+ * A fake of Infisical's REST API over HTTPS (the tests' CA), as LiteLLM's REST client uses it:
+ * Universal Auth login (`POST /api/v1/auth/universal-auth/login` with `clientId` and
+ * `clientSecret`, answering `accessToken`, `expiresIn`), and raw secrets at
+ * `/api/v3/secrets/raw/{name}` with `workspaceId`, `environment` and `secretPath` (query on GET,
+ * body on POST/PATCH/DELETE). Every secrets call needs `Authorization: Bearer <token>` (401 else);
+ * a POST on an existing secret is 400, a PATCH or DELETE on a missing one 404. Records each request
+ * (the path as sent, still encoded) and injects faults.
+ */
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { createServer, type Server } from "node:https";
+import type { AddressInfo } from "node:net";
+import { afterAll, inject } from "vitest";
+
+export const INFISICAL_CLIENT = { clientId: "client-id-test", clientSecret: "client-secret-test-0123456789" };
+
+export interface InfisicalRequest {
+  method: string;
+  url: string;
+  authorization?: string;
+  body: Record<string, unknown>;
+}
+
+export class FakeInfisical {
+  /** `workspaceId|environment|secretPath|name` -> value. */
+  readonly secrets = new Map<string, string>();
+  readonly requests: InfisicalRequest[] = [];
+  readonly tokens = new Set<string>();
+  #faults: { status: number; retryAfter?: string }[] = [];
+  #server: Server | undefined;
+  url = "";
+
+  static async start(): Promise<FakeInfisical> {
+    const fake = new FakeInfisical();
+    const pki = inject("testPki");
+    fake.#server = createServer(
+      { key: readFileSync(pki.serverKeyFile), cert: readFileSync(pki.serverCertFile) },
+      (req, res) => {
+        const chunks: Buffer[] = [];
+        req.on("data", (d: Buffer) => {
+          chunks.push(d);
+        });
+        req.on("end", () => {
+          const raw = Buffer.concat(chunks).toString("utf8"); // decoded whole: a character may span chunks
+          const body = raw ? (JSON.parse(raw) as Record<string, unknown>) : {};
+          fake.requests.push({
+            method: req.method ?? "",
+            url: req.url ?? "",
+            authorization: req.headers.authorization,
+            body,
+          });
+          const answer = (status: number, json: unknown, headers: Record<string, string> = {}) => {
+            res.writeHead(status, { "content-type": "application/json", ...headers });
+            res.end(JSON.stringify(json));
+          };
+          const fault = fake.#faults.shift();
+          if (fault)
+            return answer(
+              fault.status,
+              { message: "injected" },
+              fault.retryAfter ? { "retry-after": fault.retryAfter } : {},
+            );
+          const url = new URL(req.url ?? "/", "https://fake");
+          if (req.method === "POST" && url.pathname === "/api/v1/auth/universal-auth/login") {
+            if (body.clientId !== INFISICAL_CLIENT.clientId || body.clientSecret !== INFISICAL_CLIENT.clientSecret) {
+              return answer(401, { message: "Invalid credentials" });
+            }
+            const token = `tok-${randomBytes(8).toString("hex")}`;
+            fake.tokens.add(token);
+            return answer(200, { accessToken: token, expiresIn: 7200, tokenType: "Bearer" });
+          }
+          const m = /^\/api\/v3\/secrets\/raw\/([^/]+)$/.exec(url.pathname);
+          if (!m) return answer(404, { message: "no such route" });
+          const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];
+          if (!token || !fake.tokens.has(token)) return answer(401, { message: "Token invalid" });
+          const name = decodeURIComponent(m[1] as string);
+          const where = req.method === "GET" ? Object.fromEntries(url.searchParams) : body;
+          const key = [where.workspaceId, where.environment, where.secretPath, name].join("|");
+          switch (req.method) {
+            case "GET":
+              return fake.secrets.has(key)
+                ? answer(200, { secret: { secretKey: name, secretValue: fake.secrets.get(key), version: 1 } })
+                : answer(404, { message: `Secret with name '${name}' not found` });
+            case "POST":
+              if (fake.secrets.has(key)) return answer(400, { message: "Secret already exist" });
+              fake.secrets.set(key, String(body.secretValue));
+              return answer(200, { secret: { secretKey: name } });
+            case "PATCH":
+              if (!fake.secrets.has(key)) return answer(404, { message: "Secret not found" });
+              fake.secrets.set(key, String(body.secretValue));
+              return answer(200, { secret: { secretKey: name } });
+            case "DELETE":
+              if (!fake.secrets.delete(key)) return answer(404, { message: "Secret not found" });
+              return answer(200, { secret: { secretKey: name } });
+            default:
+              return answer(405, { message: "method" });
+          }
+        });
+      },
+    );
+    await new Promise<void>((r) => fake.#server?.listen(0, "127.0.0.1", r));
+    fake.url = `https://localhost:${(fake.#server.address() as AddressInfo).port}`;
+    return fake;
+  }
+
+  reset(): void {
+    this.secrets.clear();
+    this.requests.length = 0;
+    this.#faults = [];
+  }
+
+  /** The next `times` requests answer `status` (with a Retry-After when given). */
+  fail(times: number, status: number, retryAfter?: string): void {
+    for (let i = 0; i < times; i++) this.#faults.push({ status, ...(retryAfter && { retryAfter }) });
+  }
+
+  async close(): Promise<void> {
+    this.#server?.closeAllConnections();
+    await new Promise<void>((r) => this.#server?.close(() => r()));
+  }
+}
+
+/** The fake started on first use for this test file, closed after it. */
+export function lazyFakeInfisical(): () => Promise<FakeInfisical> {
+  let started: Promise<FakeInfisical> | undefined;
+  afterAll(async () => (await started)?.close());
+  return () => {
+    started ??= FakeInfisical.start();
+    return started;
+  };
+}

@@ -1,0 +1,103 @@
+// The infisical store: Universal Auth and the raw secrets API over HTTPS (test/fakes/infisical.ts):
+// the conformance suite, names and query values encoded, create-then-update, a fresh login on 401,
+// the fault matrix, and serve --config with LiteLLM's env names.
+import { describe, expect, inject, it } from "vitest";
+import { createLogger } from "../../core/src/log";
+import { infisicalStore } from "../../core/src/stores/infisical";
+import { INFISICAL_CLIENT, lazyFakeInfisical } from "../fakes/infisical";
+import { codeOf, expectNoValueIn, secretValue, serveStore } from "../helpers";
+import { storeConformance } from "./conformance";
+
+const infisical = lazyFakeInfisical();
+const logs: string[] = [];
+const log = createLogger((line) => logs.push(line));
+
+async function open(env: Record<string, string> = {}) {
+  const fake = await infisical();
+  return infisicalStore.open(
+    {
+      config: {},
+      env: {
+        INFISICAL_URL: `${fake.url}/`,
+        INFISICAL_CLIENT_ID: INFISICAL_CLIENT.clientId,
+        INFISICAL_CLIENT_SECRET: INFISICAL_CLIENT.clientSecret,
+        INFISICAL_PROJECT_ID: "proj-1",
+        ...env,
+      },
+    },
+    { dataDir: "/nonexistent", env: {}, log, now: Date.now },
+  );
+}
+
+storeConformance({
+  name: "infisical (REST over HTTPS against the fake)",
+  factory: infisicalStore,
+  open: async () => {
+    (await infisical()).reset();
+    return open();
+  },
+});
+
+describe("the infisical store", () => {
+  it("logs in once, encodes the name and every query value, creates then updates", async () => {
+    const fake = await infisical();
+    fake.reset();
+    const store = await open({ INFISICAL_SECRET_PATH: "team a", INFISICAL_ENVIRONMENT: "prod" });
+    const v = secretValue("inf");
+    expect(await store.put("litellm/x+y", v)).toBe("created");
+    expect(await store.put("litellm/x+y", v)).toBe("updated");
+    expect((await store.get("litellm/x+y"))?.value).toBe(v);
+    expect(fake.requests.filter((r) => r.url.endsWith("/login"))).toHaveLength(1);
+    const read = fake.requests.find((r) => r.method === "GET");
+    expect(read?.url).toBe(
+      "/api/v3/secrets/raw/litellm%2Fx%2By?workspaceId=proj-1&environment=prod&secretPath=%2Fteam+a",
+    );
+    expect(fake.requests.map((r) => r.method)).toEqual(["POST", "POST", "POST", "PATCH", "GET"]);
+    expect(fake.requests.find((r) => r.method === "PATCH")?.body).toMatchObject({
+      secretPath: "/team a",
+      secretValue: v,
+    });
+  });
+
+  it("logs in afresh once on a 401, and maps faults to the SPEC codes", async () => {
+    const fake = await infisical();
+    fake.reset();
+    const store = await open();
+    await store.put("A", secretValue("a"));
+    fake.tokens.clear(); // every token revoked: the next call's 401 brings one fresh login
+    expect((await store.get("A"))?.value).toMatch(/^a-/);
+    for (const [status, code] of [
+      [403, "backend_denied"],
+      [429, "backend_unavailable"],
+      [500, "backend_unavailable"],
+    ] as const) {
+      fake.fail(1, status, "4");
+      expect(await codeOf(store.get("A")), String(status)).toBe(code);
+    }
+  });
+
+  it("serves the API through llm-secrets serve with LiteLLM's env names", async () => {
+    const fake = await infisical();
+    fake.reset();
+    const { server, call } = await serveStore(
+      "general_settings:\n  key_management_system: infisical\n  key_management_settings:\n    access_mode: read_and_write\n",
+      {
+        INFISICAL_URL: fake.url,
+        INFISICAL_CLIENT_ID: INFISICAL_CLIENT.clientId,
+        INFISICAL_CLIENT_SECRET: INFISICAL_CLIENT.clientSecret,
+        INFISICAL_PROJECT_ID: "proj-1",
+        NODE_EXTRA_CA_CERTS: inject("testPki").caFile,
+      },
+    );
+    const v = secretValue("served");
+    try {
+      const put = await call("PUT", "/v1/secrets/OPENAI_API_KEY", { value: v });
+      expect(put.status).toBe(201);
+      expect(await (await call("GET", "/v1/secrets/OPENAI_API_KEY?refresh=true")).json()).toMatchObject({ value: v });
+      expect((await call("DELETE", "/v1/secrets/OPENAI_API_KEY")).status).toBe(204);
+    } finally {
+      await server.stop();
+    }
+    expectNoValueIn([server.output, ...logs], [v, INFISICAL_CLIENT.clientSecret]);
+  });
+});
