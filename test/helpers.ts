@@ -206,7 +206,7 @@ export async function serveStore(config: string, env: Record<string, string>, co
       headers: { authorization: `Bearer ${masterKey}` },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
-  return { server, call };
+  return { server, call, masterKey };
 }
 
 /**
@@ -300,7 +300,7 @@ export async function fetchJson(
 }
 
 /**
- * The whole app in-process over a real file store, with its log lines kept. `request(path)` goes
+ * The whole app in-process over a real file store, with its log and audit lines kept. `request(path)` goes
  * through `runtime.fetch` with `path` as the raw request target, as a runtime passes it.
  */
 export async function inProcessApp(
@@ -313,10 +313,12 @@ export async function inProcessApp(
   const masterKey = options.env?.LITELLM_MASTER_KEY ?? newKey();
   const env = { LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_DATA_DIR: dataDir, ...options.env };
   const logs: string[] = [];
+  const audits: string[] = [];
   const runtime = await createRuntime({
     stores: options.stores ?? LOCAL_STORES,
     settings: { env: { ...env, ...(options.config ? { LLM_SECRETS_CONFIG: options.config } : {}) } },
     log: createLogger((line) => logs.push(line)),
+    audit: (line) => audits.push(line),
   });
   afterAll(() => runtime.close());
   const request = (path: string, init: RequestInit & { json?: unknown; token?: string | null } = {}) => {
@@ -326,7 +328,7 @@ export async function inProcessApp(
     const body = init.json === undefined ? init.body : JSON.stringify(init.json);
     return runtime.fetch(new Request(`http://localhost${path}`, { ...init, headers, body }), { path });
   };
-  return { runtime, settings: runtime.settings, masterKey, dataDir, logs, request };
+  return { runtime, settings: runtime.settings, masterKey, dataDir, logs, audits, request };
 }
 
 /** A self-signed certificate for localhost and 127.0.0.1, made now with openssl. */

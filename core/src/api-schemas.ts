@@ -26,6 +26,26 @@ export const SecretQuery = z.strictObject({
   team_id: z.optional(z.string().check(z.minLength(1), z.maxLength(256))),
 });
 
+/** `GET /v1/secrets`: a page of names. */
+export const MAX_LIST_LIMIT = 1000;
+export const ListQuery = z.strictObject({
+  prefix: z.optional(z.string().check(z.maxLength(512))),
+  limit: z.optional(
+    z
+      .pipe(
+        z.string().check(z.regex(/^[1-9]\d{0,3}$/, `a whole number from 1 to ${MAX_LIST_LIMIT}`)),
+        z.transform(Number),
+      )
+      .check(z.refine((n) => n <= MAX_LIST_LIMIT, `at most ${MAX_LIST_LIMIT}`)),
+  ),
+  cursor: z.optional(z.string().check(z.minLength(1), z.maxLength(4096))),
+});
+export const ListResponse = z.object({
+  names: z.array(z.string()),
+  /** Present when there may be more names: send it back as `cursor`. */
+  next_cursor: z.optional(z.string()),
+});
+
 export const SecretResponse = z.object({ name: z.string(), value: z.string(), stale: z.boolean() });
 export const SecretPutResponse = z.object({ name: z.string(), created: z.boolean() });
 
@@ -43,6 +63,13 @@ export const HealthResponse = z.object({
   status: z.literal("ok"),
   store: z.string(),
   version: z.string(),
+});
+
+export const ReadyResponse = z.object({
+  status: z.literal("ready"),
+  store: z.string(),
+  /** How long the store took to answer the probe. */
+  ms: z.number(),
 });
 
 export const ErrorResponse = z.object({

@@ -10,6 +10,7 @@
  * request. A request whose client hung up is logged with status 499 and `code: client_closed`.
  */
 import { Hono } from "hono";
+import type { Audit } from "./audit";
 import { SecretsError } from "./errors";
 import type { ForwardModel } from "./forward";
 import { cryptoRoutes } from "./http/crypto-routes";
@@ -39,6 +40,8 @@ export interface AppOptions {
   models?: readonly ForwardModel[];
   /** Outbound TLS for forwarding (outbound.ts). */
   outbound?: OutboundTls;
+  /** Where audited calls go (audit.ts); without it nothing is audited. */
+  audit?: Audit;
 }
 
 export interface App {
@@ -49,7 +52,7 @@ export interface App {
 export function createApp(options: AppOptions): App {
   const { manager, metrics, log } = options;
   const app = new Hono<AppEnv>();
-  const router = new Router(app);
+  const router = new Router(app, options.audit);
 
   app.onError(errorHandler(metrics, log, manager.store.kind));
   app.notFound((c) => {
@@ -60,9 +63,9 @@ export function createApp(options: AppOptions): App {
 
   // Installed before the routes (Hono runs handlers in order); it reads the public paths the
   // routes below declare.
-  app.use(admission(options.masterKey, router.publicPaths));
+  app.use(admission(options.masterKey, router.publicPaths, (c, err) => router.auditRefusal(c, err)));
 
-  serviceRoutes(router, manager.store.kind, metrics);
+  serviceRoutes(router, manager.store, metrics);
   secretRoutes(router, manager);
   cryptoRoutes(router, manager);
   keyEventRoutes(router, options.applyKeyEvent);

@@ -15,6 +15,7 @@ import { awsSecretsManagerStore } from "./stores/aws";
 import { awsKmsStore } from "./stores/aws-kms";
 import { azureKeyVaultStore } from "./stores/azure";
 import { customStore } from "./stores/custom";
+import { cyberarkStore } from "./stores/cyberark";
 import { dockerStore } from "./stores/docker";
 import { FileStore, fileStore } from "./stores/file";
 import { googleSecretManagerStore } from "./stores/google";
@@ -37,6 +38,7 @@ export const CLI_STORES = [
   vaultStore,
   dockerStore,
   customStore,
+  cyberarkStore,
   infisicalStore,
 ] as const;
 

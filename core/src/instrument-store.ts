@@ -6,17 +6,19 @@
 import { SecretsError } from "./errors";
 import type { Logger } from "./log";
 import type { Labels, Metrics } from "./metrics";
-import type { SecretStore } from "./secret-store";
+import type { ListOptions, SecretStore } from "./secret-store";
 
-type Op = "get" | "put" | "delete";
+type Op = "get" | "put" | "delete" | "list";
 
 export function instrumentStore(store: SecretStore, metrics: Metrics, log: Logger): SecretStore {
   const labels: Record<Op, Labels> = {
     get: { store: store.kind, op: "get" },
     put: { store: store.kind, op: "put" },
     delete: { store: store.kind, op: "delete" },
+    list: { store: store.kind, op: "list" },
   };
   const errorLabels = new Map<string, Labels>();
+  const list = store.list?.bind(store);
 
   async function call<T>(op: Op, name: string, fn: () => Promise<T>): Promise<T> {
     const started = performance.now();
@@ -45,6 +47,7 @@ export function instrumentStore(store: SecretStore, metrics: Metrics, log: Logge
     get: (name, options) => call("get", name, () => store.get(name, options)),
     put: (name, value, options) => call("put", name, () => store.put(name, value, options)),
     delete: (name, options) => call("delete", name, () => store.delete(name, options)),
+    ...(list && { list: (options: ListOptions) => call("list", options.prefix ?? "", () => list(options)) }),
     ...(store.watch && { watch: (onChange: (names: string[]) => void) => store.watch?.(onChange) }),
     ...(store.close && { close: () => store.close?.() ?? Promise.resolve() }),
   };

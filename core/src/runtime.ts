@@ -7,10 +7,11 @@
  * through `runtime.fetch(request, raw)`, whose `raw` (the request as it arrived) is required.
  */
 import { createApp, MAX_BODY_BYTES, type RawRequest } from "./app";
+import { createAudit } from "./audit";
 import { cryptoReady } from "./crypto";
 import { instrumentStore } from "./instrument-store";
 import { applyKeyEvent, type KeyEventResult } from "./key-events";
-import type { Logger } from "./log";
+import { bufferedWriter, type Logger } from "./log";
 import { createMetrics, type Metrics, type MetricsSink } from "./metrics";
 import { SecretManager } from "./secret-manager";
 import type { SecretStore, StoreFactory } from "./secret-store";
@@ -24,6 +25,8 @@ export interface RuntimeOptions {
   log: Logger;
   /** Where metrics also go besides Prometheus text (EMF on Lambda). */
   metricsSinks?: readonly MetricsSink[];
+  /** Where audit lines go when `LLM_SECRETS_AUDIT` is not `off` (default: stdout). */
+  audit?: (line: string) => void;
   now?: () => number;
 }
 
@@ -102,6 +105,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
         applyKeyEvent: keyEvents,
         models: settings.config.model_list ?? [],
         outbound: settings.outbound,
+        ...(settings.audit !== "off" && { audit: createAudit(options.audit ?? stdoutWriter()) }),
       })
     : undefined;
   const refuse = noMasterKey(log);
@@ -118,6 +122,13 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       await backend.close?.();
     },
   };
+}
+
+let stdout: ((line: string) => void) | undefined;
+/** One buffered writer of stdout for every runtime of the process. */
+function stdoutWriter(): (line: string) => void {
+  stdout ??= bufferedWriter(process.stdout);
+  return stdout;
 }
 
 function noMasterKey(log: Logger) {

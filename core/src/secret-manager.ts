@@ -12,8 +12,18 @@ import type { Labels, Metrics } from "./metrics";
 import { validateName } from "./names";
 import { collectRefs, REF_PREFIX, replaceRefs, scanRefs } from "./refs";
 import { type CacheRead, SecretCache } from "./secret-cache";
-import type { ChangeStamp, DeleteOutcome, PutOutcome, SecretMeta, SecretStore, StoreScope } from "./secret-store";
+import type {
+  ChangeStamp,
+  DeleteOutcome,
+  ListOptions,
+  NamePage,
+  PutOutcome,
+  SecretMeta,
+  SecretStore,
+  StoreScope,
+} from "./secret-store";
 import type { KeyManagement } from "./settings";
+import { NotSupported } from "./store-errors";
 
 /** How deep a config sent to `resolve` may nest. */
 const MAX_CONFIG_DEPTH = 32;
@@ -115,6 +125,22 @@ export class SecretManager {
     const read = cached instanceof Promise ? await cached : cached;
     if (read.value === undefined) throw new NotFound(name);
     return { name, value: read.value, stale: read.stale };
+  }
+
+  /**
+   * A page of the names the API serves (never values): the store's page with names outside
+   * `hosted_keys` left out, so a page may hold fewer than `limit` names while `cursor` says there
+   * are more. Refused under `write_only`; `not_supported` where the store cannot list.
+   */
+  async list(options: ListOptions): Promise<NamePage> {
+    if (this.#policy.accessMode === "write_only") {
+      throw new AccessDenied("write_only", "listing is disabled: access_mode is write_only");
+    }
+    if (!this.store.list) throw new NotSupported(`listing the names of the ${this.store.kind} store`);
+    // An environment store without hosted_keys serves no name: there is nothing to list.
+    if (!this.#hosted && this.#envBacked) return { names: [] };
+    const page = await this.store.list(options);
+    return { ...page, names: page.names.filter((name) => this.serves(name)) };
   }
 
   /** The cache's answer for `name` (synchronous on a hit), loading from the store on a miss. */

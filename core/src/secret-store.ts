@@ -73,6 +73,22 @@ export interface DeleteOptions {
   ifNewerThan?: ChangeStamp;
 }
 
+/** A page of names: `list`'s arguments. */
+export interface ListOptions {
+  /** Only names that start with this. */
+  prefix?: string;
+  /** At most this many names in the page. */
+  limit: number;
+  /** Where the previous page ended (its `cursor`); none for the first page. */
+  cursor?: string;
+}
+
+export interface NamePage {
+  names: string[];
+  /** Present when there may be more names: pass it back for the next page. */
+  cursor?: string;
+}
+
 export type PutOutcome = "created" | "updated" | "superseded";
 export type DeleteOutcome = "deleted" | "absent" | "superseded";
 
@@ -92,6 +108,11 @@ export interface SecretStore {
   put(name: string, value: string, options?: PutOptions): Promise<PutOutcome>;
   /** Removes, leaving a tombstone where the backend would forget. Absent names are not an error. */
   delete(name: string, options?: DeleteOptions): Promise<DeleteOutcome>;
+  /**
+   * The names held (never values, never tombstones), in pages. Stores that cannot list leave it
+   * out, and the API answers `501 not_supported`.
+   */
+  list?(options: ListOptions): Promise<NamePage>;
   /** Reports names that changed behind our back (another process, the provider's console). */
   watch?(onChange: (names: string[]) => void): void;
   /** Waits for pending writes and releases resources. */
@@ -117,6 +138,11 @@ export interface StoreDefaults {
   accessMode: AccessMode;
   /** The env var of this store's own cache lifetime, read before `SECRET_MANAGER_REFRESH_INTERVAL`. */
   refreshIntervalVariable?: string;
+  /**
+   * The default of the store's own variable, which then wins over `SECRET_MANAGER_REFRESH_INTERVAL`
+   * (LiteLLM's `cyberark`: 300 s). Without it the general variable applies, else a day.
+   */
+  refreshSeconds?: number;
   /** An env var that, set to `true` (any case), turns the cache off for this store (lifetime 0). */
   alwaysReadVariable?: string;
   /** Needs the salt key to seal values at rest, and may use the generated `master.key` of the data dir. */
@@ -169,4 +195,19 @@ export function isNewer(
   // Equal times: a delete wins, then the larger event id. The same change twice is not newer.
   if (changeIsDelete !== recordedIsDelete) return changeIsDelete;
   return (change.id ?? "") > (recorded.id ?? "");
+}
+
+/**
+ * One page of `names` (sorted, each once), for a store that holds its names in hand (file,
+ * environment, memory). The cursor is the page's last name, base64url-encoded.
+ */
+export function pageOfNames(names: Iterable<string>, options: ListOptions): NamePage {
+  const prefix = options.prefix ?? "";
+  const after = options.cursor === undefined ? undefined : Buffer.from(options.cursor, "base64url").toString("utf8");
+  const matching = [...names].filter((n) => n.startsWith(prefix) && (after === undefined || n > after)).sort();
+  const page = matching.slice(0, options.limit);
+  const last = page.at(-1);
+  return matching.length > options.limit && last !== undefined
+    ? { names: page, cursor: Buffer.from(last, "utf8").toString("base64url") }
+    : { names: page };
 }

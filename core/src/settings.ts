@@ -128,6 +128,7 @@ const EnvSchema = z.object({
   LLM_SECRETS_RESOLVE_MAX_REFS: z.optional(positiveInteger),
   LLM_SECRETS_RESOLVE_MAX_BYTES: z.optional(positiveInteger),
   LLM_SECRETS_MAX_EVENT_AGE: z.optional(seconds),
+  LLM_SECRETS_AUDIT: z.optional(z.enum(["stdout", "off"])),
   SECRET_MANAGER_REFRESH_INTERVAL: z.optional(seconds),
   PORT: z.optional(port),
   SSL_KEYFILE_PATH: z.optional(text),
@@ -179,6 +180,8 @@ export interface Settings {
   resolveLimits: { maxRefs: number; maxBytes: number };
   /** `LLM_SECRETS_MAX_EVENT_AGE`: key events older than this are refused (default 6 days). */
   maxEventAgeSeconds: number;
+  /** `LLM_SECRETS_AUDIT`: where audit lines go (audit.ts), `stdout` (the default) or `off`. */
+  audit: "stdout" | "off";
   /** Outbound TLS (`ssl_verify` / `SSL_VERIFY`, `SSL_CERT_FILE`, `ssl_certificate` / `SSL_CERTIFICATE`). */
   outbound: OutboundTls;
   dataDir: string;
@@ -300,6 +303,7 @@ export function loadSettings(input: SettingsInput): Settings {
       maxBytes: e.LLM_SECRETS_RESOLVE_MAX_BYTES ?? 1024 * 1024,
     },
     maxEventAgeSeconds: e.LLM_SECRETS_MAX_EVENT_AGE ?? DEFAULT_MAX_EVENT_AGE_SECONDS,
+    audit: e.LLM_SECRETS_AUDIT ?? "stdout",
     outbound: outboundOf(config.litellm_settings, e, cwd),
     dataDir,
     configDir,
@@ -505,7 +509,7 @@ function checkMasterKey(key: string, source: string): void {
 function refreshIntervalOf(factory: StoreFactory, env: Record<string, string>, e: z.infer<typeof EnvSchema>): number {
   const alwaysRead = factory.defaults.alwaysReadVariable;
   if (alwaysRead !== undefined && env[alwaysRead]?.trim().toLowerCase() === "true") return 0;
-  const fallback = e.SECRET_MANAGER_REFRESH_INTERVAL ?? DEFAULT_REFRESH_SECONDS;
+  const fallback = factory.defaults.refreshSeconds ?? e.SECRET_MANAGER_REFRESH_INTERVAL ?? DEFAULT_REFRESH_SECONDS;
   const variable = factory.defaults.refreshIntervalVariable;
   const own = variable === undefined ? undefined : env[variable];
   if (variable === undefined || own === undefined || own === "") return fallback;

@@ -7,6 +7,7 @@ import type { awsSecretsManagerStore } from "./stores/aws";
 import type { awsKmsStore } from "./stores/aws-kms";
 import type { azureKeyVaultStore } from "./stores/azure";
 import type { customStore } from "./stores/custom";
+import type { cyberarkStore } from "./stores/cyberark";
 import type { dockerStore } from "./stores/docker";
 import type { fileStore } from "./stores/file";
 import type { googleSecretManagerStore } from "./stores/google";
@@ -28,5 +29,6 @@ export type BuiltInStore =
   | typeof vaultStore
   | typeof dockerStore
   | typeof customStore
+  | typeof cyberarkStore
   | typeof infisicalStore;
 export type StoreKind = BuiltInStore["kind"];

@@ -56,6 +56,7 @@ export default async function forwardSection(report: Reporter): Promise<void> {
       },
     },
     log: silentLogger,
+    audit: () => {}, // audit lines formatted, not written
   });
   await runtime.manager.put("OPENAI_API_KEY", "sk-upstream-bench-key");
   const served = await startServer(runtime, { host: "127.0.0.1", port: 0 });

@@ -25,6 +25,7 @@ export default async function keyEventsSection(report: Reporter): Promise<void> 
       },
     },
     log: silentLogger,
+    audit: () => {}, // audit lines formatted, not written
   });
   try {
     const events = Array.from({ length: EVENTS }, (_, i) => {

@@ -66,6 +66,7 @@ export default async function storeCacheSection(report: Reporter): Promise<void>
       },
     },
     log: silentLogger,
+    audit: () => {}, // audit lines formatted, not written
     now: () => clock.now,
   });
   const store = runtime.backend;

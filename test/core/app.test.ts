@@ -570,11 +570,13 @@ describe("the rest of the API", () => {
         "/health",
         "/metrics",
         "/openapi.json",
+        "/ready",
         "/v1/decrypt",
         "/v1/encrypt",
         "/v1/forward/{model_name}/{path}",
         "/v1/key-events",
         "/v1/resolve",
+        "/v1/secrets",
         "/v1/secrets/{name}",
       ].sort(),
     );

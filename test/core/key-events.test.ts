@@ -52,6 +52,7 @@ async function setup(
       },
     },
     log: createLogger((line) => logs.push(line)),
+    audit: () => {}, // audit lines are not this test's subject
     now: options.now ?? (() => T0 + 60_000),
   });
   const read = async (name: string) => (await store.get(name))?.value;

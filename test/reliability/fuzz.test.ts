@@ -24,6 +24,7 @@ async function setup() {
       },
     },
     log: createLogger((line) => logs.push(line)),
+    audit: () => {}, // audit lines are not this test's subject
   });
   await runtime.manager.put("KEEP", "kept-value-0123456789");
   const writes = () =>

@@ -32,6 +32,7 @@ async function newRuntime(): Promise<{ runtime: Runtime; masterKey: string; logs
     stores: [memoryStore],
     settings: { env: { LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_DATA_DIR: await tempDir() } },
     log: createLogger((line) => logs.push(line)),
+    audit: () => {}, // audit lines are not this test's subject
   });
   return { runtime, masterKey, logs };
 }

@@ -44,7 +44,8 @@ async function open(overrides: Record<string, string | undefined> = {}): Promise
 /** The store over a client with short waits (each attempt 300 ms, retries 10 ms apart, polls 20 ms), as a test needs. */
 async function quick(secret = FAKE_AZURE_IDENTITY.clientSecret): Promise<AzureKeyVaultStore> {
   const fake = await azure();
-  const timeouts = { requestMs: 300, retryDelayMs: 10 };
+  // 1 s per attempt: short enough for the hang test, long enough for a loaded 2-core machine.
+  const timeouts = { requestMs: 1000, retryDelayMs: 10 };
   const credential = new ClientSecretCredential(
     FAKE_AZURE_IDENTITY.tenantId,
     FAKE_AZURE_IDENTITY.clientId,

@@ -18,6 +18,11 @@ export interface ConformanceTarget {
   collidingNames?: [string, string];
   /** Names the store refuses by design (Docker secrets are files: no `/`); the suite skips them. */
   refuses?: (name: string) => boolean;
+  /**
+   * Values the store refuses by design (Conjur takes no blank value): a put of one must be
+   * `invalid_request` and leave nothing behind; the suite skips them otherwise.
+   */
+  refusesValue?: (value: string) => boolean;
 }
 
 const NAMES = ["OPENAI_API_KEY", "litellm/team-a/key", "a-b", "a.b", "user@example.com", "x+y=z", "Z9"];
@@ -109,6 +114,13 @@ export function storeConformance(target: ConformanceTarget): void {
       const second = await store.get("A");
       expect(second?.value).toBe("two");
       if (first?.version !== undefined) expect(second?.version).not.toBe(first.version);
+      if (!capabilities.deletes) {
+        // A store that writes but cannot delete (Conjur) says so, and keeps the value.
+        expect(await codeOf(store.delete("A"))).toBe("not_supported");
+        expect((await store.get("A"))?.value).toBe("two");
+        await store.close?.();
+        return;
+      }
       expect(await store.delete("A")).toBe("deleted");
       expect(await store.get("A")).toBeUndefined();
       expect(await store.delete("A")).toBe("absent");
@@ -145,8 +157,14 @@ export function storeConformance(target: ConformanceTarget): void {
         N: 'line1\nline2\r\n\ttab "quoted" \\ backslash',
         L: largest,
       };
-      for (const [n, v] of Object.entries(values)) await store.put(n, v);
-      for (const [n, v] of Object.entries(values)) expect((await store.get(n))?.value === v, n).toBe(true);
+      for (const [n, v] of Object.entries(values)) {
+        if (target.refusesValue?.(v)) expect(await codeOf(store.put(n, v)), n).toBe("invalid_request");
+        else await store.put(n, v);
+      }
+      for (const [n, v] of Object.entries(values)) {
+        if (target.refusesValue?.(v)) expect(await store.get(n), n).toBeUndefined();
+        else expect((await store.get(n))?.value === v, n).toBe(true);
+      }
       await store.close?.();
     });
 

@@ -26,6 +26,7 @@ export function cryptoRoutes(router: Router, manager: SecretManager): void {
       body: DecryptRequest,
       errors: ["decrypt_failed", "write_only", "encryption_key_missing"],
       responses: { 200: { description: "The plaintext", schema: DecryptResponse } },
+      audit: { action: "decrypt" },
     },
     (_, { body }) => json({ value: manager.decrypt(body.ciphertext) }),
   );

@@ -8,7 +8,7 @@ import { bearerCheck } from "../auth";
 import { AccessDenied, InvalidInput, InvalidName, SecretsError, toHttpError } from "../errors";
 import { describeUnexpected, type Logger } from "../log";
 import type { Labels, Metrics } from "../metrics";
-import { type AppEnv, json } from "./router";
+import { type AppEnv, type Ctx, json } from "./router";
 
 export const SECRETS_PREFIX = "/v1/secrets/";
 
@@ -54,23 +54,35 @@ export function errorHandler(metrics: Metrics, log: Logger, store: string): Erro
  *    a raw `#` on a secret route, or a query string on a secret write, would otherwise write the
  *    name before it (400).
  * One middleware of three plain checks: each step a middleware of its own cost an extra await per
- * request on the hot path.
+ * request on the hot path. A refusal is handed to `onRefused` first (the audit of the route it was for).
  */
-export function admission(masterKey: string, publicPaths: ReadonlySet<string>): Middleware {
+export function admission(
+  masterKey: string,
+  publicPaths: ReadonlySet<string>,
+  onRefused?: (c: Ctx, err: unknown) => void,
+): Middleware {
   const authorized = bearerCheck(masterKey);
   return (c, next) => {
-    const raw = c.env?.raw;
-    if (typeof raw?.path !== "string") {
-      // Answered as a bare 500; the error handler logs this reason once.
-      throw new SecretsError(
-        "internal",
-        `the runtime passed no raw request (the \`raw\` argument of fetch, with the path as it arrived): refusing ${c.req.method}`,
-      );
+    try {
+      const raw = c.env?.raw;
+      if (typeof raw?.path !== "string") {
+        // Answered as a bare 500; the error handler logs this reason once.
+        throw new SecretsError(
+          "internal",
+          `the runtime passed no raw request (the \`raw\` argument of fetch, with the path as it arrived): refusing ${c.req.method}`,
+        );
+      }
+      if (
+        !publicPaths.has(c.req.path) &&
+        !authorized(c.req.header("authorization"), c.req.header("x-litellm-api-key"))
+      ) {
+        throw new AccessDenied("unauthorized", "missing or wrong master key");
+      }
+      checkRawPath(raw.path, c.req.method);
+    } catch (err) {
+      onRefused?.(c, err);
+      throw err;
     }
-    if (!publicPaths.has(c.req.path) && !authorized(c.req.header("authorization"), c.req.header("x-litellm-api-key"))) {
-      throw new AccessDenied("unauthorized", "missing or wrong master key");
-    }
-    checkRawPath(raw.path, c.req.method);
     return next();
   };
 }

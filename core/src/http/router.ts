@@ -9,6 +9,7 @@
  */
 import type { Context, Hono } from "hono";
 import type * as z from "zod/mini";
+import { type Audit, type AuditAction, callerOf, requestIdOf } from "../audit";
 import { InvalidInput, SecretsError } from "../errors";
 import type { RouteSpec } from "../openapi";
 import { describeIssues, issuesOf, safeParse } from "../validation";
@@ -24,6 +25,8 @@ export interface RawRequest {
    * the socket). A request whose client left is logged as `client_closed`, not as an error.
    */
   clientClosed?: () => boolean;
+  /** The platform's id of this invocation (Lambda's request id), for audit lines without `x-request-id`. */
+  requestId?: string;
 }
 
 export type AppEnv = { Bindings: { raw?: RawRequest } };
@@ -55,6 +58,13 @@ export type Ctx = Context<AppEnv>;
 
 type Handler<B, Q> = (c: Ctx, input: { body: B; query: Q }) => Response | Promise<Response>;
 
+/** A route whose calls go to the audit (audit.ts): its action, and the name a request is about. */
+export interface AuditSpec {
+  action: AuditAction;
+  /** The name (or prefix) the request is about; it may throw for a bad one (then none is given). */
+  name?: (c: Ctx) => string | undefined;
+}
+
 const ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
@@ -62,26 +72,63 @@ export class Router {
   readonly specs: RouteSpec[] = [];
   /** Paths whose route needs no master key (`auth: false` in its spec), filled as routes register. */
   readonly publicPaths = new Set<string>();
-  readonly #methods: { pattern: RegExp; methods: Set<string> }[] = [];
+  readonly #methods: { pattern: RegExp; methods: Set<string>; audits: Map<string, AuditSpec> }[] = [];
 
-  constructor(private readonly app: Hono<AppEnv>) {}
+  /** `audit`: where audited routes' calls go; without it nothing is audited. */
+  constructor(
+    private readonly app: Hono<AppEnv>,
+    private readonly audit?: Audit,
+  ) {}
 
   route<B = undefined, Q = undefined>(
-    spec: RouteSpec & { body?: z.ZodMiniType<B>; query?: z.ZodMiniType<Q> },
+    spec: RouteSpec & { body?: z.ZodMiniType<B>; query?: z.ZodMiniType<Q>; audit?: AuditSpec },
     handler: Handler<B, Q>,
   ): void {
-    this.specs.push(spec);
+    const { audit: auditSpec, ...openApiSpec } = spec;
+    this.specs.push(openApiSpec);
     if (!spec.auth) this.publicPaths.add(spec.path);
     const methods = spec.method === "all" ? ALL_METHODS : [spec.method.toUpperCase()];
-    this.#allow(spec.path, methods);
+    this.#allow(spec.path, methods, auditSpec);
     const honoPath = spec.path.replace(/\/\{(\w+)\}$/, "/*").replace(/\{(\w+)\}/g, ":$1");
     // What an absent query parses to, once: most requests have none.
     const noQuery = spec.query ? parse(spec.query, {}, "query") : (undefined as Q);
-    this.app.on(methods, honoPath, async (c) => {
+    const run = async (c: Ctx) => {
       const query = spec.query && hasQuery(c) ? parse(spec.query, c.req.query(), "query") : noQuery;
       const body = spec.body ? parse(spec.body, await readJson(c), "body") : (undefined as B);
       return handler(c, { body, query });
+    };
+    const audit = this.audit;
+    if (!audit || !auditSpec) {
+      this.app.on(methods, honoPath, run);
+      return;
+    }
+    this.app.on(methods, honoPath, async (c) => {
+      let outcome = "ok";
+      try {
+        return await run(c);
+      } catch (err) {
+        outcome = err instanceof SecretsError ? err.code : "internal";
+        throw err;
+      } finally {
+        audit(auditEntry(c, auditSpec, outcome));
+      }
     });
+  }
+
+  /**
+   * Audits a request refused before its route ran (a wrong key, a `..` in the path), when the
+   * route it was for is audited.
+   */
+  auditRefusal(c: Ctx, err: unknown): void {
+    if (!this.audit) return;
+    const method = c.req.method === "HEAD" ? "GET" : c.req.method;
+    for (const route of this.#methods) {
+      const auditSpec = route.audits.get(method);
+      if (auditSpec && route.pattern.test(c.req.path)) {
+        this.audit(auditEntry(c, auditSpec, err instanceof SecretsError ? err.code : "internal"));
+        return;
+      }
+    }
   }
 
   /** The methods a path answers (HEAD wherever GET), or undefined for an unknown path. */
@@ -93,7 +140,7 @@ export class Router {
     return [...methods];
   }
 
-  #allow(template: string, methods: string[]): void {
+  #allow(template: string, methods: string[], audit: AuditSpec | undefined): void {
     const pattern = new RegExp(
       `^${template
         .split(/(\{\w+\})/)
@@ -106,10 +153,33 @@ export class Router {
         )
         .join("")}$`,
     );
-    const existing = this.#methods.find((r) => r.pattern.source === pattern.source);
-    if (existing) for (const m of methods) existing.methods.add(m);
-    else this.#methods.push({ pattern, methods: new Set(methods) });
+    let route = this.#methods.find((r) => r.pattern.source === pattern.source);
+    if (!route) {
+      route = { pattern, methods: new Set(), audits: new Map() };
+      this.#methods.push(route);
+    }
+    for (const m of methods) {
+      route.methods.add(m);
+      if (audit) route.audits.set(m, audit);
+    }
   }
+}
+
+function auditEntry(c: Ctx, spec: AuditSpec, outcome: string) {
+  let name: string | undefined;
+  try {
+    // A refused name is shown as asked for, clipped: the audit says what was tried.
+    name = spec.name?.(c)?.slice(0, 256);
+  } catch {
+    // a name that does not decode: the outcome (invalid_name) says why there is none
+  }
+  return {
+    action: spec.action,
+    name,
+    outcome,
+    requestId: requestIdOf(c.req.header("x-request-id"), c.env?.raw?.requestId),
+    caller: callerOf(c.req.header("x-litellm-api-key"), c.req.header("authorization")),
+  };
 }
 
 /** Whether the request has a query string (most do not: their query is `{}`, with no URL parse). */

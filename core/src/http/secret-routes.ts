@@ -1,5 +1,10 @@
-/** `/v1/secrets/{name}` and `/v1/resolve`: every read and write goes through the `SecretManager`. */
+/**
+ * `/v1/secrets/{name}`, `/v1/secrets` (names) and `/v1/resolve`: every read and write goes through
+ * the `SecretManager`, and each is audited (audit.ts).
+ */
 import {
+  ListQuery,
+  ListResponse,
   ResolveRequest,
   ResolveResponse,
   SecretPutRequest,
@@ -19,7 +24,26 @@ const ERRORS: ErrorCode[] = ["invalid_name", "not_hosted", "backend_denied", "ba
 const secretName = (c: Ctx) => nameFromPath(c.env.raw?.path ?? "", SECRETS_PREFIX);
 
 export function secretRoutes(router: Router, manager: SecretManager): void {
+  router.route(
+    {
+      method: "get",
+      path: "/v1/secrets",
+      summary:
+        "List the names the store holds and this API serves (never values), a page at a time: ?prefix=P&limit=N (default 100, at most 1000)&cursor=C (next_cursor of the previous page)",
+      auth: true,
+      query: ListQuery,
+      errors: ["write_only", "not_supported", "backend_denied", "backend_unavailable", "store_corrupt"],
+      responses: { 200: { description: "A page of names", schema: ListResponse } },
+      audit: { action: "list", name: (c) => c.req.query("prefix") },
+    },
+    async (_, { query }) => {
+      const page = await manager.list({ prefix: query.prefix, limit: query.limit ?? 100, cursor: query.cursor });
+      return json(page.cursor === undefined ? { names: page.names } : { names: page.names, next_cursor: page.cursor });
+    },
+  );
+
   const path = "/v1/secrets/{name}";
+  const name = secretName;
   router.route(
     {
       method: "get",
@@ -30,6 +54,7 @@ export function secretRoutes(router: Router, manager: SecretManager): void {
       query: SecretQuery,
       errors: [...ERRORS, "write_only", "not_found"],
       responses: { 200: { description: "The value", schema: SecretResponse } },
+      audit: { action: "read", name },
     },
     async (c, { query }) =>
       json(await manager.get(secretName(c), { refresh: query.refresh === "true", team: query.team_id })),
@@ -47,6 +72,7 @@ export function secretRoutes(router: Router, manager: SecretManager): void {
         200: { description: "Replaced", schema: SecretPutResponse },
         201: { description: "Created", schema: SecretPutResponse },
       },
+      audit: { action: "write", name },
     },
     async (c, { body }) => {
       const meta = { description: body.description, tags: body.tags };
@@ -63,6 +89,7 @@ export function secretRoutes(router: Router, manager: SecretManager): void {
       auth: true,
       errors: [...ERRORS, "read_only", "not_supported"],
       responses: { 204: { description: "Deleted" } },
+      audit: { action: "delete", name },
     },
     async (c) => {
       await manager.delete(secretName(c));
@@ -79,6 +106,7 @@ export function secretRoutes(router: Router, manager: SecretManager): void {
       body: ResolveRequest,
       errors: [...ERRORS, "write_only", "unresolved_refs"],
       responses: { 200: { description: "The config with refs replaced", schema: ResolveResponse } },
+      audit: { action: "resolve" },
     },
     async (_, { body }) => json({ config: await manager.resolve(body.config) }),
   );

@@ -66,8 +66,11 @@ import {
   type DeleteOptions,
   type DeleteOutcome,
   isNewer,
+  type ListOptions,
+  type NamePage,
   type PutOptions,
   type PutOutcome,
+  pageOfNames,
   type SecretRecord,
   type SecretStore,
   type StoreFactory,
@@ -288,6 +291,11 @@ export class FileStore implements SecretStore {
     return new Promise<DeleteOutcome>((resolve, reject) => {
       this.#enqueue({ kind: "delete", name, options, settle: { resolve, reject } });
     });
+  }
+
+  /** A page of the names held (tombstones are not), from the state as of now. */
+  async list(options: ListOptions): Promise<NamePage> {
+    return pageOfNames(await this.names(), options);
   }
 
   /** The names held (tombstones are not), sorted. */

@@ -3,7 +3,14 @@
  * Records: the value only (no version, time or tags). Over HTTP it serves only `hosted_keys`.
  */
 import * as z from "zod/mini";
-import type { SecretRecord, SecretStore, StoreFactory } from "../secret-store";
+import {
+  type ListOptions,
+  type NamePage,
+  pageOfNames,
+  type SecretRecord,
+  type SecretStore,
+  type StoreFactory,
+} from "../secret-store";
 import { NotSupported } from "../store-errors";
 
 class EnvStore implements SecretStore {
@@ -17,6 +24,11 @@ class EnvStore implements SecretStore {
 
   async get(name: string): Promise<SecretRecord | undefined> {
     return Object.hasOwn(this.env, name) ? { value: this.env[name] as string } : undefined;
+  }
+
+  /** The environment's names (the manager lists only `hosted_keys` of an environment store). */
+  async list(options: ListOptions): Promise<NamePage> {
+    return pageOfNames(Object.keys(this.env), options);
   }
 
   async put(): Promise<never> {

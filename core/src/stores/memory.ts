@@ -10,8 +10,11 @@ import {
   type DeleteOptions,
   type DeleteOutcome,
   isNewer,
+  type ListOptions,
+  type NamePage,
   type PutOptions,
   type PutOutcome,
+  pageOfNames,
   type SecretRecord,
   type SecretStore,
   type StoreFactory,
@@ -49,6 +52,11 @@ export class MemoryStore implements SecretStore {
 
   keyOf(name: string): string {
     return this.#mapName(name);
+  }
+
+  async list(options: ListOptions): Promise<NamePage> {
+    const held = [...this.#entries.values()].filter((e) => e.value !== undefined).map((e) => e.name);
+    return pageOfNames(held, options);
   }
 
   async get(name: string): Promise<SecretRecord | undefined> {

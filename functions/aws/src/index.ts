@@ -20,6 +20,7 @@ import { createLogger, type Logger, type RawRequest, startOnFirstUse } from "@ll
 import { awsSecretsManagerStore } from "@llm-secrets/core/stores/aws";
 import { awsKmsStore } from "@llm-secrets/core/stores/aws-kms";
 import { customStore } from "@llm-secrets/core/stores/custom";
+import { cyberarkStore } from "@llm-secrets/core/stores/cyberark";
 import { dockerStore } from "@llm-secrets/core/stores/docker";
 import { infisicalStore } from "@llm-secrets/core/stores/infisical";
 import { localStore } from "@llm-secrets/core/stores/local";
@@ -34,6 +35,7 @@ export const AWS_STORES = [
   vaultStore,
   dockerStore,
   customStore,
+  cyberarkStore,
   infisicalStore,
   localStore,
 ] as const;

@@ -21,6 +21,7 @@ import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } 
 import { createLogger, type Logger, type RawRequest, type StoreFactory, startOnFirstUse } from "@llm-secrets/core";
 import { azureKeyVaultStore } from "@llm-secrets/core/stores/azure";
 import { customStore } from "@llm-secrets/core/stores/custom";
+import { cyberarkStore } from "@llm-secrets/core/stores/cyberark";
 import { dockerStore } from "@llm-secrets/core/stores/docker";
 import { infisicalStore } from "@llm-secrets/core/stores/infisical";
 import { localStore } from "@llm-secrets/core/stores/local";
@@ -32,6 +33,7 @@ export const AZURE_STORES = [
   vaultStore,
   dockerStore,
   customStore,
+  cyberarkStore,
   infisicalStore,
   localStore,
 ] as const;

@@ -20,6 +20,7 @@ import * as functions from "@google-cloud/functions-framework";
 import { getRequestListener } from "@hono/node-server";
 import { createLogger, type Logger, type RawRequest, type StoreFactory, startOnFirstUse } from "@llm-secrets/core";
 import { customStore } from "@llm-secrets/core/stores/custom";
+import { cyberarkStore } from "@llm-secrets/core/stores/cyberark";
 import { dockerStore } from "@llm-secrets/core/stores/docker";
 import { googleSecretManagerStore } from "@llm-secrets/core/stores/google";
 import { googleKmsStore } from "@llm-secrets/core/stores/google-kms";
@@ -34,6 +35,7 @@ export const GCP_STORES = [
   vaultStore,
   dockerStore,
   customStore,
+  cyberarkStore,
   infisicalStore,
   localStore,
 ] as const;

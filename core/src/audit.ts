@@ -1,0 +1,69 @@
+/**
+ * The audit trail: one JSON line per read, write, delete, list, resolve and decrypt that reached
+ * the API, refused ones included (a wrong key, a name outside `hosted_keys`). Separate from the
+ * access log (which goes to stderr): audit lines go to stdout, or nowhere with
+ * `LLM_SECRETS_AUDIT=off`.
+ *
+ *   {"time":"2026-11-26T02:30:00.000Z","audit":"read","name":"OPENAI_API_KEY","outcome":"ok",
+ *    "request_id":"2f1c...","caller":"9b71d224"}
+ *
+ * - `outcome`: `ok`, or the error code of the answer (SPEC section 6).
+ * - `caller`: the first 8 hex digits of the SHA-256 of the key the caller presented (`none` when it
+ *   presented none): enough to tell callers apart and match them to a known key, never the key.
+ * - `request_id`: the caller's `x-request-id` when it is a plain token (at most 128 of
+ *   `[A-Za-z0-9._:-]`), else the runtime's own id for the invocation, else a fresh UUID.
+ * - `name`: the secret's name (a list's prefix); absent for resolve and decrypt, which touch many
+ *   or none. Resolve adds `refs`, the number of distinct names it looked up.
+ * No value, ciphertext or key ever appears in a line.
+ */
+import { hash, randomUUID } from "node:crypto";
+
+export type AuditAction = "read" | "write" | "delete" | "list" | "resolve" | "decrypt";
+
+export interface AuditEntry {
+  action: AuditAction;
+  name?: string;
+  outcome: string;
+  requestId: string;
+  caller: string;
+  refs?: number;
+}
+
+export type Audit = (entry: AuditEntry) => void;
+
+/** An audit that writes each entry as one JSON line through `write`. */
+export function createAudit(write: (line: string) => void): Audit {
+  return (entry) => {
+    write(
+      `${JSON.stringify({
+        time: new Date().toISOString(),
+        audit: entry.action,
+        name: entry.name,
+        outcome: entry.outcome,
+        request_id: entry.requestId,
+        caller: entry.caller,
+        refs: entry.refs,
+      })}\n`,
+    );
+  };
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** The request id of an audit line (see the header). */
+export function requestIdOf(header: string | undefined, runtimeId: string | undefined): string {
+  if (header !== undefined && REQUEST_ID.test(header)) return header;
+  return runtimeId ?? randomUUID();
+}
+
+/** The caller's fingerprint: the key it presented, as `x-litellm-api-key` or `Authorization: Bearer`. */
+export function callerOf(apiKeyHeader: string | undefined, authorization: string | undefined): string {
+  const key =
+    apiKeyHeader !== undefined
+      ? apiKeyHeader.trim()
+      : authorization !== undefined && /^bearer\s/i.test(authorization)
+        ? authorization.slice(7).trim()
+        : "";
+  // Hashed on every call (about a microsecond) rather than remembered: no table keyed on keys.
+  return key === "" ? "none" : hash("sha256", key, "hex").slice(0, 8);
+}

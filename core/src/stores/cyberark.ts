@@ -1,0 +1,439 @@
+/**
+ * `cyberark`: CyberArk Conjur (Secrets Manager) over its REST API, with LiteLLM's `CYBERARK_*` env
+ * names and defaults, over the one outbound client (outbound.ts, loaded when the store opens).
+ *
+ * - Login: `POST {CYBERARK_API_BASE}/authn/{account}/{login}/authenticate` with the API key as the
+ *   body. Differs: the account and the login are URL-encoded, so `host/...` logins work (LiteLLM
+ *   sends the `/` as it is). With `CYBERARK_CLIENT_CERT` and `CYBERARK_CLIENT_KEY` (PEM files), the
+ *   connection is mutual TLS: the same authenticate call, the certificate and key presented by the
+ *   outbound agent, the API key (possibly none: an empty body) still the body, as LiteLLM does.
+ * - The token: Conjur answers a JSON document; every later call sends
+ *   `Authorization: Token token="<base64 of those exact bytes>"`. Conjur's tokens live 8 minutes; we
+ *   log in again once `CYBERARK_REFRESH_INTERVAL` (default 300 s) or 6 minutes have passed,
+ *   whichever is shorter, so a token is never used in its last 2 minutes. A 401 on a call gets one
+ *   fresh login and one more try. Concurrent callers share one login.
+ * - Read: `GET /secrets/{account}/variable/{id}`, the id wholly URL-encoded (`/` as `%2F`); the
+ *   value is the body (UTF-8; other bytes are `store_corrupt`, never a garbled value). 404 (no such
+ *   variable, none visible to us, or one without a value yet) is no secret.
+ * - Write: `POST /secrets/{account}/variable/{id}` with the value as the body. When the variable is
+ *   not declared (404), it is declared by loading the policy `- !variable "<name>"` (a YAML scalar
+ *   made by the YAML serialiser, never by string building) with `POST /policies/{account}/policy/
+ *   {branch}` (Conjur's add-only load), then the value is written again. The branch is
+ *   `LLM_SECRETS_CYBERARK_POLICY_BRANCH` (default `root`); Conjur names a variable declared in a
+ *   branch `{branch}/{name}`, so with a branch other than `root` every name, reads included, lives
+ *   under it. A 409 on a policy load (another load of that policy is running) is tried again, 5
+ *   tries in all, after waits of up to 0.2, 0.4, 0.8, 1.6 s (LiteLLM's; half of each fixed, half
+ *   random here); still 409 after that is `backend_unavailable`. Our own policy loads go one at a
+ *   time, and writes to one name too, so in one process "created" is said once per variable: it
+ *   means this write declared the variable (one declared by someone else but never given a value
+ *   is "updated"; Conjur has no compare-and-set, so two processes may both say "created").
+ *   Differs: a write that fails is an error, not a logged `{"status": "error"}`; the policy is loaded
+ *   only for a variable that is not declared (LiteLLM loads it on every write), and an empty or
+ *   whitespace-only value is refused (`invalid_request`) before any call: Conjur refuses it (422).
+ * - Delete: `501 not_supported` (Conjur removes variables only by policy); the manager checks the
+ *   access mode first.
+ * - TLS: `CYBERARK_SSL_VERIFY=false` (or `true`; trimmed, any case) turns verification off (or on)
+ *   for this store's agent only, through the outbound client's TLS settings (a warning is logged
+ *   when off, as LiteLLM does); unset, the general `ssl_verify` / `SSL_VERIFY` applies. Differs:
+ *   another value stops the start naming it (LiteLLM quietly verifies).
+ * - Failures go through the one classifier (401/403 denied, 429/5xx unavailable with Retry-After);
+ *   messages hold the operation and the status, never a body, a value, the API key or a token.
+ *
+ * Records: the value only (no change times we can set), so no compare-and-set.
+ *
+ * The cache of values is the manager's, whose lifetime is `CYBERARK_REFRESH_INTERVAL`, default
+ * 300 s as in LiteLLM (`defaults.refreshSeconds`; `SECRET_MANAGER_REFRESH_INTERVAL` does not apply).
+ */
+import { readFile } from "node:fs/promises";
+import { request } from "undici";
+import { Document, Scalar, YAMLSeq } from "yaml";
+import * as z from "zod/mini";
+import { ConfigError, InvalidInput } from "../errors";
+import type { OutboundTls } from "../outbound-tls";
+import type { PutOutcome, SecretRecord, SecretStore, StoreDeps, StoreFactory } from "../secret-store";
+import {
+  BackendUnavailable,
+  classifyBackendError,
+  NotSupported,
+  StoreCorrupt,
+  StoreUnavailable,
+} from "../store-errors";
+
+/** LiteLLM's defaults. */
+const DEFAULT_API_BASE = "http://127.0.0.1:8080";
+const DEFAULT_ACCOUNT = "default";
+const DEFAULT_USERNAME = "admin";
+const DEFAULT_REFRESH_SECONDS = 300;
+const DEFAULT_BRANCH = "root";
+/** Conjur's tokens live 8 minutes: one is not used past 6. */
+const MAX_TOKEN_SECONDS = 360;
+/** The longest one call may take, connection to the end of the body. */
+const CALL_TIMEOUT_MS = 30_000;
+/** What Conjur's `blank?` refuses in a raw body: nothing, or ASCII white space only. */
+const BLANK = /^[\t\n\v\f\r ]*$/;
+
+function isApiBase(raw: string): boolean {
+  try {
+    const url = new URL(raw.trim());
+    return (url.protocol === "https:" || url.protocol === "http:") && url.search === "" && url.hash === "";
+  } catch {
+    return false;
+  }
+}
+
+const text = z.optional(z.string());
+
+export const CyberArkSettings = z.object({
+  config: z.object({}),
+  env: z
+    .object({
+      CYBERARK_API_BASE: z.optional(
+        z.string().check(z.refine(isApiBase, "expected an http:// or https:// URL without a query")),
+      ),
+      CYBERARK_ACCOUNT: text,
+      CYBERARK_USERNAME: text,
+      CYBERARK_API_KEY: text,
+      CYBERARK_CLIENT_CERT: text,
+      CYBERARK_CLIENT_KEY: text,
+      CYBERARK_SSL_VERIFY: z.optional(z.string().check(z.regex(/^\s*(?:true|false)\s*$/i, "expected true or false"))),
+      CYBERARK_REFRESH_INTERVAL: z.optional(
+        z.string().check(z.regex(/^\s*\d+\s*$/, "expected a whole number of seconds")),
+      ),
+      LLM_SECRETS_CYBERARK_POLICY_BRANCH: text,
+    })
+    .check(
+      z.superRefine((env, ctx) => {
+        if (env.CYBERARK_API_KEY || (env.CYBERARK_CLIENT_CERT && env.CYBERARK_CLIENT_KEY)) return;
+        const [path, message] = env.CYBERARK_CLIENT_CERT
+          ? ["CYBERARK_CLIENT_KEY", "set it with CYBERARK_CLIENT_CERT (mutual TLS needs both), or set CYBERARK_API_KEY"]
+          : env.CYBERARK_CLIENT_KEY
+            ? [
+                "CYBERARK_CLIENT_CERT",
+                "set it with CYBERARK_CLIENT_KEY (mutual TLS needs both), or set CYBERARK_API_KEY",
+              ]
+            : ["CYBERARK_API_KEY", "set the API key, or CYBERARK_CLIENT_CERT and CYBERARK_CLIENT_KEY (mutual TLS)"];
+        ctx.issues.push({ code: "custom", message, path: [path], input: env });
+      }),
+    ),
+});
+
+export type CyberArkEnv = z.output<typeof CyberArkSettings>["env"];
+
+/** What the store needs from its settings, resolved. */
+export interface CyberArkConfig {
+  apiBase: string;
+  account: string;
+  login: string;
+  /** The authenticate body: the API key, or empty with a client certificate and no key. */
+  apiKey: string;
+  /** The branch policies are loaded into; `root` is the top. */
+  branch: string;
+  tokenLifeMs: number;
+}
+
+/** The store's configuration from its env vars: LiteLLM's defaults, the branch trimmed of slashes. */
+export function cyberArkConfigOf(env: CyberArkEnv): CyberArkConfig {
+  const refresh =
+    env.CYBERARK_REFRESH_INTERVAL === undefined ? DEFAULT_REFRESH_SECONDS : Number(env.CYBERARK_REFRESH_INTERVAL);
+  const branch = (env.LLM_SECRETS_CYBERARK_POLICY_BRANCH ?? "").trim().replace(/^\/+|\/+$/g, "");
+  return {
+    apiBase: (env.CYBERARK_API_BASE ?? DEFAULT_API_BASE).trim().replace(/\/+$/, ""),
+    account: env.CYBERARK_ACCOUNT ?? DEFAULT_ACCOUNT,
+    login: env.CYBERARK_USERNAME ?? DEFAULT_USERNAME,
+    apiKey: env.CYBERARK_API_KEY ?? "",
+    branch: branch === "" ? DEFAULT_BRANCH : branch,
+    tokenLifeMs: Math.min(refresh, MAX_TOKEN_SECONDS) * 1000,
+  };
+}
+
+/** The policy that declares `id` (relative to its branch): `- !variable "<id>"`, by the serialiser. */
+export function variablePolicy(id: string): string {
+  const scalar = new Scalar(id);
+  scalar.tag = "!variable";
+  scalar.type = Scalar.QUOTE_DOUBLE;
+  const seq = new YAMLSeq();
+  seq.items.push(scalar);
+  const doc = new Document();
+  doc.contents = seq;
+  return doc.toString({ lineWidth: 0 });
+}
+
+export interface ConjurCall {
+  method: "GET" | "POST";
+  /** From the root of the API, every segment already encoded. */
+  path: string;
+  body?: string;
+  contentType?: string;
+  authorization?: string;
+}
+
+export interface ConjurAnswer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  /** The body's exact bytes. */
+  body: Buffer;
+}
+
+export type Send = (call: ConjurCall) => Promise<ConjurAnswer>;
+
+/** A failed answer, as the classifier reads it: the status and headers, never the body. */
+class ConjurResponseError extends Error {
+  readonly status: number;
+  readonly headers: Record<string, string | string[] | undefined>;
+
+  constructor(answer: ConjurAnswer) {
+    super(`Conjur answered ${answer.status}`);
+    this.name = "ConjurResponseError";
+    this.status = answer.status;
+    this.headers = answer.headers;
+  }
+}
+
+/** Tuning, not settings: tests shorten it, users get the defaults. */
+export interface CyberArkTuning {
+  /** Tries of one policy load that meets 409, the first included. */
+  policyTries: number;
+  /** The first retry waits between half of this and all of it; each later one twice as long. */
+  policyBackoffMs: number;
+  /** In [0, 1): the random half of a backoff. */
+  random: () => number;
+}
+
+const DEFAULT_TUNING: CyberArkTuning = { policyTries: 5, policyBackoffMs: 200, random: Math.random };
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+function isOk(status: number): boolean {
+  return status >= 200 && status < 300;
+}
+
+export class CyberArkStore implements SecretStore {
+  readonly kind = "cyberark";
+  #token: { header: string; until: number } | undefined;
+  #login: Promise<string> | undefined;
+  /** The tail of each name's queue of writes. */
+  readonly #writes = new Map<string, Promise<unknown>>();
+  /** The tail of this store's queue of policy loads. */
+  #policyLoads: Promise<unknown> = Promise.resolve();
+  readonly #tuning: CyberArkTuning;
+
+  constructor(
+    private readonly send: Send,
+    private readonly config: CyberArkConfig,
+    private readonly now: () => number = Date.now,
+    tuning: Partial<CyberArkTuning> = {},
+  ) {
+    this.#tuning = { ...DEFAULT_TUNING, ...tuning };
+  }
+
+  /** The variable's id: the name, under the branch unless it is `root`. */
+  keyOf(name: string): string {
+    return this.config.branch === DEFAULT_BRANCH ? name : `${this.config.branch}/${name}`;
+  }
+
+  async get(name: string): Promise<SecretRecord | undefined> {
+    const answer = await this.#call({ method: "GET", path: this.#variablePath(name) }, "cyberark get");
+    if (answer.status === 404) return undefined;
+    if (!isOk(answer.status)) throw this.#failure(answer, "cyberark get");
+    try {
+      return { value: utf8.decode(answer.body) };
+    } catch {
+      throw new StoreCorrupt(`cyberark get: the value of ${name} is not UTF-8 text`);
+    }
+  }
+
+  put(name: string, value: string): Promise<PutOutcome> {
+    if (BLANK.test(value)) {
+      return Promise.reject(new InvalidInput("CyberArk Conjur refuses an empty or whitespace-only value"));
+    }
+    return this.#oneAtATime(this.keyOf(name), async () => {
+      if (await this.#setValue(name, value)) return "updated";
+      await this.#declare(name);
+      if (await this.#setValue(name, value)) return "created";
+      // Declared, yet still not there for us: we may load the policy but not see its variables.
+      throw classifyBackendError(
+        new ConjurResponseError({ status: 404, headers: {}, body: Buffer.alloc(0) }),
+        "cyberark put (the declared variable is not visible to this login)",
+      );
+    });
+  }
+
+  async delete(): Promise<never> {
+    throw new NotSupported("deleting from the cyberark store (Conjur removes variables only by policy)");
+  }
+
+  #variablePath(name: string): string {
+    return `/secrets/${encodeURIComponent(this.config.account)}/variable/${encodeURIComponent(this.keyOf(name))}`;
+  }
+
+  /** Writes the value: true when written, false when the variable is not declared (404). */
+  async #setValue(name: string, value: string): Promise<boolean> {
+    const answer = await this.#call(
+      { method: "POST", path: this.#variablePath(name), body: value, contentType: "application/octet-stream" },
+      "cyberark put",
+    );
+    if (answer.status === 404) return false;
+    if (!isOk(answer.status)) throw this.#failure(answer, "cyberark put");
+    return true;
+  }
+
+  /** Declares the variable by a policy load into the branch; 409 (a load running) is tried again. */
+  #declare(name: string): Promise<void> {
+    const what = "cyberark put (policy load)";
+    const { account, branch } = this.config;
+    const path = `/policies/${encodeURIComponent(account)}/policy/${encodeURIComponent(branch)}`;
+    const body = variablePolicy(name);
+    const load = async () => {
+      for (let attempt = 1; ; attempt++) {
+        const answer = await this.#call({ method: "POST", path, body, contentType: "application/x-yaml" }, what);
+        if (isOk(answer.status)) return;
+        if (answer.status === 404) {
+          throw new StoreUnavailable(`${what}: the policy branch ${branch} is not there for this login (HTTP 404)`);
+        }
+        if (answer.status !== 409) throw this.#failure(answer, what);
+        if (attempt >= this.#tuning.policyTries) {
+          throw new BackendUnavailable(`${what}: other policy loads kept running (HTTP 409, ${attempt} tries)`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, this.#backoff(attempt)));
+      }
+    };
+    const run = this.#policyLoads.then(load, load);
+    this.#policyLoads = run.catch(() => undefined);
+    return run;
+  }
+
+  #backoff(attempt: number): number {
+    const step = this.#tuning.policyBackoffMs * 2 ** (attempt - 1);
+    return step / 2 + (step / 2) * this.#tuning.random();
+  }
+
+  /** Runs `work` after the writes to `key` queued before it (each settled), one at a time. */
+  #oneAtATime<T>(key: string, work: () => Promise<T>): Promise<T> {
+    const previous = this.#writes.get(key) ?? Promise.resolve();
+    const run = previous.then(work, work);
+    const tail = run.catch(() => undefined);
+    this.#writes.set(key, tail);
+    void tail.then(() => {
+      if (this.#writes.get(key) === tail) this.#writes.delete(key);
+    });
+    return run;
+  }
+
+  /** One authenticated call; a 401 gets one fresh login and one more try. */
+  async #call(call: ConjurCall, what: string): Promise<ConjurAnswer> {
+    try {
+      const authorization = await this.#tokenFor(undefined);
+      const answer = await this.send({ ...call, authorization });
+      if (answer.status !== 401) return answer;
+      return await this.send({ ...call, authorization: await this.#tokenFor(authorization) });
+    } catch (err) {
+      throw classifyBackendError(err, what);
+    }
+  }
+
+  /**
+   * The `Authorization` header to send: the current token while it is young enough, else a fresh
+   * login's. `refused`: the header a call was just refused with (401), never to be reused.
+   */
+  async #tokenFor(refused: string | undefined): Promise<string> {
+    const token = this.#token;
+    if (token && token.header !== refused && this.now() < token.until) return token.header;
+    this.#login ??= this.#logIn().finally(() => {
+      this.#login = undefined;
+    });
+    return this.#login;
+  }
+
+  async #logIn(): Promise<string> {
+    const { account, login, apiKey, tokenLifeMs } = this.config;
+    const what = "cyberark login";
+    const answer = await this.send({
+      method: "POST",
+      path: `/authn/${encodeURIComponent(account)}/${encodeURIComponent(login)}/authenticate`,
+      body: apiKey,
+      contentType: "text/plain",
+    });
+    if (!isOk(answer.status) || answer.body.length === 0) throw this.#failure(answer, what);
+    const header = `Token token="${answer.body.toString("base64")}"`;
+    this.#token = { header, until: this.now() + tokenLifeMs };
+    return header;
+  }
+
+  #failure(answer: ConjurAnswer, what: string) {
+    return classifyBackendError(new ConjurResponseError(answer), what);
+  }
+}
+
+/** The outbound client as `Send`: bytes in and out, one deadline per call. */
+async function sender(apiBase: string, tls: OutboundTls): Promise<Send> {
+  const { outboundAgent } = await import("../outbound");
+  const dispatcher = outboundAgent(tls);
+  return async (call) => {
+    const res = await request(`${apiBase}${call.path}`, {
+      method: call.method,
+      dispatcher,
+      signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
+      headers: {
+        ...(call.contentType && { "content-type": call.contentType }),
+        ...(call.authorization && { authorization: call.authorization }),
+      },
+      ...(call.body !== undefined && { body: call.body }),
+    });
+    const body = Buffer.from(await res.body.arrayBuffer());
+    return { status: res.statusCode, headers: res.headers, body };
+  };
+}
+
+async function readPem(path: string, variable: string): Promise<Buffer> {
+  try {
+    return await readFile(path);
+  } catch (err) {
+    throw new ConfigError(`${variable}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? "error"})`);
+  }
+}
+
+/**
+ * Opens the store: reads the client certificate (an unreadable one stops the start) and makes the
+ * outbound agent. Conjur is not called until the first secret is. `tuning` is for tests only.
+ */
+export async function openCyberArkStore(
+  env: CyberArkEnv,
+  deps: Pick<StoreDeps, "log" | "now" | "outbound">,
+  tuning?: Partial<CyberArkTuning>,
+): Promise<CyberArkStore> {
+  const config = cyberArkConfigOf(env);
+  const certFile = env.CYBERARK_CLIENT_CERT;
+  const keyFile = env.CYBERARK_CLIENT_KEY;
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    // With an API key, a half pair is ignored (as LiteLLM does); say so, naming what is missing.
+    deps.log.warn("cyberark: a client certificate is set by half and ignored", {
+      missing: certFile === undefined ? "CYBERARK_CLIENT_CERT" : "CYBERARK_CLIENT_KEY",
+    });
+  }
+  const certificate =
+    certFile !== undefined && keyFile !== undefined
+      ? { cert: await readPem(certFile, "CYBERARK_CLIENT_CERT"), key: await readPem(keyFile, "CYBERARK_CLIENT_KEY") }
+      : undefined;
+  const verify = env.CYBERARK_SSL_VERIFY?.trim().toLowerCase();
+  if (verify === "false") deps.log.warn("cyberark: TLS certificate verification is off (CYBERARK_SSL_VERIFY=false)");
+  const tls: OutboundTls = {
+    ...deps.outbound,
+    ...(verify !== undefined && { verify: verify === "true" }),
+    ...(certificate && { certificate }),
+  };
+  return new CyberArkStore(await sender(config.apiBase, tls), config, deps.now, tuning);
+}
+
+export const cyberarkStore = {
+  kind: "cyberark",
+  settings: CyberArkSettings,
+  defaults: {
+    accessMode: "read_only",
+    refreshIntervalVariable: "CYBERARK_REFRESH_INTERVAL",
+    refreshSeconds: DEFAULT_REFRESH_SECONDS,
+    needsLocalKey: false,
+    envBacked: false,
+  },
+  capabilities: { writes: true, deletes: false, compareAndSet: false, maxValueBytes: 64 * 1024, records: [] },
+  open: async (settings, deps) => openCyberArkStore(settings.env, deps),
+} as const satisfies StoreFactory<"cyberark", typeof CyberArkSettings>;

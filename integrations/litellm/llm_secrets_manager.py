@@ -1,0 +1,242 @@
+"""
+LLMSecretsManager: a LiteLLM custom secret manager that keeps a proxy's secrets in llm-secrets.
+
+LiteLLM loads it from its config (``key_management_system: custom``,
+``key_management_settings.custom_secret_manager: llm_secrets_manager.LLMSecretsManager``, this
+file beside config.yaml) and constructs it with no arguments. It is configured from the
+environment:
+
+    LLM_SECRETS_URL          the llm-secrets API, e.g. https://secrets.internal:4000 (required)
+    LLM_SECRETS_API_KEY      its master key, sent as x-litellm-api-key (required)
+    LLM_SECRETS_CA_BUNDLE    a PEM bundle of CAs to trust (default: the system's)
+    LLM_SECRETS_CLIENT_CERT  a client certificate (PEM) for mutual TLS, with
+    LLM_SECRETS_CLIENT_KEY   its key (PEM; may be left out when the cert file holds it)
+    LLM_SECRETS_TIMEOUT      seconds per call (default 10)
+
+Reads go through ``GET /v1/secrets/{name}`` (so through llm-secrets' cache); a name the store
+does not hold is ``None``, never an exception. Writes and deletes (LiteLLM's virtual-key hooks
+with ``store_virtual_keys: true``) go through ``PUT`` and ``DELETE``. Names are encoded one path
+segment at a time, so ``litellm/team/key`` reaches the secret of that name. Every failure is an
+``LLMSecretsError`` with the HTTP status and llm-secrets' error code; no error holds a value or
+the API key.
+
+Standard library and httpx (which LiteLLM already depends on) only. One pooled client per
+process: the sync client is shared by every instance, the async one by every instance on an
+event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import weakref
+from typing import Any, Dict, Optional, Union
+from urllib.parse import quote
+
+import httpx
+from litellm.integrations.custom_secret_manager import CustomSecretManager
+
+DEFAULT_TIMEOUT_S = 10.0
+
+
+class LLMSecretsError(Exception):
+    """A call to llm-secrets failed: the status (0 when no answer came), the error code, a message."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(f"llm-secrets answered {status} {code}: {message}" if status else f"llm-secrets: {message}")
+        self.status = status
+        self.code = code
+
+
+class _Settings:
+    def __init__(self) -> None:
+        url = os.environ.get("LLM_SECRETS_URL", "").strip()
+        key = os.environ.get("LLM_SECRETS_API_KEY", "").strip()
+        missing = [n for n, v in (("LLM_SECRETS_URL", url), ("LLM_SECRETS_API_KEY", key)) if not v]
+        if missing:
+            raise ValueError(f"LLMSecretsManager needs {' and '.join(missing)} in the environment")
+        if not url.startswith(("https://", "http://")):
+            raise ValueError("LLM_SECRETS_URL must start with https:// (or http:// on a trusted network)")
+        self.url = url.rstrip("/")
+        self.api_key = key
+        ca = os.environ.get("LLM_SECRETS_CA_BUNDLE", "").strip()
+        self.verify: Union[bool, str] = ca or True
+        cert = os.environ.get("LLM_SECRETS_CLIENT_CERT", "").strip()
+        key_file = os.environ.get("LLM_SECRETS_CLIENT_KEY", "").strip()
+        self.cert: Optional[Union[str, tuple]] = (cert, key_file) if cert and key_file else (cert or None)
+        raw_timeout = os.environ.get("LLM_SECRETS_TIMEOUT", "").strip()
+        try:
+            self.timeout = float(raw_timeout) if raw_timeout else DEFAULT_TIMEOUT_S
+        except ValueError:
+            raise ValueError("LLM_SECRETS_TIMEOUT must be a number of seconds") from None
+        if self.timeout <= 0:
+            raise ValueError("LLM_SECRETS_TIMEOUT must be a number of seconds") from None
+
+    def identity(self) -> tuple:
+        return (self.url, self.verify, self.cert, self.timeout)
+
+    def client_options(self) -> Dict[str, Any]:
+        return {
+            "base_url": self.url,
+            "verify": self.verify,
+            "cert": self.cert,
+            "timeout": httpx.Timeout(self.timeout),
+            "headers": {"x-litellm-api-key": self.api_key, "user-agent": "llm-secrets-litellm/1"},
+            "limits": httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        }
+
+
+_lock = threading.Lock()
+_sync_clients: Dict[tuple, httpx.Client] = {}
+_async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dict[tuple, httpx.AsyncClient]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _path(name: str) -> str:
+    if not isinstance(name, str) or name == "":
+        raise LLMSecretsError(0, "invalid_name", "a secret name is a non-empty string")
+    return "/v1/secrets/" + "/".join(quote(segment, safe="") for segment in name.split("/"))
+
+
+def _timeout(timeout: Any) -> Any:
+    if timeout is None:
+        return httpx.USE_CLIENT_DEFAULT
+    return timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(float(timeout))
+
+
+def _failure(response: httpx.Response) -> LLMSecretsError:
+    code, message = "http_error", response.reason_phrase or "error"
+    try:
+        error = response.json().get("error", {})
+        code = str(error.get("code", code))
+        message = str(error.get("message", message))
+    except (ValueError, AttributeError):
+        pass  # not llm-secrets' JSON error: the status says enough
+    return LLMSecretsError(response.status_code, code, message)
+
+
+def _unreachable(err: httpx.HTTPError) -> LLMSecretsError:
+    if isinstance(err, httpx.TimeoutException):
+        return LLMSecretsError(0, "timeout", f"no answer within the timeout ({type(err).__name__})")
+    return LLMSecretsError(0, "unreachable", f"cannot reach the llm-secrets API ({type(err).__name__}: {err})")
+
+
+def _write_body(value: str, description: Optional[str], tags: Optional[Union[dict, list]]) -> Dict[str, Any]:
+    if not isinstance(value, str) or value == "":
+        raise LLMSecretsError(0, "invalid_request", "a secret value is a non-empty string")
+    body: Dict[str, Any] = {"value": value}
+    if description:
+        body["description"] = description
+    if isinstance(tags, dict) and tags:
+        body["tags"] = {str(k): str(v) for k, v in tags.items()}
+    elif isinstance(tags, list) and tags:
+        body["tags"] = {str(t): "" for t in tags}
+    return body
+
+
+class LLMSecretsManager(CustomSecretManager):
+    """LiteLLM's secret manager, served by llm-secrets over HTTPS."""
+
+    def __init__(self) -> None:
+        super().__init__(secret_manager_name="llm_secrets")
+        self._settings = _Settings()
+
+    # The pooled clients: one per process (sync) and per event loop (async), per settings.
+    def _client(self) -> httpx.Client:
+        key = self._settings.identity()
+        with _lock:
+            client = _sync_clients.get(key)
+            if client is None or client.is_closed:
+                client = httpx.Client(**self._settings.client_options())
+                _sync_clients[key] = client
+            return client
+
+    def _async_client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        key = self._settings.identity()
+        with _lock:
+            clients = _async_clients.setdefault(loop, {})
+            client = clients.get(key)
+            if client is None or client.is_closed:
+                client = httpx.AsyncClient(**self._settings.client_options())
+                clients[key] = client
+            return client
+
+    # Reads: a name the store does not hold is None.
+    def sync_read_secret(
+        self,
+        secret_name: str,
+        optional_params: Optional[dict] = None,
+        timeout: Optional[Union[float, httpx.Timeout]] = None,
+    ) -> Optional[str]:
+        try:
+            response = self._client().get(_path(secret_name), timeout=_timeout(timeout))
+        except httpx.HTTPError as err:
+            raise _unreachable(err) from None
+        return self._read(response)
+
+    async def async_read_secret(
+        self,
+        secret_name: str,
+        optional_params: Optional[dict] = None,
+        timeout: Optional[Union[float, httpx.Timeout]] = None,
+    ) -> Optional[str]:
+        try:
+            response = await self._async_client().get(_path(secret_name), timeout=_timeout(timeout))
+        except httpx.HTTPError as err:
+            raise _unreachable(err) from None
+        return self._read(response)
+
+    @staticmethod
+    def _read(response: httpx.Response) -> Optional[str]:
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise _failure(response)
+        return response.json()["value"]
+
+    # Writes and deletes (LiteLLM's virtual-key hooks).
+    async def async_write_secret(
+        self,
+        secret_name: str,
+        secret_value: str,
+        description: Optional[str] = None,
+        optional_params: Optional[dict] = None,
+        timeout: Optional[Union[float, httpx.Timeout]] = None,
+        tags: Optional[Union[dict, list]] = None,
+    ) -> Dict[str, Any]:
+        body = _write_body(secret_value, description, tags)
+        try:
+            response = await self._async_client().put(_path(secret_name), json=body, timeout=_timeout(timeout))
+        except httpx.HTTPError as err:
+            raise _unreachable(err) from None
+        if response.status_code not in (200, 201):
+            raise _failure(response)
+        return response.json()
+
+    async def async_delete_secret(
+        self,
+        secret_name: str,
+        recovery_window_in_days: Optional[int] = 7,
+        optional_params: Optional[dict] = None,
+        timeout: Optional[Union[float, httpx.Timeout]] = None,
+    ) -> dict:
+        try:
+            response = await self._async_client().delete(_path(secret_name), timeout=_timeout(timeout))
+        except httpx.HTTPError as err:
+            raise _unreachable(err) from None
+        if response.status_code != 204:
+            raise _failure(response)
+        return {"name": secret_name, "deleted": True}
+
+    def validate_environment(self) -> bool:
+        return True  # the constructor already refused missing or malformed settings
+
+    async def async_health_check(self, timeout: Optional[Union[float, httpx.Timeout]] = None) -> bool:
+        try:
+            response = await self._async_client().get("/ready", timeout=_timeout(timeout))
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200

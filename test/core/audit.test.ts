@@ -1,0 +1,120 @@
+// The audit trail (core/src/audit.ts): one line per read, write, delete, list, resolve and decrypt,
+// refused ones included, apart from the access log, and never a value or a key.
+import { createHash } from "node:crypto";
+import { describe, expect, it } from "vitest";
+import { expectNoValueIn, inProcessApp, newKey, secretValue, serveStore } from "../helpers";
+
+const fingerprint = (key: string) => createHash("sha256").update(key).digest("hex").slice(0, 8);
+
+interface AuditLine {
+  time: string;
+  audit: string;
+  name?: string;
+  outcome: string;
+  request_id: string;
+  caller: string;
+}
+
+describe("the audit trail", () => {
+  it("writes one line per call, with the outcome code, the request id and the caller's fingerprint", async () => {
+    const { request, audits, logs, masterKey } = await inProcessApp();
+    const value = secretValue("audited");
+    const wrongKey = newKey();
+    const rid = { "x-request-id": "req-42.a:b" };
+    expect((await request("/v1/secrets/OPENAI_API_KEY", { method: "PUT", json: { value }, headers: rid })).status).toBe(
+      201,
+    );
+    expect((await request("/v1/secrets/OPENAI_API_KEY")).status).toBe(200);
+    expect((await request("/v1/secrets/MISSING")).status).toBe(404);
+    expect((await request("/v1/secrets/OPENAI_API_KEY", { token: wrongKey })).status).toBe(401);
+    expect((await request("/v1/secrets/a/../b", { method: "DELETE" })).status).toBe(400);
+    expect((await request("/v1/secrets?prefix=OPENAI")).status).toBe(200);
+    const resolved = await request("/v1/resolve", {
+      method: "POST",
+      json: { config: { key: "os.environ/OPENAI_API_KEY" } },
+    });
+    expect(resolved.status).toBe(200);
+    const { ciphertext } = (await (await request("/v1/encrypt", { method: "POST", json: { value } })).json()) as {
+      ciphertext: string;
+    };
+    expect((await request("/v1/decrypt", { method: "POST", json: { ciphertext } })).status).toBe(200);
+    expect((await request("/v1/secrets/OPENAI_API_KEY", { method: "DELETE" })).status).toBe(204);
+    expect((await request("/health", { token: null })).status).toBe(200);
+
+    const lines = audits.map((l) => JSON.parse(l) as AuditLine);
+    const me = fingerprint(masterKey);
+    expect(lines.map(({ audit, name, outcome, caller }) => ({ audit, name, outcome, caller }))).toEqual([
+      { audit: "write", name: "OPENAI_API_KEY", outcome: "ok", caller: me },
+      { audit: "read", name: "OPENAI_API_KEY", outcome: "ok", caller: me },
+      { audit: "read", name: "MISSING", outcome: "not_found", caller: me },
+      { audit: "read", name: "OPENAI_API_KEY", outcome: "unauthorized", caller: fingerprint(wrongKey) },
+      { audit: "delete", name: "a/../b", outcome: "invalid_name", caller: me }, // what was asked for
+      { audit: "list", name: "OPENAI", outcome: "ok", caller: me },
+      { audit: "resolve", name: undefined, outcome: "ok", caller: me },
+      { audit: "decrypt", name: undefined, outcome: "ok", caller: me },
+      { audit: "delete", name: "OPENAI_API_KEY", outcome: "ok", caller: me },
+    ]);
+    // The caller's request id when it is a plain token, else a fresh UUID per request.
+    expect(lines[0]?.request_id).toBe("req-42.a:b");
+    const ids = lines.slice(1).map((l) => l.request_id);
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    expect(new Set(ids).size).toBe(ids.length);
+    for (const line of lines) expect(Date.parse(line.time)).toBeGreaterThan(Date.now() - 60_000);
+    // Apart from the access log, and never a value, a ciphertext or a key.
+    expect(logs.some((l) => l.includes('"audit"'))).toBe(false);
+    expectNoValueIn(audits, [value, ciphertext, masterKey, wrongKey]);
+  });
+
+  it("takes no request id that is not a plain token", async () => {
+    const { request, audits } = await inProcessApp();
+    await request("/v1/secrets/X", { headers: { "x-request-id": 'a b;"c"' } });
+    await request("/v1/secrets/X", { headers: { "x-request-id": "z".repeat(129) } });
+    expect(audits).toHaveLength(2);
+    for (const line of audits.map((l) => JSON.parse(l) as AuditLine)) {
+      expect(line.request_id).toMatch(/^[0-9a-f-]{36}$/);
+    }
+  });
+
+  it("is off with LLM_SECRETS_AUDIT=off", async () => {
+    const { request, audits } = await inProcessApp({ env: { LLM_SECRETS_AUDIT: "off" } });
+    await request("/v1/secrets/X");
+    expect(audits).toEqual([]);
+  });
+
+  it("goes to stdout when served, apart from the log on stderr", async () => {
+    const value = secretValue("served");
+    const { server, call } = await serveStore(
+      "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n",
+      {},
+    );
+    let stdout = "";
+    server.child.stdout?.on("data", (d) => {
+      stdout += d;
+    });
+    try {
+      expect((await call("PUT", "/v1/secrets/A", { value })).status).toBe(201);
+      expect((await call("GET", "/v1/secrets/A")).status).toBe(200);
+      await untilLines(() => stdout, 2);
+    } finally {
+      await server.stop();
+    }
+    const audit = stdout
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as AuditLine);
+    expect(audit.map((l) => [l.audit, l.name, l.outcome])).toEqual([
+      ["write", "A", "ok"],
+      ["read", "A", "ok"],
+    ]);
+    expect(stdout).not.toContain('"msg":"request"'); // the access log is on stderr
+    expectNoValueIn([server.output], [value]);
+  });
+});
+
+async function untilLines(text: () => string, count: number): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while ((text().match(/"audit":/g) ?? []).length < count) {
+    if (Date.now() > deadline) throw new Error(`expected ${count} audit lines, got: ${text()}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

@@ -1,0 +1,112 @@
+// `GET /v1/secrets?prefix=P&limit=N&cursor=C`: names only, in pages, within hosted_keys, refused
+// under write_only, 501 on stores that cannot list.
+import { describe, expect, it } from "vitest";
+import type { SecretStore, StoreFactory } from "../../core/src/secret-store";
+import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
+import { expectNoValueIn, inProcessApp, secretValue } from "../helpers";
+
+type Request = Awaited<ReturnType<typeof inProcessApp>>["request"];
+
+/** Every page of a listing, following `next_cursor`. */
+async function listAll(request: Request, query: string, limit: number) {
+  const pages: string[][] = [];
+  let cursor: string | undefined;
+  do {
+    const res = await request(
+      `/v1/secrets?${query}&limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`,
+    );
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { names: string[]; next_cursor?: string };
+    pages.push(body.names);
+    cursor = body.next_cursor;
+    expect(pages.length).toBeLessThan(100);
+  } while (cursor);
+  return pages;
+}
+
+const WRITABLE = "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n";
+
+describe("listing names", () => {
+  it("pages through every name held, sorted, each once, with no value and no deleted name", async () => {
+    const { request } = await inProcessApp({ config: WRITABLE });
+    const values: string[] = [];
+    const names = Array.from({ length: 23 }, (_, i) => `KEY_${String(i).padStart(2, "0")}`);
+    for (const name of [...names, "team-a/one", "team-a/two", "GONE"]) {
+      const value = secretValue(name);
+      values.push(value);
+      expect((await request(`/v1/secrets/${name}`, { method: "PUT", json: { value } })).status).toBe(201);
+    }
+    expect((await request("/v1/secrets/GONE", { method: "DELETE" })).status).toBe(204);
+
+    const pages = await listAll(request, "prefix=KEY_", 10);
+    expect(pages.map((p) => p.length)).toEqual([10, 10, 3]);
+    expect(pages.flat()).toEqual(names);
+
+    const everything = await (await request("/v1/secrets")).json();
+    expect(everything).toEqual({ names: [...names, "team-a/one", "team-a/two"] }); // default limit 100: one page
+    expect((await listAll(request, "prefix=team-a%2F", 1)).flat()).toEqual(["team-a/one", "team-a/two"]);
+    expect(await (await request("/v1/secrets?prefix=nothing")).json()).toEqual({ names: [] });
+    expectNoValueIn([JSON.stringify(everything)], values);
+  });
+
+  it("lists only hosted_keys (and virtual keys under the prefix are not listed unless hosted)", async () => {
+    const { request, runtime } = await inProcessApp({
+      config: `${WRITABLE}    hosted_keys: ["A", "C"]\n`,
+    });
+    for (const name of ["A", "B", "C", "D"]) await runtime.backend.put(name, secretValue(name));
+    expect((await listAll(request, "prefix=", 1)).flat()).toEqual(["A", "C"]);
+  });
+
+  it("lists an environment store's hosted_keys that are set, and nothing without hosted_keys", async () => {
+    const hosted = await inProcessApp({
+      env: { OPENAI_API_KEY: secretValue("env"), OTHER: "x" },
+      config:
+        'general_settings:\n  key_management_system: local\n  key_management_settings:\n    hosted_keys: ["OPENAI_API_KEY", "UNSET_KEY"]\n',
+    });
+    expect(await (await hosted.request("/v1/secrets")).json()).toEqual({ names: ["OPENAI_API_KEY"] });
+    const unhosted = await inProcessApp({
+      env: { OPENAI_API_KEY: secretValue("env") },
+      config: "general_settings:\n  key_management_system: local\n",
+    });
+    expect(await (await unhosted.request("/v1/secrets")).json()).toEqual({ names: [] });
+  });
+
+  it("is refused under write_only (403) and on a store that cannot list (501)", async () => {
+    const writeOnly = await inProcessApp({
+      config: "general_settings:\n  key_management_settings:\n    access_mode: write_only\n",
+    });
+    const refused = await writeOnly.request("/v1/secrets");
+    expect(refused.status).toBe(403);
+    expect(await refused.json()).toMatchObject({ error: { code: "write_only" } });
+
+    // A store without `list` (as Docker's and Infisical's are).
+    const inner = new MemoryStore();
+    const unlisted: SecretStore = {
+      kind: "memory",
+      keyOf: (n) => inner.keyOf(n),
+      get: (n) => inner.get(n),
+      put: (n, v) => inner.put(n, v),
+      delete: (n) => inner.delete(n),
+    };
+    const factory = { ...memoryStore, open: async () => unlisted } satisfies StoreFactory<"memory">;
+    const { request } = await inProcessApp({ stores: [factory] });
+    const res = await request("/v1/secrets");
+    expect(res.status).toBe(501);
+    expect(await res.json()).toMatchObject({ error: { code: "not_supported" } });
+  });
+
+  it("refuses a bad limit or an unknown query key (400 invalid_request), and needs the key (401)", async () => {
+    const { request } = await inProcessApp();
+    for (const query of ["limit=0", "limit=1001", "limit=ten", "limit=-1", "colour=red"]) {
+      const res = await request(`/v1/secrets?${query}`);
+      expect(res.status, query).toBe(400);
+      expect(await res.json()).toMatchObject({ error: { code: "invalid_request" } });
+    }
+    expect((await request("/v1/secrets?limit=1000")).status).toBe(200);
+    expect((await request("/v1/secrets", { token: null })).status).toBe(401);
+    // A write to /v1/secrets is a write of the empty name, as before listing existed.
+    const put = await request("/v1/secrets", { method: "PUT", json: { value: "x" } });
+    expect(put.status).toBe(400);
+    expect(await put.json()).toMatchObject({ error: { code: "invalid_name" } });
+  });
+});

@@ -1,0 +1,92 @@
+// `GET /ready`: the store answers a cheap read within 2 s (200), else 503 with the error code;
+// answers are shared and reused for a second; `/health` touches nothing.
+import { describe, expect, it } from "vitest";
+import type { SecretRecord, StoreFactory } from "../../core/src/secret-store";
+import { BackendDenied, BackendUnavailable } from "../../core/src/store-errors";
+import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
+import { inProcessApp } from "../helpers";
+
+/** A backend whose reads do what `mode` says, counting them. */
+class ProbedStore extends MemoryStore {
+  mode: "up" | "down" | "denied" | "hang" = "up";
+  reads = 0;
+  override async get(name: string): Promise<SecretRecord | undefined> {
+    this.reads++;
+    if (this.mode === "down") throw new BackendUnavailable("probed get: the backend is unavailable (503)");
+    if (this.mode === "denied") throw new BackendDenied("probed get: the backend refused (403)");
+    if (this.mode === "hang") return new Promise(() => {});
+    return super.get(name);
+  }
+}
+
+async function app() {
+  const backend = new ProbedStore();
+  const factory = { ...memoryStore, open: async () => backend } satisfies StoreFactory<"memory">;
+  const { request } = await inProcessApp({ stores: [factory] });
+  const ready = async () => {
+    const res = await request("/ready", { token: null }); // a probe presents no key
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  };
+  return { backend, request, ready };
+}
+
+const settle = () => new Promise((r) => setTimeout(r, 1_050)); // past the reuse window
+
+describe("/ready", () => {
+  it("is 200 with the store kind when the store answers, without a key", async () => {
+    const { ready } = await app();
+    const { status, body } = await ready();
+    expect(status).toBe(200);
+    expect(body).toMatchObject({ status: "ready", store: "memory" });
+    expect(typeof body.ms).toBe("number");
+  });
+
+  it("is 200 on the file store too (the probe's name is held by no one)", async () => {
+    const { request } = await inProcessApp();
+    const res = await request("/ready", { token: null });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ status: "ready", store: "file" });
+  });
+
+  it("is 503 with the store's error code when it fails, and 200 again when it is back", async () => {
+    const { backend, ready } = await app();
+    backend.mode = "down";
+    expect(await ready()).toMatchObject({ status: 503, body: { error: { code: "backend_unavailable" } } });
+    await settle();
+    backend.mode = "denied";
+    expect(await ready()).toMatchObject({ status: 503, body: { error: { code: "backend_denied" } } });
+    await settle();
+    backend.mode = "up";
+    expect((await ready()).status).toBe(200);
+  });
+
+  it("is 503 backend_unavailable when the store does not answer within 2 s", async () => {
+    const { backend, ready } = await app();
+    backend.mode = "hang";
+    const started = Date.now();
+    const { status, body } = await ready();
+    const ms = Date.now() - started;
+    expect(status).toBe(503);
+    expect(body).toMatchObject({ error: { code: "backend_unavailable", message: expect.stringContaining("2 s") } });
+    expect(ms).toBeGreaterThanOrEqual(1_900);
+    expect(ms).toBeLessThan(5_000);
+  });
+
+  it("shares one probe among concurrent and close callers: unauthenticated probes cannot flood the store", async () => {
+    const { backend, ready } = await app();
+    const answers = await Promise.all(Array.from({ length: 50 }, () => ready()));
+    expect(answers.every((a) => a.status === 200)).toBe(true);
+    await ready();
+    expect(backend.reads).toBe(1);
+    await settle();
+    await ready();
+    expect(backend.reads).toBe(2);
+  });
+
+  it("leaves /health a liveness check that touches nothing, even with the store down", async () => {
+    const { backend, request } = await app();
+    backend.mode = "down";
+    expect((await request("/health", { token: null })).status).toBe(200);
+    expect(backend.reads).toBe(0);
+  });
+});

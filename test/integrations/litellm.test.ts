@@ -1,0 +1,250 @@
+// integrations/litellm/llm_secrets_manager.py: LiteLLM's custom secret manager calling our API,
+// loaded from a LiteLLM config as LiteLLM's loader does, against the real server over HTTP and
+// HTTPS (mutual TLS with the test CA). LiteLLM itself cannot be installed here: when `litellm` is
+// not importable the driver gets a stand-in for its base class only (test/integrations/
+// litellm-stand-in), and says so; what is checked is the class's own behaviour.
+import { spawn, spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { copyFile, writeFile } from "node:fs/promises";
+import { createServer, type Server, type Socket } from "node:net";
+import { join } from "node:path";
+import { Agent, fetch as undiciFetch } from "undici";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { expectNoValueIn, newKey, pythonFor, secretValue, serveStore, tempDir } from "../helpers";
+
+const PYTHON = pythonFor("httpx, yaml", "python3-httpx python3-yaml");
+const HERE = import.meta.dirname;
+const CLASS_FILE = join(HERE, "../../integrations/litellm/llm_secrets_manager.py");
+
+const LITELLM_CONFIG = `general_settings:
+  key_management_system: custom
+  key_management_settings:
+    custom_secret_manager: llm_secrets_manager.LLMSecretsManager
+    store_virtual_keys: true
+    prefix_for_stored_virtual_keys: "litellm/"
+    access_mode: read_and_write
+`;
+
+const SERVER_CONFIG = "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n";
+
+/** A LiteLLM config dir with the class file beside config.yaml. */
+async function litellmDir(): Promise<string> {
+  const dir = await tempDir();
+  await writeFile(join(dir, "config.yaml"), LITELLM_CONFIG);
+  await copyFile(CLASS_FILE, join(dir, "llm_secrets_manager.py"));
+  return dir;
+}
+
+let standIn = false;
+
+function drive(python: string, dir: string, scenario: string, env: Record<string, string>) {
+  return new Promise<{ out: Record<string, Record<string, unknown>>; raw: string; stderr: string }>(
+    (resolve, reject) => {
+      const child = spawn(python, [join(HERE, "litellm_driver.py"), dir, scenario], {
+        env: {
+          PATH: process.env.PATH ?? "/usr/bin:/bin",
+          ...(standIn && { PYTHONPATH: join(HERE, "litellm-stand-in") }),
+          ...env,
+        },
+      });
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (d) => {
+        stdout += d;
+      });
+      child.stderr.on("data", (d) => {
+        stderr += d;
+      });
+      child.on("error", reject);
+      child.on("close", (code) => {
+        if (code !== 0) return reject(new Error(`driver exited ${code}: ${stderr}`));
+        resolve({ out: JSON.parse(stdout), raw: stdout, stderr });
+      });
+    },
+  );
+}
+
+describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on our API", () => {
+  const python = PYTHON as string;
+  let dir: string;
+
+  beforeAll(async () => {
+    standIn = spawnSync(python, ["-c", "import litellm"]).status !== 0;
+    if (standIn) process.stderr.write("\nlitellm is not importable: the driver uses the stand-in base class\n");
+    dir = await litellmDir();
+  });
+
+  async function session(scheme: "http" | "https") {
+    const pki = inject("testPki");
+    const tls: Record<string, string> =
+      scheme === "https"
+        ? {
+            SSL_KEYFILE_PATH: pki.serverKeyFile,
+            SSL_CERTFILE_PATH: pki.serverCertFile,
+            LLM_SECRETS_CLIENT_CA: pki.caFile,
+          }
+        : {};
+    const { server, masterKey } = await serveStore(SERVER_CONFIG, tls);
+    // The test's own client: with the client certificate when the server asks for one.
+    const dispatcher = new Agent({
+      connect: { cert: readFileSync(pki.clientCertFile), key: readFileSync(pki.clientKeyFile) },
+    });
+    const put = (name: string, value: string) =>
+      undiciFetch(`${server.url}/v1/secrets/${name}`, {
+        method: "PUT",
+        headers: { authorization: `Bearer ${masterKey}` },
+        body: JSON.stringify({ value }),
+        dispatcher,
+      });
+    let stdout = "";
+    server.child.stdout?.on("data", (d) => {
+      stdout += d;
+    });
+    const provider = secretValue("openai");
+    const virtual = secretValue("virtual");
+    try {
+      const client: Record<string, string> =
+        scheme === "https"
+          ? {
+              LLM_SECRETS_CA_BUNDLE: pki.caFile,
+              LLM_SECRETS_CLIENT_CERT: pki.clientCertFile,
+              LLM_SECRETS_CLIENT_KEY: pki.clientKeyFile,
+            }
+          : {};
+      expect(server.url.startsWith(`${scheme}://`)).toBe(true);
+      // The provider key is in the store, as an operator put it there.
+      expect((await put("OPENAI_API_KEY", provider)).status).toBe(201);
+      const { out, raw, stderr } = await drive(python, dir, "session", {
+        LLM_SECRETS_URL: server.url,
+        LLM_SECRETS_API_KEY: masterKey,
+        VIRTUAL_KEY_VALUE: virtual,
+        ...client,
+      });
+      expect(out.subclass).toBe(true);
+      expect(out.sync_read).toMatchObject({ ok: provider });
+      expect(out.sync_read_missing).toMatchObject({ ok: null }); // not found is None, never an exception
+      expect(out.async).toMatchObject({
+        ok: {
+          async_read: provider,
+          write: { name: "litellm/team-a/sk-virtual+1", created: true },
+          read_back: virtual,
+          concurrent: [virtual, provider],
+          delete: { name: "litellm/team-a/sk-virtual+1", deleted: true },
+          read_after_delete: null,
+          healthy: true,
+        },
+      });
+      // The name arrived whole (its `/` kept, `+` encoded): the server wrote, then deleted, it.
+      await until(() => (stdout.match(/"audit":"delete"/g) ?? []).length >= 1);
+      const audit = stdout
+        .split("\n")
+        .filter((l) => l.startsWith("{"))
+        .map((l) => JSON.parse(l) as { audit: string; name: string; outcome: string });
+      expect(audit.filter((l) => l.name === "litellm/team-a/sk-virtual+1").map((l) => [l.audit, l.outcome])).toEqual([
+        ["write", "ok"],
+        ["read", "ok"],
+        ["read", "ok"],
+        ["delete", "ok"],
+        ["read", "not_found"],
+      ]);
+      expectNoValueIn([server.output, stderr], [provider, virtual, masterKey]);
+      expect(raw).not.toContain(masterKey);
+    } finally {
+      await server.stop();
+      await dispatcher.close();
+    }
+  }
+
+  it("reads a provider key, writes and deletes a virtual key over HTTP, as a LiteLLM proxy would", async () => {
+    await session("http");
+  });
+
+  it("does the same over HTTPS with a CA bundle and a client certificate (mutual TLS)", async () => {
+    await session("https");
+  });
+
+  it("refuses a server it cannot verify, and a wrong key, with clear errors that hold no secret", async () => {
+    const pki = inject("testPki");
+    const { server, masterKey } = await serveStore(SERVER_CONFIG, {
+      SSL_KEYFILE_PATH: pki.serverKeyFile,
+      SSL_CERTFILE_PATH: pki.serverCertFile,
+    });
+    const wrongKey = newKey();
+    try {
+      // No CA bundle: the system's CAs do not know the test CA.
+      const untrusted = await drive(python, dir, "read", {
+        LLM_SECRETS_URL: server.url,
+        LLM_SECRETS_API_KEY: masterKey,
+      });
+      expect(untrusted.out.sync_read).toMatchObject({ error: "LLMSecretsError", code: "unreachable" });
+      expect(String(untrusted.out.sync_read?.message)).toMatch(/ConnectError|SSL|certificate/i);
+      const wrong = await drive(python, dir, "read", {
+        LLM_SECRETS_URL: server.url,
+        LLM_SECRETS_API_KEY: wrongKey,
+        LLM_SECRETS_CA_BUNDLE: pki.caFile,
+      });
+      for (const step of [wrong.out.sync_read, wrong.out.async_read]) {
+        expect(step).toMatchObject({ error: "LLMSecretsError", status: 401, code: "unauthorized" });
+      }
+      expect(wrong.raw).not.toContain(wrongKey);
+      expect(untrusted.raw).not.toContain(masterKey);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("fails within its timeout when the server is down or does not answer", async () => {
+    const closed = await freePort();
+    const down = await drive(python, dir, "read", {
+      LLM_SECRETS_URL: `http://127.0.0.1:${closed}`,
+      LLM_SECRETS_API_KEY: newKey(),
+    });
+    expect(down.out.sync_read).toMatchObject({ error: "LLMSecretsError", code: "unreachable" });
+
+    // A server that accepts connections and never answers.
+    const sockets: Socket[] = [];
+    const silent: Server = createServer((s) => sockets.push(s));
+    await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
+    afterAll(() => {
+      for (const s of sockets) s.destroy();
+      silent.close();
+    });
+    const port = (silent.address() as { port: number }).port;
+    const hung = await drive(python, dir, "read", {
+      LLM_SECRETS_URL: `http://127.0.0.1:${port}`,
+      LLM_SECRETS_API_KEY: newKey(),
+      LLM_SECRETS_TIMEOUT: "1",
+    });
+    for (const step of [hung.out.sync_read, hung.out.async_read]) {
+      expect(step).toMatchObject({ error: "LLMSecretsError", code: "timeout" });
+      expect(step?.seconds as number).toBeGreaterThanOrEqual(0.9);
+      expect(step?.seconds as number).toBeLessThan(3);
+    }
+  });
+
+  it("names the missing settings when it cannot start", async () => {
+    const { out } = await drive(python, dir, "read", { LLM_SECRETS_URL: "https://secrets.example" });
+    expect(out.construct).toMatchObject({
+      error: "ValueError",
+      message: expect.stringContaining("LLM_SECRETS_API_KEY"),
+    });
+    const bad = await drive(python, dir, "read", { LLM_SECRETS_URL: "secrets.example", LLM_SECRETS_API_KEY: "k" });
+    expect(bad.out.construct).toMatchObject({ error: "ValueError", message: expect.stringContaining("https://") });
+  });
+});
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+async function until(condition: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error("timed out");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

@@ -1,0 +1,98 @@
+"""
+Drives LLMSecretsManager the way a LiteLLM proxy does, and prints what happened as one JSON object.
+
+    python3 litellm_driver.py CONFIG_DIR SCENARIO
+
+The class is loaded as LiteLLM's custom secret manager loader does: `custom_secret_manager` of
+the config's `key_management_settings` is `<file>.<Class>`, the file is `<config dir>/<file>.py`,
+loaded by its path, checked to subclass CustomSecretManager and constructed with no arguments.
+Then:
+- `session`: a provider key read (sync, as get_secret does, and async), a name the store does not
+  hold, a virtual key written under the stored-keys prefix, read back, deleted, read again; and
+  the health check.
+- `read`: one read of OPENAI_API_KEY (for the wrong-key and server-down cases).
+Each step's result or error (its type, status, code and message) goes into the output.
+"""
+
+import asyncio
+import importlib.util
+import json
+import os
+import sys
+import time
+
+import yaml
+
+config_dir, scenario = sys.argv[1], sys.argv[2]
+with open(os.path.join(config_dir, "config.yaml")) as f:
+    config = yaml.safe_load(f)
+settings = config["general_settings"]["key_management_settings"]
+file_name, class_name = settings["custom_secret_manager"].split(".")
+spec = importlib.util.spec_from_file_location(file_name, os.path.join(config_dir, f"{file_name}.py"))
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+cls = getattr(module, class_name)
+
+from litellm.integrations.custom_secret_manager import CustomSecretManager  # noqa: E402
+
+out = {"subclass": issubclass(cls, CustomSecretManager)}
+
+
+def step(name, fn):
+    started = time.monotonic()
+    try:
+        out[name] = {"ok": fn()}
+    except Exception as err:  # every failure is recorded, with what it says
+        out[name] = {
+            "error": type(err).__name__,
+            "status": getattr(err, "status", None),
+            "code": getattr(err, "code", None),
+            "message": str(err),
+        }
+    out[name]["seconds"] = round(time.monotonic() - started, 3)
+
+
+def run(coro):
+    return lambda: asyncio.run(coro())
+
+
+try:
+    manager = cls()
+except Exception as err:
+    print(json.dumps({"construct": {"error": type(err).__name__, "message": str(err)}}))
+    sys.exit(0)
+
+prefix = settings.get("prefix_for_stored_virtual_keys", "litellm/")
+virtual = f"{prefix}team-a/sk-virtual+1"
+
+if scenario == "session":
+    step("sync_read", lambda: manager.sync_read_secret("OPENAI_API_KEY"))
+    step("sync_read_missing", lambda: manager.sync_read_secret("NOT_THERE"))
+
+    async def session():
+        results = {}
+        results["async_read"] = await manager.async_read_secret("OPENAI_API_KEY")
+        results["write"] = await manager.async_write_secret(
+            secret_name=virtual,
+            secret_value=os.environ["VIRTUAL_KEY_VALUE"],
+            description="LiteLLM virtual key",
+            tags={"team": "a"},
+        )
+        results["read_back"] = await manager.async_read_secret(virtual)
+        # Two reads at once share the pooled client.
+        both = await asyncio.gather(manager.async_read_secret(virtual), manager.async_read_secret("OPENAI_API_KEY"))
+        results["concurrent"] = list(both)
+        results["delete"] = await manager.async_delete_secret(secret_name=virtual, recovery_window_in_days=7)
+        results["read_after_delete"] = await manager.async_read_secret(virtual)
+        results["healthy"] = await manager.async_health_check()
+        return results
+
+    step("async", run(session))
+elif scenario == "read":
+    step("sync_read", lambda: manager.sync_read_secret("OPENAI_API_KEY"))
+
+    async def one():
+        return await manager.async_read_secret("OPENAI_API_KEY")
+
+    step("async_read", run(one))
+print(json.dumps(out))
