@@ -14,13 +14,13 @@ import { googleKmsStore } from "../../core/src/stores/google-kms";
 import { localStore } from "../../core/src/stores/local";
 import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
 import { vaultStore } from "../../core/src/stores/vault";
+import { storeConformance } from "../../core/src/testing";
 import { safeParse } from "../../core/src/validation";
 import { lazyFakeAws } from "../fakes/aws";
 import { lazyFakeAzure } from "../fakes/azure";
 import { lazyFakeGoogle } from "../fakes/google";
 import { FakeVault } from "../fakes/vault";
 import { tempDir } from "../helpers";
-import { storeConformance } from "./conformance";
 
 const deps = (env: Record<string, string> = {}) => ({ dataDir: "/nonexistent", env, log: silentLogger, now: Date.now });
 

@@ -3,12 +3,12 @@
 // `serve --config` with a module beside the config file.
 import { copyFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { storeConformance } from "@llm-secrets/core/testing"; // as a user's own store test imports it
 import { describe, expect, it } from "vitest";
 import { ConfigError } from "../../core/src/errors";
 import { silentLogger } from "../../core/src/log";
 import { customStore } from "../../core/src/stores/custom";
 import { serveStore, tempDir } from "../helpers";
-import { storeConformance } from "./conformance";
 
 const FIXTURES = join(import.meta.dirname, "../fixtures");
 

@@ -16,6 +16,7 @@ import {
   openCyberArkStore,
   variablePolicy,
 } from "../../core/src/stores/cyberark";
+import { storeConformance } from "../../core/src/testing";
 import {
   CYBERARK_ACCOUNT,
   CYBERARK_CERT_LOGIN,
@@ -25,7 +26,6 @@ import {
   variablesOf,
 } from "../fakes/cyberark";
 import { codeOf, expectNoValueIn, makeCertificate, secretValue, serveStore, tempDir, until } from "../helpers";
-import { storeConformance } from "./conformance";
 
 const conjur = lazyFakeConjur();
 const logs: string[] = [];

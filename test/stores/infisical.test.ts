@@ -4,9 +4,9 @@
 import { describe, expect, inject, it } from "vitest";
 import { createLogger } from "../../core/src/log";
 import { infisicalStore } from "../../core/src/stores/infisical";
+import { storeConformance } from "../../core/src/testing";
 import { INFISICAL_CLIENT, lazyFakeInfisical } from "../fakes/infisical";
 import { codeOf, expectNoValueIn, secretValue, serveStore } from "../helpers";
-import { storeConformance } from "./conformance";
 
 const infisical = lazyFakeInfisical();
 const logs: string[] = [];

@@ -748,6 +748,7 @@ describe("team settings (team_settings in config, team_id on events and reads)",
         },
       },
       log,
+      audit: () => {}, // audit lines are not this test's subject
     });
     const key = value("team-key");
     const plain = value("plain-key");

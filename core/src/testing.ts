@@ -1,12 +1,52 @@
 /**
- * The one conformance suite every store must pass (DESIGN.md). It reads the factory's
- * capabilities: a store that cannot write runs the read half on seeded data; one that records
- * change times runs the `ifNewerThan` and tombstone half. A new store joins with one call in
- * `conformance.test.ts`.
+ * `@llm-secrets/core/testing`: the one conformance suite every store must pass (DESIGN.md), for
+ * the built-in stores and for yours (README, "Writing your own store"). Call `storeConformance`
+ * from a vitest test file with your factory and a way to open a fresh store:
+ *
+ *   import { storeConformance } from "@llm-secrets/core/testing";
+ *   storeConformance({ name: "my store", factory: myStore, open: () => myStore.open(settings, deps) });
+ *
+ * It reads the factory's capabilities: a store that cannot write runs the read half on seeded
+ * data; one that cannot delete must say `not_supported`; one that records change times runs the
+ * `ifNewerThan` and tombstone half; one that lists (`list`) has its pages checked.
+ * It needs vitest (a peer dependency of this entry point only).
  */
+import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import type { SecretStore, StoreFactory } from "../../core/src/secret-store";
-import { codeOf, seededRandom } from "../helpers";
+import { SecretsError } from "./errors";
+import type { SecretStore, StoreFactory } from "./secret-store";
+
+/** The error code a promise is refused with (`no error` when it is not). */
+async function codeOf(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+  } catch (err) {
+    return err instanceof SecretsError ? err.code : `untyped ${(err as Error).name}`;
+  }
+  return "no error";
+}
+
+/** A small seeded generator (sfc32): the suite's data is the same on every run. */
+function seededRandom(seed: string): () => number {
+  const h = createHash("sha256").update(seed).digest();
+  let a = h.readUInt32LE(0);
+  let b = h.readUInt32LE(4);
+  let c = h.readUInt32LE(8);
+  let d = h.readUInt32LE(12);
+  return () => {
+    a |= 0;
+    b |= 0;
+    c |= 0;
+    d |= 0;
+    const t = (((a + b) | 0) + d) | 0;
+    d = (d + 1) | 0;
+    a = b ^ (b >>> 9);
+    b = (c + (c << 3)) | 0;
+    c = (c << 21) | (c >>> 11);
+    c = (c + t) | 0;
+    return (t >>> 0) / 4_294_967_296;
+  };
+}
 
 export interface ConformanceTarget {
   /** How the suite is titled. */
@@ -88,6 +128,42 @@ export function storeConformance(target: ConformanceTarget): void {
       }
       await one.close?.();
       await two.close?.();
+    });
+
+    it("lists what it holds, in pages of at most the limit, each name once, within a prefix", async () => {
+      const held = ["LIST_A", "LIST_B", "LIST_C", "listed/x", "listed/y"].filter((n) => !target.refuses?.(n));
+      const store = capabilities.writes
+        ? await target.open()
+        : await target.open(Object.fromEntries(held.map((n) => [n, `v-${n}`])));
+      if (!store.list) {
+        await store.close?.();
+        return; // a store that cannot list answers 501 through the API (the manager's test)
+      }
+      if (capabilities.writes) {
+        for (const n of held) await store.put(n, `v-${n}`);
+        await store.put("LIST_GONE", "v");
+        if (capabilities.deletes) await store.delete("LIST_GONE");
+      }
+      const all = async (prefix: string) => {
+        const names: string[] = [];
+        let cursor: string | undefined;
+        for (let page = 0; page < 50; page++) {
+          const got = await store.list?.({ prefix, limit: 2, ...(cursor !== undefined && { cursor }) });
+          expect(got?.names.length ?? 0).toBeLessThanOrEqual(2);
+          names.push(...(got?.names ?? []));
+          cursor = got?.cursor;
+          if (cursor === undefined) break;
+        }
+        return names;
+      };
+      const upper = await all("LIST_");
+      expect(new Set(upper).size, "each name once").toBe(upper.length);
+      const expected = held.filter((n) => n.startsWith("LIST_"));
+      if (!capabilities.deletes && capabilities.writes) expected.push("LIST_GONE");
+      expect([...upper].sort()).toEqual(expected.sort());
+      expect((await all("listed/")).sort()).toEqual(held.filter((n) => n.startsWith("listed/")).sort());
+      expect(await all("NO_SUCH_PREFIX_")).toEqual([]);
+      await store.close?.();
     });
 
     if (!capabilities.writes) {
