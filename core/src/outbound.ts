@@ -20,6 +20,12 @@
 import { Agent } from "undici";
 import { type OutboundTls, outboundTlsOptions } from "./outbound-tls";
 
+/**
+ * undici's `request`, for the stores that call HTTP APIs themselves (Infisical, Conjur): they
+ * reach it through `import("../outbound")` when they open, so a bundle that ships them loads
+ * undici only when one is used, not at its cold start.
+ */
+export { request } from "undici";
 export type { OutboundTls };
 
 export const OUTBOUND_LIMITS = {

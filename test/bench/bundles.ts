@@ -8,6 +8,10 @@
  *   `getSecret` alone is printed beside it, with no target.
  * - Azure and Google: a bare SDK handler (the secret client and the platform's registration),
  *   printed with no target.
+ * - What each SDK-free store (`cyberark`, `infisical`, `docker`, `custom`) adds to each bundle:
+ *   the bytes of the modules only it brings in (read from esbuild's metafile: reachable from the
+ *   entry, and no longer reachable without the store's file), against the 20 KiB a store may cost
+ *   to ship in every cloud's bundle.
  */
 import { spawnSync } from "node:child_process";
 import { readdirSync, statSync } from "node:fs";
@@ -74,6 +78,42 @@ function coldImport(file: string): number {
   return median(times);
 }
 
+/** The stores without an SDK of their own that every cloud bundle ships, and what each may cost. */
+const SDK_FREE_STORES = ["cyberark", "infisical", "docker", "custom"] as const;
+const STORE_BUDGET_KIB = 20;
+
+interface Metafile {
+  inputs: Record<string, { imports: { path: string }[] }>;
+  outputs: Record<string, { inputs: Record<string, { bytesInOutput: number }>; entryPoint?: string }>;
+}
+
+/**
+ * The output bytes of the modules that only `file` brings into a bundle: those reachable from the
+ * entry points (static and dynamic imports) that are no longer reachable when `file` is left out.
+ */
+function exclusiveBytes(metafile: Metafile, file: string): number {
+  const entries = Object.values(metafile.outputs).flatMap((o) => (o.entryPoint ? [o.entryPoint] : []));
+  const reach = (skip?: string) => {
+    const seen = new Set<string>();
+    const stack = entries.filter((e) => e !== skip);
+    while (stack.length > 0) {
+      const path = stack.pop() as string;
+      if (seen.has(path)) continue;
+      seen.add(path);
+      for (const i of metafile.inputs[path]?.imports ?? [])
+        if (i.path !== skip && !seen.has(i.path)) stack.push(i.path);
+    }
+    return seen;
+  };
+  const without = reach(file);
+  const only = [...reach()].filter((path) => !without.has(path));
+  let bytes = 0;
+  for (const output of Object.values(metafile.outputs)) {
+    for (const path of only) bytes += output.inputs[path]?.bytesInOutput ?? 0;
+  }
+  return bytes;
+}
+
 /** Bytes of every file under `dir`: what is deployed. */
 function sizeOf(dir: string): number {
   let total = 0;
@@ -93,9 +133,11 @@ export default async function bundlesSection(report: Reporter): Promise<void> {
       azure: join(work, "azure", "index.mjs"),
       gcp: join(work, "gcp", "index.mjs"),
     };
-    await buildAws(ours.aws);
-    await buildAzure(ours.azure);
-    await buildGcp(ours.gcp);
+    const metafiles = {
+      aws: await buildAws(ours.aws, true),
+      azure: await buildAzure(ours.azure, true),
+      gcp: await buildGcp(ours.gcp, true),
+    };
     const references: Record<string, string> = {};
     for (const [name, source] of Object.entries(REFERENCES)) {
       const entry = join(work, `${name}.mjs`);
@@ -131,6 +173,19 @@ export default async function bundlesSection(report: Reporter): Promise<void> {
         unit: "KiB",
         target: "info",
       });
+    }
+    for (const [cloud, metafile] of Object.entries(metafiles)) {
+      for (const store of SDK_FREE_STORES) {
+        const bytes = exclusiveBytes(metafile as Metafile, `core/src/stores/${store}.ts`);
+        check(bytes > 0, `the ${store} store is not in the ${cloud} bundle`);
+        report.row({
+          name: `${cloud} bundle: what the ${store} store adds (reference: the 20 KiB budget)`,
+          ours: Math.round((bytes / 1024) * 10) / 10,
+          reference: STORE_BUDGET_KIB,
+          unit: "KiB",
+          target: "<= 1",
+        });
+      }
     }
     report.note(
       `Cold import: median of ${RUNS} fresh node processes timing await import() of the bundle (unminified esbuild ESM, the CommonJS shim included). The AWS reference does what ours does on the hot path: getSecret, a KMS client, hono/aws-lambda.`,

@@ -42,3 +42,46 @@ describe("bundles of the core", () => {
     );
   });
 });
+
+describe("what a cloud function loads at its cold start", () => {
+  // Static imports only: dynamic ones (a store's SDK, undici for the HTTP stores) load when used.
+  async function staticInputs(entry: string): Promise<string[]> {
+    const result = await build({
+      entryPoints: [join(import.meta.dirname, "../..", entry)],
+      bundle: true,
+      splitting: true,
+      platform: "node",
+      format: "esm",
+      target: "node20",
+      write: false,
+      metafile: true,
+      logLevel: "silent",
+      outdir: "/nonexistent-out",
+      external: ["@azure/functions-core"], // the Azure host provides it
+    });
+    const { inputs } = result.metafile;
+    const root = Object.keys(inputs).find((i) => i.endsWith(entry)) as string;
+    const seen = new Set<string>();
+    const stack = [root];
+    while (stack.length > 0) {
+      const path = stack.pop() as string;
+      if (seen.has(path)) continue;
+      seen.add(path);
+      for (const i of inputs[path]?.imports ?? []) if (i.kind !== "dynamic-import") stack.push(i.path);
+    }
+    return [...seen];
+  }
+
+  for (const entry of ["functions/aws/src/index.ts", "functions/azure/src/index.ts", "functions/gcp/src/index.ts"]) {
+    it(`${entry} imports no undici and no store's client library before a store opens`, async () => {
+      const inputs = await staticInputs(entry);
+      expect(inputs.some((i) => i.includes("core/src/runtime.ts"))).toBe(true);
+      expect(inputs.some((i) => i.includes("core/src/stores/cyberark.ts"))).toBe(true); // the stores are in
+      expect(
+        inputs.filter((i) =>
+          /node_modules\/(undici|@aws-sdk|@azure\/keyvault|@google-cloud\/secret-manager)\//.test(i),
+        ),
+      ).toEqual([]);
+    });
+  }
+});

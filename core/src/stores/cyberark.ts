@@ -45,7 +45,6 @@
  * 300 s as in LiteLLM (`defaults.refreshSeconds`; `SECRET_MANAGER_REFRESH_INTERVAL` does not apply).
  */
 import { readFile } from "node:fs/promises";
-import { request } from "undici";
 import { Document, Scalar, YAMLSeq } from "yaml";
 import * as z from "zod/mini";
 import { ConfigError, InvalidInput } from "../errors";
@@ -366,7 +365,7 @@ export class CyberArkStore implements SecretStore {
 
 /** The outbound client as `Send`: bytes in and out, one deadline per call. */
 async function sender(apiBase: string, tls: OutboundTls): Promise<Send> {
-  const { outboundAgent } = await import("../outbound");
+  const { outboundAgent, request } = await import("../outbound");
   const dispatcher = outboundAgent(tls);
   return async (call) => {
     const res = await request(`${apiBase}${call.path}`, {

@@ -1,6 +1,6 @@
 /**
  * `infisical`: Infisical's REST API with Universal Auth (LiteLLM's REST client, its env names),
- * over the one outbound client (outbound.ts, loaded when the store opens; undici is core's already).
+ * over the one outbound client (outbound.ts and undici, loaded when the store opens).
  *
  * - Login: `POST {INFISICAL_URL}/api/v1/auth/universal-auth/login` with the client id and secret;
  *   the token is kept until a minute before its `expiresIn` (at least a minute), and a 401 on a
@@ -13,7 +13,6 @@
  * - Failures go through the one classifier (401/403 denied, 429/5xx unavailable with Retry-After).
  * Records: the value only; no change times (Infisical keeps none we can set), so no compare-and-set.
  */
-import { request } from "undici";
 import * as z from "zod/mini";
 import type { OutboundTls } from "../outbound-tls";
 import type { DeleteOutcome, PutOutcome, SecretRecord, SecretStore, StoreFactory } from "../secret-store";
@@ -142,7 +141,7 @@ export class InfisicalStore implements SecretStore {
 
 /** The outbound client as `Send`: JSON in and out, the base URL's trailing slashes removed. */
 async function sender(base: string, tls: OutboundTls | undefined): Promise<Send> {
-  const { outboundAgent } = await import("../outbound");
+  const { outboundAgent, request } = await import("../outbound");
   const dispatcher = outboundAgent(tls);
   const root = base.replace(/\/+$/, "");
   return async (path, init) => {
