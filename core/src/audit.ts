@@ -14,11 +14,14 @@
  *   `[A-Za-z0-9._:-]`), else the runtime's own id for the invocation, else a fresh UUID.
  * - `name`: the secret's name as asked for, clipped to 256 characters (a list's prefix); absent
  *   for resolve and decrypt, which touch many names or none.
+ * - Key events (`key_event`, from a queue or `POST /v1/key-events`): one line per event, `name` the
+ *   names it changed (comma-separated), `outcome` `ok` when applied, else its code or status; from a
+ *   queue the request id is the event's id and the caller is `queue`.
  * No value, ciphertext or key ever appears in a line.
  */
 import { hash, randomUUID } from "node:crypto";
 
-export type AuditAction = "read" | "write" | "delete" | "list" | "resolve" | "decrypt";
+export type AuditAction = "read" | "write" | "delete" | "list" | "resolve" | "decrypt" | "key_event";
 
 export interface AuditEntry {
   action: AuditAction;
@@ -49,6 +52,22 @@ export function createAudit(write: (line: string) => void): Audit {
     write(
       `{"time":"${lastTime}","audit":"${entry.action}"${name},"outcome":"${entry.outcome}","request_id":"${entry.requestId}","caller":"${entry.caller}"}\n`,
     );
+  };
+}
+
+/** The audit line of one key event's result (key-events.ts). */
+export function keyEventEntry(
+  result: { id?: string; status: string; names?: Record<string, string>; code?: string },
+  requestId: string,
+  caller: string,
+): AuditEntry {
+  const names = result.names ? Object.keys(result.names) : [];
+  return {
+    action: "key_event",
+    ...(names.length > 0 && { name: names.join(",").slice(0, 256) }),
+    outcome: result.status === "applied" ? "ok" : (result.code ?? result.status),
+    requestId,
+    caller,
   };
 }
 

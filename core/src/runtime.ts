@@ -7,7 +7,7 @@
  * through `runtime.fetch(request, raw)`, whose `raw` (the request as it arrived) is required.
  */
 import { createApp, MAX_BODY_BYTES, type RawRequest } from "./app";
-import { createAudit } from "./audit";
+import { createAudit, keyEventEntry, requestIdOf } from "./audit";
 import { cryptoReady } from "./crypto";
 import { instrumentStore } from "./instrument-store";
 import { applyKeyEvent, type KeyEventResult } from "./key-events";
@@ -96,6 +96,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       log,
       metrics,
     });
+  const audit = settings.audit === "off" ? undefined : createAudit(options.audit ?? stdoutWriter());
   const app = settings.masterKey
     ? createApp({
         manager,
@@ -105,7 +106,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
         applyKeyEvent: keyEvents,
         models: settings.config.model_list ?? [],
         outbound: settings.outbound,
-        ...(settings.audit !== "off" && { audit: createAudit(options.audit ?? stdoutWriter()) }),
+        ...(audit && { audit }),
       })
     : undefined;
   const refuse = noMasterKey(log);
@@ -117,7 +118,12 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     metrics,
     log,
     fetch: app ? app.fetch : refuse,
-    applyKeyEvent: keyEvents,
+    // From a queue: audited with the event's id, the caller being the queue.
+    applyKeyEvent: async (event) => {
+      const result = await keyEvents(event);
+      audit?.(keyEventEntry(result, requestIdOf(result.id, undefined), "queue"));
+      return result;
+    },
     close: async () => {
       await backend.close?.();
     },

@@ -65,6 +65,34 @@ describe("the audit trail", () => {
     expectNoValueIn(audits, [value, ciphertext, masterKey, wrongKey]);
   });
 
+  it("audits key events, from a queue (caller `queue`, the event's id) and over HTTP (the caller's key)", async () => {
+    const { request, audits, runtime, masterKey } = await inProcessApp({
+      config:
+        "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n",
+    });
+    const key = newKey("sk-virtual-");
+    const at = new Date(Date.now() - 1000).toISOString();
+    const created = { id: "evt-1", type: "key.created", occurred_at: at, key_alias: "svc", key };
+    expect(await runtime.applyKeyEvent(created)).toMatchObject({ status: "applied" });
+    expect(await runtime.applyKeyEvent({ id: "evt-bad", type: "key.created" })).toMatchObject({ status: "refused" });
+    const deleted = { id: "evt-2", type: "key.deleted", occurred_at: new Date().toISOString(), key_alias: "svc" };
+    const res = await request("/v1/key-events", {
+      method: "POST",
+      json: [deleted],
+      headers: { "x-request-id": "r-7" },
+    });
+    expect(res.status).toBe(200);
+    const lines = audits.map((l) => JSON.parse(l) as AuditLine);
+    expect(
+      lines.map(({ audit, name, outcome, request_id, caller }) => ({ audit, name, outcome, request_id, caller })),
+    ).toEqual([
+      { audit: "key_event", name: "litellm/svc", outcome: "ok", request_id: "evt-1", caller: "queue" },
+      { audit: "key_event", name: undefined, outcome: "invalid_request", request_id: "evt-bad", caller: "queue" },
+      { audit: "key_event", name: "litellm/svc", outcome: "ok", request_id: "r-7", caller: fingerprint(masterKey) },
+    ]);
+    expectNoValueIn(audits, [key]);
+  });
+
   it("takes no request id that is not a plain token", async () => {
     const { request, audits } = await inProcessApp();
     await request("/v1/secrets/X", { headers: { "x-request-id": 'a b;"c"' } });

@@ -2,9 +2,10 @@
  * `POST /v1/key-events`: the queue path's logic over HTTP (key-events.ts), for a gateway that calls
  * us directly. Events are applied in order, each on its own; the answer lists a result per event.
  * `200` when none failed, else `503` with `Retry-After` (sending the same events again is safe:
- * applied ones are superseded).
+ * applied ones are superseded). Each event gets its audit line (audit.ts).
  */
 import { KeyEventsRequest, KeyEventsResponse } from "../api-schemas";
+import { keyEventEntry } from "../audit";
 import type { KeyEventResult } from "../key-events";
 import { json, type Router } from "./router";
 
@@ -22,9 +23,13 @@ export function keyEventRoutes(router: Router, apply: (event: unknown) => Promis
         503: { description: "A result per event; some failed and may be sent again", schema: KeyEventsResponse },
       },
     },
-    async (_, { body }) => {
+    async (c, { body }) => {
       const results: KeyEventResult[] = [];
-      for (const event of Array.isArray(body) ? body : [body]) results.push(await apply(event));
+      for (const event of Array.isArray(body) ? body : [body]) {
+        const result = await apply(event);
+        router.auditAs(c, (requestId, caller) => keyEventEntry(result, requestId, caller));
+        results.push(result);
+      }
       const failed = results.filter((r) => r.status === "failed");
       if (failed.length === 0) return json({ results });
       const retryAfter = Math.max(1, ...failed.map((r) => r.retryAfter ?? 1));

@@ -9,7 +9,7 @@
  */
 import type { Context, Hono } from "hono";
 import type * as z from "zod/mini";
-import { type Audit, type AuditAction, callerOf, requestIdOf } from "../audit";
+import { type Audit, type AuditAction, type AuditEntry, callerOf, requestIdOf } from "../audit";
 import { InvalidInput, SecretsError } from "../errors";
 import type { RouteSpec } from "../openapi";
 import { describeIssues, issuesOf, safeParse } from "../validation";
@@ -117,6 +117,11 @@ export class Router {
     );
   }
 
+  /** Audits what a route did beyond its one line (a key event of a batch), as this request. */
+  auditAs(c: Ctx, entry: (requestId: string, caller: string) => AuditEntry): void {
+    this.audit?.(entry(...requestAndCaller(c)));
+  }
+
   /**
    * Audits a request refused before its route ran (a wrong key, a `..` in the path), when the
    * route it was for is audited.
@@ -175,13 +180,15 @@ function auditEntry(c: Ctx, spec: AuditSpec, outcome: string) {
   } catch {
     // a name that does not decode: the outcome (invalid_name) says why there is none
   }
-  return {
-    action: spec.action,
-    name,
-    outcome,
-    requestId: requestIdOf(c.req.header("x-request-id"), c.env?.raw?.requestId),
-    caller: callerOf(c.req.header("x-litellm-api-key"), c.req.header("authorization")),
-  };
+  const [requestId, caller] = requestAndCaller(c);
+  return { action: spec.action, name, outcome, requestId, caller };
+}
+
+function requestAndCaller(c: Ctx): [string, string] {
+  return [
+    requestIdOf(c.req.header("x-request-id"), c.env?.raw?.requestId),
+    callerOf(c.req.header("x-litellm-api-key"), c.req.header("authorization")),
+  ];
 }
 
 /** Whether the request has a query string (most do not: their query is `{}`, with no URL parse). */
