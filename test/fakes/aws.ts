@@ -11,7 +11,12 @@
  *   `AddReplicaRegions`, no value allowed), `GetSecretValue` (`AWSCURRENT`; a secret scheduled for
  *   deletion is `InvalidRequestException`), `PutSecretValue`, `DescribeSecret` (`DeletedDate`,
  *   `Tags`), `TagResource`, `UntagResource`, `DeleteSecret` (`RecoveryWindowInDays` 7-30, or
- *   `ForceDeleteWithoutRecovery`), `RestoreSecret`. `SecretString` at most 65 536 bytes.
+ *   `ForceDeleteWithoutRecovery`), `RestoreSecret`, `ListSecrets` (`Filters` as AWS's `Filter`:
+ *   `name`, `tag-key`, `tag-value` case-sensitive prefixes, `description` not, `!` negates; several
+ *   values of a key are alternatives, several keys all apply; `MaxResults` 1-100; an opaque
+ *   `NextToken` only while more remain, `InvalidNextTokenException` for one it did not give; secrets
+ *   scheduled for deletion only with `IncludePlannedDeletion`; in creation order). `SecretString` at
+ *   most 65 536 bytes.
  * - KMS: `Encrypt` (for tests to make ciphertexts) and `Decrypt` (`InvalidCiphertextException` for
  *   a blob it did not make). The blob is the key id and an AES-256-GCM box under the fake's key.
  *
@@ -55,6 +60,8 @@ interface FakeSecret {
   versions: SecretVersion[];
   deletedDate?: Date;
   created: Date;
+  /** Creation order: what `ListSecrets` pages by. */
+  seq: number;
   tokens: Set<string>;
 }
 
@@ -96,6 +103,9 @@ export class FakeAws {
   readonly secrets = new Map<string, FakeSecret>();
   readonly requests: AwsRequestSeen[] = [];
   readonly #kmsKey = randomBytes(32);
+  /** `ListSecrets` tokens given out: the creation order of the last secret of their page. */
+  readonly #listTokens = new Map<string, number>();
+  #seq = 0;
   #faults: AwsFault[] = [];
   #server: Server | undefined;
   #url = "";
@@ -127,6 +137,7 @@ export class FakeAws {
   /** Forgets every secret, request and pending fault: a fresh account. */
   reset(): void {
     this.secrets.clear();
+    this.#listTokens.clear();
     this.requests.length = 0;
     this.#faults = [];
   }
@@ -377,9 +388,84 @@ export class FakeAws {
         secret.deletedDate = undefined;
         return { ARN: secret.arn, Name: secret.name };
       }
+      case "ListSecrets":
+        return this.#list(body);
       default:
         throw new AwsError("UnknownOperationException", `unknown operation ${action}`);
     }
+  }
+
+  #list(body: Record<string, unknown>): unknown {
+    const max = body.MaxResults ?? 100;
+    if (typeof max !== "number" || !Number.isInteger(max) || max < 1 || max > 100) {
+      throw new AwsError("InvalidParameterException", "MaxResults must be between 1 and 100.");
+    }
+    let after = -1;
+    if (body.NextToken !== undefined) {
+      const seq = typeof body.NextToken === "string" ? this.#listTokens.get(body.NextToken) : undefined;
+      if (seq === undefined) throw new AwsError("InvalidNextTokenException", "The NextToken value is invalid.");
+      after = seq;
+    }
+    const filters = this.#filters(body.Filters);
+    const matching = [...this.secrets.values()]
+      .filter((s) => s.seq > after && (body.IncludePlannedDeletion === true || s.deletedDate === undefined))
+      .filter((s) => filters.every((f) => f(s)))
+      .sort((a, b) => a.seq - b.seq);
+    const page = matching.slice(0, max);
+    const last = page.at(-1);
+    let nextToken: string | undefined;
+    if (matching.length > max && last) {
+      nextToken = randomBytes(24).toString("base64");
+      this.#listTokens.set(nextToken, last.seq);
+    }
+    return {
+      SecretList: page.map((s) => ({
+        ARN: s.arn,
+        Name: s.name,
+        ...(s.description !== undefined && { Description: s.description }),
+        ...(s.kmsKeyId !== undefined && { KmsKeyId: s.kmsKeyId }),
+        CreatedDate: s.created.getTime() / 1000,
+        ...(s.deletedDate && { DeletedDate: s.deletedDate.getTime() / 1000 }),
+        Tags: [...s.tags].map(([Key, Value]) => ({ Key, Value })),
+        SecretVersionsToStages: Object.fromEntries(
+          s.versions.map((v, i, all) => [v.id, i === all.length - 1 ? ["AWSCURRENT"] : []]),
+        ),
+      })),
+      ...(nextToken && { NextToken: nextToken }),
+    };
+  }
+
+  /** `ListSecrets`' `Filters`, checked as AWS documents them (`Filter`), as predicates. */
+  #filters(filters: unknown): ((s: FakeSecret) => boolean)[] {
+    if (filters === undefined) return [];
+    if (!Array.isArray(filters)) throw new AwsError("InvalidParameterException", "Filters must be a list");
+    return filters.map((f) => {
+      const { Key, Values } = f as { Key?: unknown; Values?: unknown };
+      if (!Array.isArray(Values) || Values.length < 1 || Values.length > 10) {
+        throw new AwsError("InvalidParameterException", "a filter holds 1 to 10 Values");
+      }
+      for (const v of Values) {
+        if (typeof v !== "string" || v.length > 512 || !/^!?[a-zA-Z0-9 :_@/+=.\-!]*$/.test(v)) {
+          throw new AwsError("InvalidParameterException", "invalid filter value");
+        }
+      }
+      const fields: Record<string, (s: FakeSecret) => string[]> = {
+        name: (s) => [s.name],
+        description: (s) => [s.description ?? ""],
+        "tag-key": (s) => [...s.tags.keys()],
+        "tag-value": (s) => [...s.tags.values()],
+      };
+      const field = typeof Key === "string" ? fields[Key] : undefined;
+      if (!field) throw new AwsError("InvalidParameterException", "unsupported filter key");
+      const caseless = Key === "description";
+      return (s: FakeSecret) =>
+        (Values as string[]).some((raw) => {
+          const negated = raw.startsWith("!");
+          const value = caseless ? raw.slice(negated ? 1 : 0).toLowerCase() : raw.slice(negated ? 1 : 0);
+          const hit = field(s).some((text) => (caseless ? text.toLowerCase() : text).startsWith(value));
+          return negated ? !hit : hit;
+        });
+    });
   }
 
   #create(body: Record<string, unknown>): unknown {
@@ -416,6 +502,7 @@ export class FakeAws {
         : [],
       versions: [],
       created: new Date(),
+      seq: this.#seq++,
       tokens: new Set(),
     };
     const value = this.#secretString(body);

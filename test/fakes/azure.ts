@@ -19,7 +19,11 @@
  *   (`/secrets/{name}/` is the latest), `PATCH /secrets/{name}/{version}` (attributes and tags of
  *   that version; tags given replace the version's tags), `DELETE /secrets/{name}` (soft delete: the
  *   secret, every version and its tags move to the deleted secrets), `GET /deletedsecrets/{name}`,
- *   `POST /deletedsecrets/{name}/recover`, `DELETE /deletedsecrets/{name}` (purge).
+ *   `POST /deletedsecrets/{name}/recover`, `DELETE /deletedsecrets/{name}` (purge), and
+ *   `GET /secrets?maxresults=N` (1 to 25, 25 when unset): `{"value":[SecretItem],"nextLink"}`, each
+ *   item the secret's id, attributes and the current version's tags (never a value), soft-deleted
+ *   secrets left out, by name; `nextLink` the full URL of the next page (`api-version`,
+ *   `$skiptoken`, `maxresults`) while more remain, else null; a `$skiptoken` it did not give is 400.
  * - Names: `[0-9A-Za-z-]{1,127}`, case-insensitive (the first spelling is kept). Values at most
  *   25 000 UTF-8 bytes ("25k bytes"), at most 15 tags of names up to 512 and values up to 256
  *   characters. A soft-deleted name cannot be written (`409 Conflict`, inner
@@ -126,6 +130,8 @@ export class FakeAzure {
   /** The `Retry-After` (seconds) of a throttled answer. */
   throttleRetryAfter = 1;
   #faults: AzureFault[] = [];
+  /** `$skiptoken`s given out in a `nextLink`: the lower-cased name of the last secret of their page. */
+  readonly #skipTokens = new Map<string, string>();
   #tokenFaults: ("error" | "reset")[] = [];
   #vault: Server | undefined;
   #login: Server | undefined;
@@ -168,6 +174,7 @@ export class FakeAzure {
   /** Forgets every secret, request and pending fault, and restores the defaults: a fresh vault. Issued tokens stay valid. */
   reset(): void {
     this.secrets.clear();
+    this.#skipTokens.clear();
     this.requests.length = 0;
     this.tokenRequests.length = 0;
     this.loginRequests.length = 0;
@@ -356,7 +363,7 @@ export class FakeAzure {
         });
       }
       if (fault === "error") throw new VaultError(500, "InternalServerError", "An internal error occurred.");
-      const [answer, status] = this.#route(req.method ?? "", url.pathname, seen.body);
+      const [answer, status] = this.#route(req.method ?? "", url.pathname, seen.body, url.searchParams);
       send(status ?? 200, answer);
     } catch (err) {
       if (err instanceof VaultError) return fail(err);
@@ -370,9 +377,15 @@ export class FakeAzure {
     return issued !== undefined && issued.scope === KEY_VAULT_SCOPE && issued.expires > Date.now();
   }
 
-  #route(method: string, path: string, body: Record<string, unknown> | undefined): [unknown, number?] {
+  #route(
+    method: string,
+    path: string,
+    body: Record<string, unknown> | undefined,
+    query: URLSearchParams,
+  ): [unknown, number?] {
     const parts = path.split("/").slice(1).map(decodeURIComponent);
     const [collection, name = "", rest = "", extra] = parts;
+    if (method === "GET" && collection === "secrets" && parts.length === 1) return [this.#list(query)];
     if (!NAME.test(name)) throw new VaultError(400, "BadParameter", "The request URI contains an invalid name.");
     if (collection === "secrets" && extra === undefined) {
       if (method === "PUT" && rest === "" && parts.length === 2) return [this.#set(name, body ?? {})];
@@ -389,6 +402,35 @@ export class FakeAzure {
       }
     }
     throw new VaultError(404, "NotFound", "The requested resource was not found.");
+  }
+
+  /** A page of the live secrets' items, by name, and the link to the next page while more remain. */
+  #list(query: URLSearchParams): unknown {
+    const raw = query.get("maxresults");
+    const size = raw === null ? 25 : Number(raw);
+    if (!Number.isInteger(size) || size < 1 || size > 25) {
+      throw new VaultError(400, "BadParameter", "maxresults must be between 1 and 25.");
+    }
+    const skip = query.get("$skiptoken");
+    const after = skip === null ? "" : this.#skipTokens.get(skip);
+    if (after === undefined) throw new VaultError(400, "BadParameter", "The skip token is not valid.");
+    const now = Date.now();
+    const live = [...this.secrets.entries()]
+      .filter(([key, s]) => key > after && !s.deleted && !((s.recoveringUntil ?? 0) > now) && s.versions.length > 0)
+      .sort(([a], [b]) => (a < b ? -1 : 1));
+    const page = live.slice(0, size);
+    const last = page.at(-1);
+    let nextLink: string | null = null;
+    if (live.length > size && last) {
+      const token = randomBytes(18).toString("base64url");
+      this.#skipTokens.set(token, last[0]);
+      nextLink = `${this.#vaultUrl}/secrets?api-version=${query.get("api-version")}&$skiptoken=${token}&maxresults=${size}`;
+    }
+    const value = page.map(([, secret]) => ({
+      ...this.#bundle(secret, undefined, false),
+      id: `${this.#vaultUrl}/secrets/${secret.name}`,
+    }));
+    return { value, nextLink };
   }
 
   /** The secret if it is live (not deleted, not being recovered). */

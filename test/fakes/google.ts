@@ -11,7 +11,10 @@
  *
  * Secret Manager: secrets (`labels`, `annotations`, automatic replication), versions (ENABLED,
  * DESTROYED), `versions/latest`, ALREADY_EXISTS / NOT_FOUND / FAILED_PRECONDITION as the service
- * answers them, `update_mask` on UpdateSecret. KMS: Encrypt (for seeding) and Decrypt of its own
+ * answers them, `update_mask` on UpdateSecret, ListSecrets (newest first, as the proto says;
+ * `page_size` capped at 25000, 0 letting the server choose; an opaque `next_page_token` while more
+ * remain, INVALID_ARGUMENT for a token it did not give; no `filter`: the fake refuses one rather
+ * than guess Google's filter rules). KMS: Encrypt (for seeding) and Decrypt of its own
  * ciphertexts under a named CryptoKey.
  *
  * Faults: `fail(n, fault)`: PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE (what a client sees
@@ -50,6 +53,8 @@ interface FakeSecret {
   annotations: Record<string, string>;
   versions: Version[];
   created: Date;
+  /** Creation order: ListSecrets pages by it, newest first (one set by a test counts from its first listing). */
+  seq?: number;
   etag: number;
 }
 
@@ -97,6 +102,9 @@ export class FakeGoogle {
   readonly #keyPair = generateKeyPairSync("rsa", { modulusLength: 2048 });
   readonly #kmsKey = randomBytes(32);
   #faults: GoogleFault[] = [];
+  /** ListSecrets page tokens given out: the creation order of the last secret of their page. */
+  readonly #pageTokens = new Map<string, number>();
+  #seq = 0;
   #grpc: grpc.Server | undefined;
   #token: HttpsServer | undefined;
   #endpoint = "";
@@ -186,6 +194,7 @@ export class FakeGoogle {
 
   reset(): void {
     this.secrets.clear();
+    this.#pageTokens.clear();
     this.calls.length = 0;
     this.#faults = [];
   }
@@ -325,6 +334,7 @@ export class FakeGoogle {
           annotations: { ...body.annotations },
           versions: [],
           created: new Date(),
+          seq: this.#seq++,
           etag: 1,
         };
         this.secrets.set(name, secret);
@@ -332,6 +342,8 @@ export class FakeGoogle {
       }
       case "GetSecret":
         return this.#secretOut(this.#find(request.name));
+      case "ListSecrets":
+        return this.#list(request);
       case "UpdateSecret": {
         const body = (request.secret ?? {}) as {
           name?: string;
@@ -395,6 +407,37 @@ export class FakeGoogle {
       default:
         throw new GrpcError(grpc.status.UNIMPLEMENTED, `${method} is not in the fake`);
     }
+  }
+
+  #list(request: Record<string, unknown>): unknown {
+    const parent = String(request.parent);
+    if (parent !== `projects/${this.project}`)
+      throw new GrpcError(grpc.status.NOT_FOUND, `project ${parent} not found`);
+    if (request.filter !== undefined && request.filter !== "") {
+      throw new GrpcError(grpc.status.UNIMPLEMENTED, "the fake does not filter");
+    }
+    const asked = Number(request.page_size ?? 0);
+    if (!Number.isInteger(asked) || asked < 0) throw new GrpcError(grpc.status.INVALID_ARGUMENT, "invalid page_size");
+    const size = asked === 0 ? 100 : Math.min(asked, 25_000);
+    let before = Number.POSITIVE_INFINITY;
+    const token = request.page_token;
+    if (token !== undefined && token !== "") {
+      const seq = this.#pageTokens.get(String(token));
+      if (seq === undefined) throw new GrpcError(grpc.status.INVALID_ARGUMENT, "invalid page_token");
+      before = seq;
+    }
+    for (const secret of this.secrets.values()) secret.seq ??= this.#seq++;
+    const order = (secret: FakeSecret) => secret.seq ?? 0;
+    const all = [...this.secrets.values()].sort((a, b) => order(b) - order(a));
+    const after = all.filter((s) => order(s) < before);
+    const page = after.slice(0, size);
+    const last = page.at(-1);
+    let next = "";
+    if (after.length > size && last) {
+      next = randomBytes(18).toString("base64url");
+      this.#pageTokens.set(next, order(last));
+    }
+    return { secrets: page.map((s) => this.#secretOut(s)), next_page_token: next, total_size: all.length };
   }
 
   #find(name: unknown): FakeSecret {

@@ -4,7 +4,10 @@
  *
  * - KV version 2 on the configured mounts (namespace included: `admin/secret`):
  *   `GET|POST|DELETE /v1/{mount}/data/{path}` (read, write with `options.cas`, soft delete of the
- *   latest version) and `GET|POST /v1/{mount}/metadata/{path}` (`custom_metadata`, Vault's limits).
+ *   latest version) and `GET|POST /v1/{mount}/metadata/{path}` (`custom_metadata`, Vault's limits),
+ *   and `LIST /v1/{mount}/metadata/{folder}` (also `GET` with `?list=true`): the folder's keys,
+ *   sorted, a folder as `name/`, soft-deleted secrets included (their metadata stays); no keys is
+ *   404 `{"errors":[]}`. A policy is asked about a list as `LIST` (Vault's `list` capability).
  *   Times are RFC 3339 with nanoseconds, as Vault writes them.
  * - Namespaces as Vault joins them: `X-Vault-Namespace` + the request path.
  * - Token auth: `X-Vault-Token` on every call but logins; missing, unknown, revoked or expired is
@@ -227,7 +230,11 @@ export class FakeVault {
   }
 
   #route(r: RecordedRequest, req: IncomingMessage, res: ServerResponse): Answered {
-    const target = (r.url.split("?")[0] ?? "").replace(/^\/v1\//, "");
+    const [rawTarget = "", query = ""] = r.url.split("?");
+    const target = rawTarget.replace(/^\/v1\//, "");
+    // Vault takes LIST as a method, or as GET with `list` a true value (Go's ParseBool).
+    const listParam = new URLSearchParams(query).get("list") ?? "";
+    const method = r.method === "GET" && /^(1|t|T|TRUE|true|True)$/.test(listParam) ? "LIST" : r.method;
     let path: string;
     try {
       path = target.split("/").map(decodeURIComponent).join("/");
@@ -243,19 +250,22 @@ export class FakeVault {
     const token = headerOf(req.headers["x-vault-token"]);
     if (!this.#valid(token)) return send(res, 403, { errors: ["permission denied"] });
     if (r.method === "POST" && full === "auth/token/renew-self") return this.#renewSelf(token as string, res);
-    if (this.#options.policy && !this.#options.policy(r.method, full)) {
+    if (this.#options.policy && !this.#options.policy(method, full)) {
       return send(res, 403, { errors: ["1 error occurred:\n\t* permission denied\n\n"] });
     }
 
     const kv = this.#kvRoute(full);
-    if (!kv) return send(res, 404, { errors: [`no handler for route "${full}". route entry not found.`] });
+    if (kv?.kind === "metadata" && method === "LIST") return this.#list(kv.mount, kv.path, res);
+    if (!kv || kv.path === "") {
+      return send(res, 404, { errors: [`no handler for route "${full}". route entry not found.`] });
+    }
     const key = `${kv.mount}/${kv.path}`;
     if (kv.kind === "data") {
-      if (r.method === "GET") return this.#readData(key, res);
+      if (method === "GET") return this.#readData(key, res);
       if (r.method === "POST" || r.method === "PUT") return this.#writeData(key, r.body, res);
       if (r.method === "DELETE") return this.#deleteData(key, res);
     } else {
-      if (r.method === "GET") return this.#readMetadata(key, res);
+      if (method === "GET") return this.#readMetadata(key, res);
       if (r.method === "POST" || r.method === "PUT") return this.#writeMetadata(key, r.body, res);
     }
     return send(res, 405, { errors: ["1 error occurred:\n\t* unsupported operation\n\n"] });
@@ -344,10 +354,13 @@ export class FakeVault {
     for (const mount of mounts) {
       if (!full.startsWith(`${mount}/`)) continue;
       const rest = full.slice(mount.length + 1);
-      const kind = rest.startsWith("data/") ? "data" : rest.startsWith("metadata/") ? "metadata" : undefined;
+      const kind = rest.startsWith("data/")
+        ? "data"
+        : rest.startsWith("metadata/") || rest === "metadata"
+          ? "metadata"
+          : undefined;
       if (!kind) return undefined;
-      const path = rest.slice(kind.length + 1);
-      return path === "" ? undefined : { mount, kind, path };
+      return { mount, kind, path: rest.slice(kind.length + 1) };
     }
     return undefined;
   }
@@ -416,6 +429,20 @@ export class FakeVault {
     const version = entry?.versions.get(entry.currentVersion);
     if (version && version.deleted === undefined) version.deleted = this.#now();
     return noContent(res);
+  }
+
+  /** The keys right under `{mount}/{folder}/`: secrets, and folders as `name/`. */
+  #list(mount: string, folder: string, res: ServerResponse): Answered {
+    const base = `${mount}/${folder === "" || folder.endsWith("/") ? folder : `${folder}/`}`;
+    const keys = new Set<string>();
+    for (const key of this.#kv.keys()) {
+      if (!key.startsWith(base) || key === base) continue;
+      const rest = key.slice(base.length);
+      const cut = rest.indexOf("/");
+      keys.add(cut === -1 ? rest : rest.slice(0, cut + 1));
+    }
+    if (keys.size === 0) return send(res, 404, { errors: [] });
+    return send(res, 200, { ...envelope(), data: { keys: [...keys].sort() } });
   }
 
   #readMetadata(key: string, res: ServerResponse): Answered {

@@ -149,6 +149,48 @@ describe("aws_secret_manager over the wire", () => {
     expect(await store.put("NEVER", value("later"), { ifNewerThan: { at: 6_000, id: "evt/6" } })).toBe("created");
     await store.close?.();
   });
+  it("lists with ListSecrets: the prefix as a name filter, MaxResults at most 100, NextToken as the cursor", async () => {
+    const fake = await aws();
+    const store = await open();
+    const held = ["team/a", "team/b", "team/c", "team/d", "team/e", "team/f", "team/g"];
+    for (const n of held) await store.put(n, value(n));
+    await store.put("other", value("other"));
+    await store.put("team/gone", value("gone"));
+    await store.delete("team/gone");
+    await store.delete("team/never", { ifNewerThan: { at: 5_000 } }); // a tombstone secret
+    expect(fake.secrets.get("team/never")?.deletedDate).toBeInstanceOf(Date);
+    fake.requests.length = 0;
+    const names: string[] = [];
+    const cursors: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await store.list?.({ prefix: "team/", limit: 3, ...(cursor !== undefined && { cursor }) });
+      expect(page?.names.length).toBeLessThanOrEqual(3);
+      names.push(...(page?.names ?? []));
+      cursor = page?.cursor;
+      if (cursor !== undefined) cursors.push(cursor);
+    } while (cursor !== undefined);
+    expect(names).toEqual(held); // each once, in creation order, no deleted one
+    const calls = fake.calls("ListSecrets");
+    expect(calls).toHaveLength(3);
+    expect(calls[0]?.body).toEqual({ MaxResults: 3, Filters: [{ Key: "name", Values: ["team/"] }] });
+    expect(calls.slice(1).map((c) => c.body.NextToken)).toEqual(cursors);
+    expect(calls.every((c) => c.body.IncludePlannedDeletion === undefined)).toBe(true);
+    fake.requests.length = 0;
+    // A limit above AWS's 100 asks for 100; no prefix, no filter.
+    const all = await store.list?.({ limit: 1000 });
+    expect(fake.calls("ListSecrets")[0]?.body).toEqual({ MaxResults: 100 });
+    expect(all).toEqual({ names: [...held, "other"] });
+    // A prefix no name can start with asks nothing; a cursor AWS did not give is the caller's error.
+    expect(await store.list?.({ prefix: "team a", limit: 10 })).toEqual({ names: [] });
+    expect(fake.calls("ListSecrets")).toHaveLength(1);
+    expect(await codeOf(store.list?.({ limit: 10, cursor: "bm90LWEtdG9rZW4" }) ?? Promise.resolve())).toBe(
+      "invalid_request",
+    );
+    fake.fail(3, "error");
+    expect(await codeOf(store.list?.({ limit: 10 }) ?? Promise.resolve())).toBe("backend_unavailable");
+    await store.close?.();
+  });
 });
 
 describe("aws_secret_manager faults (the SDK's 3 attempts, nothing added)", () => {

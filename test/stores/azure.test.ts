@@ -143,6 +143,55 @@ describe("azure_key_vault over the wire", () => {
     expect((await store.get("AZURE_API_KEY"))?.value).toBe(v);
   });
 
+  it("lists a page a call (GET /secrets?maxresults=N, nextLink as the cursor): names as written, deleted and disabled left out", async () => {
+    const fake = await azure();
+    const store = await open();
+    const held = ["team/a", "team/b", "team/c", "team/d", "team/e"];
+    for (const n of held) await store.put(n, value(n));
+    await store.put("other", value("other"));
+    await store.put("team/gone", value("gone"));
+    await store.delete("team/gone");
+    await store.delete("team/never", { ifNewerThan: { at: 5_000 } }); // an empty secret, deleted: its tombstone
+    fake.seed("portal-made", value("portal"));
+    fake.seed("portal-disabled", value("disabled"));
+    const disabled = fake.secret("portal-disabled")?.versions.at(-1);
+    if (disabled) disabled.enabled = false;
+    fake.requests.length = 0;
+
+    const names: string[] = [];
+    const links: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await store.list?.({ prefix: "team/", limit: 2, ...(cursor !== undefined && { cursor }) });
+      expect(page?.names.length).toBeLessThanOrEqual(2);
+      names.push(...(page?.names ?? []));
+      cursor = page?.cursor;
+      if (cursor !== undefined) links.push(Buffer.from(cursor, "base64url").toString("utf8"));
+    } while (cursor !== undefined && links.length < 10);
+    expect(names).toEqual(held); // each once, by vault name: team-a ... team-e
+    const lists = fake.calls("GET", "/secrets").filter((r) => r.path === "/secrets" && r.status === 200);
+    // 8 live secrets (other, portal-disabled, portal-made, team-a..e), 2 a page.
+    expect(lists).toHaveLength(4);
+    expect(lists[0]?.query).toEqual({ "api-version": expect.any(String), maxresults: "2" });
+    for (const [i, link] of links.entries()) {
+      expect(link.startsWith(`${fake.vaultUrl}/secrets?`)).toBe(true);
+      expect(lists[i + 1]?.query.$skiptoken).toBe(new URL(link).searchParams.get("$skiptoken"));
+      expect(lists[i + 1]?.query.maxresults).toBe("2");
+    }
+    // A limit above Key Vault's 25 asks for 25; a portal secret is listed by its vault name.
+    fake.requests.length = 0;
+    const all = await store.list?.({ limit: 1000 });
+    expect(fake.calls("GET", "/secrets").find((r) => r.path === "/secrets")?.query.maxresults).toBe("25");
+    expect(all).toEqual({ names: ["other", "portal-made", ...held] });
+    // A cursor that is not this vault's link is refused before any call (it would carry our token).
+    const before = fake.requests.length;
+    const elsewhere = Buffer.from("https://attacker.example/secrets?$skiptoken=x").toString("base64url");
+    expect(await codeOf(store.list?.({ limit: 2, cursor: elsewhere }) ?? Promise.resolve())).toBe("invalid_request");
+    expect(fake.requests.length).toBe(before);
+    const stale = Buffer.from(`${fake.vaultUrl}/secrets?api-version=7.6&$skiptoken=unknown`).toString("base64url");
+    expect(await codeOf(store.list?.({ limit: 2, cursor: stale }) ?? Promise.resolve())).toBe("invalid_request");
+  });
+
   it("a name longer than 127 characters is invalid_name before any call; 127 is written", async () => {
     const fake = await azure();
     const store = await open();
@@ -290,7 +339,9 @@ describe("azure_key_vault settings", () => {
   it("keeps the SDK's challenge check for Key Vault's own domains, and instance discovery for Microsoft's authorities", () => {
     expect(azureClientOptions("https://my-vault.vault.azure.net/").disableChallengeResourceVerification).toBe(false);
     expect(azureClientOptions("https://my-vault.vault.azure.cn/").disableChallengeResourceVerification).toBe(false);
-    expect(azureClientOptions("https://my-vault.vault.azure.net/").additionalPolicies).toHaveLength(1);
+    expect(
+      azureClientOptions("https://my-vault.vault.azure.net/").additionalPolicies?.map((p) => p.policy.name),
+    ).not.toContain("llmSecretsKeyVaultAudience");
     // A private name or an emulator: the SDK's check cannot pass; the audience check stands in for it.
     const custom = azureClientOptions("https://vault.internal.example:8443/");
     expect(custom.disableChallengeResourceVerification).toBe(true);

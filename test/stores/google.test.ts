@@ -137,6 +137,53 @@ describe("google_secret_manager over gRPC", () => {
     await purging.close?.();
   });
 
+  it("lists with ListSecrets: page_size the limit, page_token the cursor, names as written, tombstones left out", async () => {
+    const fake = await google();
+    const store = await open();
+    const held = ["team/a", "team/b", "team/c", "team/d", "team/e"];
+    for (const n of held) await store.put(n, value(n));
+    await store.put("team.x", value("mapped")); // id team-x
+    await store.put("team/gone", value("gone"));
+    await store.delete("team/gone");
+    await store.delete("team/never", { ifNewerThan: { at: 5_000 } }); // an empty secret carries the tombstone
+    const consoleMade = `projects/${fake.project}/secrets/team_console`;
+    fake.secrets.set(consoleMade, {
+      name: consoleMade,
+      labels: {},
+      annotations: {},
+      versions: [{ id: 1, data: Buffer.from("console-made"), state: "ENABLED", created: new Date() }],
+      created: new Date(),
+      etag: 1,
+    });
+    fake.calls.length = 0;
+    const names: string[] = [];
+    const cursors: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await store.list?.({ prefix: "team/", limit: 3, ...(cursor !== undefined && { cursor }) });
+      expect(page?.names.length).toBeLessThanOrEqual(3);
+      names.push(...(page?.names ?? []));
+      cursor = page?.cursor;
+      if (cursor !== undefined) cursors.push(cursor);
+    } while (cursor !== undefined && cursors.length < 10);
+    expect([...names].sort()).toEqual(held);
+    expect(new Set(names).size).toBe(names.length);
+    const calls = fake.callsOf("ListSecrets");
+    expect(calls).toHaveLength(3); // 9 secrets, 3 a page: no filter is sent, the prefix is matched here
+    expect(calls[0]?.request).toEqual({ parent: `projects/${fake.project}`, page_size: 3 });
+    expect(calls.slice(1).map((c) => c.request.page_token)).toEqual(cursors);
+    expect(calls.every((c) => c.request.filter === undefined)).toBe(true);
+    const all = await store.list?.({ limit: 100 });
+    expect(all?.cursor).toBeUndefined();
+    expect([...(all?.names ?? [])].sort()).toEqual([...held, "team.x", "team_console"].sort());
+    expect(await codeOf(store.list?.({ limit: 10, cursor: "not-a-token" }) ?? Promise.resolve())).toBe(
+      "invalid_request",
+    );
+    fake.fail(1, "denied");
+    expect(await codeOf(store.list?.({ limit: 10 }) ?? Promise.resolve())).toBe("backend_denied");
+    await store.close?.();
+  });
+
   it("GOOGLE_SECRET_MANAGER_ALWAYS_READ_SECRET_MANAGER=true turns the cache off; its refresh interval is its own", async () => {
     const fake = await google();
     const settings = (env: Record<string, string>) =>

@@ -255,6 +255,58 @@ describe("requests on the wire", () => {
     expect(await store.get("MISSING")).toBeUndefined();
   });
 
+  it("lists with LIST on the metadata folders the prefix reaches (GET ?list=true), tombstones left out, paged here", async () => {
+    const fake = await startFake({ mounts: ["kv-prod"] });
+    for (const name of ["A", "B", "team/C", "team/D", "team/deep/E", "other/F", "team-x"]) {
+      fake.seed(`kv-prod/apps/${name}`, { key: `v-${name}` });
+    }
+    fake.seed("kv-prod/apps/team/has space", { key: "not one of our names" });
+    fake.seed("kv-prod/elsewhere/team/Z", { key: "outside the path prefix" });
+    const env = { HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT, HCP_VAULT_MOUNT_NAME: "kv-prod" };
+    const store = await open({ ...env, HCP_VAULT_PATH_PREFIX: "apps" });
+    await store.put("team/GONE", value("gone"));
+    expect(await store.delete("team/GONE")).toBe("deleted");
+    expect(await store.delete("team/NEVER", { ifNewerThan: { at: 5_000 } })).toBe("absent"); // metadata alone
+    expect(fake.kv("kv-prod/apps/team/GONE")?.live).toBe(false);
+    fake.requests.length = 0;
+
+    const pages: string[][] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await store.list({ prefix: "team/", limit: 2, ...(cursor !== undefined && { cursor }) });
+      pages.push(page.names);
+      cursor = page.cursor;
+    } while (cursor !== undefined && pages.length < 10);
+    expect(pages).toEqual([["team/C", "team/D"], ["team/deep/E"]]);
+    const lists = fake.requests.filter((r) => r.url.endsWith("?list=true"));
+    expect(lists.every((r) => r.method === "GET" && r.headers["x-vault-token"] === ROOT)).toBe(true);
+    // Only the folders the prefix reaches, once per page: never the root, never other/.
+    expect([...new Set(lists.map((r) => pathOf(r.url)))]).toEqual([
+      "/v1/kv-prod/metadata/apps/team/",
+      "/v1/kv-prod/metadata/apps/team/deep/",
+    ]);
+
+    expect(await store.list({ limit: 100 })).toEqual({
+      names: ["A", "B", "other/F", "team-x", "team/C", "team/D", "team/deep/E"],
+    });
+    expect((await store.list({ prefix: "team", limit: 100 })).names).toEqual([
+      "team-x",
+      "team/C",
+      "team/D",
+      "team/deep/E",
+    ]);
+    // An empty folder is a 404 to Vault and no names to us; a prefix no name can have asks nothing.
+    expect(await store.list({ prefix: "nothing/", limit: 10 })).toEqual({ names: [] });
+    const before = fake.requests.length;
+    expect(await store.list({ prefix: "../", limit: 10 })).toEqual({ names: [] });
+    expect(fake.requests.length).toBe(before);
+
+    // A policy without the list capability: backend_denied.
+    const strict = await startFake({ mounts: ["kv-prod"], policy: (method) => method !== "LIST" });
+    const refused = await open({ ...env, HCP_VAULT_ADDR: strict.url });
+    expect((await errorOf(refused.list({ limit: 10 }))).code).toBe("backend_denied");
+  });
+
   it("keeps its TLS connections alive across sequential calls, and resumes the TLS session on a new one", async () => {
     const fake = await startFake();
     fake.seed("secret/A", { key: "a" });

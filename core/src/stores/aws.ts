@@ -13,6 +13,11 @@
  *   A name held inside `primary_secret_name` is not written: `501 not_supported`.
  * - Delete: `DeleteSecret` with a recovery window (`LLM_SECRETS_AWS_RECOVERY_WINDOW_DAYS`, default
  *   7, 7-30; 0 = `ForceDeleteWithoutRecovery`).
+ * - List: `ListSecrets`, the prefix as a `name` filter (a case-sensitive prefix match), `MaxResults`
+ *   the limit (at most 100, AWS's largest), `NextToken` the cursor. Secrets scheduled for deletion
+ *   and tombstones are left out, so a page may hold fewer names than the limit. The names of the
+ *   secrets only: fields of `primary_secret_name` are not listed. ListSecrets is eventually
+ *   consistent (AWS: changes may take minutes to show).
  *
  * What it records: every change's time (and event id) in the secret's tags
  * `llm-secrets:changed-at` / `llm-secrets:change-id`, and `llm-secrets:deleted=true` on a delete.
@@ -29,12 +34,16 @@ import { randomUUID } from "node:crypto";
 import type * as Sdk from "@aws-sdk/client-secrets-manager";
 import type { DescribeSecretCommandOutput, SecretsManagerClient, Tag } from "@aws-sdk/client-secrets-manager";
 import * as z from "zod/mini";
+import { InvalidInput } from "../errors";
 import type { Logger } from "../log";
+import { validateName } from "../names";
 import {
   type ChangeStamp,
   type DeleteOptions,
   type DeleteOutcome,
   isNewer,
+  type ListOptions,
+  type NamePage,
   type PutOptions,
   type PutOutcome,
   type SecretMeta,
@@ -51,6 +60,10 @@ const TAG_ID = "llm-secrets:change-id";
 const TAG_DELETED = "llm-secrets:deleted";
 const OUR_TAGS = new Set([TAG_AT, TAG_ID, TAG_DELETED]);
 const DEFAULT_RECOVERY_DAYS = 7;
+/** `ListSecrets`' largest `MaxResults`. */
+const MAX_LIST_RESULTS = 100;
+/** Our name alphabet (names.ts), which is also Secrets Manager's: a prefix outside it matches nothing. */
+const NAME_CHARS = /^[A-Za-z0-9_.@+=/-]*$/;
 
 const recoveryWindow = z.pipe(
   z.string().check(z.regex(/^\s*\d+\s*$/, "expected a whole number of days")),
@@ -170,6 +183,28 @@ export class AwsSecretsManagerStore implements SecretStore {
       return "deleted";
     } catch (err) {
       throw classifyBackendError(err, "aws secrets manager delete");
+    }
+  }
+
+  async list(options: ListOptions): Promise<NamePage> {
+    const prefix = options.prefix ?? "";
+    if (!NAME_CHARS.test(prefix)) return { names: [] };
+    try {
+      const out = await this.#client.send(
+        new this.#sdk.ListSecretsCommand({
+          MaxResults: Math.max(1, Math.min(options.limit, MAX_LIST_RESULTS)),
+          ...(prefix !== "" && { Filters: [{ Key: "name", Values: [prefix] }] }),
+          ...(options.cursor !== undefined && { NextToken: options.cursor }),
+        }),
+      );
+      const names = (out.SecretList ?? [])
+        .filter((s) => s.DeletedDate === undefined && !s.Tags?.some((t) => t.Key === TAG_DELETED && t.Value === "true"))
+        .map((s) => s.Name ?? "")
+        .filter((name) => name.startsWith(prefix) && isName(name));
+      return out.NextToken ? { names, cursor: out.NextToken } : { names };
+    } catch (err) {
+      if (errorName(err) === "InvalidNextTokenException") throw new InvalidInput("the cursor is not valid");
+      throw classifyBackendError(err, "aws secrets manager list");
     }
   }
 
@@ -304,6 +339,16 @@ export class AwsSecretsManagerStore implements SecretStore {
     if (fields !== undefined && Object.hasOwn(fields, name)) {
       throw new NotSupported(`${what} ${name}, a field of the primary_secret_name secret,`);
     }
+  }
+}
+
+/** Whether `name` is one of ours (names.ts): AWS also takes names we refuse (`/prod/db`). */
+function isName(name: string): boolean {
+  try {
+    validateName(name);
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -23,6 +23,13 @@
  *   `description` setting is not recorded.
  * - Delete: `beginDeleteSecret`, without waiting for the delete to finish (soft delete is always on:
  *   the secret stays recoverable for the vault's retention, 7 to 90 days, and nothing is purged).
+ * - List: `listPropertiesOfSecrets().byPage` (`GET /secrets?maxresults=N`, N the limit, at most
+ *   Key Vault's 25), one page a call; each secret's name as written (its tag, else the vault's
+ *   name), disabled secrets and tombstones left out (soft-deleted ones are not listed by the vault
+ *   at all). No server filter: the prefix is matched here, so a page may hold fewer names than the
+ *   limit. The cursor is the vault's `nextLink`, taken from the answer by a pipeline policy (the SDK
+ *   drops it from the pages it yields) and refused unless it points back at this vault's `/secrets`
+ *   (a link elsewhere would carry our token there).
  *
  * What it records: every change's time (and event id) in the version's tags
  * `llm-secrets:changed-at` / `llm-secrets:change-id`, and `llm-secrets:deleted=true` set on the
@@ -48,25 +55,29 @@
  * their `Retry-After`, other 5xx and resets with backoff; a timed-out attempt is not retried); each
  * attempt is bounded (10 s), token requests included.
  */
+import { AsyncLocalStorage } from "node:async_hooks";
 import { Agent as HttpsAgent } from "node:https";
 import type { TokenCredential } from "@azure/identity";
-import type { KeyVaultSecret, SecretClient, SecretClientOptions } from "@azure/keyvault-secrets";
+import type { KeyVaultSecret, SecretClient, SecretClientOptions, SecretProperties } from "@azure/keyvault-secrets";
 import * as z from "zod/mini";
 import { InvalidInput, InvalidName } from "../errors";
 import type { Logger } from "../log";
+import { validateName } from "../names";
 import { type OutboundTls, outboundTlsOptions } from "../outbound-tls";
 import {
   type ChangeStamp,
   type DeleteOptions,
   type DeleteOutcome,
   isNewer,
+  type ListOptions,
+  type NamePage,
   type PutOptions,
   type PutOutcome,
   type SecretRecord,
   type SecretStore,
   type StoreFactory,
 } from "../secret-store";
-import { BackendUnavailable, classifyBackendError, NameConflict } from "../store-errors";
+import { BackendUnavailable, classifyBackendError, NameConflict, NotSupported } from "../store-errors";
 
 const TAG_NAME = "llm-secrets:name";
 const TAG_AT = "llm-secrets:changed-at";
@@ -76,6 +87,8 @@ const OUR_PREFIX = "llm-secrets:";
 const MAX_NAME = 127;
 const MAX_TAGS = 15;
 const MAX_TAG_VALUE = 256;
+/** Key Vault's largest page (`maxresults`). */
+const MAX_LIST_PAGE = 25;
 
 /** Key Vault's DNS suffixes (public, China, US Government, Germany; vaults and managed HSMs). */
 const KEY_VAULT_DOMAINS = [
@@ -146,6 +159,7 @@ export function azureClientOptions(
     disableChallengeResourceVerification: !ownDomain,
     additionalPolicies: [
       { policy: timeoutPolicy(timeouts.requestMs), position: "perCall" },
+      { policy: nextLinkPolicy, position: "perCall" },
       ...(ownDomain ? [] : [{ policy: keyVaultAudiencePolicy, position: "perRetry" as const }]),
     ],
   };
@@ -201,6 +215,39 @@ const keyVaultAudiencePolicy: PipelinePolicy = {
     if (challenge) {
       const audiences = [...challenge.matchAll(/\b(?:resource|scope)="([^"]*)"/g)].map((m) => m[1] as string);
       if (audiences.some((audience) => !isKeyVaultAudience(audience))) response.headers.delete("www-authenticate");
+    }
+    return response;
+  },
+};
+
+/** A listing's answer as the pipeline saw it: whether a list page came back, and its `nextLink`. */
+interface ListedPage {
+  answered: boolean;
+  nextLink?: string;
+}
+
+/** The listing under way in this async context (`list`), which `nextLinkPolicy` reports to. */
+const listing = new AsyncLocalStorage<ListedPage>();
+
+/**
+ * Hands a listing the `nextLink` of its page: `@azure/keyvault-secrets` (4.11) drops it from the
+ * pages `byPage` yields, so a page could not say where the next one starts.
+ */
+const nextLinkPolicy: PipelinePolicy = {
+  name: "llmSecretsNextLink",
+  async sendRequest(request, next) {
+    const response = await next(request);
+    const page = listing.getStore();
+    if (page !== undefined && response.status === 200 && response.bodyAsText) {
+      try {
+        const body = JSON.parse(response.bodyAsText) as { value?: unknown; nextLink?: unknown };
+        if (Array.isArray(body.value)) {
+          page.answered = true;
+          page.nextLink = typeof body.nextLink === "string" && body.nextLink !== "" ? body.nextLink : undefined;
+        }
+      } catch {
+        // not a list page: the SDK reports it
+      }
     }
     return response;
   },
@@ -338,7 +385,64 @@ export class AzureKeyVaultStore implements SecretStore {
     });
   }
 
+  async list(options: ListOptions): Promise<NamePage> {
+    const prefix = options.prefix ?? "";
+    const maxPageSize = Math.max(1, Math.min(options.limit, MAX_LIST_PAGE));
+    const continuationToken = options.cursor === undefined ? undefined : this.#pageLink(options.cursor, maxPageSize);
+    const page: ListedPage = { answered: false };
+    let items: SecretProperties[];
+    try {
+      items = await listing.run(page, async () => {
+        const pages = this.#client
+          .listPropertiesOfSecrets()
+          .byPage({ maxPageSize, ...(continuationToken !== undefined && { continuationToken }) });
+        return (await pages.next()).value ?? [];
+      });
+    } catch (err) {
+      if (options.cursor !== undefined && statusOf(err) === 400) throw new InvalidInput("the cursor is not valid");
+      throw classifyBackendError(err, "azure key vault list");
+    }
+    // A client built without azureClientOptions has no nextLinkPolicy: its pages could not be followed.
+    if (!page.answered) throw new NotSupported("listing through a SecretClient without azureClientOptions");
+    const names = items
+      .filter((p) => p.enabled !== false && p.tags?.[TAG_DELETED] !== "true")
+      .map((p) => this.#nameOf(p))
+      .filter((name) => name.startsWith(prefix) && isName(name));
+    return page.nextLink === undefined
+      ? { names }
+      : { names, cursor: Buffer.from(page.nextLink, "utf8").toString("base64url") };
+  }
+
   // ---------------------------------------------------------------------------------------------
+
+  /** The name a listed secret was written as: its tag, when the tag's name maps onto it, else the vault's name. */
+  #nameOf(properties: SecretProperties): string {
+    const owner = properties.tags?.[TAG_NAME];
+    return owner !== undefined && this.keyOf(owner).toLowerCase() === properties.name.toLowerCase()
+      ? owner
+      : properties.name;
+  }
+
+  /**
+   * The `nextLink` a cursor holds, asking for `maxresults` pages, or `invalid_request`: only a link
+   * to this vault's `/secrets` is followed (the SDK would send it our token).
+   */
+  #pageLink(cursor: string, maxresults: number): string {
+    const link = Buffer.from(cursor, "base64url").toString("utf8");
+    let url: URL;
+    try {
+      url = new URL(link);
+    } catch {
+      throw new InvalidInput("the cursor is not valid");
+    }
+    if (url.origin !== new URL(this.#client.vaultUrl).origin || url.pathname !== "/secrets") {
+      throw new InvalidInput("the cursor is not valid");
+    }
+    // The page size of this call, not the first one's (the link keeps the rest of the query as written).
+    return /[?&]maxresults=\d*/.test(link)
+      ? link.replace(/([?&]maxresults=)\d*/, `$1${maxresults}`)
+      : `${link}${url.search === "" ? "?" : "&"}maxresults=${maxresults}`;
+  }
 
   /** The vault key of `name`, refused before any call when Key Vault cannot hold it. */
   #key(name: string): string {
@@ -436,6 +540,16 @@ function found(
     stamp: all[TAG_AT] !== undefined && Number.isFinite(at) ? { at, ...(id !== undefined && { id }) } : undefined,
     stampIsDelete: state === "deleted" || all[TAG_DELETED] === "true",
   };
+}
+
+/** Whether `name` is one of ours (names.ts): a secret made in the portal may have a name that is not. */
+function isName(name: string): boolean {
+  try {
+    validateName(name);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function statusOf(err: unknown): number | undefined {

@@ -16,6 +16,10 @@
  *   so a late event cannot revive the name; `LLM_SECRETS_GOOGLE_PURGE=true` deletes the secret
  *   itself instead (no tombstone). An event's delete of a name never written creates an empty
  *   secret to carry its tombstone.
+ * - List: `listSecrets`, one page of `pageSize` = the limit (`pageToken` the cursor), each secret's
+ *   name as written (its annotation; the id for a secret made elsewhere), tombstones left out.
+ *   No server filter: Google's `name:` is not a prefix match (and ids are mapped names), so the
+ *   prefix is matched here, and a page may hold fewer names than the limit.
  *
  * What it records: each change's time and event id in the annotations `llm-secrets/changed-at`,
  * `llm-secrets/change-id`, and `llm-secrets/deleted`. `ifNewerThan` is read-then-write: the secret
@@ -26,11 +30,14 @@
 import type * as Sdk from "@google-cloud/secret-manager";
 import * as z from "zod/mini";
 import { InvalidInput } from "../errors";
+import { validateName } from "../names";
 import {
   type ChangeStamp,
   type DeleteOptions,
   type DeleteOutcome,
   isNewer,
+  type ListOptions,
+  type NamePage,
   type PutOptions,
   type PutOutcome,
   type SecretRecord,
@@ -52,6 +59,7 @@ const LABEL_KEY = /^[a-z][a-z0-9_-]{0,62}$/;
 const LABEL_VALUE = /^[a-z0-9_-]{0,63}$/;
 
 /** gRPC status codes the store decides on itself. */
+const INVALID_ARGUMENT = 3;
 const NOT_FOUND = 5;
 const ALREADY_EXISTS = 6;
 const FAILED_PRECONDITION = 9;
@@ -188,6 +196,31 @@ export class GoogleSecretManagerStore implements SecretStore {
     }
   }
 
+  async list(options: ListOptions): Promise<NamePage> {
+    const prefix = options.prefix ?? "";
+    try {
+      const [secrets, , response] = await this.#client.listSecrets(
+        {
+          parent: `projects/${this.#project}`,
+          pageSize: Math.max(1, options.limit),
+          ...(options.cursor !== undefined && { pageToken: options.cursor }),
+        },
+        { ...this.#call, autoPaginate: false },
+      );
+      const names = secrets
+        .filter((secret) => secret.annotations?.[DELETED] !== "true")
+        .map((secret) => secret.annotations?.[NAME] ?? secret.name?.split("/").at(-1) ?? "")
+        .filter((name) => name.startsWith(prefix) && isName(name));
+      const cursor = response?.nextPageToken;
+      return cursor ? { names, cursor } : { names };
+    } catch (err) {
+      if (codeOf(err) === INVALID_ARGUMENT && options.cursor !== undefined) {
+        throw new InvalidInput("the cursor is not valid");
+      }
+      throw classifyBackendError(err, "google secret manager list");
+    }
+  }
+
   async close(): Promise<void> {
     await this.#client.close();
   }
@@ -269,6 +302,16 @@ function checkedLabels(tags: Readonly<Record<string, string>> | undefined): Reco
     }
   }
   return { ...tags };
+}
+
+/** Whether `name` is one of ours (names.ts): a secret made elsewhere may have an id that is not. */
+function isName(name: string): boolean {
+  try {
+    validateName(name);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function codeOf(err: unknown): unknown {

@@ -82,7 +82,8 @@ const RENEW_AT = 2 / 3;
 const FRESH_TOKEN_MS = 1_000;
 
 export interface VaultCall {
-  method: "GET" | "POST" | "DELETE";
+  /** `LIST` goes out as Vault's own client sends it: `GET` with `?list=true`. */
+  method: "GET" | "POST" | "DELETE" | "LIST";
   /** From `/v1/`, every segment already encoded. */
   path: string;
   body?: unknown;
@@ -283,9 +284,10 @@ export class VaultClient {
 
   async #once(call: VaultCall, headers: Record<string, string>): Promise<VaultAnswer> {
     const hasBody = call.body !== undefined;
-    const response = await request(`${this.#address}/v1/${call.path}`, {
+    const list = call.method === "LIST";
+    const response = await request(`${this.#address}/v1/${call.path}${list ? "?list=true" : ""}`, {
       dispatcher: this.#agent,
-      method: call.method,
+      method: list ? "GET" : call.method,
       // One deadline for the whole try (undici's own header and body timeouts tick in half seconds).
       signal: AbortSignal.timeout(this.#tuning.timeoutMs),
       headers: { ...headers, ...(hasBody && { "content-type": "application/json" }) },

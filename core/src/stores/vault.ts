@@ -17,6 +17,13 @@
  *   blindly; we read again and decide again. Differs: the description is not written as a second
  *   field beside `key`, and tags are not written (LiteLLM ignores them too).
  * - Delete: `DELETE` on the data path: KV v2's soft delete of the latest version (LiteLLM's).
+ * - List: `LIST` on the metadata path of the path prefix (`GET ?list=true`, as Vault's own client
+ *   sends it), and of each folder (`team/`: a name with `/`) that can hold names with the prefix.
+ *   Vault lists whole folders, unpaged, so the names are filtered, sorted and paged here
+ *   (`pageOfNames`); a name whose current version is deleted or destroyed (a tombstone) is left
+ *   out, which costs a metadata read for each name of the page, and one more. A secret written by
+ *   others without a `key` field is listed, though `get` finds no value in it (telling would mean
+ *   reading values). 404 is an empty folder.
  * - Teams: a call's scope (`team_settings[team_id]` from config) replaces the namespace, mount,
  *   path prefix and KV field (`data`) that it sets; the scoped store shares the client and queues.
  *
@@ -43,6 +50,11 @@
  *
  *     path "secret/data/*" { capabilities = ["read"] }
  *
+ * Listing names (`GET /v1/secrets`) also needs the metadata (the folders, and whether each name
+ * is deleted):
+ *
+ *     path "secret/metadata/*" { capabilities = ["read", "list"] }
+ *
  * Writing and deleting (`read_and_write`, `write_only`), the change times included:
  *
  *     path "secret/data/*"     { capabilities = ["create", "read", "update", "delete"] }
@@ -61,8 +73,11 @@ import {
   type DeleteOutcome,
   type GetOptions,
   isNewer,
+  type ListOptions,
+  type NamePage,
   type PutOptions,
   type PutOutcome,
+  pageOfNames,
   type SecretRecord,
   type SecretStore,
   type StoreDeps,
@@ -90,6 +105,8 @@ const MAX_ROUNDS = 5;
 /** A version without our record is read again after these waits while it is younger than `RECENT_MS`. */
 const SETTLE_WAITS_MS = [50, 100, 200];
 const RECENT_MS = 2_000;
+/** Metadata reads a listing makes at once, to leave tombstones out of a page. */
+const LIST_READS = 16;
 
 /** `HCP_VAULT_ADDR` as LiteLLM takes it: trailing slashes dropped (and, as its Rust port does, spaces). */
 export function vaultAddress(raw: string | undefined): string {
@@ -372,6 +389,25 @@ export class VaultStore implements SecretStore {
     });
   }
 
+  async list(options: ListOptions): Promise<NamePage> {
+    const what = "vault list";
+    const prefix = options.prefix ?? "";
+    // The deepest folder the prefix names whole: the walk starts there.
+    const start = prefix.slice(0, prefix.lastIndexOf("/") + 1);
+    if (start !== "" && !isName(`${start}x`)) return { names: [] };
+    const held = await this.#namesUnder(start, prefix, what);
+    const candidates = pageOfNames(held, { ...options, limit: held.length }).names;
+    // Live names in order, until one more than the page holds (then there is a next page).
+    const live: string[] = [];
+    for (let i = 0; i < candidates.length && live.length <= options.limit; ) {
+      const chunk = candidates.slice(i, i + Math.min(LIST_READS, options.limit + 1 - live.length));
+      i += chunk.length;
+      const recorded = await Promise.all(chunk.map((name) => this.#readMetadata(name, what)));
+      live.push(...chunk.filter((_, j) => recorded[j]?.live));
+    }
+    return pageOfNames(live, { limit: options.limit });
+  }
+
   async close(): Promise<void> {
     await Promise.allSettled(this.#queues.values());
     await this.#client.close();
@@ -385,6 +421,33 @@ export class VaultStore implements SecretStore {
       .filter((part): part is string => part !== undefined)
       .map(segments)
       .join("/");
+  }
+
+  /** The names with `prefix` in `folder` (`""` or ending in `/`) and its folders, walked as deep as they go. */
+  async #namesUnder(folder: string, prefix: string, what: string): Promise<string[]> {
+    const { secretNamespace, mount, pathPrefix } = this.#target;
+    const path = [secretNamespace, mount, "metadata", pathPrefix, folder.replace(/\/$/, "") || undefined]
+      .filter((part): part is string => part !== undefined)
+      .map(segments)
+      .join("/");
+    const answer = await this.#client.call({ method: "LIST", path: `${path}/` }, what);
+    if (answer.status === 404) return [];
+    if (answer.status !== 200) throw this.#client.failure(answer, what);
+    const keys = (answer.body as { data?: { keys?: unknown } } | undefined)?.data?.keys;
+    if (!Array.isArray(keys)) throw new StoreCorrupt(`${what}: the answer is not a LIST answer`);
+    const names: string[] = [];
+    const folders: string[] = [];
+    for (const key of keys) {
+      if (typeof key !== "string" || key === "") continue;
+      const found = folder + key;
+      if (!found.endsWith("/")) {
+        if (found.startsWith(prefix) && isName(found)) names.push(found);
+      } else if ((found.startsWith(prefix) || prefix.startsWith(found)) && isName(`${found}x`)) {
+        folders.push(found);
+      }
+    }
+    const deeper = await Promise.all(folders.map((f) => this.#namesUnder(f, prefix, what)));
+    return names.concat(...deeper);
   }
 
   /**
@@ -464,6 +527,16 @@ export class VaultStore implements SecretStore {
       if (this.#queues.get(key) === settled) this.#queues.delete(key);
     });
     return run;
+  }
+}
+
+/** Whether `name` is one of ours (names.ts): Vault may hold others (the UI's), which no call of ours can name. */
+function isName(name: string): boolean {
+  try {
+    validateName(name);
+    return true;
+  } catch {
+    return false;
   }
 }
 
