@@ -39,6 +39,26 @@ describe("the docker store", () => {
     expect(await codeOf(store.put("A", "x"))).toBe("not_supported");
   });
 
+  it("lists the files that are secrets: valid names resolving inside, not Kubernetes' links or escapes", async () => {
+    const { store, base } = await setup();
+    const dir = join(base, "secrets");
+    await mkdir(join(dir, "..2026_11_26_data")); // Kubernetes' timestamped data dir
+    await symlink(join(dir, "..2026_11_26_data"), join(dir, "..data"));
+    await mkdir(join(dir, "subdir"));
+    await symlink(join(dir, "nowhere"), join(dir, "DANGLING"));
+    const page = await store.list?.({ limit: 10 });
+    expect(page).toEqual({ names: ["ALIAS", "AZURE_API_KEY", "openai_api_key"] });
+    expect(await store.list?.({ limit: 2 })).toMatchObject({
+      names: ["ALIAS", "AZURE_API_KEY"],
+      cursor: expect.any(String),
+    });
+    const missing = await dockerStore.open(
+      { config: { secrets_path: join(base, "none") }, env: {} },
+      { dataDir: "/x", env: {}, log: silentLogger, now: Date.now },
+    );
+    expect(await missing.list?.({ limit: 10 })).toEqual({ names: [] });
+  });
+
   it("defaults to /run/secrets", async () => {
     const store = await dockerStore.open(
       { config: {}, env: {} },

@@ -4,12 +4,22 @@
  * secret. A name is looked up as written, then in lower case; trailing whitespace (a newline) is
  * trimmed. A name with a path separator is refused (`400 invalid_name`), and so is one whose file
  * resolves, through symlinks, outside the directory. Never writes. Records: the value only.
+ * Lists the directory's files whose names are valid secret names and that resolve inside it
+ * (Kubernetes' `..data` links and hidden entries are not names).
  */
-import { readFile, realpath } from "node:fs/promises";
+import { readdir, readFile, realpath, stat } from "node:fs/promises";
 import { join, sep } from "node:path";
 import * as z from "zod/mini";
 import { InvalidName } from "../errors";
-import type { SecretRecord, SecretStore, StoreFactory } from "../secret-store";
+import { validateName } from "../names";
+import {
+  type ListOptions,
+  type NamePage,
+  pageOfNames,
+  type SecretRecord,
+  type SecretStore,
+  type StoreFactory,
+} from "../secret-store";
 import { classifyBackendError, NotSupported } from "../store-errors";
 
 export const DockerSettings = z.object({
@@ -35,6 +45,32 @@ export class DockerSecretsStore implements SecretStore {
       if (value !== undefined) return { value: value.trimEnd() };
     }
     return undefined;
+  }
+
+  async list(options: ListOptions): Promise<NamePage> {
+    let entries: string[];
+    let root: string;
+    try {
+      [entries, root] = await Promise.all([readdir(this.dir), realpath(this.dir)]);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return { names: [] };
+      throw classifyBackendError(err, "docker secrets list");
+    }
+    const held = await Promise.all(
+      entries.map(async (entry) => {
+        if (!isName(entry)) return undefined;
+        try {
+          const real = await realpath(join(this.dir, entry));
+          return real.startsWith(root + sep) && (await stat(real)).isFile() ? entry : undefined;
+        } catch {
+          return undefined; // gone since readdir, or a dangling link: not a secret
+        }
+      }),
+    );
+    return pageOfNames(
+      held.filter((n): n is string => n !== undefined),
+      options,
+    );
   }
 
   async put(_name?: string, _value?: string): Promise<never> {
@@ -63,6 +99,15 @@ export class DockerSecretsStore implements SecretStore {
     } catch (err) {
       throw classifyBackendError(err, "docker secrets read");
     }
+  }
+}
+
+function isName(entry: string): boolean {
+  try {
+    validateName(entry);
+    return true;
+  } catch {
+    return false;
   }
 }
 
