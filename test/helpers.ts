@@ -1,11 +1,11 @@
 // Shared test helpers: temp dirs, the built CLI as a child process, generated keys and values.
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, expect, inject } from "vitest";
 import type { StoreFactory } from "../core/src/secret-store";
+import { seededRandom } from "../core/src/testing";
 
 const dirs: string[] = [];
 
@@ -21,30 +21,8 @@ export async function tempDir(): Promise<string> {
   return dir;
 }
 
-/**
- * A seeded generator (sfc32 over a SHA-256 of the seed): the same seed gives the same data, so a
- * failure can be replayed with `LLM_SECRETS_TEST_SEED=<seed>`.
- */
-export function seededRandom(seed: string): () => number {
-  const h = createHash("sha256").update(seed).digest();
-  let a = h.readUInt32LE(0);
-  let b = h.readUInt32LE(4);
-  let c = h.readUInt32LE(8);
-  let d = h.readUInt32LE(12);
-  return () => {
-    a |= 0;
-    b |= 0;
-    c |= 0;
-    d |= 0;
-    const t = (((a + b) | 0) + d) | 0;
-    d = (d + 1) | 0;
-    a = b ^ (b >>> 9);
-    b = (c + (c << 3)) | 0;
-    c = (c << 21) | (c >>> 11);
-    c = (c + t) | 0;
-    return (t >>> 0) / 4_294_967_296;
-  };
-}
+/** The seeded generator of the test data (sfc32), shared with the conformance suite. */
+export { seededRandom };
 
 /** The seed of the test data: fixed unless `LLM_SECRETS_TEST_SEED` sets another, so every run is replayable. */
 export const TEST_SEED = process.env.LLM_SECRETS_TEST_SEED ?? "llm-secrets";

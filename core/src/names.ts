@@ -21,6 +21,16 @@ export function validateName(name: string): string {
   return name;
 }
 
+/** Whether `name` is valid: for names a backend lists, which may hold others (made in a console). */
+export function isValidName(name: string): boolean {
+  try {
+    validateName(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * The name in a request path after `prefix`, from the path as it arrived on the wire (before any
  * `..` normalisation), percent-decoded. Not validated here: the `SecretManager` validates every name

@@ -26,8 +26,8 @@ async function codeOf(promise: Promise<unknown>): Promise<string> {
   return "no error";
 }
 
-/** A small seeded generator (sfc32): the suite's data is the same on every run. */
-function seededRandom(seed: string): () => number {
+/** A small seeded generator (sfc32): the suite's data (and the tests', test/helpers.ts) is the same on every run. */
+export function seededRandom(seed: string): () => number {
   const h = createHash("sha256").update(seed).digest();
   let a = h.readUInt32LE(0);
   let b = h.readUInt32LE(4);

@@ -36,7 +36,7 @@ import type { DescribeSecretCommandOutput, SecretsManagerClient, Tag } from "@aw
 import * as z from "zod/mini";
 import { InvalidInput } from "../errors";
 import type { Logger } from "../log";
-import { validateName } from "../names";
+import { isValidName } from "../names";
 import {
   type ChangeStamp,
   type DeleteOptions,
@@ -200,7 +200,7 @@ export class AwsSecretsManagerStore implements SecretStore {
       const names = (out.SecretList ?? [])
         .filter((s) => s.DeletedDate === undefined && !s.Tags?.some((t) => t.Key === TAG_DELETED && t.Value === "true"))
         .map((s) => s.Name ?? "")
-        .filter((name) => name.startsWith(prefix) && isName(name));
+        .filter((name) => name.startsWith(prefix) && isValidName(name));
       return out.NextToken ? { names, cursor: out.NextToken } : { names };
     } catch (err) {
       if (errorName(err) === "InvalidNextTokenException") throw new InvalidInput("the cursor is not valid");
@@ -339,16 +339,6 @@ export class AwsSecretsManagerStore implements SecretStore {
     if (fields !== undefined && Object.hasOwn(fields, name)) {
       throw new NotSupported(`${what} ${name}, a field of the primary_secret_name secret,`);
     }
-  }
-}
-
-/** Whether `name` is one of ours (names.ts): AWS also takes names we refuse (`/prod/db`). */
-function isName(name: string): boolean {
-  try {
-    validateName(name);
-    return true;
-  } catch {
-    return false;
   }
 }
 

@@ -62,7 +62,7 @@ import type { KeyVaultSecret, SecretClient, SecretClientOptions, SecretPropertie
 import * as z from "zod/mini";
 import { InvalidInput, InvalidName } from "../errors";
 import type { Logger } from "../log";
-import { validateName } from "../names";
+import { isValidName } from "../names";
 import { type OutboundTls, outboundTlsOptions } from "../outbound-tls";
 import {
   type ChangeStamp,
@@ -407,7 +407,7 @@ export class AzureKeyVaultStore implements SecretStore {
     const names = items
       .filter((p) => p.enabled !== false && p.tags?.[TAG_DELETED] !== "true")
       .map((p) => this.#nameOf(p))
-      .filter((name) => name.startsWith(prefix) && isName(name));
+      .filter((name) => name.startsWith(prefix) && isValidName(name));
     return page.nextLink === undefined
       ? { names }
       : { names, cursor: Buffer.from(page.nextLink, "utf8").toString("base64url") };
@@ -540,16 +540,6 @@ function found(
     stamp: all[TAG_AT] !== undefined && Number.isFinite(at) ? { at, ...(id !== undefined && { id }) } : undefined,
     stampIsDelete: state === "deleted" || all[TAG_DELETED] === "true",
   };
-}
-
-/** Whether `name` is one of ours (names.ts): a secret made in the portal may have a name that is not. */
-function isName(name: string): boolean {
-  try {
-    validateName(name);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function statusOf(err: unknown): number | undefined {

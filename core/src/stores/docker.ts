@@ -11,7 +11,7 @@ import { readdir, readFile, realpath, stat } from "node:fs/promises";
 import { join, sep } from "node:path";
 import * as z from "zod/mini";
 import { InvalidName } from "../errors";
-import { validateName } from "../names";
+import { isValidName } from "../names";
 import {
   type ListOptions,
   type NamePage,
@@ -58,7 +58,7 @@ export class DockerSecretsStore implements SecretStore {
     }
     const held = await Promise.all(
       entries.map(async (entry) => {
-        if (!isName(entry)) return undefined;
+        if (!isValidName(entry)) return undefined;
         try {
           const real = await realpath(join(this.dir, entry));
           return real.startsWith(root + sep) && (await stat(real)).isFile() ? entry : undefined;
@@ -99,15 +99,6 @@ export class DockerSecretsStore implements SecretStore {
     } catch (err) {
       throw classifyBackendError(err, "docker secrets read");
     }
-  }
-}
-
-function isName(entry: string): boolean {
-  try {
-    validateName(entry);
-    return true;
-  } catch {
-    return false;
   }
 }
 

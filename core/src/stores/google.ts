@@ -30,7 +30,7 @@
 import type * as Sdk from "@google-cloud/secret-manager";
 import * as z from "zod/mini";
 import { InvalidInput } from "../errors";
-import { validateName } from "../names";
+import { isValidName } from "../names";
 import {
   type ChangeStamp,
   type DeleteOptions,
@@ -210,7 +210,7 @@ export class GoogleSecretManagerStore implements SecretStore {
       const names = secrets
         .filter((secret) => secret.annotations?.[DELETED] !== "true")
         .map((secret) => secret.annotations?.[NAME] ?? secret.name?.split("/").at(-1) ?? "")
-        .filter((name) => name.startsWith(prefix) && isName(name));
+        .filter((name) => name.startsWith(prefix) && isValidName(name));
       const cursor = response?.nextPageToken;
       return cursor ? { names, cursor } : { names };
     } catch (err) {
@@ -302,16 +302,6 @@ function checkedLabels(tags: Readonly<Record<string, string>> | undefined): Reco
     }
   }
   return { ...tags };
-}
-
-/** Whether `name` is one of ours (names.ts): a secret made elsewhere may have an id that is not. */
-function isName(name: string): boolean {
-  try {
-    validateName(name);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function codeOf(err: unknown): unknown {

@@ -66,7 +66,7 @@ import { readFile } from "node:fs/promises";
 import * as z from "zod/mini";
 import { ConfigError } from "../errors";
 import type { Logger } from "../log";
-import { validateName } from "../names";
+import { isValidName, validateName } from "../names";
 import {
   type ChangeStamp,
   type DeleteOptions,
@@ -394,7 +394,7 @@ export class VaultStore implements SecretStore {
     const prefix = options.prefix ?? "";
     // The deepest folder the prefix names whole: the walk starts there.
     const start = prefix.slice(0, prefix.lastIndexOf("/") + 1);
-    if (start !== "" && !isName(`${start}x`)) return { names: [] };
+    if (start !== "" && !isValidName(`${start}x`)) return { names: [] };
     const held = await this.#namesUnder(start, prefix, what);
     const candidates = pageOfNames(held, { ...options, limit: held.length }).names;
     // Live names in order, until one more than the page holds (then there is a next page).
@@ -441,8 +441,8 @@ export class VaultStore implements SecretStore {
       if (typeof key !== "string" || key === "") continue;
       const found = folder + key;
       if (!found.endsWith("/")) {
-        if (found.startsWith(prefix) && isName(found)) names.push(found);
-      } else if ((found.startsWith(prefix) || prefix.startsWith(found)) && isName(`${found}x`)) {
+        if (found.startsWith(prefix) && isValidName(found)) names.push(found);
+      } else if ((found.startsWith(prefix) || prefix.startsWith(found)) && isValidName(`${found}x`)) {
         folders.push(found);
       }
     }
@@ -527,16 +527,6 @@ export class VaultStore implements SecretStore {
       if (this.#queues.get(key) === settled) this.#queues.delete(key);
     });
     return run;
-  }
-}
-
-/** Whether `name` is one of ours (names.ts): Vault may hold others (the UI's), which no call of ours can name. */
-function isName(name: string): boolean {
-  try {
-    validateName(name);
-    return true;
-  } catch {
-    return false;
   }
 }
 
