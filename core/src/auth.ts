@@ -10,15 +10,27 @@
  */
 import { hash, timingSafeEqual } from "node:crypto";
 
-export type BearerCheck = (authorization: string | undefined, apiKeyHeader?: string | undefined) => boolean;
+/**
+ * Checks a request's key. When `seen` is given, `seen.caller` is set to the presented key's
+ * fingerprint (the first 8 hex digits of its SHA-256, `none` without a key: audit.ts), from the
+ * hash the check computes anyway.
+ */
+export type BearerCheck = (
+  authorization: string | undefined,
+  apiKeyHeader?: string | undefined,
+  seen?: { caller?: string },
+) => boolean;
 
 export function bearerCheck(masterKey: string): BearerCheck {
   const expected = digest(masterKey);
-  return (authorization, apiKeyHeader) => {
+  return (authorization, apiKeyHeader, seen) => {
     const token = apiKeyHeader !== undefined ? apiKeyHeader.trim() : bearerToken(authorization);
     // Hash even when there is no token, so a missing header costs what a wrong one does.
-    const matches = timingSafeEqual(digest(token ?? ""), expected);
-    return token !== undefined && token !== "" && matches;
+    const presented = digest(token ?? "");
+    const matches = timingSafeEqual(presented, expected);
+    const present = token !== undefined && token !== "";
+    if (seen) seen.caller = present ? presented.toString("hex", 0, 4) : "none";
+    return present && matches;
   };
 }
 

@@ -74,7 +74,7 @@ export function admission(
       }
       if (
         !publicPaths.has(c.req.path) &&
-        !authorized(c.req.header("authorization"), c.req.header("x-litellm-api-key"))
+        !authorized(c.req.header("authorization"), c.req.header("x-litellm-api-key"), c.env)
       ) {
         throw new AccessDenied("unauthorized", "missing or wrong master key");
       }

@@ -29,7 +29,11 @@ export interface RawRequest {
   requestId?: string;
 }
 
-export type AppEnv = { Bindings: { raw?: RawRequest } };
+/**
+ * What the app knows of a request besides the `Request`: the raw request (from the runtime) and
+ * the caller's key fingerprint (set at admission, from the hash the key check computes; audit.ts).
+ */
+export type AppEnv = { Bindings: { raw?: RawRequest; caller?: string } };
 
 /**
  * Every answer is built here, with its headers as one plain object: `Cache-Control: no-store` on
@@ -187,7 +191,7 @@ function auditEntry(c: Ctx, spec: AuditSpec, outcome: string) {
 function requestAndCaller(c: Ctx): [string, string] {
   return [
     requestIdOf(c.req.header("x-request-id"), c.env?.raw?.requestId),
-    callerOf(c.req.header("x-litellm-api-key"), c.req.header("authorization")),
+    c.env?.caller ?? callerOf(c.req.header("x-litellm-api-key"), c.req.header("authorization")),
   ];
 }
 
