@@ -65,7 +65,7 @@ export function createApp(options: AppOptions): App {
   // routes below declare.
   app.use(admission(options.masterKey, router.publicPaths, (c, err) => router.auditRefusal(c, err)));
 
-  serviceRoutes(router, manager.store, metrics);
+  serviceRoutes(router, manager, metrics);
   secretRoutes(router, manager);
   cryptoRoutes(router, manager);
   keyEventRoutes(router, options.applyKeyEvent);

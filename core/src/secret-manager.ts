@@ -25,6 +25,8 @@ import type {
 import type { KeyManagement } from "./settings";
 import { NotSupported } from "./store-errors";
 
+/** The name `probe` reads when no hosted key is configured (under the virtual-key prefix first). */
+export const READY_PROBE_NAME = "llm-secrets-readiness-probe";
 /** How deep a config sent to `resolve` may nest. */
 const MAX_CONFIG_DEPTH = 32;
 /** Names `resolve` looks up at once, between turns of the event loop. */
@@ -125,6 +127,28 @@ export class SecretManager {
     const read = cached instanceof Promise ? await cached : cached;
     if (read.value === undefined) throw new NotFound(name);
     return { name, value: read.value, stale: read.stale };
+  }
+
+  /**
+   * `/ready`'s check: one read past the cache of a name this deployment may read (its least
+   * privilege included): the first hosted key, else the probe name under the virtual-key prefix
+   * (which infra/aws grants), else, where a store refuses that name (Docker: no `/`), the bare
+   * probe name. Held or not, an answer means the store is reachable and lets us in.
+   */
+  async probe(): Promise<void> {
+    const hosted = this.#hosted?.values().next().value;
+    const names =
+      hosted !== undefined
+        ? [hosted]
+        : [`${this.#policy.prefixForStoredVirtualKeys}${READY_PROBE_NAME}`, READY_PROBE_NAME];
+    for (const [i, name] of names.entries()) {
+      try {
+        await this.store.get(name);
+        return;
+      } catch (err) {
+        if (i === names.length - 1 || !(err instanceof SecretsError && err.code === "invalid_name")) throw err;
+      }
+    }
   }
 
   /**

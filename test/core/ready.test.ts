@@ -1,6 +1,7 @@
 // `GET /ready`: the store answers a cheap read within 2 s (200), else 503 with the error code;
 // answers are shared and reused for a second; `/health` touches nothing.
 import { describe, expect, it } from "vitest";
+import { SecretsError } from "../../core/src/errors";
 import type { SecretRecord, StoreFactory } from "../../core/src/secret-store";
 import { BackendDenied, BackendUnavailable } from "../../core/src/store-errors";
 import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
@@ -8,24 +9,32 @@ import { inProcessApp } from "../helpers";
 
 /** A backend whose reads do what `mode` says, counting them. */
 class ProbedStore extends MemoryStore {
-  mode: "up" | "down" | "denied" | "hang" = "up";
+  mode: "up" | "down" | "denied" | "hang" | "broken" = "up";
   reads = 0;
+  names: string[] = [];
   override async get(name: string): Promise<SecretRecord | undefined> {
     this.reads++;
+    this.names.push(name);
     if (this.mode === "down") throw new BackendUnavailable("probed get: the backend is unavailable (503)");
     if (this.mode === "denied") throw new BackendDenied("probed get: the backend refused (403)");
+    if (this.mode === "broken")
+      throw new SecretsError("internal", "vault get: unexpected 418 at https://vault.internal:8200");
     if (this.mode === "hang") return new Promise(() => {});
     return super.get(name);
   }
 }
 
-async function app() {
+async function app(config?: string) {
   const backend = new ProbedStore();
   const factory = { ...memoryStore, open: async () => backend } satisfies StoreFactory<"memory">;
-  const { request } = await inProcessApp({ stores: [factory] });
+  const { request } = await inProcessApp({ stores: [factory], ...(config && { config }) });
   const ready = async () => {
     const res = await request("/ready", { token: null }); // a probe presents no key
-    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+    return {
+      status: res.status,
+      retryAfter: res.headers.get("retry-after"),
+      body: (await res.json()) as Record<string, unknown>,
+    };
   };
   return { backend, request, ready };
 }
@@ -48,13 +57,34 @@ describe("/ready", () => {
     expect(await res.json()).toMatchObject({ status: "ready", store: "file" });
   });
 
-  it("is 503 with the store's error code when it fails, and 200 again when it is back", async () => {
+  it("reads a name this deployment may read: the first hosted key, else under the virtual-key prefix", async () => {
+    const plain = await app();
+    await plain.ready();
+    expect(plain.backend.names).toEqual(["litellm/llm-secrets-readiness-probe"]);
+    const hosted = await app(
+      'general_settings:\n  key_management_settings:\n    hosted_keys: ["OPENAI_API_KEY", "B"]\n',
+    );
+    await hosted.ready();
+    expect(hosted.backend.names).toEqual(["OPENAI_API_KEY"]);
+  });
+
+  it("is 503 with the store's error code and Retry-After when it fails, and 200 again when it is back", async () => {
     const { backend, ready } = await app();
     backend.mode = "down";
-    expect(await ready()).toMatchObject({ status: 503, body: { error: { code: "backend_unavailable" } } });
+    expect(await ready()).toMatchObject({
+      status: 503,
+      retryAfter: "1",
+      body: { error: { code: "backend_unavailable" } },
+    });
     await settle();
     backend.mode = "denied";
-    expect(await ready()).toMatchObject({ status: 503, body: { error: { code: "backend_denied" } } });
+    expect(await ready()).toMatchObject({ status: 503, retryAfter: "1", body: { error: { code: "backend_denied" } } });
+    await settle();
+    // An unexpected failure says nothing of itself to a caller that presented no key.
+    backend.mode = "broken";
+    const broken = await ready();
+    expect(broken).toMatchObject({ status: 503, body: { error: { code: "internal", message: "internal error" } } });
+    expect(JSON.stringify(broken.body)).not.toContain("vault.internal");
     await settle();
     backend.mode = "up";
     expect((await ready()).status).toBe(200);
@@ -70,6 +100,15 @@ describe("/ready", () => {
     expect(body).toMatchObject({ error: { code: "backend_unavailable", message: expect.stringContaining("2 s") } });
     expect(ms).toBeGreaterThanOrEqual(1_900);
     expect(ms).toBeLessThan(5_000);
+  });
+
+  it("never has two store reads pending: a hung read is waited on again, not started again", async () => {
+    const { backend, ready } = await app();
+    backend.mode = "hang";
+    expect((await ready()).status).toBe(503);
+    await settle();
+    expect((await ready()).status).toBe(503);
+    expect(backend.reads).toBe(1);
   });
 
   it("shares one probe among concurrent and close callers: unauthenticated probes cannot flood the store", async () => {

@@ -1,53 +1,64 @@
 /** `/health`, `/ready`, `/openapi.json` and `/metrics`: what operators and tools read. */
 import { HealthResponse, ReadyResponse } from "../api-schemas";
-import { SecretsError } from "../errors";
+import { toHttpError } from "../errors";
 import type { Metrics } from "../metrics";
 import { buildOpenApi } from "../openapi";
-import type { SecretStore } from "../secret-store";
+import type { SecretManager } from "../secret-manager";
+import { BackendUnavailable } from "../store-errors";
 import { VERSION } from "../version";
 import { answer, json, type Router } from "./router";
 
-/** The name `/ready` reads: any answer (held or not) shows the store is reachable and lets us in. */
-export const READY_PROBE_NAME = "llm-secrets-readiness-probe";
 const READY_TIMEOUT_MS = 2000;
-/** A probe's answer is reused this long, and concurrent probes share one call: `/ready` needs no key. */
+/**
+ * A probe's answer is reused this long after it came, and concurrent probes share it: `/ready`
+ * needs no key. A store read that outlives the 2 s is not started again while it hangs: the next
+ * probes wait on it, so a hung backend has one probe read pending, not one per second.
+ */
 const READY_REUSE_MS = 1000;
 
-type Readiness = { ok: true; ms: number } | { ok: false; code: string; message: string };
+type Readiness = { ok: true; ms: number } | { ok: false; error: unknown };
 
-/** `/ready`'s check: one cheap read of the store, answered within 2 s, shared and reused for 1 s. */
-function readinessOf(store: SecretStore, now: () => number = Date.now): () => Promise<Readiness> {
-  let last: { at: number; result: Promise<Readiness> } | undefined;
-  const probe = async (): Promise<Readiness> => {
+/** `/ready`'s check: the manager's probe read, answered within 2 s, shared and reused for 1 s. */
+function readinessOf(probe: () => Promise<void>, kind: string, now: () => number = Date.now) {
+  let read: Promise<void> | undefined;
+  let last: { settledAt?: number; result: Promise<Readiness> } | undefined;
+  const check = async (): Promise<Readiness> => {
     const started = performance.now();
+    read ??= probe().finally(() => {
+      read = undefined;
+    });
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new SecretsError("backend_unavailable", `the ${store.kind} store did not answer within 2 s`)),
+        () => reject(new BackendUnavailable(`the ${kind} store did not answer within 2 s`)),
         READY_TIMEOUT_MS,
       );
     });
     try {
-      await Promise.race([store.get(READY_PROBE_NAME), timeout]);
+      await Promise.race([read, timeout]);
       return { ok: true, ms: Math.round((performance.now() - started) * 100) / 100 };
-    } catch (err) {
-      return err instanceof SecretsError
-        ? { ok: false, code: err.code, message: err.message }
-        : { ok: false, code: "internal", message: "the store's probe failed unexpectedly" };
+    } catch (error) {
+      return { ok: false, error };
     } finally {
       clearTimeout(timer);
     }
   };
-  return () => {
+  return (): Promise<Readiness> => {
     const at = now();
-    if (!last || at - last.at >= READY_REUSE_MS) last = { at, result: probe() };
+    if (!last || (last.settledAt !== undefined && at - last.settledAt >= READY_REUSE_MS)) {
+      const current: { settledAt?: number; result: Promise<Readiness> } = { result: check() };
+      current.result.then(() => {
+        current.settledAt = now();
+      });
+      last = current;
+    }
     return last.result;
   };
 }
 
-export function serviceRoutes(router: Router, backend: SecretStore, metrics: Metrics): void {
-  const store = backend.kind;
-  const ready = readinessOf(backend);
+export function serviceRoutes(router: Router, manager: SecretManager, metrics: Metrics): void {
+  const store = manager.store.kind;
+  const ready = readinessOf(() => manager.probe(), store);
   let openApi: string | undefined;
 
   router.route(
@@ -66,7 +77,7 @@ export function serviceRoutes(router: Router, backend: SecretStore, metrics: Met
       method: "get",
       path: "/ready",
       summary:
-        "Readiness: 200 when the store answers a cheap read within 2 s, else 503 with its error code (answers are reused for 1 s)",
+        "Readiness: 200 when the store answers a cheap read within 2 s, else 503 (with Retry-After) carrying the store's error code: backend_unavailable, backend_denied, store_unavailable or internal (answers are reused for 1 s)",
       auth: false,
       errors: ["backend_unavailable"],
       responses: { 200: { description: "Ready", schema: ReadyResponse } },
@@ -74,7 +85,9 @@ export function serviceRoutes(router: Router, backend: SecretStore, metrics: Met
     async () => {
       const result = await ready();
       if (result.ok) return json({ status: "ready", store, ms: result.ms });
-      return json({ error: { code: result.code, message: result.message } }, 503);
+      // Not ready, whatever the store's error (its code says why); an internal one says nothing.
+      const { body, headers } = toHttpError(result.error);
+      return json(body, 503, { ...headers, "retry-after": headers["retry-after"] ?? "1" });
     },
   );
 
