@@ -8,7 +8,7 @@ environment:
 
     LLM_SECRETS_URL          the llm-secrets API, e.g. https://secrets.internal:4000 (required)
     LLM_SECRETS_API_KEY      its master key, sent as x-litellm-api-key (required)
-    LLM_SECRETS_CA_BUNDLE    a PEM bundle of CAs to trust (default: the system's)
+    LLM_SECRETS_CA_BUNDLE    a PEM bundle of CAs to trust (default: httpx's, certifi's bundle)
     LLM_SECRETS_CLIENT_CERT  a client certificate (PEM) for mutual TLS, with
     LLM_SECRETS_CLIENT_KEY   its key (PEM; may be left out when the cert file holds it)
     LLM_SECRETS_TIMEOUT      seconds per call (default 10)

@@ -6,7 +6,7 @@ import { createLogger } from "../../core/src/log";
 import { memoryStore } from "../../core/src/stores/memory";
 // @ts-expect-error: a plain ESM build script without types
 import { buildAws } from "../../functions/aws/build.mjs";
-import { awsHandlers, type SqsEvent } from "../../functions/aws/src/index";
+import { awsHandlers, rawRequestOf, type SqsEvent } from "../../functions/aws/src/index";
 import { expectNoValueIn, newKey, tempDir } from "../helpers";
 import { KEY_EVENTS_CONFIG, keyEvent, PartlyDownStore } from "./queue-helpers";
 
@@ -25,6 +25,18 @@ function setup() {
 function record(messageId: string, body: unknown) {
   return { messageId, body: typeof body === "string" ? body : JSON.stringify(body) };
 }
+
+describe("the raw request of an HTTP event", () => {
+  it("is the path and query as the event carries them, with the request's id for audit lines", () => {
+    const context = { http: { method: "GET" }, requestId: "JZ9bAiKsoAMEV0Q=" };
+    expect(
+      rawRequestOf({ rawPath: "/v1/secrets/a%2Fb", rawQueryString: "refresh=true", requestContext: context }),
+    ).toEqual({ path: "/v1/secrets/a%2Fb?refresh=true", requestId: "JZ9bAiKsoAMEV0Q=" });
+    expect(rawRequestOf({ rawPath: "/health", requestContext: { http: { method: "GET" } } })).toEqual({
+      path: "/health",
+    });
+  });
+});
 
 describe("the SQS handler", () => {
   it("reports exactly the failed and the malformed records in batchItemFailures", async () => {

@@ -12,6 +12,7 @@ import {
   type CyberArkEnv,
   CyberArkSettings,
   type CyberArkTuning,
+  cyberArkConfigOf,
   cyberarkStore,
   openCyberArkStore,
   variablePolicy,
@@ -348,6 +349,12 @@ describe("the cyberark store", () => {
       "env.CYBERARK_API_BASE: expected an http:// or https:// URL without a query",
     ]);
     expect(issues({ CYBERARK_API_KEY: "k" })).toEqual([]);
+  });
+
+  it("keeps a token at least a minute and at most 6 minutes, whatever the interval", () => {
+    expect(cyberArkConfigOf({ CYBERARK_REFRESH_INTERVAL: "0" }).tokenLifeMs).toBe(60_000);
+    expect(cyberArkConfigOf({ CYBERARK_REFRESH_INTERVAL: "120" }).tokenLifeMs).toBe(120_000);
+    expect(cyberArkConfigOf({ CYBERARK_REFRESH_INTERVAL: "86400" }).tokenLifeMs).toBe(360_000);
   });
 
   it("caches values for CYBERARK_REFRESH_INTERVAL, 300 s by default as in LiteLLM (not the general interval)", () => {

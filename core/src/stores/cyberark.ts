@@ -66,6 +66,7 @@ const DEFAULT_REFRESH_SECONDS = 300;
 const DEFAULT_BRANCH = "root";
 /** Conjur's tokens live 8 minutes: one is not used past 6. */
 const MAX_TOKEN_SECONDS = 360;
+const MIN_TOKEN_SECONDS = 60;
 /** The longest one call may take, connection to the end of the body. */
 const CALL_TIMEOUT_MS = 30_000;
 /** What Conjur's `blank?` refuses in a raw body: nothing, or ASCII white space only. */
@@ -141,7 +142,8 @@ export function cyberArkConfigOf(env: CyberArkEnv): CyberArkConfig {
     login: env.CYBERARK_USERNAME ?? DEFAULT_USERNAME,
     apiKey: env.CYBERARK_API_KEY ?? "",
     branch: branch === "" ? DEFAULT_BRANCH : branch,
-    tokenLifeMs: Math.min(refresh, MAX_TOKEN_SECONDS) * 1000,
+    // At least a minute: a cache turned off (0) must not mean a login before every call.
+    tokenLifeMs: Math.min(Math.max(refresh, MIN_TOKEN_SECONDS), MAX_TOKEN_SECONDS) * 1000,
   };
 }
 

@@ -19,6 +19,8 @@ import type { DeleteOutcome, PutOutcome, SecretRecord, SecretStore, StoreFactory
 import { classifyBackendError } from "../store-errors";
 
 const DEFAULT_URL = "https://app.infisical.com";
+/** Each call's deadline (the outbound client's own limit is 600 s, for streamed LLM answers). */
+const CALL_TIMEOUT_MS = 30_000;
 
 export const InfisicalSettings = z.object({
   config: z.object({}),
@@ -148,6 +150,7 @@ async function sender(base: string, tls: OutboundTls | undefined): Promise<Send>
     const res = await request(`${root}${path}`, {
       method: init.method as "GET",
       dispatcher,
+      signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
       headers: {
         "content-type": "application/json",
         ...(init.token && { authorization: `Bearer ${init.token}` }),

@@ -48,7 +48,7 @@ export interface HttpEventV2 {
   headers?: Record<string, string | undefined>;
   body?: string;
   isBase64Encoded?: boolean;
-  requestContext: { http: { method: string }; domainName?: string };
+  requestContext: { http: { method: string }; domainName?: string; requestId?: string };
 }
 
 export interface SqsEvent {
@@ -59,9 +59,12 @@ export interface SqsBatchResponse {
   batchItemFailures: { itemIdentifier: string }[];
 }
 
-/** This runtime's raw-request helper: the path and query as the event carries them. */
+/** This runtime's raw-request helper: the path and query as the event carries them, and the request's id (for audit lines). */
 export function rawRequestOf(event: HttpEventV2): RawRequest {
-  return { path: event.rawQueryString ? `${event.rawPath}?${event.rawQueryString}` : event.rawPath };
+  return {
+    path: event.rawQueryString ? `${event.rawPath}?${event.rawQueryString}` : event.rawPath,
+    ...(event.requestContext?.requestId && { requestId: event.requestContext.requestId }),
+  };
 }
 
 export interface AwsHandlersOptions {
