@@ -1,8 +1,8 @@
 /**
- * The audit trail: one JSON line per read, write, delete, list, resolve and decrypt that reached
- * the API, refused ones included (a wrong key, a name outside `hosted_keys`). Separate from the
- * access log (which goes to stderr): audit lines go to stdout, or nowhere with
- * `LLM_SECRETS_AUDIT=off`.
+ * The audit trail: one JSON line per read, write, delete, list, resolve, decrypt and forward (the
+ * model's name: its key is read) that reached the API, refused ones included (a wrong key, a name
+ * outside `hosted_keys`). Separate from the access log (stderr when served by the CLI): audit lines
+ * go to stdout, or nowhere with `LLM_SECRETS_AUDIT=off`.
  *
  *   {"time":"2026-11-26T02:30:00.000Z","audit":"read","name":"OPENAI_API_KEY","outcome":"ok",
  *    "request_id":"2f1c...","caller":"9b71d224"}
@@ -21,7 +21,7 @@
  */
 import { hash, randomUUID } from "node:crypto";
 
-export type AuditAction = "read" | "write" | "delete" | "list" | "resolve" | "decrypt" | "key_event";
+export type AuditAction = "read" | "write" | "delete" | "list" | "resolve" | "decrypt" | "key_event" | "forward";
 
 export interface AuditEntry {
   action: AuditAction;

@@ -87,7 +87,7 @@ describe("POST /v1/forward/{model}/{path}", () => {
   it("injects the provider's header with the stored key and drops the caller's credentials", async () => {
     const key = newKey("sk-upstream-");
     expectedKey = key;
-    const { request, masterKey, logs } = await app(key);
+    const { request, masterKey, logs, audits } = await app(key);
     const cases: [string, string, string][] = [
       ["gpt", "authorization", `Bearer ${key}`],
       ["azure-gpt", "api-key", key],
@@ -120,6 +120,10 @@ describe("POST /v1/forward/{model}/{path}", () => {
       expect(JSON.stringify(upstream.headers)).not.toContain("caller-supplied");
     }
     expectNoValueIn(logs, [key]);
+    // Each forward is audited with the model's name (its key was read), never the key.
+    const forwards = audits.map((l) => JSON.parse(l)).filter((l) => l.audit === "forward");
+    expect(forwards.map((l) => [l.name, l.outcome, l.request_id])).toEqual(cases.map(([m]) => [m, "ok", "r-1"]));
+    expectNoValueIn(audits, [key]);
   });
 
   it("streams an SSE answer event by event: the first arrives before the upstream finishes", async () => {
