@@ -1,5 +1,5 @@
 // `npx cdk synth` in infra/aws: builds functions/aws/dist first (a clean clone has none), then the stack.
-// Settings come from CDK context: -c storeKind=aws_kms -c accessMode=read_only -c hostedKeys=A,B
+// Settings come from CDK context: -c storeKind=aws_kms -c accessMode=read_only -c hostedKeys=A,B -c listNames=true
 // -c prefix=team/ -c entry=http-api.
 import { join } from "node:path";
 import { App } from "aws-cdk-lib";
@@ -20,5 +20,6 @@ new LlmSecretsStack(app, context("stackName") ?? "LlmSecrets", {
   hostedKeys: context("hostedKeys")?.split(",").filter(Boolean),
   prefix: context("prefix"),
   entry: context("entry") as "function-url" | "http-api" | undefined,
+  listNames: context("listNames") === "true",
 });
 app.synth();

@@ -43,6 +43,11 @@ export interface LlmSecretsStackProps extends StackProps {
   prefix?: string;
   /** `function-url` (IAM auth, default) or `http-api`. */
   entry?: "function-url" | "http-api";
+  /**
+   * Grant `secretsmanager:ListSecrets` for `GET /v1/secrets` (default off). AWS scopes it to no
+   * resource: the function then sees every secret's name (never a value) in the account and region.
+   */
+  listNames?: boolean;
 }
 
 /** `LLM_SECRETS_MAX_EVENT_AGE`'s default: no queue keeps an event longer. */
@@ -104,6 +109,15 @@ export class LlmSecretsStack extends Stack {
           resources: readable,
         }),
       );
+      if (props.listNames) {
+        role.addToPolicy(
+          new iam.PolicyStatement({
+            sid: "ListSecretNames",
+            actions: ["secretsmanager:ListSecrets"],
+            resources: ["*"], // ListSecrets takes no resource scope
+          }),
+        );
+      }
       if (writes) {
         role.addToPolicy(
           new iam.PolicyStatement({

@@ -84,6 +84,15 @@ describe("the AWS stack", () => {
     expect(JSON.stringify(fn.Properties.Environment.Variables.LITELLM_MASTER_KEY)).toContain("resolve:secretsmanager");
   });
 
+  it("lists names only when asked (listNames): ListSecrets alone, on the resource AWS requires", () => {
+    const listing = (t: Template) => statements(t).filter((s) => actionsOf(s).includes("secretsmanager:ListSecrets"));
+    expect(listing(synth())).toEqual([]);
+    const granted = listing(synth({ listNames: true }));
+    expect(granted).toHaveLength(1);
+    expect(actionsOf(granted[0] as { Action: string | string[] })).toEqual(["secretsmanager:ListSecrets"]);
+    expect(granted[0]?.Resource).toBe("*");
+  });
+
   it("grants no `*` action, reads only served names, and writes only under the prefix", () => {
     for (const props of [
       {},

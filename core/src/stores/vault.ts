@@ -446,8 +446,12 @@ export class VaultStore implements SecretStore {
         folders.push(found);
       }
     }
-    const deeper = await Promise.all(folders.map((f) => this.#namesUnder(f, prefix, what)));
-    return names.concat(...deeper);
+    // Folders a few at a time (each may hold more): a wide tree is not one burst of LISTs.
+    for (let i = 0; i < folders.length; i += LIST_READS) {
+      const deeper = await Promise.all(folders.slice(i, i + LIST_READS).map((f) => this.#namesUnder(f, prefix, what)));
+      for (const found of deeper) names.push(...found);
+    }
+    return names;
   }
 
   /**
