@@ -82,6 +82,11 @@ describe("the audit trail", () => {
       headers: { "x-request-id": "r-7" },
     });
     expect(res.status).toBe(200);
+    // Refused requests get one line each: a wrong key, a malformed body.
+    const wrongKey = newKey();
+    expect((await request("/v1/key-events", { method: "POST", json: [deleted], token: wrongKey })).status).toBe(401);
+    const malformed = { method: "POST", json: 42, headers: { "x-request-id": "r-8" } }; // neither an event nor a list
+    expect((await request("/v1/key-events", malformed)).status).toBe(400);
     const lines = audits.map((l) => JSON.parse(l) as AuditLine);
     expect(
       lines.map(({ audit, name, outcome, request_id, caller }) => ({ audit, name, outcome, request_id, caller })),
@@ -89,6 +94,20 @@ describe("the audit trail", () => {
       { audit: "key_event", name: "litellm/svc", outcome: "ok", request_id: "evt-1", caller: "queue" },
       { audit: "key_event", name: undefined, outcome: "invalid_request", request_id: "evt-bad", caller: "queue" },
       { audit: "key_event", name: "litellm/svc", outcome: "ok", request_id: "r-7", caller: fingerprint(masterKey) },
+      {
+        audit: "key_event",
+        name: undefined,
+        outcome: "unauthorized",
+        request_id: expect.any(String),
+        caller: fingerprint(wrongKey),
+      },
+      {
+        audit: "key_event",
+        name: undefined,
+        outcome: "invalid_request",
+        request_id: "r-8",
+        caller: fingerprint(masterKey),
+      },
     ]);
     expectNoValueIn(audits, [key]);
   });

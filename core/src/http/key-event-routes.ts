@@ -22,6 +22,8 @@ export function keyEventRoutes(router: Router, apply: (event: unknown) => Promis
         200: { description: "A result per event; none failed", schema: KeyEventsResponse },
         503: { description: "A result per event; some failed and may be sent again", schema: KeyEventsResponse },
       },
+      // A refused request (a wrong key, a malformed body) gets one line; an accepted one a line per event.
+      audit: { action: "key_event", refusalsOnly: true },
     },
     async (c, { body }) => {
       const results: KeyEventResult[] = [];

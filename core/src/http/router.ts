@@ -67,6 +67,8 @@ export interface AuditSpec {
   action: AuditAction;
   /** The name (or prefix) the request is about; it may throw for a bad one (then none is given). */
   name?: (c: Ctx) => string | undefined;
+  /** Only refused requests get this line (the route audits what it did itself: key events). */
+  refusalsOnly?: boolean;
 }
 
 const ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"];
@@ -110,7 +112,7 @@ export class Router {
     this.app.on(methods, honoPath, (c) =>
       run(c).then(
         (res) => {
-          audit(auditEntry(c, auditSpec, "ok"));
+          if (!auditSpec.refusalsOnly) audit(auditEntry(c, auditSpec, "ok"));
           return res;
         },
         (err: unknown) => {
