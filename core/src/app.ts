@@ -45,25 +45,33 @@ export interface AppOptions {
 }
 
 export interface App {
-  /** Answers one request; `raw` is the request as it arrived (see runtime.ts). */
-  fetch(request: Request, raw: RawRequest): Promise<Response>;
+  /**
+   * Answers one request; `raw` is the request as it arrived (see runtime.ts). A cached read is
+   * answered synchronously (node-server then writes it without a promise); others with a promise.
+   */
+  fetch(request: Request, raw: RawRequest): Response | Promise<Response>;
 }
 
 export function createApp(options: AppOptions): App {
   const { manager, metrics, log } = options;
   const app = new Hono<AppEnv>();
-  const router = new Router(app, options.audit);
+  // Admission runs first in every route (router.ts) and here: publicPaths fills as routes register.
+  const publicPaths = new Set<string>();
+  const admit = admission(options.masterKey, publicPaths);
+  const router = new Router(app, admit, options.audit, publicPaths);
 
   app.onError(errorHandler(metrics, log, manager.store.kind));
   app.notFound((c) => {
+    try {
+      admit(c);
+    } catch (err) {
+      router.auditRefusal(c, err);
+      throw err;
+    }
     const allow = router.allowed(c.req.path);
     if (allow) throw new SecretsError("method_not_allowed", `${c.req.method} is not allowed here`, { allow });
     throw new SecretsError("not_found", "no such route");
   });
-
-  // Installed before the routes (Hono runs handlers in order); it reads the public paths the
-  // routes below declare.
-  app.use(admission(options.masterKey, router.publicPaths, (c, err) => router.auditRefusal(c, err)));
 
   serviceRoutes(router, manager, metrics);
   secretRoutes(router, manager);
@@ -77,18 +85,26 @@ export function createApp(options: AppOptions): App {
   });
 
   return {
-    fetch: async (request, raw) => {
+    fetch: (request, raw) => {
       const started = performance.now();
-      const res = await app.fetch(request, { raw });
-      const closed = res.status === CLIENT_CLOSED || raw?.clientClosed?.() === true;
-      log.info("request", {
-        method: request.method,
-        path: typeof raw?.path === "string" ? raw.path.split(/[?#]/, 1)[0] : undefined,
-        status: closed ? CLIENT_CLOSED : res.status,
-        code: closed ? "client_closed" : undefined,
-        ms: Math.round((performance.now() - started) * 100) / 100,
-      });
-      return res;
+      const answer = app.fetch(request, { raw });
+      // A cached read is answered synchronously: no promise is made for it here either.
+      return answer instanceof Promise
+        ? answer.then((res) => logged(request, raw, res, started))
+        : logged(request, raw, answer, started);
     },
   };
+
+  /** The request's log line (method, the path as it arrived without its query, status, time). */
+  function logged(request: Request, raw: RawRequest, res: Response, started: number): Response {
+    const closed = res.status === CLIENT_CLOSED || raw?.clientClosed?.() === true;
+    log.info("request", {
+      method: request.method,
+      path: typeof raw?.path === "string" ? raw.path.split(/[?#]/, 1)[0] : undefined,
+      status: closed ? CLIENT_CLOSED : res.status,
+      code: closed ? "client_closed" : undefined,
+      ms: Math.round((performance.now() - started) * 100) / 100,
+    });
+    return res;
+  }
 }

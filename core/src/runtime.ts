@@ -44,7 +44,7 @@ export interface Runtime {
    * normalisation); each runtime builds it with its own small helper. Without a master key every
    * request is refused (500), with one log line.
    */
-  fetch(request: Request, raw: RawRequest): Promise<Response>;
+  fetch(request: Request, raw: RawRequest): Response | Promise<Response>;
   /** Applies one key event from a queue (any JSON; never throws): what queue handlers call. */
   applyKeyEvent(event: unknown): Promise<KeyEventResult>;
   close(): Promise<void>;

@@ -68,6 +68,12 @@ export interface SecretManagerOptions {
   now?: () => number;
 }
 
+/** A cache answer as a read: the value, or `not_found`. */
+function found(name: string, read: CacheRead): SecretRead {
+  if (read.value === undefined) throw new NotFound(name);
+  return { name, value: read.value, stale: read.stale };
+}
+
 export class SecretManager {
   readonly store: SecretStore;
   readonly #policy: KeyManagement;
@@ -122,11 +128,17 @@ export class SecretManager {
 
   /** Reads `name`; with `team`, where that team's `team_settings` say its secrets live. */
   async get(name: string, options: { refresh?: boolean; team?: string } = {}): Promise<SecretRead> {
+    return this.read(name, options);
+  }
+
+  /**
+   * `get` for the hot path: a cache hit is answered synchronously (no promise), a miss with a
+   * promise. It throws synchronously what `get` rejects with.
+   */
+  read(name: string, options: { refresh?: boolean; team?: string } = {}): SecretRead | Promise<SecretRead> {
     this.#checkRead(name);
     const cached = this.#cached(name, options.refresh, this.#scopeOf(options.team));
-    const read = cached instanceof Promise ? await cached : cached;
-    if (read.value === undefined) throw new NotFound(name);
-    return { name, value: read.value, stale: read.stale };
+    return cached instanceof Promise ? cached.then((read) => found(name, read)) : found(name, cached);
   }
 
   /**

@@ -36,14 +36,20 @@ interface Server {
 async function startServer(args: string[], env: Record<string, string>): Promise<Server> {
   const child = spawn(process.execPath, args, {
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env },
-    stdio: ["ignore", "pipe", "ignore"], // the access log goes nowhere, but is written
+    stdio: ["ignore", "pipe", "ignore"], // the access log goes nowhere, but is written; audit lines are drained
   });
   const url = await new Promise<string>((resolve, reject) => {
-    let out = "";
+    let out: string | undefined = "";
+    // Read until the URL, then drained unread: the full server writes an audit line per request
+    // to stdout, which kept (and searched) here would cost the load generator more each second.
     child.stdout?.on("data", (d) => {
+      if (out === undefined) return;
       out += d;
       const m = /serving (http:\/\/\S+)/.exec(out);
-      if (m) resolve(m[1] as string);
+      if (m) {
+        out = undefined;
+        resolve(m[1] as string);
+      }
     });
     child.once("exit", (code) => reject(new Error(`${args.join(" ")} exited (${code}) before listening`)));
   });

@@ -519,6 +519,25 @@ describe("unexpected errors", () => {
   });
 });
 
+describe("the hot path", () => {
+  it("answers a cached read synchronously (no promise), and a miss or a write with a promise", async () => {
+    const { runtime, masterKey } = await inProcessApp();
+    const headers = { authorization: `Bearer ${masterKey}` };
+    const get = (path: string) => runtime.fetch(new Request(`http://localhost${path}`, { headers }), { path });
+    await runtime.manager.put("HOT", secretValue("hot"));
+    const hit = get("/v1/secrets/HOT");
+    expect(hit).toBeInstanceOf(Response);
+    expect((hit as Response).status).toBe(200);
+    const miss = get("/v1/secrets/COLD");
+    expect(miss).toBeInstanceOf(Promise);
+    expect((await miss).status).toBe(404);
+    // Refusals are synchronous too: admission is plain checks, not a middleware.
+    const refused = runtime.fetch(new Request("http://localhost/v1/secrets/HOT"), { path: "/v1/secrets/HOT" });
+    expect(refused).toBeInstanceOf(Response);
+    expect((refused as Response).status).toBe(401);
+  });
+});
+
 describe("the rest of the API", () => {
   it("answers /health", async () => {
     const { request } = await inProcessApp();

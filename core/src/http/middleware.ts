@@ -1,9 +1,9 @@
 /**
- * The app's middleware: `admission` (the raw request, the master key, the raw path) before every
- * route, and `errorHandler`, where every error (from admission or a route) becomes an answer
+ * What runs around every route: `admission` (the raw request, the master key, the raw path), run
+ * first by each route and by the not-found handler, and `errorHandler`, where every error (from admission or a route) becomes an answer
  * through `toHttpError`.
  */
-import type { ErrorHandler, MiddlewareHandler } from "hono";
+import type { ErrorHandler } from "hono";
 import { bearerCheck } from "../auth";
 import { AccessDenied, InvalidInput, InvalidName, SecretsError, toHttpError } from "../errors";
 import { describeUnexpected, type Logger } from "../log";
@@ -11,8 +11,6 @@ import type { Labels, Metrics } from "../metrics";
 import { type AppEnv, type Ctx, json } from "./router";
 
 export const SECRETS_PREFIX = "/v1/secrets/";
-
-type Middleware = MiddlewareHandler<AppEnv>;
 
 /** The status logged for a request whose client hung up before its answer (nginx's 499). */
 export const CLIENT_CLOSED = 499;
@@ -53,37 +51,28 @@ export function errorHandler(metrics: Metrics, log: Logger, store: string): Erro
  * 3. the path as it arrived: `.`/`..` segments (also percent-encoded) are refused, not normalised;
  *    a raw `#` on a secret route, or a query string on a secret write, would otherwise write the
  *    name before it (400).
- * One middleware of three plain checks: each step a middleware of its own cost an extra await per
- * request on the hot path. A refusal is handed to `onRefused` first (the audit of the route it was for).
+ * Three plain synchronous checks that every route runs first (router.ts) and the not-found handler
+ * too (app.ts), rather than a Hono middleware: with no middleware Hono calls a route's handler
+ * directly, so a cached read is answered without a single promise.
  */
-export function admission(
-  masterKey: string,
-  publicPaths: ReadonlySet<string>,
-  onRefused?: (c: Ctx, err: unknown) => void,
-): Middleware {
+export function admission(masterKey: string, publicPaths: ReadonlySet<string>): (c: Ctx) => void {
   const authorized = bearerCheck(masterKey);
-  return (c, next) => {
-    try {
-      const raw = c.env?.raw;
-      if (typeof raw?.path !== "string") {
-        // Answered as a bare 500; the error handler logs this reason once.
-        throw new SecretsError(
-          "internal",
-          `the runtime passed no raw request (the \`raw\` argument of fetch, with the path as it arrived): refusing ${c.req.method}`,
-        );
-      }
-      if (
-        !publicPaths.has(c.req.path) &&
-        !authorized(c.req.header("authorization"), c.req.header("x-litellm-api-key"), c.env)
-      ) {
-        throw new AccessDenied("unauthorized", "missing or wrong master key");
-      }
-      checkRawPath(raw.path, c.req.method);
-    } catch (err) {
-      onRefused?.(c, err);
-      throw err;
+  return (c) => {
+    const raw = c.env?.raw;
+    if (typeof raw?.path !== "string") {
+      // Answered as a bare 500; the error handler logs this reason once.
+      throw new SecretsError(
+        "internal",
+        `the runtime passed no raw request (the \`raw\` argument of fetch, with the path as it arrived): refusing ${c.req.method}`,
+      );
     }
-    return next();
+    if (
+      !publicPaths.has(c.req.path) &&
+      !authorized(c.req.header("authorization"), c.req.header("x-litellm-api-key"), c.env)
+    ) {
+      throw new AccessDenied("unauthorized", "missing or wrong master key");
+    }
+    checkRawPath(raw.path, c.req.method);
   };
 }
 

@@ -77,14 +77,22 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
 export class Router {
   readonly specs: RouteSpec[] = [];
   /** Paths whose route needs no master key (`auth: false` in its spec), filled as routes register. */
-  readonly publicPaths = new Set<string>();
+  readonly publicPaths: Set<string>;
   readonly #methods: { pattern: RegExp; methods: Set<string>; audits: Map<string, AuditSpec> }[] = [];
 
-  /** `audit`: where audited routes' calls go; without it nothing is audited. */
+  /**
+   * `admit`: the admission checks every route runs before anything else (middleware.ts), which
+   * throw to refuse; `audit`: where audited routes' calls go (without it nothing is audited);
+   * `publicPaths`: the set to fill with the paths that need no key (admission reads it).
+   */
   constructor(
     private readonly app: Hono<AppEnv>,
+    private readonly admit: (c: Ctx) => void,
     private readonly audit?: Audit,
-  ) {}
+    publicPaths = new Set<string>(),
+  ) {
+    this.publicPaths = publicPaths;
+  }
 
   route<B = undefined, Q = undefined>(
     spec: RouteSpec & { body?: z.ZodMiniType<B>; query?: z.ZodMiniType<Q>; audit?: AuditSpec },
@@ -98,29 +106,47 @@ export class Router {
     const honoPath = spec.path.replace(/\/\{(\w+)\}$/, "/*").replace(/\{(\w+)\}/g, ":$1");
     // What an absent query parses to, once: most requests have none.
     const noQuery = spec.query ? parse(spec.query, {}, "query") : (undefined as Q);
-    const run = async (c: Ctx) => {
+    const admit = this.admit;
+    // Synchronous up to the handler: a route without a body whose handler answers at once (a
+    // cached read) makes no promise at all.
+    const run = (c: Ctx): Response | Promise<Response> => {
+      admit(c);
       const query = spec.query && hasQuery(c) ? parse(spec.query, c.req.query(), "query") : noQuery;
-      const body = spec.body ? parse(spec.body, await readJson(c), "body") : (undefined as B);
-      return handler(c, { body, query });
+      if (!spec.body) return handler(c, { body: undefined as B, query });
+      const schema = spec.body;
+      return readJson(c).then((json) => handler(c, { body: parse(schema, json, "body"), query }));
     };
     const audit = this.audit;
     if (!audit || !auditSpec) {
       this.app.on(methods, honoPath, run);
       return;
     }
-    // Without an extra async frame: the audit line is written when the answer (or error) is known.
-    this.app.on(methods, honoPath, (c) =>
-      run(c).then(
-        (res) => {
+    // The audit line is written when the answer (or the error) is known.
+    const refused = (c: Ctx, err: unknown) =>
+      audit(auditEntry(c, auditSpec, err instanceof SecretsError ? err.code : "internal"));
+    this.app.on(methods, honoPath, (c) => {
+      let res: Response | Promise<Response>;
+      try {
+        res = run(c);
+      } catch (err) {
+        refused(c, err);
+        throw err;
+      }
+      if (!(res instanceof Promise)) {
+        if (!auditSpec.refusalsOnly) audit(auditEntry(c, auditSpec, "ok"));
+        return res;
+      }
+      return res.then(
+        (answer) => {
           if (!auditSpec.refusalsOnly) audit(auditEntry(c, auditSpec, "ok"));
-          return res;
+          return answer;
         },
         (err: unknown) => {
-          audit(auditEntry(c, auditSpec, err instanceof SecretsError ? err.code : "internal"));
+          refused(c, err);
           throw err;
         },
-      ),
-    );
+      );
+    });
   }
 
   /** Audits what a route did beyond its one line (a key event of a batch), as this request. */
@@ -129,8 +155,8 @@ export class Router {
   }
 
   /**
-   * Audits a request refused before its route ran (a wrong key, a `..` in the path), when the
-   * route it was for is audited.
+   * Audits a request refused before any route ran (the not-found handler's admission), when a
+   * route of its path is audited.
    */
   auditRefusal(c: Ctx, err: unknown): void {
     if (!this.audit) return;

@@ -20,7 +20,7 @@ import { answer, type Ctx, json, type Router } from "./router";
 
 const ERRORS: ErrorCode[] = ["invalid_name", "not_hosted", "backend_denied", "backend_unavailable", "store_corrupt"];
 
-/** The name from the path as it arrived (the middleware made sure the runtime passed it). */
+/** The name from the path as it arrived (admission made sure the runtime passed it). */
 const secretName = (c: Ctx) => nameFromPath(c.env.raw?.path ?? "", SECRETS_PREFIX);
 
 export function secretRoutes(router: Router, manager: SecretManager): void {
@@ -56,8 +56,11 @@ export function secretRoutes(router: Router, manager: SecretManager): void {
       responses: { 200: { description: "The value", schema: SecretResponse } },
       audit: { action: "read", name },
     },
-    async (c, { query }) =>
-      json(await manager.get(secretName(c), { refresh: query.refresh === "true", team: query.team_id })),
+    (c, { query }) => {
+      // A cached value is answered at once, without a promise (manager.read).
+      const read = manager.read(secretName(c), { refresh: query.refresh === "true", team: query.team_id });
+      return read instanceof Promise ? read.then((r) => json(r)) : json(read);
+    },
   );
 
   router.route(
