@@ -1,7 +1,7 @@
 /**
  * What runs around every route: `admission` (the raw request, the master key, the raw path), run
- * first by each route and by the not-found handler, and `errorHandler`, where every error (from admission or a route) becomes an answer
- * through `toHttpError`.
+ * first by each route and by the not-found handler, and `errorHandler`, where every error (from
+ * admission or a route) becomes an answer through `toHttpError`.
  */
 import type { ErrorHandler } from "hono";
 import { bearerCheck } from "../auth";
