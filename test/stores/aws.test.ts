@@ -355,6 +355,8 @@ describe("llm-secrets serve against AWS", () => {
     try {
       expect(await (await call("GET", "/v1/secrets/OPENAI_API_KEY")).json()).toMatchObject({ value: v });
       expect((await call("GET", "/v1/secrets/OTHER_KEY")).status).toBe(403);
+      // Listing names the hosted keys that are set, and decrypts nothing.
+      expect(await (await call("GET", "/v1/secrets")).json()).toEqual({ names: ["OPENAI_API_KEY"] });
       expect(fake.calls("Decrypt")).toHaveLength(1);
     } finally {
       await server.stop();

@@ -13,7 +13,14 @@
  */
 import type * as Sdk from "@aws-sdk/client-kms";
 import * as z from "zod/mini";
-import type { SecretRecord, SecretStore, StoreFactory } from "../secret-store";
+import {
+  type ListOptions,
+  type NamePage,
+  pageOfNames,
+  type SecretRecord,
+  type SecretStore,
+  type StoreFactory,
+} from "../secret-store";
 import { classifyBackendError, NotSupported, StoreCorrupt } from "../store-errors";
 import { AwsConfigKeys, AwsEnvKeys, awsClientOptions } from "./aws-config";
 import { loadSdk } from "./load-sdk";
@@ -34,6 +41,11 @@ export class AwsKmsStore implements SecretStore {
 
   keyOf(name: string): string {
     return name;
+  }
+
+  /** The environment's names, unopened (the manager lists only the `hosted_keys` among them). */
+  async list(options: ListOptions): Promise<NamePage> {
+    return pageOfNames(Object.keys(this.env), options);
   }
 
   async get(name: string): Promise<SecretRecord | undefined> {
