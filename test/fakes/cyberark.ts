@@ -170,6 +170,22 @@ export class FakeConjur {
       }
     }
 
+    // /resources/{account}/variable?limit&offset: the variables, by id, each with its versions.
+    if (r.method === "GET" && path === `/resources/${CYBERARK_ACCOUNT}/variable`) {
+      const query = new URLSearchParams(r.url.split("?")[1] ?? "");
+      const limit = Number(query.get("limit") ?? "1000");
+      const offset = Number(query.get("offset") ?? "0");
+      const all = [...this.variables.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+      const page = all.slice(offset, offset + limit).map(([id, values]) => ({
+        id: `${CYBERARK_ACCOUNT}:variable:${id}`,
+        owner: `${CYBERARK_ACCOUNT}:policy:root`,
+        permissions: [],
+        annotations: [],
+        secrets: values.map((_, i) => ({ version: i + 1, expires_at: null })),
+      }));
+      return answer(200, JSON.stringify(page), { "content-type": "application/json" });
+    }
+
     // /secrets/{account}/variable/{id...}: the id encoded (Conjur's route takes the rest of the path).
     const prefix = `/secrets/${CYBERARK_ACCOUNT}/variable/`;
     if (!path.startsWith(prefix)) return error(404, "not_found", "no such route");

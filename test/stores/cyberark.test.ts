@@ -114,6 +114,33 @@ describe("the cyberark store", () => {
     expect(await store.get("a: ")).toBeUndefined();
   });
 
+  it("lists the variables that hold a value from Conjur's resource list, under the branch, paged by offset", async () => {
+    const fake = await conjur();
+    fake.reset();
+    for (const id of ["apps/llm/A", "apps/llm/B", "apps/llm/C", "apps/llm/team/D", "ROOT_ONE"]) {
+      fake.seed(id, Buffer.from(`v-${id}`));
+    }
+    fake.variables.set("apps/llm/DECLARED_ONLY", []); // declared by a policy, never given a value
+    const store = await open({ LLM_SECRETS_CYBERARK_POLICY_BRANCH: "apps/llm" });
+    const pages: string[][] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await store.list?.({ limit: 2, ...(cursor !== undefined && { cursor }) });
+      pages.push(page?.names ?? []);
+      cursor = page?.cursor;
+    } while (cursor !== undefined && pages.length < 10);
+    // Conjur's pages of 2 (by id: ROOT_ONE first), each filtered to the branch's held variables:
+    // ROOT_ONE is outside the branch, DECLARED_ONLY holds no value.
+    expect(pages).toEqual([["A"], ["B", "C"], ["team/D"], []]);
+    expect(fake.calls("GET", /^\/resources\//).map((r) => r.url)).toEqual(
+      [0, 2, 4, 6].map((offset) => `/resources/acme/variable?limit=2&offset=${offset}`),
+    );
+    expect((await store.list?.({ limit: 10, prefix: "team/" }))?.names).toEqual(["team/D"]);
+    expect(await codeOf(store.list?.({ limit: 2, cursor: "bm90LWEtbnVtYmVy" }) as Promise<unknown>)).toBe(
+      "invalid_request",
+    );
+  });
+
   it("declares in the policy branch LLM_SECRETS_CYBERARK_POLICY_BRANCH names, where Conjur puts it", async () => {
     const fake = await conjur();
     fake.reset();

@@ -48,8 +48,17 @@ import { readFile } from "node:fs/promises";
 import { Document, Scalar, YAMLSeq } from "yaml";
 import * as z from "zod/mini";
 import { ConfigError, InvalidInput } from "../errors";
+import { isValidName } from "../names";
 import type { OutboundTls } from "../outbound-tls";
-import type { PutOutcome, SecretRecord, SecretStore, StoreDeps, StoreFactory } from "../secret-store";
+import type {
+  ListOptions,
+  NamePage,
+  PutOutcome,
+  SecretRecord,
+  SecretStore,
+  StoreDeps,
+  StoreFactory,
+} from "../secret-store";
 import {
   BackendUnavailable,
   classifyBackendError,
@@ -203,6 +212,8 @@ export interface CyberArkTuning {
 const DEFAULT_TUNING: CyberArkTuning = { policyTries: 5, policyBackoffMs: 200, random: Math.random };
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
+/** The most resources one listing call asks Conjur for. */
+const MAX_LIST_PAGE = 1000;
 
 function isOk(status: number): boolean {
   return status >= 200 && status < 300;
@@ -261,6 +272,43 @@ export class CyberArkStore implements SecretStore {
 
   async delete(): Promise<never> {
     throw new NotSupported("deleting from the cyberark store (Conjur removes variables only by policy)");
+  }
+
+  /**
+   * Names from Conjur's resource list (`GET /resources/{account}/variable?limit&offset`): the
+   * variables this login may see that hold a value, under the branch (its prefix removed). Conjur's
+   * `search` is a text search, not a prefix: the prefix is matched here, so a page may hold fewer
+   * names than the limit. The cursor is the next offset.
+   */
+  async list(options: ListOptions): Promise<NamePage> {
+    const what = "cyberark list";
+    const offset = options.cursor === undefined ? 0 : Number(Buffer.from(options.cursor, "base64url").toString());
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new InvalidInput("the cursor is not valid");
+    const limit = Math.min(options.limit, MAX_LIST_PAGE);
+    const query = new URLSearchParams({ limit: String(limit), offset: String(offset) });
+    const path = `/resources/${encodeURIComponent(this.config.account)}/variable?${query}`;
+    const answer = await this.#call({ method: "GET", path }, what);
+    if (!isOk(answer.status)) throw this.#failure(answer, what);
+    let resources: unknown;
+    try {
+      resources = JSON.parse(utf8.decode(answer.body));
+    } catch {
+      throw new StoreCorrupt(`${what}: the answer is not JSON`);
+    }
+    if (!Array.isArray(resources)) throw new StoreCorrupt(`${what}: the answer is not a list of resources`);
+    const idPrefix = `${this.config.account}:variable:${this.keyOf("")}`;
+    const prefix = options.prefix ?? "";
+    const names: string[] = [];
+    for (const resource of resources as { id?: unknown; secrets?: unknown }[]) {
+      const id = resource?.id;
+      if (typeof id !== "string" || !id.startsWith(idPrefix)) continue;
+      const name = id.slice(idPrefix.length);
+      const held = Array.isArray(resource.secrets) && resource.secrets.length > 0;
+      if (held && name.startsWith(prefix) && isValidName(name)) names.push(name);
+    }
+    return resources.length < limit
+      ? { names }
+      : { names, cursor: Buffer.from(String(offset + limit)).toString("base64url") };
   }
 
   #variablePath(name: string): string {
