@@ -4,7 +4,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, expect, inject } from "vitest";
-import type { StoreFactory } from "../core/src/secret-store";
+import type { ListOptions, NamePage, StoreFactory } from "../core/src/secret-store";
 import { seededRandom } from "../core/src/testing";
 
 const dirs: string[] = [];
@@ -339,4 +339,26 @@ export async function makeCertificate(dir: string): Promise<{ keyFile: string; c
     { stdio: "ignore" },
   );
   return { keyFile, certFile, cert: readFileSync(certFile, "utf8") };
+}
+
+/**
+ * Every page of a listing, following its cursor (at most 20 pages): each page's names, and each
+ * cursor that led to the next. `list` is a store's or anything answering a `NamePage`.
+ */
+export async function listPages(
+  list: ((options: ListOptions) => Promise<NamePage>) | undefined,
+  options: Omit<ListOptions, "cursor">,
+): Promise<{ pages: string[][]; names: string[]; cursors: string[] }> {
+  if (!list) throw new Error("this store does not list");
+  const pages: string[][] = [];
+  const cursors: string[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await list({ ...options, ...(cursor !== undefined && { cursor }) });
+    expect(page.names.length).toBeLessThanOrEqual(options.limit);
+    pages.push(page.names);
+    cursor = page.cursor;
+    if (cursor !== undefined) cursors.push(cursor);
+  } while (cursor !== undefined && pages.length < 20);
+  return { pages, names: pages.flat(), cursors };
 }

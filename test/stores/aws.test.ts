@@ -12,7 +12,7 @@ import { awsKmsStore } from "../../core/src/stores/aws-kms";
 import { safeParse } from "../../core/src/validation";
 import { FAKE_AWS_CREDENTIALS, lazyFakeAws } from "../fakes/aws";
 import { makeServerChain } from "../fakes/pki";
-import { codeOf, expectNoValueIn, secretValue, serveStore, tempDir } from "../helpers";
+import { codeOf, expectNoValueIn, listPages, secretValue, serveStore, tempDir } from "../helpers";
 
 const aws = lazyFakeAws();
 const logs: string[] = [];
@@ -160,16 +160,7 @@ describe("aws_secret_manager over the wire", () => {
     await store.delete("team/never", { ifNewerThan: { at: 5_000 } }); // a tombstone secret
     expect(fake.secrets.get("team/never")?.deletedDate).toBeInstanceOf(Date);
     fake.requests.length = 0;
-    const names: string[] = [];
-    const cursors: string[] = [];
-    let cursor: string | undefined;
-    do {
-      const page = await store.list?.({ prefix: "team/", limit: 3, ...(cursor !== undefined && { cursor }) });
-      expect(page?.names.length).toBeLessThanOrEqual(3);
-      names.push(...(page?.names ?? []));
-      cursor = page?.cursor;
-      if (cursor !== undefined) cursors.push(cursor);
-    } while (cursor !== undefined);
+    const { names, cursors } = await listPages(store.list?.bind(store), { prefix: "team/", limit: 3 });
     expect(names).toEqual(held); // each once, in creation order, no deleted one
     const calls = fake.calls("ListSecrets");
     expect(calls).toHaveLength(3);

@@ -19,7 +19,7 @@ import {
 import { safeParse } from "../../core/src/validation";
 import { type AzureFault, FAKE_AZURE_IDENTITY, type FakeAzure, lazyFakeAzure } from "../fakes/azure";
 import { makeServerChain } from "../fakes/pki";
-import { codeOf, expectNoValueIn, secretValue, serveStore, tempDir } from "../helpers";
+import { codeOf, expectNoValueIn, listPages, secretValue, serveStore, tempDir } from "../helpers";
 
 const azure = lazyFakeAzure();
 const logs: string[] = [];
@@ -158,16 +158,8 @@ describe("azure_key_vault over the wire", () => {
     if (disabled) disabled.enabled = false;
     fake.requests.length = 0;
 
-    const names: string[] = [];
-    const links: string[] = [];
-    let cursor: string | undefined;
-    do {
-      const page = await store.list?.({ prefix: "team/", limit: 2, ...(cursor !== undefined && { cursor }) });
-      expect(page?.names.length).toBeLessThanOrEqual(2);
-      names.push(...(page?.names ?? []));
-      cursor = page?.cursor;
-      if (cursor !== undefined) links.push(Buffer.from(cursor, "base64url").toString("utf8"));
-    } while (cursor !== undefined && links.length < 10);
+    const { names, cursors } = await listPages(store.list?.bind(store), { prefix: "team/", limit: 2 });
+    const links = cursors.map((c) => Buffer.from(c, "base64url").toString("utf8"));
     expect(names).toEqual(held); // each once, by vault name: team-a ... team-e
     const lists = fake.calls("GET", "/secrets").filter((r) => r.path === "/secrets" && r.status === 200);
     // 8 live secrets (other, portal-disabled, portal-made, team-a..e), 2 a page.

@@ -26,7 +26,16 @@ import {
   lazyFakeConjur,
   variablesOf,
 } from "../fakes/cyberark";
-import { codeOf, expectNoValueIn, makeCertificate, secretValue, serveStore, tempDir, until } from "../helpers";
+import {
+  codeOf,
+  expectNoValueIn,
+  listPages,
+  makeCertificate,
+  secretValue,
+  serveStore,
+  tempDir,
+  until,
+} from "../helpers";
 
 const conjur = lazyFakeConjur();
 const logs: string[] = [];
@@ -122,13 +131,7 @@ describe("the cyberark store", () => {
     }
     fake.variables.set("apps/llm/DECLARED_ONLY", []); // declared by a policy, never given a value
     const store = await open({ LLM_SECRETS_CYBERARK_POLICY_BRANCH: "apps/llm" });
-    const pages: string[][] = [];
-    let cursor: string | undefined;
-    do {
-      const page = await store.list?.({ limit: 2, ...(cursor !== undefined && { cursor }) });
-      pages.push(page?.names ?? []);
-      cursor = page?.cursor;
-    } while (cursor !== undefined && pages.length < 10);
+    const { pages } = await listPages(store.list?.bind(store), { limit: 2 });
     // Conjur's pages of 2 (by id: ROOT_ONE first), each filtered to the branch's held variables:
     // ROOT_ONE is outside the branch, DECLARED_ONLY holds no value.
     expect(pages).toEqual([["A"], ["B", "C"], ["team/D"], []]);

@@ -14,7 +14,7 @@ import { googleTlsOptions } from "../../core/src/stores/google-config";
 import { googleKmsStore } from "../../core/src/stores/google-kms";
 import { type FakeGoogle, lazyFakeGoogle } from "../fakes/google";
 import { makeServerChain } from "../fakes/pki";
-import { codeOf, expectNoValueIn, newKey, secretValue, serveStore, tempDir, until } from "../helpers";
+import { codeOf, expectNoValueIn, listPages, newKey, secretValue, serveStore, tempDir, until } from "../helpers";
 
 const google = lazyFakeGoogle(tempDir);
 const KMS_KEY = "projects/llm-secrets-test/locations/global/keyRings/ring/cryptoKeys/key";
@@ -156,16 +156,7 @@ describe("google_secret_manager over gRPC", () => {
       etag: 1,
     });
     fake.calls.length = 0;
-    const names: string[] = [];
-    const cursors: string[] = [];
-    let cursor: string | undefined;
-    do {
-      const page = await store.list?.({ prefix: "team/", limit: 3, ...(cursor !== undefined && { cursor }) });
-      expect(page?.names.length).toBeLessThanOrEqual(3);
-      names.push(...(page?.names ?? []));
-      cursor = page?.cursor;
-      if (cursor !== undefined) cursors.push(cursor);
-    } while (cursor !== undefined && cursors.length < 10);
+    const { names, cursors } = await listPages(store.list?.bind(store), { prefix: "team/", limit: 3 });
     expect([...names].sort()).toEqual(held);
     expect(new Set(names).size).toBe(names.length);
     const calls = fake.callsOf("ListSecrets");

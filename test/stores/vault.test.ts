@@ -20,7 +20,17 @@ import {
 import type { VaultTuning } from "../../core/src/stores/vault-http";
 import { makeServerChain } from "../fakes/pki";
 import { FakeVault as Fake, type FakeVault, type FakeVaultOptions } from "../fakes/vault";
-import { codeOf, expectNoValueIn, makeCertificate, newKey, secretValue, serveStore, tempDir, until } from "../helpers";
+import {
+  codeOf,
+  expectNoValueIn,
+  listPages,
+  makeCertificate,
+  newKey,
+  secretValue,
+  serveStore,
+  tempDir,
+  until,
+} from "../helpers";
 
 const pki = inject("testPki");
 const ROOT = newKey("hvs.");
@@ -270,13 +280,7 @@ describe("requests on the wire", () => {
     expect(fake.kv("kv-prod/apps/team/GONE")?.live).toBe(false);
     fake.requests.length = 0;
 
-    const pages: string[][] = [];
-    let cursor: string | undefined;
-    do {
-      const page = await store.list({ prefix: "team/", limit: 2, ...(cursor !== undefined && { cursor }) });
-      pages.push(page.names);
-      cursor = page.cursor;
-    } while (cursor !== undefined && pages.length < 10);
+    const { pages } = await listPages(store.list.bind(store), { prefix: "team/", limit: 2 });
     expect(pages).toEqual([["team/C", "team/D"], ["team/deep/E"]]);
     const lists = fake.requests.filter((r) => r.url.endsWith("?list=true"));
     expect(lists.every((r) => r.method === "GET" && r.headers["x-vault-token"] === ROOT)).toBe(true);
