@@ -28,6 +28,7 @@ event loop.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import threading
 import weakref
@@ -74,7 +75,8 @@ class _Settings:
             raise ValueError("LLM_SECRETS_TIMEOUT must be a number of seconds") from None
 
     def identity(self) -> tuple:
-        return (self.url, self.verify, self.cert, self.timeout)
+        # The key's hash, not the key: clients are shared per settings, the key's header included.
+        return (self.url, self.verify, self.cert, self.timeout, hashlib.sha256(self.api_key.encode()).hexdigest())
 
     def client_options(self) -> Dict[str, Any]:
         return {

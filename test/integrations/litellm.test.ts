@@ -187,6 +187,15 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
         expect(step).toMatchObject({ error: "LLMSecretsError", status: 401, code: "unauthorized" });
       }
       expect(wrong.raw).not.toContain(wrongKey);
+      // Two instances in one process, the wrong key first: pooled clients keep each one's key.
+      const both = await drive(python, dir, "two_keys", {
+        LLM_SECRETS_URL: server.url,
+        LLM_SECRETS_API_KEY: wrongKey,
+        SECOND_KEY: masterKey,
+        LLM_SECRETS_CA_BUNDLE: pki.caFile,
+      });
+      expect(both.out.first).toMatchObject({ error: "LLMSecretsError", status: 401 });
+      expect(both.out.second).toEqual({ ok: null, seconds: expect.any(Number) }); // let in: no such secret here
       expect(untrusted.raw).not.toContain(masterKey);
     } finally {
       await server.stop();

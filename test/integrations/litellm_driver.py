@@ -11,6 +11,7 @@ Then:
   hold, a virtual key written under the stored-keys prefix, read back, deleted, read again; and
   the health check.
 - `read`: one read of OPENAI_API_KEY (for the wrong-key and server-down cases).
+- `two_keys`: a second instance made with `SECOND_KEY`; both read.
 Each step's result or error (its type, status, code and message) goes into the output.
 """
 
@@ -88,6 +89,13 @@ if scenario == "session":
         return results
 
     step("async", run(session))
+elif scenario == "two_keys":
+    # A second instance with another key (from the environment at its construction) in the same
+    # process: each sends its own key, though their clients are pooled.
+    os.environ["LLM_SECRETS_API_KEY"] = os.environ["SECOND_KEY"]
+    second = cls()
+    step("first", lambda: manager.sync_read_secret("OPENAI_API_KEY"))
+    step("second", lambda: second.sync_read_secret("OPENAI_API_KEY"))
 elif scenario == "read":
     step("sync_read", lambda: manager.sync_read_secret("OPENAI_API_KEY"))
 
