@@ -8,7 +8,8 @@ environment:
 
     LLM_SECRETS_URL          the llm-secrets API, e.g. https://secrets.internal:4000 (required)
     LLM_SECRETS_API_KEY      its master key, sent as x-litellm-api-key (required)
-    LLM_SECRETS_CA_BUNDLE    a PEM bundle of CAs to trust (default: httpx's, certifi's bundle)
+    LLM_SECRETS_CA_BUNDLE    a PEM bundle of CAs to trust (default: httpx's, certifi's bundle;
+                             with a client certificate and no bundle, the system's CAs)
     LLM_SECRETS_CLIENT_CERT  a client certificate (PEM) for mutual TLS, with
     LLM_SECRETS_CLIENT_KEY   its key (PEM; may be left out when the cert file holds it)
     LLM_SECRETS_TIMEOUT      seconds per call (default 10)
@@ -30,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import ssl
 import threading
 import weakref
 from typing import Any, Dict, Optional, Union
@@ -62,10 +64,20 @@ class _Settings:
         self.url = url.rstrip("/")
         self.api_key = key
         ca = os.environ.get("LLM_SECRETS_CA_BUNDLE", "").strip()
-        self.verify: Union[bool, str] = ca or True
         cert = os.environ.get("LLM_SECRETS_CLIENT_CERT", "").strip()
         key_file = os.environ.get("LLM_SECRETS_CLIENT_KEY", "").strip()
-        self.cert: Optional[Union[str, tuple]] = (cert, key_file) if cert and key_file else (cert or None)
+        # The files, for telling settings apart; the TLS context itself is made once (an
+        # ssl.SSLContext: httpx deprecates paths in `verify` and `cert` from 0.28).
+        self.tls_files = (ca, cert, key_file)
+        self.verify: Union[bool, ssl.SSLContext] = True
+        if ca or cert:
+            try:
+                context = ssl.create_default_context(cafile=ca or None)
+                if cert:
+                    context.load_cert_chain(cert, key_file or None)
+            except (OSError, ssl.SSLError) as err:
+                raise ValueError(f"LLMSecretsManager cannot use its TLS files: {type(err).__name__}: {err}") from None
+            self.verify = context
         raw_timeout = os.environ.get("LLM_SECRETS_TIMEOUT", "").strip()
         try:
             self.timeout = float(raw_timeout) if raw_timeout else DEFAULT_TIMEOUT_S
@@ -76,13 +88,12 @@ class _Settings:
 
     def identity(self) -> tuple:
         # The key's hash, not the key: clients are shared per settings, the key's header included.
-        return (self.url, self.verify, self.cert, self.timeout, hashlib.sha256(self.api_key.encode()).hexdigest())
+        return (self.url, self.tls_files, self.timeout, hashlib.sha256(self.api_key.encode()).hexdigest())
 
     def client_options(self) -> Dict[str, Any]:
         return {
             "base_url": self.url,
             "verify": self.verify,
-            "cert": self.cert,
             "timeout": httpx.Timeout(self.timeout),
             "headers": {"x-litellm-api-key": self.api_key, "user-agent": "llm-secrets-litellm/1"},
             "limits": httpx.Limits(max_connections=100, max_keepalive_connections=20),

@@ -239,6 +239,15 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
     });
     const bad = await drive(python, dir, "read", { LLM_SECRETS_URL: "secrets.example", LLM_SECRETS_API_KEY: "k" });
     expect(bad.out.construct).toMatchObject({ error: "ValueError", message: expect.stringContaining("https://") });
+    const unreadable = await drive(python, dir, "read", {
+      LLM_SECRETS_URL: "https://secrets.example",
+      LLM_SECRETS_API_KEY: "k",
+      LLM_SECRETS_CA_BUNDLE: "/nonexistent/ca.pem",
+    });
+    expect(unreadable.out.construct).toMatchObject({
+      error: "ValueError",
+      message: expect.stringContaining("cannot use its TLS files"),
+    });
   });
 });
 
