@@ -92,7 +92,24 @@ export interface KeyEventDeps {
 
 /** Applies one event (any JSON: it is validated here). Never throws: the result says what happened. */
 export async function applyKeyEvent(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult> {
-  const result = await apply(input, deps);
+  return counted(await apply(input, deps), deps);
+}
+
+/**
+ * A queue message's body as text (SQS, a Storage Queue string, Pub/Sub data): its JSON applied,
+ * or, when it is not JSON, refused like any malformed event (counted, logged).
+ */
+export async function applyKeyEventText(text: string, deps: KeyEventDeps): Promise<KeyEventResult> {
+  let input: unknown;
+  try {
+    input = JSON.parse(text);
+  } catch {
+    return counted(refused(undefined, "invalid_request", "the message is not JSON"), deps);
+  }
+  return applyKeyEvent(input, deps);
+}
+
+function counted(result: KeyEventResult, deps: KeyEventDeps): KeyEventResult {
   deps.metrics.inc("llm_secrets_key_events_total", { status: result.status });
   if (result.status === "refused" || result.status === "failed") {
     deps.log.warn("key event not applied", {

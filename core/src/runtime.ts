@@ -10,7 +10,7 @@ import { createApp, MAX_BODY_BYTES, type RawRequest } from "./app";
 import { createAudit, keyEventEntry, requestIdOf } from "./audit";
 import { cryptoReady } from "./crypto";
 import { instrumentStore } from "./instrument-store";
-import { applyKeyEvent, type KeyEventResult } from "./key-events";
+import { applyKeyEvent, applyKeyEventText, type KeyEventResult } from "./key-events";
 import { bufferedWriter, type Logger } from "./log";
 import { createMetrics, type Metrics, type MetricsSink } from "./metrics";
 import { SecretManager } from "./secret-manager";
@@ -47,6 +47,8 @@ export interface Runtime {
   fetch(request: Request, raw: RawRequest): Response | Promise<Response>;
   /** Applies one key event from a queue (any JSON; never throws): what queue handlers call. */
   applyKeyEvent(event: unknown): Promise<KeyEventResult>;
+  /** The same for a queue message's body as text: not JSON is refused like any malformed event. */
+  applyKeyEventText(text: string): Promise<KeyEventResult>;
   close(): Promise<void>;
 }
 
@@ -86,16 +88,16 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     resolveLimits: settings.resolveLimits,
     now,
   });
-  const keyEvents = (event: unknown) =>
-    applyKeyEvent(event, {
-      manager,
-      policy: settings.keyManagement,
-      keys: settings.keys,
-      maxAgeSeconds: settings.maxEventAgeSeconds,
-      now,
-      log,
-      metrics,
-    });
+  const keyEventDeps = {
+    manager,
+    policy: settings.keyManagement,
+    keys: settings.keys,
+    maxAgeSeconds: settings.maxEventAgeSeconds,
+    now,
+    log,
+    metrics,
+  };
+  const keyEvents = (event: unknown) => applyKeyEvent(event, keyEventDeps);
   const audit = settings.audit === "off" ? undefined : createAudit(options.audit ?? stdoutWriter());
   const app = settings.masterKey
     ? createApp({
@@ -110,6 +112,11 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       })
     : undefined;
   const refuse = noMasterKey(log);
+  // From a queue: audited with the event's id, the caller being the queue.
+  const fromQueue = (result: KeyEventResult) => {
+    audit?.(keyEventEntry(result, requestIdOf(result.id, undefined), "queue"));
+    return result;
+  };
   return {
     settings,
     store,
@@ -118,12 +125,8 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     metrics,
     log,
     fetch: app ? app.fetch : refuse,
-    // From a queue: audited with the event's id, the caller being the queue.
-    applyKeyEvent: async (event) => {
-      const result = await keyEvents(event);
-      audit?.(keyEventEntry(result, requestIdOf(result.id, undefined), "queue"));
-      return result;
-    },
+    applyKeyEvent: async (event) => fromQueue(await keyEvents(event)),
+    applyKeyEventText: async (text) => fromQueue(await applyKeyEventText(text, keyEventDeps)),
     close: async () => {
       await backend.close?.();
     },

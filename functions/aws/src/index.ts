@@ -113,15 +113,7 @@ export function awsHandlers(options: AwsHandlersOptions = {}) {
     const rt = await runtime();
     const batchItemFailures: { itemIdentifier: string }[] = [];
     for (const record of event.Records) {
-      let body: unknown;
-      try {
-        body = JSON.parse(record.body);
-      } catch {
-        log.warn("key event not applied", { messageId: record.messageId, status: "refused", reason: "not JSON" });
-        batchItemFailures.push({ itemIdentifier: record.messageId });
-        continue;
-      }
-      const result = await rt.applyKeyEvent(body);
+      const result = await rt.applyKeyEventText(record.body);
       if (result.status === "failed" || result.status === "refused") {
         batchItemFailures.push({ itemIdentifier: record.messageId });
       }

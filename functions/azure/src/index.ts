@@ -87,23 +87,10 @@ export function azureFunctions(options: AzureFunctionsOptions = {}) {
     return toResponse(await rt.fetch(await toRequest(request), rawRequestOf(request)));
   };
 
-  const keyEvents = async (message: unknown, context: InvocationContext): Promise<void> => {
+  const keyEvents = async (message: unknown, _context: InvocationContext): Promise<void> => {
     const rt = await runtime();
-    const dequeueCount = context.triggerMetadata?.dequeueCount;
-    let body = message;
-    if (typeof message === "string") {
-      try {
-        body = JSON.parse(message);
-      } catch {
-        log.error("key event not applied", {
-          status: "refused",
-          reason: "not JSON",
-          dequeueCount: Number(dequeueCount),
-        });
-        throw new Error("the queue message is not JSON: it goes to the poison queue after maxDequeueCount tries");
-      }
-    }
-    const result = await rt.applyKeyEvent(body);
+    // The host hands JSON over parsed, anything else as a string.
+    const result = typeof message === "string" ? await rt.applyKeyEventText(message) : await rt.applyKeyEvent(message);
     if (result.status === "failed" || result.status === "refused") {
       throw new Error(
         `key event ${result.id ?? "(no id)"} ${result.status} (${result.code}): ${

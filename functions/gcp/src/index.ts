@@ -73,18 +73,7 @@ export function gcpFunctions(options: GcpFunctionsOptions = {}) {
   const keyEvents = async (event: PubSubCloudEvent): Promise<void> => {
     const rt = await runtime();
     const messageId = event.data?.message?.messageId ?? event.id;
-    let body: unknown;
-    try {
-      body = JSON.parse(Buffer.from(event.data?.message?.data ?? "", "base64").toString("utf8"));
-    } catch {
-      log.error("key event not applied: acknowledged", {
-        messageId,
-        status: "refused",
-        reason: "data is not base64 JSON",
-      });
-      return;
-    }
-    const result = await rt.applyKeyEvent(body);
+    const result = await rt.applyKeyEventText(Buffer.from(event.data?.message?.data ?? "", "base64").toString("utf8"));
     if (result.status === "failed") {
       // Thrown: functions-framework answers 500 and Pub/Sub redelivers (applying again is safe).
       throw new Error(`key event ${result.id ?? messageId} failed (${result.code}): Pub/Sub will redeliver it`);
