@@ -311,33 +311,11 @@ export async function inProcessApp(
 
 /** A self-signed certificate for localhost and 127.0.0.1, made now with openssl. */
 export async function makeCertificate(dir: string): Promise<{ keyFile: string; certFile: string; cert: string }> {
-  const { execFileSync } = await import("node:child_process");
   const { readFileSync } = await import("node:fs");
+  const { selfSigned } = await import("./fakes/pki");
   const keyFile = join(dir, "key.pem");
   const certFile = join(dir, "cert.pem");
-  execFileSync(
-    "openssl",
-    [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-nodes",
-      "-keyout",
-      keyFile,
-      "-out",
-      certFile,
-      "-days",
-      "1",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=DNS:localhost,IP:127.0.0.1",
-    ],
-    { stdio: "ignore" },
-  );
+  selfSigned(keyFile, certFile, "/CN=localhost", ["subjectAltName=DNS:localhost,IP:127.0.0.1"], 1);
   return { keyFile, certFile, cert: readFileSync(certFile, "utf8") };
 }
 

@@ -24,6 +24,33 @@ function openssl(args: string[]): void {
   execFileSync("openssl", args, { stdio: ["ignore", "ignore", "pipe"] });
 }
 
+/**
+ * A self-signed P-256 certificate and its key, valid for `days`; `extensions` are `-addext` values.
+ * A CA (basicConstraints CA:TRUE) or a server's own certificate.
+ */
+export function selfSigned(keyFile: string, certFile: string, subject: string, extensions: string[], days = 2): void {
+  openssl([
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+    "-keyout",
+    keyFile,
+    "-out",
+    certFile,
+    "-days",
+    String(days),
+    "-subj",
+    subject,
+    ...extensions.flatMap((e) => ["-addext", e]),
+  ]);
+}
+
+const CA_EXTENSIONS = ["basicConstraints=critical,CA:TRUE", "keyUsage=critical,keyCertSign,cRLSign"];
+
 function issue(dir: string, name: string, subject: string, extensions: string, ca: { cert: string; key: string }) {
   const key = join(dir, `${name}-key.pem`);
   const csr = join(dir, `${name}.csr`);
@@ -68,27 +95,7 @@ function issue(dir: string, name: string, subject: string, extensions: string, c
 export function makeTestPki(dir: string): TestPki {
   const caKey = join(dir, "ca-key.pem");
   const caFile = join(dir, "ca.pem");
-  openssl([
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-nodes",
-    "-keyout",
-    caKey,
-    "-out",
-    caFile,
-    "-days",
-    "2",
-    "-subj",
-    "/CN=llm-secrets test CA",
-    "-addext",
-    "basicConstraints=critical,CA:TRUE",
-    "-addext",
-    "keyUsage=critical,keyCertSign,cRLSign",
-  ]);
+  selfSigned(caKey, caFile, "/CN=llm-secrets test CA", CA_EXTENSIONS);
   const ca = { cert: caFile, key: caKey };
   const server = issue(
     dir,
@@ -123,27 +130,7 @@ export function makeTestPki(dir: string): TestPki {
 export function makeServerChain(dir: string, label = "chain"): { rootFile: string; keyFile: string; certFile: string } {
   const rootKey = join(dir, `${label}-root-key.pem`);
   const rootFile = join(dir, `${label}-root.pem`);
-  openssl([
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-nodes",
-    "-keyout",
-    rootKey,
-    "-out",
-    rootFile,
-    "-days",
-    "2",
-    "-subj",
-    `/CN=llm-secrets ${label} root`,
-    "-addext",
-    "basicConstraints=critical,CA:TRUE",
-    "-addext",
-    "keyUsage=critical,keyCertSign,cRLSign",
-  ]);
+  selfSigned(rootKey, rootFile, `/CN=llm-secrets ${label} root`, CA_EXTENSIONS);
   const intermediate = issue(
     dir,
     `${label}-intermediate`,
