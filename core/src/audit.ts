@@ -11,7 +11,9 @@
  * - `caller`: the first 8 hex digits of the SHA-256 of the key the caller presented (`none` when it
  *   presented none): enough to tell callers apart and match them to a known key, never the key.
  * - `request_id`: the caller's `x-request-id` when it is a plain token (at most 128 of
- *   `[A-Za-z0-9._:-]`), else the runtime's own id for the invocation, else a fresh UUID.
+ *   `[A-Za-z0-9._:-]`), else the runtime's own id for the invocation, else a fresh UUID: version 8
+ *   (RFC 9562), 74 random bits drawn once per process, then a counter (unique without a random
+ *   draw per request: `randomUUID` measured about 1 µs of a cached read under load).
  * - `name`: the secret's name as asked for, clipped to 256 characters (a list's prefix); absent
  *   for resolve and decrypt, which touch many names or none.
  * - Key events (`key_event`, from a queue or `POST /v1/key-events`): one line per event, `name` the
@@ -19,7 +21,8 @@
  *   queue the request id is the event's id and the caller is `queue`.
  * No value, ciphertext or key ever appears in a line.
  */
-import { hash, randomUUID } from "node:crypto";
+import { randomBytes } from "node:crypto";
+import { fingerprint } from "./auth";
 
 export type AuditAction = "read" | "write" | "delete" | "list" | "resolve" | "decrypt" | "key_event" | "forward";
 
@@ -76,7 +79,27 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 /** The request id of an audit line (see the header). */
 export function requestIdOf(header: string | undefined, runtimeId: string | undefined): string {
   if (header !== undefined && REQUEST_ID.test(header)) return header;
-  return runtimeId ?? randomUUID();
+  return runtimeId ?? nextRequestId();
+}
+
+let idPrefix = newIdPrefix();
+let idCounter = 0;
+const MAX_ID_COUNTER = 2 ** 48 - 1;
+
+/** `xxxxxxxx-xxxx-8xxx-Vxxx-`: random hex, the version (8) and the variant (binary 10xx). */
+function newIdPrefix(): string {
+  const h = randomBytes(10).toString("hex");
+  const variant = (8 | (Number.parseInt(h[18] as string, 16) & 3)).toString(16);
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(12, 15)}-${variant}${h.slice(15, 18)}-`;
+}
+
+/** A UUIDv8 unique to this request: this process's prefix, then 48 bits of counter. */
+export function nextRequestId(): string {
+  if (idCounter > MAX_ID_COUNTER) {
+    idPrefix = newIdPrefix();
+    idCounter = 0;
+  }
+  return idPrefix + (idCounter++).toString(16).padStart(12, "0");
 }
 
 /** The caller's fingerprint: the key it presented, as `x-litellm-api-key` or `Authorization: Bearer`. */
@@ -87,6 +110,5 @@ export function callerOf(apiKeyHeader: string | undefined, authorization: string
       : authorization !== undefined && /^bearer\s/i.test(authorization)
         ? authorization.slice(7).trim()
         : "";
-  // Hashed on every call (about a microsecond) rather than remembered: no table keyed on keys.
-  return key === "" ? "none" : hash("sha256", key, "hex").slice(0, 8);
+  return key === "" ? "none" : fingerprint(key);
 }

@@ -2,6 +2,7 @@
 // refused ones included, apart from the access log, and never a value or a key.
 import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
+import { nextRequestId } from "../../core/src/audit";
 import { expectNoValueIn, inProcessApp, newKey, secretValue, serveStore } from "../helpers";
 
 const fingerprint = (key: string) => createHash("sha256").update(key).digest("hex").slice(0, 8);
@@ -14,6 +15,19 @@ interface AuditLine {
   request_id: string;
   caller: string;
 }
+
+describe("request ids made here", () => {
+  it("are UUIDs of version 8, distinct: this process's random prefix, then a counter", () => {
+    const ids = Array.from({ length: 20_000 }, () => nextRequestId());
+    expect(new Set(ids).size).toBe(ids.length);
+    const prefix = ids[0]?.slice(0, 24);
+    expect(prefix).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-$/);
+    for (const [i, id] of ids.entries()) {
+      expect(id.slice(0, 24)).toBe(prefix);
+      expect(Number.parseInt(id.slice(24), 16) - Number.parseInt(ids[0]?.slice(24) ?? "", 16)).toBe(i);
+    }
+  });
+});
 
 describe("the audit trail", () => {
   it("writes one line per call, with the outcome code, the request id and the caller's fingerprint", async () => {
@@ -57,7 +71,8 @@ describe("the audit trail", () => {
     // The caller's request id when it is a plain token, else a fresh UUID per request.
     expect(lines[0]?.request_id).toBe("req-42.a:b");
     const ids = lines.slice(1).map((l) => l.request_id);
-    for (const id of ids) expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    // RFC 9562 version 8, variant 10xx.
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     expect(new Set(ids).size).toBe(ids.length);
     for (const line of lines) expect(Date.parse(line.time)).toBeGreaterThan(Date.now() - 60_000);
     // Apart from the access log, and never a value, a ciphertext or a key.
