@@ -177,6 +177,9 @@ const KEEP_SCRATCH = 4 * 1024 * 1024;
 /** Larger values go to tweetnacl: libsodium's heap tops out near 2 GiB and `_malloc` takes 32 bits. */
 const MAX_SCRATCH = 256 * 1024 * 1024;
 
+/** The typed array's own fill: for the few bytes of a call, Buffer's (argument checks, then C++) costs more than the work. */
+const zeroFill = Uint8Array.prototype.fill;
+
 class SodiumBox {
   readonly #lib: SodiumModule;
   #scratch = 0;
@@ -200,9 +203,15 @@ class SodiumBox {
       this.#scratch = pointer;
       this.#scratchSize = rounded;
     }
+    this.#view();
+    return this.#scratch;
+  }
+
+  /** The Buffer over the heap, rebuilt when the heap has grown (its old ArrayBuffer is then detached). */
+  #view(): Buffer {
     const heap = this.#lib.HEAPU8;
     if (this.#heap.buffer !== heap.buffer) this.#heap = Buffer.from(heap.buffer, heap.byteOffset, heap.byteLength);
-    return this.#scratch;
+    return this.#heap;
   }
 
   #release(): void {
@@ -213,7 +222,7 @@ class SodiumBox {
 
   /** Zeroes what a call left in the scratch region (key, plaintext). */
   #wipe(base: number, end: number): void {
-    this.#heap.fill(0, base, end);
+    zeroFill.call(this.#heap, 0, base, end);
     if (this.#scratchSize > KEEP_SCRATCH) this.#release();
   }
 
@@ -279,6 +288,63 @@ class SodiumBox {
     throw new DecryptFailed();
   }
 
+  /**
+   * A copy of `key` kept in the heap from now on, for `sealBytes` and `openBytes` (MemoryBox's key,
+   * which never leaves the process anyway): not copied in and wiped on every call. 0 when out of heap.
+   */
+  residentKey(key: Buffer): number {
+    const pointer = this.#lib._malloc(KEY);
+    if (pointer !== 0) this.#view().set(key, pointer);
+    return pointer;
+  }
+
+  /** nonce || secretbox(utf8(plaintext)) as bytes, under a resident key; undefined when out of heap. */
+  sealBytes(plaintext: string, keyAt: number): Buffer | undefined {
+    const room = plaintext.length <= 16 * 1024 ? plaintext.length * 3 : Buffer.byteLength(plaintext, "utf8");
+    const base = this.#reserve(AT_MESSAGE + room);
+    if (base === 0) return undefined;
+    const heap = this.#heap;
+    const length = heap.write(plaintext, base + AT_MESSAGE, room, "utf8");
+    const end = base + AT_MESSAGE + length;
+    takeNonce(heap, base + AT_NONCE);
+    const rc = this.#lib._crypto_secretbox_easy(base + AT_MAC, base + AT_MESSAGE, length, 0, base + AT_NONCE, keyAt);
+    if (rc !== 0) {
+      this.#wipe(base, end);
+      throw new Error("libsodium failed to seal");
+    }
+    const sealed = Buffer.allocUnsafe(end - base - AT_NONCE);
+    heap.copy(sealed, 0, base + AT_NONCE, end);
+    this.#wipe(base, end);
+    return sealed;
+  }
+
+  /**
+   * Opens what `sealBytes` made under the resident key at `keyAt`: the plaintext is UTF-8 this
+   * process wrote, so it is decoded without a check. Undefined when out of heap; throws `DecryptFailed`.
+   */
+  openBytes(sealed: Uint8Array, keyAt: number): string | undefined {
+    const base = this.#reserve(AT_NONCE + sealed.length);
+    if (base === 0) return undefined;
+    const heap = this.#heap;
+    const end = base + AT_NONCE + sealed.length;
+    heap.set(sealed, base + AT_NONCE);
+    const rc =
+      sealed.length < NONCE + MAC
+        ? -1
+        : this.#lib._crypto_secretbox_open_easy(
+            base + AT_MESSAGE,
+            base + AT_MAC,
+            sealed.length - NONCE,
+            0,
+            base + AT_NONCE,
+            keyAt,
+          );
+    const plain = rc === 0 ? heap.toString("utf8", base + AT_MESSAGE, end) : undefined;
+    this.#wipe(base + AT_MESSAGE, end);
+    if (plain === undefined) throw new DecryptFailed();
+    return plain;
+  }
+
   /** Seals and opens against tweetnacl before this box is used for anything. */
   selfTest(): void {
     const key = Buffer.alloc(KEY, 7);
@@ -320,6 +386,54 @@ export function sealSecret(plaintext: string, keys: KeyRing): string {
   takeNonce(raw, 0);
   raw.set(nacl.secretbox(message, raw.subarray(0, NONCE), keys.current.sha256), NONCE);
   return toBase64Url(raw);
+}
+
+/**
+ * Values held in this process's memory (the cache, secret-cache.ts): SecretBox under a random key
+ * made here and never written anywhere, kept as bytes, `nonce || MAC || ciphertext` (no base64,
+ * no key ring, no format sniffing: a cached read opens one on every hit).
+ */
+export class MemoryBox {
+  readonly #key = randomBytes(KEY);
+  /** Where the key sits in libsodium's heap once it is loaded (0: not yet). */
+  #keyAt = 0;
+
+  seal(plaintext: string): Uint8Array {
+    const keyAt = this.#resident();
+    if (keyAt !== 0) {
+      const sealed = box?.sealBytes(plaintext, keyAt);
+      if (sealed !== undefined) return sealed;
+    }
+    const message = Buffer.from(plaintext, "utf8");
+    const raw = Buffer.allocUnsafe(NONCE + MAC + message.length);
+    takeNonce(raw, 0);
+    raw.set(nacl.secretbox(message, raw.subarray(0, NONCE), this.#key), NONCE);
+    message.fill(0);
+    return raw;
+  }
+
+  open(sealed: Uint8Array): string {
+    const keyAt = this.#resident();
+    if (keyAt !== 0) {
+      const plain = box?.openBytes(sealed, keyAt);
+      if (plain !== undefined) return plain;
+    }
+    const raw = Buffer.from(sealed.buffer, sealed.byteOffset, sealed.byteLength);
+    const opened = openNacl(raw, this.#key);
+    const plain = opened && decodeUtf8(opened, 0, opened.length);
+    opened?.fill(0);
+    if (plain === undefined) throw new DecryptFailed();
+    return plain;
+  }
+
+  /** The key's place in libsodium's heap, copied there the first time libsodium is loaded; 0 until then. */
+  #resident(): number {
+    if (this.#keyAt === 0) {
+      if (box === undefined) startLoading();
+      else this.#keyAt = box.residentKey(this.#key);
+    }
+    return this.#keyAt;
+  }
 }
 
 /** Decrypts any format LiteLLM writes, under the current or a previous salt key. */

@@ -9,13 +9,12 @@
  * - When the backend fails with a retryable error, the last good value is served up to
  *   `maxStaleMs` past expiry, marked stale.
  * - Our own writes and deletes replace the entry at once, and win over a load already under way.
- * - Values are held sealed and opened per read: NaCl SecretBox (`sealSecret`/`openSecret`, the
- *   libsodium fast path) under a random key that lives only in this process's memory, rather than
- *   Node's AES-256-GCM, whose per-call cipher set-up outweighs the whole open at an API key's size
- *   (a one-off measurement; `npm run bench`'s http sections time the cached read as a whole).
+ * - Values are held sealed and opened per read (`MemoryBox`, crypto.ts): NaCl SecretBox (the
+ *   libsodium fast path) under a random key that lives only in this process's memory, as bytes,
+ *   rather than Node's AES-256-GCM, whose per-call cipher set-up outweighs the whole open at an API
+ *   key's size (a one-off measurement; `npm run bench`'s http sections time the cached read as a whole).
  */
-import { randomBytes } from "node:crypto";
-import { KeyRing, openSecret, sealSecret } from "./crypto";
+import { MemoryBox } from "./crypto";
 import { isRetryable } from "./store-errors";
 
 export interface CacheOptions {
@@ -40,7 +39,7 @@ export interface CacheRead {
 
 interface Entry {
   /** The value sealed under this process's memory key; undefined means "not found". */
-  sealed: string | undefined;
+  sealed: Uint8Array | undefined;
   storedAt: number;
   refreshAt: number;
   expiresAt: number;
@@ -52,7 +51,7 @@ const REFRESH_AHEAD_MAX_MS = 10 * 60_000;
 export class SecretCache {
   readonly #options: Required<Omit<CacheOptions, "onEvent" | "onRefreshError">> & CacheOptions;
   /** A memory-only key: a cache's entries never leave the process. */
-  readonly #key = new KeyRing(randomBytes(32).toString("base64"));
+  readonly #box = new MemoryBox();
   readonly #entries = new Map<string, Entry>();
   /** "Not found" entries, in their own budget. */
   readonly #missing = new Map<string, Entry>();
@@ -176,11 +175,11 @@ export class SecretCache {
     }
   }
 
-  #seal(value: string): string {
-    return sealSecret(value, this.#key);
+  #seal(value: string): Uint8Array {
+    return this.#box.seal(value);
   }
 
   #open(entry: Entry): string | undefined {
-    return entry.sealed === undefined ? undefined : openSecret(entry.sealed, this.#key);
+    return entry.sealed === undefined ? undefined : this.#box.open(entry.sealed);
   }
 }

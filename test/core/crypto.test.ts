@@ -368,6 +368,48 @@ describe("cryptoReady()", () => {
   });
 });
 
+describe("MemoryBox: values held in memory, as bytes under a per-process key", () => {
+  const plaintexts = CROSS_PLAINTEXTS.map(([, p]) => p);
+
+  it.each(Object.keys(BACKENDS) as (keyof typeof BACKENDS)[])(
+    "%s: opens what it sealed, which holds none of the value's bytes, and nothing else",
+    async (name) => {
+      const { crypto, errors } = await BACKENDS[name]();
+      expect(crypto.cryptoBackend()).toBe(name);
+      const box = new crypto.MemoryBox();
+      for (const plaintext of plaintexts) {
+        const sealed = box.seal(plaintext);
+        const bytes = Buffer.from(plaintext, "utf8");
+        expect(sealed.length).toBe(24 + 16 + bytes.length);
+        if (bytes.length >= 8) expect(Buffer.from(sealed).includes(bytes.subarray(0, 8))).toBe(false);
+        expect(box.open(sealed)).toBe(plaintext);
+        // Another box (another key) cannot open it; a changed byte or a cut box does not open.
+        expect(() => new crypto.MemoryBox().open(sealed)).toThrow(errors.DecryptFailed);
+        for (const at of [0, 24, sealed.length - 1]) {
+          const tampered = Uint8Array.from(sealed);
+          tampered[at] = (tampered[at] as number) ^ 1;
+          expect(() => box.open(tampered), `byte ${at} changed`).toThrow(errors.DecryptFailed);
+        }
+        expect(() => box.open(sealed.subarray(0, 39))).toThrow(errors.DecryptFailed);
+      }
+    },
+  );
+
+  it("reads across the switch from tweetnacl to libsodium, both ways, and uses a fresh nonce each time", async () => {
+    const fresh = await freshModule();
+    const box = new fresh.crypto.MemoryBox();
+    expect(fresh.crypto.cryptoBackend()).toBe("tweetnacl");
+    const before = plaintexts.map((p) => box.seal(p));
+    await fresh.crypto.cryptoReady();
+    expect(fresh.crypto.cryptoBackend()).toBe("libsodium");
+    const after = plaintexts.map((p) => box.seal(p));
+    expect(before.map((s) => box.open(s))).toEqual(plaintexts);
+    expect(after.map((s) => box.open(s))).toEqual(plaintexts);
+    const nonces = [...before, ...after].map((s) => Buffer.from(s.subarray(0, 24)).toString("hex"));
+    expect(new Set(nonces).size).toBe(nonces.length);
+  });
+});
+
 describe("nonces", () => {
   /** The nonce of a NaCl ciphertext: its first 24 bytes are its first 32 base64 characters. */
   const nonceOf = (sealed: string) => sealed.slice(0, 32);
