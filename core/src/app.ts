@@ -100,11 +100,17 @@ export function createApp(options: AppOptions): App {
     const closed = res.status === CLIENT_CLOSED || raw?.clientClosed?.() === true;
     log.info("request", {
       method: request.method,
-      path: typeof raw?.path === "string" ? raw.path.split(/[?#]/, 1)[0] : undefined,
+      path: typeof raw?.path === "string" ? withoutQuery(raw.path) : undefined,
       status: closed ? CLIENT_CLOSED : res.status,
       code: closed ? "client_closed" : undefined,
       ms: Math.round((performance.now() - started) * 100) / 100,
     });
     return res;
   }
+}
+
+/** The path of a request target, without its query or fragment. */
+function withoutQuery(target: string): string {
+  const cut = target.search(/[?#]/);
+  return cut === -1 ? target : target.slice(0, cut);
 }

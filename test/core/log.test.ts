@@ -13,6 +13,41 @@ describe("log", () => {
     expect(lines[0]?.endsWith("\n")).toBe(true);
   });
 
+  it("writes each field as JSON: strings escaped, numbers (not finite ones: null), booleans; undefined left out", () => {
+    const lines: string[] = [];
+    const log = createLogger((l) => lines.push(l));
+    const tricky = 'a "quoted"\nline\\ \u2028 \u00e9 \u{1F511} </script>';
+    log.info('msg "x"', {
+      s: tricky,
+      n: -1.5,
+      z: 0,
+      big: 1e21,
+      nan: Number.NaN,
+      inf: Infinity,
+      t: true,
+      f: false,
+      u: undefined,
+    });
+    log.info("bare");
+    expect(lines.map((l) => l.split("\n").length)).toEqual([2, 2]); // one line each, ending in \n
+    const [first, second] = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(first).toEqual({
+      time: expect.any(String),
+      level: "info",
+      msg: 'msg "x"',
+      s: tricky,
+      n: -1.5,
+      z: 0,
+      big: 1e21,
+      nan: null,
+      inf: null,
+      t: true,
+      f: false,
+    });
+    expect(Object.keys(first ?? {})).not.toContain("u");
+    expect(second).toEqual({ time: expect.any(String), level: "info", msg: "bare" });
+  });
+
   it("gathers the lines of one event-loop turn into one write, in order", async () => {
     const writes: string[] = [];
     const stream = { write: (chunk: string) => writes.push(chunk) } as unknown as NodeJS.WritableStream;
