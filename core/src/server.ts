@@ -111,13 +111,18 @@ function requestLineOf(packet: Buffer | undefined): { method?: string; path?: st
 }
 
 /**
- * This runtime's raw-request helper: node's `incoming.url` is the request target as received, and
- * the socket says whether the client hung up (read there, not from `Request.signal`, whose
- * AbortController node-server only builds when asked, at a measurable cost per request).
+ * This runtime's raw-request helper: node's `incoming.url` is the request target as received, its
+ * headers as node parsed them, and the socket says whether the client hung up (read there, not
+ * from `Request.signal`, whose AbortController node-server only builds when asked, at a measurable
+ * cost per request).
  */
 export function rawRequestOf(incoming: IncomingMessage): RawRequest {
   const socket = incoming.socket;
-  return { path: incoming.url ?? "", clientClosed: () => socket.destroyed || !socket.writable };
+  return {
+    path: incoming.url ?? "",
+    headers: incoming.headers,
+    clientClosed: () => socket.destroyed || !socket.writable,
+  };
 }
 
 export async function startServer(

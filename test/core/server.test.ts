@@ -118,6 +118,31 @@ describe("over a real socket", () => {
     expect((await reopened.get("C199"))?.value).toBe("v199");
   });
 
+  it("reads the headers node parsed: a repeated Authorization keeps its first value; x-litellm-api-key; x-request-id", async () => {
+    await raw(server.url, { method: "PUT", path: "/v1/secrets/H", token: ctx.masterKey, body: '{"value":"h"}' });
+    const get = (headers: Record<string, string | string[]>) =>
+      new Promise<number>((resolve, reject) => {
+        const u = new URL(server.url);
+        httpRequest({ host: u.hostname, port: u.port, path: "/v1/secrets/H", headers }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        })
+          .on("error", reject)
+          .end();
+      });
+    const right = `Bearer ${ctx.masterKey}`;
+    expect(await get({ authorization: [right, "Bearer wrong"] })).toBe(200);
+    expect(await get({ authorization: ["Bearer wrong", right] })).toBe(401);
+    expect(await get({ authorization: "Bearer wrong", "x-litellm-api-key": ctx.masterKey })).toBe(200);
+    expect(await get({ authorization: right, "x-litellm-api-key": "wrong" })).toBe(401);
+    ctx.audits.length = 0;
+    expect(await get({ authorization: right, "x-request-id": "rid-7" })).toBe(200);
+    expect(await get({ authorization: right, "x-request-id": ["rid-8", "rid-9"] })).toBe(200); // joined: not a plain token
+    const ids = ctx.audits.map((l) => (JSON.parse(l) as { request_id: string }).request_id);
+    expect(ids[0]).toBe("rid-7");
+    expect(ids[1]).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  });
+
   it("accepts a body of just under 1 MiB", async () => {
     const value = "z".repeat(1024 * 1024 - 64);
     const res = await raw(server.url, {

@@ -8,7 +8,7 @@ import { bearerCheck } from "../auth";
 import { AccessDenied, InvalidInput, InvalidName, SecretsError, toHttpError } from "../errors";
 import { describeUnexpected, type Logger } from "../log";
 import type { Labels, Metrics } from "../metrics";
-import { type AppEnv, type Ctx, json } from "./router";
+import { type AppEnv, type Ctx, header, json } from "./router";
 
 export const SECRETS_PREFIX = "/v1/secrets/";
 
@@ -68,7 +68,7 @@ export function admission(masterKey: string, publicPaths: ReadonlySet<string>): 
     }
     if (
       !publicPaths.has(c.req.path) &&
-      !authorized(c.req.header("authorization"), c.req.header("x-litellm-api-key"), c.env)
+      !authorized(header(c, "authorization"), header(c, "x-litellm-api-key"), c.env)
     ) {
       throw new AccessDenied("unauthorized", "missing or wrong master key");
     }

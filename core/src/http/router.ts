@@ -27,6 +27,21 @@ export interface RawRequest {
   clientClosed?: () => boolean;
   /** The platform's id of this invocation (Lambda's request id), for audit lines without `x-request-id`. */
   requestId?: string;
+  /**
+   * The request's headers as the runtime already parsed them, by lower-case name (node's
+   * `incoming.headers`: a repeated `Authorization` keeps its first value, others are joined with
+   * ", "), read by `header` instead of the `Request`'s, which @hono/node-server builds on first use
+   * (1-2k requests/s of a cached read under load, on the bench's loopback section).
+   */
+  headers?: Readonly<Record<string, string | string[] | undefined>>;
+}
+
+/** A request header: from the runtime's own parse when it passed one (`RawRequest.headers`), else the `Request`'s. */
+export function header(c: Ctx, name: string): string | undefined {
+  const headers = c.env?.raw?.headers;
+  if (headers === undefined) return c.req.header(name);
+  const value = headers[name];
+  return typeof value === "string" || value === undefined ? value : value.join(", ");
 }
 
 /**
@@ -218,8 +233,8 @@ function auditEntry(c: Ctx, spec: AuditSpec, outcome: string) {
 
 function requestAndCaller(c: Ctx): [string, string] {
   return [
-    requestIdOf(c.req.header("x-request-id"), c.env?.raw?.requestId),
-    c.env?.caller ?? callerOf(c.req.header("x-litellm-api-key"), c.req.header("authorization")),
+    requestIdOf(header(c, "x-request-id"), c.env?.raw?.requestId),
+    c.env?.caller ?? callerOf(header(c, "x-litellm-api-key"), header(c, "authorization")),
   ];
 }
 
@@ -276,7 +291,7 @@ function tooLarge(): SecretsError {
 
 /** The body's bytes, at most `MAX_BODY_BYTES`. */
 async function readBody(c: Ctx): Promise<Uint8Array> {
-  const declared = c.req.header("content-length");
+  const declared = header(c, "content-length");
   if (declared !== undefined) {
     // The HTTP parser holds a body to its declared length: check it before reading a byte.
     if (!/^\d+$/.test(declared) || Number(declared) > MAX_BODY_BYTES) throw tooLarge();

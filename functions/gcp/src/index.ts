@@ -40,9 +40,12 @@ export const GCP_STORES = [
   localStore,
 ] as const;
 
-/** This runtime's raw-request helper: express keeps the request target as it arrived in `originalUrl`. */
+/**
+ * This runtime's raw-request helper: express keeps the request target as it arrived in
+ * `originalUrl`; the headers are node's parse, as the local server passes them.
+ */
 export function rawRequestOf(req: IncomingMessage & { originalUrl?: string }): RawRequest {
-  return { path: req.originalUrl ?? req.url ?? "" };
+  return { path: req.originalUrl ?? req.url ?? "", headers: req.headers };
 }
 
 /** The CloudEvent of a Pub/Sub message, as functions-framework hands it over. */
