@@ -5,8 +5,11 @@ import { serve } from "@hono/node-server";
 import { Hono } from "hono";
 
 const values = new Map([["OPENAI_API_KEY", process.env.BENCH_VALUE ?? ""]]);
+// BENCH_BUSY_US: spin this many microseconds per request (the bench's calibration row).
+const busyMs = Number(process.env.BENCH_BUSY_US ?? 0) / 1000;
 const app = new Hono();
 app.get("/v1/secrets/:name", (c) => {
+  if (busyMs > 0) for (const end = performance.now() + busyMs; performance.now() < end; );
   const name = c.req.param("name");
   return c.json({ name, value: values.get(name), stale: false });
 });
