@@ -32,6 +32,8 @@ export interface AuditEntry {
   outcome: string;
   requestId: string;
   caller: string;
+  /** Milliseconds from the request's arrival in the app to its answer (HTTP only). */
+  ms?: number;
 }
 
 export type Audit = (entry: AuditEntry) => void;
@@ -52,8 +54,9 @@ export function createAudit(write: (line: string) => void): Audit {
       lastTime = new Date(ms).toISOString();
     }
     const name = entry.name === undefined ? "" : `,"name":${JSON.stringify(entry.name)}`;
+    const took = entry.ms === undefined ? "" : `,"ms":${entry.ms}`;
     write(
-      `{"time":"${lastTime}","audit":"${entry.action}"${name},"outcome":"${entry.outcome}","request_id":"${entry.requestId}","caller":"${entry.caller}"}\n`,
+      `{"time":"${lastTime}","audit":"${entry.action}"${name},"outcome":"${entry.outcome}","request_id":"${entry.requestId}","caller":"${entry.caller}"${took}}\n`,
     );
   };
 }

@@ -143,6 +143,35 @@ describe("the audit trail", () => {
     expect(audits).toEqual([]);
   });
 
+  it("is the one line of a request it records as done, with its time taken; the access log keeps the rest", async () => {
+    const accessLines = (logs: string[]) =>
+      logs
+        .map((l) => JSON.parse(l) as { msg: string; method?: string; path?: string; status?: number })
+        .filter((l) => l.msg === "request")
+        .map((l) => `${l.method} ${l.path} ${l.status}`);
+    const { request, audits, logs } = await inProcessApp();
+    expect((await request("/v1/secrets/A", { method: "PUT", json: { value: "a" } })).status).toBe(201);
+    expect((await request("/v1/secrets/A")).status).toBe(200);
+    expect((await request("/v1/secrets/A", { token: "wrong" })).status).toBe(401);
+    expect((await request("/v1/secrets/MISSING")).status).toBe(404);
+    expect((await request("/health", { token: null })).status).toBe(200);
+    const lines = audits.map((l) => JSON.parse(l) as AuditLine & { ms?: number });
+    expect(lines.map((l) => [l.audit, l.outcome])).toEqual([
+      ["write", "ok"],
+      ["read", "ok"],
+      ["read", "unauthorized"],
+      ["read", "not_found"],
+    ]);
+    for (const line of lines) expect(line.ms).toBeGreaterThanOrEqual(0);
+    expect(accessLines(logs)).toEqual(["GET /v1/secrets/A 401", "GET /v1/secrets/MISSING 404", "GET /health 200"]);
+
+    // Without the audit trail, every request has its access-log line.
+    const off = await inProcessApp({ env: { LLM_SECRETS_AUDIT: "off" } });
+    expect((await off.request("/v1/secrets/A", { method: "PUT", json: { value: "a" } })).status).toBe(201);
+    expect((await off.request("/v1/secrets/A")).status).toBe(200);
+    expect(accessLines(off.logs)).toEqual(["PUT /v1/secrets/A 201", "GET /v1/secrets/A 200"]);
+  });
+
   it("goes to stdout when served, apart from the log on stderr", async () => {
     const value = secretValue("served");
     const { server, call } = await serveStore(

@@ -45,10 +45,12 @@ export function header(c: Ctx, name: string): string | undefined {
 }
 
 /**
- * What the app knows of a request besides the `Request`: the raw request (from the runtime) and
- * the caller's key fingerprint (set at admission, from the hash the key check computes; audit.ts).
+ * What the app knows of a request besides the `Request`: the raw request (from the runtime), the
+ * caller's key fingerprint (set at admission; audit.ts), when the app began answering
+ * (`performance.now()`, for the audit line's `ms`) and whether the audit trail recorded the request
+ * as done (then app.ts writes no access-log line for it).
  */
-export type AppEnv = { Bindings: { raw?: RawRequest; caller?: string } };
+export type AppEnv = { Bindings: { raw?: RawRequest; caller?: string; started?: number; audited?: boolean } };
 
 /**
  * Every answer is built here, with its headers as one plain object: `Cache-Control: no-store` on
@@ -139,6 +141,10 @@ export class Router {
     // The audit line is written when the answer (or the error) is known.
     const refused = (c: Ctx, err: unknown) =>
       audit(auditEntry(c, auditSpec, err instanceof SecretsError ? err.code : "internal"));
+    const done = (c: Ctx) => {
+      audit(auditEntry(c, auditSpec, "ok"));
+      c.env.audited = true;
+    };
     this.app.on(methods, honoPath, (c) => {
       let res: Response | Promise<Response>;
       try {
@@ -148,12 +154,12 @@ export class Router {
         throw err;
       }
       if (!(res instanceof Promise)) {
-        if (!auditSpec.refusalsOnly) audit(auditEntry(c, auditSpec, "ok"));
+        if (!auditSpec.refusalsOnly) done(c);
         return res;
       }
       return res.then(
         (answer) => {
-          if (!auditSpec.refusalsOnly) audit(auditEntry(c, auditSpec, "ok"));
+          if (!auditSpec.refusalsOnly) done(c);
           return answer;
         },
         (err: unknown) => {
@@ -228,7 +234,9 @@ function auditEntry(c: Ctx, spec: AuditSpec, outcome: string) {
     // a name that does not decode: the outcome (invalid_name) says why there is none
   }
   const [requestId, caller] = requestAndCaller(c);
-  return { action: spec.action, name, outcome, requestId, caller };
+  const started = c.env?.started;
+  const ms = started === undefined ? undefined : Math.round((performance.now() - started) * 100) / 100;
+  return { action: spec.action, name, outcome, requestId, caller, ms };
 }
 
 function requestAndCaller(c: Ctx): [string, string] {
