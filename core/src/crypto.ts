@@ -226,25 +226,38 @@ class SodiumBox {
     if (this.#scratchSize > KEEP_SCRATCH) this.#release();
   }
 
-  /** base64url_with_padding(nonce || secretbox(utf8(plaintext))); undefined when out of heap. */
-  seal(plaintext: string, key: Buffer): string | undefined {
+  /**
+   * Seals `plaintext` in the scratch region, in place: nonce || MAC || ciphertext from
+   * `scratch + AT_NONCE` to the end returned; 0 when out of heap. `key` is copied in (and zeroed
+   * after), or is the address of a resident key (`residentKey`). The caller reads it out and wipes.
+   */
+  #sealInPlace(plaintext: string, key: Buffer | number): number {
     // UTF-8 needs at most 3 bytes per UTF-16 unit; count exactly only when that bound is large.
     const room = plaintext.length <= 16 * 1024 ? plaintext.length * 3 : Buffer.byteLength(plaintext, "utf8");
     const base = this.#reserve(AT_MESSAGE + room);
-    if (base === 0) return undefined;
+    if (base === 0) return 0;
     const heap = this.#heap;
     const length = heap.write(plaintext, base + AT_MESSAGE, room, "utf8");
     const end = base + AT_MESSAGE + length;
-    key.copy(heap, base);
+    const keyAt = typeof key === "number" ? key : base;
+    if (typeof key !== "number") key.copy(heap, base);
     takeNonce(heap, base + AT_NONCE);
     // In place: MAC || ciphertext lands at AT_MAC, the ciphertext over the message at AT_MESSAGE.
-    const rc = this.#lib._crypto_secretbox_easy(base + AT_MAC, base + AT_MESSAGE, length, 0, base + AT_NONCE, base);
-    heap.fill(0, base, base + KEY);
+    const rc = this.#lib._crypto_secretbox_easy(base + AT_MAC, base + AT_MESSAGE, length, 0, base + AT_NONCE, keyAt);
+    if (typeof key !== "number") zeroFill.call(heap, 0, base, base + KEY);
     if (rc !== 0) {
       this.#wipe(base, end);
       throw new Error("libsodium failed to seal");
     }
-    const text = heap.toString("base64url", base + AT_NONCE, end);
+    return end;
+  }
+
+  /** base64url_with_padding(nonce || secretbox(utf8(plaintext))); undefined when out of heap. */
+  seal(plaintext: string, key: Buffer): string | undefined {
+    const end = this.#sealInPlace(plaintext, key);
+    if (end === 0) return undefined;
+    const base = this.#scratch;
+    const text = this.#heap.toString("base64url", base + AT_NONCE, end);
     this.#wipe(base, end);
     return padBase64(text);
   }
@@ -300,20 +313,11 @@ class SodiumBox {
 
   /** nonce || secretbox(utf8(plaintext)) as bytes, under a resident key; undefined when out of heap. */
   sealBytes(plaintext: string, keyAt: number): Buffer | undefined {
-    const room = plaintext.length <= 16 * 1024 ? plaintext.length * 3 : Buffer.byteLength(plaintext, "utf8");
-    const base = this.#reserve(AT_MESSAGE + room);
-    if (base === 0) return undefined;
-    const heap = this.#heap;
-    const length = heap.write(plaintext, base + AT_MESSAGE, room, "utf8");
-    const end = base + AT_MESSAGE + length;
-    takeNonce(heap, base + AT_NONCE);
-    const rc = this.#lib._crypto_secretbox_easy(base + AT_MAC, base + AT_MESSAGE, length, 0, base + AT_NONCE, keyAt);
-    if (rc !== 0) {
-      this.#wipe(base, end);
-      throw new Error("libsodium failed to seal");
-    }
+    const end = this.#sealInPlace(plaintext, keyAt);
+    if (end === 0) return undefined;
+    const base = this.#scratch;
     const sealed = Buffer.allocUnsafe(end - base - AT_NONCE);
-    heap.copy(sealed, 0, base + AT_NONCE, end);
+    this.#heap.copy(sealed, 0, base + AT_NONCE, end);
     this.#wipe(base, end);
     return sealed;
   }
