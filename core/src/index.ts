@@ -13,6 +13,7 @@ export { nameFromPath, validateName } from "./names";
 export { collectRefs, replaceRefs } from "./refs";
 export {
   createRuntime,
+  type FunctionOptions,
   type FunctionRuntimeOptions,
   type Runtime,
   type RuntimeOptions,

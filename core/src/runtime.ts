@@ -157,6 +157,9 @@ export interface FunctionRuntimeOptions {
   metricsSinks?: readonly MetricsSink[];
 }
 
+/** What a cloud function's entry takes: unset, its own store list, `process.env` and a stdout logger (tests set them). */
+export type FunctionOptions = Partial<Pick<FunctionRuntimeOptions, "stores" | "env" | "log">>;
+
 /**
  * A cloud function's runtime, started on its first invocation (settings from its environment,
  * exactly as for `serve`) and then kept. A start that fails is logged once, one line with its

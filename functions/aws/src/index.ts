@@ -15,8 +15,7 @@
  * Secrets Manager. A start that fails (bad config) fails every invocation with its one-line reason.
  */
 
-import type { StoreFactory } from "@llm-secrets/core";
-import { createLogger, type Logger, type RawRequest, startOnFirstUse } from "@llm-secrets/core";
+import { createLogger, type FunctionOptions, type RawRequest, startOnFirstUse } from "@llm-secrets/core";
 import { awsSecretsManagerStore } from "@llm-secrets/core/stores/aws";
 import { awsKmsStore } from "@llm-secrets/core/stores/aws-kms";
 import { customStore } from "@llm-secrets/core/stores/custom";
@@ -67,10 +66,7 @@ export function rawRequestOf(event: HttpEventV2): RawRequest {
   };
 }
 
-export interface AwsHandlersOptions {
-  stores?: readonly StoreFactory[];
-  env?: Record<string, string | undefined>;
-  log?: Logger;
+export interface AwsHandlersOptions extends FunctionOptions {
   /** Where the EMF lines go (Lambda's log: stdout). */
   emf?: (line: string) => void;
 }

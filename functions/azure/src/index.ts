@@ -18,7 +18,7 @@
  * Vault. A start that fails fails every invocation with its one-line reason.
  */
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from "@azure/functions";
-import { createLogger, type Logger, type RawRequest, type StoreFactory, startOnFirstUse } from "@llm-secrets/core";
+import { createLogger, type FunctionOptions, type RawRequest, startOnFirstUse } from "@llm-secrets/core";
 import { azureKeyVaultStore } from "@llm-secrets/core/stores/azure";
 import { customStore } from "@llm-secrets/core/stores/custom";
 import { cyberarkStore } from "@llm-secrets/core/stores/cyberark";
@@ -67,14 +67,8 @@ export async function toResponse(response: Response): Promise<HttpResponseInit> 
   return { status: response.status, headers, ...(bytes.byteLength > 0 && { body: bytes }) };
 }
 
-export interface AzureFunctionsOptions {
-  stores?: readonly StoreFactory[];
-  env?: Record<string, string | undefined>;
-  log?: Logger;
-}
-
 /** The two handlers over one lazily started runtime (tests pass their own stores and environment). */
-export function azureFunctions(options: AzureFunctionsOptions = {}) {
+export function azureFunctions(options: FunctionOptions = {}) {
   const log = options.log ?? createLogger((line) => process.stdout.write(line));
   const runtime = startOnFirstUse({
     stores: options.stores ?? AZURE_STORES,

@@ -18,7 +18,7 @@
 import type { IncomingMessage } from "node:http";
 import * as functions from "@google-cloud/functions-framework";
 import { getRequestListener } from "@hono/node-server";
-import { createLogger, type Logger, type RawRequest, type StoreFactory, startOnFirstUse } from "@llm-secrets/core";
+import { createLogger, type FunctionOptions, type RawRequest, startOnFirstUse } from "@llm-secrets/core";
 import { customStore } from "@llm-secrets/core/stores/custom";
 import { cyberarkStore } from "@llm-secrets/core/stores/cyberark";
 import { dockerStore } from "@llm-secrets/core/stores/docker";
@@ -54,14 +54,8 @@ export interface PubSubCloudEvent {
   data?: { message?: { data?: string; messageId?: string } };
 }
 
-export interface GcpFunctionsOptions {
-  stores?: readonly StoreFactory[];
-  env?: Record<string, string | undefined>;
-  log?: Logger;
-}
-
 /** The two targets over one lazily started runtime (tests pass their own stores and environment). */
-export function gcpFunctions(options: GcpFunctionsOptions = {}) {
+export function gcpFunctions(options: FunctionOptions = {}) {
   const log = options.log ?? createLogger((line) => process.stdout.write(line));
   const runtime = startOnFirstUse({
     stores: options.stores ?? GCP_STORES,
