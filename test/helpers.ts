@@ -65,8 +65,17 @@ export function runCli(
   args: string[],
   options: { env: Record<string, string>; cwd?: string; input?: string | Buffer },
 ): Promise<CliResult> {
+  return runProcess(process.execPath, [cliPath(), ...args], options);
+}
+
+/** Runs a command to its end with `input` on its stdin (none by default), gathering what it prints. */
+export function runProcess(
+  command: string,
+  args: string[],
+  options: { env: Record<string, string>; cwd?: string; input?: string | Buffer },
+): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cliPath(), ...args], {
+    const child = spawn(command, args, {
       env: options.env,
       cwd: options.cwd,
       stdio: ["pipe", "pipe", "pipe"],

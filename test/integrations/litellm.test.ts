@@ -3,14 +3,14 @@
 // HTTPS (mutual TLS with the test CA). LiteLLM itself cannot be installed here: when `litellm` is
 // not importable the driver gets a stand-in for its base class only (test/integrations/
 // litellm-stand-in), and says so; what is checked is the class's own behaviour.
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { copyFile, writeFile } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
 import { Agent, fetch as undiciFetch } from "undici";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { expectNoValueIn, newKey, pythonFor, secretValue, serveStore, tempDir } from "../helpers";
+import { expectNoValueIn, newKey, pythonFor, runProcess, secretValue, serveStore, tempDir } from "../helpers";
 
 const PYTHON = pythonFor("httpx, yaml", "python3-httpx python3-yaml");
 const HERE = import.meta.dirname;
@@ -37,31 +37,16 @@ async function litellmDir(): Promise<string> {
 
 let standIn = false;
 
-function drive(python: string, dir: string, scenario: string, env: Record<string, string>) {
-  return new Promise<{ out: Record<string, Record<string, unknown>>; raw: string; stderr: string }>(
-    (resolve, reject) => {
-      const child = spawn(python, [join(HERE, "litellm_driver.py"), dir, scenario], {
-        env: {
-          PATH: process.env.PATH ?? "/usr/bin:/bin",
-          ...(standIn && { PYTHONPATH: join(HERE, "litellm-stand-in") }),
-          ...env,
-        },
-      });
-      let stdout = "";
-      let stderr = "";
-      child.stdout.on("data", (d) => {
-        stdout += d;
-      });
-      child.stderr.on("data", (d) => {
-        stderr += d;
-      });
-      child.on("error", reject);
-      child.on("close", (code) => {
-        if (code !== 0) return reject(new Error(`driver exited ${code}: ${stderr}`));
-        resolve({ out: JSON.parse(stdout), raw: stdout, stderr });
-      });
+async function drive(python: string, dir: string, scenario: string, env: Record<string, string>) {
+  const { code, stdout, stderr } = await runProcess(python, [join(HERE, "litellm_driver.py"), dir, scenario], {
+    env: {
+      PATH: process.env.PATH ?? "/usr/bin:/bin",
+      ...(standIn && { PYTHONPATH: join(HERE, "litellm-stand-in") }),
+      ...env,
     },
-  );
+  });
+  if (code !== 0) throw new Error(`driver exited ${code}: ${stderr}`);
+  return { out: JSON.parse(stdout) as Record<string, Record<string, unknown>>, raw: stdout, stderr };
 }
 
 describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on our API", () => {
