@@ -6,9 +6,10 @@ import { describe, expect, it } from "vitest";
 
 const CLOUD_SDKS = /node_modules\/(@aws-sdk|@azure|@google-cloud|@smithy|google-gax|@grpc)\//;
 
-async function inputsOf(entry: string): Promise<string[]> {
+/** esbuild's metafile of a bundle of `entry` (a path from the repository's root), written nowhere. */
+async function metafileOf(entry: string, options: { splitting?: boolean; external?: string[] } = {}) {
   const result = await build({
-    entryPoints: [join(import.meta.dirname, "../../core/src", entry)],
+    entryPoints: [join(import.meta.dirname, "../..", entry)],
     bundle: true,
     platform: "node",
     format: "esm",
@@ -17,8 +18,13 @@ async function inputsOf(entry: string): Promise<string[]> {
     metafile: true,
     logLevel: "silent",
     outdir: "/nonexistent-out",
+    ...options,
   });
-  return Object.keys(result.metafile.inputs);
+  return result.metafile;
+}
+
+async function inputsOf(entry: string): Promise<string[]> {
+  return Object.keys((await metafileOf(join("core/src", entry))).inputs);
 }
 
 describe("bundles of the core", () => {
@@ -46,20 +52,8 @@ describe("bundles of the core", () => {
 describe("what a cloud function loads at its cold start", () => {
   // Static imports only: dynamic ones (a store's SDK, undici for the HTTP stores) load when used.
   async function staticInputs(entry: string): Promise<string[]> {
-    const result = await build({
-      entryPoints: [join(import.meta.dirname, "../..", entry)],
-      bundle: true,
-      splitting: true,
-      platform: "node",
-      format: "esm",
-      target: "node20",
-      write: false,
-      metafile: true,
-      logLevel: "silent",
-      outdir: "/nonexistent-out",
-      external: ["@azure/functions-core"], // the Azure host provides it
-    });
-    const { inputs } = result.metafile;
+    // The Azure host provides @azure/functions-core.
+    const { inputs } = await metafileOf(entry, { splitting: true, external: ["@azure/functions-core"] });
     const root = Object.keys(inputs).find((i) => i.endsWith(entry)) as string;
     const seen = new Set<string>();
     const stack = [root];
