@@ -102,7 +102,8 @@ export function createApp(options: AppOptions): App {
    * The request's log line (method, the path as it arrived without its query, status, time), but
    * for a request the audit trail recorded as done: its audit line says what, who, when and how
    * long, and one line per secret read is enough (on a cached read, a second line cost a tenth of
-   * the requests per second over loopback). Every refused or failed request gets its line.
+   * the requests per second over loopback, measured once). Every refused or failed request gets
+   * its line.
    */
   function logged(request: Request, env: AppEnv["Bindings"], res: Response, started: number): Response {
     const raw = env.raw;

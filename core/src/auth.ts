@@ -8,10 +8,11 @@
  * the master key's length and 4 more when that is longer) and compared with the zero-padded master
  * key by `timingSafeEqual`, once per check, over the whole width; the byte lengths must match too
  * (a key followed by NUL bytes pads alike). The time taken depends neither on how much of the key
- * matches nor on the master key's length, only on the length of what was presented (which the
- * caller knows). No hash on the way: in the server under load, a SHA-256 per request (node's
+ * matches nor on the master key's length (up to 252 bytes; a longer key widens the buffer), only on
+ * the length of what was presented (which the caller knows). No hash on the way: in the server under load, a SHA-256 per request (node's
  * `crypto.hash`, about 1 µs alone) measured 6-12 µs of CPU per request, the largest single cost of
- * a cached read (the bench's loopback section).
+ * a cached read (a one-off profile of the server under the loopback bench's load; the bench itself
+ * times the cached read as a whole).
  */
 import { hash, timingSafeEqual } from "node:crypto";
 

@@ -31,7 +31,8 @@ export interface RawRequest {
    * The request's headers as the runtime already parsed them, by lower-case name (node's
    * `incoming.headers`: a repeated `Authorization` keeps its first value, others are joined with
    * ", "), read by `header` instead of the `Request`'s, which @hono/node-server builds on first use
-   * (1-2k requests/s of a cached read under load, on the bench's loopback section).
+   * (1-2k more cached reads a second under the loopback bench's load, measured once; the bench
+   * itself times the cached read as a whole).
    */
   headers?: Readonly<Record<string, string | string[] | undefined>>;
 }
