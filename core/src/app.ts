@@ -19,7 +19,7 @@ import { cryptoRoutes } from "./http/crypto-routes";
 import { forwardRoutes } from "./http/forward-routes";
 import { keyEventRoutes } from "./http/key-event-routes";
 import { admission, CLIENT_CLOSED, errorHandler } from "./http/middleware";
-import { type AppEnv, MAX_BODY_BYTES, type RawRequest, Router } from "./http/router";
+import { type AppEnv, MAX_BODY_BYTES, msSince, type RawRequest, Router } from "./http/router";
 import { secretRoutes } from "./http/secret-routes";
 import { serviceRoutes } from "./http/service-routes";
 import type { KeyEventResult } from "./key-events";
@@ -88,13 +88,10 @@ export function createApp(options: AppOptions): App {
 
   return {
     fetch: (request, raw) => {
-      const started = performance.now();
-      const env: AppEnv["Bindings"] = { raw, started };
+      const env: AppEnv["Bindings"] = { raw, started: performance.now() };
       const answer = app.fetch(request, env);
       // A cached read is answered synchronously: no promise is made for it here either.
-      return answer instanceof Promise
-        ? answer.then((res) => logged(request, env, res, started))
-        : logged(request, env, answer, started);
+      return answer instanceof Promise ? answer.then((res) => logged(request, env, res)) : logged(request, env, answer);
     },
   };
 
@@ -105,7 +102,7 @@ export function createApp(options: AppOptions): App {
    * the requests per second over loopback, measured once). Every refused or failed request gets
    * its line.
    */
-  function logged(request: Request, env: AppEnv["Bindings"], res: Response, started: number): Response {
+  function logged(request: Request, env: AppEnv["Bindings"], res: Response): Response {
     const raw = env.raw;
     const closed = res.status === CLIENT_CLOSED || raw?.clientClosed?.() === true;
     if (env.audited && !closed && res.status < 400) return res;
@@ -114,7 +111,7 @@ export function createApp(options: AppOptions): App {
       path: typeof raw?.path === "string" ? withoutQuery(raw.path) : undefined,
       status: closed ? CLIENT_CLOSED : res.status,
       code: closed ? "client_closed" : undefined,
-      ms: Math.round((performance.now() - started) * 100) / 100,
+      ms: msSince(env.started),
     });
     return res;
   }

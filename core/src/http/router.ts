@@ -235,9 +235,12 @@ function auditEntry(c: Ctx, spec: AuditSpec, outcome: string) {
     // a name that does not decode: the outcome (invalid_name) says why there is none
   }
   const [requestId, caller] = requestAndCaller(c);
-  const started = c.env?.started;
-  const ms = started === undefined ? undefined : Math.round((performance.now() - started) * 100) / 100;
-  return { action: spec.action, name, outcome, requestId, caller, ms };
+  return { action: spec.action, name, outcome, requestId, caller, ms: msSince(c.env?.started) };
+}
+
+/** Milliseconds since `started` (a `performance.now()`), to a hundredth; undefined without a start. */
+export function msSince(started: number | undefined): number | undefined {
+  return started === undefined ? undefined : Math.round((performance.now() - started) * 100) / 100;
 }
 
 function requestAndCaller(c: Ctx): [string, string] {
