@@ -211,3 +211,32 @@ export function pageOfNames(names: Iterable<string>, options: ListOptions): Name
     ? { names: page, cursor: Buffer.from(last, "utf8").toString("base64url") }
     : { names: page };
 }
+
+/**
+ * Work queued by key and run one after another in this process: a store's read-then-write of one
+ * secret is not raced from here (other processes need the backend's own check). A failed run does
+ * not stop the next; the queue of a key is forgotten once it is empty.
+ */
+export class KeyedQueue {
+  /** The tail of each key's queue; it never rejects. */
+  readonly #tails = new Map<string, Promise<void>>();
+
+  /** Runs `work` once everything queued for `key` before it has settled. */
+  run<T>(key: string, work: () => Promise<T>): Promise<T> {
+    const run = (this.#tails.get(key) ?? Promise.resolve()).then(work);
+    const tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#tails.set(key, tail);
+    void tail.then(() => {
+      if (this.#tails.get(key) === tail) this.#tails.delete(key);
+    });
+    return run;
+  }
+
+  /** Settles when everything queued so far has. */
+  async settled(): Promise<void> {
+    await Promise.all(this.#tails.values());
+  }
+}

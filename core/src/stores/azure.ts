@@ -69,6 +69,7 @@ import {
   type DeleteOptions,
   type DeleteOutcome,
   isNewer,
+  KeyedQueue,
   type ListOptions,
   type NamePage,
   type PutOptions,
@@ -293,8 +294,8 @@ export class AzureKeyVaultStore implements SecretStore {
   readonly #now: () => number;
   readonly #pollMs: number;
   readonly #log: Logger;
-  /** The change under way per secret (lower-cased key: the vault ignores case). */
-  readonly #queues = new Map<string, Promise<unknown>>();
+  /** Each secret's changes one after another (by lower-cased key: the vault ignores case). */
+  readonly #queues = new KeyedQueue();
 
   constructor(options: AzureKeyVaultOptions) {
     this.#client = options.client;
@@ -333,7 +334,7 @@ export class AzureKeyVaultStore implements SecretStore {
     const key = this.#key(name);
     const stamp = options.ifNewerThan ?? { at: this.#now() };
     const meta = options.meta;
-    return this.#oneAtATime(key, async () => {
+    return this.#queues.run(key.toLowerCase(), async () => {
       try {
         const found = await this.#find(key);
         this.#refuseOtherOwner(found, name, key);
@@ -356,7 +357,7 @@ export class AzureKeyVaultStore implements SecretStore {
   async delete(name: string, options: DeleteOptions = {}): Promise<DeleteOutcome> {
     const key = this.#key(name);
     const stamp = options.ifNewerThan ?? { at: this.#now() };
-    return this.#oneAtATime(key, async () => {
+    return this.#queues.run(key.toLowerCase(), async () => {
       try {
         const found = await this.#find(key);
         this.#refuseOtherOwner(found, name, key);
@@ -453,21 +454,6 @@ export class AzureKeyVaultStore implements SecretStore {
 
   #refuseOtherOwner(found: Found, name: string, key: string): void {
     if (found.state === "live" && found.owner !== undefined && found.owner !== name) throw new NameConflict(name, key);
-  }
-
-  /** Runs the changes of one secret one after another, so a read-then-write is not raced from here. */
-  #oneAtATime<T>(key: string, work: () => Promise<T>): Promise<T> {
-    const id = key.toLowerCase();
-    const run = (this.#queues.get(id) ?? Promise.resolve()).then(work);
-    const settled = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.#queues.set(id, settled);
-    void settled.then(() => {
-      if (this.#queues.get(id) === settled) this.#queues.delete(id);
-    });
-    return run;
   }
 
   async #find(key: string): Promise<Found> {

@@ -17,7 +17,15 @@ import { isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import * as z from "zod/mini";
 import { ConfigError } from "../errors";
-import type { DeleteOutcome, PutOutcome, SecretRecord, SecretStore, StoreDeps, StoreFactory } from "../secret-store";
+import {
+  type DeleteOutcome,
+  KeyedQueue,
+  type PutOutcome,
+  type SecretRecord,
+  type SecretStore,
+  type StoreDeps,
+  type StoreFactory,
+} from "../secret-store";
 import { classifyBackendError, NotSupported } from "../store-errors";
 import { describeIssues, issuesOf, safeParse } from "../validation";
 
@@ -36,6 +44,8 @@ interface PlainStore {
 /** A plain class's instance as a `SecretStore`. */
 export class PlainClassStore implements SecretStore {
   readonly kind = "custom";
+  /** Whether a name existed decides a change's outcome: changes of one name run one after the other. */
+  readonly #queues = new KeyedQueue();
 
   constructor(
     private readonly inner: PlainStore,
@@ -64,8 +74,7 @@ export class PlainClassStore implements SecretStore {
   put(name: string, value: string): Promise<PutOutcome> {
     const put = this.inner.put?.bind(this.inner);
     if (!put) return Promise.reject(new NotSupported(`writing to the custom store ${this.module}`));
-    // Whether the name existed decides the outcome: changes of one name run one after the other.
-    return this.#serially(name, async () => {
+    return this.#queues.run(name, async () => {
       const existed = (await this.get(name)) !== undefined;
       try {
         await put(name, value);
@@ -79,7 +88,7 @@ export class PlainClassStore implements SecretStore {
   delete(name: string): Promise<DeleteOutcome> {
     const remove = this.inner.delete?.bind(this.inner);
     if (!remove) return Promise.reject(new NotSupported(`deleting from the custom store ${this.module}`));
-    return this.#serially(name, async () => {
+    return this.#queues.run(name, async () => {
       const existed = (await this.get(name)) !== undefined;
       try {
         await remove(name);
@@ -88,21 +97,6 @@ export class PlainClassStore implements SecretStore {
       }
       return existed ? "deleted" : "absent";
     });
-  }
-
-  readonly #queues = new Map<string, Promise<unknown>>();
-
-  #serially<T>(name: string, work: () => Promise<T>): Promise<T> {
-    const run = (this.#queues.get(name) ?? Promise.resolve()).then(work, work);
-    const settled = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.#queues.set(name, settled);
-    void settled.then(() => {
-      if (this.#queues.get(name) === settled) this.#queues.delete(name);
-    });
-    return run;
   }
 }
 

@@ -50,14 +50,15 @@ import * as z from "zod/mini";
 import { ConfigError, InvalidInput } from "../errors";
 import { isValidName } from "../names";
 import type { OutboundTls } from "../outbound-tls";
-import type {
-  ListOptions,
-  NamePage,
-  PutOutcome,
-  SecretRecord,
-  SecretStore,
-  StoreDeps,
-  StoreFactory,
+import {
+  KeyedQueue,
+  type ListOptions,
+  type NamePage,
+  type PutOutcome,
+  type SecretRecord,
+  type SecretStore,
+  type StoreDeps,
+  type StoreFactory,
 } from "../secret-store";
 import {
   BackendUnavailable,
@@ -223,8 +224,8 @@ export class CyberArkStore implements SecretStore {
   readonly kind = "cyberark";
   #token: { header: string; until: number } | undefined;
   #login: Promise<string> | undefined;
-  /** The tail of each name's queue of writes. */
-  readonly #writes = new Map<string, Promise<unknown>>();
+  /** Each name's writes, one at a time. */
+  readonly #writes = new KeyedQueue();
   /** The tail of this store's queue of policy loads. */
   #policyLoads: Promise<unknown> = Promise.resolve();
   readonly #tuning: CyberArkTuning;
@@ -258,7 +259,7 @@ export class CyberArkStore implements SecretStore {
     if (BLANK.test(value)) {
       return Promise.reject(new InvalidInput("CyberArk Conjur refuses an empty or whitespace-only value"));
     }
-    return this.#oneAtATime(this.keyOf(name), async () => {
+    return this.#writes.run(this.keyOf(name), async () => {
       if (await this.#setValue(name, value)) return "updated";
       await this.#declare(name);
       if (await this.#setValue(name, value)) return "created";
@@ -354,18 +355,6 @@ export class CyberArkStore implements SecretStore {
   #backoff(attempt: number): number {
     const step = this.#tuning.policyBackoffMs * 2 ** (attempt - 1);
     return step / 2 + (step / 2) * this.#tuning.random();
-  }
-
-  /** Runs `work` after the writes to `key` queued before it (each settled), one at a time. */
-  #oneAtATime<T>(key: string, work: () => Promise<T>): Promise<T> {
-    const previous = this.#writes.get(key) ?? Promise.resolve();
-    const run = previous.then(work, work);
-    const tail = run.catch(() => undefined);
-    this.#writes.set(key, tail);
-    void tail.then(() => {
-      if (this.#writes.get(key) === tail) this.#writes.delete(key);
-    });
-    return run;
   }
 
   /** One authenticated call; a 401 gets one fresh login and one more try. */

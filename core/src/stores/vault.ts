@@ -73,6 +73,7 @@ import {
   type DeleteOutcome,
   type GetOptions,
   isNewer,
+  KeyedQueue,
   type ListOptions,
   type NamePage,
   type PutOptions,
@@ -290,16 +291,11 @@ export class VaultStore implements SecretStore {
   readonly #target: VaultTarget;
   readonly #now: () => number;
   /** Changes of one name run one after the other in this process (other processes: `cas`). */
-  readonly #queues: Map<string, Promise<unknown>>;
+  readonly #queues: KeyedQueue;
   /** The store as each team's scope sees it: the same client and queues, another target. */
   readonly #scoped = new Map<string, VaultStore>();
 
-  constructor(
-    client: VaultClient,
-    target: VaultTarget,
-    now: () => number = Date.now,
-    queues = new Map<string, Promise<unknown>>(),
-  ) {
+  constructor(client: VaultClient, target: VaultTarget, now: () => number = Date.now, queues = new KeyedQueue()) {
     this.#client = client;
     this.#target = target;
     this.#now = now;
@@ -356,7 +352,7 @@ export class VaultStore implements SecretStore {
 
   async put(name: string, value: string, options: PutOptions = {}): Promise<PutOutcome> {
     if (options.scope) return this.#in(options.scope).put(name, value, { ...options, scope: undefined });
-    return this.#serially(name, async () => {
+    return this.#queues.run(this.keyOf(name), async () => {
       const what = "vault put";
       for (let round = 0; round < MAX_ROUNDS; round++) {
         const change = options.ifNewerThan;
@@ -373,7 +369,7 @@ export class VaultStore implements SecretStore {
 
   async delete(name: string, options: DeleteOptions = {}): Promise<DeleteOutcome> {
     if (options.scope) return this.#in(options.scope).delete(name, { ...options, scope: undefined });
-    return this.#serially(name, async () => {
+    return this.#queues.run(this.keyOf(name), async () => {
       const what = "vault delete";
       const change = options.ifNewerThan;
       const recorded = await this.#recorded(name, change !== undefined, what);
@@ -409,7 +405,7 @@ export class VaultStore implements SecretStore {
   }
 
   async close(): Promise<void> {
-    await Promise.allSettled(this.#queues.values());
+    await this.#queues.settled();
     await this.#client.close();
   }
 
@@ -515,22 +511,6 @@ export class VaultStore implements SecretStore {
     const path = this.#path("metadata", name);
     const answer = await this.#client.call({ method: "POST", path, body: { custom_metadata } }, what);
     if (answer.status >= 300) throw this.#client.failure(answer, `${what} (change time)`);
-  }
-
-  /** Runs `work` after every earlier change of the name in this process has finished. */
-  #serially<T>(name: string, work: () => Promise<T>): Promise<T> {
-    const key = this.keyOf(name);
-    const before = this.#queues.get(key) ?? Promise.resolve();
-    const run = before.then(work, work);
-    const settled = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.#queues.set(key, settled);
-    void settled.then(() => {
-      if (this.#queues.get(key) === settled) this.#queues.delete(key);
-    });
-    return run;
   }
 }
 
