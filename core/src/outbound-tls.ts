@@ -6,6 +6,7 @@
  * it without loading one.
  */
 import { readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { ConfigError } from "./errors";
 
 export interface OutboundTls {
@@ -47,5 +48,17 @@ function read(path: string, what: string): string {
     return readFileSync(path, "utf8");
   } catch (err) {
     throw new ConfigError(`cannot read ${what}: ${path} (${(err as NodeJS.ErrnoException).code})`);
+  }
+}
+
+/**
+ * A PEM file a store's own TLS login names (Vault's and Conjur's client certificate and key), read
+ * when the store opens: one that cannot be read stops the start, naming the variable, not the path.
+ */
+export async function readPemFile(path: string, variable: string): Promise<Buffer> {
+  try {
+    return await readFile(path);
+  } catch (err) {
+    throw new ConfigError(`${variable}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? "error"})`);
   }
 }

@@ -44,12 +44,11 @@
  * The cache of values is the manager's, whose lifetime is `CYBERARK_REFRESH_INTERVAL`, default
  * 300 s as in LiteLLM (`defaults.refreshSeconds`; `SECRET_MANAGER_REFRESH_INTERVAL` does not apply).
  */
-import { readFile } from "node:fs/promises";
 import { Document, Scalar, YAMLSeq } from "yaml";
 import * as z from "zod/mini";
-import { ConfigError, InvalidInput } from "../errors";
+import { InvalidInput } from "../errors";
 import { isValidName } from "../names";
-import type { OutboundTls } from "../outbound-tls";
+import { type OutboundTls, readPemFile } from "../outbound-tls";
 import {
   KeyedQueue,
   type ListOptions,
@@ -422,14 +421,6 @@ async function sender(apiBase: string, tls: OutboundTls): Promise<Send> {
   };
 }
 
-async function readPem(path: string, variable: string): Promise<Buffer> {
-  try {
-    return await readFile(path);
-  } catch (err) {
-    throw new ConfigError(`${variable}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? "error"})`);
-  }
-}
-
 /**
  * Opens the store: reads the client certificate (an unreadable one stops the start) and makes the
  * outbound agent. Conjur is not called until the first secret is. `tuning` is for tests only.
@@ -450,7 +441,10 @@ export async function openCyberArkStore(
   }
   const certificate =
     certFile !== undefined && keyFile !== undefined
-      ? { cert: await readPem(certFile, "CYBERARK_CLIENT_CERT"), key: await readPem(keyFile, "CYBERARK_CLIENT_KEY") }
+      ? {
+          cert: await readPemFile(certFile, "CYBERARK_CLIENT_CERT"),
+          key: await readPemFile(keyFile, "CYBERARK_CLIENT_KEY"),
+        }
       : undefined;
   const verify = env.CYBERARK_SSL_VERIFY?.trim().toLowerCase();
   if (verify === "false") deps.log.warn("cyberark: TLS certificate verification is off (CYBERARK_SSL_VERIFY=false)");

@@ -62,11 +62,11 @@
  *
  * Login tokens are renewed with `auth/token/renew-self`, which Vault's `default` policy allows.
  */
-import { readFile } from "node:fs/promises";
 import * as z from "zod/mini";
 import { ConfigError } from "../errors";
 import type { Logger } from "../log";
 import { isValidName, validateName } from "../names";
+import { readPemFile } from "../outbound-tls";
 import {
   type ChangeStamp,
   type DeleteOptions,
@@ -223,14 +223,6 @@ function warnOfHalves(env: VaultEnv, log: Logger): void {
   }
 }
 
-async function readPem(path: string, variable: string): Promise<Buffer> {
-  try {
-    return await readFile(path);
-  } catch (err) {
-    throw new ConfigError(`${variable}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? "error"})`);
-  }
-}
-
 /**
  * Opens the store: reads the client certificate (an unreadable one stops the start) and makes the
  * connection pool. Vault itself is not called until the first secret is: a Vault that is down at
@@ -246,8 +238,8 @@ export async function openVaultStore(
   warnOfHalves(env, deps.log);
   const files = config.clientCertificateFiles;
   const clientCertificate = files && {
-    cert: await readPem(files.cert, "HCP_VAULT_CLIENT_CERT"),
-    key: await readPem(files.key, "HCP_VAULT_CLIENT_KEY"),
+    cert: await readPemFile(files.cert, "HCP_VAULT_CLIENT_CERT"),
+    key: await readPemFile(files.key, "HCP_VAULT_CLIENT_KEY"),
   };
   const { VaultClient: Client } = await import("./vault-http");
   const client = new Client({
