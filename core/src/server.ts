@@ -178,9 +178,14 @@ export async function startServer(
   };
 }
 
-/** The key, the certificate chain and (mutual TLS) the client CA, read now and checked by OpenSSL. */
+/**
+ * The key, the certificate chain and (mutual TLS) the client CA, read now and checked by OpenSSL,
+ * with TLS 1.2 at least: the start and every reload (`setSecureContext`) get the same minimum,
+ * whatever node's own default is (`--tls-min-v1.0` lowers it).
+ */
 function secureContextOptions(tls: TlsFiles) {
   const options = {
+    minVersion: "TLSv1.2" as const,
     key: readTlsFile(tls.keyFile, "key"),
     cert: readTlsFile(tls.certFile, "certificate"),
     ...(tls.clientCaFile && {
@@ -204,7 +209,7 @@ function createTlsServer(
   httpOptions: HttpServerOptions,
   listener: ReturnType<typeof getRequestListener>,
 ): Server {
-  return createHttpsServer({ ...httpOptions, ...secureContextOptions(tls), minVersion: "TLSv1.2" }, listener);
+  return createHttpsServer({ ...httpOptions, ...secureContextOptions(tls) }, listener);
 }
 
 function readTlsFile(path: string, what: string): Buffer {

@@ -4,7 +4,7 @@ import { chmod, chown, cp, mkdir, writeFile } from "node:fs/promises";
 import { request as httpRequest } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { basename, dirname, join } from "node:path";
-import { connect } from "node:tls";
+import nodeTls, { connect } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { KeyRing } from "../../core/src/crypto";
 import { startServer } from "../../core/src/server";
@@ -174,8 +174,11 @@ describe("TLS", () => {
     await server.close();
   });
 
-  function handshake(options: { minVersion: "TLSv1" | "TLSv1.2"; maxVersion: "TLSv1.1" | "TLSv1.2" | "TLSv1.3" }) {
-    const port = Number(new URL(server.url).port);
+  function handshake(
+    options: { minVersion: "TLSv1" | "TLSv1.2"; maxVersion: "TLSv1.1" | "TLSv1.2" | "TLSv1.3" },
+    url = server.url,
+  ) {
+    const port = Number(new URL(url).port);
     return new Promise<string>((resolve, reject) => {
       const socket = connect({
         host: "127.0.0.1",
@@ -215,6 +218,31 @@ describe("TLS", () => {
     expect(await handshake({ minVersion: "TLSv1.2", maxVersion: "TLSv1.3" })).toBe("TLSv1.3");
     // The client offers TLS 1.0-1.1 only; the alert comes from the server refusing them.
     await expect(handshake({ minVersion: "TLSv1", maxVersion: "TLSv1.1" })).rejects.toThrow(/alert protocol version/i);
+  });
+
+  it("still refuses TLS 1.0 and 1.1 after a certificate reload, whatever node's own defaults allow", async () => {
+    // node's defaults lowered (as --tls-min-v1.0 and a weak cipher list would), so that only the
+    // server's own minimum refuses old versions, before the reload and after it.
+    const saved = { min: nodeTls.DEFAULT_MIN_VERSION, ciphers: nodeTls.DEFAULT_CIPHERS };
+    nodeTls.DEFAULT_MIN_VERSION = "TLSv1";
+    nodeTls.DEFAULT_CIPHERS = "DEFAULT:@SECLEVEL=0";
+    const ctx = await inProcessApp();
+    const lowered = await startServer(ctx.runtime, {
+      host: "127.0.0.1",
+      port: 0,
+      tls: { keyFile: tls.keyFile, certFile: tls.certFile },
+    });
+    try {
+      const old = { minVersion: "TLSv1", maxVersion: "TLSv1.1" } as const;
+      await expect(handshake(old, lowered.url)).rejects.toThrow(/alert protocol version/i);
+      await lowered.reloadTls();
+      await expect(handshake(old, lowered.url)).rejects.toThrow(/alert protocol version/i);
+      expect(await handshake({ minVersion: "TLSv1.2", maxVersion: "TLSv1.3" }, lowered.url)).toBe("TLSv1.3");
+    } finally {
+      nodeTls.DEFAULT_MIN_VERSION = saved.min;
+      nodeTls.DEFAULT_CIPHERS = saved.ciphers;
+      await lowered.close();
+    }
   });
 
   it("stops the start when a key or certificate file is missing, unreadable or not PEM", async () => {
