@@ -207,21 +207,23 @@ async function serve(input: SettingsInput, flags: Record<string, unknown>, io: C
     if (made.created) generated = made.path;
     settings = loadSettings({ ...input, server });
   }
-  if (!settings.masterKey) {
-    throw new ConfigError("no master key: set LITELLM_MASTER_KEY (or general_settings.master_key)");
-  }
-  const rt = await runtime(input, log, settings);
-  const resolution = await rt.manager.resolveConfig(settings.rawConfig);
-  const unresolved = resolution.refs.filter((r) => r.source === "unresolved").map((r) => r.name);
-  if (unresolved.length > 0) log.warn("config refs did not resolve", { names: unresolved.join(",") });
-
+  let rt: Awaited<ReturnType<typeof runtime>> | undefined;
   let running: Awaited<ReturnType<typeof startServer>>;
   try {
+    if (!settings.masterKey) {
+      throw new ConfigError("no master key: set LITELLM_MASTER_KEY (or general_settings.master_key)");
+    }
+    rt = await runtime(input, log, settings);
+    const resolution = await rt.manager.resolveConfig(settings.rawConfig);
+    const unresolved = resolution.refs.filter((r) => r.source === "unresolved").map((r) => r.name);
+    if (unresolved.length > 0) log.warn("config refs did not resolve", { names: unresolved.join(",") });
     running = await startServer(rt, settings.server);
   } catch (err) {
-    // A start that failed leaves no key behind (nothing was sealed with it: the store records a
-    // key only with its first write).
-    await rt.close();
+    // A start that failed, for whatever reason (the store refusing a data dir others can write,
+    // the port in use), leaves no generated key behind: nothing was sealed with it (the store
+    // records a key only with its first write), and one left in a dir others can write could be
+    // swapped before the next start reads it.
+    await rt?.close();
     if (generated) await rm(generated, { force: true });
     throw err;
   }

@@ -1,5 +1,5 @@
 // The `llm-secrets` CLI, run as a child process from its bundle (SPEC section 1).
-import { readFile, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import corePackage from "../../core/package.json" with { type: "json" };
@@ -250,6 +250,19 @@ describe("serve", () => {
     } finally {
       busy.close();
     }
+  });
+
+  it("leaves no generated master key behind when the store refuses the data dir (writable by everyone)", async () => {
+    const dir = await tempDir();
+    const data = join(dir, "data");
+    await mkdir(data);
+    await chmod(data, 0o777);
+    const r = await runCli(["serve", "--port", "0"], { env: cleanEnv({ LLM_SECRETS_DATA_DIR: data }), cwd: dir });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("writable by its group or by everyone");
+    expect(r.stdout).not.toContain("generated a master key");
+    // Another local user could have swapped a key left there before the next start read it.
+    await expect(stat(join(data, "master.key"))).rejects.toMatchObject({ code: "ENOENT" });
   });
 
   it("refuses LiteLLM's example master key and an empty one", async () => {
