@@ -118,6 +118,9 @@ async function run(argv: string[], io: CliIo): Promise<void> {
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true });
   } catch (err) {
+    // Not echoed: `--sk-...` may be a key typed in the wrong place. node's other messages name
+    // only our own options ("Option '--port <value>' argument missing").
+    if ((err as NodeJS.ErrnoException).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") throw new UsageError("unknown option");
     throw new UsageError((err as Error).message);
   }
   const { values: flags, positionals } = parsed;

@@ -52,6 +52,10 @@ describe("secrets from the command line", () => {
     const unknown = await cli([typo]);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toBe("llm-secrets: unknown command (see llm-secrets --help)\n");
+    // An unknown option is not repeated either: `--sk-...` may be a key typed in the wrong place.
+    const option = await cli(["get", "A", `--${typo}`]);
+    expect(option.code).toBe(2);
+    expect(option.stderr).toBe("llm-secrets: unknown option (see llm-secrets --help)\n");
     const help = await cli(["--help"]);
     expect(help.code).toBe(0);
     expect(help.stdout).toContain("usage: llm-secrets");
