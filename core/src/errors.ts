@@ -98,11 +98,10 @@ export class DecryptFailed extends SecretsError {
 }
 
 export class EncryptionKeyMissing extends SecretsError {
-  constructor() {
-    super(
-      "encryption_key_missing",
-      "no encryption key: set LITELLM_SALT_KEY or LITELLM_MASTER_KEY (or general_settings.master_key)",
-    );
+  constructor(
+    message = "no encryption key: set LITELLM_SALT_KEY or LITELLM_MASTER_KEY (or general_settings.master_key)",
+  ) {
+    super("encryption_key_missing", message);
   }
 }
 

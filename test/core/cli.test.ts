@@ -311,6 +311,6 @@ describe("serve", () => {
     const dir = await tempDir();
     const r = await runCli(["get", "A"], { env: cleanEnv({ LLM_SECRETS_DATA_DIR: dir }) });
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain("llm-secrets serve");
+    expect(r.stderr).toMatch(/^llm-secrets: encryption_key_missing: the file store needs a key: .*llm-secrets serve/);
   });
 });

@@ -60,7 +60,7 @@ import { type FileHandle, mkdir, open, readdir, rename, rm } from "node:fs/promi
 import { join } from "node:path";
 import * as z from "zod/mini";
 import { type KeyRing, openSecret, sealSecret } from "../crypto";
-import { ConfigError, SecretsError } from "../errors";
+import { ConfigError, EncryptionKeyMissing, SecretsError } from "../errors";
 import { type Logger, silentLogger } from "../log";
 import {
   type DeleteOptions,
@@ -919,7 +919,7 @@ export const fileStore = {
   },
   open: async (_settings, deps) => {
     if (deps.keys === undefined) {
-      throw new ConfigError(
+      throw new EncryptionKeyMissing(
         "the file store needs a key: set LITELLM_MASTER_KEY or LITELLM_SALT_KEY, or run `llm-secrets serve` once " +
           `to generate master.key in ${deps.dataDir}`,
       );

@@ -566,7 +566,7 @@ describe("FileStore", () => {
     it("the factory refuses to open without a key, saying how to get one", async () => {
       const dir = await tempDir();
       const deps = { dataDir: dir, env: {}, log: createLogger(() => {}), now: Date.now };
-      await expect(fileStore.open({ config: {}, env: {} }, deps)).rejects.toBeInstanceOf(ConfigError);
+      expect(await codeOf(fileStore.open({ config: {}, env: {} }, deps))).toBe("encryption_key_missing");
       await expect(fileStore.open({ config: {}, env: {} }, deps)).rejects.toThrow(
         `the file store needs a key: set LITELLM_MASTER_KEY or LITELLM_SALT_KEY, or run \`llm-secrets serve\` once to generate master.key in ${dir}`,
       );
