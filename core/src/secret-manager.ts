@@ -9,7 +9,7 @@ import { type KeyRing, openSecret, sealSecret } from "./crypto";
 import { AccessDenied, EncryptionKeyMissing, NotFound, SecretsError } from "./errors";
 import type { Logger } from "./log";
 import type { Labels, Metrics } from "./metrics";
-import { validateName } from "./names";
+import { isValidName, validateName } from "./names";
 import { collectRefs, REF_PREFIX, replaceRefs, scanRefs } from "./refs";
 import { type CacheRead, SecretCache } from "./secret-cache";
 import type {
@@ -335,9 +335,10 @@ export class SecretManager {
     const values = new Map<string, string>();
     const refs = await Promise.all(
       names.map(async (name): Promise<{ name: string; source: RefSource }> => {
-        if (this.#readableFromStore(name)) {
+        if (this.#readableAtStart(name)) {
           try {
-            values.set(name, (await this.get(name)).value);
+            const cached = this.#cached(name);
+            values.set(name, found(name, cached instanceof Promise ? await cached : cached).value);
             return { name, source: "store" };
           } catch (err) {
             if (!(err instanceof NotFound)) {
@@ -357,14 +358,15 @@ export class SecretManager {
     return { config: replaceRefs(config, values), refs };
   }
 
-  /** At start, a name the API may not read (or an invalid one) is looked up in the environment only. */
-  #readableFromStore(name: string): boolean {
-    try {
-      this.#checkRead(name);
-      return true;
-    } catch {
-      return false;
-    }
+  /**
+   * Whether a config's ref is read through the store at start: LiteLLM's rule (reads allowed, and in
+   * `hosted_keys` when that is set), else it is looked up in the environment only. Unlike over the
+   * API, an environment-backed store reads every ref when there are no `hosted_keys`: this is the
+   * operator's own config, and LiteLLM's get_secret decrypts each one through KMS.
+   */
+  #readableAtStart(name: string): boolean {
+    if (!isValidName(name) || this.#policy.accessMode === "write_only") return false;
+    return this.#hosted === undefined || this.#hosted.has(name);
   }
 
   #checkRead(name: string): void {

@@ -2,6 +2,8 @@
 // the fake, SigV4 included), the create / exists / scheduled-for-deletion paths, the recovery
 // window, primary_secret_name, and the fault matrix. The real SDK, over HTTPS, to test/fakes/aws.ts.
 
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import * as sdk from "@aws-sdk/client-secrets-manager";
 import { beforeEach, describe, expect, inject, it } from "vitest";
 import { createLogger } from "../../core/src/log";
@@ -12,7 +14,7 @@ import { awsKmsStore } from "../../core/src/stores/aws-kms";
 import { safeParse } from "../../core/src/validation";
 import { FAKE_AWS_CREDENTIALS, lazyFakeAws } from "../fakes/aws";
 import { makeServerChain } from "../fakes/pki";
-import { codeOf, expectNoValueIn, listPages, secretValue, serveStore, tempDir } from "../helpers";
+import { cleanEnv, codeOf, expectNoValueIn, listPages, runCli, secretValue, serveStore, tempDir } from "../helpers";
 
 const aws = lazyFakeAws();
 const logs: string[] = [];
@@ -353,6 +355,39 @@ describe("llm-secrets serve against AWS", () => {
       await server.stop();
     }
     expectNoValueIn([server.output], values);
+  });
+
+  it("resolves a config's refs at start through KMS without hosted_keys, as LiteLLM's get_secret does; plain values from the environment", async () => {
+    const fake = await aws();
+    const v = value("kms-at-start");
+    const plain = value("plain-env");
+    const dir = await tempDir();
+    const config = join(dir, "config.yaml");
+    await writeFile(
+      config,
+      "general_settings:\n  key_management_system: aws_kms\n" +
+        "model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/gpt-4o\n" +
+        "      api_key: os.environ/OPENAI_API_KEY\n" +
+        "      api_base: os.environ/PLAIN_BASE\n",
+    );
+    const r = await runCli(["resolve", "--config", config, "--show-values"], {
+      env: cleanEnv({
+        LITELLM_MASTER_KEY: value("master"),
+        AWS_REGION: "us-east-1",
+        AWS_ENDPOINT_URL_KMS: fake.url,
+        AWS_ACCESS_KEY_ID: FAKE_AWS_CREDENTIALS.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: FAKE_AWS_CREDENTIALS.secretAccessKey,
+        NODE_EXTRA_CA_CERTS: inject("testPki").caFile,
+        OPENAI_API_KEY: `aws_kms/${fake.encrypt(v).toString("base64")}`,
+        PLAIN_BASE: plain,
+      }),
+    });
+    expect(r.code, r.stderr).toBe(0);
+    const params = JSON.parse(r.stdout).model_list[0].litellm_params;
+    expect(params).toEqual({ model: "openai/gpt-4o", api_key: v, api_base: plain });
+    // The plain value went to KMS first and came back from the environment, with one line saying so.
+    expect(r.stderr).toContain('"name":"PLAIN_BASE"');
+    expectNoValueIn([r.stderr], [v, plain]);
   });
 });
 
