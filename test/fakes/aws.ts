@@ -19,6 +19,12 @@
  *   most 65 536 bytes.
  * - KMS: `Encrypt` (for tests to make ciphertexts) and `Decrypt` (`InvalidCiphertextException` for
  *   a blob it did not make). The blob is the key id and an AES-256-GCM box under the fake's key.
+ * - STS (the Query protocol: a form-encoded `POST /`, `Version=2011-06-15`, XML answers and
+ *   `<ErrorResponse>` errors): `AssumeRole` (signed with the account's keys; the role must be one
+ *   `allowRole` made, with its `ExternalId` when it has one) and `AssumeRoleWithWebIdentity`
+ *   (unsigned; the role's web identity token must match). Each gives fresh temporary credentials
+ *   that Secrets Manager and KMS then accept (with their `X-Amz-Security-Token`), and each request
+ *   seen records who made it (`principal`: the role's ARN, or `account`).
  *
  * Faults: `fail(n, fault)` makes the next n requests answer 403, 429 (with `Retry-After`), 500, hang
  * (no answer until the client gives up) or reset the connection.
@@ -42,7 +48,24 @@ export interface AwsRequestSeen {
   target: string;
   body: Record<string, unknown>;
   headers: IncomingMessage["headers"];
+  /** Who signed it: `account` (the fake's keys), a role's ARN (its temporary credentials), or none yet. */
+  principal?: string;
 }
+
+/** A role `AssumeRole` or `AssumeRoleWithWebIdentity` may assume. */
+export interface FakeRole {
+  externalId?: string;
+  webIdentityToken?: string;
+}
+
+interface Session {
+  secretAccessKey: string;
+  sessionToken: string;
+  roleArn: string;
+  sessionName: string;
+}
+
+const STS_XMLNS = "https://sts.amazonaws.com/doc/2011-06-15/";
 
 interface SecretVersion {
   id: string;
@@ -102,6 +125,10 @@ function bytes(data: string | ArrayBuffer | ArrayBufferView): string | Uint8Arra
 export class FakeAws {
   readonly secrets = new Map<string, FakeSecret>();
   readonly requests: AwsRequestSeen[] = [];
+  /** Roles STS lets callers assume, by ARN. */
+  readonly roles = new Map<string, FakeRole>();
+  /** Temporary credentials STS gave, by access key id. */
+  readonly #sessions = new Map<string, Session>();
   readonly #kmsKey = randomBytes(32);
   /** `ListSecrets` tokens given out: the creation order of the last secret of their page. */
   readonly #listTokens = new Map<string, number>();
@@ -137,6 +164,8 @@ export class FakeAws {
   /** Forgets every secret, request and pending fault: a fresh account. */
   reset(): void {
     this.secrets.clear();
+    this.roles.clear();
+    this.#sessions.clear();
     this.#listTokens.clear();
     this.requests.length = 0;
     this.#faults = [];
@@ -171,6 +200,9 @@ export class FakeAws {
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
     const raw = Buffer.concat(chunks).toString("utf8");
+    if (String(req.headers["content-type"] ?? "").startsWith("application/x-www-form-urlencoded")) {
+      return this.#sts(req, res, raw);
+    }
     const target = String(req.headers["x-amz-target"] ?? "");
     let body: Record<string, unknown> = {};
     try {
@@ -178,7 +210,8 @@ export class FakeAws {
     } catch {
       return this.#error(res, new AwsError("SerializationException", "the body is not JSON"));
     }
-    this.requests.push({ target, body, headers: req.headers });
+    const seen: AwsRequestSeen = { target, body, headers: req.headers };
+    this.requests.push(seen);
 
     const fault = this.#faults.shift();
     if (fault === "hang") return; // the client's timeout ends it
@@ -204,7 +237,7 @@ export class FakeAws {
           ? "kms"
           : "";
       if (service === "") throw new AwsError("UnknownOperationException", `unknown target ${target}`);
-      await this.#verifySignature(req, raw, service);
+      seen.principal = await this.#verifySignature(req, raw, service);
       const action = target.slice(target.indexOf(".") + 1);
       const answer = service === "kms" ? this.#kms(action, body) : this.#secretsManager(action, body);
       const json = JSON.stringify(answer);
@@ -216,8 +249,12 @@ export class FakeAws {
     }
   }
 
-  /** SigV4 as the service checks it: the same request signed with our secret key gives the same signature. */
-  async #verifySignature(req: IncomingMessage, body: string, service: string): Promise<void> {
+  /**
+   * SigV4 as the service checks it: the same request signed with the caller's secret key gives the
+   * same signature. The caller is the account (the fake's keys) or a session STS gave (its
+   * temporary keys, and its token in `X-Amz-Security-Token`); returns which.
+   */
+  async #verifySignature(req: IncomingMessage, body: string, service: string): Promise<string> {
     const auth = String(req.headers.authorization ?? "");
     const m =
       /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request, SignedHeaders=([^,]+), Signature=([0-9a-f]{64})$/.exec(
@@ -225,9 +262,20 @@ export class FakeAws {
       );
     if (!m) throw new AwsError("IncompleteSignature", "Authorization header missing or malformed", 400);
     const [, accessKey, , region, signedService, signedHeaders, signature] = m as unknown as string[];
-    if (accessKey !== FAKE_AWS_CREDENTIALS.accessKeyId) {
+    const session = this.#sessions.get(accessKey as string);
+    if (accessKey !== FAKE_AWS_CREDENTIALS.accessKeyId && session === undefined) {
       throw new AwsError("UnrecognizedClientException", "The security token included in the request is invalid.", 400);
     }
+    if (session && req.headers["x-amz-security-token"] !== session.sessionToken) {
+      throw new AwsError("UnrecognizedClientException", "The security token included in the request is invalid.", 400);
+    }
+    const credentials = session
+      ? {
+          accessKeyId: accessKey as string,
+          secretAccessKey: session.secretAccessKey,
+          sessionToken: session.sessionToken,
+        }
+      : FAKE_AWS_CREDENTIALS;
     if (signedService !== service) throw new AwsError("InvalidSignatureException", "wrong service in the scope", 400);
     const amzDate = String(req.headers["x-amz-date"] ?? "");
     const dm = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(amzDate);
@@ -250,7 +298,7 @@ export class FakeAws {
     const [hostname, port] = String(req.headers.host).split(":");
     const protocol = "encrypted" in req.socket ? "https:" : "http:";
     const signer = new SignatureV4({
-      credentials: FAKE_AWS_CREDENTIALS,
+      credentials,
       region: region as string,
       service,
       sha256: NodeSha256,
@@ -275,6 +323,63 @@ export class FakeAws {
         "InvalidSignatureException",
         "The request signature we calculated does not match the signature you provided.",
         400,
+      );
+    }
+    return session ? session.roleArn : "account";
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // STS
+
+  async #sts(req: IncomingMessage, res: ServerResponse, raw: string): Promise<void> {
+    const form = new URLSearchParams(raw);
+    const action = form.get("Action") ?? "";
+    const seen: AwsRequestSeen = { target: `sts.${action}`, body: Object.fromEntries(form), headers: req.headers };
+    this.requests.push(seen);
+    try {
+      if (req.method !== "POST" || req.url !== "/") throw new AwsError("InvalidAction", "POST / only");
+      if (form.get("Version") !== "2011-06-15")
+        throw new AwsError("InvalidParameterValue", "Version must be 2011-06-15");
+      const roleArn = form.get("RoleArn") ?? "";
+      const sessionName = form.get("RoleSessionName") ?? "";
+      if (!/^[\w+=,.@-]{2,64}$/.test(sessionName)) {
+        throw new AwsError("ValidationError", "RoleSessionName must be 2-64 of [\\w+=,.@-]");
+      }
+      const role = this.roles.get(roleArn);
+      if (action === "AssumeRole") {
+        seen.principal = await this.#verifySignature(req, raw, "sts");
+        if (!role || role.externalId !== (form.get("ExternalId") ?? undefined)) {
+          throw new AwsError("AccessDenied", `not authorized to perform sts:AssumeRole on ${roleArn}`, 403);
+        }
+      } else if (action === "AssumeRoleWithWebIdentity") {
+        if (!role?.webIdentityToken || form.get("WebIdentityToken") !== role.webIdentityToken) {
+          throw new AwsError("AccessDenied", "Not authorized to perform sts:AssumeRoleWithWebIdentity", 403);
+        }
+      } else throw new AwsError("InvalidAction", `unknown action ${action}`);
+      const accessKeyId = `ASIA${randomBytes(8).toString("hex").toUpperCase()}`;
+      const session = {
+        secretAccessKey: randomBytes(20).toString("base64"),
+        sessionToken: randomBytes(32).toString("base64"),
+        roleArn,
+        sessionName,
+      };
+      this.#sessions.set(accessKeyId, session);
+      const expiration = new Date(Date.now() + 3600_000).toISOString().replace(/\.\d{3}Z$/, "Z");
+      const result =
+        `<Credentials><AccessKeyId>${accessKeyId}</AccessKeyId><SecretAccessKey>${session.secretAccessKey}</SecretAccessKey>` +
+        `<SessionToken>${session.sessionToken}</SessionToken><Expiration>${expiration}</Expiration></Credentials>` +
+        `<AssumedRoleUser><AssumedRoleId>AROAFAKE:${sessionName}</AssumedRoleId><Arn>${roleArn}/${sessionName}</Arn></AssumedRoleUser>`;
+      res.writeHead(200, { "content-type": "text/xml" });
+      res.end(
+        `<${action}Response xmlns="${STS_XMLNS}"><${action}Result>${result}</${action}Result>` +
+          `<ResponseMetadata><RequestId>${randomUUID()}</RequestId></ResponseMetadata></${action}Response>`,
+      );
+    } catch (err) {
+      const e = err instanceof AwsError ? err : new AwsError("InternalFailure", "fake failure", 500);
+      res.writeHead(e.status, { "content-type": "text/xml" });
+      res.end(
+        `<ErrorResponse xmlns="${STS_XMLNS}"><Error><Type>Sender</Type><Code>${e.type}</Code>` +
+          `<Message>${e.message}</Message></Error><RequestId>${randomUUID()}</RequestId></ErrorResponse>`,
       );
     }
   }

@@ -259,6 +259,85 @@ describe("aws_secret_manager faults (the SDK's 3 attempts, nothing added)", () =
   });
 });
 
+describe("role assumption from key_management_settings (STS, as LiteLLM's AWS clients)", () => {
+  const ROLE = "arn:aws:iam::111122223333:role/llm-secrets-reader";
+
+  /** Points the SDK's own STS endpoint at nothing, so only `aws_sts_endpoint` reaches the fake. */
+  async function withDeadStsEnv<T>(run: () => Promise<T>): Promise<T> {
+    const saved = process.env.AWS_ENDPOINT_URL_STS;
+    process.env.AWS_ENDPOINT_URL_STS = "https://127.0.0.1:9";
+    try {
+      return await run();
+    } finally {
+      if (saved === undefined) delete process.env.AWS_ENDPOINT_URL_STS;
+      else process.env.AWS_ENDPOINT_URL_STS = saved;
+    }
+  }
+
+  it("aws_role_name: reads and writes as the assumed role (AssumeRole once, with the external id and session name)", async () => {
+    const fake = await aws();
+    fake.roles.set(ROLE, { externalId: "ext-42" });
+    await withDeadStsEnv(async () => {
+      const store = await open({
+        aws_role_name: ROLE,
+        aws_session_name: "gateway-7",
+        aws_external_id: "ext-42",
+        aws_sts_endpoint: fake.url,
+      });
+      const v = value("as-role");
+      expect(await store.put("ROLE_KEY", v, { meta: {} })).toBe("created");
+      expect((await store.get("ROLE_KEY"))?.value).toBe(v);
+      await store.close?.();
+    });
+    const assumed = fake.calls("AssumeRole");
+    expect(assumed).toHaveLength(1);
+    expect(assumed[0]?.principal).toBe("account"); // signed with the function's own credentials
+    expect(assumed[0]?.body).toMatchObject({ RoleArn: ROLE, RoleSessionName: "gateway-7", ExternalId: "ext-42" });
+    const calls = fake.requests.filter((r) => r.target.startsWith("secretsmanager."));
+    expect(calls.length).toBeGreaterThan(0);
+    expect(calls.every((r) => r.principal === ROLE)).toBe(true);
+  });
+
+  it("a role STS refuses (a wrong external id) is backend_denied, and nothing is read as the account", async () => {
+    const fake = await aws();
+    fake.roles.set(ROLE, { externalId: "ext-42" });
+    const store = await open({ aws_role_name: ROLE, aws_external_id: "wrong" });
+    expect(await codeOf(store.get("ROLE_KEY"))).toBe("backend_denied");
+    expect(fake.requests.filter((r) => r.target.startsWith("secretsmanager."))).toHaveLength(0);
+    await store.close?.();
+  });
+
+  it("aws_web_identity_token from os.environ/NAME: AssumeRoleWithWebIdentity, then KMS decrypts as that role", async () => {
+    const fake = await aws();
+    const token = value("oidc-token");
+    fake.roles.set(ROLE, { webIdentityToken: token });
+    const v = value("kms-as-role");
+    const store = await awsKmsStore.open(
+      {
+        config: {
+          aws_region_name: "us-east-1",
+          aws_role_name: ROLE,
+          aws_web_identity_token: "os.environ/MY_OIDC_TOKEN",
+        },
+        env: {},
+      },
+      deps({ MY_OIDC_TOKEN: token, K: fake.encrypt(v).toString("base64") }),
+    );
+    expect((await store.get("K"))?.value).toBe(v);
+    const [web] = fake.calls("AssumeRoleWithWebIdentity");
+    expect(web?.body).toMatchObject({ RoleArn: ROLE, RoleSessionName: "llm-secrets", WebIdentityToken: token });
+    expect(fake.calls("Decrypt").map((r) => r.principal)).toEqual([ROLE]);
+    expectNoValueIn(logs, [token]);
+  });
+
+  it("aws_web_identity_token without aws_role_name stops the start, naming the key", async () => {
+    await aws();
+    await expect(open({ aws_web_identity_token: "os.environ/MY_OIDC_TOKEN" })).rejects.toThrow(
+      /aws_web_identity_token needs aws_role_name/,
+    );
+  });
+});
+
 describe("aws_kms", () => {
   it("decrypts base64 KMS ciphertext from the environment, aws_kms/ prefixed or not, trimmed", async () => {
     const fake = await aws();

@@ -3,15 +3,17 @@
  * LiteLLM resolves it), the settings both read, and the client options (timeouts; the SDK's own
  * retry: 3 attempts, throttling honoured, nothing added on top).
  *
- * Endpoints and credentials are the SDK's: `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SECRETS_MANAGER`,
- * `AWS_ENDPOINT_URL_KMS` and the default credential chain (env keys, web identity, container and
- * instance roles), read by the SDK from the environment. Role assumption from
- * `key_management_settings` (`aws_role_name`, ...) is not done: the function's own role is used.
+ * Endpoints are the SDK's: `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SECRETS_MANAGER`,
+ * `AWS_ENDPOINT_URL_KMS`, read by the SDK from the environment. Credentials are the SDK's default
+ * chain (env keys, web identity, container and instance roles), unless `key_management_settings`
+ * names a role or a profile (`aws_role_name`, ...): then `awsCredentials` assumes it
+ * (aws-credentials.ts, loaded only then).
  */
 import { Agent as HttpsAgent } from "node:https";
 import * as z from "zod/mini";
 import type { Logger } from "../log";
 import { type OutboundTls, outboundTlsOptions } from "../outbound-tls";
+import type * as RoleCredentials from "./aws-credentials";
 
 const text = z.nullish(z.string());
 
@@ -58,12 +60,6 @@ export function awsClientOptions(
   timeouts: { connectMs: number; requestMs: number } = { connectMs: 5_000, requestMs: 10_000 },
   tls: OutboundTls = {},
 ) {
-  const set = ROLE_KEYS.filter((k) => config[k]);
-  if (set.length > 0) {
-    log.warn("AWS role settings are ignored: the function's own role (the SDK's credential chain) is used", {
-      keys: set.join(", "),
-    });
-  }
   const options = outboundTlsOptions(tls);
   let region = config.aws_region_name || env.AWS_REGION_NAME || env.AWS_REGION || env.AWS_DEFAULT_REGION;
   if (!region) {
@@ -84,4 +80,27 @@ export function awsClientOptions(
       ...(Object.keys(options).length > 0 && { httpsAgent: new HttpsAgent({ keepAlive: true, ...options }) }),
     },
   };
+}
+
+/**
+ * The `credentials` of a client (spread into its options) when `key_management_settings` names a
+ * role or a profile, else none (the SDK's default chain). `env` is the process environment, for an
+ * `aws_web_identity_token` of `os.environ/NAME`.
+ */
+export async function awsCredentials(
+  config: AwsConfig,
+  env: Readonly<Record<string, string | undefined>>,
+  client: { region: string; requestHandler?: unknown },
+  log: Logger,
+): Promise<{ credentials?: NonNullable<ReturnType<typeof RoleCredentials.roleCredentials>> }> {
+  if (!ROLE_KEYS.some((k) => config[k])) return {};
+  const { roleCredentials } = await import("./aws-credentials");
+  const credentials = roleCredentials(config, env, client);
+  if (!credentials) {
+    log.warn("AWS role settings without aws_role_name or aws_profile_name are ignored", {
+      keys: ROLE_KEYS.filter((k) => config[k]).join(", "),
+    });
+    return {};
+  }
+  return { credentials };
 }

@@ -22,7 +22,7 @@ import {
   type StoreFactory,
 } from "../secret-store";
 import { classifyBackendError, NotSupported, StoreCorrupt } from "../store-errors";
-import { AwsConfigKeys, AwsEnvKeys, awsClientOptions } from "./aws-config";
+import { AwsConfigKeys, AwsEnvKeys, awsClientOptions, awsCredentials } from "./aws-config";
 import { loadSdk } from "./load-sdk";
 
 const PREFIX = "aws_kms/";
@@ -89,10 +89,8 @@ export const awsKmsStore = {
   capabilities: { writes: false, deletes: false, compareAndSet: false, maxValueBytes: 4096, records: [] },
   open: async (settings, deps) => {
     const sdk = await loadSdk(() => import("@aws-sdk/client-kms"));
-    return new AwsKmsStore(
-      sdk,
-      new sdk.KMSClient(awsClientOptions(settings.config, settings.env, deps.log, undefined, deps.outbound)),
-      deps.env,
-    );
+    const options = awsClientOptions(settings.config, settings.env, deps.log, undefined, deps.outbound);
+    const credentials = await awsCredentials(settings.config, deps.env, options, deps.log);
+    return new AwsKmsStore(sdk, new sdk.KMSClient({ ...options, ...credentials }), deps.env);
   },
 } as const satisfies StoreFactory<"aws_kms", typeof AwsKmsSettings>;

@@ -52,7 +52,7 @@ import {
   type StoreFactory,
 } from "../secret-store";
 import { classifyBackendError, NotSupported, StoreCorrupt } from "../store-errors";
-import { AwsConfigKeys, AwsEnvKeys, awsClientOptions } from "./aws-config";
+import { AwsConfigKeys, AwsEnvKeys, awsClientOptions, awsCredentials } from "./aws-config";
 import { loadSdk } from "./load-sdk";
 
 const TAG_AT = "llm-secrets:changed-at";
@@ -395,9 +395,13 @@ export const awsSecretsManagerStore = {
   open: async (settings, deps) => {
     const { config, env } = settings;
     const sdk = await loadSdk(() => import("@aws-sdk/client-secrets-manager"));
+    const options = awsClientOptions(config, env, deps.log, undefined, deps.outbound);
     return new AwsSecretsManagerStore({
       sdk,
-      client: new sdk.SecretsManagerClient(awsClientOptions(config, env, deps.log, undefined, deps.outbound)),
+      client: new sdk.SecretsManagerClient({
+        ...options,
+        ...(await awsCredentials(config, deps.env, options, deps.log)),
+      }),
       kmsKeyId: config.kms_key_id ?? undefined,
       replicaRegions: config.replica_regions ?? undefined,
       primarySecretName: config.primary_secret_name ?? undefined,
