@@ -110,7 +110,13 @@ _async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dict[tuple
 def _path(name: str) -> str:
     if not isinstance(name, str) or name == "":
         raise LLMSecretsError(0, "invalid_name", "a secret name is a non-empty string")
-    return "/v1/secrets/" + "/".join(quote(segment, safe="") for segment in name.split("/"))
+    segments = name.split("/")
+    # httpx (as any URL library) removes "." and ".." segments before sending, so the server would
+    # see the name they point at: a key alias of "x/../../OPENAI_API_KEY" would overwrite a provider
+    # key. Refused here, as the server refuses them on the wire; an empty segment too.
+    if any(segment in ("", ".", "..") for segment in segments):
+        raise LLMSecretsError(0, "invalid_name", "a secret name has no empty, '.' or '..' path segment")
+    return "/v1/secrets/" + "/".join(quote(segment, safe="") for segment in segments)
 
 
 def _timeout(timeout: Any) -> Any:

@@ -148,6 +148,36 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
     await session("https");
   });
 
+  it("refuses a name with '.', '..' or empty segments before sending it: a key alias cannot reach another secret", async () => {
+    const { server, masterKey } = await serveStore(SERVER_CONFIG);
+    const provider = secretValue("openai");
+    const attacker = secretValue("alias-value");
+    try {
+      const put = await fetch(`${server.url}/v1/secrets/OPENAI_API_KEY`, {
+        method: "PUT",
+        headers: { authorization: `Bearer ${masterKey}` },
+        body: JSON.stringify({ value: provider }),
+      });
+      expect(put.status).toBe(201);
+      const { out } = await drive(python, dir, "traversal", {
+        LLM_SECRETS_URL: server.url,
+        LLM_SECRETS_API_KEY: masterKey,
+        VIRTUAL_KEY_VALUE: attacker,
+      });
+      for (const step of ["write", "delete", "read_dot", "read_empty_segment"]) {
+        expect(out[step], step).toMatchObject({ error: "LLMSecretsError", code: "invalid_name" });
+      }
+      // The provider key is untouched: neither overwritten nor deleted.
+      expect(out.read).toMatchObject({ ok: provider });
+      // The server saw our one PUT, and no other write or delete.
+      expect(server.output.match(/"audit":"write"/g)).toHaveLength(1);
+      expect(server.output).not.toMatch(/"audit":"delete"/);
+      expectNoValueIn([server.output], [provider, attacker]);
+    } finally {
+      await server.stop();
+    }
+  });
+
   it("refuses a server it cannot verify, and a wrong key, with clear errors that hold no secret", async () => {
     const pki = inject("testPki");
     const { server, masterKey } = await serveStore(SERVER_CONFIG, {

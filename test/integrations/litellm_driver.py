@@ -96,6 +96,22 @@ elif scenario == "two_keys":
     second = cls()
     step("first", lambda: manager.sync_read_secret("OPENAI_API_KEY"))
     step("second", lambda: second.sync_read_secret("OPENAI_API_KEY"))
+elif scenario == "traversal":
+    # A key alias is the caller's: dot segments in it must never reach another name (an HTTP client
+    # removes them from the URL before sending, so the server would see the name they point at).
+    escape = f"{prefix}x/../../OPENAI_API_KEY"
+
+    async def write():
+        return await manager.async_write_secret(secret_name=escape, secret_value=os.environ["VIRTUAL_KEY_VALUE"])
+
+    async def delete():
+        return await manager.async_delete_secret(secret_name=escape, recovery_window_in_days=7)
+
+    step("write", run(write))
+    step("delete", run(delete))
+    step("read_dot", lambda: manager.sync_read_secret(f"{prefix}./OPENAI_API_KEY"))
+    step("read_empty_segment", lambda: manager.sync_read_secret(f"{prefix}a//b"))
+    step("read", lambda: manager.sync_read_secret("OPENAI_API_KEY"))
 elif scenario == "read":
     step("sync_read", lambda: manager.sync_read_secret("OPENAI_API_KEY"))
 
