@@ -149,7 +149,7 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
   });
 
   it("refuses a name with '.', '..' or empty segments before sending it: a key alias cannot reach another secret", async () => {
-    const { server, masterKey } = await serveStore(SERVER_CONFIG);
+    const { server, masterKey } = await serveStore(SERVER_CONFIG, {});
     const provider = secretValue("openai");
     const attacker = secretValue("alias-value");
     try {
