@@ -21,7 +21,7 @@
  *   (default 6 days) is refused and reported, never applied.
  *
  * Outcomes: `applied` (something changed), `superseded` (every change was older than what the store
- * holds: nothing to do), `refused` (malformed, too old, or not allowed: retrying cannot help; a
+ * holds: nothing to do), `refused` (malformed, too old, dated ahead of this clock, or not allowed: retrying cannot help; a
  * queue sends it to its dead letters), `failed` (the store failed: retry; applying again is safe).
  * Logs and outcomes name events and secrets, never a key.
  */
@@ -34,6 +34,9 @@ import type { SecretManager } from "./secret-manager";
 import type { ChangeStamp } from "./secret-store";
 import type { KeyManagement } from "./settings";
 import { describeIssues, issuesOf, safeParse } from "./validation";
+
+/** How far ahead of this clock an event's `occurred_at` may be (a producer's clock running fast). */
+const MAX_CLOCK_SKEW_MS = 5 * 60_000;
 
 const text = z.string().check(z.minLength(1), z.maxLength(512));
 const optionalText = z.nullish(text);
@@ -142,6 +145,15 @@ async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult
   }
   const at = Date.parse(event.occurred_at);
   const age = deps.now() - at;
+  if (-age > MAX_CLOCK_SKEW_MS) {
+    // Recorded as its key's last change, a future time would make every later change to that key
+    // (a revocation included) older than it, and so ignored.
+    return refused(
+      event.id,
+      "invalid_request",
+      `the event is dated ${Math.ceil(-age / 1000)} s ahead of this clock, past the ${MAX_CLOCK_SKEW_MS / 1000} s allowed for clock skew`,
+    );
+  }
   if (age > deps.maxAgeSeconds * 1000) {
     return refused(
       event.id,

@@ -207,6 +207,28 @@ describe("key events: refused, never applied", () => {
     expect(runtime.metrics.count("llm_secrets_key_events_total", { status: "refused" })).toBe(cases.length);
   });
 
+  it("an event dated more than 5 minutes ahead of this clock is refused: it would block every later change to its key", async () => {
+    const now = T0 + 60_000;
+    const { runtime, read } = await setup({ now: () => now });
+    const future = newKey("sk-future-");
+    const ahead = await runtime.applyKeyEvent(
+      event({ id: "evt-future", key_alias: "a", key: future, occurred_at: "2999-01-01T00:00:00Z" }),
+    );
+    expect(ahead).toMatchObject({ status: "refused", code: "invalid_request" });
+    expect(ahead.message).toContain("ahead");
+    expect(await read("litellm/a")).toBeUndefined();
+    // Within the skew allowed (a producer's clock a minute fast): applied, and a delete after it wins.
+    const skewed = newKey("sk-skewed-");
+    const soon = new Date(now + 60_000).toISOString();
+    expect(
+      await runtime.applyKeyEvent(event({ id: "evt-2", key_alias: "a", key: skewed, occurred_at: soon })),
+    ).toMatchObject({ status: "applied" });
+    expect(await read("litellm/a")).toBe(skewed);
+    const later = new Date(now + 120_000).toISOString();
+    await runtime.applyKeyEvent(event({ id: "evt-3", type: "key.deleted", key_alias: "a", occurred_at: later }));
+    expect(await read("litellm/a")).toBeUndefined();
+  });
+
   it("without store_virtual_keys, or with access_mode read_only, nothing is written", async () => {
     for (const config of [
       "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n",
