@@ -8,7 +8,8 @@
  *   cache: a key stored after start is used), or literal values.
  * - The key goes in `Authorization: Bearer` by default, `api-key` for `azure/` models, `x-api-key`
  *   for `anthropic/` ones; `litellm_params.auth_header` names another header. Whatever auth the
- *   caller sent (our master key included) is not passed on, nor are hop-by-hop headers.
+ *   caller sent (our master key included) is not passed on, nor are hop-by-hop headers, nor what
+ *   a platform in front of us adds (`x-amz-*`, `x-goog-*`, `x-serverless-*`, Azure's principal).
  * - The request body is read whole (at most 1 MiB, as every body), so that it can be sent again;
  *   the answer streams back as it arrives (SSE event by event), status and headers as the upstream
  *   gave them (error bodies too), hop-by-hop headers dropped, `Cache-Control: no-store` added.
@@ -66,6 +67,17 @@ const CALLER_AUTH = new Set([
   "cookie",
 ]);
 
+/**
+ * What a platform in front of the function adds or reads, credentials among them (a Cloud Run ID
+ * token, an AWS session token, an IAP assertion, Azure App Service's principal and tokens; and the
+ * provider keys of Google's APIs): replayable against us or meaningless upstream, never passed on.
+ */
+const PLATFORM_PREFIXES = ["x-serverless-", "x-amz-", "x-goog-", "x-ms-client-principal", "x-ms-token-"];
+
+function passedOn(name: string): boolean {
+  return !HOP_BY_HOP.has(name) && !CALLER_AUTH.has(name) && !PLATFORM_PREFIXES.some((p) => name.startsWith(p));
+}
+
 export async function forward(request: Request, raw: RawRequest, deps: ForwardDeps): Promise<Response> {
   const { modelName, rest } = targetOf(raw.path);
   const model = deps.models.find((m) => m.model_name === modelName);
@@ -78,7 +90,7 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
   const body = await bodyOf(request, deps.maxBodyBytes);
   const headers: Record<string, string> = {};
   request.headers.forEach((value, name) => {
-    if (!HOP_BY_HOP.has(name) && !CALLER_AUTH.has(name)) headers[name] = value;
+    if (passedOn(name)) headers[name] = value;
   });
   const header = authHeaderOf(params);
   const dispatcher = outboundAgent(deps.outbound);

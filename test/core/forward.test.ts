@@ -84,6 +84,17 @@ async function app(key: string) {
 }
 
 describe("POST /v1/forward/{model}/{path}", () => {
+  /** What Cloud Run, API Gateway / SigV4, IAP and Azure App Service put in front of a function. */
+  const PLATFORM_CREDENTIALS = {
+    "x-serverless-authorization": "Bearer platform-id-token",
+    "x-amz-security-token": "platform-session-token",
+    "x-amz-date": "20261126T000000Z",
+    "x-goog-iap-jwt-assertion": "platform-iap-jwt",
+    "x-goog-api-key": "caller-google-key",
+    "x-ms-client-principal": "cGxhdGZvcm0=",
+    "x-ms-token-aad-access-token": "platform-aad-token",
+  };
+
   it("injects the provider's header with the stored key and drops the caller's credentials", async () => {
     const key = newKey("sk-upstream-");
     expectedKey = key;
@@ -99,7 +110,7 @@ describe("POST /v1/forward/{model}/{path}", () => {
       const res = await request(`/v1/forward/${model}/v1/chat/completions?api-version=2024-10-21`, {
         method: "POST",
         json: { messages: [{ role: "user", content: "hi" }] },
-        headers: { "x-api-key": "caller-supplied", "x-request-id": "r-1" },
+        headers: { "x-api-key": "caller-supplied", "x-request-id": "r-1", ...PLATFORM_CREDENTIALS },
       });
       if (header === "x-custom-key") {
         // An explicit auth_header the fake does not know: the upstream's 401 passes through.
@@ -118,6 +129,8 @@ describe("POST /v1/forward/{model}/{path}", () => {
       // Our master key and the caller's own provider header never go upstream.
       expect(JSON.stringify(upstream.headers)).not.toContain(masterKey);
       expect(JSON.stringify(upstream.headers)).not.toContain("caller-supplied");
+      // Nor do the credentials a platform in front of us adds or reads (replayable against us).
+      for (const name of Object.keys(PLATFORM_CREDENTIALS)) expect(upstream.headers[name], name).toBeUndefined();
     }
     expectNoValueIn(logs, [key]);
     // Each forward is audited with the model's name (its key was read), never the key.
