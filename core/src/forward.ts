@@ -21,6 +21,7 @@ import { Readable } from "node:stream";
 import { request as send } from "undici";
 import type { RawRequest } from "./app";
 import { InvalidInput, SecretsError } from "./errors";
+import { readLimitedBody } from "./http/router";
 import { type OutboundTls, outboundAgent } from "./outbound";
 import { refName } from "./refs";
 import type { SecretManager } from "./secret-manager";
@@ -155,13 +156,9 @@ function authHeaderOf(params: ForwardModel["litellm_params"]): string {
   return "authorization";
 }
 
-async function bodyOf(request: Request, max: number): Promise<Buffer | undefined> {
+async function bodyOf(request: Request, max: number): Promise<Uint8Array | undefined> {
   if (request.method === "GET" || request.method === "HEAD") return undefined;
-  const declared = Number(request.headers.get("content-length") ?? "0");
-  const tooLarge = () => new SecretsError("payload_too_large", `the body is larger than ${max} bytes`);
-  if (declared > max) throw tooLarge();
-  const bytes = Buffer.from(await request.arrayBuffer());
-  if (bytes.byteLength > max) throw tooLarge();
+  const bytes = await readLimitedBody(request, request.headers.get("content-length"), max);
   return bytes.byteLength > 0 ? bytes : undefined;
 }
 

@@ -139,6 +139,36 @@ describe("POST /v1/forward/{model}/{path}", () => {
     expectNoValueIn(audits, [key]);
   });
 
+  it("a body without Content-Length is counted while it streams: past 1 MiB it is 413 and no more is read", async () => {
+    const key = newKey("sk-upstream-");
+    expectedKey = key;
+    const { runtime, masterKey } = await app(key);
+    seen.length = 0;
+    let pulled = 0;
+    const chunk = new Uint8Array(64 * 1024).fill(0x61);
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (pulled >= 4 * 1024 * 1024) return controller.close();
+        pulled += chunk.byteLength;
+        controller.enqueue(chunk);
+      },
+    });
+    const path = "/v1/forward/gpt/v1/chat/completions";
+    const res = await runtime.fetch(
+      new Request(`http://localhost${path}`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${masterKey}` },
+        body,
+        duplex: "half",
+      } as RequestInit),
+      { path },
+    );
+    expect(res.status).toBe(413);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe("payload_too_large");
+    expect(pulled).toBeLessThan(2 * 1024 * 1024);
+    expect(seen).toHaveLength(0);
+  });
+
   it("streams an SSE answer event by event: the first arrives before the upstream finishes", async () => {
     const key = newKey("sk-upstream-");
     expectedKey = key;

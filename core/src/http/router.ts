@@ -3,9 +3,9 @@
  * schemas of its query and body, answers) and a handler that gets the parsed input. The same list
  * gives the OpenAPI document and the `Allow` header of a 405.
  *
- * Bodies are read only by routes that declare one, through `readBody`: the 1 MiB limit is checked
- * on `Content-Length` before reading, and counted while streaming when there is none; the bytes
- * must be UTF-8 and JSON.
+ * Bodies are read only by routes that declare one, through `readBody` (and by forwarding, through
+ * the same `readLimitedBody`): the 1 MiB limit is checked on `Content-Length` before reading, and
+ * counted while streaming when there is none; a route's bytes must be UTF-8 and JSON.
  */
 import type { Context, Hono } from "hono";
 import type * as z from "zod/mini";
@@ -297,21 +297,24 @@ function hasLoneSurrogate(value: unknown): boolean {
   return false;
 }
 
-function tooLarge(): SecretsError {
-  return new SecretsError("payload_too_large", `the body is larger than ${MAX_BODY_BYTES} bytes`);
-}
-
-/** The body's bytes, at most `MAX_BODY_BYTES`. */
-async function readBody(c: Ctx): Promise<Uint8Array> {
-  const declared = header(c, "content-length");
-  if (declared !== undefined) {
-    // The HTTP parser holds a body to its declared length: check it before reading a byte.
-    if (!/^\d+$/.test(declared) || Number(declared) > MAX_BODY_BYTES) throw tooLarge();
-    const bytes = new Uint8Array(await c.req.arrayBuffer());
-    if (bytes.byteLength > MAX_BODY_BYTES) throw tooLarge();
+/**
+ * A request's body, at most `max` bytes: a declared `Content-Length` is checked before a byte is
+ * read (the HTTP parser holds a body to it); without one the stream is counted as it arrives and
+ * cancelled past the limit, so no more is read. Routes with a body and forwarding read it here.
+ */
+export async function readLimitedBody(
+  request: Request,
+  declared: string | null | undefined,
+  max = MAX_BODY_BYTES,
+): Promise<Uint8Array> {
+  const tooLarge = () => new SecretsError("payload_too_large", `the body is larger than ${max} bytes`);
+  if (declared !== undefined && declared !== null) {
+    if (!/^\d+$/.test(declared) || Number(declared) > max) throw tooLarge();
+    const bytes = new Uint8Array(await request.arrayBuffer());
+    if (bytes.byteLength > max) throw tooLarge();
     return bytes;
   }
-  const stream = c.req.raw.body;
+  const stream = request.body;
   if (!stream) return new Uint8Array();
   const chunks: Uint8Array[] = [];
   let size = 0;
@@ -320,11 +323,16 @@ async function readBody(c: Ctx): Promise<Uint8Array> {
     const { done, value } = await reader.read();
     if (done) break;
     size += value.byteLength;
-    if (size > MAX_BODY_BYTES) {
+    if (size > max) {
       await reader.cancel().catch(() => {});
       throw tooLarge();
     }
     chunks.push(value);
   }
   return Buffer.concat(chunks);
+}
+
+/** The body's bytes, at most `MAX_BODY_BYTES`. */
+function readBody(c: Ctx): Promise<Uint8Array> {
+  return readLimitedBody(c.req.raw, header(c, "content-length"));
 }
