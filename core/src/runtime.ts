@@ -54,10 +54,13 @@ export interface Runtime {
 
 export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   const { log } = options;
-  const settings =
-    "storeFactory" in options.settings
-      ? options.settings
-      : loadSettings({ ...options.settings, stores: options.stores });
+  let settings: Settings;
+  if ("storeFactory" in options.settings) settings = options.settings;
+  else {
+    settings = loadSettings({ ...options.settings, stores: options.stores });
+    // Loaded here (a cloud function's start), their warnings are said here; the CLI says its own.
+    for (const warning of settings.warnings) log.warn(warning);
+  }
   const now = options.now ?? Date.now;
   const [backend] = await Promise.all([
     // The factory parsed these settings with its own schema in loadSettings.

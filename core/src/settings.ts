@@ -277,6 +277,7 @@ export function loadSettings(input: SettingsInput): Settings {
     );
   }
 
+  const outbound = outboundOf(config.litellm_settings, e, cwd);
   return {
     store,
     storeFactory: factory,
@@ -304,7 +305,7 @@ export function loadSettings(input: SettingsInput): Settings {
     },
     maxEventAgeSeconds: e.LLM_SECRETS_MAX_EVENT_AGE ?? DEFAULT_MAX_EVENT_AGE_SECONDS,
     audit: e.LLM_SECRETS_AUDIT ?? "stdout",
-    outbound: outboundOf(config.litellm_settings, e, cwd),
+    outbound,
     dataDir,
     configDir,
     server: {
@@ -323,7 +324,14 @@ export function loadSettings(input: SettingsInput): Settings {
     config,
     rawConfig,
     env,
-    warnings,
+    warnings:
+      outbound.verify === false
+        ? [
+            ...warnings,
+            "TLS certificate verification is off (ssl_verify / SSL_VERIFY false): connections to the store, " +
+              "its logins and model APIs accept any certificate",
+          ]
+        : warnings,
   };
 }
 

@@ -8,7 +8,9 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { request } from "undici";
 import { afterAll, describe, expect, inject, it } from "vitest";
+import { createLogger } from "../../core/src/log";
 import { closeOutboundAgents, outboundAgent } from "../../core/src/outbound";
+import { createRuntime } from "../../core/src/runtime";
 import { loadSettings } from "../../core/src/settings";
 import { memoryStore } from "../../core/src/stores/memory";
 import { makeServerChain } from "../fakes/pki";
@@ -146,5 +148,18 @@ describe("outbound TLS settings (LiteLLM's names)", () => {
       verify: false,
       certificateFile: "/etc/me.pem",
     });
+  });
+
+  it("with verification off, the start logs one warning saying so (a cloud function's too)", async () => {
+    const lines: string[] = [];
+    const runtime = await createRuntime({
+      stores: [memoryStore],
+      settings: { env: { LITELLM_MASTER_KEY: "sk-outbound-test-key", SSL_VERIFY: "false" } },
+      log: createLogger((line) => lines.push(line)),
+      audit: () => {},
+    });
+    await runtime.close();
+    const warnings = lines.map((l) => JSON.parse(l)).filter((l) => l.level === "warn");
+    expect(warnings.filter((l) => /certificate verification is off/.test(l.msg))).toHaveLength(1);
   });
 });
