@@ -4,7 +4,7 @@
  * `loadSettings` is the only reader of the process environment: it takes a snapshot, and every
  * other module gets what it needs from the returned `Settings`.
  */
-import { readFileSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readFileSync } from "node:fs";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { YAMLParseError } from "yaml";
 import * as z from "zod/mini";
@@ -486,8 +486,9 @@ function masterKeyOf(
   if (!found && mayUseKeyFile) {
     const path = join(dataDir, MASTER_KEY_FILE);
     try {
-      found = { key: readFileSync(path, "utf8").trim(), source: path };
+      found = { key: readKeyFile(path), source: path };
     } catch (err) {
+      if (err instanceof ConfigError) throw err;
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") {
         throw new ConfigError(`cannot read the master key file ${path} (${(err as NodeJS.ErrnoException).code})`);
       }
@@ -495,6 +496,33 @@ function masterKeyOf(
   }
   if (found) checkMasterKey(found.key, found.source);
   return found;
+}
+
+/**
+ * The master key file's key, refused (as ssh refuses such a private key) when others can read it
+ * (they would hold the API's one credential) or write it (they could swap it), or when another
+ * user owns it. Checked on the open file, so it is the file read that was checked.
+ */
+function readKeyFile(path: string): string {
+  const fd = openSync(path, "r");
+  try {
+    const { mode, uid } = fstatSync(fd);
+    if (mode & 0o077) {
+      const octal = (mode & 0o777).toString(8);
+      throw new ConfigError(
+        `the master key file ${path} can be read or written by others (mode ${octal}): chmod 600 it`,
+      );
+    }
+    const self = process.getuid?.();
+    if (self !== undefined && uid !== self) {
+      throw new ConfigError(
+        `the master key file ${path} belongs to another user (uid ${uid}), not to this one (${self})`,
+      );
+    }
+    return readFileSync(fd, "utf8").trim();
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Refuses an empty or publicly known master key (SPEC section 10: no default master key). */

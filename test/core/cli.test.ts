@@ -269,6 +269,26 @@ describe("serve", () => {
     await expect(stat(join(data, "master.key"))).rejects.toMatchObject({ code: "ENOENT" });
   });
 
+  it("refuses a master key file others can read or write, as ssh refuses such a private key", async () => {
+    const dir = await tempDir();
+    const data = join(dir, "data");
+    await mkdir(data, { mode: 0o700 });
+    const keyFile = join(data, "master.key");
+    const key = newKey();
+    await writeFile(keyFile, `${key}\n`, { mode: 0o644 });
+    await chmod(keyFile, 0o644);
+    const env = cleanEnv({ LLM_SECRETS_DATA_DIR: data });
+    const r = await runCli(["get", "A"], { env, cwd: dir });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(
+      `the master key file ${keyFile} can be read or written by others (mode 644): chmod 600 it`,
+    );
+    expect(r.stderr).not.toContain(key);
+    await chmod(keyFile, 0o600);
+    const ok = await runCli(["get", "A"], { env, cwd: dir });
+    expect(ok.stderr).toContain("not_found");
+  });
+
   it("refuses LiteLLM's example master key and an empty one", async () => {
     const dir = await tempDir();
     for (const key of ["sk-1234", ""]) {
