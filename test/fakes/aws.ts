@@ -56,6 +56,8 @@ export interface AwsRequestSeen {
 export interface FakeRole {
   externalId?: string;
   webIdentityToken?: string;
+  /** How long its temporary credentials last (default an hour). */
+  sessionSeconds?: number;
 }
 
 interface Session {
@@ -66,6 +68,10 @@ interface Session {
 }
 
 const STS_XMLNS = "https://sts.amazonaws.com/doc/2011-06-15/";
+
+function xmlEscape(text: string): string {
+  return text.replace(/[<>&"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
 
 interface SecretVersion {
   id: string;
@@ -348,10 +354,12 @@ export class FakeAws {
       const role = this.roles.get(roleArn);
       if (action === "AssumeRole") {
         seen.principal = await this.#verifySignature(req, raw, "sts");
-        if (!role || role.externalId !== (form.get("ExternalId") ?? undefined)) {
+        // A role that names an external id needs it; one that does not ignores one sent.
+        if (!role || (role.externalId !== undefined && role.externalId !== form.get("ExternalId"))) {
           throw new AwsError("AccessDenied", `not authorized to perform sts:AssumeRole on ${roleArn}`, 403);
         }
       } else if (action === "AssumeRoleWithWebIdentity") {
+        seen.principal = "web-identity";
         if (!role?.webIdentityToken || form.get("WebIdentityToken") !== role.webIdentityToken) {
           throw new AwsError("AccessDenied", "Not authorized to perform sts:AssumeRoleWithWebIdentity", 403);
         }
@@ -364,7 +372,8 @@ export class FakeAws {
         sessionName,
       };
       this.#sessions.set(accessKeyId, session);
-      const expiration = new Date(Date.now() + 3600_000).toISOString().replace(/\.\d{3}Z$/, "Z");
+      const lifetime = (role.sessionSeconds ?? 3600) * 1000;
+      const expiration = new Date(Date.now() + lifetime).toISOString().replace(/\.\d{3}Z$/, "Z");
       const result =
         `<Credentials><AccessKeyId>${accessKeyId}</AccessKeyId><SecretAccessKey>${session.secretAccessKey}</SecretAccessKey>` +
         `<SessionToken>${session.sessionToken}</SessionToken><Expiration>${expiration}</Expiration></Credentials>` +
@@ -378,8 +387,9 @@ export class FakeAws {
       const e = err instanceof AwsError ? err : new AwsError("InternalFailure", "fake failure", 500);
       res.writeHead(e.status, { "content-type": "text/xml" });
       res.end(
-        `<ErrorResponse xmlns="${STS_XMLNS}"><Error><Type>Sender</Type><Code>${e.type}</Code>` +
-          `<Message>${e.message}</Message></Error><RequestId>${randomUUID()}</RequestId></ErrorResponse>`,
+        `<ErrorResponse xmlns="${STS_XMLNS}"><Error><Type>${e.status >= 500 ? "Receiver" : "Sender"}</Type>` +
+          `<Code>${e.type}</Code><Message>${xmlEscape(e.message)}</Message></Error>` +
+          `<RequestId>${randomUUID()}</RequestId></ErrorResponse>`,
       );
     }
   }

@@ -316,12 +316,12 @@ describe("role assumption from key_management_settings (STS, as LiteLLM's AWS cl
       {
         config: {
           aws_region_name: "us-east-1",
-          aws_role_name: ROLE,
+          aws_role_name: "os.environ/MY_ROLE_ARN",
           aws_web_identity_token: "os.environ/MY_OIDC_TOKEN",
         },
         env: {},
       },
-      deps({ MY_OIDC_TOKEN: token, K: fake.encrypt(v).toString("base64") }),
+      deps({ MY_ROLE_ARN: ROLE, MY_OIDC_TOKEN: token, K: fake.encrypt(v).toString("base64") }),
     );
     expect((await store.get("K"))?.value).toBe(v);
     const [web] = fake.calls("AssumeRoleWithWebIdentity");
@@ -332,9 +332,29 @@ describe("role assumption from key_management_settings (STS, as LiteLLM's AWS cl
 
   it("aws_web_identity_token without aws_role_name stops the start, naming the key", async () => {
     await aws();
-    await expect(open({ aws_web_identity_token: "os.environ/MY_OIDC_TOKEN" })).rejects.toThrow(
+    await expect(open({ aws_web_identity_token: "a-token" })).rejects.toThrow(
       /aws_web_identity_token needs aws_role_name/,
     );
+    // A setting that names a variable which is not set: said at start, by name.
+    await expect(open({ aws_role_name: "os.environ/NOT_SET_ROLE" })).rejects.toThrow(
+      "key_management_settings: aws_role_name names NOT_SET_ROLE, which is not set",
+    );
+  });
+
+  it("renews the temporary credentials before they expire: a role whose sessions last a minute is assumed again", async () => {
+    const fake = await aws();
+    fake.roles.set(ROLE, { sessionSeconds: 60 });
+    const store = await open({ aws_role_name: ROLE });
+    const v = value("renewed");
+    await store.put("RENEWED", v, { meta: {} });
+    expect((await store.get("RENEWED"))?.value).toBe(v);
+    // The SDK renews within 5 minutes of expiry: each call here finds the session too close to it.
+    expect(fake.calls("AssumeRole").length).toBeGreaterThanOrEqual(2);
+    const signers = new Set(
+      fake.requests.filter((r) => r.target.startsWith("secretsmanager.")).map((r) => r.principal),
+    );
+    expect(signers).toEqual(new Set([ROLE]));
+    await store.close?.();
   });
 });
 
