@@ -73,10 +73,31 @@ const CALLER_AUTH = new Set([
  * token, an AWS session token, an IAP assertion, Azure App Service's principal and tokens; and the
  * provider keys of Google's APIs): replayable against us or meaningless upstream, never passed on.
  */
-const PLATFORM_PREFIXES = ["x-serverless-", "x-amz-", "x-goog-", "x-ms-client-principal", "x-ms-token-"];
+const PLATFORM_PREFIXES = [
+  "x-serverless-",
+  "x-amz-",
+  "x-amzn-oidc-",
+  "x-goog-",
+  "x-ms-client-principal",
+  "x-ms-token-",
+];
 
-function passedOn(name: string): boolean {
-  return !HOP_BY_HOP.has(name) && !CALLER_AUTH.has(name) && !PLATFORM_PREFIXES.some((p) => name.startsWith(p));
+/**
+ * The headers passed upstream: not hop-by-hop (the fixed ones, and whatever `Connection` names,
+ * RFC 9110 section 7.6.1), not the caller's credentials, not a platform's.
+ */
+function passedOnFilter(request: Request): (name: string) => boolean {
+  const named = new Set(
+    (request.headers.get("connection") ?? "")
+      .split(",")
+      .map((token) => token.trim().toLowerCase())
+      .filter(Boolean),
+  );
+  return (name) =>
+    !HOP_BY_HOP.has(name) &&
+    !named.has(name) &&
+    !CALLER_AUTH.has(name) &&
+    !PLATFORM_PREFIXES.some((p) => name.startsWith(p));
 }
 
 export async function forward(request: Request, raw: RawRequest, deps: ForwardDeps): Promise<Response> {
@@ -90,6 +111,7 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
 
   const body = await bodyOf(request, deps.maxBodyBytes);
   const headers: Record<string, string> = {};
+  const passedOn = passedOnFilter(request);
   request.headers.forEach((value, name) => {
     if (passedOn(name)) headers[name] = value;
   });
