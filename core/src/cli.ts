@@ -205,14 +205,14 @@ async function serve(input: SettingsInput, flags: Record<string, unknown>, io: C
   let settings = settingsOf({ ...input, server }, log);
   const local = settings.storeFactory.defaults.needsLocalKey;
   let generated: string | undefined;
-  if (local && !settings.masterKey) {
-    const made = await ensureMasterKeyFile(settings.dataDir);
-    if (made.created) generated = made.path;
-    settings = loadSettings({ ...input, server });
-  }
   let rt: Awaited<ReturnType<typeof runtime>> | undefined;
   let running: Awaited<ReturnType<typeof startServer>>;
   try {
+    if (local && !settings.masterKey) {
+      const made = await ensureMasterKeyFile(settings.dataDir);
+      if (made.created) generated = made.path;
+      settings = loadSettings({ ...input, server });
+    }
     if (!settings.masterKey) {
       throw new ConfigError("no master key: set LITELLM_MASTER_KEY (or general_settings.master_key)");
     }

@@ -327,12 +327,16 @@ export class SecretManager {
   }
 
   /**
-   * Resolves a config at start, as LiteLLM does: through the store for the names it serves, else
-   * (or when the store has no such name or fails) from the environment captured at start.
+   * Resolves a config at start, as LiteLLM does: through the store for the names it may read at
+   * start (`#readableAtStart`), else (or when the store has no such name or fails) from the
+   * environment captured at start.
    */
   async resolveConfig(config: unknown): Promise<ConfigResolution> {
     const names = collectRefs(config);
     const values = new Map<string, string>();
+    // Names whose store read failed, by code: one line per code (a KMS store without hosted_keys
+    // tries every plain value too, as LiteLLM does, and each would otherwise be a line).
+    const failed = new Map<string, string[]>();
     const refs = await Promise.all(
       names.map(async (name): Promise<{ name: string; source: RefSource }> => {
         if (this.#readableAtStart(name)) {
@@ -342,10 +346,8 @@ export class SecretManager {
             return { name, source: "store" };
           } catch (err) {
             if (!(err instanceof NotFound)) {
-              this.#log.warn("store read failed; using the environment", {
-                name,
-                code: err instanceof SecretsError ? err.code : "internal",
-              });
+              const code = err instanceof SecretsError ? err.code : "internal";
+              failed.set(code, [...(failed.get(code) ?? []), name]);
             }
           }
         }
@@ -355,6 +357,9 @@ export class SecretManager {
         return { name, source: "env" };
       }),
     );
+    for (const [code, failedNames] of failed) {
+      this.#log.warn("store read failed; using the environment", { code, names: failedNames.join(",") });
+    }
     return { config: replaceRefs(config, values), refs };
   }
 
