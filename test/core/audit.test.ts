@@ -42,6 +42,8 @@ describe("the audit trail", () => {
     expect((await request("/v1/secrets/MISSING")).status).toBe(404);
     expect((await request("/v1/secrets/OPENAI_API_KEY", { token: wrongKey })).status).toBe(401);
     expect((await request("/v1/secrets/a/../b", { method: "DELETE" })).status).toBe(400);
+    // A bare `..` normalises to a path no route has (`/v1/`): still a refused delete of a secret.
+    expect((await request("/v1/secrets/..", { method: "DELETE" })).status).toBe(400);
     expect((await request("/v1/secrets?prefix=OPENAI")).status).toBe(200);
     const resolved = await request("/v1/resolve", {
       method: "POST",
@@ -63,6 +65,7 @@ describe("the audit trail", () => {
       { audit: "read", name: "MISSING", outcome: "not_found", caller: me },
       { audit: "read", name: "OPENAI_API_KEY", outcome: "unauthorized", caller: fingerprint(wrongKey) },
       { audit: "delete", name: "a/../b", outcome: "invalid_name", caller: me }, // what was asked for
+      { audit: "delete", name: "..", outcome: "invalid_name", caller: me },
       { audit: "list", name: "OPENAI", outcome: "ok", caller: me },
       { audit: "resolve", name: undefined, outcome: "ok", caller: me },
       { audit: "decrypt", name: undefined, outcome: "ok", caller: me },

@@ -183,9 +183,12 @@ export class Router {
   auditRefusal(c: Ctx, err: unknown): void {
     if (!this.audit) return;
     const method = c.req.method === "HEAD" ? "GET" : c.req.method;
+    // The path as it arrived too: `/v1/secrets/..` normalises to `/v1/`, which no route has.
+    const target = c.env?.raw?.path;
+    const raw = typeof target === "string" ? target.split(/[?#]/, 1)[0] : undefined;
     for (const route of this.#methods) {
       const auditSpec = route.audits.get(method);
-      if (auditSpec && route.pattern.test(c.req.path)) {
+      if (auditSpec && (route.pattern.test(c.req.path) || (raw !== undefined && route.pattern.test(raw)))) {
         this.audit(auditEntry(c, auditSpec, err instanceof SecretsError ? err.code : "internal"));
         return;
       }
