@@ -5,7 +5,7 @@
 import { rm } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { openSecret, sealSecret } from "./crypto";
-import { ConfigError, SecretsError } from "./errors";
+import { ConfigError, InvalidInput, SecretsError } from "./errors";
 import { bufferedWriter, createLogger, describeUnexpected, type Logger } from "./log";
 import { ensureMasterKeyFile } from "./master-key";
 import { createRuntime, type Runtime } from "./runtime";
@@ -158,6 +158,8 @@ async function run(argv: string[], io: CliIo): Promise<void> {
       const rt = await runtime(settingsInput, log);
       if (io.stdin.isTTY) io.stderr.write("reading the value from stdin; end it with Ctrl-D\n");
       const value = dropTrailingNewline(await readStdin(io.stdin));
+      // As the API refuses it (several cloud stores cannot hold one).
+      if (value === "") throw new InvalidInput("the value is empty (it comes from stdin)");
       const { created } = await rt.manager.put(args[0] as string, value, { description: flags.description });
       await rt.close();
       io.stderr.write(`${created ? "created" : "updated"} ${args[0]}\n`);

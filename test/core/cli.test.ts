@@ -48,6 +48,10 @@ describe("secrets from the command line", () => {
       expect(r.code, args.join(" ")).toBe(2);
       expect(r.stderr.trim().split("\n").at(-1)).toMatch(/^llm-secrets: /);
     }
+    // An empty value is refused as the API refuses it, before any store is touched.
+    const empty = await cli(["put", "EMPTY"], "\n");
+    expect(empty.code).toBe(2);
+    expect(empty.stderr).toBe("llm-secrets: invalid_request: the value is empty (it comes from stdin)\n");
     const typo = secretValue("typed-in-the-wrong-place");
     const unknown = await cli([typo]);
     expect(unknown.code).toBe(2);
