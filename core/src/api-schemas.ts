@@ -84,10 +84,15 @@ export const ErrorResponse = z.object({
 
 /** `POST /v1/key-events`: one event or up to 100 in order; each is validated on its own (key-events.ts). */
 export const MAX_KEY_EVENTS_PER_REQUEST = 100;
-export const KeyEventsRequest = z.union([
-  z.array(z.unknown()).check(z.minLength(1), z.maxLength(MAX_KEY_EVENTS_PER_REQUEST)),
-  z.record(z.string(), z.unknown()),
-]);
+export const KeyEventsRequest = z
+  .union([z.array(z.unknown()), z.record(z.string(), z.unknown())], {
+    error: "expected one key event (an object) or an array of them",
+  })
+  .check(
+    z.refine((body) => !Array.isArray(body) || (body.length >= 1 && body.length <= MAX_KEY_EVENTS_PER_REQUEST), {
+      error: `an array of 1 to ${MAX_KEY_EVENTS_PER_REQUEST} key events`,
+    }),
+  );
 export const KeyEventsResponse = z.object({
   results: z.array(
     z.object({

@@ -284,8 +284,16 @@ describe("POST /v1/key-events", () => {
       expect.objectContaining({ status: "failed", code: "backend_unavailable" }),
     ]);
     store.failRate = 0;
-    expect((await post([])).status).toBe(400);
-    expect((await post(Array(101).fill(event({})))).status).toBe(400);
+    // An empty array, too many events, or not an event at all: 400 saying which.
+    for (const [body, says] of [
+      [[], "an array of 1 to 100 key events"],
+      [Array(101).fill(event({})), "an array of 1 to 100 key events"],
+      ["a string", "one key event (an object) or an array of them"],
+    ] as const) {
+      const res = await post(body);
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as { error: { message: string } }).error.message).toContain(says);
+    }
   });
 });
 
