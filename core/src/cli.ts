@@ -198,6 +198,14 @@ async function run(argv: string[], io: CliIo): Promise<void> {
 }
 
 async function serve(input: SettingsInput, flags: Record<string, unknown>, io: CliIo, log: Logger): Promise<void> {
+  // One of the pair on the command line, and neither in the environment to complete it: a usage error.
+  if (
+    Boolean(flags.ssl_keyfile_path) !== Boolean(flags.ssl_certfile_path) &&
+    !input.env.SSL_KEYFILE_PATH &&
+    !input.env.SSL_CERTFILE_PATH
+  ) {
+    throw new UsageError("--ssl_keyfile_path and --ssl_certfile_path go together");
+  }
   const server = {
     host: flags.host as string | undefined,
     port: flags.port === undefined ? undefined : parsePort(flags.port as string),

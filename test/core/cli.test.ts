@@ -41,6 +41,7 @@ describe("secrets from the command line", () => {
       ["put"],
       ["get", "a/../b"],
       ["serve", "--port", "x"],
+      ["serve", "--port", "0", "--ssl_keyfile_path", "key.pem"],
       ["get", "A", "--bogus"],
       [],
     ]) {

@@ -273,8 +273,9 @@ describe("TLS", () => {
     expect(junk.stderr).not.toContain(junkValue);
 
     const half = await runCli(["serve", "--port", "0", "--ssl_keyfile_path", tls.keyFile], { env });
-    expect(half.code).toBe(1);
-    expect(half.stderr).toContain("both");
+    // Half of the pair on the command line is a usage error (exit 2); from the environment, a config one.
+    expect(half.code).toBe(2);
+    expect(half.stderr).toContain("--ssl_keyfile_path and --ssl_certfile_path go together");
 
     const viaEnv = await runCli(["serve", "--port", "0"], { env: { ...env, SSL_CERTFILE_PATH: tls.certFile } });
     expect(viaEnv.code).toBe(1);
