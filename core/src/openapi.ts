@@ -7,6 +7,9 @@ import * as z from "zod/mini";
 import { ErrorResponse } from "./api-schemas";
 import { ERROR_STATUS, type ErrorCode } from "./errors";
 
+/** What a route of method `all` answers (forwarding: whatever the upstream API takes; HEAD as GET). */
+export const ALL_METHODS = ["get", "post", "put", "patch", "delete", "options"] as const;
+
 export interface RouteSpec {
   method: "get" | "put" | "post" | "delete" | "all";
   /** OpenAPI path template, e.g. `/v1/secrets/{name}`; a last parameter may hold slashes. */
@@ -80,7 +83,7 @@ export function buildOpenApi(routes: readonly RouteSpec[], version: string): Jso
         : {}),
       responses,
     };
-    const methods = route.method === "all" ? ["get", "post", "put", "patch", "delete"] : [route.method];
+    const methods = route.method === "all" ? ALL_METHODS : [route.method];
     paths[route.path] ??= {};
     for (const method of methods) (paths[route.path] as Record<string, unknown>)[method] = operation;
   }

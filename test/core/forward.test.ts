@@ -175,6 +175,21 @@ describe("POST /v1/forward/{model}/{path}", () => {
     expect(seen).toHaveLength(0);
   });
 
+  it("forwards every method of ALL: GET, PUT, PATCH, DELETE and OPTIONS reach the upstream as sent", async () => {
+    const key = newKey("sk-upstream-");
+    expectedKey = key;
+    const { request } = await app(key);
+    for (const method of ["GET", "PUT", "PATCH", "DELETE", "OPTIONS"]) {
+      seen.length = 0;
+      const res = await request("/v1/forward/gpt/v1/models", { method });
+      expect(res.status, method).toBe(200);
+      expect(
+        seen.map((r) => [r.method, r.url]),
+        method,
+      ).toEqual([[method, "/v1/models"]]);
+    }
+  });
+
   it("streams an SSE answer event by event: the first arrives before the upstream finishes", async () => {
     const key = newKey("sk-upstream-");
     expectedKey = key;

@@ -11,7 +11,7 @@ import type { Context, Hono } from "hono";
 import type * as z from "zod/mini";
 import { type Audit, type AuditAction, type AuditEntry, callerOf, requestIdOf } from "../audit";
 import { InvalidInput, SecretsError } from "../errors";
-import type { RouteSpec } from "../openapi";
+import { ALL_METHODS, type RouteSpec } from "../openapi";
 import { describeIssues, issuesOf, safeParse } from "../validation";
 
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -89,7 +89,6 @@ export interface AuditSpec {
   refusalsOnly?: boolean;
 }
 
-const ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 export class Router {
@@ -119,7 +118,7 @@ export class Router {
     const { audit: auditSpec, ...openApiSpec } = spec;
     this.specs.push(openApiSpec);
     if (!spec.auth) this.publicPaths.add(spec.path);
-    const methods = spec.method === "all" ? ALL_METHODS : [spec.method.toUpperCase()];
+    const methods = spec.method === "all" ? ALL_METHODS.map((m) => m.toUpperCase()) : [spec.method.toUpperCase()];
     this.#allow(spec.path, methods, auditSpec);
     const honoPath = spec.path.replace(/\/\{(\w+)\}$/, "/*").replace(/\{(\w+)\}/g, ":$1");
     // What an absent query parses to, once: most requests have none.
