@@ -36,7 +36,8 @@ export const AwsEnvKeys = {
 
 /** LiteLLM's last resort when no region is set anywhere. */
 const FALLBACK_REGION = "us-west-2";
-const ROLE_KEYS = [
+/** The keys that name a role or a profile to assume, and how (aws-credentials.ts). */
+export const ROLE_KEYS = [
   "aws_role_name",
   "aws_session_name",
   "aws_external_id",
@@ -46,6 +47,7 @@ const ROLE_KEYS = [
 ] as const;
 
 type AwsConfig = { [K in keyof typeof AwsConfigKeys]?: string | null };
+export type RoleSettings = Pick<AwsConfig, (typeof ROLE_KEYS)[number]>;
 type AwsEnv = { [K in keyof typeof AwsEnvKeys]?: string };
 
 /**

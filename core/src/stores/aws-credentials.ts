@@ -15,25 +15,10 @@
  */
 import { fromIni, fromTemporaryCredentials, fromWebToken } from "@aws-sdk/credential-providers";
 import { ConfigError } from "../errors";
-
-export interface RoleSettings {
-  aws_role_name?: string | null;
-  aws_session_name?: string | null;
-  aws_external_id?: string | null;
-  aws_profile_name?: string | null;
-  aws_web_identity_token?: string | null;
-  aws_sts_endpoint?: string | null;
-}
+import { refName } from "../refs";
+import { ROLE_KEYS, type RoleSettings } from "./aws-config";
 
 const DEFAULT_SESSION_NAME = "llm-secrets";
-const ROLE_SETTINGS = [
-  "aws_role_name",
-  "aws_session_name",
-  "aws_external_id",
-  "aws_profile_name",
-  "aws_web_identity_token",
-  "aws_sts_endpoint",
-] as const satisfies readonly (keyof RoleSettings)[];
 
 /** The credentials these settings ask for, or undefined when they name no role or profile. */
 export function roleCredentials(
@@ -84,14 +69,14 @@ function resolvedRefs(
   env: Readonly<Record<string, string | undefined>>,
 ): { [K in keyof RoleSettings]?: string } {
   const out: { [K in keyof RoleSettings]?: string } = {};
-  for (const key of ROLE_SETTINGS) {
+  for (const key of ROLE_KEYS) {
     const setting = settings[key];
     if (!setting) continue;
-    if (!setting.startsWith("os.environ/")) {
+    const name = refName(setting);
+    if (name === undefined) {
       out[key] = setting;
       continue;
     }
-    const name = setting.slice("os.environ/".length);
     const value = env[name];
     // The value is never named in the message: a token may be in it.
     if (!value) throw new ConfigError(`key_management_settings: ${key} names ${name}, which is not set`);
