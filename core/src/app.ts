@@ -25,6 +25,7 @@ import { serviceRoutes } from "./http/service-routes";
 import type { KeyEventResult } from "./key-events";
 import type { Logger } from "./log";
 import type { Metrics } from "./metrics";
+import { withoutQuery } from "./names";
 import type { OutboundTls } from "./outbound";
 import type { SecretManager } from "./secret-manager";
 
@@ -115,10 +116,4 @@ export function createApp(options: AppOptions): App {
     });
     return res;
   }
-}
-
-/** The path of a request target, without its query or fragment. */
-function withoutQuery(target: string): string {
-  const cut = target.search(/[?#]/);
-  return cut === -1 ? target : target.slice(0, cut);
 }

@@ -21,8 +21,9 @@
  *   (default 6 days) is refused and reported, never applied.
  *
  * Outcomes: `applied` (something changed), `superseded` (every change was older than what the store
- * holds: nothing to do), `refused` (malformed, too old, dated ahead of this clock, or not allowed: retrying cannot help; a
- * queue sends it to its dead letters), `failed` (the store failed: retry; applying again is safe).
+ * holds: nothing to do), `refused` (malformed, too old, dated ahead of this clock, or not allowed:
+ * retrying cannot help; a queue sends it to its dead letters), `failed` (the store failed: retry;
+ * applying again is safe).
  * Logs and outcomes name events and secrets, never a key.
  */
 import * as z from "zod/mini";

@@ -44,8 +44,7 @@ export function isValidName(name: string): boolean {
  * it is given, whoever calls it.
  */
 export function nameFromPath(rawPath: string, prefix: string): string {
-  const cut = rawPath.search(/[?#]/);
-  const path = cut === -1 ? rawPath : rawPath.slice(0, cut);
+  const path = withoutQuery(rawPath);
   if (!path.startsWith(prefix)) throw new InvalidName("not under the secrets path");
   const encoded = path.slice(prefix.length);
   if (!encoded.includes("%")) return encoded;
@@ -54,4 +53,10 @@ export function nameFromPath(rawPath: string, prefix: string): string {
   } catch {
     throw new InvalidName("malformed percent-encoding");
   }
+}
+
+/** The path of a request target as it arrived, without its query or fragment. */
+export function withoutQuery(target: string): string {
+  const cut = target.search(/[?#]/);
+  return cut === -1 ? target : target.slice(0, cut);
 }

@@ -11,6 +11,7 @@ import type { Context, Hono } from "hono";
 import type * as z from "zod/mini";
 import { type Audit, type AuditAction, type AuditEntry, callerOf, requestIdOf } from "../audit";
 import { InvalidInput, SecretsError } from "../errors";
+import { withoutQuery } from "../names";
 import { ALL_METHODS, type RouteSpec } from "../openapi";
 import { describeIssues, issuesOf, safeParse } from "../validation";
 
@@ -184,7 +185,7 @@ export class Router {
     const method = c.req.method === "HEAD" ? "GET" : c.req.method;
     // The path as it arrived too: `/v1/secrets/..` normalises to `/v1/`, which no route has.
     const target = c.env?.raw?.path;
-    const raw = typeof target === "string" ? target.split(/[?#]/, 1)[0] : undefined;
+    const raw = typeof target === "string" ? withoutQuery(target) : undefined;
     for (const route of this.#methods) {
       const auditSpec = route.audits.get(method);
       if (auditSpec && (route.pattern.test(c.req.path) || (raw !== undefined && route.pattern.test(raw)))) {
