@@ -32,6 +32,17 @@ async function open(config: Record<string, unknown> = {}, env: Record<string, st
   return awsSecretsManagerStore.open(parsed.data, deps());
 }
 
+/** What a `serve` or CLI child process needs to reach the fake's KMS, trusting the tests' CA. */
+function kmsProcessEnv(url: string): Record<string, string> {
+  return {
+    AWS_REGION: "us-east-1",
+    AWS_ENDPOINT_URL_KMS: url,
+    AWS_ACCESS_KEY_ID: FAKE_AWS_CREDENTIALS.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: FAKE_AWS_CREDENTIALS.secretAccessKey,
+    NODE_EXTRA_CA_CERTS: inject("testPki").caFile,
+  };
+}
+
 function value(label: string): string {
   const v = secretValue(label);
   values.push(v);
@@ -435,11 +446,7 @@ describe("llm-secrets serve against AWS", () => {
     const { server, call } = await serveStore(
       "general_settings:\n  key_management_system: aws_kms\n  key_management_settings:\n    hosted_keys: [OPENAI_API_KEY]\n",
       {
-        AWS_REGION: "us-east-1",
-        AWS_ENDPOINT_URL_KMS: fake.url,
-        AWS_ACCESS_KEY_ID: FAKE_AWS_CREDENTIALS.accessKeyId,
-        AWS_SECRET_ACCESS_KEY: FAKE_AWS_CREDENTIALS.secretAccessKey,
-        NODE_EXTRA_CA_CERTS: inject("testPki").caFile,
+        ...kmsProcessEnv(fake.url),
         OPENAI_API_KEY: `aws_kms/${fake.encrypt(v).toString("base64")}`,
         OTHER_KEY: fake.encrypt(value("not-hosted")).toString("base64"),
       },
@@ -472,11 +479,7 @@ describe("llm-secrets serve against AWS", () => {
     const r = await runCli(["resolve", "--config", config, "--show-values"], {
       env: cleanEnv({
         LITELLM_MASTER_KEY: value("master"),
-        AWS_REGION: "us-east-1",
-        AWS_ENDPOINT_URL_KMS: fake.url,
-        AWS_ACCESS_KEY_ID: FAKE_AWS_CREDENTIALS.accessKeyId,
-        AWS_SECRET_ACCESS_KEY: FAKE_AWS_CREDENTIALS.secretAccessKey,
-        NODE_EXTRA_CA_CERTS: inject("testPki").caFile,
+        ...kmsProcessEnv(fake.url),
         OPENAI_API_KEY: `aws_kms/${fake.encrypt(v).toString("base64")}`,
         PLAIN_BASE: plain,
       }),
