@@ -3,6 +3,11 @@
  *
  * - Entries live for the store's refresh interval; "not found" for at most 60 s, in a budget of its
  *   own (so a flood of unknown names cannot push values out); errors never.
+ * - Entries are keyed on the backend's key (`keyOf`), so a write, a delete or a change reported for
+ *   a name reaches every name that lands on that key. An entry answers only the name it was read or
+ *   written for: a backend that tells two of our names on one key apart (Azure's `AZURE_API_KEY`
+ *   and `AZURE-API-KEY`) answers nothing for the name it does not hold, and the cache answers the
+ *   same; two such names read by turns take the entry in turns.
  * - Concurrent misses for one name share one backend call.
  * - In the last tenth of an entry's life (at most 10 min) a read answers from the cache and
  *   refreshes in the background.
@@ -38,6 +43,8 @@ export interface CacheRead {
 }
 
 interface Entry {
+  /** The name this entry answers for (its key may carry others: see the header). */
+  name: string;
   /** The value sealed under this process's memory key; undefined means "not found". */
   sealed: Uint8Array | undefined;
   storedAt: number;
@@ -55,7 +62,7 @@ export class SecretCache {
   readonly #entries = new Map<string, Entry>();
   /** "Not found" entries, in their own budget. */
   readonly #missing = new Map<string, Entry>();
-  readonly #loads = new Map<string, Promise<string | undefined>>();
+  readonly #loads = new Map<string, { name: string; promise: Promise<string | undefined> }>();
   /** Bumped by each write or delete, so a load that started before it does not overwrite it. */
   readonly #versions = new Map<string, number>();
 
@@ -70,24 +77,32 @@ export class SecretCache {
   }
 
   /**
-   * Reads `name`, calling `load` (at most once at a time per name) when the cache cannot answer.
-   * A hit answers synchronously (no promise on the hot path); a miss returns a promise.
+   * Reads `name` (held under `key`, the name itself by default), calling `load` (at most once at a
+   * time per name) when the cache cannot answer. A hit answers synchronously (no promise on the hot
+   * path); a miss returns a promise.
    */
-  get(name: string, load: () => Promise<string | undefined>, refresh = false): CacheRead | Promise<CacheRead> {
+  get(
+    key: string,
+    load: () => Promise<string | undefined>,
+    refresh = false,
+    name = key,
+  ): CacheRead | Promise<CacheRead> {
     const now = this.#options.now();
-    const entry = this.#entries.get(name) ?? this.#missing.get(name);
+    const held = this.#entries.get(key) ?? this.#missing.get(key);
+    const entry = held?.name === name ? held : undefined;
     if (!refresh && entry && now < entry.expiresAt) {
       this.#options.onEvent?.("hit");
-      if (entry.sealed !== undefined && now >= entry.refreshAt && !this.#loads.has(name)) {
+      if (entry.sealed !== undefined && now >= entry.refreshAt && this.#loads.get(key)?.name !== name) {
         this.#options.onEvent?.("refresh");
-        this.#load(name, load).catch((err) => this.#options.onRefreshError?.(err, name, now - entry.storedAt));
+        this.#load(key, name, load).catch((err) => this.#options.onRefreshError?.(err, key, now - entry.storedAt));
       }
       return { value: this.#open(entry), stale: false };
     }
-    return this.#miss(name, load, refresh, entry);
+    return this.#miss(key, name, load, refresh, entry);
   }
 
   async #miss(
+    key: string,
     name: string,
     load: () => Promise<string | undefined>,
     refresh: boolean,
@@ -95,7 +110,7 @@ export class SecretCache {
   ): Promise<CacheRead> {
     this.#options.onEvent?.("miss");
     try {
-      return { value: await this.#load(name, load), stale: false };
+      return { value: await this.#load(key, name, load), stale: false };
     } catch (err) {
       if (
         !refresh &&
@@ -110,60 +125,62 @@ export class SecretCache {
     }
   }
 
-  /** Our own write: the cache holds the new value at once. */
-  set(name: string, value: string): void {
-    this.#bump(name);
-    this.#store(name, value);
+  /** Our own write of `name` (under `key`): the cache holds the new value at once. */
+  set(key: string, value: string, name = key): void {
+    this.#bump(key);
+    this.#store(key, name, value);
   }
 
-  /** Our own delete: the cache knows the name is gone. */
-  setMissing(name: string): void {
-    this.#bump(name);
-    this.#store(name, undefined);
+  /** Our own delete of `name` (under `key`): the cache knows the name is gone. */
+  setMissing(key: string, name = key): void {
+    this.#bump(key);
+    this.#store(key, name, undefined);
   }
 
-  /** The name changed behind our back: the next read goes to the store. */
-  forget(name: string): void {
-    this.#bump(name);
-    this.#entries.delete(name);
-    this.#missing.delete(name);
+  /** The key changed behind our back: the next read of any name on it goes to the store. */
+  forget(key: string): void {
+    this.#bump(key);
+    this.#entries.delete(key);
+    this.#missing.delete(key);
   }
 
   get size(): number {
     return this.#entries.size;
   }
 
-  #bump(name: string): void {
-    this.#versions.set(name, (this.#versions.get(name) ?? 0) + 1);
-    this.#loads.delete(name);
+  #bump(key: string): void {
+    this.#versions.set(key, (this.#versions.get(key) ?? 0) + 1);
+    this.#loads.delete(key);
   }
 
-  #load(name: string, load: () => Promise<string | undefined>): Promise<string | undefined> {
-    const running = this.#loads.get(name);
-    if (running) return running;
-    const version = this.#versions.get(name) ?? 0;
+  /** Loads `name`, sharing a load of the same name already under way (a load of another name on the key is not its answer). */
+  #load(key: string, name: string, load: () => Promise<string | undefined>): Promise<string | undefined> {
+    const running = this.#loads.get(key);
+    if (running?.name === name) return running.promise;
+    const version = this.#versions.get(key) ?? 0;
     const promise = (async () => {
       const value = await load();
-      if ((this.#versions.get(name) ?? 0) === version) this.#store(name, value);
+      if ((this.#versions.get(key) ?? 0) === version) this.#store(key, name, value);
       return value;
     })();
     const done = () => {
-      if (this.#loads.get(name) === promise) this.#loads.delete(name);
+      if (this.#loads.get(key)?.promise === promise) this.#loads.delete(key);
     };
     promise.then(done, done);
-    this.#loads.set(name, promise);
+    this.#loads.set(key, { name, promise });
     return promise;
   }
 
-  #store(name: string, value: string | undefined): void {
+  #store(key: string, name: string, value: string | undefined): void {
     const { ttlMs, notFoundTtlMs, maxEntries, maxNotFound, now } = this.#options;
     const at = now();
     const life = value === undefined ? Math.min(ttlMs, notFoundTtlMs) : ttlMs;
     const [into, other, max] =
       value === undefined ? [this.#missing, this.#entries, maxNotFound] : [this.#entries, this.#missing, maxEntries];
-    other.delete(name);
-    into.delete(name); // re-insert: past the budget, the longest-stored entry goes first
-    into.set(name, {
+    other.delete(key);
+    into.delete(key); // re-insert: past the budget, the longest-stored entry goes first
+    into.set(key, {
+      name,
       sealed: value === undefined ? undefined : this.#seal(value),
       storedAt: at,
       refreshAt: at + life - Math.min(life / 10, REFRESH_AHEAD_MAX_MS),

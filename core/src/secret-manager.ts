@@ -1,8 +1,8 @@
 /**
  * The one door to secrets (SPEC section 4). The HTTP app, the CLI and key events all come here;
  * access mode, hosted keys, name validation and the cache are applied here once. The cache keys
- * on the store's `keyOf(name)`, so two names that land on one backend key share one entry and
- * one in-flight load.
+ * on the store's `keyOf(name)`, so a change to one name reaches every name on its backend key; an
+ * entry answers only the name it was read or written for (secret-cache.ts).
  */
 import { setImmediate } from "node:timers/promises";
 import { type KeyRing, openSecret, sealSecret } from "./crypto";
@@ -182,7 +182,7 @@ export class SecretManager {
   /** The cache's answer for `name` (synchronous on a hit), loading from the store on a miss. */
   #cached(name: string, refresh?: boolean, scope?: StoreScope): CacheRead | Promise<CacheRead> {
     const load = async () => (await this.store.get(name, scope && { scope }))?.value;
-    return this.#cache.get(this.store.keyOf(name, scope), load, refresh);
+    return this.#cache.get(this.store.keyOf(name, scope), load, refresh, name);
   }
 
   /** A team's scope from `team_settings` (config only); a team without settings uses the defaults. */
@@ -230,7 +230,7 @@ export class SecretManager {
     const key = this.store.keyOf(name, scope);
     const outcome = await this.store.put(name, value, { meta: withDefaults, ifNewerThan, ...(scope && { scope }) });
     if (outcome === "superseded") this.#cache.forget(key);
-    else this.#cache.set(key, value);
+    else this.#cache.set(key, value, name);
     return { name, created: outcome === "created", outcome };
   }
 
@@ -240,7 +240,7 @@ export class SecretManager {
     const key = this.store.keyOf(name, scope);
     const outcome = await this.store.delete(name, { ifNewerThan, ...(scope && { scope }) });
     if (outcome === "superseded") this.#cache.forget(key);
-    else this.#cache.setMissing(key);
+    else this.#cache.setMissing(key, name);
     return outcome;
   }
 

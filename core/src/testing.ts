@@ -257,11 +257,13 @@ export function storeConformance(target: ConformanceTarget): void {
 
     if (target.collidingNames) {
       const [a, b] = target.collidingNames;
-      it("refuses with name_conflict a name that lands on another name's key", async () => {
+      it("refuses with name_conflict a name that lands on another name's key, and reads nothing for it", async () => {
         const store = await target.open();
         expect(store.keyOf(a)).toBe(store.keyOf(b));
         await store.put(a, "first");
         expect(await codeOf(store.put(b, "second"))).toBe("name_conflict");
+        expect(await codeOf(store.delete(b))).toBe("name_conflict");
+        expect(await store.get(b)).toBeUndefined();
         expect((await store.get(a))?.value).toBe("first");
         expect(await store.put(a, "again")).toBe("updated");
         await store.close?.();

@@ -137,7 +137,9 @@ describe("SecretManager with a failing store", () => {
     expectNoValueIn(logs, [v]);
   });
 
-  it("keys the cache and its single flight on keyOf: names that land on one backend key share them", async () => {
+  it("keys the cache on keyOf, and an entry answers only the name it was read or written for", async () => {
+    // Azure's AZURE_API_KEY and AZURE-API-KEY are one vault secret; the store answers the name it
+    // holds and nothing for the other. The cache must answer the same, in any order of reads.
     const logs: string[] = [];
     const log = createLogger((l) => logs.push(l));
     const metrics = createMetrics();
@@ -157,15 +159,24 @@ describe("SecretManager with a failing store", () => {
       metrics,
       log,
     });
+    const answer = (name: string) =>
+      manager.get(name).then(
+        (read) => read.value,
+        (err: unknown) => (err instanceof SecretsError ? err.code : "other"),
+      );
     await store.put("AZURE_API_KEY", "v");
-    const [a, b] = await Promise.all([manager.get("AZURE_API_KEY"), manager.get("AZURE-API-KEY")]);
-    expect([a.value, b.value]).toEqual(["v", "v"]);
-    expect(store.reads).toBe(1); // one flight for both names
-    expect((await manager.get("AZURE-API-KEY")).value).toBe("v");
+    expect(await Promise.all([answer("AZURE_API_KEY"), answer("AZURE_API_KEY")])).toEqual(["v", "v"]);
+    expect(store.reads).toBe(1); // one flight for one name
+    expect(await answer("AZURE_API_KEY")).toBe("v");
     expect(store.reads).toBe(1); // and one entry
-    await manager.put("AZURE_API_KEY", "w"); // our own write updates the shared entry
-    expect((await manager.get("AZURE-API-KEY")).value).toBe("w");
-    expect(store.reads).toBe(1);
+    expect(await answer("AZURE-API-KEY")).toBe("not_found"); // not the other name's entry
+    expect(await answer("AZURE_API_KEY")).toBe("v"); // nor that "not found" for this name
+    await manager.put("AZURE_API_KEY", "w");
+    expect(await answer("AZURE-API-KEY")).toBe("not_found");
+    expect(await answer("AZURE_API_KEY")).toBe("w");
+    // Concurrent reads of both names: each gets the store's answer for its own name.
+    expect(await Promise.all([answer("AZURE-API-KEY"), answer("AZURE_API_KEY")])).toEqual(["not_found", "w"]);
+    expect(logs.join("\n")).not.toContain('"w"');
   });
 
   it("never resolves over the API from the environment", async () => {

@@ -2,7 +2,7 @@
  * `memory`: a store in this process's memory, lost on exit. For tests, and as the smallest example
  * of a complete store: it records values, times, tags and tombstones (kept until `close`), honours
  * `ifNewerThan`, and may map names onto a narrower key alphabet (`mapName`) to show `keyOf` and
- * `name_conflict` at work. No runtime ships it by default.
+ * `name_conflict` at work (a key answers only the name written to it). No runtime ships it by default.
  */
 import * as z from "zod/mini";
 import {
@@ -61,7 +61,8 @@ export class MemoryStore implements SecretStore {
 
   async get(name: string): Promise<SecretRecord | undefined> {
     const entry = this.#entries.get(this.keyOf(name));
-    if (entry?.value === undefined) return undefined;
+    // A key that holds another name (mapped onto it) holds nothing for this one, as on Azure.
+    if (entry?.value === undefined || entry.name !== name) return undefined;
     return {
       value: entry.value,
       version: String(entry.version),
