@@ -9,6 +9,7 @@ import { ConfigError, InvalidInput, SecretsError } from "./errors";
 import { bufferedWriter, createLogger, describeUnexpected, type Logger } from "./log";
 import { ensureMasterKeyFile } from "./master-key";
 import { createRuntime, type Runtime } from "./runtime";
+import { decryptUnder } from "./secret-manager";
 import { startServer } from "./server";
 import { loadSettings, requireKeys, type Settings, type SettingsInput } from "./settings";
 import { awsSecretsManagerStore } from "./stores/aws";
@@ -181,8 +182,8 @@ async function run(argv: string[], io: CliIo): Promise<void> {
     }
     case "decrypt": {
       expectArgs(0, "no arguments (the ciphertext comes from stdin)");
-      const keys = requireKeys(settingsOf(settingsInput, log));
-      io.stdout.write(`${openSecret((await readStdin(io.stdin)).trim(), keys)}\n`);
+      const settings = settingsOf(settingsInput, log);
+      io.stdout.write(`${decryptUnder(settings.keyManagement, settings.keys, (await readStdin(io.stdin)).trim())}\n`);
       return;
     }
     case "resolve":

@@ -10,6 +10,11 @@ export function refName(value: unknown): string | undefined {
   return typeof value === "string" && value.startsWith(REF_PREFIX) ? value.slice(REF_PREFIX.length) : undefined;
 }
 
+/** The variable `name` of `env`, never a property every object has (`constructor`, `__proto__`). */
+export function envValue(env: Readonly<Record<string, string | undefined>>, name: string): string | undefined {
+  return Object.hasOwn(env, name) ? env[name] : undefined;
+}
+
 /** Every distinct name referred to anywhere in `json`, in order of first appearance. */
 export function collectRefs(json: unknown): string[] {
   const names = new Set<string>();

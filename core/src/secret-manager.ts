@@ -10,7 +10,7 @@ import { AccessDenied, EncryptionKeyMissing, NotFound, SecretsError } from "./er
 import type { Logger } from "./log";
 import type { Labels, Metrics } from "./metrics";
 import { isValidName, validateName } from "./names";
-import { collectRefs, REF_PREFIX, replaceRefs, scanRefs } from "./refs";
+import { collectRefs, envValue, REF_PREFIX, replaceRefs, scanRefs } from "./refs";
 import { type CacheRead, SecretCache } from "./secret-cache";
 import type {
   ChangeStamp,
@@ -69,6 +69,22 @@ export interface SecretManagerOptions {
 }
 
 /** A cache answer as a read: the value, or `not_found`. */
+/**
+ * `decrypt` without a store: for the CLI, which needs no store to open a ciphertext but obeys
+ * `access_mode` as every entry point does.
+ */
+export function decryptUnder(
+  policy: Pick<KeyManagement, "accessMode">,
+  keys: KeyRing | undefined,
+  ciphertext: string,
+): string {
+  if (policy.accessMode === "write_only") {
+    throw new AccessDenied("write_only", "decryption is disabled: access_mode is write_only");
+  }
+  if (!keys) throw new EncryptionKeyMissing();
+  return openSecret(ciphertext, keys);
+}
+
 function found(name: string, read: CacheRead): SecretRead {
   if (read.value === undefined) throw new NotFound(name);
   return { name, value: read.value, stale: read.stale };
@@ -265,10 +281,7 @@ export class SecretManager {
 
   /** Opens a ciphertext (current or previous salt keys). Obeys `access_mode: write_only`, as reads do. */
   decrypt(ciphertext: string): string {
-    if (this.#policy.accessMode === "write_only") {
-      throw new AccessDenied("write_only", "decryption is disabled: access_mode is write_only");
-    }
-    return openSecret(ciphertext, this.#requireKeys());
+    return decryptUnder(this.#policy, this.#keys, ciphertext);
   }
 
   #requireKeys(): KeyRing {
@@ -351,7 +364,7 @@ export class SecretManager {
             }
           }
         }
-        const fromEnv = Object.hasOwn(this.#env, name) ? this.#env[name] : undefined;
+        const fromEnv = envValue(this.#env, name);
         if (fromEnv === undefined) return { name, source: "unresolved" };
         values.set(name, fromEnv);
         return { name, source: "env" };

@@ -10,8 +10,10 @@ import { YAMLParseError } from "yaml";
 import * as z from "zod/mini";
 import { parseConfigYaml } from "./config-yaml";
 import { ENCRYPTION_ALGORITHMS, type EncryptionAlgorithm, KeyRing } from "./crypto";
-import { ConfigError, EncryptionKeyMissing } from "./errors";
+import { ConfigError, EncryptionKeyMissing, SecretsError } from "./errors";
+import { validateName } from "./names";
 import type { OutboundTls } from "./outbound-tls";
+import { envValue } from "./refs";
 import type { AccessMode, StoreFactory, StoreScope } from "./secret-store";
 import { describeIssues, issuesOf, safeParse, unknownKeys } from "./validation";
 
@@ -33,11 +35,24 @@ const DEFAULT_MAX_EVENT_AGE_SECONDS = 6 * 24 * 3600;
 const text = z.string();
 const optionalText = z.nullish(text);
 
+/** Pydantic's lax booleans, as LiteLLM's settings model takes them: `true`, `"yes"`, `"0"`, `1`... */
+const PY_TRUE = ["1", "on", "t", "true", "y", "yes"];
+const PY_FALSE = ["0", "off", "f", "false", "n", "no"];
+const laxBoolean = z.union([
+  z.boolean(),
+  z.pipe(
+    z
+      .union([z.string(), z.number()])
+      .check(z.refine((v) => [...PY_TRUE, ...PY_FALSE].includes(String(v).trim().toLowerCase()), "Expected a boolean")),
+    z.transform((v) => PY_TRUE.includes(String(v).trim().toLowerCase())),
+  ),
+]);
+
 /** The general `key_management_settings` keys; each store's own keys are in its settings schema. */
 const KeyManagementSettingsSchema = z.object({
   access_mode: z.nullish(z.enum(ACCESS_MODES)),
   hosted_keys: z.nullish(z.array(text)),
-  store_virtual_keys: z.nullish(z.boolean()),
+  store_virtual_keys: z.nullish(laxBoolean),
   prefix_for_stored_virtual_keys: optionalText,
   description: optionalText,
   tags: z.nullish(z.record(text, text)),
@@ -72,7 +87,10 @@ export const ConfigSchema = z.object({
     z.object({
       master_key: optionalText,
       key_management_system: optionalText,
-      encryption_algorithm: z.nullish(z.enum(ENCRYPTION_ALGORITHMS)),
+      // LiteLLM compares it case-insensitively.
+      encryption_algorithm: z.nullish(
+        z.pipe(z.string().check(z.trim(), z.toLowerCase()), z.enum(ENCRYPTION_ALGORITHMS)),
+      ),
       key_management_settings: z.nullish(KeyManagementSettingsSchema),
     }),
   ),
@@ -260,8 +278,7 @@ export function loadSettings(input: SettingsInput): Settings {
   const saltKey = e.LITELLM_SALT_KEY ?? master?.key;
   const keys = saltKey ? new KeyRing(saltKey, e.LLM_SECRETS_PREVIOUS_SALT_KEYS ?? [], encryptionAlgorithm) : undefined;
 
-  let prefix = kms.prefix_for_stored_virtual_keys ?? "litellm/";
-  if (!prefix.endsWith("/")) prefix += "/";
+  const prefix = prefixOf(kms.prefix_for_stored_virtual_keys ?? "litellm/", "prefix_for_stored_virtual_keys");
 
   const serverIn = input.server ?? {};
   const keyFile = serverIn.sslKeyfile ?? e.SSL_KEYFILE_PATH;
@@ -355,8 +372,19 @@ function outboundOf(litellm: Config["litellm_settings"], e: z.infer<typeof EnvSc
   };
 }
 
-function withSlash(prefix: string): string {
-  return prefix.endsWith("/") ? prefix : `${prefix}/`;
+/**
+ * A virtual-key prefix with its `/` (added if missing, as LiteLLM does), refused at start when the
+ * names it would begin are not names (`""` makes `/alias`): else every key event would be refused.
+ */
+function prefixOf(prefix: string, key: string): string {
+  const withSlash = prefix.endsWith("/") ? prefix : `${prefix}/`;
+  try {
+    validateName(`${withSlash}k`);
+  } catch (err) {
+    const why = err instanceof SecretsError ? err.message : "not a name";
+    throw new ConfigError(`key_management_settings.${key}: the secret names it would begin are not valid (${why})`);
+  }
+  return withSlash;
 }
 
 function teamsOf(
@@ -373,8 +401,11 @@ function teamsOf(
         ...(t.path_prefix && { pathPrefix: t.path_prefix }),
         ...(t.data && { dataKey: t.data }),
       },
-      ...(t.prefix_for_stored_virtual_keys && {
-        prefixForStoredVirtualKeys: withSlash(t.prefix_for_stored_virtual_keys),
+      ...(t.prefix_for_stored_virtual_keys != null && {
+        prefixForStoredVirtualKeys: prefixOf(
+          t.prefix_for_stored_virtual_keys,
+          `team_settings.${team}.prefix_for_stored_virtual_keys`,
+        ),
       }),
       ...(t.description && { description: t.description }),
       ...(t.tags && { tags: t.tags }),
@@ -404,7 +435,14 @@ function readConfig(
     try {
       yamlText = readFileSync(path, "utf8");
     } catch (err) {
-      throw new ConfigError(`config: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? "error"})`);
+      const code = (err as NodeJS.ErrnoException).code ?? "error";
+      // A one-line YAML document is taken for a path: its text (a key, maybe) is not repeated.
+      if (!/\.(ya?ml|json)$/i.test(path)) {
+        throw new ConfigError(
+          `config: cannot read the config file (${code}); its name is not shown, as it does not end in .yaml, .yml or .json (YAML given inline must hold a newline or start with {)`,
+        );
+      }
+      throw new ConfigError(`config: cannot read ${path} (${code})`);
     }
   }
   let raw: unknown;
@@ -473,7 +511,7 @@ function masterKeyOf(
   let found: { key: string; source: string } | undefined;
   if (configured?.startsWith(ENV_REF)) {
     const name = configured.slice(ENV_REF.length);
-    const value = env[name];
+    const value = envValue(env, name);
     // A key named but not there is a typo or a missing secret: going on would seal new values
     // under another key.
     if (value === undefined) throw new ConfigError(`general_settings.master_key refers to ${name}, which is not set`);

@@ -79,6 +79,17 @@ describe("secrets from the command line", () => {
     const bad = await cli(["decrypt"], `${ciphertext.slice(0, -8)}AAAAAAA=`);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/^llm-secrets: decrypt_failed: /);
+    // access_mode: write_only refuses decrypt here as the API does.
+    const writeOnly = {
+      LLM_SECRETS_CONFIG: "general_settings:\n  key_management_settings:\n    access_mode: write_only\n",
+    };
+    const refused = await runCli(["decrypt"], {
+      env: { ...cleanEnv({ LITELLM_SALT_KEY: salt }), ...writeOnly },
+      input: enc.stdout,
+    });
+    expect(refused.code).toBe(1);
+    expect(refused.stdout).toBe("");
+    expect(refused.stderr).toBe("llm-secrets: write_only: decryption is disabled: access_mode is write_only\n");
   });
 
   it("reads a config's key_management_system and refuses what it cannot do", async () => {

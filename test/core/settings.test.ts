@@ -111,6 +111,14 @@ describe("salt key and master key", () => {
       loadSettings({ env: { LLM_SECRETS_CONFIG: "general_settings:\n  master_key: os.environ/MASTER_KEY_TYPO\n" } }),
     );
     expect(message).toContain("MASTER_KEY_TYPO");
+    // Names every object has are not variables either (they crashed with a TypeError).
+    for (const name of ["constructor", "toString", "__proto__"]) {
+      expect(
+        configError(() =>
+          loadSettings({ env: { LLM_SECRETS_CONFIG: `general_settings:\n  master_key: os.environ/${name}\n` } }),
+        ),
+      ).toBe(`general_settings.master_key refers to ${name}, which is not set`);
+    }
   });
 
   it("reads the generated master.key of a file store's data dir", async () => {
@@ -250,10 +258,45 @@ describe("config.yaml", () => {
     expect(message).not.toContain(value);
   });
 
-  it("says which file it could not read", () => {
+  it("says which file it could not read, but never repeats one line of YAML taken for a path", () => {
     expect(configError(() => loadSettings({ env: {}, configFile: "/nonexistent/config.yaml" }))).toContain(
       "/nonexistent/config.yaml",
     );
+    const key = newKey();
+    const message = configError(() =>
+      loadSettings({ env: { LLM_SECRETS_CONFIG: `general_settings: {master_key: ${key}}` } }),
+    );
+    expect(message).toMatch(/^config: cannot read the config file \(ENOENT\)/);
+    expect(message).not.toContain(key);
+  });
+
+  it("refuses at start a virtual-key prefix that cannot begin a name (every key event would fail)", () => {
+    const kms = (lines: string) =>
+      loadSettings({ env: { LLM_SECRETS_CONFIG: `general_settings:\n  key_management_settings:\n${lines}` } });
+    expect(configError(() => kms('    prefix_for_stored_virtual_keys: ""\n'))).toBe(
+      "key_management_settings.prefix_for_stored_virtual_keys: the secret names it would begin are not valid (invalid secret name: empty path segment)",
+    );
+    expect(configError(() => kms('    prefix_for_stored_virtual_keys: "team a"\n'))).toContain(
+      "key_management_settings.prefix_for_stored_virtual_keys:",
+    );
+    expect(
+      configError(() => kms('    team_settings:\n      t1:\n        prefix_for_stored_virtual_keys: ""\n')),
+    ).toContain("key_management_settings.team_settings.t1.prefix_for_stored_virtual_keys:");
+    expect(kms("    prefix_for_stored_virtual_keys: vk\n").keyManagement.prefixForStoredVirtualKeys).toBe("vk/");
+  });
+
+  it("takes LiteLLM's spellings: encryption_algorithm in any case, store_virtual_keys as pydantic takes it", () => {
+    const general = (lines: string) => loadSettings({ env: { LLM_SECRETS_CONFIG: `general_settings:\n${lines}` } });
+    expect(general("  encryption_algorithm: AES-256-GCM\n").encryptionAlgorithm).toBe("aes-256-gcm");
+    expect(general("  encryption_algorithm: XSalsa20-Poly1305\n").encryptionAlgorithm).toBe("xsalsa20-poly1305");
+    const stores = (v: string) =>
+      general(`  key_management_settings:\n    store_virtual_keys: ${v}\n`).keyManagement.storeVirtualKeys;
+    for (const v of ["true", "'true'", "'Yes'", "1", "'on'", "'t'"]) expect(stores(v), v).toBe(true);
+    for (const v of ["false", "'false'", "'no'", "0", "'off'"]) expect(stores(v), v).toBe(false);
+    expect(configError(() => stores("'maybe'"))).toContain(
+      "general_settings.key_management_settings.store_virtual_keys",
+    );
+    expect(configError(() => stores("2"))).toContain("general_settings.key_management_settings.store_virtual_keys");
   });
 
   it("applies environment_variables from the config to the environment snapshot", () => {
