@@ -10,8 +10,8 @@
  * - Secrets Manager: `CreateSecret` (`ClientRequestToken` idempotent, `Tags`, `KmsKeyId`,
  *   `AddReplicaRegions`, no value allowed), `GetSecretValue` (`AWSCURRENT`; a secret scheduled for
  *   deletion is `InvalidRequestException`), `PutSecretValue`, `DescribeSecret` (`DeletedDate`,
- *   `Tags`), `TagResource`, `UntagResource`, `DeleteSecret` (`RecoveryWindowInDays` 7-30, or
- *   `ForceDeleteWithoutRecovery`), `RestoreSecret`, `ListSecrets` (`Filters` as AWS's `Filter`:
+ *   `Tags`), `TagResource`, `UntagResource` (neither on a secret scheduled for deletion),
+ *   `DeleteSecret` (`RecoveryWindowInDays` 7-30, or `ForceDeleteWithoutRecovery`), `RestoreSecret`, `ListSecrets` (`Filters` as AWS's `Filter`:
  *   `name`, `tag-key`, `tag-value` case-sensitive prefixes, `description` not, `!` negates; several
  *   values of a key are alternatives, several keys all apply; `MaxResults` 1-100; an opaque
  *   `NextToken` only while more remain, `InvalidNextTokenException` for one it did not give; secrets
@@ -26,8 +26,9 @@
  *   that Secrets Manager and KMS then accept (with their `X-Amz-Security-Token`), and each request
  *   seen records who made it (`principal`: the role's ARN, or `account`).
  *
- * Faults: `fail(n, fault)` makes the next n requests answer 403, 429 (with `Retry-After`), 500, hang
- * (no answer until the client gives up) or reset the connection.
+ * Faults: `fail(n, fault[, action])` makes the next n requests (of that action only, when given)
+ * answer 403, 429 (with `Retry-After`), 500, hang (no answer until the client gives up) or reset
+ * the connection.
  */
 import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -36,6 +37,7 @@ import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { SignatureV4 } from "@smithy/signature-v4";
 import { afterAll, inject } from "vitest";
+import { FaultQueue } from "./faults";
 
 export const FAKE_AWS_CREDENTIALS = {
   accessKeyId: "AKIDLLMSECRETSFAKE01",
@@ -139,7 +141,7 @@ export class FakeAws {
   /** `ListSecrets` tokens given out: the creation order of the last secret of their page. */
   readonly #listTokens = new Map<string, number>();
   #seq = 0;
-  #faults: AwsFault[] = [];
+  readonly #faults = new FaultQueue<AwsFault>();
   #server: Server | undefined;
   #url = "";
 
@@ -174,12 +176,12 @@ export class FakeAws {
     this.#sessions.clear();
     this.#listTokens.clear();
     this.requests.length = 0;
-    this.#faults = [];
+    this.#faults.clear();
   }
 
-  /** The next `times` requests fail with `fault`. */
-  fail(times: number, fault: AwsFault): void {
-    for (let i = 0; i < times; i++) this.#faults.push(fault);
+  /** The next `times` requests (of `action` only, when given: `DeleteSecret`) fail with `fault`. */
+  fail(times: number, fault: AwsFault, action?: string): void {
+    this.#faults.add(times, fault, action);
   }
 
   /** Requests whose target is `action` (`GetSecretValue`, `Decrypt`, ...). */
@@ -219,7 +221,7 @@ export class FakeAws {
     const seen: AwsRequestSeen = { target, body, headers: req.headers };
     this.requests.push(seen);
 
-    const fault = this.#faults.shift();
+    const fault = this.#faults.take(target.slice(target.indexOf(".") + 1));
     if (fault === "hang") return; // the client's timeout ends it
     if (fault === "reset") {
       req.socket.destroy();
@@ -464,11 +466,24 @@ export class FakeAws {
       }
       case "TagResource": {
         const secret = this.#find(body.SecretId);
+        // As AWS: a secret scheduled for deletion takes no tags (localstack#13648, checked against AWS).
+        if (secret.deletedDate) {
+          throw new AwsError(
+            "InvalidRequestException",
+            "You can't perform this operation on the secret because it was marked for deletion.",
+          );
+        }
         for (const tag of this.#tags(body.Tags)) secret.tags.set(tag.Key, tag.Value);
         return {};
       }
       case "UntagResource": {
         const secret = this.#find(body.SecretId);
+        if (secret.deletedDate) {
+          throw new AwsError(
+            "InvalidRequestException",
+            "You can't perform this operation on the secret because it was marked for deletion.",
+          );
+        }
         if (!Array.isArray(body.TagKeys)) throw new AwsError("InvalidParameterException", "TagKeys is required");
         for (const key of body.TagKeys) secret.tags.delete(String(key));
         return {};

@@ -33,7 +33,8 @@
  *   `BadParameter` (400), `Conflict` (409), `Forbidden` (403), `Throttled` (429).
  *
  * Faults: `failTokens(n, fault)` makes the next n token requests answer 503 or reset the connection.
- * `fail(n, fault)` makes the next n authenticated requests answer 403, 429 (with
+ * `fail(n, fault[, method])` makes the next n authenticated requests (of that HTTP method only, when
+ * given) answer 403, 429 (with
  * `Retry-After: throttleRetryAfter`, 1 s by default), 500, hang (no answer until the client gives up) or reset the connection. The
  * challenge round trip itself is never faulted, so a fault lands on the operation under test.
  */
@@ -43,6 +44,7 @@ import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import { createServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { afterAll, inject } from "vitest";
+import { FaultQueue } from "./faults";
 
 /** The identity the fake token service knows: one tenant, one app registration. */
 export const FAKE_AZURE_IDENTITY = {
@@ -129,7 +131,7 @@ export class FakeAzure {
   recoveryDelayMs = 0;
   /** The `Retry-After` (seconds) of a throttled answer. */
   throttleRetryAfter = 1;
-  #faults: AzureFault[] = [];
+  readonly #faults = new FaultQueue<AzureFault>();
   /** `$skiptoken`s given out in a `nextLink`: the lower-cased name of the last secret of their page. */
   readonly #skipTokens = new Map<string, string>();
   #tokenFaults: ("error" | "reset")[] = [];
@@ -178,7 +180,7 @@ export class FakeAzure {
     this.requests.length = 0;
     this.tokenRequests.length = 0;
     this.loginRequests.length = 0;
-    this.#faults = [];
+    this.#faults.clear();
     this.#tokenFaults = [];
     this.challengeResource = KEY_VAULT_RESOURCE;
     this.deletionDelayMs = 0;
@@ -186,9 +188,9 @@ export class FakeAzure {
     this.throttleRetryAfter = 1;
   }
 
-  /** The next `times` authenticated vault requests fail with `fault`. */
-  fail(times: number, fault: AzureFault): void {
-    for (let i = 0; i < times; i++) this.#faults.push(fault);
+  /** The next `times` authenticated vault requests (of `method` only, when given: `DELETE`) fail with `fault`. */
+  fail(times: number, fault: AzureFault, method?: string): void {
+    this.#faults.add(times, fault, method);
   }
 
   /** The next `times` token requests answer 503 `temporarily_unavailable` (`error`) or reset the connection. */
@@ -343,7 +345,7 @@ export class FakeAzure {
           "www-authenticate": `Bearer authorization="https://login.microsoftonline.com/${tenant}", resource="${this.challengeResource}"`,
         });
       }
-      const fault = this.#faults.shift();
+      const fault = this.#faults.take(req.method ?? "");
       if (fault === "hang") return; // the client's timeout ends it
       if (fault === "reset") {
         req.socket.destroy();

@@ -17,7 +17,7 @@
  * than guess Google's filter rules). KMS: Encrypt (for seeding) and Decrypt of its own
  * ciphertexts under a named CryptoKey.
  *
- * Faults: `fail(n, fault)`: PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE (what a client sees
+ * Faults: `fail(n, fault[, method])` (that RPC only, when given): PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE (what a client sees
  * when its connection drops), INTERNAL, or no answer (the client's deadline ends the call).
  */
 import { createCipheriv, createDecipheriv, generateKeyPairSync, randomBytes, verify } from "node:crypto";
@@ -28,6 +28,7 @@ import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, inject } from "vitest";
+import { FaultQueue } from "./faults";
 
 export type GoogleFault = "denied" | "exhausted" | "unavailable" | "internal" | "hang";
 
@@ -101,7 +102,7 @@ export class FakeGoogle {
   tokenRequests = 0;
   readonly #keyPair = generateKeyPairSync("rsa", { modulusLength: 2048 });
   readonly #kmsKey = randomBytes(32);
-  #faults: GoogleFault[] = [];
+  readonly #faults = new FaultQueue<GoogleFault>();
   /** ListSecrets page tokens given out: the creation order of the last secret of their page. */
   readonly #pageTokens = new Map<string, number>();
   #seq = 0;
@@ -196,11 +197,12 @@ export class FakeGoogle {
     this.secrets.clear();
     this.#pageTokens.clear();
     this.calls.length = 0;
-    this.#faults = [];
+    this.#faults.clear();
   }
 
-  fail(times: number, fault: GoogleFault): void {
-    for (let i = 0; i < times; i++) this.#faults.push(fault);
+  /** The next `times` calls (of `method` only, when given: `DestroySecretVersion`) fail with `fault`. */
+  fail(times: number, fault: GoogleFault, method?: string): void {
+    this.#faults.add(times, fault, method);
   }
 
   callsOf(method: string): GoogleCallSeen[] {
@@ -250,7 +252,7 @@ export class FakeGoogle {
       ) => {
         const authorization = call.metadata.get("authorization")[0]?.toString();
         this.calls.push({ method, request: call.request, authorization });
-        const fault = this.#faults.shift();
+        const fault = this.#faults.take(method);
         if (fault === "hang") return; // the client's deadline ends it
         if (fault) return callback({ code: FAULT_STATUS[fault], details: `injected ${fault}` });
         if (!this.#authorized(authorization, audience)) {

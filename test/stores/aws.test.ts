@@ -162,6 +162,36 @@ describe("aws_secret_manager over the wire", () => {
     expect(await store.put("NEVER", value("later"), { ifNewerThan: { at: 6_000, id: "evt/6" } })).toBe("created");
     await store.close?.();
   });
+  it("a delete that stopped between its stamp and DeleteSecret is finished when its event comes again", async () => {
+    const fake = await aws();
+    const store = await open();
+    await store.put("K", value("revoked"), { ifNewerThan: { at: 1_000, id: "e1" } });
+    fake.fail(1, "denied", "DeleteSecret");
+    expect(await codeOf(store.delete("K", { ifNewerThan: { at: 2_000, id: "e2" } }))).toBe("backend_denied");
+    expect(fake.secrets.get("K")?.tags.get("llm-secrets:deleted")).toBe("true"); // the stamp landed
+    expect(fake.secrets.get("K")?.deletedDate).toBeUndefined(); // the delete did not
+    expect(await store.delete("K", { ifNewerThan: { at: 2_000, id: "e2" } })).toBe("deleted");
+    expect(fake.secrets.get("K")?.deletedDate).toBeInstanceOf(Date);
+    expect(await store.put("K", value("late"), { ifNewerThan: { at: 1_500, id: "e1b" } })).toBe("superseded");
+    // A name already scheduled for deletion takes no tags: deleting it again is absent (or
+    // superseded), not an error.
+    expect(await store.delete("K", { ifNewerThan: { at: 3_000, id: "e3" } })).toBe("absent");
+    expect(await store.delete("K")).toBe("absent");
+    expect(await store.delete("K", { ifNewerThan: { at: 1_200, id: "e0" } })).toBe("superseded");
+    expect(fake.calls("TagResource").every((c) => c.body.SecretId === "K")).toBe(true);
+    await store.close?.();
+  });
+
+  it("refuses before any call an event id too long for a tag (it was retried for ever)", async () => {
+    const fake = await aws();
+    const store = await open();
+    const id = "i".repeat(200);
+    expect(await codeOf(store.put("L", value("l"), { ifNewerThan: { at: 1_000, id } }))).toBe("invalid_request");
+    expect(await codeOf(store.delete("L", { ifNewerThan: { at: 1_000, id } }))).toBe("invalid_request");
+    expect(fake.secrets.has("L")).toBe(false);
+    await store.close?.();
+  });
+
   it("lists with ListSecrets: the prefix as a name filter, MaxResults at most 100, NextToken as the cursor", async () => {
     const fake = await aws();
     const store = await open();

@@ -318,6 +318,22 @@ describe("azure_key_vault over the wire", () => {
   });
 });
 
+describe("azure_key_vault changes that stop half-way", () => {
+  it("a delete that stopped between its tombstone tag and the delete reads as deleted, and its event finishes it", async () => {
+    const fake = await azure();
+    const store = await quick();
+    await store.put("K", value("revoked"), { ifNewerThan: { at: 1_000, id: "e1" } });
+    fake.fail(1, "denied", "DELETE");
+    expect(await codeOf(store.delete("K", { ifNewerThan: { at: 2_000, id: "e2" } }))).toBe("backend_denied");
+    expect(tagsOf(fake, "K")?.["llm-secrets:deleted"]).toBe("true");
+    expect(fake.secret("K")?.deleted).toBeUndefined();
+    expect(await store.get("K")).toBeUndefined(); // what the vault records is a delete
+    expect(await store.delete("K", { ifNewerThan: { at: 2_000, id: "e2" } })).toBe("deleted");
+    expect(fake.secret("K")?.deleted).toBeDefined();
+    expect(await store.put("K", value("late"), { ifNewerThan: { at: 1_500, id: "e1b" } })).toBe("superseded");
+  });
+});
+
 describe("azure_key_vault settings", () => {
   it("needs AZURE_KEY_VAULT_URI, an https URL; AZURE_AUTHORITY_HOST is one too", () => {
     const parse = (env: Record<string, string>) => safeParse(AzureKeyVaultSettings, { config: {}, env }).success;

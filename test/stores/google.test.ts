@@ -198,6 +198,45 @@ describe("google_secret_manager over gRPC", () => {
   });
 });
 
+describe("google_secret_manager changes that stop half-way", () => {
+  it("a delete that stopped between its annotation and its destroys reads as deleted, and its event finishes it", async () => {
+    const fake = await google();
+    const store = await open();
+    await store.put("K", value("one"), { ifNewerThan: { at: 1_000, id: "e1" } });
+    await store.put("K", value("two"), { ifNewerThan: { at: 1_100, id: "e1b" } });
+    fake.fail(1, "denied", "DestroySecretVersion");
+    expect(await codeOf(store.delete("K", { ifNewerThan: { at: 2_000, id: "e2" } }))).toBe("backend_denied");
+    const secret = fake.secrets.get(`projects/${fake.project}/secrets/K`);
+    expect(secret?.versions.some((v) => v.state === "ENABLED")).toBe(true);
+    expect(await store.get("K")).toBeUndefined(); // what the secret records is a delete
+    expect(await store.delete("K", { ifNewerThan: { at: 2_000, id: "e2" } })).toBe("deleted");
+    expect(secret?.versions.map((v) => v.state)).toEqual(["DESTROYED", "DESTROYED"]);
+    expect(await store.delete("K", { ifNewerThan: { at: 2_000, id: "e2" } })).toBe("superseded");
+    await store.close?.();
+  });
+
+  it("a write that stopped before its version lands when its event comes again (new and existing secrets)", async () => {
+    const fake = await google();
+    const store = await open();
+    const first = value("first");
+    fake.fail(1, "denied", "AddSecretVersion");
+    expect(await codeOf(store.put("N", first, { ifNewerThan: { at: 1_000, id: "e1" } }))).toBe("backend_denied");
+    // The secret the first attempt made is there, empty: the value lands in it.
+    expect(await store.put("N", first, { ifNewerThan: { at: 1_000, id: "e1" } })).toBe("updated");
+    expect((await store.get("N"))?.value).toBe(first);
+    const second = value("second");
+    fake.fail(1, "denied", "AddSecretVersion");
+    expect(await codeOf(store.put("N", second, { ifNewerThan: { at: 2_000, id: "e2" } }))).toBe("backend_denied");
+    expect((await store.get("N"))?.value).toBe(first);
+    expect(await store.put("N", second, { ifNewerThan: { at: 2_000, id: "e2" } })).toBe("updated");
+    expect((await store.get("N"))?.value).toBe(second);
+    // Done, the same event again changes nothing; an older one neither.
+    expect(await store.put("N", second, { ifNewerThan: { at: 2_000, id: "e2" } })).toBe("superseded");
+    expect(await store.put("N", first, { ifNewerThan: { at: 1_000, id: "e1" } })).toBe("superseded");
+    await store.close?.();
+  });
+});
+
 describe("google_secret_manager faults (the library's 3 attempts)", () => {
   async function failing(times: number, fault: Parameters<FakeGoogle["fail"]>[1], deadlineMs?: number) {
     const fake = await google();

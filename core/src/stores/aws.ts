@@ -27,6 +27,10 @@
  * With a window of 0 nothing is kept, and a late event can revive a deleted name.
  * `ifNewerThan` is read-then-write (`DescribeSecret`, then the write): Secrets Manager has no
  * compare-and-set, so a writer between the two can be overwritten; ties break by event id.
+ * A delete tags, then schedules (AWS takes no tags on a scheduled secret): one that stopped between
+ * the two is finished by the next delete of the name, its own redelivery included. A name already
+ * scheduled for deletion is not tagged again, so a later delete of it records no time of its own.
+ * An event id that would not fit a tag value (256 characters) is `400 invalid_request`.
  * Records: version (`VersionId`) and time (`CreatedDate` of the current version); tags are not
  * read back (`GetSecretValue` does not return them).
  */
@@ -58,6 +62,8 @@ import { loadSdk } from "./load-sdk";
 const TAG_AT = "llm-secrets:changed-at";
 const TAG_ID = "llm-secrets:change-id";
 const TAG_DELETED = "llm-secrets:deleted";
+/** AWS's longest tag value. */
+const MAX_TAG_VALUE = 256;
 const OUR_TAGS = new Set([TAG_AT, TAG_ID, TAG_DELETED]);
 const DEFAULT_RECOVERY_DAYS = 7;
 /** `ListSecrets`' largest `MaxResults`. */
@@ -151,7 +157,7 @@ export class AwsSecretsManagerStore implements SecretStore {
 
   async put(name: string, value: string, options: PutOptions = {}): Promise<PutOutcome> {
     await this.#refuseInPrimary(name, "writing");
-    const stamp = options.ifNewerThan ?? { at: this.#now() };
+    const stamp = checkedStamp(options.ifNewerThan ?? { at: this.#now() });
     try {
       if (options.ifNewerThan !== undefined) {
         const described = await this.#describe(name);
@@ -166,7 +172,7 @@ export class AwsSecretsManagerStore implements SecretStore {
 
   async delete(name: string, options: DeleteOptions = {}): Promise<DeleteOutcome> {
     await this.#refuseInPrimary(name, "deleting");
-    const stamp = options.ifNewerThan ?? { at: this.#now() };
+    const stamp = checkedStamp(options.ifNewerThan ?? { at: this.#now() });
     try {
       const described = await this.#describe(name);
       if (described === undefined) {
@@ -174,11 +180,12 @@ export class AwsSecretsManagerStore implements SecretStore {
         if (options.ifNewerThan !== undefined && this.#recoveryDays() > 0) await this.#tombstoneOnly(name, stamp);
         return "absent";
       }
-      if (options.ifNewerThan !== undefined && !isNewer(stamp, true, described.stamp, described.stampIsDelete)) {
-        return "superseded";
-      }
-      await this.#tag(name, stampTags(stamp, true));
-      if (described.deleted) return "absent";
+      const newer = options.ifNewerThan === undefined || isNewer(stamp, true, described.stamp, described.stampIsDelete);
+      // Scheduled already: AWS takes no tags on it (the earlier delete's time stands).
+      if (described.deleted) return newer ? "absent" : "superseded";
+      if (newer) await this.#tag(name, stampTags(stamp, true));
+      // Not newer, but tagged as deleted and not scheduled: a delete that stopped half-way. Finish it.
+      else if (!described.stampIsDelete) return "superseded";
       await this.#scheduleDeletion(name);
       return "deleted";
     } catch (err) {
@@ -361,6 +368,16 @@ function userTags(tags: Readonly<Record<string, string>> | undefined): Tag[] {
   return Object.entries(tags ?? {})
     .filter(([Key]) => !OUR_TAGS.has(Key))
     .map(([Key, Value]) => ({ Key, Value }));
+}
+
+/** The stamp, or `invalid_request` when its event id would not fit a tag value (before any call). */
+function checkedStamp(stamp: ChangeStamp): ChangeStamp {
+  if (stamp.id !== undefined && encodeId(stamp.id).length > MAX_TAG_VALUE) {
+    throw new InvalidInput(
+      `an event id whose base64url form is longer than ${MAX_TAG_VALUE - 1} characters cannot be recorded in AWS Secrets Manager tags`,
+    );
+  }
+  return stamp;
 }
 
 function stampTags(stamp: ChangeStamp, deleted: boolean): Tag[] {

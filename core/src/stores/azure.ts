@@ -37,7 +37,9 @@
  * tags, readable with `getDeletedSecret`: that is the tombstone, and it lasts the vault's retention
  * (at least 7 days, above the 6-day event age limit). An event that deletes a name never written
  * writes an empty value to carry its tombstone and deletes it at once; an event that deletes a name
- * already deleted recovers it, re-tags it and deletes it again. `ifNewerThan` is read-then-write
+ * already deleted recovers it, re-tags it and deletes it again. A secret tagged as deleted reads as
+ * nothing, and one still live (a delete that stopped after its tag) is deleted by the next delete
+ * of the name, its own redelivery included. `ifNewerThan` is read-then-write
  * (`getSecret` / `getDeletedSecret`, then the write): Key Vault has no compare-and-set, so a writer
  * in another process between the two can be overwritten. Within this process, changes of one
  * secret run one at a time. Ties break by event id. Up to four of a version's 15 tags are ours.
@@ -321,6 +323,8 @@ export class AzureKeyVaultStore implements SecretStore {
     const tags = secret.properties.tags ?? {};
     const owner = tags[TAG_NAME];
     if (owner !== undefined && owner !== name) return undefined;
+    // Tagged as deleted but not deleted yet: a delete under way, or one that stopped half-way.
+    if (tags[TAG_DELETED] === "true") return undefined;
     const user = userTagsOf(tags);
     return {
       value: secret.value ?? "",
@@ -362,7 +366,12 @@ export class AzureKeyVaultStore implements SecretStore {
         const found = await this.#find(key);
         this.#refuseOtherOwner(found, name, key);
         if (options.ifNewerThan && found.state !== "absent") {
-          if (!isNewer(stamp, true, found.stamp, found.stampIsDelete)) return "superseded";
+          if (!isNewer(stamp, true, found.stamp, found.stampIsDelete)) {
+            // Tagged as deleted and still live: a delete that stopped before beginDeleteSecret. Finish it.
+            if (found.state !== "live" || !found.stampIsDelete) return "superseded";
+            await this.#client.beginDeleteSecret(key);
+            return "deleted";
+          }
         }
         const tombstone = stampTags(name, stamp, true);
         if (found.state === "live") {

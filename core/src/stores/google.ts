@@ -24,6 +24,10 @@
  * What it records: each change's time and event id in the annotations `llm-secrets/changed-at`,
  * `llm-secrets/change-id`, and `llm-secrets/deleted`. `ifNewerThan` is read-then-write: the secret
  * is read, then written, so a writer between the two can be overwritten; ties break by event id.
+ * A change is several calls, ordered so that one stopped half-way is finished when its event comes
+ * again: a write adds its version before recording its time (a new secret is made empty and marked
+ * deleted until then), a delete records its time before destroying the versions, and the next
+ * delete of the name destroys any left. A secret marked deleted reads as nothing.
  * Records: the version number and the tags (labels: lower-case letters, digits, `_` and `-`).
  * Retries: the library's, 3 attempts on UNAVAILABLE, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED.
  */
@@ -122,6 +126,8 @@ export class GoogleSecretManagerStore implements SecretStore {
       ]);
       const holder = secret.annotations?.[NAME];
       if (holder !== undefined && holder !== name) return undefined;
+      // Annotated as deleted: a tombstone, a delete that stopped half-way, or a write not done yet.
+      if (secret.annotations?.[DELETED] === "true") return undefined;
       // proto3 leaves an empty value's bytes off the wire.
       const data = access.payload?.data ?? new Uint8Array();
       const labels = { ...(secret.labels ?? {}) };
@@ -141,25 +147,31 @@ export class GoogleSecretManagerStore implements SecretStore {
     const stamp = options.ifNewerThan ?? { at: this.#now() };
     const meta = options.meta;
     try {
+      const labels = checkedLabels(meta?.tags ?? meta?.whenCreated?.tags);
       let found = await this.#find(name);
       let created = false;
       if (found === undefined) {
-        const labels = checkedLabels(meta?.tags ?? meta?.whenCreated?.tags);
-        created = await this.#create(name, { labels, annotations: annotations(name, stamp, false) });
+        // Made empty, "deleted" and with no time: the time is recorded once the value is in, so a
+        // write that stops before its version is not taken for done when its event comes again.
+        created = await this.#create(name, { labels, annotations: { [NAME]: name, [DELETED]: "true" } });
         if (!created) found = await this.#find(name);
       }
-      if (found !== undefined) {
-        if (options.ifNewerThan !== undefined && !isNewer(stamp, false, found.stamp, found.stampIsDelete)) {
-          return "superseded";
-        }
-        const labels = meta?.tags !== undefined ? checkedLabels(meta.tags) : undefined;
-        await this.#update(name, found.secret, annotations(name, stamp, false), labels);
+      if (found !== undefined && options.ifNewerThan !== undefined) {
+        if (!isNewer(stamp, false, found.stamp, found.stampIsDelete)) return "superseded";
       }
       await this.#client.addSecretVersion(
         { parent: this.#path(name), payload: { data: Buffer.from(value, "utf8") } },
         this.#call,
       );
-      return created || found?.deleted === true ? "created" : "updated";
+      const newLabels = found !== undefined && meta?.tags !== undefined ? labels : undefined;
+      await this.#update(
+        name,
+        found?.secret.annotations ?? { [NAME]: name },
+        annotations(name, stamp, false),
+        newLabels,
+      );
+      // Over a tombstone, created; over an empty secret another writer (or a stopped attempt) made, updated.
+      return created || (found?.deleted === true && found.stamp !== undefined) ? "created" : "updated";
     } catch (err) {
       throw classifyBackendError(err, "google secret manager put");
     }
@@ -176,21 +188,19 @@ export class GoogleSecretManagerStore implements SecretStore {
         }
         return "absent";
       }
-      if (options.ifNewerThan !== undefined && !isNewer(stamp, true, found.stamp, found.stampIsDelete)) {
-        return "superseded";
-      }
+      const newer = options.ifNewerThan === undefined || isNewer(stamp, true, found.stamp, found.stampIsDelete);
       if (this.#purge) {
+        if (!newer) return "superseded";
         await this.#client.deleteSecret({ name: this.#path(name) }, this.#call);
         return found.deleted ? "absent" : "deleted";
       }
-      await this.#update(name, found.secret, annotations(name, stamp, true));
-      if (found.deleted) return "absent";
-      const [versions] = await this.#client.listSecretVersions({ parent: this.#path(name) }, this.#call);
-      for (const version of versions) {
-        if (version.state === "DESTROYED" || version.name === undefined || version.name === null) continue;
-        await this.#client.destroySecretVersion({ name: version.name }, this.#call);
-      }
-      return "deleted";
+      if (newer) await this.#update(name, found.secret.annotations, annotations(name, stamp, true));
+      else if (!found.deleted) return "superseded";
+      // Every version of a live secret; of one annotated as deleted, what a delete that stopped
+      // half-way (or a write not done) left.
+      const destroyed = await this.#destroyVersions(name);
+      if (!found.deleted || destroyed > 0) return "deleted";
+      return newer ? "absent" : "superseded";
     } catch (err) {
       throw classifyBackendError(err, "google secret manager delete");
     }
@@ -271,16 +281,29 @@ export class GoogleSecretManagerStore implements SecretStore {
     }
   }
 
+  /** How many versions it destroyed: those not destroyed yet. */
+  async #destroyVersions(name: string): Promise<number> {
+    const [versions] = await this.#client.listSecretVersions({ parent: this.#path(name) }, this.#call);
+    let destroyed = 0;
+    for (const version of versions) {
+      if (version.state === "DESTROYED" || version.name === undefined || version.name === null) continue;
+      await this.#client.destroySecretVersion({ name: version.name }, this.#call);
+      destroyed++;
+    }
+    return destroyed;
+  }
+
+  /** Sets our annotations over the secret's `current` ones (and its labels, when given). */
   async #update(
     name: string,
-    secret: Secret,
+    current: Secret["annotations"],
     ours: Record<string, string>,
     labels?: Record<string, string>,
   ): Promise<void> {
     const paths = labels === undefined ? ["annotations"] : ["annotations", "labels"];
     await this.#client.updateSecret(
       {
-        secret: { name: this.#path(name), annotations: { ...secret.annotations, ...ours }, ...(labels && { labels }) },
+        secret: { name: this.#path(name), annotations: { ...current, ...ours }, ...(labels && { labels }) },
         updateMask: { paths },
       },
       this.#call,
