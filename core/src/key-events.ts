@@ -71,6 +71,21 @@ export type KeyEvent = z.infer<typeof KeyEventSchema>;
 
 export type KeyEventStatus = "applied" | "superseded" | "refused" | "failed";
 
+/**
+ * Errors of the store or of this deployment, not of the event: it is `failed`, so every queue
+ * delivers it again (Pub/Sub included, which acknowledges a `refused` one) and, if it keeps
+ * failing, its dead-letter queue keeps it until the store or the deployment is fixed. Any other
+ * error (a malformed event, a name that is not one, a policy that refuses it) is `refused`.
+ */
+const NOT_THE_EVENTS_FAULT: ReadonlySet<ErrorCode> = new Set([
+  "backend_unavailable",
+  "backend_denied",
+  "store_unavailable",
+  "store_corrupt",
+  "encryption_key_missing",
+  "internal",
+]);
+
 export interface KeyEventResult {
   /** The event's id, when it had a readable one. */
   id?: string;
@@ -188,7 +203,7 @@ async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult
     const retryable = err.code === "backend_unavailable";
     return {
       id: event.id,
-      status: retryable || err.code === "internal" ? "failed" : "refused",
+      status: NOT_THE_EVENTS_FAULT.has(err.code) ? "failed" : "refused",
       names,
       code: err.code,
       message: err.message,

@@ -78,6 +78,10 @@ describe("the Pub/Sub CloudEvent target on the functions-framework server", () =
     expect(await postBinary("3", "{not json")).toBe(204);
     expect(await postStructured("4", { id: "e4", type: "key.created" })).toBe(204);
     expect(await postBinary("5", keyEvent("e5", "unlucky", keys[2] as string))).toBe(500);
+    // A store that refuses our identity (IAM not there yet) is not the event's fault: redelivered
+    // too, so the dead-letter topic keeps it rather than an acknowledgement losing it.
+    const denied = newKey("sk-d-");
+    expect(await postBinary("6", keyEvent("e6", "denied", denied))).toBe(500);
     expect((await store.get("litellm/good-binary"))?.value).toBe(keys[0]);
     expect((await store.get("litellm/good-structured"))?.value).toBe(keys[1]);
     expect(await store.get("litellm/unlucky")).toBeUndefined();
@@ -87,7 +91,9 @@ describe("the Pub/Sub CloudEvent target on the functions-framework server", () =
     expect(await postBinary("5", keyEvent("e5", "unlucky", keys[2] as string))).toBe(204);
     expect(await postStructured("1", keyEvent("e1", "good-binary", keys[0] as string))).toBe(204);
     expect((await store.get("litellm/unlucky"))?.value).toBe(keys[2]);
-    expectNoValueIn(logs, keys);
+    expect(await postBinary("6", keyEvent("e6", "denied", denied))).toBe(204);
+    expect((await store.get("litellm/denied"))?.value).toBe(denied);
+    expectNoValueIn(logs, [...keys, denied]);
   });
 });
 

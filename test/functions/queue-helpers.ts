@@ -1,7 +1,7 @@
 // What the queue tests of every runtime share: a backend that is down for some names (what a
 // queue must redeliver), as a store answers, and the settings under which key events apply.
 import type { PutOptions, StoreFactory } from "../../core/src/secret-store";
-import { BackendUnavailable } from "../../core/src/store-errors";
+import { BackendDenied, BackendUnavailable } from "../../core/src/store-errors";
 import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
 
 export const KEY_EVENTS_CONFIG =
@@ -12,6 +12,7 @@ export class PartlyDownStore extends MemoryStore {
   down = true;
   override async put(name: string, value: string, options?: PutOptions) {
     if (this.down && name.includes("unlucky")) throw new BackendUnavailable("injected: the backend is down", 3);
+    if (this.down && name.includes("denied")) throw new BackendDenied("injected: the role may not write yet");
     return super.put(name, value, options);
   }
 
