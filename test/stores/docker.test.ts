@@ -48,6 +48,10 @@ describe("the docker store", () => {
     await symlink(join(dir, "nowhere"), join(dir, "DANGLING"));
     const page = await store.list?.({ limit: 10 });
     expect(page).toEqual({ names: ["ALIAS", "AZURE_API_KEY", "openai_api_key"] });
+    // What list leaves out, get does not find (a directory was a 500 store_unavailable).
+    expect(await store.get("subdir")).toBeUndefined();
+    expect(await store.get("SUBDIR")).toBeUndefined();
+    expect(await store.get("DANGLING")).toBeUndefined();
     expect(await store.list?.({ limit: 2 })).toMatchObject({
       names: ["ALIAS", "AZURE_API_KEY"],
       cursor: expect.any(String),

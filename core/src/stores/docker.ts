@@ -97,6 +97,9 @@ export class DockerSecretsStore implements SecretStore {
     try {
       return await readFile(real, "utf8");
     } catch (err) {
+      // A directory (Kubernetes' `..data`, a subdirectory) is no secret, as `list` says; nor a file gone since.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "EISDIR" || code === "ENOENT") return undefined;
       throw classifyBackendError(err, "docker secrets read");
     }
   }
