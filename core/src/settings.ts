@@ -246,7 +246,7 @@ export function loadSettings(input: SettingsInput): Settings {
     Object.entries(input.env).filter((e): e is [string, string] => typeof e[1] === "string"),
   );
   const configSource = input.configFile ?? rawEnv.LLM_SECRETS_CONFIG;
-  const { config, rawConfig, warnings } = readConfig(configSource, cwd, input.stores);
+  const { config, rawConfig, ignored } = readConfig(configSource, cwd, input.stores);
   // Where paths in the config are relative to: the config file's directory, or the working
   // directory for an inline config.
   const configDir =
@@ -265,6 +265,9 @@ export function loadSettings(input: SettingsInput): Settings {
 
   const general = config.general_settings ?? {};
   const factory = storeFactoryOf(general.key_management_system ?? undefined, input.stores);
+  // A store whose config schema takes any key (a custom module's own settings) reads them all.
+  const unused = takesAnyKey(factory) ? ignored.filter((key) => !key.startsWith(KMS_PATH)) : ignored;
+  const warnings = unused.length ? [`config: ignoring keys llm-secrets does not use: ${unused.join(", ")}`] : [];
   const store = factory.kind;
   const kms = general.key_management_settings ?? {};
   const storeSettings = parseStoreSettings(factory, rawKeyManagementSettings(rawConfig), env);
@@ -424,8 +427,8 @@ function readConfig(
   source: string | undefined,
   cwd: string,
   stores: readonly StoreFactory[],
-): { config: Config; rawConfig: Record<string, unknown>; warnings: string[] } {
-  if (source === undefined || source.trim() === "") return { config: {}, rawConfig: {}, warnings: [] };
+): { config: Config; rawConfig: Record<string, unknown>; ignored: string[] } {
+  if (source === undefined || source.trim() === "") return { config: {}, rawConfig: {}, ignored: [] };
   const inline = source.includes("\n") || source.trimStart().startsWith("{");
   let yamlText: string;
   if (inline) {
@@ -465,8 +468,12 @@ function readConfig(
   const ignored = unknownKeys(ConfigSchema, raw).filter(
     (key) => !(key.startsWith(KMS_PATH) && storeKeys.has(key.slice(KMS_PATH.length))),
   );
-  const warnings = ignored.length ? [`config: ignoring keys llm-secrets does not use: ${ignored.join(", ")}`] : [];
-  return { config: parsed.data, rawConfig: raw as Record<string, unknown>, warnings };
+  return { config: parsed.data, rawConfig: raw as Record<string, unknown>, ignored };
+}
+
+/** Whether the store's config schema keeps keys it does not name (`z.looseObject`). */
+function takesAnyKey(factory: StoreFactory): boolean {
+  return factory.settings.shape.config._zod.def.catchall !== undefined;
 }
 
 const ENV_REF = "os.environ/";

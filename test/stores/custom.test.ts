@@ -7,6 +7,7 @@ import { storeConformance } from "@llm-secrets/core/testing"; // as a user's own
 import { describe, expect, it } from "vitest";
 import { ConfigError } from "../../core/src/errors";
 import { silentLogger } from "../../core/src/log";
+import { loadSettings } from "../../core/src/settings";
 import { customStore } from "../../core/src/stores/custom";
 import { serveStore, tempDir } from "../helpers";
 
@@ -26,10 +27,28 @@ storeConformance({
 });
 
 describe("the custom store", () => {
-  it("takes a StoreFactory as the default export", async () => {
+  it("takes a StoreFactory as the default export, opened with its own key_management_settings", async () => {
     const store = await open("./custom-factory.mjs");
     expect((await store.get("FROM_FACTORY"))?.value).toBe("factory-value");
     expect(await store.get("OTHER")).toBeUndefined();
+    // Its keys reach its own schema as the config holds them (they were dropped before it saw them).
+    const settings = loadSettings({
+      stores: [customStore],
+      env: {
+        LLM_SECRETS_CONFIG:
+          "general_settings:\n  key_management_system: custom\n  key_management_settings:\n    custom_secret_manager: ./custom-factory.mjs\n    greeting: hello\n",
+      },
+      cwd: FIXTURES,
+    });
+    const configured = await customStore.open(settings.storeSettings as never, {
+      dataDir: "/nonexistent",
+      configDir: FIXTURES,
+      env: {},
+      log: silentLogger,
+      now: Date.now,
+    });
+    expect((await configured.get("FROM_SETTINGS"))?.value).toBe("hello");
+    expect(settings.warnings).toEqual([]); // its keys are not "ignored"
   });
 
   it("stops the start, naming the module, when it cannot be loaded or exports neither shape", async () => {

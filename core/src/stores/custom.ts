@@ -30,7 +30,8 @@ import { classifyBackendError, NotSupported } from "../store-errors";
 import { describeIssues, issuesOf, safeParse } from "../validation";
 
 export const CustomSettings = z.object({
-  config: z.object({ custom_secret_manager: z.nullish(z.string().check(z.minLength(1))) }),
+  // Loose: a StoreFactory module's own keys come through, for its own schema to read.
+  config: z.looseObject({ custom_secret_manager: z.nullish(z.string().check(z.minLength(1))) }),
   env: z.object({}),
 });
 
@@ -123,7 +124,8 @@ async function openCustom(settings: z.output<typeof CustomSettings>, deps: Store
     throw new ConfigError(`custom_secret_manager: cannot load ${path} (${code})`);
   }
   if (isFactory(exported)) {
-    const parsed = safeParse(exported.settings, { config: {}, env: deps.env });
+    const { custom_secret_manager: _path, ...config } = settings.config;
+    const parsed = safeParse(exported.settings, { config, env: deps.env });
     if (!parsed.success) {
       throw new ConfigError(`custom_secret_manager ${path}: ${describeIssues(issuesOf(parsed.error))}`);
     }
