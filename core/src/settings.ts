@@ -270,6 +270,12 @@ export function loadSettings(input: SettingsInput): Settings {
   const warnings = unused.length ? [`config: ignoring keys llm-secrets does not use: ${unused.join(", ")}`] : [];
   const store = factory.kind;
   const kms = general.key_management_settings ?? {};
+  if (kms.store_virtual_keys && factory.capabilities.writes && !factory.capabilities.compareAndSet) {
+    warnings.push(
+      `key events on ${factory.kind} are applied in the order they arrive: this store records no change times, ` +
+        "so a redelivered older event can undo a newer one (a deleted key come back)",
+    );
+  }
   const storeSettings = parseStoreSettings(factory, rawKeyManagementSettings(rawConfig), env);
   const dataDir = resolve(cwd, e.LLM_SECRETS_DATA_DIR ?? ".llm-secrets");
 

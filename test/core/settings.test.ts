@@ -234,6 +234,23 @@ describe("config.yaml", () => {
     ).toMatch(/^vaultish settings: general_settings\.key_management_settings\.mount_name: /);
   });
 
+  it("warns at start when key events go to a store that records no change times", () => {
+    const unordered = {
+      ...memoryStore,
+      kind: "unordered",
+      capabilities: { ...memoryStore.capabilities, compareAndSet: false },
+    } as const satisfies StoreFactory<"unordered">;
+    const load = (stores: StoreFactory[]) =>
+      loadSettings({
+        stores,
+        env: { LLM_SECRETS_CONFIG: "general_settings:\n  key_management_settings:\n    store_virtual_keys: true\n" },
+      }).warnings;
+    expect(load([unordered])).toEqual([
+      "key events on unordered are applied in the order they arrive: this store records no change times, so a redelivered older event can undo a newer one (a deleted key come back)",
+    ]);
+    expect(load([memoryStore])).toEqual([]);
+  });
+
   it("ignores unknown keys with one warning that lists them", () => {
     const s = loadSettings({
       env: {
