@@ -25,7 +25,7 @@
  *   the secret stays recoverable for the vault's retention, 7 to 90 days, and nothing is purged).
  * - List: `listPropertiesOfSecrets().byPage` (`GET /secrets?maxresults=N`, N the limit, at most
  *   Key Vault's 25), one page a call; each secret's name as written (its tag, else the vault's
- *   name), disabled secrets and tombstones left out (soft-deleted ones are not listed by the vault
+ *   name), disabled secrets (which read as nothing) and tombstones left out (soft-deleted ones are not listed by the vault
  *   at all). No server filter: the prefix is matched here, so a page may hold fewer names than the
  *   limit. The cursor is the vault's `nextLink`, taken from the answer by a pipeline policy (the SDK
  *   drops it from the pages it yields) and refused unless it points back at this vault's `/secrets`
@@ -317,7 +317,8 @@ export class AzureKeyVaultStore implements SecretStore {
     try {
       secret = await this.#client.getSecret(key);
     } catch (err) {
-      if (statusOf(err) === 404) return undefined;
+      // Not there; or disabled (403 SecretDisabled), which list leaves out too.
+      if (statusOf(err) === 404 || innerCodeOf(err) === "SecretDisabled") return undefined;
       throw classifyBackendError(err, "azure key vault get");
     }
     const tags = secret.properties.tags ?? {};
@@ -540,6 +541,14 @@ function found(
 function statusOf(err: unknown): number | undefined {
   const status = (err as { statusCode?: unknown } | null)?.statusCode;
   return typeof status === "number" ? status : undefined;
+}
+
+/** Key Vault's inner error code (`{"error":{"innererror":{"code"}}}`, `innerError` once the SDK has read it). */
+function innerCodeOf(err: unknown): string | undefined {
+  const error = (err as { details?: { error?: Record<string, { code?: unknown } | undefined> } } | null)?.details
+    ?.error;
+  const code = (error?.innerError ?? error?.innererror)?.code;
+  return typeof code === "string" ? code : undefined;
 }
 
 function userTagsOf(tags: Readonly<Record<string, string>>): Record<string, string> {
