@@ -25,9 +25,9 @@
  *   the secret stays recoverable for the vault's retention, 7 to 90 days, and nothing is purged).
  * - List: `listPropertiesOfSecrets().byPage` (`GET /secrets?maxresults=N`, N the limit, at most
  *   Key Vault's 25), one page a call; each secret's name as written (its tag, else the vault's
- *   name), disabled secrets (which read as nothing) and tombstones left out (soft-deleted ones are not listed by the vault
- *   at all). No server filter: the prefix is matched here, so a page may hold fewer names than the
- *   limit. The cursor is the vault's `nextLink`, taken from the answer by a pipeline policy (the SDK
+ *   name), disabled secrets (which read as nothing) and tombstones left out (soft-deleted ones are
+ *   not listed by the vault at all). No server filter: the prefix is matched here, so a page may
+ *   hold fewer names than the limit. The cursor is the vault's `nextLink`, taken from the answer by a pipeline policy (the SDK
  *   drops it from the pages it yields) and refused unless it points back at this vault's `/secrets`
  *   (a link elsewhere would carry our token there).
  *
