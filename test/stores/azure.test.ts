@@ -277,6 +277,21 @@ describe("azure_key_vault over the wire", () => {
     expect((await store.get("BUSY"))?.value).toBe(next);
   });
 
+  it("a late event that arrives while a newer delete is still under way is superseded, not written over it", async () => {
+    const fake = await azure();
+    const store = await quick();
+    await store.put("REVOKED", value("revoked"), { ifNewerThan: { at: 1_000, id: "e1" } });
+    fake.deletionDelayMs = 150; // neither live nor in the deleted secrets for a moment
+    expect(await store.delete("REVOKED", { ifNewerThan: { at: 2_000, id: "e2" } })).toBe("deleted");
+    expect(await store.put("REVOKED", value("late"), { ifNewerThan: { at: 1_500, id: "e1b" } })).toBe("superseded");
+    expect(fake.calls("POST", "/deletedsecrets/REVOKED/recover")).toHaveLength(0);
+    expect(await store.get("REVOKED")).toBeUndefined();
+    // A newer one waits the delete out and lands.
+    const newer = value("newer");
+    expect(await store.put("REVOKED", newer, { ifNewerThan: { at: 3_000, id: "e3" } })).toBe("created");
+    expect((await store.get("REVOKED"))?.value).toBe(newer);
+  });
+
   it("ifNewerThan reads the change times in the tags, the tombstone's included: a late event cannot revive a name", async () => {
     const fake = await azure();
     const store = await open();

@@ -39,7 +39,9 @@
  * writes an empty value to carry its tombstone and deletes it at once; an event that deletes a name
  * already deleted recovers it, re-tags it and deletes it again. A secret tagged as deleted reads as
  * nothing, and one still live (a delete that stopped after its tag) is deleted by the next delete
- * of the name, its own redelivery included. `ifNewerThan` is read-then-write
+ * of the name, its own redelivery included. A delete under way is in neither list, so its time
+ * cannot be read: a write that meets it (`409`) waits, looks again, and is superseded if the delete
+ * is newer. `ifNewerThan` is read-then-write
  * (`getSecret` / `getDeletedSecret`, then the write): Key Vault has no compare-and-set, so a writer
  * in another process between the two can be overwritten. Within this process, changes of one
  * secret run one at a time. Ties break by event id. Up to four of a version's 15 tags are ours.
@@ -341,14 +343,18 @@ export class AzureKeyVaultStore implements SecretStore {
     const meta = options.meta;
     return this.#queues.run(key.toLowerCase(), async () => {
       try {
+        // Whether this write still wins over what `key` holds (looked at again while a delete finishes).
+        const wins = (found: Found): boolean => {
+          this.#refuseOtherOwner(found, name, key);
+          return (
+            !options.ifNewerThan || found.state === "absent" || isNewer(stamp, false, found.stamp, found.stampIsDelete)
+          );
+        };
         const found = await this.#find(key);
-        this.#refuseOtherOwner(found, name, key);
-        if (options.ifNewerThan && found.state !== "absent") {
-          if (!isNewer(stamp, false, found.stamp, found.stampIsDelete)) return "superseded";
-        }
+        if (!wins(found)) return "superseded";
         const given = meta?.tags ?? (found.state === "live" ? found.userTags : meta?.whenCreated?.tags);
         const tags = { ...checkedUserTags(given), ...stampTags(name, stamp, false) };
-        await this.#write(key, value, tags, found.state === "deleted");
+        if (!(await this.#write(key, value, tags, found.state === "deleted", wins))) return "superseded";
         if (found.state === "live" && found.owner === undefined) {
           this.#log.info("adopted a Key Vault secret made outside llm-secrets", { name, key });
         }
@@ -484,15 +490,23 @@ export class AzureKeyVaultStore implements SecretStore {
 
   /**
    * A new version of `key`, recovering it first when it is soft-deleted. A `409` means a delete or
-   * a recovery is still under way: the name is looked at again (recovered once its delete is done).
+   * a recovery is still under way: the name is looked at again (recovered once its delete is done),
+   * and, with `stillWins`, written only if the change still wins over what it then holds (a delete
+   * under way is in neither list: its time could not be read before). False when it no longer does.
    */
-  async #write(key: string, value: string, tags: Record<string, string>, deleted: boolean): Promise<void> {
+  async #write(
+    key: string,
+    value: string,
+    tags: Record<string, string>,
+    deleted: boolean,
+    stillWins?: (found: Found) => boolean,
+  ): Promise<boolean> {
     let recover = deleted;
     for (let attempt = 1; ; attempt++) {
       try {
         if (recover) await this.#recover(key);
         await this.#client.setSecret(key, value, { tags });
-        return;
+        return true;
       } catch (err) {
         if (statusOf(err) !== 409) throw err;
         if (attempt >= BUSY_ATTEMPTS) {
@@ -502,7 +516,9 @@ export class AzureKeyVaultStore implements SecretStore {
         }
       }
       await new Promise((resolve) => setTimeout(resolve, this.#pollMs));
-      recover = (await this.#find(key)).state === "deleted";
+      const again = await this.#find(key);
+      if (stillWins && !stillWins(again)) return false;
+      recover = again.state === "deleted";
     }
   }
 
