@@ -20,6 +20,8 @@ export interface ContractCase {
   target: string;
   /** JSON body. */
   body?: unknown;
+  /** A body sent as this text (with `Content-Type: application/json`), when it is not JSON. */
+  rawBody?: string;
   /** Send the master key (default true). */
   auth?: boolean;
   status: number;
@@ -160,6 +162,24 @@ export const CONTRACT: readonly ContractCase[] = [
     code: "invalid_name",
   },
   { name: "PUT //x", method: "PUT", target: "/v1/secrets//x", body: put, status: 400, code: "invalid_name" },
+  // A body that is not JSON: the app answers it (401 first), not a platform's body parser.
+  {
+    name: "PUT, a body that is not JSON, no key",
+    method: "PUT",
+    target: "/v1/secrets/prod",
+    rawBody: "{not json",
+    auth: false,
+    status: 401,
+    code: "unauthorized",
+  },
+  {
+    name: "PUT, a body that is not JSON",
+    method: "PUT",
+    target: "/v1/secrets/prod",
+    rawBody: "{not json",
+    status: 400,
+    code: "invalid_request",
+  },
   { name: "PUT a//b", method: "PUT", target: "/v1/secrets/a//b", body: put, status: 400, code: "invalid_name" },
   { name: "PUT a;b", method: "PUT", target: "/v1/secrets/a;b", body: put, status: 400, code: "invalid_name" },
   { name: "PUT prod;x", method: "PUT", target: "/v1/secrets/prod;x", body: put, status: 400, code: "invalid_name" },
