@@ -8,7 +8,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join } from "node:path";
-import { HttpRequest, InvocationContext } from "@azure/functions";
+import { HttpRequest, HttpResponse, InvocationContext } from "@azure/functions";
 import { QueueClient } from "@azure/storage-queue";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../core/src/log";
@@ -143,21 +143,32 @@ describe("the queue trigger, through Azurite", () => {
 });
 
 describe("the HTTP adapter", () => {
-  it("keeps the body's bytes and every Set-Cookie", async () => {
+  it("keeps the body's bytes and every Set-Cookie (as cookies: the worker sends one value per header)", async () => {
     const response = new Response(new Uint8Array([0, 255, 1, 254]), { status: 201 });
-    response.headers.append("set-cookie", "a=1=2; Path=/");
-    response.headers.append("set-cookie", "b=3");
-    response.headers.set("x-one", "1");
-    const init = await toResponse(response);
-    expect(init.status).toBe(201);
-    expect(init.headers).toEqual(
-      expect.arrayContaining([
-        ["set-cookie", "a=1=2; Path=/"],
-        ["set-cookie", "b=3"],
-        ["x-one", "1"],
-      ]),
+    response.headers.append(
+      "set-cookie",
+      "__cf_bm=a%3D1; Path=/; Expires=Wed, 26 Nov 2036 10:00:00 GMT; HttpOnly; Secure; SameSite=None",
     );
-    expect([...(init.body as Uint8Array)]).toEqual([0, 255, 1, 254]);
+    response.headers.append("set-cookie", "_cfuvid=b=3; Domain=.openai.com; Max-Age=60; SameSite=lax");
+    response.headers.set("x-one", "1");
+    // What the worker hands the host: @azure/functions' own HttpResponse of our init.
+    const sent = new HttpResponse(await toResponse(response));
+    expect(sent.status).toBe(201);
+    expect(sent.headers.get("x-one")).toBe("1");
+    expect(sent.headers.get("set-cookie")).toBeNull(); // one value per name: a second cookie would be lost there
+    expect(sent.cookies).toEqual([
+      {
+        name: "__cf_bm",
+        value: "a%3D1",
+        path: "/",
+        expires: new Date("2036-11-26T10:00:00Z"),
+        httpOnly: true,
+        secure: true,
+        sameSite: "None",
+      },
+      { name: "_cfuvid", value: "b=3", domain: ".openai.com", maxAge: 60, sameSite: "Lax" },
+    ]);
+    expect([...new Uint8Array(await sent.arrayBuffer())]).toEqual([0, 255, 1, 254]);
   });
 
   it("hands a PUT body through byte for byte", async () => {

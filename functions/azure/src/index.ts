@@ -2,8 +2,8 @@
  * The Azure runtime (SPEC section 9): Azure Functions v4 programming model over the one app in core.
  *
  * - `secrets`: an HTTP trigger on every route (`{*path}`, with `routePrefix: ""` in host.json) and
- *   every method, translated by `toRequest` / `toResponse` below: the body's bytes and repeated
- *   headers (several `Set-Cookie`s) kept intact. Azure Functions keys go in `x-functions-key`,
+ *   every method, translated by `toRequest` / `toResponse` below: the body's bytes kept intact, and
+ *   each `Set-Cookie` sent as one of the response's cookies (the worker keeps one value per header). Azure Functions keys go in `x-functions-key`,
  *   never `?code=`. The raw request is the path of `request.url` as the host hands it over: the
  *   host (and the HttpRequest class) have already normalised `..` and `%2e%2e` away, so those
  *   cannot be refused here (README says so).
@@ -17,7 +17,7 @@
  * `serve`), with the stores this bundle ships; without `key_management_system` it is Azure Key
  * Vault. A start that fails fails every invocation with its one-line reason.
  */
-import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from "@azure/functions";
+import { app, type Cookie, type HttpRequest, type HttpResponseInit, type InvocationContext } from "@azure/functions";
 import { createLogger, type FunctionOptions, type RawRequest, startOnFirstUse } from "@llm-secrets/core";
 import { azureKeyVaultStore } from "@llm-secrets/core/stores/azure";
 import { customStore } from "@llm-secrets/core/stores/custom";
@@ -26,6 +26,7 @@ import { dockerStore } from "@llm-secrets/core/stores/docker";
 import { infisicalStore } from "@llm-secrets/core/stores/infisical";
 import { localStore } from "@llm-secrets/core/stores/local";
 import { vaultStore } from "@llm-secrets/core/stores/vault";
+import { type Cookie as ParsedCookie, parseSetCookie } from "set-cookie-parser";
 
 /** The stores the Azure bundle ships; the first is the default. */
 export const AZURE_STORES = [
@@ -56,16 +57,43 @@ export async function toRequest(request: HttpRequest): Promise<Request> {
   });
 }
 
-/** A fetch `Response` to HttpResponseInit: status, every header (repeated ones too) and the bytes. */
+/**
+ * A fetch `Response` to HttpResponseInit: status, headers and the bytes. The worker hands headers to
+ * the host as one value per name, so each `Set-Cookie` (an upstream's `__cf_bm` and `_cfuvid`) goes
+ * as one of `cookies` instead, which the host writes a header each (attributes it has no field for,
+ * such as `Partitioned`, are not carried).
+ */
 export async function toResponse(response: Response): Promise<HttpResponseInit> {
   const headers: [string, string][] = [];
   response.headers.forEach((value, key) => {
     if (key !== "set-cookie") headers.push([key, value]);
   });
-  for (const cookie of response.headers.getSetCookie()) headers.push(["set-cookie", cookie]);
+  const cookies = parseSetCookie(response.headers.getSetCookie(), { decodeValues: false }).map(toCookie);
   const bytes = new Uint8Array(await response.arrayBuffer());
-  return { status: response.status, headers, ...(bytes.byteLength > 0 && { body: bytes }) };
+  return {
+    status: response.status,
+    headers,
+    ...(cookies.length > 0 && { cookies }),
+    ...(bytes.byteLength > 0 && { body: bytes }),
+  };
 }
+
+function toCookie(c: ParsedCookie): Cookie {
+  const sameSite = SAME_SITE[c.sameSite?.toLowerCase() ?? ""];
+  return {
+    name: c.name,
+    value: c.value,
+    ...(c.domain !== undefined && { domain: c.domain }),
+    ...(c.path !== undefined && { path: c.path }),
+    ...(c.expires !== undefined && { expires: c.expires }),
+    ...(c.maxAge !== undefined && { maxAge: c.maxAge }),
+    ...(c.secure && { secure: true }),
+    ...(c.httpOnly && { httpOnly: true }),
+    ...(sameSite && { sameSite }),
+  };
+}
+
+const SAME_SITE: Record<string, Cookie["sameSite"]> = { strict: "Strict", lax: "Lax", none: "None" };
 
 /** The two handlers over one lazily started runtime (tests pass their own stores and environment). */
 export function azureFunctions(options: FunctionOptions = {}) {
