@@ -15,6 +15,18 @@ export function envValue(env: Readonly<Record<string, string | undefined>>, name
   return Object.hasOwn(env, name) ? env[name] : undefined;
 }
 
+/**
+ * An `os.environ/NAME` ref's value from the environment, as LiteLLM's `get_secret` reads it there:
+ * one matching pair of surrounding quotes (`"…"` or `'…'`) removed, as `docker run --env-file`
+ * keeps them (LiteLLM issue #27591). Values read through a store are taken as stored.
+ */
+export function envRefValue(env: Readonly<Record<string, string | undefined>>, name: string): string | undefined {
+  const value = envValue(env, name);
+  if (value === undefined || value.length < 2) return value;
+  const first = value[0];
+  return (first === '"' || first === "'") && value.at(-1) === first ? value.slice(1, -1) : value;
+}
+
 /** Every distinct name referred to anywhere in `json`, in order of first appearance. */
 export function collectRefs(json: unknown): string[] {
   const names = new Set<string>();

@@ -10,7 +10,7 @@ import { AccessDenied, EncryptionKeyMissing, NotFound, SecretsError } from "./er
 import type { Logger } from "./log";
 import type { Labels, Metrics } from "./metrics";
 import { isValidName, validateName } from "./names";
-import { collectRefs, envValue, REF_PREFIX, replaceRefs, scanRefs } from "./refs";
+import { collectRefs, envRefValue, REF_PREFIX, replaceRefs, scanRefs } from "./refs";
 import { type CacheRead, SecretCache } from "./secret-cache";
 import type {
   ChangeStamp,
@@ -364,7 +364,7 @@ export class SecretManager {
             }
           }
         }
-        const fromEnv = envValue(this.#env, name);
+        const fromEnv = envRefValue(this.#env, name);
         if (fromEnv === undefined) return { name, source: "unresolved" };
         values.set(name, fromEnv);
         return { name, source: "env" };

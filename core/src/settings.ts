@@ -13,7 +13,7 @@ import { ENCRYPTION_ALGORITHMS, type EncryptionAlgorithm, KeyRing } from "./cryp
 import { ConfigError, EncryptionKeyMissing, SecretsError } from "./errors";
 import { validateName } from "./names";
 import type { OutboundTls } from "./outbound-tls";
-import { envValue } from "./refs";
+import { envRefValue } from "./refs";
 import type { AccessMode, StoreFactory, StoreScope } from "./secret-store";
 import { describeIssues, issuesOf, safeParse, unknownKeys } from "./validation";
 
@@ -524,7 +524,7 @@ function masterKeyOf(
   let found: { key: string; source: string } | undefined;
   if (configured?.startsWith(ENV_REF)) {
     const name = configured.slice(ENV_REF.length);
-    const value = envValue(env, name);
+    const value = envRefValue(env, name);
     // A key named but not there is a typo or a missing secret: going on would seal new values
     // under another key.
     if (value === undefined) throw new ConfigError(`general_settings.master_key refers to ${name}, which is not set`);

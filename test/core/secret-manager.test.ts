@@ -101,13 +101,25 @@ describe("SecretManager with a failing store", () => {
 
   it("resolves a config at start from the environment when the store fails or lacks a name, as LiteLLM does", async () => {
     const fromEnv = secretValue("env");
-    const { store, manager, logs, clock } = setup({ env: { A: fromEnv, B: "b-from-env" } });
+    const { store, manager, logs, clock } = setup({
+      env: { A: fromEnv, B: "b-from-env", Q: `"${fromEnv}"`, S: "'x'", ODD: `"${fromEnv}'`, ONE: '"' },
+    });
     await store.put("B", "b-from-store");
-    expect((await manager.resolveConfig({ a: "os.environ/A", b: "os.environ/B", c: "os.environ/C" })).refs).toEqual([
+    const resolved = await manager.resolveConfig({ a: "os.environ/A", b: "os.environ/B", c: "os.environ/C" });
+    expect(resolved.refs).toEqual([
       { name: "A", source: "env" },
       { name: "B", source: "store" },
       { name: "C", source: "unresolved" },
     ]);
+    // From the environment, one matching pair of surrounding quotes goes, as LiteLLM's get_secret
+    // drops it (docker --env-file keeps them); mismatched ones and a lone quote stay.
+    const quoted = await manager.resolveConfig({
+      q: "os.environ/Q",
+      s: "os.environ/S",
+      o: "os.environ/ODD",
+      one: "os.environ/ONE",
+    });
+    expect(quoted.config).toEqual({ q: fromEnv, s: "x", o: `"${fromEnv}'`, one: '"' });
     store.down = true;
     clock.now += 61_000; // past the not-found cache of A
     const during = await manager.resolveConfig({ a: "os.environ/A" });

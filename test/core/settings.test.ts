@@ -104,6 +104,11 @@ describe("salt key and master key", () => {
     });
     expect(ref.masterKey).toBe(mine);
     expect(ref.masterKeySource).toBe("MY_KEY");
+    // Quoted in the environment (docker --env-file keeps quotes): LiteLLM's get_secret drops one pair.
+    const quoted = loadSettings({
+      env: { MY_KEY: `"${mine}"`, LLM_SECRETS_CONFIG: "general_settings:\n  master_key: os.environ/MY_KEY\n" },
+    });
+    expect(quoted.masterKey).toBe(mine);
   });
 
   it("stops when general_settings.master_key names a variable that is not set", () => {

@@ -15,7 +15,7 @@
  */
 import { fromIni, fromTemporaryCredentials, fromWebToken } from "@aws-sdk/credential-providers";
 import { ConfigError } from "../errors";
-import { envValue, refName } from "../refs";
+import { envRefValue, refName } from "../refs";
 import { ROLE_KEYS, type RoleSettings } from "./aws-config";
 
 const DEFAULT_SESSION_NAME = "llm-secrets";
@@ -77,7 +77,7 @@ function resolvedRefs(
       out[key] = setting;
       continue;
     }
-    const value = envValue(env, name);
+    const value = envRefValue(env, name);
     // The value is never named in the message: a token may be in it.
     if (!value) throw new ConfigError(`key_management_settings: ${key} names ${name}, which is not set`);
     out[key] = value;
