@@ -241,6 +241,11 @@ describe.each(Object.keys(BACKENDS) as (keyof typeof BACKENDS)[])("SecretBox on 
       expectDecryptFailed(`v3:gcm:${padded}`);
       // Python's urlsafe_b64decode needs the padding, so we refuse unpadded input too.
       expectDecryptFailed(`v2:gcm:${body.toString("base64url")}`);
+      // It skips whitespace: a ciphertext wrapped, or pasted with spaces, opens.
+      const wrapped = `${padded.slice(0, 8)}\r\n${padded.slice(8, 20)} \t${padded.slice(20)}\n`;
+      expect(openSecret(`v2:gcm:${wrapped}`, ring)).toBe("x");
+      expect(openSecret(sealSecret("wrapped", ring).replace(/(.{16})/g, "$1\n"), ring)).toBe("wrapped");
+      expectDecryptFailed(`v2:gcm:${padded.slice(0, 8)}*${padded.slice(8)}`);
     });
   });
 });
