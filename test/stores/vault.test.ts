@@ -777,6 +777,40 @@ describe("outbound TLS settings reach Vault's client", () => {
 });
 
 describe("team settings (team_settings in config, team_id on events and reads)", () => {
+  it("two teams that read one path through two KV fields each get their own field, cache or not", async () => {
+    const fake = await startFake();
+    fake.seed("secret/DB", { key: "from-key", password: "from-password" });
+    const masterKey = newKey();
+    const runtime = await createRuntime({
+      stores: [vaultStore],
+      settings: {
+        env: {
+          LITELLM_MASTER_KEY: masterKey,
+          HCP_VAULT_ADDR: fake.url,
+          HCP_VAULT_TOKEN: ROOT,
+          LLM_SECRETS_CONFIG:
+            "general_settings:\n  key_management_settings:\n    team_settings:\n      b: {data: password}\n",
+        },
+      },
+      log,
+      audit: () => {},
+    });
+    const read = async (path: string) =>
+      (
+        (await (
+          await runtime.fetch(
+            new Request(`http://localhost${path}`, { headers: { authorization: `Bearer ${masterKey}` } }),
+            { path },
+          )
+        ).json()) as { value: string }
+      ).value;
+    expect(await read("/v1/secrets/DB?team_id=a")).toBe("from-key"); // a team without settings: the general ones
+    expect(await read("/v1/secrets/DB?team_id=b")).toBe("from-password");
+    expect(await read("/v1/secrets/DB")).toBe("from-key");
+    expect(await read("/v1/secrets/DB?team_id=b")).toBe("from-password");
+    await runtime.close();
+  });
+
   it("keeps a team's keys where its settings say, reads them back with ?team_id, and takes nothing from the event", async () => {
     const fake = await startFake({ mounts: ["secret", "team-ns/kv-team"] });
     const masterKey = newKey();
@@ -836,8 +870,10 @@ describe("team settings (team_settings in config, team_id on events and reads)",
     expect(await (await read("/v1/secrets/team-a/svc?team_id=team-a")).json()).toMatchObject({ value: key });
     expect((await read("/v1/secrets/team-a/svc")).status).toBe(404); // not where the general settings look
     expect(await (await read("/v1/secrets/litellm/svc")).json()).toMatchObject({ value: plain });
-    // Teams never share a cache entry: the same name under two scopes is two keys.
+    // Teams never share a cache entry: the same name under two scopes is two keys, a field of its own included.
     expect(runtime.store.keyOf("x", { team: "team-a", namespace: "team-ns" })).not.toBe(runtime.store.keyOf("x"));
+    expect(runtime.store.keyOf("x", { team: "t", dataKey: "password" })).not.toBe(runtime.store.keyOf("x"));
+    expect(runtime.store.keyOf("x", { team: "t", dataKey: "key" })).toBe(runtime.store.keyOf("x"));
 
     expect(
       await runtime.applyKeyEvent({

@@ -295,11 +295,14 @@ export class VaultStore implements SecretStore {
   }
 
   /**
-   * The data path after `/v1/`, every segment encoded: what the name's URL addresses. A team's
-   * scope changes the namespace, mount and prefix in it, so teams never share a cache entry.
+   * The data path after `/v1/`, every segment encoded: what the name's URL addresses, and the KV
+   * field when it is not `key`. A team's scope changes the namespace, mount, prefix and field in it,
+   * so teams never share a cache entry (two teams reading one path through two fields included).
    */
   keyOf(name: string, scope?: StoreScope): string {
-    return scope ? this.#in(scope).keyOf(name) : this.#path("data", name);
+    if (scope) return this.#in(scope).keyOf(name);
+    const path = this.#path("data", name);
+    return this.#target.dataKey === DATA_KEY ? path : `${path}#${encodeURIComponent(this.#target.dataKey)}`;
   }
 
   /**
