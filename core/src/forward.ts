@@ -56,6 +56,8 @@ const HOP_BY_HOP = new Set([
   "upgrade",
   "host",
   "content-length",
+  // `100-continue` is between the client and us (node answers it); undici refuses to send it.
+  "expect",
 ]);
 
 /** Credentials a caller may have sent: ours, or a provider's; none is passed on. */
@@ -124,7 +126,9 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
     if (key !== undefined) withKey[header] = header === "authorization" ? `Bearer ${key}` : key;
     const timeouts =
       deps.timeoutMs === undefined ? {} : { headersTimeout: deps.timeoutMs, bodyTimeout: deps.timeoutMs };
-    return send(url, { method: request.method as "GET", headers: withKey, body, dispatcher, ...timeouts });
+    // The caller gone (its connection closed), the upstream call stops too: no completion billed for nobody.
+    const signal = request.signal;
+    return send(url, { method: request.method as "GET", headers: withKey, body, dispatcher, signal, ...timeouts });
   };
 
   let answer: Awaited<ReturnType<typeof send>>;

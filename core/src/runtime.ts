@@ -13,6 +13,7 @@ import { instrumentStore } from "./instrument-store";
 import { applyKeyEvent, applyKeyEventText, type KeyEventResult } from "./key-events";
 import { bufferedWriter, type Logger } from "./log";
 import { createMetrics, type Metrics, type MetricsSink } from "./metrics";
+import { outboundTlsOptions } from "./outbound-tls";
 import { SecretManager } from "./secret-manager";
 import type { SecretStore, StoreFactory } from "./secret-store";
 import { loadSettings, type Settings, type SettingsInput } from "./settings";
@@ -76,6 +77,9 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     // libsodium is the fast path; without it, sealing and opening stay correct on tweetnacl.
     cryptoReady().catch(() => log.warn("libsodium did not load; encryption runs on tweetnacl (same bytes, slower)")),
   ]);
+  // Forwarding reads the outbound TLS files on its first call: read them now, so one that cannot be
+  // read stops the start, named, rather than failing every forward.
+  if ((settings.config.model_list ?? []).length > 0) outboundTlsOptions(settings.outbound);
   const metrics = createMetrics(options.metricsSinks);
   const store = instrumentStore(backend, metrics, log);
   const manager = new SecretManager({

@@ -7,7 +7,7 @@ import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { closeOutboundAgents } from "../../core/src/outbound";
-import { expectNoValueIn, inProcessApp, newKey } from "../helpers";
+import { expectNoValueIn, inProcessApp, newKey, until } from "../helpers";
 
 interface Seen {
   method: string;
@@ -19,6 +19,8 @@ interface Seen {
 const seen: Seen[] = [];
 let expectedKey = "";
 let releaseStream: () => void = () => {};
+/** How many calls to /v1/hang (never answered) ended with their connection closed. */
+let hangsClosed = 0;
 let api: Server;
 let apiUrl = "";
 
@@ -42,6 +44,10 @@ beforeAll(async () => {
         res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
         res.write("data: first\n\n");
         releaseStream = () => res.end("data: second\n\n");
+        return;
+      }
+      if (req.url?.startsWith("/v1/hang")) {
+        res.on("close", () => hangsClosed++);
         return;
       }
       if (req.url?.startsWith("/v1/error")) {
@@ -145,6 +151,35 @@ describe("POST /v1/forward/{model}/{path}", () => {
     expectNoValueIn(audits, [key]);
   });
 
+  it("takes Expect: 100-continue (node answered it; undici refuses to send it: it was 502)", async () => {
+    const key = newKey("sk-upstream-");
+    expectedKey = key;
+    const { request } = await app(key);
+    seen.length = 0;
+    const res = await request("/v1/forward/gpt/v1/chat/completions", {
+      method: "POST",
+      json: { messages: [] },
+      headers: { expect: "100-continue" },
+    });
+    expect(res.status).toBe(200);
+    expect(seen.at(-1)?.headers.expect).toBeUndefined();
+  });
+
+  it("stops the upstream call when the caller goes away, rather than let it run (and bill) for 600 s", async () => {
+    const key = newKey("sk-upstream-");
+    expectedKey = key;
+    const { request } = await app(key);
+    const caller = new AbortController();
+    const before = hangsClosed;
+    const pending = Promise.resolve(
+      request("/v1/forward/gpt/v1/hang", { method: "POST", json: {}, signal: caller.signal }),
+    ).catch((err: unknown) => err);
+    await until("the upstream has the call", () => seen.some((s) => s.url === "/v1/hang"));
+    caller.abort();
+    await pending;
+    await until("the upstream call is closed", () => hangsClosed > before, 5_000);
+  });
+
   it("a body without Content-Length is counted while it streams: past 1 MiB it is 413 and no more is read", async () => {
     const key = newKey("sk-upstream-");
     expectedKey = key;
@@ -237,6 +272,22 @@ describe("POST /v1/forward/{model}/{path}", () => {
     const body = await down.text();
     expect(JSON.parse(body).error.code).toBe("upstream_unavailable");
     expectNoValueIn([body, ...logs], [key]);
+  });
+});
+
+describe("outbound TLS files", () => {
+  it("one that cannot be read stops the start, named (it was a 500 internal on every forward)", async () => {
+    const config = [
+      "model_list:",
+      "  - model_name: m",
+      "    litellm_params: {model: openai/x, api_base: https://localhost:1}",
+      "litellm_settings:",
+      "  ssl_certificate: /nonexistent/client.pem",
+      "",
+    ].join("\n");
+    await expect(inProcessApp({ config })).rejects.toThrow(
+      "cannot read ssl_certificate / SSL_CERTIFICATE: /nonexistent/client.pem (ENOENT)",
+    );
   });
 });
 
