@@ -42,24 +42,63 @@ resource "google_service_account" "functions" {
   display_name = "llm-secrets functions"
 }
 
-# Reads: every secret of the project (Secret Manager has no prefix scope in IAM; a condition on the
-# resource name narrows writes below).
+# Reads, of every secret of the project (Secret Manager has no prefix scope in IAM): the values
+# (secretAccessor), and what a read checks beside the value, the name written and the change time
+# in the secret's annotations, and listing (viewer: metadata only, never a value).
 resource "google_project_iam_member" "secret_reader" {
   project = var.project
   role    = "roles/secretmanager.secretAccessor"
   member  = "serviceAccount:${google_service_account.functions.email}"
 }
 
-# Writes, only when access_mode allows them, and only on secrets whose id starts with the prefix.
+resource "google_project_iam_member" "secret_metadata_reader" {
+  project = var.project
+  role    = "roles/secretmanager.viewer"
+  member  = "serviceAccount:${google_service_account.functions.email}"
+}
+
+# Writes, only when access_mode allows them: what the store does to a secret (its annotations and
+# labels, a new version, destroying the versions on delete), only on secrets whose id starts with
+# the prefix. LLM_SECRETS_GOOGLE_PURGE=true would also need secretmanager.secrets.delete.
+resource "google_project_iam_custom_role" "writer" {
+  count   = local.writes ? 1 : 0
+  role_id = "llmSecretsWriter"
+  title   = "llm-secrets: write virtual keys"
+  permissions = [
+    "secretmanager.secrets.get",
+    "secretmanager.secrets.update",
+    "secretmanager.versions.add",
+    "secretmanager.versions.list",
+    "secretmanager.versions.destroy",
+  ]
+}
+
 resource "google_project_iam_member" "secret_writer" {
   count   = local.writes ? 1 : 0
   project = var.project
-  role    = "roles/secretmanager.admin"
+  role    = google_project_iam_custom_role.writer[0].name
   member  = "serviceAccount:${google_service_account.functions.email}"
   condition {
     title      = "virtual keys only"
     expression = "resource.name.startsWith(\"projects/${data.google_project.this.number}/secrets/${replace(var.prefix_for_stored_virtual_keys, "/", "-")}\")"
   }
+}
+
+# Creating a secret is checked on its parent, the project, where a condition on the secret's name
+# cannot narrow it: this one permission is granted project-wide (a secret made outside the prefix
+# gets no version and no annotation: the writer role does not reach it).
+resource "google_project_iam_custom_role" "creator" {
+  count       = local.writes ? 1 : 0
+  role_id     = "llmSecretsCreator"
+  title       = "llm-secrets: create virtual-key secrets"
+  permissions = ["secretmanager.secrets.create"]
+}
+
+resource "google_project_iam_member" "secret_creator" {
+  count   = local.writes ? 1 : 0
+  project = var.project
+  role    = google_project_iam_custom_role.creator[0].name
+  member  = "serviceAccount:${google_service_account.functions.email}"
 }
 
 resource "google_secret_manager_secret_iam_member" "master_key" {
@@ -96,6 +135,12 @@ resource "google_storage_bucket_object" "source" {
 resource "google_cloudfunctions2_function" "http" {
   name     = "llm-secrets-http"
   location = var.region
+  # Its identity may read the master key (and the secrets) before a revision starts.
+  depends_on = [
+    google_secret_manager_secret_iam_member.master_key,
+    google_project_iam_member.secret_reader,
+    google_project_iam_member.secret_metadata_reader,
+  ]
   build_config {
     runtime     = "nodejs22"
     entry_point = "http"
@@ -122,6 +167,12 @@ resource "google_cloudfunctions2_function" "http" {
 resource "google_cloudfunctions2_function" "key_events" {
   name     = "llm-secrets-key-events"
   location = var.region
+  # Its identity may read the master key (and the secrets) before a revision starts.
+  depends_on = [
+    google_secret_manager_secret_iam_member.master_key,
+    google_project_iam_member.secret_reader,
+    google_project_iam_member.secret_metadata_reader,
+  ]
   build_config {
     runtime     = "nodejs22"
     entry_point = "keyEvents"

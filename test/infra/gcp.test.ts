@@ -1,13 +1,19 @@
 // The Google deployment (infra/gcp), read with a real HCL parser (terraform validate cannot run
 // here: providers cannot be downloaded): the two functions and their entry points, the push
 // subscription's dead-letter policy, retention no longer than LLM_SECRETS_MAX_EVENT_AGE, the IAM
-// roles (writes only under the prefix, none when read-only), and the variables.
+// roles (writes only under the prefix, none when read-only; every permission the store's calls
+// need, checked by running the store against the Google fake), and the variables.
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parse } from "@cdktf/hcl2json";
 import { beforeAll, describe, expect, it } from "vitest";
+import { silentLogger } from "../../core/src/log";
+import { googleSecretManagerStore } from "../../core/src/stores/google";
+import { lazyFakeGoogle } from "../fakes/google";
+import { tempDir } from "../helpers";
 
 const DIR = join(import.meta.dirname, "../../infra/gcp");
+const google = lazyFakeGoogle(tempDir);
 type Blocks = Record<string, Record<string, Record<string, unknown>[]>>;
 let main: { resource: Blocks; locals: Record<string, unknown>[] };
 let variables: Record<string, Record<string, unknown>[]>;
@@ -29,6 +35,49 @@ function resource(type: string, name: string): Record<string, unknown> {
   const block = main.resource[type]?.[name]?.[0];
   if (!block) throw new Error(`no ${type}.${name}`);
   return block;
+}
+
+/** The permission Google checks for each Secret Manager RPC (cloud.google.com/secret-manager/docs/access-control). */
+const RPC_PERMISSION: Record<string, string> = {
+  AccessSecretVersion: "secretmanager.versions.access",
+  GetSecret: "secretmanager.secrets.get",
+  ListSecrets: "secretmanager.secrets.list",
+  CreateSecret: "secretmanager.secrets.create",
+  UpdateSecret: "secretmanager.secrets.update",
+  DeleteSecret: "secretmanager.secrets.delete",
+  AddSecretVersion: "secretmanager.versions.add",
+  GetSecretVersion: "secretmanager.versions.get",
+  ListSecretVersions: "secretmanager.versions.list",
+  DestroySecretVersion: "secretmanager.versions.destroy",
+};
+const READS = new Set(["AccessSecretVersion", "GetSecret", "ListSecrets", "GetSecretVersion"]);
+
+/** The Secret Manager permissions of the predefined roles main.tf uses (Google's role reference). */
+const PREDEFINED: Record<string, string[]> = {
+  "roles/secretmanager.secretAccessor": ["secretmanager.versions.access"],
+  "roles/secretmanager.viewer": [
+    "secretmanager.locations.get",
+    "secretmanager.locations.list",
+    "secretmanager.secrets.get",
+    "secretmanager.secrets.getIamPolicy",
+    "secretmanager.secrets.list",
+    "secretmanager.versions.get",
+    "secretmanager.versions.list",
+  ],
+};
+
+/** The project-level grants to the functions' account: role, and whether a condition narrows it. */
+function members(): { role: string; conditioned: boolean }[] {
+  return Object.values(main.resource.google_project_iam_member ?? {})
+    .flat()
+    .map((m) => ({ role: String(m.role), conditioned: m.condition !== undefined }));
+}
+
+/** A role's permissions: a predefined one's, or a custom role's from main.tf. */
+function permissionsOf(role: string): string[] {
+  const custom = /^\$\{google_project_iam_custom_role\.(\w+)\[0\]\.name\}$/.exec(role);
+  if (custom) return resource("google_project_iam_custom_role", custom[1] as string).permissions as string[];
+  return PREDEFINED[role] ?? [];
 }
 
 describe("the Google deployment", () => {
@@ -68,17 +117,60 @@ describe("the Google deployment", () => {
     }
   });
 
-  it("grants reads, writes only under the prefix and only when access_mode allows, and decrypt on its key", () => {
+  it("grants reads project-wide, writes only under the prefix and only when access_mode allows, and decrypt on its key", () => {
     expect(resource("google_project_iam_member", "secret_reader").role).toBe("roles/secretmanager.secretAccessor");
+    expect(resource("google_project_iam_member", "secret_metadata_reader").role).toBe("roles/secretmanager.viewer");
+    for (const name of ["secret_writer", "secret_creator"]) {
+      expect(resource("google_project_iam_member", name).count).toBe(hcl("local.writes ? 1 : 0"));
+    }
     const writer = resource("google_project_iam_member", "secret_writer");
-    expect(writer.count).toBe(hcl("local.writes ? 1 : 0"));
     expect(JSON.stringify(writer.condition)).toContain("prefix_for_stored_virtual_keys");
     expect(resource("google_kms_crypto_key_iam_member", "decrypt").role).toBe("roles/cloudkms.cryptoKeyDecrypter");
-    const roles = Object.values(main.resource)
-      .flatMap((byName) => Object.values(byName).flat())
-      .map((b) => b.role)
-      .filter((r): r is string => typeof r === "string");
-    expect(roles.every((r) => !r.includes("owner") && !r.includes("editor"))).toBe(true);
+    const roles = members().map((m) => m.role);
+    expect(roles.every((r) => !r.includes("owner") && !r.includes("editor") && !r.includes("admin"))).toBe(true);
+  });
+
+  it("grants every permission the store's calls need, where Google checks it (the store run against the fake)", async () => {
+    const fake = await google();
+    fake.reset();
+    const url = new URL(fake.endpoint);
+    const store = await googleSecretManagerStore.open(
+      {
+        config: {},
+        env: {
+          GOOGLE_SECRET_MANAGER_PROJECT_ID: fake.project,
+          LLM_SECRETS_GOOGLE_SECRET_MANAGER_ENDPOINT: { apiEndpoint: url.hostname, port: Number(url.port) },
+        },
+      } as never,
+      { dataDir: "/nonexistent", env: {}, log: silentLogger, now: Date.now },
+    );
+    // What a deployment does: reads, listing, key events' writes (new and existing) and deletes.
+    await store.get("OPENAI_API_KEY");
+    await store.put("litellm/k", "v1", { ifNewerThan: { at: 1_000, id: "e1" } });
+    await store.put("litellm/k", "v2", { ifNewerThan: { at: 2_000, id: "e2" } });
+    await store.get("litellm/k");
+    await store.list?.({ limit: 10 });
+    await store.delete("litellm/k", { ifNewerThan: { at: 3_000, id: "e3" } });
+    await store.delete("litellm/never", { ifNewerThan: { at: 3_000, id: "e4" } });
+    await store.close?.();
+
+    const granted = members().map((m) => ({ ...m, permissions: permissionsOf(m.role) }));
+    const methods = [...new Set(fake.calls.map((c) => c.method))].sort();
+    expect(methods.length).toBeGreaterThan(5);
+    for (const method of methods) {
+      const permission = RPC_PERMISSION[method];
+      expect(permission, `${method}: which permission Google checks for it`).toBeDefined();
+      // Reads of any name, and creation (checked on the project), need a grant with no condition;
+      // the rest is done to secrets under the prefix, where the condition holds.
+      const anywhere = READS.has(method) || method === "CreateSecret";
+      const holders = granted.filter(
+        (g) => g.permissions.includes(permission as string) && (!anywhere || !g.conditioned),
+      );
+      expect(
+        holders.map((h) => h.role),
+        `${method} needs ${permission}`,
+      ).not.toEqual([]);
+    }
   });
 
   it("takes its settings as variables, with access_mode checked", () => {
