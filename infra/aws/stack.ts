@@ -147,7 +147,9 @@ export class LlmSecretsStack extends Stack {
 
     const environment = {
       LLM_SECRETS_CONFIG: config,
-      LITELLM_MASTER_KEY: masterKey.secretValue.unsafeUnwrap(), // a deploy-time reference, not the value
+      // A deploy-time reference in the template; CloudFormation resolves it into the functions'
+      // environment (readable with lambda:GetFunctionConfiguration; infra/README.md says so).
+      LITELLM_MASTER_KEY: masterKey.secretValue.unsafeUnwrap(),
       NODE_OPTIONS: "--enable-source-maps",
     };
     const common = {

@@ -22,6 +22,10 @@ describe("the Azure deployment", () => {
     expect(bicep).toMatch(/@secure\(\)\nparam masterKey string/);
     const file = JSON.parse(await readFile(join(DIR, "main.parameters.json"), "utf8"));
     for (const key of Object.keys(file.parameters)) expect(declared).toContain(key);
+    // The master key comes from the command line only: a value in the file would be a key published
+    // in the repository, and a deploy that forgot -p masterKey would go live with it.
+    expect(Object.keys(file.parameters)).not.toContain("masterKey");
+    expect(bicep).not.toMatch(/param masterKey string =/);
   });
 
   it("makes the Function App, its storage and queue, and a Key Vault in RBAC mode", () => {
