@@ -52,6 +52,10 @@ export interface LlmSecretsStackProps extends StackProps {
 
 /** `LLM_SECRETS_MAX_EVENT_AGE`'s default: no queue keeps an event longer. */
 export const MAX_EVENT_AGE_DAYS = 6;
+/** The key-events function's time per batch; the queue hides a received batch six times that. */
+export const KEY_EVENTS_TIMEOUT_SECONDS = 120;
+/** The HTTP function's time per request: forward's own wait for an upstream (SPEC section 8). */
+export const FORWARD_TIMEOUT_SECONDS = 600;
 
 export class LlmSecretsStack extends Stack {
   readonly httpFunction: lambda.Function;
@@ -163,13 +167,16 @@ export class LlmSecretsStack extends Stack {
     this.httpFunction = new lambda.Function(this, "Http", {
       ...common,
       handler: "index.http",
-      timeout: Duration.seconds(30),
+      // A forwarded completion may take minutes (forward waits up to 600 s); an HTTP API cuts at 30 s.
+      timeout: Duration.seconds(FORWARD_TIMEOUT_SECONDS),
       logGroup: new logs.LogGroup(this, "HttpLogs", { retention: logs.RetentionDays.ONE_MONTH }),
     });
     const keyEvents = new lambda.Function(this, "KeyEvents", {
       ...common,
       handler: "index.sqs",
-      timeout: Duration.seconds(30),
+      // Ten records one after another, each a few SDK calls that may be retried when throttled: a
+      // batch that timed out would come back whole (no partial report), good records and all.
+      timeout: Duration.seconds(KEY_EVENTS_TIMEOUT_SECONDS),
       logGroup: new logs.LogGroup(this, "KeyEventsLogs", { retention: logs.RetentionDays.ONE_MONTH }),
     });
 
@@ -182,7 +189,7 @@ export class LlmSecretsStack extends Stack {
     });
     this.queue = new sqs.Queue(this, "KeyEventsQueue", {
       retentionPeriod: retention,
-      visibilityTimeout: Duration.seconds(180), // six times the function's timeout
+      visibilityTimeout: Duration.seconds(6 * KEY_EVENTS_TIMEOUT_SECONDS), // six times the function's timeout (AWS's advice)
       deadLetterQueue: { queue: deadLetters, maxReceiveCount: 5 },
       encryption: sqs.QueueEncryption.KMS,
       encryptionMasterKey: this.key,

@@ -8,7 +8,12 @@ import { App } from "aws-cdk-lib";
 import { Match, Template } from "aws-cdk-lib/assertions";
 import * as lambda from "aws-cdk-lib/aws-lambda";
 import { describe, expect, it } from "vitest";
-import { LlmSecretsStack, type LlmSecretsStackProps, MAX_EVENT_AGE_DAYS } from "../../infra/aws/stack";
+import {
+  KEY_EVENTS_TIMEOUT_SECONDS,
+  LlmSecretsStack,
+  type LlmSecretsStackProps,
+  MAX_EVENT_AGE_DAYS,
+} from "../../infra/aws/stack";
 import { tempDir } from "../helpers";
 
 const WRITE_ACTIONS = /^secretsmanager:(Create|Put|Restore|Delete|Tag|Untag|Update|Replicate)/;
@@ -61,6 +66,15 @@ describe("the AWS stack", () => {
       Properties: { MessageRetentionPeriod: number; KmsMasterKeyId?: unknown };
     }[];
     expect(queues).toHaveLength(2);
+    // A batch's function time, six times over, before the queue shows it again (AWS's advice); the
+    // HTTP function as long as forward waits for an upstream.
+    template.hasResourceProperties("AWS::Lambda::Function", {
+      Handler: "index.sqs",
+      Timeout: KEY_EVENTS_TIMEOUT_SECONDS,
+    });
+    template.hasResourceProperties("AWS::Lambda::Function", { Handler: "index.http", Timeout: 600 });
+    template.hasResourceProperties("AWS::SQS::Queue", { VisibilityTimeout: 6 * KEY_EVENTS_TIMEOUT_SECONDS });
+    expect(KEY_EVENTS_TIMEOUT_SECONDS).toBeGreaterThanOrEqual(60);
     for (const q of queues) {
       expect(q.Properties.MessageRetentionPeriod).toBeLessThanOrEqual(518_400); // LLM_SECRETS_MAX_EVENT_AGE
       expect(q.Properties.KmsMasterKeyId).toBeDefined();
