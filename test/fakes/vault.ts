@@ -91,6 +91,8 @@ interface Token {
   expiresAt?: number;
   maxExpiresAt?: number;
   ttlMs: number;
+  /** The namespace it was issued in (its login's): its own operations (renew-self) are asked there. */
+  namespace?: string;
 }
 
 interface PendingFault {
@@ -249,7 +251,13 @@ export class FakeVault {
 
     const token = headerOf(req.headers["x-vault-token"]);
     if (!this.#valid(token)) return send(res, 403, { errors: ["permission denied"] });
-    if (r.method === "POST" && full === "auth/token/renew-self") return this.#renewSelf(token as string, res);
+    if (r.method === "POST" && (full === "auth/token/renew-self" || full.endsWith("/auth/token/renew-self"))) {
+      // As Vault Enterprise: a token issued in a namespace is not found outside it.
+      const asked = full.slice(0, -"auth/token/renew-self".length).replace(/\/+$/, "") || undefined;
+      if (asked !== this.#tokens.get(token as string)?.namespace)
+        return send(res, 403, { errors: ["permission denied"] });
+      return this.#renewSelf(token as string, res);
+    }
     if (this.#options.policy && !this.#options.policy(method, full)) {
       return send(res, 403, { errors: ["1 error occurred:\n\t* permission denied\n\n"] });
     }
@@ -290,7 +298,7 @@ export class FakeVault {
     if (body.role_id !== approle.roleId || body.secret_id !== approle.secretId) {
       return send(res, 400, { errors: ["invalid role or secret ID"] });
     }
-    return this.#issue(res, { role_name: "llm-secrets" });
+    return this.#issue(res, { role_name: "llm-secrets" }, approle.namespace);
   }
 
   #certLogin(r: RecordedRequest, res: ServerResponse): Answered {
@@ -299,15 +307,20 @@ export class FakeVault {
     if (!r.clientCertificate || (name !== undefined && name !== null && name !== role.name)) {
       return send(res, 400, { errors: ["invalid certificate or no client certificate supplied"] });
     }
-    return this.#issue(res, { cert_name: role.name });
+    return this.#issue(res, { cert_name: role.name }, role.namespace);
   }
 
-  #issue(res: ServerResponse, metadata: Record<string, string>): Answered {
+  #issue(res: ServerResponse, metadata: Record<string, string>, namespace?: string): Answered {
     const token = `hvs.${randomBytes(18).toString("base64url")}`;
     const ttlMs = (this.#options.tokenTtlSeconds ?? 3600) * 1000;
     const maxMs = (this.#options.tokenMaxTtlSeconds ?? (this.#options.tokenTtlSeconds ?? 3600) * 4) * 1000;
     const now = this.#now();
-    this.#tokens.set(token, { ttlMs, expiresAt: now + ttlMs, maxExpiresAt: now + maxMs });
+    this.#tokens.set(token, {
+      ttlMs,
+      expiresAt: now + ttlMs,
+      maxExpiresAt: now + maxMs,
+      ...(namespace && { namespace }),
+    });
     return send(res, 200, {
       ...envelope(),
       auth: {

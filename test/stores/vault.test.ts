@@ -496,6 +496,33 @@ describe("logins", () => {
     expect(logins()).toBe(1);
   });
 
+  it("renews a token from a login namespace in that namespace (a namespaced token is not found at the root)", async () => {
+    const clock = manualClock();
+    const fake = await startFake({
+      mounts: ["admin/secret"],
+      approle: { roleId: ROLE_ID, secretId: SECRET_ID, namespace: "admin" },
+      tokenTtlSeconds: 60,
+      now: clock.now,
+    });
+    fake.seed("admin/secret/A", { key: "a" });
+    const store = await open(
+      {
+        HCP_VAULT_ADDR: fake.url,
+        HCP_VAULT_NAMESPACE: "admin",
+        HCP_VAULT_APPROLE_ROLE_ID: ROLE_ID,
+        HCP_VAULT_APPROLE_SECRET_ID: SECRET_ID,
+      },
+      { now: clock.now },
+    );
+    await store.get("A");
+    clock.advance(41_000);
+    expect((await store.get("A"))?.value).toBe("a");
+    const renewals = fake.calls("POST", /renew-self$/);
+    expect(renewals).toHaveLength(1);
+    expect(renewals[0]?.headers["x-vault-namespace"]).toBe("admin");
+    expect(fake.calls("POST", /\/login$/)).toHaveLength(1); // renewed, not logged in again
+  });
+
   it("logs in afresh when the lease has run out, and when Vault caps a renewal short (max TTL)", async () => {
     const expired = await approleStore();
     await expired.store.get("A");

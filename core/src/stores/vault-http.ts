@@ -19,8 +19,9 @@
  *   a renewal that is refused, or that Vault caps short (the token's max TTL), is followed by a
  *   fresh login. A 403 on a login token gets one fresh login and one more try of the call: the
  *   token may have been revoked or expired early (not on a token under a second old: then the
- *   policy refuses, and logging in again on every call would only load Vault). The login namespace goes only into the
- *   `X-Vault-Namespace` header of the login; secret calls carry none (vault.ts puts the secret
+ *   policy refuses, and logging in again on every call would only load Vault). The login namespace
+ *   goes only into the `X-Vault-Namespace` header of the login and of its token's renewal (a
+ *   namespaced token is not found elsewhere); secret calls carry none (vault.ts puts the secret
  *   namespace in the path). Concurrent callers share one login or renewal.
  *
  * Nothing here logs or reports a body: a message holds the operation, the HTTP status and error
@@ -43,7 +44,7 @@ export interface VaultClientOptions {
   /** `HCP_VAULT_ADDR` without its trailing slashes. */
   address: string;
   auth: VaultAuth;
-  /** Sent as `X-Vault-Namespace` on logins only. */
+  /** Sent as `X-Vault-Namespace` on logins and their tokens' renewals only. */
   loginNamespace?: string | undefined;
   /** PEM client certificate and key: presented on every connection (cert login needs them). */
   clientCertificate?: { cert: string | Buffer; key: string | Buffer } | undefined;
@@ -243,9 +244,11 @@ export class VaultClient {
    */
   async #renew(lease: Lease, what: string): Promise<Lease> {
     // Vault down: the error stands (a login would fail alike); the next call tries again.
+    // Asked where the token was issued: a namespaced token is not found outside its namespace.
+    const { loginNamespace } = this.#options;
     const answer = await this.#send(
       { method: "POST", path: "auth/token/renew-self", body: {} },
-      { "x-vault-token": lease.token },
+      { "x-vault-token": lease.token, ...(loginNamespace !== undefined && { "x-vault-namespace": loginNamespace }) },
       `${what} (token renewal)`,
     );
     const renewed = leaseOf(answer, this.#options.now());
