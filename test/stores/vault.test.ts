@@ -523,6 +523,19 @@ describe("logins", () => {
     expect(fake.calls("POST", /\/login$/)).toHaveLength(1); // renewed, not logged in again
   });
 
+  it("a renewal that fails while the lease runs keeps the token in use (the call does not fail)", async () => {
+    const { clock, fake, store, logins, renewals, tokens } = await approleStore();
+    await store.get("A");
+    clock.advance(41_000);
+    fake.inject({ kind: "status", status: 503 }, 3, (r) => r.url.endsWith("/renew-self"));
+    expect((await store.get("A"))?.value).toBe("a");
+    expect([logins(), renewals()]).toEqual([1, 3]); // three tries, then the token it has
+    expect(tokens().size).toBe(1);
+    clock.advance(10_000); // still inside the lease: renewed now
+    expect((await store.get("A"))?.value).toBe("a");
+    expect([logins(), renewals()]).toEqual([1, 4]);
+  });
+
   it("logs in afresh when the lease has run out, and when Vault caps a renewal short (max TTL)", async () => {
     const expired = await approleStore();
     await expired.store.get("A");

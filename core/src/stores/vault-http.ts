@@ -17,7 +17,7 @@
  * - Auth: AppRole > TLS certificate > token (LiteLLM's order). A login's token is kept for its
  *   lease and renewed (`renew-self`) once two thirds of it have passed, as Vault's own agent does;
  *   a renewal that is refused, or that Vault caps short (the token's max TTL), is followed by a
- *   fresh login. A 403 on a login token gets one fresh login and one more try of the call: the
+ *   fresh login; one that fails (Vault unreachable) leaves the token in use until its lease ends. A 403 on a login token gets one fresh login and one more try of the call: the
  *   token may have been revoked or expired early (not on a token under a second old: then the
  *   policy refuses, and logging in again on every call would only load Vault). The login namespace
  *   goes only into the `X-Vault-Namespace` header of the login and of its token's renewal (a
@@ -29,7 +29,7 @@
  */
 import type { Agent } from "undici";
 import { request } from "undici";
-import type { SecretsError } from "../errors";
+import { SecretsError } from "../errors";
 import type { Logger } from "../log";
 import { type OutboundTls, outboundAgent } from "../outbound";
 import { classifyBackendError, isRetryable } from "../store-errors";
@@ -173,7 +173,17 @@ export class VaultClient {
     const lease = this.#lease;
     if (lease && !this.#due(lease)) return lease.token;
     const next = await this.#refresh(() =>
-      lease?.renewable && !this.#expired(lease) ? this.#renew(lease, what) : this.#login(what),
+      lease?.renewable && !this.#expired(lease)
+        ? // Vault unreachable for the renewal: the token is still good until its lease ends.
+          this.#renew(lease, what).catch((err: unknown) => {
+            if (this.#expired(lease)) throw err;
+            this.#options.log.warn("vault token renewal failed; using the token until its lease ends", {
+              method: auth.method,
+              code: err instanceof SecretsError ? err.code : "internal",
+            });
+            return lease;
+          })
+        : this.#login(what),
     );
     return next.token;
   }
