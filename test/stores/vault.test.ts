@@ -816,6 +816,30 @@ describe("outbound TLS settings reach Vault's client", () => {
   });
 });
 
+describe("a change that stops half-way", () => {
+  it("a write whose change time could not be recorded is recorded when its event comes again; a later delete then applies", async () => {
+    const fake = await startFake();
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });
+    const v1 = value("v1");
+    await store.put("K", v1, { ifNewerThan: { at: 1_000, id: "e1" } });
+    const t0 = Date.now() - 60_000; // the event happened a minute ago; Vault writes it now
+    const v2 = value("v2");
+    fake.inject({ kind: "status", status: 500 }, 3, (r) => r.method === "POST" && r.url.includes("/metadata/"));
+    expect(await codeOf(store.put("K", v2, { ifNewerThan: { at: t0, id: "e2" } }))).toBe("backend_unavailable");
+    expect(fake.kv("secret/K")?.currentVersion).toBe(2); // the value landed, its record did not
+    // The event comes again: its value is there, its time is recorded (not Vault's, a minute later).
+    expect(await store.put("K", v2, { ifNewerThan: { at: t0, id: "e2" } })).toBe("updated");
+    expect(fake.kv("secret/K")?.custom).toMatchObject({ llm_secrets_changed_at: String(t0), llm_secrets_version: "2" });
+    expect(fake.kv("secret/K")?.currentVersion).toBe(2);
+    // So a delete that happened after it, but before Vault's write time, is not taken for older.
+    expect(await store.delete("K", { ifNewerThan: { at: t0 + 1_000, id: "e3" } })).toBe("deleted");
+    expect(await store.get("K")).toBeUndefined();
+    // Another value in an unrecorded version is not this change: superseded as before.
+    fake.seed("secret/L", { key: "set-in-the-ui" });
+    expect(await store.put("L", value("late"), { ifNewerThan: { at: t0, id: "e4" } })).toBe("superseded");
+  });
+});
+
 describe("team settings (team_settings in config, team_id on events and reads)", () => {
   it("two teams that read one path through two KV fields each get their own field, cache or not", async () => {
     const fake = await startFake();

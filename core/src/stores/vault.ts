@@ -42,8 +42,9 @@
  * `deletion_time`) stands for its change time, as for any direct write. A version like that made
  * in the last two seconds is read again a few times first (350 ms at most): its writer's record is
  * usually one request away. Left to chance: a `DELETE` landing just after another process's write
- * (Vault's delete has no check-and-set), and a write whose answer was lost: `cas` refuses its
- * retry, so the change counts from its `created_time` and may be reported `superseded`.
+ * (Vault's delete has no check-and-set). A write whose record failed, or whose answer was lost
+ * (`cas` refuses its retry), is recognised when its event comes again: the current version, not
+ * recorded, holds the event's value, and the event's time is recorded for it.
  *
  * The Vault policy it needs (paths inside the secret namespace; with a path prefix, narrow `*` to
  * `{prefix}/*`). Reading only (`access_mode: read_only`, the default):
@@ -352,7 +353,16 @@ export class VaultStore implements SecretStore {
       for (let round = 0; round < MAX_ROUNDS; round++) {
         const change = options.ifNewerThan;
         const recorded = await this.#recorded(name, change !== undefined, what);
-        if (change && !isNewer(change, false, recorded.stamp, recorded.stampIsDelete)) return "superseded";
+        if (change && !isNewer(change, false, recorded.stamp, recorded.stampIsDelete)) {
+          // A current version without a record that holds this very value: this change, written
+          // by an attempt whose record failed (or whose answer was lost). Record it now, with the
+          // change's own time, rather than let Vault's later time stand for it.
+          if (recorded.live && recorded.unrecordedAt !== undefined && (await this.get(name))?.value === value) {
+            await this.#record(name, recorded.custom, change, recorded.currentVersion, false, what);
+            return "updated";
+          }
+          return "superseded";
+        }
         const version = await this.#writeData(name, value, recorded.currentVersion, what);
         if (version === undefined) continue; // another writer got in first: read and decide again
         await this.#record(name, recorded.custom, change ?? { at: this.#now() }, version, false, what);
