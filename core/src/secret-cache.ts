@@ -7,7 +7,8 @@
  *   a name reaches every name that lands on that key. An entry answers only the name it was read or
  *   written for: a backend that tells two of our names on one key apart (Azure's `AZURE_API_KEY`
  *   and `AZURE-API-KEY`) answers nothing for the name it does not hold, and the cache answers the
- *   same; two such names read by turns take the entry in turns.
+ *   same. A key keeps one value and one "not found", so the unknown name's "not found" does not push
+ *   out the other's value; two names with values there take the value entry in turns.
  * - Concurrent misses for one name share one backend call.
  * - In the last tenth of an entry's life (at most 10 min) a read answers from the cache and
  *   refreshes in the background.
@@ -88,8 +89,7 @@ export class SecretCache {
     name = key,
   ): CacheRead | Promise<CacheRead> {
     const now = this.#options.now();
-    const held = this.#entries.get(key) ?? this.#missing.get(key);
-    const entry = held?.name === name ? held : undefined;
+    const entry = this.#entryOf(key, name);
     if (!refresh && entry && now < entry.expiresAt) {
       this.#options.onEvent?.("hit");
       if (entry.sealed !== undefined && now >= entry.refreshAt && this.#loads.get(key)?.name !== name) {
@@ -171,13 +171,22 @@ export class SecretCache {
     return promise;
   }
 
+  /** The entry of `name` under `key`: its value, else its "not found". */
+  #entryOf(key: string, name: string): Entry | undefined {
+    const value = this.#entries.get(key);
+    if (value?.name === name) return value;
+    const missing = this.#missing.get(key);
+    return missing?.name === name ? missing : undefined;
+  }
+
   #store(key: string, name: string, value: string | undefined): void {
     const { ttlMs, notFoundTtlMs, maxEntries, maxNotFound, now } = this.#options;
     const at = now();
     const life = value === undefined ? Math.min(ttlMs, notFoundTtlMs) : ttlMs;
     const [into, other, max] =
       value === undefined ? [this.#missing, this.#entries, maxNotFound] : [this.#entries, this.#missing, maxEntries];
-    other.delete(key);
+    // The same name's other answer goes; another name's (its value, while this one is not found) stays.
+    if (other.get(key)?.name === name) other.delete(key);
     into.delete(key); // re-insert: past the budget, the longest-stored entry goes first
     into.set(key, {
       name,

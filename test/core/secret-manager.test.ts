@@ -188,6 +188,10 @@ describe("SecretManager with a failing store", () => {
     expect(await answer("AZURE_API_KEY")).toBe("w");
     // Concurrent reads of both names: each gets the store's answer for its own name.
     expect(await Promise.all([answer("AZURE-API-KEY"), answer("AZURE_API_KEY")])).toEqual(["not_found", "w"]);
+    // The other name's "not found" keeps this name's value cached beside it (no read for either).
+    const reads = store.reads;
+    expect([await answer("AZURE-API-KEY"), await answer("AZURE_API_KEY")]).toEqual(["not_found", "w"]);
+    expect(store.reads).toBe(reads);
     expect(logs.join("\n")).not.toContain('"w"');
   });
 
