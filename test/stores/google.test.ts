@@ -230,9 +230,27 @@ describe("google_secret_manager changes that stop half-way", () => {
     expect((await store.get("N"))?.value).toBe(first);
     expect(await store.put("N", second, { ifNewerThan: { at: 2_000, id: "e2" } })).toBe("updated");
     expect((await store.get("N"))?.value).toBe(second);
+    // Stopped between its version and its time, over a tombstone: reads as nothing until the
+    // event comes again, then lands.
+    expect(await store.delete("N", { ifNewerThan: { at: 3_000, id: "e3" } })).toBe("deleted");
+    const third = value("third");
+    fake.fail(1, "denied", "UpdateSecret");
+    expect(await codeOf(store.put("N", third, { ifNewerThan: { at: 4_000, id: "e4" } }))).toBe("backend_denied");
+    expect(await store.get("N")).toBeUndefined();
+    expect(await store.put("N", third, { ifNewerThan: { at: 4_000, id: "e4" } })).toBe("created");
+    expect((await store.get("N"))?.value).toBe(third);
     // Done, the same event again changes nothing; an older one neither.
-    expect(await store.put("N", second, { ifNewerThan: { at: 2_000, id: "e2" } })).toBe("superseded");
+    expect(await store.put("N", third, { ifNewerThan: { at: 4_000, id: "e4" } })).toBe("superseded");
     expect(await store.put("N", first, { ifNewerThan: { at: 1_000, id: "e1" } })).toBe("superseded");
+    await store.close?.();
+  });
+
+  it("checks the creation defaults' tags as labels only when creating: an update is not refused for them", async () => {
+    const store = await open();
+    const meta = { whenCreated: { tags: { Team: "Platform" } } }; // not a Google label (upper case)
+    await store.put("EXISTING", value("one"));
+    expect(await store.put("EXISTING", value("two"), { meta })).toBe("updated");
+    expect(await codeOf(store.put("FRESH", value("x"), { meta }))).toBe("invalid_request");
     await store.close?.();
   });
 });

@@ -25,9 +25,12 @@
  * `llm-secrets/change-id`, and `llm-secrets/deleted`. `ifNewerThan` is read-then-write: the secret
  * is read, then written, so a writer between the two can be overwritten; ties break by event id.
  * A change is several calls, ordered so that one stopped half-way is finished when its event comes
- * again: a write adds its version before recording its time (a new secret is made empty and marked
- * deleted until then), a delete records its time before destroying the versions, and the next
- * delete of the name destroys any left. A secret marked deleted reads as nothing.
+ * again: a write adds its version before recording its time (a new secret is made with no time),
+ * a delete records its time before destroying the versions, and the next delete of the name
+ * destroys any left. A secret marked deleted reads as nothing. Changes of one secret run one at a
+ * time in this process; between processes, a late delete arriving while a newer write is between
+ * its version and its time can destroy that version (the write's own redelivery cannot repair it:
+ * its time is recorded).
  * Records: the version number and the tags (labels: lower-case letters, digits, `_` and `-`).
  * Retries: the library's, 3 attempts on UNAVAILABLE, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED.
  */
@@ -40,6 +43,7 @@ import {
   type DeleteOptions,
   type DeleteOutcome,
   isNewer,
+  KeyedQueue,
   type ListOptions,
   type NamePage,
   type PutOptions,
@@ -104,6 +108,8 @@ export class GoogleSecretManagerStore implements SecretStore {
   readonly #purge: boolean;
   readonly #call: ReturnType<typeof googleCallOptions>;
   readonly #now: () => number;
+  /** Changes of one secret, one at a time in this process. */
+  readonly #queues = new KeyedQueue();
 
   constructor(options: GoogleSecretManagerOptions) {
     this.#client = options.client;
@@ -143,17 +149,27 @@ export class GoogleSecretManagerStore implements SecretStore {
     }
   }
 
-  async put(name: string, value: string, options: PutOptions = {}): Promise<PutOutcome> {
+  put(name: string, value: string, options: PutOptions = {}): Promise<PutOutcome> {
+    return this.#queues.run(this.keyOf(name), () => this.#put(name, value, options));
+  }
+
+  delete(name: string, options: DeleteOptions = {}): Promise<DeleteOutcome> {
+    return this.#queues.run(this.keyOf(name), () => this.#delete(name, options));
+  }
+
+  async #put(name: string, value: string, options: PutOptions): Promise<PutOutcome> {
     const stamp = options.ifNewerThan ?? { at: this.#now() };
     const meta = options.meta;
     try {
-      const labels = checkedLabels(meta?.tags ?? meta?.whenCreated?.tags);
+      // The caller's tags before any call; the creation defaults only when creating (below).
+      const labels = meta?.tags !== undefined ? checkedLabels(meta.tags) : undefined;
       let found = await this.#find(name);
       let created = false;
       if (found === undefined) {
-        // Made empty, "deleted" and with no time: the time is recorded once the value is in, so a
-        // write that stops before its version is not taken for done when its event comes again.
-        created = await this.#create(name, { labels, annotations: { [NAME]: name, [DELETED]: "true" } });
+        // Made with no time: the time is recorded once the value is in, so a write that stops
+        // before its version is not taken for done when its event comes again.
+        const createLabels = labels ?? checkedLabels(meta?.whenCreated?.tags);
+        created = await this.#create(name, { labels: createLabels, annotations: { [NAME]: name } });
         if (!created) found = await this.#find(name);
       }
       if (found !== undefined && options.ifNewerThan !== undefined) {
@@ -163,12 +179,11 @@ export class GoogleSecretManagerStore implements SecretStore {
         { parent: this.#path(name), payload: { data: Buffer.from(value, "utf8") } },
         this.#call,
       );
-      const newLabels = found !== undefined && meta?.tags !== undefined ? labels : undefined;
       await this.#update(
         name,
         found?.secret.annotations ?? { [NAME]: name },
         annotations(name, stamp, false),
-        newLabels,
+        found !== undefined ? labels : undefined,
       );
       // Over a tombstone, created; over an empty secret another writer (or a stopped attempt) made, updated.
       return created || (found?.deleted === true && found.stamp !== undefined) ? "created" : "updated";
@@ -177,7 +192,7 @@ export class GoogleSecretManagerStore implements SecretStore {
     }
   }
 
-  async delete(name: string, options: DeleteOptions = {}): Promise<DeleteOutcome> {
+  async #delete(name: string, options: DeleteOptions): Promise<DeleteOutcome> {
     const stamp = options.ifNewerThan ?? { at: this.#now() };
     try {
       const found = await this.#find(name);
