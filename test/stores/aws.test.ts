@@ -173,12 +173,16 @@ describe("aws_secret_manager over the wire", () => {
     expect(await store.delete("K", { ifNewerThan: { at: 2_000, id: "e2" } })).toBe("deleted");
     expect(fake.secrets.get("K")?.deletedDate).toBeInstanceOf(Date);
     expect(await store.put("K", value("late"), { ifNewerThan: { at: 1_500, id: "e1b" } })).toBe("superseded");
-    // A name already scheduled for deletion takes no tags: deleting it again is absent (or
-    // superseded), not an error.
+    // A name already scheduled for deletion takes no tags: a newer delete event restores it, tags it
+    // and schedules it again, so its time is recorded; an older one is superseded; a direct one
+    // leaves it. Deleting it again is never an error.
     expect(await store.delete("K", { ifNewerThan: { at: 3_000, id: "e3" } })).toBe("absent");
+    expect(fake.secrets.get("K")?.tags.get("llm-secrets:changed-at")).toBe("3000");
+    expect(fake.secrets.get("K")?.deletedDate).toBeInstanceOf(Date);
+    expect(await store.put("K", value("between"), { ifNewerThan: { at: 2_500, id: "e2b" } })).toBe("superseded");
     expect(await store.delete("K")).toBe("absent");
     expect(await store.delete("K", { ifNewerThan: { at: 1_200, id: "e0" } })).toBe("superseded");
-    expect(fake.calls("TagResource").every((c) => c.body.SecretId === "K")).toBe(true);
+    expect(await store.get("K")).toBeUndefined();
     await store.close?.();
   });
 

@@ -28,8 +28,9 @@
  * `ifNewerThan` is read-then-write (`DescribeSecret`, then the write): Secrets Manager has no
  * compare-and-set, so a writer between the two can be overwritten; ties break by event id.
  * A delete tags, then schedules (AWS takes no tags on a scheduled secret): one that stopped between
- * the two is finished by the next delete of the name, its own redelivery included. A name already
- * scheduled for deletion is not tagged again, so a later delete of it records no time of its own.
+ * the two is finished by the next delete of the name, its own redelivery included. An event's newer
+ * delete of a name already scheduled restores it, tags it and schedules it again (its revoked value
+ * is readable for those calls), so its time is recorded.
  * An event id that would not fit a tag value (256 characters) is `400 invalid_request`.
  * Records: version (`VersionId`) and time (`CreatedDate` of the current version); tags are not
  * read back (`GetSecretValue` does not return them).
@@ -181,8 +182,18 @@ export class AwsSecretsManagerStore implements SecretStore {
         return "absent";
       }
       const newer = options.ifNewerThan === undefined || isNewer(stamp, true, described.stamp, described.stampIsDelete);
-      // Scheduled already: AWS takes no tags on it (the earlier delete's time stands).
-      if (described.deleted) return newer ? "absent" : "superseded";
+      if (described.deleted) {
+        if (!newer) return "superseded";
+        // Scheduled already, and AWS takes no tags on it: an event's newer delete restores it,
+        // records its time and schedules it again, so a create older than this delete cannot revive
+        // the name (as on Azure). A direct delete leaves it as it is.
+        if (options.ifNewerThan !== undefined) {
+          await this.#client.send(new this.#sdk.RestoreSecretCommand({ SecretId: name }));
+          await this.#tag(name, stampTags(stamp, true));
+          await this.#scheduleDeletion(name);
+        }
+        return "absent";
+      }
       if (newer) await this.#tag(name, stampTags(stamp, true));
       // Not newer, but tagged as deleted and not scheduled: a delete that stopped half-way. Finish it.
       else if (!described.stampIsDelete) return "superseded";
