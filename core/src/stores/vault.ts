@@ -299,6 +299,8 @@ export class VaultStore implements SecretStore {
    * The data path after `/v1/`, every segment encoded: what the name's URL addresses, and the KV
    * field when it is not `key`. A team's scope changes the namespace, mount, prefix and field in it,
    * so teams never share a cache entry (two teams reading one path through two fields included).
+   * Changes queue on the path alone: a KV v2 write replaces the whole secret, every field of it (so
+   * another team's field read through the same path stays cached as it was until its refresh).
    */
   keyOf(name: string, scope?: StoreScope): string {
     if (scope) return this.#in(scope).keyOf(name);
@@ -348,7 +350,7 @@ export class VaultStore implements SecretStore {
 
   async put(name: string, value: string, options: PutOptions = {}): Promise<PutOutcome> {
     if (options.scope) return this.#in(options.scope).put(name, value, { ...options, scope: undefined });
-    return this.#queues.run(this.keyOf(name), async () => {
+    return this.#queues.run(this.#path("data", name), async () => {
       const what = "vault put";
       for (let round = 0; round < MAX_ROUNDS; round++) {
         const change = options.ifNewerThan;
@@ -374,7 +376,7 @@ export class VaultStore implements SecretStore {
 
   async delete(name: string, options: DeleteOptions = {}): Promise<DeleteOutcome> {
     if (options.scope) return this.#in(options.scope).delete(name, { ...options, scope: undefined });
-    return this.#queues.run(this.keyOf(name), async () => {
+    return this.#queues.run(this.#path("data", name), async () => {
       const what = "vault delete";
       const change = options.ifNewerThan;
       const recorded = await this.#recorded(name, change !== undefined, what);
