@@ -531,6 +531,12 @@ describe("logins", () => {
     expect((await store.get("A"))?.value).toBe("a");
     expect([logins(), renewals()]).toEqual([1, 3]); // three tries, then the token it has
     expect(tokens().size).toBe(1);
+    // Calls right after do not wait on another renewal: the next is tried 5 s later.
+    const warnings = () => logs.filter((l) => l.includes("vault token renewal failed")).length;
+    const warned = warnings();
+    expect(warned).toBeGreaterThan(0);
+    expect((await store.get("A"))?.value).toBe("a");
+    expect([renewals(), warnings()]).toEqual([3, warned]);
     clock.advance(10_000); // still inside the lease: renewed now
     expect((await store.get("A"))?.value).toBe("a");
     expect([logins(), renewals()]).toEqual([1, 4]);

@@ -79,6 +79,8 @@ const DEFAULT_TUNING: VaultTuning = {
 
 /** A lease is renewed once this share of it has passed (Vault Agent's lifetime watcher: 2/3). */
 const RENEW_AT = 2 / 3;
+/** How long after a failed renewal the next is tried (calls meanwhile use the token as it is). */
+const RENEW_RETRY_MS = 5_000;
 /** A 403 on a token younger than this is the policy's answer, not a stale token: no fresh login. */
 const FRESH_TOKEN_MS = 1_000;
 
@@ -119,6 +121,8 @@ interface Lease {
   /** 0: the token does not expire. */
   leaseMs: number;
   renewable: boolean;
+  /** After a renewal failed: not tried again before then (each call would wait on it). */
+  renewAfter?: number;
 }
 
 export class VaultClient {
@@ -181,7 +185,7 @@ export class VaultClient {
               method: auth.method,
               code: err instanceof SecretsError ? err.code : "internal",
             });
-            return lease;
+            return { ...lease, renewAfter: this.#options.now() + RENEW_RETRY_MS };
           })
         : this.#login(what),
     );
@@ -189,7 +193,9 @@ export class VaultClient {
   }
 
   #due(lease: Lease): boolean {
-    return lease.leaseMs > 0 && this.#options.now() >= lease.obtainedAt + lease.leaseMs * RENEW_AT;
+    const now = this.#options.now();
+    if (lease.renewAfter !== undefined && now < lease.renewAfter && !this.#expired(lease)) return false;
+    return lease.leaseMs > 0 && now >= lease.obtainedAt + lease.leaseMs * RENEW_AT;
   }
 
   #expired(lease: Lease): boolean {
