@@ -54,8 +54,11 @@ export interface LlmSecretsStackProps extends StackProps {
 export const MAX_EVENT_AGE_DAYS = 6;
 /** The key-events function's time per batch; the queue hides a received batch six times that. */
 export const KEY_EVENTS_TIMEOUT_SECONDS = 120;
-/** The HTTP function's time per request: forward's own wait for an upstream (SPEC section 8). */
-export const FORWARD_TIMEOUT_SECONDS = 600;
+/**
+ * The HTTP function's time per request: Lambda's longest, past forward's own 600 s wait for an
+ * upstream (SPEC section 8), so that wait ends in forward's 504, not in Lambda's timeout.
+ */
+export const HTTP_TIMEOUT_SECONDS = 900;
 
 export class LlmSecretsStack extends Stack {
   readonly httpFunction: lambda.Function;
@@ -168,7 +171,7 @@ export class LlmSecretsStack extends Stack {
       ...common,
       handler: "index.http",
       // A forwarded completion may take minutes (forward waits up to 600 s); an HTTP API cuts at 30 s.
-      timeout: Duration.seconds(FORWARD_TIMEOUT_SECONDS),
+      timeout: Duration.seconds(HTTP_TIMEOUT_SECONDS),
       logGroup: new logs.LogGroup(this, "HttpLogs", { retention: logs.RetentionDays.ONE_MONTH }),
     });
     const keyEvents = new lambda.Function(this, "KeyEvents", {

@@ -72,7 +72,7 @@ describe("the AWS stack", () => {
       Handler: "index.sqs",
       Timeout: KEY_EVENTS_TIMEOUT_SECONDS,
     });
-    template.hasResourceProperties("AWS::Lambda::Function", { Handler: "index.http", Timeout: 600 });
+    template.hasResourceProperties("AWS::Lambda::Function", { Handler: "index.http", Timeout: 900 }); // > forward's 600 s
     template.hasResourceProperties("AWS::SQS::Queue", { VisibilityTimeout: 6 * KEY_EVENTS_TIMEOUT_SECONDS });
     expect(KEY_EVENTS_TIMEOUT_SECONDS).toBeGreaterThanOrEqual(60);
     for (const q of queues) {
