@@ -17,8 +17,14 @@
  * `serve`), with the stores this bundle ships; without `key_management_system` it is Azure Key
  * Vault. A start that fails fails every invocation with its one-line reason.
  */
-import { app, type Cookie, type HttpRequest, type HttpResponseInit, type InvocationContext } from "@azure/functions";
-import { createLogger, type FunctionOptions, type RawRequest, startOnFirstUse } from "@llm-secrets/core";
+import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from "@azure/functions";
+import {
+  createLogger,
+  type FunctionOptions,
+  type RawRequest,
+  responseCookies,
+  startOnFirstUse,
+} from "@llm-secrets/core";
 import { azureKeyVaultStore } from "@llm-secrets/core/stores/azure";
 import { customStore } from "@llm-secrets/core/stores/custom";
 import { cyberarkStore } from "@llm-secrets/core/stores/cyberark";
@@ -26,7 +32,6 @@ import { dockerStore } from "@llm-secrets/core/stores/docker";
 import { infisicalStore } from "@llm-secrets/core/stores/infisical";
 import { localStore } from "@llm-secrets/core/stores/local";
 import { vaultStore } from "@llm-secrets/core/stores/vault";
-import { type Cookie as ParsedCookie, parseSetCookie } from "set-cookie-parser";
 
 /** The stores the Azure bundle ships; the first is the default. */
 export const AZURE_STORES = [
@@ -68,7 +73,7 @@ export async function toResponse(response: Response): Promise<HttpResponseInit> 
   response.headers.forEach((value, key) => {
     if (key !== "set-cookie") headers.push([key, value]);
   });
-  const cookies = parseSetCookie(response.headers.getSetCookie(), { decodeValues: false }).map(toCookie);
+  const cookies = responseCookies(response);
   const bytes = new Uint8Array(await response.arrayBuffer());
   return {
     status: response.status,
@@ -77,23 +82,6 @@ export async function toResponse(response: Response): Promise<HttpResponseInit> 
     ...(bytes.byteLength > 0 && { body: bytes }),
   };
 }
-
-function toCookie(c: ParsedCookie): Cookie {
-  const sameSite = SAME_SITE[c.sameSite?.toLowerCase() ?? ""];
-  return {
-    name: c.name,
-    value: c.value,
-    ...(c.domain !== undefined && { domain: c.domain }),
-    ...(c.path !== undefined && { path: c.path }),
-    ...(c.expires !== undefined && { expires: c.expires }),
-    ...(c.maxAge !== undefined && { maxAge: c.maxAge }),
-    ...(c.secure && { secure: true }),
-    ...(c.httpOnly && { httpOnly: true }),
-    ...(sameSite && { sameSite }),
-  };
-}
-
-const SAME_SITE: Record<string, Cookie["sameSite"]> = { strict: "Strict", lax: "Lax", none: "None" };
 
 /** The two handlers over one lazily started runtime (tests pass their own stores and environment). */
 export function azureFunctions(options: FunctionOptions = {}) {
