@@ -1,5 +1,5 @@
 // Bundles the `llm-secrets` CLI (ESM, no TypeScript at run time), and `bundleCore` for benches.
-import { chmod } from "node:fs/promises";
+import { chmod, readdir, rm } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
@@ -52,12 +52,18 @@ async function bundleSplit(entryFile, outfile, { metafile = false, external = []
     outExtension: { ".js": ".mjs" },
     chunkNames: "chunks/[name]-[hash]",
     external,
-    metafile,
+    metafile: true,
     logLevel: "warning",
     define: COMMONJS_GLOBALS,
     banner: { js: `${banner}${COMMONJS_SHIM}` },
   });
-  return result.metafile;
+  // Chunk names carry a hash: an earlier build's would pile up beside these and be shipped. Only
+  // files this build did not write go (a build running at the same time writes the same ones).
+  const chunks = join(dirname(outfile), "chunks");
+  const written = new Set(Object.keys(result.metafile.outputs).map((path) => basename(path)));
+  const present = await readdir(chunks).catch(() => []);
+  await Promise.all(present.filter((f) => !written.has(f)).map((f) => rm(join(chunks, f), { force: true })));
+  return metafile ? result.metafile : undefined;
 }
 
 /**

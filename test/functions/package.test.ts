@@ -1,7 +1,7 @@
 // `npm run package`: each cloud's artifact holds what its platform loads, and nothing of the
 // workspace: the Lambda zip's handlers import from the zip's own files alone.
 
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { unzipSync } from "fflate";
@@ -49,5 +49,15 @@ describe("npm run package", () => {
     expect(gcpPkg.main).toBe("dist/index.mjs");
     expect(Object.keys(gcpPkg.dependencies)).toEqual(["@google-cloud/functions-framework"]);
     for (const pkg of [azurePkg, gcpPkg]) expect(JSON.stringify(pkg)).not.toContain("@llm-secrets/");
+  }, 60_000);
+
+  it("a build leaves only its own chunks: the last build's are gone, not shipped with it", async () => {
+    const outfile = join(await tempDir(), "index.mjs");
+    await mkdir(join(dirname(outfile), "chunks"), { recursive: true });
+    await writeFile(join(dirname(outfile), "chunks", "stale-ABCDEFGH.mjs"), "export {};\n");
+    await buildAws(outfile);
+    const chunks = readdirSync(join(dirname(outfile), "chunks"));
+    expect(chunks).not.toContain("stale-ABCDEFGH.mjs");
+    expect(chunks.length).toBeGreaterThan(0);
   }, 60_000);
 });
