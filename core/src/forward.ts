@@ -29,7 +29,14 @@ import type { SecretManager } from "./secret-manager";
 /** A `model_list` entry as settings parsed it. */
 export interface ForwardModel {
   model_name: string;
-  litellm_params: { model: string; api_base?: string | null; api_key?: string | null; auth_header?: unknown };
+  litellm_params: {
+    model: string;
+    api_base?: string | null;
+    api_key?: string | null;
+    auth_header?: unknown;
+    /** LiteLLM's provider override (`azure`, `anthropic`, ...): which header the key goes in. */
+    custom_llm_provider?: unknown;
+  };
 }
 
 export interface ForwardDeps {
@@ -104,7 +111,10 @@ function passedOnFilter(request: Request): (name: string) => boolean {
 
 export async function forward(request: Request, raw: RawRequest, deps: ForwardDeps): Promise<Response> {
   const { modelName, rest } = targetOf(raw.path);
-  const model = deps.models.find((m) => m.model_name === modelName);
+  // Of several entries with the name (LiteLLM spreads calls over them; this does not), the first
+  // that has somewhere to send to.
+  const named = deps.models.filter((m) => m.model_name === modelName);
+  const model = named.find((m) => m.litellm_params.api_base) ?? named[0];
   if (!model) throw new SecretsError("not_found", `no model named ${modelName.slice(0, 64)} in model_list`);
   const params = model.litellm_params;
   const base = params.api_base ? await resolved(params.api_base, deps.manager) : undefined;
@@ -177,8 +187,13 @@ function authHeaderOf(params: ForwardModel["litellm_params"]): string {
   if (typeof params.auth_header === "string" && params.auth_header.trim() !== "") {
     return params.auth_header.trim().toLowerCase();
   }
-  if (params.model.startsWith("azure/")) return "api-key";
-  if (params.model.startsWith("anthropic/")) return "x-api-key";
+  // The provider: litellm_params.custom_llm_provider, else the model's prefix (`azure/gpt-4o`).
+  const provider =
+    typeof params.custom_llm_provider === "string" && params.custom_llm_provider.trim() !== ""
+      ? params.custom_llm_provider.trim().toLowerCase()
+      : params.model.split("/", 1)[0];
+  if (provider === "azure") return "api-key";
+  if (provider === "anthropic") return "x-api-key";
   return "authorization";
 }
 

@@ -78,6 +78,11 @@ async function app(key: string) {
     `    litellm_params: {model: azure/gpt-4o, api_base: ${apiUrl}/, api_key: os.environ/AZURE_API_KEY}`,
     "  - model_name: claude",
     `    litellm_params: {model: anthropic/claude, api_base: ${apiUrl}, api_key: os.environ/ANTHROPIC_API_KEY}`,
+    // Two entries of one name: the first has nowhere to send to, the second has.
+    "  - model_name: azure-provider",
+    "    litellm_params: {model: gpt-4o, custom_llm_provider: azure}",
+    "  - model_name: azure-provider",
+    `    litellm_params: {model: gpt-4o, custom_llm_provider: Azure, api_base: ${apiUrl}, api_key: os.environ/AZURE_API_KEY}`,
     "  - model_name: custom",
     `    litellm_params: {model: openai/x, api_base: ${apiUrl}, api_key: os.environ/OPENAI_API_KEY, auth_header: X-Custom-Key}`,
     "  - model_name: down",
@@ -113,6 +118,7 @@ describe("POST /v1/forward/{model}/{path}", () => {
       ["gpt", "authorization", `Bearer ${key}`],
       ["azure-gpt", "api-key", key],
       ["claude", "x-api-key", key],
+      ["azure-provider", "api-key", key], // custom_llm_provider names the provider
       ["custom", "x-custom-key", key],
     ];
     for (const [model, header] of cases) {
