@@ -151,7 +151,13 @@ def _write_body(value: str, description: Optional[str], tags: Optional[Union[dic
     if isinstance(tags, dict) and tags:
         body["tags"] = {str(k): str(v) for k, v in tags.items()}
     elif isinstance(tags, list) and tags:
-        body["tags"] = {str(t): "" for t in tags}
+        # LiteLLM's list form is AWS's, [{"Key": ..., "Value": ...}]; a bare string is a key alone.
+        body["tags"] = {
+            str(t["Key"]) if isinstance(t, dict) and "Key" in t else str(t): (
+                str(t.get("Value", "")) if isinstance(t, dict) and "Key" in t else ""
+            )
+            for t in tags
+        }
     return body
 
 
@@ -249,6 +255,36 @@ class LLMSecretsManager(CustomSecretManager):
         if response.status_code != 204:
             raise _failure(response)
         return {"name": secret_name, "deleted": True}
+
+    async def async_update_secret_value(
+        self,
+        secret_name: str,
+        secret_value: str,
+        optional_params: Optional[dict] = None,
+        timeout: Optional[Union[float, httpx.Timeout]] = None,
+    ) -> Dict[str, Any]:
+        return await self.async_write_secret(secret_name, secret_value, optional_params=optional_params, timeout=timeout)
+
+    async def async_rotate_secret(
+        self,
+        current_secret_name: str,
+        new_secret_name: str,
+        new_secret_value: str,
+        optional_params: Optional[dict] = None,
+        timeout: Optional[Union[float, httpx.Timeout]] = None,
+    ) -> Dict[str, Any]:
+        """
+        LiteLLM's key regeneration: the new value under the new name, then the old name deleted when
+        it differs. No read: the base class's rotation reads the old secret first and the new one
+        back (a virtual key may be writable but not readable here, under hosted_keys), and, when the
+        name stays, deletes what it has just written (older LiteLLM) or is not implemented (newer).
+        """
+        written = await self.async_write_secret(
+            new_secret_name, new_secret_value, optional_params=optional_params, timeout=timeout
+        )
+        if new_secret_name != current_secret_name:
+            await self.async_delete_secret(current_secret_name, optional_params=optional_params, timeout=timeout)
+        return written
 
     def validate_environment(self) -> bool:
         return True  # the constructor already refused missing or malformed settings

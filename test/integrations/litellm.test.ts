@@ -178,6 +178,46 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
     }
   });
 
+  it("rotates a virtual key as LiteLLM's regeneration does: same name updated, a new name written and the old deleted, no read", async () => {
+    // hosted_keys on the server: virtual keys under the prefix are writable but not readable there.
+    const config = `general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n    hosted_keys: [OPENAI_API_KEY]\n`;
+    const { server, masterKey } = await serveStore(config, {});
+    const [first, rotated, renamed] = [secretValue("v1"), secretValue("v2"), secretValue("v3")];
+    try {
+      const { out } = await drive(python, dir, "rotate", {
+        LLM_SECRETS_URL: server.url,
+        LLM_SECRETS_API_KEY: masterKey,
+        VIRTUAL_KEY_VALUE: first,
+        ROTATED_VALUE: rotated,
+        RENAMED_VALUE: renamed,
+      });
+      expect(out.rotate).toMatchObject({
+        ok: {
+          write: { name: "litellm/team-a/sk-virtual+1", created: true },
+          same_name: { name: "litellm/team-a/sk-virtual+1", created: false },
+          renamed: { name: "litellm/team-a/renamed", created: true },
+        },
+      });
+      expect(out.tags_body).toMatchObject({ ok: { value: "v", tags: { Env: "prod", bare: "" } } });
+      // What the server did: three writes, the old name's delete, and no read (which hosted_keys refuses).
+      await until(() => (server.output.match(/"audit":"delete"/g) ?? []).length >= 1);
+      const audit = server.output
+        .split("\n")
+        .filter((l) => l.startsWith("{") && l.includes('"audit"'))
+        .map((l) => JSON.parse(l) as { audit: string; name: string; outcome: string })
+        .map((l) => [l.audit, l.name, l.outcome]);
+      expect(audit).toEqual([
+        ["write", "litellm/team-a/sk-virtual+1", "ok"],
+        ["write", "litellm/team-a/sk-virtual+1", "ok"],
+        ["write", "litellm/team-a/renamed", "ok"],
+        ["delete", "litellm/team-a/sk-virtual+1", "ok"],
+      ]);
+      expectNoValueIn([server.output], [first, rotated, renamed, masterKey]);
+    } finally {
+      await server.stop();
+    }
+  });
+
   it("refuses a server it cannot verify, and a wrong key, with clear errors that hold no secret", async () => {
     const pki = inject("testPki");
     const { server, masterKey } = await serveStore(SERVER_CONFIG, {

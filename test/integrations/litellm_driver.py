@@ -12,6 +12,7 @@ Then:
   the health check.
 - `read`: one read of OPENAI_API_KEY (for the wrong-key and server-down cases).
 - `two_keys`: a second instance made with `SECOND_KEY`; both read.
+- `rotate`: a virtual key written, rotated under the same name, then under a new one.
 Each step's result or error (its type, status, code and message) goes into the output.
 """
 
@@ -112,6 +113,22 @@ elif scenario == "traversal":
     step("read_dot", lambda: manager.sync_read_secret(f"{prefix}./OPENAI_API_KEY"))
     step("read_empty_segment", lambda: manager.sync_read_secret(f"{prefix}a//b"))
     step("read", lambda: manager.sync_read_secret("OPENAI_API_KEY"))
+elif scenario == "rotate":
+    # Key regeneration as LiteLLM's hook calls it: the alias kept (the usual case), then renamed.
+    renamed = f"{prefix}team-a/renamed"
+
+    async def rotate():
+        results = {}
+        results["write"] = await manager.async_write_secret(
+            secret_name=virtual, secret_value=os.environ["VIRTUAL_KEY_VALUE"], tags=[{"Key": "Env", "Value": "prod"}]
+        )
+        results["same_name"] = await manager.async_rotate_secret(virtual, virtual, os.environ["ROTATED_VALUE"])
+        results["renamed"] = await manager.async_rotate_secret(virtual, renamed, os.environ["RENAMED_VALUE"])
+        return results
+
+    step("rotate", run(rotate))
+    # The body a write sends for LiteLLM's list form of tags (AWS's Key/Value pairs) and bare keys.
+    step("tags_body", lambda: module._write_body("v", None, [{"Key": "Env", "Value": "prod"}, "bare"]))
 elif scenario == "read":
     step("sync_read", lambda: manager.sync_read_secret("OPENAI_API_KEY"))
 

@@ -26,3 +26,23 @@ class CustomSecretManager(ABC):
 
     async def async_delete_secret(self, secret_name, recovery_window_in_days=7, optional_params=None, timeout=None):
         raise NotImplementedError("delete")
+
+    # BaseSecretManager's, as of base_secret_manager.py@19a802d (reference/litellm-stores-2026.md 8):
+    # a rotation that keeps the name updates the value, which the base does not implement.
+    async def async_update_secret_value(self, secret_name, secret_value, optional_params=None, timeout=None):
+        raise NotImplementedError("update")
+
+    async def async_rotate_secret(
+        self, current_secret_name, new_secret_name, new_secret_value, optional_params=None, timeout=None
+    ):
+        if current_secret_name == new_secret_name:
+            return await self.async_update_secret_value(new_secret_name, new_secret_value, optional_params, timeout)
+        if await self.async_read_secret(current_secret_name, optional_params, timeout) is None:
+            raise ValueError(f"Current secret {current_secret_name} not found")
+        written = await self.async_write_secret(
+            new_secret_name, new_secret_value, f"Rotated from {current_secret_name}", optional_params, timeout
+        )
+        if await self.async_read_secret(new_secret_name, optional_params, timeout) is None:
+            raise ValueError("Failed to verify new secret")
+        await self.async_delete_secret(current_secret_name, 7, optional_params, timeout)
+        return written
