@@ -13,7 +13,6 @@
  */
 import { Hono } from "hono";
 import type { Audit } from "./audit";
-import { SecretsError } from "./errors";
 import type { ForwardModel } from "./forward";
 import { cryptoRoutes } from "./http/crypto-routes";
 import { forwardRoutes } from "./http/forward-routes";
@@ -64,17 +63,7 @@ export function createApp(options: AppOptions): App {
   const router = new Router(app, admit, options.audit, publicPaths);
 
   app.onError(errorHandler(metrics, log, manager.store.kind));
-  app.notFound((c) => {
-    try {
-      admit(c);
-    } catch (err) {
-      router.auditRefusal(c, err);
-      throw err;
-    }
-    const allow = router.allowed(c.req.path);
-    if (allow) throw new SecretsError("method_not_allowed", `${c.req.method} is not allowed here`, { allow });
-    throw new SecretsError("not_found", "no such route");
-  });
+  app.notFound((c) => router.unrouted(c));
 
   serviceRoutes(router, manager, metrics);
   secretRoutes(router, manager);

@@ -104,9 +104,11 @@ describe("listing names", () => {
     }
     expect((await request("/v1/secrets?limit=1000")).status).toBe(200);
     expect((await request("/v1/secrets", { token: null })).status).toBe(401);
-    // A write to /v1/secrets is a write of the empty name, as before listing existed.
+    // /v1/secrets is the listing's path: another method is 405 with Allow, as on every known path
+    // (it was taken for a write of the empty name, 400, body read first).
     const put = await request("/v1/secrets", { method: "PUT", json: { value: "x" } });
-    expect(put.status).toBe(400);
-    expect(await put.json()).toMatchObject({ error: { code: "invalid_name" } });
+    expect(put.status).toBe(405);
+    expect(put.headers.get("allow")?.split(/,\s*/).sort()).toEqual(["GET", "HEAD"]);
+    expect(await put.json()).toMatchObject({ error: { code: "method_not_allowed" } });
   });
 });

@@ -162,6 +162,25 @@ export const CONTRACT: readonly ContractCase[] = [
     code: "invalid_name",
   },
   { name: "PUT //x", method: "PUT", target: "/v1/secrets//x", body: put, status: 400, code: "invalid_name" },
+  // The names' collection answers GET alone (Hono's `/v1/secrets/*` matches it too).
+  {
+    name: "PUT the collection",
+    method: "PUT",
+    target: "/v1/secrets",
+    body: put,
+    status: 405,
+    code: "method_not_allowed",
+    allow: ["GET", "HEAD"],
+  },
+  {
+    name: "DELETE the collection",
+    method: "DELETE",
+    target: "/v1/secrets",
+    status: 405,
+    code: "method_not_allowed",
+    allow: ["GET", "HEAD"],
+  },
+  { name: "DELETE the collection, no key", method: "DELETE", target: "/v1/secrets", auth: false, status: 401 },
   // A body that is not JSON: the app answers it (401 first), not a platform's body parser.
   {
     name: "PUT, a body that is not JSON, no key",

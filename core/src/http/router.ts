@@ -122,6 +122,8 @@ export class Router {
     const methods = spec.method === "all" ? ALL_METHODS.map((m) => m.toUpperCase()) : [spec.method.toUpperCase()];
     this.#allow(spec.path, methods, auditSpec);
     const honoPath = spec.path.replace(/\/\{(\w+)\}$/, "/*").replace(/\{(\w+)\}/g, ":$1");
+    // Hono's `/x/*` also matches `/x`: that path is another route's (or none), never this one's.
+    const bare = honoPath.endsWith("/*") ? honoPath.slice(0, -2) : undefined;
     // What an absent query parses to, once: most requests have none.
     const noQuery = spec.query ? parse(spec.query, {}, "query") : (undefined as Q);
     const admit = this.admit;
@@ -135,8 +137,14 @@ export class Router {
       return readJson(c).then((json) => handler(c, { body: parse(schema, json, "body"), query }));
     };
     const audit = this.audit;
+    const on = (handle: (c: Ctx) => Response | Promise<Response>) =>
+      this.app.on(
+        methods,
+        honoPath,
+        bare === undefined ? handle : (c) => (c.req.path === bare ? this.unrouted(c) : handle(c)),
+      );
     if (!audit || !auditSpec) {
-      this.app.on(methods, honoPath, run);
+      on(run);
       return;
     }
     // The audit line is written when the answer (or the error) is known.
@@ -146,7 +154,7 @@ export class Router {
       audit(auditEntry(c, auditSpec, "ok"));
       c.env.audited = true;
     };
-    this.app.on(methods, honoPath, (c) => {
+    on((c) => {
       let res: Response | Promise<Response>;
       try {
         res = run(c);
@@ -193,6 +201,22 @@ export class Router {
         return;
       }
     }
+  }
+
+  /**
+   * What the app answers a request no route takes (Hono's not-found handler, and a bare `/x` that
+   * Hono's `/x/*` matched): 401 first, then 405 with `Allow` for a known path, else 404.
+   */
+  unrouted(c: Ctx): never {
+    try {
+      this.admit(c);
+    } catch (err) {
+      this.auditRefusal(c, err);
+      throw err;
+    }
+    const allow = this.allowed(c.req.path);
+    if (allow) throw new SecretsError("method_not_allowed", `${c.req.method} is not allowed here`, { allow });
+    throw new SecretsError("not_found", "no such route");
   }
 
   /** The methods a path answers (HEAD wherever GET), or undefined for an unknown path. */
