@@ -241,10 +241,6 @@ async function serve(input: SettingsInput, flags: Record<string, unknown>, io: C
     if (generated) await rm(generated, { force: true });
     throw err;
   }
-  if (generated) io.stdout.write(`generated a master key in ${generated} (mode 0600; it is not printed)\n`);
-  io.stdout.write(
-    `llm-secrets ${VERSION} serving ${running.url} (store: ${settings.store}${local ? `, data: ${settings.dataDir}` : ""}; master key from ${settings.masterKeySource})\n`,
-  );
   // SIGHUP: the key and certificate are read again (rotation without a restart).
   const reload = () =>
     running.reloadTls().catch((err: unknown) =>
@@ -252,11 +248,28 @@ async function serve(input: SettingsInput, flags: Record<string, unknown>, io: C
         reason: err instanceof Error ? err.message : String(err),
       }),
     );
-  if (settings.server.tls) process.on("SIGHUP", reload);
-  await (io.stopSignal ?? stopSignal());
-  process.off("SIGHUP", reload);
+  // Without TLS there is nothing to reload, and SIGHUP's default would end the process unclean.
+  const hup = settings.server.tls ? reload : () => log.info("SIGHUP: nothing to reload (not serving HTTPS)");
+  // Listening for signals before saying "serving": whoever waits for that line may signal at once.
+  process.on("SIGHUP", hup);
+  const stopped = io.stopSignal ?? stopSignal();
+  if (generated) io.stdout.write(`generated a master key in ${generated} (mode 0600; it is not printed)\n`);
+  io.stdout.write(
+    `llm-secrets ${VERSION} serving ${running.url} (store: ${settings.store}${local ? `, data: ${settings.dataDir}` : ""}; master key from ${settings.masterKeySource})\n`,
+  );
+  await stopped;
+  process.off("SIGHUP", hup);
+  // A second Ctrl-C (or SIGTERM) while requests finish: stop now.
+  const now = () => {
+    log.warn("stopping now, without waiting for requests under way");
+    process.exit(130);
+  };
+  process.once("SIGINT", now);
+  process.once("SIGTERM", now);
   await running.close();
   await rt.close();
+  process.off("SIGINT", now);
+  process.off("SIGTERM", now);
 }
 
 async function resolve(input: SettingsInput, showValues: boolean, io: CliIo, log: Logger): Promise<void> {
@@ -337,8 +350,13 @@ function dropTrailingNewline(text: string): string {
 
 function stopSignal(): Promise<void> {
   return new Promise((resolve) => {
-    process.once("SIGINT", () => resolve());
-    process.once("SIGTERM", () => resolve());
+    const stop = () => {
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+      resolve();
+    };
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
   });
 }
 

@@ -8,6 +8,7 @@ import {
   type ServerOptions as HttpServerOptions,
   type IncomingMessage,
   type Server,
+  type ServerResponse,
   STATUS_CODES,
 } from "node:http";
 import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
@@ -30,6 +31,8 @@ export interface ServerTimeouts {
   keepAliveTimeoutMs: number;
   /** How often node checks the two timeouts above, so they fire on time (node's default is 30 s). */
   checkIntervalMs: number;
+  /** On stop, how long requests under way may take to finish before their connections are closed. */
+  shutdownGraceMs: number;
 }
 
 export const DEFAULT_TIMEOUTS: Readonly<ServerTimeouts> = {
@@ -37,6 +40,7 @@ export const DEFAULT_TIMEOUTS: Readonly<ServerTimeouts> = {
   requestTimeoutMs: 30_000,
   keepAliveTimeoutMs: 65_000,
   checkIntervalMs: 1_000,
+  shutdownGraceMs: 10_000,
 };
 export const DEFAULT_MAX_CONNECTIONS = 1024;
 
@@ -129,9 +133,16 @@ export async function startServer(
   runtime: Pick<Runtime, "fetch" | "log">,
   options: ServerOptions,
 ): Promise<RunningServer> {
-  const listener = getRequestListener((request, env) =>
+  const handle = getRequestListener((request, env) =>
     runtime.fetch(request, rawRequestOf((env as { incoming: IncomingMessage }).incoming)),
   );
+  // Once stopping, each new request's answer closes its connection: a keep-alive client busy with
+  // requests would otherwise hold the server open for as long as it kept asking.
+  let closing = false;
+  const listener = (incoming: IncomingMessage, outgoing: ServerResponse) => {
+    if (closing) outgoing.setHeader("connection", "close");
+    return handle(incoming, outgoing);
+  };
   const timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
   const httpOptions: HttpServerOptions = {
     headersTimeout: timeouts.headersTimeoutMs,
@@ -172,7 +183,16 @@ export async function startServer(
     },
     close: () =>
       new Promise<void>((resolve) => {
-        server.close(() => resolve());
+        closing = true;
+        // Requests under way finish; their connections are closed as soon as they are idle (looked
+        // at every 50 ms, not tracked per request); past the grace, none is waited for.
+        const idle = setInterval(() => server.closeIdleConnections(), 50);
+        const force = setTimeout(() => server.closeAllConnections(), timeouts.shutdownGraceMs);
+        server.close(() => {
+          clearInterval(idle);
+          clearTimeout(force);
+          resolve();
+        });
         server.closeIdleConnections();
       }),
   };
@@ -207,7 +227,7 @@ function secureContextOptions(tls: TlsFiles) {
 function createTlsServer(
   tls: TlsFiles,
   httpOptions: HttpServerOptions,
-  listener: ReturnType<typeof getRequestListener>,
+  listener: (incoming: IncomingMessage, outgoing: ServerResponse) => Promise<void>,
 ): Server {
   return createHttpsServer({ ...httpOptions, ...secureContextOptions(tls) }, listener);
 }

@@ -1,7 +1,7 @@
 // The app over real sockets: raw paths, streamed bodies, TLS, and what the server prints.
 import { existsSync } from "node:fs";
 import { chmod, chown, cp, mkdir, writeFile } from "node:fs/promises";
-import { request as httpRequest } from "node:http";
+import { Agent, request as httpRequest } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { basename, dirname, join } from "node:path";
 import nodeTls, { connect } from "node:tls";
@@ -56,6 +56,64 @@ function raw(
     } else req.end(options.body);
   });
 }
+
+describe("stopping", () => {
+  it("on SIGTERM, a request under way finishes, its keep-alive connection is then closed, and the server exits", async () => {
+    const dir = await tempDir();
+    const masterKey = newKey();
+    const server = await ServerProcess.start({
+      env: cleanEnv({ LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_DATA_DIR: join(dir, "data") }),
+      args: ["--port", "0"],
+    });
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const u = new URL(server.url);
+    const exited = new Promise<number | null>((resolve) => server.child.once("exit", (code) => resolve(code)));
+    // A PUT whose body is still coming when the signal arrives.
+    const answer = new Promise<number>((resolve, reject) => {
+      const req = httpRequest(
+        {
+          host: u.hostname,
+          port: u.port,
+          method: "PUT",
+          path: "/v1/secrets/SLOW",
+          agent,
+          headers: { authorization: `Bearer ${masterKey}`, "content-type": "application/json" },
+        },
+        (res) => {
+          res.resume();
+          res.on("end", () => resolve(res.statusCode ?? 0));
+        },
+      );
+      req.on("error", reject);
+      req.write('{"value":"');
+      setTimeout(() => {
+        process.kill(server.child.pid as number, "SIGTERM");
+        setTimeout(() => req.end('slow-value"}'), 300);
+      }, 200);
+    });
+    const started = Date.now();
+    expect(await answer).toBe(201);
+    expect(await exited).toBe(0);
+    // Not the 65 s a keep-alive connection may idle, nor the 10 s grace.
+    expect(Date.now() - started).toBeLessThan(5_000);
+    agent.destroy();
+  }, 20_000);
+
+  it("SIGHUP without TLS is logged and ignored (its default would end the process)", async () => {
+    const dir = await tempDir();
+    const server = await ServerProcess.start({
+      env: cleanEnv({ LITELLM_MASTER_KEY: newKey(), LLM_SECRETS_DATA_DIR: join(dir, "data") }),
+      args: ["--port", "0"],
+    });
+    try {
+      process.kill(server.child.pid as number, "SIGHUP");
+      await server.waitFor(/nothing to reload/);
+      expect((await fetch(`${server.url}/health`)).status).toBe(200);
+    } finally {
+      expect(await server.stop()).toBe(0);
+    }
+  });
+});
 
 describe("over a real socket", () => {
   let ctx: Awaited<ReturnType<typeof inProcessApp>>;
