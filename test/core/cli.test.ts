@@ -1,10 +1,21 @@
 // The `llm-secrets` CLI, run as a child process from its bundle (SPEC section 1).
-import { chmod, mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import corePackage from "../../core/package.json" with { type: "json" };
 import { KeyRing, openSecret, sealSecret } from "../../core/src/crypto";
-import { cleanEnv, expectNoValueIn, fetchJson, newKey, runCli, ServerProcess, secretValue, tempDir } from "../helpers";
+import {
+  cleanEnv,
+  cliPath,
+  expectNoValueIn,
+  fetchJson,
+  newKey,
+  runCli,
+  runProcess,
+  ServerProcess,
+  secretValue,
+  tempDir,
+} from "../helpers";
 
 async function setup(extra: Record<string, string> = {}) {
   const dir = await tempDir();
@@ -269,6 +280,31 @@ describe("serve", () => {
       await expect(stat(join(dir, "data", "master.key"))).rejects.toMatchObject({ code: "ENOENT" });
     } finally {
       busy.close();
+    }
+  });
+
+  it("never leaves a half-written master key: a start whose write fails (a full disk) leaves none, and the next makes one", async () => {
+    const dir = await tempDir();
+    const env = cleanEnv({ LLM_SECRETS_DATA_DIR: join(dir, "data") });
+    // No file may grow past 0 bytes in that process (as on a full disk): the key cannot be written.
+    const full = await runProcess(
+      "sh",
+      ["-c", `ulimit -f 0; exec "${process.execPath}" "${cliPath()}" serve --port 0`],
+      {
+        env,
+        cwd: dir,
+      },
+    );
+    expect(full.code).toBe(1);
+    expect(full.stderr).toContain("cannot create the master key file");
+    await expect(stat(join(dir, "data", "master.key"))).rejects.toMatchObject({ code: "ENOENT" });
+    const server = await ServerProcess.start({ env, cwd: dir, args: ["--port", "0"] });
+    try {
+      expect(server.output).toContain("generated a master key");
+      expect((await readFile(join(dir, "data", "master.key"), "utf8")).trim()).toMatch(/^sk-[\w-]{43}$/);
+      expect((await readdir(join(dir, "data"))).filter((n) => n.endsWith(".tmp"))).toEqual([]);
+    } finally {
+      await server.stop();
     }
   });
 
