@@ -122,7 +122,8 @@ async function run(argv: string[], io: CliIo): Promise<void> {
     // Not echoed: `--sk-...` may be a key typed in the wrong place. node's other messages name
     // only our own options ("Option '--port <value>' argument missing").
     if ((err as NodeJS.ErrnoException).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") throw new UsageError("unknown option");
-    throw new UsageError((err as Error).message);
+    // One line, as every error ("...argument is ambiguous.\nDid you forget...": node's placeholder, not the input).
+    throw new UsageError((err as Error).message.replace(/\s*\n\s*/g, " "));
   }
   const { values: flags, positionals } = parsed;
   const [command, ...args] = positionals;

@@ -72,6 +72,11 @@ describe("secrets from the command line", () => {
     const option = await cli(["get", "A", `--${typo}`]);
     expect(option.code).toBe(2);
     expect(option.stderr).toBe("llm-secrets: unknown option (see llm-secrets --help)\n");
+    // An option value that looks like an option: node's three-line message, said on one line.
+    const ambiguous = await cli(["put", "X", "--description", "-foo"], "v");
+    expect(ambiguous.code).toBe(2);
+    expect(ambiguous.stderr).toMatch(/^llm-secrets: Option '--description' argument is ambiguous\. .+\n$/);
+    expect(ambiguous.stderr.trim().split("\n")).toHaveLength(1);
     const help = await cli(["--help"]);
     expect(help.code).toBe(0);
     expect(help.stdout).toContain("usage: llm-secrets");
