@@ -29,7 +29,7 @@
 import * as z from "zod/mini";
 import { type KeyRing, openSecret } from "./crypto";
 import { EncryptionKeyMissing, type ErrorCode, SecretsError } from "./errors";
-import type { Logger } from "./log";
+import { describeUnexpected, type Logger } from "./log";
 import type { Metrics } from "./metrics";
 import type { SecretManager } from "./secret-manager";
 import type { ChangeStamp } from "./secret-store";
@@ -199,7 +199,11 @@ async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult
       }
     }
   } catch (err) {
-    if (!(err instanceof SecretsError)) throw err;
+    if (!(err instanceof SecretsError)) {
+      // A bug, not the event's fault: this event fails (and is sent again), not its whole batch.
+      deps.log.error("key event failed unexpectedly", { id: event.id, ...describeUnexpected(err) });
+      return { id: event.id, status: "failed", names, code: "internal", message: "internal error" };
+    }
     const retryable = err.code === "backend_unavailable";
     return {
       id: event.id,

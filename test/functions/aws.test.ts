@@ -49,10 +49,17 @@ describe("the SQS handler", () => {
         record("m3", "{not json"),
         record("m4", { id: "e4", type: "key.created" }),
         record("m5", keyEvent("e5", "good-2", keys[2] as string)),
+        // A bug (not a backend error) fails its own record, not the batch.
+        record("m6", keyEvent("e6", "buggy", newKey("sk-d-"))),
       ],
     };
     expect(await handlers.sqs(event)).toEqual({
-      batchItemFailures: [{ itemIdentifier: "m2" }, { itemIdentifier: "m3" }, { itemIdentifier: "m4" }],
+      batchItemFailures: [
+        { itemIdentifier: "m2" },
+        { itemIdentifier: "m3" },
+        { itemIdentifier: "m4" },
+        { itemIdentifier: "m6" },
+      ],
     });
     expect((await store.get("litellm/good-1"))?.value).toBe(keys[0]);
     expect((await store.get("litellm/good-2"))?.value).toBe(keys[2]);

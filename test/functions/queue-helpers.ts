@@ -13,6 +13,7 @@ export class PartlyDownStore extends MemoryStore {
   override async put(name: string, value: string, options?: PutOptions) {
     if (this.down && name.includes("unlucky")) throw new BackendUnavailable("injected: the backend is down", 3);
     if (this.down && name.includes("denied")) throw new BackendDenied("injected: the role may not write yet");
+    if (this.down && name.includes("buggy")) throw new TypeError("injected: a bug, not a backend error");
     return super.put(name, value, options);
   }
 
