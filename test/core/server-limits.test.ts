@@ -71,6 +71,7 @@ describe("serve limits: defaults and settings", () => {
       requestTimeoutMs: 30_000,
       keepAliveTimeoutMs: 65_000,
       checkIntervalMs: 1_000,
+      shutdownGraceMs: 10_000,
     });
     const ctx = await inProcessApp();
     const tls = await makeCertificate(await tempDir());
