@@ -847,9 +847,8 @@ describe("a change that stops half-way", () => {
 });
 
 describe("team settings (team_settings in config, team_id on events and reads)", () => {
-  it("two teams that read one path through two KV fields each get their own field, cache or not", async () => {
-    const fake = await startFake();
-    fake.seed("secret/DB", { key: "from-key", password: "from-password" });
+  /** The runtime over the fake with `config`, and a read through its API with the master key. */
+  async function teamRuntime(fake: FakeVault, config: string) {
     const masterKey = newKey();
     const runtime = await createRuntime({
       stores: [vaultStore],
@@ -858,58 +857,53 @@ describe("team settings (team_settings in config, team_id on events and reads)",
           LITELLM_MASTER_KEY: masterKey,
           HCP_VAULT_ADDR: fake.url,
           HCP_VAULT_TOKEN: ROOT,
-          LLM_SECRETS_CONFIG:
-            "general_settings:\n  key_management_settings:\n    team_settings:\n      b: {data: password}\n",
-        },
-      },
-      log,
-      audit: () => {},
-    });
-    const read = async (path: string) =>
-      (
-        (await (
-          await runtime.fetch(
-            new Request(`http://localhost${path}`, { headers: { authorization: `Bearer ${masterKey}` } }),
-            { path },
-          )
-        ).json()) as { value: string }
-      ).value;
-    expect(await read("/v1/secrets/DB?team_id=a")).toBe("from-key"); // a team without settings: the general ones
-    expect(await read("/v1/secrets/DB?team_id=b")).toBe("from-password");
-    expect(await read("/v1/secrets/DB")).toBe("from-key");
-    expect(await read("/v1/secrets/DB?team_id=b")).toBe("from-password");
-    await runtime.close();
-  });
-
-  it("keeps a team's keys where its settings say, reads them back with ?team_id, and takes nothing from the event", async () => {
-    const fake = await startFake({ mounts: ["secret", "team-ns/kv-team"] });
-    const masterKey = newKey();
-    const runtime = await createRuntime({
-      stores: [vaultStore],
-      settings: {
-        env: {
-          LITELLM_MASTER_KEY: masterKey,
-          HCP_VAULT_ADDR: fake.url,
-          HCP_VAULT_TOKEN: ROOT,
-          LLM_SECRETS_CONFIG: [
-            "general_settings:",
-            "  key_management_settings:",
-            "    access_mode: read_and_write",
-            "    store_virtual_keys: true",
-            "    team_settings:",
-            "      team-a:",
-            "        namespace: team-ns",
-            "        mount: /kv-team/",
-            "        path_prefix: keys",
-            "        data: api_key",
-            "        prefix_for_stored_virtual_keys: team-a",
-            "",
-          ].join("\n"),
+          LLM_SECRETS_CONFIG: config,
         },
       },
       log,
       audit: () => {}, // audit lines are not this test's subject
     });
+    const read = (path: string) =>
+      runtime.fetch(new Request(`http://localhost${path}`, { headers: { authorization: `Bearer ${masterKey}` } }), {
+        path,
+      });
+    return { runtime, read };
+  }
+
+  it("two teams that read one path through two KV fields each get their own field, cache or not", async () => {
+    const fake = await startFake();
+    fake.seed("secret/DB", { key: "from-key", password: "from-password" });
+    const { runtime, read } = await teamRuntime(
+      fake,
+      "general_settings:\n  key_management_settings:\n    team_settings:\n      b: {data: password}\n",
+    );
+    const valueAt = async (path: string) => ((await (await read(path)).json()) as { value: string }).value;
+    expect(await valueAt("/v1/secrets/DB?team_id=a")).toBe("from-key"); // a team without settings: the general ones
+    expect(await valueAt("/v1/secrets/DB?team_id=b")).toBe("from-password");
+    expect(await valueAt("/v1/secrets/DB")).toBe("from-key");
+    expect(await valueAt("/v1/secrets/DB?team_id=b")).toBe("from-password");
+    await runtime.close();
+  });
+
+  it("keeps a team's keys where its settings say, reads them back with ?team_id, and takes nothing from the event", async () => {
+    const fake = await startFake({ mounts: ["secret", "team-ns/kv-team"] });
+    const { runtime, read } = await teamRuntime(
+      fake,
+      [
+        "general_settings:",
+        "  key_management_settings:",
+        "    access_mode: read_and_write",
+        "    store_virtual_keys: true",
+        "    team_settings:",
+        "      team-a:",
+        "        namespace: team-ns",
+        "        mount: /kv-team/",
+        "        path_prefix: keys",
+        "        data: api_key",
+        "        prefix_for_stored_virtual_keys: team-a",
+        "",
+      ].join("\n"),
+    );
     const key = value("team-key");
     const plain = value("plain-key");
     const at = new Date(Date.now() - 1000).toISOString();
@@ -933,10 +927,6 @@ describe("team settings (team_settings in config, team_id on events and reads)",
     });
     expect(fake.requests.some((r) => r.method === "POST" && r.url === "/v1/secret/data/litellm/svc")).toBe(true);
 
-    const read = (path: string) =>
-      runtime.fetch(new Request(`http://localhost${path}`, { headers: { authorization: `Bearer ${masterKey}` } }), {
-        path,
-      });
     expect(await (await read("/v1/secrets/team-a/svc?team_id=team-a")).json()).toMatchObject({ value: key });
     expect((await read("/v1/secrets/team-a/svc")).status).toBe(404); // not where the general settings look
     expect(await (await read("/v1/secrets/litellm/svc")).json()).toMatchObject({ value: plain });
