@@ -136,12 +136,24 @@ export async function startServer(
   const handle = getRequestListener((request, env) =>
     runtime.fetch(request, rawRequestOf((env as { incoming: IncomingMessage }).incoming)),
   );
-  // Once stopping, each new request's answer closes its connection: a keep-alive client busy with
-  // requests would otherwise hold the server open for as long as it kept asking.
+  // Once stopping, each answer not yet begun closes its connection: a keep-alive client busy with
+  // requests would otherwise hold the server open for as long as it kept asking. Each connection's
+  // answer under way is known (one WeakMap write a request) for when the stop begins.
   let closing = false;
+  const answering = new WeakMap<Duplex, ServerResponse>();
   const listener = (incoming: IncomingMessage, outgoing: ServerResponse) => {
     if (closing) outgoing.setHeader("connection", "close");
+    else answering.set(incoming.socket, outgoing);
     return handle(incoming, outgoing);
+  };
+  // Every socket, TLS handshakes under way included (node's HTTP layer knows only those that
+  // finished one): past the stop's grace, none is waited for. And the streams requests arrive on
+  // (the TLS socket over it, with HTTPS), to find their answers under way.
+  const sockets = new Set<Duplex>();
+  const streams = new Set<Duplex>();
+  const tracked = (set: Set<Duplex>) => (socket: Duplex) => {
+    set.add(socket);
+    socket.once("close", () => set.delete(socket));
   };
   const timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
   const httpOptions: HttpServerOptions = {
@@ -158,6 +170,8 @@ export async function startServer(
   // (which node also applies from a connection's start) is what frees the slots it holds.
   server.maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
   server.on("clientError", answerClientError(runtime.log));
+  server.on("connection", tracked(sockets));
+  server.on(options.tls ? "secureConnection" : "connection", tracked(streams));
 
   await new Promise<void>((resolve, reject) => {
     server.once("error", (err: NodeJS.ErrnoException) =>
@@ -184,10 +198,18 @@ export async function startServer(
     close: () =>
       new Promise<void>((resolve) => {
         closing = true;
-        // Requests under way finish; their connections are closed as soon as they are idle (looked
-        // at every 50 ms, not tracked per request); past the grace, none is waited for.
+        // Answers under way that have not begun close their connections; one already streaming
+        // finishes, and its connection is closed once idle (looked at every 50 ms); past the grace,
+        // no socket is waited for.
+        for (const stream of streams) {
+          const res = answering.get(stream);
+          if (res && !res.headersSent) res.setHeader("connection", "close");
+        }
         const idle = setInterval(() => server.closeIdleConnections(), 50);
-        const force = setTimeout(() => server.closeAllConnections(), timeouts.shutdownGraceMs);
+        const force = setTimeout(() => {
+          server.closeAllConnections();
+          for (const socket of sockets) socket.destroy();
+        }, timeouts.shutdownGraceMs);
         server.close(() => {
           clearInterval(idle);
           clearTimeout(force);
