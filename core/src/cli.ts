@@ -251,26 +251,35 @@ async function serve(input: SettingsInput, flags: Record<string, unknown>, io: C
     );
   // Without TLS there is nothing to reload, and SIGHUP's default would end the process unclean.
   const hup = settings.server.tls ? reload : () => log.info("SIGHUP: nothing to reload (not serving HTTPS)");
-  // Listening for signals before saying "serving": whoever waits for that line may signal at once.
-  process.on("SIGHUP", hup);
+  // The process's signals, when serve owns the process (a caller that embeds it passes stopSignal),
+  // listened for before saying "serving": whoever waits for that line may signal at once.
+  const ownsProcess = io.stopSignal === undefined;
+  if (ownsProcess) process.on("SIGHUP", hup);
   const stopped = io.stopSignal ?? stopSignal();
   if (generated) io.stdout.write(`generated a master key in ${generated} (mode 0600; it is not printed)\n`);
   io.stdout.write(
     `llm-secrets ${VERSION} serving ${running.url} (store: ${settings.store}${local ? `, data: ${settings.dataDir}` : ""}; master key from ${settings.masterKeySource})\n`,
   );
   await stopped;
-  process.off("SIGHUP", hup);
   // A second Ctrl-C (or SIGTERM) while requests finish: stop now.
-  const now = () => {
+  const now = (signal: NodeJS.Signals) => {
     log.warn("stopping now, without waiting for requests under way");
-    process.exit(130);
+    process.exit(signal === "SIGINT" ? 130 : 143);
   };
-  process.once("SIGINT", now);
-  process.once("SIGTERM", now);
-  await running.close();
-  await rt.close();
-  process.off("SIGINT", now);
-  process.off("SIGTERM", now);
+  if (ownsProcess) {
+    process.once("SIGINT", now);
+    process.once("SIGTERM", now);
+  }
+  try {
+    await running.close();
+    await rt.close();
+  } finally {
+    if (ownsProcess) {
+      process.off("SIGHUP", hup);
+      process.off("SIGINT", now);
+      process.off("SIGTERM", now);
+    }
+  }
 }
 
 async function resolve(input: SettingsInput, showValues: boolean, io: CliIo, log: Logger): Promise<void> {
