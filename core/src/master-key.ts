@@ -5,10 +5,11 @@
  * Written whole or not at all: the key goes to a temporary file (0600, fsynced), which is then
  * linked to `master.key` (a link fails if the name exists, so two starts cannot both make one).
  * A start that stops half-way (a full disk, a kill) leaves no empty or partial key to refuse every
- * later start; a temporary file it left is removed by the next.
+ * later start; a temporary file it left is removed by a later start once its process is gone and
+ * an hour has passed. Without hard links (SMB, vfat), the key is written under its name directly.
  */
 import { randomBytes } from "node:crypto";
-import { link, mkdir, open, readdir, rm } from "node:fs/promises";
+import { link, mkdir, open, readdir, readFile, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { ConfigError } from "./errors";
 import { MASTER_KEY_FILE } from "./settings";
@@ -29,7 +30,7 @@ export async function ensureMasterKeyFile(dataDir: string): Promise<{ path: stri
     } finally {
       await handle.close();
     }
-    await link(temp, path);
+    await linkOrCopy(temp, path);
     return { path, created: true };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "EEXIST") return { path, created: false };
@@ -39,15 +40,48 @@ export async function ensureMasterKeyFile(dataDir: string): Promise<{ path: stri
   }
 }
 
-/** Temporary key files a start that stopped half-way left: those of processes no longer running. */
+/**
+ * Links the written key to its name. A filesystem without hard links (SMB, vfat, some FUSE mounts)
+ * gets the key written under its name directly (`wx`: never over another's), and on a failure
+ * there nothing is left under the name.
+ */
+async function linkOrCopy(temp: string, path: string): Promise<void> {
+  try {
+    await link(temp, path);
+    return;
+  } catch (err) {
+    if (!NO_HARD_LINKS.has((err as NodeJS.ErrnoException).code ?? "")) throw err;
+  }
+  const handle = await open(path, "wx", 0o600);
+  try {
+    await handle.writeFile(await readFile(temp));
+    await handle.sync();
+  } catch (err) {
+    await handle.close();
+    await rm(path, { force: true });
+    throw err;
+  }
+  await handle.close();
+}
+
+const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDEV"]);
+/** A start takes milliseconds: a temporary key file older than this is a leftover (any pid namespace). */
+const LEFTOVER_AGE_MS = 60 * 60_000;
+
+/** Temporary key files a start that stopped half-way left: those of processes gone, or an hour old. */
 async function removeLeftovers(dataDir: string): Promise<void> {
-  const names = await readdir(dataDir);
-  const left = names.filter((n) => {
-    if (!n.startsWith(TEMP_PREFIX) || !n.endsWith(".tmp")) return false;
-    const pid = Number(n.slice(TEMP_PREFIX.length).split(".", 1)[0]);
-    return Number.isInteger(pid) && pid > 0 && !isRunning(pid);
-  });
-  await Promise.all(left.map((n) => rm(join(dataDir, n), { force: true })));
+  const names = (await readdir(dataDir)).filter((n) => n.startsWith(TEMP_PREFIX) && n.endsWith(".tmp"));
+  const left = await Promise.all(
+    names.map(async (n) => {
+      const pid = Number(n.slice(TEMP_PREFIX.length).split(".", 1)[0]);
+      if (!Number.isInteger(pid) || pid <= 0) return undefined;
+      // Another pid namespace (a container sharing the dir) may reuse the number: age decides too.
+      const written = (await stat(join(dataDir, n)).catch(() => undefined))?.mtimeMs;
+      if (written === undefined) return undefined; // gone meanwhile
+      return !isRunning(pid) && Date.now() - written > LEFTOVER_AGE_MS ? n : undefined;
+    }),
+  );
+  await Promise.all(left.filter((n) => n !== undefined).map((n) => rm(join(dataDir, n), { force: true })));
 }
 
 function isRunning(pid: number): boolean {

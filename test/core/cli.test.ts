@@ -1,6 +1,6 @@
 // The `llm-secrets` CLI, run as a child process from its bundle (SPEC section 1).
-import { chmod, mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { chmod, mkdir, readdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
+import { basename, join } from "node:path";
 import { describe, expect, it } from "vitest";
 import corePackage from "../../core/package.json" with { type: "json" };
 import { KeyRing, openSecret, sealSecret } from "../../core/src/crypto";
@@ -311,6 +311,22 @@ describe("serve", () => {
     } finally {
       await server.stop();
     }
+  });
+
+  it("removes the temporary key files of starts long gone, and no other", async () => {
+    const { ensureMasterKeyFile } = await import("../../core/src/master-key");
+    const data = join(await tempDir(), "data");
+    await mkdir(data, { mode: 0o700 });
+    const gone = join(data, ".master.key.4194302.0a0b0c0d.tmp"); // a pid that is not running
+    const recent = join(data, ".master.key.4194301.0a0b0c0e.tmp"); // same, but written a minute ago
+    const mine = join(data, `.master.key.${process.pid}.0a0b0c0f.tmp`); // running, however old
+    for (const f of [gone, recent, mine]) await writeFile(f, "sk-partial");
+    const twoHoursAgo = new Date(Date.now() - 2 * 3_600_000);
+    await utimes(gone, twoHoursAgo, twoHoursAgo);
+    await utimes(mine, twoHoursAgo, twoHoursAgo);
+    await utimes(recent, new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
+    expect((await ensureMasterKeyFile(data)).created).toBe(true);
+    expect((await readdir(data)).sort()).toEqual([basename(mine), basename(recent), "master.key"].sort());
   });
 
   it("leaves no generated master key behind when the store refuses the data dir (writable by everyone)", async () => {
