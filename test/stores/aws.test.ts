@@ -183,6 +183,11 @@ describe("aws_secret_manager over the wire", () => {
     expect(await store.delete("K")).toBe("absent");
     expect(await store.delete("K", { ifNewerThan: { at: 1_200, id: "e0" } })).toBe("superseded");
     expect(await store.get("K")).toBeUndefined();
+    // Restored to take the tag, and the tag refused: scheduled again all the same, never left readable.
+    fake.fail(1, "denied", "TagResource");
+    expect(await codeOf(store.delete("K", { ifNewerThan: { at: 4_000, id: "e4" } }))).toBe("backend_denied");
+    expect(fake.secrets.get("K")?.deletedDate).toBeInstanceOf(Date);
+    expect(await store.get("K")).toBeUndefined();
     await store.close?.();
   });
 

@@ -189,8 +189,13 @@ export class AwsSecretsManagerStore implements SecretStore {
         // the name (as on Azure). A direct delete leaves it as it is.
         if (options.ifNewerThan !== undefined) {
           await this.#client.send(new this.#sdk.RestoreSecretCommand({ SecretId: name }));
-          await this.#tag(name, stampTags(stamp, true));
-          await this.#scheduleDeletion(name);
+          try {
+            await this.#tag(name, stampTags(stamp, true));
+          } finally {
+            // Restored, it is readable: scheduled again whatever the tag did (its redelivery
+            // records the time then, as for any delete that stopped half-way).
+            await this.#scheduleDeletion(name);
+          }
         }
         return "absent";
       }
