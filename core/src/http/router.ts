@@ -122,7 +122,8 @@ export class Router {
     const methods = spec.method === "all" ? ALL_METHODS.map((m) => m.toUpperCase()) : [spec.method.toUpperCase()];
     this.#allow(spec.path, methods, auditSpec);
     const honoPath = spec.path.replace(/\/\{(\w+)\}$/, "/*").replace(/\{(\w+)\}/g, ":$1");
-    // Hono's `/x/*` also matches `/x`: that path is another route's (or none), never this one's.
+    // Hono's `/x/*` also matches `/x`: for a literal `/x` (`/v1/secrets`), that path is another
+    // route's (or none), never this one's. (With a parameter in `/x`, the check never matches.)
     const bare = honoPath.endsWith("/*") ? honoPath.slice(0, -2) : undefined;
     // What an absent query parses to, once: most requests have none.
     const noQuery = spec.query ? parse(spec.query, {}, "query") : (undefined as Q);

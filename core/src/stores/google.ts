@@ -247,6 +247,7 @@ export class GoogleSecretManagerStore implements SecretStore {
   }
 
   async close(): Promise<void> {
+    await this.#queues.settled(); // changes under way land first
     await this.#client.close();
   }
 
