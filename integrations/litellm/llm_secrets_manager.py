@@ -154,7 +154,7 @@ def _write_body(value: str, description: Optional[str], tags: Optional[Union[dic
         # LiteLLM's list form is AWS's, [{"Key": ..., "Value": ...}]; a bare string is a key alone.
         body["tags"] = {
             str(t["Key"]) if isinstance(t, dict) and "Key" in t else str(t): (
-                str(t.get("Value", "")) if isinstance(t, dict) and "Key" in t else ""
+                "" if not isinstance(t, dict) or t.get("Value") is None else str(t["Value"])
             )
             for t in tags
         }

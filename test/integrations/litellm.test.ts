@@ -198,7 +198,7 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
           renamed: { name: "litellm/team-a/renamed", created: true },
         },
       });
-      expect(out.tags_body).toMatchObject({ ok: { value: "v", tags: { Env: "prod", bare: "" } } });
+      expect(out.tags_body).toMatchObject({ ok: { value: "v", tags: { Env: "prod", Empty: "", bare: "" } } });
       // What the server did: three writes, the old name's delete, and no read (which hosted_keys refuses).
       await until(() => (server.output.match(/"audit":"delete"/g) ?? []).length >= 1);
       const audit = server.output

@@ -128,7 +128,10 @@ elif scenario == "rotate":
 
     step("rotate", run(rotate))
     # The body a write sends for LiteLLM's list form of tags (AWS's Key/Value pairs) and bare keys.
-    step("tags_body", lambda: module._write_body("v", None, [{"Key": "Env", "Value": "prod"}, "bare"]))
+    step(
+        "tags_body",
+        lambda: module._write_body("v", None, [{"Key": "Env", "Value": "prod"}, {"Key": "Empty", "Value": None}, "bare"]),
+    )
 elif scenario == "read":
     step("sync_read", lambda: manager.sync_read_secret("OPENAI_API_KEY"))
 
