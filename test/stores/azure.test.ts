@@ -335,6 +335,26 @@ describe("azure_key_vault over the wire", () => {
   });
 });
 
+describe("azure_key_vault disabled secrets", () => {
+  it("reads a disabled secret as nothing, and writes (a new enabled version) and deletes it", async () => {
+    const fake = await azure();
+    const store = await quick();
+    fake.seed("OFF", value("disabled"));
+    const disable = () => {
+      const latest = fake.secret("OFF")?.versions.at(-1);
+      if (latest) latest.enabled = false;
+    };
+    disable();
+    expect(await store.get("OFF")).toBeUndefined();
+    const next = value("next");
+    expect(await store.put("OFF", next)).toBe("updated"); // it was 502 backend_denied
+    expect((await store.get("OFF"))?.value).toBe(next);
+    disable();
+    expect(await store.delete("OFF")).toBe("deleted");
+    expect(fake.secret("OFF")?.deleted).toBeDefined();
+  });
+});
+
 describe("azure_key_vault changes that stop half-way", () => {
   it("a delete that stopped between its tombstone tag and the delete reads as deleted, and its event finishes it", async () => {
     const fake = await azure();

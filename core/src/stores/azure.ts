@@ -25,8 +25,9 @@
  *   the secret stays recoverable for the vault's retention, 7 to 90 days, and nothing is purged).
  * - List: `listPropertiesOfSecrets().byPage` (`GET /secrets?maxresults=N`, N the limit, at most
  *   Key Vault's 25), one page a call; each secret's name as written (its tag, else the vault's
- *   name), disabled secrets (which read as nothing) and tombstones left out (soft-deleted ones are
- *   not listed by the vault at all). No server filter: the prefix is matched here, so a page may
+ *   name), disabled secrets (which read as nothing; a write gives them a new, enabled version, a
+ *   delete deletes them, neither knowing their tags) and tombstones left out (soft-deleted ones
+ *   are not listed by the vault at all). No server filter: the prefix is matched here, so a page may
  *   hold fewer names than the limit. The cursor is the vault's `nextLink`, taken from the answer by a pipeline policy (the SDK
  *   drops it from the pages it yields) and refused unless it points back at this vault's `/secrets`
  *   (a link elsewhere would carry our token there).
@@ -477,6 +478,9 @@ export class AzureKeyVaultStore implements SecretStore {
       const secret = await this.#client.getSecret(key);
       return found("live", secret.properties.version, secret.properties.tags);
     } catch (err) {
+      // Disabled (in the portal): its tags cannot be read, so it is taken as made outside llm-secrets
+      // (no name, no time); a write makes a new, enabled version, a delete deletes it.
+      if (innerCodeOf(err) === "SecretDisabled") return found("live", undefined, undefined);
       if (statusOf(err) !== 404) throw err;
     }
     try {
@@ -531,7 +535,8 @@ export class AzureKeyVaultStore implements SecretStore {
 
   /** Records the tombstone on the current version, then deletes the secret without waiting for the delete to finish. */
   async #tagAndDelete(key: string, version: string | undefined, tags: Record<string, string>): Promise<void> {
-    await this.#client.updateSecretProperties(key, version ?? "", { tags });
+    // No version known (a disabled secret's cannot be read): deleted without our tombstone tags.
+    if (version !== undefined) await this.#client.updateSecretProperties(key, version, { tags });
     await this.#client.beginDeleteSecret(key);
   }
 }
