@@ -221,6 +221,7 @@ describe("google_secret_manager changes that stop half-way", () => {
     const first = value("first");
     fake.fail(1, "denied", "AddSecretVersion");
     expect(await codeOf(store.put("N", first, { ifNewerThan: { at: 1_000, id: "e1" } }))).toBe("backend_denied");
+    expect((await store.list?.({ limit: 10 }))?.names).not.toContain("N"); // made, empty: not listed
     // The secret the first attempt made is there, empty: the value lands in it.
     expect(await store.put("N", first, { ifNewerThan: { at: 1_000, id: "e1" } })).toBe("updated");
     expect((await store.get("N"))?.value).toBe(first);

@@ -233,7 +233,9 @@ export class GoogleSecretManagerStore implements SecretStore {
         { ...this.#call, autoPaginate: false },
       );
       const names = secrets
+        // Not tombstones, nor a write of ours not done (made with our name, no time yet: maybe no version).
         .filter((secret) => secret.annotations?.[DELETED] !== "true")
+        .filter((secret) => secret.annotations?.[NAME] === undefined || secret.annotations?.[AT] !== undefined)
         .map((secret) => secret.annotations?.[NAME] ?? secret.name?.split("/").at(-1) ?? "")
         .filter((name) => name.startsWith(prefix) && isValidName(name));
       const cursor = response?.nextPageToken;
