@@ -440,6 +440,18 @@ export class MemoryBox {
   }
 }
 
+/**
+ * Whether `text` has the shape of a ciphertext LiteLLM writes (padded base64, whitespace aside, of
+ * a nonce, a tag and a body; `v2:gcm:` / `v3:gcm:` or not), whatever key sealed it: one that does
+ * not is malformed, one that does but does not open was sealed under another key.
+ */
+export function isCiphertextShaped(text: string): boolean {
+  const compact = /\s/.test(text) ? text.replace(/\s+/g, "") : text;
+  const gcm = compact.startsWith(V3) || compact.startsWith(V2);
+  const size = paddedBase64Size(gcm ? compact.slice(V3.length) : compact);
+  return size >= (gcm ? GCM_NONCE + GCM_TAG : NONCE + MAC);
+}
+
 /** Decrypts any format LiteLLM writes, under the current or a previous salt key. */
 export function openSecret(ciphertext: string, keys: KeyRing): string {
   try {

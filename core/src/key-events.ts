@@ -27,7 +27,7 @@
  * Logs and outcomes name events and secrets, never a key.
  */
 import * as z from "zod/mini";
-import { type KeyRing, openSecret } from "./crypto";
+import { isCiphertextShaped, type KeyRing, openSecret } from "./crypto";
 import { EncryptionKeyMissing, type ErrorCode, SecretsError } from "./errors";
 import { describeUnexpected, type Logger } from "./log";
 import type { Metrics } from "./metrics";
@@ -51,7 +51,13 @@ export const KeyEventSchema = z
     key_alias: optionalText,
     token_hash: tokenHash,
     key: z.nullish(z.string().check(z.minLength(1))),
-    key_ciphertext: z.nullish(z.string().check(z.minLength(1))),
+    key_ciphertext: z.nullish(
+      z
+        .string()
+        .check(
+          z.refine(isCiphertextShaped, "is not a LiteLLM ciphertext (padded base64 of a nonce, a tag and a body)"),
+        ),
+    ),
     previous_key_alias: optionalText,
     previous_token_hash: tokenHash,
     team_id: optionalText,
@@ -83,6 +89,8 @@ const NOT_THE_EVENTS_FAULT: ReadonlySet<ErrorCode> = new Set([
   "store_unavailable",
   "store_corrupt",
   "encryption_key_missing",
+  // A key_ciphertext that does not open here: most often a salt key that is not the gateway's.
+  "decrypt_failed",
   "internal",
 ]);
 

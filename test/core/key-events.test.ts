@@ -79,6 +79,13 @@ describe("key events: what is written where", () => {
     ).toMatchObject({ status: "applied", names: { [`litellm/virtual-key-${HASH}`]: "created" } });
     expect(await read("litellm/team-a")).toBe(plain);
     expect(await read(`litellm/virtual-key-${HASH}`)).toBe(sealed);
+    // Sealed under a key this deployment does not have (a salt key that is not the gateway's): the
+    // deployment's fault, so failed (sent again, then dead-lettered), never acknowledged and lost.
+    const foreign = sealSecret(newKey("sk-other-"), new KeyRing(newKey("salt-elsewhere-")));
+    expect(
+      await runtime.applyKeyEvent(event({ id: "evt-3", key_alias: "foreign", key_ciphertext: foreign })),
+    ).toMatchObject({ status: "failed", code: "decrypt_failed" });
+    expect(await read("litellm/foreign")).toBeUndefined();
   });
 
   it("regenerated writes the new name and deletes the previous one when it differs", async () => {
@@ -193,7 +200,7 @@ describe("key events: refused, never applied", () => {
       [event({ key_alias: "a", key }), "LLM_SECRETS_MAX_EVENT_AGE"],
       [
         event({ key_alias: "a", key_ciphertext: "AAAA", occurred_at: new Date(T0 + 7000_000).toISOString() }),
-        "decrypt",
+        "key_ciphertext",
       ],
       [event({ key_alias: "../x", key, occurred_at: new Date(T0 + 7000_000).toISOString() }), "segment"],
     ];
