@@ -577,6 +577,16 @@ describe("logins", () => {
     expect(logins()).toBe(2);
     expect((await errorOf(store.get("FORBIDDEN"))).code).toBe("backend_denied"); // the token is fresh: no login
     expect(logins()).toBe(2);
+    // Steady refused calls: the token that a 403 made is the policy's answer for 30 s, not 1 s.
+    for (let i = 0; i < 20; i++) {
+      clock.advance(1_000);
+      expect((await errorOf(store.get("FORBIDDEN"))).code).toBe("backend_denied");
+    }
+    expect(logins()).toBe(2);
+    clock.advance(15_000); // past 30 s: one more try with a fresh login
+    expect((await errorOf(store.get("FORBIDDEN"))).code).toBe("backend_denied");
+    expect(logins()).toBe(3);
+    expect((await store.get("A"))?.value).toBe("a");
   });
 
   it("a static token's 403 is backend_denied, with no login attempted", async () => {

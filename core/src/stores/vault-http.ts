@@ -17,9 +17,11 @@
  * - Auth: AppRole > TLS certificate > token (LiteLLM's order). A login's token is kept for its
  *   lease and renewed (`renew-self`) once two thirds of it have passed, as Vault's own agent does;
  *   a renewal that is refused, or that Vault caps short (the token's max TTL), is followed by a
- *   fresh login; one that fails (Vault unreachable) leaves the token in use until its lease ends. A 403 on a login token gets one fresh login and one more try of the call: the
- *   token may have been revoked or expired early (not on a token under a second old: then the
- *   policy refuses, and logging in again on every call would only load Vault). The login namespace
+ *   fresh login; one that fails (Vault unreachable) leaves the token in use until its lease ends.
+ *   A 403 on a login token gets one fresh login and one more try of the call: the token may have
+ *   been revoked or expired early. Not on a token under a second old, nor under 30 s old when a
+ *   403 made it: then the policy refuses, and logging in again on every call would only load Vault
+ *   and pile up tokens (a token revoked in those 30 s is replaced after them). The login namespace
  *   goes only into the `X-Vault-Namespace` header of the login and of its token's renewal (a
  *   namespaced token is not found elsewhere); secret calls carry none (vault.ts puts the secret
  *   namespace in the path). Concurrent callers share one login or renewal.
@@ -83,6 +85,11 @@ const RENEW_AT = 2 / 3;
 const RENEW_RETRY_MS = 5_000;
 /** A 403 on a token younger than this is the policy's answer, not a stale token: no fresh login. */
 const FRESH_TOKEN_MS = 1_000;
+/**
+ * The same, for a token a 403 itself made us log in for: its own 403s are the policy's for this
+ * long (steady refused calls would otherwise log in about once a second, piling up tokens).
+ */
+const RELOGGED_TOKEN_MS = 30_000;
 
 export interface VaultCall {
   /** `LIST` goes out as Vault's own client sends it: `GET` with `?list=true`. */
@@ -121,6 +128,8 @@ interface Lease {
   /** 0: the token does not expire. */
   leaseMs: number;
   renewable: boolean;
+  /** Logged in because a 403 met the previous token. */
+  after403?: boolean;
   /** After a renewal failed: not tried again before then (each call would wait on it). */
   renewAfter?: number;
 }
@@ -211,9 +220,10 @@ export class VaultClient {
     if (auth.method === "token") return undefined;
     const lease = this.#lease;
     if (lease !== undefined && lease.token !== token) return lease.token; // another call logged in meanwhile
-    if (lease !== undefined && now() - lease.obtainedAt < FRESH_TOKEN_MS) return undefined;
+    const fresh = lease?.after403 ? RELOGGED_TOKEN_MS : FRESH_TOKEN_MS;
+    if (lease !== undefined && now() - lease.obtainedAt < fresh) return undefined;
     log.info("vault token refused: logging in again", { method: auth.method });
-    return (await this.#refresh(() => this.#login(what))).token;
+    return (await this.#refresh(async () => ({ ...(await this.#login(what)), after403: true }))).token;
   }
 
   /** Runs one login or renewal at a time; callers arriving meanwhile share it. */
