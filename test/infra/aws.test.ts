@@ -1,6 +1,7 @@
 // The AWS stack (infra/aws), asserted on its synthesized CloudFormation: runtime, the queue and its
 // dead-letter wiring, ReportBatchItemFailures, the Function URL's auth, the KMS key's use, and least
-// privilege: no `*` action, and no write outside the virtual-key prefix.
+// privilege: no `*` action, and no write outside the virtual-key prefix; and every action the store
+// makes (run against the AWS fake) granted on the name's resource.
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -8,13 +9,19 @@ import { App } from "aws-cdk-lib";
 import { Match, Template } from "aws-cdk-lib/assertions";
 import * as lambda from "aws-cdk-lib/aws-lambda";
 import { describe, expect, it } from "vitest";
+import { silentLogger } from "../../core/src/log";
+import { AwsSecretsManagerSettings, awsSecretsManagerStore } from "../../core/src/stores/aws";
+import { safeParse } from "../../core/src/validation";
 import {
   KEY_EVENTS_TIMEOUT_SECONDS,
   LlmSecretsStack,
   type LlmSecretsStackProps,
   MAX_EVENT_AGE_DAYS,
 } from "../../infra/aws/stack";
+import { lazyFakeAws } from "../fakes/aws";
 import { tempDir } from "../helpers";
+
+const aws = lazyFakeAws();
 
 const WRITE_ACTIONS = /^secretsmanager:(Create|Put|Restore|Delete|Tag|Untag|Update|Replicate)/;
 
@@ -107,6 +114,45 @@ describe("the AWS stack", () => {
     expect(granted[0]?.Resource).toBe("*");
   });
 
+  it("grants every action the store's calls make, on the name's resource (the store run against the AWS fake)", async () => {
+    const fake = await aws();
+    fake.reset();
+    const parsed = safeParse(AwsSecretsManagerSettings, { config: { aws_region_name: "us-east-1" }, env: {} });
+    if (!parsed.success) throw new Error("invalid test settings");
+    const store = await awsSecretsManagerStore.open(parsed.data, {
+      dataDir: "/nonexistent",
+      env: {},
+      log: silentLogger,
+      now: Date.now,
+    });
+    // What a deployment does under the prefix: key events' writes (new, existing, over a deleted
+    // name), reads, deletes (again, and of a name never written), and listing.
+    const name = "litellm/k";
+    await store.put(name, "v1", { ifNewerThan: { at: 1_000, id: "e1" } });
+    await store.put(name, "v2", { ifNewerThan: { at: 2_000, id: "e2" } });
+    await store.get(name);
+    await store.delete(name, { ifNewerThan: { at: 3_000, id: "e3" } });
+    await store.delete(name, { ifNewerThan: { at: 4_000, id: "e4" } });
+    await store.put(name, "v3", { ifNewerThan: { at: 5_000, id: "e5" } });
+    await store.delete("litellm/never", { ifNewerThan: { at: 5_000, id: "e6" } });
+    await store.list?.({ limit: 10 });
+    await store.close?.();
+    const called = [...new Set(fake.requests.map((r) => `secretsmanager:${r.target.split(".")[1]}`))].sort();
+    expect(called.length).toBeGreaterThan(6);
+    const granted = statements(synth({ listNames: true }));
+    for (const action of called) {
+      const holders = granted.filter((s) => actionsOf(s).includes(action));
+      expect(holders.length, `${action} is granted`).toBeGreaterThan(0);
+      // ListSecrets has no resource of its own; every other call is on the name's, under the prefix.
+      if (action !== "secretsmanager:ListSecrets") {
+        expect(
+          holders.some((s) => JSON.stringify(s.Resource).includes(":secret:litellm/*")),
+          `${action} on litellm/*`,
+        ).toBe(true);
+      }
+    }
+  });
+
   it("grants no `*` action, reads only served names, and writes only under the prefix", () => {
     for (const props of [
       {},
@@ -139,6 +185,8 @@ describe("the AWS stack", () => {
       cwd: join(import.meta.dirname, "../../infra/aws"),
       encoding: "utf8",
       timeout: 120_000,
+      // Not the AWS fake's endpoint and keys this file's other test puts in the environment.
+      env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("AWS_"))),
     });
     expect(run.status, run.stderr.slice(-600)).toBe(0);
     expect(existsSync(join(out, "LlmSecrets.template.json"))).toBe(true);
