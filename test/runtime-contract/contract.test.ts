@@ -122,6 +122,11 @@ const RUNTIMES: Record<string, () => Promise<Target>> = {
         return { status: res.status, headers: Object.fromEntries(res.headers), body: await res.text() };
       },
       close: () => runtime.close(),
+      // The caller builds the Request: fetch's cannot hold a body on GET or HEAD.
+      cannotCarry: (c) =>
+        (c.method === "GET" || c.method === "HEAD") && bodyOf(c) !== undefined
+          ? "a fetch Request cannot carry a body on GET or HEAD"
+          : undefined,
     };
   },
 };

@@ -181,6 +181,9 @@ export const CONTRACT: readonly ContractCase[] = [
     allow: ["GET", "HEAD"],
   },
   { name: "DELETE the collection, no key", method: "DELETE", target: "/v1/secrets", auth: false, status: 401 },
+  // A GET that carries a body (some clients send one): answered by the app as any GET.
+  { name: "GET with a body, no key", method: "GET", target: "/v1/secrets/prod", body: put, auth: false, status: 401 },
+  { name: "GET with a body", method: "GET", target: "/v1/secrets/prod", body: put, status: 200 },
   // A body that is not JSON: the app answers it (401 first), not a platform's body parser.
   {
     name: "PUT, a body that is not JSON, no key",

@@ -91,7 +91,13 @@ export function awsHandlers(options: AwsHandlersOptions = {}) {
   /** Each invocation ends by writing what it counted as EMF lines. */
   const http: typeof httpHandler = async (event, context) => {
     try {
-      return await httpHandler(event, context);
+      // A body on GET or HEAD (some clients send one) cannot go into a fetch Request: hono's handler
+      // would answer a plain-text 400 before our app, its key check included. It is dropped, as
+      // node's server does.
+      const method = (event as Partial<HttpEventV2>).requestContext?.http?.method;
+      const body = (event as Partial<HttpEventV2>).body;
+      const bodiless = (method === "GET" || method === "HEAD") && body !== undefined;
+      return await httpHandler(bodiless ? { ...event, body: undefined, isBase64Encoded: false } : event, context);
     } finally {
       emf.flush();
     }
