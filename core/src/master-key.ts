@@ -9,7 +9,7 @@
  * an hour has passed. Without hard links (SMB, vfat), the key is written under its name directly.
  */
 import { randomBytes } from "node:crypto";
-import { link, mkdir, open, readdir, readFile, rm, stat } from "node:fs/promises";
+import { link, mkdir, open, readdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { ConfigError } from "./errors";
 import { MASTER_KEY_FILE } from "./settings";
@@ -20,17 +20,12 @@ const TEMP_PREFIX = `.${MASTER_KEY_FILE}.`;
 export async function ensureMasterKeyFile(dataDir: string): Promise<{ path: string; created: boolean }> {
   const path = join(dataDir, MASTER_KEY_FILE);
   const temp = join(dataDir, `${TEMP_PREFIX}${process.pid}.${randomBytes(4).toString("hex")}.tmp`);
+  const key = `sk-${randomBytes(32).toString("base64url")}\n`;
   try {
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
     await removeLeftovers(dataDir);
-    const handle = await open(temp, "wx", 0o600);
-    try {
-      await handle.writeFile(`sk-${randomBytes(32).toString("base64url")}\n`);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await linkOrCopy(temp, path);
+    await writeNew(temp, key);
+    await linkOrWrite(temp, path, key);
     return { path, created: true };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "EEXIST") return { path, created: false };
@@ -42,19 +37,23 @@ export async function ensureMasterKeyFile(dataDir: string): Promise<{ path: stri
 
 /**
  * Links the written key to its name. A filesystem without hard links (SMB, vfat, some FUSE mounts)
- * gets the key written under its name directly (`wx`: never over another's), and on a failure
- * there nothing is left under the name.
+ * gets the key written under its name directly (`wx`: never over another's).
  */
-async function linkOrCopy(temp: string, path: string): Promise<void> {
+async function linkOrWrite(temp: string, path: string, key: string): Promise<void> {
   try {
     await link(temp, path);
     return;
   } catch (err) {
     if (!NO_HARD_LINKS.has((err as NodeJS.ErrnoException).code ?? "")) throw err;
   }
+  await writeNew(path, key);
+}
+
+/** A new file (`wx`: never over another) holding `text`, 0600 and synced; on a failure, no file. */
+async function writeNew(path: string, text: string): Promise<void> {
   const handle = await open(path, "wx", 0o600);
   try {
-    await handle.writeFile(await readFile(temp));
+    await handle.writeFile(text);
     await handle.sync();
   } catch (err) {
     await handle.close();
