@@ -446,10 +446,15 @@ export class MemoryBox {
  * not is malformed, one that does but does not open was sealed under another key.
  */
 export function isCiphertextShaped(text: string): boolean {
-  const compact = /\s/.test(text) ? text.replace(/\s+/g, "") : text;
+  const compact = withoutWhitespace(text);
   const gcm = compact.startsWith(V3) || compact.startsWith(V2);
   const size = paddedBase64Size(gcm ? compact.slice(V3.length) : compact);
   return size >= (gcm ? GCM_NONCE + GCM_TAG : NONCE + MAC);
+}
+
+/** `text` without its whitespace (a wrapped or pasted ciphertext), itself when it has none. */
+function withoutWhitespace(text: string): string {
+  return /\s/.test(text) ? text.replace(/\s+/g, "") : text;
 }
 
 /** Decrypts any format LiteLLM writes, under the current or a previous salt key. */
@@ -458,7 +463,8 @@ export function openSecret(ciphertext: string, keys: KeyRing): string {
     return openText(ciphertext, keys);
   } catch (err) {
     // Wrapped, or pasted with spaces: Python's urlsafe_b64decode skips whitespace (tried again off the hot path).
-    if (err instanceof DecryptFailed && /\s/.test(ciphertext)) return openText(ciphertext.replace(/\s+/g, ""), keys);
+    const compact = withoutWhitespace(ciphertext);
+    if (err instanceof DecryptFailed && compact !== ciphertext) return openText(compact, keys);
     throw err;
   }
 }
