@@ -11,8 +11,10 @@
  * back to the environment, as LiteLLM's does).
  * Records: the value only.
  */
+
 import type * as Sdk from "@aws-sdk/client-kms";
 import * as z from "zod/mini";
+import { envValue } from "../refs";
 import {
   type ListOptions,
   type NamePage,
@@ -49,8 +51,8 @@ export class AwsKmsStore implements SecretStore {
   }
 
   async get(name: string): Promise<SecretRecord | undefined> {
-    if (!Object.hasOwn(this.env, name)) return undefined;
-    let sealed = (this.env[name] as string).trim();
+    let sealed = envValue(this.env, name)?.trim();
+    if (sealed === undefined) return undefined;
     if (sealed.startsWith(PREFIX)) sealed = sealed.slice(PREFIX.length);
     if (!BASE64.test(sealed) || sealed.length % 4 !== 0) {
       throw new StoreCorrupt(`the environment variable ${name} is not base64 KMS ciphertext`);

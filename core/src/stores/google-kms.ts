@@ -11,8 +11,10 @@
  * environment, as LiteLLM's does).
  * Records: the value only.
  */
+
 import type * as Sdk from "@google-cloud/kms";
 import * as z from "zod/mini";
+import { envValue } from "../refs";
 import {
   type ListOptions,
   type NamePage,
@@ -69,8 +71,8 @@ export class GoogleKmsStore implements SecretStore {
   }
 
   async get(name: string): Promise<SecretRecord | undefined> {
-    if (!Object.hasOwn(this.env, name)) return undefined;
-    const sealed = this.env[name] as string;
+    const sealed = envValue(this.env, name);
+    if (sealed === undefined) return undefined;
     if (!isCanonicalBase64(sealed)) {
       throw new StoreCorrupt(`the environment variable ${name} is not canonical base64 KMS ciphertext`);
     }

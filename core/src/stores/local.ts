@@ -2,7 +2,9 @@
  * `local`: LiteLLM's "no secret manager". Reads the environment captured at start; never writes.
  * Records: the value only (no version, time or tags). Over HTTP it serves only `hosted_keys`.
  */
+
 import * as z from "zod/mini";
+import { envValue } from "../refs";
 import {
   type ListOptions,
   type NamePage,
@@ -23,7 +25,8 @@ class EnvStore implements SecretStore {
   }
 
   async get(name: string): Promise<SecretRecord | undefined> {
-    return Object.hasOwn(this.env, name) ? { value: this.env[name] as string } : undefined;
+    const value = envValue(this.env, name);
+    return value === undefined ? undefined : { value };
   }
 
   /** The environment's names (the manager lists only `hosted_keys` of an environment store). */
