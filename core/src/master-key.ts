@@ -13,6 +13,7 @@ import { link, mkdir, open, readdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { ConfigError } from "./errors";
 import { MASTER_KEY_FILE } from "./settings";
+import { isAlive } from "./stores/file-lock";
 
 const TEMP_PREFIX = `.${MASTER_KEY_FILE}.`;
 
@@ -77,17 +78,8 @@ async function removeLeftovers(dataDir: string): Promise<void> {
       // Another pid namespace (a container sharing the dir) may reuse the number: age decides too.
       const written = (await stat(join(dataDir, n)).catch(() => undefined))?.mtimeMs;
       if (written === undefined) return undefined; // gone meanwhile
-      return !isRunning(pid) && Date.now() - written > LEFTOVER_AGE_MS ? n : undefined;
+      return !isAlive(pid) && Date.now() - written > LEFTOVER_AGE_MS ? n : undefined;
     }),
   );
   await Promise.all(left.filter((n) => n !== undefined).map((n) => rm(join(dataDir, n), { force: true })));
-}
-
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM"; // another user's process: running
-  }
 }
