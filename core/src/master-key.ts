@@ -68,7 +68,7 @@ const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDE
 /** A start takes milliseconds: a temporary key file older than this is a leftover (any pid namespace). */
 const LEFTOVER_AGE_MS = 60 * 60_000;
 
-/** Temporary key files a start that stopped half-way left: those of processes gone, or an hour old. */
+/** Temporary key files a start that stopped half-way left: those whose process is gone and that are an hour old. */
 async function removeLeftovers(dataDir: string): Promise<void> {
   const names = (await readdir(dataDir)).filter((n) => n.startsWith(TEMP_PREFIX) && n.endsWith(".tmp"));
   const left = await Promise.all(
