@@ -895,6 +895,26 @@ describe("team settings (team_settings in config, team_id on events and reads)",
     await runtime.close();
   });
 
+  it("writes to one path through two KV fields queue one after the other: no check-and-set collision", async () => {
+    const fake = await startFake();
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });
+    const [first, second] = [value("key-field"), value("password-field")];
+    // Two keys for the cache (each field its own), one queue for changes (a write replaces every field).
+    expect(store.keyOf("Q", { team: "b", dataKey: "password" })).not.toBe(store.keyOf("Q"));
+    expect(
+      await Promise.all([
+        store.put("Q", first, { ifNewerThan: { at: Date.now() } }),
+        store.put("Q", second, { scope: { team: "b", dataKey: "password" }, ifNewerThan: { at: Date.now() + 1 } }),
+      ]),
+    ).toEqual(["created", "updated"]);
+    // Queued: the second write read the version the first made. Racing, both would send cas 0.
+    const cas = fake.calls("POST", /\/data\/Q$/).map((r) => (r.body as { options: { cas: number } }).options.cas);
+    expect(cas).toEqual([0, 1]);
+    expect(fake.kv("secret/Q")?.currentVersion).toBe(2);
+    expect((await store.get("Q", { scope: { team: "b", dataKey: "password" } }))?.value).toBe(second);
+    await store.close();
+  });
+
   it("keeps a team's keys where its settings say, reads them back with ?team_id, and takes nothing from the event", async () => {
     const fake = await startFake({ mounts: ["secret", "team-ns/kv-team"] });
     const { runtime, read } = await teamRuntime(
