@@ -4,15 +4,21 @@
  * the key. Loaded by the route when first used (it brings undici, through outbound.ts).
  *
  * - The model is the first `model_list` entry with that `model_name`. Its `api_base` and `api_key`
- *   are `os.environ/NAME` refs resolved through the `SecretManager` at request time (so through the
- *   cache: a key stored after start is used), or literal values.
+ *   are `os.environ/NAME` refs resolved at request time as the config's refs are at start: from the
+ *   store (through the cache: a key stored after start is used), else from the environment; or
+ *   literal values.
  * - The key goes in `Authorization: Bearer` by default, `api-key` for `azure/` models, `x-api-key`
  *   for `anthropic/` ones; `litellm_params.auth_header` names another header. Whatever auth the
  *   caller sent (our master key included) is not passed on, nor are hop-by-hop headers, nor what
- *   a platform in front of us adds (`x-amz-*`, `x-goog-*`, `x-serverless-*`, Azure's principal).
+ *   a platform in front of us adds (`x-amz-*`, `x-goog-*`, `x-serverless-*`, Azure's principal),
+ *   nor the headers the clouds' metadata services ask for.
+ * - Never to a metadata service: an `api_base` (it may be a ref a store write changes) at a
+ *   link-local address is refused, as a literal or as a name resolving there (outbound.ts).
  * - The request body is read whole (at most 1 MiB, as every body), so that it can be sent again;
  *   the answer streams back as it arrives (SSE event by event), status and headers as the upstream
  *   gave them (error bodies too), hop-by-hop headers dropped, `Cache-Control: no-store` added.
+ *   A redirect is not passed on (`502`): a client following it would take our master key, in
+ *   `x-litellm-api-key`, to wherever the upstream pointed.
  * - An upstream 401 reads the key from the store again, past the cache, and tries once more.
  * - No such model: `404 not_found`. The upstream unreachable: `502 upstream_unavailable`; too slow:
  *   `504 upstream_timeout`. No message or log line holds the key.
@@ -22,7 +28,7 @@ import { request as send } from "undici";
 import type { RawRequest } from "./app";
 import { InvalidInput, SecretsError } from "./errors";
 import { readLimitedBody } from "./http/router";
-import { type OutboundTls, outboundAgent } from "./outbound";
+import { isLinkLocal, type OutboundTls, outboundAgent } from "./outbound";
 import { refName } from "./refs";
 import type { SecretManager } from "./secret-manager";
 
@@ -89,6 +95,11 @@ const PLATFORM_PREFIXES = [
   "x-goog-",
   "x-ms-client-principal",
   "x-ms-token-",
+  "x-zumo-", // App Service authentication's session token
+  // What the metadata services ask for (GCP, Azure, AWS IMDSv2): never sent to an API.
+  "metadata",
+  "x-google-metadata-request",
+  "x-aws-ec2-metadata-",
 ];
 
 /**
@@ -96,18 +107,26 @@ const PLATFORM_PREFIXES = [
  * RFC 9110 section 7.6.1), not the caller's credentials, not a platform's.
  */
 function passedOnFilter(request: Request): (name: string) => boolean {
-  const named = new Set(
-    (request.headers.get("connection") ?? "")
-      .split(",")
-      .map((token) => token.trim().toLowerCase())
-      .filter(Boolean),
-  );
+  const named = namedByConnection(request.headers.get("connection"));
   return (name) =>
     !HOP_BY_HOP.has(name) &&
     !named.has(name) &&
     !CALLER_AUTH.has(name) &&
     !PLATFORM_PREFIXES.some((p) => name.startsWith(p));
 }
+
+/** The header names a `Connection` header lists: hop-by-hop too (RFC 9110 section 7.6.1). */
+function namedByConnection(connection: string | string[] | null | undefined): Set<string> {
+  const joined = Array.isArray(connection) ? connection.join(",") : (connection ?? "");
+  return new Set(
+    joined
+      .split(",")
+      .map((token) => token.trim().toLowerCase())
+      .filter(Boolean),
+  );
+}
+
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
 export async function forward(request: Request, raw: RawRequest, deps: ForwardDeps): Promise<Response> {
   const { modelName, rest } = targetOf(raw.path);
@@ -120,6 +139,9 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
   const base = params.api_base ? await resolved(params.api_base, deps.manager) : undefined;
   if (!base) throw new InvalidInput(`model ${modelName} has no api_base to forward to`);
   const url = `${base.replace(/\/+$/, "")}/${rest}`;
+  if (isLinkLocal(hostOf(url))) {
+    throw new SecretsError("upstream_unavailable", `the api_base of model ${modelName} is a link-local address`);
+  }
 
   const body = await bodyOf(request, deps.maxBodyBytes);
   const headers: Record<string, string> = {};
@@ -152,9 +174,17 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
     throw upstreamError(err, modelName);
   }
 
+  if (REDIRECTS.has(answer.statusCode) && answer.headers.location !== undefined) {
+    await answer.body.dump();
+    throw new SecretsError(
+      "upstream_unavailable",
+      `the API of model ${modelName} answered a redirect (${answer.statusCode}), which is not passed on`,
+    );
+  }
   const out = new Headers();
+  const hopNamed = namedByConnection(answer.headers.connection);
   for (const [name, value] of Object.entries(answer.headers)) {
-    if (HOP_BY_HOP.has(name) || value === undefined) continue;
+    if (HOP_BY_HOP.has(name) || hopNamed.has(name) || value === undefined) continue;
     for (const v of Array.isArray(value) ? value : [value]) out.append(name, v);
   }
   out.set("cache-control", "no-store");
@@ -177,10 +207,22 @@ function targetOf(path: string): { modelName: string; rest: string } {
   return { modelName, rest: slash === -1 ? "" : after.slice(slash + 1) };
 }
 
-/** A literal value, or an `os.environ/NAME` ref read through the manager (past the cache on `refresh`). */
+/** The host of `url` as written (brackets of an IPv6 address removed); "" when it is no URL (undici then refuses it). */
+function hostOf(url: string): string {
+  try {
+    return new URL(url).hostname.replace(/^\[|\]$/g, "");
+  } catch {
+    return "";
+  }
+}
+
+/**
+ * A literal value, or an `os.environ/NAME` ref: the store's value (past the cache on `refresh`), else
+ * the environment's, as the config's refs resolve at start.
+ */
 async function resolved(value: string, manager: SecretManager, refresh = false): Promise<string> {
   const name = refName(value);
-  return name === undefined ? value : (await manager.get(name, { refresh })).value;
+  return name === undefined ? value : manager.resolveRef(name, { refresh });
 }
 
 function authHeaderOf(params: ForwardModel["litellm_params"]): string {

@@ -9,6 +9,11 @@
  * 5 s to connect, 600 s for a whole exchange, TLS 1.2 at least. Retries stay with the callers
  * (each store's policy): this pools, times out and applies TLS.
  *
+ * No agent connects to a link-local address (169.254.0.0/16, fe80::/10, AWS's fd00:ec2:: ones):
+ * the clouds' metadata services live there and hand out the function's own credentials, and no
+ * store or LLM API does. A name that resolves there fails to connect (`ELINKLOCAL`); an address
+ * written in a URL is checked by its caller with `isLinkLocal` (a literal address is not looked up).
+ *
  * TLS settings, LiteLLM's names (`settings.ts` parses them):
  * - `ssl_verify` / `SSL_VERIFY`: `false` turns verification off; a path is a CA bundle used instead
  *   of the system's roots. `SSL_CERT_FILE`: a CA bundle too. Neither: node's roots and
@@ -17,6 +22,8 @@
  *   to servers that ask (mutual TLS). A caller may bring its own (Vault's cert login).
  * Files are read when their agent is made; a file that cannot be read is a start error naming it.
  */
+import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from "node:dns";
+import { BlockList, isIP } from "node:net";
 import { Agent } from "undici";
 import { type OutboundTls, outboundTlsOptions } from "./outbound-tls";
 
@@ -53,11 +60,55 @@ export function outboundAgent(tls: OutboundTls = {}): Agent {
       connections: OUTBOUND_LIMITS.connectionsPerOrigin,
       headersTimeout: OUTBOUND_LIMITS.exchangeTimeoutMs,
       bodyTimeout: OUTBOUND_LIMITS.exchangeTimeoutMs,
-      connect: { timeout: OUTBOUND_LIMITS.connectTimeoutMs, minVersion: "TLSv1.2", ...outboundTlsOptions(tls) },
+      connect: {
+        timeout: OUTBOUND_LIMITS.connectTimeoutMs,
+        minVersion: "TLSv1.2",
+        lookup: lookupOutsideLinkLocal(),
+        ...outboundTlsOptions(tls),
+      },
     });
     agents.set(key, agent);
   }
   return agent;
+}
+
+const LINK_LOCAL = new BlockList();
+LINK_LOCAL.addSubnet("169.254.0.0", 16, "ipv4");
+LINK_LOCAL.addSubnet("fe80::", 10, "ipv6");
+LINK_LOCAL.addSubnet("fd00:ec2::", 64, "ipv6"); // AWS's IPv6 metadata and pod-identity addresses
+
+/** Whether `address` (an IP address; IPv4-mapped IPv6 too) is link-local, where metadata services live. */
+export function isLinkLocal(address: string): boolean {
+  const bare = address.replace(/^\[|\]$/g, "");
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(bare)?.[1];
+  if (mapped) return LINK_LOCAL.check(mapped, "ipv4");
+  const family = isIP(bare);
+  return family !== 0 && LINK_LOCAL.check(bare, family === 4 ? "ipv4" : "ipv6");
+}
+
+type LookupCallback = (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void;
+
+type Resolve = (
+  hostname: string,
+  options: LookupOptions & { all: true },
+  callback: (err: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void,
+) => void;
+
+/** A `lookup` for the agents' sockets over `resolve` (dns.lookup): a name resolving to a link-local address fails. */
+export function lookupOutsideLinkLocal(resolve: Resolve = dnsLookup) {
+  return (hostname: string, options: LookupOptions, callback: LookupCallback): void => {
+    resolve(hostname, { ...options, all: true }, (err, addresses) => {
+      if (err) return callback(err, "");
+      if (addresses.some((a) => isLinkLocal(a.address))) {
+        const error: NodeJS.ErrnoException = new Error(`${hostname} resolves to a link-local address`);
+        error.code = "ELINKLOCAL";
+        return callback(error, "");
+      }
+      if (options.all) return callback(null, addresses);
+      const first = addresses[0] as LookupAddress;
+      callback(null, first.address, first.family);
+    });
+  };
 }
 
 /** Closes every agent (a process shutting down). */

@@ -377,6 +377,26 @@ export class SecretManager {
   }
 
   /**
+   * One ref of the operator's config read when it is used (forward's `api_base` and `api_key`), by
+   * `resolveConfig`'s rule: through the store where it may be read at start, else, or when the store
+   * does not hold it, from the environment captured at start (LiteLLM's get_secret). A store that
+   * fails fails the call: an outage is not hidden behind the environment's copy.
+   */
+  async resolveRef(name: string, options: { refresh?: boolean } = {}): Promise<string> {
+    if (this.#readableAtStart(name)) {
+      try {
+        const cached = this.#cached(name, options.refresh);
+        return found(name, cached instanceof Promise ? await cached : cached).value;
+      } catch (err) {
+        if (!(err instanceof NotFound)) throw err;
+      }
+    }
+    const fromEnv = envRefValue(this.#env, name);
+    if (fromEnv === undefined) throw new NotFound(name);
+    return fromEnv;
+  }
+
+  /**
    * Whether a config's ref is read through the store at start: LiteLLM's rule (reads allowed, and in
    * `hosted_keys` when that is set), else it is looked up in the environment only. Unlike over the
    * API, an environment-backed store reads every ref when there are no `hosted_keys`: this is the

@@ -2,6 +2,8 @@
 // now): the provider's auth header with the stored key, the caller's credentials dropped, SSE
 // streamed event by event, a 401 after a key rotation retried once, upstream failures, and the key
 // in no answer and no log line.
+
+import type { LookupAddress } from "node:dns";
 import { readFileSync } from "node:fs";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
@@ -48,6 +50,17 @@ beforeAll(async () => {
       }
       if (req.url?.startsWith("/v1/hang")) {
         res.on("close", () => hangsClosed++);
+        return;
+      }
+      if (req.url?.startsWith("/v1/redirect")) {
+        res.writeHead(302, { location: "https://elsewhere.example/stolen" });
+        res.end();
+        return;
+      }
+      if (req.url?.startsWith("/v1/hop")) {
+        // Named in Connection: for the hop between the upstream and us only (RFC 9110 section 7.6.1).
+        res.writeHead(200, { connection: "keep-alive, x-upstream-hop", "x-upstream-hop": "1", "x-kept": "yes" });
+        res.end("{}");
         return;
       }
       if (req.url?.startsWith("/v1/error")) {
@@ -105,6 +118,12 @@ describe("POST /v1/forward/{model}/{path}", () => {
     "x-ms-client-principal": "cGxhdGZvcm0=",
     "x-ms-token-aad-access-token": "platform-aad-token",
     "x-amzn-oidc-accesstoken": "platform-alb-oidc-token",
+    "x-zumo-auth": "platform-easy-auth-session",
+    // What the metadata services ask for: never sent on (an api_base pointed at one gets nothing).
+    "metadata-flavor": "Google",
+    metadata: "true",
+    "x-google-metadata-request": "True",
+    "x-aws-ec2-metadata-token": "imds-session-token",
     // Named in Connection, so hop-by-hop (RFC 9110 section 7.6.1).
     connection: "keep-alive, x-hop-only",
     "x-hop-only": "1",
@@ -278,6 +297,111 @@ describe("POST /v1/forward/{model}/{path}", () => {
     const body = await down.text();
     expect(JSON.parse(body).error.code).toBe("upstream_unavailable");
     expectNoValueIn([body, ...logs], [key]);
+  });
+});
+
+describe("what forward does not pass on", () => {
+  it("a redirect: 502, so that no client follows it to another host with our master key", async () => {
+    const key = newKey("sk-upstream-");
+    expectedKey = key;
+    const { request } = await app(key);
+    const res = await request("/v1/forward/gpt/v1/redirect", { method: "POST", json: {} });
+    expect(res.status).toBe(502);
+    expect(res.headers.get("location")).toBeNull();
+    expect(await res.json()).toEqual({
+      error: {
+        code: "upstream_unavailable",
+        message: "the API of model gpt answered a redirect (302), which is not passed on",
+      },
+    });
+  });
+
+  it("an answer's headers that its Connection header names (hop-by-hop), keeping the others", async () => {
+    const key = newKey("sk-upstream-");
+    expectedKey = key;
+    const { request } = await app(key);
+    const res = await request("/v1/forward/gpt/v1/hop");
+    expect(res.status).toBe(200);
+    expect(res.headers.get("x-kept")).toBe("yes");
+    expect(res.headers.get("x-upstream-hop")).toBeNull();
+  });
+
+  it("a request to a link-local api_base (the clouds' metadata services), written as any address form", async () => {
+    const metadata = ["169.254.169.254", "[::ffff:169.254.169.254]", "[fe80::1]", "[fd00:ec2::254]"];
+    const config = [
+      "model_list:",
+      ...metadata.map(
+        (host, i) => `  - {model_name: m${i}, litellm_params: {model: openai/x, api_base: "http://${host}/v1"}}`,
+      ),
+      "  - {model_name: byref, litellm_params: {model: openai/x, api_base: os.environ/REPOINTED_BASE}}",
+      "",
+    ].join("\n");
+    const { request, runtime } = await inProcessApp({ config });
+    for (const i of metadata.keys()) {
+      const res = await request(`/v1/forward/m${i}/computeMetadata/v1/instance/service-accounts/default/token`);
+      expect(res.status, metadata[i]).toBe(502);
+      expect(await res.json()).toEqual({
+        error: { code: "upstream_unavailable", message: `the api_base of model m${i} is a link-local address` },
+      });
+    }
+    // An api_base that is a ref: a store write cannot point it at a metadata service either.
+    await runtime.manager.put("REPOINTED_BASE", "http://169.254.169.254/computeMetadata/v1");
+    expect((await request("/v1/forward/byref/instance/service-accounts/default/token")).status).toBe(502);
+  });
+
+  it("a name that resolves to a link-local address: the outbound agent's lookup refuses it (ELINKLOCAL)", async () => {
+    const { lookupOutsideLinkLocal } = await import("../../core/src/outbound");
+    const answers: Record<string, LookupAddress[]> = {
+      "metadata.google.internal": [{ address: "169.254.169.254", family: 4 }],
+      "both.example": [
+        { address: "203.0.113.7", family: 4 },
+        { address: "fe80::1", family: 6 },
+      ],
+      "api.example": [
+        { address: "203.0.113.8", family: 4 },
+        { address: "2001:db8::8", family: 6 },
+      ],
+    };
+    const dns = (host: string, _o: unknown, cb: (e: Error | null, a: LookupAddress[]) => void) =>
+      cb(null, answers[host] ?? []);
+    const lookup = lookupOutsideLinkLocal(dns as never);
+    const ask = (host: string, all: boolean) =>
+      new Promise<{ code?: string; address?: unknown; family?: number }>((resolve) =>
+        lookup(host, { all }, (err, address, family) => resolve(err ? { code: err.code } : { address, family })),
+      );
+    expect(await ask("metadata.google.internal", true)).toEqual({ code: "ELINKLOCAL" });
+    expect(await ask("both.example", false)).toEqual({ code: "ELINKLOCAL" });
+    expect(await ask("api.example", true)).toEqual({ address: answers["api.example"], family: undefined });
+    expect(await ask("api.example", false)).toEqual({ address: "203.0.113.8", family: 4 });
+  });
+});
+
+describe("model_list refs the store does not hold", () => {
+  it("come from the environment, as at start (LiteLLM's get_secret): api_base and api_key", async () => {
+    const key = newKey("sk-upstream-");
+    expectedKey = key;
+    const config = [
+      "model_list:",
+      "  - {model_name: env, litellm_params: {model: azure/x, api_base: os.environ/FWD_API_BASE, api_key: os.environ/FWD_API_KEY}}",
+      "  - {model_name: nowhere, litellm_params: {model: openai/x, api_base: os.environ/FWD_NOWHERE}}",
+      "",
+    ].join("\n");
+    const { request, runtime, logs } = await inProcessApp({ config, env: { FWD_API_BASE: apiUrl, FWD_API_KEY: key } });
+    seen.length = 0;
+    const res = await request("/v1/forward/env/v1/models");
+    expect(res.status).toBe(200);
+    expect(seen.map((s) => s.headers["api-key"])).toEqual([key]);
+    // The store's value wins once it holds the name.
+    const stored = newKey("sk-stored-");
+    await runtime.manager.put("FWD_API_KEY", stored);
+    expectedKey = stored;
+    expect((await request("/v1/forward/env/v1/models")).status).toBe(200);
+    expect(seen.at(-1)?.headers["api-key"]).toBe(stored);
+    // Held nowhere: 404 naming the ref.
+    const missing = await request("/v1/forward/nowhere/v1/models");
+    expect(missing.status).toBe(404);
+    expect(await missing.json()).toEqual({ error: { code: "not_found", message: "secret FWD_NOWHERE not found" } });
+    expectNoValueIn(logs, [key, stored]);
   });
 });
 
