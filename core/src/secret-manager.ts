@@ -300,7 +300,7 @@ export class SecretManager {
       throw new AccessDenied("write_only", "reads are disabled: access_mode is write_only");
     }
     const values = new Map<string, string>();
-    const reasons: Record<string, string> = {};
+    const reasons = new Map<string, string>(); // a Map: a name may be `__proto__`
     const names = [...counts.keys()];
     // A batch of names at a time, with a turn of the event loop between batches: a config of many
     // refs (the limit may be raised) neither holds the loop for its whole length nor sends the
@@ -311,18 +311,18 @@ export class SecretManager {
         names.slice(i, i + RESOLVE_BATCH).map(async (name) => {
           const found = await this.#resolveOne(name);
           if ("value" in found) values.set(name, found.value);
-          else reasons[name] = found.reason;
+          else reasons.set(name, found.reason);
         }),
       );
     }
-    const missing = Object.keys(reasons).sort();
+    const missing = [...reasons.keys()].sort();
     if (missing.length > 0) {
       const listed = missing.slice(0, LISTED_IN_MESSAGE).join(", ");
       const more =
         missing.length > LISTED_IN_MESSAGE ? ` and ${missing.length - LISTED_IN_MESSAGE} more (see names)` : "";
       throw new SecretsError("unresolved_refs", `${missing.length} ref(s) did not resolve: ${listed}${more}`, {
         names: missing,
-        reasons: Object.fromEntries(missing.map((name) => [name, reasons[name] as string])),
+        reasons: Object.fromEntries(missing.map((name) => [name, reasons.get(name) as string])),
       });
     }
     // The answer's size, counted before it is built: the config as sent, each ref's occurrences

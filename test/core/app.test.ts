@@ -318,6 +318,39 @@ describe("access_mode and hosted_keys", () => {
     expect(await runtime.store.get("U")).toBeUndefined();
   });
 
+  it("refuses a config nested past the call stack with an escape in it as 400, not 500 (the surrogate check walks with a stack)", async () => {
+    const { request } = await inProcessApp();
+    const depth = 200_000;
+    const body = `{"config":${"[".repeat(depth)}"\\u0041"${"]".repeat(depth)}}`;
+    const res = await request("/v1/resolve", { method: "POST", body });
+    expect(res.status).toBe(400);
+    expect(await errorOf(res)).toMatchObject({
+      code: "invalid_request",
+      message: "config is nested deeper than 32 levels",
+    });
+    // A long flat array with a lone surrogate at its end is found (and is too many arguments to spread).
+    const wide = `{"config":[${"0,".repeat(400_000)}"\\udc00"]}`;
+    const lone = await request("/v1/resolve", { method: "POST", body: wide });
+    expect(lone.status).toBe(400);
+    expect((await errorOf(lone)).message).toContain("lone UTF-16 surrogate");
+  });
+
+  it("resolves a ref named like an Object prototype key as any other: `__proto__` is reported (an invalid name), not a 500", async () => {
+    const { request, runtime } = await inProcessApp();
+    await runtime.manager.put("OPENAI_API_KEY", "sk-held");
+    const res = await request("/v1/resolve", {
+      method: "POST",
+      json: { config: { a: "os.environ/__proto__", b: "os.environ/OPENAI_API_KEY", c: "os.environ/constructor" } },
+    });
+    expect(res.status).toBe(422);
+    const error = (await errorOf(res)) as unknown as { code: string; names: string[]; reasons: Record<string, string> };
+    expect([error.code, error.names]).toEqual(["unresolved_refs", ["__proto__", "constructor"]]);
+    expect(Object.entries(error.reasons)).toEqual([
+      ["__proto__", "invalid_name"],
+      ["constructor", "not_found"],
+    ]);
+  });
+
   it("hosted_keys limits reads, writes, deletes and resolve to the listed names (and stored virtual keys)", async () => {
     const { request, runtime } = await inProcessApp({
       config: cfg(

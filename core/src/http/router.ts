@@ -316,11 +316,21 @@ async function readJson(c: Ctx): Promise<unknown> {
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
+/** Walked with a stack, not recursion: JSON.parse takes nesting deeper than the call stack does. */
 function hasLoneSurrogate(value: unknown): boolean {
-  if (typeof value === "string") return LONE_SURROGATE.test(value);
-  if (Array.isArray(value)) return value.some(hasLoneSurrogate);
-  if (value !== null && typeof value === "object") {
-    return Object.entries(value).some(([k, v]) => LONE_SURROGATE.test(k) || hasLoneSurrogate(v));
+  const pending = [value];
+  while (pending.length > 0) {
+    const node = pending.pop();
+    if (typeof node === "string") {
+      if (LONE_SURROGATE.test(node)) return true;
+    } else if (Array.isArray(node)) {
+      for (const child of node) pending.push(child); // not push(...node): a long array is too many arguments
+    } else if (node !== null && typeof node === "object") {
+      for (const [k, v] of Object.entries(node)) {
+        if (LONE_SURROGATE.test(k)) return true;
+        pending.push(v);
+      }
+    }
   }
   return false;
 }
