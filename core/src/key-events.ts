@@ -79,7 +79,7 @@ export type KeyEventStatus = "applied" | "superseded" | "refused" | "failed";
 
 /**
  * Errors of the store or of this deployment, not of the event: it is `failed`, so every queue
- * delivers it again (Pub/Sub included, which acknowledges a `refused` one) and, if it keeps
+ * delivers it again (Pub/Sub included, which acknowledges a malformed one) and, if it keeps
  * failing, its dead-letter queue keeps it until the store or the deployment is fixed. Any other
  * error (a malformed event, a name that is not one, a policy that refuses it) is `refused`.
  */
@@ -105,6 +105,12 @@ export interface KeyEventResult {
   message?: string;
   /** For `failed` with `backend_unavailable`: seconds before a retry may succeed. */
   retryAfter?: number;
+  /**
+   * For `refused`: the message can never be an event applied anywhere (not JSON, not the schema, a
+   * name that is not one). Pub/Sub acknowledges only these; the other refusals (a policy, a time)
+   * reach its dead-letter topic, as every refusal reaches SQS's and Azure's dead letters.
+   */
+  malformed?: true;
 }
 
 export interface KeyEventDeps {
@@ -131,7 +137,7 @@ export async function applyKeyEventText(text: string, deps: KeyEventDeps): Promi
   try {
     input = JSON.parse(text);
   } catch {
-    return counted(refused(undefined, "invalid_request", "the message is not JSON"), deps);
+    return counted({ ...refused(undefined, "invalid_request", "the message is not JSON"), malformed: true }, deps);
   }
   return applyKeyEvent(input, deps);
 }
@@ -153,7 +159,8 @@ async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult
   const id = idOf(input);
   const parsed = safeParse(KeyEventSchema, input);
   if (!parsed.success) {
-    return refused(id, "invalid_request", `malformed key event: ${describeIssues(issuesOf(parsed.error))}`);
+    const reason = `malformed key event: ${describeIssues(issuesOf(parsed.error))}`;
+    return { ...refused(id, "invalid_request", reason), malformed: true };
   }
   const event = parsed.data;
   const { policy } = deps;
@@ -220,6 +227,7 @@ async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult
       code: err.code,
       message: err.message,
       ...(retryable && { retryAfter: err.details.retryAfter }),
+      ...(err.code === "invalid_name" && { malformed: true as const }),
     };
   }
   const changed = Object.values(names).some((o) => o !== "superseded" && o !== "absent");

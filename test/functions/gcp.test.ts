@@ -85,7 +85,7 @@ describe("the Pub/Sub CloudEvent target on the functions-framework server", () =
     expect((await store.get("litellm/good-binary"))?.value).toBe(keys[0]);
     expect((await store.get("litellm/good-structured"))?.value).toBe(keys[1]);
     expect(await store.get("litellm/unlucky")).toBeUndefined();
-    expect(logs.filter((l) => l.includes("acknowledged"))).toHaveLength(2);
+    expect(logs.filter((l) => l.includes("malformed key event: acknowledged"))).toHaveLength(2);
     // Pub/Sub redelivers the failed one (and duplicates happen): it lands once, the duplicate changes nothing.
     store.down = false;
     expect(await postBinary("5", keyEvent("e5", "unlucky", keys[2] as string))).toBe(204);
@@ -94,6 +94,44 @@ describe("the Pub/Sub CloudEvent target on the functions-framework server", () =
     expect(await postBinary("6", keyEvent("e6", "denied", denied))).toBe(204);
     expect((await store.get("litellm/denied"))?.value).toBe(denied);
     expectNoValueIn(logs, [...keys, denied]);
+  });
+});
+
+describe("refusals that are not the message's fault, and a plain push subscription", () => {
+  it("redelivers (500) an event refused for its time, so the dead-letter topic keeps it; a bad name is acknowledged", async () => {
+    const key = newKey("sk-late-");
+    const late = {
+      ...keyEvent("e-late", "late", key),
+      occurred_at: new Date(Date.now() - 30 * 86_400_000).toISOString(),
+    };
+    expect(await postBinary("7", late)).toBe(500);
+    const ahead = { ...keyEvent("e-ahead", "ahead", key), occurred_at: new Date(Date.now() + 3_600_000).toISOString() };
+    expect(await postStructured("8", ahead)).toBe(500);
+    // A name that is not one (a `..` segment): no delivery could apply it.
+    const before = logs.filter((l) => l.includes("malformed key event: acknowledged")).length;
+    expect(await postBinary("9", keyEvent("e-bad-name", "a/../b", key))).toBe(204);
+    expect(logs.filter((l) => l.includes("malformed key event: acknowledged"))).toHaveLength(before + 1);
+    expect(await store.get("litellm/late")).toBeUndefined();
+    expectNoValueIn(logs, [key]);
+  });
+
+  it("takes a plain push (no CloudEvent headers: what infra/gcp's subscription sends), naming its messageId", async () => {
+    const push = async (id: string, event: unknown) => {
+      const body = event === undefined ? { message: { messageId: id }, subscription: "s" } : message(id, event);
+      const res = await fetch(`http://127.0.0.1:${await listening}/`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      await res.arrayBuffer();
+      return res.status;
+    };
+    const key = newKey("sk-push-");
+    expect(await push("10", keyEvent("e-push", "pushed", key))).toBe(204);
+    expect((await store.get("litellm/pushed"))?.value).toBe(key);
+    expect(await push("push-without-data", undefined)).toBe(204);
+    const line = logs.find((l) => l.includes("malformed key event: acknowledged") && l.includes("push-without-data"));
+    expect(line).toBeDefined();
   });
 });
 

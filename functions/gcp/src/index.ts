@@ -6,9 +6,11 @@
  *   rewritten by routing). functions-framework's body parser has read the body already: the
  *   listener takes it from `req.rawBody`.
  * - `keyEvents`: a CloudEvent function for Pub/Sub `messagePublished` (binary or structured mode),
- *   the key event as base64 JSON in `message.data`. An event the store failed on throws, so Pub/Sub
- *   redelivers it; a malformed or refused one is acknowledged with an error log (retrying cannot
- *   help; the subscription's dead-letter topic catches what keeps failing).
+ *   the key event as base64 JSON in `message.data`. An event the store failed on, or one refused by
+ *   a policy or for its time, throws, so Pub/Sub redelivers it and, after the subscription's
+ *   `max_delivery_attempts`, moves it to the dead-letter topic (as SQS and Azure do). A malformed one
+ *   (not JSON, not an event, a name that is not one) is acknowledged with an error log (SPEC
+ *   section 7: no delivery could apply it).
  *
  * The runtime starts on the first invocation (settings from the environment, exactly as for
  * `serve`), with the stores this bundle ships; without `key_management_system` it is Google Secret
@@ -48,10 +50,20 @@ export function rawRequestOf(req: IncomingMessage & { originalUrl?: string }): R
   return { path: req.originalUrl ?? req.url ?? "", headers: req.headers };
 }
 
-/** The CloudEvent of a Pub/Sub message, as functions-framework hands it over. */
+interface PubSubMessage {
+  data?: string;
+  messageId?: string;
+}
+
+/**
+ * The CloudEvent of a Pub/Sub message, as functions-framework hands it over. A plain push (infra/gcp's
+ * subscription) is converted to one when its message has data; one without data is handed over as
+ * it was posted, its message at the top.
+ */
 export interface PubSubCloudEvent {
   id?: string;
-  data?: { message?: { data?: string; messageId?: string } };
+  data?: { message?: PubSubMessage };
+  message?: PubSubMessage;
 }
 
 /** The two targets over one lazily started runtime (tests pass their own stores and environment). */
@@ -69,14 +81,18 @@ export function gcpFunctions(options: FunctionOptions = {}) {
 
   const keyEvents = async (event: PubSubCloudEvent): Promise<void> => {
     const rt = await runtime();
-    const messageId = event.data?.message?.messageId ?? event.id;
-    const result = await rt.applyKeyEventText(Buffer.from(event.data?.message?.data ?? "", "base64").toString("utf8"));
-    if (result.status === "failed") {
-      // Thrown: functions-framework answers 500 and Pub/Sub redelivers (applying again is safe).
-      throw new Error(`key event ${result.id ?? messageId} failed (${result.code}): Pub/Sub will redeliver it`);
+    const message = event.data?.message ?? event.message;
+    const messageId = message?.messageId ?? event.id;
+    const result = await rt.applyKeyEventText(Buffer.from(message?.data ?? "", "base64").toString("utf8"));
+    if (result.status === "failed" || (result.status === "refused" && !result.malformed)) {
+      // Thrown: functions-framework answers 500 and Pub/Sub redelivers (applying again is safe);
+      // what keeps failing or being refused (a policy, a time) reaches the dead-letter topic.
+      throw new Error(
+        `key event ${result.id ?? messageId} ${result.status} (${result.code}): Pub/Sub will redeliver it`,
+      );
     }
     if (result.status === "refused") {
-      log.error("key event not applied: acknowledged", {
+      log.error("malformed key event: acknowledged", {
         messageId,
         id: result.id,
         status: "refused",
