@@ -16,8 +16,10 @@ export {
   createRuntime,
   type FunctionOptions,
   type FunctionRuntimeOptions,
+  type LazyRuntime,
   type Runtime,
   type RuntimeOptions,
+  START_RETRY_MS,
   startOnFirstUse,
 } from "./runtime";
 export { SecretCache } from "./secret-cache";

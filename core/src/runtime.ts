@@ -162,30 +162,70 @@ export interface FunctionRuntimeOptions {
   env: Readonly<Record<string, string | undefined>>;
   log: Logger;
   metricsSinks?: readonly MetricsSink[];
+  /** The clock of the start's retry pause (tests set it). */
+  now?: () => number;
 }
 
 /** What a cloud function's entry takes: unset, its own store list, `process.env` and a stdout logger (tests set them). */
 export type FunctionOptions = Partial<Pick<FunctionRuntimeOptions, "stores" | "env" | "log">>;
 
+/** After a failed start, invocations fail at once for this long; the next one then starts again. */
+export const START_RETRY_MS = 10_000;
+
+/** A cloud function's runtime started on first use: call it for the runtime, or `fetch` through it. */
+export interface LazyRuntime {
+  (): Promise<Runtime>;
+  /**
+   * The app's answer to a request; while the runtime cannot start, `500 internal` in the API's
+   * error shape (no platform's HTML or empty 500), its reason in the log line of the start.
+   */
+  fetch(request: Request, raw: RawRequest): Promise<Response>;
+}
+
 /**
  * A cloud function's runtime, started on its first invocation (settings from its environment,
- * exactly as for `serve`) and then kept. A start that fails is logged once, one line with its
- * reason, and fails every invocation after it the same way.
+ * exactly as for `serve`) and then kept. A start that fails is logged, one line with its reason;
+ * invocations fail the same way for `START_RETRY_MS`, and the first one after that starts again (a
+ * file on a mounted volume, a store's SDK chunk or a custom store may come good without the
+ * platform recycling the instance).
  */
-export function startOnFirstUse(options: FunctionRuntimeOptions): () => Promise<Runtime> {
+export function startOnFirstUse(options: FunctionRuntimeOptions): LazyRuntime {
+  const now = options.now ?? Date.now;
   let started: Promise<Runtime> | undefined;
-  return () => {
+  let failedAt: number | undefined;
+  const runtime = (): Promise<Runtime> => {
+    if (failedAt !== undefined && now() - failedAt >= START_RETRY_MS) {
+      started = undefined;
+      failedAt = undefined;
+    }
     started ??= createRuntime({
       stores: options.stores,
       settings: { env: definedOnly(options.env) },
       log: options.log,
       ...(options.metricsSinks && { metricsSinks: options.metricsSinks }),
     }).catch((err: unknown) => {
-      options.log.error("llm-secrets could not start", { reason: err instanceof Error ? err.message : String(err) });
+      failedAt = now();
+      options.log.error("llm-secrets could not start", {
+        reason: err instanceof Error ? err.message : String(err),
+        retry_in_s: START_RETRY_MS / 1000,
+      });
       throw err;
     });
     return started;
   };
+  const fetch = async (request: Request, raw: RawRequest): Promise<Response> => {
+    let rt: Runtime;
+    try {
+      rt = await runtime();
+    } catch {
+      return Response.json(
+        { error: { code: "internal", message: "llm-secrets could not start: the function's log says why" } },
+        { status: 500, headers: { "cache-control": "no-store" } },
+      );
+    }
+    return rt.fetch(request, raw);
+  };
+  return Object.assign(runtime, { fetch });
 }
 
 function definedOnly(env: Readonly<Record<string, string | undefined>>): Record<string, string> {

@@ -12,7 +12,9 @@
  *
  * The runtime starts on the first invocation (settings from the function's environment, exactly as
  * for `serve`), with the stores this bundle ships; without `key_management_system` it is AWS
- * Secrets Manager. A start that fails (bad config) fails every invocation with its one-line reason.
+ * Secrets Manager. A start that fails (bad config) is logged with its reason; HTTP invocations get
+ * `500 internal` in the API's shape, SQS batches fail whole (redelivered), and after a pause the
+ * next invocation starts again (core's `startOnFirstUse`).
  */
 
 import { createLogger, type FunctionOptions, type RawRequest, startOnFirstUse } from "@llm-secrets/core";
@@ -83,8 +85,7 @@ export function awsHandlers(options: AwsHandlersOptions = {}) {
   });
 
   const app = {
-    fetch: async (request: Request, env: { event: HttpEventV2 }) =>
-      (await runtime()).fetch(request, rawRequestOf(env.event)),
+    fetch: (request: Request, env: { event: HttpEventV2 }) => runtime.fetch(request, rawRequestOf(env.event)),
   };
   // hono/aws-lambda calls only `fetch(request, { event, ... })` of the app it is given.
   const httpHandler = handle(app as unknown as Parameters<typeof handle>[0]);

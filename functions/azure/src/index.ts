@@ -15,7 +15,8 @@
  *
  * The runtime starts on the first invocation (settings from the app settings, exactly as for
  * `serve`), with the stores this bundle ships; without `key_management_system` it is Azure Key
- * Vault. A start that fails fails every invocation with its one-line reason.
+ * Vault. A start that fails is logged with its reason; HTTP invocations get `500 internal` in the
+ * API's shape, queue messages are retried, and after a pause the next invocation starts again.
  */
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from "@azure/functions";
 import {
@@ -93,8 +94,7 @@ export function azureFunctions(options: FunctionOptions = {}) {
   });
 
   const http = async (request: HttpRequest, _context: InvocationContext): Promise<HttpResponseInit> => {
-    const rt = await runtime();
-    return toResponse(await rt.fetch(await toRequest(request), rawRequestOf(request)));
+    return toResponse(await runtime.fetch(await toRequest(request), rawRequestOf(request)));
   };
 
   const keyEvents = async (message: unknown, _context: InvocationContext): Promise<void> => {

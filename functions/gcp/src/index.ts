@@ -14,7 +14,8 @@
  *
  * The runtime starts on the first invocation (settings from the environment, exactly as for
  * `serve`), with the stores this bundle ships; without `key_management_system` it is Google Secret
- * Manager. A start that fails fails every invocation with its one-line reason.
+ * Manager. A start that fails is logged with its reason; HTTP invocations get `500 internal` in the
+ * API's shape, events are redelivered, and after a pause the next invocation starts again.
  */
 
 import type { IncomingMessage } from "node:http";
@@ -75,8 +76,8 @@ export function gcpFunctions(options: FunctionOptions = {}) {
     log,
   });
 
-  const http = getRequestListener(async (request, env) =>
-    (await runtime()).fetch(request, rawRequestOf((env as { incoming: IncomingMessage }).incoming)),
+  const http = getRequestListener((request, env) =>
+    runtime.fetch(request, rawRequestOf((env as { incoming: IncomingMessage }).incoming)),
   );
 
   const keyEvents = async (event: PubSubCloudEvent): Promise<void> => {
