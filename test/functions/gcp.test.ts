@@ -135,6 +135,54 @@ describe("refusals that are not the message's fault, and a plain push subscripti
   });
 });
 
+describe("a JSON body that does not parse (express answers it before the function runs)", () => {
+  it("is 400 with no part of it in the answer or the log: one line of ours, body-parser's error kept from console.error", async () => {
+    const printed: unknown[][] = [];
+    const out = globalThis.console; // what express writes to
+    const savedError = out.error;
+    const savedEnv = process.env.NODE_ENV;
+    out.error = (...args: unknown[]) => printed.push(args);
+    delete process.env.NODE_ENV; // vitest's "test" makes express log nothing: as deployed, it is unset
+    const ownLogs: string[] = [];
+    try {
+      const { gcpFunctions } = await import("../../functions/gcp/src/index");
+      const targets = gcpFunctions({
+        stores: [store.factory()],
+        env: { LITELLM_MASTER_KEY: newKey() },
+        log: createLogger((line) => ownLogs.push(line)),
+      });
+      expect(process.env.NODE_ENV).toBe("production");
+      functions.http("unparsable-http", targets.http);
+      const server = getTestServer("unparsable-http");
+      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+      const port = (server.address() as { port: number }).port;
+      const secret = newKey("sk-live-");
+      for (const body of [`{"value": ${secret}}`, JSON.stringify(secret)]) {
+        const res = await fetch(`http://127.0.0.1:${port}/v1/secrets/A`, {
+          method: "PUT",
+          headers: { "content-type": "application/json" },
+          body,
+        });
+        expect(res.status).toBe(400);
+        expect(await res.text()).not.toContain(secret.slice(0, 10));
+      }
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      // Anything else still reaches console.error.
+      out.error("another error");
+      expect(printed).toEqual([["another error"]]);
+      const refused = ownLogs.map((l) => JSON.parse(l)).filter((l) => l.msg.includes("body parser"));
+      expect(refused).toEqual([
+        expect.objectContaining({ level: "warn", type: "entity.parse.failed", status: 400 }),
+        expect.objectContaining({ level: "warn", type: "entity.parse.failed", status: 400 }),
+      ]);
+      expectNoValueIn(ownLogs, [secret.slice(0, 10)]);
+    } finally {
+      out.error = savedError;
+      process.env.NODE_ENV = savedEnv;
+    }
+  });
+});
+
 describe("the Google bundle", () => {
   it("holds Google's client libraries and no other cloud's; functions-framework stays external", async () => {
     const outfile = join(await tempDir(), "index.mjs");

@@ -4,7 +4,8 @@
  * - `http`: the app through @hono/node-server's request listener. The raw request is
  *   `req.originalUrl` (express's copy of the request target as it arrived; `req.url` may be
  *   rewritten by routing). functions-framework's body parser has read the body already: the
- *   listener takes it from `req.rawBody`.
+ *   listener takes it from `req.rawBody`. A JSON body that does not parse is answered by express
+ *   before the function runs (an HTML 400; `quietBodyParserErrors` keeps it out of the log).
  * - `keyEvents`: a CloudEvent function for Pub/Sub `messagePublished` (binary or structured mode),
  *   the key event as base64 JSON in `message.data`. An event the store failed on, or one refused by
  *   a policy or for its time, throws, so Pub/Sub redelivers it and, after the subscription's
@@ -21,7 +22,7 @@
 import type { IncomingMessage } from "node:http";
 import * as functions from "@google-cloud/functions-framework";
 import { getRequestListener } from "@hono/node-server";
-import { createLogger, type FunctionOptions, type RawRequest, startOnFirstUse } from "@llm-secrets/core";
+import { createLogger, type FunctionOptions, type Logger, type RawRequest, startOnFirstUse } from "@llm-secrets/core";
 import { customStore } from "@llm-secrets/core/stores/custom";
 import { cyberarkStore } from "@llm-secrets/core/stores/cyberark";
 import { dockerStore } from "@llm-secrets/core/stores/docker";
@@ -67,9 +68,45 @@ export interface PubSubCloudEvent {
   message?: PubSubMessage;
 }
 
+const QUIETED = Symbol("llm-secrets: body parser errors quieted");
+
+/**
+ * functions-framework parses a body before any function runs, and a JSON body that does not parse
+ * is answered by express and logged with `console.error(err)`: body-parser's error holds the whole
+ * body (`err.body`) and its message quotes the start of it, and that body may hold a secret value.
+ * Such an error (an http-errors one with body-parser's `type`) is logged as one line of ours, its
+ * type and status only; anything else goes to `console.error` as before. Express also puts the
+ * error's message and stack in its answer unless NODE_ENV is `production`: that is the default here.
+ */
+export function quietBodyParserErrors(log: Logger): void {
+  process.env.NODE_ENV ??= "production";
+  // biome-ignore lint/suspicious/noConsole: express logs there; this wraps it
+  const original = console.error as typeof console.error & { [QUIETED]?: true };
+  if (original[QUIETED]) return;
+  const quieted = (...args: unknown[]) => {
+    const [err] = args;
+    const parser = err as { type?: unknown; status?: unknown; expose?: unknown } | null;
+    if (
+      args.length === 1 &&
+      err instanceof Error &&
+      typeof parser?.type === "string" &&
+      typeof parser.expose === "boolean"
+    ) {
+      log.warn("request refused by functions-framework's body parser", {
+        type: parser.type,
+        status: typeof parser.status === "number" ? parser.status : undefined,
+      });
+      return;
+    }
+    original.apply(console, args);
+  };
+  console.error = Object.assign(quieted, { [QUIETED]: true as const });
+}
+
 /** The two targets over one lazily started runtime (tests pass their own stores and environment). */
 export function gcpFunctions(options: FunctionOptions = {}) {
   const log = options.log ?? createLogger((line) => process.stdout.write(line));
+  quietBodyParserErrors(log);
   const runtime = startOnFirstUse({
     stores: options.stores ?? GCP_STORES,
     env: options.env ?? process.env,
