@@ -72,6 +72,9 @@ describe("the queue trigger, through Azurite", () => {
     const maxDequeueCount: number = host.extensions.queues.maxDequeueCount;
     expect(maxDequeueCount).toBe(5);
     expect(host.extensions.queues.messageEncoding).toBe("base64");
+    // A failed message waits a minute before its next try (the default is none: a store down for
+    // seconds would use up the five tries at once and send the event to the poison queue).
+    expect(host.extensions.queues.visibilityTimeout).toBe("00:01:00");
     expect(host.extensions.http.routePrefix).toBe("");
 
     const store = new PartlyDownStore();
@@ -94,6 +97,10 @@ describe("the queue trigger, through Azurite", () => {
     await send(JSON.stringify(keyEvent("e1", "good", keys[0] as string)));
     await send(JSON.stringify(keyEvent("e2", "unlucky", keys[1] as string)));
     await send("{not json");
+    // An event encoded twice (a JSON string holding it): the worker hands it over as a string, and
+    // it is refused, as SQS and Pub/Sub refuse it, not applied.
+    const twice = JSON.stringify(JSON.stringify(keyEvent("e3", "twice", keys[0] as string)));
+    await send(twice);
 
     /** One pass of what the host does: receive, decode, hand over, delete on success, poison past the limit. */
     const pass = async () => {
@@ -137,7 +144,9 @@ describe("the queue trigger, through Azurite", () => {
     const poisoned = await poison.peekMessages({ numberOfMessages: 32 });
     expect(poisoned.peekedMessageItems.map((m) => Buffer.from(m.messageText, "base64").toString())).toEqual([
       "{not json",
+      twice,
     ]);
+    expect(await store.get("litellm/twice")).toBeUndefined();
     expectNoValueIn(logs, keys);
   }, 30_000);
 });

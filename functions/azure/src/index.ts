@@ -9,8 +9,8 @@
  *   cannot be refused here (README says so).
  * - `keyEvents`: a Storage Queue trigger on `key-events` (connection `AzureWebJobsStorage`). The host
  *   hands over the message decoded from base64 (an object when it is JSON). An event the store
- *   failed on, or one that is malformed or refused, throws: the host retries it and, after
- *   `maxDequeueCount` (5, host.json), moves it to `key-events-poison`. The reason is logged, never
+ *   failed on, or one that is malformed or refused, throws: the host retries it a minute later
+ *   (`visibilityTimeout`) and, after `maxDequeueCount` (5, host.json), moves it to `key-events-poison`. The reason is logged, never
  *   the key.
  *
  * The runtime starts on the first invocation (settings from the app settings, exactly as for
@@ -84,6 +84,15 @@ export async function toResponse(response: Response): Promise<HttpResponseInit> 
   };
 }
 
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** The two handlers over one lazily started runtime (tests pass their own stores and environment). */
 export function azureFunctions(options: FunctionOptions = {}) {
   const log = options.log ?? createLogger((line) => process.stdout.write(line));
@@ -99,8 +108,12 @@ export function azureFunctions(options: FunctionOptions = {}) {
 
   const keyEvents = async (message: unknown, _context: InvocationContext): Promise<void> => {
     const rt = await runtime();
-    // The host hands JSON over parsed, anything else as a string.
-    const result = typeof message === "string" ? await rt.applyKeyEventText(message) : await rt.applyKeyEvent(message);
+    // The worker hands a message over JSON.parse'd when it parses: a string is one that did not (not
+    // JSON: refused as such) or a JSON string (an event encoded twice: refused, as on SQS and Pub/Sub).
+    const result =
+      typeof message === "string" && !isJson(message)
+        ? await rt.applyKeyEventText(message)
+        : await rt.applyKeyEvent(message);
     if (result.status === "failed" || result.status === "refused") {
       throw new Error(
         `key event ${result.id ?? "(no id)"} ${result.status} (${result.code}): ${
