@@ -70,6 +70,7 @@ const DENIED_NAMES = new Set([
   "IncompleteSignature",
   "KMSAccessDeniedException",
   "AuthFailure",
+  "CredentialsProviderError", // the SDK's credential chain found none: no identity to be let in with
   // Azure identity
   "CredentialUnavailableError",
   "AuthenticationError",

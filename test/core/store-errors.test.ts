@@ -40,6 +40,11 @@ const CASES: [string, unknown, string, number?][] = [
     3,
   ],
   ["Azure identity unavailable", shaped({ name: "CredentialUnavailableError" }), "backend_denied"],
+  [
+    "AWS: no credentials found by the provider chain",
+    shaped({ name: "CredentialsProviderError", tryNextLink: false }, "Could not load credentials from any providers"),
+    "backend_denied",
+  ],
   ["a backend certificate not trusted", shaped({ code: "UNABLE_TO_VERIFY_LEAF_SIGNATURE" }), "store_unavailable"],
   ["a self-signed backend certificate", shaped({ code: "DEPTH_ZERO_SELF_SIGNED_CERT" }), "store_unavailable"],
   [
