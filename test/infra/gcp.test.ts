@@ -124,7 +124,11 @@ describe("the Google deployment", () => {
       expect(resource("google_project_iam_member", name).count).toBe(hcl("local.writes ? 1 : 0"));
     }
     const writer = resource("google_project_iam_member", "secret_writer");
-    expect(JSON.stringify(writer.condition)).toContain("prefix_for_stored_virtual_keys");
+    // The whole condition, exactly: the secret's full name starts with the project's, then the prefix
+    // as the store spells it in a secret id (`/` as `-`). Nothing else may widen it (`true || ...`).
+    expect((writer.condition as { expression: string }[]).map((c) => c.expression)).toEqual([
+      `resource.name.startsWith("projects/${hcl("data.google_project.this.number")}/secrets/${hcl('replace(var.prefix_for_stored_virtual_keys, "/", "-")')}")`,
+    ]);
     expect(resource("google_kms_crypto_key_iam_member", "decrypt").role).toBe("roles/cloudkms.cryptoKeyDecrypter");
     const roles = members().map((m) => m.role);
     expect(roles.every((r) => !r.includes("owner") && !r.includes("editor") && !r.includes("admin"))).toBe(true);
