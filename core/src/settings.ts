@@ -86,6 +86,8 @@ export const ConfigSchema = z.object({
   general_settings: z.nullish(
     z.object({
       master_key: optionalText,
+      /** LiteLLM's escape hatch: a publicly known or short master key is taken, with a warning (an empty one never). */
+      dangerously_permit_weak_or_unset_master_key: z.nullish(laxBoolean),
       key_management_system: optionalText,
       // LiteLLM compares it case-insensitively.
       encryption_algorithm: z.nullish(
@@ -137,6 +139,7 @@ const saltKeyList = z.pipe(
 const EnvSchema = z.object({
   LITELLM_MASTER_KEY: z.optional(text),
   LITELLM_SALT_KEY: z.optional(text),
+  LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY: z.optional(laxBoolean),
   LLM_SECRETS_PREVIOUS_SALT_KEYS: z.optional(
     z.pipe(saltKeyList, z.array(text.check(z.minLength(1, "a previous salt key is empty")))),
   ),
@@ -279,7 +282,20 @@ export function loadSettings(input: SettingsInput): Settings {
   const storeSettings = parseStoreSettings(factory, rawKeyManagementSettings(rawConfig), env);
   const dataDir = resolve(cwd, e.LLM_SECRETS_DATA_DIR ?? ".llm-secrets");
 
+  const permitWeak =
+    e.LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY ??
+    general.dangerously_permit_weak_or_unset_master_key ??
+    false;
   const master = masterKeyOf(general.master_key, env, factory.defaults.needsLocalKey, dataDir);
+  if (master) {
+    const weak = weaknessOf(master.key);
+    if (weak && !permitWeak) throw new ConfigError(`the master key (${master.source}) ${weak}: set a strong one`);
+    if (weak) {
+      warnings.push(
+        `the master key (${master.source}) ${weak}: taken because dangerously_permit_weak_or_unset_master_key is set`,
+      );
+    }
+  }
   if (e.LITELLM_SALT_KEY !== undefined && e.LITELLM_SALT_KEY.trim() === "") {
     throw new ConfigError("LITELLM_SALT_KEY is set but empty: unset it to use the master key, or set a key");
   }
@@ -545,7 +561,7 @@ function masterKeyOf(
       }
     }
   }
-  if (found) checkMasterKey(found.key, found.source);
+  if (found && found.key.trim() === "") throw new ConfigError(`the master key (${found.source}) is empty`);
   return found;
 }
 
@@ -576,17 +592,14 @@ function readKeyFile(path: string): string {
   }
 }
 
-/** Refuses an empty or publicly known master key (SPEC section 10: no default master key). */
-function checkMasterKey(key: string, source: string): void {
-  if (key.trim() === "") throw new ConfigError(`the master key (${source}) is empty`);
-  if (KNOWN_WEAK_MASTER_KEYS.has(key.trim())) {
-    throw new ConfigError(`the master key (${source}) is the publicly known example key: set a strong one`);
-  }
-  if (key.trim().length < MIN_MASTER_KEY_LENGTH) {
-    throw new ConfigError(
-      `the master key (${source}) is shorter than ${MIN_MASTER_KEY_LENGTH} characters: set a strong one`,
-    );
-  }
+/**
+ * Why a master key is weak (SPEC section 10: no default master key): publicly known, or short; a
+ * start refuses it unless LiteLLM's `dangerously_permit_weak_or_unset_master_key` is set.
+ */
+function weaknessOf(key: string): string | undefined {
+  if (KNOWN_WEAK_MASTER_KEYS.has(key.trim())) return "is the publicly known example key";
+  if (key.trim().length < MIN_MASTER_KEY_LENGTH) return `is shorter than ${MIN_MASTER_KEY_LENGTH} characters`;
+  return undefined;
 }
 
 /**

@@ -93,6 +93,31 @@ describe("salt key and master key", () => {
     expect(viaConfig).toContain("general_settings.master_key");
   });
 
+  it("takes a weak master key with LiteLLM's escape hatch (env or config), with a warning; an empty one never", () => {
+    for (const flag of ["true", "True", "1", "yes"]) {
+      const s = loadSettings({
+        env: { LITELLM_MASTER_KEY: "sk-1234", LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY: flag },
+      });
+      expect(s.masterKey).toBe("sk-1234");
+      expect(s.warnings).toContain(
+        "the master key (LITELLM_MASTER_KEY) is the publicly known example key: taken because dangerously_permit_weak_or_unset_master_key is set",
+      );
+    }
+    const viaConfig = loadSettings({
+      env: {
+        LITELLM_MASTER_KEY: "short",
+        LLM_SECRETS_CONFIG: "general_settings:\n  dangerously_permit_weak_or_unset_master_key: true\n",
+      },
+    });
+    expect(viaConfig.masterKey).toBe("short");
+    expect(viaConfig.warnings.join("\n")).toContain("is shorter than 8 characters: taken because");
+    // "false" keeps the check; an empty key is refused whatever the flag says.
+    const off = { LITELLM_MASTER_KEY: "sk-1234", LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY: "false" };
+    expect(configError(() => loadSettings({ env: off }))).toContain("publicly known");
+    const empty = { LITELLM_MASTER_KEY: " ", LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY: "true" };
+    expect(configError(() => loadSettings({ env: empty }))).toContain("is empty");
+  });
+
   it("reads general_settings.master_key, literal or os.environ/ ref, before LITELLM_MASTER_KEY", () => {
     const mine = newKey();
     const literal = loadSettings({
