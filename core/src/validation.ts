@@ -9,7 +9,14 @@ import type { core } from "zod/mini";
 import en from "zod/v4/locales/en.js";
 import type { Issue } from "./errors";
 
-const ENGLISH = { error: en().localeError };
+const localeError = en().localeError;
+/** zod's English, but a key that is not there is said so ("is missing"), not "received undefined". */
+const ENGLISH = {
+  error: (issue: core.$ZodRawIssue) =>
+    issue.code === "invalid_type" && issue.input === undefined
+      ? `is missing (expected ${issue.expected})`
+      : localeError(issue),
+};
 
 /** `schema.safeParse(input)` with English messages. */
 export function safeParse<T>(schema: core.$ZodType<T>, input: unknown): core.util.SafeParseResult<T> {

@@ -22,6 +22,26 @@ describe("validation", () => {
     ]);
   });
 
+  it("says a key that is not there is missing, in the API and in settings", async () => {
+    const z = await import("zod/mini");
+    const { issuesOf, safeParse } = await import("../../core/src/validation");
+    const result = safeParse(z.object({ value: z.string(), n: z.optional(z.number()) }), {});
+    expect(result.success).toBe(false);
+    if (result.success) return;
+    expect(issuesOf(result.error)).toEqual([{ path: "value", message: "is missing (expected string)" }]);
+    const { loadSettings } = await import("../../core/src/settings");
+    const { googleSecretManagerStore } = await import("../../core/src/stores/google");
+    expect(() =>
+      loadSettings({
+        env: {
+          LITELLM_MASTER_KEY: "sk-a-strong-enough-key",
+          LLM_SECRETS_CONFIG: "general_settings:\n  key_management_system: google_secret_manager\n",
+        },
+        stores: [googleSecretManagerStore],
+      }),
+    ).toThrow("environment: GOOGLE_SECRET_MANAGER_PROJECT_ID: is missing (expected string)");
+  });
+
   it("echoes at most 64 characters of a key the caller sent", async () => {
     const z = await import("zod/mini");
     const { issuesOf, safeParse } = await import("../../core/src/validation");
