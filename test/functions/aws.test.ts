@@ -6,7 +6,7 @@ import { createLogger } from "../../core/src/log";
 import { memoryStore } from "../../core/src/stores/memory";
 // @ts-expect-error: a plain ESM build script without types
 import { buildAws } from "../../functions/aws/build.mjs";
-import { awsHandlers, rawRequestOf, type SqsEvent } from "../../functions/aws/src/index";
+import { awsHandlers, rawRequestOf, type SqsEvent, withoutStage } from "../../functions/aws/src/index";
 import { expectNoValueIn, newKey, tempDir } from "../helpers";
 import { KEY_EVENTS_CONFIG, keyEvent, PartlyDownStore } from "./queue-helpers";
 
@@ -35,6 +35,24 @@ describe("the raw request of an HTTP event", () => {
     expect(rawRequestOf({ rawPath: "/health", requestContext: { http: { method: "GET" } } })).toEqual({
       path: "/health",
     });
+  });
+});
+
+describe("a named stage in rawPath (an HTTP API's own endpoint)", () => {
+  const on = (domainName: string, stage: string | undefined, rawPath: string) =>
+    withoutStage({ rawPath, requestContext: { http: { method: "GET" }, domainName, ...(stage && { stage }) } }).rawPath;
+  const API = "abc123.execute-api.eu-west-1.amazonaws.com";
+
+  it("is taken off as a string, on the API's own endpoint only", () => {
+    expect(on(API, "prod", "/prod/v1/secrets/a%2F..%2Fb")).toBe("/v1/secrets/a%2F..%2Fb");
+    expect(on(API, "prod", "/prod")).toBe("/");
+    expect(on("abc123.execute-api.cn-north-1.amazonaws.com.cn", "v1", "/v1/v1/secrets/x")).toBe("/v1/secrets/x");
+    // $default, a path that does not start with the stage, a custom domain (no stage in its path,
+    // even one named like our first segment) and a Function URL are left as they came.
+    expect(on(API, "$default", "/v1/secrets/x")).toBe("/v1/secrets/x");
+    expect(on(API, "prod", "/production/v1/secrets/x")).toBe("/production/v1/secrets/x");
+    expect(on("secrets.example.com", "v1", "/v1/secrets/x")).toBe("/v1/secrets/x");
+    expect(on("abc.lambda-url.eu-west-1.on.aws", undefined, "/v1/secrets/x")).toBe("/v1/secrets/x");
   });
 });
 
@@ -78,7 +96,7 @@ describe("the SQS handler", () => {
 });
 
 describe("a start that fails", () => {
-  it("fails every invocation, with one reason in the log and no secret", async () => {
+  it("fails the invocations of the retry pause, with one reason in the log and no secret", async () => {
     const logs: string[] = [];
     const masterKey = newKey();
     const handlers = awsHandlers({

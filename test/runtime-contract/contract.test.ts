@@ -136,7 +136,7 @@ const RUNTIMES: Record<string, () => Promise<Target>> = {
  * and `rawQueryString` at the first `?`, as AWS splits it. `shape` tells a Function URL event from
  * an API Gateway v2 one (their requestContext differs; hono/aws-lambda reads both).
  */
-function awsRuntime(shape: "function-url" | "api-gateway-v2") {
+function awsRuntime(shape: "function-url" | "api-gateway-v2" | "api-gateway-v2-named-stage") {
   return async (): Promise<Target> => {
     const masterKey = newKey();
     const logs: string[] = [];
@@ -153,21 +153,26 @@ function awsRuntime(shape: "function-url" | "api-gateway-v2") {
       logs,
       send: async (c) => {
         const cut = c.target.indexOf("?");
+        const staged = shape === "api-gateway-v2-named-stage";
         const headers: Record<string, string> = {
-          host: "abc123.lambda-url.eu-west-1.on.aws",
+          host: staged ? "abc123.execute-api.eu-west-1.amazonaws.com" : "abc123.lambda-url.eu-west-1.on.aws",
           ...headersOf(c, masterKey),
         };
+        const path = cut === -1 ? c.target : c.target.slice(0, cut);
         const event = {
           version: "2.0",
           routeKey: "$default",
-          rawPath: cut === -1 ? c.target : c.target.slice(0, cut),
+          // On the API's own endpoint a named stage comes first in the path, as the caller sent it.
+          rawPath: staged ? `/prod${path}` : path,
           rawQueryString: cut === -1 ? "" : c.target.slice(cut + 1),
           headers,
           ...(bodyOf(c) !== undefined && { body: bodyOf(c), isBase64Encoded: false }),
           requestContext: {
             http: { method: c.method, path: c.target, protocol: "HTTP/1.1", sourceIp: "127.0.0.1", userAgent: "test" },
             domainName: headers.host,
-            ...(shape === "api-gateway-v2" ? { apiId: "abc123", stage: "$default" } : { apiId: "abc123" }),
+            ...(shape === "function-url"
+              ? { apiId: "abc123" }
+              : { apiId: "abc123", stage: staged ? "prod" : "$default" }),
           },
         };
         const result = (await lambda.http(event as never, {} as never)) as {
@@ -263,6 +268,8 @@ RUNTIMES["azure functions: HttpRequest objects"] = async () => {
 
 RUNTIMES["aws lambda: Function URL events"] = awsRuntime("function-url");
 RUNTIMES["aws lambda: API Gateway v2 events"] = awsRuntime("api-gateway-v2");
+RUNTIMES["aws lambda: API Gateway v2 events on a named stage (/prod first in rawPath)"] =
+  awsRuntime("api-gateway-v2-named-stage");
 
 for (const [runtimeName, start] of Object.entries(RUNTIMES)) {
   describe(`runtime contract: ${runtimeName}`, () => {

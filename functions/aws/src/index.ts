@@ -2,7 +2,8 @@
  * The AWS runtime (SPEC section 9): Lambda handlers over the one app in core.
  *
  * - `http`: Function URL and API Gateway v2 (payload 2.0) events through `hono/aws-lambda`, with
- *   `event.rawPath` (and `rawQueryString`) as the raw request, so `..` and `%2F` are judged as sent.
+ *   `event.rawPath` (and `rawQueryString`) as the raw request, so `..` and `%2F` are judged as sent;
+ *   on an HTTP API's own endpoint a named stage's first segment is taken off (`withoutStage`).
  * - `sqs`: key events from SQS. Each record is applied in order; the ones that failed (the store
  *   failed: retry) or were refused (malformed, too old, not allowed: never applicable) come back in
  *   `batchItemFailures`, so SQS redelivers them and, after the queue's maxReceiveCount, its redrive
@@ -49,7 +50,7 @@ export interface HttpEventV2 {
   headers?: Record<string, string | undefined>;
   body?: string;
   isBase64Encoded?: boolean;
-  requestContext: { http: { method: string }; domainName?: string; requestId?: string };
+  requestContext: { http: { method: string }; domainName?: string; requestId?: string; stage?: string };
 }
 
 export interface SqsEvent {
@@ -58,6 +59,25 @@ export interface SqsEvent {
 
 export interface SqsBatchResponse {
   batchItemFailures: { itemIdentifier: string }[];
+}
+
+/** An HTTP API's own endpoint (`{api}.execute-api.{region}.amazonaws.com`), where a named stage is the path's first segment. */
+const EXECUTE_API = /\.execute-api\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$/i;
+
+/**
+ * The event with the API's own path: on an HTTP API's own endpoint, a stage other than `$default`
+ * comes first in `rawPath` (`/prod/v1/secrets/x`), and is taken off as a string (never decoded or
+ * normalised). A custom domain's path and a Function URL's carry no stage.
+ */
+export function withoutStage<E>(event: E): E {
+  const { rawPath, requestContext } = event as Partial<HttpEventV2>;
+  const { stage, domainName } = requestContext ?? {};
+  if (typeof rawPath !== "string" || !stage || stage === "$default" || !EXECUTE_API.test(domainName ?? "")) {
+    return event;
+  }
+  const prefix = `/${stage}`;
+  if (rawPath !== prefix && !rawPath.startsWith(`${prefix}/`)) return event;
+  return { ...event, rawPath: rawPath.slice(prefix.length) || "/" };
 }
 
 /** This runtime's raw-request helper: the path and query as the event carries them, and the request's id (for audit lines). */
@@ -98,7 +118,8 @@ export function awsHandlers(options: AwsHandlersOptions = {}) {
       const method = (event as Partial<HttpEventV2>).requestContext?.http?.method;
       const body = (event as Partial<HttpEventV2>).body;
       const bodiless = (method === "GET" || method === "HEAD") && body !== undefined;
-      return await httpHandler(bodiless ? { ...event, body: undefined, isBase64Encoded: false } : event, context);
+      const own = withoutStage(event);
+      return await httpHandler(bodiless ? { ...own, body: undefined, isBase64Encoded: false } : own, context);
     } finally {
       emf.flush();
     }
