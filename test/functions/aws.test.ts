@@ -6,7 +6,7 @@ import { createLogger } from "../../core/src/log";
 import { memoryStore } from "../../core/src/stores/memory";
 // @ts-expect-error: a plain ESM build script without types
 import { buildAws } from "../../functions/aws/build.mjs";
-import { awsHandlers, rawRequestOf, type SqsEvent, withoutStage } from "../../functions/aws/src/index";
+import { awsHandlers, rawRequestOf, SQS_RESERVE_MS, type SqsEvent, withoutStage } from "../../functions/aws/src/index";
 import { expectNoValueIn, newKey, tempDir } from "../helpers";
 import { KEY_EVENTS_CONFIG, keyEvent, PartlyDownStore } from "./queue-helpers";
 
@@ -91,6 +91,26 @@ describe("the SQS handler", () => {
     ).toEqual({ batchItemFailures: [{ itemIdentifier: "m4" }] });
     expect((await store.get("litellm/unlucky"))?.value).toBe(keys[1]);
     expect((await store.get("litellm/good-1"))?.version).toBe("1");
+    expectNoValueIn(logs, keys);
+  });
+});
+
+describe("an SQS batch running out of time", () => {
+  it("leaves the records it has no time for untried, in batchItemFailures, and reports the ones it did", async () => {
+    const { store, logs, handlers } = setup();
+    store.down = false;
+    const keys = [newKey("sk-a-"), newKey("sk-b-"), newKey("sk-c-")];
+    const event: SqsEvent = {
+      Records: keys.map((key, i) => record(`t${i}`, keyEvent(`et${i}`, `timed-${i}`, key))),
+    };
+    // 100 s left before the first record, then 50 s, then 44 s: under the reserve.
+    const left = [100_000, SQS_RESERVE_MS + 5_000, SQS_RESERVE_MS - 1_000];
+    const context = { getRemainingTimeInMillis: () => left.shift() ?? 0 };
+    expect(await handlers.sqs(event, context)).toEqual({ batchItemFailures: [{ itemIdentifier: "t2" }] });
+    expect((await store.get("litellm/timed-0"))?.value).toBe(keys[0]);
+    expect((await store.get("litellm/timed-1"))?.value).toBe(keys[1]);
+    expect(await store.get("litellm/timed-2")).toBeUndefined(); // not tried
+    expect(logs.some((l) => l.includes("time running out") && l.includes('"left":1'))).toBe(true);
     expectNoValueIn(logs, keys);
   });
 });

@@ -7,7 +7,8 @@
  * - `sqs`: key events from SQS. Each record is applied in order; the ones that failed (the store
  *   failed: retry) or were refused (malformed, too old, not allowed: never applicable) come back in
  *   `batchItemFailures`, so SQS redelivers them and, after the queue's maxReceiveCount, its redrive
- *   policy moves them to the dead-letter queue. The reason is logged, never the key.
+ *   policy moves them to the dead-letter queue. The reason is logged, never the key. Once less than
+ *   `SQS_RESERVE_MS` of the invocation is left, the records not yet tried come back too, untried.
  *
  * Each invocation ends with the counters and latencies it made as CloudWatch EMF lines (emf.ts).
  *
@@ -56,6 +57,17 @@ export interface HttpEventV2 {
 export interface SqsEvent {
   Records: { messageId: string; body: string }[];
 }
+
+/** What the SQS handler reads of Lambda's context: the time left before the invocation's timeout. */
+export interface LambdaTime {
+  getRemainingTimeInMillis(): number;
+}
+
+/**
+ * An event takes at most three store changes, each at most three tries of a 10 s call: an SQS
+ * batch stops taking events when less than this is left of its invocation.
+ */
+export const SQS_RESERVE_MS = 45_000;
 
 export interface SqsBatchResponse {
   batchItemFailures: { itemIdentifier: string }[];
@@ -125,18 +137,27 @@ export function awsHandlers(options: AwsHandlersOptions = {}) {
     }
   };
 
-  const sqs = async (event: SqsEvent): Promise<SqsBatchResponse> => {
+  const sqs = async (event: SqsEvent, context?: Partial<LambdaTime>): Promise<SqsBatchResponse> => {
     try {
-      return await applyRecords(event);
+      return await applyRecords(event, context);
     } finally {
       emf.flush();
     }
   };
 
-  const applyRecords = async (event: SqsEvent): Promise<SqsBatchResponse> => {
+  const applyRecords = async (event: SqsEvent, context?: Partial<LambdaTime>): Promise<SqsBatchResponse> => {
     const rt = await runtime();
     const batchItemFailures: { itemIdentifier: string }[] = [];
-    for (const record of event.Records) {
+    const remaining = () => context?.getRemainingTimeInMillis?.() ?? Number.POSITIVE_INFINITY;
+    for (const [i, record] of event.Records.entries()) {
+      if (remaining() < SQS_RESERVE_MS) {
+        // Too little time left for one more event's store calls (and their retries): the rest go
+        // back to the queue untried, rather than a timeout failing the whole batch, the done ones too.
+        const left = event.Records.slice(i);
+        log.warn("sqs batch: time running out, records left for redelivery", { left: left.length });
+        batchItemFailures.push(...left.map((r) => ({ itemIdentifier: r.messageId })));
+        break;
+      }
       const result = await rt.applyKeyEventText(record.body);
       if (result.status === "failed" || result.status === "refused") {
         batchItemFailures.push({ itemIdentifier: record.messageId });
