@@ -470,6 +470,7 @@ export function openSecret(ciphertext: string, keys: KeyRing): string {
 }
 
 function openText(ciphertext: string, keys: KeyRing): string {
+  if (ciphertext === "") throw new DecryptFailed("the ciphertext is empty");
   const gcm = ciphertext.startsWith(V3) ? "hkdf" : ciphertext.startsWith(V2) ? "sha256" : undefined;
   const text = gcm ? ciphertext.slice(V3.length) : ciphertext;
   const size = paddedBase64Size(text);

@@ -95,6 +95,12 @@ describe("secrets from the command line", () => {
     const bad = await cli(["decrypt"], `${ciphertext.slice(0, -8)}AAAAAAA=`);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/^llm-secrets: decrypt_failed: /);
+    // Empty stdin says so (not "not valid padded base64").
+    const empty = await cli(["decrypt"], "\n");
+    expect([empty.code, empty.stderr]).toEqual([
+      1,
+      "llm-secrets: decrypt_failed: decryption failed: the ciphertext is empty\n",
+    ]);
     // access_mode: write_only refuses decrypt here as the API does.
     const writeOnly = {
       LLM_SECRETS_CONFIG: "general_settings:\n  key_management_settings:\n    access_mode: write_only\n",
