@@ -114,6 +114,13 @@ function processIo(): CliIo {
   };
 }
 
+/** Where the first unknown option is (1-based), by node's own reading of the arguments. */
+function unknownOptionPosition(argv: string[]): number {
+  const { tokens } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: false, tokens: true });
+  const unknown = tokens.find((t) => t.kind === "option" && !Object.hasOwn(OPTIONS, t.name));
+  return (unknown?.index ?? 0) + 1;
+}
+
 async function run(argv: string[], io: CliIo): Promise<void> {
   let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>;
   try {
@@ -121,7 +128,9 @@ async function run(argv: string[], io: CliIo): Promise<void> {
   } catch (err) {
     // Not echoed: `--sk-...` may be a key typed in the wrong place. node's other messages name
     // only our own options ("Option '--port <value>' argument missing").
-    if ((err as NodeJS.ErrnoException).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") throw new UsageError("unknown option");
+    if ((err as NodeJS.ErrnoException).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+      throw new UsageError(`unknown option (argument ${unknownOptionPosition(argv)})`);
+    }
     // One line, as every error ("...argument is ambiguous.\nDid you forget...": node's placeholder, not the input).
     throw new UsageError((err as Error).message.replace(/\s*\n\s*/g, " "));
   }

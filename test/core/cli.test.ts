@@ -71,7 +71,10 @@ describe("secrets from the command line", () => {
     // An unknown option is not repeated either: `--sk-...` may be a key typed in the wrong place.
     const option = await cli(["get", "A", `--${typo}`]);
     expect(option.code).toBe(2);
-    expect(option.stderr).toBe("llm-secrets: unknown option (see llm-secrets --help)\n");
+    expect(option.stderr).toBe("llm-secrets: unknown option (argument 3) (see llm-secrets --help)\n");
+    // A short one is placed too, after an option with its value.
+    const later = await cli(["put", "X", "--description", "d", "-z"], "v");
+    expect(later.stderr).toBe("llm-secrets: unknown option (argument 5) (see llm-secrets --help)\n");
     // An option value that looks like an option: node's three-line message, said on one line.
     const ambiguous = await cli(["put", "X", "--description", "-foo"], "v");
     expect(ambiguous.code).toBe(2);
