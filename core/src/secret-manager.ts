@@ -45,7 +45,12 @@ export type RefSource = "store" | "env" | "unresolved";
 
 export interface ConfigResolution {
   config: unknown;
-  refs: { name: string; source: RefSource }[];
+  /**
+   * Where each ref resolved from; an unresolved one says why: `invalid_name`, `write_only` or
+   * `not_hosted` (the store was not read: the environment does not hold it either), `not_found`, or
+   * the store's error code when its read failed (and the environment does not hold it).
+   */
+  refs: { name: string; source: RefSource; reason?: string }[];
 }
 
 export interface SecretManagerOptions {
@@ -351,8 +356,9 @@ export class SecretManager {
     // tries every plain value too, as LiteLLM does, and each would otherwise be a line).
     const failed = new Map<string, string[]>();
     const refs = await Promise.all(
-      names.map(async (name): Promise<{ name: string; source: RefSource }> => {
-        if (this.#readableAtStart(name)) {
+      names.map(async (name): Promise<ConfigResolution["refs"][number]> => {
+        let reason = this.#unreadableAtStart(name) ?? "not_found";
+        if (reason === "not_found") {
           try {
             const cached = this.#cached(name);
             values.set(name, found(name, cached instanceof Promise ? await cached : cached).value);
@@ -361,11 +367,12 @@ export class SecretManager {
             if (!(err instanceof NotFound)) {
               const code = err instanceof SecretsError ? err.code : "internal";
               failed.set(code, [...(failed.get(code) ?? []), name]);
+              reason = code;
             }
           }
         }
         const fromEnv = envRefValue(this.#env, name);
-        if (fromEnv === undefined) return { name, source: "unresolved" };
+        if (fromEnv === undefined) return { name, source: "unresolved", reason };
         values.set(name, fromEnv);
         return { name, source: "env" };
       }),
@@ -403,8 +410,15 @@ export class SecretManager {
    * operator's own config, and LiteLLM's get_secret decrypts each one through KMS.
    */
   #readableAtStart(name: string): boolean {
-    if (!isValidName(name) || this.#policy.accessMode === "write_only") return false;
-    return this.#hosted === undefined || this.#hosted.has(name);
+    return this.#unreadableAtStart(name) === undefined;
+  }
+
+  /** Why a config's ref is not read through the store at start (`#readableAtStart`), if it is not. */
+  #unreadableAtStart(name: string): "invalid_name" | "write_only" | "not_hosted" | undefined {
+    if (!isValidName(name)) return "invalid_name";
+    if (this.#policy.accessMode === "write_only") return "write_only";
+    if (this.#hosted !== undefined && !this.#hosted.has(name)) return "not_hosted";
+    return undefined;
   }
 
   #checkRead(name: string): void {

@@ -173,7 +173,7 @@ describe("resolve", () => {
     );
     const r = await cli(["resolve", "--config", "config.yaml"]);
     expect(r.code).toBe(1);
-    expect(r.stdout).toBe("AZURE_API_KEY\tstore\nFROM_ENV\tenv\nNOWHERE\tunresolved\n");
+    expect(r.stdout).toBe("AZURE_API_KEY\tstore\nFROM_ENV\tenv\nNOWHERE\tunresolved\tnot_found\n");
     expect(r.stderr).toContain("unresolved_refs");
     expect(r.stderr).toContain("NOWHERE");
     expectNoValueIn([r.stdout, r.stderr], [envValue, stored]);
@@ -197,6 +197,16 @@ describe("resolve", () => {
     );
     const r = await cli(["resolve", "--config", "config.yaml"]);
     expect(r).toMatchObject({ code: 0, stdout: "AZURE_API_KEY\tenv\n" });
+    // Outside hosted_keys and not in the environment: unresolved, saying why the store was not read.
+    await writeFile(
+      join(dir, "config.yaml"),
+      "general_settings:\n  key_management_settings:\n    hosted_keys: [OTHER]\nmodel_list:\n  - model_name: a\n    litellm_params: {model: azure/x, api_key: os.environ/UNHOSTED, api_base: os.environ/a/../b}\n",
+    );
+    const unhosted = await cli(["resolve", "--config", "config.yaml"]);
+    expect(unhosted).toMatchObject({
+      code: 1,
+      stdout: "UNHOSTED\tunresolved\tnot_hosted\na/../b\tunresolved\tinvalid_name\n",
+    });
   });
 });
 
