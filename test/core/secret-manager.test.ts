@@ -109,7 +109,7 @@ describe("SecretManager with a failing store", () => {
     expect(resolved.refs).toEqual([
       { name: "A", source: "env" },
       { name: "B", source: "store" },
-      { name: "C", source: "unresolved" },
+      { name: "C", source: "unresolved", reason: "not_found" },
     ]);
     // From the environment, one matching pair of surrounding quotes goes, as LiteLLM's get_secret
     // drops it (docker --env-file keeps them); mismatched ones and a lone quote stay.
@@ -124,6 +124,9 @@ describe("SecretManager with a failing store", () => {
     clock.now += 61_000; // past the not-found cache of A
     const during = await manager.resolveConfig({ a: "os.environ/A" });
     expect(during.config).toEqual({ a: fromEnv });
+    // Held nowhere while the store is down: unresolved, with the store's code as the reason.
+    const nowhere = await manager.resolveConfig({ z: "os.environ/Z" });
+    expect(nowhere.refs).toEqual([{ name: "Z", source: "unresolved", reason: "backend_unavailable" }]);
     expect(logs.some((l) => l.includes("store read failed") && l.includes('"code":"backend_unavailable"'))).toBe(true);
     expectNoValueIn(logs, [fromEnv]);
   });
