@@ -152,6 +152,11 @@ export interface StoreDefaults {
    * names listed in `hosted_keys`.
    */
   envBacked: boolean;
+  /**
+   * LiteLLM's older switch for this store, a `general_settings` key (`use_azure_key_vault: true`):
+   * with no `key_management_system`, setting it picks this store.
+   */
+  legacyFlag?: string;
 }
 
 /** What every store may use when it opens: the parts of the general settings that are not its own. */

@@ -267,10 +267,15 @@ export function loadSettings(input: SettingsInput): Settings {
   const e = parsedEnv.data;
 
   const general = config.general_settings ?? {};
-  const factory = storeFactoryOf(general.key_management_system ?? undefined, input.stores);
+  const legacy = legacyFlagsOf(rawConfig, input.stores);
+  const named = general.key_management_system ?? undefined;
+  const factory = storeFactoryOf(named ?? legacy[0]?.kind, input.stores);
   // A store whose config schema takes any key (a custom module's own settings) reads them all.
   const unused = takesAnyKey(factory) ? ignored.filter((key) => !key.startsWith(KMS_PATH)) : ignored;
   const warnings = unused.length ? [`config: ignoring keys llm-secrets does not use: ${unused.join(", ")}`] : [];
+  for (const flag of legacy.filter((l) => l.kind !== factory.kind)) {
+    warnings.push(`config: ignoring general_settings.${flag.key}: the store is ${factory.kind}`);
+  }
   const store = factory.kind;
   const kms = general.key_management_settings ?? {};
   if (kms.store_virtual_keys && factory.capabilities.writes && !factory.capabilities.compareAndSet) {
@@ -485,10 +490,13 @@ function readConfig(
     throw new ConfigError("config: expected a mapping at the top level");
   const parsed = safeParse(ConfigSchema, raw);
   if (!parsed.success) throw new ConfigError(`config: ${describeIssues(issuesOf(parsed.error))}`);
-  // Keys a registered store reads are its own, not unknown.
+  // Keys a registered store reads are its own, not unknown; so are the stores' LiteLLM switches.
   const storeKeys = new Set(stores.flatMap((f) => Object.keys(f.settings.shape.config.shape)));
+  const switches = new Set(
+    stores.flatMap((f) => (f.defaults.legacyFlag ? [`general_settings.${f.defaults.legacyFlag}`] : [])),
+  );
   const ignored = unknownKeys(ConfigSchema, raw).filter(
-    (key) => !(key.startsWith(KMS_PATH) && storeKeys.has(key.slice(KMS_PATH.length))),
+    (key) => !(key.startsWith(KMS_PATH) && storeKeys.has(key.slice(KMS_PATH.length))) && !switches.has(key),
   );
   return { config: parsed.data, rawConfig: raw as Record<string, unknown>, ignored };
 }
@@ -500,6 +508,22 @@ function takesAnyKey(factory: StoreFactory): boolean {
 
 const ENV_REF = "os.environ/";
 const KMS_PATH = "general_settings.key_management_settings.";
+
+/** The registered stores whose LiteLLM switch (`use_azure_key_vault: true`) the config sets, in registry order. */
+function legacyFlagsOf(
+  rawConfig: Record<string, unknown>,
+  stores: readonly StoreFactory[],
+): { key: string; kind: StoreFactory["kind"] }[] {
+  const general = rawConfig.general_settings as Record<string, unknown> | null | undefined;
+  if (general === null || typeof general !== "object") return [];
+  return stores.flatMap((f) => {
+    const key = f.defaults.legacyFlag;
+    if (key === undefined || !(key in general)) return [];
+    const on = safeParse(laxBoolean, general[key]);
+    if (!on.success) throw new ConfigError(`config: general_settings.${key}: expected a boolean`);
+    return on.data ? [{ key, kind: f.kind }] : [];
+  });
+}
 
 /** The registered factory of `kind`; the first registered when the config names none. */
 function storeFactoryOf(kind: string | undefined, stores: readonly StoreFactory[]): StoreFactory {

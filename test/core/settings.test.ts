@@ -226,6 +226,38 @@ describe("config.yaml", () => {
     ).toBe("key_management_system: s3 is not in this build (available: file, local)");
   });
 
+  it("takes LiteLLM's older switches (use_azure_key_vault, use_google_kms) when key_management_system is unset", async () => {
+    const { CLI_STORES } = await import("../../core/src/cli");
+    const env = {
+      LITELLM_MASTER_KEY: newKey(),
+      AZURE_KEY_VAULT_URI: "https://v.vault.azure.net",
+      GOOGLE_KMS_RESOURCE_NAME: "projects/p/locations/global/keyRings/r/cryptoKeys/k",
+    };
+    const with_ = (general: string) =>
+      loadWith({ stores: CLI_STORES, env: { ...env, LLM_SECRETS_CONFIG: `general_settings:\n${general}` } });
+    const azure = with_("  use_azure_key_vault: true\n");
+    expect([azure.store, azure.warnings]).toEqual(["azure_key_vault", []]);
+    expect(with_("  use_google_kms: 'yes'\n").store).toBe("google_kms");
+    expect(with_("  use_azure_key_vault: false\n").store).toBe("file");
+    // key_management_system wins, and a switch it overrides is said to be ignored.
+    const named = with_("  key_management_system: file\n  use_azure_key_vault: true\n");
+    expect([named.store, named.warnings]).toEqual([
+      "file",
+      ["config: ignoring general_settings.use_azure_key_vault: the store is file"],
+    ]);
+    expect(configError(() => with_("  use_google_kms: sometimes\n"))).toBe(
+      "config: general_settings.use_google_kms: expected a boolean",
+    );
+    // A build without the store does not know the switch: it is an unknown key, said so.
+    const local = loadSettings({
+      env: { ...env, LLM_SECRETS_CONFIG: "general_settings:\n  use_azure_key_vault: true\n" },
+    });
+    expect([local.store, local.warnings]).toEqual([
+      "file",
+      ["config: ignoring keys llm-secrets does not use: general_settings.use_azure_key_vault"],
+    ]);
+  });
+
   it("opens the first registered store by default, and a store's own keys by its schema", () => {
     const stores = [vaultish, ...LOCAL_STORES];
     const addr = "https://vault.example:8200";

@@ -604,7 +604,7 @@ function stampTags(name: string, stamp: ChangeStamp, deleted: boolean): Record<s
 export const azureKeyVaultStore = {
   kind: "azure_key_vault",
   settings: AzureKeyVaultSettings,
-  defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: false },
+  defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: false, legacyFlag: "use_azure_key_vault" },
   capabilities: {
     writes: true,
     deletes: true,

@@ -108,7 +108,7 @@ export class GoogleKmsStore implements SecretStore {
 export const googleKmsStore = {
   kind: "google_kms",
   settings: GoogleKmsSettings,
-  defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: true },
+  defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: true, legacyFlag: "use_google_kms" },
   capabilities: { writes: false, deletes: false, compareAndSet: false, maxValueBytes: 64 * 1024, records: [] },
   open: async (settings, deps) => {
     const { env } = settings;
