@@ -56,7 +56,13 @@ describe("the custom store", () => {
     await writeFile(join(dir, "nothing.mjs"), "export default 42;\n");
     await writeFile(join(dir, "broken.mjs"), "export default class {\n");
     for (const [path, message] of [
-      ["./missing.mjs", /custom_secret_manager: cannot load \.\/missing\.mjs \(ERR_MODULE_NOT_FOUND\)/],
+      ["./missing.mjs", /custom_secret_manager: cannot load \.\/missing\.mjs \(ERR_MODULE_NOT_FOUND\)$/],
+      // LiteLLM's value for its proxy (a Python class path) in this config: said so.
+      [
+        "llm_secrets_manager.LLMSecretsManager",
+        /cannot load llm_secrets_manager\.LLMSecretsManager \(ERR_MODULE_NOT_FOUND\): that is a Python class path, which LiteLLM's proxy loads; here it is a JavaScript module's path/,
+      ],
+      ["store.mjs", /cannot load store\.mjs \(ERR_MODULE_NOT_FOUND\)$/],
       ["./nothing.mjs", /nothing\.mjs: the default export must be a StoreFactory, or a class with get/],
       ["./broken.mjs", /cannot load \.\/broken\.mjs/],
     ] as const) {

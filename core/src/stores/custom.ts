@@ -101,6 +101,9 @@ export class PlainClassStore implements SecretStore {
   }
 }
 
+/** `module.Class` or `package.module.Class` (a capital first): what LiteLLM's `custom_secret_manager` holds. */
+const PYTHON_CLASS_PATH = /^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\.[A-Z]\w*$/;
+
 function isFactory(value: unknown): value is StoreFactory {
   const f = value as Partial<StoreFactory> | null;
   return (
@@ -121,7 +124,15 @@ async function openCustom(settings: z.output<typeof CustomSettings>, deps: Store
     exported = ((await import(pathToFileURL(file).href)) as { default?: unknown }).default;
   } catch (err) {
     const code = (err as { code?: string }).code ?? (err instanceof SyntaxError ? "SyntaxError" : "error");
-    throw new ConfigError(`custom_secret_manager: cannot load ${path} (${code})`);
+    // LiteLLM's own value is a Python `module.Class` path: the proxy's config, not this one.
+    const python = code === "ERR_MODULE_NOT_FOUND" && PYTHON_CLASS_PATH.test(path);
+    throw new ConfigError(
+      `custom_secret_manager: cannot load ${path} (${code})${
+        python
+          ? ": that is a Python class path, which LiteLLM's proxy loads; here it is a JavaScript module's path (./my-store.mjs)"
+          : ""
+      }`,
+    );
   }
   if (isFactory(exported)) {
     const { custom_secret_manager: _path, ...config } = settings.config;
