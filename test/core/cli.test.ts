@@ -126,6 +126,29 @@ describe("secrets from the command line", () => {
   });
 });
 
+describe("a cloud store's errors on the command line", () => {
+  it("come first on stderr, with no AWS SDK Node-version notice (seven lines under Node 20) before them", async () => {
+    const aws = {
+      LLM_SECRETS_CONFIG: "general_settings:\n  key_management_system: aws_secret_manager\n",
+      AWS_REGION: "eu-west-1",
+      AWS_ACCESS_KEY_ID: "AKIAEXAMPLE",
+      AWS_SECRET_ACCESS_KEY: "example-secret",
+      AWS_ENDPOINT_URL_SECRETS_MANAGER: "http://127.0.0.1:1", // nothing listens: the store is unreachable
+      AWS_MAX_ATTEMPTS: "1",
+    };
+    const { cli } = await setup(aws);
+    const r = await cli(["get", "OPENAI_API_KEY"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^llm-secrets: backend_unavailable: aws secrets manager get: [^\n]*\n/);
+    expect(r.stderr).not.toContain("NodeVersionSupportWarning");
+    // The user's own setting is kept: "false" brings the notice back where the SDK gives one.
+    if (Number(process.versions.node.split(".")[0]) < 22) {
+      const kept = await setup({ ...aws, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: "false" });
+      expect((await kept.cli(["get", "OPENAI_API_KEY"])).stderr).toContain("NodeVersionSupportWarning");
+    }
+  });
+});
+
 describe("access_mode and hosted_keys on the command line", () => {
   it("read_only refuses put and delete; write_only refuses get; hosted_keys refuses other names", async () => {
     const { cli, dir } = await setup();
