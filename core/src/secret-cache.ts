@@ -63,9 +63,12 @@ export class SecretCache {
   readonly #entries = new Map<string, Entry>();
   /** "Not found" entries, in their own budget. */
   readonly #missing = new Map<string, Entry>();
+  /**
+   * The load under way for each key. A write or delete of the key drops it from here, and a load
+   * stores its answer only while it is still here: one that started before the change cannot
+   * overwrite it. (Nothing is kept per key once its load ends: the map holds only loads in flight.)
+   */
   readonly #loads = new Map<string, { name: string; promise: Promise<string | undefined> }>();
-  /** Bumped by each write or delete, so a load that started before it does not overwrite it. */
-  readonly #versions = new Map<string, number>();
 
   constructor(options: CacheOptions) {
     this.#options = {
@@ -149,7 +152,6 @@ export class SecretCache {
   }
 
   #bump(key: string): void {
-    this.#versions.set(key, (this.#versions.get(key) ?? 0) + 1);
     this.#loads.delete(key);
   }
 
@@ -157,18 +159,18 @@ export class SecretCache {
   #load(key: string, name: string, load: () => Promise<string | undefined>): Promise<string | undefined> {
     const running = this.#loads.get(key);
     if (running?.name === name) return running.promise;
-    const version = this.#versions.get(key) ?? 0;
-    const promise = (async () => {
+    const loading = { name, promise: Promise.resolve<string | undefined>(undefined) };
+    loading.promise = (async () => {
       const value = await load();
-      if ((this.#versions.get(key) ?? 0) === version) this.#store(key, name, value);
+      if (this.#loads.get(key) === loading) this.#store(key, name, value);
       return value;
     })();
     const done = () => {
-      if (this.#loads.get(key)?.promise === promise) this.#loads.delete(key);
+      if (this.#loads.get(key) === loading) this.#loads.delete(key);
     };
-    promise.then(done, done);
-    this.#loads.set(key, { name, promise });
-    return promise;
+    loading.promise.then(done, done);
+    this.#loads.set(key, loading);
+    return loading.promise;
   }
 
   /** The entry of `name` under `key`: its value, else its "not found". */
