@@ -10,7 +10,8 @@
  * (the JWT-bearer grant at the key file's `token_uri`). Anything else is UNAUTHENTICATED.
  *
  * Secret Manager: secrets (`labels`, `annotations`, automatic replication), versions (ENABLED,
- * DESTROYED), `versions/latest`, ALREADY_EXISTS / NOT_FOUND / FAILED_PRECONDITION as the service
+ * DISABLED: by `disableVersion`, as the console does; DESTROYED), `versions/latest` (the newest
+ * version, whatever its state), ALREADY_EXISTS / NOT_FOUND / FAILED_PRECONDITION as the service
  * answers them, `update_mask` on UpdateSecret, ListSecrets (newest first, as the proto says;
  * `page_size` capped at 25000, 0 letting the server choose; an opaque `next_page_token` while more
  * remain, INVALID_ARGUMENT for a token it did not give; no `filter`: the fake refuses one rather
@@ -44,7 +45,7 @@ const ROOT = join(import.meta.dirname, "../../node_modules");
 interface Version {
   id: number;
   data: Buffer | undefined;
-  state: "ENABLED" | "DESTROYED";
+  state: "ENABLED" | "DISABLED" | "DESTROYED";
   created: Date;
 }
 
@@ -203,6 +204,13 @@ export class FakeGoogle {
   /** The next `times` calls (of `method` only, when given: `DestroySecretVersion`) fail with `fault`. */
   fail(times: number, fault: GoogleFault, method?: string): void {
     this.#faults.add(times, fault, method);
+  }
+
+  /** Disables a version, as a person does in the console (a key rolled back): `latest` still names it. */
+  disableVersion(secretName: string, id: number): void {
+    const version = this.secrets.get(secretName)?.versions.find((v) => v.id === id);
+    if (!version) throw new Error(`no version ${id} of ${secretName}`);
+    version.state = "DISABLED";
   }
 
   callsOf(method: string): GoogleCallSeen[] {
@@ -395,7 +403,7 @@ export class FakeGoogle {
         if (version.state !== "ENABLED") {
           throw new GrpcError(
             grpc.status.FAILED_PRECONDITION,
-            `Secret Version [${secret.name}/versions/${version.id}] is in DESTROYED state.`,
+            `Secret Version [${secret.name}/versions/${version.id}] is in ${version.state} state.`,
           );
         }
         return { name: `${secret.name}/versions/${version.id}`, payload: { data: version.data } };
@@ -452,10 +460,9 @@ export class FakeGoogle {
     const m = /^(projects\/[^/]+\/secrets\/[^/]+)\/versions\/([^/]+)$/.exec(String(name));
     if (!m) throw new GrpcError(grpc.status.INVALID_ARGUMENT, "invalid version name");
     const secret = this.#find(m[1]);
-    const version =
-      m[2] === "latest"
-        ? [...secret.versions].reverse().find((v) => v.state === "ENABLED")
-        : secret.versions.find((v) => String(v.id) === m[2]);
+    // `latest` is the most recently created version, whatever its state (Google's docs): a disabled
+    // or destroyed one is not skipped for an older one.
+    const version = m[2] === "latest" ? secret.versions.at(-1) : secret.versions.find((v) => String(v.id) === m[2]);
     if (!version) throw new GrpcError(grpc.status.NOT_FOUND, `Secret Version [${String(name)}] not found.`);
     return { secret, version };
   }

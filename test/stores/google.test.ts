@@ -137,6 +137,19 @@ describe("google_secret_manager over gRPC", () => {
     await purging.close?.();
   });
 
+  it("reads versions/latest, the newest version: disabled in the console, the name reads as not found (no older value)", async () => {
+    const fake = await google();
+    const store = await open();
+    await store.put("ROLLED", value("r1"));
+    const second = value("r2");
+    await store.put("ROLLED", second);
+    expect((await store.get("ROLLED"))?.value).toBe(second);
+    fake.disableVersion(`projects/${fake.project}/secrets/ROLLED`, 2);
+    // Google answers FAILED_PRECONDITION for `latest` when it is disabled; LiteLLM then reads nothing too.
+    expect(await store.get("ROLLED")).toBeUndefined();
+    await store.close?.();
+  });
+
   it("lists with ListSecrets: page_size the limit, page_token the cursor, names as written, tombstones left out", async () => {
     const fake = await google();
     const store = await open();

@@ -1,7 +1,8 @@
 /**
  * `google_secret_manager`: Google Secret Manager through `@google-cloud/secret-manager` (gRPC;
  * SPEC section 3, LiteLLM's `GoogleSecretManager`). A secret per name under
- * `projects/{GOOGLE_SECRET_MANAGER_PROJECT_ID}`, its value the latest enabled version.
+ * `projects/{GOOGLE_SECRET_MANAGER_PROJECT_ID}`, its value its newest version's (`versions/latest`;
+ * when that one is disabled or destroyed the name reads as not found, as LiteLLM reads it).
  * Reached only as `@llm-secrets/core/stores/google`: importing the core root loads no Google
  * library, and the library itself is imported when the store opens.
  *
