@@ -64,6 +64,18 @@ export interface GoogleCallSeen {
   method: string;
   request: Record<string, unknown>;
   authorization: string | undefined;
+  /** The CN of the client certificate the call's connection presented (the server asks for one; none is required). */
+  clientCertificate: string | undefined;
+}
+
+/** A certificate provider of fixed PEMs (grpc-js's file watcher keeps a timer running). */
+function fixedCertificates(ca: Buffer, certificate: Buffer, privateKey: Buffer): grpc.experimental.CertificateProvider {
+  return {
+    addCaCertificateListener: (listener) => process.nextTick(listener, { caCertificate: ca }),
+    removeCaCertificateListener: () => {},
+    addIdentityCertificateListener: (listener) => process.nextTick(listener, { certificate, privateKey }),
+    removeIdentityCertificateListener: () => {},
+  };
 }
 
 class GrpcError extends Error {
@@ -185,7 +197,13 @@ export class FakeGoogle {
     const port = await new Promise<number>((resolve, reject) =>
       server.bindAsync(
         "127.0.0.1:0",
-        grpc.ServerCredentials.createSsl(null, [{ private_key: key, cert_chain: cert }]),
+        // Asks for a client certificate signed by the tests' CA, and takes a connection without one
+        // (Google's front end asks for one for mTLS endpoints; the calls without one still answer).
+        grpc.experimental.createCertificateProviderServerCredentials(
+          fixedCertificates(readFileSync(pki.caFile), cert, key),
+          fixedCertificates(readFileSync(pki.caFile), cert, key),
+          false,
+        ),
         (err, p) => (err ? reject(err) : resolve(p)),
       ),
     );
@@ -259,7 +277,9 @@ export class FakeGoogle {
         callback: grpc.sendUnaryData<unknown>,
       ) => {
         const authorization = call.metadata.get("authorization")[0]?.toString();
-        this.calls.push({ method, request: call.request, authorization });
+        const peer = call.getAuthContext().sslPeerCertificate;
+        const clientCertificate = peer?.subject?.CN === undefined ? undefined : String(peer.subject.CN);
+        this.calls.push({ method, request: call.request, authorization, clientCertificate });
         const fault = this.#faults.take(method);
         if (fault === "hang") return; // the client's deadline ends it
         if (fault) return callback({ code: FAULT_STATUS[fault], details: `injected ${fault}` });

@@ -420,13 +420,10 @@ describe("google_kms faults (the library's 3 attempts)", () => {
 });
 
 describe("outbound TLS settings reach the Google clients", () => {
-  it("ssl_certificate becomes the client's cert and key, beside its own auth, and calls still work", async () => {
+  it("ssl_certificate is presented to the service (verified there), beside the client's own auth", async () => {
     const pki = inject("testPki");
     const pem = join(await tempDir(), "client.pem");
     await writeFile(pem, (await readFile(pki.clientCertFile, "utf8")) + (await readFile(pki.clientKeyFile, "utf8")));
-    const options = await googleTlsOptions({ certificateFile: pem });
-    expect(String(options.cert)).toContain("BEGIN CERTIFICATE");
-    expect(String(options.key)).toContain("PRIVATE KEY");
     expect(await googleTlsOptions({})).toEqual({});
     const fake = await google();
     const store = await googleSecretManagerStore.open(
@@ -440,7 +437,13 @@ describe("outbound TLS settings reach the Google clients", () => {
       { dataDir: "/nonexistent", env: {}, log, now: Date.now, outbound: { certificateFile: pem } },
     );
     await store.put("WITH_CERT", value("with-cert"));
-    expect(fake.callsOf("CreateSecret")[0]?.authorization).toMatch(/^Bearer /);
+    const created = fake.callsOf("CreateSecret")[0];
+    expect(created?.authorization).toMatch(/^Bearer /);
+    expect(created?.clientCertificate).toBe("llm-secrets-test-client"); // presented, and verified by the service
+    // A store without it presents none.
+    fake.calls.length = 0;
+    await (await open()).put("WITHOUT_CERT", value("without-cert"));
+    expect(fake.callsOf("CreateSecret")[0]?.clientCertificate).toBeUndefined();
     await store.close?.();
   });
 });

@@ -58,11 +58,12 @@ export function googleCallOptions(deadlineMs = 10_000) {
 }
 
 /**
- * The client options the outbound TLS settings give a Google client. A client certificate alone
- * (`ssl_certificate`) goes in gax's own `cert`/`key`, beside its auth. A CA bundle
- * (`ssl_verify` / `SSL_CERT_FILE`) or `ssl_verify: false` need channel credentials of our own,
- * which replace gax's: so they carry the same Google auth (Application Default Credentials,
- * `cloud-platform` scope) as call credentials. Nothing set: `{}`, gax's defaults (gRPC trusts
+ * The client options the outbound TLS settings give a Google client. A client certificate
+ * (`ssl_certificate`), a CA bundle (`ssl_verify` / `SSL_CERT_FILE`) or `ssl_verify: false` need
+ * channel credentials of our own, which replace gax's: so they carry the same Google auth
+ * (Application Default Credentials, `cloud-platform` scope) as call credentials. (gax's own
+ * `cert`/`key` options are dropped unless `GOOGLE_API_USE_CLIENT_CERTIFICATE=true`, which also
+ * moves the client to Google's mTLS endpoint.) Nothing set: `{}`, gax's defaults (gRPC trusts
  * node's roots, `NODE_EXTRA_CA_CERTS` and `GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`).
  */
 export async function googleTlsOptions(
@@ -70,9 +71,7 @@ export async function googleTlsOptions(
   servicePath = "secretmanager.googleapis.com",
 ): Promise<Record<string, unknown>> {
   const { ca, cert, key, rejectUnauthorized } = outboundTlsOptions(tls);
-  if (ca === undefined && rejectUnauthorized === undefined) {
-    return cert && key ? { cert: String(cert), key: String(key) } : {};
-  }
+  if (ca === undefined && rejectUnauthorized === undefined && !(cert && key)) return {};
   const gax = await loadSdk(() => import("google-gax"));
   const { credentials } = gax.grpc;
   const channel = credentials.createSsl(
