@@ -270,6 +270,7 @@ async function serve(input: SettingsInput, flags: Record<string, unknown>, io: C
     `llm-secrets ${VERSION} serving ${running.url} (store: ${settings.store}${local ? `, data: ${settings.dataDir}` : ""}; master key from ${settings.masterKeySource})\n`,
   );
   await stopped;
+  log.info("stopping: requests under way may finish (up to 10 s); a second signal stops at once");
   // A second Ctrl-C (or SIGTERM) while requests finish: stop now.
   const now = (signal: NodeJS.Signals) => {
     log.warn("stopping now, without waiting for requests under way");
