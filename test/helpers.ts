@@ -291,7 +291,13 @@ export async function fetchJson(
  * through `runtime.fetch` with `path` as the raw request target, as a runtime passes it.
  */
 export async function inProcessApp(
-  options: { env?: Record<string, string>; config?: string; stores?: readonly StoreFactory[] } = {},
+  options: {
+    env?: Record<string, string>;
+    config?: string;
+    stores?: readonly StoreFactory[];
+    /** The runtime's clock (the cache's, /ready's reuse window, key events' ages). */
+    now?: () => number;
+  } = {},
 ) {
   const { createRuntime } = await import("../core/src/runtime");
   const { createLogger } = await import("../core/src/log");
@@ -306,6 +312,7 @@ export async function inProcessApp(
     settings: { env: { ...env, ...(options.config ? { LLM_SECRETS_CONFIG: options.config } : {}) } },
     log: createLogger((line) => logs.push(line)),
     audit: (line) => audits.push(line),
+    ...(options.now && { now: options.now }),
   });
   afterAll(() => runtime.close());
   const request = (path: string, init: RequestInit & { json?: unknown; token?: string | null } = {}) => {

@@ -44,6 +44,8 @@ export interface AppOptions {
   outbound?: OutboundTls;
   /** Where audited calls go (audit.ts); without it nothing is audited. */
   audit?: Audit;
+  /** The clock of `/ready`'s reuse window (the runtime's; tests set it). */
+  now?: () => number;
 }
 
 export interface App {
@@ -65,7 +67,7 @@ export function createApp(options: AppOptions): App {
   app.onError(errorHandler(metrics, log, manager.store.kind));
   app.notFound((c) => router.unrouted(c));
 
-  serviceRoutes(router, manager, metrics);
+  serviceRoutes(router, manager, metrics, options.now);
   secretRoutes(router, manager);
   cryptoRoutes(router, manager);
   keyEventRoutes(router, options.applyKeyEvent);

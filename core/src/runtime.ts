@@ -116,6 +116,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
         models: settings.config.model_list ?? [],
         outbound: settings.outbound,
         ...(audit && { audit }),
+        now,
       })
     : undefined;
   const refuse = noMasterKey(log);

@@ -56,9 +56,9 @@ function readinessOf(probe: () => Promise<void>, kind: string, now: () => number
   };
 }
 
-export function serviceRoutes(router: Router, manager: SecretManager, metrics: Metrics): void {
+export function serviceRoutes(router: Router, manager: SecretManager, metrics: Metrics, now?: () => number): void {
   const store = manager.store.kind;
-  const ready = readinessOf(() => manager.probe(), store);
+  const ready = readinessOf(() => manager.probe(), store, now);
   let openApi: string | undefined;
 
   router.route(
