@@ -282,7 +282,7 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
     for (const step of [hung.out.sync_read, hung.out.async_read]) {
       expect(step).toMatchObject({ error: "LLMSecretsError", code: "timeout" });
       expect(step?.seconds as number).toBeGreaterThanOrEqual(0.9);
-      expect(step?.seconds as number).toBeLessThan(3);
+      expect(step?.seconds as number).toBeLessThan(8); // LLM_SECRETS_TIMEOUT's 1 s, not its default 10 s
     }
   });
 

@@ -252,7 +252,7 @@ describe("azure_key_vault over the wire", () => {
     fake.requests.length = 0;
     const started = Date.now();
     expect(await store.delete("SLOW")).toBe("deleted");
-    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(Date.now() - started).toBeLessThan(30_000); // not the vault's minute, however loaded the machine
     // After the DELETE, the poller's one look at the deleted secret found it still under way, and was not repeated.
     const afterDelete = fake.requests.slice(fake.requests.findIndex((r) => r.method === "DELETE"));
     expect(afterDelete.map((r) => `${r.method} ${r.path} ${r.status}`)).toEqual([
@@ -453,7 +453,7 @@ describe("azure_key_vault faults (the SDK's 3 attempts, nothing added)", () => {
     const { err, attempts, ms } = await failing(3, "hang");
     expect(err.code).toBe("backend_unavailable");
     expect(attempts).toBe(1);
-    expect(ms).toBeLessThan(3_000);
+    expect(ms).toBeLessThan(15_000); // one attempt's time, not three: attempts says so exactly
   });
 
   it("a wrong client secret is refused by the token service: backend_denied", async () => {
