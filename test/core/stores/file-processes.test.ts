@@ -1,7 +1,6 @@
 // The file store across processes: writers in child processes (file-writer.ts), killed with SIGKILL
 // at random moments; every acknowledged write must be on disk and the store must always open.
 import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { statSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
@@ -9,7 +8,7 @@ import { build } from "esbuild";
 import { beforeAll, describe, expect, it } from "vitest";
 import { KeyRing, openSecret } from "../../../core/src/crypto";
 import { FileStore } from "../../../core/src/stores/file";
-import { seededRandom, TEST_SEED, tempDir, until } from "../../helpers";
+import { randomBytesSeeded, seededRandom, TEST_SEED, tempDir, until } from "../../helpers";
 import { logPath, readLog } from "./file-log-reader";
 
 let writer: string;
@@ -61,7 +60,7 @@ function writerProcess(dir: string, salt: string, prefix: string, count = 0, pad
 
 describe("FileStore across processes", () => {
   it("loses no acknowledged write when three processes write at once", async () => {
-    const salt = `multi-${randomBytes(8).toString("hex")}`;
+    const salt = `multi-${randomBytesSeeded(8).toString("hex")}`;
     for (let round = 0; round < 4; round++) {
       const dir = await tempDir();
       const writers = ["a", "b", "c"].map((p) => writerProcess(dir, salt, `${p}${round}`, 120));
@@ -78,7 +77,7 @@ describe("FileStore across processes", () => {
   });
 
   it("reads back what it just wrote while another process keeps writing", async () => {
-    const salt = `rw-${randomBytes(8).toString("hex")}`;
+    const salt = `rw-${randomBytesSeeded(8).toString("hex")}`;
     const dir = await tempDir();
     const other = writerProcess(dir, salt, "other");
     try {
@@ -99,7 +98,7 @@ describe("FileStore across processes", () => {
   });
 
   it("reports what another process wrote through watch", async () => {
-    const salt = `watch-${randomBytes(8).toString("hex")}`;
+    const salt = `watch-${randomBytesSeeded(8).toString("hex")}`;
     const dir = await tempDir();
     const store = await FileStore.open({ dataDir: dir, keys: new KeyRing(salt) });
     const seen = new Set<string>();
@@ -115,7 +114,7 @@ describe("FileStore across processes", () => {
 
   it("holds every acknowledged write after each of many kill -9s, ignores torn tails, and always opens", async () => {
     const dir = await tempDir();
-    const salt = `crash-${randomBytes(8).toString("hex")}`;
+    const salt = `crash-${randomBytesSeeded(8).toString("hex")}`;
     const ring = new KeyRing(salt);
     const random = seededRandom(`${TEST_SEED}:file-store-kill`);
     const acked = new Set<string>();
@@ -158,7 +157,7 @@ describe("FileStore across processes", () => {
 
   it("ignores the torn line of a writer killed in the middle of its write(), and the next writer truncates it", async () => {
     const dir = await tempDir();
-    const salt = `torn-${randomBytes(8).toString("hex")}`;
+    const salt = `torn-${randomBytesSeeded(8).toString("hex")}`;
     const ring = new KeyRing(salt);
     let torn = false;
     const acked: string[] = [];
