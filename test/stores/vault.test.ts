@@ -721,17 +721,20 @@ describe("retries and the fault matrix", () => {
   });
 
   it("backs off exponentially with jitter: half of each step fixed, half random", async () => {
-    const slow = await setup({ backoffBaseMs: 200, random: () => 0 });
-    slow.fake.inject({ kind: "status", status: 503 }, 2);
-    expect((await slow.store.get("A"))?.value).toBe("a");
-    const at = slow.fake.requests.map((r) => r.receivedAt);
-    expect((at[1] ?? 0) - (at[0] ?? 0)).toBeGreaterThanOrEqual(100); // 200 / 2
-    expect((at[2] ?? 0) - (at[1] ?? 0)).toBeGreaterThanOrEqual(200); // 400 / 2
-    const full = await setup({ backoffBaseMs: 200, random: () => 0.999 });
-    full.fake.inject({ kind: "status", status: 500 }, 1);
-    expect((await full.store.get("A"))?.value).toBe("a");
-    const [t0, t1] = full.fake.requests.map((r) => r.receivedAt);
-    expect((t1 ?? 0) - (t0 ?? 0)).toBeGreaterThanOrEqual(199);
+    const waitsWith = async (random: number, faults: number) => {
+      const waits: number[] = [];
+      const sleep = async (ms: number) => {
+        waits.push(Math.round(ms * 10) / 10);
+      };
+      const { fake, store } = await setup({ backoffBaseMs: 200, random: () => random, sleep });
+      fake.inject({ kind: "status", status: 503 }, faults);
+      expect((await store.get("A"))?.value).toBe("a");
+      expect(fake.requests).toHaveLength(faults + 1);
+      return waits;
+    };
+    expect(await waitsWith(0, 2)).toEqual([100, 200]); // half of 200, then half of 400: the fixed halves
+    expect(await waitsWith(0.999, 2)).toEqual([199.9, 399.8]); // and the random halves at their top
+    expect(await waitsWith(0.5, 1)).toEqual([150]);
   });
 
   const MATRIX: [string, FakeVaultFault, number, string, number | undefined][] = [

@@ -69,6 +69,8 @@ export interface VaultTuning {
   timeoutMs: number;
   /** In [0, 1): the random half of a backoff. */
   random: () => number;
+  /** Waits between tries (a timer; tests record the waits instead). */
+  sleep: (ms: number) => Promise<void>;
 }
 
 const DEFAULT_TUNING: VaultTuning = {
@@ -77,6 +79,7 @@ const DEFAULT_TUNING: VaultTuning = {
   maxWaitMs: 2_000,
   timeoutMs: 10_000,
   random: Math.random,
+  sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
 };
 
 /** A lease is renewed once this share of it has passed (Vault Agent's lifetime watcher: 2/3). */
@@ -301,7 +304,7 @@ export class VaultClient {
       const wait = Math.max(this.#backoff(attempt), retryAfterMs ?? 0);
       if (wait > this.#tuning.maxWaitMs) throw failure;
       this.#options.log.debug("vault call retried", { op: what, attempt, waitMs: Math.round(wait) });
-      await new Promise((resolve) => setTimeout(resolve, wait));
+      await this.#tuning.sleep(wait);
     }
   }
 
