@@ -34,10 +34,24 @@ describe("the file lock as a lease", () => {
     const working = new Promise<void>((r) => {
       release = r;
     });
-    const owner = withFileLock(path, 1_000, () => working, FAST);
-    await new Promise((r) => setTimeout(r, 20));
+    // A lease 20 heartbeats long: a loaded machine's late heartbeat does not lapse it.
+    const lease = { staleMs: 1_000, heartbeatMs: 50 };
+    let holds!: () => void;
+    const holding = new Promise<void>((r) => {
+      holds = r;
+    });
+    const owner = withFileLock(
+      path,
+      1_000,
+      () => {
+        holds();
+        return working;
+      },
+      lease,
+    );
+    await holding; // the owner has the lock (not a head start of some milliseconds)
     // Three lease lengths later the owner still holds it: the waiter times out.
-    const waiter = withFileLock(path, 3 * FAST.staleMs, async () => "stolen", FAST);
+    const waiter = withFileLock(path, 3 * lease.staleMs, async () => "stolen", lease);
     expect(await codeOf(waiter)).toBe("backend_unavailable");
     release();
     await owner;
