@@ -298,7 +298,9 @@ async function resolve(input: SettingsInput, showValues: boolean, io: CliIo, log
   const rt = await runtime(input, log, settings);
   const { config, refs } = await rt.manager.resolveConfig(settings.rawConfig);
   if (showValues) io.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
-  else for (const ref of refs) io.stdout.write(`${[ref.name, ref.source, ref.reason].filter(Boolean).join("\t")}\n`);
+  else
+    for (const ref of refs)
+      io.stdout.write(`${[ref.name, ref.source, ...(ref.reason ? [ref.reason] : [])].join("\t")}\n`);
   const unresolved = refs.filter((r) => r.source === "unresolved");
   if (unresolved.length > 0) {
     throw new SecretsError(

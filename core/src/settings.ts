@@ -518,7 +518,8 @@ function legacyFlagsOf(
   if (general === null || typeof general !== "object") return [];
   return stores.flatMap((f) => {
     const key = f.defaults.legacyFlag;
-    if (key === undefined || !(key in general)) return [];
+    // Unset or null (`use_azure_key_vault:` with nothing after it): off, as LiteLLM reads None.
+    if (key === undefined || general[key] === undefined || general[key] === null) return [];
     const on = safeParse(laxBoolean, general[key]);
     if (!on.success) throw new ConfigError(`config: general_settings.${key}: expected a boolean`);
     return on.data ? [{ key, kind: f.kind }] : [];

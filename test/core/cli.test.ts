@@ -223,12 +223,13 @@ describe("resolve", () => {
     // Outside hosted_keys and not in the environment: unresolved, saying why the store was not read.
     await writeFile(
       join(dir, "config.yaml"),
-      "general_settings:\n  key_management_settings:\n    hosted_keys: [OTHER]\nmodel_list:\n  - model_name: a\n    litellm_params: {model: azure/x, api_key: os.environ/UNHOSTED, api_base: os.environ/a/../b}\n",
+      "general_settings:\n  key_management_settings:\n    hosted_keys: [OTHER]\nmodel_list:\n  - model_name: a\n    litellm_params: {model: azure/x, api_key: os.environ/UNHOSTED, api_base: os.environ/a/../b, api_version: os.environ/}\n",
     );
     const unhosted = await cli(["resolve", "--config", "config.yaml"]);
+    // Three columns each, an empty name included (its column stays, empty).
     expect(unhosted).toMatchObject({
       code: 1,
-      stdout: "UNHOSTED\tunresolved\tnot_hosted\na/../b\tunresolved\tinvalid_name\n",
+      stdout: "UNHOSTED\tunresolved\tnot_hosted\na/../b\tunresolved\tinvalid_name\n\tunresolved\tinvalid_name\n",
     });
   });
 });

@@ -346,7 +346,12 @@ describe("what forward does not pass on", () => {
     }
     // An api_base that is a ref: a store write cannot point it at a metadata service either.
     await runtime.manager.put("REPOINTED_BASE", "http://169.254.169.254/computeMetadata/v1");
-    expect((await request("/v1/forward/byref/instance/service-accounts/default/token")).status).toBe(502);
+    const byRef = await request("/v1/forward/byref/instance/service-accounts/default/token");
+    expect(byRef.status).toBe(502);
+    // Refused before any connection (an unroutable address would be a 502 too, for another reason).
+    expect(((await byRef.json()) as { error: { message: string } }).error.message).toBe(
+      "the api_base of model byref is a link-local address",
+    );
   });
 
   it("a name that resolves to a link-local address: the outbound agent's lookup refuses it (ELINKLOCAL)", async () => {

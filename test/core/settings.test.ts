@@ -239,6 +239,7 @@ describe("config.yaml", () => {
     expect([azure.store, azure.warnings]).toEqual(["azure_key_vault", []]);
     expect(with_("  use_google_kms: 'yes'\n").store).toBe("google_kms");
     expect(with_("  use_azure_key_vault: false\n").store).toBe("file");
+    expect(with_("  use_azure_key_vault:\n").warnings).toEqual([]); // null: off, as LiteLLM reads None
     // key_management_system wins, and a switch it overrides is said to be ignored.
     const named = with_("  key_management_system: file\n  use_azure_key_vault: true\n");
     expect([named.store, named.warnings]).toEqual([
