@@ -64,11 +64,12 @@ export class SecretCache {
   /** "Not found" entries, in their own budget. */
   readonly #missing = new Map<string, Entry>();
   /**
-   * The load under way for each key. A write or delete of the key drops it from here, and a load
-   * stores its answer only while it is still here: one that started before the change cannot
-   * overwrite it. (Nothing is kept per key once its load ends: the map holds only loads in flight.)
+   * The loads under way, by key and then name (two names may share a backend key). A write or
+   * delete of the key drops the key's loads from here, and a load stores its answer only while it
+   * is still here: one that started before the change cannot overwrite it. (Nothing is kept once
+   * the loads end: the map holds only loads in flight.)
    */
-  readonly #loads = new Map<string, { name: string; promise: Promise<string | undefined> }>();
+  readonly #loads = new Map<string, Map<string, Promise<string | undefined>>>();
 
   constructor(options: CacheOptions) {
     this.#options = {
@@ -95,7 +96,7 @@ export class SecretCache {
     const entry = this.#entryOf(key, name);
     if (!refresh && entry && now < entry.expiresAt) {
       this.#options.onEvent?.("hit");
-      if (entry.sealed !== undefined && now >= entry.refreshAt && this.#loads.get(key)?.name !== name) {
+      if (entry.sealed !== undefined && now >= entry.refreshAt && !this.#loads.get(key)?.has(name)) {
         this.#options.onEvent?.("refresh");
         this.#load(key, name, load).catch((err) => this.#options.onRefreshError?.(err, key, now - entry.storedAt));
       }
@@ -157,20 +158,28 @@ export class SecretCache {
 
   /** Loads `name`, sharing a load of the same name already under way (a load of another name on the key is not its answer). */
   #load(key: string, name: string, load: () => Promise<string | undefined>): Promise<string | undefined> {
-    const running = this.#loads.get(key);
-    if (running?.name === name) return running.promise;
-    const loading = { name, promise: Promise.resolve<string | undefined>(undefined) };
-    loading.promise = (async () => {
+    const running = this.#loads.get(key)?.get(name);
+    if (running) return running;
+    let loads = this.#loads.get(key);
+    if (!loads) {
+      loads = new Map();
+      this.#loads.set(key, loads);
+    }
+    const mine = loads;
+    const current = () => this.#loads.get(key) === mine && mine.get(name) === promise;
+    const promise: Promise<string | undefined> = (async () => {
       const value = await load();
-      if (this.#loads.get(key) === loading) this.#store(key, name, value);
+      if (current()) this.#store(key, name, value);
       return value;
     })();
     const done = () => {
-      if (this.#loads.get(key) === loading) this.#loads.delete(key);
+      if (!current()) return;
+      mine.delete(name);
+      if (mine.size === 0) this.#loads.delete(key);
     };
-    loading.promise.then(done, done);
-    this.#loads.set(key, loading);
-    return loading.promise;
+    promise.then(done, done);
+    mine.set(name, promise);
+    return promise;
   }
 
   /** The entry of `name` under `key`: its value, else its "not found". */

@@ -184,6 +184,30 @@ describe("SecretCache", () => {
     expect(b.state.calls).toBe(1);
   });
 
+  it("caches both names of one backend key read at once (Azure's A_B and A-B): neither load is dropped", async () => {
+    const cache = new SecretCache({ ttlMs: 60_000, maxStaleMs: 0 });
+    const under = backend("under");
+    const dash = backend(undefined); // the store answers only the name it holds
+    const gate = deferred();
+    under.state.gate = gate.promise;
+    dash.state.gate = gate.promise;
+    const both = Promise.all([cache.get("A-B", under.load, false, "A_B"), cache.get("A-B", dash.load, false, "A-B")]);
+    gate.release();
+    expect((await both).map((r) => r.value)).toEqual(["under", undefined]);
+    // Both answers were kept: no second call for either name.
+    expect((await cache.get("A-B", under.load, false, "A_B")).value).toBe("under");
+    expect((await cache.get("A-B", dash.load, false, "A-B")).value).toBeUndefined();
+    expect([under.state.calls, dash.state.calls]).toEqual([1, 1]);
+    // A write of the key still drops both loads under way.
+    const late = deferred();
+    under.state.gate = late.promise;
+    const slow = cache.get("A-B", under.load, true, "A_B");
+    cache.set("A-B", "written", "A_B");
+    late.release();
+    await slow;
+    expect((await cache.get("A-B", under.load, false, "A_B")).value).toBe("written");
+  });
+
   it("keeps names apart and bounds its size", async () => {
     const cache = new SecretCache({ ttlMs: 60_000, maxStaleMs: 0, maxEntries: 3 });
     for (const n of ["a", "b", "c", "d"]) cache.set(n, `value-of-${n}`);
