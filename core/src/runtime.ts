@@ -63,6 +63,10 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     for (const warning of settings.warnings) log.warn(warning);
   }
   const now = options.now ?? Date.now;
+  // Forwarding reads the outbound TLS files on its first call: read them now, so one that cannot be
+  // read stops the start, named, rather than failing every forward. Before the store opens: a start
+  // that stops leaves nothing open (a cloud function tries its start again).
+  if ((settings.config.model_list ?? []).length > 0) outboundTlsOptions(settings.outbound);
   const [backend] = await Promise.all([
     // The factory parsed these settings with its own schema in loadSettings.
     settings.storeFactory.open(settings.storeSettings as never, {
@@ -77,9 +81,6 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     // libsodium is the fast path; without it, sealing and opening stay correct on tweetnacl.
     cryptoReady().catch(() => log.warn("libsodium did not load; encryption runs on tweetnacl (same bytes, slower)")),
   ]);
-  // Forwarding reads the outbound TLS files on its first call: read them now, so one that cannot be
-  // read stops the start, named, rather than failing every forward.
-  if ((settings.config.model_list ?? []).length > 0) outboundTlsOptions(settings.outbound);
   const metrics = createMetrics(options.metricsSinks);
   const store = instrumentStore(backend, metrics, log);
   const manager = new SecretManager({
