@@ -3,10 +3,11 @@
  * to the model's `api_base` with its `api_key` in the provider's header, so a gateway never holds
  * the key. Loaded by the route when first used (it brings undici, through outbound.ts).
  *
- * - The model is the first `model_list` entry with that `model_name`. Its `api_base` and `api_key`
- *   are `os.environ/NAME` refs resolved at request time as the config's refs are at start: from the
- *   store (through the cache: a key stored after start is used), else from the environment; or
- *   literal values.
+ * - The model is the first `model_list` entry with that `model_name`. Its `api_key` is a literal
+ *   or an `os.environ/NAME` ref read as `GET /v1/secrets/{name}` reads it, at request time (through
+ *   the cache: a key stored after start is used; never the environment: SPEC section 4). Its
+ *   `api_base`, no secret, resolves as the config's refs do at start: the store, else the
+ *   environment (where LiteLLM configs keep it).
  * - The key goes in `Authorization: Bearer` by default, `api-key` for `azure/` models, `x-api-key`
  *   for `anthropic/` ones; `litellm_params.auth_header` names another header. Whatever auth the
  *   caller sent (our master key included) is not passed on, nor are hop-by-hop headers, nor what
@@ -136,7 +137,7 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
   const model = named.find((m) => m.litellm_params.api_base) ?? named[0];
   if (!model) throw new SecretsError("not_found", `no model named ${modelName.slice(0, 64)} in model_list`);
   const params = model.litellm_params;
-  const base = params.api_base ? await resolved(params.api_base, deps.manager) : undefined;
+  const base = params.api_base ? await baseOf(params.api_base, deps.manager) : undefined;
   if (!base) throw new InvalidInput(`model ${modelName} has no api_base to forward to`);
   const url = `${base.replace(/\/+$/, "")}/${rest}`;
   if (isLinkLocal(hostOf(url))) {
@@ -153,7 +154,7 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
   const dispatcher = outboundAgent(deps.outbound);
 
   const attempt = async (refresh: boolean) => {
-    const key = params.api_key ? await resolved(params.api_key, deps.manager, refresh) : undefined;
+    const key = params.api_key ? await keyOf(params.api_key, deps.manager, refresh) : undefined;
     const withKey = { ...headers };
     if (key !== undefined) withKey[header] = header === "authorization" ? `Bearer ${key}` : key;
     const timeouts =
@@ -216,13 +217,20 @@ function hostOf(url: string): string {
   }
 }
 
-/**
- * A literal value, or an `os.environ/NAME` ref: the store's value (past the cache on `refresh`), else
- * the environment's, as the config's refs resolve at start.
- */
-async function resolved(value: string, manager: SecretManager, refresh = false): Promise<string> {
+/** `api_base`: a literal, or a ref resolved as the config's refs are at start (the store, else the environment). */
+async function baseOf(value: string, manager: SecretManager): Promise<string> {
   const name = refName(value);
-  return name === undefined ? value : manager.resolveRef(name, { refresh });
+  return name === undefined ? value : manager.resolveRef(name);
+}
+
+/**
+ * `api_key`: a literal, or a ref read as the API reads a secret (past the cache on `refresh`). Never
+ * from the environment: a caller who may write the store could point `api_base` at its own host
+ * and be sent a key the API never serves.
+ */
+async function keyOf(value: string, manager: SecretManager, refresh: boolean): Promise<string> {
+  const name = refName(value);
+  return name === undefined ? value : (await manager.get(name, { refresh })).value;
 }
 
 function authHeaderOf(params: ForwardModel["litellm_params"]): string {

@@ -384,18 +384,20 @@ export class SecretManager {
   }
 
   /**
-   * One ref of the operator's config read when it is used (forward's `api_base` and `api_key`), by
-   * `resolveConfig`'s rule: through the store where it may be read at start, else, or when the store
-   * does not hold it, from the environment captured at start (LiteLLM's get_secret). A store that
-   * fails fails the call: an outage is not hidden behind the environment's copy.
+   * One ref of the operator's config that is no secret, read when it is used (forward's `api_base`),
+   * by `resolveConfig`'s rule: through the store where it may be read at start, else, or when the
+   * store does not hold it, from the environment captured at start (LiteLLM's get_secret); on a KMS
+   * store, a plain value (not ciphertext) is the environment's too. A store that fails otherwise
+   * fails the call: an outage is not hidden behind the environment's copy.
    */
-  async resolveRef(name: string, options: { refresh?: boolean } = {}): Promise<string> {
+  async resolveRef(name: string): Promise<string> {
     if (this.#readableAtStart(name)) {
       try {
-        const cached = this.#cached(name, options.refresh);
+        const cached = this.#cached(name);
         return found(name, cached instanceof Promise ? await cached : cached).value;
       } catch (err) {
-        if (!(err instanceof NotFound)) throw err;
+        const plain = this.#envBacked && err instanceof SecretsError && err.code === "store_corrupt";
+        if (!(err instanceof NotFound) && !plain) throw err;
       }
     }
     const fromEnv = envRefValue(this.#env, name);

@@ -9,6 +9,9 @@ import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { closeOutboundAgents } from "../../core/src/outbound";
+import type { SecretRecord, StoreFactory } from "../../core/src/secret-store";
+import { StoreCorrupt } from "../../core/src/store-errors";
+import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
 import { expectNoValueIn, inProcessApp, newKey, until } from "../helpers";
 
 interface Seen {
@@ -382,7 +385,7 @@ describe("what forward does not pass on", () => {
 });
 
 describe("model_list refs the store does not hold", () => {
-  it("come from the environment, as at start (LiteLLM's get_secret): api_base and api_key", async () => {
+  it("api_base comes from the environment, as at start; api_key never does (the API serves no env value)", async () => {
     const key = newKey("sk-upstream-");
     expectedKey = key;
     const config = [
@@ -393,20 +396,51 @@ describe("model_list refs the store does not hold", () => {
     ].join("\n");
     const { request, runtime, logs } = await inProcessApp({ config, env: { FWD_API_BASE: apiUrl, FWD_API_KEY: key } });
     seen.length = 0;
-    const res = await request("/v1/forward/env/v1/models");
-    expect(res.status).toBe(200);
-    expect(seen.map((s) => s.headers["api-key"])).toEqual([key]);
-    // The store's value wins once it holds the name.
-    const stored = newKey("sk-stored-");
-    await runtime.manager.put("FWD_API_KEY", stored);
-    expectedKey = stored;
+    // The key only in the environment: not sent anywhere (a store write could point api_base at
+    // the writer's own host), and the answer names it.
+    const envKey = await request("/v1/forward/env/v1/models");
+    expect(envKey.status).toBe(404);
+    expect(await envKey.json()).toEqual({ error: { code: "not_found", message: "secret FWD_API_KEY not found" } });
+    expect(seen).toEqual([]);
+    // Stored, it is used, sent to the api_base the environment gives.
+    await runtime.manager.put("FWD_API_KEY", key);
     expect((await request("/v1/forward/env/v1/models")).status).toBe(200);
-    expect(seen.at(-1)?.headers["api-key"]).toBe(stored);
-    // Held nowhere: 404 naming the ref.
+    expect(seen.map((s) => s.headers["api-key"])).toEqual([key]);
+    // An api_base held nowhere: 404 naming the ref.
     const missing = await request("/v1/forward/nowhere/v1/models");
     expect(missing.status).toBe(404);
     expect(await missing.json()).toEqual({ error: { code: "not_found", message: "secret FWD_NOWHERE not found" } });
-    expectNoValueIn(logs, [key, stored]);
+    expectNoValueIn(logs, [key]);
+  });
+
+  it("on a KMS-like store, a plain api_base (no ciphertext) is the environment's, as at start", async () => {
+    const key = newKey("sk-upstream-");
+    expectedKey = key;
+    // An environment-backed store whose values are ciphertext: a plain one is store_corrupt.
+    class Sealed extends MemoryStore {
+      override async get(name: string): Promise<SecretRecord | undefined> {
+        if (name === "PLAIN_BASE") throw new StoreCorrupt("PLAIN_BASE is not ciphertext");
+        return super.get(name);
+      }
+    }
+    const sealed = new Sealed();
+    const factory = {
+      ...memoryStore,
+      defaults: { ...memoryStore.defaults, envBacked: true },
+      open: async () => sealed,
+    } satisfies StoreFactory<"memory">;
+    const config = [
+      "general_settings:",
+      "  key_management_settings: {hosted_keys: [KMS_KEY, PLAIN_BASE]}", // both read through the store first
+      "model_list:",
+      "  - {model_name: kms, litellm_params: {model: openai/x, api_base: os.environ/PLAIN_BASE, api_key: os.environ/KMS_KEY}}",
+      "",
+    ].join("\n");
+    const { request } = await inProcessApp({ config, stores: [factory], env: { PLAIN_BASE: apiUrl } });
+    await sealed.put("KMS_KEY", key);
+    seen.length = 0;
+    expect((await request("/v1/forward/kms/v1/models")).status).toBe(200);
+    expect(seen.map((s) => s.headers.authorization)).toEqual([`Bearer ${key}`]);
   });
 });
 
