@@ -6,7 +6,7 @@ import { createLogger } from "../../core/src/log";
 import { memoryStore } from "../../core/src/stores/memory";
 // @ts-expect-error: a plain ESM build script without types
 import { buildAws } from "../../functions/aws/build.mjs";
-import { awsHandlers, rawRequestOf, SQS_RESERVE_MS, type SqsEvent, withoutStage } from "../../functions/aws/src/index";
+import { awsHandlers, rawRequestOf, SQS_MARGIN_MS, type SqsEvent, withoutStage } from "../../functions/aws/src/index";
 import { expectNoValueIn, newKey, tempDir } from "../helpers";
 import { KEY_EVENTS_CONFIG, keyEvent, PartlyDownStore } from "./queue-helpers";
 
@@ -103,14 +103,20 @@ describe("an SQS batch running out of time", () => {
     const event: SqsEvent = {
       Records: keys.map((key, i) => record(`t${i}`, keyEvent(`et${i}`, `timed-${i}`, key))),
     };
-    // 100 s left before the first record, then 50 s, then 44 s: under the reserve.
-    const left = [100_000, SQS_RESERVE_MS + 5_000, SQS_RESERVE_MS - 1_000];
+    // (The first record is tried whatever is left.) Plenty left before the second, then less than the margin.
+    const left = [60_000, SQS_MARGIN_MS - 1];
     const context = { getRemainingTimeInMillis: () => left.shift() ?? 0 };
     expect(await handlers.sqs(event, context)).toEqual({ batchItemFailures: [{ itemIdentifier: "t2" }] });
     expect((await store.get("litellm/timed-0"))?.value).toBe(keys[0]);
     expect((await store.get("litellm/timed-1"))?.value).toBe(keys[1]);
     expect(await store.get("litellm/timed-2")).toBeUndefined(); // not tried
     expect(logs.some((l) => l.includes("time running out") && l.includes('"left":1'))).toBe(true);
+    // A function with little time (a 3 s default) still tries its first record every time.
+    const short = [{ ...record("s0", keyEvent("es0", "short-0", keys[0] as string)) }];
+    expect(await handlers.sqs({ Records: short }, { getRemainingTimeInMillis: () => 100 })).toEqual({
+      batchItemFailures: [],
+    });
+    expect((await store.get("litellm/short-0"))?.value).toBe(keys[0]);
     expectNoValueIn(logs, keys);
   });
 });

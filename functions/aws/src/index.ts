@@ -7,8 +7,9 @@
  * - `sqs`: key events from SQS. Each record is applied in order; the ones that failed (the store
  *   failed: retry) or were refused (malformed, too old, not allowed: never applicable) come back in
  *   `batchItemFailures`, so SQS redelivers them and, after the queue's maxReceiveCount, its redrive
- *   policy moves them to the dead-letter queue. The reason is logged, never the key. Once less than
- *   `SQS_RESERVE_MS` of the invocation is left, the records not yet tried come back too, untried.
+ *   policy moves them to the dead-letter queue. The reason is logged, never the key. When the time
+ *   left is less than twice the batch's slowest record so far (and a second), the records not yet
+ *   tried come back too, untried, rather than a timeout failing the whole batch.
  *
  * Each invocation ends with the counters and latencies it made as CloudWatch EMF lines (emf.ts).
  *
@@ -63,11 +64,8 @@ export interface LambdaTime {
   getRemainingTimeInMillis(): number;
 }
 
-/**
- * An event takes at most three store changes, each at most three tries of a 10 s call: an SQS
- * batch stops taking events when less than this is left of its invocation.
- */
-export const SQS_RESERVE_MS = 45_000;
+/** The margin a batch keeps beside twice its slowest record so far (see `sqs`). */
+export const SQS_MARGIN_MS = 1_000;
 
 export interface SqsBatchResponse {
   batchItemFailures: { itemIdentifier: string }[];
@@ -149,8 +147,11 @@ export function awsHandlers(options: AwsHandlersOptions = {}) {
     const rt = await runtime();
     const batchItemFailures: { itemIdentifier: string }[] = [];
     const remaining = () => context?.getRemainingTimeInMillis?.() ?? Number.POSITIVE_INFINITY;
+    let slowest = 0;
     for (const [i, record] of event.Records.entries()) {
-      if (remaining() < SQS_RESERVE_MS) {
+      // The first record is always tried; a later one only while twice the slowest so far (and a
+      // margin) is left: records of a batch meet the same store, so a slow one foretells the next.
+      if (i > 0 && remaining() < 2 * slowest + SQS_MARGIN_MS) {
         // Too little time left for one more event's store calls (and their retries): the rest go
         // back to the queue untried, rather than a timeout failing the whole batch, the done ones too.
         const left = event.Records.slice(i);
@@ -158,7 +159,9 @@ export function awsHandlers(options: AwsHandlersOptions = {}) {
         batchItemFailures.push(...left.map((r) => ({ itemIdentifier: r.messageId })));
         break;
       }
+      const started = performance.now();
       const result = await rt.applyKeyEventText(record.body);
+      slowest = Math.max(slowest, performance.now() - started);
       if (result.status === "failed" || result.status === "refused") {
         batchItemFailures.push({ itemIdentifier: record.messageId });
       }
