@@ -150,7 +150,14 @@ async function run(argv: string[], io: CliIo): Promise<void> {
     if (args.length !== count) throw new UsageError(`${command} takes ${what}`);
   };
   const log = createLogger(bufferedWriter(io.stderr));
-  const settingsInput: SettingsInput = { env: io.env, cwd: io.cwd, configFile: flags.config, stores: CLI_STORES };
+  // Every command but serve answers no caller: its master key authenticates nobody.
+  const settingsInput: SettingsInput = {
+    env: io.env,
+    cwd: io.cwd,
+    configFile: flags.config,
+    stores: CLI_STORES,
+    offline: command !== "serve",
+  };
 
   switch (command) {
     case "serve":

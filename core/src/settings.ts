@@ -86,8 +86,8 @@ export const ConfigSchema = z.object({
   general_settings: z.nullish(
     z.object({
       master_key: optionalText,
-      /** LiteLLM's escape hatch: a publicly known or short master key is taken, with a warning (an empty one never). */
-      dangerously_permit_weak_or_unset_master_key: z.nullish(laxBoolean),
+      /** LiteLLM's escape hatch, for commands that serve no API: a weak master key is taken, with a warning. */
+      dangerously_permit_weak_or_unset_master_key: z.nullish(z.union([z.boolean(), text])),
       key_management_system: optionalText,
       // LiteLLM compares it case-insensitively.
       encryption_algorithm: z.nullish(
@@ -139,7 +139,7 @@ const saltKeyList = z.pipe(
 const EnvSchema = z.object({
   LITELLM_MASTER_KEY: z.optional(text),
   LITELLM_SALT_KEY: z.optional(text),
-  LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY: z.optional(laxBoolean),
+  LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY: z.optional(text),
   LLM_SECRETS_PREVIOUS_SALT_KEYS: z.optional(
     z.pipe(saltKeyList, z.array(text.check(z.minLength(1, "a previous salt key is empty")))),
   ),
@@ -241,6 +241,12 @@ export interface SettingsInput {
   configFile?: string;
   /** `--host`, `--port`, `--ssl_keyfile_path`, `--ssl_certfile_path`. */
   server?: { host?: string; port?: number; sslKeyfile?: string; sslCertfile?: string };
+  /**
+   * The caller serves no API (the CLI's `get`, `decrypt`, ...): the master key authenticates nobody,
+   * so LiteLLM's `dangerously_permit_weak_or_unset_master_key` may take a weak one. Unset: an API
+   * is served, and a weak key stops the start whatever the flag says (SPEC sections 1 and 10).
+   */
+  offline?: boolean;
 }
 
 export function loadSettings(input: SettingsInput): Settings {
@@ -287,19 +293,23 @@ export function loadSettings(input: SettingsInput): Settings {
   const storeSettings = parseStoreSettings(factory, rawKeyManagementSettings(rawConfig), env);
   const dataDir = resolve(cwd, e.LLM_SECRETS_DATA_DIR ?? ".llm-secrets");
 
+  // LiteLLM's switch, `true` only (as it compares it), and only where no API is served.
+  const isTrue = (v: unknown) => v === true || (typeof v === "string" && v.trim().toLowerCase() === "true");
   const permitWeak =
-    e.LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY ??
-    general.dangerously_permit_weak_or_unset_master_key ??
-    false;
+    isTrue(e.LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY) ||
+    isTrue(general.dangerously_permit_weak_or_unset_master_key);
   const master = masterKeyOf(general.master_key, env, factory.defaults.needsLocalKey, dataDir);
-  if (master) {
-    const weak = weaknessOf(master.key);
-    if (weak && !permitWeak) throw new ConfigError(`the master key (${master.source}) ${weak}: set a strong one`);
-    if (weak) {
-      warnings.push(
-        `the master key (${master.source}) ${weak}: taken because dangerously_permit_weak_or_unset_master_key is set`,
+  const weak = master && weaknessOf(master.key);
+  if (master && weak) {
+    if (!permitWeak) throw new ConfigError(`the master key (${master.source}) ${weak}: set a strong one`);
+    if (!input.offline) {
+      throw new ConfigError(
+        `the master key (${master.source}) ${weak}: dangerously_permit_weak_or_unset_master_key is taken only by commands that serve no API (decrypt, encrypt, get, ...); an API needs a strong key`,
       );
     }
+    warnings.push(
+      `the master key (${master.source}) ${weak}: taken because dangerously_permit_weak_or_unset_master_key is set`,
+    );
   }
   if (e.LITELLM_SALT_KEY !== undefined && e.LITELLM_SALT_KEY.trim() === "") {
     throw new ConfigError("LITELLM_SALT_KEY is set but empty: unset it to use the master key, or set a key");

@@ -88,7 +88,7 @@ describe("secrets from the command line", () => {
 
   it("encrypts and decrypts stdin in LiteLLM's format with the salt key", async () => {
     const salt = newKey("salt-");
-    const { cli } = await setup({ LITELLM_SALT_KEY: salt });
+    const { cli, dir } = await setup({ LITELLM_SALT_KEY: salt });
     const v = secretValue();
     const enc = await cli(["encrypt"], `${v}\n`);
     expect(enc.code).toBe(0);
@@ -98,6 +98,15 @@ describe("secrets from the command line", () => {
     const bad = await cli(["decrypt"], `${ciphertext.slice(0, -8)}AAAAAAA=`);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/^llm-secrets: decrypt_failed: /);
+    // A LiteLLM ciphertext sealed under its example master key opens with its escape hatch (decrypt
+    // serves no API); serve refuses that key whatever the flag says.
+    const weak = { LITELLM_MASTER_KEY: "sk-1234", LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY: "true" };
+    const sealedWeak = sealSecret("under-sk-1234", new KeyRing("sk-1234"));
+    const opened = await runCli(["decrypt"], { env: cleanEnv(weak), cwd: dir, input: sealedWeak });
+    expect([opened.code, opened.stdout]).toEqual([0, "under-sk-1234\n"]);
+    const served = await runCli(["serve", "--port", "0"], { env: cleanEnv(weak), cwd: dir });
+    expect(served.code).toBe(1);
+    expect(served.stderr).toContain("taken only by commands that serve no API");
     // Empty stdin says so (not "not valid padded base64").
     const empty = await cli(["decrypt"], "\n");
     expect([empty.code, empty.stderr]).toEqual([

@@ -93,11 +93,13 @@ describe("salt key and master key", () => {
     expect(viaConfig).toContain("general_settings.master_key");
   });
 
-  it("takes a weak master key with LiteLLM's escape hatch (env or config), with a warning; an empty one never", () => {
-    for (const flag of ["true", "True", "1", "yes"]) {
-      const s = loadSettings({
-        env: { LITELLM_MASTER_KEY: "sk-1234", LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY: flag },
-      });
+  it("takes a weak master key with LiteLLM's escape hatch only where no API is served, with a warning", () => {
+    const flagged = (flag: string) => ({
+      LITELLM_MASTER_KEY: "sk-1234",
+      LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY: flag,
+    });
+    for (const flag of ["true", "True", " TRUE "]) {
+      const s = loadSettings({ env: flagged(flag), offline: true });
       expect(s.masterKey).toBe("sk-1234");
       expect(s.warnings).toContain(
         "the master key (LITELLM_MASTER_KEY) is the publicly known example key: taken because dangerously_permit_weak_or_unset_master_key is set",
@@ -108,14 +110,20 @@ describe("salt key and master key", () => {
         LITELLM_MASTER_KEY: "short",
         LLM_SECRETS_CONFIG: "general_settings:\n  dangerously_permit_weak_or_unset_master_key: true\n",
       },
+      offline: true,
     });
     expect(viaConfig.masterKey).toBe("short");
     expect(viaConfig.warnings.join("\n")).toContain("is shorter than 8 characters: taken because");
-    // "false" keeps the check; an empty key is refused whatever the flag says.
-    const off = { LITELLM_MASTER_KEY: "sk-1234", LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY: "false" };
-    expect(configError(() => loadSettings({ env: off }))).toContain("publicly known");
+    // Serving an API (serve, every cloud function), a weak key stops the start, flag or not.
+    expect(configError(() => loadSettings({ env: flagged("true") }))).toContain(
+      "dangerously_permit_weak_or_unset_master_key is taken only by commands that serve no API",
+    );
+    // Only `true`, as LiteLLM compares it; an empty key is refused whatever the flag says.
+    for (const flag of ["false", "1", "yes"]) {
+      expect(configError(() => loadSettings({ env: flagged(flag), offline: true }))).toContain("publicly known");
+    }
     const empty = { LITELLM_MASTER_KEY: " ", LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY: "true" };
-    expect(configError(() => loadSettings({ env: empty }))).toContain("is empty");
+    expect(configError(() => loadSettings({ env: empty, offline: true }))).toContain("is empty");
   });
 
   it("reads general_settings.master_key, literal or os.environ/ ref, before LITELLM_MASTER_KEY", () => {
