@@ -8,6 +8,7 @@ import { openSecret, sealSecret } from "./crypto";
 import { ConfigError, InvalidInput, SecretsError } from "./errors";
 import { bufferedWriter, createLogger, describeUnexpected, type Logger } from "./log";
 import { ensureMasterKeyFile } from "./master-key";
+import { refName } from "./refs";
 import { createRuntime, type Runtime } from "./runtime";
 import { decryptUnder } from "./secret-manager";
 import { startServer } from "./server";
@@ -248,6 +249,17 @@ async function serve(input: SettingsInput, flags: Record<string, unknown>, io: C
     const resolution = await rt.manager.resolveConfig(settings.rawConfig);
     const unresolved = resolution.refs.filter((r) => r.source === "unresolved").map((r) => r.name);
     if (unresolved.length > 0) log.warn("config refs did not resolve", { names: unresolved.join(",") });
+    // Forwarding reads a model's api_key from the store only (never the environment over HTTP).
+    const fromStore = new Set(resolution.refs.filter((r) => r.source === "store").map((r) => r.name));
+    for (const model of settings.config.model_list ?? []) {
+      const key = model.litellm_params.api_key ? refName(model.litellm_params.api_key) : undefined;
+      if (key !== undefined && !fromStore.has(key)) {
+        log.warn("forwarding to this model will not find its api_key: forward reads keys from the store only", {
+          model: model.model_name,
+          name: key,
+        });
+      }
+    }
     running = await startServer(rt, settings.server);
   } catch (err) {
     // A start that failed, for whatever reason (the store refusing a data dir others can write,

@@ -7,7 +7,7 @@
  *   or an `os.environ/NAME` ref read as `GET /v1/secrets/{name}` reads it, at request time (through
  *   the cache: a key stored after start is used; never the environment: SPEC section 4). Its
  *   `api_base`, no secret, resolves as the config's refs do at start: the store, else the
- *   environment (where LiteLLM configs keep it).
+ *   environment (where LiteLLM configs keep it); the store only when the key is read from it.
  * - The key goes in `Authorization: Bearer` by default, `api-key` for `azure/` models, `x-api-key`
  *   for `anthropic/` ones; `litellm_params.auth_header` names another header. Whatever auth the
  *   caller sent (our master key included) is not passed on, nor are hop-by-hop headers, nor what
@@ -137,7 +137,11 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
   const model = named.find((m) => m.litellm_params.api_base) ?? named[0];
   if (!model) throw new SecretsError("not_found", `no model named ${modelName.slice(0, 64)} in model_list`);
   const params = model.litellm_params;
-  const base = params.api_base ? await baseOf(params.api_base, deps.manager) : undefined;
+  // The api_base follows the key: from the store only when the key is read from it too. A caller
+  // who may write the store could otherwise send a key it cannot read (a literal of the config) to
+  // its own host; a key it can read anyway (GET /v1/secrets) gains it nothing.
+  const keyFromStore = params.api_key ? refName(params.api_key) !== undefined : false;
+  const base = params.api_base ? await baseOf(params.api_base, deps.manager, keyFromStore) : undefined;
   if (!base) throw new InvalidInput(`model ${modelName} has no api_base to forward to`);
   const url = `${base.replace(/\/+$/, "")}/${rest}`;
   if (isLinkLocal(hostOf(url))) {
@@ -217,10 +221,13 @@ function hostOf(url: string): string {
   }
 }
 
-/** `api_base`: a literal, or a ref resolved as the config's refs are at start (the store, else the environment). */
-async function baseOf(value: string, manager: SecretManager): Promise<string> {
+/**
+ * `api_base`: a literal, or a ref resolved as the config's refs are at start (the store, else the
+ * environment), or from the environment only when the store may not decide it (`store` false).
+ */
+async function baseOf(value: string, manager: SecretManager, store: boolean): Promise<string> {
   const name = refName(value);
-  return name === undefined ? value : manager.resolveRef(name);
+  return name === undefined ? value : manager.resolveRef(name, { store });
 }
 
 /**

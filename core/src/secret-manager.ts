@@ -388,10 +388,11 @@ export class SecretManager {
    * by `resolveConfig`'s rule: through the store where it may be read at start, else, or when the
    * store does not hold it, from the environment captured at start (LiteLLM's get_secret); on a KMS
    * store, a plain value (not ciphertext) is the environment's too. A store that fails otherwise
-   * fails the call: an outage is not hidden behind the environment's copy.
+   * fails the call: an outage is not hidden behind the environment's copy. `{ store: false }`: the
+   * environment only (what a caller who may write the store cannot change).
    */
-  async resolveRef(name: string): Promise<string> {
-    if (this.#readableAtStart(name)) {
+  async resolveRef(name: string, options: { store?: boolean } = {}): Promise<string> {
+    if (options.store !== false && this.#readableAtStart(name)) {
       try {
         const cached = this.#cached(name);
         return found(name, cached instanceof Promise ? await cached : cached).value;

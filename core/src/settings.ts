@@ -629,7 +629,8 @@ function readKeyFile(path: string): string {
 
 /**
  * Why a master key is weak (SPEC section 10: no default master key): publicly known, or short; a
- * start refuses it unless LiteLLM's `dangerously_permit_weak_or_unset_master_key` is set.
+ * start refuses it; a command that serves no API takes it when LiteLLM's
+ * `dangerously_permit_weak_or_unset_master_key` is `true`.
  */
 function weaknessOf(key: string): string | undefined {
   if (KNOWN_WEAK_MASTER_KEYS.has(key.trim())) return "is the publicly known example key";

@@ -322,6 +322,36 @@ describe("serve", () => {
     }
   });
 
+  it("warns at start of each model whose api_key forwarding will not find (in the environment only), naming no value", async () => {
+    const dir = await tempDir();
+    const envOnly = secretValue("env-only-key");
+    const config = [
+      "model_list:",
+      "  - {model_name: envkey, litellm_params: {model: openai/x, api_base: https://api.example, api_key: os.environ/ENV_ONLY_KEY}}",
+      "  - {model_name: stored, litellm_params: {model: openai/x, api_base: https://api.example, api_key: os.environ/STORED_KEY}}",
+      "",
+    ].join("\n");
+    await writeFile(join(dir, "config.yaml"), config);
+    const env = cleanEnv({
+      LITELLM_MASTER_KEY: newKey(),
+      LLM_SECRETS_DATA_DIR: join(dir, "data"),
+      ENV_ONLY_KEY: envOnly,
+    });
+    await runCli(["put", "STORED_KEY", "--config", "config.yaml"], { env, cwd: dir, input: "sk-stored" });
+    const server = await ServerProcess.start({ env, cwd: dir, args: ["--port", "0", "--config", "config.yaml"] });
+    try {
+      await server.waitFor(/will not find its api_key/); // the log is flushed after the serving line
+      const warned = server.output
+        .split("\n")
+        .filter((l) => l.includes("will not find its api_key"))
+        .map((l) => JSON.parse(l) as { model: string; name: string });
+      expect(warned.map((w) => [w.model, w.name])).toEqual([["envkey", "ENV_ONLY_KEY"]]);
+      expect(server.output).not.toContain(envOnly);
+    } finally {
+      await server.stop();
+    }
+  });
+
   it("leaves no generated master key behind when the start fails (port in use)", async () => {
     const { createServer } = await import("node:net");
     const busy = createServer();

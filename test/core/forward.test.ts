@@ -336,7 +336,7 @@ describe("what forward does not pass on", () => {
       ...metadata.map(
         (host, i) => `  - {model_name: m${i}, litellm_params: {model: openai/x, api_base: "http://${host}/v1"}}`,
       ),
-      "  - {model_name: byref, litellm_params: {model: openai/x, api_base: os.environ/REPOINTED_BASE}}",
+      "  - {model_name: byref, litellm_params: {model: openai/x, api_base: os.environ/REPOINTED_BASE, api_key: os.environ/BYREF_KEY}}",
       "",
     ].join("\n");
     const { request, runtime } = await inProcessApp({ config });
@@ -348,6 +348,7 @@ describe("what forward does not pass on", () => {
       });
     }
     // An api_base that is a ref: a store write cannot point it at a metadata service either.
+    await runtime.manager.put("BYREF_KEY", newKey("sk-byref-"));
     await runtime.manager.put("REPOINTED_BASE", "http://169.254.169.254/computeMetadata/v1");
     const byRef = await request("/v1/forward/byref/instance/service-accounts/default/token");
     expect(byRef.status).toBe(502);
@@ -411,6 +412,22 @@ describe("model_list refs the store does not hold", () => {
     expect(missing.status).toBe(404);
     expect(await missing.json()).toEqual({ error: { code: "not_found", message: "secret FWD_NOWHERE not found" } });
     expectNoValueIn(logs, [key]);
+  });
+
+  it("a literal api_key goes only to an api_base the store cannot change (a store write could point it elsewhere)", async () => {
+    const literal = newKey("sk-literal-");
+    expectedKey = literal;
+    const config = [
+      "model_list:",
+      `  - {model_name: lit, litellm_params: {model: openai/x, api_base: os.environ/LIT_BASE, api_key: ${literal}}}`,
+      "",
+    ].join("\n");
+    const { request, runtime } = await inProcessApp({ config, env: { LIT_BASE: apiUrl } });
+    // A caller with the master key writes the name: the literal key must not follow it there.
+    await runtime.manager.put("LIT_BASE", "https://127.0.0.1:1");
+    seen.length = 0;
+    expect((await request("/v1/forward/lit/v1/models")).status).toBe(200);
+    expect(seen.map((s) => s.headers.authorization)).toEqual([`Bearer ${literal}`]); // at the environment's api_base
   });
 
   it("on a KMS-like store, a plain api_base (no ciphertext) is the environment's, as at start", async () => {
