@@ -111,6 +111,17 @@ describe("an SQS batch running out of time", () => {
     expect((await store.get("litellm/timed-1"))?.value).toBe(keys[1]);
     expect(await store.get("litellm/timed-2")).toBeUndefined(); // not tried
     expect(logs.some((l) => l.includes("time running out") && l.includes('"left":1'))).toBe(true);
+    // A record that outlasts the time it was given (the store slow): it and the rest go back (b1
+    // would have been applied had its 300 ms been waited for), and the batch answers in its time.
+    const slow = ["fast-0", "slow-1", "fast-2"].map((alias, i) =>
+      record(`b${i}`, keyEvent(`eb${i}`, alias, keys[i] as string)),
+    );
+    const tight = { getRemainingTimeInMillis: () => SQS_MARGIN_MS + 100 }; // 100 ms for each later record
+    expect(await handlers.sqs({ Records: slow }, tight)).toEqual({
+      batchItemFailures: [{ itemIdentifier: "b1" }, { itemIdentifier: "b2" }],
+    });
+    expect((await store.get("litellm/fast-0"))?.value).toBe(keys[0]);
+    expect(await store.get("litellm/fast-2")).toBeUndefined();
     // A function with little time (a 3 s default) still tries its first record every time.
     const short = [{ ...record("s0", keyEvent("es0", "short-0", keys[0] as string)) }];
     expect(await handlers.sqs({ Records: short }, { getRemainingTimeInMillis: () => 100 })).toEqual({

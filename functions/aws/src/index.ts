@@ -7,9 +7,9 @@
  * - `sqs`: key events from SQS. Each record is applied in order; the ones that failed (the store
  *   failed: retry) or were refused (malformed, too old, not allowed: never applicable) come back in
  *   `batchItemFailures`, so SQS redelivers them and, after the queue's maxReceiveCount, its redrive
- *   policy moves them to the dead-letter queue. The reason is logged, never the key. When the time
- *   left is less than twice the batch's slowest record so far (and a second), the records not yet
- *   tried come back too, untried, rather than a timeout failing the whole batch.
+ *   policy moves them to the dead-letter queue. The reason is logged, never the key. The first
+ *   record is always applied to its end; a later one gets the invocation's time left less a
+ *   second, and past that it and the rest come back too, rather than a timeout failing the batch.
  *
  * Each invocation ends with the counters and latencies it made as CloudWatch EMF lines (emf.ts).
  *
@@ -64,8 +64,22 @@ export interface LambdaTime {
   getRemainingTimeInMillis(): number;
 }
 
-/** The margin a batch keeps beside twice its slowest record so far (see `sqs`). */
+/** What an SQS batch keeps of its invocation's time, past the records it applies (see `sqs`). */
 export const SQS_MARGIN_MS = 1_000;
+
+/** `work`'s result, or undefined once `ms` have passed first (the work goes on; its record is redelivered). */
+async function withinBudget<T>(work: Promise<T>, ms: number): Promise<T | undefined> {
+  if (ms === Number.POSITIVE_INFINITY) return work;
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), ms);
+  });
+  try {
+    return await Promise.race([work, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 export interface SqsBatchResponse {
   batchItemFailures: { itemIdentifier: string }[];
@@ -147,21 +161,21 @@ export function awsHandlers(options: AwsHandlersOptions = {}) {
     const rt = await runtime();
     const batchItemFailures: { itemIdentifier: string }[] = [];
     const remaining = () => context?.getRemainingTimeInMillis?.() ?? Number.POSITIVE_INFINITY;
-    let slowest = 0;
+    const giveBack = (from: number) => {
+      const left = event.Records.slice(from);
+      log.warn("sqs batch: time running out, records left for redelivery", { left: left.length });
+      batchItemFailures.push(...left.map((r) => ({ itemIdentifier: r.messageId })));
+    };
     for (const [i, record] of event.Records.entries()) {
-      // The first record is always tried; a later one only while twice the slowest so far (and a
-      // margin) is left: records of a batch meet the same store, so a slow one foretells the next.
-      if (i > 0 && remaining() < 2 * slowest + SQS_MARGIN_MS) {
-        // Too little time left for one more event's store calls (and their retries): the rest go
-        // back to the queue untried, rather than a timeout failing the whole batch, the done ones too.
-        const left = event.Records.slice(i);
-        log.warn("sqs batch: time running out, records left for redelivery", { left: left.length });
-        batchItemFailures.push(...left.map((r) => ({ itemIdentifier: r.messageId })));
+      // The first record is always tried to its end. A later one gets the time left less a margin:
+      // past it, it and the rest go back to the queue (applying again is safe), rather than a
+      // timeout failing the whole batch, the applied records too.
+      const budget = i === 0 ? Number.POSITIVE_INFINITY : remaining() - SQS_MARGIN_MS;
+      const result = budget <= 0 ? undefined : await withinBudget(rt.applyKeyEventText(record.body), budget);
+      if (result === undefined) {
+        giveBack(i);
         break;
       }
-      const started = performance.now();
-      const result = await rt.applyKeyEventText(record.body);
-      slowest = Math.max(slowest, performance.now() - started);
       if (result.status === "failed" || result.status === "refused") {
         batchItemFailures.push({ itemIdentifier: record.messageId });
       }
