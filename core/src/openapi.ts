@@ -96,10 +96,14 @@ export function buildOpenApi(routes: readonly RouteSpec[], version: string): Jso
       description: "Secret management for LLM gateways, compatible with LiteLLM's secret managers and encryption.",
     },
     components: {
-      securitySchemes: { masterKey: { type: "http", scheme: "bearer", description: "The master key" } },
+      securitySchemes: {
+        masterKey: { type: "http", scheme: "bearer", description: "The master key" },
+        // Where a platform's own auth takes Authorization (Function URL IAM, Cloud Functions' invoker).
+        litellmApiKey: { type: "apiKey", in: "header", name: "x-litellm-api-key", description: "The master key" },
+      },
       schemas: { Error: schemaOf(ErrorResponse, "output") },
     },
-    security: [{ masterKey: [] }],
+    security: [{ masterKey: [] }, { litellmApiKey: [] }],
     paths,
   };
 }

@@ -657,6 +657,26 @@ describe("the rest of the API", () => {
       "503",
     ]);
     expect(doc.paths["/health"]?.get?.security).toEqual([]);
+    // What a client generated from it meets: the key-events 503 holds the results, not an error;
+    // forward answers the key's read errors; a delete may meet a name conflict; either header carries the key.
+    const described = (path: string, method: string, status: string) =>
+      JSON.stringify((doc.paths[path]?.[method]?.responses as Record<string, unknown>)?.[status]);
+    expect(described("/v1/key-events", "post", "503")).toContain('"results"');
+    expect(described("/v1/key-events", "post", "503")).not.toContain("Error:");
+    expect(described("/v1/forward/{model_name}/{path}", "post", "403")).toMatch(/not_hosted.*write_only/);
+    expect(described("/v1/forward/{model_name}/{path}", "post", "500")).toContain("store_unavailable");
+    expect(described("/v1/secrets/{name}", "delete", "409")).toContain("name_conflict");
+    expect(described("/v1/secrets/{name}", "get", "500")).toContain("store_unavailable");
+    expect(described("/v1/resolve", "post", "403")).not.toContain("not_hosted"); // a reason in 422 instead
+    expect(described("/ready", "get", "503")).toContain("backend_denied");
+    const full = doc as unknown as { components: { securitySchemes: Record<string, unknown> }; security: unknown[] };
+    expect(full.components.securitySchemes.litellmApiKey).toEqual({
+      type: "apiKey",
+      in: "header",
+      name: "x-litellm-api-key",
+      description: "The master key",
+    });
+    expect(full.security).toEqual([{ masterKey: [] }, { litellmApiKey: [] }]);
   });
 
   it("exposes Prometheus metrics without values", async () => {

@@ -13,7 +13,21 @@ export function forwardRoutes(router: Router, deps: ForwardDeps): void {
       path: "/v1/forward/{model_name}/{path}",
       summary: "Send a request to a model's API (model_list) with its key from the store; the answer streams back",
       auth: true,
-      errors: ["not_found", "invalid_request", "payload_too_large", "upstream_unavailable", "upstream_timeout"],
+      // The key's read answers as GET /v1/secrets/{name} does; then the upstream's own.
+      errors: [
+        "not_found",
+        "invalid_request",
+        "invalid_name",
+        "not_hosted",
+        "write_only",
+        "payload_too_large",
+        "backend_denied",
+        "backend_unavailable",
+        "store_corrupt",
+        "store_unavailable",
+        "upstream_unavailable",
+        "upstream_timeout",
+      ],
       responses: {},
       // The name is the model's: forwarding reads its key from the store.
       audit: { action: "forward", name: (c) => modelOf(c.env.raw?.path ?? "") },

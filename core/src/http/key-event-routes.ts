@@ -17,7 +17,8 @@ export function keyEventRoutes(router: Router, apply: (event: unknown) => Promis
       summary: "Apply virtual-key events (created, regenerated, deleted): one, or an array of up to 100",
       auth: true,
       body: KeyEventsRequest,
-      errors: ["invalid_request", "payload_too_large", "backend_unavailable"],
+      // A failed event is a 503 with the results (below), never an error body.
+      errors: ["invalid_request", "payload_too_large"],
       responses: {
         200: { description: "A result per event; none failed", schema: KeyEventsResponse },
         503: { description: "A result per event; some failed and may be sent again", schema: KeyEventsResponse },

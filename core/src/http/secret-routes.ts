@@ -18,7 +18,9 @@ import type { SecretManager } from "../secret-manager";
 import { SECRETS_PREFIX } from "./middleware";
 import { answer, type Ctx, json, type Router } from "./router";
 
-const ERRORS: ErrorCode[] = ["invalid_name", "not_hosted", "backend_denied", "backend_unavailable", "store_corrupt"];
+/** What a store's read or write may answer. */
+const STORE_ERRORS: ErrorCode[] = ["backend_denied", "backend_unavailable", "store_corrupt", "store_unavailable"];
+const ERRORS: ErrorCode[] = ["invalid_name", "not_hosted", ...STORE_ERRORS];
 
 /** The name from the path as it arrived (admission made sure the runtime passed it). */
 const secretName = (c: Ctx) => nameFromPath(c.env.raw?.path ?? "", SECRETS_PREFIX);
@@ -32,7 +34,7 @@ export function secretRoutes(router: Router, manager: SecretManager): void {
         "List the names the store holds and this API serves (never values), a page at a time: ?prefix=P&limit=N (default 100, at most 1000)&cursor=C (next_cursor of the previous page)",
       auth: true,
       query: ListQuery,
-      errors: ["write_only", "not_supported", "backend_denied", "backend_unavailable", "store_corrupt"],
+      errors: ["write_only", "not_supported", ...STORE_ERRORS],
       responses: { 200: { description: "A page of names", schema: ListResponse } },
       audit: { action: "list", name: (c) => c.req.query("prefix") },
     },
@@ -90,7 +92,7 @@ export function secretRoutes(router: Router, manager: SecretManager): void {
       path,
       summary: "Delete a secret (also when absent)",
       auth: true,
-      errors: [...ERRORS, "read_only", "not_supported"],
+      errors: [...ERRORS, "read_only", "name_conflict", "not_supported"],
       responses: { 204: { description: "Deleted" } },
       audit: { action: "delete", name },
     },
@@ -107,7 +109,8 @@ export function secretRoutes(router: Router, manager: SecretManager): void {
       summary: "Replace every os.environ/NAME string in a config with the stored value",
       auth: true,
       body: ResolveRequest,
-      errors: [...ERRORS, "write_only", "unresolved_refs"],
+      // A name outside hosted_keys, or not a name, is a reason in unresolved_refs, not its own error.
+      errors: [...STORE_ERRORS, "write_only", "unresolved_refs"],
       responses: { 200: { description: "The config with refs replaced", schema: ResolveResponse } },
       audit: { action: "resolve" },
     },

@@ -1,5 +1,5 @@
 /** `/health`, `/ready`, `/openapi.json` and `/metrics`: what operators and tools read. */
-import { HealthResponse, ReadyResponse } from "../api-schemas";
+import { ErrorResponse, HealthResponse, ReadyResponse } from "../api-schemas";
 import { toHttpError } from "../errors";
 import type { Metrics } from "../metrics";
 import { buildOpenApi } from "../openapi";
@@ -79,8 +79,15 @@ export function serviceRoutes(router: Router, manager: SecretManager, metrics: M
       summary:
         "Readiness: 200 when the store answers a cheap read within 2 s, else 503 (with Retry-After) carrying the store's error code: backend_unavailable, backend_denied, store_unavailable or internal (answers are reused for 1 s)",
       auth: false,
-      errors: ["backend_unavailable"],
-      responses: { 200: { description: "Ready", schema: ReadyResponse } },
+      // Every failure is a 503 (not the code's own status): described here, not through `errors`.
+      responses: {
+        200: { description: "Ready", schema: ReadyResponse },
+        503: {
+          description:
+            "Not ready, with Retry-After: the store's error code (backend_unavailable, backend_denied, store_unavailable, store_corrupt or internal)",
+          schema: ErrorResponse,
+        },
+      },
     },
     async () => {
       const result = await ready();
