@@ -180,6 +180,39 @@ describe("the HTTP adapter", () => {
     expect([...new Uint8Array(await sent.arrayBuffer())]).toEqual([0, 255, 1, 254]);
   });
 
+  it("refuses a function key in ?code= (the host accepts it, and a forward would send the URL on upstream)", async () => {
+    const masterKey = newKey();
+    const handlers = azureFunctions({
+      stores: [memoryStore],
+      env: { LITELLM_MASTER_KEY: masterKey },
+      log: createLogger(() => {}),
+    });
+    const functionKey = newKey("fk-");
+    const res = await handlers.http(
+      new HttpRequest({
+        method: "POST",
+        url: `http://localhost/v1/forward/gpt/v1/chat/completions?api-version=2024-10-21&code=${functionKey}`,
+        headers: { authorization: `Bearer ${masterKey}`, "content-type": "application/json" },
+        body: { string: "{}" },
+      }),
+      new InvocationContext(),
+    );
+    expect(res.status).toBe(400);
+    const body = Buffer.from(res.body as Uint8Array).toString("utf8");
+    expect(JSON.parse(body).error.code).toBe("invalid_request");
+    expect(body).not.toContain(functionKey);
+    // Other queries pass: ?refresh=true on a read.
+    const read = await handlers.http(
+      new HttpRequest({
+        method: "GET",
+        url: "http://localhost/v1/secrets/NONE?refresh=true",
+        headers: { authorization: `Bearer ${masterKey}` },
+      }),
+      new InvocationContext(),
+    );
+    expect(read.status).toBe(404);
+  });
+
   it("hands a PUT body through byte for byte", async () => {
     const masterKey = newKey();
     const handlers = azureFunctions({

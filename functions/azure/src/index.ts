@@ -3,8 +3,8 @@
  *
  * - `secrets`: an HTTP trigger on every route (`{*path}`, with `routePrefix: ""` in host.json) and
  *   every method, translated by `toRequest` / `toResponse` below: the body's bytes kept intact, and
- *   each `Set-Cookie` sent as one of the response's cookies (the worker keeps one value per header). Azure Functions keys go in `x-functions-key`,
- *   never `?code=`. The raw request is the path of `request.url` as the host hands it over: the
+ *   each `Set-Cookie` sent as one of the response's cookies (the worker keeps one value per header). Azure Functions keys go in `x-functions-key`:
+ *   a request with `?code=` is refused (400), as its URL would carry the key on (a forward's upstream). The raw request is the path of `request.url` as the host hands it over: the
  *   host (and the HttpRequest class) have already normalised `..` and `%2e%2e` away, so those
  *   cannot be refused here (README says so).
  * - `keyEvents`: a Storage Queue trigger on `key-events` (connection `AzureWebJobsStorage`). The host
@@ -93,6 +93,17 @@ function isJson(text: string): boolean {
   }
 }
 
+const FUNCTION_KEY_IN_URL = () =>
+  Response.json(
+    {
+      error: {
+        code: "invalid_request",
+        message: "a function key goes in the x-functions-key header, never in ?code= (the URL would carry it on)",
+      },
+    },
+    { status: 400, headers: { "cache-control": "no-store" } },
+  );
+
 /** The two handlers over one lazily started runtime (tests pass their own stores and environment). */
 export function azureFunctions(options: FunctionOptions = {}) {
   const log = options.log ?? createLogger((line) => process.stdout.write(line));
@@ -103,6 +114,9 @@ export function azureFunctions(options: FunctionOptions = {}) {
   });
 
   const http = async (request: HttpRequest, _context: InvocationContext): Promise<HttpResponseInit> => {
+    // The host takes a function key in `?code=` too, and leaves it in the URL the worker gets: a
+    // forward would send it on to an LLM API. SPEC: function keys go in x-functions-key only.
+    if (new URL(request.url).searchParams.has("code")) return toResponse(FUNCTION_KEY_IN_URL());
     return toResponse(await runtime.fetch(await toRequest(request), rawRequestOf(request)));
   };
 
