@@ -14,7 +14,8 @@
  *   a platform in front of us adds (`x-amz-*`, `x-goog-*`, `x-serverless-*`, Azure's principal),
  *   nor the headers the clouds' metadata services ask for.
  * - Never to a metadata service: an `api_base` (it may be a ref a store write changes) at a
- *   link-local address is refused, as a literal or as a name resolving there (outbound.ts).
+ *   link-local address is refused, as a literal or as a name resolving there (outbound.ts); nor to
+ *   Lambda's runtime API (`AWS_LAMBDA_RUNTIME_API`).
  * - The request body is read whole (at most 1 MiB, as every body), so that it can be sent again;
  *   the answer streams back as it arrives (SSE event by event), status and headers as the upstream
  *   gave them (error bodies too), hop-by-hop headers dropped, `Cache-Control: no-store` added.
@@ -147,6 +148,9 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
   if (isLinkLocal(hostOf(url))) {
     throw new SecretsError("upstream_unavailable", `the api_base of model ${modelName} is a link-local address`);
   }
+  if (isLambdaRuntimeApi(url)) {
+    throw new SecretsError("upstream_unavailable", `the api_base of model ${modelName} is the platform's runtime API`);
+  }
 
   const body = await bodyOf(request, deps.maxBodyBytes);
   const headers: Record<string, string> = {};
@@ -210,6 +214,25 @@ function targetOf(path: string): { modelName: string; rest: string } {
     throw new InvalidInput("the model name in the path is not valid percent-encoding");
   }
   return { modelName, rest: slash === -1 ? "" : after.slice(slash + 1) };
+}
+
+/**
+ * Whether `url` reaches Lambda's runtime API (`AWS_LAMBDA_RUNTIME_API`, on loopback): from there a
+ * request could take or answer another invocation. Loopback itself stays open (a local Ollama).
+ */
+function isLambdaRuntimeApi(url: string): boolean {
+  const api = process.env.AWS_LAMBDA_RUNTIME_API;
+  if (!api) return false;
+  try {
+    const target = new URL(url);
+    const runtime = new URL(`http://${api}`);
+    const loopback = (host: string) => /^(localhost|127(\.\d+){3}|\[::1\])$/i.test(host);
+    const port = (u: URL) => u.port || (u.protocol === "https:" ? "443" : "80");
+    const sameHost = target.hostname === runtime.hostname || (loopback(target.hostname) && loopback(runtime.hostname));
+    return sameHost && port(target) === port(runtime);
+  } catch {
+    return false;
+  }
 }
 
 /** The host of `url` as written (brackets of an IPv6 address removed); "" when it is no URL (undici then refuses it). */

@@ -358,6 +358,31 @@ describe("what forward does not pass on", () => {
     );
   });
 
+  it("a request to Lambda's runtime API (AWS_LAMBDA_RUNTIME_API), where it could take another invocation", async () => {
+    const config = [
+      "model_list:",
+      '  - {model_name: rt, litellm_params: {model: openai/x, api_base: "http://localhost:9001/2018-06-01"}}',
+      '  - {model_name: other, litellm_params: {model: openai/x, api_base: "http://127.0.0.1:9002"}}',
+      "",
+    ].join("\n");
+    const { request } = await inProcessApp({ config });
+    const saved = process.env.AWS_LAMBDA_RUNTIME_API;
+    process.env.AWS_LAMBDA_RUNTIME_API = "127.0.0.1:9001";
+    try {
+      const res = await request("/v1/forward/rt/runtime/invocation/next");
+      expect(res.status).toBe(502);
+      expect(((await res.json()) as { error: { message: string } }).error.message).toBe(
+        "the api_base of model rt is the platform's runtime API",
+      );
+      // Another loopback port is not it (nothing listens there: a plain 502 unreachable).
+      const other = await request("/v1/forward/other/v1/models");
+      expect(((await other.json()) as { error: { message: string } }).error.message).toContain("cannot be reached");
+    } finally {
+      if (saved === undefined) delete process.env.AWS_LAMBDA_RUNTIME_API;
+      else process.env.AWS_LAMBDA_RUNTIME_API = saved;
+    }
+  });
+
   it("a name that resolves to a link-local address: the outbound agent's lookup refuses it (ELINKLOCAL)", async () => {
     const { lookupOutsideLinkLocal } = await import("../../core/src/outbound");
     const answers: Record<string, LookupAddress[]> = {
