@@ -253,7 +253,9 @@ async function serve(input: SettingsInput, flags: Record<string, unknown>, io: C
     const fromStore = new Set(resolution.refs.filter((r) => r.source === "store").map((r) => r.name));
     for (const model of settings.config.model_list ?? []) {
       const key = model.litellm_params.api_key ? refName(model.litellm_params.api_key) : undefined;
-      if (key !== undefined && !fromStore.has(key)) {
+      // Not read from the store at start, or read there but not served over HTTP (an env-backed
+      // store without the name in hosted_keys): forward reads it as GET /v1/secrets does.
+      if (key !== undefined && (!fromStore.has(key) || !rt.manager.serves(key))) {
         log.warn("forwarding to this model will not find its api_key: forward reads keys from the store only", {
           model: model.model_name,
           name: key,

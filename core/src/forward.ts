@@ -25,12 +25,14 @@
  * - No such model: `404 not_found`. The upstream unreachable: `502 upstream_unavailable`; too slow:
  *   `504 upstream_timeout`. No message or log line holds the key.
  */
+
+import { lookup } from "node:dns/promises";
 import { Readable } from "node:stream";
 import { request as send } from "undici";
 import type { RawRequest } from "./app";
 import { InvalidInput, SecretsError } from "./errors";
 import { readLimitedBody } from "./http/router";
-import { isLinkLocal, type OutboundTls, outboundAgent } from "./outbound";
+import { isLinkLocal, isLoopback, type OutboundTls, outboundAgent } from "./outbound";
 import { refName } from "./refs";
 import type { SecretManager } from "./secret-manager";
 
@@ -141,14 +143,15 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
   // The api_base follows the key: from the store only when the key is read from it too. A caller
   // who may write the store could otherwise send a key it cannot read (a literal of the config) to
   // its own host; a key it can read anyway (GET /v1/secrets) gains it nothing.
-  const keyFromStore = params.api_key ? refName(params.api_key) !== undefined : false;
-  const base = params.api_base ? await baseOf(params.api_base, deps.manager, keyFromStore) : undefined;
+  // No key at all: nothing secret follows the api_base, so the store may decide it.
+  const storeDecides = params.api_key ? refName(params.api_key) !== undefined : true;
+  const base = params.api_base ? await baseOf(params.api_base, deps.manager, storeDecides, modelName) : undefined;
   if (!base) throw new InvalidInput(`model ${modelName} has no api_base to forward to`);
   const url = `${base.replace(/\/+$/, "")}/${rest}`;
   if (isLinkLocal(hostOf(url))) {
     throw new SecretsError("upstream_unavailable", `the api_base of model ${modelName} is a link-local address`);
   }
-  if (isLambdaRuntimeApi(url)) {
+  if (await isLambdaRuntimeApi(url)) {
     throw new SecretsError("upstream_unavailable", `the api_base of model ${modelName} is the platform's runtime API`);
   }
 
@@ -218,21 +221,27 @@ function targetOf(path: string): { modelName: string; rest: string } {
 
 /**
  * Whether `url` reaches Lambda's runtime API (`AWS_LAMBDA_RUNTIME_API`, on loopback): from there a
- * request could take or answer another invocation. Loopback itself stays open (a local Ollama).
+ * request could take or answer another invocation. Any spelling of this machine counts (`0.0.0.0`,
+ * `[::ffff:7f00:1]`, a name resolving to 127.0.0.1) on the API's port. Other loopback ports stay
+ * open: a local Ollama, a Lambda extension's proxy.
  */
-function isLambdaRuntimeApi(url: string): boolean {
+async function isLambdaRuntimeApi(url: string): Promise<boolean> {
   const api = process.env.AWS_LAMBDA_RUNTIME_API;
   if (!api) return false;
+  let target: URL;
+  let runtime: URL;
   try {
-    const target = new URL(url);
-    const runtime = new URL(`http://${api}`);
-    const loopback = (host: string) => /^(localhost|127(\.\d+){3}|\[::1\])$/i.test(host);
-    const port = (u: URL) => u.port || (u.protocol === "https:" ? "443" : "80");
-    const sameHost = target.hostname === runtime.hostname || (loopback(target.hostname) && loopback(runtime.hostname));
-    return sameHost && port(target) === port(runtime);
+    target = new URL(url);
+    runtime = new URL(`http://${api}`);
   } catch {
     return false;
   }
+  const port = (u: URL) => u.port || (u.protocol === "https:" ? "443" : "80");
+  if (port(target) !== port(runtime)) return false;
+  const host = target.hostname.replace(/^\[|\]$/g, "");
+  if (isLoopback(host)) return true;
+  const addresses = await lookup(host, { all: true }).catch(() => []);
+  return addresses.some((a) => isLoopback(a.address));
 }
 
 /** The host of `url` as written (brackets of an IPv6 address removed); "" when it is no URL (undici then refuses it). */
@@ -248,9 +257,18 @@ function hostOf(url: string): string {
  * `api_base`: a literal, or a ref resolved as the config's refs are at start (the store, else the
  * environment), or from the environment only when the store may not decide it (`store` false).
  */
-async function baseOf(value: string, manager: SecretManager, store: boolean): Promise<string> {
+async function baseOf(value: string, manager: SecretManager, store: boolean, model: string): Promise<string> {
   const name = refName(value);
-  return name === undefined ? value : manager.resolveRef(name, { store });
+  if (name === undefined) return value;
+  try {
+    return await manager.resolveRef(name, { store });
+  } catch (err) {
+    if (store || !(err instanceof SecretsError) || err.code !== "not_found") throw err;
+    throw new SecretsError(
+      "not_found",
+      `model ${model} has a literal api_key: its api_base ${name} is read from the environment only (a store write must not decide where that key goes)`,
+    );
+  }
 }
 
 /**

@@ -77,13 +77,27 @@ LINK_LOCAL.addSubnet("169.254.0.0", 16, "ipv4");
 LINK_LOCAL.addSubnet("fe80::", 10, "ipv6");
 LINK_LOCAL.addSubnet("fd00:ec2::", 64, "ipv6"); // AWS's IPv6 metadata and pod-identity addresses
 
-/** Whether `address` (an IP address; IPv4-mapped IPv6 too) is link-local, where metadata services live. */
-export function isLinkLocal(address: string): boolean {
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet("127.0.0.0", 8, "ipv4");
+LOOPBACK.addAddress("0.0.0.0", "ipv4"); // "this host": connecting to it reaches loopback
+LOOPBACK.addAddress("::1", "ipv6");
+LOOPBACK.addAddress("::", "ipv6");
+
+/** Whether `address` (an IP address; IPv4-mapped IPv6 too) is in `list`. */
+function inList(list: BlockList, address: string): boolean {
   const bare = address.replace(/^\[|\]$/g, "");
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(bare)?.[1];
-  if (mapped) return LINK_LOCAL.check(mapped, "ipv4");
   const family = isIP(bare);
-  return family !== 0 && LINK_LOCAL.check(bare, family === 4 ? "ipv4" : "ipv6");
+  return family !== 0 && list.check(bare, family === 4 ? "ipv4" : "ipv6");
+}
+
+/** Whether `address` is link-local, where the clouds' metadata services live. */
+export function isLinkLocal(address: string): boolean {
+  return inList(LINK_LOCAL, address);
+}
+
+/** Whether `address` reaches this machine: 127/8, `::1`, and the unspecified `0.0.0.0` and `::`. */
+export function isLoopback(address: string): boolean {
+  return inList(LOOPBACK, address);
 }
 
 type LookupCallback = (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void;

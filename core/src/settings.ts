@@ -87,7 +87,7 @@ export const ConfigSchema = z.object({
     z.object({
       master_key: optionalText,
       /** LiteLLM's escape hatch, for commands that serve no API: a weak master key is taken, with a warning. */
-      dangerously_permit_weak_or_unset_master_key: z.nullish(z.union([z.boolean(), text])),
+      dangerously_permit_weak_or_unset_master_key: z.nullish(z.union([z.boolean(), text, z.number()])),
       key_management_system: optionalText,
       // LiteLLM compares it case-insensitively.
       encryption_algorithm: z.nullish(

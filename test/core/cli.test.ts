@@ -350,6 +350,15 @@ describe("serve", () => {
     } finally {
       await server.stop();
     }
+    // The local store reads the environment at start, but serves over HTTP only hosted_keys.
+    await writeFile(join(dir, "local.yaml"), `general_settings:\n  key_management_system: local\n${config}`);
+    const local = await ServerProcess.start({ env, cwd: dir, args: ["--port", "0", "--config", "local.yaml"] });
+    try {
+      await local.waitFor(/will not find its api_key/);
+      expect(local.output).toMatch(/"model":"envkey","name":"ENV_ONLY_KEY"/);
+    } finally {
+      await local.stop();
+    }
   });
 
   it("leaves no generated master key behind when the start fails (port in use)", async () => {

@@ -358,10 +358,14 @@ describe("what forward does not pass on", () => {
     );
   });
 
-  it("a request to Lambda's runtime API (AWS_LAMBDA_RUNTIME_API), where it could take another invocation", async () => {
+  it("a request to Lambda's runtime API (AWS_LAMBDA_RUNTIME_API), however its host is spelled", async () => {
+    const spellings = ["localhost", "127.0.0.1", "0.0.0.0", "[::ffff:127.0.0.1]", "[::1]", "127.1.2.3"];
     const config = [
       "model_list:",
-      '  - {model_name: rt, litellm_params: {model: openai/x, api_base: "http://localhost:9001/2018-06-01"}}',
+      ...spellings.map(
+        (h, i) =>
+          `  - {model_name: rt${i}, litellm_params: {model: openai/x, api_base: "http://${h}:9001/2018-06-01"}}`,
+      ),
       '  - {model_name: other, litellm_params: {model: openai/x, api_base: "http://127.0.0.1:9002"}}',
       "",
     ].join("\n");
@@ -369,11 +373,13 @@ describe("what forward does not pass on", () => {
     const saved = process.env.AWS_LAMBDA_RUNTIME_API;
     process.env.AWS_LAMBDA_RUNTIME_API = "127.0.0.1:9001";
     try {
-      const res = await request("/v1/forward/rt/runtime/invocation/next");
-      expect(res.status).toBe(502);
-      expect(((await res.json()) as { error: { message: string } }).error.message).toBe(
-        "the api_base of model rt is the platform's runtime API",
-      );
+      for (const i of spellings.keys()) {
+        const res = await request(`/v1/forward/rt${i}/runtime/invocation/next`);
+        expect(res.status, spellings[i]).toBe(502);
+        expect(((await res.json()) as { error: { message: string } }).error.message, spellings[i]).toBe(
+          `the api_base of model rt${i} is the platform's runtime API`,
+        );
+      }
       // Another loopback port is not it (nothing listens there: a plain 502 unreachable).
       const other = await request("/v1/forward/other/v1/models");
       expect(((await other.json()) as { error: { message: string } }).error.message).toContain("cannot be reached");
@@ -453,6 +459,26 @@ describe("model_list refs the store does not hold", () => {
     seen.length = 0;
     expect((await request("/v1/forward/lit/v1/models")).status).toBe(200);
     expect(seen.map((s) => s.headers.authorization)).toEqual([`Bearer ${literal}`]); // at the environment's api_base
+  });
+
+  it("without an api_key the store decides api_base (nothing secret follows it); with a literal key it cannot, and says so", async () => {
+    const config = [
+      "model_list:",
+      "  - {model_name: nokey, litellm_params: {model: openai/x, api_base: os.environ/STORED_BASE}}",
+      "  - {model_name: literal, litellm_params: {model: openai/x, api_base: os.environ/STORED_BASE, api_key: sk-literal-x}}",
+      "",
+    ].join("\n");
+    const { request, runtime } = await inProcessApp({ config });
+    await runtime.manager.put("STORED_BASE", apiUrl);
+    expectedKey = "";
+    seen.length = 0;
+    await request("/v1/forward/nokey/v1/models"); // reaches the stored api_base (the fake answers 401: no key)
+    expect(seen.map((s) => s.url)).toEqual(["/v1/models"]);
+    const literal = await request("/v1/forward/literal/v1/models");
+    expect(literal.status).toBe(404);
+    expect(((await literal.json()) as { error: { message: string } }).error.message).toBe(
+      "model literal has a literal api_key: its api_base STORED_BASE is read from the environment only (a store write must not decide where that key goes)",
+    );
   });
 
   it("on a KMS-like store, a plain api_base (no ciphertext) is the environment's, as at start", async () => {

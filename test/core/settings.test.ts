@@ -122,6 +122,14 @@ describe("salt key and master key", () => {
     for (const flag of ["false", "1", "yes"]) {
       expect(configError(() => loadSettings({ env: flagged(flag), offline: true }))).toContain("publicly known");
     }
+    // A flag LiteLLM would read as off (a number) does not stop a start with a strong key.
+    const strong = loadSettings({
+      env: {
+        LITELLM_MASTER_KEY: newKey(),
+        LLM_SECRETS_CONFIG: "general_settings:\n  dangerously_permit_weak_or_unset_master_key: 1\n",
+      },
+    });
+    expect(strong.warnings).toEqual([]);
     const empty = { LITELLM_MASTER_KEY: " ", LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY: "true" };
     expect(configError(() => loadSettings({ env: empty, offline: true }))).toContain("is empty");
   });

@@ -201,6 +201,12 @@ describe("the HTTP adapter", () => {
     const body = Buffer.from(res.body as Uint8Array).toString("utf8");
     expect(JSON.parse(body).error.code).toBe("invalid_request");
     expect(body).not.toContain(functionKey);
+    // In any case: the host reads its query without regard to case.
+    const upper = await handlers.http(
+      new HttpRequest({ method: "GET", url: `http://localhost/v1/secrets/X?CODE=${functionKey}` }),
+      new InvocationContext(),
+    );
+    expect(upper.status).toBe(400);
     // Other queries pass: ?refresh=true on a read.
     const read = await handlers.http(
       new HttpRequest({

@@ -116,7 +116,9 @@ export function azureFunctions(options: FunctionOptions = {}) {
   const http = async (request: HttpRequest, _context: InvocationContext): Promise<HttpResponseInit> => {
     // The host takes a function key in `?code=` too, and leaves it in the URL the worker gets: a
     // forward would send it on to an LLM API. SPEC: function keys go in x-functions-key only.
-    if (new URL(request.url).searchParams.has("code")) return toResponse(FUNCTION_KEY_IN_URL());
+    // The host reads `code` in any case (ASP.NET Core's query is case-insensitive).
+    const keys = [...new URL(request.url).searchParams.keys()];
+    if (keys.some((k) => k.toLowerCase() === "code")) return toResponse(FUNCTION_KEY_IN_URL());
     return toResponse(await runtime.fetch(await toRequest(request), rawRequestOf(request)));
   };
 
