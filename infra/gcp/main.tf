@@ -154,6 +154,9 @@ resource "google_cloudfunctions2_function" "http" {
   service_config {
     service_account_email = google_service_account.functions.email
     ingress_settings      = var.ingress
+    # Forward waits up to 600 s for an upstream (SPEC section 8): past the default 60 s, callers
+    # would meet the platform's 504 instead of the API's upstream_timeout.
+    timeout_seconds       = 900
     environment_variables = local.environment
     secret_environment_variables {
       key        = "LITELLM_MASTER_KEY"
@@ -186,6 +189,7 @@ resource "google_cloudfunctions2_function" "key_events" {
   service_config {
     service_account_email = google_service_account.functions.email
     ingress_settings      = "ALLOW_INTERNAL_ONLY"
+    timeout_seconds       = 120 # an event's store calls and their retries; the ack deadline matches it
     environment_variables = local.environment
     secret_environment_variables {
       key        = "LITELLM_MASTER_KEY"
@@ -212,16 +216,24 @@ resource "google_pubsub_subscription" "key_events" {
   name                       = "llm-secrets-key-events"
   topic                      = google_pubsub_topic.key_events.id
   message_retention_duration = local.max_event_age
-  ack_deadline_seconds       = 60
+  ack_deadline_seconds       = 120 # the function's timeout: no redelivery while an attempt still runs
+  # Never deleted for lack of activity (Pub/Sub's default deletes a subscription idle 31 days).
+  expiration_policy {
+    ttl = ""
+  }
   push_config {
-    push_endpoint = google_cloudfunctions2_function.key_events.service_config[0].uri
+    # The topic in the path: functions-framework reads it from there (else it warns on every delivery).
+    push_endpoint = "${google_cloudfunctions2_function.key_events.service_config[0].uri}/projects/${var.project}/topics/${google_pubsub_topic.key_events.name}"
     oidc_token {
       service_account_email = google_service_account.functions.email
+      audience              = google_cloudfunctions2_function.key_events.service_config[0].uri
     }
   }
+  # Failed and refused events are redelivered, backing off up to 10 minutes, for about two hours
+  # (a store outage, IAM still propagating) before the dead-letter topic keeps them.
   dead_letter_policy {
     dead_letter_topic     = google_pubsub_topic.dead_letters.id
-    max_delivery_attempts = 5
+    max_delivery_attempts = 20
   }
   retry_policy {
     minimum_backoff = "10s"
@@ -233,6 +245,10 @@ resource "google_pubsub_subscription" "dead_letters" {
   name                       = "llm-secrets-key-events-dead-letters"
   topic                      = google_pubsub_topic.dead_letters.id
   message_retention_duration = local.max_event_age
+  # Nobody pulls it until something went wrong: it must outlive 31 idle days.
+  expiration_policy {
+    ttl = ""
+  }
 }
 
 # Pub/Sub's own agent moves undeliverable messages: it publishes to the dead-letter topic and

@@ -72,9 +72,11 @@ describe("the queue trigger, through Azurite", () => {
     const maxDequeueCount: number = host.extensions.queues.maxDequeueCount;
     expect(maxDequeueCount).toBe(5);
     expect(host.extensions.queues.messageEncoding).toBe("base64");
-    // A failed message waits a minute before its next try (the default is none: a store down for
-    // seconds would use up the five tries at once and send the event to the poison queue).
-    expect(host.extensions.queues.visibilityTimeout).toBe("00:01:00");
+    // A failed message waits five minutes before its next try (the default is none: a store down
+    // for seconds would use up the five tries at once and send the event to the poison queue).
+    expect(host.extensions.queues.visibilityTimeout).toBe("00:05:00");
+    // The Consumption plan's longest run (its default is 5 minutes; forward may wait 600 s).
+    expect(host.functionTimeout).toBe("00:10:00");
     expect(host.extensions.http.routePrefix).toBe("");
 
     const store = new PartlyDownStore();

@@ -95,15 +95,34 @@ describe("the Google deployment", () => {
     }
   });
 
-  it("delivers key events through a push subscription with a dead-letter topic after 5 attempts, kept 6 days at most", () => {
+  it("delivers key events through a push subscription with a dead-letter topic after 20 attempts, kept 6 days at most", () => {
     const sub = resource("google_pubsub_subscription", "key_events");
     expect((sub.dead_letter_policy as Record<string, unknown>[])[0]).toMatchObject({
       dead_letter_topic: hcl("google_pubsub_topic.dead_letters.id"),
-      max_delivery_attempts: 5,
+      max_delivery_attempts: 20,
     });
-    expect(JSON.stringify(sub.push_config)).toContain(
-      "google_cloudfunctions2_function.key_events.service_config[0].uri",
+    const uri = "google_cloudfunctions2_function.key_events.service_config[0].uri";
+    const push = (sub.push_config as Record<string, unknown>[])[0] as Record<string, unknown>;
+    // The topic in the path, where functions-framework looks for it; the token's audience the bare URL.
+    expect(push.push_endpoint).toBe(
+      `${hcl(uri)}/projects/${hcl("var.project")}/topics/${hcl("google_pubsub_topic.key_events.name")}`,
     );
+    expect((push.oidc_token as Record<string, unknown>[])[0]?.audience).toBe(hcl(uri));
+    // No redelivery while an attempt still runs: the ack deadline is the function's timeout.
+    const timeoutOf = (name: string) =>
+      (
+        (resource("google_cloudfunctions2_function", name).service_config as Record<string, unknown>[])[0] as Record<
+          string,
+          unknown
+        >
+      ).timeout_seconds;
+    expect(sub.ack_deadline_seconds).toBe(timeoutOf("key_events"));
+    // Forward may wait 600 s for an upstream: the HTTP function's timeout is longer.
+    expect(timeoutOf("http") as number).toBeGreaterThan(600);
+    // Neither subscription is deleted after 31 idle days (Pub/Sub's default).
+    for (const name of ["key_events", "dead_letters"]) {
+      expect(resource("google_pubsub_subscription", name).expiration_policy, name).toEqual([{ ttl: "" }]);
+    }
     expect(JSON.stringify(main.locals)).toContain('"max_event_age":"518400s"');
     for (const [type, name] of [
       ["google_pubsub_topic", "key_events"],

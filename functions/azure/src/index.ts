@@ -9,7 +9,7 @@
  *   cannot be refused here (README says so).
  * - `keyEvents`: a Storage Queue trigger on `key-events` (connection `AzureWebJobsStorage`). The host
  *   hands over the message decoded from base64 (an object when it is JSON). An event the store
- *   failed on, or one that is malformed or refused, throws: the host retries it a minute later
+ *   failed on, or one that is malformed or refused, throws: the host retries it five minutes later
  *   (`visibilityTimeout`) and, after `maxDequeueCount` (5, host.json), moves it to `key-events-poison`. The reason is logged, never
  *   the key.
  *
