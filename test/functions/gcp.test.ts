@@ -115,10 +115,11 @@ describe("refusals that are not the message's fault, and a plain push subscripti
     expectNoValueIn(logs, [key]);
   });
 
-  it("takes a plain push (no CloudEvent headers: what infra/gcp's subscription sends), naming its messageId", async () => {
+  it("takes a plain push (no CloudEvent headers) at infra/gcp's push path, naming its messageId", async () => {
     const push = async (id: string, event: unknown) => {
       const body = event === undefined ? { message: { messageId: id }, subscription: "s" } : message(id, event);
-      const res = await fetch(`http://127.0.0.1:${await listening}/`, {
+      // infra/gcp's push endpoint: the topic in the path, where functions-framework looks for it.
+      const res = await fetch(`http://127.0.0.1:${await listening}/projects/p/topics/llm-secrets-key-events`, {
         method: "POST",
         headers: { "content-type": "application/json" },
         body: JSON.stringify(body),
@@ -127,7 +128,16 @@ describe("refusals that are not the message's fault, and a plain push subscripti
       return res.status;
     };
     const key = newKey("sk-push-");
-    expect(await push("10", keyEvent("e-push", "pushed", key))).toBe(204);
+    const out = globalThis.console; // where functions-framework warns when the path has no topic
+    const savedWarn = out.warn;
+    const warned: unknown[][] = [];
+    out.warn = (...args: unknown[]) => warned.push(args);
+    try {
+      expect(await push("10", keyEvent("e-push", "pushed", key))).toBe(204);
+    } finally {
+      out.warn = savedWarn;
+    }
+    expect(warned).toEqual([]);
     expect((await store.get("litellm/pushed"))?.value).toBe(key);
     expect(await push("push-without-data", undefined)).toBe(204);
     const line = logs.find((l) => l.includes("malformed key event: acknowledged") && l.includes("push-without-data"));
