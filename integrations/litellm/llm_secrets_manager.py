@@ -12,11 +12,20 @@ environment:
                              with a client certificate and no bundle, the system's CAs)
     LLM_SECRETS_CLIENT_CERT  a client certificate (PEM) for mutual TLS, with
     LLM_SECRETS_CLIENT_KEY   its key (PEM; may be left out when the cert file holds it)
-    LLM_SECRETS_TIMEOUT      seconds per call (default 10)
+    LLM_SECRETS_TIMEOUT      seconds per network step of a call: to connect, to send, and between
+                             two reads of the answer (default 10; httpx's timeout, not a total)
+    LLM_SECRETS_FUNCTIONS_KEY  an Azure Functions key, sent as x-functions-key (infra/azure's
+                             function-key auth). A deployment behind IAM (infra/aws's Function URL,
+                             infra/gcp's invoker) needs its own signed requests: this class does
+                             not sign them
 
 Reads go through ``GET /v1/secrets/{name}`` (so through llm-secrets' cache); a name the store
 does not hold is ``None``, never an exception. Writes and deletes (LiteLLM's virtual-key hooks
-with ``store_virtual_keys: true``) go through ``PUT`` and ``DELETE``. Names are encoded one path
+with ``store_virtual_keys: true``) go through ``PUT`` and ``DELETE``; a delete that fails answers
+``{"status": "error", ...}`` rather than raise, as LiteLLM's Vault manager does, since LiteLLM
+deletes a key's names in one loop that a raise would end. A team's ``secret_manager_settings``
+(``optional_params``) are not sent: llm-secrets places a team's keys by its own
+``key_management_settings.team_settings``. Names are encoded one path
 segment at a time, so ``litellm/team/key`` reaches the secret of that name. Every failure is an
 ``LLMSecretsError`` with the HTTP status and llm-secrets' error code; no error holds a value or
 the API key.
@@ -62,7 +71,15 @@ class _Settings:
         if not url.startswith(("https://", "http://")):
             raise ValueError("LLM_SECRETS_URL must start with https:// (or http:// on a trusted network)")
         self.url = url.rstrip("/")
+        # A header value: printable ASCII only. Refused without echoing it (httpx would quote it
+        # in its error, and LiteLLM logs the error).
+        if not all("\x21" <= ch <= "\x7e" for ch in key):
+            raise ValueError("LLM_SECRETS_API_KEY must be printable ASCII without spaces (its value is not shown)")
         self.api_key = key
+        functions_key = os.environ.get("LLM_SECRETS_FUNCTIONS_KEY", "").strip()
+        if functions_key and not all("\x21" <= ch <= "\x7e" for ch in functions_key):
+            raise ValueError("LLM_SECRETS_FUNCTIONS_KEY must be printable ASCII without spaces (its value is not shown)")
+        self.functions_key = functions_key
         ca = os.environ.get("LLM_SECRETS_CA_BUNDLE", "").strip()
         cert = os.environ.get("LLM_SECRETS_CLIENT_CERT", "").strip()
         key_file = os.environ.get("LLM_SECRETS_CLIENT_KEY", "").strip()
@@ -88,14 +105,19 @@ class _Settings:
 
     def identity(self) -> tuple:
         # The key's hash, not the key: clients are shared per settings, the key's header included.
-        return (self.url, self.tls_files, self.timeout, hashlib.sha256(self.api_key.encode()).hexdigest())
+        keys = f"{self.api_key}\n{self.functions_key}"
+        return (self.url, self.tls_files, self.timeout, hashlib.sha256(keys.encode()).hexdigest())
 
     def client_options(self) -> Dict[str, Any]:
         return {
             "base_url": self.url,
             "verify": self.verify,
             "timeout": httpx.Timeout(self.timeout),
-            "headers": {"x-litellm-api-key": self.api_key, "user-agent": "llm-secrets-litellm/1"},
+            "headers": {
+                "x-litellm-api-key": self.api_key,
+                "user-agent": "llm-secrets-litellm/1",
+                **({"x-functions-key": self.functions_key} if self.functions_key else {}),
+            },
             "limits": httpx.Limits(max_connections=100, max_keepalive_connections=20),
         }
 
@@ -139,7 +161,19 @@ def _failure(response: httpx.Response) -> LLMSecretsError:
 def _unreachable(err: httpx.HTTPError) -> LLMSecretsError:
     if isinstance(err, httpx.TimeoutException):
         return LLMSecretsError(0, "timeout", f"no answer within the timeout ({type(err).__name__})")
-    return LLMSecretsError(0, "unreachable", f"cannot reach the llm-secrets API ({type(err).__name__}: {err})")
+    # The type only: an httpx message may quote a header value (the API key).
+    return LLMSecretsError(0, "unreachable", f"cannot reach the llm-secrets API ({type(err).__name__})")
+
+
+def _answer(response: httpx.Response) -> Dict[str, Any]:
+    """A success's JSON object; anything else (a proxy's HTML page) is an LLMSecretsError."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise LLMSecretsError(response.status_code, "invalid_answer", "the answer is not llm-secrets' JSON")
+    return body
 
 
 def _write_body(value: str, description: Optional[str], tags: Optional[Union[dict, list]]) -> Dict[str, Any]:
@@ -182,6 +216,10 @@ class LLMSecretsManager(CustomSecretManager):
         loop = asyncio.get_running_loop()
         key = self._settings.identity()
         with _lock:
+            # A closed loop's clients go (their pooled connections would keep the loop, and a
+            # socket each, alive: a script calling asyncio.run again and again).
+            for closed in [lp for lp in list(_async_clients.keys()) if lp.is_closed()]:
+                del _async_clients[closed]
             clients = _async_clients.setdefault(loop, {})
             client = clients.get(key)
             if client is None or client.is_closed:
@@ -220,7 +258,10 @@ class LLMSecretsManager(CustomSecretManager):
             return None
         if response.status_code != 200:
             raise _failure(response)
-        return response.json()["value"]
+        value = _answer(response).get("value")
+        if not isinstance(value, str):
+            raise LLMSecretsError(response.status_code, "invalid_answer", "the answer holds no value")
+        return value
 
     # Writes and deletes (LiteLLM's virtual-key hooks).
     async def async_write_secret(
@@ -239,7 +280,7 @@ class LLMSecretsManager(CustomSecretManager):
             raise _unreachable(err) from None
         if response.status_code not in (200, 201):
             raise _failure(response)
-        return response.json()
+        return _answer(response)
 
     async def async_delete_secret(
         self,
@@ -248,13 +289,23 @@ class LLMSecretsManager(CustomSecretManager):
         optional_params: Optional[dict] = None,
         timeout: Optional[Union[float, httpx.Timeout]] = None,
     ) -> dict:
+        """
+        Deletes; a failure answers ``{"status": "error", ...}`` rather than raise: LiteLLM deletes a
+        revoked key's names in one loop with no ``try``, and a raise there would leave the rest.
+        """
+        try:
+            return await self._delete(secret_name, timeout)
+        except LLMSecretsError as err:
+            return {"name": secret_name, "deleted": False, "status": "error", "code": err.code, "message": str(err)}
+
+    async def _delete(self, secret_name: str, timeout: Optional[Union[float, httpx.Timeout]]) -> dict:
         try:
             response = await self._async_client().delete(_path(secret_name), timeout=_timeout(timeout))
         except httpx.HTTPError as err:
             raise _unreachable(err) from None
         if response.status_code != 204:
             raise _failure(response)
-        return {"name": secret_name, "deleted": True}
+        return {"name": secret_name, "deleted": True, "status": "success"}
 
     async def async_update_secret_value(
         self,
@@ -283,7 +334,7 @@ class LLMSecretsManager(CustomSecretManager):
             new_secret_name, new_secret_value, optional_params=optional_params, timeout=timeout
         )
         if new_secret_name != current_secret_name:
-            await self.async_delete_secret(current_secret_name, optional_params=optional_params, timeout=timeout)
+            await self._delete(current_secret_name, timeout)  # a failure raises: the rotation did not finish
         return written
 
     def validate_environment(self) -> bool:

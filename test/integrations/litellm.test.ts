@@ -164,9 +164,11 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
         LLM_SECRETS_API_KEY: masterKey,
         VIRTUAL_KEY_VALUE: attacker,
       });
-      for (const step of ["write", "delete", "read_dot", "read_empty_segment"]) {
+      for (const step of ["write", "read_dot", "read_empty_segment"]) {
         expect(out[step], step).toMatchObject({ error: "LLMSecretsError", code: "invalid_name" });
       }
+      // A delete answers its failure (LiteLLM deletes in a loop a raise would end).
+      expect(out.delete).toMatchObject({ ok: { deleted: false, status: "error", code: "invalid_name" } });
       // The provider key is untouched: neither overwritten nor deleted.
       expect(out.read).toMatchObject({ ok: provider });
       // The server saw our one PUT, and no other write or delete.
@@ -284,6 +286,46 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
       expect(step?.seconds as number).toBeGreaterThanOrEqual(0.9);
       expect(step?.seconds as number).toBeLessThan(8); // LLM_SECRETS_TIMEOUT's 1 s, not its default 10 s
     }
+  });
+
+  it("a delete refused for one name does not end LiteLLM's revocation loop: the next name is deleted", async () => {
+    const config = `general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n`;
+    const { server, masterKey } = await serveStore(config, {});
+    try {
+      const { out } = await drive(python, dir, "delete_loop", {
+        LLM_SECRETS_URL: server.url,
+        LLM_SECRETS_API_KEY: masterKey,
+        VIRTUAL_KEY_VALUE: secretValue("team-b"),
+      });
+      expect(out.revoke).toMatchObject({
+        ok: [
+          { deleted: false, status: "error", code: "invalid_name" },
+          { name: "litellm/team-b", deleted: true, status: "success" },
+        ],
+      });
+      expect(out.read_after).toMatchObject({ ok: null });
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("sends LLM_SECRETS_FUNCTIONS_KEY as x-functions-key (Azure), beside the master key", async () => {
+    const { out } = await drive(python, dir, "functions_key", {
+      LLM_SECRETS_URL: "http://127.0.0.1:1",
+      LLM_SECRETS_API_KEY: newKey(),
+      LLM_SECRETS_FUNCTIONS_KEY: newKey("fk-"),
+    });
+    expect(out).toMatchObject({ read: { ok: null }, functions_key_sent: true, master_key_sent: true });
+  });
+
+  it("refuses a key that is no header value without showing it (LiteLLM logs the error)", async () => {
+    const key = `sk-${secretValue("part")}\nsecond-line`;
+    const { out } = await drive(python, dir, "read", {
+      LLM_SECRETS_URL: "https://secrets.example",
+      LLM_SECRETS_API_KEY: key,
+    });
+    expect(out.construct).toMatchObject({ error: "ValueError", message: expect.stringContaining("printable ASCII") });
+    expect(JSON.stringify(out)).not.toContain("second-line");
   });
 
   it("names the missing settings when it cannot start", async () => {

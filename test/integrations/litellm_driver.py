@@ -13,6 +13,8 @@ Then:
 - `read`: one read of OPENAI_API_KEY (for the wrong-key and server-down cases).
 - `two_keys`: a second instance made with `SECOND_KEY`; both read.
 - `rotate`: a virtual key written, rotated under the same name, then under a new one.
+- `delete_loop`: LiteLLM's revocation loop over two names, the first one refused.
+- `functions_key`: a read against a recording server, to see the headers sent.
 Each step's result or error (its type, status, code and message) goes into the output.
 """
 
@@ -132,6 +134,45 @@ elif scenario == "rotate":
         "tags_body",
         lambda: module._write_body("v", None, [{"Key": "Env", "Value": "prod"}, {"Key": "Empty", "Value": None}, "bare"]),
     )
+elif scenario == "delete_loop":
+    # LiteLLM's revocation: every name of a key deleted in one loop with no try. A name the server
+    # refuses must not end the loop (the next one stays stored otherwise).
+    kept = f"{prefix}team-b"
+
+    async def revoke():
+        await manager.async_write_secret(secret_name=kept, secret_value=os.environ["VIRTUAL_KEY_VALUE"])
+        results = []
+        for name in ["my key/../x", kept]:
+            results.append(await manager.async_delete_secret(secret_name=name))
+        return results
+
+    step("revoke", run(revoke))
+    step("read_after", lambda: manager.sync_read_secret(kept))
+elif scenario == "functions_key":
+    # What an Azure deployment needs: the function key in x-functions-key, beside the master key.
+    import http.server
+    import threading
+
+    seen = {}
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            seen.update({k.lower(): v for k, v in self.headers.items()})
+            self.send_response(404)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    recorder = http.server.HTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=recorder.serve_forever, daemon=True).start()
+    os.environ["LLM_SECRETS_URL"] = f"http://127.0.0.1:{recorder.server_address[1]}"
+    azure = cls()
+    step("read", lambda: azure.sync_read_secret("OPENAI_API_KEY"))
+    out["functions_key_sent"] = seen.get("x-functions-key") == os.environ.get("LLM_SECRETS_FUNCTIONS_KEY")
+    out["master_key_sent"] = seen.get("x-litellm-api-key") == os.environ.get("LLM_SECRETS_API_KEY")
+    recorder.shutdown()
 elif scenario == "read":
     step("sync_read", lambda: manager.sync_read_secret("OPENAI_API_KEY"))
 
