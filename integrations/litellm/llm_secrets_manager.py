@@ -50,6 +50,9 @@ import httpx
 from litellm.integrations.custom_secret_manager import CustomSecretManager
 
 DEFAULT_TIMEOUT_S = 10.0
+# An async call that meets 503 (the store unavailable: it always says Retry-After) is sent once
+# more after that wait, when the wait is at most this; LiteLLM itself never retries a write.
+RETRY_AFTER_MAX_S = 5.0
 
 
 class LLMSecretsError(Exception):
@@ -176,6 +179,17 @@ def _answer(response: httpx.Response) -> Dict[str, Any]:
     return body
 
 
+def _retry_wait(response: httpx.Response) -> Optional[float]:
+    """The wait before a second try of a 503, or None (not a 503, or a wait longer than allowed)."""
+    if response.status_code != 503:
+        return None
+    try:
+        wait = float(response.headers.get("retry-after", "1"))
+    except ValueError:
+        return None
+    return wait if 0 <= wait <= RETRY_AFTER_MAX_S else None
+
+
 def _write_body(value: str, description: Optional[str], tags: Optional[Union[dict, list]]) -> Dict[str, Any]:
     if not isinstance(value, str) or value == "":
         raise LLMSecretsError(0, "invalid_request", "a secret value is a non-empty string")
@@ -227,6 +241,19 @@ class LLMSecretsManager(CustomSecretManager):
                 clients[key] = client
             return client
 
+    async def _async_send(self, method: str, path: str, **options: Any) -> httpx.Response:
+        """One async call, sent again once after a 503's Retry-After (reads, writes and deletes are idempotent)."""
+        client = self._async_client()
+        try:
+            response = await client.request(method, path, **options)
+            wait = _retry_wait(response)
+            if wait is not None:
+                await asyncio.sleep(wait)
+                response = await client.request(method, path, **options)
+        except httpx.HTTPError as err:
+            raise _unreachable(err) from None
+        return response
+
     # Reads: a name the store does not hold is None.
     def sync_read_secret(
         self,
@@ -246,10 +273,7 @@ class LLMSecretsManager(CustomSecretManager):
         optional_params: Optional[dict] = None,
         timeout: Optional[Union[float, httpx.Timeout]] = None,
     ) -> Optional[str]:
-        try:
-            response = await self._async_client().get(_path(secret_name), timeout=_timeout(timeout))
-        except httpx.HTTPError as err:
-            raise _unreachable(err) from None
+        response = await self._async_send("GET", _path(secret_name), timeout=_timeout(timeout))
         return self._read(response)
 
     @staticmethod
@@ -274,10 +298,7 @@ class LLMSecretsManager(CustomSecretManager):
         tags: Optional[Union[dict, list]] = None,
     ) -> Dict[str, Any]:
         body = _write_body(secret_value, description, tags)
-        try:
-            response = await self._async_client().put(_path(secret_name), json=body, timeout=_timeout(timeout))
-        except httpx.HTTPError as err:
-            raise _unreachable(err) from None
+        response = await self._async_send("PUT", _path(secret_name), json=body, timeout=_timeout(timeout))
         if response.status_code not in (200, 201):
             raise _failure(response)
         return _answer(response)
@@ -299,10 +320,7 @@ class LLMSecretsManager(CustomSecretManager):
             return {"name": secret_name, "deleted": False, "status": "error", "code": err.code, "message": str(err)}
 
     async def _delete(self, secret_name: str, timeout: Optional[Union[float, httpx.Timeout]]) -> dict:
-        try:
-            response = await self._async_client().delete(_path(secret_name), timeout=_timeout(timeout))
-        except httpx.HTTPError as err:
-            raise _unreachable(err) from None
+        response = await self._async_send("DELETE", _path(secret_name), timeout=_timeout(timeout))
         if response.status_code != 204:
             raise _failure(response)
         return {"name": secret_name, "deleted": True, "status": "success"}

@@ -318,6 +318,16 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
     expect(out).toMatchObject({ read: { ok: null }, functions_key_sent: true, master_key_sent: true });
   });
 
+  it("sends a write again once after a 503's Retry-After (LiteLLM never retries one)", async () => {
+    const { out } = await drive(python, dir, "retry", {
+      LLM_SECRETS_URL: "http://127.0.0.1:1",
+      LLM_SECRETS_API_KEY: newKey(),
+      VIRTUAL_KEY_VALUE: secretValue("retried"),
+    });
+    expect(out).toMatchObject({ write: { ok: { created: true } }, calls: ["PUT", "PUT"] });
+    expect((out.write as { seconds: number }).seconds).toBeGreaterThanOrEqual(0.9); // it waited Retry-After
+  });
+
   it("refuses a key that is no header value without showing it (LiteLLM logs the error)", async () => {
     const key = `sk-${secretValue("part")}\nsecond-line`;
     const { out } = await drive(python, dir, "read", {

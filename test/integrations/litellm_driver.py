@@ -15,6 +15,7 @@ Then:
 - `rotate`: a virtual key written, rotated under the same name, then under a new one.
 - `delete_loop`: LiteLLM's revocation loop over two names, the first one refused.
 - `functions_key`: a read against a recording server, to see the headers sent.
+- `retry`: a write against a server that answers 503 with Retry-After once.
 Each step's result or error (its type, status, code and message) goes into the output.
 """
 
@@ -173,6 +174,41 @@ elif scenario == "functions_key":
     out["functions_key_sent"] = seen.get("x-functions-key") == os.environ.get("LLM_SECRETS_FUNCTIONS_KEY")
     out["master_key_sent"] = seen.get("x-litellm-api-key") == os.environ.get("LLM_SECRETS_API_KEY")
     recorder.shutdown()
+elif scenario == "retry":
+    # A store outage for a moment: the server answers 503 with Retry-After once, then the write lands.
+    import http.server
+    import threading
+
+    calls = []
+
+    class Flaky(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self):  # noqa: N802 (http.server's name)
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            calls.append(self.command)
+            first = len(calls) == 1
+            body = b'{"error":{"code":"backend_unavailable","message":"down"}}' if first else b'{"name":"k","created":true}'
+            self.send_response(503 if first else 201)
+            if first:
+                self.send_header("retry-after", "1")
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    flaky = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=flaky.serve_forever, daemon=True).start()
+    os.environ["LLM_SECRETS_URL"] = f"http://127.0.0.1:{flaky.server_address[1]}"
+    retrying = cls()
+
+    async def write():
+        return await retrying.async_write_secret(secret_name=virtual, secret_value=os.environ["VIRTUAL_KEY_VALUE"])
+
+    step("write", run(write))
+    out["calls"] = calls
+    flaky.shutdown()
 elif scenario == "read":
     step("sync_read", lambda: manager.sync_read_secret("OPENAI_API_KEY"))
 
