@@ -26,9 +26,10 @@ with ``store_virtual_keys: true``) go through ``PUT`` and ``DELETE``; a delete t
 deletes a key's names in one loop that a raise would end. A team's ``secret_manager_settings``
 (``optional_params``) are not sent: llm-secrets places a team's keys by its own
 ``key_management_settings.team_settings``. Names are encoded one path
-segment at a time, so ``litellm/team/key`` reaches the secret of that name. Every failure is an
-``LLMSecretsError`` with the HTTP status and llm-secrets' error code; no error holds a value or
-the API key.
+segment at a time, so ``litellm/team/key`` reaches the secret of that name. An async call that
+meets 503 is sent once more after its Retry-After (at most ``RETRY_AFTER_MAX_S``). Every other
+failure of a read or write is an ``LLMSecretsError`` with the HTTP status and llm-secrets' error
+code; no error holds a value or the API key.
 
 Standard library and httpx (which LiteLLM already depends on) only. One pooled client per
 process: the sync client is shared by every instance, the async one by every instance on an
