@@ -61,6 +61,21 @@ def run(coro):
     return lambda: asyncio.run(coro())
 
 
+def local_server(handler):
+    """A real HTTP server on loopback answering with `handler`, and an instance of the class pointed at it."""
+    import http.server
+    import threading
+
+    class Quiet(handler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    os.environ["LLM_SECRETS_URL"] = f"http://127.0.0.1:{server.server_address[1]}"
+    return server, cls()
+
+
 try:
     manager = cls()
 except Exception as err:
@@ -152,7 +167,6 @@ elif scenario == "delete_loop":
 elif scenario == "functions_key":
     # What an Azure deployment needs: the function key in x-functions-key, beside the master key.
     import http.server
-    import threading
 
     seen = {}
 
@@ -163,13 +177,7 @@ elif scenario == "functions_key":
             self.send_header("content-length", "0")
             self.end_headers()
 
-        def log_message(self, *args):
-            pass
-
-    recorder = http.server.HTTPServer(("127.0.0.1", 0), Recorder)
-    threading.Thread(target=recorder.serve_forever, daemon=True).start()
-    os.environ["LLM_SECRETS_URL"] = f"http://127.0.0.1:{recorder.server_address[1]}"
-    azure = cls()
+    recorder, azure = local_server(Recorder)
     step("read", lambda: azure.sync_read_secret("OPENAI_API_KEY"))
     out["functions_key_sent"] = seen.get("x-functions-key") == os.environ.get("LLM_SECRETS_FUNCTIONS_KEY")
     out["master_key_sent"] = seen.get("x-litellm-api-key") == os.environ.get("LLM_SECRETS_API_KEY")
@@ -177,7 +185,6 @@ elif scenario == "functions_key":
 elif scenario == "retry":
     # A store outage for a moment: the server answers 503 with Retry-After once, then the write lands.
     import http.server
-    import threading
 
     calls = []
 
@@ -195,13 +202,7 @@ elif scenario == "retry":
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args):
-            pass
-
-    flaky = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
-    threading.Thread(target=flaky.serve_forever, daemon=True).start()
-    os.environ["LLM_SECRETS_URL"] = f"http://127.0.0.1:{flaky.server_address[1]}"
-    retrying = cls()
+    flaky, retrying = local_server(Flaky)
 
     async def write():
         return await retrying.async_write_secret(secret_name=virtual, secret_value=os.environ["VIRTUAL_KEY_VALUE"])
