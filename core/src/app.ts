@@ -46,6 +46,8 @@ export interface AppOptions {
   audit?: Audit;
   /** The clock of `/ready`'s reuse window (the runtime's; tests set it). */
   now?: () => number;
+  /** Lambda's runtime API (`AWS_LAMBDA_RUNTIME_API`), which forwarding never reaches. */
+  lambdaRuntimeApi?: string;
 }
 
 export interface App {
@@ -76,6 +78,7 @@ export function createApp(options: AppOptions): App {
     models: options.models ?? [],
     outbound: options.outbound ?? {},
     maxBodyBytes: MAX_BODY_BYTES,
+    ...(options.lambdaRuntimeApi && { lambdaRuntimeApi: options.lambdaRuntimeApi }),
   });
 
   return {

@@ -56,6 +56,8 @@ export interface ForwardDeps {
   maxBodyBytes: number;
   /** Tuning, not a setting: how long the upstream may take to answer (default: the client's 600 s). */
   timeoutMs?: number;
+  /** Lambda's runtime API (`AWS_LAMBDA_RUNTIME_API`, as the settings captured it): never a target. */
+  lambdaRuntimeApi?: string;
 }
 
 const PREFIX = "/v1/forward/";
@@ -148,10 +150,11 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
   const base = params.api_base ? await baseOf(params.api_base, deps.manager, storeDecides, modelName) : undefined;
   if (!base) throw new InvalidInput(`model ${modelName} has no api_base to forward to`);
   const url = `${base.replace(/\/+$/, "")}/${rest}`;
-  if (isLinkLocal(hostOf(url))) {
+  const target = urlOf(url); // undefined: no URL, which undici then refuses
+  if (target && isLinkLocal(target.hostname)) {
     throw new SecretsError("upstream_unavailable", `the api_base of model ${modelName} is a link-local address`);
   }
-  if (await isLambdaRuntimeApi(url)) {
+  if (target && deps.lambdaRuntimeApi && (await isRuntimeApi(target, deps.lambdaRuntimeApi))) {
     throw new SecretsError("upstream_unavailable", `the api_base of model ${modelName} is the platform's runtime API`);
   }
 
@@ -220,36 +223,25 @@ function targetOf(path: string): { modelName: string; rest: string } {
 }
 
 /**
- * Whether `url` reaches Lambda's runtime API (`AWS_LAMBDA_RUNTIME_API`, on loopback): from there a
+ * Whether `target` reaches Lambda's runtime API (`api`, on loopback): from there a
  * request could take or answer another invocation. Any spelling of this machine counts (`0.0.0.0`,
  * `[::ffff:7f00:1]`, a name resolving to 127.0.0.1) on the API's port. Other loopback ports stay
  * open: a local Ollama, a Lambda extension's proxy.
  */
-async function isLambdaRuntimeApi(url: string): Promise<boolean> {
-  const api = process.env.AWS_LAMBDA_RUNTIME_API;
-  if (!api) return false;
-  let target: URL;
-  let runtime: URL;
-  try {
-    target = new URL(url);
-    runtime = new URL(`http://${api}`);
-  } catch {
-    return false;
-  }
+async function isRuntimeApi(target: URL, api: string): Promise<boolean> {
+  const runtime = urlOf(`http://${api}`);
   const port = (u: URL) => u.port || (u.protocol === "https:" ? "443" : "80");
-  if (port(target) !== port(runtime)) return false;
-  const host = target.hostname.replace(/^\[|\]$/g, "");
-  if (isLoopback(host)) return true;
-  const addresses = await lookup(host, { all: true }).catch(() => []);
+  if (!runtime || port(target) !== port(runtime)) return false;
+  if (isLoopback(target.hostname)) return true;
+  const addresses = await lookup(target.hostname, { all: true }).catch(() => []);
   return addresses.some((a) => isLoopback(a.address));
 }
 
-/** The host of `url` as written (brackets of an IPv6 address removed); "" when it is no URL (undici then refuses it). */
-function hostOf(url: string): string {
+function urlOf(text: string): URL | undefined {
   try {
-    return new URL(url).hostname.replace(/^\[|\]$/g, "");
+    return new URL(text);
   } catch {
-    return "";
+    return undefined;
   }
 }
 

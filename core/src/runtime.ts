@@ -118,6 +118,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
         outbound: settings.outbound,
         ...(audit && { audit }),
         now,
+        lambdaRuntimeApi: settings.env.AWS_LAMBDA_RUNTIME_API,
       })
     : undefined;
   const refuse = noMasterKey(log);

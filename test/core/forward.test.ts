@@ -369,24 +369,18 @@ describe("what forward does not pass on", () => {
       '  - {model_name: other, litellm_params: {model: openai/x, api_base: "http://127.0.0.1:9002"}}',
       "",
     ].join("\n");
-    const { request } = await inProcessApp({ config });
-    const saved = process.env.AWS_LAMBDA_RUNTIME_API;
-    process.env.AWS_LAMBDA_RUNTIME_API = "127.0.0.1:9001";
-    try {
-      for (const i of spellings.keys()) {
-        const res = await request(`/v1/forward/rt${i}/runtime/invocation/next`);
-        expect(res.status, spellings[i]).toBe(502);
-        expect(((await res.json()) as { error: { message: string } }).error.message, spellings[i]).toBe(
-          `the api_base of model rt${i} is the platform's runtime API`,
-        );
-      }
-      // Another loopback port is not it (nothing listens there: a plain 502 unreachable).
-      const other = await request("/v1/forward/other/v1/models");
-      expect(((await other.json()) as { error: { message: string } }).error.message).toContain("cannot be reached");
-    } finally {
-      if (saved === undefined) delete process.env.AWS_LAMBDA_RUNTIME_API;
-      else process.env.AWS_LAMBDA_RUNTIME_API = saved;
+    // As Lambda sets it in the function's environment (read with the settings, at start).
+    const { request } = await inProcessApp({ config, env: { AWS_LAMBDA_RUNTIME_API: "127.0.0.1:9001" } });
+    for (const i of spellings.keys()) {
+      const res = await request(`/v1/forward/rt${i}/runtime/invocation/next`);
+      expect(res.status, spellings[i]).toBe(502);
+      expect(((await res.json()) as { error: { message: string } }).error.message, spellings[i]).toBe(
+        `the api_base of model rt${i} is the platform's runtime API`,
+      );
     }
+    // Another loopback port is not it (nothing listens there: a plain 502 unreachable).
+    const other = await request("/v1/forward/other/v1/models");
+    expect(((await other.json()) as { error: { message: string } }).error.message).toContain("cannot be reached");
   });
 
   it("a name that resolves to a link-local address: the outbound agent's lookup refuses it (ELINKLOCAL)", async () => {
