@@ -9,6 +9,7 @@
 import { createApp, MAX_BODY_BYTES, type RawRequest } from "./app";
 import { createAudit, keyEventEntry, requestIdOf } from "./audit";
 import { cryptoReady } from "./crypto";
+import { errorAnswer } from "./http/router";
 import { instrumentStore } from "./instrument-store";
 import { applyKeyEvent, applyKeyEventText, type KeyEventResult } from "./key-events";
 import { bufferedWriter, type Logger } from "./log";
@@ -221,10 +222,7 @@ export function startOnFirstUse(options: FunctionRuntimeOptions): LazyRuntime {
     try {
       rt = await runtime();
     } catch {
-      return Response.json(
-        { error: { code: "internal", message: "llm-secrets could not start: the function's log says why" } },
-        { status: 500, headers: { "cache-control": "no-store" } },
-      );
+      return errorAnswer("internal", "llm-secrets could not start: the function's log says why");
     }
     return rt.fetch(request, raw);
   };

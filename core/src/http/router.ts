@@ -10,7 +10,7 @@
 import type { Context, Hono } from "hono";
 import type * as z from "zod/mini";
 import { type Audit, type AuditAction, type AuditEntry, callerOf, requestIdOf } from "../audit";
-import { InvalidInput, SecretsError } from "../errors";
+import { ERROR_STATUS, type ErrorCode, InvalidInput, SecretsError } from "../errors";
 import { withoutQuery } from "../names";
 import { ALL_METHODS, type RouteSpec } from "../openapi";
 import { describeIssues, issuesOf, safeParse } from "../validation";
@@ -69,6 +69,11 @@ export function json(value: unknown, status = 200, headers?: Record<string, stri
     status,
     headers: headers ? { ...JSON_HEADERS, ...headers } : JSON_HEADERS,
   });
+}
+
+/** An error in the API's shape (`{"error":{"code","message"}}`, the code's status) for an answer made outside a route (a runtime's own). */
+export function errorAnswer(code: ErrorCode, message: string): Response {
+  return json({ error: { code, message } }, ERROR_STATUS[code]);
 }
 
 // Shared by every answer: `Response` copies its init headers, so these are never changed.

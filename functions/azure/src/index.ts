@@ -21,6 +21,7 @@
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from "@azure/functions";
 import {
   createLogger,
+  errorAnswer,
   type FunctionOptions,
   type RawRequest,
   responseCookies,
@@ -93,17 +94,6 @@ function isJson(text: string): boolean {
   }
 }
 
-const FUNCTION_KEY_IN_URL = () =>
-  Response.json(
-    {
-      error: {
-        code: "invalid_request",
-        message: "a function key goes in the x-functions-key header, never in ?code= (the URL would carry it on)",
-      },
-    },
-    { status: 400, headers: { "cache-control": "no-store" } },
-  );
-
 /** The two handlers over one lazily started runtime (tests pass their own stores and environment). */
 export function azureFunctions(options: FunctionOptions = {}) {
   const log = options.log ?? createLogger((line) => process.stdout.write(line));
@@ -118,7 +108,10 @@ export function azureFunctions(options: FunctionOptions = {}) {
     // forward would send it on to an LLM API. SPEC: function keys go in x-functions-key only.
     // The host reads `code` in any case (ASP.NET Core's query is case-insensitive).
     const keys = [...new URL(request.url).searchParams.keys()];
-    if (keys.some((k) => k.toLowerCase() === "code")) return toResponse(FUNCTION_KEY_IN_URL());
+    if (keys.some((k) => k.toLowerCase() === "code")) {
+      const message = "a function key goes in the x-functions-key header, never in ?code= (the URL would carry it on)";
+      return toResponse(errorAnswer("invalid_request", message));
+    }
     return toResponse(await runtime.fetch(await toRequest(request), rawRequestOf(request)));
   };
 
