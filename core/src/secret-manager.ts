@@ -346,7 +346,7 @@ export class SecretManager {
 
   /**
    * Resolves a config at start, as LiteLLM does: through the store for the names it may read at
-   * start (`#readableAtStart`), else (or when the store has no such name or fails) from the
+   * start (`#unreadableAtStart`), else (or when the store has no such name or fails) from the
    * environment captured at start.
    */
   async resolveConfig(config: unknown): Promise<ConfigResolution> {
@@ -360,8 +360,7 @@ export class SecretManager {
         let reason = this.#unreadableAtStart(name) ?? "not_found";
         if (reason === "not_found") {
           try {
-            const cached = this.#cached(name);
-            values.set(name, found(name, cached instanceof Promise ? await cached : cached).value);
+            values.set(name, await this.#storeValue(name));
             return { name, source: "store" };
           } catch (err) {
             if (!(err instanceof NotFound)) {
@@ -392,10 +391,9 @@ export class SecretManager {
    * environment only (what a caller who may write the store cannot change).
    */
   async resolveRef(name: string, options: { store?: boolean } = {}): Promise<string> {
-    if (options.store !== false && this.#readableAtStart(name)) {
+    if (options.store !== false && this.#unreadableAtStart(name) === undefined) {
       try {
-        const cached = this.#cached(name);
-        return found(name, cached instanceof Promise ? await cached : cached).value;
+        return await this.#storeValue(name);
       } catch (err) {
         const plain = this.#envBacked && err instanceof SecretsError && err.code === "store_corrupt";
         if (!(err instanceof NotFound) && !plain) throw err;
@@ -406,17 +404,19 @@ export class SecretManager {
     return fromEnv;
   }
 
-  /**
-   * Whether a config's ref is read through the store at start: LiteLLM's rule (reads allowed, and in
-   * `hosted_keys` when that is set), else it is looked up in the environment only. Unlike over the
-   * API, an environment-backed store reads every ref when there are no `hosted_keys`: this is the
-   * operator's own config, and LiteLLM's get_secret decrypts each one through KMS.
-   */
-  #readableAtStart(name: string): boolean {
-    return this.#unreadableAtStart(name) === undefined;
+  /** A config ref's value read through the store and its cache (the API's rules aside); `NotFound` if it holds none. */
+  async #storeValue(name: string): Promise<string> {
+    const cached = this.#cached(name);
+    return found(name, cached instanceof Promise ? await cached : cached).value;
   }
 
-  /** Why a config's ref is not read through the store at start (`#readableAtStart`), if it is not. */
+  /**
+   * Why a config's ref is not read through the store at start, if it is not: LiteLLM's rule (reads
+   * allowed, and in `hosted_keys` when that is set), else it is looked up in the environment only.
+   * Unlike over the API, an environment-backed store reads every ref when there are no
+   * `hosted_keys`: this is the operator's own config, and LiteLLM's get_secret decrypts each one
+   * through KMS.
+   */
   #unreadableAtStart(name: string): "invalid_name" | "write_only" | "not_hosted" | undefined {
     if (!isValidName(name)) return "invalid_name";
     if (this.#policy.accessMode === "write_only") return "write_only";
