@@ -184,10 +184,11 @@ describe("the HTTP adapter", () => {
 
   it("refuses a function key in ?code= (the host accepts it, and a forward would send the URL on upstream)", async () => {
     const masterKey = newKey();
+    const logs: string[] = [];
     const handlers = azureFunctions({
       stores: [memoryStore],
       env: { LITELLM_MASTER_KEY: masterKey },
-      log: createLogger(() => {}),
+      log: createLogger((line) => logs.push(line)),
     });
     const functionKey = newKey("fk-");
     const res = await handlers.http(
@@ -203,6 +204,12 @@ describe("the HTTP adapter", () => {
     const body = Buffer.from(res.body as Uint8Array).toString("utf8");
     expect(JSON.parse(body).error.code).toBe("invalid_request");
     expect(body).not.toContain(functionKey);
+    // Logged like any refused request, without the key.
+    const refusedLines = logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "request");
+    expect(refusedLines).toEqual([
+      expect.objectContaining({ method: "POST", path: "/v1/forward/gpt/v1/chat/completions", status: 400 }),
+    ]);
+    expect(logs.join("")).not.toContain(functionKey);
     // In any case: the host reads its query without regard to case.
     const upper = await handlers.http(
       new HttpRequest({ method: "GET", url: `http://localhost/v1/secrets/X?CODE=${functionKey}` }),

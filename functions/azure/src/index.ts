@@ -110,6 +110,9 @@ export function azureFunctions(options: FunctionOptions = {}) {
     const keys = [...new URL(request.url).searchParams.keys()];
     if (keys.some((k) => k.toLowerCase() === "code")) {
       const message = "a function key goes in the x-functions-key header, never in ?code= (the URL would carry it on)";
+      // Logged like any refused request, without the query that holds the key.
+      const path = new URL(request.url).pathname;
+      log.info("request", { method: request.method, path, status: 400, code: "invalid_request" });
       return toResponse(errorAnswer("invalid_request", message));
     }
     return toResponse(await runtime.fetch(await toRequest(request), rawRequestOf(request)));
