@@ -137,7 +137,7 @@ export async function applyKeyEventText(text: string, deps: KeyEventDeps): Promi
   try {
     input = JSON.parse(text);
   } catch {
-    return counted({ ...refused(undefined, "invalid_request", "the message is not JSON"), malformed: true }, deps);
+    return counted(malformed(undefined, "the message is not JSON"), deps);
   }
   return applyKeyEvent(input, deps);
 }
@@ -159,8 +159,7 @@ async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult
   const id = idOf(input);
   const parsed = safeParse(KeyEventSchema, input);
   if (!parsed.success) {
-    const reason = `malformed key event: ${describeIssues(issuesOf(parsed.error))}`;
-    return { ...refused(id, "invalid_request", reason), malformed: true };
+    return malformed(id, `malformed key event: ${describeIssues(issuesOf(parsed.error))}`);
   }
   const event = parsed.data;
   const { policy } = deps;
@@ -250,6 +249,11 @@ function eventValue(event: KeyEvent, keys: KeyRing | undefined): string {
 
 function refused(id: string | undefined, code: ErrorCode, message: string): KeyEventResult {
   return { ...(id !== undefined && { id }), status: "refused", code, message };
+}
+
+/** Refused as a message that can never be an event applied anywhere (see `malformed` above). */
+function malformed(id: string | undefined, message: string): KeyEventResult {
+  return { ...refused(id, "invalid_request", message), malformed: true };
 }
 
 /** The id of something that may not be an event, for reports: a short string or nothing. */
