@@ -5,17 +5,19 @@ import { copyFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { storeConformance } from "@llm-secrets/core/testing"; // as a user's own store test imports it
 import { describe, expect, it } from "vitest";
-import { ConfigError } from "../../core/src/errors";
+import { ConfigError, SecretsError } from "../../core/src/errors";
 import { silentLogger } from "../../core/src/log";
 import { loadSettings } from "../../core/src/settings";
 import { customStore } from "../../core/src/stores/custom";
-import { serveStore, tempDir } from "../helpers";
+import { codeOf, serveStore, tempDir } from "../helpers";
 
 const FIXTURES = join(import.meta.dirname, "../fixtures");
+/** The value custom-failing-factory.mjs quotes in its errors' messages. */
+const LEAKED = "sk-leaked-in-a-message-0123";
 
-function open(path: string, configDir = FIXTURES) {
+function open(path: string, configDir = FIXTURES, config: Record<string, unknown> = {}) {
   return customStore.open(
-    { config: { custom_secret_manager: path }, env: {} },
+    { config: { custom_secret_manager: path, ...config }, env: {} },
     { dataDir: "/nonexistent", configDir, env: {}, log: silentLogger, now: Date.now },
   );
 }
@@ -49,6 +51,25 @@ describe("the custom store", () => {
     });
     expect((await configured.get("FROM_SETTINGS"))?.value).toBe("hello");
     expect(settings.warnings).toEqual([]); // its keys are not "ignored"
+  });
+
+  it("classifies what a StoreFactory's store throws: a 503 is backend_unavailable, a NotSupported not_supported", async () => {
+    const failing = await open("./custom-failing-factory.mjs");
+    const err = await failing.get("A").catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SecretsError);
+    expect(err).toMatchObject({ code: "backend_unavailable", details: { retryAfter: 1 } });
+    expect((err as Error).message).not.toContain(LEAKED);
+    expect(await codeOf(failing.put("A", "v"))).toBe("backend_unavailable");
+    expect(await codeOf(failing.delete("A"))).toBe("backend_unavailable");
+    expect(await codeOf(failing.list?.({ limit: 10 }) as Promise<unknown>)).toBe("backend_unavailable");
+    const denied = await open("./custom-failing-factory.mjs", FIXTURES, { status: 403 });
+    expect(await codeOf(denied.get("A"))).toBe("backend_denied");
+    // The read-only factory throws errors named NotSupported from put and delete.
+    const readOnly = await open("./custom-factory.mjs");
+    expect(await codeOf(readOnly.put("A", "v"))).toBe("not_supported");
+    expect(await codeOf(readOnly.delete("A"))).toBe("not_supported");
+    expect(readOnly.list).toBeUndefined(); // it has no list: the API answers 501
+    expect(readOnly.kind).toBe("custom-factory");
   });
 
   it("stops the start, naming the module, when it cannot be loaded or exports neither shape", async () => {

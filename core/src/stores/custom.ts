@@ -11,15 +11,17 @@
  *   `delete(name)`: a store without them answers `501 not_supported` to writes.
  *
  * A module that cannot be loaded, or whose export is neither, stops the start with a message naming
- * the module. Whatever it throws goes through the one classifier like every store's failures.
+ * the module. Whatever its store throws goes through the one classifier like every store's failures
+ * (an error named `NotSupported`, from another copy of this package or plain, is `not_supported`).
  */
 import { isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import * as z from "zod/mini";
-import { ConfigError } from "../errors";
+import { ConfigError, SecretsError } from "../errors";
 import {
   type DeleteOutcome,
   KeyedQueue,
+  type ListOptions,
   type PutOutcome,
   type SecretRecord,
   type SecretStore,
@@ -34,6 +36,45 @@ export const CustomSettings = z.object({
   config: z.looseObject({ custom_secret_manager: z.nullish(z.string().check(z.minLength(1))) }),
   env: z.object({}),
 });
+
+/**
+ * A user's store's failure as a typed error: an error named `NotSupported` (the README's typed
+ * error, thrown from another copy of the package, or a plain error so named) is `not_supported`;
+ * anything else goes through the one classifier.
+ */
+function classifyCustomError(err: unknown, what: string): SecretsError {
+  if (!(err instanceof SecretsError) && (err as { name?: unknown } | null)?.name === "NotSupported") {
+    return new NotSupported(what);
+  }
+  return classifyBackendError(err, what);
+}
+
+/**
+ * A `StoreFactory` module's store, its failures classified: what its `get`, `put`, `delete`, `list`
+ * or `close` throws that is not already typed goes through `classifyCustomError`. Its kind, `keyOf`
+ * and `watch` are its own; `list`, `watch` and `close` are there only when it has them.
+ */
+function classifiedStore(store: SecretStore): SecretStore {
+  async function classified<T>(what: string, work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (err) {
+      throw classifyCustomError(err, what);
+    }
+  }
+  const list = store.list?.bind(store);
+  const close = store.close?.bind(store);
+  return {
+    kind: store.kind,
+    keyOf: (name, scope) => store.keyOf(name, scope),
+    get: (name, options) => classified("custom store get", () => store.get(name, options)),
+    put: (name, value, options) => classified("custom store put", () => store.put(name, value, options)),
+    delete: (name, options) => classified("custom store delete", () => store.delete(name, options)),
+    ...(list && { list: (options: ListOptions) => classified("custom store list", () => list(options)) }),
+    ...(store.watch && { watch: (onChange: (names: string[]) => void) => store.watch?.(onChange) }),
+    ...(close && { close: () => classified("custom store close", close) }),
+  };
+}
 
 /** What a plain class may offer. */
 interface PlainStore {
@@ -62,7 +103,7 @@ export class PlainClassStore implements SecretStore {
     try {
       found = await this.inner.get(name);
     } catch (err) {
-      throw classifyBackendError(err, "custom store get");
+      throw classifyCustomError(err, "custom store get");
     }
     if (found === undefined || found === null) return undefined;
     if (typeof found === "string") return { value: found };
@@ -80,7 +121,7 @@ export class PlainClassStore implements SecretStore {
       try {
         await put(name, value);
       } catch (err) {
-        throw classifyBackendError(err, "custom store put");
+        throw classifyCustomError(err, "custom store put");
       }
       return existed ? "updated" : "created";
     });
@@ -94,7 +135,7 @@ export class PlainClassStore implements SecretStore {
       try {
         await remove(name);
       } catch (err) {
-        throw classifyBackendError(err, "custom store delete");
+        throw classifyCustomError(err, "custom store delete");
       }
       return existed ? "deleted" : "absent";
     });
@@ -140,7 +181,7 @@ async function openCustom(settings: z.output<typeof CustomSettings>, deps: Store
     if (!parsed.success) {
       throw new ConfigError(`custom_secret_manager ${path}: ${describeIssues(issuesOf(parsed.error))}`);
     }
-    return exported.open(parsed.data as never, deps);
+    return classifiedStore(await exported.open(parsed.data as never, deps));
   }
   if (typeof exported === "function") {
     let instance: unknown;
