@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { storeConformance } from "@llm-secrets/core/testing"; // as a user's own store test imports it
 import { describe, expect, it } from "vitest";
 import { ConfigError, SecretsError } from "../../core/src/errors";
-import { silentLogger } from "../../core/src/log";
+import { createLogger, silentLogger } from "../../core/src/log";
 import { loadSettings } from "../../core/src/settings";
 import { customStore } from "../../core/src/stores/custom";
 import { codeOf, serveStore, tempDir } from "../helpers";
@@ -70,6 +70,50 @@ describe("the custom store", () => {
     expect(await codeOf(readOnly.delete("A"))).toBe("not_supported");
     expect(readOnly.list).toBeUndefined(); // it has no list: the API answers 501
     expect(readOnly.kind).toBe("custom-factory");
+  });
+
+  it("refuses a StoreFactory whose defaults say envBacked, and warns once of the defaults it does not apply", async () => {
+    const dir = await tempDir();
+    const factory = (defaults: string) =>
+      `export default { kind: "mine", settings: { safeParse: (input) => ({ success: true, data: input }) }, defaults: ${defaults}, capabilities: { writes: false, deletes: false, compareAndSet: false, maxValueBytes: 1024, records: [] }, open: async () => ({ kind: "mine", keyOf: (n) => n, get: async () => ({ value: "opened" }), put: async () => "created", delete: async () => "absent" }) };\n`;
+    await writeFile(
+      join(dir, "env.mjs"),
+      factory('{ accessMode: "read_only", needsLocalKey: false, envBacked: true }'),
+    );
+    await writeFile(
+      join(dir, "tuned.mjs"),
+      factory(
+        '{ accessMode: "read_and_write", refreshSeconds: 300, alwaysReadVariable: "MINE_ALWAYS_READ", needsLocalKey: false, envBacked: false }',
+      ),
+    );
+    const lines: string[] = [];
+    const openLogged = (path: string) =>
+      customStore.open(
+        { config: { custom_secret_manager: path }, env: {} },
+        { dataDir: "/x", configDir: dir, env: {}, log: createLogger((l) => lines.push(l)), now: Date.now },
+      );
+    const refused = await openLogged("./env.mjs").catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(ConfigError);
+    expect((refused as Error).message).toMatch(
+      /^custom_secret_manager \.\/env\.mjs: .*envBacked.*served over HTTP without the hosted_keys limit/,
+    );
+    expect(lines).toEqual([]);
+
+    const tuned = await openLogged("./tuned.mjs");
+    expect((await tuned.get("A"))?.value).toBe("opened");
+    expect(lines).toHaveLength(1);
+    const warning = JSON.parse(lines[0] as string) as { level: string; msg: string };
+    expect(warning.level).toBe("warn");
+    expect(warning.msg).toContain("custom_secret_manager ./tuned.mjs: defaults not applied");
+    expect(warning.msg).toContain("accessMode (set key_management_settings.access_mode)");
+    expect(warning.msg).toContain("refreshSeconds (set SECRET_MANAGER_REFRESH_INTERVAL)");
+    expect(warning.msg).toContain("alwaysReadVariable (set SECRET_MANAGER_REFRESH_INTERVAL=0 to always read)");
+    expect(warning.msg).not.toContain("refreshIntervalVariable"); // not set: nothing to say
+
+    // The custom kind's own defaults, as the fixture's: no warning.
+    lines.length = 0;
+    await openLogged(join(FIXTURES, "custom-factory.mjs"));
+    expect(lines).toEqual([]);
   });
 
   it("stops the start, naming the module, when it cannot be loaded or exports neither shape", async () => {

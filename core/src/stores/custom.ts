@@ -25,6 +25,7 @@ import {
   type PutOutcome,
   type SecretRecord,
   type SecretStore,
+  type StoreDefaults,
   type StoreDeps,
   type StoreFactory,
 } from "../secret-store";
@@ -152,6 +153,39 @@ function isFactory(value: unknown): value is StoreFactory {
   );
 }
 
+/** The custom kind's defaults: what the start applies, whatever the module's own say. */
+const CUSTOM_DEFAULTS: StoreDefaults = { accessMode: "read_only", needsLocalKey: false, envBacked: false };
+
+/** Defaults the start reads before the module loads, and what to set instead of each. */
+const UNAPPLIED_DEFAULTS = [
+  ["accessMode", "key_management_settings.access_mode"],
+  ["refreshIntervalVariable", "SECRET_MANAGER_REFRESH_INTERVAL"],
+  ["refreshSeconds", "SECRET_MANAGER_REFRESH_INTERVAL"],
+  ["alwaysReadVariable", "SECRET_MANAGER_REFRESH_INTERVAL=0 to always read"],
+] as const satisfies readonly (readonly [keyof StoreDefaults, string])[];
+
+/**
+ * A `StoreFactory` module's `defaults` against the custom kind's: the start took the custom kind's
+ * (access mode, cache lifetime, whether the store reads the environment) before the module loaded.
+ * One that reads the environment is refused: its names would be served over HTTP without the
+ * `hosted_keys` limit. Others that differ are not applied, said in one warning.
+ */
+function checkDefaults(defaults: Partial<StoreDefaults> | undefined, path: string, deps: StoreDeps): void {
+  if (defaults?.envBacked === true) {
+    throw new ConfigError(
+      `custom_secret_manager ${path}: its defaults say envBacked (it reads the environment), which a custom store cannot be: the start cannot know it before the module loads, so its names would be served over HTTP without the hosted_keys limit`,
+    );
+  }
+  const differing = UNAPPLIED_DEFAULTS.filter(
+    ([field]) => defaults?.[field] !== undefined && defaults[field] !== CUSTOM_DEFAULTS[field],
+  );
+  if (differing.length === 0) return;
+  const fields = differing.map(([field, instead]) => `${field} (set ${instead})`).join(", ");
+  deps.log.warn(
+    `custom_secret_manager ${path}: defaults not applied, the start read the custom store's before the module loaded: ${fields}`,
+  );
+}
+
 async function openCustom(settings: z.output<typeof CustomSettings>, deps: StoreDeps): Promise<SecretStore> {
   const path = settings.config.custom_secret_manager;
   if (!path) {
@@ -176,6 +210,7 @@ async function openCustom(settings: z.output<typeof CustomSettings>, deps: Store
     );
   }
   if (isFactory(exported)) {
+    checkDefaults(exported.defaults, path, deps);
     const { custom_secret_manager: _path, ...config } = settings.config;
     const parsed = safeParse(exported.settings, { config, env: deps.env });
     if (!parsed.success) {
@@ -202,7 +237,7 @@ async function openCustom(settings: z.output<typeof CustomSettings>, deps: Store
 export const customStore = {
   kind: "custom",
   settings: CustomSettings,
-  defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: false },
+  defaults: CUSTOM_DEFAULTS,
   capabilities: { writes: true, deletes: true, compareAndSet: false, maxValueBytes: 64 * 1024, records: [] },
   open: openCustom,
 } as const satisfies StoreFactory<"custom", typeof CustomSettings>;
