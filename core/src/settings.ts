@@ -13,7 +13,7 @@ import { ENCRYPTION_ALGORITHMS, type EncryptionAlgorithm, KeyRing } from "./cryp
 import { ConfigError, EncryptionKeyMissing, SecretsError } from "./errors";
 import { validateName } from "./names";
 import type { OutboundTls } from "./outbound-tls";
-import { envRefValue } from "./refs";
+import { envRefValue, refName } from "./refs";
 import type { AccessMode, StoreFactory, StoreScope } from "./secret-store";
 import { describeIssues, issuesOf, safeParse, unknownKeys } from "./validation";
 
@@ -255,16 +255,13 @@ export function loadSettings(input: SettingsInput): Settings {
     Object.entries(input.env).filter((e): e is [string, string] => typeof e[1] === "string"),
   );
   const configSource = input.configFile ?? rawEnv.LLM_SECRETS_CONFIG;
-  const { config, rawConfig, ignored } = readConfig(configSource, cwd, input.stores);
+  const { config, rawConfig, ignored, env, unsetVariables } = readConfig(configSource, cwd, input.stores, rawEnv);
   // Where paths in the config are relative to: the config file's directory, or the working
   // directory for an inline config.
   const configDir =
     configSource && !configSource.includes("\n") && !configSource.trimStart().startsWith("{")
       ? dirname(resolve(cwd, configSource))
       : cwd;
-  const env: Record<string, string> = { ...rawEnv };
-  for (const [k, v] of Object.entries(config.environment_variables ?? {})) env[k] = String(v);
-
   const envForSchema = Object.fromEntries(
     Object.entries(env).filter(([k, v]) => k in EnvSchema.shape && (v !== "" || EMPTY_IS_SET.has(k))),
   );
@@ -279,6 +276,9 @@ export function loadSettings(input: SettingsInput): Settings {
   // A store whose config schema takes any key (a custom module's own settings) reads them all.
   const unused = takesAnyKey(factory) ? ignored.filter((key) => !key.startsWith(KMS_PATH)) : ignored;
   const warnings = unused.length ? [`config: ignoring keys llm-secrets does not use: ${unused.join(", ")}`] : [];
+  for (const [key, name] of unsetVariables) {
+    warnings.push(`config: environment_variables.${key} refers to ${name}, which is not set: ${key} is left as it was`);
+  }
   for (const flag of legacy.filter((l) => l.kind !== factory.kind)) {
     warnings.push(`config: ignoring general_settings.${flag.key}: the store is ${factory.kind}`);
   }
@@ -460,12 +460,26 @@ export function requireKeys(settings: Settings): KeyRing {
   return settings.keys;
 }
 
+interface ReadConfig {
+  config: Config;
+  /** The config as read, with its settings' refs resolved (`withSettingRefs`). */
+  rawConfig: Record<string, unknown>;
+  ignored: string[];
+  /** The environment with the config's `environment_variables` applied. */
+  env: Record<string, string>;
+  /** `environment_variables` entries whose ref names a variable that is not set: [key, variable]. */
+  unsetVariables: [string, string][];
+}
+
 function readConfig(
   source: string | undefined,
   cwd: string,
   stores: readonly StoreFactory[],
-): { config: Config; rawConfig: Record<string, unknown>; ignored: string[] } {
-  if (source === undefined || source.trim() === "") return { config: {}, rawConfig: {}, ignored: [] };
+  rawEnv: Record<string, string>,
+): ReadConfig {
+  if (source === undefined || source.trim() === "") {
+    return { config: {}, rawConfig: {}, ignored: [], env: { ...rawEnv }, unsetVariables: [] };
+  }
   const inline = source.includes("\n") || source.trimStart().startsWith("{");
   let yamlText: string;
   if (inline) {
@@ -498,8 +512,6 @@ function readConfig(
   }
   if (typeof raw !== "object" || Array.isArray(raw))
     throw new ConfigError("config: expected a mapping at the top level");
-  const parsed = safeParse(ConfigSchema, raw);
-  if (!parsed.success) throw new ConfigError(`config: ${describeIssues(issuesOf(parsed.error))}`);
   // Keys a registered store reads are its own, not unknown; so are the stores' LiteLLM switches.
   const storeKeys = new Set(stores.flatMap((f) => Object.keys(f.settings.shape.config.shape)));
   const switches = new Set(
@@ -508,7 +520,72 @@ function readConfig(
   const ignored = unknownKeys(ConfigSchema, raw).filter(
     (key) => !(key.startsWith(KMS_PATH) && storeKeys.has(key.slice(KMS_PATH.length))) && !switches.has(key),
   );
-  return { config: parsed.data, rawConfig: raw as Record<string, unknown>, ignored };
+  const asRead = raw as Record<string, unknown>;
+  const { env, unset } = withEnvironmentVariables(rawEnv, asRead.environment_variables);
+  const rawConfig = withSettingRefs(asRead, env, new Set(ignored));
+  const parsed = safeParse(ConfigSchema, rawConfig);
+  if (!parsed.success) throw new ConfigError(`config: ${describeIssues(issuesOf(parsed.error))}`);
+  return { config: parsed.data, rawConfig, ignored, env, unsetVariables: unset };
+}
+
+/**
+ * The environment with the config's `environment_variables` applied, as LiteLLM's
+ * `_load_environment_variables` applies them: a value `os.environ/NAME` is that variable's value
+ * (the entry is skipped when it is not set), booleans are written as Python writes them (`True`,
+ * `False`). Entries of other types are left to the schema, which refuses them.
+ */
+function withEnvironmentVariables(
+  rawEnv: Record<string, string>,
+  variables: unknown,
+): { env: Record<string, string>; unset: [string, string][] } {
+  const env: Record<string, string> = { ...rawEnv };
+  const unset: [string, string][] = [];
+  if (variables === null || typeof variables !== "object" || Array.isArray(variables)) return { env, unset };
+  for (const [key, value] of Object.entries(variables)) {
+    const name = refName(value);
+    if (name !== undefined) {
+      const resolved = envRefValue(rawEnv, name);
+      if (resolved === undefined) unset.push([key, name]);
+      else env[key] = resolved;
+    } else if (typeof value === "boolean") env[key] = value ? "True" : "False";
+    else if (typeof value === "string" || typeof value === "number") env[key] = String(value);
+  }
+  return { env, unset };
+}
+
+/**
+ * The config with each `os.environ/NAME` in `general_settings` and `litellm_settings` (at any depth:
+ * `key_management_settings`, `team_settings`, lists) read from the environment, as LiteLLM reads
+ * its config at start (`_check_for_os_environ_vars`). Left alone: `model_list` (resolved through the
+ * store, `SecretManager.resolveConfig`), `master_key` (`masterKeyOf`, which names the variable in
+ * its messages) and keys llm-secrets does not read. A variable that is not set stops the start,
+ * naming the key: LiteLLM would read None and go on with a default (another store, region, prefix
+ * or role than the one meant).
+ */
+function withSettingRefs(
+  raw: Record<string, unknown>,
+  env: Record<string, string>,
+  ignored: ReadonlySet<string>,
+): Record<string, unknown> {
+  const walk = (node: unknown, path: string): unknown => {
+    if (ignored.has(path) || path === "general_settings.master_key") return node;
+    const name = refName(node);
+    if (name !== undefined) {
+      const value = envRefValue(env, name);
+      if (value === undefined) throw new ConfigError(`config: ${path} refers to ${name}, which is not set`);
+      return value;
+    }
+    if (Array.isArray(node)) return node.map((item, i) => walk(item, `${path}.${i}`));
+    if (node !== null && typeof node === "object") {
+      return Object.fromEntries(Object.entries(node).map(([key, value]) => [key, walk(value, `${path}.${key}`)]));
+    }
+    return node;
+  };
+  const out = { ...raw };
+  for (const section of ["general_settings", "litellm_settings"]) {
+    if (out[section] !== undefined) out[section] = walk(out[section], section);
+  }
+  return out;
 }
 
 /** Whether the store's config schema keeps keys it does not name (`z.looseObject`). */
@@ -583,7 +660,8 @@ function masterKeyOf(
   } else if (configured !== undefined && configured !== null) {
     found = { key: configured, source: "general_settings.master_key" };
   } else if (env.LITELLM_MASTER_KEY !== undefined) {
-    found = { key: env.LITELLM_MASTER_KEY, source: "LITELLM_MASTER_KEY" };
+    // Read as `os.environ/LITELLM_MASTER_KEY` is (quotes an env file kept removed): one variable, one key.
+    found = { key: envRefValue(env, "LITELLM_MASTER_KEY") as string, source: "LITELLM_MASTER_KEY" };
   }
   if (!found && mayUseKeyFile) {
     const path = join(dataDir, MASTER_KEY_FILE);

@@ -150,6 +150,8 @@ describe("salt key and master key", () => {
       env: { MY_KEY: `"${mine}"`, LLM_SECRETS_CONFIG: "general_settings:\n  master_key: os.environ/MY_KEY\n" },
     });
     expect(quoted.masterKey).toBe(mine);
+    // The same variable read bare is the same key.
+    expect(loadSettings({ env: { LITELLM_MASTER_KEY: `"${mine}"` } }).masterKey).toBe(mine);
   });
 
   it("stops when general_settings.master_key names a variable that is not set", () => {
@@ -401,6 +403,90 @@ describe("config.yaml", () => {
     });
     expect(s.env.FROM_CONFIG).toBe("yes-it-is");
     expect(s.env.N).toBe("3");
+  });
+
+  it("reads an environment_variables ref from the environment, as LiteLLM does, and leaves it unset when its variable is", () => {
+    const salt = newKey();
+    const s = loadSettings({
+      env: {
+        LITELLM_MASTER_KEY: newKey(),
+        REAL_SALT: `'${salt}'`,
+        LLM_SECRETS_CONFIG:
+          "environment_variables:\n  LITELLM_SALT_KEY: os.environ/REAL_SALT\n  GONE: os.environ/NOT_SET\n  FLAG: true\n",
+      },
+    });
+    expect(s.env.LITELLM_SALT_KEY).toBe(salt);
+    expect("GONE" in s.env).toBe(false);
+    expect(s.env.FLAG).toBe("True");
+    expect(s.warnings).toContain(
+      "config: environment_variables.GONE refers to NOT_SET, which is not set: GONE is left as it was",
+    );
+    // The salt key is the variable's value, not the ref's text: what it seals, that key opens.
+    const sealed = sealSecret("sk-provider", s.keys as KeyRing);
+    expect(openSecret(sealed, new KeyRing(salt))).toBe("sk-provider");
+  });
+
+  it("reads os.environ/ refs in general_settings and litellm_settings from the environment, at any depth", () => {
+    const s = loadSettings({
+      stores: [vaultish, ...LOCAL_STORES],
+      env: {
+        LITELLM_MASTER_KEY: newKey(),
+        VAULTISH_ADDR: "https://vault.example:8200",
+        KMS: "vaultish",
+        MODE: "read_and_write",
+        STORE_KEYS: "true",
+        PFX: "teams/virtual",
+        TEAM_PFX: "team-a",
+        MOUNT: "kv2",
+        VERIFY: "false",
+        LLM_SECRETS_CONFIG: [
+          "general_settings:",
+          "  key_management_system: os.environ/KMS",
+          "  key_management_settings:",
+          "    access_mode: os.environ/MODE",
+          "    store_virtual_keys: os.environ/STORE_KEYS",
+          "    prefix_for_stored_virtual_keys: os.environ/PFX",
+          "    mount_name: os.environ/MOUNT",
+          "    hosted_keys: [os.environ/PFX]",
+          "    team_settings:",
+          "      a:",
+          "        prefix_for_stored_virtual_keys: os.environ/TEAM_PFX",
+          "  database_url: os.environ/DATABASE_URL",
+          "litellm_settings:",
+          "  ssl_verify: os.environ/VERIFY",
+          "",
+        ].join("\n"),
+      },
+    });
+    expect(s.store).toBe("vaultish");
+    expect(s.keyManagement.accessMode).toBe("read_and_write");
+    expect(s.keyManagement.storeVirtualKeys).toBe(true);
+    expect(s.keyManagement.prefixForStoredVirtualKeys).toBe("teams/virtual/");
+    expect(s.keyManagement.hostedKeys).toEqual(["teams/virtual"]);
+    expect(s.keyManagement.teams?.a?.prefixForStoredVirtualKeys).toBe("team-a/");
+    expect(s.storeSettings).toEqual({
+      config: { mount_name: "kv2" },
+      env: { VAULTISH_ADDR: "https://vault.example:8200" },
+    });
+    expect(s.outbound).toEqual({ verify: false });
+    // A key llm-secrets does not read is left alone (its variable need not be set): only warned about.
+    expect(s.warnings[0]).toContain("general_settings.database_url");
+  });
+
+  it("stops when a setting's ref names a variable that is not set, naming the key", () => {
+    expect(
+      configError(() =>
+        loadSettings({
+          env: {
+            LITELLM_MASTER_KEY: newKey(),
+            LLM_SECRETS_CONFIG:
+              "general_settings:\n  key_management_settings:\n    prefix_for_stored_virtual_keys: os.environ/PFX_TYPO\n",
+          },
+        }),
+      ),
+    ).toBe(
+      "config: general_settings.key_management_settings.prefix_for_stored_virtual_keys refers to PFX_TYPO, which is not set",
+    );
   });
 });
 
