@@ -393,18 +393,19 @@ export function loadSettings(input: SettingsInput): Settings {
 }
 
 /**
- * LiteLLM's outbound TLS settings: `litellm_settings.ssl_verify` (else `SSL_VERIFY`) is `false`, or
- * a CA bundle path; `SSL_CERT_FILE` is a CA bundle; `ssl_certificate` (else `SSL_CERTIFICATE`) a
+ * LiteLLM's outbound TLS settings: `SSL_VERIFY` (else `litellm_settings.ssl_verify`) is `false`, or
+ * a CA bundle path; `SSL_CERT_FILE` is a CA bundle; `SSL_CERTIFICATE` (else `ssl_certificate`) a
  * PEM with a client certificate and key. Paths resolve against the working directory.
  */
 function outboundOf(litellm: Config["litellm_settings"], e: z.infer<typeof EnvSchema>, cwd: string): OutboundTls {
-  const verify = litellm?.ssl_verify ?? e.SSL_VERIFY;
+  // The environment wins over the config, as in LiteLLM (`os.getenv("SSL_VERIFY", litellm.ssl_verify)`).
+  const verify = e.SSL_VERIFY ?? litellm?.ssl_verify;
   const off = verify === false || (typeof verify === "string" && verify.trim().toLowerCase() === "false");
   const bundle =
     typeof verify === "string" && !["true", "false", ""].includes(verify.trim().toLowerCase())
       ? verify
       : e.SSL_CERT_FILE;
-  const certificate = litellm?.ssl_certificate ?? e.SSL_CERTIFICATE;
+  const certificate = e.SSL_CERTIFICATE ?? litellm?.ssl_certificate;
   return {
     ...(off && { verify: false }),
     ...(!off && bundle && { caFile: resolve(cwd, bundle) }),

@@ -140,10 +140,14 @@ describe("outbound TLS settings (LiteLLM's names)", () => {
     expect(load({ SSL_VERIFY: "ca/bundle.pem" })).toEqual({ caFile: "/work/ca/bundle.pem" });
     expect(load({ SSL_CERT_FILE: "/etc/ca.pem" })).toEqual({ caFile: "/etc/ca.pem" });
     expect(load({ SSL_CERTIFICATE: "client.pem" })).toEqual({ certificateFile: "/work/client.pem" });
-    // The config wins over the environment, as in LiteLLM.
+    // The environment wins over the config, as in LiteLLM (`os.getenv("SSL_VERIFY", litellm.ssl_verify)`).
     expect(load({ SSL_VERIFY: "false" }, "litellm_settings:\n  ssl_verify: /etc/other.pem\n")).toEqual({
-      caFile: "/etc/other.pem",
+      verify: false,
     });
+    expect(load({ SSL_VERIFY: "true" }, "litellm_settings:\n  ssl_verify: false\n")).toEqual({});
+    expect(
+      load({ SSL_CERTIFICATE: "/etc/env.pem" }, "litellm_settings:\n  ssl_certificate: /etc/config.pem\n"),
+    ).toEqual({ certificateFile: "/etc/env.pem" });
     expect(load({}, "litellm_settings:\n  ssl_verify: false\n  ssl_certificate: /etc/me.pem\n")).toEqual({
       verify: false,
       certificateFile: "/etc/me.pem",
