@@ -268,6 +268,7 @@ export function loadSettings(input: SettingsInput): Settings {
   const parsedEnv = safeParse(EnvSchema, envForSchema);
   if (!parsedEnv.success) throw new ConfigError(`environment: ${describeIssues(issuesOf(parsedEnv.error))}`);
   const e = parsedEnv.data;
+  refuseKmsSealedEnvironment(env);
 
   const general = config.general_settings ?? {};
   const legacy = legacyFlagsOf(rawConfig, input.stores);
@@ -453,6 +454,26 @@ function teamsOf(
     };
   }
   return teams;
+}
+
+/**
+ * LiteLLM's start-up decryption of the environment (`USE_AWS_KMS=True`, an Enterprise feature:
+ * `LITELLM_SECRET_AWS_KMS_<NAME>` becomes `<NAME>`, a value `aws_kms/<ciphertext>` its plaintext)
+ * is not done here. Going on would take the ciphertext for the key it seals, and seal new values
+ * under it: the start stops, naming the variables (never their values).
+ */
+function refuseKmsSealedEnvironment(env: Record<string, string>): void {
+  const sealedKeys = ["LITELLM_MASTER_KEY", "LITELLM_SALT_KEY"].filter((k) => env[k]?.startsWith("aws_kms/"));
+  const sealed =
+    env.USE_AWS_KMS === "True"
+      ? Object.keys(env).filter((k) => /^litellm_secret_aws_kms/i.test(k) || env[k]?.startsWith("aws_kms/"))
+      : sealedKeys;
+  if (sealed.length === 0) return;
+  throw new ConfigError(
+    `${sealed.join(", ")}: sealed with AWS KMS for LiteLLM's start-up decryption (USE_AWS_KMS=True), which llm-secrets does not do: set ${
+      sealed.length === 1 ? "it" : "them"
+    } decrypted (key_management_system aws_kms decrypts os.environ/ refs, not these)`,
+  );
 }
 
 /** The key ring, or `encryption_key_missing`. */

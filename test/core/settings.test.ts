@@ -178,6 +178,29 @@ describe("salt key and master key", () => {
     expect(s.masterKeySource).toBe(join(dir, "master.key"));
   });
 
+  it("stops when a key is sealed for LiteLLM's USE_AWS_KMS start-up decryption, which it does not do", () => {
+    const ciphertext = "aws_kms/AQICAHh0c2VjcmV0LWNpcGhlcnRleHQ=";
+    expect(
+      configError(() => loadSettings({ env: { LITELLM_MASTER_KEY: newKey(), LITELLM_SALT_KEY: ciphertext } })),
+    ).toBe(
+      "LITELLM_SALT_KEY: sealed with AWS KMS for LiteLLM's start-up decryption (USE_AWS_KMS=True), which llm-secrets does not do: set it decrypted (key_management_system aws_kms decrypts os.environ/ refs, not these)",
+    );
+    const message = configError(() =>
+      loadSettings({
+        env: {
+          USE_AWS_KMS: "True",
+          LITELLM_MASTER_KEY: newKey(),
+          LITELLM_SECRET_AWS_KMS_LITELLM_MASTER_KEY: "AQICAHh0",
+          OPENAI_API_KEY: ciphertext,
+        },
+      }),
+    );
+    expect(message).toMatch(/^LITELLM_SECRET_AWS_KMS_LITELLM_MASTER_KEY, OPENAI_API_KEY: sealed with AWS KMS/);
+    expect(message).not.toContain("AQICAHh0");
+    // Without USE_AWS_KMS, an aws_kms/ value elsewhere is the aws_kms store's to read (a ref's value).
+    expect(loadSettings({ env: { LITELLM_MASTER_KEY: newKey(), OPENAI_API_KEY: ciphertext } }).keys).toBeDefined();
+  });
+
   it("parses LLM_SECRETS_PREVIOUS_SALT_KEYS as a JSON array of strings", () => {
     const old = newKey("old-");
     const s = loadSettings({
