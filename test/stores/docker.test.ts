@@ -39,6 +39,30 @@ describe("the docker store", () => {
     expect(await codeOf(store.put("A", "x"))).toBe("not_supported");
   });
 
+  it("refuses a file that is not UTF-8, or larger than its largest value, as store_corrupt naming only the file", async () => {
+    const { store, base } = await setup();
+    const dir = join(base, "secrets");
+    const max = dockerStore.capabilities.maxValueBytes;
+    // Latin-1 "é" (0xe9) after a value: not UTF-8, which a lenient read would turn into U+FFFD.
+    await writeFile(
+      join(dir, "LATIN1"),
+      Buffer.concat([Buffer.from("sk-caf"), Buffer.from([0xe9]), Buffer.from("\n")]),
+    );
+    await writeFile(join(dir, "HUGE"), "h".repeat(max + 1));
+    await writeFile(join(dir, "LARGEST"), "l".repeat(max));
+    await writeFile(join(dir, "BOM"), "\ufeffsk-bom\nsecond line\n");
+    const latin1 = await store.get("LATIN1").catch((e: unknown) => e);
+    expect(latin1).toMatchObject({ code: "store_corrupt" });
+    expect((latin1 as Error).message).toBe("docker secrets read: the file LATIN1 is not UTF-8 text");
+    const huge = await store.get("HUGE").catch((e: unknown) => e);
+    expect(huge).toMatchObject({ code: "store_corrupt" });
+    expect((huge as Error).message).toMatch(/the file HUGE is larger than 512000 bytes/);
+    expect((huge as Error).message).not.toContain("hhh");
+    expect((await store.get("LARGEST"))?.value).toBe("l".repeat(max));
+    // As LiteLLM's UTF-8 read: a leading byte order mark stays, lines inside stay, the trailing newline goes.
+    expect((await store.get("BOM"))?.value).toBe("\ufeffsk-bom\nsecond line");
+  });
+
   it("lists the files that are secrets: valid names resolving inside, not Kubernetes' links or escapes", async () => {
     const { store, base } = await setup();
     const dir = join(base, "secrets");

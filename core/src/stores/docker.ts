@@ -2,8 +2,11 @@
  * `docker`: Docker (and Kubernetes-mounted) secrets, read-only from files (LiteLLM's `docker`
  * store): `key_management_settings.secrets_path` (default `/run/secrets`) holds one file per
  * secret. A name is looked up as written, then in lower case; trailing whitespace (a newline) is
- * trimmed. A name with a path separator is refused (`400 invalid_name`), and so is one whose file
- * resolves, through symlinks, outside the directory. Never writes. Records: the value only.
+ * trimmed, a leading byte order mark kept (as LiteLLM). A name with a path separator is refused
+ * (`400 invalid_name`), and so is one whose file resolves, through symlinks, outside the directory.
+ * A file that is not UTF-8, or larger than 500 KiB (`capabilities.maxValueBytes`), is
+ * `500 store_corrupt`, never a garbled or huge value; the message names the file, never its bytes.
+ * Differs: LiteLLM reads a file that is not UTF-8 as Latin-1. Never writes. Records: the value only.
  * Lists the directory's files whose names are valid secret names and that resolve inside it
  * (Kubernetes' `..data` links and hidden entries are not names).
  */
@@ -20,7 +23,12 @@ import {
   type SecretStore,
   type StoreFactory,
 } from "../secret-store";
-import { classifyBackendError, NotSupported } from "../store-errors";
+import { classifyBackendError, NotSupported, StoreCorrupt } from "../store-errors";
+
+/** The largest file read: a secret's value, 500 KiB. */
+const MAX_VALUE_BYTES = 500 * 1024;
+/** Strict UTF-8; a leading byte order mark is kept in the value, as LiteLLM's UTF-8 read keeps it. */
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 export const DockerSettings = z.object({
   config: z.object({ secrets_path: z.nullish(z.string().check(z.minLength(1))) }),
@@ -94,13 +102,28 @@ export class DockerSecretsStore implements SecretStore {
     if (!real.startsWith(root + sep)) {
       throw new InvalidName("the secret's file resolves outside the secrets directory");
     }
+    let bytes: Buffer | undefined;
     try {
-      return await readFile(real, "utf8");
+      // Only a regular file is a secret, as `list` says: not a directory (Kubernetes' `..data`, a
+      // subdirectory), nor a FIFO or a device, whose read would wait or never end.
+      const held = await stat(real);
+      if (!held.isFile()) return undefined;
+      if (held.size <= MAX_VALUE_BYTES) bytes = await readFile(real); // a larger one is not read
     } catch (err) {
-      // A directory (Kubernetes' `..data`, a subdirectory) is no secret, as `list` says; nor a file gone since.
+      // Gone since (or turned into a directory): no secret.
       const code = (err as NodeJS.ErrnoException).code;
       if (code === "EISDIR" || code === "ENOENT") return undefined;
       throw classifyBackendError(err, "docker secrets read");
+    }
+    if (bytes === undefined || bytes.length > MAX_VALUE_BYTES) {
+      throw new StoreCorrupt(
+        `docker secrets read: the file ${file} is larger than ${MAX_VALUE_BYTES} bytes, the largest value this store takes`,
+      );
+    }
+    try {
+      return utf8.decode(bytes);
+    } catch {
+      throw new StoreCorrupt(`docker secrets read: the file ${file} is not UTF-8 text`);
     }
   }
 }
@@ -109,6 +132,6 @@ export const dockerStore = {
   kind: "docker",
   settings: DockerSettings,
   defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: false },
-  capabilities: { writes: false, deletes: false, compareAndSet: false, maxValueBytes: 500 * 1024, records: [] },
+  capabilities: { writes: false, deletes: false, compareAndSet: false, maxValueBytes: MAX_VALUE_BYTES, records: [] },
   open: async (settings, _deps) => new DockerSecretsStore(settings.config.secrets_path ?? "/run/secrets"),
 } as const satisfies StoreFactory<"docker", typeof DockerSettings>;
