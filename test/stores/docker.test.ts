@@ -4,7 +4,7 @@ import { mkdir, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { silentLogger } from "../../core/src/log";
-import { dockerStore } from "../../core/src/stores/docker";
+import { DockerSecretsStore, dockerStore } from "../../core/src/stores/docker";
 import { codeOf, tempDir } from "../helpers";
 
 async function setup() {
@@ -87,11 +87,14 @@ describe("the docker store", () => {
     expect(await missing.list?.({ limit: 10 })).toEqual({ names: [] });
   });
 
-  it("defaults to /run/secrets", async () => {
-    const store = await dockerStore.open(
-      { config: {}, env: {} },
-      { dataDir: "/x", env: {}, log: silentLogger, now: Date.now },
-    );
-    expect(await store.get("surely-not-a-docker-secret-here")).toBeUndefined();
+  it("defaults to /run/secrets, secrets_path unset or null (as LiteLLM's later fix)", async () => {
+    for (const config of [{}, { secrets_path: null }]) {
+      const store = await dockerStore.open(
+        { config, env: {} },
+        { dataDir: "/x", env: {}, log: silentLogger, now: Date.now },
+      );
+      expect(store).toBeInstanceOf(DockerSecretsStore);
+      expect((store as DockerSecretsStore).dir, JSON.stringify(config)).toBe("/run/secrets");
+    }
   });
 });

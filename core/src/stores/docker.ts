@@ -38,7 +38,8 @@ export const DockerSettings = z.object({
 export class DockerSecretsStore implements SecretStore {
   readonly kind = "docker";
 
-  constructor(private readonly dir: string) {}
+  /** `dir`: the secrets directory, as configured (`/run/secrets` by default). */
+  constructor(readonly dir: string) {}
 
   keyOf(name: string): string {
     return name;
