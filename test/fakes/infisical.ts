@@ -4,8 +4,9 @@
  * `clientSecret`, answering `accessToken`, `expiresIn`), and raw secrets at
  * `/api/v3/secrets/raw/{name}` with `workspaceId`, `environment` and `secretPath` (query on GET,
  * body on POST/PATCH/DELETE). Every secrets call needs `Authorization: Bearer <token>` (401 else);
- * a POST on an existing secret is 400, a PATCH or DELETE on a missing one 404. Records each request
- * (the path as sent, still encoded) and injects faults.
+ * a POST on an existing secret is 400 "Secret already exist" (Infisical's message), a PATCH or
+ * DELETE on a missing one 404. Records each request (the path as sent, still encoded, and the JSON
+ * body) and injects faults.
  */
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -27,7 +28,7 @@ export class FakeInfisical {
   readonly secrets = new Map<string, string>();
   readonly requests: InfisicalRequest[] = [];
   readonly tokens = new Set<string>();
-  #faults: { status: number; retryAfter?: string }[] = [];
+  #faults: { status: number; retryAfter?: string; message: string }[] = [];
   #server: Server | undefined;
   url = "";
 
@@ -58,7 +59,7 @@ export class FakeInfisical {
           if (fault)
             return answer(
               fault.status,
-              { message: "injected" },
+              { statusCode: fault.status, message: fault.message },
               fault.retryAfter ? { "retry-after": fault.retryAfter } : {},
             );
           const url = new URL(req.url ?? "/", "https://fake");
@@ -83,7 +84,10 @@ export class FakeInfisical {
                 ? answer(200, { secret: { secretKey: name, secretValue: fake.secrets.get(key), version: 1 } })
                 : answer(404, { message: `Secret with name '${name}' not found` });
             case "POST":
-              if (fake.secrets.has(key)) return answer(400, { message: "Secret already exist" });
+              // Infisical's BadRequestError, as its error handler answers it.
+              if (fake.secrets.has(key)) {
+                return answer(400, { statusCode: 400, message: "Secret already exist", error: "BadRequest" });
+              }
               fake.secrets.set(key, String(body.secretValue));
               return answer(200, { secret: { secretKey: name } });
             case "PATCH":
@@ -110,9 +114,9 @@ export class FakeInfisical {
     this.#faults = [];
   }
 
-  /** The next `times` requests answer `status` (with a Retry-After when given). */
-  fail(times: number, status: number, retryAfter?: string): void {
-    for (let i = 0; i < times; i++) this.#faults.push({ status, ...(retryAfter && { retryAfter }) });
+  /** The next `times` requests answer `status` (with a Retry-After when given, and `message` in the body). */
+  fail(times: number, status: number, retryAfter?: string, message = "injected"): void {
+    for (let i = 0; i < times; i++) this.#faults.push({ status, message, ...(retryAfter && { retryAfter }) });
   }
 
   async close(): Promise<void> {

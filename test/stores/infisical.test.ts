@@ -59,6 +59,34 @@ describe("the infisical store", () => {
     });
   });
 
+  it("sends the description as secretComment on create, and updates only when a 400 says the secret exists", async () => {
+    const fake = await infisical();
+    fake.reset();
+    const store = await open();
+    const v = secretValue("described");
+    const meta = { whenCreated: { description: "OpenAI key of team a" } };
+    expect(await store.put("DESCRIBED", v, { meta })).toBe("created");
+    expect(await store.put("PLAIN", v)).toBe("created");
+    const posts = fake.requests.filter((r) => r.method === "POST" && r.url.startsWith("/api/v3/"));
+    expect(posts[0]?.body).toMatchObject({ secretKey: "DESCRIBED", secretComment: "OpenAI key of team a" });
+    expect(posts[1]?.body).not.toHaveProperty("secretComment");
+    // An explicit description wins over the one for creates.
+    await store.put("EXPLICIT", v, { meta: { description: "explicit", whenCreated: { description: "created" } } });
+    expect(fake.requests.at(-1)?.body).toMatchObject({ secretComment: "explicit" });
+
+    // A 400 for another reason (a value Infisical reads as a reference to a missing secret) is a
+    // failure, not "it exists": no PATCH, the value unchanged.
+    const before = fake.requests.length;
+    fake.fail(1, 400, undefined, "Referenced secret(s) not found: MISSING");
+    expect(await codeOf(store.put("DESCRIBED", `${v}-2`))).toBe("internal");
+    expect(fake.requests.slice(before).map((r) => r.method)).toEqual(["POST"]);
+    expect((await store.get("DESCRIBED"))?.value).toBe(v);
+    // Infisical's "Secret already exist" is: PATCH with the value only.
+    expect(await store.put("DESCRIBED", `${v}-3`, { meta })).toBe("updated");
+    expect(fake.requests.find((r) => r.method === "PATCH")?.body).not.toHaveProperty("secretComment");
+    expect((await store.get("DESCRIBED"))?.value).toBe(`${v}-3`);
+  });
+
   it("logs in afresh once on a 401, and maps faults to the SPEC codes", async () => {
     const fake = await infisical();
     fake.reset();

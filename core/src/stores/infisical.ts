@@ -8,14 +8,16 @@
  * - Secrets: `/api/v3/secrets/raw/{name}` in `INFISICAL_PROJECT_ID`, `INFISICAL_ENVIRONMENT`
  *   (default `dev`) and `INFISICAL_SECRET_PATH` (default `/`, a leading `/` added). Differs: the name
  *   and every query value are URL-encoded (LiteLLM concatenates them).
- * - Read: `GET`, the value at `secret.secretValue`; 404 is no secret. Write: `POST`, and on 400 or
- *   409 (it exists) `PATCH`. Delete: `DELETE`; 404 is `absent`.
+ * - Read: `GET`, the value at `secret.secretValue`; 404 is no secret. Write: `POST` (with the
+ *   description as `secretComment`, as LiteLLM), and when it exists (409, or 400 whose message says
+ *   so: Infisical's "Secret already exist") `PATCH` with the value only. Differs: another 400 is a
+ *   failure (LiteLLM PATCHes on any 400). Delete: `DELETE`; 404 is `absent`.
  * - Failures go through the one classifier (401/403 denied, 429/5xx unavailable with Retry-After).
  * Records: the value only; no change times (Infisical keeps none we can set), so no compare-and-set.
  */
 import * as z from "zod/mini";
 import type { OutboundTls } from "../outbound-tls";
-import type { DeleteOutcome, PutOutcome, SecretRecord, SecretStore, StoreFactory } from "../secret-store";
+import type { DeleteOutcome, PutOptions, PutOutcome, SecretRecord, SecretStore, StoreFactory } from "../secret-store";
 import { classifyBackendError } from "../store-errors";
 
 const DEFAULT_URL = "https://app.infisical.com";
@@ -43,6 +45,16 @@ class InfisicalResponseError extends Error {
     super(`Infisical answered ${status}`);
     this.name = "InfisicalResponseError";
   }
+}
+
+/**
+ * Whether a 400 on create says the secret exists: Infisical's `BadRequestError` "Secret already
+ * exist" (its error handler answers `{ statusCode, message, error }`). Any other 400 is a failure.
+ * The message is only matched, never repeated.
+ */
+function alreadyExists(json: unknown): boolean {
+  const message = (json as { message?: unknown } | null)?.message;
+  return typeof message === "string" && /\balready exists?\b/i.test(message);
 }
 
 type Send = (
@@ -73,10 +85,18 @@ export class InfisicalStore implements SecretStore {
     return typeof value === "string" ? { value } : undefined;
   }
 
-  async put(name: string, value: string): Promise<PutOutcome> {
-    const created = await this.#call("POST", name, "infisical put", { secretKey: name, secretValue: value });
+  async put(name: string, value: string, options?: PutOptions): Promise<PutOutcome> {
+    // The description goes with a create only (LiteLLM's `secretComment`); an update keeps the secret's.
+    const comment = options?.meta?.description ?? options?.meta?.whenCreated?.description;
+    const created = await this.#call("POST", name, "infisical put", {
+      secretKey: name,
+      secretValue: value,
+      ...(comment && { secretComment: comment }),
+    });
     if (created.status === 200) return "created";
-    if (created.status !== 400 && created.status !== 409) throw this.#failure(created, "infisical put");
+    if (!(created.status === 409 || (created.status === 400 && alreadyExists(created.json)))) {
+      throw this.#failure(created, "infisical put");
+    }
     const updated = await this.#call("PATCH", name, "infisical put", { secretValue: value });
     if (updated.status !== 200) throw this.#failure(updated, "infisical put");
     return "updated";
