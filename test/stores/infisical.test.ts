@@ -3,6 +3,7 @@
 // the fault matrix, and serve --config with LiteLLM's env names.
 import { describe, expect, inject, it } from "vitest";
 import { createLogger } from "../../core/src/log";
+import { loadSettings } from "../../core/src/settings";
 import { infisicalStore } from "../../core/src/stores/infisical";
 import { storeConformance } from "../../core/src/testing";
 import { INFISICAL_CLIENT, lazyFakeInfisical } from "../fakes/infisical";
@@ -102,6 +103,30 @@ describe("the infisical store", () => {
       fake.fail(1, status, "4");
       expect(await codeOf(store.get("A")), String(status)).toBe(code);
     }
+  });
+
+  it("stops the start when INFISICAL_URL is not an http(s) URL or INFISICAL_PROJECT_ID is missing, naming them", () => {
+    const start = (env: Record<string, string>) => () =>
+      loadSettings({
+        env: {
+          LLM_SECRETS_CONFIG: "general_settings:\n  key_management_system: infisical\n",
+          INFISICAL_CLIENT_ID: INFISICAL_CLIENT.clientId,
+          INFISICAL_CLIENT_SECRET: INFISICAL_CLIENT.clientSecret,
+          INFISICAL_PROJECT_ID: "proj-1",
+          ...env,
+        },
+        stores: [infisicalStore],
+      });
+    const noProject = /infisical settings: environment: INFISICAL_PROJECT_ID: set the id of the Infisical project/;
+    expect(start({ INFISICAL_PROJECT_ID: "" })).toThrow(noProject);
+    expect(start({ INFISICAL_PROJECT_ID: "  " })).toThrow(noProject);
+    for (const url of ["app.infisical.com", "ftp://infisical.example.com", "https://infisical.example.com/?x=1"]) {
+      expect(start({ INFISICAL_URL: url }), url).toThrow(
+        /infisical settings: environment: INFISICAL_URL: expected an http:\/\/ or https:\/\/ URL without a query/,
+      );
+    }
+    expect(start({})().storeSettings).toMatchObject({ env: { INFISICAL_PROJECT_ID: "proj-1" } });
+    expect(start({ INFISICAL_URL: "http://infisical.internal:8080/" })).not.toThrow();
   });
 
   it("serves the API through llm-secrets serve with LiteLLM's env names", async () => {

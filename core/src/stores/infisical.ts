@@ -5,6 +5,9 @@
  * - Login: `POST {INFISICAL_URL}/api/v1/auth/universal-auth/login` with the client id and secret;
  *   the token is kept until a minute before its `expiresIn` (at least a minute), and a 401 on a
  *   call gets one fresh login and one more try.
+ * - Settings: `INFISICAL_URL` (default `https://app.infisical.com`) must be an http(s) URL, and
+ *   `INFISICAL_PROJECT_ID` is required; either wrong stops the start, named (LiteLLM takes an empty
+ *   project id, and every call then fails).
  * - Secrets: `/api/v3/secrets/raw/{name}` in `INFISICAL_PROJECT_ID`, `INFISICAL_ENVIRONMENT`
  *   (default `dev`) and `INFISICAL_SECRET_PATH` (default `/`, a leading `/` added). Differs: the name
  *   and every query value are URL-encoded (LiteLLM concatenates them).
@@ -24,13 +27,28 @@ const DEFAULT_URL = "https://app.infisical.com";
 /** Each call's deadline (the outbound client's own limit is 600 s, for streamed LLM answers). */
 const CALL_TIMEOUT_MS = 30_000;
 
+/** An http:// or https:// URL without a query or fragment (the API paths are appended to it). */
+function isBaseUrl(raw: string): boolean {
+  try {
+    const url = new URL(raw.trim());
+    return (url.protocol === "https:" || url.protocol === "http:") && url.search === "" && url.hash === "";
+  } catch {
+    return false;
+  }
+}
+
+const NO_PROJECT = "set the id of the Infisical project that holds the secrets (its Project Settings show it)";
+
 export const InfisicalSettings = z.object({
   config: z.object({}),
   env: z.object({
-    INFISICAL_URL: z.optional(z.string()),
+    INFISICAL_URL: z.optional(
+      z.string().check(z.refine(isBaseUrl, "expected an http:// or https:// URL without a query")),
+    ),
     INFISICAL_CLIENT_ID: z.string().check(z.minLength(1, "set the Universal Auth client id")),
     INFISICAL_CLIENT_SECRET: z.string().check(z.minLength(1, "set the Universal Auth client secret")),
-    INFISICAL_PROJECT_ID: z.optional(z.string()),
+    // Every secrets call names the project (`workspaceId`): without one each would fail.
+    INFISICAL_PROJECT_ID: z.string({ error: NO_PROJECT }).check(z.refine((id) => id.trim() !== "", NO_PROJECT)),
     INFISICAL_ENVIRONMENT: z.optional(z.string()),
     INFISICAL_SECRET_PATH: z.optional(z.string()),
   }),
@@ -113,7 +131,7 @@ export class InfisicalStore implements SecretStore {
   #where() {
     const path = this.env.INFISICAL_SECRET_PATH ?? "/";
     return {
-      workspaceId: this.env.INFISICAL_PROJECT_ID ?? "",
+      workspaceId: this.env.INFISICAL_PROJECT_ID,
       environment: this.env.INFISICAL_ENVIRONMENT ?? "dev",
       secretPath: path.startsWith("/") ? path : `/${path}`,
     };
@@ -165,7 +183,7 @@ export class InfisicalStore implements SecretStore {
 async function sender(base: string, tls: OutboundTls | undefined): Promise<Send> {
   const { outboundAgent, request } = await import("../outbound");
   const dispatcher = outboundAgent(tls);
-  const root = base.replace(/\/+$/, "");
+  const root = base.trim().replace(/\/+$/, "");
   return async (path, init) => {
     const res = await request(`${root}${path}`, {
       method: init.method as "GET",
