@@ -6,10 +6,11 @@
  * body on POST/PATCH/DELETE). Every secrets call needs `Authorization: Bearer <token>` (401 else);
  * a POST on an existing secret is 400 "Secret already exist" (Infisical's message), a PATCH or
  * DELETE on a missing one 404. Records each request (the path as sent, still encoded, and the JSON
- * body) and injects faults.
+ * body), counts logins, answers the `expiresIn` it is given, injects faults and holds answers.
  */
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
+import type { ServerResponse } from "node:http";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { afterAll, inject } from "vitest";
@@ -29,6 +30,9 @@ export class FakeInfisical {
   readonly requests: InfisicalRequest[] = [];
   readonly tokens = new Set<string>();
   #faults: { status: number; retryAfter?: string; message: string }[] = [];
+  #holds: { match: (r: InfisicalRequest) => boolean; arrived: () => void; released: Promise<void> }[] = [];
+  /** The `expiresIn` (seconds) a login answers. */
+  expiresIn = 7200;
   #server: Server | undefined;
   url = "";
 
@@ -44,62 +48,18 @@ export class FakeInfisical {
         });
         req.on("end", () => {
           const raw = Buffer.concat(chunks).toString("utf8"); // decoded whole: a character may span chunks
-          const body = raw ? (JSON.parse(raw) as Record<string, unknown>) : {};
-          fake.requests.push({
+          const recorded: InfisicalRequest = {
             method: req.method ?? "",
             url: req.url ?? "",
             authorization: req.headers.authorization,
-            body,
-          });
-          const answer = (status: number, json: unknown, headers: Record<string, string> = {}) => {
-            res.writeHead(status, { "content-type": "application/json", ...headers });
-            res.end(JSON.stringify(json));
+            body: raw ? (JSON.parse(raw) as Record<string, unknown>) : {},
           };
-          const fault = fake.#faults.shift();
-          if (fault)
-            return answer(
-              fault.status,
-              { statusCode: fault.status, message: fault.message },
-              fault.retryAfter ? { "retry-after": fault.retryAfter } : {},
-            );
-          const url = new URL(req.url ?? "/", "https://fake");
-          if (req.method === "POST" && url.pathname === "/api/v1/auth/universal-auth/login") {
-            if (body.clientId !== INFISICAL_CLIENT.clientId || body.clientSecret !== INFISICAL_CLIENT.clientSecret) {
-              return answer(401, { message: "Invalid credentials" });
-            }
-            const token = `tok-${randomBytes(8).toString("hex")}`;
-            fake.tokens.add(token);
-            return answer(200, { accessToken: token, expiresIn: 7200, tokenType: "Bearer" });
-          }
-          const m = /^\/api\/v3\/secrets\/raw\/([^/]+)$/.exec(url.pathname);
-          if (!m) return answer(404, { message: "no such route" });
-          const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];
-          if (!token || !fake.tokens.has(token)) return answer(401, { message: "Token invalid" });
-          const name = decodeURIComponent(m[1] as string);
-          const where = req.method === "GET" ? Object.fromEntries(url.searchParams) : body;
-          const key = [where.workspaceId, where.environment, where.secretPath, name].join("|");
-          switch (req.method) {
-            case "GET":
-              return fake.secrets.has(key)
-                ? answer(200, { secret: { secretKey: name, secretValue: fake.secrets.get(key), version: 1 } })
-                : answer(404, { message: `Secret with name '${name}' not found` });
-            case "POST":
-              // Infisical's BadRequestError, as its error handler answers it.
-              if (fake.secrets.has(key)) {
-                return answer(400, { statusCode: 400, message: "Secret already exist", error: "BadRequest" });
-              }
-              fake.secrets.set(key, String(body.secretValue));
-              return answer(200, { secret: { secretKey: name } });
-            case "PATCH":
-              if (!fake.secrets.has(key)) return answer(404, { message: "Secret not found" });
-              fake.secrets.set(key, String(body.secretValue));
-              return answer(200, { secret: { secretKey: name } });
-            case "DELETE":
-              if (!fake.secrets.delete(key)) return answer(404, { message: "Secret not found" });
-              return answer(200, { secret: { secretKey: name } });
-            default:
-              return answer(405, { message: "method" });
-          }
+          fake.requests.push(recorded);
+          const hold = fake.#holds.find((h) => h.match(recorded));
+          if (!hold) return fake.#answer(recorded, res);
+          fake.#holds.splice(fake.#holds.indexOf(hold), 1);
+          hold.arrived();
+          void hold.released.then(() => fake.#answer(recorded, res));
         });
       },
     );
@@ -108,10 +68,85 @@ export class FakeInfisical {
     return fake;
   }
 
+  #answer(r: InfisicalRequest, res: ServerResponse) {
+    const answer = (status: number, json: unknown, headers: Record<string, string> = {}) => {
+      res.writeHead(status, { "content-type": "application/json", ...headers });
+      res.end(JSON.stringify(json));
+    };
+    const fault = this.#faults.shift();
+    if (fault) {
+      const headers: Record<string, string> = fault.retryAfter ? { "retry-after": fault.retryAfter } : {};
+      return answer(fault.status, { statusCode: fault.status, message: fault.message }, headers);
+    }
+    const { body } = r;
+    const url = new URL(r.url, "https://fake");
+    if (r.method === "POST" && url.pathname === "/api/v1/auth/universal-auth/login") {
+      if (body.clientId !== INFISICAL_CLIENT.clientId || body.clientSecret !== INFISICAL_CLIENT.clientSecret) {
+        return answer(401, { message: "Invalid credentials" });
+      }
+      const token = `tok-${randomBytes(8).toString("hex")}`;
+      this.tokens.add(token);
+      return answer(200, { accessToken: token, expiresIn: this.expiresIn, tokenType: "Bearer" });
+    }
+    const m = /^\/api\/v3\/secrets\/raw\/([^/]+)$/.exec(url.pathname);
+    if (!m) return answer(404, { message: "no such route" });
+    const token = /^Bearer (.+)$/.exec(r.authorization ?? "")?.[1];
+    if (!token || !this.tokens.has(token)) return answer(401, { message: "Token invalid" });
+    const name = decodeURIComponent(m[1] as string);
+    const where = r.method === "GET" ? Object.fromEntries(url.searchParams) : body;
+    const key = [where.workspaceId, where.environment, where.secretPath, name].join("|");
+    switch (r.method) {
+      case "GET":
+        return this.secrets.has(key)
+          ? answer(200, { secret: { secretKey: name, secretValue: this.secrets.get(key), version: 1 } })
+          : answer(404, { message: `Secret with name '${name}' not found` });
+      case "POST":
+        // Infisical's BadRequestError, as its error handler answers it.
+        if (this.secrets.has(key)) {
+          return answer(400, { statusCode: 400, message: "Secret already exist", error: "BadRequest" });
+        }
+        this.secrets.set(key, String(body.secretValue));
+        return answer(200, { secret: { secretKey: name } });
+      case "PATCH":
+        if (!this.secrets.has(key)) return answer(404, { message: "Secret not found" });
+        this.secrets.set(key, String(body.secretValue));
+        return answer(200, { secret: { secretKey: name } });
+      case "DELETE":
+        if (!this.secrets.delete(key)) return answer(404, { message: "Secret not found" });
+        return answer(200, { secret: { secretKey: name } });
+      default:
+        return answer(405, { message: "method" });
+    }
+  }
+
+  /** Logins answered so far (since the last reset). */
+  get logins(): number {
+    return this.requests.filter((r) => r.url === "/api/v1/auth/universal-auth/login").length;
+  }
+
+  /**
+   * The next request matching `match` is recorded but answered only once `release()` is called (a
+   * slow answer); `arrived` settles when it has come in.
+   */
+  hold(match: (r: InfisicalRequest) => boolean): { arrived: Promise<void>; release: () => void } {
+    let arrived = () => {};
+    let release = () => {};
+    const arrival = new Promise<void>((resolve) => {
+      arrived = resolve;
+    });
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    this.#holds.push({ match, arrived, released });
+    return { arrived: arrival, release };
+  }
+
   reset(): void {
     this.secrets.clear();
     this.requests.length = 0;
     this.#faults = [];
+    this.#holds = [];
+    this.expiresIn = 7200;
   }
 
   /** The next `times` requests answer `status` (with a Retry-After when given, and `message` in the body). */

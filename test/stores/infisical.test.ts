@@ -13,7 +13,7 @@ const infisical = lazyFakeInfisical();
 const logs: string[] = [];
 const log = createLogger((line) => logs.push(line));
 
-async function open(env: Record<string, string> = {}) {
+async function open(env: Record<string, string> = {}, now: () => number = Date.now) {
   const fake = await infisical();
   return infisicalStore.open(
     {
@@ -26,7 +26,7 @@ async function open(env: Record<string, string> = {}) {
         ...env,
       },
     },
-    { dataDir: "/nonexistent", env: {}, log, now: Date.now },
+    { dataDir: "/nonexistent", env: {}, log, now },
   );
 }
 
@@ -103,6 +103,64 @@ describe("the infisical store", () => {
       fake.fail(1, status, "4");
       expect(await codeOf(store.get("A")), String(status)).toBe(code);
     }
+  });
+
+  it("logs in again a minute before the token's expiresIn (keeping it at least a minute), on the store's clock", async () => {
+    const fake = await infisical();
+    fake.reset();
+    let clock = Date.now();
+    fake.expiresIn = 600;
+    const store = await open({}, () => clock);
+    await store.put("R", "r-value");
+    expect(fake.logins).toBe(1);
+    clock += 539_000;
+    expect((await store.get("R"))?.value).toBe("r-value");
+    expect(fake.logins).toBe(1);
+    clock += 2_000; // 541 s: past expiresIn - 60
+    expect((await store.get("R"))?.value).toBe("r-value");
+    expect(fake.logins).toBe(2);
+    // The new token's life runs from its own login.
+    clock += 539_000;
+    await store.get("R");
+    expect(fake.logins).toBe(2);
+    clock += 2_000;
+    await store.get("R");
+    expect(fake.logins).toBe(3);
+    // A token that expires in less than two minutes is still kept a minute.
+    fake.expiresIn = 30;
+    const short = await open({}, () => clock);
+    await short.get("R");
+    expect(fake.logins).toBe(4);
+    clock += 59_000;
+    await short.get("R");
+    expect(fake.logins).toBe(4);
+    clock += 2_000;
+    await short.get("R");
+    expect(fake.logins).toBe(5);
+  });
+
+  it("logs in once for concurrent 401s, even one answered after another call has logged in again", async () => {
+    const fake = await infisical();
+    fake.reset();
+    const store = await open();
+    const v = secretValue("concurrent");
+    await store.put("C", v);
+    expect(fake.logins).toBe(1);
+    fake.tokens.clear(); // every token revoked
+    const reads = await Promise.all(Array.from({ length: 8 }, () => store.get("C")));
+    expect(reads.map((r) => r?.value)).toEqual(Array(8).fill(v));
+    expect(fake.logins).toBe(2);
+
+    // A slow 401: its call was refused with the old token, which another call has since replaced.
+    fake.tokens.clear();
+    const slow = fake.hold((r) => r.method === "GET");
+    const late = store.get("C");
+    await slow.arrived;
+    expect((await store.get("C"))?.value).toBe(v); // 401, a fresh login, the call again
+    expect(fake.logins).toBe(3);
+    slow.release();
+    expect((await late)?.value).toBe(v); // its 401 takes the fresh token: no login of its own
+    expect(fake.logins).toBe(3);
   });
 
   it("stops the start when INFISICAL_URL is not an http(s) URL or INFISICAL_PROJECT_ID is missing, naming them", () => {

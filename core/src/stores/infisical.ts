@@ -4,7 +4,8 @@
  *
  * - Login: `POST {INFISICAL_URL}/api/v1/auth/universal-auth/login` with the client id and secret;
  *   the token is kept until a minute before its `expiresIn` (at least a minute), and a 401 on a
- *   call gets one fresh login and one more try.
+ *   call gets one fresh login and one more try. Concurrent callers share one login, and a call
+ *   refused with a token another call has since replaced takes the new one, logging in no more.
  * - Settings: `INFISICAL_URL` (default `https://app.infisical.com`) must be an http(s) URL, and
  *   `INFISICAL_PROJECT_ID` is required; either wrong stops the start, named (LiteLLM takes an empty
  *   project id, and every call then fails).
@@ -146,16 +147,23 @@ export class InfisicalStore implements SecretStore {
         : `/api/v3/secrets/raw/${encodeURIComponent(name)}`;
     const init = { method, ...(body !== undefined && { body: { ...where, ...body } }) };
     try {
-      let answer = await this.send(path, { ...init, token: await this.#tokenFor(false) });
-      if (answer.status === 401) answer = await this.send(path, { ...init, token: await this.#tokenFor(true) });
-      return answer;
+      const token = await this.#tokenFor(undefined);
+      const answer = await this.send(path, { ...init, token });
+      if (answer.status !== 401) return answer;
+      return await this.send(path, { ...init, token: await this.#tokenFor(token) });
     } catch (err) {
       throw classifyBackendError(err, what);
     }
   }
 
-  async #tokenFor(fresh: boolean): Promise<string> {
-    if (!fresh && this.#token && this.now() < this.#token.until) return this.#token.value;
+  /**
+   * The token to send: the current one while it is young enough, else a fresh login's (concurrent
+   * callers share one). `refused`: the token a call was just refused with (401), never reused; a
+   * newer one another call logged in for is taken as it is.
+   */
+  async #tokenFor(refused: string | undefined): Promise<string> {
+    const token = this.#token;
+    if (token && token.value !== refused && this.now() < token.until) return token.value;
     this.#login ??= (async () => {
       try {
         const answer = await this.send("/api/v1/auth/universal-auth/login", {
