@@ -2,8 +2,9 @@
  * A fake of CyberArk Conjur's REST API over HTTPS (the tests' CA), as its API documents it:
  *
  * - `POST /authn/{account}/{login}/authenticate` (the login one encoded segment: `host%2Fapp`) with
- *   the API key as the body, or, for a login allowed to, a client certificate the tests' CA signed
- *   (mutual TLS; the body is then not read). The answer is the token, a JSON document; calls send
+ *   the API key as the body: without the right key it is 401, whatever client certificate the
+ *   connection presented (Conjur's `authn` authenticates by API key only; a certificate is mutual
+ *   TLS on top, recorded as `clientCertificate`). The answer is the token, a JSON document; calls send
  *   it back as `Authorization: Token token="<base64 of its bytes>"`. Tokens live 8 minutes of the
  *   fake's clock (`now`); an unknown, expired or revoked one is 401.
  * - `POST /policies/{account}/policy/{branch}` (add-only load) with a YAML policy: each
@@ -26,8 +27,6 @@ import { isSeq, parseDocument, Scalar } from "yaml";
 
 export const CYBERARK_ACCOUNT = "acme";
 export const CYBERARK_LOGIN = { login: "host/app 1", apiKey: "conjur-api-key-test-0123456789" };
-/** A login that authenticates by its client certificate alone. */
-export const CYBERARK_CERT_LOGIN = "host/cert-app";
 /** How long Conjur's tokens live. */
 export const TOKEN_TTL_MS = 8 * 60_000;
 
@@ -131,8 +130,7 @@ export class FakeConjur {
         decodeURIComponent(segments[2] as string) === CYBERARK_ACCOUNT &&
         login === CYBERARK_LOGIN.login &&
         r.body.toString("utf8") === CYBERARK_LOGIN.apiKey;
-      const byCertificate = login === CYBERARK_CERT_LOGIN && r.clientCertificate;
-      if (!byKey && !byCertificate) return error(401, "unauthorized", "Authorization missing or invalid");
+      if (!byKey) return error(401, "unauthorized", "Authorization missing or invalid");
       // Conjur's token: a JSON document, spaced and ending in a newline, so that only its exact
       // bytes (not a re-serialisation) make the header.
       const token = Buffer.from(

@@ -18,14 +18,7 @@ import {
   variablePolicy,
 } from "../../core/src/stores/cyberark";
 import { storeConformance } from "../../core/src/testing";
-import {
-  CYBERARK_ACCOUNT,
-  CYBERARK_CERT_LOGIN,
-  CYBERARK_LOGIN,
-  type FakeConjur,
-  lazyFakeConjur,
-  variablesOf,
-} from "../fakes/cyberark";
+import { CYBERARK_ACCOUNT, CYBERARK_LOGIN, type FakeConjur, lazyFakeConjur, variablesOf } from "../fakes/cyberark";
 import {
   codeOf,
   expectNoValueIn,
@@ -307,26 +300,31 @@ describe("the cyberark store", () => {
     expectNoValueIn(logs, [CYBERARK_LOGIN.apiKey]);
   });
 
-  it("logs in by mutual TLS with CYBERARK_CLIENT_CERT and CYBERARK_CLIENT_KEY", async () => {
+  it("presents CYBERARK_CLIENT_CERT and CYBERARK_CLIENT_KEY (mutual TLS) and logs in with the API key", async () => {
     const fake = await conjur();
     fake.reset();
     const pki = injectPki("testPki");
-    const store = await open({
-      CYBERARK_USERNAME: CYBERARK_CERT_LOGIN,
-      CYBERARK_API_KEY: null,
-      CYBERARK_CLIENT_CERT: pki.clientCertFile,
-      CYBERARK_CLIENT_KEY: pki.clientKeyFile,
-    });
+    const certificate = { CYBERARK_CLIENT_CERT: pki.clientCertFile, CYBERARK_CLIENT_KEY: pki.clientKeyFile };
+    const store = await open(certificate);
     const v = secretValue("mtls");
     expect(await store.put("M", v)).toBe("created");
     expect((await store.get("M"))?.value).toBe(v);
     const [login] = fake.calls("POST", /^\/authn\//);
-    expect(login?.url).toBe("/authn/acme/host%2Fcert-app/authenticate");
+    expect(login?.url).toBe("/authn/acme/host%2Fapp%201/authenticate");
     expect(login?.clientCertificate).toBe(true);
-    expect(login?.body.length).toBe(0);
-    // The same login without the certificate is refused.
-    const without = await open({ CYBERARK_USERNAME: CYBERARK_CERT_LOGIN, CYBERARK_API_KEY: "x-key-not-valid" });
-    expect(await codeOf(without.get("M"))).toBe("backend_denied");
+    expect(login?.body.toString("utf8")).toBe(CYBERARK_LOGIN.apiKey);
+    expect(fake.requests.every((r) => r.clientCertificate)).toBe(true);
+    // Conjur's authn takes the API key, not the certificate: without the key (an empty body) or
+    // with a wrong one, the login is refused, whatever the login and the certificate.
+    for (const login of [CYBERARK_LOGIN.login, "host/cert-app"]) {
+      for (const apiKey of [null, "x-key-not-valid"]) {
+        const before = fake.requests.length;
+        const refused = await open({ ...certificate, CYBERARK_USERNAME: login, CYBERARK_API_KEY: apiKey });
+        expect(await codeOf(refused.get("M")), `${login} ${apiKey}`).toBe("backend_denied");
+        const logins = fake.requests.slice(before).filter((r) => r.url.startsWith("/authn/"));
+        expect(logins.map((r) => [r.clientCertificate, r.status])).toEqual([[true, 401]]);
+      }
+    }
     // An unreadable certificate stops the start, naming the variable.
     await expect(
       open({ CYBERARK_CLIENT_CERT: "/nonexistent/cert.pem", CYBERARK_CLIENT_KEY: pki.clientKeyFile }),
