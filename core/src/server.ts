@@ -96,9 +96,12 @@ function answerClientError(log: Logger): (err: NodeJS.ErrnoException & { rawPack
     const line = requestLineOf(err.rawPacket);
     log.info("request", { ...line, status, code, refused_by: "http parser", reason: err.code });
     const body = JSON.stringify({ error: { code, message } });
+    // Closed whole once the answer is out: `end` alone half-closes, and a peer that never closes
+    // its side (nor reads) would hold its slot of maxConnections for ever.
     socket.end(
       `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncache-control: no-store\r\n` +
         `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      () => socket.destroy(),
     );
   };
 }
@@ -167,7 +170,8 @@ export async function startServer(
     : createHttpServer(httpOptions, listener);
   // node's net.Server destroys a connection accepted past this (and emits "drop"): the ones
   // already open are not touched. An idle never-speaking socket still counts, so headersTimeout
-  // (which node also applies from a connection's start) is what frees the slots it holds.
+  // (which node also applies from a connection's start) is what frees the slots it holds: its 408
+  // closes the connection whole (answerClientError).
   server.maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
   server.on("clientError", answerClientError(runtime.log));
   server.on("connection", tracked(sockets));

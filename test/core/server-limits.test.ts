@@ -14,9 +14,10 @@ class RawClient {
   received = "";
   closed = false;
 
-  constructor(url: string) {
+  /** `halfOpen`: the client never closes its side on its own (it stays open after the server's FIN). */
+  constructor(url: string, halfOpen = false) {
     const u = new URL(url);
-    this.socket = connect(Number(u.port), u.hostname);
+    this.socket = connect({ port: Number(u.port), host: u.hostname, allowHalfOpen: halfOpen });
     this.socket.setEncoding("latin1");
     this.socket.on("data", (d: string) => {
       this.received += d;
@@ -122,8 +123,8 @@ function servedWithRawClients(options: { maxConnections?: number; timeouts?: Par
       if (!server) throw new Error("not started");
       return server;
     },
-    open(): RawClient {
-      const c = new RawClient(this.server.url);
+    open(halfOpen = false): RawClient {
+      const c = new RawClient(this.server.url, halfOpen);
       clients.push(c);
       return c;
     },
@@ -194,6 +195,19 @@ describe("serve limits: the headers timeout", () => {
     const c = t.open();
     await until("the silent client to be cut", () => c.closed);
     expect(c.statuses().every((s) => s === "408")).toBe(true);
+  });
+
+  it("frees the connection of a silent client that never closes its side, once answered 408", async () => {
+    const connections = () =>
+      new Promise<number>((resolve, reject) =>
+        t.server.server.getConnections((err, n) => (err ? reject(err) : resolve(n))),
+      );
+    const c = t.open(true);
+    await until("the 408", () => c.statuses().length > 0);
+    expect(c.statuses()).toEqual(["408"]);
+    // A half-closed socket held its slot (maxConnections) until the peer closed, which it never does.
+    await until("the server to let go of the connection", async () => (await connections()) === 0);
+    c.close();
   });
 });
 
