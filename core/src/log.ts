@@ -22,19 +22,36 @@ const FLUSH_AT = 64 * 1024;
  * A writer that gathers the lines of one event-loop turn into one write (a request log line per
  * request costs a system call otherwise, on the hot path). Whatever is pending is written
  * synchronously when the process exits.
+ *
+ * A stream that fails (its reader gone: EPIPE) is written to no more: its lines are dropped, and
+ * one line on stderr says so (when the failed stream is not stderr). Unheard, the stream's error
+ * ended the process, with the requests under way.
  */
 export function bufferedWriter(stream: NodeJS.WritableStream): (line: string) => void {
   let pending = "";
   let scheduled = false;
+  let failed = false;
+  stream.on("error", (err: NodeJS.ErrnoException) => {
+    if (failed) return;
+    failed = true;
+    pending = "";
+    if (stream !== process.stderr) {
+      const name = stream === process.stdout ? "stdout" : "an output stream";
+      process.stderr.write(
+        `{"time":"${new Date().toISOString()}","level":"error","msg":"cannot write to ${name}: its lines (audit lines, on stdout) are dropped from now on","code":${JSON.stringify(err.code ?? "error")}}\n`,
+      );
+    }
+  });
   const flush = () => {
     scheduled = false;
-    if (pending === "") return;
+    if (pending === "" || failed) return;
     const out = pending;
     pending = "";
     stream.write(out);
   };
   process.once("exit", flush);
   return (line) => {
+    if (failed) return;
     pending += line;
     if (pending.length >= FLUSH_AT) flush();
     else if (!scheduled) {

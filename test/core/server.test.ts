@@ -135,6 +135,30 @@ describe("stopping", () => {
       expect(await server.stop()).toBe(0);
     }
   });
+
+  it("keeps serving when the reader of its stdout goes away (EPIPE), saying once on stderr that audit lines are dropped", async () => {
+    const dir = await tempDir();
+    const key = newKey();
+    const server = await ServerProcess.start({
+      env: cleanEnv({ LITELLM_MASTER_KEY: key, LLM_SECRETS_DATA_DIR: join(dir, "data") }),
+      args: ["--port", "0"],
+    });
+    try {
+      server.child.stdout?.destroy(); // a log shipper restarting, `serve | head -1`
+      const headers = { authorization: `Bearer ${key}` };
+      for (let i = 0; i < 5; i++) {
+        // Each read writes an audit line to stdout: the first write after the close fails.
+        expect((await fetch(`${server.url}/v1/secrets/NONE_${i}`, { headers })).status).toBe(404);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await server.waitFor(/cannot write to stdout/);
+      expect((await fetch(`${server.url}/health`)).status).toBe(200);
+      expect(server.output.match(/cannot write to stdout/g)).toHaveLength(1);
+      expect(server.child.exitCode).toBeNull();
+    } finally {
+      expect(await server.stop()).toBe(0);
+    }
+  });
 });
 
 describe("over a real socket", () => {
