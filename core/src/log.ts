@@ -28,6 +28,18 @@ const FLUSH_AT = 64 * 1024;
  * ended the process, with the requests under way.
  */
 export function bufferedWriter(stream: NodeJS.WritableStream): (line: string) => void {
+  // One writer a stream: each `main()` of an embedder or a test would add listeners otherwise.
+  let writer = writers.get(stream);
+  if (!writer) {
+    writer = newBufferedWriter(stream);
+    writers.set(stream, writer);
+  }
+  return writer;
+}
+
+const writers = new WeakMap<NodeJS.WritableStream, (line: string) => void>();
+
+function newBufferedWriter(stream: NodeJS.WritableStream): (line: string) => void {
   let pending = "";
   let scheduled = false;
   let failed = false;

@@ -1,3 +1,4 @@
+import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { bufferedWriter, createLogger, describeUnexpected } from "../../core/src/log";
 import { secretValue } from "../helpers";
@@ -50,7 +51,13 @@ describe("log", () => {
 
   it("gathers the lines of one event-loop turn into one write, in order", async () => {
     const writes: string[] = [];
-    const stream = { write: (chunk: string) => writes.push(chunk) } as unknown as NodeJS.WritableStream;
+    const stream = new Writable({
+      decodeStrings: false,
+      write(chunk: string, _encoding, done) {
+        writes.push(chunk);
+        done();
+      },
+    });
     const log = createLogger(bufferedWriter(stream));
     log.info("one");
     log.info("two");
@@ -65,6 +72,10 @@ describe("log", () => {
     ).toEqual(["one", "two"]);
     log.info("x".repeat(70_000));
     expect(writes).toHaveLength(2); // past 64 KiB it writes at once
+    // One writer a stream, however often it is asked for: no listener added each time.
+    const listeners = stream.listenerCount("error");
+    expect(bufferedWriter(stream)).toBe(bufferedWriter(stream));
+    expect(stream.listenerCount("error")).toBe(listeners);
   });
 
   it("describes an unexpected error by class and stack frames, never by its message", () => {
