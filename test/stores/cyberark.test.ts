@@ -362,11 +362,17 @@ describe("the cyberark store", () => {
       return parsed.success ? [] : parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`);
     };
     expect(issues({})).toEqual([
-      "env.CYBERARK_API_KEY: set the API key, or CYBERARK_CLIENT_CERT and CYBERARK_CLIENT_KEY (mutual TLS)",
+      "env.CYBERARK_API_KEY: set the API key: Conjur's authn takes it (CYBERARK_CLIENT_CERT and CYBERARK_CLIENT_KEY only add mutual TLS)",
     ]);
-    expect(issues({ CYBERARK_CLIENT_CERT: "/c.pem" })).toEqual([
-      "env.CYBERARK_CLIENT_KEY: set it with CYBERARK_CLIENT_CERT (mutual TLS needs both), or set CYBERARK_API_KEY",
-    ]);
+    // Conjur's authn takes the API key only: a client certificate (whole or half) does not stand in.
+    const certificateOnly =
+      "env.CYBERARK_API_KEY: set CYBERARK_API_KEY: Conjur's authn takes the API key; the client certificate only adds mutual TLS";
+    expect(issues({ CYBERARK_CLIENT_CERT: "/c.pem", CYBERARK_CLIENT_KEY: "/k.pem" })).toEqual([certificateOnly]);
+    expect(issues({ CYBERARK_CLIENT_CERT: "/c.pem" })).toEqual([certificateOnly]);
+    expect(issues({ CYBERARK_CLIENT_KEY: "/k.pem" })).toEqual([certificateOnly]);
+    expect(issues({ CYBERARK_API_KEY: "k", CYBERARK_CLIENT_CERT: "/c.pem", CYBERARK_CLIENT_KEY: "/k.pem" })).toEqual(
+      [],
+    );
     expect(issues({ CYBERARK_API_KEY: "k", CYBERARK_SSL_VERIFY: "0" })).toEqual([
       "env.CYBERARK_SSL_VERIFY: expected true or false",
     ]);

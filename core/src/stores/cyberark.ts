@@ -6,7 +6,9 @@
  *   body. Differs: the account and the login are URL-encoded, so `host/...` logins work (LiteLLM
  *   sends the `/` as it is). With `CYBERARK_CLIENT_CERT` and `CYBERARK_CLIENT_KEY` (PEM files), the
  *   connection is mutual TLS: the same authenticate call, the certificate and key presented by the
- *   outbound agent, the API key (possibly none: an empty body) still the body, as LiteLLM does.
+ *   outbound agent, the API key still the body. Differs: Conjur's authn takes the API key only, so
+ *   the settings require `CYBERARK_API_KEY` with a certificate too (LiteLLM starts without it, and
+ *   then sends an empty body, which every login refuses with 401).
  * - The token: Conjur answers a JSON document; every later call sends
  *   `Authorization: Token token="<base64 of those exact bytes>"`. Conjur's tokens live 8 minutes; we
  *   log in again once `CYBERARK_REFRESH_INTERVAL` (default 300 s) or 6 minutes have passed,
@@ -111,17 +113,15 @@ export const CyberArkSettings = z.object({
       LLM_SECRETS_CYBERARK_POLICY_BRANCH: text,
     })
     .check(
+      // Conjur's authn takes the API key (the body), whatever the connection: a client certificate
+      // without it logs in nowhere (every login 401), so it stops the start here.
       z.superRefine((env, ctx) => {
-        if (env.CYBERARK_API_KEY || (env.CYBERARK_CLIENT_CERT && env.CYBERARK_CLIENT_KEY)) return;
-        const [path, message] = env.CYBERARK_CLIENT_CERT
-          ? ["CYBERARK_CLIENT_KEY", "set it with CYBERARK_CLIENT_CERT (mutual TLS needs both), or set CYBERARK_API_KEY"]
-          : env.CYBERARK_CLIENT_KEY
-            ? [
-                "CYBERARK_CLIENT_CERT",
-                "set it with CYBERARK_CLIENT_KEY (mutual TLS needs both), or set CYBERARK_API_KEY",
-              ]
-            : ["CYBERARK_API_KEY", "set the API key, or CYBERARK_CLIENT_CERT and CYBERARK_CLIENT_KEY (mutual TLS)"];
-        ctx.issues.push({ code: "custom", message, path: [path], input: env });
+        if (env.CYBERARK_API_KEY) return;
+        const message =
+          env.CYBERARK_CLIENT_CERT || env.CYBERARK_CLIENT_KEY
+            ? "set CYBERARK_API_KEY: Conjur's authn takes the API key; the client certificate only adds mutual TLS"
+            : "set the API key: Conjur's authn takes it (CYBERARK_CLIENT_CERT and CYBERARK_CLIENT_KEY only add mutual TLS)";
+        ctx.issues.push({ code: "custom", message, path: ["CYBERARK_API_KEY"], input: env });
       }),
     ),
 });
@@ -133,7 +133,7 @@ export interface CyberArkConfig {
   apiBase: string;
   account: string;
   login: string;
-  /** The authenticate body: the API key, or empty with a client certificate and no key. */
+  /** The authenticate body: the API key (the settings require it, a client certificate or not). */
   apiKey: string;
   /** The branch policies are loaded into; `root` is the top. */
   branch: string;
