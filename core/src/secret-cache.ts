@@ -14,6 +14,11 @@
  *   refreshes in the background.
  * - When the backend fails with a retryable error, the last good value is served up to
  *   `maxStaleMs` past expiry, marked stale.
+ * - A retryable failure of a load backs the entry off: its next load waits 1 s, doubling after each
+ *   failure up to 60 s (or the refresh interval, if shorter), and a success ends it. Until then a
+ *   read is served the entry's value (fresh, or stale within `maxStaleMs`) without a store call, and
+ *   no background refresh starts, so a failing store sees a few calls per name, not one per read,
+ *   and `onRefreshError` fires at most once per step. A read with nothing to serve still calls.
  * - Our own writes and deletes replace the entry at once, and win over a load already under way.
  * - Values are held sealed and opened per read (`MemoryBox`, crypto.ts): NaCl SecretBox (the
  *   libsodium fast path) under a random key that lives only in this process's memory, as bytes,
@@ -49,12 +54,17 @@ interface Entry {
   /** The value sealed under this process's memory key; undefined means "not found". */
   sealed: Uint8Array | undefined;
   storedAt: number;
+  /** When a read next loads: the refresh point, or, after a failed load, the end of its backoff. */
   refreshAt: number;
   expiresAt: number;
+  /** The current backoff step after retryable failures of loads; 0 while the store answers. */
+  backoffMs: number;
 }
 
 const NOT_FOUND_TTL_MS = 60_000;
 const REFRESH_AHEAD_MAX_MS = 10 * 60_000;
+const BACKOFF_FIRST_MS = 1_000;
+const BACKOFF_MAX_MS = 60_000;
 
 export class SecretCache {
   readonly #options: Required<Omit<CacheOptions, "onEvent" | "onRefreshError">> & CacheOptions;
@@ -101,6 +111,17 @@ export class SecretCache {
         this.#load(key, name, load).catch((err) => this.#options.onRefreshError?.(err, key, now - entry.storedAt));
       }
       return { value: this.#open(entry), stale: false };
+    }
+    // Past expiry while the store is backed off: the stale value, at once, with no store call.
+    if (
+      !refresh &&
+      entry?.sealed !== undefined &&
+      now < entry.refreshAt &&
+      now < entry.expiresAt + this.#options.maxStaleMs
+    ) {
+      this.#options.onEvent?.("miss");
+      this.#options.onEvent?.("stale");
+      return { value: this.#open(entry), stale: true };
     }
     return this.#miss(key, name, load, refresh, entry);
   }
@@ -168,7 +189,13 @@ export class SecretCache {
     const mine = loads;
     const current = () => this.#loads.get(key) === mine && mine.get(name) === promise;
     const promise: Promise<string | undefined> = (async () => {
-      const value = await load();
+      let value: string | undefined;
+      try {
+        value = await load();
+      } catch (err) {
+        if (current() && isRetryable(err)) this.#backOff(key, name);
+        throw err;
+      }
       if (current()) this.#store(key, name, value);
       return value;
     })();
@@ -180,6 +207,15 @@ export class SecretCache {
     promise.then(done, done);
     mine.set(name, promise);
     return promise;
+  }
+
+  /** A load of `name` failed (retryable): its value entry, if any, waits the next backoff step before another. */
+  #backOff(key: string, name: string): void {
+    const entry = this.#entries.get(key);
+    if (entry?.name !== name) return;
+    const { ttlMs, now } = this.#options;
+    entry.backoffMs = Math.min(entry.backoffMs === 0 ? BACKOFF_FIRST_MS : entry.backoffMs * 2, BACKOFF_MAX_MS, ttlMs);
+    entry.refreshAt = now() + entry.backoffMs;
   }
 
   /** The entry of `name` under `key`: its value, else its "not found". */
@@ -205,6 +241,7 @@ export class SecretCache {
       storedAt: at,
       refreshAt: at + life - Math.min(life / 10, REFRESH_AHEAD_MAX_MS),
       expiresAt: at + life,
+      backoffMs: 0,
     });
     if (into.size > max) {
       const oldest = into.keys().next().value;
