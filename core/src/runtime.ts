@@ -198,7 +198,8 @@ export function startOnFirstUse(options: FunctionRuntimeOptions): LazyRuntime {
   let started: Promise<Runtime> | undefined;
   let failedAt: number | undefined;
   const runtime = (): Promise<Runtime> => {
-    if (failedAt !== undefined && now() - failedAt >= START_RETRY_MS) {
+    // A clock stepped back (now before failedAt) ends the pause too: it would last the step otherwise.
+    if (failedAt !== undefined && (now() < failedAt || now() - failedAt >= START_RETRY_MS)) {
       started = undefined;
       failedAt = undefined;
     }

@@ -41,7 +41,7 @@ async function app(config?: string) {
   const settle = () => {
     clock.now += 1_050;
   };
-  return { backend, request, ready, settle };
+  return { backend, request, ready, settle, clock };
 }
 
 describe("/ready", () => {
@@ -121,6 +121,16 @@ describe("/ready", () => {
     expect(backend.reads).toBe(1);
     settle();
     await ready();
+    expect(backend.reads).toBe(2);
+  });
+
+  it("probes again when the clock steps back, rather than keep its answer for the length of the step", async () => {
+    const { backend, ready, clock } = await app();
+    backend.mode = "down";
+    expect((await ready()).status).toBe(503);
+    clock.now -= 3_600_000; // NTP steps the clock back an hour
+    backend.mode = "up";
+    expect((await ready()).status).toBe(200);
     expect(backend.reads).toBe(2);
   });
 

@@ -72,6 +72,30 @@ describe("a start that fails", () => {
     ]);
     await rt.close();
   });
+
+  it("is tried again at once when the clock steps back (the pause would last the step)", async () => {
+    let clock = 1_000_000;
+    let opens = 0;
+    const flaky: StoreFactory = {
+      ...memoryStore,
+      open: async (settings, deps) => {
+        opens++;
+        if (opens === 1) throw new StoreUnavailable("the secrets volume is not mounted yet");
+        return memoryStore.open(settings as never, deps);
+      },
+    };
+    const runtime = startOnFirstUse({
+      stores: [flaky],
+      env: { LITELLM_MASTER_KEY: newKey() },
+      log: createLogger(() => {}),
+      now: () => clock,
+    });
+    await expect(runtime()).rejects.toThrow("the secrets volume is not mounted yet");
+    clock -= 3_600_000; // NTP steps the clock back an hour
+    const rt = await runtime();
+    expect(opens).toBe(2);
+    await rt.close();
+  });
 });
 
 describe("HTTP while the runtime cannot start: 500 internal in the API's shape on every runtime", () => {

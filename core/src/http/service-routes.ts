@@ -45,7 +45,8 @@ function readinessOf(probe: () => Promise<void>, kind: string, now: () => number
   };
   return (): Promise<Readiness> => {
     const at = now();
-    if (!last || (last.settledAt !== undefined && at - last.settledAt >= READY_REUSE_MS)) {
+    // A clock stepped back (at before settledAt) ends the reuse too: a 503 would last the step.
+    if (!last || (last.settledAt !== undefined && (at < last.settledAt || at - last.settledAt >= READY_REUSE_MS))) {
       const current: { settledAt?: number; result: Promise<Readiness> } = { result: check() };
       current.result.then(() => {
         current.settledAt = now();
