@@ -32,7 +32,10 @@
  * and applied, a new inode is read whole), a map lookup and the `openSecret` of one value. A read
  * never waits for the lock or an fsync, and while this process holds the lock (nobody else can
  * write) it does not even look. Changes other processes make are also noticed through a directory
- * watch and reported to `watch` listeners, so caches above the store drop those names at once.
+ * watch and reported to `watch` listeners, so caches above the store drop those names at once. When
+ * watching cannot start or stops (inotify limits: ENOSPC, EMFILE), one warning names the dir and
+ * the code, and watching is tried again after 1 s, doubling to 60 s; meanwhile a cache above keeps
+ * what it holds until its lifetime ends (reads through the store still see every change).
  *
  * Keys: the log records key check values of the keys that sealed it (file-log.ts). Opening with a
  * key ring that lacks one stops the start (`ConfigError`); an entry that then does not open is
@@ -101,6 +104,9 @@ const LOG_FLAGS = constants.O_RDWR | constants.O_APPEND;
 const COMPACT_MIN_BYTES = 1024 * 1024;
 /** Changes per line when the whole state is written (compaction, reencrypt). */
 const SNAPSHOT_LINE = 512;
+/** Watching the data dir is tried again this long after it fails, doubling each time, up to the max. */
+const WATCH_RETRY_FIRST_MS = 1000;
+const WATCH_RETRY_MAX_MS = 60_000;
 /** Files killed processes can leave: temp logs and documents, lock candidates and locks moved aside. */
 const LEFTOVER = /^secrets\.(?:json|log)(?:\.lock(?:\.stale)?)?\.(\d+)\.([0-9a-f]+)(?:\.tmp)?$/;
 
@@ -111,7 +117,14 @@ export interface FileStoreOptions {
   now?: () => number;
   /** How long a write waits for another process's lock before failing. */
   lockTimeoutMs?: number;
+  /** Starts watching the data dir (`fs.watch`, not persistent); tests make it fail. */
+  watchDir?: WatchDir;
 }
+
+/** Watches `dir`, calling `listener` with the name of the file that changed (null: unknown). */
+export type WatchDir = (dir: string, listener: (event: string, file: string | null) => void) => FSWatcher;
+
+const watchDir: WatchDir = (dir, listener) => watch(dir, { persistent: false }, listener);
 
 type Pending =
   | { kind: "put"; name: string; sealed: string; options: PutOptions; settle: Settle<PutOutcome> }
@@ -132,6 +145,7 @@ export class FileStore implements SecretStore {
   readonly #log: Logger;
   readonly #now: () => number;
   readonly #lockTimeoutMs: number;
+  readonly #watchDir: WatchDir;
 
   /** The last change of each name, tombstones included. */
   #entries = new Map<string, Change>();
@@ -163,7 +177,14 @@ export class FileStore implements SecretStore {
   /** Serializes this process's turns at the lock (batches, compaction, reencrypt). */
   #turn: Promise<unknown> = Promise.resolve();
   #watcher: FSWatcher | undefined;
+  /** The next try at watching, after watching failed; the wait before the one after it. */
+  #watchRetry: NodeJS.Timeout | undefined;
+  #watchRetryMs = WATCH_RETRY_FIRST_MS;
+  /** Whether watching failed and was logged, and has not worked since. */
+  #watchFailureLogged = false;
   #onExternalChange: ((names: string[]) => void) | undefined;
+  /** Set as `close` begins: no watching starts after it. */
+  #closing = false;
   #closed = false;
   /** Whether a read has already looked at the log in this turn of the event loop (`#readChanges`). */
   #lookedThisTurn = false;
@@ -178,6 +199,7 @@ export class FileStore implements SecretStore {
     this.#log = options.log ?? silentLogger;
     this.#now = options.now ?? Date.now;
     this.#lockTimeoutMs = options.lockTimeoutMs ?? 10_000;
+    this.#watchDir = options.watchDir ?? watchDir;
   }
 
   /**
@@ -381,9 +403,20 @@ export class FileStore implements SecretStore {
   /** Reports names that another process changed, added or removed. */
   watch(onChange: (names: string[]) => void): void {
     this.#onExternalChange = onChange;
-    if (this.#watcher || this.#closed) return;
+    if (this.#watcher || this.#watchRetry || this.#closing) return;
+    this.#startWatching();
+  }
+
+  /**
+   * Watches the data dir. When that fails (inotify limits, some network filesystems) or the watcher
+   * fails later, it is logged once (the dir and the system's code) and tried again with backoff.
+   */
+  #startWatching(): void {
+    this.#watchRetry = undefined;
+    if (this.#closing) return;
+    let watcher: FSWatcher;
     try {
-      this.#watcher = watch(this.location, { persistent: false }, (_, file) => {
+      watcher = this.#watchDir(this.location, (_, file) => {
         if (file !== null && file !== LOG_FILE) return;
         try {
           this.#readChanges("watch");
@@ -393,16 +426,44 @@ export class FileStore implements SecretStore {
           });
         }
       });
-      this.#watcher.on("error", () => {
-        this.#watcher?.close();
-        this.#watcher = undefined;
-      });
-    } catch {
-      // No watching here (some network filesystems): caches fall back to their refresh interval.
+    } catch (err) {
+      this.#watchFailed(err);
+      return;
+    }
+    this.#watcher = watcher;
+    watcher.on("error", (err: unknown) => {
+      watcher.close();
+      if (this.#watcher !== watcher) return;
+      this.#watcher = undefined;
+      this.#watchFailed(err);
+    });
+    this.#watchRetryMs = WATCH_RETRY_FIRST_MS;
+    if (this.#watchFailureLogged) {
+      this.#watchFailureLogged = false;
+      this.#log.info("file store: watching the data dir again", { dir: this.location });
     }
   }
 
+  #watchFailed(err: unknown): void {
+    if (this.#closing) return;
+    if (!this.#watchFailureLogged) {
+      this.#watchFailureLogged = true;
+      const code = (err as NodeJS.ErrnoException | undefined)?.code;
+      this.#log.warn(
+        "file store: cannot watch the data dir: changes by other processes reach caches only when they expire; retrying",
+        { dir: this.location, code: typeof code === "string" ? code : undefined },
+      );
+    }
+    const wait = this.#watchRetryMs;
+    this.#watchRetryMs = Math.min(wait * 2, WATCH_RETRY_MAX_MS);
+    this.#watchRetry = setTimeout(() => this.#startWatching(), wait);
+    this.#watchRetry.unref();
+  }
+
   async close(): Promise<void> {
+    this.#closing = true;
+    clearTimeout(this.#watchRetry);
+    this.#watchRetry = undefined;
     this.#watcher?.close();
     this.#watcher = undefined;
     while (this.#flushing) await this.#flushing;

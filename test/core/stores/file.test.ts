@@ -1,12 +1,12 @@
 import { spawn } from "node:child_process";
-import { appendFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, type FSWatcher, watch, writeFileSync } from "node:fs";
 import { appendFile, chmod, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { KeyRing, openSecret, sealSecret } from "../../../core/src/crypto";
 import { ConfigError } from "../../../core/src/errors";
 import { createLogger } from "../../../core/src/log";
-import { FileStore, fileStore, sizeOf, TOMBSTONE_LIFETIME_MS } from "../../../core/src/stores/file";
+import { FileStore, fileStore, sizeOf, TOMBSTONE_LIFETIME_MS, type WatchDir } from "../../../core/src/stores/file";
 import { ownFileName } from "../../../core/src/stores/file-lock";
 import { frame, keyCheckOf } from "../../../core/src/stores/file-log";
 import { codeOf, livePid, secretValue, tempDir, until } from "../../helpers";
@@ -602,6 +602,65 @@ describe("FileStore", () => {
       expect(new Set(seen.flat())).toEqual(new Set(["THEIRS", "OURS"]));
       expect(seen.flat().filter((n) => n === "OURS")).toHaveLength(1); // its delete, not our put
       await mine.close();
+      await theirs.close();
+    });
+
+    it("logs once when watching fails (inotify limits), tries again with backoff, and close stops it", async () => {
+      const dir = await tempDir();
+      const lines: string[] = [];
+      const failure = (code: string) => Object.assign(new Error(`${code}: system limit reached`), { code });
+      let failures = 2;
+      const attempts: FSWatcher[] = [];
+      const watchDir: WatchDir = (path, listener) => {
+        if (failures-- > 0) throw failure("ENOSPC");
+        const watcher = watch(path, { persistent: false }, listener);
+        attempts.push(watcher);
+        return watcher;
+      };
+      const mine = await FileStore.open({ dataDir: dir, keys, log: createLogger((l) => lines.push(l)), watchDir });
+      const theirs = await open(dir);
+      const seen: string[] = [];
+      vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+      try {
+        mine.watch((names) => seen.push(...names));
+        const warnings = () => lines.filter((l) => l.includes("cannot watch the data dir")).map((l) => JSON.parse(l));
+        expect(warnings()).toHaveLength(1);
+        expect(warnings()[0]).toMatchObject({ level: "warn", dir, code: "ENOSPC" });
+        vi.advanceTimersByTime(999);
+        expect(attempts).toHaveLength(0);
+        vi.advanceTimersByTime(1); // 1 s: fails again, not logged again
+        vi.advanceTimersByTime(1999);
+        expect(attempts).toHaveLength(0);
+        vi.advanceTimersByTime(1); // 2 s later: watching
+        expect(attempts).toHaveLength(1);
+        expect(warnings()).toHaveLength(1);
+        expect(lines.filter((l) => l.includes("watching the data dir again"))).toHaveLength(1);
+        expect(vi.getTimerCount()).toBe(0);
+        // The watcher fails later (EMFILE): logged once more, tried again 1 s later.
+        attempts[0]?.emit("error", failure("EMFILE"));
+        expect(warnings().map((w) => w.code)).toEqual(["ENOSPC", "EMFILE"]);
+        vi.advanceTimersByTime(1000);
+        expect(attempts).toHaveLength(2);
+      } finally {
+        vi.useRealTimers();
+      }
+      // Watching again: another process's change is reported at once.
+      await theirs.put("OUTSIDE", "o");
+      await until("the outside change reported", () => seen.includes("OUTSIDE"));
+      // A failure while closing leaves no retry behind.
+      vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+      try {
+        failures = 1;
+        attempts[1]?.emit("error", failure("EMFILE"));
+        expect(vi.getTimerCount()).toBe(1);
+        await mine.close();
+        expect(vi.getTimerCount()).toBe(0);
+        vi.advanceTimersByTime(120_000);
+        expect(attempts).toHaveLength(2);
+      } finally {
+        vi.useRealTimers();
+      }
+      expect(lines.join("\n")).not.toContain("system limit reached");
       await theirs.close();
     });
   });
