@@ -79,6 +79,7 @@ export function createApp(options: AppOptions): App {
     outbound: options.outbound ?? {},
     maxBodyBytes: MAX_BODY_BYTES,
     ...(options.lambdaRuntimeApi && { lambdaRuntimeApi: options.lambdaRuntimeApi }),
+    log,
   });
 
   return {

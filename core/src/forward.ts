@@ -27,11 +27,12 @@
  */
 
 import { lookup } from "node:dns/promises";
-import { Readable } from "node:stream";
+import type { Readable } from "node:stream";
 import { request as send } from "undici";
 import type { RawRequest } from "./app";
 import { InvalidInput, SecretsError } from "./errors";
 import { readLimitedBody } from "./http/router";
+import type { Logger } from "./log";
 import { isLinkLocal, isLoopback, type OutboundTls, outboundAgent } from "./outbound";
 import { refName } from "./refs";
 import type { SecretManager } from "./secret-manager";
@@ -58,6 +59,8 @@ export interface ForwardDeps {
   timeoutMs?: number;
   /** Lambda's runtime API (`AWS_LAMBDA_RUNTIME_API`, as the settings captured it): never a target. */
   lambdaRuntimeApi?: string;
+  /** Where an answer the upstream cut mid-stream is logged. */
+  log?: Logger;
 }
 
 const PREFIX = "/v1/forward/";
@@ -203,9 +206,52 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
     for (const v of Array.isArray(value) ? value : [value]) out.append(name, v);
   }
   out.set("cache-control", "no-store");
-  const stream = Readable.toWeb(answer.body) as ReadableStream<Uint8Array>;
   const empty = answer.statusCode === 204 || answer.statusCode === 304 || request.method === "HEAD";
-  return new Response(empty ? null : stream, { status: answer.statusCode, headers: out });
+  if (empty) {
+    answer.body.resume();
+    return new Response(null, { status: answer.statusCode, headers: out });
+  }
+  return new Response(answerBody(answer.body, raw, deps.log, modelName), { status: answer.statusCode, headers: out });
+}
+
+/**
+ * The upstream's body as the answer's. When the upstream's connection breaks mid-answer, the
+ * client's is cut where the runtime can (`raw.abort`), so the client sees an unfinished answer,
+ * and one line is logged. Handed the error instead, @hono/node-server prints its stack on stderr
+ * and writes `Error: …` into the answer. A runtime that cannot cut the connection (it buffers the
+ * answer: Lambda, Azure) gets the error, as before.
+ */
+function answerBody(
+  body: Readable,
+  raw: RawRequest,
+  log: Logger | undefined,
+  model: string,
+): ReadableStream<Uint8Array> {
+  const chunks = body[Symbol.asyncIterator]();
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        try {
+          const { done, value } = await chunks.next();
+          if (done) controller.close();
+          else controller.enqueue(value as Uint8Array);
+        } catch (err) {
+          // The client gone first (its abort stopped the upstream call) is not the upstream's doing.
+          if (raw.clientClosed?.() !== true) {
+            const code = (err as NodeJS.ErrnoException).code ?? (err as Error).name;
+            log?.warn("upstream answer cut", { model, code });
+          }
+          if (!raw.abort) return controller.error(err);
+          raw.abort();
+          controller.close();
+        }
+      },
+      cancel() {
+        body.destroy();
+      },
+    },
+    { highWaterMark: 0 },
+  );
 }
 
 /** `{model_name}` (percent-decoded) and the rest of the target as it was sent (query included). */

@@ -129,6 +129,7 @@ export function rawRequestOf(incoming: IncomingMessage): RawRequest {
     path: incoming.url ?? "",
     headers: incoming.headers,
     clientClosed: () => socket.destroyed || !socket.writable,
+    abort: () => socket.destroy(),
   };
 }
 

@@ -5,11 +5,13 @@
 
 import type { LookupAddress } from "node:dns";
 import { readFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, inject, it, vi } from "vitest";
 import { closeOutboundAgents } from "../../core/src/outbound";
 import type { SecretRecord, StoreFactory } from "../../core/src/secret-store";
+import { startServer } from "../../core/src/server";
 import { StoreCorrupt } from "../../core/src/store-errors";
 import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
 import { expectNoValueIn, inProcessApp, newKey, until } from "../helpers";
@@ -49,6 +51,12 @@ beforeAll(async () => {
         res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
         res.write("data: first\n\n");
         releaseStream = () => res.end("data: second\n\n");
+        return;
+      }
+      if (req.url?.startsWith("/v1/cut")) {
+        // The upstream's connection breaks mid-answer (a reset, a crash): its answer is cut.
+        res.writeHead(200, { "content-type": "text/event-stream" });
+        res.write("data: first\n\n", () => setTimeout(() => res.socket?.destroy(), 20));
         return;
       }
       if (req.url?.startsWith("/v1/hang")) {
@@ -270,6 +278,46 @@ describe("POST /v1/forward/{model}/{path}", () => {
       rest += Buffer.from(value).toString();
     }
     expect(rest).toBe("data: second\n\n");
+  });
+
+  it("an answer the upstream cuts mid-stream reaches the client cut (never completed, nothing appended), logged as one line", async () => {
+    const key = newKey("sk-upstream-");
+    expectedKey = key;
+    const { runtime, masterKey, logs } = await app(key);
+    const server = await startServer(runtime, { host: "127.0.0.1", port: 0 });
+    const printed = vi.spyOn(console, "error").mockImplementation(() => {});
+    const told = vi.spyOn(console, "info").mockImplementation(() => {});
+    try {
+      const got = await new Promise<{ body: string; complete: boolean }>((resolve, reject) => {
+        const req = httpRequest(
+          `${server.url}/v1/forward/gpt/v1/cut`,
+          { method: "POST", headers: { authorization: `Bearer ${masterKey}`, "content-type": "application/json" } },
+          (res) => {
+            let body = "";
+            res.setEncoding("utf8");
+            res.on("data", (d: string) => {
+              body += d;
+            });
+            res.on("end", () => resolve({ body, complete: res.complete }));
+            res.on("error", () => resolve({ body, complete: false }));
+            res.on("aborted", () => resolve({ body, complete: false }));
+          },
+        );
+        req.on("error", reject);
+        req.end("{}");
+      });
+      expect(got.body).toBe("data: first\n\n"); // no "Error: ..." appended to the events
+      expect(got.complete).toBe(false); // the client can tell: the chunked answer never ended
+      await until("the log line", () => logs.some((l) => l.includes("upstream answer cut")));
+      const lines = logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "upstream answer cut");
+      expect(lines).toEqual([expect.objectContaining({ level: "warn", model: "gpt" })]);
+      expect(printed).not.toHaveBeenCalled(); // not node-server's multi-line dump on stderr
+      expect(told).not.toHaveBeenCalled();
+    } finally {
+      printed.mockRestore();
+      told.mockRestore();
+      await server.close();
+    }
   });
 
   it("retries once with the key read again from the store after a 401 (a rotated key)", async () => {

@@ -26,6 +26,11 @@ export interface RawRequest {
    * the socket). A request whose client left is logged as `client_closed`, not as an error.
    */
   clientClosed?: () => boolean;
+  /**
+   * Cuts the client's connection (a runtime that streams answers over its own sockets passes it):
+   * an answer that cannot be finished is then seen unfinished, never completed.
+   */
+  abort?: () => void;
   /** The platform's id of this invocation (Lambda's request id), for audit lines without `x-request-id`. */
   requestId?: string;
   /**

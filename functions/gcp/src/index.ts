@@ -46,10 +46,17 @@ export const GCP_STORES = [
 
 /**
  * This runtime's raw-request helper: express keeps the request target as it arrived in
- * `originalUrl`; the headers are node's parse, as the local server passes them.
+ * `originalUrl`; the headers are node's parse, as the local server passes them; answers stream
+ * over the request's socket, which is cut when a forwarded answer cannot be finished.
  */
 export function rawRequestOf(req: IncomingMessage & { originalUrl?: string }): RawRequest {
-  return { path: req.originalUrl ?? req.url ?? "", headers: req.headers };
+  const socket = req.socket;
+  return {
+    path: req.originalUrl ?? req.url ?? "",
+    headers: req.headers,
+    clientClosed: () => socket.destroyed || !socket.writable,
+    abort: () => socket.destroy(),
+  };
 }
 
 interface PubSubMessage {
