@@ -14,11 +14,13 @@
  *   refreshes in the background.
  * - When the backend fails with a retryable error, the last good value is served up to
  *   `maxStaleMs` past expiry, marked stale.
- * - A retryable failure of a load backs the entry off: its next load waits 1 s, doubling after each
- *   failure up to 60 s (or the refresh interval, if shorter), and a success ends it. Until then a
- *   read is served the entry's value (fresh, or stale within `maxStaleMs`) without a store call, and
- *   no background refresh starts, so a failing store sees a few calls per name, not one per read,
- *   and `onRefreshError` fires at most once per step. A read with nothing to serve still calls.
+ * - A failed load backs the entry off: its next load waits 1 s, doubling after each failure up to
+ *   60 s (or the refresh interval, if shorter), and a success ends it. Until then a read is served
+ *   the entry's value (fresh, or, after a retryable failure, stale within `maxStaleMs`) without a
+ *   store call, and no background refresh starts, so a failing store sees a few calls per name, not
+ *   one per read, and `onRefreshError` fires at most once per step. After a failure that is not
+ *   retryable (a permission taken away) the backoff ends when the value expires: the next read
+ *   then calls, and gets the error. A read with nothing to serve still calls.
  * - Our own writes and deletes replace the entry at once, and win over a load already under way.
  * - Values are held sealed and opened per read (`MemoryBox`, crypto.ts): NaCl SecretBox (the
  *   libsodium fast path) under a random key that lives only in this process's memory, as bytes,
@@ -193,7 +195,9 @@ export class SecretCache {
       try {
         value = await load();
       } catch (err) {
-        if (current() && isRetryable(err)) this.#backOff(key, name);
+        // Any failure backs the entry off; one the value may not outlive (not retryable) only
+        // until the value expires, so that a read past expiry calls and gets the error.
+        if (current()) this.#backOff(key, name, !isRetryable(err));
         throw err;
       }
       if (current()) this.#store(key, name, value);
@@ -209,13 +213,17 @@ export class SecretCache {
     return promise;
   }
 
-  /** A load of `name` failed (retryable): its value entry, if any, waits the next backoff step before another. */
-  #backOff(key: string, name: string): void {
+  /**
+   * A load of `name` failed: its value entry, if any, waits the next backoff step before another
+   * (`untilExpiry`: at most until the value expires).
+   */
+  #backOff(key: string, name: string, untilExpiry: boolean): void {
     const entry = this.#entries.get(key);
     if (entry?.name !== name) return;
     const { ttlMs, now } = this.#options;
     entry.backoffMs = Math.min(entry.backoffMs === 0 ? BACKOFF_FIRST_MS : entry.backoffMs * 2, BACKOFF_MAX_MS, ttlMs);
-    entry.refreshAt = now() + entry.backoffMs;
+    const until = now() + entry.backoffMs;
+    entry.refreshAt = untilExpiry ? Math.min(until, entry.expiresAt) : until;
   }
 
   /** The entry of `name` under `key`: its value, else its "not found". */

@@ -115,4 +115,33 @@ describe("SecretCache during a store outage", () => {
     await expect(cache.get("a", b.load)).rejects.toThrow("denied");
     expect(b.state.calls).toBe(12);
   });
+
+  it("backs off a background refresh refused (not retryable) too, until the value expires; then the read gets the error", async () => {
+    const { c, now } = clock();
+    const warnings: string[] = [];
+    const cache = new SecretCache({
+      ttlMs: 100_000,
+      maxStaleMs: 600_000,
+      now,
+      onRefreshError: (_err, key) => warnings.push(key),
+    });
+    const b = backend("v1");
+    const start = c.now;
+    await cache.get("a", b.load);
+    b.state.fail = new SecretsError("backend_denied", "denied"); // the store's permission taken away
+    // In the refresh window: 1000 reads over 5 s, each answered the value (still fresh).
+    c.now = start + 91_000;
+    for (let i = 0; i < 1000; i++) {
+      expect(await cache.get("a", b.load)).toEqual({ value: "v1", stale: false });
+      await settle();
+      c.now += 5;
+    }
+    expect(b.state.calls - 1).toBeLessThanOrEqual(4);
+    expect(warnings.length).toBe(b.state.calls - 1);
+    // Past expiry the value is not served stale: the read calls, and gets the refusal.
+    c.now = start + 100_001;
+    const calls = b.state.calls;
+    await expect(cache.get("a", b.load)).rejects.toThrow("denied");
+    expect(b.state.calls).toBe(calls + 1);
+  });
 });
