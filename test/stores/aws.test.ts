@@ -430,6 +430,14 @@ describe("aws_kms", () => {
     expect(fake.calls("Decrypt")[0]?.headers.authorization).toMatch(/\/us-east-1\/kms\/aws4_request/);
     await store.close?.();
   });
+
+  it("stops the start without a region, as LiteLLM's does (KMS opens a ciphertext only in its key's region)", async () => {
+    await expect(awsKmsStore.open({ config: {}, env: {} }, deps({}))).rejects.toThrow(
+      "aws_kms needs the region of its key: set AWS_REGION_NAME (or AWS_REGION, or key_management_settings.aws_region_name)",
+    );
+    const store = await awsKmsStore.open({ config: {}, env: { AWS_REGION: "eu-west-1" } }, deps({}));
+    await store.close?.();
+  });
 });
 
 describe("what the AWS stores print", () => {

@@ -50,6 +50,11 @@ type AwsConfig = { [K in keyof typeof AwsConfigKeys]?: string | null };
 export type RoleSettings = Pick<AwsConfig, (typeof ROLE_KEYS)[number]>;
 type AwsEnv = { [K in keyof typeof AwsEnvKeys]?: string };
 
+/** The region as LiteLLM resolves it: `aws_region_name`, then `AWS_REGION_NAME`, `AWS_REGION`, `AWS_DEFAULT_REGION`. */
+export function regionOf(config: AwsConfig, env: AwsEnv): string | undefined {
+  return config.aws_region_name || env.AWS_REGION_NAME || env.AWS_REGION || env.AWS_DEFAULT_REGION || undefined;
+}
+
 /**
  * The client options of every AWS client we make: the region as LiteLLM resolves it
  * (`aws_region_name`, then `AWS_REGION_NAME`, `AWS_REGION`, `AWS_DEFAULT_REGION`, else us-west-2
@@ -63,7 +68,7 @@ export function awsClientOptions(
   tls: OutboundTls = {},
 ) {
   const options = outboundTlsOptions(tls);
-  let region = config.aws_region_name || env.AWS_REGION_NAME || env.AWS_REGION || env.AWS_DEFAULT_REGION;
+  let region = regionOf(config, env);
   if (!region) {
     log.warn(
       "no AWS region found: set aws_region_name in key_management_settings or AWS_REGION_NAME/AWS_REGION; using us-west-2",

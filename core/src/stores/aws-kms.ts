@@ -14,6 +14,7 @@
 
 import type * as Sdk from "@aws-sdk/client-kms";
 import * as z from "zod/mini";
+import { ConfigError } from "../errors";
 import { envValue } from "../refs";
 import {
   type ListOptions,
@@ -24,7 +25,7 @@ import {
   type StoreFactory,
 } from "../secret-store";
 import { classifyBackendError, NotSupported, StoreCorrupt } from "../store-errors";
-import { AwsConfigKeys, AwsEnvKeys, awsClientOptions, awsCredentials } from "./aws-config";
+import { AwsConfigKeys, AwsEnvKeys, awsClientOptions, awsCredentials, regionOf } from "./aws-config";
 import { loadSdk } from "./load-sdk";
 
 const PREFIX = "aws_kms/";
@@ -90,6 +91,14 @@ export const awsKmsStore = {
   defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: true },
   capabilities: { writes: false, deletes: false, compareAndSet: false, maxValueBytes: 4096, records: [] },
   open: async (settings, deps) => {
+    // KMS opens a ciphertext only in its key's region: guessing one (the other AWS store's
+    // us-west-2) would fail every decrypt, and at start hand each ref its ciphertext from the
+    // environment. LiteLLM's aws_kms requires AWS_REGION_NAME too.
+    if (!regionOf(settings.config, settings.env)) {
+      throw new ConfigError(
+        "aws_kms needs the region of its key: set AWS_REGION_NAME (or AWS_REGION, or key_management_settings.aws_region_name)",
+      );
+    }
     const sdk = await loadSdk(() => import("@aws-sdk/client-kms"));
     const options = awsClientOptions(settings.config, settings.env, deps.log, undefined, deps.outbound);
     const credentials = await awsCredentials(settings.config, deps.env, options, deps.log);
