@@ -1,4 +1,5 @@
 // The `llm-secrets` CLI, run as a child process from its bundle (SPEC section 1).
+import { spawn } from "node:child_process";
 import { chmod, mkdir, readdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -41,6 +42,24 @@ describe("secrets from the command line", () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toBe("llm-secrets: not_found: secret OPENAI_API_KEY not found\n");
     expectNoValueIn([r.stderr], [v]);
+  });
+
+  it("get exits 1 when its answer cannot be written (stdout's reader gone), not 0", async () => {
+    const { dir, env, cli } = await setup();
+    await cli(["put", "PIPED"], secretValue());
+    const child = spawn(process.execPath, [cliPath(), "get", "PIPED"], {
+      env,
+      cwd: dir,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    child.stdout.destroy(); // `llm-secrets get PIPED | reader-that-died`
+    let stderr = "";
+    child.stderr.on("data", (d) => {
+      stderr += d;
+    });
+    const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+    expect(code).toBe(1);
+    expect(stderr).toContain("cannot write to stdout");
   });
 
   it("answers usage errors with 2 and one line on stderr", async () => {
