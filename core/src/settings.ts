@@ -268,7 +268,6 @@ export function loadSettings(input: SettingsInput): Settings {
   const parsedEnv = safeParse(EnvSchema, envForSchema);
   if (!parsedEnv.success) throw new ConfigError(`environment: ${describeIssues(issuesOf(parsedEnv.error))}`);
   const e = parsedEnv.data;
-  refuseKmsSealedEnvironment(env);
 
   const general = config.general_settings ?? {};
   const legacy = legacyFlagsOf(rawConfig, input.stores);
@@ -317,6 +316,10 @@ export function loadSettings(input: SettingsInput): Settings {
   }
   const encryptionAlgorithm = general.encryption_algorithm ?? "xsalsa20-poly1305";
   const saltKey = e.LITELLM_SALT_KEY ?? master?.key;
+  refuseKmsSealed(env, factory.kind, [
+    ...(master ? [{ what: master.source, value: master.key }] : []),
+    ...(e.LITELLM_SALT_KEY !== undefined ? [{ what: "LITELLM_SALT_KEY", value: e.LITELLM_SALT_KEY }] : []),
+  ]);
   const keys = saltKey ? new KeyRing(saltKey, e.LLM_SECRETS_PREVIOUS_SALT_KEYS ?? [], encryptionAlgorithm) : undefined;
 
   const prefix = prefixOf(kms.prefix_for_stored_virtual_keys ?? "litellm/", "prefix_for_stored_virtual_keys");
@@ -459,15 +462,26 @@ function teamsOf(
 /**
  * LiteLLM's start-up decryption of the environment (`USE_AWS_KMS=True`, an Enterprise feature:
  * `LITELLM_SECRET_AWS_KMS_<NAME>` becomes `<NAME>`, a value `aws_kms/<ciphertext>` its plaintext)
- * is not done here. Going on would take the ciphertext for the key it seals, and seal new values
- * under it: the start stops, naming the variables (never their values).
+ * is not done here. Going on would take ciphertext for a key, and seal new values under it: the
+ * start stops, naming the variables or settings (never their values). Refused: a master or salt
+ * key (as resolved: a ref, a literal, quotes removed) that is such ciphertext, whatever the store;
+ * with `USE_AWS_KMS=True`, every `LITELLM_SECRET_AWS_KMS_*` variable (never read here under its
+ * new name), and every `aws_kms/` value but on the `aws_kms` store, which decrypts those refs.
  */
-function refuseKmsSealedEnvironment(env: Record<string, string>): void {
-  const sealedKeys = ["LITELLM_MASTER_KEY", "LITELLM_SALT_KEY"].filter((k) => env[k]?.startsWith("aws_kms/"));
-  const sealed =
-    env.USE_AWS_KMS === "True"
-      ? Object.keys(env).filter((k) => /^litellm_secret_aws_kms/i.test(k) || env[k]?.startsWith("aws_kms/"))
-      : sealedKeys;
+function refuseKmsSealed(
+  env: Record<string, string>,
+  store: string,
+  keys: readonly { what: string; value: string }[],
+): void {
+  const sealed = keys.filter((k) => k.value.startsWith("aws_kms/")).map((k) => k.what);
+  if (env.USE_AWS_KMS === "True") {
+    for (const name of Object.keys(env)) {
+      const renamed = /^litellm_secret_aws_kms/i.test(name);
+      if ((renamed || (store !== "aws_kms" && env[name]?.startsWith("aws_kms/"))) && !sealed.includes(name)) {
+        sealed.push(name);
+      }
+    }
+  }
   if (sealed.length === 0) return;
   throw new ConfigError(
     `${sealed.join(", ")}: sealed with AWS KMS for LiteLLM's start-up decryption (USE_AWS_KMS=True), which llm-secrets does not do: set ${

@@ -7,6 +7,7 @@ import { KeyRing, openSecret, sealSecret } from "../../core/src/crypto";
 import { ConfigError, DecryptFailed } from "../../core/src/errors";
 import type { StoreFactory } from "../../core/src/secret-store";
 import { loadSettings as loadWith, type SettingsInput } from "../../core/src/settings";
+import { awsKmsStore } from "../../core/src/stores/aws-kms";
 import { memoryStore } from "../../core/src/stores/memory";
 import { newKey, tempDir } from "../helpers";
 
@@ -199,6 +200,27 @@ describe("salt key and master key", () => {
     expect(message).not.toContain("AQICAHh0");
     // Without USE_AWS_KMS, an aws_kms/ value elsewhere is the aws_kms store's to read (a ref's value).
     expect(loadSettings({ env: { LITELLM_MASTER_KEY: newKey(), OPENAI_API_KEY: ciphertext } }).keys).toBeDefined();
+    // The master key as resolved: quoted, through a ref, or a literal in the config.
+    const sealedMaster = (env: Record<string, string>) => configError(() => loadSettings({ env }));
+    expect(sealedMaster({ LITELLM_MASTER_KEY: `"${ciphertext}"` })).toMatch(/^LITELLM_MASTER_KEY: sealed with AWS KMS/);
+    expect(
+      sealedMaster({ OTHER: ciphertext, LLM_SECRETS_CONFIG: "general_settings:\n  master_key: os.environ/OTHER\n" }),
+    ).toMatch(/^OTHER: sealed with AWS KMS/);
+    expect(sealedMaster({ LLM_SECRETS_CONFIG: `general_settings:\n  master_key: ${ciphertext}\n` })).toMatch(
+      /^general_settings.master_key: sealed with AWS KMS/,
+    );
+    // With USE_AWS_KMS=True, the aws_kms store still reads the aws_kms/ refs it decrypts.
+    const kms = loadSettings({
+      stores: [awsKmsStore, ...LOCAL_STORES],
+      env: {
+        USE_AWS_KMS: "True",
+        AWS_REGION: "us-east-1",
+        LITELLM_MASTER_KEY: newKey(),
+        OPENAI_API_KEY: ciphertext,
+        LLM_SECRETS_CONFIG: "general_settings:\n  key_management_system: aws_kms\n",
+      },
+    });
+    expect(kms.store).toBe("aws_kms");
   });
 
   it("parses LLM_SECRETS_PREVIOUS_SALT_KEYS as a JSON array of strings", () => {
