@@ -3,8 +3,11 @@
 // `serve --config` with a module beside the config file.
 import { copyFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { storeConformance } from "@llm-secrets/core/testing"; // as a user's own store test imports it
 import { describe, expect, it } from "vitest";
+// @ts-expect-error: a plain ESM build script without types
+import { bundleCore } from "../../core/build.mjs";
 import { ConfigError, SecretsError } from "../../core/src/errors";
 import { createLogger, silentLogger } from "../../core/src/log";
 import { loadSettings } from "../../core/src/settings";
@@ -64,6 +67,30 @@ describe("the custom store", () => {
     expect(await codeOf(failing.list?.({ limit: 10 }) as Promise<unknown>)).toBe("backend_unavailable");
     const denied = await open("./custom-failing-factory.mjs", FIXTURES, { status: 403 });
     expect(await codeOf(denied.get("A"))).toBe("backend_denied");
+    // The typed errors of another copy of the package (a bundled function's module has its own):
+    // their code, message and retryAfter kept, though they are not instances of ours.
+    const bundled = await bundleCore('export * from "./src/store-errors.ts";', join(await tempDir(), "copy.mjs"));
+    const copy = (await import(pathToFileURL(bundled).href)) as typeof import("../../core/src/store-errors");
+    expect(new copy.BackendDenied("x")).not.toBeInstanceOf(SecretsError);
+    const thrown = [
+      new copy.BackendDenied("vault said no"),
+      new copy.BackendUnavailable("vault is down", 30),
+      new copy.StoreCorrupt("entry 7 is torn"),
+      new copy.NameConflict("A_B", "A-B"),
+      new copy.StoreUnavailable("no such mount"),
+    ];
+    const answered = [];
+    for (const error of thrown) {
+      const typed = await open("./custom-throwing-factory.mjs", FIXTURES, { error });
+      answered.push(await typed.get("A").catch((e: SecretsError) => [e.code, e.message, e.details.retryAfter]));
+    }
+    expect(answered).toEqual([
+      ["backend_denied", "vault said no", undefined],
+      ["backend_unavailable", "vault is down", 30],
+      ["store_corrupt", "entry 7 is torn", undefined],
+      ["name_conflict", "A_B maps to the backend key A-B, which already holds another name", undefined],
+      ["store_unavailable", "no such mount", undefined],
+    ]);
     // The read-only factory throws errors named NotSupported from put and delete.
     const readOnly = await open("./custom-factory.mjs");
     expect(await codeOf(readOnly.put("A", "v"))).toBe("not_supported");

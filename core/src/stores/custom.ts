@@ -17,7 +17,7 @@
 import { isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import * as z from "zod/mini";
-import { ConfigError, SecretsError } from "../errors";
+import { ConfigError, type ErrorCode, SecretsError } from "../errors";
 import {
   type DeleteOutcome,
   KeyedQueue,
@@ -29,7 +29,7 @@ import {
   type StoreDeps,
   type StoreFactory,
 } from "../secret-store";
-import { classifyBackendError, NotSupported } from "../store-errors";
+import { BackendUnavailable, classifyBackendError, NotSupported } from "../store-errors";
 import { describeIssues, issuesOf, safeParse } from "../validation";
 
 export const CustomSettings = z.object({
@@ -38,15 +38,32 @@ export const CustomSettings = z.object({
   env: z.object({}),
 });
 
+/** The store errors of `store-errors.ts`, by code: what a user's store may throw, typed. */
+const STORE_ERROR_CODES: ReadonlySet<string> = new Set([
+  "backend_denied",
+  "backend_unavailable",
+  "name_conflict",
+  "not_supported",
+  "store_corrupt",
+  "store_unavailable",
+] satisfies ErrorCode[]);
+
 /**
- * A user's store's failure as a typed error: an error named `NotSupported` (the README's typed
- * error, thrown from another copy of the package, or a plain error so named) is `not_supported`;
- * anything else goes through the one classifier.
+ * A user's store's failure as a typed error. The README's typed errors thrown from another copy
+ * of the package (a bundled function's module imports its own) fail `instanceof`: one with a store
+ * error's `code` keeps its code, message and `retryAfter`; an error named `NotSupported` (plain, so
+ * named) is `not_supported`; anything else goes through the one classifier.
  */
 function classifyCustomError(err: unknown, what: string): SecretsError {
-  if (!(err instanceof SecretsError) && (err as { name?: unknown } | null)?.name === "NotSupported") {
-    return new NotSupported(what);
+  if (err instanceof SecretsError) return err;
+  const typed = err as { code?: unknown; message?: unknown; name?: unknown; details?: { retryAfter?: unknown } } | null;
+  if (typeof typed?.code === "string" && STORE_ERROR_CODES.has(typed.code) && typeof typed.message === "string") {
+    const retryAfter = typed.details?.retryAfter;
+    return typed.code === "backend_unavailable"
+      ? new BackendUnavailable(typed.message, typeof retryAfter === "number" ? retryAfter : 1, { cause: err })
+      : new SecretsError(typed.code as ErrorCode, typed.message, {}, { cause: err });
   }
+  if (typed?.name === "NotSupported") return new NotSupported(what);
   return classifyBackendError(err, what);
 }
 
