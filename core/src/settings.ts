@@ -594,32 +594,42 @@ function withEnvironmentVariables(
  * `key_management_settings`, `team_settings`, lists) read from the environment, as LiteLLM reads
  * its config at start (`_check_for_os_environ_vars`). Left alone: `model_list` (resolved through the
  * store, `SecretManager.resolveConfig`), `master_key` (`masterKeyOf`, which names the variable in
- * its messages) and keys llm-secrets does not read. A variable that is not set stops the start,
- * naming the key: LiteLLM would read None and go on with a default (another store, region, prefix
- * or role than the one meant).
+ * its messages) and keys llm-secrets does not read, but for unknown `key_management_settings` keys
+ * (a custom store's own: set refs read, unset ones null). A variable that is not set stops the
+ * start, naming the key: LiteLLM would read None and go on with a default (another store, region,
+ * prefix or role than the one meant).
  */
 function withSettingRefs(
   raw: Record<string, unknown>,
   env: Record<string, string>,
   ignored: ReadonlySet<string>,
 ): Record<string, unknown> {
-  const walk = (node: unknown, path: string): unknown => {
-    if (ignored.has(path) || path === "general_settings.master_key") return node;
+  // `lenient`: a key no registered store names, under key_management_settings, which a custom
+  // store's module may read: its refs are read too, an unset one as nothing (LiteLLM's None).
+  const walk = (node: unknown, path: string, lenient: boolean): unknown => {
+    if (path === "general_settings.master_key") return node;
+    if (!lenient && ignored.has(path)) {
+      if (!path.startsWith(KMS_PATH)) return node;
+      lenient = true;
+    }
     const name = refName(node);
     if (name !== undefined) {
       const value = envRefValue(env, name);
-      if (value === undefined) throw new ConfigError(`config: ${path} refers to ${name}, which is not set`);
-      return value;
+      if (value !== undefined) return value;
+      if (lenient) return null;
+      throw new ConfigError(`config: ${path} refers to ${name}, which is not set`);
     }
-    if (Array.isArray(node)) return node.map((item, i) => walk(item, `${path}.${i}`));
+    if (Array.isArray(node)) return node.map((item, i) => walk(item, `${path}.${i}`, lenient));
     if (node !== null && typeof node === "object") {
-      return Object.fromEntries(Object.entries(node).map(([key, value]) => [key, walk(value, `${path}.${key}`)]));
+      return Object.fromEntries(
+        Object.entries(node).map(([key, value]) => [key, walk(value, `${path}.${key}`, lenient)]),
+      );
     }
     return node;
   };
   const out = { ...raw };
   for (const section of ["general_settings", "litellm_settings"]) {
-    if (out[section] !== undefined) out[section] = walk(out[section], section);
+    if (out[section] !== undefined) out[section] = walk(out[section], section, false);
   }
   return out;
 }

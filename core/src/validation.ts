@@ -60,9 +60,15 @@ export function unknownKeys(schema: core.$ZodType, input: unknown, prefix = ""):
     innerType?: core.$ZodType;
     shape?: Record<string, core.$ZodType>;
     catchall?: core.$ZodType;
+    valueType?: core.$ZodType;
   };
   if (def.type === "optional" || def.type === "default" || def.type === "nullable") {
     return def.innerType ? unknownKeys(def.innerType, input, prefix) : [];
+  }
+  // A record's entries (`team_settings.<team>`) are each checked against its value's schema.
+  if (def.type === "record" && def.valueType && typeof input === "object" && input !== null && !Array.isArray(input)) {
+    const valueType = def.valueType;
+    return Object.entries(input).flatMap(([key, value]) => unknownKeys(valueType, value, `${prefix}.${key}`));
   }
   if (def.type !== "object" || !def.shape || typeof input !== "object" || input === null || Array.isArray(input)) {
     return [];

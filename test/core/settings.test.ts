@@ -8,6 +8,7 @@ import { ConfigError, DecryptFailed } from "../../core/src/errors";
 import type { StoreFactory } from "../../core/src/secret-store";
 import { loadSettings as loadWith, type SettingsInput } from "../../core/src/settings";
 import { awsKmsStore } from "../../core/src/stores/aws-kms";
+import { customStore } from "../../core/src/stores/custom";
 import { memoryStore } from "../../core/src/stores/memory";
 import { newKey, tempDir } from "../helpers";
 
@@ -516,6 +517,36 @@ describe("config.yaml", () => {
     expect(s.outbound).toEqual({ verify: false });
     // A key llm-secrets does not read is left alone (its variable need not be set): only warned about.
     expect(s.warnings[0]).toContain("general_settings.database_url");
+  });
+
+  it("reads a custom store's own keys' refs too (an unset one as nothing), and leaves a team's unknown key alone", () => {
+    const s = loadSettings({
+      stores: [customStore, ...LOCAL_STORES],
+      env: {
+        LITELLM_MASTER_KEY: newKey(),
+        TOKEN: "my-token",
+        LLM_SECRETS_CONFIG: [
+          "general_settings:",
+          "  key_management_system: custom",
+          "  key_management_settings:",
+          "    custom_secret_manager: ./my-store.mjs",
+          "    my_token: os.environ/TOKEN",
+          "    my_optional: os.environ/NOT_SET",
+          "",
+        ].join("\n"),
+      },
+    });
+    expect(s.storeSettings).toMatchObject({ config: { my_token: "my-token", my_optional: null } });
+    const team = loadSettings({
+      env: {
+        LITELLM_MASTER_KEY: newKey(),
+        LLM_SECRETS_CONFIG:
+          "general_settings:\n  key_management_settings:\n    team_settings:\n      a:\n        colour: os.environ/NOT_SET\n",
+      },
+    });
+    expect(team.warnings[0]).toBe(
+      "config: ignoring keys llm-secrets does not use: general_settings.key_management_settings.team_settings.a.colour",
+    );
   });
 
   it("stops when a setting's ref names a variable that is not set, naming the key", () => {
