@@ -107,6 +107,8 @@ const SNAPSHOT_LINE = 512;
 /** Watching the data dir is tried again this long after it fails, doubling each time, up to the max. */
 const WATCH_RETRY_FIRST_MS = 1000;
 const WATCH_RETRY_MAX_MS = 60_000;
+/** A watcher up this long has worked: a failure after it starts the backoff, and its warning, afresh. */
+const WATCH_STABLE_MS = 60_000;
 /** Files killed processes can leave: temp logs and documents, lock candidates and locks moved aside. */
 const LEFTOVER = /^secrets\.(?:json|log)(?:\.lock(?:\.stale)?)?\.(\d+)\.([0-9a-f]+)(?:\.tmp)?$/;
 
@@ -180,7 +182,10 @@ export class FileStore implements SecretStore {
   /** The next try at watching, after watching failed; the wait before the one after it. */
   #watchRetry: NodeJS.Timeout | undefined;
   #watchRetryMs = WATCH_RETRY_FIRST_MS;
-  /** Whether watching failed and was logged, and has not worked since. */
+  /** When the current watcher started (undefined: none is up). */
+  #watchingSince: number | undefined;
+  #watchResumeLogged = false;
+  /** Whether watching failed and was logged, and has not worked since (a watcher up a minute). */
   #watchFailureLogged = false;
   #onExternalChange: ((names: string[]) => void) | undefined;
   /** Set as `close` begins: no watching starts after it. */
@@ -409,43 +414,55 @@ export class FileStore implements SecretStore {
 
   /**
    * Watches the data dir. When that fails (inotify limits, some network filesystems) or the watcher
-   * fails later, it is logged once (the dir and the system's code) and tried again with backoff.
+   * fails later, it is logged once (the dir and the system's code) and tried again with backoff; a
+   * watcher started again reads what changed while none watched. A watcher that fails within a
+   * minute of its start is the same failure: the backoff goes on, and nothing more is logged.
    */
-  #startWatching(): void {
+  #startWatching(afterFailure = false): void {
     this.#watchRetry = undefined;
     if (this.#closing) return;
+    const changed = () => {
+      try {
+        this.#readChanges("watch");
+      } catch (err) {
+        this.#log.warn("file store: cannot read changes made by another process", {
+          code: err instanceof SecretsError ? err.code : "internal",
+        });
+      }
+    };
     let watcher: FSWatcher;
     try {
       watcher = this.#watchDir(this.location, (_, file) => {
-        if (file !== null && file !== LOG_FILE) return;
-        try {
-          this.#readChanges("watch");
-        } catch (err) {
-          this.#log.warn("file store: cannot read changes made by another process", {
-            code: err instanceof SecretsError ? err.code : "internal",
-          });
-        }
+        if (file === null || file === LOG_FILE) changed();
       });
     } catch (err) {
       this.#watchFailed(err);
       return;
     }
     this.#watcher = watcher;
+    this.#watchingSince = this.#now();
     watcher.on("error", (err: unknown) => {
       watcher.close();
       if (this.#watcher !== watcher) return;
       this.#watcher = undefined;
       this.#watchFailed(err);
     });
-    this.#watchRetryMs = WATCH_RETRY_FIRST_MS;
-    if (this.#watchFailureLogged) {
-      this.#watchFailureLogged = false;
+    if (this.#watchFailureLogged && !this.#watchResumeLogged) {
+      this.#watchResumeLogged = true;
       this.#log.info("file store: watching the data dir again", { dir: this.location });
     }
+    if (afterFailure) changed();
   }
 
   #watchFailed(err: unknown): void {
     if (this.#closing) return;
+    const since = this.#watchingSince;
+    this.#watchingSince = undefined;
+    if (since !== undefined && this.#now() - since >= WATCH_STABLE_MS) {
+      this.#watchRetryMs = WATCH_RETRY_FIRST_MS;
+      this.#watchFailureLogged = false;
+      this.#watchResumeLogged = false;
+    }
     if (!this.#watchFailureLogged) {
       this.#watchFailureLogged = true;
       const code = (err as NodeJS.ErrnoException | undefined)?.code;
@@ -456,7 +473,7 @@ export class FileStore implements SecretStore {
     }
     const wait = this.#watchRetryMs;
     this.#watchRetryMs = Math.min(wait * 2, WATCH_RETRY_MAX_MS);
-    this.#watchRetry = setTimeout(() => this.#startWatching(), wait);
+    this.#watchRetry = setTimeout(() => this.#startWatching(true), wait);
     this.#watchRetry.unref();
   }
 

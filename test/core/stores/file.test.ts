@@ -617,13 +617,20 @@ describe("FileStore", () => {
         attempts.push(watcher);
         return watcher;
       };
-      const mine = await FileStore.open({ dataDir: dir, keys, log: createLogger((l) => lines.push(l)), watchDir });
+      let clock = Date.now();
+      const mine = await FileStore.open({
+        dataDir: dir,
+        keys,
+        log: createLogger((l) => lines.push(l)),
+        watchDir,
+        now: () => clock,
+      });
       const theirs = await open(dir);
       const seen: string[] = [];
+      const warnings = () => lines.filter((l) => l.includes("cannot watch the data dir")).map((l) => JSON.parse(l));
       vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
       try {
         mine.watch((names) => seen.push(...names));
-        const warnings = () => lines.filter((l) => l.includes("cannot watch the data dir")).map((l) => JSON.parse(l));
         expect(warnings()).toHaveLength(1);
         expect(warnings()[0]).toMatchObject({ level: "warn", dir, code: "ENOSPC" });
         vi.advanceTimersByTime(999);
@@ -636,11 +643,24 @@ describe("FileStore", () => {
         expect(warnings()).toHaveLength(1);
         expect(lines.filter((l) => l.includes("watching the data dir again"))).toHaveLength(1);
         expect(vi.getTimerCount()).toBe(0);
-        // The watcher fails later (EMFILE): logged once more, tried again 1 s later.
+        // The watcher fails later (EMFILE), after a minute up: logged once more, tried again 1 s later.
+        clock += 60_000;
         attempts[0]?.emit("error", failure("EMFILE"));
         expect(warnings().map((w) => w.code)).toEqual(["ENOSPC", "EMFILE"]);
+        // A change made while nothing watches is read when watching starts again.
+        await theirs.put("GAP", "g");
         vi.advanceTimersByTime(1000);
         expect(attempts).toHaveLength(2);
+        expect(seen).toContain("GAP");
+        // Failing again at once (not a minute up) is the same failure: not logged again, and the
+        // backoff goes on (2 s), rather than a warning and a retry every second.
+        attempts[1]?.emit("error", failure("EMFILE"));
+        expect(warnings()).toHaveLength(2);
+        vi.advanceTimersByTime(1999);
+        expect(attempts).toHaveLength(2);
+        vi.advanceTimersByTime(1);
+        expect(attempts).toHaveLength(3);
+        expect(lines.filter((l) => l.includes("watching the data dir again"))).toHaveLength(2);
       } finally {
         vi.useRealTimers();
       }
@@ -651,12 +671,12 @@ describe("FileStore", () => {
       vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
       try {
         failures = 1;
-        attempts[1]?.emit("error", failure("EMFILE"));
+        attempts[2]?.emit("error", failure("EMFILE"));
         expect(vi.getTimerCount()).toBe(1);
         await mine.close();
         expect(vi.getTimerCount()).toBe(0);
         vi.advanceTimersByTime(120_000);
-        expect(attempts).toHaveLength(2);
+        expect(attempts).toHaveLength(3);
       } finally {
         vi.useRealTimers();
       }
