@@ -15,7 +15,7 @@
  * - When the backend fails with a retryable error, the last good value is served up to
  *   `maxStaleMs` past expiry, marked stale.
  * - A failed load backs the entry off: its next load waits 1 s, doubling after each failure up to
- *   60 s (or the refresh interval, if shorter), and a success ends it. Until then a read is served
+ *   60 s (or the refresh interval, if shorter, but at least 1 s), and a success ends it. Until then a read is served
  *   the entry's value (fresh, or, after a retryable failure, stale within `maxStaleMs`) without a
  *   store call, and no background refresh starts, so a failing store sees a few calls per name, not
  *   one per read, and `onRefreshError` fires at most once per step. After a failure that is not
@@ -221,7 +221,10 @@ export class SecretCache {
     const entry = this.#entries.get(key);
     if (entry?.name !== name) return;
     const { ttlMs, now } = this.#options;
-    entry.backoffMs = Math.min(entry.backoffMs === 0 ? BACKOFF_FIRST_MS : entry.backoffMs * 2, BACKOFF_MAX_MS, ttlMs);
+    // At most the refresh interval, but at least the first step: a store read always (interval 0)
+    // is still asked once a second, not on every read, while it fails.
+    const longest = Math.max(Math.min(BACKOFF_MAX_MS, ttlMs), BACKOFF_FIRST_MS);
+    entry.backoffMs = Math.min(entry.backoffMs === 0 ? BACKOFF_FIRST_MS : entry.backoffMs * 2, longest);
     const until = now() + entry.backoffMs;
     entry.refreshAt = untilExpiry ? Math.min(until, entry.expiresAt) : until;
   }

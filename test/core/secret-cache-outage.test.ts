@@ -116,6 +116,25 @@ describe("SecretCache during a store outage", () => {
     expect(b.state.calls).toBe(12);
   });
 
+  it("backs off 1 s a store read always (refresh interval 0) while it fails, rather than call it on every read", async () => {
+    const { c, now } = clock();
+    const cache = new SecretCache({ ttlMs: 0, maxStaleMs: 600_000, now });
+    const b = backend("v1");
+    await cache.get("a", b.load);
+    expect(b.state.calls).toBe(1);
+    b.state.fail = new BackendUnavailable("down");
+    c.now += 1;
+    expect(await cache.get("a", b.load)).toEqual({ value: "v1", stale: true }); // a call, which fails
+    for (let i = 0; i < 100; i++) {
+      expect(await cache.get("a", b.load)).toEqual({ value: "v1", stale: true });
+      c.now += 5;
+    }
+    expect(b.state.calls).toBe(2); // 500 ms of reads: none called
+    c.now += 600;
+    expect(await cache.get("a", b.load)).toEqual({ value: "v1", stale: true });
+    expect(b.state.calls).toBe(3); // the backoff (1 s) passed: called again
+  });
+
   it("backs off a background refresh refused (not retryable) too, until the value expires; then the read gets the error", async () => {
     const { c, now } = clock();
     const warnings: string[] = [];
