@@ -106,7 +106,8 @@ export class SecretCache {
   ): CacheRead | Promise<CacheRead> {
     const now = this.#options.now();
     const entry = this.#entryOf(key, name);
-    if (!refresh && entry && now < entry.expiresAt) {
+    // An entry stored "after" now (the clock stepped back) is loaded again: it would live the step.
+    if (!refresh && entry && now < entry.expiresAt && now >= entry.storedAt) {
       this.#options.onEvent?.("hit");
       if (entry.sealed !== undefined && now >= entry.refreshAt && !this.#loads.get(key)?.has(name)) {
         this.#options.onEvent?.("refresh");
@@ -119,6 +120,7 @@ export class SecretCache {
       !refresh &&
       entry?.sealed !== undefined &&
       now < entry.refreshAt &&
+      now >= entry.storedAt &&
       now < entry.expiresAt + this.#options.maxStaleMs
     ) {
       this.#options.onEvent?.("miss");

@@ -135,6 +135,19 @@ describe("SecretCache during a store outage", () => {
     expect(b.state.calls).toBe(3); // the backoff (1 s) passed: called again
   });
 
+  it("loads an entry again when the clock steps back, rather than keep it for the length of the step", async () => {
+    const { c, now } = clock();
+    const cache = new SecretCache({ ttlMs: 100_000, maxStaleMs: 600_000, now });
+    const b = backend("v1");
+    await cache.get("a", b.load);
+    b.state.value = "v2";
+    c.now -= 3_600_000; // NTP steps the clock back an hour: v1 would otherwise be served for 1 h 100 s
+    expect(await cache.get("a", b.load)).toEqual({ value: "v2", stale: false });
+    expect(b.state.calls).toBe(2);
+    expect(await cache.get("a", b.load)).toEqual({ value: "v2", stale: false }); // cached again
+    expect(b.state.calls).toBe(2);
+  });
+
   it("backs off a background refresh refused (not retryable) too, until the value expires; then the read gets the error", async () => {
     const { c, now } = clock();
     const warnings: string[] = [];
