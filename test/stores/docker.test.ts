@@ -1,5 +1,6 @@
 // The docker store beyond the conformance suite: the lower-case fallback, trailing whitespace,
 // and the names and symlinks that would leave the secrets directory, refused.
+import { execFileSync } from "node:child_process";
 import { mkdir, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -61,6 +62,12 @@ describe("the docker store", () => {
     expect((await store.get("LARGEST"))?.value).toBe("l".repeat(max));
     // As LiteLLM's UTF-8 read: a leading byte order mark stays, lines inside stay, the trailing newline goes.
     expect((await store.get("BOM"))?.value).toBe("\ufeffsk-bom\nsecond line");
+  });
+
+  it("finds no secret in a FIFO, without waiting for a writer (its open would)", async () => {
+    const { store, base } = await setup();
+    execFileSync("mkfifo", [join(base, "secrets", "FIFO")]);
+    expect(await store.get("FIFO")).toBeUndefined();
   });
 
   it("lists the files that are secrets: valid names resolving inside, not Kubernetes' links or escapes", async () => {

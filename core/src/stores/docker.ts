@@ -6,11 +6,13 @@
  * (`400 invalid_name`), and so is one whose file resolves, through symlinks, outside the directory.
  * A file that is not UTF-8, or larger than 500 KiB (`capabilities.maxValueBytes`), is
  * `500 store_corrupt`, never a garbled or huge value; the message names the file, never its bytes.
- * Differs: LiteLLM reads a file that is not UTF-8 as Latin-1. Never writes. Records: the value only.
+ * Differs: a file that is not UTF-8 is `store_corrupt` (LiteLLM's code returns nothing on a decode
+ * error; one of its tests expects Latin-1 read). Never writes. Records: the value only.
  * Lists the directory's files whose names are valid secret names and that resolve inside it
  * (Kubernetes' `..data` links and hidden entries are not names).
  */
-import { readdir, readFile, realpath, stat } from "node:fs/promises";
+import { constants } from "node:fs";
+import { open, readdir, realpath, stat } from "node:fs/promises";
 import { join, sep } from "node:path";
 import * as z from "zod/mini";
 import { InvalidName } from "../errors";
@@ -105,18 +107,15 @@ export class DockerSecretsStore implements SecretStore {
     }
     let bytes: Buffer | undefined;
     try {
-      // Only a regular file is a secret, as `list` says: not a directory (Kubernetes' `..data`, a
-      // subdirectory), nor a FIFO or a device, whose read would wait or never end.
-      const held = await stat(real);
-      if (!held.isFile()) return undefined;
-      if (held.size <= MAX_VALUE_BYTES) bytes = await readFile(real); // a larger one is not read
+      bytes = await readBounded(real);
+      if (bytes === undefined) return undefined;
     } catch (err) {
       // Gone since (or turned into a directory): no secret.
       const code = (err as NodeJS.ErrnoException).code;
       if (code === "EISDIR" || code === "ENOENT") return undefined;
       throw classifyBackendError(err, "docker secrets read");
     }
-    if (bytes === undefined || bytes.length > MAX_VALUE_BYTES) {
+    if (bytes.length > MAX_VALUE_BYTES) {
       throw new StoreCorrupt(
         `docker secrets read: the file ${file} is larger than ${MAX_VALUE_BYTES} bytes, the largest value this store takes`,
       );
@@ -126,6 +125,32 @@ export class DockerSecretsStore implements SecretStore {
     } catch {
       throw new StoreCorrupt(`docker secrets read: the file ${file} is not UTF-8 text`);
     }
+  }
+}
+
+/**
+ * The bytes of a regular file, at most `MAX_VALUE_BYTES + 1` of them (more says it is too large,
+ * however it grows while read); undefined for anything else. Only a regular file is a secret, as
+ * `list` says: not a directory (Kubernetes' `..data`, a subdirectory), nor a FIFO or a device,
+ * whose read would wait or never end. Opened without waiting (a FIFO's open would), then checked
+ * on the open file, so that what is read is what was checked.
+ */
+async function readBounded(path: string): Promise<Buffer | undefined> {
+  const file = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    if (!(await file.stat()).isFile()) return undefined;
+    const chunks: Buffer[] = [];
+    let total = 0;
+    while (total <= MAX_VALUE_BYTES) {
+      const chunk = Buffer.allocUnsafe(Math.min(64 * 1024, MAX_VALUE_BYTES + 1 - total));
+      const { bytesRead } = await file.read(chunk, 0, chunk.length, null);
+      if (bytesRead === 0) break;
+      chunks.push(chunk.subarray(0, bytesRead));
+      total += bytesRead;
+    }
+    return Buffer.concat(chunks, total);
+  } finally {
+    await file.close();
   }
 }
 
