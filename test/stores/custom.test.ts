@@ -110,7 +110,7 @@ describe("the custom store", () => {
     await writeFile(
       join(dir, "tuned.mjs"),
       factory(
-        '{ accessMode: "read_and_write", refreshSeconds: 300, alwaysReadVariable: "MINE_ALWAYS_READ", needsLocalKey: false, envBacked: false }',
+        '{ accessMode: "read_and_write", refreshSeconds: 300, alwaysReadVariable: "MINE_ALWAYS_READ", needsLocalKey: true, envBacked: false }',
       ),
     );
     const lines: string[] = [];
@@ -135,6 +135,7 @@ describe("the custom store", () => {
     expect(warning.msg).toContain("accessMode (set key_management_settings.access_mode)");
     expect(warning.msg).toContain("refreshSeconds (set SECRET_MANAGER_REFRESH_INTERVAL)");
     expect(warning.msg).toContain("alwaysReadVariable (set SECRET_MANAGER_REFRESH_INTERVAL=0 to always read)");
+    expect(warning.msg).toContain("needsLocalKey (set LITELLM_SALT_KEY or LITELLM_MASTER_KEY");
     expect(warning.msg).not.toContain("refreshIntervalVariable"); // not set: nothing to say
 
     // The custom kind's own defaults, as the fixture's: no warning.

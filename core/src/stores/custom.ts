@@ -179,6 +179,7 @@ const UNAPPLIED_DEFAULTS = [
   ["refreshIntervalVariable", "SECRET_MANAGER_REFRESH_INTERVAL"],
   ["refreshSeconds", "SECRET_MANAGER_REFRESH_INTERVAL"],
   ["alwaysReadVariable", "SECRET_MANAGER_REFRESH_INTERVAL=0 to always read"],
+  ["needsLocalKey", "LITELLM_SALT_KEY or LITELLM_MASTER_KEY: the data dir's generated master.key is not read"],
 ] as const satisfies readonly (readonly [keyof StoreDefaults, string])[];
 
 /**
