@@ -106,8 +106,14 @@ export class SecretCache {
   ): CacheRead | Promise<CacheRead> {
     const now = this.#options.now();
     const entry = this.#entryOf(key, name);
-    // An entry stored "after" now (the clock stepped back) is loaded again: it would live the step.
-    if (!refresh && entry && now < entry.expiresAt && now >= entry.storedAt) {
+    // An entry stored "after" now (the clock stepped back) would live the length of the step: it
+    // expires now, and is then loaded again (or served stale and backed off, as any other).
+    if (entry !== undefined && now < entry.storedAt) {
+      entry.storedAt = now;
+      entry.refreshAt = now;
+      entry.expiresAt = now;
+    }
+    if (!refresh && entry && now < entry.expiresAt) {
       this.#options.onEvent?.("hit");
       if (entry.sealed !== undefined && now >= entry.refreshAt && !this.#loads.get(key)?.has(name)) {
         this.#options.onEvent?.("refresh");
@@ -120,7 +126,6 @@ export class SecretCache {
       !refresh &&
       entry?.sealed !== undefined &&
       now < entry.refreshAt &&
-      now >= entry.storedAt &&
       now < entry.expiresAt + this.#options.maxStaleMs
     ) {
       this.#options.onEvent?.("miss");

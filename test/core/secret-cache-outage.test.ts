@@ -146,6 +146,14 @@ describe("SecretCache during a store outage", () => {
     expect(b.state.calls).toBe(2);
     expect(await cache.get("a", b.load)).toEqual({ value: "v2", stale: false }); // cached again
     expect(b.state.calls).toBe(2);
+    // Stepped back again while the store is down: served stale, and backed off as in any outage.
+    b.state.fail = new BackendUnavailable("down");
+    c.now -= 3_600_000;
+    for (let i = 0; i < 100; i++) {
+      expect(await cache.get("a", b.load)).toEqual({ value: "v2", stale: true });
+      c.now += 10;
+    }
+    expect(b.state.calls).toBe(3);
   });
 
   it("backs off a background refresh refused (not retryable) too, until the value expires; then the read gets the error", async () => {
