@@ -255,7 +255,12 @@ export function loadSettings(input: SettingsInput): Settings {
     Object.entries(input.env).filter((e): e is [string, string] => typeof e[1] === "string"),
   );
   const configSource = input.configFile ?? rawEnv.LLM_SECRETS_CONFIG;
-  const { config, rawConfig, ignored, env, unsetVariables } = readConfig(configSource, cwd, input.stores, rawEnv);
+  const { config, rawConfig, ignored, env, unsetVariables, settingRefs } = readConfig(
+    configSource,
+    cwd,
+    input.stores,
+    rawEnv,
+  );
   // Where paths in the config are relative to: the config file's directory, or the working
   // directory for an inline config.
   const configDir =
@@ -298,6 +303,7 @@ export function loadSettings(input: SettingsInput): Settings {
   const permitWeak =
     isTrue(e.LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY) ||
     isTrue(general.dangerously_permit_weak_or_unset_master_key);
+  refuseKmsSealed(sealedForUseAwsKms(env, factory, settingRefs));
   const master = masterKeyOf(general.master_key, env, factory.defaults.needsLocalKey, dataDir);
   const weak = master && weaknessOf(master.key);
   if (master && weak) {
@@ -316,10 +322,14 @@ export function loadSettings(input: SettingsInput): Settings {
   }
   const encryptionAlgorithm = general.encryption_algorithm ?? "xsalsa20-poly1305";
   const saltKey = e.LITELLM_SALT_KEY ?? master?.key;
-  refuseKmsSealed(env, factory.kind, [
-    ...(master ? [{ what: master.source, value: master.key }] : []),
-    ...(e.LITELLM_SALT_KEY !== undefined ? [{ what: "LITELLM_SALT_KEY", value: e.LITELLM_SALT_KEY }] : []),
-  ]);
+  refuseKmsSealed(
+    [
+      ...(master ? [{ what: master.source, value: master.key }] : []),
+      ...(e.LITELLM_SALT_KEY !== undefined ? [{ what: "LITELLM_SALT_KEY", value: e.LITELLM_SALT_KEY }] : []),
+    ]
+      .filter((k) => k.value.startsWith(KMS_SEALED))
+      .map((k) => k.what),
+  );
   const keys = saltKey ? new KeyRing(saltKey, e.LLM_SECRETS_PREVIOUS_SALT_KEYS ?? [], encryptionAlgorithm) : undefined;
 
   const prefix = prefixOf(kms.prefix_for_stored_virtual_keys ?? "litellm/", "prefix_for_stored_virtual_keys");
@@ -459,29 +469,37 @@ function teamsOf(
   return teams;
 }
 
+const KMS_SEALED = "aws_kms/";
+
+/**
+ * With `USE_AWS_KMS=True`, what LiteLLM would have decrypted at start and llm-secrets would take
+ * as it is: every `LITELLM_SECRET_AWS_KMS_*` variable (never read here under its new name), and
+ * every `aws_kms/` value but those the `aws_kms` store decrypts (the refs it reads): on that store
+ * too, a variable llm-secrets or the store reads itself, or one a setting refers to, is refused.
+ */
+function sealedForUseAwsKms(
+  env: Record<string, string>,
+  factory: StoreFactory,
+  settingRefs: ReadonlySet<string>,
+): string[] {
+  if (env.USE_AWS_KMS !== "True") return [];
+  const ownVariables = new Set([...Object.keys(EnvSchema.shape), ...Object.keys(factory.settings.shape.env.shape)]);
+  return Object.keys(env).filter((name) => {
+    if (/^litellm_secret_aws_kms/i.test(name)) return true;
+    if (!env[name]?.startsWith(KMS_SEALED)) return false;
+    return factory.kind !== "aws_kms" || ownVariables.has(name) || settingRefs.has(name);
+  });
+}
+
 /**
  * LiteLLM's start-up decryption of the environment (`USE_AWS_KMS=True`, an Enterprise feature:
  * `LITELLM_SECRET_AWS_KMS_<NAME>` becomes `<NAME>`, a value `aws_kms/<ciphertext>` its plaintext)
- * is not done here. Going on would take ciphertext for a key, and seal new values under it: the
- * start stops, naming the variables or settings (never their values). Refused: a master or salt
- * key (as resolved: a ref, a literal, quotes removed) that is such ciphertext, whatever the store;
- * with `USE_AWS_KMS=True`, every `LITELLM_SECRET_AWS_KMS_*` variable (never read here under its
- * new name), and every `aws_kms/` value but on the `aws_kms` store, which decrypts those refs.
+ * is not done here. Going on would take ciphertext for a key or a setting, and seal new values
+ * under it: the start stops, naming the variables or settings (never their values). Refused too,
+ * whatever the store and `USE_AWS_KMS`: a master or salt key (as resolved: a ref, a literal,
+ * quotes removed) that is such ciphertext.
  */
-function refuseKmsSealed(
-  env: Record<string, string>,
-  store: string,
-  keys: readonly { what: string; value: string }[],
-): void {
-  const sealed = keys.filter((k) => k.value.startsWith("aws_kms/")).map((k) => k.what);
-  if (env.USE_AWS_KMS === "True") {
-    for (const name of Object.keys(env)) {
-      const renamed = /^litellm_secret_aws_kms/i.test(name);
-      if ((renamed || (store !== "aws_kms" && env[name]?.startsWith("aws_kms/"))) && !sealed.includes(name)) {
-        sealed.push(name);
-      }
-    }
-  }
+function refuseKmsSealed(sealed: readonly string[]): void {
   if (sealed.length === 0) return;
   throw new ConfigError(
     `${sealed.join(", ")}: sealed with AWS KMS for LiteLLM's start-up decryption (USE_AWS_KMS=True), which llm-secrets does not do: set ${
@@ -505,6 +523,8 @@ interface ReadConfig {
   env: Record<string, string>;
   /** `environment_variables` entries whose ref names a variable that is not set: [key, variable]. */
   unsetVariables: [string, string][];
+  /** The variables the settings' refs were read from (`withSettingRefs`). */
+  settingRefs: ReadonlySet<string>;
 }
 
 function readConfig(
@@ -514,7 +534,7 @@ function readConfig(
   rawEnv: Record<string, string>,
 ): ReadConfig {
   if (source === undefined || source.trim() === "") {
-    return { config: {}, rawConfig: {}, ignored: [], env: { ...rawEnv }, unsetVariables: [] };
+    return { config: {}, rawConfig: {}, ignored: [], env: { ...rawEnv }, unsetVariables: [], settingRefs: new Set() };
   }
   const inline = source.includes("\n") || source.trimStart().startsWith("{");
   let yamlText: string;
@@ -558,10 +578,11 @@ function readConfig(
   );
   const asRead = raw as Record<string, unknown>;
   const { env, unset } = withEnvironmentVariables(rawEnv, asRead.environment_variables);
-  const rawConfig = withSettingRefs(asRead, env, new Set(ignored));
+  const settingRefs = new Set<string>();
+  const rawConfig = withSettingRefs(asRead, env, new Set(ignored), settingRefs);
   const parsed = safeParse(ConfigSchema, rawConfig);
   if (!parsed.success) throw new ConfigError(`config: ${describeIssues(issuesOf(parsed.error))}`);
-  return { config: parsed.data, rawConfig, ignored, env, unsetVariables: unset };
+  return { config: parsed.data, rawConfig, ignored, env, unsetVariables: unset, settingRefs };
 }
 
 /**
@@ -603,18 +624,20 @@ function withSettingRefs(
   raw: Record<string, unknown>,
   env: Record<string, string>,
   ignored: ReadonlySet<string>,
+  read: Set<string>,
 ): Record<string, unknown> {
-  // `lenient`: a key no registered store names, under key_management_settings, which a custom
-  // store's module may read: its refs are read too, an unset one as nothing (LiteLLM's None).
+  // `lenient`: a key of key_management_settings itself that no registered store names, which a
+  // custom store's module may read: its refs are read too, an unset one as nothing (LiteLLM's None).
   const walk = (node: unknown, path: string, lenient: boolean): unknown => {
     if (path === "general_settings.master_key") return node;
     if (!lenient && ignored.has(path)) {
-      if (!path.startsWith(KMS_PATH)) return node;
+      if (!path.startsWith(KMS_PATH) || path.slice(KMS_PATH.length).includes(".")) return node;
       lenient = true;
     }
     const name = refName(node);
     if (name !== undefined) {
       const value = envRefValue(env, name);
+      if (value !== undefined) read.add(name);
       if (value !== undefined) return value;
       if (lenient) return null;
       throw new ConfigError(`config: ${path} refers to ${name}, which is not set`);

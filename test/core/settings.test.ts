@@ -222,6 +222,37 @@ describe("salt key and master key", () => {
       },
     });
     expect(kms.store).toBe("aws_kms");
+    // But not what llm-secrets or the store reads itself, or a setting refers to: taken as text.
+    const onKms = (env: Record<string, string>, config = "") =>
+      configError(() =>
+        loadSettings({
+          stores: [awsKmsStore, ...LOCAL_STORES],
+          env: {
+            USE_AWS_KMS: "True",
+            AWS_REGION: "us-east-1",
+            LITELLM_MASTER_KEY: newKey(),
+            LLM_SECRETS_CONFIG: `general_settings:\n  key_management_system: aws_kms\n${config}`,
+            ...env,
+          },
+        }),
+      );
+    expect(onKms({ SSL_CERTIFICATE: ciphertext })).toMatch(/^SSL_CERTIFICATE: sealed with AWS KMS/);
+    expect(onKms({ AWS_REGION_NAME: ciphertext })).toMatch(/^AWS_REGION_NAME: sealed with AWS KMS/);
+    expect(
+      onKms({ PFX: ciphertext }, "  key_management_settings:\n    prefix_for_stored_virtual_keys: os.environ/PFX\n"),
+    ).toMatch(/^PFX: sealed with AWS KMS/);
+    // The master key only under LiteLLM's encrypted name: that name is what the message gives.
+    expect(
+      configError(() =>
+        loadSettings({
+          env: {
+            USE_AWS_KMS: "True",
+            LITELLM_SECRET_AWS_KMS_LITELLM_MASTER_KEY: "AQICAHh0",
+            LLM_SECRETS_CONFIG: "general_settings:\n  master_key: os.environ/LITELLM_MASTER_KEY\n",
+          },
+        }),
+      ),
+    ).toMatch(/^LITELLM_SECRET_AWS_KMS_LITELLM_MASTER_KEY: sealed with AWS KMS/);
   });
 
   it("parses LLM_SECRETS_PREVIOUS_SALT_KEYS as a JSON array of strings", () => {
