@@ -23,10 +23,10 @@ const FLUSH_AT = 64 * 1024;
  * request costs a system call otherwise, on the hot path). Whatever is pending is written
  * synchronously when the process exits.
  *
- * A stream that fails (its reader gone: EPIPE) is written to no more: its lines are dropped, one
- * line on stderr says so (when the failed stream is not stderr), and the process ends with exit
- * code 1 when it ends (`outputFailed`: a command whose answer was lost does not say 0). Unheard,
- * the stream's error ended the process at once, with `serve`'s requests under way.
+ * A stream that fails (its reader gone: EPIPE) is written to no more: its lines are dropped, and
+ * one line on stderr says so (when the failed stream is not stderr). Unheard, the stream's error
+ * ended the process at once, with `serve`'s requests under way. (What a command's exit code says
+ * of it is main.ts's to decide.)
  */
 export function bufferedWriter(stream: NodeJS.WritableStream): (line: string) => void {
   // One writer a stream: each `main()` of an embedder or a test would add listeners otherwise.
@@ -40,12 +40,6 @@ export function bufferedWriter(stream: NodeJS.WritableStream): (line: string) =>
 
 const writers = new WeakMap<NodeJS.WritableStream, (line: string) => void>();
 
-let anyFailed = false;
-/** Whether a stream a buffered writer writes to has failed (main.ts: the exit code is then 1). */
-export function outputFailed(): boolean {
-  return anyFailed;
-}
-
 function newBufferedWriter(stream: NodeJS.WritableStream): (line: string) => void {
   let pending = "";
   let scheduled = false;
@@ -53,13 +47,11 @@ function newBufferedWriter(stream: NodeJS.WritableStream): (line: string) => voi
   stream.on("error", (err: NodeJS.ErrnoException) => {
     if (failed) return;
     failed = true;
-    anyFailed = true;
-    if (!process.exitCode) process.exitCode = 1;
     pending = "";
     if (stream !== process.stderr) {
       const name = stream === process.stdout ? "stdout" : "an output stream";
       process.stderr.write(
-        `{"time":"${new Date().toISOString()}","level":"error","msg":"cannot write to ${name}: its lines (audit lines, on stdout) are dropped from now on","code":${JSON.stringify(err.code ?? "error")}}\n`,
+        `{"time":"${new Date().toISOString()}","level":"error","msg":"cannot write to ${name}: what is written there is dropped from now on","code":${JSON.stringify(err.code ?? "error")}}\n`,
       );
     }
   });

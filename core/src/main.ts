@@ -1,12 +1,22 @@
 // The `llm-secrets` command's entry: what core/build.mjs bundles into dist/cli.mjs.
 import { main } from "./cli";
-import { outputFailed } from "./log";
 
 // Under Node 20 the AWS SDK prints a seven-line notice on every command that opens an AWS store
 // (its releases from January 2027 need Node 22), before the command's own one line: README says
 // it once instead. A value set by the user is kept.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
 
-const code = await main(process.argv.slice(2));
-// Output that could not be written (stdout's reader gone) is a failure, whatever the command says.
-process.exitCode = code === 0 && outputFailed() ? 1 : code;
+// stdout's reader gone (`llm-secrets get X | reader-that-died`): heard, not a crash with a stack,
+// and a command whose answer was lost does not exit 0. `serve` goes on without its audit lines
+// (log.ts says so on stderr), and a routine stop later is still a clean one.
+const argv = process.argv.slice(2);
+const answers = argv[0] !== "serve";
+let stdoutFailed = false;
+let code: number | undefined;
+process.stdout.on("error", () => {
+  stdoutFailed = true;
+  // Heard once the command is done (a pipe's write fails a moment later): its exit code still says so.
+  if (answers && code === 0) process.exitCode = 1;
+});
+code = await main(argv);
+process.exitCode = answers && stdoutFailed && code === 0 ? 1 : code;

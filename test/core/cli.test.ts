@@ -59,7 +59,24 @@ describe("secrets from the command line", () => {
     });
     const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
     expect(code).toBe(1);
-    expect(stderr).toContain("cannot write to stdout");
+    expect(stderr).not.toMatch(/^\s+at /m); // no stack trace of an unheard error
+  });
+
+  it("--version exits 1, without a stack trace, when its stdout's reader is gone", async () => {
+    const { dir, env } = await setup();
+    const child = spawn(process.execPath, [cliPath(), "--version"], {
+      env,
+      cwd: dir,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    child.stdout.destroy();
+    let stderr = "";
+    child.stderr.on("data", (d) => {
+      stderr += d;
+    });
+    const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+    expect(code).toBe(1);
+    expect(stderr).not.toMatch(/^\s+at /m);
   });
 
   it("answers usage errors with 2 and one line on stderr", async () => {
