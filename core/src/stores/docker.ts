@@ -110,9 +110,9 @@ export class DockerSecretsStore implements SecretStore {
       bytes = await readBounded(real);
       if (bytes === undefined) return undefined;
     } catch (err) {
-      // Gone since (or turned into a directory): no secret.
+      // Gone since (or turned into a directory, or a symlink): no secret.
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === "EISDIR" || code === "ENOENT") return undefined;
+      if (code === "EISDIR" || code === "ENOENT" || code === "ELOOP") return undefined;
       throw classifyBackendError(err, "docker secrets read");
     }
     if (bytes.length > MAX_VALUE_BYTES) {
@@ -136,7 +136,8 @@ export class DockerSecretsStore implements SecretStore {
  * on the open file, so that what is read is what was checked.
  */
 async function readBounded(path: string): Promise<Buffer | undefined> {
-  const file = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  // Not followed if the resolved path became a symlink since; never this process's terminal.
+  const file = await open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW | constants.O_NOCTTY);
   try {
     if (!(await file.stat()).isFile()) return undefined;
     const chunks: Buffer[] = [];
