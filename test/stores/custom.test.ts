@@ -8,11 +8,12 @@ import { storeConformance } from "@llm-secrets/core/testing"; // as a user's own
 import { describe, expect, it } from "vitest";
 // @ts-expect-error: a plain ESM build script without types
 import { bundleCore } from "../../core/build.mjs";
+import { KeyRing } from "../../core/src/crypto";
 import { ConfigError, SecretsError } from "../../core/src/errors";
 import { createLogger, silentLogger } from "../../core/src/log";
 import { loadSettings } from "../../core/src/settings";
 import { customStore } from "../../core/src/stores/custom";
-import { codeOf, serveStore, tempDir } from "../helpers";
+import { codeOf, newKey, serveStore, tempDir } from "../helpers";
 
 const FIXTURES = join(import.meta.dirname, "../fixtures");
 /** The value custom-failing-factory.mjs quotes in its errors' messages. */
@@ -136,6 +137,21 @@ describe("the custom store", () => {
     expect(warning.msg).toContain("refreshSeconds (set SECRET_MANAGER_REFRESH_INTERVAL)");
     expect(warning.msg).toContain("alwaysReadVariable (set SECRET_MANAGER_REFRESH_INTERVAL=0 to always read)");
     expect(warning.msg).toContain("needsLocalKey (set LITELLM_SALT_KEY or LITELLM_MASTER_KEY");
+    // With a key configured, the key ring reaches the module: nothing to say of needsLocalKey.
+    lines.length = 0;
+    await customStore.open(
+      { config: { custom_secret_manager: "./tuned.mjs" }, env: {} },
+      {
+        dataDir: "/x",
+        configDir: dir,
+        env: {},
+        keys: new KeyRing(newKey()),
+        log: createLogger((l) => lines.push(l)),
+        now: Date.now,
+      },
+    );
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).not.toContain("needsLocalKey");
     expect(warning.msg).not.toContain("refreshIntervalVariable"); // not set: nothing to say
 
     // The custom kind's own defaults, as the fixture's: no warning.

@@ -195,7 +195,11 @@ function checkDefaults(defaults: Partial<StoreDefaults> | undefined, path: strin
     );
   }
   const differing = UNAPPLIED_DEFAULTS.filter(
-    ([field]) => defaults?.[field] !== undefined && defaults[field] !== CUSTOM_DEFAULTS[field],
+    ([field]) =>
+      defaults?.[field] !== undefined &&
+      defaults[field] !== CUSTOM_DEFAULTS[field] &&
+      // A key configured, nothing is missing: the key ring reaches the module all the same.
+      !(field === "needsLocalKey" && deps.keys !== undefined),
   );
   if (differing.length === 0) return;
   const fields = differing.map(([field, instead]) => `${field} (set ${instead})`).join(", ");
