@@ -11,8 +11,12 @@
  *   Times are RFC 3339 with nanoseconds, as Vault writes them.
  * - Namespaces as Vault joins them: `X-Vault-Namespace` + the request path.
  * - Token auth: `X-Vault-Token` on every call but logins; missing, unknown, revoked or expired is
- *   `403 {"errors":["permission denied"]}`. Login tokens carry a TTL (and a max TTL) on the fake's
- *   clock, which a test may drive; `POST /v1/auth/token/renew-self` extends them.
+ *   403 with "permission denied" and "invalid token" (Vault 1.16 and later; before, and with
+ *   `legacyTokenErrors`, "permission denied" alone); a path the `policy` refuses is 403 with
+ *   "permission denied" alone. Login tokens carry a TTL (and a max TTL) on the fake's clock, which
+ *   a test may drive; `POST /v1/auth/token/renew-self` extends them, `GET
+ *   /v1/auth/token/lookup-self` describes them (both allowed whatever the policy, as Vault's
+ *   `default` policy does, and asked in the token's own namespace).
  * - AppRole login `POST /v1/auth/{mount}/login` `{role_id, secret_id}` and cert login
  *   `POST /v1/auth/cert/login` `{name}`, which takes only a client certificate the tests' CA signed
  *   (read off the TLS connection: real mutual TLS). A refused login is 400, as Vault's are.
@@ -45,6 +49,8 @@ export interface FakeVaultOptions {
   tokenMaxTtlSeconds?: number;
   /** Whether a token may do `method` on the path (namespace joined); default: everything. */
   policy?: (method: string, path: string) => boolean;
+  /** Answer a bad token as Vault before 1.16 did: "permission denied" without "invalid token". */
+  legacyTokenErrors?: boolean;
   /** The fake's clock (token expiry, KV times). */
   now?: () => number;
 }
@@ -162,6 +168,11 @@ export class FakeVault {
     for (const token of [...this.#tokens.keys()]) if (token !== this.#options.rootToken) this.#tokens.delete(token);
   }
 
+  /** Ends every login token's lease now, on the fake's clock (a TTL Vault cut short). */
+  expireLoginTokens(): void {
+    for (const held of this.#tokens.values()) if (held.expiresAt !== undefined) held.expiresAt = this.#now();
+  }
+
   /** A secret version written behind the store's back (LiteLLM, the UI), at `path` = `{mount}/{path}`. */
   seed(path: string, data: Record<string, unknown>, custom?: Record<string, string>): void {
     const entry = this.#entry(path, true) as KvEntry;
@@ -250,13 +261,13 @@ export class FakeVault {
     if (r.method === "POST" && this.#isCertLogin(full)) return this.#certLogin(r, res);
 
     const token = headerOf(req.headers["x-vault-token"]);
-    if (!this.#valid(token)) return send(res, 403, { errors: ["permission denied"] });
-    if (r.method === "POST" && (full === "auth/token/renew-self" || full.endsWith("/auth/token/renew-self"))) {
+    if (!this.#valid(token)) return this.#invalidToken(res);
+    const self = /(?:^|\/)auth\/token\/(renew-self|lookup-self)$/.exec(full);
+    if (self && (r.method === "POST" || (self[1] === "lookup-self" && r.method === "GET"))) {
       // As Vault Enterprise: a token issued in a namespace is not found outside it.
-      const asked = full.slice(0, -"auth/token/renew-self".length).replace(/\/+$/, "") || undefined;
-      if (asked !== this.#tokens.get(token as string)?.namespace)
-        return send(res, 403, { errors: ["permission denied"] });
-      return this.#renewSelf(token as string, res);
+      const asked = full.slice(0, self.index).replace(/\/+$/, "") || undefined;
+      if (asked !== this.#tokens.get(token as string)?.namespace) return this.#invalidToken(res);
+      return self[1] === "renew-self" ? this.#renewSelf(token as string, res) : this.#lookupSelf(token as string, res);
     }
     if (this.#options.policy && !this.#options.policy(method, full)) {
       return send(res, 403, { errors: ["1 error occurred:\n\t* permission denied\n\n"] });
@@ -334,6 +345,30 @@ export class FakeVault {
         entity_id: "",
         token_type: "service",
         orphan: true,
+      },
+    });
+  }
+
+  /** Vault's answer to a missing, unknown, revoked or expired token (or one asked in another namespace). */
+  #invalidToken(res: ServerResponse): Answered {
+    const errors = this.#options.legacyTokenErrors
+      ? ["permission denied"]
+      : ["2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n"];
+    return send(res, 403, { errors });
+  }
+
+  #lookupSelf(token: string, res: ServerResponse): Answered {
+    const held = this.#tokens.get(token) as Token;
+    const now = this.#now();
+    const ttl = held.expiresAt === undefined ? 0 : Math.floor((held.expiresAt - now) / 1000);
+    return send(res, 200, {
+      ...envelope(),
+      data: {
+        accessor: randomBytes(12).toString("hex"),
+        policies: ["default", "llm-secrets"],
+        ttl,
+        renewable: held.expiresAt !== undefined,
+        namespace_path: held.namespace ? `${held.namespace}/` : "",
       },
     });
   }

@@ -567,26 +567,75 @@ describe("logins", () => {
     expect((await store.get("A"))?.value).toBe("a");
     expect(logins()).toBe(2);
     expect(tokens().size).toBe(2);
+    expect(fake.calls("GET", /lookup-self$/)).toHaveLength(0); // the 403 said "invalid token"
   });
 
-  it("a 403 that stays (the policy) is backend_denied after one fresh login, and logins do not pile up", async () => {
-    const { clock, store, logins } = await approleStore({ policy: (_m, path) => path !== "secret/data/FORBIDDEN" });
+  it('a token Vault expired before its lease ends (403 "invalid token") brings one fresh login', async () => {
+    const { clock, fake, store, logins, tokens } = await approleStore();
+    await store.get("A");
+    clock.advance(5_000);
+    fake.expireLoginTokens();
+    expect((await store.get("A"))?.value).toBe("a");
+    expect([logins(), tokens().size]).toEqual([2, 2]);
+  });
+
+  it('the policy\'s 403 ("permission denied" alone) is backend_denied with no login: refused puts 30 s apart log in once in all', async () => {
+    // A put under a read-only policy: the metadata read passes, the data write is refused.
+    const { clock, fake, store, logins } = await approleStore({ tokenTtlSeconds: 3600, policy: (m) => m !== "POST" });
+    const lookups = () => fake.calls("GET", /\/auth\/token\/lookup-self$/).length;
+    await store.get("A");
+    for (let i = 0; i < 4; i++) {
+      clock.advance(31_000);
+      expect((await errorOf(store.put("A", value("refused")))).code).toBe("backend_denied");
+    }
+    expect(logins()).toBe(1);
+    // lookup-self found the token good: refused calls within 30 s of that ask no more.
+    expect(lookups()).toBe(4);
+    for (let i = 0; i < 10; i++) {
+      clock.advance(1_000);
+      expect((await errorOf(store.put("A", value("refused")))).code).toBe("backend_denied");
+    }
+    expect([logins(), lookups()]).toEqual([1, 4]);
+    expect((await store.get("A"))?.value).toBe("a");
+  });
+
+  it('an older Vault (403 without "invalid token"): lookup-self tells a revoked token from the policy\'s refusal', async () => {
+    const { clock, fake, store, logins } = await approleStore({
+      legacyTokenErrors: true,
+      policy: (_m, path) => path !== "secret/data/FORBIDDEN",
+    });
+    const lookups = () => fake.calls("GET", /\/auth\/token\/lookup-self$/).length;
     await store.get("A");
     clock.advance(2_000);
     expect((await errorOf(store.get("FORBIDDEN"))).code).toBe("backend_denied");
+    expect([logins(), lookups()]).toEqual([1, 1]);
+    clock.advance(31_000);
+    fake.revokeLoginTokens();
+    expect((await store.get("A"))?.value).toBe("a");
+    expect([logins(), lookups()]).toEqual([2, 2]);
+  });
+
+  it('a lookup-self refused without "invalid token" (no default policy, or an older Vault) logs in at most once per 30 s', async () => {
+    const { clock, fake, store, logins } = await approleStore({
+      legacyTokenErrors: true,
+      policy: (_m, path) => path !== "secret/data/FORBIDDEN",
+    });
+    await store.get("A");
+    // As a token without the default policy: lookup-self is refused like any path.
+    fake.inject({ kind: "status", status: 403, body: { errors: ["permission denied"] } }, 1_000, (r) =>
+      r.url.endsWith("/lookup-self"),
+    );
+    clock.advance(2_000);
+    expect((await errorOf(store.get("FORBIDDEN"))).code).toBe("backend_denied");
     expect(logins()).toBe(2);
-    expect((await errorOf(store.get("FORBIDDEN"))).code).toBe("backend_denied"); // the token is fresh: no login
-    expect(logins()).toBe(2);
-    // Steady refused calls: the token that a 403 made is the policy's answer for 30 s, not 1 s.
     for (let i = 0; i < 20; i++) {
       clock.advance(1_000);
       expect((await errorOf(store.get("FORBIDDEN"))).code).toBe("backend_denied");
     }
     expect(logins()).toBe(2);
-    clock.advance(15_000); // past 30 s: one more try with a fresh login
+    clock.advance(15_000);
     expect((await errorOf(store.get("FORBIDDEN"))).code).toBe("backend_denied");
     expect(logins()).toBe(3);
-    expect((await store.get("A"))?.value).toBe("a");
   });
 
   it("a static token's 403 is backend_denied, with no login attempted", async () => {

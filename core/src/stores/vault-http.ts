@@ -18,13 +18,21 @@
  *   lease and renewed (`renew-self`) once two thirds of it have passed, as Vault's own agent does;
  *   a renewal that is refused, or that Vault caps short (the token's max TTL), is followed by a
  *   fresh login; one that fails (Vault unreachable) leaves the token in use until its lease ends.
- *   A 403 on a login token gets one fresh login and one more try of the call: the token may have
- *   been revoked or expired early. Not on a token under a second old, nor under 30 s old when a
- *   403 made it: then the policy refuses, and logging in again on every call would only load Vault
- *   and pile up tokens (a token revoked in those 30 s is replaced after them). The login namespace
- *   goes only into the `X-Vault-Namespace` header of the login and of its token's renewal (a
- *   namespaced token is not found elsewhere); secret calls carry none (vault.ts puts the secret
- *   namespace in the path). Concurrent callers share one login or renewal.
+ *   A 403 gets one fresh login and one more try of the call only when the token itself is bad
+ *   (revoked, expired early, unknown), never when the policy refuses the path: each AppRole login
+ *   spends one of the secret_id's uses and leaves a token alive for its TTL, so refused traffic
+ *   must not log in. Vault 1.16 and later say which: a bad token's 403 holds "invalid token" beside
+ *   "permission denied", the policy's only "permission denied". A 403 without "invalid token" (the
+ *   policy's, or any 403 of an older Vault) is checked with `auth/token/lookup-self`, which the
+ *   `default` policy allows: the token answering is the policy's refusal (and the token counts as
+ *   good for 30 s, so steady refused calls make one lookup per 30 s, not one each); refused with
+ *   "invalid token", a bad token; refused with only "permission denied", an older Vault's bad token
+ *   or a token without the `default` policy, so a token that such a refusal made us log in for is
+ *   not replaced that way again for 30 s. Not on a token under a second old (Vault has not caught
+ *   up with it). The login namespace goes only into the `X-Vault-Namespace` header of the login
+ *   and of its token's renewal and lookup (a namespaced token is not found elsewhere); secret calls
+ *   carry none (vault.ts puts the secret namespace in the path). Concurrent callers share one
+ *   login, renewal or lookup.
  *
  * Nothing here logs or reports a body: a message holds the operation, the HTTP status and error
  * names only (bodies may quote a value; a token is a credential).
@@ -86,13 +94,15 @@ const DEFAULT_TUNING: VaultTuning = {
 const RENEW_AT = 2 / 3;
 /** How long after a failed renewal the next is tried (calls meanwhile use the token as it is). */
 const RENEW_RETRY_MS = 5_000;
-/** A 403 on a token younger than this is the policy's answer, not a stale token: no fresh login. */
+/** A 403 on a token younger than this is not the token's fault (Vault has not caught up): no fresh login. */
 const FRESH_TOKEN_MS = 1_000;
 /**
- * The same, for a token a 403 itself made us log in for: its own 403s are the policy's for this
- * long (steady refused calls would otherwise log in about once a second, piling up tokens).
+ * How long a token `lookup-self` found good stays good for 403s without "invalid token" (they are
+ * the policy's): one lookup per this long under steady refused calls, not one per call. Also how
+ * long a token logged in for after an unclear lookup refusal (an older Vault's, or a token without
+ * the `default` policy) is not replaced that way again.
  */
-const RELOGGED_TOKEN_MS = 30_000;
+const CHECKED_TOKEN_MS = 30_000;
 
 export interface VaultCall {
   /** `LIST` goes out as Vault's own client sends it: `GET` with `?list=true`. */
@@ -131,8 +141,10 @@ interface Lease {
   /** 0: the token does not expire. */
   leaseMs: number;
   renewable: boolean;
-  /** Logged in because a 403 met the previous token. */
-  after403?: boolean;
+  /** Logged in because `lookup-self` was refused without saying "invalid token" (unclear: see the header). */
+  afterUnclear?: boolean;
+  /** When `lookup-self` last found this token good. */
+  checkedAt?: number;
   /** After a renewal failed: not tried again before then (each call would wait on it). */
   renewAfter?: number;
 }
@@ -145,6 +157,8 @@ export class VaultClient {
   #lease: Lease | undefined;
   /** The login or renewal in flight, shared by concurrent callers. */
   #refreshing: Promise<Lease> | undefined;
+  /** The `lookup-self` in flight, shared by concurrent callers refused with the same token. */
+  #checking: { token: string; verdict: Promise<TokenVerdict> } | undefined;
   #closing: Promise<void> | undefined;
 
   constructor(options: VaultClientOptions) {
@@ -167,7 +181,7 @@ export class VaultClient {
     const token = await this.#token(what);
     const answer = await this.#send(call, { "x-vault-token": token }, what);
     if (answer.status !== 403) return answer;
-    const next = await this.#tokenAfter403(token, what);
+    const next = await this.#tokenAfter403(token, answer, what);
     return next === undefined ? answer : this.#send(call, { "x-vault-token": next }, what);
   }
 
@@ -216,17 +230,53 @@ export class VaultClient {
 
   /**
    * The token to try again with after a 403 on `token`, or undefined when the 403 stands: a static
-   * token, or a login's token made just now (then the policy refuses, not the token).
+   * token, a login's token made just now, or one that is good (the policy refuses, not the token).
    */
-  async #tokenAfter403(token: string, what: string): Promise<string | undefined> {
+  async #tokenAfter403(token: string, answer: VaultAnswer, what: string): Promise<string | undefined> {
     const { auth, now, log } = this.#options;
     if (auth.method === "token") return undefined;
     const lease = this.#lease;
     if (lease !== undefined && lease.token !== token) return lease.token; // another call logged in meanwhile
-    const fresh = lease?.after403 ? RELOGGED_TOKEN_MS : FRESH_TOKEN_MS;
-    if (lease !== undefined && now() - lease.obtainedAt < fresh) return undefined;
+    if (lease !== undefined && now() - lease.obtainedAt < FRESH_TOKEN_MS) return undefined;
+    const verdict = saysInvalidToken(answer) ? "bad" : await this.#check(lease, token, what);
+    if (verdict === "good") return undefined;
+    if (verdict === "unclear" && lease?.afterUnclear && now() - lease.obtainedAt < CHECKED_TOKEN_MS) return undefined;
     log.info("vault token refused: logging in again", { method: auth.method });
-    return (await this.#refresh(async () => ({ ...(await this.#login(what)), after403: true }))).token;
+    const afterUnclear = verdict === "unclear";
+    return (await this.#refresh(async () => ({ ...(await this.#login(what)), afterUnclear }))).token;
+  }
+
+  /**
+   * Whether the token a 403 without "invalid token" met is good (the policy refused), by
+   * `lookup-self` in the login namespace; a token found good is not asked about again for 30 s.
+   * Vault not answering leaves the 403 standing ("good"): a login would meet the same Vault.
+   */
+  #check(lease: Lease | undefined, token: string, what: string): Promise<TokenVerdict> {
+    const { now, loginNamespace, log } = this.#options;
+    if (lease?.checkedAt !== undefined && now() - lease.checkedAt < CHECKED_TOKEN_MS) return Promise.resolve("good");
+    if (this.#checking?.token === token) return this.#checking.verdict;
+    const verdict = this.#send(
+      { method: "GET", path: "auth/token/lookup-self" },
+      { "x-vault-token": token, ...(loginNamespace !== undefined && { "x-vault-namespace": loginNamespace }) },
+      `${what} (token lookup)`,
+    )
+      .then((answer): TokenVerdict => {
+        if (answer.status === 200) {
+          if (lease !== undefined) lease.checkedAt = now();
+          return "good";
+        }
+        if (answer.status !== 403) return "good";
+        return saysInvalidToken(answer) ? "bad" : "unclear";
+      })
+      .catch((err: unknown): TokenVerdict => {
+        log.debug("vault token lookup failed", { code: err instanceof SecretsError ? err.code : "internal" });
+        return "good";
+      })
+      .finally(() => {
+        if (this.#checking?.token === token) this.#checking = undefined;
+      });
+    this.#checking = { token, verdict };
+    return verdict;
   }
 
   /** Runs one login or renewal at a time; callers arriving meanwhile share it. */
@@ -328,6 +378,21 @@ export class VaultClient {
     const text = await response.body.text();
     return { status: response.statusCode, body: parseJson(text), headers: response.headers };
   }
+}
+
+/**
+ * What a 403 (or a `lookup-self`'s) says of the token: "bad" (revoked, expired, unknown), "good"
+ * (the policy refused), or "unclear" (only "permission denied": see the header).
+ */
+type TokenVerdict = "good" | "bad" | "unclear";
+
+/**
+ * Vault 1.16+ answers a revoked, expired or unknown token with 403 `2 errors occurred: permission
+ * denied, invalid token` (hashicorp/vault#25953); a policy's refusal with `permission denied` alone.
+ */
+function saysInvalidToken(answer: VaultAnswer): boolean {
+  const errors = (answer.body as { errors?: unknown } | undefined)?.errors;
+  return Array.isArray(errors) && errors.some((e) => typeof e === "string" && /\binvalid token\b/i.test(e));
 }
 
 /** The answers worth another try: Vault sealed or standby (503), throttled (429), or failing (5xx). */

@@ -61,7 +61,8 @@
  *     path "secret/data/*"     { capabilities = ["create", "read", "update", "delete"] }
  *     path "secret/metadata/*" { capabilities = ["create", "read", "update"] }
  *
- * Login tokens are renewed with `auth/token/renew-self`, which Vault's `default` policy allows.
+ * Login tokens are renewed with `auth/token/renew-self`, and checked after a 403 that does not say
+ * "invalid token" with `auth/token/lookup-self`: Vault's `default` policy allows both.
  */
 import * as z from "zod/mini";
 import { ConfigError } from "../errors";
