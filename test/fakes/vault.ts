@@ -21,6 +21,8 @@
  *   `POST /v1/auth/cert/login` `{name}`, which takes only a client certificate the tests' CA signed
  *   (read off the TLS connection: real mutual TLS). A refused login is 400, as Vault's are.
  * - Unknown routes: 404 `no handler for route`; a missing secret: 404 `{"errors":[]}`.
+ * - `requireRequestHeader`: as a Vault Agent or Proxy listener with `require_request_header`, 412
+ *   for a request without `X-Vault-Request: true`.
  * - Faults, for the next N matching requests: a status (429 with `Retry-After`, 500, 503; with an
  *   optional body), a hang (no answer), a reset connection, a delay; and a hook run before one.
  *
@@ -53,6 +55,11 @@ export interface FakeVaultOptions {
   legacyTokenErrors?: boolean;
   /** The fake's clock (token expiry, KV times). */
   now?: () => number;
+  /**
+   * As a Vault Agent or Proxy listener with `require_request_header`: a request without
+   * `X-Vault-Request: true` is 412, whatever its path.
+   */
+  requireRequestHeader?: boolean;
 }
 
 export type Fault =
@@ -221,6 +228,9 @@ export class FakeVault {
       receivedAt: Date.now(),
     };
     this.requests.push(recorded);
+    if (this.#options.requireRequestHeader && headerOf(req.headers["x-vault-request"]) !== "true") {
+      return send(res, 412, { errors: ["missing 'X-Vault-Request' header"] });
+    }
 
     const pending = this.#faults.find((f) => f.left > 0 && f.match(recorded));
     if (pending) {

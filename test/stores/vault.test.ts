@@ -214,6 +214,39 @@ describe("requests on the wire", () => {
     expect(write?.headers["content-type"]).toBe("application/json");
   });
 
+  it("every request carries X-Vault-Request: true, as Vault's own clients send it (an Agent or Proxy listener requires it)", async () => {
+    const clock = manualClock();
+    const fake = await startFake({
+      approle: { roleId: ROLE_ID, secretId: SECRET_ID },
+      tokenTtlSeconds: 60,
+      now: clock.now,
+      requireRequestHeader: true,
+      policy: (_m, path) => path !== "secret/data/FORBIDDEN",
+    });
+    const store = await open(
+      { HCP_VAULT_ADDR: fake.url, HCP_VAULT_APPROLE_ROLE_ID: ROLE_ID, HCP_VAULT_APPROLE_SECRET_ID: SECRET_ID },
+      { now: clock.now },
+    );
+    const v = value("agent");
+    expect(await store.put("team/AGENT", v, { ifNewerThan: { at: Date.now(), id: "evt-agent" } })).toBe("created");
+    expect((await store.get("team/AGENT"))?.value).toBe(v);
+    expect((await store.list({ limit: 10 })).names).toEqual(["team/AGENT"]);
+    clock.advance(2_000);
+    expect((await errorOf(store.get("FORBIDDEN"))).code).toBe("backend_denied"); // lookup-self
+    clock.advance(40_000); // renew-self
+    expect(await store.delete("team/AGENT")).toBe("deleted");
+    const paths = new Set(fake.requests.map((r) => `${r.method} ${pathOf(r.url)}`));
+    for (const call of [
+      "POST /v1/auth/approle/login",
+      "GET /v1/auth/token/lookup-self",
+      "POST /v1/auth/token/renew-self",
+    ]) {
+      expect(paths).toContain(call);
+    }
+    expect(paths).toContain("GET /v1/secret/metadata/team/"); // LIST as GET ?list=true
+    expect(fake.requests.filter((r) => r.headers["x-vault-request"] !== "true")).toEqual([]);
+  });
+
   it("mount and prefix from the reference: /v1/kv-prod/data/virtual-keys/DB_PASSWORD", async () => {
     const fake = await startFake({ mounts: ["kv-prod"] });
     fake.seed("kv-prod/virtual-keys/DB_PASSWORD", { key: "db-value", password: "other-field" });

@@ -34,6 +34,9 @@
  *   carry none (vault.ts puts the secret namespace in the path). Concurrent callers share one
  *   login, renewal or lookup.
  *
+ * Every request carries `X-Vault-Request: true`, as Vault's Go client sends it: a Vault Agent or
+ * Proxy listener with `require_request_header` refuses one without it (412).
+ *
  * Nothing here logs or reports a body: a message holds the operation, the HTTP status and error
  * names only (bodies may quote a value; a token is a credential).
  */
@@ -372,7 +375,9 @@ export class VaultClient {
       method: list ? "GET" : call.method,
       // One deadline for the whole try (undici's own header and body timeouts tick in half seconds).
       signal: AbortSignal.timeout(this.#tuning.timeoutMs),
-      headers: { ...headers, ...(hasBody && { "content-type": "application/json" }) },
+      // `X-Vault-Request: true` on every request, as Vault's own clients send it: a Vault Agent or
+      // Proxy listener with `require_request_header` answers 412 without it (its SSRF guard).
+      headers: { ...headers, "x-vault-request": "true", ...(hasBody && { "content-type": "application/json" }) },
       ...(hasBody && { body: JSON.stringify(call.body) }),
     });
     const text = await response.body.text();
