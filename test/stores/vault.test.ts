@@ -862,6 +862,29 @@ describe("retries and the fault matrix", () => {
     expect(await store.put("NOPE", value("fresh"))).toBe("created");
   });
 
+  it('a wrong mount (404 "no handler for route") is store_unavailable naming the mount, never not found', async () => {
+    const fake = await startFake({ mounts: ["admin/secret"] });
+    fake.seed("admin/secret/A", { key: "a" });
+    const store = await open({
+      HCP_VAULT_ADDR: fake.url,
+      HCP_VAULT_TOKEN: ROOT,
+      HCP_VAULT_NAMESPACE: "admin",
+      HCP_VAULT_MOUNT_NAME: "secrte",
+    });
+    const err = await errorOf(store.get("A"));
+    expect([err.code, err.status]).toEqual(["store_unavailable", 500]);
+    expect(err.message).toContain('nothing mounted at "admin/secrte"');
+    expect((await errorOf(store.list({ limit: 10 }))).code).toBe("store_unavailable");
+    expect((await errorOf(store.put("A", value("typo")))).code).toBe("store_unavailable");
+    expect(await errorOf(store.delete("A"))).toMatchObject({ code: "store_unavailable" });
+    expect(fake.calls("POST", /./)).toHaveLength(0); // nothing written anywhere
+    // The right mount: a missing secret is still not found, an empty folder still no names.
+    const right = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT, HCP_VAULT_NAMESPACE: "admin" });
+    expect(await right.get("NOPE")).toBeUndefined();
+    expect((await right.list({ prefix: "none/", limit: 10 })).names).toEqual([]);
+    expect((await right.get("A"))?.value).toBe("a");
+  });
+
   it("a fault that clears within the three tries is invisible: reset then 500 then the answer", async () => {
     const { fake, store } = await setup();
     fake.inject({ kind: "reset" });

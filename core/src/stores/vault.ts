@@ -11,7 +11,10 @@
  *   namespace only in the login's `X-Vault-Namespace` (`HCP_VAULT_NAMESPACE` serves as both unless
  *   `HCP_VAULT_LOGIN_NAMESPACE` / `HCP_VAULT_SECRET_NAMESPACE` say otherwise).
  * - Read: `GET` the data path; the value is `data.data.key` (a secret without a string `key` field is
- *   no secret to us, as in LiteLLM). 404 is not found.
+ *   no secret to us, as in LiteLLM). 404 is not found: KV's `{"errors":[]}` (or a deleted
+ *   version's metadata). A 404 that holds errors is Vault's `no handler for route`: nothing is
+ *   mounted there (`HCP_VAULT_MOUNT_NAME` or the namespace mistyped), `store_unavailable` naming the
+ *   mount, never "not found" (which would be cached, and fall back to the environment).
  * - Write: `POST {"options":{"cas":N},"data":{"key":value}}` on the data path, where N is the
  *   version we read: KV v2's check-and-set, so a writer that got in between is never overwritten
  *   blindly; we read again and decide again. Differs: the description is not written as a second
@@ -23,7 +26,7 @@
  *   (`pageOfNames`); a name whose current version is deleted or destroyed (a tombstone) is left
  *   out, which costs a metadata read for each name of the page, and one more. A secret written by
  *   others without a `key` field is listed, though `get` finds no value in it (telling would mean
- *   reading values). 404 is an empty folder.
+ *   reading values). 404 is an empty folder (with errors: nothing mounted there, as for a read).
  * - Teams: a call's scope (`team_settings[team_id]` from config) replaces the namespace, mount,
  *   path prefix and KV field (`data`) that it sets; the scoped store shares the client and queues.
  *
@@ -87,9 +90,9 @@ import {
   type StoreFactory,
   type StoreScope,
 } from "../secret-store";
-import { BackendUnavailable, StoreCorrupt } from "../store-errors";
+import { BackendUnavailable, StoreCorrupt, StoreUnavailable } from "../store-errors";
 // Types only: the HTTP module (and undici) is loaded when a store opens, not when a build lists it.
-import type { VaultAuth, VaultClient, VaultTuning } from "./vault-http";
+import type { VaultAnswer, VaultAuth, VaultClient, VaultTuning } from "./vault-http";
 
 const DEFAULT_ADDRESS = "http://127.0.0.1:8200";
 const DEFAULT_MOUNT = "secret";
@@ -333,7 +336,7 @@ export class VaultStore implements SecretStore {
     if (options.scope) return this.#in(options.scope).get(name);
     const what = "vault get";
     const answer = await this.#client.call({ method: "GET", path: this.#path("data", name) }, what);
-    if (answer.status === 404) return undefined;
+    if (this.#absent(answer, what)) return undefined;
     if (answer.status !== 200) throw this.#client.failure(answer, what);
     const secret = kvSecretOf(answer.body);
     if (secret === undefined) throw new StoreCorrupt(`${what}: the answer is not a KV version 2 secret`);
@@ -384,7 +387,7 @@ export class VaultStore implements SecretStore {
       if (change && !isNewer(change, true, recorded.stamp, recorded.stampIsDelete)) return "superseded";
       if (recorded.live) {
         const answer = await this.#client.call({ method: "DELETE", path: this.#path("data", name) }, what);
-        if (answer.status >= 300 && answer.status !== 404) {
+        if (answer.status >= 300 && !this.#absent(answer, what)) {
           throw this.#client.failure(answer, what);
         }
       }
@@ -417,6 +420,22 @@ export class VaultStore implements SecretStore {
     await this.#client.close();
   }
 
+  /**
+   * Whether an answer is KV's 404 for nothing there: `{"errors":[]}`, or a deleted version's
+   * metadata. A 404 with errors is Vault's `no handler for route`: no engine at the mount (a
+   * mistyped mount or namespace), a configuration error reported as such, not a missing secret.
+   */
+  #absent(answer: VaultAnswer, what: string): boolean {
+    if (answer.status !== 404) return false;
+    if (errorsOf(answer.body).length === 0) return true;
+    const { secretNamespace, mount } = this.#target;
+    const at = secretNamespace === undefined ? mount : `${secretNamespace}/${mount}`;
+    throw new StoreUnavailable(
+      `${what}: Vault has nothing mounted at "${at}" (HTTP 404, no handler for route): check the KV version 2 mount ` +
+        "(HCP_VAULT_MOUNT_NAME, or the team's mount) and the secret namespace",
+    );
+  }
+
   /** `/v1/` onwards: `[{namespace}/]{mount}/{data|metadata}/[{prefix}/]{name}`, each segment encoded. */
   #path(kind: "data" | "metadata", name: string): string {
     const { secretNamespace, mount, pathPrefix } = this.#target;
@@ -435,7 +454,7 @@ export class VaultStore implements SecretStore {
       .map(segments)
       .join("/");
     const answer = await this.#client.call({ method: "LIST", path: `${path}/` }, what);
-    if (answer.status === 404) return [];
+    if (this.#absent(answer, what)) return [];
     if (answer.status !== 200) throw this.#client.failure(answer, what);
     const keys = (answer.body as { data?: { keys?: unknown } } | undefined)?.data?.keys;
     if (!Array.isArray(keys)) throw new StoreCorrupt(`${what}: the answer is not a LIST answer`);
@@ -479,7 +498,7 @@ export class VaultStore implements SecretStore {
 
   async #readMetadata(name: string, what: string): Promise<Recorded> {
     const answer = await this.#client.call({ method: "GET", path: this.#path("metadata", name) }, what);
-    if (answer.status === 404) return NOTHING_RECORDED;
+    if (this.#absent(answer, what)) return NOTHING_RECORDED;
     if (answer.status !== 200) throw this.#client.failure(answer, what);
     const metadata = (answer.body as { data?: KvMetadata } | undefined)?.data;
     if (metadata === undefined || metadata === null || typeof metadata.current_version !== "number") {
