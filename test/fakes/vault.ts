@@ -4,8 +4,9 @@
  *
  * - KV version 2 on the configured mounts (namespace included: `admin/secret`):
  *   `GET|POST|DELETE /v1/{mount}/data/{path}` (read, write with `options.cas`, soft delete of the
- *   latest version) and `GET|POST /v1/{mount}/metadata/{path}` (`custom_metadata`, Vault's limits),
- *   and `LIST /v1/{mount}/metadata/{folder}` (also `GET` with `?list=true`): the folder's keys,
+ *   latest version) and `GET|POST /v1/{mount}/metadata/{path}` (`custom_metadata`, with Vault's
+ *   checks: 400 for an empty, too long or unprintable key or value), and
+ *   `LIST /v1/{mount}/metadata/{folder}` (also `GET` with `?list=true`): the folder's keys,
  *   sorted, a folder as `name/`, soft-deleted secrets included (their metadata stays); no keys is
  *   404 `{"errors":[]}`. A policy is asked about a list as `LIST` (Vault's `list` capability).
  *   Times are RFC 3339 with nanoseconds, as Vault writes them.
@@ -541,18 +542,34 @@ export class FakeVault {
   }
 }
 
-/** Vault's checks of `custom_metadata`: string values, at most 64 keys of 128 bytes, values of 512. */
+/**
+ * Vault's checks of `custom_metadata` (vault-plugin-secrets-kv's `validateCustomMetadata`): string
+ * values, at most 64 keys; each key 1 to 128 bytes and each value 1 to 512, every character
+ * printable (Go's `unicode.IsPrint`: letters, marks, numbers, punctuation, symbols and the ASCII
+ * space; a tab, a newline or U+00A0 is not).
+ */
 function customMetadataProblem(custom: unknown): string | undefined {
   if (custom === null || typeof custom !== "object" || Array.isArray(custom)) return "custom_metadata must be a map";
   const entries = Object.entries(custom);
-  if (entries.length > 64) return "custom_metadata has more than 64 keys";
+  const failed = "custom_metadata validation failed";
+  if (entries.length > 64) return `${failed}: payload must contain at most 64 keys, provided ${entries.length}`;
   for (const [k, v] of entries) {
-    if (typeof v !== "string") return `custom_metadata value of ${k} is not a string`;
-    if (Buffer.byteLength(k) > 128) return "custom_metadata key too long";
-    if (Buffer.byteLength(v) > 512) return "custom_metadata value too long";
+    if (typeof v !== "string") return `${failed}: value of ${k} is not a string`;
+    const keyBytes = Buffer.byteLength(k);
+    if (keyBytes === 0 || keyBytes > 128)
+      return `${failed}: length of key is ${keyBytes} but must be 0 < len(key) <= 128`;
+    const valueBytes = Buffer.byteLength(v);
+    if (valueBytes === 0 || valueBytes > 512) {
+      return `${failed}: length of value for key ${k} is ${valueBytes} but must be 0 < len(value) <= 512`;
+    }
+    if (!PRINTABLE.test(k)) return `${failed}: key contains unprintable characters`;
+    if (!PRINTABLE.test(v)) return `${failed}: value for key ${k} contains unprintable characters`;
   }
   return undefined;
 }
+
+/** Go's `unicode.IsPrint` for every character. */
+const PRINTABLE = /^[\p{L}\p{M}\p{N}\p{P}\p{S} ]*$/u;
 
 function envelope() {
   return {

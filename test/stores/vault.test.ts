@@ -703,6 +703,38 @@ describe("change times: custom_metadata and check-and-set", () => {
     expect(write?.body).toMatchObject({ options: { cas: 1 } });
   });
 
+  it("any event id is recorded as Vault takes it (printable, pieces of 512 bytes) and read back whole: ties still order by id", async () => {
+    const { fake, store } = await setup();
+    const at = Date.now();
+    const outcome = (id: string) => store.put("T", value("tie"), { ifNewerThan: { at, id } });
+    expect(await outcome("a\tb")).toBe("created"); // Vault refuses a tab in custom_metadata
+    expect(fake.kv("secret/T")?.custom).toMatchObject({ llm_secrets_change_id: "a%09b" });
+    expect(await outcome("a\tb")).toBe("superseded"); // the same event again
+    expect(await outcome("a\ta")).toBe("superseded");
+    // "a b" > "a\tb" (a space sorts after a tab), though its stored form "a b" < "a%09b".
+    expect(await outcome("a b")).toBe("updated");
+    expect(await outcome("a%09b")).toBe("updated"); // a real "%" is no escape: "a%" > "a "
+    expect(fake.kv("secret/T")?.custom).toMatchObject({ llm_secrets_change_id: "a%2509b" });
+    expect(await outcome("a\tb")).toBe("superseded");
+
+    // 512 characters that take 3 KB encoded: several pieces, each within Vault's 512 bytes.
+    const long = `${"\u00e9\n\ud800".repeat(170)}\u{1f600}`; // lone surrogates and a pair included
+    expect(long).toHaveLength(512);
+    expect(await outcome(`${long.slice(0, -1)}\u0001`)).toBe("updated");
+    const custom = fake.kv("secret/T")?.custom ?? {};
+    const pieces = Object.keys(custom).filter((k) => k.startsWith("llm_secrets_change_id"));
+    expect(pieces.length).toBeGreaterThan(1);
+    for (const k of pieces) expect(Buffer.byteLength(custom[k] ?? "")).toBeLessThanOrEqual(512);
+    expect(await outcome(long)).toBe("updated"); // differs from the recorded id in its last unit only
+    expect(await outcome(`${long.slice(0, -1)}\u0001`)).toBe("superseded");
+    expect(await outcome(long)).toBe("superseded");
+    // A shorter id drops the pieces a longer one left.
+    expect(await store.delete("T", { ifNewerThan: { at, id: "z" } })).toBe("deleted");
+    expect(Object.keys(fake.kv("secret/T")?.custom ?? {}).filter((k) => k.startsWith("llm_secrets_change_id"))).toEqual(
+      ["llm_secrets_change_id"],
+    );
+  });
+
   it("a late event is superseded without a write; a newer one applies", async () => {
     const { fake, store } = await setup();
     const now = Date.now();

@@ -33,7 +33,12 @@
  * What it records: the time (and event id) of each change in the secret's `custom_metadata`
  * (`llm_secrets_changed_at` in ms since the epoch, `llm_secrets_change_id`, `llm_secrets_version`:
  * the KV version the change made or deleted, `llm_secrets_deleted`), written with a `/metadata`
- * `POST` right after the change, the secret's other custom metadata kept. A delete leaves the
+ * `POST` right after the change, the secret's other custom metadata kept. Vault takes values of 1
+ * to 512 bytes, every character printable (`validateCustomMetadata`), and an event id may be 512
+ * characters of anything: the id is stored percent-encoded (printable ASCII as it is but `%`, any
+ * other UTF-16 unit `%XX` or `%uXXXX`), in pieces of at most 512 bytes when longer
+ * (`llm_secrets_change_id_2`, `_3`, ...), and read back decoded, exactly: ids break ties by their
+ * order, which neither the encoded form nor a digest keeps. A delete leaves the
  * soft-deleted version and this record: that is the tombstone, kept as long as the secret's
  * metadata (Vault forgets it only when someone deletes the metadata). A delete of a name never
  * written creates the metadata alone, to carry its tombstone. Records: `version` (the KV version)
@@ -105,6 +110,10 @@ const META_ID = "llm_secrets_change_id";
 const META_VERSION = "llm_secrets_version";
 const META_DELETED = "llm_secrets_deleted";
 const OUR_META = [META_AT, META_ID, META_VERSION, META_DELETED];
+/** The pieces of a change id after the first (`llm_secrets_change_id_2`, ...). */
+const META_ID_PIECE = /^llm_secrets_change_id_[0-9]+$/;
+/** Vault's largest `custom_metadata` value, in bytes. */
+const MAX_META_VALUE_BYTES = 512;
 
 /** Rounds of read-then-check-and-set before a put gives up to writers that keep getting in first. */
 const MAX_ROUNDS = 5;
@@ -527,11 +536,15 @@ export class VaultStore implements SecretStore {
     deleted: boolean,
     what: string,
   ): Promise<void> {
-    const kept = Object.fromEntries(Object.entries(custom).filter(([k]) => !OUR_META.includes(k)));
+    const kept = Object.fromEntries(
+      Object.entries(custom).filter(([k]) => !OUR_META.includes(k) && !META_ID_PIECE.test(k)),
+    );
+    // An empty id orders as none (`isNewer`), and Vault refuses an empty value.
+    const pieces = stamp.id ? changeIdPieces(stamp.id) : [];
     const custom_metadata = {
       ...kept,
       [META_AT]: String(stamp.at),
-      ...(stamp.id !== undefined && { [META_ID]: stamp.id }),
+      ...Object.fromEntries(pieces.map((piece, i) => [i === 0 ? META_ID : `${META_ID}_${i + 1}`, piece])),
       [META_VERSION]: String(version),
       [META_DELETED]: String(deleted),
     };
@@ -583,8 +596,53 @@ function ourStamp(
   const raw = custom[META_AT];
   const at = raw !== undefined && /^-?\d+(\.\d+)?$/.test(raw) ? Number(raw) : undefined;
   if (at === undefined) return undefined;
-  const id = custom[META_ID];
+  const id = changeIdOf(custom);
   return { stamp: id === undefined ? { at } : { at, id }, deleted: custom[META_DELETED] === "true" };
+}
+
+/**
+ * An event id as Vault's custom metadata takes it: printable ASCII (Go's `unicode.IsPrint` holds
+ * for each) and no `%` as it is, every other UTF-16 unit `%XX` (below 0x100) or `%uXXXX`, so any
+ * id (tabs, newlines, lone surrogates) comes back whole; in pieces of at most 512 bytes, none cut
+ * inside an escape.
+ */
+function changeIdPieces(id: string): string[] {
+  const pieces: string[] = [];
+  let piece = "";
+  for (let i = 0; i < id.length; i++) {
+    const unit = id.charCodeAt(i);
+    const encoded =
+      unit >= 0x20 && unit <= 0x7e && unit !== 0x25
+        ? String.fromCharCode(unit)
+        : unit < 0x100
+          ? `%${unit.toString(16).toUpperCase().padStart(2, "0")}`
+          : `%u${unit.toString(16).toUpperCase().padStart(4, "0")}`;
+    if (piece.length + encoded.length > MAX_META_VALUE_BYTES) {
+      pieces.push(piece);
+      piece = "";
+    }
+    piece += encoded;
+  }
+  if (piece !== "") pieces.push(piece);
+  return pieces;
+}
+
+/**
+ * The recorded event id, decoded: its pieces joined in order. A `%` that starts no escape is
+ * kept as it is (an id recorded before ids were encoded).
+ */
+function changeIdOf(custom: Record<string, string>): string | undefined {
+  const first = custom[META_ID];
+  if (first === undefined) return undefined;
+  const pieces = [first];
+  for (let n = 2, piece = custom[`${META_ID}_${n}`]; piece !== undefined; piece = custom[`${META_ID}_${++n}`]) {
+    pieces.push(piece);
+  }
+  return pieces
+    .join("")
+    .replace(/%(?:u([0-9A-Fa-f]{4})|([0-9A-Fa-f]{2}))/g, (_, wide: string | undefined, narrow: string) =>
+      String.fromCharCode(Number.parseInt(wide ?? narrow, 16)),
+    );
 }
 
 function stringsOf(value: unknown): Record<string, string> {
