@@ -5,14 +5,14 @@ import { copyFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { storeConformance } from "@llm-secrets/core/testing"; // as a user's own store test imports it
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 // @ts-expect-error: a plain ESM build script without types
 import { bundleCore } from "../../core/build.mjs";
 import { KeyRing } from "../../core/src/crypto";
 import { ConfigError, SecretsError } from "../../core/src/errors";
 import { createLogger, silentLogger } from "../../core/src/log";
 import { loadSettings } from "../../core/src/settings";
-import { customStore } from "../../core/src/stores/custom";
+import { CUSTOM_READ_TIMEOUT_MS, customStore } from "../../core/src/stores/custom";
 import { codeOf, newKey, serveStore, tempDir } from "../helpers";
 
 const FIXTURES = join(import.meta.dirname, "../fixtures");
@@ -98,6 +98,33 @@ describe("the custom store", () => {
     expect(await codeOf(readOnly.delete("A"))).toBe("not_supported");
     expect(readOnly.list).toBeUndefined(); // it has no list: the API answers 501
     expect(readOnly.kind).toBe("custom-factory");
+  });
+
+  it("bounds a read that never settles (30 s, backend_unavailable), for a class and a StoreFactory alike", async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, "hang.mjs"), "export default class { get() { return new Promise(() => {}); } }\n");
+    await writeFile(
+      join(dir, "hang-factory.mjs"),
+      'export default { kind: "hang", settings: { safeParse: (input) => ({ success: true, data: input }) }, defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: false }, capabilities: { writes: false, deletes: false, compareAndSet: false, maxValueBytes: 1024, records: [] }, open: async () => ({ kind: "hang", keyOf: (n) => n, get: () => new Promise(() => {}), put: async () => "created", delete: async () => "absent" }) };\n',
+    );
+    const stores = [await open("./hang.mjs", dir), await open("./hang-factory.mjs", dir)];
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    try {
+      for (const store of stores) {
+        const read = store.get("A").catch((e: unknown) => e);
+        await vi.advanceTimersByTimeAsync(CUSTOM_READ_TIMEOUT_MS - 1);
+        let settled = false;
+        void read.then(() => {
+          settled = true;
+        });
+        await vi.advanceTimersByTimeAsync(0);
+        expect(settled).toBe(false);
+        await vi.advanceTimersByTimeAsync(1);
+        expect(await read).toMatchObject({ code: "backend_unavailable" });
+      }
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("refuses a StoreFactory whose defaults say envBacked, and warns once of the defaults it does not apply", async () => {

@@ -73,9 +73,9 @@ function classifyCustomError(err: unknown, what: string): SecretsError {
  * and `watch` are its own; `list`, `watch` and `close` are there only when it has them.
  */
 function classifiedStore(store: SecretStore): SecretStore {
-  async function classified<T>(what: string, work: () => Promise<T>): Promise<T> {
+  async function classified<T>(what: string, work: () => Promise<T>, bounded = false): Promise<T> {
     try {
-      return await work();
+      return await (bounded ? withinReadTimeout(work(), what) : work());
     } catch (err) {
       throw classifyCustomError(err, what);
     }
@@ -85,13 +85,31 @@ function classifiedStore(store: SecretStore): SecretStore {
   return {
     kind: store.kind,
     keyOf: (name, scope) => store.keyOf(name, scope),
-    get: (name, options) => classified("custom store get", () => store.get(name, options)),
+    get: (name, options) => classified("custom store get", () => store.get(name, options), true),
     put: (name, value, options) => classified("custom store put", () => store.put(name, value, options)),
     delete: (name, options) => classified("custom store delete", () => store.delete(name, options)),
-    ...(list && { list: (options: ListOptions) => classified("custom store list", () => list(options)) }),
+    ...(list && { list: (options: ListOptions) => classified("custom store list", () => list(options), true) }),
     ...(store.watch && { watch: (onChange: (names: string[]) => void) => store.watch?.(onChange) }),
     ...(close && { close: () => classified("custom store close", close) }),
   };
+}
+
+/** How long a custom store's read may take: past it, `backend_unavailable` (the built-in stores all have such bounds). */
+export const CUSTOM_READ_TIMEOUT_MS = 30_000;
+
+/**
+ * A read of a user's store, bounded: one that never settles would otherwise hold every later read
+ * of its name (the cache shares one load per name) until a write.
+ */
+function withinReadTimeout<T>(read: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new BackendUnavailable(`${what}: no answer within ${CUSTOM_READ_TIMEOUT_MS / 1000} s`)),
+      CUSTOM_READ_TIMEOUT_MS,
+    );
+  });
+  return Promise.race([read, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** What a plain class may offer. */
@@ -119,7 +137,7 @@ export class PlainClassStore implements SecretStore {
   async get(name: string): Promise<SecretRecord | undefined> {
     let found: unknown;
     try {
-      found = await this.inner.get(name);
+      found = await withinReadTimeout(Promise.resolve(this.inner.get(name)), "custom store get");
     } catch (err) {
       throw classifyCustomError(err, "custom store get");
     }
