@@ -9,7 +9,8 @@
  * account's email; `aud` the service's URL) or an access token this fake's token endpoint issued
  * (the JWT-bearer grant at the key file's `token_uri`). Anything else is UNAUTHENTICATED.
  *
- * Secret Manager: secrets (`labels`, `annotations`, automatic replication), versions (ENABLED,
+ * Secret Manager: secrets (`labels`, `annotations`, automatic replication; both checked as
+ * resources.proto documents them, INVALID_ARGUMENT otherwise), versions (ENABLED,
  * DISABLED: by `disableVersion`, as the console does; DESTROYED), `versions/latest` (the newest
  * version, whatever its state), ALREADY_EXISTS / NOT_FOUND / FAILED_PRECONDITION as the service
  * answers them, `update_mask` on UpdateSecret, ListSecrets (newest first, as the proto says;
@@ -358,6 +359,7 @@ export class FakeGoogle {
         };
         if (!body.replication?.automatic) throw new GrpcError(grpc.status.INVALID_ARGUMENT, "replication is required");
         this.#checkLabels(body.labels ?? {});
+        this.#checkAnnotations(body.annotations ?? {});
         const secret: FakeSecret = {
           name,
           labels: { ...body.labels },
@@ -387,8 +389,10 @@ export class FakeGoogle {
           if (path === "labels") {
             this.#checkLabels(body.labels ?? {});
             secret.labels = { ...body.labels };
-          } else if (path === "annotations") secret.annotations = { ...body.annotations };
-          else throw new GrpcError(grpc.status.INVALID_ARGUMENT, `cannot update ${path}`);
+          } else if (path === "annotations") {
+            this.#checkAnnotations(body.annotations ?? {});
+            secret.annotations = { ...body.annotations };
+          } else throw new GrpcError(grpc.status.INVALID_ARGUMENT, `cannot update ${path}`);
         }
         secret.etag++;
         return this.#secretOut(secret);
@@ -487,11 +491,36 @@ export class FakeGoogle {
     return { secret, version };
   }
 
+  /** resources.proto's label rules: keys and values of lower-case letters (any script), digits, `_`, `-`; at most 64. */
   #checkLabels(labels: Record<string, string>): void {
-    for (const [k, v] of Object.entries(labels)) {
-      if (!/^[a-z][a-z0-9_-]{0,62}$/.test(k) || !/^[a-z0-9_-]{0,63}$/.test(v)) {
+    const entries = Object.entries(labels);
+    if (entries.length > 64) throw new GrpcError(grpc.status.INVALID_ARGUMENT, "No more than 64 labels");
+    for (const [k, v] of entries) {
+      if (
+        !/^[\p{Ll}\p{Lo}][\p{Ll}\p{Lo}\p{N}_-]{0,62}$/u.test(k) ||
+        !/^[\p{Ll}\p{Lo}\p{N}_-]{0,63}$/u.test(v) ||
+        Buffer.byteLength(k) > 128 ||
+        Buffer.byteLength(v) > 128
+      ) {
         throw new GrpcError(grpc.status.INVALID_ARGUMENT, "labels must be lowercase letters, digits, _ and -");
       }
+    }
+  }
+
+  /**
+   * resources.proto's annotation rules: keys of 1 to 63 characters (128 bytes), alphanumeric at both
+   * ends, `-`, `_`, `.` and alphanumerics between; keys and values together under 16 KiB.
+   */
+  #checkAnnotations(annotations: Record<string, string>): void {
+    let bytes = 0;
+    for (const [k, v] of Object.entries(annotations)) {
+      if (k.length > 63 || Buffer.byteLength(k) > 128 || !/^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$/.test(k)) {
+        throw new GrpcError(grpc.status.INVALID_ARGUMENT, `invalid annotation key: ${k.slice(0, 63)}`);
+      }
+      bytes += Buffer.byteLength(k) + Buffer.byteLength(v);
+    }
+    if (bytes >= 16 * 1024) {
+      throw new GrpcError(grpc.status.INVALID_ARGUMENT, "The total size of annotations must be less than 16KiB");
     }
   }
 

@@ -89,7 +89,7 @@ describe("google_secret_manager over gRPC", () => {
     const v = value("mapped");
     expect(await store.put("team.key", v, { meta: { whenCreated: { tags: { team: "platform" } } } })).toBe("created");
     const secret = fake.secrets.get(`projects/${fake.project}/secrets/team-key`);
-    expect(secret?.annotations["llm-secrets/name"]).toBe("team.key");
+    expect(secret?.annotations["llm-secrets.name"]).toBe("team.key");
     expect(secret?.labels).toEqual({ team: "platform" });
     expect(fake.callsOf("CreateSecret")[0]?.request).toMatchObject({
       parent: `projects/${fake.project}`,
@@ -109,10 +109,43 @@ describe("google_secret_manager over gRPC", () => {
     });
     expect((await store.get("AZURE_API_KEY"))?.value).toBe("console-made");
     expect(await store.put("AZURE_API_KEY", value("adopted"))).toBe("updated");
-    expect(fake.secrets.get(`projects/${fake.project}/secrets/AZURE_API_KEY`)?.annotations["llm-secrets/name"]).toBe(
+    expect(fake.secrets.get(`projects/${fake.project}/secrets/AZURE_API_KEY`)?.annotations["llm-secrets.name"]).toBe(
       "AZURE_API_KEY",
     );
     expect(await codeOf(store.put("UPPER", "v", { meta: { tags: { Team: "x" } } }))).toBe("invalid_request");
+    await store.close?.();
+  });
+
+  it("records in annotations Google takes (keys without /), kept under 16 KiB: beyond, invalid_request before any write", async () => {
+    const fake = await google();
+    const store = await open();
+    await store.put("team/a", value("ann"), { ifNewerThan: { at: 1_000, id: "e".repeat(512) } });
+    const notes = fake.secrets.get(`projects/${fake.project}/secrets/team-a`)?.annotations ?? {};
+    expect(Object.keys(notes).sort()).toEqual([
+      "llm-secrets.change-id",
+      "llm-secrets.changed-at",
+      "llm-secrets.deleted",
+      "llm-secrets.name",
+    ]);
+    // An event id that cannot fit: refused before any call that changes something.
+    const long = { at: 2_000, id: "e".repeat(16 * 1024) };
+    fake.calls.length = 0;
+    expect(await codeOf(store.put("LONG_ID", value("long"), { ifNewerThan: long }))).toBe("invalid_request");
+    expect(await codeOf(store.delete("LONG_ID", { ifNewerThan: long }))).toBe("invalid_request");
+    expect(await codeOf(store.delete("team/a", { ifNewerThan: long }))).toBe("invalid_request");
+    expect(fake.calls.filter((c) => c.method !== "GetSecret")).toEqual([]);
+    // A secret annotated elsewhere to the brim: refused before its version is added.
+    const full = `projects/${fake.project}/secrets/FULL`;
+    fake.secrets.set(full, {
+      name: full,
+      labels: {},
+      annotations: { "other.tool": "x".repeat(16 * 1024 - 100) },
+      versions: [{ id: 1, data: Buffer.from("console-made"), state: "ENABLED", created: new Date() }],
+      created: new Date(),
+      etag: 1,
+    });
+    expect(await codeOf(store.put("FULL", value("full")))).toBe("invalid_request");
+    expect(fake.secrets.get(full)?.versions).toHaveLength(1);
     await store.close?.();
   });
 
@@ -125,7 +158,7 @@ describe("google_secret_manager over gRPC", () => {
     const tomb = fake.secrets.get(`projects/${fake.project}/secrets/D`);
     expect(tomb?.versions.map((v) => v.state)).toEqual(["DESTROYED", "DESTROYED"]);
     expect(tomb?.versions.every((v) => v.data === undefined)).toBe(true);
-    expect(tomb?.annotations).toMatchObject({ "llm-secrets/deleted": "true", "llm-secrets/change-id": "evt-9" });
+    expect(tomb?.annotations).toMatchObject({ "llm-secrets.deleted": "true", "llm-secrets.change-id": "evt-9" });
     expect(await store.get("D")).toBeUndefined();
 
     const purging = await open({ LLM_SECRETS_GOOGLE_PURGE: "true" });
@@ -359,7 +392,7 @@ describe("llm-secrets serve against Google", () => {
       const v = value("served");
       expect((await call("PUT", "/v1/secrets/litellm/team-a/key", { value: v })).status).toBe(201);
       expect(
-        fake.secrets.get(`projects/${fake.project}/secrets/litellm-team-a-key`)?.annotations["llm-secrets/name"],
+        fake.secrets.get(`projects/${fake.project}/secrets/litellm-team-a-key`)?.annotations["llm-secrets.name"],
       ).toBe("litellm/team-a/key");
       expect(await (await call("GET", "/v1/secrets/litellm/team-a/key?refresh=true")).json()).toMatchObject({
         value: v,

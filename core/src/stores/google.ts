@@ -7,7 +7,7 @@
  * library, and the library itself is imported when the store opens.
  *
  * - Names: secret ids take `[A-Za-z0-9_-]`; every other character of a name becomes `-` (`keyOf`),
- *   and the name as written is kept in the annotation `llm-secrets/name`. A write whose id already
+ *   and the name as written is kept in the annotation `llm-secrets.name`. A write whose id already
  *   holds another name is `409 name_conflict`; a read of a name whose id holds another is no
  *   secret. A secret made elsewhere (no annotation) is read, and adopted on the first write.
  * - Read: `versions/latest:access` (and the secret itself, for its name and labels, at once).
@@ -22,9 +22,11 @@
  *   No server filter: Google's `name:` is not a prefix match (and ids are mapped names), so the
  *   prefix is matched here, and a page may hold fewer names than the limit.
  *
- * What it records: each change's time and event id in the annotations `llm-secrets/changed-at`,
- * `llm-secrets/change-id`, and `llm-secrets/deleted`. `ifNewerThan` is read-then-write: the secret
- * is read, then written, so a writer between the two can be overwritten; ties break by event id.
+ * What it records: each change's time and event id in the annotations `llm-secrets.changed-at`,
+ * `llm-secrets.change-id`, and `llm-secrets.deleted` (annotation keys take no `/`; keys and values
+ * together stay under 16 KiB, so an event id too long for that is `400 invalid_request` before any
+ * write). `ifNewerThan` is read-then-write: the secret is read, then written, so a writer between
+ * the two can be overwritten; ties break by event id.
  * A change is several calls, ordered so that one stopped half-way is finished when its event comes
  * again: a write adds its version before recording its time (a new secret is made with no time),
  * a delete records its time before destroying the versions, and the next delete of the name
@@ -60,10 +62,13 @@ import { loadSdk } from "./load-sdk";
 type Client = InstanceType<typeof Sdk.SecretManagerServiceClient>;
 type Secret = Sdk.protos.google.cloud.secretmanager.v1.ISecret;
 
-const NAME = "llm-secrets/name";
-const AT = "llm-secrets/changed-at";
-const ID = "llm-secrets/change-id";
-const DELETED = "llm-secrets/deleted";
+// Annotation keys take letters, digits, `-`, `_` and `.` (begin and end alphanumeric): no `/`.
+const NAME = "llm-secrets.name";
+const AT = "llm-secrets.changed-at";
+const ID = "llm-secrets.change-id";
+const DELETED = "llm-secrets.deleted";
+/** Google keeps a secret's annotations, keys and values together, under 16 KiB (UTF-8). */
+const MAX_ANNOTATION_BYTES = 16 * 1024;
 const LABEL_KEY = /^[a-z][a-z0-9_-]{0,62}$/;
 const LABEL_VALUE = /^[a-z0-9_-]{0,63}$/;
 
@@ -162,8 +167,9 @@ export class GoogleSecretManagerStore implements SecretStore {
     const stamp = options.ifNewerThan ?? { at: this.#now() };
     const meta = options.meta;
     try {
-      // The caller's tags before any call; the creation defaults only when creating (below).
+      // The caller's tags and our annotations before any call; the creation defaults only when creating (below).
       const labels = meta?.tags !== undefined ? checkedLabels(meta.tags) : undefined;
+      const ours = checkedAnnotations(undefined, annotations(name, stamp, false));
       let found = await this.#find(name);
       let created = false;
       if (found === undefined) {
@@ -176,16 +182,13 @@ export class GoogleSecretManagerStore implements SecretStore {
       if (found !== undefined && options.ifNewerThan !== undefined) {
         if (!isNewer(stamp, false, found.stamp, found.stampIsDelete)) return "superseded";
       }
+      // Checked before the version: with the secret's own annotations they must still fit.
+      const notes = checkedAnnotations(found?.secret.annotations ?? { [NAME]: name }, ours);
       await this.#client.addSecretVersion(
         { parent: this.#path(name), payload: { data: Buffer.from(value, "utf8") } },
         this.#call,
       );
-      await this.#update(
-        name,
-        found?.secret.annotations ?? { [NAME]: name },
-        annotations(name, stamp, false),
-        found !== undefined ? labels : undefined,
-      );
+      await this.#update(name, notes, found !== undefined ? labels : undefined);
       // Over a tombstone, created; over an empty secret another writer (or a stopped attempt) made, updated.
       return created || (found?.deleted === true && found.stamp !== undefined) ? "created" : "updated";
     } catch (err) {
@@ -196,11 +199,13 @@ export class GoogleSecretManagerStore implements SecretStore {
   async #delete(name: string, options: DeleteOptions): Promise<DeleteOutcome> {
     const stamp = options.ifNewerThan ?? { at: this.#now() };
     try {
+      const ours = annotations(name, stamp, true);
+      if (!this.#purge) checkedAnnotations(undefined, ours); // a purge records nothing
       const found = await this.#find(name);
       if (found === undefined) {
         // An event's delete of a name never written: an empty secret carries its tombstone.
         if (options.ifNewerThan !== undefined && !this.#purge) {
-          await this.#create(name, { annotations: annotations(name, stamp, true) });
+          await this.#create(name, { annotations: ours });
         }
         return "absent";
       }
@@ -210,7 +215,7 @@ export class GoogleSecretManagerStore implements SecretStore {
         await this.#client.deleteSecret({ name: this.#path(name) }, this.#call);
         return found.deleted ? "absent" : "deleted";
       }
-      if (newer) await this.#update(name, found.secret.annotations, annotations(name, stamp, true));
+      if (newer) await this.#update(name, checkedAnnotations(found.secret.annotations, ours));
       else if (!found.deleted) return "superseded";
       // Every version of a live secret; of one annotated as deleted, what a delete that stopped
       // half-way (or a write not done) left.
@@ -312,17 +317,12 @@ export class GoogleSecretManagerStore implements SecretStore {
     return destroyed;
   }
 
-  /** Sets our annotations over the secret's `current` ones (and its labels, when given). */
-  async #update(
-    name: string,
-    current: Secret["annotations"],
-    ours: Record<string, string>,
-    labels?: Record<string, string>,
-  ): Promise<void> {
+  /** Sets the secret's annotations (and its labels, when given). */
+  async #update(name: string, notes: Record<string, string>, labels?: Record<string, string>): Promise<void> {
     const paths = labels === undefined ? ["annotations"] : ["annotations", "labels"];
     await this.#client.updateSecret(
       {
-        secret: { name: this.#path(name), annotations: { ...current, ...ours }, ...(labels && { labels }) },
+        secret: { name: this.#path(name), annotations: notes, ...(labels && { labels }) },
         updateMask: { paths },
       },
       this.#call,
@@ -332,6 +332,22 @@ export class GoogleSecretManagerStore implements SecretStore {
 
 function annotations(name: string, stamp: ChangeStamp, deleted: boolean): Record<string, string> {
   return { [NAME]: name, [AT]: String(stamp.at), [ID]: stamp.id ?? "", [DELETED]: String(deleted) };
+}
+
+/**
+ * Our annotations over the secret's `current` ones, refused before any write when together they
+ * would not fit Google's 16 KiB (only a very long event id, or a secret annotated elsewhere to the brim).
+ */
+function checkedAnnotations(current: Secret["annotations"], ours: Record<string, string>): Record<string, string> {
+  const notes = { ...current, ...ours };
+  let bytes = 0;
+  for (const [k, v] of Object.entries(notes)) bytes += Buffer.byteLength(k, "utf8") + Buffer.byteLength(v, "utf8");
+  if (bytes >= MAX_ANNOTATION_BYTES) {
+    throw new InvalidInput(
+      `this change cannot be recorded: Google Secret Manager keeps less than 16 KiB of annotations on a secret, and its name, time and event id with the secret's other annotations come to ${bytes} bytes`,
+    );
+  }
+  return notes;
 }
 
 /** Tags become labels, whose alphabet is narrow: a tag outside it is refused rather than changed. */
