@@ -9,6 +9,11 @@
  * account's email; `aud` the service's URL) or an access token this fake's token endpoint issued
  * (the JWT-bearer grant at the key file's `token_uri`). Anything else is UNAUTHENTICATED.
  *
+ * IAM per call: the test service account (`keyFile`) may do everything; a second one
+ * (`accessorKeyFile`) holds only `roles/secretmanager.secretAccessor`, `secretmanager.versions.access`,
+ * what LiteLLM needs: any other call of it is PERMISSION_DENIED (checked before the resource, as
+ * Google does), naming the permission.
+ *
  * Secret Manager: secrets (`labels`, `annotations`, automatic replication; both checked as
  * resources.proto documents them, INVALID_ARGUMENT otherwise), versions (ENABLED,
  * DISABLED: by `disableVersion`, as the console does; DESTROYED), `versions/latest` (the newest
@@ -42,6 +47,32 @@ const FAULT_STATUS: Record<Exclude<GoogleFault, "hang">, grpc.status> = {
 };
 
 const ROOT = join(import.meta.dirname, "../../node_modules");
+
+/** The permission Google checks for each call (cloud.google.com/secret-manager/docs/access-control). */
+const RPC_PERMISSION: Record<string, string> = {
+  ListSecrets: "secretmanager.secrets.list",
+  CreateSecret: "secretmanager.secrets.create",
+  AddSecretVersion: "secretmanager.versions.add",
+  GetSecret: "secretmanager.secrets.get",
+  UpdateSecret: "secretmanager.secrets.update",
+  DeleteSecret: "secretmanager.secrets.delete",
+  ListSecretVersions: "secretmanager.versions.list",
+  GetSecretVersion: "secretmanager.versions.get",
+  AccessSecretVersion: "secretmanager.versions.access",
+  DisableSecretVersion: "secretmanager.versions.disable",
+  EnableSecretVersion: "secretmanager.versions.enable",
+  DestroySecretVersion: "secretmanager.versions.destroy",
+  Encrypt: "cloudkms.cryptoKeyVersions.useToEncrypt",
+  Decrypt: "cloudkms.cryptoKeyVersions.useToDecrypt",
+};
+
+interface Identity {
+  email: string;
+  keyPair: ReturnType<typeof generateKeyPairSync>;
+  /** What its roles grant; undefined: everything. */
+  permissions?: ReadonlySet<string>;
+  keyFile: string;
+}
 
 interface Version {
   id: number;
@@ -109,12 +140,14 @@ function loadService(protoFile: string, servicePath: string[]) {
 export class FakeGoogle {
   readonly project = "llm-secrets-test";
   readonly clientEmail = "llm-secrets@llm-secrets-test.iam.gserviceaccount.com";
+  /** A service account with only roles/secretmanager.secretAccessor. */
+  readonly accessorEmail = "accessor@llm-secrets-test.iam.gserviceaccount.com";
   readonly secrets = new Map<string, FakeSecret>();
   readonly calls: GoogleCallSeen[] = [];
-  /** Access tokens the token endpoint issued, and how many times it was asked. */
-  readonly issued = new Set<string>();
+  /** Access tokens the token endpoint issued (to the account's email), and how many times it was asked. */
+  readonly issued = new Map<string, string>();
   tokenRequests = 0;
-  readonly #keyPair = generateKeyPairSync("rsa", { modulusLength: 2048 });
+  readonly #identities = new Map<string, Identity>();
   readonly #kmsKey = randomBytes(32);
   readonly #faults = new FaultQueue<GoogleFault>();
   /** ListSecrets page tokens given out: the creation order of the last secret of their page. */
@@ -124,16 +157,20 @@ export class FakeGoogle {
   #token: HttpsServer | undefined;
   #endpoint = "";
   #tokenUri = "";
-  #keyFile = "";
 
   /** `https://localhost:<port>`: the gRPC endpoint, as `LLM_SECRETS_GOOGLE_*_ENDPOINT` takes it. */
   get endpoint(): string {
     return this.#endpoint;
   }
 
-  /** A service-account key file (JSON) whose `token_uri` is this fake's token endpoint. */
+  /** A service-account key file (JSON) whose `token_uri` is this fake's token endpoint: every permission. */
   get keyFile(): string {
-    return this.#keyFile;
+    return this.#identity(this.clientEmail).keyFile;
+  }
+
+  /** The key file of a service account granted only roles/secretmanager.secretAccessor. */
+  get accessorKeyFile(): string {
+    return this.#identity(this.accessorEmail).keyFile;
   }
 
   static async start(dir: string): Promise<FakeGoogle> {
@@ -151,13 +188,14 @@ export class FakeGoogle {
         fake.tokenRequests++;
         const form = new URLSearchParams(body);
         const assertion = form.get("assertion") ?? "";
-        if (form.get("grant_type") !== "urn:ietf:params:oauth:grant-type:jwt-bearer" || !fake.#validJwt(assertion)) {
+        const claims = fake.#validJwt(assertion);
+        if (form.get("grant_type") !== "urn:ietf:params:oauth:grant-type:jwt-bearer" || !claims) {
           res.writeHead(400, { "content-type": "application/json" });
           res.end(JSON.stringify({ error: "invalid_grant", error_description: "Invalid JWT Signature." }));
           return;
         }
         const token = `ya29.fake-${randomBytes(12).toString("hex")}`;
-        fake.issued.add(token);
+        fake.issued.set(token, String(claims.iss));
         res.writeHead(200, { "content-type": "application/json" });
         res.end(JSON.stringify({ access_token: token, expires_in: 3600, token_type: "Bearer" }));
       });
@@ -165,20 +203,31 @@ export class FakeGoogle {
     await new Promise<void>((r) => fake.#token?.listen(0, "127.0.0.1", r));
     fake.#tokenUri = `https://localhost:${(fake.#token.address() as AddressInfo).port}/token`;
 
-    fake.#keyFile = join(dir, "service-account.json");
-    writeFileSync(
-      fake.#keyFile,
-      JSON.stringify({
-        type: "service_account",
-        project_id: fake.project,
-        private_key_id: "fake-key-1",
-        private_key: fake.#keyPair.privateKey.export({ type: "pkcs8", format: "pem" }),
-        client_email: fake.clientEmail,
-        client_id: "1234567890",
-        token_uri: fake.#tokenUri,
-      }),
-      { mode: 0o600 },
-    );
+    for (const [email, file, permissions] of [
+      [fake.clientEmail, "service-account.json", undefined],
+      [fake.accessorEmail, "accessor.json", new Set([RPC_PERMISSION.AccessSecretVersion as string])],
+    ] as const) {
+      const identity: Identity = {
+        email,
+        keyPair: generateKeyPairSync("rsa", { modulusLength: 2048 }),
+        permissions,
+        keyFile: join(dir, file),
+      };
+      fake.#identities.set(email, identity);
+      writeFileSync(
+        identity.keyFile,
+        JSON.stringify({
+          type: "service_account",
+          project_id: fake.project,
+          private_key_id: `fake-key-${fake.#identities.size}`,
+          private_key: identity.keyPair.privateKey.export({ type: "pkcs8", format: "pem" }),
+          client_email: email,
+          client_id: `123456789${fake.#identities.size}`,
+          token_uri: fake.#tokenUri,
+        }),
+        { mode: 0o600 },
+      );
+    }
 
     const server = new grpc.Server();
     server.addService(
@@ -284,10 +333,20 @@ export class FakeGoogle {
         const fault = this.#faults.take(method);
         if (fault === "hang") return; // the client's deadline ends it
         if (fault) return callback({ code: FAULT_STATUS[fault], details: `injected ${fault}` });
-        if (!this.#authorized(authorization, audience)) {
+        const caller = this.#caller(authorization, audience);
+        if (caller === undefined) {
           return callback({
             code: grpc.status.UNAUTHENTICATED,
             details: "Request had invalid authentication credentials.",
+          });
+        }
+        const permission = RPC_PERMISSION[method] as string;
+        if (caller.permissions !== undefined && !caller.permissions.has(permission)) {
+          const resource =
+            call.request.name ?? call.request.parent ?? (call.request.secret as { name?: unknown })?.name;
+          return callback({
+            code: grpc.status.PERMISSION_DENIED,
+            details: `Permission '${permission}' denied for resource '${String(resource)}' (or it may not exist).`,
           });
         }
         try {
@@ -301,18 +360,26 @@ export class FakeGoogle {
     return out;
   }
 
-  #authorized(authorization: string | undefined, audience: string): boolean {
+  /** The service account a call's credentials are: an issued token, or a valid self-signed JWT for the service. */
+  #caller(authorization: string | undefined, audience: string): Identity | undefined {
     const token = /^Bearer (.+)$/.exec(authorization ?? "")?.[1];
-    if (token === undefined) return false;
-    if (this.issued.has(token)) return true;
+    if (token === undefined) return undefined;
+    const issuedTo = this.issued.get(token);
+    if (issuedTo !== undefined) return this.#identities.get(issuedTo);
     const claims = this.#validJwt(token);
-    return (
-      claims !== undefined &&
-      (claims.aud === undefined || String(claims.aud).includes(audience) || claims.scope !== undefined)
-    );
+    if (claims === undefined) return undefined;
+    if (claims.aud !== undefined && !String(claims.aud).includes(audience) && claims.scope === undefined)
+      return undefined;
+    return this.#identities.get(String(claims.iss));
   }
 
-  /** The claims of a JWT signed by the test service account's key and not expired, else undefined. */
+  #identity(email: string): Identity {
+    const identity = this.#identities.get(email);
+    if (!identity) throw new Error("the fake is not started");
+    return identity;
+  }
+
+  /** The claims of a JWT signed by one of the test service accounts' keys (its `iss`) and not expired, else undefined. */
   #validJwt(token: string): Record<string, unknown> | undefined {
     try {
       return this.#jwtClaims(token);
@@ -326,16 +393,17 @@ export class FakeGoogle {
     if (!head || !body || !signature) return undefined;
     const header = JSON.parse(Buffer.from(head, "base64url").toString()) as { alg?: string };
     if (header.alg !== "RS256") return undefined;
+    const claims = JSON.parse(Buffer.from(body, "base64url").toString()) as Record<string, unknown>;
+    const identity = this.#identities.get(String(claims.iss));
+    if (identity === undefined) return undefined;
     const ok = verify(
       "RSA-SHA256",
       Buffer.from(`${head}.${body}`),
-      this.#keyPair.publicKey,
+      identity.keyPair.publicKey,
       Buffer.from(signature, "base64url"),
     );
     if (!ok) return undefined;
-    const claims = JSON.parse(Buffer.from(body, "base64url").toString()) as Record<string, unknown>;
-    if (claims.iss !== this.clientEmail || typeof claims.exp !== "number" || claims.exp * 1000 < Date.now())
-      return undefined;
+    if (typeof claims.exp !== "number" || claims.exp * 1000 < Date.now()) return undefined;
     return claims;
   }
 

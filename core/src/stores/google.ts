@@ -10,7 +10,11 @@
  *   and the name as written is kept in the annotation `llm-secrets.name`. A write whose id already
  *   holds another name is `409 name_conflict`; a read of a name whose id holds another is no
  *   secret. A secret made elsewhere (no annotation) is read, and adopted on the first write.
- * - Read: `versions/latest:access` (and the secret itself, for its name and labels, at once).
+ * - Read: `versions/latest:access`, then (when it holds a value) the secret itself, for its name,
+ *   deleted mark and labels. An identity granted only `secretmanager.versions.access`
+ *   (`roles/secretmanager.secretAccessor`, all LiteLLM needs) is refused the secret: a name that is
+ *   its own id then reads as LiteLLM reads it (no tags, no owner or deleted-mark check), a mapped
+ *   name is `backend_denied`.
  * - Write: create the secret if missing (automatic replication; `tags` as labels), then add a
  *   version. Differs from LiteLLM, which only reads.
  * - Delete: every version is destroyed and the secret stays, annotated as deleted (the tombstone),
@@ -75,6 +79,7 @@ const LABEL_VALUE = /^[a-z0-9_-]{0,63}$/;
 /** gRPC status codes the store decides on itself. */
 const INVALID_ARGUMENT = 3;
 const NOT_FOUND = 5;
+const PERMISSION_DENIED = 7;
 const ALREADY_EXISTS = 6;
 const FAILED_PRECONDITION = 9;
 
@@ -131,28 +136,42 @@ export class GoogleSecretManagerStore implements SecretStore {
 
   async get(name: string): Promise<SecretRecord | undefined> {
     const path = this.#path(name);
+    let access: Sdk.protos.google.cloud.secretmanager.v1.IAccessSecretVersionResponse;
     try {
-      const [secret, access] = await Promise.all([
-        this.#client.getSecret({ name: path }, this.#call).then(([s]) => s),
-        this.#client.accessSecretVersion({ name: `${path}/versions/latest` }, this.#call).then(([a]) => a),
-      ]);
-      const holder = secret.annotations?.[NAME];
-      if (holder !== undefined && holder !== name) return undefined;
-      // Annotated as deleted: a tombstone, a delete that stopped half-way, or a write not done yet.
-      if (secret.annotations?.[DELETED] === "true") return undefined;
-      // proto3 leaves an empty value's bytes off the wire.
-      const data = access.payload?.data ?? new Uint8Array();
-      const labels = { ...(secret.labels ?? {}) };
-      return {
-        value: Buffer.from(data as Uint8Array | string).toString("utf8"),
-        version: access.name?.split("/").at(-1) ?? "",
-        ...(Object.keys(labels).length > 0 && { tags: labels }),
-      };
+      [access] = await this.#client.accessSecretVersion({ name: `${path}/versions/latest` }, this.#call);
     } catch (err) {
       // No secret, or no enabled version left (a tombstone): either way no value.
       if (codeOf(err) === NOT_FOUND || codeOf(err) === FAILED_PRECONDITION) return undefined;
       throw classifyBackendError(err, "google secret manager get");
     }
+    // Then the secret itself: whose it is, whether it is marked deleted, its labels.
+    let secret: Secret | undefined;
+    try {
+      [secret] = await this.#client.getSecret({ name: path }, this.#call);
+    } catch (err) {
+      if (codeOf(err) === NOT_FOUND) return undefined; // deleted since
+      // Granted only versions.access (roles/secretmanager.secretAccessor, all LiteLLM needs): a
+      // name that is its own secret id reads as LiteLLM reads it, without its tags. A mapped name
+      // cannot be told from another name of its id without the annotations.
+      if (codeOf(err) !== PERMISSION_DENIED || this.keyOf(name) !== name) {
+        throw classifyBackendError(
+          err,
+          "google secret manager get (the secret's annotations: secretmanager.secrets.get, roles/secretmanager.viewer)",
+        );
+      }
+    }
+    const holder = secret?.annotations?.[NAME];
+    if (holder !== undefined && holder !== name) return undefined;
+    // Annotated as deleted: a tombstone, a delete that stopped half-way, or a write not done yet.
+    if (secret?.annotations?.[DELETED] === "true") return undefined;
+    // proto3 leaves an empty value's bytes off the wire.
+    const data = access.payload?.data ?? new Uint8Array();
+    const labels = { ...(secret?.labels ?? {}) };
+    return {
+      value: Buffer.from(data as Uint8Array | string).toString("utf8"),
+      version: access.name?.split("/").at(-1) ?? "",
+      ...(Object.keys(labels).length > 0 && { tags: labels }),
+    };
   }
 
   put(name: string, value: string, options: PutOptions = {}): Promise<PutOutcome> {
