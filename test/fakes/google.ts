@@ -543,6 +543,11 @@ export class FakeGoogle {
   }
 
   #find(name: unknown): FakeSecret {
+    // Google refuses a resource name whose secret id it could not hold (255 characters of [A-Za-z0-9_-]).
+    const id = /^projects\/[^/]+\/secrets\/([^/]*)$/.exec(String(name))?.[1];
+    if (id === undefined || !/^[A-Za-z0-9_-]{1,255}$/.test(id)) {
+      throw new GrpcError(grpc.status.INVALID_ARGUMENT, "invalid secret name");
+    }
     const secret = this.secrets.get(String(name));
     if (!secret) throw new GrpcError(grpc.status.NOT_FOUND, `Secret [${String(name)}] not found or has no versions.`);
     return secret;

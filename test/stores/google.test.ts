@@ -181,6 +181,28 @@ describe("google_secret_manager over gRPC", () => {
     await store.close?.();
   });
 
+  it("refuses before any call a name longer than a secret id (255) and more than 64 labels", async () => {
+    const fake = await google();
+    const store = await open();
+    const longest = `K${"a".repeat(254)}`;
+    const v = value("longest");
+    expect(await store.put(longest, v)).toBe("created");
+    expect((await store.get(longest))?.value).toBe(v);
+    fake.calls.length = 0;
+    const tooLong = `K${"a".repeat(255)}`; // SPEC takes 256
+    expect(await codeOf(store.get(tooLong))).toBe("invalid_name");
+    expect(await codeOf(store.put(tooLong, value("too-long")))).toBe("invalid_name");
+    expect(await codeOf(store.delete(tooLong, { ifNewerThan: { at: 1_000 } }))).toBe("invalid_name");
+    expect(fake.calls).toEqual([]);
+    // Tags become labels, 64 at most: the caller's, or config's creation defaults.
+    const tags = Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`t${i}`, "x"]));
+    expect(await codeOf(store.put("MANY", value("many"), { meta: { tags } }))).toBe("invalid_request");
+    expect(fake.calls).toEqual([]);
+    expect(await codeOf(store.put("MANY", value("many"), { meta: { whenCreated: { tags } } }))).toBe("invalid_request");
+    expect(fake.calls.filter((c) => c.method !== "GetSecret")).toEqual([]);
+    await store.close?.();
+  });
+
   it("a delete destroys every version and keeps the secret as a tombstone; with purge it deletes the secret", async () => {
     const fake = await google();
     const store = await open();

@@ -6,10 +6,11 @@
  * Reached only as `@llm-secrets/core/stores/google`: importing the core root loads no Google
  * library, and the library itself is imported when the store opens.
  *
- * - Names: secret ids take `[A-Za-z0-9_-]`; every other character of a name becomes `-` (`keyOf`),
- *   and the name as written is kept in the annotation `llm-secrets.name`. A write whose id already
- *   holds another name is `409 name_conflict`; a read of a name whose id holds another is no
- *   secret. A secret made elsewhere (no annotation) is read, and adopted on the first write.
+ * - Names: secret ids take `[A-Za-z0-9_-]`, 255 at most (a longer name is `400 invalid_name` before
+ *   any call); every other character of a name becomes `-` (`keyOf`), and the name as written is
+ *   kept in the annotation `llm-secrets.name`. A write whose id already holds another name is
+ *   `409 name_conflict`; a read of a name whose id holds another is no secret. A secret made
+ *   elsewhere (no annotation) is read, and adopted on the first write.
  * - Read: `versions/latest:access`, then (when it holds a value) the secret itself, for its name,
  *   deleted mark and labels. An identity granted only `secretmanager.versions.access`
  *   (`roles/secretmanager.secretAccessor`, all LiteLLM needs) is refused the secret: a name that is
@@ -38,12 +39,13 @@
  * time in this process; between processes, a late delete arriving while a newer write is between
  * its version and its time can destroy that version (the write's own redelivery cannot repair it:
  * its time is recorded).
- * Records: the version number and the tags (labels: lower-case letters, digits, `_` and `-`).
+ * Records: the version number and the tags (labels: lower-case letters, digits, `_` and `-`; 64 at
+ * most, more is `400 invalid_request` before any write).
  * Retries: the library's, 3 attempts on UNAVAILABLE, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED.
  */
 import type * as Sdk from "@google-cloud/secret-manager";
 import * as z from "zod/mini";
-import { InvalidInput } from "../errors";
+import { InvalidInput, InvalidName } from "../errors";
 import { isValidName } from "../names";
 import {
   type ChangeStamp,
@@ -73,6 +75,10 @@ const ID = "llm-secrets.change-id";
 const DELETED = "llm-secrets.deleted";
 /** Google keeps a secret's annotations, keys and values together, under 16 KiB (UTF-8). */
 const MAX_ANNOTATION_BYTES = 16 * 1024;
+/** Secret ids are 1 to 255 characters (names go up to 256). */
+const MAX_ID = 255;
+/** Labels on a secret, at most. */
+const MAX_LABELS = 64;
 const LABEL_KEY = /^[a-z][a-z0-9_-]{0,62}$/;
 const LABEL_VALUE = /^[a-z0-9_-]{0,63}$/;
 
@@ -280,8 +286,13 @@ export class GoogleSecretManagerStore implements SecretStore {
 
   // ---------------------------------------------------------------------------------------------
 
+  /** The secret's resource name, refused before any call when its id is longer than Google takes. */
   #path(name: string): string {
-    return `projects/${this.#project}/secrets/${this.keyOf(name)}`;
+    const id = this.keyOf(name);
+    if (id.length > MAX_ID) {
+      throw new InvalidName(`Google Secret Manager takes secret ids of at most ${MAX_ID} characters`);
+    }
+    return `projects/${this.#project}/secrets/${id}`;
   }
 
   /** The secret `name` lands on, with its last change; a conflict when it holds another name. */
@@ -371,7 +382,13 @@ function checkedAnnotations(current: Secret["annotations"], ours: Record<string,
 
 /** Tags become labels, whose alphabet is narrow: a tag outside it is refused rather than changed. */
 function checkedLabels(tags: Readonly<Record<string, string>> | undefined): Record<string, string> {
-  for (const [k, v] of Object.entries(tags ?? {})) {
+  const entries = Object.entries(tags ?? {});
+  if (entries.length > MAX_LABELS) {
+    throw new InvalidInput(
+      `Google Secret Manager keeps at most ${MAX_LABELS} labels on a secret: ${entries.length} tags cannot be its labels`,
+    );
+  }
+  for (const [k, v] of entries) {
     if (!LABEL_KEY.test(k) || !LABEL_VALUE.test(v)) {
       throw new InvalidInput(
         `the tag ${k.slice(0, 64)} cannot be a Google label: keys and values take lower-case letters, digits, _ and - (keys start with a letter, 63 characters at most)`,
