@@ -354,6 +354,24 @@ describe("google_secret_manager changes that stop half-way", () => {
     expect(await codeOf(store.put("FRESH", value("x"), { meta }))).toBe("invalid_request");
     await store.close?.();
   });
+
+  it("a write over a tombstone sets labels as a creation does: the creation defaults, not the deleted secret's", async () => {
+    const fake = await google();
+    const store = await open();
+    await store.put("REBORN", value("one"), { meta: { tags: { old: "x" } } });
+    expect(await store.delete("REBORN", { ifNewerThan: { at: Date.now(), id: "d1" } })).toBe("deleted");
+    const defaults = { meta: { whenCreated: { tags: { team: "new" } } } };
+    expect(await store.put("REBORN", value("two"), defaults)).toBe("created");
+    expect((await store.get("REBORN"))?.tags).toEqual({ team: "new" });
+    expect(fake.secrets.get(`projects/${fake.project}/secrets/REBORN`)?.labels).toEqual({ team: "new" });
+    // Live again, the defaults no longer apply; deleted once more, with no defaults, no labels.
+    await store.put("REBORN", value("three"), { meta: { whenCreated: { tags: { team: "other" } } } });
+    expect((await store.get("REBORN"))?.tags).toEqual({ team: "new" });
+    await store.delete("REBORN");
+    expect(await store.put("REBORN", value("four"))).toBe("created");
+    expect((await store.get("REBORN"))?.tags).toBeUndefined();
+    await store.close?.();
+  });
 });
 
 describe("google_secret_manager faults (the library's 3 attempts)", () => {

@@ -17,7 +17,8 @@
  *   its own id then reads as LiteLLM reads it (no tags, no owner or deleted-mark check), a mapped
  *   name is `backend_denied`.
  * - Write: create the secret if missing (automatic replication; `tags` as labels), then add a
- *   version. Differs from LiteLLM, which only reads.
+ *   version; over a tombstone, its labels are set as on creation (the caller's tags, else the
+ *   creation defaults). Differs from LiteLLM, which only reads.
  * - Delete: every version is destroyed and the secret stays, annotated as deleted (the tombstone),
  *   so a late event cannot revive the name; `LLM_SECRETS_GOOGLE_PURGE=true` deletes the secret
  *   itself instead (no tombstone). An event's delete of a name never written creates an empty
@@ -209,11 +210,14 @@ export class GoogleSecretManagerStore implements SecretStore {
       }
       // Checked before the version: with the secret's own annotations they must still fit.
       const notes = checkedAnnotations(found?.secret.annotations ?? { [NAME]: name }, ours);
+      // Over a tombstone the name is made anew: the caller's tags, else the creation defaults, and
+      // none of the deleted secret's labels. Over a live secret, the caller's tags if any.
+      const newLabels = found?.deleted ? (labels ?? checkedLabels(meta?.whenCreated?.tags)) : labels;
       await this.#client.addSecretVersion(
         { parent: this.#path(name), payload: { data: Buffer.from(value, "utf8") } },
         this.#call,
       );
-      await this.#update(name, notes, found !== undefined ? labels : undefined);
+      await this.#update(name, notes, found !== undefined ? newLabels : undefined);
       // Over a tombstone, created; over an empty secret another writer (or a stopped attempt) made, updated.
       return created || (found?.deleted === true && found.stamp !== undefined) ? "created" : "updated";
     } catch (err) {
