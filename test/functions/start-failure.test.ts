@@ -36,18 +36,24 @@ function expectStartFailure(status: number, headers: Headers | Record<string, st
   });
 }
 
+/** A store whose first open fails (a volume not mounted yet) and whose later ones work; `opens()` counts them. */
+function flakyStore() {
+  let count = 0;
+  const flaky: StoreFactory = {
+    ...memoryStore,
+    open: async (settings, deps) => {
+      count++;
+      if (count === 1) throw new StoreUnavailable("the secrets volume is not mounted yet");
+      return memoryStore.open(settings as never, deps);
+    },
+  };
+  return { flaky, opens: () => count };
+}
+
 describe("a start that fails", () => {
   it("is tried again by the first invocation after START_RETRY_MS, not before, and logged each time", async () => {
     let clock = 1_000_000;
-    let opens = 0;
-    const flaky: StoreFactory = {
-      ...memoryStore,
-      open: async (settings, deps) => {
-        opens++;
-        if (opens === 1) throw new StoreUnavailable("the secrets volume is not mounted yet");
-        return memoryStore.open(settings as never, deps);
-      },
-    };
+    const { flaky, opens } = flakyStore();
     const logs: string[] = [];
     const runtime = startOnFirstUse({
       stores: [flaky],
@@ -60,10 +66,10 @@ describe("a start that fails", () => {
     await expect(runtime()).rejects.toThrow("the secrets volume is not mounted yet");
     const health = await runtime.fetch(new Request("http://localhost/health"), { path: "/health" });
     expectStartFailure(health.status, health.headers, await health.text());
-    expect(opens).toBe(1); // no start storm while the pause runs
+    expect(opens()).toBe(1); // no start storm while the pause runs
     clock += 1;
     const rt = await runtime();
-    expect(opens).toBe(2);
+    expect(opens()).toBe(2);
     expect(await runtime()).toBe(rt); // started: kept
     expect((await runtime.fetch(new Request("http://localhost/health"), { path: "/health" })).status).toBe(200);
     const failures = logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "llm-secrets could not start");
@@ -75,15 +81,7 @@ describe("a start that fails", () => {
 
   it("is tried again at once when the clock steps back (the pause would last the step)", async () => {
     let clock = 1_000_000;
-    let opens = 0;
-    const flaky: StoreFactory = {
-      ...memoryStore,
-      open: async (settings, deps) => {
-        opens++;
-        if (opens === 1) throw new StoreUnavailable("the secrets volume is not mounted yet");
-        return memoryStore.open(settings as never, deps);
-      },
-    };
+    const { flaky, opens } = flakyStore();
     const runtime = startOnFirstUse({
       stores: [flaky],
       env: { LITELLM_MASTER_KEY: newKey() },
@@ -93,7 +91,7 @@ describe("a start that fails", () => {
     await expect(runtime()).rejects.toThrow("the secrets volume is not mounted yet");
     clock -= 3_600_000; // NTP steps the clock back an hour
     const rt = await runtime();
-    expect(opens).toBe(2);
+    expect(opens()).toBe(2);
     await rt.close();
   });
 });
