@@ -62,3 +62,13 @@ export async function readPemFile(path: string, variable: string): Promise<Buffe
     throw new ConfigError(`${variable}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? "error"})`);
   }
 }
+
+/** An http:// or https:// URL without a query or fragment: a base that a store's API paths are appended to. */
+export function isBaseUrl(raw: string): boolean {
+  try {
+    const url = new URL(raw.trim());
+    return (url.protocol === "https:" || url.protocol === "http:") && url.search === "" && url.hash === "";
+  } catch {
+    return false;
+  }
+}

@@ -50,7 +50,7 @@ import { Document, Scalar, YAMLSeq } from "yaml";
 import * as z from "zod/mini";
 import { InvalidInput } from "../errors";
 import { isValidName } from "../names";
-import { type OutboundTls, readPemFile } from "../outbound-tls";
+import { isBaseUrl, type OutboundTls, readPemFile } from "../outbound-tls";
 import {
   KeyedQueue,
   type ListOptions,
@@ -83,15 +83,6 @@ const CALL_TIMEOUT_MS = 30_000;
 /** What Conjur's `blank?` refuses in a raw body: nothing, or ASCII white space only. */
 const BLANK = /^[\t\n\v\f\r ]*$/;
 
-function isApiBase(raw: string): boolean {
-  try {
-    const url = new URL(raw.trim());
-    return (url.protocol === "https:" || url.protocol === "http:") && url.search === "" && url.hash === "";
-  } catch {
-    return false;
-  }
-}
-
 const text = z.optional(z.string());
 
 export const CyberArkSettings = z.object({
@@ -99,7 +90,7 @@ export const CyberArkSettings = z.object({
   env: z
     .object({
       CYBERARK_API_BASE: z.optional(
-        z.string().check(z.refine(isApiBase, "expected an http:// or https:// URL without a query")),
+        z.string().check(z.refine(isBaseUrl, "expected an http:// or https:// URL without a query")),
       ),
       CYBERARK_ACCOUNT: text,
       CYBERARK_USERNAME: text,

@@ -20,23 +20,13 @@
  * Records: the value only; no change times (Infisical keeps none we can set), so no compare-and-set.
  */
 import * as z from "zod/mini";
-import type { OutboundTls } from "../outbound-tls";
+import { isBaseUrl, type OutboundTls } from "../outbound-tls";
 import type { DeleteOutcome, PutOptions, PutOutcome, SecretRecord, SecretStore, StoreFactory } from "../secret-store";
 import { classifyBackendError } from "../store-errors";
 
 const DEFAULT_URL = "https://app.infisical.com";
 /** Each call's deadline (the outbound client's own limit is 600 s, for streamed LLM answers). */
 const CALL_TIMEOUT_MS = 30_000;
-
-/** An http:// or https:// URL without a query or fragment (the API paths are appended to it). */
-function isBaseUrl(raw: string): boolean {
-  try {
-    const url = new URL(raw.trim());
-    return (url.protocol === "https:" || url.protocol === "http:") && url.search === "" && url.hash === "";
-  } catch {
-    return false;
-  }
-}
 
 const NO_PROJECT = "set the id of the Infisical project that holds the secrets (its Project Settings show it)";
 
