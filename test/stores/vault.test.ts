@@ -612,6 +612,22 @@ describe("logins", () => {
     expect([logins(), tokens().size]).toEqual([2, 2]);
   });
 
+  it('a token refused as "invalid token" again right after the login a 403 brought: the 403 stands for 30 s, no login per call', async () => {
+    // A standby node behind, a balancer over two clusters: the new token is refused too.
+    const { clock, fake, store, logins } = await approleStore();
+    await store.get("A");
+    for (let i = 0; i < 10; i++) {
+      clock.advance(2_000);
+      fake.expireLoginTokens();
+      await store.get("A").catch(() => undefined);
+    }
+    expect(logins()).toBe(2); // the first, and the one the first refusal brought
+    clock.advance(30_000);
+    fake.expireLoginTokens();
+    expect((await store.get("A"))?.value).toBe("a"); // past 30 s: one more login, which Vault takes
+    expect(logins()).toBe(3);
+  });
+
   it('the policy\'s 403 ("permission denied" alone) is backend_denied with no login: refused puts 30 s apart log in once in all', async () => {
     // A put under a read-only policy: the metadata read passes, the data write is refused.
     const { clock, fake, store, logins } = await approleStore({ tokenTtlSeconds: 3600, policy: (m) => m !== "POST" });

@@ -27,9 +27,9 @@
  *   `default` policy allows: the token answering is the policy's refusal (and the token counts as
  *   good for 30 s, so steady refused calls make one lookup per 30 s, not one each); refused with
  *   "invalid token", a bad token; refused with only "permission denied", an older Vault's bad token
- *   or a token without the `default` policy, so a token that such a refusal made us log in for is
- *   not replaced that way again for 30 s. Not on a token under a second old (Vault has not caught
- *   up with it). The login namespace goes only into the `X-Vault-Namespace` header of the login
+ *   or a token without the `default` policy. A token that a 403 made us log in for is not replaced
+ *   that way again for 30 s (a standby behind, a balancer over two clusters would otherwise cost a
+ *   login per call). Not on a token under a second old (Vault has not caught up with it). The login namespace goes only into the `X-Vault-Namespace` header of the login
  *   and of its token's renewal and lookup (a namespaced token is not found elsewhere); secret calls
  *   carry none (vault.ts puts the secret namespace in the path). Concurrent callers share one
  *   login, renewal or lookup.
@@ -102,8 +102,7 @@ const FRESH_TOKEN_MS = 1_000;
 /**
  * How long a token `lookup-self` found good stays good for 403s without "invalid token" (they are
  * the policy's): one lookup per this long under steady refused calls, not one per call. Also how
- * long a token logged in for after an unclear lookup refusal (an older Vault's, or a token without
- * the `default` policy) is not replaced that way again.
+ * long a token logged in for after a 403 is not replaced that way again.
  */
 const CHECKED_TOKEN_MS = 30_000;
 
@@ -144,8 +143,8 @@ interface Lease {
   /** 0: the token does not expire. */
   leaseMs: number;
   renewable: boolean;
-  /** Logged in because `lookup-self` was refused without saying "invalid token" (unclear: see the header). */
-  afterUnclear?: boolean;
+  /** Logged in because a 403 refused the token before it (found bad, or unclear: see the header). */
+  after403?: boolean;
   /** When `lookup-self` last found this token good. */
   checkedAt?: number;
   /** After a renewal failed: not tried again before then (each call would wait on it). */
@@ -243,10 +242,11 @@ export class VaultClient {
     if (lease !== undefined && now() - lease.obtainedAt < FRESH_TOKEN_MS) return undefined;
     const verdict = saysInvalidToken(answer) ? "bad" : await this.#check(lease, token, what);
     if (verdict === "good") return undefined;
-    if (verdict === "unclear" && lease?.afterUnclear && now() - lease.obtainedAt < CHECKED_TOKEN_MS) return undefined;
+    // A token a 403 brought refused again within 30 s (a standby behind, a balancer over two
+    // clusters): the 403 stands, rather than a login (a secret_id use, a live token) per call.
+    if (lease?.after403 && now() - lease.obtainedAt < CHECKED_TOKEN_MS) return undefined;
     log.info("vault token refused: logging in again", { method: auth.method });
-    const afterUnclear = verdict === "unclear";
-    return (await this.#refresh(async () => ({ ...(await this.#login(what)), afterUnclear }))).token;
+    return (await this.#refresh(async () => ({ ...(await this.#login(what)), after403: true }))).token;
   }
 
   /**
