@@ -115,6 +115,12 @@ function processIo(): CliIo {
   };
 }
 
+/** The command the arguments name (options may come first: `--port 4000 serve`), as `run` reads it. */
+export function commandOf(argv: string[]): string | undefined {
+  const { positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: false });
+  return positionals[0];
+}
+
 /** Where the first unknown option is (1-based), by node's own reading of the arguments. */
 function unknownOptionPosition(argv: string[]): number {
   const { tokens } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: false, tokens: true });

@@ -1,5 +1,5 @@
 // The `llm-secrets` command's entry: what core/build.mjs bundles into dist/cli.mjs.
-import { main } from "./cli";
+import { commandOf, main } from "./cli";
 
 // Under Node 20 the AWS SDK prints a seven-line notice on every command that opens an AWS store
 // (its releases from January 2027 need Node 22), before the command's own one line: README says
@@ -10,7 +10,7 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
 // and a command whose answer was lost does not exit 0. `serve` goes on without its audit lines
 // (log.ts says so on stderr), and a routine stop later is still a clean one.
 const argv = process.argv.slice(2);
-const answers = argv[0] !== "serve";
+const answers = commandOf(argv) !== "serve";
 let stdoutFailed = false;
 let code: number | undefined;
 process.stdout.on("error", () => {

@@ -141,7 +141,8 @@ describe("stopping", () => {
     const key = newKey();
     const server = await ServerProcess.start({
       env: cleanEnv({ LITELLM_MASTER_KEY: key, LLM_SECRETS_DATA_DIR: join(dir, "data") }),
-      args: ["--port", "0"],
+      // Options before the command, as the CLI takes them: still `serve`.
+      command: { file: process.execPath, args: [cliPath(), "--port", "0", "serve"] },
     });
     try {
       server.child.stdout?.destroy(); // a log shipper restarting, `serve | head -1`
