@@ -11,8 +11,9 @@ import { bundleCore } from "../../core/build.mjs";
 import { KeyRing } from "../../core/src/crypto";
 import { ConfigError, SecretsError } from "../../core/src/errors";
 import { createLogger, silentLogger } from "../../core/src/log";
+import type { SecretStore } from "../../core/src/secret-store";
 import { loadSettings } from "../../core/src/settings";
-import { CUSTOM_READ_TIMEOUT_MS, customStore } from "../../core/src/stores/custom";
+import { CUSTOM_TIMEOUT_MS, customStore } from "../../core/src/stores/custom";
 import { codeOf, newKey, serveStore, tempDir } from "../helpers";
 
 const FIXTURES = join(import.meta.dirname, "../fixtures");
@@ -100,9 +101,12 @@ describe("the custom store", () => {
     expect(readOnly.kind).toBe("custom-factory");
   });
 
-  it("bounds a read that never settles (30 s, backend_unavailable), for a class and a StoreFactory alike", async () => {
+  it("bounds a call that never settles (30 s, backend_unavailable), for a class and a StoreFactory alike", async () => {
     const dir = await tempDir();
-    await writeFile(join(dir, "hang.mjs"), "export default class { get() { return new Promise(() => {}); } }\n");
+    await writeFile(
+      join(dir, "hang.mjs"),
+      'export default class { get(n) { return n === "A" ? new Promise(() => {}) : undefined; } put() { return new Promise(() => {}); } }\n',
+    );
     await writeFile(
       join(dir, "hang-factory.mjs"),
       'export default { kind: "hang", settings: { safeParse: (input) => ({ success: true, data: input }) }, defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: false }, capabilities: { writes: false, deletes: false, compareAndSet: false, maxValueBytes: 1024, records: [] }, open: async () => ({ kind: "hang", keyOf: (n) => n, get: () => new Promise(() => {}), put: async () => "created", delete: async () => "absent" }) };\n',
@@ -112,7 +116,7 @@ describe("the custom store", () => {
     try {
       for (const store of stores) {
         const read = store.get("A").catch((e: unknown) => e);
-        await vi.advanceTimersByTimeAsync(CUSTOM_READ_TIMEOUT_MS - 1);
+        await vi.advanceTimersByTimeAsync(CUSTOM_TIMEOUT_MS - 1);
         let settled = false;
         void read.then(() => {
           settled = true;
@@ -121,6 +125,13 @@ describe("the custom store", () => {
         expect(settled).toBe(false);
         await vi.advanceTimersByTimeAsync(1);
         expect(await read).toMatchObject({ code: "backend_unavailable" });
+      }
+      // A write that never settles ends too; the next change of that name then runs (and ends alike).
+      const [plain] = stores as [SecretStore];
+      for (let i = 0; i < 2; i++) {
+        const write = plain.put("B", "v").catch((e: unknown) => e);
+        await vi.advanceTimersByTimeAsync(CUSTOM_TIMEOUT_MS);
+        expect(await write).toMatchObject({ code: "backend_unavailable" });
       }
     } finally {
       vi.useRealTimers();

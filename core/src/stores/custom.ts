@@ -73,9 +73,9 @@ function classifyCustomError(err: unknown, what: string): SecretsError {
  * and `watch` are its own; `list`, `watch` and `close` are there only when it has them.
  */
 function classifiedStore(store: SecretStore): SecretStore {
-  async function classified<T>(what: string, work: () => Promise<T>, bounded = false): Promise<T> {
+  async function classified<T>(what: string, work: () => Promise<T>, bounded = true): Promise<T> {
     try {
-      return await (bounded ? withinReadTimeout(work(), what) : work());
+      return await (bounded ? withinTimeout(work(), what) : work());
     } catch (err) {
       throw classifyCustomError(err, what);
     }
@@ -85,31 +85,32 @@ function classifiedStore(store: SecretStore): SecretStore {
   return {
     kind: store.kind,
     keyOf: (name, scope) => store.keyOf(name, scope),
-    get: (name, options) => classified("custom store get", () => store.get(name, options), true),
+    get: (name, options) => classified("custom store get", () => store.get(name, options)),
     put: (name, value, options) => classified("custom store put", () => store.put(name, value, options)),
     delete: (name, options) => classified("custom store delete", () => store.delete(name, options)),
-    ...(list && { list: (options: ListOptions) => classified("custom store list", () => list(options), true) }),
+    ...(list && { list: (options: ListOptions) => classified("custom store list", () => list(options)) }),
     ...(store.watch && { watch: (onChange: (names: string[]) => void) => store.watch?.(onChange) }),
-    ...(close && { close: () => classified("custom store close", close) }),
+    ...(close && { close: () => classified("custom store close", close, false) }),
   };
 }
 
-/** How long a custom store's read may take: past it, `backend_unavailable` (the built-in stores all have such bounds). */
-export const CUSTOM_READ_TIMEOUT_MS = 30_000;
+/** How long a custom store's call may take: past it, `backend_unavailable` (the built-in stores all have such bounds). */
+export const CUSTOM_TIMEOUT_MS = 30_000;
 
 /**
- * A read of a user's store, bounded: one that never settles would otherwise hold every later read
- * of its name (the cache shares one load per name) until a write.
+ * A call of a user's store, bounded: a read that never settles would otherwise hold every later
+ * read of its name (the cache shares one load per name), a write every later change of it (they
+ * run one after the other). A write cut off this way may still land: as with any backend timeout.
  */
-function withinReadTimeout<T>(read: Promise<T>, what: string): Promise<T> {
+function withinTimeout<T>(call: Promise<T>, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
-      () => reject(new BackendUnavailable(`${what}: no answer within ${CUSTOM_READ_TIMEOUT_MS / 1000} s`)),
-      CUSTOM_READ_TIMEOUT_MS,
+      () => reject(new BackendUnavailable(`${what}: no answer within ${CUSTOM_TIMEOUT_MS / 1000} s`)),
+      CUSTOM_TIMEOUT_MS,
     );
   });
-  return Promise.race([read, timeout]).finally(() => clearTimeout(timer));
+  return Promise.race([call, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** What a plain class may offer. */
@@ -137,7 +138,7 @@ export class PlainClassStore implements SecretStore {
   async get(name: string): Promise<SecretRecord | undefined> {
     let found: unknown;
     try {
-      found = await withinReadTimeout(Promise.resolve(this.inner.get(name)), "custom store get");
+      found = await withinTimeout(Promise.resolve(this.inner.get(name)), "custom store get");
     } catch (err) {
       throw classifyCustomError(err, "custom store get");
     }
@@ -155,7 +156,7 @@ export class PlainClassStore implements SecretStore {
     return this.#queues.run(name, async () => {
       const existed = (await this.get(name)) !== undefined;
       try {
-        await put(name, value);
+        await withinTimeout(Promise.resolve(put(name, value)), "custom store put");
       } catch (err) {
         throw classifyCustomError(err, "custom store put");
       }
@@ -169,7 +170,7 @@ export class PlainClassStore implements SecretStore {
     return this.#queues.run(name, async () => {
       const existed = (await this.get(name)) !== undefined;
       try {
-        await remove(name);
+        await withinTimeout(Promise.resolve(remove(name)), "custom store delete");
       } catch (err) {
         throw classifyCustomError(err, "custom store delete");
       }
