@@ -116,7 +116,7 @@ describe("google_secret_manager over gRPC", () => {
     await store.close?.();
   });
 
-  it("records in annotations Google takes (keys without /), kept under 16 KiB: beyond, invalid_request before any write", async () => {
+  it("records in annotations Google takes (keys without /), kept under 16 KiB: beyond, refused before any write", async () => {
     const fake = await google();
     const store = await open();
     await store.put("team/a", value("ann"), { ifNewerThan: { at: 1_000, id: "e".repeat(512) } });
@@ -144,7 +144,7 @@ describe("google_secret_manager over gRPC", () => {
       created: new Date(),
       etag: 1,
     });
-    expect(await codeOf(store.put("FULL", value("full")))).toBe("invalid_request");
+    expect(await codeOf(store.put("FULL", value("full")))).toBe("store_unavailable"); // not the caller's doing
     expect(fake.secrets.get(full)?.versions).toHaveLength(1);
     await store.close?.();
   });

@@ -30,8 +30,9 @@
  *
  * What it records: each change's time and event id in the annotations `llm-secrets.changed-at`,
  * `llm-secrets.change-id`, and `llm-secrets.deleted` (annotation keys take no `/`; keys and values
- * together stay under 16 KiB, so an event id too long for that is `400 invalid_request` before any
- * write). `ifNewerThan` is read-then-write: the secret is read, then written, so a writer between
+ * together stay under 16 KiB: a change that would not fit is refused before any write, `400
+ * invalid_request` when its own event id is too long, `500 store_unavailable` when the secret's
+ * other annotations leave no room). `ifNewerThan` is read-then-write: the secret is read, then written, so a writer between
  * the two can be overwritten; ties break by event id.
  * A change is several calls, ordered so that one stopped half-way is finished when its event comes
  * again: a write adds its version before recording its time (a new secret is made with no time),
@@ -62,7 +63,7 @@ import {
   type SecretStore,
   type StoreFactory,
 } from "../secret-store";
-import { classifyBackendError, NameConflict } from "../store-errors";
+import { classifyBackendError, NameConflict, StoreUnavailable } from "../store-errors";
 import { endpointUrl, googleCallOptions, googleTlsOptions } from "./google-config";
 import { loadSdk } from "./load-sdk";
 
@@ -374,14 +375,18 @@ function annotations(name: string, stamp: ChangeStamp, deleted: boolean): Record
  */
 function checkedAnnotations(current: Secret["annotations"], ours: Record<string, string>): Record<string, string> {
   const notes = { ...current, ...ours };
+  const bytes = annotationBytes(notes);
+  if (bytes < MAX_ANNOTATION_BYTES) return notes;
+  const message = `this change cannot be recorded: Google Secret Manager keeps less than 16 KiB of annotations on a secret, and its name, time and event id with the secret's other annotations come to ${bytes} bytes`;
+  // Ours alone (an event id of KiB, from a direct caller: events' ids are at most 512 characters)
+  // is the request's fault; a secret annotated elsewhere to the brim is the store's state.
+  throw annotationBytes(ours) >= MAX_ANNOTATION_BYTES ? new InvalidInput(message) : new StoreUnavailable(message);
+}
+
+function annotationBytes(notes: Record<string, string>): number {
   let bytes = 0;
   for (const [k, v] of Object.entries(notes)) bytes += Buffer.byteLength(k, "utf8") + Buffer.byteLength(v, "utf8");
-  if (bytes >= MAX_ANNOTATION_BYTES) {
-    throw new InvalidInput(
-      `this change cannot be recorded: Google Secret Manager keeps less than 16 KiB of annotations on a secret, and its name, time and event id with the secret's other annotations come to ${bytes} bytes`,
-    );
-  }
-  return notes;
+  return bytes;
 }
 
 /** Tags become labels, whose alphabet is narrow: a tag outside it is refused rather than changed. */
