@@ -173,10 +173,10 @@ describe("google_secret_manager over gRPC", () => {
     expect(await codeOf(accessor.put("OPENAI_API_KEY", value("no")))).toBe("backend_denied");
     expect(await codeOf(accessor.list({ limit: 10 }))).toBe("backend_denied");
     await accessor.close();
-    // With secrets.get, a name not there is one call: no GetSecret.
+    // With secrets.get, a read asks both at once (one round trip), and the version decides.
     fake.calls.length = 0;
     expect(await store.get("ABSENT")).toBeUndefined();
-    expect(fake.calls.map((c) => c.method)).toEqual(["AccessSecretVersion"]);
+    expect(fake.calls.map((c) => c.method).sort()).toEqual(["AccessSecretVersion", "GetSecret"]);
     expect(await store.get("OPENAI_API_KEY")).toEqual({ value: v, version: "1", tags: { team: "a" } });
     await store.close?.();
   });
@@ -384,9 +384,9 @@ describe("google_secret_manager faults (the library's 3 attempts)", () => {
     });
     await store.put("F", value("f"));
     fake.calls.length = 0;
-    fake.fail(times, fault);
+    fake.fail(times, fault, "AccessSecretVersion");
     const result = await store.get("F").catch((e: unknown) => e);
-    // A read is its latest version, then the secret: faults on the first end the read.
+    // A read asks the secret and its latest version at once; the version's faults end the read.
     await new Promise((r) => setTimeout(r, 200)); // an attempt too many would show up here
     await store.close();
     const perMethod = [fake.callsOf("GetSecret").length, fake.callsOf("AccessSecretVersion").length];

@@ -144,6 +144,12 @@ export class GoogleSecretManagerStore implements SecretStore {
 
   async get(name: string): Promise<SecretRecord | undefined> {
     const path = this.#path(name);
+    // The secret itself (whose it is, whether it is marked deleted, its labels) asked at the same
+    // time as its latest version: one round trip. The version decides first.
+    const meta = this.#client.getSecret({ name: path }, this.#call).then(
+      ([found]) => ({ secret: found as Secret }),
+      (err: unknown) => ({ err }),
+    );
     let access: Sdk.protos.google.cloud.secretmanager.v1.IAccessSecretVersionResponse;
     try {
       [access] = await this.#client.accessSecretVersion({ name: `${path}/versions/latest` }, this.#call);
@@ -152,11 +158,11 @@ export class GoogleSecretManagerStore implements SecretStore {
       if (codeOf(err) === NOT_FOUND || codeOf(err) === FAILED_PRECONDITION) return undefined;
       throw classifyBackendError(err, "google secret manager get");
     }
-    // Then the secret itself: whose it is, whether it is marked deleted, its labels.
+    const found = await meta;
     let secret: Secret | undefined;
-    try {
-      [secret] = await this.#client.getSecret({ name: path }, this.#call);
-    } catch (err) {
+    if ("secret" in found) secret = found.secret;
+    else {
+      const err = found.err;
       if (codeOf(err) === NOT_FOUND) return undefined; // deleted since
       // Granted only versions.access (roles/secretmanager.secretAccessor, all LiteLLM needs): a
       // name that is its own secret id reads as LiteLLM reads it, without its tags. A mapped name
@@ -164,7 +170,9 @@ export class GoogleSecretManagerStore implements SecretStore {
       if (codeOf(err) !== PERMISSION_DENIED || this.keyOf(name) !== name) {
         throw classifyBackendError(
           err,
-          "google secret manager get (the secret's annotations: secretmanager.secrets.get, roles/secretmanager.viewer)",
+          codeOf(err) === PERMISSION_DENIED
+            ? "google secret manager get (the secret's annotations: secretmanager.secrets.get, roles/secretmanager.viewer)"
+            : "google secret manager get",
         );
       }
     }
