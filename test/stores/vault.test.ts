@@ -724,7 +724,10 @@ describe("change times: custom_metadata and check-and-set", () => {
     const at = Date.now();
     const outcome = (id: string) => store.put("T", value("tie"), { ifNewerThan: { at, id } });
     expect(await outcome("a\tb")).toBe("created"); // Vault refuses a tab in custom_metadata
-    expect(fake.kv("secret/T")?.custom).toMatchObject({ llm_secrets_change_id: "a%09b" });
+    expect(fake.kv("secret/T")?.custom).toMatchObject({
+      llm_secrets_change_id: "a%09b",
+      llm_secrets_id_encoding: "percent",
+    });
     expect(await outcome("a\tb")).toBe("superseded"); // the same event again
     expect(await outcome("a\ta")).toBe("superseded");
     // "a b" > "a\tb" (a space sorts after a tab), though its stored form "a b" < "a%09b".
@@ -749,6 +752,26 @@ describe("change times: custom_metadata and check-and-set", () => {
     expect(Object.keys(fake.kv("secret/T")?.custom ?? {}).filter((k) => k.startsWith("llm_secrets_change_id"))).toEqual(
       ["llm_secrets_change_id"],
     );
+  });
+
+  it("an id recorded before ids were encoded is read as it was, and a record that would not fit Vault's 64 keys stops the change before it", async () => {
+    const { fake, store } = await setup();
+    const at = Date.now();
+    await store.put("OLD", value("old"), { ifNewerThan: { at, id: "first" } });
+    // As an earlier version recorded it: raw, no encoding marker. "evt%41b" < "evtAb" as strings.
+    const old = fake.kv("secret/OLD")?.custom as Record<string, string>;
+    old.llm_secrets_change_id = "evt%41b";
+    delete old.llm_secrets_id_encoding;
+    expect(await store.put("OLD", value("new"), { ifNewerThan: { at, id: "evtAb" } })).toBe("updated");
+    // Another tool's 61 keys leave no room for our 4 (64 at most): refused before the value is written.
+    await store.put("FULL", value("full"));
+    const full = fake.kv("secret/FULL");
+    for (let i = 0; i < 61; i++) (full?.custom as Record<string, string>)[`other_${i}`] = "x";
+    const version = full?.currentVersion;
+    expect(await codeOf(store.put("FULL", value("more"), { ifNewerThan: { at: Date.now() + 60_000, id: "e" } }))).toBe(
+      "store_unavailable",
+    );
+    expect(fake.kv("secret/FULL")?.currentVersion).toBe(version);
   });
 
   it("a late event is superseded without a write; a newer one applies", async () => {

@@ -37,8 +37,11 @@
  * to 512 bytes, every character printable (`validateCustomMetadata`), and an event id may be 512
  * characters of anything: the id is stored percent-encoded (printable ASCII as it is but `%`, any
  * other UTF-16 unit `%XX` or `%uXXXX`), in pieces of at most 512 bytes when longer
- * (`llm_secrets_change_id_2`, `_3`, ...), and read back decoded, exactly: ids break ties by their
- * order, which neither the encoded form nor a digest keeps. A delete leaves the
+ * (`llm_secrets_change_id_2`, `_3`, ...), marked `llm_secrets_id_encoding: percent` when encoding
+ * changed it, and read back decoded, exactly: ids break ties by their order, which neither the
+ * encoded form nor a digest keeps (an unmarked id, recorded before ids were encoded, is read as it
+ * is). Vault keeps 64 keys: a change whose record would not fit beside other tools' keys is
+ * `store_unavailable` before it is made. A delete leaves the
  * soft-deleted version and this record: that is the tombstone, kept as long as the secret's
  * metadata (Vault forgets it only when someone deletes the metadata). A delete of a name never
  * written creates the metadata alone, to carry its tombstone. Records: `version` (the KV version)
@@ -109,11 +112,15 @@ const META_AT = "llm_secrets_changed_at";
 const META_ID = "llm_secrets_change_id";
 const META_VERSION = "llm_secrets_version";
 const META_DELETED = "llm_secrets_deleted";
-const OUR_META = [META_AT, META_ID, META_VERSION, META_DELETED];
+/** "percent": the change id is recorded encoded (`changeIdPieces`); absent, as it was (no escape needed, or recorded before encoding). */
+const META_ID_ENCODING = "llm_secrets_id_encoding";
+const OUR_META = [META_AT, META_ID, META_VERSION, META_DELETED, META_ID_ENCODING];
 /** The pieces of a change id after the first (`llm_secrets_change_id_2`, ...). */
 const META_ID_PIECE = /^llm_secrets_change_id_[0-9]+$/;
 /** Vault's largest `custom_metadata` value, in bytes. */
 const MAX_META_VALUE_BYTES = 512;
+/** Vault's most `custom_metadata` keys on a secret. */
+const MAX_META_KEYS = 64;
 
 /** Rounds of read-then-check-and-set before a put gives up to writers that keep getting in first. */
 const MAX_ROUNDS = 5;
@@ -378,6 +385,7 @@ export class VaultStore implements SecretStore {
           }
           return "superseded";
         }
+        customMetadata(recorded.custom, change ?? { at: 0 }, 0, false); // room for the record, before the write
         const version = await this.#writeData(name, value, recorded.currentVersion, what);
         if (version === undefined) continue; // another writer got in first: read and decide again
         await this.#record(name, recorded.custom, change ?? { at: this.#now() }, version, false, what);
@@ -394,6 +402,7 @@ export class VaultStore implements SecretStore {
       const change = options.ifNewerThan;
       const recorded = await this.#recorded(name, change !== undefined, what);
       if (change && !isNewer(change, true, recorded.stamp, recorded.stampIsDelete)) return "superseded";
+      customMetadata(recorded.custom, change ?? { at: 0 }, 0, true); // room for the record, before the delete
       if (recorded.live) {
         const answer = await this.#client.call({ method: "DELETE", path: this.#path("data", name) }, what);
         if (answer.status >= 300 && !this.#absent(answer, what)) {
@@ -536,22 +545,47 @@ export class VaultStore implements SecretStore {
     deleted: boolean,
     what: string,
   ): Promise<void> {
-    const kept = Object.fromEntries(
-      Object.entries(custom).filter(([k]) => !OUR_META.includes(k) && !META_ID_PIECE.test(k)),
-    );
-    // An empty id orders as none (`isNewer`), and Vault refuses an empty value.
-    const pieces = stamp.id ? changeIdPieces(stamp.id) : [];
-    const custom_metadata = {
-      ...kept,
-      [META_AT]: String(stamp.at),
-      ...Object.fromEntries(pieces.map((piece, i) => [i === 0 ? META_ID : `${META_ID}_${i + 1}`, piece])),
-      [META_VERSION]: String(version),
-      [META_DELETED]: String(deleted),
-    };
+    const custom_metadata = customMetadata(custom, stamp, version, deleted);
     const path = this.#path("metadata", name);
     const answer = await this.#client.call({ method: "POST", path, body: { custom_metadata } }, what);
     if (answer.status >= 300) throw this.#client.failure(answer, `${what} (change time)`);
   }
+}
+
+/**
+ * The secret's custom metadata with our record of a change in place of the last, keeping the keys
+ * that are not ours. Vault keeps at most 64 keys: a secret other tools have filled so that ours do
+ * not fit is `store_unavailable`, checked before the change is made (else its value would land
+ * with no record of its time, and every redelivery fail alike).
+ */
+function customMetadata(
+  custom: Record<string, string>,
+  stamp: ChangeStamp,
+  version: number,
+  deleted: boolean,
+): Record<string, string> {
+  const kept = Object.fromEntries(
+    Object.entries(custom).filter(([k]) => !OUR_META.includes(k) && !META_ID_PIECE.test(k)),
+  );
+  // An empty id orders as none (`isNewer`), and Vault refuses an empty value.
+  const pieces = stamp.id ? changeIdPieces(stamp.id) : [];
+  const metadata = {
+    ...kept,
+    [META_AT]: String(stamp.at),
+    ...Object.fromEntries(pieces.map((piece, i) => [i === 0 ? META_ID : `${META_ID}_${i + 1}`, piece])),
+    // Marked only when encoding changed the id: an id recorded bare (before ids were encoded, or
+    // one needing no escape) reads back as it is.
+    ...(pieces.join("") !== (stamp.id ?? "") && { [META_ID_ENCODING]: "percent" }),
+    [META_VERSION]: String(version),
+    [META_DELETED]: String(deleted),
+  };
+  const keys = Object.keys(metadata).length;
+  if (keys > MAX_META_KEYS) {
+    throw new StoreUnavailable(
+      `vault: this change cannot be recorded: the secret's custom_metadata would hold ${keys} keys (${Object.keys(kept).length} of other tools), and Vault keeps ${MAX_META_KEYS}`,
+    );
+  }
+  return metadata;
 }
 
 /** A configured path or a name (`kv/prod`, `team/key`) as URL segments, each encoded. */
@@ -628,12 +662,13 @@ function changeIdPieces(id: string): string[] {
 }
 
 /**
- * The recorded event id, decoded: its pieces joined in order. A `%` that starts no escape is
- * kept as it is (an id recorded before ids were encoded).
+ * The recorded event id: its pieces joined in order, decoded when the record says it was encoded
+ * (an id recorded before ids were encoded is taken as it is, `%41` included).
  */
 function changeIdOf(custom: Record<string, string>): string | undefined {
   const first = custom[META_ID];
   if (first === undefined) return undefined;
+  if (custom[META_ID_ENCODING] !== "percent") return first;
   const pieces = [first];
   for (let n = 2, piece = custom[`${META_ID}_${n}`]; piece !== undefined; piece = custom[`${META_ID}_${++n}`]) {
     pieces.push(piece);
