@@ -752,6 +752,14 @@ describe("change times: custom_metadata and check-and-set", () => {
     expect(Object.keys(fake.kv("secret/T")?.custom ?? {}).filter((k) => k.startsWith("llm_secrets_change_id"))).toEqual(
       ["llm_secrets_change_id"],
     );
+    // 600 plain characters: two pieces, no escape (so no mark), read back whole.
+    const plain = (id: string) =>
+      store.put("T", value("plain"), { ifNewerThan: { at: at + 1, id: "p".repeat(599) + id } });
+    expect(await plain("a")).toBe("created"); // over the delete above
+    expect(fake.kv("secret/T")?.custom).toHaveProperty("llm_secrets_change_id_2");
+    expect(fake.kv("secret/T")?.custom).not.toHaveProperty("llm_secrets_id_encoding");
+    expect(await plain("a")).toBe("superseded");
+    expect(await plain("b")).toBe("updated"); // differs in the second piece only
   });
 
   it("an id recorded before ids were encoded is read as it was, and a record that would not fit Vault's 64 keys stops the change before it", async () => {

@@ -668,16 +668,15 @@ function changeIdPieces(id: string): string[] {
 function changeIdOf(custom: Record<string, string>): string | undefined {
   const first = custom[META_ID];
   if (first === undefined) return undefined;
-  if (custom[META_ID_ENCODING] !== "percent") return first;
   const pieces = [first];
   for (let n = 2, piece = custom[`${META_ID}_${n}`]; piece !== undefined; piece = custom[`${META_ID}_${++n}`]) {
     pieces.push(piece);
   }
-  return pieces
-    .join("")
-    .replace(/%(?:u([0-9A-Fa-f]{4})|([0-9A-Fa-f]{2}))/g, (_, wide: string | undefined, narrow: string) =>
-      String.fromCharCode(Number.parseInt(wide ?? narrow, 16)),
-    );
+  const joined = pieces.join("");
+  if (custom[META_ID_ENCODING] !== "percent") return joined;
+  return joined.replace(/%(?:u([0-9A-Fa-f]{4})|([0-9A-Fa-f]{2}))/g, (_, wide: string | undefined, narrow: string) =>
+    String.fromCharCode(Number.parseInt(wide ?? narrow, 16)),
+  );
 }
 
 function stringsOf(value: unknown): Record<string, string> {
