@@ -171,6 +171,12 @@ export class FakeVault {
     this.#faults.push({ fault, left: times, match });
   }
 
+  /**
+   * As a standby node behind the active one, or one cluster of two behind a balancer: while set,
+   * no token is known on the paths that need one (logins still succeed), so each is "invalid".
+   */
+  behind = false;
+
   /** Revokes every token but the root token (as `vault token revoke` would). */
   revokeLoginTokens(): void {
     for (const token of [...this.#tokens.keys()]) if (token !== this.#options.rootToken) this.#tokens.delete(token);
@@ -403,7 +409,7 @@ export class FakeVault {
   }
 
   #valid(token: string | undefined): boolean {
-    if (token === undefined) return false;
+    if (token === undefined || this.behind) return false;
     const held = this.#tokens.get(token);
     return held !== undefined && (held.expiresAt === undefined || this.#now() < held.expiresAt);
   }

@@ -27,9 +27,10 @@
  *   `default` policy allows: the token answering is the policy's refusal (and the token counts as
  *   good for 30 s, so steady refused calls make one lookup per 30 s, not one each); refused with
  *   "invalid token", a bad token; refused with only "permission denied", an older Vault's bad token
- *   or a token without the `default` policy. A token that a 403 made us log in for is not replaced
- *   that way again for 30 s (a standby behind, a balancer over two clusters would otherwise cost a
- *   login per call). Not on a token under a second old (Vault has not caught up with it). The login namespace goes only into the `X-Vault-Namespace` header of the login
+ *   or a token without the `default` policy. A token that a 403 made us log in for, and that Vault
+ *   has not yet taken, is not replaced that way again for 30 s (a standby behind, a balancer over
+ *   two clusters would otherwise cost a login per call); once taken, a refusal is a revocation and
+ *   gets its login. Not on a token under a second old (Vault has not caught up with it). The login namespace goes only into the `X-Vault-Namespace` header of the login
  *   and of its token's renewal and lookup (a namespaced token is not found elsewhere); secret calls
  *   carry none (vault.ts puts the secret namespace in the path). Concurrent callers share one
  *   login, renewal or lookup.
@@ -182,7 +183,13 @@ export class VaultClient {
   async call(call: VaultCall, what: string): Promise<VaultAnswer> {
     const token = await this.#token(what);
     const answer = await this.#send(call, { "x-vault-token": token }, what);
-    if (answer.status !== 403) return answer;
+    if (answer.status !== 403) {
+      // Taken by Vault: a later 403 "invalid token" is a real revocation (token_num_uses spent, an
+      // operator), which gets its login, not the hold after a 403-brought login.
+      const lease = this.#lease;
+      if (lease?.after403 && lease.token === token) lease.after403 = false;
+      return answer;
+    }
     const next = await this.#tokenAfter403(token, answer, what);
     return next === undefined ? answer : this.#send(call, { "x-vault-token": next }, what);
   }
