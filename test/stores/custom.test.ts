@@ -105,11 +105,11 @@ describe("the custom store", () => {
     const dir = await tempDir();
     await writeFile(
       join(dir, "hang.mjs"),
-      'export default class { get(n) { return n === "A" ? new Promise(() => {}) : undefined; } put() { return new Promise(() => {}); } }\n',
+      'export default class { get(n) { return n === "A" ? new Promise(() => {}) : undefined; } put() { return new Promise(() => {}); } delete() { return new Promise(() => {}); } }\n',
     );
     await writeFile(
       join(dir, "hang-factory.mjs"),
-      'export default { kind: "hang", settings: { safeParse: (input) => ({ success: true, data: input }) }, defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: false }, capabilities: { writes: false, deletes: false, compareAndSet: false, maxValueBytes: 1024, records: [] }, open: async () => ({ kind: "hang", keyOf: (n) => n, get: () => new Promise(() => {}), put: async () => "created", delete: async () => "absent" }) };\n',
+      'export default { kind: "hang", settings: { safeParse: (input) => ({ success: true, data: input }) }, defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: false }, capabilities: { writes: false, deletes: false, compareAndSet: false, maxValueBytes: 1024, records: [] }, open: async () => ({ kind: "hang", keyOf: (n) => n, get: () => new Promise(() => {}), put: () => new Promise(() => {}), delete: () => new Promise(() => {}) }) };\n',
     );
     const stores = [await open("./hang.mjs", dir), await open("./hang-factory.mjs", dir)];
     vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
@@ -126,12 +126,13 @@ describe("the custom store", () => {
         await vi.advanceTimersByTimeAsync(1);
         expect(await read).toMatchObject({ code: "backend_unavailable" });
       }
-      // A write that never settles ends too; the next change of that name then runs (and ends alike).
-      const [plain] = stores as [SecretStore];
-      for (let i = 0; i < 2; i++) {
-        const write = plain.put("B", "v").catch((e: unknown) => e);
-        await vi.advanceTimersByTimeAsync(CUSTOM_TIMEOUT_MS);
-        expect(await write).toMatchObject({ code: "backend_unavailable" });
+      // A write or delete that never settles ends too; the next change of that name then runs (and ends alike).
+      for (const store of stores as SecretStore[]) {
+        for (const change of [() => store.put("B", "v"), () => store.delete("B"), () => store.put("B", "w")]) {
+          const pending = change().catch((e: unknown) => e);
+          await vi.advanceTimersByTimeAsync(CUSTOM_TIMEOUT_MS);
+          expect(await pending).toMatchObject({ code: "backend_unavailable" });
+        }
       }
     } finally {
       vi.useRealTimers();
