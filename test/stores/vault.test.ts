@@ -784,6 +784,11 @@ describe("change times: custom_metadata and check-and-set", () => {
       "store_unavailable",
     );
     expect(fake.kv("secret/FULL")?.currentVersion).toBe(version);
+    // A delete likewise: refused before the version is deleted.
+    expect(await codeOf(store.delete("FULL", { ifNewerThan: { at: Date.now() + 60_000, id: "e" } }))).toBe(
+      "store_unavailable",
+    );
+    expect(fake.kv("secret/FULL")?.live).toBe(true);
   });
 
   it("a late event is superseded without a write; a newer one applies", async () => {
