@@ -50,8 +50,9 @@ function newBufferedWriter(stream: NodeJS.WritableStream): (line: string) => voi
     pending = "";
     if (stream !== process.stderr) {
       const name = stream === process.stdout ? "stdout" : "an output stream";
-      process.stderr.write(
-        `{"time":"${new Date().toISOString()}","level":"error","msg":"cannot write to ${name}: what is written there is dropped from now on","code":${JSON.stringify(err.code ?? "error")}}\n`,
+      createLogger((line) => process.stderr.write(line)).error(
+        `cannot write to ${name}: what is written there is dropped from now on`,
+        { code: err.code ?? "error" },
       );
     }
   });
