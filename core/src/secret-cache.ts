@@ -15,12 +15,13 @@
  * - When the backend fails with a retryable error, the last good value is served up to
  *   `maxStaleMs` past expiry, marked stale.
  * - A failed load backs the entry off: its next load waits 1 s, doubling after each failure up to
- *   60 s (or the refresh interval, if shorter, but at least 1 s), and a success ends it. Until then a read is served
- *   the entry's value (fresh, or, after a retryable failure, stale within `maxStaleMs`) without a
- *   store call, and no background refresh starts, so a failing store sees a few calls per name, not
- *   one per read, and `onRefreshError` fires at most once per step. After a failure that is not
- *   retryable (a permission taken away) the backoff ends when the value expires: the next read
- *   then calls, and gets the error. A read with nothing to serve still calls.
+ *   60 s (or the refresh interval, if shorter, but at least 1 s), and a success ends it. Until
+ *   then a read is served the entry's value (fresh, or, after a retryable failure, stale within
+ *   `maxStaleMs`) without a store call, and no background refresh starts, so a failing store sees
+ *   a few calls per name, not one per read, and `onRefreshError` fires at most once per step.
+ *   After a failure that is not retryable (a permission taken away) the backoff ends when the
+ *   value expires: the next read then calls, and gets the error. A read with nothing to serve
+ *   still calls.
  * - Our own writes and deletes replace the entry at once, and win over a load already under way.
  * - Values are held sealed and opened per read (`MemoryBox`, crypto.ts): NaCl SecretBox (the
  *   libsodium fast path) under a random key that lives only in this process's memory, as bytes,
@@ -59,7 +60,7 @@ interface Entry {
   /** When a read next loads: the refresh point, or, after a failed load, the end of its backoff. */
   refreshAt: number;
   expiresAt: number;
-  /** The current backoff step after retryable failures of loads; 0 while the store answers. */
+  /** The current backoff step after failed loads; 0 while the store answers. */
   backoffMs: number;
 }
 
