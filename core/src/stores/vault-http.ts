@@ -47,6 +47,7 @@ import { SecretsError } from "../errors";
 import type { Logger } from "../log";
 import { type OutboundTls, outboundAgent } from "../outbound";
 import { classifyBackendError, isRetryable } from "../store-errors";
+import { errorsOf } from "./vault";
 
 /** How a store authenticates to Vault, in LiteLLM's order of preference. */
 export type VaultAuth =
@@ -403,8 +404,7 @@ type TokenVerdict = "good" | "bad" | "unclear";
  * denied, invalid token` (hashicorp/vault#25953); a policy's refusal with `permission denied` alone.
  */
 function saysInvalidToken(answer: VaultAnswer): boolean {
-  const errors = (answer.body as { errors?: unknown } | undefined)?.errors;
-  return Array.isArray(errors) && errors.some((e) => typeof e === "string" && /\binvalid token\b/i.test(e));
+  return errorsOf(answer.body).some((e) => /\binvalid token\b/i.test(e));
 }
 
 /** The answers worth another try: Vault sealed or standby (503), throttled (429), or failing (5xx). */

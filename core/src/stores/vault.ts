@@ -79,7 +79,7 @@ import * as z from "zod/mini";
 import { ConfigError } from "../errors";
 import type { Logger } from "../log";
 import { isValidName, validateName } from "../names";
-import { readPemFile } from "../outbound-tls";
+import { isBaseUrl, readPemFile } from "../outbound-tls";
 import {
   type ChangeStamp,
   type DeleteOptions,
@@ -136,14 +136,7 @@ export function vaultAddress(raw: string | undefined): string {
   return trimmed === "" ? DEFAULT_ADDRESS : trimmed;
 }
 
-function isVaultAddress(raw: string): boolean {
-  try {
-    const url = new URL(vaultAddress(raw));
-    return (url.protocol === "https:" || url.protocol === "http:") && url.search === "" && url.hash === "";
-  } catch {
-    return false;
-  }
-}
+const isVaultAddress = (raw: string): boolean => isBaseUrl(vaultAddress(raw));
 
 const text = z.optional(z.string());
 
@@ -702,7 +695,8 @@ function kvSecretOf(body: unknown):
   return data !== null && typeof data === "object" ? (data as ReturnType<typeof kvSecretOf>) : undefined;
 }
 
-function errorsOf(body: unknown): string[] {
+/** The `errors` strings of a Vault answer's body (none when it has no such list). */
+export function errorsOf(body: unknown): string[] {
   const errors = (body as { errors?: unknown } | undefined)?.errors;
   return Array.isArray(errors) ? errors.filter((e): e is string => typeof e === "string") : [];
 }
