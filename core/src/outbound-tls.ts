@@ -63,6 +63,9 @@ export async function readPemFile(path: string, variable: string): Promise<Buffe
   }
 }
 
+/** What a store's settings say of a value `isBaseUrl` refuses. */
+export const BASE_URL_EXPECTED = "expected an http:// or https:// URL without a query";
+
 /** An http:// or https:// URL without a query or fragment: a base that a store's API paths are appended to. */
 export function isBaseUrl(raw: string): boolean {
   try {

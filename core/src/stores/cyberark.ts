@@ -50,7 +50,7 @@ import { Document, Scalar, YAMLSeq } from "yaml";
 import * as z from "zod/mini";
 import { InvalidInput } from "../errors";
 import { isValidName } from "../names";
-import { isBaseUrl, type OutboundTls, readPemFile } from "../outbound-tls";
+import { BASE_URL_EXPECTED, isBaseUrl, type OutboundTls, readPemFile } from "../outbound-tls";
 import {
   KeyedQueue,
   type ListOptions,
@@ -89,9 +89,7 @@ export const CyberArkSettings = z.object({
   config: z.object({}),
   env: z
     .object({
-      CYBERARK_API_BASE: z.optional(
-        z.string().check(z.refine(isBaseUrl, "expected an http:// or https:// URL without a query")),
-      ),
+      CYBERARK_API_BASE: z.optional(z.string().check(z.refine(isBaseUrl, BASE_URL_EXPECTED))),
       CYBERARK_ACCOUNT: text,
       CYBERARK_USERNAME: text,
       CYBERARK_API_KEY: text,

@@ -20,7 +20,7 @@
  * Records: the value only; no change times (Infisical keeps none we can set), so no compare-and-set.
  */
 import * as z from "zod/mini";
-import { isBaseUrl, type OutboundTls } from "../outbound-tls";
+import { BASE_URL_EXPECTED, isBaseUrl, type OutboundTls } from "../outbound-tls";
 import type { DeleteOutcome, PutOptions, PutOutcome, SecretRecord, SecretStore, StoreFactory } from "../secret-store";
 import { classifyBackendError } from "../store-errors";
 
@@ -33,9 +33,7 @@ const NO_PROJECT = "set the id of the Infisical project that holds the secrets (
 export const InfisicalSettings = z.object({
   config: z.object({}),
   env: z.object({
-    INFISICAL_URL: z.optional(
-      z.string().check(z.refine(isBaseUrl, "expected an http:// or https:// URL without a query")),
-    ),
+    INFISICAL_URL: z.optional(z.string().check(z.refine(isBaseUrl, BASE_URL_EXPECTED))),
     INFISICAL_CLIENT_ID: z.string().check(z.minLength(1, "set the Universal Auth client id")),
     INFISICAL_CLIENT_SECRET: z.string().check(z.minLength(1, "set the Universal Auth client secret")),
     // Every secrets call names the project (`workspaceId`): without one each would fail.

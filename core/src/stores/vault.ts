@@ -79,7 +79,7 @@ import * as z from "zod/mini";
 import { ConfigError } from "../errors";
 import type { Logger } from "../log";
 import { isValidName, validateName } from "../names";
-import { isBaseUrl, readPemFile } from "../outbound-tls";
+import { BASE_URL_EXPECTED, isBaseUrl, readPemFile } from "../outbound-tls";
 import {
   type ChangeStamp,
   type DeleteOptions,
@@ -143,9 +143,7 @@ const text = z.optional(z.string());
 export const VaultSettings = z.object({
   config: z.object({}),
   env: z.object({
-    HCP_VAULT_ADDR: z.optional(
-      z.string().check(z.refine(isVaultAddress, "expected an http:// or https:// URL without a query")),
-    ),
+    HCP_VAULT_ADDR: z.optional(z.string().check(z.refine(isVaultAddress, BASE_URL_EXPECTED))),
     HCP_VAULT_TOKEN: text,
     HCP_VAULT_NAMESPACE: text,
     HCP_VAULT_LOGIN_NAMESPACE: text,
