@@ -637,8 +637,11 @@ function withSettingRefs(
     const name = refName(node);
     if (name !== undefined) {
       const value = envRefValue(env, name);
-      if (value !== undefined) read.add(name);
-      if (value !== undefined) return value;
+      // Empty counts as unset, as for the store's own variables (an empty role name named no role).
+      if (value !== undefined && value !== "") {
+        read.add(name);
+        return value;
+      }
       if (lenient) return null;
       throw new ConfigError(`config: ${path} refers to ${name}, which is not set`);
     }

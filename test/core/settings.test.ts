@@ -594,6 +594,20 @@ describe("config.yaml", () => {
     ).toBe(
       "config: general_settings.key_management_settings.prefix_for_stored_virtual_keys refers to PFX_TYPO, which is not set",
     );
+    // Empty counts as unset: an empty role variable must not silently mean "no role".
+    expect(
+      configError(() =>
+        loadSettings({
+          stores: [awsKmsStore, ...LOCAL_STORES],
+          env: {
+            LITELLM_MASTER_KEY: newKey(),
+            ROLE: "",
+            LLM_SECRETS_CONFIG:
+              "general_settings:\n  key_management_system: aws_kms\n  key_management_settings:\n    aws_role_name: os.environ/ROLE\n",
+          },
+        }),
+      ),
+    ).toBe("config: general_settings.key_management_settings.aws_role_name refers to ROLE, which is not set");
   });
 });
 
