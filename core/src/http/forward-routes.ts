@@ -5,6 +5,7 @@
  */
 import type { ForwardDeps } from "../forward";
 import type { Router } from "./router";
+import { SECRET_READ_ERRORS } from "./secret-routes";
 
 export function forwardRoutes(router: Router, deps: ForwardDeps): void {
   router.route(
@@ -15,16 +16,9 @@ export function forwardRoutes(router: Router, deps: ForwardDeps): void {
       auth: true,
       // The key's read answers as GET /v1/secrets/{name} does; then the upstream's own.
       errors: [
-        "not_found",
+        ...SECRET_READ_ERRORS,
         "invalid_request",
-        "invalid_name",
-        "not_hosted",
-        "write_only",
         "payload_too_large",
-        "backend_denied",
-        "backend_unavailable",
-        "store_corrupt",
-        "store_unavailable",
         "upstream_unavailable",
         "upstream_timeout",
       ],

@@ -21,6 +21,8 @@ import { answer, type Ctx, json, type Router } from "./router";
 /** What a store's read or write may answer. */
 const STORE_ERRORS: ErrorCode[] = ["backend_denied", "backend_unavailable", "store_corrupt", "store_unavailable"];
 const ERRORS: ErrorCode[] = ["invalid_name", "not_hosted", ...STORE_ERRORS];
+/** What a read of a secret can answer (`GET /v1/secrets/{name}`, and forward's read of its key). */
+export const SECRET_READ_ERRORS: ErrorCode[] = [...ERRORS, "write_only", "not_found"];
 
 /** The name from the path as it arrived (admission made sure the runtime passed it). */
 const secretName = (c: Ctx) => nameFromPath(c.env.raw?.path ?? "", SECRETS_PREFIX);
@@ -54,7 +56,7 @@ export function secretRoutes(router: Router, manager: SecretManager): void {
         "Read a secret (through the cache; ?refresh=true bypasses it; ?team_id=T reads with that team's settings)",
       auth: true,
       query: SecretQuery,
-      errors: [...ERRORS, "write_only", "not_found"],
+      errors: SECRET_READ_ERRORS,
       responses: { 200: { description: "The value", schema: SecretResponse } },
       audit: { action: "read", name },
     },
