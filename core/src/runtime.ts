@@ -156,7 +156,7 @@ function noMasterKey(log: Logger) {
   return async (): Promise<Response> => {
     if (!logged) log.error("no master key: set LITELLM_MASTER_KEY (or general_settings.master_key); refusing requests");
     logged = true;
-    return Response.json({ error: { code: "internal", message: "internal error" } }, { status: 500 });
+    return errorAnswer("internal", "internal error");
   };
 }
 
