@@ -123,15 +123,12 @@ export class SecretCache {
       return { value: this.#open(entry), stale: false };
     }
     // Past expiry while the store is backed off: the stale value, at once, with no store call.
-    if (
-      !refresh &&
-      entry?.sealed !== undefined &&
-      now < entry.refreshAt &&
-      now < entry.expiresAt + this.#options.maxStaleMs
-    ) {
-      this.#options.onEvent?.("miss");
-      this.#options.onEvent?.("stale");
-      return { value: this.#open(entry), stale: true };
+    if (!refresh && entry && now < entry.refreshAt) {
+      const stale = this.#stale(entry, now);
+      if (stale) {
+        this.#options.onEvent?.("miss");
+        return stale;
+      }
     }
     return this.#miss(key, name, load, refresh, entry);
   }
@@ -147,17 +144,17 @@ export class SecretCache {
     try {
       return { value: await this.#load(key, name, load), stale: false };
     } catch (err) {
-      if (
-        !refresh &&
-        isRetryable(err) &&
-        entry?.sealed !== undefined &&
-        this.#options.now() < entry.expiresAt + this.#options.maxStaleMs
-      ) {
-        this.#options.onEvent?.("stale");
-        return { value: this.#open(entry), stale: true };
-      }
+      const stale = !refresh && isRetryable(err) && entry ? this.#stale(entry, this.#options.now()) : undefined;
+      if (stale) return stale;
       throw err;
     }
+  }
+
+  /** The entry's value served stale, when it has one still within `maxStaleMs` past expiry. */
+  #stale(entry: Entry, now: number): CacheRead | undefined {
+    if (entry.sealed === undefined || now >= entry.expiresAt + this.#options.maxStaleMs) return undefined;
+    this.#options.onEvent?.("stale");
+    return { value: this.#open(entry), stale: true };
   }
 
   /** Our own write of `name` (under `key`): the cache holds the new value at once. */
