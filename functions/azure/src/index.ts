@@ -107,8 +107,7 @@ export function azureFunctions(options: FunctionOptions = {}) {
     // The host takes a function key in `?code=` too, and leaves it in the URL the worker gets: a
     // forward would send it on to an LLM API. SPEC: function keys go in x-functions-key only.
     // The host reads `code` in any case (ASP.NET Core's query is case-insensitive).
-    const keys = [...new URL(request.url).searchParams.keys()];
-    if (keys.some((k) => k.toLowerCase() === "code")) {
+    if ([...request.query.keys()].some((k) => k.toLowerCase() === "code")) {
       const message = "a function key goes in the x-functions-key header, never in ?code= (the URL would carry it on)";
       // Logged like any refused request, without the query that holds the key.
       const path = new URL(request.url).pathname;
