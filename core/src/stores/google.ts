@@ -11,8 +11,8 @@
  *   kept in the annotation `llm-secrets.name`. A write whose id already holds another name is
  *   `409 name_conflict`; a read of a name whose id holds another is no secret. A secret made
  *   elsewhere (no annotation) is read, and adopted on the first write.
- * - Read: `versions/latest:access`, then (when it holds a value) the secret itself, for its name,
- *   deleted mark and labels. An identity granted only `secretmanager.versions.access`
+ * - Read: `versions/latest:access`, and at the same time the secret itself (its name, deleted
+ *   mark and labels), which counts against Google's 600 read requests a minute per project. An identity granted only `secretmanager.versions.access`
  *   (`roles/secretmanager.secretAccessor`, all LiteLLM needs) is refused the secret: a name that is
  *   its own id then reads as LiteLLM reads it (no tags, no owner or deleted-mark check), a mapped
  *   name is `backend_denied`.
@@ -204,14 +204,16 @@ export class GoogleSecretManagerStore implements SecretStore {
     try {
       // The caller's tags and our annotations before any call; the creation defaults only when creating (below).
       const labels = meta?.tags !== undefined ? checkedLabels(meta.tags) : undefined;
+      // A name made anew (created, or over a tombstone) takes the caller's tags, else the creation
+      // defaults; checked only then (defaults a live secret never takes are not its concern).
+      const labelsOfNew = () => labels ?? checkedLabels(meta?.whenCreated?.tags);
       const ours = checkedAnnotations(undefined, annotations(name, stamp, false));
       let found = await this.#find(name);
       let created = false;
       if (found === undefined) {
         // Made with no time: the time is recorded once the value is in, so a write that stops
         // before its version is not taken for done when its event comes again.
-        const createLabels = labels ?? checkedLabels(meta?.whenCreated?.tags);
-        created = await this.#create(name, { labels: createLabels, annotations: { [NAME]: name } });
+        created = await this.#create(name, { labels: labelsOfNew(), annotations: { [NAME]: name } });
         if (!created) found = await this.#find(name);
       }
       if (found !== undefined && options.ifNewerThan !== undefined) {
@@ -219,9 +221,9 @@ export class GoogleSecretManagerStore implements SecretStore {
       }
       // Checked before the version: with the secret's own annotations they must still fit.
       const notes = checkedAnnotations(found?.secret.annotations ?? { [NAME]: name }, ours);
-      // Over a tombstone the name is made anew: the caller's tags, else the creation defaults, and
-      // none of the deleted secret's labels. Over a live secret, the caller's tags if any.
-      const newLabels = found?.deleted ? (labels ?? checkedLabels(meta?.whenCreated?.tags)) : labels;
+      // Over a tombstone the name is made anew, none of the deleted secret's labels kept. Over a
+      // live secret, the caller's tags if any.
+      const newLabels = found?.deleted ? labelsOfNew() : labels;
       await this.#client.addSecretVersion(
         { parent: this.#path(name), payload: { data: Buffer.from(value, "utf8") } },
         this.#call,
