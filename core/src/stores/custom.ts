@@ -73,24 +73,17 @@ function classifyCustomError(err: unknown, what: string): SecretsError {
  * and `watch` are its own; `list`, `watch` and `close` are there only when it has them.
  */
 function classifiedStore(store: SecretStore): SecretStore {
-  async function classified<T>(what: string, work: () => Promise<T>, bounded = true): Promise<T> {
-    try {
-      return await (bounded ? withinTimeout(work(), what) : work());
-    } catch (err) {
-      throw classifyCustomError(err, what);
-    }
-  }
   const list = store.list?.bind(store);
   const close = store.close?.bind(store);
   return {
     kind: store.kind,
     keyOf: (name, scope) => store.keyOf(name, scope),
-    get: (name, options) => classified("custom store get", () => store.get(name, options)),
-    put: (name, value, options) => classified("custom store put", () => store.put(name, value, options)),
-    delete: (name, options) => classified("custom store delete", () => store.delete(name, options)),
-    ...(list && { list: (options: ListOptions) => classified("custom store list", () => list(options)) }),
+    get: (name, options) => userCall("custom store get", () => store.get(name, options)),
+    put: (name, value, options) => userCall("custom store put", () => store.put(name, value, options)),
+    delete: (name, options) => userCall("custom store delete", () => store.delete(name, options)),
+    ...(list && { list: (options: ListOptions) => userCall("custom store list", () => list(options)) }),
     ...(store.watch && { watch: (onChange: (names: string[]) => void) => store.watch?.(onChange) }),
-    ...(close && { close: () => classified("custom store close", close, false) }),
+    ...(close && { close: () => userCall("custom store close", close, false) }),
   };
 }
 
@@ -111,6 +104,16 @@ function withinTimeout<T>(call: Promise<T>, what: string): Promise<T> {
     );
   });
   return Promise.race([call, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** A call of the user's store (a factory's or a plain class's): bounded (but `close`), its failure classified. */
+async function userCall<T>(what: string, work: () => T | Promise<T>, bounded = true): Promise<T> {
+  try {
+    const call = Promise.resolve(work());
+    return await (bounded ? withinTimeout(call, what) : call);
+  } catch (err) {
+    throw classifyCustomError(err, what);
+  }
 }
 
 /** What a plain class may offer. */
@@ -136,12 +139,7 @@ export class PlainClassStore implements SecretStore {
   }
 
   async get(name: string): Promise<SecretRecord | undefined> {
-    let found: unknown;
-    try {
-      found = await withinTimeout(Promise.resolve(this.inner.get(name)), "custom store get");
-    } catch (err) {
-      throw classifyCustomError(err, "custom store get");
-    }
+    const found = await userCall("custom store get", () => this.inner.get(name));
     if (found === undefined || found === null) return undefined;
     if (typeof found === "string") return { value: found };
     if (typeof found === "object" && typeof (found as { value?: unknown }).value === "string") {
@@ -155,11 +153,7 @@ export class PlainClassStore implements SecretStore {
     if (!put) return Promise.reject(new NotSupported(`writing to the custom store ${this.module}`));
     return this.#queues.run(name, async () => {
       const existed = (await this.get(name)) !== undefined;
-      try {
-        await withinTimeout(Promise.resolve(put(name, value)), "custom store put");
-      } catch (err) {
-        throw classifyCustomError(err, "custom store put");
-      }
+      await userCall("custom store put", () => put(name, value));
       return existed ? "updated" : "created";
     });
   }
@@ -169,11 +163,7 @@ export class PlainClassStore implements SecretStore {
     if (!remove) return Promise.reject(new NotSupported(`deleting from the custom store ${this.module}`));
     return this.#queues.run(name, async () => {
       const existed = (await this.get(name)) !== undefined;
-      try {
-        await withinTimeout(Promise.resolve(remove(name)), "custom store delete");
-      } catch (err) {
-        throw classifyCustomError(err, "custom store delete");
-      }
+      await userCall("custom store delete", () => remove(name));
       return existed ? "deleted" : "absent";
     });
   }
