@@ -221,6 +221,21 @@ describe("SecretCache", () => {
 /** Lets background loads started by a read settle before the next read. */
 const settle = () => new Promise((r) => setImmediate(r));
 
+/** 1000 reads of "a", `stepMs` apart on the clock, each expected to answer `read`. */
+async function thousandReads(
+  cache: SecretCache,
+  b: ReturnType<typeof backend>,
+  c: { now: number },
+  stepMs: number,
+  read: { value: string; stale: boolean },
+): Promise<void> {
+  for (let i = 0; i < 1000; i++) {
+    expect(await cache.get("a", b.load)).toEqual(read);
+    await settle();
+    c.now += stepMs;
+  }
+}
+
 describe("SecretCache during a store outage", () => {
   it("backs off: 1000 reads in the refresh window and past expiry cost a handful of store calls, all served the last value", async () => {
     const { c, now } = clock();
@@ -238,11 +253,7 @@ describe("SecretCache during a store outage", () => {
 
     // In the refresh window (the last 10 s): 1000 reads over 5 s, each answered from the cache.
     c.now = start + 91_000;
-    for (let i = 0; i < 1000; i++) {
-      expect(await cache.get("a", b.load)).toEqual({ value: "v1", stale: false });
-      await settle();
-      c.now += 5;
-    }
+    await thousandReads(cache, b, c, 5, { value: "v1", stale: false });
     // Retries at +0, +1 s, +3 s (1 s, 2 s, 4 s apart): 3 calls, not 1000.
     expect(b.state.calls - 1).toBeLessThanOrEqual(4);
     expect(b.state.calls - 1).toBeGreaterThanOrEqual(2);
@@ -252,11 +263,7 @@ describe("SecretCache during a store outage", () => {
     // Past expiry: 1000 reads over 200 s, each served the stale value.
     const before = b.state.calls;
     c.now = start + 100_001;
-    for (let i = 0; i < 1000; i++) {
-      expect(await cache.get("a", b.load)).toEqual({ value: "v1", stale: true });
-      await settle();
-      c.now += 200;
-    }
+    await thousandReads(cache, b, c, 200, { value: "v1", stale: true });
     // Backoff 8, 16, 32, 60, 60, 60 s over 200 s: a handful of calls.
     expect(b.state.calls - before).toBeLessThanOrEqual(8);
     expect(b.state.calls - before).toBeGreaterThanOrEqual(3);
@@ -370,11 +377,7 @@ describe("SecretCache during a store outage", () => {
     b.state.fail = new SecretsError("backend_denied", "denied"); // the store's permission taken away
     // In the refresh window: 1000 reads over 5 s, each answered the value (still fresh).
     c.now = start + 91_000;
-    for (let i = 0; i < 1000; i++) {
-      expect(await cache.get("a", b.load)).toEqual({ value: "v1", stale: false });
-      await settle();
-      c.now += 5;
-    }
+    await thousandReads(cache, b, c, 5, { value: "v1", stale: false });
     expect(b.state.calls - 1).toBeLessThanOrEqual(4);
     expect(warnings.length).toBe(b.state.calls - 1);
     // Past expiry the value is not served stale: the read calls, and gets the refusal.
