@@ -33,8 +33,8 @@
  *   `BadParameter` (400), `Conflict` (409), `Forbidden` (403), `Throttled` (429).
  *
  * Faults: `failTokens(n, fault)` makes the next n token requests answer 503 or reset the connection.
- * `fail(n, fault[, method])` makes the next n authenticated requests (of that HTTP method only, when
- * given) answer 403, 429 (with
+ * `fail(n, fault[, only])` makes the next n authenticated requests (only those of an HTTP method,
+ * `DELETE`, or of a method on a collection, `GET /deletedsecrets`, when given) answer 403, 429 (with
  * `Retry-After: throttleRetryAfter`, 1 s by default), 500, hang (no answer until the client gives up) or reset the connection. The
  * challenge round trip itself is never faulted, so a fault lands on the operation under test.
  */
@@ -188,9 +188,9 @@ export class FakeAzure {
     this.throttleRetryAfter = 1;
   }
 
-  /** The next `times` authenticated vault requests (of `method` only, when given: `DELETE`) fail with `fault`. */
-  fail(times: number, fault: AzureFault, method?: string): void {
-    this.#faults.add(times, fault, method);
+  /** The next `times` authenticated vault requests (only of `only`, when given: `DELETE`, `GET /deletedsecrets`) fail with `fault`. */
+  fail(times: number, fault: AzureFault, only?: string): void {
+    this.#faults.add(times, fault, only);
   }
 
   /** The next `times` token requests answer 503 `temporarily_unavailable` (`error`) or reset the connection. */
@@ -345,7 +345,8 @@ export class FakeAzure {
           "www-authenticate": `Bearer authorization="https://login.microsoftonline.com/${tenant}", resource="${this.challengeResource}"`,
         });
       }
-      const fault = this.#faults.take(req.method ?? "");
+      const method = req.method ?? "";
+      const fault = this.#faults.take(method, `${method} /${url.pathname.split("/")[1] ?? ""}`);
       if (fault === "hang") return; // the client's timeout ends it
       if (fault === "reset") {
         req.socket.destroy();

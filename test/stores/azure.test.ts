@@ -261,6 +261,19 @@ describe("azure_key_vault over the wire", () => {
     ]);
   });
 
+  it("a delete whose DELETE landed is deleted, though the poller's look at the deleted secret after it failed", async () => {
+    const fake = await azure();
+    const store = await open();
+    await store.put("D", value("d"));
+    fake.requests.length = 0;
+    fake.throttleRetryAfter = 0;
+    fake.fail(3, "throttled", "GET /deletedsecrets"); // the SDK's 3 attempts of the poller's one look
+    expect(await store.delete("D")).toBe("deleted");
+    expect(fake.secret("D")?.deleted).toBeDefined();
+    expect(fake.calls("DELETE", "/secrets/D")).toHaveLength(1);
+    expect(fake.calls("GET", "/deletedsecrets/D").map((r) => r.status)).toEqual([429, 429, 429]);
+  });
+
   it("a write while a delete, then a recovery, is still under way waits them out (409 Conflict)", async () => {
     const fake = await azure();
     const store = await quick();

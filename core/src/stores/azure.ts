@@ -23,6 +23,7 @@
  *   `description` setting is not recorded.
  * - Delete: `beginDeleteSecret`, without waiting for the delete to finish (soft delete is always on:
  *   the secret stays recoverable for the vault's retention, 7 to 90 days, and nothing is purged).
+ *   Only a failed DELETE fails it: the SDK's look at the deleted secret right after it may fail alone.
  * - List: `listPropertiesOfSecrets().byPage` (`GET /secrets?maxresults=N`, N the limit, at most
  *   Key Vault's 25), one page a call; each secret's name as written (its tag, else the vault's
  *   name), disabled secrets (which read as nothing; a write gives them a new, enabled version, a
@@ -377,7 +378,7 @@ export class AzureKeyVaultStore implements SecretStore {
           if (!isNewer(stamp, true, found.stamp, found.stampIsDelete)) {
             // Tagged as deleted and still live: a delete that stopped before beginDeleteSecret. Finish it.
             if (found.state !== "live" || !found.stampIsDelete) return "superseded";
-            await this.#client.beginDeleteSecret(key);
+            await this.#deleteNoWait(key);
             return "deleted";
           }
         }
@@ -394,7 +395,7 @@ export class AzureKeyVaultStore implements SecretStore {
         } else {
           // A name never written: an empty value carries the tombstone through the retention.
           await this.#write(key, "", tombstone, false);
-          await this.#client.beginDeleteSecret(key);
+          await this.#deleteNoWait(key);
         }
         return "absent";
       } catch (err) {
@@ -526,6 +527,19 @@ export class AzureKeyVaultStore implements SecretStore {
     }
   }
 
+  /**
+   * Deletes `key` without waiting for the delete to finish. `beginDeleteSecret` follows its DELETE
+   * with one look at the deleted secret (`GET /deletedsecrets/{name}`); that look failing (throttled
+   * or 5xx after the SDK's retries) does not undo the delete that landed, so only a failed DELETE fails.
+   */
+  async #deleteNoWait(key: string): Promise<void> {
+    try {
+      await this.#client.beginDeleteSecret(key);
+    } catch (err) {
+      if (requestMethodOf(err) !== "GET") throw err;
+    }
+  }
+
   /** Recovers a soft-deleted secret and waits until it can be written; the recovered version. */
   async #recover(key: string): Promise<string | undefined> {
     const poller = await this.#client.beginRecoverDeletedSecret(key, { intervalInMs: this.#pollMs });
@@ -537,7 +551,7 @@ export class AzureKeyVaultStore implements SecretStore {
   async #tagAndDelete(key: string, version: string | undefined, tags: Record<string, string>): Promise<void> {
     // No version known (a disabled secret's cannot be read): deleted without our tombstone tags.
     if (version !== undefined) await this.#client.updateSecretProperties(key, version, { tags });
-    await this.#client.beginDeleteSecret(key);
+    await this.#deleteNoWait(key);
   }
 }
 
@@ -562,6 +576,12 @@ function found(
 function statusOf(err: unknown): number | undefined {
   const status = (err as { statusCode?: unknown } | null)?.statusCode;
   return typeof status === "number" ? status : undefined;
+}
+
+/** The HTTP method of the request an SDK error answers (`RestError.request`). */
+function requestMethodOf(err: unknown): string | undefined {
+  const method = (err as { request?: { method?: unknown } } | null)?.request?.method;
+  return typeof method === "string" ? method : undefined;
 }
 
 /** Key Vault's inner error code (`{"error":{"innererror":{"code"}}}`, `innerError` once the SDK has read it). */
