@@ -3,6 +3,9 @@
  * to the model's `api_base` with its `api_key` in the provider's header, so a gateway never holds
  * the key. Loaded by the route when first used (it brings undici, through outbound.ts).
  *
+ * - The rest of the path goes right after the `api_base` as it came, query included:
+ *   `/v1/forward/m/v1/chat/completions?x=1` is `{api_base}/v1/chat/completions?x=1`, and
+ *   `/v1/forward/m?api-version=...` is `{api_base}?api-version=...` (a whole deployment URL).
  * - The model is the first `model_list` entry with that `model_name`. Its `api_key` is a literal
  *   or an `os.environ/NAME` ref read as `GET /v1/secrets/{name}` reads it, at request time (through
  *   the cache: a key stored after start is used; never the environment: SPEC section 4). Its
@@ -31,6 +34,7 @@ import type { Readable } from "node:stream";
 import { request as send } from "undici";
 import type { RawRequest } from "./app";
 import { InvalidInput, SecretsError } from "./errors";
+import { forwardTargetOf } from "./http/forward-routes";
 import { readLimitedBody } from "./http/router";
 import type { Logger } from "./log";
 import { isLinkLocal, isLoopback, type OutboundTls, outboundAgent } from "./outbound";
@@ -62,8 +66,6 @@ export interface ForwardDeps {
   /** Where an answer the upstream cut mid-stream is logged. */
   log?: Logger;
 }
-
-const PREFIX = "/v1/forward/";
 
 /** Connection-level headers (RFC 9110 section 7.6.1) and the ones the client recomputes. */
 const HOP_BY_HOP = new Set([
@@ -138,7 +140,7 @@ function namedByConnection(connection: string | string[] | null | undefined): Se
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
 export async function forward(request: Request, raw: RawRequest, deps: ForwardDeps): Promise<Response> {
-  const { modelName, rest } = targetOf(raw.path);
+  const { modelName, rest } = forwardTargetOf(raw.path);
   // Of several entries with the name (LiteLLM spreads calls over them; this does not), the first
   // that has somewhere to send to.
   const named = deps.models.filter((m) => m.model_name === modelName);
@@ -152,7 +154,7 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
   const storeDecides = params.api_key ? refName(params.api_key) !== undefined : true;
   const base = params.api_base ? await baseOf(params.api_base, deps.manager, storeDecides, modelName) : undefined;
   if (!base) throw new InvalidInput(`model ${modelName} has no api_base to forward to`);
-  const url = `${base.replace(/\/+$/, "")}/${rest}`;
+  const url = `${base.replace(/\/+$/, "")}${rest}`;
   const target = urlOf(url); // undefined: no URL, which undici then refuses
   if (target && isLinkLocal(target.hostname)) {
     throw new SecretsError("upstream_unavailable", `the api_base of model ${modelName} is a link-local address`);
@@ -252,20 +254,6 @@ function answerBody(
     },
     { highWaterMark: 0 },
   );
-}
-
-/** `{model_name}` (percent-decoded) and the rest of the target as it was sent (query included). */
-function targetOf(path: string): { modelName: string; rest: string } {
-  const after = path.slice(PREFIX.length);
-  const slash = after.indexOf("/");
-  const encoded = slash === -1 ? (after.split(/[?#]/, 1)[0] ?? "") : after.slice(0, slash);
-  let modelName: string;
-  try {
-    modelName = decodeURIComponent(encoded);
-  } catch {
-    throw new InvalidInput("the model name in the path is not valid percent-encoding");
-  }
-  return { modelName, rest: slash === -1 ? "" : after.slice(slash + 1) };
 }
 
 /**

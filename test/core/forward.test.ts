@@ -109,6 +109,9 @@ async function app(key: string) {
     `    litellm_params: {model: gpt-4o, custom_llm_provider: Azure, api_base: ${apiUrl}, api_key: os.environ/AZURE_API_KEY}`,
     "  - model_name: custom",
     `    litellm_params: {model: openai/x, api_base: ${apiUrl}, api_key: os.environ/OPENAI_API_KEY, auth_header: X-Custom-Key}`,
+    // A whole deployment's URL as the api_base (Azure OpenAI's way): the caller adds only the query.
+    "  - model_name: deployment",
+    `    litellm_params: {model: azure/gpt-4o, api_base: ${apiUrl}/openai/deployments/gpt/chat/completions, api_key: os.environ/AZURE_API_KEY}`,
     "  - model_name: down",
     "    litellm_params: {model: openai/x, api_base: https://127.0.0.1:1, api_key: os.environ/OPENAI_API_KEY}",
     "",
@@ -258,6 +261,35 @@ describe("POST /v1/forward/{model}/{path}", () => {
         seen.map((r) => [r.method, r.url]),
         method,
       ).toEqual([[method, "/v1/models"]]);
+    }
+  });
+
+  it("sends the rest of the path as it came, query included, right after the api_base (nothing added, nothing dropped)", async () => {
+    const key = newKey("sk-upstream-");
+    expectedKey = key;
+    const { request, audits } = await app(key);
+    const sent: [string, string][] = [
+      [
+        "/v1/forward/deployment?api-version=2024-02-01",
+        "/openai/deployments/gpt/chat/completions?api-version=2024-02-01",
+      ],
+      ["/v1/forward/deployment", "/openai/deployments/gpt/chat/completions"],
+      ["/v1/forward/deployment/?a=1", "/openai/deployments/gpt/chat/completions/?a=1"],
+      ["/v1/forward/gpt/v1/models?a=1&b=%2F", "/v1/models?a=1&b=%2F"],
+      ["/v1/forward/gpt?a=1/v1/models", "/?a=1/v1/models"],
+    ];
+    for (const [path, upstream] of sent) {
+      seen.length = 0;
+      audits.length = 0;
+      const res = await request(path, { method: "POST", json: {} });
+      expect(res.status, path).toBe(200);
+      expect(
+        seen.map((r) => r.url),
+        path,
+      ).toEqual([upstream]);
+      // The audit names the model the key was read for, parsed as forwarding parses it.
+      const model = path.startsWith("/v1/forward/gpt") ? "gpt" : "deployment";
+      expect(audits.map((l) => JSON.parse(l).name)).toEqual([model]);
     }
   });
 

@@ -3,6 +3,7 @@
  * (forward.ts, loaded on first use: it brings the outbound client). Audited as `forward` with the
  * model's name (the key read is the model's).
  */
+import { InvalidInput } from "../errors";
 import type { ForwardDeps } from "../forward";
 import type { Router } from "./router";
 import { SECRET_READ_ERRORS } from "./secret-routes";
@@ -24,7 +25,7 @@ export function forwardRoutes(router: Router, deps: ForwardDeps): void {
       ],
       responses: {},
       // The name is the model's: forwarding reads its key from the store.
-      audit: { action: "forward", name: (c) => modelOf(c.env.raw?.path ?? "") },
+      audit: { action: "forward", name: (c) => auditNameOf(c.env.raw?.path ?? "") },
     },
     async (c) => {
       const { forward } = await import("../forward");
@@ -33,8 +34,28 @@ export function forwardRoutes(router: Router, deps: ForwardDeps): void {
   );
 }
 
-/** The model name of a forward path as it arrived (`/v1/forward/{model_name}/...`), decoded. */
-function modelOf(rawPath: string): string | undefined {
-  const segment = rawPath.slice("/v1/forward/".length).split(/[/?#]/, 1)[0];
-  return segment ? decodeURIComponent(segment) : undefined;
+const PREFIX = "/v1/forward/";
+
+/**
+ * A forward path as it arrived, cut in two: `{model_name}` (percent-decoded) and the rest as it was
+ * sent, query included: `/v1/chat/completions?api-version=...`, `?api-version=...` alone, or empty.
+ * The rest goes right after the api_base (`/v1/forward/m?q` is the api_base with `?q`).
+ */
+export function forwardTargetOf(rawPath: string): { modelName: string; rest: string } {
+  const after = rawPath.slice(PREFIX.length);
+  const end = after.search(/[/?#]/);
+  const encoded = end === -1 ? after : after.slice(0, end);
+  try {
+    return { modelName: decodeURIComponent(encoded), rest: end === -1 ? "" : after.slice(end) };
+  } catch {
+    throw new InvalidInput("the model name in the path is not valid percent-encoding");
+  }
+}
+
+function auditNameOf(rawPath: string): string | undefined {
+  try {
+    return forwardTargetOf(rawPath).modelName || undefined;
+  } catch {
+    return undefined;
+  }
 }
