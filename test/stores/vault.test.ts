@@ -344,6 +344,74 @@ describe("requests on the wire", () => {
     expect((await errorOf(refused.list({ limit: 10 }))).code).toBe("backend_denied");
   });
 
+  it("a page reads at most max(64, 4 x limit) names' metadata: past many tombstones it ends short (even empty) with a cursor, and paging on finds the live names", async () => {
+    const fake = await startFake();
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });
+    // Vault's LIST returns deleted names too, for as long as their metadata stays (forever).
+    const TOMBSTONES = 300;
+    for (let i = 0; i < TOMBSTONES; i += 50) {
+      await Promise.all(
+        Array.from({ length: 50 }, async (_, j) => {
+          const name = `vk/key-${String(i + j).padStart(4, "0")}`;
+          await store.put(name, "v");
+          await store.delete(name);
+        }),
+      );
+    }
+    await store.put("vk/aa-live", value("first"));
+    await store.put("vk/zz-live", value("last"));
+
+    const pages: { names: string[]; cursor?: string; lists: number; reads: number }[] = [];
+    let cursor: string | undefined;
+    do {
+      const before = fake.requests.length;
+      const page = await store.list({ limit: 10, ...(cursor !== undefined && { cursor }) });
+      const made = fake.requests.slice(before);
+      const lists = made.filter((r) => r.url.endsWith("?list=true")).length;
+      pages.push({ ...page, lists, reads: made.length - lists });
+      cursor = page.cursor;
+    } while (cursor !== undefined && pages.length < 50);
+    // The two folders' LISTs (the root and vk/) and at most 64 metadata reads a call, whatever lies behind the page.
+    expect(pages.every((p) => p.lists === 2)).toBe(true);
+    expect(Math.max(...pages.map((p) => p.reads))).toBeLessThanOrEqual(64);
+    expect(pages.flatMap((p) => p.names)).toEqual(["vk/aa-live", "vk/zz-live"]);
+    expect(pages.at(-1)?.cursor).toBeUndefined();
+    // Pages in between found only tombstones: empty, yet with a cursor (so a client pages on).
+    expect(pages.some((p) => p.names.length === 0 && p.cursor !== undefined)).toBe(true);
+    expect(pages.length).toBeLessThanOrEqual(Math.ceil((TOMBSTONES + 2) / 64) + 1);
+
+    // Through the API: a client that follows next_cursor past empty pages reaches the live names.
+    const masterKey = newKey();
+    const runtime = await createRuntime({
+      stores: [vaultStore],
+      settings: { env: { LITELLM_MASTER_KEY: masterKey, HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT } },
+      log,
+      audit: () => {},
+    });
+    try {
+      const names: string[] = [];
+      let next: string | undefined;
+      let empty = 0;
+      for (let i = 0; i < 50; i++) {
+        const path = `/v1/secrets?prefix=vk/&limit=10${next ? `&cursor=${encodeURIComponent(next)}` : ""}`;
+        const res = await runtime.fetch(
+          new Request(`http://localhost${path}`, { headers: { authorization: `Bearer ${masterKey}` } }),
+          { path },
+        );
+        expect(res.status).toBe(200);
+        const body = (await res.json()) as { names: string[]; next_cursor?: string };
+        names.push(...body.names);
+        if (body.names.length === 0 && body.next_cursor) empty++;
+        next = body.next_cursor;
+        if (!next) break;
+      }
+      expect(names).toEqual(["vk/aa-live", "vk/zz-live"]);
+      expect(empty).toBeGreaterThan(0);
+    } finally {
+      await runtime.close();
+    }
+  });
+
   it("keeps its TLS connections alive across sequential calls, and resumes the TLS session on a new one", async () => {
     const fake = await startFake();
     fake.seed("secret/A", { key: "a" });

@@ -24,7 +24,10 @@
  *   sends it), and of each folder (`team/`: a name with `/`) that can hold names with the prefix.
  *   Vault lists whole folders, unpaged, so the names are filtered, sorted and paged here
  *   (`pageOfNames`); a name whose current version is deleted or destroyed (a tombstone) is left
- *   out, which costs a metadata read for each name of the page, and one more. A secret written by
+ *   out, which costs a metadata read for each name looked at: the page's, the tombstones among
+ *   them, and one more. Vault lists a tombstone as long as its metadata stays (forever), so a call
+ *   reads at most max(64, 4 x limit) names' metadata: past that the page ends short, even empty,
+ *   with a cursor at the last name read, and the next call goes on from there. A secret written by
  *   others without a `key` field is listed, though `get` finds no value in it (telling would mean
  *   reading values). 404 is an empty folder (with errors: nothing mounted there, as for a read).
  * - Teams: a call's scope (`team_settings[team_id]` from config) replaces the namespace, mount,
@@ -129,6 +132,9 @@ const SETTLE_WAITS_MS = [50, 100, 200];
 const RECENT_MS = 2_000;
 /** Metadata reads a listing makes at once, to leave tombstones out of a page. */
 const LIST_READS = 16;
+/** The most metadata reads one `list` call makes: max(64, 4 x limit); past that the page ends short. */
+const LIST_BUDGET_MIN = 64;
+const LIST_BUDGET_PER_NAME = 4;
 
 /** `HCP_VAULT_ADDR` as LiteLLM takes it: trailing slashes dropped (and, as its Rust port does, spaces). */
 export function vaultAddress(raw: string | undefined): string {
@@ -413,15 +419,20 @@ export class VaultStore implements SecretStore {
     if (start !== "" && !isValidName(`${start}x`)) return { names: [] };
     const held = await this.#namesUnder(start, prefix, what);
     const candidates = pageOfNames(held, { ...options, limit: held.length }).names;
-    // Live names in order, until one more than the page holds (then there is a next page).
+    // Live names in order, until one more than the page holds (then there is a next page), reading
+    // at most `budget` names' metadata: tombstones stay listed forever, and a call must not read them all.
+    const budget = Math.max(LIST_BUDGET_MIN, LIST_BUDGET_PER_NAME * options.limit);
     const live: string[] = [];
-    for (let i = 0; i < candidates.length && live.length <= options.limit; ) {
-      const chunk = candidates.slice(i, i + Math.min(LIST_READS, options.limit + 1 - live.length));
+    let i = 0;
+    while (i < candidates.length && live.length <= options.limit && i < budget) {
+      const chunk = candidates.slice(i, i + Math.min(LIST_READS, options.limit + 1 - live.length, budget - i));
       i += chunk.length;
       const recorded = await Promise.all(chunk.map((name) => this.#readMetadata(name, what)));
       live.push(...chunk.filter((_, j) => recorded[j]?.live));
     }
-    return pageOfNames(live, { limit: options.limit });
+    if (live.length > options.limit || i === candidates.length) return pageOfNames(live, { limit: options.limit });
+    // The reads ran out first: the page ends short (even empty) at the last name read.
+    return { names: live, cursor: Buffer.from(candidates[i - 1] as string, "utf8").toString("base64url") };
   }
 
   async close(): Promise<void> {
