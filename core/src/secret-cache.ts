@@ -23,6 +23,7 @@
  *   value expires: the next read then calls, and gets the error. A read with nothing to serve
  *   still calls.
  * - Our own writes and deletes replace the entry at once, and win over a load already under way.
+ *   One that failed expires the entry (it may have landed): the next read asks the store.
  * - Values are held sealed and opened per read (`MemoryBox`, crypto.ts): NaCl SecretBox (the
  *   libsodium fast path) under a random key that lives only in this process's memory, as bytes,
  *   rather than Node's AES-256-GCM, whose per-call cipher set-up outweighs the whole open at an API
@@ -167,6 +168,22 @@ export class SecretCache {
   setMissing(key: string, name = key): void {
     this.#bump(key);
     this.#store(key, name, undefined);
+  }
+
+  /**
+   * Our own change of the key failed, and may have landed all the same (a cloud store's second call
+   * failing after its first): the next read of any name on it goes to the store, and a value held
+   * stays only as the stale answer should that read fail as the store being unavailable.
+   */
+  expire(key: string): void {
+    this.#bump(key);
+    this.#missing.delete(key);
+    const entry = this.#entries.get(key);
+    if (entry === undefined) return;
+    const now = this.#options.now();
+    entry.refreshAt = Math.min(entry.refreshAt, now);
+    entry.expiresAt = Math.min(entry.expiresAt, now);
+    entry.backoffMs = 0;
   }
 
   /** The key changed behind our back: the next read of any name on it goes to the store. */

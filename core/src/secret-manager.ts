@@ -249,7 +249,9 @@ export class SecretManager {
     };
     const scope = settings?.scope;
     const key = this.store.keyOf(name, scope);
-    const outcome = await this.store.put(name, value, { meta: withDefaults, ifNewerThan, ...(scope && { scope }) });
+    const outcome = await this.store
+      .put(name, value, { meta: withDefaults, ifNewerThan, ...(scope && { scope }) })
+      .catch(this.#expireOnFailure(key));
     if (outcome === "superseded") this.#cache.forget(key);
     else this.#cache.set(key, value, name);
     return { name, created: outcome === "created", outcome };
@@ -259,10 +261,20 @@ export class SecretManager {
     this.#checkWrite(name, team);
     const scope = this.#scopeOf(team);
     const key = this.store.keyOf(name, scope);
-    const outcome = await this.store.delete(name, { ifNewerThan, ...(scope && { scope }) });
+    const outcome = await this.store
+      .delete(name, { ifNewerThan, ...(scope && { scope }) })
+      .catch(this.#expireOnFailure(key));
     if (outcome === "superseded") this.#cache.forget(key);
     else this.#cache.setMissing(key, name);
     return outcome;
+  }
+
+  /** A failed change may have landed (a store's second call failing after its first): `key`'s next read asks the store. */
+  #expireOnFailure(key: string): (err: unknown) => never {
+    return (err) => {
+      this.#cache.expire(key);
+      throw err;
+    };
   }
 
   /**

@@ -13,15 +13,31 @@ import { BackendUnavailable } from "../../core/src/store-errors";
 import { MemoryStore } from "../../core/src/stores/memory";
 import { expectNoValueIn, newKey, secretValue } from "../helpers";
 
-/** An in-memory backend whose reads can be switched to fail like an unreachable service. */
+/**
+ * An in-memory backend whose reads can be switched to fail like an unreachable service, and whose
+ * changes can land and then fail, as a cloud store's second call (tags after the value) can.
+ */
 class FlakyStore extends MemoryStore {
   down = false;
+  failAfterChange = false;
   reads = 0;
 
   override async get(name: string): Promise<SecretRecord | undefined> {
     this.reads++;
     if (this.down) throw new BackendUnavailable("the store did not answer in time", 5);
     return super.get(name);
+  }
+
+  override async put(...args: Parameters<MemoryStore["put"]>): ReturnType<MemoryStore["put"]> {
+    const outcome = await super.put(...args);
+    if (this.failAfterChange) throw new BackendUnavailable("the second call was throttled", 1);
+    return outcome;
+  }
+
+  override async delete(...args: Parameters<MemoryStore["delete"]>): ReturnType<MemoryStore["delete"]> {
+    const outcome = await super.delete(...args);
+    if (this.failAfterChange) throw new BackendUnavailable("the second call was throttled", 1);
+    return outcome;
   }
 }
 
@@ -97,6 +113,26 @@ describe("SecretManager with a failing store", () => {
     await manager.delete("K");
     await expect(manager.get("K")).rejects.toMatchObject({ code: "not_found" });
     expect(store.reads).toBe(0);
+  });
+
+  it("a write or delete that failed may have landed: the next read asks the store, and the old value is only its stale fallback", async () => {
+    const { store, manager } = setup();
+    await manager.put("K", "old");
+    store.failAfterChange = true;
+    await expect(manager.put("K", "new")).rejects.toMatchObject({ code: "backend_unavailable" });
+    expect((await manager.get("K")).value).toBe("new"); // what the store holds, not the cached "old"
+    expect(store.reads).toBe(1);
+
+    await expect(manager.delete("K")).rejects.toMatchObject({ code: "backend_unavailable" });
+    await expect(manager.get("K")).rejects.toMatchObject({ code: "not_found" });
+
+    // The store down after a failed write: the value the cache held is served, marked stale.
+    store.failAfterChange = false;
+    await manager.put("S", "held");
+    store.failAfterChange = true;
+    store.down = true;
+    await expect(manager.put("S", "maybe")).rejects.toMatchObject({ code: "backend_unavailable" });
+    expect(await manager.get("S")).toMatchObject({ value: "held", stale: true });
   });
 
   it("resolves a config at start from the environment when the store fails or lacks a name, as LiteLLM does", async () => {
