@@ -14,7 +14,8 @@
  * |                      |                       |      | a backend certificate not trusted)                    |
  *
  * Only `backend_unavailable` is retryable: the cache may then serve the last good value.
- * Messages are built from the operation, status and error names: never from a value or a body.
+ * Messages are built from the operation, status and error names, and gRPC codes by name
+ * (`PERMISSION_DENIED (7)`): never from a value, a body or the backend's message.
  */
 import { SecretsError } from "./errors";
 
@@ -149,18 +150,56 @@ const TLS_TRUST_CODES = new Set([
 /** Filesystem codes that mean the store cannot be used here, whatever is retried. */
 const UNUSABLE_FS_CODES = new Set(["EACCES", "EPERM", "EROFS", "ENOENT", "ENOTDIR", "EISDIR", "ENOSPC", "EDQUOT"]);
 
-/** gRPC status codes (Google clients). */
-const GRPC_DENIED = new Set([7 /* PERMISSION_DENIED */, 16 /* UNAUTHENTICATED */]);
-const GRPC_UNAVAILABLE = new Set([
-  1 /* CANCELLED */, 4 /* DEADLINE_EXCEEDED */, 8 /* RESOURCE_EXHAUSTED */, 10 /* ABORTED */, 13 /* INTERNAL */,
-  14 /* UNAVAILABLE */,
+/** gRPC status codes (google/rpc/code.proto), as the Google clients report them in `code`. */
+export const GrpcCode = {
+  OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  OUT_OF_RANGE: 11,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  DATA_LOSS: 15,
+  UNAUTHENTICATED: 16,
+} as const;
+
+const GRPC_NAMES = new Map<number, string>(Object.entries(GrpcCode).map(([name, code]) => [code, name]));
+
+const GRPC_DENIED = new Set<number>([GrpcCode.PERMISSION_DENIED, GrpcCode.UNAUTHENTICATED]);
+const GRPC_UNAVAILABLE = new Set<number>([
+  GrpcCode.CANCELLED,
+  GrpcCode.DEADLINE_EXCEEDED,
+  GrpcCode.RESOURCE_EXHAUSTED,
+  GrpcCode.ABORTED,
+  GrpcCode.INTERNAL,
+  GrpcCode.UNAVAILABLE,
 ]);
+
+/**
+ * google-gax (5.x, normalCalls/retries.js), once a call's retries run out, answers a new error of
+ * code DEADLINE_EXCEEDED whatever the attempts failed with: the last attempt's code is only in its
+ * message, `Exceeded maximum number of retries retrying error Error: 8 RESOURCE_EXHAUSTED: <details>
+ * before any response was received ...` (`Error: ` is the gRPC error's `toString()`, whose message
+ * starts with its numeric code). Only those digits are read, at the start of that exact shape; the
+ * rest of the message (the backend's details, every attempt's) is never read nor repeated.
+ */
+const GAX_RETRIES_EXHAUSTED = /^Exceeded maximum number of retries retrying error Error: (\d{1,2}) /;
 
 interface Looked {
   name?: string;
   code?: unknown;
   status?: number;
   retryAfter?: number;
+  /** The code is the last attempt's, recovered from gax's error after its retries ran out. */
+  retried?: boolean;
 }
 
 /**
@@ -236,6 +275,14 @@ function look(err: unknown): Looked {
     found.status = found.code;
     found.code = undefined;
   }
+  // gax's DEADLINE_EXCEEDED after its retries: the last attempt's code instead.
+  if (found.status === undefined && found.code === GrpcCode.DEADLINE_EXCEEDED) {
+    const last = Number(GAX_RETRIES_EXHAUSTED.exec(messageOf(err))?.[1]);
+    if (GRPC_NAMES.has(last)) {
+      found.code = last;
+      found.retried = true;
+    }
+  }
   return found;
 }
 
@@ -260,9 +307,16 @@ function retryAfterHeader(headers: unknown): number | undefined {
   return Number.isNaN(at) ? undefined : Math.max(1, (at - Date.now()) / 1000);
 }
 
-function describe({ name, code, status }: Looked): string {
+/** `HTTP 503`, the error's name, its code: a gRPC code by name (`PERMISSION_DENIED (7)`). */
+function describe({ name, code, status, retried }: Looked): string {
+  const grpcName = typeof code === "number" && status === undefined ? GRPC_NAMES.get(code) : undefined;
+  const codePart = grpcName !== undefined ? `${grpcName} (${code})` : code !== undefined ? String(code) : undefined;
   return (
-    [status !== undefined ? `HTTP ${status}` : undefined, name, code !== undefined ? String(code) : undefined]
+    [
+      status !== undefined ? `HTTP ${status}` : undefined,
+      name,
+      codePart !== undefined && retried ? `${codePart} on the last of the client's retries` : codePart,
+    ]
       .filter((part) => part !== undefined)
       .join(", ") || "no detail"
   );

@@ -120,6 +120,77 @@ describe("classifyBackendError", () => {
     expect(toHttpError(classifyBackendError(shaped({ status: 403 }), "x")).status).toBe(502);
   });
 
+  it("names gRPC codes in the message: the name and the number, nothing of the message", () => {
+    for (const [code, named, cls] of [
+      [7, "PERMISSION_DENIED (7)", "backend_denied"],
+      [16, "UNAUTHENTICATED (16)", "backend_denied"],
+      [8, "RESOURCE_EXHAUSTED (8)", "backend_unavailable"],
+      [14, "UNAVAILABLE (14)", "backend_unavailable"],
+      [4, "DEADLINE_EXCEEDED (4)", "backend_unavailable"],
+      [13, "INTERNAL (13)", "backend_unavailable"],
+      [3, "INVALID_ARGUMENT (3)", "internal"],
+      [42, "(42)", "internal"], // not a gRPC code: the number alone
+    ] as const) {
+      const typed = classifyBackendError(shaped({ code, details: "sk-live-abcdef0123456789" }), "google get");
+      expect(typed.code, named).toBe(cls);
+      expect(typed.message, named).toContain(named);
+      expect(typed.message, named).not.toContain("sk-live");
+    }
+  });
+
+  describe("google-gax's error once its retries run out (DEADLINE_EXCEEDED, the last attempt's code only in its message)", () => {
+    /** As gax 5 builds it (normalCalls/retries.js): `retrying error ${err}` of the last attempt's error. */
+    const gaxRetriesExhausted = (last: string) =>
+      shaped(
+        { code: 4, note: "", metadata: {}, statusDetails: [] },
+        `Exceeded maximum number of retries retrying error Error: ${last}: sk-live-abcdef0123456789 before any response was received : Previous errors : [{message: ${last}: sk-live-abcdef0123456789, code: 8, details: , note: }]`,
+      );
+
+    it("is classified and named by that code, read from that place alone", () => {
+      for (const [last, named] of [
+        ["8 RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED (8)"],
+        ["14 UNAVAILABLE", "UNAVAILABLE (14)"],
+        ["4 DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED (4)"],
+      ] as const) {
+        const typed = classifyBackendError(gaxRetriesExhausted(last), "google get");
+        expect(typed.code, last).toBe("backend_unavailable");
+        expect(toHttpError(typed).headers["retry-after"], last).toBe("1");
+        expect(typed.message, last).toContain(named);
+        if (!last.startsWith("4 ")) expect(typed.message, last).not.toContain("DEADLINE_EXCEEDED");
+        expect(typed.message, last).not.toMatch(/sk-live|retrying|Previous/);
+      }
+    });
+
+    it("any other shape keeps the error's own code and class", () => {
+      for (const message of [
+        // gax's total-timeout error: the call's own deadline did end it.
+        "Total timeout of API x exceeded 100 milliseconds retrying error Error: 8 RESOURCE_EXHAUSTED: y before any response was received.",
+        "Exceeded maximum number of retries before any response was received", // no last error
+        "Exceeded maximum number of retries retrying error Error: 99 NOPE: y before", // not a gRPC code
+        "sk-live: Exceeded maximum number of retries retrying error Error: 7 PERMISSION_DENIED: y", // not at the start
+      ]) {
+        const typed = classifyBackendError(shaped({ code: 4 }, message), "google get");
+        expect(typed.code, message).toBe("backend_unavailable");
+        expect(typed.message, message).toContain("DEADLINE_EXCEEDED (4)");
+        expect(typed.message, message).not.toMatch(/sk-live|RESOURCE_EXHAUSTED|PERMISSION_DENIED|NOPE|99/);
+      }
+      // Only DEADLINE_EXCEEDED is gax's: another code's message is never read.
+      const internal = classifyBackendError(
+        shaped({ code: 13 }, "Exceeded maximum number of retries retrying error Error: 7 PERMISSION_DENIED: y"),
+        "google get",
+      );
+      expect(internal.code).toBe("backend_unavailable");
+      expect(internal.message).toContain("INTERNAL (13)");
+      // Nor an HTTP client's: a status decides.
+      const http = classifyBackendError(
+        shaped({ code: 4, status: 400 }, "Exceeded maximum number of retries retrying error Error: 14 UNAVAILABLE: y"),
+        "google get",
+      );
+      expect(http.code).toBe("internal");
+      expect(http.message).not.toContain("UNAVAILABLE");
+    });
+  });
+
   it("answers a typed internal failure as bare as an untyped one: the backend's detail stays in the log", () => {
     const typed = classifyBackendError(shaped({ name: "ResourceNotFoundException", status: 400 }), "aws get");
     expect(typed.code).toBe("internal");

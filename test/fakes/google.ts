@@ -25,7 +25,8 @@
  * ciphertexts under a named CryptoKey.
  *
  * Faults: `fail(n, fault[, method])` (that RPC only, when given): PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE (what a client sees
- * when its connection drops), INTERNAL, or no answer (the client's deadline ends the call).
+ * when its connection drops), INTERNAL, or no answer (the client's deadline ends the call). Their
+ * details carry `FAULT_DETAIL`, which no typed error may repeat (the client puts details in its messages).
  */
 import { createCipheriv, createDecipheriv, generateKeyPairSync, randomBytes, verify } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -45,6 +46,9 @@ const FAULT_STATUS: Record<Exclude<GoogleFault, "hang">, grpc.status> = {
   unavailable: grpc.status.UNAVAILABLE,
   internal: grpc.status.INTERNAL,
 };
+
+/** In every injected fault's details, as a backend's own text: typed errors must never carry it. */
+export const FAULT_DETAIL = "backend-detail-marker sk-live-fault0123456789";
 
 const ROOT = join(import.meta.dirname, "../../node_modules");
 
@@ -332,7 +336,7 @@ export class FakeGoogle {
         this.calls.push({ method, request: call.request, authorization, clientCertificate });
         const fault = this.#faults.take(method);
         if (fault === "hang") return; // the client's deadline ends it
-        if (fault) return callback({ code: FAULT_STATUS[fault], details: `injected ${fault}` });
+        if (fault) return callback({ code: FAULT_STATUS[fault], details: `injected ${fault}: ${FAULT_DETAIL}` });
         const caller = this.#caller(authorization, audience);
         if (caller === undefined) {
           return callback({

@@ -12,7 +12,7 @@ import { loadSettings } from "../../core/src/settings";
 import { GoogleSecretManagerStore, googleSecretManagerStore } from "../../core/src/stores/google";
 import { googleTlsOptions } from "../../core/src/stores/google-config";
 import { googleKmsStore } from "../../core/src/stores/google-kms";
-import { type FakeGoogle, lazyFakeGoogle } from "../fakes/google";
+import { FAULT_DETAIL, type FakeGoogle, lazyFakeGoogle } from "../fakes/google";
 import { makeServerChain } from "../fakes/pki";
 import { codeOf, expectNoValueIn, listPages, newKey, secretValue, serveStore, tempDir } from "../helpers";
 
@@ -390,21 +390,40 @@ describe("google_secret_manager faults (the library's 3 attempts)", () => {
     await new Promise((r) => setTimeout(r, 200)); // an attempt too many would show up here
     await store.close();
     const perMethod = [fake.callsOf("GetSecret").length, fake.callsOf("AccessSecretVersion").length];
-    return { result: result as { code?: string; value?: string }, attempts: Math.max(...perMethod) };
+    return { result: result as { code?: string; value?: string; message?: string }, attempts: Math.max(...perMethod) };
   }
 
-  it("PERMISSION_DENIED is backend_denied", async () => {
+  it("PERMISSION_DENIED is backend_denied, named in the message", async () => {
     const { result, attempts } = await failing(1, "denied");
     expect(result.code).toBe("backend_denied");
+    expect(result.message).toContain("PERMISSION_DENIED (7)");
+    expect(result.message).not.toContain(FAULT_DETAIL);
     expect(attempts).toBe(1);
   });
 
-  it("RESOURCE_EXHAUSTED and UNAVAILABLE on every attempt are backend_unavailable", async () => {
-    for (const fault of ["exhausted", "unavailable"] as const) {
+  it("RESOURCE_EXHAUSTED and UNAVAILABLE on every attempt are backend_unavailable, named as themselves (not the client's DEADLINE_EXCEEDED)", async () => {
+    // Once its retries run out, gax reports DEADLINE_EXCEEDED with the last code only in its message.
+    for (const [fault, named] of [
+      ["exhausted", "RESOURCE_EXHAUSTED (8)"],
+      ["unavailable", "UNAVAILABLE (14)"],
+    ] as const) {
       const { result, attempts } = await failing(3, fault);
       expect(result.code, fault).toBe("backend_unavailable");
       expect(attempts, fault).toBe(3);
+      expect(result.message, fault).toContain(named);
+      expect(result.message, fault).not.toContain("DEADLINE_EXCEEDED");
+      // Nothing else of the client's message: not the backend's details, nor gax's wording.
+      expect(result.message, fault).not.toContain(FAULT_DETAIL);
+      expect(result.message, fault).not.toMatch(/injected|retrying|Previous errors/);
     }
+  });
+
+  it("INTERNAL is backend_unavailable at once (not retried by the client), named in the message", async () => {
+    const { result, attempts } = await failing(1, "internal");
+    expect(result.code).toBe("backend_unavailable");
+    expect(result.message).toContain("INTERNAL (13)");
+    expect(result.message).not.toContain(FAULT_DETAIL);
+    expect(attempts).toBe(1);
   });
 
   it("one UNAVAILABLE is retried and answered", async () => {
@@ -415,6 +434,7 @@ describe("google_secret_manager faults (the library's 3 attempts)", () => {
   it("a service that does not answer is backend_unavailable once the deadline passes", async () => {
     const { result, attempts } = await failing(3, "hang", 300);
     expect(result.code).toBe("backend_unavailable");
+    expect(result.message).toContain("DEADLINE_EXCEEDED (4)");
     expect(attempts).toBe(3);
   });
 });

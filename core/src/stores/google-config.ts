@@ -7,6 +7,7 @@
  */
 import * as z from "zod/mini";
 import { type OutboundTls, outboundTlsOptions } from "../outbound-tls";
+import { GrpcCode } from "../store-errors";
 import { loadSdk } from "./load-sdk";
 
 /** `https://host:port`: where the gRPC client connects instead of Google's endpoint (an emulator, a private endpoint). */
@@ -32,8 +33,12 @@ export const endpointUrl = z.pipe(
   }),
 );
 
-/** gRPC codes worth another try: UNAVAILABLE, RESOURCE_EXHAUSTED (throttling), DEADLINE_EXCEEDED. */
-const RETRY_CODES = [14, 8, 4];
+/**
+ * gRPC codes worth another try: UNAVAILABLE, RESOURCE_EXHAUSTED (throttling), DEADLINE_EXCEEDED.
+ * When every attempt fails, gax answers DEADLINE_EXCEEDED with the last attempt's code only in its
+ * message: `classifyBackendError` recovers that code (and reads nothing else of the message).
+ */
+const RETRY_CODES = [GrpcCode.UNAVAILABLE, GrpcCode.RESOURCE_EXHAUSTED, GrpcCode.DEADLINE_EXCEEDED];
 
 /**
  * Per-call options: the library's retry with 3 attempts in all (backoff from 100 ms, doubling, at

@@ -43,7 +43,8 @@
  * its time is recorded).
  * Records: the version number and the tags (labels: lower-case letters, digits, `_` and `-`; 64 at
  * most, more is `400 invalid_request` before any write).
- * Retries: the library's, 3 attempts on UNAVAILABLE, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED.
+ * Retries: the library's, 3 attempts on UNAVAILABLE, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED; once
+ * they run out, the error names the last attempt's code (not the library's DEADLINE_EXCEEDED).
  */
 import type * as Sdk from "@google-cloud/secret-manager";
 import * as z from "zod/mini";
@@ -63,7 +64,7 @@ import {
   type SecretStore,
   type StoreFactory,
 } from "../secret-store";
-import { classifyBackendError, NameConflict, StoreUnavailable } from "../store-errors";
+import { classifyBackendError, GrpcCode, NameConflict, StoreUnavailable } from "../store-errors";
 import { endpointUrl, googleCallOptions, googleTlsOptions } from "./google-config";
 import { loadSdk } from "./load-sdk";
 
@@ -85,11 +86,7 @@ const LABEL_KEY = /^[a-z][a-z0-9_-]{0,62}$/;
 const LABEL_VALUE = /^[a-z0-9_-]{0,63}$/;
 
 /** gRPC status codes the store decides on itself. */
-const INVALID_ARGUMENT = 3;
-const NOT_FOUND = 5;
-const PERMISSION_DENIED = 7;
-const ALREADY_EXISTS = 6;
-const FAILED_PRECONDITION = 9;
+const { INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, ALREADY_EXISTS, FAILED_PRECONDITION } = GrpcCode;
 
 const flag = z.optional(z.string());
 
