@@ -94,6 +94,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     env: settings.env,
     keys: settings.keys,
     maxBodyBytes: MAX_BODY_BYTES,
+    maxValueBytes: settings.storeFactory.capabilities.maxValueBytes,
     resolveLimits: settings.resolveLimits,
     now,
   });

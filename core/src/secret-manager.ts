@@ -68,12 +68,13 @@ export interface SecretManagerOptions {
   keys?: KeyRing;
   /** The largest request body a caller can send: `encrypt` refuses values whose ciphertext would not fit. */
   maxBodyBytes?: number;
+  /** The largest value, in UTF-8 bytes, the store takes (`capabilities.maxValueBytes`): a larger one is refused before any call. */
+  maxValueBytes?: number;
   /** `resolve`'s bounds: ref occurrences in a config, and bytes of the answer (SPEC section 4). */
   resolveLimits?: { maxRefs: number; maxBytes: number };
   now?: () => number;
 }
 
-/** A cache answer as a read: the value, or `not_found`. */
 /**
  * `decrypt` without a store: for the CLI, which needs no store to open a ciphertext but obeys
  * `access_mode` as every entry point does.
@@ -90,6 +91,7 @@ export function decryptUnder(
   return openSecret(ciphertext, keys);
 }
 
+/** A cache answer as a read: the value, or `not_found`. */
 function found(name: string, read: CacheRead): SecretRead {
   if (read.value === undefined) throw new NotFound(name);
   return { name, value: read.value, stale: read.stale };
@@ -105,12 +107,14 @@ export class SecretManager {
   readonly #hosted: ReadonlySet<string> | undefined;
   readonly #keys: KeyRing | undefined;
   readonly #maxBodyBytes: number;
+  readonly #maxValueBytes: number | undefined;
   readonly #resolveLimits: { maxRefs: number; maxBytes: number };
 
   constructor(options: SecretManagerOptions) {
     this.store = options.store;
     this.#keys = options.keys;
     this.#maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
+    this.#maxValueBytes = options.maxValueBytes;
     this.#resolveLimits = options.resolveLimits ?? { maxRefs: 1000, maxBytes: 1024 * 1024 };
     this.#policy = options.policy;
     this.#log = options.log;
@@ -239,6 +243,13 @@ export class SecretManager {
     team?: string,
   ): Promise<{ name: string; created: boolean; outcome: PutOutcome }> {
     this.#checkWrite(name, team);
+    const bytes = Buffer.byteLength(value, "utf8");
+    if (bytes > (this.#maxValueBytes ?? bytes)) {
+      throw new SecretsError(
+        "payload_too_large",
+        `the value is ${bytes} bytes; the ${this.store.kind} store takes at most ${this.#maxValueBytes}`,
+      );
+    }
     const settings = team === undefined ? undefined : this.#policy.teams?.[team];
     const withDefaults: SecretMeta = {
       ...meta,

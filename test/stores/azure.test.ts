@@ -528,6 +528,13 @@ describe("llm-secrets serve against Azure", () => {
       expect(fake.tokenRequests.map((t) => t.status)).toEqual([200]);
       expect(await (await call("GET", "/v1/secrets/AZURE_API_KEY?refresh=true")).json()).toMatchObject({ value: v });
       expect((await call("PUT", "/v1/secrets/AZURE-API-KEY", { value: value("clash") })).status).toBe(409);
+      // Past Key Vault's 25 000 bytes: 413 before any call (the vault's 400 was a 500 internal).
+      const puts = fake.calls("PUT").length;
+      const big = await call("PUT", "/v1/secrets/BIG", { value: "é".repeat(12_500) + "x" });
+      expect(big.status).toBe(413);
+      expect(((await big.json()) as { error: { code: string } }).error.code).toBe("payload_too_large");
+      expect(fake.calls("PUT")).toHaveLength(puts);
+      expect((await call("PUT", "/v1/secrets/BIG", { value: "é".repeat(12_500) })).status).toBe(201);
       expect((await call("DELETE", "/v1/secrets/AZURE_API_KEY")).status).toBe(204);
       expect((await call("GET", "/v1/secrets/AZURE_API_KEY?refresh=true")).status).toBe(404);
       fake.fail(3, "error");
