@@ -27,8 +27,8 @@
  *   seen records who made it (`principal`: the role's ARN, or `account`).
  *
  * Faults: `fail(n, fault[, action])` makes the next n requests (of that action only, when given)
- * answer 403, 429 (with `Retry-After`), 500, hang (no answer until the client gives up) or reset
- * the connection.
+ * answer `AccessDeniedException`, `ThrottlingException` (HTTP 400 and no `Retry-After`, as AWS
+ * sends it), 500, hang (no answer until the client gives up) or reset the connection.
  */
 import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -228,10 +228,9 @@ export class FakeAws {
       return;
     }
     if (fault === "denied") return this.#error(res, new AwsError("AccessDeniedException", "not authorized", 400));
-    if (fault === "throttled") {
-      res.setHeader("retry-after", "2");
-      return this.#error(res, new AwsError("ThrottlingException", "Rate exceeded", 429));
-    }
+    // As AWS throttles (Secrets Manager and KMS "Common Errors": `ThrottlingException`, "The request
+    // was denied due to request throttling", HTTP status code 400), with no Retry-After.
+    if (fault === "throttled") return this.#error(res, new AwsError("ThrottlingException", "Rate exceeded", 400));
     if (fault === "error") return this.#error(res, new AwsError("InternalServiceError", "internal failure", 500));
 
     try {

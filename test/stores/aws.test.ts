@@ -251,16 +251,16 @@ describe("aws_secret_manager faults (the SDK's 3 attempts, nothing added)", () =
     };
   }
 
-  it("403 is backend_denied, at once", async () => {
+  it("AccessDeniedException is backend_denied, at once", async () => {
     const { err, attempts } = await failing(1, "denied");
     expect(err.code).toBe("backend_denied");
     expect(attempts).toBe(1);
   });
 
-  it("429 three times is backend_unavailable with the service's Retry-After", async () => {
+  it("ThrottlingException three times (HTTP 400, no Retry-After, as AWS sends it) is backend_unavailable, Retry-After 1", async () => {
     const { err, attempts } = await failing(3, "throttled");
     expect(err.code).toBe("backend_unavailable");
-    expect(err.details?.retryAfter).toBe(2);
+    expect(err.details?.retryAfter).toBe(1);
     expect(attempts).toBe(3);
   });
 
@@ -542,7 +542,7 @@ describe("llm-secrets serve against AWS", () => {
 });
 
 describe("aws_kms faults (the SDK's 3 attempts, nothing added)", () => {
-  it("maps 403, 429, 500 and resets to the SPEC codes", async () => {
+  it("maps AccessDeniedException, ThrottlingException, 500 and resets to the SPEC codes", async () => {
     const fake = await aws();
     const store = await awsKmsStore.open(
       { config: { aws_region_name: "us-east-1" }, env: {} },
