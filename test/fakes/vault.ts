@@ -21,7 +21,9 @@
  * - AppRole login `POST /v1/auth/{mount}/login` `{role_id, secret_id}` and cert login
  *   `POST /v1/auth/cert/login` `{name}`, which takes only a client certificate the tests' CA signed
  *   (read off the TLS connection: real mutual TLS). A refused login is 400, as Vault's are.
- * - Unknown routes: 404 `no handler for route`; a missing secret: 404 `{"errors":[]}`.
+ * - 404s as Vault's: an unknown route (no mount) `{"errors":["no handler for route ..."]}`; a
+ *   missing secret, metadata or folder `{"errors":[]}`; a deleted or destroyed current version
+ *   Vault's envelope with `data.data: null` and `data.metadata`, and no `errors` key.
  * - `requireRequestHeader`: as a Vault Agent or Proxy listener with `require_request_header`, 412
  *   for a request without `X-Vault-Request: true`.
  * - Faults, for the next N matching requests: a status (429 with `Retry-After`, 500, 503; with an

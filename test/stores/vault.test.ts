@@ -2,6 +2,7 @@
 // (test/fakes/vault.ts) that answers as Vault's HTTP API does. LiteLLM's parity examples (URL,
 // namespaces, mount, prefix, auth order), logins and their tokens, KV v2 writes with check-and-set,
 // change times in custom metadata, retries and the fault matrix, and the conformance suite.
+import { createServer as createHttpServer } from "node:http";
 import { createServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { afterAll, describe, expect, inject, it } from "vitest";
@@ -1039,6 +1040,61 @@ describe("retries and the fault matrix", () => {
     expect(await right.get("NOPE")).toBeUndefined();
     expect((await right.list({ prefix: "none/", limit: 10 })).names).toEqual([]);
     expect((await right.get("A"))?.value).toBe("a");
+  });
+
+  it("an address that answers 404 but not as Vault (an ingress's HTML page, another service) is store_unavailable saying so, never not found; /ready is 503", async () => {
+    // Vault's own 404s are `{"errors":[]}` (nothing there) or a deleted version's `data.metadata`.
+    const answers: [string, string][] = [
+      ["text/html", "<html><body><h1>404 Not Found</h1>nginx</body></html>"],
+      ["application/json", '{"message":"Not Found"}'],
+      ["application/json", '{"data":null}'],
+      ["text/plain", ""],
+    ];
+    let answer = answers[0] as [string, string];
+    const server = createHttpServer((_, res) => {
+      res.writeHead(404, { "content-type": answer[0] }).end(answer[1]);
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const env = { HCP_VAULT_ADDR: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, HCP_VAULT_TOKEN: ROOT };
+    try {
+      const store = await open(env);
+      for (const next of answers) {
+        answer = next;
+        const err = await errorOf(store.get("OPENAI_API_KEY"));
+        expect([err.code, err.status]).toEqual(["store_unavailable", 500]);
+        expect(err.message).toContain("not as Vault");
+        expect(err.message).toContain("HCP_VAULT_ADDR");
+        expect((await errorOf(store.list({ limit: 10 }))).code).toBe("store_unavailable");
+        expect((await errorOf(store.put("A", value("not-vault")))).code).toBe("store_unavailable");
+        expect((await errorOf(store.delete("A"))).code).toBe("store_unavailable");
+      }
+
+      answer = answers[0] as [string, string];
+      const masterKey = newKey();
+      const runtime = await createRuntime({
+        stores: [vaultStore],
+        settings: { env: { LITELLM_MASTER_KEY: masterKey, ...env } },
+        log,
+        audit: () => {},
+      });
+      try {
+        const call = (path: string) =>
+          runtime.fetch(new Request(`http://localhost${path}`, { headers: { authorization: `Bearer ${masterKey}` } }), {
+            path,
+          });
+        const ready = await call("/ready");
+        expect(ready.status).toBe(503);
+        expect(await ready.json()).toMatchObject({ error: { code: "store_unavailable" } });
+        const read = await call("/v1/secrets/OPENAI_API_KEY");
+        expect(read.status).not.toBe(404);
+        expect(await read.json()).toMatchObject({ error: { code: "store_unavailable" } });
+      } finally {
+        await runtime.close();
+      }
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
   });
 
   it("a fault that clears within the three tries is invisible: reset then 500 then the answer", async () => {

@@ -11,10 +11,12 @@
  *   namespace only in the login's `X-Vault-Namespace` (`HCP_VAULT_NAMESPACE` serves as both unless
  *   `HCP_VAULT_LOGIN_NAMESPACE` / `HCP_VAULT_SECRET_NAMESPACE` say otherwise).
  * - Read: `GET` the data path; the value is `data.data.key` (a secret without a string `key` field is
- *   no secret to us, as in LiteLLM). 404 is not found: KV's `{"errors":[]}` (or a deleted
- *   version's metadata). A 404 that holds errors is Vault's `no handler for route`: nothing is
- *   mounted there (`HCP_VAULT_MOUNT_NAME` or the namespace mistyped), `store_unavailable` naming the
- *   mount, never "not found" (which would be cached, and fall back to the environment).
+ *   no secret to us, as in LiteLLM). 404 is not found only as KV says it: `{"errors":[]}`, or a
+ *   deleted version's `data.metadata`. A 404 that holds errors is Vault's `no handler for route`:
+ *   nothing is mounted there (`HCP_VAULT_MOUNT_NAME` or the namespace mistyped), `store_unavailable`
+ *   naming the mount; any other 404 (an HTML page, other JSON: a proxy, an ingress or another
+ *   service at `HCP_VAULT_ADDR`) is `store_unavailable` saying the address answered but not as
+ *   Vault. Never "not found" (which would be cached, and fall back to the environment).
  * - Write: `POST {"options":{"cas":N},"data":{"key":value}}` on the data path, where N is the
  *   version we read: KV v2's check-and-set, so a writer that got in between is never overwritten
  *   blindly; we read again and decide again. Differs: the description is not written as a second
@@ -442,12 +444,23 @@ export class VaultStore implements SecretStore {
 
   /**
    * Whether an answer is KV's 404 for nothing there: `{"errors":[]}`, or a deleted version's
-   * metadata. A 404 with errors is Vault's `no handler for route`: no engine at the mount (a
-   * mistyped mount or namespace), a configuration error reported as such, not a missing secret.
+   * metadata (`data.metadata`). A 404 with errors is Vault's `no handler for route`: no engine at
+   * the mount (a mistyped mount or namespace), a configuration error reported as such, not a
+   * missing secret. Any other 404 (an HTML page, another JSON) is not Vault's: a proxy, an ingress
+   * or another service at the address.
    */
   #absent(answer: VaultAnswer, what: string): boolean {
     if (answer.status !== 404) return false;
-    if (errorsOf(answer.body).length === 0) return true;
+    const body = answer.body as { errors?: unknown; data?: { metadata?: unknown } | null } | undefined;
+    if (Array.isArray(body?.errors) && body.errors.length === 0) return true;
+    const metadata = body?.data?.metadata;
+    if (metadata !== null && typeof metadata === "object" && !Array.isArray(metadata)) return true;
+    if (errorsOf(body).length === 0) {
+      throw new StoreUnavailable(
+        `${what}: the address answered HTTP 404, but not as Vault does: check HCP_VAULT_ADDR ` +
+          "(it may reach a proxy, an ingress or another service rather than Vault)",
+      );
+    }
     const { secretNamespace, mount } = this.#target;
     const at = secretNamespace === undefined ? mount : `${secretNamespace}/${mount}`;
     throw new StoreUnavailable(
