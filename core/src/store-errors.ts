@@ -79,21 +79,31 @@ const DENIED_NAMES = new Set([
 ]);
 
 const UNAVAILABLE_NAMES = new Set([
-  "ThrottlingException",
-  "TooManyRequestsException",
-  "RequestLimitExceeded",
-  "LimitExceededException",
-  "InternalServiceError",
+  "ThrottlingException", // AWS common error: the request rate (Secrets Manager's and KMS's throttling)
+  "TooManyRequestsException", // Lambda, API Gateway (429)
+  "RequestLimitExceeded", // EC2-style request-rate throttling
+  "InternalServiceError", // Secrets Manager (500)
   "InternalServiceErrorException",
-  "InternalFailure",
-  "ServiceUnavailable",
+  "InternalFailure", // AWS common error (500)
+  "ServiceUnavailable", // AWS common error (503)
   "ServiceUnavailableException",
-  "KMSInternalException",
+  "KMSInternalException", // KMS (500)
   "TimeoutError",
   "AbortError",
   "RequestTimeout",
-  "RequestTimeoutException",
+  "RequestTimeoutException", // AWS common error (408)
 ]);
+
+/**
+ * A backend quota reached, not throttling: Secrets Manager's `LimitExceededException` (more than 100
+ * versions not yet removed, which it keeps 24 h; too many secrets) and KMS's (keys, aliases, grants,
+ * on their management calls, never on Decrypt; KMS throttles the request rate with
+ * `ThrottlingException`), both 400. The classifier is not told the service, and need not be: in
+ * both it is a quota, and the AWS SDK has already retried it as throttling. Retrying does not help,
+ * so it is not `backend_unavailable` (no Retry-After for a day of retries): an internal failure,
+ * named in the log. A service that throttles under this name answers 429, which decides first.
+ */
+const QUOTA_NAMES = new Set(["LimitExceededException"]);
 
 const UNAVAILABLE_NET_CODES = new Set([
   "ECONNRESET",
@@ -241,6 +251,14 @@ export function classifyBackendError(err: unknown, what: string): SecretsError {
   }
   if (typeof code === "string" && UNUSABLE_FS_CODES.has(code)) {
     return new StoreUnavailable(`${what}: the store cannot be used (${code})`, options);
+  }
+  if (name !== undefined && QUOTA_NAMES.has(name)) {
+    return new SecretsError(
+      "internal",
+      `${what}: the backend refuses this, one of its quotas is reached (${label})`,
+      {},
+      options,
+    );
   }
   return new SecretsError("internal", `${what}: unexpected backend failure (${label})`, {}, options);
 }

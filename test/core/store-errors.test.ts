@@ -86,6 +86,27 @@ const CASES: [string, unknown, string, number?][] = [
   ["EACCES on the data dir", shaped({ code: "EACCES", path: "/srv/data" }), "store_unavailable"],
   ["ENOENT data dir", shaped({ code: "ENOENT" }), "store_unavailable"],
   ["ENOSPC", shaped({ code: "ENOSPC" }), "store_unavailable"],
+  // Secrets Manager's and KMS's LimitExceededException is a quota reached (Secrets Manager: more than
+  // 100 versions not yet removed, kept 24 h), not throttling: retrying it for a day helps no one.
+  [
+    "AWS LimitExceededException (a quota, not throttling)",
+    shaped({ name: "LimitExceededException", $fault: "client", $metadata: { httpStatusCode: 400 } }),
+    "internal",
+  ],
+  // A service that throttles under that name (API Gateway) answers 429: retryable.
+  [
+    "LimitExceededException with 429",
+    shaped({ name: "LimitExceededException", $metadata: { httpStatusCode: 429 } }),
+    "backend_unavailable",
+    1,
+  ],
+  // EC2-style throttling of the request rate stays retryable.
+  [
+    "AWS RequestLimitExceeded (request-rate throttling)",
+    shaped({ name: "RequestLimitExceeded" }),
+    "backend_unavailable",
+    1,
+  ],
   ["HTTP 400", shaped({ status: 400 }), "internal"],
   ["a plain Error", new Error("something with sk-live-abcdef0123456789"), "internal"],
   ["a string", "sk-live-abcdef0123456789", "internal"],
@@ -118,6 +139,22 @@ describe("classifyBackendError", () => {
     expect(toHttpError(new StoreCorrupt("x")).status).toBe(500);
     expect(toHttpError(classifyBackendError(shaped({ code: "EACCES" }), "x")).status).toBe(500);
     expect(toHttpError(classifyBackendError(shaped({ status: 403 }), "x")).status).toBe(502);
+  });
+
+  it("a backend quota reached (LimitExceededException) is no 503: no Retry-After, named in the log", () => {
+    const typed = classifyBackendError(
+      shaped({ name: "LimitExceededException", $fault: "client", $metadata: { httpStatusCode: 400 } }),
+      "aws secrets manager put",
+    );
+    expect(isRetryable(typed)).toBe(false);
+    expect(typed.message).toBe(
+      "aws secrets manager put: the backend refuses this, one of its quotas is reached (HTTP 400, LimitExceededException)",
+    );
+    expect(toHttpError(typed)).toEqual({
+      status: 500,
+      headers: {},
+      body: { error: { code: "internal", message: "internal error" } },
+    });
   });
 
   it("names gRPC codes in the message: the name and the number, nothing of the message", () => {
