@@ -31,6 +31,12 @@ export const READY_PROBE_NAME = "llm-secrets-readiness-probe";
 const MAX_CONFIG_DEPTH = 32;
 /** Names `resolve` looks up at once, between turns of the event loop. */
 const RESOLVE_BATCH = 256;
+/**
+ * Store reads under way at once, whoever asks (a config's refs at start, `resolve`, background
+ * refreshes): a config of thousands of refs does not fire thousands of calls at a rate-limited
+ * backend (Google's 600 reads a minute, Vault's quotas) at the same instant.
+ */
+const MAX_STORE_READS = 64;
 /** Unresolved names spelled out in the 422's message; `names` holds them all. */
 const LISTED_IN_MESSAGE = 20;
 
@@ -108,6 +114,7 @@ export class SecretManager {
   readonly #keys: KeyRing | undefined;
   readonly #maxBodyBytes: number;
   readonly #maxValueBytes: number | undefined;
+  readonly #reads = new ConcurrencyLimit(MAX_STORE_READS);
   readonly #resolveLimits: { maxRefs: number; maxBytes: number };
 
   constructor(options: SecretManagerOptions) {
@@ -206,7 +213,7 @@ export class SecretManager {
 
   /** The cache's answer for `name` (synchronous on a hit), loading from the store on a miss. */
   #cached(name: string, refresh?: boolean, scope?: StoreScope): CacheRead | Promise<CacheRead> {
-    const load = async () => (await this.store.get(name, scope && { scope }))?.value;
+    const load = () => this.#reads.run(async () => (await this.store.get(name, scope && { scope }))?.value);
     return this.#cache.get(this.store.keyOf(name, scope), load, refresh, name);
   }
 
@@ -475,6 +482,26 @@ export class SecretManager {
     const virtualKey = this.#policy.storeVirtualKeys && name.startsWith(prefix);
     if (this.#hosted && !this.#hosted.has(name) && !virtualKey) {
       throw new AccessDenied("not_hosted", `${name} is not in hosted_keys`);
+    }
+  }
+}
+
+/** Runs at most `max` tasks at once; the others wait their turn, first come first served. */
+class ConcurrencyLimit {
+  #running = 0;
+  readonly #waiting: (() => void)[] = [];
+
+  constructor(readonly max: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.#running >= this.max) await new Promise<void>((start) => this.#waiting.push(start));
+    else this.#running++;
+    try {
+      return await task();
+    } finally {
+      const next = this.#waiting.shift();
+      if (next) next(); // the slot passes on
+      else this.#running--;
     }
   }
 }

@@ -1,5 +1,5 @@
 // The SecretManager over a backend that can be made to fail, as a cloud store will.
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { createApp } from "../../core/src/app";
 import { SecretsError } from "../../core/src/errors";
 import { instrumentStore } from "../../core/src/instrument-store";
@@ -21,11 +21,22 @@ class FlakyStore extends MemoryStore {
   down = false;
   failAfterChange = false;
   reads = 0;
+  /** Each read's time in the backend, and the most reads it had at once. */
+  latencyMs = 0;
+  inFlight = 0;
+  mostInFlight = 0;
 
   override async get(name: string): Promise<SecretRecord | undefined> {
     this.reads++;
-    if (this.down) throw new BackendUnavailable("the store did not answer in time", 5);
-    return super.get(name);
+    this.inFlight++;
+    this.mostInFlight = Math.max(this.mostInFlight, this.inFlight);
+    try {
+      if (this.latencyMs > 0) await new Promise((resolve) => setTimeout(resolve, this.latencyMs));
+      if (this.down) throw new BackendUnavailable("the store did not answer in time", 5);
+      return await super.get(name);
+    } finally {
+      this.inFlight--;
+    }
   }
 
   override async put(...args: Parameters<MemoryStore["put"]>): ReturnType<MemoryStore["put"]> {
@@ -165,6 +176,25 @@ describe("SecretManager with a failing store", () => {
     expect(nowhere.refs).toEqual([{ name: "Z", source: "unresolved", reason: "backend_unavailable" }]);
     expect(logs.some((l) => l.includes("store read failed") && l.includes('"code":"backend_unavailable"'))).toBe(true);
     expectNoValueIn(logs, [fromEnv]);
+  });
+
+  it("sends the store at most 64 reads at once: a config of 3000 refs at start, and their refreshes", async () => {
+    const { store, manager, clock, get } = setup({ ttlSeconds: 1000 });
+    const names = Array.from({ length: 3000 }, (_, i) => `KEY_${i}`);
+    for (const name of names) await store.put(name, `v-${name}`);
+    store.latencyMs = 5;
+    const config = Object.fromEntries(names.map((name) => [name.toLowerCase(), `os.environ/${name}`]));
+    const resolved = await manager.resolveConfig(config);
+    expect(resolved.refs.every((r) => r.source === "store")).toBe(true);
+    expect(store.reads).toBe(3000);
+    expect(store.mostInFlight).toBe(64);
+
+    // In the refresh window, a read of each answers at once and refreshes in the background.
+    store.mostInFlight = 0;
+    clock.now += 995_000;
+    for (const name of names) expect((await get(`/v1/secrets/${name}`)).status).toBe(200);
+    await vi.waitFor(() => expect(store.reads).toBe(6000), { timeout: 10_000 });
+    expect(store.mostInFlight).toBe(64);
   });
 
   it("logs a failed background refresh once, with the name, the code and the entry's age: never the value", async () => {
