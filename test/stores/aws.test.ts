@@ -408,6 +408,58 @@ describe("role assumption from key_management_settings (STS, as LiteLLM's AWS cl
   });
 });
 
+describe("the region, as LiteLLM resolves it", () => {
+  /**
+   * Runs with the shared AWS config file holding `text` and no region or profile in the process
+   * environment (the SDK reads those from it), as on a workstation whose region is set by `aws configure`.
+   */
+  async function withConfigFile<T>(text: string, run: () => Promise<T>): Promise<T> {
+    const file = join(await tempDir(), "config");
+    await writeFile(file, text);
+    const keys = ["AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"];
+    const saved = Object.fromEntries(keys.map((k) => [k, process.env[k]]));
+    for (const k of keys) delete process.env[k];
+    process.env.AWS_CONFIG_FILE = file;
+    process.env.AWS_SHARED_CREDENTIALS_FILE = join(file, "..", "no-credentials-file");
+    try {
+      return await run();
+    } finally {
+      for (const k of keys) {
+        if (saved[k] === undefined) delete process.env[k];
+        else process.env[k] = saved[k];
+      }
+    }
+  }
+
+  /** The region the store signs its calls for, opened with `config` and nothing in its environment. */
+  async function signedRegion(config: Record<string, unknown> = {}): Promise<string | undefined> {
+    const fake = await aws();
+    fake.requests.length = 0;
+    const store = await awsSecretsManagerStore.open({ config, env: {} }, deps());
+    await store.get("REGIONAL");
+    await store.close?.();
+    const auth = String(fake.calls("GetSecretValue")[0]?.headers.authorization);
+    return /\/\d{8}\/([^/]+)\/secretsmanager\//.exec(auth)?.[1];
+  }
+
+  it("none in the settings or the environment: the shared config file's (the profile's), as boto3's session; else us-west-2 with a warning", async () => {
+    const keys = `aws_access_key_id = ${FAKE_AWS_CREDENTIALS.accessKeyId}\naws_secret_access_key = ${FAKE_AWS_CREDENTIALS.secretAccessKey}\n`;
+    const file = `[default]\nregion = eu-north-1\n[profile team]\nregion = ap-south-1\n${keys}`;
+    logs.length = 0;
+    await withConfigFile(file, async () => {
+      expect(await signedRegion()).toBe("eu-north-1");
+      expect(await signedRegion({ aws_profile_name: "team" })).toBe("ap-south-1");
+      // The settings and the environment come first.
+      expect(await signedRegion({ aws_region_name: "ca-central-1" })).toBe("ca-central-1");
+    });
+    expect(logs.filter((l) => l.includes("no AWS region found"))).toEqual([]);
+    await withConfigFile("[default]\noutput = json\n", async () => {
+      expect(await signedRegion()).toBe("us-west-2");
+    });
+    expect(logs.filter((l) => l.includes("no AWS region found"))).toHaveLength(1);
+  });
+});
+
 describe("aws_kms", () => {
   it("decrypts base64 KMS ciphertext from the environment, aws_kms/ prefixed or not, trimmed", async () => {
     const fake = await aws();

@@ -1,7 +1,8 @@
 /**
  * What the AWS store and the AWS KMS decryptor share, without loading an SDK: the region (as
  * LiteLLM resolves it), the settings both read, and the client options (timeouts; the SDK's own
- * retry: 3 attempts, throttling honoured, nothing added on top).
+ * retry: 3 attempts, throttling honoured, nothing added on top). The region of the shared config
+ * file is asked of the SDK the caller loaded, and only when the settings and variables name none.
  *
  * Endpoints are the SDK's: `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SECRETS_MANAGER`,
  * `AWS_ENDPOINT_URL_KMS`, read by the SDK from the environment. Credentials are the SDK's default
@@ -13,6 +14,7 @@ import { Agent as HttpsAgent } from "node:https";
 import * as z from "zod/mini";
 import type { Logger } from "../log";
 import { type OutboundTls, outboundTlsOptions } from "../outbound-tls";
+import { envRefValue, refName } from "../refs";
 import type * as RoleCredentials from "./aws-credentials";
 
 const text = z.nullish(z.string());
@@ -56,9 +58,35 @@ export function regionOf(config: AwsConfig, env: AwsEnv): string | undefined {
 }
 
 /**
+ * The region of the shared AWS config file (`~/.aws/config`, or `AWS_CONFIG_FILE`), which LiteLLM
+ * takes (boto3's session region) when the settings and variables name none: the `region` of the
+ * profile `aws_profile_name` (else `AWS_PROFILE`'s, else `default`'s). Asked of the SDK's own lookup,
+ * through a client of `Client` made without a region; undefined when it finds none. Call it only
+ * then: on Lambda, which always sets `AWS_REGION`, it is never reached.
+ */
+export async function configFileRegion(
+  Client: new (options: { profile?: string }) => { config: { region: () => Promise<string> }; destroy(): void },
+  config: AwsConfig,
+  env: Readonly<Record<string, string | undefined>>,
+): Promise<string | undefined> {
+  const setting = config.aws_profile_name || undefined;
+  const ref = refName(setting);
+  const profile = ref === undefined ? setting : envRefValue(env, ref);
+  const client = new Client(profile ? { profile } : {});
+  try {
+    return await client.config.region();
+  } catch {
+    return undefined; // the SDK's "Region is missing"
+  } finally {
+    client.destroy();
+  }
+}
+
+/**
  * The client options of every AWS client we make: the region as LiteLLM resolves it
- * (`aws_region_name`, then `AWS_REGION_NAME`, `AWS_REGION`, `AWS_DEFAULT_REGION`, else us-west-2
- * with a warning), and bounded time per attempt.
+ * (`aws_region_name`, then `AWS_REGION_NAME`, `AWS_REGION`, `AWS_DEFAULT_REGION`; the caller puts
+ * the config file's in `aws_region_name` when those name none; else us-west-2 with a warning), and
+ * bounded time per attempt.
  */
 export function awsClientOptions(
   config: AwsConfig,
@@ -71,7 +99,7 @@ export function awsClientOptions(
   let region = regionOf(config, env);
   if (!region) {
     log.warn(
-      "no AWS region found: set aws_region_name in key_management_settings or AWS_REGION_NAME/AWS_REGION; using us-west-2",
+      "no AWS region found: set aws_region_name in key_management_settings, AWS_REGION_NAME/AWS_REGION, or region in the AWS config file; using us-west-2",
     );
     region = FALLBACK_REGION;
   }

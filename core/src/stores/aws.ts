@@ -57,7 +57,7 @@ import {
   type StoreFactory,
 } from "../secret-store";
 import { classifyBackendError, NotSupported, StoreCorrupt } from "../store-errors";
-import { AwsConfigKeys, AwsEnvKeys, awsClientOptions, awsCredentials } from "./aws-config";
+import { AwsConfigKeys, AwsEnvKeys, awsClientOptions, awsCredentials, configFileRegion, regionOf } from "./aws-config";
 import { loadSdk } from "./load-sdk";
 
 const TAG_AT = "llm-secrets:changed-at";
@@ -428,7 +428,9 @@ export const awsSecretsManagerStore = {
   open: async (settings, deps) => {
     const { config, env } = settings;
     const sdk = await loadSdk(() => import("@aws-sdk/client-secrets-manager"));
-    const options = awsClientOptions(config, env, deps.log, undefined, deps.outbound);
+    // None in the settings or the variables: the shared config file's, as LiteLLM (boto3) takes it.
+    const region = regionOf(config, env) ?? (await configFileRegion(sdk.SecretsManagerClient, config, deps.env));
+    const options = awsClientOptions({ ...config, aws_region_name: region }, env, deps.log, undefined, deps.outbound);
     return new AwsSecretsManagerStore({
       sdk,
       client: new sdk.SecretsManagerClient({
