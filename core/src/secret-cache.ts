@@ -10,8 +10,10 @@
  *   same. A key keeps one value and one "not found", so the unknown name's "not found" does not push
  *   out the other's value; two names with values there take the value entry in turns.
  * - Concurrent misses for one name share one backend call.
- * - In the last tenth of an entry's life (at most 10 min) a read answers from the cache and
- *   refreshes in the background.
+ * - Near the end of an entry's life a read answers from the cache and refreshes in the background:
+ *   from a point in the first half of its last tenth (the tenth at most 10 min) that depends on the
+ *   key, so the many entries loaded at one start do not all refresh at once (a herd against a
+ *   rate-limited backend).
  * - When the backend fails with a retryable error, the last good value is served up to
  *   `maxStaleMs` past expiry, marked stale.
  * - A failed load backs the entry off: its next load waits 1 s, doubling after each failure up to
@@ -272,7 +274,7 @@ export class SecretCache {
       name,
       sealed: value === undefined ? undefined : this.#seal(value),
       storedAt: at,
-      refreshAt: at + life - Math.min(life / 10, REFRESH_AHEAD_MAX_MS),
+      refreshAt: at + life - refreshAhead(key, life),
       expiresAt: at + life,
       backoffMs: 0,
     });
@@ -289,4 +291,16 @@ export class SecretCache {
   #open(entry: Entry): string | undefined {
     return entry.sealed === undefined ? undefined : this.#box.open(entry.sealed);
   }
+}
+
+/**
+ * How long before expiry the entry of `key` starts refreshing: between a tenth of its life (at most
+ * 10 min) and half that, spread by a hash of the key (FNV-1a): the same for a key every time,
+ * different across keys.
+ */
+function refreshAhead(key: string, life: number): number {
+  const most = Math.min(life / 10, REFRESH_AHEAD_MAX_MS);
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) hash = Math.imul(hash ^ key.charCodeAt(i), 0x01000193);
+  return most - ((hash >>> 0) / 2 ** 32) * (most / 2);
 }

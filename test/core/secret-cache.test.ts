@@ -160,6 +160,34 @@ describe("SecretCache", () => {
     expect(events).toContain("refresh");
   });
 
+  it("spreads the refreshes of entries loaded together over the first half of their last tenth, by key", async () => {
+    const { c, now } = clock();
+    let refreshes = 0;
+    const cache = new SecretCache({
+      ttlMs: 100_000,
+      maxStaleMs: 0,
+      now,
+      onEvent: (e) => {
+        if (e === "refresh") refreshes++;
+      },
+    });
+    const b = backend("v");
+    const keys = Array.from({ length: 200 }, (_, i) => `KEY_${i}`);
+    for (const key of keys) await cache.get(key, b.load);
+    const start = c.now;
+    const refreshedBy = async (at: number) => {
+      c.now = start + at;
+      for (const key of keys) await cache.get(key, b.load);
+      await new Promise((r) => setTimeout(r, 0));
+      return refreshes;
+    };
+    expect(await refreshedBy(89_999)).toBe(0);
+    const halfWay = await refreshedBy(92_500);
+    expect(halfWay).toBeGreaterThan(40); // about half of the 200, not all at once
+    expect(halfWay).toBeLessThan(160);
+    expect(await refreshedBy(95_000)).toBe(200); // the others by 95 s; the refreshed ones live anew from 92.5 s
+  });
+
   it("bypasses the cache on refresh", async () => {
     const cache = new SecretCache({ ttlMs: 60_000, maxStaleMs: 0 });
     const b = backend("v1");
@@ -251,14 +279,14 @@ describe("SecretCache during a store outage", () => {
     expect(await cache.get("a", b.load)).toEqual({ value: "v1", stale: false });
     b.state.fail = new BackendUnavailable("timeout");
 
-    // In the refresh window (the last 10 s): 1000 reads over 5 s, each answered from the cache.
-    c.now = start + 91_000;
-    await thousandReads(cache, b, c, 5, { value: "v1", stale: false });
+    // In the refresh window (from 90 to 95 s, by the key, to the end at 100 s): 1000 reads over 4 s, each answered from the cache.
+    c.now = start + 95_000;
+    await thousandReads(cache, b, c, 4, { value: "v1", stale: false });
     // Retries at +0, +1 s, +3 s (1 s, 2 s, 4 s apart): 3 calls, not 1000.
     expect(b.state.calls - 1).toBeLessThanOrEqual(4);
     expect(b.state.calls - 1).toBeGreaterThanOrEqual(2);
     expect(warnings.length).toBe(b.state.calls - 1);
-    expect(warnings[0]).toEqual({ key: "a", ageMs: 91_000 });
+    expect(warnings[0]).toEqual({ key: "a", ageMs: 95_000 });
 
     // Past expiry: 1000 reads over 200 s, each served the stale value.
     const before = b.state.calls;
