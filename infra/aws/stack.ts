@@ -10,7 +10,7 @@
  *   reviving a key), feeding the sqs function with ReportBatchItemFailures.
  * - A customer-managed KMS key (rotated yearly) that encrypts the secrets it writes.
  * - IAM: reads only on the names the settings serve (`hostedKeys`, and the virtual-key prefix when
- *   virtual keys are stored); writes (create, put, restore, delete, tag) only under the prefix, and
+ *   virtual keys are stored); writes (create, put, update, restore, delete, tag, untag) only under the prefix, and
  *   none with `read_only`. No `*` action anywhere.
  * - Settings as environment: `LLM_SECRETS_CONFIG` (the store's part of config.yaml, from the props)
  *   and `LITELLM_MASTER_KEY` (generated into a secret of its own, read at deploy time).
@@ -135,6 +135,9 @@ export class LlmSecretsStack extends Stack {
               "secretsmanager:RestoreSecret",
               "secretsmanager:DeleteSecret",
               "secretsmanager:TagResource",
+              // A PUT's tags replace the secret's, and its description the secret's.
+              "secretsmanager:UntagResource",
+              "secretsmanager:UpdateSecret",
             ],
             resources: [secretArn(`${prefix}*`)],
           }),

@@ -10,7 +10,9 @@
  * - Secrets Manager: `CreateSecret` (`ClientRequestToken` idempotent, `Tags`, `KmsKeyId`,
  *   `AddReplicaRegions`, no value allowed), `GetSecretValue` (`AWSCURRENT`; a secret scheduled for
  *   deletion is `InvalidRequestException`), `PutSecretValue`, `DescribeSecret` (`DeletedDate`,
- *   `Tags`), `TagResource`, `UntagResource` (neither on a secret scheduled for deletion),
+ *   `Tags`), `TagResource`, `UntagResource` (neither on a secret scheduled for deletion; tags as
+ *   AWS limits them: 50 a secret, no `aws:` prefix on a key or value), `UpdateSecret`
+ *   (`Description`, `KmsKeyId`, `SecretString`; not on a secret scheduled for deletion),
  *   `DeleteSecret` (`RecoveryWindowInDays` 7-30, or `ForceDeleteWithoutRecovery`), `RestoreSecret`, `ListSecrets` (`Filters` as AWS's `Filter`:
  *   `name`, `tag-key`, `tag-value` case-sensitive prefixes, `description` not, `!` negates; several
  *   values of a key are alternatives, several keys all apply; `MaxResults` 1-100; an opaque
@@ -107,6 +109,16 @@ class AwsError extends Error {
 }
 
 const MAX_SECRET_STRING = 65_536;
+/** TagResource: "Maximum number of tags per secret: 50". */
+const MAX_TAGS = 50;
+
+/** The tags a change would leave on a secret, or AWS's refusal when they are more than 50. */
+function checkedTagCount(tags: Map<string, string>): Map<string, string> {
+  if (tags.size > MAX_TAGS) {
+    throw new AwsError("InvalidParameterException", `A secret can have at most ${MAX_TAGS} tags.`);
+  }
+  return tags;
+}
 
 /** node:crypto as the signer's hash (its `Checksum` shape). */
 class NodeSha256 {
@@ -472,8 +484,29 @@ export class FakeAws {
             "You can't perform this operation on the secret because it was marked for deletion.",
           );
         }
-        for (const tag of this.#tags(body.Tags)) secret.tags.set(tag.Key, tag.Value);
+        const tags = new Map(secret.tags);
+        for (const tag of this.#tags(body.Tags)) tags.set(tag.Key, tag.Value);
+        secret.tags = checkedTagCount(tags);
         return {};
+      }
+      case "UpdateSecret": {
+        const secret = this.#find(body.SecretId);
+        if (secret.deletedDate) {
+          throw new AwsError(
+            "InvalidRequestException",
+            "You can't perform this operation on the secret because it was marked for deletion.",
+          );
+        }
+        if (body.Description !== undefined) {
+          if (typeof body.Description !== "string" || body.Description.length > 2048) {
+            throw new AwsError("InvalidParameterException", "Description must be a string of at most 2048 characters");
+          }
+          secret.description = body.Description;
+        }
+        if (typeof body.KmsKeyId === "string") secret.kmsKeyId = body.KmsKeyId;
+        const value = this.#secretString(body);
+        const version = value === undefined ? undefined : this.#addVersion(secret, value, body.ClientRequestToken);
+        return { ARN: secret.arn, Name: secret.name, ...(version && { VersionId: version.id }) };
       }
       case "UntagResource": {
         const secret = this.#find(body.SecretId);
@@ -625,7 +658,7 @@ export class FakeAws {
       arn: `arn:aws:secretsmanager:us-east-1:123456789012:secret:${name}-${randomBytes(3).toString("hex")}`,
       description: typeof body.Description === "string" ? body.Description : undefined,
       kmsKeyId: typeof body.KmsKeyId === "string" ? body.KmsKeyId : undefined,
-      tags: new Map(this.#tags(body.Tags ?? []).map((t) => [t.Key, t.Value])),
+      tags: checkedTagCount(new Map(this.#tags(body.Tags ?? []).map((t) => [t.Key, t.Value]))),
       replicas: Array.isArray(body.AddReplicaRegions)
         ? body.AddReplicaRegions.map((r) => String((r as { Region?: unknown }).Region))
         : [],
@@ -686,6 +719,11 @@ export class FakeAws {
       }
       if (Value.length > 256 || !/^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$/u.test(Value)) {
         throw new AwsError("ValidationException", "invalid tag value");
+      }
+      // TagResource: "Do not use the aws: prefix in your tag names or values because AWS reserves
+      // it for AWS use"; AWS's tagging rules: "aws:, AWS:, or any upper or lowercase combination".
+      if (/^aws:/i.test(Key) || /^aws:/i.test(Value)) {
+        throw new AwsError("InvalidParameterException", "The aws: prefix is reserved for AWS use.");
       }
       return { Key, Value };
     });

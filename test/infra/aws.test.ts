@@ -134,10 +134,13 @@ describe("the AWS stack", () => {
       now: Date.now,
     });
     // What a deployment does under the prefix: key events' writes (new, existing, over a deleted
-    // name), reads, deletes (again, and of a name never written), and listing.
+    // name), PUTs with a description and tags (which replace the secret's), reads, deletes (again,
+    // and of a name never written), and listing.
     const name = "litellm/k";
     await store.put(name, "v1", { ifNewerThan: { at: 1_000, id: "e1" } });
     await store.put(name, "v2", { ifNewerThan: { at: 2_000, id: "e2" } });
+    await store.put(name, "v2b", { meta: { description: "d", tags: { a: "1" } }, ifNewerThan: { at: 2_100 } });
+    await store.put(name, "v2c", { meta: { tags: { b: "2" } }, ifNewerThan: { at: 2_200 } });
     await store.get(name);
     await store.delete(name, { ifNewerThan: { at: 3_000, id: "e3" } });
     await store.delete(name, { ifNewerThan: { at: 4_000, id: "e4" } });

@@ -201,6 +201,62 @@ describe("aws_secret_manager over the wire", () => {
     await store.close?.();
   });
 
+  it("refuses before any call tags AWS refuses: an aws: prefix (any case) on a key or value, more than 50 with our 3", async () => {
+    const fake = await aws();
+    const store = await open();
+    const v = value("tags-kept");
+    await store.put("TAGGED", v, { meta: { tags: { team: "a" } } });
+    fake.requests.length = 0;
+    const many = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`k${i}`, "v"]));
+    for (const tags of [{ "aws:team": "a" }, { "AWS:Team": "a" }, { team: "aws:a" }, many(48), { "": "a" }]) {
+      expect(await codeOf(store.put("TAGGED", value("refused"), { meta: { tags } })), JSON.stringify(tags)).toBe(
+        "invalid_request",
+      );
+      expect(await codeOf(store.put("NEW", value("refused"), { meta: { tags } }))).toBe("invalid_request");
+    }
+    // The creation defaults (key_management_settings.tags) too, when they are used.
+    expect(await codeOf(store.put("NEW", value("refused"), { meta: { whenCreated: { tags: { "aws:x": "1" } } } }))).toBe(
+      "invalid_request",
+    );
+    expect(fake.requests.filter((r) => r.target !== "secretsmanager.DescribeSecret")).toEqual([]);
+    expect(fake.secrets.has("NEW")).toBe(false);
+    expect((await store.get("TAGGED"))?.value).toBe(v);
+    // 47 of the caller's and our 3: AWS's 50.
+    expect(await store.put("TAGGED", value("most"), { meta: { tags: many(47) } })).toBe("updated");
+    expect(fake.secrets.get("TAGGED")?.tags.size).toBe(50);
+    // And the fake refuses them as AWS does.
+    const client = new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));
+    for (const Tags of [[{ Key: "aws:x", Value: "1" }], [{ Key: "one-too-many", Value: "1" }]]) {
+      await expect(client.send(new sdk.TagResourceCommand({ SecretId: "TAGGED", Tags }))).rejects.toMatchObject({
+        name: "InvalidParameterException",
+      });
+    }
+    client.destroy();
+    await store.close?.();
+  });
+
+  it("given tags replace the secret's, none given keeps them; a given description replaces it; both land before the value", async () => {
+    const fake = await aws();
+    const store = await open();
+    const userTags = () =>
+      Object.fromEntries([...(fake.secrets.get("R")?.tags ?? [])].filter(([k]) => !k.startsWith("llm-secrets:")));
+    await store.put("R", value("r1"), { meta: { description: "first", tags: { team: "a", env: "dev" } } });
+    expect(userTags()).toEqual({ team: "a", env: "dev" });
+    await store.put("R", value("r2"), { meta: { tags: { owner: "me" } } });
+    expect(userTags()).toEqual({ owner: "me" });
+    await store.put("R", value("r3"), { meta: { whenCreated: { description: "not now", tags: { team: "b" } } } });
+    expect(userTags()).toEqual({ owner: "me" });
+    expect(fake.secrets.get("R")?.description).toBe("first");
+    await store.put("R", value("r4"), { meta: { description: "second" } });
+    expect(fake.secrets.get("R")?.description).toBe("second");
+    // A refusal of the caller's tags (a tag policy, say) leaves the value as it was.
+    const r4 = (await store.get("R"))?.value;
+    fake.fail(1, "denied", "TagResource");
+    expect(await codeOf(store.put("R", value("r5"), { meta: { tags: { owner: "you" } } }))).toBe("backend_denied");
+    expect((await store.get("R"))?.value).toBe(r4);
+    await store.close?.();
+  });
+
   it("lists with ListSecrets: the prefix as a name filter, MaxResults at most 100, NextToken as the cursor", async () => {
     const fake = await aws();
     const store = await open();

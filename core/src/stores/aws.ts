@@ -7,10 +7,16 @@
  * - Read: `GetSecretValue` (`AWSCURRENT`). With `primary_secret_name`, a name that is a field of
  *   that one JSON secret is read from it (LiteLLM); differs: other names are then read from their
  *   own secret, so what we write stays readable. A secret scheduled for deletion is no secret.
- * - Write: `CreateSecret` (a `ClientRequestToken` per call, so the SDK's retries are idempotent;
- *   description, `kms_key_id`, tags, `replica_regions` as `AddReplicaRegions`); if it exists,
- *   `PutSecretValue`; if it is scheduled for deletion, `RestoreSecret` then `PutSecretValue`.
- *   A name held inside `primary_secret_name` is not written: `501 not_supported`.
+ * - Write: `DescribeSecret`, then for a new name `CreateSecret` (a `ClientRequestToken` per call,
+ *   so the SDK's retries are idempotent; description, `kms_key_id`, tags, `replica_regions` as
+ *   `AddReplicaRegions`). An existing one: `RestoreSecret` if it is scheduled for deletion; the
+ *   given description (`UpdateSecret`) and the given tags, which replace the secret's
+ *   (`UntagResource` of the others but AWS's `aws:` ones, then `TagResource`); then
+ *   `PutSecretValue`; then its change stamp. The creation defaults only on a new secret.
+ *   Tags AWS would refuse are `400 invalid_request` before any call: a key or value starting
+ *   `aws:` (any case), a key of 0 or over 128 characters, a value over 256, more than 47 (AWS keeps
+ *   50 on a secret, 3 of them ours). A name held inside `primary_secret_name` is not written:
+ *   `501 not_supported`.
  * - Delete: `DeleteSecret` with a recovery window (`LLM_SECRETS_AWS_RECOVERY_WINDOW_DAYS`, default
  *   7, 7-30; 0 = `ForceDeleteWithoutRecovery`).
  * - List: `ListSecrets`, the prefix as a `name` filter (a case-sensitive prefix match), `MaxResults`
@@ -27,6 +33,8 @@
  * With a window of 0 nothing is kept, and a late event can revive a deleted name.
  * `ifNewerThan` is read-then-write (`DescribeSecret`, then the write): Secrets Manager has no
  * compare-and-set, so a writer between the two can be overwritten; ties break by event id.
+ * An update records its time last: one that stopped before (its description or tags written, maybe
+ * its value) is done again whole by its retry, a redelivered event included (not superseded).
  * A delete tags, then schedules (AWS takes no tags on a scheduled secret): one that stopped between
  * the two is finished by the next delete of the name, its own redelivery included. An event's newer
  * delete of a name already scheduled restores it, tags it and schedules it again (its revoked value
@@ -63,8 +71,11 @@ import { loadSdk } from "./load-sdk";
 const TAG_AT = "llm-secrets:changed-at";
 const TAG_ID = "llm-secrets:change-id";
 const TAG_DELETED = "llm-secrets:deleted";
-/** AWS's longest tag value. */
+/** AWS's longest tag key and value, and most tags on a secret (`aws:` ones aside: AWS's own). */
+const MAX_TAG_KEY = 128;
 const MAX_TAG_VALUE = 256;
+const MAX_TAGS = 50;
+const AWS_PREFIX = /^aws:/i;
 const OUR_TAGS = new Set([TAG_AT, TAG_ID, TAG_DELETED]);
 const DEFAULT_RECOVERY_DAYS = 7;
 /** `ListSecrets`' largest `MaxResults`. */
@@ -110,6 +121,8 @@ interface Described {
   deleted: boolean;
   stamp: ChangeStamp | undefined;
   stampIsDelete: boolean;
+  /** Its tags' keys that are neither ours nor AWS's (`aws:`, which no caller may remove). */
+  userTagKeys: string[];
 }
 
 export class AwsSecretsManagerStore implements SecretStore {
@@ -157,15 +170,17 @@ export class AwsSecretsManagerStore implements SecretStore {
   }
 
   async put(name: string, value: string, options: PutOptions = {}): Promise<PutOutcome> {
-    await this.#refuseInPrimary(name, "writing");
+    // What AWS would refuse, before any call: the caller's tags, and an event id too long for a tag.
+    const tags = options.meta?.tags && checkedTags(options.meta.tags);
     const stamp = checkedStamp(options.ifNewerThan ?? { at: this.#now() });
+    await this.#refuseInPrimary(name, "writing");
     try {
-      if (options.ifNewerThan !== undefined) {
-        const described = await this.#describe(name);
-        if (described && !isNewer(stamp, false, described.stamp, described.stampIsDelete)) return "superseded";
-        if (described) return await this.#update(name, value, stamp, options.meta, described.deleted);
+      const described = await this.#describe(name);
+      if (described === undefined) return await this.#create(name, value, stamp, options.meta, tags);
+      if (options.ifNewerThan !== undefined && !isNewer(stamp, false, described.stamp, described.stampIsDelete)) {
+        return "superseded";
       }
-      return await this.#create(name, value, stamp, options.meta);
+      return await this.#update(name, value, stamp, options.meta, tags, described);
     } catch (err) {
       throw classifyBackendError(err, "aws secrets manager put");
     }
@@ -237,9 +252,19 @@ export class AwsSecretsManagerStore implements SecretStore {
 
   // ---------------------------------------------------------------------------------------------
 
-  /** Creates the secret with its value; an existing one is updated instead (restored first if deleted). */
-  async #create(name: string, value: string, stamp: ChangeStamp, meta: SecretMeta | undefined): Promise<PutOutcome> {
+  /**
+   * Creates the secret with its value (the caller's tags, else the creation defaults, checked before
+   * the call); one made meanwhile by another writer is updated instead.
+   */
+  async #create(
+    name: string,
+    value: string,
+    stamp: ChangeStamp,
+    meta: SecretMeta | undefined,
+    tags: Tag[] | undefined,
+  ): Promise<PutOutcome> {
     const { kmsKeyId, replicaRegions } = this.#options;
+    const userTags = tags ?? checkedTags(meta?.whenCreated?.tags);
     try {
       await this.#client.send(
         new this.#sdk.CreateSecretCommand({
@@ -248,35 +273,49 @@ export class AwsSecretsManagerStore implements SecretStore {
           ClientRequestToken: randomUUID(),
           Description: meta?.description ?? meta?.whenCreated?.description,
           ...(kmsKeyId && { KmsKeyId: kmsKeyId }),
-          Tags: [...userTags(meta?.tags ?? meta?.whenCreated?.tags), ...stampTags(stamp, false)],
+          Tags: [...userTags, ...stampTags(stamp, false)],
           ...(replicaRegions?.length && { AddReplicaRegions: replicaRegions.map((Region) => ({ Region })) }),
         }),
       );
       return "created";
     } catch (err) {
       const kind = errorName(err);
-      if (kind === "ResourceExistsException") return this.#update(name, value, stamp, meta, false);
-      if (kind === "InvalidRequestException" && isScheduledForDeletion(err)) {
-        return this.#update(name, value, stamp, meta, true);
+      if (kind === "ResourceExistsException" || (kind === "InvalidRequestException" && isScheduledForDeletion(err))) {
+        const described = await this.#describe(name);
+        if (described) return this.#update(name, value, stamp, meta, tags, described);
       }
       throw err;
     }
   }
 
-  /** A new current version of an existing secret, and its change stamp (and the given tags) on it. */
+  /**
+   * A new current version of an existing secret (restored first if deleted): the given description
+   * and tags (which replace the secret's own) first, then the value, then its change stamp.
+   */
   async #update(
     name: string,
     value: string,
     stamp: ChangeStamp,
     meta: SecretMeta | undefined,
-    deleted: boolean,
+    tags: Tag[] | undefined,
+    described: Described,
   ): Promise<PutOutcome> {
-    if (deleted) await this.#client.send(new this.#sdk.RestoreSecretCommand({ SecretId: name }));
+    if (described.deleted) await this.#client.send(new this.#sdk.RestoreSecretCommand({ SecretId: name }));
+    if (meta?.description !== undefined) {
+      await this.#client.send(new this.#sdk.UpdateSecretCommand({ SecretId: name, Description: meta.description }));
+    }
+    if (tags) {
+      const stale = described.userTagKeys.filter((key) => !tags.some((t) => t.Key === key));
+      if (stale.length > 0) {
+        await this.#client.send(new this.#sdk.UntagResourceCommand({ SecretId: name, TagKeys: stale }));
+      }
+      await this.#tag(name, tags);
+    }
     await this.#client.send(
       new this.#sdk.PutSecretValueCommand({ SecretId: name, SecretString: value, ClientRequestToken: randomUUID() }),
     );
-    await this.#tag(name, [...userTags(meta?.tags), ...stampTags(stamp, false)]);
-    return deleted ? "created" : "updated";
+    await this.#tag(name, stampTags(stamp, false));
+    return described.deleted ? "created" : "updated";
   }
 
   async #tombstoneOnly(name: string, stamp: ChangeStamp): Promise<void> {
@@ -332,6 +371,7 @@ export class AwsSecretsManagerStore implements SecretStore {
       deleted,
       stamp: Number.isFinite(at) && tags.has(TAG_AT) ? { at, ...(id && { id: decodeId(id) }) } : undefined,
       stampIsDelete: deleted || tags.get(TAG_DELETED) === "true",
+      userTagKeys: [...tags.keys()].filter((key) => !OUR_TAGS.has(key) && !AWS_PREFIX.test(key)),
     };
   }
 
@@ -379,11 +419,29 @@ function isScheduledForDeletion(err: unknown): boolean {
   return /marked for deletion|scheduled for deletion/i.test((err as Error).message ?? "");
 }
 
-/** The caller's tags as AWS tags; ours are never taken from a caller. */
-function userTags(tags: Readonly<Record<string, string>> | undefined): Tag[] {
-  return Object.entries(tags ?? {})
-    .filter(([Key]) => !OUR_TAGS.has(Key))
-    .map(([Key, Value]) => ({ Key, Value }));
+/**
+ * The caller's tags as AWS tags (ours are never taken from a caller), or `invalid_request` for what
+ * AWS would refuse (TagResource, Tag): a key or value starting `aws:` (in any case), a key of 0 or
+ * over 128 characters, a value over 256, more than AWS's 50 with our 3.
+ */
+function checkedTags(tags: Readonly<Record<string, string>> | undefined): Tag[] {
+  const entries = Object.entries(tags ?? {}).filter(([Key]) => !OUR_TAGS.has(Key));
+  if (entries.length > MAX_TAGS - OUR_TAGS.size) {
+    throw new InvalidInput(
+      `AWS Secrets Manager keeps at most ${MAX_TAGS} tags on a secret, ${OUR_TAGS.size} of them ours: ${entries.length} tags are too many`,
+    );
+  }
+  for (const [key, value] of entries) {
+    if (AWS_PREFIX.test(key) || AWS_PREFIX.test(value)) {
+      throw new InvalidInput("AWS reserves the aws: prefix of tag keys and values for its own use");
+    }
+    if (key.length === 0 || key.length > MAX_TAG_KEY || value.length > MAX_TAG_VALUE) {
+      throw new InvalidInput(
+        `an AWS tag key is 1 to ${MAX_TAG_KEY} characters and its value at most ${MAX_TAG_VALUE}`,
+      );
+    }
+  }
+  return entries.map(([Key, Value]) => ({ Key, Value }));
 }
 
 /** The stamp, or `invalid_request` when its event id would not fit a tag value (before any call). */
