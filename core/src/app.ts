@@ -106,7 +106,7 @@ export function createApp(options: AppOptions): App {
       method: request.method,
       path: typeof raw?.path === "string" ? withoutQuery(raw.path) : undefined,
       status: closed ? CLIENT_CLOSED : res.status,
-      code: closed ? "client_closed" : undefined,
+      code: closed ? "client_closed" : env.code,
       ms: msSince(env.started),
     });
     return res;

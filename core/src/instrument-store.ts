@@ -1,14 +1,27 @@
 /**
- * `instrumentStore(store)`: every call to a store counted, timed and, when it fails, counted by
- * error code and logged (name, operation, code: never a value). The one place store calls are
- * measured; no store and not the manager does it by hand.
+ * `instrumentStore(store)`: every call to a store counted, timed and, when the store fails, counted
+ * by error code and logged: name, operation, code and the reason, which for our typed errors is
+ * built from operation names, statuses and service codes only (store-errors.ts), and for any other
+ * error is its class and frames, never its message; never a value. A caller's mistake the store
+ * reports (`invalid_name`, `name_conflict`, `not_supported`, ...: a 4xx or 501) is no failure of
+ * the store: the request's own log line says it. The one place store calls are measured; no store
+ * and not the manager does it by hand.
  */
-import { SecretsError } from "./errors";
-import type { Logger } from "./log";
+import { type ErrorCode, SecretsError } from "./errors";
+import { describeUnexpected, type Logger } from "./log";
 import type { Labels, Metrics } from "./metrics";
 import type { ListOptions, SecretStore } from "./secret-store";
 
 type Op = "get" | "put" | "delete" | "list";
+
+/** The codes of a store that failed (not of a caller's mistake it reported). */
+const STORE_FAILURES: ReadonlySet<ErrorCode> = new Set([
+  "backend_denied",
+  "backend_unavailable",
+  "store_unavailable",
+  "store_corrupt",
+  "internal",
+]);
 
 export function instrumentStore(store: SecretStore, metrics: Metrics, log: Logger): SecretStore {
   const labels: Record<Op, Labels> = {
@@ -27,6 +40,7 @@ export function instrumentStore(store: SecretStore, metrics: Metrics, log: Logge
       return await fn();
     } catch (err) {
       const code = err instanceof SecretsError ? err.code : "internal";
+      if (!STORE_FAILURES.has(code)) throw err;
       const key = `${op}:${code}`;
       let failed = errorLabels.get(key);
       if (!failed) {
@@ -34,7 +48,8 @@ export function instrumentStore(store: SecretStore, metrics: Metrics, log: Logge
         errorLabels.set(key, failed);
       }
       metrics.inc("llm_secrets_backend_errors_total", failed);
-      log.warn("store call failed", { store: store.kind, op, name, code });
+      const reason = err instanceof SecretsError ? { reason: err.message } : describeUnexpected(err);
+      log.warn("store call failed", { store: store.kind, op, name, code, ...reason });
       throw err;
     } finally {
       metrics.observe("llm_secrets_backend_latency_seconds", labels[op], (performance.now() - started) / 1000);

@@ -499,8 +499,9 @@ class ConcurrencyLimit {
     try {
       return await task();
     } finally {
+      // The slot passes on to the next waiting task, else it frees.
       const next = this.#waiting.shift();
-      if (next) next(); // the slot passes on
+      if (next) next();
       else this.#running--;
     }
   }

@@ -149,9 +149,9 @@ describe("the audit trail", () => {
   it("is the one line of a request it records as done, with its time taken; the access log keeps the rest", async () => {
     const accessLines = (logs: string[]) =>
       logs
-        .map((l) => JSON.parse(l) as { msg: string; method?: string; path?: string; status?: number })
+        .map((l) => JSON.parse(l) as { msg: string; method?: string; path?: string; status?: number; code?: string })
         .filter((l) => l.msg === "request")
-        .map((l) => `${l.method} ${l.path} ${l.status}`);
+        .map((l) => `${l.method} ${l.path} ${l.status}${l.code ? ` ${l.code}` : ""}`);
     const { request, audits, logs } = await inProcessApp();
     expect((await request("/v1/secrets/A", { method: "PUT", json: { value: "a" } })).status).toBe(201);
     expect((await request("/v1/secrets/A")).status).toBe(200);
@@ -166,7 +166,12 @@ describe("the audit trail", () => {
       ["read", "not_found"],
     ]);
     for (const line of lines) expect(line.ms).toBeGreaterThanOrEqual(0);
-    expect(accessLines(logs)).toEqual(["GET /v1/secrets/A 401", "GET /v1/secrets/MISSING 404", "GET /health 200"]);
+    // A refused or failed request's line names its error code, as its answer does.
+    expect(accessLines(logs)).toEqual([
+      "GET /v1/secrets/A 401 unauthorized",
+      "GET /v1/secrets/MISSING 404 not_found",
+      "GET /health 200",
+    ]);
 
     // Without the audit trail, every request has its access-log line.
     const off = await inProcessApp({ env: { LLM_SECRETS_AUDIT: "off" } });

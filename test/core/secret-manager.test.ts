@@ -9,7 +9,7 @@ import { createMetrics } from "../../core/src/metrics";
 import { SecretManager } from "../../core/src/secret-manager";
 import type { SecretRecord } from "../../core/src/secret-store";
 import type { KeyManagement } from "../../core/src/settings";
-import { BackendUnavailable } from "../../core/src/store-errors";
+import { BackendDenied, BackendUnavailable, NameConflict } from "../../core/src/store-errors";
 import { MemoryStore } from "../../core/src/stores/memory";
 import { expectNoValueIn, newKey, secretValue } from "../helpers";
 
@@ -20,6 +20,8 @@ import { expectNoValueIn, newKey, secretValue } from "../helpers";
 class FlakyStore extends MemoryStore {
   down = false;
   failAfterChange = false;
+  /** Thrown by every read and write while set. */
+  failWith: Error | undefined;
   reads = 0;
   /** Each read's time in the backend, and the most reads it had at once. */
   latencyMs = 0;
@@ -27,6 +29,7 @@ class FlakyStore extends MemoryStore {
   mostInFlight = 0;
 
   override async get(name: string): Promise<SecretRecord | undefined> {
+    if (this.failWith) throw this.failWith;
     this.reads++;
     this.inFlight++;
     this.mostInFlight = Math.max(this.mostInFlight, this.inFlight);
@@ -40,6 +43,7 @@ class FlakyStore extends MemoryStore {
   }
 
   override async put(...args: Parameters<MemoryStore["put"]>): ReturnType<MemoryStore["put"]> {
+    if (this.failWith) throw this.failWith;
     const outcome = await super.put(...args);
     if (this.failAfterChange) throw new BackendUnavailable("the second call was throttled", 1);
     return outcome;
@@ -195,6 +199,42 @@ describe("SecretManager with a failing store", () => {
     for (const name of names) expect((await get(`/v1/secrets/${name}`)).status).toBe(200);
     await vi.waitFor(() => expect(store.reads).toBe(6000), { timeout: 10_000 });
     expect(store.mostInFlight).toBe(64);
+  });
+
+  it("logs a failed store call with the classifier's reason (never a value); a caller's mistake is no backend error", async () => {
+    const { store, manager, metrics, logs } = setup();
+    const failedLines = () => logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "store call failed");
+    const backendErrors = (op: string, code: string) =>
+      metrics.count("llm_secrets_backend_errors_total", { store: "memory", op, code });
+
+    store.failWith = new BackendDenied(
+      "aws secrets manager get: refused our identity (HTTP 400, ExpiredTokenException)",
+    );
+    await expect(manager.get("K")).rejects.toMatchObject({ code: "backend_denied" });
+    expect(failedLines()).toEqual([
+      expect.objectContaining({
+        level: "warn",
+        store: "memory",
+        op: "get",
+        name: "K",
+        code: "backend_denied",
+        reason: "aws secrets manager get: refused our identity (HTTP 400, ExpiredTokenException)",
+      }),
+    ]);
+    expect(backendErrors("get", "backend_denied")).toBe(1);
+
+    // Not one of ours: its class and frames, never its message.
+    const value = secretValue();
+    store.failWith = new TypeError(`cannot read ${value}`);
+    await expect(manager.get("U")).rejects.toBeInstanceOf(TypeError);
+    expect(failedLines()[1]).toMatchObject({ code: "internal", error: "TypeError" });
+    expectNoValueIn(logs, [value]);
+
+    // A name the backend holds for another of ours: the caller's conflict (409), no store failure.
+    store.failWith = new NameConflict("a_b", "a-b");
+    await expect(manager.put("a_b", "v")).rejects.toMatchObject({ code: "name_conflict" });
+    expect(failedLines()).toHaveLength(2);
+    expect(backendErrors("put", "name_conflict")).toBe(0);
   });
 
   it("logs a failed background refresh once, with the name, the code and the entry's age: never the value", async () => {

@@ -25,6 +25,7 @@ export function errorHandler(metrics: Metrics, log: Logger, store: string): Erro
     if (c.env?.raw?.clientClosed?.()) return json(CLIENT_CLOSED_BODY, CLIENT_CLOSED);
     const http = toHttpError(err);
     const code = http.body.error.code;
+    if (c.env) c.env.code = code;
     let counted = labels.get(code);
     if (!counted) {
       counted = { store, code };

@@ -57,7 +57,10 @@ export function header(c: Ctx, name: string): string | undefined {
  * (`performance.now()`, for the audit line's `ms`) and whether the audit trail recorded the request
  * as done (then app.ts writes no access-log line for it).
  */
-export type AppEnv = { Bindings: { raw?: RawRequest; caller?: string; started?: number; audited?: boolean } };
+export type AppEnv = {
+  /** `code`: the error code of the answer, set where an error became it (for the request's log line). */
+  Bindings: { raw?: RawRequest; caller?: string; started?: number; audited?: boolean; code?: string };
+};
 
 /**
  * Every answer is built here, with its headers as one plain object: `Cache-Control: no-store` on
