@@ -13,7 +13,9 @@
  *   `Tags`), `TagResource`, `UntagResource` (neither on a secret scheduled for deletion; tags as
  *   AWS limits them: 50 a secret, no `aws:` prefix on a key or value), `UpdateSecret`
  *   (`Description`, `KmsKeyId`, `SecretString`; not on a secret scheduled for deletion),
- *   `DeleteSecret` (`RecoveryWindowInDays` 7-30, or `ForceDeleteWithoutRecovery`), `RestoreSecret`, `ListSecrets` (`Filters` as AWS's `Filter`:
+ *   `DeleteSecret` (`RecoveryWindowInDays` 7-30, or `ForceDeleteWithoutRecovery`; not while the
+ *   secret has replicas), `ReplicateSecretToRegions`, `RemoveRegionsFromReplication` (replicas in
+ *   `DescribeSecret`'s `ReplicationStatus`), `RestoreSecret`, `ListSecrets` (`Filters` as AWS's `Filter`:
  *   `name`, `tag-key`, `tag-value` case-sensitive prefixes, `description` not, `!` negates; several
  *   values of a key are alternatives, several keys all apply; `MaxResults` 1-100; an opaque
  *   `NextToken` only while more remain, `InvalidNextTokenException` for one it did not give; secrets
@@ -109,6 +111,11 @@ class AwsError extends Error {
 }
 
 const MAX_SECRET_STRING = 65_536;
+/** A secret's replicas as `DescribeSecret` and the replication actions answer them (all in sync here). */
+function replicationStatus(secret: FakeSecret): { Region: string; Status: string }[] {
+  return secret.replicas.map((Region) => ({ Region, Status: "InSync" }));
+}
+
 /** TagResource: "Maximum number of tags per secret: 50". */
 const MAX_TAGS = 50;
 
@@ -470,6 +477,8 @@ export class FakeAws {
           CreatedDate: secret.created.getTime() / 1000,
           ...(secret.deletedDate && { DeletedDate: secret.deletedDate.getTime() / 1000 }),
           Tags: [...secret.tags].map(([Key, Value]) => ({ Key, Value })),
+          PrimaryRegion: "us-east-1",
+          ...(secret.replicas.length > 0 && { ReplicationStatus: replicationStatus(secret) }),
           VersionIdsToStages: Object.fromEntries(
             secret.versions.map((v, i, all) => [v.id, i === all.length - 1 ? ["AWSCURRENT"] : []]),
           ),
@@ -528,6 +537,15 @@ export class FakeAws {
             "You can't perform this operation on the secret because it was already scheduled for deletion.",
           );
         }
+        // DeleteSecret: "You can't delete a primary secret that is replicated to other Regions. You
+        // must first delete the replicas using RemoveRegionsFromReplication, and then delete the
+        // primary secret."
+        if (secret.replicas.length > 0) {
+          throw new AwsError(
+            "InvalidRequestException",
+            "You can't delete a primary secret that is replicated to other Regions. You must first delete the replicas using RemoveRegionsFromReplication.",
+          );
+        }
         if (body.ForceDeleteWithoutRecovery === true) {
           if (body.RecoveryWindowInDays !== undefined) {
             throw new AwsError(
@@ -549,6 +567,22 @@ export class FakeAws {
         const secret = this.#find(body.SecretId);
         secret.deletedDate = undefined;
         return { ARN: secret.arn, Name: secret.name };
+      }
+      case "ReplicateSecretToRegions": {
+        const secret = this.#live(body.SecretId);
+        const regions = this.#regions(
+          Array.isArray(body.AddReplicaRegions)
+            ? body.AddReplicaRegions.map((r) => (r as { Region?: unknown }).Region)
+            : undefined,
+        );
+        for (const region of regions) if (!secret.replicas.includes(region)) secret.replicas.push(region);
+        return { ARN: secret.arn, ReplicationStatus: replicationStatus(secret) };
+      }
+      case "RemoveRegionsFromReplication": {
+        const secret = this.#live(body.SecretId);
+        const regions = this.#regions(body.RemoveReplicaRegions);
+        secret.replicas = secret.replicas.filter((r) => !regions.includes(r));
+        return { ARN: secret.arn, ReplicationStatus: replicationStatus(secret) };
       }
       case "ListSecrets":
         return this.#list(body);
@@ -659,9 +693,14 @@ export class FakeAws {
       description: typeof body.Description === "string" ? body.Description : undefined,
       kmsKeyId: typeof body.KmsKeyId === "string" ? body.KmsKeyId : undefined,
       tags: checkedTagCount(new Map(this.#tags(body.Tags ?? []).map((t) => [t.Key, t.Value]))),
-      replicas: Array.isArray(body.AddReplicaRegions)
-        ? body.AddReplicaRegions.map((r) => String((r as { Region?: unknown }).Region))
-        : [],
+      replicas:
+        body.AddReplicaRegions === undefined
+          ? []
+          : this.#regions(
+              Array.isArray(body.AddReplicaRegions)
+                ? body.AddReplicaRegions.map((r) => (r as { Region?: unknown }).Region)
+                : undefined,
+            ),
       versions: [],
       created: new Date(),
       seq: this.#seq++,
@@ -673,6 +712,31 @@ export class FakeAws {
     else if (typeof token === "string") secret.tokens.add(token);
     this.secrets.set(name, secret);
     return { ARN: secret.arn, Name: name, ...(versionId && { VersionId: versionId }) };
+  }
+
+  /** A secret not scheduled for deletion (what most actions take). */
+  #live(id: unknown): FakeSecret {
+    const secret = this.#find(id);
+    if (secret.deletedDate) {
+      throw new AwsError(
+        "InvalidRequestException",
+        "You can't perform this operation on the secret because it was marked for deletion.",
+      );
+    }
+    return secret;
+  }
+
+  /** Replica Regions as AWS takes them: at least one, each `^([a-z]+-)+\d+$`. */
+  #regions(regions: unknown): string[] {
+    if (!Array.isArray(regions) || regions.length === 0) {
+      throw new AwsError("InvalidParameterException", "At least one Region is required.");
+    }
+    for (const region of regions) {
+      if (typeof region !== "string" || !/^([a-z]+-)+\d+$/.test(region)) {
+        throw new AwsError("InvalidParameterException", "Invalid Region.");
+      }
+    }
+    return regions as string[];
   }
 
   #find(id: unknown): FakeSecret {

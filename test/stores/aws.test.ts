@@ -150,6 +150,39 @@ describe("aws_secret_manager over the wire", () => {
     await store.close?.();
   });
 
+  it("deletes a replicated secret, its replicas removed first (AWS deletes no replicated secret); a write replicates it again", async () => {
+    const fake = await aws();
+    const regions = ["eu-west-1", "us-west-2"];
+    const store = await open({ replica_regions: regions });
+    await store.put("REP", value("replicated"));
+    expect(fake.secrets.get("REP")?.replicas).toEqual(regions);
+    expect(await store.delete("REP")).toBe("deleted");
+    expect(fake.calls("RemoveRegionsFromReplication").map((r) => r.body)).toEqual([
+      { SecretId: "REP", RemoveReplicaRegions: regions },
+    ]);
+    expect(fake.secrets.get("REP")?.deletedDate).toBeInstanceOf(Date);
+    expect(await store.get("REP")).toBeUndefined();
+    expect(await store.list?.({ limit: 10 })).toEqual({ names: [] });
+    const again = value("again");
+    expect(await store.put("REP", again)).toBe("created");
+    expect(fake.secrets.get("REP")?.replicas).toEqual(regions);
+    expect((await store.get("REP"))?.value).toBe(again);
+    // A delete that stopped after removing the replicas: a newer write gets them back, and the
+    // next delete finishes.
+    fake.fail(3, "error", "DeleteSecret");
+    expect(await codeOf(store.delete("REP", { ifNewerThan: { at: Date.now() + 60_000, id: "d1" } }))).toBe(
+      "backend_unavailable",
+    );
+    expect(fake.secrets.get("REP")?.replicas).toEqual([]);
+    expect(await store.put("REP", value("newer"), { ifNewerThan: { at: Date.now() + 120_000, id: "w2" } })).toBe(
+      "updated",
+    );
+    expect(fake.secrets.get("REP")?.replicas).toEqual(regions);
+    expect(await store.delete("REP", { ifNewerThan: { at: Date.now() + 180_000, id: "d3" } })).toBe("deleted");
+    expect(fake.secrets.get("REP")?.deletedDate).toBeInstanceOf(Date);
+    await store.close?.();
+  });
+
   it("an event's delete of a name never written leaves a tombstone secret, scheduled for deletion", async () => {
     const fake = await aws();
     const store = await open();

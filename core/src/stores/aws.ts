@@ -11,14 +11,16 @@
  *   so the SDK's retries are idempotent; description, `kms_key_id`, tags, `replica_regions` as
  *   `AddReplicaRegions`). An existing one: `RestoreSecret` if it is scheduled for deletion; the
  *   given description (`UpdateSecret`) and the given tags, which replace the secret's
- *   (`UntagResource` of the others but AWS's `aws:` ones, then `TagResource`); then
+ *   (`UntagResource` of the others but AWS's `aws:` ones, then `TagResource`); the
+ *   `replica_regions` it lacks (`ReplicateSecretToRegions`; all of them once restored); then
  *   `PutSecretValue`; then its change stamp. The creation defaults only on a new secret.
  *   Tags AWS would refuse are `400 invalid_request` before any call: a key or value starting
  *   `aws:` (any case), a key of 0 or over 128 characters, a value over 256, more than 47 (AWS keeps
  *   50 on a secret, 3 of them ours). A name held inside `primary_secret_name` is not written:
  *   `501 not_supported`.
  * - Delete: `DeleteSecret` with a recovery window (`LLM_SECRETS_AWS_RECOVERY_WINDOW_DAYS`, default
- *   7, 7-30; 0 = `ForceDeleteWithoutRecovery`).
+ *   7, 7-30; 0 = `ForceDeleteWithoutRecovery`), its replicas removed first
+ *   (`RemoveRegionsFromReplication`: AWS deletes no secret replicated to other Regions).
  * - List: `ListSecrets`, the prefix as a `name` filter (a case-sensitive prefix match), `MaxResults`
  *   the limit (at most 100, AWS's largest), `NextToken` the cursor. Secrets scheduled for deletion
  *   and tombstones are left out, so a page may hold fewer names than the limit. The names of the
@@ -35,8 +37,9 @@
  * compare-and-set, so a writer between the two can be overwritten; ties break by event id.
  * An update records its time last: one that stopped before (its description or tags written, maybe
  * its value) is done again whole by its retry, a redelivered event included (not superseded).
- * A delete tags, then schedules (AWS takes no tags on a scheduled secret): one that stopped between
- * the two is finished by the next delete of the name, its own redelivery included. An event's newer
+ * A delete tags, removes the replicas, then schedules (AWS takes no tags on a scheduled secret): one
+ * that stopped between is finished by the next delete of the name, its own redelivery included (a
+ * newer write meanwhile replicates it again, as it lacks its replicas). An event's newer
  * delete of a name already scheduled restores it, tags it and schedules it again (its revoked value
  * is readable for those calls), so its time is recorded.
  * An event id that would not fit a tag value (256 characters) is `400 invalid_request`.
@@ -123,6 +126,8 @@ interface Described {
   stampIsDelete: boolean;
   /** Its tags' keys that are neither ours nor AWS's (`aws:`, which no caller may remove). */
   userTagKeys: string[];
+  /** The Regions it is replicated to. */
+  replicas: string[];
 }
 
 export class AwsSecretsManagerStore implements SecretStore {
@@ -208,8 +213,9 @@ export class AwsSecretsManagerStore implements SecretStore {
             await this.#tag(name, stampTags(stamp, true));
           } finally {
             // Restored, it is readable: scheduled again whatever the tag did (its redelivery
-            // records the time then, as for any delete that stopped half-way).
-            await this.#scheduleDeletion(name);
+            // records the time then, as for any delete that stopped half-way). It has no replicas:
+            // AWS deletes no replicated secret.
+            await this.#scheduleDeletion(name, []);
           }
         }
         return "absent";
@@ -217,7 +223,7 @@ export class AwsSecretsManagerStore implements SecretStore {
       if (newer) await this.#tag(name, stampTags(stamp, true));
       // Not newer, but tagged as deleted and not scheduled: a delete that stopped half-way. Finish it.
       else if (!described.stampIsDelete) return "superseded";
-      await this.#scheduleDeletion(name);
+      await this.#scheduleDeletion(name, described.replicas);
       return "deleted";
     } catch (err) {
       throw classifyBackendError(err, "aws secrets manager delete");
@@ -290,7 +296,8 @@ export class AwsSecretsManagerStore implements SecretStore {
 
   /**
    * A new current version of an existing secret (restored first if deleted): the given description
-   * and tags (which replace the secret's own) first, then the value, then its change stamp.
+   * and tags (which replace the secret's own) and the replica Regions it lacks first, then the
+   * value, then its change stamp.
    */
   async #update(
     name: string,
@@ -310,6 +317,17 @@ export class AwsSecretsManagerStore implements SecretStore {
         await this.#client.send(new this.#sdk.UntagResourceCommand({ SecretId: name, TagKeys: stale }));
       }
       await this.#tag(name, tags);
+    }
+    // The replica Regions it lacks: all of them once restored (deleted, it had none), or after a
+    // delete that stopped once it had removed them.
+    const missing = (this.#options.replicaRegions ?? []).filter((region) => !described.replicas.includes(region));
+    if (missing.length > 0) {
+      await this.#client.send(
+        new this.#sdk.ReplicateSecretToRegionsCommand({
+          SecretId: name,
+          AddReplicaRegions: missing.map((Region) => ({ Region })),
+        }),
+      );
     }
     await this.#client.send(
       new this.#sdk.PutSecretValueCommand({ SecretId: name, SecretString: value, ClientRequestToken: randomUUID() }),
@@ -333,10 +351,16 @@ export class AwsSecretsManagerStore implements SecretStore {
       if (errorName(err) === "ResourceExistsException") return;
       throw err;
     }
-    await this.#scheduleDeletion(name);
+    await this.#scheduleDeletion(name, []);
   }
 
-  async #scheduleDeletion(name: string): Promise<void> {
+  /** `DeleteSecret`, its replicas removed first: AWS deletes no secret replicated to other Regions. */
+  async #scheduleDeletion(name: string, replicas: readonly string[]): Promise<void> {
+    if (replicas.length > 0) {
+      await this.#client.send(
+        new this.#sdk.RemoveRegionsFromReplicationCommand({ SecretId: name, RemoveReplicaRegions: [...replicas] }),
+      );
+    }
     const days = this.#recoveryDays();
     await this.#client.send(
       new this.#sdk.DeleteSecretCommand(
@@ -372,6 +396,7 @@ export class AwsSecretsManagerStore implements SecretStore {
       stamp: Number.isFinite(at) && tags.has(TAG_AT) ? { at, ...(id && { id: decodeId(id) }) } : undefined,
       stampIsDelete: deleted || tags.get(TAG_DELETED) === "true",
       userTagKeys: [...tags.keys()].filter((key) => !OUR_TAGS.has(key) && !AWS_PREFIX.test(key)),
+      replicas: (out.ReplicationStatus ?? []).flatMap((r) => (r.Region ? [r.Region] : [])),
     };
   }
 
