@@ -123,30 +123,35 @@ export interface KeyEventDeps {
   metrics: Metrics;
 }
 
-/** Applies one event (any JSON: it is validated here). Never throws: the result says what happened. */
-export async function applyKeyEvent(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult> {
-  return counted(await apply(input, deps), deps);
+/**
+ * Applies one event (any JSON: it is validated here). Never throws: the result says what happened.
+ * `messageId` is the queue's id of the message that carried it (SQS, Storage Queue, Pub/Sub), named
+ * in the line of an event not applied so that it can be found in the dead-letter queue.
+ */
+export async function applyKeyEvent(input: unknown, deps: KeyEventDeps, messageId?: string): Promise<KeyEventResult> {
+  return counted(await apply(input, deps), deps, messageId);
 }
 
 /**
  * A queue message's body as text (SQS, a Storage Queue string, Pub/Sub data): its JSON applied,
  * or, when it is not JSON, refused like any malformed event (counted, logged).
  */
-export async function applyKeyEventText(text: string, deps: KeyEventDeps): Promise<KeyEventResult> {
+export async function applyKeyEventText(text: string, deps: KeyEventDeps, messageId?: string): Promise<KeyEventResult> {
   let input: unknown;
   try {
     input = JSON.parse(text);
   } catch {
-    return counted(malformed(undefined, "the message is not JSON"), deps);
+    return counted(malformed(undefined, "the message is not JSON"), deps, messageId);
   }
-  return applyKeyEvent(input, deps);
+  return applyKeyEvent(input, deps, messageId);
 }
 
-function counted(result: KeyEventResult, deps: KeyEventDeps): KeyEventResult {
+function counted(result: KeyEventResult, deps: KeyEventDeps, messageId: string | undefined): KeyEventResult {
   deps.metrics.inc("llm_secrets_key_events_total", { status: result.status });
   if (result.status === "refused" || result.status === "failed") {
     deps.log.warn("key event not applied", {
       id: result.id,
+      message_id: messageId,
       status: result.status,
       code: result.code,
       reason: result.message,

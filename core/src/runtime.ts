@@ -47,10 +47,13 @@ export interface Runtime {
    * request is refused (500), with one log line.
    */
   fetch(request: Request, raw: RawRequest): Response | Promise<Response>;
-  /** Applies one key event from a queue (any JSON; never throws): what queue handlers call. */
-  applyKeyEvent(event: unknown): Promise<KeyEventResult>;
+  /**
+   * Applies one key event from a queue (any JSON; never throws): what queue handlers call, with the
+   * queue's id of the message (logged when the event is not applied).
+   */
+  applyKeyEvent(event: unknown, messageId?: string): Promise<KeyEventResult>;
   /** The same for a queue message's body as text: not JSON is refused like any malformed event. */
-  applyKeyEventText(text: string): Promise<KeyEventResult>;
+  applyKeyEventText(text: string, messageId?: string): Promise<KeyEventResult>;
   close(): Promise<void>;
 }
 
@@ -137,8 +140,8 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     metrics,
     log,
     fetch: app ? app.fetch : refuse,
-    applyKeyEvent: async (event) => fromQueue(await keyEvents(event)),
-    applyKeyEventText: async (text) => fromQueue(await applyKeyEventText(text, keyEventDeps)),
+    applyKeyEvent: async (event, messageId) => fromQueue(await applyKeyEvent(event, keyEventDeps, messageId)),
+    applyKeyEventText: async (text, messageId) => fromQueue(await applyKeyEventText(text, keyEventDeps, messageId)),
     close: async () => {
       await backend.close?.();
     },

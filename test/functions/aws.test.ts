@@ -82,6 +82,14 @@ describe("the SQS handler", () => {
     expect((await store.get("litellm/good-1"))?.value).toBe(keys[0]);
     expect((await store.get("litellm/good-2"))?.value).toBe(keys[2]);
     expect(await store.get("litellm/unlucky")).toBeUndefined();
+    // Each record not applied is logged with its SQS messageId, to find it in the dead-letter queue.
+    const notApplied = logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "key event not applied");
+    expect(notApplied.map((l) => [l.message_id, l.status])).toEqual([
+      ["m2", "failed"],
+      ["m3", "refused"],
+      ["m4", "refused"],
+      ["m6", "failed"],
+    ]);
 
     // SQS redelivers m2 (and the malformed ones, until the redrive policy takes them): now it lands,
     // and a duplicate of m1 changes nothing.

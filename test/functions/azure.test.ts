@@ -120,7 +120,9 @@ describe("the queue trigger, through Azurite", () => {
         } catch {
           // and anything else as a string
         }
-        const context = new InvocationContext({ triggerMetadata: { dequeueCount: item.dequeueCount } });
+        const context = new InvocationContext({
+          triggerMetadata: { id: item.messageId, dequeueCount: item.dequeueCount },
+        });
         try {
           await handlers.keyEvents(message, context);
           await queue.deleteMessage(item.messageId, item.popReceipt);
@@ -149,6 +151,10 @@ describe("the queue trigger, through Azurite", () => {
       twice,
     ]);
     expect(await store.get("litellm/twice")).toBeUndefined();
+    // Each event not applied is logged with its queue message's id.
+    const notApplied = logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "key event not applied");
+    expect(notApplied.length).toBeGreaterThan(0);
+    for (const line of notApplied) expect(line.message_id).toMatch(/^[0-9a-f-]{36}$/);
     expectNoValueIn(logs, keys);
   }, 30_000);
 });

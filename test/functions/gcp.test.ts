@@ -86,6 +86,8 @@ describe("the Pub/Sub CloudEvent target on the functions-framework server", () =
     expect((await store.get("litellm/good-structured"))?.value).toBe(keys[1]);
     expect(await store.get("litellm/unlucky")).toBeUndefined();
     expect(logs.filter((l) => l.includes("malformed key event: acknowledged"))).toHaveLength(2);
+    const notApplied = logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "key event not applied");
+    expect(notApplied.map((l) => l.message_id)).toEqual(["3", "4", "5", "6"]); // Pub/Sub's messageId
     // Pub/Sub redelivers the failed one (and duplicates happen): it lands once, the duplicate changes nothing.
     store.down = false;
     expect(await postBinary("5", keyEvent("e5", "unlucky", keys[2] as string))).toBe(204);

@@ -171,7 +171,8 @@ export function awsHandlers(options: AwsHandlersOptions = {}) {
       // past it, it and the rest go back to the queue (applying again is safe), rather than a
       // timeout failing the whole batch, the applied records too.
       const budget = i === 0 ? Number.POSITIVE_INFINITY : remaining() - SQS_MARGIN_MS;
-      const result = budget <= 0 ? undefined : await withinBudget(rt.applyKeyEventText(record.body), budget);
+      const result =
+        budget <= 0 ? undefined : await withinBudget(rt.applyKeyEventText(record.body, record.messageId), budget);
       if (result === undefined) {
         giveBack(i);
         break;

@@ -117,14 +117,17 @@ export function azureFunctions(options: FunctionOptions = {}) {
     return toResponse(await runtime.fetch(await toRequest(request), rawRequestOf(request)));
   };
 
-  const keyEvents = async (message: unknown, _context: InvocationContext): Promise<void> => {
+  const keyEvents = async (message: unknown, context: InvocationContext): Promise<void> => {
     const rt = await runtime();
+    // The Storage Queue trigger's metadata: the message's id (logged when the event is not applied).
+    const id = context.triggerMetadata?.id;
+    const messageId = typeof id === "string" ? id : undefined;
     // The worker hands a message over JSON.parse'd when it parses: a string is one that did not (not
     // JSON: refused as such) or a JSON string (an event encoded twice: refused, as on SQS and Pub/Sub).
     const result =
       typeof message === "string" && !isJson(message)
-        ? await rt.applyKeyEventText(message)
-        : await rt.applyKeyEvent(message);
+        ? await rt.applyKeyEventText(message, messageId)
+        : await rt.applyKeyEvent(message, messageId);
     if (result.status === "failed" || result.status === "refused") {
       throw new Error(
         `key event ${result.id ?? "(no id)"} ${result.status} (${result.code}): ${

@@ -128,7 +128,7 @@ export function gcpFunctions(options: FunctionOptions = {}) {
     const rt = await runtime();
     const message = event.data?.message ?? event.message;
     const messageId = message?.messageId ?? event.id;
-    const result = await rt.applyKeyEventText(Buffer.from(message?.data ?? "", "base64").toString("utf8"));
+    const result = await rt.applyKeyEventText(Buffer.from(message?.data ?? "", "base64").toString("utf8"), messageId);
     if (result.status === "failed" || (result.status === "refused" && !result.malformed)) {
       // Thrown: functions-framework answers 500 and Pub/Sub redelivers (applying again is safe);
       // what keeps failing or being refused (a policy, a time) reaches the dead-letter topic.
