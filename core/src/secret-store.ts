@@ -153,6 +153,11 @@ export interface StoreDefaults {
    */
   envBacked: boolean;
   /**
+   * Decrypts the environment's `aws_kms/` values itself (LiteLLM's `USE_AWS_KMS` format): with
+   * `USE_AWS_KMS=True`, the refs it reads are not refused as sealed for LiteLLM's start-up decryption.
+   */
+  decryptsAwsKmsValues?: boolean;
+  /**
    * LiteLLM's older switch for this store, a `general_settings` key (`use_azure_key_vault: true`):
    * with no `key_management_system`, setting it picks this store.
    */

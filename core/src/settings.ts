@@ -474,7 +474,7 @@ const KMS_SEALED = "aws_kms/";
 /**
  * With `USE_AWS_KMS=True`, what LiteLLM would have decrypted at start and llm-secrets would take
  * as it is: every `LITELLM_SECRET_AWS_KMS_*` variable (never read here under its new name), and
- * every `aws_kms/` value but those the `aws_kms` store decrypts (the refs it reads): on that store
+ * every `aws_kms/` value but those a store that decrypts them reads (`aws_kms`'s refs): on that store
  * too, a variable llm-secrets or the store reads itself, or one a setting refers to, is refused.
  */
 function sealedForUseAwsKms(
@@ -487,7 +487,7 @@ function sealedForUseAwsKms(
   return Object.keys(env).filter((name) => {
     if (/^litellm_secret_aws_kms/i.test(name)) return true;
     if (!env[name]?.startsWith(KMS_SEALED)) return false;
-    return factory.kind !== "aws_kms" || ownVariables.has(name) || settingRefs.has(name);
+    return !factory.defaults.decryptsAwsKmsValues || ownVariables.has(name) || settingRefs.has(name);
   });
 }
 

@@ -530,7 +530,7 @@ describe("llm-secrets serve against Azure", () => {
       expect((await call("PUT", "/v1/secrets/AZURE-API-KEY", { value: value("clash") })).status).toBe(409);
       // Past Key Vault's 25 000 bytes: 413 before any call (the vault's 400 was a 500 internal).
       const puts = fake.calls("PUT").length;
-      const big = await call("PUT", "/v1/secrets/BIG", { value: "é".repeat(12_500) + "x" });
+      const big = await call("PUT", "/v1/secrets/BIG", { value: `${"é".repeat(12_500)}x` });
       expect(big.status).toBe(413);
       expect(((await big.json()) as { error: { code: string } }).error.code).toBe("payload_too_large");
       expect(fake.calls("PUT")).toHaveLength(puts);

@@ -88,7 +88,7 @@ export class AwsKmsStore implements SecretStore {
 export const awsKmsStore = {
   kind: "aws_kms",
   settings: AwsKmsSettings,
-  defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: true },
+  defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: true, decryptsAwsKmsValues: true },
   capabilities: { writes: false, deletes: false, compareAndSet: false, maxValueBytes: 4096, records: [] },
   open: async (settings, deps) => {
     // KMS opens a ciphertext only in its key's region: guessing one (the other AWS store's
