@@ -195,6 +195,37 @@ describe("aws_secret_manager over the wire", () => {
     expect(await store.put("NEVER", value("later"), { ifNewerThan: { at: 6_000, id: "evt/6" } })).toBe("created");
     await store.close?.();
   });
+  it("a name made anew over a tombstone gets what a new secret gets: the KMS key, replicas, the creation description and tags", async () => {
+    const fake = await aws();
+    const store = await open({ kms_key_id: "alias/app", replica_regions: ["eu-west-1"] });
+    const meta = { whenCreated: { description: "virtual key", tags: { team: "a" } } };
+    const made = (name: string) => {
+      const s = fake.secrets.get(name);
+      const tags = Object.fromEntries([...(s?.tags ?? [])].filter(([k]) => !k.startsWith("llm-secrets:")));
+      return { kmsKeyId: s?.kmsKeyId, description: s?.description, replicas: s?.replicas, tags };
+    };
+    const expected = {
+      kmsKeyId: "alias/app",
+      description: "virtual key",
+      replicas: ["eu-west-1"],
+      tags: { team: "a" },
+    };
+    // An event's delete of a name never written, then its creation.
+    expect(await store.delete("litellm/k1", { ifNewerThan: { at: 1_000, id: "e1" } })).toBe("absent");
+    expect(fake.secrets.get("litellm/k1")?.kmsKeyId).toBe("alias/app");
+    expect(await store.put("litellm/k1", value("k1"), { ifNewerThan: { at: 2_000, id: "e2" }, meta })).toBe("created");
+    expect(made("litellm/k1")).toEqual(expected);
+    // A secret deleted, then written again: made anew too, its old description and tags replaced.
+    await store.put("litellm/k2", value("old"), { meta: { description: "old", tags: { old: "1" } } });
+    await store.delete("litellm/k2");
+    expect(await store.put("litellm/k2", value("k2"), { meta })).toBe("created");
+    expect(made("litellm/k2")).toEqual(expected);
+    // Over a live secret the creation defaults do nothing.
+    await store.put("litellm/k2", value("k2b"), { meta: { whenCreated: { description: "other", tags: { x: "y" } } } });
+    expect(made("litellm/k2")).toEqual(expected);
+    await store.close?.();
+  });
+
   it("a delete that stopped between its stamp and DeleteSecret is finished when its event comes again", async () => {
     const fake = await aws();
     const store = await open();
@@ -248,9 +279,9 @@ describe("aws_secret_manager over the wire", () => {
       expect(await codeOf(store.put("NEW", value("refused"), { meta: { tags } }))).toBe("invalid_request");
     }
     // The creation defaults (key_management_settings.tags) too, when they are used.
-    expect(await codeOf(store.put("NEW", value("refused"), { meta: { whenCreated: { tags: { "aws:x": "1" } } } }))).toBe(
-      "invalid_request",
-    );
+    expect(
+      await codeOf(store.put("NEW", value("refused"), { meta: { whenCreated: { tags: { "aws:x": "1" } } } })),
+    ).toBe("invalid_request");
     expect(fake.requests.filter((r) => r.target !== "secretsmanager.DescribeSecret")).toEqual([]);
     expect(fake.secrets.has("NEW")).toBe(false);
     expect((await store.get("TAGGED"))?.value).toBe(v);

@@ -9,11 +9,13 @@
  *   own secret, so what we write stays readable. A secret scheduled for deletion is no secret.
  * - Write: `DescribeSecret`, then for a new name `CreateSecret` (a `ClientRequestToken` per call,
  *   so the SDK's retries are idempotent; description, `kms_key_id`, tags, `replica_regions` as
- *   `AddReplicaRegions`). An existing one: `RestoreSecret` if it is scheduled for deletion; the
- *   given description (`UpdateSecret`) and the given tags, which replace the secret's
- *   (`UntagResource` of the others but AWS's `aws:` ones, then `TagResource`); the
- *   `replica_regions` it lacks (`ReplicateSecretToRegions`; all of them once restored); then
- *   `PutSecretValue`; then its change stamp. The creation defaults only on a new secret.
+ *   `AddReplicaRegions`). An existing one: the given description (`UpdateSecret`) and the given
+ *   tags, which replace the secret's (`UntagResource` of the others but AWS's `aws:` ones, then
+ *   `TagResource`); the `replica_regions` it lacks (`ReplicateSecretToRegions`; all of them once
+ *   restored); then `PutSecretValue`; then its change stamp. One scheduled for deletion is first
+ *   restored and given its value (`RestoreSecret`, `PutSecretValue`: restored, it reads its
+ *   deleted value back until then). The creation defaults (description, tags) only on a
+ *   name made anew: a new secret, or one whose last change is a delete (a tombstone).
  *   Tags AWS would refuse are `400 invalid_request` before any call: a key or value starting
  *   `aws:` (any case), a key of 0 or over 128 characters, a value over 256, more than 47 (AWS keeps
  *   50 on a secret, 3 of them ours). A name held inside `primary_secret_name` is not written:
@@ -31,12 +33,15 @@
  * `llm-secrets:changed-at` / `llm-secrets:change-id`, and `llm-secrets:deleted=true` on a delete.
  * A deleted secret waits out its recovery window with those tags: that is the tombstone, and it
  * lasts as long as the window (infra sets the queue's retention below it). An event that deletes a
- * name never written creates an empty secret to carry its tombstone, and schedules its deletion.
+ * name never written creates an empty secret to carry its tombstone (with `kms_key_id`, which then
+ * encrypts a later write's value; no replicas, no description), and schedules its deletion.
  * With a window of 0 nothing is kept, and a late event can revive a deleted name.
  * `ifNewerThan` is read-then-write (`DescribeSecret`, then the write): Secrets Manager has no
  * compare-and-set, so a writer between the two can be overwritten; ties break by event id.
  * An update records its time last: one that stopped before (its description or tags written, maybe
- * its value) is done again whole by its retry, a redelivered event included (not superseded).
+ * its value) is done again whole by its retry, a redelivered event included (not superseded); one
+ * that stopped between `RestoreSecret` and `PutSecretValue` leaves the deleted value readable (the
+ * name still tagged deleted) until its retry.
  * A delete tags, removes the replicas, then schedules (AWS takes no tags on a scheduled secret): one
  * that stopped between is finished by the next delete of the name, its own redelivery included (a
  * newer write meanwhile replicates it again, as it lacks its replicas). An event's newer
@@ -295,21 +300,34 @@ export class AwsSecretsManagerStore implements SecretStore {
   }
 
   /**
-   * A new current version of an existing secret (restored first if deleted): the given description
-   * and tags (which replace the secret's own) and the replica Regions it lacks first, then the
-   * value, then its change stamp.
+   * A new current version of an existing secret: the given description and tags (which replace the
+   * secret's own) and the replica Regions it lacks first, then the value (first of all when the
+   * secret is scheduled for deletion: restored, then the value), then its change stamp. Over a
+   * tombstone (its last change a delete) the name is made anew: the creation defaults stand in for
+   * a description and tags not given.
    */
   async #update(
     name: string,
     value: string,
     stamp: ChangeStamp,
     meta: SecretMeta | undefined,
-    tags: Tag[] | undefined,
+    given: Tag[] | undefined,
     described: Described,
   ): Promise<PutOutcome> {
-    if (described.deleted) await this.#client.send(new this.#sdk.RestoreSecretCommand({ SecretId: name }));
-    if (meta?.description !== undefined) {
-      await this.#client.send(new this.#sdk.UpdateSecretCommand({ SecretId: name, Description: meta.description }));
+    const anew = described.stampIsDelete;
+    const description = meta?.description ?? (anew ? meta?.whenCreated?.description : undefined);
+    const tags = given ?? (anew ? checkedTags(meta?.whenCreated?.tags) : undefined);
+    const putValue = () =>
+      this.#client.send(
+        new this.#sdk.PutSecretValueCommand({ SecretId: name, SecretString: value, ClientRequestToken: randomUUID() }),
+      );
+    if (described.deleted) {
+      await this.#client.send(new this.#sdk.RestoreSecretCommand({ SecretId: name }));
+      // Restored, it reads its deleted (revoked) value back: the new one goes in at once.
+      await putValue();
+    }
+    if (description !== undefined) {
+      await this.#client.send(new this.#sdk.UpdateSecretCommand({ SecretId: name, Description: description }));
     }
     if (tags) {
       const stale = described.userTagKeys.filter((key) => !tags.some((t) => t.Key === key));
@@ -329,20 +347,24 @@ export class AwsSecretsManagerStore implements SecretStore {
         }),
       );
     }
-    await this.#client.send(
-      new this.#sdk.PutSecretValueCommand({ SecretId: name, SecretString: value, ClientRequestToken: randomUUID() }),
-    );
+    if (!described.deleted) await putValue();
     await this.#tag(name, stampTags(stamp, false));
     return described.deleted ? "created" : "updated";
   }
 
+  /**
+   * An empty secret to carry a tombstone: made with `kms_key_id`, as the value a later write puts
+   * in it is encrypted with the secret's key; with no replicas (it is deleted at once, and AWS
+   * deletes no replicated secret) and no description (a write over it sets its own).
+   */
   async #tombstoneOnly(name: string, stamp: ChangeStamp): Promise<void> {
+    const { kmsKeyId } = this.#options;
     try {
       await this.#client.send(
         new this.#sdk.CreateSecretCommand({
           Name: name,
           ClientRequestToken: randomUUID(),
-          Description: "llm-secrets tombstone: a deleted name, kept through the recovery window",
+          ...(kmsKeyId && { KmsKeyId: kmsKeyId }),
           Tags: stampTags(stamp, true),
         }),
       );
@@ -461,9 +483,7 @@ function checkedTags(tags: Readonly<Record<string, string>> | undefined): Tag[] 
       throw new InvalidInput("AWS reserves the aws: prefix of tag keys and values for its own use");
     }
     if (key.length === 0 || key.length > MAX_TAG_KEY || value.length > MAX_TAG_VALUE) {
-      throw new InvalidInput(
-        `an AWS tag key is 1 to ${MAX_TAG_KEY} characters and its value at most ${MAX_TAG_VALUE}`,
-      );
+      throw new InvalidInput(`an AWS tag key is 1 to ${MAX_TAG_KEY} characters and its value at most ${MAX_TAG_VALUE}`);
     }
   }
   return entries.map(([Key, Value]) => ({ Key, Value }));
