@@ -23,7 +23,7 @@ import type {
   StoreScope,
 } from "./secret-store";
 import type { KeyManagement } from "./settings";
-import { NotSupported } from "./store-errors";
+import { isRetryable, NotSupported } from "./store-errors";
 
 /** The name `probe` reads when no hosted key is configured (under the virtual-key prefix first). */
 export const READY_PROBE_NAME = "llm-secrets-readiness-probe";
@@ -486,22 +486,30 @@ export class SecretManager {
   }
 }
 
-/** Runs at most `max` tasks at once; the others wait their turn, first come first served. */
+/**
+ * Runs at most `max` store reads at once; the others wait their turn, first come first served. A
+ * read that fails as the store being unavailable (down, throttling) fails those waiting with its
+ * error at once: the cache then serves them stale and backs them off, rather than each waiting a
+ * call's timeout in turn behind the others.
+ */
 class ConcurrencyLimit {
   #running = 0;
-  readonly #waiting: (() => void)[] = [];
+  readonly #waiting: { start: () => void; fail: (err: unknown) => void }[] = [];
 
   constructor(readonly max: number) {}
 
   async run<T>(task: () => Promise<T>): Promise<T> {
-    if (this.#running >= this.max) await new Promise<void>((start) => this.#waiting.push(start));
+    if (this.#running >= this.max) await new Promise<void>((start, fail) => this.#waiting.push({ start, fail }));
     else this.#running++;
     try {
       return await task();
+    } catch (err) {
+      if (isRetryable(err)) for (const waiting of this.#waiting.splice(0)) waiting.fail(err);
+      throw err;
     } finally {
-      // The slot passes on to the next waiting task, else it frees.
+      // The slot passes on to the next waiting read, else it frees.
       const next = this.#waiting.shift();
-      if (next) next();
+      if (next) next.start();
       else this.#running--;
     }
   }

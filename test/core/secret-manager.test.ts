@@ -201,6 +201,17 @@ describe("SecretManager with a failing store", () => {
     expect(store.mostInFlight).toBe(64);
   });
 
+  it("a store that is down fails the reads waiting their turn at once, rather than each a call's time in turn", async () => {
+    const { store, manager } = setup();
+    store.latencyMs = 5;
+    store.down = true;
+    const config = Object.fromEntries(Array.from({ length: 640 }, (_, i) => [`k${i}`, `os.environ/KEY_${i}`]));
+    const resolved = await manager.resolveConfig(config);
+    expect(resolved.refs).toHaveLength(640);
+    expect(resolved.refs.every((r) => r.source === "unresolved" && r.reason === "backend_unavailable")).toBe(true);
+    expect(store.reads).toBe(64); // the first turn's; the 576 behind it failed with its error, unsent
+  });
+
   it("logs a failed store call with the classifier's reason (never a value); a caller's mistake is no backend error", async () => {
     const { store, manager, metrics, logs } = setup();
     const failedLines = () => logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "store call failed");
