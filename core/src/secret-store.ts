@@ -125,8 +125,12 @@ export interface StoreCapabilities {
   deletes: boolean;
   /** Records change times and honours `ifNewerThan` (tombstones included). */
   compareAndSet: boolean;
-  /** The largest value, in UTF-8 bytes, the backend takes. */
-  maxValueBytes: number;
+  /**
+   * The largest value, in UTF-8 bytes, the backend is documented to take: a larger one is refused
+   * (`413 payload_too_large`) before any call. Left out where no limit is known (a user's own
+   * store) or it lies past the API's 1 MiB body (Conjur's 10 MB).
+   */
+  maxValueBytes?: number;
   /** What `get` returns besides the value (the conformance suite holds the store to it). */
   records: readonly ("version" | "updatedAt" | "tags")[];
 }

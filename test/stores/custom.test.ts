@@ -238,6 +238,12 @@ describe("the custom store", () => {
         value: "sk-custom-0123",
       });
       expect(await (await call("GET", "/health")).json()).toMatchObject({ store: "custom" });
+      // No limit of ours on a user's own store's values: 100 KiB (past the other stores' 64) is written.
+      const large = "x".repeat(100 * 1024);
+      expect((await call("PUT", "/v1/secrets/LARGE", { value: large })).status).toBe(201);
+      expect(((await (await call("GET", "/v1/secrets/LARGE?refresh=true")).json()) as { value: string }).value).toBe(
+        large,
+      );
     } finally {
       await server.stop();
     }

@@ -269,6 +269,7 @@ export const customStore = {
   kind: "custom",
   settings: CustomSettings,
   defaults: CUSTOM_DEFAULTS,
-  capabilities: { writes: true, deletes: true, compareAndSet: false, maxValueBytes: 64 * 1024, records: [] },
+  // No maxValueBytes: a user's own store's limit is its own to enforce.
+  capabilities: { writes: true, deletes: true, compareAndSet: false, records: [] },
   open: openCustom,
 } as const satisfies StoreFactory<"custom", typeof CustomSettings>;

@@ -455,6 +455,7 @@ export const cyberarkStore = {
     needsLocalKey: false,
     envBacked: false,
   },
-  capabilities: { writes: true, deletes: false, compareAndSet: false, maxValueBytes: 64 * 1024, records: [] },
+  // No maxValueBytes: Conjur takes values up to 10 MB ("Set a secret"), past the API's 1 MiB body.
+  capabilities: { writes: true, deletes: false, compareAndSet: false, records: [] },
   open: async (settings, deps) => openCyberArkStore(settings.env, deps),
 } as const satisfies StoreFactory<"cyberark", typeof CyberArkSettings>;

@@ -211,7 +211,8 @@ export const infisicalStore = {
     needsLocalKey: false,
     envBacked: false,
   },
-  capabilities: { writes: true, deletes: true, compareAndSet: false, maxValueBytes: 64 * 1024, records: [] },
+  // No maxValueBytes: Infisical documents no limit of its own.
+  capabilities: { writes: true, deletes: true, compareAndSet: false, records: [] },
   open: async (settings, deps) =>
     new InfisicalStore(await sender(settings.env.INFISICAL_URL ?? DEFAULT_URL, deps.outbound), settings.env, deps.now),
 } as const satisfies StoreFactory<"infisical", typeof InfisicalSettings>;
