@@ -5,7 +5,8 @@
  *
  * - The rest of the path goes right after the `api_base` as it came, query included:
  *   `/v1/forward/m/v1/chat/completions?x=1` is `{api_base}/v1/chat/completions?x=1`, and
- *   `/v1/forward/m?api-version=...` is `{api_base}?api-version=...` (a whole deployment URL).
+ *   `/v1/forward/m?api-version=...` is `{api_base}?api-version=...` (a whole deployment URL); an
+ *   `api_base` with a query of its own keeps it, the caller's joined after it with `&`.
  * - The model is the first `model_list` entry with that `model_name`. Its `api_key` is a literal
  *   or an `os.environ/NAME` ref read as `GET /v1/secrets/{name}` reads it, at request time (through
  *   the cache: a key stored after start is used; never the environment: SPEC section 4). Its
@@ -154,7 +155,7 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
   const storeDecides = params.api_key ? refName(params.api_key) !== undefined : true;
   const base = params.api_base ? await baseOf(params.api_base, deps.manager, storeDecides, modelName) : undefined;
   if (!base) throw new InvalidInput(`model ${modelName} has no api_base to forward to`);
-  const url = `${base.replace(/\/+$/, "")}${rest}`;
+  const url = targetUrl(base, rest);
   const target = urlOf(url); // undefined: no URL, which undici then refuses
   if (target && isLinkLocal(target.hostname)) {
     throw new SecretsError("upstream_unavailable", `the api_base of model ${modelName} is a link-local address`);
@@ -269,6 +270,22 @@ async function isRuntimeApi(target: URL, api: string): Promise<boolean> {
   if (isLoopback(target.hostname)) return true;
   const addresses = await lookup(target.hostname, { all: true }).catch(() => []);
   return addresses.some((a) => isLoopback(a.address));
+}
+
+/**
+ * The api_base with the rest of the forward path after it: the rest's path after the base's path,
+ * and the two queries joined (an Azure deployment URL may carry `?api-version=` itself).
+ */
+function targetUrl(base: string, rest: string): string {
+  const [basePath, baseQuery] = cutQuery(base);
+  const [restPath, restQuery] = cutQuery(rest.split("#", 1)[0] ?? "");
+  const query = [baseQuery, restQuery].filter((q) => q !== "").join("&");
+  return `${basePath.replace(/\/+$/, "")}${restPath}${query === "" ? "" : `?${query}`}`;
+}
+
+function cutQuery(target: string): [string, string] {
+  const at = target.indexOf("?");
+  return at === -1 ? [target, ""] : [target.slice(0, at), target.slice(at + 1)];
 }
 
 function urlOf(text: string): URL | undefined {

@@ -112,6 +112,8 @@ async function app(key: string) {
     // A whole deployment's URL as the api_base (Azure OpenAI's way): the caller adds only the query.
     "  - model_name: deployment",
     `    litellm_params: {model: azure/gpt-4o, api_base: ${apiUrl}/openai/deployments/gpt/chat/completions, api_key: os.environ/AZURE_API_KEY}`,
+    "  - model_name: versioned",
+    `    litellm_params: {model: azure/gpt-4o, api_base: "${apiUrl}/openai/deployments/gpt/chat/completions?api-version=2024-10-21", api_key: os.environ/AZURE_API_KEY}`,
     "  - model_name: down",
     "    litellm_params: {model: openai/x, api_base: https://127.0.0.1:1, api_key: os.environ/OPENAI_API_KEY}",
     "",
@@ -277,6 +279,13 @@ describe("POST /v1/forward/{model}/{path}", () => {
       ["/v1/forward/deployment/?a=1", "/openai/deployments/gpt/chat/completions/?a=1"],
       ["/v1/forward/gpt/v1/models?a=1&b=%2F", "/v1/models?a=1&b=%2F"],
       ["/v1/forward/gpt?a=1/v1/models", "/?a=1/v1/models"],
+      // An api_base with a query of its own: the caller's is joined after it.
+      ["/v1/forward/versioned", "/openai/deployments/gpt/chat/completions?api-version=2024-10-21"],
+      [
+        "/v1/forward/versioned?stream=true",
+        "/openai/deployments/gpt/chat/completions?api-version=2024-10-21&stream=true",
+      ],
+      ["/v1/forward/versioned/x?a=1", "/openai/deployments/gpt/chat/completions/x?api-version=2024-10-21&a=1"],
     ];
     for (const [path, upstream] of sent) {
       seen.length = 0;
@@ -288,7 +297,7 @@ describe("POST /v1/forward/{model}/{path}", () => {
         path,
       ).toEqual([upstream]);
       // The audit names the model the key was read for, parsed as forwarding parses it.
-      const model = path.startsWith("/v1/forward/gpt") ? "gpt" : "deployment";
+      const model = path.slice("/v1/forward/".length).split(/[/?]/, 1)[0];
       expect(audits.map((l) => JSON.parse(l).name)).toEqual([model]);
     }
   });
