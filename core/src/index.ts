@@ -1,8 +1,10 @@
 /**
  * @llm-secrets/core: what runtimes and tests build on. Runtimes get `createRuntime` and its
  * `fetch(request, raw)`, never a bare app. Stores are reached through their own subpath exports
- * (`@llm-secrets/core/stores/<kind>`), so importing this root loads no cloud SDK.
+ * (`@llm-secrets/core/stores/<file>`: `stores/aws`, `stores/vault`, ...), so importing this root loads no cloud SDK.
  */
+import type { CLI_STORES } from "./cli";
+
 export type { RawRequest } from "./app";
 export { cryptoReady, type EncryptionAlgorithm, KeyRing, openSecret, sealSecret } from "./crypto";
 export * from "./errors";
@@ -28,5 +30,10 @@ export { SecretManager, type SecretRead } from "./secret-manager";
 export * from "./secret-store";
 export { loadSettings, type Settings, type SettingsInput } from "./settings";
 export * from "./store-errors";
-export type { StoreKind } from "./store-kinds";
 export { VERSION } from "./version";
+
+/**
+ * The kinds of the stores llm-secrets ships (`key_management_system` values), read off the CLI's
+ * list by type only (nothing is loaded): a store is one by joining `CLI_STORES`.
+ */
+export type StoreKind = (typeof CLI_STORES)[number]["kind"];

@@ -1,6 +1,6 @@
 /**
- * The one outbound HTTP client (SPEC section 8): every call we make ourselves (Vault, forwarding to
- * LLM APIs, the stores to come) goes through an undici `Agent` from here, and no other module of
+ * The one outbound HTTP client (SPEC section 8): every call we make ourselves (Vault, CyberArk,
+ * Infisical, forwarding to LLM APIs) goes through an undici `Agent` from here, and no other module of
  * ours creates agents or sockets. Cloud SDKs keep their own transports; `outboundTlsOptions` gives
  * them the same TLS settings where their SDK takes them (AWS, Google).
  *

@@ -3,7 +3,7 @@
  * (local server, CLI, cloud functions) builds its pieces here, so they behave the same.
  *
  * A runtime hands `createRuntime` the store factories it ships (its registry): the AWS bundle
- * registers the AWS stores, the CLI the file and environment stores. Requests reach the app only
+ * registers the AWS stores and the portable ones, the CLI every store (`CLI_STORES`). Requests reach the app only
  * through `runtime.fetch(request, raw)`, whose `raw` (the request as it arrived) is required.
  */
 import { createApp, MAX_BODY_BYTES, type RawRequest } from "./app";

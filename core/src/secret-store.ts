@@ -119,7 +119,10 @@ export interface SecretStore {
   close?(): Promise<void>;
 }
 
-/** What a store can do; the conformance suite and the manager read it. */
+/**
+ * What a store can do: the conformance suite holds the store to it, settings warn by it, and the
+ * manager refuses a value past `maxValueBytes`.
+ */
 export interface StoreCapabilities {
   writes: boolean;
   deletes: boolean;

@@ -208,8 +208,8 @@ export interface Settings {
   dataDir: string;
   /** The config file's directory (the working directory for an inline config): what its paths are relative to. */
   configDir: string;
-  /** `maxConnections`: `LLM_SECRETS_MAX_CONNECTIONS`, past which new connections are closed at once. */
   /**
+   * `maxConnections`: `LLM_SECRETS_MAX_CONNECTIONS`, past which new connections are closed at once.
    * `tls.clientCaFile` (`LLM_SECRETS_CLIENT_CA`): mutual TLS in; a client must present a certificate
    * signed by it, or the handshake fails.
    */

@@ -5,6 +5,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { CLI_STORES } from "../../core/src/cli";
+import type { StoreKind } from "../../core/src/index";
 
 const ROOT = join(import.meta.dirname, "../..");
 
@@ -36,5 +37,14 @@ describe("the store registry", () => {
       return kinds.filter((kind) => new RegExp(`["'\`]${kind}["'\`]`).test(code)).map((kind) => `${path}: ${kind}`);
     });
     expect(named).toEqual([]);
+  });
+
+  it("StoreKind is the shipped stores' kinds, with no list to keep besides CLI_STORES", () => {
+    const kinds: StoreKind[] = CLI_STORES.map((factory) => factory.kind);
+    const kms: StoreKind = "aws_kms";
+    // @ts-expect-error not a store llm-secrets ships
+    const unknown: StoreKind = "not_a_store";
+    expect(kinds).toContain(kms);
+    expect(kinds).not.toContain(unknown);
   });
 });

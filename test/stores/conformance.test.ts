@@ -1,4 +1,5 @@
-// Every store runs the one conformance suite. A new store joins with one call here.
+// Every store runs the one conformance suite. A new store joins with one call here, or in its own
+// test file where that file starts its fake (cyberark, infisical and custom do).
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, inject } from "vitest";

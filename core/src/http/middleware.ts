@@ -61,7 +61,7 @@ export function admission(masterKey: string, publicPaths: ReadonlySet<string>): 
   return (c) => {
     const raw = c.env?.raw;
     if (typeof raw?.path !== "string") {
-      // Answered as a bare 500; the error handler logs this reason once.
+      // Answered as a bare 500; the error handler logs this reason (a line per such request).
       throw new SecretsError(
         "internal",
         `the runtime passed no raw request (the \`raw\` argument of fetch, with the path as it arrived): refusing ${c.req.method}`,

@@ -208,10 +208,6 @@ export class FileStore implements SecretStore {
   }
 
   /**
-   * Opens the data dir (made 0700 if missing), creating the log or migrating a format-1 document,
-   * and reads the log once: a damaged log or a wrong key fails here, not at the first request.
-   */
-  /**
    * Another local user who can write the data dir can swap the log or the lock: a group- or
    * world-writable dir stops the start. A readable one only warns (every value is sealed).
    */
@@ -231,6 +227,10 @@ export class FileStore implements SecretStore {
     }
   }
 
+  /**
+   * Opens the data dir (made 0700 if missing), creating the log or migrating a format-1 document,
+   * and reads the log once: a damaged log or a wrong key fails here, not at the first request.
+   */
   static async open(options: FileStoreOptions): Promise<FileStore> {
     const store = new FileStore(options);
     const dir = store.location;
