@@ -33,7 +33,7 @@ import { describeUnexpected, type Logger } from "./log";
 import type { Metrics } from "./metrics";
 import type { SecretManager } from "./secret-manager";
 import type { ChangeStamp } from "./secret-store";
-import type { KeyManagement } from "./settings";
+import { type KeyManagement, virtualKeyPrefix } from "./settings";
 import { describeIssues, issuesOf, safeParse } from "./validation";
 
 /** How far ahead of this clock an event's `occurred_at` may be (a producer's clock running fast). */
@@ -199,8 +199,7 @@ async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult
   const stamp: ChangeStamp = { at, id: event.id };
   // The team's settings come from config (`team_settings`), never from the event: only its id does.
   const team = event.team_id ?? undefined;
-  const prefix =
-    (team !== undefined && policy.teams?.[team]?.prefixForStoredVirtualKeys) || policy.prefixForStoredVirtualKeys;
+  const prefix = virtualKeyPrefix(policy, team);
   const names: Record<string, string> = {};
   try {
     if (event.type === "key.deleted") {

@@ -22,7 +22,7 @@ import type {
   SecretStore,
   StoreScope,
 } from "./secret-store";
-import type { KeyManagement } from "./settings";
+import { type KeyManagement, virtualKeyPrefix } from "./settings";
 import { isRetryable, NotSupported } from "./store-errors";
 
 /** The name `probe` reads when no hosted key is configured (under the virtual-key prefix first). */
@@ -476,10 +476,7 @@ export class SecretManager {
     }
     // hosted_keys bounds writes too; virtual keys under the prefix (the team's, or the general one)
     // stay writable when stored.
-    const prefix =
-      (team !== undefined && this.#policy.teams?.[team]?.prefixForStoredVirtualKeys) ||
-      this.#policy.prefixForStoredVirtualKeys;
-    const virtualKey = this.#policy.storeVirtualKeys && name.startsWith(prefix);
+    const virtualKey = this.#policy.storeVirtualKeys && name.startsWith(virtualKeyPrefix(this.#policy, team));
     if (this.#hosted && !this.#hosted.has(name) && !virtualKey) {
       throw new AccessDenied("not_hosted", `${name} is not in hosted_keys`);
     }

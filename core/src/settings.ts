@@ -183,6 +183,11 @@ export interface KeyManagement {
   tags?: Readonly<Record<string, string>>;
 }
 
+/** Where `team`'s virtual keys are stored: its `team_settings` prefix, else the general one. */
+export function virtualKeyPrefix(policy: KeyManagement, team: string | undefined): string {
+  return (team !== undefined && policy.teams?.[team]?.prefixForStoredVirtualKeys) || policy.prefixForStoredVirtualKeys;
+}
+
 export interface Settings {
   /** `key_management_system`: the kind of the store this runtime opens. */
   store: string;
