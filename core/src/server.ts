@@ -20,6 +20,7 @@ import type { RawRequest } from "./app";
 import { ConfigError } from "./errors";
 import type { Logger } from "./log";
 import type { Runtime } from "./runtime";
+import { DEFAULT_MAX_CONNECTIONS } from "./settings";
 
 /** Time limits of the server; tests inject short ones. */
 export interface ServerTimeouts {
@@ -42,7 +43,6 @@ export const DEFAULT_TIMEOUTS: Readonly<ServerTimeouts> = {
   checkIntervalMs: 1_000,
   shutdownGraceMs: 10_000,
 };
-export const DEFAULT_MAX_CONNECTIONS = 1024;
 
 export interface TlsFiles {
   keyFile: string;

@@ -28,7 +28,8 @@ export const MASTER_KEY_FILE = "master.key";
 const MIN_MASTER_KEY_LENGTH = 8;
 const DEFAULT_REFRESH_SECONDS = 86_400;
 const DEFAULT_MAX_STALE_SECONDS = 3_600;
-const DEFAULT_MAX_CONNECTIONS = 1_024;
+/** `LLM_SECRETS_MAX_CONNECTIONS` unset (server.ts's default too). */
+export const DEFAULT_MAX_CONNECTIONS = 1_024;
 /** Below every store's tombstone lifetime (AWS's 7-day recovery window, Azure's soft delete). */
 const DEFAULT_MAX_EVENT_AGE_SECONDS = 6 * 24 * 3600;
 
@@ -183,6 +184,11 @@ export interface KeyManagement {
   tags?: Readonly<Record<string, string>>;
 }
 
+/** `LLM_SECRETS_CONFIG` holds the YAML itself (several lines, or a flow mapping), not a path. */
+function isInlineConfig(source: string): boolean {
+  return source.includes("\n") || source.trimStart().startsWith("{");
+}
+
 /** Where `team`'s virtual keys are stored: its `team_settings` prefix, else the general one. */
 export function virtualKeyPrefix(policy: KeyManagement, team: string | undefined): string {
   return (team !== undefined && policy.teams?.[team]?.prefixForStoredVirtualKeys) || policy.prefixForStoredVirtualKeys;
@@ -268,10 +274,7 @@ export function loadSettings(input: SettingsInput): Settings {
   );
   // Where paths in the config are relative to: the config file's directory, or the working
   // directory for an inline config.
-  const configDir =
-    configSource && !configSource.includes("\n") && !configSource.trimStart().startsWith("{")
-      ? dirname(resolve(cwd, configSource))
-      : cwd;
+  const configDir = configSource && !isInlineConfig(configSource) ? dirname(resolve(cwd, configSource)) : cwd;
   const envForSchema = Object.fromEntries(
     Object.entries(env).filter(([k, v]) => k in EnvSchema.shape && (v !== "" || EMPTY_IS_SET.has(k))),
   );
@@ -541,9 +544,8 @@ function readConfig(
   if (source === undefined || source.trim() === "") {
     return { config: {}, rawConfig: {}, ignored: [], env: { ...rawEnv }, unsetVariables: [], settingRefs: new Set() };
   }
-  const inline = source.includes("\n") || source.trimStart().startsWith("{");
   let yamlText: string;
-  if (inline) {
+  if (isInlineConfig(source)) {
     yamlText = source;
   } else {
     const path = isAbsolute(source) ? source : resolve(cwd, source);
@@ -670,7 +672,6 @@ function takesAnyKey(factory: StoreFactory): boolean {
   return factory.settings.shape.config._zod.def.catchall !== undefined;
 }
 
-const ENV_REF = "os.environ/";
 const KMS_PATH = "general_settings.key_management_settings.";
 
 /** The registered stores whose LiteLLM switch (`use_azure_key_vault: true`) the config sets, in registry order. */
@@ -727,8 +728,8 @@ function masterKeyOf(
   dataDir: string,
 ): { key: string; source: string } | undefined {
   let found: { key: string; source: string } | undefined;
-  if (configured?.startsWith(ENV_REF)) {
-    const name = configured.slice(ENV_REF.length);
+  const name = refName(configured);
+  if (name !== undefined) {
     const value = envRefValue(env, name);
     // A key named but not there is a typo or a missing secret: going on would seal new values
     // under another key.

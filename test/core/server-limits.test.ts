@@ -4,8 +4,8 @@ import { connect, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LOCAL_STORES } from "../../core/src/cli";
 import { ConfigError } from "../../core/src/errors";
-import { DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUTS, type ServerTimeouts, startServer } from "../../core/src/server";
-import { loadSettings } from "../../core/src/settings";
+import { DEFAULT_TIMEOUTS, type ServerTimeouts, startServer } from "../../core/src/server";
+import { DEFAULT_MAX_CONNECTIONS, loadSettings } from "../../core/src/settings";
 import { expectNoValueIn, inProcessApp, makeCertificate, newKey, tempDir, until } from "../helpers";
 
 /** A raw TCP client that records what it receives and whether the server closed it. */
