@@ -174,7 +174,7 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
   const dispatcher = outboundAgent(deps.outbound);
 
   const attempt = async (refresh: boolean) => {
-    const key = params.api_key ? await keyOf(params.api_key, deps.manager, refresh) : undefined;
+    const key = params.api_key ? await apiKeyOf(params.api_key, deps.manager, refresh) : undefined;
     const withKey = { ...headers };
     if (key !== undefined) withKey[header] = header === "authorization" ? `Bearer ${key}` : key;
     const timeouts =
@@ -319,7 +319,7 @@ async function baseOf(value: string, manager: SecretManager, store: boolean, mod
  * from the environment: a caller who may write the store could point `api_base` at its own host
  * and be sent a key the API never serves.
  */
-async function keyOf(value: string, manager: SecretManager, refresh: boolean): Promise<string> {
+async function apiKeyOf(value: string, manager: SecretManager, refresh: boolean): Promise<string> {
   const name = refName(value);
   return name === undefined ? value : (await manager.get(name, { refresh })).value;
 }
