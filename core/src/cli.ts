@@ -16,32 +16,24 @@ import { loadSettings, requireKeys, type Settings, type SettingsInput } from "./
 import { awsSecretsManagerStore } from "./stores/aws";
 import { awsKmsStore } from "./stores/aws-kms";
 import { azureKeyVaultStore } from "./stores/azure";
-import { customStore } from "./stores/custom";
-import { cyberarkStore } from "./stores/cyberark";
-import { dockerStore } from "./stores/docker";
 import { FileStore, fileStore } from "./stores/file";
 import { googleSecretManagerStore } from "./stores/google";
 import { googleKmsStore } from "./stores/google-kms";
-import { infisicalStore } from "./stores/infisical";
 import { localStore } from "./stores/local";
-import { vaultStore } from "./stores/vault";
+import { PORTABLE_STORES } from "./stores/portable";
 import { VERSION } from "./version";
 
 /** The stores the local build ships; the first is the default. */
 export const LOCAL_STORES = [fileStore, localStore] as const;
-/** What `llm-secrets serve` can open: the embedded stores first (the default), then the cloud ones. */
+/** What `llm-secrets serve` can open: the file store first (the default), every cloud's, then the portable ones (`local` among them). */
 export const CLI_STORES = [
-  ...LOCAL_STORES,
+  fileStore,
   awsSecretsManagerStore,
   awsKmsStore,
   azureKeyVaultStore,
   googleSecretManagerStore,
   googleKmsStore,
-  vaultStore,
-  dockerStore,
-  customStore,
-  cyberarkStore,
-  infisicalStore,
+  ...PORTABLE_STORES,
 ] as const;
 
 const USAGE = `usage: llm-secrets <command> [options]

@@ -23,26 +23,12 @@
 import { createLogger, type FunctionOptions, type RawRequest, startOnFirstUse } from "@llm-secrets/core";
 import { awsSecretsManagerStore } from "@llm-secrets/core/stores/aws";
 import { awsKmsStore } from "@llm-secrets/core/stores/aws-kms";
-import { customStore } from "@llm-secrets/core/stores/custom";
-import { cyberarkStore } from "@llm-secrets/core/stores/cyberark";
-import { dockerStore } from "@llm-secrets/core/stores/docker";
-import { infisicalStore } from "@llm-secrets/core/stores/infisical";
-import { localStore } from "@llm-secrets/core/stores/local";
-import { vaultStore } from "@llm-secrets/core/stores/vault";
+import { PORTABLE_STORES } from "@llm-secrets/core/stores/portable";
 import { handle } from "hono/aws-lambda";
 import { EmfSink } from "./emf";
 
 /** The stores the AWS bundle ships; the first is the default. */
-export const AWS_STORES = [
-  awsSecretsManagerStore,
-  awsKmsStore,
-  vaultStore,
-  dockerStore,
-  customStore,
-  cyberarkStore,
-  infisicalStore,
-  localStore,
-] as const;
+export const AWS_STORES = [awsSecretsManagerStore, awsKmsStore, ...PORTABLE_STORES] as const;
 
 /** The parts of a payload-2.0 HTTP event the adapter reads (Function URL and API Gateway v2 share it). */
 export interface HttpEventV2 {

@@ -28,23 +28,10 @@ import {
   startOnFirstUse,
 } from "@llm-secrets/core";
 import { azureKeyVaultStore } from "@llm-secrets/core/stores/azure";
-import { customStore } from "@llm-secrets/core/stores/custom";
-import { cyberarkStore } from "@llm-secrets/core/stores/cyberark";
-import { dockerStore } from "@llm-secrets/core/stores/docker";
-import { infisicalStore } from "@llm-secrets/core/stores/infisical";
-import { localStore } from "@llm-secrets/core/stores/local";
-import { vaultStore } from "@llm-secrets/core/stores/vault";
+import { PORTABLE_STORES } from "@llm-secrets/core/stores/portable";
 
 /** The stores the Azure bundle ships; the first is the default. */
-export const AZURE_STORES = [
-  azureKeyVaultStore,
-  vaultStore,
-  dockerStore,
-  customStore,
-  cyberarkStore,
-  infisicalStore,
-  localStore,
-] as const;
+export const AZURE_STORES = [azureKeyVaultStore, ...PORTABLE_STORES] as const;
 
 const METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] as const;
 

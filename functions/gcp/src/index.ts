@@ -23,26 +23,12 @@ import type { IncomingMessage } from "node:http";
 import * as functions from "@google-cloud/functions-framework";
 import { getRequestListener } from "@hono/node-server";
 import { createLogger, type FunctionOptions, type Logger, type RawRequest, startOnFirstUse } from "@llm-secrets/core";
-import { customStore } from "@llm-secrets/core/stores/custom";
-import { cyberarkStore } from "@llm-secrets/core/stores/cyberark";
-import { dockerStore } from "@llm-secrets/core/stores/docker";
 import { googleSecretManagerStore } from "@llm-secrets/core/stores/google";
 import { googleKmsStore } from "@llm-secrets/core/stores/google-kms";
-import { infisicalStore } from "@llm-secrets/core/stores/infisical";
-import { localStore } from "@llm-secrets/core/stores/local";
-import { vaultStore } from "@llm-secrets/core/stores/vault";
+import { PORTABLE_STORES } from "@llm-secrets/core/stores/portable";
 
 /** The stores the Google bundle ships; the first is the default. */
-export const GCP_STORES = [
-  googleSecretManagerStore,
-  googleKmsStore,
-  vaultStore,
-  dockerStore,
-  customStore,
-  cyberarkStore,
-  infisicalStore,
-  localStore,
-] as const;
+export const GCP_STORES = [googleSecretManagerStore, googleKmsStore, ...PORTABLE_STORES] as const;
 
 /**
  * This runtime's raw-request helper: express keeps the request target as it arrived in
