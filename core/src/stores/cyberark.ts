@@ -68,6 +68,7 @@ import {
   StoreCorrupt,
   StoreUnavailable,
 } from "../store-errors";
+import { HttpAnswerError } from "./http-store";
 
 /** LiteLLM's defaults. */
 const DEFAULT_API_BASE = "http://127.0.0.1:8080";
@@ -175,19 +176,6 @@ export interface ConjurAnswer {
 
 export type Send = (call: ConjurCall) => Promise<ConjurAnswer>;
 
-/** A failed answer, as the classifier reads it: the status and headers, never the body. */
-class ConjurResponseError extends Error {
-  readonly status: number;
-  readonly headers: Record<string, string | string[] | undefined>;
-
-  constructor(answer: ConjurAnswer) {
-    super(`Conjur answered ${answer.status}`);
-    this.name = "ConjurResponseError";
-    this.status = answer.status;
-    this.headers = answer.headers;
-  }
-}
-
 /** Tuning, not settings: tests shorten it, users get the defaults. */
 export interface CyberArkTuning {
   /** Tries of one policy load that meets 409, the first included. */
@@ -253,7 +241,7 @@ export class CyberArkStore implements SecretStore {
       if (await this.#setValue(name, value)) return "created";
       // Declared, yet still not there for us: we may load the policy but not see its variables.
       throw classifyBackendError(
-        new ConjurResponseError({ status: 404, headers: {}, body: Buffer.alloc(0) }),
+        new HttpAnswerError("ConjurResponseError", { status: 404, headers: {} }),
         "cyberark put (the declared variable is not visible to this login)",
       );
     });
@@ -386,7 +374,7 @@ export class CyberArkStore implements SecretStore {
   }
 
   #failure(answer: ConjurAnswer, what: string) {
-    return classifyBackendError(new ConjurResponseError(answer), what);
+    return classifyBackendError(new HttpAnswerError("ConjurResponseError", answer), what);
   }
 }
 

@@ -23,6 +23,7 @@ import * as z from "zod/mini";
 import { BASE_URL_EXPECTED, isBaseUrl, type OutboundTls } from "../outbound-tls";
 import type { DeleteOutcome, PutOptions, PutOutcome, SecretRecord, SecretStore, StoreFactory } from "../secret-store";
 import { classifyBackendError } from "../store-errors";
+import { HttpAnswerError } from "./http-store";
 
 const DEFAULT_URL = "https://app.infisical.com";
 /** Each call's deadline (the outbound client's own limit is 600 s, for streamed LLM answers). */
@@ -42,17 +43,6 @@ export const InfisicalSettings = z.object({
     INFISICAL_SECRET_PATH: z.optional(z.string()),
   }),
 });
-
-/** A failed answer, as the classifier reads it: the status and headers, never the body. */
-class InfisicalResponseError extends Error {
-  constructor(
-    readonly status: number,
-    readonly headers: Record<string, string | string[] | undefined>,
-  ) {
-    super(`Infisical answered ${status}`);
-    this.name = "InfisicalResponseError";
-  }
-}
 
 /**
  * Whether a 400 on create says the secret exists: Infisical's `BadRequestError` "Secret already
@@ -171,7 +161,7 @@ export class InfisicalStore implements SecretStore {
   }
 
   #failure(answer: { status: number; headers: Record<string, string | string[] | undefined> }, what: string) {
-    return classifyBackendError(new InfisicalResponseError(answer.status, answer.headers), what);
+    return classifyBackendError(new HttpAnswerError("InfisicalResponseError", answer), what);
   }
 }
 

@@ -47,6 +47,7 @@ import { SecretsError } from "../errors";
 import type { Logger } from "../log";
 import { type OutboundTls, outboundAgent } from "../outbound";
 import { classifyBackendError, isRetryable } from "../store-errors";
+import { HttpAnswerError } from "./http-store";
 import { errorsOf } from "./vault";
 
 /** How a store authenticates to Vault, in LiteLLM's order of preference. */
@@ -123,22 +124,6 @@ export interface VaultAnswer {
   headers: Record<string, string | string[] | undefined>;
 }
 
-/**
- * A non-2xx answer as an error for `classifyBackendError`: its status and headers (`Retry-After`),
- * never its body. `name` may say more (`AuthenticationError` for a refused login).
- */
-export class VaultResponseError extends Error {
-  readonly status: number;
-  readonly headers: Record<string, string | string[] | undefined>;
-
-  constructor(answer: VaultAnswer, name = "VaultResponseError") {
-    super(`Vault answered HTTP ${answer.status}`);
-    this.name = name;
-    this.status = answer.status;
-    this.headers = answer.headers;
-  }
-}
-
 interface Lease {
   token: string;
   obtainedAt: number;
@@ -197,7 +182,7 @@ export class VaultClient {
 
   /** A non-2xx answer the caller cannot use, as the typed error `classifyBackendError` makes of it. */
   failure(answer: VaultAnswer, what: string): SecretsError {
-    return classifyBackendError(new VaultResponseError(answer), what);
+    return classifyBackendError(new HttpAnswerError("VaultResponseError", answer), what);
   }
 
   /** Stops using the pool (it belongs to outbound.ts, shared by every caller with the same TLS). */
@@ -319,10 +304,7 @@ export class VaultClient {
     const lease = leaseOf(answer, this.#options.now());
     if (answer.status !== 200 || lease === undefined) {
       // Vault refuses bad credentials with 400 ("invalid role or secret ID") as well as 403.
-      throw classifyBackendError(
-        new VaultResponseError(answer, "AuthenticationError"),
-        `${what} (${auth.method} login)`,
-      );
+      throw classifyBackendError(new HttpAnswerError("AuthenticationError", answer), `${what} (${auth.method} login)`);
     }
     log.info("vault login", { method: auth.method, leaseSeconds: lease.leaseMs / 1000 });
     return lease;
@@ -356,7 +338,7 @@ export class VaultClient {
       try {
         const answer = await this.#once(call, headers);
         if (!isRetryableStatus(answer.status)) return answer;
-        failure = classifyBackendError(new VaultResponseError(answer), what);
+        failure = this.failure(answer, what);
         retryAfterMs = retryAfterOf(answer.headers["retry-after"]);
       } catch (err) {
         failure = classifyBackendError(err, what);
