@@ -306,56 +306,13 @@ export function loadSettings(input: SettingsInput): Settings {
   const storeSettings = parseStoreSettings(factory, rawKeyManagementSettings(rawConfig), env);
   const dataDir = resolve(cwd, e.LLM_SECRETS_DATA_DIR ?? ".llm-secrets");
 
-  // LiteLLM's switch, `true` only (as it compares it), and only where no API is served.
-  const isTrue = (v: unknown) => v === true || (typeof v === "string" && v.trim().toLowerCase() === "true");
-  const permitWeak =
-    isTrue(e.LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY) ||
-    isTrue(general.dangerously_permit_weak_or_unset_master_key);
   refuseKmsSealed(sealedForUseAwsKms(env, factory, settingRefs));
-  const master = masterKeyOf(general.master_key, env, factory.defaults.needsLocalKey, dataDir);
-  const weak = master && weaknessOf(master.key);
-  if (master && weak) {
-    if (!permitWeak) throw new ConfigError(`the master key (${master.source}) ${weak}: set a strong one`);
-    if (!input.offline) {
-      throw new ConfigError(
-        `the master key (${master.source}) ${weak}: dangerously_permit_weak_or_unset_master_key is taken only by commands that serve no API (decrypt, encrypt, get, ...); an API needs a strong key`,
-      );
-    }
-    warnings.push(
-      `the master key (${master.source}) ${weak}: taken because dangerously_permit_weak_or_unset_master_key is set`,
-    );
-  }
-  if (e.LITELLM_SALT_KEY !== undefined && e.LITELLM_SALT_KEY.trim() === "") {
-    throw new ConfigError("LITELLM_SALT_KEY is set but empty: unset it to use the master key, or set a key");
-  }
-  const encryptionAlgorithm = general.encryption_algorithm ?? "xsalsa20-poly1305";
-  const saltKey = e.LITELLM_SALT_KEY ?? master?.key;
-  refuseKmsSealed(
-    [
-      ...(master ? [{ what: master.source, value: master.key }] : []),
-      ...(e.LITELLM_SALT_KEY !== undefined ? [{ what: "LITELLM_SALT_KEY", value: e.LITELLM_SALT_KEY }] : []),
-    ]
-      .filter((k) => k.value.startsWith(KMS_SEALED))
-      .map((k) => k.what),
-  );
-  const keys = saltKey ? new KeyRing(saltKey, e.LLM_SECRETS_PREVIOUS_SALT_KEYS ?? [], encryptionAlgorithm) : undefined;
+  const { master, keys, encryptionAlgorithm, warning } = keysOf(general, e, env, factory, dataDir, input.offline);
+  if (warning) warnings.push(warning);
 
   const prefix = prefixOf(kms.prefix_for_stored_virtual_keys ?? "litellm/", "prefix_for_stored_virtual_keys");
 
-  const serverIn = input.server ?? {};
-  const keyFile = serverIn.sslKeyfile ?? e.SSL_KEYFILE_PATH;
-  const certFile = serverIn.sslCertfile ?? e.SSL_CERTFILE_PATH;
-  if (e.LLM_SECRETS_CLIENT_CA && !(keyFile && certFile)) {
-    throw new ConfigError(
-      "LLM_SECRETS_CLIENT_CA (mutual TLS) needs HTTPS: set --ssl_keyfile_path and --ssl_certfile_path too",
-    );
-  }
-  if (Boolean(keyFile) !== Boolean(certFile)) {
-    throw new ConfigError(
-      "TLS needs both --ssl_keyfile_path and --ssl_certfile_path (or SSL_KEYFILE_PATH and SSL_CERTFILE_PATH)",
-    );
-  }
-
+  const server = serverOf(input.server, e, cwd);
   const outbound = outboundOf(config.litellm_settings, e, cwd);
   return {
     store,
@@ -387,19 +344,7 @@ export function loadSettings(input: SettingsInput): Settings {
     outbound,
     dataDir,
     configDir,
-    server: {
-      host: serverIn.host ?? "127.0.0.1",
-      port: serverIn.port ?? e.PORT ?? 4000,
-      tls:
-        keyFile && certFile
-          ? {
-              keyFile: resolve(cwd, keyFile),
-              certFile: resolve(cwd, certFile),
-              ...(e.LLM_SECRETS_CLIENT_CA && { clientCaFile: resolve(cwd, e.LLM_SECRETS_CLIENT_CA) }),
-            }
-          : undefined,
-      maxConnections: e.LLM_SECRETS_MAX_CONNECTIONS ?? DEFAULT_MAX_CONNECTIONS,
-    },
+    server,
     config,
     rawConfig,
     env,
@@ -411,6 +356,90 @@ export function loadSettings(input: SettingsInput): Settings {
               "its logins and model APIs accept any certificate",
           ]
         : warnings,
+  };
+}
+
+/**
+ * The master key (`masterKeyOf`; a weak one is taken, with a warning, only offline and with LiteLLM's
+ * switch) and the key ring: the salt key, else the master key, and the keys it replaced.
+ */
+function keysOf(
+  general: NonNullable<Config["general_settings"]>,
+  e: z.infer<typeof EnvSchema>,
+  env: Record<string, string>,
+  factory: StoreFactory,
+  dataDir: string,
+  offline: boolean | undefined,
+): {
+  master?: { key: string; source: string };
+  keys?: KeyRing;
+  encryptionAlgorithm: EncryptionAlgorithm;
+  warning?: string;
+} {
+  // LiteLLM's switch, `true` only (as it compares it), and only where no API is served.
+  const isTrue = (v: unknown) => v === true || (typeof v === "string" && v.trim().toLowerCase() === "true");
+  const permitWeak =
+    isTrue(e.LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY) ||
+    isTrue(general.dangerously_permit_weak_or_unset_master_key);
+  const master = masterKeyOf(general.master_key, env, factory.defaults.needsLocalKey, dataDir);
+  const weak = master && weaknessOf(master.key);
+  let warning: string | undefined;
+  if (master && weak) {
+    if (!permitWeak) throw new ConfigError(`the master key (${master.source}) ${weak}: set a strong one`);
+    if (!offline) {
+      throw new ConfigError(
+        `the master key (${master.source}) ${weak}: dangerously_permit_weak_or_unset_master_key is taken only by commands that serve no API (decrypt, encrypt, get, ...); an API needs a strong key`,
+      );
+    }
+    warning = `the master key (${master.source}) ${weak}: taken because dangerously_permit_weak_or_unset_master_key is set`;
+  }
+  if (e.LITELLM_SALT_KEY !== undefined && e.LITELLM_SALT_KEY.trim() === "") {
+    throw new ConfigError("LITELLM_SALT_KEY is set but empty: unset it to use the master key, or set a key");
+  }
+  const encryptionAlgorithm = general.encryption_algorithm ?? "xsalsa20-poly1305";
+  const saltKey = e.LITELLM_SALT_KEY ?? master?.key;
+  refuseKmsSealed(
+    [
+      ...(master ? [{ what: master.source, value: master.key }] : []),
+      ...(e.LITELLM_SALT_KEY !== undefined ? [{ what: "LITELLM_SALT_KEY", value: e.LITELLM_SALT_KEY }] : []),
+    ]
+      .filter((k) => k.value.startsWith(KMS_SEALED))
+      .map((k) => k.what),
+  );
+  const keys = saltKey ? new KeyRing(saltKey, e.LLM_SECRETS_PREVIOUS_SALT_KEYS ?? [], encryptionAlgorithm) : undefined;
+  return { master, keys, encryptionAlgorithm, warning };
+}
+
+/**
+ * The API's address, TLS in and connection cap: the CLI's flags, else `PORT`, `SSL_KEYFILE_PATH`,
+ * `SSL_CERTFILE_PATH`; paths resolve against `cwd`. Half a key pair, or a client CA without one,
+ * stops the start.
+ */
+function serverOf(flags: SettingsInput["server"], e: z.infer<typeof EnvSchema>, cwd: string): Settings["server"] {
+  const keyFile = flags?.sslKeyfile ?? e.SSL_KEYFILE_PATH;
+  const certFile = flags?.sslCertfile ?? e.SSL_CERTFILE_PATH;
+  if (e.LLM_SECRETS_CLIENT_CA && !(keyFile && certFile)) {
+    throw new ConfigError(
+      "LLM_SECRETS_CLIENT_CA (mutual TLS) needs HTTPS: set --ssl_keyfile_path and --ssl_certfile_path too",
+    );
+  }
+  if (Boolean(keyFile) !== Boolean(certFile)) {
+    throw new ConfigError(
+      "TLS needs both --ssl_keyfile_path and --ssl_certfile_path (or SSL_KEYFILE_PATH and SSL_CERTFILE_PATH)",
+    );
+  }
+  return {
+    host: flags?.host ?? "127.0.0.1",
+    port: flags?.port ?? e.PORT ?? 4000,
+    tls:
+      keyFile && certFile
+        ? {
+            keyFile: resolve(cwd, keyFile),
+            certFile: resolve(cwd, certFile),
+            ...(e.LLM_SECRETS_CLIENT_CA && { clientCaFile: resolve(cwd, e.LLM_SECRETS_CLIENT_CA) }),
+          }
+        : undefined,
+    maxConnections: e.LLM_SECRETS_MAX_CONNECTIONS ?? DEFAULT_MAX_CONNECTIONS,
   };
 }
 
