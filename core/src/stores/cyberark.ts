@@ -68,7 +68,7 @@ import {
   StoreCorrupt,
   StoreUnavailable,
 } from "../store-errors";
-import { HttpAnswerError } from "./http-store";
+import { HttpAnswerError, SharedLogin } from "./http-store";
 
 /** LiteLLM's defaults. */
 const DEFAULT_API_BASE = "http://127.0.0.1:8080";
@@ -198,8 +198,10 @@ function isOk(status: number): boolean {
 
 export class CyberArkStore implements SecretStore {
   readonly kind = "cyberark";
-  #token: { header: string; until: number } | undefined;
-  #login: Promise<string> | undefined;
+  readonly #login = new SharedLogin(
+    () => this.#logIn(),
+    () => this.now(),
+  );
   /** Each name's writes, one at a time. */
   readonly #writes = new KeyedQueue();
   /** The tail of this store's queue of policy loads. */
@@ -336,29 +338,14 @@ export class CyberArkStore implements SecretStore {
   /** One authenticated call; a 401 gets one fresh login and one more try. */
   async #call(call: ConjurCall, what: string): Promise<ConjurAnswer> {
     try {
-      const authorization = await this.#tokenFor(undefined);
-      const answer = await this.send({ ...call, authorization });
-      if (answer.status !== 401) return answer;
-      return await this.send({ ...call, authorization: await this.#tokenFor(authorization) });
+      return await this.#login.call((authorization) => this.send({ ...call, authorization }));
     } catch (err) {
       throw classifyBackendError(err, what);
     }
   }
 
-  /**
-   * The `Authorization` header to send: the current token while it is young enough, else a fresh
-   * login's. `refused`: the header a call was just refused with (401), never to be reused.
-   */
-  async #tokenFor(refused: string | undefined): Promise<string> {
-    const token = this.#token;
-    if (token && token.header !== refused && this.now() < token.until) return token.header;
-    this.#login ??= this.#logIn().finally(() => {
-      this.#login = undefined;
-    });
-    return this.#login;
-  }
-
-  async #logIn(): Promise<string> {
+  /** A login: its token as the `Authorization` header to send, used for `tokenLifeMs`. */
+  async #logIn(): Promise<{ token: string; lifeMs: number }> {
     const { account, login, apiKey, tokenLifeMs } = this.config;
     const what = "cyberark login";
     const answer = await this.send({
@@ -368,9 +355,7 @@ export class CyberArkStore implements SecretStore {
       contentType: "text/plain",
     });
     if (!isOk(answer.status) || answer.body.length === 0) throw this.#failure(answer, what);
-    const header = `Token token="${answer.body.toString("base64")}"`;
-    this.#token = { header, until: this.now() + tokenLifeMs };
-    return header;
+    return { token: `Token token="${answer.body.toString("base64")}"`, lifeMs: tokenLifeMs };
   }
 
   #failure(answer: ConjurAnswer, what: string) {

@@ -23,7 +23,7 @@ import * as z from "zod/mini";
 import { BASE_URL_EXPECTED, isBaseUrl, type OutboundTls } from "../outbound-tls";
 import type { DeleteOutcome, PutOptions, PutOutcome, SecretRecord, SecretStore, StoreFactory } from "../secret-store";
 import { classifyBackendError } from "../store-errors";
-import { HttpAnswerError } from "./http-store";
+import { HttpAnswerError, SharedLogin } from "./http-store";
 
 const DEFAULT_URL = "https://app.infisical.com";
 /** Each call's deadline (the outbound client's own limit is 600 s, for streamed LLM answers). */
@@ -61,8 +61,10 @@ type Send = (
 
 export class InfisicalStore implements SecretStore {
   readonly kind = "infisical";
-  #token: { value: string; until: number } | undefined;
-  #login: Promise<string> | undefined;
+  readonly #login = new SharedLogin(
+    () => this.#logIn(),
+    () => this.now(),
+  );
 
   constructor(
     private readonly send: Send,
@@ -125,39 +127,22 @@ export class InfisicalStore implements SecretStore {
         : `/api/v3/secrets/raw/${encodeURIComponent(name)}`;
     const init = { method, ...(body !== undefined && { body: { ...where, ...body } }) };
     try {
-      const token = await this.#tokenFor(undefined);
-      const answer = await this.send(path, { ...init, token });
-      if (answer.status !== 401) return answer;
-      return await this.send(path, { ...init, token: await this.#tokenFor(token) });
+      return await this.#login.call((token) => this.send(path, { ...init, token }));
     } catch (err) {
       throw classifyBackendError(err, what);
     }
   }
 
-  /**
-   * The token to send: the current one while it is young enough, else a fresh login's (concurrent
-   * callers share one). `refused`: the token a call was just refused with (401), never reused; a
-   * newer one another call logged in for is taken as it is.
-   */
-  async #tokenFor(refused: string | undefined): Promise<string> {
-    const token = this.#token;
-    if (token && token.value !== refused && this.now() < token.until) return token.value;
-    this.#login ??= (async () => {
-      try {
-        const answer = await this.send("/api/v1/auth/universal-auth/login", {
-          method: "POST",
-          body: { clientId: this.env.INFISICAL_CLIENT_ID, clientSecret: this.env.INFISICAL_CLIENT_SECRET },
-        });
-        const { accessToken, expiresIn } = answer.json as { accessToken?: unknown; expiresIn?: unknown };
-        if (answer.status !== 200 || typeof accessToken !== "string") throw this.#failure(answer, "infisical login");
-        const seconds = typeof expiresIn === "number" ? expiresIn : 7200;
-        this.#token = { value: accessToken, until: this.now() + Math.max(seconds - 60, 60) * 1000 };
-        return accessToken;
-      } finally {
-        this.#login = undefined;
-      }
-    })();
-    return this.#login;
+  /** A Universal Auth login: its token, used until a minute before it expires (at least a minute). */
+  async #logIn(): Promise<{ token: string; lifeMs: number }> {
+    const answer = await this.send("/api/v1/auth/universal-auth/login", {
+      method: "POST",
+      body: { clientId: this.env.INFISICAL_CLIENT_ID, clientSecret: this.env.INFISICAL_CLIENT_SECRET },
+    });
+    const { accessToken, expiresIn } = answer.json as { accessToken?: unknown; expiresIn?: unknown };
+    if (answer.status !== 200 || typeof accessToken !== "string") throw this.#failure(answer, "infisical login");
+    const seconds = typeof expiresIn === "number" ? expiresIn : 7200;
+    return { token: accessToken, lifeMs: Math.max(seconds - 60, 60) * 1000 };
   }
 
   #failure(answer: { status: number; headers: Record<string, string | string[] | undefined> }, what: string) {
