@@ -48,7 +48,6 @@ import type { Logger } from "../log";
 import { type OutboundTls, outboundAgent } from "../outbound";
 import { classifyBackendError, isRetryable } from "../store-errors";
 import { HttpAnswerError } from "./http-store";
-import { errorsOf } from "./vault";
 
 /** How a store authenticates to Vault, in LiteLLM's order of preference. */
 export type VaultAuth =
@@ -121,6 +120,8 @@ export interface VaultAnswer {
   status: number;
   /** The parsed JSON body; undefined when empty or not JSON. */
   body: unknown;
+  /** The body's `errors` strings (none when it has no such list). */
+  errors: string[];
   headers: Record<string, string | string[] | undefined>;
 }
 
@@ -370,8 +371,8 @@ export class VaultClient {
       headers: { ...headers, "x-vault-request": "true", ...(hasBody && { "content-type": "application/json" }) },
       ...(hasBody && { body: JSON.stringify(call.body) }),
     });
-    const text = await response.body.text();
-    return { status: response.statusCode, body: parseJson(text), headers: response.headers };
+    const body = parseJson(await response.body.text());
+    return { status: response.statusCode, body, errors: errorsOf(body), headers: response.headers };
   }
 }
 
@@ -386,12 +387,18 @@ type TokenVerdict = "good" | "bad" | "unclear";
  * denied, invalid token` (hashicorp/vault#25953); a policy's refusal with `permission denied` alone.
  */
 function saysInvalidToken(answer: VaultAnswer): boolean {
-  return errorsOf(answer.body).some((e) => /\binvalid token\b/i.test(e));
+  return answer.errors.some((e) => /\binvalid token\b/i.test(e));
 }
 
 /** The answers worth another try: Vault sealed or standby (503), throttled (429), or failing (5xx). */
 function isRetryableStatus(status: number): boolean {
   return status === 408 || status === 429 || status >= 500;
+}
+
+/** The `errors` strings of a Vault answer's body (none when it has no such list). */
+function errorsOf(body: unknown): string[] {
+  const errors = (body as { errors?: unknown } | undefined)?.errors;
+  return Array.isArray(errors) ? errors.filter((e): e is string => typeof e === "string") : [];
 }
 
 function parseJson(text: string): unknown {

@@ -455,7 +455,7 @@ export class VaultStore implements SecretStore {
     if (Array.isArray(body?.errors) && body.errors.length === 0) return true;
     const metadata = body?.data?.metadata;
     if (metadata !== null && typeof metadata === "object" && !Array.isArray(metadata)) return true;
-    if (errorsOf(body).length === 0) {
+    if (answer.errors.length === 0) {
       throw new StoreUnavailable(
         `${what}: the address answered HTTP 404, but not as Vault does: check HCP_VAULT_ADDR ` +
           "(it may reach a proxy, an ingress or another service rather than Vault)",
@@ -544,7 +544,7 @@ export class VaultStore implements SecretStore {
   async #writeData(name: string, value: string, expected: number, what: string): Promise<number | undefined> {
     const body = { options: { cas: expected }, data: { [this.#target.dataKey]: value } };
     const answer = await this.#client.call({ method: "POST", path: this.#path("data", name), body }, what);
-    if (answer.status === 400 && errorsOf(answer.body).some((e) => e.includes("check-and-set"))) return undefined;
+    if (answer.status === 400 && answer.errors.some((e) => e.includes("check-and-set"))) return undefined;
     if (answer.status !== 200) throw this.#client.failure(answer, what);
     const version = (answer.body as { data?: { version?: unknown } } | undefined)?.data?.version;
     if (typeof version !== "number") throw new StoreCorrupt(`${what}: the write answer has no version`);
@@ -715,12 +715,6 @@ function kvSecretOf(body: unknown):
   | undefined {
   const data = (body as { data?: unknown } | undefined)?.data;
   return data !== null && typeof data === "object" ? (data as ReturnType<typeof kvSecretOf>) : undefined;
-}
-
-/** The `errors` strings of a Vault answer's body (none when it has no such list). */
-export function errorsOf(body: unknown): string[] {
-  const errors = (body as { errors?: unknown } | undefined)?.errors;
-  return Array.isArray(errors) ? errors.filter((e): e is string => typeof e === "string") : [];
 }
 
 export const vaultStore = {
