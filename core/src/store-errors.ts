@@ -1,7 +1,8 @@
 /**
  * The one error module for stores: the typed failures a store may report, and
- * `classifyBackendError`, which every store passes its backend's failures through. No store maps
- * errors by hand.
+ * `classifyBackendError`, which every store passes its backend's failures through. A store throws
+ * one of these typed errors itself only for what it finds out on its own (a name held by another,
+ * a backend that answers but not as documented), never to map a backend's error.
  *
  * | error                | code                  | HTTP | when                                                  |
  * |----------------------|-----------------------|------|-------------------------------------------------------|
