@@ -313,11 +313,77 @@ describe("aws_secret_manager over the wire", () => {
     expect(fake.secrets.get("R")?.description).toBe("first");
     await store.put("R", value("r4"), { meta: { description: "second" } });
     expect(fake.secrets.get("R")?.description).toBe("second");
-    // A refusal of the caller's tags (a tag policy, say) leaves the value as it was.
+    // A refusal of the caller's tags (a tag policy, say) leaves the value as it was, and the tags:
+    // the new ones go on before the old ones come off.
     const r4 = (await store.get("R"))?.value;
     fake.fail(1, "denied", "TagResource");
-    expect(await codeOf(store.put("R", value("r5"), { meta: { tags: { owner: "you" } } }))).toBe("backend_denied");
+    expect(await codeOf(store.put("R", value("r5"), { meta: { tags: { cost: "c1" } } }))).toBe("backend_denied");
     expect((await store.get("R"))?.value).toBe(r4);
+    expect(userTags()).toEqual({ owner: "me" });
+    await store.close?.();
+  });
+
+  it("an older event whose create meets a newer one made meanwhile (ResourceExistsException) is superseded", async () => {
+    await aws();
+    const other = await open();
+    const client = new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));
+    // A second writer lands between this store's DescribeSecret (nothing there) and its CreateSecret.
+    const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
+    let raced = false;
+    const newer = value("newer");
+    (client as { send: unknown }).send = async (command: unknown) => {
+      if (command instanceof sdk.CreateSecretCommand && !raced) {
+        raced = true;
+        await other.put("RACE", newer, { ifNewerThan: { at: 2_000, id: "t2" } });
+      }
+      return send(command);
+    };
+    const store = new AwsSecretsManagerStore({ sdk, client, log });
+    expect(await store.put("RACE", value("older"), { ifNewerThan: { at: 1_000, id: "t1" } })).toBe("superseded");
+    expect((await other.get("RACE"))?.value).toBe(newer);
+    client.destroy();
+  });
+
+  it("an event's delete whose tombstone meets an older write made meanwhile deletes it; a newer one stands", async () => {
+    await aws();
+    const other = await open();
+    const client = new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));
+    const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
+    let race: (() => Promise<unknown>) | undefined;
+    (client as { send: unknown }).send = async (command: unknown) => {
+      const before = command instanceof sdk.CreateSecretCommand ? race : undefined;
+      if (before) {
+        race = undefined;
+        await before();
+      }
+      return send(command);
+    };
+    const store = new AwsSecretsManagerStore({ sdk, client, log });
+    race = () => other.put("GONE", value("older"), { ifNewerThan: { at: 1_000, id: "t1" } });
+    expect(await store.delete("GONE", { ifNewerThan: { at: 2_000, id: "t2" } })).toBe("deleted");
+    expect(await other.get("GONE")).toBeUndefined();
+    const newer = value("newer");
+    race = () => other.put("KEPT", newer, { ifNewerThan: { at: 3_000, id: "t3" } });
+    expect(await store.delete("KEPT", { ifNewerThan: { at: 2_000, id: "t2" } })).toBe("superseded");
+    expect((await other.get("KEPT"))?.value).toBe(newer);
+    client.destroy();
+  });
+
+  it("a write over a deleted name that fails after RestoreSecret schedules it again: the revoked value is never served", async () => {
+    const fake = await aws();
+    const store = await open();
+    const revoked = value("revoked");
+    await store.put("V", revoked);
+    await store.delete("V");
+    fake.fail(3, "error", "PutSecretValue");
+    expect(await codeOf(store.put("V", value("new")))).toBe("backend_unavailable");
+    expect(fake.secrets.get("V")?.deletedDate).toBeInstanceOf(Date);
+    expect(await store.get("V")).toBeUndefined();
+    // Restored and given its new value, the rest failing (its description refused) does not bring the old one back.
+    const next = value("next");
+    fake.fail(1, "denied", "UpdateSecret");
+    expect(await codeOf(store.put("V", next, { meta: { description: "d" } }))).toBe("backend_denied");
+    expect((await store.get("V"))?.value).toBe(next);
     await store.close?.();
   });
 

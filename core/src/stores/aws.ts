@@ -10,11 +10,12 @@
  * - Write: `DescribeSecret`, then for a new name `CreateSecret` (a `ClientRequestToken` per call,
  *   so the SDK's retries are idempotent; description, `kms_key_id`, tags, `replica_regions` as
  *   `AddReplicaRegions`). An existing one: the given description (`UpdateSecret`) and the given
- *   tags, which replace the secret's (`UntagResource` of the others but AWS's `aws:` ones, then
- *   `TagResource`); the `replica_regions` it lacks (`ReplicateSecretToRegions`; all of them once
- *   restored); then `PutSecretValue`; then its change stamp. One scheduled for deletion is first
- *   restored and given its value (`RestoreSecret`, `PutSecretValue`: restored, it reads its
- *   deleted value back until then). The creation defaults (description, tags) only on a
+ *   tags, which replace the secret's (`TagResource`, then `UntagResource` of the others but AWS's
+ *   `aws:` ones, the other way round only when both would not fit in AWS's 50); the
+ *   `replica_regions` it lacks (`ReplicateSecretToRegions`; all of them once restored); then
+ *   `PutSecretValue`; then its change stamp. One scheduled for deletion is first restored and
+ *   given its value (`RestoreSecret`, `PutSecretValue`: restored, it reads its deleted value back
+ *   until then; if the value cannot go in, it is scheduled for deletion again and the write fails). The creation defaults (description, tags) only on a
  *   name made anew: a new secret, or one whose last change is a delete (a tombstone).
  *   Tags AWS would refuse are `400 invalid_request` before any call: a key or value starting
  *   `aws:` (any case), a key of 0 or over 128 characters, a value over 256, more than 47 (AWS keeps
@@ -40,8 +41,9 @@
  * compare-and-set, so a writer between the two can be overwritten; ties break by event id.
  * An update records its time last: one that stopped before (its description or tags written, maybe
  * its value) is done again whole by its retry, a redelivered event included (not superseded); one
- * that stopped between `RestoreSecret` and `PutSecretValue` leaves the deleted value readable (the
- * name still tagged deleted) until its retry.
+ * that stopped between `RestoreSecret` and `PutSecretValue` (a process killed there; a refused
+ * value schedules it again) leaves the deleted value readable (the name still tagged deleted) until
+ * its retry.
  * A delete tags, removes the replicas, then schedules (AWS takes no tags on a scheduled secret): one
  * that stopped between is finished by the next delete of the name, its own redelivery included (a
  * newer write meanwhile replicates it again, as it lacks its replicas). An event's newer
@@ -85,6 +87,8 @@ const MAX_TAG_VALUE = 256;
 const MAX_TAGS = 50;
 const AWS_PREFIX = /^aws:/i;
 const OUR_TAGS = new Set([TAG_AT, TAG_ID, TAG_DELETED]);
+/** The caller's tags a secret can hold beside ours. */
+const MAX_USER_TAGS = MAX_TAGS - OUR_TAGS.size;
 const DEFAULT_RECOVERY_DAYS = 7;
 /** `ListSecrets`' largest `MaxResults`. */
 const MAX_LIST_RESULTS = 100;
@@ -186,7 +190,9 @@ export class AwsSecretsManagerStore implements SecretStore {
     await this.#refuseInPrimary(name, "writing");
     try {
       const described = await this.#describe(name);
-      if (described === undefined) return await this.#create(name, value, stamp, options.meta, tags);
+      if (described === undefined) {
+        return await this.#create(name, value, stamp, options.ifNewerThan !== undefined, options.meta, tags);
+      }
       if (options.ifNewerThan !== undefined && !isNewer(stamp, false, described.stamp, described.stampIsDelete)) {
         return "superseded";
       }
@@ -200,12 +206,14 @@ export class AwsSecretsManagerStore implements SecretStore {
     await this.#refuseInPrimary(name, "deleting");
     const stamp = checkedStamp(options.ifNewerThan ?? { at: this.#now() });
     try {
-      const described = await this.#describe(name);
-      if (described === undefined) {
-        // An event's delete of a name never written: an empty secret carries its tombstone.
-        if (options.ifNewerThan !== undefined && this.#recoveryDays() > 0) await this.#tombstoneOnly(name, stamp);
-        return "absent";
+      let described = await this.#describe(name);
+      if (described === undefined && options.ifNewerThan !== undefined && this.#recoveryDays() > 0) {
+        // An event's delete of a name never written: an empty secret carries its tombstone. One
+        // created meanwhile by another writer is decided as any delete of an existing name.
+        if (await this.#tombstoneOnly(name, stamp)) return "absent";
+        described = await this.#describe(name);
       }
+      if (described === undefined) return "absent";
       const newer = options.ifNewerThan === undefined || isNewer(stamp, true, described.stamp, described.stampIsDelete);
       if (described.deleted) {
         if (!newer) return "superseded";
@@ -265,12 +273,14 @@ export class AwsSecretsManagerStore implements SecretStore {
 
   /**
    * Creates the secret with its value (the caller's tags, else the creation defaults, checked before
-   * the call); one made meanwhile by another writer is updated instead.
+   * the call); one made meanwhile by another writer is updated instead, unless (`conditional`, an
+   * event's write) that writer's change is newer.
    */
   async #create(
     name: string,
     value: string,
     stamp: ChangeStamp,
+    conditional: boolean,
     meta: SecretMeta | undefined,
     tags: Tag[] | undefined,
   ): Promise<PutOutcome> {
@@ -293,6 +303,9 @@ export class AwsSecretsManagerStore implements SecretStore {
       const kind = errorName(err);
       if (kind === "ResourceExistsException" || (kind === "InvalidRequestException" && isScheduledForDeletion(err))) {
         const described = await this.#describe(name);
+        if (described && conditional && !isNewer(stamp, false, described.stamp, described.stampIsDelete)) {
+          return "superseded";
+        }
         if (described) return this.#update(name, value, stamp, meta, tags, described);
       }
       throw err;
@@ -323,18 +336,31 @@ export class AwsSecretsManagerStore implements SecretStore {
       );
     if (described.deleted) {
       await this.#client.send(new this.#sdk.RestoreSecretCommand({ SecretId: name }));
-      // Restored, it reads its deleted (revoked) value back: the new one goes in at once.
-      await putValue();
+      // Restored, it reads its deleted (revoked) value back: the new one goes in at once, and if
+      // it cannot, the secret is scheduled for deletion again (the write fails; a direct PUT has no
+      // redelivery to finish it).
+      try {
+        await putValue();
+      } catch (err) {
+        await this.#scheduleDeletion(name, []).catch(() => undefined);
+        throw err;
+      }
     }
     if (description !== undefined) {
       await this.#client.send(new this.#sdk.UpdateSecretCommand({ SecretId: name, Description: description }));
     }
     if (tags) {
+      // The new tags on before the stale ones come off, so a refused TagResource leaves the secret's
+      // tags as they were (tag-based IAM keeps working); off first only when both would pass AWS's 50.
       const stale = described.userTagKeys.filter((key) => !tags.some((t) => t.Key === key));
-      if (stale.length > 0) {
-        await this.#client.send(new this.#sdk.UntagResourceCommand({ SecretId: name, TagKeys: stale }));
-      }
+      const untag = async () => {
+        if (stale.length > 0) {
+          await this.#client.send(new this.#sdk.UntagResourceCommand({ SecretId: name, TagKeys: stale }));
+        }
+      };
+      if (stale.length + tags.length > MAX_USER_TAGS) await untag();
       await this.#tag(name, tags);
+      if (stale.length + tags.length <= MAX_USER_TAGS) await untag();
     }
     // The replica Regions it lacks: all of them once restored (deleted, it had none), or after a
     // delete that stopped once it had removed them.
@@ -353,11 +379,11 @@ export class AwsSecretsManagerStore implements SecretStore {
   }
 
   /**
-   * An empty secret to carry a tombstone: made with `kms_key_id`, as the value a later write puts
+   * An empty secret to carry a tombstone (false when another writer created the name first): made with `kms_key_id`, as the value a later write puts
    * in it is encrypted with the secret's key; with no replicas (it is deleted at once, and AWS
    * deletes no replicated secret) and no description (a write over it sets its own).
    */
-  async #tombstoneOnly(name: string, stamp: ChangeStamp): Promise<void> {
+  async #tombstoneOnly(name: string, stamp: ChangeStamp): Promise<boolean> {
     const { kmsKeyId } = this.#options;
     try {
       await this.#client.send(
@@ -369,11 +395,12 @@ export class AwsSecretsManagerStore implements SecretStore {
         }),
       );
     } catch (err) {
-      // Created meanwhile by another writer: its own change stands.
-      if (errorName(err) === "ResourceExistsException") return;
+      // Created meanwhile by another writer: not made here (the caller decides which change wins).
+      if (errorName(err) === "ResourceExistsException") return false;
       throw err;
     }
     await this.#scheduleDeletion(name, []);
+    return true;
   }
 
   /** `DeleteSecret`, its replicas removed first: AWS deletes no secret replicated to other Regions. */
@@ -473,7 +500,7 @@ function isScheduledForDeletion(err: unknown): boolean {
  */
 function checkedTags(tags: Readonly<Record<string, string>> | undefined): Tag[] {
   const entries = Object.entries(tags ?? {}).filter(([Key]) => !OUR_TAGS.has(Key));
-  if (entries.length > MAX_TAGS - OUR_TAGS.size) {
+  if (entries.length > MAX_USER_TAGS) {
     throw new InvalidInput(
       `AWS Secrets Manager keeps at most ${MAX_TAGS} tags on a secret, ${OUR_TAGS.size} of them ours: ${entries.length} tags are too many`,
     );
