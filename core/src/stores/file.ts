@@ -32,10 +32,11 @@
  * and applied, a new inode is read whole), a map lookup and the `openSecret` of one value. A read
  * never waits for the lock or an fsync, and while this process holds the lock (nobody else can
  * write) it does not even look. Changes other processes make are also noticed through a directory
- * watch and reported to `watch` listeners, so caches above the store drop those names at once. When
- * watching cannot start or stops (inotify limits: ENOSPC, EMFILE), one warning names the dir and
- * the code, and watching is tried again after 1 s, doubling to 60 s; meanwhile a cache above keeps
- * what it holds until its lifetime ends (reads through the store still see every change).
+ * watch (file-watch.ts) and reported to `watch` listeners, so caches above the store drop those
+ * names at once. When watching cannot start or stops (inotify limits: ENOSPC, EMFILE), one warning
+ * names the dir and the code, and watching is tried again after 1 s, doubling to 60 s; meanwhile a
+ * cache above keeps what it holds until its lifetime ends (reads through the store still see every
+ * change).
  *
  * Keys: the log records key check values of the keys that sealed it (file-log.ts). Opening with a
  * key ring that lacks one stops the start (`ConfigError`); an entry that then does not open is
@@ -49,14 +50,12 @@
 import {
   closeSync,
   constants,
-  type FSWatcher,
   fdatasync,
   fstatSync,
   ftruncateSync,
   openSync,
   readSync,
   statSync,
-  watch,
   write,
 } from "node:fs";
 import { type FileHandle, mkdir, open, readdir, rename, rm } from "node:fs/promises";
@@ -92,6 +91,9 @@ import {
   parseLog,
 } from "./file-log";
 import { hasV1Document, type ImportedChange, migrateV1 } from "./file-migrate";
+import { DataDirWatch, type WatchDir, watchDir } from "./file-watch";
+
+export type { WatchDir };
 
 /** A compaction drops tombstones written longer ago than this (the longest a queue keeps a message). */
 export const TOMBSTONE_LIFETIME_MS = 14 * 24 * 60 * 60 * 1000;
@@ -104,11 +106,6 @@ const LOG_FLAGS = constants.O_RDWR | constants.O_APPEND;
 const COMPACT_MIN_BYTES = 1024 * 1024;
 /** Changes per line when the whole state is written (compaction, reencrypt). */
 const SNAPSHOT_LINE = 512;
-/** Watching the data dir is tried again this long after it fails, doubling each time, up to the max. */
-const WATCH_RETRY_FIRST_MS = 1000;
-const WATCH_RETRY_MAX_MS = 60_000;
-/** A watcher up this long has worked: a failure after it starts the backoff, and its warning, afresh. */
-const WATCH_STABLE_MS = 60_000;
 /** Files killed processes can leave: temp logs and documents, lock candidates and locks moved aside. */
 const LEFTOVER = /^secrets\.(?:json|log)(?:\.lock(?:\.stale)?)?\.(\d+)\.([0-9a-f]+)(?:\.tmp)?$/;
 
@@ -122,11 +119,6 @@ export interface FileStoreOptions {
   /** Starts watching the data dir (`fs.watch`, not persistent); tests make it fail. */
   watchDir?: WatchDir;
 }
-
-/** Watches `dir`, calling `listener` with the name of the file that changed (null: unknown). */
-export type WatchDir = (dir: string, listener: (event: string, file: string | null) => void) => FSWatcher;
-
-const watchDir: WatchDir = (dir, listener) => watch(dir, { persistent: false }, listener);
 
 type Pending =
   | { kind: "put"; name: string; sealed: string; options: PutOptions; settle: Settle<PutOutcome> }
@@ -147,7 +139,7 @@ export class FileStore implements SecretStore {
   readonly #log: Logger;
   readonly #now: () => number;
   readonly #lockTimeoutMs: number;
-  readonly #watchDir: WatchDir;
+  readonly #dirWatch: DataDirWatch;
 
   /** The last change of each name, tombstones included. */
   #entries = new Map<string, Change>();
@@ -178,18 +170,7 @@ export class FileStore implements SecretStore {
   #flushing: Promise<void> | undefined;
   /** Serializes this process's turns at the lock (batches, compaction, reencrypt). */
   #turn: Promise<unknown> = Promise.resolve();
-  #watcher: FSWatcher | undefined;
-  /** The next try at watching, after watching failed; the wait before the one after it. */
-  #watchRetry: NodeJS.Timeout | undefined;
-  #watchRetryMs = WATCH_RETRY_FIRST_MS;
-  /** When the current watcher started (undefined: none is up). */
-  #watchingSince: number | undefined;
-  #watchResumeLogged = false;
-  /** Whether watching failed and was logged, and has not worked since (a watcher up a minute). */
-  #watchFailureLogged = false;
   #onExternalChange: ((names: string[]) => void) | undefined;
-  /** Set as `close` begins: no watching starts after it. */
-  #closing = false;
   #closed = false;
   /** Whether a read has already looked at the log in this turn of the event loop (`#readChanges`). */
   #lookedThisTurn = false;
@@ -204,7 +185,13 @@ export class FileStore implements SecretStore {
     this.#log = options.log ?? silentLogger;
     this.#now = options.now ?? Date.now;
     this.#lockTimeoutMs = options.lockTimeoutMs ?? 10_000;
-    this.#watchDir = options.watchDir ?? watchDir;
+    this.#dirWatch = new DataDirWatch({
+      dir: this.location,
+      watchDir: options.watchDir ?? watchDir,
+      log: this.#log,
+      now: this.#now,
+      readChanges: () => this.#readChanges("watch"),
+    });
   }
 
   /**
@@ -405,84 +392,14 @@ export class FileStore implements SecretStore {
     });
   }
 
-  /** Reports names that another process changed, added or removed. */
+  /** Reports names that another process changed, added or removed (file-watch.ts). */
   watch(onChange: (names: string[]) => void): void {
     this.#onExternalChange = onChange;
-    if (this.#watcher || this.#watchRetry || this.#closing) return;
-    this.#startWatching();
-  }
-
-  /**
-   * Watches the data dir. When that fails (inotify limits, some network filesystems) or the watcher
-   * fails later, it is logged once (the dir and the system's code) and tried again with backoff; a
-   * watcher started again reads what changed while none watched. A watcher that fails within a
-   * minute of its start is the same failure: the backoff goes on, and nothing more is logged.
-   */
-  #startWatching(afterFailure = false): void {
-    this.#watchRetry = undefined;
-    if (this.#closing) return;
-    const changed = () => {
-      try {
-        this.#readChanges("watch");
-      } catch (err) {
-        this.#log.warn("file store: cannot read changes made by another process", {
-          code: err instanceof SecretsError ? err.code : "internal",
-        });
-      }
-    };
-    let watcher: FSWatcher;
-    try {
-      watcher = this.#watchDir(this.location, (_, file) => {
-        if (file === null || file === LOG_FILE) changed();
-      });
-    } catch (err) {
-      this.#watchFailed(err);
-      return;
-    }
-    this.#watcher = watcher;
-    this.#watchingSince = this.#now();
-    watcher.on("error", (err: unknown) => {
-      watcher.close();
-      if (this.#watcher !== watcher) return;
-      this.#watcher = undefined;
-      this.#watchFailed(err);
-    });
-    if (this.#watchFailureLogged && !this.#watchResumeLogged) {
-      this.#watchResumeLogged = true;
-      this.#log.info("file store: watching the data dir again", { dir: this.location });
-    }
-    if (afterFailure) changed();
-  }
-
-  #watchFailed(err: unknown): void {
-    if (this.#closing) return;
-    const since = this.#watchingSince;
-    this.#watchingSince = undefined;
-    if (since !== undefined && this.#now() - since >= WATCH_STABLE_MS) {
-      this.#watchRetryMs = WATCH_RETRY_FIRST_MS;
-      this.#watchFailureLogged = false;
-      this.#watchResumeLogged = false;
-    }
-    if (!this.#watchFailureLogged) {
-      this.#watchFailureLogged = true;
-      const code = (err as NodeJS.ErrnoException | undefined)?.code;
-      this.#log.warn(
-        "file store: cannot watch the data dir: changes by other processes reach caches only when they expire; retrying",
-        { dir: this.location, code: typeof code === "string" ? code : undefined },
-      );
-    }
-    const wait = this.#watchRetryMs;
-    this.#watchRetryMs = Math.min(wait * 2, WATCH_RETRY_MAX_MS);
-    this.#watchRetry = setTimeout(() => this.#startWatching(true), wait);
-    this.#watchRetry.unref();
+    this.#dirWatch.start();
   }
 
   async close(): Promise<void> {
-    this.#closing = true;
-    clearTimeout(this.#watchRetry);
-    this.#watchRetry = undefined;
-    this.#watcher?.close();
-    this.#watcher = undefined;
+    this.#dirWatch.close();
     while (this.#flushing) await this.#flushing;
     await this.#turn;
     this.#closed = true;
