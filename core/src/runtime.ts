@@ -66,6 +66,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     // Loaded here (a cloud function's start), their warnings are said here; the CLI says its own.
     for (const warning of settings.warnings) log.warn(warning);
   }
+  exportEnvironmentVariables(settings);
   const now = options.now ?? Date.now;
   // Forwarding reads the outbound TLS files on its first call: read them now, so one that cannot be
   // read stops the start, named, rather than failing every forward. Before the store opens: a start
@@ -146,6 +147,19 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       await backend.close?.();
     },
   };
+}
+
+/**
+ * The config's `environment_variables` (as settings resolved them) into the process environment,
+ * as LiteLLM puts them in `os.environ` at start: the cloud SDKs read their own variables there
+ * (AWS credentials, profile and endpoints, `GOOGLE_APPLICATION_CREDENTIALS`, Azure's identity),
+ * never in our settings. Before the store opens, so that its client finds them.
+ */
+function exportEnvironmentVariables(settings: Settings): void {
+  for (const key of Object.keys(settings.config.environment_variables ?? {})) {
+    const value = settings.env[key];
+    if (value !== undefined) process.env[key] = value;
+  }
 }
 
 let stdout: ((line: string) => void) | undefined;

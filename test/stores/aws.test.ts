@@ -693,15 +693,19 @@ describe("what the AWS stores print", () => {
 });
 
 describe("llm-secrets serve against AWS", () => {
-  it("serves the API over Secrets Manager given only the config file and the SDK's endpoint override", async () => {
+  it("serves the API over Secrets Manager given only the config file, its environment_variables holding the SDK's", async () => {
     const fake = await aws();
+    // The credentials and the endpoint override only in the config's environment_variables, which
+    // LiteLLM puts in os.environ at start: the SDK reads them from the process environment.
     const { server, call } = await serveStore(
       "general_settings:\n  key_management_system: aws_secret_manager\n  key_management_settings:\n" +
-        "    access_mode: read_and_write\n    aws_region_name: eu-central-1\n    tags: {owner: gateway}\n",
+        "    access_mode: read_and_write\n    aws_region_name: eu-central-1\n    tags: {owner: gateway}\n" +
+        "environment_variables:\n" +
+        `  AWS_ENDPOINT_URL_SECRETS_MANAGER: ${fake.url}\n` +
+        `  AWS_ACCESS_KEY_ID: ${FAKE_AWS_CREDENTIALS.accessKeyId}\n` +
+        "  AWS_SECRET_ACCESS_KEY: os.environ/SECRET_KEY_VARIABLE\n",
       {
-        AWS_ENDPOINT_URL_SECRETS_MANAGER: fake.url,
-        AWS_ACCESS_KEY_ID: FAKE_AWS_CREDENTIALS.accessKeyId,
-        AWS_SECRET_ACCESS_KEY: FAKE_AWS_CREDENTIALS.secretAccessKey,
+        SECRET_KEY_VARIABLE: FAKE_AWS_CREDENTIALS.secretAccessKey,
         NODE_EXTRA_CA_CERTS: inject("testPki").caFile, // the emulator's CA, as a user trusts theirs
       },
     );
