@@ -75,9 +75,18 @@ function newBufferedWriter(stream: NodeJS.WritableStream): (line: string) => voi
   };
 }
 
+/** Google Cloud Logging's `severity` of each level (its structured logging reads that field, not ours). */
+const SEVERITY: Record<LogLevel, string> = { debug: "DEBUG", info: "INFO", warn: "WARNING", error: "ERROR" };
+
+/**
+ * A logger writing a JSON line per call at `level` and above. `severity`: each line also carries
+ * Google Cloud Logging's `severity` (`WARNING`, ...), which it reads to set an entry's level: on
+ * Google Cloud, lines without it have none.
+ */
 export function createLogger(
   write: (line: string) => void = bufferedWriter(process.stderr),
   level: LogLevel = "info",
+  options: { severity?: boolean } = {},
 ): Logger {
   // One line is on every request's path: the time is formatted once per millisecond, and the line
   // is written field by field (field names are ours, plain identifiers; strings go through JSON
@@ -85,7 +94,7 @@ export function createLogger(
   let lastMs = 0;
   let lastTime = "";
   const at = (lvl: LogLevel) => {
-    const head = `","level":"${lvl}","msg":`;
+    const head = `","level":"${lvl}",${options.severity ? `"severity":"${SEVERITY[lvl]}",` : ""}"msg":`;
     return (msg: string, fields?: LogFields): void => {
       if (ORDER[lvl] < ORDER[level]) return;
       const ms = Date.now();

@@ -14,6 +14,20 @@ describe("log", () => {
     expect(lines[0]?.endsWith("\n")).toBe(true);
   });
 
+  it("with severity, each line also carries Google Cloud Logging's severity of its level", () => {
+    const lines: string[] = [];
+    const log = createLogger((l) => lines.push(l), "debug", { severity: true });
+    log.debug("d");
+    log.info("i");
+    log.warn("w");
+    log.error("e");
+    expect(lines.map((l) => JSON.parse(l).severity)).toEqual(["DEBUG", "INFO", "WARNING", "ERROR"]);
+    expect(JSON.parse(lines[2] as string)).toMatchObject({ level: "warn", msg: "w" });
+    const plain: string[] = [];
+    createLogger((l) => plain.push(l)).warn("w");
+    expect(JSON.parse(plain[0] as string).severity).toBeUndefined();
+  });
+
   it("writes each field as JSON: strings escaped, numbers (not finite ones: null), booleans; undefined left out", () => {
     const lines: string[] = [];
     const log = createLogger((l) => lines.push(l));

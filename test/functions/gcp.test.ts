@@ -4,7 +4,7 @@
 import { join } from "node:path";
 import * as functions from "@google-cloud/functions-framework";
 import { getTestServer } from "@google-cloud/functions-framework/testing";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it, vi } from "vitest";
 import { createLogger } from "../../core/src/log";
 // @ts-expect-error: a plain ESM build script without types
 import { buildGcp } from "../../functions/gcp/build.mjs";
@@ -23,6 +23,28 @@ const targets = gcpFunctions({
   log: createLogger((line) => logs.push(line)),
 });
 functions.cloudEvent("test-keyEvents", targets.keyEvents);
+
+describe("the function's own logger", () => {
+  it("writes Cloud Logging's severity on each line (it sets an entry's level from it)", async () => {
+    const own = gcpFunctions({
+      stores: [store.factory()],
+      env: { LITELLM_MASTER_KEY: newKey(), LLM_SECRETS_CONFIG: KEY_EVENTS_CONFIG },
+    });
+    const written: string[] = [];
+    const spy = vi.spyOn(process.stdout, "write").mockImplementation((chunk: string | Uint8Array) => {
+      written.push(String(chunk));
+      return true;
+    });
+    try {
+      // A malformed event is acknowledged with one error line.
+      await own.keyEvents({ id: "sev-1", data: { message: { messageId: "sev-1", data: "bm90IGpzb24=" } } });
+    } finally {
+      spy.mockRestore();
+    }
+    const line = written.map((w) => JSON.parse(w)).find((l) => l.msg === "malformed key event: acknowledged");
+    expect(line).toMatchObject({ level: "error", severity: "ERROR", messageId: "sev-1" });
+  });
+});
 const server = getTestServer("test-keyEvents");
 const listening = new Promise<number>((resolve) =>
   server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port)),

@@ -98,7 +98,8 @@ export function quietBodyParserErrors(log: Logger): void {
 
 /** The two targets over one lazily started runtime (tests pass their own stores and environment). */
 export function gcpFunctions(options: FunctionOptions = {}) {
-  const log = options.log ?? createLogger((line) => process.stdout.write(line));
+  // Cloud Logging takes a JSON line's level from its `severity`.
+  const log = options.log ?? createLogger((line) => process.stdout.write(line), "info", { severity: true });
   quietBodyParserErrors(log);
   const runtime = startOnFirstUse({
     stores: options.stores ?? GCP_STORES,
