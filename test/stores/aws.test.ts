@@ -369,6 +369,33 @@ describe("aws_secret_manager over the wire", () => {
     client.destroy();
   });
 
+  it("a write that restored a deleted name and then failed leaves another writer's write made meanwhile alone", async () => {
+    const fake = await aws();
+    const other = await open(); // another instance
+    await other.put("W", value("revoked"));
+    await other.delete("W");
+    const client = new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));
+    const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
+    let raced = false;
+    let theirs: unknown;
+    const written = value("theirs");
+    (client as { send: unknown }).send = async (command: unknown) => {
+      if (command instanceof sdk.PutSecretValueCommand && !raced) {
+        raced = true;
+        // The other writes between this one's RestoreSecret and its PutSecretValue, which then fails.
+        theirs = await other.put("W", written);
+        fake.fail(3, "error", "PutSecretValue");
+      }
+      return send(command);
+    };
+    const store = new AwsSecretsManagerStore({ sdk, client, log });
+    expect(await codeOf(store.put("W", value("mine")))).toBe("backend_unavailable");
+    expect(theirs).toBe("updated");
+    expect((await other.get("W"))?.value).toBe(written);
+    expect(fake.secrets.get("W")?.deletedDate).toBeUndefined();
+    client.destroy();
+  });
+
   it("a write over a deleted name that fails after RestoreSecret schedules it again: the revoked value is never served", async () => {
     const fake = await aws();
     const store = await open();

@@ -15,7 +15,8 @@
  *   `replica_regions` it lacks (`ReplicateSecretToRegions`; all of them once restored); then
  *   `PutSecretValue`; then its change stamp. One scheduled for deletion is first restored and
  *   given its value (`RestoreSecret`, `PutSecretValue`: restored, it reads its deleted value back
- *   until then; if the value cannot go in, it is scheduled for deletion again and the write fails). The creation defaults (description, tags) only on a
+ *   until then; if the value cannot go in, it is scheduled for deletion again, unless another
+ *   writer changed it meanwhile, and the write fails). The creation defaults (description, tags) only on a
  *   name made anew: a new secret, or one whose last change is a delete (a tombstone).
  *   Tags AWS would refuse are `400 invalid_request` before any call: a key or value starting
  *   `aws:` (any case), a key of 0 or over 128 characters, a value over 256, more than 47 (AWS keeps
@@ -342,7 +343,12 @@ export class AwsSecretsManagerStore implements SecretStore {
       try {
         await putValue();
       } catch (err) {
-        await this.#scheduleDeletion(name, []).catch(() => undefined);
+        await this.#deleteAgainIfUnchanged(name, described).catch((again: unknown) =>
+          this.#options.log.warn("aws secrets manager: a deleted secret restored by a failed write is readable", {
+            name,
+            code: errorName(again),
+          }),
+        );
         throw err;
       }
     }
@@ -401,6 +407,18 @@ export class AwsSecretsManagerStore implements SecretStore {
     }
     await this.#scheduleDeletion(name, []);
     return true;
+  }
+
+  /**
+   * After a write that restored `name` failed to put its value in: the secret scheduled for deletion
+   * again, unless another writer changed it meanwhile (its change stamp is no longer the delete's).
+   * Another writer stamps last, and AWS takes no tags on a scheduled secret, so one not yet stamped
+   * when this looks fails, unacknowledged, and its retry writes anew.
+   */
+  async #deleteAgainIfUnchanged(name: string, before: Described): Promise<void> {
+    const now = await this.#describe(name);
+    if (now === undefined || now.deleted || !sameStamp(now.stamp, before.stamp)) return;
+    await this.#scheduleDeletion(name, now.replicas);
   }
 
   /** `DeleteSecret`, its replicas removed first: AWS deletes no secret replicated to other Regions. */
@@ -477,6 +495,10 @@ export class AwsSecretsManagerStore implements SecretStore {
       throw new NotSupported(`${what} ${name}, a field of the primary_secret_name secret,`);
     }
   }
+}
+
+function sameStamp(a: ChangeStamp | undefined, b: ChangeStamp | undefined): boolean {
+  return a?.at === b?.at && a?.id === b?.id;
 }
 
 function errorName(err: unknown): string | undefined {
