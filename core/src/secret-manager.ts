@@ -37,6 +37,8 @@ const RESOLVE_BATCH = 256;
  * backend (Google's 600 reads a minute, Vault's quotas) at the same instant.
  */
 const MAX_STORE_READS = 64;
+/** Store reads failing as unavailable in a row, none answered between, that fail the reads waiting their turn. */
+const SHED_AFTER = 3;
 /** Unresolved names spelled out in the 422's message; `names` holds them all. */
 const LISTED_IN_MESSAGE = 20;
 
@@ -484,13 +486,15 @@ export class SecretManager {
 }
 
 /**
- * Runs at most `max` store reads at once; the others wait their turn, first come first served. A
- * read that fails as the store being unavailable (down, throttling) fails those waiting with its
- * error at once: the cache then serves them stale and backs them off, rather than each waiting a
- * call's timeout in turn behind the others.
+ * Runs at most `max` store reads at once; the others wait their turn, first come first served.
+ * When reads keep failing as the store being unavailable (`SHED_AFTER` in a row, none answered in
+ * between: down, throttling), those waiting fail with that error at once: the cache then serves
+ * them stale and backs them off, rather than each waiting a call's timeout in turn. One name's
+ * failure among answers (its own timeout) fails no other read.
  */
 class ConcurrencyLimit {
   #running = 0;
+  #failedInARow = 0;
   readonly #waiting: { start: () => void; fail: (err: unknown) => void }[] = [];
 
   constructor(readonly max: number) {}
@@ -499,9 +503,13 @@ class ConcurrencyLimit {
     if (this.#running >= this.max) await new Promise<void>((start, fail) => this.#waiting.push({ start, fail }));
     else this.#running++;
     try {
-      return await task();
+      const result = await task();
+      this.#failedInARow = 0;
+      return result;
     } catch (err) {
-      if (isRetryable(err)) for (const waiting of this.#waiting.splice(0)) waiting.fail(err);
+      if (isRetryable(err) && ++this.#failedInARow >= SHED_AFTER) {
+        for (const waiting of this.#waiting.splice(0)) waiting.fail(err);
+      }
       throw err;
     } finally {
       // The slot passes on to the next waiting read, else it frees.

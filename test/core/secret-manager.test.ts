@@ -22,6 +22,8 @@ class FlakyStore extends MemoryStore {
   failAfterChange = false;
   /** Thrown by every read and write while set. */
   failWith: Error | undefined;
+  /** Names whose reads fail as a store that did not answer, the others answering. */
+  failNames = new Set<string>();
   reads = 0;
   /** Each read's time in the backend, and the most reads it had at once. */
   latencyMs = 0;
@@ -35,7 +37,7 @@ class FlakyStore extends MemoryStore {
     this.mostInFlight = Math.max(this.mostInFlight, this.inFlight);
     try {
       if (this.latencyMs > 0) await new Promise((resolve) => setTimeout(resolve, this.latencyMs));
-      if (this.down) throw new BackendUnavailable("the store did not answer in time", 5);
+      if (this.down || this.failNames.has(name)) throw new BackendUnavailable("the store did not answer in time", 5);
       return await super.get(name);
     } finally {
       this.inFlight--;
@@ -201,6 +203,25 @@ describe("SecretManager with a failing store", () => {
     expect(store.mostInFlight).toBe(64);
   });
 
+  it("one name's retryable failure does not fail the reads waiting their turn: a first read behind it is still made", async () => {
+    const { store, manager } = setup();
+    for (let i = 0; i < 63; i++) await store.put(`H${i}`, "h");
+    await store.put("FINE", "fine");
+    store.latencyMs = 5;
+    store.failNames.add("BAD"); // a name whose read times out, the store otherwise well
+    const outcome = (name: string) =>
+      manager.get(name).then(
+        (read) => read.value,
+        (err: { code?: string }) => err.code,
+      );
+    const bad = outcome("BAD");
+    const healthy = Array.from({ length: 63 }, (_, i) => outcome(`H${i}`));
+    const fine = outcome("FINE"); // the 65th: waits its turn
+    expect(await bad).toBe("backend_unavailable");
+    expect(new Set(await Promise.all(healthy))).toEqual(new Set(["h"]));
+    expect(await fine).toBe("fine");
+  });
+
   it("a store that is down fails the reads waiting their turn at once, rather than each a call's time in turn", async () => {
     const { store, manager } = setup();
     store.latencyMs = 5;
@@ -209,7 +230,9 @@ describe("SecretManager with a failing store", () => {
     const resolved = await manager.resolveConfig(config);
     expect(resolved.refs).toHaveLength(640);
     expect(resolved.refs.every((r) => r.source === "unresolved" && r.reason === "backend_unavailable")).toBe(true);
-    expect(store.reads).toBe(64); // the first turn's; the 576 behind it failed with its error, unsent
+    // The first turn's 64, and the 2 that took the slots of its first 2 failures; at the 3rd failure
+    // in a row the 574 still waiting failed with its error, unsent.
+    expect(store.reads).toBe(66);
   });
 
   it("logs a failed store call with the classifier's reason (never a value); a caller's mistake is no backend error", async () => {
