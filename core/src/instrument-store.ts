@@ -11,6 +11,7 @@ import { type ErrorCode, SecretsError } from "./errors";
 import { describeUnexpected, type Logger } from "./log";
 import type { Labels, Metrics } from "./metrics";
 import type { ListOptions, SecretStore } from "./secret-store";
+import { loggableMessage } from "./store-errors";
 
 type Op = "get" | "put" | "delete" | "list";
 
@@ -48,7 +49,7 @@ export function instrumentStore(store: SecretStore, metrics: Metrics, log: Logge
         errorLabels.set(key, failed);
       }
       metrics.inc("llm_secrets_backend_errors_total", failed);
-      const reason = err instanceof SecretsError ? { reason: err.message } : describeUnexpected(err);
+      const reason = err instanceof SecretsError ? { reason: loggableMessage(err) } : describeUnexpected(err);
       log.warn("store call failed", { store: store.kind, op, name, code, ...reason });
       throw err;
     } finally {

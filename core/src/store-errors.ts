@@ -1,8 +1,11 @@
 /**
  * The one error module for stores: the typed failures a store may report, and
  * `classifyBackendError`, which every store passes its backend's failures through. A store throws
- * one of these typed errors itself only for what it finds out on its own (a name held by another,
- * a backend that answers but not as documented), never to map a backend's error.
+ * one of these typed errors itself for what it finds out on its own (a name held by another, a
+ * backend that answers but not as documented) and for a backend error that says something of the
+ * request (a cursor the backend does not know, Conjur's 404 of a variable never declared); every
+ * other failure goes through the classifier. Messages never quote a value or a backend's text; a
+ * user's own store's (`custom`) are its own, and logs leave them out (`loggableMessage`).
  *
  * | error                | code                  | HTTP | when                                                  |
  * |----------------------|-----------------------|------|-------------------------------------------------------|
@@ -58,6 +61,25 @@ export class StoreUnavailable extends SecretsError {
 }
 
 /** Errors the cache may answer with a stale value: the backend is down, slow or throttling. */
+/** Marks an error whose message a user's own store wrote (`custom`): see `loggableMessage`. */
+const USER_MESSAGE: unique symbol = Symbol("llm-secrets: a message a user's store wrote");
+
+/** `err`, marked as carrying a message a user's own store wrote, which may hold anything. */
+export function withUserMessage<E extends SecretsError>(err: E): E {
+  (err as E & { [USER_MESSAGE]?: true })[USER_MESSAGE] = true;
+  return err;
+}
+
+/**
+ * What a log line may say of a typed error: its message, built from operation names, statuses and
+ * codes only, but for one a user's own store wrote, which goes to the caller and never to a log.
+ */
+export function loggableMessage(err: SecretsError): string {
+  return (err as SecretsError & { [USER_MESSAGE]?: true })[USER_MESSAGE]
+    ? "the custom store's own message (not logged)"
+    : err.message;
+}
+
 export function isRetryable(err: unknown): boolean {
   return err instanceof SecretsError && err.code === "backend_unavailable";
 }

@@ -10,10 +10,13 @@ import { describe, expect, it, vi } from "vitest";
 import { bundleCore } from "../../core/build.mjs";
 import { KeyRing } from "../../core/src/crypto";
 import { ConfigError, SecretsError } from "../../core/src/errors";
+import { instrumentStore } from "../../core/src/instrument-store";
 import { createLogger, silentLogger } from "../../core/src/log";
+import { createMetrics } from "../../core/src/metrics";
 import type { SecretStore } from "../../core/src/secret-store";
 import { loadSettings } from "../../core/src/settings";
-import { CUSTOM_TIMEOUT_MS, customStore } from "../../core/src/stores/custom";
+import { StoreCorrupt } from "../../core/src/store-errors";
+import { CUSTOM_TIMEOUT_MS, customStore, PlainClassStore } from "../../core/src/stores/custom";
 import { codeOf, newKey, serveStore, tempDir } from "../helpers";
 
 const FIXTURES = join(import.meta.dirname, "../fixtures");
@@ -247,5 +250,50 @@ describe("the custom store", () => {
     } finally {
       await server.stop();
     }
+  });
+});
+
+describe("a custom store's own error messages", () => {
+  it("reach the caller, never a log line: they may hold anything (a value the store could not parse)", async () => {
+    const value = "sk-live-held-in-a-message-0123";
+    const logs: string[] = [];
+    const plain = {
+      get(name: string) {
+        // The README's typed error from another copy of the package (its shape), and ours (instanceof).
+        if (name === "A") throw Object.assign(new Error(`cannot parse ${value}`), { code: "store_corrupt" });
+        throw new StoreCorrupt(`cannot parse ${value}`);
+      },
+    };
+    const store = instrumentStore(
+      new PlainClassStore(plain, "./my-store.mjs"),
+      createMetrics(),
+      createLogger((l) => logs.push(l)),
+    );
+    for (const name of ["A", "B"]) {
+      const err = await store.get(name).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: "store_corrupt", message: `cannot parse ${value}` });
+    }
+    const failed = logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "store call failed");
+    expect(failed).toHaveLength(2);
+    for (const line of failed)
+      expect(line).toMatchObject({ code: "store_corrupt", reason: "the custom store's own message (not logged)" });
+    expect(logs.join("")).not.toContain(value);
+
+    // Our own message of it, its timeout, is logged as it is.
+    vi.useFakeTimers();
+    try {
+      const slow = instrumentStore(
+        new PlainClassStore({ get: () => new Promise(() => {}) }, "./my-store.mjs"),
+        createMetrics(),
+        createLogger((l) => logs.push(l)),
+      );
+      const pending = slow.get("SLOW").catch((e: unknown) => e);
+      await vi.advanceTimersByTimeAsync(CUSTOM_TIMEOUT_MS);
+      expect(await pending).toMatchObject({ code: "backend_unavailable" });
+    } finally {
+      vi.useRealTimers();
+    }
+    const timedOut = logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "store call failed")[2];
+    expect(timedOut).toMatchObject({ name: "SLOW", reason: expect.stringMatching(/no answer within 30 s$/) });
   });
 });

@@ -8,6 +8,7 @@ import { bearerCheck } from "../auth";
 import { AccessDenied, InvalidInput, InvalidName, SecretsError, toHttpError } from "../errors";
 import { describeUnexpected, type Logger } from "../log";
 import type { Labels, Metrics } from "../metrics";
+import { loggableMessage } from "../store-errors";
 import { type AppEnv, type Ctx, header, json } from "./router";
 
 export const SECRETS_PREFIX = "/v1/secrets/";
@@ -36,7 +37,7 @@ export function errorHandler(metrics: Metrics, log: Logger, store: string): Erro
     else if (err.code === "internal") {
       // A typed `internal` (an unexpected backend failure) is logged with its message, built from
       // operation names, statuses and codes only (store-errors.ts), never from a value.
-      log.error("internal error", { path: c.req.path, reason: err.message });
+      log.error("internal error", { path: c.req.path, reason: loggableMessage(err) });
     }
     return json(http.body, http.status, http.headers);
   };

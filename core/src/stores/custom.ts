@@ -29,7 +29,7 @@ import {
   type StoreDeps,
   type StoreFactory,
 } from "../secret-store";
-import { BackendUnavailable, classifyBackendError, NotSupported } from "../store-errors";
+import { BackendUnavailable, classifyBackendError, NotSupported, withUserMessage } from "../store-errors";
 import { describeIssues, issuesOf, safeParse } from "../validation";
 
 export const CustomSettings = z.object({
@@ -52,16 +52,20 @@ const STORE_ERROR_CODES: ReadonlySet<string> = new Set([
  * A user's store's failure as a typed error. The README's typed errors thrown from another copy
  * of the package (a bundled function's module imports its own) fail `instanceof`: one with a store
  * error's `code` keeps its code, message and `retryAfter`; an error named `NotSupported` (plain, so
- * named) is `not_supported`; anything else goes through the one classifier.
+ * named) is `not_supported`; anything else goes through the one classifier. A typed error's message
+ * is the user's: it reaches the caller, and logs leave it out (`withUserMessage`), as it may hold
+ * anything.
  */
 function classifyCustomError(err: unknown, what: string): SecretsError {
-  if (err instanceof SecretsError) return err;
+  if (err instanceof SecretsError) return withUserMessage(err);
   const typed = err as { code?: unknown; message?: unknown; name?: unknown; details?: { retryAfter?: unknown } } | null;
   if (typeof typed?.code === "string" && STORE_ERROR_CODES.has(typed.code) && typeof typed.message === "string") {
     const retryAfter = typed.details?.retryAfter;
-    return typed.code === "backend_unavailable"
-      ? new BackendUnavailable(typed.message, typeof retryAfter === "number" ? retryAfter : 1, { cause: err })
-      : new SecretsError(typed.code as ErrorCode, typed.message, {}, { cause: err });
+    return withUserMessage(
+      typed.code === "backend_unavailable"
+        ? new BackendUnavailable(typed.message, typeof retryAfter === "number" ? retryAfter : 1, { cause: err })
+        : new SecretsError(typed.code as ErrorCode, typed.message, {}, { cause: err }),
+    );
   }
   if (typed?.name === "NotSupported") return new NotSupported(what);
   return classifyBackendError(err, what);
@@ -108,12 +112,15 @@ function withinTimeout<T>(call: Promise<T>, what: string): Promise<T> {
 
 /** A call of the user's store (a factory's or a plain class's): bounded (but `close`), its failure classified. */
 async function userCall<T>(what: string, work: () => T | Promise<T>, bounded = true): Promise<T> {
-  try {
-    const call = Promise.resolve(work());
-    return await (bounded ? withinTimeout(call, what) : call);
-  } catch (err) {
-    throw classifyCustomError(err, what);
-  }
+  // The user's failures are classified; the timeout is ours (its message ours, logged as is).
+  const call = (async () => {
+    try {
+      return await work();
+    } catch (err) {
+      throw classifyCustomError(err, what);
+    }
+  })();
+  return bounded ? withinTimeout(call, what) : call;
 }
 
 /** What a plain class may offer. */
