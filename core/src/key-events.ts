@@ -33,6 +33,7 @@ import { describeUnexpected, type Logger } from "./log";
 import type { Metrics } from "./metrics";
 import type { SecretManager } from "./secret-manager";
 import type { ChangeStamp } from "./secret-store";
+import { loggableMessage } from "./store-errors";
 import { type KeyManagement, virtualKeyPrefix } from "./settings";
 import { describeIssues, issuesOf, safeParse } from "./validation";
 
@@ -146,7 +147,18 @@ export async function applyKeyEventText(text: string, deps: KeyEventDeps, messag
   return applyKeyEvent(input, deps, messageId);
 }
 
-function counted(result: KeyEventResult, deps: KeyEventDeps, messageId: string | undefined): KeyEventResult {
+/**
+ * What the line of an event not applied says of its store's error, when that is not its message:
+ * a user's own store's message goes to the caller, never to a log (`loggableMessage`). A symbol
+ * key, so no answer's JSON carries it.
+ */
+const LOG_REASON = Symbol("llm-secrets: the reason a log line gives");
+
+function counted(
+  result: KeyEventResult & { [LOG_REASON]?: string },
+  deps: KeyEventDeps,
+  messageId: string | undefined,
+): KeyEventResult {
   deps.metrics.inc("llm_secrets_key_events_total", { status: result.status });
   if (result.status === "refused" || result.status === "failed") {
     deps.log.warn("key event not applied", {
@@ -154,13 +166,13 @@ function counted(result: KeyEventResult, deps: KeyEventDeps, messageId: string |
       message_id: messageId,
       status: result.status,
       code: result.code,
-      reason: result.message,
+      reason: result[LOG_REASON] ?? result.message,
     });
   }
   return result;
 }
 
-async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult> {
+async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult & { [LOG_REASON]?: string }> {
   const id = idOf(input);
   const parsed = safeParse(KeyEventSchema, input);
   if (!parsed.success) {
@@ -229,6 +241,7 @@ async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult
       names,
       code: err.code,
       message: err.message,
+      [LOG_REASON]: loggableMessage(err),
       ...(retryable && { retryAfter: err.details.retryAfter }),
       ...(err.code === "invalid_name" && { malformed: true as const }),
     };

@@ -11,6 +11,8 @@ import { bundleCore } from "../../core/build.mjs";
 import { KeyRing } from "../../core/src/crypto";
 import { ConfigError, SecretsError } from "../../core/src/errors";
 import { instrumentStore } from "../../core/src/instrument-store";
+import { applyKeyEvent } from "../../core/src/key-events";
+import { SecretManager } from "../../core/src/secret-manager";
 import { createLogger, silentLogger } from "../../core/src/log";
 import { createMetrics } from "../../core/src/metrics";
 import type { SecretStore } from "../../core/src/secret-store";
@@ -294,6 +296,53 @@ describe("a custom store's own error messages", () => {
       vi.useRealTimers();
     }
     const timedOut = logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "store call failed")[2];
+    // Nor in a key event's line: the event's result (the caller's) keeps it.
+    const eventLogs: string[] = [];
+    const eventLog = createLogger((l) => eventLogs.push(l));
+    const writing = instrumentStore(
+      new PlainClassStore(
+        {
+          get: () => undefined,
+          put: () => {
+            throw Object.assign(new Error(`cannot write ${value}`), { code: "backend_unavailable" });
+          },
+        },
+        "./my-store.mjs",
+      ),
+      createMetrics(),
+      eventLog,
+    );
+    const policy = {
+      accessMode: "read_and_write" as const,
+      storeVirtualKeys: true,
+      prefixForStoredVirtualKeys: "litellm/",
+    };
+    const metrics = createMetrics();
+    const manager = new SecretManager({
+      store: writing,
+      envBacked: false,
+      policy,
+      cache: { ttlSeconds: 60, maxStaleSeconds: 60 },
+      metrics,
+      log: eventLog,
+    });
+    const result = await applyKeyEvent(
+      {
+        id: "e1",
+        type: "key.created",
+        occurred_at: new Date().toISOString(),
+        key_alias: "k1",
+        key: "sk-virtual-0123456789",
+      },
+      { manager, policy, maxAgeSeconds: 600, now: Date.now, log: eventLog, metrics },
+    );
+    expect(result).toMatchObject({ status: "failed", code: "backend_unavailable", message: `cannot write ${value}` });
+    const notApplied = eventLogs.map((l) => JSON.parse(l)).find((l) => l.msg === "key event not applied");
+    expect(notApplied).toMatchObject({
+      code: "backend_unavailable",
+      reason: "the custom store's own message (not logged)",
+    });
+    expect(eventLogs.join("")).not.toContain(value);
     expect(timedOut).toMatchObject({ name: "SLOW", reason: expect.stringMatching(/no answer within 30 s$/) });
   });
 });
