@@ -507,9 +507,9 @@ class ConcurrencyLimit {
       this.#failedInARow = 0;
       return result;
     } catch (err) {
-      if (isRetryable(err) && ++this.#failedInARow >= SHED_AFTER) {
-        for (const waiting of this.#waiting.splice(0)) waiting.fail(err);
-      }
+      // Another answer (a denial, a corrupt entry) is the store answering: the run ends there too.
+      if (!isRetryable(err)) this.#failedInARow = 0;
+      else if (++this.#failedInARow >= SHED_AFTER) for (const waiting of this.#waiting.splice(0)) waiting.fail(err);
       throw err;
     } finally {
       // The slot passes on to the next waiting read, else it frees.

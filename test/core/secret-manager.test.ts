@@ -24,6 +24,8 @@ class FlakyStore extends MemoryStore {
   failWith: Error | undefined;
   /** Names whose reads fail as a store that did not answer, the others answering. */
   failNames = new Set<string>();
+  /** Names whose reads the store refuses (a policy). */
+  deniedNames = new Set<string>();
   reads = 0;
   /** Each read's time in the backend, and the most reads it had at once. */
   latencyMs = 0;
@@ -38,6 +40,7 @@ class FlakyStore extends MemoryStore {
     try {
       if (this.latencyMs > 0) await new Promise((resolve) => setTimeout(resolve, this.latencyMs));
       if (this.down || this.failNames.has(name)) throw new BackendUnavailable("the store did not answer in time", 5);
+      if (this.deniedNames.has(name)) throw new BackendDenied("refused");
       return await super.get(name);
     } finally {
       this.inFlight--;
@@ -220,6 +223,22 @@ describe("SecretManager with a failing store", () => {
     expect(await bad).toBe("backend_unavailable");
     expect(new Set(await Promise.all(healthy))).toEqual(new Set(["h"]));
     expect(await fine).toBe("fine");
+
+    // A refusal between two such failures is the store answering: they are not 3 in a row with the next.
+    store.failNames.add("BAD2").add("BAD3").add("BAD4");
+    store.deniedNames.add("DENIED");
+    expect(await outcome("BAD2")).toBe("backend_unavailable");
+    expect(await outcome("BAD3")).toBe("backend_unavailable");
+    expect(await outcome("DENIED")).toBe("backend_denied");
+    const bad3 = outcome("BAD4");
+    const again = Array.from({ length: 63 }, (_, i) => manager.get(`H${i}`, { refresh: true }).then((r) => r.value));
+    const fine2 = manager.get("FINE", { refresh: true }).then(
+      (r) => r.value,
+      (err: { code?: string }) => err.code,
+    );
+    expect(await bad3).toBe("backend_unavailable");
+    await Promise.all(again);
+    expect(await fine2).toBe("fine");
   });
 
   it("a store that is down fails the reads waiting their turn at once, rather than each a call's time in turn", async () => {
