@@ -393,6 +393,22 @@ describe("aws_secret_manager over the wire", () => {
     expect(theirs).toBe("updated");
     expect((await other.get("W"))?.value).toBe(written);
     expect(fake.secrets.get("W")?.deletedDate).toBeUndefined();
+
+    // Another delete meanwhile that stopped before its DeleteSecret: this write's failure finishes it.
+    await other.delete("W");
+    raced = false;
+    (client as { send: unknown }).send = async (command: unknown) => {
+      if (command instanceof sdk.PutSecretValueCommand && !raced) {
+        raced = true;
+        fake.fail(3, "error", "DeleteSecret");
+        expect(await codeOf(other.delete("W"))).toBe("backend_unavailable"); // tagged deleted, not scheduled
+        fake.fail(3, "error", "PutSecretValue");
+      }
+      return send(command);
+    };
+    expect(await codeOf(store.put("W", value("mine")))).toBe("backend_unavailable");
+    expect(fake.secrets.get("W")?.deletedDate).toBeInstanceOf(Date);
+    expect(await other.get("W")).toBeUndefined();
     client.destroy();
   });
 

@@ -411,13 +411,14 @@ export class AwsSecretsManagerStore implements SecretStore {
 
   /**
    * After a write that restored `name` failed to put its value in: the secret scheduled for deletion
-   * again, unless another writer changed it meanwhile (its change stamp is no longer the delete's).
+   * again, unless another writer wrote it meanwhile (its change stamp is no longer a delete's).
    * Another writer stamps last, and AWS takes no tags on a scheduled secret, so one not yet stamped
    * when this looks fails, unacknowledged, and its retry writes anew.
    */
   async #deleteAgainIfUnchanged(name: string, before: Described): Promise<void> {
     const now = await this.#describe(name);
-    if (now === undefined || now.deleted || !sameStamp(now.stamp, before.stamp)) return;
+    // Still the delete's stamp, or another delete's since (one that stopped before its DeleteSecret).
+    if (now === undefined || now.deleted || !(sameStamp(now.stamp, before.stamp) || now.stampIsDelete)) return;
     await this.#scheduleDeletion(name, now.replicas);
   }
 
