@@ -157,8 +157,8 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
  */
 function exportEnvironmentVariables(settings: Settings): void {
   for (const key of Object.keys(settings.config.environment_variables ?? {})) {
-    const value = settings.env[key];
-    if (value !== undefined) process.env[key] = value;
+    // Its own variables only: not `constructor` and the like, which every object has.
+    if (Object.hasOwn(settings.env, key)) process.env[key] = settings.env[key];
   }
 }
 

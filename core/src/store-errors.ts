@@ -60,7 +60,6 @@ export class StoreUnavailable extends SecretsError {
   }
 }
 
-/** Errors the cache may answer with a stale value: the backend is down, slow or throttling. */
 /** Marks an error whose message a user's own store wrote (`custom`): see `loggableMessage`. */
 const USER_MESSAGE: unique symbol = Symbol("llm-secrets: a message a user's store wrote");
 
@@ -80,6 +79,7 @@ export function loggableMessage(err: SecretsError): string {
     : err.message;
 }
 
+/** Errors the cache may answer with a stale value: the backend is down, slow or throttling. */
 export function isRetryable(err: unknown): boolean {
   return err instanceof SecretsError && err.code === "backend_unavailable";
 }

@@ -495,6 +495,20 @@ describe("config.yaml", () => {
     expect(s.env.N).toBe("3");
   });
 
+  it("puts environment_variables in the process environment at a runtime's start (the SDKs read theirs there), its own names only", async () => {
+    const { inProcessApp } = await import("../helpers");
+    try {
+      await inProcessApp({
+        config:
+          "environment_variables:\n  LLM_SECRETS_TEST_EXPORTED: yes-it-is\n  constructor: os.environ/NOT_SET_ANYWHERE\n",
+      });
+      expect(process.env.LLM_SECRETS_TEST_EXPORTED).toBe("yes-it-is");
+      expect(Object.hasOwn(process.env, "constructor")).toBe(false);
+    } finally {
+      delete process.env.LLM_SECRETS_TEST_EXPORTED;
+    }
+  });
+
   it("reads an environment_variables ref from the environment, as LiteLLM does, and leaves it unset when its variable is", () => {
     const salt = newKey();
     const s = loadSettings({
