@@ -33,8 +33,8 @@ import { describeUnexpected, type Logger } from "./log";
 import type { Metrics } from "./metrics";
 import type { SecretManager } from "./secret-manager";
 import type { ChangeStamp } from "./secret-store";
-import { loggableMessage } from "./store-errors";
 import { type KeyManagement, virtualKeyPrefix } from "./settings";
+import { loggableMessage } from "./store-errors";
 import { describeIssues, issuesOf, safeParse } from "./validation";
 
 /** How far ahead of this clock an event's `occurred_at` may be (a producer's clock running fast). */
