@@ -44,7 +44,9 @@ export type Audit = (entry: AuditEntry) => void;
  * fields (the name, which a caller controls, goes through JSON escaping; the rest are ours or
  * already checked to be plain tokens).
  */
-export function createAudit(write: (line: string) => void): Audit {
+export function createAudit(write: (line: string) => void, options: { severity?: boolean } = {}): Audit {
+  // With `severity`, each line carries Google Cloud Logging's level of it (log.ts says why).
+  const head = options.severity ? `{"severity":"INFO","time":"` : `{"time":"`;
   let lastMs = 0;
   let lastTime = "";
   return (entry) => {
@@ -56,7 +58,7 @@ export function createAudit(write: (line: string) => void): Audit {
     const name = entry.name === undefined ? "" : `,"name":${JSON.stringify(entry.name)}`;
     const took = entry.ms === undefined ? "" : `,"ms":${entry.ms}`;
     write(
-      `{"time":"${lastTime}","audit":"${entry.action}"${name},"outcome":"${entry.outcome}","request_id":"${entry.requestId}","caller":"${entry.caller}"${took}}\n`,
+      `${head}${lastTime}","audit":"${entry.action}"${name},"outcome":"${entry.outcome}","request_id":"${entry.requestId}","caller":"${entry.caller}"${took}}\n`,
     );
   };
 }

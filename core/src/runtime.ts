@@ -29,6 +29,8 @@ export interface RuntimeOptions {
   metricsSinks?: readonly MetricsSink[];
   /** Where audit lines go when `LLM_SECRETS_AUDIT` is not `off` (default: stdout). */
   audit?: (line: string) => void;
+  /** Audit lines also carry Google Cloud Logging's `severity` (as the function's log lines do there). */
+  auditSeverity?: boolean;
   now?: () => number;
 }
 
@@ -112,7 +114,10 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     metrics,
   };
   const keyEvents = (event: unknown) => applyKeyEvent(event, keyEventDeps);
-  const audit = settings.audit === "off" ? undefined : createAudit(options.audit ?? stdoutWriter());
+  const audit =
+    settings.audit === "off"
+      ? undefined
+      : createAudit(options.audit ?? stdoutWriter(), { severity: options.auditSeverity === true });
   const app = settings.masterKey
     ? createApp({
         manager,
@@ -184,6 +189,7 @@ export interface FunctionRuntimeOptions {
   env: Readonly<Record<string, string | undefined>>;
   log: Logger;
   metricsSinks?: readonly MetricsSink[];
+  auditSeverity?: boolean;
   /** The clock of the start's retry pause (tests set it). */
   now?: () => number;
 }
@@ -226,6 +232,7 @@ export function startOnFirstUse(options: FunctionRuntimeOptions): LazyRuntime {
       settings: { env: definedOnly(options.env) },
       log: options.log,
       ...(options.metricsSinks && { metricsSinks: options.metricsSinks }),
+      ...(options.auditSeverity && { auditSeverity: true }),
     }).catch((err: unknown) => {
       failedAt = now();
       options.log.error("llm-secrets could not start", {

@@ -25,7 +25,7 @@ const targets = gcpFunctions({
 functions.cloudEvent("test-keyEvents", targets.keyEvents);
 
 describe("the function's own logger", () => {
-  it("writes Cloud Logging's severity on each line (it sets an entry's level from it)", async () => {
+  it("writes Cloud Logging's severity on each line, the audit's too (it sets an entry's level from it)", async () => {
     const own = gcpFunctions({
       stores: [store.factory()],
       env: { LITELLM_MASTER_KEY: newKey(), LLM_SECRETS_CONFIG: KEY_EVENTS_CONFIG },
@@ -36,13 +36,16 @@ describe("the function's own logger", () => {
       return true;
     });
     try {
-      // A malformed event is acknowledged with one error line.
+      // A malformed event is acknowledged with one error line, and audited.
       await own.keyEvents({ id: "sev-1", data: { message: { messageId: "sev-1", data: "bm90IGpzb24=" } } });
+      await new Promise((resolve) => setImmediate(resolve)); // the audit's buffered write
     } finally {
       spy.mockRestore();
     }
-    const line = written.map((w) => JSON.parse(w)).find((l) => l.msg === "malformed key event: acknowledged");
+    const lines = written.flatMap((w) => w.split("\n").filter(Boolean)).map((l) => JSON.parse(l));
+    const line = lines.find((l) => l.msg === "malformed key event: acknowledged");
     expect(line).toMatchObject({ level: "error", severity: "ERROR", messageId: "sev-1" });
+    expect(lines.find((l) => l.audit === "key_event")).toMatchObject({ severity: "INFO", outcome: "invalid_request" });
   });
 });
 const server = getTestServer("test-keyEvents");

@@ -102,6 +102,7 @@ export function gcpFunctions(options: FunctionOptions = {}) {
   const log = options.log ?? createLogger((line) => process.stdout.write(line), "info", { severity: true });
   quietBodyParserErrors(log);
   const runtime = startOnFirstUse({
+    auditSeverity: true,
     stores: options.stores ?? GCP_STORES,
     env: options.env ?? process.env,
     log,
