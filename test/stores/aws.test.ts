@@ -2,6 +2,7 @@
 // the fake, SigV4 included), the create / exists / scheduled-for-deletion paths, the recovery
 // window, primary_secret_name, and the fault matrix. The real SDK, over HTTPS, to test/fakes/aws.ts.
 
+import { randomUUID } from "node:crypto";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import * as sdk from "@aws-sdk/client-secrets-manager";
@@ -410,6 +411,70 @@ describe("aws_secret_manager over the wire", () => {
     expect(fake.secrets.get("W")?.deletedDate).toBeInstanceOf(Date);
     expect(await other.get("W")).toBeUndefined();
     client.destroy();
+  });
+
+  it("a failed restore-write leaves another tool's value put meanwhile, and a delete under way at the same time still answers deleted", async () => {
+    const fake = await aws();
+    const raw = new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));
+    // Made and deleted by another tool: no tags of ours.
+    await raw.send(
+      new sdk.CreateSecretCommand({ Name: "T", SecretString: value("old"), ClientRequestToken: randomUUID() }),
+    );
+    await raw.send(new sdk.DeleteSecretCommand({ SecretId: "T", RecoveryWindowInDays: 7 }));
+    const client = new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));
+    const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
+    let race: (() => Promise<unknown>) | undefined;
+    (client as { send: unknown }).send = async (command: unknown) => {
+      const before = command instanceof sdk.PutSecretValueCommand ? race : undefined;
+      if (before) {
+        race = undefined;
+        await before();
+        fake.fail(3, "error", "PutSecretValue");
+      }
+      return send(command);
+    };
+    const store = new AwsSecretsManagerStore({ sdk, client, log });
+    // The other tool puts a value between this write's RestoreSecret and its PutSecretValue.
+    const theirs = value("theirs");
+    race = () =>
+      raw.send(
+        new sdk.PutSecretValueCommand({ SecretId: "T", SecretString: theirs, ClientRequestToken: randomUUID() }),
+      );
+    expect(await codeOf(store.put("T", value("mine")))).toBe("backend_unavailable");
+    expect(fake.secrets.get("T")?.deletedDate).toBeUndefined();
+    expect((await store.get("T"))?.value).toBe(theirs);
+
+    // A delete that has tagged the name and waits on its DeleteSecret while this write fails and
+    // schedules it first: the delete still answers deleted.
+    await store.delete("T");
+    const other = new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));
+    const otherSend = other.send.bind(other) as (command: unknown) => Promise<unknown>;
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let tagged!: () => void;
+    const deleteTagged = new Promise<void>((resolve) => {
+      tagged = resolve;
+    });
+    (other as { send: unknown }).send = async (command: unknown) => {
+      if (command instanceof sdk.DeleteSecretCommand) {
+        tagged();
+        await held;
+      }
+      return otherSend(command);
+    };
+    const deleting = new AwsSecretsManagerStore({ sdk, client: other, log });
+    let pending: Promise<unknown> | undefined;
+    race = async () => {
+      pending = deleting.delete("T").catch((e: unknown) => e);
+      await deleteTagged;
+    };
+    expect(await codeOf(store.put("T", value("again")))).toBe("backend_unavailable");
+    release();
+    expect(await pending).toBe("deleted");
+    expect(fake.secrets.get("T")?.deletedDate).toBeInstanceOf(Date);
+    for (const c of [raw, client, other]) c.destroy();
   });
 
   it("a write over a deleted name that fails after RestoreSecret schedules it again: the revoked value is never served", async () => {

@@ -16,7 +16,7 @@
  *   `PutSecretValue`; then its change stamp. One scheduled for deletion is first restored and
  *   given its value (`RestoreSecret`, `PutSecretValue`: restored, it reads its deleted value back
  *   until then; if the value cannot go in, it is scheduled for deletion again, unless another
- *   writer changed it meanwhile, and the write fails). The creation defaults (description, tags) only on a
+ *   writer put a value meanwhile, and the write fails). The creation defaults (description, tags) only on a
  *   name made anew: a new secret, or one whose last change is a delete (a tombstone).
  *   Tags AWS would refuse are `400 invalid_request` before any call: a key or value starting
  *   `aws:` (any case), a key of 0 or over 128 characters, a value over 256, more than 47 (AWS keeps
@@ -138,6 +138,8 @@ interface Described {
   userTagKeys: string[];
   /** The Regions it is replicated to. */
   replicas: string[];
+  /** The version `AWSCURRENT` labels: the value a read gets. */
+  currentVersion: string | undefined;
 }
 
 export class AwsSecretsManagerStore implements SecretStore {
@@ -411,15 +413,16 @@ export class AwsSecretsManagerStore implements SecretStore {
 
   /**
    * After a write that restored `name` failed to put its value in: the secret scheduled for deletion
-   * again, unless another writer wrote it meanwhile (its change stamp is no longer a delete's).
-   * Another writer stamps last, and AWS takes no tags on a scheduled secret, so one not yet stamped
-   * when this looks fails, unacknowledged, and its retry writes anew.
+   * again while its deleted value is still the current one (no writer, ours or another tool's, has
+   * put a value since), or when another delete has tagged it since (and stopped before its
+   * DeleteSecret); a value another writer put meanwhile stands.
    */
   async #deleteAgainIfUnchanged(name: string, before: Described): Promise<void> {
     const now = await this.#describe(name);
-    // Still the delete's stamp, or another delete's since (one that stopped before its DeleteSecret).
-    if (now === undefined || now.deleted || !(sameStamp(now.stamp, before.stamp) || now.stampIsDelete)) return;
-    await this.#scheduleDeletion(name, now.replicas);
+    if (now === undefined || now.deleted) return;
+    const unwritten = now.currentVersion === before.currentVersion;
+    const deletedSince = now.stampIsDelete && !sameStamp(now.stamp, before.stamp);
+    if (unwritten || deletedSince) await this.#scheduleDeletion(name, now.replicas);
   }
 
   /** `DeleteSecret`, its replicas removed first: AWS deletes no secret replicated to other Regions. */
@@ -430,13 +433,19 @@ export class AwsSecretsManagerStore implements SecretStore {
       );
     }
     const days = this.#recoveryDays();
-    await this.#client.send(
-      new this.#sdk.DeleteSecretCommand(
-        days === 0
-          ? { SecretId: name, ForceDeleteWithoutRecovery: true }
-          : { SecretId: name, RecoveryWindowInDays: days },
-      ),
-    );
+    try {
+      await this.#client.send(
+        new this.#sdk.DeleteSecretCommand(
+          days === 0
+            ? { SecretId: name, ForceDeleteWithoutRecovery: true }
+            : { SecretId: name, RecoveryWindowInDays: days },
+        ),
+      );
+    } catch (err) {
+      // Scheduled meanwhile by another writer (a delete, or a failed write's undoing): done.
+      if (errorName(err) === "InvalidRequestException" && isScheduledForDeletion(err)) return;
+      throw err;
+    }
   }
 
   #recoveryDays(): number {
@@ -465,6 +474,9 @@ export class AwsSecretsManagerStore implements SecretStore {
       stampIsDelete: deleted || tags.get(TAG_DELETED) === "true",
       userTagKeys: [...tags.keys()].filter((key) => !OUR_TAGS.has(key) && !AWS_PREFIX.test(key)),
       replicas: (out.ReplicationStatus ?? []).flatMap((r) => (r.Region ? [r.Region] : [])),
+      currentVersion: Object.entries(out.VersionIdsToStages ?? {}).find(([, stages]) =>
+        stages?.includes("AWSCURRENT"),
+      )?.[0],
     };
   }
 
