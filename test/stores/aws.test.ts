@@ -352,10 +352,10 @@ describe("aws_secret_manager over the wire", () => {
     const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
     let race: (() => Promise<unknown>) | undefined;
     (client as { send: unknown }).send = async (command: unknown) => {
-      const before = command instanceof sdk.CreateSecretCommand ? race : undefined;
-      if (before) {
+      const step = command instanceof sdk.CreateSecretCommand ? race : undefined;
+      if (step) {
         race = undefined;
-        await before();
+        await step();
       }
       return send(command);
     };
@@ -425,10 +425,10 @@ describe("aws_secret_manager over the wire", () => {
     const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
     let race: (() => Promise<unknown>) | undefined;
     (client as { send: unknown }).send = async (command: unknown) => {
-      const before = command instanceof sdk.PutSecretValueCommand ? race : undefined;
-      if (before) {
+      const step = command instanceof sdk.PutSecretValueCommand ? race : undefined;
+      if (step) {
         race = undefined;
-        await before();
+        await step();
         fake.fail(3, "error", "PutSecretValue");
       }
       return send(command);
