@@ -344,10 +344,16 @@ async function reencryptStore(input: SettingsInput, io: CliIo, log: Logger): Pro
 
 async function reencryptStdin(input: SettingsInput, io: CliIo, log: Logger): Promise<void> {
   const keys = requireKeys(settingsOf(input, log));
-  const lines = (await readStdin(io.stdin)).split(/\r?\n/);
+  const text = await readStdin(io.stdin);
+  // Line n out is line n in: a blank line (a NULL of an exported column) stays blank, so the output
+  // pastes back row for row. The text's last newline ends its last line; it starts no other.
+  const lines = text === "" ? [] : text.replace(/\r?\n$/, "").split(/\r?\n/);
   const out: string[] = [];
   lines.forEach((line, i) => {
-    if (line.trim() === "") return;
+    if (line.trim() === "") {
+      out.push("");
+      return;
+    }
     try {
       out.push(sealSecret(openSecret(line.trim(), keys), keys));
     } catch (err) {
