@@ -276,9 +276,11 @@ export class FileStore implements SecretStore {
 
   async get(name: string): Promise<SecretRecord | undefined> {
     this.#readChanges("read");
+    // Sealed under a key this process lacks, it cannot answer for any name, held or not (/ready
+    // reads one it does not hold): refused before "absent".
+    if (this.#foreignKeys !== undefined) throw new StoreCorrupt(this.#foreignKeys);
     const change = this.#entries.get(name);
     if (change?.v === undefined) return undefined;
-    if (this.#foreignKeys !== undefined) throw new StoreCorrupt(this.#foreignKeys);
     let value: string;
     try {
       value = openSecret(change.v, this.#keys);

@@ -214,6 +214,8 @@ describe("FileStore", () => {
       expect(await codeOf(server.get("A"))).toBe("store_corrupt");
       await expect(server.get("A")).rejects.toThrow(/sealed with a salt key this process does not have/);
       expect(await codeOf(server.put("B", "b"))).toBe("store_corrupt");
+      // A name it does not hold too (what /ready reads): it cannot tell, so it says so, not "absent".
+      expect(await codeOf(server.get("NEVER_WRITTEN"))).toBe("store_corrupt");
       expect((await cli.get("A"))?.value).toBe("a");
       expect(await cli.get("B")).toBeUndefined();
       expect((await readLog(dir)).header.keys).toEqual([keyCheckOf(new KeyRing("next-salt").current)]);
