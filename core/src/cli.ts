@@ -284,7 +284,11 @@ async function serve(input: SettingsInput, flags: Record<string, unknown>, io: C
   const ownsProcess = io.stopSignal === undefined;
   if (ownsProcess) process.on("SIGHUP", hup);
   const stopped = io.stopSignal ?? stopSignal();
-  if (generated) io.stdout.write(`generated a master key in ${generated} (mode 0600; it is not printed)\n`);
+  if (generated) {
+    io.stdout.write(
+      `generated a master key in ${generated} (mode 0600; it is not printed; with no LITELLM_SALT_KEY it also encrypts the store: keep a copy with the data)\n`,
+    );
+  }
   io.stdout.write(
     `llm-secrets ${VERSION} serving ${running.url} (store: ${settings.store}${local ? `, data: ${settings.dataDir}` : ""}; master key from ${settings.masterKeySource})\n`,
   );

@@ -141,6 +141,7 @@ const EnvSchema = z.object({
   LITELLM_MASTER_KEY: z.optional(text),
   LITELLM_SALT_KEY: z.optional(text),
   LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY: z.optional(text),
+  LITELLM_MIGRATE_FROM_MASTER_KEY: z.optional(text),
   LLM_SECRETS_PREVIOUS_SALT_KEYS: z.optional(
     z.pipe(saltKeyList, z.array(text.check(z.minLength(1, "a previous salt key is empty")))),
   ),
@@ -406,7 +407,14 @@ function keysOf(
       .filter((k) => k.value.startsWith(KMS_SEALED))
       .map((k) => k.what),
   );
-  const keys = saltKey ? new KeyRing(saltKey, e.LLM_SECRETS_PREVIOUS_SALT_KEYS ?? [], encryptionAlgorithm) : undefined;
+  // LiteLLM's master-key rotation without a salt key: the old master key sealed the values, so it
+  // opens them (LiteLLM re-seals them at boot; here `reencrypt` does, and reads work until then).
+  const migrateFrom =
+    e.LITELLM_SALT_KEY === undefined && e.LITELLM_MIGRATE_FROM_MASTER_KEY?.trim()
+      ? [e.LITELLM_MIGRATE_FROM_MASTER_KEY]
+      : [];
+  const previous = [...(e.LLM_SECRETS_PREVIOUS_SALT_KEYS ?? []), ...migrateFrom];
+  const keys = saltKey ? new KeyRing(saltKey, previous, encryptionAlgorithm) : undefined;
   return { master, keys, encryptionAlgorithm, warning };
 }
 

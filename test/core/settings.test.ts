@@ -268,6 +268,21 @@ describe("salt key and master key", () => {
     ).toMatch(/^LITELLM_SECRET_AWS_KMS_LITELLM_MASTER_KEY: sealed with AWS KMS/);
   });
 
+  it("takes LiteLLM's LITELLM_MIGRATE_FROM_MASTER_KEY, without a salt key, as a previous key: what the old master key sealed opens", () => {
+    const oldMaster = newKey("old-master-");
+    const newMaster = newKey("new-master-");
+    const sealed = sealSecret("sk-provider", new KeyRing(oldMaster));
+    const s = loadSettings({ env: { LITELLM_MASTER_KEY: newMaster, LITELLM_MIGRATE_FROM_MASTER_KEY: oldMaster } });
+    expect(openSecret(sealed, s.keys as KeyRing)).toBe("sk-provider");
+    // New values are sealed under the new master key.
+    expect(openSecret(sealSecret("v", s.keys as KeyRing), new KeyRing(newMaster))).toBe("v");
+    // With a salt key, the master key seals nothing: the variable is not needed, and not taken.
+    const salted = loadSettings({
+      env: { LITELLM_MASTER_KEY: newMaster, LITELLM_SALT_KEY: newKey(), LITELLM_MIGRATE_FROM_MASTER_KEY: oldMaster },
+    });
+    expect(() => openSecret(sealed, salted.keys as KeyRing)).toThrow();
+  });
+
   it("parses LLM_SECRETS_PREVIOUS_SALT_KEYS as a JSON array of strings", () => {
     const old = newKey("old-");
     const s = loadSettings({
