@@ -477,6 +477,31 @@ describe("aws_secret_manager over the wire", () => {
     for (const c of [raw, client, other]) c.destroy();
   });
 
+  it("a failed restore-write schedules it again even where AWS lists no versions of a secret scheduled for deletion", async () => {
+    const fake = await aws();
+    const client = new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));
+    const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
+    let failPut = false;
+    // DescribeSecret "only returns fields that have a value": a scheduled secret may come without VersionIdsToStages.
+    (client as { send: unknown }).send = async (command: unknown) => {
+      if (failPut && command instanceof sdk.PutSecretValueCommand) {
+        failPut = false;
+        fake.fail(3, "error", "PutSecretValue");
+      }
+      const out = (await send(command)) as Record<string, unknown>;
+      if (command instanceof sdk.DescribeSecretCommand && out.DeletedDate !== undefined) delete out.VersionIdsToStages;
+      return out;
+    };
+    const store = new AwsSecretsManagerStore({ sdk, client, log });
+    await store.put("R", value("revoked"));
+    await store.delete("R");
+    failPut = true;
+    expect(await codeOf(store.put("R", value("new")))).toBe("backend_unavailable");
+    expect(fake.secrets.get("R")?.deletedDate).toBeInstanceOf(Date);
+    expect(await store.get("R")).toBeUndefined();
+    client.destroy();
+  });
+
   it("a write over a deleted name that fails after RestoreSecret schedules it again: the revoked value is never served", async () => {
     const fake = await aws();
     const store = await open();
