@@ -403,6 +403,9 @@ function keysOf(
     [
       ...(master ? [{ what: master.source, value: master.key }] : []),
       ...(e.LITELLM_SALT_KEY !== undefined ? [{ what: "LITELLM_SALT_KEY", value: e.LITELLM_SALT_KEY }] : []),
+      ...(e.LITELLM_MIGRATE_FROM_MASTER_KEY !== undefined
+        ? [{ what: "LITELLM_MIGRATE_FROM_MASTER_KEY", value: e.LITELLM_MIGRATE_FROM_MASTER_KEY }]
+        : []),
     ]
       .filter((k) => k.value.startsWith(KMS_SEALED))
       .map((k) => k.what),

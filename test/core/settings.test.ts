@@ -281,6 +281,12 @@ describe("salt key and master key", () => {
       env: { LITELLM_MASTER_KEY: newMaster, LITELLM_SALT_KEY: newKey(), LITELLM_MIGRATE_FROM_MASTER_KEY: oldMaster },
     });
     expect(() => openSecret(sealed, salted.keys as KeyRing)).toThrow();
+    // Sealed with AWS KMS for LiteLLM's start-up decryption: refused, as the master and salt keys are.
+    expect(
+      configError(() =>
+        loadSettings({ env: { LITELLM_MASTER_KEY: newMaster, LITELLM_MIGRATE_FROM_MASTER_KEY: "aws_kms/AQICAHh0" } }),
+      ),
+    ).toMatch(/^LITELLM_MIGRATE_FROM_MASTER_KEY: sealed with AWS KMS/);
   });
 
   it("parses LLM_SECRETS_PREVIOUS_SALT_KEYS as a JSON array of strings", () => {
