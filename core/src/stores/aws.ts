@@ -341,13 +341,13 @@ export class AwsSecretsManagerStore implements SecretStore {
       await this.#client.send(new this.#sdk.RestoreSecretCommand({ SecretId: name }));
       // Restored, it reads its deleted (revoked) value back: the new one goes in at once, and if
       // it cannot, the secret is scheduled for deletion again (the write fails; a direct PUT has no
-      // redelivery to finish it). Its current version is read once restored: AWS need not list the
-      // versions of a secret scheduled for deletion.
-      const restored = await this.#describe(name);
+      // redelivery to finish it). The deleted value's version, as read while scheduled, else (AWS
+      // need not list a scheduled secret's versions) once restored.
+      const revoked = described.currentVersion ?? (await this.#describe(name))?.currentVersion;
       try {
         await putValue();
       } catch (err) {
-        await this.#deleteAgainIfUnchanged(name, restored ?? described).catch((again: unknown) =>
+        await this.#deleteAgainIfUnchanged(name, { ...described, currentVersion: revoked }).catch((again: unknown) =>
           this.#options.log.warn("aws secrets manager: a deleted secret restored by a failed write is readable", {
             name,
             code: errorName(again),
