@@ -499,6 +499,20 @@ describe("aws_secret_manager over the wire", () => {
     expect(await codeOf(store.put("R", value("new")))).toBe("backend_unavailable");
     expect(fake.secrets.get("R")?.deletedDate).toBeInstanceOf(Date);
     expect(await store.get("R")).toBeUndefined();
+    // The read of its version once restored failing too: scheduled again all the same.
+    (client as { send: unknown }).send = async (command: unknown) => {
+      if (command instanceof sdk.RestoreSecretCommand) {
+        const out = await send(command);
+        fake.fail(3, "error", "DescribeSecret");
+        return out;
+      }
+      const out = (await send(command)) as Record<string, unknown>;
+      if (command instanceof sdk.DescribeSecretCommand && out.DeletedDate !== undefined) delete out.VersionIdsToStages;
+      return out;
+    };
+    expect(await codeOf(store.put("R", value("newer")))).toBe("backend_unavailable");
+    expect(fake.secrets.get("R")?.deletedDate).toBeInstanceOf(Date);
+    expect(await store.get("R")).toBeUndefined();
     client.destroy();
   });
 

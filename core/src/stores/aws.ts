@@ -13,10 +13,10 @@
  *   tags, which replace the secret's (`TagResource`, then `UntagResource` of the others but AWS's
  *   `aws:` ones, the other way round only when both would not fit in AWS's 50); the
  *   `replica_regions` it lacks (`ReplicateSecretToRegions`; all of them once restored); then
- *   `PutSecretValue`; then its change stamp. One scheduled for deletion is first restored and
- *   given its value (`RestoreSecret`, `PutSecretValue`: restored, it reads its deleted value back
- *   until then; if the value cannot go in, it is scheduled for deletion again, unless another
- *   writer put a value meanwhile, and the write fails). The creation defaults (description, tags) only on a
+ *   `PutSecretValue`; then its change stamp. One scheduled for deletion is first restored
+ *   (`RestoreSecret`) and given its value (`PutSecretValue`); until then it reads its deleted
+ *   value. If the value cannot go in, it is scheduled for deletion again, unless another writer
+ *   has put a value since, and the write fails. The creation defaults (description, tags) only on a
  *   name made anew: a new secret, or one whose last change is a delete (a tombstone).
  *   Tags AWS would refuse are `400 invalid_request` before any call: a key or value starting
  *   `aws:` (any case), a key of 0 or over 128 characters, a value over 256, more than 47 (AWS keeps
@@ -342,12 +342,14 @@ export class AwsSecretsManagerStore implements SecretStore {
       // Restored, it reads its deleted (revoked) value back: the new one goes in at once, and if
       // it cannot, the secret is scheduled for deletion again (the write fails; a direct PUT has no
       // redelivery to finish it). The deleted value's version, as read while scheduled, else (AWS
-      // need not list a scheduled secret's versions) once restored.
-      const revoked = described.currentVersion ?? (await this.#describe(name))?.currentVersion;
+      // need not list a scheduled secret's versions) once restored; not known if that read fails.
+      let revoked: { version: string | undefined } | undefined =
+        described.currentVersion === undefined ? undefined : { version: described.currentVersion };
       try {
+        revoked ??= { version: (await this.#describe(name))?.currentVersion };
         await putValue();
       } catch (err) {
-        await this.#deleteAgainIfUnchanged(name, { ...described, currentVersion: revoked }).catch((again: unknown) =>
+        await this.#deleteAgainIfUnchanged(name, described, revoked).catch((again: unknown) =>
           this.#options.log.warn("aws secrets manager: a deleted secret restored by a failed write is readable", {
             name,
             code: errorName(again),
@@ -417,12 +419,17 @@ export class AwsSecretsManagerStore implements SecretStore {
    * After a write that restored `name` failed to put its value in: the secret scheduled for deletion
    * again while its deleted value is still the current one (no writer, ours or another tool's, has
    * put a value since), or when another delete has tagged it since (and stopped before its
-   * DeleteSecret); a value another writer put meanwhile stands.
+   * DeleteSecret); a value another writer put meanwhile stands. `revoked`: the deleted value's
+   * version; not known, the secret is scheduled again (the revoked value must not stay readable).
    */
-  async #deleteAgainIfUnchanged(name: string, before: Described): Promise<void> {
+  async #deleteAgainIfUnchanged(
+    name: string,
+    before: Described,
+    revoked: { version: string | undefined } | undefined,
+  ): Promise<void> {
     const now = await this.#describe(name);
     if (now === undefined || now.deleted) return;
-    const unwritten = now.currentVersion === before.currentVersion;
+    const unwritten = revoked === undefined || now.currentVersion === revoked.version;
     const deletedSince = now.stampIsDelete && !sameStamp(now.stamp, before.stamp);
     if (unwritten || deletedSince) await this.#scheduleDeletion(name, now.replicas);
   }
