@@ -14,9 +14,9 @@
  *   no secret to us, as in LiteLLM). 404 is not found only as KV says it: `{"errors":[]}`, or a
  *   deleted version's `data.metadata`. A 404 that holds errors is Vault's `no handler for route`:
  *   nothing is mounted there (`HCP_VAULT_MOUNT_NAME` or the namespace mistyped), `store_unavailable`
- *   naming the mount; any other 404 (an HTML page, other JSON: a proxy, an ingress or another
- *   service at `HCP_VAULT_ADDR`) is `store_unavailable` saying the address answered but not as
- *   Vault. Never "not found" (which would be cached, and fall back to the environment).
+ *   naming the mount (as is any JSON 404 with Vault's `errors`); any other 404 (an HTML page,
+ *   JSON without `errors`: a proxy, an ingress or another service at `HCP_VAULT_ADDR`) is
+ *   `store_unavailable` saying the address answered but not as Vault. Never "not found" (which would be cached, and fall back to the environment).
  * - Write: `POST {"options":{"cas":N},"data":{"key":value}}` on the data path, where N is the
  *   version we read: KV v2's check-and-set, so a writer that got in between is never overwritten
  *   blindly; we read again and decide again. Differs: the description is not written as a second
@@ -446,8 +446,8 @@ export class VaultStore implements SecretStore {
    * Whether an answer is KV's 404 for nothing there: `{"errors":[]}`, or a deleted version's
    * metadata (`data.metadata`). A 404 with errors is Vault's `no handler for route`: no engine at
    * the mount (a mistyped mount or namespace), a configuration error reported as such, not a
-   * missing secret. Any other 404 (an HTML page, another JSON) is not Vault's: a proxy, an ingress
-   * or another service at the address.
+   * missing secret. Any other 404 (an HTML page, JSON without `errors`) is not Vault's: a proxy,
+   * an ingress or another service at the address.
    */
   #absent(answer: VaultAnswer, what: string): boolean {
     if (answer.status !== 404) return false;
