@@ -135,11 +135,20 @@ export class LlmSecretsStack extends Stack {
               "secretsmanager:RestoreSecret",
               "secretsmanager:DeleteSecret",
               "secretsmanager:TagResource",
-              // A PUT's tags replace the secret's, and its description the secret's.
+              // A PUT's tags replace the secret's.
               "secretsmanager:UntagResource",
-              "secretsmanager:UpdateSecret",
             ],
             resources: [secretArn(`${prefix}*`)],
+          }),
+        );
+        // A PUT's description replaces the secret's (UpdateSecret), and nothing else: not its KMS
+        // key, which would move the secrets off the stack's key.
+        role.addToPolicy(
+          new iam.PolicyStatement({
+            sid: "DescribeVirtualKeysUnderThePrefix",
+            actions: ["secretsmanager:UpdateSecret"],
+            resources: [secretArn(`${prefix}*`)],
+            conditions: { Null: { "secretsmanager:KmsKeyId": "true" } },
           }),
         );
       }

@@ -35,7 +35,9 @@ function synth(props: Partial<LlmSecretsStackProps> = {}): Template {
 }
 
 /** Every IAM statement of the template, as written. */
-function statements(template: Template): { Action: string | string[]; Resource: unknown; Effect: string }[] {
+function statements(
+  template: Template,
+): { Action: string | string[]; Resource: unknown; Effect: string; Condition?: unknown }[] {
   const policies = template.findResources("AWS::IAM::Policy");
   return Object.values(policies).flatMap(
     (p) => (p as { Properties: { PolicyDocument: { Statement: never[] } } }).Properties.PolicyDocument.Statement,
@@ -175,7 +177,12 @@ describe("the AWS stack", () => {
       for (const s of all) for (const a of actionsOf(s)) expect(a.endsWith("*") || a === "*", a).toBe(false);
       const writes = all.filter((s) => actionsOf(s).some((a) => WRITE_ACTIONS.test(a)));
       if (props.accessMode === "read_only") expect(writes).toEqual([]);
-      else expect(writes.length).toBe(1);
+      else expect(writes.length).toBe(2);
+      // UpdateSecret may set a description, never the KMS key (which would move secrets off the stack's key).
+      for (const s of all.filter((st) => actionsOf(st).includes("secretsmanager:UpdateSecret"))) {
+        expect(actionsOf(s)).toEqual(["secretsmanager:UpdateSecret"]);
+        expect(s.Condition).toEqual({ Null: { "secretsmanager:KmsKeyId": "true" } });
+      }
       const prefix = `${props.prefix ?? "litellm"}/*`;
       // Every resource of a write is the prefix's names: none is `*` or another ARN.
       for (const s of writes) expect(secretPatternsOf(s)).toEqual([prefix]);
