@@ -106,10 +106,14 @@ export function createLogger(
       for (const name in fields) {
         const value = fields[name];
         if (value === undefined) continue;
+        // Numbers and booleans as they are; anything else as a JSON string, whatever a caller passed
+        // (a queue message's id is the platform's to type), so no field can break out of the line.
         line +=
-          typeof value === "string"
-            ? `,"${name}":${JSON.stringify(value)}`
-            : `,"${name}":${typeof value === "number" && !Number.isFinite(value) ? "null" : value}`;
+          typeof value === "number"
+            ? `,"${name}":${Number.isFinite(value) ? value : "null"}`
+            : typeof value === "boolean"
+              ? `,"${name}":${value}`
+              : `,"${name}":${JSON.stringify(String(value))}`;
       }
       write(`${line}}\n`);
     };

@@ -14,6 +14,20 @@ describe("log", () => {
     expect(lines[0]?.endsWith("\n")).toBe(true);
   });
 
+  it("writes a field of another type than it declares as a JSON string: nothing breaks out of the line", () => {
+    const lines: string[] = [];
+    const log = createLogger((l) => lines.push(l), "info", { severity: true });
+    const hostile = ['1","severity":"DEBUG","injected":"x'] as unknown as string;
+    log.warn("w", { message_id: hostile, obj: { a: 1 } as unknown as string });
+    const line = JSON.parse(lines[0] as string);
+    expect(line).toMatchObject({
+      severity: "WARNING",
+      message_id: '1","severity":"DEBUG","injected":"x',
+      obj: "[object Object]",
+    });
+    expect(line.injected).toBeUndefined();
+  });
+
   it("with severity, each line also carries Google Cloud Logging's severity of its level", () => {
     const lines: string[] = [];
     const log = createLogger((l) => lines.push(l), "debug", { severity: true });

@@ -263,6 +263,8 @@ describe("a custom store's own error messages", () => {
       get(name: string) {
         // The README's typed error from another copy of the package (its shape), and ours (instanceof).
         if (name === "A") throw Object.assign(new Error(`cannot parse ${value}`), { code: "store_corrupt" });
+        // Not typed: the classifier names it by its name and code, which the user's store also wrote.
+        if (name === "C") throw Object.assign(new Error("x"), { name: value, code: `postgres://u:${value}@db/x` });
         throw new StoreCorrupt(`cannot parse ${value}`);
       },
     };
@@ -275,10 +277,10 @@ describe("a custom store's own error messages", () => {
       const err = await store.get(name).catch((e: unknown) => e);
       expect(err).toMatchObject({ code: "store_corrupt", message: `cannot parse ${value}` });
     }
+    expect(await store.get("C").catch((e: unknown) => e)).toMatchObject({ code: "internal" });
     const failed = logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "store call failed");
-    expect(failed).toHaveLength(2);
-    for (const line of failed)
-      expect(line).toMatchObject({ code: "store_corrupt", reason: "the custom store's own message (not logged)" });
+    expect(failed).toHaveLength(3);
+    for (const line of failed) expect(line.reason).toBe("the custom store's own message (not logged)");
     expect(logs.join("")).not.toContain(value);
 
     // Our own message of it, its timeout, is logged as it is.
@@ -295,7 +297,7 @@ describe("a custom store's own error messages", () => {
     } finally {
       vi.useRealTimers();
     }
-    const timedOut = logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "store call failed")[2];
+    const timedOut = logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "store call failed")[3];
     // Nor in a key event's line: the event's result (the caller's) keeps it.
     const eventLogs: string[] = [];
     const eventLog = createLogger((l) => eventLogs.push(l));

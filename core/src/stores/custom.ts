@@ -68,7 +68,8 @@ function classifyCustomError(err: unknown, what: string): SecretsError {
     );
   }
   if (typed?.name === "NotSupported") return new NotSupported(what);
-  return classifyBackendError(err, what);
+  // Named by its error's name and code, which the user's store wrote too.
+  return withUserMessage(classifyBackendError(err, what));
 }
 
 /**

@@ -115,7 +115,9 @@ export function gcpFunctions(options: FunctionOptions = {}) {
   const keyEvents = async (event: PubSubCloudEvent): Promise<void> => {
     const rt = await runtime();
     const message = event.data?.message ?? event.message;
-    const messageId = message?.messageId ?? event.id;
+    // The platform's ids, typed and bounded here (a push's body is the caller's to shape).
+    const id = message?.messageId ?? event.id;
+    const messageId = typeof id === "string" ? id.slice(0, 128) : undefined;
     const result = await rt.applyKeyEventText(Buffer.from(message?.data ?? "", "base64").toString("utf8"), messageId);
     if (result.status === "failed" || (result.status === "refused" && !result.malformed)) {
       // Thrown: functions-framework answers 500 and Pub/Sub redelivers (applying again is safe);
