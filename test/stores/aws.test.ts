@@ -477,6 +477,36 @@ describe("aws_secret_manager over the wire", () => {
     for (const c of [raw, client, other]) c.destroy();
   });
 
+  it("a value another tool put during a failed restore-write is recorded as a change then: listed, and no late delete undoes it", async () => {
+    const fake = await aws();
+    const raw = new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));
+    const client = new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));
+    const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
+    const theirs = value("theirs");
+    let raced = false;
+    (client as { send: unknown }).send = async (command: unknown) => {
+      if (command instanceof sdk.PutSecretValueCommand && !raced) {
+        raced = true;
+        await raw.send(
+          new sdk.PutSecretValueCommand({ SecretId: "L", SecretString: theirs, ClientRequestToken: randomUUID() }),
+        );
+        fake.fail(3, "error", "PutSecretValue");
+      }
+      return send(command);
+    };
+    const store = new AwsSecretsManagerStore({ sdk, client, log });
+    await store.put("L", value("first"), { ifNewerThan: { at: 1_000, id: "e1" } });
+    await store.delete("L", { ifNewerThan: { at: 2_000, id: "e2" } });
+    expect(await codeOf(store.put("L", value("mine")))).toBe("backend_unavailable");
+    expect((await store.get("L"))?.value).toBe(theirs);
+    expect(fake.secrets.get("L")?.tags.get("llm-secrets:deleted")).toBe("false");
+    expect((await store.list?.({ limit: 10 }))?.names).toEqual(["L"]);
+    // The delete event, redelivered: older than the change now recorded.
+    expect(await store.delete("L", { ifNewerThan: { at: 2_000, id: "e2" } })).toBe("superseded");
+    expect((await store.get("L"))?.value).toBe(theirs);
+    for (const c of [raw, client]) c.destroy();
+  });
+
   it("a failed restore-write schedules it again even where AWS lists no versions of a secret scheduled for deletion", async () => {
     const fake = await aws();
     const client = new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));

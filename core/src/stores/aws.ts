@@ -419,7 +419,7 @@ export class AwsSecretsManagerStore implements SecretStore {
    * After a write that restored `name` failed to put its value in: the secret scheduled for deletion
    * again while its deleted value is still the current one (no writer, ours or another tool's, has
    * put a value since), or when another delete has tagged it since (and stopped before its
-   * DeleteSecret); a value another writer put meanwhile stands. `revoked`: the deleted value's
+   * DeleteSecret); a value another writer put meanwhile stands, recorded as a change now. `revoked`: the deleted value's
    * version; not known, the secret is scheduled again (the revoked value must not stay readable).
    */
   async #deleteAgainIfUnchanged(
@@ -432,6 +432,9 @@ export class AwsSecretsManagerStore implements SecretStore {
     const unwritten = revoked === undefined || now.currentVersion === revoked.version;
     const deletedSince = now.stampIsDelete && !sameStamp(now.stamp, before.stamp);
     if (unwritten || deletedSince) await this.#scheduleDeletion(name, now.replicas);
+    // Another writer's value, the secret still tagged as deleted: recorded as a change now, so it is
+    // listed, and no late delete takes it for a delete that stopped half-way.
+    else if (now.stampIsDelete) await this.#tag(name, stampTags({ at: this.#now() }, false));
   }
 
   /** `DeleteSecret`, its replicas removed first: AWS deletes no secret replicated to other Regions. */
