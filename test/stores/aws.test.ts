@@ -507,6 +507,35 @@ describe("aws_secret_manager over the wire", () => {
     for (const c of [raw, client]) c.destroy();
   });
 
+  it("a restore-write whose value landed but whose answer was lost goes on: our value is known by its token", async () => {
+    const fake = await aws();
+    const client = new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));
+    const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
+    let lose = false;
+    (client as { send: unknown }).send = async (command: unknown) => {
+      const out = await send(command);
+      if (lose && command instanceof sdk.PutSecretValueCommand) {
+        lose = false;
+        throw Object.assign(new Error("socket hang up"), { name: "TimeoutError" });
+      }
+      return out;
+    };
+    const store = new AwsSecretsManagerStore({ sdk, client, log, replicaRegions: ["eu-west-1"] });
+    await store.put("O", value("first"), { ifNewerThan: { at: 1_000, id: "e1" } });
+    await store.delete("O", { ifNewerThan: { at: 2_000, id: "e2" } });
+    lose = true;
+    const mine = value("mine");
+    const event = { ifNewerThan: { at: 3_000, id: "e3" }, meta: { description: "d3", tags: { team: "t3" } } };
+    expect(await store.put("O", mine, event)).toBe("created");
+    const secret = fake.secrets.get("O");
+    expect(secret?.description).toBe("d3");
+    expect(secret?.replicas).toEqual(["eu-west-1"]);
+    expect(secret?.tags.get("team")).toBe("t3");
+    expect(secret?.tags.get("llm-secrets:changed-at")).toBe("3000");
+    expect((await store.get("O"))?.value).toBe(mine);
+    client.destroy();
+  });
+
   it("a failed restore-write schedules it again even where AWS lists no versions of a secret scheduled for deletion", async () => {
     const fake = await aws();
     const client = new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));

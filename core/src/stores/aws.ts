@@ -333,9 +333,11 @@ export class AwsSecretsManagerStore implements SecretStore {
     const anew = described.stampIsDelete;
     const description = meta?.description ?? (anew ? meta?.whenCreated?.description : undefined);
     const tags = given ?? (anew ? checkedTags(meta?.whenCreated?.tags) : undefined);
+    // One token for the value: the SDK's retries reuse it, and it becomes the new version's id.
+    const token = randomUUID();
     const putValue = () =>
       this.#client.send(
-        new this.#sdk.PutSecretValueCommand({ SecretId: name, SecretString: value, ClientRequestToken: randomUUID() }),
+        new this.#sdk.PutSecretValueCommand({ SecretId: name, SecretString: value, ClientRequestToken: token }),
       );
     if (described.deleted) {
       await this.#client.send(new this.#sdk.RestoreSecretCommand({ SecretId: name }));
@@ -349,13 +351,17 @@ export class AwsSecretsManagerStore implements SecretStore {
         revoked ??= { version: (await this.#describe(name))?.currentVersion };
         await putValue();
       } catch (err) {
-        await this.#deleteAgainIfUnchanged(name, described, revoked).catch((again: unknown) =>
-          this.#options.log.warn("aws secrets manager: a deleted secret restored by a failed write is readable", {
-            name,
-            code: errorName(again),
-          }),
-        );
-        throw err;
+        // The value may have landed with its answer lost: then it is the current version, and the
+        // write goes on. Else the write's undoing, and the write fails.
+        if ((await this.#describe(name).catch(() => undefined))?.currentVersion !== token) {
+          await this.#deleteAgainIfUnchanged(name, described, revoked).catch((again: unknown) =>
+            this.#options.log.warn(
+              "aws secrets manager: a failed write over a deleted name could not be undone (its deleted value may be readable)",
+              { name, code: errorName(again) },
+            ),
+          );
+          throw err;
+        }
       }
     }
     if (description !== undefined) {
