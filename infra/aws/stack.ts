@@ -130,7 +130,6 @@ export class LlmSecretsStack extends Stack {
           new iam.PolicyStatement({
             sid: "WriteVirtualKeysUnderThePrefix",
             actions: [
-              "secretsmanager:CreateSecret",
               "secretsmanager:PutSecretValue",
               "secretsmanager:RestoreSecret",
               "secretsmanager:DeleteSecret",
@@ -141,8 +140,17 @@ export class LlmSecretsStack extends Stack {
             resources: [secretArn(`${prefix}*`)],
           }),
         );
-        // A PUT's description replaces the secret's (UpdateSecret), and nothing else: not its KMS
-        // key, which would move the secrets off the stack's key.
+        // Secrets are made under the stack's key only (the store sends it as kms_key_id), and a
+        // PUT's description replaces the secret's (UpdateSecret) without another key: neither can
+        // move the secrets off the stack's key.
+        role.addToPolicy(
+          new iam.PolicyStatement({
+            sid: "CreateVirtualKeysUnderTheStacksKey",
+            actions: ["secretsmanager:CreateSecret"],
+            resources: [secretArn(`${prefix}*`)],
+            conditions: { StringEquals: { "secretsmanager:KmsKeyId": this.key.keyArn } },
+          }),
+        );
         role.addToPolicy(
           new iam.PolicyStatement({
             sid: "DescribeVirtualKeysUnderThePrefix",

@@ -177,7 +177,14 @@ describe("the AWS stack", () => {
       for (const s of all) for (const a of actionsOf(s)) expect(a.endsWith("*") || a === "*", a).toBe(false);
       const writes = all.filter((s) => actionsOf(s).some((a) => WRITE_ACTIONS.test(a)));
       if (props.accessMode === "read_only") expect(writes).toEqual([]);
-      else expect(writes.length).toBe(2);
+      else expect(writes.length).toBe(3);
+      // CreateSecret only under the stack's key: no secret made with another (aws/secretsmanager).
+      for (const s of all.filter((st) => actionsOf(st).includes("secretsmanager:CreateSecret"))) {
+        expect(actionsOf(s)).toEqual(["secretsmanager:CreateSecret"]);
+        expect(JSON.stringify(s.Condition)).toMatch(
+          /"StringEquals":\{"secretsmanager:KmsKeyId":\{"Fn::GetAtt":\["SecretsKey/,
+        );
+      }
       // UpdateSecret may set a description, never the KMS key (which would move secrets off the stack's key).
       for (const s of all.filter((st) => actionsOf(st).includes("secretsmanager:UpdateSecret"))) {
         expect(actionsOf(s)).toEqual(["secretsmanager:UpdateSecret"]);
