@@ -3,6 +3,7 @@
 // the fault matrix, and serve --config with LiteLLM's env names.
 import { describe, expect, inject, it } from "vitest";
 import { createLogger } from "../../core/src/log";
+import type { SecretStore } from "../../core/src/secret-store";
 import { loadSettings } from "../../core/src/settings";
 import { infisicalStore } from "../../core/src/stores/infisical";
 import { storeConformance } from "../../core/src/testing";
@@ -111,32 +112,25 @@ describe("the infisical store", () => {
     let clock = Date.now();
     fake.expiresIn = 600;
     const store = await open({}, () => clock);
+    /** `ms` later, a read of R through `target`: its value, and the logins so far. */
+    const readAfter = async (ms: number, target: SecretStore, logins: number) => {
+      clock += ms;
+      expect((await target.get("R"))?.value).toBe("r-value");
+      expect(fake.logins).toBe(logins);
+    };
     await store.put("R", "r-value");
     expect(fake.logins).toBe(1);
-    clock += 539_000;
-    expect((await store.get("R"))?.value).toBe("r-value");
-    expect(fake.logins).toBe(1);
-    clock += 2_000; // 541 s: past expiresIn - 60
-    expect((await store.get("R"))?.value).toBe("r-value");
-    expect(fake.logins).toBe(2);
+    await readAfter(539_000, store, 1);
+    await readAfter(2_000, store, 2); // 541 s: past expiresIn - 60
     // The new token's life runs from its own login.
-    clock += 539_000;
-    await store.get("R");
-    expect(fake.logins).toBe(2);
-    clock += 2_000;
-    await store.get("R");
-    expect(fake.logins).toBe(3);
+    await readAfter(539_000, store, 2);
+    await readAfter(2_000, store, 3);
     // A token that expires in less than two minutes is still kept a minute.
     fake.expiresIn = 30;
     const short = await open({}, () => clock);
-    await short.get("R");
-    expect(fake.logins).toBe(4);
-    clock += 59_000;
-    await short.get("R");
-    expect(fake.logins).toBe(4);
-    clock += 2_000;
-    await short.get("R");
-    expect(fake.logins).toBe(5);
+    await readAfter(0, short, 4);
+    await readAfter(59_000, short, 4);
+    await readAfter(2_000, short, 5);
   });
 
   it("logs in once for concurrent 401s, even one answered after another call has logged in again", async () => {
