@@ -44,6 +44,28 @@ function kmsProcessEnv(url: string): Record<string, string> {
   };
 }
 
+/** A client of the fake, made as the store makes its own. */
+function fakeClient(): sdk.SecretsManagerClient {
+  return new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));
+}
+
+type Send = (command: unknown) => Promise<unknown>;
+
+/**
+ * A client of the fake whose commands go through `hook`, which sends them on with `send`: where a
+ * test puts another writer between two of the store's calls, or a fault. A test may replace `hook`.
+ */
+function hookedClient(): {
+  client: sdk.SecretsManagerClient;
+  hook: (command: unknown, send: Send) => Promise<unknown>;
+} {
+  const client = fakeClient();
+  const send = client.send.bind(client) as Send;
+  const hooked = { client, hook: (command: unknown, next: Send) => next(command) };
+  (client as { send: unknown }).send = (command: unknown) => hooked.hook(command, send);
+  return hooked;
+}
+
 function value(label: string): string {
   const v = secretValue(label);
   values.push(v);
@@ -290,7 +312,7 @@ describe("aws_secret_manager over the wire", () => {
     expect(await store.put("TAGGED", value("most"), { meta: { tags: many(47) } })).toBe("updated");
     expect(fake.secrets.get("TAGGED")?.tags.size).toBe(50);
     // And the fake refuses them as AWS does.
-    const client = new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));
+    const client = fakeClient();
     for (const Tags of [[{ Key: "aws:x", Value: "1" }], [{ Key: "one-too-many", Value: "1" }]]) {
       await expect(client.send(new sdk.TagResourceCommand({ SecretId: "TAGGED", Tags }))).rejects.toMatchObject({
         name: "InvalidParameterException",
@@ -327,12 +349,12 @@ describe("aws_secret_manager over the wire", () => {
   it("an older event whose create meets a newer one made meanwhile (ResourceExistsException) is superseded", async () => {
     await aws();
     const other = await open();
-    const client = new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));
+    const hooked = hookedClient();
+    const { client } = hooked;
     // A second writer lands between this store's DescribeSecret (nothing there) and its CreateSecret.
-    const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
     let raced = false;
     const newer = value("newer");
-    (client as { send: unknown }).send = async (command: unknown) => {
+    hooked.hook = async (command, send) => {
       if (command instanceof sdk.CreateSecretCommand && !raced) {
         raced = true;
         await other.put("RACE", newer, { ifNewerThan: { at: 2_000, id: "t2" } });
@@ -348,10 +370,10 @@ describe("aws_secret_manager over the wire", () => {
   it("an event's delete whose tombstone meets an older write made meanwhile deletes it; a newer one stands", async () => {
     await aws();
     const other = await open();
-    const client = new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));
-    const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
+    const hooked = hookedClient();
+    const { client } = hooked;
     let race: (() => Promise<unknown>) | undefined;
-    (client as { send: unknown }).send = async (command: unknown) => {
+    hooked.hook = async (command, send) => {
       const step = command instanceof sdk.CreateSecretCommand ? race : undefined;
       if (step) {
         race = undefined;
@@ -375,12 +397,12 @@ describe("aws_secret_manager over the wire", () => {
     const other = await open(); // another instance
     await other.put("W", value("revoked"));
     await other.delete("W");
-    const client = new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));
-    const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
+    const hooked = hookedClient();
+    const { client } = hooked;
     let raced = false;
     let theirs: unknown;
     const written = value("theirs");
-    (client as { send: unknown }).send = async (command: unknown) => {
+    hooked.hook = async (command, send) => {
       if (command instanceof sdk.PutSecretValueCommand && !raced) {
         raced = true;
         // The other writes between this one's RestoreSecret and its PutSecretValue, which then fails.
@@ -398,7 +420,7 @@ describe("aws_secret_manager over the wire", () => {
     // Another delete meanwhile that stopped before its DeleteSecret: this write's failure finishes it.
     await other.delete("W");
     raced = false;
-    (client as { send: unknown }).send = async (command: unknown) => {
+    hooked.hook = async (command, send) => {
       if (command instanceof sdk.PutSecretValueCommand && !raced) {
         raced = true;
         fake.fail(3, "error", "DeleteSecret");
@@ -415,16 +437,16 @@ describe("aws_secret_manager over the wire", () => {
 
   it("a failed restore-write leaves another tool's value put meanwhile, and a delete under way at the same time still answers deleted", async () => {
     const fake = await aws();
-    const raw = new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));
+    const raw = fakeClient();
     // Made and deleted by another tool: no tags of ours.
     await raw.send(
       new sdk.CreateSecretCommand({ Name: "T", SecretString: value("old"), ClientRequestToken: randomUUID() }),
     );
     await raw.send(new sdk.DeleteSecretCommand({ SecretId: "T", RecoveryWindowInDays: 7 }));
-    const client = new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));
-    const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
+    const hooked = hookedClient();
+    const { client } = hooked;
     let race: (() => Promise<unknown>) | undefined;
-    (client as { send: unknown }).send = async (command: unknown) => {
+    hooked.hook = async (command, send) => {
       const step = command instanceof sdk.PutSecretValueCommand ? race : undefined;
       if (step) {
         race = undefined;
@@ -447,8 +469,8 @@ describe("aws_secret_manager over the wire", () => {
     // A delete that has tagged the name and waits on its DeleteSecret while this write fails and
     // schedules it first: the delete still answers deleted.
     await store.delete("T");
-    const other = new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));
-    const otherSend = other.send.bind(other) as (command: unknown) => Promise<unknown>;
+    const otherHooked = hookedClient();
+    const other = otherHooked.client;
     let release!: () => void;
     const held = new Promise<void>((resolve) => {
       release = resolve;
@@ -457,12 +479,12 @@ describe("aws_secret_manager over the wire", () => {
     const deleteTagged = new Promise<void>((resolve) => {
       tagged = resolve;
     });
-    (other as { send: unknown }).send = async (command: unknown) => {
+    otherHooked.hook = async (command, send) => {
       if (command instanceof sdk.DeleteSecretCommand) {
         tagged();
         await held;
       }
-      return otherSend(command);
+      return send(command);
     };
     const deleting = new AwsSecretsManagerStore({ sdk, client: other, log });
     let pending: Promise<unknown> | undefined;
@@ -479,12 +501,12 @@ describe("aws_secret_manager over the wire", () => {
 
   it("a value another tool put during a failed restore-write is recorded as a change then: listed, and no late delete undoes it", async () => {
     const fake = await aws();
-    const raw = new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));
-    const client = new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));
-    const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
+    const raw = fakeClient();
+    const hooked = hookedClient();
+    const { client } = hooked;
     const theirs = value("theirs");
     let raced = false;
-    (client as { send: unknown }).send = async (command: unknown) => {
+    hooked.hook = async (command, send) => {
       if (command instanceof sdk.PutSecretValueCommand && !raced) {
         raced = true;
         await raw.send(
@@ -509,10 +531,10 @@ describe("aws_secret_manager over the wire", () => {
 
   it("a restore-write whose value landed but whose answer was lost goes on: our value is known by its token", async () => {
     const fake = await aws();
-    const client = new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));
-    const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
+    const hooked = hookedClient();
+    const { client } = hooked;
     let lose = false;
-    (client as { send: unknown }).send = async (command: unknown) => {
+    hooked.hook = async (command, send) => {
       const out = await send(command);
       if (lose && command instanceof sdk.PutSecretValueCommand) {
         lose = false;
@@ -538,11 +560,11 @@ describe("aws_secret_manager over the wire", () => {
 
   it("a failed restore-write schedules it again even where AWS lists no versions of a secret scheduled for deletion", async () => {
     const fake = await aws();
-    const client = new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));
-    const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
+    const hooked = hookedClient();
+    const { client } = hooked;
     let failPut = false;
     // DescribeSecret "only returns fields that have a value": a scheduled secret may come without VersionIdsToStages.
-    (client as { send: unknown }).send = async (command: unknown) => {
+    hooked.hook = async (command, send) => {
       if (failPut && command instanceof sdk.PutSecretValueCommand) {
         failPut = false;
         fake.fail(3, "error", "PutSecretValue");
@@ -559,7 +581,7 @@ describe("aws_secret_manager over the wire", () => {
     expect(fake.secrets.get("R")?.deletedDate).toBeInstanceOf(Date);
     expect(await store.get("R")).toBeUndefined();
     // The read of its version once restored failing too: scheduled again all the same.
-    (client as { send: unknown }).send = async (command: unknown) => {
+    hooked.hook = async (command, send) => {
       if (command instanceof sdk.RestoreSecretCommand) {
         const out = await send(command);
         fake.fail(3, "error", "DescribeSecret");
