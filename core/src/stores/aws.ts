@@ -353,8 +353,12 @@ export class AwsSecretsManagerStore implements SecretStore {
       } catch (err) {
         // The value may have landed with its answer lost: then it is the current version, and the
         // write goes on. Else the write's undoing, and the write fails.
-        if ((await this.#describe(name).catch(() => undefined))?.currentVersion !== token) {
-          await this.#deleteAgainIfUnchanged(name, described, revoked).catch((again: unknown) =>
+        const after = await this.#describe(name).then(
+          (found) => ({ found }),
+          () => undefined,
+        );
+        if (after?.found?.currentVersion !== token) {
+          await this.#deleteAgainIfUnchanged(name, described, revoked, after).catch((again: unknown) =>
             this.#options.log.warn(
               "aws secrets manager: a failed write over a deleted name could not be undone (its deleted value may be readable)",
               { name, code: errorName(again) },
@@ -427,13 +431,15 @@ export class AwsSecretsManagerStore implements SecretStore {
    * put a value since), or when another delete has tagged it since (and stopped before its
    * DeleteSecret); a value another writer put meanwhile stands, recorded as a change now. `revoked`: the deleted value's
    * version; not known, the secret is scheduled again (the revoked value must not stay readable).
+   * `looked`: what a DescribeSecret just after the failure found, when it answered.
    */
   async #deleteAgainIfUnchanged(
     name: string,
     before: Described,
     revoked: { version: string | undefined } | undefined,
+    looked: { found: Described | undefined } | undefined,
   ): Promise<void> {
-    const now = await this.#describe(name);
+    const now = looked ? looked.found : await this.#describe(name);
     if (now === undefined || now.deleted) return;
     const unwritten = revoked === undefined || now.currentVersion === revoked.version;
     const deletedSince = now.stampIsDelete && !sameStamp(now.stamp, before.stamp);
