@@ -23,15 +23,13 @@ import {
   type SecretStore,
   type StoreFactory,
 } from "../secret-store";
-import { classifyBackendError, NotSupported, StoreCorrupt } from "../store-errors";
+import { classifyBackendError, GrpcCode, NotSupported, StoreCorrupt } from "../store-errors";
 import { endpointUrl, googleCallOptions, googleTlsOptions } from "./google-config";
 import { loadSdk } from "./load-sdk";
 
 type Client = InstanceType<typeof Sdk.KeyManagementServiceClient>;
 
 const CRYPTO_KEY = /^projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+\/cryptoKeys\/[^/]+$/;
-/** gRPC INVALID_ARGUMENT: KMS's answer to a ciphertext it cannot open with the key. */
-const INVALID_ARGUMENT = 3;
 
 export const GoogleKmsSettings = z.object({
   config: z.object({}),
@@ -83,7 +81,8 @@ export class GoogleKmsStore implements SecretStore {
       );
       return { value: Buffer.from((out.plaintext ?? new Uint8Array()) as Uint8Array).toString("utf8") };
     } catch (err) {
-      if ((err as { code?: unknown }).code === INVALID_ARGUMENT) {
+      // INVALID_ARGUMENT: KMS's answer to a ciphertext it cannot open with the key.
+      if ((err as { code?: unknown }).code === GrpcCode.INVALID_ARGUMENT) {
         throw new StoreCorrupt(`the environment variable ${name} is not a ciphertext of GOOGLE_KMS_RESOURCE_NAME`, {
           cause: err,
         });
