@@ -109,11 +109,13 @@ export function createLogger(
         // Numbers and booleans as they are; anything else as a JSON string, whatever a caller passed
         // (a queue message's id is the platform's to type), so no field can break out of the line.
         line +=
-          typeof value === "number"
-            ? `,"${name}":${Number.isFinite(value) ? value : "null"}`
-            : typeof value === "boolean"
-              ? `,"${name}":${value}`
-              : `,"${name}":${JSON.stringify(String(value))}`;
+          typeof value === "string"
+            ? `,"${name}":${JSON.stringify(value)}`
+            : typeof value === "number"
+              ? `,"${name}":${Number.isFinite(value) ? value : "null"}`
+              : typeof value === "boolean"
+                ? `,"${name}":${value}`
+                : `,"${name}":${JSON.stringify(String(value))}`;
       }
       write(`${line}}\n`);
     };

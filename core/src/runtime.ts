@@ -117,7 +117,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   const audit =
     settings.audit === "off"
       ? undefined
-      : createAudit(options.audit ?? stdoutWriter(), { severity: options.auditSeverity === true });
+      : createAudit(options.audit ?? bufferedWriter(process.stdout), { severity: options.auditSeverity === true });
   const app = settings.masterKey
     ? createApp({
         manager,
@@ -165,13 +165,6 @@ function exportEnvironmentVariables(settings: Settings): void {
     // Its own variables only: not `constructor` and the like, which every object has.
     if (Object.hasOwn(settings.env, key)) process.env[key] = settings.env[key];
   }
-}
-
-let stdout: ((line: string) => void) | undefined;
-/** One buffered writer of stdout for every runtime of the process. */
-function stdoutWriter(): (line: string) => void {
-  stdout ??= bufferedWriter(process.stdout);
-  return stdout;
 }
 
 function noMasterKey(log: Logger) {

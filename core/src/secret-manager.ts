@@ -252,13 +252,7 @@ export class SecretManager {
     team?: string,
   ): Promise<{ name: string; created: boolean; outcome: PutOutcome }> {
     this.#checkWrite(name, team);
-    const bytes = Buffer.byteLength(value, "utf8");
-    if (bytes > (this.#maxValueBytes ?? bytes)) {
-      throw new SecretsError(
-        "payload_too_large",
-        `the value is ${bytes} bytes; the ${this.store.kind} store takes at most ${this.#maxValueBytes}`,
-      );
-    }
+    this.#checkSize(value);
     const settings = team === undefined ? undefined : this.#policy.teams?.[team];
     const withDefaults: SecretMeta = {
       ...meta,
@@ -467,6 +461,19 @@ export class SecretManager {
         this.#hosted
           ? `${name} is not in hosted_keys`
           : `the ${this.store.kind} store serves only names listed in hosted_keys`,
+      );
+    }
+  }
+
+  /** A value larger than the store takes is refused before any call (measured only where there is a limit). */
+  #checkSize(value: string): void {
+    const max = this.#maxValueBytes;
+    if (max === undefined) return;
+    const bytes = Buffer.byteLength(value, "utf8");
+    if (bytes > max) {
+      throw new SecretsError(
+        "payload_too_large",
+        `the value is ${bytes} bytes; the ${this.store.kind} store takes at most ${max}`,
       );
     }
   }
