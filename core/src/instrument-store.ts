@@ -11,18 +11,12 @@ import { type ErrorCode, SecretsError } from "./errors";
 import { describeUnexpected, type Logger } from "./log";
 import type { Labels, Metrics } from "./metrics";
 import type { ListOptions, SecretStore } from "./secret-store";
-import { loggableMessage } from "./store-errors";
+import { loggableMessage, STORE_FAILURES } from "./store-errors";
 
 type Op = "get" | "put" | "delete" | "list";
 
-/** The codes of a store that failed (not of a caller's mistake it reported). */
-const STORE_FAILURES: ReadonlySet<ErrorCode> = new Set([
-  "backend_denied",
-  "backend_unavailable",
-  "store_unavailable",
-  "store_corrupt",
-  "internal",
-]);
+/** The codes of a store that failed, and `internal` (an unexpected failure). */
+const FAILED: ReadonlySet<ErrorCode> = new Set<ErrorCode>([...STORE_FAILURES, "internal"]);
 
 export function instrumentStore(store: SecretStore, metrics: Metrics, log: Logger): SecretStore {
   const labels: Record<Op, Labels> = {
@@ -41,7 +35,7 @@ export function instrumentStore(store: SecretStore, metrics: Metrics, log: Logge
       return await fn();
     } catch (err) {
       const code = err instanceof SecretsError ? err.code : "internal";
-      if (!STORE_FAILURES.has(code)) throw err;
+      if (!FAILED.has(code)) throw err;
       const key = `${op}:${code}`;
       let failed = errorLabels.get(key);
       if (!failed) {

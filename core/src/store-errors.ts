@@ -21,7 +21,15 @@
  * Messages are built from the operation, status and error names, and gRPC codes by name
  * (`PERMISSION_DENIED (7)`): never from a value, a body or the backend's message.
  */
-import { SecretsError } from "./errors";
+import { type ErrorCode, SecretsError } from "./errors";
+
+/** The codes of a store that failed, not of a caller's mistake it reported (the routes list them, the store line logs them). */
+export const STORE_FAILURES: readonly ErrorCode[] = [
+  "backend_denied",
+  "backend_unavailable",
+  "store_corrupt",
+  "store_unavailable",
+];
 
 export class BackendDenied extends SecretsError {
   constructor(message: string, options?: ErrorOptions) {

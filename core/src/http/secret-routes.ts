@@ -15,11 +15,12 @@ import {
 import type { ErrorCode } from "../errors";
 import { nameFromPath } from "../names";
 import type { SecretManager } from "../secret-manager";
+import { STORE_FAILURES } from "../store-errors";
 import { SECRETS_PREFIX } from "./middleware";
 import { answer, type Ctx, json, type Router } from "./router";
 
 /** What a store's read or write may answer. */
-const STORE_ERRORS: ErrorCode[] = ["backend_denied", "backend_unavailable", "store_corrupt", "store_unavailable"];
+const STORE_ERRORS: ErrorCode[] = [...STORE_FAILURES];
 const ERRORS: ErrorCode[] = ["invalid_name", "not_hosted", ...STORE_ERRORS];
 /** What a read of a secret can answer (`GET /v1/secrets/{name}`, and forward's read of its key). */
 export const SECRET_READ_ERRORS: ErrorCode[] = [...ERRORS, "write_only", "not_found"];
