@@ -23,7 +23,7 @@ import { localStore } from "./stores/local";
 import { PORTABLE_STORES } from "./stores/portable";
 import { VERSION } from "./version";
 
-/** The stores the local build ships; the first is the default. */
+/** The embedded stores alone (the file store first, the default): what tests and the bench run a laptop's runtime with. */
 export const LOCAL_STORES = [fileStore, localStore] as const;
 /** What `llm-secrets serve` can open: the file store first (the default), every cloud's, then the portable ones (`local` among them). */
 export const CLI_STORES = [
