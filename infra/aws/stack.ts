@@ -153,7 +153,7 @@ export class LlmSecretsStack extends Stack {
         );
         role.addToPolicy(
           new iam.PolicyStatement({
-            sid: "DescribeVirtualKeysUnderThePrefix",
+            sid: "SetVirtualKeyDescriptionsUnderThePrefix",
             actions: ["secretsmanager:UpdateSecret"],
             resources: [secretArn(`${prefix}*`)],
             conditions: { Null: { "secretsmanager:KmsKeyId": "true" } },
