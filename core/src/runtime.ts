@@ -113,7 +113,6 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     log,
     metrics,
   };
-  const keyEvents = (event: unknown) => applyKeyEvent(event, keyEventDeps);
   const audit =
     settings.audit === "off"
       ? undefined
@@ -124,7 +123,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
         masterKey: settings.masterKey,
         metrics,
         log,
-        applyKeyEvent: keyEvents,
+        applyKeyEvent: (event) => applyKeyEvent(event, keyEventDeps),
         models: settings.config.model_list ?? [],
         outbound: settings.outbound,
         ...(audit && { audit }),
