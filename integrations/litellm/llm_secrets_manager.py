@@ -22,14 +22,17 @@ environment:
 Reads go through ``GET /v1/secrets/{name}`` (so through llm-secrets' cache); a name the store
 does not hold is ``None``, never an exception. Writes and deletes (LiteLLM's virtual-key hooks
 with ``store_virtual_keys: true``) go through ``PUT`` and ``DELETE``; a delete that fails answers
-``{"status": "error", ...}`` rather than raise, as LiteLLM's Vault manager does, since LiteLLM
-deletes a key's names in one loop that a raise would end. A team's ``secret_manager_settings``
-(``optional_params``) are not sent: llm-secrets places a team's keys by its own
-``key_management_settings.team_settings``. Names are encoded one path
-segment at a time, so ``litellm/team/key`` reaches the secret of that name. An async call that
-meets 503 is sent once more after its Retry-After (at most ``RETRY_AFTER_MAX_S``). Every other
-failure of a read or write is an ``LLMSecretsError`` with the HTTP status and llm-secrets' error
-code; no error holds a value or the API key.
+``{"status": "error", ...}`` rather than raise, and logs a warning on the ``LiteLLM`` logger, as
+LiteLLM's Vault manager does, since LiteLLM deletes a key's names in one loop that a raise would
+end (and it ignores what the delete answers). A team's ``secret_manager_settings``
+(``optional_params``) are not sent, and llm-secrets' ``team_settings`` do not apply either (they
+place the keys of its queue's key events): what this class writes lands under llm-secrets'
+general ``key_management_settings``. Names are encoded one path segment at a time, so
+``litellm/team/key`` reaches the secret of that name. A call that meets 503 is sent once more
+after its Retry-After (at most ``RETRY_AFTER_MAX_S``; a sync read waits in its thread, as
+LiteLLM's reads of provider keys at start-up are sync). Every other failure of a read or write is
+an ``LLMSecretsError`` with the HTTP status and llm-secrets' error code; no error holds a value or
+the API key. The health check asks ``/ready``, then reads a name with the API key: a wrong key is unhealthy.
 
 Standard library and httpx (which LiteLLM already depends on) only. One pooled client per
 process: the sync client is shared by every instance, the async one by every instance on an
@@ -40,12 +43,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
+import math
 import os
 import ssl
 import threading
+import time
 import weakref
 from typing import Any, Dict, Optional, Union
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 from litellm.integrations.custom_secret_manager import CustomSecretManager
@@ -54,6 +60,11 @@ DEFAULT_TIMEOUT_S = 10.0
 # An async call that meets 503 (the store unavailable: it always says Retry-After) is sent once
 # more after that wait, when the wait is at most this; LiteLLM itself never retries a write.
 RETRY_AFTER_MAX_S = 5.0
+# The health check's read with the API key: a name no one stores.
+HEALTH_CHECK_NAME = "llm-secrets-health-check"
+
+# LiteLLM's own logger (litellm._logging's verbose_logger): where its secret managers log failures.
+logger = logging.getLogger("LiteLLM")
 
 
 class LLMSecretsError(Exception):
@@ -74,6 +85,13 @@ class _Settings:
             raise ValueError(f"LLMSecretsManager needs {' and '.join(missing)} in the environment")
         if not url.startswith(("https://", "http://")):
             raise ValueError("LLM_SECRETS_URL must start with https:// (or http:// on a trusted network)")
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 (a port that is no number, or out of range, raises here)
+        except ValueError:
+            raise ValueError("LLM_SECRETS_URL is not a URL (a host, then an optional port from 0 to 65535)") from None
+        if not parts.hostname:
+            raise ValueError("LLM_SECRETS_URL has no host")
         self.url = url.rstrip("/")
         # A header value: printable ASCII only. Refused without echoing it (httpx would quote it
         # in its error, and LiteLLM logs the error).
@@ -91,6 +109,8 @@ class _Settings:
         # ssl.SSLContext: httpx deprecates paths in `verify` and `cert` from 0.28).
         self.tls_files = (ca, cert, key_file)
         self.verify: Union[bool, ssl.SSLContext] = True
+        if key_file and not cert:
+            raise ValueError("LLM_SECRETS_CLIENT_KEY needs LLM_SECRETS_CLIENT_CERT (the certificate it is the key of)")
         if ca or cert:
             try:
                 context = ssl.create_default_context(cafile=ca or None)
@@ -104,8 +124,8 @@ class _Settings:
             self.timeout = float(raw_timeout) if raw_timeout else DEFAULT_TIMEOUT_S
         except ValueError:
             raise ValueError("LLM_SECRETS_TIMEOUT must be a number of seconds") from None
-        if self.timeout <= 0:
-            raise ValueError("LLM_SECRETS_TIMEOUT must be a number of seconds") from None
+        if not math.isfinite(self.timeout) or self.timeout <= 0:
+            raise ValueError("LLM_SECRETS_TIMEOUT must be a number of seconds above 0") from None
 
     def identity(self) -> tuple:
         # The key's hash, not the key: clients are shared per settings, the key's header included.
@@ -262,8 +282,13 @@ class LLMSecretsManager(CustomSecretManager):
         optional_params: Optional[dict] = None,
         timeout: Optional[Union[float, httpx.Timeout]] = None,
     ) -> Optional[str]:
+        path, client = _path(secret_name), self._client()
         try:
-            response = self._client().get(_path(secret_name), timeout=_timeout(timeout))
+            response = client.get(path, timeout=_timeout(timeout))
+            wait = _retry_wait(response)
+            if wait is not None:
+                time.sleep(wait)
+                response = client.get(path, timeout=_timeout(timeout))
         except httpx.HTTPError as err:
             raise _unreachable(err) from None
         return self._read(response)
@@ -318,6 +343,8 @@ class LLMSecretsManager(CustomSecretManager):
         try:
             return await self._delete(secret_name, timeout)
         except LLMSecretsError as err:
+            # LiteLLM ignores the answer: without this line a revoked key left stored goes unseen.
+            logger.warning("the delete of %s failed (%s), it may still be stored: %s", secret_name, err.code, err)
             return {"name": secret_name, "deleted": False, "status": "error", "code": err.code, "message": str(err)}
 
     async def _delete(self, secret_name: str, timeout: Optional[Union[float, httpx.Timeout]]) -> dict:
@@ -360,8 +387,17 @@ class LLMSecretsManager(CustomSecretManager):
         return True  # the constructor already refused missing or malformed settings
 
     async def async_health_check(self, timeout: Optional[Union[float, httpx.Timeout]] = None) -> bool:
+        """
+        Healthy when llm-secrets is ready (its store answers) and takes the API key: a read of a name
+        no one stores is answered 404, or 403 when the access mode keeps it from being read; a wrong
+        key is 401.
+        """
+        client = self._async_client()
         try:
-            response = await self._async_client().get("/ready", timeout=_timeout(timeout))
+            ready = await client.get("/ready", timeout=_timeout(timeout))
+            if ready.status_code != 200:
+                return False
+            read = await client.get(_path(HEALTH_CHECK_NAME), timeout=_timeout(timeout))
         except httpx.HTTPError:
             return False
-        return response.status_code == 200
+        return read.status_code in (200, 403, 404)

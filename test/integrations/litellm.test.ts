@@ -243,6 +243,8 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
       for (const step of [wrong.out.sync_read, wrong.out.async_read]) {
         expect(step).toMatchObject({ error: "LLMSecretsError", status: 401, code: "unauthorized" });
       }
+      // The health check takes the key too (/ready alone would pass it).
+      expect(wrong.out.healthy).toMatchObject({ ok: false });
       expect(wrong.raw).not.toContain(wrongKey);
       // Two instances in one process, the wrong key first: pooled clients keep each one's key.
       const both = await drive(python, dir, "two_keys", {
@@ -304,6 +306,15 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
         ],
       });
       expect(out.read_after).toMatchObject({ ok: null });
+      // LiteLLM ignores what a delete answers: the failure is on its logger, or nowhere.
+      expect(out.warnings).toEqual([
+        {
+          level: "WARNING",
+          message: expect.stringMatching(
+            /^the delete of my key\/\.\.\/x failed \(invalid_name\), it may still be stored: llm-secrets: /,
+          ),
+        },
+      ]);
     } finally {
       await server.stop();
     }
@@ -318,14 +329,20 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
     expect(out).toMatchObject({ read: { ok: null }, functions_key_sent: true, master_key_sent: true });
   });
 
-  it("sends a write again once after a 503's Retry-After (LiteLLM never retries one)", async () => {
+  it("sends a write, and a sync read, again once after a 503's Retry-After (LiteLLM never retries one)", async () => {
     const { out } = await drive(python, dir, "retry", {
       LLM_SECRETS_URL: "http://127.0.0.1:1",
       LLM_SECRETS_API_KEY: newKey(),
       VIRTUAL_KEY_VALUE: secretValue("retried"),
     });
-    expect(out).toMatchObject({ write: { ok: { created: true } }, calls: ["PUT", "PUT"] });
-    expect((out.write as { seconds: number }).seconds).toBeGreaterThanOrEqual(0.9); // it waited Retry-After
+    expect(out).toMatchObject({
+      write: { ok: { created: true } },
+      sync_read: { ok: "read-after-retry" }, // LiteLLM's get_secret reads provider keys sync
+      calls: ["PUT", "PUT", "GET", "GET"],
+    });
+    for (const step of [out.write, out.sync_read]) {
+      expect((step as { seconds: number }).seconds).toBeGreaterThanOrEqual(0.9); // it waited Retry-After
+    }
   });
 
   it("refuses a key that is no header value without showing it (LiteLLM logs the error)", async () => {
@@ -355,6 +372,28 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
       error: "ValueError",
       message: expect.stringContaining("cannot use its TLS files"),
     });
+    // Settings that would only fail at the first call, as if the network were down, fail here.
+    const refused: [Record<string, string>, string][] = [
+      [{ LLM_SECRETS_URL: "https://" }, "no host"],
+      [{ LLM_SECRETS_URL: "http://127.0.0.1:abc" }, "is not a URL"],
+      [{ LLM_SECRETS_URL: "http://127.0.0.1:70000" }, "is not a URL"],
+      [{ LLM_SECRETS_URL: "http://[::1" }, "is not a URL"],
+      [{ LLM_SECRETS_TIMEOUT: "nan" }, "LLM_SECRETS_TIMEOUT"],
+      [{ LLM_SECRETS_TIMEOUT: "inf" }, "LLM_SECRETS_TIMEOUT"],
+      [{ LLM_SECRETS_TIMEOUT: "0" }, "LLM_SECRETS_TIMEOUT"],
+      [{ LLM_SECRETS_CLIENT_KEY: "/etc/ssl/proxy.key" }, "needs LLM_SECRETS_CLIENT_CERT"],
+    ];
+    for (const [env, message] of refused) {
+      const { out } = await drive(python, dir, "read", {
+        LLM_SECRETS_URL: "https://h",
+        LLM_SECRETS_API_KEY: "k",
+        ...env,
+      });
+      expect(out.construct, JSON.stringify(env)).toMatchObject({
+        error: "ValueError",
+        message: expect.stringContaining(message),
+      });
+    }
   });
 });
 

@@ -10,18 +10,21 @@ Then:
 - `session`: a provider key read (sync, as get_secret does, and async), a name the store does not
   hold, a virtual key written under the stored-keys prefix, read back, deleted, read again; and
   the health check.
-- `read`: one read of OPENAI_API_KEY (for the wrong-key and server-down cases).
+- `read`: one read of OPENAI_API_KEY, sync and async, and the health check (for the wrong-key and
+  server-down cases).
 - `two_keys`: a second instance made with `SECOND_KEY`; both read.
 - `rotate`: a virtual key written, rotated under the same name, then under a new one.
-- `delete_loop`: LiteLLM's revocation loop over two names, the first one refused.
+- `delete_loop`: LiteLLM's revocation loop over two names, the first one refused; the warnings
+  logged on LiteLLM's logger.
 - `functions_key`: a read against a recording server, to see the headers sent.
-- `retry`: a write against a server that answers 503 with Retry-After once.
+- `retry`: a write, then a sync read, against a server that answers each 503 with Retry-After once.
 Each step's result or error (its type, status, code and message) goes into the output.
 """
 
 import asyncio
 import importlib.util
 import json
+import logging
 import os
 import sys
 import time
@@ -154,6 +157,13 @@ elif scenario == "delete_loop":
     # LiteLLM's revocation: every name of a key deleted in one loop with no try. A name the server
     # refuses must not end the loop (the next one stays stored otherwise).
     kept = f"{prefix}team-b"
+    warnings = []
+
+    class Recorder(logging.Handler):
+        def emit(self, record):
+            warnings.append({"level": record.levelname, "message": record.getMessage()})
+
+    logging.getLogger("LiteLLM").addHandler(Recorder())
 
     async def revoke():
         await manager.async_write_secret(secret_name=kept, secret_value=os.environ["VIRTUAL_KEY_VALUE"])
@@ -164,6 +174,7 @@ elif scenario == "delete_loop":
 
     step("revoke", run(revoke))
     step("read_after", lambda: manager.sync_read_secret(kept))
+    out["warnings"] = warnings
 elif scenario == "functions_key":
     # What an Azure deployment needs: the function key in x-functions-key, beside the master key.
     import http.server
@@ -190,11 +201,17 @@ elif scenario == "retry":
 
     class Flaky(http.server.BaseHTTPRequestHandler):
         def do_PUT(self):  # noqa: N802 (http.server's name)
+            self.answer(b'{"name":"k","created":true}', 201)
+
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.answer(b'{"name":"k","value":"read-after-retry","stale":false}', 200)
+
+        def answer(self, success, status):
             self.rfile.read(int(self.headers.get("content-length", "0")))
             calls.append(self.command)
-            first = len(calls) == 1
-            body = b'{"error":{"code":"backend_unavailable","message":"down"}}' if first else b'{"name":"k","created":true}'
-            self.send_response(503 if first else 201)
+            first = calls.count(self.command) == 1
+            body = b'{"error":{"code":"backend_unavailable","message":"down"}}' if first else success
+            self.send_response(503 if first else status)
             if first:
                 self.send_header("retry-after", "1")
             self.send_header("content-type", "application/json")
@@ -208,6 +225,7 @@ elif scenario == "retry":
         return await retrying.async_write_secret(secret_name=virtual, secret_value=os.environ["VIRTUAL_KEY_VALUE"])
 
     step("write", run(write))
+    step("sync_read", lambda: retrying.sync_read_secret("OPENAI_API_KEY"))
     out["calls"] = calls
     flaky.shutdown()
 elif scenario == "read":
@@ -216,5 +234,9 @@ elif scenario == "read":
     async def one():
         return await manager.async_read_secret("OPENAI_API_KEY")
 
+    async def health():
+        return await manager.async_health_check()
+
     step("async_read", run(one))
+    step("healthy", run(health))
 print(json.dumps(out))
