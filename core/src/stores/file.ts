@@ -538,9 +538,9 @@ export class FileStore implements SecretStore {
     const line = frame(batch);
     try {
       await appendAll(fd, line);
-      await datasync(fd);
     } catch (err) {
-      // Take back whatever part of the line reached the file: it was not acknowledged.
+      // Take back the part of the line that reached the file: it has no newline yet, so no reader
+      // has taken it in, and it was not acknowledged.
       try {
         ftruncateSync(fd, this.#end);
       } catch {
@@ -548,6 +548,11 @@ export class FileStore implements SecretStore {
       }
       throw err;
     }
+    // A whole line stays when its sync fails: another process may have read it already, and taking
+    // it back would leave that reader's place in the log inside the next line. The write fails as
+    // one that may have landed (the manager ends the cached value), and the next look at the log
+    // takes the line in, here as in every other process.
+    await datasync(fd);
     if (fstatSync(fd).size === this.#end + line.length) {
       this.#end += line.length;
       this.#apply(batch);
@@ -716,7 +721,19 @@ export class FileStore implements SecretStore {
     if (size === this.#end) return;
     const fd = this.#openFd();
     const bytes = readAt(fd, this.#end, size - this.#end);
-    const parsed = parseLog(bytes, this.#end);
+    let parsed: ReturnType<typeof parseLog> | undefined;
+    try {
+      parsed = parseLog(bytes, this.#end);
+    } catch (err) {
+      if (!(err instanceof StoreCorrupt)) throw err;
+    }
+    if (parsed === undefined || parsed.tail === "damaged") {
+      // A whole line that does not read, where only a torn one (no newline) is expected: our place
+      // in the log may be wrong (a writer of an earlier build took back a line we had read, and
+      // wrote another there). The whole log is read before anything in it is called damaged.
+      this.#reload(why === "lock");
+      return;
+    }
     const changed = new Set<string>();
     for (const { batch } of parsed.batches) this.#apply(batch, changed);
     this.#end += parsed.consumed;

@@ -1,0 +1,86 @@
+// The file store when fdatasync fails after a whole line was written (NFS/EFS report a full quota
+// there): node:fs is wrapped so that the next fdatasync fails, after letting a second store on the
+// same data dir (a CLI, or a second server on a shared volume) read the log.
+import { describe, expect, it, vi } from "vitest";
+import { KeyRing } from "../../../core/src/crypto";
+import { createLogger } from "../../../core/src/log";
+import { FileStore } from "../../../core/src/stores/file";
+import { tempDir } from "../../helpers";
+import { logPath } from "./file-log-reader";
+
+const sync = vi.hoisted(() => ({ failNext: undefined as undefined | (() => Promise<void>) }));
+
+vi.mock("node:fs", async (importOriginal) => {
+  const actual = await importOriginal<typeof import("node:fs")>();
+  const fdatasync = ((fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
+    const before = sync.failNext;
+    if (before === undefined) return actual.fdatasync(fd, cb);
+    sync.failNext = undefined;
+    void before().then(() => cb(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" })));
+  }) as typeof actual.fdatasync;
+  return { ...actual, fdatasync, default: { ...actual, fdatasync } };
+});
+
+const keys = new KeyRing("file-sync-test-salt");
+const turn = () => new Promise((r) => setImmediate(r));
+
+describe("FileStore when a sync fails", () => {
+  it("keeps the whole line another process may have read: no acknowledged write of either is lost", async () => {
+    const dir = await tempDir();
+    const a = await FileStore.open({ dataDir: dir, keys });
+    const b = await FileStore.open({ dataDir: dir, keys });
+    await a.put("BASE", "base-value");
+    await turn();
+    expect((await b.get("BASE"))?.value).toBe("base-value");
+    await turn();
+    // A's line is written whole; B reads the log; then A's sync fails.
+    let seenByB: string | undefined;
+    sync.failNext = async () => {
+      await turn();
+      seenByB = (await b.get("MAYBE"))?.value;
+    };
+    await expect(a.put("MAYBE", "may-have-landed")).rejects.toThrow("file store write");
+    expect(seenByB).toBe("may-have-landed");
+    await turn();
+    // The next writes of both are acknowledged, and each process sees the other's.
+    expect(await a.put("ACKED", "an acknowledged value, longer than the one before")).toBe("created");
+    await turn();
+    expect((await b.get("ACKED"))?.value).toBe("an acknowledged value, longer than the one before");
+    expect(await b.put("OTHER", "o")).toBe("created");
+    await turn();
+    expect((await a.get("OTHER"))?.value).toBe("o");
+    await Promise.all([a.close(), b.close()]);
+    const fresh = await FileStore.open({ dataDir: dir, keys });
+    expect(await fresh.names()).toEqual(["ACKED", "BASE", "MAYBE", "OTHER"]);
+    await fresh.close();
+  });
+
+  it("reads the whole log again before dropping a damaged tail, so a reader's wrong place in it destroys nothing", async () => {
+    const dir = await tempDir();
+    const logs: string[] = [];
+    const a = await FileStore.open({ dataDir: dir, keys });
+    const b = await FileStore.open({ dataDir: dir, keys, log: createLogger((l) => logs.push(l)) });
+    await a.put("FIRST", "1");
+    await turn();
+    expect((await b.get("FIRST"))?.value).toBe("1");
+    await turn();
+    // A writer of an earlier build took a synced-but-failed line back after B read it, then wrote a
+    // longer acknowledged one at the same place: B's place in the log is now inside that line.
+    const { readFileSync, truncateSync } = await import("node:fs");
+    const end = readFileSync(logPath(dir)).length;
+    await a.put("GONE", "x");
+    await turn();
+    expect((await b.get("GONE"))?.value).toBe("x");
+    truncateSync(logPath(dir), end);
+    await a.close();
+    const a2 = await FileStore.open({ dataDir: dir, keys });
+    expect(await a2.put("ACKED", "an acknowledged value, longer than the line taken back")).toBe("created");
+    await turn();
+    // B writes: under the lock it must not cut A's acknowledged line as if it were torn.
+    expect(await b.put("OTHER", "o")).toBe("created");
+    await Promise.all([a2.close(), b.close()]);
+    const fresh = await FileStore.open({ dataDir: dir, keys });
+    expect(await fresh.names()).toEqual(["ACKED", "FIRST", "OTHER"]);
+    await fresh.close();
+  });
+});
