@@ -21,7 +21,7 @@
  * nothing), reads what other processes appended since it last looked, decides each change against
  * that (`isNewer`), appends one line, fdatasyncs it, and only then installs it in memory and
  * answers. A crash leaves at most a torn last line, which readers ignore and the next writer
- * truncates (file-log.ts). A lock can be taken over from a live owner that stalled (file-lock.ts):
+ * truncates (file-log.ts); a whole line whose fdatasync fails stays, as a write that may have landed. A lock can be taken over from a live owner that stalled (file-lock.ts):
  * so a batch checks, just before it appends, that the log is still what it read (else it reads the
  * other writer's lines and decides again), appends through an O_APPEND fd (never over another's
  * line), and a rewrite checks that the lock is still ours before its rename. Compaction and `reencrypt` write a temp file, fsync it, rename it over the
