@@ -392,6 +392,41 @@ describe("aws_secret_manager over the wire", () => {
     client.destroy();
   });
 
+  it("an older event's write and a newer one to one name at once in one process: the newer stands, the older is superseded", async () => {
+    await aws();
+    const other = await open(); // seeds and reads
+    await other.put("PAIR", value("first"), { ifNewerThan: { at: 500, id: "t0" } });
+    const hooked = hookedClient();
+    const { client } = hooked;
+    const older = value("older");
+    const newerValue = value("newer");
+    // Every DescribeSecret the store sends; a PutSecretValue waits for those sent before it to answer,
+    // so two writes under way at once have both read the secret before either writes.
+    const described: Promise<unknown>[] = [];
+    let newer: Promise<unknown> | undefined;
+    hooked.hook = async (command, send) => {
+      if (command instanceof sdk.DescribeSecretCommand) {
+        const answer = send(command);
+        described.push(answer.catch(() => undefined));
+        return answer;
+      }
+      if (command instanceof sdk.PutSecretValueCommand) {
+        await Promise.all([...described]);
+        // The older event's value lands only once the newer event's write has answered.
+        if (command.input.SecretString === older) await newer;
+      }
+      return send(command);
+    };
+    const store = new AwsSecretsManagerStore({ sdk, client, log });
+    // The newer event first (the older one is a late redelivery), both under way at once.
+    newer = store.put("PAIR", newerValue, { ifNewerThan: { at: 2_000, id: "t2" } });
+    const late = store.put("PAIR", older, { ifNewerThan: { at: 1_000, id: "t1" } });
+    expect(await newer).toBe("updated");
+    expect(await late).toBe("superseded");
+    expect((await other.get("PAIR"))?.value).toBe(newerValue);
+    await store.close();
+  });
+
   it("a write that restored a deleted name and then failed leaves another writer's write made meanwhile alone", async () => {
     const fake = await aws();
     const other = await open(); // another instance

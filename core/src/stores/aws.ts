@@ -39,7 +39,8 @@
  * encrypts a later write's value; no replicas, no description), and schedules its deletion.
  * With a window of 0 nothing is kept, and a late event can revive a deleted name.
  * `ifNewerThan` is read-then-write (`DescribeSecret`, then the write): Secrets Manager has no
- * compare-and-set, so a writer between the two can be overwritten; ties break by event id.
+ * compare-and-set, so another process writing between the two can be overwritten; ties break by
+ * event id. Changes of one secret run one at a time in this process (`close` waits for them).
  * An update records its time last: one that stopped before (its description or tags written, maybe
  * its value) is done again whole by its retry, a redelivered event included (not superseded); one
  * that stopped between `RestoreSecret` and `PutSecretValue` (a process killed there; a refused
@@ -66,6 +67,7 @@ import {
   type DeleteOptions,
   type DeleteOutcome,
   isNewer,
+  KeyedQueue,
   type ListOptions,
   type NamePage,
   type PutOptions,
@@ -148,6 +150,8 @@ export class AwsSecretsManagerStore implements SecretStore {
   readonly #client: SecretsManagerClient;
   readonly #options: AwsSecretsManagerOptions;
   readonly #now: () => number;
+  /** Changes of one secret, one at a time in this process. */
+  readonly #queues = new KeyedQueue();
 
   constructor(options: AwsSecretsManagerOptions) {
     this.#sdk = options.sdk;
@@ -190,6 +194,21 @@ export class AwsSecretsManagerStore implements SecretStore {
     // What AWS would refuse, before any call: the caller's tags, and an event id too long for a tag.
     const tags = options.meta?.tags && checkedTags(options.meta.tags);
     const stamp = checkedStamp(options.ifNewerThan ?? { at: this.#now() });
+    return this.#queues.run(this.keyOf(name), () => this.#put(name, value, options, stamp, tags));
+  }
+
+  async delete(name: string, options: DeleteOptions = {}): Promise<DeleteOutcome> {
+    const stamp = checkedStamp(options.ifNewerThan ?? { at: this.#now() });
+    return this.#queues.run(this.keyOf(name), () => this.#delete(name, options, stamp));
+  }
+
+  async #put(
+    name: string,
+    value: string,
+    options: PutOptions,
+    stamp: ChangeStamp,
+    tags: Tag[] | undefined,
+  ): Promise<PutOutcome> {
     await this.#refuseInPrimary(name, "writing");
     try {
       const described = await this.#describe(name);
@@ -205,9 +224,8 @@ export class AwsSecretsManagerStore implements SecretStore {
     }
   }
 
-  async delete(name: string, options: DeleteOptions = {}): Promise<DeleteOutcome> {
+  async #delete(name: string, options: DeleteOptions, stamp: ChangeStamp): Promise<DeleteOutcome> {
     await this.#refuseInPrimary(name, "deleting");
-    const stamp = checkedStamp(options.ifNewerThan ?? { at: this.#now() });
     try {
       let described = await this.#describe(name);
       if (described === undefined && options.ifNewerThan !== undefined && this.#recoveryDays() > 0) {
@@ -269,6 +287,7 @@ export class AwsSecretsManagerStore implements SecretStore {
   }
 
   async close(): Promise<void> {
+    await this.#queues.settled(); // changes under way land first
     this.#client.destroy();
   }
 
