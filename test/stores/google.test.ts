@@ -346,6 +346,40 @@ describe("google_secret_manager changes that stop half-way", () => {
     await store.close?.();
   });
 
+  it("an event's delete whose tombstone meets an older write made meanwhile (ALREADY_EXISTS) deletes it; a newer one stands", async () => {
+    const fake = await google();
+    const other = await open(); // another instance
+    const client = new sdk.SecretManagerServiceClient(endpointOf(fake));
+    // The other instance's older write lands between this delete's GetSecret (nothing there) and
+    // its CreateSecret of the tombstone.
+    const createSecret = client.createSecret.bind(client) as (...args: unknown[]) => Promise<unknown>;
+    let race: (() => Promise<unknown>) | undefined;
+    (client as { createSecret: unknown }).createSecret = async (...args: unknown[]) => {
+      const step = race;
+      race = undefined;
+      if (step) await step();
+      return createSecret(...args);
+    };
+    const store = new GoogleSecretManagerStore({ client, project: fake.project });
+    let theirs: unknown;
+    race = async () => {
+      theirs = await other.put("GONE", value("older"), { ifNewerThan: { at: 1_000, id: "t1" } });
+    };
+    expect(await store.delete("GONE", { ifNewerThan: { at: 2_000, id: "t2" } })).toBe("deleted");
+    expect(theirs).toBe("created");
+    expect(await other.get("GONE")).toBeUndefined();
+    expect(fake.secrets.get(`projects/${fake.project}/secrets/GONE`)?.versions.map((v) => v.state)).toEqual([
+      "DESTROYED",
+    ]);
+    // A newer write made meanwhile stands.
+    const newer = value("newer");
+    race = () => other.put("KEPT", newer, { ifNewerThan: { at: 3_000, id: "t3" } });
+    expect(await store.delete("KEPT", { ifNewerThan: { at: 2_000, id: "t2" } })).toBe("superseded");
+    expect((await other.get("KEPT"))?.value).toBe(newer);
+    await store.close();
+    await other.close?.();
+  });
+
   it("checks the creation defaults' tags as labels only when creating: an update is not refused for them", async () => {
     const store = await open();
     const meta = { whenCreated: { tags: { Team: "Platform" } } }; // not a Google label (upper case)

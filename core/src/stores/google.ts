@@ -22,7 +22,8 @@
  * - Delete: every version is destroyed and the secret stays, annotated as deleted (the tombstone),
  *   so a late event cannot revive the name; `LLM_SECRETS_GOOGLE_PURGE=true` deletes the secret
  *   itself instead (no tombstone). An event's delete of a name never written creates an empty
- *   secret to carry its tombstone.
+ *   secret to carry its tombstone; one another writer created meanwhile is deleted as any
+ *   existing secret (unless that writer's change is newer).
  * - List: `listSecrets`, one page of `pageSize` = the limit (`pageToken` the cursor), each secret's
  *   name as written (its annotation; the id for a secret made elsewhere), tombstones left out.
  *   No server filter: Google's `name:` is not a prefix match (and ids are mapped names), so the
@@ -238,13 +239,14 @@ export class GoogleSecretManagerStore implements SecretStore {
     try {
       const ours = annotations(name, stamp, true);
       if (!this.#purge) checkedAnnotations(undefined, ours); // a purge records nothing
-      const found = await this.#find(name);
+      let found = await this.#find(name);
       if (found === undefined) {
-        // An event's delete of a name never written: an empty secret carries its tombstone.
-        if (options.ifNewerThan !== undefined && !this.#purge) {
-          await this.#create(name, { annotations: ours });
-        }
-        return "absent";
+        if (options.ifNewerThan === undefined || this.#purge) return "absent";
+        // An event's delete of a name never written: an empty secret carries its tombstone. One
+        // created meanwhile by another writer is decided as any delete of an existing name.
+        if (await this.#create(name, { annotations: ours })) return "absent";
+        found = await this.#find(name);
+        if (found === undefined) return "absent";
       }
       const newer = options.ifNewerThan === undefined || isNewer(stamp, true, found.stamp, found.stampIsDelete);
       if (this.#purge) {
