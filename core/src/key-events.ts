@@ -213,21 +213,27 @@ async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult
   const team = event.team_id ?? undefined;
   const prefix = virtualKeyPrefix(policy, team);
   const names: Record<string, string> = {};
+  // A delete takes both names; a create or regeneration writes one (the alias's, else the hash's),
+  // and a regeneration deletes its previous names.
+  const current = namesOf(event.key_alias, event.token_hash, prefix);
+  const written = event.type === "key.deleted" ? undefined : (current[0] as string);
+  const deleted =
+    written === undefined
+      ? current
+      : event.type === "key.regenerated"
+        ? namesOf(event.previous_key_alias, event.previous_token_hash, prefix).filter((old) => old !== written)
+        : [];
   try {
-    if (event.type === "key.deleted") {
-      for (const name of namesOf(event.key_alias, event.token_hash, prefix)) {
-        names[name] = await deps.manager.delete(name, stamp, team);
-      }
-    } else {
-      const value = eventValue(event, deps.keys);
-      const [name] = namesOf(event.key_alias, event.token_hash, prefix) as [string];
-      names[name] = (await deps.manager.put(name, value, {}, stamp, team)).outcome;
-      if (event.type === "key.regenerated" && (event.previous_key_alias || event.previous_token_hash)) {
-        for (const old of namesOf(event.previous_key_alias, event.previous_token_hash, prefix)) {
-          if (old !== name) names[old] = await deps.manager.delete(old, stamp, team);
-        }
-      }
+    // Every name is checked before the first change: an alias that is no name (LiteLLM's aliases
+    // are free text) must not leave a regeneration half done, its revoked key still stored.
+    for (const name of [...(written === undefined ? [] : [written]), ...deleted]) {
+      deps.manager.checkWrite(name, team);
     }
+    if (written !== undefined) {
+      const value = eventValue(event, deps.keys);
+      names[written] = (await deps.manager.put(written, value, {}, stamp, team)).outcome;
+    }
+    for (const name of deleted) names[name] = await deps.manager.delete(name, stamp, team);
   } catch (err) {
     if (!(err instanceof SecretsError)) {
       // A bug, not the event's fault: this event fails (and is sent again), not its whole batch.
@@ -243,7 +249,9 @@ async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult
       message: err.message,
       [LOG_REASON]: loggableMessage(err),
       ...(retryable && { retryAfter: err.details.retryAfter }),
-      ...(err.code === "invalid_name" && { malformed: true as const }),
+      // A name the store itself refuses (Azure's length) after a change landed: not malformed, so
+      // it reaches the dead letters on every queue rather than be acknowledged half done.
+      ...(err.code === "invalid_name" && Object.keys(names).length === 0 && { malformed: true as const }),
     };
   }
   const changed = Object.values(names).some((o) => o !== "superseded" && o !== "absent");

@@ -251,7 +251,7 @@ export class SecretManager {
     ifNewerThan?: ChangeStamp,
     team?: string,
   ): Promise<{ name: string; created: boolean; outcome: PutOutcome }> {
-    this.#checkWrite(name, team);
+    this.checkWrite(name, team);
     this.#checkSize(value);
     const settings = team === undefined ? undefined : this.#policy.teams?.[team];
     const withDefaults: SecretMeta = {
@@ -272,7 +272,7 @@ export class SecretManager {
   }
 
   async delete(name: string, ifNewerThan?: ChangeStamp, team?: string): Promise<DeleteOutcome> {
-    this.#checkWrite(name, team);
+    this.checkWrite(name, team);
     const scope = this.#scopeOf(team);
     const key = this.store.keyOf(name, scope);
     const outcome = await this.store
@@ -478,7 +478,8 @@ export class SecretManager {
     }
   }
 
-  #checkWrite(name: string, team?: string): void {
+  /** Throws what a write or delete of `name` would be refused for (its name, the access mode, hosted_keys), before any call. */
+  checkWrite(name: string, team?: string): void {
     validateName(name);
     if (this.#policy.accessMode === "read_only") {
       throw new AccessDenied("read_only", "writes are disabled: access_mode is read_only");

@@ -3,6 +3,7 @@
 // tombstones), the age limit, POST /v1/key-events, and a 10 000-event run with injected failures.
 import { describe, expect, it } from "vitest";
 import { KeyRing, sealSecret } from "../../core/src/crypto";
+import { InvalidName } from "../../core/src/errors";
 import { createLogger } from "../../core/src/log";
 import { createRuntime } from "../../core/src/runtime";
 import type { DeleteOptions, PutOptions, SecretStore, StoreFactory } from "../../core/src/secret-store";
@@ -139,6 +140,48 @@ describe("key events: what is written where", () => {
     expect(gone.names).toEqual({ "litellm/both": "deleted", [`litellm/virtual-key-${HASH}`]: "deleted" });
     expect(await read("litellm/both")).toBeUndefined();
     expect(await read(`litellm/virtual-key-${HASH}`)).toBeUndefined();
+  });
+
+  it("an event with one name that is no name (a free-text alias) changes nothing, not half of it", async () => {
+    const { runtime, read } = await setup();
+    await runtime.applyKeyEvent(event({ token_hash: HASH, key: "sk-old-0123456789" }));
+    const later = (id: string, fields: Record<string, unknown>) =>
+      event({ id, occurred_at: new Date(T0 + 1000).toISOString(), ...fields });
+    const regenerated = await runtime.applyKeyEvent(
+      later("evt-2", {
+        type: "key.regenerated",
+        key_alias: "new-alias",
+        previous_key_alias: "my old key",
+        previous_token_hash: HASH,
+        key: "sk-new-0123456789",
+      }),
+    );
+    expect(regenerated).toMatchObject({ status: "refused", code: "invalid_name", malformed: true });
+    expect(regenerated.names).toEqual({});
+    const deleted = await runtime.applyKeyEvent(
+      later("evt-3", { type: "key.deleted", key_alias: "my old key", token_hash: HASH }),
+    );
+    expect(deleted).toMatchObject({ status: "refused", code: "invalid_name", malformed: true });
+    expect(deleted.names).toEqual({});
+    expect(await read("litellm/new-alias")).toBeUndefined();
+    expect(await read(`litellm/virtual-key-${HASH}`)).toBe("sk-old-0123456789");
+  });
+
+  it("a name the store itself refuses after a change landed is refused, not malformed: it reaches the dead letters", async () => {
+    // A store with a name limit of its own (Azure's 127 characters), met by the previous name only.
+    class ShortNames extends MemoryStore {
+      override async delete(name: string, options?: DeleteOptions) {
+        if (name.length > 40) throw new InvalidName("this store takes names of at most 40 characters");
+        return super.delete(name, options);
+      }
+    }
+    const { runtime, read } = await setup({ store: new ShortNames() });
+    const result = await runtime.applyKeyEvent(
+      event({ type: "key.regenerated", key_alias: "short", previous_token_hash: HASH, key: "sk-new-0123456789" }),
+    );
+    expect(result).toMatchObject({ status: "refused", code: "invalid_name", names: { "litellm/short": "created" } });
+    expect(result.malformed).toBeUndefined();
+    expect(await read("litellm/short")).toBe("sk-new-0123456789");
   });
 });
 
