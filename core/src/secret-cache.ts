@@ -147,7 +147,15 @@ export class SecretCache {
     try {
       return { value: await this.#load(key, name, load), stale: false };
     } catch (err) {
-      const stale = !refresh && isRetryable(err) && entry ? this.#stale(entry, this.#options.now()) : undefined;
+      if (refresh || !isRetryable(err)) throw err;
+      // The entry as it is now: our own write or delete during the load replaced the one read
+      // before it, and a value replaced (a revoked key) is never served, stale or not.
+      const now = this.#options.now();
+      const current = this.#entryOf(key, name);
+      if (current !== undefined && current !== entry && now < current.expiresAt) {
+        return { value: this.#open(current), stale: false };
+      }
+      const stale = current === undefined ? undefined : this.#stale(current, now);
       if (stale) return stale;
       throw err;
     }

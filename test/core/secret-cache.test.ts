@@ -212,6 +212,30 @@ describe("SecretCache", () => {
     expect(b.state.calls).toBe(1);
   });
 
+  it("a read under way across our own delete or write, whose load then fails, never answers the value replaced", async () => {
+    const { c, now } = clock();
+    const cache = new SecretCache({ ttlMs: 60_000, maxStaleMs: 600_000, now });
+    const b = backend("revoked");
+    await cache.get("a", b.load);
+    c.now += 61_000; // expired: the next read loads, and could serve the value stale
+    const gate = deferred();
+    b.state.gate = gate.promise;
+    b.state.fail = new BackendUnavailable("timed out", 1);
+    const deleting = cache.get("a", b.load);
+    cache.setMissing("a"); // our delete, acknowledged while the load is under way
+    gate.release();
+    expect(await deleting).toEqual({ value: undefined, stale: false });
+    // The same for a write: the read answers the written value, not the one it replaced.
+    cache.set("b", "old");
+    c.now += 61_000;
+    const gate2 = deferred();
+    b.state.gate = gate2.promise;
+    const writing = cache.get("b", b.load);
+    cache.set("b", "new");
+    gate2.release();
+    expect(await writing).toEqual({ value: "new", stale: false });
+  });
+
   it("caches both names of one backend key read at once (Azure's A_B and A-B): neither load is dropped", async () => {
     const cache = new SecretCache({ ttlMs: 60_000, maxStaleMs: 0 });
     const under = backend("under");
