@@ -32,9 +32,6 @@ export interface Lease {
 
 export const LEASE: Lease = { staleMs: 5_000, heartbeatMs: 1_000 };
 
-/** The lock contents this process holds right now (several stores of one process may share a dir). */
-const held = new Set<string>();
-
 /**
  * Drawn once per process and put in the name of every file it creates beside the log (after its
  * pid): a file with our pid but another token was left by an earlier process that had our pid.
@@ -69,14 +66,8 @@ export async function withFileLock<T>(
   const mine = ownFileName(path);
   const content = `${process.pid} ${mine.slice(mine.lastIndexOf(".") + 1)}`;
   await writeFile(mine, content, { mode: 0o600 });
-  // Known as ours before it is linked into place: another store of this process must never judge
-  // it left over from an earlier process with our pid.
-  held.add(content);
   try {
     await acquire(path, mine, timeoutMs, lease);
-  } catch (err) {
-    held.delete(content);
-    throw err;
   } finally {
     await rm(mine, { force: true });
   }
@@ -91,7 +82,6 @@ export async function withFileLock<T>(
     return await fn({ stillHeld });
   } finally {
     clearInterval(heartbeat);
-    held.delete(content);
     if ((await readLock(path)) === content) await rm(path, { force: true });
   }
 }
@@ -124,8 +114,11 @@ async function acquire(path: string, mine: string, timeoutMs: number, lease: Lea
 async function isStale(path: string, content: string, lease: Lease): Promise<boolean> {
   const pid = Number.parseInt(content, 10);
   if (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid)) return true;
-  // Our pid but not a lock of ours: an earlier process that had our pid left it.
-  if (pid === process.pid && !held.has(content)) return true;
+  // Our pid but another process's token: an earlier process that had our pid left it. With our
+  // token it is a lock of this process (several stores may share a dir): held, or just released,
+  // and the lease says which. (Judged by a set of the locks held, it raced their release: another
+  // store of ours took a lock still held, and both wrote.)
+  if (pid === process.pid && !content.slice(content.indexOf(" ") + 1).startsWith(PROCESS_TOKEN)) return true;
   try {
     return Date.now() - (await stat(path)).mtimeMs > lease.staleMs;
   } catch {

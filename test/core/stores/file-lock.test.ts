@@ -9,6 +9,23 @@ import { codeOf, livePid, tempDir } from "../../helpers";
 const FAST = { staleMs: 400, heartbeatMs: 50 };
 
 describe("the file lock as a lease", () => {
+  it("has one holder at a time among stores of one process that share it, none losing it to another", async () => {
+    const path = join(await tempDir(), "store.lock");
+    let inside = 0;
+    let overlaps = 0;
+    let lost = 0;
+    const one = () =>
+      withFileLock(path, 10_000, async (lock) => {
+        if (++inside > 1) overlaps++;
+        await new Promise((r) => setImmediate(r));
+        if (!(await lock.stillHeld())) lost++;
+        inside--;
+      });
+    // Before: a store judged another's lock, held by our pid, left by an earlier process, and took it.
+    for (let round = 0; round < 150; round++) await Promise.all([one(), one(), one(), one()]);
+    expect({ overlaps, lost }).toEqual({ overlaps: 0, lost: 0 });
+  });
+
   it("takes at once a lock left with our pid and a token this process does not hold", async () => {
     const path = join(await tempDir(), "store.lock");
     await writeFile(path, `${process.pid} left-by-an-earlier-pid-1`);
