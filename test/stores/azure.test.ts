@@ -8,6 +8,7 @@ import { ClientSecretCredential } from "@azure/identity";
 import { SecretClient } from "@azure/keyvault-secrets";
 import { beforeEach, describe, expect, inject, it } from "vitest";
 import { createLogger } from "../../core/src/log";
+import { createRuntime } from "../../core/src/runtime";
 import type { SecretStore } from "../../core/src/secret-store";
 import {
   AzureKeyVaultSettings,
@@ -19,7 +20,7 @@ import {
 import { safeParse } from "../../core/src/validation";
 import { type AzureFault, FAKE_AZURE_IDENTITY, type FakeAzure, lazyFakeAzure } from "../fakes/azure";
 import { makeServerChain } from "../fakes/pki";
-import { codeOf, expectNoValueIn, listPages, secretValue, serveStore, tempDir } from "../helpers";
+import { codeOf, expectNoValueIn, listPages, newKey, secretValue, serveStore, tempDir } from "../helpers";
 
 const azure = lazyFakeAzure();
 const logs: string[] = [];
@@ -127,7 +128,8 @@ describe("azure_key_vault over the wire", () => {
   it("maps names to [0-9A-Za-z-], tags the name written, and refuses another name on the same key (case too)", async () => {
     const fake = await azure();
     const store = await open();
-    expect(store.keyOf("AZURE_API_KEY")).toBe("AZURE-API-KEY");
+    // The key the cache and the queues use is lower-cased, as the vault ignores case; calls keep it.
+    expect(store.keyOf("AZURE_API_KEY")).toBe("azure-api-key");
     expect(store.keyOf("litellm/team-a/key")).toBe("litellm-team-a-key");
     expect(store.keyOf("a.b@c+d=e")).toBe("a-b-c-d-e");
     const v = value("mapped");
@@ -191,7 +193,7 @@ describe("azure_key_vault over the wire", () => {
     const store = await open();
     const longest = `K_${"x".repeat(125)}`;
     expect(await store.put(longest, value("longest"))).toBe("created");
-    expect(fake.secret(store.keyOf(longest))?.name).toHaveLength(127);
+    expect(fake.secret(store.keyOf(longest))?.name).toBe(`K-${"x".repeat(125)}`);
     const before = fake.requests.length;
     const tooLong = `${longest}y`;
     expect(await codeOf(store.get(tooLong))).toBe("invalid_name");
@@ -216,6 +218,33 @@ describe("azure_key_vault over the wire", () => {
     expect(await store.get("AZURE-API-KEY")).toBeUndefined();
     expect(await codeOf(store.put("AZURE-API-KEY", value("taken")))).toBe("name_conflict");
     expect((await store.get("AZURE_API_KEY"))?.value).toBe(ours);
+  });
+
+  it("through the cache: a write of A_B reaches a cached read of a_b (one vault secret, whatever the case)", async () => {
+    const fake = await azure();
+    const portal = value("portal-case");
+    fake.seed("Case-Key", portal);
+    const runtime = await createRuntime({
+      stores: [azureKeyVaultStore],
+      settings: {
+        env: {
+          ...fake.env(),
+          LITELLM_MASTER_KEY: newKey(),
+          LLM_SECRETS_CONFIG: "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n",
+        },
+      },
+      log,
+      audit: () => {},
+    });
+    try {
+      expect((await runtime.manager.get("case_key")).value).toBe(portal); // cached
+      await runtime.manager.put("CASE_KEY", value("written-in-upper-case"));
+      expect(fake.secret("case-key")?.name).toBe("Case-Key"); // one vault secret, now CASE_KEY's
+      // Before: served the portal value from the cache for its whole lifetime.
+      expect(await codeOf(Promise.resolve(runtime.manager.get("case_key")))).toBe("not_found");
+    } finally {
+      await runtime.close();
+    }
   });
 
   it("deletes with beginDeleteSecret (recoverable, no purge), tags the tombstone, and recovers before writing again", async () => {

@@ -5,14 +5,15 @@
  * importing the core root loads no Azure SDK, and the SDK itself is imported when the store opens.
  *
  * Names (differs from LiteLLM, which passes names unchanged and so cannot read `AZURE_API_KEY`):
- * Key Vault takes `[0-9A-Za-z-]{1,127}`, case-insensitively. `keyOf` maps every other character to
- * `-`, so `AZURE_API_KEY` is the vault secret `AZURE-API-KEY`; a name longer than 127 characters is
+ * Key Vault takes `[0-9A-Za-z-]{1,127}`, case-insensitively. Every other character of a name maps
+ * to `-`, so `AZURE_API_KEY` is the vault secret `AZURE-API-KEY`; a name longer than 127 characters is
  * `400 invalid_name` here. The name we wrote is kept in the tag `llm-secrets:name`: a write or delete
  * whose secret holds another name (`AZURE-API-KEY` written as `AZURE_API_KEY`, or `a_b` as `A_B`) is
  * `409 name_conflict`, and a read of it finds nothing. A secret without that tag (made in the portal
  * as `AZURE-API-KEY`) is read for every name that maps onto it and adopted (tagged) by the first write.
- * `keyOf` keeps the case (the cache keys on it): `a_b` and `A_B` are two names of ours on one vault
- * secret, told apart by the tag.
+ * `keyOf` is lower-cased, as the vault ignores case: the cache and each secret's queue key on it, so
+ * a write of `A_B` reaches a cached read of `a_b` (two names of ours on one vault secret, told apart
+ * by the tag). Calls name the secret as written (`A-B`), so a secret we create keeps the case.
  *
  * - Read: `getSecret` (the latest version; `GET /secrets/{name}/`).
  * - Write: `setSecret` (a new version, with the caller's tags, else the previous version's, else
@@ -300,7 +301,7 @@ export class AzureKeyVaultStore implements SecretStore {
   readonly #now: () => number;
   readonly #pollMs: number;
   readonly #log: Logger;
-  /** Each secret's changes one after another (by lower-cased key: the vault ignores case). */
+  /** Each secret's changes one after another (by `keyOf`: the vault ignores case). */
   readonly #queues = new KeyedQueue();
 
   constructor(options: AzureKeyVaultOptions) {
@@ -310,9 +311,9 @@ export class AzureKeyVaultStore implements SecretStore {
     this.#log = options.log;
   }
 
-  /** Each character outside `[0-9A-Za-z-]` becomes `-` (`AZURE_API_KEY` -> `AZURE-API-KEY`). */
+  /** The vault's key of a name, lower-cased (Key Vault ignores case): `AZURE_API_KEY` -> `azure-api-key`. */
   keyOf(name: string): string {
-    return name.replace(/[^0-9A-Za-z-]/g, "-");
+    return vaultName(name).toLowerCase();
   }
 
   async get(name: string): Promise<SecretRecord | undefined> {
@@ -343,7 +344,7 @@ export class AzureKeyVaultStore implements SecretStore {
     const key = this.#key(name);
     const stamp = options.ifNewerThan ?? { at: this.#now() };
     const meta = options.meta;
-    return this.#queues.run(key.toLowerCase(), async () => {
+    return this.#queues.run(this.keyOf(name), async () => {
       try {
         // Whether this write still wins over what `key` holds (looked at again while a delete finishes).
         const wins = (found: Found): boolean => {
@@ -370,7 +371,7 @@ export class AzureKeyVaultStore implements SecretStore {
   async delete(name: string, options: DeleteOptions = {}): Promise<DeleteOutcome> {
     const key = this.#key(name);
     const stamp = options.ifNewerThan ?? { at: this.#now() };
-    return this.#queues.run(key.toLowerCase(), async () => {
+    return this.#queues.run(this.keyOf(name), async () => {
       try {
         const found = await this.#find(key);
         this.#refuseOtherOwner(found, name, key);
@@ -437,7 +438,7 @@ export class AzureKeyVaultStore implements SecretStore {
   /** The name a listed secret was written as: its tag, when the tag's name maps onto it, else the vault's name. */
   #nameOf(properties: SecretProperties): string {
     const owner = properties.tags?.[TAG_NAME];
-    return owner !== undefined && this.keyOf(owner).toLowerCase() === properties.name.toLowerCase()
+    return owner !== undefined && this.keyOf(owner) === properties.name.toLowerCase()
       ? owner
       : properties.name;
   }
@@ -463,9 +464,9 @@ export class AzureKeyVaultStore implements SecretStore {
       : `${link}${url.search === "" ? "?" : "&"}maxresults=${maxresults}`;
   }
 
-  /** The vault key of `name`, refused before any call when Key Vault cannot hold it. */
+  /** The vault name of `name`, refused before any call when Key Vault cannot hold it. */
   #key(name: string): string {
-    const key = this.keyOf(name);
+    const key = vaultName(name);
     if (key.length > MAX_NAME) throw new InvalidName(`Azure Key Vault takes names of at most ${MAX_NAME} characters`);
     return key;
   }
@@ -652,3 +653,8 @@ export const azureKeyVaultStore = {
     });
   },
 } as const satisfies StoreFactory<"azure_key_vault", typeof AzureKeyVaultSettings>;
+
+/** The vault secret a name is written as: each character outside `[0-9A-Za-z-]` becomes `-`. */
+function vaultName(name: string): string {
+  return name.replace(/[^0-9A-Za-z-]/g, "-");
+}
