@@ -8,15 +8,19 @@
  * - Key events: an SQS queue, its dead-letter queue after 5 receives, both keeping messages at most
  *   6 days (`LLM_SECRETS_MAX_EVENT_AGE`: an event must not outlive the tombstones that keep it from
  *   reviving a key), feeding the sqs function with ReportBatchItemFailures.
- * - A customer-managed KMS key (rotated yearly) that encrypts the secrets it writes.
+ * - A customer-managed KMS key (rotated yearly) that encrypts the secrets it writes and the master
+ *   key, and another that encrypts the two queues only: a producer needs GenerateDataKey and Decrypt
+ *   on the queues' key (SSE-KMS), and that grant must open no secret.
  * - IAM: reads only on the names the settings serve (`hostedKeys`, and the virtual-key prefix when
  *   virtual keys are stored); writes (create, put, update, restore, delete, tag, untag) only under the prefix, and
  *   none with `read_only`. No `*` action anywhere.
  * - Settings as environment: `LLM_SECRETS_CONFIG` (the store's part of config.yaml, from the props)
  *   and `LITELLM_MASTER_KEY` (generated into a secret of its own, read at deploy time).
+ * - Outputs: the API's URL and the HTTP function's ARN (what a caller's invoke policy names), the
+ *   queue's URL and ARN, the dead-letter queue's URL, the master key's secret and both keys' ARNs.
  * Store kind, prefix, access mode and hosted keys are synth-time props, so IAM is scoped at synth.
  */
-import { ArnFormat, Duration, Stack, type StackProps } from "aws-cdk-lib";
+import { ArnFormat, CfnOutput, Duration, Stack, type StackProps } from "aws-cdk-lib";
 import * as apigwv2 from "aws-cdk-lib/aws-apigatewayv2";
 import * as integrations from "aws-cdk-lib/aws-apigatewayv2-integrations";
 import * as iam from "aws-cdk-lib/aws-iam";
@@ -63,7 +67,11 @@ export const HTTP_TIMEOUT_SECONDS = 900;
 export class LlmSecretsStack extends Stack {
   readonly httpFunction: lambda.Function;
   readonly queue: sqs.Queue;
+  readonly deadLetters: sqs.Queue;
+  /** Encrypts the secrets it writes and the master key. */
   readonly key: kms.Key;
+  /** Encrypts the two queues, and nothing else: producers are granted its use. */
+  readonly queueKey: kms.Key;
 
   constructor(scope: Construct, id: string, props: LlmSecretsStackProps) {
     super(scope, id, props);
@@ -161,8 +169,9 @@ export class LlmSecretsStack extends Stack {
         );
       }
     }
-    // The key encrypts what we write and the queues; named actions only (grantEncryptDecrypt adds
-    // `kms:ReEncrypt*` and `kms:GenerateDataKey*`).
+    // The key encrypts what we write; named actions only (grantEncryptDecrypt adds `kms:ReEncrypt*`
+    // and `kms:GenerateDataKey*`). Decrypt also opens events queued under this key before the queues
+    // had a key of their own (a stack deployed before that change).
     role.addToPolicy(
       new iam.PolicyStatement({
         sid: "UseTheSecretsKey",
@@ -203,29 +212,75 @@ export class LlmSecretsStack extends Stack {
       logGroup: new logs.LogGroup(this, "KeyEventsLogs", { retention: logs.RetentionDays.ONE_MONTH }),
     });
 
+    // The queues' own key: a producer (the gateway's key hooks) sends under SSE-KMS with
+    // kms:GenerateDataKey and kms:Decrypt on it, which must not reach the secrets' key.
+    this.queueKey = new kms.Key(this, "QueueKey", {
+      description: "llm-secrets: encrypts the key-event queues",
+      enableKeyRotation: true,
+    });
     const retention = Duration.days(MAX_EVENT_AGE_DAYS);
-    const deadLetters = new sqs.Queue(this, "KeyEventsDeadLetters", {
+    this.deadLetters = new sqs.Queue(this, "KeyEventsDeadLetters", {
       retentionPeriod: retention,
       encryption: sqs.QueueEncryption.KMS,
-      encryptionMasterKey: this.key,
+      encryptionMasterKey: this.queueKey,
       enforceSSL: true,
     });
     this.queue = new sqs.Queue(this, "KeyEventsQueue", {
       retentionPeriod: retention,
       visibilityTimeout: Duration.seconds(6 * KEY_EVENTS_TIMEOUT_SECONDS), // six times the function's timeout (AWS's advice)
-      deadLetterQueue: { queue: deadLetters, maxReceiveCount: 5 },
+      deadLetterQueue: { queue: this.deadLetters, maxReceiveCount: 5 },
       encryption: sqs.QueueEncryption.KMS,
-      encryptionMasterKey: this.key,
+      encryptionMasterKey: this.queueKey,
       enforceSSL: true,
     });
+    // Grants the role the consumer's actions on the queue, and kms:Decrypt (only) on the queue key.
     keyEvents.addEventSource(new SqsEventSource(this.queue, { batchSize: 10, reportBatchItemFailures: true }));
 
     if ((props.entry ?? "function-url") === "function-url") {
-      this.httpFunction.addFunctionUrl({ authType: lambda.FunctionUrlAuthType.AWS_IAM });
+      const url = this.httpFunction.addFunctionUrl({ authType: lambda.FunctionUrlAuthType.AWS_IAM });
+      new CfnOutput(this, "FunctionUrl", {
+        description:
+          "The API's URL (IAM auth): callers sign with SigV4, need lambda:InvokeFunctionUrl and lambda:InvokeFunction on HttpFunctionArn, and send the master key in x-litellm-api-key",
+        value: url.url,
+      });
     } else {
-      new apigwv2.HttpApi(this, "HttpApi", {
+      const api = new apigwv2.HttpApi(this, "HttpApi", {
         defaultIntegration: new integrations.HttpLambdaIntegration("Http", this.httpFunction),
       });
+      new CfnOutput(this, "HttpApiUrl", {
+        description: "The API's URL (HTTP API, no IAM auth): callers send the master key in Authorization: Bearer",
+        value: api.apiEndpoint,
+      });
     }
+    new CfnOutput(this, "HttpFunctionArn", {
+      description:
+        "The HTTP function: the Resource of a caller's lambda:InvokeFunctionUrl and lambda:InvokeFunction grant",
+      value: this.httpFunction.functionArn,
+    });
+    new CfnOutput(this, "KeyEventsQueueUrl", {
+      description: "Where producers send key events, one JSON event per message (sqs:SendMessage)",
+      value: this.queue.queueUrl,
+    });
+    new CfnOutput(this, "KeyEventsQueueArn", {
+      description: "The Resource of a producer's sqs:SendMessage grant",
+      value: this.queue.queueArn,
+    });
+    new CfnOutput(this, "KeyEventsDeadLettersUrl", {
+      description: "Key events that failed or were refused 5 times; redrive them once the cause is fixed",
+      value: this.deadLetters.queueUrl,
+    });
+    new CfnOutput(this, "MasterKeySecretArn", {
+      description: "The Secrets Manager secret holding LITELLM_MASTER_KEY (the gateway's key for this API)",
+      value: masterKey.secretArn,
+    });
+    new CfnOutput(this, "SecretsKeyArn", {
+      description: "The KMS key of the secrets it writes (kms_key_id) and of the master key",
+      value: this.key.keyArn,
+    });
+    new CfnOutput(this, "QueueKeyArn", {
+      description:
+        "The KMS key of both queues: a producer needs kms:GenerateDataKey and kms:Decrypt on it (with kms:ViaService sqs.<region>.amazonaws.com)",
+      value: this.queueKey.keyArn,
+    });
   }
 }

@@ -4,6 +4,7 @@
 // makes (run against the AWS fake) granted on the name's resource.
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { App } from "aws-cdk-lib";
 import { Match, Template } from "aws-cdk-lib/assertions";
@@ -115,6 +116,77 @@ describe("the AWS stack", () => {
     expect(JSON.stringify(fn.Properties.Environment.Variables.LITELLM_MASTER_KEY)).toContain("resolve:secretsmanager");
   });
 
+  it("encrypts the queues with a key of their own, which the functions may only decrypt with; the secrets stay on the secrets key", () => {
+    const template = synth();
+    const keys = Object.keys(template.findResources("AWS::KMS::Key"));
+    const queueKey = keys.find((id) => id.startsWith("QueueKey"));
+    const secretsKey = keys.find((id) => id.startsWith("SecretsKey"));
+    expect(queueKey).toBeDefined();
+    expect(secretsKey).toBeDefined();
+    expect(queueKey).not.toBe(secretsKey);
+    template.hasResourceProperties("AWS::KMS::Key", {
+      Description: Match.stringLikeRegexp("queue"),
+      EnableKeyRotation: true,
+    });
+    const arnOf = (id: string | undefined) => ({ "Fn::GetAtt": [id, "Arn"] });
+    // Both queues under the queue key (a producer's grant on it covers no secret).
+    const queues = Object.values(template.findResources("AWS::SQS::Queue")) as {
+      Properties: { KmsMasterKeyId: unknown };
+    }[];
+    expect(queues).toHaveLength(2);
+    for (const q of queues) expect(q.Properties.KmsMasterKeyId).toEqual(arnOf(queueKey));
+    // The secrets, the master key and the store's kms_key_id under the secrets key.
+    const secret = Object.values(template.findResources("AWS::SecretsManager::Secret"))[0] as {
+      Properties: { KmsKeyId: unknown };
+    };
+    expect(secret.Properties.KmsKeyId).toEqual(arnOf(secretsKey));
+    const fn = Object.values(template.findResources("AWS::Lambda::Function"))[0] as {
+      Properties: { Environment: { Variables: { LLM_SECRETS_CONFIG: unknown } } };
+    };
+    const config = JSON.stringify(fn.Properties.Environment.Variables.LLM_SECRETS_CONFIG);
+    expect(config).toContain(secretsKey);
+    expect(config).not.toContain(queueKey);
+    // The functions' role may decrypt queued events, and do nothing else with the queue key.
+    const onQueueKey = statements(template).filter((s) => JSON.stringify(s.Resource).includes(`"${queueKey}"`));
+    expect(onQueueKey.flatMap(actionsOf)).toEqual(["kms:Decrypt"]);
+    // CreateSecret's condition names the secrets key, never the queue key.
+    const create = statements(template).filter((s) => actionsOf(s).includes("secretsmanager:CreateSecret"));
+    expect(JSON.stringify(create)).toContain(secretsKey);
+    expect(JSON.stringify(create)).not.toContain(queueKey);
+  });
+
+  it("outputs what a deployment hands on (the API's URL, the queues, the master key's secret, the keys), each described", () => {
+    const idOf = (template: Template, type: string, prefix: string) => {
+      const ids = Object.keys(template.findResources(type)).filter((id) => id.startsWith(prefix));
+      expect(ids, `${type} ${prefix}`).toHaveLength(1);
+      return ids[0] as string;
+    };
+    const expected = (template: Template, url: Record<string, unknown>) => ({
+      ...url,
+      HttpFunctionArn: { "Fn::GetAtt": [idOf(template, "AWS::Lambda::Function", "Http"), "Arn"] },
+      // An SQS queue's Ref is its URL; a secret's is its ARN.
+      KeyEventsQueueUrl: { Ref: idOf(template, "AWS::SQS::Queue", "KeyEventsQueue") },
+      KeyEventsQueueArn: { "Fn::GetAtt": [idOf(template, "AWS::SQS::Queue", "KeyEventsQueue"), "Arn"] },
+      KeyEventsDeadLettersUrl: { Ref: idOf(template, "AWS::SQS::Queue", "KeyEventsDeadLetters") },
+      MasterKeySecretArn: { Ref: idOf(template, "AWS::SecretsManager::Secret", "MasterKey") },
+      SecretsKeyArn: { "Fn::GetAtt": [idOf(template, "AWS::KMS::Key", "SecretsKey"), "Arn"] },
+      QueueKeyArn: { "Fn::GetAtt": [idOf(template, "AWS::KMS::Key", "QueueKey"), "Arn"] },
+    });
+    const valuesOf = (template: Template) => {
+      const outputs = template.findOutputs("*") as Record<string, { Value: unknown; Description?: string }>;
+      for (const [name, o] of Object.entries(outputs)) expect(o.Description?.length ?? 0, name).toBeGreaterThan(20);
+      return Object.fromEntries(Object.entries(outputs).map(([name, o]) => [name, o.Value]));
+    };
+    const url = synth();
+    expect(valuesOf(url)).toEqual(
+      expected(url, { FunctionUrl: { "Fn::GetAtt": [idOf(url, "AWS::Lambda::Url", "Http"), "FunctionUrl"] } }),
+    );
+    const api = synth({ entry: "http-api" });
+    expect(valuesOf(api)).toEqual(
+      expected(api, { HttpApiUrl: { "Fn::GetAtt": [idOf(api, "AWS::ApiGatewayV2::Api", "HttpApi"), "ApiEndpoint"] } }),
+    );
+  });
+
   it("lists names only when asked (listNames): ListSecrets alone, on the resource AWS requires", () => {
     const listing = (t: Template) => statements(t).filter((s) => actionsOf(s).includes("secretsmanager:ListSecrets"));
     expect(listing(synth())).toEqual([]);
@@ -216,6 +288,10 @@ describe("the AWS stack", () => {
       env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("AWS_"))),
     });
     expect(run.status, run.stderr.slice(-600)).toBe(0);
-    expect(existsSync(join(out, "LlmSecrets.template.json"))).toBe(true);
+    const file = join(out, "LlmSecrets.template.json");
+    expect(existsSync(file)).toBe(true);
+    // `cdk deploy` shows these once the stack is up.
+    const outputs = Object.keys((JSON.parse(await readFile(file, "utf8")) as { Outputs?: object }).Outputs ?? {});
+    expect(outputs).toEqual(expect.arrayContaining(["FunctionUrl", "KeyEventsQueueUrl", "MasterKeySecretArn"]));
   }, 150_000);
 });
