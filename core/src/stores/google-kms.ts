@@ -23,7 +23,7 @@ import {
   type SecretStore,
   type StoreFactory,
 } from "../secret-store";
-import { classifyBackendError, GrpcCode, NotSupported, StoreCorrupt } from "../store-errors";
+import { classifyBackendError, GrpcCode, NotSupported, StoreCorrupt, StoreUnavailable } from "../store-errors";
 import { endpointUrl, googleCallOptions, googleTlsOptions } from "./google-config";
 import { loadSdk } from "./load-sdk";
 
@@ -74,6 +74,7 @@ export class GoogleKmsStore implements SecretStore {
     if (!isCanonicalBase64(sealed)) {
       throw new StoreCorrupt(`the environment variable ${name} is not canonical base64 KMS ciphertext`);
     }
+    await this.#ready();
     try {
       const [out] = await this.client.decrypt(
         { name: this.keyName, ciphertext: Buffer.from(sealed, "base64") },
@@ -88,6 +89,32 @@ export class GoogleKmsStore implements SecretStore {
         });
       }
       throw classifyBackendError(err, "google kms decrypt");
+    }
+  }
+
+  /**
+   * Sets up the client (its credentials and channel) before the call, as a typed error when it
+   * cannot. Every RPC method of the library starts with `this.initialize().catch((err) => { throw
+   * err; })`, which leaves a rejection no one handles when the credentials cannot be loaded, and
+   * Node ends the process (googleapis/google-cloud-node#4747): awaited here first, `decrypt` is
+   * called only on a client set up. The library keeps the failed setup's rejected promise and would
+   * answer every later call with it: it is dropped, so the next get loads the credentials again.
+   */
+  async #ready(): Promise<void> {
+    const stub = this.client.initialize();
+    try {
+      await stub;
+    } catch (err) {
+      if (this.client.keyManagementServiceStub === stub) this.client.keyManagementServiceStub = undefined;
+      const typed = classifyBackendError(err, "google kms decrypt");
+      // What the classifier cannot name (no credentials found, a key file that is not one): this
+      // setting up cannot work here. The library's message (a path) is not repeated.
+      throw typed.code !== "internal"
+        ? typed
+        : new StoreUnavailable(
+            "google kms decrypt: the Google client could not be set up (check its credentials: GOOGLE_APPLICATION_CREDENTIALS, Application Default Credentials)",
+            { cause: err },
+          );
     }
   }
 

@@ -49,7 +49,7 @@
  */
 import type * as Sdk from "@google-cloud/secret-manager";
 import * as z from "zod/mini";
-import { InvalidInput, InvalidName } from "../errors";
+import { InvalidInput, InvalidName, type SecretsError } from "../errors";
 import { isValidName } from "../names";
 import {
   type ChangeStamp,
@@ -142,6 +142,7 @@ export class GoogleSecretManagerStore implements SecretStore {
 
   async get(name: string): Promise<SecretRecord | undefined> {
     const path = this.#path(name);
+    await this.#ready("google secret manager get");
     // The secret itself (whose it is, whether it is marked deleted, its labels) asked at the same
     // time as its latest version: one round trip. The version decides first.
     const meta = this.#client.getSecret({ name: path }, this.#call).then(
@@ -206,6 +207,7 @@ export class GoogleSecretManagerStore implements SecretStore {
       // defaults; checked only then (defaults a live secret never takes are not its concern).
       const labelsOfNew = () => labels ?? checkedLabels(meta?.whenCreated?.tags);
       const ours = checkedAnnotations(undefined, annotations(name, stamp, false));
+      await this.#ready("google secret manager put");
       let found = await this.#find(name);
       let created = false;
       if (found === undefined) {
@@ -239,6 +241,7 @@ export class GoogleSecretManagerStore implements SecretStore {
     try {
       const ours = annotations(name, stamp, true);
       if (!this.#purge) checkedAnnotations(undefined, ours); // a purge records nothing
+      await this.#ready("google secret manager delete");
       let found = await this.#find(name);
       if (found === undefined) {
         if (options.ifNewerThan === undefined || this.#purge) return "absent";
@@ -269,6 +272,7 @@ export class GoogleSecretManagerStore implements SecretStore {
   async list(options: ListOptions): Promise<NamePage> {
     const prefix = options.prefix ?? "";
     try {
+      await this.#ready("google secret manager list");
       const [secrets, , response] = await this.#client.listSecrets(
         {
           parent: `projects/${this.#project}`,
@@ -299,6 +303,26 @@ export class GoogleSecretManagerStore implements SecretStore {
   }
 
   // ---------------------------------------------------------------------------------------------
+
+  /**
+   * Sets up the client (its credentials and channel) before an operation's first call, as a typed
+   * error when it cannot. Every RPC method of the library starts with `this.initialize().catch((err)
+   * => { throw err; })`, which leaves a rejection no one handles when the credentials cannot be
+   * loaded, and Node ends the process (googleapis/google-cloud-node#4747): awaited here first, a
+   * call is made only on a client set up. The library keeps the failed setup's rejected promise and
+   * would answer every later call with it: it is dropped, so the next operation loads the
+   * credentials again.
+   */
+  async #ready(what: string): Promise<void> {
+    const client = this.#client;
+    const stub = client.initialize();
+    try {
+      await stub;
+    } catch (err) {
+      if (client.secretManagerServiceStub === stub) client.secretManagerServiceStub = undefined;
+      throw setupError(err, what);
+    }
+  }
 
   /** The secret's resource name, refused before any call when its id is longer than Google takes. */
   #path(name: string): string {
@@ -414,6 +438,22 @@ function checkedLabels(tags: Readonly<Record<string, string>> | undefined): Reco
     }
   }
   return { ...tags };
+}
+
+/**
+ * A client that could not be set up: what the classifier makes of it (a key file missing or
+ * unreadable is `store_unavailable`, a network failure reaching the metadata server
+ * `backend_unavailable`), else `store_unavailable` (no credentials found, a key file that is not
+ * one, another universe domain): this setting up cannot work here. The library's message (a path)
+ * is not repeated.
+ */
+function setupError(err: unknown, what: string): SecretsError {
+  const typed = classifyBackendError(err, what);
+  if (typed.code !== "internal") return typed;
+  return new StoreUnavailable(
+    `${what}: the Google client could not be set up (check its credentials: GOOGLE_APPLICATION_CREDENTIALS, Application Default Credentials)`,
+    { cause: err },
+  );
 }
 
 function codeOf(err: unknown): unknown {
