@@ -438,9 +438,7 @@ export class AzureKeyVaultStore implements SecretStore {
   /** The name a listed secret was written as: its tag, when the tag's name maps onto it, else the vault's name. */
   #nameOf(properties: SecretProperties): string {
     const owner = properties.tags?.[TAG_NAME];
-    return owner !== undefined && this.keyOf(owner) === properties.name.toLowerCase()
-      ? owner
-      : properties.name;
+    return owner !== undefined && this.keyOf(owner) === properties.name.toLowerCase() ? owner : properties.name;
   }
 
   /**
