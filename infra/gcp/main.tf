@@ -272,3 +272,13 @@ resource "google_cloud_run_service_iam_member" "push_invoker" {
   role     = "roles/run.invoker"
   member   = "serviceAccount:${google_service_account.functions.email}"
 }
+
+# The gateways that call the API: Cloud Run checks roles/run.invoker on the HTTP function's service
+# before the request reaches it (the ID token in Authorization).
+resource "google_cloud_run_service_iam_member" "http_invoker" {
+  for_each = toset(var.invoker_members)
+  location = var.region
+  service  = google_cloudfunctions2_function.http.name
+  role     = "roles/run.invoker"
+  member   = each.value
+}

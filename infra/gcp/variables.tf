@@ -47,3 +47,9 @@ variable "ingress" {
   type        = string
   default     = "ALLOW_INTERNAL_ONLY"
 }
+
+variable "invoker_members" {
+  description = "Who may call the HTTP function (roles/run.invoker on its service), e.g. [\"serviceAccount:litellm@my-project.iam.gserviceaccount.com\"]. Empty: grant it outside this module."
+  type        = list(string)
+  default     = []
+}

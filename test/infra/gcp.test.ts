@@ -196,11 +196,24 @@ describe("the Google deployment", () => {
     }
   });
 
+  it("lets the callers of invoker_members invoke the HTTP function (roles/run.invoker on its service), no one by default", () => {
+    const invoker = resource("google_cloud_run_service_iam_member", "http_invoker");
+    expect(invoker).toMatchObject({
+      for_each: hcl("toset(var.invoker_members)"),
+      location: hcl("var.region"),
+      service: hcl("google_cloudfunctions2_function.http.name"),
+      role: "roles/run.invoker",
+      member: hcl("each.value"),
+    });
+    expect(variables.invoker_members?.[0]).toMatchObject({ type: hcl("list(string)"), default: [] });
+  });
+
   it("takes its settings as variables, with access_mode checked", () => {
     expect(Object.keys(variables).sort()).toEqual(
       [
         "access_mode",
         "ingress",
+        "invoker_members",
         "master_key_secret",
         "prefix_for_stored_virtual_keys",
         "project",
