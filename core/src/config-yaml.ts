@@ -14,7 +14,11 @@
  *   !!timestamp (PyYAML makes date/datetime objects);
  * - !!binary, !!set, !!omap, !!pairs and every other tag are parse errors, like unknown tags in
  *   safe_load (PyYAML gives bytes, set and lists of tuples for the first four);
- * - ints beyond 2^53 lose precision (JavaScript numbers), as they would in JSON;
+ * - ints beyond 2^53 lose precision (JavaScript numbers), as they would in JSON; but the numbers of
+ *   `environment_variables` become the text Python's `str()` gives them (LiteLLM writes
+ *   `os.environ[key] = str(value)`): `1.0` is "1.0", `1e+16`'s float "1e+16", a 24-digit int exact.
+ *   A number there is most often a key (a salt key made by `date +%s%N`), and one digit off would
+ *   derive another key than LiteLLM's;
  * - a plain `=` or `<<` as a value is a string (safe_load has no constructor for them and fails), and
  *   `! 123` is the string "123" as YAML says (PyYAML resolves it as if untagged);
  * - a mapping or sequence used as a key is an error (PyYAML: "unhashable key"), and more than
@@ -31,6 +35,7 @@ import {
   isSeq,
   LineCounter,
   parseDocument,
+  Scalar,
   type ScalarTag,
   visit,
   YAMLParseError,
@@ -177,6 +182,14 @@ export function parseConfigYaml(text: string): unknown {
       }
     },
   });
+  const variables = doc.get("environment_variables", true);
+  if (isMap(variables)) {
+    for (const pair of variables.items) {
+      const v = target(pair.value);
+      // A new node, so an anchor it came from keeps its number elsewhere.
+      if (isScalar(v) && typeof v.value === "number") pair.value = new Scalar(pythonStr(v));
+    }
+  }
   let value: unknown;
   try {
     value = doc.toJS({ mapAsMap: true, maxAliasCount: 10_000 });
@@ -185,6 +198,40 @@ export function parseConfigYaml(text: string): unknown {
     throw err;
   }
   return plain(value);
+}
+
+/** What Python's `str()` gives a number safe_load read: ints exact, floats as `repr` writes them. */
+function pythonStr(node: Scalar): string {
+  const value = node.value as number;
+  const source = node.source ?? String(value);
+  const float = node.tag === `${TAG}float` || (node.tag !== `${TAG}int` && FLOAT.test(source));
+  if (float) return pythonFloatRepr(value);
+  if (Number.isSafeInteger(value)) return String(value);
+  const [sign, s] = signed(source);
+  const digits = s.includes(":")
+    ? s.split(":").reduce((sum, part) => sum * 60n + BigInt(part), 0n)
+    : BigInt(/^0[0-7]+$/.test(s) ? `0o${s.slice(1)}` : s.replace(/^0([oO])/, "0o"));
+  return String(sign < 0 ? -digits : digits);
+}
+
+/** Python's `repr(float)`: the shortest digits that read back, in exponent form below 1e-4 and from 1e16. */
+export function pythonFloatRepr(n: number): string {
+  if (Number.isNaN(n)) return "nan";
+  if (!Number.isFinite(n)) return n > 0 ? "inf" : "-inf";
+  if (n === 0) return Object.is(n, -0) ? "-0.0" : "0.0";
+  const [mantissa = "", exponent = "0"] = Math.abs(n).toExponential().split("e");
+  const digits = mantissa.replace(".", "");
+  const exp = Number(exponent);
+  let text: string;
+  if (exp < -4 || exp >= 16) {
+    const head = digits.length > 1 ? `${digits[0]}.${digits.slice(1)}` : digits;
+    text = `${head}e${exp < 0 ? "-" : "+"}${String(Math.abs(exp)).padStart(2, "0")}`;
+  } else if (exp >= 0) {
+    text = `${digits.slice(0, exp + 1).padEnd(exp + 1, "0")}.${digits.slice(exp + 1) || "0"}`;
+  } else {
+    text = `0.${"0".repeat(-exp - 1)}${digits}`;
+  }
+  return n < 0 ? `-${text}` : text;
 }
 
 /** Maps (keys as resolved: true, 1, null) to objects with String(key) keys, the last duplicate winning. */

@@ -334,6 +334,60 @@ describe.skipIf(PYTHON === undefined)("parseConfigYaml and PyYAML's safe_load", 
   });
 });
 
+describe.skipIf(PYTHON === undefined)(
+  "environment_variables as LiteLLM writes them: os.environ[key] = str(value)",
+  () => {
+    it("holds each number as the text Python's str() gives it: floats as repr, ints exact", () => {
+      const values = [
+        "1.0",
+        "-2.50",
+        "1.0e+3",
+        "1.5e-7",
+        "0.0001",
+        "123456789012345.6",
+        "1234567890123456.0",
+        "-0.0",
+        ".inf",
+        "-.Inf",
+        ".NaN",
+        "1:30.5",
+        "0",
+        "-17",
+        "1_000",
+        "0x1F",
+        "0b1010",
+        "017",
+        "1:30",
+        "9007199254740993",
+        "1730000000123456789",
+        "-123456789012345678901234",
+        "0x123456789abcdef0123",
+        "!!float 3",
+        "!!int '42'",
+      ];
+      const doc = `environment_variables:\n${values.map((v, i) => `  V${i}: ${v}\n`).join("")}  S: "1.0"\n  B: yes\n`;
+      const run = spawnSync(
+        PYTHON as string,
+        [
+          "-c",
+          "import json,sys,yaml; d=yaml.safe_load(sys.stdin)['environment_variables']; print(json.dumps({k: str(v) for k, v in d.items()}))",
+        ],
+        { input: doc, encoding: "utf8" },
+      );
+      expect(run.status, run.stderr).toBe(0);
+      const python = JSON.parse(run.stdout) as Record<string, string>;
+      const config = parseConfigYaml(doc) as { environment_variables: Record<string, unknown> };
+      const numbers = Object.fromEntries(Object.entries(python).filter(([k]) => k.startsWith("V")));
+      expect(
+        Object.fromEntries(Object.entries(config.environment_variables).filter(([k]) => k.startsWith("V"))),
+      ).toEqual(numbers);
+      expect(numbers.V20).toBe("1730000000123456789"); // a salt key made by date +%s%N, every digit kept
+      // Strings and booleans are left to settings (which writes True and False as Python does).
+      expect(config.environment_variables).toMatchObject({ S: "1.0", B: true });
+    });
+  },
+);
+
 /** The yaml library's parse with a given schema, or ERROR where it throws. */
 function library(doc: string, schema: "core" | "yaml-1.1"): unknown {
   try {
