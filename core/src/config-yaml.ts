@@ -215,7 +215,7 @@ function pythonStr(node: Scalar): string {
 }
 
 /** Python's `repr(float)`: the shortest digits that read back, in exponent form below 1e-4 and from 1e16. */
-export function pythonFloatRepr(n: number): string {
+function pythonFloatRepr(n: number): string {
   if (Number.isNaN(n)) return "nan";
   if (!Number.isFinite(n)) return n > 0 ? "inf" : "-inf";
   if (n === 0) return Object.is(n, -0) ? "-0.0" : "0.0";
