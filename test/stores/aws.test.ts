@@ -910,7 +910,7 @@ describe("the region, as LiteLLM resolves it", () => {
 });
 
 describe("aws_kms", () => {
-  it("decrypts base64 KMS ciphertext from the environment, aws_kms/ prefixed or not, trimmed", async () => {
+  it("decrypts base64 KMS ciphertext from the environment, aws_kms/ prefixed or not, trimmed or wrapped", async () => {
     const fake = await aws();
     const v = value("kms");
     const blob = fake.encrypt(`  ${v}\n`).toString("base64");
@@ -919,12 +919,16 @@ describe("aws_kms", () => {
       deps({
         PLAIN: blob,
         PREFIXED: `aws_kms/${blob}`,
+        // As `base64` prints it (76 columns), which LiteLLM's b64decode takes: whitespace is skipped.
+        WRAPPED: `aws_kms/${blob.replace(/(.{76})/g, "$1\n")}\n`,
         NOT_B64: "hello world",
         TAMPERED: `${blob.slice(0, -8)}AAAAAAA=`,
       }),
     );
     expect((await store.get("PLAIN"))?.value).toBe(v);
     expect((await store.get("PREFIXED"))?.value).toBe(v);
+    expect(blob.length).toBeGreaterThan(76);
+    expect((await store.get("WRAPPED"))?.value).toBe(v);
     expect(await store.get("ABSENT")).toBeUndefined();
     expect(await codeOf(store.get("NOT_B64"))).toBe("store_corrupt");
     expect(await codeOf(store.get("TAMPERED"))).toBe("store_corrupt");

@@ -55,6 +55,8 @@ export class AwsKmsStore implements SecretStore {
     let sealed = envValue(this.env, name)?.trim();
     if (sealed === undefined) return undefined;
     if (sealed.startsWith(PREFIX)) sealed = sealed.slice(PREFIX.length);
+    // LiteLLM's base64.b64decode skips whitespace inside (a value wrapped by `base64` at 76 columns).
+    sealed = sealed.replace(/\s+/g, "");
     if (!BASE64.test(sealed) || sealed.length % 4 !== 0) {
       throw new StoreCorrupt(`the environment variable ${name} is not base64 KMS ciphertext`);
     }
