@@ -1,6 +1,6 @@
 // `npx cdk synth` in infra/aws: builds functions/aws/dist first (a clean clone has none), then the stack.
 // Settings come from CDK context: -c storeKind=aws_kms -c accessMode=read_only -c hostedKeys=A,B -c listNames=true
-// -c prefix=team/ -c entry=http-api.
+// -c prefix=team/ -c entry=http-api -c refreshInterval=300.
 import { join } from "node:path";
 import { App } from "aws-cdk-lib";
 import * as lambda from "aws-cdk-lib/aws-lambda";
@@ -21,5 +21,6 @@ new LlmSecretsStack(app, context("stackName") ?? "LlmSecrets", {
   prefix: context("prefix"),
   entry: context("entry") as "function-url" | "http-api" | undefined,
   listNames: context("listNames") === "true",
+  refreshIntervalSeconds: context("refreshInterval") === undefined ? undefined : Number(context("refreshInterval")),
 });
 app.synth();

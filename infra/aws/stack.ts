@@ -15,7 +15,8 @@
  *   virtual keys are stored); writes (create, put, update, restore, delete, tag, untag) only under the prefix, and
  *   none with `read_only`. No `*` action anywhere.
  * - Settings as environment: `LLM_SECRETS_CONFIG` (the store's part of config.yaml, from the props)
- *   and `LITELLM_MASTER_KEY` (generated into a secret of its own, read at deploy time).
+ *   and `LITELLM_MASTER_KEY` (generated into a secret of its own, read at deploy time); the HTTP
+ *   function's cache lives `refreshIntervalSeconds` (300 s), since key events reach another function.
  * - Outputs: the API's URL and the HTTP function's ARN (what a caller's invoke policy names), the
  *   queue's URL and ARN, the dead-letter queue's URL, the master key's secret and both keys' ARNs.
  * Store kind, prefix, access mode and hosted keys are synth-time props, so IAM is scoped at synth.
@@ -52,6 +53,12 @@ export interface LlmSecretsStackProps extends StackProps {
    * resource: the function then sees every secret's name (never a value) in the account and region.
    */
   listNames?: boolean;
+  /**
+   * The HTTP function's cache lifetime in seconds (`SECRET_MANAGER_REFRESH_INTERVAL`); default 300.
+   * A key event updates only the cache of the key-events function that applied it: the HTTP
+   * function's instances serve what they cached until this runs out (0: no cache).
+   */
+  refreshIntervalSeconds?: number;
 }
 
 /** `LLM_SECRETS_MAX_EVENT_AGE`'s default: no queue keeps an event longer. */
@@ -63,6 +70,11 @@ export const KEY_EVENTS_TIMEOUT_SECONDS = 120;
  * upstream (SPEC section 8), so that wait ends in forward's 504, not in Lambda's timeout.
  */
 export const HTTP_TIMEOUT_SECONDS = 900;
+/**
+ * The HTTP function's cache lifetime by default: how long a virtual key deleted by a key event may
+ * still be served (the general default, a day, would be that long).
+ */
+export const HTTP_REFRESH_INTERVAL_SECONDS = 300;
 
 export class LlmSecretsStack extends Stack {
   readonly httpFunction: lambda.Function;
@@ -79,6 +91,10 @@ export class LlmSecretsStack extends Stack {
     const accessMode = props.accessMode ?? "read_and_write";
     const prefix = (props.prefix ?? "litellm/").replace(/\/?$/, "/");
     const writes = accessMode !== "read_only";
+    const refreshInterval = props.refreshIntervalSeconds ?? HTTP_REFRESH_INTERVAL_SECONDS;
+    if (!Number.isSafeInteger(refreshInterval) || refreshInterval < 0) {
+      throw new Error(`refreshIntervalSeconds: expected a whole number of seconds, got ${refreshInterval}`);
+    }
 
     this.key = new kms.Key(this, "SecretsKey", {
       description: "llm-secrets: encrypts the secrets it writes",
@@ -198,6 +214,9 @@ export class LlmSecretsStack extends Stack {
     };
     this.httpFunction = new lambda.Function(this, "Http", {
       ...common,
+      // Its cache is not told of key events (another function applies them): a deleted virtual key
+      // stays readable here until its entry expires, so entries live minutes, not a day.
+      environment: { ...environment, SECRET_MANAGER_REFRESH_INTERVAL: String(refreshInterval) },
       handler: "index.http",
       // A forwarded completion may take minutes (forward waits up to 600 s); an HTTP API cuts at 30 s.
       timeout: Duration.seconds(HTTP_TIMEOUT_SECONDS),

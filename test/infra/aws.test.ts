@@ -187,6 +187,21 @@ describe("the AWS stack", () => {
     );
   });
 
+  it("gives the HTTP function a 300 s cache lifetime (refreshIntervalSeconds), so a key revoked by an event stops being served within it", () => {
+    const refreshOf = (template: Template, handler: string) => {
+      const fn = Object.values(template.findResources("AWS::Lambda::Function")).find(
+        (f) => (f as { Properties: { Handler: string } }).Properties.Handler === handler,
+      ) as { Properties: { Environment: { Variables: Record<string, unknown> } } };
+      return fn.Properties.Environment.Variables.SECRET_MANAGER_REFRESH_INTERVAL;
+    };
+    const template = synth();
+    expect(refreshOf(template, "index.http")).toBe("300");
+    // The key-events function serves no reads: its cache keeps the general default.
+    expect(refreshOf(template, "index.sqs")).toBeUndefined();
+    expect(refreshOf(synth({ refreshIntervalSeconds: 0 }), "index.http")).toBe("0");
+    expect(() => synth({ refreshIntervalSeconds: 1.5 })).toThrow(/refreshIntervalSeconds/);
+  });
+
   it("lists names only when asked (listNames): ListSecrets alone, on the resource AWS requires", () => {
     const listing = (t: Template) => statements(t).filter((s) => actionsOf(s).includes("secretsmanager:ListSecrets"));
     expect(listing(synth())).toEqual([]);
