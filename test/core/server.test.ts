@@ -190,6 +190,36 @@ describe("over a real socket", () => {
     expect(ok.status).toBe(201);
   });
 
+  it("answers a request no URL can be made of in the API's shape, with its log line; HTTP/1.0 without Host is served", async () => {
+    const { createConnection } = await import("node:net");
+    const exchange = (request: string) =>
+      new Promise<string>((resolve, reject) => {
+        const u = new URL(server.url);
+        const socket = createConnection({ host: u.hostname, port: Number(u.port) }, () => socket.end(request));
+        let got = "";
+        socket.on("data", (d) => {
+          got += d;
+        });
+        socket.on("end", () => resolve(got));
+        socket.on("error", reject);
+      });
+    const health = await exchange("GET /health HTTP/1.0\r\n\r\n");
+    expect(health).toMatch(/^HTTP\/1\.1 200 /);
+    for (const request of [
+      "GET /v1/secrets/T1 HTTP/1.1\r\nHost: a/b\r\nConnection: close\r\n\r\n",
+      "GET /v1\\secrets\\T1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    ]) {
+      const logged = ctx.logs.length;
+      const answer = await exchange(request);
+      expect(answer, request).toMatch(/^HTTP\/1\.1 400 /);
+      expect(answer).toMatch(/cache-control: no-store/i);
+      expect(JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4)).error.code).toBe("invalid_request");
+      expect(ctx.logs.slice(logged).map((l) => JSON.parse(l))).toEqual([
+        expect.objectContaining({ msg: "request", status: 400, code: "invalid_request" }),
+      ]);
+    }
+  });
+
   it("answers 413 to a streamed body over 1 MiB, and stores nothing", async () => {
     const body = JSON.stringify({ value: "y".repeat(1024 * 1024 + 10) });
     const res = await raw(server.url, {
