@@ -220,6 +220,32 @@ describe("over a real socket", () => {
     }
   });
 
+  it("a body the client stops sending is client_closed in the audit and the request line, not a body that is not UTF-8", async () => {
+    const { createConnection } = await import("node:net");
+    const u = new URL(server.url);
+    const [audited, logged] = [ctx.audits.length, ctx.logs.length];
+    const socket = createConnection({ host: u.hostname, port: Number(u.port) });
+    await new Promise((r) => socket.once("connect", r));
+    socket.write(
+      `PUT /v1/secrets/HALF_SENT HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${ctx.masterKey}\r\nContent-Length: 30\r\n\r\n{"value":"abc`,
+    );
+    await new Promise((r) => setTimeout(r, 50));
+    socket.destroy();
+    await until("the audit line", () => ctx.audits.length > audited);
+    expect(JSON.parse(ctx.audits[audited] as string)).toMatchObject({
+      audit: "write",
+      name: "HALF_SENT",
+      outcome: "client_closed",
+    });
+    await until("the request line", () => ctx.logs.slice(logged).some((l) => l.includes("HALF_SENT")));
+    const line = ctx.logs.slice(logged).find((l) => l.includes("HALF_SENT")) as string;
+    expect(JSON.parse(line)).toMatchObject({ method: "PUT", status: 499, code: "client_closed" });
+    expect(ctx.logs.slice(logged).join("\n")).not.toContain("unexpected error");
+    expect((await raw(server.url, { method: "GET", path: "/v1/secrets/HALF_SENT", token: ctx.masterKey })).status).toBe(
+      404,
+    );
+  });
+
   it("answers 413 to a streamed body over 1 MiB, and stores nothing", async () => {
     const body = JSON.stringify({ value: "y".repeat(1024 * 1024 + 10) });
     const res = await raw(server.url, {

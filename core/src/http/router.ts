@@ -162,8 +162,7 @@ export class Router {
       return;
     }
     // The audit line is written when the answer (or the error) is known.
-    const refused = (c: Ctx, err: unknown) =>
-      audit(auditEntry(c, auditSpec, err instanceof SecretsError ? err.code : "internal"));
+    const refused = (c: Ctx, err: unknown) => audit(auditEntry(c, auditSpec, outcomeOf(c, err)));
     const done = (c: Ctx) => {
       audit(auditEntry(c, auditSpec, "ok"));
       c.env.audited = true;
@@ -211,7 +210,7 @@ export class Router {
     for (const route of this.#methods) {
       const auditSpec = route.audits.get(method);
       if (auditSpec && (route.pattern.test(c.req.path) || (raw !== undefined && route.pattern.test(raw)))) {
-        this.audit(auditEntry(c, auditSpec, err instanceof SecretsError ? err.code : "internal"));
+        this.audit(auditEntry(c, auditSpec, outcomeOf(c, err)));
         return;
       }
     }
@@ -267,6 +266,12 @@ export class Router {
   }
 }
 
+/** A refusal's outcome: `client_closed` when the client hung up (its body stopped), else the error's code. */
+function outcomeOf(c: Ctx, err: unknown): string {
+  if (c.env?.raw?.clientClosed?.()) return "client_closed";
+  return err instanceof SecretsError ? err.code : "internal";
+}
+
 function auditEntry(c: Ctx, spec: AuditSpec, outcome: string) {
   let name: string | undefined;
   try {
@@ -306,11 +311,13 @@ function parse<T>(schema: z.ZodMiniType<T>, input: unknown, where: string): T {
 }
 
 async function readJson(c: Ctx): Promise<unknown> {
+  // A body that stops (the client gone, the server's request timeout) fails as it is: not as a
+  // body that is not UTF-8 (the request line says client_closed).
+  const bytes = await readBody(c);
   let text: string;
   try {
-    text = utf8.decode(await readBody(c));
-  } catch (err) {
-    if (err instanceof SecretsError) throw err;
+    text = utf8.decode(bytes);
+  } catch {
     throw new InvalidInput("the body is not valid UTF-8");
   }
   if (text.trim() === "") throw new InvalidInput("the body is empty: expected JSON");
