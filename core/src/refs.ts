@@ -49,8 +49,9 @@ export interface RefScan {
 
 /**
  * Counts the refs of `json`, refusing (before any store call) a document nested deeper than
- * `maxDepth` (`400 invalid_request`) or holding more than `maxRefs` ref occurrences
- * (`413 payload_too_large`): one small body repeating a ref must not cost unbounded work.
+ * `maxDepth` or holding a number it could not give back as written (`400 invalid_request`), or
+ * more than `maxRefs` ref occurrences (`413 payload_too_large`): one small body repeating a ref
+ * must not cost unbounded work.
  */
 export function scanRefs(json: unknown, limits: { maxDepth: number; maxRefs: number }): RefScan {
   const counts = new Map<string, number>();
@@ -63,6 +64,15 @@ export function scanRefs(json: unknown, limits: { maxDepth: number; maxRefs: num
       }
       counts.set(name, (counts.get(name) ?? 0) + 1);
       return;
+    }
+    if (
+      typeof node === "number" &&
+      !(Number.isFinite(node) && (Number.isSafeInteger(node) || !Number.isInteger(node)))
+    ) {
+      // What JSON.parse made of it would come back changed (null, or other digits), not the same JSON.
+      throw new InvalidInput(
+        "config holds a number that cannot be echoed exactly (infinite, or an integer past 2^53): send it as a string",
+      );
     }
     if (node === null || typeof node !== "object") return;
     if (depth >= limits.maxDepth) throw new InvalidInput(`config is nested deeper than ${limits.maxDepth} levels`);

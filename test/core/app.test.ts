@@ -277,6 +277,21 @@ describe("access_mode and hosted_keys", () => {
     expect(((await (await request("/v1/secrets/A")).json()) as { value: string }).value).toBe("seeded");
   });
 
+  it("resolve echoes every number exactly, or refuses one it could not (infinite, or an integer past 2^53)", async () => {
+    const { request } = await inProcessApp();
+    const post = (body: string) => request("/v1/resolve", { method: "POST", body });
+    const echoed = await post('{"config":{"rpm":1000,"temperature":0.7,"largest":9007199254740991,"tiny":1e-300}}');
+    expect(await echoed.text()).toBe(
+      '{"config":{"rpm":1000,"temperature":0.7,"largest":9007199254740991,"tiny":1e-300}}',
+    );
+    // Before: answered 200 with null, and with 1.2345678901234568e+29.
+    for (const body of ['{"config":{"x":1e400}}', '{"config":{"n":[123456789012345678901234567890]}}']) {
+      const res = await post(body);
+      expect(res.status, body).toBe(400);
+      expect((await errorOf(res)).code).toBe("invalid_request");
+    }
+  });
+
   it("write_only refuses reads, resolve and decrypt; encrypt still works", async () => {
     const { request } = await inProcessApp({ config: cfg("file", "    access_mode: write_only\n") });
     expect((await request("/v1/secrets/A", { method: "PUT", json: { value: "x" } })).status).toBe(201);
