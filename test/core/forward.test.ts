@@ -300,6 +300,15 @@ describe("POST /v1/forward/{model}/{path}", () => {
       const model = path.slice("/v1/forward/".length).split(/[/?]/, 1)[0];
       expect(audits.map((l) => JSON.parse(l).name)).toEqual([model]);
     }
+    // A prefix spelled with escapes is routed here decoded, but cut as sent: it reached the model
+    // its 12th character began (`/v1/%66orward/gpt/x` went to model `d`, path `/gpt/x`).
+    seen.length = 0;
+    for (const path of ["/v1/%66orward/gpt/v1/models", "/v1/forwar%64/gpt/v1/models"]) {
+      const res = await request(path, { method: "POST", json: {} });
+      expect(res.status, path).toBe(400);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe("invalid_request");
+    }
+    expect(seen).toEqual([]);
   });
 
   it("streams an SSE answer event by event: the first arrives before the upstream finishes", async () => {

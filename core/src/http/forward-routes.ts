@@ -42,6 +42,8 @@ const PREFIX = "/v1/forward/";
  * The rest goes right after the api_base (`/v1/forward/m?q` is the api_base with `?q`).
  */
 export function forwardTargetOf(rawPath: string): { modelName: string; rest: string } {
+  // Routed by the decoded path: `/v1/%66orward/...` would be cut 12 characters in, at another model.
+  if (!rawPath.startsWith(PREFIX)) throw new InvalidInput("not under the forward path as sent (/v1/forward/)");
   const after = rawPath.slice(PREFIX.length);
   const end = after.search(/[/?#]/);
   const encoded = end === -1 ? after : after.slice(0, end);
