@@ -222,6 +222,13 @@ describe("bad input gets its status and code, and changes nothing", () => {
         400,
         "invalid_request",
       ],
+      [
+        // An object cannot hold it: it was dropped, and the write answered 201 without it.
+        "a tag named __proto__",
+        () => request("/v1/secrets/A", { method: "PUT", body: `{"value":"${sent}","tags":{"__proto__":"x","k":"v"}}` }),
+        400,
+        "invalid_request",
+      ],
       ["array body", () => request("/v1/secrets/A", { method: "PUT", json: [sent] }), 400, "invalid_request"],
       ["bad refresh", () => request("/v1/secrets/KEEP?refresh=yes"), 400, "invalid_request"],
       ["resolve without config", () => request("/v1/resolve", { method: "POST", json: {} }), 400, "invalid_request"],

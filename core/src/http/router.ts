@@ -331,10 +331,26 @@ async function readJson(c: Ctx): Promise<unknown> {
   if (text.includes("\\u") && hasLoneSurrogate(value)) {
     throw new InvalidInput("the body holds a lone UTF-16 surrogate (\\uD800-\\uDFFF without its pair)");
   }
+  // JSON.parse makes it an own key, but validation skips it: a tag of that name was dropped unsaid.
+  if (text.includes("__proto__") && hasProtoKey(value)) {
+    throw new InvalidInput("the body holds a key named __proto__, which no object here can hold");
+  }
   return value;
 }
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** Whether a parsed body has an own `__proto__` key anywhere (walked with a stack, as below). */
+function hasProtoKey(value: unknown): boolean {
+  const pending = [value];
+  while (pending.length > 0) {
+    const node = pending.pop();
+    if (node === null || typeof node !== "object") continue;
+    if (!Array.isArray(node) && Object.hasOwn(node, "__proto__")) return true;
+    for (const child of Object.values(node)) pending.push(child); // not push(...): too many arguments
+  }
+  return false;
+}
 
 /** Walked with a stack, not recursion: JSON.parse takes nesting deeper than the call stack does. */
 function hasLoneSurrogate(value: unknown): boolean {
