@@ -5,7 +5,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { cleanEnv, dataFiles, expectNoValueIn, ServerProcess, tempDir } from "./helpers";
+import { cleanEnv, dataFiles, expectNoValueIn, ServerProcess, tempDir, until } from "./helpers";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
@@ -97,8 +97,20 @@ describe("README", () => {
       reads.forEach((step, i) => {
         expect(matches(again[i] as string, step.expected), step.command).toBe(true);
       });
+      // SIGTERM to npm alone (as `docker stop` sends it to PID 1) reaches the server, which stops
+      // as it says it does; before, the shell between them exited and left it serving, orphaned.
+      const npmExited = new Promise((resolve) => server.child.once("exit", resolve));
+      process.kill(server.child.pid as number, "SIGTERM");
+      await server.waitFor(/stopping: requests under way may finish/);
+      await npmExited;
+      await until("port 4000 to be free", async () => (await fetch(server.url).catch(() => undefined)) === undefined);
     } finally {
       await server.stop();
+      try {
+        process.kill(-(server.child.pid as number), "SIGKILL"); // whatever of npm's group is left
+      } catch {
+        // none
+      }
       output += server.output;
     }
 
