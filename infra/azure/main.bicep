@@ -15,6 +15,10 @@ param accessMode string = 'read_and_write'
 @description('prefix_for_stored_virtual_keys (Key Vault names map / to -).')
 param virtualKeyPrefix string = 'litellm/'
 
+@description('SECRET_MANAGER_REFRESH_INTERVAL: how long an instance serves a value from its cache (0: read the store every time); other instances than the one applying a key event keep serving the old value this long.')
+@minValue(0)
+param refreshIntervalSeconds int = 300
+
 @description('LITELLM_MASTER_KEY, kept as an app setting (use a Key Vault reference in production).')
 @secure()
 param masterKey string
@@ -84,6 +88,7 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
         { name: 'AzureWebJobsStorage', value: 'DefaultEndpointsProtocol=https;AccountName=${storage.name};AccountKey=${storage.listKeys().keys[0].value};EndpointSuffix=${environment().suffixes.storage}' }
         { name: 'AZURE_KEY_VAULT_URI', value: vault.properties.vaultUri }
         { name: 'LITELLM_MASTER_KEY', value: masterKey }
+        { name: 'SECRET_MANAGER_REFRESH_INTERVAL', value: string(refreshIntervalSeconds) }
         { name: 'LLM_SECRETS_CONFIG', value: '{"general_settings":{"key_management_system":"azure_key_vault","key_management_settings":{"access_mode":"${accessMode}","store_virtual_keys":true,"prefix_for_stored_virtual_keys":"${virtualKeyPrefix}"}}}' }
       ]
     }

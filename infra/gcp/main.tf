@@ -32,6 +32,8 @@ locals {
     GOOGLE_SECRET_MANAGER_PROJECT_ID = var.project
     LLM_SECRETS_CONFIG               = local.config
     GOOGLE_KMS_RESOURCE_NAME         = google_kms_crypto_key.secrets.id
+    # Every instance's cache lifetime: a key revoked by an event stops being served within it.
+    SECRET_MANAGER_REFRESH_INTERVAL = tostring(var.refresh_interval_seconds)
   }
   writes = var.access_mode != "read_only"
 }

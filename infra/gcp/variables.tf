@@ -53,3 +53,13 @@ variable "invoker_members" {
   type        = list(string)
   default     = []
 }
+
+variable "refresh_interval_seconds" {
+  description = "SECRET_MANAGER_REFRESH_INTERVAL: how long an instance serves a value from its cache (0: read the store every time). Other instances than the one applying a key event keep serving the old value this long."
+  type        = number
+  default     = 300
+  validation {
+    condition     = var.refresh_interval_seconds >= 0 && floor(var.refresh_interval_seconds) == var.refresh_interval_seconds
+    error_message = "refresh_interval_seconds is a whole number of seconds, 0 or more."
+  }
+}

@@ -18,7 +18,17 @@ const SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6";
 describe("the Azure deployment", () => {
   it("declares its parameters, and the parameters file sets only those", async () => {
     const declared = [...bicep.matchAll(/^param (\w+) /gm)].map((m) => m[1]);
-    expect(declared.sort()).toEqual(["accessMode", "location", "masterKey", "name", "virtualKeyPrefix"]);
+    expect(declared.sort()).toEqual([
+      "accessMode",
+      "location",
+      "masterKey",
+      "name",
+      "refreshIntervalSeconds",
+      "virtualKeyPrefix",
+    ]);
+    // Instances other than the one applying a key event serve a revoked key this long, not a day.
+    expect(bicep).toMatch(/@minValue\(0\)\nparam refreshIntervalSeconds int = 300\n/);
+    expect(bicep).toContain("{ name: 'SECRET_MANAGER_REFRESH_INTERVAL', value: string(refreshIntervalSeconds) }");
     expect(bicep).toMatch(/@secure\(\)\nparam masterKey string/);
     const file = JSON.parse(await readFile(join(DIR, "main.parameters.json"), "utf8"));
     for (const key of Object.keys(file.parameters)) expect(declared).toContain(key);

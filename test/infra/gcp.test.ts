@@ -217,11 +217,17 @@ describe("the Google deployment", () => {
         "master_key_secret",
         "prefix_for_stored_virtual_keys",
         "project",
+        "refresh_interval_seconds",
         "region",
         "source_bucket",
         "source_zip",
       ].sort(),
     );
     expect(JSON.stringify(variables.access_mode)).toContain("read_only");
+    // Instances other than the one applying a key event serve a revoked key this long, not a day.
+    expect(variables.refresh_interval_seconds?.[0]).toMatchObject({ type: hcl("number"), default: 300 });
+    expect((main.locals[0] as { environment: unknown }).environment).toMatchObject({
+      SECRET_MANAGER_REFRESH_INTERVAL: hcl("tostring(var.refresh_interval_seconds)"),
+    });
   });
 });
