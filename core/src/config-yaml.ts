@@ -27,6 +27,7 @@
  * message that never quotes the document (prettyErrors off): a config line may hold a secret.
  */
 import {
+  type Document,
   isAlias,
   isCollection,
   isMap,
@@ -35,7 +36,6 @@ import {
   isSeq,
   LineCounter,
   parseDocument,
-  Scalar,
   type ScalarTag,
   visit,
   YAMLParseError,
@@ -144,15 +144,14 @@ const PYYAML_TAGS: ScalarTag[] = [
 /** Parse config.yaml text with PyYAML safe_load semantics (see above); throws YAMLParseError. */
 export function parseConfigYaml(text: string): unknown {
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, {
+  const options = {
     schema: "failsafe", // map, seq and str; the rest is PYYAML_TAGS and merge keys
-    customTags: [...PYYAML_TAGS, "merge"],
     resolveKnownTags: false,
     uniqueKeys: false,
     logLevel: "error", // never print the library's warnings
     prettyErrors: false, // no quoted line in any message: a config line may hold a secret
-    lineCounter,
-  });
+  } as const;
+  const doc = parseDocument(text, { ...options, customTags: [...PYYAML_TAGS, "merge"], lineCounter });
   const at = (error: YAMLParseError): YAMLParseError => {
     error.linePos = [lineCounter.linePos(error.pos[0]), lineCounter.linePos(error.pos[1])];
     return error;
@@ -182,30 +181,62 @@ export function parseConfigYaml(text: string): unknown {
       }
     },
   });
-  const variables = doc.get("environment_variables", true);
-  if (isMap(variables)) {
-    for (const pair of variables.items) {
-      const v = target(pair.value);
-      // A new node, so an anchor it came from keeps its number elsewhere.
-      if (isScalar(v) && typeof v.value === "number") pair.value = new Scalar(pythonStr(v));
+  const value = plain(toJS(doc)) as Record<string, unknown> | null;
+  const variables = value?.environment_variables;
+  if (isPlainObject(variables) && Object.values(variables).some((v) => typeof v === "number")) {
+    // The numbers' Python text, from a second reading in which ints and floats resolve to it: the
+    // library's own aliases, merges and duplicate keys then pick the same entries as in the first.
+    const again = parseDocument(text, { ...options, customTags: [...PYTHON_TEXT_TAGS, "merge"] });
+    const texts = (plain(toJS(again)) as Record<string, unknown>).environment_variables;
+    for (const [key, v] of Object.entries(variables)) {
+      const python = isPlainObject(texts) ? texts[key] : undefined;
+      if (typeof v === "number" && python instanceof PythonText) variables[key] = python.text;
     }
   }
-  let value: unknown;
+  return value;
+}
+
+function toJS(doc: Document): unknown {
   try {
-    value = doc.toJS({ mapAsMap: true, maxAliasCount: 10_000 });
+    return doc.toJS({ mapAsMap: true, maxAliasCount: 10_000 });
   } catch (err) {
     if (err instanceof ReferenceError) throw new YAMLParseError([0, 0], "RESOURCE_EXHAUSTION", err.message);
     throw err;
   }
-  return plain(value);
 }
 
-/** What Python's `str()` gives a number safe_load read: ints exact, floats as `repr` writes them. */
-function pythonStr(node: Scalar): string {
-  const value = node.value as number;
-  const source = node.source ?? String(value);
-  const float = node.tag === `${TAG}float` || (node.tag !== `${TAG}int` && FLOAT.test(source));
-  if (float) return pythonFloatRepr(value);
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === "object" && !Array.isArray(value);
+}
+
+/** What Python's `str()` gives a number safe_load read (ints exact, floats as `repr` writes them). */
+class PythonText {
+  constructor(readonly text: string) {}
+  toString(): string {
+    return this.text;
+  }
+}
+
+/** PYYAML_TAGS with ints and floats read as their Python text (errors as before). */
+const PYTHON_TEXT_TAGS: ScalarTag[] = PYYAML_TAGS.map((tag) => {
+  if (tag.tag === `${TAG}float`) {
+    return { ...tag, resolve: (text, onError) => pythonText(toFloat(text, onError), () => pythonFloatRepr) };
+  }
+  if (tag.tag === `${TAG}int`) {
+    return {
+      ...tag,
+      resolve: (text, onError) => pythonText(toInt(text, onError), () => (n) => pythonIntText(n, text)),
+    };
+  }
+  return tag;
+});
+
+function pythonText(value: unknown, format: () => (n: number) => string): unknown {
+  return typeof value === "number" ? new PythonText(format()(value)) : value;
+}
+
+/** Python's `str(int)`: every digit, where a JavaScript number past 2^53 has lost some. */
+function pythonIntText(value: number, source: string): string {
   if (Number.isSafeInteger(value)) return String(value);
   const [sign, s] = signed(source);
   const digits = s.includes(":")

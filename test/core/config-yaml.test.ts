@@ -385,6 +385,33 @@ describe.skipIf(PYTHON === undefined)(
       // Strings and booleans are left to settings (which writes True and False as Python does).
       expect(config.environment_variables).toMatchObject({ S: "1.0", B: true });
     });
+
+    it("follows aliases, merge keys and duplicate keys as PyYAML does, and leaves an anchor's other uses numbers", () => {
+      const docs = [
+        "b: &b {A: 1.0, B: 12345678901234567890123}\nenvironment_variables:\n  <<: *b\n  C: 2.0\n",
+        "e: &e {A: 1.0, B: 12345678901234567890123}\nenvironment_variables: *e\n",
+        "environment_variables: {A: 7}\nenvironment_variables: {A: 1.0, B: 12345678901234567890123}\n",
+        "<<: {environment_variables: {A: 1.0, B: 12345678901234567890123}}\n",
+        "environment_variables:\n  PORT: &port 4000.0\ngeneral_settings:\n  port: *port\n",
+      ];
+      const run = spawnSync(
+        PYTHON as string,
+        [
+          "-c",
+          "import json,sys,yaml; print(json.dumps([{k: str(v) for k, v in yaml.safe_load(d)['environment_variables'].items()} for d in json.load(sys.stdin)]))",
+        ],
+        { input: JSON.stringify(docs), encoding: "utf8" },
+      );
+      expect(run.status, run.stderr).toBe(0);
+      const python = JSON.parse(run.stdout) as Record<string, string>[];
+      docs.forEach((doc, i) => {
+        expect((parseConfigYaml(doc) as { environment_variables: unknown }).environment_variables, doc).toEqual(
+          python[i],
+        );
+      });
+      // The anchor's other use is read as any number is (it is not an environment variable).
+      expect(parseConfigYaml(docs[4] as string)).toMatchObject({ general_settings: { port: 4000 } });
+    });
   },
 );
 
