@@ -31,6 +31,7 @@ import { isCiphertextShaped, type KeyRing, openSecret } from "./crypto";
 import { EncryptionKeyMissing, type ErrorCode, SecretsError } from "./errors";
 import { describeUnexpected, type Logger } from "./log";
 import type { Metrics } from "./metrics";
+import { isValidName } from "./names";
 import type { SecretManager } from "./secret-manager";
 import type { ChangeStamp } from "./secret-store";
 import { type KeyManagement, virtualKeyPrefix } from "./settings";
@@ -223,17 +224,23 @@ async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult
       : event.type === "key.regenerated"
         ? namesOf(event.previous_key_alias, event.previous_token_hash, prefix).filter((old) => old !== written)
         : [];
+  // A name to delete that is no name (LiteLLM's aliases are free text: "my key") was never stored:
+  // it is absent, and the event's other names (the hash's) are still deleted. The revoked key
+  // must not stay stored for an alias it also had.
+  const deletable = deleted.filter(isValidName);
   try {
-    // Every name is checked before the first change: an alias that is no name (LiteLLM's aliases
-    // are free text) must not leave a regeneration half done, its revoked key still stored.
-    for (const name of [...(written === undefined ? [] : [written]), ...deleted]) {
+    // Every other name is checked before the first change, so that a refusal (a new alias that is
+    // no name, a name outside hosted_keys) leaves nothing half done.
+    for (const name of [...(written === undefined ? [] : [written]), ...deletable]) {
       deps.manager.checkWrite(name, team);
     }
     if (written !== undefined) {
       const value = eventValue(event, deps.keys);
       names[written] = (await deps.manager.put(written, value, {}, stamp, team)).outcome;
     }
-    for (const name of deleted) names[name] = await deps.manager.delete(name, stamp, team);
+    for (const name of deleted) {
+      names[name] = deletable.includes(name) ? await deps.manager.delete(name, stamp, team) : "absent";
+    }
   } catch (err) {
     if (!(err instanceof SecretsError)) {
       // A bug, not the event's fault: this event fails (and is sent again), not its whole batch.

@@ -142,13 +142,27 @@ describe("key events: what is written where", () => {
     expect(await read(`litellm/virtual-key-${HASH}`)).toBeUndefined();
   });
 
-  it("an event with one name that is no name (a free-text alias) changes nothing, not half of it", async () => {
+  it("a name to write that is no name (a free-text alias) changes nothing; one only to delete is absent, the others deleted", async () => {
     const { runtime, read } = await setup();
     await runtime.applyKeyEvent(event({ token_hash: HASH, key: "sk-old-0123456789" }));
+    await runtime.applyKeyEvent(event({ id: "evt-0", token_hash: OTHER_HASH, key: "sk-other-0123456789" }));
     const later = (id: string, fields: Record<string, unknown>) =>
       event({ id, occurred_at: new Date(T0 + 1000).toISOString(), ...fields });
+    // The new name is no name: nothing is written, nothing deleted (not half a regeneration).
     const regenerated = await runtime.applyKeyEvent(
       later("evt-2", {
+        type: "key.regenerated",
+        key_alias: "new alias",
+        previous_token_hash: HASH,
+        key: "sk-new-0123456789",
+      }),
+    );
+    expect(regenerated).toMatchObject({ status: "refused", code: "invalid_name", malformed: true });
+    expect(regenerated.names).toEqual({});
+    expect(await read(`litellm/virtual-key-${HASH}`)).toBe("sk-old-0123456789");
+    // The previous alias is no name: it was never stored; the new key is written, the old hash's deleted.
+    const renamed = await runtime.applyKeyEvent(
+      later("evt-3", {
         type: "key.regenerated",
         key_alias: "new-alias",
         previous_key_alias: "my old key",
@@ -156,15 +170,23 @@ describe("key events: what is written where", () => {
         key: "sk-new-0123456789",
       }),
     );
-    expect(regenerated).toMatchObject({ status: "refused", code: "invalid_name", malformed: true });
-    expect(regenerated.names).toEqual({});
+    expect(renamed).toMatchObject({ status: "applied" });
+    expect(renamed.names).toEqual({
+      "litellm/new-alias": "created",
+      "litellm/my old key": "absent",
+      [`litellm/virtual-key-${HASH}`]: "deleted",
+    });
+    expect(await read(`litellm/virtual-key-${HASH}`)).toBeUndefined();
+    // A delete with an alias that is no name still revokes the key by its hash.
     const deleted = await runtime.applyKeyEvent(
-      later("evt-3", { type: "key.deleted", key_alias: "my old key", token_hash: HASH }),
+      later("evt-4", { type: "key.deleted", key_alias: "my other key", token_hash: OTHER_HASH }),
     );
-    expect(deleted).toMatchObject({ status: "refused", code: "invalid_name", malformed: true });
-    expect(deleted.names).toEqual({});
-    expect(await read("litellm/new-alias")).toBeUndefined();
-    expect(await read(`litellm/virtual-key-${HASH}`)).toBe("sk-old-0123456789");
+    expect(deleted).toMatchObject({ status: "applied" });
+    expect(deleted.names).toEqual({
+      "litellm/my other key": "absent",
+      [`litellm/virtual-key-${OTHER_HASH}`]: "deleted",
+    });
+    expect(await read(`litellm/virtual-key-${OTHER_HASH}`)).toBeUndefined();
   });
 
   it("a name the store itself refuses after a change landed is refused, not malformed: it reaches the dead letters", async () => {
