@@ -19,7 +19,7 @@ import { getRequestListener, RequestError } from "@hono/node-server";
 import type { RawRequest } from "./app";
 import { ConfigError } from "./errors";
 import { errorAnswer } from "./http/router";
-import type { Logger } from "./log";
+import { describeUnexpected, type Logger } from "./log";
 import type { Runtime } from "./runtime";
 import { DEFAULT_MAX_CONNECTIONS } from "./settings";
 
@@ -147,9 +147,13 @@ export async function startServer(
       // refused in the API's shape, with its log line, as every refused request is (the library
       // answered a bare 400 and nothing was logged).
       errorHandler: (err) => {
-        const reason = err instanceof RequestError ? err.message : "the request could not be read";
-        runtime.log.info("request", { status: 400, code: "invalid_request", reason });
-        return errorAnswer("invalid_request", `malformed request: ${reason}`);
+        if (err instanceof RequestError) {
+          runtime.log.info("request", { status: 400, code: "invalid_request", reason: err.message });
+          return errorAnswer("invalid_request", `malformed request: ${err.message}`);
+        }
+        // The app answers its own errors: this is a bug of ours (the library calls here for it too).
+        runtime.log.error("unexpected error", describeUnexpected(err));
+        return errorAnswer("internal", "internal error");
       },
     },
   );

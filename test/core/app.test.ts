@@ -223,6 +223,16 @@ describe("bad input gets its status and code, and changes nothing", () => {
         "invalid_request",
       ],
       [
+        "a tag named __proto__ with an escape",
+        () =>
+          request("/v1/secrets/A", {
+            method: "PUT",
+            body: `{"value":"${sent}","tags":{"\\u005f_proto__":"x","k":"v"}}`,
+          }),
+        400,
+        "invalid_request",
+      ],
+      [
         // An object cannot hold it: it was dropped, and the write answered 201 without it.
         "a tag named __proto__",
         () => request("/v1/secrets/A", { method: "PUT", body: `{"value":"${sent}","tags":{"__proto__":"x","k":"v"}}` }),

@@ -220,6 +220,25 @@ describe("over a real socket", () => {
     }
   });
 
+  it("a failure of the app itself is a logged 500 internal, not a client's 400", async () => {
+    const { createLogger } = await import("../../core/src/log");
+    const logs: string[] = [];
+    const failing = await startServer(
+      { log: createLogger((l) => logs.push(l)), fetch: () => Promise.reject(new Error("a bug of ours")) },
+      { host: "127.0.0.1", port: 0 },
+    );
+    try {
+      const res = await raw(failing.url, { method: "GET", path: "/health" });
+      expect(res.status).toBe(500);
+      expect(JSON.parse(res.body).error.code).toBe("internal");
+      expect(logs.map((l) => JSON.parse(l))).toEqual([
+        expect.objectContaining({ level: "error", msg: "unexpected error" }),
+      ]);
+    } finally {
+      await failing.close();
+    }
+  });
+
   it("a body the client stops sending is client_closed in the audit and the request line, not a body that is not UTF-8", async () => {
     const { createConnection } = await import("node:net");
     const u = new URL(server.url);

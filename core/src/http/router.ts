@@ -332,7 +332,7 @@ async function readJson(c: Ctx): Promise<unknown> {
     throw new InvalidInput("the body holds a lone UTF-16 surrogate (\\uD800-\\uDFFF without its pair)");
   }
   // JSON.parse makes it an own key, but validation skips it: a tag of that name was dropped unsaid.
-  if (text.includes("__proto__") && hasProtoKey(value)) {
+  if ((text.includes("__proto__") || text.includes("\\u")) && hasProtoKey(value)) {
     throw new InvalidInput("the body holds a key named __proto__, which no object here can hold");
   }
   return value;
