@@ -14,7 +14,8 @@
  * state (a header and batches of changes) to a temp file, fsyncs it and renames it over the log.
  *
  * Torn tails: writers append only under the lock and fsync before they release it, so every line
- * but the last was durable before the next one was begun. Only the last line can be damaged by a
+ * but the last was durable before the next one was begun (a line whose fsync failed stays, and its
+ * writer rewrites the log, fsynced, before it appends again: file.ts). Only the last line can be damaged by a
  * crash (`kill -9` leaves it short; a power loss may leave it short or filled with zeros), and it
  * was never acknowledged: readers ignore it and the next writer truncates it. A damaged line with
  * lines after it is not a crash's doing: the log is then refused as corrupt and left untouched.

@@ -155,6 +155,12 @@ export class FileStore implements SecretStore {
   #sizes = new Map<string, number>();
   /** After a failed compaction, the log size at which the next one is tried. */
   #compactRetryAt = 0;
+  /**
+   * A line of ours stayed in the log though its fdatasync failed: the kernel may have dropped its
+   * pages (marked clean, never written), leaving a hole under the lines after it. The next turn
+   * under the lock rewrites the log first (fsynced temp file, rename), as a compaction does.
+   */
+  #unsynced = false;
   /** The open log: its fd (read with sync calls, appended with async ones), inode and the bytes applied. */
   #fd: number | undefined;
   #ino = -1;
@@ -551,8 +557,11 @@ export class FileStore implements SecretStore {
     // A whole line stays when its sync fails: another process may have read it already, and taking
     // it back would leave that reader's place in the log inside the next line. The write fails as
     // one that may have landed (the manager ends the cached value), and the next look at the log
-    // takes the line in, here as in every other process.
-    await datasync(fd);
+    // takes the line in, here as in every other process; the next turn rewrites the log.
+    await datasync(fd).catch((err: unknown) => {
+      this.#unsynced = true;
+      throw err;
+    });
     if (fstatSync(fd).size === this.#end + line.length) {
       this.#end += line.length;
       this.#apply(batch);
@@ -675,6 +684,10 @@ export class FileStore implements SecretStore {
           this.#readChanges("lock");
           // Another process re-sealed the log under a key we lack: our writes would mix keys.
           if (this.#foreignKeys !== undefined) throw new StoreCorrupt(this.#foreignKeys);
+          if (this.#unsynced) {
+            await this.#compactNow(); // the state, the unsynced line's included, made durable anew
+            this.#unsynced = false;
+          }
           return await fn();
         } finally {
           this.#locked = false;

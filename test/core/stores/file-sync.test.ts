@@ -1,6 +1,7 @@
 // The file store when fdatasync fails after a whole line was written (NFS/EFS report a full quota
 // there): node:fs is wrapped so that the next fdatasync fails, after letting a second store on the
 // same data dir (a CLI, or a second server on a shared volume) read the log.
+import { statSync } from "node:fs";
 import { describe, expect, it, vi } from "vitest";
 import { KeyRing } from "../../../core/src/crypto";
 import { createLogger } from "../../../core/src/log";
@@ -39,11 +40,18 @@ describe("FileStore when a sync fails", () => {
       await turn();
       seenByB = (await b.get("MAYBE"))?.value;
     };
+    const inode = statSync(logPath(dir)).ino;
     await expect(a.put("MAYBE", "may-have-landed")).rejects.toThrow("file store write");
     expect(seenByB).toBe("may-have-landed");
     await turn();
     // The next writes of both are acknowledged, and each process sees the other's.
     expect(await a.put("ACKED", "an acknowledged value, longer than the one before")).toBe("created");
+    // Before it, A rewrote the log (fsynced, renamed): the kernel may have dropped the pages of the
+    // line whose sync failed, and lines appended after it would sit past a hole.
+    const rewritten = statSync(logPath(dir)).ino;
+    expect(rewritten).not.toBe(inode);
+    expect(await a.put("AGAIN", "a")).toBe("created");
+    expect(statSync(logPath(dir)).ino).toBe(rewritten); // once: later writes append
     await turn();
     expect((await b.get("ACKED"))?.value).toBe("an acknowledged value, longer than the one before");
     expect(await b.put("OTHER", "o")).toBe("created");
@@ -51,7 +59,7 @@ describe("FileStore when a sync fails", () => {
     expect((await a.get("OTHER"))?.value).toBe("o");
     await Promise.all([a.close(), b.close()]);
     const fresh = await FileStore.open({ dataDir: dir, keys });
-    expect(await fresh.names()).toEqual(["ACKED", "BASE", "MAYBE", "OTHER"]);
+    expect(await fresh.names()).toEqual(["ACKED", "AGAIN", "BASE", "MAYBE", "OTHER"]);
     await fresh.close();
   });
 
