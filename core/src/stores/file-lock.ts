@@ -6,8 +6,9 @@
  * - Wait: a lock whose owner is alive is waited for, up to a timeout.
  * - Lease: while its owner works, the lock's mtime is renewed every second; a lock not renewed for
  *   five seconds is stale whoever holds it (a pid seen from another pid namespace, a new pod that
- *   inherited the volume). A lock holding our pid but a token this process does not hold was left by
- *   an earlier process that had our pid (a container's PID 1 before its restart): stale too.
+ *   inherited the volume, a container's PID 1 before its restart). A lock holding our pid is judged
+ *   by its lease too: it may be another store's of this process, or a live process's with our pid
+ *   in another container on the same volume.
  * - Take over: a lock whose owner is dead (SIGKILL, power loss), or whose lease lapsed, is renamed aside; rename() moves exactly one file, so of several processes taking
  *   over, one wins. If what was moved turns out not to be the lock that was judged dead (it was
  *   re-taken in between), it is linked back.
@@ -114,11 +115,10 @@ async function acquire(path: string, mine: string, timeoutMs: number, lease: Lea
 async function isStale(path: string, content: string, lease: Lease): Promise<boolean> {
   const pid = Number.parseInt(content, 10);
   if (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid)) return true;
-  // Our pid but another process's token: an earlier process that had our pid left it. With our
-  // token it is a lock of this process (several stores may share a dir): held, or just released,
-  // and the lease says which. (Judged by a set of the locks held, it raced their release: another
-  // store of ours took a lock still held, and both wrote.)
-  if (pid === process.pid && !content.slice(content.indexOf(" ") + 1).startsWith(PROCESS_TOKEN)) return true;
+  // A live pid, ours included, is judged by the lease alone: a lock with our pid may be another
+  // store's of this process (held, or just released), or a live process's in another container on
+  // the same volume (PID 1 there too), or an earlier process's that had our pid (a container's PID 1
+  // before its restart: taken once its lease lapses, 5 s). Taking it at once raced the first two.
   try {
     return Date.now() - (await stat(path)).mtimeMs > lease.staleMs;
   } catch {

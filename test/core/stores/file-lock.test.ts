@@ -26,13 +26,19 @@ describe("the file lock as a lease", () => {
     expect({ overlaps, lost }).toEqual({ overlaps: 0, lost: 0 });
   });
 
-  it("takes at once a lock left with our pid and a token this process does not hold", async () => {
+  it("judges a lock with our pid by its lease: another container on the same volume may hold it", async () => {
     const path = join(await tempDir(), "store.lock");
-    await writeFile(path, `${process.pid} left-by-an-earlier-pid-1`);
-    // Before: a live pid (ours) made it wait out the whole timeout, and fail.
-    const seen = await withFileLock(path, 1_000, async () => readFile(path, "utf8"));
+    // Our pid, another process's token: an earlier process that had our pid, or a live one in
+    // another container on the same volume (PID 1 in both). Waited for while its lease is fresh
+    // (before, it was taken at once: two live containers wrote at the same time)...
+    await writeFile(path, `${process.pid} another-process-with-our-pid`);
+    expect(await codeOf(withFileLock(path, 150, async () => "got it", FAST))).toBe("backend_unavailable");
+    // ... and taken once it lapsed.
+    const past = new Date(Date.now() - 10_000);
+    await utimes(path, past, past);
+    const seen = await withFileLock(path, 1_000, async () => readFile(path, "utf8"), FAST);
     expect(seen.startsWith(`${process.pid} `)).toBe(true);
-    expect(seen).not.toContain("left-by");
+    expect(seen).not.toContain("another-process");
   });
 
   it("takes over a live owner's lock once its lease has lapsed, and waits while it is fresh", async () => {
