@@ -6,8 +6,9 @@
  * the metadata server on Cloud Functions), read from the environment by google-auth-library.
  */
 import * as z from "zod/mini";
+import type { SecretsError } from "../errors";
 import { type OutboundTls, outboundTlsOptions } from "../outbound-tls";
-import { GrpcCode } from "../store-errors";
+import { classifyBackendError, GrpcCode, StoreUnavailable } from "../store-errors";
 import { loadSdk } from "./load-sdk";
 
 /** `https://host:port`: where the gRPC client connects instead of Google's endpoint (an emulator, a private endpoint). */
@@ -101,4 +102,20 @@ export async function googleTlsOptions(
     },
   } as never);
   return { sslCreds: credentials.combineChannelCredentials(channel, calls) };
+}
+
+/**
+ * A client that could not be set up: what the classifier makes of it (a key file missing or
+ * unreadable is `store_unavailable`, a network failure reaching the metadata server
+ * `backend_unavailable`), else `store_unavailable` (no credentials found, a key file that is not
+ * one, another universe domain): this setting up cannot work here. The library's message (a path)
+ * is not repeated.
+ */
+export function setupError(err: unknown, what: string): SecretsError {
+  const typed = classifyBackendError(err, what);
+  if (typed.code !== "internal") return typed;
+  return new StoreUnavailable(
+    `${what}: the Google client could not be set up (check its credentials: GOOGLE_APPLICATION_CREDENTIALS, Application Default Credentials)`,
+    { cause: err },
+  );
 }

@@ -23,8 +23,8 @@ import {
   type SecretStore,
   type StoreFactory,
 } from "../secret-store";
-import { classifyBackendError, GrpcCode, NotSupported, StoreCorrupt, StoreUnavailable } from "../store-errors";
-import { endpointUrl, googleCallOptions, googleTlsOptions } from "./google-config";
+import { classifyBackendError, GrpcCode, NotSupported, StoreCorrupt } from "../store-errors";
+import { endpointUrl, googleCallOptions, googleTlsOptions, setupError } from "./google-config";
 import { loadSdk } from "./load-sdk";
 
 type Client = InstanceType<typeof Sdk.KeyManagementServiceClient>;
@@ -106,15 +106,7 @@ export class GoogleKmsStore implements SecretStore {
       await stub;
     } catch (err) {
       if (this.client.keyManagementServiceStub === stub) this.client.keyManagementServiceStub = undefined;
-      const typed = classifyBackendError(err, "google kms decrypt");
-      // What the classifier cannot name (no credentials found, a key file that is not one): this
-      // setting up cannot work here. The library's message (a path) is not repeated.
-      throw typed.code !== "internal"
-        ? typed
-        : new StoreUnavailable(
-            "google kms decrypt: the Google client could not be set up (check its credentials: GOOGLE_APPLICATION_CREDENTIALS, Application Default Credentials)",
-            { cause: err },
-          );
+      throw setupError(err, "google kms decrypt");
     }
   }
 

@@ -49,7 +49,7 @@
  */
 import type * as Sdk from "@google-cloud/secret-manager";
 import * as z from "zod/mini";
-import { InvalidInput, InvalidName, type SecretsError } from "../errors";
+import { InvalidInput, InvalidName } from "../errors";
 import { isValidName } from "../names";
 import {
   type ChangeStamp,
@@ -66,7 +66,7 @@ import {
   type StoreFactory,
 } from "../secret-store";
 import { classifyBackendError, GrpcCode, NameConflict, StoreUnavailable } from "../store-errors";
-import { endpointUrl, googleCallOptions, googleTlsOptions } from "./google-config";
+import { endpointUrl, googleCallOptions, googleTlsOptions, setupError } from "./google-config";
 import { loadSdk } from "./load-sdk";
 
 type Client = InstanceType<typeof Sdk.SecretManagerServiceClient>;
@@ -438,22 +438,6 @@ function checkedLabels(tags: Readonly<Record<string, string>> | undefined): Reco
     }
   }
   return { ...tags };
-}
-
-/**
- * A client that could not be set up: what the classifier makes of it (a key file missing or
- * unreadable is `store_unavailable`, a network failure reaching the metadata server
- * `backend_unavailable`), else `store_unavailable` (no credentials found, a key file that is not
- * one, another universe domain): this setting up cannot work here. The library's message (a path)
- * is not repeated.
- */
-function setupError(err: unknown, what: string): SecretsError {
-  const typed = classifyBackendError(err, what);
-  if (typed.code !== "internal") return typed;
-  return new StoreUnavailable(
-    `${what}: the Google client could not be set up (check its credentials: GOOGLE_APPLICATION_CREDENTIALS, Application Default Credentials)`,
-    { cause: err },
-  );
 }
 
 function codeOf(err: unknown): unknown {
