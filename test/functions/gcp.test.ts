@@ -1,11 +1,14 @@
 // The Google runtime beyond the contract table: Pub/Sub CloudEvents posted to the real
 // functions-framework server in binary and structured mode (ack on success or on a malformed
 // event, 500 so Pub/Sub redelivers on a store failure), and what the bundle holds.
+import { createServer as createHttpServer } from "node:http";
 import { join } from "node:path";
+import { brotliCompressSync, gzipSync } from "node:zlib";
 import * as functions from "@google-cloud/functions-framework";
 import { getTestServer } from "@google-cloud/functions-framework/testing";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import { createLogger } from "../../core/src/log";
+import { memoryStore } from "../../core/src/stores/memory";
 // @ts-expect-error: a plain ESM build script without types
 import { buildGcp } from "../../functions/gcp/build.mjs";
 import { gcpFunctions } from "../../functions/gcp/src/index";
@@ -216,6 +219,95 @@ describe("a JSON body that does not parse (express answers it before the functio
     } finally {
       out.error = savedError;
       process.env.NODE_ENV = savedEnv;
+    }
+  });
+});
+
+describe("a compressed body (functions-framework inflates it before the function runs)", () => {
+  it("is forwarded as the plain bytes it now is, no longer labelled with its Content-Encoding; a gzip PUT stores its value", async () => {
+    const seen: { headers: Record<string, string | string[] | undefined>; body: Buffer }[] = [];
+    const upstream = createHttpServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on("data", (d: Buffer) => chunks.push(d));
+      req.on("end", () => {
+        seen.push({ headers: req.headers, body: Buffer.concat(chunks) });
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end("{}");
+      });
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
+    const masterKey = newKey();
+    const upKey = newKey("sk-up-");
+    const { gcpFunctions } = await import("../../functions/gcp/src/index");
+    const targets = gcpFunctions({
+      stores: [memoryStore],
+      env: {
+        LITELLM_MASTER_KEY: masterKey,
+        LLM_SECRETS_CONFIG: [
+          "model_list:",
+          "  - model_name: m",
+          `    litellm_params: {model: openai/x, api_base: "http://127.0.0.1:${(upstream.address() as { port: number }).port}", api_key: os.environ/UP_KEY}`,
+          "",
+        ].join("\n"),
+      },
+      log: createLogger(() => {}),
+    });
+    const runtime = await targets.runtime();
+    await runtime.manager.put("UP_KEY", upKey);
+    functions.http("inflated-http", targets.http);
+    const server = getTestServer("inflated-http");
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as { port: number }).port;
+    const send = (path: string, method: string, encoding: string, body: Uint8Array) =>
+      fetch(`http://127.0.0.1:${port}${path}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${masterKey}`,
+          "content-type": "application/json",
+          "content-encoding": encoding,
+        },
+        body: new Uint8Array(body),
+      });
+    try {
+      const plain = '{"model":"x","messages":[{"role":"user","content":"compressed"}]}';
+      for (const [encoding, body] of [
+        ["gzip", gzipSync(plain)],
+        ["br", brotliCompressSync(plain)],
+      ] as const) {
+        seen.length = 0;
+        const res = await send("/v1/forward/m/v1/chat/completions", "POST", encoding, body);
+        expect(res.status).toBe(200);
+        await res.arrayBuffer();
+        expect(seen).toHaveLength(1);
+        expect(seen[0]?.body.toString("utf8")).toBe(plain);
+        expect(seen[0]?.headers["content-encoding"]).toBeUndefined();
+        expect(seen[0]?.headers["content-length"]).toBe(String(Buffer.byteLength(plain)));
+      }
+      // identity is what it says: passed on as sent.
+      seen.length = 0;
+      await (await send("/v1/forward/m/v1/chat/completions", "POST", "identity", Buffer.from(plain))).arrayBuffer();
+      expect(seen[0]?.headers["content-encoding"]).toBe("identity");
+      expect(seen[0]?.body.toString("utf8")).toBe(plain);
+
+      // README: functions-framework inflates gzip bodies before the function runs, so a gzip PUT
+      // stores the value it holds (the other runtimes take the bytes as sent: not UTF-8, 400).
+      const value = newKey("sk-zipped-");
+      const put = await send("/v1/secrets/zipped", "PUT", "gzip", gzipSync(JSON.stringify({ value })));
+      expect(put.status).toBe(201);
+      expect(await runtime.manager.get("zipped")).toMatchObject({ value });
+      // The 1 MiB limit is the inflated body's: the Content-Length it is read against counts it.
+      const bomb = await send(
+        "/v1/forward/m/v1/chat/completions",
+        "POST",
+        "gzip",
+        gzipSync(JSON.stringify({ pad: "a".repeat(2 << 20) })),
+      );
+      expect(bomb.status).toBe(413);
+      expect((await bomb.json()).error.code).toBe("payload_too_large");
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await new Promise<void>((resolve) => upstream.close(() => resolve()));
+      await runtime.close();
     }
   });
 });

@@ -4,8 +4,9 @@
  * - `http`: the app through @hono/node-server's request listener. The raw request is
  *   `req.originalUrl` (express's copy of the request target as it arrived; `req.url` may be
  *   rewritten by routing). functions-framework's body parser has read the body already: the
- *   listener takes it from `req.rawBody`. A JSON body that does not parse is answered by express
- *   before the function runs (an HTML 400; `quietBodyParserErrors` keeps it out of the log).
+ *   listener takes it from `req.rawBody`, inflated when it came compressed (its `Content-Encoding`
+ *   is then dropped: `unlabelInflatedBody`). A JSON body that does not parse is answered by
+ *   express before the function runs (an HTML 400; `quietBodyParserErrors` keeps it out of the log).
  * - `keyEvents`: a CloudEvent function for Pub/Sub `messagePublished` (binary or structured mode),
  *   the key event as base64 JSON in `message.data`. An event the store failed on, or one refused by
  *   a policy or for its time, throws, so Pub/Sub redelivers it and, after the subscription's
@@ -19,7 +20,7 @@
  * API's shape, events are redelivered, and after a pause the next invocation starts again.
  */
 
-import type { IncomingMessage } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import * as functions from "@google-cloud/functions-framework";
 import { getRequestListener } from "@hono/node-server";
 import { createLogger, type FunctionOptions, type Logger, type RawRequest, startOnFirstUse } from "@llm-secrets/core";
@@ -43,6 +44,32 @@ export function rawRequestOf(req: IncomingMessage & { originalUrl?: string }): R
     clientClosed: () => socket.destroyed || !socket.writable,
     abort: () => socket.destroy(),
   };
+}
+
+/**
+ * functions-framework's body parser inflates a `gzip`, `deflate` or `br` body (`zstd` too on a node
+ * that has it; another coding is its own 415) and @hono/node-server builds the Request's body from what it kept, `req.rawBody`:
+ * the plain bytes. Their headers are made to say so before the Request is built: no
+ * `Content-Encoding`, a `Content-Length` that counts them. Otherwise a forward sends those plain
+ * bytes on labelled as still compressed, which the upstream cannot decode; the compressed ones are
+ * gone (the parser read the request through the inflater).
+ */
+export function unlabelInflatedBody(req: IncomingMessage & { rawBody?: unknown }): void {
+  // What the listener reads rawBody for (a GET's or HEAD's body is not read).
+  if (!(req.rawBody instanceof Buffer) || req.method === "GET" || req.method === "HEAD") return;
+  const coding = req.headers["content-encoding"];
+  // body-parser's own test: no coding, or identity, and it read the bytes as they came.
+  if ((coding || "identity").toLowerCase() === "identity") return;
+  const length = String(req.rawBody.byteLength);
+  delete req.headers["content-encoding"];
+  if (req.headers["content-length"] !== undefined) req.headers["content-length"] = length;
+  const raw: string[] = [];
+  for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
+    const name = (req.rawHeaders[i] as string).toLowerCase();
+    if (name === "content-encoding") continue;
+    raw.push(req.rawHeaders[i] as string, name === "content-length" ? length : (req.rawHeaders[i + 1] as string));
+  }
+  req.rawHeaders = raw;
 }
 
 interface PubSubMessage {
@@ -108,9 +135,13 @@ export function gcpFunctions(options: FunctionOptions = {}) {
     log,
   });
 
-  const http = getRequestListener((request, env) =>
+  const listener = getRequestListener((request, env) =>
     runtime.fetch(request, rawRequestOf((env as { incoming: IncomingMessage }).incoming)),
   );
+  const http = (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    unlabelInflatedBody(req);
+    return listener(req, res);
+  };
 
   const keyEvents = async (event: PubSubCloudEvent): Promise<void> => {
     const rt = await runtime();
