@@ -4,6 +4,8 @@
  * - `http`: Function URL and API Gateway v2 (payload 2.0) events through `hono/aws-lambda`, with
  *   `event.rawPath` (and `rawQueryString`) as the raw request, so `..` and `%2F` are judged as sent;
  *   on an HTTP API's own endpoint a named stage's first segment is taken off (`withoutStage`).
+ *   The answer goes back whole in the result (BUFFERED); one Lambda could not carry (more than
+ *   `LAMBDA_PAYLOAD_LIMIT` bytes as sent) is answered as an error in the API's shape instead.
  * - `sqs`: key events from SQS. Each record is applied in order; the ones that failed (the store
  *   failed: retry) or were refused (malformed, too old, not allowed: never applicable) come back in
  *   `batchItemFailures`, so SQS redelivers them and, after the queue's maxReceiveCount, its redrive
@@ -20,7 +22,14 @@
  * next invocation starts again (core's `startOnFirstUse`).
  */
 
-import { createLogger, type FunctionOptions, type RawRequest, startOnFirstUse } from "@llm-secrets/core";
+import {
+  createLogger,
+  errorAnswer,
+  type FunctionOptions,
+  type Logger,
+  type RawRequest,
+  startOnFirstUse,
+} from "@llm-secrets/core";
 import { awsSecretsManagerStore } from "@llm-secrets/core/stores/aws";
 import { awsKmsStore } from "@llm-secrets/core/stores/aws-kms";
 import { PORTABLE_STORES } from "@llm-secrets/core/stores/portable";
@@ -98,6 +107,96 @@ export function rawRequestOf(event: HttpEventV2): RawRequest {
   };
 }
 
+/**
+ * What Lambda takes back from a buffered invocation (a Function URL's BUFFERED invoke mode, an API
+ * Gateway integration): the function's result as the Node runtime sends it, JSON, at most this many
+ * bytes ("Exceeded maximum allowed payload size (6291556 bytes)": 6 MiB and 100 bytes). Past it the
+ * invocation fails and the caller gets the platform's own 502, whatever the function answered.
+ */
+export const LAMBDA_PAYLOAD_LIMIT = 6_291_556;
+
+/** The result the `http` handler gives Lambda for a payload-2.0 event. */
+export interface HttpResultV2 {
+  statusCode: number;
+  headers?: Record<string, string>;
+  cookies?: string[];
+  body?: string;
+  isBase64Encoded?: boolean;
+}
+
+/** An answer's body read past what Lambda could ever carry (its bytes alone pass the limit). */
+class AnswerTooLarge extends Error {
+  constructor(readonly bytes: number) {
+    super(`the answer is larger than Lambda's response payload (${LAMBDA_PAYLOAD_LIMIT} bytes)`);
+  }
+}
+
+/** Statuses whose Response has no body (a new Response with one would throw). */
+const NULL_BODY = new Set([101, 103, 204, 205, 304]);
+
+/**
+ * The answer with its body counted as hono's handler reads it: past the limit the read fails (the
+ * upstream's answer is cancelled, not read into memory whole), as the result could not be sent.
+ */
+function counted(res: Response): Response {
+  if (!res.body || NULL_BODY.has(res.status)) return res;
+  let bytes = 0;
+  const counter = new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, controller) {
+      bytes += chunk.byteLength;
+      if (bytes > LAMBDA_PAYLOAD_LIMIT) controller.error(new AnswerTooLarge(bytes));
+      else controller.enqueue(chunk);
+    },
+  });
+  return new Response(res.body.pipeThrough(counter), { status: res.status, headers: res.headers });
+}
+
+/**
+ * The bytes of `result` as the Node runtime sends it to Lambda (`JSON.stringify`). Written out only
+ * when it may be near the limit: a UTF-16 unit of the body is at most 6 bytes of JSON (`\u00XX`),
+ * and headers are bounded (undici's 16 KiB of upstream headers), well within the margin.
+ */
+function payloadBytes(result: HttpResultV2): number {
+  const body = result.body?.length ?? 0;
+  if (body * 6 + 1_048_576 < LAMBDA_PAYLOAD_LIMIT) return 0;
+  return Buffer.byteLength(JSON.stringify(result), "utf8");
+}
+
+/**
+ * What is answered instead of a result Lambda would refuse: `502 upstream_unavailable` for a forward
+ * (the upstream's answer cannot be carried back), else `500 internal`, in the API's error shape; and
+ * one log line with the answer's size, never its content.
+ */
+async function tooLargeAnswer(
+  log: Logger,
+  event: HttpEventV2,
+  status: number,
+  bytes: number,
+  whole: boolean,
+): Promise<HttpResultV2> {
+  const forward = event.rawPath.startsWith("/v1/forward/");
+  log.error("answer too large for Lambda's response payload: not sent", {
+    status,
+    // The answer's bytes as Lambda would get them, or (not read whole) those read when it passed the limit.
+    bytes,
+    ...(!whole && { read_whole: false }),
+    limit: LAMBDA_PAYLOAD_LIMIT,
+    ...(event.requestContext?.requestId && { request_id: event.requestContext.requestId }),
+  });
+  const res = forward
+    ? errorAnswer(
+        "upstream_unavailable",
+        `the upstream's answer is too large for Lambda (more than ${LAMBDA_PAYLOAD_LIMIT} bytes as Lambda carries it)`,
+      )
+    : errorAnswer("internal", "internal error");
+  return {
+    statusCode: res.status,
+    headers: Object.fromEntries(res.headers),
+    body: await res.text(),
+    isBase64Encoded: false,
+  };
+}
+
 export interface AwsHandlersOptions extends FunctionOptions {
   /** Where the EMF lines go (Lambda's log: stdout). */
   emf?: (line: string) => void;
@@ -114,13 +213,22 @@ export function awsHandlers(options: AwsHandlersOptions = {}) {
     metricsSinks: [emf],
   });
 
+  /** The status of each invocation's answer, as the app gave it (hono's handler builds the result in between). */
+  const statuses = new WeakMap<object, number>();
   const app = {
-    fetch: (request: Request, env: { event: HttpEventV2 }) => runtime.fetch(request, rawRequestOf(env.event)),
+    fetch: async (request: Request, env: { event: HttpEventV2 }) => {
+      const res = await runtime.fetch(request, rawRequestOf(env.event));
+      statuses.set(env.event, res.status);
+      return counted(res);
+    },
   };
   // hono/aws-lambda calls only `fetch(request, { event, ... })` of the app it is given.
   const httpHandler = handle(app as unknown as Parameters<typeof handle>[0]);
-  /** Each invocation ends by writing what it counted as EMF lines. */
-  const http: typeof httpHandler = async (event, context) => {
+  /**
+   * An invocation's result, or, when Lambda could not carry it (LAMBDA_PAYLOAD_LIMIT), an error in
+   * the API's shape. Each invocation ends by writing what it counted as EMF lines.
+   */
+  const http = async (event: HttpEventV2, context?: unknown): Promise<HttpResultV2> => {
     try {
       // A body on GET or HEAD (some clients send one) cannot go into a fetch Request: hono's handler
       // would answer a plain-text 400 before our app, its key check included. It is dropped, as
@@ -128,8 +236,18 @@ export function awsHandlers(options: AwsHandlersOptions = {}) {
       const method = (event as Partial<HttpEventV2>).requestContext?.http?.method;
       const body = (event as Partial<HttpEventV2>).body;
       const bodiless = (method === "GET" || method === "HEAD") && body !== undefined;
-      const own = withoutStage(event);
-      return await httpHandler(bodiless ? { ...own, body: undefined, isBase64Encoded: false } : own, context);
+      // A copy of its own: the key of this invocation's status.
+      const own = { ...withoutStage(event), ...(bodiless && { body: undefined, isBase64Encoded: false }) };
+      let result: HttpResultV2;
+      try {
+        result = (await httpHandler(own as never, context as never)) as HttpResultV2;
+      } catch (err) {
+        if (!(err instanceof AnswerTooLarge)) throw err;
+        return await tooLargeAnswer(log, own, statuses.get(own) ?? 0, err.bytes, false);
+      }
+      const bytes = payloadBytes(result);
+      if (bytes > LAMBDA_PAYLOAD_LIMIT) return await tooLargeAnswer(log, own, result.statusCode, bytes, true);
+      return result;
     } finally {
       emf.flush();
     }

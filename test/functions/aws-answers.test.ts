@@ -1,0 +1,140 @@
+// What the Lambda `http` handler hands back to Lambda: forwarded answers through it to a local
+// upstream, as a Function URL invokes it (payload 2.0), and the result as Lambda would send it on.
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createLogger } from "../../core/src/log";
+import { memoryStore } from "../../core/src/stores/memory";
+import { awsHandlers, LAMBDA_PAYLOAD_LIMIT } from "../../functions/aws/src/index";
+import { newKey } from "../helpers";
+
+interface LambdaResult {
+  statusCode: number;
+  headers?: Record<string, string>;
+  cookies?: string[];
+  body?: string;
+  isBase64Encoded: boolean;
+}
+
+/** Answers `/bytes?n=N&type=T` with N bytes (0x41) of type T, and `/raw/<hex>?type=T` with those bytes. */
+let upstream: Server;
+let upstreamUrl = "";
+
+beforeAll(async () => {
+  upstream = createServer((req, res) => {
+    const url = new URL(`http://x${req.url}`);
+    const type = url.searchParams.get("type");
+    const headers: Record<string, string> = type ? { "content-type": type } : {};
+    if (url.pathname === "/bytes") {
+      res.writeHead(200, headers);
+      res.end(Buffer.alloc(Number(url.searchParams.get("n")), 0x41));
+    } else if (url.pathname.startsWith("/raw/")) {
+      res.writeHead(200, headers);
+      res.end(Buffer.from(url.pathname.slice("/raw/".length), "hex"));
+    } else {
+      res.writeHead(404, { "content-type": "application/json" });
+      res.end("{}");
+    }
+  });
+  await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
+  upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+});
+
+afterAll(() => new Promise<void>((resolve) => upstream.close(() => resolve())));
+
+function setup() {
+  const masterKey = newKey();
+  const logs: string[] = [];
+  const config = [
+    "model_list:",
+    "  - model_name: m",
+    "    litellm_params:",
+    "      model: openai/gpt-4o",
+    `      api_base: ${upstreamUrl}`,
+    "      api_key: sk-upstream",
+  ].join("\n");
+  const handlers = awsHandlers({
+    stores: [memoryStore],
+    env: { LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_CONFIG: `${config}\n` },
+    log: createLogger((line) => logs.push(line)),
+    emf: () => {},
+  });
+  /** A GET through a Function URL (the path is sent as given, its query after the first `?`). */
+  const get = async (target: string): Promise<LambdaResult> => {
+    const cut = target.indexOf("?");
+    const host = "abc123.lambda-url.eu-west-1.on.aws";
+    const event = {
+      version: "2.0",
+      routeKey: "$default",
+      rawPath: cut === -1 ? target : target.slice(0, cut),
+      rawQueryString: cut === -1 ? "" : target.slice(cut + 1),
+      headers: { host, authorization: `Bearer ${masterKey}` },
+      requestContext: {
+        http: { method: "GET", path: target, protocol: "HTTP/1.1", sourceIp: "127.0.0.1", userAgent: "test" },
+        domainName: host,
+        apiId: "abc123",
+        requestId: "req-1",
+      },
+    };
+    return (await handlers.http(event as never, {} as never)) as LambdaResult;
+  };
+  return { handlers, logs, get };
+}
+
+/** The body's bytes as the client gets them (Lambda decodes a base64 body). */
+function bytesOf(result: LambdaResult): Buffer {
+  return Buffer.from(result.body ?? "", result.isBase64Encoded ? "base64" : "utf8");
+}
+
+/** What Lambda measures against its limit: the result as the Node runtime sends it (JSON). */
+function payloadBytes(result: LambdaResult): number {
+  return Buffer.byteLength(JSON.stringify(result), "utf8");
+}
+
+describe("an answer past Lambda's 6 MB response payload", () => {
+  it("is AWS's figure: 6291556 bytes", () => {
+    expect(LAMBDA_PAYLOAD_LIMIT).toBe(6_291_556);
+  });
+
+  it("is a 502 in the API's shape with one log line giving its size, not Lambda's own 502", async () => {
+    const { logs, get } = setup();
+    // 7 MB: too large whatever the encoding. 5 MB of octet-stream: under the limit as bytes, past it
+    // once base64-encoded (as Lambda must carry a binary body).
+    for (const [n, type] of [
+      [7_000_000, "application/octet-stream"],
+      [5_000_000, "application/octet-stream"],
+      [6_500_000, "application/json"],
+    ] as const) {
+      logs.length = 0;
+      const result = await get(`/v1/forward/m/bytes?n=${n}&type=${type}`);
+      expect(result.statusCode, `${n} bytes of ${type}`).toBe(502);
+      expect(result.isBase64Encoded).toBe(false);
+      expect(result.headers?.["content-type"]).toBe("application/json");
+      expect(result.headers?.["cache-control"]).toBe("no-store");
+      const body = JSON.parse(result.body ?? "") as { error: { code: string; message: string } };
+      expect(body.error.code).toBe("upstream_unavailable");
+      expect(body.error.message).toMatch(/too large for Lambda/);
+      const lines = logs.map((l) => JSON.parse(l)).filter((l) => /too large for Lambda/.test(l.msg));
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatchObject({ level: "error", status: 200, limit: LAMBDA_PAYLOAD_LIMIT, request_id: "req-1" });
+      expect(lines[0].bytes).toBeGreaterThan(LAMBDA_PAYLOAD_LIMIT);
+      // A body past the limit by itself is not read to its end (nor held whole in memory).
+      expect(lines[0].read_whole).toBe(n > LAMBDA_PAYLOAD_LIMIT ? false : undefined);
+      // Its size, never its content.
+      expect(logs.join("")).not.toContain("AAAAAAAA");
+      expect(payloadBytes(result)).toBeLessThan(LAMBDA_PAYLOAD_LIMIT);
+    }
+  });
+
+  it("is not reached by a 1 MB answer, which passes unchanged", async () => {
+    const { logs, get } = setup();
+    for (const type of ["application/octet-stream", "application/json"]) {
+      const result = await get(`/v1/forward/m/bytes?n=1000000&type=${type}`);
+      expect(result.statusCode).toBe(200);
+      expect(result.headers?.["content-type"]).toBe(type);
+      expect(bytesOf(result).equals(Buffer.alloc(1_000_000, 0x41))).toBe(true);
+      expect(payloadBytes(result)).toBeLessThan(LAMBDA_PAYLOAD_LIMIT);
+    }
+    expect(logs.filter((l) => /too large/.test(l))).toEqual([]);
+  });
+});
