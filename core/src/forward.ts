@@ -22,7 +22,8 @@
  *   Lambda's runtime API (`AWS_LAMBDA_RUNTIME_API`).
  * - The request body is read whole (at most 1 MiB, as every body), so that it can be sent again;
  *   the answer streams back as it arrives (SSE event by event), status and headers as the upstream
- *   gave them (error bodies too), hop-by-hop headers dropped, `Cache-Control: no-store` added.
+ *   gave them (error bodies too), hop-by-hop headers dropped, `Cache-Control: no-store` added,
+ *   and `Content-Type: application/octet-stream` when a body came without a type.
  *   A redirect is not passed on (`502`): a client following it would take our master key, in
  *   `x-litellm-api-key`, to wherever the upstream pointed.
  * - An upstream 401 reads the key from the store again, past the cache, and tries once more.
@@ -214,6 +215,11 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
     answer.body.resume();
     return new Response(null, { status: answer.statusCode, headers: out });
   }
+  // A body without a type is bytes (RFC 9110 section 8.3: the recipient may take it as
+  // application/octet-stream), said so for every runtime: @hono/node-server would label it
+  // `text/plain; charset=UTF-8` on serve and Google, where Lambda and Azure send no type, and
+  // hono/aws-lambda would hand it to Lambda as text (not base64), its bytes decoded as UTF-8.
+  if (!out.has("content-type")) out.set("content-type", "application/octet-stream");
   return new Response(answerBody(answer.body, raw, deps.log, modelName), { status: answer.statusCode, headers: out });
 }
 

@@ -24,6 +24,8 @@ interface Seen {
 }
 
 const seen: Seen[] = [];
+/** What /v1/untyped answers: not UTF-8 (a lone 0xff, a cut sequence), and no Content-Type. */
+const UNTYPED = Buffer.from([0x00, 0x01, 0xff, 0xfe, 0xc3, 0x28, 0x80, 0x0a]);
 let expectedKey = "";
 let releaseStream: () => void = () => {};
 /** How many calls to /v1/hang (never answered) ended with their connection closed. */
@@ -72,6 +74,12 @@ beforeAll(async () => {
         // Named in Connection: for the hop between the upstream and us only (RFC 9110 section 7.6.1).
         res.writeHead(200, { connection: "keep-alive, x-upstream-hop", "x-upstream-hop": "1", "x-kept": "yes" });
         res.end("{}");
+        return;
+      }
+      if (req.url?.startsWith("/v1/untyped")) {
+        // Bytes with no Content-Type (an audio file, a blob): nothing says they are text.
+        res.writeHead(200);
+        res.end(UNTYPED);
         return;
       }
       if (req.url?.startsWith("/v1/error")) {
@@ -328,6 +336,38 @@ describe("POST /v1/forward/{model}/{path}", () => {
       rest += Buffer.from(value).toString();
     }
     expect(rest).toBe("data: second\n\n");
+  });
+
+  it("an answer with a body and no Content-Type is application/octet-stream on every runtime, its bytes as sent (serve added text/plain; charset=UTF-8)", async () => {
+    const key = newKey("sk-upstream-");
+    expectedKey = key;
+    const { runtime, masterKey, request } = await app(key);
+    // Over serve's socket, where @hono/node-server writes the Response (as on Google).
+    const server = await startServer(runtime, { host: "127.0.0.1", port: 0 });
+    try {
+      const res = await fetch(`${server.url}/v1/forward/gpt/v1/untyped`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${masterKey}`, "content-type": "application/json" },
+        body: "{}",
+      });
+      expect(res.status).toBe(200);
+      expect(res.headers.get("content-type")).toBe("application/octet-stream");
+      expect(res.headers.get("cache-control")).toBe("no-store");
+      expect(Buffer.from(await res.arrayBuffer())).toEqual(UNTYPED);
+      // A typed answer keeps its type.
+      const typed = await fetch(`${server.url}/v1/forward/gpt/v1/models`, {
+        headers: { authorization: `Bearer ${masterKey}` },
+      });
+      expect(typed.headers.get("content-type")).toBe("application/json");
+      await typed.arrayBuffer();
+    } finally {
+      await server.close();
+    }
+    // In process, as Lambda and Azure take the Response: the same type.
+    const direct = await request("/v1/forward/gpt/v1/untyped", { method: "POST", json: {} });
+    expect(direct.status).toBe(200);
+    expect(direct.headers.get("content-type")).toBe("application/octet-stream");
+    expect(Buffer.from(await direct.arrayBuffer())).toEqual(UNTYPED);
   });
 
   it("an answer the upstream cuts mid-stream reaches the client cut (never completed, nothing appended), logged as one line", async () => {
