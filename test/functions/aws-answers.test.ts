@@ -138,3 +138,38 @@ describe("an answer past Lambda's 6 MB response payload", () => {
     expect(logs.filter((l) => /too large/.test(l))).toEqual([]);
   });
 });
+
+describe("a forwarded answer's bytes", () => {
+  it("come back as the upstream sent them, whatever their type: only JSON in UTF-8 goes as text", async () => {
+    const { get } = setup();
+    const cases: [hex: string, type: string | undefined, text: boolean][] = [
+      // Not UTF-8: read as text, its é (e9) became U+FFFD (efbfbd).
+      ["636166e9", "text/plain; charset=iso-8859-1", false],
+      ["636166e9", "text/csv", false],
+      ["3c613ee93c2f613e", "text/html; charset=windows-1252", false],
+      // No Content-Type at all (the upstream sent none): forward labels it application/octet-stream.
+      ["fffe0080c3", undefined, false],
+      ["7b2261223a317d", "application/json", true],
+      ["7b2261223a317d", "application/json; charset=utf-8", true],
+      ["7b2261223a317d", "application/problem+json", true],
+      // JSON said to be in another charset is passed as bytes.
+      ["7b2261223a22e9227d", "application/json; charset=iso-8859-1", false],
+      ["646174613a20e90a0a", "text/event-stream", false],
+    ];
+    for (const [hex, type, text] of cases) {
+      const result = await get(`/v1/forward/m/raw/${hex}${type ? `?type=${encodeURIComponent(type)}` : ""}`);
+      expect(result.statusCode).toBe(200);
+      expect(bytesOf(result).toString("hex"), `${hex} as ${type}`).toBe(hex);
+      expect(result.isBase64Encoded, `${type} as base64`).toBe(!text);
+      expect(result.headers?.["content-type"]).toBe(type ?? "application/octet-stream");
+    }
+  });
+
+  it("of our own answers stay JSON text", async () => {
+    const { get } = setup();
+    const result = await get("/v1/secrets/absent");
+    expect(result.statusCode).toBe(404);
+    expect(result.isBase64Encoded).toBe(false);
+    expect(JSON.parse(result.body ?? "").error.code).toBe("not_found");
+  });
+});

@@ -4,7 +4,8 @@
  * - `http`: Function URL and API Gateway v2 (payload 2.0) events through `hono/aws-lambda`, with
  *   `event.rawPath` (and `rawQueryString`) as the raw request, so `..` and `%2F` are judged as sent;
  *   on an HTTP API's own endpoint a named stage's first segment is taken off (`withoutStage`).
- *   The answer goes back whole in the result (BUFFERED); one Lambda could not carry (more than
+ *   The answer goes back whole in the result (BUFFERED), base64 unless it is JSON in UTF-8
+ *   (`isAnswerBinary`: text is read as UTF-8); one Lambda could not carry (more than
  *   `LAMBDA_PAYLOAD_LIMIT` bytes as sent) is answered as an error in the API's shape instead.
  * - `sqs`: key events from SQS. Each record is applied in order; the ones that failed (the store
  *   failed: retry) or were refused (malformed, too old, not allowed: never applicable) come back in
@@ -131,6 +132,23 @@ class AnswerTooLarge extends Error {
   }
 }
 
+/** `application/json` and the `+json` types (`application/problem+json`). */
+const JSON_TYPE = /^application\/(?:[!#$%&'*+.^_`|~0-9a-z-]+\+)?json\s*(?:;|$)/i;
+
+/**
+ * Whether hono's handler hands an answer of this type to Lambda base64-encoded (its bytes as they
+ * are) rather than as text. Text is read with `res.text()`, as UTF-8: bytes that are not UTF-8
+ * become U+FFFD. So only JSON in UTF-8 (no charset, or `utf-8`) goes as text; every other type is
+ * bytes, `text/*` in whatever charset included (hono's default took `text/plain; charset=iso-8859-1`
+ * as text). An answer with a body and no type is not asked about (hono takes it as text): forward
+ * labels an upstream's untyped body `application/octet-stream`, and our own answers are typed.
+ */
+export function isAnswerBinary(contentType: string): boolean {
+  if (!JSON_TYPE.test(contentType)) return true;
+  const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(contentType)?.[1];
+  return charset !== undefined && !/^utf-?8$/i.test(charset);
+}
+
 /** Statuses whose Response has no body (a new Response with one would throw). */
 const NULL_BODY = new Set([101, 103, 204, 205, 304]);
 
@@ -223,7 +241,7 @@ export function awsHandlers(options: AwsHandlersOptions = {}) {
     },
   };
   // hono/aws-lambda calls only `fetch(request, { event, ... })` of the app it is given.
-  const httpHandler = handle(app as unknown as Parameters<typeof handle>[0]);
+  const httpHandler = handle(app as unknown as Parameters<typeof handle>[0], { isContentTypeBinary: isAnswerBinary });
   /**
    * An invocation's result, or, when Lambda could not carry it (LAMBDA_PAYLOAD_LIMIT), an error in
    * the API's shape. Each invocation ends by writing what it counted as EMF lines.
