@@ -221,6 +221,65 @@ describe("a JSON body that does not parse (express answers it before the functio
       process.env.NODE_ENV = savedEnv;
     }
   });
+
+  it("express's other refusals before the function runs are one line of ours too, not an error's stack on stderr", async () => {
+    const printed: unknown[][] = [];
+    const out = globalThis.console;
+    const savedError = out.error;
+    const savedEnv = process.env.NODE_ENV;
+    out.error = (...args: unknown[]) => printed.push(args);
+    delete process.env.NODE_ENV; // as deployed: express logs what it refuses
+    const ownLogs: string[] = [];
+    try {
+      const { gcpFunctions } = await import("../../functions/gcp/src/index");
+      const targets = gcpFunctions({
+        stores: [store.factory()],
+        env: { LITELLM_MASTER_KEY: newKey() },
+        log: createLogger((line) => ownLogs.push(line)),
+      });
+      functions.http("refusing-http", targets.http);
+      const server = getTestServer("refusing-http");
+      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+      const port = (server.address() as { port: number }).port;
+      const send = async (path: string, init: RequestInit = {}) => {
+        const res = await fetch(`http://127.0.0.1:${port}${path}`, init);
+        await res.arrayBuffer();
+        return res.status;
+      };
+      // A body labelled gzip that does not inflate (zlib's error), and a malformed escape in the
+      // path (the router's URIError): express's own 400 page.
+      const headers = { "content-type": "application/json", "content-encoding": "gzip" };
+      expect(await send("/v1/secrets/A", { method: "PUT", headers, body: '{"value":"not gzip"}' })).toBe(400);
+      expect(await send("/v1/secrets/a%zz")).toBe(400);
+      // And what the body parser refuses by type: a charset it has no decoder for, an unknown coding.
+      const latin1 = { "content-type": "application/json; charset=iso-8859-1" };
+      expect(await send("/v1/secrets/A", { method: "PUT", headers: latin1, body: '{"value":"v"}' })).toBe(415);
+      const zstd2 = { "content-type": "application/json", "content-encoding": "zstd2" };
+      expect(await send("/v1/forward/m/x", { method: "POST", headers: zstd2, body: "{}" })).toBe(415);
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await new Promise((resolve) => setImmediate(resolve)); // express logs after it answers
+      expect(printed).toEqual([]);
+      const lines = ownLogs.map((l) => JSON.parse(l)).filter((l) => l.msg.startsWith("request refused by"));
+      expect(lines).toEqual([
+        expect.objectContaining({
+          level: "warn",
+          msg: "request refused by functions-framework's body parser",
+          code: "Z_DATA_ERROR",
+          status: 400,
+        }),
+        expect.objectContaining({
+          level: "warn",
+          msg: "request refused by express: a malformed percent-escape in the path",
+          status: 400,
+        }),
+        expect.objectContaining({ type: "charset.unsupported", status: 415 }),
+        expect.objectContaining({ type: "encoding.unsupported", status: 415 }),
+      ]);
+    } finally {
+      out.error = savedError;
+      process.env.NODE_ENV = savedEnv;
+    }
+  });
 });
 
 describe("a compressed body (functions-framework inflates it before the function runs)", () => {

@@ -94,9 +94,9 @@ const QUIETED = Symbol("llm-secrets: body parser errors quieted");
  * functions-framework parses a body before any function runs, and a JSON body that does not parse
  * is answered by express and logged with `console.error(err)`: body-parser's error holds the whole
  * body (`err.body`) and its message quotes the start of it, and that body may hold a secret value.
- * Such an error (an http-errors one with body-parser's `type`) is logged as one line of ours, its
- * type and status only; anything else goes to `console.error` as before. Express also puts the
- * error's message and stack in its answer unless NODE_ENV is `production`: that is the default here.
+ * What express refuses before the function runs is logged as one line of ours instead (`refusalOf`),
+ * no part of the request in it; anything else goes to `console.error` as before. Express also puts
+ * the error's message and stack in its answer unless NODE_ENV is `production`: that is the default here.
  */
 export function quietBodyParserErrors(log: Logger): void {
   process.env.NODE_ENV ??= "production";
@@ -104,23 +104,38 @@ export function quietBodyParserErrors(log: Logger): void {
   const original = console.error as typeof console.error & { [QUIETED]?: true };
   if (original[QUIETED]) return;
   const quieted = (...args: unknown[]) => {
-    const [err] = args;
-    const parser = err as { type?: unknown; status?: unknown; expose?: unknown } | null;
-    if (
-      args.length === 1 &&
-      err instanceof Error &&
-      typeof parser?.type === "string" &&
-      typeof parser.expose === "boolean"
-    ) {
-      log.warn("request refused by functions-framework's body parser", {
-        type: parser.type,
-        status: typeof parser.status === "number" ? parser.status : undefined,
-      });
+    const refusal = args.length === 1 ? refusalOf(args[0]) : undefined;
+    if (refusal) {
+      log.warn(refusal.msg, refusal.fields);
       return;
     }
     original.apply(console, args);
   };
   console.error = Object.assign(quieted, { [QUIETED]: true as const });
+}
+
+/**
+ * The errors express's final handler logs for a request functions-framework refused before the
+ * function ran, as a line of ours: body-parser's (an http-errors error with its `type`: a body that
+ * does not parse, a charset or a content coding it has no decoder for, a body too large; or zlib's
+ * error, with its `code`, for a body that does not inflate) and the router's 400 for a malformed
+ * escape in the path (a URIError, its message quoting the path). Names and status only.
+ */
+function refusalOf(err: unknown): { msg: string; fields: Parameters<Logger["warn"]>[1] } | undefined {
+  if (!(err instanceof Error)) return undefined;
+  const e = err as Error & { type?: unknown; status?: unknown; expose?: unknown; code?: unknown };
+  const status = typeof e.status === "number" ? e.status : undefined;
+  const parser = "request refused by functions-framework's body parser";
+  if (typeof e.type === "string" && typeof e.expose === "boolean") {
+    return { msg: parser, fields: { type: e.type, status } };
+  }
+  if (status === 400 && e.expose === true && typeof e.code === "string" && e.code.startsWith("Z_")) {
+    return { msg: parser, fields: { code: e.code, status } };
+  }
+  if (status === 400 && err instanceof URIError) {
+    return { msg: "request refused by express: a malformed percent-escape in the path", fields: { status } };
+  }
+  return undefined;
 }
 
 /** The two targets over one lazily started runtime (tests pass their own stores and environment). */
