@@ -6,7 +6,14 @@ import { createLogger } from "../../core/src/log";
 import { memoryStore } from "../../core/src/stores/memory";
 // @ts-expect-error: a plain ESM build script without types
 import { buildAws } from "../../functions/aws/build.mjs";
-import { awsHandlers, rawRequestOf, SQS_MARGIN_MS, type SqsEvent, withoutStage } from "../../functions/aws/src/index";
+import {
+  asSent,
+  awsHandlers,
+  rawRequestOf,
+  SQS_MARGIN_MS,
+  type SqsEvent,
+  withoutStage,
+} from "../../functions/aws/src/index";
 import { expectNoValueIn, newKey, tempDir } from "../helpers";
 import { KEY_EVENTS_CONFIG, keyEvent, PartlyDownStore } from "./queue-helpers";
 
@@ -53,6 +60,67 @@ describe("a named stage in rawPath (an HTTP API's own endpoint)", () => {
     expect(on(API, "prod", "/production/v1/secrets/x")).toBe("/production/v1/secrets/x");
     expect(on("secrets.example.com", "v1", "/v1/secrets/x")).toBe("/v1/secrets/x");
     expect(on("abc.lambda-url.eu-west-1.on.aws", undefined, "/v1/secrets/x")).toBe("/v1/secrets/x");
+  });
+});
+
+describe("an HTTP API's rawPath, which API Gateway delivers percent-decoded", () => {
+  const HTTP_API = "abc123.execute-api.eu-west-1.amazonaws.com";
+  const FUNCTION_URL = "abc123.lambda-url.eu-west-1.on.aws";
+
+  function send(
+    handlers: ReturnType<typeof awsHandlers>,
+    domainName: string,
+    method: string,
+    rawPath: string,
+    headers: Record<string, string>,
+  ) {
+    const event = {
+      version: "2.0",
+      routeKey: "$default",
+      rawPath,
+      rawQueryString: "",
+      headers: { host: domainName, ...headers },
+      ...(method === "PUT" && { body: JSON.stringify({ value: "written" }), isBase64Encoded: false }),
+      requestContext: { http: { method }, domainName, stage: "$default" },
+    };
+    return handlers.http(event as never, {} as never) as Promise<{ statusCode: number; body: string }>;
+  }
+
+  it("has its %, ? and # escaped back (they came from a %25, %253F, %23 the client sent), so nothing is decoded twice", () => {
+    const on = (domainName: string, rawPath: string) =>
+      asSent({ rawPath, requestContext: { http: { method: "GET" }, domainName } }).rawPath;
+    expect(on(HTTP_API, "/v1/secrets/a%40b")).toBe("/v1/secrets/a%2540b");
+    expect(on(HTTP_API, "/v1/secrets/prod?refresh=true")).toBe("/v1/secrets/prod%3Frefresh=true");
+    expect(on(HTTP_API, "/v1/secrets/prod#x")).toBe("/v1/secrets/prod%23x");
+    // A custom domain is an HTTP API's too; what AWS decoded to other characters stays as it came.
+    expect(on("secrets.example.com", "/v1/secrets/c/d é")).toBe("/v1/secrets/c/d é");
+    // A Function URL's rawPath is as the client sent it: left alone.
+    expect(on(FUNCTION_URL, "/v1/secrets/a%40b")).toBe("/v1/secrets/a%40b");
+    expect(on("abc123.lambda-url.cn-north-1.on.aws", "/v1/secrets/c%2Fd")).toBe("/v1/secrets/c%2Fd");
+  });
+
+  it("answers a name holding a % (sent as %25) as invalid, after the key check, and writes nothing", async () => {
+    const masterKey = newKey();
+    const handlers = awsHandlers({
+      stores: [memoryStore],
+      env: { LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_CONFIG: KEY_EVENTS_CONFIG },
+      log: createLogger(() => {}),
+      emf: () => {},
+    });
+    const auth = { authorization: `Bearer ${masterKey}` };
+    // The client sent `a%252540b` (the name `a%2540b`); the gateway decoded it twice, to `a%40b`.
+    const put = await send(handlers, HTTP_API, "PUT", "/v1/secrets/a%40b", auth);
+    expect(put.statusCode).toBe(400);
+    expect(JSON.parse(put.body).error.code).toBe("invalid_name");
+    expect(await (await handlers.runtime()).store.get("a@b")).toBeUndefined();
+    // Without the key: 401 first, as for every request.
+    expect((await send(handlers, HTTP_API, "PUT", "/v1/secrets/a%40b", {})).statusCode).toBe(401);
+    // `prod%253Frefresh=true` arrives as `prod?refresh=true`: a name, not a read of prod with a query.
+    const read = await send(handlers, "secrets.example.com", "GET", "/v1/secrets/prod?refresh=true", auth);
+    expect(read.statusCode).toBe(400);
+    expect(JSON.parse(read.body).error.code).toBe("invalid_name");
+    // Through a Function URL the same rawPath is the encoded `a@b`, written as any name.
+    expect((await send(handlers, FUNCTION_URL, "PUT", "/v1/secrets/a%40b", auth)).statusCode).toBe(201);
   });
 });
 

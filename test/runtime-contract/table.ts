@@ -30,6 +30,12 @@ export interface ContractCase {
   allow?: string[];
   /** Names whose value (or absence) is checked after the request; unlisted names must be as seeded. */
   after?: Record<string, string | undefined>;
+  /**
+   * The answer through an API Gateway HTTP API where it differs, and why: the gateway hands the
+   * function the path percent-decoded (`%25` twice) and cut at a `?` that `%3F` decoded to, so the
+   * function cannot see what was sent (contract.test.ts builds its events as AWS does).
+   */
+  onHttpApi?: Pick<ContractCase, "status" | "code" | "after"> & { why: string };
 }
 
 const put = { value: "written" };
@@ -125,6 +131,34 @@ export const CONTRACT: readonly ContractCase[] = [
     code: "invalid_name",
   },
   { name: "read with a raw #", method: "GET", target: "/v1/secrets/prod#x", status: 400, code: "invalid_name" },
+  // `%25` is a `%` in the name: never a valid name, and never decoded a second time.
+  {
+    name: "read a%2540b (a % in the name)",
+    method: "GET",
+    target: "/v1/secrets/a%2540b",
+    status: 400,
+    code: "invalid_name",
+    onHttpApi: {
+      status: 404,
+      code: "not_found",
+      why: "API Gateway decodes `%25` twice: `a%2540b` arrives as `a@b`, a valid name (absent here)",
+    },
+  },
+  {
+    name: "read prod%253Frefresh=true (a % in the name, not a query)",
+    method: "GET",
+    target: "/v1/secrets/prod%253Frefresh=true",
+    status: 400,
+    code: "invalid_name",
+  },
+  {
+    name: "read prod%3Fx",
+    method: "GET",
+    target: "/v1/secrets/prod%3Fx",
+    status: 400,
+    code: "invalid_name",
+    onHttpApi: { status: 200, why: "API Gateway cuts the path at the `?` that `%3F` decodes to: a read of prod" },
+  },
   { name: "read an absent name", method: "GET", target: "/v1/secrets/absent", status: 404, code: "not_found" },
 
   // Writes that must write nothing.
@@ -218,6 +252,42 @@ export const CONTRACT: readonly ContractCase[] = [
     method: "PUT",
     target: "/v1/secrets/prod?",
     body: put,
+    status: 400,
+    code: "invalid_name",
+  },
+  {
+    name: "PUT prod%3Fx does not write prod",
+    method: "PUT",
+    target: "/v1/secrets/prod%3Fx",
+    body: put,
+    status: 400,
+    code: "invalid_name",
+    onHttpApi: {
+      status: 200,
+      after: { prod: "written" },
+      why: "API Gateway cuts the path at the `?` that `%3F` decodes to, and what follows is not in rawPath: a write of prod (were it put in the query string, the write would be refused)",
+    },
+  },
+  {
+    name: "PUT prod%23x does not write prod",
+    method: "PUT",
+    target: "/v1/secrets/prod%23x",
+    body: put,
+    status: 400,
+    code: "invalid_name",
+  },
+  {
+    name: "PUT a%252540b does not write a@b",
+    method: "PUT",
+    target: "/v1/secrets/a%252540b",
+    body: put,
+    status: 400,
+    code: "invalid_name",
+  },
+  {
+    name: "DELETE prod%25x keeps prod",
+    method: "DELETE",
+    target: "/v1/secrets/prod%25x",
     status: 400,
     code: "invalid_name",
   },
