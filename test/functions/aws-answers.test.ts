@@ -19,9 +19,12 @@ interface LambdaResult {
 /** Answers `/bytes?n=N&type=T` with N bytes (0x41) of type T, and `/raw/<hex>?type=T` with those bytes. */
 let upstream: Server;
 let upstreamUrl = "";
+/** The request targets the upstream got. */
+const targets: string[] = [];
 
 beforeAll(async () => {
   upstream = createServer((req, res) => {
+    targets.push(req.url ?? "");
     const url = new URL(`http://x${req.url}`);
     const type = url.searchParams.get("type");
     const headers: Record<string, string> = type ? { "content-type": type } : {};
@@ -52,6 +55,11 @@ function setup() {
     "      model: openai/gpt-4o",
     `      api_base: ${upstreamUrl}`,
     "      api_key: sk-upstream",
+    "  - model_name: based",
+    "    litellm_params:",
+    "      model: openai/gpt-4o",
+    `      api_base: ${upstreamUrl}/base`,
+    "      api_key: sk-upstream",
   ].join("\n");
   const handlers = awsHandlers({
     stores: [memoryStore],
@@ -59,10 +67,12 @@ function setup() {
     log: createLogger((line) => logs.push(line)),
     emf: () => {},
   });
-  /** A GET through a Function URL (the path is sent as given, its query after the first `?`). */
-  const get = async (target: string): Promise<LambdaResult> => {
+  /**
+   * A GET through a Function URL (the path as given, its query after the first `?`), or through an
+   * HTTP API on `host` (then the path given is the rawPath AWS hands over, decoded).
+   */
+  const get = async (target: string, host = "abc123.lambda-url.eu-west-1.on.aws"): Promise<LambdaResult> => {
     const cut = target.indexOf("?");
-    const host = "abc123.lambda-url.eu-west-1.on.aws";
     const event = {
       version: "2.0",
       routeKey: "$default",
@@ -171,5 +181,20 @@ describe("a forwarded answer's bytes", () => {
     expect(result.statusCode).toBe(404);
     expect(result.isBase64Encoded).toBe(false);
     expect(JSON.parse(result.body ?? "").error.code).toBe("not_found");
+  });
+});
+
+describe("a forward through an HTTP API (its rawPath decoded)", () => {
+  it("passes a \\ (sent as %5C) and control characters on escaped, never as a separator of the upstream's path", async () => {
+    const { get } = setup();
+    const api = "abc123.execute-api.eu-west-1.amazonaws.com";
+    // The client sent `/v1/forward/based/v1%5C..%5C..%5Cbytes`: a URL parser reads `\` as `/`.
+    targets.length = 0;
+    expect((await get("/v1/forward/based/v1\\..\\..\\bytes?n=1", api)).statusCode).toBe(404);
+    expect(targets).toEqual(["/base/v1%5C..%5C..%5Cbytes?n=1"]);
+    // `%09` and `%0A` decoded: a URL parser drops tabs and newlines.
+    targets.length = 0;
+    await get("/v1/forward/based/a\tb\nc", api);
+    expect(targets).toEqual(["/base/a%09b%0Ac"]);
   });
 });

@@ -92,6 +92,8 @@ describe("an HTTP API's rawPath, which API Gateway delivers percent-decoded", ()
     expect(on(HTTP_API, "/v1/secrets/a%40b")).toBe("/v1/secrets/a%2540b");
     expect(on(HTTP_API, "/v1/secrets/prod?refresh=true")).toBe("/v1/secrets/prod%3Frefresh=true");
     expect(on(HTTP_API, "/v1/secrets/prod#x")).toBe("/v1/secrets/prod%23x");
+    // `%5C` and `%09`, `%0A`: a URL parser would read `\` as `/` and drop the others.
+    expect(on(HTTP_API, "/v1/forward/m/v1\\..\\x\t\n")).toBe("/v1/forward/m/v1%5C..%5Cx%09%0A");
     // A custom domain is an HTTP API's too; what AWS decoded to other characters stays as it came.
     expect(on("secrets.example.com", "/v1/secrets/c/d é")).toBe("/v1/secrets/c/d é");
     // A Function URL's rawPath is as the client sent it: left alone.

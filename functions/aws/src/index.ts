@@ -3,8 +3,8 @@
  *
  * - `http`: Function URL and API Gateway v2 (payload 2.0) events through `hono/aws-lambda`, with
  *   `event.rawPath` (and `rawQueryString`) as the raw request: a Function URL's, as the client sent
- *   it, so `..` and `%2F` are judged as sent; an HTTP API's arrives decoded, and only its `%`, `?`
- *   and `#` are escaped back (`asSent`). On an HTTP API's own endpoint a named stage's first segment
+ *   it, so `..` and `%2F` are judged as sent; an HTTP API's arrives decoded, and only its `%`, `?`,
+ *   `#`, `\` and control characters are escaped back (`asSent`). On an HTTP API's own endpoint a named stage's first segment
  *   is taken off (`withoutStage`).
  *   The answer goes back whole in the result (BUFFERED), base64 unless it is JSON in UTF-8
  *   (`isAnswerBinary`: text is read as UTF-8); one Lambda could not carry (more than
@@ -105,25 +105,32 @@ export function withoutStage<E>(event: E): E {
 /** A Function URL's own domain (`{url-id}.lambda-url.{region}.on.aws`): its rawPath is as the client sent it. */
 const FUNCTION_URL = /\.lambda-url\.[a-z0-9-]+\.on\.aws$/i;
 
-/** What an HTTP API's decoded rawPath holds that would be read as syntax again: `%`, `?` and `#`. */
-const DECODED_SYNTAX = /[%?#]/g;
-const ESCAPED: Readonly<Record<string, string>> = { "%": "%25", "?": "%3F", "#": "%23" };
+/**
+ * What an HTTP API's decoded rawPath may hold that a reader takes for syntax: `%` (decoded again),
+ * `?` and `#` (a query, a fragment), `\` (a URL parser's `/`), and control characters (tabs and
+ * newlines a URL parser drops).
+ */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it escapes
+const DECODED_SYNTAX = /[%?#\\\u0000-\u001f\u007f]/g;
+const escaped = (c: string) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, "0")}`;
 
 /**
  * The event with a rawPath that can be judged as sent. A Function URL's rawPath is the path the
  * client sent, still percent-encoded. An HTTP API (its `execute-api` endpoint or a custom domain)
  * delivers it percent-decoded, `%25` even twice (live captures: `%2F` arrives as `/`, `%2525` as
  * `%`, `%253F` as `?`, `%23` as `#`; `%3F` cuts the path there). Of what it decoded, `%`, `?` and `#`
- * would be read again as syntax: a second decoding (`%40` as `@`), a query, a fragment. They are
- * escaped back (`%25`, `%3F`, `%23`), so a name holding one is what it is, an invalid name
- * (`invalid_name`, after the key check as always), and a forward passes them on as characters.
- * What AWS decoded to anything else (`/`, `..`, a space) is beyond recovery and taken as it came.
+ * would be read again as syntax: a second decoding (`%40` as `@`), a query, a fragment; and a URL
+ * parser (a forward's target) reads `\` (`%5C`) as `/`, so that `v1\..\..\x` climbs out of the
+ * api_base's path, and drops tabs and newlines. These are escaped back (`%25`, `%3F`, `%23`, `%5C`,
+ * `%0A`, ...), so a name holding one is what it is, an invalid name (`invalid_name`, after the key
+ * check as always), and a forward passes them on escaped. What AWS decoded to anything else (`/`,
+ * `..`, a space) is beyond recovery and taken as it came.
  */
 export function asSent<E>(event: E): E {
   const { rawPath, requestContext } = event as Partial<HttpEventV2>;
   if (typeof rawPath !== "string" || FUNCTION_URL.test(requestContext?.domainName ?? "")) return event;
-  if (!/[%?#]/.test(rawPath)) return event;
-  return { ...event, rawPath: rawPath.replace(DECODED_SYNTAX, (c) => ESCAPED[c] as string) };
+  const escapedPath = rawPath.replace(DECODED_SYNTAX, escaped);
+  return escapedPath === rawPath ? event : { ...event, rawPath: escapedPath };
 }
 
 /** This runtime's raw-request helper: the path and query as the event carries them, and the request's id (for audit lines). */
