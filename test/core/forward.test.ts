@@ -317,6 +317,16 @@ describe("POST /v1/forward/{model}/{path}", () => {
       expect(((await res.json()) as { error: { code: string } }).error.code).toBe("invalid_request");
     }
     expect(seen).toEqual([]);
+    // A raw backslash is taken for `/` by URL parsing, with `..` resolved around it: it would leave
+    // the api_base's path (/openai/deployments/gpt/...). Percent-encoded, it stays a byte of the path.
+    for (const path of ["/v1/forward/deployment/a/b/c/..\\..\\..\\..\\x", "/v1/forward/deployment/a\tb"]) {
+      const res = await request(path, { method: "POST", json: {} });
+      expect(res.status, path).toBe(400);
+    }
+    expect(seen).toEqual([]);
+    const escaped = await request("/v1/forward/deployment/a%5Cb", { method: "POST", json: {} });
+    expect(escaped.status).toBe(200);
+    expect(seen.map((r) => r.url)).toEqual(["/openai/deployments/gpt/chat/completions/a%5Cb"]);
   });
 
   it("streams an SSE answer event by event: the first arrives before the upstream finishes", async () => {

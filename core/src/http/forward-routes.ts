@@ -44,6 +44,12 @@ const PREFIX = "/v1/forward/";
 export function forwardTargetOf(rawPath: string): { modelName: string; rest: string } {
   // Routed by the decoded path: `/v1/%66orward/...` would be cut 12 characters in, at another model.
   if (!rawPath.startsWith(PREFIX)) throw new InvalidInput("not under the forward path as sent (/v1/forward/)");
+  // URL parsing takes a raw `\` for `/` and resolves `..` around it, and drops tabs and newlines:
+  // `/v1/forward/m/v1\..\..\x` would leave the api_base's path. Escaped (`%5C`), they stay bytes.
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is refused
+  if (/[\\\x00-\x1f\x7f]/.test(rawPath)) {
+    throw new InvalidInput("the forward path holds a raw backslash or control character: percent-encode it");
+  }
   const after = rawPath.slice(PREFIX.length);
   const end = after.search(/[/?#]/);
   const encoded = end === -1 ? after : after.slice(0, end);
