@@ -44,13 +44,17 @@ export function ownFileName(prefix: string, suffix = ""): string {
   return `${prefix}.${process.pid}.${PROCESS_TOKEN}${randomBytes(6).toString("hex")}${suffix}`;
 }
 
+/** How old a file with our pid but another process's token must be to be taken for a leftover. */
+const LEFTOVER_AGE_MS = 60_000;
+
 /**
- * Whether a file named by `ownFileName` (its pid and hex part) was left by a process that is gone:
- * its pid is dead, or it is our pid with another process's token (a container's PID 1 before a
- * restart, whose pid looks alive forever).
+ * Whether a file named by `ownFileName` (its pid and hex part), last changed `ageMs` ago, was left
+ * by a process that is gone: its pid is dead, or it is our pid with another process's token and a
+ * minute old (a container's PID 1 before a restart, whose pid looks alive forever; a younger one
+ * may be a live process's in another container on the same volume, with our pid too, mid-write).
  */
-export function leftBehind(pid: number, hex: string): boolean {
-  return !isAlive(pid) || (pid === process.pid && !hex.startsWith(PROCESS_TOKEN));
+export function leftBehind(pid: number, hex: string, ageMs: number): boolean {
+  return !isAlive(pid) || (pid === process.pid && !hex.startsWith(PROCESS_TOKEN) && ageMs > LEFTOVER_AGE_MS);
 }
 
 export interface HeldLock {

@@ -858,7 +858,12 @@ export class FileStore implements SecretStore {
   async #removeLeftovers(): Promise<void> {
     for (const file of await readdir(this.location)) {
       const m = LEFTOVER.exec(file);
-      if (m && leftBehind(Number(m[1]), m[2] as string)) await rm(join(this.location, file), { force: true });
+      if (!m) continue;
+      const path = join(this.location, file);
+      const changed = statSync(path, { throwIfNoEntry: false })?.mtimeMs;
+      if (changed !== undefined && leftBehind(Number(m[1]), m[2] as string, Date.now() - changed)) {
+        await rm(path, { force: true });
+      }
     }
   }
 }

@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { appendFileSync, type FSWatcher, watch, writeFileSync } from "node:fs";
-import { appendFile, chmod, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { appendFile, chmod, mkdir, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { describe, expect, it, vi } from "vitest";
 import { KeyRing, openSecret, sealSecret } from "../../../core/src/crypto";
@@ -497,14 +497,22 @@ describe("FileStore", () => {
         `secrets.log.${process.pid}.abcdef0123456789.tmp`,
         `secrets.log.lock.${process.pid}.abcdef0123456789`,
       ];
-      for (const file of leftovers) await writeFile(join(dir, file), "left by a killed writer");
-      // One this process is writing now (another store of it, mid-compaction) stays.
+      const past = new Date(Date.now() - 120_000);
+      for (const file of leftovers) {
+        await writeFile(join(dir, file), "left by a killed writer");
+        await utimes(join(dir, file), past, past);
+      }
+      // One this process is writing now (another store of it, mid-compaction) stays; so does a young
+      // one with our pid and another token: a live process's in another container on the same volume.
       const inFlight = basename(ownFileName(join(dir, "secrets.log"), ".tmp"));
       await writeFile(join(dir, inFlight), "in flight");
+      const otherContainer = `secrets.log.${process.pid}.fedcba9876543210.tmp`;
+      await writeFile(join(dir, otherContainer), "another container's compaction, under way");
       await open(dir);
       const files = await readdir(dir);
       for (const file of leftovers) expect(files).not.toContain(file);
       expect(files).toContain(inFlight);
+      expect(files).toContain(otherContainer);
     });
   });
 
