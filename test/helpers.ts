@@ -226,6 +226,14 @@ export async function until(
 
 const liveChildren: ChildProcess[] = [];
 
+/** The pid of a process that has exited: a writer that crashed. */
+export function deadPid(): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ["-e", "0"]);
+    child.on("exit", () => resolve(child.pid as number));
+  });
+}
+
 /** The pid of another live process (ended with the test file): a live writer holding a lock. */
 export function livePid(): number {
   if (liveChildren.length === 0) {

@@ -1,5 +1,6 @@
 /**
- * A cross-process lock for the file store: a lock file holding "<pid> <token>".
+ * A cross-process lock for the file store: a lock file holding "<pid> <token> <pid space>" (the
+ * host and pid namespace its pid is one of).
  *
  * - Acquire: the file is written aside, then hard-linked into place; link() fails if the lock
  *   exists, so taking it is atomic and its content is never seen half-written.
@@ -9,7 +10,8 @@
  *   inherited the volume, a container's PID 1 before its restart). A lock holding our pid is judged
  *   by its lease too: it may be another store's of this process, or a live process's with our pid
  *   in another container on the same volume.
- * - Take over: a lock whose owner is dead (SIGKILL, power loss), or whose lease lapsed, is renamed aside; rename() moves exactly one file, so of several processes taking
+ * - Take over: a lock whose owner is dead (SIGKILL, power loss; judged by its pid only in our pid
+ *   space: from another, a live owner's pid is not seen), or whose lease lapsed, is renamed aside; rename() moves exactly one file, so of several processes taking
  *   over, one wins. If what was moved turns out not to be the lock that was judged dead (it was
  *   re-taken in between), it is linked back.
  * - Release: only a lock that still holds our token is removed.
@@ -20,7 +22,9 @@
  * A lock timeout is `BackendUnavailable` (503 with Retry-After): the lock is held by a live writer.
  */
 import { randomBytes } from "node:crypto";
+import { readlinkSync } from "node:fs";
 import { link, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { hostname } from "node:os";
 import { basename } from "node:path";
 import { BackendUnavailable } from "../store-errors";
 
@@ -39,22 +43,38 @@ export const LEASE: Lease = { staleMs: 5_000, heartbeatMs: 1_000 };
  */
 const PROCESS_TOKEN = randomBytes(4).toString("hex");
 
+/**
+ * Where our pids mean something: the host and the pid namespace. From another pid namespace (a CLI
+ * on the host beside a server in a container, on one data dir) a live owner's pid is not seen, or is
+ * another process's: its lock is judged by its lease alone.
+ */
+const PID_SPACE = (() => {
+  let namespace = "";
+  try {
+    namespace = readlinkSync("/proc/self/ns/pid"); // "pid:[4026531836]" (Linux)
+  } catch {
+    // no /proc: the host alone
+  }
+  return `${hostname()}/${namespace}`.replace(/\s/g, "_");
+})();
+
 /** `<prefix>.<pid>.<process token><random hex><suffix>`: a name no other process or call makes. */
 export function ownFileName(prefix: string, suffix = ""): string {
   return `${prefix}.${process.pid}.${PROCESS_TOKEN}${randomBytes(6).toString("hex")}${suffix}`;
 }
 
-/** How old a file with our pid but another process's token must be to be taken for a leftover. */
+/** How old a file must be to be taken for a leftover: a younger one may be a live writer's. */
 const LEFTOVER_AGE_MS = 60_000;
 
 /**
  * Whether a file named by `ownFileName` (its pid and hex part), last changed `ageMs` ago, was left
- * by a process that is gone: its pid is dead, or it is our pid with another process's token and a
- * minute old (a container's PID 1 before a restart, whose pid looks alive forever; a younger one
- * may be a live process's in another container on the same volume, with our pid too, mid-write).
+ * by a process that is gone: a minute old, and its pid dead here, or ours with another process's
+ * token (a container's PID 1 before a restart, whose pid looks alive forever). A younger one may be
+ * a live writer's whose pid means another process here, or none: one in another container on the
+ * same volume (the file's name does not say its pid namespace).
  */
 export function leftBehind(pid: number, hex: string, ageMs: number): boolean {
-  return !isAlive(pid) || (pid === process.pid && !hex.startsWith(PROCESS_TOKEN) && ageMs > LEFTOVER_AGE_MS);
+  return ageMs > LEFTOVER_AGE_MS && (!isAlive(pid) || (pid === process.pid && !hex.startsWith(PROCESS_TOKEN)));
 }
 
 export interface HeldLock {
@@ -69,7 +89,7 @@ export async function withFileLock<T>(
   lease: Lease = LEASE,
 ): Promise<T> {
   const mine = ownFileName(path);
-  const content = `${process.pid} ${mine.slice(mine.lastIndexOf(".") + 1)}`;
+  const content = `${process.pid} ${mine.slice(mine.lastIndexOf(".") + 1)} ${PID_SPACE}`;
   await writeFile(mine, content, { mode: 0o600 });
   try {
     await acquire(path, mine, timeoutMs, lease);
@@ -117,8 +137,11 @@ async function acquire(path: string, mine: string, timeoutMs: number, lease: Lea
 }
 
 async function isStale(path: string, content: string, lease: Lease): Promise<boolean> {
-  const pid = Number.parseInt(content, 10);
-  if (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid)) return true;
+  const [pidText = "", , space] = content.split(" ");
+  const pid = Number.parseInt(pidText, 10);
+  // A dead pid means a dead owner only in our pid namespace (a lock without one: an earlier build's).
+  const here = space === undefined || space === PID_SPACE;
+  if (here && (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid))) return true;
   // A live pid, ours included, is judged by the lease alone: a lock with our pid may be another
   // store's of this process (held, or just released), or a live process's in another container on
   // the same volume (PID 1 there too), or an earlier process's that had our pid (a container's PID 1

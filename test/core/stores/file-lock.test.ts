@@ -4,7 +4,7 @@ import { readFile, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { withFileLock } from "../../../core/src/stores/file-lock";
-import { codeOf, livePid, tempDir } from "../../helpers";
+import { codeOf, deadPid, livePid, tempDir } from "../../helpers";
 
 const FAST = { staleMs: 400, heartbeatMs: 50 };
 
@@ -39,6 +39,25 @@ describe("the file lock as a lease", () => {
     const seen = await withFileLock(path, 1_000, async () => readFile(path, "utf8"), FAST);
     expect(seen.startsWith(`${process.pid} `)).toBe(true);
     expect(seen).not.toContain("another-process");
+  });
+
+  it("judges a lock from another pid namespace by its lease: its owner's pid means nothing here", async () => {
+    const path = join(await tempDir(), "store.lock");
+    // A CLI on the host holds it, seen from a server in a container on the same data dir: its pid
+    // is none here. Before, it was taken at once, and both wrote.
+    const pid = await deadPid();
+    await writeFile(path, `${pid} host-cli-token otherhost/pid:[4026531836]`);
+    expect(await codeOf(withFileLock(path, 150, async () => "got it", FAST))).toBe("backend_unavailable");
+    const past = new Date(Date.now() - 10_000);
+    await utimes(path, past, past);
+    expect(await withFileLock(path, 1_000, async () => "got it", FAST)).toBe("got it");
+    // In our own pid space (or written by an earlier build, without one), a dead pid is a dead owner.
+    const seen = await withFileLock(path, 1_000, async () => readFile(path, "utf8"), FAST);
+    const ours = seen.split(" ")[2];
+    for (const content of [`${pid} crashed-here ${ours}`, `${pid} crashed-here`]) {
+      await writeFile(path, content);
+      expect(await withFileLock(path, 150, async () => "got it", FAST), content).toBe("got it");
+    }
   });
 
   it("takes over a live owner's lock once its lease has lapsed, and waits while it is fresh", async () => {

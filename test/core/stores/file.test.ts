@@ -1,4 +1,3 @@
-import { spawn } from "node:child_process";
 import { appendFileSync, type FSWatcher, watch, writeFileSync } from "node:fs";
 import { appendFile, chmod, mkdir, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
@@ -9,7 +8,7 @@ import { createLogger } from "../../../core/src/log";
 import { FileStore, fileStore, sizeOf, TOMBSTONE_LIFETIME_MS, type WatchDir } from "../../../core/src/stores/file";
 import { ownFileName } from "../../../core/src/stores/file-lock";
 import { frame, keyCheckOf } from "../../../core/src/stores/file-log";
-import { codeOf, livePid, secretValue, tempDir, until } from "../../helpers";
+import { codeOf, deadPid, livePid, secretValue, tempDir, until } from "../../helpers";
 import { logPath, readLog, rewriteLog } from "./file-log-reader";
 
 const keys = new KeyRing("file-store-test-salt");
@@ -32,13 +31,6 @@ async function openIntruded(dataDir: string) {
     },
   });
   return { store, intrudeOnce: (fn: () => void) => (intrude = fn) };
-}
-
-function deadPid(): Promise<number> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ["-e", "0"]);
-    child.on("exit", () => resolve(child.pid as number));
-  });
 }
 
 /** The pid of another live process (ended after the file), to hold a lock as a live writer would. */
