@@ -16,8 +16,10 @@
  * Torn tails: writers append only under the lock and fsync before they release it, so every line
  * but the last was durable before the next one was begun (a line whose fsync failed stays, and its
  * writer rewrites the log, fsynced, before it appends again: file.ts). Only the last line can be damaged by a
- * crash (`kill -9` leaves it short; a power loss may leave it short or filled with zeros), and it
- * was never acknowledged: readers ignore it and the next writer truncates it. A damaged line with
+ * crash (`kill -9` leaves it short; a power loss may leave it short or with zeros in it), and it
+ * was never acknowledged: readers ignore it and the next writer truncates it. A whole last line
+ * that does not read and holds no zero is no crash's doing (a byte of it changed): refused as
+ * corrupt, as any other damaged line. A damaged line with
  * lines after it is not a crash's doing: the log is then refused as corrupt and left untouched.
  *
  * Key check values: `keyCheckOf(key)` is HMAC-SHA256(SHA-256(salt key), a fixed label), 16 bytes in
@@ -117,12 +119,15 @@ export function parseLog(bytes: Buffer, offset: number): Parsed {
     const isHeader = offset + at === 0;
     const valid = isHeader ? asHeader(record) : asBatch(record);
     if (valid === undefined) {
-      if (end + 1 === bytes.length) {
+      const last = end + 1 === bytes.length;
+      // A whole last line that does not read is a crash's only where a power loss left zeros in it
+      // (its pages reached the disk out of order); else a byte of an acknowledged line changed.
+      if (last && (isHeader || bytes.subarray(at, end).includes(0))) {
         parsed.tail = "damaged";
         break;
       }
       throw new StoreCorrupt(
-        `the file store's log is damaged at byte ${offset + at} (a line that is not the last); it was left untouched`,
+        `the file store's log is damaged at byte ${offset + at} (${last ? "a whole last line changed, which no crash leaves" : "a line that is not the last"}); it was left untouched`,
       );
     }
     if (isHeader) parsed.header = valid as Header;

@@ -2,6 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { KeyRing } from "../../../core/src/crypto";
 import { SecretsError } from "../../../core/src/errors";
+import { StoreCorrupt } from "../../../core/src/store-errors";
 import { type Batch, frame, type Header, keyCheckOf, parseLog } from "../../../core/src/stores/file-log";
 
 const header: Header = { format: "llm-secrets/file-store", version: 2, seq: 0, keys: ["kcv"] };
@@ -31,15 +32,22 @@ describe("file store log", () => {
     expect(cut.tail).toBe("incomplete");
     expect(cut.batches).toHaveLength(1);
 
-    const flipped = Buffer.from(next);
-    flipped[20] = (flipped[20] as number) ^ 0x01;
-    const damaged = parseLog(Buffer.concat([whole, flipped]), 0);
+    // A power loss may leave zeros where a line's pages were not written: a torn line, dropped.
+    const holed = Buffer.from(next);
+    holed.fill(0, 10, 40);
+    const damaged = parseLog(Buffer.concat([whole, holed]), 0);
     expect(damaged.consumed).toBe(whole.length);
     expect(damaged.tail).toBe("damaged");
 
     const zeros = parseLog(Buffer.concat([whole, Buffer.alloc(64), Buffer.from("\n")]), 0);
     expect(zeros.tail).toBe("damaged");
     expect(zeros.batches).toHaveLength(1);
+
+    // One byte of a whole last line changed is no crash's doing: that acknowledged write is not
+    // dropped (before, it was, and the next writer truncated it).
+    const flipped = Buffer.from(next);
+    flipped[20] = (flipped[20] as number) ^ 0x01;
+    expect(() => parseLog(Buffer.concat([whole, flipped]), 0)).toThrow(/whole last line changed/);
   });
 
   it("refuses a damaged line that is followed by more: not a crash's doing", () => {
@@ -56,7 +64,7 @@ describe("file store log", () => {
 
   it("refuses lines of the wrong shape even with a right checksum", () => {
     const wrong = frame({ changes: [{ s: "1", n: "A" }] } as unknown as Batch);
-    expect(parseLog(Buffer.concat([frame(header), wrong]), 0).tail).toBe("damaged");
+    expect(() => parseLog(Buffer.concat([frame(header), wrong]), 0)).toThrow(StoreCorrupt);
     const noHeader = parseLog(frame(batch("A", 1)), 0);
     expect(noHeader.header).toBeUndefined();
     expect(noHeader.tail).toBe("damaged");
