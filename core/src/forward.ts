@@ -43,6 +43,9 @@ import { isLinkLocal, isLoopback, type OutboundTls, outboundAgent } from "./outb
 import { refName } from "./refs";
 import type { SecretManager } from "./secret-manager";
 
+/** The statuses whose answer has no body (a `Response` with one throws). */
+export const NULL_BODY_STATUSES: ReadonlySet<number> = new Set([101, 103, 204, 205, 304]);
+
 /** A `model_list` entry as settings parsed it. */
 export interface ForwardModel {
   model_name: string;
@@ -210,7 +213,8 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
     for (const v of Array.isArray(value) ? value : [value]) out.append(name, v);
   }
   out.set("cache-control", "no-store");
-  const empty = answer.statusCode === 204 || answer.statusCode === 304 || request.method === "HEAD";
+  // The statuses a Response cannot carry a body with (it throws): 205 too.
+  const empty = NULL_BODY_STATUSES.has(answer.statusCode) || request.method === "HEAD";
   if (empty) {
     answer.body.resume();
     return new Response(null, { status: answer.statusCode, headers: out });

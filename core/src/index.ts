@@ -8,6 +8,7 @@ import type { CLI_STORES } from "./cli";
 export type { RawRequest } from "./app";
 export { cryptoReady, type EncryptionAlgorithm, KeyRing, openSecret, sealSecret } from "./crypto";
 export * from "./errors";
+export { NULL_BODY_STATUSES } from "./forward";
 export { type ResponseCookie, responseCookies } from "./http/cookies";
 export { errorAnswer } from "./http/router";
 export { instrumentStore } from "./instrument-store";

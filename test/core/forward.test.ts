@@ -82,6 +82,11 @@ beforeAll(async () => {
         res.end(UNTYPED);
         return;
       }
+      if (req.url?.startsWith("/v1/reset")) {
+        res.writeHead(205);
+        res.end();
+        return;
+      }
       if (req.url?.startsWith("/v1/error")) {
         res.writeHead(429, { "content-type": "application/json", "retry-after": "3" });
         res.end(JSON.stringify({ error: { message: "slow down" } }));
@@ -439,6 +444,10 @@ describe("POST /v1/forward/{model}/{path}", () => {
     const key = newKey("sk-upstream-");
     expectedKey = key;
     const { request, logs } = await app(key);
+    // 205 Reset Content has no body: a Response with one throws (it was a 500 internal).
+    const reset = await request("/v1/forward/gpt/v1/reset", { method: "POST", json: {} });
+    expect(reset.status).toBe(205);
+    expect(await reset.text()).toBe("");
     const limited = await request("/v1/forward/gpt/v1/error", { method: "POST", json: {} });
     expect(limited.status).toBe(429);
     expect(limited.headers.get("retry-after")).toBe("3");

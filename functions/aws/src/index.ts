@@ -30,6 +30,7 @@ import {
   errorAnswer,
   type FunctionOptions,
   type Logger,
+  NULL_BODY_STATUSES,
   type RawRequest,
   startOnFirstUse,
 } from "@llm-secrets/core";
@@ -182,15 +183,12 @@ export function isAnswerBinary(contentType: string): boolean {
   return charset !== undefined && !/^utf-?8$/i.test(charset);
 }
 
-/** Statuses whose Response has no body (a new Response with one would throw). */
-const NULL_BODY = new Set([101, 103, 204, 205, 304]);
-
 /**
  * The answer with its body counted as hono's handler reads it: past the limit the read fails (the
  * upstream's answer is cancelled, not read into memory whole), as the result could not be sent.
  */
 function counted(res: Response): Response {
-  if (!res.body || NULL_BODY.has(res.status)) return res;
+  if (!res.body || NULL_BODY_STATUSES.has(res.status)) return res;
   let bytes = 0;
   const counter = new TransformStream<Uint8Array, Uint8Array>({
     transform(chunk, controller) {
