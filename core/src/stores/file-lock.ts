@@ -39,7 +39,8 @@ export const LEASE: Lease = { staleMs: 5_000, heartbeatMs: 1_000 };
 
 /**
  * Drawn once per process and put in the name of every file it creates beside the log (after its
- * pid): a file with our pid but another token was left by an earlier process that had our pid.
+ * pid), and in its lock: a file with our pid but another token is another process's (an earlier one
+ * that had our pid, or a live one in another container on the same volume).
  */
 const PROCESS_TOKEN = randomBytes(4).toString("hex");
 

@@ -410,6 +410,14 @@ export class FileStore implements SecretStore {
     this.#dirWatch.close();
     while (this.#flushing) await this.#flushing;
     await this.#turn;
+    if (this.#unsynced) {
+      // A line whose sync failed is still to be made durable (a CLI `put` ends right after it):
+      // the rewrite runs now rather than be left to a writer that does not know of it.
+      await this.#exclusive(async () => {}).catch((err: unknown) => {
+        const error = this.#classify(err, "file store rewrite at close");
+        this.#log.warn("file store: a line whose sync failed could not be rewritten at close", { code: error.code });
+      });
+    }
     this.#closed = true;
     this.#closeFd();
   }

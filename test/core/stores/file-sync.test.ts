@@ -63,6 +63,21 @@ describe("FileStore when a sync fails", () => {
     await fresh.close();
   });
 
+  it("a store closed after a failed sync (a CLI put ends there) rewrites the log before it goes", async () => {
+    const dir = await tempDir();
+    const a = await FileStore.open({ dataDir: dir, keys });
+    await a.put("BASE", "base-value");
+    const inode = statSync(logPath(dir)).ino;
+    sync.failNext = async () => {};
+    await expect(a.put("MAYBE", "may-have-landed")).rejects.toThrow("file store write");
+    await a.close();
+    // Before: the flag went with the process, and the next writer appended past a possible hole.
+    expect(statSync(logPath(dir)).ino).not.toBe(inode);
+    const fresh = await FileStore.open({ dataDir: dir, keys });
+    expect(await fresh.names()).toEqual(["BASE", "MAYBE"]);
+    await fresh.close();
+  });
+
   it("reads the whole log again before dropping a damaged tail, so a reader's wrong place in it destroys nothing", async () => {
     const dir = await tempDir();
     const logs: string[] = [];
