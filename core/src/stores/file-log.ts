@@ -15,7 +15,7 @@
  *
  * Torn tails: writers append only under the lock and fsync before they release it, so every line
  * but the last was durable before the next one was begun (a line whose fsync failed stays, and its
- * writer rewrites the log, fsynced, before it appends again: file.ts). Only the last line can be damaged by a
+ * writer rewrites the log, fsynced, before it appends again or closes: file.ts). Only the last line can be damaged by a
  * crash (`kill -9` leaves it short; a power loss may leave it short or with zeros in it), and it
  * was never acknowledged: readers ignore it and the next writer truncates it. A whole last line
  * that does not read and holds no zero is no crash's doing (a byte of it changed): refused as
