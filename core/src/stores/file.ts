@@ -574,9 +574,14 @@ export class FileStore implements SecretStore {
       this.#end += line.length;
       this.#apply(batch);
     } else {
-      // Another writer appended between our check and our write: both lines are whole (O_APPEND);
-      // read them in the order they landed.
+      // Another writer appended between our check and our write: the lock was not ours alone (a
+      // lease that lapsed under a stalled owner). Both lines are whole (O_APPEND) and are read in
+      // the order they landed; ours was decided without the other's, so the write is not answered
+      // as done: it fails as one that may have landed (a retry decides again).
       this.#readChanges("contested");
+      throw new BackendUnavailable(
+        "another writer appended to the file store's log at the same time; the write may have landed: retry",
+      );
     }
   }
 

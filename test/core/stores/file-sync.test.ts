@@ -1,11 +1,12 @@
 // The file store when fdatasync fails after a whole line was written (NFS/EFS report a full quota
 // there): node:fs is wrapped so that the next fdatasync fails, after letting a second store on the
 // same data dir (a CLI, or a second server on a shared volume) read the log.
-import { statSync } from "node:fs";
+import { appendFileSync, statSync } from "node:fs";
 import { describe, expect, it, vi } from "vitest";
-import { KeyRing } from "../../../core/src/crypto";
+import { KeyRing, sealSecret } from "../../../core/src/crypto";
 import { createLogger } from "../../../core/src/log";
 import { FileStore } from "../../../core/src/stores/file";
+import { frame } from "../../../core/src/stores/file-log";
 import { tempDir } from "../../helpers";
 import { logPath } from "./file-log-reader";
 
@@ -76,6 +77,34 @@ describe("FileStore when a sync fails", () => {
     const fresh = await FileStore.open({ dataDir: dir, keys });
     expect(await fresh.names()).toEqual(["BASE", "MAYBE"]);
     await fresh.close();
+  });
+
+  it("a write whose line lands after another writer's it was not decided against is not answered as done", async () => {
+    // The ring's current key is read right after the check that the log has not moved, just before
+    // the append: another writer (one that took the lock over) appends there.
+    class Intruded extends KeyRing {
+      intrude: (() => void) | undefined;
+      override get current() {
+        const run = this.intrude;
+        this.intrude = undefined;
+        run?.();
+        return super.current;
+      }
+    }
+    const ring = new Intruded("file-sync-test-salt");
+    const dir = await tempDir();
+    const store = await FileStore.open({ dataDir: dir, keys: ring });
+    await store.put("K", "base", { ifNewerThan: { at: 10 } });
+    const at = Date.now();
+    const older = store.put("K", "older-event", { ifNewerThan: { at: 50 } }); // sealed now, decided later
+    ring.intrude = () =>
+      appendFileSync(
+        logPath(dir),
+        frame({ changes: [{ s: 99, n: "K", t: 100, w: at, c: at, v: sealSecret("newer-event", keys) }] }),
+      );
+    // Before: answered "updated", though decided without the newer event in the log before it.
+    await expect(older).rejects.toMatchObject({ code: "backend_unavailable" });
+    await store.close();
   });
 
   it("reads the whole log again before dropping a damaged tail, so a reader's wrong place in it destroys nothing", async () => {
