@@ -37,14 +37,11 @@ import { request as send } from "undici";
 import type { RawRequest } from "./app";
 import { InvalidInput, SecretsError } from "./errors";
 import { forwardTargetOf } from "./http/forward-routes";
-import { readLimitedBody } from "./http/router";
+import { NULL_BODY_STATUSES, readLimitedBody } from "./http/router";
 import type { Logger } from "./log";
 import { isLinkLocal, isLoopback, type OutboundTls, outboundAgent } from "./outbound";
 import { refName } from "./refs";
 import type { SecretManager } from "./secret-manager";
-
-/** The statuses whose answer has no body (a `Response` with one throws). */
-export const NULL_BODY_STATUSES: ReadonlySet<number> = new Set([101, 103, 204, 205, 304]);
 
 /** A `model_list` entry as settings parsed it. */
 export interface ForwardModel {

@@ -79,6 +79,9 @@ export function json(value: unknown, status = 200, headers?: Record<string, stri
   });
 }
 
+/** The statuses whose answer has no body (a `Response` with one throws). */
+export const NULL_BODY_STATUSES: ReadonlySet<number> = new Set([101, 103, 204, 205, 304]);
+
 /** An error in the API's shape (`{"error":{"code","message"}}`, the code's status) for an answer made outside a route (a runtime's own). */
 export function errorAnswer(code: ErrorCode, message: string): Response {
   return json({ error: { code, message } }, ERROR_STATUS[code]);
