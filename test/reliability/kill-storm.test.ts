@@ -1,8 +1,9 @@
 // A write storm against the served product, killed with SIGKILL at random points and restarted,
 // each time in a fresh PID namespace where `unshare` can make one (there the server is PID 1 after
 // every restart, as in a container, so a lock it left looks alive by its pid alone). Every
-// acknowledged write must be on disk whole, and the first write after each restart must succeed at
-// once, though the lock the kill left looks fresh for another minute: judged by its owner, not its age.
+// acknowledged write must be on disk whole, and the first write after each restart must succeed
+// within the lock's lease: a lock from another pid namespace (the killed PID 1's, like a live
+// container's on the same volume) is judged by its lease, which a killed owner no longer renews.
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { readdir, utimes, writeFile } from "node:fs/promises";
@@ -13,9 +14,10 @@ import { FileStore } from "../../core/src/stores/file";
 import { readLog } from "../core/stores/file-log-reader";
 import { cleanEnv, cliPath, newKey, ServerProcess, seededRandom, TEST_SEED, tempDir } from "../helpers";
 
-const KILLS = 20;
+const KILLS = 12;
 const WRITERS = 8;
-const FIRST_WRITE_LIMIT_MS = 5_000;
+/** The lease (5 s) a killed owner's lock may still have, and a margin for a loaded machine. */
+const FIRST_WRITE_LIMIT_MS = 9_000;
 
 /** `unshare --pid --fork` works here (root, or user namespaces allowed). */
 const pidNamespaces = spawnSync("unshare", ["--pid", "--fork", "--kill-child", "true"]).status === 0;
@@ -55,7 +57,7 @@ describe("a write storm killed with SIGKILL, again and again", () => {
           signal,
         });
 
-      // The first write after a restart: the lock a killed PID 1 left must not hold it up.
+      // The first write after a restart: the lock a killed PID 1 left holds it up its lease at most.
       const started = performance.now();
       const first = await put(`first-${round}`);
       firstWriteMs.push(performance.now() - started);
@@ -80,18 +82,16 @@ describe("a write storm killed with SIGKILL, again and again", () => {
       stopped = true;
       await server.stop("SIGKILL");
       await Promise.all(writers);
-      // The worst a kill leaves: a lock whose lease looks fresh for another minute (a PID 1's, when
-      // the kill took none). The restart must judge it by its owner, never wait out its lease.
+      // The worst a kill leaves: a lock just renewed (a PID 1's, when the kill took none).
       const lock = join(dataDir, "secrets.log.lock");
-      if (pidNamespaces && !existsSync(lock)) await writeFile(lock, "1 left-by-the-killed-pid-1");
-      if (existsSync(lock)) {
-        const fresh = new Date(Date.now() + 60_000);
-        await utimes(lock, fresh, fresh);
-      }
+      if (pidNamespaces && !existsSync(lock)) await writeFile(lock, "1 left-by-the-killed-pid-1 another-pid-space");
     }
 
-    // One more restart cleans up what the killed processes left beside the log: their temp files
-    // and lock candidates, named with the pid the restarted server has again.
+    // One more restart, a minute later, cleans up what the killed processes left beside the log:
+    // their temp files and lock candidates, named with the pid the restarted server has again (a
+    // younger one may be a live writer's in another container).
+    const aMinuteAgo = new Date(Date.now() - 61_000);
+    for (const file of await readdir(dataDir)) await utimes(join(dataDir, file), aMinuteAgo, aMinuteAgo);
     const last = await serve(dataDir, masterKey);
     const after = await fetch(`${last.url}/v1/secrets/after`, {
       method: "PUT",
@@ -121,5 +121,5 @@ describe("a write storm killed with SIGKILL, again and again", () => {
       `kill storm: ${acked.size} acknowledged writes, first write after a restart max ${Math.round(Math.max(...firstWriteMs))} ms\n`,
     );
     expect(Math.max(...firstWriteMs)).toBeLessThan(FIRST_WRITE_LIMIT_MS);
-  }, 120_000);
+  }, 180_000);
 });
