@@ -58,7 +58,7 @@ import {
   statSync,
   write,
 } from "node:fs";
-import { type FileHandle, mkdir, open, readdir, rename, rm } from "node:fs/promises";
+import { type FileHandle, link, mkdir, open, readdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import * as z from "zod/mini";
 import { type KeyRing, openSecret, sealSecret } from "../crypto";
@@ -570,14 +570,15 @@ export class FileStore implements SecretStore {
       this.#unsynced = true;
       throw err;
     });
-    if (fstatSync(fd).size === this.#end + line.length) {
+    if (fstatSync(fd).size === this.#end + line.length && statSync(this.#logPath).ino === this.#ino) {
       this.#end += line.length;
       this.#apply(batch);
     } else {
-      // Another writer appended between our check and our write: the lock was not ours alone (a
-      // lease that lapsed under a stalled owner). Both lines are whole (O_APPEND) and are read in
-      // the order they landed; ours was decided without the other's, so the write is not answered
-      // as done: it fails as one that may have landed (a retry decides again).
+      // Another writer appended between our check and our write, or replaced the log (a compaction:
+      // our line went to the file it unlinked): the lock was not ours alone (a lease that lapsed
+      // under a stalled owner). What is in the log is read in the order it landed; ours was decided
+      // without the other's, so the write is not answered as done: it fails as one that may have
+      // landed (a retry decides again).
       this.#readChanges("contested");
       throw new BackendUnavailable(
         "another writer appended to the file store's log at the same time; the write may have landed: retry",
@@ -638,8 +639,12 @@ export class FileStore implements SecretStore {
     this.#compactRetryAt = 0;
   }
 
-  /** Writes a complete log through a temp file and a rename; resolves with its size. */
-  async #writeLogFile(header: Header, changes: Change[]): Promise<number> {
+  /**
+   * Writes a complete log through a temp file and a rename; resolves with its size. `create`: only
+   * where there is no log (a hard link, which fails if one exists), never over one: a first opener
+   * that stalled past its lease must not replace the log another writer made meanwhile.
+   */
+  async #writeLogFile(header: Header, changes: Change[], create = false): Promise<number> {
     const temp = join(this.location, ownFileName(LOG_FILE, ".tmp"));
     let handle: FileHandle | undefined;
     try {
@@ -664,7 +669,14 @@ export class FileStore implements SecretStore {
           "the file store's lock was taken over during a rewrite; the log was left as it was",
         );
       }
-      await rename(temp, this.#logPath);
+      if (create) {
+        await link(temp, this.#logPath).catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== "EEXIST") throw err; // another writer made it: theirs stands
+        });
+        await rm(temp, { force: true });
+      } else {
+        await rename(temp, this.#logPath);
+      }
       await syncDirectory(this.location);
       return size;
     } catch (err) {
@@ -679,7 +691,7 @@ export class FileStore implements SecretStore {
     if (exists(this.#logPath)) return;
     await withFileLock(this.#lockPath, this.#lockTimeoutMs, async () => {
       if (exists(this.#logPath)) return;
-      await this.#writeLogFile({ format: FORMAT, version: LOG_VERSION, seq: 0, keys: [] }, []);
+      await this.#writeLogFile({ format: FORMAT, version: LOG_VERSION, seq: 0, keys: [] }, [], true);
     });
   }
 

@@ -1,6 +1,6 @@
 // The file store's compaction when the disk refuses it: node:fs/promises is wrapped so that the
 // temp file of a rewrite fails with ENOSPC while `full.on` is set (everything else is untouched).
-import { stat } from "node:fs/promises";
+import { copyFile, readdir, stat } from "node:fs/promises";
 import { describe, expect, it, vi } from "vitest";
 import { KeyRing } from "../../../core/src/crypto";
 import { createLogger } from "../../../core/src/log";
@@ -8,11 +8,16 @@ import { FileStore } from "../../../core/src/stores/file";
 import { tempDir } from "../../helpers";
 import { logPath } from "./file-log-reader";
 
-const full = vi.hoisted(() => ({ on: false, refused: 0 }));
+const full = vi.hoisted(() => ({ on: false, refused: 0, beforeTemp: undefined as undefined | (() => Promise<void>) }));
 
 vi.mock("node:fs/promises", async (importOriginal) => {
   const actual = await importOriginal<typeof import("node:fs/promises")>();
   const open = (async (path: string, flags?: string, mode?: number) => {
+    const before = full.beforeTemp;
+    if (before && String(path).endsWith(".tmp")) {
+      full.beforeTemp = undefined;
+      await before();
+    }
     if (full.on && String(path).endsWith(".tmp")) {
       full.refused++;
       throw Object.assign(new Error(`ENOSPC: no space left on device, open '${path}'`), {
@@ -60,5 +65,24 @@ describe("FileStore compaction that fails", () => {
     const reopened = await FileStore.open({ dataDir: dir, keys });
     expect((await reopened.get("BIG"))?.value.endsWith(big)).toBe(true);
     await reopened.close();
+  });
+});
+
+describe("FileStore's first log", () => {
+  it("is made only where there is none: a first opener that stalled never replaces a log made meanwhile", async () => {
+    // Another writer's log, with an acknowledged write in it, ready to appear.
+    const theirs = await tempDir();
+    const other = await FileStore.open({ dataDir: theirs, keys });
+    await other.put("THEIRS", "acknowledged");
+    await other.close();
+    const dir = await tempDir();
+    // The first opener stalls past its lease while writing the new log's temp file; meanwhile the
+    // other writer (which took the lock over) made the log and wrote to it.
+    full.beforeTemp = () => copyFile(logPath(theirs), logPath(dir));
+    const store = await FileStore.open({ dataDir: dir, keys });
+    // Before: its rename put an empty log over theirs, and THEIRS was gone.
+    expect((await store.get("THEIRS"))?.value).toBe("acknowledged");
+    expect((await readdir(dir)).filter((f) => f.endsWith(".tmp"))).toEqual([]);
+    await store.close();
   });
 });

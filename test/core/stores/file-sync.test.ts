@@ -1,7 +1,7 @@
 // The file store when fdatasync fails after a whole line was written (NFS/EFS report a full quota
 // there): node:fs is wrapped so that the next fdatasync fails, after letting a second store on the
 // same data dir (a CLI, or a second server on a shared volume) read the log.
-import { appendFileSync, statSync } from "node:fs";
+import { appendFileSync, copyFileSync, renameSync, statSync } from "node:fs";
 import { describe, expect, it, vi } from "vitest";
 import { KeyRing, sealSecret } from "../../../core/src/crypto";
 import { createLogger } from "../../../core/src/log";
@@ -104,6 +104,32 @@ describe("FileStore when a sync fails", () => {
       );
     // Before: answered "updated", though decided without the newer event in the log before it.
     await expect(older).rejects.toMatchObject({ code: "backend_unavailable" });
+    await store.close();
+  });
+
+  it("a write whose line went to a log another writer replaced meanwhile is not answered as done", async () => {
+    class Intruded extends KeyRing {
+      intrude: (() => void) | undefined;
+      override get current() {
+        const run = this.intrude;
+        this.intrude = undefined;
+        run?.();
+        return super.current;
+      }
+    }
+    const ring = new Intruded("file-sync-test-salt");
+    const dir = await tempDir();
+    const store = await FileStore.open({ dataDir: dir, keys: ring });
+    await store.put("A", "a");
+    const lost = store.put("B", "b"); // sealed now, appended later
+    // Another writer (one that took the lock over) compacts between our check and our append: a
+    // copy renamed over the log. Our line goes to the file it unlinked.
+    ring.intrude = () => {
+      copyFileSync(logPath(dir), `${logPath(dir)}.copy`);
+      renameSync(`${logPath(dir)}.copy`, logPath(dir));
+    };
+    // Before: answered "created", and B was in no log.
+    await expect(lost).rejects.toMatchObject({ code: "backend_unavailable" });
     await store.close();
   });
 
