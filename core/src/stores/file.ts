@@ -619,6 +619,9 @@ export class FileStore implements SecretStore {
       this.#sizes.delete(c.n);
     }
     this.#liveBytes = this.#end; // what the rewrite wrote: the state, exactly
+    // What killed writers left (a crash-looping container's temp files, each up to the log's size)
+    // goes here too, not only at an open a minute after them. Best effort.
+    await this.#removeLeftovers().catch(() => {});
   }
 
   /**
@@ -879,7 +882,7 @@ export class FileStore implements SecretStore {
     this.#fd = undefined;
   }
 
-  /** What killed processes left behind: temp files and lock files of gone processes (`leftBehind`). */
+  /** What killed processes left behind: temp files and lock files of gone processes (`leftBehind`), at open and at each compaction. */
   async #removeLeftovers(): Promise<void> {
     for (const file of await readdir(this.location)) {
       const m = LEFTOVER.exec(file);
