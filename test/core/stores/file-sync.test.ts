@@ -24,6 +24,20 @@ vi.mock("node:fs", async (importOriginal) => {
 });
 
 const keys = new KeyRing("file-sync-test-salt");
+
+/**
+ * A key ring that runs `intrude` at the next reading of its current key: a write reads it right
+ * after the check that the log has not moved, just before the append (its value is sealed earlier).
+ */
+class Intruded extends KeyRing {
+  intrude: (() => void) | undefined;
+  override get current() {
+    const run = this.intrude;
+    this.intrude = undefined;
+    run?.();
+    return super.current;
+  }
+}
 const turn = () => new Promise((r) => setImmediate(r));
 
 describe("FileStore when a sync fails", () => {
@@ -80,17 +94,7 @@ describe("FileStore when a sync fails", () => {
   });
 
   it("a write whose line lands after another writer's it was not decided against is not answered as done", async () => {
-    // The ring's current key is read right after the check that the log has not moved, just before
-    // the append: another writer (one that took the lock over) appends there.
-    class Intruded extends KeyRing {
-      intrude: (() => void) | undefined;
-      override get current() {
-        const run = this.intrude;
-        this.intrude = undefined;
-        run?.();
-        return super.current;
-      }
-    }
+    // Another writer (one that took the lock over) appends between our check and our append.
     const ring = new Intruded("file-sync-test-salt");
     const dir = await tempDir();
     const store = await FileStore.open({ dataDir: dir, keys: ring });
@@ -108,15 +112,6 @@ describe("FileStore when a sync fails", () => {
   });
 
   it("a write whose line went to a log another writer replaced meanwhile is not answered as done", async () => {
-    class Intruded extends KeyRing {
-      intrude: (() => void) | undefined;
-      override get current() {
-        const run = this.intrude;
-        this.intrude = undefined;
-        run?.();
-        return super.current;
-      }
-    }
     const ring = new Intruded("file-sync-test-salt");
     const dir = await tempDir();
     const store = await FileStore.open({ dataDir: dir, keys: ring });
