@@ -175,27 +175,47 @@ describe("refusals that are not the message's fault, and a plain push subscripti
   });
 });
 
+/**
+ * The http target served by functions-framework on a free port, as deployed: NODE_ENV unset (vitest's
+ * "test" makes express log nothing), console.error (what express writes to) recorded in `printed`,
+ * our own log lines in `ownLogs`. Everything is put back after `run`.
+ */
+async function asDeployed(
+  name: string,
+  run: (ctx: { port: number; printed: unknown[][]; ownLogs: string[] }) => Promise<void>,
+): Promise<void> {
+  const printed: unknown[][] = [];
+  const out = globalThis.console;
+  const savedError = out.error;
+  const savedEnv = process.env.NODE_ENV;
+  out.error = (...args: unknown[]) => printed.push(args);
+  delete process.env.NODE_ENV;
+  const ownLogs: string[] = [];
+  try {
+    const { gcpFunctions } = await import("../../functions/gcp/src/index");
+    const targets = gcpFunctions({
+      stores: [store.factory()],
+      env: { LITELLM_MASTER_KEY: newKey() },
+      log: createLogger((line) => ownLogs.push(line)),
+    });
+    expect(process.env.NODE_ENV).toBe("production");
+    functions.http(name, targets.http);
+    const server = getTestServer(name);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      await run({ port: (server.address() as { port: number }).port, printed, ownLogs });
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  } finally {
+    out.error = savedError;
+    process.env.NODE_ENV = savedEnv;
+  }
+}
+
 describe("a JSON body that does not parse (express answers it before the function runs)", () => {
   it("is 400 with no part of it in the answer or the log: one line of ours, body-parser's error kept from console.error", async () => {
-    const printed: unknown[][] = [];
-    const out = globalThis.console; // what express writes to
-    const savedError = out.error;
-    const savedEnv = process.env.NODE_ENV;
-    out.error = (...args: unknown[]) => printed.push(args);
-    delete process.env.NODE_ENV; // vitest's "test" makes express log nothing: as deployed, it is unset
-    const ownLogs: string[] = [];
-    try {
-      const { gcpFunctions } = await import("../../functions/gcp/src/index");
-      const targets = gcpFunctions({
-        stores: [store.factory()],
-        env: { LITELLM_MASTER_KEY: newKey() },
-        log: createLogger((line) => ownLogs.push(line)),
-      });
-      expect(process.env.NODE_ENV).toBe("production");
-      functions.http("unparsable-http", targets.http);
-      const server = getTestServer("unparsable-http");
-      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-      const port = (server.address() as { port: number }).port;
+    await asDeployed("unparsable-http", async ({ port, printed, ownLogs }) => {
       const secret = newKey("sk-live-");
       for (const body of [`{"value": ${secret}}`, JSON.stringify(secret)]) {
         const res = await fetch(`http://127.0.0.1:${port}/v1/secrets/A`, {
@@ -206,9 +226,8 @@ describe("a JSON body that does not parse (express answers it before the functio
         expect(res.status).toBe(400);
         expect(await res.text()).not.toContain(secret.slice(0, 10));
       }
-      await new Promise<void>((resolve) => server.close(() => resolve()));
       // Anything else still reaches console.error.
-      out.error("another error");
+      globalThis.console.error("another error");
       expect(printed).toEqual([["another error"]]);
       const refused = ownLogs.map((l) => JSON.parse(l)).filter((l) => l.msg.includes("body parser"));
       expect(refused).toEqual([
@@ -216,31 +235,11 @@ describe("a JSON body that does not parse (express answers it before the functio
         expect.objectContaining({ level: "warn", type: "entity.parse.failed", status: 400 }),
       ]);
       expectNoValueIn(ownLogs, [secret.slice(0, 10)]);
-    } finally {
-      out.error = savedError;
-      process.env.NODE_ENV = savedEnv;
-    }
+    });
   });
 
   it("express's other refusals before the function runs are one line of ours too, not an error's stack on stderr", async () => {
-    const printed: unknown[][] = [];
-    const out = globalThis.console;
-    const savedError = out.error;
-    const savedEnv = process.env.NODE_ENV;
-    out.error = (...args: unknown[]) => printed.push(args);
-    delete process.env.NODE_ENV; // as deployed: express logs what it refuses
-    const ownLogs: string[] = [];
-    try {
-      const { gcpFunctions } = await import("../../functions/gcp/src/index");
-      const targets = gcpFunctions({
-        stores: [store.factory()],
-        env: { LITELLM_MASTER_KEY: newKey() },
-        log: createLogger((line) => ownLogs.push(line)),
-      });
-      functions.http("refusing-http", targets.http);
-      const server = getTestServer("refusing-http");
-      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-      const port = (server.address() as { port: number }).port;
+    await asDeployed("refusing-http", async ({ port, printed, ownLogs }) => {
       const send = async (path: string, init: RequestInit = {}) => {
         const res = await fetch(`http://127.0.0.1:${port}${path}`, init);
         await res.arrayBuffer();
@@ -256,7 +255,6 @@ describe("a JSON body that does not parse (express answers it before the functio
       expect(await send("/v1/secrets/A", { method: "PUT", headers: latin1, body: '{"value":"v"}' })).toBe(415);
       const zstd2 = { "content-type": "application/json", "content-encoding": "zstd2" };
       expect(await send("/v1/forward/m/x", { method: "POST", headers: zstd2, body: "{}" })).toBe(415);
-      await new Promise<void>((resolve) => server.close(() => resolve()));
       await new Promise((resolve) => setImmediate(resolve)); // express logs after it answers
       expect(printed).toEqual([]);
       const lines = ownLogs.map((l) => JSON.parse(l)).filter((l) => l.msg.startsWith("request refused by"));
@@ -275,10 +273,7 @@ describe("a JSON body that does not parse (express answers it before the functio
         expect.objectContaining({ type: "charset.unsupported", status: 415 }),
         expect.objectContaining({ type: "encoding.unsupported", status: 415 }),
       ]);
-    } finally {
-      out.error = savedError;
-      process.env.NODE_ENV = savedEnv;
-    }
+    });
   });
 });
 
