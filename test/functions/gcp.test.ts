@@ -227,7 +227,8 @@ describe("a JSON body that does not parse (express answers it before the functio
         expect(await res.text()).not.toContain(secret.slice(0, 10));
       }
       // Anything else still reaches console.error.
-      globalThis.console.error("another error");
+      const out = globalThis.console;
+      out.error("another error");
       expect(printed).toEqual([["another error"]]);
       const refused = ownLogs.map((l) => JSON.parse(l)).filter((l) => l.msg.includes("body parser"));
       expect(refused).toEqual([
