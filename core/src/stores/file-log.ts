@@ -10,8 +10,12 @@
  *   "v"?:sealed value,"d"?:description,"g"?:tags}`; without `v` it is a tombstone (time only).
  *   Times are milliseconds since the epoch; `v` is the value sealed by `sealSecret` (LiteLLM's format).
  *
- * The state is the last change of each name, in log order. A compaction (or `reencrypt`) writes the
- * state (a header and batches of changes) to a temp file, fsyncs it and renames it over the log.
+ * The state is the last change of each name, in log order; but a key event's change (it has its
+ * id, `i`) stands only over an older change, as it was decided when written (so two writers that
+ * appended at once cannot let an older event override a newer one by landing second).
+ *
+ * A compaction (or `reencrypt`) writes the state (a header and batches of changes) to a temp file,
+ * fsyncs it and renames it over the log.
  *
  * Torn tails: writers append only under the lock and fsync before they release it, so every line
  * but the last was durable before the next one was begun (a line whose fsync failed stays, and its

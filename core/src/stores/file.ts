@@ -837,14 +837,30 @@ export class FileStore implements SecretStore {
   /** Applies one batch to the state, in order. */
   #apply(batch: Batch, changed?: Set<string>): void {
     for (const change of batch.changes) {
-      this.#set(change);
       if (change.s > this.#seq) this.#seq = change.s;
+      // A key event's change (it has its id) stands only over an older one, as it was decided: the
+      // same answer as log order, unless two writers appended at once (the lock not one's alone),
+      // where log order would let an older event's line, landed second, override a newer one.
+      if (change.i !== undefined && !this.#newerThanHeld(change)) continue;
+      this.#set(change);
       changed?.add(change.n);
     }
     if (batch.keys !== undefined && batch.keys.length > 0) {
       for (const key of batch.keys) this.#keyChecks.add(key);
       this.#checkKeys();
     }
+  }
+
+  /** Whether `change` is newer than what the state holds for its name (`#decide`'s comparison). */
+  #newerThanHeld(change: Change): boolean {
+    const held = this.#entries.get(change.n);
+    if (held === undefined) return true;
+    return isNewer(
+      { at: change.t, id: change.i },
+      change.v === undefined,
+      { at: held.t, ...(held.i !== undefined && { id: held.i }) },
+      held.v === undefined,
+    );
   }
 
   /** Whether every key that sealed the log is in our ring (another process may have added one). */

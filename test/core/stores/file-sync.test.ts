@@ -93,22 +93,30 @@ describe("FileStore when a sync fails", () => {
     await fresh.close();
   });
 
-  it("a write whose line lands after another writer's it was not decided against is not answered as done", async () => {
+  it("a write whose line lands after another writer's it was not decided against is not answered as done, and the newer event stands", async () => {
     // Another writer (one that took the lock over) appends between our check and our append.
     const ring = new Intruded("file-sync-test-salt");
     const dir = await tempDir();
     const store = await FileStore.open({ dataDir: dir, keys: ring });
-    await store.put("K", "base", { ifNewerThan: { at: 10 } });
+    await store.put("K", "base", { ifNewerThan: { at: 10, id: "evt-10" } });
     const at = Date.now();
-    const older = store.put("K", "older-event", { ifNewerThan: { at: 50 } }); // sealed now, decided later
+    // Key events (each with its id): ours at 50, sealed now, decided later; theirs at 100 lands first.
+    const older = store.put("K", "older-event", { ifNewerThan: { at: 50, id: "evt-50" } });
     ring.intrude = () =>
       appendFileSync(
         logPath(dir),
-        frame({ changes: [{ s: 99, n: "K", t: 100, w: at, c: at, v: sealSecret("newer-event", keys) }] }),
+        frame({ changes: [{ s: 99, n: "K", t: 100, i: "evt-100", w: at, c: at, v: sealSecret("newer-event", keys) }] }),
       );
     // Before: answered "updated", though decided without the newer event in the log before it.
     await expect(older).rejects.toMatchObject({ code: "backend_unavailable" });
+    // And the newer event stands, here and for any reader, though the older one's line landed after it.
+    expect((await store.get("K"))?.value).toBe("newer-event");
     await store.close();
+    const fresh = await FileStore.open({ dataDir: dir, keys });
+    expect((await fresh.get("K"))?.value).toBe("newer-event");
+    // A retry of the older event is superseded: nothing to repair.
+    expect(await fresh.put("K", "older-event", { ifNewerThan: { at: 50, id: "evt-50" } })).toBe("superseded");
+    await fresh.close();
   });
 
   it("a write whose line went to a log another writer replaced meanwhile is not answered as done", async () => {
