@@ -63,7 +63,10 @@ export interface PutOptions {
   /**
    * The change's time (a key event's `occurred_at` and id). When set, a store that records times
    * applies the change only if it is newer than the last one recorded for the name. When unset,
-   * the change applies whatever is recorded, and its time is now (a direct write's arrival).
+   * the change applies whatever is recorded, and its time is now (a direct write's arrival). The
+   * file store keeps the newer change also when two writers appended at once (a lapsed lock lease)
+   * only for stamps with an `id`, as key events' are (its log does not record which others were
+   * conditional).
    */
   ifNewerThan?: ChangeStamp;
 }
