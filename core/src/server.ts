@@ -107,6 +107,18 @@ function answerClientError(log: Logger): (err: NodeJS.ErrnoException & { rawPack
   };
 }
 
+/** The request line of a request node answers before the app: method, path (no query, clipped), status, code. */
+function refuse(log: Logger, req: IncomingMessage, status: number, code: string, reason: string): void {
+  const path = (req.url ?? "").split(/[?#]/, 1)[0] ?? "";
+  log.info("request", {
+    method: req.method,
+    path: path.length > LOGGED_PATH_CHARS ? `${path.slice(0, LOGGED_PATH_CHARS)}…` : path,
+    status,
+    code,
+    reason,
+  });
+}
+
 const LOGGED_PATH_CHARS = 200;
 
 /** Method and path (without its query, clipped) from the bytes node refused, if they start a request line. */
@@ -192,6 +204,28 @@ export async function startServer(
   // closes the connection whole (answerClientError).
   server.maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
   server.on("clientError", answerClientError(runtime.log));
+  // What node answers itself otherwise, outside the API's shape and unlogged: an `Expect` other
+  // than 100-continue (a bare 417), and CONNECT (the socket closed without a word).
+  server.on("checkExpectation", (req: IncomingMessage, res: ServerResponse) => {
+    refuse(runtime.log, req, 417, "invalid_request", "only Expect: 100-continue is taken");
+    const body = JSON.stringify({ error: { code: "invalid_request", message: "only Expect: 100-continue is taken" } });
+    res.writeHead(417, {
+      "content-type": "application/json",
+      "cache-control": "no-store",
+      "content-length": Buffer.byteLength(body),
+      connection: "close",
+    });
+    res.end(body);
+  });
+  server.on("connect", (req: IncomingMessage, socket: Duplex) => {
+    refuse(runtime.log, req, 405, "method_not_allowed", "CONNECT is not served");
+    const body = JSON.stringify({ error: { code: "method_not_allowed", message: "CONNECT is not served" } });
+    socket.end(
+      `HTTP/1.1 405 ${STATUS_CODES[405]}\r\ncontent-type: application/json\r\ncache-control: no-store\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      () => socket.destroy(),
+    );
+  });
   server.on("connection", tracked(sockets));
   server.on(options.tls ? "secureConnection" : "connection", tracked(streams));
 

@@ -205,17 +205,24 @@ describe("over a real socket", () => {
       });
     const health = await exchange("GET /health HTTP/1.0\r\n\r\n");
     expect(health).toMatch(/^HTTP\/1\.1 200 /);
-    for (const request of [
-      "GET /v1/secrets/T1 HTTP/1.1\r\nHost: a/b\r\nConnection: close\r\n\r\n",
-      "GET /v1\\secrets\\T1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-    ]) {
+    for (const [request, status, code] of [
+      ["GET /v1/secrets/T1 HTTP/1.1\r\nHost: a/b\r\nConnection: close\r\n\r\n", 400, "invalid_request"],
+      ["GET /v1\\secrets\\T1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", 400, "invalid_request"],
+      // What node answered itself: a bare 417, and a socket closed without a word.
+      [
+        "GET /health HTTP/1.1\r\nHost: localhost\r\nExpect: 200-ok\r\nConnection: close\r\n\r\n",
+        417,
+        "invalid_request",
+      ],
+      ["CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 405, "method_not_allowed"],
+    ] as const) {
       const logged = ctx.logs.length;
       const answer = await exchange(request);
-      expect(answer, request).toMatch(/^HTTP\/1\.1 400 /);
+      expect(answer, request).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
       expect(answer).toMatch(/cache-control: no-store/i);
-      expect(JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4)).error.code).toBe("invalid_request");
+      expect(JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4)).error.code).toBe(code);
       expect(ctx.logs.slice(logged).map((l) => JSON.parse(l))).toEqual([
-        expect.objectContaining({ msg: "request", status: 400, code: "invalid_request" }),
+        expect.objectContaining({ msg: "request", status, code }),
       ]);
     }
   });
