@@ -57,7 +57,7 @@ import httpx
 from litellm.integrations.custom_secret_manager import CustomSecretManager
 
 DEFAULT_TIMEOUT_S = 10.0
-# An async call that meets 503 (the store unavailable: it always says Retry-After) is sent once
+# A call that meets 503 (the store unavailable: it always says Retry-After) is sent once
 # more after that wait, when the wait is at most this; LiteLLM itself never retries a write.
 RETRY_AFTER_MAX_S = 5.0
 # The health check's read with the API key: a name no one stores.

@@ -1,7 +1,8 @@
 /**
  * `aws_kms`: values sealed with AWS KMS, kept in the environment (SPEC section 3; LiteLLM's
- * `aws_kms`). A name's env value is base64 KMS ciphertext (a leading `aws_kms/` is dropped), opened
- * with `Decrypt` (the key id travels in the ciphertext) and trimmed. Over HTTP it serves only names
+ * `aws_kms`). A name's env value is base64 KMS ciphertext (a leading `aws_kms/` is dropped, and
+ * whitespace inside skipped, as LiteLLM's `b64decode` skips it), opened with `Decrypt` (the key id
+ * travels in the ciphertext) and trimmed. Over HTTP it serves only names
  * in `hosted_keys` (an env-backed store). Never writes.
  * Reached only as `@llm-secrets/core/stores/aws-kms`: importing the core root loads no AWS SDK, and
  * the SDK itself is imported when the store opens.
