@@ -22,7 +22,7 @@
  * A lock timeout is `BackendUnavailable` (503 with Retry-After): the lock is held by a live writer.
  */
 import { randomBytes } from "node:crypto";
-import { readlinkSync } from "node:fs";
+import { readFileSync, readlinkSync } from "node:fs";
 import { link, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { basename } from "node:path";
@@ -45,18 +45,22 @@ export const LEASE: Lease = { staleMs: 5_000, heartbeatMs: 1_000 };
 const PROCESS_TOKEN = randomBytes(4).toString("hex");
 
 /**
- * Where our pids mean something: the host and the pid namespace. From another pid namespace (a CLI
- * on the host beside a server in a container, on one data dir) a live owner's pid is not seen, or is
- * another process's: its lock is judged by its lease alone.
+ * Where our pids mean something: the host (its name and boot: the first pid namespace has the same
+ * number on every Linux host, and a data dir on a network volume may be shared across hosts) and the
+ * pid namespace. From another pid space (a CLI on the host beside a server in a container, on one
+ * data dir) a live owner's pid is not seen, or is another process's: its lock is judged by its lease.
  */
 const PID_SPACE = (() => {
-  let namespace = "";
-  try {
-    namespace = readlinkSync("/proc/self/ns/pid"); // "pid:[4026531836]" (Linux)
-  } catch {
-    // no /proc: the host alone
-  }
-  return `${hostname()}/${namespace}`.replace(/\s/g, "_");
+  const read = (path: string, link: boolean): string => {
+    try {
+      return link ? readlinkSync(path) : readFileSync(path, "utf8").trim();
+    } catch {
+      return ""; // no /proc: the host's name alone
+    }
+  };
+  const boot = read("/proc/sys/kernel/random/boot_id", false);
+  const namespace = read("/proc/self/ns/pid", true); // "pid:[4026531836]" (Linux)
+  return `${hostname()}/${boot}/${namespace}`.replace(/\s/g, "_");
 })();
 
 /** `<prefix>.<pid>.<process token><random hex><suffix>`: a name no other process or call makes. */
