@@ -165,6 +165,8 @@ export class FileStore implements SecretStore {
   #fd: number | undefined;
   #ino = -1;
   #end = 0;
+  /** The log as last read whole, when its tail did not read (see `#readChanges`). */
+  #unreadableTail: { ino: number; size: number; error?: unknown } | undefined;
   /** Why the log cannot be read with our keys since another process re-sealed it, if it cannot. */
   #foreignKeys: string | undefined;
 
@@ -760,6 +762,14 @@ export class FileStore implements SecretStore {
       return;
     }
     if (size === this.#end) return;
+    // A log read whole already, whose tail does not read (a power loss's zeros; or corrupt), is not
+    // read again until it changes: only a writer under the lock drops such a tail, and a reader
+    // (a gateway that only reads keys) would otherwise reparse the whole log on every read.
+    const seen = this.#unreadableTail;
+    if (why !== "lock" && seen?.ino === ino && seen.size === size) {
+      if (seen.error !== undefined) throw seen.error;
+      return;
+    }
     const fd = this.#openFd();
     const bytes = readAt(fd, this.#end, size - this.#end);
     let parsed: ReturnType<typeof parseLog> | undefined;
@@ -772,7 +782,13 @@ export class FileStore implements SecretStore {
       // A whole line that does not read, where only a torn one (no newline) is expected: our place
       // in the log may be wrong (a writer of an earlier build took back a line we had read, and
       // wrote another there). The whole log is read before anything in it is called damaged.
-      this.#reload(why === "lock");
+      try {
+        this.#reload(why === "lock");
+      } catch (err) {
+        this.#unreadableTail = { ino, size, error: err };
+        throw err;
+      }
+      if (this.#end < size) this.#unreadableTail = { ino: this.#ino, size };
       return;
     }
     const changed = new Set<string>();

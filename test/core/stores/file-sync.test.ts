@@ -10,7 +10,7 @@ import { frame } from "../../../core/src/stores/file-log";
 import { tempDir } from "../../helpers";
 import { logPath } from "./file-log-reader";
 
-const sync = vi.hoisted(() => ({ failNext: undefined as undefined | (() => Promise<void>) }));
+const sync = vi.hoisted(() => ({ failNext: undefined as undefined | (() => Promise<void>), logOpens: 0 }));
 
 vi.mock("node:fs", async (importOriginal) => {
   const actual = await importOriginal<typeof import("node:fs")>();
@@ -20,7 +20,12 @@ vi.mock("node:fs", async (importOriginal) => {
     sync.failNext = undefined;
     void before().then(() => cb(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" })));
   }) as typeof actual.fdatasync;
-  return { ...actual, fdatasync, default: { ...actual, fdatasync } };
+  // Counted: every open of the log by its path is a read of the whole log (an open, or a reload).
+  const openSync = ((path: Parameters<typeof actual.openSync>[0], ...rest: unknown[]) => {
+    if (String(path).endsWith("secrets.log")) sync.logOpens++;
+    return (actual.openSync as (...args: unknown[]) => number)(path, ...rest);
+  }) as typeof actual.openSync;
+  return { ...actual, fdatasync, openSync, default: { ...actual, fdatasync, openSync } };
 });
 
 const keys = new KeyRing("file-sync-test-salt");
@@ -134,6 +139,28 @@ describe("FileStore when a sync fails", () => {
     // Before: answered "created", and B was in no log.
     await expect(lost).rejects.toMatchObject({ code: "backend_unavailable" });
     await store.close();
+  });
+
+  it("a reader does not read the whole log again on every read while its tail is a power loss's zeros", async () => {
+    const dir = await tempDir();
+    const writer = await FileStore.open({ dataDir: dir, keys });
+    for (let i = 0; i < 20; i++) await writer.put(`K${i}`, `value-${i}`);
+    await writer.close();
+    appendFileSync(logPath(dir), Buffer.concat([Buffer.alloc(300), Buffer.from("\n")]));
+    const reader = await FileStore.open({ dataDir: dir, keys });
+    const before = sync.logOpens;
+    for (let i = 0; i < 50; i++) {
+      expect((await reader.get("K1"))?.value).toBe("value-1");
+      await new Promise((r) => setImmediate(r)); // each read in a turn of its own: each looks at the log
+    }
+    // Before: every read parsed the tail, found it damaged, and read the whole log again (50 times).
+    expect(sync.logOpens - before).toBeLessThanOrEqual(1);
+    // A change to the log is still taken in; a writer under the lock drops the tail.
+    const other = await FileStore.open({ dataDir: dir, keys });
+    expect(await other.put("NEW", "new")).toBe("created");
+    await new Promise((r) => setImmediate(r));
+    expect((await reader.get("NEW"))?.value).toBe("new");
+    await Promise.all([reader.close(), other.close()]);
   });
 
   it("reads the whole log again before dropping a damaged tail, so a reader's wrong place in it destroys nothing", async () => {
