@@ -211,30 +211,20 @@ describe("salt key and master key", () => {
       /^general_settings.master_key: sealed with AWS KMS/,
     );
     // With USE_AWS_KMS=True, the aws_kms store still reads the aws_kms/ refs it decrypts.
-    const kms = loadSettings({
-      stores: [awsKmsStore, ...LOCAL_STORES],
-      env: {
-        USE_AWS_KMS: "True",
-        AWS_REGION: "us-east-1",
-        LITELLM_MASTER_KEY: newKey(),
-        OPENAI_API_KEY: ciphertext,
-        LLM_SECRETS_CONFIG: "general_settings:\n  key_management_system: aws_kms\n",
-      },
-    });
-    expect(kms.store).toBe("aws_kms");
+    const kmsRef = (store: StoreFactory) =>
+      loadSettings({
+        stores: [store, ...LOCAL_STORES],
+        env: {
+          USE_AWS_KMS: "True",
+          AWS_REGION: "us-east-1",
+          LITELLM_MASTER_KEY: newKey(),
+          OPENAI_API_KEY: ciphertext,
+          LLM_SECRETS_CONFIG: `general_settings:\n  key_management_system: ${store.kind}\n`,
+        },
+      });
+    expect(kmsRef(awsKmsStore).store).toBe("aws_kms");
     // Settings know that store by what its factory declares, not by its kind: a copy under another kind is read the same.
-    const renamed: StoreFactory = { ...awsKmsStore, kind: "aws_kms_eu" };
-    const copy = loadSettings({
-      stores: [renamed, ...LOCAL_STORES],
-      env: {
-        USE_AWS_KMS: "True",
-        AWS_REGION: "us-east-1",
-        LITELLM_MASTER_KEY: newKey(),
-        OPENAI_API_KEY: ciphertext,
-        LLM_SECRETS_CONFIG: "general_settings:\n  key_management_system: aws_kms_eu\n",
-      },
-    });
-    expect(copy.store).toBe("aws_kms_eu");
+    expect(kmsRef({ ...awsKmsStore, kind: "aws_kms_eu" }).store).toBe("aws_kms_eu");
     // But not what llm-secrets or the store reads itself, or a setting refers to: taken as text.
     const onKms = (env: Record<string, string>, config = "") =>
       configError(() =>
