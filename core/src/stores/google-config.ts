@@ -119,3 +119,26 @@ export function setupError(err: unknown, what: string): SecretsError {
     { cause: err },
   );
 }
+
+/**
+ * Sets up a Google client (its credentials and channel) before an operation's first call, as a
+ * typed error when it cannot. Every RPC method of the libraries starts with
+ * `this.initialize().catch((err) => { throw err; })`, which leaves a rejection no one handles when
+ * the credentials cannot be loaded, and Node ends the process (googleapis/google-cloud-node#4747):
+ * awaited here first, a call is made only on a client set up. The library keeps the failed setup's
+ * rejected promise in `stubField` and would answer every later call with it: it is dropped, so the
+ * next operation loads the credentials again.
+ */
+export async function readyClient<F extends string>(
+  client: { initialize(): Promise<unknown> } & { [K in F]?: unknown },
+  stubField: F,
+  what: string,
+): Promise<void> {
+  const stub = client.initialize();
+  try {
+    await stub;
+  } catch (err) {
+    if (client[stubField] === stub) client[stubField] = undefined as (typeof client)[F];
+    throw setupError(err, what);
+  }
+}

@@ -24,7 +24,7 @@ import {
   type StoreFactory,
 } from "../secret-store";
 import { classifyBackendError, GrpcCode, NotSupported, StoreCorrupt } from "../store-errors";
-import { endpointUrl, googleCallOptions, googleTlsOptions, setupError } from "./google-config";
+import { endpointUrl, googleCallOptions, googleTlsOptions, readyClient } from "./google-config";
 import { loadSdk } from "./load-sdk";
 
 type Client = InstanceType<typeof Sdk.KeyManagementServiceClient>;
@@ -92,22 +92,9 @@ export class GoogleKmsStore implements SecretStore {
     }
   }
 
-  /**
-   * Sets up the client (its credentials and channel) before the call, as a typed error when it
-   * cannot. Every RPC method of the library starts with `this.initialize().catch((err) => { throw
-   * err; })`, which leaves a rejection no one handles when the credentials cannot be loaded, and
-   * Node ends the process (googleapis/google-cloud-node#4747): awaited here first, `decrypt` is
-   * called only on a client set up. The library keeps the failed setup's rejected promise and would
-   * answer every later call with it: it is dropped, so the next get loads the credentials again.
-   */
-  async #ready(): Promise<void> {
-    const stub = this.client.initialize();
-    try {
-      await stub;
-    } catch (err) {
-      if (this.client.keyManagementServiceStub === stub) this.client.keyManagementServiceStub = undefined;
-      throw setupError(err, "google kms decrypt");
-    }
+  /** The client set up before `decrypt` (`readyClient`). */
+  #ready(): Promise<void> {
+    return readyClient(this.client, "keyManagementServiceStub", "google kms decrypt");
   }
 
   async put(): Promise<never> {

@@ -66,7 +66,7 @@ import {
   type StoreFactory,
 } from "../secret-store";
 import { classifyBackendError, GrpcCode, NameConflict, StoreUnavailable } from "../store-errors";
-import { endpointUrl, googleCallOptions, googleTlsOptions, setupError } from "./google-config";
+import { endpointUrl, googleCallOptions, googleTlsOptions, readyClient } from "./google-config";
 import { loadSdk } from "./load-sdk";
 
 type Client = InstanceType<typeof Sdk.SecretManagerServiceClient>;
@@ -304,24 +304,9 @@ export class GoogleSecretManagerStore implements SecretStore {
 
   // ---------------------------------------------------------------------------------------------
 
-  /**
-   * Sets up the client (its credentials and channel) before an operation's first call, as a typed
-   * error when it cannot. Every RPC method of the library starts with `this.initialize().catch((err)
-   * => { throw err; })`, which leaves a rejection no one handles when the credentials cannot be
-   * loaded, and Node ends the process (googleapis/google-cloud-node#4747): awaited here first, a
-   * call is made only on a client set up. The library keeps the failed setup's rejected promise and
-   * would answer every later call with it: it is dropped, so the next operation loads the
-   * credentials again.
-   */
-  async #ready(what: string): Promise<void> {
-    const client = this.#client;
-    const stub = client.initialize();
-    try {
-      await stub;
-    } catch (err) {
-      if (client.secretManagerServiceStub === stub) client.secretManagerServiceStub = undefined;
-      throw setupError(err, what);
-    }
+  /** The client set up before an operation's first call (`readyClient`). */
+  #ready(what: string): Promise<void> {
+    return readyClient(this.#client, "secretManagerServiceStub", what);
   }
 
   /** The secret's resource name, refused before any call when its id is longer than Google takes. */
