@@ -65,6 +65,7 @@ import { type KeyRing, openSecret, sealSecret } from "../crypto";
 import { ConfigError, EncryptionKeyMissing, SecretsError } from "../errors";
 import { type Logger, silentLogger } from "../log";
 import {
+  type ChangeStamp,
   type DeleteOptions,
   type DeleteOutcome,
   isNewer,
@@ -501,11 +502,7 @@ export class FileStore implements SecretStore {
       const live = previous?.v !== undefined ? previous : undefined;
       const isDelete = p.kind === "delete";
       const stamp = p.options.ifNewerThan ?? { at: now };
-      if (
-        p.options.ifNewerThan &&
-        previous &&
-        !isNewer(stamp, isDelete, { at: previous.t, ...(previous.i !== undefined && { id: previous.i }) }, !live)
-      ) {
+      if (p.options.ifNewerThan && previous && !isNewer(stamp, isDelete, stampOf(previous), !live)) {
         return "superseded";
       }
       let change: Change = { s: ++seq, n: p.name, t: stamp.at, ...(stamp.id !== undefined && { i: stamp.id }), w: now };
@@ -537,7 +534,7 @@ export class FileStore implements SecretStore {
       const changes: Change[] = [];
       for (const c of imported) {
         const previous = this.#entries.get(c.n);
-        const recorded = previous && { at: previous.t, ...(previous.i !== undefined && { id: previous.i }) };
+        const recorded = previous && stampOf(previous);
         if (!isNewer({ at: c.t }, false, recorded, previous?.v === undefined)) continue;
         changes.push({ s: ++seq, ...c });
       }
@@ -785,7 +782,8 @@ export class FileStore implements SecretStore {
       try {
         this.#reload(why === "lock");
       } catch (err) {
-        this.#unreadableTail = { ino, size, error: err };
+        // Only what the log holds is remembered: an I/O error of the moment (EMFILE) is not.
+        if (err instanceof StoreCorrupt) this.#unreadableTail = { ino, size, error: err };
         throw err;
       }
       if (this.#end < size) this.#unreadableTail = { ino: this.#ino, size };
@@ -870,13 +868,7 @@ export class FileStore implements SecretStore {
   /** Whether `change` is newer than what the state holds for its name (`#decide`'s comparison). */
   #newerThanHeld(change: Change): boolean {
     const held = this.#entries.get(change.n);
-    if (held === undefined) return true;
-    return isNewer(
-      { at: change.t, id: change.i },
-      change.v === undefined,
-      { at: held.t, ...(held.i !== undefined && { id: held.i }) },
-      held.v === undefined,
-    );
+    return held === undefined || isNewer(stampOf(change), change.v === undefined, stampOf(held), held.v === undefined);
   }
 
   /** Whether every key that sealed the log is in our ring (another process may have added one). */
@@ -926,6 +918,11 @@ export class FileStore implements SecretStore {
       }
     }
   }
+}
+
+/** The time (and event id) a change was recorded with, as `isNewer` compares them. */
+function stampOf(change: Change): ChangeStamp {
+  return { at: change.t, ...(change.i !== undefined && { id: change.i }) };
 }
 
 /**
