@@ -9,7 +9,7 @@ export type { RawRequest } from "./app";
 export { cryptoReady, type EncryptionAlgorithm, KeyRing, openSecret, sealSecret } from "./crypto";
 export * from "./errors";
 export { type ResponseCookie, responseCookies } from "./http/cookies";
-export { errorAnswer, NULL_BODY_STATUSES } from "./http/router";
+export { errorAnswer } from "./http/router";
 export { instrumentStore } from "./instrument-store";
 export { createLogger, type Logger, silentLogger } from "./log";
 export { createMetrics, type Metrics, type MetricsSink } from "./metrics";

@@ -30,7 +30,6 @@ import {
   errorAnswer,
   type FunctionOptions,
   type Logger,
-  NULL_BODY_STATUSES,
   type RawRequest,
   startOnFirstUse,
 } from "@llm-secrets/core";
@@ -161,7 +160,11 @@ export interface HttpResultV2 {
 
 /** An answer's body read past what Lambda could ever carry (its bytes alone pass the limit). */
 class AnswerTooLarge extends Error {
-  constructor(readonly bytes: number) {
+  constructor(
+    readonly bytes: number,
+    /** The status the app answered with. */
+    readonly status: number,
+  ) {
     super(`the answer is larger than Lambda's response payload (${LAMBDA_PAYLOAD_LIMIT} bytes)`);
   }
 }
@@ -188,12 +191,12 @@ export function isAnswerBinary(contentType: string): boolean {
  * upstream's answer is cancelled, not read into memory whole), as the result could not be sent.
  */
 function counted(res: Response): Response {
-  if (!res.body || NULL_BODY_STATUSES.has(res.status)) return res;
+  if (!res.body) return res; // a body-less status (204, 304, ...) never has one
   let bytes = 0;
   const counter = new TransformStream<Uint8Array, Uint8Array>({
     transform(chunk, controller) {
       bytes += chunk.byteLength;
-      if (bytes > LAMBDA_PAYLOAD_LIMIT) controller.error(new AnswerTooLarge(bytes));
+      if (bytes > LAMBDA_PAYLOAD_LIMIT) controller.error(new AnswerTooLarge(bytes, res.status));
       else controller.enqueue(chunk);
     },
   });
@@ -262,14 +265,9 @@ export function awsHandlers(options: AwsHandlersOptions = {}) {
     metricsSinks: [emf],
   });
 
-  /** The status of each invocation's answer, as the app gave it (hono's handler builds the result in between). */
-  const statuses = new WeakMap<object, number>();
   const app = {
-    fetch: async (request: Request, env: { event: HttpEventV2 }) => {
-      const res = await runtime.fetch(request, rawRequestOf(env.event));
-      statuses.set(env.event, res.status);
-      return counted(res);
-    },
+    fetch: async (request: Request, env: { event: HttpEventV2 }) =>
+      counted(await runtime.fetch(request, rawRequestOf(env.event))),
   };
   // hono/aws-lambda calls only `fetch(request, { event, ... })` of the app it is given.
   const httpHandler = handle(app as unknown as Parameters<typeof handle>[0], { isContentTypeBinary: isAnswerBinary });
@@ -285,14 +283,13 @@ export function awsHandlers(options: AwsHandlersOptions = {}) {
       const method = (event as Partial<HttpEventV2>).requestContext?.http?.method;
       const body = (event as Partial<HttpEventV2>).body;
       const bodiless = (method === "GET" || method === "HEAD") && body !== undefined;
-      // A copy of its own: the key of this invocation's status.
       const own = { ...asSent(withoutStage(event)), ...(bodiless && { body: undefined, isBase64Encoded: false }) };
       let result: HttpResultV2;
       try {
         result = (await httpHandler(own as never, context as never)) as HttpResultV2;
       } catch (err) {
         if (!(err instanceof AnswerTooLarge)) throw err;
-        return await tooLargeAnswer(log, own, statuses.get(own) ?? 0, err.bytes, false);
+        return await tooLargeAnswer(log, own, err.status, err.bytes, false);
       }
       const bytes = payloadBytes(result);
       if (bytes > LAMBDA_PAYLOAD_LIMIT) return await tooLargeAnswer(log, own, result.statusCode, bytes, true);
