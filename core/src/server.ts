@@ -20,6 +20,7 @@ import type { RawRequest } from "./app";
 import { ConfigError } from "./errors";
 import { errorAnswer } from "./http/router";
 import { describeUnexpected, type Logger } from "./log";
+import { withoutQuery } from "./names";
 import type { Runtime } from "./runtime";
 import { DEFAULT_MAX_CONNECTIONS } from "./settings";
 
@@ -96,30 +97,32 @@ function answerClientError(log: Logger): (err: NodeJS.ErrnoException & { rawPack
           : [400, "invalid_request", "malformed HTTP request"];
     const line = requestLineOf(err.rawPacket);
     log.info("request", { ...line, status, code, refused_by: "http parser", reason: err.code });
-    const body = JSON.stringify({ error: { code, message } });
-    // Closed whole once the answer is out: `end` alone half-closes, and a peer that never closes
-    // its side (nor reads) would hold its slot of maxConnections for ever.
-    socket.end(
-      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncache-control: no-store\r\n` +
-        `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-      () => socket.destroy(),
-    );
+    answerOnSocket(socket, status, code, message);
   };
+}
+
+/** An error in the API's shape written on the socket itself, which is then closed. */
+function answerOnSocket(socket: Duplex, status: number, code: string, message: string): void {
+  const body = JSON.stringify({ error: { code, message } });
+  // Closed whole once the answer is out: `end` alone half-closes, and a peer that never closes
+  // its side (nor reads) would hold its slot of maxConnections for ever.
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncache-control: no-store\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    () => socket.destroy(),
+  );
 }
 
 /** The request line of a request node answers before the app: method, path (no query, clipped), status, code. */
 function refuse(log: Logger, req: IncomingMessage, status: number, code: string, reason: string): void {
-  const path = (req.url ?? "").split(/[?#]/, 1)[0] ?? "";
-  log.info("request", {
-    method: req.method,
-    path: path.length > LOGGED_PATH_CHARS ? `${path.slice(0, LOGGED_PATH_CHARS)}…` : path,
-    status,
-    code,
-    reason,
-  });
+  log.info("request", { method: req.method, path: clipped(withoutQuery(req.url ?? "")), status, code, reason });
 }
 
 const LOGGED_PATH_CHARS = 200;
+
+function clipped(path: string): string {
+  return path.length > LOGGED_PATH_CHARS ? `${path.slice(0, LOGGED_PATH_CHARS)}…` : path;
+}
 
 /** Method and path (without its query, clipped) from the bytes node refused, if they start a request line. */
 function requestLineOf(packet: Buffer | undefined): { method?: string; path?: string } {
@@ -127,7 +130,7 @@ function requestLineOf(packet: Buffer | undefined): { method?: string; path?: st
   const m = /^([A-Z]{1,16}) ([^\s?#]{1,1000})/.exec(packet.subarray(0, 1024).toString("latin1"));
   if (!m) return {};
   const path = m[2] as string;
-  return { method: m[1], path: path.length > LOGGED_PATH_CHARS ? `${path.slice(0, LOGGED_PATH_CHARS)}…` : path };
+  return { method: m[1], path: clipped(path) };
 }
 
 /**
@@ -207,8 +210,9 @@ export async function startServer(
   // What node answers itself otherwise, outside the API's shape and unlogged: an `Expect` other
   // than 100-continue (a bare 417), and CONNECT (the socket closed without a word).
   server.on("checkExpectation", (req: IncomingMessage, res: ServerResponse) => {
-    refuse(runtime.log, req, 417, "invalid_request", "only Expect: 100-continue is taken");
-    const body = JSON.stringify({ error: { code: "invalid_request", message: "only Expect: 100-continue is taken" } });
+    const message = "only Expect: 100-continue is taken";
+    refuse(runtime.log, req, 417, "invalid_request", message);
+    const body = JSON.stringify({ error: { code: "invalid_request", message } });
     res.writeHead(417, {
       "content-type": "application/json",
       "cache-control": "no-store",
@@ -219,12 +223,7 @@ export async function startServer(
   });
   server.on("connect", (req: IncomingMessage, socket: Duplex) => {
     refuse(runtime.log, req, 405, "method_not_allowed", "CONNECT is not served");
-    const body = JSON.stringify({ error: { code: "method_not_allowed", message: "CONNECT is not served" } });
-    socket.end(
-      `HTTP/1.1 405 ${STATUS_CODES[405]}\r\ncontent-type: application/json\r\ncache-control: no-store\r\n` +
-        `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-      () => socket.destroy(),
-    );
+    answerOnSocket(socket, 405, "method_not_allowed", "CONNECT is not served");
   });
   server.on("connection", tracked(sockets));
   server.on(options.tls ? "secureConnection" : "connection", tracked(streams));
