@@ -220,19 +220,19 @@ class PythonText {
 /** PYYAML_TAGS with ints and floats read as their Python text (errors as before). */
 const PYTHON_TEXT_TAGS: ScalarTag[] = PYYAML_TAGS.map((tag) => {
   if (tag.tag === `${TAG}float`) {
-    return { ...tag, resolve: (text, onError) => pythonText(toFloat(text, onError), () => pythonFloatRepr) };
+    return { ...tag, resolve: (text, onError) => pythonText(toFloat(text, onError), pythonFloatRepr) };
   }
   if (tag.tag === `${TAG}int`) {
     return {
       ...tag,
-      resolve: (text, onError) => pythonText(toInt(text, onError), () => (n) => pythonIntText(n, text)),
+      resolve: (text, onError) => pythonText(toInt(text, onError), (n) => pythonIntText(n, text)),
     };
   }
   return tag;
 });
 
-function pythonText(value: unknown, format: () => (n: number) => string): unknown {
-  return typeof value === "number" ? new PythonText(format()(value)) : value;
+function pythonText(value: unknown, format: (n: number) => string): unknown {
+  return typeof value === "number" ? new PythonText(format(value)) : value;
 }
 
 /** Python's `str(int)`: every digit, where a JavaScript number past 2^53 has lost some. */
