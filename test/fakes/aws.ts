@@ -430,13 +430,7 @@ export class FakeAws {
       case "CreateSecret":
         return this.#create(body);
       case "GetSecretValue": {
-        const secret = this.#find(body.SecretId);
-        if (secret.deletedDate) {
-          throw new AwsError(
-            "InvalidRequestException",
-            "You can't perform this operation on the secret because it was marked for deletion.",
-          );
-        }
+        const secret = this.#live(body.SecretId);
         const current = secret.versions.at(-1);
         if (!current) {
           throw new AwsError(
@@ -454,13 +448,7 @@ export class FakeAws {
         };
       }
       case "PutSecretValue": {
-        const secret = this.#find(body.SecretId);
-        if (secret.deletedDate) {
-          throw new AwsError(
-            "InvalidRequestException",
-            "You can't perform this operation on the secret because it was marked for deletion.",
-          );
-        }
+        const secret = this.#live(body.SecretId);
         const value = this.#secretString(body);
         if (value === undefined)
           throw new AwsError("InvalidParameterException", "You must provide either SecretString or SecretBinary.");
@@ -485,27 +473,15 @@ export class FakeAws {
         };
       }
       case "TagResource": {
-        const secret = this.#find(body.SecretId);
         // As AWS: a secret scheduled for deletion takes no tags (localstack#13648, checked against AWS).
-        if (secret.deletedDate) {
-          throw new AwsError(
-            "InvalidRequestException",
-            "You can't perform this operation on the secret because it was marked for deletion.",
-          );
-        }
+        const secret = this.#live(body.SecretId);
         const tags = new Map(secret.tags);
         for (const tag of this.#tags(body.Tags)) tags.set(tag.Key, tag.Value);
         secret.tags = checkedTagCount(tags);
         return {};
       }
       case "UpdateSecret": {
-        const secret = this.#find(body.SecretId);
-        if (secret.deletedDate) {
-          throw new AwsError(
-            "InvalidRequestException",
-            "You can't perform this operation on the secret because it was marked for deletion.",
-          );
-        }
+        const secret = this.#live(body.SecretId);
         if (body.Description !== undefined) {
           if (typeof body.Description !== "string" || body.Description.length > 2048) {
             throw new AwsError("InvalidParameterException", "Description must be a string of at most 2048 characters");
@@ -518,13 +494,7 @@ export class FakeAws {
         return { ARN: secret.arn, Name: secret.name, ...(version && { VersionId: version.id }) };
       }
       case "UntagResource": {
-        const secret = this.#find(body.SecretId);
-        if (secret.deletedDate) {
-          throw new AwsError(
-            "InvalidRequestException",
-            "You can't perform this operation on the secret because it was marked for deletion.",
-          );
-        }
+        const secret = this.#live(body.SecretId);
         if (!Array.isArray(body.TagKeys)) throw new AwsError("InvalidParameterException", "TagKeys is required");
         for (const key of body.TagKeys) secret.tags.delete(String(key));
         return {};
@@ -570,11 +540,7 @@ export class FakeAws {
       }
       case "ReplicateSecretToRegions": {
         const secret = this.#live(body.SecretId);
-        const regions = this.#regions(
-          Array.isArray(body.AddReplicaRegions)
-            ? body.AddReplicaRegions.map((r) => (r as { Region?: unknown }).Region)
-            : undefined,
-        );
+        const regions = this.#addedRegions(body.AddReplicaRegions);
         for (const region of regions) if (!secret.replicas.includes(region)) secret.replicas.push(region);
         return { ARN: secret.arn, ReplicationStatus: replicationStatus(secret) };
       }
@@ -693,14 +659,7 @@ export class FakeAws {
       description: typeof body.Description === "string" ? body.Description : undefined,
       kmsKeyId: typeof body.KmsKeyId === "string" ? body.KmsKeyId : undefined,
       tags: checkedTagCount(new Map(this.#tags(body.Tags ?? []).map((t) => [t.Key, t.Value]))),
-      replicas:
-        body.AddReplicaRegions === undefined
-          ? []
-          : this.#regions(
-              Array.isArray(body.AddReplicaRegions)
-                ? body.AddReplicaRegions.map((r) => (r as { Region?: unknown }).Region)
-                : undefined,
-            ),
+      replicas: body.AddReplicaRegions === undefined ? [] : this.#addedRegions(body.AddReplicaRegions),
       versions: [],
       created: new Date(),
       seq: this.#seq++,
@@ -727,6 +686,11 @@ export class FakeAws {
   }
 
   /** Replica Regions as AWS takes them: at least one, each `^([a-z]+-)+\d+$`. */
+  /** The regions of an `AddReplicaRegions` list (`[{Region}]`), checked as `#regions` checks them. */
+  #addedRegions(added: unknown): string[] {
+    return this.#regions(Array.isArray(added) ? added.map((r) => (r as { Region?: unknown }).Region) : undefined);
+  }
+
   #regions(regions: unknown): string[] {
     if (!Array.isArray(regions) || regions.length === 0) {
       throw new AwsError("InvalidParameterException", "At least one Region is required.");
