@@ -150,14 +150,14 @@ describe("FileStore when a sync fails", () => {
     const before = sync.logOpens;
     for (let i = 0; i < 50; i++) {
       expect((await reader.get("K1"))?.value).toBe("value-1");
-      await new Promise((r) => setImmediate(r)); // each read in a turn of its own: each looks at the log
+      await turn(); // each read in a turn of its own: each looks at the log
     }
     // Before: every read parsed the tail, found it damaged, and read the whole log again (50 times).
     expect(sync.logOpens - before).toBeLessThanOrEqual(1);
     // A change to the log is still taken in; a writer under the lock drops the tail.
     const other = await FileStore.open({ dataDir: dir, keys });
     expect(await other.put("NEW", "new")).toBe("created");
-    await new Promise((r) => setImmediate(r));
+    await turn();
     expect((await reader.get("NEW"))?.value).toBe("new");
     await Promise.all([reader.close(), other.close()]);
   });
