@@ -1,7 +1,8 @@
 // Builds the CLI bundle once, into a temp dir of its own (so `npm start` rebuilding core/dist
-// during the README test cannot race tests that spawn the CLI), and makes the fakes' CA (fakes/pki.ts).
+// during the README test cannot race tests that spawn the CLI), makes the fakes' CA (fakes/pki.ts),
+// and the run's temp root, under which every test file's temp dirs go (helpers.ts `tempDir`).
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { chmod, mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TestProject } from "vitest/node";
@@ -13,6 +14,7 @@ declare module "vitest" {
   export interface ProvidedContext {
     cliPath: string;
     testPki: TestPki;
+    testTmp: string;
   }
 }
 
@@ -24,8 +26,18 @@ export default async function setup(project: TestProject) {
   const testPki = makeTestPki(dir);
   project.provide("testPki", testPki);
   trustForWorkers(testPki.caFile, dir);
+  const testTmp = await mkdtemp(join(tmpdir(), "llm-secrets-test-"));
+  await chmod(testTmp, 0o711); // as /tmp is to its dirs: a test that runs a server as `nobody` passes through
+  project.provide("testTmp", testTmp);
   return async () => {
     await rm(dir, { recursive: true, force: true });
+    // A test file removes its own temp dirs; any left here were leaked (and would pile up in /tmp).
+    const left = await readdir(testTmp);
+    await rm(testTmp, { recursive: true, force: true });
+    if (left.length > 0) {
+      process.stderr.write(`test files left ${left.length} temp dir(s) behind (helpers.ts tempDir): the run fails\n`);
+      process.exitCode = 1; // a teardown's throw is printed, but does not fail the run
+    }
   };
 }
 

@@ -1,23 +1,24 @@
 // Shared test helpers: temp dirs, the built CLI as a child process, generated keys and values.
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, expect, inject } from "vitest";
 import type { ListOptions, NamePage, StoreFactory } from "../core/src/secret-store";
 import { seededRandom } from "../core/src/testing";
 
-const dirs: string[] = [];
+/**
+ * What a test file leaves running or on disk, undone after the file, the latest first. One hook,
+ * registered while the file loads: vitest drops, without a word, an `afterAll` a running test registers.
+ */
+const cleanups: (() => unknown)[] = [];
+afterAll(async () => {
+  for (const undo of cleanups.splice(0).reverse()) await undo();
+});
 
-/** A fresh temp dir, removed after the test file. */
+/** A fresh temp dir under the run's own (global-setup.ts), removed after the test file. */
 export async function tempDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), "llm-secrets-test-"));
-  if (dirs.length === 0) {
-    afterAll(async () => {
-      await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
-    });
-  }
-  dirs.push(dir);
+  const dir = await mkdtemp(join(inject("testTmp"), "t-"));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
   return dir;
 }
 
@@ -224,8 +225,6 @@ export async function until(
   }
 }
 
-const liveChildren: ChildProcess[] = [];
-
 /** The pid of a process that has exited: a writer that crashed. */
 export function deadPid(): Promise<number> {
   return new Promise((resolve) => {
@@ -236,14 +235,9 @@ export function deadPid(): Promise<number> {
 
 /** The pid of another live process (ended with the test file): a live writer holding a lock. */
 export function livePid(): number {
-  if (liveChildren.length === 0) {
-    afterAll(() => {
-      for (const child of liveChildren.splice(0)) child.kill();
-    });
-  }
   const child = spawn(process.execPath, ["-e", "setTimeout(() => {}, 120000)"], { stdio: "ignore" });
   child.unref();
-  liveChildren.push(child);
+  cleanups.push(() => child.kill());
   return child.pid as number;
 }
 
@@ -322,7 +316,7 @@ export async function inProcessApp(
     audit: (line) => audits.push(line),
     ...(options.now && { now: options.now }),
   });
-  afterAll(() => runtime.close());
+  cleanups.push(() => runtime.close());
   const request = (path: string, init: RequestInit & { json?: unknown; token?: string | null } = {}) => {
     const headers = new Headers(init.headers);
     const token = init.token === undefined ? masterKey : init.token;
