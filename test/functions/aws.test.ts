@@ -277,4 +277,37 @@ describe("CloudWatch EMF lines", () => {
     await handlers.sqs({ Records: [] });
     expect(lines).toEqual([]);
   });
+
+  it("splits a latency of more than 100 values over lines, as CloudWatch refuses a larger line whole", async () => {
+    const lines: string[] = [];
+    const masterKey = newKey();
+    const handlers = awsHandlers({
+      stores: [memoryStore],
+      env: { LITELLM_MASTER_KEY: masterKey },
+      log: createLogger(() => {}),
+      emf: (line) => lines.push(line),
+    });
+    // One resolve of 250 names the cache does not hold: 250 backend reads in one invocation.
+    const { store } = (await handlers.runtime()).manager;
+    for (let i = 0; i < 250; i++) await store.put(`NAME_${i}`, "v", { meta: {} });
+    lines.length = 0;
+    const config = Object.fromEntries(Array.from({ length: 250 }, (_, i) => [`k${i}`, `os.environ/NAME_${i}`]));
+    const event = {
+      version: "2.0",
+      rawPath: "/v1/resolve",
+      rawQueryString: "",
+      headers: { host: "x.lambda-url.eu-west-1.on.aws", authorization: `Bearer ${masterKey}` },
+      body: JSON.stringify({ config }),
+      isBase64Encoded: false,
+      requestContext: { http: { method: "POST" }, domainName: "x.lambda-url.eu-west-1.on.aws" },
+    };
+    expect(((await handlers.http(event as never, {} as never)) as { statusCode: number }).statusCode).toBe(200);
+    const gets = lines
+      .map((l) => JSON.parse(l) as Record<string, unknown> & { _aws: { CloudWatchMetrics: { Metrics: unknown[] }[] } })
+      .filter((l) => l.op === "get");
+    expect(gets.map((l) => (l.llm_secrets_backend_latency_seconds as number[]).length)).toEqual([100, 100, 50]);
+    // The count goes once, on the first line; each line declares only the metrics it carries.
+    expect(gets.map((l) => l.llm_secrets_backend_calls_total)).toEqual([250, undefined, undefined]);
+    expect(gets.map((l) => l._aws.CloudWatchMetrics[0]?.Metrics.length)).toEqual([2, 1, 1]);
+  });
 });

@@ -7,6 +7,11 @@
 import type { MetricsSink } from "@llm-secrets/core";
 
 export const EMF_NAMESPACE = "llm-secrets";
+/**
+ * The most values of one metric in one line: CloudWatch refuses a larger line whole, its counts too
+ * (AWS's EMF specification; aws-embedded-metrics' MAX_VALUES_PER_METRIC).
+ */
+const MAX_VALUES = 100;
 
 type Labels = Readonly<Record<string, string>>;
 
@@ -34,23 +39,33 @@ export class EmfSink implements MetricsSink {
     else values.set(name, [value]);
   }
 
-  /** Writes what was gathered since the last flush (nothing if nothing was counted). */
+  /**
+   * Writes what was gathered since the last flush (nothing if nothing was counted): a line per label
+   * set, and more while a latency has more than `MAX_VALUES` values, the counts on the first only.
+   */
   flush(now = Date.now()): void {
     for (const { labels, counts, values } of this.#groups.values()) {
-      const metrics = [
-        ...[...counts.keys()].map((Name) => ({ Name, Unit: "Count" })),
-        ...[...values.keys()].map((Name) => ({ Name, Unit: "Seconds" })),
-      ];
-      const line = {
-        _aws: {
-          Timestamp: now,
-          CloudWatchMetrics: [{ Namespace: EMF_NAMESPACE, Dimensions: [Object.keys(labels)], Metrics: metrics }],
-        },
-        ...labels,
-        ...Object.fromEntries(counts),
-        ...Object.fromEntries(values),
-      };
-      this.write(`${JSON.stringify(line)}\n`);
+      const most = Math.max(0, ...[...values.values()].map((list) => list.length));
+      for (let from = 0; from === 0 || from < most; from += MAX_VALUES) {
+        const counted = from === 0 ? [...counts] : [];
+        const observed = [...values]
+          .filter(([, list]) => list.length > from)
+          .map(([name, list]) => [name, list.slice(from, from + MAX_VALUES)] as const);
+        const metrics = [
+          ...counted.map(([Name]) => ({ Name, Unit: "Count" })),
+          ...observed.map(([Name]) => ({ Name, Unit: "Seconds" })),
+        ];
+        const line = {
+          _aws: {
+            Timestamp: now,
+            CloudWatchMetrics: [{ Namespace: EMF_NAMESPACE, Dimensions: [Object.keys(labels)], Metrics: metrics }],
+          },
+          ...labels,
+          ...Object.fromEntries(counted),
+          ...Object.fromEntries(observed),
+        };
+        this.write(`${JSON.stringify(line)}\n`);
+      }
     }
     this.#groups.clear();
   }
