@@ -1,6 +1,8 @@
 // llm-secrets on Azure: the Function App (Node 22, v4 model) with its system-assigned identity, its
 // Storage account and key-event queue (the poison queue is the host's), and a Key Vault in RBAC
-// mode where the identity may read (or, with writes on, manage) secrets. HTTPS only, TLS 1.2.
+// mode where the identity may read (or, with writes on, manage) secrets. HTTPS only, TLS 1.2. The
+// app runs from the package blob in its own account's function-releases container, read with its
+// identity: the template writes WEBSITE_RUN_FROM_PACKAGE itself, so no later deploy drops it.
 // See ../README.md. No Bicep compiler runs in this repository's CI: a test reads this file.
 
 @description('A short name: resources are named from it.')
@@ -19,6 +21,9 @@ param virtualKeyPrefix string = 'litellm/'
 @minValue(0)
 param refreshIntervalSeconds int = 300
 
+@description('The package (npm run package\'s llm-secrets-azure-functions.zip) as a blob of the function-releases container: the app runs from it (WEBSITE_RUN_FROM_PACKAGE). Upload a new build under a new name and deploy with that name: the changed setting restarts the app and syncs its triggers.')
+param packageBlob string = 'llm-secrets-azure-functions.zip'
+
 @description('LITELLM_MASTER_KEY, kept as an app setting (use a Key Vault reference in production).')
 @secure()
 param masterKey string
@@ -27,6 +32,9 @@ var suffix = uniqueString(resourceGroup().id, name)
 var writes = accessMode != 'read_only'
 // Key Vault Secrets Officer, or Key Vault Secrets User when read-only.
 var secretsRole = writes ? 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7' : '4633458b-17de-408a-b874-0445c86b69e6'
+// Storage Blob Data Reader: the app's identity fetches its package.
+var packageReaderRole = '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
+var releasesContainer = 'function-releases'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: take('${name}${suffix}', 24)
@@ -48,6 +56,18 @@ resource queues 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
 resource keyEventsQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
   parent: queues
   name: 'key-events'
+}
+
+resource blobs 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+// Private: the app reads its package here with its identity (no SAS to expire or to leak).
+resource releases 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobs
+  name: releasesContainer
+  properties: { publicAccess: 'None' }
 }
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
@@ -85,6 +105,8 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
       appSettings: [
         { name: 'FUNCTIONS_EXTENSION_VERSION', value: '~4' }
         { name: 'FUNCTIONS_WORKER_RUNTIME', value: 'node' }
+        // Every deploy of this template sets the whole list: the package is in it, so none drops it.
+        { name: 'WEBSITE_RUN_FROM_PACKAGE', value: '${storage.properties.primaryEndpoints.blob}${releasesContainer}/${packageBlob}' }
         { name: 'AzureWebJobsStorage', value: 'DefaultEndpointsProtocol=https;AccountName=${storage.name};AccountKey=${storage.listKeys().keys[0].value};EndpointSuffix=${environment().suffixes.storage}' }
         { name: 'AZURE_KEY_VAULT_URI', value: vault.properties.vaultUri }
         { name: 'LITELLM_MASTER_KEY', value: masterKey }
@@ -106,6 +128,19 @@ resource secretsAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
+// The app's identity reads its package, in this container only.
+resource packageAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: releases
+  name: guid(releases.id, app.id, packageReaderRole)
+  properties: {
+    principalId: app.identity.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', packageReaderRole)
+  }
+}
+
 output functionAppName string = app.name
 output vaultUri string = vault.properties.vaultUri
 output queueName string = keyEventsQueue.name
+output storageAccountName string = storage.name
+output packageContainer string = releasesContainer

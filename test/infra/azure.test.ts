@@ -14,6 +14,14 @@ beforeAll(async () => {
 
 const SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7";
 const SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6";
+const BLOB_DATA_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1";
+
+/** A top-level resource's text, from its `resource` line to its closing brace. */
+function block(name: string): string {
+  const start = bicep.search(new RegExp(`^resource ${name} `, "m"));
+  if (start < 0) throw new Error(`no resource ${name}`);
+  return bicep.slice(start, bicep.indexOf("\n}\n", start) + 2);
+}
 
 describe("the Azure deployment", () => {
   it("declares its parameters, and the parameters file sets only those", async () => {
@@ -23,6 +31,7 @@ describe("the Azure deployment", () => {
       "location",
       "masterKey",
       "name",
+      "packageBlob",
       "refreshIntervalSeconds",
       "virtualKeyPrefix",
     ]);
@@ -44,10 +53,13 @@ describe("the Azure deployment", () => {
       "storage:Microsoft.Storage/storageAccounts",
       "queues:Microsoft.Storage/storageAccounts/queueServices",
       "keyEventsQueue:Microsoft.Storage/storageAccounts/queueServices/queues",
+      "blobs:Microsoft.Storage/storageAccounts/blobServices",
+      "releases:Microsoft.Storage/storageAccounts/blobServices/containers",
       "vault:Microsoft.KeyVault/vaults",
       "plan:Microsoft.Web/serverfarms",
       "app:Microsoft.Web/sites",
       "secretsAccess:Microsoft.Authorization/roleAssignments",
+      "packageAccess:Microsoft.Authorization/roleAssignments",
     ]);
     expect(bicep).toContain("enableRbacAuthorization: true");
     expect(bicep).toContain("name: 'key-events'");
@@ -69,5 +81,29 @@ describe("the Azure deployment", () => {
     expect(bicep).toContain(`var secretsRole = writes ? '${SECRETS_OFFICER}' : '${SECRETS_USER}'`);
     expect(bicep).toMatch(/resource secretsAccess [^\n]*\n\s+scope: vault\n/);
     expect(bicep).not.toMatch(/Owner|Contributor'/);
+  });
+
+  it("runs from the package blob it names itself (WEBSITE_RUN_FROM_PACKAGE in its own settings, which every deploy replaces), read by the app's identity", async () => {
+    // The template sets the whole settings list: a package URL set by another tool (config-zip's
+    // SAS URL) would be dropped by the next deploy, and the app would run with no functions.
+    expect(bicep).toContain(
+      `{ name: 'WEBSITE_RUN_FROM_PACKAGE', value: '\${storage.properties.primaryEndpoints.blob}\${releasesContainer}/\${packageBlob}' }`,
+    );
+    expect(bicep).toMatch(/param packageBlob string = 'llm-secrets-azure-functions\.zip'\n/);
+    expect(bicep).toContain("var releasesContainer = 'function-releases'");
+    expect(bicep).toMatch(
+      /resource releases [^\n]*\n\s+parent: blobs\n\s+name: releasesContainer\n\s+properties: \{ publicAccess: 'None' \}\n/,
+    );
+    // No SAS to expire: the identity reads that container, and nothing else of the account.
+    expect(bicep).toContain(`var packageReaderRole = '${BLOB_DATA_READER}'`);
+    const access = block("packageAccess");
+    expect(access).toMatch(/^\s+scope: releases$/m);
+    expect(access).toContain("principalId: app.identity.principalId");
+    expect(access).toContain("roleDefinitions', packageReaderRole)");
+    // The README deploys the code by that blob, never with config-zip.
+    const readme = await readFile(join(DIR, "../README.md"), "utf8");
+    const azure = readme.slice(readme.indexOf("## Azure"));
+    expect(azure).toContain("-c function-releases");
+    expect(azure).not.toMatch(/^az functionapp deployment source config-zip/m);
   });
 });
