@@ -24,6 +24,9 @@ param refreshIntervalSeconds int = 300
 @description('The package (npm run package\'s llm-secrets-azure-functions.zip) as a blob of the function-releases container: the app runs from it (WEBSITE_RUN_FROM_PACKAGE). Upload a new build under a new name and deploy with that name: the changed setting restarts the app and syncs its triggers.')
 param packageBlob string = 'llm-secrets-azure-functions.zip'
 
+@description('Object ids of the identities (a gateway\'s managed identity or service principal) that send key events: each gets Storage Queue Data Message Sender on the key-events queue only. Never hand a producer AzureWebJobsStorage\'s connection string: its account key also writes the package the app runs from.')
+param producerPrincipalIds array = []
+
 @description('LITELLM_MASTER_KEY, kept as an app setting (use a Key Vault reference in production).')
 @secure()
 param masterKey string
@@ -35,6 +38,8 @@ var secretsRole = writes ? 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7' : '4633458b-17
 // Storage Blob Data Reader: the app's identity fetches its package.
 var packageReaderRole = '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
 var releasesContainer = 'function-releases'
+// Storage Queue Data Message Sender: a producer adds messages, and can neither read nor delete one.
+var queueSenderRole = 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: take('${name}${suffix}', 24)
@@ -139,8 +144,21 @@ resource packageAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
+// Key-event producers, on the key-events queue only (not the account, whose blobs hold the package).
+resource producerAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for principalId in producerPrincipalIds: {
+    scope: keyEventsQueue
+    name: guid(keyEventsQueue.id, principalId, queueSenderRole)
+    properties: {
+      principalId: principalId
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', queueSenderRole)
+    }
+  }
+]
+
 output functionAppName string = app.name
 output vaultUri string = vault.properties.vaultUri
 output queueName string = keyEventsQueue.name
+output queueUrl string = '${storage.properties.primaryEndpoints.queue}${keyEventsQueue.name}'
 output storageAccountName string = storage.name
 output packageContainer string = releasesContainer

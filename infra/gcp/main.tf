@@ -253,6 +253,14 @@ resource "google_pubsub_subscription" "dead_letters" {
   }
 }
 
+# Key-event producers (the gateways' key hooks): publisher on the key-events topic only.
+resource "google_pubsub_topic_iam_member" "key_event_publishers" {
+  for_each = toset(var.key_event_publishers)
+  topic    = google_pubsub_topic.key_events.id
+  role     = "roles/pubsub.publisher"
+  member   = each.value
+}
+
 # Pub/Sub's own agent moves undeliverable messages: it publishes to the dead-letter topic and
 # acknowledges on the subscription.
 resource "google_pubsub_topic_iam_member" "dead_letter_publisher" {

@@ -54,6 +54,12 @@ variable "invoker_members" {
   default     = []
 }
 
+variable "key_event_publishers" {
+  description = "Who may send key events (roles/pubsub.publisher on the key-events topic only), e.g. [\"serviceAccount:litellm@my-project.iam.gserviceaccount.com\"]. Empty: grant it outside this module."
+  type        = list(string)
+  default     = []
+}
+
 variable "refresh_interval_seconds" {
   description = "SECRET_MANAGER_REFRESH_INTERVAL: how long an instance serves a value from its cache (0: read the store every time). Other instances than the one applying a key event keep serving the old value this long."
   type        = number

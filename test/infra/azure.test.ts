@@ -15,12 +15,14 @@ beforeAll(async () => {
 const SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7";
 const SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6";
 const BLOB_DATA_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1";
+const QUEUE_MESSAGE_SENDER = "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a";
 
-/** A top-level resource's text, from its `resource` line to its closing brace. */
+/** A top-level resource's text, from its `resource` line to its closing brace (a loop's bracket). */
 function block(name: string): string {
   const start = bicep.search(new RegExp(`^resource ${name} `, "m"));
   if (start < 0) throw new Error(`no resource ${name}`);
-  return bicep.slice(start, bicep.indexOf("\n}\n", start) + 2);
+  const end = bicep.slice(start).search(/\n[}\]]\n/); // its closing brace, or a loop's bracket
+  return bicep.slice(start, start + end + 2);
 }
 
 describe("the Azure deployment", () => {
@@ -32,6 +34,7 @@ describe("the Azure deployment", () => {
       "masterKey",
       "name",
       "packageBlob",
+      "producerPrincipalIds",
       "refreshIntervalSeconds",
       "virtualKeyPrefix",
     ]);
@@ -60,6 +63,7 @@ describe("the Azure deployment", () => {
       "app:Microsoft.Web/sites",
       "secretsAccess:Microsoft.Authorization/roleAssignments",
       "packageAccess:Microsoft.Authorization/roleAssignments",
+      "producerAccess:Microsoft.Authorization/roleAssignments",
     ]);
     expect(bicep).toContain("enableRbacAuthorization: true");
     expect(bicep).toContain("name: 'key-events'");
@@ -105,5 +109,21 @@ describe("the Azure deployment", () => {
     const azure = readme.slice(readme.indexOf("## Azure"));
     expect(azure).toContain("-c function-releases");
     expect(azure).not.toMatch(/^az functionapp deployment source config-zip/m);
+  });
+
+  it("gives each of producerPrincipalIds (none by default) Storage Queue Data Message Sender on the key-events queue only, never a connection string", async () => {
+    expect(bicep).toMatch(/\nparam producerPrincipalIds array = \[\]\n/);
+    expect(bicep).toContain(`var queueSenderRole = '${QUEUE_MESSAGE_SENDER}'`);
+    const access = block("producerAccess");
+    expect(access).toContain("for principalId in producerPrincipalIds: {");
+    // The queue, not the account: the account's blobs hold the package the app runs from.
+    expect(access).toMatch(/^\s+scope: keyEventsQueue$/m);
+    expect(access).toContain("principalId: principalId");
+    expect(access).toContain("roleDefinitions', queueSenderRole)");
+    expect(bicep).toContain("output queueUrl string =");
+    const readme = await readFile(join(DIR, "../README.md"), "utf8");
+    const azure = readme.slice(readme.indexOf("## Azure"));
+    expect(azure).toContain("producerPrincipalIds");
+    expect(azure).toMatch(/Never give a producer\s+`AzureWebJobsStorage`'s connection string/);
   });
 });

@@ -208,12 +208,25 @@ describe("the Google deployment", () => {
     expect(variables.invoker_members?.[0]).toMatchObject({ type: hcl("list(string)"), default: [] });
   });
 
+  it("lets key_event_publishers publish key events (roles/pubsub.publisher on the key-events topic only), no one by default", () => {
+    expect(resource("google_pubsub_topic_iam_member", "key_event_publishers")).toMatchObject({
+      for_each: hcl("toset(var.key_event_publishers)"),
+      topic: hcl("google_pubsub_topic.key_events.id"),
+      role: "roles/pubsub.publisher",
+      member: hcl("each.value"),
+    });
+    expect(variables.key_event_publishers?.[0]).toMatchObject({ type: hcl("list(string)"), default: [] });
+    // Never project-wide: that would reach every topic of the project.
+    expect(members().map((m) => m.role)).not.toContain("roles/pubsub.publisher");
+  });
+
   it("takes its settings as variables, with access_mode checked", () => {
     expect(Object.keys(variables).sort()).toEqual(
       [
         "access_mode",
         "ingress",
         "invoker_members",
+        "key_event_publishers",
         "master_key_secret",
         "prefix_for_stored_virtual_keys",
         "project",
