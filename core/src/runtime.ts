@@ -9,6 +9,7 @@
 import { createApp, MAX_BODY_BYTES, type RawRequest } from "./app";
 import { createAudit, keyEventEntry, requestIdOf } from "./audit";
 import { cryptoReady } from "./crypto";
+import { SecretsError } from "./errors";
 import { errorAnswer } from "./http/router";
 import { instrumentStore } from "./instrument-store";
 import { applyKeyEvent, applyKeyEventText, type KeyEventResult } from "./key-events";
@@ -18,6 +19,7 @@ import { outboundTlsOptions } from "./outbound-tls";
 import { SecretManager } from "./secret-manager";
 import type { SecretStore, StoreFactory } from "./secret-store";
 import { loadSettings, type Settings, type SettingsInput } from "./settings";
+import { loggableMessage } from "./store-errors";
 
 export interface RuntimeOptions {
   /** The store factories this runtime ships; the first is the default store. */
@@ -228,7 +230,8 @@ export function startOnFirstUse(options: FunctionRuntimeOptions): LazyRuntime {
     }).catch((err: unknown) => {
       failedAt = now();
       options.log.error("llm-secrets could not start", {
-        reason: err instanceof Error ? err.message : String(err),
+        // A user's own store's message (its open's) goes to no log line, as its calls' do not.
+        reason: err instanceof SecretsError ? loggableMessage(err) : err instanceof Error ? err.message : String(err),
         retry_in_s: START_RETRY_MS / 1000,
       });
       throw err;

@@ -82,9 +82,12 @@ export function withUserMessage<E extends SecretsError>(err: E): E {
  * codes only, but for one a user's own store wrote, which goes to the caller and never to a log.
  */
 export function loggableMessage(err: SecretsError): string {
-  return (err as SecretsError & { [USER_MESSAGE]?: true })[USER_MESSAGE]
-    ? "the custom store's own message (not logged)"
-    : err.message;
+  return hasUserMessage(err) ? "the custom store's own message (not logged)" : err.message;
+}
+
+/** Whether `err` carries a message a user's own store wrote (`withUserMessage`). */
+export function hasUserMessage(err: unknown): boolean {
+  return err instanceof SecretsError && (err as SecretsError & { [USER_MESSAGE]?: true })[USER_MESSAGE] === true;
 }
 
 /** Errors the cache may answer with a stale value: the backend is down, slow or throttling. */

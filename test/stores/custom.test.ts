@@ -14,12 +14,13 @@ import { instrumentStore } from "../../core/src/instrument-store";
 import { applyKeyEvent } from "../../core/src/key-events";
 import { createLogger, silentLogger } from "../../core/src/log";
 import { createMetrics } from "../../core/src/metrics";
+import { startOnFirstUse } from "../../core/src/runtime";
 import { SecretManager } from "../../core/src/secret-manager";
 import type { SecretStore } from "../../core/src/secret-store";
 import { loadSettings } from "../../core/src/settings";
 import { StoreCorrupt } from "../../core/src/store-errors";
 import { CUSTOM_TIMEOUT_MS, customStore, PlainClassStore } from "../../core/src/stores/custom";
-import { codeOf, newKey, serveStore, tempDir } from "../helpers";
+import { codeOf, inProcessApp, newKey, serveStore, tempDir } from "../helpers";
 
 const FIXTURES = join(import.meta.dirname, "../fixtures");
 /** The value custom-failing-factory.mjs quotes in its errors' messages. */
@@ -256,6 +257,41 @@ describe("the custom store", () => {
 });
 
 describe("a custom store's own error messages", () => {
+  it("reach no caller without the key (/ready), and no log line when its open fails the start", async () => {
+    const config = (settings: string) =>
+      `general_settings:\n  key_management_system: custom\n  key_management_settings:\n    custom_secret_manager: ${settings}\n`;
+    const throwing = join(FIXTURES, "custom-throwing-factory.mjs");
+    const { request } = await inProcessApp({
+      stores: [customStore],
+      config: config(`${throwing}\n    error: { code: backend_unavailable, message: "cannot reach ${LEAKED}" }`),
+    });
+    const ready = await request("/ready", { token: null });
+    expect(ready.status).toBe(503);
+    expect(await ready.json()).toEqual({
+      error: { code: "backend_unavailable", message: "the custom-throwing store is not ready" },
+    });
+    // The caller with the key gets the store's own message, as for every call.
+    expect(await (await request("/v1/secrets/A")).text()).toContain(LEAKED);
+
+    const logs: string[] = [];
+    const runtime = startOnFirstUse({
+      stores: [customStore],
+      env: {
+        LITELLM_MASTER_KEY: newKey(),
+        LLM_SECRETS_CONFIG: config(`${join(FIXTURES, "custom-failing-factory.mjs")}\n    open_fails: true`),
+      },
+      log: createLogger((line) => logs.push(line)),
+    });
+    await expect(runtime()).rejects.toMatchObject({ code: "internal" }); // classified as its calls' failures are
+    expect(logs.map((l) => JSON.parse(l))).toEqual([
+      expect.objectContaining({
+        msg: "llm-secrets could not start",
+        reason: "the custom store's own message (not logged)",
+      }),
+    ]);
+    expect(logs.join("")).not.toContain(LEAKED);
+  });
+
   it("reach the caller, never a log line: they may hold anything (a value the store could not parse)", async () => {
     const value = "sk-live-held-in-a-message-0123";
     const logs: string[] = [];

@@ -4,7 +4,7 @@ import { toHttpError } from "../errors";
 import type { Metrics } from "../metrics";
 import { buildOpenApi } from "../openapi";
 import type { SecretManager } from "../secret-manager";
-import { BackendUnavailable } from "../store-errors";
+import { BackendUnavailable, hasUserMessage } from "../store-errors";
 import { VERSION } from "../version";
 import { answer, json, type Router } from "./router";
 
@@ -93,8 +93,10 @@ export function serviceRoutes(router: Router, manager: SecretManager, metrics: M
     async () => {
       const result = await ready();
       if (result.ok) return json({ status: "ready", store, ms: result.ms });
-      // Not ready, whatever the store's error (its code says why); an internal one says nothing.
+      // Not ready, whatever the store's error (its code says why); an internal one says nothing, nor,
+      // to a caller without the key, one a user's own store wrote (it may hold anything).
       const { body, headers } = toHttpError(result.error);
+      if (hasUserMessage(result.error)) body.error.message = `the ${store} store is not ready`;
       return json(body, 503, { ...headers, "retry-after": headers["retry-after"] ?? "1" });
     },
   );

@@ -255,7 +255,8 @@ async function openCustom(settings: z.output<typeof CustomSettings>, deps: Store
     if (!parsed.success) {
       throw new ConfigError(`custom_secret_manager ${path}: ${describeIssues(issuesOf(parsed.error))}`);
     }
-    return classifiedStore(await exported.open(parsed.data as never, deps));
+    // What its open throws is classified as its calls' failures are: its message may hold anything.
+    return classifiedStore(await userCall("custom store open", () => exported.open(parsed.data as never, deps), false));
   }
   if (typeof exported === "function") {
     let instance: unknown;
