@@ -128,9 +128,11 @@ export const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() 
 /** What may be logged of an unexpected error: its class and where it came from, not its message. */
 export function describeUnexpected(err: unknown): LogFields {
   if (!(err instanceof Error)) return { error: typeof err };
-  // Stack frames only: a multi-line message spills into the first lines of the stack.
-  const where = err.stack
-    ?.split("\n")
+  // Stack frames only, after the header V8 wrote (`Name: message`, of as many lines as the message):
+  // a line of the message may itself begin with "at ". A stack whose header is not that says nothing.
+  const header = String(err);
+  const where = (err.stack?.startsWith(header) ? err.stack.slice(header.length) : "")
+    .split("\n")
     .map((l) => l.trim())
     .filter((l) => l.startsWith("at "))
     .slice(0, 3)

@@ -112,6 +112,10 @@ describe("log", () => {
     expect(described.error).toBe("TypeError");
     expect(String(described.where)).toMatch(/^at /);
     expect(JSON.stringify(described)).not.toContain(value);
+    // A line of the message that looks like a frame is still the message.
+    const framed = describeUnexpected(new TypeError(`bad token:\n    at ${value}`));
+    expect(String(framed.where)).toMatch(/^at /);
+    expect(JSON.stringify(framed)).not.toContain(value);
     expect(describeUnexpected("a string")).toEqual({ error: "string" });
   });
 });
