@@ -25,6 +25,8 @@ locals {
         access_mode                    = var.access_mode
         store_virtual_keys             = true
         prefix_for_stored_virtual_keys = var.prefix_for_stored_virtual_keys
+        # The only names the API serves besides virtual keys: what the read grants below reach.
+        hosted_keys = var.hosted_keys
       }
     }
   })
@@ -36,6 +38,8 @@ locals {
     SECRET_MANAGER_REFRESH_INTERVAL = tostring(var.refresh_interval_seconds)
   }
   writes = var.access_mode != "read_only"
+  # A name's secret id as the store spells it (every character outside [A-Za-z0-9_-] becomes -).
+  hosted_secret_ids = toset([for name in var.hosted_keys : replace(name, "/[^A-Za-z0-9_-]/", "-")])
 }
 
 # The functions' identity.
@@ -44,14 +48,30 @@ resource "google_service_account" "functions" {
   display_name = "llm-secrets functions"
 }
 
-# Reads, of every secret of the project (Secret Manager has no prefix scope in IAM): the values
-# (secretAccessor), and what a read checks beside the value, the name written and the change time
-# in the secret's annotations, and listing (viewer: metadata only, never a value).
+# Reads of values (secretAccessor) only where the API serves them: the virtual keys, by a condition
+# on the secret's name (key events make their secrets, so no grant per secret can be made ahead),
+# and each hosted name on its own secret (made outside this module, like the master key's).
 resource "google_project_iam_member" "secret_reader" {
   project = var.project
   role    = "roles/secretmanager.secretAccessor"
   member  = "serviceAccount:${google_service_account.functions.email}"
+  condition {
+    title      = "virtual keys only"
+    expression = "resource.name.startsWith(\"projects/${data.google_project.this.number}/secrets/${replace(var.prefix_for_stored_virtual_keys, "/", "-")}\")"
+  }
 }
+
+resource "google_secret_manager_secret_iam_member" "hosted_reader" {
+  for_each  = local.hosted_secret_ids
+  project   = var.project
+  secret_id = each.value
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.functions.email}"
+}
+
+# Metadata, never a value, of every secret (viewer): listing (GET /v1/secrets: ListSecrets returns
+# each secret's labels and annotations anyway), and what a read checks beside the value, the name
+# written and the change time in the secret's annotations.
 
 resource "google_project_iam_member" "secret_metadata_reader" {
   project = var.project
@@ -137,10 +157,11 @@ resource "google_storage_bucket_object" "source" {
 resource "google_cloudfunctions2_function" "http" {
   name     = "llm-secrets-http"
   location = var.region
-  # Its identity may read the master key (and the secrets) before a revision starts.
+  # Its identity may read the master key (and the secrets it serves) before a revision starts.
   depends_on = [
     google_secret_manager_secret_iam_member.master_key,
     google_project_iam_member.secret_reader,
+    google_secret_manager_secret_iam_member.hosted_reader,
     google_project_iam_member.secret_metadata_reader,
   ]
   build_config {
@@ -172,10 +193,11 @@ resource "google_cloudfunctions2_function" "http" {
 resource "google_cloudfunctions2_function" "key_events" {
   name     = "llm-secrets-key-events"
   location = var.region
-  # Its identity may read the master key (and the secrets) before a revision starts.
+  # Its identity may read the master key (and the secrets it serves) before a revision starts.
   depends_on = [
     google_secret_manager_secret_iam_member.master_key,
     google_project_iam_member.secret_reader,
+    google_secret_manager_secret_iam_member.hosted_reader,
     google_project_iam_member.secret_metadata_reader,
   ]
   build_config {

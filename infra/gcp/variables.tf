@@ -36,6 +36,12 @@ variable "prefix_for_stored_virtual_keys" {
   default     = "litellm/"
 }
 
+variable "hosted_keys" {
+  description = "hosted_keys: the names the API serves besides the virtual keys (e.g. [\"OPENAI_API_KEY\"]), and the only secrets besides them whose values its account may read. Each secret must exist before apply (its id: the name with every character outside [A-Za-z0-9_-] as -). Empty: virtual keys only."
+  type        = list(string)
+  default     = []
+}
+
 variable "master_key_secret" {
   description = "The Secret Manager secret id that holds LITELLM_MASTER_KEY (made outside this module)."
   type        = string

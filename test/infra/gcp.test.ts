@@ -50,7 +50,6 @@ const RPC_PERMISSION: Record<string, string> = {
   ListSecretVersions: "secretmanager.versions.list",
   DestroySecretVersion: "secretmanager.versions.destroy",
 };
-const READS = new Set(["AccessSecretVersion", "GetSecret", "ListSecrets", "GetSecretVersion"]);
 
 /** The Secret Manager permissions of the predefined roles main.tf uses (Google's role reference). */
 const PREDEFINED: Record<string, string[]> = {
@@ -67,10 +66,52 @@ const PREDEFINED: Record<string, string[]> = {
 };
 
 /** The project-level grants to the functions' account: role, and whether a condition narrows it. */
-function members(): { role: string; conditioned: boolean }[] {
+function members(): { role: string; conditioned: boolean; condition?: string }[] {
   return Object.values(main.resource.google_project_iam_member ?? {})
     .flat()
-    .map((m) => ({ role: String(m.role), conditioned: m.condition !== undefined }));
+    .map((m) => {
+      const condition = (m.condition as { expression: string }[] | undefined)?.[0]?.expression;
+      return { role: String(m.role), conditioned: m.condition !== undefined, condition };
+    });
+}
+
+/** Terraform's replace(): a pattern in slashes is a regular expression (every match replaced), else a literal. */
+function tfReplace(text: string, pattern: string, replacement: string): string {
+  const regex = /^\/(.*)\/$/.exec(pattern);
+  return regex ? text.replace(new RegExp(regex[1] as string, "g"), replacement) : text.split(pattern).join(replacement);
+}
+
+/**
+ * The interpolations main.tf's IAM uses, evaluated: the project's number (here the fake's project,
+ * which the store's resource names carry) and replace() of a variable or of `name`.
+ */
+function evaluate(text: string, project: string, vars: Record<string, string>): string {
+  return text.replace(/\$\{([^}]*)\}/g, (_, expr: string) => {
+    if (expr === "data.google_project.this.number") return project;
+    const call = /^replace\(([\w.]+), "(.*)", "(.*)"\)$/.exec(expr);
+    const value = call ? vars[call[1] as string] : undefined;
+    if (!call || value === undefined) throw new Error(`cannot evaluate \${${expr}}`);
+    return tfReplace(value, call[2] as string, call[3] as string);
+  });
+}
+
+/** Whether an IAM condition of main.tf (startsWith clauses joined by ||, nothing else) holds for a resource name. */
+function holds(condition: string, resourceName: string, project: string, vars: Record<string, string>): boolean {
+  return evaluate(condition, project, vars)
+    .split(" || ")
+    .some((clause) => {
+      const m = /^resource\.name\.startsWith\("([^"]*)"\)$/.exec(clause);
+      if (!m) throw new Error(`not a startsWith clause: ${clause}`);
+      return resourceName.startsWith(m[1] as string);
+    });
+}
+
+/** The secret ids the hosted names are granted on (local.hosted_secret_ids, evaluated). */
+function hostedSecretIds(hostedKeys: string[]): string[] {
+  const local = (main.locals[0] as { hosted_secret_ids: string }).hosted_secret_ids;
+  const m = /^\$\{toset\(\[for name in var\.hosted_keys : (replace\(name, ".*", ".*"\))\]\)\}$/.exec(local);
+  if (!m) throw new Error(`local.hosted_secret_ids: ${local}`);
+  return hostedKeys.map((name) => evaluate(`\${${m[1]}}`, "", { name }));
 }
 
 /** A role's permissions: a predefined one's, or a custom role's from main.tf. */
@@ -136,8 +177,27 @@ describe("the Google deployment", () => {
     }
   });
 
-  it("grants reads project-wide, writes only under the prefix and only when access_mode allows, and decrypt on its key", () => {
-    expect(resource("google_project_iam_member", "secret_reader").role).toBe("roles/secretmanager.secretAccessor");
+  it("grants value reads only under the prefix and on each hosted name's secret, metadata project-wide, writes only under the prefix and only when access_mode allows, and decrypt on its key", () => {
+    // Values: under the prefix by a condition on the secret's name, as the store spells it in a secret id.
+    const reader = resource("google_project_iam_member", "secret_reader");
+    expect(reader.role).toBe("roles/secretmanager.secretAccessor");
+    expect((reader.condition as { expression: string }[]).map((c) => c.expression)).toEqual([
+      `resource.name.startsWith("projects/${hcl("data.google_project.this.number")}/secrets/${hcl('replace(var.prefix_for_stored_virtual_keys, "/", "-")')}")`,
+    ]);
+    // ...and on each hosted name's own secret; the function serves exactly those names.
+    expect(resource("google_secret_manager_secret_iam_member", "hosted_reader")).toMatchObject({
+      for_each: hcl("local.hosted_secret_ids"),
+      secret_id: hcl("each.value"),
+      role: "roles/secretmanager.secretAccessor",
+      member: `serviceAccount:${hcl("google_service_account.functions.email")}`,
+    });
+    expect(variables.hosted_keys?.[0]).toMatchObject({ type: hcl("list(string)"), default: [] });
+    expect(main.locals[0]?.config).toContain("hosted_keys = var.hosted_keys");
+    // No project-wide grant reads a value.
+    for (const m of members()) {
+      if (permissionsOf(m.role).includes("secretmanager.versions.access")) expect(m.conditioned, m.role).toBe(true);
+    }
+    // Metadata (never a value) of every secret: listing.
     expect(resource("google_project_iam_member", "secret_metadata_reader").role).toBe("roles/secretmanager.viewer");
     for (const name of ["secret_writer", "secret_creator"]) {
       expect(resource("google_project_iam_member", name).count).toBe(hcl("local.writes ? 1 : 0"));
@@ -167,8 +227,10 @@ describe("the Google deployment", () => {
       } as never,
       { dataDir: "/nonexistent", env: {}, log: silentLogger, now: Date.now },
     );
-    // What a deployment does: reads, listing, key events' writes (new and existing) and deletes.
-    await store.get("OPENAI_API_KEY");
+    // What a deployment does: reads of hosted names, listing, key events' writes (new and existing)
+    // and deletes.
+    const hostedKeys = ["OPENAI_API_KEY", "team.azure/key"];
+    for (const name of hostedKeys) await store.get(name);
     await store.put("litellm/k", "v1", { ifNewerThan: { at: 1_000, id: "e1" } });
     await store.put("litellm/k", "v2", { ifNewerThan: { at: 2_000, id: "e2" } });
     await store.get("litellm/k");
@@ -177,22 +239,47 @@ describe("the Google deployment", () => {
     await store.delete("litellm/never", { ifNewerThan: { at: 3_000, id: "e4" } });
     await store.close?.();
 
+    const vars = { "var.prefix_for_stored_virtual_keys": "litellm/" };
+    const hostedIds = hostedSecretIds(hostedKeys);
     const granted = members().map((m) => ({ ...m, permissions: permissionsOf(m.role) }));
+    /** The grants of `permission` that reach the resource `name` (a project-level one, or one on a hosted secret). */
+    const holders = (permission: string, name: string) => [
+      ...granted
+        .filter((g) => g.permissions.includes(permission))
+        .filter((g) => g.condition === undefined || holds(g.condition, name, fake.project, vars))
+        .map((g) => g.role),
+      ...(PREDEFINED["roles/secretmanager.secretAccessor"]?.includes(permission)
+        ? hostedIds
+            .filter(
+              (id) =>
+                name === `projects/${fake.project}/secrets/${id}` ||
+                name.startsWith(`projects/${fake.project}/secrets/${id}/`),
+            )
+            .map((id) => `secretAccessor on ${id}`)
+        : []),
+    ];
     const methods = [...new Set(fake.calls.map((c) => c.method))].sort();
     expect(methods.length).toBeGreaterThan(5);
-    for (const method of methods) {
-      const permission = RPC_PERMISSION[method];
-      expect(permission, `${method}: which permission Google checks for it`).toBeDefined();
-      // Reads of any name, and creation (checked on the project), need a grant with no condition;
-      // the rest is done to secrets under the prefix, where the condition holds.
-      const anywhere = READS.has(method) || method === "CreateSecret";
-      const holders = granted.filter(
-        (g) => g.permissions.includes(permission as string) && (!anywhere || !g.conditioned),
+    for (const call of fake.calls) {
+      const permission = RPC_PERMISSION[call.method];
+      expect(permission, `${call.method}: which permission Google checks for it`).toBeDefined();
+      // Google checks creation and listing on the parent (the project), the rest on the secret or version.
+      const name = String(
+        call.request.name ?? (call.request.secret as { name?: string } | undefined)?.name ?? call.request.parent,
       );
+      expect(holders(permission as string, name), `${call.method} on ${name} needs ${permission}`).not.toEqual([]);
+    }
+    // Each hosted name was read on its own secret, and no value outside them and the prefix is readable.
+    for (const id of ["OPENAI_API_KEY", "team-azure-key"]) {
+      expect(fake.callsOf("AccessSecretVersion").map((c) => c.request.name)).toContain(
+        `projects/${fake.project}/secrets/${id}/versions/latest`,
+      );
+    }
+    for (const other of ["ANTHROPIC_API_KEY", "OPENAI_API_KEY_2", "litellm"]) {
       expect(
-        holders.map((h) => h.role),
-        `${method} needs ${permission}`,
-      ).not.toEqual([]);
+        holders("secretmanager.versions.access", `projects/${fake.project}/secrets/${other}/versions/latest`),
+        other,
+      ).toEqual([]);
     }
   });
 
@@ -225,6 +312,7 @@ describe("the Google deployment", () => {
       [
         "access_mode",
         "ingress",
+        "hosted_keys",
         "invoker_members",
         "key_event_publishers",
         "master_key_secret",
