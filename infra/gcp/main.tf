@@ -38,6 +38,9 @@ locals {
     SECRET_MANAGER_REFRESH_INTERVAL = tostring(var.refresh_interval_seconds)
   }
   writes = var.access_mode != "read_only"
+  # The virtual keys' secret ids start with this: the prefix as the store spells it (a / appended if
+  # missing, then every character outside [A-Za-z0-9_-] as -), which the IAM conditions below name.
+  prefix_secret_id = replace("${trimsuffix(var.prefix_for_stored_virtual_keys, "/")}/", "/[^A-Za-z0-9_-]/", "-")
   # A name's secret id as the store spells it (every character outside [A-Za-z0-9_-] becomes -).
   hosted_secret_ids = toset([for name in var.hosted_keys : replace(name, "/[^A-Za-z0-9_-]/", "-")])
 }
@@ -57,7 +60,7 @@ resource "google_project_iam_member" "secret_reader" {
   member  = "serviceAccount:${google_service_account.functions.email}"
   condition {
     title      = "virtual keys only"
-    expression = "resource.name.startsWith(\"projects/${data.google_project.this.number}/secrets/${replace(var.prefix_for_stored_virtual_keys, "/", "-")}\")"
+    expression = "resource.name.startsWith(\"projects/${data.google_project.this.number}/secrets/${local.prefix_secret_id}\")"
   }
 }
 
@@ -102,7 +105,7 @@ resource "google_project_iam_member" "secret_writer" {
   member  = "serviceAccount:${google_service_account.functions.email}"
   condition {
     title      = "virtual keys only"
-    expression = "resource.name.startsWith(\"projects/${data.google_project.this.number}/secrets/${replace(var.prefix_for_stored_virtual_keys, "/", "-")}\")"
+    expression = "resource.name.startsWith(\"projects/${data.google_project.this.number}/secrets/${local.prefix_secret_id}\")"
   }
 }
 

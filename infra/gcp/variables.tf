@@ -31,7 +31,7 @@ variable "access_mode" {
 }
 
 variable "prefix_for_stored_virtual_keys" {
-  description = "Where key events write virtual keys (the secret ids take [A-Za-z0-9_-]: / becomes -)."
+  description = "Where key events write virtual keys (a / is appended if missing; the secret ids take [A-Za-z0-9_-]: every other character becomes -)."
   type        = string
   default     = "litellm/"
 }

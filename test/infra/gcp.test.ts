@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { parse } from "@cdktf/hcl2json";
 import { beforeAll, describe, expect, it } from "vitest";
 import { silentLogger } from "../../core/src/log";
-import { googleSecretManagerStore } from "../../core/src/stores/google";
+import { GoogleSecretManagerStore, googleSecretManagerStore } from "../../core/src/stores/google";
 import { lazyFakeGoogle } from "../fakes/google";
 import { tempDir } from "../helpers";
 
@@ -88,6 +88,7 @@ function tfReplace(text: string, pattern: string, replacement: string): string {
 function evaluate(text: string, project: string, vars: Record<string, string>): string {
   return text.replace(/\$\{([^}]*)\}/g, (_, expr: string) => {
     if (expr === "data.google_project.this.number") return project;
+    if (expr in vars) return vars[expr] as string;
     const call = /^replace\(([\w.]+), "(.*)", "(.*)"\)$/.exec(expr);
     const value = call ? vars[call[1] as string] : undefined;
     if (!call || value === undefined) throw new Error(`cannot evaluate \${${expr}}`);
@@ -104,6 +105,16 @@ function holds(condition: string, resourceName: string, project: string, vars: R
       if (!m) throw new Error(`not a startsWith clause: ${clause}`);
       return resourceName.startsWith(m[1] as string);
     });
+}
+
+/** local.prefix_secret_id for a prefix: main.tf's expression (asserted whole), evaluated. */
+function prefixSecretId(prefix: string): string {
+  const local = (main.locals[0] as { prefix_secret_id: string }).prefix_secret_id;
+  const m = /^\$\{replace\("\$\{trimsuffix\(var\.prefix_for_stored_virtual_keys, "\/"\)\}\/", "(.*)", "(.*)"\)\}$/.exec(
+    local,
+  );
+  if (!m) throw new Error(`local.prefix_secret_id: ${local}`);
+  return tfReplace(`${prefix.replace(/\/$/, "")}/`, m[1] as string, m[2] as string);
 }
 
 /** The secret ids the hosted names are granted on (local.hosted_secret_ids, evaluated). */
@@ -182,7 +193,7 @@ describe("the Google deployment", () => {
     const reader = resource("google_project_iam_member", "secret_reader");
     expect(reader.role).toBe("roles/secretmanager.secretAccessor");
     expect((reader.condition as { expression: string }[]).map((c) => c.expression)).toEqual([
-      `resource.name.startsWith("projects/${hcl("data.google_project.this.number")}/secrets/${hcl('replace(var.prefix_for_stored_virtual_keys, "/", "-")')}")`,
+      `resource.name.startsWith("projects/${hcl("data.google_project.this.number")}/secrets/${hcl("local.prefix_secret_id")}")`,
     ]);
     // ...and on each hosted name's own secret; the function serves exactly those names.
     expect(resource("google_secret_manager_secret_iam_member", "hosted_reader")).toMatchObject({
@@ -206,11 +217,21 @@ describe("the Google deployment", () => {
     // The whole condition, exactly: the secret's full name starts with the project's, then the prefix
     // as the store spells it in a secret id (`/` as `-`). Nothing else may widen it (`true || ...`).
     expect((writer.condition as { expression: string }[]).map((c) => c.expression)).toEqual([
-      `resource.name.startsWith("projects/${hcl("data.google_project.this.number")}/secrets/${hcl('replace(var.prefix_for_stored_virtual_keys, "/", "-")')}")`,
+      `resource.name.startsWith("projects/${hcl("data.google_project.this.number")}/secrets/${hcl("local.prefix_secret_id")}")`,
     ]);
     expect(resource("google_kms_crypto_key_iam_member", "decrypt").role).toBe("roles/cloudkms.cryptoKeyDecrypter");
     const roles = members().map((m) => m.role);
     expect(roles.every((r) => !r.includes("owner") && !r.includes("editor") && !r.includes("admin"))).toBe(true);
+  });
+
+  it("names the prefix and the hosted names in IAM as the store spells them in a secret id (a / appended, every character outside [A-Za-z0-9_-] as -)", () => {
+    const store = new GoogleSecretManagerStore({ client: {} as never, project: "p" });
+    for (const prefix of ["litellm/", "litellm", "team.a/", "team@x+y=z/", "a/b.c/"]) {
+      // The store's prefix ends in / (SPEC section 2); its secret ids map every other character.
+      expect(prefixSecretId(prefix), prefix).toBe(store.keyOf(prefix.endsWith("/") ? prefix : `${prefix}/`));
+    }
+    const names = ["OPENAI_API_KEY", "team.azure/key", "a@b+c=d"];
+    expect(hostedSecretIds(names)).toEqual(names.map((n) => store.keyOf(n)));
   });
 
   it("grants every permission the store's calls need, where Google checks it (the store run against the fake)", async () => {
@@ -239,7 +260,7 @@ describe("the Google deployment", () => {
     await store.delete("litellm/never", { ifNewerThan: { at: 3_000, id: "e4" } });
     await store.close?.();
 
-    const vars = { "var.prefix_for_stored_virtual_keys": "litellm/" };
+    const vars = { "local.prefix_secret_id": prefixSecretId("litellm/") };
     const hostedIds = hostedSecretIds(hostedKeys);
     const granted = members().map((m) => ({ ...m, permissions: permissionsOf(m.role) }));
     /** The grants of `permission` that reach the resource `name` (a project-level one, or one on a hosted secret). */
