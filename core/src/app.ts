@@ -12,7 +12,7 @@
  * logged with status 499 and `code: client_closed`.
  */
 import { Hono } from "hono";
-import type { Audit } from "./audit";
+import { type Audit, requestIdOf } from "./audit";
 import type { ForwardModel } from "./forward";
 import { cryptoRoutes } from "./http/crypto-routes";
 import { forwardRoutes } from "./http/forward-routes";
@@ -102,12 +102,15 @@ export function createApp(options: AppOptions): App {
     const raw = env.raw;
     const closed = res.status === CLIENT_CLOSED || raw?.clientClosed?.() === true;
     if (env.audited && !closed && res.status < 400) return res;
+    const sent = raw?.headers ? raw.headers["x-request-id"] : request.headers.get("x-request-id");
     log.info("request", {
       method: request.method,
       path: typeof raw?.path === "string" ? withoutQuery(raw.path) : undefined,
       status: closed ? CLIENT_CLOSED : res.status,
       code: closed ? "client_closed" : env.code,
       ms: msSince(env.started),
+      // The audit line's, when there is one: the two lines of a refused request join on it.
+      request_id: env.requestId ?? requestIdOf(typeof sent === "string" ? sent : undefined, raw?.requestId),
     });
     return res;
   }

@@ -6,6 +6,7 @@
 import type { CLI_STORES } from "./cli";
 
 export type { RawRequest } from "./app";
+export { requestIdOf } from "./audit";
 export { cryptoReady, type EncryptionAlgorithm, KeyRing, openSecret, sealSecret } from "./crypto";
 export * from "./errors";
 export { type ResponseCookie, responseCookies } from "./http/cookies";

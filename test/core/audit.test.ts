@@ -172,6 +172,17 @@ describe("the audit trail", () => {
       "GET /v1/secrets/MISSING 404 not_found",
       "GET /health 200",
     ]);
+    // The two lines of a refused request join on its id: the caller's, or the one the audit made.
+    const idsOf = (from: string[]) =>
+      from.map((l) => (JSON.parse(l) as { request_id?: string }).request_id).filter((id) => id !== undefined);
+    for (const headers of [{ "x-request-id": "req-42" }, {}] as Record<string, string>[]) {
+      logs.length = 0;
+      audits.length = 0;
+      expect((await request("/v1/secrets/MISSING", { headers })).status).toBe(404);
+      expect(idsOf(audits)).toHaveLength(1);
+      expect(idsOf(logs)).toEqual(idsOf(audits));
+    }
+    expect(idsOf(audits)).not.toEqual(["req-42"]);
 
     // Without the audit trail, every request has its access-log line.
     const off = await inProcessApp({ env: { LLM_SECRETS_AUDIT: "off" } });

@@ -71,14 +71,18 @@ function setup() {
    * A GET through a Function URL (the path as given, its query after the first `?`), or through an
    * HTTP API on `host` (then the path given is the rawPath AWS hands over, decoded).
    */
-  const get = async (target: string, host = "abc123.lambda-url.eu-west-1.on.aws"): Promise<LambdaResult> => {
+  const get = async (
+    target: string,
+    host = "abc123.lambda-url.eu-west-1.on.aws",
+    headers: Record<string, string> = {},
+  ): Promise<LambdaResult> => {
     const cut = target.indexOf("?");
     const event = {
       version: "2.0",
       routeKey: "$default",
       rawPath: cut === -1 ? target : target.slice(0, cut),
       rawQueryString: cut === -1 ? "" : target.slice(cut + 1),
-      headers: { host, authorization: `Bearer ${masterKey}` },
+      headers: { host, authorization: `Bearer ${masterKey}`, ...headers },
       requestContext: {
         http: { method: "GET", path: target, protocol: "HTTP/1.1", sourceIp: "127.0.0.1", userAgent: "test" },
         domainName: host,
@@ -134,6 +138,11 @@ describe("an answer past Lambda's 6 MB response payload", () => {
       expect(logs.join("")).not.toContain("AAAAAAAA");
       expect(payloadBytes(result)).toBeLessThan(LAMBDA_PAYLOAD_LIMIT);
     }
+    // The request's id is its audit line's: the caller's x-request-id when it sent one.
+    logs.length = 0;
+    await get("/v1/forward/m/bytes?n=7000000", undefined, { "x-request-id": "client-rid-9" });
+    const line = logs.map((l) => JSON.parse(l)).find((l) => /too large for Lambda/.test(l.msg));
+    expect(line).toMatchObject({ request_id: "client-rid-9" });
   });
 
   it("is not reached by a 1 MB answer, which passes unchanged", async () => {

@@ -58,8 +58,18 @@ export function header(c: Ctx, name: string): string | undefined {
  * as done (then app.ts writes no access-log line for it).
  */
 export type AppEnv = {
-  /** `code`: the error code of the answer, set where an error became it (for the request's log line). */
-  Bindings: { raw?: RawRequest; caller?: string; started?: number; audited?: boolean; code?: string };
+  /**
+   * `code`: the error code of the answer, set where an error became it (for the request's log line);
+   * `requestId`: the request's id, once an audit line gave it one (its log line gives the same).
+   */
+  Bindings: {
+    raw?: RawRequest;
+    caller?: string;
+    started?: number;
+    audited?: boolean;
+    code?: string;
+    requestId?: string;
+  };
 };
 
 /**
@@ -293,10 +303,9 @@ export function msSince(started: number | undefined): number | undefined {
 }
 
 function requestAndCaller(c: Ctx): [string, string] {
-  return [
-    requestIdOf(header(c, "x-request-id"), c.env?.raw?.requestId),
-    c.env?.caller ?? callerOf(header(c, "x-litellm-api-key"), header(c, "authorization")),
-  ];
+  const requestId = c.env?.requestId ?? requestIdOf(header(c, "x-request-id"), c.env?.raw?.requestId);
+  if (c.env) c.env.requestId = requestId; // one id a request, for each of its lines
+  return [requestId, c.env?.caller ?? callerOf(header(c, "x-litellm-api-key"), header(c, "authorization"))];
 }
 
 /** Whether the request has a query string (most do not: their query is `{}`, with no URL parse). */

@@ -31,6 +31,7 @@ import {
   type FunctionOptions,
   type Logger,
   type RawRequest,
+  requestIdOf,
   startOnFirstUse,
 } from "@llm-secrets/core";
 import { awsSecretsManagerStore } from "@llm-secrets/core/stores/aws";
@@ -233,7 +234,8 @@ async function tooLargeAnswer(
     bytes,
     ...(!whole && { read_whole: false }),
     limit: LAMBDA_PAYLOAD_LIMIT,
-    ...(event.requestContext?.requestId && { request_id: event.requestContext.requestId }),
+    // The audit line's id: the caller's x-request-id when it is a plain token, else Lambda's.
+    request_id: requestIdOf(event.headers?.["x-request-id"], event.requestContext?.requestId),
   });
   const res = forward
     ? errorAnswer(
