@@ -1,6 +1,6 @@
 // `npx cdk synth` in infra/aws: builds functions/aws/dist first (a clean clone has none), then the stack.
 // Settings come from CDK context: -c storeKind=aws_kms -c accessMode=read_only -c hostedKeys=A,B -c listNames=true
-// -c prefix=team/ -c entry=http-api -c refreshInterval=300.
+// -c prefix=team/ -c entry=http-api -c refreshInterval=300 -c masterKeyVersionId=<the master key's VersionId>.
 import { join } from "node:path";
 import { App } from "aws-cdk-lib";
 import * as lambda from "aws-cdk-lib/aws-lambda";
@@ -22,5 +22,6 @@ new LlmSecretsStack(app, context("stackName") ?? "LlmSecrets", {
   entry: context("entry") as "function-url" | "http-api" | undefined,
   listNames: context("listNames") === "true",
   refreshIntervalSeconds: context("refreshInterval") === undefined ? undefined : Number(context("refreshInterval")),
+  masterKeyVersionId: context("masterKeyVersionId"),
 });
 app.synth();

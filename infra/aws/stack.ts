@@ -21,7 +21,7 @@
  *   queue's URL and ARN, the dead-letter queue's URL, the master key's secret and both keys' ARNs.
  * Store kind, prefix, access mode and hosted keys are synth-time props, so IAM is scoped at synth.
  */
-import { ArnFormat, CfnOutput, Duration, Stack, type StackProps } from "aws-cdk-lib";
+import { ArnFormat, CfnOutput, Duration, SecretValue, Stack, type StackProps } from "aws-cdk-lib";
 import * as apigwv2 from "aws-cdk-lib/aws-apigatewayv2";
 import * as integrations from "aws-cdk-lib/aws-apigatewayv2-integrations";
 import * as iam from "aws-cdk-lib/aws-iam";
@@ -59,6 +59,13 @@ export interface LlmSecretsStackProps extends StackProps {
    * function's instances serve what they cached until this runs out (0: no cache).
    */
   refreshIntervalSeconds?: number;
+  /**
+   * The master key's Secrets Manager version the functions take (`VersionId`). CloudFormation
+   * resolves the key only when it updates a function, so a rotated key reaches them only if the
+   * template changes: deploy with the new version's id after each rotation (infra/README.md).
+   * Unset: the version current at the functions' last update (a new stack's first deploy).
+   */
+  masterKeyVersionId?: string;
 }
 
 /** `LLM_SECRETS_MAX_EVENT_AGE`'s default: no queue keeps an event longer. */
@@ -94,6 +101,11 @@ export class LlmSecretsStack extends Stack {
     const refreshInterval = props.refreshIntervalSeconds ?? HTTP_REFRESH_INTERVAL_SECONDS;
     if (!Number.isSafeInteger(refreshInterval) || refreshInterval < 0) {
       throw new Error(`refreshIntervalSeconds: expected a whole number of seconds, got ${refreshInterval}`);
+    }
+    // Secrets Manager's VersionId: 32 to 64 characters (a UUID by default); no `:`, which would end
+    // the dynamic reference's field.
+    if (props.masterKeyVersionId !== undefined && !/^[A-Za-z0-9_-]{32,64}$/.test(props.masterKeyVersionId)) {
+      throw new Error(`masterKeyVersionId: expected a Secrets Manager VersionId, got ${props.masterKeyVersionId}`);
     }
 
     this.key = new kms.Key(this, "SecretsKey", {
@@ -200,8 +212,11 @@ export class LlmSecretsStack extends Stack {
     const environment = {
       LLM_SECRETS_CONFIG: config,
       // A deploy-time reference in the template; CloudFormation resolves it into the functions'
-      // environment (readable with lambda:GetFunctionConfiguration; infra/README.md says so).
-      LITELLM_MASTER_KEY: masterKey.secretValue.unsafeUnwrap(),
+      // environment (readable with lambda:GetFunctionConfiguration; infra/README.md says so), only
+      // when it updates them: naming the version makes a rotation change the template.
+      LITELLM_MASTER_KEY: SecretValue.secretsManager(masterKey.secretArn, {
+        versionId: props.masterKeyVersionId,
+      }).unsafeUnwrap(),
       NODE_OPTIONS: "--enable-source-maps",
     };
     const common = {

@@ -202,6 +202,25 @@ describe("the AWS stack", () => {
     expect(() => synth({ refreshIntervalSeconds: 1.5 })).toThrow(/refreshIntervalSeconds/);
   });
 
+  it("names the master key's version when given (masterKeyVersionId), so a rotation changes the template and the functions take the new key", () => {
+    const masterKeyOf = (template: Template) =>
+      Object.values(template.findResources("AWS::Lambda::Function")).map((f) =>
+        JSON.stringify(
+          (f as { Properties: { Environment: { Variables: Record<string, unknown> } } }).Properties.Environment
+            .Variables.LITELLM_MASTER_KEY,
+        ),
+      );
+    const version = "a1b2c3d4-0000-4000-8000-123456789abc";
+    const rotated = masterKeyOf(synth({ masterKeyVersionId: version }));
+    expect(rotated).toHaveLength(2);
+    // {{resolve:secretsmanager:<arn>:SecretString:<json key>:<stage>:<version id>}}
+    for (const ref of rotated) expect(ref).toMatch(new RegExp(`:SecretString:::${version}\\}\\}`));
+    const unversioned = masterKeyOf(synth());
+    for (const ref of unversioned) expect(ref).toMatch(/:SecretString:::\}\}/);
+    expect(rotated).not.toEqual(unversioned);
+    expect(() => synth({ masterKeyVersionId: "x:y" })).toThrow(/masterKeyVersionId/);
+  });
+
   it("lists names only when asked (listNames): ListSecrets alone, on the resource AWS requires", () => {
     const listing = (t: Template) => statements(t).filter((s) => actionsOf(s).includes("secretsmanager:ListSecrets"));
     expect(listing(synth())).toEqual([]);
