@@ -19,7 +19,9 @@
  *   function's cache lives `refreshIntervalSeconds` (300 s), since key events reach another function.
  * - Outputs: the API's URL and the HTTP function's ARN (what a caller's invoke policy names), the
  *   queue's URL and ARN, the dead-letter queue's URL, the master key's secret and both keys' ARNs.
- * Store kind, prefix, access mode and hosted keys are synth-time props, so IAM is scoped at synth.
+ * The store is Secrets Manager (aws_kms only reads ciphertexts from the environment and writes
+ * nothing: key events could not work). Prefix, access mode and hosted keys are synth-time props, so
+ * IAM is scoped at synth.
  */
 import { ArnFormat, CfnOutput, Duration, SecretValue, Stack, type StackProps } from "aws-cdk-lib";
 import * as apigwv2 from "aws-cdk-lib/aws-apigatewayv2";
@@ -38,8 +40,6 @@ export type AccessMode = "read_only" | "write_only" | "read_and_write";
 export interface LlmSecretsStackProps extends StackProps {
   /** The Lambda code: `functions/aws/dist` (npm run build), or a test's. */
   code: lambda.Code;
-  /** `aws_secret_manager` (default) or `aws_kms`. */
-  storeKind?: "aws_secret_manager" | "aws_kms";
   /** `key_management_settings.access_mode`; default `read_and_write` (the queue writes virtual keys). */
   accessMode?: AccessMode;
   /** `hosted_keys`: the only names served (and readable) besides the virtual keys. */
@@ -94,7 +94,6 @@ export class LlmSecretsStack extends Stack {
 
   constructor(scope: Construct, id: string, props: LlmSecretsStackProps) {
     super(scope, id, props);
-    const storeKind = props.storeKind ?? "aws_secret_manager";
     const accessMode = props.accessMode ?? "read_and_write";
     const prefix = (props.prefix ?? "litellm/").replace(/\/?$/, "/");
     const writes = accessMode !== "read_only";
@@ -121,7 +120,7 @@ export class LlmSecretsStack extends Stack {
 
     const config = [
       "general_settings:",
-      `  key_management_system: ${storeKind}`,
+      "  key_management_system: aws_secret_manager",
       "  key_management_settings:",
       `    access_mode: ${accessMode}`,
       "    store_virtual_keys: true",
@@ -144,58 +143,56 @@ export class LlmSecretsStack extends Stack {
       });
     // A secret's ARN ends in 6 random characters: `name-??????`.
     const readable = [...(props.hostedKeys ?? []).map((name) => secretArn(`${name}-??????`)), secretArn(`${prefix}*`)];
-    if (storeKind === "aws_secret_manager") {
+    role.addToPolicy(
+      new iam.PolicyStatement({
+        sid: "ReadServedNames",
+        actions: ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+        resources: readable,
+      }),
+    );
+    if (props.listNames) {
       role.addToPolicy(
         new iam.PolicyStatement({
-          sid: "ReadServedNames",
-          actions: ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
-          resources: readable,
+          sid: "ListSecretNames",
+          actions: ["secretsmanager:ListSecrets"],
+          resources: ["*"], // ListSecrets takes no resource scope
         }),
       );
-      if (props.listNames) {
-        role.addToPolicy(
-          new iam.PolicyStatement({
-            sid: "ListSecretNames",
-            actions: ["secretsmanager:ListSecrets"],
-            resources: ["*"], // ListSecrets takes no resource scope
-          }),
-        );
-      }
-      if (writes) {
-        role.addToPolicy(
-          new iam.PolicyStatement({
-            sid: "WriteVirtualKeysUnderThePrefix",
-            actions: [
-              "secretsmanager:PutSecretValue",
-              "secretsmanager:RestoreSecret",
-              "secretsmanager:DeleteSecret",
-              "secretsmanager:TagResource",
-              // A PUT's tags replace the secret's.
-              "secretsmanager:UntagResource",
-            ],
-            resources: [secretArn(`${prefix}*`)],
-          }),
-        );
-        // Secrets are made under the stack's key only (the store sends it as kms_key_id), and a
-        // PUT's description replaces the secret's (UpdateSecret) without another key: neither can
-        // move the secrets off the stack's key.
-        role.addToPolicy(
-          new iam.PolicyStatement({
-            sid: "CreateVirtualKeysUnderTheStacksKey",
-            actions: ["secretsmanager:CreateSecret"],
-            resources: [secretArn(`${prefix}*`)],
-            conditions: { StringEquals: { "secretsmanager:KmsKeyId": this.key.keyArn } },
-          }),
-        );
-        role.addToPolicy(
-          new iam.PolicyStatement({
-            sid: "SetVirtualKeyDescriptionsUnderThePrefix",
-            actions: ["secretsmanager:UpdateSecret"],
-            resources: [secretArn(`${prefix}*`)],
-            conditions: { Null: { "secretsmanager:KmsKeyId": "true" } },
-          }),
-        );
-      }
+    }
+    if (writes) {
+      role.addToPolicy(
+        new iam.PolicyStatement({
+          sid: "WriteVirtualKeysUnderThePrefix",
+          actions: [
+            "secretsmanager:PutSecretValue",
+            "secretsmanager:RestoreSecret",
+            "secretsmanager:DeleteSecret",
+            "secretsmanager:TagResource",
+            // A PUT's tags replace the secret's.
+            "secretsmanager:UntagResource",
+          ],
+          resources: [secretArn(`${prefix}*`)],
+        }),
+      );
+      // Secrets are made under the stack's key only (the store sends it as kms_key_id), and a
+      // PUT's description replaces the secret's (UpdateSecret) without another key: neither can
+      // move the secrets off the stack's key.
+      role.addToPolicy(
+        new iam.PolicyStatement({
+          sid: "CreateVirtualKeysUnderTheStacksKey",
+          actions: ["secretsmanager:CreateSecret"],
+          resources: [secretArn(`${prefix}*`)],
+          conditions: { StringEquals: { "secretsmanager:KmsKeyId": this.key.keyArn } },
+        }),
+      );
+      role.addToPolicy(
+        new iam.PolicyStatement({
+          sid: "SetVirtualKeyDescriptionsUnderThePrefix",
+          actions: ["secretsmanager:UpdateSecret"],
+          resources: [secretArn(`${prefix}*`)],
+          conditions: { Null: { "secretsmanager:KmsKeyId": "true" } },
+        }),
+      );
     }
     // The key encrypts what we write; named actions only (grantEncryptDecrypt adds `kms:ReEncrypt*`
     // and `kms:GenerateDataKey*`). Decrypt also opens events queued under this key before the queues

@@ -312,6 +312,20 @@ describe("the AWS stack", () => {
     }
   });
 
+  it("deploys the aws_secret_manager store only: -c storeKind=aws_kms (which writes nothing: key events could not work) is refused", async () => {
+    expect(JSON.stringify(synth().toJSON())).toContain("key_management_system: aws_secret_manager");
+    const out = await tempDir();
+    const run = spawnSync("npx", ["cdk", "synth", "-q", "-o", out, "-c", "storeKind=aws_kms"], {
+      cwd: join(import.meta.dirname, "../../infra/aws"),
+      encoding: "utf8",
+      timeout: 120_000,
+      env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("AWS_"))),
+    });
+    expect(run.status).not.toBe(0);
+    expect(run.stderr).toContain("storeKind aws_kms: this stack deploys aws_secret_manager only");
+    expect(existsSync(join(out, "LlmSecrets.template.json"))).toBe(false);
+  }, 150_000);
+
   it("npx cdk synth in infra/aws builds the bundle and writes a template", async () => {
     const out = await tempDir();
     const run = spawnSync("npx", ["cdk", "synth", "-q", "-o", out], {
