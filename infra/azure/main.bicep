@@ -88,6 +88,27 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   }
 }
 
+// Where the functions' log and audit lines are kept: Application Insights on a Log Analytics
+// workspace (30 days), which the host writes to through APPLICATIONINSIGHTS_CONNECTION_STRING.
+resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+  name: '${name}-logs-${suffix}'
+  location: location
+  properties: {
+    sku: { name: 'PerGB2018' }
+    retentionInDays: 30
+  }
+}
+
+resource insights 'Microsoft.Insights/components@2020-02-02' = {
+  name: '${name}-${suffix}'
+  location: location
+  kind: 'web'
+  properties: {
+    Application_Type: 'web'
+    WorkspaceResourceId: logs.id
+  }
+}
+
 resource plan 'Microsoft.Web/serverfarms@2023-12-01' = {
   name: '${name}-plan'
   location: location
@@ -113,6 +134,7 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
         // Every deploy of this template sets the whole list: the package is in it, so none drops it.
         { name: 'WEBSITE_RUN_FROM_PACKAGE', value: '${storage.properties.primaryEndpoints.blob}${releasesContainer}/${packageBlob}' }
         { name: 'AzureWebJobsStorage', value: 'DefaultEndpointsProtocol=https;AccountName=${storage.name};AccountKey=${storage.listKeys().keys[0].value};EndpointSuffix=${environment().suffixes.storage}' }
+        { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: insights.properties.ConnectionString }
         { name: 'AZURE_KEY_VAULT_URI', value: vault.properties.vaultUri }
         { name: 'LITELLM_MASTER_KEY', value: masterKey }
         { name: 'SECRET_MANAGER_REFRESH_INTERVAL', value: string(refreshIntervalSeconds) }

@@ -59,6 +59,8 @@ describe("the Azure deployment", () => {
       "blobs:Microsoft.Storage/storageAccounts/blobServices",
       "releases:Microsoft.Storage/storageAccounts/blobServices/containers",
       "vault:Microsoft.KeyVault/vaults",
+      "logs:Microsoft.OperationalInsights/workspaces",
+      "insights:Microsoft.Insights/components",
       "plan:Microsoft.Web/serverfarms",
       "app:Microsoft.Web/sites",
       "secretsAccess:Microsoft.Authorization/roleAssignments",
@@ -125,5 +127,17 @@ describe("the Azure deployment", () => {
     const azure = readme.slice(readme.indexOf("## Azure"));
     expect(azure).toContain("producerPrincipalIds");
     expect(azure).toMatch(/Never give a producer\s+`AzureWebJobsStorage`'s connection string/);
+  });
+
+  it("keeps the functions' log and audit lines: workspace-based Application Insights on a Log Analytics workspace kept 30 days, named in the app's settings", () => {
+    const workspace = block("logs");
+    expect(workspace).toContain("sku: { name: 'PerGB2018' }");
+    expect(workspace).toContain("retentionInDays: 30");
+    const insights = block("insights");
+    expect(insights).toContain("Application_Type: 'web'");
+    expect(insights).toContain("WorkspaceResourceId: logs.id");
+    expect(block("app")).toContain(
+      "{ name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: insights.properties.ConnectionString }",
+    );
   });
 });
