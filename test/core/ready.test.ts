@@ -28,7 +28,7 @@ async function app(config?: string) {
   const backend = new ProbedStore();
   const factory = { ...memoryStore, open: async () => backend } satisfies StoreFactory<"memory">;
   const clock = { now: Date.now() };
-  const { request } = await inProcessApp({ stores: [factory], ...(config && { config }), now: () => clock.now });
+  const { request, logs } = await inProcessApp({ stores: [factory], ...(config && { config }), now: () => clock.now });
   const ready = async () => {
     const res = await request("/ready", { token: null }); // a probe presents no key
     return {
@@ -41,7 +41,7 @@ async function app(config?: string) {
   const settle = () => {
     clock.now += 1_050;
   };
-  return { backend, request, ready, settle, clock };
+  return { backend, request, ready, settle, clock, logs };
 }
 
 describe("/ready", () => {
@@ -72,13 +72,16 @@ describe("/ready", () => {
   });
 
   it("is 503 with the store's error code and Retry-After when it fails, and 200 again when it is back", async () => {
-    const { backend, ready, settle } = await app();
+    const { backend, ready, settle, logs } = await app();
     backend.mode = "down";
     expect(await ready()).toMatchObject({
       status: 503,
       retryAfter: "1",
       body: { error: { code: "backend_unavailable" } },
     });
+    // Its request's log line names the code, as an error answer's does.
+    const line = logs.map((l) => JSON.parse(l)).find((l) => l.msg === "request" && l.path === "/ready");
+    expect(line).toMatchObject({ status: 503, code: "backend_unavailable" });
     settle();
     backend.mode = "denied";
     expect(await ready()).toMatchObject({ status: 503, retryAfter: "1", body: { error: { code: "backend_denied" } } });

@@ -90,13 +90,14 @@ export function serviceRoutes(router: Router, manager: SecretManager, metrics: M
         },
       },
     },
-    async () => {
+    async (c) => {
       const result = await ready();
       if (result.ok) return json({ status: "ready", store, ms: result.ms });
       // Not ready, whatever the store's error (its code says why); an internal one says nothing, nor,
       // to a caller without the key, one a user's own store wrote (it may hold anything).
       const { body, headers } = toHttpError(result.error);
       if (hasUserMessage(result.error)) body.error.message = `the ${store} store is not ready`;
+      c.env.code = body.error.code; // for the request's log line, as an error answer's
       return json(body, 503, { ...headers, "retry-after": headers["retry-after"] ?? "1" });
     },
   );

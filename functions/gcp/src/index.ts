@@ -129,7 +129,7 @@ function refusalOf(err: unknown): { msg: string; fields: Parameters<Logger["warn
   if (typeof e.type === "string" && typeof e.expose === "boolean") {
     return { msg: parser, fields: { type: e.type, status } };
   }
-  if (status === 400 && e.expose === true && typeof e.code === "string" && e.code.startsWith("Z_")) {
+  if (status === 400 && e.expose === true && typeof e.code === "string" && /^(Z_|ZSTD_)/.test(e.code)) {
     return { msg: parser, fields: { code: e.code, status } };
   }
   if (status === 400 && err instanceof URIError) {
@@ -174,7 +174,7 @@ export function gcpFunctions(options: FunctionOptions = {}) {
     }
     if (result.status === "refused") {
       log.error("malformed key event: acknowledged", {
-        messageId,
+        message_id: messageId,
         id: result.id,
         status: "refused",
         code: result.code,
