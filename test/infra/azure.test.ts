@@ -140,4 +140,12 @@ describe("the Azure deployment", () => {
       "{ name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: insights.properties.ConnectionString }",
     );
   });
+
+  it("says what Key Vault Secrets Officer reaches: every secret of the vault, as no role assignment takes a name prefix", async () => {
+    const readme = await readFile(join(DIR, "../README.md"), "utf8");
+    const row = readme.split("\n").find((line) => line.startsWith("| `Key Vault Secrets Officer`")) ?? "";
+    expect(row).toContain("read, write and delete every secret of the vault");
+    expect(row).toContain("cannot be narrowed to a name prefix");
+    expect(row).toContain("Keep this vault to llm-secrets alone");
+  });
 });
