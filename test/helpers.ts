@@ -212,6 +212,24 @@ export function pythonFor(modules: string, debianPackages: string): string | und
   return undefined;
 }
 
+/**
+ * A Node 22 binary, the runtime every cloud runs the functions on (this machine's is 20), from
+ * `LLM_SECRETS_NODE22`, which `.ci/run` sets (installing the `node@22` package from the npm
+ * registry). Without one the test skips with one loud line; `LLM_SECRETS_REQUIRE_NODE22=1` (which
+ * `.ci/run` sets) turns that skip into a failure.
+ */
+export function node22(): string | undefined {
+  const candidate = process.env.LLM_SECRETS_NODE22;
+  if (candidate && spawnSync(candidate, ["--version"], { encoding: "utf8" }).stdout?.startsWith("v22.")) {
+    return candidate;
+  }
+  const message =
+    "no Node 22 (LLM_SECRETS_NODE22): npm install --prefix DIR node@22, then point it at DIR/node_modules/.bin/node";
+  if (process.env.LLM_SECRETS_REQUIRE_NODE22 === "1") throw new Error(`${message} (LLM_SECRETS_REQUIRE_NODE22=1)`);
+  process.stderr.write(`\nSKIPPED: ${message}\n`);
+  return undefined;
+}
+
 /** Waits until `condition` holds, polling every 10 ms; fails naming `what` after `timeoutMs`. */
 export async function until(
   what: string,

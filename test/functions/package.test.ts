@@ -2,7 +2,7 @@
 // workspace: the Lambda zip's handlers import from the zip's own files alone.
 
 import { readdirSync, readFileSync } from "node:fs";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, symlink, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { unzipSync } from "fflate";
 import { describe, expect, it } from "vitest";
@@ -14,7 +14,10 @@ import { buildAzure } from "../../functions/azure/build.mjs";
 import { buildGcp } from "../../functions/gcp/build.mjs";
 // @ts-expect-error: a plain ESM script without types
 import { packageAll } from "../../scripts/package.mjs";
-import { tempDir } from "../helpers";
+import { cleanEnv, newKey, node22, runProcess, secretValue, tempDir } from "../helpers";
+
+const ROOT = join(import.meta.dirname, "../..");
+const NODE22 = node22();
 
 describe("npm run package", () => {
   it("zips each cloud's bundle with what its platform needs and no workspace dependency", async () => {
@@ -50,6 +53,49 @@ describe("npm run package", () => {
     expect(Object.keys(gcpPkg.dependencies)).toEqual(["@google-cloud/functions-framework"]);
     for (const pkg of [azurePkg, gcpPkg]) expect(JSON.stringify(pkg)).not.toContain("@llm-secrets/");
   }, 60_000);
+
+  // The functions run on Node 22 in every cloud: the packaged bundles load there, and the Lambda
+  // zip answers a request there, its handler called as Lambda's runtime calls it.
+  it.skipIf(!NODE22)(
+    "the packaged bundles load on Node 22, and the Lambda zip answers there",
+    async () => {
+      await Promise.all([buildAws(), buildAzure(), buildGcp()]);
+      const out = await tempDir();
+      await packageAll(out);
+      const unpacked = await tempDir();
+      for (const name of ["aws-lambda", "azure-functions", "gcp-functions"]) {
+        for (const [file, bytes] of Object.entries(unzipSync(readFileSync(join(out, `llm-secrets-${name}.zip`))))) {
+          await mkdir(dirname(join(unpacked, name, file)), { recursive: true });
+          await writeFile(join(unpacked, name, file), bytes);
+        }
+      }
+      // Google installs the zip's package.json dependencies (functions-framework): ours stand in.
+      await symlink(join(ROOT, "node_modules"), join(unpacked, "gcp-functions", "node_modules"));
+      const masterKey = newKey();
+      const value = secretValue("node22");
+      const script = join(import.meta.dirname, "../fixtures/bundles-on-node.mjs");
+      const result = await runProcess(NODE22 as string, ["--trace-warnings", script, unpacked], {
+        env: cleanEnv({
+          LITELLM_MASTER_KEY: masterKey,
+          OPENAI_API_KEY: value,
+          LLM_SECRETS_CONFIG:
+            'general_settings:\n  key_management_system: local\n  key_management_settings:\n    hosted_keys: ["OPENAI_API_KEY"]\n',
+          LLM_SECRETS_AUDIT: "off",
+        }),
+      });
+      expect(result.code, result.stderr).toBe(0);
+      const { version, exports, answers } = JSON.parse(result.stdout.slice(result.stdout.indexOf('{"version"')));
+      expect(version).toMatch(/^v22\./);
+      expect(exports[0]).toEqual(expect.arrayContaining(["http", "sqs"]));
+      expect(exports[1].length).toBeGreaterThan(0);
+      expect(exports[2]).toEqual(expect.arrayContaining(["http", "keyEvents"]));
+      expect(answers.map((a: { statusCode: number }) => a.statusCode)).toEqual([200, 200]);
+      expect(JSON.parse(answers[1].body)).toMatchObject({ name: "OPENAI_API_KEY", value });
+      // Nothing deprecated or warned of on the way (the Azure library's test-mode notice aside).
+      expect(result.stderr).not.toMatch(/DeprecationWarning|ExperimentalWarning|\(node:\d+\) Warning/);
+    },
+    90_000,
+  );
 
   it("a build leaves only its own chunks: the last build's are gone, not shipped with it", async () => {
     const outfile = join(await tempDir(), "index.mjs");
