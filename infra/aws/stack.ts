@@ -214,7 +214,6 @@ export class LlmSecretsStack extends Stack {
       LITELLM_MASTER_KEY: SecretValue.secretsManager(masterKey.secretArn, {
         versionId: props.masterKeyVersionId,
       }).unsafeUnwrap(),
-      NODE_OPTIONS: "--enable-source-maps",
     };
     const common = {
       runtime: lambda.Runtime.NODEJS_22_X,
