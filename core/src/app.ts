@@ -18,7 +18,7 @@ import { cryptoRoutes } from "./http/crypto-routes";
 import { forwardRoutes } from "./http/forward-routes";
 import { keyEventRoutes } from "./http/key-event-routes";
 import { admission, CLIENT_CLOSED, errorHandler } from "./http/middleware";
-import { type AppEnv, MAX_BODY_BYTES, msSince, type RawRequest, Router } from "./http/router";
+import { type AppEnv, headerOf, MAX_BODY_BYTES, msSince, type RawRequest, Router } from "./http/router";
 import { secretRoutes } from "./http/secret-routes";
 import { serviceRoutes } from "./http/service-routes";
 import type { KeyEventResult } from "./key-events";
@@ -102,7 +102,6 @@ export function createApp(options: AppOptions): App {
     const raw = env.raw;
     const closed = res.status === CLIENT_CLOSED || raw?.clientClosed?.() === true;
     if (env.audited && !closed && res.status < 400) return res;
-    const sent = raw?.headers ? raw.headers["x-request-id"] : request.headers.get("x-request-id");
     log.info("request", {
       method: request.method,
       path: typeof raw?.path === "string" ? withoutQuery(raw.path) : undefined,
@@ -110,7 +109,7 @@ export function createApp(options: AppOptions): App {
       code: closed ? "client_closed" : env.code,
       ms: msSince(env.started),
       // The audit line's, when there is one: the two lines of a refused request join on it.
-      request_id: env.requestId ?? requestIdOf(typeof sent === "string" ? sent : undefined, raw?.requestId),
+      request_id: env.requestId ?? requestIdOf(headerOf(raw, request, "x-request-id"), raw?.requestId),
     });
     return res;
   }

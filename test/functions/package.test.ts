@@ -84,8 +84,11 @@ describe("npm run package", () => {
         }),
       });
       expect(result.code, result.stderr).toBe(0);
-      const { version, exports, answers } = JSON.parse(result.stdout.slice(result.stdout.indexOf('{"version"')));
+      const { version, exports, chunks, answers } = JSON.parse(
+        result.stdout.slice(result.stdout.indexOf('{"version"')),
+      );
       expect(version).toMatch(/^v22\./);
+      expect(chunks).toBeGreaterThan(10); // the cloud SDKs', each loaded
       expect(exports[0]).toEqual(expect.arrayContaining(["http", "sqs"]));
       expect(exports[1].length).toBeGreaterThan(0);
       expect(exports[2]).toEqual(expect.arrayContaining(["http", "keyEvents"]));

@@ -45,8 +45,13 @@ export interface RawRequest {
 
 /** A request header: from the runtime's own parse when it passed one (`RawRequest.headers`), else the `Request`'s. */
 export function header(c: Ctx, name: string): string | undefined {
-  const headers = c.env?.raw?.headers;
-  if (headers === undefined) return c.req.header(name);
+  return headerOf(c.env?.raw, c.req.raw, name);
+}
+
+/** `header`, for where the request is known outside a route (the request's log line). */
+export function headerOf(raw: RawRequest | undefined, request: Request, name: string): string | undefined {
+  const headers = raw?.headers;
+  if (headers === undefined) return request.headers.get(name) ?? undefined;
   const value = headers[name];
   return typeof value === "string" || value === undefined ? value : value.join(", ");
 }
