@@ -21,8 +21,8 @@ param virtualKeyPrefix string = 'litellm/'
 @minValue(0)
 param refreshIntervalSeconds int = 300
 
-@description('The package (npm run package\'s llm-secrets-azure-functions.zip) as a blob of the function-releases container: the app runs from it (WEBSITE_RUN_FROM_PACKAGE). Upload a new build under a new name and deploy with that name: the changed setting restarts the app and syncs its triggers.')
-param packageBlob string = 'llm-secrets-azure-functions.zip'
+@description('The package (npm run package\'s llm-secrets-azure-functions.zip) as a blob of the function-releases container: the app runs from it (WEBSITE_RUN_FROM_PACKAGE). Upload a new build under a new name and deploy with that name: the changed setting restarts the app and syncs its triggers. No default, and in no parameters file: every deploy names the blob the app is to run, the current one when it changes something else (a default would put the app back on the first build).')
+param packageBlob string
 
 @description('Object ids of the identities (a gateway\'s managed identity or service principal) that send key events: each gets Storage Queue Data Message Sender on the key-events queue only. Never hand a producer AzureWebJobsStorage\'s connection string: its account key also writes the package the app runs from.')
 param producerPrincipalIds array = []

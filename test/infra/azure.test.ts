@@ -95,7 +95,11 @@ describe("the Azure deployment", () => {
     expect(bicep).toContain(
       `{ name: 'WEBSITE_RUN_FROM_PACKAGE', value: '\${storage.properties.primaryEndpoints.blob}\${releasesContainer}/\${packageBlob}' }`,
     );
-    expect(bicep).toMatch(/param packageBlob string = 'llm-secrets-azure-functions\.zip'\n/);
+    // No default, and in no parameters file: a deploy that forgot it (one changing only another
+    // parameter, say) would otherwise put the app back on the first build's blob.
+    expect(bicep).toMatch(/\nparam packageBlob string\n/);
+    const file = JSON.parse(await readFile(join(DIR, "main.parameters.json"), "utf8"));
+    expect(Object.keys(file.parameters)).not.toContain("packageBlob");
     expect(bicep).toContain("var releasesContainer = 'function-releases'");
     expect(bicep).toMatch(
       /resource releases [^\n]*\n\s+parent: blobs\n\s+name: releasesContainer\n\s+properties: \{ publicAccess: 'None' \}\n/,
@@ -110,6 +114,9 @@ describe("the Azure deployment", () => {
     const readme = await readFile(join(DIR, "../README.md"), "utf8");
     const azure = readme.slice(readme.indexOf("## Azure"));
     expect(azure).toContain("-c function-releases");
+    // The deploy command names the blob, and the README says to name the current one on every deploy.
+    expect(azure).toMatch(/^az deployment group create [^\n]*\\\n[^\n]*-p packageBlob=/m);
+    expect(azure).toMatch(/every\s+deploy of the template/);
     expect(azure).not.toMatch(/^az functionapp deployment source config-zip/m);
   });
 
