@@ -118,6 +118,13 @@ describe("the Azure deployment", () => {
     expect(azure).toMatch(/^az deployment group create [^\n]*\\\n[^\n]*-p packageBlob=/m);
     expect(azure).toMatch(/every\s+deploy of the template/);
     expect(azure).not.toMatch(/^az functionapp deployment source config-zip/m);
+    // The first upload signs in (--auth-mode login): the deployer takes the blob data role before it,
+    // as Owner and Contributor hold none.
+    const upload = azure.indexOf("az storage blob upload --auth-mode login");
+    expect(upload).toBeGreaterThan(0);
+    expect(azure.slice(0, upload)).toMatch(
+      /az role assignment create [^\n]*\\\n\s+--role "Storage Blob Data Contributor" \\\n\s+--scope [^\n]*\/blobServices\/default\/containers\/function-releases"\n/,
+    );
   });
 
   it("gives each of producerPrincipalIds (none by default) Storage Queue Data Message Sender on the key-events queue only, never a connection string", async () => {
