@@ -144,7 +144,9 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
   }
 }
 
-// The function's identity on this vault only.
+// The function's identity on this vault only. The role is in the name: ARM edits only a role
+// assignment's condition and description, so switching accessMode makes a new assignment, and an
+// incremental deploy leaves the old one (README: remove Secrets Officer after a switch to read_only).
 resource secretsAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: vault
   name: guid(vault.id, app.id, secretsRole)
@@ -180,6 +182,8 @@ resource producerAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
 
 output functionAppName string = app.name
 output vaultUri string = vault.properties.vaultUri
+output vaultId string = vault.id
+output principalId string = app.identity.principalId
 output queueName string = keyEventsQueue.name
 output queueUrl string = '${storage.properties.primaryEndpoints.queue}${keyEventsQueue.name}'
 output storageAccountName string = storage.name

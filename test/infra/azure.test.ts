@@ -86,6 +86,19 @@ describe("the Azure deployment", () => {
     }
     expect(bicep).toContain(`var secretsRole = writes ? '${SECRETS_OFFICER}' : '${SECRETS_USER}'`);
     expect(bicep).toMatch(/resource secretsAccess [^\n]*\n\s+scope: vault\n/);
+  });
+
+  it("says to remove Secrets Officer after a switch to read_only (ARM never changes an assignment's role; an incremental deploy deletes nothing)", async () => {
+    // The role is in the assignment's name: with one name for both, the switch would be an update of
+    // roleDefinitionId, which ARM refuses (only condition, conditionVersion and description change).
+    expect(block("secretsAccess")).toContain("name: guid(vault.id, app.id, secretsRole)");
+    expect(bicep).toContain("output vaultId string = vault.id");
+    expect(bicep).toContain("output principalId string = app.identity.principalId");
+    const readme = await readFile(join(DIR, "../README.md"), "utf8");
+    const azure = readme.slice(readme.indexOf("## Azure"));
+    expect(azure).toContain(
+      'az role assignment delete --assignee <principalId> --role "Key Vault Secrets Officer" --scope <vaultId>',
+    );
     expect(bicep).not.toMatch(/Owner|Contributor'/);
   });
 
