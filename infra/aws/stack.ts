@@ -42,7 +42,11 @@ export interface LlmSecretsStackProps extends StackProps {
   code: lambda.Code;
   /** `key_management_settings.access_mode`; default `read_and_write` (the queue writes virtual keys). */
   accessMode?: AccessMode;
-  /** `hosted_keys`: the only names served (and readable) besides the virtual keys. */
+  /**
+   * `hosted_keys`, written into the config only when given: then the only names the API reads, virtual
+   * keys included (the queue still writes those: SPEC section 4), and the only secrets besides the
+   * virtual keys the role may read.
+   */
   hostedKeys?: readonly string[];
   /** `prefix_for_stored_virtual_keys`; default `litellm/`. */
   prefix?: string;

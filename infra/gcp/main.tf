@@ -21,13 +21,16 @@ locals {
   config = yamlencode({
     general_settings = {
       key_management_system = "google_secret_manager"
-      key_management_settings = {
-        access_mode                    = var.access_mode
-        store_virtual_keys             = true
-        prefix_for_stored_virtual_keys = var.prefix_for_stored_virtual_keys
-        # The only names the API serves besides virtual keys: what the read grants below reach.
-        hosted_keys = var.hosted_keys
-      }
+      key_management_settings = merge(
+        {
+          access_mode                    = var.access_mode
+          store_virtual_keys             = true
+          prefix_for_stored_virtual_keys = var.prefix_for_stored_virtual_keys
+        },
+        # Only when names are given (as infra/aws does): hosted_keys, once set, are the only names
+        # the API reads, so an empty list would serve no name at all, not even a virtual key.
+        length(var.hosted_keys) > 0 ? { hosted_keys = var.hosted_keys } : {},
+      )
     }
   })
   environment = {

@@ -37,7 +37,7 @@ variable "prefix_for_stored_virtual_keys" {
 }
 
 variable "hosted_keys" {
-  description = "hosted_keys: the names the API serves besides the virtual keys (e.g. [\"OPENAI_API_KEY\"]), and the only secrets besides them whose values its account may read. Each secret must exist before apply (its id: the name with every character outside [A-Za-z0-9_-] as -). Empty: virtual keys only."
+  description = "hosted_keys (e.g. [\"OPENAI_API_KEY\"]), written into the function's config only when given: then the only names the API reads (a virtual key stays writable by key events, not readable over HTTP: SPEC section 4), and the only secrets besides the virtual keys whose values its account may read. Each secret must exist before apply (its id: the name with every character outside [A-Za-z0-9_-] as -). Empty (the default): the config has no hosted_keys, so the API takes any name, and IAM lets it read the virtual keys alone."
   type        = list(string)
   default     = []
 }

@@ -2,8 +2,11 @@
 // here: providers cannot be downloaded): the two functions and their entry points, the push
 // subscription's dead-letter policy, retention no longer than LLM_SECRETS_MAX_EVENT_AGE, the IAM
 // roles (writes only under the prefix, none when read-only; every permission the store's calls
-// need, checked by running the store against the Google fake), and the variables.
-import { readFile } from "node:fs/promises";
+// need, checked by running the store against the Google fake), and the variables. Where the
+// terraform CLI is installed, `terraform console` (which needs no provider) evaluates main.tf's
+// locals too.
+import { spawnSync } from "node:child_process";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parse } from "@cdktf/hcl2json";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -125,6 +128,32 @@ function hostedSecretIds(hostedKeys: string[]): string[] {
   return hostedKeys.map((name) => evaluate(`\${${m[1]}}`, "", { name }));
 }
 
+/** The Terraform CLI, when installed: `terraform console` evaluates expressions with no provider. */
+const TERRAFORM = spawnSync("terraform", ["version"], { encoding: "utf8" }).status === 0 ? "terraform" : undefined;
+
+/**
+ * `expr` evaluated by Terraform itself, in a module of variables.tf and main.tf's `locals` (their
+ * text as written), with the variables `vars` (project and source_bucket set to placeholders).
+ */
+async function terraformEval(expr: string, locals: string[], vars: Record<string, unknown>): Promise<unknown> {
+  const dir = await tempDir();
+  await writeFile(join(dir, "variables.tf"), await readFile(join(DIR, "variables.tf"), "utf8"));
+  const text = (name: string) => {
+    const value = String((main.locals[0] as Record<string, unknown>)[name]);
+    if (!value.startsWith("${") || !value.endsWith("}")) throw new Error(`local.${name}: ${value}`);
+    return value.slice(2, -1);
+  };
+  await writeFile(join(dir, "locals.tf"), `locals {\n${locals.map((n) => `  ${n} = ${text(n)}\n`).join("")}}\n`);
+  await writeFile(join(dir, "terraform.tfvars.json"), JSON.stringify({ project: "p", source_bucket: "b", ...vars }));
+  const run = spawnSync(TERRAFORM as string, ["console"], {
+    cwd: dir,
+    input: `jsonencode(${expr})\n`,
+    encoding: "utf8",
+  });
+  if (run.status !== 0) throw new Error(`terraform console: ${run.stderr}`);
+  return JSON.parse(JSON.parse(run.stdout.trim()) as string);
+}
+
 /** A role's permissions: a predefined one's, or a custom role's from main.tf. */
 function permissionsOf(role: string): string[] {
   const custom = /^\$\{google_project_iam_custom_role\.(\w+)\[0\]\.name\}$/.exec(role);
@@ -223,6 +252,33 @@ describe("the Google deployment", () => {
     const roles = members().map((m) => m.role);
     expect(roles.every((r) => !r.includes("owner") && !r.includes("editor") && !r.includes("admin"))).toBe(true);
   });
+
+  it("writes hosted_keys into the config only when names are given (as infra/aws): an empty list would serve no name", () => {
+    // Once set, hosted_keys are the only names the API reads (virtual keys included: SPEC section 4).
+    const config = String(main.locals[0]?.config);
+    expect(config).toMatch(/\n\s+length\(var\.hosted_keys\) > 0 \? \{ hosted_keys = var\.hosted_keys \} : \{\},\n/);
+    expect(config).not.toMatch(/^\s*hosted_keys\s*=\s*var\.hosted_keys\s*$/m);
+  });
+
+  it.skipIf(!TERRAFORM)(
+    "leaves hosted_keys out of the function's config by default, and writes the names given (evaluated by Terraform)",
+    async () => {
+      const settings = async (vars: Record<string, unknown>) =>
+        (
+          (await terraformEval("yamldecode(local.config)", ["config"], vars)) as {
+            general_settings: { key_management_settings: Record<string, unknown> };
+          }
+        ).general_settings.key_management_settings;
+      const defaults = await settings({});
+      expect(defaults).toMatchObject({ store_virtual_keys: true, prefix_for_stored_virtual_keys: "litellm/" });
+      expect(Object.keys(defaults)).not.toContain("hosted_keys");
+      expect((await settings({ hosted_keys: ["OPENAI_API_KEY", "team.azure/key"] })).hosted_keys).toEqual([
+        "OPENAI_API_KEY",
+        "team.azure/key",
+      ]);
+    },
+    60_000,
+  );
 
   it("names the prefix and the hosted names in IAM as the store spells them in a secret id (a / appended, every character outside [A-Za-z0-9_-] as -)", () => {
     const store = new GoogleSecretManagerStore({ client: {} as never, project: "p" });
