@@ -46,6 +46,10 @@ locals {
   prefix_secret_id = replace("${trimsuffix(var.prefix_for_stored_virtual_keys, "/")}/", "/[^A-Za-z0-9_-]/", "-")
   # A name's secret id as the store spells it (every character outside [A-Za-z0-9_-] becomes -).
   hosted_secret_ids = toset([for name in var.hosted_keys : replace(name, "/[^A-Za-z0-9_-]/", "-")])
+  # The IAM conditions reach every secret whose id starts with prefix_secret_id, wherever it was
+  # made: the master key's or a hosted name's secret among them would be readable and, with writes,
+  # overwritten by whoever sends key events. The grants below refuse such a prefix.
+  prefix_reaches = sort([for id in setunion([var.master_key_secret], local.hosted_secret_ids) : id if startswith(id, local.prefix_secret_id)])
 }
 
 # The functions' identity.
@@ -64,6 +68,12 @@ resource "google_project_iam_member" "secret_reader" {
   condition {
     title      = "virtual keys only"
     expression = "resource.name.startsWith(\"projects/${data.google_project.this.number}/secrets/${local.prefix_secret_id}\")"
+  }
+  lifecycle {
+    precondition {
+      condition     = length(local.prefix_reaches) == 0
+      error_message = "prefix_for_stored_virtual_keys as a secret id (${local.prefix_secret_id}) begins the id of ${join(", ", local.prefix_reaches)} (master_key_secret or a hosted_keys secret): the virtual-key grants would reach it. Choose a prefix no other secret's id starts with."
+    }
   }
 }
 
@@ -109,6 +119,12 @@ resource "google_project_iam_member" "secret_writer" {
   condition {
     title      = "virtual keys only"
     expression = "resource.name.startsWith(\"projects/${data.google_project.this.number}/secrets/${local.prefix_secret_id}\")"
+  }
+  lifecycle {
+    precondition {
+      condition     = length(local.prefix_reaches) == 0
+      error_message = "prefix_for_stored_virtual_keys as a secret id (${local.prefix_secret_id}) begins the id of ${join(", ", local.prefix_reaches)} (master_key_secret or a hosted_keys secret): the virtual-key grants would reach it. Choose a prefix no other secret's id starts with."
+    }
   }
 }
 

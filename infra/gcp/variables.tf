@@ -31,7 +31,7 @@ variable "access_mode" {
 }
 
 variable "prefix_for_stored_virtual_keys" {
-  description = "Where key events write virtual keys (a / is appended if missing; the secret ids take [A-Za-z0-9_-]: every other character becomes -)."
+  description = "Where key events write virtual keys (a / is appended if missing; the secret ids take [A-Za-z0-9_-]: every other character becomes -). The IAM grants reach every secret whose id starts with the prefix so spelled, wherever it was made: plan refuses a prefix that takes in master_key_secret's id or a hosted_keys secret's."
   type        = string
   default     = "litellm/"
 }

@@ -128,6 +128,26 @@ function hostedSecretIds(hostedKeys: string[]): string[] {
   return hostedKeys.map((name) => evaluate(`\${${m[1]}}`, "", { name }));
 }
 
+type ReachCase = { prefix: string; master: string; hosted: string[] };
+/** Prefixes, master key secrets and hosted names, and the ids of those the prefix's grants would reach. */
+const REACH_CASES: [ReachCase, string[]][] = [
+  [{ prefix: "litellm/", master: "llm-secrets-master-key", hosted: [] }, []],
+  [{ prefix: "llm-secrets/", master: "llm-secrets-master-key", hosted: [] }, ["llm-secrets-master-key"]],
+  [{ prefix: "llm.secrets", master: "llm-secrets-master-key", hosted: [] }, ["llm-secrets-master-key"]],
+  [{ prefix: "llm", master: "llm-secrets-master-key", hosted: ["OPENAI_API_KEY"] }, ["llm-secrets-master-key"]],
+  [
+    { prefix: "litellm/", master: "litellm-master", hosted: ["litellm/x", "OPENAI_API_KEY"] },
+    ["litellm-master", "litellm-x"],
+  ],
+  [{ prefix: "litellm/", master: "llm-secrets-master-key", hosted: ["litellm.y", "litellmz"] }, ["litellm-y"]],
+];
+
+/** local.prefix_reaches (asserted whole in its test), evaluated. */
+function prefixReaches(c: ReachCase): string[] {
+  const prefix = prefixSecretId(c.prefix);
+  return [...new Set([c.master, ...hostedSecretIds(c.hosted)])].filter((id) => id.startsWith(prefix)).sort();
+}
+
 /** The Terraform CLI, when installed: `terraform console` evaluates expressions with no provider. */
 const TERRAFORM = spawnSync("terraform", ["version"], { encoding: "utf8" }).status === 0 ? "terraform" : undefined;
 
@@ -289,6 +309,39 @@ describe("the Google deployment", () => {
     const names = ["OPENAI_API_KEY", "team.azure/key", "a@b+c=d"];
     expect(hostedSecretIds(names)).toEqual(names.map((n) => store.keyOf(n)));
   });
+
+  it("refuses a prefix whose secret ids would take in the master key's or a hosted name's secret (a precondition on the prefix grants)", () => {
+    // The conditions reach every secret whose id starts with the prefix as a secret id, made here or
+    // not: llm-secrets/ (llm-secrets-) would let key events overwrite llm-secrets-master-key.
+    for (const name of ["secret_reader", "secret_writer"]) {
+      const lifecycle = resource("google_project_iam_member", name).lifecycle as { precondition: unknown[] }[];
+      expect(lifecycle?.[0]?.precondition, name).toEqual([
+        expect.objectContaining({ condition: hcl("length(local.prefix_reaches) == 0") }),
+      ]);
+    }
+    expect((main.locals[0] as { prefix_reaches: string }).prefix_reaches).toBe(
+      hcl(
+        "sort([for id in setunion([var.master_key_secret], local.hosted_secret_ids) : id if startswith(id, local.prefix_secret_id)])",
+      ),
+    );
+    for (const [c, expected] of REACH_CASES) expect(prefixReaches(c), JSON.stringify(c)).toEqual(expected);
+  });
+
+  it.skipIf(!TERRAFORM)(
+    "refuses such a prefix, and only such, as Terraform evaluates the precondition",
+    async () => {
+      type Lifecycle = { precondition: { condition: string }[] }[];
+      const lifecycle = resource("google_project_iam_member", "secret_reader").lifecycle as Lifecycle;
+      const condition = String(lifecycle[0]?.precondition[0]?.condition).slice(2, -1);
+      for (const [c, expected] of REACH_CASES) {
+        const vars = { prefix_for_stored_virtual_keys: c.prefix, master_key_secret: c.master, hosted_keys: c.hosted };
+        const locals = ["prefix_secret_id", "hosted_secret_ids", "prefix_reaches"];
+        expect(await terraformEval("local.prefix_reaches", locals, vars), JSON.stringify(c)).toEqual(expected);
+        expect(await terraformEval(condition, locals, vars), JSON.stringify(c)).toBe(expected.length === 0);
+      }
+    },
+    120_000,
+  );
 
   it("grants every permission the store's calls need, where Google checks it (the store run against the fake)", async () => {
     const fake = await google();
