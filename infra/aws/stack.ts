@@ -130,7 +130,8 @@ export class LlmSecretsStack extends Stack {
       "    store_virtual_keys: true",
       `    prefix_for_stored_virtual_keys: ${JSON.stringify(prefix)}`,
       `    kms_key_id: ${this.key.keyArn}`,
-      ...(props.hostedKeys ? [`    hosted_keys: ${JSON.stringify(props.hostedKeys)}`] : []),
+      // Only when names are given: an empty hosted_keys would serve no name at all.
+      ...(props.hostedKeys?.length ? [`    hosted_keys: ${JSON.stringify(props.hostedKeys)}`] : []),
       "",
     ].join("\n");
 

@@ -106,6 +106,18 @@ describe("the AWS stack", () => {
     api.resourceCountIs("AWS::ApiGatewayV2::Api", 1);
   });
 
+  it("writes hosted_keys into the config only when names are given: an empty list would serve no name", () => {
+    const configOf = (props: Partial<LlmSecretsStackProps>) => {
+      const fn = Object.values(synth(props).findResources("AWS::Lambda::Function"))[0] as {
+        Properties: { Environment: { Variables: Record<string, unknown> } };
+      };
+      return JSON.stringify(fn.Properties.Environment.Variables.LLM_SECRETS_CONFIG);
+    };
+    // -c hostedKeys= (app.ts: an empty list) is no list, as with none at all.
+    for (const props of [{}, { hostedKeys: [] }]) expect(configOf(props)).not.toContain("hosted_keys");
+    expect(configOf({ hostedKeys: ["OPENAI_API_KEY"] })).toContain('hosted_keys: [\\"OPENAI_API_KEY\\"]');
+  });
+
   it("encrypts with its own rotated KMS key, named in the store's settings", () => {
     const template = synth();
     template.hasResourceProperties("AWS::KMS::Key", { EnableKeyRotation: true });
