@@ -50,7 +50,7 @@ const PROCESS_TOKEN = randomBytes(4).toString("hex");
  * pid namespace. From another pid space (a CLI on the host beside a server in a container, on one
  * data dir) a live owner's pid is not seen, or is another process's: its lock is judged by its lease.
  */
-const PID_SPACE = (() => {
+export const PID_SPACE = (() => {
   const read = (path: string, link: boolean): string => {
     try {
       return link ? readlinkSync(path) : readFileSync(path, "utf8").trim();
@@ -144,9 +144,10 @@ async function acquire(path: string, mine: string, timeoutMs: number, lease: Lea
 async function isStale(path: string, content: string, lease: Lease): Promise<boolean> {
   const [pidText = "", , space] = content.split(" ");
   const pid = Number.parseInt(pidText, 10);
-  // A dead pid means a dead owner only in our pid namespace (a lock without one: an earlier build's).
-  const here = space === undefined || space === PID_SPACE;
-  if (here && (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid))) return true;
+  // A dead pid means a dead owner only in our pid space. A lock that names none is an earlier
+  // build's, which may be in another container on this data dir: its lease judges it too (a host
+  // CLI of an earlier build beside a server in a container lost acknowledged writes otherwise).
+  if (space === PID_SPACE && (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid))) return true;
   // A live pid, ours included, is judged by the lease alone: a lock with our pid may be another
   // store's of this process (held, or just released), or a live process's in another container on
   // the same volume (PID 1 there too), or an earlier process's that had our pid (a container's PID 1

@@ -6,7 +6,7 @@ import { KeyRing, openSecret, sealSecret } from "../../../core/src/crypto";
 import { ConfigError } from "../../../core/src/errors";
 import { createLogger } from "../../../core/src/log";
 import { FileStore, fileStore, sizeOf, TOMBSTONE_LIFETIME_MS, type WatchDir } from "../../../core/src/stores/file";
-import { ownFileName } from "../../../core/src/stores/file-lock";
+import { ownFileName, PID_SPACE } from "../../../core/src/stores/file-lock";
 import { frame, keyCheckOf } from "../../../core/src/stores/file-log";
 import { codeOf, deadPid, livePid, secretValue, tempDir, until } from "../../helpers";
 import { logPath, readLog, rewriteLog } from "./file-log-reader";
@@ -415,7 +415,7 @@ describe("FileStore", () => {
       const dir = await tempDir();
       const store = await open(dir, { lockTimeoutMs: 1_000 });
       await store.put("READABLE", "r");
-      await writeFile(join(dir, "secrets.log.lock"), `${await deadPid()} abc`);
+      await writeFile(join(dir, "secrets.log.lock"), `${await deadPid()} abc ${PID_SPACE}`);
       await store.put("A", "a");
       expect(await readdir(dir)).not.toContain("secrets.log.lock");
 
