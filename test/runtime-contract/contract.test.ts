@@ -7,6 +7,7 @@ import { createRuntime, type Runtime } from "../../core/src/runtime";
 import { startServer } from "../../core/src/server";
 import { memoryStore } from "../../core/src/stores/memory";
 import { newKey, tempDir } from "../helpers";
+import { type OpenApiDocument, openApiChecker } from "./openapi-check";
 import { CONTRACT, type ContractCase, SEED } from "./table";
 
 interface Answer {
@@ -327,8 +328,18 @@ const UNSEEDED = ["new", "a/b", "x", "a", "prod;x", "a@b"];
 for (const [runtimeName, start] of Object.entries(RUNTIMES)) {
   describe(`runtime contract: ${runtimeName}`, () => {
     let target: Target;
+    let checker: ReturnType<typeof openApiChecker>;
     beforeAll(async () => {
       target = await start();
+      // The document as this runtime serves it: each answer below must be as it says.
+      const doc = await target.send({
+        name: "openapi",
+        method: "GET",
+        target: "/openapi.json",
+        auth: false,
+        status: 200,
+      });
+      checker = openApiChecker(JSON.parse(doc.body) as OpenApiDocument);
     });
     afterAll(() => target.close());
 
@@ -349,6 +360,8 @@ for (const [runtimeName, start] of Object.entries(RUNTIMES)) {
       if (c.status === 401) expect(answer.headers["www-authenticate"]).toMatch(/^Bearer\b/);
       if (c.status === 503) expect(answer.headers["retry-after"]).toMatch(/^\d+$/);
       if (c.allow) expect(new Set(answer.headers.allow?.split(/,\s*/))).toEqual(new Set(c.allow));
+      // As a generated client reads it: the status, content type, body and required headers documented.
+      expect(checker.check(c.method, c.target, answer), "the answer is as the OpenAPI document says").toEqual([]);
       if (c.status === 200 && c.method === "GET" && c.target.startsWith("/v1/secrets/")) {
         expect(JSON.parse(answer.body).stale).toBe(false);
       }

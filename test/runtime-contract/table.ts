@@ -344,4 +344,44 @@ export const CONTRACT: readonly ContractCase[] = [
   },
   { name: "DELETE", method: "DELETE", target: "/v1/secrets/d", status: 204, after: { d: undefined } },
   { name: "DELETE an absent name", method: "DELETE", target: "/v1/secrets/absent", status: 204 },
+
+  // Every route once, its answers checked against the served OpenAPI document (contract.test.ts).
+  { name: "ready", method: "GET", target: "/ready", auth: false, status: 200 },
+  { name: "metrics", method: "GET", target: "/metrics", status: 200 },
+  { name: "list", method: "GET", target: "/v1/secrets?prefix=c&limit=1", status: 200 },
+  {
+    name: "list past the limit",
+    method: "GET",
+    target: "/v1/secrets?limit=1001",
+    status: 400,
+    code: "invalid_request",
+  },
+  { name: "resolve", method: "POST", target: "/v1/resolve", body: { config: { k: "os.environ/prod" } }, status: 200 },
+  {
+    name: "resolve an absent name",
+    method: "POST",
+    target: "/v1/resolve",
+    body: { config: { k: "os.environ/absent" } },
+    status: 422,
+    code: "unresolved_refs",
+  },
+  { name: "encrypt", method: "POST", target: "/v1/encrypt", body: { value: "v" }, status: 200 },
+  {
+    name: "decrypt what is not a ciphertext",
+    method: "POST",
+    target: "/v1/decrypt",
+    body: { ciphertext: "nope" },
+    status: 400,
+    code: "decrypt_failed",
+  },
+  // A malformed event is refused in its result (the request itself is fine).
+  { name: "key events: a malformed one", method: "POST", target: "/v1/key-events", body: { nope: 1 }, status: 200 },
+  {
+    name: "key events: an array of one malformed",
+    method: "POST",
+    target: "/v1/key-events",
+    body: [{ id: "e1", type: "nope" }],
+    status: 200,
+  },
+  { name: "key events: an empty array", method: "POST", target: "/v1/key-events", body: [], status: 400 },
 ];

@@ -27,11 +27,14 @@ export function keyEventRoutes(router: Router, apply: (event: unknown) => Promis
       audit: { action: "key_event", refusalsOnly: true },
     },
     async (c, { body }) => {
-      const results: KeyEventResult[] = [];
+      const results: Omit<KeyEventResult, "malformed">[] = [];
       for (const event of Array.isArray(body) ? body : [body]) {
         const result = await apply(event);
         router.auditAs(c, (requestId, caller) => keyEventEntry(result, requestId, caller));
-        results.push(result);
+        // `malformed` is for the queues (Pub/Sub's acknowledgement), not the API's answer: a
+        // client generated from KeyEventsResponse (no other properties) refuses it.
+        const { malformed: _, ...answered } = result;
+        results.push(answered);
       }
       const failed = results.filter((r) => r.status === "failed");
       if (failed.length === 0) return json({ results });
