@@ -26,6 +26,33 @@ export interface RouteSpec {
 
 type JsonSchema = Record<string, unknown>;
 
+/** The headers an answer of a status always carries (errors.ts's toHttpError; /ready's and key events' 503 too). */
+const STATUS_HEADERS: Readonly<Record<number, JsonSchema>> = {
+  401: {
+    "WWW-Authenticate": {
+      description: "The scheme to authenticate with: `Bearer`",
+      required: true,
+      schema: { type: "string" },
+    },
+  },
+  405: {
+    Allow: { description: "The methods the path answers", required: true, schema: { type: "string" } },
+  },
+  503: {
+    "Retry-After": {
+      description: "Seconds to wait before trying again",
+      required: true,
+      schema: { type: "integer", minimum: 1 },
+    },
+  },
+};
+
+/** A response object, with the headers its status always carries. */
+function response(status: number, description: string, content?: JsonSchema): JsonSchema {
+  const headers = STATUS_HEADERS[status];
+  return { description, ...(headers && { headers }), ...(content && { content }) };
+}
+
 function schemaOf(schema: z.ZodMiniType, io: "input" | "output"): JsonSchema {
   const { $schema: _, ...json } = z.toJSONSchema(schema, { io, unrepresentable: "any" }) as JsonSchema;
   return json;
@@ -45,20 +72,20 @@ export function buildOpenApi(routes: readonly RouteSpec[], version: string): Jso
     const responses: Record<string, unknown> = {};
     for (const [status, r] of Object.entries(route.responses)) {
       const contentType = r.contentType ?? "application/json";
-      responses[status] = {
-        description: r.description,
-        ...(r.schema || r.contentType
-          ? { content: { [contentType]: r.schema ? { schema: schemaOf(r.schema, "output") } : {} } }
-          : {}),
-      };
+      responses[status] = response(
+        Number(status),
+        r.description,
+        r.schema || r.contentType
+          ? { [contentType]: r.schema ? { schema: schemaOf(r.schema, "output") } : {} }
+          : undefined,
+      );
     }
     const byStatus = new Map<number, ErrorCode[]>();
     for (const code of codes) byStatus.set(ERROR_STATUS[code], [...(byStatus.get(ERROR_STATUS[code]) ?? []), code]);
     for (const [status, list] of [...byStatus].sort((a, b) => a[0] - b[0])) {
-      responses[String(status)] = {
-        description: `Error: ${list.join(", ")}`,
-        content: { "application/json": { schema: errorSchema } },
-      };
+      responses[String(status)] = response(status, `Error: ${list.join(", ")}`, {
+        "application/json": { schema: errorSchema },
+      });
     }
 
     const parameters: unknown[] = [];
