@@ -68,6 +68,8 @@ export function buildOpenApi(routes: readonly RouteSpec[], version: string): Jso
     if (route.body || route.query) codes.add("invalid_request");
     if (route.body) codes.add("payload_too_large");
     codes.add("internal");
+    // Refused by the HTTP parser before any route (server.ts), whatever the path: on every operation.
+    codes.add("headers_too_large");
 
     const responses: Record<string, unknown> = {};
     for (const [status, r] of Object.entries(route.responses)) {
@@ -87,6 +89,13 @@ export function buildOpenApi(routes: readonly RouteSpec[], version: string): Jso
         "application/json": { schema: errorSchema },
       });
     }
+
+    // The one answer whose status is not its code's (server.ts): a request slower than the timeouts.
+    responses["408"] = response(
+      408,
+      "Error: invalid_request (the request line, headers or body took longer than the server's timeouts to arrive)",
+      { "application/json": { schema: errorSchema } },
+    );
 
     const parameters: unknown[] = [];
     for (const match of route.path.matchAll(/\{(\w+)\}/g)) {

@@ -1,6 +1,9 @@
 // The served OpenAPI document, as a client generated from it reads it.
+import { connect } from "node:net";
 import { describe, expect, it } from "vitest";
+import { startServer } from "../../core/src/server";
 import { inProcessApp } from "../helpers";
+import { type CheckedAnswer, type OpenApiDocument, openApiChecker } from "../runtime-contract/openapi-check";
 
 type Json = Record<string, unknown>;
 interface ResponseObject {
@@ -29,6 +32,14 @@ async function servedDocument() {
 }
 
 describe("the OpenAPI document", () => {
+  it("documents on every operation what the HTTP parser may answer before any route: 408 and 431", async () => {
+    const { operations } = await servedDocument();
+    for (const { path, method, operation } of operations) {
+      expect(operation.responses["431"]?.description, `${method} ${path}`).toContain("headers_too_large");
+      expect(operation.responses["408"]?.description, `${method} ${path}`).toContain("invalid_request");
+    }
+  });
+
   it("declares the headers every 401 and 503 carries", async () => {
     const { operations } = await servedDocument();
     let seen401 = 0;
@@ -54,3 +65,58 @@ describe("the OpenAPI document", () => {
     expect(seen503).toBeGreaterThan(3);
   });
 });
+
+describe("answers made before the app, by the local server's HTTP parser", () => {
+  it("are documented on the operation of their path: 431 headers_too_large and 408 invalid_request", async () => {
+    const ctx = await servedDocument();
+    const server = await startServer(ctx.runtime, {
+      host: "127.0.0.1",
+      port: 0,
+      timeouts: { headersTimeoutMs: 300, requestTimeoutMs: 1_000, checkIntervalMs: 50 },
+    });
+    const checker = openApiChecker(ctx.doc as unknown as OpenApiDocument);
+    try {
+      const port = Number(new URL(server.url).port);
+      const key = `authorization: Bearer ${ctx.masterKey}\r\n`;
+      const cases = [
+        // Headers over 16 KiB.
+        ["GET", "/v1/secrets/a", `${key}x-big: ${"b".repeat(20_000)}\r\n\r\n`, 431],
+        ["PUT", "/v1/secrets/a", `${key}x-big: ${"b".repeat(20_000)}\r\n\r\n`, 431],
+        // Headers that never end: the headers timeout.
+        ["GET", "/v1/secrets/a", key, 408],
+        ["POST", "/v1/resolve", key, 408],
+      ] as const;
+      for (const [method, target, rest, status] of cases) {
+        const answer = await rawAnswer(port, `${method} ${target} HTTP/1.1\r\nhost: x\r\n${rest}`);
+        expect(answer.status, `${method} ${target}`).toBe(status);
+        expect(checker.check(method, target, answer), `${method} ${target} ${status}`).toEqual([]);
+      }
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+/** What the server answers to bytes sent as they are, on a connection it then closes. */
+function rawAnswer(port: number, raw: string): Promise<CheckedAnswer> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1");
+    let out = "";
+    socket.setEncoding("latin1");
+    socket.on("data", (d: string) => {
+      out += d;
+    });
+    socket.on("error", reject);
+    socket.on("close", () => {
+      const split = out.indexOf("\r\n\r\n");
+      const [statusLine = "", ...lines] = out.slice(0, split).split("\r\n");
+      const headers: Record<string, string> = {};
+      for (const line of lines) {
+        const colon = line.indexOf(":");
+        headers[line.slice(0, colon).toLowerCase()] = line.slice(colon + 1).trim();
+      }
+      resolve({ status: Number(statusLine.split(" ")[1]), headers, body: out.slice(split + 4) });
+    });
+    socket.write(raw);
+  });
+}
