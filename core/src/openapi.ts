@@ -12,6 +12,11 @@ export const ALL_METHODS = ["get", "post", "put", "patch", "delete", "options"] 
 
 export interface RouteSpec {
   method: "get" | "put" | "post" | "delete" | "all";
+  /**
+   * The operation's stable id, unique in the document (what a generated client names its method):
+   * a route of method `all` gets one per method, this with the method after it (`forwardPost`).
+   */
+  operationId: string;
   /** OpenAPI path template, e.g. `/v1/secrets/{name}`; a last parameter may hold slashes. */
   path: string;
   summary: string;
@@ -109,6 +114,7 @@ export function buildOpenApi(routes: readonly RouteSpec[], version: string): Jso
     }
 
     const operation = {
+      operationId: route.operationId,
       summary: route.summary,
       ...(route.auth ? {} : { security: [] }),
       ...(parameters.length ? { parameters } : {}),
@@ -121,7 +127,12 @@ export function buildOpenApi(routes: readonly RouteSpec[], version: string): Jso
     };
     const methods = route.method === "all" ? ALL_METHODS : [route.method];
     paths[route.path] ??= {};
-    for (const method of methods) (paths[route.path] as Record<string, unknown>)[method] = operation;
+    for (const method of methods) {
+      (paths[route.path] as Record<string, unknown>)[method] =
+        route.method === "all"
+          ? { ...operation, operationId: `${route.operationId}${method[0]?.toUpperCase()}${method.slice(1)}` }
+          : operation;
+    }
   }
 
   return {

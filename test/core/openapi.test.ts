@@ -40,6 +40,39 @@ describe("the OpenAPI document", () => {
     }
   });
 
+  it("gives every operation a stable operationId, unique in the document", async () => {
+    const { operations } = await servedDocument();
+    const ids = operations.map(({ operation }) => operation.operationId);
+    expect(
+      ids.every((id) => typeof id === "string" && /^[a-z][A-Za-z]*$/.test(id)),
+      JSON.stringify(ids),
+    ).toBe(true);
+    expect(new Set(ids).size).toBe(ids.length);
+    // What generated clients name their methods: changing one breaks them.
+    expect(
+      Object.fromEntries(operations.map(({ path, method, operation }) => [`${method} ${path}`, operation.operationId])),
+    ).toMatchObject({
+      "get /v1/secrets": "listSecrets",
+      "get /v1/secrets/{name}": "getSecret",
+      "put /v1/secrets/{name}": "putSecret",
+      "delete /v1/secrets/{name}": "deleteSecret",
+      "post /v1/resolve": "resolve",
+      "post /v1/encrypt": "encrypt",
+      "post /v1/decrypt": "decrypt",
+      "post /v1/key-events": "applyKeyEvents",
+      "get /health": "health",
+      "get /ready": "ready",
+      "get /openapi.json": "openapi",
+      "get /metrics": "metrics",
+      "get /v1/forward/{model_name}/{path}": "forwardGet",
+      "post /v1/forward/{model_name}/{path}": "forwardPost",
+      "put /v1/forward/{model_name}/{path}": "forwardPut",
+      "patch /v1/forward/{model_name}/{path}": "forwardPatch",
+      "delete /v1/forward/{model_name}/{path}": "forwardDelete",
+      "options /v1/forward/{model_name}/{path}": "forwardOptions",
+    });
+  });
+
   it("declares the headers every 401 and 503 carries", async () => {
     const { operations } = await servedDocument();
     let seen401 = 0;

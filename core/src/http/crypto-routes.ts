@@ -8,6 +8,7 @@ export function cryptoRoutes(router: Router, manager: SecretManager): void {
     {
       method: "post",
       path: "/v1/encrypt",
+      operationId: "encrypt",
       summary: "Encrypt a value with the salt key, in LiteLLM's format",
       auth: true,
       body: EncryptRequest,
@@ -21,6 +22,7 @@ export function cryptoRoutes(router: Router, manager: SecretManager): void {
     {
       method: "post",
       path: "/v1/decrypt",
+      operationId: "decrypt",
       summary: "Decrypt a LiteLLM ciphertext (current or previous salt keys)",
       auth: true,
       body: DecryptRequest,

@@ -13,6 +13,8 @@ export function forwardRoutes(router: Router, deps: ForwardDeps): void {
     {
       method: "all",
       path: "/v1/forward/{model_name}/{path}",
+      // One per method: forwardGet, forwardPost, ...
+      operationId: "forward",
       summary: "Send a request to a model's API (model_list) with its key from the store; the answer streams back",
       auth: true,
       // The key's read answers as GET /v1/secrets/{name} does; then the upstream's own.

@@ -14,6 +14,7 @@ export function keyEventRoutes(router: Router, apply: (event: unknown) => Promis
     {
       method: "post",
       path: "/v1/key-events",
+      operationId: "applyKeyEvents",
       summary: "Apply virtual-key events (created, regenerated, deleted): one, or an array of up to 100",
       auth: true,
       body: KeyEventsRequest,

@@ -33,6 +33,7 @@ export function secretRoutes(router: Router, manager: SecretManager): void {
     {
       method: "get",
       path: "/v1/secrets",
+      operationId: "listSecrets",
       summary:
         "List the names the store holds and this API serves (never values), a page at a time: ?prefix=P&limit=N (default 100, at most 1000)&cursor=C (next_cursor of the previous page)",
       auth: true,
@@ -53,6 +54,7 @@ export function secretRoutes(router: Router, manager: SecretManager): void {
     {
       method: "get",
       path,
+      operationId: "getSecret",
       summary:
         "Read a secret (through the cache; ?refresh=true bypasses it; ?team_id=T reads with that team's settings)",
       auth: true,
@@ -72,6 +74,7 @@ export function secretRoutes(router: Router, manager: SecretManager): void {
     {
       method: "put",
       path,
+      operationId: "putSecret",
       summary: "Create or replace a secret",
       auth: true,
       body: SecretPutRequest,
@@ -93,6 +96,7 @@ export function secretRoutes(router: Router, manager: SecretManager): void {
     {
       method: "delete",
       path,
+      operationId: "deleteSecret",
       summary: "Delete a secret (also when absent)",
       auth: true,
       errors: [...ERRORS, "read_only", "name_conflict", "not_supported"],
@@ -109,6 +113,7 @@ export function secretRoutes(router: Router, manager: SecretManager): void {
     {
       method: "post",
       path: "/v1/resolve",
+      operationId: "resolve",
       summary: "Replace every os.environ/NAME string in a config with the stored value",
       auth: true,
       body: ResolveRequest,

@@ -66,6 +66,7 @@ export function serviceRoutes(router: Router, manager: SecretManager, metrics: M
     {
       method: "get",
       path: "/health",
+      operationId: "health",
       summary: "Liveness, the store kind and the version",
       auth: false,
       responses: { 200: { description: "Up", schema: HealthResponse } },
@@ -77,6 +78,7 @@ export function serviceRoutes(router: Router, manager: SecretManager, metrics: M
     {
       method: "get",
       path: "/ready",
+      operationId: "ready",
       summary:
         "Readiness: 200 when the store answers a cheap read within 2 s, else 503 (with Retry-After) carrying the store's error code: backend_unavailable, backend_denied, store_unavailable or internal (answers are reused for 1 s)",
       auth: false,
@@ -106,6 +108,7 @@ export function serviceRoutes(router: Router, manager: SecretManager, metrics: M
     {
       method: "get",
       path: "/openapi.json",
+      operationId: "openapi",
       summary: "This document",
       auth: false,
       responses: { 200: { description: "OpenAPI 3.1 document", contentType: "application/json" } },
@@ -121,6 +124,7 @@ export function serviceRoutes(router: Router, manager: SecretManager, metrics: M
     {
       method: "get",
       path: "/metrics",
+      operationId: "metrics",
       summary: "Prometheus metrics",
       auth: true,
       responses: { 200: { description: "Prometheus text format", contentType: "text/plain; version=0.0.4" } },
