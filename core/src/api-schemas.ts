@@ -16,7 +16,11 @@ export const SecretPutRequest = z.strictObject({
   tags: z.optional(
     z
       .record(z.string().check(z.minLength(1), z.maxLength(128)), z.string().check(z.maxLength(256)))
-      .check(z.refine((tags) => Object.keys(tags).length <= MAX_TAGS, `at most ${MAX_TAGS} tags`)),
+      // The refinement validates; the metadata is what the OpenAPI document says of it (no zod check writes it).
+      .check(
+        z.refine((tags) => Object.keys(tags).length <= MAX_TAGS, `at most ${MAX_TAGS} tags`),
+        z.meta({ maxProperties: MAX_TAGS }),
+      ),
   ),
 });
 
@@ -30,13 +34,12 @@ export const SecretQuery = z.strictObject({
 export const MAX_LIST_LIMIT = 1000;
 export const ListQuery = z.strictObject({
   prefix: z.optional(z.string().check(z.maxLength(512))),
+  // The pattern is the whole check (1 to 1000), so the OpenAPI document states the limit too.
   limit: z.optional(
-    z
-      .pipe(
-        z.string().check(z.regex(/^[1-9]\d{0,3}$/, `a whole number from 1 to ${MAX_LIST_LIMIT}`)),
-        z.transform(Number),
-      )
-      .check(z.refine((n) => n <= MAX_LIST_LIMIT, `at most ${MAX_LIST_LIMIT}`)),
+    z.pipe(
+      z.string().check(z.regex(/^(?:[1-9]\d{0,2}|1000)$/, `a whole number from 1 to ${MAX_LIST_LIMIT}`)),
+      z.transform(Number),
+    ),
   ),
   cursor: z.optional(z.string().check(z.minLength(1), z.maxLength(4096))),
 });
@@ -85,9 +88,17 @@ export const ErrorResponse = z.object({
 /** `POST /v1/key-events`: one event or up to 100 in order; each is validated on its own (key-events.ts). */
 export const MAX_KEY_EVENTS_PER_REQUEST = 100;
 export const KeyEventsRequest = z
-  .union([z.array(z.unknown()), z.record(z.string(), z.unknown())], {
-    error: "expected one key event (an object) or an array of them",
-  })
+  // The metadata is what the OpenAPI document says of the array; the refinement below validates it
+  // (a length check in the union would answer an array of 101 with the union's message, not this one).
+  .union(
+    [
+      z.array(z.unknown()).check(z.meta({ minItems: 1, maxItems: MAX_KEY_EVENTS_PER_REQUEST })),
+      z.record(z.string(), z.unknown()),
+    ],
+    {
+      error: "expected one key event (an object) or an array of them",
+    },
+  )
   .check(
     z.refine((body) => !Array.isArray(body) || (body.length >= 1 && body.length <= MAX_KEY_EVENTS_PER_REQUEST), {
       error: `an array of 1 to ${MAX_KEY_EVENTS_PER_REQUEST} key events`,

@@ -1,6 +1,8 @@
 // The served OpenAPI document, as a client generated from it reads it.
 import { connect } from "node:net";
+import { Ajv2020 } from "ajv/dist/2020";
 import { describe, expect, it } from "vitest";
+import { MAX_KEY_EVENTS_PER_REQUEST, MAX_LIST_LIMIT } from "../../core/src/api-schemas";
 import { startServer } from "../../core/src/server";
 import { inProcessApp } from "../helpers";
 import { type CheckedAnswer, type OpenApiDocument, openApiChecker } from "../runtime-contract/openapi-check";
@@ -71,6 +73,36 @@ describe("the OpenAPI document", () => {
       "delete /v1/forward/{model_name}/{path}": "forwardDelete",
       "options /v1/forward/{model_name}/{path}": "forwardOptions",
     });
+  });
+
+  it("states the limits the server enforces: what it refuses as invalid, the schemas refuse", async () => {
+    const { doc, request } = await servedDocument();
+    const ajv = new Ajv2020({ strict: false });
+    const limit = doc.paths["/v1/secrets"]?.get?.parameters?.find((p) => p.name === "limit");
+    const limitValid = ajv.compile(limit?.schema ?? {});
+    for (const n of ["0", "1", "9", "10", "99", "100", "999", "1000", "1001", "1999", "9999", "01", "-1"]) {
+      const served = (await request(`/v1/secrets?limit=${n}`)).status;
+      expect(served === 400 ? "refused" : "accepted", `limit=${n}`).toBe(limitValid(n) ? "accepted" : "refused");
+    }
+    expect(limitValid(String(MAX_LIST_LIMIT))).toBe(true);
+    expect(limitValid(String(MAX_LIST_LIMIT + 1))).toBe(false);
+
+    const bodyOf = (path: string, method: string) =>
+      ajv.compile(doc.paths[path]?.[method]?.requestBody?.content["application/json"]?.schema ?? {});
+    const tags = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`t${i}`, "v"]));
+    const putValid = bodyOf("/v1/secrets/{name}", "put");
+    for (const n of [50, 51]) {
+      const body = { value: "v", tags: tags(n) };
+      const served = (await request("/v1/secrets/TAGGED", { method: "PUT", json: body })).status;
+      expect(served === 400 ? "refused" : "accepted", `${n} tags`).toBe(putValid(body) ? "accepted" : "refused");
+    }
+    const eventsValid = bodyOf("/v1/key-events", "post");
+    const event = { id: "e", type: "nope" }; // malformed, refused in its result: the request is accepted
+    for (const n of [0, 1, MAX_KEY_EVENTS_PER_REQUEST, MAX_KEY_EVENTS_PER_REQUEST + 1]) {
+      const body = Array(n).fill(event);
+      const served = (await request("/v1/key-events", { method: "POST", json: body })).status;
+      expect(served === 400 ? "refused" : "accepted", `${n} events`).toBe(eventsValid(body) ? "accepted" : "refused");
+    }
   });
 
   it("declares the headers every 401 and 503 carries", async () => {
