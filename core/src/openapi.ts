@@ -9,6 +9,8 @@ import { ERROR_STATUS, type ErrorCode } from "./errors";
 
 /** What a route of method `all` answers (forwarding: whatever the upstream API takes; HEAD as GET). */
 export const ALL_METHODS = ["get", "post", "put", "patch", "delete", "options"] as const;
+/** A route of method `all` in the document: HEAD too, which the app answers as GET without its body. */
+const DOCUMENTED_ALL = ["get", "head", "post", "put", "patch", "delete", "options"] as const;
 
 export interface RouteSpec {
   method: "get" | "put" | "post" | "delete" | "all";
@@ -27,6 +29,14 @@ export interface RouteSpec {
   /** Error codes the route answers besides the ones every route may give. */
   errors?: ErrorCode[];
   responses: Record<number, { description: string; schema?: z.ZodMiniType; contentType?: string }>;
+  /** What the path's parameters are, by name (the document's descriptions). */
+  parameters?: Record<string, string>;
+  /**
+   * The route passes another API's answers through (forwarding): the document gives it a `default`
+   * response (`answer`) of any content type, an optional body of any type (`body`) on every method
+   * but GET and HEAD, and says that each error status may be the upstream's own answer instead.
+   */
+  passthrough?: { answer: string; body: string };
 }
 
 type JsonSchema = Record<string, unknown>;
@@ -52,10 +62,35 @@ const STATUS_HEADERS: Readonly<Record<number, JsonSchema>> = {
   },
 };
 
-/** A response object, with the headers its status always carries. */
-function response(status: number, description: string, content?: JsonSchema): JsonSchema {
-  const headers = STATUS_HEADERS[status];
+/**
+ * A response object, with the headers its status always carries; `upstream`: the status may be an
+ * upstream's answer passed through, which carries only what the upstream sent (none required).
+ */
+function response(status: number, description: string, content?: JsonSchema, upstream = false): JsonSchema {
+  let headers = STATUS_HEADERS[status];
+  if (headers && upstream) {
+    headers = Object.fromEntries(
+      Object.entries(headers).map(([name, h]) => [
+        name,
+        {
+          ...(h as JsonSchema),
+          required: false,
+          description: `${(h as JsonSchema).description} (on llm-secrets' own answers)`,
+        },
+      ]),
+    );
+  }
   return { description, ...(headers && { headers }), ...(content && { content }) };
+}
+
+/** A HEAD operation's answers: a GET's, without bodies. */
+function withoutBodies(responses: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(
+    Object.entries(responses).map(([status, r]) => {
+      const { content: _, ...rest } = r as JsonSchema;
+      return [status, rest];
+    }),
+  );
 }
 
 function schemaOf(schema: z.ZodMiniType, io: "input" | "output"): JsonSchema {
@@ -89,22 +124,36 @@ export function buildOpenApi(routes: readonly RouteSpec[], version: string): Jso
     }
     const byStatus = new Map<number, ErrorCode[]>();
     for (const code of codes) byStatus.set(ERROR_STATUS[code], [...(byStatus.get(ERROR_STATUS[code]) ?? []), code]);
+    const upstream = route.passthrough !== undefined;
+    // A status the upstream answered is passed through as it came: its body, of any type, may be
+    // the upstream's own (an OpenAI error), not the Error shape.
+    const errorContent = upstream
+      ? { "application/json": { schema: { anyOf: [errorSchema, {}] } }, "*/*": {} }
+      : { "application/json": { schema: errorSchema } };
+    const orUpstream = upstream ? "; or the upstream's own answer of this status, passed through as it came" : "";
     for (const [status, list] of [...byStatus].sort((a, b) => a[0] - b[0])) {
-      responses[String(status)] = response(status, `Error: ${list.join(", ")}`, {
-        "application/json": { schema: errorSchema },
-      });
+      responses[String(status)] = response(status, `Error: ${list.join(", ")}${orUpstream}`, errorContent, upstream);
     }
 
     // The one answer whose status is not its code's (server.ts): a request slower than the timeouts.
     responses["408"] = response(
       408,
-      "Error: invalid_request (the request line, headers or body took longer than the server's timeouts to arrive)",
-      { "application/json": { schema: errorSchema } },
+      `Error: invalid_request (the request line, headers or body took longer than the server's timeouts to arrive)${orUpstream}`,
+      errorContent,
+      upstream,
     );
+    if (route.passthrough) responses.default = { description: route.passthrough.answer, content: { "*/*": {} } };
 
     const parameters: unknown[] = [];
     for (const match of route.path.matchAll(/\{(\w+)\}/g)) {
-      parameters.push({ name: match[1], in: "path", required: true, schema: { type: "string" } });
+      const description = match[1] === undefined ? undefined : route.parameters?.[match[1]];
+      parameters.push({
+        name: match[1],
+        in: "path",
+        required: true,
+        ...(description && { description }),
+        schema: { type: "string" },
+      });
     }
     if (route.query) {
       const q = schemaOf(route.query, "input") as { properties?: Record<string, unknown>; required?: string[] };
@@ -125,12 +174,21 @@ export function buildOpenApi(routes: readonly RouteSpec[], version: string): Jso
         : {}),
       responses,
     };
-    const methods = route.method === "all" ? ALL_METHODS : [route.method];
+    const methods = route.method === "all" ? DOCUMENTED_ALL : [route.method];
     paths[route.path] ??= {};
     for (const method of methods) {
+      const bodiless = method === "get" || method === "head";
       (paths[route.path] as Record<string, unknown>)[method] =
         route.method === "all"
-          ? { ...operation, operationId: `${route.operationId}${method[0]?.toUpperCase()}${method.slice(1)}` }
+          ? {
+              ...operation,
+              operationId: `${route.operationId}${method[0]?.toUpperCase()}${method.slice(1)}`,
+              ...(route.passthrough &&
+                !bodiless && {
+                  requestBody: { required: false, description: route.passthrough.body, content: { "*/*": {} } },
+                }),
+              ...(method === "head" && { responses: withoutBodies(responses) }),
+            }
           : operation;
     }
   }

@@ -1,7 +1,8 @@
 // The served OpenAPI document, as a client generated from it reads it.
-import { connect } from "node:net";
+import { createServer } from "node:http";
+import { type AddressInfo, connect } from "node:net";
 import { Ajv2020 } from "ajv/dist/2020";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { MAX_KEY_EVENTS_PER_REQUEST, MAX_LIST_LIMIT } from "../../core/src/api-schemas";
 import { startServer } from "../../core/src/server";
 import { inProcessApp } from "../helpers";
@@ -111,23 +112,105 @@ describe("the OpenAPI document", () => {
     let seen503 = 0;
     for (const { path, method, operation } of operations) {
       const where = `${method} ${path}`;
+      // Forwarding's may be the upstream's own answer, which carries what the upstream sent.
+      const required = operation.responses.default === undefined;
       const unauthorized = operation.responses["401"];
       if (unauthorized) {
         seen401++;
-        expect(unauthorized.headers?.["WWW-Authenticate"], where).toMatchObject({ required: true });
+        expect(unauthorized.headers?.["WWW-Authenticate"], where).toMatchObject({ required });
       }
       const unavailable = operation.responses["503"];
       if (unavailable) {
         seen503++;
-        expect(unavailable.headers?.["Retry-After"], where).toMatchObject({
-          required: true,
-          schema: { type: "integer" },
-        });
+        expect(unavailable.headers?.["Retry-After"], where).toMatchObject({ required, schema: { type: "integer" } });
       }
     }
     expect(seen401).toBeGreaterThan(5);
     // /ready's and key events' own 503s included.
     expect(seen503).toBeGreaterThan(3);
+  });
+});
+
+describe("forwarding, as the document describes it", () => {
+  const FORWARD = "/v1/forward/{model_name}/{path}";
+
+  it("is usable from a generated client: every method and HEAD, the upstream's answer, an optional body, the path's rules", async () => {
+    const { doc } = await servedDocument();
+    const item = doc.paths[FORWARD] as Record<string, Operation>;
+    expect(Object.keys(item).sort()).toEqual(["delete", "get", "head", "options", "patch", "post", "put"]);
+    for (const [method, operation] of Object.entries(item)) {
+      expect(operation.responses.default?.description, method).toContain("upstream");
+      if (method === "head") {
+        for (const r of Object.values(operation.responses)) expect(r.content, "HEAD has no body").toBeUndefined();
+      } else {
+        expect(operation.responses.default?.content, method).toEqual({ "*/*": {} });
+      }
+      if (method === "get" || method === "head") expect(operation.requestBody, method).toBeUndefined();
+      else expect(operation.requestBody, method).toMatchObject({ required: false, content: { "*/*": {} } });
+      const path = operation.parameters?.find((p) => p.name === "path");
+      expect(path?.description).toMatch(/raw/);
+      expect(path?.description).toMatch(/empty/);
+    }
+  });
+
+  // A plain HTTP upstream on loopback: what it answers is passed through.
+  const upstream = createServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      if (req.url?.startsWith("/v1/unauthorized")) {
+        // An upstream's 401 (a key it refuses twice): its own body and headers, no WWW-Authenticate.
+        res.writeHead(401, { "content-type": "application/json" });
+        res.end(JSON.stringify({ error: { message: "Incorrect API key provided", type: "invalid_request_error" } }));
+        return;
+      }
+      if (req.url?.startsWith("/v1/busy")) {
+        res.writeHead(503, { "content-type": "text/plain" });
+        res.end("overloaded");
+        return;
+      }
+      if (req.url?.startsWith("/v1/stream")) {
+        res.writeHead(200, { "content-type": "text/event-stream" });
+        res.end("data: one\n\n");
+        return;
+      }
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ method: req.method, url: req.url }));
+    });
+  });
+  afterAll(() => new Promise<void>((r) => upstream.close(() => r())));
+
+  it("documents each answer a forward gives: the upstream's of any status and type, and its own errors", async () => {
+    await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r));
+    const base = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+    const config = [
+      "model_list:",
+      `  - {model_name: m, litellm_params: {model: openai/x, api_base: "${base}", api_key: os.environ/M_KEY}}`,
+      "",
+    ].join("\n");
+    const ctx = await inProcessApp({ config });
+    await ctx.runtime.manager.put("M_KEY", "sk-upstream");
+    const doc = (await (await ctx.request("/openapi.json", { token: null })).json()) as OpenApiDocument;
+    const checker = openApiChecker(doc);
+    const cases: [string, string, unknown, number][] = [
+      ["POST", "/v1/forward/m/v1/chat/completions", { model: "x" }, 200],
+      ["PUT", "/v1/forward/m/v1/files", { a: 1 }, 200],
+      ["GET", "/v1/forward/m/v1/stream", undefined, 200],
+      ["HEAD", "/v1/forward/m/v1/models", undefined, 200],
+      ["GET", "/v1/forward/m?api-version=1", undefined, 200],
+      ["POST", "/v1/forward/m/v1/unauthorized", {}, 401],
+      ["GET", "/v1/forward/m/v1/busy", undefined, 503],
+      ["GET", "/v1/forward/nope/v1/models", undefined, 404],
+      ["GET", "/v1/forward/m/v1/models", undefined, 401], // no key: llm-secrets' own 401
+    ];
+    for (const [method, target, json, status] of cases) {
+      const token = status === 401 && method === "GET" ? null : undefined;
+      const res = await ctx.request(target, { method, json, token });
+      const answer = { status: res.status, headers: Object.fromEntries(res.headers), body: await res.text() };
+      expect(answer.status, `${method} ${target}`).toBe(status);
+      expect(checker.check(method, target, answer), `${method} ${target}`).toEqual([]);
+      // A HEAD is documented by its own operation, not only as a GET's.
+      if (method === "HEAD") expect(checker.operationOf(method, target)?.operation.operationId).toBe("forwardHead");
+    }
   });
 });
 

@@ -26,6 +26,15 @@ export function forwardRoutes(router: Router, deps: ForwardDeps): void {
         "upstream_timeout",
       ],
       responses: {},
+      passthrough: {
+        answer:
+          "The upstream's answer, passed through as it came: its status, headers and body (streamed where the runtime streams), of any content type; a body without a Content-Type gets application/octet-stream",
+        body: "Sent on to the upstream as it came (at most 1 MiB), of any content type",
+      },
+      parameters: {
+        model_name: "The model_name of a model_list entry, percent-encoded (`team%2Fm` for `team/m`) and decoded once",
+        path: "The rest of the upstream path, put right after the model's api_base with the query: sent raw, its `/` not percent-encoded (a `%2F` reaches the upstream as `%2F`), and it may be empty (`/v1/forward/{model_name}` alone, or with only a `?query`, is the api_base itself). An OpenAPI path parameter can be neither optional nor left unencoded (`allowReserved` is for query parameters): a generated client that percent-encodes it sends another path, so build this URL as written here",
+      },
       // The name is the model's: forwarding reads its key from the store.
       audit: { action: "forward", name: (c) => auditNameOf(c.env.raw?.path ?? "") },
     },
