@@ -312,7 +312,7 @@ describe("salt keys and reencrypt", () => {
     const withOld = await runCli(["get", "K0"], { env: { ...env, LITELLM_SALT_KEY: oldSalt }, cwd: dir });
     expect(withOld.code).toBe(1);
     expect(withOld.stdout).toBe("");
-  });
+  }, 60_000); // some 28 CLI processes: 13-20 s seen beside a busy CPU
 
   it("re-seals ciphertexts from stdin, all or nothing", async () => {
     const oldSalt = newKey("old-");

@@ -9,7 +9,7 @@ import { copyFile, writeFile } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
 import { Agent, fetch as undiciFetch } from "undici";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { beforeAll, describe, expect, inject, it, onTestFinished } from "vitest";
 import { expectNoValueIn, newKey, pythonFor, runProcess, secretValue, serveStore, tempDir } from "../helpers";
 
 const PYTHON = pythonFor("httpx, yaml", "python3-httpx python3-yaml");
@@ -273,7 +273,8 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
     const sockets: Socket[] = [];
     const silent: Server = createServer((s) => sockets.push(s));
     await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
-    afterAll(() => {
+    // Closed when this test ends (an afterAll registered in a running test is dropped unsaid).
+    onTestFinished(() => {
       for (const s of sockets) s.destroy();
       silent.close();
     });

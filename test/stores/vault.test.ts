@@ -1117,20 +1117,6 @@ describe("retries and the fault matrix", () => {
 
 type FakeVaultFault = Parameters<FakeVault["inject"]>[0];
 
-// Runs after every test above: nothing they logged or threw holds a value or a credential.
-describe("logs", () => {
-  it("hold no secret value, token or secret id, and errors neither", () => {
-    expect(logs.length).toBeGreaterThan(0);
-    expect(errorMessages.length).toBeGreaterThan(0);
-    expectNoValueIn([...logs, ...errorMessages], sensitive);
-    // Each token the fakes issued is a credential too.
-    const issued = fakes.flatMap((f) =>
-      f.requests.map((r) => r.headers["x-vault-token"]).filter((t): t is string => typeof t === "string"),
-    );
-    expectNoValueIn([...logs, ...errorMessages], issued);
-  });
-});
-
 describe("outbound TLS settings reach Vault's client", () => {
   it("a CA bundle that does not hold Vault's CA refuses it; ssl_verify false does not check", async () => {
     const fake = await startFake();
@@ -1329,5 +1315,20 @@ describe("llm-secrets serve against Vault", () => {
       await server.stop();
     }
     expectNoValueIn([server.output], sensitive);
+  });
+});
+
+// The file's last test, after every other one (vitest runs a file's tests in order): nothing they
+// logged or threw holds a value or a credential.
+describe("logs", () => {
+  it("hold no secret value, token or secret id, and errors neither", () => {
+    expect(logs.length).toBeGreaterThan(0);
+    expect(errorMessages.length).toBeGreaterThan(0);
+    expectNoValueIn([...logs, ...errorMessages], sensitive);
+    // Each token the fakes issued is a credential too.
+    const issued = fakes.flatMap((f) =>
+      f.requests.map((r) => r.headers["x-vault-token"]).filter((t): t is string => typeof t === "string"),
+    );
+    expectNoValueIn([...logs, ...errorMessages], issued);
   });
 });

@@ -6,6 +6,10 @@ import { describe, expect, it } from "vitest";
 import { withFileLock } from "../../../core/src/stores/file-lock";
 import { codeOf, deadPid, livePid, tempDir } from "../../helpers";
 
+/**
+ * A short lease, for taking over locks made stale by hand. A "waits while it is fresh" check keeps the
+ * default 5 s lease: a worker stalled past a short one under load would take the lock it must wait for.
+ */
 const FAST = { staleMs: 400, heartbeatMs: 50 };
 
 describe("the file lock as a lease", () => {
@@ -32,7 +36,7 @@ describe("the file lock as a lease", () => {
     // another container on the same volume (PID 1 in both). Waited for while its lease is fresh
     // (before, it was taken at once: two live containers wrote at the same time)...
     await writeFile(path, `${process.pid} another-process-with-our-pid`);
-    expect(await codeOf(withFileLock(path, 150, async () => "got it", FAST))).toBe("backend_unavailable");
+    expect(await codeOf(withFileLock(path, 150, async () => "got it"))).toBe("backend_unavailable");
     // ... and taken once it lapsed.
     const past = new Date(Date.now() - 10_000);
     await utimes(path, past, past);
@@ -47,7 +51,7 @@ describe("the file lock as a lease", () => {
     // is none here. Before, it was taken at once, and both wrote.
     const pid = await deadPid();
     await writeFile(path, `${pid} host-cli-token otherhost/pid:[4026531836]`);
-    expect(await codeOf(withFileLock(path, 150, async () => "got it", FAST))).toBe("backend_unavailable");
+    expect(await codeOf(withFileLock(path, 150, async () => "got it"))).toBe("backend_unavailable");
     const past = new Date(Date.now() - 10_000);
     await utimes(path, past, past);
     expect(await withFileLock(path, 1_000, async () => "got it", FAST)).toBe("got it");
@@ -62,7 +66,7 @@ describe("the file lock as a lease", () => {
     // An earlier build's lock names no pid space: it may be a host CLI's seen from a container, so
     // its lease judges it as well.
     await writeFile(path, `${pid} earlier-build`);
-    expect(await codeOf(withFileLock(path, 150, async () => "got it", FAST))).toBe("backend_unavailable");
+    expect(await codeOf(withFileLock(path, 150, async () => "got it"))).toBe("backend_unavailable");
     await utimes(path, past, past);
     expect(await withFileLock(path, 1_000, async () => "got it", FAST)).toBe("got it");
   });
@@ -71,7 +75,7 @@ describe("the file lock as a lease", () => {
     const path = join(await tempDir(), "store.lock");
     const owner = livePid();
     await writeFile(path, `${owner} live-but-stalled`);
-    expect(await codeOf(withFileLock(path, 150, async () => "got it", FAST))).toBe("backend_unavailable");
+    expect(await codeOf(withFileLock(path, 150, async () => "got it"))).toBe("backend_unavailable");
     const past = new Date(Date.now() - 10_000);
     await utimes(path, past, past);
     expect(await withFileLock(path, 1_000, async () => "got it", FAST)).toBe("got it");

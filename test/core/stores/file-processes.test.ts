@@ -157,7 +157,7 @@ describe("FileStore across processes", () => {
     expect(await leftovers()).toEqual([]);
     expect((await store.names()).length).toBeGreaterThanOrEqual(acked.size + 1);
     await store.close();
-  });
+  }, 120_000); // 20 child processes killed and reopened: 8 s alone, 28 s seen beside a busy CPU
 
   it("ignores the torn line of a writer killed in the middle of its write(), and the next writer truncates it", async () => {
     const dir = await tempDir();
