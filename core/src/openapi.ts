@@ -50,9 +50,6 @@ const STATUS_HEADERS: Readonly<Record<number, JsonSchema>> = {
       schema: { type: "string" },
     },
   },
-  405: {
-    Allow: { description: "The methods the path answers", required: true, schema: { type: "string" } },
-  },
   503: {
     "Retry-After": {
       description: "Seconds to wait before trying again",

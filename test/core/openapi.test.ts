@@ -214,6 +214,43 @@ describe("forwarding, as the document describes it", () => {
   });
 });
 
+describe("the contract's checker of answers against the document", () => {
+  it("finds what is not as documented (it passes no answer for want of looking)", async () => {
+    const checker = openApiChecker((await servedDocument()).doc as unknown as OpenApiDocument);
+    const json = { "content-type": "application/json", "cache-control": "no-store" };
+    const value = JSON.stringify({ name: "a", value: "v", stale: false });
+    const problems = (method: string, target: string, answer: CheckedAnswer) => checker.check(method, target, answer);
+    // The good answer passes, so each case below fails for its own fault.
+    expect(problems("GET", "/v1/secrets/a", { status: 200, headers: json, body: value })).toEqual([]);
+    const bad: [string, string, CheckedAnswer][] = [
+      ["a status not documented", "/v1/secrets/a", { status: 418, headers: json, body: value }],
+      [
+        "another content type",
+        "/v1/secrets/a",
+        { status: 200, headers: { "content-type": "text/plain" }, body: value },
+      ],
+      ["no content type", "/v1/secrets/a", { status: 200, headers: {}, body: value }],
+      ["a body off its schema", "/v1/secrets/a", { status: 200, headers: json, body: "{}" }],
+      [
+        "a 401 without WWW-Authenticate",
+        "/v1/secrets/a",
+        { status: 401, headers: json, body: errorBody("unauthorized") },
+      ],
+      [
+        "a 503 with Retry-After 0",
+        "/ready",
+        { status: 503, headers: { ...json, "retry-after": "0" }, body: errorBody("backend_unavailable") },
+      ],
+      ["a 200 on no documented path", "/nope", { status: 200, headers: json, body: value }],
+    ];
+    for (const [what, target, answer] of bad) expect(problems("GET", target, answer), what).not.toEqual([]);
+  });
+});
+
+function errorBody(code: string): string {
+  return JSON.stringify({ error: { code, message: "m" } });
+}
+
 describe("answers made before the app, by the local server's HTTP parser", () => {
   it("are documented on the operation of their path: 431 headers_too_large and 408 invalid_request", async () => {
     const ctx = await servedDocument();
