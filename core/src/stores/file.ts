@@ -204,8 +204,9 @@ export class FileStore implements SecretStore {
   }
 
   /**
-   * Another local user who can write the data dir can swap the log or the lock: a group- or
-   * world-writable dir stops the start. A readable one only warns (every value is sealed).
+   * Another local user who can write the data dir can swap the log or the lock, and one who can write
+   * the log can append a delete or an older value (its lines carry a checksum, not a key): a group-
+   * or world-writable dir or log stops the start. A readable dir only warns (every value is sealed).
    */
   #checkPermissions(): void {
     const mode = statSync(this.location).mode & 0o777;
@@ -213,6 +214,12 @@ export class FileStore implements SecretStore {
     if (mode & 0o022) {
       throw new ConfigError(
         `the data dir ${this.location} is writable by its group or by everyone (mode ${octal}): chmod 700 it`,
+      );
+    }
+    const logMode = (statSync(this.#logPath, { throwIfNoEntry: false })?.mode ?? 0) & 0o777;
+    if (logMode & 0o022) {
+      throw new ConfigError(
+        `the log ${this.#logPath} is writable by its group or by everyone (mode ${logMode.toString(8).padStart(3, "0")}): chmod 600 it`,
       );
     }
     if (mode & 0o044) {

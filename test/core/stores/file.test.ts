@@ -179,7 +179,9 @@ describe("FileStore", () => {
       // The right key among the previous ones opens it; so does the right key.
       const rotated = await open(dir, { keys: new KeyRing("another-salt", ["file-store-test-salt"]) });
       expect((await rotated.get("A"))?.value).toBe("a");
-      expect((await (await open(dir)).get("A"))?.value).toBe("a");
+      const again = await open(dir);
+      expect((await again.get("A"))?.value).toBe("a");
+      await again.close();
     });
 
     it("records the check value of a new current key with its first write", async () => {
@@ -539,6 +541,21 @@ describe("FileStore", () => {
         true,
       );
       await store.close();
+    });
+
+    it("a log writable by its group or everyone stops the start: its lines carry a checksum, not a key", async () => {
+      const dir = await tempDir();
+      const store = await open(dir);
+      await store.put("A", "a");
+      await store.close();
+      await chmod(logPath(dir), 0o666);
+      const err = await open(dir).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as Error).message).toContain("chmod 600");
+      await chmod(logPath(dir), 0o640); // readable by its group: every value is sealed
+      const again = await open(dir);
+      expect((await again.get("A"))?.value).toBe("a");
+      await again.close();
     });
   });
 
