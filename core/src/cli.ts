@@ -41,7 +41,8 @@ const USAGE = `usage: llm-secrets <command> [options]
 commands:
   serve          serve the HTTP API (default http://127.0.0.1:4000)
   get NAME       print a secret's value
-  put NAME       store a secret; the value is read from stdin (one trailing newline is dropped)
+  put NAME       store a secret; the value is read from stdin (one trailing newline is dropped;
+                 typed at a terminal, it is not shown, and Enter ends it)
   delete NAME    delete a secret
   encrypt        encrypt stdin with the salt key, in LiteLLM's format
   decrypt        decrypt a ciphertext read from stdin
@@ -173,8 +174,7 @@ async function run(argv: string[], io: CliIo): Promise<void> {
     case "put": {
       expectArgs(1, "one NAME (the value comes from stdin)");
       const rt = await runtime(settingsInput, log);
-      if (io.stdin.isTTY) io.stderr.write("reading the value from stdin; end it with Ctrl-D\n");
-      const value = dropTrailingNewline(await readStdin(io.stdin));
+      const value = await readValue(io, "the value");
       // As the API refuses it (several cloud stores cannot hold one).
       if (value === "") throw new InvalidInput("the value is empty (it comes from stdin)");
       const { created } = await rt.manager.put(args[0] as string, value, { description: flags.description });
@@ -193,7 +193,7 @@ async function run(argv: string[], io: CliIo): Promise<void> {
     case "encrypt": {
       expectArgs(0, "no arguments (the value comes from stdin)");
       const keys = requireKeys(settingsOf(settingsInput, log));
-      io.stdout.write(`${sealSecret(dropTrailingNewline(await readStdin(io.stdin)), keys)}\n`);
+      io.stdout.write(`${sealSecret(await readValue(io, "the value to encrypt"), keys)}\n`);
       return;
     }
     case "decrypt": {
@@ -383,6 +383,32 @@ function parsePort(text: string): number {
   if (!/^\d+$/.test(text) || port > 65_535)
     throw new UsageError("--port takes a number from 0 (any free port) to 65535");
   return port;
+}
+
+/**
+ * A secret value from stdin, one trailing newline dropped. Typed at a terminal, it is not echoed
+ * (nor kept in the scrollback): one line, ended by Enter; Ctrl-C gives up. Piped, it is read whole.
+ */
+async function readValue(io: CliIo, what: string): Promise<string> {
+  const stdin = io.stdin as NodeJS.ReadStream;
+  if (!stdin.isTTY || typeof stdin.setRawMode !== "function") return dropTrailingNewline(await readStdin(io.stdin));
+  io.stderr.write(`${what} (not shown; Enter ends it): `);
+  stdin.setRawMode(true);
+  let typed = "";
+  try {
+    for await (const chunk of stdin) {
+      for (const char of String(chunk)) {
+        if (char === "\r" || char === "\n" || char === "\u0004") return typed;
+        if (char === "\u0003") throw new UsageError("no value: interrupted");
+        typed = char === "\u007f" || char === "\b" ? [...typed].slice(0, -1).join("") : typed + char;
+      }
+    }
+    return typed;
+  } finally {
+    stdin.setRawMode(false);
+    stdin.pause();
+    io.stderr.write("\n");
+  }
 }
 
 async function readStdin(stream: NodeJS.ReadableStream): Promise<string> {

@@ -1,5 +1,6 @@
 // The `llm-secrets` CLI, run as a child process from its bundle (SPEC section 1).
 import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { chmod, mkdir, readdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -168,6 +169,44 @@ describe("secrets from the command line", () => {
     const r = await cli(["put", "A", "--config", "local.yaml"], "v");
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("read_only");
+  });
+});
+
+// A terminal, made with util-linux's `script` (a pty between it and the command).
+const SCRIPT = ["/usr/bin/script", "/bin/script"].find((p) => existsSync(p));
+
+describe("a value typed at a terminal", () => {
+  it.skipIf(!SCRIPT)("is not echoed, nor left in the scrollback: put and encrypt", async () => {
+    const { dir, env } = await setup();
+    const typed = async (args: string[], keys: string) => {
+      const command = [process.execPath, cliPath(), ...args].map((a) => `'${a}'`).join(" ");
+      const child = spawn(SCRIPT as string, ["-qec", command, "/dev/null"], { env, cwd: dir });
+      let screen = "";
+      child.stderr.on("data", (d: Buffer) => {
+        screen += d;
+      });
+      const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
+      child.stdout.on("data", (d: Buffer) => {
+        screen += d;
+        // Typed only once the prompt is up: the terminal echoes what comes before.
+        if (screen.includes("(not shown; Enter ends it): ") && !child.stdin.writableEnded) child.stdin.end(keys);
+      });
+      return { code: await exited, screen };
+    };
+    const value = secretValue("typed");
+    // A typo mended with backspace, then Enter.
+    const put = await typed(["put", "TYPED"], `${value}x\u007f\r`);
+    expect(put.code).toBe(0);
+    expect(put.screen).toContain("created TYPED");
+    expect(put.screen).not.toContain(value);
+    expect((await runCli(["get", "TYPED"], { env, cwd: dir })).stdout).toBe(`${value}\n`);
+    const encrypted = await typed(["encrypt"], `${value}\r`);
+    expect(encrypted.code).toBe(0);
+    expect(encrypted.screen).not.toContain(value);
+    // Ctrl-C gives up, storing nothing.
+    const interrupted = await typed(["put", "GIVEN_UP"], `${value}\u0003`);
+    expect(interrupted.code).toBe(2);
+    expect((await runCli(["get", "GIVEN_UP"], { env, cwd: dir })).code).toBe(1);
   });
 });
 
