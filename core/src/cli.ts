@@ -411,9 +411,24 @@ async function readValue(io: CliIo, what: string): Promise<string> {
   }
 }
 
+/**
+ * The most stdin a command reads (a value, a ciphertext, or `reencrypt -`'s lines): more is refused
+ * before it is all held, so a script that points a command at the wrong stream (`< /dev/zero`) gets
+ * an error, not a process that grows until the machine runs out of memory.
+ */
+export const MAX_STDIN_BYTES = 64 * 1024 * 1024;
+
 async function readStdin(stream: NodeJS.ReadableStream): Promise<string> {
   const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(typeof chunk === "string" ? Buffer.from(chunk) : (chunk as Buffer));
+  let bytes = 0;
+  for await (const chunk of stream) {
+    const buffer = typeof chunk === "string" ? Buffer.from(chunk) : (chunk as Buffer);
+    bytes += buffer.byteLength;
+    if (bytes > MAX_STDIN_BYTES) {
+      throw new SecretsError("payload_too_large", `stdin holds more than ${MAX_STDIN_BYTES} bytes`);
+    }
+    chunks.push(buffer);
+  }
   try {
     return new TextDecoder("utf-8", { fatal: true }).decode(Buffer.concat(chunks));
   } catch {

@@ -1,9 +1,9 @@
 // The `llm-secrets` CLI, run as a child process from its bundle (SPEC section 1).
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { closeSync, existsSync, openSync } from "node:fs";
 import { chmod, mkdir, readdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import corePackage from "../../core/package.json" with { type: "json" };
 import { KeyRing, openSecret, sealSecret } from "../../core/src/crypto";
 import {
@@ -169,6 +169,27 @@ describe("secrets from the command line", () => {
     const r = await cli(["put", "A", "--config", "local.yaml"], "v");
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("read_only");
+  });
+});
+
+describe("stdin without end", () => {
+  it("is refused past 64 MiB (payload_too_large, exit 1), not read until memory runs out", async () => {
+    const { dir, env } = await setup();
+    for (const args of [["put", "ENDLESS"], ["encrypt"]]) {
+      const zero = openSync("/dev/zero", "r");
+      const child = spawn(process.execPath, [cliPath(), ...args], { env, cwd: dir, stdio: [zero, "pipe", "pipe"] });
+      closeSync(zero);
+      onTestFinished(() => {
+        child.kill("SIGKILL"); // one that reads on would eat the machine's memory
+      });
+      let stderr = "";
+      child.stderr?.on("data", (d: Buffer) => {
+        stderr += d;
+      });
+      const code = await new Promise<number | null>((resolve) => child.on("exit", resolve));
+      expect(code, args[0]).toBe(1);
+      expect(stderr).toContain("payload_too_large: stdin holds more than 67108864 bytes");
+    }
   });
 });
 
