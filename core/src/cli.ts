@@ -292,6 +292,12 @@ async function serve(input: SettingsInput, flags: Record<string, unknown>, io: C
   io.stdout.write(
     `llm-secrets ${VERSION} serving ${running.url} (store: ${settings.store}${local ? `, data: ${settings.dataDir}` : ""}; master key from ${settings.masterKeySource})\n`,
   );
+  if (!settings.server.tls && !isLoopback(settings.server.host)) {
+    log.warn(
+      "serving plain HTTP beyond this machine: the master key and the values cross the network unencrypted; give --ssl_keyfile_path and --ssl_certfile_path, or put a TLS proxy in front",
+      { host: settings.server.host },
+    );
+  }
   await stopped;
   log.info("stopping: requests under way may finish (up to 10 s); a second signal stops at once");
   // A second Ctrl-C (or SIGTERM) while requests finish: stop now.
@@ -450,6 +456,11 @@ function stopSignal(): Promise<void> {
     process.on("SIGINT", stop);
     process.on("SIGTERM", stop);
   });
+}
+
+/** Whether a listen address reaches this machine alone (127.0.0.0/8, ::1, localhost). */
+function isLoopback(host: string): boolean {
+  return /^(127\.\d+\.\d+\.\d+|::1|localhost)$/i.test(host);
 }
 
 function isUsageCode(code: string): boolean {

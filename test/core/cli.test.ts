@@ -17,6 +17,7 @@ import {
   ServerProcess,
   secretValue,
   tempDir,
+  until,
 } from "../helpers";
 
 async function setup(extra: Record<string, string> = {}) {
@@ -418,6 +419,21 @@ describe("serve", () => {
     } finally {
       await second.stop();
     }
+  });
+
+  it("warns when it serves plain HTTP beyond this machine (the key would cross the network unencrypted)", async () => {
+    const { dir, env } = await setup();
+    const warning = "serving plain HTTP beyond this machine";
+    const wide = await ServerProcess.start({ env, cwd: dir, args: ["--port", "0", "--host", "0.0.0.0"] });
+    try {
+      await until("the warning", () => wide.output.includes(warning));
+    } finally {
+      await wide.stop();
+    }
+    const local = await ServerProcess.start({ env, cwd: dir, args: ["--port", "0"] });
+    await local.stop();
+    expect(local.output).toContain("serving http://127.0.0.1:");
+    expect(local.output).not.toContain(warning);
   });
 
   it("warns at start of each model whose api_key forwarding will not find (in the environment only), naming no value", async () => {
