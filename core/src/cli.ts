@@ -398,8 +398,8 @@ function parsePort(text: string): number {
 async function readValue(io: CliIo, what: string): Promise<string> {
   const stdin = io.stdin as NodeJS.ReadStream;
   if (!stdin.isTTY || typeof stdin.setRawMode !== "function") return dropTrailingNewline(await readStdin(io.stdin));
+  stdin.setRawMode(true); // before the prompt: what is typed once it shows is not echoed
   io.stderr.write(`${what} (not shown; Enter ends it): `);
-  stdin.setRawMode(true);
   let typed = "";
   try {
     for await (const chunk of stdin) {
