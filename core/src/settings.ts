@@ -313,7 +313,7 @@ export function loadSettings(input: SettingsInput): Settings {
 
   const prefix = prefixOf(kms.prefix_for_stored_virtual_keys ?? "litellm/", "prefix_for_stored_virtual_keys");
 
-  const server = serverOf(input.server, e, cwd);
+  const server = serverOf(input.server, e, cwd, !input.offline);
   const outbound = outboundOf(config.litellm_settings, e, cwd);
   return {
     store,
@@ -424,17 +424,23 @@ function keysOf(
 /**
  * The API's address, TLS in and connection cap: the CLI's flags, else `PORT`, `SSL_KEYFILE_PATH`,
  * `SSL_CERTFILE_PATH`; paths resolve against `cwd`. Half a key pair, or a client CA without one,
- * stops the start.
+ * stops the start of what serves the API (`serving`); a CLI command that serves none does not check
+ * them (a container whose `serve` takes its TLS files as flags has the client CA in its environment).
  */
-function serverOf(flags: SettingsInput["server"], e: z.infer<typeof EnvSchema>, cwd: string): Settings["server"] {
+function serverOf(
+  flags: SettingsInput["server"],
+  e: z.infer<typeof EnvSchema>,
+  cwd: string,
+  serving: boolean,
+): Settings["server"] {
   const keyFile = flags?.sslKeyfile ?? e.SSL_KEYFILE_PATH;
   const certFile = flags?.sslCertfile ?? e.SSL_CERTFILE_PATH;
-  if (e.LLM_SECRETS_CLIENT_CA && !(keyFile && certFile)) {
+  if (serving && e.LLM_SECRETS_CLIENT_CA && !(keyFile && certFile)) {
     throw new ConfigError(
       "LLM_SECRETS_CLIENT_CA (mutual TLS) needs HTTPS: set --ssl_keyfile_path and --ssl_certfile_path too",
     );
   }
-  if (Boolean(keyFile) !== Boolean(certFile)) {
+  if (serving && Boolean(keyFile) !== Boolean(certFile)) {
     throw new ConfigError(
       "TLS needs both --ssl_keyfile_path and --ssl_certfile_path (or SSL_KEYFILE_PATH and SSL_CERTFILE_PATH)",
     );

@@ -704,6 +704,11 @@ describe("environment", () => {
       maxConnections: 1024,
     });
     expect(configError(() => loadSettings({ env: { SSL_KEYFILE_PATH: "k.pem" } }))).toContain("--ssl_certfile_path");
+    // A command that serves no API does not check them: a container whose serve takes its TLS files
+    // as flags has only the client CA (or half the pair) in its environment, and its `get` works.
+    for (const env of [{ LLM_SECRETS_CLIENT_CA: "ca.pem" }, { SSL_KEYFILE_PATH: "k.pem" }]) {
+      expect(loadSettings({ env: { LITELLM_MASTER_KEY: newKey(), ...env }, offline: true }).server.tls).toBeUndefined();
+    }
   });
 
   it("resolves the data dir against the working directory", async () => {
