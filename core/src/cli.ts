@@ -329,14 +329,20 @@ async function resolve(input: SettingsInput, showValues: boolean, io: CliIo, log
   if (showValues) io.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
   else
     for (const ref of refs)
-      io.stdout.write(`${[ref.name, ref.source, ...(ref.reason ? [ref.reason] : [])].join("\t")}\n`);
+      io.stdout.write(`${[shown(ref.name), ref.source, ...(ref.reason ? [ref.reason] : [])].join("\t")}\n`);
   const unresolved = refs.filter((r) => r.source === "unresolved");
   if (unresolved.length > 0) {
     throw new SecretsError(
       "unresolved_refs",
-      `${unresolved.length} of ${refs.length} ref(s) did not resolve: ${unresolved.map((r) => r.name).join(", ")}`,
+      `${unresolved.length} of ${refs.length} ref(s) did not resolve: ${unresolved.map((r) => shown(r.name)).join(", ")}`,
     );
   }
+}
+
+/** A ref's name as `resolve` prints it: one with a control character (no name, then) as a JSON string, so it keeps its one line and field. */
+function shown(name: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it looks for
+  return /[\u0000-\u001f\u007f]/.test(name) ? JSON.stringify(name) : name;
 }
 
 async function reencryptStore(input: SettingsInput, io: CliIo, log: Logger): Promise<void> {

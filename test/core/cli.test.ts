@@ -314,6 +314,13 @@ describe("resolve", () => {
       api_base: envValue,
     });
     expect((await cli(["resolve"])).code).toBe(2);
+
+    // A ref whose name holds a tab or a newline (no name, so unresolved) keeps its one line: it
+    // cannot forge a line of its own in the output, nor a second line of the error.
+    await writeFile(join(dir, "forged.yaml"), 'api_key: "os.environ/a\\tb\\nFAKE\\tstore"\n');
+    const forged = await cli(["resolve", "--config", "forged.yaml"]);
+    expect(forged.stdout).toBe('"a\\tb\\nFAKE\\tstore"\tunresolved\tinvalid_name\n');
+    expect(forged.stderr).toContain('did not resolve: "a\\tb\\nFAKE\\tstore"\n');
   });
 
   it("takes the environment for names outside hosted_keys, as LiteLLM does", async () => {
