@@ -292,7 +292,7 @@ async function serve(input: SettingsInput, flags: Record<string, unknown>, io: C
   io.stdout.write(
     `llm-secrets ${VERSION} serving ${running.url} (store: ${settings.store}${local ? `, data: ${settings.dataDir}` : ""}; master key from ${settings.masterKeySource})\n`,
   );
-  if (!settings.server.tls && !isLoopback(settings.server.host)) {
+  if (!settings.server.tls && !listensLocallyOnly(settings.server.host)) {
     log.warn(
       "serving plain HTTP beyond this machine: the master key and the values cross the network unencrypted; give --ssl_keyfile_path and --ssl_certfile_path, or put a TLS proxy in front",
       { host: settings.server.host },
@@ -404,23 +404,39 @@ function parsePort(text: string): number {
 async function readValue(io: CliIo, what: string): Promise<string> {
   const stdin = io.stdin as NodeJS.ReadStream;
   if (!stdin.isTTY || typeof stdin.setRawMode !== "function") return dropTrailingNewline(await readStdin(io.stdin));
-  stdin.setRawMode(true); // before the prompt: what is typed once it shows is not echoed
-  io.stderr.write(`${what} (not shown; Enter ends it): `);
-  let typed = "";
-  try {
-    for await (const chunk of stdin) {
-      for (const char of String(chunk)) {
-        if (char === "\r" || char === "\n" || char === "\u0004") return typed;
-        if (char === "\u0003") throw new UsageError("no value: interrupted");
+  // Listened to, not iterated: leaving a `for await` early ends stdin first, and raw mode cannot
+  // be switched off on an ended stream (the terminal stayed raw while the command went on).
+  return new Promise<string>((resolve, reject) => {
+    const decoder = new TextDecoder("utf-8", { fatal: true });
+    let typed = "";
+    const done = (outcome: () => void) => {
+      stdin.off("data", onData);
+      stdin.off("end", onEnd);
+      stdin.setRawMode(false);
+      stdin.pause();
+      io.stderr.write("\n");
+      outcome();
+    };
+    const onEnd = () => done(() => resolve(typed));
+    const onData = (chunk: Buffer) => {
+      let text: string;
+      try {
+        text = decoder.decode(chunk, { stream: true }); // a character may come in two chunks
+      } catch {
+        done(() => reject(new UsageError("stdin is not UTF-8 text")));
+        return;
+      }
+      for (const char of text) {
+        if (char === "\r" || char === "\n" || char === "\u0004") return done(() => resolve(typed));
+        if (char === "\u0003") return done(() => reject(new UsageError("no value: interrupted")));
         typed = char === "\u007f" || char === "\b" ? [...typed].slice(0, -1).join("") : typed + char;
       }
-    }
-    return typed;
-  } finally {
-    stdin.setRawMode(false);
-    stdin.pause();
-    io.stderr.write("\n");
-  }
+    };
+    stdin.setRawMode(true); // before the prompt: what is typed once it shows is not echoed
+    io.stderr.write(`${what} (not shown; Enter ends it): `);
+    stdin.on("data", onData);
+    stdin.on("end", onEnd);
+  });
 }
 
 /**
@@ -428,7 +444,7 @@ async function readValue(io: CliIo, what: string): Promise<string> {
  * before it is all held, so a script that points a command at the wrong stream (`< /dev/zero`) gets
  * an error, not a process that grows until the machine runs out of memory.
  */
-export const MAX_STDIN_BYTES = 64 * 1024 * 1024;
+const MAX_STDIN_BYTES = 64 * 1024 * 1024;
 
 async function readStdin(stream: NodeJS.ReadableStream): Promise<string> {
   const chunks: Buffer[] = [];
@@ -464,8 +480,11 @@ function stopSignal(): Promise<void> {
   });
 }
 
-/** Whether a listen address reaches this machine alone (127.0.0.0/8, ::1, localhost). */
-function isLoopback(host: string): boolean {
+/**
+ * Whether a listen address is reached from this machine alone (127.0.0.0/8, ::1, localhost). Not
+ * outbound.ts's `isLoopback`: an address to connect to, for which 0.0.0.0 is this machine too.
+ */
+function listensLocallyOnly(host: string): boolean {
   return /^(127\.\d+\.\d+\.\d+|::1|localhost)$/i.test(host);
 }
 

@@ -3,6 +3,7 @@ import { spawn } from "node:child_process";
 import { closeSync, existsSync, openSync } from "node:fs";
 import { chmod, mkdir, readdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
+import { PassThrough } from "node:stream";
 import { describe, expect, it, onTestFinished } from "vitest";
 import corePackage from "../../core/package.json" with { type: "json" };
 import { KeyRing, openSecret, sealSecret } from "../../core/src/crypto";
@@ -170,6 +171,40 @@ describe("secrets from the command line", () => {
     const r = await cli(["put", "A", "--config", "local.yaml"], "v");
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("read_only");
+  });
+});
+
+describe("the terminal a value was typed at", () => {
+  it("is back out of raw mode, and stdin still open, when the command goes on; a character may come in two chunks", async () => {
+    const { main } = await import("../../core/src/cli");
+    const dir = await tempDir();
+    const modes: boolean[] = [];
+    const terminal = Object.assign(new PassThrough(), {
+      isTTY: true,
+      setRawMode(mode: boolean) {
+        modes.push(mode);
+        return this;
+      },
+    });
+    const out = new PassThrough();
+    const err = new PassThrough();
+    const masterKey = newKey();
+    const done = main(["encrypt"], {
+      stdin: terminal,
+      stdout: out,
+      stderr: err,
+      env: { LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_DATA_DIR: join(dir, "data") },
+      cwd: dir,
+    });
+    await new Promise((r) => err.once("data", r)); // the prompt
+    const e = Buffer.from("é");
+    terminal.write(Buffer.concat([Buffer.from("caf"), e.subarray(0, 1)]));
+    terminal.write(Buffer.concat([e.subarray(1), Buffer.from("\r")]));
+    expect(await done).toBe(0);
+    expect(modes).toEqual([true, false]);
+    expect(terminal.destroyed).toBe(false); // raw mode is switched off on a live stream only
+    // Sealed with the master key (no salt key): the value as typed, its é whole.
+    expect(openSecret(String(out.read()).trim(), new KeyRing(masterKey))).toBe("café");
   });
 });
 
