@@ -100,6 +100,28 @@ describe("npm run package", () => {
     90_000,
   );
 
+  // And the functions' own tests (the adapters, Azurite, functions-framework's express) run on it:
+  // Node 22's zlib, for one, decodes zstd bodies that Node 20 answers 415 (gcp.test.ts).
+  it.skipIf(!NODE22)(
+    "the functions' own tests pass on Node 22",
+    async () => {
+      const { LLM_SECRETS_NODE22: _, LLM_SECRETS_REQUIRE_NODE22: __, ...env } = process.env;
+      const vitest = join(ROOT, "node_modules/vitest/vitest.mjs");
+      const args = [vitest, "run", "test/functions", "--exclude", "test/functions/package.test.ts"];
+      const result = await runProcess(NODE22 as string, args, {
+        env: {
+          ...(env as Record<string, string>),
+          PATH: `${dirname(NODE22 as string)}:${env.PATH ?? ""}`,
+          NO_COLOR: "1",
+        },
+        cwd: ROOT,
+      });
+      expect(result.code, result.stdout.slice(-4_000)).toBe(0);
+      expect(result.stdout).toMatch(/Test Files\s+\d+ passed \(\d+\)/); // every file ran, none failed or skipped
+    },
+    240_000,
+  );
+
   it("a build leaves only its own chunks: the last build's are gone, not shipped with it", async () => {
     const outfile = join(await tempDir(), "index.mjs");
     await mkdir(join(dirname(outfile), "chunks"), { recursive: true });
