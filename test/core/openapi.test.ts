@@ -7,6 +7,7 @@ import { MAX_KEY_EVENTS_PER_REQUEST, MAX_LIST_LIMIT } from "../../core/src/api-s
 import { startServer } from "../../core/src/server";
 import { inProcessApp } from "../helpers";
 import { type CheckedAnswer, type OpenApiDocument, openApiChecker } from "../runtime-contract/openapi-check";
+import { answerOf } from "../runtime-contract/raw-http";
 
 type Json = Record<string, unknown>;
 interface ResponseObject {
@@ -286,22 +287,10 @@ describe("answers made before the app, by the local server's HTTP parser", () =>
 function rawAnswer(port: number, raw: string): Promise<CheckedAnswer> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, "127.0.0.1");
-    let out = "";
-    socket.setEncoding("latin1");
-    socket.on("data", (d: string) => {
-      out += d;
-    });
+    const chunks: Buffer[] = [];
+    socket.on("data", (d: Buffer) => chunks.push(d));
     socket.on("error", reject);
-    socket.on("close", () => {
-      const split = out.indexOf("\r\n\r\n");
-      const [statusLine = "", ...lines] = out.slice(0, split).split("\r\n");
-      const headers: Record<string, string> = {};
-      for (const line of lines) {
-        const colon = line.indexOf(":");
-        headers[line.slice(0, colon).toLowerCase()] = line.slice(colon + 1).trim();
-      }
-      resolve({ status: Number(statusLine.split(" ")[1]), headers, body: out.slice(split + 4) });
-    });
+    socket.on("close", () => resolve(answerOf(Buffer.concat(chunks))));
     socket.write(raw);
   });
 }

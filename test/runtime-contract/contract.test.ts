@@ -7,19 +7,14 @@ import { createRuntime, type Runtime } from "../../core/src/runtime";
 import { startServer } from "../../core/src/server";
 import { memoryStore } from "../../core/src/stores/memory";
 import { newKey, tempDir } from "../helpers";
-import { type OpenApiDocument, openApiChecker } from "./openapi-check";
+import { type CheckedAnswer, type OpenApiDocument, openApiChecker } from "./openapi-check";
+import { answerOf } from "./raw-http";
 import { CONTRACT, type ContractCase, SEED } from "./table";
-
-interface Answer {
-  status: number;
-  headers: Record<string, string>;
-  body: string;
-}
 
 interface Target {
   runtime: Runtime;
   logs: string[];
-  send(c: ContractCase): Promise<Answer>;
+  send(c: ContractCase): Promise<CheckedAnswer>;
   close(): Promise<void>;
   /** Why the platform cannot deliver this request as it was sent (its case is then skipped, saying so). */
   cannotCarry?(c: ContractCase): string | undefined;
@@ -54,34 +49,12 @@ function bodyOf(c: ContractCase): string | undefined {
 
 /** Sends one request over a fresh TCP connection, the target written exactly as given. */
 function rawHttp(port: number, method: string, target: string, headers: Record<string, string>, body?: string) {
-  return new Promise<Answer>((resolve, reject) => {
+  return new Promise<CheckedAnswer>((resolve, reject) => {
     const socket = connect(port, "127.0.0.1");
     const chunks: Buffer[] = [];
     socket.on("data", (d) => chunks.push(d));
     socket.on("error", reject);
-    socket.on("end", () => {
-      const text = Buffer.concat(chunks).toString("latin1");
-      const split = text.indexOf("\r\n\r\n");
-      const [statusLine = "", ...lines] = text.slice(0, split).split("\r\n");
-      const parsed: Record<string, string> = {};
-      for (const line of lines) {
-        const colon = line.indexOf(":");
-        parsed[line.slice(0, colon).toLowerCase()] = line.slice(colon + 1).trim();
-      }
-      let rest = Buffer.from(text.slice(split + 4), "latin1");
-      if (parsed["transfer-encoding"] === "chunked") {
-        const out: Buffer[] = [];
-        for (;;) {
-          const eol = rest.indexOf("\r\n");
-          const size = Number.parseInt(rest.subarray(0, eol).toString(), 16);
-          if (!size) break;
-          out.push(rest.subarray(eol + 2, eol + 2 + size));
-          rest = rest.subarray(eol + 2 + size + 2);
-        }
-        rest = Buffer.concat(out);
-      }
-      resolve({ status: Number(statusLine.split(" ")[1]), headers: parsed, body: rest.toString("utf8") });
-    });
+    socket.on("end", () => resolve(answerOf(Buffer.concat(chunks))));
     const payload = body === undefined ? Buffer.alloc(0) : Buffer.from(body);
     const head = [
       `${method} ${target} HTTP/1.1`,
