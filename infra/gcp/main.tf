@@ -50,6 +50,8 @@ locals {
   # made: the master key's or a hosted name's secret among them would be readable and, with writes,
   # overwritten by whoever sends key events. The grants below refuse such a prefix.
   prefix_reaches = sort([for id in setunion([var.master_key_secret], local.hosted_secret_ids) : id if startswith(id, local.prefix_secret_id)])
+  # What the reader and writer grants' precondition says when the prefix reaches such a secret.
+  prefix_reaches_error = "prefix_for_stored_virtual_keys as a secret id (${local.prefix_secret_id}) begins the id of ${join(", ", local.prefix_reaches)} (master_key_secret or a hosted_keys secret): the virtual-key grants would reach it. Choose a prefix no other secret's id starts with."
 }
 
 # The functions' identity.
@@ -72,7 +74,7 @@ resource "google_project_iam_member" "secret_reader" {
   lifecycle {
     precondition {
       condition     = length(local.prefix_reaches) == 0
-      error_message = "prefix_for_stored_virtual_keys as a secret id (${local.prefix_secret_id}) begins the id of ${join(", ", local.prefix_reaches)} (master_key_secret or a hosted_keys secret): the virtual-key grants would reach it. Choose a prefix no other secret's id starts with."
+      error_message = local.prefix_reaches_error
     }
   }
 }
@@ -123,7 +125,7 @@ resource "google_project_iam_member" "secret_writer" {
   lifecycle {
     precondition {
       condition     = length(local.prefix_reaches) == 0
-      error_message = "prefix_for_stored_virtual_keys as a secret id (${local.prefix_secret_id}) begins the id of ${join(", ", local.prefix_reaches)} (master_key_secret or a hosted_keys secret): the virtual-key grants would reach it. Choose a prefix no other secret's id starts with."
+      error_message = local.prefix_reaches_error
     }
   }
 }
