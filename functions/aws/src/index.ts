@@ -187,6 +187,11 @@ export function isAnswerBinary(contentType: string): boolean {
   return charset !== undefined && !/^utf-?8$/i.test(charset);
 }
 
+/** Whether the event is a forward to an LLM API (its answer is the upstream's, of any size). */
+function isForward(event: HttpEventV2): boolean {
+  return event.rawPath.startsWith("/v1/forward/");
+}
+
 /**
  * The answer with its body counted as hono's handler reads it: past the limit the read fails (the
  * upstream's answer is cancelled, not read into memory whole), as the result could not be sent.
@@ -227,7 +232,7 @@ async function tooLargeAnswer(
   bytes: number,
   whole: boolean,
 ): Promise<HttpResultV2> {
-  const forward = event.rawPath.startsWith("/v1/forward/");
+  const forward = isForward(event);
   log.error("answer too large for Lambda's response payload: not sent", {
     status,
     // The answer's bytes as Lambda would get them, or (not read whole) those read when it passed the limit.
@@ -268,8 +273,11 @@ export function awsHandlers(options: AwsHandlersOptions = {}) {
   });
 
   const app = {
-    fetch: async (request: Request, env: { event: HttpEventV2 }) =>
-      counted(await runtime.fetch(request, rawRequestOf(env.event))),
+    fetch: async (request: Request, env: { event: HttpEventV2 }) => {
+      const res = await runtime.fetch(request, rawRequestOf(env.event));
+      // Only a forward's body may be too large to read whole; ours are measured once built.
+      return isForward(env.event) ? counted(res) : res;
+    },
   };
   // hono/aws-lambda calls only `fetch(request, { event, ... })` of the app it is given.
   const httpHandler = handle(app as unknown as Parameters<typeof handle>[0], { isContentTypeBinary: isAnswerBinary });
