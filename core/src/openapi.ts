@@ -10,7 +10,7 @@ import { ERROR_STATUS, type ErrorCode } from "./errors";
 /** What a route of method `all` answers (forwarding: whatever the upstream API takes; HEAD as GET). */
 export const ALL_METHODS = ["get", "post", "put", "patch", "delete", "options"] as const;
 /** A route of method `all` in the document: HEAD too, which the app answers as GET without its body. */
-const DOCUMENTED_ALL = ["get", "head", "post", "put", "patch", "delete", "options"] as const;
+const DOCUMENTED_ALL = [...ALL_METHODS, "head"] as const;
 
 export interface RouteSpec {
   method: "get" | "put" | "post" | "delete" | "all";

@@ -111,7 +111,7 @@ export async function googleTlsOptions(
  * one, another universe domain): this setting up cannot work here. The library's message (a path)
  * is not repeated.
  */
-export function setupError(err: unknown, what: string): SecretsError {
+function setupError(err: unknown, what: string): SecretsError {
   const typed = classifyBackendError(err, what);
   if (typed.code !== "internal") return typed;
   return new StoreUnavailable(
