@@ -12,13 +12,13 @@
  * logged with status 499 and `code: client_closed`.
  */
 import { Hono } from "hono";
-import { type Audit, requestIdOf } from "./audit";
+import type { Audit } from "./audit";
 import type { ForwardModel } from "./forward";
 import { cryptoRoutes } from "./http/crypto-routes";
 import { forwardRoutes } from "./http/forward-routes";
 import { keyEventRoutes } from "./http/key-event-routes";
 import { admission, CLIENT_CLOSED, errorHandler } from "./http/middleware";
-import { type AppEnv, headerOf, MAX_BODY_BYTES, msSince, type RawRequest, Router } from "./http/router";
+import { type AppEnv, MAX_BODY_BYTES, msSince, type RawRequest, Router, requestIdFor } from "./http/router";
 import { secretRoutes } from "./http/secret-routes";
 import { serviceRoutes } from "./http/service-routes";
 import type { KeyEventResult } from "./key-events";
@@ -109,7 +109,7 @@ export function createApp(options: AppOptions): App {
       code: closed ? "client_closed" : env.code,
       ms: msSince(env.started),
       // The audit line's, when there is one: the two lines of a refused request join on it.
-      request_id: env.requestId ?? requestIdOf(headerOf(raw, request, "x-request-id"), raw?.requestId),
+      request_id: requestIdFor(env, request),
     });
     return res;
   }

@@ -308,9 +308,17 @@ export function msSince(started: number | undefined): number | undefined {
 }
 
 function requestAndCaller(c: Ctx): [string, string] {
-  const requestId = c.env?.requestId ?? requestIdOf(header(c, "x-request-id"), c.env?.raw?.requestId);
-  if (c.env) c.env.requestId = requestId; // one id a request, for each of its lines
-  return [requestId, c.env?.caller ?? callerOf(header(c, "x-litellm-api-key"), header(c, "authorization"))];
+  return [
+    requestIdFor(c.env, c.req.raw),
+    c.env?.caller ?? callerOf(header(c, "x-litellm-api-key"), header(c, "authorization")),
+  ];
+}
+
+/** The request's id (`requestIdOf`), kept in `env` once made: one id a request, for each of its lines. */
+export function requestIdFor(env: AppEnv["Bindings"] | undefined, request: Request): string {
+  const requestId = env?.requestId ?? requestIdOf(headerOf(env?.raw, request, "x-request-id"), env?.raw?.requestId);
+  if (env) env.requestId = requestId;
+  return requestId;
 }
 
 /** Whether the request has a query string (most do not: their query is `{}`, with no URL parse). */
