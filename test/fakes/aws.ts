@@ -685,12 +685,12 @@ export class FakeAws {
     return secret;
   }
 
-  /** Replica Regions as AWS takes them: at least one, each `^([a-z]+-)+\d+$`. */
   /** The regions of an `AddReplicaRegions` list (`[{Region}]`), checked as `#regions` checks them. */
   #addedRegions(added: unknown): string[] {
     return this.#regions(Array.isArray(added) ? added.map((r) => (r as { Region?: unknown }).Region) : undefined);
   }
 
+  /** Replica Regions as AWS takes them: at least one, each `^([a-z]+-)+\d+$`. */
   #regions(regions: unknown): string[] {
     if (!Array.isArray(regions) || regions.length === 0) {
       throw new AwsError("InvalidParameterException", "At least one Region is required.");

@@ -3,7 +3,7 @@
 import { readFile, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { withFileLock } from "../../../core/src/stores/file-lock";
+import { PID_SPACE, withFileLock } from "../../../core/src/stores/file-lock";
 import { codeOf, deadPid, livePid, tempDir } from "../../helpers";
 
 /**
@@ -35,7 +35,7 @@ describe("the file lock as a lease", () => {
     // Our pid, another process's token: an earlier process that had our pid, or a live one in
     // another container on the same volume (PID 1 in both). Waited for while its lease is fresh
     // (before, it was taken at once: two live containers wrote at the same time)...
-    await writeFile(path, `${process.pid} another-process-with-our-pid`);
+    await writeFile(path, `${process.pid} another-process-with-our-pid ${PID_SPACE}`);
     expect(await codeOf(withFileLock(path, 150, async () => "got it"))).toBe("backend_unavailable");
     // ... and taken once it lapsed.
     const past = new Date(Date.now() - 10_000);

@@ -18,7 +18,6 @@ function open(dataDir: string, options: { keys?: KeyRing; lockTimeoutMs?: number
   return FileStore.open({ dataDir, keys: options.keys ?? keys, ...options });
 }
 
-/** The pid of a process that has exited. */
 /** A store whose clock runs `intrudeOnce`'s callback at its next reading (while a batch is decided). */
 async function openIntruded(dataDir: string) {
   let intrude: (() => void) | undefined;
@@ -32,8 +31,6 @@ async function openIntruded(dataDir: string) {
   });
   return { store, intrudeOnce: (fn: () => void) => (intrude = fn) };
 }
-
-/** The pid of another live process (ended after the file), to hold a lock as a live writer would. */
 
 describe("FileStore", () => {
   it("keeps every value sealed, in a 0600 file in a 0700 dir, and survives a reopen", async () => {
