@@ -5,7 +5,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { mkdir, symlink, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { unzipSync } from "fflate";
-import { describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 // @ts-expect-error: a plain ESM build script without types
 import { buildAws } from "../../functions/aws/build.mjs";
 // @ts-expect-error: a plain ESM build script without types
@@ -20,10 +20,16 @@ const ROOT = join(import.meta.dirname, "../..");
 const NODE22 = node22();
 
 describe("npm run package", () => {
-  it("zips each cloud's bundle with what its platform needs and no workspace dependency", async () => {
+  // Built and packaged once, for the tests of what the zips hold and of what they do on Node 22.
+  let out: string;
+  let written: string[];
+  beforeAll(async () => {
     await Promise.all([buildAws(), buildAzure(), buildGcp()]);
-    const out = await tempDir();
-    const written: string[] = await packageAll(out);
+    out = await tempDir();
+    written = await packageAll(out);
+  }, 60_000);
+
+  it("zips each cloud's bundle with what its platform needs and no workspace dependency", async () => {
     const zip = (name: string) => unzipSync(readFileSync(join(out, name)));
     expect(written.map((p) => p.slice(out.length + 1)).sort()).toEqual([
       "llm-secrets-aws-lambda.zip",
@@ -46,22 +52,27 @@ describe("npm run package", () => {
     expect(Object.keys(azure)).toEqual(expect.arrayContaining(["host.json", "package.json", "dist/index.mjs"]));
     const azurePkg = JSON.parse(Buffer.from(azure["package.json"] as Uint8Array).toString());
     expect(azurePkg).toMatchObject({ main: "dist/index.mjs", type: "module", dependencies: {} });
+    // functions/azure/host.json, byte for byte. Application Insights is the audit trail
+    // (infra/README.md): the host's adaptive sampling (on by default, about 20 items a second) may
+    // drop no trace (the log and audit lines) nor request.
+    const hostJson = Buffer.from(azure["host.json"] as Uint8Array);
+    expect(hostJson.equals(readFileSync(join(ROOT, "functions/azure/host.json")))).toBe(true);
+    const sampling = JSON.parse(hostJson.toString()).logging?.applicationInsights?.samplingSettings;
+    expect(sampling?.isEnabled === false || String(sampling?.excludedTypes).split(";").includes("Trace")).toBe(true);
+    expect(sampling?.isEnabled === false || String(sampling?.excludedTypes).split(";").includes("Request")).toBe(true);
 
     const gcp = zip("llm-secrets-gcp-functions.zip");
     const gcpPkg = JSON.parse(Buffer.from(gcp["package.json"] as Uint8Array).toString());
     expect(gcpPkg.main).toBe("dist/index.mjs");
     expect(Object.keys(gcpPkg.dependencies)).toEqual(["@google-cloud/functions-framework"]);
     for (const pkg of [azurePkg, gcpPkg]) expect(JSON.stringify(pkg)).not.toContain("@llm-secrets/");
-  }, 60_000);
+  });
 
   // The functions run on Node 22 in every cloud: the packaged bundles load there, and the Lambda
   // zip answers a request there, its handler called as Lambda's runtime calls it.
   it.skipIf(!NODE22)(
     "the packaged bundles load on Node 22, and the Lambda zip answers there",
     async () => {
-      await Promise.all([buildAws(), buildAzure(), buildGcp()]);
-      const out = await tempDir();
-      await packageAll(out);
       const unpacked = await tempDir();
       for (const name of ["aws-lambda", "azure-functions", "gcp-functions"]) {
         for (const [file, bytes] of Object.entries(unzipSync(readFileSync(join(out, `llm-secrets-${name}.zip`))))) {
