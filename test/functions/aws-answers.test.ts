@@ -5,16 +5,8 @@ import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../core/src/log";
 import { memoryStore } from "../../core/src/stores/memory";
-import { awsHandlers, LAMBDA_PAYLOAD_LIMIT } from "../../functions/aws/src/index";
+import { awsHandlers, type HttpResultV2, LAMBDA_PAYLOAD_LIMIT } from "../../functions/aws/src/index";
 import { newKey } from "../helpers";
-
-interface LambdaResult {
-  statusCode: number;
-  headers?: Record<string, string>;
-  cookies?: string[];
-  body?: string;
-  isBase64Encoded: boolean;
-}
 
 /** Answers `/bytes?n=N&type=T` with N bytes (0x41) of type T, and `/raw/<hex>?type=T` with those bytes. */
 let upstream: Server;
@@ -75,7 +67,7 @@ function setup() {
     target: string,
     host = "abc123.lambda-url.eu-west-1.on.aws",
     headers: Record<string, string> = {},
-  ): Promise<LambdaResult> => {
+  ): Promise<HttpResultV2> => {
     const cut = target.indexOf("?");
     const event = {
       version: "2.0",
@@ -90,18 +82,18 @@ function setup() {
         requestId: "req-1",
       },
     };
-    return (await handlers.http(event as never, {} as never)) as LambdaResult;
+    return (await handlers.http(event as never, {} as never)) as HttpResultV2;
   };
   return { handlers, logs, get };
 }
 
 /** The body's bytes as the client gets them (Lambda decodes a base64 body). */
-function bytesOf(result: LambdaResult): Buffer {
+function bytesOf(result: HttpResultV2): Buffer {
   return Buffer.from(result.body ?? "", result.isBase64Encoded ? "base64" : "utf8");
 }
 
 /** What Lambda measures against its limit: the result as the Node runtime sends it (JSON). */
-function payloadBytes(result: LambdaResult): number {
+function payloadBytes(result: HttpResultV2): number {
   return Buffer.byteLength(JSON.stringify(result), "utf8");
 }
 
