@@ -353,11 +353,14 @@ async function readJson(c: Ctx): Promise<unknown> {
     throw new InvalidInput("the body is not valid JSON");
   }
   // Valid UTF-8 can still spell a lone surrogate as an escape (`"\ud800"`): no store can hold it.
-  if (text.includes("\\u") && hasLoneSurrogate(value)) {
+  // And JSON.parse makes `__proto__` an own key, which validation skips: a tag of that name was
+  // dropped unsaid. Either can be spelled only with `\u` or `__proto__` in the text.
+  const escaped = text.includes("\\u");
+  const fault = escaped || text.includes("__proto__") ? bodyFault(value, escaped) : undefined;
+  if (fault === "surrogate") {
     throw new InvalidInput("the body holds a lone UTF-16 surrogate (\\uD800-\\uDFFF without its pair)");
   }
-  // JSON.parse makes it an own key, but validation skips it: a tag of that name was dropped unsaid.
-  if ((text.includes("__proto__") || text.includes("\\u")) && hasProtoKey(value)) {
+  if (fault === "proto") {
     throw new InvalidInput("the body holds a key named __proto__, which no object here can hold");
   }
   return value;
@@ -365,35 +368,29 @@ async function readJson(c: Ctx): Promise<unknown> {
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
-/** Whether a parsed body has an own `__proto__` key anywhere (walked with a stack, as below). */
-function hasProtoKey(value: unknown): boolean {
-  const pending = [value];
-  while (pending.length > 0) {
-    const node = pending.pop();
-    if (node === null || typeof node !== "object") continue;
-    if (!Array.isArray(node) && Object.hasOwn(node, "__proto__")) return true;
-    for (const child of Object.values(node)) pending.push(child); // not push(...): too many arguments
-  }
-  return false;
-}
-
-/** Walked with a stack, not recursion: JSON.parse takes nesting deeper than the call stack does. */
-function hasLoneSurrogate(value: unknown): boolean {
+/**
+ * What no store can take in a parsed body: a lone surrogate in a string or a key (looked for when
+ * `surrogates`), which wins, else an own `__proto__` key. Walked with a stack, not recursion:
+ * JSON.parse takes nesting deeper than the call stack does.
+ */
+function bodyFault(value: unknown, surrogates: boolean): "surrogate" | "proto" | undefined {
+  let proto = false;
   const pending = [value];
   while (pending.length > 0) {
     const node = pending.pop();
     if (typeof node === "string") {
-      if (LONE_SURROGATE.test(node)) return true;
+      if (surrogates && LONE_SURROGATE.test(node)) return "surrogate";
     } else if (Array.isArray(node)) {
       for (const child of node) pending.push(child); // not push(...node): a long array is too many arguments
     } else if (node !== null && typeof node === "object") {
       for (const [k, v] of Object.entries(node)) {
-        if (LONE_SURROGATE.test(k)) return true;
+        if (surrogates && LONE_SURROGATE.test(k)) return "surrogate";
+        if (k === "__proto__") proto = true;
         pending.push(v);
       }
     }
   }
-  return false;
+  return proto ? "proto" : undefined;
 }
 
 /**
