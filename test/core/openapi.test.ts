@@ -9,26 +9,9 @@ import { inProcessApp } from "../helpers";
 import { type CheckedAnswer, type OpenApiDocument, openApiChecker } from "../runtime-contract/openapi-check";
 import { answerOf } from "../runtime-contract/raw-http";
 
-type Json = Record<string, unknown>;
-interface ResponseObject {
-  description: string;
-  headers?: Record<string, { required?: boolean; schema?: Json }>;
-  content?: Record<string, { schema?: Json }>;
-}
-interface Operation {
-  operationId?: string;
-  parameters?: { name: string; in: string; required?: boolean; schema: Json; description?: string }[];
-  requestBody?: { required?: boolean; content: Record<string, { schema?: Json }> };
-  responses: Record<string, ResponseObject>;
-}
-interface Doc {
-  paths: Record<string, Record<string, Operation>>;
-  components: { schemas: Record<string, Json> };
-}
-
 async function servedDocument() {
   const app = await inProcessApp();
-  const doc = (await (await app.request("/openapi.json", { token: null })).json()) as Doc;
+  const doc = (await (await app.request("/openapi.json", { token: null })).json()) as OpenApiDocument;
   const operations = Object.entries(doc.paths).flatMap(([path, item]) =>
     Object.entries(item).map(([method, operation]) => ({ path, method, operation })),
   );
@@ -137,7 +120,7 @@ describe("forwarding, as the document describes it", () => {
 
   it("is usable from a generated client: every method and HEAD, the upstream's answer, an optional body, the path's rules", async () => {
     const { doc } = await servedDocument();
-    const item = doc.paths[FORWARD] as Record<string, Operation>;
+    const item = doc.paths[FORWARD] as OpenApiDocument["paths"][string];
     expect(Object.keys(item).sort()).toEqual(["delete", "get", "head", "options", "patch", "post", "put"]);
     for (const [method, operation] of Object.entries(item)) {
       expect(operation.responses.default?.description, method).toContain("upstream");
@@ -217,7 +200,7 @@ describe("forwarding, as the document describes it", () => {
 
 describe("the contract's checker of answers against the document", () => {
   it("finds what is not as documented (it passes no answer for want of looking)", async () => {
-    const checker = openApiChecker((await servedDocument()).doc as unknown as OpenApiDocument);
+    const checker = openApiChecker((await servedDocument()).doc);
     const json = { "content-type": "application/json", "cache-control": "no-store" };
     const value = JSON.stringify({ name: "a", value: "v", stale: false });
     const problems = (method: string, target: string, answer: CheckedAnswer) => checker.check(method, target, answer);
@@ -260,7 +243,7 @@ describe("answers made before the app, by the local server's HTTP parser", () =>
       port: 0,
       timeouts: { headersTimeoutMs: 300, requestTimeoutMs: 1_000, checkIntervalMs: 50 },
     });
-    const checker = openApiChecker(ctx.doc as unknown as OpenApiDocument);
+    const checker = openApiChecker(ctx.doc);
     try {
       const port = Number(new URL(server.url).port);
       const key = `authorization: Bearer ${ctx.masterKey}\r\n`;

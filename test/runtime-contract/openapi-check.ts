@@ -19,6 +19,8 @@ interface ResponseObject {
 }
 interface Operation {
   operationId?: string;
+  parameters?: { name: string; in: string; required?: boolean; schema: Json; description?: string }[];
+  requestBody?: { required?: boolean; content: Record<string, MediaType> };
   responses: Record<string, ResponseObject>;
 }
 export interface OpenApiDocument {
