@@ -37,10 +37,18 @@ export class BackendDenied extends SecretsError {
   }
 }
 
+/** The longest `Retry-After` passed on, in seconds: a backend's (or a user's store's) day-long one is an hour. */
+const MAX_RETRY_AFTER_S = 3_600;
+
 export class BackendUnavailable extends SecretsError {
-  /** `retryAfter`: seconds, from the backend when it said, else 1. */
+  /**
+   * `retryAfter`: seconds, from the backend when it said, else 1. Whole seconds from 1 to an hour:
+   * whatever came in (an unparsed date as NaN, 400 digits as Infinity, a user's store's any number),
+   * the 503 carries a `Retry-After` a client can read (SPEC: every 503 has one).
+   */
   constructor(message: string, retryAfter = 1, options?: ErrorOptions) {
-    super("backend_unavailable", message, { retryAfter: Math.max(1, Math.ceil(retryAfter)) }, options);
+    const seconds = Number.isFinite(retryAfter) ? Math.min(MAX_RETRY_AFTER_S, Math.max(1, Math.ceil(retryAfter))) : 1;
+    super("backend_unavailable", message, { retryAfter: seconds }, options);
   }
 }
 

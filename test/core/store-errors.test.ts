@@ -2,7 +2,13 @@
 // clients we use throw (AWS SDK v3, Azure RestError, gRPC, fetch/undici, node:fs).
 import { describe, expect, it } from "vitest";
 import { SecretsError, toHttpError } from "../../core/src/errors";
-import { classifyBackendError, isRetryable, NotSupported, StoreCorrupt } from "../../core/src/store-errors";
+import {
+  BackendUnavailable,
+  classifyBackendError,
+  isRetryable,
+  NotSupported,
+  StoreCorrupt,
+} from "../../core/src/store-errors";
 
 /** An error shaped like the named client's. */
 function shaped(fields: Record<string, unknown>, message = "backend said: sk-live-abcdef0123456789"): Error {
@@ -139,6 +145,22 @@ describe("classifyBackendError", () => {
     expect(toHttpError(new StoreCorrupt("x")).status).toBe(500);
     expect(toHttpError(classifyBackendError(shaped({ code: "EACCES" }), "x")).status).toBe(500);
     expect(toHttpError(classifyBackendError(shaped({ status: 403 }), "x")).status).toBe(502);
+  });
+
+  it("a 503's Retry-After is whole seconds from 1 to an hour, whatever the backend or a store said (it was NaN, Infinity, 1e+25)", () => {
+    const header = (err: unknown) => toHttpError(err).headers["retry-after"];
+    const answered = (status: number, retryAfter: string) =>
+      classifyBackendError(shaped({ status, headers: { "retry-after": retryAfter } }), "x");
+    // A store's own number: an HTTP date it did not parse (NaN), a division by zero (Infinity).
+    expect(header(new BackendUnavailable("x", Number("Sat, 01 Jan 2000 00:00:00 GMT")))).toBe("1");
+    expect(header(new BackendUnavailable("x", Number.POSITIVE_INFINITY))).toBe("1");
+    expect(header(new BackendUnavailable("x", -5))).toBe("1");
+    expect(header(new BackendUnavailable("x", 2.2))).toBe("3");
+    // A backend's header: 25 digits (1e+25 once printed), 400 digits (Infinity), a thousand days.
+    expect(header(answered(503, "9".repeat(25)))).toBe("3600");
+    expect(header(answered(503, "9".repeat(400)))).toBe("1");
+    expect(header(answered(429, "86400000"))).toBe("3600");
+    expect(header(answered(503, "120"))).toBe("120");
   });
 
   it("a backend quota reached (LimitExceededException) is no 503: no Retry-After, named in the log", () => {

@@ -86,6 +86,8 @@ describe("the custom store", () => {
       new copy.StoreCorrupt("entry 7 is torn"),
       new copy.NameConflict("A_B", "A-B"),
       new copy.StoreUnavailable("no such mount"),
+      // Shaped as one by hand, with a Retry-After no header can carry: an hour, in whole seconds.
+      Object.assign(new Error("vault is slow"), { code: "backend_unavailable", details: { retryAfter: 1e25 } }),
     ];
     const answered = [];
     for (const error of thrown) {
@@ -98,6 +100,7 @@ describe("the custom store", () => {
       ["store_corrupt", "entry 7 is torn", undefined],
       ["name_conflict", "A_B maps to the backend key A-B, which already holds another name", undefined],
       ["store_unavailable", "no such mount", undefined],
+      ["backend_unavailable", "vault is slow", 3600],
     ]);
     // The read-only factory throws errors named NotSupported from put and delete.
     const readOnly = await open("./custom-factory.mjs");
