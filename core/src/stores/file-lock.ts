@@ -7,9 +7,12 @@
  * - Wait: a lock whose owner is alive is waited for, up to a timeout.
  * - Lease: while its owner works, the lock's mtime is renewed every second; a lock not renewed for
  *   five seconds is stale whoever holds it (a pid seen from another pid namespace, a new pod that
- *   inherited the volume, a container's PID 1 before its restart). A lock holding our pid is judged
- *   by its lease too: it may be another store's of this process, or a live process's with our pid
- *   in another container on the same volume.
+ *   inherited the volume, a container's PID 1 before its restart). So is one renewed more than five
+ *   seconds ahead of our clock: a dead owner's from before the clock stepped back (a VM snapshot
+ *   restored, no RTC), else held until the clock caught up. Either way, hosts sharing a data dir
+ *   need clocks within five seconds of each other. A lock holding our pid is judged by its lease
+ *   too: it may be another store's of this process, or a live process's with our pid in another
+ *   container on the same volume.
  * - Take over: a lock whose owner is dead (SIGKILL, power loss; judged by its pid only in our pid
  *   space: from another, a live owner's pid is not seen), or whose lease lapsed, is renamed aside; rename() moves exactly one file, so of several processes taking
  *   over, one wins. If what was moved turns out not to be the lock that was judged dead (it was
@@ -117,7 +120,8 @@ export async function withFileLock<T>(
 }
 
 async function acquire(path: string, mine: string, timeoutMs: number, lease: Lease): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  // On the monotonic clock: a wall clock stepped back would stretch the wait by the step.
+  const deadline = performance.now() + timeoutMs;
   for (let wait = 1; ; wait = Math.min(wait * 2, 50)) {
     try {
       await link(mine, path);
@@ -131,7 +135,7 @@ async function acquire(path: string, mine: string, timeoutMs: number, lease: Lea
       await takeOver(path, current);
       continue;
     }
-    if (Date.now() > deadline) {
+    if (performance.now() > deadline) {
       // The file's name only: this message may reach an HTTP answer, which never holds a path.
       throw new BackendUnavailable(
         `the file store is locked by another process; if none is running, remove ${basename(path)} from the data dir`,
@@ -152,8 +156,14 @@ async function isStale(path: string, content: string, lease: Lease): Promise<boo
   // store's of this process (held, or just released), or a live process's in another container on
   // the same volume (PID 1 there too), or an earlier process's that had our pid (a container's PID 1
   // before its restart: taken once its lease lapses, 5 s). Taking it at once raced the first two.
+  // An mtime more than a lease ahead of now is stale too: a live owner renews it every second by
+  // this clock, so it is a dead owner's from before the clock stepped back (a VM snapshot restored,
+  // a host without an RTC), which would otherwise hold the lock until the clock caught up. (A live
+  // owner's lock judged within the second between a step and its next renewal is taken, as one
+  // judged right after a step forward always was: `stillHeld` tells that owner.)
   try {
-    return Date.now() - (await stat(path)).mtimeMs > lease.staleMs;
+    const age = Date.now() - (await stat(path)).mtimeMs;
+    return age > lease.staleMs || age < -lease.staleMs;
   } catch {
     return false; // gone: the next round takes it
   }

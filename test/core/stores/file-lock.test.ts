@@ -1,5 +1,6 @@
-// The file store's lock as a lease: renewed while held, stale once it lapses or when it holds our pid
-// with a token this process does not hold (a container's PID 1 after a restart).
+// The file store's lock as a lease: renewed while held, stale once it lapses (or was renewed past a
+// lease ahead of our clock) or when it holds our pid with a token this process does not hold (a
+// container's PID 1 after a restart).
 import { readFile, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -69,6 +70,25 @@ describe("the file lock as a lease", () => {
     expect(await codeOf(withFileLock(path, 150, async () => "got it"))).toBe("backend_unavailable");
     await utimes(path, past, past);
     expect(await withFileLock(path, 1_000, async () => "got it", FAST)).toBe("got it");
+  });
+
+  it("a lock from another pid space renewed more than a lease ahead of our clock (the clock stepped back since) is stale: taken, not waited for until the clock catches up", async () => {
+    const path = join(await tempDir(), "store.lock");
+    const pid = await deadPid();
+    // Its owner renewed it an hour "from now", then died; a VM snapshot restored the clock since.
+    await writeFile(path, `${pid} host-cli-token otherhost/pid:[4026531836]`);
+    const ahead = new Date(Date.now() + 3_600_000);
+    await utimes(path, ahead, ahead);
+    expect(await withFileLock(path, 1_000, async () => "got it")).toBe("got it");
+    // An earlier build's lock (no pid space) alike.
+    await writeFile(path, `${pid} earlier-build`);
+    await utimes(path, ahead, ahead);
+    expect(await withFileLock(path, 1_000, async () => "got it")).toBe("got it");
+    // Within a lease ahead (clocks a little apart), it is still a live owner's: waited for.
+    await writeFile(path, `${pid} host-cli-token otherhost/pid:[4026531836]`);
+    const near = new Date(Date.now() + 2_000);
+    await utimes(path, near, near);
+    expect(await codeOf(withFileLock(path, 150, async () => "got it"))).toBe("backend_unavailable");
   });
 
   it("takes over a live owner's lock once its lease has lapsed, and waits while it is fresh", async () => {
