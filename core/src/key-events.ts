@@ -33,13 +33,10 @@ import { describeUnexpected, type Logger } from "./log";
 import type { Metrics } from "./metrics";
 import { isValidName } from "./names";
 import type { SecretManager } from "./secret-manager";
-import type { ChangeStamp } from "./secret-store";
+import { type ChangeStamp, MAX_CLOCK_SKEW_MS } from "./secret-store";
 import { type KeyManagement, virtualKeyPrefix } from "./settings";
 import { loggableMessage } from "./store-errors";
 import { describeIssues, issuesOf, safeParse } from "./validation";
-
-/** How far ahead of this clock an event's `occurred_at` may be (a producer's clock running fast). */
-const MAX_CLOCK_SKEW_MS = 5 * 60_000;
 
 const text = z.string().check(z.minLength(1), z.maxLength(512));
 const optionalText = z.nullish(text);

@@ -9,7 +9,7 @@
  * Ordering: each change carries a time. A store that can record it (`capabilities.compareAndSet`)
  * keeps the time of the last change of each name, a delete included (a tombstone: the time, no
  * value), and refuses an older change with the outcome `"superseded"`. So a late or redelivered
- * key event cannot undo a newer change. `isNewer` is the one rule.
+ * key event cannot undo a newer change. `stampOfChange` is the one rule.
  */
 import type * as z from "zod/mini";
 import type { KeyRing } from "./crypto";
@@ -201,6 +201,33 @@ export interface StoreFactory<K extends string = string, Schema extends StoreSet
   readonly defaults: StoreDefaults;
   readonly capabilities: StoreCapabilities;
   open(settings: z.output<Schema>, deps: StoreDeps): Promise<SecretStore>;
+}
+
+/** How far ahead of this clock a change may be dated: key events refuse later ones (a producer's clock running fast). */
+export const MAX_CLOCK_SKEW_MS = 5 * 60_000;
+
+/**
+ * The stamp a change of a name is recorded with, or `undefined` when it is superseded: what every
+ * store that records times (`capabilities.compareAndSet`) decides with, given the name's recorded
+ * change (a tombstone or not) and this clock's now.
+ * - A conditional change (`ifNewerThan`) applies when `isNewer` than the recorded one.
+ * - A direct change applies whatever is recorded. It is stamped now, or 1 ms after the recorded
+ *   change when that is not older (an event dated ahead of this clock, as the skew allows, or this
+ *   clock stepped back): so the event it overrode, redelivered, stays older than it, and a key
+ *   deleted after its event stays deleted.
+ * - A recorded time more than the skew ahead of now (a writer whose clock ran far ahead) is not
+ *   trusted: it holds off no change and does not push a direct change's time ahead.
+ */
+export function stampOfChange(
+  ifNewerThan: ChangeStamp | undefined,
+  isDelete: boolean,
+  recorded: ChangeStamp | undefined,
+  recordedIsDelete: boolean,
+  now: number,
+): ChangeStamp | undefined {
+  const trusted = recorded !== undefined && recorded.at <= now + MAX_CLOCK_SKEW_MS ? recorded : undefined;
+  if (ifNewerThan === undefined) return { at: trusted !== undefined && trusted.at >= now ? trusted.at + 1 : now };
+  return isNewer(ifNewerThan, isDelete, trusted, recordedIsDelete) ? ifNewerThan : undefined;
 }
 
 /** Whether a change stamped `change` (a delete or not) wins over the last recorded one. */

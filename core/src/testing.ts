@@ -323,5 +323,35 @@ export function storeConformance(target: ConformanceTarget): void {
       expect(await store.put("D", "newer", { ifNewerThan: { at: Date.now() + 60_000 } })).toBe("updated");
       await store.close?.();
     });
+
+    it("a direct change after an event dated ahead of this clock stays: the event, redelivered, is superseded", async () => {
+      const store = await target.open();
+      // Ahead as far as the skew allows key events (a producer's clock running fast).
+      const ahead = { at: Date.now() + 120_000, id: "evt-ahead" };
+      expect(await store.put("R", "revoked", { ifNewerThan: ahead })).toBe("created");
+      expect(await store.delete("R")).toBe("deleted");
+      expect(await store.put("R", "revoked", { ifNewerThan: ahead })).toBe("superseded");
+      expect(await store.get("R")).toBeUndefined();
+      expect(await store.put("S", "direct", { ifNewerThan: ahead })).toBe("created");
+      expect(await store.delete("S", { ifNewerThan: { ...ahead, id: "evt-delete" } })).toBe("deleted");
+      expect(await store.put("S", "direct")).toBe("created");
+      expect(await store.delete("S", { ifNewerThan: { ...ahead, id: "evt-delete" } })).toBe("superseded");
+      expect((await store.get("S"))?.value).toBe("direct");
+      await store.close?.();
+    });
+
+    it("a change recorded far ahead of this clock (past the skew) holds off no later change", async () => {
+      const store = await target.open();
+      const yearAhead = { at: Date.now() + 365 * 86_400_000, id: "evt-far" };
+      expect(await store.put("F", "from a clock a year ahead", { ifNewerThan: yearAhead })).toBe("created");
+      expect(await store.delete("F", { ifNewerThan: { at: Date.now(), id: "evt-now" } })).toBe("deleted");
+      expect(await store.get("F")).toBeUndefined();
+      // Nor does it push a direct write's time a year ahead, past every event to come.
+      expect(await store.put("G", "from a clock a year ahead", { ifNewerThan: yearAhead })).toBe("created");
+      expect(await store.put("G", "direct")).toBe("updated");
+      expect(await store.put("G", "event", { ifNewerThan: { at: Date.now() + 1_000, id: "evt-next" } })).toBe("updated");
+      expect((await store.get("G"))?.value).toBe("event");
+      await store.close?.();
+    });
   });
 }

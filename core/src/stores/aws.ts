@@ -66,7 +66,6 @@ import {
   type ChangeStamp,
   type DeleteOptions,
   type DeleteOutcome,
-  isNewer,
   KeyedQueue,
   type ListOptions,
   type NamePage,
@@ -76,6 +75,7 @@ import {
   type SecretRecord,
   type SecretStore,
   type StoreFactory,
+  stampOfChange,
 } from "../secret-store";
 import { classifyBackendError, NotSupported, StoreCorrupt } from "../store-errors";
 import { AwsConfigKeys, AwsEnvKeys, awsClientOptions, awsCredentials, configFileRegion, regionOf } from "./aws-config";
@@ -193,49 +193,46 @@ export class AwsSecretsManagerStore implements SecretStore {
   async put(name: string, value: string, options: PutOptions = {}): Promise<PutOutcome> {
     // What AWS would refuse, before any call: the caller's tags, and an event id too long for a tag.
     const tags = options.meta?.tags && checkedTags(options.meta.tags);
-    const stamp = checkedStamp(options.ifNewerThan ?? { at: this.#now() });
-    return this.#queues.run(this.keyOf(name), () => this.#put(name, value, options, stamp, tags));
+    if (options.ifNewerThan) checkedStamp(options.ifNewerThan);
+    return this.#queues.run(this.keyOf(name), () => this.#put(name, value, options, tags));
   }
 
   async delete(name: string, options: DeleteOptions = {}): Promise<DeleteOutcome> {
-    const stamp = checkedStamp(options.ifNewerThan ?? { at: this.#now() });
-    return this.#queues.run(this.keyOf(name), () => this.#delete(name, options, stamp));
+    if (options.ifNewerThan) checkedStamp(options.ifNewerThan);
+    return this.#queues.run(this.keyOf(name), () => this.#delete(name, options));
   }
 
-  async #put(
-    name: string,
-    value: string,
-    options: PutOptions,
-    stamp: ChangeStamp,
-    tags: Tag[] | undefined,
-  ): Promise<PutOutcome> {
+  /** The stamp a change records over what `DescribeSecret` found, or undefined: superseded (`stampOfChange`). */
+  #stampOver(ifNewerThan: ChangeStamp | undefined, isDelete: boolean, described: Described | undefined) {
+    return stampOfChange(ifNewerThan, isDelete, described?.stamp, described?.stampIsDelete ?? false, this.#now());
+  }
+
+  async #put(name: string, value: string, options: PutOptions, tags: Tag[] | undefined): Promise<PutOutcome> {
     await this.#refuseInPrimary(name, "writing");
     try {
       const described = await this.#describe(name);
-      if (described === undefined) {
-        return await this.#create(name, value, stamp, options.ifNewerThan !== undefined, options.meta, tags);
-      }
-      if (options.ifNewerThan !== undefined && !isNewer(stamp, false, described.stamp, described.stampIsDelete)) {
-        return "superseded";
-      }
+      if (described === undefined) return await this.#create(name, value, options.ifNewerThan, options.meta, tags);
+      const stamp = this.#stampOver(options.ifNewerThan, false, described);
+      if (stamp === undefined) return "superseded";
       return await this.#update(name, value, stamp, options.meta, tags, described);
     } catch (err) {
       throw classifyBackendError(err, "aws secrets manager put");
     }
   }
 
-  async #delete(name: string, options: DeleteOptions, stamp: ChangeStamp): Promise<DeleteOutcome> {
+  async #delete(name: string, options: DeleteOptions): Promise<DeleteOutcome> {
     await this.#refuseInPrimary(name, "deleting");
     try {
       let described = await this.#describe(name);
       if (described === undefined && options.ifNewerThan !== undefined && this.#recoveryDays() > 0) {
         // An event's delete of a name never written: an empty secret carries its tombstone. One
         // created meanwhile by another writer is decided as any delete of an existing name.
-        if (await this.#tombstoneOnly(name, stamp)) return "absent";
+        if (await this.#tombstoneOnly(name, options.ifNewerThan)) return "absent";
         described = await this.#describe(name);
       }
       if (described === undefined) return "absent";
-      const newer = options.ifNewerThan === undefined || isNewer(stamp, true, described.stamp, described.stampIsDelete);
+      const stamp = this.#stampOver(options.ifNewerThan, true, described);
+      const newer = stamp !== undefined;
       if (described.deleted) {
         if (!newer) return "superseded";
         // Scheduled already, and AWS takes no tags on it: an event's newer delete restores it,
@@ -295,17 +292,17 @@ export class AwsSecretsManagerStore implements SecretStore {
 
   /**
    * Creates the secret with its value (the caller's tags, else the creation defaults, checked before
-   * the call); one made meanwhile by another writer is updated instead, unless (`conditional`, an
+   * the call); one made meanwhile by another writer is updated instead, unless (`ifNewerThan`, an
    * event's write) that writer's change is newer.
    */
   async #create(
     name: string,
     value: string,
-    stamp: ChangeStamp,
-    conditional: boolean,
+    ifNewerThan: ChangeStamp | undefined,
     meta: SecretMeta | undefined,
     tags: Tag[] | undefined,
   ): Promise<PutOutcome> {
+    const stamp = ifNewerThan ?? { at: this.#now() };
     const { kmsKeyId, replicaRegions } = this.#options;
     const userTags = tags ?? checkedTags(meta?.whenCreated?.tags);
     try {
@@ -325,10 +322,10 @@ export class AwsSecretsManagerStore implements SecretStore {
       const kind = errorName(err);
       if (kind === "ResourceExistsException" || (kind === "InvalidRequestException" && isScheduledForDeletion(err))) {
         const described = await this.#describe(name);
-        if (described && conditional && !isNewer(stamp, false, described.stamp, described.stampIsDelete)) {
-          return "superseded";
+        if (described) {
+          const over = this.#stampOver(ifNewerThan, false, described);
+          return over === undefined ? "superseded" : this.#update(name, value, over, meta, tags, described);
         }
-        if (described) return this.#update(name, value, stamp, meta, tags, described);
       }
       throw err;
     }

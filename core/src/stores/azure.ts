@@ -75,7 +75,6 @@ import {
   type ChangeStamp,
   type DeleteOptions,
   type DeleteOutcome,
-  isNewer,
   KeyedQueue,
   type ListOptions,
   type NamePage,
@@ -84,6 +83,7 @@ import {
   type SecretRecord,
   type SecretStore,
   type StoreFactory,
+  stampOfChange,
 } from "../secret-store";
 import { BackendUnavailable, classifyBackendError, NameConflict, NotSupported } from "../store-errors";
 
@@ -342,21 +342,21 @@ export class AzureKeyVaultStore implements SecretStore {
 
   async put(name: string, value: string, options: PutOptions = {}): Promise<PutOutcome> {
     const key = this.#key(name);
-    const stamp = options.ifNewerThan ?? { at: this.#now() };
     const meta = options.meta;
     return this.#queues.run(this.keyOf(name), async () => {
       try {
-        // Whether this write still wins over what `key` holds (looked at again while a delete finishes).
-        const wins = (found: Found): boolean => {
+        // The stamp this write records over what `key` holds, or undefined: superseded (looked at
+        // again while a delete finishes).
+        const stampOver = (found: Found): ChangeStamp | undefined => {
           this.#refuseOtherOwner(found, name, key);
-          return (
-            !options.ifNewerThan || found.state === "absent" || isNewer(stamp, false, found.stamp, found.stampIsDelete)
-          );
+          return this.#stampOver(options.ifNewerThan, false, found);
         };
         const found = await this.#find(key);
-        if (!wins(found)) return "superseded";
+        const stamp = stampOver(found);
+        if (stamp === undefined) return "superseded";
         const given = meta?.tags ?? (found.state === "live" ? found.userTags : meta?.whenCreated?.tags);
         const tags = { ...checkedUserTags(given), ...stampTags(name, stamp, false) };
+        const wins = (again: Found) => stampOver(again) !== undefined;
         if (!(await this.#write(key, value, tags, found.state === "deleted", wins))) return "superseded";
         if (found.state === "live" && found.owner === undefined) {
           this.#log.info("adopted a Key Vault secret made outside llm-secrets", { name, key });
@@ -370,18 +370,16 @@ export class AzureKeyVaultStore implements SecretStore {
 
   async delete(name: string, options: DeleteOptions = {}): Promise<DeleteOutcome> {
     const key = this.#key(name);
-    const stamp = options.ifNewerThan ?? { at: this.#now() };
     return this.#queues.run(this.keyOf(name), async () => {
       try {
         const found = await this.#find(key);
         this.#refuseOtherOwner(found, name, key);
-        if (options.ifNewerThan && found.state !== "absent") {
-          if (!isNewer(stamp, true, found.stamp, found.stampIsDelete)) {
-            // Tagged as deleted and still live: a delete that stopped before beginDeleteSecret. Finish it.
-            if (found.state !== "live" || !found.stampIsDelete) return "superseded";
-            await this.#deleteNoWait(key);
-            return "deleted";
-          }
+        const stamp = this.#stampOver(options.ifNewerThan, true, found);
+        if (stamp === undefined) {
+          // Tagged as deleted and still live: a delete that stopped before beginDeleteSecret. Finish it.
+          if (found.state !== "live" || !found.stampIsDelete) return "superseded";
+          await this.#deleteNoWait(key);
+          return "deleted";
         }
         const tombstone = stampTags(name, stamp, true);
         if (found.state === "live") {
@@ -490,6 +488,12 @@ export class AzureKeyVaultStore implements SecretStore {
       if (statusOf(err) !== 404) throw err;
       return { state: "absent" };
     }
+  }
+
+  /** The stamp a change records over what `key` holds, or undefined: superseded (`stampOfChange`). */
+  #stampOver(ifNewerThan: ChangeStamp | undefined, isDelete: boolean, found: Found): ChangeStamp | undefined {
+    const held = found.state === "absent" ? undefined : found;
+    return stampOfChange(ifNewerThan, isDelete, held?.stamp, held?.stampIsDelete ?? false, this.#now());
   }
 
   /**
@@ -611,7 +615,7 @@ function stampTags(name: string, stamp: ChangeStamp, deleted: boolean): Record<s
   if (stamp.id !== undefined && stamp.id.length > MAX_TAG_VALUE) {
     throw new InvalidInput(`an event id longer than ${MAX_TAG_VALUE} characters cannot be recorded in Azure Key Vault`);
   }
-  // An empty id orders as no id (isNewer), and Key Vault is not sent empty tag values.
+  // An empty id orders as no id (`isNewer`), and Key Vault is not sent empty tag values.
   return {
     [TAG_NAME]: name,
     [TAG_AT]: String(stamp.at),

@@ -19,7 +19,7 @@
  * Writes are serialized and group-committed: changes queued while a batch is on disk go out together
  * in the next one. A batch takes the lock (file-lock.ts: a CLI `put` beside a running server loses
  * nothing), reads what other processes appended since it last looked, decides each change against
- * that (`isNewer`), appends one line, fdatasyncs it, and only then installs it in memory and
+ * that (`stampOfChange`), appends one line, fdatasyncs it, and only then installs it in memory and
  * answers. A crash leaves at most a torn last line, which readers ignore and the next writer
  * truncates (file-log.ts); a whole line whose fdatasync fails stays, as a write that may have landed. A lock can be taken over from a live owner that stalled (file-lock.ts):
  * so a batch checks, just before it appends, that the log is still what it read (else it reads the
@@ -77,6 +77,7 @@ import {
   type SecretRecord,
   type SecretStore,
   type StoreFactory,
+  stampOfChange,
 } from "../secret-store";
 import { BackendUnavailable, classifyBackendError, StoreCorrupt, StoreUnavailable } from "../store-errors";
 import { type HeldLock, leftBehind, ownFileName, withFileLock } from "./file-lock";
@@ -508,10 +509,8 @@ export class FileStore implements SecretStore {
       const previous = overlay.get(p.name) ?? this.#entries.get(p.name);
       const live = previous?.v !== undefined ? previous : undefined;
       const isDelete = p.kind === "delete";
-      const stamp = p.options.ifNewerThan ?? { at: now };
-      if (p.options.ifNewerThan && previous && !isNewer(stamp, isDelete, stampOf(previous), !live)) {
-        return "superseded";
-      }
+      const stamp = stampOfChange(p.options.ifNewerThan, isDelete, previous && stampOf(previous), !live, now);
+      if (stamp === undefined) return "superseded";
       let change: Change = { s: ++seq, n: p.name, t: stamp.at, ...(stamp.id !== undefined && { i: stamp.id }), w: now };
       if (p.kind === "put") {
         seals = true;
@@ -872,10 +871,17 @@ export class FileStore implements SecretStore {
     }
   }
 
-  /** Whether `change` is newer than what the state holds for its name (`#decide`'s comparison). */
+  /**
+   * Whether `change` applies over what the state holds for its name: `#decide`'s rule, by the clock
+   * its writer decided with (its write time), so every reader of the log gives the same answer.
+   */
   #newerThanHeld(change: Change): boolean {
     const held = this.#entries.get(change.n);
-    return held === undefined || isNewer(stampOf(change), change.v === undefined, stampOf(held), held.v === undefined);
+    if (held === undefined) return true;
+    return (
+      stampOfChange(stampOf(change), change.v === undefined, stampOf(held), held.v === undefined, change.w) !==
+      undefined
+    );
   }
 
   /** Whether every key that sealed the log is in our ring (another process may have added one). */

@@ -55,7 +55,6 @@ import {
   type ChangeStamp,
   type DeleteOptions,
   type DeleteOutcome,
-  isNewer,
   KeyedQueue,
   type ListOptions,
   type NamePage,
@@ -64,6 +63,7 @@ import {
   type SecretRecord,
   type SecretStore,
   type StoreFactory,
+  stampOfChange,
 } from "../secret-store";
 import { classifyBackendError, GrpcCode, NameConflict, StoreUnavailable } from "../store-errors";
 import { endpointUrl, googleCallOptions, googleTlsOptions, readyClient } from "./google-config";
@@ -198,7 +198,6 @@ export class GoogleSecretManagerStore implements SecretStore {
   }
 
   async #put(name: string, value: string, options: PutOptions): Promise<PutOutcome> {
-    const stamp = options.ifNewerThan ?? { at: this.#now() };
     const meta = options.meta;
     try {
       // The caller's tags and our annotations before any call; the creation defaults only when creating (below).
@@ -206,7 +205,7 @@ export class GoogleSecretManagerStore implements SecretStore {
       // A name made anew (created, or over a tombstone) takes the caller's tags, else the creation
       // defaults; checked only then (defaults a live secret never takes are not its concern).
       const labelsOfNew = () => labels ?? checkedLabels(meta?.whenCreated?.tags);
-      const ours = checkedAnnotations(undefined, annotations(name, stamp, false));
+      checkedAnnotations(undefined, annotations(name, options.ifNewerThan ?? { at: this.#now() }, false));
       await this.#ready("google secret manager put");
       let found = await this.#find(name);
       let created = false;
@@ -216,11 +215,10 @@ export class GoogleSecretManagerStore implements SecretStore {
         created = await this.#create(name, { labels: labelsOfNew(), annotations: { [NAME]: name } });
         if (!created) found = await this.#find(name);
       }
-      if (found !== undefined && options.ifNewerThan !== undefined) {
-        if (!isNewer(stamp, false, found.stamp, found.stampIsDelete)) return "superseded";
-      }
+      const stamp = this.#stampOver(options.ifNewerThan, false, found);
+      if (stamp === undefined) return "superseded";
       // Checked before the version: with the secret's own annotations they must still fit.
-      const notes = checkedAnnotations(found?.secret.annotations ?? { [NAME]: name }, ours);
+      const notes = checkedAnnotations(found?.secret.annotations ?? { [NAME]: name }, annotations(name, stamp, false));
       // Over a tombstone the name is made anew, none of the deleted secret's labels kept. Over a
       // live secret, the caller's tags if any.
       const newLabels = found?.deleted ? labelsOfNew() : labels;
@@ -237,27 +235,27 @@ export class GoogleSecretManagerStore implements SecretStore {
   }
 
   async #delete(name: string, options: DeleteOptions): Promise<DeleteOutcome> {
-    const stamp = options.ifNewerThan ?? { at: this.#now() };
     try {
-      const ours = annotations(name, stamp, true);
-      if (!this.#purge) checkedAnnotations(undefined, ours); // a purge records nothing
+      const ours = (stamp: ChangeStamp) => annotations(name, stamp, true);
+      if (!this.#purge) checkedAnnotations(undefined, ours(options.ifNewerThan ?? { at: this.#now() })); // a purge records nothing
       await this.#ready("google secret manager delete");
       let found = await this.#find(name);
       if (found === undefined) {
         if (options.ifNewerThan === undefined || this.#purge) return "absent";
         // An event's delete of a name never written: an empty secret carries its tombstone. One
         // created meanwhile by another writer is decided as any delete of an existing name.
-        if (await this.#create(name, { annotations: ours })) return "absent";
+        if (await this.#create(name, { annotations: ours(options.ifNewerThan) })) return "absent";
         found = await this.#find(name);
         if (found === undefined) return "absent";
       }
-      const newer = options.ifNewerThan === undefined || isNewer(stamp, true, found.stamp, found.stampIsDelete);
+      const stamp = this.#stampOver(options.ifNewerThan, true, found);
+      const newer = stamp !== undefined;
       if (this.#purge) {
         if (!newer) return "superseded";
         await this.#client.deleteSecret({ name: this.#path(name) }, this.#call);
         return found.deleted ? "absent" : "deleted";
       }
-      if (newer) await this.#update(name, checkedAnnotations(found.secret.annotations, ours));
+      if (newer) await this.#update(name, checkedAnnotations(found.secret.annotations, ours(stamp)));
       else if (!found.deleted) return "superseded";
       // Every version of a live secret; of one annotated as deleted, what a delete that stopped
       // half-way (or a write not done) left.
@@ -316,6 +314,11 @@ export class GoogleSecretManagerStore implements SecretStore {
       throw new InvalidName(`Google Secret Manager takes secret ids of at most ${MAX_ID} characters`);
     }
     return `projects/${this.#project}/secrets/${id}`;
+  }
+
+  /** The stamp a change records over what `#find` found, or undefined: superseded (`stampOfChange`). */
+  #stampOver(ifNewerThan: ChangeStamp | undefined, isDelete: boolean, found: Found | undefined) {
+    return stampOfChange(ifNewerThan, isDelete, found?.stamp, found?.stampIsDelete ?? false, this.#now());
   }
 
   /** The secret `name` lands on, with its last change; a conflict when it holds another name. */

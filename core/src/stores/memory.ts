@@ -9,7 +9,6 @@ import {
   type ChangeStamp,
   type DeleteOptions,
   type DeleteOutcome,
-  isNewer,
   type ListOptions,
   type NamePage,
   type PutOptions,
@@ -18,6 +17,7 @@ import {
   type SecretRecord,
   type SecretStore,
   type StoreFactory,
+  stampOfChange,
 } from "../secret-store";
 import { NameConflict } from "../store-errors";
 
@@ -110,11 +110,8 @@ export class MemoryStore implements SecretStore {
     const previous = this.#entries.get(key);
     const live = previous?.value !== undefined ? previous : undefined;
     if (live && live.name !== name) throw new NameConflict(name, key);
-    const stamp = ifNewerThan ?? { at: this.#now() };
-    if (ifNewerThan && previous && !isNewer(stamp, isDelete, previous.stamp, previous.value === undefined)) {
-      return "superseded";
-    }
-    return { key, live, stamp };
+    const stamp = stampOfChange(ifNewerThan, isDelete, previous?.stamp, previous?.value === undefined, this.#now());
+    return stamp === undefined ? "superseded" : { key, live, stamp };
   }
 
   async close(): Promise<void> {

@@ -52,7 +52,7 @@
  * written creates the metadata alone, to carry its tombstone. Records: `version` (the KV version)
  * and `updatedAt` (the change's time); no tags.
  *
- * Ordering (`ifNewerThan`): read the metadata, decide (`isNewer`), write with `cas`, record. A
+ * Ordering (`ifNewerThan`): read the metadata, decide (`stampOfChange`), write with `cas`, record. A
  * record whose `llm_secrets_version` is not the current version does not count: that version was
  * made by LiteLLM, the UI, or a writer whose record is not there yet, and its `created_time` (or
  * `deletion_time`) stands for its change time, as for any direct write. A version like that made
@@ -90,7 +90,6 @@ import {
   type DeleteOptions,
   type DeleteOutcome,
   type GetOptions,
-  isNewer,
   KeyedQueue,
   type ListOptions,
   type NamePage,
@@ -102,6 +101,7 @@ import {
   type StoreDeps,
   type StoreFactory,
   type StoreScope,
+  stampOfChange,
 } from "../secret-store";
 import { BackendUnavailable, StoreCorrupt, StoreUnavailable } from "../store-errors";
 // Types only: the HTTP module (and undici) is loaded when a store opens, not when a build lists it.
@@ -372,22 +372,24 @@ export class VaultStore implements SecretStore {
     return this.#queues.run(this.#path("data", name), async () => {
       const what = "vault put";
       for (let round = 0; round < MAX_ROUNDS; round++) {
-        const change = options.ifNewerThan;
-        const recorded = await this.#recorded(name, change !== undefined, what);
-        if (change && !isNewer(change, false, recorded.stamp, recorded.stampIsDelete)) {
+        const recorded = await this.#recorded(name, options.ifNewerThan !== undefined, what);
+        const change = stampOfChange(options.ifNewerThan, false, recorded.stamp, recorded.stampIsDelete, this.#now());
+        if (change === undefined) {
           // A current version without a record that holds this very value: this change, written
           // by an attempt whose record failed (or whose answer was lost). Record it now, with the
           // change's own time, rather than let Vault's later time stand for it.
-          if (recorded.live && recorded.unrecordedAt !== undefined && (await this.get(name))?.value === value) {
-            await this.#record(name, recorded.custom, change, recorded.currentVersion, false, what);
+          const event = options.ifNewerThan; // set: a direct change is never superseded
+          const same = recorded.live && recorded.unrecordedAt !== undefined && event !== undefined;
+          if (same && (await this.get(name))?.value === value) {
+            await this.#record(name, recorded.custom, event, recorded.currentVersion, false, what);
             return "updated";
           }
           return "superseded";
         }
-        customMetadata(recorded.custom, change ?? { at: 0 }, 0, false); // room for the record, before the write
+        customMetadata(recorded.custom, change, 0, false); // room for the record, before the write
         const version = await this.#writeData(name, value, recorded.currentVersion, what);
         if (version === undefined) continue; // another writer got in first: read and decide again
-        await this.#record(name, recorded.custom, change ?? { at: this.#now() }, version, false, what);
+        await this.#record(name, recorded.custom, change, version, false, what);
         return recorded.live ? "updated" : "created";
       }
       throw new BackendUnavailable(`${what}: other writers kept changing the secret (${MAX_ROUNDS} tries)`);
@@ -398,17 +400,17 @@ export class VaultStore implements SecretStore {
     if (options.scope) return this.#in(options.scope).delete(name, { ...options, scope: undefined });
     return this.#queues.run(this.#path("data", name), async () => {
       const what = "vault delete";
-      const change = options.ifNewerThan;
-      const recorded = await this.#recorded(name, change !== undefined, what);
-      if (change && !isNewer(change, true, recorded.stamp, recorded.stampIsDelete)) return "superseded";
-      customMetadata(recorded.custom, change ?? { at: 0 }, 0, true); // room for the record, before the delete
+      const recorded = await this.#recorded(name, options.ifNewerThan !== undefined, what);
+      const change = stampOfChange(options.ifNewerThan, true, recorded.stamp, recorded.stampIsDelete, this.#now());
+      if (change === undefined) return "superseded";
+      customMetadata(recorded.custom, change, 0, true); // room for the record, before the delete
       if (recorded.live) {
         const answer = await this.#client.call({ method: "DELETE", path: this.#path("data", name) }, what);
         if (answer.status >= 300 && !this.#absent(answer, what)) {
           throw this.#client.failure(answer, what);
         }
       }
-      await this.#record(name, recorded.custom, change ?? { at: this.#now() }, recorded.currentVersion, true, what);
+      await this.#record(name, recorded.custom, change, recorded.currentVersion, true, what);
       return recorded.live ? "deleted" : "absent";
     });
   }
