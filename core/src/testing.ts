@@ -349,7 +349,9 @@ export function storeConformance(target: ConformanceTarget): void {
       // Nor does it push a direct write's time a year ahead, past every event to come.
       expect(await store.put("G", "from a clock a year ahead", { ifNewerThan: yearAhead })).toBe("created");
       expect(await store.put("G", "direct")).toBe("updated");
-      expect(await store.put("G", "event", { ifNewerThan: { at: Date.now() + 1_000, id: "evt-next" } })).toBe("updated");
+      expect(await store.put("G", "event", { ifNewerThan: { at: Date.now() + 1_000, id: "evt-next" } })).toBe(
+        "updated",
+      );
       expect((await store.get("G"))?.value).toBe("event");
       await store.close?.();
     });
