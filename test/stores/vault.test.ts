@@ -61,8 +61,10 @@ async function startFake(options: Partial<FakeVaultOptions> = {}): Promise<FakeV
 /** Short waits so the file runs in seconds; the shape of the policy (3 tries, Retry-After) is the product's. */
 const FAST: Partial<VaultTuning> = { backoffBaseMs: 20, timeoutMs: 400 };
 
+/** `now` is the store's wall clock and, unless `tuning.clock` says otherwise, the clock of its token leases too. */
 async function open(env: VaultEnv, options: { now?: () => number; tuning?: Partial<VaultTuning> } = {}) {
-  const store = await openVaultStore(env, { log, now: options.now ?? Date.now }, { ...FAST, ...options.tuning });
+  const tuning = { ...FAST, ...(options.now && { clock: options.now }), ...options.tuning };
+  const store = await openVaultStore(env, { log, now: options.now ?? Date.now }, tuning);
   stores.push(store);
   return store;
 }
@@ -642,6 +644,41 @@ describe("logins", () => {
     clock.advance(10_000); // still inside the lease: renewed now
     expect((await store.get("A"))?.value).toBe("a");
     expect([logins(), renewals()]).toEqual([1, 4]);
+  });
+
+  it("measures token leases on a monotonic clock: after the host's clock steps back an hour, renewals and the 403's login still come (every call was backend_denied)", async () => {
+    const vault = manualClock(); // Vault's clock, and the store's monotonic one: time passes alike on both
+    let offset = 0; // the host's wall clock minus Vault's
+    const fake = await startFake({
+      approle: { roleId: ROLE_ID, secretId: SECRET_ID },
+      tokenTtlSeconds: 60,
+      now: vault.now,
+    });
+    fake.seed("secret/A", { key: "a" });
+    const store = await open(
+      { HCP_VAULT_ADDR: fake.url, HCP_VAULT_APPROLE_ROLE_ID: ROLE_ID, HCP_VAULT_APPROLE_SECRET_ID: SECRET_ID },
+      { now: () => vault.now() + offset, tuning: { clock: vault.now } },
+    );
+    expect((await store.get("A"))?.value).toBe("a");
+    offset = -3_600_000; // NTP steps the host back an hour
+    const results: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      vault.advance(45_000); // past two thirds of the lease each time: a renewal is due
+      results.push(
+        await store.get("A").then(
+          (r) => r?.value ?? "none",
+          (e: SecretsError) => e.code,
+        ),
+      );
+    }
+    expect(results).toEqual(Array(5).fill("a"));
+    expect(fake.calls("POST", /renew-self$/).length).toBeGreaterThan(0);
+    // A token Vault expired early: its 403 brings a login (on the wall clock it was "under a second old").
+    vault.advance(2_000);
+    fake.expireLoginTokens();
+    const logins = fake.calls("POST", /\/auth\/approle\/login$/).length;
+    expect((await store.get("A"))?.value).toBe("a");
+    expect(fake.calls("POST", /\/auth\/approle\/login$/).length).toBe(logins + 1);
   });
 
   it("logs in afresh when the lease has run out, and when Vault caps a renewal short (max TTL)", async () => {

@@ -18,6 +18,9 @@
  *   lease and renewed (`renew-self`) once two thirds of it have passed, as Vault's own agent does;
  *   a renewal that is refused, or that Vault caps short (the token's max TTL), is followed by a
  *   fresh login; one that fails (Vault unreachable) leaves the token in use until its lease ends.
+ *   Every age below (a lease's, a lookup's, a token's "under a second") is on a monotonic clock:
+ *   after the host's clock stepped back, one measured on it stayed young, its renewal never due and
+ *   its 403s never bringing a login, until the clock caught up.
  *   A 403 gets one fresh login and one more try of the call only when the token itself is bad
  *   (revoked, expired early, unknown), never when the policy refuses the path: each AppRole login
  *   spends one of the secret_id's uses and leaves a token alive for its TTL, so refused traffic
@@ -66,7 +69,12 @@ export interface VaultClientOptions {
   /** The general outbound TLS settings (`ssl_verify`, `SSL_CERT_FILE`, `ssl_certificate`). */
   tls?: OutboundTls;
   log: Logger;
-  now: () => number;
+  /**
+   * The wall clock (vault.ts passes its store's): not read here. Lease ages are on the monotonic
+   * `VaultTuning.clock`; on a wall clock, a step back kept a token "under a second old" and its
+   * renewal never due, every call refused until the clock caught up.
+   */
+  now?: () => number;
   /** Tuning, not settings: tests shorten them, users get the defaults. */
   tuning?: Partial<VaultTuning>;
 }
@@ -84,6 +92,11 @@ export interface VaultTuning {
   random: () => number;
   /** Waits between tries (a timer; tests record the waits instead). */
   sleep: (ms: number) => Promise<void>;
+  /**
+   * What lease ages are measured on, in milliseconds: a monotonic clock (`performance.now`; tests
+   * move one by hand), as no wall clock step may make a token look younger or older than it is.
+   */
+  clock: () => number;
 }
 
 const DEFAULT_TUNING: VaultTuning = {
@@ -93,6 +106,7 @@ const DEFAULT_TUNING: VaultTuning = {
   timeoutMs: 10_000,
   random: Math.random,
   sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+  clock: () => performance.now(),
 };
 
 /** A lease is renewed once this share of it has passed (Vault Agent's lifetime watcher: 2/3). */
@@ -125,6 +139,7 @@ export interface VaultAnswer {
   headers: Record<string, string | string[] | undefined>;
 }
 
+/** A login's token and its times, all on `VaultTuning.clock` (monotonic). */
 interface Lease {
   token: string;
   obtainedAt: number;
@@ -207,7 +222,7 @@ export class VaultClient {
               method: auth.method,
               code: err instanceof SecretsError ? err.code : "internal",
             });
-            return { ...lease, renewAfter: this.#options.now() + RENEW_RETRY_MS };
+            return { ...lease, renewAfter: this.#tuning.clock() + RENEW_RETRY_MS };
           })
         : this.#login(what),
     );
@@ -215,13 +230,13 @@ export class VaultClient {
   }
 
   #due(lease: Lease): boolean {
-    const now = this.#options.now();
+    const now = this.#tuning.clock();
     if (lease.renewAfter !== undefined && now < lease.renewAfter && !this.#expired(lease)) return false;
     return lease.leaseMs > 0 && now >= lease.obtainedAt + lease.leaseMs * RENEW_AT;
   }
 
   #expired(lease: Lease): boolean {
-    return lease.leaseMs > 0 && this.#options.now() >= lease.obtainedAt + lease.leaseMs;
+    return lease.leaseMs > 0 && this.#tuning.clock() >= lease.obtainedAt + lease.leaseMs;
   }
 
   /**
@@ -229,7 +244,8 @@ export class VaultClient {
    * token, a login's token made just now, or one that is good (the policy refuses, not the token).
    */
   async #tokenAfter403(token: string, answer: VaultAnswer, what: string): Promise<string | undefined> {
-    const { auth, now, log } = this.#options;
+    const { auth, log } = this.#options;
+    const now = this.#tuning.clock;
     if (auth.method === "token") return undefined;
     const lease = this.#lease;
     if (lease !== undefined && lease.token !== token) return lease.token; // another call logged in meanwhile
@@ -249,7 +265,8 @@ export class VaultClient {
    * Vault not answering leaves the 403 standing ("good"): a login would meet the same Vault.
    */
   #check(lease: Lease | undefined, token: string, what: string): Promise<TokenVerdict> {
-    const { now, loginNamespace, log } = this.#options;
+    const { loginNamespace, log } = this.#options;
+    const now = this.#tuning.clock;
     if (lease?.checkedAt !== undefined && now() - lease.checkedAt < CHECKED_TOKEN_MS) return Promise.resolve("good");
     if (this.#checking?.token === token) return this.#checking.verdict;
     const verdict = this.#send(
@@ -302,7 +319,7 @@ export class VaultClient {
         : { method: "POST", path: "auth/cert/login", body: auth.role === undefined ? {} : { name: auth.role } };
     const headers: Record<string, string> = loginNamespace === undefined ? {} : { "x-vault-namespace": loginNamespace };
     const answer = await this.#send(call, headers, `${what} (${auth.method} login)`);
-    const lease = leaseOf(answer, this.#options.now());
+    const lease = leaseOf(answer, this.#tuning.clock());
     if (answer.status !== 200 || lease === undefined) {
       // Vault refuses bad credentials with 400 ("invalid role or secret ID") as well as 403.
       throw classifyBackendError(new HttpAnswerError("AuthenticationError", answer), `${what} (${auth.method} login)`);
@@ -324,7 +341,7 @@ export class VaultClient {
       { "x-vault-token": lease.token, ...(loginNamespace !== undefined && { "x-vault-namespace": loginNamespace }) },
       `${what} (token renewal)`,
     );
-    const renewed = leaseOf(answer, this.#options.now());
+    const renewed = leaseOf(answer, this.#tuning.clock());
     if (answer.status !== 200 || renewed === undefined || renewed.leaseMs <= 0) return this.#login(what);
     if (renewed.leaseMs < lease.leaseMs / 2) renewed.renewable = false;
     return renewed;
