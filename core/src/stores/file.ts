@@ -658,14 +658,15 @@ export class FileStore implements SecretStore {
     try {
       handle = await open(temp, "wx", 0o600);
       await handle.chmod(0o600);
-      let size = 0;
+      // Whole lines one after another: `writeFile` on a handle writes on until every byte is in
+      // (a write() on a disk that fills takes part of a line and says so; the next one fails).
       const first = frame(header);
-      await handle.write(first, 0, first.length, size);
-      size += first.length;
+      await handle.writeFile(first);
+      let size = first.length;
       // A few hundred changes a line, written one line at a time: the event loop stays free.
       for (let i = 0; i < changes.length; i += SNAPSHOT_LINE) {
         const line = frame({ changes: changes.slice(i, i + SNAPSHOT_LINE) });
-        await handle.write(line, 0, line.length, size);
+        await handle.writeFile(line);
         size += line.length;
       }
       await handle.sync();

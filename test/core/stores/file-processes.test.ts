@@ -12,19 +12,23 @@ import { randomBytesSeeded, seededRandom, TEST_SEED, tempDir, until } from "../.
 import { logPath, readLog } from "./file-log-reader";
 
 let writer: string;
+let compactor: string;
 
 beforeAll(async () => {
-  writer = join(await tempDir(), "file-writer.mjs");
+  const out = await tempDir();
   await build({
-    entryPoints: [join(import.meta.dirname, "file-writer.ts")],
+    entryPoints: ["file-writer.ts", "file-compactor.ts"].map((f) => join(import.meta.dirname, f)),
     bundle: true,
     platform: "node",
     format: "esm",
     target: "node20",
-    outfile: writer,
+    outdir: out,
+    outExtension: { ".js": ".mjs" },
     logLevel: "warning",
     banner: { js: 'import { createRequire } from "node:module"; const require = createRequire(import.meta.url);' },
   });
+  writer = join(out, "file-writer.mjs");
+  compactor = join(out, "file-compactor.mjs");
 });
 
 function writerProcess(dir: string, salt: string, prefix: string, count = 0, padding = 0) {
@@ -191,5 +195,31 @@ describe("FileStore across processes", () => {
     // Besides those, only whole batches the writers wrote but were killed before acknowledging.
     for (const name of log.state.keys()) expect(name).toMatch(/^(AFTER|t\d+-\d+)$/);
     await store.close();
+  });
+
+  it("loses nothing when a compaction meets a full disk partway through a write", async () => {
+    const dir = await tempDir();
+    const salt = `full-${randomBytesSeeded(8).toString("hex")}`;
+    const store = await FileStore.open({ dataDir: dir, keys: new KeyRing(salt) });
+    const names = ["A", "B", "C", "D", "E"];
+    const valueOf = (name: string, round: number) => `${name}-${round}-${"v".repeat(60 * 1024)}`;
+    for (let round = 0; round < 8; round++) {
+      await Promise.all(names.map((name) => store.put(name, valueOf(name, round))));
+    }
+    await store.close();
+    // A file may grow to 200 000 bytes: the compacted log (about 400 kB) is cut off inside its
+    // second line, where write() takes part of it and says so, and the next write() fails (EFBIG).
+    const child = spawn("prlimit", ["--fsize=200000", process.execPath, compactor, dir, salt], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    let out = "";
+    child.stdout.on("data", (d) => {
+      out += d;
+    });
+    expect(await new Promise((resolve) => child.on("close", resolve))).toBe(0);
+    expect(out).toMatch(/^refused \S+\nholds 5\n$/);
+    const reopened = await FileStore.open({ dataDir: dir, keys: new KeyRing(salt) });
+    for (const name of names) expect((await reopened.get(name))?.value).toBe(valueOf(name, 7));
+    await reopened.close();
   });
 });
