@@ -27,6 +27,10 @@
  *   A redirect is not passed on (`502`): a client following it would take our master key, in
  *   `x-litellm-api-key`, to wherever the upstream pointed.
  * - An upstream 401 reads the key from the store again, past the cache, and tries once more.
+ * - One deadline for the whole exchange, both tries and the answer's body: 600 s (SPEC section 8).
+ *   The agent's own timeouts bound each wait only (for the headers, between two chunks), so an
+ *   upstream trickling a chunk now and then would hold the call for ever. Past it before the
+ *   headers, `504 upstream_timeout`; after them, the answer is cut as an upstream's break is.
  * - No such model: `404 not_found`. The upstream unreachable: `502 upstream_unavailable`; too slow:
  *   `504 upstream_timeout`. No message or log line holds the key.
  */
@@ -39,7 +43,7 @@ import { InvalidInput, SecretsError } from "./errors";
 import { forwardTargetOf } from "./http/forward-routes";
 import { NULL_BODY_STATUSES, readLimitedBody } from "./http/router";
 import type { Logger } from "./log";
-import { isLinkLocal, isLoopback, type OutboundTls, outboundAgent } from "./outbound";
+import { isLinkLocal, isLoopback, OUTBOUND_LIMITS, type OutboundTls, outboundAgent } from "./outbound";
 import { refName } from "./refs";
 import type { SecretManager } from "./secret-manager";
 
@@ -61,7 +65,10 @@ export interface ForwardDeps {
   models: readonly ForwardModel[];
   outbound: OutboundTls;
   maxBodyBytes: number;
-  /** Tuning, not a setting: how long the upstream may take to answer (default: the client's 600 s). */
+  /**
+   * Tuning, not a setting: the whole exchange's deadline, and the longest wait for the headers or
+   * between two chunks (default: the client's 600 s).
+   */
   timeoutMs?: number;
   /** Lambda's runtime API (`AWS_LAMBDA_RUNTIME_API`, as the settings captured it): never a target. */
   lambdaRuntimeApi?: string;
@@ -173,6 +180,9 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
   });
   const header = authHeaderOf(params);
   const dispatcher = outboundAgent(deps.outbound);
+  // The caller gone (its connection closed), the upstream call stops too: no completion billed for
+  // nobody. The exchange's deadline stops it as well.
+  const exchange = exchangeSignal(request.signal, deps.timeoutMs ?? OUTBOUND_LIMITS.exchangeTimeoutMs);
 
   const attempt = async (refresh: boolean) => {
     const key = params.api_key ? await apiKeyOf(params.api_key, deps.manager, refresh) : undefined;
@@ -180,8 +190,7 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
     if (key !== undefined) withKey[header] = header === "authorization" ? `Bearer ${key}` : key;
     const timeouts =
       deps.timeoutMs === undefined ? {} : { headersTimeout: deps.timeoutMs, bodyTimeout: deps.timeoutMs };
-    // The caller gone (its connection closed), the upstream call stops too: no completion billed for nobody.
-    const signal = request.signal;
+    const signal = exchange.signal;
     return send(url, { method: request.method as "GET", headers: withKey, body, dispatcher, signal, ...timeouts });
   };
 
@@ -193,8 +202,11 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
       answer = await attempt(true);
     }
   } catch (err) {
+    exchange.end();
     throw upstreamError(err, modelName);
   }
+  // The body closes however the exchange ends (read, dumped, cancelled, cut): its deadline goes too.
+  answer.body.once("close", exchange.end);
 
   if (REDIRECTS.has(answer.statusCode) && answer.headers.location !== undefined) {
     await answer.body.dump();
@@ -262,6 +274,32 @@ function answerBody(
     },
     { highWaterMark: 0 },
   );
+}
+
+/** The reason an exchange past its deadline is aborted with: its code says TIMEOUT (504), as undici's do. */
+const EXCHANGE_TIMEOUT = "UPSTREAM_EXCHANGE_TIMEOUT";
+
+/**
+ * The signal of one exchange: aborted when the caller's request is (the caller gone) or once `ms`
+ * have passed. `end` clears the timer and the listener when the exchange is over, so nothing is
+ * left for 600 s per request; the timer never keeps the process alive meanwhile (unref).
+ */
+function exchangeSignal(caller: AbortSignal, ms: number): { signal: AbortSignal; end: () => void } {
+  const controller = new AbortController();
+  const callerGone = () => controller.abort(caller.reason);
+  const timer = setTimeout(() => {
+    controller.abort(Object.assign(new Error("the exchange's deadline passed"), { code: EXCHANGE_TIMEOUT }));
+  }, ms);
+  timer.unref();
+  if (caller.aborted) callerGone();
+  else caller.addEventListener("abort", callerGone, { once: true });
+  return {
+    signal: controller.signal,
+    end: () => {
+      clearTimeout(timer);
+      caller.removeEventListener("abort", callerGone);
+    },
+  };
 }
 
 /**

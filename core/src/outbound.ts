@@ -6,8 +6,11 @@
  *
  * One agent per TLS configuration, shared by its callers: keep-alive 120 s (sequential calls reuse
  * one connection, and a new connection resumes the TLS session), up to 500 connections per origin,
- * 5 s to connect, 600 s for a whole exchange, TLS 1.2 at least. Retries stay with the callers
- * (each store's policy): this pools, times out and applies TLS.
+ * 5 s to connect, TLS 1.2 at least, and 600 s as the longest wait for an answer's headers and the
+ * longest silence between two chunks of its body (undici's `headersTimeout` and `bodyTimeout`: each
+ * wait, not the exchange). A whole exchange is bounded by its caller: forward.ts by 600 s (SPEC
+ * section 8's overall limit, `exchangeTimeoutMs`), the stores by their own deadline per try.
+ * Retries stay with the callers (each store's policy): this pools, times out and applies TLS.
  *
  * No agent connects to a link-local address (169.254.0.0/16, fe80::/10, AWS's fd00:ec2:: ones):
  * the clouds' metadata services live there and hand out the function's own credentials, and no
@@ -39,6 +42,7 @@ export const OUTBOUND_LIMITS = {
   keepAliveMs: 120_000,
   connectionsPerOrigin: 500,
   connectTimeoutMs: 5_000,
+  /** The agent's longest wait (for the headers, between two chunks); forward.ts's whole-exchange deadline. */
   exchangeTimeoutMs: 600_000,
 } as const;
 

@@ -717,3 +717,67 @@ describe("an upstream that does not answer", () => {
     await new Promise<void>((r) => silent.close(() => r()));
   });
 });
+
+describe("an upstream that trickles its answer", () => {
+  it("is cut at the exchange's deadline, though no wait between two chunks is long (the agent's timeouts bound each wait only)", async () => {
+    const pki = inject("testPki");
+    let written = 0;
+    let finished = false;
+    // A chunk every 50 ms for 3 s: never silent for long, never done in time.
+    const drip = createServer(
+      { key: readFileSync(pki.serverKeyFile), cert: readFileSync(pki.serverCertFile) },
+      (_req, res) => {
+        res.writeHead(200, { "content-type": "text/event-stream" });
+        const timer = setInterval(() => {
+          res.write(`data: ${written}\n\n`);
+          if (++written === 60) {
+            clearInterval(timer);
+            finished = true;
+            res.end();
+          }
+        }, 50);
+        res.on("close", () => clearInterval(timer));
+      },
+    );
+    await new Promise<void>((r) => drip.listen(0, "127.0.0.1", r));
+    const ctx = await inProcessApp();
+    await ctx.runtime.manager.put("DRIP_KEY", newKey("sk-drip-"));
+    const { createLogger } = await import("../../core/src/log");
+    const logs: string[] = [];
+    const { forward } = await import("../../core/src/forward");
+    const res = await forward(
+      new Request("http://localhost/v1/forward/drip/v1/chat"),
+      { path: "/v1/forward/drip/v1/chat" },
+      {
+        manager: ctx.runtime.manager,
+        models: [
+          {
+            model_name: "drip",
+            litellm_params: {
+              model: "openai/x",
+              api_base: `https://localhost:${(drip.address() as AddressInfo).port}`,
+              api_key: "os.environ/DRIP_KEY",
+            },
+          },
+        ],
+        outbound: {},
+        maxBodyBytes: 1024,
+        timeoutMs: 500,
+        log: createLogger((line) => logs.push(line)),
+      },
+    );
+    expect(res.status).toBe(200); // the headers came in time
+    // In process (no connection to cut, as on Lambda and Azure), the body ends with the error.
+    const read = await res.text().then(
+      () => "completed",
+      (err: { code?: string }) => err.code,
+    );
+    expect(read).toBe("UPSTREAM_EXCHANGE_TIMEOUT");
+    expect(finished).toBe(false); // cut while the upstream was still trickling
+    expect(logs.map((l) => JSON.parse(l))).toContainEqual(
+      expect.objectContaining({ msg: "upstream answer cut", code: "UPSTREAM_EXCHANGE_TIMEOUT" }),
+    );
+    drip.closeAllConnections();
+    await new Promise<void>((r) => drip.close(() => r()));
+  });
+});
