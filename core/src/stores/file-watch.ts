@@ -3,8 +3,14 @@
  * store reads the change at once. When watching cannot start or stops (inotify limits: ENOSPC,
  * EMFILE), one warning names the dir and the code, and watching is tried again after 1 s, doubling
  * to 60 s; a watcher started again reads what changed while none watched.
+ *
+ * A watch follows the directory it started on, not its path: when that directory is moved or
+ * removed (a restore that renames a copy into place), its watcher hears of itself by name and no
+ * more of the path's log. It then starts again on what is at the path now (with the same backoff
+ * while nothing is there), and reads what changed.
  */
-import { type FSWatcher, watch } from "node:fs";
+import { type FSWatcher, statSync, watch } from "node:fs";
+import { basename } from "node:path";
 import { SecretsError } from "../errors";
 import type { Logger } from "../log";
 import { LOG_FILE } from "./file-log";
@@ -83,8 +89,17 @@ export class DataDirWatch {
     };
     let watcher: FSWatcher;
     try {
+      const watched = statSync(dir).ino;
       watcher = this.#options.watchDir(dir, (_, file) => {
         if (file === null || file === LOG_FILE) changed();
+        // The directory itself moved or removed: watched no more at its path.
+        else if (file === basename(dir) && statSync(dir, { throwIfNoEntry: false })?.ino !== watched) {
+          watcher.close();
+          if (this.#watcher !== watcher) return;
+          this.#watcher = undefined;
+          log.info("file store: the data dir was moved or replaced; watching what is at its path now", { dir });
+          this.#start(true);
+        }
       });
     } catch (err) {
       this.#failed(err);

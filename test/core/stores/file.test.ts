@@ -1,5 +1,5 @@
 import { appendFileSync, type FSWatcher, watch, writeFileSync } from "node:fs";
-import { appendFile, chmod, mkdir, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { appendFile, chmod, cp, mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { describe, expect, it, vi } from "vitest";
 import { KeyRing, openSecret, sealSecret } from "../../../core/src/crypto";
@@ -623,6 +623,26 @@ describe("FileStore", () => {
       await until("both changes reported", () => seen.flat().includes("OURS") && seen.flat().includes("THEIRS"));
       expect(new Set(seen.flat())).toEqual(new Set(["THEIRS", "OURS"]));
       expect(seen.flat().filter((n) => n === "OURS")).toHaveLength(1); // its delete, not our put
+      await mine.close();
+      await theirs.close();
+    });
+
+    it("follows a data dir replaced while it runs (a restore by rename): another store's change there is reported", async () => {
+      const parent = await tempDir();
+      const dir = join(parent, "data");
+      const mine = await open(dir);
+      const seen: string[] = [];
+      mine.watch((names) => seen.push(...names));
+      expect(await mine.put("BEFORE", "b")).toBe("created");
+      // The restored copy, made beside it, then swapped in: the old dir moved away, the copy renamed to its path.
+      const restored = join(parent, "restored");
+      await cp(dir, restored, { recursive: true });
+      await rename(dir, join(parent, "data.old"));
+      await rename(restored, dir);
+      const theirs = await open(dir);
+      expect(await theirs.put("AFTER", "a")).toBe("created");
+      await until("the change in the restored dir reported", () => seen.includes("AFTER"));
+      expect((await mine.get("AFTER"))?.value).toBe("a");
       await mine.close();
       await theirs.close();
     });
