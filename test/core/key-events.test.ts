@@ -1,6 +1,7 @@
 // Key events (SPEC section 7): the schema, the name rule, the value (plain or sealed), the gates,
 // created / regenerated / deleted, at-least-once safety (redelivery, duplicates, out of order,
 // tombstones), the age limit, POST /v1/key-events, and a 10 000-event run with injected failures.
+// One test runs against the Azure Key Vault fake: an alias landing on a portal-made secret.
 import { describe, expect, it } from "vitest";
 import { KeyRing, sealSecret } from "../../core/src/crypto";
 import { InvalidName } from "../../core/src/errors";
@@ -8,12 +9,15 @@ import { createLogger } from "../../core/src/log";
 import { createRuntime } from "../../core/src/runtime";
 import type { DeleteOptions, PutOptions, SecretStore, StoreFactory } from "../../core/src/secret-store";
 import { BackendUnavailable } from "../../core/src/store-errors";
+import { azureKeyVaultStore } from "../../core/src/stores/azure";
 import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
+import { lazyFakeAzure } from "../fakes/azure";
 import { expectNoValueIn, newKey, seededRandom, TEST_SEED } from "../helpers";
 
 const HASH = "a".repeat(64);
 const OTHER_HASH = "b".repeat(64);
 const T0 = Date.parse("2026-11-20T00:00:00Z");
+const azure = lazyFakeAzure();
 
 /** A memory store whose calls fail now and then, as a backend does: what the store answers, not our code. */
 class FlakyMemoryStore extends MemoryStore {
@@ -299,6 +303,47 @@ describe("key events: refused, never applied", () => {
     const later = new Date(now + 120_000).toISOString();
     await runtime.applyKeyEvent(event({ id: "evt-3", type: "key.deleted", key_alias: "a", occurred_at: later }));
     expect(await read("litellm/a")).toBeUndefined();
+  });
+
+  it("an alias that maps onto a Key Vault secret made outside llm-secrets (outside hosted_keys) neither overwrites nor deletes it", async () => {
+    // Key Vault ignores case and maps `/` and `_` to `-`: `litellm/` + `SALT_KEY` is the portal's
+    // LITELLM-SALT-KEY. Aliases are chosen by whoever makes LiteLLM keys, not by the operator.
+    const fake = await azure();
+    fake.reset();
+    const salt = newKey("portal-salt-");
+    fake.seed("LITELLM-SALT-KEY", salt);
+    fake.seed("LITELLM-OTHER", newKey("portal-other-"));
+    const logs: string[] = [];
+    const runtime = await createRuntime({
+      stores: [azureKeyVaultStore],
+      settings: {
+        env: {
+          ...fake.env(),
+          LITELLM_MASTER_KEY: newKey(),
+          LLM_SECRETS_CONFIG:
+            "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n    hosted_keys: [OPENAI_API_KEY]\n",
+        },
+      },
+      log: createLogger((line) => logs.push(line)),
+      audit: () => {},
+    });
+    try {
+      const now = new Date().toISOString();
+      const attacker = newKey("sk-attacker-");
+      const created = await runtime.applyKeyEvent(event({ key_alias: "SALT_KEY", key: attacker, occurred_at: now }));
+      expect(created).toMatchObject({ status: "refused", code: "name_conflict" });
+      const deleted = await runtime.applyKeyEvent(
+        event({ id: "evt-2", type: "key.deleted", key_alias: "OTHER", occurred_at: now }),
+      );
+      expect(deleted).toMatchObject({ status: "refused", code: "name_conflict" });
+      expect(fake.secret("LITELLM-SALT-KEY")?.versions.map((v) => v.value)).toEqual([salt]);
+      expect(fake.secret("LITELLM-OTHER")?.deleted).toBeUndefined();
+      expect(fake.requests.filter((r) => r.method !== "GET")).toEqual([]);
+      expect(logs.some((l) => l.includes("adopted"))).toBe(false);
+      expectNoValueIn(logs, [attacker, salt]);
+    } finally {
+      await runtime.close();
+    }
   });
 
   it("without store_virtual_keys, or with access_mode read_only, nothing is written", async () => {

@@ -220,6 +220,39 @@ describe("azure_key_vault over the wire", () => {
     expect((await store.get("AZURE_API_KEY"))?.value).toBe(ours);
   });
 
+  it("a key event neither adopts nor deletes a secret made outside llm-secrets (any case, soft-deleted too): name_conflict", async () => {
+    const fake = await azure();
+    const store = await open();
+    // A portal secret that the virtual key `litellm/` + alias `SALT_KEY` lands on, the vault ignoring case.
+    const salt = value("portal-salt");
+    fake.seed("LITELLM-Salt-Key", salt);
+    const other = value("portal-other");
+    fake.seed("LITELLM-OTHER", other);
+    const gone = value("portal-gone");
+    fake.seed("LITELLM-GONE", gone);
+    const deleted = fake.secret("LITELLM-GONE");
+    if (deleted) deleted.deleted = { at: Date.now(), visibleAt: Date.now() }; // soft-deleted in the portal
+    const event = { at: Date.now(), id: "evt-1" };
+    fake.requests.length = 0;
+    expect(await codeOf(store.put("litellm/SALT_KEY", value("attacker"), { ifNewerThan: event }))).toBe(
+      "name_conflict",
+    );
+    expect(await codeOf(store.delete("litellm/OTHER", { ifNewerThan: event }))).toBe("name_conflict");
+    expect(await codeOf(store.put("litellm/GONE", value("revived"), { ifNewerThan: event }))).toBe("name_conflict");
+    expect(await codeOf(store.delete("litellm/GONE", { ifNewerThan: event }))).toBe("name_conflict");
+    // Only looked at: nothing written, tagged, recovered or deleted.
+    expect(fake.requests.filter((r) => r.method !== "GET")).toEqual([]);
+    expect(fake.secret("LITELLM-SALT-KEY")?.versions.map((v) => v.value)).toEqual([salt]);
+    expect(fake.secret("LITELLM-OTHER")?.deleted).toBeUndefined();
+    expect(fake.secret("LITELLM-GONE")?.versions.map((v) => v.tags)).toEqual([{}]);
+    expect((await store.get("litellm/SALT_KEY"))?.value).toBe(salt);
+    // A direct write (the master key's) still adopts it; then it is ours, and events change it.
+    expect(await store.put("litellm/SALT_KEY", value("adopted"))).toBe("updated");
+    expect(await store.delete("litellm/SALT_KEY", { ifNewerThan: { at: Date.now() + 1, id: "evt-2" } })).toBe(
+      "deleted",
+    );
+  });
+
   it("through the cache: a write of A_B reaches a cached read of a_b (one vault secret, whatever the case)", async () => {
     const fake = await azure();
     const portal = value("portal-case");

@@ -10,10 +10,15 @@
  * `400 invalid_name` here. The name we wrote is kept in the tag `llm-secrets:name`: a write or delete
  * whose secret holds another name (`AZURE-API-KEY` written as `AZURE_API_KEY`, or `a_b` as `A_B`) is
  * `409 name_conflict`, and a read of it finds nothing. A secret without that tag (made in the portal
- * as `AZURE-API-KEY`) is read for every name that maps onto it and adopted (tagged) by the first write.
+ * as `AZURE-API-KEY`) is read for every name that maps onto it and adopted (tagged) by the first
+ * direct write.
  * `keyOf` is lower-cased, as the vault ignores case: the cache and each secret's queue key on it, so
  * a write of `A_B` reaches a cached read of `a_b` (two names of ours on one vault secret, told apart
  * by the tag). Calls name the secret as written (`A-B`), so a secret we create keeps the case.
+ * A key event's change (`ifNewerThan`) never adopts nor deletes a secret without the tag (live,
+ * disabled or soft-deleted): it is `409 name_conflict`. Key aliases are chosen by whoever makes
+ * LiteLLM keys, and `litellm/` + `SALT_KEY` lands on a portal-made `LITELLM-SALT-KEY` (any case),
+ * outside `hosted_keys`; only a direct PUT or DELETE (the master key's) takes such a secret over.
  *
  * - Read: `getSecret` (the latest version; `GET /secrets/{name}/`).
  * - Write: `setSecret` (a new version, with the caller's tags, else the previous version's, else
@@ -67,7 +72,7 @@ import { Agent as HttpsAgent } from "node:https";
 import type { TokenCredential } from "@azure/identity";
 import type { KeyVaultSecret, SecretClient, SecretClientOptions, SecretProperties } from "@azure/keyvault-secrets";
 import * as z from "zod/mini";
-import { InvalidInput, InvalidName } from "../errors";
+import { InvalidInput, InvalidName, SecretsError } from "../errors";
 import type { Logger } from "../log";
 import { isValidName } from "../names";
 import { type OutboundTls, outboundTlsOptions } from "../outbound-tls";
@@ -348,7 +353,7 @@ export class AzureKeyVaultStore implements SecretStore {
         // The stamp this write records over what `key` holds, or undefined: superseded (looked at
         // again while a delete finishes).
         const stampOver = (found: Found): ChangeStamp | undefined => {
-          this.#refuseOtherOwner(found, name, key);
+          this.#refuseOtherOwner(found, name, key, options.ifNewerThan !== undefined);
           return this.#stampOver(options.ifNewerThan, false, found);
         };
         const found = await this.#find(key);
@@ -373,7 +378,7 @@ export class AzureKeyVaultStore implements SecretStore {
     return this.#queues.run(this.keyOf(name), async () => {
       try {
         const found = await this.#find(key);
-        this.#refuseOtherOwner(found, name, key);
+        this.#refuseOtherOwner(found, name, key, options.ifNewerThan !== undefined);
         const stamp = this.#stampOver(options.ifNewerThan, true, found);
         if (stamp === undefined) {
           // Tagged as deleted and still live: a delete that stopped before beginDeleteSecret. Finish it.
@@ -467,8 +472,19 @@ export class AzureKeyVaultStore implements SecretStore {
     return key;
   }
 
-  #refuseOtherOwner(found: Found, name: string, key: string): void {
+  /**
+   * Refuses a change of `name` over a live secret of another name; and, for a key event's change
+   * (`byEvent`), over any secret without our tag: an event never adopts nor deletes what was made
+   * outside llm-secrets (a disabled secret's tags cannot be read, so it is taken as such).
+   */
+  #refuseOtherOwner(found: Found, name: string, key: string, byEvent: boolean): void {
     if (found.state === "live" && found.owner !== undefined && found.owner !== name) throw new NameConflict(name, key);
+    if (byEvent && found.state !== "absent" && found.owner === undefined) {
+      throw new SecretsError(
+        "name_conflict",
+        `${name} maps to the Key Vault secret ${key}, which llm-secrets did not write (no ${TAG_NAME} tag, or disabled): a key event neither overwrites nor deletes it; a direct PUT or DELETE does`,
+      );
+    }
   }
 
   async #find(key: string): Promise<Found> {

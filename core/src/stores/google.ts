@@ -10,7 +10,9 @@
  *   any call); every other character of a name becomes `-` (`keyOf`), and the name as written is
  *   kept in the annotation `llm-secrets.name`. A write whose id already holds another name is
  *   `409 name_conflict`; a read of a name whose id holds another is no secret. A secret made
- *   elsewhere (no annotation) is read, and adopted on the first write.
+ *   elsewhere (no annotation) is read, and adopted on the first direct write; a key event's change
+ *   (`ifNewerThan`) of it is `409 name_conflict`: key aliases are chosen by whoever makes LiteLLM
+ *   keys, so an event must not take over (or destroy) a console-made secret its name maps onto.
  * - Read: `versions/latest:access`, and at the same time the secret itself (its name, deleted
  *   mark and labels), which counts against Google's 600 read requests a minute per project. An identity granted only `secretmanager.versions.access`
  *   (`roles/secretmanager.secretAccessor`, all LiteLLM needs) is refused the secret: a name that is
@@ -49,7 +51,7 @@
  */
 import type * as Sdk from "@google-cloud/secret-manager";
 import * as z from "zod/mini";
-import { InvalidInput, InvalidName } from "../errors";
+import { InvalidInput, InvalidName, SecretsError } from "../errors";
 import { isValidName } from "../names";
 import {
   type ChangeStamp,
@@ -207,13 +209,14 @@ export class GoogleSecretManagerStore implements SecretStore {
       const labelsOfNew = () => labels ?? checkedLabels(meta?.whenCreated?.tags);
       checkedAnnotations(undefined, annotations(name, options.ifNewerThan ?? { at: this.#now() }, false));
       await this.#ready("google secret manager put");
-      let found = await this.#find(name);
+      const byEvent = options.ifNewerThan !== undefined;
+      let found = await this.#find(name, byEvent);
       let created = false;
       if (found === undefined) {
         // Made with no time: the time is recorded once the value is in, so a write that stops
         // before its version is not taken for done when its event comes again.
         created = await this.#create(name, { labels: labelsOfNew(), annotations: { [NAME]: name } });
-        if (!created) found = await this.#find(name);
+        if (!created) found = await this.#find(name, byEvent);
       }
       const stamp = this.#stampOver(options.ifNewerThan, false, found);
       if (stamp === undefined) return "superseded";
@@ -239,13 +242,14 @@ export class GoogleSecretManagerStore implements SecretStore {
       const ours = (stamp: ChangeStamp) => annotations(name, stamp, true);
       if (!this.#purge) checkedAnnotations(undefined, ours(options.ifNewerThan ?? { at: this.#now() })); // a purge records nothing
       await this.#ready("google secret manager delete");
-      let found = await this.#find(name);
+      const byEvent = options.ifNewerThan !== undefined;
+      let found = await this.#find(name, byEvent);
       if (found === undefined) {
         if (options.ifNewerThan === undefined || this.#purge) return "absent";
         // An event's delete of a name never written: an empty secret carries its tombstone. One
         // created meanwhile by another writer is decided as any delete of an existing name.
         if (await this.#create(name, { annotations: ours(options.ifNewerThan) })) return "absent";
-        found = await this.#find(name);
+        found = await this.#find(name, byEvent);
         if (found === undefined) return "absent";
       }
       const stamp = this.#stampOver(options.ifNewerThan, true, found);
@@ -321,8 +325,11 @@ export class GoogleSecretManagerStore implements SecretStore {
     return stampOfChange(ifNewerThan, isDelete, found?.stamp, found?.stampIsDelete ?? false, this.#now());
   }
 
-  /** The secret `name` lands on, with its last change; a conflict when it holds another name. */
-  async #find(name: string): Promise<Found | undefined> {
+  /**
+   * The secret `name` lands on, with its last change; a conflict when it holds another name, or,
+   * for a key event's change (`byEvent`), when it was made outside llm-secrets (no annotation).
+   */
+  async #find(name: string, byEvent: boolean): Promise<Found | undefined> {
     let secret: Secret;
     try {
       [secret] = await this.#client.getSecret({ name: this.#path(name) }, this.#call);
@@ -333,6 +340,12 @@ export class GoogleSecretManagerStore implements SecretStore {
     const notes = secret.annotations ?? {};
     const holder = notes[NAME];
     if (holder !== undefined && holder !== name) throw new NameConflict(name, this.keyOf(name));
+    if (holder === undefined && byEvent) {
+      throw new SecretsError(
+        "name_conflict",
+        `${name} maps to the secret id ${this.keyOf(name)}, which llm-secrets did not write (no ${NAME} annotation): a key event neither overwrites nor deletes it; a direct PUT or DELETE does`,
+      );
+    }
     const at = Number(notes[AT]);
     const deleted = notes[DELETED] === "true";
     return {
