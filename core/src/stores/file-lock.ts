@@ -17,7 +17,9 @@
  *   space: from another, a live owner's pid is not seen), or whose lease lapsed, is renamed aside; rename() moves exactly one file, so of several processes taking
  *   over, one wins. If what was moved turns out not to be the lock that was judged dead (it was
  *   re-taken in between), it is linked back.
- * - Release: only a lock that still holds our token is removed.
+ * - Release: only a lock that still holds our token is removed. A release that fails (EMFILE, EIO)
+ *   is logged and tried once more shortly after; the work done under the lock stands (a write
+ *   already in the log is not answered as failed), and a lock not removed lapses with its lease.
  * - Held: a lock can be taken over from a live owner that stalled past the age limit (or whose pid
  *   another pid namespace does not see). `stillHeld()` tells the owner, before a step that must not
  *   run unlocked (the file store's rename of a compacted log), whether the lock is still its own.
@@ -29,6 +31,7 @@ import { readFileSync, readlinkSync } from "node:fs";
 import { link, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { basename } from "node:path";
+import { type Logger, silentLogger } from "../log";
 import { BackendUnavailable } from "../store-errors";
 
 export interface Lease {
@@ -90,11 +93,18 @@ export interface HeldLock {
   stillHeld(): Promise<boolean>;
 }
 
+export interface LockOptions {
+  /** The lease; `LEASE` unless a test shortens it. */
+  lease?: Lease;
+  /** Where a failed release is reported (its code only). */
+  log?: Logger;
+}
+
 export async function withFileLock<T>(
   path: string,
   timeoutMs: number,
   fn: (lock: HeldLock) => Promise<T>,
-  lease: Lease = LEASE,
+  { lease = LEASE, log = silentLogger }: LockOptions = {},
 ): Promise<T> {
   const mine = ownFileName(path);
   const content = `${process.pid} ${mine.slice(mine.lastIndexOf(".") + 1)} ${PID_SPACE}`;
@@ -115,7 +125,35 @@ export async function withFileLock<T>(
     return await fn({ stillHeld });
   } finally {
     clearInterval(heartbeat);
+    await release(path, content, log);
+  }
+}
+
+/** How long after a failed release it is tried again: fds run out (EMFILE) for moments. */
+const RELEASE_RETRY_MS = 100;
+
+/**
+ * Removes the lock if it still holds our token (`content`). Never throws: what was done under the
+ * lock is done (a write appended, synced and applied), and its answer, or its own error, stands. A
+ * failure is logged by its code and the removal tried once more shortly after, so that the lock
+ * does not hold every writer off for its lease; if that fails too, the lease lapses.
+ */
+async function release(path: string, content: string, log: Logger): Promise<void> {
+  const remove = async () => {
     if ((await readLock(path)) === content) await rm(path, { force: true });
+  };
+  const codeOf = (err: unknown) => (err as NodeJS.ErrnoException).code ?? "error";
+  try {
+    await remove();
+  } catch (err) {
+    log.warn("file store: could not remove its lock; trying again shortly", { code: codeOf(err) });
+    setTimeout(() => {
+      remove().catch((again) =>
+        log.warn("file store: could not remove the lock; other writers wait for its lease to lapse", {
+          code: codeOf(again),
+        }),
+      );
+    }, RELEASE_RETRY_MS).unref();
   }
 }
 

@@ -1,9 +1,11 @@
 // The file store's lock as a lease: renewed while held, stale once it lapses (or was renewed past a
 // lease ahead of our clock) or when it holds our pid with a token this process does not hold (a
 // container's PID 1 after a restart).
+import { spawn } from "node:child_process";
 import { readFile, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { build } from "esbuild";
+import { beforeAll, describe, expect, it } from "vitest";
 import { PID_SPACE, withFileLock } from "../../../core/src/stores/file-lock";
 import { codeOf, deadPid, livePid, tempDir } from "../../helpers";
 
@@ -41,7 +43,7 @@ describe("the file lock as a lease", () => {
     // ... and taken once it lapsed.
     const past = new Date(Date.now() - 10_000);
     await utimes(path, past, past);
-    const seen = await withFileLock(path, 1_000, async () => readFile(path, "utf8"), FAST);
+    const seen = await withFileLock(path, 1_000, async () => readFile(path, "utf8"), { lease: FAST });
     expect(seen.startsWith(`${process.pid} `)).toBe(true);
     expect(seen).not.toContain("another-process");
   });
@@ -55,21 +57,21 @@ describe("the file lock as a lease", () => {
     expect(await codeOf(withFileLock(path, 150, async () => "got it"))).toBe("backend_unavailable");
     const past = new Date(Date.now() - 10_000);
     await utimes(path, past, past);
-    expect(await withFileLock(path, 1_000, async () => "got it", FAST)).toBe("got it");
+    expect(await withFileLock(path, 1_000, async () => "got it", { lease: FAST })).toBe("got it");
     // In our own pid space, a dead pid is a dead owner.
-    const seen = await withFileLock(path, 1_000, async () => readFile(path, "utf8"), FAST);
+    const seen = await withFileLock(path, 1_000, async () => readFile(path, "utf8"), { lease: FAST });
     const ours = seen.split(" ")[2] as string;
     // Our pid space names this host's boot too: the first pid namespace has one number on every host.
     const boot = await readFile("/proc/sys/kernel/random/boot_id", "utf8").catch(() => undefined);
     if (boot !== undefined) expect(ours).toContain(boot.trim());
     await writeFile(path, `${pid} crashed-here ${ours}`);
-    expect(await withFileLock(path, 150, async () => "got it", FAST)).toBe("got it");
+    expect(await withFileLock(path, 150, async () => "got it", { lease: FAST })).toBe("got it");
     // An earlier build's lock names no pid space: it may be a host CLI's seen from a container, so
     // its lease judges it as well.
     await writeFile(path, `${pid} earlier-build`);
     expect(await codeOf(withFileLock(path, 150, async () => "got it"))).toBe("backend_unavailable");
     await utimes(path, past, past);
-    expect(await withFileLock(path, 1_000, async () => "got it", FAST)).toBe("got it");
+    expect(await withFileLock(path, 1_000, async () => "got it", { lease: FAST })).toBe("got it");
   });
 
   it("a lock from another pid space renewed more than a lease ahead of our clock (the clock stepped back since) is stale: taken, not waited for until the clock catches up", async () => {
@@ -98,7 +100,7 @@ describe("the file lock as a lease", () => {
     expect(await codeOf(withFileLock(path, 150, async () => "got it"))).toBe("backend_unavailable");
     const past = new Date(Date.now() - 10_000);
     await utimes(path, past, past);
-    expect(await withFileLock(path, 1_000, async () => "got it", FAST)).toBe("got it");
+    expect(await withFileLock(path, 1_000, async () => "got it", { lease: FAST })).toBe("got it");
   });
 
   it("renews its own lease while the owner works: a waiter never takes it over", async () => {
@@ -120,14 +122,91 @@ describe("the file lock as a lease", () => {
         holds();
         return working;
       },
-      lease,
+      { lease },
     );
     await holding; // the owner has the lock (not a head start of some milliseconds)
     // Three lease lengths later the owner still holds it: the waiter times out.
-    const waiter = withFileLock(path, 3 * lease.staleMs, async () => "stolen", lease);
+    const waiter = withFileLock(path, 3 * lease.staleMs, async () => "stolen", { lease });
     expect(await codeOf(waiter)).toBe("backend_unavailable");
     release();
     await owner;
-    expect(await withFileLock(path, 1_000, async () => "free again", FAST)).toBe("free again");
+    expect(await withFileLock(path, 1_000, async () => "free again", { lease: FAST })).toBe("free again");
+  });
+});
+
+/**
+ * A child process that runs the lock under a resource limit (`prlimit`): its work here, as
+ * `process.argv[2]` (the lock's dir) and `log` (the codes warned of) give it, prints a JSON line.
+ */
+let lockChild: string;
+
+beforeAll(async () => {
+  const out = await tempDir();
+  lockChild = join(out, "lock-child.mjs");
+  const contents = `
+    import { closeSync, existsSync, openSync } from "node:fs";
+    import { join } from "node:path";
+    import { withFileLock } from ${JSON.stringify(join(import.meta.dirname, "../../../core/src/stores/file-lock"))};
+    const dir = process.argv[2];
+    const path = join(dir, "store.lock");
+    const warned = [];
+    const log = { debug() {}, info() {}, error() {}, warn: (msg, fields) => warned.push(fields.code) };
+    const outcome = (run) => run.then((value) => ({ value }), (err) => ({ error: err.code ?? "no code" }));
+    // Takes every fd left (EMFILE from then on) and gives them back 50 ms later.
+    const exhaust = () => {
+      const fds = [];
+      try {
+        for (;;) fds.push(openSync("/dev/null", "r"));
+      } catch (err) {
+        if (err.code !== "EMFILE") throw err;
+      }
+      setTimeout(() => fds.forEach((fd) => closeSync(fd)), 50);
+    };
+    if (process.argv[3] === "release") {
+      const written = await outcome(withFileLock(path, 2_000, async () => (exhaust(), "written"), { log }));
+      await new Promise((r) => setTimeout(r, 400)); // the fds back, the release tried again
+      const lockLeftThen = existsSync(path);
+      const threw = await outcome(
+        withFileLock(path, 2_000, async () => { exhaust(); throw Object.assign(new Error("fn"), { code: "FN_OWN" }); }, { log }),
+      );
+      await new Promise((r) => setTimeout(r, 400));
+      console.log(JSON.stringify({ written, threw, warned, lockLeft: [lockLeftThen, existsSync(path)] }));
+    }
+  `;
+  await build({
+    stdin: { contents, resolveDir: import.meta.dirname, loader: "ts", sourcefile: "lock-child.ts" },
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    outfile: lockChild,
+    logLevel: "warning",
+  });
+});
+
+/** Runs the lock child under `prlimit <limit>`, with a fresh dir; resolves with what it printed. */
+async function underLimit(limit: string, mode: string): Promise<Record<string, unknown>> {
+  const dir = await tempDir();
+  const child = spawn("prlimit", [limit, process.execPath, lockChild, dir, mode], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let out = "";
+  child.stdout.on("data", (d) => {
+    out += d;
+  });
+  expect(await new Promise((resolve) => child.on("close", resolve))).toBe(0);
+  return JSON.parse(out);
+}
+
+describe("the file lock when the system fails it", () => {
+  it("a release that fails (fds run out) leaves the work's answer, or its own error, as it was, and removes the lock shortly after", async () => {
+    // Before: the release's EMFILE replaced the answer of a write already in the log (a 503), and
+    // the lock stayed: the next write waited out its 5 s lease.
+    expect(await underLimit("--nofile=200", "release")).toEqual({
+      written: { value: "written" },
+      threw: { error: "FN_OWN" },
+      warned: ["EMFILE", "EMFILE"],
+      lockLeft: [false, false],
+    });
   });
 });
