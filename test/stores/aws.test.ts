@@ -173,6 +173,34 @@ describe("aws_secret_manager over the wire", () => {
     await store.close?.();
   });
 
+  it("the primary secret's own name: read as LiteLLM reads it (a field of that name, else not found, never the whole JSON); not written or deleted", async () => {
+    const fake = await aws();
+    const plain = await open();
+    const a = value("a");
+    const b = value("b");
+    const bundle = JSON.stringify({ A: a, B: b });
+    await plain.put("shared", bundle);
+    const store = await open({ primary_secret_name: "shared" });
+    expect(await store.get("shared")).toBeUndefined();
+    const before = fake.requests.length;
+    expect(await codeOf(store.put("shared", value("one-value")))).toBe("not_supported");
+    expect(await codeOf(store.put("shared", value("event"), { ifNewerThan: { at: Date.now(), id: "e" } }))).toBe(
+      "not_supported",
+    );
+    expect(await codeOf(store.delete("shared"))).toBe("not_supported");
+    expect(fake.requests.length).toBe(before); // refused before any call
+    expect(fake.secrets.get("shared")?.deletedDate).toBeUndefined();
+    // Every field still reads.
+    expect((await store.get("A"))?.value).toBe(a);
+    expect((await store.get("B"))?.value).toBe(b);
+    // A field named as the primary secret is a field like any other (LiteLLM's `.get(name)`).
+    const own = value("own-field");
+    await plain.put("shared", JSON.stringify({ A: a, shared: own }));
+    expect((await store.get("shared"))?.value).toBe(own);
+    await plain.close?.();
+    await store.close?.();
+  });
+
   it("deletes a replicated secret, its replicas removed first (AWS deletes no replicated secret); a write replicates it again", async () => {
     const fake = await aws();
     const regions = ["eu-west-1", "us-west-2"];

@@ -6,7 +6,10 @@
  *
  * - Read: `GetSecretValue` (`AWSCURRENT`). With `primary_secret_name`, a name that is a field of
  *   that one JSON secret is read from it (LiteLLM); differs: other names are then read from their
- *   own secret, so what we write stays readable. A secret scheduled for deletion is no secret.
+ *   own secret, so what we write stays readable. The primary secret's own name is only ever a
+ *   field: LiteLLM reads every name as `json.loads(primary).get(name)`, so without a field of that
+ *   name it is not found, never the whole JSON of every field. A secret scheduled for deletion is no
+ *   secret.
  * - Write: `DescribeSecret`, then for a new name `CreateSecret` (a `ClientRequestToken` per call,
  *   so the SDK's retries are idempotent; description, `kms_key_id`, tags, `replica_regions` as
  *   `AddReplicaRegions`). An existing one: the given description (`UpdateSecret`) and the given
@@ -21,7 +24,8 @@
  *   Tags AWS would refuse are `400 invalid_request` before any call: a key or value starting
  *   `aws:` (any case), a key of 0 or over 128 characters, a value over 256, more than 47 (AWS keeps
  *   50 on a secret, 3 of them ours). A name held inside `primary_secret_name` is not written:
- *   `501 not_supported`.
+ *   `501 not_supported`; nor is the primary secret's own name (a value there would replace the JSON
+ *   of every field, each then `store_corrupt`), which is not deleted either.
  * - Delete: `DeleteSecret` with a recovery window (`LLM_SECRETS_AWS_RECOVERY_WINDOW_DAYS`, default
  *   7, 7-30; 0 = `ForceDeleteWithoutRecovery`), its replicas removed first
  *   (`RemoveRegionsFromReplication`: AWS deletes no secret replicated to other Regions).
@@ -173,6 +177,8 @@ export class AwsSecretsManagerStore implements SecretStore {
         const field = fields[name];
         return { value: typeof field === "string" ? field : JSON.stringify(field) };
       }
+      // Not the bundle itself, which holds every field's value (LiteLLM: `.get(name)`, None).
+      if (name === primary) return undefined;
     }
     try {
       const out = await this.#client.send(new this.#sdk.GetSecretValueCommand({ SecretId: name }));
@@ -191,6 +197,7 @@ export class AwsSecretsManagerStore implements SecretStore {
   }
 
   async put(name: string, value: string, options: PutOptions = {}): Promise<PutOutcome> {
+    this.#refusePrimary(name, "writing");
     // What AWS would refuse, before any call: the caller's tags, and an event id too long for a tag.
     const tags = options.meta?.tags && checkedTags(options.meta.tags);
     if (options.ifNewerThan) checkedStamp(options.ifNewerThan);
@@ -198,6 +205,7 @@ export class AwsSecretsManagerStore implements SecretStore {
   }
 
   async delete(name: string, options: DeleteOptions = {}): Promise<DeleteOutcome> {
+    this.#refusePrimary(name, "deleting");
     if (options.ifNewerThan) checkedStamp(options.ifNewerThan);
     return this.#queues.run(this.keyOf(name), () => this.#delete(name, options));
   }
@@ -538,6 +546,15 @@ export class AwsSecretsManagerStore implements SecretStore {
       // reported below
     }
     throw new StoreCorrupt("the primary_secret_name secret is not a JSON object");
+  }
+
+  /** The primary secret itself is not written or deleted through a name, before any call: it holds every field. */
+  #refusePrimary(name: string, what: string): void {
+    if (name === this.#options.primarySecretName) {
+      throw new NotSupported(
+        `${what} ${name}, the primary_secret_name secret itself (the JSON object that holds its fields; change it in AWS),`,
+      );
+    }
   }
 
   async #refuseInPrimary(name: string, what: string): Promise<void> {
