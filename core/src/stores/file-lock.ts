@@ -108,10 +108,11 @@ export async function withFileLock<T>(
 ): Promise<T> {
   const mine = ownFileName(path);
   const content = `${process.pid} ${mine.slice(mine.lastIndexOf(".") + 1)} ${PID_SPACE}`;
-  await writeFile(mine, content, { mode: 0o600 });
   try {
+    await writeFile(mine, content, { mode: 0o600 });
     await acquire(path, mine, timeoutMs, lease);
   } finally {
+    // Also when its write failed (ENOSPC, EFBIG): the file was created, maybe with part of it.
     await rm(mine, { force: true });
   }
   const stillHeld = async () => (await readLock(path).catch(() => undefined)) === content;

@@ -144,7 +144,7 @@ beforeAll(async () => {
   const out = await tempDir();
   lockChild = join(out, "lock-child.mjs");
   const contents = `
-    import { closeSync, existsSync, openSync } from "node:fs";
+    import { closeSync, existsSync, openSync, readdirSync } from "node:fs";
     import { join } from "node:path";
     import { withFileLock } from ${JSON.stringify(join(import.meta.dirname, "../../../core/src/stores/file-lock"))};
     const dir = process.argv[2];
@@ -171,6 +171,9 @@ beforeAll(async () => {
       );
       await new Promise((r) => setTimeout(r, 400));
       console.log(JSON.stringify({ written, threw, warned, lockLeft: [lockLeftThen, existsSync(path)] }));
+    } else {
+      const result = await outcome(withFileLock(path, 2_000, async () => "got it", { log }));
+      console.log(JSON.stringify({ result, files: readdirSync(dir) }));
     }
   `;
   await build({
@@ -208,5 +211,11 @@ describe("the file lock when the system fails it", () => {
       warned: ["EMFILE", "EMFILE"],
       lockLeft: [false, false],
     });
+  });
+
+  it("a lock candidate whose write fails (the disk full, a file size limit) is removed, not left beside the lock", async () => {
+    // A file may hold 8 bytes: the candidate is created, its write fails (EFBIG). Before, every
+    // write on a full disk left a `store.lock.<pid>.<hex>` behind.
+    expect(await underLimit("--fsize=8", "candidate")).toEqual({ result: { error: "EFBIG" }, files: [] });
   });
 });
