@@ -199,8 +199,24 @@ const TLS_TRUST_CODES = new Set([
   "ERR_TLS_CERT_ALTNAME_INVALID",
 ]);
 
-/** Filesystem codes that mean the store cannot be used here, whatever is retried. */
-const UNUSABLE_FS_CODES = new Set(["EACCES", "EPERM", "EROFS", "ENOENT", "ENOTDIR", "EISDIR", "ENOSPC", "EDQUOT"]);
+/**
+ * Filesystem codes that mean the store cannot be used here, whatever is retried, and what each
+ * tells a user to look at (the answer names no path; the file store's log line names the dir).
+ */
+const UNUSABLE_FS_CODES = new Map([
+  ["EACCES", "permission denied"],
+  ["EPERM", "operation not permitted"],
+  ["EROFS", "the filesystem is read-only"],
+  ["ENOENT", "no such file or directory"],
+  ["ENOTDIR", "a part of the path is not a directory"],
+  ["EISDIR", "a directory where a file belongs"],
+  ["ENOSPC", "no space left on the device"],
+  ["EDQUOT", "the disk quota is used up"],
+  // RLIMIT_FSIZE (ulimit -f, a container's limit) or the filesystem's largest file.
+  ["EFBIG", "a file would grow past the largest size allowed (the process's file size limit, or the filesystem's)"],
+  // The disk or the network volume failed the read or write: what it holds may need checking.
+  ["EIO", "an I/O error: the disk or volume failed"],
+]);
 
 /** gRPC status codes (google/rpc/code.proto), as the Google clients report them in `code`. */
 export const GrpcCode = {
@@ -291,8 +307,9 @@ export function classifyBackendError(err: unknown, what: string): SecretsError {
   if (typeof code === "string" && TLS_TRUST_CODES.has(code)) {
     return new StoreUnavailable(`${what}: the backend's TLS certificate is not trusted here (${code})`, options);
   }
-  if (typeof code === "string" && UNUSABLE_FS_CODES.has(code)) {
-    return new StoreUnavailable(`${what}: the store cannot be used (${code})`, options);
+  const unusable = typeof code === "string" ? UNUSABLE_FS_CODES.get(code) : undefined;
+  if (unusable !== undefined) {
+    return new StoreUnavailable(`${what}: the store cannot be used (${code}: ${unusable})`, options);
   }
   if (name !== undefined && QUOTA_NAMES.has(name)) {
     return new SecretsError(

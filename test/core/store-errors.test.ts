@@ -1,5 +1,8 @@
 // classifyBackendError: the one mapping of backend failures to typed errors, over the shapes the
 // clients we use throw (AWS SDK v3, Azure RestError, gRPC, fetch/undici, node:fs).
+import { spawn } from "node:child_process";
+import { join } from "node:path";
+import { build } from "esbuild";
 import { describe, expect, it } from "vitest";
 import { SecretsError, toHttpError } from "../../core/src/errors";
 import {
@@ -9,6 +12,7 @@ import {
   NotSupported,
   StoreCorrupt,
 } from "../../core/src/store-errors";
+import { tempDir } from "../helpers";
 
 /** An error shaped like the named client's. */
 function shaped(fields: Record<string, unknown>, message = "backend said: sk-live-abcdef0123456789"): Error {
@@ -92,6 +96,8 @@ const CASES: [string, unknown, string, number?][] = [
   ["EACCES on the data dir", shaped({ code: "EACCES", path: "/srv/data" }), "store_unavailable"],
   ["ENOENT data dir", shaped({ code: "ENOENT" }), "store_unavailable"],
   ["ENOSPC", shaped({ code: "ENOSPC" }), "store_unavailable"],
+  ["EFBIG (a file size limit)", shaped({ code: "EFBIG" }), "store_unavailable"],
+  ["EIO (the disk failed)", shaped({ code: "EIO" }), "store_unavailable"],
   // Secrets Manager's and KMS's LimitExceededException is a quota reached (Secrets Manager: more than
   // 100 versions not yet removed, kept 24 h), not throttling: retrying it for a day helps no one.
   [
@@ -259,5 +265,64 @@ describe("classifyBackendError", () => {
       headers: {},
       body: { error: { code: "internal", message: "internal error" } },
     });
+  });
+});
+
+describe("a filesystem that cannot be used", () => {
+  it("says what its code means: a file size limit (EFBIG), a failed disk (EIO), a full one", () => {
+    const message = (code: string) => classifyBackendError(shaped({ code }), "file store write").message;
+    expect(message("EFBIG")).toMatch(/^file store write: the store cannot be used \(EFBIG: .*file size limit/);
+    expect(message("EIO")).toMatch(/\(EIO: an I\/O error: the disk or volume failed\)$/);
+    expect(message("ENOSPC")).toMatch(/\(ENOSPC: no space left on the device\)$/);
+  });
+
+  it("a file store past a file size limit (EFBIG) answers store_unavailable and logs the dir that cannot be used, as for a full disk", async () => {
+    // Before: EFBIG was an unexpected failure (500 internal) and the log line naming the dir was skipped.
+    const out = await tempDir();
+    const script = join(out, "efbig-writer.mjs");
+    const store = JSON.stringify(join(import.meta.dirname, "../../core/src/stores/file"));
+    const crypto = JSON.stringify(join(import.meta.dirname, "../../core/src/crypto"));
+    await build({
+      stdin: {
+        contents: `
+          import { FileStore } from ${store};
+          import { KeyRing } from ${crypto};
+          const logged = [];
+          const at = (level) => (msg, fields) => logged.push({ level, msg, ...fields });
+          const log = { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
+          const store = await FileStore.open({ dataDir: process.argv[2], keys: new KeyRing("efbig-salt"), log });
+          const failed = await store.put("BIG", "v".repeat(20_000)).then(() => undefined, (err) => err);
+          console.log(JSON.stringify({ code: failed?.code, message: failed?.message, logged }));
+          await store.close().catch(() => {});
+        `,
+        resolveDir: import.meta.dirname,
+        loader: "ts",
+        sourcefile: "efbig-writer.ts",
+      },
+      bundle: true,
+      platform: "node",
+      format: "esm",
+      target: "node20",
+      outfile: script,
+      logLevel: "warning",
+      banner: { js: 'import { createRequire } from "node:module"; const require = createRequire(import.meta.url);' },
+    });
+    const dir = await tempDir();
+    // A file may grow to 4096 bytes: the log's header fits, the 20 kB line does not.
+    const child = spawn("prlimit", ["--fsize=4096", process.execPath, script, dir], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    let printed = "";
+    child.stdout.on("data", (d) => {
+      printed += d;
+    });
+    expect(await new Promise((resolve) => child.on("close", resolve))).toBe(0);
+    const { code, message, logged } = JSON.parse(printed);
+    expect(code).toBe("store_unavailable");
+    expect(message).toMatch(/cannot be used \(EFBIG: .*file size limit/);
+    expect(logged).toContainEqual(
+      expect.objectContaining({ level: "error", msg: "file store: the data dir cannot be used", dir, cause: "EFBIG" }),
+    );
+    expect(printed).not.toContain("vvvv");
   });
 });
