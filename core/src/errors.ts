@@ -113,6 +113,18 @@ export class ConfigError extends Error {
   }
 }
 
+/** The longest `Retry-After` passed on, in seconds: a backend's (or a user's store's) day-long one is an hour. */
+const MAX_RETRY_AFTER_S = 3_600;
+
+/**
+ * A 503's `Retry-After`: whole seconds from 1 to an hour, whatever came in (SPEC: every 503 has one a
+ * client can read). A number past the hour, Infinity (a header of 400 digits) included, is the hour;
+ * one not a number at all (an unparsed date) says nothing, so it is the default, 1.
+ */
+export function retryAfterSeconds(seconds = 1): number {
+  return Number.isNaN(seconds) ? 1 : Math.min(MAX_RETRY_AFTER_S, Math.max(1, Math.ceil(seconds)));
+}
+
 export interface HttpError {
   status: number;
   headers: Record<string, string>;
@@ -137,7 +149,7 @@ export function toHttpError(err: unknown): HttpError {
   const headers: Record<string, string> = {};
   // A 503 always says when to come back.
   if (retryAfter !== undefined || err.status === 503) {
-    headers["retry-after"] = String(Math.max(1, Math.ceil(retryAfter ?? 1)));
+    headers["retry-after"] = String(retryAfterSeconds(retryAfter));
   }
   if (allow) headers.allow = allow.join(", ");
   if (err.code === "unauthorized") headers["www-authenticate"] = 'Bearer realm="llm-secrets"';

@@ -21,7 +21,7 @@
  * Messages are built from the operation, status and error names, and gRPC codes by name
  * (`PERMISSION_DENIED (7)`): never from a value, a body or the backend's message.
  */
-import { type ErrorCode, SecretsError } from "./errors";
+import { type ErrorCode, retryAfterSeconds, SecretsError } from "./errors";
 
 /** The codes of a store that failed, not of a caller's mistake it reported (the routes list them, the store line logs them). */
 export const STORE_FAILURES: readonly ErrorCode[] = [
@@ -37,18 +37,13 @@ export class BackendDenied extends SecretsError {
   }
 }
 
-/** The longest `Retry-After` passed on, in seconds: a backend's (or a user's store's) day-long one is an hour. */
-const MAX_RETRY_AFTER_S = 3_600;
-
 export class BackendUnavailable extends SecretsError {
   /**
-   * `retryAfter`: seconds, from the backend when it said, else 1. Whole seconds from 1 to an hour:
-   * whatever came in (an unparsed date as NaN, 400 digits as Infinity, a user's store's any number),
-   * the 503 carries a `Retry-After` a client can read (SPEC: every 503 has one).
+   * `retryAfter`: seconds, from the backend when it said, else 1; kept as the 503 will say it
+   * (`retryAfterSeconds`: whole seconds from 1 to an hour, whatever came in).
    */
   constructor(message: string, retryAfter = 1, options?: ErrorOptions) {
-    const seconds = Number.isFinite(retryAfter) ? Math.min(MAX_RETRY_AFTER_S, Math.max(1, Math.ceil(retryAfter))) : 1;
-    super("backend_unavailable", message, { retryAfter: seconds }, options);
+    super("backend_unavailable", message, { retryAfter: retryAfterSeconds(retryAfter) }, options);
   }
 }
 

@@ -153,20 +153,30 @@ describe("classifyBackendError", () => {
     expect(toHttpError(classifyBackendError(shaped({ status: 403 }), "x")).status).toBe(502);
   });
 
-  it("a 503's Retry-After is whole seconds from 1 to an hour, whatever the backend or a store said (it was NaN, Infinity, 1e+25)", () => {
+  it("a 503's Retry-After is whole seconds from 1 to an hour, whatever the backend or a store said (it was NaN, Infinity, 1e+25), Infinity the hour", () => {
     const header = (err: unknown) => toHttpError(err).headers["retry-after"];
     const answered = (status: number, retryAfter: string) =>
       classifyBackendError(shaped({ status, headers: { "retry-after": retryAfter } }), "x");
-    // A store's own number: an HTTP date it did not parse (NaN), a division by zero (Infinity).
+    // A store's own number: an HTTP date it did not parse (NaN: says nothing, so the default), a
+    // division by zero (Infinity: past any hour, so the hour; it was 1).
     expect(header(new BackendUnavailable("x", Number("Sat, 01 Jan 2000 00:00:00 GMT")))).toBe("1");
-    expect(header(new BackendUnavailable("x", Number.POSITIVE_INFINITY))).toBe("1");
+    expect(header(new BackendUnavailable("x", Number.POSITIVE_INFINITY))).toBe("3600");
+    expect(header(new BackendUnavailable("x", Number.NEGATIVE_INFINITY))).toBe("1");
     expect(header(new BackendUnavailable("x", -5))).toBe("1");
     expect(header(new BackendUnavailable("x", 2.2))).toBe("3");
     // A backend's header: 25 digits (1e+25 once printed), 400 digits (Infinity), a thousand days.
     expect(header(answered(503, "9".repeat(25)))).toBe("3600");
-    expect(header(answered(503, "9".repeat(400)))).toBe("1");
+    expect(header(answered(503, "9".repeat(400)))).toBe("3600");
     expect(header(answered(429, "86400000"))).toBe("3600");
     expect(header(answered(503, "120"))).toBe("120");
+    // A typed error built directly, not through BackendUnavailable, is answered by the same rule: its
+    // NaN was answered as the header `Retry-After: NaN`.
+    const direct = (retryAfter: number) => header(new SecretsError("backend_unavailable", "x", { retryAfter }));
+    expect(direct(Number.NaN)).toBe("1");
+    expect(direct(Number.POSITIVE_INFINITY)).toBe("3600");
+    expect(direct(1e25)).toBe("3600");
+    expect(direct(0.5)).toBe("1");
+    expect(direct(7)).toBe("7");
   });
 
   it("a backend quota reached (LimitExceededException) is no 503: no Retry-After, named in the log", () => {
