@@ -69,12 +69,6 @@ export interface VaultClientOptions {
   /** The general outbound TLS settings (`ssl_verify`, `SSL_CERT_FILE`, `ssl_certificate`). */
   tls?: OutboundTls;
   log: Logger;
-  /**
-   * The wall clock (vault.ts passes its store's): not read here. Lease ages are on the monotonic
-   * `VaultTuning.clock`; on a wall clock, a step back kept a token "under a second old" and its
-   * renewal never due, every call refused until the clock caught up.
-   */
-  now?: () => number;
   /** Tuning, not settings: tests shorten them, users get the defaults. */
   tuning?: Partial<VaultTuning>;
 }

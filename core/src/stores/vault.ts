@@ -269,7 +269,6 @@ export async function openVaultStore(
     clientCertificate,
     ...(deps.outbound && { tls: deps.outbound }),
     log: deps.log,
-    now: deps.now,
     tuning,
   });
   return new VaultStore(client, config, deps.now);
