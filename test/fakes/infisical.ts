@@ -5,8 +5,12 @@
  * `/api/v3/secrets/raw/{name}` with `workspaceId`, `environment` and `secretPath` (query on GET,
  * body on POST/PATCH/DELETE). Every secrets call needs `Authorization: Bearer <token>` (401 else);
  * a POST on an existing secret is 400 "Secret already exist" (Infisical's message), a PATCH or
- * DELETE on a missing one 404. Records each request (the path as sent, still encoded, and the JSON
- * body), counts logins, answers the `expiresIn` it is given, injects faults and holds answers.
+ * DELETE on a missing one 404. A POST whose name holds `/` or `:` fails Infisical's
+ * `SecretNameSchema` ("Secret name cannot contain colon or forward slash."): its error handler
+ * answers a zod validation failure with 422 `{"statusCode":422,"error":"ValidationFailure",
+ * "message":[issues]}`, and nothing is created (GET, PATCH and DELETE take any name: such a one
+ * is never found). Records each request (the path as sent, still encoded, and the JSON body),
+ * counts logins, answers the `expiresIn` it is given, injects faults and holds answers.
  */
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -101,6 +105,16 @@ export class FakeInfisical {
           ? answer(200, { secret: { secretKey: name, secretValue: this.secrets.get(key), version: 1 } })
           : answer(404, { message: `Secret with name '${name}' not found` });
       case "POST":
+        // The route's params schema (SecretNameSchema), checked before anything else.
+        if (/[/:]/.test(name)) {
+          return answer(422, {
+            statusCode: 422,
+            error: "ValidationFailure",
+            message: [
+              { code: "custom", message: "Secret name cannot contain colon or forward slash.", path: ["secretName"] },
+            ],
+          });
+        }
         // Infisical's BadRequestError, as its error handler answers it.
         if (this.secrets.has(key)) {
           return answer(400, { statusCode: 400, message: "Secret already exist", error: "BadRequest" });

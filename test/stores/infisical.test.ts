@@ -1,6 +1,7 @@
 // The infisical store: Universal Auth and the raw secrets API over HTTPS (test/fakes/infisical.ts):
 // the conformance suite, names and query values encoded, create-then-update, a fresh login on 401,
 // the fault matrix, and serve --config with LiteLLM's env names.
+import { readFileSync } from "node:fs";
 import { describe, expect, inject, it } from "vitest";
 import { createLogger } from "../../core/src/log";
 import type { SecretStore } from "../../core/src/secret-store";
@@ -11,6 +12,30 @@ import { INFISICAL_CLIENT, lazyFakeInfisical } from "../fakes/infisical";
 import { codeOf, expectNoValueIn, secretValue, serveStore } from "../helpers";
 
 const infisical = lazyFakeInfisical();
+
+/** A request of our own to the fake, past the store: what Infisical answers a body the store would never send. */
+async function rawPost(base: string, path: string, token: string, body: unknown) {
+  const { request } = await import("node:https");
+  return new Promise<{ status: number; json: unknown }>((resolve, reject) => {
+    const req = request(
+      `${base}${path}`,
+      {
+        method: "POST",
+        ca: readFileSync(inject("testPki").caFile),
+        headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (d: Buffer) => chunks.push(d));
+        res.on("end", () =>
+          resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString("utf8")) }),
+        );
+      },
+    );
+    req.on("error", reject);
+    req.end(JSON.stringify(body));
+  });
+}
 const logs: string[] = [];
 const log = createLogger((line) => logs.push(line));
 
@@ -34,6 +59,8 @@ async function open(env: Record<string, string> = {}, now: () => number = Date.n
 storeConformance({
   name: "infisical (REST over HTTPS against the fake)",
   factory: infisicalStore,
+  // Infisical's SecretNameSchema: no `/` or `:` in a secret's name.
+  refuses: (name) => /[/:]/.test(name),
   open: async () => {
     (await infisical()).reset();
     return open();
@@ -46,19 +73,82 @@ describe("the infisical store", () => {
     fake.reset();
     const store = await open({ INFISICAL_SECRET_PATH: "team a", INFISICAL_ENVIRONMENT: "prod" });
     const v = secretValue("inf");
-    expect(await store.put("litellm/x+y", v)).toBe("created");
-    expect(await store.put("litellm/x+y", v)).toBe("updated");
-    expect((await store.get("litellm/x+y"))?.value).toBe(v);
+    expect(await store.put("litellm-x+y=z@a", v)).toBe("created");
+    expect(await store.put("litellm-x+y=z@a", v)).toBe("updated");
+    expect((await store.get("litellm-x+y=z@a"))?.value).toBe(v);
     expect(fake.requests.filter((r) => r.url.endsWith("/login"))).toHaveLength(1);
     const read = fake.requests.find((r) => r.method === "GET");
     expect(read?.url).toBe(
-      "/api/v3/secrets/raw/litellm%2Fx%2By?workspaceId=proj-1&environment=prod&secretPath=%2Fteam+a",
+      "/api/v3/secrets/raw/litellm-x%2By%3Dz%40a?workspaceId=proj-1&environment=prod&secretPath=%2Fteam+a",
     );
     expect(fake.requests.map((r) => r.method)).toEqual(["POST", "POST", "POST", "PATCH", "GET"]);
     expect(fake.requests.find((r) => r.method === "PATCH")?.body).toMatchObject({
       secretPath: "/team a",
       secretValue: v,
     });
+  });
+
+  it("refuses a name with / (virtual keys under litellm/) before any call: Infisical's create refuses it", async () => {
+    const fake = await infisical();
+    fake.reset();
+    const store = await open();
+    await store.put("A", secretValue("a")); // logged in
+    const before = fake.requests.length;
+    for (const name of ["litellm/team-a", "a/b"]) {
+      expect(await codeOf(store.put(name, secretValue("slash"))), name).toBe("invalid_name");
+      expect(await codeOf(store.get(name)), name).toBe("invalid_name");
+      expect(await codeOf(store.delete(name)), name).toBe("invalid_name");
+    }
+    expect(fake.requests.length).toBe(before);
+    await expect(store.put("litellm/team-a", "v")).rejects.toThrow(
+      /Infisical takes no \/ or :.*prefix_for_stored_virtual_keys/,
+    );
+    // What Infisical itself answers such a create (the fake, as its SecretNameSchema and error handler do).
+    const token = [...fake.tokens][0] as string;
+    const answer = await rawPost(fake.url, "/api/v3/secrets/raw/litellm%2Fteam-a", token, {
+      workspaceId: "proj-1",
+      environment: "dev",
+      secretPath: "/",
+      secretValue: "v",
+    });
+    expect(answer.status).toBe(422);
+    expect(JSON.stringify(answer.json)).toContain("Secret name cannot contain colon or forward slash.");
+    expect(fake.secrets.size).toBe(1);
+  });
+
+  it("warns at open when key events would store virtual keys under a prefix with / (the default litellm/), not otherwise", async () => {
+    const fake = await infisical();
+    const opened = async (kms: string) => {
+      const settings = loadSettings({
+        env: {
+          LITELLM_MASTER_KEY: "sk-infisical-test-0123",
+          LLM_SECRETS_CONFIG: `general_settings:\n  key_management_system: infisical\n  key_management_settings:\n${kms}`,
+          INFISICAL_URL: fake.url,
+          INFISICAL_CLIENT_ID: INFISICAL_CLIENT.clientId,
+          INFISICAL_CLIENT_SECRET: INFISICAL_CLIENT.clientSecret,
+          INFISICAL_PROJECT_ID: "proj-1",
+        },
+        stores: [infisicalStore],
+      });
+      const lines: string[] = [];
+      const store = await infisicalStore.open(settings.storeSettings as never, {
+        dataDir: "/nonexistent",
+        env: {},
+        log: createLogger((line) => lines.push(line)),
+        now: Date.now,
+      });
+      expect(store.kind).toBe("infisical");
+      return lines.filter((l) => l.includes("key events cannot store virtual keys on infisical"));
+    };
+    const warned = await opened("    store_virtual_keys: yes\n");
+    expect(warned.map((l) => JSON.parse(l).prefixes)).toEqual(["litellm/"]); // the default prefix
+    expect(warned[0]).toContain("litellm- rather than litellm/");
+    const team = await opened(
+      "    store_virtual_keys: true\n    prefix_for_stored_virtual_keys: keys-\n    team_settings:\n      t1:\n        prefix_for_stored_virtual_keys: team/one/\n",
+    );
+    expect(team.map((l) => JSON.parse(l).prefixes)).toEqual(["team/one/"]);
+    expect(await opened("    store_virtual_keys: true\n    prefix_for_stored_virtual_keys: litellm-\n")).toEqual([]);
+    expect(await opened("    store_virtual_keys: false\n")).toEqual([]);
   });
 
   it("sends the description as secretComment on create, and updates only when a 400 says the secret exists", async () => {

@@ -12,6 +12,13 @@
  * - Secrets: `/api/v3/secrets/raw/{name}` in `INFISICAL_PROJECT_ID`, `INFISICAL_ENVIRONMENT`
  *   (default `dev`) and `INFISICAL_SECRET_PATH` (default `/`, a leading `/` added). Differs: the name
  *   and every query value are URL-encoded (LiteLLM concatenates them).
+ * - Names: Infisical's create refuses a name with `/` or `:` (its `SecretNameSchema`: "Secret name
+ *   cannot contain colon or forward slash", a validation failure, 422 today), so no such secret can
+ *   exist: such a name is `400 invalid_name` before any call, for reads and deletes too (as Docker's
+ *   store refuses `/`). Virtual keys then need a `prefix_for_stored_virtual_keys` without `/` (the
+ *   default `litellm/` has one): the store warns at open when key events are on with such a prefix.
+ *   Mapping `/` to Infisical's folders (`secretPath`) would keep the names, but needs each folder
+ *   created first; it is not done.
  * - Read: `GET`, the value at `secret.secretValue`; 404 is no secret. Write: `POST` (with the
  *   description as `secretComment`, as LiteLLM), and when it exists (409, or 400 whose message says
  *   so: Infisical's "Secret already exist") `PATCH` with the value only. Differs: another 400 is a
@@ -20,6 +27,7 @@
  * Records: the value only; no change times (Infisical keeps none we can set), so no compare-and-set.
  */
 import * as z from "zod/mini";
+import { InvalidName } from "../errors";
 import { BASE_URL_EXPECTED, isBaseUrl, type OutboundTls } from "../outbound-tls";
 import type { DeleteOutcome, PutOptions, PutOutcome, SecretRecord, SecretStore, StoreFactory } from "../secret-store";
 import { classifyBackendError } from "../store-errors";
@@ -32,7 +40,15 @@ const CALL_TIMEOUT_MS = 30_000;
 const NO_PROJECT = "set the id of the Infisical project that holds the secrets (its Project Settings show it)";
 
 export const InfisicalSettings = z.object({
-  config: z.object({}),
+  // Read only for the warning at open (settings.ts parses and applies them): where key events
+  // would store virtual keys, names Infisical refuses when the prefix holds `/` or `:`.
+  config: z.object({
+    store_virtual_keys: z.optional(z.unknown()),
+    prefix_for_stored_virtual_keys: z.nullish(z.string()),
+    team_settings: z.nullish(
+      z.record(z.string(), z.nullish(z.object({ prefix_for_stored_virtual_keys: z.nullish(z.string()) }))),
+    ),
+  }),
   env: z.object({
     INFISICAL_URL: z.optional(z.string().check(z.refine(isBaseUrl, BASE_URL_EXPECTED))),
     INFISICAL_CLIENT_ID: z.string().check(z.minLength(1, "set the Universal Auth client id")),
@@ -52,6 +68,32 @@ export const InfisicalSettings = z.object({
 function alreadyExists(json: unknown): boolean {
   const message = (json as { message?: unknown } | null)?.message;
   return typeof message === "string" && /\balready exists?\b/i.test(message);
+}
+
+/** Infisical's `SecretNameSchema` refuses these in a secret's name. */
+const REFUSED_IN_NAMES = /[/:]/;
+
+/** Refuses, before any call, a name Infisical would refuse (so never holds). */
+function checkName(name: string): void {
+  if (REFUSED_IN_NAMES.test(name)) {
+    throw new InvalidName(
+      "Infisical takes no / or : in a secret's name (its folders are INFISICAL_SECRET_PATH); for virtual keys, set prefix_for_stored_virtual_keys without them (litellm- rather than litellm/)",
+    );
+  }
+}
+
+/**
+ * The prefixes key events would store virtual keys under that Infisical refuses (`store_virtual_keys`
+ * on, read as LiteLLM's settings read a boolean): the general one (default `litellm/`) and the teams'.
+ */
+function refusedPrefixes(config: z.output<typeof InfisicalSettings>["config"]): string[] {
+  const on = ["1", "on", "t", "true", "y", "yes"].includes(String(config.store_virtual_keys).trim().toLowerCase());
+  if (!on) return [];
+  const prefixes = [
+    config.prefix_for_stored_virtual_keys ?? "litellm/",
+    ...Object.values(config.team_settings ?? {}).flatMap((team) => team?.prefix_for_stored_virtual_keys ?? []),
+  ];
+  return [...new Set(prefixes.filter((prefix) => REFUSED_IN_NAMES.test(prefix)))];
 }
 
 type Send = (
@@ -77,6 +119,7 @@ export class InfisicalStore implements SecretStore {
   }
 
   async get(name: string): Promise<SecretRecord | undefined> {
+    checkName(name);
     const answer = await this.#call("GET", name, "infisical get");
     if (answer.status === 404) return undefined;
     if (answer.status !== 200) throw this.#failure(answer, "infisical get");
@@ -86,6 +129,7 @@ export class InfisicalStore implements SecretStore {
 
   async put(name: string, value: string, options?: PutOptions): Promise<PutOutcome> {
     // The description goes with a create only (LiteLLM's `secretComment`); an update keeps the secret's.
+    checkName(name);
     const comment = options?.meta?.description ?? options?.meta?.whenCreated?.description;
     const created = await this.#call("POST", name, "infisical put", {
       secretKey: name,
@@ -102,6 +146,7 @@ export class InfisicalStore implements SecretStore {
   }
 
   async delete(name: string): Promise<DeleteOutcome> {
+    checkName(name);
     const answer = await this.#call("DELETE", name, "infisical delete", {});
     if (answer.status === 404) return "absent";
     if (answer.status !== 200) throw this.#failure(answer, "infisical delete");
@@ -188,6 +233,18 @@ export const infisicalStore = {
   },
   // No maxValueBytes: Infisical documents no limit of its own.
   capabilities: { writes: true, deletes: true, compareAndSet: false, records: [] },
-  open: async (settings, deps) =>
-    new InfisicalStore(await sender(settings.env.INFISICAL_URL ?? DEFAULT_URL, deps.outbound), settings.env, deps.now),
+  open: async (settings, deps) => {
+    const refused = refusedPrefixes(settings.config);
+    if (refused.length > 0) {
+      deps.log.warn(
+        "key events cannot store virtual keys on infisical under these prefixes: Infisical takes no / or : in a secret's name, so each such event is refused (invalid_name); set prefix_for_stored_virtual_keys without them (litellm- rather than litellm/)",
+        { prefixes: refused.join(",") },
+      );
+    }
+    return new InfisicalStore(
+      await sender(settings.env.INFISICAL_URL ?? DEFAULT_URL, deps.outbound),
+      settings.env,
+      deps.now,
+    );
+  },
 } as const satisfies StoreFactory<"infisical", typeof InfisicalSettings>;
