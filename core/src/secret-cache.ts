@@ -24,8 +24,9 @@
  *   After a failure that is not retryable (a permission taken away) the backoff ends when the
  *   value expires: the next read then calls, and gets the error. A read with nothing to serve
  *   still calls.
- * - Our own writes and deletes replace the entry at once, and win over a load already under way.
- *   One that failed expires the entry (it may have landed): the next read asks the store.
+ * - Our own writes and deletes replace the entry at once, and win over a load already under way;
+ *   a delete drops every name's value on its key. One that failed expires the entry (it may have
+ *   landed): the next read asks the store.
  * - Values are held sealed and opened per read (`MemoryBox`, crypto.ts): NaCl SecretBox (the
  *   libsodium fast path) under a random key that lives only in this process's memory, as bytes,
  *   rather than Node's AES-256-GCM, whose per-call cipher set-up outweighs the whole open at an API
@@ -174,9 +175,14 @@ export class SecretCache {
     this.#store(key, name, value);
   }
 
-  /** Our own delete of `name` (under `key`): the cache knows the name is gone. */
+  /**
+   * Our own delete of `name` (under `key`) landed: the cache knows the name is gone, and so is any
+   * value held for another name on the key (the delete removed the backend key itself: Azure's
+   * `AZURE_API_KEY` deletes the portal's untagged `AZURE-API-KEY`, read as `AZURE-API-KEY` too).
+   */
   setMissing(key: string, name = key): void {
     this.#bump(key);
+    this.#entries.delete(key);
     this.#store(key, name, undefined);
   }
 

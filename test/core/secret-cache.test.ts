@@ -260,6 +260,19 @@ describe("SecretCache", () => {
     expect((await cache.get("A-B", under.load, false, "A_B")).value).toBe("written");
   });
 
+  it("a delete through one name drops another name's value on the key (Azure's AZURE_API_KEY deletes the untagged AZURE-API-KEY)", async () => {
+    const cache = new SecretCache({ ttlMs: 60_000, maxStaleMs: 600_000 });
+    const portal = backend("portal-value");
+    expect((await cache.get("azure-api-key", portal.load, false, "AZURE-API-KEY")).value).toBe("portal-value");
+    cache.setMissing("azure-api-key", "AZURE_API_KEY"); // our delete landed: the vault secret is gone
+    portal.state.value = undefined;
+    expect((await cache.get("azure-api-key", portal.load, false, "AZURE_API_KEY")).value).toBeUndefined();
+    expect(portal.state.calls).toBe(1); // the deleted name: from the cache
+    // The other name asks the store again, rather than serve the deleted value for the cache's lifetime.
+    expect((await cache.get("azure-api-key", portal.load, false, "AZURE-API-KEY")).value).toBeUndefined();
+    expect(portal.state.calls).toBe(2);
+  });
+
   it("keeps names apart and bounds its size", async () => {
     const cache = new SecretCache({ ttlMs: 60_000, maxStaleMs: 0, maxEntries: 3 });
     for (const n of ["a", "b", "c", "d"]) cache.set(n, `value-of-${n}`);

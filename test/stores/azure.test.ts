@@ -280,6 +280,33 @@ describe("azure_key_vault over the wire", () => {
     }
   });
 
+  it("through the cache: a delete of AZURE_API_KEY reaches a cached read of AZURE-API-KEY (one untagged portal secret)", async () => {
+    const fake = await azure();
+    const portal = value("portal-delete");
+    fake.seed("AZURE-API-KEY", portal);
+    const runtime = await createRuntime({
+      stores: [azureKeyVaultStore],
+      settings: {
+        env: {
+          ...fake.env(),
+          LITELLM_MASTER_KEY: newKey(),
+          LLM_SECRETS_CONFIG: "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n",
+        },
+      },
+      log,
+      audit: () => {},
+    });
+    try {
+      expect((await runtime.manager.get("AZURE-API-KEY")).value).toBe(portal); // cached
+      await runtime.manager.delete("AZURE_API_KEY"); // deletes the vault secret AZURE-API-KEY
+      expect(fake.secret("AZURE-API-KEY")?.deleted).toBeDefined();
+      // Before: served the deleted value from the cache for its whole lifetime.
+      expect(await codeOf(Promise.resolve(runtime.manager.get("AZURE-API-KEY")))).toBe("not_found");
+    } finally {
+      await runtime.close();
+    }
+  });
+
   it("deletes with beginDeleteSecret (recoverable, no purge), tags the tombstone, and recovers before writing again", async () => {
     const fake = await azure();
     const store = await open();
