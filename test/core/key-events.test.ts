@@ -4,7 +4,7 @@
 // One test runs against the Azure Key Vault fake: an alias landing on a portal-made secret.
 import { describe, expect, it } from "vitest";
 import { KeyRing, sealSecret } from "../../core/src/crypto";
-import { InvalidName } from "../../core/src/errors";
+import { InvalidName, SecretsError } from "../../core/src/errors";
 import { createLogger } from "../../core/src/log";
 import { createRuntime } from "../../core/src/runtime";
 import type { DeleteOptions, PutOptions, SecretStore, StoreFactory } from "../../core/src/secret-store";
@@ -22,11 +22,12 @@ const azure = lazyFakeAzure();
 /** A memory store whose calls fail now and then, as a backend does: what the store answers, not our code. */
 class FlakyMemoryStore extends MemoryStore {
   failRate = 0;
+  failure: () => Error = () => new BackendUnavailable("injected backend failure", 2);
   constructor(private readonly random: () => number) {
     super();
   }
   #maybeFail(): void {
-    if (this.random() < this.failRate) throw new BackendUnavailable("injected backend failure", 2);
+    if (this.random() < this.failRate) throw this.failure();
   }
   override async put(name: string, value: string, options?: PutOptions) {
     this.#maybeFail();
@@ -400,6 +401,15 @@ describe("POST /v1/key-events", () => {
     expect(((await down.json()) as { results: { status: string; code: string }[] }).results).toEqual([
       expect.objectContaining({ status: "failed", code: "backend_unavailable" }),
     ]);
+    // A store's own error whose Retry-After says nothing (NaN) or too much: whole seconds, 1 to an hour.
+    for (const [retryAfter, header] of [
+      [Number.NaN, "1"],
+      [1e25, "3600"],
+    ] as const) {
+      store.failure = () => new SecretsError("backend_unavailable", "down", { retryAfter });
+      const res = await post(event({ id: `e-${retryAfter}`, key_alias: "z", key: "sk-z-0123456789" }));
+      expect([res.status, res.headers.get("retry-after")]).toEqual([503, header]);
+    }
     store.failRate = 0;
     // An empty array, too many events, or not an event at all: 400 saying which.
     for (const [body, says] of [

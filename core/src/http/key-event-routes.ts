@@ -6,6 +6,7 @@
  */
 import { KeyEventsRequest, KeyEventsResponse } from "../api-schemas";
 import { keyEventEntry } from "../audit";
+import { retryAfterSeconds } from "../errors";
 import type { KeyEventResult } from "../key-events";
 import { json, type Router } from "./router";
 
@@ -39,7 +40,7 @@ export function keyEventRoutes(router: Router, apply: (event: unknown) => Promis
       }
       const failed = results.filter((r) => r.status === "failed");
       if (failed.length === 0) return json({ results });
-      const retryAfter = Math.max(1, ...failed.map((r) => r.retryAfter ?? 1));
+      const retryAfter = retryAfterSeconds(Math.max(...failed.map((r) => r.retryAfter ?? 1)));
       return json({ results }, 503, { "retry-after": String(retryAfter) });
     },
   );

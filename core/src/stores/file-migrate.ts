@@ -21,6 +21,7 @@ import { join } from "node:path";
 import * as z from "zod/mini";
 import { type KeyRing, openSecret } from "../crypto";
 import { ConfigError } from "../errors";
+import type { Logger } from "../log";
 import { StoreCorrupt } from "../store-errors";
 import { describeIssues, issuesOf, safeParse } from "../validation";
 import { withFileLock } from "./file-lock";
@@ -49,6 +50,7 @@ export interface MigrationContext {
   dir: string;
   keys: KeyRing;
   lockTimeoutMs: number;
+  log: Logger;
   now: () => number;
   /**
    * Applies the changes as one durable batch, with the check values of every key of the ring (which
@@ -73,37 +75,42 @@ export async function hasV1Document(dir: string): Promise<boolean> {
 /** Imports `secrets.json` into the log and removes it. Resolves with the number of entries imported. */
 export async function migrateV1(context: MigrationContext): Promise<{ entries: number; applied: number }> {
   const path = join(context.dir, V1_FILE);
-  return withFileLock(`${path}.lock`, context.lockTimeoutMs, async () => {
-    const entries = await readDocument(path);
-    if (entries === undefined) return { entries: 0, applied: 0 }; // migrated meanwhile by another process
-    const names = Object.keys(entries);
-    if (names.length > 0 && !names.some((name) => opens(entries[name]?.ciphertext ?? "", context.keys))) {
-      throw new ConfigError(
-        `the data dir ${context.dir} holds a format-1 store (secrets.json) sealed with another key: none of its ` +
-          `${names.length} entries opens. Set LITELLM_SALT_KEY (or LITELLM_MASTER_KEY when no salt key is set) ` +
-          "to the key it was sealed with, and list the keys it replaced in LLM_SECRETS_PREVIOUS_SALT_KEYS; nothing was changed",
-      );
-    }
-    const now = context.now();
-    const changes = names.map((name): ImportedChange => {
-      const e = entries[name] as z.infer<typeof EntrySchema>;
-      const updated = Date.parse(e.updated_at);
-      const created = Date.parse(e.created_at);
-      return {
-        n: name,
-        t: Number.isFinite(updated) ? updated : now,
-        w: now,
-        ...(Number.isFinite(created) && { c: created }),
-        v: e.ciphertext,
-        ...(e.description !== undefined && { d: e.description }),
-        ...(e.tags !== undefined && { g: { ...e.tags } }),
-      };
-    });
-    const applied = changes.length > 0 ? await context.importBatch(changes) : 0;
-    await rm(path);
-    await context.syncDirectory();
-    return { entries: changes.length, applied };
-  });
+  return withFileLock(
+    `${path}.lock`,
+    context.lockTimeoutMs,
+    async () => {
+      const entries = await readDocument(path);
+      if (entries === undefined) return { entries: 0, applied: 0 }; // migrated meanwhile by another process
+      const names = Object.keys(entries);
+      if (names.length > 0 && !names.some((name) => opens(entries[name]?.ciphertext ?? "", context.keys))) {
+        throw new ConfigError(
+          `the data dir ${context.dir} holds a format-1 store (secrets.json) sealed with another key: none of its ` +
+            `${names.length} entries opens. Set LITELLM_SALT_KEY (or LITELLM_MASTER_KEY when no salt key is set) ` +
+            "to the key it was sealed with, and list the keys it replaced in LLM_SECRETS_PREVIOUS_SALT_KEYS; nothing was changed",
+        );
+      }
+      const now = context.now();
+      const changes = names.map((name): ImportedChange => {
+        const e = entries[name] as z.infer<typeof EntrySchema>;
+        const updated = Date.parse(e.updated_at);
+        const created = Date.parse(e.created_at);
+        return {
+          n: name,
+          t: Number.isFinite(updated) ? updated : now,
+          w: now,
+          ...(Number.isFinite(created) && { c: created }),
+          v: e.ciphertext,
+          ...(e.description !== undefined && { d: e.description }),
+          ...(e.tags !== undefined && { g: { ...e.tags } }),
+        };
+      });
+      const applied = changes.length > 0 ? await context.importBatch(changes) : 0;
+      await rm(path);
+      await context.syncDirectory();
+      return { entries: changes.length, applied };
+    },
+    { log: context.log },
+  );
 }
 
 async function readDocument(path: string): Promise<Record<string, z.infer<typeof EntrySchema>> | undefined> {

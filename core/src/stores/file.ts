@@ -263,6 +263,7 @@ export class FileStore implements SecretStore {
           dir,
           keys: store.#keys,
           lockTimeoutMs: store.#lockTimeoutMs,
+          log: store.#log,
           now: store.#now,
           importBatch: (changes) => store.#import(changes),
           syncDirectory: () => syncDirectory(dir),
@@ -698,10 +699,15 @@ export class FileStore implements SecretStore {
   /** Creates an empty log (a header) unless there is one. */
   async #createLogIfMissing(): Promise<void> {
     if (exists(this.#logPath)) return;
-    await withFileLock(this.#lockPath, this.#lockTimeoutMs, async () => {
-      if (exists(this.#logPath)) return;
-      await this.#writeLogFile({ format: FORMAT, version: LOG_VERSION, seq: 0, keys: [] }, [], true);
-    });
+    await withFileLock(
+      this.#lockPath,
+      this.#lockTimeoutMs,
+      async () => {
+        if (exists(this.#logPath)) return;
+        await this.#writeLogFile({ format: FORMAT, version: LOG_VERSION, seq: 0, keys: [] }, [], true);
+      },
+      { log: this.#log },
+    );
   }
 
   /**
@@ -711,23 +717,28 @@ export class FileStore implements SecretStore {
   #exclusive<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.#turn.then(() => {
       if (this.#closed) throw new StoreUnavailable("the file store is closed");
-      return withFileLock(this.#lockPath, this.#lockTimeoutMs, async (lock) => {
-        this.#locked = true;
-        this.#lock = lock;
-        try {
-          this.#readChanges("lock");
-          // Another process re-sealed the log under a key we lack: our writes would mix keys.
-          if (this.#foreignKeys !== undefined) throw new StoreCorrupt(this.#foreignKeys);
-          if (this.#unsynced) {
-            await this.#compactNow(); // the state, the unsynced line's included, made durable anew
-            this.#unsynced = false;
+      return withFileLock(
+        this.#lockPath,
+        this.#lockTimeoutMs,
+        async (lock) => {
+          this.#locked = true;
+          this.#lock = lock;
+          try {
+            this.#readChanges("lock");
+            // Another process re-sealed the log under a key we lack: our writes would mix keys.
+            if (this.#foreignKeys !== undefined) throw new StoreCorrupt(this.#foreignKeys);
+            if (this.#unsynced) {
+              await this.#compactNow(); // the state, the unsynced line's included, made durable anew
+              this.#unsynced = false;
+            }
+            return await fn();
+          } finally {
+            this.#locked = false;
+            this.#lock = undefined;
           }
-          return await fn();
-        } finally {
-          this.#locked = false;
-          this.#lock = undefined;
-        }
-      });
+        },
+        { log: this.#log },
+      );
     });
     this.#turn = run.catch(() => {});
     return run;
