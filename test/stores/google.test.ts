@@ -149,6 +149,33 @@ describe("google_secret_manager over gRPC", () => {
     await store.close?.();
   });
 
+  it("another name's tombstone on the id is no conflict: a write over it is ordered by the tombstone's time, and takes the id", async () => {
+    const fake = await google();
+    const store = await open();
+    const id = `projects/${fake.project}/secrets/A-B`;
+    await store.put("A.B", value("a"));
+    expect(await codeOf(store.put("A-B", value("live")))).toBe("name_conflict"); // a live holder conflicts
+    expect(await store.delete("A.B", { ifNewerThan: { at: Date.now(), id: "evt-5" } })).toBe("deleted");
+    const tombstone = Number(fake.secrets.get(id)?.annotations["llm-secrets.changed-at"]);
+    // An event older than the tombstone is superseded; a newer one (or a direct write) lands.
+    expect(await store.put("A-B", value("late"), { ifNewerThan: { at: tombstone - 1, id: "evt-4" } })).toBe(
+      "superseded",
+    );
+    const b = value("b");
+    expect(await store.put("A-B", b, { ifNewerThan: { at: tombstone + 1, id: "evt-6" } })).toBe("created");
+    expect((await store.get("A-B"))?.value).toBe(b);
+    expect(await store.get("A.B")).toBeUndefined();
+    expect(fake.secrets.get(id)?.annotations).toMatchObject({
+      "llm-secrets.name": "A-B",
+      "llm-secrets.deleted": "false",
+    });
+    // Now A-B holds it live: A.B conflicts again, until A-B is deleted; then a direct write of A.B lands.
+    expect(await codeOf(store.put("A.B", value("back")))).toBe("name_conflict");
+    expect(await store.delete("A-B")).toBe("deleted");
+    expect(await store.put("A.B", value("again"))).toBe("created");
+    await store.close?.();
+  });
+
   it("records in annotations Google takes (keys without /), kept under 16 KiB: beyond, refused before any write", async () => {
     const fake = await google();
     const store = await open();

@@ -8,8 +8,9 @@
  *
  * - Names: secret ids take `[A-Za-z0-9_-]`, 255 at most (a longer name is `400 invalid_name` before
  *   any call); every other character of a name becomes `-` (`keyOf`), and the name as written is
- *   kept in the annotation `llm-secrets.name`. A write whose id already holds another name is
- *   `409 name_conflict`; a read of a name whose id holds another is no secret. A secret made
+ *   kept in the annotation `llm-secrets.name`. A write whose id already holds another live name is
+ *   `409 name_conflict` (over another name's tombstone it is ordered against the tombstone's time,
+ *   as over its own, and takes the id); a read of a name whose id holds another is no secret. A secret made
  *   elsewhere (no annotation) is read, and adopted on the first direct write; a key event's change
  *   (`ifNewerThan`) of it is `409 name_conflict`: key aliases are chosen by whoever makes LiteLLM
  *   keys, so an event must not take over (or destroy) a console-made secret its name maps onto.
@@ -339,7 +340,10 @@ export class GoogleSecretManagerStore implements SecretStore {
     }
     const notes = secret.annotations ?? {};
     const holder = notes[NAME];
-    if (holder !== undefined && holder !== name) throw new NameConflict(name, this.keyOf(name));
+    const deleted = notes[DELETED] === "true";
+    // Another name's tombstone is no conflict (as on Azure): the change is ordered against its time,
+    // as against the name's own tombstone, and takes the secret over.
+    if (holder !== undefined && holder !== name && !deleted) throw new NameConflict(name, this.keyOf(name));
     if (holder === undefined && byEvent) {
       throw new SecretsError(
         "name_conflict",
@@ -347,7 +351,6 @@ export class GoogleSecretManagerStore implements SecretStore {
       );
     }
     const at = Number(notes[AT]);
-    const deleted = notes[DELETED] === "true";
     return {
       secret,
       stamp: notes[AT] !== undefined && Number.isFinite(at) ? { at, ...(notes[ID] && { id: notes[ID] }) } : undefined,
