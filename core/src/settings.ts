@@ -312,6 +312,7 @@ export function loadSettings(input: SettingsInput): Settings {
   if (warning) warnings.push(warning);
 
   const prefix = prefixOf(kms.prefix_for_stored_virtual_keys ?? "litellm/", "prefix_for_stored_virtual_keys");
+  const hostedKeys = hostedKeysOf(kms.hosted_keys);
 
   const server = serverOf(input.server, e, cwd, !input.offline);
   const outbound = outboundOf(config.litellm_settings, e, cwd);
@@ -325,7 +326,7 @@ export function loadSettings(input: SettingsInput): Settings {
     encryptionAlgorithm,
     keyManagement: {
       accessMode: kms.access_mode ?? factory.defaults.accessMode,
-      hostedKeys: kms.hosted_keys ?? undefined,
+      hostedKeys,
       storeVirtualKeys: kms.store_virtual_keys ?? false,
       prefixForStoredVirtualKeys: prefix,
       description: kms.description ?? undefined,
@@ -494,6 +495,23 @@ function prefixOf(prefix: string, key: string): string {
     throw new ConfigError(`key_management_settings.${key}: the secret names it would begin are not valid (${why})`);
   }
   return withSlash;
+}
+
+/**
+ * `hosted_keys`, each a valid secret name, or the start stops naming the entry: they reach the store
+ * as names (`/ready` reads the first), and no store call is made with a name not checked (SPEC 10).
+ */
+function hostedKeysOf(raw: readonly string[] | null | undefined): readonly string[] | undefined {
+  if (!raw) return undefined;
+  for (const [i, name] of raw.entries()) {
+    try {
+      validateName(name);
+    } catch (err) {
+      const why = err instanceof SecretsError ? err.message : "not a name";
+      throw new ConfigError(`key_management_settings.hosted_keys[${i}] ${JSON.stringify(name.slice(0, 300))}: ${why}`);
+    }
+  }
+  return raw;
 }
 
 function teamsOf(

@@ -331,6 +331,32 @@ describe("config.yaml", () => {
     expect(s.config.model_list?.[0]?.litellm_params.api_key).toBe("os.environ/AZURE_API_KEY");
   });
 
+  it("stops on a hosted_keys entry that is not a secret name, naming the entry (/ready reads the first as a name)", () => {
+    const start = (hosted: string) => () =>
+      loadSettings({
+        env: {
+          LITELLM_MASTER_KEY: newKey(),
+          LLM_SECRETS_CONFIG: `general_settings:\n  key_management_settings:\n    hosted_keys: ${hosted}\n`,
+        },
+      });
+    for (const [hosted, entry, why] of [
+      ['[OPENAI_API_KEY, "a/../b"]', 'hosted_keys[1] "a/../b"', "'.' or '..' path segment"],
+      ['["../etc/passwd"]', 'hosted_keys[0] "../etc/passwd"', "path segment"],
+      ['[OPENAI_API_KEY, ""]', 'hosted_keys[1] ""', "empty"],
+      ['["my key"]', 'hosted_keys[0] "my key"', "must start with a letter or digit"],
+      ['["a\\tb"]', 'hosted_keys[0] "a\\tb"', "control character"],
+    ] as const) {
+      const message = configError(start(hosted));
+      expect(message, hosted).toContain(`key_management_settings.${entry}`);
+      expect(message, hosted).toContain(why);
+    }
+    expect(start("[OPENAI_API_KEY, litellm/team-a, user@example.com]")().keyManagement.hostedKeys).toEqual([
+      "OPENAI_API_KEY",
+      "litellm/team-a",
+      "user@example.com",
+    ]);
+  });
+
   it("stops on an invalid key, naming it", () => {
     const message = configError(() =>
       loadSettings({
