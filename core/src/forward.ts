@@ -26,7 +26,13 @@
  *   and `Content-Type: application/octet-stream` when a body came without a type.
  *   A redirect is not passed on (`502`): a client following it would take our master key, in
  *   `x-litellm-api-key`, to wherever the upstream pointed.
- * - An upstream 401 reads the key from the store again, past the cache, and tries once more.
+ * - An upstream 401 reads the key from the store again, past the cache, and tries once more with
+ *   it, but only when it changed: the same key refused again gains nothing, and the upstream's 401
+ *   is answered as it came. The read past the cache happens at most once per name every 30 s
+ *   (`REREAD_INTERVAL_MS`), the 401s meanwhile sharing it and then using the cached value: while
+ *   a key is revoked at the provider before the store has the new one (a rotation's window), every
+ *   request is refused, and one store read each would spend a rate-limited store's quota (Google:
+ *   600 reads a minute per project) for every other name too.
  * - One deadline for the whole exchange, both tries and the answer's body: 600 s (SPEC section 8).
  *   The agent's own timeouts bound each wait only (for the headers, between two chunks), so an
  *   upstream trickling a chunk now and then would hold the call for ever. Past it before the
@@ -74,7 +80,21 @@ export interface ForwardDeps {
   lambdaRuntimeApi?: string;
   /** Where an answer the upstream cut mid-stream is logged. */
   log?: Logger;
+  /** Tuning, not a setting: the monotonic clock (ms) that spaces the re-reads after a 401. */
+  now?: () => number;
 }
+
+/** A name's key is read past the cache after an upstream 401 at most once in this long. */
+export const REREAD_INTERVAL_MS = 30_000;
+
+/** The last read past the cache of a name after a 401: when it started, and how it ends. */
+interface Reread {
+  at: number;
+  done: Promise<unknown>;
+}
+
+/** The re-reads after a 401, per manager (one per app) and name: a few names, those of model_list. */
+const rereads = new WeakMap<SecretManager, Map<string, Reread>>();
 
 /** Connection-level headers (RFC 9110 section 7.6.1) and the ones the client recomputes. */
 const HOP_BY_HOP = new Set([
@@ -184,8 +204,7 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
   // nobody. The exchange's deadline stops it as well.
   const exchange = exchangeSignal(request.signal, deps.timeoutMs ?? OUTBOUND_LIMITS.exchangeTimeoutMs);
 
-  const attempt = async (refresh: boolean) => {
-    const key = params.api_key ? await apiKeyOf(params.api_key, deps.manager, refresh) : undefined;
+  const attempt = (key: string | undefined) => {
     const withKey = { ...headers };
     if (key !== undefined) withKey[header] = header === "authorization" ? `Bearer ${key}` : key;
     const timeouts =
@@ -196,10 +215,16 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
 
   let answer: Awaited<ReturnType<typeof send>>;
   try {
-    answer = await attempt(false);
-    if (answer.statusCode === 401 && params.api_key && refName(params.api_key)) {
-      await answer.body.dump(); // the key may have been rotated in the store: read it again, once
-      answer = await attempt(true);
+    const key = params.api_key ? await apiKeyOf(params.api_key, deps.manager) : undefined;
+    answer = await attempt(key);
+    const name = params.api_key ? refName(params.api_key) : undefined;
+    if (answer.statusCode === 401 && name !== undefined) {
+      // The key may have been rotated in the store: read it again, and try once more if it changed.
+      const again = await rereadKey(name, deps);
+      if (again !== key) {
+        await answer.body.dump();
+        answer = await attempt(again);
+      }
     }
   } catch (err) {
     exchange.end();
@@ -360,13 +385,36 @@ async function baseOf(value: string, manager: SecretManager, store: boolean, mod
 }
 
 /**
- * `api_key`: a literal, or a ref read as the API reads a secret (past the cache on `refresh`). Never
- * from the environment: a caller who may write the store could point `api_base` at its own host
- * and be sent a key the API never serves.
+ * `api_key`: a literal, or a ref read as the API reads a secret (through the cache). Never from the
+ * environment: a caller who may write the store could point `api_base` at its own host and be sent
+ * a key the API never serves.
  */
-async function apiKeyOf(value: string, manager: SecretManager, refresh: boolean): Promise<string> {
+async function apiKeyOf(value: string, manager: SecretManager): Promise<string> {
   const name = refName(value);
-  return name === undefined ? value : (await manager.get(name, { refresh })).value;
+  return name === undefined ? value : (await manager.get(name)).value;
+}
+
+/**
+ * The key of `name` after an upstream refused it: read past the cache when no such read of the name
+ * started in the last `REREAD_INTERVAL_MS`; otherwise that read is waited for (if still under way)
+ * and the cache answers, which it refreshed. A failed read past the cache fails this request as
+ * the key's read does; the others of the interval get the cache's answer.
+ */
+async function rereadKey(name: string, deps: ForwardDeps): Promise<string> {
+  const now = deps.now ? deps.now() : performance.now();
+  let byName = rereads.get(deps.manager);
+  if (!byName) {
+    byName = new Map();
+    rereads.set(deps.manager, byName);
+  }
+  const last = byName.get(name);
+  if (last !== undefined && now - last.at < REREAD_INTERVAL_MS) {
+    await last.done.catch(() => {});
+    return (await deps.manager.get(name)).value;
+  }
+  const read = deps.manager.get(name, { refresh: true });
+  byName.set(name, { at: now, done: read });
+  return (await read).value;
 }
 
 function authHeaderOf(params: ForwardModel["litellm_params"]): string {

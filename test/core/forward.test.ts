@@ -9,6 +9,7 @@ import { request as httpRequest } from "node:http";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from "vitest";
+import { type ForwardDeps, type ForwardModel, forward, REREAD_INTERVAL_MS } from "../../core/src/forward";
 import { closeOutboundAgents } from "../../core/src/outbound";
 import type { SecretRecord, StoreFactory } from "../../core/src/secret-store";
 import { startServer } from "../../core/src/server";
@@ -105,6 +106,17 @@ afterAll(async () => {
   await new Promise<void>((r) => api.close(() => r()));
   await closeOutboundAgents();
 });
+
+/** Counts the backend's reads of `name` from now on (reads past the cache, or cache misses). */
+function countReads(backend: { get: (name: string, ...rest: never[]) => Promise<unknown> }, name: string) {
+  let reads = 0;
+  const original = backend.get.bind(backend);
+  backend.get = (n: string, ...rest: never[]) => {
+    if (n === name) reads++;
+    return original(n, ...rest);
+  };
+  return () => reads;
+}
 
 async function app(key: string) {
   const config = [
@@ -428,8 +440,11 @@ describe("POST /v1/forward/{model}/{path}", () => {
   it("retries once with the key read again from the store after a 401 (a rotated key)", async () => {
     const old = newKey("sk-old-");
     const rotated = newKey("sk-rotated-");
+    expectedKey = old;
     const { request, runtime, logs } = await app(old);
-    await request("/v1/forward/gpt/v1/models"); // the old key is cached now
+    const first = await request("/v1/forward/gpt/v1/models"); // the old key is cached now
+    expect(first.status).toBe(200);
+    await first.text();
     await runtime.backend.put("OPENAI_API_KEY", rotated); // rotated behind the cache's back
     expectedKey = rotated;
     seen.length = 0;
@@ -438,6 +453,81 @@ describe("POST /v1/forward/{model}/{path}", () => {
     expect(seen.map((s) => s.headers.authorization)).toEqual([`Bearer ${old}`, `Bearer ${rotated}`]);
     const body = await res.text();
     expectNoValueIn([body, ...logs], [old, rotated]);
+  });
+
+  it("a key the upstream refuses again is not retried, and the store read past the cache is spaced (a rotation's window)", async () => {
+    // Revoked at the provider before the store holds the new key: every request is refused.
+    const revoked = newKey("sk-revoked-");
+    expectedKey = newKey("sk-not-stored-yet-");
+    const { request, runtime } = await app(revoked); // stored through the manager: cached
+    const reads = countReads(runtime.backend, "OPENAI_API_KEY");
+    seen.length = 0;
+    for (let i = 0; i < 20; i++) {
+      const res = await request("/v1/forward/gpt/v1/models");
+      expect(res.status).toBe(401); // the upstream's own 401, passed through
+      expect(await res.json()).toEqual({ error: { message: "Incorrect API key provided" } });
+    }
+    // Concurrent 401s share the interval's read too.
+    const together = await Promise.all(Array.from({ length: 10 }, () => request("/v1/forward/gpt/v1/models")));
+    for (const res of together) expect(res.status).toBe(401);
+    await Promise.all(together.map((res) => res.text()));
+    expect(seen).toHaveLength(30); // one upstream call per request: the same key is not sent twice
+    expect(reads()).toBe(1); // one read past the cache, not one per request
+  });
+
+  it("concurrent 401s for one name share one read past the cache, and a key rotated meanwhile is retried with", async () => {
+    const old = newKey("sk-old-");
+    const rotated = newKey("sk-rotated-");
+    const { request, runtime } = await app(old);
+    await runtime.backend.put("OPENAI_API_KEY", rotated); // rotated behind the cache's back
+    expectedKey = rotated;
+    const reads = countReads(runtime.backend, "OPENAI_API_KEY");
+    seen.length = 0;
+    const answers = await Promise.all(Array.from({ length: 8 }, () => request("/v1/forward/gpt/v1/models")));
+    for (const res of answers) expect(res.status).toBe(200);
+    await Promise.all(answers.map((res) => res.text()));
+    expect(reads()).toBe(1);
+    const sent = seen.map((s) => s.headers.authorization);
+    expect(sent.filter((a) => a === `Bearer ${rotated}`)).toHaveLength(8);
+  });
+
+  it("after the interval, a 401 reads past the cache again (the clock is forward's tuning)", async () => {
+    const old = newKey("sk-old-");
+    expectedKey = newKey("sk-not-stored-yet-");
+    const { runtime, settings } = await app(old);
+    const reads = countReads(runtime.backend, "OPENAI_API_KEY");
+    let now = 1_000;
+    const deps: ForwardDeps = {
+      manager: runtime.manager,
+      models: settings.config.model_list as ForwardModel[],
+      outbound: {},
+      maxBodyBytes: 1 << 20,
+      now: () => now,
+    };
+    const path = "/v1/forward/gpt/v1/models";
+    const once = async () => {
+      const res = await forward(new Request(`http://localhost${path}`), { path }, deps);
+      expect(res.status).toBe(401);
+      await res.text();
+    };
+    await once();
+    expect(reads()).toBe(1);
+    now += REREAD_INTERVAL_MS - 1;
+    await once();
+    expect(reads()).toBe(1);
+    now += 1;
+    await once();
+    expect(reads()).toBe(2);
+    // The store now holds the new key: the next read past the cache takes it, and the retry goes.
+    const rotated = newKey("sk-rotated-");
+    await runtime.backend.put("OPENAI_API_KEY", rotated);
+    expectedKey = rotated;
+    now += REREAD_INTERVAL_MS;
+    seen.length = 0;
+    const res = await forward(new Request(`http://localhost${path}`), { path }, deps);
+    expect(res.status).toBe(200);
+    await res.text();
+    expect(seen.map((s) => s.headers.authorization)).toEqual([`Bearer ${old}`, `Bearer ${rotated}`]);
   });
 
   it("passes upstream error answers through, and maps an unreachable upstream to 502", async () => {
