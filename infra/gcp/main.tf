@@ -40,6 +40,13 @@ locals {
     # Every instance's cache lifetime: a key revoked by an event stops being served within it.
     SECRET_MANAGER_REFRESH_INTERVAL = tostring(var.refresh_interval_seconds)
   }
+  # The keys, mounted from Secret Manager at the version named: an instance reads a secret variable
+  # once, when it starts, so "latest" would leave warm instances on the old value while new ones
+  # take the new one, and a new version would change nothing Terraform sees. A new version number
+  # changes the functions: a new revision, whose instances all start with it (README: rotation).
+  secret_environment = {
+    LITELLM_MASTER_KEY = { secret = var.master_key_secret, version = var.master_key_version }
+  }
   writes = var.access_mode != "read_only"
   # The virtual keys' secret ids start with this: the prefix as the store spells it (a / appended if
   # missing, then every character outside [A-Za-z0-9_-] as -), which the IAM conditions below name.
@@ -205,11 +212,14 @@ resource "google_cloudfunctions2_function" "http" {
     # would meet the platform's 504 instead of the API's upstream_timeout.
     timeout_seconds       = 900
     environment_variables = local.environment
-    secret_environment_variables {
-      key        = "LITELLM_MASTER_KEY"
-      project_id = var.project
-      secret     = var.master_key_secret
-      version    = "latest"
+    dynamic "secret_environment_variables" {
+      for_each = local.secret_environment
+      content {
+        key        = secret_environment_variables.key
+        project_id = var.project
+        secret     = secret_environment_variables.value.secret
+        version    = secret_environment_variables.value.version
+      }
     }
   }
 }
@@ -239,11 +249,14 @@ resource "google_cloudfunctions2_function" "key_events" {
     ingress_settings      = "ALLOW_INTERNAL_ONLY"
     timeout_seconds       = 120 # an event's store calls and their retries; the ack deadline matches it
     environment_variables = local.environment
-    secret_environment_variables {
-      key        = "LITELLM_MASTER_KEY"
-      project_id = var.project
-      secret     = var.master_key_secret
-      version    = "latest"
+    dynamic "secret_environment_variables" {
+      for_each = local.secret_environment
+      content {
+        key        = secret_environment_variables.key
+        project_id = var.project
+        secret     = secret_environment_variables.value.secret
+        version    = secret_environment_variables.value.version
+      }
     }
   }
 }

@@ -48,6 +48,15 @@ variable "master_key_secret" {
   default     = "llm-secrets-master-key"
 }
 
+variable "master_key_version" {
+  description = "The version number of master_key_secret the functions take (gcloud secrets versions describe latest --secret=<master_key_secret> --format='value(name.basename())'). No default, and never latest: a secret variable is read when an instance starts, so with latest warm instances would keep the old key after a rotation and new ones take the new one, and terraform apply would change nothing. To rotate: add a version, then apply with its number (a new revision, which every instance starts with)."
+  type        = string
+  validation {
+    condition     = can(regex("^[1-9][0-9]*$", var.master_key_version))
+    error_message = "master_key_version is a version number of master_key_secret (1, 2, ...), not latest: instances resolve latest when they start, so warm ones would keep the old key."
+  }
+}
+
 variable "ingress" {
   description = "Who may reach the HTTP function: ALLOW_INTERNAL_ONLY, ALLOW_INTERNAL_AND_GCLB or ALLOW_ALL."
   type        = string

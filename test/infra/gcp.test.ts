@@ -8,6 +8,7 @@
 import { spawnSync } from "node:child_process";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { stripVTControlCharacters } from "node:util";
 import { parse } from "@cdktf/hcl2json";
 import { beforeAll, describe, expect, it } from "vitest";
 import { silentLogger } from "../../core/src/log";
@@ -159,18 +160,26 @@ async function terraformEval(expr: string, locals: string[], vars: Record<string
   const dir = await tempDir();
   await writeFile(join(dir, "variables.tf"), await readFile(join(DIR, "variables.tf"), "utf8"));
   const text = (name: string) => {
-    const value = String((main.locals[0] as Record<string, unknown>)[name]);
+    const local = (main.locals[0] as Record<string, unknown>)[name];
+    // An object constructor as the parser writes it: JSON, which HCL reads as an object too.
+    if (typeof local === "object" && local !== null) return JSON.stringify(local);
+    const value = String(local);
     if (!value.startsWith("${") || !value.endsWith("}")) throw new Error(`local.${name}: ${value}`);
     return value.slice(2, -1);
   };
   await writeFile(join(dir, "locals.tf"), `locals {\n${locals.map((n) => `  ${n} = ${text(n)}\n`).join("")}}\n`);
-  await writeFile(join(dir, "terraform.tfvars.json"), JSON.stringify({ project: "p", source_bucket: "b", ...vars }));
+  await writeFile(
+    join(dir, "terraform.tfvars.json"),
+    JSON.stringify({ project: "p", source_bucket: "b", master_key_version: "1", ...vars }),
+  );
   const run = spawnSync(TERRAFORM as string, ["console"], {
     cwd: dir,
     input: `jsonencode(${expr})\n`,
     encoding: "utf8",
   });
-  if (run.status !== 0) throw new Error(`terraform console: ${run.stderr}`);
+  // A variable's failed validation is an error on stderr, with status 0 and a warning on stdout.
+  const stderr = stripVTControlCharacters(run.stderr);
+  if (run.status !== 0 || stderr.includes("Error: ")) throw new Error(`terraform console: ${stderr}`);
   return JSON.parse(JSON.parse(run.stdout.trim()) as string);
 }
 
@@ -192,7 +201,21 @@ describe("the Google deployment", () => {
       expect(build).toMatchObject({ runtime: "nodejs22", entry_point: entry });
       const service = (fn.service_config as Record<string, unknown>[])[0] as Record<string, unknown>;
       expect(service.service_account_email).toBe(hcl("google_service_account.functions.email"));
-      expect(JSON.stringify(service.secret_environment_variables)).toContain("LITELLM_MASTER_KEY");
+      // The keys, from Secret Manager at the versions named (local.secret_environment, asserted below).
+      expect(service.secret_environment_variables).toBeUndefined();
+      expect((service.dynamic as { secret_environment_variables: unknown[] }).secret_environment_variables).toEqual([
+        {
+          for_each: hcl("local.secret_environment"),
+          content: [
+            {
+              key: hcl("secret_environment_variables.key"),
+              project_id: hcl("var.project"),
+              secret: hcl("secret_environment_variables.value.secret"),
+              version: hcl("secret_environment_variables.value.version"),
+            },
+          ],
+        },
+      ]);
     }
   });
 
@@ -413,6 +436,60 @@ describe("the Google deployment", () => {
     }
   });
 
+  it("mounts the master key at the version master_key_version names (required, a number, never latest), so a rotation is a new revision every instance starts with", async () => {
+    // Google resolves a secret variable when an instance starts: with "latest", warm instances
+    // would keep the old key after a new version, new ones take the new one, and apply changes nothing.
+    const text = await readFile(join(DIR, "main.tf"), "utf8");
+    expect(text).not.toMatch(/"latest"\s*$/m);
+    expect(text).not.toMatch(/version\s*=\s*"latest"/);
+    expect((main.locals[0] as { secret_environment: unknown }).secret_environment).toMatchObject({
+      LITELLM_MASTER_KEY: { secret: hcl("var.master_key_secret"), version: hcl("var.master_key_version") },
+    });
+    const version = variables.master_key_version?.[0] as Record<string, unknown>;
+    expect(version).toBeDefined();
+    expect(version.type).toBe(hcl("string"));
+    expect(Object.keys(version)).not.toContain("default"); // required: no deploy falls back to latest
+    const condition = String((version.validation as { condition: string }[])[0]?.condition);
+    expect(condition).toBe(hcl('can(regex("^[1-9][0-9]*$", var.master_key_version))'));
+    const pattern = new RegExp(/regex\("(.*)", var/.exec(condition)?.[1] as string);
+    for (const [value, valid] of [
+      ["1", true],
+      ["12", true],
+      ["latest", false],
+      ["0", false],
+      ["", false],
+      ["1.5", false],
+      ["projects/p/secrets/s/versions/3", false],
+    ] as const) {
+      expect(pattern.test(value), value).toBe(valid);
+    }
+    const readme = await readFile(join(DIR, "../README.md"), "utf8");
+    const gcp = readme.slice(readme.indexOf("## Google"), readme.indexOf("## Azure"));
+    expect(gcp).toContain("gcloud secrets versions add");
+    expect(gcp).toMatch(/-var master_key_version=/);
+  });
+
+  it.skipIf(!TERRAFORM)(
+    "takes master_key_version as a number only, and mounts the master key at it (evaluated by Terraform)",
+    async () => {
+      const mounted = (vars: Record<string, unknown>) =>
+        terraformEval("local.secret_environment", ["secret_environment"], vars);
+      for (const value of ["latest", "0", "", "projects/p/secrets/s/versions/3"]) {
+        await expect(mounted({ master_key_version: value }), value).rejects.toThrow(
+          /Invalid value for variable[\s\S]*master_key_version is a version number/,
+        );
+      }
+      expect(await mounted({ master_key_version: "3" })).toEqual({
+        LITELLM_MASTER_KEY: { secret: "llm-secrets-master-key", version: "3" },
+      });
+      // A number, as -var master_key_version=7 in a tfvars file may give it.
+      expect(await mounted({ master_key_version: 7, master_key_secret: "mk" })).toEqual({
+        LITELLM_MASTER_KEY: { secret: "mk", version: "7" },
+      });
+    },
+    60_000,
+  );
+
   it("lets the callers of invoker_members invoke the HTTP function (roles/run.invoker on its service), no one by default", () => {
     const invoker = resource("google_cloud_run_service_iam_member", "http_invoker");
     expect(invoker).toMatchObject({
@@ -446,6 +523,7 @@ describe("the Google deployment", () => {
         "invoker_members",
         "key_event_publishers",
         "master_key_secret",
+        "master_key_version",
         "prefix_for_stored_virtual_keys",
         "project",
         "refresh_interval_seconds",
