@@ -8,9 +8,10 @@
  * `x-amzn-errortype`, and the operations' documented behaviours:
  *
  * - Secrets Manager: `CreateSecret` (`ClientRequestToken` idempotent, `Tags`, `KmsKeyId`,
- *   `AddReplicaRegions`, no value allowed), `GetSecretValue` (`AWSCURRENT`; a secret scheduled for
- *   deletion is `InvalidRequestException`), `PutSecretValue`, `DescribeSecret` (`DeletedDate`,
- *   `Tags`), `TagResource`, `UntagResource` (neither on a secret scheduled for deletion; tags as
+ *   `AddReplicaRegions`, no value allowed), `GetSecretValue` (`VersionId` and/or `VersionStage`,
+ *   else `AWSCURRENT`; a secret scheduled for deletion is `InvalidRequestException`),
+ *   `PutSecretValue` (`VersionStages`), `UpdateSecretVersionStage`, `DescribeSecret` (`DeletedDate`,
+ *   `Tags`, `VersionIdsToStages`), `TagResource`, `UntagResource` (neither on a secret scheduled for deletion; tags as
  *   AWS limits them: 50 a secret, no `aws:` prefix on a key or value), `UpdateSecret`
  *   (`Description`, `KmsKeyId`, `SecretString`; not on a secret scheduled for deletion),
  *   `DeleteSecret` (`RecoveryWindowInDays` 7-30, or `ForceDeleteWithoutRecovery`; not while the
@@ -21,6 +22,13 @@
  *   `NextToken` only while more remain, `InvalidNextTokenException` for one it did not give; secrets
  *   scheduled for deletion only with `IncludePlannedDeletion`; in creation order). `SecretString` at
  *   most 65 536 bytes.
+ * - Staging labels, as AWS documents them: each label is on one version at most. A new value
+ *   (`CreateSecret`, `UpdateSecret`, `PutSecretValue` without `VersionStages`) takes `AWSCURRENT`;
+ *   `PutSecretValue` with `VersionStages` takes those labels only (`[AWSPENDING]`, a rotation's
+ *   createSecret step, leaves `AWSCURRENT` where it is); `UpdateSecretVersionStage` moves a label,
+ *   `RemoveFromVersionId` naming the version that holds it. Whenever `AWSCURRENT` moves,
+ *   `AWSPREVIOUS` goes to the version it left. `DescribeSecret`/`ListSecrets` list the versions
+ *   that hold a label; a version left without one is deprecated (still readable by its id here).
  * - KMS: `Encrypt` (for tests to make ciphertexts) and `Decrypt` (`InvalidCiphertextException` for
  *   a blob it did not make). The blob is the key id and an AES-256-GCM box under the fake's key.
  * - STS (the Query protocol: a form-encoded `POST /`, `Version=2011-06-15`, XML answers and
@@ -93,6 +101,8 @@ interface FakeSecret {
   tags: Map<string, string>;
   replicas: string[];
   versions: SecretVersion[];
+  /** Staging labels, each on one version: label to version id. */
+  stages: Map<string, string>;
   deletedDate?: Date;
   created: Date;
   /** Creation order: what `ListSecrets` pages by. */
@@ -111,6 +121,11 @@ class AwsError extends Error {
 }
 
 const MAX_SECRET_STRING = 65_536;
+const CURRENT = "AWSCURRENT";
+const PREVIOUS = "AWSPREVIOUS";
+/** `SecretVersionStageType`: 1 to 256 characters; `VersionStages`: 1 to 20 of them. */
+const MAX_STAGE_LENGTH = 256;
+const MAX_STAGES = 20;
 /** A secret's replicas as `DescribeSecret` and the replication actions answer them (all in sync here). */
 function replicationStatus(secret: FakeSecret): { Region: string; Status: string }[] {
   return secret.replicas.map((Region) => ({ Region, Status: "InSync" }));
@@ -431,20 +446,14 @@ export class FakeAws {
         return this.#create(body);
       case "GetSecretValue": {
         const secret = this.#live(body.SecretId);
-        const current = secret.versions.at(-1);
-        if (!current) {
-          throw new AwsError(
-            "ResourceNotFoundException",
-            "Secrets Manager can't find the specified secret value for staging label: AWSCURRENT",
-          );
-        }
+        const version = this.#versionAsked(secret, body.VersionId, body.VersionStage);
         return {
           ARN: secret.arn,
           Name: secret.name,
-          VersionId: current.id,
-          SecretString: current.value,
-          VersionStages: ["AWSCURRENT"],
-          CreatedDate: current.created.getTime() / 1000,
+          VersionId: version.id,
+          SecretString: version.value,
+          VersionStages: this.#stagesOf(secret, version.id),
+          CreatedDate: version.created.getTime() / 1000,
         };
       }
       case "PutSecretValue": {
@@ -452,9 +461,17 @@ export class FakeAws {
         const value = this.#secretString(body);
         if (value === undefined)
           throw new AwsError("InvalidParameterException", "You must provide either SecretString or SecretBinary.");
-        const version = this.#addVersion(secret, value, body.ClientRequestToken);
-        return { ARN: secret.arn, Name: secret.name, VersionId: version.id, VersionStages: ["AWSCURRENT"] };
+        const stages = this.#versionStages(body.VersionStages);
+        const version = this.#addVersion(secret, value, body.ClientRequestToken, stages);
+        return {
+          ARN: secret.arn,
+          Name: secret.name,
+          VersionId: version.id,
+          VersionStages: this.#stagesOf(secret, version.id),
+        };
       }
+      case "UpdateSecretVersionStage":
+        return this.#updateVersionStage(body);
       case "DescribeSecret": {
         const secret = this.#find(body.SecretId);
         return {
@@ -467,9 +484,7 @@ export class FakeAws {
           Tags: [...secret.tags].map(([Key, Value]) => ({ Key, Value })),
           PrimaryRegion: "us-east-1",
           ...(secret.replicas.length > 0 && { ReplicationStatus: replicationStatus(secret) }),
-          VersionIdsToStages: Object.fromEntries(
-            secret.versions.map((v, i, all) => [v.id, i === all.length - 1 ? ["AWSCURRENT"] : []]),
-          ),
+          VersionIdsToStages: this.#versionIdsToStages(secret),
         };
       }
       case "TagResource": {
@@ -589,9 +604,7 @@ export class FakeAws {
         CreatedDate: s.created.getTime() / 1000,
         ...(s.deletedDate && { DeletedDate: s.deletedDate.getTime() / 1000 }),
         Tags: [...s.tags].map(([Key, Value]) => ({ Key, Value })),
-        SecretVersionsToStages: Object.fromEntries(
-          s.versions.map((v, i, all) => [v.id, i === all.length - 1 ? ["AWSCURRENT"] : []]),
-        ),
+        SecretVersionsToStages: this.#versionIdsToStages(s),
       })),
       ...(nextToken && { NextToken: nextToken }),
     };
@@ -661,6 +674,7 @@ export class FakeAws {
       tags: checkedTagCount(new Map(this.#tags(body.Tags ?? []).map((t) => [t.Key, t.Value]))),
       replicas: body.AddReplicaRegions === undefined ? [] : this.#addedRegions(body.AddReplicaRegions),
       versions: [],
+      stages: new Map(),
       created: new Date(),
       seq: this.#seq++,
       tokens: new Set(),
@@ -720,7 +734,12 @@ export class FakeAws {
     return value;
   }
 
-  #addVersion(secret: FakeSecret, value: string, token: unknown): SecretVersion {
+  /**
+   * A new version of `value` holding `stages` (`AWSCURRENT` when none are given), or, for a token
+   * already used with the same value (a retry), that version as it is: "the operation succeeds but
+   * does nothing" (PutSecretValue).
+   */
+  #addVersion(secret: FakeSecret, value: string, token: unknown, stages: readonly string[] = [CURRENT]): SecretVersion {
     const id = typeof token === "string" ? token : randomUUID();
     const again = secret.versions.find((v) => v.id === id);
     if (again) {
@@ -735,7 +754,124 @@ export class FakeAws {
     const version = { id, value, created: new Date() };
     secret.versions.push(version);
     secret.tokens.add(id);
+    for (const stage of stages) this.#attach(secret, stage, id);
     return version;
+  }
+
+  /**
+   * Puts `stage` on version `id`, taking it off the version that held it; when that is `AWSCURRENT`
+   * moving, `AWSPREVIOUS` goes to the version it left ("Whenever you move AWSCURRENT, Secrets
+   * Manager automatically moves the label AWSPREVIOUS to the version that AWSCURRENT was removed
+   * from").
+   */
+  #attach(secret: FakeSecret, stage: string, id: string): void {
+    const holder = secret.stages.get(stage);
+    if (holder === id) return;
+    secret.stages.set(stage, id);
+    if (stage === CURRENT && holder !== undefined) secret.stages.set(PREVIOUS, holder);
+  }
+
+  #stagesOf(secret: FakeSecret, id: string): string[] {
+    return [...secret.stages].filter(([, holder]) => holder === id).map(([stage]) => stage);
+  }
+
+  /** `VersionIdsToStages`: the versions that hold a label (the others are deprecated). */
+  #versionIdsToStages(secret: FakeSecret): Record<string, string[]> {
+    const out: Record<string, string[]> = {};
+    for (const [stage, id] of secret.stages) out[id] = [...(out[id] ?? []), stage];
+    return out;
+  }
+
+  /** `PutSecretValue`'s `VersionStages`: `AWSCURRENT` when not given. */
+  #versionStages(stages: unknown): string[] {
+    if (stages === undefined) return [CURRENT];
+    if (!Array.isArray(stages) || stages.length < 1 || stages.length > MAX_STAGES) {
+      throw new AwsError("InvalidParameterException", `VersionStages holds 1 to ${MAX_STAGES} staging labels.`);
+    }
+    return stages.map((stage) => this.#stage(stage));
+  }
+
+  #stage(stage: unknown): string {
+    if (typeof stage !== "string" || stage.length < 1 || stage.length > MAX_STAGE_LENGTH) {
+      throw new AwsError("InvalidParameterException", `A staging label is 1 to ${MAX_STAGE_LENGTH} characters.`);
+    }
+    return stage;
+  }
+
+  /**
+   * The version `GetSecretValue` answers: by `VersionId`, by `VersionStage`, both (which "must refer
+   * to the same secret version"), or neither (`AWSCURRENT`). One not there is not found.
+   */
+  #versionAsked(secret: FakeSecret, versionId: unknown, versionStage: unknown): SecretVersion {
+    const stage =
+      versionStage === undefined ? (versionId === undefined ? CURRENT : undefined) : this.#stage(versionStage);
+    const byStage = stage === undefined ? undefined : secret.stages.get(stage);
+    if (stage !== undefined && byStage === undefined) {
+      throw new AwsError(
+        "ResourceNotFoundException",
+        `Secrets Manager can't find the specified secret value for staging label: ${stage}`,
+      );
+    }
+    if (versionId !== undefined && (typeof versionId !== "string" || versionId.length < 32 || versionId.length > 64)) {
+      throw new AwsError("InvalidParameterException", "VersionId must be 32 to 64 characters");
+    }
+    const id = (versionId as string | undefined) ?? byStage;
+    const version = secret.versions.find((v) => v.id === id);
+    if (!version || (byStage !== undefined && byStage !== id)) {
+      throw new AwsError(
+        "ResourceNotFoundException",
+        `Secrets Manager can't find the specified secret value for VersionId: ${String(versionId)}`,
+      );
+    }
+    return version;
+  }
+
+  /**
+   * `UpdateSecretVersionStage`: `VersionStage` moved to `MoveToVersionId` and/or taken off
+   * `RemoveFromVersionId`. A label held by another version moves only when `RemoveFromVersionId`
+   * names that version ("If the label is attached and you either do not specify this parameter, or
+   * the version ID does not match, then the operation fails"); `AWSCURRENT` is never just removed.
+   */
+  #updateVersionStage(body: Record<string, unknown>): unknown {
+    const secret = this.#live(body.SecretId);
+    const stage = this.#stage(body.VersionStage);
+    const versionIdOf = (id: unknown, what: string): string | undefined => {
+      if (id === undefined) return undefined;
+      if (typeof id !== "string" || !secret.versions.some((v) => v.id === id)) {
+        throw new AwsError("InvalidParameterException", `${what}: not a valid version: ${String(id)}`);
+      }
+      return id;
+    };
+    const moveTo = versionIdOf(body.MoveToVersionId, "MoveToVersionId");
+    const removeFrom = versionIdOf(body.RemoveFromVersionId, "RemoveFromVersionId");
+    const holder = secret.stages.get(stage);
+    if (removeFrom !== undefined && holder !== removeFrom) {
+      throw new AwsError(
+        "InvalidParameterException",
+        `The staging label ${stage} is not attached to version ${removeFrom}; it is ${holder === undefined ? "attached to none" : `attached to version ${holder}`}.`,
+      );
+    }
+    if (moveTo === undefined) {
+      if (removeFrom === undefined) {
+        throw new AwsError("InvalidParameterException", "Give MoveToVersionId, RemoveFromVersionId or both.");
+      }
+      if (stage === CURRENT) {
+        throw new AwsError(
+          "InvalidParameterException",
+          "You can't remove the AWSCURRENT staging label without moving it to another version.",
+        );
+      }
+      secret.stages.delete(stage);
+      return { ARN: secret.arn, Name: secret.name };
+    }
+    if (holder !== undefined && holder !== moveTo && removeFrom === undefined) {
+      throw new AwsError(
+        "InvalidParameterException",
+        `The parameter RemoveFromVersionId can't be empty. Staging label ${stage} is currently attached to version ${holder}, so you must explicitly reference that version in RemoveFromVersionId.`,
+      );
+    }
+    this.#attach(secret, stage, moveTo);
+    return { ARN: secret.arn, Name: secret.name };
   }
 
   #tags(tags: unknown): { Key: string; Value: string }[] {
