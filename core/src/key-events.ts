@@ -13,6 +13,8 @@
  *   deleted: delete every name the event gives (alias and hash both; LiteLLM leaves hash-named
  *   secrets behind).
  * - Only with `store_virtual_keys: true` and an access mode that allows writes: else refused.
+ *   An event's change never takes over nor deletes a secret made outside llm-secrets that its name
+ *   maps onto (the manager passes `adopt: false`): `name_conflict`, refused.
  * - At-least-once delivery: every write and delete carries the event's time and id
  *   (`ifNewerThan`), so applying an event twice changes nothing, and an event older than the last
  *   change of a name (an event's, or a direct write's arrival) is superseded, a delete winning ties:
@@ -32,8 +34,8 @@ import { EncryptionKeyMissing, type ErrorCode, SecretsError } from "./errors";
 import { describeUnexpected, type Logger } from "./log";
 import type { Metrics } from "./metrics";
 import { isValidName } from "./names";
-import type { SecretManager } from "./secret-manager";
-import { type ChangeStamp, MAX_CLOCK_SKEW_MS } from "./secret-store";
+import type { EventChange, SecretManager } from "./secret-manager";
+import { MAX_CLOCK_SKEW_MS } from "./secret-store";
 import { type KeyManagement, virtualKeyPrefix } from "./settings";
 import { loggableMessage } from "./store-errors";
 import { describeIssues, issuesOf, safeParse } from "./validation";
@@ -206,9 +208,9 @@ async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult
       `the event is ${Math.floor(age / 1000)} s old, past LLM_SECRETS_MAX_EVENT_AGE (${deps.maxAgeSeconds} s): stores may have forgotten the deletes it could undo`,
     );
   }
-  const stamp: ChangeStamp = { at, id: event.id };
   // The team's settings come from config (`team_settings`), never from the event: only its id does.
   const team = event.team_id ?? undefined;
+  const change: EventChange = { stamp: { at, id: event.id }, ...(team !== undefined && { team }) };
   const prefix = virtualKeyPrefix(policy, team);
   const names: Record<string, string> = {};
   // A delete takes both names; a create or regeneration writes one (the alias's, else the hash's),
@@ -229,14 +231,14 @@ async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult
     // Every other name is checked before the first change, so that a refusal (a new alias that is
     // no name, a name outside hosted_keys) leaves nothing half done.
     for (const name of [...(written === undefined ? [] : [written]), ...deletable]) {
-      deps.manager.checkWrite(name, team);
+      deps.manager.checkWrite(name, change);
     }
     if (written !== undefined) {
       const value = eventValue(event, deps.keys);
-      names[written] = (await deps.manager.put(written, value, {}, stamp, team)).outcome;
+      names[written] = (await deps.manager.put(written, value, {}, change)).outcome;
     }
     for (const name of deleted) {
-      names[name] = deletable.includes(name) ? await deps.manager.delete(name, stamp, team) : "absent";
+      names[name] = deletable.includes(name) ? await deps.manager.delete(name, change) : "absent";
     }
   } catch (err) {
     if (!(err instanceof SecretsError)) {

@@ -99,6 +99,14 @@ export function decryptUnder(
   return openSecret(ciphertext, keys);
 }
 
+/** A key event's change of a name: the event's time and id, and its team. */
+export interface EventChange {
+  /** The event's `occurred_at` and id: the store applies the change only if newer (`ifNewerThan`). */
+  stamp: ChangeStamp;
+  /** The event's `team_id`: where that team's `team_settings` (config only) say its keys go. */
+  team?: string;
+}
+
 /** A cache answer as a read: the value, or `not_found`. */
 function found(name: string, read: CacheRead): SecretRead {
   if (read.value === undefined) throw new NotFound(name);
@@ -241,18 +249,19 @@ export class SecretManager {
   }
 
   /**
-   * Writes `value`. With `ifNewerThan` (a key event's time), a store that records times applies
-   * it only if newer than the last change of the name; the outcome is then `superseded`.
+   * Writes `value`. For a key event (`event`), a store that records times applies it only if newer
+   * than the last change of the name (else the outcome is `superseded`), and the event's team's
+   * settings apply.
    */
   async put(
     name: string,
     value: string,
     meta: SecretMeta = {},
-    ifNewerThan?: ChangeStamp,
-    team?: string,
+    event?: EventChange,
   ): Promise<{ name: string; created: boolean; outcome: PutOutcome }> {
-    this.checkWrite(name, team);
+    const { adopt } = this.#allowWrite(name, event);
     this.#checkSize(value);
+    const team = event?.team;
     const settings = team === undefined ? undefined : this.#policy.teams?.[team];
     const withDefaults: SecretMeta = {
       ...meta,
@@ -264,19 +273,25 @@ export class SecretManager {
     const scope = settings?.scope;
     const key = this.store.keyOf(name, scope);
     const outcome = await this.store
-      .put(name, value, { meta: withDefaults, ifNewerThan, ...(scope && { scope }) })
+      .put(name, value, {
+        meta: withDefaults,
+        ifNewerThan: event?.stamp,
+        ...(!adopt && { adopt }),
+        ...(scope && { scope }),
+      })
       .catch(this.#expireOnFailure(key));
     if (outcome === "superseded") this.#cache.forget(key);
     else this.#cache.set(key, value, name);
     return { name, created: outcome === "created", outcome };
   }
 
-  async delete(name: string, ifNewerThan?: ChangeStamp, team?: string): Promise<DeleteOutcome> {
-    this.checkWrite(name, team);
-    const scope = this.#scopeOf(team);
+  /** Deletes `name`; for a key event (`event`), as `put` says. */
+  async delete(name: string, event?: EventChange): Promise<DeleteOutcome> {
+    const { adopt } = this.#allowWrite(name, event);
+    const scope = this.#scopeOf(event?.team);
     const key = this.store.keyOf(name, scope);
     const outcome = await this.store
-      .delete(name, { ifNewerThan, ...(scope && { scope }) })
+      .delete(name, { ifNewerThan: event?.stamp, ...(!adopt && { adopt }), ...(scope && { scope }) })
       .catch(this.#expireOnFailure(key));
     if (outcome === "superseded") this.#cache.forget(key);
     else this.#cache.setMissing(key, name);
@@ -478,18 +493,30 @@ export class SecretManager {
     }
   }
 
-  /** Throws what a write or delete of `name` would be refused for (its name, the access mode, hosted_keys), before any call. */
-  checkWrite(name: string, team?: string): void {
+  /** Throws what a write or delete of `name` (a key event's, with `event`) would be refused for, before any call. */
+  checkWrite(name: string, event?: EventChange): void {
+    this.#allowWrite(name, event);
+  }
+
+  /**
+   * Throws what a write or delete of `name` would be refused for (its name, the access mode,
+   * hosted_keys); else says whether it may take over a secret made outside llm-secrets (the store's
+   * `adopt`). A key event's change never may, nor one allowed only because its name is under the
+   * virtual-key prefix: such a name is chosen by whoever makes LiteLLM keys (an alias, a gateway's
+   * `PUT /v1/secrets/litellm/<alias>`), and a store's name mapping can land it on an operator's
+   * secret (Azure: `litellm/SALT_KEY` is a portal-made `LITELLM-SALT-KEY`).
+   */
+  #allowWrite(name: string, event: EventChange | undefined): { adopt: boolean } {
     validateName(name);
     if (this.#policy.accessMode === "read_only") {
       throw new AccessDenied("read_only", "writes are disabled: access_mode is read_only");
     }
     // hosted_keys bounds writes too; virtual keys under the prefix (the team's, or the general one)
     // stay writable when stored.
-    const virtualKey = this.#policy.storeVirtualKeys && name.startsWith(virtualKeyPrefix(this.#policy, team));
-    if (this.#hosted && !this.#hosted.has(name) && !virtualKey) {
-      throw new AccessDenied("not_hosted", `${name} is not in hosted_keys`);
-    }
+    const hosted = this.#hosted === undefined || this.#hosted.has(name);
+    const virtualKey = this.#policy.storeVirtualKeys && name.startsWith(virtualKeyPrefix(this.#policy, event?.team));
+    if (!hosted && !virtualKey) throw new AccessDenied("not_hosted", `${name} is not in hosted_keys`);
+    return { adopt: event === undefined && hosted };
   }
 }
 

@@ -69,11 +69,22 @@ export interface PutOptions {
    * conditional).
    */
   ifNewerThan?: ChangeStamp;
+  /** `false`: never take over a secret made outside llm-secrets (see `DeleteOptions.adopt`). */
+  adopt?: boolean;
 }
 
 export interface DeleteOptions {
   scope?: StoreScope;
   ifNewerThan?: ChangeStamp;
+  /**
+   * `false`: the change must not take over a secret made outside llm-secrets (one a store can tell
+   * from its own: Azure's untagged secrets, Google's unannotated ones), which is then `409
+   * name_conflict`, nothing changed. The manager sets it for every key event and for every write
+   * allowed only because its name is under a virtual-key prefix: such names are chosen by whoever
+   * makes LiteLLM keys, and a store's name mapping (Azure's case folding) can land them on an
+   * operator's secret. Unset (`true`): a direct write adopts such a secret, a direct delete deletes it.
+   */
+  adopt?: boolean;
 }
 
 /** A page of names: `list`'s arguments. */

@@ -8,7 +8,8 @@
  *
  * It reads the factory's capabilities: a store that cannot write runs the read half on seeded
  * data; one that cannot delete must say `not_supported`; one that records change times runs the
- * `ifNewerThan` and tombstone half; one that lists (`list`) has its pages checked.
+ * `ifNewerThan` and tombstone half; one that lists (`list`) has its pages checked; one that tells
+ * secrets made outside llm-secrets from its own (`seedOutside`) has its `adopt: false` checked.
  * It needs vitest (a peer dependency of this entry point only).
  */
 import { createHash } from "node:crypto";
@@ -63,6 +64,12 @@ export interface ConformanceTarget {
    * `invalid_request` and leave nothing behind; the suite skips them otherwise.
    */
   refusesValue?: (value: string) => boolean;
+  /**
+   * Makes a secret outside llm-secrets (as the provider's console would: none of the store's own
+   * marks) on the backend key that `name` lands on, in the store `open` made last. For a store that
+   * tells such secrets from its own: its `adopt: false` is then held to leaving them alone.
+   */
+  seedOutside?: (name: string, value: string) => Promise<void>;
 }
 
 const NAMES = ["OPENAI_API_KEY", "litellm/team-a/key", "a-b", "a.b", "user@example.com", "x+y=z", "Z9"];
@@ -205,6 +212,42 @@ export function storeConformance(target: ConformanceTarget): void {
       expect((await store.get("A"))?.value).toBe("three");
       await store.close?.();
     });
+
+    it("adopt: false changes what the store itself wrote as any change does", async () => {
+      // The manager sets it on every key event's change and every virtual key's write.
+      const store = await target.open();
+      expect(await store.put("OWN", "one", { adopt: false })).toBe("created");
+      expect(await store.put("OWN", "two", { adopt: false })).toBe("updated");
+      expect((await store.get("OWN"))?.value).toBe("two");
+      if (capabilities.deletes) {
+        expect(await store.delete("OWN", { adopt: false })).toBe("deleted");
+        expect(await store.get("OWN")).toBeUndefined();
+      }
+      await store.close?.();
+    });
+
+    const { seedOutside } = target;
+    if (seedOutside) {
+      it("adopt: false never takes over nor deletes a secret made outside llm-secrets; a change without it adopts", async () => {
+        const store = await target.open();
+        await seedOutside("OUTSIDE_PUT", "console-put");
+        await seedOutside("OUTSIDE_DELETE", "console-delete");
+        const event = capabilities.compareAndSet ? { ifNewerThan: { at: Date.now(), id: "evt-outside" } } : {};
+        expect(await codeOf(store.put("OUTSIDE_PUT", "virtual", { adopt: false }))).toBe("name_conflict");
+        expect(await codeOf(store.put("OUTSIDE_PUT", "virtual", { adopt: false, ...event }))).toBe("name_conflict");
+        expect(await codeOf(store.delete("OUTSIDE_DELETE", { adopt: false }))).toBe("name_conflict");
+        expect(await codeOf(store.delete("OUTSIDE_DELETE", { adopt: false, ...event }))).toBe("name_conflict");
+        expect((await store.get("OUTSIDE_PUT"))?.value).toBe("console-put");
+        expect((await store.get("OUTSIDE_DELETE"))?.value).toBe("console-delete");
+        // A direct change (the operator's) adopts it; then it is the store's own, which adopt: false changes.
+        expect(await store.put("OUTSIDE_PUT", "adopted")).toBe("updated");
+        expect(await store.put("OUTSIDE_PUT", "again", { adopt: false })).toBe("updated");
+        expect((await store.get("OUTSIDE_PUT"))?.value).toBe("again");
+        expect(await store.delete("OUTSIDE_DELETE")).toBe("deleted");
+        expect(await store.get("OUTSIDE_DELETE")).toBeUndefined();
+        await store.close?.();
+      });
+    }
 
     it("keeps tags: given ones, else the previous ones, else the creation defaults", async () => {
       const store = await target.open();

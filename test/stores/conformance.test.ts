@@ -103,6 +103,19 @@ storeConformance({
     );
   },
   collidingNames: ["team.key", "team-key"],
+  // A console-made secret: no llm-secrets annotation, one enabled version.
+  seedOutside: async (name, value) => {
+    const fake = await google();
+    const path = `projects/${fake.project}/secrets/${name.replace(/[^A-Za-z0-9_-]/g, "-")}`;
+    fake.secrets.set(path, {
+      name: path,
+      labels: {},
+      annotations: {},
+      versions: [{ id: 1, data: Buffer.from(value), state: "ENABLED", created: new Date() }],
+      created: new Date(),
+      etag: 1,
+    });
+  },
 });
 
 storeConformance({
@@ -158,6 +171,8 @@ storeConformance({
     return azureKeyVaultStore.open(parsed.data, deps());
   },
   collidingNames: ["AZURE_API_KEY", "AZURE-API-KEY"],
+  // A portal-made secret: no llm-secrets:name tag.
+  seedOutside: async (name, value) => (await azure()).seed(name.replace(/[^0-9A-Za-z-]/g, "-"), value),
 });
 
 // Docker secrets: files in a temporary directory (the read half).

@@ -116,7 +116,7 @@ describe("google_secret_manager over gRPC", () => {
     await store.close?.();
   });
 
-  it("a key event neither adopts nor deletes a secret made elsewhere (no annotation): name_conflict", async () => {
+  it("adopt: false (a key event's change, a virtual key's write) neither adopts nor deletes a secret made elsewhere (no annotation): name_conflict", async () => {
     const fake = await google();
     const store = await open();
     const consoleMade = (id: string, data: string) =>
@@ -133,19 +133,19 @@ describe("google_secret_manager over gRPC", () => {
     consoleMade("litellm-SALT_KEY", salt);
     consoleMade("litellm-OTHER", value("console-other"));
     const event = { at: Date.now(), id: "evt-1" };
-    expect(await codeOf(store.put("litellm/SALT_KEY", value("attacker"), { ifNewerThan: event }))).toBe(
+    expect(await codeOf(store.put("litellm/SALT_KEY", value("attacker"), { ifNewerThan: event, adopt: false }))).toBe(
       "name_conflict",
     );
-    expect(await codeOf(store.delete("litellm/OTHER", { ifNewerThan: event }))).toBe("name_conflict");
+    expect(await codeOf(store.delete("litellm/OTHER", { ifNewerThan: event, adopt: false }))).toBe("name_conflict");
     // Only looked at: no version added, none destroyed, no annotation set.
     expect(fake.calls.filter((c) => c.method !== "GetSecret")).toEqual([]);
     expect((await store.get("litellm/SALT_KEY"))?.value).toBe(salt);
     expect(fake.secrets.get(`projects/${fake.project}/secrets/litellm-OTHER`)?.versions[0]?.state).toBe("ENABLED");
     // A direct write still adopts it; then it is ours, and events change it.
     expect(await store.put("litellm/SALT_KEY", value("adopted"))).toBe("updated");
-    expect(await store.delete("litellm/SALT_KEY", { ifNewerThan: { at: Date.now() + 1, id: "evt-2" } })).toBe(
-      "deleted",
-    );
+    expect(
+      await store.delete("litellm/SALT_KEY", { ifNewerThan: { at: Date.now() + 1, id: "evt-2" }, adopt: false }),
+    ).toBe("deleted");
     await store.close?.();
   });
 

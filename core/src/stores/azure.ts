@@ -15,10 +15,12 @@
  * `keyOf` is lower-cased, as the vault ignores case: the cache and each secret's queue key on it, so
  * a write of `A_B` reaches a cached read of `a_b` (two names of ours on one vault secret, told apart
  * by the tag). Calls name the secret as written (`A-B`), so a secret we create keeps the case.
- * A key event's change (`ifNewerThan`) never adopts nor deletes a secret without the tag (live,
- * disabled or soft-deleted): it is `409 name_conflict`. Key aliases are chosen by whoever makes
- * LiteLLM keys, and `litellm/` + `SALT_KEY` lands on a portal-made `LITELLM-SALT-KEY` (any case),
- * outside `hosted_keys`; only a direct PUT or DELETE (the master key's) takes such a secret over.
+ * A change with `adopt: false` (every key event's, and every write allowed only as a virtual key)
+ * never adopts nor deletes a secret without the tag (live, disabled or soft-deleted): it is `409
+ * name_conflict`. Key aliases are chosen by whoever makes LiteLLM keys, and `litellm/` + `SALT_KEY`
+ * lands on a portal-made `LITELLM-SALT-KEY` (any case), outside `hosted_keys`; only a direct PUT or
+ * DELETE of a name the deployment allows as such (hosted, or any without `hosted_keys`) takes such
+ * a secret over.
  *
  * - Read: `getSecret` (the latest version; `GET /secrets/{name}/`).
  * - Write: `setSecret` (a new version, with the caller's tags, else the previous version's, else
@@ -353,7 +355,7 @@ export class AzureKeyVaultStore implements SecretStore {
         // The stamp this write records over what `key` holds, or undefined: superseded (looked at
         // again while a delete finishes).
         const stampOver = (found: Found): ChangeStamp | undefined => {
-          this.#refuseOtherOwner(found, name, key, options.ifNewerThan !== undefined);
+          this.#refuseOtherOwner(found, name, key, options.adopt === false);
           return this.#stampOver(options.ifNewerThan, false, found);
         };
         const found = await this.#find(key);
@@ -378,7 +380,7 @@ export class AzureKeyVaultStore implements SecretStore {
     return this.#queues.run(this.keyOf(name), async () => {
       try {
         const found = await this.#find(key);
-        this.#refuseOtherOwner(found, name, key, options.ifNewerThan !== undefined);
+        this.#refuseOtherOwner(found, name, key, options.adopt === false);
         const stamp = this.#stampOver(options.ifNewerThan, true, found);
         if (stamp === undefined) {
           // Tagged as deleted and still live: a delete that stopped before beginDeleteSecret. Finish it.
@@ -473,16 +475,17 @@ export class AzureKeyVaultStore implements SecretStore {
   }
 
   /**
-   * Refuses a change of `name` over a live secret of another name; and, for a key event's change
-   * (`byEvent`), over any secret without our tag: an event never adopts nor deletes what was made
-   * outside llm-secrets (a disabled secret's tags cannot be read, so it is taken as such).
+   * Refuses a change of `name` over a live secret of another name; and, for a change that must not
+   * adopt (`adopt: false`: a key event's, a virtual key's), over any secret without our tag: it never
+   * takes over nor deletes what was made outside llm-secrets (a disabled secret's tags cannot be
+   * read, so it is taken as such).
    */
-  #refuseOtherOwner(found: Found, name: string, key: string, byEvent: boolean): void {
+  #refuseOtherOwner(found: Found, name: string, key: string, noAdopt: boolean): void {
     if (found.state === "live" && found.owner !== undefined && found.owner !== name) throw new NameConflict(name, key);
-    if (byEvent && found.state !== "absent" && found.owner === undefined) {
+    if (noAdopt && found.state !== "absent" && found.owner === undefined) {
       throw new SecretsError(
         "name_conflict",
-        `${name} maps to the Key Vault secret ${key}, which llm-secrets did not write (no ${TAG_NAME} tag, or disabled): a key event neither overwrites nor deletes it; a direct PUT or DELETE does`,
+        `${name} maps to the Key Vault secret ${key}, which llm-secrets did not write (no ${TAG_NAME} tag, or disabled): a key event or a virtual key's write neither overwrites nor deletes it; a direct PUT or DELETE of a name allowed outside the virtual-key prefix does`,
       );
     }
   }

@@ -11,9 +11,10 @@
  *   kept in the annotation `llm-secrets.name`. A write whose id already holds another live name is
  *   `409 name_conflict` (over another name's tombstone it is ordered against the tombstone's time,
  *   as over its own, and takes the id); a read of a name whose id holds another is no secret. A secret made
- *   elsewhere (no annotation) is read, and adopted on the first direct write; a key event's change
- *   (`ifNewerThan`) of it is `409 name_conflict`: key aliases are chosen by whoever makes LiteLLM
- *   keys, so an event must not take over (or destroy) a console-made secret its name maps onto.
+ *   elsewhere (no annotation) is read, and adopted on the first direct write; a change with `adopt:
+ *   false` (a key event's, a virtual key's write) of it is `409 name_conflict`: key aliases are
+ *   chosen by whoever makes LiteLLM keys, so they must not take over (or destroy) a console-made
+ *   secret their name maps onto.
  * - Read: `versions/latest:access`, and at the same time the secret itself (its name, deleted
  *   mark and labels), which counts against Google's 600 read requests a minute per project. An identity granted only `secretmanager.versions.access`
  *   (`roles/secretmanager.secretAccessor`, all LiteLLM needs) is refused the secret: a name that is
@@ -210,14 +211,14 @@ export class GoogleSecretManagerStore implements SecretStore {
       const labelsOfNew = () => labels ?? checkedLabels(meta?.whenCreated?.tags);
       checkedAnnotations(undefined, annotations(name, options.ifNewerThan ?? { at: this.#now() }, false));
       await this.#ready("google secret manager put");
-      const byEvent = options.ifNewerThan !== undefined;
-      let found = await this.#find(name, byEvent);
+      const noAdopt = options.adopt === false;
+      let found = await this.#find(name, noAdopt);
       let created = false;
       if (found === undefined) {
         // Made with no time: the time is recorded once the value is in, so a write that stops
         // before its version is not taken for done when its event comes again.
         created = await this.#create(name, { labels: labelsOfNew(), annotations: { [NAME]: name } });
-        if (!created) found = await this.#find(name, byEvent);
+        if (!created) found = await this.#find(name, noAdopt);
       }
       const stamp = this.#stampOver(options.ifNewerThan, false, found);
       if (stamp === undefined) return "superseded";
@@ -243,14 +244,14 @@ export class GoogleSecretManagerStore implements SecretStore {
       const ours = (stamp: ChangeStamp) => annotations(name, stamp, true);
       if (!this.#purge) checkedAnnotations(undefined, ours(options.ifNewerThan ?? { at: this.#now() })); // a purge records nothing
       await this.#ready("google secret manager delete");
-      const byEvent = options.ifNewerThan !== undefined;
-      let found = await this.#find(name, byEvent);
+      const noAdopt = options.adopt === false;
+      let found = await this.#find(name, noAdopt);
       if (found === undefined) {
         if (options.ifNewerThan === undefined || this.#purge) return "absent";
         // An event's delete of a name never written: an empty secret carries its tombstone. One
         // created meanwhile by another writer is decided as any delete of an existing name.
         if (await this.#create(name, { annotations: ours(options.ifNewerThan) })) return "absent";
-        found = await this.#find(name, byEvent);
+        found = await this.#find(name, noAdopt);
         if (found === undefined) return "absent";
       }
       const stamp = this.#stampOver(options.ifNewerThan, true, found);
@@ -328,9 +329,9 @@ export class GoogleSecretManagerStore implements SecretStore {
 
   /**
    * The secret `name` lands on, with its last change; a conflict when it holds another name, or,
-   * for a key event's change (`byEvent`), when it was made outside llm-secrets (no annotation).
+   * for a change that must not adopt (`noAdopt`), when it was made outside llm-secrets (no annotation).
    */
-  async #find(name: string, byEvent: boolean): Promise<Found | undefined> {
+  async #find(name: string, noAdopt: boolean): Promise<Found | undefined> {
     let secret: Secret;
     try {
       [secret] = await this.#client.getSecret({ name: this.#path(name) }, this.#call);
@@ -344,10 +345,10 @@ export class GoogleSecretManagerStore implements SecretStore {
     // Another name's tombstone is no conflict (as on Azure): the change is ordered against its time,
     // as against the name's own tombstone, and takes the secret over.
     if (holder !== undefined && holder !== name && !deleted) throw new NameConflict(name, this.keyOf(name));
-    if (holder === undefined && byEvent) {
+    if (holder === undefined && noAdopt) {
       throw new SecretsError(
         "name_conflict",
-        `${name} maps to the secret id ${this.keyOf(name)}, which llm-secrets did not write (no ${NAME} annotation): a key event neither overwrites nor deletes it; a direct PUT or DELETE does`,
+        `${name} maps to the secret id ${this.keyOf(name)}, which llm-secrets did not write (no ${NAME} annotation): a key event or a virtual key's write neither overwrites nor deletes it; a direct PUT or DELETE of a name allowed outside the virtual-key prefix does`,
       );
     }
     const at = Number(notes[AT]);
