@@ -1,6 +1,8 @@
 // `npx cdk synth` in infra/aws: builds functions/aws/dist first (a clean clone has none), then the stack.
 // Settings come from CDK context: -c accessMode=read_only -c hostedKeys=A,B -c listNames=true
-// -c prefix=team/ -c entry=http-api -c refreshInterval=300 -c masterKeyVersionId=<the master key's VersionId>.
+// -c prefix=team/ -c entry=http-api -c refreshInterval=300 -c masterKeyVersionId=<the master key's VersionId>
+// -c saltKeySecret=<name or ARN> -c saltKeyVersionId=<its VersionId>
+// -c previousSaltKeysSecret=<name or ARN> -c previousSaltKeysVersionId=<its VersionId>.
 import { join } from "node:path";
 import { App } from "aws-cdk-lib";
 import * as lambda from "aws-cdk-lib/aws-lambda";
@@ -29,5 +31,9 @@ new LlmSecretsStack(app, context("stackName") ?? "LlmSecrets", {
   listNames: context("listNames") === "true",
   refreshIntervalSeconds: context("refreshInterval") === undefined ? undefined : Number(context("refreshInterval")),
   masterKeyVersionId: context("masterKeyVersionId"),
+  saltKeySecret: context("saltKeySecret"),
+  saltKeyVersionId: context("saltKeyVersionId"),
+  previousSaltKeysSecret: context("previousSaltKeysSecret"),
+  previousSaltKeysVersionId: context("previousSaltKeysVersionId"),
 });
 app.synth();

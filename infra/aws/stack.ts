@@ -15,8 +15,10 @@
  *   virtual keys are stored); writes (create, put, update, restore, delete, tag, untag) only under the prefix, and
  *   none with `read_only`. No `*` action anywhere.
  * - Settings as environment: `LLM_SECRETS_CONFIG` (the store's part of config.yaml, from the props)
- *   and `LITELLM_MASTER_KEY` (generated into a secret of its own, read at deploy time); the HTTP
- *   function's cache lives `refreshIntervalSeconds` (300 s), since key events reach another function.
+ *   and `LITELLM_MASTER_KEY` (generated into a secret of its own, read at deploy time), and when
+ *   given `LITELLM_SALT_KEY` and `LLM_SECRETS_PREVIOUS_SALT_KEYS` (secrets made outside, read the
+ *   same way at the versions named); the HTTP function's cache lives `refreshIntervalSeconds`
+ *   (300 s), since key events reach another function.
  * - Outputs: the API's URL and the HTTP function's ARN (what a caller's invoke policy names), the
  *   queue's URL and ARN, the dead-letter queue's URL, the master key's secret and both keys' ARNs.
  * The store is Secrets Manager (aws_kms only reads ciphertexts from the environment and writes
@@ -70,6 +72,22 @@ export interface LlmSecretsStackProps extends StackProps {
    * Unset: the version current at the functions' last update (a new stack's first deploy).
    */
   masterKeyVersionId?: string;
+  /**
+   * The salt key (`LITELLM_SALT_KEY`, what seals and opens ciphertexts: `/v1/encrypt`, key events'
+   * `key_ciphertext`): a Secrets Manager secret made outside the stack (name or ARN), passed as the
+   * master key is, at the version `saltKeyVersionId` names (required with it: CloudFormation
+   * resolves a reference again only when it changes). Unset: no `LITELLM_SALT_KEY`, and the master
+   * key seals, as LiteLLM does.
+   */
+  saltKeySecret?: string;
+  saltKeyVersionId?: string;
+  /**
+   * `LLM_SECRETS_PREVIOUS_SALT_KEYS`: a secret holding a JSON array of the keys the salt key (or a
+   * sealing master key) replaced, tried after it when opening; at the version
+   * `previousSaltKeysVersionId` names. Unset: none.
+   */
+  previousSaltKeysSecret?: string;
+  previousSaltKeysVersionId?: string;
 }
 
 /** `LLM_SECRETS_MAX_EVENT_AGE`'s default: no queue keeps an event longer. */
@@ -110,6 +128,14 @@ export class LlmSecretsStack extends Stack {
     if (props.masterKeyVersionId !== undefined && !/^[A-Za-z0-9_-]{32,64}$/.test(props.masterKeyVersionId)) {
       throw new Error(`masterKeyVersionId: expected a Secrets Manager VersionId, got ${props.masterKeyVersionId}`);
     }
+    const saltKey = keySecretOf("saltKey", props.saltKeySecret, props.saltKeyVersionId, prefix, props.hostedKeys);
+    const previousSaltKeys = keySecretOf(
+      "previousSaltKeys",
+      props.previousSaltKeysSecret,
+      props.previousSaltKeysVersionId,
+      prefix,
+      props.hostedKeys,
+    );
 
     this.key = new kms.Key(this, "SecretsKey", {
       description: "llm-secrets: encrypts the secrets it writes",
@@ -219,6 +245,16 @@ export class LlmSecretsStack extends Stack {
       LITELLM_MASTER_KEY: SecretValue.secretsManager(masterKey.secretArn, {
         versionId: props.masterKeyVersionId,
       }).unsafeUnwrap(),
+      // The same way, each only when given (else the master key seals, as before), always at a
+      // named version: a new one changes the template, so the functions take it at that deploy.
+      ...(saltKey && {
+        LITELLM_SALT_KEY: SecretValue.secretsManager(saltKey.secret, { versionId: saltKey.versionId }).unsafeUnwrap(),
+      }),
+      ...(previousSaltKeys && {
+        LLM_SECRETS_PREVIOUS_SALT_KEYS: SecretValue.secretsManager(previousSaltKeys.secret, {
+          versionId: previousSaltKeys.versionId,
+        }).unsafeUnwrap(),
+      }),
     };
     const common = {
       runtime: lambda.Runtime.NODEJS_22_X,
@@ -318,4 +354,40 @@ export class LlmSecretsStack extends Stack {
       value: this.queueKey.keyArn,
     });
   }
+}
+
+/**
+ * A key's secret given by its name or ARN and the VersionId the functions take, both or neither.
+ * The functions' role is granted nothing on it (CloudFormation reads it when it deploys, as the
+ * deployer), and it may be none of the names the role reads: under the virtual-key prefix, key
+ * events could overwrite it, and the API would serve it, as it would a hosted name.
+ */
+function keySecretOf(
+  what: string,
+  secret: string | undefined,
+  versionId: string | undefined,
+  prefix: string,
+  hostedKeys: readonly string[] | undefined,
+): { secret: string; versionId: string } | undefined {
+  if (secret === undefined && versionId === undefined) return undefined;
+  if (secret === undefined || versionId === undefined) {
+    throw new Error(
+      `${what}Secret and ${what}VersionId go together: CloudFormation reads a secret again only when its reference changes, so the version is named`,
+    );
+  }
+  if (!/^[A-Za-z0-9_-]{32,64}$/.test(versionId)) {
+    throw new Error(`${what}VersionId: expected a Secrets Manager VersionId, got ${versionId}`);
+  }
+  // A secret's ARN ends in its name, a hyphen and 6 random characters.
+  const arn = /^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:(.+)-[A-Za-z0-9]{6}$/.exec(secret);
+  const name = arn ? (arn[1] as string) : secret;
+  if (!/^[A-Za-z0-9/_+=.@-]{1,512}$/.test(name)) {
+    throw new Error(`${what}Secret: expected a Secrets Manager secret's name or full ARN, got ${secret}`);
+  }
+  if (name.startsWith(prefix) || hostedKeys?.includes(name)) {
+    throw new Error(
+      `${what}Secret ${secret}: a name the functions read (under the prefix ${prefix}, or a hosted name): the API would serve it and key events could overwrite it; keep it elsewhere`,
+    );
+  }
+  return { secret, versionId };
 }

@@ -31,6 +31,14 @@ param producerPrincipalIds array = []
 @secure()
 param masterKey string
 
+@description('LITELLM_SALT_KEY, the key that seals and opens ciphertexts (/v1/encrypt, key events\' key_ciphertext: the gateway\'s salt key), kept as an app setting as masterKey is. Empty (the default): no setting, and the master key seals, as LiteLLM does. Once set, pass it on every deploy: the template sets the whole settings list, so a deploy without it removes it.')
+@secure()
+param saltKey string = ''
+
+@description('LLM_SECRETS_PREVIOUS_SALT_KEYS: a JSON array of the keys the salt key (or a master key that sealed) replaced, tried after it when opening, e.g. ["<old key>"]. Empty (the default): no setting. As saltKey, pass it on every deploy while it is needed.')
+@secure()
+param previousSaltKeys string = ''
+
 var suffix = uniqueString(resourceGroup().id, name)
 var writes = accessMode != 'read_only'
 // Key Vault Secrets Officer, or Key Vault Secrets User when read-only.
@@ -128,7 +136,9 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
       linuxFxVersion: 'Node|22'
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
-      appSettings: [
+      // The salt keys only when given: an empty LITELLM_SALT_KEY is a start-up error, and without
+      // one the master key seals, as before.
+      appSettings: concat([
         { name: 'FUNCTIONS_EXTENSION_VERSION', value: '~4' }
         { name: 'FUNCTIONS_WORKER_RUNTIME', value: 'node' }
         // Every deploy of this template sets the whole list: the package is in it, so none drops it.
@@ -139,7 +149,11 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
         { name: 'LITELLM_MASTER_KEY', value: masterKey }
         { name: 'SECRET_MANAGER_REFRESH_INTERVAL', value: string(refreshIntervalSeconds) }
         { name: 'LLM_SECRETS_CONFIG', value: '{"general_settings":{"key_management_system":"azure_key_vault","key_management_settings":{"access_mode":"${accessMode}","store_virtual_keys":true,"prefix_for_stored_virtual_keys":"${virtualKeyPrefix}"}}}' }
-      ]
+      ], empty(saltKey) ? [] : [
+        { name: 'LITELLM_SALT_KEY', value: saltKey }
+      ], empty(previousSaltKeys) ? [] : [
+        { name: 'LLM_SECRETS_PREVIOUS_SALT_KEYS', value: previousSaltKeys }
+      ])
     }
   }
 }

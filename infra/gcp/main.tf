@@ -44,10 +44,20 @@ locals {
   # once, when it starts, so "latest" would leave warm instances on the old value while new ones
   # take the new one, and a new version would change nothing Terraform sees. A new version number
   # changes the functions: a new revision, whose instances all start with it (README: rotation).
-  secret_environment = {
-    LITELLM_MASTER_KEY = { secret = var.master_key_secret, version = var.master_key_version }
-  }
-  writes = var.access_mode != "read_only"
+  # The salt key and the previous salt keys the same way, each only when given: unset, the master
+  # key seals and opens ciphertexts, as before.
+  secret_environment = merge(
+    { LITELLM_MASTER_KEY = { secret = var.master_key_secret, version = var.master_key_version } },
+    var.salt_key_secret == null ? {} : {
+      LITELLM_SALT_KEY = { secret = var.salt_key_secret, version = var.salt_key_version }
+    },
+    var.previous_salt_keys_secret == null ? {} : {
+      LLM_SECRETS_PREVIOUS_SALT_KEYS = { secret = var.previous_salt_keys_secret, version = var.previous_salt_keys_version }
+    },
+  )
+  # Their secrets besides the master key's (which has its own grant), read by the functions' account.
+  key_secret_ids = setsubtract(compact([var.salt_key_secret, var.previous_salt_keys_secret]), [var.master_key_secret])
+  writes         = var.access_mode != "read_only"
   # The virtual keys' secret ids start with this: the prefix as the store spells it (a / appended if
   # missing, then every character outside [A-Za-z0-9_-] as -), which the IAM conditions below name.
   prefix_secret_id = replace("${trimsuffix(var.prefix_for_stored_virtual_keys, "/")}/", "/[^A-Za-z0-9_-]/", "-")
@@ -56,9 +66,9 @@ locals {
   # The IAM conditions reach every secret whose id starts with prefix_secret_id, wherever it was
   # made: the master key's or a hosted name's secret among them would be readable and, with writes,
   # overwritten by whoever sends key events. The grants below refuse such a prefix.
-  prefix_reaches = sort([for id in setunion([var.master_key_secret], local.hosted_secret_ids) : id if startswith(id, local.prefix_secret_id)])
+  prefix_reaches = sort([for id in setunion([var.master_key_secret], local.hosted_secret_ids, local.key_secret_ids) : id if startswith(id, local.prefix_secret_id)])
   # What the reader and writer grants' precondition says when the prefix reaches such a secret.
-  prefix_reaches_error = "prefix_for_stored_virtual_keys as a secret id (${local.prefix_secret_id}) begins the id of ${join(", ", local.prefix_reaches)} (master_key_secret or a hosted_keys secret): the virtual-key grants would reach it. Choose a prefix no other secret's id starts with."
+  prefix_reaches_error = "prefix_for_stored_virtual_keys as a secret id (${local.prefix_secret_id}) begins the id of ${join(", ", local.prefix_reaches)} (master_key_secret, a salt key's secret or a hosted_keys secret): the virtual-key grants would reach it. Choose a prefix no other secret's id starts with."
 }
 
 # The functions' identity.
@@ -160,6 +170,14 @@ resource "google_secret_manager_secret_iam_member" "master_key" {
   member    = "serviceAccount:${google_service_account.functions.email}"
 }
 
+# The salt key's and the previous salt keys' secrets, when given: mounted as the master key is.
+resource "google_secret_manager_secret_iam_member" "salt_keys" {
+  for_each  = local.key_secret_ids
+  secret_id = each.value
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.functions.email}"
+}
+
 # The KMS key google_kms reads env values with.
 resource "google_kms_key_ring" "this" {
   name     = "llm-secrets"
@@ -188,9 +206,26 @@ resource "google_storage_bucket_object" "source" {
 resource "google_cloudfunctions2_function" "http" {
   name     = "llm-secrets-http"
   location = var.region
+  lifecycle {
+    # A key's secret is mounted at a version named, never latest (local.secret_environment).
+    precondition {
+      condition     = (var.salt_key_secret == null) == (var.salt_key_version == null)
+      error_message = "salt_key_secret and salt_key_version go together: the salt key is mounted at the version named."
+    }
+    precondition {
+      condition     = (var.previous_salt_keys_secret == null) == (var.previous_salt_keys_version == null)
+      error_message = "previous_salt_keys_secret and previous_salt_keys_version go together: the previous salt keys are mounted at the version named."
+    }
+    # The API serves every hosted name: a salt key's secret among them would be readable over HTTP.
+    precondition {
+      condition     = length(setintersection(local.key_secret_ids, local.hosted_secret_ids)) == 0
+      error_message = "salt_key_secret or previous_salt_keys_secret is the secret of a hosted_keys name: the API would serve it."
+    }
+  }
   # Its identity may read the master key (and the secrets it serves) before a revision starts.
   depends_on = [
     google_secret_manager_secret_iam_member.master_key,
+    google_secret_manager_secret_iam_member.salt_keys,
     google_project_iam_member.secret_reader,
     google_secret_manager_secret_iam_member.hosted_reader,
     google_project_iam_member.secret_metadata_reader,
@@ -230,6 +265,7 @@ resource "google_cloudfunctions2_function" "key_events" {
   # Its identity may read the master key (and the secrets it serves) before a revision starts.
   depends_on = [
     google_secret_manager_secret_iam_member.master_key,
+    google_secret_manager_secret_iam_member.salt_keys,
     google_project_iam_member.secret_reader,
     google_secret_manager_secret_iam_member.hosted_reader,
     google_project_iam_member.secret_metadata_reader,

@@ -57,6 +57,38 @@ variable "master_key_version" {
   }
 }
 
+variable "salt_key_secret" {
+  description = "A Secret Manager secret (made outside this module) holding LITELLM_SALT_KEY, the key that seals and opens ciphertexts (/v1/encrypt, key events' key_ciphertext: the gateway's salt key). Unset (the default): the master key seals them, so a master key rotation would change it too (README: rotation)."
+  type        = string
+  default     = null
+}
+
+variable "salt_key_version" {
+  description = "The version number of salt_key_secret the functions take (required with it; never latest, as for master_key_version)."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.salt_key_version == null || can(regex("^[1-9][0-9]*$", var.salt_key_version))
+    error_message = "salt_key_version is a version number of salt_key_secret (1, 2, ...), not latest."
+  }
+}
+
+variable "previous_salt_keys_secret" {
+  description = "A Secret Manager secret (made outside this module) holding LLM_SECRETS_PREVIOUS_SALT_KEYS, a JSON array of the keys the salt key (or a master key that sealed) replaced, tried after it when opening. Unset (the default): none."
+  type        = string
+  default     = null
+}
+
+variable "previous_salt_keys_version" {
+  description = "The version number of previous_salt_keys_secret the functions take (required with it; never latest)."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.previous_salt_keys_version == null || can(regex("^[1-9][0-9]*$", var.previous_salt_keys_version))
+    error_message = "previous_salt_keys_version is a version number of previous_salt_keys_secret (1, 2, ...), not latest."
+  }
+}
+
 variable "ingress" {
   description = "Who may reach the HTTP function: ALLOW_INTERNAL_ONLY, ALLOW_INTERNAL_AND_GCLB or ALLOW_ALL."
   type        = string

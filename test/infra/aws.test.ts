@@ -235,6 +235,65 @@ describe("the AWS stack", () => {
     expect(() => synth({ masterKeyVersionId: "x:y" })).toThrow(/masterKeyVersionId/);
   });
 
+  it("passes a salt key and previous salt keys only when given, as the master key is (deploy-time references at named versions), and grants the role nothing on them", () => {
+    const environments = (template: Template) =>
+      Object.values(template.findResources("AWS::Lambda::Function")).map(
+        (f) =>
+          (f as { Properties: { Environment: { Variables: Record<string, unknown> } } }).Properties.Environment
+            .Variables,
+      );
+    // Unset: no variable, so the master key seals, as before (an existing stack's template is unchanged).
+    for (const env of environments(synth())) {
+      expect(Object.keys(env)).not.toContain("LITELLM_SALT_KEY");
+      expect(Object.keys(env)).not.toContain("LLM_SECRETS_PREVIOUS_SALT_KEYS");
+    }
+    const salt = "a1b2c3d4-0000-4000-8000-000000000001";
+    const previous = "a1b2c3d4-0000-4000-8000-000000000002";
+    const arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:llm-secrets/previous-salt-keys-AbC123";
+    const template = synth({
+      saltKeySecret: "llm-secrets/salt-key",
+      saltKeyVersionId: salt,
+      previousSaltKeysSecret: arn,
+      previousSaltKeysVersionId: previous,
+    });
+    const envs = environments(template);
+    expect(envs).toHaveLength(2); // the HTTP function and the key-events one: both open ciphertexts
+    for (const env of envs) {
+      expect(env.LITELLM_SALT_KEY).toBe(`{{resolve:secretsmanager:llm-secrets/salt-key:SecretString:::${salt}}}`);
+      expect(env.LLM_SECRETS_PREVIOUS_SALT_KEYS).toBe(`{{resolve:secretsmanager:${arn}:SecretString:::${previous}}}`);
+    }
+    // CloudFormation reads them as the deployer: the functions' role may not (the API would serve them).
+    expect(JSON.stringify(statements(template))).not.toMatch(/salt-key/);
+    // A new version is a new template: the functions take it at that deploy.
+    const rotated = environments(
+      synth({ saltKeySecret: "llm-secrets/salt-key", saltKeyVersionId: previous.replace("2", "3") }),
+    );
+    expect(rotated[0]?.LITELLM_SALT_KEY).not.toEqual(envs[0]?.LITELLM_SALT_KEY);
+  });
+
+  it("refuses a salt key secret without its version (or the reverse), and one the functions read (under the prefix, or a hosted name)", () => {
+    const version = "a1b2c3d4-0000-4000-8000-000000000001";
+    expect(() => synth({ saltKeySecret: "llm-secrets/salt-key" })).toThrow(/saltKeySecret and saltKeyVersionId/);
+    expect(() => synth({ previousSaltKeysVersionId: version })).toThrow(
+      /previousSaltKeysSecret and previousSaltKeysVersionId/,
+    );
+    expect(() => synth({ saltKeySecret: "s", saltKeyVersionId: "AWSCURRENT" })).toThrow(/saltKeyVersionId/);
+    expect(() => synth({ saltKeySecret: "a:b", saltKeyVersionId: version })).toThrow(/name or full ARN/);
+    for (const [secret, props] of [
+      ["litellm/salt-key", {}],
+      ["arn:aws:secretsmanager:eu-west-1:123456789012:secret:litellm/salt-AbC123", {}],
+      ["team/salt", { prefix: "team" }],
+      ["SALT", { hostedKeys: ["OPENAI_API_KEY", "SALT"] }],
+      ["arn:aws:secretsmanager:eu-west-1:123456789012:secret:SALT-AbC123", { hostedKeys: ["SALT"] }],
+    ] as const) {
+      expect(
+        () => synth({ ...props, previousSaltKeysSecret: secret, previousSaltKeysVersionId: version }),
+        secret,
+      ).toThrow(/a name the functions read/);
+    }
+    expect(() => synth({ hostedKeys: ["SALT"], saltKeySecret: "SALT-2", saltKeyVersionId: version })).not.toThrow();
+  });
+
   it("lists names only when asked (listNames): ListSecrets alone, on the resource AWS requires", () => {
     const listing = (t: Template) => statements(t).filter((s) => actionsOf(s).includes("secretsmanager:ListSecrets"));
     expect(listing(synth())).toEqual([]);

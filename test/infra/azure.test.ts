@@ -34,8 +34,10 @@ describe("the Azure deployment", () => {
       "masterKey",
       "name",
       "packageBlob",
+      "previousSaltKeys",
       "producerPrincipalIds",
       "refreshIntervalSeconds",
+      "saltKey",
       "virtualKeyPrefix",
     ]);
     // Instances other than the one applying a key event serve a revoked key this long, not a day.
@@ -86,6 +88,24 @@ describe("the Azure deployment", () => {
     }
     expect(bicep).toContain(`var secretsRole = writes ? '${SECRETS_OFFICER}' : '${SECRETS_USER}'`);
     expect(bicep).toMatch(/resource secretsAccess [^\n]*\n\s+scope: vault\n/);
+  });
+
+  it("sets LITELLM_SALT_KEY and LLM_SECRETS_PREVIOUS_SALT_KEYS only when given, from secure parameters as the master key, never from the parameters file", async () => {
+    // Secure, as masterKey: kept out of the deployment's history. Empty by default: no setting, so the
+    // master key seals, as before (an empty LITELLM_SALT_KEY would stop the start).
+    expect(bicep).toMatch(/@secure\(\)\nparam saltKey string = ''\n/);
+    expect(bicep).toMatch(/@secure\(\)\nparam previousSaltKeys string = ''\n/);
+    const app = block("app");
+    expect(app).toContain("appSettings: concat([\n");
+    expect(app).toContain(
+      "], empty(saltKey) ? [] : [\n        { name: 'LITELLM_SALT_KEY', value: saltKey }\n      ], empty(previousSaltKeys) ? [] : [\n        { name: 'LLM_SECRETS_PREVIOUS_SALT_KEYS', value: previousSaltKeys }\n      ])\n",
+    );
+    // Nowhere else: not in the unconditional list, not in an output.
+    expect(bicep.match(/LITELLM_SALT_KEY'/g)).toHaveLength(1);
+    expect(bicep.match(/LLM_SECRETS_PREVIOUS_SALT_KEYS'/g)).toHaveLength(1);
+    expect(bicep).not.toMatch(/^output .*[sS]alt/m);
+    const file = JSON.parse(await readFile(join(DIR, "main.parameters.json"), "utf8"));
+    for (const key of ["saltKey", "previousSaltKeys"]) expect(Object.keys(file.parameters)).not.toContain(key);
   });
 
   it("says to remove Secrets Officer after a switch to read_only (ARM never changes an assignment's role; an incremental deploy deletes nothing)", async () => {

@@ -129,7 +129,7 @@ function hostedSecretIds(hostedKeys: string[]): string[] {
   return hostedKeys.map((name) => evaluate(`\${${m[1]}}`, "", { name }));
 }
 
-type ReachCase = { prefix: string; master: string; hosted: string[] };
+type ReachCase = { prefix: string; master: string; hosted: string[]; salt?: string; previous?: string };
 /** Prefixes, master key secrets and hosted names, and the ids of those the prefix's grants would reach. */
 const REACH_CASES: [ReachCase, string[]][] = [
   [{ prefix: "litellm/", master: "llm-secrets-master-key", hosted: [] }, []],
@@ -141,12 +141,20 @@ const REACH_CASES: [ReachCase, string[]][] = [
     ["litellm-master", "litellm-x"],
   ],
   [{ prefix: "litellm/", master: "llm-secrets-master-key", hosted: ["litellm.y", "litellmz"] }, ["litellm-y"]],
+  // The salt keys' secrets too: key events could overwrite them.
+  [{ prefix: "litellm/", master: "llm-secrets-master-key", hosted: [], salt: "litellm-salt" }, ["litellm-salt"]],
+  [
+    { prefix: "llm", master: "mk", hosted: [], salt: "llm-salt", previous: "llm-secrets-previous" },
+    ["llm-salt", "llm-secrets-previous"],
+  ],
+  [{ prefix: "litellm/", master: "mk", hosted: [], salt: "llm-secrets-salt", previous: "mk" }, []],
 ];
 
 /** local.prefix_reaches (asserted whole in its test), evaluated. */
 function prefixReaches(c: ReachCase): string[] {
   const prefix = prefixSecretId(c.prefix);
-  return [...new Set([c.master, ...hostedSecretIds(c.hosted)])].filter((id) => id.startsWith(prefix)).sort();
+  const keys = [c.salt, c.previous].filter((id): id is string => id !== undefined);
+  return [...new Set([c.master, ...hostedSecretIds(c.hosted), ...keys])].filter((id) => id.startsWith(prefix)).sort();
 }
 
 /** The Terraform CLI, when installed: `terraform console` evaluates expressions with no provider. */
@@ -344,7 +352,7 @@ describe("the Google deployment", () => {
     }
     expect((main.locals[0] as { prefix_reaches: string }).prefix_reaches).toBe(
       hcl(
-        "sort([for id in setunion([var.master_key_secret], local.hosted_secret_ids) : id if startswith(id, local.prefix_secret_id)])",
+        "sort([for id in setunion([var.master_key_secret], local.hosted_secret_ids, local.key_secret_ids) : id if startswith(id, local.prefix_secret_id)])",
       ),
     );
     for (const [c, expected] of REACH_CASES) expect(prefixReaches(c), JSON.stringify(c)).toEqual(expected);
@@ -357,8 +365,14 @@ describe("the Google deployment", () => {
       const lifecycle = resource("google_project_iam_member", "secret_reader").lifecycle as Lifecycle;
       const condition = String(lifecycle[0]?.precondition[0]?.condition).slice(2, -1);
       for (const [c, expected] of REACH_CASES) {
-        const vars = { prefix_for_stored_virtual_keys: c.prefix, master_key_secret: c.master, hosted_keys: c.hosted };
-        const locals = ["prefix_secret_id", "hosted_secret_ids", "prefix_reaches"];
+        const vars = {
+          prefix_for_stored_virtual_keys: c.prefix,
+          master_key_secret: c.master,
+          hosted_keys: c.hosted,
+          ...(c.salt !== undefined && { salt_key_secret: c.salt, salt_key_version: "1" }),
+          ...(c.previous !== undefined && { previous_salt_keys_secret: c.previous, previous_salt_keys_version: "1" }),
+        };
+        const locals = ["prefix_secret_id", "hosted_secret_ids", "key_secret_ids", "prefix_reaches"];
         expect(await terraformEval("local.prefix_reaches", locals, vars), JSON.stringify(c)).toEqual(expected);
         expect(await terraformEval(condition, locals, vars), JSON.stringify(c)).toBe(expected.length === 0);
       }
@@ -442,9 +456,10 @@ describe("the Google deployment", () => {
     const text = await readFile(join(DIR, "main.tf"), "utf8");
     expect(text).not.toMatch(/"latest"\s*$/m);
     expect(text).not.toMatch(/version\s*=\s*"latest"/);
-    expect((main.locals[0] as { secret_environment: unknown }).secret_environment).toMatchObject({
-      LITELLM_MASTER_KEY: { secret: hcl("var.master_key_secret"), version: hcl("var.master_key_version") },
-    });
+    const env = (main.locals[0] as { secret_environment: unknown }).secret_environment;
+    expect(typeof env === "string" ? env : JSON.stringify(env)).toMatch(
+      /LITELLM_MASTER_KEY"?\s*[=:]\s*\{\s*"?secret"?\s*[=:]\s*"?(\$\{)?var\.master_key_secret\}?"?,\s*"?version"?\s*[=:]\s*"?(\$\{)?var\.master_key_version\b/,
+    );
     const version = variables.master_key_version?.[0] as Record<string, unknown>;
     expect(version).toBeDefined();
     expect(version.type).toBe(hcl("string"));
@@ -490,6 +505,97 @@ describe("the Google deployment", () => {
     60_000,
   );
 
+  it("mounts a salt key and previous salt keys only when given, as the master key (secrets at version numbers), which the functions' account may read", () => {
+    const env = String((main.locals[0] as { secret_environment: unknown }).secret_environment);
+    expect(env).toContain(
+      "var.salt_key_secret == null ? {} : {\n      LITELLM_SALT_KEY = { secret = var.salt_key_secret, version = var.salt_key_version }\n    }",
+    );
+    expect(env).toContain(
+      "var.previous_salt_keys_secret == null ? {} : {\n      LLM_SECRETS_PREVIOUS_SALT_KEYS = { secret = var.previous_salt_keys_secret, version = var.previous_salt_keys_version }\n    }",
+    );
+    // Optional (unset: the master key seals, as before), and never latest.
+    for (const name of ["salt_key", "previous_salt_keys"]) {
+      expect(variables[`${name}_secret`]?.[0], name).toMatchObject({ type: hcl("string"), default: null });
+      const version = variables[`${name}_version`]?.[0] as Record<string, unknown>;
+      expect(version, name).toMatchObject({ type: hcl("string"), default: null });
+      expect((version.validation as { condition: string }[])[0]?.condition).toBe(
+        hcl(`var.${name}_version == null || can(regex("^[1-9][0-9]*$", var.${name}_version))`),
+      );
+    }
+    expect(resource("google_secret_manager_secret_iam_member", "salt_keys")).toMatchObject({
+      for_each: hcl("local.key_secret_ids"),
+      secret_id: hcl("each.value"),
+      role: "roles/secretmanager.secretAccessor",
+      member: `serviceAccount:${hcl("google_service_account.functions.email")}`,
+    });
+    expect((main.locals[0] as { key_secret_ids: string }).key_secret_ids).toBe(
+      hcl("setsubtract(compact([var.salt_key_secret, var.previous_salt_keys_secret]), [var.master_key_secret])"),
+    );
+    for (const name of ["http", "key_events"]) {
+      expect(resource("google_cloudfunctions2_function", name).depends_on, name).toContain(
+        hcl("google_secret_manager_secret_iam_member.salt_keys"),
+      );
+    }
+    const preconditions = (
+      resource("google_cloudfunctions2_function", "http").lifecycle as { precondition: { condition: string }[] }[]
+    )[0]?.precondition.map((p) => p.condition);
+    expect(preconditions).toEqual([
+      hcl("(var.salt_key_secret == null) == (var.salt_key_version == null)"),
+      hcl("(var.previous_salt_keys_secret == null) == (var.previous_salt_keys_version == null)"),
+      hcl("length(setintersection(local.key_secret_ids, local.hosted_secret_ids)) == 0"),
+    ]);
+  });
+
+  it.skipIf(!TERRAFORM)(
+    "mounts the salt keys only when given, at their version numbers, and refuses a secret without its version (evaluated by Terraform)",
+    async () => {
+      const mounted = (vars: Record<string, unknown>) =>
+        terraformEval("local.secret_environment", ["secret_environment"], vars);
+      const master = { LITELLM_MASTER_KEY: { secret: "llm-secrets-master-key", version: "1" } };
+      // Unset: the functions' environment is the one before these variables existed.
+      expect(await mounted({})).toEqual(master);
+      expect(
+        await mounted({
+          salt_key_secret: "llm-secrets-salt-key",
+          salt_key_version: "4",
+          previous_salt_keys_secret: "llm-secrets-previous-salt-keys",
+          previous_salt_keys_version: 2,
+        }),
+      ).toEqual({
+        ...master,
+        LITELLM_SALT_KEY: { secret: "llm-secrets-salt-key", version: "4" },
+        LLM_SECRETS_PREVIOUS_SALT_KEYS: { secret: "llm-secrets-previous-salt-keys", version: "2" },
+      });
+      await expect(mounted({ salt_key_secret: "s", salt_key_version: "latest" })).rejects.toThrow(
+        /salt_key_version is a version number/,
+      );
+      // The preconditions, as Terraform evaluates them.
+      const lifecycle = resource("google_cloudfunctions2_function", "http").lifecycle as {
+        precondition: { condition: string }[];
+      }[];
+      const conditions = (lifecycle[0]?.precondition ?? []).map((p) => p.condition.slice(2, -1));
+      const holds = (vars: Record<string, unknown>) =>
+        terraformEval(`[${conditions.join(", ")}]`, ["hosted_secret_ids", "key_secret_ids"], vars);
+      expect(await holds({})).toEqual([true, true, true]);
+      expect(await holds({ salt_key_secret: "s", salt_key_version: "1" })).toEqual([true, true, true]);
+      expect(await holds({ salt_key_secret: "s" })).toEqual([false, true, true]);
+      expect(await holds({ previous_salt_keys_version: "1" })).toEqual([true, false, true]);
+      expect(
+        await holds({ salt_key_secret: "SALT", salt_key_version: "1", hosted_keys: ["OPENAI_API_KEY", "SALT"] }),
+      ).toEqual([true, true, false]);
+      // The grant: the salt keys' secrets, not the master key's (granted on its own).
+      expect(
+        await terraformEval("local.key_secret_ids", ["key_secret_ids"], {
+          salt_key_secret: "salt",
+          salt_key_version: "1",
+          previous_salt_keys_secret: "llm-secrets-master-key",
+          previous_salt_keys_version: "1",
+        }),
+      ).toEqual(["salt"]);
+    },
+    120_000,
+  );
+
   it("lets the callers of invoker_members invoke the HTTP function (roles/run.invoker on its service), no one by default", () => {
     const invoker = resource("google_cloud_run_service_iam_member", "http_invoker");
     expect(invoker).toMatchObject({
@@ -524,10 +630,14 @@ describe("the Google deployment", () => {
         "key_event_publishers",
         "master_key_secret",
         "master_key_version",
+        "previous_salt_keys_secret",
+        "previous_salt_keys_version",
         "prefix_for_stored_virtual_keys",
         "project",
         "refresh_interval_seconds",
         "region",
+        "salt_key_secret",
+        "salt_key_version",
         "source_bucket",
         "source_zip",
       ].sort(),
