@@ -24,11 +24,26 @@
  * - `ssl_certificate` / `SSL_CERTIFICATE`: a PEM holding a client certificate and its key, presented
  *   to servers that ask (mutual TLS). A caller may bring its own (Vault's cert login).
  * Files are read when their agent is made; a file that cannot be read is a start error naming it.
+ *
+ * A store's own client certificate for a TLS login (Vault's `HCP_VAULT_CLIENT_CERT`, Conjur's
+ * `CYBERARK_CLIENT_CERT`) is in files a rotation tool replaces before the old certificate expires
+ * (short-lived certificates: cert-manager, Vault's PKI, an agent's template). LiteLLM builds a new
+ * client with `cert=` at each login, so it picks the new pair up; a pair read once would be refused
+ * from its expiry to a restart. `ClientCertificateAgent` is that store's agent: at each login
+ * (`refresh`) it looks at the files (their size and times, a stat each), reads them when they
+ * changed, and when they hold another pair that forms a key pair, moves to a new agent with it and
+ * closes the one it leaves once that one's calls are done. Files that cannot be read, or a pair
+ * that does not match (a rotation half written), keep the pair in use, with a warning naming the
+ * variable; the next login looks again. These agents are the store's own (not shared by TLS
+ * configuration), so one per store lives, however many rotations.
  */
 import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from "node:dns";
+import { readFile, stat } from "node:fs/promises";
 import { BlockList, isIP } from "node:net";
+import { createSecureContext } from "node:tls";
 import { Agent } from "undici";
-import { type OutboundTls, outboundTlsOptions } from "./outbound-tls";
+import type { Logger } from "./log";
+import { type OutboundTls, outboundTlsOptions, readPemFile } from "./outbound-tls";
 
 /**
  * undici's `request`, for the stores that call HTTP APIs themselves (Infisical, Conjur): they
@@ -58,22 +73,145 @@ export function outboundAgent(tls: OutboundTls = {}): Agent {
   ]);
   let agent = agents.get(key);
   if (!agent) {
-    agent = new Agent({
-      keepAliveTimeout: OUTBOUND_LIMITS.keepAliveMs,
-      keepAliveMaxTimeout: OUTBOUND_LIMITS.keepAliveMs,
-      connections: OUTBOUND_LIMITS.connectionsPerOrigin,
-      headersTimeout: OUTBOUND_LIMITS.exchangeTimeoutMs,
-      bodyTimeout: OUTBOUND_LIMITS.exchangeTimeoutMs,
-      connect: {
-        timeout: OUTBOUND_LIMITS.connectTimeoutMs,
-        minVersion: "TLSv1.2",
-        lookup: lookupOutsideLinkLocal(),
-        ...outboundTlsOptions(tls),
-      },
-    });
+    agent = newAgent(tls);
     agents.set(key, agent);
   }
   return agent;
+}
+
+function newAgent(tls: OutboundTls): Agent {
+  return new Agent({
+    keepAliveTimeout: OUTBOUND_LIMITS.keepAliveMs,
+    keepAliveMaxTimeout: OUTBOUND_LIMITS.keepAliveMs,
+    connections: OUTBOUND_LIMITS.connectionsPerOrigin,
+    headersTimeout: OUTBOUND_LIMITS.exchangeTimeoutMs,
+    bodyTimeout: OUTBOUND_LIMITS.exchangeTimeoutMs,
+    connect: {
+      timeout: OUTBOUND_LIMITS.connectTimeoutMs,
+      minVersion: "TLSv1.2",
+      lookup: lookupOutsideLinkLocal(),
+      ...outboundTlsOptions(tls),
+    },
+  });
+}
+
+/** The agents of `ClientCertificateAgent`s in use, closed with the shared ones at shutdown. */
+const certificateAgents = new Set<Agent>();
+
+/** A client certificate's two PEM files, and the variables that name them (for messages). */
+export interface ClientCertificateFiles {
+  cert: string;
+  key: string;
+  certVariable: string;
+  keyVariable: string;
+}
+
+/** A store's agent with its own client certificate, read again from its files when they change (see the header). */
+export class ClientCertificateAgent {
+  readonly #tls: OutboundTls;
+  readonly #files: ClientCertificateFiles;
+  readonly #log: Logger;
+  #agent: Agent;
+  #pair: { cert: Buffer; key: Buffer };
+  /** The files' stat when the pair in use was read (or last found unchanged). */
+  #seen: string;
+  /** The look at the files under way, shared by concurrent logins. */
+  #refreshing: Promise<void> | undefined;
+  #closed = false;
+
+  private constructor(
+    tls: OutboundTls,
+    files: ClientCertificateFiles,
+    log: Logger,
+    pair: { cert: Buffer; key: Buffer },
+    seen: string,
+  ) {
+    this.#tls = tls;
+    this.#files = files;
+    this.#log = log;
+    this.#pair = pair;
+    this.#seen = seen;
+    this.#agent = this.#make(pair);
+  }
+
+  /** Reads the pair: a file that cannot be read stops the start, naming its variable. */
+  static async open(tls: OutboundTls, files: ClientCertificateFiles, log: Logger): Promise<ClientCertificateAgent> {
+    // Stat first: a file replaced between the two is read again at the first login.
+    const seen = await statOf(files).catch(() => "");
+    const pair = {
+      cert: await readPemFile(files.cert, files.certVariable),
+      key: await readPemFile(files.key, files.keyVariable),
+    };
+    return new ClientCertificateAgent(tls, files, log, pair, seen);
+  }
+
+  /** The agent to send with now (a call keeps the one it started on). */
+  get agent(): Agent {
+    return this.#agent;
+  }
+
+  /** At a login: the files' new pair, when they hold one, for this login and every call after it. */
+  refresh(): Promise<void> {
+    this.#refreshing ??= this.#reload().finally(() => {
+      this.#refreshing = undefined;
+    });
+    return this.#refreshing;
+  }
+
+  /** Closes the agent (the store closing). */
+  async close(): Promise<void> {
+    this.#closed = true;
+    certificateAgents.delete(this.#agent);
+    await this.#agent.close();
+  }
+
+  async #reload(): Promise<void> {
+    const { certVariable, keyVariable } = this.#files;
+    const variable = `${certVariable} / ${keyVariable}`;
+    let seen: string;
+    let pair: { cert: Buffer; key: Buffer };
+    try {
+      seen = await statOf(this.#files);
+      if (seen === this.#seen) return;
+      pair = { cert: await readFile(this.#files.cert), key: await readFile(this.#files.key) };
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? "error";
+      this.#log.warn("client certificate files cannot be read; the certificate in use stays", { variable, code });
+      return;
+    }
+    if (pair.cert.equals(this.#pair.cert) && pair.key.equals(this.#pair.key)) {
+      this.#seen = seen; // touched, not changed
+      return;
+    }
+    try {
+      createSecureContext({ cert: pair.cert, key: pair.key }); // throws when the two do not match
+    } catch {
+      // Not remembered as seen: the next login looks again (the rotation may be half written).
+      this.#log.warn("client certificate files hold no usable pair; the certificate in use stays", { variable });
+      return;
+    }
+    if (this.#closed) return;
+    const old = this.#agent;
+    this.#agent = this.#make(pair);
+    this.#pair = pair;
+    this.#seen = seen;
+    certificateAgents.delete(old);
+    // Its calls under way finish first (undici's close waits for them); its idle connections go.
+    old.close().catch(() => {});
+    this.#log.info("client certificate read again: new connections present it", { variable });
+  }
+
+  #make(pair: { cert: Buffer; key: Buffer }): Agent {
+    const agent = newAgent({ ...this.#tls, certificate: pair });
+    certificateAgents.add(agent);
+    return agent;
+  }
+}
+
+/** What tells a change of the two files: each one's inode, size and times. */
+async function statOf(files: ClientCertificateFiles): Promise<string> {
+  const [cert, key] = await Promise.all([stat(files.cert), stat(files.key)]);
+  return [cert, key].map((s) => `${s.dev}:${s.ino}:${s.size}:${s.mtimeMs}:${s.ctimeMs}`).join("|");
 }
 
 const LINK_LOCAL = new BlockList();
@@ -131,7 +269,8 @@ export function lookupOutsideLinkLocal(resolve: Resolve = dnsLookup) {
 
 /** Closes every agent (a process shutting down). */
 export async function closeOutboundAgents(): Promise<void> {
-  const all = [...agents.values()];
+  const all = [...agents.values(), ...certificateAgents];
   agents.clear();
+  certificateAgents.clear();
   await Promise.allSettled(all.map((a) => a.close()));
 }

@@ -2,19 +2,19 @@
 // counting TLS handshakes and connections: keep-alive reuse, the connection cap, ssl_verify false,
 // a CA bundle instead of the system's roots, and a client certificate presented on request.
 import { readFileSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { copyFile, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { request } from "undici";
 import { afterAll, describe, expect, inject, it } from "vitest";
 import { createLogger } from "../../core/src/log";
-import { closeOutboundAgents, outboundAgent } from "../../core/src/outbound";
+import { ClientCertificateAgent, closeOutboundAgents, outboundAgent } from "../../core/src/outbound";
 import { createRuntime } from "../../core/src/runtime";
 import { loadSettings } from "../../core/src/settings";
 import { memoryStore } from "../../core/src/stores/memory";
 import { makeServerChain } from "../fakes/pki";
-import { makeCertificate, tempDir } from "../helpers";
+import { makeCertificate, tempDir, until } from "../helpers";
 
 interface Counted {
   url: string;
@@ -123,6 +123,47 @@ describe("the outbound client", () => {
     expect(() => outboundAgent({ caFile: "/nonexistent/ca.pem" })).toThrow(
       /cannot read the CA bundle.*\/nonexistent\/ca\.pem \(ENOENT\)/,
     );
+  });
+});
+
+describe("a store's own client certificate (ClientCertificateAgent)", () => {
+  it("moves to a new agent when its files hold a new pair, closing the one it leaves; unchanged or touched files keep it", async () => {
+    const server = await testCaServer({ requestCert: true });
+    const dir = await tempDir();
+    const files = {
+      cert: join(dir, "client.pem"),
+      key: join(dir, "client-key.pem"),
+      certVariable: "TEST_CLIENT_CERT",
+      keyVariable: "TEST_CLIENT_KEY",
+    };
+    const other = await makeCertificate(await tempDir()); // not the server's CA's: refused
+    await copyFile(other.certFile, files.cert);
+    await copyFile(other.keyFile, files.key);
+    const lines: string[] = [];
+    const holder = await ClientCertificateAgent.open(
+      {},
+      files,
+      createLogger((line) => lines.push(line)),
+    );
+    const first = holder.agent;
+    await expect(status(server.url, first)).rejects.toThrow();
+    await holder.refresh();
+    expect(holder.agent).toBe(first); // nothing changed: no read, the same agent
+    await copyFile(other.certFile, files.cert); // written again, the same bytes
+    await holder.refresh();
+    expect(holder.agent).toBe(first);
+
+    await copyFile(pki.clientCertFile, files.cert);
+    await copyFile(pki.clientKeyFile, files.key);
+    await holder.refresh();
+    const second = holder.agent;
+    expect(second).not.toBe(first);
+    expect(await status(server.url, second)).toBe(200);
+    await until("the agent left closed", () => first.closed);
+    expect(lines.map((l) => JSON.parse(l).msg)).toEqual(["client certificate read again: new connections present it"]);
+
+    await holder.close();
+    expect(second.closed).toBe(true);
   });
 });
 

@@ -15,7 +15,8 @@
  *   404 for an undeclared variable or one without a value. `POST` on it adds a value (201), the raw
  *   body's bytes; 404 when undeclared, 422 when the body is blank (Conjur's `blank?`).
  *
- * Records each request (the path as sent, still encoded, and the body's bytes) and injects faults.
+ * Records each request (the path as sent, still encoded, the body's bytes, and the client
+ * certificate the connection presented) and injects faults.
  */
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -39,6 +40,8 @@ export interface ConjurRequest {
   body: Buffer;
   /** The client presented a certificate the tests' CA signed. */
   clientCertificate: boolean;
+  /** The SHA-256 fingerprint of the certificate the client presented, signed by the CA or not (none: undefined). */
+  presented: string | undefined;
   /** The status the fake answered. */
   status?: number;
 }
@@ -93,6 +96,7 @@ export class FakeConjur {
             contentType: req.headers["content-type"],
             body: Buffer.concat(chunks),
             clientCertificate: socket.authorized === true && Object.keys(socket.getPeerCertificate() ?? {}).length > 0,
+            presented: socket.getPeerCertificate()?.fingerprint256,
           };
           fake.requests.push(recorded);
           const answer = (status: number, body: string | Buffer, headers: Record<string, string> = {}) => {

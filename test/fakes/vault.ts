@@ -29,8 +29,8 @@
  * - Faults, for the next N matching requests: a status (429 with `Retry-After`, 500, 503; with an
  *   optional body), a hang (no answer), a reset connection, a delay; and a hook run before one.
  *
- * Every request is recorded as it arrived (raw path, headers, JSON body, which TLS connection, when)
- * so tests assert the request shape.
+ * Every request is recorded as it arrived (raw path, headers, JSON body, which TLS connection and
+ * the client certificate it presented, when) so tests assert the request shape.
  */
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -84,6 +84,8 @@ export interface RecordedRequest {
   resumed: boolean;
   /** The client presented a certificate the tests' CA signed. */
   clientCertificate: boolean;
+  /** The SHA-256 fingerprint of the certificate the client presented, signed by the CA or not (none: undefined). */
+  presented: string | undefined;
   /** Wall-clock ms when it arrived (for backoff timing). */
   receivedAt: number;
 }
@@ -234,6 +236,7 @@ export class FakeVault {
       connection: this.#connections.get(socket) ?? 0,
       resumed: socket.isSessionReused(),
       clientCertificate: socket.authorized === true && Object.keys(socket.getPeerCertificate() ?? {}).length > 0,
+      presented: socket.getPeerCertificate()?.fingerprint256,
       receivedAt: Date.now(),
     };
     this.requests.push(recorded);

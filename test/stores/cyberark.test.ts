@@ -3,6 +3,10 @@
 // YAML scalar), a fresh login on 401 and before a token ages out, policy-load 409s tried again,
 // deletes refused, the fault matrix, mutual TLS, CYBERARK_SSL_VERIFY, and serve --config with
 // LiteLLM's env names.
+import { X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { copyFile } from "node:fs/promises";
+import { join } from "node:path";
 import { describe, expect, inject as injectPki, it } from "vitest";
 import * as z from "zod/mini";
 import { createLogger } from "../../core/src/log";
@@ -54,6 +58,9 @@ async function open(
   const fake = await conjur();
   return openCyberArkStore(envFor(fake, env), { log, now: options.now ?? Date.now }, options.tuning ?? FAST);
 }
+
+/** The SHA-256 fingerprint of a PEM certificate file, as a TLS peer sees it. */
+const fingerprintOf = (file: string) => new X509Certificate(readFileSync(file)).fingerprint256;
 
 /** The `Authorization` header the store must send for the token the fake issued `index`-th. */
 function tokenHeader(fake: FakeConjur, index: number): string {
@@ -329,6 +336,38 @@ describe("the cyberark store", () => {
     await expect(
       open({ CYBERARK_CLIENT_CERT: "/nonexistent/cert.pem", CYBERARK_CLIENT_KEY: pki.clientKeyFile }),
     ).rejects.toThrow(/CYBERARK_CLIENT_CERT: cannot read the file \(ENOENT\)/);
+  });
+
+  it("a client certificate renewed on disk is the one the next login presents (LiteLLM makes its client at each login)", async () => {
+    const fake = await conjur();
+    fake.reset();
+    const pki = injectPki("testPki");
+    const dir = await tempDir();
+    const certFile = join(dir, "client.pem");
+    const keyFile = join(dir, "client-key.pem");
+    await copyFile(pki.clientCertFile, certFile);
+    await copyFile(pki.clientKeyFile, keyFile);
+    const store = await open({ CYBERARK_CLIENT_CERT: certFile, CYBERARK_CLIENT_KEY: keyFile });
+    const v = secretValue("rotated-cert");
+    expect(await store.put("R", v)).toBe("created");
+    const logins = () => fake.calls("POST", /^\/authn\//);
+    expect(logins().map((r) => r.presented)).toEqual([fingerprintOf(pki.clientCertFile)]);
+
+    // The rotation tool writes the renewed pair in place; the token then ends (here: revoked).
+    const renewed = await makeCertificate(await tempDir());
+    await copyFile(renewed.certFile, certFile);
+    await copyFile(renewed.keyFile, keyFile);
+    fake.revokeTokens();
+    const before = fake.requests.length;
+    expect((await store.get("R"))?.value).toBe(v);
+    const after = fake.requests.slice(before);
+    // The refused read, the fresh login and the read again: the last two over the renewed pair.
+    expect(after.map((r) => [r.url.split("/")[1], r.status, r.presented === fingerprintOf(renewed.certFile)])).toEqual([
+      ["secrets", 401, false],
+      ["authn", 200, true],
+      ["secrets", 200, true],
+    ]);
+    await store.close?.();
   });
 
   it("CYBERARK_SSL_VERIFY=false turns verification off for this store's outbound agent only", async () => {

@@ -2,9 +2,13 @@
 // (test/fakes/vault.ts) that answers as Vault's HTTP API does. LiteLLM's parity examples (URL,
 // namespaces, mount, prefix, auth order), logins and their tokens, KV v2 writes with check-and-set,
 // change times in custom metadata, retries and the fault matrix, and the conformance suite.
+import { X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { copyFile } from "node:fs/promises";
 import { createServer as createHttpServer } from "node:http";
 import { createServer } from "node:https";
 import type { AddressInfo } from "node:net";
+import { join } from "node:path";
 import { afterAll, describe, expect, inject, it } from "vitest";
 import { SecretsError } from "../../core/src/errors";
 import { createLogger } from "../../core/src/log";
@@ -94,6 +98,9 @@ function manualClock(start = Date.now()) {
 }
 
 const pathOf = (url: string) => url.split("?")[0];
+
+/** The SHA-256 fingerprint of a PEM certificate file, as a TLS peer sees it. */
+const fingerprintOf = (file: string) => new X509Certificate(readFileSync(file)).fingerprint256;
 
 describe("configuration: LiteLLM's rules", () => {
   it("defaults: the local address, mount `secret`, no namespace or prefix", () => {
@@ -540,6 +547,51 @@ describe("logins", () => {
     expect((await errorOf(store.get("A"))).code).toBe("backend_denied");
     expect(fake.requests[0]?.clientCertificate).toBe(false);
     expect(fake.requests).toHaveLength(1); // a refused login is not retried, and no secret call follows
+  });
+
+  it("a client certificate renewed on disk is the one the next login presents (LiteLLM makes its client at each cert login)", async () => {
+    // The files a rotation tool keeps: first a certificate Vault's CA did not sign (one expired,
+    // as far as Vault is concerned), then the renewed one, written in place.
+    const untrusted = await makeCertificate(await tempDir());
+    const dir = await tempDir();
+    const certFile = join(dir, "client.pem");
+    const keyFile = join(dir, "client-key.pem");
+    await copyFile(untrusted.certFile, certFile);
+    await copyFile(untrusted.keyFile, keyFile);
+    const fake = await startFake({ certRole: { name: "test-role" } });
+    fake.seed("secret/A", { key: "a" });
+    const clock = manualClock(); // the leases' (a young token is not replaced after a 403)
+    const store = await open(
+      { HCP_VAULT_ADDR: fake.url, HCP_VAULT_CLIENT_CERT: certFile, HCP_VAULT_CLIENT_KEY: keyFile },
+      { tuning: { clock: clock.now } },
+    );
+    const logins = () => fake.calls("POST", /\/auth\/cert\/login$/);
+    expect((await errorOf(store.get("A"))).code).toBe("backend_denied");
+    expect(logins().map((r) => r.presented)).toEqual([fingerprintOf(untrusted.certFile)]);
+
+    await copyFile(pki.clientCertFile, certFile);
+    await copyFile(pki.clientKeyFile, keyFile);
+    expect((await store.get("A"))?.value).toBe("a"); // was backend_denied until a restart
+    const renewed = logins()[1];
+    expect(renewed?.presented).toBe(fingerprintOf(pki.clientCertFile));
+    expect(renewed?.clientCertificate).toBe(true);
+    expect(fake.requests.at(-1)?.presented).toBe(fingerprintOf(pki.clientCertFile)); // the read too
+
+    // A rotation half written (the new certificate, the old key): the pair in use stays, said once
+    // per login, and the next login looks again.
+    await copyFile(untrusted.certFile, certFile);
+    clock.advance(2_000);
+    fake.revokeLoginTokens();
+    expect((await store.get("A"))?.value).toBe("a");
+    expect(logins().at(-1)?.presented).toBe(fingerprintOf(pki.clientCertFile));
+    const warned = logs.map((l) => JSON.parse(l)).filter((l) => l.msg.includes("no usable pair"));
+    expect(warned).toEqual([expect.objectContaining({ variable: "HCP_VAULT_CLIENT_CERT / HCP_VAULT_CLIENT_KEY" })]);
+    await copyFile(untrusted.keyFile, keyFile); // the key follows: the next login presents the pair
+    clock.advance(31_000); // past the hold on replacing a token a 403 brought
+    fake.revokeLoginTokens();
+    expect((await errorOf(store.get("A"))).code).toBe("backend_denied");
+    expect(logins().at(-1)?.presented).toBe(fingerprintOf(untrusted.certFile));
+    expectNoValueIn(logs, [readFileSync(untrusted.keyFile, "utf8"), readFileSync(pki.clientKeyFile, "utf8")]);
   });
 
   it("a refused AppRole login is backend_denied and says nothing of the credentials", async () => {

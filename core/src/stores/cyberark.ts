@@ -8,7 +8,9 @@
  *   connection is mutual TLS: the same authenticate call, the certificate and key presented by the
  *   outbound agent, the API key still the body. Differs: Conjur's authn takes the API key only, so
  *   the settings require `CYBERARK_API_KEY` with a certificate too (LiteLLM starts without it, and
- *   then sends an empty body, which every login refuses with 401).
+ *   then sends an empty body, which every login refuses with 401). The certificate's files are
+ *   looked at again before each login (`ClientCertificateAgent`, outbound.ts): a renewed pair is
+ *   what the login and the calls after it present, as LiteLLM's client made at each login does.
  * - The token: Conjur answers a JSON document; every later call sends
  *   `Authorization: Token token="<base64 of those exact bytes>"`. Conjur's tokens live 8 minutes; we
  *   log in again once `CYBERARK_REFRESH_INTERVAL` (default 300 s) or 6 minutes have passed,
@@ -50,7 +52,8 @@ import { Document, Scalar, YAMLSeq } from "yaml";
 import * as z from "zod/mini";
 import { InvalidInput } from "../errors";
 import { isValidName } from "../names";
-import { BASE_URL_EXPECTED, isBaseUrl, type OutboundTls, readPemFile } from "../outbound-tls";
+import type { ClientCertificateAgent } from "../outbound";
+import { BASE_URL_EXPECTED, isBaseUrl, type OutboundTls } from "../outbound-tls";
 import {
   KeyedQueue,
   type ListOptions,
@@ -176,6 +179,13 @@ export interface ConjurAnswer {
 
 export type Send = (call: ConjurCall) => Promise<ConjurAnswer>;
 
+/** What the transport does besides sending: before each login, and when the store closes. */
+export interface Transport {
+  /** Before each login: a client certificate renewed on disk is taken up. */
+  beforeLogin?: () => Promise<void>;
+  close?: () => Promise<void>;
+}
+
 /** Tuning, not settings: tests shorten it, users get the defaults. */
 export interface CyberArkTuning {
   /** Tries of one policy load that meets 409, the first included. */
@@ -213,8 +223,14 @@ export class CyberArkStore implements SecretStore {
     private readonly config: CyberArkConfig,
     private readonly now: () => number = Date.now,
     tuning: Partial<CyberArkTuning> = {},
+    private readonly transport: Transport = {},
   ) {
     this.#tuning = { ...DEFAULT_TUNING, ...tuning };
+  }
+
+  /** Closes the client certificate's agent, the store's own (the shared agent stays: outbound.ts's). */
+  async close(): Promise<void> {
+    await this.transport.close?.();
   }
 
   /** The variable's id: the name, under the branch unless it is `root`. */
@@ -348,6 +364,8 @@ export class CyberArkStore implements SecretStore {
   async #logIn(): Promise<{ token: string; lifeMs: number }> {
     const { account, login, apiKey, tokenLifeMs } = this.config;
     const what = "cyberark login";
+    // A client certificate renewed on disk since the last login is the one this login presents.
+    await this.transport.beforeLogin?.();
     const answer = await this.send({
       method: "POST",
       path: `/authn/${encodeURIComponent(account)}/${encodeURIComponent(login)}/authenticate`,
@@ -363,14 +381,17 @@ export class CyberArkStore implements SecretStore {
   }
 }
 
-/** The outbound client as `Send`: bytes in and out, one deadline per call. */
-async function sender(apiBase: string, tls: OutboundTls): Promise<Send> {
+/**
+ * The outbound client as `Send`: bytes in and out, one deadline per call; on the shared agent for
+ * `tls`, or on the client certificate's own (after a renewal, the new one's).
+ */
+async function sender(apiBase: string, tls: OutboundTls, certificate?: ClientCertificateAgent): Promise<Send> {
   const { outboundAgent, request } = await import("../outbound");
-  const dispatcher = outboundAgent(tls);
+  const shared = certificate ? undefined : outboundAgent(tls);
   return async (call) => {
     const res = await request(`${apiBase}${call.path}`, {
       method: call.method,
-      dispatcher,
+      dispatcher: certificate?.agent ?? shared,
       signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
       headers: {
         ...(call.contentType && { "content-type": call.contentType }),
@@ -384,8 +405,9 @@ async function sender(apiBase: string, tls: OutboundTls): Promise<Send> {
 }
 
 /**
- * Opens the store: reads the client certificate (an unreadable one stops the start) and makes the
- * outbound agent. Conjur is not called until the first secret is. `tuning` is for tests only.
+ * Opens the store: reads the client certificate (an unreadable one stops the start; its files are
+ * looked at again before each login) and makes the outbound agent. Conjur is not called until the
+ * first secret is. `tuning` is for tests only.
  */
 export async function openCyberArkStore(
   env: CyberArkEnv,
@@ -401,21 +423,25 @@ export async function openCyberArkStore(
       missing: certFile === undefined ? "CYBERARK_CLIENT_CERT" : "CYBERARK_CLIENT_KEY",
     });
   }
-  const certificate =
-    certFile !== undefined && keyFile !== undefined
-      ? {
-          cert: await readPemFile(certFile, "CYBERARK_CLIENT_CERT"),
-          key: await readPemFile(keyFile, "CYBERARK_CLIENT_KEY"),
-        }
-      : undefined;
   const verify = env.CYBERARK_SSL_VERIFY?.trim().toLowerCase();
   if (verify === "false") deps.log.warn("cyberark: TLS certificate verification is off (CYBERARK_SSL_VERIFY=false)");
   const tls: OutboundTls = {
     ...deps.outbound,
     ...(verify !== undefined && { verify: verify === "true" }),
-    ...(certificate && { certificate }),
   };
-  return new CyberArkStore(await sender(config.apiBase, tls), config, deps.now, tuning);
+  const { ClientCertificateAgent } = await import("../outbound");
+  const certificate =
+    certFile !== undefined && keyFile !== undefined
+      ? await ClientCertificateAgent.open(
+          tls,
+          { cert: certFile, key: keyFile, certVariable: "CYBERARK_CLIENT_CERT", keyVariable: "CYBERARK_CLIENT_KEY" },
+          deps.log,
+        )
+      : undefined;
+  const transport: Transport = certificate
+    ? { beforeLogin: () => certificate.refresh(), close: () => certificate.close() }
+    : {};
+  return new CyberArkStore(await sender(config.apiBase, tls, certificate), config, deps.now, tuning, transport);
 }
 
 export const cyberarkStore = {

@@ -6,8 +6,10 @@
  *   sequential calls reuse their connections and a new one resumes the TLS session; TLS 1.2 at
  *   least; connect timeout 5 s) with the general TLS settings (`ssl_verify`, `SSL_CERT_FILE`), 10 s
  *   for a whole try, and Vault's client certificate when one is configured (cert login is real
- *   mutual TLS: Vault reads the certificate off the connection). Without TLS settings, trust is
- *   node's own: the system's roots and `NODE_EXTRA_CA_CERTS`.
+ *   mutual TLS: Vault reads the certificate off the connection). That certificate's files are
+ *   looked at again before each login (`ClientCertificateAgent`, outbound.ts): a renewed pair is
+ *   what the login and the calls after it present, as LiteLLM's client made at each cert login
+ *   does. Without TLS settings, trust is node's own: the system's roots and `NODE_EXTRA_CA_CERTS`.
  * - Retries: at most 3 tries of a call that failed with 408, 429, a 5xx, a timeout or a dropped
  *   connection (whatever `classifyBackendError` calls `backend_unavailable`), after an
  *   exponentially growing wait with jitter (half fixed, half random: retries of many clients
@@ -48,7 +50,7 @@ import type { Agent } from "undici";
 import { request } from "undici";
 import { SecretsError } from "../errors";
 import type { Logger } from "../log";
-import { type OutboundTls, outboundAgent } from "../outbound";
+import { type ClientCertificateAgent, type OutboundTls, outboundAgent } from "../outbound";
 import { classifyBackendError, isRetryable } from "../store-errors";
 import { HttpAnswerError } from "./http-store";
 
@@ -64,8 +66,11 @@ export interface VaultClientOptions {
   auth: VaultAuth;
   /** Sent as `X-Vault-Namespace` on logins and their tokens' renewals only. */
   loginNamespace?: string | undefined;
-  /** PEM client certificate and key: presented on every connection (cert login needs them). */
-  clientCertificate?: { cert: string | Buffer; key: string | Buffer } | undefined;
+  /**
+   * The agent with the client certificate and key (files read again when they change): presented
+   * on every connection (cert login needs them). Closed with the client.
+   */
+  clientCertificate?: ClientCertificateAgent | undefined;
   /** The general outbound TLS settings (`ssl_verify`, `SSL_CERT_FILE`, `ssl_certificate`). */
   tls?: OutboundTls;
   log: Logger;
@@ -150,7 +155,8 @@ interface Lease {
 
 export class VaultClient {
   readonly #address: string;
-  readonly #agent: Agent;
+  /** The shared agent for the TLS settings, when no client certificate of Vault's own is configured. */
+  readonly #shared: Agent | undefined;
   readonly #tuning: VaultTuning;
   readonly #options: VaultClientOptions;
   #lease: Lease | undefined;
@@ -164,12 +170,14 @@ export class VaultClient {
     this.#options = options;
     this.#address = options.address;
     this.#tuning = { ...DEFAULT_TUNING, ...options.tuning };
-    // The one outbound client's agent for this TLS configuration (outbound.ts), with Vault's own
-    // client certificate when cert login needs one.
-    this.#agent = outboundAgent({
-      ...options.tls,
-      ...(options.clientCertificate && { certificate: options.clientCertificate }),
-    });
+    // The one outbound client's agent for this TLS configuration (outbound.ts), or, with Vault's
+    // own client certificate, the agent that follows its files.
+    this.#shared = options.clientCertificate ? undefined : outboundAgent(options.tls);
+  }
+
+  /** The agent a call goes out on: after a certificate's renewal, the new one's. */
+  get #agent(): Agent {
+    return this.#options.clientCertificate?.agent ?? (this.#shared as Agent);
   }
 
   /**
@@ -195,9 +203,12 @@ export class VaultClient {
     return classifyBackendError(new HttpAnswerError("VaultResponseError", answer), what);
   }
 
-  /** Stops using the pool (it belongs to outbound.ts, shared by every caller with the same TLS). */
+  /**
+   * Stops using the pool: the shared one stays (it belongs to outbound.ts, shared by every caller
+   * with the same TLS); the client certificate's agent, this client's own, is closed.
+   */
   close(): Promise<void> {
-    this.#closing ??= Promise.resolve();
+    this.#closing ??= this.#options.clientCertificate?.close() ?? Promise.resolve();
     return this.#closing;
   }
 
@@ -312,6 +323,8 @@ export class VaultClient {
           }
         : { method: "POST", path: "auth/cert/login", body: auth.role === undefined ? {} : { name: auth.role } };
     const headers: Record<string, string> = loginNamespace === undefined ? {} : { "x-vault-namespace": loginNamespace };
+    // A client certificate renewed on disk since the last login is the one this login presents.
+    await this.#options.clientCertificate?.refresh();
     const answer = await this.#send(call, headers, `${what} (${auth.method} login)`);
     const lease = leaseOf(answer, this.#tuning.clock());
     if (answer.status !== 200 || lease === undefined) {

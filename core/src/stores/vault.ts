@@ -84,7 +84,7 @@ import * as z from "zod/mini";
 import { ConfigError } from "../errors";
 import type { Logger } from "../log";
 import { isValidName, validateName } from "../names";
-import { BASE_URL_EXPECTED, isBaseUrl, readPemFile } from "../outbound-tls";
+import { BASE_URL_EXPECTED, isBaseUrl } from "../outbound-tls";
 import {
   type ChangeStamp,
   type DeleteOptions,
@@ -244,8 +244,8 @@ function warnOfHalves(env: VaultEnv, log: Logger): void {
 }
 
 /**
- * Opens the store: reads the client certificate (an unreadable one stops the start) and makes the
- * connection pool. Vault itself is not called until the first secret is: a Vault that is down at
+ * Opens the store: reads the client certificate (an unreadable one stops the start; its files are
+ * looked at again before each login, so a renewed pair is used) and makes the connection pool. Vault itself is not called until the first secret is: a Vault that is down at
  * start is a `backend_unavailable` later, not a failed start. `tuning` is for tests only; the
  * factory passes none.
  */
@@ -257,11 +257,18 @@ export async function openVaultStore(
   const config = vaultConfigOf(env);
   warnOfHalves(env, deps.log);
   const files = config.clientCertificateFiles;
-  const clientCertificate = files && {
-    cert: await readPemFile(files.cert, "HCP_VAULT_CLIENT_CERT"),
-    key: await readPemFile(files.key, "HCP_VAULT_CLIENT_KEY"),
-  };
-  const { VaultClient: Client } = await import("./vault-http");
+  const [{ VaultClient: Client }, { ClientCertificateAgent }] = await Promise.all([
+    import("./vault-http"),
+    import("../outbound"),
+  ]);
+  // Read again at each login when the files change (a renewed certificate): outbound.ts.
+  const clientCertificate =
+    files &&
+    (await ClientCertificateAgent.open(
+      deps.outbound ?? {},
+      { ...files, certVariable: "HCP_VAULT_CLIENT_CERT", keyVariable: "HCP_VAULT_CLIENT_KEY" },
+      deps.log,
+    ));
   const client = new Client({
     address: config.address,
     auth: config.auth,
