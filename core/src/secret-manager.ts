@@ -121,6 +121,8 @@ export class SecretManager {
   readonly #env: Readonly<Record<string, string>>;
   readonly #envBacked: boolean;
   readonly #hosted: ReadonlySet<string> | undefined;
+  /** Each hosted name by its backend key (`keyOf`): what a virtual key must not land on. */
+  readonly #hostedByKey: ReadonlyMap<string, string>;
   readonly #keys: KeyRing | undefined;
   readonly #maxBodyBytes: number;
   readonly #maxValueBytes: number | undefined;
@@ -138,6 +140,7 @@ export class SecretManager {
     this.#env = options.env ?? {};
     this.#envBacked = options.envBacked;
     this.#hosted = options.policy.hostedKeys ? new Set(options.policy.hostedKeys) : undefined;
+    this.#hostedByKey = new Map((options.policy.hostedKeys ?? []).map((name) => [options.store.keyOf(name), name]));
     const labels: Labels = { store: options.store.kind };
     const counters = {
       hit: "llm_secrets_cache_hits_total",
@@ -504,7 +507,11 @@ export class SecretManager {
    * `adopt`). A key event's change never may, nor one allowed only because its name is under the
    * virtual-key prefix: such a name is chosen by whoever makes LiteLLM keys (an alias, a gateway's
    * `PUT /v1/secrets/litellm/<alias>`), and a store's name mapping can land it on an operator's
-   * secret (Azure: `litellm/SALT_KEY` is a portal-made `LITELLM-SALT-KEY`).
+   * secret (Azure: `litellm/SALT_KEY` is a portal-made `LITELLM-SALT-KEY`). For the same reason
+   * such a change never lands on a hosted name's backend key (`hosted_keys: [litellm/OPENAI]`, or
+   * `litellm/openai` on Azure's case folding): `409 name_conflict`, as a store answers a name that
+   * lands on another name's key (a 403 would say the name is not allowed at all, which a rename
+   * of the key cannot fix either; the conflict names the hosted name in the way).
    */
   #allowWrite(name: string, event: EventChange | undefined): { adopt: boolean } {
     validateName(name);
@@ -516,7 +523,17 @@ export class SecretManager {
     const hosted = this.#hosted === undefined || this.#hosted.has(name);
     const virtualKey = this.#policy.storeVirtualKeys && name.startsWith(virtualKeyPrefix(this.#policy, event?.team));
     if (!hosted && !virtualKey) throw new AccessDenied("not_hosted", `${name} is not in hosted_keys`);
-    return { adopt: event === undefined && hosted };
+    const asVirtualKey = event !== undefined || !hosted;
+    const onHosted = asVirtualKey ? this.#hostedByKey.get(this.store.keyOf(name)) : undefined;
+    if (onHosted !== undefined) {
+      throw new SecretsError(
+        "name_conflict",
+        onHosted === name
+          ? `${name} is in hosted_keys: a key event never writes nor deletes a hosted name`
+          : `${name} lands on the secret of ${onHosted}, which is in hosted_keys: a virtual key never writes nor deletes a hosted name`,
+      );
+    }
+    return { adopt: !asVirtualKey };
   }
 }
 

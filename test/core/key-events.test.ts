@@ -12,7 +12,7 @@ import { BackendUnavailable } from "../../core/src/store-errors";
 import { azureKeyVaultStore } from "../../core/src/stores/azure";
 import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
 import { lazyFakeAzure } from "../fakes/azure";
-import { expectNoValueIn, newKey, seededRandom, TEST_SEED } from "../helpers";
+import { codeOf, expectNoValueIn, newKey, seededRandom, TEST_SEED } from "../helpers";
 
 const HASH = "a".repeat(64);
 const OTHER_HASH = "b".repeat(64);
@@ -345,6 +345,39 @@ describe("key events: refused, never applied", () => {
     } finally {
       await runtime.close();
     }
+  });
+
+  it("a virtual key never lands on a hosted name: not the name itself, nor one the store maps onto its key", async () => {
+    // A store that folds case and maps / and _ as Azure does: litellm/openai is litellm/OPENAI's secret.
+    const store = new MemoryStore({ mapName: (name) => name.replace(/[^0-9A-Za-z-]/g, "-").toLowerCase() });
+    const { runtime, read } = await setup({
+      store,
+      config:
+        "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n    hosted_keys: [litellm/OPENAI, OPENAI_API_KEY]\n",
+    });
+    const provider = newKey("sk-provider-");
+    await runtime.manager.put("litellm/OPENAI", provider); // the operator's own, a hosted name
+    for (const [id, alias] of [
+      ["evt-1", "OPENAI"],
+      ["evt-2", "openai"],
+    ] as const) {
+      const created = await runtime.applyKeyEvent(event({ id, key_alias: alias, key: newKey("sk-attacker-") }));
+      expect(created).toMatchObject({ status: "refused", code: "name_conflict", names: {} });
+      expect(created.malformed).toBeUndefined();
+    }
+    const deleted = await runtime.applyKeyEvent(
+      event({ id: "evt-3", type: "key.deleted", key_alias: "OpenAI", token_hash: HASH }),
+    );
+    expect(deleted).toMatchObject({ status: "refused", code: "name_conflict", names: {} });
+    // A direct write allowed only by the prefix (a gateway's PUT of litellm/<alias>) is refused too.
+    expect(await codeOf(runtime.manager.put("litellm/OpenAI", newKey("sk-attacker-")))).toBe("name_conflict");
+    expect(await codeOf(runtime.manager.delete("litellm/openai"))).toBe("name_conflict");
+    expect(await read("litellm/OPENAI")).toBe(provider);
+    // The hosted name itself stays the operator's to write, and other virtual keys are written as ever.
+    expect((await runtime.manager.put("litellm/OPENAI", newKey("sk-rotated-"))).outcome).toBe("updated");
+    expect(await runtime.applyKeyEvent(event({ id: "evt-4", key_alias: "team-a", key: newKey() }))).toMatchObject({
+      status: "applied",
+    });
   });
 
   it("without store_virtual_keys, or with access_mode read_only, nothing is written", async () => {
