@@ -2,6 +2,7 @@
  * Structured logs: one JSON object a line. Callers pass names, codes and timings, never values;
  * there is deliberately no way to log a request or response body.
  */
+import type { Writable } from "node:stream";
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
 export type LogFields = Record<string, string | number | boolean | undefined>;
@@ -17,6 +18,8 @@ const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 
 
 /** Lines buffered past this many characters are written at once rather than at the end of the tick. */
 const FLUSH_AT = 64 * 1024;
+/** Past this many bytes handed to a stream and not yet taken by its reader, lines are dropped. */
+export const MAX_UNWRITTEN_BYTES = 8 * 1024 * 1024;
 
 /**
  * A writer that gathers the lines of one event-loop turn into one write (a request log line per
@@ -27,6 +30,11 @@ const FLUSH_AT = 64 * 1024;
  * one line on stderr says so (when the failed stream is not stderr). Unheard, the stream's error
  * ended the process at once, with `serve`'s requests under way. (What a command's exit code says
  * of it is main.ts's to decide.)
+ *
+ * A reader that stalls without going (a paused log shipper, a full `| tee`) would have every line
+ * kept in memory until the process runs out of it: past `MAX_UNWRITTEN_BYTES` waiting in the
+ * stream, lines are dropped and counted, and once the reader has taken what waited, one line in
+ * the stream says how many were dropped.
  */
 export function bufferedWriter(stream: NodeJS.WritableStream): (line: string) => void {
   // One writer a stream: each `main()` of an embedder or a test would add listeners otherwise.
@@ -56,11 +64,26 @@ function newBufferedWriter(stream: NodeJS.WritableStream): (line: string) => voi
       );
     }
   });
+  let dropped = 0;
+  const sayDropped = () => {
+    if (failed) return;
+    createLogger((line) => stream.write(line)).warn(
+      "log lines were dropped: the stream's reader did not keep up, and they would have filled memory",
+      { dropped },
+    );
+    dropped = 0;
+  };
   const flush = () => {
     scheduled = false;
     if (pending === "" || failed) return;
     const out = pending;
     pending = "";
+    if (((stream as Partial<Writable>).writableLength ?? 0) > MAX_UNWRITTEN_BYTES) {
+      // The last write was refused room (past the stream's high-water mark): "drain" comes once it is all taken.
+      if (dropped === 0) stream.once("drain", sayDropped);
+      for (let at = out.indexOf("\n"); at !== -1; at = out.indexOf("\n", at + 1)) dropped++;
+      return;
+    }
     stream.write(out);
   };
   process.once("exit", flush);

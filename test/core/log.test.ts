@@ -1,7 +1,8 @@
+import { spawn } from "node:child_process";
 import { Writable } from "node:stream";
-import { describe, expect, it } from "vitest";
-import { bufferedWriter, createLogger, describeUnexpected } from "../../core/src/log";
-import { secretValue } from "../helpers";
+import { describe, expect, it, onTestFinished } from "vitest";
+import { bufferedWriter, createLogger, describeUnexpected, MAX_UNWRITTEN_BYTES } from "../../core/src/log";
+import { secretValue, until } from "../helpers";
 
 describe("log", () => {
   it("writes one JSON object a line, at or above its level", () => {
@@ -104,6 +105,50 @@ describe("log", () => {
     const listeners = stream.listenerCount("error");
     expect(bufferedWriter(stream)).toBe(bufferedWriter(stream));
     expect(stream.listenerCount("error")).toBe(listeners);
+  });
+
+  it("drops lines, counting them, while a stream's reader stalls, instead of keeping them all in memory", async () => {
+    // A real pipe whose reader takes nothing until told to (SIGUSR2), then copies it all out. It
+    // says "ready" once it listens for the signal (sent earlier, the signal would end it).
+    const reader = spawn(
+      process.execPath,
+      [
+        "-e",
+        "process.on('SIGUSR2', () => process.stdin.pipe(process.stdout)); process.stdout.write('ready\\n'); setInterval(() => {}, 1000)",
+      ],
+      { stdio: ["pipe", "pipe", "inherit"] },
+    );
+    onTestFinished(() => {
+      reader.kill();
+    });
+    let received = "";
+    reader.stdout.on("data", (d) => {
+      received += d;
+    });
+    await until("the reader to start", () => received === "ready\n");
+    const log = createLogger(bufferedWriter(reader.stdin));
+    const total = 20_000; // about 20 MiB of lines: more than twice what may wait in the pipe
+    let mostWaiting = 0;
+    for (let i = 0; i < total; i++) {
+      log.info("line", { i, pad: "p".repeat(1000) });
+      if (i % 50 === 49) {
+        await new Promise((r) => setImmediate(r));
+        mostWaiting = Math.max(mostWaiting, reader.stdin.writableLength);
+      }
+    }
+    await new Promise((r) => setImmediate(r));
+    expect(mostWaiting).toBeLessThan(MAX_UNWRITTEN_BYTES + 128 * 1024);
+    reader.kill("SIGUSR2");
+    await until("the count of dropped lines", () => received.includes('"dropped"'), 20_000);
+    const lines = received
+      .split("\n")
+      .slice(1)
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { msg: string; dropped?: number });
+    const note = lines.find((l) => l.dropped !== undefined);
+    const kept = lines.filter((l) => l.msg === "line").length;
+    expect(note?.dropped).toBeGreaterThan(0);
+    expect(kept + (note?.dropped ?? 0)).toBe(total); // every line written or counted, none lost unsaid
   });
 
   it("describes an unexpected error by class and stack frames, never by its message", () => {
