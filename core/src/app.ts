@@ -24,7 +24,7 @@ import { serviceRoutes } from "./http/service-routes";
 import type { KeyEventResult } from "./key-events";
 import type { Logger } from "./log";
 import type { Metrics } from "./metrics";
-import { withoutQuery } from "./names";
+import { loggedPath } from "./names";
 import type { OutboundTls } from "./outbound";
 import type { SecretManager } from "./secret-manager";
 
@@ -104,7 +104,7 @@ export function createApp(options: AppOptions): App {
     if (env.audited && !closed && res.status < 400) return res;
     log.info("request", {
       method: request.method,
-      path: typeof raw?.path === "string" ? withoutQuery(raw.path) : undefined,
+      path: typeof raw?.path === "string" ? loggedPath(raw.path) : undefined,
       status: closed ? CLIENT_CLOSED : res.status,
       code: closed ? "client_closed" : env.code,
       ms: msSince(env.started),

@@ -60,3 +60,14 @@ export function withoutQuery(target: string): string {
   const cut = target.search(/[?#]/);
   return cut === -1 ? target : target.slice(0, cut);
 }
+
+const LOGGED_PATH_CHARS = 200;
+
+/**
+ * A request's path as a log line shows it: without its query, clipped to 200 characters (whoever
+ * sends a request, with a key or not, would otherwise write as long a line as the path it sends).
+ */
+export function loggedPath(target: string): string {
+  const path = withoutQuery(target);
+  return path.length > LOGGED_PATH_CHARS ? `${path.slice(0, LOGGED_PATH_CHARS)}…` : path;
+}

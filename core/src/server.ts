@@ -20,7 +20,7 @@ import type { RawRequest } from "./app";
 import { ConfigError } from "./errors";
 import { errorAnswer } from "./http/router";
 import { describeUnexpected, type Logger } from "./log";
-import { withoutQuery } from "./names";
+import { loggedPath } from "./names";
 import type { Runtime } from "./runtime";
 import { DEFAULT_MAX_CONNECTIONS } from "./settings";
 
@@ -115,13 +115,7 @@ function answerOnSocket(socket: Duplex, status: number, code: string, message: s
 
 /** The request line of a request node answers before the app: method, path (no query, clipped), status, code. */
 function refuse(log: Logger, req: IncomingMessage, status: number, code: string, reason: string): void {
-  log.info("request", { method: req.method, path: clipped(withoutQuery(req.url ?? "")), status, code, reason });
-}
-
-const LOGGED_PATH_CHARS = 200;
-
-function clipped(path: string): string {
-  return path.length > LOGGED_PATH_CHARS ? `${path.slice(0, LOGGED_PATH_CHARS)}…` : path;
+  log.info("request", { method: req.method, path: loggedPath(req.url ?? ""), status, code, reason });
 }
 
 /** Method and path (without its query, clipped) from the bytes node refused, if they start a request line. */
@@ -129,8 +123,7 @@ function requestLineOf(packet: Buffer | undefined): { method?: string; path?: st
   if (!packet) return {};
   const m = /^([A-Z]{1,16}) ([^\s?#]{1,1000})/.exec(packet.subarray(0, 1024).toString("latin1"));
   if (!m) return {};
-  const path = m[2] as string;
-  return { method: m[1], path: clipped(path) };
+  return { method: m[1], path: loggedPath(m[2] as string) };
 }
 
 /**

@@ -184,6 +184,11 @@ describe("the audit trail", () => {
     }
     expect(idsOf(audits)).not.toEqual(["req-42"]);
 
+    // A long path, sent without a key, makes no longer a line than a clipped one (200 characters).
+    logs.length = 0;
+    expect((await request(`/${"a".repeat(15_000)}`, { token: null })).status).toBe(401);
+    expect(accessLines(logs)).toEqual([`GET /${"a".repeat(199)}… 401 unauthorized`]);
+
     // Without the audit trail, every request has its access-log line.
     const off = await inProcessApp({ env: { LLM_SECRETS_AUDIT: "off" } });
     expect((await off.request("/v1/secrets/A", { method: "PUT", json: { value: "a" } })).status).toBe(201);
