@@ -294,6 +294,70 @@ describe("the AWS stack", () => {
     expect(() => synth({ hostedKeys: ["SALT"], saltKeySecret: "SALT-2", saltKeyVersionId: version })).not.toThrow();
   });
 
+  it("infra/README.md's rotation texts match the templates: without a salt key the master key also seals, the salt keys' settings are kept on every deploy, and a salt key rotates in order", async () => {
+    const infra = join(import.meta.dirname, "../../infra");
+    const readme = await readFile(join(infra, "README.md"), "utf8");
+    const between = (from: string, to: string) => {
+      const start = readme.indexOf(from);
+      const end = readme.indexOf(to, start);
+      expect(start, from).toBeGreaterThan(0);
+      expect(end, to).toBeGreaterThan(start);
+      return readme.slice(start, end);
+    };
+    const keys = between("## The master key, the salt key, and rotating them", "## AWS");
+    // Every setting the table names is one the templates take.
+    const [stack, variables, bicep] = await Promise.all(
+      ["aws/stack.ts", "gcp/variables.tf", "azure/main.bicep"].map((f) => readFile(join(infra, f), "utf8")),
+    );
+    for (const prop of ["saltKeySecret", "saltKeyVersionId", "previousSaltKeysSecret", "previousSaltKeysVersionId"]) {
+      expect(keys).toContain(`\`${prop}\``);
+      expect(stack).toContain(`  ${prop}?: string;`);
+    }
+    for (const variable of [
+      "salt_key_secret",
+      "salt_key_version",
+      "previous_salt_keys_secret",
+      "previous_salt_keys_version",
+    ]) {
+      expect(keys).toContain(`\`${variable}\``);
+      expect(variables).toContain(`variable "${variable}" {`);
+    }
+    for (const param of ["saltKey", "previousSaltKeys"]) {
+      expect(keys).toContain(`\`${param}\``);
+      expect(bicep).toContain(`param ${param} string = ''`);
+    }
+    // The order: previous keys added, deployed, the gateway switched, re-sealed and waited out, removed.
+    const steps = [
+      "1. Add the old key to the previous salt keys",
+      "2. Deploy with both",
+      "Only then switch the gateway",
+      "3. Re-seal what is kept sealed elsewhere: `llm-secrets reencrypt -`",
+      "wait out the queues",
+      "4. Then remove the old key",
+    ];
+    const at = steps.map((step) => keys.replace(/\s+/g, " ").indexOf(step));
+    for (const [i, step] of steps.entries()) expect(at[i], step).toBeGreaterThan(i === 0 ? -1 : (at[i - 1] as number));
+    // Each cloud's master-key rotation says the master key also seals without a salt key, keeps the
+    // salt key's setting on every deploy, and names it in the deploy that rotates.
+    const rotations = {
+      aws: between("Rotating the master key: CloudFormation", "Giving a gateway the API"),
+      gcp: between("Rotating the master key: Google", "Giving a gateway the API"),
+      azure: between("Rotating the master key: deploy the template", "| resource | for |"),
+    };
+    for (const [cloud, text] of Object.entries(rotations)) {
+      expect(text.replace(/\s+/g, " "), cloud).toMatch(/Without a salt key the master key also seals/);
+    }
+    expect(rotations.aws).toMatch(/a deploy without `saltKeySecret`\s+takes `LITELLM_SALT_KEY` away/);
+    expect(rotations.aws).toMatch(
+      /npx cdk deploy -c masterKeyVersionId=<that VersionId> -c saltKeySecret=llm-secrets\/salt-key \\\n\s+-c saltKeyVersionId=/,
+    );
+    expect(rotations.gcp).toMatch(/an apply without `salt_key_secret`\s+takes `LITELLM_SALT_KEY` away/);
+    expect(rotations.gcp).toContain(
+      "terraform apply -var master_key_version=2 -var salt_key_secret=llm-secrets-salt-key",
+    );
+    expect(rotations.azure).toMatch(/`saltKey` and `previousSaltKeys` when used/);
+  });
+
   it("lists names only when asked (listNames): ListSecrets alone, on the resource AWS requires", () => {
     const listing = (t: Template) => statements(t).filter((s) => actionsOf(s).includes("secretsmanager:ListSecrets"));
     expect(listing(synth())).toEqual([]);
