@@ -6,7 +6,9 @@
  * - Names: `prefix_for_stored_virtual_keys` + (`key_alias`, or `virtual-key-<token_hash>`).
  * - Teams: an event's `team_id` selects `team_settings[team_id]` from config (never settings from
  *   the event): where a store that honours them keeps the keys (Vault's namespace, mount, path
- *   prefix, field), and the team's own prefix, description and tags.
+ *   prefix, field), and the team's own prefix, description and tags. A name is the team's only if,
+ *   of every configured prefix it starts with (the store's mapping counted), the longest is the
+ *   team's own (the manager's check): another team's alias `team-a/prod` is refused.
  * - Value: `key`, or `key_ciphertext` opened with the salt key (so the queue need not carry
  *   plaintext; section 5's format).
  * - created: write. regenerated: write the new name, then delete the previous one if it differs.

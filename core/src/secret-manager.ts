@@ -123,6 +123,8 @@ export class SecretManager {
   readonly #hosted: ReadonlySet<string> | undefined;
   /** Each hosted name by its backend key (`keyOf`): what a virtual key must not land on. */
   readonly #hostedByKey: ReadonlyMap<string, string>;
+  /** Every virtual-key prefix configured (the general one, each team's), and whose it is. */
+  readonly #prefixes: readonly { prefix: string; owner: string }[];
   readonly #keys: KeyRing | undefined;
   readonly #maxBodyBytes: number;
   readonly #maxValueBytes: number | undefined;
@@ -141,6 +143,14 @@ export class SecretManager {
     this.#envBacked = options.envBacked;
     this.#hosted = options.policy.hostedKeys ? new Set(options.policy.hostedKeys) : undefined;
     this.#hostedByKey = new Map((options.policy.hostedKeys ?? []).map((name) => [options.store.keyOf(name), name]));
+    this.#prefixes = [
+      { prefix: options.policy.prefixForStoredVirtualKeys, owner: "the general prefix_for_stored_virtual_keys" },
+      ...Object.entries(options.policy.teams ?? {}).flatMap(([team, settings]) =>
+        settings.prefixForStoredVirtualKeys === undefined
+          ? []
+          : [{ prefix: settings.prefixForStoredVirtualKeys, owner: `team ${team}'s prefix_for_stored_virtual_keys` }],
+      ),
+    ];
     const labels: Labels = { store: options.store.kind };
     const counters = {
       hit: "llm_secrets_cache_hits_total",
@@ -483,6 +493,34 @@ export class SecretManager {
     }
   }
 
+  /**
+   * The configured prefix other than `own` that `name` belongs to, if any: of every prefix `name`
+   * starts with, the longest decides (`litellm/team-a/prod` is team-a's under `litellm/team-a/`,
+   * not the general `litellm/`'s), and one as long as `own` but not it (another team's that the
+   * store maps onto it) leaves the name to no one. Compared on the store's keys, so a prefix a
+   * name maps onto counts (Azure: `litellm/team-a-prod` is under `litellm/team-a/`).
+   */
+  #otherOwner(name: string, own: string): { prefix: string; owner: string } | undefined {
+    let found: { prefix: string; owner: string } | undefined;
+    for (const candidate of this.#prefixes) {
+      const { prefix } = candidate;
+      if (prefix === own || prefix.length < own.length || !this.#startsWith(name, prefix)) continue;
+      if (found === undefined || prefix.length > found.prefix.length) found = candidate;
+    }
+    return found;
+  }
+
+  /** Whether `name` starts with `prefix` on the store's keys. */
+  #startsWith(name: string, prefix: string): boolean {
+    if (name.startsWith(prefix)) return true;
+    // A store's keyOf maps a name a character at a time (within fixed text around it): the name's
+    // first characters and the prefix, each made a name by one more character, land on one key.
+    return (
+      name.length > prefix.length &&
+      this.store.keyOf(`${name.slice(0, prefix.length)}k`) === this.store.keyOf(`${prefix}k`)
+    );
+  }
+
   /** A value larger than the store takes is refused before any call (measured only where there is a limit). */
   #checkSize(value: string): void {
     const max = this.#maxValueBytes;
@@ -519,10 +557,25 @@ export class SecretManager {
       throw new AccessDenied("read_only", "writes are disabled: access_mode is read_only");
     }
     // hosted_keys bounds writes too; virtual keys under the prefix (the team's, or the general one)
-    // stay writable when stored.
+    // stay writable when stored, each only to its own team.
     const hosted = this.#hosted === undefined || this.#hosted.has(name);
-    const virtualKey = this.#policy.storeVirtualKeys && name.startsWith(virtualKeyPrefix(this.#policy, event?.team));
-    if (!hosted && !virtualKey) throw new AccessDenied("not_hosted", `${name} is not in hosted_keys`);
+    const own = virtualKeyPrefix(this.#policy, event?.team);
+    const other = this.#otherOwner(name, own);
+    const virtualKey = this.#policy.storeVirtualKeys && this.#startsWith(name, own) && other === undefined;
+    if (event !== undefined && other !== undefined) {
+      throw new SecretsError(
+        "invalid_request",
+        `${name} is under ${other.owner} (${other.prefix}), not only under this event's own (${own}): an event changes only its own team's keys`,
+      );
+    }
+    if (!hosted && !virtualKey) {
+      throw new AccessDenied(
+        "not_hosted",
+        other === undefined
+          ? `${name} is not in hosted_keys`
+          : `${name} is not in hosted_keys, and is under ${other.owner} (${other.prefix})`,
+      );
+    }
     const asVirtualKey = event !== undefined || !hosted;
     const onHosted = asVirtualKey ? this.#hostedByKey.get(this.store.keyOf(name)) : undefined;
     if (onHosted !== undefined) {

@@ -380,6 +380,97 @@ describe("key events: refused, never applied", () => {
     });
   });
 
+  it("an event changes only its own team's keys: a name under another team's nested prefix is refused", async () => {
+    const { runtime, read } = await setup({
+      config:
+        "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n    hosted_keys: [OPENAI_API_KEY]\n    team_settings:\n      team-a: {prefix_for_stored_virtual_keys: litellm/team-a/}\n",
+    });
+    const teamKey = newKey("sk-team-a-");
+    expect(await runtime.applyKeyEvent(event({ team_id: "team-a", key_alias: "prod", key: teamKey }))).toMatchObject({
+      status: "applied",
+      names: { "litellm/team-a/prod": "created" },
+    });
+    // team-b has no settings (the general prefix), and an event without a team_id has it too: the
+    // alias team-a/prod, chosen by one of their users, is litellm/team-a/prod, team-a's.
+    for (const team_id of ["team-b", undefined]) {
+      const written = await runtime.applyKeyEvent(
+        event({ id: `evt-w-${team_id}`, team_id, key_alias: "team-a/prod", key: newKey("sk-attacker-") }),
+      );
+      expect(written).toMatchObject({ status: "refused", code: "invalid_request", names: {} });
+      expect(written.malformed).toBeUndefined();
+      const deleted = await runtime.applyKeyEvent(
+        event({ id: `evt-d-${team_id}`, team_id, type: "key.deleted", key_alias: "team-a/prod", token_hash: HASH }),
+      );
+      expect(deleted).toMatchObject({ status: "refused", code: "invalid_request", names: {} });
+    }
+    // Nor does a direct write allowed only by the general prefix reach it.
+    expect(await codeOf(runtime.manager.put("litellm/team-a/prod", newKey("sk-attacker-")))).toBe("not_hosted");
+    expect(await codeOf(runtime.manager.delete("litellm/team-a/prod"))).toBe("not_hosted");
+    expect(await read("litellm/team-a/prod")).toBe(teamKey);
+    // team-a's own events change it; the general prefix's other names stay everyone else's.
+    expect(
+      await runtime.applyKeyEvent(
+        event({
+          id: "evt-a2",
+          team_id: "team-a",
+          type: "key.deleted",
+          key_alias: "prod",
+          occurred_at: new Date(T0 + 1).toISOString(),
+        }),
+      ),
+    ).toMatchObject({ status: "applied", names: { "litellm/team-a/prod": "deleted" } });
+    expect(
+      await runtime.applyKeyEvent(event({ id: "evt-b2", team_id: "team-b", key_alias: "team-ab/prod", key: newKey() })),
+    ).toMatchObject({ status: "applied", names: { "litellm/team-ab/prod": "created" } });
+  });
+
+  it("on Azure, a name that maps under another team's prefix, or prefixes that map onto one another, are refused", async () => {
+    const fake = await azure();
+    fake.reset();
+    const runtime = await createRuntime({
+      stores: [azureKeyVaultStore],
+      settings: {
+        env: {
+          ...fake.env(),
+          LITELLM_MASTER_KEY: newKey(),
+          LLM_SECRETS_CONFIG:
+            "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n    hosted_keys: [OPENAI_API_KEY]\n    team_settings:\n      team-a: {prefix_for_stored_virtual_keys: litellm/team-a/}\n      t1: {prefix_for_stored_virtual_keys: Team_B/}\n      t2: {prefix_for_stored_virtual_keys: team-b/}\n",
+        },
+      },
+      log: createLogger(() => {}),
+      audit: () => {},
+    });
+    try {
+      const now = () => new Date().toISOString();
+      const teamKey = newKey("sk-team-a-");
+      expect(
+        await runtime.applyKeyEvent(event({ team_id: "team-a", key_alias: "prod", key: teamKey, occurred_at: now() })),
+      ).toMatchObject({ status: "applied" });
+      // litellm/team-a-prod is the vault secret LITELLM-TEAM-A-PROD, team-a's litellm/team-a/prod.
+      for (const [id, type] of [
+        ["evt-squat", "key.created"],
+        ["evt-squat-delete", "key.deleted"],
+      ] as const) {
+        const squat = await runtime.applyKeyEvent(
+          event({ id, type, team_id: "team-b", key_alias: "team-a-prod", key: newKey("sk-b-"), occurred_at: now() }),
+        );
+        expect(squat).toMatchObject({ status: "refused", code: "invalid_request", names: {} });
+      }
+      expect(fake.secret("litellm-team-a-prod")?.versions.map((v) => v.value)).toEqual([teamKey]);
+      expect(fake.secret("litellm-team-a-prod")?.deleted).toBeUndefined();
+      // Team_B/ and team-b/ are one place in the vault: neither team's events may write there.
+      for (const team_id of ["t1", "t2"]) {
+        const shared = await runtime.applyKeyEvent(
+          event({ id: `evt-${team_id}`, team_id, key_alias: "prod", key: newKey(), occurred_at: now() }),
+        );
+        expect(shared).toMatchObject({ status: "refused", code: "invalid_request", names: {} });
+      }
+      expect(fake.secret("team-b-prod")).toBeUndefined();
+    } finally {
+      await runtime.close();
+    }
+  });
+
   it("without store_virtual_keys, or with access_mode read_only, nothing is written", async () => {
     for (const config of [
       "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n",
