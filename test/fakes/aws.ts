@@ -33,8 +33,9 @@
  *   a blob it did not make). The blob is the key id and an AES-256-GCM box under the fake's key.
  * - STS (the Query protocol: a form-encoded `POST /`, `Version=2011-06-15`, XML answers and
  *   `<ErrorResponse>` errors): `AssumeRole` (signed with the account's keys; the role must be one
- *   `allowRole` made, with its `ExternalId` when it has one) and `AssumeRoleWithWebIdentity`
- *   (unsigned; the role's web identity token must match). Each gives fresh temporary credentials
+ *   in `roles`, with its `ExternalId` when it has one) and `AssumeRoleWithWebIdentity`
+ *   (unsigned; the role's web identity token must match; one `replaceWebIdentityToken` replaced is
+ *   `ExpiredTokenException`). Each gives fresh temporary credentials
  *   that Secrets Manager and KMS then accept (with their `X-Amz-Security-Token`), and each request
  *   seen records who made it (`principal`: the role's ARN, or `account`).
  *
@@ -69,7 +70,10 @@ export interface AwsRequestSeen {
 /** A role `AssumeRole` or `AssumeRoleWithWebIdentity` may assume. */
 export interface FakeRole {
   externalId?: string;
+  /** The web identity token its trust policy accepts (`AssumeRoleWithWebIdentity`). */
   webIdentityToken?: string;
+  /** Tokens it took once, now past their expiry (`replaceWebIdentityToken`): `ExpiredTokenException`. */
+  expiredWebIdentityTokens?: string[];
   /** How long its temporary credentials last (default an hour). */
   sessionSeconds?: number;
 }
@@ -211,6 +215,20 @@ export class FakeAws {
     this.#listTokens.clear();
     this.requests.length = 0;
     this.#faults.clear();
+  }
+
+  /**
+   * The identity provider issues `token` for `roleArn` (a projected service account token
+   * refreshed): the role's token until now has expired, and STS answers it `ExpiredTokenException`.
+   */
+  replaceWebIdentityToken(roleArn: string, token: string): void {
+    const role = this.roles.get(roleArn);
+    if (!role) throw new Error(`no role ${roleArn}`);
+    const expired = [
+      ...(role.expiredWebIdentityTokens ?? []),
+      ...(role.webIdentityToken ? [role.webIdentityToken] : []),
+    ];
+    this.roles.set(roleArn, { ...role, webIdentityToken: token, expiredWebIdentityTokens: expired });
   }
 
   /** The next `times` requests (of `action` only, when given: `DeleteSecret`) fail with `fault`. */
@@ -395,7 +413,18 @@ export class FakeAws {
         }
       } else if (action === "AssumeRoleWithWebIdentity") {
         seen.principal = "web-identity";
-        if (!role?.webIdentityToken || form.get("WebIdentityToken") !== role.webIdentityToken) {
+        const token = form.get("WebIdentityToken") ?? "";
+        // AssumeRoleWithWebIdentity: "ExpiredTokenException: The web identity token that was passed
+        // is expired or is not valid. Get a new identity token from the identity provider and then
+        // retry the request." (HTTP 400)
+        if (role?.expiredWebIdentityTokens?.includes(token)) {
+          throw new AwsError(
+            "ExpiredTokenException",
+            "Token expired: current date/time must be before the expiration date/time.",
+            400,
+          );
+        }
+        if (!role?.webIdentityToken || token !== role.webIdentityToken) {
           throw new AwsError("AccessDenied", "Not authorized to perform sts:AssumeRoleWithWebIdentity", 403);
         }
       } else throw new AwsError("InvalidAction", `unknown action ${action}`);

@@ -119,8 +119,9 @@ export function awsClientOptions(
 
 /**
  * The `credentials` of a client (spread into its options) when `key_management_settings` names a
- * role or a profile, else none (the SDK's default chain). `env` is the process environment, for an
- * `aws_web_identity_token` of `os.environ/NAME`.
+ * role or a profile, else none (the SDK's default chain). `env` is the process environment, for
+ * `os.environ/NAME` settings and `aws_web_identity_token`'s `oidc/` forms (a token file is read again
+ * at each renewal; `log` hears when it cannot be).
  */
 export async function awsCredentials(
   config: AwsConfig,
@@ -130,7 +131,7 @@ export async function awsCredentials(
 ): Promise<{ credentials?: NonNullable<ReturnType<typeof RoleCredentials.roleCredentials>> }> {
   if (!ROLE_KEYS.some((k) => config[k])) return {};
   const { roleCredentials } = await import("./aws-credentials");
-  const credentials = roleCredentials(config, env, client);
+  const credentials = roleCredentials(config, env, client, log);
   if (!credentials) {
     log.warn("AWS role settings without aws_role_name or aws_profile_name are ignored", {
       keys: ROLE_KEYS.filter((k) => config[k]).join(", "),
