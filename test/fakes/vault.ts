@@ -4,12 +4,22 @@
  *
  * - KV version 2 on the configured mounts (namespace included: `admin/secret`):
  *   `GET|POST|DELETE /v1/{mount}/data/{path}` (read, write with `options.cas`, soft delete of the
- *   latest version) and `GET|POST /v1/{mount}/metadata/{path}` (`custom_metadata`, with Vault's
- *   checks: 400 for an empty, too long or unprintable key or value), and
- *   `LIST /v1/{mount}/metadata/{folder}` (also `GET` with `?list=true`): the folder's keys,
- *   sorted, a folder as `name/`, soft-deleted secrets included (their metadata stays); no keys is
- *   404 `{"errors":[]}`. A policy is asked about a list as `LIST` (Vault's `list` capability).
- *   Times are RFC 3339 with nanoseconds, as Vault writes them.
+ *   latest version: its `deletion_time` set to now, unless it is destroyed or already past it),
+ *   `PUT|POST /v1/{mount}/destroy/{path}` `{"versions":[...]}` (those versions' data gone for
+ *   good, `destroyed: true`; 400 without versions) and `GET|POST /v1/{mount}/metadata/{path}`
+ *   (`custom_metadata`, with Vault's checks: 400 for an empty, too long or unprintable key or
+ *   value; `max_versions`, `cas_required`, `delete_version_after` in seconds or as a duration such
+ *   as `"1h30m"`, read back as Go prints one, `"1h30m0s"`; each kept unless given, and a write with
+ *   none of them does nothing), and `LIST /v1/{mount}/metadata/{folder}` (also `GET` with
+ *   `?list=true`): the folder's keys, sorted, a folder as `name/`, soft-deleted secrets included
+ *   (their metadata stays); no keys is 404 `{"errors":[]}`. A policy is asked about a list as
+ *   `LIST` (Vault's `list` capability). Times are RFC 3339 with nanoseconds, as Vault writes them.
+ * - KV version 2's version states, as vault-plugin-secrets-kv keeps them: a version written under
+ *   `delete_version_after` gets a `deletion_time` that far in the future and is read as any live
+ *   one until then (deleted from then on: at or before the fake's clock, which may stand still);
+ *   past `max_versions` (10 when unset, as Vault's default) the oldest versions leave the metadata
+ *   and `oldest_version` moves past them (0 until the first such pruning); `cas_required` refuses
+ *   a write without `options.cas`.
  * - Namespaces as Vault joins them: `X-Vault-Namespace` + the request path.
  * - Token auth: `X-Vault-Token` on every call but logins; missing, unknown, revoked or expired is
  *   403 with "permission denied" and "invalid token" (Vault 1.16 and later; before, and with
@@ -93,17 +103,29 @@ export interface RecordedRequest {
 interface Version {
   data: Record<string, unknown>;
   created: number;
+  /** Its `deletion_time`: deleted once reached; in the future under `delete_version_after`. */
   deleted?: number;
   destroyed: boolean;
 }
 
 interface KvEntry {
+  /** The versions the metadata still holds (`max_versions` prunes the oldest). */
   versions: Map<number, Version>;
   currentVersion: number;
+  /** Vault's `oldest_version`: 0 until `max_versions` first prunes. */
+  oldestVersion: number;
   custom: Record<string, string> | null;
   created: number;
   updated: number;
+  /** 0: the default (10 versions). */
+  maxVersions: number;
+  casRequired: boolean;
+  /** 0: versions are not deleted after a while. */
+  deleteVersionAfterSeconds: number;
 }
+
+/** How many versions a key keeps when neither it nor its mount says (vault-plugin-secrets-kv's `defaultMaxVersions`). */
+const DEFAULT_MAX_VERSIONS = 10;
 
 interface Token {
   expiresAt?: number;
@@ -206,8 +228,13 @@ export class FakeVault {
     return {
       currentVersion: entry.currentVersion,
       custom: entry.custom,
-      live: current !== undefined && current.deleted === undefined && !current.destroyed,
+      live: current !== undefined && this.#readable(current),
     };
+  }
+
+  /** Not destroyed, and its deletion time (if any) not reached. */
+  #readable(version: Version): boolean {
+    return !version.destroyed && (version.deleted === undefined || version.deleted > this.#now());
   }
 
   /** Requests of `method` whose raw target matches `pathPattern`. */
@@ -305,6 +332,8 @@ export class FakeVault {
       if (method === "GET") return this.#readData(key, res);
       if (r.method === "POST" || r.method === "PUT") return this.#writeData(key, r.body, res);
       if (r.method === "DELETE") return this.#deleteData(key, res);
+    } else if (kv.kind === "destroy") {
+      if (r.method === "POST" || r.method === "PUT") return this.#destroy(key, r.body, res);
     } else {
       if (method === "GET") return this.#readMetadata(key, res);
       if (r.method === "POST" || r.method === "PUT") return this.#writeMetadata(key, r.body, res);
@@ -419,7 +448,7 @@ export class FakeVault {
     return held !== undefined && (held.expiresAt === undefined || this.#now() < held.expiresAt);
   }
 
-  #kvRoute(full: string): { mount: string; kind: "data" | "metadata"; path: string } | undefined {
+  #kvRoute(full: string): { mount: string; kind: "data" | "metadata" | "destroy"; path: string } | undefined {
     const mounts = [...(this.#options.mounts ?? ["secret"])].sort((a, b) => b.length - a.length);
     for (const mount of mounts) {
       if (!full.startsWith(`${mount}/`)) continue;
@@ -428,7 +457,9 @@ export class FakeVault {
         ? "data"
         : rest.startsWith("metadata/") || rest === "metadata"
           ? "metadata"
-          : undefined;
+          : rest.startsWith("destroy/")
+            ? "destroy"
+            : undefined;
       if (!kind) return undefined;
       return { mount, kind, path: rest.slice(kind.length + 1) };
     }
@@ -439,17 +470,40 @@ export class FakeVault {
     let entry = this.#kv.get(key);
     if (!entry && create) {
       const now = this.#now();
-      entry = { versions: new Map(), currentVersion: 0, custom: null, created: now, updated: now };
+      entry = {
+        versions: new Map(),
+        currentVersion: 0,
+        oldestVersion: 0,
+        custom: null,
+        created: now,
+        updated: now,
+        maxVersions: 0,
+        casRequired: false,
+        deleteVersionAfterSeconds: 0,
+      };
       this.#kv.set(key, entry);
     }
     return entry;
   }
 
+  /** A new current version (`KeyMetadata.AddVersion`): its deletion time set, the oldest past `max_versions` pruned. */
   #addVersion(entry: KvEntry, data: Record<string, unknown>): number {
     const now = this.#now();
     entry.currentVersion += 1;
-    entry.versions.set(entry.currentVersion, { data, created: now, destroyed: false });
+    const after = entry.deleteVersionAfterSeconds;
+    entry.versions.set(entry.currentVersion, {
+      data,
+      created: now,
+      ...(after > 0 && { deleted: now + after * 1000 }),
+      destroyed: false,
+    });
     entry.updated = now;
+    const max = entry.maxVersions > 0 ? entry.maxVersions : DEFAULT_MAX_VERSIONS;
+    if (entry.currentVersion - entry.oldestVersion >= max) {
+      const last = entry.currentVersion - max;
+      for (let n = entry.oldestVersion; n <= last; n++) entry.versions.delete(n);
+      entry.oldestVersion = last + 1;
+    }
     return entry.currentVersion;
   }
 
@@ -469,9 +523,7 @@ export class FakeVault {
     const version = entry?.versions.get(entry.currentVersion);
     if (!entry || !version) return send(res, 404, { errors: [] });
     const metadata = this.#versionMetadata(entry, entry.currentVersion);
-    if (version.deleted !== undefined || version.destroyed) {
-      return send(res, 404, { ...envelope(), data: { data: null, metadata } });
-    }
+    if (!this.#readable(version)) return send(res, 404, { ...envelope(), data: { data: null, metadata } });
     return send(res, 200, { ...envelope(), data: { data: version.data, metadata } });
   }
 
@@ -485,6 +537,9 @@ export class FakeVault {
     if (cas !== undefined && cas !== (existing?.currentVersion ?? 0)) {
       return send(res, 400, { errors: ["check-and-set parameter did not match the current version"] });
     }
+    if (cas === undefined && existing?.casRequired) {
+      return send(res, 400, { errors: ["check-and-set parameter required for this call"] });
+    }
     const entry = this.#entry(key, true) as KvEntry;
     const version = this.#addVersion(entry, data as Record<string, unknown>);
     const { created_time, custom_metadata, deletion_time, destroyed } = this.#versionMetadata(entry, version);
@@ -497,7 +552,28 @@ export class FakeVault {
   #deleteData(key: string, res: ServerResponse): Answered {
     const entry = this.#kv.get(key);
     const version = entry?.versions.get(entry.currentVersion);
-    if (version && version.deleted === undefined) version.deleted = this.#now();
+    // A deletion time still to come (`delete_version_after`) is brought to now; a destroyed or
+    // deleted version stays as it is.
+    if (version && this.#readable(version)) version.deleted = this.#now();
+    return noContent(res);
+  }
+
+  /** `PUT /destroy/{path}`: the versions' data gone for good; missing or destroyed ones skipped. */
+  #destroy(key: string, body: unknown, res: ServerResponse): Answered {
+    const raw = (body as { versions?: unknown } | undefined)?.versions;
+    // Vault's TypeCommaIntSlice: a list of numbers, or one string of them with commas.
+    const listed = typeof raw === "string" ? raw.split(",").filter((n) => n.trim() !== "") : raw;
+    const versions = (Array.isArray(listed) ? listed : []).map(Number);
+    if (versions.length === 0) return send(res, 400, { errors: ["no version number provided"] });
+    if (versions.some((n) => !Number.isInteger(n))) return send(res, 400, { errors: ["invalid versions"] });
+    const entry = this.#kv.get(key);
+    for (const n of versions) {
+      const version = entry?.versions.get(n);
+      if (version && !version.destroyed) {
+        version.destroyed = true;
+        version.data = {};
+      }
+    }
     return noContent(res);
   }
 
@@ -527,13 +603,13 @@ export class FakeVault {
     return send(res, 200, {
       ...envelope(),
       data: {
-        cas_required: false,
+        cas_required: entry.casRequired,
         created_time: vaultTime(entry.created),
         current_version: entry.currentVersion,
         custom_metadata: entry.custom,
-        delete_version_after: "0s",
-        max_versions: 0,
-        oldest_version: entry.versions.size > 0 ? Math.min(...entry.versions.keys()) : 0,
+        delete_version_after: goDuration(entry.deleteVersionAfterSeconds),
+        max_versions: entry.maxVersions,
+        oldest_version: entry.oldestVersion,
         updated_time: vaultTime(entry.updated),
         versions,
       },
@@ -541,13 +617,29 @@ export class FakeVault {
   }
 
   #writeMetadata(key: string, body: unknown, res: ServerResponse): Answered {
-    const custom = (body as { custom_metadata?: unknown } | undefined)?.custom_metadata;
+    const fields = (body ?? {}) as {
+      custom_metadata?: unknown;
+      max_versions?: unknown;
+      cas_required?: unknown;
+      delete_version_after?: unknown;
+    };
+    const { custom_metadata: custom, max_versions: max, cas_required: cas, delete_version_after: after } = fields;
+    // None of the fields: Vault answers and creates nothing.
+    if ([custom, max, cas, after].every((field) => field === undefined)) return noContent(res);
     if (custom !== undefined) {
       const problem = customMetadataProblem(custom);
       if (problem) return send(res, 400, { errors: [`1 error occurred:\n\t* ${problem}\n\n`] });
     }
+    if (max !== undefined && !(Number.isInteger(max) && (max as number) >= 0)) {
+      return send(res, 400, { errors: ["max_versions: not a number of versions"] });
+    }
+    const afterSeconds = after === undefined ? undefined : durationSeconds(after);
+    if (afterSeconds === null) return send(res, 400, { errors: ["delete_version_after: not a duration"] });
     const entry = this.#entry(key, true) as KvEntry;
     if (custom !== undefined) entry.custom = { ...(custom as Record<string, string>) };
+    if (max !== undefined) entry.maxVersions = max as number;
+    if (cas !== undefined) entry.casRequired = cas === true || cas === "true";
+    if (afterSeconds !== undefined) entry.deleteVersionAfterSeconds = afterSeconds;
     entry.updated = this.#now();
     return noContent(res);
   }
@@ -581,6 +673,31 @@ function customMetadataProblem(custom: unknown): string | undefined {
 
 /** Go's `unicode.IsPrint` for every character. */
 const PRINTABLE = /^[\p{L}\p{M}\p{N}\p{P}\p{S} ]*$/u;
+
+/**
+ * A `TypeDurationSecond` field: seconds as a number or a string of digits, or a Go duration
+ * (`"1h30m"`, `"90s"`); null when it is neither (or negative).
+ */
+function durationSeconds(value: unknown): number | null {
+  if (typeof value === "number") return Number.isFinite(value) && value >= 0 ? Math.floor(value) : null;
+  if (typeof value !== "string") return null;
+  if (/^\d+$/.test(value)) return Number(value);
+  if (!/^(\d+(\.\d+)?(h|m|s|ms))+$/.test(value)) return null;
+  const unit: Record<string, number> = { h: 3600, m: 60, s: 1, ms: 0.001 };
+  let seconds = 0;
+  for (const [, n, , u] of value.matchAll(/(\d+(\.\d+)?)(h|ms|m|s)/g)) seconds += Number(n) * (unit[u as string] ?? 0);
+  return Math.floor(seconds);
+}
+
+/** Whole seconds as Go's `time.Duration.String` prints them: `0s`, `1m30s`, `1h0m0s`. */
+function goDuration(seconds: number): string {
+  const h = Math.floor(seconds / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  const s = seconds % 60;
+  if (h > 0) return `${h}h${m}m${s}s`;
+  if (m > 0) return `${m}m${s}s`;
+  return `${s}s`;
+}
 
 function envelope() {
   return {

@@ -1227,6 +1227,96 @@ describe("outbound TLS settings reach Vault's client", () => {
   });
 });
 
+describe("KV version 2's version states: destroyed, delete_version_after, max_versions", () => {
+  /** A call to the fake's API as an operator makes it (the CLI, the UI), with the root token. */
+  async function operator(fake: FakeVault, method: string, path: string, body?: unknown) {
+    const res = await fetch(`${fake.url}/v1/${path}`, {
+      method,
+      headers: { "x-vault-token": ROOT, "content-type": "application/json" },
+      ...(body !== undefined && { body: JSON.stringify(body) }),
+    });
+    const text = await res.text();
+    return { status: res.status, body: text === "" ? undefined : JSON.parse(text) };
+  }
+
+  it("a destroyed current version is gone: not found, not listed; a write over it creates, a delete over it is absent", async () => {
+    const fake = await startFake();
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });
+    expect(await store.put("D", value("d1"))).toBe("created");
+    expect(await store.put("E", value("e1"))).toBe("created");
+    expect((await operator(fake, "PUT", "secret/destroy/D", { versions: "" })).status).toBe(400);
+    expect((await operator(fake, "PUT", "secret/destroy/D", { versions: [1] })).status).toBe(204);
+    const metadata = await operator(fake, "GET", "secret/metadata/D");
+    expect(metadata.body.data.versions["1"]).toMatchObject({ destroyed: true, deletion_time: "" });
+
+    expect(await store.get("D")).toBeUndefined();
+    expect((await store.list({ limit: 10 })).names).toEqual(["E"]);
+    const d2 = value("d2");
+    expect(await store.put("D", d2)).toBe("created"); // over the destroyed version 1 (cas 1)
+    expect((await store.get("D"))?.value).toBe(d2);
+    expect(fake.kv("secret/D")?.currentVersion).toBe(2);
+    expect((await store.list({ limit: 10 })).names).toEqual(["D", "E"]);
+
+    await operator(fake, "PUT", "secret/destroy/D", { versions: [2] });
+    expect(await store.delete("D")).toBe("absent"); // nothing live to delete; the tombstone is recorded
+    expect(fake.kv("secret/D")?.custom).toMatchObject({ llm_secrets_deleted: "true", llm_secrets_version: "2" });
+    expect(fake.calls("DELETE", /\/data\/D$/)).toHaveLength(0);
+  });
+
+  it("delete_version_after: a version whose deletion time is still to come is live; once it passes, it is gone", async () => {
+    const clock = manualClock();
+    const fake = await startFake({ now: clock.now });
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT }, { now: clock.now });
+    expect((await operator(fake, "POST", "secret/metadata/T", { delete_version_after: "1h" })).status).toBe(204);
+    const t1 = value("t1");
+    expect(await store.put("T", t1)).toBe("created");
+    const metadata = (await operator(fake, "GET", "secret/metadata/T")).body.data;
+    expect(metadata.delete_version_after).toBe("1h0m0s");
+    expect(Date.parse(metadata.versions["1"].deletion_time)).toBeGreaterThan(clock.now()); // in the future
+
+    expect((await store.get("T"))?.value).toBe(t1);
+    expect((await store.list({ limit: 10 })).names).toEqual(["T"]);
+    const t2 = value("t2");
+    expect(await store.put("T", t2)).toBe("updated"); // live, for all its deletion time
+    expect(await store.delete("T")).toBe("deleted"); // Vault brings the deletion time to now
+    expect(await store.get("T")).toBeUndefined();
+
+    const t3 = value("t3");
+    expect(await store.put("T", t3)).toBe("created");
+    expect((await store.get("T"))?.value).toBe(t3);
+    clock.advance(3_600_000); // the hour passes: Vault deletes the version
+    expect(await store.get("T")).toBeUndefined();
+    expect((await store.list({ limit: 10 })).names).toEqual([]);
+    expect(await store.put("T", value("t4"))).toBe("created");
+  });
+
+  it("max_versions (and Vault's default of 10) prune old versions; cas_required: reads and writes go on", async () => {
+    const fake = await startFake();
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });
+    await operator(fake, "POST", "secret/metadata/M", { max_versions: 2, cas_required: true });
+    const written = Array.from({ length: 4 }, (_, i) => value(`m${i + 1}`));
+    const outcomes = [];
+    for (const v of written) outcomes.push(await store.put("M", v));
+    expect(outcomes).toEqual(["created", "updated", "updated", "updated"]);
+    expect((await store.get("M"))?.value).toBe(written[3]);
+    const metadata = (await operator(fake, "GET", "secret/metadata/M")).body.data;
+    expect(metadata).toMatchObject({ current_version: 4, oldest_version: 3, max_versions: 2, cas_required: true });
+    expect(Object.keys(metadata.versions)).toEqual(["3", "4"]);
+    // cas_required refuses a write without check-and-set; the store always sends it.
+    expect((await operator(fake, "POST", "secret/data/M", { data: { key: "x" } })).status).toBe(400);
+
+    for (let i = 0; i < 12; i++) await store.put("N", value(`n${i}`));
+    const last = value("n-last");
+    expect(await store.put("N", last)).toBe("updated");
+    expect((await store.get("N"))?.value).toBe(last);
+    const defaults = (await operator(fake, "GET", "secret/metadata/N")).body.data;
+    expect(defaults).toMatchObject({ current_version: 13, oldest_version: 4, max_versions: 0 });
+    expect(Object.keys(defaults.versions)).toHaveLength(10);
+    expect(await store.delete("N")).toBe("deleted");
+    expect(await store.get("N")).toBeUndefined();
+  });
+});
+
 describe("a change that stops half-way", () => {
   it("a write whose change time could not be recorded is recorded when its event comes again; a later delete then applies", async () => {
     const fake = await startFake();
