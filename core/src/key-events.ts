@@ -3,7 +3,8 @@
  * to the store. The one place their rules live: the queue handlers of every runtime and
  * `POST /v1/key-events` call `applyKeyEvent`.
  *
- * - Names: `prefix_for_stored_virtual_keys` + (`key_alias`, or `virtual-key-<token_hash>`).
+ * - Names: `prefix_for_stored_virtual_keys` + (`key_alias`, or `virtual-key-<token_hash>`). An alias
+ *   spelled as another key's hash name (`virtual-key-<64 hex>`) is malformed to write, absent to delete.
  * - Teams: an event's `team_id` selects `team_settings[team_id]` from config (never settings from
  *   the event): where a store that honours them keeps the keys (Vault's namespace, mount, path
  *   prefix, field), and the team's own prefix, description and tags. A name is the team's only if,
@@ -215,6 +216,18 @@ async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult
   const change: EventChange = { stamp: { at, id: event.id }, ...(team !== undefined && { team }) };
   const prefix = virtualKeyPrefix(policy, team);
   const names: Record<string, string> = {};
+  // An alias spelled as a hash's name lands on that key's secret (`virtual-key-<hash>`): refused as
+  // malformed when it is to be written (no settings could make it this key's name), and never
+  // stored, so only absent, when it is to be deleted.
+  if (event.type !== "key.deleted" && spoofsHash(event.key_alias, event)) {
+    return malformed(
+      event.id,
+      "key_alias is spelled virtual-key-<64 hex digits>, the name of another key's token hash: it would replace that key's secret",
+    );
+  }
+  const spoofed = new Set(
+    [event.key_alias, event.previous_key_alias].filter((a) => spoofsHash(a, event)).map((a) => `${prefix}${a}`),
+  );
   // A delete takes both names; a create or regeneration writes one (the alias's, else the hash's),
   // and a regeneration deletes its previous names.
   const current = namesOf(event.key_alias, event.token_hash, prefix);
@@ -225,10 +238,10 @@ async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult
       : event.type === "key.regenerated"
         ? namesOf(event.previous_key_alias, event.previous_token_hash, prefix).filter((old) => old !== written)
         : [];
-  // A name to delete that is no name (LiteLLM's aliases are free text: "my key") was never stored:
-  // it is absent, and the event's other names (the hash's) are still deleted. The revoked key
-  // must not stay stored for an alias it also had.
-  const deletable = deleted.filter(isValidName);
+  // A name to delete that is no name (LiteLLM's aliases are free text: "my key"), or another key's
+  // hash name, was never stored: it is absent, and the event's other names (the hash's) are still
+  // deleted. The revoked key must not stay stored for an alias it also had.
+  const deletable = deleted.filter((name) => isValidName(name) && !spoofed.has(name));
   try {
     // Every other name is checked before the first change, so that a refusal (a new alias that is
     // no name, a name outside hosted_keys) leaves nothing half done.
@@ -272,6 +285,15 @@ function namesOf(alias: string | null | undefined, hash: string | null | undefin
   if (alias) names.push(`${prefix}${alias}`);
   if (hash) names.push(`${prefix}virtual-key-${hash}`);
   return names;
+}
+
+/** A token hash's name, which LiteLLM's free-text aliases can spell too. */
+const HASH_NAME = /^virtual-key-([0-9a-f]{64})$/i;
+
+/** Whether `alias` is spelled as the name of a token hash other than the event's own (current or previous). */
+function spoofsHash(alias: string | null | undefined, event: KeyEvent): boolean {
+  const hash = alias ? HASH_NAME.exec(alias)?.[1]?.toLowerCase() : undefined;
+  return hash !== undefined && hash !== event.token_hash && hash !== event.previous_token_hash;
 }
 
 function eventValue(event: KeyEvent, keys: KeyRing | undefined): string {

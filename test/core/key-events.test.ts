@@ -194,6 +194,53 @@ describe("key events: what is written where", () => {
     expect(await read(`litellm/virtual-key-${OTHER_HASH}`)).toBeUndefined();
   });
 
+  it("an alias spelled virtual-key-<hash> of another key is malformed to write, and never deleted", async () => {
+    const { runtime, read } = await setup();
+    const victim = newKey("sk-victim-");
+    await runtime.applyKeyEvent(event({ id: "evt-victim", token_hash: HASH, key: victim }));
+    const later = (id: string, fields: Record<string, unknown>) =>
+      event({ id, occurred_at: new Date(T0 + 1000).toISOString(), ...fields });
+    for (const alias of [`virtual-key-${HASH}`, `VIRTUAL-KEY-${HASH.toUpperCase()}`]) {
+      const created = await runtime.applyKeyEvent(
+        later(`evt-c-${alias}`, { key_alias: alias, token_hash: OTHER_HASH, key: newKey("sk-attacker-") }),
+      );
+      expect(created).toMatchObject({ status: "refused", code: "invalid_request", malformed: true });
+      expect(created.names).toBeUndefined();
+    }
+    // A delete with such an alias revokes its own key by its hash, and leaves the other key's secret.
+    await runtime.applyKeyEvent(event({ id: "evt-own", token_hash: OTHER_HASH, key: newKey("sk-own-") }));
+    const deleted = await runtime.applyKeyEvent(
+      later("evt-d", { type: "key.deleted", key_alias: `virtual-key-${HASH}`, token_hash: OTHER_HASH }),
+    );
+    expect(deleted).toMatchObject({ status: "applied" });
+    expect(deleted.names).toEqual({
+      [`litellm/virtual-key-${HASH}`]: "absent",
+      [`litellm/virtual-key-${OTHER_HASH}`]: "deleted",
+    });
+    const renamed = await runtime.applyKeyEvent(
+      later("evt-r", {
+        type: "key.regenerated",
+        key_alias: "renamed",
+        previous_key_alias: `virtual-key-${HASH}`,
+        previous_token_hash: OTHER_HASH,
+        key: newKey(),
+      }),
+    );
+    expect(renamed.names).toMatchObject({ [`litellm/virtual-key-${HASH}`]: "absent" });
+    expect(await read(`litellm/virtual-key-${HASH}`)).toBe(victim);
+    // An alias that is the event's own hash name is its own.
+    const own = await runtime.applyKeyEvent(
+      event({
+        id: "evt-own-alias",
+        occurred_at: new Date(T0 + 2000).toISOString(),
+        key_alias: `virtual-key-${OTHER_HASH}`,
+        token_hash: OTHER_HASH,
+        key: newKey(),
+      }),
+    );
+    expect(own).toMatchObject({ status: "applied" });
+  });
+
   it("a name the store itself refuses after a change landed is refused, not malformed: it reaches the dead letters", async () => {
     // A store with a name limit of its own (Azure's 127 characters), met by the previous name only.
     class ShortNames extends MemoryStore {
