@@ -242,12 +242,15 @@ async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult
   // hash name, was never stored: it is absent, and the event's other names (the hash's) are still
   // deleted. The revoked key must not stay stored for an alias it also had.
   const deletable = deleted.filter((name) => isValidName(name) && !spoofed.has(name));
+  // Whether every name passed the manager's checks: a name refused after that is the store's.
+  let checked = false;
   try {
     // Every other name is checked before the first change, so that a refusal (a new alias that is
     // no name, a name outside hosted_keys) leaves nothing half done.
     for (const name of [...(written === undefined ? [] : [written]), ...deletable]) {
       deps.manager.checkWrite(name, change);
     }
+    checked = true;
     if (written !== undefined) {
       const value = eventValue(event, deps.keys);
       names[written] = (await deps.manager.put(written, value, {}, change)).outcome;
@@ -270,9 +273,10 @@ async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult
       message: err.message,
       [LOG_REASON]: loggableMessage(err),
       ...(retryable && { retryAfter: err.details.retryAfter }),
-      // A name the store itself refuses (Azure's length) after a change landed: not malformed, so
-      // it reaches the dead letters on every queue rather than be acknowledged half done.
-      ...(err.code === "invalid_name" && Object.keys(names).length === 0 && { malformed: true as const }),
+      // Only a name that is no name is malformed. One the store itself refuses (Infisical takes no
+      // `/`, Azure no more than 127 characters) is a setting to fix (the prefix): not malformed, so
+      // it reaches the dead letters on every queue (Pub/Sub's too) rather than be acknowledged and lost.
+      ...(err.code === "invalid_name" && !checked && { malformed: true as const }),
     };
   }
   const changed = Object.values(names).some((o) => o !== "superseded" && o !== "absent");

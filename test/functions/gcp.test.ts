@@ -8,14 +8,17 @@ import * as functions from "@google-cloud/functions-framework";
 import { getTestServer } from "@google-cloud/functions-framework/testing";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import { createLogger } from "../../core/src/log";
+import { infisicalStore } from "../../core/src/stores/infisical";
 import { memoryStore } from "../../core/src/stores/memory";
 // @ts-expect-error: a plain ESM build script without types
 import { buildGcp } from "../../functions/gcp/build.mjs";
 import { gcpFunctions } from "../../functions/gcp/src/index";
+import { INFISICAL_CLIENT, lazyFakeInfisical } from "../fakes/infisical";
 import { expectNoValueIn, newKey, tempDir } from "../helpers";
 import { KEY_EVENTS_CONFIG, keyEvent, PartlyDownStore } from "./queue-helpers";
 
 const store = new PartlyDownStore();
+const infisical = lazyFakeInfisical();
 const logs: string[] = [];
 const targets = gcpFunctions({
   stores: [store.factory()],
@@ -143,6 +146,35 @@ describe("refusals that are not the message's fault, and a plain push subscripti
     expect(logs.filter((l) => l.includes("malformed key event: acknowledged"))).toHaveLength(before + 1);
     expect(await store.get("litellm/late")).toBeUndefined();
     expectNoValueIn(logs, [key]);
+  });
+
+  it("redelivers (500) an event whose name the store refuses (Infisical takes no /): a setting to fix, not a malformed event", async () => {
+    const fake = await infisical();
+    fake.reset();
+    const infisicalLogs: string[] = [];
+    const onInfisical = gcpFunctions({
+      stores: [infisicalStore],
+      env: {
+        LITELLM_MASTER_KEY: newKey(),
+        LLM_SECRETS_CONFIG:
+          "general_settings:\n  key_management_system: infisical\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n",
+        INFISICAL_URL: fake.url,
+        INFISICAL_CLIENT_ID: INFISICAL_CLIENT.clientId,
+        INFISICAL_CLIENT_SECRET: INFISICAL_CLIENT.clientSecret,
+        INFISICAL_PROJECT_ID: "proj-1",
+      },
+      log: createLogger((line) => infisicalLogs.push(line)),
+    });
+    const key = newKey("sk-slash-");
+    // The default prefix litellm/ gives litellm/team-key, which Infisical refuses: invalid_name.
+    await expect(onInfisical.keyEvents(message("11", keyEvent("e-slash", "team-key", key)))).rejects.toThrow(
+      /Pub\/Sub will redeliver it/,
+    );
+    expect(infisicalLogs.some((l) => l.includes("malformed key event: acknowledged"))).toBe(false);
+    const line = infisicalLogs.map((l) => JSON.parse(l)).find((l) => l.msg === "key event not applied");
+    expect(line).toMatchObject({ id: "e-slash", code: "invalid_name", status: "refused" });
+    expectNoValueIn(infisicalLogs, [key]);
+    await (await onInfisical.runtime()).close();
   });
 
   it("takes a plain push (no CloudEvent headers) at infra/gcp's push path, naming its messageId", async () => {
