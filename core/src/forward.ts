@@ -288,7 +288,9 @@ function answerBody(
             const code = (err as NodeJS.ErrnoException).code ?? (err as Error).name;
             log?.warn("upstream answer cut", { model, code });
           }
-          if (!raw.abort) return controller.error(err);
+          // Where nothing can cut the connection (an answer sent whole once read: Lambda, Azure), the
+          // read fails with the API's error, which the adapter answers instead.
+          if (!raw.abort) return controller.error(answerCut(err, model));
           raw.abort();
           controller.close();
         }
@@ -299,6 +301,14 @@ function answerBody(
     },
     { highWaterMark: 0 },
   );
+}
+
+/** The API's error for an upstream's answer that stopped before its end: past the deadline, or broken off. */
+function answerCut(err: unknown, model: string): SecretsError {
+  const code = (err as NodeJS.ErrnoException).code ?? (err as Error).name;
+  return /TIMEOUT/.test(code)
+    ? new SecretsError("upstream_timeout", `the answer of model ${model} did not end in time (${code})`)
+    : new SecretsError("upstream_unavailable", `the answer of model ${model} broke off before its end (${code})`);
 }
 
 /** The reason an exchange past its deadline is aborted with: its code says TIMEOUT (504), as undici's do. */

@@ -857,12 +857,12 @@ describe("an upstream that trickles its answer", () => {
       },
     );
     expect(res.status).toBe(200); // the headers came in time
-    // In process (no connection to cut, as on Lambda and Azure), the body ends with the error.
+    // In process (no connection to cut, as on Lambda and Azure), the body ends with the API's error.
     const read = await res.text().then(
       () => "completed",
       (err: { code?: string }) => err.code,
     );
-    expect(read).toBe("UPSTREAM_EXCHANGE_TIMEOUT");
+    expect(read).toBe("upstream_timeout");
     expect(finished).toBe(false); // cut while the upstream was still trickling
     expect(logs.map((l) => JSON.parse(l))).toContainEqual(
       expect.objectContaining({ msg: "upstream answer cut", code: "UPSTREAM_EXCHANGE_TIMEOUT" }),

@@ -8,7 +8,10 @@ import { memoryStore } from "../../core/src/stores/memory";
 import { awsHandlers, type HttpResultV2, LAMBDA_PAYLOAD_LIMIT } from "../../functions/aws/src/index";
 import { newKey } from "../helpers";
 
-/** Answers `/bytes?n=N&type=T` with N bytes (0x41) of type T, and `/raw/<hex>?type=T` with those bytes. */
+/**
+ * Answers `/bytes?n=N&type=T` with N bytes (0x41) of type T, `/raw/<hex>?type=T` with those bytes,
+ * and `/cut` with part of an answer before its connection goes.
+ */
 let upstream: Server;
 let upstreamUrl = "";
 /** The request targets the upstream got. */
@@ -23,6 +26,10 @@ beforeAll(async () => {
     if (url.pathname === "/bytes") {
       res.writeHead(200, headers);
       res.end(Buffer.alloc(Number(url.searchParams.get("n")), 0x41));
+    } else if (url.pathname === "/cut") {
+      // Its headers and part of its body, then the connection is gone.
+      res.writeHead(200, { "content-type": "application/json" });
+      res.write('{"partial":', () => res.socket?.destroy());
     } else if (url.pathname.startsWith("/raw/")) {
       res.writeHead(200, headers);
       res.end(Buffer.from(url.pathname.slice("/raw/".length), "hex"));
@@ -147,6 +154,16 @@ describe("an answer past Lambda's 6 MB response payload", () => {
       expect(payloadBytes(result)).toBeLessThan(LAMBDA_PAYLOAD_LIMIT);
     }
     expect(logs.filter((l) => /too large/.test(l))).toEqual([]);
+  });
+});
+
+describe("an upstream that breaks off mid-answer", () => {
+  it("is a 502 upstream_unavailable in the API's shape, not a failed invocation (Lambda's own 502)", async () => {
+    const { get, logs } = setup();
+    const result = await get("/v1/forward/m/cut");
+    expect(result.statusCode).toBe(502);
+    expect(JSON.parse(result.body ?? "").error.code).toBe("upstream_unavailable");
+    expect(logs.map((l) => JSON.parse(l).msg)).toContain("upstream answer cut");
   });
 });
 

@@ -6,11 +6,12 @@
 // and repeated headers, and what the bundle holds.
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
-import { createServer } from "node:net";
+import { createServer as createHttpServer } from "node:http";
+import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
 import { HttpRequest, HttpResponse, InvocationContext } from "@azure/functions";
 import { QueueClient } from "@azure/storage-queue";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { createLogger } from "../../core/src/log";
 import { memoryStore } from "../../core/src/stores/memory";
 // @ts-expect-error: a plain ESM build script without types
@@ -232,6 +233,36 @@ describe("the HTTP adapter", () => {
       new InvocationContext(),
     );
     expect(read.status).toBe(404);
+  });
+
+  it("answers a forward whose upstream breaks off mid-answer with 502 upstream_unavailable, not a failed invocation", async () => {
+    // Its headers and part of its body, then the connection is gone.
+    const upstream = createHttpServer((_req, res) => {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.write('{"partial":', () => res.socket?.destroy());
+    });
+    await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r));
+    onTestFinished(() => new Promise<void>((r) => upstream.close(() => r())));
+    const masterKey = newKey();
+    const logs: string[] = [];
+    const { port } = upstream.address() as AddressInfo;
+    const config = `model_list:\n  - model_name: m\n    litellm_params: {model: openai/gpt-4o, api_base: "http://127.0.0.1:${port}", api_key: sk-upstream}\n`;
+    const handlers = azureFunctions({
+      stores: [memoryStore],
+      env: { LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_CONFIG: config },
+      log: createLogger((line) => logs.push(line)),
+    });
+    const res = await handlers.http(
+      new HttpRequest({
+        method: "GET",
+        url: "http://localhost/v1/forward/m/v1/models",
+        headers: { authorization: `Bearer ${masterKey}` },
+      }),
+      new InvocationContext(),
+    );
+    expect(res.status).toBe(502);
+    expect(JSON.parse(Buffer.from(res.body as Uint8Array).toString("utf8")).error.code).toBe("upstream_unavailable");
+    expect(logs.map((l) => JSON.parse(l).msg)).toContain("upstream answer cut");
   });
 
   it("hands a PUT body through byte for byte", async () => {

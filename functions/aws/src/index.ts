@@ -32,6 +32,7 @@ import {
   type Logger,
   type RawRequest,
   requestIdOf,
+  SecretsError,
   startOnFirstUse,
 } from "@llm-secrets/core";
 import { awsSecretsManagerStore } from "@llm-secrets/core/stores/aws";
@@ -248,6 +249,11 @@ async function tooLargeAnswer(
         `the upstream's answer is too large for Lambda (more than ${LAMBDA_PAYLOAD_LIMIT} bytes as Lambda carries it)`,
       )
     : errorAnswer("internal", "internal error");
+  return resultOf(res);
+}
+
+/** One of our own (JSON) answers as Lambda's result. */
+async function resultOf(res: Response): Promise<HttpResultV2> {
   return {
     statusCode: res.status,
     headers: Object.fromEntries(res.headers),
@@ -298,8 +304,11 @@ export function awsHandlers(options: AwsHandlersOptions = {}) {
       try {
         result = (await httpHandler(own as never, context as never)) as HttpResultV2;
       } catch (err) {
-        if (!(err instanceof AnswerTooLarge)) throw err;
-        return await tooLargeAnswer(log, own, err.status, err.bytes, false);
+        if (err instanceof AnswerTooLarge) return await tooLargeAnswer(log, own, err.status, err.bytes, false);
+        // A forward whose upstream broke off mid-answer (forward.ts logged it): read whole, there
+        // is nothing to send but the API's error, rather than a failed invocation (Lambda's own 502).
+        if (err instanceof SecretsError && isForward(own)) return await resultOf(errorAnswer(err.code, err.message));
+        throw err;
       }
       const bytes = payloadBytes(result);
       if (bytes > LAMBDA_PAYLOAD_LIMIT) return await tooLargeAnswer(log, own, result.statusCode, bytes, true);

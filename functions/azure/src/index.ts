@@ -25,6 +25,7 @@ import {
   type FunctionOptions,
   type RawRequest,
   responseCookies,
+  SecretsError,
   startOnFirstUse,
 } from "@llm-secrets/core";
 import { azureKeyVaultStore } from "@llm-secrets/core/stores/azure";
@@ -101,7 +102,15 @@ export function azureFunctions(options: FunctionOptions = {}) {
       log.info("request", { method: request.method, path, status: 400, code: "invalid_request" });
       return toResponse(errorAnswer("invalid_request", message));
     }
-    return toResponse(await runtime.fetch(await toRequest(request), rawRequestOf(request)));
+    const res = await runtime.fetch(await toRequest(request), rawRequestOf(request));
+    try {
+      return await toResponse(res);
+    } catch (err) {
+      // A forward whose upstream broke off mid-answer (forward.ts logged it): read whole, there is
+      // nothing to send but the API's error, rather than a failed invocation (the host's own 500).
+      if (err instanceof SecretsError) return toResponse(errorAnswer(err.code, err.message));
+      throw err;
+    }
   };
 
   const keyEvents = async (message: unknown, context: InvocationContext): Promise<void> => {
