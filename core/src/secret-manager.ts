@@ -256,8 +256,16 @@ export class SecretManager {
       return { reason: "invalid_name" };
     }
     if (!this.serves(name)) return { reason: "not_hosted" };
-    const cached = this.#cached(name);
-    const read = cached instanceof Promise ? await cached : cached;
+    let read: CacheRead;
+    try {
+      const cached = this.#cached(name);
+      read = cached instanceof Promise ? await cached : cached;
+    } catch (err) {
+      // A name the store itself refuses (Docker and Infisical take no `/`) is this ref's answer,
+      // not the whole resolve's failure; the store's other errors fail it.
+      if (err instanceof SecretsError && err.code === "invalid_name") return { reason: "invalid_name" };
+      throw err;
+    }
     return read.value === undefined ? { reason: "not_found" } : { value: read.value };
   }
 

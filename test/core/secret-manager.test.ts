@@ -1,4 +1,6 @@
 // The SecretManager over a backend that can be made to fail, as a cloud store will.
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { describe, expect, it, vi } from "vitest";
 import { createApp } from "../../core/src/app";
 import { SecretsError } from "../../core/src/errors";
@@ -10,8 +12,9 @@ import { SecretManager } from "../../core/src/secret-manager";
 import type { SecretRecord } from "../../core/src/secret-store";
 import type { KeyManagement } from "../../core/src/settings";
 import { BackendDenied, BackendUnavailable, NameConflict } from "../../core/src/store-errors";
+import { dockerStore } from "../../core/src/stores/docker";
 import { MemoryStore } from "../../core/src/stores/memory";
-import { expectNoValueIn, newKey, secretValue } from "../helpers";
+import { expectNoValueIn, newKey, secretValue, tempDir } from "../helpers";
 
 /**
  * An in-memory backend whose reads can be switched to fail like an unreachable service, and whose
@@ -355,6 +358,34 @@ describe("SecretManager with a failing store", () => {
     expect([await answer("AZURE-API-KEY"), await answer("AZURE_API_KEY")]).toEqual(["not_found", "w"]);
     expect(store.reads).toBe(reads);
     expect(logs.join("\n")).not.toContain('"w"');
+  });
+
+  it("resolve: a ref whose name the store refuses (Docker: no /) is unresolved with invalid_name, not the whole call's failure", async () => {
+    const dir = await tempDir();
+    const held = secretValue("docker-held");
+    await writeFile(join(dir, "OPENAI_API_KEY"), `${held}\n`);
+    const log = createLogger(() => {});
+    const metrics = createMetrics();
+    const store = await dockerStore.open(
+      { config: { secrets_path: dir }, env: {} },
+      { dataDir: dir, env: {}, log, now: Date.now },
+    );
+    const manager = new SecretManager({
+      store: instrumentStore(store, metrics, log),
+      envBacked: false,
+      policy,
+      cache: { ttlSeconds: 60, maxStaleSeconds: 600 },
+      metrics,
+      log,
+    });
+    const config = { a: "os.environ/OPENAI_API_KEY", b: "os.environ/team/key", c: "os.environ/MISSING" };
+    const err = await manager.resolve(config).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SecretsError);
+    expect(err).toMatchObject({
+      code: "unresolved_refs",
+      details: { names: ["MISSING", "team/key"], reasons: { MISSING: "not_found", "team/key": "invalid_name" } },
+    });
+    expect(await manager.resolve({ a: "os.environ/OPENAI_API_KEY" })).toEqual({ a: held });
   });
 
   it("never resolves over the API from the environment", async () => {
