@@ -284,7 +284,7 @@ describe("google_secret_manager over gRPC", () => {
     await purging.close?.();
   });
 
-  it("reads versions/latest, the newest version: disabled in the console, the name reads as not found (no older value)", async () => {
+  it("reads versions/latest, the newest version: disabled or destroyed, the name reads as not found (no older value); another FAILED_PRECONDITION is an error", async () => {
     const fake = await google();
     const store = await open();
     await store.put("ROLLED", value("r1"));
@@ -294,6 +294,14 @@ describe("google_secret_manager over gRPC", () => {
     fake.disableVersion(`projects/${fake.project}/secrets/ROLLED`, 2);
     // Google answers FAILED_PRECONDITION for `latest` when it is disabled; LiteLLM then reads nothing too.
     expect(await store.get("ROLLED")).toBeUndefined();
+    const latest = fake.secrets.get(`projects/${fake.project}/secrets/ROLLED`)?.versions[1];
+    if (latest === undefined) throw new Error("no version 2");
+    latest.state = "DESTROYED";
+    expect(await store.get("ROLLED")).toBeUndefined();
+    // Any other FAILED_PRECONDITION is not a missing value: here the fake's for a state it does not
+    // know ("Secret Version [...] is in SUSPENDED state.").
+    latest.state = "SUSPENDED" as typeof latest.state;
+    expect(await codeOf(store.get("ROLLED"))).toBe("internal");
     await store.close?.();
   });
 

@@ -22,7 +22,9 @@
  * DELETE of a name the deployment allows as such (hosted, or any without `hosted_keys`) takes such
  * a secret over.
  *
- * - Read: `getSecret` (the latest version; `GET /secrets/{name}/`).
+ * - Read: `getSecret` (the current version; `GET /secrets/{name}/`), whatever its `nbf` and `exp`:
+ *   Key Vault serves a version before its activation date and after its expiry, and so do we
+ *   (README says so); a disabled one reads as nothing.
  * - Write: `setSecret` (a new version, with the caller's tags, else the previous version's, else
  *   the creation defaults; Key Vault tags belong to a version, so each write carries them all). A
  *   name that is deleted but recoverable is recovered first (`beginRecoverDeletedSecret`, waited

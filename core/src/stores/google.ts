@@ -1,8 +1,9 @@
 /**
  * `google_secret_manager`: Google Secret Manager through `@google-cloud/secret-manager` (gRPC;
  * SPEC section 3, LiteLLM's `GoogleSecretManager`). A secret per name under
- * `projects/{GOOGLE_SECRET_MANAGER_PROJECT_ID}`, its value its newest version's (`versions/latest`;
- * when that one is disabled or destroyed the name reads as not found, as LiteLLM reads it).
+ * `projects/{GOOGLE_SECRET_MANAGER_PROJECT_ID}`, its value its newest version's (`versions/latest`,
+ * whatever its state: when that one is disabled or destroyed, FAILED_PRECONDITION saying so, the
+ * name reads as not found, as LiteLLM reads it, an older enabled version never read).
  * Reached only as `@llm-secrets/core/stores/google`: importing the core root loads no Google
  * library, and the library itself is imported when the store opens.
  *
@@ -157,8 +158,9 @@ export class GoogleSecretManagerStore implements SecretStore {
     try {
       [access] = await this.#client.accessSecretVersion({ name: `${path}/versions/latest` }, this.#call);
     } catch (err) {
-      // No secret, or no enabled version left (a tombstone): either way no value.
-      if (codeOf(err) === NOT_FOUND || codeOf(err) === FAILED_PRECONDITION) return undefined;
+      // No secret, or its newest version disabled or destroyed (a tombstone, a console's disable):
+      // either way no value. Another FAILED_PRECONDITION (of the project, a key) is an error.
+      if (codeOf(err) === NOT_FOUND || versionNotEnabled(err)) return undefined;
       throw classifyBackendError(err, "google secret manager get");
     }
     const found = await meta;
@@ -447,6 +449,18 @@ function checkedLabels(tags: Readonly<Record<string, string>> | undefined): Reco
 
 function codeOf(err: unknown): unknown {
   return (err as { code?: unknown } | null)?.code;
+}
+
+/**
+ * Whether `err` is Google's answer to reading a version that is disabled or destroyed:
+ * FAILED_PRECONDITION with `Secret Version [...] is in DISABLED state.` (or DESTROYED). Only the
+ * state is matched; the message is never repeated.
+ */
+function versionNotEnabled(err: unknown): boolean {
+  if (codeOf(err) !== FAILED_PRECONDITION) return false;
+  const { details, message } = (err ?? {}) as { details?: unknown; message?: unknown };
+  const text = typeof details === "string" ? details : typeof message === "string" ? message : "";
+  return /\bis in (?:DISABLED|DESTROYED) state\b/.test(text);
 }
 
 export const googleSecretManagerStore = {
