@@ -991,6 +991,17 @@ describe("change times: custom_metadata and check-and-set", () => {
     expect(await store.put("LITELLM", value("newer"), { ifNewerThan: { at: Date.now() - 30_000 } })).toBe("updated");
   });
 
+  it("a version written by others after our record is later than that record, whatever its created_time", async () => {
+    const { fake, store } = await setup();
+    // A delete event dated ahead of this clock (as the skew allows), then LiteLLM writes the key again.
+    const ahead = { at: Date.now() + 240_000, id: "evt-del" };
+    expect(await store.put("K", value("v1"), { ifNewerThan: { at: Date.now() - 60_000, id: "evt-c" } })).toBe("created");
+    expect(await store.delete("K", { ifNewerThan: ahead })).toBe("deleted");
+    fake.seed("secret/K", { key: "litellm-recreated" });
+    expect(await store.delete("K", { ifNewerThan: ahead })).toBe("superseded");
+    expect((await store.get("K"))?.value).toBe("litellm-recreated");
+  });
+
   it("a writer between our read and our write: cas refuses ours, and we decide again on what it wrote", async () => {
     let lag = 120_000;
     const fake = await startFake({ now: () => Date.now() - lag });

@@ -640,8 +640,18 @@ function recordedOf(metadata: KvMetadata, now: number): Recorded {
     return { currentVersion, live, stamp: undefined, stampIsDelete: false, custom };
   }
   const at = live ? timeOf(version.created_time) : (deletionTime ?? timeOf(version.created_time));
-  const stamp = at === undefined ? undefined : { at };
+  // Made after our last record (of an earlier version): a direct change, later than that record
+  // even when Vault's time is not (a delete event dated ahead of this clock), as `stampOfChange`
+  // stamps our own direct changes.
+  const after = recordedAt(custom);
+  const stamp = at === undefined ? undefined : { at: after !== undefined && after >= at ? after + 1 : at };
   return { currentVersion, live, stamp, stampIsDelete: !live, custom, unrecordedAt: at };
+}
+
+/** The time of our last record, whichever version it is about. */
+function recordedAt(custom: Record<string, string>): number | undefined {
+  const raw = custom[META_AT];
+  return raw !== undefined && /^-?\d+(\.\d+)?$/.test(raw) ? Number(raw) : undefined;
 }
 
 /** Our record of a change, when it is about `version`. */
@@ -650,8 +660,7 @@ function ourStamp(
   version: number,
 ): { stamp: ChangeStamp; deleted: boolean } | undefined {
   if (custom[META_VERSION] !== String(version)) return undefined;
-  const raw = custom[META_AT];
-  const at = raw !== undefined && /^-?\d+(\.\d+)?$/.test(raw) ? Number(raw) : undefined;
+  const at = recordedAt(custom);
   if (at === undefined) return undefined;
   const id = changeIdOf(custom);
   return { stamp: id === undefined ? { at } : { at, id }, deleted: custom[META_DELETED] === "true" };
