@@ -190,6 +190,9 @@ describe("aws_secret_manager over the wire", () => {
     expect(await codeOf(store.delete("shared"))).toBe("not_supported");
     expect(fake.requests.length).toBe(before); // refused before any call
     expect(fake.secrets.get("shared")?.deletedDate).toBeUndefined();
+    // Nor is it listed, as a name a read would not find.
+    await plain.put("other", value("o"));
+    expect((await store.list({ limit: 100 })).names).toEqual(["other"]);
     // Every field still reads.
     expect((await store.get("A"))?.value).toBe(a);
     expect((await store.get("B"))?.value).toBe(b);

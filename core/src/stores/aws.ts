@@ -283,7 +283,8 @@ export class AwsSecretsManagerStore implements SecretStore {
       const names = (out.SecretList ?? [])
         .filter((s) => s.DeletedDate === undefined && !s.Tags?.some((t) => t.Key === TAG_DELETED && t.Value === "true"))
         .map((s) => s.Name ?? "")
-        .filter((name) => name.startsWith(prefix) && isValidName(name));
+        // The primary secret is no name of ours: its fields are (a read of its own name is a field's).
+        .filter((name) => name.startsWith(prefix) && isValidName(name) && name !== this.#options.primarySecretName);
       return out.NextToken ? { names, cursor: out.NextToken } : { names };
     } catch (err) {
       if (errorName(err) === "InvalidNextTokenException") throw new InvalidInput("the cursor is not valid");
