@@ -10,7 +10,7 @@
  * while nothing is there), and reads what changed.
  */
 import { type FSWatcher, statSync, watch } from "node:fs";
-import { basename } from "node:path";
+import { basename, resolve } from "node:path";
 import { SecretsError } from "../errors";
 import type { Logger } from "../log";
 import { LOG_FILE } from "./file-log";
@@ -34,6 +34,15 @@ export interface DataDirWatchOptions {
   now: () => number;
   /** Reads what changed in the log; a failure is logged (its code) and the watch goes on. */
   readChanges: () => void;
+}
+
+/** The inode at `path`, or undefined when nothing can be seen there (gone, or not ours to look at). */
+function inodeOf(path: string): number | undefined {
+  try {
+    return statSync(path, { throwIfNoEntry: false })?.ino;
+  } catch {
+    return undefined;
+  }
 }
 
 export class DataDirWatch {
@@ -93,7 +102,7 @@ export class DataDirWatch {
       watcher = this.#options.watchDir(dir, (_, file) => {
         if (file === null || file === LOG_FILE) changed();
         // The directory itself moved or removed: watched no more at its path.
-        else if (file === basename(dir) && statSync(dir, { throwIfNoEntry: false })?.ino !== watched) {
+        else if (file === basename(resolve(dir)) && inodeOf(dir) !== watched) {
           watcher.close();
           if (this.#watcher !== watcher) return;
           this.#watcher = undefined;
