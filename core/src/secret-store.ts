@@ -150,6 +150,12 @@ export interface StoreCapabilities {
   maxValueBytes?: number;
   /** What `get` returns besides the value (the conformance suite holds the store to it). */
   records: readonly ("version" | "updatedAt" | "tags")[];
+  /**
+   * Honours a team's `StoreScope` (namespace, mount, path prefix, KV field): each team's keys are
+   * kept where its settings say. Without it, settings warn that those fields are ignored (teams
+   * then share names).
+   */
+  scopes?: boolean;
 }
 
 export type AccessMode = "read_only" | "write_only" | "read_and_write";

@@ -313,6 +313,17 @@ export function loadSettings(input: SettingsInput): Settings {
 
   const prefix = prefixOf(kms.prefix_for_stored_virtual_keys ?? "litellm/", "prefix_for_stored_virtual_keys");
   const hostedKeys = hostedKeysOf(kms.hosted_keys);
+  const teams = teamsOf(kms.team_settings);
+  if (factory.capabilities.scopes) refuseSharedPlaces(teams, prefix);
+  else {
+    const scoped = Object.entries(teams ?? {}).filter(([, t]) => Object.keys(t.scope).length > 1);
+    if (scoped.length > 0) {
+      warnings.push(
+        `config: team_settings of ${scoped.map(([team]) => team).join(", ")}: namespace, mount, path_prefix and data are ignored by the ${factory.kind} store, ` +
+          "so teams with one prefix_for_stored_virtual_keys share names: give each team its own prefix",
+      );
+    }
+  }
 
   const server = serverOf(input.server, e, cwd, !input.offline);
   const outbound = outboundOf(config.litellm_settings, e, cwd);
@@ -331,7 +342,7 @@ export function loadSettings(input: SettingsInput): Settings {
       prefixForStoredVirtualKeys: prefix,
       description: kms.description ?? undefined,
       tags: kms.tags ?? undefined,
-      teams: teamsOf(kms.team_settings),
+      teams,
     },
     cache: {
       ttlSeconds: refreshIntervalOf(factory, env, e),
@@ -539,6 +550,36 @@ function teamsOf(
     };
   }
   return teams;
+}
+
+/**
+ * On a store that honours scopes, two teams whose keys land in one place (namespace, mount, path
+ * prefix and virtual-key prefix all alike) but in different KV fields (`data`, each set: an unset
+ * one is the store's own setting, not known here) stop the start: a write replaces the whole
+ * secret, so each team's write would wipe the other's key.
+ */
+function refuseSharedPlaces(teams: Record<string, TeamSettings> | undefined, generalPrefix: string): void {
+  // As Vault reads them: trimmed of spaces and slashes, empty as unset.
+  const part = (raw: string | undefined) => raw?.trim().replace(/^\/+|\/+$/g, "") || undefined;
+  const seen = new Map<string, { team: string; data: string }>();
+  for (const [team, t] of Object.entries(teams ?? {})) {
+    const { namespace, mount, pathPrefix, dataKey } = t.scope;
+    const place = JSON.stringify([
+      part(namespace),
+      part(mount),
+      part(pathPrefix),
+      t.prefixForStoredVirtualKeys ?? generalPrefix,
+    ]);
+    const data = dataKey?.trim() || undefined;
+    if (data === undefined) continue;
+    const other = seen.get(place);
+    if (other === undefined) seen.set(place, { team, data });
+    else if (other.data !== data) {
+      throw new ConfigError(
+        `key_management_settings.team_settings: teams ${other.team} and ${team} keep their keys in one place (namespace, mount, path_prefix and prefix_for_stored_virtual_keys alike) but in different fields (data): each write replaces the whole secret, so one team's keys would wipe the other's; give them the same data or another prefix`,
+      );
+    }
+  }
 }
 
 const KMS_SEALED = "aws_kms/";

@@ -510,6 +510,42 @@ describe("config.yaml", () => {
     expect(kms("    prefix_for_stored_virtual_keys: vk\n").keyManagement.prefixForStoredVirtualKeys).toBe("vk/");
   });
 
+  it("team_settings: on a store that honours scopes, two teams in one place with different data fields stop the start; elsewhere scope fields are warned of", () => {
+    const scoped = { ...vaultish, capabilities: { ...vaultish.capabilities, scopes: true } };
+    const teams = (lines: string, stores: SettingsInput["stores"]) =>
+      loadWith({
+        stores,
+        env: {
+          VAULTISH_ADDR: "https://vault.example:8200",
+          LLM_SECRETS_CONFIG: `general_settings:\n  key_management_system: vaultish\n  key_management_settings:\n    team_settings:\n${lines}`,
+        },
+      });
+    // Both in mount kv (one spelt /kv/), under the general prefix: a's write of litellm/prod
+    // replaces the secret b keeps in field password.
+    const clash = "      a: {mount: kv, data: api_key}\n      b: {mount: /kv/, data: password}\n";
+    expect(configError(() => teams(clash, [scoped]))).toBe(
+      "key_management_settings.team_settings: teams a and b keep their keys in one place (namespace, mount, path_prefix and prefix_for_stored_virtual_keys alike) but in different fields (data): each write replaces the whole secret, so one team's keys would wipe the other's; give them the same data or another prefix",
+    );
+    // Another place (a prefix, a path prefix), or the same field: taken.
+    expect(
+      teams(
+        "      a: {mount: kv, data: api_key}\n      b: {mount: kv, data: password, prefix_for_stored_virtual_keys: b/}\n",
+        [scoped],
+      ).warnings,
+    ).toEqual([]);
+    expect(
+      teams("      a: {mount: kv, data: k}\n      b: {mount: kv, path_prefix: b, data: p}\n", [scoped]).warnings,
+    ).toEqual([]);
+    expect(teams("      a: {mount: kv, data: k}\n      b: {mount: kv, data: k}\n", [scoped]).warnings).toEqual([]);
+    // A team without data uses the store's own setting, not known here: no false alarm.
+    expect(teams("      a: {mount: kv}\n      b: {mount: kv, data: password}\n", [scoped]).warnings).toEqual([]);
+    // A store that ignores scopes takes the config, and says once that the fields do nothing.
+    const ignored = teams(`${clash}      c: {prefix_for_stored_virtual_keys: c/}\n`, [vaultish]);
+    expect(ignored.warnings).toEqual([
+      "config: team_settings of a, b: namespace, mount, path_prefix and data are ignored by the vaultish store, so teams with one prefix_for_stored_virtual_keys share names: give each team its own prefix",
+    ]);
+  });
+
   it("takes LiteLLM's spellings: encryption_algorithm in any case, store_virtual_keys as pydantic takes it", () => {
     const general = (lines: string) => loadSettings({ env: { LLM_SECRETS_CONFIG: `general_settings:\n${lines}` } });
     expect(general("  encryption_algorithm: AES-256-GCM\n").encryptionAlgorithm).toBe("aes-256-gcm");

@@ -751,6 +751,7 @@ export const vaultStore = {
     // and Vault's envelope come on top, so a quarter MiB of value fits every backend.
     maxValueBytes: 256 * 1024,
     records: ["version", "updatedAt"],
+    scopes: true,
   },
   open: async (settings, deps) => openVaultStore(settings.env, deps),
 } as const satisfies StoreFactory<"hashicorp_vault", typeof VaultSettings>;
