@@ -550,8 +550,8 @@ export class SecretManager {
   /**
    * Throws what a write or delete of `name` would be refused for (its name, the access mode,
    * hosted_keys); else says whether it may take over a secret made outside llm-secrets (the store's
-   * `adopt`). A key event's change never may, nor one allowed only because its name is under the
-   * virtual-key prefix: such a name is chosen by whoever makes LiteLLM keys (an alias, a gateway's
+   * `adopt`). A key event's change never may, nor one of a name under the virtual-key prefix that
+   * hosted_keys does not name: such a name is chosen by whoever makes LiteLLM keys (an alias, a gateway's
    * `PUT /v1/secrets/litellm/<alias>`), and a store's name mapping can land it on an operator's
    * secret (Azure: `litellm/SALT_KEY` is a portal-made `LITELLM-SALT-KEY`). For the same reason
    * such a change never lands on a hosted name's backend key (`hosted_keys: [litellm/OPENAI]`, or
@@ -584,7 +584,9 @@ export class SecretManager {
           : `${name} is not in hosted_keys, and is under ${other.owner} (${other.prefix})`,
       );
     }
-    const asVirtualKey = event !== undefined || !hosted;
+    // A name under the prefix is a virtual key unless the operator named it in hosted_keys (without
+    // hosted_keys, every name is allowed, and a gateway's PUT of litellm/<alias> is still a user's).
+    const asVirtualKey = event !== undefined || (virtualKey && this.#hosted?.has(name) !== true);
     const onHosted = asVirtualKey ? this.#hostedByKey.get(this.store.keyOf(name)) : undefined;
     if (onHosted !== undefined) {
       throw new SecretsError(

@@ -255,68 +255,70 @@ describe("azure_key_vault over the wire", () => {
     ).toBe("deleted");
   });
 
-  it("a PUT or DELETE allowed only under the virtual-key prefix neither adopts nor deletes a portal secret; a hosted name's does", async () => {
-    // LiteLLM's custom secret manager writes a virtual key as PUT /v1/secrets/litellm/<alias> with
-    // the master key, the alias chosen by any LiteLLM user: litellm/SALT_KEY is the vault's
-    // portal-made LITELLM-SALT-KEY, and litellm/OTHER its LITELLM-OTHER.
-    const fake = await azure();
-    const salt = value("portal-salt");
-    fake.seed("LITELLM-SALT-KEY", salt);
-    fake.seed("LITELLM-OTHER", value("portal-other"));
-    const provider = value("portal-provider");
-    fake.seed("OPENAI-API-KEY", provider);
-    const masterKey = newKey();
-    const runtime = await createRuntime({
-      stores: [azureKeyVaultStore],
-      settings: {
-        env: {
-          ...fake.env(),
-          LITELLM_MASTER_KEY: masterKey,
-          LLM_SECRETS_CONFIG:
-            "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n    hosted_keys: [OPENAI_API_KEY]\n",
+  it("a PUT or DELETE allowed only under the virtual-key prefix neither adopts nor deletes a portal secret; a hosted name's does (with hosted_keys or without)", async () => {
+    for (const hostedKeys of ["    hosted_keys: [OPENAI_API_KEY]\n", ""]) {
+      // LiteLLM's custom secret manager writes a virtual key as PUT /v1/secrets/litellm/<alias> with
+      // the master key, the alias chosen by any LiteLLM user: litellm/SALT_KEY is the vault's
+      // portal-made LITELLM-SALT-KEY, and litellm/OTHER its LITELLM-OTHER.
+      const fake = await azure();
+      fake.reset();
+      const salt = value("portal-salt");
+      fake.seed("LITELLM-SALT-KEY", salt);
+      fake.seed("LITELLM-OTHER", value("portal-other"));
+      const provider = value("portal-provider");
+      fake.seed("OPENAI-API-KEY", provider);
+      const masterKey = newKey();
+      const runtime = await createRuntime({
+        stores: [azureKeyVaultStore],
+        settings: {
+          env: {
+            ...fake.env(),
+            LITELLM_MASTER_KEY: masterKey,
+            LLM_SECRETS_CONFIG: `general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n${hostedKeys}`,
+          },
         },
-      },
-      log,
-      audit: () => {},
-    });
-    const call = async (method: string, name: string, body?: unknown) => {
-      const path = `/v1/secrets/${name}`;
-      const headers = { authorization: `Bearer ${masterKey}`, "content-type": "application/json" };
-      const init = { method, headers, ...(body !== undefined && { body: JSON.stringify(body) }) };
-      const response = await runtime.fetch(new Request(`http://localhost${path}`, init), { path });
-      const text = await response.text();
-      return {
-        status: response.status,
-        code: text ? (JSON.parse(text) as { error?: { code?: string } }).error?.code : undefined,
+        log,
+        audit: () => {},
+      });
+      const call = async (method: string, name: string, body?: unknown) => {
+        const path = `/v1/secrets/${name}`;
+        const headers = { authorization: `Bearer ${masterKey}`, "content-type": "application/json" };
+        const init = { method, headers, ...(body !== undefined && { body: JSON.stringify(body) }) };
+        const response = await runtime.fetch(new Request(`http://localhost${path}`, init), { path });
+        const text = await response.text();
+        return {
+          status: response.status,
+          code: text ? (JSON.parse(text) as { error?: { code?: string } }).error?.code : undefined,
+        };
       };
-    };
-    try {
-      fake.requests.length = 0;
-      const attacker = value("sk-attacker");
-      expect(await call("PUT", "litellm/SALT_KEY", { value: attacker })).toEqual({
-        status: 409,
-        code: "name_conflict",
-      });
-      expect(await call("DELETE", "litellm/other")).toEqual({ status: 409, code: "name_conflict" });
-      // Only looked at: nothing written, tagged or deleted.
-      expect(fake.requests.filter((r) => r.method !== "GET")).toEqual([]);
-      expect(fake.secret("LITELLM-SALT-KEY")?.versions.map((v) => v.value)).toEqual([salt]);
-      expect(fake.secret("LITELLM-OTHER")?.deleted).toBeUndefined();
-      // A virtual key of its own is written as ever, and its owner changes it.
-      expect(await call("PUT", "litellm/team-key", { value: value("sk-virtual") })).toEqual({
-        status: 201,
-        code: undefined,
-      });
-      expect(await call("DELETE", "litellm/team-key")).toEqual({ status: 204, code: undefined });
-      // A hosted name is the operator's: its direct write adopts the portal secret, as before.
-      expect(await call("PUT", "OPENAI_API_KEY", { value: value("sk-rotated") })).toEqual({
-        status: 200,
-        code: undefined,
-      });
-      expect(tagsOf(fake, "OPENAI-API-KEY")).toMatchObject({ "llm-secrets:name": "OPENAI_API_KEY" });
-      expectNoValueIn(logs, [attacker, salt, provider]);
-    } finally {
-      await runtime.close();
+      try {
+        fake.requests.length = 0;
+        const attacker = value("sk-attacker");
+        expect(await call("PUT", "litellm/SALT_KEY", { value: attacker })).toEqual({
+          status: 409,
+          code: "name_conflict",
+        });
+        expect(await call("DELETE", "litellm/other")).toEqual({ status: 409, code: "name_conflict" });
+        // Only looked at: nothing written, tagged or deleted.
+        expect(fake.requests.filter((r) => r.method !== "GET")).toEqual([]);
+        expect(fake.secret("LITELLM-SALT-KEY")?.versions.map((v) => v.value)).toEqual([salt]);
+        expect(fake.secret("LITELLM-OTHER")?.deleted).toBeUndefined();
+        // A virtual key of its own is written as ever, and its owner changes it.
+        expect(await call("PUT", "litellm/team-key", { value: value("sk-virtual") })).toEqual({
+          status: 201,
+          code: undefined,
+        });
+        expect(await call("DELETE", "litellm/team-key")).toEqual({ status: 204, code: undefined });
+        // A hosted name is the operator's: its direct write adopts the portal secret, as before.
+        expect(await call("PUT", "OPENAI_API_KEY", { value: value("sk-rotated") })).toEqual({
+          status: 200,
+          code: undefined,
+        });
+        expect(tagsOf(fake, "OPENAI-API-KEY")).toMatchObject({ "llm-secrets:name": "OPENAI_API_KEY" });
+        expectNoValueIn(logs, [attacker, salt, provider]);
+      } finally {
+        await runtime.close();
+      }
     }
   });
 
