@@ -222,6 +222,11 @@ export interface StoreFactory<K extends string = string, Schema extends StoreSet
 
 /** How far ahead of this clock a change may be dated: key events refuse later ones (a producer's clock running fast). */
 export const MAX_CLOCK_SKEW_MS = 5 * 60_000;
+/**
+ * How far ahead of this clock a recorded change is still trusted: one accepted by another instance,
+ * whose clock may itself run ahead of this one, up to the skew ahead of that clock.
+ */
+const TRUSTED_AHEAD_MS = 2 * MAX_CLOCK_SKEW_MS;
 
 /**
  * The stamp a change of a name is recorded with, or `undefined` when it is superseded: what every
@@ -232,8 +237,8 @@ export const MAX_CLOCK_SKEW_MS = 5 * 60_000;
  *   change when that is not older (an event dated ahead of this clock, as the skew allows, or this
  *   clock stepped back): so the event it overrode, redelivered, stays older than it, and a key
  *   deleted after its event stays deleted.
- * - A recorded time more than the skew ahead of now (a writer whose clock ran far ahead) is not
- *   trusted: it holds off no change and does not push a direct change's time ahead.
+ * - A recorded time more than twice the skew ahead of now (a writer whose clock ran far ahead)
+ *   is not trusted: it holds off no change and does not push a direct change's time ahead.
  */
 export function stampOfChange(
   ifNewerThan: ChangeStamp | undefined,
@@ -242,9 +247,18 @@ export function stampOfChange(
   recordedIsDelete: boolean,
   now: number,
 ): ChangeStamp | undefined {
-  const trusted = recorded !== undefined && recorded.at <= now + MAX_CLOCK_SKEW_MS ? recorded : undefined;
-  if (ifNewerThan === undefined) return { at: trusted !== undefined && trusted.at >= now ? trusted.at + 1 : now };
-  return isNewer(ifNewerThan, isDelete, trusted, recordedIsDelete) ? ifNewerThan : undefined;
+  if (ifNewerThan === undefined) return directStamp(recorded, now);
+  return isNewer(ifNewerThan, isDelete, trusted(recorded, now), recordedIsDelete) ? ifNewerThan : undefined;
+}
+
+/** The stamp of a direct change over `recorded` (`stampOfChange`'s rule): now, or just after it. */
+export function directStamp(recorded: ChangeStamp | undefined, now: number): ChangeStamp {
+  const held = trusted(recorded, now);
+  return { at: held !== undefined && held.at >= now ? held.at + 1 : now };
+}
+
+function trusted(recorded: ChangeStamp | undefined, now: number): ChangeStamp | undefined {
+  return recorded !== undefined && recorded.at <= now + TRUSTED_AHEAD_MS ? recorded : undefined;
 }
 
 /** Whether a change stamped `change` (a delete or not) wins over the last recorded one. */

@@ -260,6 +260,27 @@ describe("key events: what is written where", () => {
 });
 
 describe("key events: at-least-once delivery", () => {
+  it("a delete accepted on a clock ahead of another instance's (within the skew) still holds off the create's redelivery there", async () => {
+    let clock = T0;
+    const store = new MemoryStore({ now: () => clock });
+    const a = await setup({ store, now: () => clock });
+    const created = event({ id: "evt-created", key_alias: "k", key: "sk-k-0123456789" });
+    expect(await a.runtime.applyKeyEvent(created)).toMatchObject({ status: "applied" });
+    // Instance A takes a delete dated 299.5 s ahead of its clock: inside the 300 s allowed.
+    const deleted = event({
+      id: "evt-deleted",
+      type: "key.deleted",
+      key_alias: "k",
+      occurred_at: new Date(T0 + 299_500).toISOString(),
+    });
+    expect(await a.runtime.applyKeyEvent(deleted)).toMatchObject({ status: "applied" });
+    // Instance B, whose clock is 1 s behind A's, gets the create again.
+    clock = T0 - 1_000;
+    const b = await setup({ store, now: () => clock });
+    expect(await b.runtime.applyKeyEvent(created)).toMatchObject({ names: { "litellm/k": "superseded" } });
+    expect(await b.read("litellm/k")).toBeUndefined();
+  });
+
   it("twice is once; an older event is superseded; a redelivered create never revives a deleted key", async () => {
     const { runtime, read } = await setup();
     const created = event({ key_alias: "k", key: "sk-created-0123456789" });

@@ -70,6 +70,7 @@ import {
   type ChangeStamp,
   type DeleteOptions,
   type DeleteOutcome,
+  directStamp,
   KeyedQueue,
   type ListOptions,
   type NamePage,
@@ -471,7 +472,7 @@ export class AwsSecretsManagerStore implements SecretStore {
     if (unwritten || deletedSince) await this.#scheduleDeletion(name, now.replicas);
     // Another writer's value, the secret still tagged as deleted: recorded as a change now, so it is
     // listed, and no late delete takes it for a delete that stopped half-way.
-    else if (now.stampIsDelete) await this.#tag(name, stampTags({ at: this.#now() }, false));
+    else if (now.stampIsDelete) await this.#tag(name, stampTags(directStamp(now.stamp, this.#now()), false));
   }
 
   /** `DeleteSecret`, its replicas removed first: AWS deletes no secret replicated to other Regions. */
