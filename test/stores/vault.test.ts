@@ -594,6 +594,32 @@ describe("logins", () => {
     expectNoValueIn(logs, [readFileSync(untrusted.keyFile, "utf8"), readFileSync(pki.clientKeyFile, "utf8")]);
   });
 
+  it("a client certificate renewed on disk is presented from the next token renewal too, not only at a login", async () => {
+    // A listener that requires client certificates refuses a new connection with an expired one:
+    // the renewal must not go out on the old pair.
+    const dir = await tempDir();
+    const certFile = join(dir, "client.pem");
+    const keyFile = join(dir, "client-key.pem");
+    await copyFile(pki.clientCertFile, certFile);
+    await copyFile(pki.clientKeyFile, keyFile);
+    const clock = manualClock();
+    const fake = await startFake({ certRole: { name: "test-role" }, tokenTtlSeconds: 60, now: clock.now });
+    fake.seed("secret/A", { key: "a" });
+    const store = await open(
+      { HCP_VAULT_ADDR: fake.url, HCP_VAULT_CLIENT_CERT: certFile, HCP_VAULT_CLIENT_KEY: keyFile },
+      { now: clock.now },
+    );
+    expect((await store.get("A"))?.value).toBe("a");
+    const renewed = await makeCertificate(await tempDir());
+    await copyFile(renewed.certFile, certFile);
+    await copyFile(renewed.keyFile, keyFile);
+    clock.advance(45_000); // past two thirds of the lease: the next call renews the token
+    expect((await store.get("A"))?.value).toBe("a");
+    const renewal = fake.calls("POST", /\/auth\/token\/renew-self$/);
+    expect(renewal.map((r) => r.presented)).toEqual([fingerprintOf(renewed.certFile)]);
+    expect(fake.calls("POST", /\/auth\/cert\/login$/)).toHaveLength(1);
+  });
+
   it("a refused AppRole login is backend_denied and says nothing of the credentials", async () => {
     const fake = await startFake({ approle: { roleId: ROLE_ID, secretId: "another" } });
     const store = await open({
@@ -995,7 +1021,9 @@ describe("change times: custom_metadata and check-and-set", () => {
     const { fake, store } = await setup();
     // A delete event dated ahead of this clock (as the skew allows), then LiteLLM writes the key again.
     const ahead = { at: Date.now() + 240_000, id: "evt-del" };
-    expect(await store.put("K", value("v1"), { ifNewerThan: { at: Date.now() - 60_000, id: "evt-c" } })).toBe("created");
+    expect(await store.put("K", value("v1"), { ifNewerThan: { at: Date.now() - 60_000, id: "evt-c" } })).toBe(
+      "created",
+    );
     expect(await store.delete("K", { ifNewerThan: ahead })).toBe("deleted");
     fake.seed("secret/K", { key: "litellm-recreated" });
     expect(await store.delete("K", { ifNewerThan: ahead })).toBe("superseded");

@@ -343,6 +343,9 @@ export class VaultClient {
     // Vault down: the error stands (a login would fail alike); the next call tries again.
     // Asked where the token was issued: a namespaced token is not found outside its namespace.
     const { loginNamespace } = this.#options;
+    // A client certificate renewed on disk goes out from here too: a listener that requires one
+    // refuses a new connection with an expired one.
+    await this.#options.clientCertificate?.refresh();
     const answer = await this.#send(
       { method: "POST", path: "auth/token/renew-self", body: {} },
       { "x-vault-token": lease.token, ...(loginNamespace !== undefined && { "x-vault-namespace": loginNamespace }) },
