@@ -220,7 +220,9 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
     const name = params.api_key ? refName(params.api_key) : undefined;
     if (answer.statusCode === 401 && name !== undefined) {
       // The key may have been rotated in the store: read it again, and try once more if it changed.
-      const again = await rereadKey(name, deps);
+      // The store unreadable now (down, the key gone), the upstream's 401 is the answer, its body
+      // still to be read or dropped by the caller, rather than the store's error.
+      const again = await rereadKey(name, deps).catch(() => key);
       if (again !== key) {
         await answer.body.dump();
         answer = await attempt(again);

@@ -13,7 +13,7 @@ import { type ForwardDeps, type ForwardModel, forward, REREAD_INTERVAL_MS } from
 import { closeOutboundAgents } from "../../core/src/outbound";
 import type { SecretRecord, StoreFactory } from "../../core/src/secret-store";
 import { startServer } from "../../core/src/server";
-import { StoreCorrupt } from "../../core/src/store-errors";
+import { BackendUnavailable, StoreCorrupt } from "../../core/src/store-errors";
 import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
 import { expectNoValueIn, inProcessApp, newKey, until } from "../helpers";
 
@@ -473,6 +473,18 @@ describe("POST /v1/forward/{model}/{path}", () => {
     await Promise.all(together.map((res) => res.text()));
     expect(seen).toHaveLength(30); // one upstream call per request: the same key is not sent twice
     expect(reads()).toBe(1); // one read past the cache, not one per request
+  });
+
+  it("a 401 whose read past the cache fails (the store down) is passed on as the upstream sent it", async () => {
+    const revoked = newKey("sk-revoked-");
+    expectedKey = newKey("sk-not-stored-yet-");
+    const { request, runtime } = await app(revoked); // cached: the first read needs no store
+    runtime.backend.get = async () => {
+      throw new BackendUnavailable("the store is down", 5);
+    };
+    const res = await request("/v1/forward/gpt/v1/models");
+    expect(res.status).toBe(401);
+    expect(await res.json()).toEqual({ error: { message: "Incorrect API key provided" } });
   });
 
   it("concurrent 401s for one name share one read past the cache, and a key rotated meanwhile is retried with", async () => {
