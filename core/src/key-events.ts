@@ -291,8 +291,11 @@ function namesOf(alias: string | null | undefined, hash: string | null | undefin
   return names;
 }
 
-/** A token hash's name, which LiteLLM's free-text aliases can spell too. */
-const HASH_NAME = /^virtual-key-([0-9a-f]{64})$/i;
+/**
+ * A token hash's name, which LiteLLM's free-text aliases can spell too; with `_` or `.` for `-`
+ * as well, which stores that map names (Azure, Google) land on the same secret.
+ */
+const HASH_NAME = /^virtual[-_.]key[-_.]([0-9a-f]{64})$/i;
 
 /** Whether `alias` is spelled as the name of a token hash other than the event's own (current or previous). */
 function spoofsHash(alias: string | null | undefined, event: KeyEvent): boolean {
