@@ -72,6 +72,22 @@ beforeEach(async () => {
   (await azure()).reset();
 });
 
+/** A runtime on the Azure fake's vault that reads and writes (its master key unused: called in process). */
+function readWriteRuntime(fake: { env(): Record<string, string> }) {
+  return createRuntime({
+    stores: [azureKeyVaultStore],
+    settings: {
+      env: {
+        ...fake.env(),
+        LITELLM_MASTER_KEY: newKey(),
+        LLM_SECRETS_CONFIG: "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n",
+      },
+    },
+    log,
+    audit: () => {},
+  });
+}
+
 describe("azure_key_vault over the wire", () => {
   it("meets the bearer challenge, gets a token from the token service, and sends it on every later call", async () => {
     const fake = await azure();
@@ -326,18 +342,7 @@ describe("azure_key_vault over the wire", () => {
     const fake = await azure();
     const portal = value("portal-case");
     fake.seed("Case-Key", portal);
-    const runtime = await createRuntime({
-      stores: [azureKeyVaultStore],
-      settings: {
-        env: {
-          ...fake.env(),
-          LITELLM_MASTER_KEY: newKey(),
-          LLM_SECRETS_CONFIG: "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n",
-        },
-      },
-      log,
-      audit: () => {},
-    });
+    const runtime = await readWriteRuntime(fake);
     try {
       expect((await runtime.manager.get("case_key")).value).toBe(portal); // cached
       await runtime.manager.put("CASE_KEY", value("written-in-upper-case"));
@@ -353,18 +358,7 @@ describe("azure_key_vault over the wire", () => {
     const fake = await azure();
     const portal = value("portal-delete");
     fake.seed("AZURE-API-KEY", portal);
-    const runtime = await createRuntime({
-      stores: [azureKeyVaultStore],
-      settings: {
-        env: {
-          ...fake.env(),
-          LITELLM_MASTER_KEY: newKey(),
-          LLM_SECRETS_CONFIG: "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n",
-        },
-      },
-      log,
-      audit: () => {},
-    });
+    const runtime = await readWriteRuntime(fake);
     try {
       expect((await runtime.manager.get("AZURE-API-KEY")).value).toBe(portal); // cached
       await runtime.manager.delete("AZURE_API_KEY"); // deletes the vault secret AZURE-API-KEY
