@@ -584,9 +584,12 @@ export class SecretManager {
           : `${name} is not in hosted_keys, and is under ${other.owner} (${other.prefix})`,
       );
     }
-    // A name under the prefix is a virtual key unless the operator named it in hosted_keys (without
-    // hosted_keys, every name is allowed, and a gateway's PUT of litellm/<alias> is still a user's).
-    const asVirtualKey = event !== undefined || (virtualKey && this.#hosted?.has(name) !== true);
+    // A name under any virtual-key prefix (the general one or a team's) is a virtual key unless the
+    // operator named it in hosted_keys (without hosted_keys, every name is allowed, and a gateway's
+    // PUT of litellm/<alias> is still a user's).
+    const underPrefix =
+      this.#policy.storeVirtualKeys && this.#prefixes.some(({ prefix }) => this.#startsWith(name, prefix));
+    const asVirtualKey = event !== undefined || (underPrefix && this.#hosted?.has(name) !== true);
     const onHosted = asVirtualKey ? this.#hostedByKey.get(this.store.keyOf(name)) : undefined;
     if (onHosted !== undefined) {
       throw new SecretsError(

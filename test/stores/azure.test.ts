@@ -338,6 +338,40 @@ describe("azure_key_vault over the wire", () => {
     }
   });
 
+  it("a name under a team's prefix, inside the general one, adopts no portal secret either (without hosted_keys)", async () => {
+    const fake = await azure();
+    fake.reset();
+    const portal = value("portal-team-salt");
+    fake.seed("LITELLM-TEAM-A-SALT-KEY", portal);
+    const masterKey = newKey();
+    const runtime = await createRuntime({
+      stores: [azureKeyVaultStore],
+      settings: {
+        env: {
+          ...fake.env(),
+          LITELLM_MASTER_KEY: masterKey,
+          LLM_SECRETS_CONFIG:
+            "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n    team_settings:\n      team-a: {prefix_for_stored_virtual_keys: litellm/team-a/}\n",
+        },
+      },
+      log,
+      audit: () => {},
+    });
+    try {
+      const path = "/v1/secrets/litellm/team-a/SALT_KEY";
+      const init = {
+        method: "PUT",
+        headers: { authorization: `Bearer ${masterKey}`, "content-type": "application/json" },
+        body: JSON.stringify({ value: value("sk-attacker") }),
+      };
+      const res = await runtime.fetch(new Request(`http://localhost${path}`, init), { path });
+      expect(res.status).toBe(409);
+      expect(fake.secret("LITELLM-TEAM-A-SALT-KEY")?.versions.map((v) => v.value)).toEqual([portal]);
+    } finally {
+      await runtime.close();
+    }
+  });
+
   it("through the cache: a write of A_B reaches a cached read of a_b (one vault secret, whatever the case)", async () => {
     const fake = await azure();
     const portal = value("portal-case");
