@@ -620,6 +620,29 @@ describe("logins", () => {
     expect(fake.calls("POST", /\/auth\/cert\/login$/)).toHaveLength(1);
   });
 
+  it("a client certificate renewed on disk is presented within a minute, whatever the token's lease (weeks between renewals)", async () => {
+    const dir = await tempDir();
+    const certFile = join(dir, "client.pem");
+    const keyFile = join(dir, "client-key.pem");
+    await copyFile(pki.clientCertFile, certFile);
+    await copyFile(pki.clientKeyFile, keyFile);
+    const clock = manualClock();
+    const fake = await startFake({ certRole: { name: "test-role" }, tokenTtlSeconds: 768 * 3600, now: clock.now });
+    fake.seed("secret/A", { key: "a" });
+    const store = await open(
+      { HCP_VAULT_ADDR: fake.url, HCP_VAULT_CLIENT_CERT: certFile, HCP_VAULT_CLIENT_KEY: keyFile },
+      { now: clock.now },
+    );
+    expect((await store.get("A"))?.value).toBe("a");
+    const renewed = await makeCertificate(await tempDir());
+    await copyFile(renewed.certFile, certFile);
+    await copyFile(renewed.keyFile, keyFile);
+    clock.advance(61_000);
+    expect((await store.get("A"))?.value).toBe("a");
+    expect(fake.requests.at(-1)?.presented).toBe(fingerprintOf(renewed.certFile));
+    expect(fake.calls("POST", /\/auth\/(cert\/login|token\/renew-self)$/)).toHaveLength(1); // the first login only
+  });
+
   it("a refused AppRole login is backend_denied and says nothing of the credentials", async () => {
     const fake = await startFake({ approle: { roleId: ROLE_ID, secretId: "another" } });
     const store = await open({

@@ -112,6 +112,11 @@ const DEFAULT_TUNING: VaultTuning = {
 const RENEW_AT = 2 / 3;
 /** How long after a failed renewal the next is tried (calls meanwhile use the token as it is). */
 const RENEW_RETRY_MS = 5_000;
+/**
+ * A client certificate's files are looked at this often besides each login and renewal: a token
+ * of a long lease (Vault's default 768 h) is renewed after weeks, short-lived certificates daily.
+ */
+const CERTIFICATE_LOOK_MS = 60_000;
 /** A 403 on a token younger than this is not the token's fault (Vault has not caught up): no fresh login. */
 const FRESH_TOKEN_MS = 1_000;
 /**
@@ -160,6 +165,8 @@ export class VaultClient {
   readonly #tuning: VaultTuning;
   readonly #options: VaultClientOptions;
   #lease: Lease | undefined;
+  /** When the client certificate's files were last looked at outside a login or renewal. */
+  #certificateLookedAt = Number.NEGATIVE_INFINITY;
   /** The login or renewal in flight, shared by concurrent callers. */
   #refreshing: Promise<Lease> | undefined;
   /** The `lookup-self` in flight, shared by concurrent callers refused with the same token. */
@@ -214,7 +221,11 @@ export class VaultClient {
 
   /** The token to send: the static one, or a login's, renewed or replaced when due. */
   async #token(what: string): Promise<string> {
-    const { auth } = this.#options;
+    const { auth, clientCertificate } = this.#options;
+    if (clientCertificate !== undefined && this.#tuning.clock() - this.#certificateLookedAt >= CERTIFICATE_LOOK_MS) {
+      this.#certificateLookedAt = this.#tuning.clock();
+      await clientCertificate.refresh();
+    }
     if (auth.method === "token") return auth.token;
     const lease = this.#lease;
     if (lease && !this.#due(lease)) return lease.token;
