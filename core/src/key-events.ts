@@ -292,10 +292,11 @@ function namesOf(alias: string | null | undefined, hash: string | null | undefin
 }
 
 /**
- * A token hash's name, which LiteLLM's free-text aliases can spell too; with `_` or `.` for `-`
- * as well, which stores that map names (Azure, Google) land on the same secret.
+ * A token hash's name, which LiteLLM's free-text aliases can spell too; with any other character
+ * for either `-` as well (`virtual_key_`, `virtual/key/`), as stores that map names (Azure, Google)
+ * land those on the same secret.
  */
-const HASH_NAME = /^virtual[-_.]key[-_.]([0-9a-f]{64})$/i;
+const HASH_NAME = /^virtual[^0-9a-z]key[^0-9a-z]([0-9a-f]{64})$/i;
 
 /** Whether `alias` is spelled as the name of a token hash other than the event's own (current or previous). */
 function spoofsHash(alias: string | null | undefined, event: KeyEvent): boolean {

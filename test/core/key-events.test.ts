@@ -194,6 +194,32 @@ describe("key events: what is written where", () => {
     expect(await read(`litellm/virtual-key-${OTHER_HASH}`)).toBeUndefined();
   });
 
+  it("on a store that maps names, an alias spelled virtual<any>key<any><hash> is refused to write, and a delete still revokes its own key", async () => {
+    // As Azure maps names: every character but [0-9A-Za-z-] becomes -, case ignored.
+    const store = new MemoryStore({ mapName: (name) => name.replace(/[^0-9A-Za-z-]/g, "-").toLowerCase() });
+    const { runtime, read } = await setup({ store });
+    const victim = newKey("sk-victim-");
+    await runtime.applyKeyEvent(event({ id: "evt-victim", token_hash: HASH, key: victim }));
+    await runtime.applyKeyEvent(event({ id: "evt-own", token_hash: OTHER_HASH, key: newKey("sk-own-") }));
+    const later = (id: string, fields: Record<string, unknown>) =>
+      event({ id, occurred_at: new Date(T0 + 1000).toISOString(), ...fields });
+    for (const alias of [`virtual/key/${HASH}`, `Virtual@Key+${HASH}`]) {
+      const created = await runtime.applyKeyEvent(
+        later(`evt-c-${alias}`, { key_alias: alias, token_hash: OTHER_HASH, key: newKey("sk-attacker-") }),
+      );
+      expect(created).toMatchObject({ status: "refused", code: "invalid_request", malformed: true });
+    }
+    const deleted = await runtime.applyKeyEvent(
+      later("evt-d", { type: "key.deleted", key_alias: `virtual/key/${HASH}`, token_hash: OTHER_HASH }),
+    );
+    expect(deleted).toMatchObject({ status: "applied" });
+    expect(deleted.names).toEqual({
+      [`litellm/virtual/key/${HASH}`]: "absent",
+      [`litellm/virtual-key-${OTHER_HASH}`]: "deleted",
+    });
+    expect(await read(`litellm/virtual-key-${HASH}`)).toBe(victim);
+  });
+
   it("an alias spelled virtual-key-<hash> of another key is malformed to write, and never deleted", async () => {
     const { runtime, read } = await setup();
     const victim = newKey("sk-victim-");
