@@ -202,9 +202,9 @@ describe("FileStore across processes", () => {
     const salt = `full-${randomBytesSeeded(8).toString("hex")}`;
     const store = await FileStore.open({ dataDir: dir, keys: new KeyRing(salt) });
     const names = ["A", "B", "C", "D", "E"];
-    const valueOf = (name: string, round: number) => `${name}-${round}-${"v".repeat(60 * 1024)}`;
+    const valueAt = (name: string, round: number) => `${name}-${round}-${"v".repeat(60 * 1024)}`;
     for (let round = 0; round < 8; round++) {
-      await Promise.all(names.map((name) => store.put(name, valueOf(name, round))));
+      await Promise.all(names.map((name) => store.put(name, valueAt(name, round))));
     }
     await store.close();
     // A file may grow to 200 000 bytes: the compacted log (about 400 kB) is cut off inside its
@@ -219,7 +219,7 @@ describe("FileStore across processes", () => {
     expect(await new Promise((resolve) => child.on("close", resolve))).toBe(0);
     expect(out).toMatch(/^refused \S+\nholds 5\n$/);
     const reopened = await FileStore.open({ dataDir: dir, keys: new KeyRing(salt) });
-    for (const name of names) expect((await reopened.get(name))?.value).toBe(valueOf(name, 7));
+    for (const name of names) expect((await reopened.get(name))?.value).toBe(valueAt(name, 7));
     await reopened.close();
   });
 });
