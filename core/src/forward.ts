@@ -222,7 +222,13 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
       // The key may have been rotated in the store: read it again, and try once more if it changed.
       // The store unreadable now (down, the key gone), the upstream's 401 is the answer, its body
       // still to be read or dropped by the caller, rather than the store's error.
-      const again = await rereadKey(name, deps).catch(() => key);
+      const again = await rereadKey(name, deps).catch((err: unknown) => {
+        deps.log?.warn("the key could not be read again after the upstream's 401: its 401 is the answer", {
+          model: modelName,
+          code: err instanceof SecretsError ? err.code : "internal",
+        });
+        return key;
+      });
       if (again !== key) {
         await answer.body.dump();
         answer = await attempt(again);

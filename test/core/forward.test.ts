@@ -478,13 +478,17 @@ describe("POST /v1/forward/{model}/{path}", () => {
   it("a 401 whose read past the cache fails (the store down) is passed on as the upstream sent it", async () => {
     const revoked = newKey("sk-revoked-");
     expectedKey = newKey("sk-not-stored-yet-");
-    const { request, runtime } = await app(revoked); // cached: the first read needs no store
+    const { request, runtime, logs } = await app(revoked); // cached: the first read needs no store
     runtime.backend.get = async () => {
       throw new BackendUnavailable("the store is down", 5);
     };
     const res = await request("/v1/forward/gpt/v1/models");
     expect(res.status).toBe(401);
     expect(await res.json()).toEqual({ error: { message: "Incorrect API key provided" } });
+    expect(logs.map((l) => JSON.parse(l))).toContainEqual(
+      expect.objectContaining({ msg: expect.stringContaining("could not be read again"), code: "backend_unavailable" }),
+    );
+    expectNoValueIn(logs, [revoked]);
   });
 
   it("concurrent 401s for one name share one read past the cache, and a key rotated meanwhile is retried with", async () => {
