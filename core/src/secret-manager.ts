@@ -4,6 +4,7 @@
  * on the store's `keyOf(name)`, so a change to one name reaches every name on its backend key; an
  * entry answers only the name it was read or written for (secret-cache.ts).
  */
+import { createHash } from "node:crypto";
 import { setImmediate } from "node:timers/promises";
 import { type KeyRing, openSecret, sealSecret } from "./crypto";
 import { AccessDenied, EncryptionKeyMissing, NotFound, SecretsError } from "./errors";
@@ -41,6 +42,14 @@ const MAX_STORE_READS = 64;
 const SHED_AFTER = 3;
 /** Unresolved names spelled out in the 422's message; `names` holds them all. */
 const LISTED_IN_MESSAGE = 20;
+/**
+ * A token hash's secret name, `virtual-key-<64 hex>`, in any case and with any other character for
+ * either `-` (stores that map names, Azure and Google, land those on the same secret): key-events.ts's
+ * HASH_NAME, which could import these two rather than hold its own. `HASH_NAME_AT_END` finds it as
+ * a name's last segment, or its last three (`virtual/key/<hex>`).
+ */
+const HASH_NAME = /^virtual[^0-9a-z]key[^0-9a-z]([0-9a-f]{64})$/i;
+const HASH_NAME_AT_END = /(?:^|\/)virtual[^0-9a-z]key[^0-9a-z]([0-9a-f]{64})$/i;
 
 export interface SecretRead {
   name: string;
@@ -281,6 +290,7 @@ export class SecretManager {
     event?: EventChange,
   ): Promise<{ name: string; created: boolean; outcome: PutOutcome }> {
     const { adopt } = this.#allowWrite(name, event);
+    if (event === undefined) this.#checkHashName(name, value);
     this.#checkSize(value);
     const team = event?.team;
     const settings = team === undefined ? undefined : this.#policy.teams?.[team];
@@ -526,6 +536,32 @@ export class SecretManager {
     return (
       name.length > prefix.length &&
       this.store.keyOf(`${name.slice(0, prefix.length)}k`) === this.store.keyOf(`${prefix}k`)
+    );
+  }
+
+  /**
+   * A direct write (not a key event's) of a name under a virtual-key prefix spelled as a token
+   * hash's secret name is refused before any call unless the value is that key (its SHA-256 is the
+   * hex): LiteLLM keeps a key without an alias as `<prefix>virtual-key-<sha256 of the key>`, and a
+   * gateway writes `<prefix><alias>` for a key with one, so another user choosing that string as
+   * an alias would replace the first key's secret. The name's last segment, or what follows a
+   * prefix it is under as the store maps names (`litellm-virtual-key-<hex>` is under `litellm/` on
+   * Azure), is looked at. A name hosted_keys names is the operator's, and exempt.
+   */
+  #checkHashName(name: string, value: string): void {
+    if (this.#hosted?.has(name)) return;
+    const under = this.#prefixes.filter(({ prefix }) => this.#startsWith(name, prefix));
+    if (under.length === 0) return;
+    const hashes = [
+      HASH_NAME_AT_END.exec(name)?.[1],
+      ...under.map(({ prefix }) => HASH_NAME.exec(name.slice(prefix.length))?.[1]),
+    ].filter((hash) => hash !== undefined);
+    if (hashes.length === 0) return;
+    const own = createHash("sha256").update(value, "utf8").digest("hex");
+    if (hashes.every((hash) => hash.toLowerCase() === own)) return;
+    throw new SecretsError(
+      "invalid_request",
+      `${name} is spelled as the secret name of a virtual key's token hash (virtual-key-<64 hex digits>), and the value is not that key: LiteLLM keeps a key without an alias under that name, which this write would replace. Choose another key_alias (or name it in hosted_keys if it is the operator's)`,
     );
   }
 

@@ -1,4 +1,5 @@
 // The SecretManager over a backend that can be made to fail, as a cloud store will.
+import { createHash } from "node:crypto";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it, vi } from "vitest";
@@ -386,6 +387,102 @@ describe("SecretManager with a failing store", () => {
       details: { names: ["MISSING", "team/key"], reasons: { MISSING: "not_found", "team/key": "invalid_name" } },
     });
     expect(await manager.resolve({ a: "os.environ/OPENAI_API_KEY" })).toEqual({ a: held });
+  });
+
+  it("a direct PUT of a name under a virtual-key prefix spelled as another key's hash name is refused before any call (400); a key event, the key's own value and a hosted name are not", async () => {
+    // LiteLLM keeps a key without an alias as litellm/virtual-key-<sha256(key)>; a gateway's PUT of
+    // litellm/<alias> with that string as the alias would replace it.
+    const victim = `sk-${secretValue("victim")}`;
+    const attacker = `sk-${secretValue("attacker")}`;
+    const hash = createHash("sha256").update(victim).digest("hex");
+    const open = (
+      extra: Partial<KeyManagement>,
+      mapName?: (name: string) => string,
+    ): {
+      store: MemoryStore;
+      manager: SecretManager;
+      logs: string[];
+      call: (name: string, value: string) => Response | Promise<Response>;
+    } => {
+      const store = new MemoryStore(mapName && { mapName });
+      const logs: string[] = [];
+      const log = createLogger((l) => logs.push(l));
+      const metrics = createMetrics();
+      const writePolicy: KeyManagement = { ...policy, storeVirtualKeys: true, ...extra };
+      const manager = new SecretManager({
+        store: instrumentStore(store, metrics, log),
+        envBacked: false,
+        policy: writePolicy,
+        cache: { ttlSeconds: 60, maxStaleSeconds: 600 },
+        metrics,
+        log,
+      });
+      const masterKey = newKey();
+      const app = createApp({
+        manager,
+        masterKey,
+        metrics,
+        log,
+        applyKeyEvent: (event) =>
+          applyKeyEvent(event, { manager, policy: writePolicy, maxAgeSeconds: 60, now: Date.now, log, metrics }),
+      });
+      const call = (name: string, value: string) =>
+        app.fetch(
+          new Request(`http://localhost/v1/secrets/${name}`, {
+            method: "PUT",
+            headers: { authorization: `Bearer ${masterKey}` },
+            body: JSON.stringify({ value }),
+          }),
+          { path: `/v1/secrets/${name}` },
+        );
+      return { store, manager, logs, call };
+    };
+
+    const { store, manager, logs, call } = open({
+      teams: { "team-a": { prefixForStoredVirtualKeys: "litellm/team-a/", scope: { team: "team-a" } } },
+    });
+    // The key's own value under its hash's name: written (the alias-less key, as LiteLLM stores it).
+    expect((await call(`litellm/virtual-key-${hash}`, victim)).status).toBe(201);
+    const puts = vi.spyOn(store, "put");
+    for (const name of [
+      `litellm/virtual-key-${hash}`,
+      `litellm/VIRTUAL_KEY_${hash.toUpperCase()}`,
+      `litellm/virtual.key.${hash}`,
+      `litellm/virtual/key/${hash}`,
+      `litellm/team-a/virtual-key-${hash}`,
+      `litellm/other/virtual-key-${hash}`,
+    ]) {
+      const res = await call(name, attacker);
+      expect(res.status, name).toBe(400);
+      const body = (await res.json()) as { error: { code: string; message: string } };
+      expect(body.error.code, name).toBe("invalid_request");
+      expect(body.error.message).toContain("virtual-key-<64 hex digits>");
+      expect(JSON.stringify(body)).not.toContain(attacker);
+    }
+    expect(puts).not.toHaveBeenCalled(); // before any call
+    expect((await manager.get(`litellm/virtual-key-${hash}`)).value).toBe(victim);
+    // Not a hash name, or not under a prefix: written as before.
+    expect((await call(`litellm/virtual-key-${hash.slice(1)}`, attacker)).status).toBe(201);
+    expect((await call(`my-virtual-key-${hash}`, attacker)).status).toBe(201);
+    expect((await call(`litellm/team-a/virtual-key-${hash}`, victim)).status).toBe(201); // the key's own value
+    // A key event's write is key-events.ts's to judge (its own hash's name, or refused there).
+    const eventKey = `sk-${secretValue("event")}`;
+    const change = { stamp: { at: Date.now(), id: "e1" } };
+    expect(await manager.put(`litellm/virtual-key-${hash}`, eventKey, {}, change)).toMatchObject({
+      outcome: "updated",
+    });
+    expectNoValueIn(logs, [victim, attacker, eventKey]);
+
+    // On a store mapping names as Azure does: litellm-virtual-key-<hash> is under litellm/, and lands
+    // on the same secret.
+    const azure = open({}, (name) => name.replace(/[^0-9A-Za-z-]/g, "-").toLowerCase());
+    expect((await azure.call(`litellm-virtual-key-${hash}`, attacker)).status).toBe(400);
+    expect((await azure.call(`litellm/virtual-key-${hash}`, attacker)).status).toBe(400);
+
+    // A name hosted_keys names is the operator's: written whatever its value.
+    const hosted = open({ hostedKeys: [`litellm/virtual-key-${hash}`] });
+    expect((await hosted.call(`litellm/virtual-key-${hash}`, attacker)).status).toBe(201);
+    expect((await hosted.call(`litellm/VIRTUAL-KEY-${hash}`, attacker)).status).toBe(400);
   });
 
   it("never resolves over the API from the environment", async () => {
