@@ -26,7 +26,8 @@ const fake = await FakeVault.start({
   now: () => clock.now,
 });
 const env = { HCP_VAULT_ADDR: fake.url, HCP_VAULT_APPROLE_ROLE_ID: roleId, HCP_VAULT_APPROLE_SECRET_ID: secretId };
-const store = await openVaultStore(env, { log: silentLogger, now: () => clock.now });
+// The token leases' clock too (monotonic in production, `tuning.clock`): one fake clock for all.
+const store = await openVaultStore(env, { log: silentLogger, now: () => clock.now }, { clock: () => clock.now });
 const value = `sk-${randomBytes(24).toString("base64url")}`;
 await store.put("OPENAI_API_KEY", value);
 
