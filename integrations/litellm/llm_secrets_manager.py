@@ -46,6 +46,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import ssl
 import threading
 import time
@@ -62,6 +63,10 @@ DEFAULT_TIMEOUT_S = 10.0
 RETRY_AFTER_MAX_S = 5.0
 # The health check's read with the API key: a name no one stores.
 HEALTH_CHECK_NAME = "llm-secrets-health-check"
+# A token hash's secret name at a name's end (its last segment, or its last three: virtual/key/<hex>):
+# LiteLLM stores a key without an alias as <prefix>virtual-key-<sha256 of the key>. Any case, and any
+# other character for either "-", as stores that map names (Azure, Google) land those on that secret.
+HASH_NAME = re.compile(r"(?:^|/)virtual[^0-9a-z]key[^0-9a-z]([0-9a-f]{64})\Z", re.IGNORECASE | re.ASCII)
 
 # LiteLLM's own logger (litellm._logging's verbose_logger): where its secret managers log failures.
 logger = logging.getLogger("LiteLLM")
@@ -230,6 +235,28 @@ def _write_body(value: str, description: Optional[str], tags: Optional[Union[dic
     return body
 
 
+def _hash_of_name(name: str) -> Optional[str]:
+    """The token hash (lower-case hex) that `name` is spelled as the secret name of, or None."""
+    match = HASH_NAME.search(name) if isinstance(name, str) else None
+    return match.group(1).lower() if match else None
+
+
+def _refuse_hash_spoof(name: str, value: str) -> None:
+    """
+    A write under a token hash's secret name is that key's own (LiteLLM's name for a key without an
+    alias) only when the value is the key: else it is an alias spelled as another key's hash name,
+    which would replace that key's secret. Refused before it is sent.
+    """
+    expected = _hash_of_name(name)
+    if expected is not None and hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest() != expected:
+        raise LLMSecretsError(
+            0,
+            "invalid_request",
+            f"{name} is spelled as a token hash's secret name (virtual-key-<64 hex digits>) and the value is "
+            "not that key: it would replace another key's secret (choose another key_alias)",
+        )
+
+
 class LLMSecretsManager(CustomSecretManager):
     """LiteLLM's secret manager, served by llm-secrets over HTTPS."""
 
@@ -323,8 +350,26 @@ class LLMSecretsManager(CustomSecretManager):
         timeout: Optional[Union[float, httpx.Timeout]] = None,
         tags: Optional[Union[dict, list]] = None,
     ) -> Dict[str, Any]:
+        return await self._write(secret_name, secret_value, description, tags, timeout)
+
+    async def _write(
+        self,
+        secret_name: str,
+        secret_value: str,
+        description: Optional[str],
+        tags: Optional[Union[dict, list]],
+        timeout: Optional[Union[float, httpx.Timeout]],
+        same_name: bool = False,
+    ) -> Dict[str, Any]:
+        """
+        A PUT. A name spelled as a token hash's is refused unless the value is that key, or a rotation
+        keeps the name (``same_name``).
+        """
         body = _write_body(secret_value, description, tags)
-        response = await self._async_send("PUT", _path(secret_name), json=body, timeout=_timeout(timeout))
+        path = _path(secret_name)
+        if not same_name:
+            _refuse_hash_spoof(secret_name, secret_value)
+        response = await self._async_send("PUT", path, json=body, timeout=_timeout(timeout))
         if response.status_code not in (200, 201):
             raise _failure(response)
         return _answer(response)
@@ -338,9 +383,18 @@ class LLMSecretsManager(CustomSecretManager):
     ) -> dict:
         """
         Deletes; a failure answers ``{"status": "error", ...}`` rather than raise: LiteLLM deletes a
-        revoked key's names in one loop with no ``try``, and a raise there would leave the rest.
+        revoked key's names in one loop with no ``try``, and a raise there would leave the rest. A name
+        spelled as a token hash's is refused, not sent: LiteLLM deletes only keys with an alias, so such
+        a name is an alias spelling another key's hash name, and the secret there is that key's.
         """
         try:
+            if _hash_of_name(secret_name) is not None:
+                raise LLMSecretsError(
+                    0,
+                    "invalid_request",
+                    f"{secret_name} is spelled as a token hash's secret name (virtual-key-<64 hex digits>): LiteLLM "
+                    "deletes only a key with an alias, so this is an alias spelling another key's name; not sent",
+                )
             return await self._delete(secret_name, timeout)
         except LLMSecretsError as err:
             # LiteLLM ignores the answer: without this line a revoked key left stored goes unseen.
@@ -375,12 +429,13 @@ class LLMSecretsManager(CustomSecretManager):
         it differs. No read: the base class's rotation reads the old secret first and the new one
         back (a virtual key may be writable but not readable here, under hosted_keys), and, when the
         name stays, deletes what it has just written (older LiteLLM) or is not implemented (newer).
+        A new name spelled as a token hash's is refused unless the value is that key or the name stays
+        (an alias-less key keeps its old hash's name).
         """
-        written = await self.async_write_secret(
-            new_secret_name, new_secret_value, optional_params=optional_params, timeout=timeout
-        )
-        if new_secret_name != current_secret_name:
-            await self._delete(current_secret_name, timeout)  # a failure raises: the rotation did not finish
+        if new_secret_name == current_secret_name:
+            return await self._write(new_secret_name, new_secret_value, None, None, timeout, same_name=True)
+        written = await self._write(new_secret_name, new_secret_value, None, None, timeout)
+        await self._delete(current_secret_name, timeout)  # a failure raises: the rotation did not finish
         return written
 
     def validate_environment(self) -> bool:

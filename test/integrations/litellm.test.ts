@@ -4,6 +4,7 @@
 // not importable the driver gets a stand-in for its base class only (test/integrations/
 // litellm-stand-in), and says so; what is checked is the class's own behaviour.
 import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { copyFile, writeFile } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
@@ -48,6 +49,34 @@ async function drive(python: string, dir: string, scenario: string, env: Record<
   if (code !== 0) throw new Error(`driver exited ${code}: ${stderr}`);
   return { out: JSON.parse(stdout) as Record<string, Record<string, unknown>>, raw: stdout, stderr };
 }
+
+type HookStep = ["gen", string, string] | ["rot", string, string, string] | ["del", string];
+interface HookLog {
+  logger: string;
+  level: string;
+  message: string;
+}
+
+/** LiteLLM's key hooks around the class (the driver's `hooks`): each step's result, and the log records. */
+async function hooks(python: string, dir: string, url: string, masterKey: string, steps: HookStep[]) {
+  const { out, raw } = await drive(python, dir, "hooks", {
+    LLM_SECRETS_URL: url,
+    LLM_SECRETS_API_KEY: masterKey,
+    STEPS: JSON.stringify(steps),
+  });
+  return { results: out.hooks?.ok as Record<string, unknown>[], logs: out.logs as unknown as HookLog[], raw };
+}
+
+/** The server's audit lines: [action, name, outcome]. */
+function auditOf(output: string): string[][] {
+  return output
+    .split("\n")
+    .filter((l) => l.startsWith("{") && l.includes('"audit"'))
+    .map((l) => JSON.parse(l) as { audit: string; name: string; outcome: string })
+    .map((l) => [l.audit, l.name, l.outcome]);
+}
+
+const sha256 = (key: string) => createHash("sha256").update(key).digest("hex");
 
 describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on our API", () => {
   const python = PYTHON as string;
@@ -316,6 +345,64 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
           ),
         },
       ]);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("an alias spelled as another key's hash name is neither written nor deleted by the class; the key's own value under its hash's name is", async () => {
+    // LiteLLM stores a key without an alias as litellm/virtual-key-<sha256(key)>, and one with an
+    // alias as litellm/<alias>: another user's alias spelled so would replace, then delete, it.
+    const config = `general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n`;
+    const { server, masterKey } = await serveStore(config, {});
+    const victim = `sk-${secretValue("victim")}`;
+    const attacker = `sk-${secretValue("attacker")}`;
+    const own = `sk-${secretValue("own")}`;
+    const hash = sha256(victim);
+    try {
+      const { results, logs, raw } = await hooks(python, dir, server.url, masterKey, [
+        ["gen", `virtual-key-${hash}`, victim], // the alias-less key, as LiteLLM stores it
+        ["gen", `virtual-key-${hash}`, attacker],
+        ["gen", `VIRTUAL_KEY_${hash.toUpperCase()}`, attacker],
+        ["gen", `virtual/key/${hash}`, attacker],
+        ["rot", "spoofer-alias", `virtual.key.${hash}`, attacker],
+        ["rot", "gone", `virtual-key-${sha256(own)}`, own], // a hash name with its own key: written
+        ["del", `virtual-key-${hash}`],
+        ["del", `Virtual_Key_${hash}`],
+      ]);
+      expect(results[0]).toEqual({ ok: "stored" });
+      for (const i of [1, 2, 3, 4]) {
+        // Refused by the class, before it is sent (status 0; the server would answer 400).
+        expect(results[i], String(i)).toMatchObject({ error: "LLMSecretsError", status: 0, code: "invalid_request" });
+      }
+      expect(results[5]).toEqual({ ok: "rotated" });
+      for (const i of [6, 7]) {
+        expect(results[i], String(i)).toMatchObject({
+          ok: { deleted: false, status: "error", code: "invalid_request" },
+        });
+      }
+      // The victim's key is still stored.
+      const read = await fetch(`${server.url}/v1/secrets/litellm/virtual-key-${hash}`, {
+        headers: { authorization: `Bearer ${masterKey}` },
+      });
+      expect(((await read.json()) as { value: string }).value).toBe(victim);
+      // The server saw only the two allowed writes, and no change of a spoofed name.
+      await until(() => auditOf(server.output).some(([action]) => action === "read"));
+      const changes = auditOf(server.output).filter(([, name]) => /virtual.key./i.test(name as string));
+      expect(changes).toEqual([
+        ["write", `litellm/virtual-key-${hash}`, "ok"],
+        ["write", `litellm/virtual-key-${sha256(own)}`, "ok"],
+        ["read", `litellm/virtual-key-${hash}`, "ok"],
+      ]);
+      // The two refused deletes are on LiteLLM's logger (LiteLLM ignores their answers); the refused
+      // writes and the rotation are one WARNING each on the proxy's.
+      const warnings = logs.filter((l) => l.level === "WARNING");
+      expect(warnings.filter((l) => l.logger === "LiteLLM").map((l) => l.message)).toEqual([
+        expect.stringMatching(/^the delete of litellm\/virtual-key-[0-9a-f]{64} failed \(invalid_request\)/),
+        expect.stringMatching(/^the delete of litellm\/Virtual_Key_[0-9a-f]{64} failed \(invalid_request\)/),
+      ]);
+      expect(warnings.filter((l) => l.logger === "LiteLLM Proxy")).toHaveLength(4);
+      expectNoValueIn([server.output, raw], [victim, attacker, own, masterKey]);
     } finally {
       await server.stop();
     }

@@ -18,6 +18,10 @@ Then:
   logged on LiteLLM's logger.
 - `functions_key`: a read against a recording server, to see the headers sent.
 - `retry`: a write, then a sync read, against a server that answers each 503 with Retry-After once.
+- `hooks`: LiteLLM's key hooks (KeyManagementEventHooks) around the class, the steps from `STEPS`
+  (JSON): `["gen", alias, key]` a key generated, `["rot", old, new, key]` regenerated, `["del", alias]`
+  deleted, each name under the prefix; a generate or regenerate that raises is one WARNING on the
+  `LiteLLM Proxy` logger, as the hooks log it. The records of both LiteLLM loggers are in `logs`.
 Each step's result or error (its type, status, code and message) goes into the output.
 """
 
@@ -228,6 +232,57 @@ elif scenario == "retry":
     step("sync_read", lambda: retrying.sync_read_secret("OPENAI_API_KEY"))
     out["calls"] = calls
     flaky.shutdown()
+elif scenario == "hooks":
+    records = []
+
+    class Records(logging.Handler):
+        def emit(self, record):
+            records.append({"logger": record.name, "level": record.levelname, "message": record.getMessage()})
+
+    for logger_name in ("LiteLLM", "LiteLLM Proxy"):
+        logging.getLogger(logger_name).addHandler(Records())
+        logging.getLogger(logger_name).setLevel(logging.INFO)
+    proxy_logger = logging.getLogger("LiteLLM Proxy")
+
+    async def hooks():
+        results = []
+        for kind, *args in json.loads(os.environ["STEPS"]):
+            try:
+                if kind == "gen":  # async_key_generated_hook: prefix + (key_alias or virtual-key-<token_id>)
+                    await manager.async_write_secret(
+                        secret_name=prefix + args[0],
+                        secret_value=args[1],
+                        description=None,
+                        tags=None,
+                        optional_params=None,
+                    )
+                    results.append({"ok": "stored"})
+                elif kind == "rot":  # async_key_rotated_hook
+                    await manager.async_rotate_secret(
+                        current_secret_name=prefix + args[0],
+                        new_secret_name=prefix + args[1],
+                        new_secret_value=args[2],
+                        optional_params=None,
+                    )
+                    results.append({"ok": "rotated"})
+                else:  # async_key_deleted_hook: its answer is ignored, and nothing catches a raise
+                    results.append({"ok": await manager.async_delete_secret(secret_name=prefix + args[0])})
+            except Exception as err:
+                if kind != "del":
+                    action = "store" if kind == "gen" else "rotate"
+                    proxy_logger.warning("Failed to %s virtual key in secret manager: %s", action, err)
+                results.append(
+                    {
+                        "error": type(err).__name__,
+                        "status": getattr(err, "status", None),
+                        "code": getattr(err, "code", None),
+                        "message": str(err),
+                    }
+                )
+        return results
+
+    step("hooks", run(hooks))
+    out["logs"] = records
 elif scenario == "read":
     step("sync_read", lambda: manager.sync_read_secret("OPENAI_API_KEY"))
 
