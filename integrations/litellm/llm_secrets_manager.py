@@ -430,13 +430,37 @@ class LLMSecretsManager(CustomSecretManager):
         back (a virtual key may be writable but not readable here, under hosted_keys), and, when the
         name stays, deletes what it has just written (older LiteLLM) or is not implemented (newer).
         A new name spelled as a token hash's is refused unless the value is that key or the name stays
-        (an alias-less key keeps its old hash's name).
+        (an alias-less key keeps its old hash's name). The old name is deleted whatever the write did:
+        the old key is revoked, and a new name refused must not leave it stored; the write's error is
+        then raised.
         """
         if new_secret_name == current_secret_name:
             return await self._write(new_secret_name, new_secret_value, None, None, timeout, same_name=True)
-        written = await self._write(new_secret_name, new_secret_value, None, None, timeout)
-        await self._delete(current_secret_name, timeout)  # a failure raises: the rotation did not finish
+        try:
+            written = await self._write(new_secret_name, new_secret_value, None, None, timeout)
+        except Exception:
+            await self._delete_replaced(current_secret_name, timeout, write_failed=True)
+            raise
+        await self._delete_replaced(current_secret_name, timeout, write_failed=False)
         return written
+
+    async def _delete_replaced(
+        self, secret_name: str, timeout: Optional[Union[float, httpx.Timeout]], write_failed: bool
+    ) -> None:
+        """
+        A rotation's delete of the old name. 404, or 409 name_conflict (the name lands on a secret made
+        outside llm-secrets, or on a hosted name's), mean it holds no key of ours: logged, not raised.
+        Another failure raises, unless the write failed too: then it is logged and the write's error raised.
+        """
+        try:
+            await self._delete(secret_name, timeout)
+        except LLMSecretsError as err:
+            if err.status == 404 or (err.status == 409 and err.code == "name_conflict"):
+                logger.info("the rotation's old name %s holds no key of ours (%s): not deleted", secret_name, err.code)
+            elif write_failed:
+                logger.warning("the delete of %s failed (%s), it may still be stored: %s", secret_name, err.code, err)
+            else:
+                raise  # the rotation did not finish: the old key may still be stored
 
     def validate_environment(self) -> bool:
         return True  # the constructor already refused missing or malformed settings

@@ -11,6 +11,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
 import { Agent, fetch as undiciFetch } from "undici";
 import { beforeAll, describe, expect, inject, it, onTestFinished } from "vitest";
+import { lazyFakeAzure } from "../fakes/azure";
 import { expectNoValueIn, newKey, pythonFor, runProcess, secretValue, serveStore, tempDir } from "../helpers";
 
 const PYTHON = pythonFor("httpx, yaml", "python3-httpx python3-yaml");
@@ -77,6 +78,20 @@ function auditOf(output: string): string[][] {
 }
 
 const sha256 = (key: string) => createHash("sha256").update(key).digest("hex");
+
+const azure = lazyFakeAzure();
+/** llm-secrets on Key Vault (the fake, fresh) with hosted_keys and team-a's prefix nested in the general one. */
+const AZURE_CONFIG =
+  "general_settings:\n  key_management_system: azure_key_vault\n  key_management_settings:\n" +
+  "    access_mode: read_and_write\n    store_virtual_keys: true\n    hosted_keys: [OPENAI_API_KEY, litellm/OPENAI]\n" +
+  '    team_settings:\n      team-a: {prefix_for_stored_virtual_keys: "litellm/team-a/"}\n';
+async function serveAzure() {
+  const fake = await azure();
+  fake.reset();
+  fake.seed("LITELLM-SALT-KEY", "portal-salt"); // made in the portal: litellm/SALT_KEY lands on it
+  const served = await serveStore(AZURE_CONFIG, { ...fake.env(), NODE_EXTRA_CA_CERTS: inject("testPki").caFile });
+  return { fake, ...served };
+}
 
 describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on our API", () => {
   const python = PYTHON as string;
@@ -403,6 +418,51 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
       ]);
       expect(warnings.filter((l) => l.logger === "LiteLLM Proxy")).toHaveLength(4);
       expectNoValueIn([server.output, raw], [victim, attacker, own, masterKey]);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("a regeneration whose new name is refused still deletes the old name (the revoked key) and raises the write's error; an old name that is not ours (409) is logged, not raised", async () => {
+    const { fake, server, masterKey } = await serveAzure();
+    const k = (label: string) => `sk-${secretValue(label)}`;
+    const keys = { old: k("old"), rot1: k("rot1"), second: k("second"), rot2: k("rot2"), rot3: k("rot3") };
+    try {
+      const { results, logs, raw } = await hooks(python, dir, server.url, masterKey, [
+        ["gen", "old-alias", keys.old],
+        ["rot", "old-alias", "team-a/prod", keys.rot1], // team-a's prefix, not the general one's: 403
+        ["gen", "second", keys.second],
+        ["rot", "second", `virtual-key-${sha256(keys.old)}`, keys.rot2], // refused by the class
+        ["rot", "SALT_KEY", "new-alias", keys.rot3], // the old name is the portal's secret: 409 on its delete
+      ]);
+      expect(results).toMatchObject([
+        { ok: "stored" },
+        { error: "LLMSecretsError", status: 403, code: "not_hosted" },
+        { ok: "stored" },
+        { error: "LLMSecretsError", status: 0, code: "invalid_request" },
+        { ok: "rotated" },
+      ]);
+      // The revoked keys' old names are deleted though their new names were refused.
+      expect(fake.secret("LITELLM-OLD-ALIAS")?.deleted).toBeDefined();
+      expect(fake.secret("LITELLM-SECOND")?.deleted).toBeDefined();
+      expect(fake.secret("LITELLM-TEAM-A-PROD")).toBeUndefined();
+      expect(fake.secret(`LITELLM-VIRTUAL-KEY-${sha256(keys.old)}`)).toBeUndefined();
+      // The portal's secret is untouched, and the new name written.
+      expect(fake.secret("LITELLM-SALT-KEY")?.deleted).toBeUndefined();
+      expect(fake.secret("LITELLM-SALT-KEY")?.versions.map((v) => v.value)).toEqual(["portal-salt"]);
+      expect(fake.secret("LITELLM-NEW-ALIAS")?.versions.map((v) => v.value === keys.rot3)).toEqual([true]);
+      expect(logs.filter((l) => l.logger === "LiteLLM")).toEqual([
+        {
+          logger: "LiteLLM",
+          level: "INFO",
+          message: "the rotation's old name litellm/SALT_KEY holds no key of ours (name_conflict): not deleted",
+        },
+      ]);
+      expect(logs.filter((l) => l.level === "WARNING").map((l) => l.logger)).toEqual([
+        "LiteLLM Proxy",
+        "LiteLLM Proxy",
+      ]);
+      expectNoValueIn([server.output, raw], [...Object.values(keys), masterKey]);
     } finally {
       await server.stop();
     }
