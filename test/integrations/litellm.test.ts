@@ -468,6 +468,42 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
     }
   });
 
+  it("a key the server refuses (409 name_conflict, 403 not_hosted, 400 invalid_name) is not stored: the class raises the status and code, LiteLLM warns once, with no key", async () => {
+    const { fake, server, masterKey } = await serveAzure();
+    const k = (label: string) => `sk-${secretValue(label)}`;
+    const keys = { salt: k("salt"), openai: k("openai"), team: k("team"), spaced: k("spaced"), good: k("good") };
+    try {
+      const { results, logs, raw } = await hooks(python, dir, server.url, masterKey, [
+        ["gen", "SALT_KEY", keys.salt], // lands on the portal's LITELLM-SALT-KEY
+        ["gen", "openai", keys.openai], // lands on hosted litellm/OPENAI's secret (Key Vault ignores case)
+        ["gen", "team-a/prod", keys.team], // team-a's prefix, nested in the general one, with hosted_keys
+        ["gen", "Team A key", keys.spaced], // an alias that is no name
+        ["gen", "good-alias", keys.good],
+      ]);
+      expect(results).toMatchObject([
+        { error: "LLMSecretsError", status: 409, code: "name_conflict" },
+        { error: "LLMSecretsError", status: 409, code: "name_conflict" },
+        { error: "LLMSecretsError", status: 403, code: "not_hosted" },
+        { error: "LLMSecretsError", status: 400, code: "invalid_name" },
+        { ok: "stored" },
+      ]);
+      // Nothing written but the good alias; the portal's secret untouched.
+      expect(fake.calls("PUT", "/secrets/").map((r) => r.path)).toEqual(["/secrets/litellm-good-alias"]);
+      expect(fake.secret("LITELLM-SALT-KEY")?.versions.map((v) => v.value)).toEqual(["portal-salt"]);
+      // One WARNING each on LiteLLM's proxy logger, naming the status and code, never the key.
+      const warnings = logs.filter((l) => l.level === "WARNING");
+      expect(warnings.map((l) => [l.logger, /llm-secrets answered (\d+ \w+)/.exec(l.message)?.[1]])).toEqual([
+        ["LiteLLM Proxy", "409 name_conflict"],
+        ["LiteLLM Proxy", "409 name_conflict"],
+        ["LiteLLM Proxy", "403 not_hosted"],
+        ["LiteLLM Proxy", "400 invalid_name"],
+      ]);
+      expectNoValueIn([JSON.stringify(logs), raw, server.output], [...Object.values(keys), masterKey]);
+    } finally {
+      await server.stop();
+    }
+  });
+
   it("sends LLM_SECRETS_FUNCTIONS_KEY as x-functions-key (Azure), beside the master key", async () => {
     const { out } = await drive(python, dir, "functions_key", {
       LLM_SECRETS_URL: "http://127.0.0.1:1",
