@@ -25,14 +25,31 @@ with ``store_virtual_keys: true``) go through ``PUT`` and ``DELETE``; a delete t
 ``{"status": "error", ...}`` rather than raise, and logs a warning on the ``LiteLLM`` logger, as
 LiteLLM's Vault manager does, since LiteLLM deletes a key's names in one loop that a raise would
 end (and it ignores what the delete answers). A team's ``secret_manager_settings``
-(``optional_params``) are not sent, and llm-secrets' ``team_settings`` do not apply either (they
-place the keys of its queue's key events): what this class writes lands under llm-secrets'
-general ``key_management_settings``. Names are encoded one path segment at a time, so
+(``optional_params``) are not sent, and no team is named: what this class writes is placed by
+llm-secrets' general ``key_management_settings`` (its ``team_settings`` place the keys of its
+queue's key events). A team's ``prefix_for_stored_virtual_keys`` still counts: a name under a
+team's prefix nested in the general one (``litellm/team-a/prod`` with team-a's ``litellm/team-a/``)
+is that team's, refused (403 not_hosted) with ``hosted_keys`` set, and never taking over a secret
+made outside llm-secrets without. Names are encoded one path segment at a time, so
 ``litellm/team/key`` reaches the secret of that name. A call that meets 503 is sent once more
 after its Retry-After (at most ``RETRY_AFTER_MAX_S``; a sync read waits in its thread, as
 LiteLLM's reads of provider keys at start-up are sync). Every other failure of a read or write is
 an ``LLMSecretsError`` with the HTTP status and llm-secrets' error code; no error holds a value or
 the API key. The health check asks ``/ready``, then reads a name with the API key: a wrong key is unhealthy.
+
+A key's write (``<prefix><key_alias>``, or ``<prefix>virtual-key-<sha256 of the key>`` without an
+alias) can be refused: 409 name_conflict (the name lands on a secret made outside llm-secrets, or
+on a hosted name's), 403 not_hosted (with ``hosted_keys``, a name under another team's prefix),
+400 invalid_name (an alias that is no name, e.g. with a space), 400 invalid_request (an alias
+spelled as a token hash's name, ``virtual-key-<64 hex>`` in any case with any separator, whose
+value is not that key: refused here before sending, status 0, and by the server), or 503 with a
+Retry-After above 5 s. LiteLLM then keeps the key, unstored in llm-secrets: its hook logs one
+WARNING on the ``LiteLLM Proxy`` logger, and nothing retries. The remedy: regenerate the key
+with an allowed ``key_alias``, or (a 403) an operator adds the name to ``hosted_keys``. A delete
+of a name spelled as a token hash's is never sent (LiteLLM deletes only keys with an alias). A
+regeneration to a new name deletes the old name whatever became of the write. One gap: a key
+without an alias regenerated under its own hash's name cannot be told apart from an alias
+spoofing that name, so the server refuses it and the revoked key stays stored under that name.
 
 Standard library and httpx (which LiteLLM already depends on) only. One pooled client per
 process: the sync client is shared by every instance, the async one by every instance on an

@@ -384,6 +384,9 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
         ["rot", "gone", `virtual-key-${sha256(own)}`, own], // a hash name with its own key: written
         ["del", `virtual-key-${hash}`],
         ["del", `Virtual_Key_${hash}`],
+        // The gap: a regeneration keeping the name (a key without an alias) is sent, and the server,
+        // which cannot tell it from this spoof, refuses it.
+        ["rot", `virtual-key-${hash}`, `virtual-key-${hash}`, attacker],
       ]);
       expect(results[0]).toEqual({ ok: "stored" });
       for (const i of [1, 2, 3, 4]) {
@@ -396,27 +399,30 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
           ok: { deleted: false, status: "error", code: "invalid_request" },
         });
       }
+      expect(results[8]).toMatchObject({ error: "LLMSecretsError", status: 400, code: "invalid_request" });
       // The victim's key is still stored.
       const read = await fetch(`${server.url}/v1/secrets/litellm/virtual-key-${hash}`, {
         headers: { authorization: `Bearer ${masterKey}` },
       });
       expect(((await read.json()) as { value: string }).value).toBe(victim);
-      // The server saw only the two allowed writes, and no change of a spoofed name.
+      // The server saw only the two allowed writes and the same-name rotation (which it refused), and
+      // no change of a spoofed name.
       await until(() => auditOf(server.output).some(([action]) => action === "read"));
       const changes = auditOf(server.output).filter(([, name]) => /virtual.key./i.test(name as string));
       expect(changes).toEqual([
         ["write", `litellm/virtual-key-${hash}`, "ok"],
         ["write", `litellm/virtual-key-${sha256(own)}`, "ok"],
+        ["write", `litellm/virtual-key-${hash}`, "invalid_request"],
         ["read", `litellm/virtual-key-${hash}`, "ok"],
       ]);
       // The two refused deletes are on LiteLLM's logger (LiteLLM ignores their answers); the refused
-      // writes and the rotation are one WARNING each on the proxy's.
+      // writes and the rotations are one WARNING each on the proxy's.
       const warnings = logs.filter((l) => l.level === "WARNING");
       expect(warnings.filter((l) => l.logger === "LiteLLM").map((l) => l.message)).toEqual([
         expect.stringMatching(/^the delete of litellm\/virtual-key-[0-9a-f]{64} failed \(invalid_request\)/),
         expect.stringMatching(/^the delete of litellm\/Virtual_Key_[0-9a-f]{64} failed \(invalid_request\)/),
       ]);
-      expect(warnings.filter((l) => l.logger === "LiteLLM Proxy")).toHaveLength(4);
+      expect(warnings.filter((l) => l.logger === "LiteLLM Proxy")).toHaveLength(5);
       expectNoValueIn([server.output, raw], [victim, attacker, own, masterKey]);
     } finally {
       await server.stop();
