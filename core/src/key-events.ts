@@ -36,7 +36,7 @@ import { isCiphertextShaped, type KeyRing, openSecret } from "./crypto";
 import { EncryptionKeyMissing, type ErrorCode, SecretsError } from "./errors";
 import { describeUnexpected, type Logger } from "./log";
 import type { Metrics } from "./metrics";
-import { isValidName } from "./names";
+import { isValidName, TOKEN_HASH_NAME } from "./names";
 import type { EventChange, SecretManager } from "./secret-manager";
 import { MAX_CLOCK_SKEW_MS } from "./secret-store";
 import { type KeyManagement, virtualKeyPrefix } from "./settings";
@@ -291,16 +291,9 @@ function namesOf(alias: string | null | undefined, hash: string | null | undefin
   return names;
 }
 
-/**
- * A token hash's name, which LiteLLM's free-text aliases can spell too; with any other character
- * for either `-` as well (`virtual_key_`, `virtual/key/`), as stores that map names (Azure, Google)
- * land those on the same secret.
- */
-const HASH_NAME = /^virtual[^0-9a-z]key[^0-9a-z]([0-9a-f]{64})$/i;
-
 /** Whether `alias` is spelled as the name of a token hash other than the event's own (current or previous). */
 function spoofsHash(alias: string | null | undefined, event: KeyEvent): boolean {
-  const hash = alias ? HASH_NAME.exec(alias)?.[1]?.toLowerCase() : undefined;
+  const hash = alias ? TOKEN_HASH_NAME.exec(alias)?.[1]?.toLowerCase() : undefined;
   return hash !== undefined && hash !== event.token_hash && hash !== event.previous_token_hash;
 }
 

@@ -55,6 +55,14 @@ export function nameFromPath(rawPath: string, prefix: string): string {
   }
 }
 
+/**
+ * A virtual key's token hash as LiteLLM names its secret, `virtual-key-<64 hex>` (without an alias,
+ * a key is stored under its SHA-256), which a free-text alias can spell too: in any case, and with
+ * any other character for either `-`, as stores that map names (Azure, Google) land those on the
+ * same secret. The hex is the match's first group.
+ */
+export const TOKEN_HASH_NAME = /^virtual[^0-9a-z]key[^0-9a-z]([0-9a-f]{64})$/i;
+
 /** The path of a request target as it arrived, without its query or fragment. */
 export function withoutQuery(target: string): string {
   const cut = target.search(/[?#]/);

@@ -10,7 +10,7 @@ import { type KeyRing, openSecret, sealSecret } from "./crypto";
 import { AccessDenied, EncryptionKeyMissing, NotFound, SecretsError } from "./errors";
 import type { Logger } from "./log";
 import type { Labels, Metrics } from "./metrics";
-import { isValidName, validateName } from "./names";
+import { isValidName, TOKEN_HASH_NAME, validateName } from "./names";
 import { collectRefs, envRefValue, REF_PREFIX, replaceRefs, scanRefs } from "./refs";
 import { type CacheRead, SecretCache } from "./secret-cache";
 import type {
@@ -42,13 +42,7 @@ const MAX_STORE_READS = 64;
 const SHED_AFTER = 3;
 /** Unresolved names spelled out in the 422's message; `names` holds them all. */
 const LISTED_IN_MESSAGE = 20;
-/**
- * A token hash's secret name, `virtual-key-<64 hex>`, in any case and with any other character for
- * either `-` (stores that map names, Azure and Google, land those on the same secret): key-events.ts's
- * HASH_NAME, which could import these two rather than hold its own. `HASH_NAME_AT_END` finds it as
- * a name's last segment, or its last three (`virtual/key/<hex>`).
- */
-const HASH_NAME = /^virtual[^0-9a-z]key[^0-9a-z]([0-9a-f]{64})$/i;
+/** `TOKEN_HASH_NAME` as a name's last segment, or its last three (`virtual/key/<hex>`). */
 const HASH_NAME_AT_END = /(?:^|\/)virtual[^0-9a-z]key[^0-9a-z]([0-9a-f]{64})$/i;
 
 export interface SecretRead {
@@ -554,7 +548,7 @@ export class SecretManager {
     if (under.length === 0) return;
     const hashes = [
       HASH_NAME_AT_END.exec(name)?.[1],
-      ...under.map(({ prefix }) => HASH_NAME.exec(name.slice(prefix.length))?.[1]),
+      ...under.map(({ prefix }) => TOKEN_HASH_NAME.exec(name.slice(prefix.length))?.[1]),
     ].filter((hash) => hash !== undefined);
     if (hashes.length === 0) return;
     const own = createHash("sha256").update(value, "utf8").digest("hex");
