@@ -47,9 +47,14 @@ Retry-After above 5 s. LiteLLM then keeps the key, unstored in llm-secrets: its 
 WARNING on the ``LiteLLM Proxy`` logger, and nothing retries. The remedy: regenerate the key
 with an allowed ``key_alias``, or (a 403) an operator adds the name to ``hosted_keys``. A delete
 of a name spelled as a token hash's is never sent (LiteLLM deletes only keys with an alias). A
-regeneration to a new name deletes the old name whatever became of the write. One gap: a key
-without an alias regenerated under its own hash's name cannot be told apart from an alias
-spoofing that name, so the server refuses it and the revoked key stays stored under that name.
+regeneration to a new name deletes the old name whatever became of the write, unless the old name
+is spelled as a token hash's (an alias-less key given an alias): that name is left, orphaned, as
+LiteLLM leaves an alias-less key's on delete, since its owner cannot be told. A key without an
+alias regenerated under its old hash's name (LiteLLM asks for ``virtual-key-<old hash>``, holding
+the new key) is written under ``virtual-key-<sha256 of the new key>`` instead, the name LiteLLM
+gives that key and asks for at its next regeneration; the old hash's name is left orphaned too
+(it cannot be told from an alias spoofing another key's hash name, whose secret a write or delete
+there would replace). One INFO line on the ``LiteLLM`` logger says so, with names only.
 
 Standard library and httpx (which LiteLLM already depends on) only. One pooled client per
 process: the sync client is shared by every instance, the async one by every instance on an
@@ -258,6 +263,22 @@ def _hash_of_name(name: str) -> Optional[str]:
     return match.group(1).lower() if match else None
 
 
+def _sha256(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _own_hash_name(name: str, value: str) -> str:
+    """
+    `name` (spelled as a token hash's secret name) with that name replaced by the one LiteLLM gives
+    the key `value`: the same prefix, then ``virtual-key-<sha256 of value>``.
+    """
+    match = HASH_NAME.search(name)
+    if match is None:
+        return name
+    start = match.start() + (1 if name[match.start()] == "/" else 0)
+    return f"{name[:start]}virtual-key-{_sha256(value)}"
+
+
 def _refuse_hash_spoof(name: str, value: str) -> None:
     """
     A write under a token hash's secret name is that key's own (LiteLLM's name for a key without an
@@ -265,7 +286,7 @@ def _refuse_hash_spoof(name: str, value: str) -> None:
     which would replace that key's secret. Refused before it is sent.
     """
     expected = _hash_of_name(name)
-    if expected is not None and hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest() != expected:
+    if expected is not None and _sha256(value) != expected:
         raise LLMSecretsError(
             0,
             "invalid_request",
@@ -376,16 +397,11 @@ class LLMSecretsManager(CustomSecretManager):
         description: Optional[str],
         tags: Optional[Union[dict, list]],
         timeout: Optional[Union[float, httpx.Timeout]],
-        same_name: bool = False,
     ) -> Dict[str, Any]:
-        """
-        A PUT. A name spelled as a token hash's is refused unless the value is that key, or a rotation
-        keeps the name (``same_name``).
-        """
+        """A PUT. A name spelled as a token hash's is refused unless the value is that key."""
         body = _write_body(secret_value, description, tags)
         path = _path(secret_name)
-        if not same_name:
-            _refuse_hash_spoof(secret_name, secret_value)
+        _refuse_hash_spoof(secret_name, secret_value)
         response = await self._async_send("PUT", path, json=body, timeout=_timeout(timeout))
         if response.status_code not in (200, 201):
             raise _failure(response)
@@ -446,13 +462,30 @@ class LLMSecretsManager(CustomSecretManager):
         it differs. No read: the base class's rotation reads the old secret first and the new one
         back (a virtual key may be writable but not readable here, under hosted_keys), and, when the
         name stays, deletes what it has just written (older LiteLLM) or is not implemented (newer).
-        A new name spelled as a token hash's is refused unless the value is that key or the name stays
-        (an alias-less key keeps its old hash's name). The old name is deleted whatever the write did:
-        the old key is revoked, and a new name refused must not leave it stored; the write's error is
-        then raised.
+        A new name spelled as a token hash's is refused unless the value is that key. When the name
+        stays and is spelled as a token hash's that the new value is not (LiteLLM regenerating a key
+        without an alias asks for ``virtual-key-<old hash>``), the new key is written under the same
+        prefix + ``virtual-key-<sha256 of the new key>``: the name LiteLLM gives that key, and the one
+        its next regeneration asks for as the current name. The old hash's name is not deleted: the
+        same call comes from a key whose alias spells another key's hash name, and the secret there
+        may be that other key's; it stays orphaned, as LiteLLM leaves an alias-less key's on delete.
+        When the names differ, the old name is deleted whatever the write did (the old key is revoked,
+        and a new name refused must not leave it stored), then the write's error is raised; an old name
+        spelled as a token hash's is not deleted either (see ``_delete_replaced``).
         """
         if new_secret_name == current_secret_name:
-            return await self._write(new_secret_name, new_secret_value, None, None, timeout, same_name=True)
+            old_hash = _hash_of_name(new_secret_name)
+            if old_hash is not None and isinstance(new_secret_value, str) and _sha256(new_secret_value) != old_hash:
+                own_name = _own_hash_name(new_secret_name, new_secret_value)
+                logger.info(
+                    "the rotation of %s (a token hash's name the new key is not) is written under the new key's "
+                    "hash name %s; %s is not deleted (its owner cannot be told): it stays orphaned",
+                    current_secret_name,
+                    own_name,
+                    current_secret_name,
+                )
+                return await self._write(own_name, new_secret_value, None, None, timeout)
+            return await self._write(new_secret_name, new_secret_value, None, None, timeout)
         try:
             written = await self._write(new_secret_name, new_secret_value, None, None, timeout)
         except Exception:
@@ -468,7 +501,19 @@ class LLMSecretsManager(CustomSecretManager):
         A rotation's delete of the old name. 404, or 409 name_conflict (the name lands on a secret made
         outside llm-secrets, or on a hosted name's), mean it holds no key of ours: logged, not raised.
         Another failure raises, unless the write failed too: then it is logged and the write's error raised.
+        A name spelled as a token hash's is not sent, as in ``async_delete_secret``: LiteLLM asks for one
+        when a key without an alias is given one at regeneration, but a key whose alias spells another
+        key's hash name asks for the same, and the secret there is then that other key's. Its owner
+        cannot be told, so it is left (orphaned, as LiteLLM leaves an alias-less key's on delete) and
+        logged at INFO.
         """
+        if _hash_of_name(secret_name) is not None:
+            logger.info(
+                "the rotation's old name %s is spelled as a token hash's name: not deleted (its owner cannot be "
+                "told), it stays orphaned",
+                secret_name,
+            )
+            return
         try:
             await self._delete(secret_name, timeout)
         except LLMSecretsError as err:

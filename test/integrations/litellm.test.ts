@@ -384,8 +384,8 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
         ["rot", "gone", `virtual-key-${sha256(own)}`, own], // a hash name with its own key: written
         ["del", `virtual-key-${hash}`],
         ["del", `Virtual_Key_${hash}`],
-        // The gap: a regeneration keeping the name (a key without an alias) is sent, and the server,
-        // which cannot tell it from this spoof, refuses it.
+        // The attacker's key (alias virtual-key-<victim's hash>) regenerated keeping its alias: the
+        // same call as an alias-less key's regeneration. Written under the new key's own hash name.
         ["rot", `virtual-key-${hash}`, `virtual-key-${hash}`, attacker],
       ]);
       expect(results[0]).toEqual({ ok: "stored" });
@@ -399,20 +399,20 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
           ok: { deleted: false, status: "error", code: "invalid_request" },
         });
       }
-      expect(results[8]).toMatchObject({ error: "LLMSecretsError", status: 400, code: "invalid_request" });
+      expect(results[8]).toEqual({ ok: "rotated" });
       // The victim's key is still stored.
       const read = await fetch(`${server.url}/v1/secrets/litellm/virtual-key-${hash}`, {
         headers: { authorization: `Bearer ${masterKey}` },
       });
       expect(((await read.json()) as { value: string }).value).toBe(victim);
-      // The server saw only the two allowed writes and the same-name rotation (which it refused), and
-      // no change of a spoofed name.
+      // The server saw only the allowed writes (the same-name rotation's under the attacker key's own
+      // hash name), and no change of a spoofed name.
       await until(() => auditOf(server.output).some(([action]) => action === "read"));
       const changes = auditOf(server.output).filter(([, name]) => /virtual.key./i.test(name as string));
       expect(changes).toEqual([
         ["write", `litellm/virtual-key-${hash}`, "ok"],
         ["write", `litellm/virtual-key-${sha256(own)}`, "ok"],
-        ["write", `litellm/virtual-key-${hash}`, "invalid_request"],
+        ["write", `litellm/virtual-key-${sha256(attacker)}`, "ok"],
         ["read", `litellm/virtual-key-${hash}`, "ok"],
       ]);
       // The two refused deletes are on LiteLLM's logger (LiteLLM ignores their answers); the refused
@@ -422,8 +422,96 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
         expect.stringMatching(/^the delete of litellm\/virtual-key-[0-9a-f]{64} failed \(invalid_request\)/),
         expect.stringMatching(/^the delete of litellm\/Virtual_Key_[0-9a-f]{64} failed \(invalid_request\)/),
       ]);
-      expect(warnings.filter((l) => l.logger === "LiteLLM Proxy")).toHaveLength(5);
+      expect(warnings.filter((l) => l.logger === "LiteLLM Proxy")).toHaveLength(4);
       expectNoValueIn([server.output, raw], [victim, attacker, own, masterKey]);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("a key without an alias regenerated under its old hash's name is stored under its new hash's name; a hash-named old name is never deleted, so a spoofing alias's regeneration cannot replace nor delete the key it spells", async () => {
+    // LiteLLM regenerates an alias-less key with current = new = <prefix>virtual-key-<OLD hash> and
+    // the NEW key, then asks for virtual-key-<the new hash> at the next regeneration; given an alias,
+    // current is still virtual-key-<old hash>. A key whose alias spells another key's hash name makes
+    // the very same calls.
+    const config = `general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n`;
+    const { server, masterKey } = await serveStore(config, {});
+    const k = (label: string) => `sk-${secretValue(label)}`;
+    const keys = { k1: k("k1"), k2: k("k2"), k3: k("k3"), k4: k("k4"), victim: k("victim"), a1: k("a1"), a2: k("a2") };
+    const h = (key: string) => `virtual-key-${sha256(key)}`;
+    try {
+      const { results, logs, raw } = await hooks(python, dir, server.url, masterKey, [
+        ["gen", h(keys.k1), keys.k1], // an alias-less key
+        ["rot", h(keys.k1), h(keys.k1), keys.k2], // regenerated: stored under h(k2)
+        ["rot", h(keys.k2), h(keys.k2), keys.k3], // regenerated again (LiteLLM's current is h(k2))
+        ["rot", h(keys.k3), "given-alias", keys.k4], // given an alias: h(k3) is not deleted
+        ["gen", h(keys.victim), keys.victim], // another alias-less key
+        ["rot", h(keys.victim), "attacker-alias", keys.a1], // an alias spelling it, renamed at regeneration
+        [
+          "rot",
+          `team-a/VIRTUAL_KEY_${sha256(keys.victim).toUpperCase()}`,
+          `team-a/VIRTUAL_KEY_${sha256(keys.victim).toUpperCase()}`,
+          keys.a2,
+        ],
+      ]);
+      expect(results).toEqual([
+        { ok: "stored" },
+        { ok: "rotated" },
+        { ok: "rotated" },
+        { ok: "rotated" },
+        { ok: "stored" },
+        { ok: "rotated" },
+        { ok: "rotated" },
+      ]);
+      const read = async (name: string) => {
+        const response = await fetch(`${server.url}/v1/secrets/litellm/${name}`, {
+          headers: { authorization: `Bearer ${masterKey}` },
+        });
+        return response.status === 200 ? ((await response.json()) as { value: string }).value : response.status;
+      };
+      // Each key under its own hash's name (the revoked ones orphaned, as LiteLLM leaves alias-less
+      // keys on delete), the alias written, and the victim's key untouched.
+      expect(await read(h(keys.k1))).toBe(keys.k1);
+      expect(await read(h(keys.k2))).toBe(keys.k2);
+      expect(await read(h(keys.k3))).toBe(keys.k3);
+      expect(await read("given-alias")).toBe(keys.k4);
+      expect(await read(h(keys.victim))).toBe(keys.victim);
+      expect(await read("attacker-alias")).toBe(keys.a1);
+      expect(await read(`team-a/${h(keys.a2)}`)).toBe(keys.a2);
+      // What the server changed: these writes, and no delete.
+      await until(() => auditOf(server.output).filter(([action]) => action === "read").length >= 7);
+      expect(auditOf(server.output).filter(([action]) => action !== "read")).toEqual([
+        ["write", `litellm/${h(keys.k1)}`, "ok"],
+        ["write", `litellm/${h(keys.k2)}`, "ok"],
+        ["write", `litellm/${h(keys.k3)}`, "ok"],
+        ["write", "litellm/given-alias", "ok"],
+        ["write", `litellm/${h(keys.victim)}`, "ok"],
+        ["write", "litellm/attacker-alias", "ok"],
+        ["write", `litellm/team-a/${h(keys.a2)}`, "ok"],
+      ]);
+      // One INFO line per rotation that left a hash name, names only; no warning.
+      expect(logs.filter((l) => l.level !== "INFO")).toEqual([]);
+      expect(logs.map((l) => [l.logger, l.message])).toEqual([
+        [
+          "LiteLLM",
+          expect.stringContaining(
+            `litellm/${h(keys.k1)} (a token hash's name the new key is not) is written under the new key's hash name litellm/${h(keys.k2)}`,
+          ),
+        ],
+        [
+          "LiteLLM",
+          expect.stringContaining(
+            `litellm/${h(keys.k2)} (a token hash's name the new key is not) is written under the new key's hash name litellm/${h(keys.k3)}`,
+          ),
+        ],
+        [
+          "LiteLLM",
+          `the rotation's old name litellm/${h(keys.k3)} is spelled as a token hash's name: not deleted (its owner cannot be told), it stays orphaned`,
+        ],
+        ["LiteLLM", expect.stringContaining(`the rotation's old name litellm/${h(keys.victim)} is spelled`)],
+        ["LiteLLM", expect.stringContaining(`hash name litellm/team-a/${h(keys.a2)}; `)],
+      ]);
+      expectNoValueIn([server.output, raw], [...Object.values(keys), masterKey]);
     } finally {
       await server.stop();
     }
