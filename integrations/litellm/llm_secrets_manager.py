@@ -93,6 +93,9 @@ HASH_NAME = re.compile(r"(?:^|/)virtual[^0-9a-z]key[^0-9a-z]([0-9a-f]{64})\Z", r
 # LiteLLM's own logger (litellm._logging's verbose_logger): where its secret managers log failures.
 logger = logging.getLogger("LiteLLM")
 
+# What a delete of a rotation's old name answers when that name never held a key of ours.
+NEVER_OURS = {(409, "name_conflict"), (403, "not_hosted"), (400, "invalid_name")}
+
 
 class LLMSecretsError(Exception):
     """A call to llm-secrets failed: the status (0 when no answer came), the error code, a message."""
@@ -498,8 +501,10 @@ class LLMSecretsManager(CustomSecretManager):
         self, secret_name: str, timeout: Optional[Union[float, httpx.Timeout]], write_failed: bool
     ) -> None:
         """
-        A rotation's delete of the old name. 404, or 409 name_conflict (the name lands on a secret made
-        outside llm-secrets, or on a hosted name's), mean it holds no key of ours: logged, not raised.
+        A rotation's delete of the old name. 404, 409 name_conflict (the name lands on a secret made
+        outside llm-secrets, or on a hosted name's), 403 not_hosted or 400 invalid_name (a name this
+        class could never have written: the key's write under it was refused the same way) mean it
+        holds no key of ours: logged, not raised.
         Another failure raises, unless the write failed too: then it is logged and the write's error raised.
         A name spelled as a token hash's is not sent, as in ``async_delete_secret``: LiteLLM asks for one
         when a key without an alias is given one at regeneration, but a key whose alias spells another
@@ -517,7 +522,7 @@ class LLMSecretsManager(CustomSecretManager):
         try:
             await self._delete(secret_name, timeout)
         except LLMSecretsError as err:
-            if err.status == 404 or (err.status == 409 and err.code == "name_conflict"):
+            if err.status == 404 or (err.status, err.code) in NEVER_OURS:
                 logger.info("the rotation's old name %s holds no key of ours (%s): not deleted", secret_name, err.code)
             elif write_failed:
                 logger.warning("the delete of %s failed (%s), it may still be stored: %s", secret_name, err.code, err)

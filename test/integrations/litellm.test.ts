@@ -573,6 +573,9 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
         ["gen", "team-a/prod", keys.team], // team-a's prefix, nested in the general one, with hosted_keys
         ["gen", "Team A key", keys.spaced], // an alias that is no name
         ["gen", "good-alias", keys.good],
+        // The remedy README gives: regenerate with an allowed alias. The old name was never stored.
+        ["rot", "team-a/prod", "good-1", keys.team],
+        ["rot", "Team A key", "good-2", keys.spaced],
       ]);
       expect(results).toMatchObject([
         { error: "LLMSecretsError", status: 409, code: "name_conflict" },
@@ -580,9 +583,15 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
         { error: "LLMSecretsError", status: 403, code: "not_hosted" },
         { error: "LLMSecretsError", status: 400, code: "invalid_name" },
         { ok: "stored" },
+        { ok: "rotated" },
+        { ok: "rotated" },
       ]);
-      // Nothing written but the good alias; the portal's secret untouched.
-      expect(fake.calls("PUT", "/secrets/").map((r) => r.path)).toEqual(["/secrets/litellm-good-alias"]);
+      // Nothing written but the allowed aliases; the portal's secret untouched.
+      expect(fake.calls("PUT", "/secrets/").map((r) => r.path)).toEqual([
+        "/secrets/litellm-good-alias",
+        "/secrets/litellm-good-1",
+        "/secrets/litellm-good-2",
+      ]);
       expect(fake.secret("LITELLM-SALT-KEY")?.versions.map((v) => v.value)).toEqual(["portal-salt"]);
       // One WARNING each on LiteLLM's proxy logger, naming the status and code, never the key.
       const warnings = logs.filter((l) => l.level === "WARNING");
