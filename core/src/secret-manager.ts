@@ -616,9 +616,8 @@ export class SecretManager {
     }
     // A name under any virtual-key prefix (the general one or a team's) is a virtual key unless the
     // operator named it in hosted_keys (without hosted_keys, every name is allowed, and a gateway's
-    // PUT of litellm/<alias> is still a user's).
-    const underPrefix =
-      this.#policy.storeVirtualKeys && this.#prefixes.some(({ prefix }) => this.#startsWith(name, prefix));
+    // PUT of litellm/<alias> is still a user's; with store_virtual_keys off too: the class writes there).
+    const underPrefix = this.#prefixes.some(({ prefix }) => this.#startsWith(name, prefix));
     const asVirtualKey = event !== undefined || (underPrefix && this.#hosted?.has(name) !== true);
     const onHosted = asVirtualKey ? this.#hostedByKey.get(this.store.keyOf(name)) : undefined;
     if (onHosted !== undefined) {

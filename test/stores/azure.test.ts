@@ -272,7 +272,12 @@ describe("azure_key_vault over the wire", () => {
   });
 
   it("a PUT or DELETE allowed only under the virtual-key prefix neither adopts nor deletes a portal secret; a hosted name's does (with hosted_keys or without)", async () => {
-    for (const hostedKeys of ["    hosted_keys: [OPENAI_API_KEY]\n", ""]) {
+    // With hosted_keys, without, and without store_virtual_keys either (the class writes all the same).
+    for (const settings of [
+      "    store_virtual_keys: true\n    hosted_keys: [OPENAI_API_KEY]\n",
+      "    store_virtual_keys: true\n",
+      "",
+    ]) {
       // LiteLLM's custom secret manager writes a virtual key as PUT /v1/secrets/litellm/<alias> with
       // the master key, the alias chosen by any LiteLLM user: litellm/SALT_KEY is the vault's
       // portal-made LITELLM-SALT-KEY, and litellm/OTHER its LITELLM-OTHER.
@@ -290,7 +295,7 @@ describe("azure_key_vault over the wire", () => {
           env: {
             ...fake.env(),
             LITELLM_MASTER_KEY: masterKey,
-            LLM_SECRETS_CONFIG: `general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n${hostedKeys}`,
+            LLM_SECRETS_CONFIG: `general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n${settings}`,
           },
         },
         log,
