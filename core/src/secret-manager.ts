@@ -43,7 +43,7 @@ const SHED_AFTER = 3;
 /** Unresolved names spelled out in the 422's message; `names` holds them all. */
 const LISTED_IN_MESSAGE = 20;
 /** `TOKEN_HASH_NAME` as a name's last segment, or its last three (`virtual/key/<hex>`). */
-const HASH_NAME_AT_END = /(?:^|\/)virtual[^0-9a-z]key[^0-9a-z]([0-9a-f]{64})$/i;
+const HASH_NAME_AT_END = new RegExp(`(?:^|/)${TOKEN_HASH_NAME.source.slice(1)}`, TOKEN_HASH_NAME.flags);
 
 export interface SecretRead {
   name: string;

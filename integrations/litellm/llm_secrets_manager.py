@@ -480,14 +480,15 @@ class LLMSecretsManager(CustomSecretManager):
             old_hash = _hash_of_name(new_secret_name)
             if old_hash is not None and isinstance(new_secret_value, str) and _sha256(new_secret_value) != old_hash:
                 own_name = _own_hash_name(new_secret_name, new_secret_value)
+                written = await self._write(own_name, new_secret_value, None, None, timeout)
                 logger.info(
-                    "the rotation of %s (a token hash's name the new key is not) is written under the new key's "
+                    "the rotation of %s (a token hash's name the new key is not) was written under the new key's "
                     "hash name %s; %s is not deleted (its owner cannot be told): it stays orphaned",
                     current_secret_name,
                     own_name,
                     current_secret_name,
                 )
-                return await self._write(own_name, new_secret_value, None, None, timeout)
+                return written
             return await self._write(new_secret_name, new_secret_value, None, None, timeout)
         try:
             written = await self._write(new_secret_name, new_secret_value, None, None, timeout)

@@ -495,13 +495,13 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
         [
           "LiteLLM",
           expect.stringContaining(
-            `litellm/${h(keys.k1)} (a token hash's name the new key is not) is written under the new key's hash name litellm/${h(keys.k2)}`,
+            `litellm/${h(keys.k1)} (a token hash's name the new key is not) was written under the new key's hash name litellm/${h(keys.k2)}`,
           ),
         ],
         [
           "LiteLLM",
           expect.stringContaining(
-            `litellm/${h(keys.k2)} (a token hash's name the new key is not) is written under the new key's hash name litellm/${h(keys.k3)}`,
+            `litellm/${h(keys.k2)} (a token hash's name the new key is not) was written under the new key's hash name litellm/${h(keys.k3)}`,
           ),
         ],
         [
