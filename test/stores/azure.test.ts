@@ -72,15 +72,18 @@ beforeEach(async () => {
   (await azure()).reset();
 });
 
-/** A runtime on the Azure fake's vault that reads and writes (its master key unused: called in process). */
-function readWriteRuntime(fake: { env(): Record<string, string> }) {
+/**
+ * A runtime on the Azure fake's vault that reads and writes; `settings`: more key_management_settings
+ * lines (indented four spaces).
+ */
+function readWriteRuntime(fake: { env(): Record<string, string> }, settings = "", masterKey = newKey()) {
   return createRuntime({
     stores: [azureKeyVaultStore],
     settings: {
       env: {
         ...fake.env(),
-        LITELLM_MASTER_KEY: newKey(),
-        LLM_SECRETS_CONFIG: "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n",
+        LITELLM_MASTER_KEY: masterKey,
+        LLM_SECRETS_CONFIG: `general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n${settings}`,
       },
     },
     log,
@@ -289,18 +292,7 @@ describe("azure_key_vault over the wire", () => {
       const provider = value("portal-provider");
       fake.seed("OPENAI-API-KEY", provider);
       const masterKey = newKey();
-      const runtime = await createRuntime({
-        stores: [azureKeyVaultStore],
-        settings: {
-          env: {
-            ...fake.env(),
-            LITELLM_MASTER_KEY: masterKey,
-            LLM_SECRETS_CONFIG: `general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n${settings}`,
-          },
-        },
-        log,
-        audit: () => {},
-      });
+      const runtime = await readWriteRuntime(fake, settings, masterKey);
       const call = async (method: string, name: string, body?: unknown) => {
         const path = `/v1/secrets/${name}`;
         const headers = { authorization: `Bearer ${masterKey}`, "content-type": "application/json" };
@@ -349,19 +341,11 @@ describe("azure_key_vault over the wire", () => {
     const portal = value("portal-team-salt");
     fake.seed("LITELLM-TEAM-A-SALT-KEY", portal);
     const masterKey = newKey();
-    const runtime = await createRuntime({
-      stores: [azureKeyVaultStore],
-      settings: {
-        env: {
-          ...fake.env(),
-          LITELLM_MASTER_KEY: masterKey,
-          LLM_SECRETS_CONFIG:
-            "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n    team_settings:\n      team-a: {prefix_for_stored_virtual_keys: litellm/team-a/}\n",
-        },
-      },
-      log,
-      audit: () => {},
-    });
+    const runtime = await readWriteRuntime(
+      fake,
+      "    store_virtual_keys: true\n    team_settings:\n      team-a: {prefix_for_stored_virtual_keys: litellm/team-a/}\n",
+      masterKey,
+    );
     try {
       const path = "/v1/secrets/litellm/team-a/SALT_KEY";
       const init = {
