@@ -9,9 +9,9 @@ import * as sdk from "@aws-sdk/client-secrets-manager";
 import { beforeEach, describe, expect, it } from "vitest";
 import { createLogger } from "../../core/src/log";
 import { AwsSecretsManagerStore } from "../../core/src/stores/aws";
-import { awsClientOptions } from "../../core/src/stores/aws-config";
 import { lazyFakeAws } from "../fakes/aws";
 import { codeOf, secretValue } from "../helpers";
+import { fakeClient, hookedClient } from "./aws-clients";
 
 const aws = lazyFakeAws();
 const logs: string[] = [];
@@ -21,25 +21,6 @@ beforeEach(async () => {
   (await aws()).reset();
   logs.length = 0;
 });
-
-/** A client of the fake, made as the store makes its own. */
-function fakeClient(): sdk.SecretsManagerClient {
-  return new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));
-}
-
-type Send = (command: unknown) => Promise<unknown>;
-
-/** A client whose commands go through `hook` (which may put another writer between two calls). */
-function hookedClient(): {
-  client: sdk.SecretsManagerClient;
-  hook: (command: unknown, send: Send) => Promise<unknown>;
-} {
-  const client = fakeClient();
-  const send = client.send.bind(client) as Send;
-  const hooked = { client, hook: (command: unknown, next: Send) => next(command) };
-  (client as { send: unknown }).send = (command: unknown) => hooked.hook(command, send);
-  return hooked;
-}
 
 async function stagesOf(client: sdk.SecretsManagerClient, name: string): Promise<Record<string, string[]>> {
   const out = await client.send(new sdk.DescribeSecretCommand({ SecretId: name }));
@@ -104,7 +85,7 @@ function rotation(client: sdk.SecretsManagerClient, name: string, token: string,
 describe("the fake's staging labels, as Secrets Manager documents them", () => {
   it("PutSecretValue moves AWSCURRENT (AWSPREVIOUS to the version it left); with VersionStages [AWSPENDING] it leaves AWSCURRENT", async () => {
     await aws();
-    const client = fakeClient();
+    const client = fakeClient(log);
     const v1 = randomUUID();
     const v2 = randomUUID();
     const v3 = randomUUID();
@@ -156,7 +137,7 @@ describe("the fake's staging labels, as Secrets Manager documents them", () => {
 
   it("UpdateSecretVersionStage moves a label only from the version RemoveFromVersionId names; AWSCURRENT takes AWSPREVIOUS along", async () => {
     await aws();
-    const client = fakeClient();
+    const client = fakeClient(log);
     const v1 = randomUUID();
     const v2 = randomUUID();
     await client.send(new sdk.CreateSecretCommand({ Name: "U", SecretString: "one", ClientRequestToken: v1 }));
@@ -197,13 +178,13 @@ describe("the fake's staging labels, as Secrets Manager documents them", () => {
 describe("a rotation Lambda's steps interleaved with the store", () => {
   it("the store reads AWSCURRENT throughout a rotation, and the rotated value once finishSecret has moved it", async () => {
     await aws();
-    const client = fakeClient();
+    const client = fakeClient(log);
     const store = new AwsSecretsManagerStore({ sdk, client, log });
     const before = secretValue("before");
     await store.put("ROTATED", before);
     const token = randomUUID();
     const after = secretValue("after");
-    const lambda = rotation(fakeClient(), "ROTATED", token, after);
+    const lambda = rotation(fakeClient(log), "ROTATED", token, after);
 
     await lambda.createSecret();
     expect((await store.get("ROTATED"))?.value).toBe(before);
@@ -222,12 +203,12 @@ describe("a rotation Lambda's steps interleaved with the store", () => {
 
   it("a direct write while a rotation is pending becomes current, and finishSecret then makes the rotation's value current over it; our change stamp stays", async () => {
     const fake = await aws();
-    const client = fakeClient();
+    const client = fakeClient(log);
     const store = new AwsSecretsManagerStore({ sdk, client, log, now: () => 5_000 });
     await store.put("MID", secretValue("before"), { ifNewerThan: { at: 1_000, id: "e1" } });
     const token = randomUUID();
     const rotated = secretValue("rotated");
-    const lambda = rotation(fakeClient(), "MID", token, rotated);
+    const lambda = rotation(fakeClient(log), "MID", token, rotated);
     await lambda.createSecret();
 
     const mine = secretValue("mine");
@@ -260,13 +241,13 @@ describe("a rotation Lambda's steps interleaved with the store", () => {
 
   it("a rotation's createSecret (AWSPENDING) during a failed restore-write is no other writer's value: the name is scheduled for deletion again", async () => {
     const fake = await aws();
-    const hooked = hookedClient();
+    const hooked = hookedClient(log);
     const { client } = hooked;
     const store = new AwsSecretsManagerStore({ sdk, client, log });
     const revoked = secretValue("revoked");
     await store.put("P", revoked);
     await store.delete("P");
-    const raw = fakeClient();
+    const raw = fakeClient(log);
     let raced = false;
     hooked.hook = async (command, send) => {
       if (command instanceof sdk.PutSecretValueCommand && !raced) {
@@ -294,13 +275,13 @@ describe("a rotation Lambda's steps interleaved with the store", () => {
 
   it("a rotation finished during a failed restore-write is another writer's value: it stands, recorded as a change", async () => {
     const fake = await aws();
-    const hooked = hookedClient();
+    const hooked = hookedClient(log);
     const { client } = hooked;
     const store = new AwsSecretsManagerStore({ sdk, client, log });
     await store.put("F", secretValue("revoked"));
     await store.delete("F");
     const rotated = secretValue("rotated");
-    const lambda = rotation(fakeClient(), "F", randomUUID(), rotated);
+    const lambda = rotation(fakeClient(log), "F", randomUUID(), rotated);
     let raced = false;
     hooked.hook = async (command, send) => {
       if (command instanceof sdk.PutSecretValueCommand && !raced) {

@@ -16,6 +16,7 @@ import { safeParse } from "../../core/src/validation";
 import { FAKE_AWS_CREDENTIALS, lazyFakeAws } from "../fakes/aws";
 import { makeServerChain } from "../fakes/pki";
 import { cleanEnv, codeOf, expectNoValueIn, listPages, runCli, secretValue, serveStore, tempDir } from "../helpers";
+import { fakeClient, hookedClient } from "./aws-clients";
 
 const aws = lazyFakeAws();
 const logs: string[] = [];
@@ -42,28 +43,6 @@ function kmsProcessEnv(url: string): Record<string, string> {
     AWS_SECRET_ACCESS_KEY: FAKE_AWS_CREDENTIALS.secretAccessKey,
     NODE_EXTRA_CA_CERTS: inject("testPki").caFile,
   };
-}
-
-/** A client of the fake, made as the store makes its own. */
-function fakeClient(): sdk.SecretsManagerClient {
-  return new sdk.SecretsManagerClient(awsClientOptions({ aws_region_name: "us-east-1" }, {}, log));
-}
-
-type Send = (command: unknown) => Promise<unknown>;
-
-/**
- * A client of the fake whose commands go through `hook`, which sends them on with `send`: where a
- * test puts another writer between two of the store's calls, or a fault. A test may replace `hook`.
- */
-function hookedClient(): {
-  client: sdk.SecretsManagerClient;
-  hook: (command: unknown, send: Send) => Promise<unknown>;
-} {
-  const client = fakeClient();
-  const send = client.send.bind(client) as Send;
-  const hooked = { client, hook: (command: unknown, next: Send) => next(command) };
-  (client as { send: unknown }).send = (command: unknown) => hooked.hook(command, send);
-  return hooked;
 }
 
 function value(label: string): string {
@@ -343,7 +322,7 @@ describe("aws_secret_manager over the wire", () => {
     expect(await store.put("TAGGED", value("most"), { meta: { tags: many(47) } })).toBe("updated");
     expect(fake.secrets.get("TAGGED")?.tags.size).toBe(50);
     // And the fake refuses them as AWS does.
-    const client = fakeClient();
+    const client = fakeClient(log);
     for (const Tags of [[{ Key: "aws:x", Value: "1" }], [{ Key: "one-too-many", Value: "1" }]]) {
       await expect(client.send(new sdk.TagResourceCommand({ SecretId: "TAGGED", Tags }))).rejects.toMatchObject({
         name: "InvalidParameterException",
@@ -380,7 +359,7 @@ describe("aws_secret_manager over the wire", () => {
   it("an older event whose create meets a newer one made meanwhile (ResourceExistsException) is superseded", async () => {
     await aws();
     const other = await open();
-    const hooked = hookedClient();
+    const hooked = hookedClient(log);
     const { client } = hooked;
     // A second writer lands between this store's DescribeSecret (nothing there) and its CreateSecret.
     let raced = false;
@@ -401,7 +380,7 @@ describe("aws_secret_manager over the wire", () => {
   it("an event's delete whose tombstone meets an older write made meanwhile deletes it; a newer one stands", async () => {
     await aws();
     const other = await open();
-    const hooked = hookedClient();
+    const hooked = hookedClient(log);
     const { client } = hooked;
     let race: (() => Promise<unknown>) | undefined;
     hooked.hook = async (command, send) => {
@@ -427,7 +406,7 @@ describe("aws_secret_manager over the wire", () => {
     await aws();
     const other = await open(); // seeds and reads
     await other.put("PAIR", value("first"), { ifNewerThan: { at: 500, id: "t0" } });
-    const hooked = hookedClient();
+    const hooked = hookedClient(log);
     const { client } = hooked;
     const older = value("older");
     const newerValue = value("newer");
@@ -463,7 +442,7 @@ describe("aws_secret_manager over the wire", () => {
     const other = await open(); // another instance
     await other.put("W", value("revoked"));
     await other.delete("W");
-    const hooked = hookedClient();
+    const hooked = hookedClient(log);
     const { client } = hooked;
     let raced = false;
     let theirs: unknown;
@@ -503,13 +482,13 @@ describe("aws_secret_manager over the wire", () => {
 
   it("a failed restore-write leaves another tool's value put meanwhile, and a delete under way at the same time still answers deleted", async () => {
     const fake = await aws();
-    const raw = fakeClient();
+    const raw = fakeClient(log);
     // Made and deleted by another tool: no tags of ours.
     await raw.send(
       new sdk.CreateSecretCommand({ Name: "T", SecretString: value("old"), ClientRequestToken: randomUUID() }),
     );
     await raw.send(new sdk.DeleteSecretCommand({ SecretId: "T", RecoveryWindowInDays: 7 }));
-    const hooked = hookedClient();
+    const hooked = hookedClient(log);
     const { client } = hooked;
     let race: (() => Promise<unknown>) | undefined;
     hooked.hook = async (command, send) => {
@@ -535,7 +514,7 @@ describe("aws_secret_manager over the wire", () => {
     // A delete that has tagged the name and waits on its DeleteSecret while this write fails and
     // schedules it first: the delete still answers deleted.
     await store.delete("T");
-    const otherHooked = hookedClient();
+    const otherHooked = hookedClient(log);
     const other = otherHooked.client;
     let release!: () => void;
     const held = new Promise<void>((resolve) => {
@@ -567,8 +546,8 @@ describe("aws_secret_manager over the wire", () => {
 
   it("a value another tool put during a failed restore-write is recorded as a change then: listed, and no late delete undoes it", async () => {
     const fake = await aws();
-    const raw = fakeClient();
-    const hooked = hookedClient();
+    const raw = fakeClient(log);
+    const hooked = hookedClient(log);
     const { client } = hooked;
     const theirs = value("theirs");
     let raced = false;
@@ -597,7 +576,7 @@ describe("aws_secret_manager over the wire", () => {
 
   it("a restore-write whose value landed but whose answer was lost goes on: our value is known by its token", async () => {
     const fake = await aws();
-    const hooked = hookedClient();
+    const hooked = hookedClient(log);
     const { client } = hooked;
     let lose = false;
     hooked.hook = async (command, send) => {
@@ -626,7 +605,7 @@ describe("aws_secret_manager over the wire", () => {
 
   it("a failed restore-write schedules it again even where AWS lists no versions of a secret scheduled for deletion", async () => {
     const fake = await aws();
-    const hooked = hookedClient();
+    const hooked = hookedClient(log);
     const { client } = hooked;
     let failPut = false;
     // DescribeSecret "only returns fields that have a value": a scheduled secret may come without VersionIdsToStages.
