@@ -293,8 +293,7 @@ function answerBody(
         } catch (err) {
           // The client gone first (its abort stopped the upstream call) is not the upstream's doing.
           if (raw.clientClosed?.() !== true) {
-            const code = (err as NodeJS.ErrnoException).code ?? (err as Error).name;
-            log?.warn("upstream answer cut", { model, code });
+            log?.warn("upstream answer cut", { model, code: failureLabel(err) });
           }
           // Where nothing can cut the connection (an answer sent whole once read: Lambda, Azure), the
           // read fails with the API's error, which the adapter answers instead.
@@ -313,10 +312,11 @@ function answerBody(
 
 /** The API's error for an upstream's answer that stopped before its end: past the deadline, or broken off. */
 function answerCut(err: unknown, model: string): SecretsError {
-  const code = (err as NodeJS.ErrnoException).code ?? (err as Error).name;
-  return /TIMEOUT/.test(code)
-    ? new SecretsError("upstream_timeout", `the answer of model ${model} did not end in time (${code})`)
-    : new SecretsError("upstream_unavailable", `the answer of model ${model} broke off before its end (${code})`);
+  return upstreamFailure(
+    err,
+    `the answer of model ${model} did not end in time`,
+    `the answer of model ${model} broke off before its end`,
+  );
 }
 
 /** The reason an exchange past its deadline is aborted with: its code says TIMEOUT (504), as undici's do. */
@@ -455,13 +455,26 @@ async function bodyOf(request: Request, max: number): Promise<Uint8Array | undef
   return bytes.byteLength > 0 ? bytes : undefined;
 }
 
-/** undici's failures as the two upstream codes: too slow, or not reachable. Names only, never a value. */
+/** undici's failures before an answer as the two upstream codes: too slow, or not reachable. */
 function upstreamError(err: unknown, modelName: string): SecretsError {
   if (err instanceof SecretsError) return err;
+  return upstreamFailure(
+    err,
+    `the API of model ${modelName} did not answer in time`,
+    `the API of model ${modelName} cannot be reached`,
+  );
+}
+
+/** An upstream failure as `504 upstream_timeout` (a code saying TIMEOUT) or `502 upstream_unavailable`, labelled. */
+function upstreamFailure(err: unknown, timedOut: string, unavailable: string): SecretsError {
+  const label = failureLabel(err);
+  return /TIMEOUT/.test(label)
+    ? new SecretsError("upstream_timeout", `${timedOut} (${label})`)
+    : new SecretsError("upstream_unavailable", `${unavailable} (${label})`);
+}
+
+/** What failed, as a log line or message may say it: undici's code, else the error's name. Never a value. */
+function failureLabel(err: unknown): string {
   const code = (err as { code?: unknown }).code;
-  const label = typeof code === "string" ? code : ((err as { name?: string }).name ?? "error");
-  if (typeof code === "string" && /TIMEOUT/.test(code)) {
-    return new SecretsError("upstream_timeout", `the API of model ${modelName} did not answer in time (${label})`);
-  }
-  return new SecretsError("upstream_unavailable", `the API of model ${modelName} cannot be reached (${label})`);
+  return typeof code === "string" ? code : ((err as { name?: string }).name ?? "error");
 }
