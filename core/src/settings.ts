@@ -37,7 +37,9 @@ const text = z.string();
 const optionalText = z.nullish(text);
 
 /** Pydantic's lax booleans, as LiteLLM's settings model takes them: `true`, `"yes"`, `"0"`, `1`... */
-const PY_TRUE = ["1", "on", "t", "true", "y", "yes"];
+export const PY_TRUE = ["1", "on", "t", "true", "y", "yes"];
+/** LiteLLM's `prefix_for_stored_virtual_keys` when none is set. */
+export const DEFAULT_VIRTUAL_KEY_PREFIX = "litellm/";
 const PY_FALSE = ["0", "off", "f", "false", "n", "no"];
 const laxBoolean = z.union([
   z.boolean(),
@@ -311,7 +313,10 @@ export function loadSettings(input: SettingsInput): Settings {
   const { master, keys, encryptionAlgorithm, warning } = keysOf(general, e, env, factory, dataDir, input.offline);
   if (warning) warnings.push(warning);
 
-  const prefix = prefixOf(kms.prefix_for_stored_virtual_keys ?? "litellm/", "prefix_for_stored_virtual_keys");
+  const prefix = prefixOf(
+    kms.prefix_for_stored_virtual_keys ?? DEFAULT_VIRTUAL_KEY_PREFIX,
+    "prefix_for_stored_virtual_keys",
+  );
   const hostedKeys = hostedKeysOf(kms.hosted_keys);
   const teams = teamsOf(kms.team_settings);
   if (factory.capabilities.scopes) refuseSharedPlaces(teams, prefix);

@@ -30,6 +30,7 @@ import * as z from "zod/mini";
 import { InvalidName } from "../errors";
 import { BASE_URL_EXPECTED, isBaseUrl, type OutboundTls } from "../outbound-tls";
 import type { DeleteOutcome, PutOptions, PutOutcome, SecretRecord, SecretStore, StoreFactory } from "../secret-store";
+import { DEFAULT_VIRTUAL_KEY_PREFIX, PY_TRUE } from "../settings";
 import { classifyBackendError } from "../store-errors";
 import { HttpAnswerError, SharedLogin } from "./http-store";
 
@@ -87,10 +88,10 @@ function checkName(name: string): void {
  * on, read as LiteLLM's settings read a boolean): the general one (default `litellm/`) and the teams'.
  */
 function refusedPrefixes(config: z.output<typeof InfisicalSettings>["config"]): string[] {
-  const on = ["1", "on", "t", "true", "y", "yes"].includes(String(config.store_virtual_keys).trim().toLowerCase());
+  const on = PY_TRUE.includes(String(config.store_virtual_keys).trim().toLowerCase());
   if (!on) return [];
   const prefixes = [
-    config.prefix_for_stored_virtual_keys ?? "litellm/",
+    config.prefix_for_stored_virtual_keys ?? DEFAULT_VIRTUAL_KEY_PREFIX,
     ...Object.values(config.team_settings ?? {}).flatMap((team) => team?.prefix_for_stored_virtual_keys ?? []),
   ];
   return [...new Set(prefixes.filter((prefix) => REFUSED_IN_NAMES.test(prefix)))];
