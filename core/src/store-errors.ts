@@ -53,6 +53,20 @@ export class NameConflict extends SecretsError {
   }
 }
 
+/**
+ * A change told not to adopt (`adopt: false`: a key event's, a virtual key's write) over a secret
+ * llm-secrets did not write, on a store that maps names (`where`: the backend's secret, `mark`: the
+ * owner mark it lacks).
+ */
+export class MadeOutside extends SecretsError {
+  constructor(name: string, where: string, mark: string) {
+    super(
+      "name_conflict",
+      `${name} maps to ${where}, which llm-secrets did not write (${mark}): a key event or a virtual key's write neither overwrites nor deletes it; a direct PUT or DELETE of a name allowed outside the virtual-key prefix does`,
+    );
+  }
+}
+
 export class NotSupported extends SecretsError {
   constructor(what: string) {
     super("not_supported", `${what} is not supported`);

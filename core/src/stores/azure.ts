@@ -76,7 +76,7 @@ import { Agent as HttpsAgent } from "node:https";
 import type { TokenCredential } from "@azure/identity";
 import type { KeyVaultSecret, SecretClient, SecretClientOptions, SecretProperties } from "@azure/keyvault-secrets";
 import * as z from "zod/mini";
-import { InvalidInput, InvalidName, SecretsError } from "../errors";
+import { InvalidInput, InvalidName } from "../errors";
 import type { Logger } from "../log";
 import { isValidName } from "../names";
 import { type OutboundTls, outboundTlsOptions } from "../outbound-tls";
@@ -94,7 +94,7 @@ import {
   type StoreFactory,
   stampOfChange,
 } from "../secret-store";
-import { BackendUnavailable, classifyBackendError, NameConflict, NotSupported } from "../store-errors";
+import { BackendUnavailable, classifyBackendError, MadeOutside, NameConflict, NotSupported } from "../store-errors";
 
 const TAG_NAME = "llm-secrets:name";
 const TAG_AT = "llm-secrets:changed-at";
@@ -485,10 +485,7 @@ export class AzureKeyVaultStore implements SecretStore {
   #refuseOtherOwner(found: Found, name: string, key: string, noAdopt: boolean): void {
     if (found.state === "live" && found.owner !== undefined && found.owner !== name) throw new NameConflict(name, key);
     if (noAdopt && found.state !== "absent" && found.owner === undefined) {
-      throw new SecretsError(
-        "name_conflict",
-        `${name} maps to the Key Vault secret ${key}, which llm-secrets did not write (no ${TAG_NAME} tag, or disabled): a key event or a virtual key's write neither overwrites nor deletes it; a direct PUT or DELETE of a name allowed outside the virtual-key prefix does`,
-      );
+      throw new MadeOutside(name, `the Key Vault secret ${key}`, `no ${TAG_NAME} tag, or disabled`);
     }
   }
 

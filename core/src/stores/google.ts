@@ -54,7 +54,7 @@
  */
 import type * as Sdk from "@google-cloud/secret-manager";
 import * as z from "zod/mini";
-import { InvalidInput, InvalidName, SecretsError } from "../errors";
+import { InvalidInput, InvalidName } from "../errors";
 import { isValidName } from "../names";
 import {
   type ChangeStamp,
@@ -70,7 +70,7 @@ import {
   type StoreFactory,
   stampOfChange,
 } from "../secret-store";
-import { classifyBackendError, GrpcCode, NameConflict, StoreUnavailable } from "../store-errors";
+import { classifyBackendError, GrpcCode, MadeOutside, NameConflict, StoreUnavailable } from "../store-errors";
 import { endpointUrl, googleCallOptions, googleTlsOptions, readyClient } from "./google-config";
 import { loadSdk } from "./load-sdk";
 
@@ -348,10 +348,7 @@ export class GoogleSecretManagerStore implements SecretStore {
     // as against the name's own tombstone, and takes the secret over.
     if (holder !== undefined && holder !== name && !deleted) throw new NameConflict(name, this.keyOf(name));
     if (holder === undefined && noAdopt) {
-      throw new SecretsError(
-        "name_conflict",
-        `${name} maps to the secret id ${this.keyOf(name)}, which llm-secrets did not write (no ${NAME} annotation): a key event or a virtual key's write neither overwrites nor deletes it; a direct PUT or DELETE of a name allowed outside the virtual-key prefix does`,
-      );
+      throw new MadeOutside(name, `the secret id ${this.keyOf(name)}`, `no ${NAME} annotation`);
     }
     const at = Number(notes[AT]);
     return {
