@@ -1,6 +1,3 @@
-// classifyBackendError: the one mapping of backend failures to typed errors, over the shapes the
-// clients we use throw (AWS SDK v3, Azure RestError, gRPC, fetch/undici, node:fs).
-import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { build } from "esbuild";
 import { describe, expect, it } from "vitest";
@@ -12,7 +9,7 @@ import {
   NotSupported,
   StoreCorrupt,
 } from "../../core/src/store-errors";
-import { tempDir } from "../helpers";
+import { runProcess, tempDir } from "../helpers";
 
 /** An error shaped like the named client's. */
 function shaped(fields: Record<string, unknown>, message = "backend said: sk-live-abcdef0123456789"): Error {
@@ -319,14 +316,11 @@ describe("a filesystem that cannot be used", () => {
     });
     const dir = await tempDir();
     // A file may grow to 4096 bytes: the log's header fits, the 20 kB line does not.
-    const child = spawn("prlimit", ["--fsize=4096", process.execPath, script, dir], {
-      stdio: ["ignore", "pipe", "inherit"],
+    const run = await runProcess("prlimit", ["--fsize=4096", process.execPath, script, dir], {
+      env: process.env as Record<string, string>,
     });
-    let printed = "";
-    child.stdout.on("data", (d) => {
-      printed += d;
-    });
-    expect(await new Promise((resolve) => child.on("close", resolve))).toBe(0);
+    expect(run.code).toBe(0);
+    const printed = run.stdout;
     const { code, message, logged } = JSON.parse(printed);
     expect(code).toBe("store_unavailable");
     expect(message).toMatch(/cannot be used \(EFBIG: .*file size limit/);

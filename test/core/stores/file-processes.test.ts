@@ -8,7 +8,7 @@ import { build } from "esbuild";
 import { beforeAll, describe, expect, it } from "vitest";
 import { KeyRing, openSecret } from "../../../core/src/crypto";
 import { FileStore } from "../../../core/src/stores/file";
-import { randomBytesSeeded, seededRandom, TEST_SEED, tempDir, until } from "../../helpers";
+import { randomBytesSeeded, runProcess, seededRandom, TEST_SEED, tempDir, until } from "../../helpers";
 import { logPath, readLog } from "./file-log-reader";
 
 let writer: string;
@@ -209,15 +209,11 @@ describe("FileStore across processes", () => {
     await store.close();
     // A file may grow to 200 000 bytes: the compacted log (about 400 kB) is cut off inside its
     // second line, where write() takes part of it and says so, and the next write() fails (EFBIG).
-    const child = spawn("prlimit", ["--fsize=200000", process.execPath, compactor, dir, salt], {
-      stdio: ["ignore", "pipe", "inherit"],
+    const run = await runProcess("prlimit", ["--fsize=200000", process.execPath, compactor, dir, salt], {
+      env: process.env as Record<string, string>,
     });
-    let out = "";
-    child.stdout.on("data", (d) => {
-      out += d;
-    });
-    expect(await new Promise((resolve) => child.on("close", resolve))).toBe(0);
-    expect(out).toMatch(/^refused \S+\nholds 5\n$/);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/^refused \S+\nholds 5\n$/);
     const reopened = await FileStore.open({ dataDir: dir, keys: new KeyRing(salt) });
     for (const name of names) expect((await reopened.get(name))?.value).toBe(valueAt(name, 7));
     await reopened.close();
