@@ -123,6 +123,8 @@ const DENIED_NAMES = new Set([
   "KMSAccessDeniedException",
   "AuthFailure",
   "CredentialsProviderError", // the SDK's credential chain found none: no identity to be let in with
+  "InvalidIdentityTokenException", // STS (400): the web identity token could not be validated
+  "IDPRejectedClaimException", // STS (403): the identity provider rejected the token's claims
   // Azure identity
   "CredentialUnavailableError",
   "AuthenticationError",
@@ -139,6 +141,7 @@ const UNAVAILABLE_NAMES = new Set([
   "ServiceUnavailable", // AWS common error (503)
   "ServiceUnavailableException",
   "KMSInternalException", // KMS (500)
+  "IDPCommunicationErrorException", // STS (400): it could not reach the identity provider; retry
   "TimeoutError",
   "AbortError",
   "RequestTimeout",

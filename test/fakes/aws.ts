@@ -34,8 +34,10 @@
  * - STS (the Query protocol: a form-encoded `POST /`, `Version=2011-06-15`, XML answers and
  *   `<ErrorResponse>` errors): `AssumeRole` (signed with the account's keys; the role must be one
  *   in `roles`, with its `ExternalId` when it has one) and `AssumeRoleWithWebIdentity`
- *   (unsigned; the role's web identity token must match; one `replaceWebIdentityToken` replaced is
- *   `ExpiredTokenException`). Each gives fresh temporary credentials
+ *   (unsigned; the role's web identity token must match: another is `InvalidIdentityToken`, as
+ *   STS answers a token it cannot validate, and one `replaceWebIdentityToken` replaced is
+ *   `ExpiredTokenException`; a role whose identity provider is `idpUnreachable` answers
+ *   `IDPCommunicationError`). Each gives fresh temporary credentials
  *   that Secrets Manager and KMS then accept (with their `X-Amz-Security-Token`), and each request
  *   seen records who made it (`principal`: the role's ARN, or `account`).
  *
@@ -76,6 +78,8 @@ export interface FakeRole {
   expiredWebIdentityTokens?: string[];
   /** How long its temporary credentials last (default an hour). */
   sessionSeconds?: number;
+  /** STS cannot reach the role's identity provider to check a token (`IDPCommunicationError`). */
+  idpUnreachable?: boolean;
 }
 
 interface Session {
@@ -424,8 +428,22 @@ export class FakeAws {
             400,
           );
         }
-        if (!role?.webIdentityToken || token !== role.webIdentityToken) {
+        if (!role?.webIdentityToken) {
           throw new AwsError("AccessDenied", "Not authorized to perform sts:AssumeRoleWithWebIdentity", 403);
+        }
+        // AssumeRoleWithWebIdentity's documented errors (HTTP 400): IDPCommunicationError ("The
+        // request could not be fulfilled because the identity provider (IDP) that was asked to
+        // verify the incoming identity token could not be reached. ... Retry the request."), and
+        // InvalidIdentityToken for a token it cannot validate.
+        if (role.idpUnreachable) {
+          throw new AwsError("IDPCommunicationError", "The identity provider could not be reached.", 400);
+        }
+        if (token !== role.webIdentityToken) {
+          throw new AwsError(
+            "InvalidIdentityToken",
+            "The web identity token that was passed could not be validated by AWS.",
+            400,
+          );
         }
       } else throw new AwsError("InvalidAction", `unknown action ${action}`);
       const accessKeyId = `ASIA${randomBytes(8).toString("hex").toUpperCase()}`;

@@ -124,6 +124,32 @@ describe("aws_web_identity_token in a file: read again at each renewal", () => {
   });
 });
 
+describe("STS refusing or failing a web identity token", () => {
+  it("a token STS cannot validate is backend_denied; an identity provider STS cannot reach is backend_unavailable (retryable): neither logs the token", async () => {
+    const fake = await aws();
+    const token = secretValue("jwt-not-this-roles");
+    fake.roles.set(ROLE, { webIdentityToken: secretValue("jwt-the-roles") });
+    const refused = await open({ aws_web_identity_token: token });
+    const denied = (await refused.get("X").catch((e: Error) => e)) as Error;
+    expect(await codeOf(Promise.reject(denied))).toBe("backend_denied");
+    expect(denied.message).toContain("InvalidIdentityTokenException");
+    await refused.close?.();
+
+    fake.reset();
+    fake.roles.set(ROLE, { webIdentityToken: token, idpUnreachable: true });
+    const unreachable = await open({ aws_web_identity_token: token });
+    const down = (await unreachable.get("X").catch((e: Error) => e)) as Error & { details?: { retryAfter?: number } };
+    expect(await codeOf(Promise.reject(down))).toBe("backend_unavailable");
+    expect(down.message).toContain("IDPCommunicationErrorException");
+    expect(down.details?.retryAfter).toBe(1);
+    // The provider back, the next call assumes the role.
+    fake.roles.set(ROLE, { webIdentityToken: token });
+    expect(await unreachable.get("X")).toBeUndefined();
+    expectNoValueIn([...logs, denied.message, down.message], [token]);
+    await unreachable.close?.();
+  });
+});
+
 describe("aws_web_identity_token's forms at start", () => {
   it("the token, os.environ/NAME, oidc/env/NAME, oidc/circleci/ and oidc/azure/ with AZURE_FEDERATED_TOKEN_FILE: the token each names", async () => {
     const fake = await aws();
