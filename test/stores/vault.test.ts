@@ -1138,6 +1138,13 @@ describe("retries and the fault matrix", () => {
       7,
     ],
     ["429 without Retry-After", { kind: "status", status: 429 }, 3, "backend_unavailable", 1],
+    [
+      "412 (a performance standby not yet caught up with the token)",
+      { kind: "status", status: 412, body: { errors: ["required index state not present"] } },
+      3,
+      "backend_unavailable",
+      1,
+    ],
     ["500", { kind: "status", status: 500 }, 3, "backend_unavailable", 1],
     ["503", { kind: "status", status: 503 }, 3, "backend_unavailable", 1],
     ["timeout", { kind: "hang" }, 3, "backend_unavailable", 1],

@@ -10,8 +10,8 @@
  *   looked at again before each login (`ClientCertificateAgent`, outbound.ts): a renewed pair is
  *   what the login and the calls after it present, as LiteLLM's client made at each cert login
  *   does. Without TLS settings, trust is node's own: the system's roots and `NODE_EXTRA_CA_CERTS`.
- * - Retries: at most 3 tries of a call that failed with 408, 429, a 5xx, a timeout or a dropped
- *   connection (whatever `classifyBackendError` calls `backend_unavailable`), after an
+ * - Retries: at most 3 tries of a call that failed with 408, 412, 429, a 5xx, a timeout or a
+ *   dropped connection (`backend_unavailable`), after an
  *   exponentially growing wait with jitter (half fixed, half random: retries of many clients
  *   spread out, and none comes back at once). A `Retry-After` is honoured: the wait is at least
  *   that long; one longer than `maxWaitMs` is not waited for but reported (the error carries it, so
@@ -51,7 +51,7 @@ import { request } from "undici";
 import { SecretsError } from "../errors";
 import type { Logger } from "../log";
 import { type ClientCertificateAgent, type OutboundTls, outboundAgent } from "../outbound";
-import { classifyBackendError, isRetryable } from "../store-errors";
+import { BackendUnavailable, classifyBackendError, isRetryable } from "../store-errors";
 import { HttpAnswerError } from "./http-store";
 
 /** How a store authenticates to Vault, in LiteLLM's order of preference. */
@@ -207,6 +207,9 @@ export class VaultClient {
 
   /** A non-2xx answer the caller cannot use, as the typed error `classifyBackendError` makes of it. */
   failure(answer: VaultAnswer, what: string): SecretsError {
+    if (answer.status === STANDBY_BEHIND) {
+      return new BackendUnavailable(`${what}: a Vault standby has not caught up with this token yet (HTTP 412)`);
+    }
     return classifyBackendError(new HttpAnswerError("VaultResponseError", answer), what);
   }
 
@@ -428,9 +431,17 @@ function saysInvalidToken(answer: VaultAnswer): boolean {
   return answer.errors.some((e) => /\binvalid token\b/i.test(e));
 }
 
-/** The answers worth another try: Vault sealed or standby (503), throttled (429), or failing (5xx). */
+/**
+ * Vault Enterprise's answer (1.10+, server-side consistent tokens) from a performance standby that
+ * has not yet replicated the state a token was issued in (`required index state not present`),
+ * typically just after a login behind a load balancer. It clears within moments: Vault's own Go
+ * client retries it, as its consistency docs tell clients to.
+ */
+const STANDBY_BEHIND = 412;
+
+/** The answers worth another try: Vault sealed or standby (503), a standby behind (412), throttled (429), or failing (5xx). */
 function isRetryableStatus(status: number): boolean {
-  return status === 408 || status === 429 || status >= 500;
+  return status === 408 || status === STANDBY_BEHIND || status === 429 || status >= 500;
 }
 
 /** The `errors` strings of a Vault answer's body (none when it has no such list). */
