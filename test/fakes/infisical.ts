@@ -3,9 +3,16 @@
  * Universal Auth login (`POST /api/v1/auth/universal-auth/login` with `clientId` and
  * `clientSecret`, answering `accessToken`, `expiresIn`), and raw secrets at
  * `/api/v3/secrets/raw/{name}` with `workspaceId`, `environment` and `secretPath` (query on GET,
- * body on POST/PATCH/DELETE). Every secrets call needs `Authorization: Bearer <token>` (401 else);
- * a POST on an existing secret is 400 "Secret already exist" (Infisical's message), a PATCH or
- * DELETE on a missing one 404. A POST whose name holds `/` or `:` fails Infisical's
+ * body on POST/PATCH/DELETE). Every secrets call needs `Authorization: Bearer <token>` (401 else).
+ * It knows its projects, their environments and each one's folders (`places`: by default project
+ * `proj-1` with Infisical's default environments `dev`, `staging` and `prod`, each with its root
+ * folder `/`), and answers as Infisical's secrets service does, in its order: a project it does not
+ * know is 404 "Project with ID '…' not found during bot lookup. …", an environment or a folder
+ * (`secretPath`) it does not know 404 "Folder with path '…' in environment with slug '…' not found",
+ * and only then the secret: a GET of a missing one 404 "Secret with name '…' not found", a PATCH
+ * 404 "Secret with name … not found", a DELETE 404 "Secret not found" (each Infisical's
+ * `NotFoundError` message, answered `{statusCode, message, error}`); a POST on an existing secret is
+ * 400 "Secret already exist". A POST whose name holds `/` or `:` fails Infisical's
  * `SecretNameSchema` ("Secret name cannot contain colon or forward slash."): its error handler
  * answers a zod validation failure with 422 `{"statusCode":422,"error":"ValidationFailure",
  * "message":[issues]}`, and nothing is created (GET, PATCH and DELETE take any name: such a one
@@ -28,9 +35,16 @@ export interface InfisicalRequest {
   body: Record<string, unknown>;
 }
 
+/** Infisical's default environments of a new project, each with its root folder. */
+function defaultPlaces(): Map<string, Map<string, Set<string>>> {
+  return new Map([["proj-1", new Map(["dev", "staging", "prod"].map((env) => [env, new Set(["/"])]))]]);
+}
+
 export class FakeInfisical {
   /** `workspaceId|environment|secretPath|name` -> value. */
   readonly secrets = new Map<string, string>();
+  /** Project id -> environment slug -> its folders' paths (`/`, `/team-a`). */
+  places = defaultPlaces();
   readonly requests: InfisicalRequest[] = [];
   readonly tokens = new Set<string>();
   #faults: { status: number; retryAfter?: string; message: string }[] = [];
@@ -99,22 +113,38 @@ export class FakeInfisical {
     const name = decodeURIComponent(m[1] as string);
     const where = r.method === "GET" ? Object.fromEntries(url.searchParams) : body;
     const key = [where.workspaceId, where.environment, where.secretPath, name].join("|");
+    // The route's params schema (SecretNameSchema), checked before anything else.
+    if (r.method === "POST" && /[/:]/.test(name)) {
+      return answer(422, {
+        statusCode: 422,
+        error: "ValidationFailure",
+        message: [
+          { code: "custom", message: "Secret name cannot contain colon or forward slash.", path: ["secretName"] },
+        ],
+      });
+    }
+    // Infisical's NotFoundError, as its error handler answers it.
+    const notFound = (message: string, error = "NotFound") => answer(404, { statusCode: 404, message, error });
+    // The project (its bot lookup), then the folder at the path in the environment, then the secret.
+    const project = this.places.get(String(where.workspaceId));
+    if (!project) {
+      return notFound(
+        `Project with ID '${where.workspaceId}' not found during bot lookup. Are you sure you are using the correct project ID?`,
+      );
+    }
+    if (!project.get(String(where.environment))?.has(String(where.secretPath))) {
+      const operation = { GET: "GetSecretByName", POST: "CreateSecret", PATCH: "UpdateSecret" }[r.method as "GET"];
+      return notFound(
+        `Folder with path '${where.secretPath}' in environment with slug '${where.environment}' not found`,
+        operation ?? "DeleteSecret",
+      );
+    }
     switch (r.method) {
       case "GET":
         return this.secrets.has(key)
           ? answer(200, { secret: { secretKey: name, secretValue: this.secrets.get(key), version: 1 } })
-          : answer(404, { message: `Secret with name '${name}' not found` });
+          : notFound(`Secret with name '${name}' not found`);
       case "POST":
-        // The route's params schema (SecretNameSchema), checked before anything else.
-        if (/[/:]/.test(name)) {
-          return answer(422, {
-            statusCode: 422,
-            error: "ValidationFailure",
-            message: [
-              { code: "custom", message: "Secret name cannot contain colon or forward slash.", path: ["secretName"] },
-            ],
-          });
-        }
         // Infisical's BadRequestError, as its error handler answers it.
         if (this.secrets.has(key)) {
           return answer(400, { statusCode: 400, message: "Secret already exist", error: "BadRequest" });
@@ -122,11 +152,11 @@ export class FakeInfisical {
         this.secrets.set(key, String(body.secretValue));
         return answer(200, { secret: { secretKey: name } });
       case "PATCH":
-        if (!this.secrets.has(key)) return answer(404, { message: "Secret not found" });
+        if (!this.secrets.has(key)) return notFound(`Secret with name ${name} not found`);
         this.secrets.set(key, String(body.secretValue));
         return answer(200, { secret: { secretKey: name } });
       case "DELETE":
-        if (!this.secrets.delete(key)) return answer(404, { message: "Secret not found" });
+        if (!this.secrets.delete(key)) return notFound("Secret not found");
         return answer(200, { secret: { secretKey: name } });
       default:
         return answer(405, { message: "method" });
@@ -155,8 +185,16 @@ export class FakeInfisical {
     return { arrived: arrival, release };
   }
 
+  /** Creates a folder at `path` in `environment` of `project` (the environment and project too, when new). */
+  addFolder(path: string, environment = "dev", project = "proj-1"): void {
+    const environments = this.places.get(project) ?? new Map<string, Set<string>>();
+    this.places.set(project, environments);
+    environments.set(environment, (environments.get(environment) ?? new Set(["/"])).add(path));
+  }
+
   reset(): void {
     this.secrets.clear();
+    this.places = defaultPlaces();
     this.requests.length = 0;
     this.#faults = [];
     this.#holds = [];

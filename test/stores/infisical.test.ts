@@ -1,15 +1,17 @@
 // The infisical store: Universal Auth and the raw secrets API over HTTPS (test/fakes/infisical.ts):
 // the conformance suite, names and query values encoded, create-then-update, a fresh login on 401,
-// the fault matrix, and serve --config with LiteLLM's env names.
+// the fault matrix, a 404 for a project, environment or folder that is not there (a setting to fix,
+// not a missing secret), and serve --config with LiteLLM's env names.
 import { readFileSync } from "node:fs";
 import { describe, expect, inject, it } from "vitest";
+import { SecretsError } from "../../core/src/errors";
 import { createLogger } from "../../core/src/log";
 import type { SecretStore } from "../../core/src/secret-store";
 import { loadSettings } from "../../core/src/settings";
 import { infisicalStore } from "../../core/src/stores/infisical";
 import { storeConformance } from "../../core/src/testing";
 import { INFISICAL_CLIENT, lazyFakeInfisical } from "../fakes/infisical";
-import { codeOf, expectNoValueIn, secretValue, serveStore } from "../helpers";
+import { codeOf, expectNoValueIn, inProcessApp, secretValue, serveStore } from "../helpers";
 
 const infisical = lazyFakeInfisical();
 
@@ -71,6 +73,7 @@ describe("the infisical store", () => {
   it("logs in once, encodes the name and every query value, creates then updates", async () => {
     const fake = await infisical();
     fake.reset();
+    fake.addFolder("/team a", "prod");
     const store = await open({ INFISICAL_SECRET_PATH: "team a", INFISICAL_ENVIRONMENT: "prod" });
     const v = secretValue("inf");
     expect(await store.put("litellm-x+y=z@a", v)).toBe("created");
@@ -245,6 +248,103 @@ describe("the infisical store", () => {
     slow.release();
     expect((await late)?.value).toBe(v); // its 401 takes the fresh token: no login of its own
     expect(fake.logins).toBe(3);
+  });
+
+  it("answers a project, environment or folder that is not there store_unavailable naming the setting, for get, put and delete; a missing secret in its folder is absent", async () => {
+    const fake = await infisical();
+    fake.reset();
+    fake.addFolder("/team-a", "prod");
+    const right = await open({ INFISICAL_ENVIRONMENT: "prod", INFISICAL_SECRET_PATH: "/team-a" });
+    const v = secretValue("placed");
+    expect(await right.put("HELD", v)).toBe("created");
+    // In the folder that is there, a missing secret is none, and its delete absent.
+    expect(await right.get("MISSING")).toBeUndefined();
+    expect(await right.delete("MISSING")).toBe("absent");
+
+    /** What each call answers through a store opened with `env`: its code and message. */
+    const failures = async (env: Record<string, string>) => {
+      const store = await open(env);
+      const outcomes: { code: string; message: string }[] = [];
+      for (const call of [() => store.get("HELD"), () => store.put("HELD", `${v}-2`), () => store.delete("HELD")]) {
+        try {
+          await call();
+          outcomes.push({ code: "no error", message: "" });
+        } catch (err) {
+          outcomes.push({ code: err instanceof SecretsError ? err.code : "untyped", message: (err as Error).message });
+        }
+      }
+      return outcomes;
+    };
+    const folderSettings = /check INFISICAL_ENVIRONMENT .* and INFISICAL_SECRET_PATH/;
+    for (const env of [
+      { INFISICAL_ENVIRONMENT: "production", INFISICAL_SECRET_PATH: "/team-a" }, // an environment it has not
+      { INFISICAL_ENVIRONMENT: "prod", INFISICAL_SECRET_PATH: "/team-b" }, // a folder it has not
+    ]) {
+      const before = new Map(fake.secrets);
+      const outcomes = await failures(env);
+      for (const [i, { code, message }] of outcomes.entries()) {
+        const what = ["infisical get", "infisical put", "infisical delete"][i] as string;
+        expect(code, `${what} ${JSON.stringify(env)}`).toBe("store_unavailable");
+        expect(message).toMatch(folderSettings);
+        expect(message.startsWith(`${what}: `)).toBe(true);
+        expect(message).toContain(`"${env.INFISICAL_ENVIRONMENT}"`); // our setting, named
+        expect(message).not.toContain("Folder with path"); // Infisical's text is matched, never repeated
+      }
+      expect(fake.secrets).toEqual(before); // nothing written, nothing deleted
+    }
+    expect((await right.get("HELD"))?.value).toBe(v);
+
+    // A project it does not know: INFISICAL_PROJECT_ID named.
+    const noProject = await failures({ INFISICAL_PROJECT_ID: "proj-typo", INFISICAL_ENVIRONMENT: "prod" });
+    expect(noProject.map((o) => o.code)).toEqual(Array(3).fill("store_unavailable"));
+    for (const { message } of noProject) {
+      expect(message).toMatch(/check INFISICAL_PROJECT_ID/);
+      expect(message).not.toMatch(/bot lookup|proj-typo/);
+    }
+
+    // A 404 that is not Infisical's (a proxy, another service at INFISICAL_URL): neither absent nor done.
+    fake.fail(1, 404, undefined, "Not Found");
+    expect(await codeOf(right.get("MISSING"))).toBe("store_unavailable");
+    fake.fail(1, 404, undefined, "Not Found");
+    await expect(right.delete("MISSING")).rejects.toThrow(/check INFISICAL_URL/);
+    expect(await right.get("MISSING")).toBeUndefined();
+  });
+
+  it("is not ready, and serves no read as missing, when INFISICAL_ENVIRONMENT names an environment Infisical has not", async () => {
+    const fake = await infisical();
+    fake.reset();
+    fake.secrets.set("proj-1|prod|/|OPENAI_API_KEY", "sk-from-the-store");
+    const app = (environment: string) =>
+      inProcessApp({
+        stores: [infisicalStore],
+        config:
+          "general_settings:\n  key_management_system: infisical\n  key_management_settings:\n    access_mode: read_and_write\n",
+        env: {
+          INFISICAL_URL: fake.url,
+          INFISICAL_CLIENT_ID: INFISICAL_CLIENT.clientId,
+          INFISICAL_CLIENT_SECRET: INFISICAL_CLIENT.clientSecret,
+          INFISICAL_PROJECT_ID: "proj-1",
+          INFISICAL_ENVIRONMENT: environment,
+        },
+      });
+    const wrong = await app("production");
+    const ready = await wrong.request("/ready", { token: null });
+    expect(ready.status).toBe(503);
+    const body = (await ready.json()) as { error: { code: string; message: string } };
+    expect(body.error.code).toBe("store_unavailable");
+    expect(body.error.message).toMatch(/INFISICAL_ENVIRONMENT/);
+    const read = await wrong.request("/v1/secrets/OPENAI_API_KEY");
+    expect(read.status).toBe(500);
+    expect(((await read.json()) as { error: { code: string } }).error.code).toBe("store_unavailable");
+    expect((await wrong.request("/v1/secrets/OPENAI_API_KEY", { method: "DELETE" })).status).toBe(500);
+    expect((await wrong.request("/v1/secrets/NEW_KEY", { method: "PUT", json: { value: "v" } })).status).toBe(500);
+    expect(fake.secrets.has("proj-1|prod|/|OPENAI_API_KEY")).toBe(true);
+
+    const good = await app("prod");
+    expect((await good.request("/ready", { token: null })).status).toBe(200);
+    expect(await (await good.request("/v1/secrets/OPENAI_API_KEY")).json()).toMatchObject({
+      value: "sk-from-the-store",
+    });
   });
 
   it("stops the start when INFISICAL_URL is not an http(s) URL or INFISICAL_PROJECT_ID is missing, naming them", () => {

@@ -19,10 +19,16 @@
  *   default `litellm/` has one): the store warns at open when key events are on with such a prefix.
  *   Mapping `/` to Infisical's folders (`secretPath`) would keep the names, but needs each folder
  *   created first; it is not done.
- * - Read: `GET`, the value at `secret.secretValue`; 404 is no secret. Write: `POST` (with the
- *   description as `secretComment`, as LiteLLM), and when it exists (409, or 400 whose message says
- *   so: Infisical's "Secret already exist") `PATCH` with the value only. Differs: another 400 is a
- *   failure (LiteLLM PATCHes on any 400). Delete: `DELETE`; 404 is `absent`.
+ * - Read: `GET`, the value at `secret.secretValue`; Infisical's 404 for no such secret is none. Write:
+ *   `POST` (with the description as `secretComment`, as LiteLLM), and when it exists (409, or 400
+ *   whose message says so: Infisical's "Secret already exist") `PATCH` with the value only. Differs:
+ *   another 400 is a failure (LiteLLM PATCHes on any 400). Delete: `DELETE`; Infisical's 404 for no
+ *   such secret is `absent`.
+ * - Infisical answers 404 too when the project, the environment or the folder is not there (before
+ *   it looks for the secret): such a 404, or any 404 that is not its "secret not found", is
+ *   `store_unavailable` naming the settings to check, for reads, writes and deletes alike (else a
+ *   mistyped INFISICAL_ENVIRONMENT or INFISICAL_SECRET_PATH reads as every secret missing, deletes
+ *   as done, and /ready as ready). Differs: LiteLLM reads any failure as no secret.
  * - Failures go through the one classifier (401/403 denied, 429/5xx unavailable with Retry-After).
  * Records: the value only; no change times (Infisical keeps none we can set), so no compare-and-set.
  */
@@ -31,7 +37,7 @@ import { InvalidName } from "../errors";
 import { BASE_URL_EXPECTED, isBaseUrl, type OutboundTls } from "../outbound-tls";
 import type { DeleteOutcome, PutOptions, PutOutcome, SecretRecord, SecretStore, StoreFactory } from "../secret-store";
 import { DEFAULT_VIRTUAL_KEY_PREFIX, PY_TRUE } from "../settings";
-import { classifyBackendError } from "../store-errors";
+import { classifyBackendError, StoreUnavailable } from "../store-errors";
 import { HttpAnswerError, SharedLogin } from "./http-store";
 
 const DEFAULT_URL = "https://app.infisical.com";
@@ -61,15 +67,32 @@ export const InfisicalSettings = z.object({
   }),
 });
 
+/** The `message` of an Infisical error answer (`{ statusCode, message, error }`), when it has one. */
+function messageOf(json: unknown): string | undefined {
+  const message = (json as { message?: unknown } | null)?.message;
+  return typeof message === "string" ? message : undefined;
+}
+
 /**
  * Whether a 400 on create says the secret exists: Infisical's `BadRequestError` "Secret already
  * exist" (its error handler answers `{ statusCode, message, error }`). Any other 400 is a failure.
  * The message is only matched, never repeated.
  */
 function alreadyExists(json: unknown): boolean {
-  const message = (json as { message?: unknown } | null)?.message;
-  return typeof message === "string" && /\balready exists?\b/i.test(message);
+  return /\balready exists?\b/i.test(messageOf(json) ?? "");
 }
+
+/**
+ * Whether a 404 says the secret is not there, in a folder that is: Infisical's `NotFoundError`
+ * "Secret with name '…' not found" (read; its update says the name unquoted) or "Secret not found"
+ * (delete). Its 404s for a project, an environment or a folder that is not there say "Project with
+ * ID …", "Folder with path '…' in environment with slug '…' not found" instead. Only matched.
+ */
+const SECRET_NOT_FOUND = /^Secret (?:with name .* )?not found\.?$/s;
+/** Infisical's 404 for an environment or a folder (a secret path) that is not in the project. */
+const PLACE_NOT_FOUND = /^(?:Folder|Environment)\b.*\bnot found\b/is;
+/** Infisical's 404 for a project that is not there (its bot lookup's "Project with ID … not found"). */
+const PROJECT_NOT_FOUND = /^(?:Project|Workspace)\b.*\bnot found\b/is;
 
 /** Infisical's `SecretNameSchema` refuses these in a secret's name. */
 const REFUSED_IN_NAMES = /[/:]/;
@@ -122,7 +145,7 @@ export class InfisicalStore implements SecretStore {
   async get(name: string): Promise<SecretRecord | undefined> {
     checkName(name);
     const answer = await this.#call("GET", name, "infisical get");
-    if (answer.status === 404) return undefined;
+    if (this.#absent(answer)) return undefined;
     if (answer.status !== 200) throw this.#failure(answer, "infisical get");
     const value = (answer.json as { secret?: { secretValue?: unknown } }).secret?.secretValue;
     return typeof value === "string" ? { value } : undefined;
@@ -149,7 +172,7 @@ export class InfisicalStore implements SecretStore {
   async delete(name: string): Promise<DeleteOutcome> {
     checkName(name);
     const answer = await this.#call("DELETE", name, "infisical delete", {});
-    if (answer.status === 404) return "absent";
+    if (this.#absent(answer)) return "absent";
     if (answer.status !== 200) throw this.#failure(answer, "infisical delete");
     return "deleted";
   }
@@ -186,12 +209,47 @@ export class InfisicalStore implements SecretStore {
       body: { clientId: this.env.INFISICAL_CLIENT_ID, clientSecret: this.env.INFISICAL_CLIENT_SECRET },
     });
     const { accessToken, expiresIn } = answer.json as { accessToken?: unknown; expiresIn?: unknown };
-    if (answer.status !== 200 || typeof accessToken !== "string") throw this.#failure(answer, "infisical login");
+    if (answer.status !== 200 || typeof accessToken !== "string") {
+      throw classifyBackendError(new HttpAnswerError("InfisicalResponseError", answer), "infisical login");
+    }
     const seconds = typeof expiresIn === "number" ? expiresIn : 7200;
     return { token: accessToken, lifeMs: Math.max(seconds - 60, 60) * 1000 };
   }
 
-  #failure(answer: { status: number; headers: Record<string, string | string[] | undefined> }, what: string) {
+  /** Whether an answer is Infisical's 404 for a secret that is not there (see `SECRET_NOT_FOUND`). */
+  #absent(answer: { status: number; json: unknown }): boolean {
+    return answer.status === 404 && SECRET_NOT_FOUND.test(messageOf(answer.json) ?? "");
+  }
+
+  /**
+   * A failed answer as a typed error. A 404 that is not for a missing secret says the store points
+   * where nothing is (project, environment, folder, or not Infisical at all): `store_unavailable`
+   * naming the settings to check, with our own settings' environment and folder, never Infisical's
+   * text (its message is only matched).
+   */
+  #failure(
+    answer: { status: number; headers: Record<string, string | string[] | undefined>; json: unknown },
+    what: string,
+  ) {
+    if (answer.status === 404 && !this.#absent(answer)) {
+      const message = messageOf(answer.json) ?? "";
+      const { environment, secretPath } = this.#where();
+      if (PLACE_NOT_FOUND.test(message)) {
+        return new StoreUnavailable(
+          `${what}: Infisical has no folder ${JSON.stringify(secretPath)} in an environment ${JSON.stringify(environment)} of the project (HTTP 404): ` +
+            "check INFISICAL_ENVIRONMENT (an environment's slug, default dev) and INFISICAL_SECRET_PATH (a folder that exists in it, default /)",
+        );
+      }
+      if (PROJECT_NOT_FOUND.test(message)) {
+        return new StoreUnavailable(
+          `${what}: Infisical does not know the project (HTTP 404): check INFISICAL_PROJECT_ID (the id in its Project Settings)`,
+        );
+      }
+      return new StoreUnavailable(
+        `${what}: the address answered HTTP 404, but not as Infisical answers a missing secret: check INFISICAL_URL ` +
+          "(it may reach a proxy or another service rather than Infisical), INFISICAL_PROJECT_ID, INFISICAL_ENVIRONMENT and INFISICAL_SECRET_PATH",
+      );
+    }
     return classifyBackendError(new HttpAnswerError("InfisicalResponseError", answer), what);
   }
 }
