@@ -15,7 +15,8 @@
  * | `NotSupported`       | `not_supported`       | 501  | the store cannot do this (a read-only store's put)    |
  * | `StoreCorrupt`       | `store_corrupt`       | 500  | an entry that cannot be opened or parsed              |
  * | `StoreUnavailable`   | `store_unavailable`   | 500  | the store cannot be used here (permissions, no dir,   |
- * |                      |                       |      | a backend certificate not trusted)                    |
+ * |                      |                       |      | a backend certificate not trusted, a secret's KMS key |
+ * |                      |                       |      | disabled, a gRPC FAILED_PRECONDITION)                 |
  *
  * Only `backend_unavailable` is retryable: the cache may then serve the last good value.
  * Messages are built from the operation, status and error names, and gRPC codes by name
@@ -146,6 +147,20 @@ const UNAVAILABLE_NAMES = new Set([
   "AbortError",
   "RequestTimeout",
   "RequestTimeoutException", // AWS common error (408)
+]);
+
+/**
+ * The encryption key behind a secret cannot be used: Secrets Manager's `DecryptionFailure` and
+ * `EncryptionFailure` (its KMS key disabled or not allowed), KMS's `DisabledException` and
+ * `KMSInvalidStateException` (pending deletion, pending import), each HTTP 400. A state of the
+ * customer's own key, which an operator fixes: not our bug (`internal`), not an outage to retry.
+ */
+const KEY_STATE_NAMES = new Set([
+  "DecryptionFailure",
+  "EncryptionFailure",
+  "DisabledException",
+  "KMSDisabledException",
+  "KMSInvalidStateException",
 ]);
 
 /**
@@ -322,6 +337,20 @@ export function classifyBackendError(err: unknown, what: string): SecretsError {
   const unusable = typeof code === "string" ? UNUSABLE_FS_CODES.get(code) : undefined;
   if (unusable !== undefined) {
     return new StoreUnavailable(`${what}: the store cannot be used (${code}: ${unusable})`, options);
+  }
+  if (name !== undefined && KEY_STATE_NAMES.has(name)) {
+    return new StoreUnavailable(
+      `${what}: the backend cannot use the secret's encryption key (${label}): check that its KMS key is enabled and not pending deletion`,
+      options,
+    );
+  }
+  // Google's "the system is not in a state required for the operation": a resource the call needs
+  // (a CMEK key disabled, a project's API or billing) is not usable; it stays so until someone acts.
+  if (code === GrpcCode.FAILED_PRECONDITION && status === undefined) {
+    return new StoreUnavailable(
+      `${what}: the backend refuses in its present state (${label}): a resource it needs, such as an encryption key, is not usable`,
+      options,
+    );
   }
   if (name !== undefined && QUOTA_NAMES.has(name)) {
     return new SecretsError(

@@ -24,6 +24,17 @@ const CASES: [string, unknown, string, number?][] = [
   ],
   ["AWS ExpiredTokenException", shaped({ name: "ExpiredTokenException" }), "backend_denied"],
   [
+    "AWS KMS DisabledException (the key of an aws_kms ciphertext disabled)",
+    shaped({ name: "DisabledException", $metadata: { httpStatusCode: 400 } }),
+    "store_unavailable",
+  ],
+  [
+    "AWS Secrets Manager DecryptionFailure (the secret's KMS key unusable)",
+    shaped({ name: "DecryptionFailure", $metadata: { httpStatusCode: 400 } }),
+    "store_unavailable",
+  ],
+  ["gRPC FAILED_PRECONDITION (9)", shaped({ code: 9 }), "store_unavailable"],
+  [
     "AWS ThrottlingException with Retry-After",
     shaped({
       name: "ThrottlingException",

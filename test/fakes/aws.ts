@@ -21,7 +21,8 @@
  *   values of a key are alternatives, several keys all apply; `MaxResults` 1-100; an opaque
  *   `NextToken` only while more remain, `InvalidNextTokenException` for one it did not give; secrets
  *   scheduled for deletion only with `IncludePlannedDeletion`; in creation order). `SecretString` at
- *   most 65 536 bytes.
+ *   most 65 536 bytes. A secret made a replica here (`primaryRegion`) refuses every change, and
+ *   one whose KMS key is disabled or pending deletion (`keyState`) every read and new value.
  * - Staging labels, as AWS documents them: each label is on one version at most. A new value
  *   (`CreateSecret`, `UpdateSecret`, `PutSecretValue` without `VersionStages`) takes `AWSCURRENT`;
  *   `PutSecretValue` with `VersionStages` takes those labels only (`[AWSPENDING]`, a rotation's
@@ -112,6 +113,16 @@ interface FakeSecret {
   /** Staging labels, each on one version: label to version id. */
   stages: Map<string, string>;
   deletedDate?: Date;
+  /**
+   * This region holds a replica of a secret whose primary is in that region: it is read-only here
+   * ("Operation not permitted on a replica secret", `InvalidRequestException`, on every change).
+   */
+  primaryRegion?: string;
+  /**
+   * Its KMS key is not usable: `GetSecretValue` answers `DecryptionFailure` (disabled) or
+   * `KMSInvalidStateException` (pending deletion), and a new value `EncryptionFailure`.
+   */
+  keyState?: "Disabled" | "PendingDeletion";
   created: Date;
   /** Creation order: what `ListSecrets` pages by. */
   seq: number;
@@ -129,6 +140,18 @@ class AwsError extends Error {
 }
 
 const MAX_SECRET_STRING = 65_536;
+/** The actions that change a secret: a replica refuses each of them. */
+const CHANGES = new Set([
+  "PutSecretValue",
+  "UpdateSecret",
+  "UpdateSecretVersionStage",
+  "TagResource",
+  "UntagResource",
+  "DeleteSecret",
+  "RestoreSecret",
+  "ReplicateSecretToRegions",
+  "RemoveRegionsFromReplication",
+]);
 const CURRENT = "AWSCURRENT";
 const PREVIOUS = "AWSPREVIOUS";
 /** `SecretVersionStageType`: 1 to 256 characters; `VersionStages`: 1 to 20 of them. */
@@ -488,6 +511,7 @@ export class FakeAws {
   // Secrets Manager
 
   #secretsManager(action: string, body: Record<string, unknown>): unknown {
+    this.#refuseState(action, body);
     switch (action) {
       case "CreateSecret":
         return this.#create(body);
@@ -529,7 +553,7 @@ export class FakeAws {
           CreatedDate: secret.created.getTime() / 1000,
           ...(secret.deletedDate && { DeletedDate: secret.deletedDate.getTime() / 1000 }),
           Tags: [...secret.tags].map(([Key, Value]) => ({ Key, Value })),
-          PrimaryRegion: "us-east-1",
+          PrimaryRegion: secret.primaryRegion ?? "us-east-1",
           ...(secret.replicas.length > 0 && { ReplicationStatus: replicationStatus(secret) }),
           VersionIdsToStages: this.#versionIdsToStages(secret),
         };
@@ -735,6 +759,33 @@ export class FakeAws {
   }
 
   /** A secret not scheduled for deletion (what most actions take). */
+  /** What a replica, or a secret whose KMS key cannot be used, refuses before anything is done. */
+  #refuseState(action: string, body: Record<string, unknown>): void {
+    const secret = typeof body.SecretId === "string" ? this.secrets.get(body.SecretId) : undefined;
+    if (!secret) return;
+    if (secret.primaryRegion !== undefined && CHANGES.has(action)) {
+      throw new AwsError(
+        "InvalidRequestException",
+        "Operation not permitted on a replica secret. Call must be made in primary secret's region.",
+      );
+    }
+    if (secret.keyState === undefined) return;
+    if (action === "GetSecretValue") {
+      throw secret.keyState === "Disabled"
+        ? new AwsError(
+            "DecryptionFailure",
+            "Secrets Manager can't decrypt the protected secret text using the provided KMS key.",
+          )
+        : new AwsError("KMSInvalidStateException", `${secret.kmsKeyId ?? "the KMS key"} is pending deletion.`);
+    }
+    if ((action === "PutSecretValue" || action === "UpdateSecret") && body.SecretString !== undefined) {
+      throw new AwsError(
+        "EncryptionFailure",
+        "Secrets Manager can't encrypt the protected secret text using the provided KMS key. Check that the KMS key is available, enabled, and not in an invalid state.",
+      );
+    }
+  }
+
   #live(id: unknown): FakeSecret {
     const secret = this.#find(id);
     if (secret.deletedDate) {

@@ -25,7 +25,8 @@
  * ciphertexts under a named CryptoKey.
  *
  * Faults: `fail(n, fault[, method])` (that RPC only, when given): PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE (what a client sees
- * when its connection drops), INTERNAL, or no answer (the client's deadline ends the call). Their
+ * when its connection drops), INTERNAL, FAILED_PRECONDITION of a disabled Cloud KMS key version
+ * (a CMEK secret's, or a Decrypt's), or no answer (the client's deadline ends the call). Their
  * details carry `FAULT_DETAIL`, which no typed error may repeat (the client puts details in its messages).
  */
 import { createCipheriv, createDecipheriv, generateKeyPairSync, randomBytes, verify } from "node:crypto";
@@ -38,13 +39,19 @@ import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, inject } from "vitest";
 import { FaultQueue } from "./faults";
 
-export type GoogleFault = "denied" | "exhausted" | "unavailable" | "internal" | "hang";
+export type GoogleFault = "denied" | "exhausted" | "unavailable" | "internal" | "key_disabled" | "hang";
 
 const FAULT_STATUS: Record<Exclude<GoogleFault, "hang">, grpc.status> = {
   denied: grpc.status.PERMISSION_DENIED,
   exhausted: grpc.status.RESOURCE_EXHAUSTED,
   unavailable: grpc.status.UNAVAILABLE,
   internal: grpc.status.INTERNAL,
+  key_disabled: grpc.status.FAILED_PRECONDITION,
+};
+
+/** What each fault's details say beside `FAULT_DETAIL` (a disabled key's, in Cloud KMS's words). */
+const FAULT_TEXT: Partial<Record<GoogleFault, string>> = {
+  key_disabled: "projects/p/locations/global/keyRings/r/cryptoKeys/k/cryptoKeyVersions/1 is in DISABLED state.",
 };
 
 /** In every injected fault's details, as a backend's own text: typed errors must never carry it. */
@@ -336,7 +343,10 @@ export class FakeGoogle {
         this.calls.push({ method, request: call.request, authorization, clientCertificate });
         const fault = this.#faults.take(method);
         if (fault === "hang") return; // the client's deadline ends it
-        if (fault) return callback({ code: FAULT_STATUS[fault], details: `injected ${fault}: ${FAULT_DETAIL}` });
+        if (fault) {
+          const details = `injected ${fault}: ${FAULT_TEXT[fault] ?? ""} ${FAULT_DETAIL}`;
+          return callback({ code: FAULT_STATUS[fault], details });
+        }
         const caller = this.#caller(authorization, audience);
         if (caller === undefined) {
           return callback({

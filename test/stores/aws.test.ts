@@ -753,6 +753,51 @@ describe("aws_secret_manager faults (the SDK's 3 attempts, nothing added)", () =
     await quick.close();
   });
 
+  it("a secret whose KMS key is disabled or pending deletion is store_unavailable naming the key's state, not internal; the value is kept", async () => {
+    const fake = await aws();
+    const store = await open();
+    const v = value("kms-state");
+    await store.put("K", v);
+    const secret = fake.secrets.get("K");
+    if (!secret) throw new Error("no secret K");
+    for (const state of ["Disabled", "PendingDeletion"] as const) {
+      secret.keyState = state;
+      const read = (await store.get("K").catch((e: unknown) => e)) as { code?: string; message?: string };
+      expect([state, read.code]).toEqual([state, "store_unavailable"]);
+      expect(read.message).toContain("check that its KMS key is enabled and not pending deletion");
+      const write = (await store.put("K", value("new")).catch((e: unknown) => e)) as { code?: string };
+      expect([state, write.code]).toEqual([state, "store_unavailable"]);
+    }
+    secret.keyState = undefined;
+    expect((await store.get("K"))?.value).toBe(v);
+    await store.close?.();
+  });
+
+  it("a replica secret (read-only in this region): reads answer, a put or delete is store_unavailable saying so, nothing changed", async () => {
+    const fake = await aws();
+    const store = await open();
+    const v = value("replica");
+    await store.put("R", v);
+    const secret = fake.secrets.get("R");
+    if (!secret) throw new Error("no secret R");
+    secret.primaryRegion = "eu-west-1";
+    for (const op of ["put", "delete"] as const) {
+      const err = (await (op === "put" ? store.put("R", value("over")) : store.delete("R")).catch(
+        (e: unknown) => e,
+      )) as {
+        code?: string;
+        message?: string;
+      };
+      expect([op, err.code]).toEqual([op, "store_unavailable"]);
+      expect(err.message).toBe(
+        `aws secrets manager ${op}: R is a replica in this region, read-only here: change it in its primary region`,
+      );
+    }
+    expect((await store.get("R"))?.value).toBe(v);
+    expect(secret.deletedDate).toBeUndefined();
+    await store.close?.();
+  });
+
   it("a wrong secret key is refused by the service's signature check: backend_denied", async () => {
     await aws();
     const wrong = new AwsSecretsManagerStore({

@@ -301,7 +301,7 @@ describe("google_secret_manager over gRPC", () => {
     // Any other FAILED_PRECONDITION is not a missing value: here the fake's for a state it does not
     // know ("Secret Version [...] is in SUSPENDED state.").
     latest.state = "SUSPENDED" as typeof latest.state;
-    expect(await codeOf(store.get("ROLLED"))).toBe("internal");
+    expect(await codeOf(store.get("ROLLED"))).toBe("store_unavailable");
     await store.close?.();
   });
 
@@ -503,6 +503,17 @@ describe("google_secret_manager faults (the library's 3 attempts)", () => {
     expect(attempts).toBe(1);
   });
 
+  it("a CMEK secret whose Cloud KMS key version is disabled (FAILED_PRECONDITION) is store_unavailable, never a missing secret", async () => {
+    // Its text ends like a disabled version's ("is in DISABLED state."): only a secret version's
+    // own answer is a missing secret, which would be cached and fall back to the environment.
+    const { result, attempts } = await failing(1, "key_disabled");
+    expect(result.code).toBe("store_unavailable");
+    expect(result.message).toContain("FAILED_PRECONDITION (9)");
+    expect(result.message).toContain("such as an encryption key, is not usable");
+    expect(result.message).not.toContain(FAULT_DETAIL);
+    expect(attempts).toBe(1);
+  });
+
   it("RESOURCE_EXHAUSTED and UNAVAILABLE on every attempt are backend_unavailable, named as themselves (not the client's DEADLINE_EXCEEDED)", async () => {
     // Once its retries run out, gax reports DEADLINE_EXCEEDED with the last code only in its message.
     for (const [fault, named] of [
@@ -623,7 +634,7 @@ describe("llm-secrets serve against Google", () => {
 });
 
 describe("google_kms faults (the library's 3 attempts)", () => {
-  it("maps PERMISSION_DENIED, RESOURCE_EXHAUSTED and UNAVAILABLE to the SPEC codes", async () => {
+  it("maps PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE and a disabled key's FAILED_PRECONDITION to the SPEC codes", async () => {
     const fake = await google();
     const v = value("gkms-fault");
     const store = await googleKmsStore.open(
@@ -634,6 +645,7 @@ describe("google_kms faults (the library's 3 attempts)", () => {
       ["denied", 1, "backend_denied"],
       ["exhausted", 3, "backend_unavailable"],
       ["unavailable", 3, "backend_unavailable"],
+      ["key_disabled", 1, "store_unavailable"],
     ] as const) {
       fake.reset();
       fake.fail(times, fault);

@@ -82,7 +82,7 @@ import {
   type StoreFactory,
   stampOfChange,
 } from "../secret-store";
-import { classifyBackendError, NotSupported, StoreCorrupt } from "../store-errors";
+import { classifyBackendError, NotSupported, StoreCorrupt, StoreUnavailable } from "../store-errors";
 import { AwsConfigKeys, AwsEnvKeys, awsClientOptions, awsCredentials, configFileRegion, regionOf } from "./aws-config";
 import { loadSdk } from "./load-sdk";
 
@@ -225,7 +225,7 @@ export class AwsSecretsManagerStore implements SecretStore {
       if (stamp === undefined) return "superseded";
       return await this.#update(name, value, stamp, options.meta, tags, described);
     } catch (err) {
-      throw classifyBackendError(err, "aws secrets manager put");
+      throw replicaRefusal(err, name, "put") ?? classifyBackendError(err, "aws secrets manager put");
     }
   }
 
@@ -266,7 +266,7 @@ export class AwsSecretsManagerStore implements SecretStore {
       await this.#scheduleDeletion(name, described.replicas);
       return "deleted";
     } catch (err) {
-      throw classifyBackendError(err, "aws secrets manager delete");
+      throw replicaRefusal(err, name, "delete") ?? classifyBackendError(err, "aws secrets manager delete");
     }
   }
 
@@ -581,6 +581,21 @@ function errorName(err: unknown): string | undefined {
 function isGone(err: unknown): boolean {
   const name = errorName(err);
   return name === "ResourceNotFoundException" || (name === "InvalidRequestException" && isScheduledForDeletion(err));
+}
+
+/**
+ * A change refused because this region holds a replica of the secret, read-only here (AWS:
+ * `InvalidRequestException`, "Operation not permitted on a replica secret. Call must be made in
+ * primary secret's region."): a deployment to fix, not our failure. Only that phrase is read.
+ */
+function replicaRefusal(err: unknown, name: string, op: string): StoreUnavailable | undefined {
+  if (errorName(err) !== "InvalidRequestException" || !/\breplica secret\b/i.test((err as Error).message ?? "")) {
+    return undefined;
+  }
+  return new StoreUnavailable(
+    `aws secrets manager ${op}: ${name} is a replica in this region, read-only here: change it in its primary region`,
+    { cause: err },
+  );
 }
 
 function isScheduledForDeletion(err: unknown): boolean {

@@ -450,14 +450,15 @@ function codeOf(err: unknown): unknown {
 
 /**
  * Whether `err` is Google's answer to reading a version that is disabled or destroyed:
- * FAILED_PRECONDITION with `Secret Version [...] is in DISABLED state.` (or DESTROYED). Only the
- * state is matched; the message is never repeated.
+ * FAILED_PRECONDITION with `Secret Version [...] is in DISABLED state.` (or DESTROYED). Only that
+ * shape is matched (a key's "is in DISABLED state" must stay an error, not a missing secret that
+ * would be cached and fall back to the environment); the message is never repeated.
  */
 function versionNotEnabled(err: unknown): boolean {
   if (codeOf(err) !== FAILED_PRECONDITION) return false;
   const { details, message } = (err ?? {}) as { details?: unknown; message?: unknown };
   const text = typeof details === "string" ? details : typeof message === "string" ? message : "";
-  return /\bis in (?:DISABLED|DESTROYED) state\b/.test(text);
+  return /\bSecret Version \[[^\]]*\] is in (?:DISABLED|DESTROYED) state\b/.test(text);
 }
 
 export const googleSecretManagerStore = {
