@@ -74,11 +74,14 @@ describe("/ready", () => {
   it("is 503 with the store's error code and Retry-After when it fails, and 200 again when it is back", async () => {
     const { backend, ready, settle, logs } = await app();
     backend.mode = "down";
-    expect(await ready()).toMatchObject({
+    expect(await ready()).toEqual({
       status: 503,
       retryAfter: "1",
-      body: { error: { code: "backend_unavailable" } },
+      // A caller without the key gets the code; the store's message (its names) stays in the log.
+      body: { error: { code: "backend_unavailable", message: "the memory store is not ready: its log line says why" } },
     });
+    const failed = logs.map((l) => JSON.parse(l)).find((l) => l.msg === "store call failed");
+    expect(failed).toMatchObject({ op: "get", code: "backend_unavailable" });
     // Its request's log line names the code, as an error answer's does.
     const line = logs.map((l) => JSON.parse(l)).find((l) => l.msg === "request" && l.path === "/ready");
     expect(line).toMatchObject({ status: 503, code: "backend_unavailable" });
@@ -89,7 +92,10 @@ describe("/ready", () => {
     // An unexpected failure says nothing of itself to a caller that presented no key.
     backend.mode = "broken";
     const broken = await ready();
-    expect(broken).toMatchObject({ status: 503, body: { error: { code: "internal", message: "internal error" } } });
+    expect(broken).toMatchObject({
+      status: 503,
+      body: { error: { code: "internal", message: "the memory store is not ready: its log line says why" } },
+    });
     expect(JSON.stringify(broken.body)).not.toContain("vault.internal");
     settle();
     backend.mode = "up";

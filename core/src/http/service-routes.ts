@@ -4,7 +4,7 @@ import { toHttpError } from "../errors";
 import type { Metrics } from "../metrics";
 import { buildOpenApi } from "../openapi";
 import type { SecretManager } from "../secret-manager";
-import { BackendUnavailable, hasUserMessage } from "../store-errors";
+import { BackendUnavailable } from "../store-errors";
 import { VERSION } from "../version";
 import { answer, json, type Router } from "./router";
 
@@ -16,7 +16,12 @@ const READY_TIMEOUT_MS = 2000;
  */
 const READY_REUSE_MS = 1000;
 
-type Readiness = { ok: true; ms: number } | { ok: false; error: unknown };
+/**
+ * Not ready: the store's error (its code is answered) and what the answer says of it. A caller of
+ * `/ready` presents no key: a store's own message (which names the first hosted key, a mount, an
+ * environment) stays in its store call's log line; only the probe's own timeout is said.
+ */
+type Readiness = { ok: true; ms: number } | { ok: false; error: unknown; message: string };
 
 /** `/ready`'s check: the manager's probe read, answered within 2 s, shared and reused for 1 s. */
 function readinessOf(probe: () => Promise<void>, kind: string, now: () => number = Date.now) {
@@ -28,17 +33,16 @@ function readinessOf(probe: () => Promise<void>, kind: string, now: () => number
       read = undefined;
     });
     let timer: NodeJS.Timeout | undefined;
+    const late = new BackendUnavailable(`the ${kind} store did not answer within 2 s`);
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new BackendUnavailable(`the ${kind} store did not answer within 2 s`)),
-        READY_TIMEOUT_MS,
-      );
+      timer = setTimeout(() => reject(late), READY_TIMEOUT_MS);
     });
     try {
       await Promise.race([read, timeout]);
       return { ok: true, ms: Math.round((performance.now() - started) * 100) / 100 };
     } catch (error) {
-      return { ok: false, error };
+      const message = error === late ? late.message : `the ${kind} store is not ready: its log line says why`;
+      return { ok: false, error, message };
     } finally {
       clearTimeout(timer);
     }
@@ -95,10 +99,9 @@ export function serviceRoutes(router: Router, manager: SecretManager, metrics: M
     async (c) => {
       const result = await ready();
       if (result.ok) return json({ status: "ready", store, ms: result.ms });
-      // Not ready, whatever the store's error (its code says why); an internal one says nothing, nor,
-      // to a caller without the key, one a user's own store wrote (it may hold anything).
+      // Not ready, whatever the store's error: its code says why (see Readiness for the message).
       const { body, headers } = toHttpError(result.error);
-      if (hasUserMessage(result.error)) body.error.message = `the ${store} store is not ready`;
+      body.error.message = result.message;
       c.env.code = body.error.code; // for the request's log line, as an error answer's
       return json(body, 503, { ...headers, "retry-after": headers["retry-after"] ?? "1" });
     },
