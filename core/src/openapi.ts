@@ -102,7 +102,9 @@ export function buildOpenApi(routes: readonly RouteSpec[], version: string): Jso
   for (const route of routes) {
     const codes = new Set<ErrorCode>(route.errors ?? []);
     if (route.auth) codes.add("unauthorized");
-    if (route.body || route.query) codes.add("invalid_request");
+    // On every operation: admission refuses a path with `.` or `..` segments whatever the route, and
+    // so does a runtime its own way (Azure's `?code=`).
+    codes.add("invalid_request");
     if (route.body) codes.add("payload_too_large");
     codes.add("internal");
     // Refused by the HTTP parser before any route (server.ts), whatever the path: on every operation.
@@ -132,10 +134,17 @@ export function buildOpenApi(routes: readonly RouteSpec[], version: string): Jso
       responses[String(status)] = response(status, `Error: ${list.join(", ")}${orUpstream}`, errorContent, upstream);
     }
 
-    // The one answer whose status is not its code's (server.ts): a request slower than the timeouts.
+    // An answer whose status is not its code's (server.ts): a request slower than the timeouts.
     responses["408"] = response(
       408,
       `Error: invalid_request (the request line, headers or body took longer than the server's timeouts to arrive)${orUpstream}`,
+      errorContent,
+      upstream,
+    );
+    // Another status whose code is not its own (server.ts): an `Expect` other than 100-continue.
+    responses["417"] = response(
+      417,
+      `Error: invalid_request (an Expect header other than 100-continue)${orUpstream}`,
       errorContent,
       upstream,
     );

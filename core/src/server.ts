@@ -215,8 +215,10 @@ export async function startServer(
     res.end(body);
   });
   server.on("connect", (req: IncomingMessage, socket: Duplex) => {
-    refuse(runtime.log, req, 405, "method_not_allowed", "CONNECT is not served");
-    answerOnSocket(socket, 405, "method_not_allowed", "CONNECT is not served");
+    // 501, not 405: a 405 must name the methods its target allows (`Allow`), and CONNECT's target
+    // is a host, not a resource of ours; a method not implemented is 501 (RFC 9110, 15.6.2).
+    refuse(runtime.log, req, 501, "not_supported", "CONNECT is not implemented here");
+    answerOnSocket(socket, 501, "not_supported", "CONNECT is not implemented here");
   });
   server.on("connection", tracked(sockets));
   server.on(options.tls ? "secureConnection" : "connection", tracked(streams));

@@ -214,7 +214,7 @@ describe("over a real socket", () => {
         417,
         "invalid_request",
       ],
-      ["CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 405, "method_not_allowed"],
+      ["CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 501, "not_supported"],
     ] as const) {
       const logged = ctx.logs.length;
       const answer = await exchange(request);

@@ -300,6 +300,17 @@ export const CONTRACT: readonly ContractCase[] = [
     code: "invalid_name",
   },
   { name: "DELETE c/../d keeps d", method: "DELETE", target: "/v1/secrets/c/../d", status: 400, code: "invalid_name" },
+  // Dot segments outside a secret's name: refused on every route, and documented on each operation.
+  {
+    name: "DELETE through .. into the secrets prefix keeps d",
+    method: "DELETE",
+    target: "/v1/x/../secrets/d",
+    status: 400,
+    code: "invalid_request",
+    after: { d: "d-value" },
+  },
+  { name: "GET /metrics through ..", method: "GET", target: "/v1/../metrics", status: 400, code: "invalid_request" },
+  { name: "GET /ready through ..", method: "GET", target: "/x/../ready", status: 400, code: "invalid_request" },
   {
     name: "DELETE prod?x=1 keeps prod",
     method: "DELETE",
