@@ -249,7 +249,14 @@ async function serve(input: SettingsInput, flags: Record<string, unknown>, io: C
     if (unresolved.length > 0) log.warn("config refs did not resolve", { names: unresolved.join(",") });
     // Forwarding reads a model's api_key from the store only (never the environment over HTTP).
     const fromStore = new Set(resolution.refs.filter((r) => r.source === "store").map((r) => r.name));
-    for (const model of settings.config.model_list ?? []) {
+    const models = settings.config.model_list ?? [];
+    // Forwarding needs an api_base (LiteLLM's provider defaults are not applied): one line for all.
+    const based = new Set(models.filter((m) => m.litellm_params.api_base).map((m) => m.model_name));
+    const baseless = [...new Set(models.map((m) => m.model_name))].filter((name) => !based.has(name));
+    if (baseless.length > 0) {
+      log.warn("forwarding to these models is 404: they have no api_base", { models: baseless.join(",") });
+    }
+    for (const model of models) {
       const key = model.litellm_params.api_key ? refName(model.litellm_params.api_key) : undefined;
       // Not read from the store at start, or read there but not served over HTTP (an env-backed
       // store without the name in hosted_keys): forward reads it as GET /v1/secrets does.

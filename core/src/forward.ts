@@ -45,7 +45,7 @@ import { lookup } from "node:dns/promises";
 import type { Readable } from "node:stream";
 import { request as send } from "undici";
 import type { RawRequest } from "./app";
-import { InvalidInput, SecretsError } from "./errors";
+import { SecretsError } from "./errors";
 import { forwardTargetOf } from "./http/forward-routes";
 import { NULL_BODY_STATUSES, readLimitedBody } from "./http/router";
 import type { Logger } from "./log";
@@ -182,7 +182,9 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
   // No key at all: nothing secret follows the api_base, so the store may decide it.
   const storeDecides = params.api_key ? refName(params.api_key) !== undefined : true;
   const base = params.api_base ? await baseOf(params.api_base, deps.manager, storeDecides, modelName) : undefined;
-  if (!base) throw new InvalidInput(`model ${modelName} has no api_base to forward to`);
+  // The deployment's config, not the caller's request, lacks it (LiteLLM's provider defaults are
+  // not known here): as a ref held nowhere, 404 naming what is missing.
+  if (!base) throw new SecretsError("not_found", `model ${modelName} has no api_base to forward to`);
   const url = targetUrl(base, rest);
   const target = urlOf(url); // undefined: no URL, which undici then refuses
   if (target && isLinkLocal(target.hostname)) {

@@ -485,6 +485,9 @@ describe("serve", () => {
       "model_list:",
       "  - {model_name: envkey, litellm_params: {model: openai/x, api_base: https://api.example, api_key: os.environ/ENV_ONLY_KEY}}",
       "  - {model_name: stored, litellm_params: {model: openai/x, api_base: https://api.example, api_key: os.environ/STORED_KEY}}",
+      // Without an api_base (LiteLLM would use the provider's): forwarding cannot reach it.
+      "  - {model_name: nobase, litellm_params: {model: openai/gpt-4o, api_key: os.environ/STORED_KEY}}",
+      "  - {model_name: nobase, litellm_params: {model: openai/gpt-4o-mini, api_key: os.environ/STORED_KEY}}",
       "",
     ].join("\n");
     await writeFile(join(dir, "config.yaml"), config);
@@ -502,6 +505,8 @@ describe("serve", () => {
         .filter((l) => l.includes("will not find its api_key"))
         .map((l) => JSON.parse(l) as { model: string; name: string });
       expect(warned.map((w) => [w.model, w.name])).toEqual([["envkey", "ENV_ONLY_KEY"]]);
+      const baseless = server.output.split("\n").filter((l) => l.includes("they have no api_base"));
+      expect(baseless.map((l) => (JSON.parse(l) as { models: string }).models)).toEqual(["nobase"]);
       expect(server.output).not.toContain(envOnly);
     } finally {
       await server.stop();

@@ -681,6 +681,7 @@ describe("model_list refs the store does not hold", () => {
       "model_list:",
       "  - {model_name: env, litellm_params: {model: azure/x, api_base: os.environ/FWD_API_BASE, api_key: os.environ/FWD_API_KEY}}",
       "  - {model_name: nowhere, litellm_params: {model: openai/x, api_base: os.environ/FWD_NOWHERE}}",
+      "  - {model_name: nobase, litellm_params: {model: openai/gpt-4o, api_key: os.environ/FWD_API_KEY}}",
       "",
     ].join("\n");
     const { request, runtime, logs } = await inProcessApp({ config, env: { FWD_API_BASE: apiUrl, FWD_API_KEY: key } });
@@ -695,6 +696,12 @@ describe("model_list refs the store does not hold", () => {
     await runtime.manager.put("FWD_API_KEY", key);
     expect((await request("/v1/forward/env/v1/models")).status).toBe(200);
     expect(seen.map((s) => s.headers["api-key"])).toEqual([key]);
+    // No api_base in the config at all: the deployment's to fix, not the caller's request (not a 400).
+    const baseless = await request("/v1/forward/nobase/v1/models");
+    expect(baseless.status).toBe(404);
+    expect(await baseless.json()).toEqual({
+      error: { code: "not_found", message: "model nobase has no api_base to forward to" },
+    });
     // An api_base held nowhere: 404 naming the ref.
     const missing = await request("/v1/forward/nowhere/v1/models");
     expect(missing.status).toBe(404);
