@@ -1,9 +1,13 @@
 // `npm run package`: each cloud's artifact holds what its platform loads, and nothing of the
-// workspace: the Lambda zip's handlers import from the zip's own files alone.
+// workspace: the Lambda zip's handlers import from the zip's own files alone. Each carries the
+// project's LICENSE and the notices of every npm package bundled in it, and the GCP zip a lockfile
+// that installs what the root's package-lock.json resolved (the versions tested), nothing newer.
 
-import { readdirSync, readFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdir, symlink, writeFile } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
+import type { Metafile } from "esbuild";
 import { unzipSync } from "fflate";
 import { beforeAll, describe, expect, it } from "vitest";
 // @ts-expect-error: a plain ESM build script without types
@@ -18,16 +22,112 @@ import { cleanEnv, newKey, node22, runProcess, secretValue, tempDir } from "../h
 
 const ROOT = join(import.meta.dirname, "../..");
 const NODE22 = node22();
+const FF = "@google-cloud/functions-framework";
+const ZIPS = ["llm-secrets-aws-lambda.zip", "llm-secrets-azure-functions.zip", "llm-secrets-gcp-functions.zip"];
+
+// The canonical text of the Apache License 2.0 (apache.org's LICENSE-2.0.txt, 11,358 bytes).
+const APACHE_2_0_SHA256 = "cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30";
+
+interface LockEntry {
+  version?: string;
+  dev?: boolean;
+  link?: boolean;
+  dependencies?: Record<string, string>;
+}
+type Lock = { lockfileVersion: number; packages: Record<string, LockEntry> };
+interface Manifest {
+  name: string;
+  version: string;
+  dependencies?: Record<string, string>;
+  optionalDependencies?: Record<string, string>;
+}
+
+const readJson = <T>(path: string): T => JSON.parse(readFileSync(path, "utf8")) as T;
+const text = (bytes: Uint8Array | undefined) => Buffer.from(bytes ?? new Uint8Array()).toString("utf8");
+
+/** The npm packages a bundle holds, by its metafile: name@version of each input's (innermost) package. */
+function bundledPackages(metafile: Metafile): Map<string, string> {
+  const byId = new Map<string, string>(); // name@version -> package dir
+  for (const input of Object.keys(metafile.inputs)) {
+    const parts = resolve(input).split("/");
+    const at = parts.lastIndexOf("node_modules");
+    if (at < 0) continue;
+    const dir = parts.slice(0, at + (parts[at + 1]?.startsWith("@") ? 3 : 2)).join("/");
+    const pkg = readJson<Manifest>(join(dir, "package.json"));
+    byId.set(`${pkg.name}@${pkg.version}`, dir);
+  }
+  return byId;
+}
+
+/** The packages THIRD_PARTY_NOTICES names ("name version" under a rule, then "License: ..."), as name@version. */
+function noticed(notices: string): string[] {
+  return [...notices.matchAll(/^={80}\n(\S+) (\S+)\nLicense: \S/gm)].map((m) => `${m[1]}@${m[2]}`);
+}
+
+/** name@version ids sorted as the notices list them: by name, then version. */
+function sortedIds(ids: Iterable<string>): string[] {
+  const split = (id: string) => [id.slice(0, id.lastIndexOf("@")), id.slice(id.lastIndexOf("@") + 1)] as const;
+  const order = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+  return [...new Set(ids)].sort((a, b) => order(split(a)[0], split(b)[0]) || order(split(a)[1], split(b)[1]));
+}
+
+/** Node's resolution of `name` from `dir` (absolute), inside `top`: the package dir, or undefined. */
+function resolveOnDisk(top: string, dir: string, name: string): string | undefined {
+  for (let d = dir; d.startsWith(top); d = dirname(d)) {
+    if (d.endsWith("/node_modules")) continue;
+    if (existsSync(join(d, "node_modules", name, "package.json"))) return join(d, "node_modules", name);
+  }
+  return undefined;
+}
+
+/** Node's resolution of `name` from the lockfile location `from` (a key of `packages`). */
+function resolveInLock(packages: Lock["packages"], from: string, name: string): string | undefined {
+  const parts = from === "" ? [] : from.split("/");
+  for (let n = parts.length; n >= 0; n--) {
+    if (n > 0 && parts[n - 1] === "node_modules") continue;
+    const key = [...parts.slice(0, n), "node_modules", name].join("/");
+    if (packages[key]) return key;
+  }
+  return undefined;
+}
+
+/** Every package dir under `dir`'s node_modules, nested ones included. */
+function installedDirs(dir: string): string[] {
+  const modules = join(dir, "node_modules");
+  if (!existsSync(modules)) return [];
+  const found: string[] = [];
+  for (const entry of readdirSync(modules, { withFileTypes: true })) {
+    if (!entry.isDirectory() || entry.name.startsWith(".")) continue;
+    const names = entry.name.startsWith("@")
+      ? readdirSync(join(modules, entry.name)).map((n) => `${entry.name}/${n}`)
+      : [entry.name];
+    for (const name of names) {
+      if (!existsSync(join(modules, name, "package.json"))) continue;
+      found.push(join(modules, name), ...installedDirs(join(modules, name)));
+    }
+  }
+  return found;
+}
 
 describe("npm run package", () => {
-  // Built and packaged once, for the tests of what the zips hold and of what they do on Node 22.
+  // Built and packaged once, for the tests of what the zips hold and of what they do on Node 22;
+  // each bundle also built on its own with esbuild's metafile, to know which packages it holds, and
+  // packaged a second time at once (from the same sources, whatever else edits the tree later).
   let out: string;
+  let again: string;
   let written: string[];
+  let metafiles: Record<string, Metafile>;
   beforeAll(async () => {
-    await Promise.all([buildAws(), buildAzure(), buildGcp()]);
-    out = await tempDir();
-    written = await packageAll(out);
-  }, 60_000);
+    const builds = await tempDir();
+    const [aws, azure, gcp] = await Promise.all([
+      buildAws(join(builds, "aws", "index.mjs"), true),
+      buildAzure(join(builds, "azure", "index.mjs"), true),
+      buildGcp(join(builds, "gcp", "index.mjs"), true),
+    ]);
+    metafiles = { [ZIPS[0] as string]: aws, [ZIPS[1] as string]: azure, [ZIPS[2] as string]: gcp };
+    [out, again] = await Promise.all([tempDir(), tempDir()]);
+    [written] = await Promise.all([packageAll(out), packageAll(again)]);
+  }, 120_000);
 
   it("zips each cloud's bundle with what its platform needs and no workspace dependency", async () => {
     const zip = (name: string) => unzipSync(readFileSync(join(out, name)));
@@ -132,6 +232,126 @@ describe("npm run package", () => {
     },
     240_000,
   );
+
+  it("each zip carries the project's LICENSE and THIRD_PARTY_NOTICES naming every package bundled in it", () => {
+    const license = readFileSync(join(ROOT, "LICENSE"));
+    expect(createHash("sha256").update(license).digest("hex")).toBe(APACHE_2_0_SHA256);
+    const rootPkg = readJson<{ license: string }>(join(ROOT, "package.json"));
+    expect(rootPkg.license).toBe("Apache-2.0");
+    const expectedLicenses: Record<string, [string, string][]> = {
+      "llm-secrets-aws-lambda.zip": [
+        ["undici", "MIT"],
+        ["tweetnacl", "Unlicense"],
+        ["@aws-sdk/client-kms", "Apache-2.0"],
+      ],
+      "llm-secrets-azure-functions.zip": [
+        ["@azure/identity", "MIT"],
+        ["yaml", "ISC"],
+        ["@azure/functions", "MIT"],
+      ],
+      "llm-secrets-gcp-functions.zip": [
+        ["protobufjs", "BSD-3-Clause"],
+        ["google-gax", "Apache-2.0"],
+        ["hono", "MIT"],
+      ],
+    };
+    for (const name of ZIPS) {
+      const files = unzipSync(readFileSync(join(out, name)));
+      expect(Buffer.from(files.LICENSE ?? new Uint8Array()).equals(license), `${name}: LICENSE`).toBe(true);
+      // The bundled part (the GCP zip's deploy-time installs come after it, tested below).
+      const notices = text(files.THIRD_PARTY_NOTICES).split("\nInstalled at deploy time\n")[0] as string;
+      const bundled = bundledPackages(metafiles[name] as Metafile);
+      expect(bundled.size, name).toBeGreaterThan(25);
+      // Every package of the bundle, once each, sorted, and nothing else.
+      const ids = [...bundled.keys()].filter((id) => !id.startsWith("@llm-secrets/"));
+      expect(noticed(notices), name).toEqual(sortedIds(ids));
+      // With its license files' text.
+      for (const [id, dir] of bundled) {
+        for (const file of readdirSync(dir).filter((f) => /^(licen[cs]e|copying)(\.(md|txt))?$/i.test(f))) {
+          const body = readFileSync(join(dir, file), "utf8").replace(/\r\n?/g, "\n").trim();
+          expect(notices.includes(body), `${name}: ${id}'s ${file}`).toBe(true);
+        }
+      }
+      for (const [pkg, spdx] of expectedLicenses[name] ?? []) {
+        expect(notices, name).toMatch(new RegExp(`^${pkg} \\S+\\nLicense: ${spdx}$`, "m"));
+      }
+    }
+  });
+
+  it("the GCP zip's package-lock.json installs functions-framework with the root lockfile's versions, nothing newer", async () => {
+    const files = unzipSync(readFileSync(join(out, "llm-secrets-gcp-functions.zip")));
+    const dir = await tempDir();
+    for (const [file, bytes] of Object.entries(files)) {
+      await mkdir(dirname(join(dir, file)), { recursive: true });
+      await writeFile(join(dir, file), bytes);
+    }
+    const lock = readJson<Lock>(join(dir, "package-lock.json"));
+    expect(lock.lockfileVersion).toBe(3);
+    expect(lock.packages[""]?.dependencies).toEqual(readJson<Manifest>(join(dir, "package.json")).dependencies);
+    expect(Object.values(lock.packages).filter((entry) => entry.dev || entry.link)).toEqual([]);
+
+    // npm ci: from npm's cache (the root was installed from it), the lockfile as it is or a failure.
+    const ci = await runProcess("npm", ["ci", "--prefer-offline", "--no-audit", "--no-fund", "--ignore-scripts"], {
+      env: cleanEnv(),
+      cwd: dir,
+    });
+    expect(ci.code, ci.stderr).toBe(0);
+    expect(existsSync(join(dir, "node_modules/@google-cloud/functions-framework/package.json"))).toBe(true);
+
+    // Walked from functions-framework as Node resolves each package's dependencies, on disk and in
+    // the root lockfile from functions/gcp: every installed package is the version the root resolved.
+    const root = readJson<Lock>(join(ROOT, "package-lock.json")).packages;
+    const visited = new Map<string, string>(); // installed dir -> root lockfile key
+    const framework = resolveInLock(root, "functions/gcp", FF);
+    const pending: [string, string | undefined][] = [[join(dir, "node_modules", FF), framework]];
+    const mismatches: string[] = [];
+    while (pending.length > 0) {
+      const [installed, key] = pending.pop() as [string, string | undefined];
+      if (visited.has(installed)) continue;
+      const pkg = readJson<Manifest>(join(installed, "package.json"));
+      const where = relative(dir, installed);
+      if (key === undefined || root[key]?.version !== pkg.version) {
+        mismatches.push(`${where} is ${pkg.version}, the root lockfile's ${key} ${key && root[key]?.version}`);
+        continue;
+      }
+      visited.set(installed, key);
+      const deps = Object.keys({ ...pkg.dependencies, ...pkg.optionalDependencies });
+      for (const name of deps) {
+        const next = resolveOnDisk(dir, installed, name);
+        const nextKey = resolveInLock(root, key, name);
+        if (next === undefined) {
+          if (nextKey !== undefined && !(name in (pkg.optionalDependencies ?? {})))
+            mismatches.push(`${where}: no ${name}`);
+          continue;
+        }
+        pending.push([next, nextKey]);
+      }
+    }
+    expect(mismatches).toEqual([]);
+    // And nothing installed that this walk did not reach.
+    expect(installedDirs(dir).filter((d) => !visited.has(d))).toEqual([]);
+    expect(visited.size).toBeGreaterThan(100);
+    // express and body-parser, on the request path, are the root's, not whatever is newest.
+    for (const name of ["express", "body-parser"]) {
+      const installed = readJson<Manifest>(
+        join(resolveOnDisk(dir, join(dir, `node_modules/${FF}`), name) ?? "", "package.json"),
+      );
+      expect(installed.version).toBe(root[resolveInLock(root, framework ?? "", name) ?? ""]?.version);
+    }
+
+    // The notices name each installed package as well, after the bundled ones.
+    const installedIds = [...visited.keys()].map((d) => {
+      const pkg = readJson<Manifest>(join(d, "package.json"));
+      return `${pkg.name}@${pkg.version}`;
+    });
+    const notices = text(files.THIRD_PARTY_NOTICES).split("\nInstalled at deploy time\n")[1] ?? "";
+    expect(noticed(notices)).toEqual(sortedIds(installedIds));
+  }, 180_000);
+
+  it("two package runs give the same zips, byte for byte", () => {
+    const sha = (path: string) => createHash("sha256").update(readFileSync(path)).digest("hex");
+    for (const name of ZIPS) expect(sha(join(again, name)), name).toBe(sha(join(out, name)));
+  });
 
   it("a build leaves only its own chunks: the last build's are gone, not shipped with it", async () => {
     const outfile = join(await tempDir(), "index.mjs");
