@@ -128,6 +128,8 @@ export class SecretManager {
   readonly #hostedByKey: ReadonlyMap<string, string>;
   /** Every virtual-key prefix configured (the general one, each team's), and whose it is. */
   readonly #prefixes: readonly { prefix: string; owner: string }[];
+  /** Each prefix's backend key, made a name by one more character (`#under`), once found. */
+  readonly #prefixKeys = new Map<string, string>();
   readonly #keys: KeyRing | undefined;
   readonly #maxBodyBytes: number;
   readonly #maxValueBytes: number | undefined;
@@ -512,25 +514,42 @@ export class SecretManager {
    * store maps onto it) leaves the name to no one. Compared on the store's keys, so a prefix a
    * name maps onto counts (Azure: `litellm/team-a-prod` is under `litellm/team-a/`).
    */
-  #otherOwner(name: string, own: string): { prefix: string; owner: string } | undefined {
+  #otherOwner(
+    under: readonly { prefix: string; owner: string }[],
+    own: string,
+  ): { prefix: string; owner: string } | undefined {
     let found: { prefix: string; owner: string } | undefined;
-    for (const candidate of this.#prefixes) {
+    for (const candidate of under) {
       const { prefix } = candidate;
-      if (prefix === own || prefix.length < own.length || !this.#startsWith(name, prefix)) continue;
+      if (prefix === own || prefix.length < own.length) continue;
       if (found === undefined || prefix.length > found.prefix.length) found = candidate;
     }
     return found;
   }
 
-  /** Whether `name` starts with `prefix` on the store's keys. */
-  #startsWith(name: string, prefix: string): boolean {
-    if (name.startsWith(prefix)) return true;
-    // A store's keyOf maps a name a character at a time (within fixed text around it): the name's
-    // first characters and the prefix, each made a name by one more character, land on one key.
-    return (
-      name.length > prefix.length &&
-      this.store.keyOf(`${name.slice(0, prefix.length)}k`) === this.store.keyOf(`${prefix}k`)
-    );
+  /**
+   * The configured prefixes `name` starts with on the store's keys. A store's keyOf maps a name a
+   * character at a time (within fixed text around it): the name's first characters and the
+   * prefix, each made a name by one more character, land on one key. Each prefix's key is found
+   * once, the name's once per prefix length: a write's cost does not grow with keyOf calls per team.
+   */
+  #under(name: string): { prefix: string; owner: string }[] {
+    const nameKeys = new Map<number, string>();
+    return this.#prefixes.filter(({ prefix }) => {
+      if (name.startsWith(prefix)) return true;
+      if (name.length <= prefix.length) return false;
+      let prefixKey = this.#prefixKeys.get(prefix);
+      if (prefixKey === undefined) {
+        prefixKey = this.store.keyOf(`${prefix}k`);
+        this.#prefixKeys.set(prefix, prefixKey);
+      }
+      let nameKey = nameKeys.get(prefix.length);
+      if (nameKey === undefined) {
+        nameKey = this.store.keyOf(`${name.slice(0, prefix.length)}k`);
+        nameKeys.set(prefix.length, nameKey);
+      }
+      return nameKey === prefixKey;
+    });
   }
 
   /**
@@ -544,7 +563,7 @@ export class SecretManager {
    */
   #checkHashName(name: string, value: string): void {
     if (this.#hosted?.has(name)) return;
-    const under = this.#prefixes.filter(({ prefix }) => this.#startsWith(name, prefix));
+    const under = this.#under(name);
     if (under.length === 0) return;
     const hashes = [
       HASH_NAME_AT_END.exec(name)?.[1],
@@ -598,8 +617,10 @@ export class SecretManager {
     // stay writable when stored, each only to its own team.
     const hosted = this.#hosted === undefined || this.#hosted.has(name);
     const own = virtualKeyPrefix(this.#policy, event?.team);
-    const other = this.#otherOwner(name, own);
-    const virtualKey = this.#policy.storeVirtualKeys && this.#startsWith(name, own) && other === undefined;
+    const under = this.#under(name);
+    const other = this.#otherOwner(under, own);
+    const virtualKey =
+      this.#policy.storeVirtualKeys && under.some(({ prefix }) => prefix === own) && other === undefined;
     if (event !== undefined && other !== undefined) {
       throw new SecretsError(
         "invalid_request",
@@ -617,7 +638,7 @@ export class SecretManager {
     // A name under any virtual-key prefix (the general one or a team's) is a virtual key unless the
     // operator named it in hosted_keys (without hosted_keys, every name is allowed, and a gateway's
     // PUT of litellm/<alias> is still a user's; with store_virtual_keys off too: the class writes there).
-    const underPrefix = this.#prefixes.some(({ prefix }) => this.#startsWith(name, prefix));
+    const underPrefix = under.length > 0;
     const asVirtualKey = event !== undefined || (underPrefix && this.#hosted?.has(name) !== true);
     const onHosted = asVirtualKey ? this.#hostedByKey.get(this.store.keyOf(name)) : undefined;
     if (onHosted !== undefined) {
