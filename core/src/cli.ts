@@ -11,7 +11,7 @@ import { ensureMasterKeyFile } from "./master-key";
 import { refName } from "./refs";
 import { createRuntime, type Runtime } from "./runtime";
 import { decryptUnder } from "./secret-manager";
-import { startServer } from "./server";
+import { checkTlsFiles, startServer } from "./server";
 import { loadSettings, requireKeys, type Settings, type SettingsInput } from "./settings";
 import { awsSecretsManagerStore } from "./stores/aws";
 import { awsKmsStore } from "./stores/aws-kms";
@@ -230,6 +230,8 @@ async function serve(input: SettingsInput, flags: Record<string, unknown>, io: C
     sslCertfile: flags.ssl_certfile_path as string | undefined,
   };
   let settings = settingsOf({ ...input, server }, log);
+  // TLS files that cannot be used stop the start before anything is made (a key, the store's files).
+  if (settings.server.tls) checkTlsFiles(settings.server.tls);
   const local = settings.storeFactory.defaults.needsLocalKey;
   let generated: string | undefined;
   let rt: Awaited<ReturnType<typeof runtime>> | undefined;
@@ -256,16 +258,24 @@ async function serve(input: SettingsInput, flags: Record<string, unknown>, io: C
     if (baseless.length > 0) {
       log.warn("forwarding to these models is 404: they have no api_base", { models: baseless.join(",") });
     }
+    // One line per key name, with the models that use it (a config of thousands of models sharing
+    // one key gives one line, not thousands).
+    const keyless = new Map<string, Set<string>>();
     for (const model of models) {
       const key = model.litellm_params.api_key ? refName(model.litellm_params.api_key) : undefined;
       // Not read from the store at start, or read there but not served over HTTP (an env-backed
       // store without the name in hosted_keys): forward reads it as GET /v1/secrets does.
       if (key !== undefined && (!fromStore.has(key) || !rt.manager.serves(key))) {
-        log.warn("forwarding to this model will not find its api_key: forward reads keys from the store only", {
-          model: model.model_name,
-          name: key,
-        });
+        keyless.set(key, (keyless.get(key) ?? new Set()).add(model.model_name));
       }
+    }
+    for (const [name, named] of keyless) {
+      const all = [...named];
+      log.warn("forwarding to these models will not find their api_key: forward reads keys from the store only", {
+        name,
+        models: all.slice(0, 10).join(","),
+        ...(all.length > 10 && { more: all.length - 10 }),
+      });
     }
     running = await startServer(rt, settings.server);
   } catch (err) {

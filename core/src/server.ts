@@ -296,6 +296,11 @@ function secureContextOptions(tls: TlsFiles) {
   return options;
 }
 
+/** Reads and checks the TLS files as the start will (a ConfigError naming what is wrong), serving nothing. */
+export function checkTlsFiles(tls: TlsFiles): void {
+  secureContextOptions(tls);
+}
+
 function createTlsServer(
   tls: TlsFiles,
   httpOptions: HttpServerOptions,

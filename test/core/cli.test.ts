@@ -484,6 +484,12 @@ describe("serve", () => {
     const config = [
       "model_list:",
       "  - {model_name: envkey, litellm_params: {model: openai/x, api_base: https://api.example, api_key: os.environ/ENV_ONLY_KEY}}",
+      // Many models sharing that key: one line, naming ten of them and how many more.
+      ...Array.from(
+        { length: 12 },
+        (_, i) =>
+          `  - {model_name: shared${i}, litellm_params: {model: openai/x, api_base: https://api.example, api_key: os.environ/ENV_ONLY_KEY}}`,
+      ),
       "  - {model_name: stored, litellm_params: {model: openai/x, api_base: https://api.example, api_key: os.environ/STORED_KEY}}",
       // Without an api_base (LiteLLM would use the provider's): forwarding cannot reach it.
       "  - {model_name: nobase, litellm_params: {model: openai/gpt-4o, api_key: os.environ/STORED_KEY}}",
@@ -499,12 +505,14 @@ describe("serve", () => {
     await runCli(["put", "STORED_KEY", "--config", "config.yaml"], { env, cwd: dir, input: "sk-stored" });
     const server = await ServerProcess.start({ env, cwd: dir, args: ["--port", "0", "--config", "config.yaml"] });
     try {
-      await server.waitFor(/will not find its api_key/); // the log is flushed after the serving line
+      await server.waitFor(/will not find their api_key/); // the log is flushed after the serving line
       const warned = server.output
         .split("\n")
-        .filter((l) => l.includes("will not find its api_key"))
-        .map((l) => JSON.parse(l) as { model: string; name: string });
-      expect(warned.map((w) => [w.model, w.name])).toEqual([["envkey", "ENV_ONLY_KEY"]]);
+        .filter((l) => l.includes("will not find their api_key"))
+        .map((l) => JSON.parse(l) as { models: string; name: string; more?: number });
+      expect(warned.map((w) => [w.name, w.models, w.more])).toEqual([
+        ["ENV_ONLY_KEY", ["envkey", ...Array.from({ length: 9 }, (_, i) => `shared${i}`)].join(","), 3],
+      ]);
       const baseless = server.output.split("\n").filter((l) => l.includes("they have no api_base"));
       expect(baseless.map((l) => (JSON.parse(l) as { models: string }).models)).toEqual(["nobase"]);
       expect(server.output).not.toContain(envOnly);
@@ -515,8 +523,8 @@ describe("serve", () => {
     await writeFile(join(dir, "local.yaml"), `general_settings:\n  key_management_system: local\n${config}`);
     const local = await ServerProcess.start({ env, cwd: dir, args: ["--port", "0", "--config", "local.yaml"] });
     try {
-      await local.waitFor(/will not find its api_key/);
-      expect(local.output).toMatch(/"model":"envkey","name":"ENV_ONLY_KEY"/);
+      await local.waitFor(/will not find their api_key/);
+      expect(local.output).toMatch(/"name":"ENV_ONLY_KEY","models":"envkey,shared0,/);
     } finally {
       await local.stop();
     }

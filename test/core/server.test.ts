@@ -466,6 +466,15 @@ describe("TLS", () => {
 
     const viaEnv = await runCli(["serve", "--port", "0"], { env: { ...env, SSL_CERTFILE_PATH: tls.certFile } });
     expect(viaEnv.code).toBe(1);
+    // Each refusal came before anything was made: no data dir, no store file, no generated key.
+    expect(existsSync(join(dir, "data"))).toBe(false);
+    const keyless = await runCli(
+      ["serve", "--port", "0", "--ssl_keyfile_path", join(dir, "nope.pem"), "--ssl_certfile_path", tls.certFile],
+      { env: cleanEnv({ LLM_SECRETS_DATA_DIR: join(dir, "keyless") }) },
+    );
+    expect(keyless.code).toBe(1);
+    expect(keyless.stderr).toContain("nope.pem");
+    expect(existsSync(join(dir, "keyless"))).toBe(false);
   });
 });
 
