@@ -41,15 +41,18 @@ export const PY_TRUE = ["1", "on", "t", "true", "y", "yes"];
 /** LiteLLM's `prefix_for_stored_virtual_keys` when none is set. */
 export const DEFAULT_VIRTUAL_KEY_PREFIX = "litellm/";
 const PY_FALSE = ["0", "off", "f", "false", "n", "no"];
-const laxBoolean = z.union([
-  z.boolean(),
-  z.pipe(
-    z
-      .union([z.string(), z.number()])
-      .check(z.refine((v) => [...PY_TRUE, ...PY_FALSE].includes(String(v).trim().toLowerCase()), "Expected a boolean")),
-    z.transform((v) => PY_TRUE.includes(String(v).trim().toLowerCase())),
-  ),
-]);
+const laxBoolean = z.union(
+  [
+    z.boolean(),
+    z.pipe(
+      z
+        .union([z.string(), z.number()])
+        .check(z.refine((v) => [...PY_TRUE, ...PY_FALSE].includes(String(v).trim().toLowerCase()))),
+      z.transform((v) => PY_TRUE.includes(String(v).trim().toLowerCase())),
+    ),
+  ],
+  { error: "expected a boolean (true or false, yes or no, on or off, 1 or 0)" },
+);
 
 /** The general `key_management_settings` keys; each store's own keys are in its settings schema. */
 const KeyManagementSettingsSchema = z.object({
@@ -102,11 +105,13 @@ export const ConfigSchema = z.object({
   model_list: z.nullish(z.array(ModelSchema)),
   litellm_settings: z.nullish(
     z.object({
-      ssl_verify: z.nullish(z.union([z.boolean(), text])),
+      ssl_verify: z.nullish(z.union([z.boolean(), text], { error: "expected true, false or a CA bundle's path" })),
       ssl_certificate: optionalText,
     }),
   ),
-  environment_variables: z.nullish(z.record(text, z.union([text, z.number(), z.boolean()]))),
+  environment_variables: z.nullish(
+    z.record(text, z.union([text, z.number(), z.boolean()], { error: "expected a string, a number or a boolean" })),
+  ),
 });
 export type Config = z.infer<typeof ConfigSchema>;
 
@@ -508,7 +513,9 @@ function prefixOf(prefix: string, key: string): string {
     validateName(`${withSlash}k`);
   } catch (err) {
     const why = err instanceof SecretsError ? err.message : "not a name";
-    throw new ConfigError(`key_management_settings.${key}: the secret names it would begin are not valid (${why})`);
+    throw new ConfigError(
+      `general_settings.key_management_settings.${key}: the secret names it would begin are not valid (${why})`,
+    );
   }
   return withSlash;
 }
@@ -524,7 +531,9 @@ function hostedKeysOf(raw: readonly string[] | null | undefined): readonly strin
       validateName(name);
     } catch (err) {
       const why = err instanceof SecretsError ? err.message : "not a name";
-      throw new ConfigError(`key_management_settings.hosted_keys[${i}] ${JSON.stringify(name.slice(0, 300))}: ${why}`);
+      throw new ConfigError(
+        `general_settings.key_management_settings.hosted_keys[${i}] ${JSON.stringify(name.slice(0, 300))}: ${why}`,
+      );
     }
   }
   return raw;
@@ -581,7 +590,7 @@ function refuseSharedPlaces(teams: Record<string, TeamSettings> | undefined, gen
     if (other === undefined) seen.set(place, { team, data });
     else if (other.data !== data) {
       throw new ConfigError(
-        `key_management_settings.team_settings: teams ${other.team} and ${team} keep their keys in one place (namespace, mount, path_prefix and prefix_for_stored_virtual_keys alike) but in different fields (data): each write replaces the whole secret, so one team's keys would wipe the other's; give them the same data or another prefix`,
+        `general_settings.key_management_settings.team_settings: teams ${other.team} and ${team} keep their keys in one place (namespace, mount, path_prefix and prefix_for_stored_virtual_keys alike) but in different fields (data): each write replaces the whole secret, so one team's keys would wipe the other's; give them the same data or another prefix`,
       );
     }
   }

@@ -33,19 +33,23 @@ function clip(key: string): string {
   return key.length > MAX_ECHOED_KEY ? `${key.slice(0, MAX_ECHOED_KEY)}…` : key;
 }
 
-/** `a.b[0].c` style paths, and zod's message; keys the caller sent are clipped to 64 characters. */
+/**
+ * `a.b[0].c` style paths, and zod's message; keys the caller sent are clipped to 64 characters. A
+ * key that is not taken is an issue at its own path (`extra: unknown key`), where a client that
+ * maps issues to fields finds it.
+ */
 export function issuesOf(error: core.$ZodError): Issue[] {
-  return error.issues.map((issue) => ({
-    path: issue.path.reduce<string>(
-      (acc, key) =>
-        typeof key === "number" ? `${acc}[${key}]` : acc ? `${acc}.${clip(String(key))}` : clip(String(key)),
-      "",
-    ),
-    message:
-      issue.code === "unrecognized_keys"
-        ? `Unrecognized key${issue.keys.length > 1 ? "s" : ""}: ${issue.keys.map((k) => `"${clip(k)}"`).join(", ")}`
-        : issue.message,
-  }));
+  return error.issues.flatMap((issue) => {
+    const path = issue.path.reduce<string>((acc, key) => joined(acc, key), "");
+    return issue.code === "unrecognized_keys"
+      ? issue.keys.map((key) => ({ path: joined(path, key), message: "unknown key" }))
+      : [{ path, message: issue.message }];
+  });
+}
+
+function joined(path: string, key: PropertyKey): string {
+  if (typeof key === "number") return `${path}[${key}]`;
+  return path ? `${path}.${clip(String(key))}` : clip(String(key));
 }
 
 /** `path: message; path: message` for one-line errors. */

@@ -278,6 +278,14 @@ describe("bad input gets its status and code, and changes nothing", () => {
     const error = await errorOf(res);
     expect(error.issues?.map((i) => i.path).sort()).toEqual(["tags.t", "value"]);
     expect(error.message).toContain("value: ");
+    // A key the body may not carry is an issue at its own path, each one.
+    const extra = await errorOf(
+      await request("/v1/secrets/A", { method: "PUT", json: { value: "v", extra: 1, other: { x: 2 } } }),
+    );
+    expect(extra.issues).toEqual([
+      { path: "extra", message: "unknown key" },
+      { path: "other", message: "unknown key" },
+    ]);
   });
 });
 

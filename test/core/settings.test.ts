@@ -347,7 +347,7 @@ describe("config.yaml", () => {
       ['["a\\tb"]', 'hosted_keys[0] "a\\tb"', "control character"],
     ] as const) {
       const message = configError(start(hosted));
-      expect(message, hosted).toContain(`key_management_settings.${entry}`);
+      expect(message, hosted).toContain(`general_settings.key_management_settings.${entry}`);
       expect(message, hosted).toContain(why);
     }
     expect(start("[OPENAI_API_KEY, litellm/team-a, user@example.com]")().keyManagement.hostedKeys).toEqual([
@@ -459,6 +459,26 @@ describe("config.yaml", () => {
     expect(load([memoryStore])).toEqual([]);
   });
 
+  it("says what a value should be where it is a choice of types (a lax boolean, ssl_verify, an environment variable)", () => {
+    const refused = (config: string) => {
+      try {
+        loadSettings({ env: { LITELLM_MASTER_KEY: newKey(), LLM_SECRETS_CONFIG: config } });
+      } catch (err) {
+        return (err as Error).message;
+      }
+      return "started";
+    };
+    expect(refused("general_settings:\n  key_management_settings:\n    store_virtual_keys: maybe\n")).toBe(
+      "config: general_settings.key_management_settings.store_virtual_keys: expected a boolean (true or false, yes or no, on or off, 1 or 0)",
+    );
+    expect(refused("litellm_settings:\n  ssl_verify: 5\n")).toBe(
+      "config: litellm_settings.ssl_verify: expected true, false or a CA bundle's path",
+    );
+    expect(refused("environment_variables:\n  A: [1]\n")).toBe(
+      "config: environment_variables.A: expected a string, a number or a boolean",
+    );
+  });
+
   it("ignores unknown keys with one warning that lists them", () => {
     const s = loadSettings({
       env: {
@@ -499,14 +519,14 @@ describe("config.yaml", () => {
     const kms = (lines: string) =>
       loadSettings({ env: { LLM_SECRETS_CONFIG: `general_settings:\n  key_management_settings:\n${lines}` } });
     expect(configError(() => kms('    prefix_for_stored_virtual_keys: ""\n'))).toBe(
-      "key_management_settings.prefix_for_stored_virtual_keys: the secret names it would begin are not valid (invalid secret name: empty path segment)",
+      "general_settings.key_management_settings.prefix_for_stored_virtual_keys: the secret names it would begin are not valid (invalid secret name: empty path segment)",
     );
     expect(configError(() => kms('    prefix_for_stored_virtual_keys: "team a"\n'))).toContain(
-      "key_management_settings.prefix_for_stored_virtual_keys:",
+      "general_settings.key_management_settings.prefix_for_stored_virtual_keys:",
     );
     expect(
       configError(() => kms('    team_settings:\n      t1:\n        prefix_for_stored_virtual_keys: ""\n')),
-    ).toContain("key_management_settings.team_settings.t1.prefix_for_stored_virtual_keys:");
+    ).toContain("general_settings.key_management_settings.team_settings.t1.prefix_for_stored_virtual_keys:");
     expect(kms("    prefix_for_stored_virtual_keys: vk\n").keyManagement.prefixForStoredVirtualKeys).toBe("vk/");
   });
 
@@ -524,7 +544,7 @@ describe("config.yaml", () => {
     // replaces the secret b keeps in field password.
     const clash = "      a: {mount: kv, data: api_key}\n      b: {mount: /kv/, data: password}\n";
     expect(configError(() => teams(clash, [scoped]))).toBe(
-      "key_management_settings.team_settings: teams a and b keep their keys in one place (namespace, mount, path_prefix and prefix_for_stored_virtual_keys alike) but in different fields (data): each write replaces the whole secret, so one team's keys would wipe the other's; give them the same data or another prefix",
+      "general_settings.key_management_settings.team_settings: teams a and b keep their keys in one place (namespace, mount, path_prefix and prefix_for_stored_virtual_keys alike) but in different fields (data): each write replaces the whole secret, so one team's keys would wipe the other's; give them the same data or another prefix",
     );
     // Another place (a prefix, a path prefix), or the same field: taken.
     expect(
