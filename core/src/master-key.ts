@@ -12,6 +12,7 @@ import { randomBytes } from "node:crypto";
 import { link, mkdir, open, readdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { ConfigError } from "./errors";
+import { requirePosixFiles } from "./local-files";
 import { MASTER_KEY_FILE } from "./settings";
 import { isAlive } from "./stores/file-lock";
 
@@ -22,6 +23,7 @@ export async function ensureMasterKeyFile(dataDir: string): Promise<{ path: stri
   const path = join(dataDir, MASTER_KEY_FILE);
   const temp = join(dataDir, `${TEMP_PREFIX}${process.pid}.${randomBytes(4).toString("hex")}.tmp`);
   const key = `sk-${randomBytes(32).toString("base64url")}\n`;
+  requirePosixFiles();
   try {
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
     await removeLeftovers(dataDir);

@@ -11,6 +11,7 @@ import * as z from "zod/mini";
 import { parseConfigYaml } from "./config-yaml";
 import { ENCRYPTION_ALGORITHMS, type EncryptionAlgorithm, KeyRing } from "./crypto";
 import { ConfigError, EncryptionKeyMissing, SecretsError } from "./errors";
+import { ignoresModes } from "./local-files";
 import { validateName } from "./names";
 import type { OutboundTls } from "./outbound-tls";
 import { envRefValue, refName } from "./refs";
@@ -887,7 +888,7 @@ function readKeyFile(path: string): string {
     if (mode & 0o077) {
       const octal = (mode & 0o777).toString(8);
       throw new ConfigError(
-        `the master key file ${path} can be read or written by others (mode ${octal}): chmod 600 it`,
+        `the master key file ${path} can be read or written by others (mode ${octal}): chmod 600 it${ignoresModes(mode)}`,
       );
     }
     const self = process.getuid?.();

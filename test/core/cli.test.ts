@@ -617,9 +617,25 @@ describe("serve", () => {
       `the master key file ${keyFile} can be read or written by others (mode 644): chmod 600 it`,
     );
     expect(r.stderr).not.toContain(key);
+    expect(r.stderr).not.toContain("ignores permissions");
+    // Every bit set, as a filesystem that ignores modes shows it (a Windows drive under WSL): chmod
+    // may not help, and the message says where to keep the dir instead.
+    await chmod(keyFile, 0o666);
+    const everyone = await runCli(["get", "A"], { env, cwd: dir });
+    expect(everyone.stderr).toContain(
+      "chmod 600 it (if chmod does not change it, the filesystem ignores permissions, as a Windows drive under WSL does: keep the data dir on a Linux filesystem)",
+    );
     await chmod(keyFile, 0o600);
     const ok = await runCli(["get", "A"], { env, cwd: dir });
     expect(ok.stderr).toContain("not_found");
+  });
+
+  it("refuses to keep local files on Windows, saying where it runs (POSIX file modes keep them private)", async () => {
+    const { requirePosixFiles } = await import("../../core/src/local-files");
+    expect(() => requirePosixFiles("win32")).toThrow(
+      "the file store and its key file need POSIX file permissions, which Windows does not have: run llm-secrets on Linux or macOS, or under WSL 2 with the data dir on the Linux filesystem (not /mnt/c)",
+    );
+    for (const platform of ["linux", "darwin"] as const) expect(() => requirePosixFiles(platform)).not.toThrow();
   });
 
   it("refuses LiteLLM's example master key and an empty one", async () => {

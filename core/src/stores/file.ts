@@ -63,6 +63,7 @@ import { join } from "node:path";
 import * as z from "zod/mini";
 import { type KeyRing, openSecret, sealSecret } from "../crypto";
 import { ConfigError, EncryptionKeyMissing, SecretsError } from "../errors";
+import { ignoresModes, requirePosixFiles } from "../local-files";
 import { type Logger, silentLogger } from "../log";
 import {
   type ChangeStamp,
@@ -214,7 +215,7 @@ export class FileStore implements SecretStore {
     const octal = mode.toString(8).padStart(3, "0");
     if (mode & 0o022) {
       throw new ConfigError(
-        `the data dir ${this.location} is writable by its group or by everyone (mode ${octal}): chmod 700 it`,
+        `the data dir ${this.location} is writable by its group or by everyone (mode ${octal}): chmod 700 it${ignoresModes(mode)}`,
       );
     }
     const logMode = (statSync(this.#logPath, { throwIfNoEntry: false })?.mode ?? 0) & 0o777;
@@ -236,6 +237,7 @@ export class FileStore implements SecretStore {
    * and reads the log once: a damaged log or a wrong key fails here, not at the first request.
    */
   static async open(options: FileStoreOptions): Promise<FileStore> {
+    requirePosixFiles();
     const store = new FileStore(options);
     const dir = store.location;
     try {
