@@ -248,7 +248,7 @@ async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult
     // Every other name is checked before the first change, so that a refusal (a new alias that is
     // no name, a name outside hosted_keys) leaves nothing half done.
     for (const name of [...(written === undefined ? [] : [written]), ...deletable]) {
-      deps.manager.checkWrite(name, change);
+      checkedWrite(deps.manager, name, change);
     }
     checked = true;
     if (written !== undefined) {
@@ -281,6 +281,18 @@ async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult
   }
   const changed = Object.values(names).some((o) => o !== "superseded" && o !== "absent");
   return { id: event.id, status: changed ? "applied" : "superseded", names };
+}
+
+/** `manager.checkWrite`, a name that is no name said as which name (an alias is free text: the producer must find it). */
+function checkedWrite(manager: KeyEventDeps["manager"], name: string, change: EventChange): void {
+  try {
+    manager.checkWrite(name, change);
+  } catch (err) {
+    if (err instanceof SecretsError && err.code === "invalid_name") {
+      throw new SecretsError("invalid_name", `${JSON.stringify(name.slice(0, 300))}: ${err.message}`);
+    }
+    throw err;
+  }
 }
 
 /** The secret names of an alias and a hash: the alias's, then the hash's (a delete takes both). */

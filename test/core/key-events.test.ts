@@ -163,6 +163,8 @@ describe("key events: what is written where", () => {
       }),
     );
     expect(regenerated).toMatchObject({ status: "refused", code: "invalid_name", malformed: true });
+    // Which name: the alias is free text, and the producer must find it.
+    expect(regenerated.message).toMatch(/^"litellm\/new alias": invalid secret name: /);
     expect(regenerated.names).toEqual({});
     expect(await read(`litellm/virtual-key-${HASH}`)).toBe("sk-old-0123456789");
     // The previous alias is no name: it was never stored; the new key is written, the old hash's deleted.
