@@ -8,6 +8,7 @@ import { ERROR_STATUS, type ErrorCode } from "./errors";
 
 const MAX_DESCRIPTION = 2048;
 const MAX_TAGS = 50;
+const TAG_KEY = "a tag's key is 1 to 128 characters";
 
 export const SecretPutRequest = z.strictObject({
   // Several cloud stores refuse an empty value: so does the API, for every store.
@@ -15,7 +16,10 @@ export const SecretPutRequest = z.strictObject({
   description: z.optional(z.string().check(z.maxLength(MAX_DESCRIPTION))),
   tags: z.optional(
     z
-      .record(z.string().check(z.minLength(1), z.maxLength(128)), z.string().check(z.maxLength(256)))
+      .record(
+        z.string().check(z.minLength(1, TAG_KEY), z.maxLength(128, TAG_KEY)),
+        z.string().check(z.maxLength(256, "a tag's value is at most 256 characters")),
+      )
       // The refinement validates; the metadata is what the OpenAPI document says of it (no zod check writes it).
       .check(
         z.refine((tags) => Object.keys(tags).length <= MAX_TAGS, `at most ${MAX_TAGS} tags`),
@@ -59,7 +63,9 @@ export const ResolveResponse = z.object({ config: z.unknown() });
 
 export const EncryptRequest = z.strictObject({ value: z.string() });
 export const EncryptResponse = z.object({ ciphertext: z.string() });
-export const DecryptRequest = z.strictObject({ ciphertext: z.string().check(z.minLength(1)) });
+export const DecryptRequest = z.strictObject({
+  ciphertext: z.string().check(z.minLength(1, "the ciphertext is empty")),
+});
 export const DecryptResponse = z.object({ value: z.string() });
 
 export const HealthResponse = z.object({

@@ -41,9 +41,12 @@ function clip(key: string): string {
 export function issuesOf(error: core.$ZodError): Issue[] {
   return error.issues.flatMap((issue) => {
     const path = issue.path.reduce<string>((acc, key) => joined(acc, key), "");
-    return issue.code === "unrecognized_keys"
-      ? issue.keys.map((key) => ({ path: joined(path, key), message: "unknown key" }))
-      : [{ path, message: issue.message }];
+    if (issue.code === "unrecognized_keys") {
+      return issue.keys.map((key) => ({ path: joined(path, key), message: "unknown key" }));
+    }
+    // A record's key that its schema refuses: what the key's own check says, not "Invalid key in record".
+    const message = issue.code === "invalid_key" ? (issue.issues[0]?.message ?? issue.message) : issue.message;
+    return [{ path, message }];
   });
 }
 

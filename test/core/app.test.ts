@@ -286,6 +286,19 @@ describe("bad input gets its status and code, and changes nothing", () => {
       { path: "extra", message: "unknown key" },
       { path: "other", message: "unknown key" },
     ]);
+    // Each check says its rule.
+    const tags = await errorOf(
+      await request("/v1/secrets/A", {
+        method: "PUT",
+        json: { value: "v", tags: { [`k${"a".repeat(200)}`]: "x", b: "y".repeat(257) } },
+      }),
+    );
+    expect(tags.issues?.map((i) => i.message).sort()).toEqual([
+      "a tag's key is 1 to 128 characters",
+      "a tag's value is at most 256 characters",
+    ]);
+    const empty = await errorOf(await request("/v1/decrypt", { method: "POST", json: { ciphertext: "" } }));
+    expect(empty.issues).toEqual([{ path: "ciphertext", message: "the ciphertext is empty" }]);
   });
 });
 
