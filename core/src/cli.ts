@@ -214,6 +214,46 @@ async function run(argv: string[], io: CliIo): Promise<void> {
   }
 }
 
+/**
+ * What `serve` warns of at start: config refs that did not resolve, models forwarding cannot reach
+ * (no api_base) or whose api_key it will not find (read from the store only).
+ */
+async function warnOfConfig(rt: Runtime, settings: Settings, log: Logger): Promise<void> {
+  // Only the refs' names and sources leave this function: the resolved config holds the values of
+  // every ref the store holds, and serve's frame lives as long as the server.
+  const { refs } = await rt.manager.resolveConfig(settings.rawConfig);
+  const unresolved = refs.filter((r) => r.source === "unresolved").map((r) => r.name);
+  if (unresolved.length > 0) log.warn("config refs did not resolve", { names: unresolved.join(",") });
+  // Forwarding reads a model's api_key from the store only (never the environment over HTTP).
+  const fromStore = new Set(refs.filter((r) => r.source === "store").map((r) => r.name));
+  const models = settings.config.model_list ?? [];
+  // Forwarding needs an api_base (LiteLLM's provider defaults are not applied): one line for all.
+  const based = new Set(models.filter((m) => m.litellm_params.api_base).map((m) => m.model_name));
+  const baseless = [...new Set(models.map((m) => m.model_name))].filter((name) => !based.has(name));
+  if (baseless.length > 0) {
+    log.warn("forwarding to these models is 404: they have no api_base", { models: baseless.join(",") });
+  }
+  // One line per key name, with the models that use it (a config of thousands of models sharing
+  // one key gives one line, not thousands).
+  const keyless = new Map<string, Set<string>>();
+  for (const model of models) {
+    const key = model.litellm_params.api_key ? refName(model.litellm_params.api_key) : undefined;
+    // Not read from the store at start, or read there but not served over HTTP (an env-backed
+    // store without the name in hosted_keys): forward reads it as GET /v1/secrets does.
+    if (key !== undefined && (!fromStore.has(key) || !rt.manager.serves(key))) {
+      keyless.set(key, (keyless.get(key) ?? new Set()).add(model.model_name));
+    }
+  }
+  for (const [name, named] of keyless) {
+    const all = [...named];
+    log.warn("forwarding to these models will not find their api_key: forward reads keys from the store only", {
+      name,
+      models: all.slice(0, 10).join(","),
+      ...(all.length > 10 && { more: all.length - 10 }),
+    });
+  }
+}
+
 async function serve(input: SettingsInput, flags: Record<string, unknown>, io: CliIo, log: Logger): Promise<void> {
   // One of the pair on the command line, and neither in the environment to complete it: a usage error.
   if (
@@ -246,37 +286,7 @@ async function serve(input: SettingsInput, flags: Record<string, unknown>, io: C
       throw new ConfigError("no master key: set LITELLM_MASTER_KEY (or general_settings.master_key)");
     }
     rt = await runtime(input, log, settings);
-    const resolution = await rt.manager.resolveConfig(settings.rawConfig);
-    const unresolved = resolution.refs.filter((r) => r.source === "unresolved").map((r) => r.name);
-    if (unresolved.length > 0) log.warn("config refs did not resolve", { names: unresolved.join(",") });
-    // Forwarding reads a model's api_key from the store only (never the environment over HTTP).
-    const fromStore = new Set(resolution.refs.filter((r) => r.source === "store").map((r) => r.name));
-    const models = settings.config.model_list ?? [];
-    // Forwarding needs an api_base (LiteLLM's provider defaults are not applied): one line for all.
-    const based = new Set(models.filter((m) => m.litellm_params.api_base).map((m) => m.model_name));
-    const baseless = [...new Set(models.map((m) => m.model_name))].filter((name) => !based.has(name));
-    if (baseless.length > 0) {
-      log.warn("forwarding to these models is 404: they have no api_base", { models: baseless.join(",") });
-    }
-    // One line per key name, with the models that use it (a config of thousands of models sharing
-    // one key gives one line, not thousands).
-    const keyless = new Map<string, Set<string>>();
-    for (const model of models) {
-      const key = model.litellm_params.api_key ? refName(model.litellm_params.api_key) : undefined;
-      // Not read from the store at start, or read there but not served over HTTP (an env-backed
-      // store without the name in hosted_keys): forward reads it as GET /v1/secrets does.
-      if (key !== undefined && (!fromStore.has(key) || !rt.manager.serves(key))) {
-        keyless.set(key, (keyless.get(key) ?? new Set()).add(model.model_name));
-      }
-    }
-    for (const [name, named] of keyless) {
-      const all = [...named];
-      log.warn("forwarding to these models will not find their api_key: forward reads keys from the store only", {
-        name,
-        models: all.slice(0, 10).join(","),
-        ...(all.length > 10 && { more: all.length - 10 }),
-      });
-    }
+    await warnOfConfig(rt, settings, log);
     running = await startServer(rt, settings.server);
   } catch (err) {
     // A start that failed, for whatever reason (the store refusing a data dir others can write,

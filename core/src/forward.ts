@@ -87,10 +87,10 @@ export interface ForwardDeps {
 /** A name's key is read past the cache after an upstream 401 at most once in this long. */
 export const REREAD_INTERVAL_MS = 30_000;
 
-/** The last read past the cache of a name after a 401: when it started, and how it ends. */
+/** The last read past the cache of a name after a 401: when it started, and when it ended (not its value). */
 interface Reread {
   at: number;
-  done: Promise<unknown>;
+  done: Promise<void>;
 }
 
 /** The re-reads after a 401, per manager (one per app) and name: a few names, those of model_list. */
@@ -420,6 +420,8 @@ async function apiKeyOf(value: string, manager: SecretManager): Promise<string> 
  * and the cache answers, which it refreshed. A failed read past the cache fails this request as
  * the key's read does; the others of the interval get the cache's answer.
  */
+const NOTHING = (): void => {};
+
 async function rereadKey(name: string, deps: ForwardDeps): Promise<string> {
   const now = deps.now ? deps.now() : performance.now();
   let byName = rereads.get(deps.manager);
@@ -429,11 +431,13 @@ async function rereadKey(name: string, deps: ForwardDeps): Promise<string> {
   }
   const last = byName.get(name);
   if (last !== undefined && now - last.at < REREAD_INTERVAL_MS) {
-    await last.done.catch(() => {});
+    await last.done;
     return (await deps.manager.get(name)).value;
   }
   const read = deps.manager.get(name, { refresh: true });
-  byName.set(name, { at: now, done: read });
+  // Kept for the interval without the key: the read's result holds it in plaintext, and the cache
+  // (which the others read) keeps it sealed. Never rejects: this caller handles the read's failure.
+  byName.set(name, { at: now, done: read.then(NOTHING, NOTHING) });
   return (await read).value;
 }
 
