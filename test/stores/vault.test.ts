@@ -62,8 +62,13 @@ async function startFake(options: Partial<FakeVaultOptions> = {}): Promise<FakeV
   return fake;
 }
 
-/** Short waits so the file runs in seconds; the shape of the policy (3 tries, Retry-After) is the product's. */
-const FAST: Partial<VaultTuning> = { backoffBaseMs: 20, timeoutMs: 400 };
+/**
+ * Short waits so the file runs in seconds; the shape of the policy (3 tries, Retry-After) is the
+ * product's. A try's own timeout stays well above what a loaded machine takes (400 ms once timed
+ * out a first TLS handshake under CI load, and the retry added a request a test counts): the tests
+ * of a backend that does not answer set theirs.
+ */
+const FAST: Partial<VaultTuning> = { backoffBaseMs: 20, timeoutMs: 5_000 };
 
 /** `now` is the store's wall clock and, unless `tuning.clock` says otherwise, the clock of its token leases too. */
 async function open(env: VaultEnv, options: { now?: () => number; tuning?: Partial<VaultTuning> } = {}) {
