@@ -4,7 +4,9 @@
 terraform {
   required_version = ">= 1.6"
   required_providers {
-    google = { source = "hashicorp/google", version = ">= 6.0" }
+    # Majors 6 and 7 hold every resource and argument below as used here; a new major may rename
+    # or drop one, so it is taken only once this file is checked against it.
+    google = { source = "hashicorp/google", version = ">= 6.0, < 8.0" }
   }
 }
 
