@@ -4,8 +4,8 @@
 terraform {
   required_version = ">= 1.6"
   required_providers {
-    # Majors 6 and 7 hold every resource and argument below as used here; a new major may rename
-    # or drop one, so it is taken only once this file is checked against it.
+    # Written for major 6 (7, the major after it, was not checked against this file here). A major
+    # may rename or drop a resource or argument: the one after 7 is refused until this file is.
     google = { source = "hashicorp/google", version = ">= 6.0, < 8.0" }
   }
 }
