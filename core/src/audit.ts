@@ -15,10 +15,12 @@
  *   (RFC 9562), 74 random bits drawn once per process, then a counter (unique without a random
  *   draw per request: `randomUUID` measured about 1 µs of a cached read under load).
  * - `name`: the secret's name as asked for, clipped to 256 characters (a list's prefix); absent
- *   for resolve and decrypt, which touch many names or none.
- * - Key events (`key_event`, from a queue or `POST /v1/key-events`): one line per event, `name` the
- *   names it changed (comma-separated), `outcome` `ok` when applied, else its code or status; from a
- *   queue the request id is the event's id and the caller is `queue`.
+ *   for resolve and decrypt, which touch many names or none, and for key events (`names`).
+ * - Key events (`key_event`, from a queue or `POST /v1/key-events`): one line per event, `names`
+ *   each name the event touched with what became of it (`{"litellm/a":"created","litellm/b":"deleted"}`:
+ *   `created`, `updated`, `deleted`, `absent`, `superseded`; a JSON object, since an alias is free
+ *   text and may hold a comma), no `name`; `outcome` `ok` when applied, else its code or status;
+ *   from a queue the request id is the event's id and the caller is `queue`.
  * No value, ciphertext or key ever appears in a line.
  */
 import { randomBytes } from "node:crypto";
@@ -29,6 +31,8 @@ export type AuditAction = "read" | "write" | "delete" | "list" | "resolve" | "de
 export interface AuditEntry {
   action: AuditAction;
   name?: string;
+  /** A key event's names, each with what became of it (`created`, `deleted`, `absent`, ...), each clipped. */
+  names?: readonly (readonly [name: string, outcome: string])[];
   outcome: string;
   requestId: string;
   caller: string;
@@ -56,12 +60,31 @@ export function createAudit(write: (line: string) => void, options: { severity?:
       lastTime = new Date(ms).toISOString();
     }
     const name = entry.name === undefined ? "" : `,"name":${JSON.stringify(entry.name)}`;
+    const names = entry.names === undefined ? "" : `,"names":${namesObject(entry.names)}`;
     const took = entry.ms === undefined ? "" : `,"ms":${entry.ms}`;
     write(
-      `${head}${lastTime}","audit":"${entry.action}"${name},"outcome":"${entry.outcome}","request_id":"${entry.requestId}","caller":"${entry.caller}"${took}}\n`,
+      `${head}${lastTime}","audit":"${entry.action}"${name}${names},"outcome":"${entry.outcome}","request_id":"${entry.requestId}","caller":"${entry.caller}"${took}}\n`,
     );
   };
 }
+
+/** `{"<name>":"<outcome>",...}`: written pair by pair (a name, which an event controls, JSON-escaped). */
+function namesObject(names: NonNullable<AuditEntry["names"]>): string {
+  let out = "";
+  for (const [name, outcome] of names)
+    out += `${out === "" ? "" : ","}${JSON.stringify(name)}:${JSON.stringify(outcome)}`;
+  return `{${out}}`;
+}
+
+/** The longest name a line shows whole: a valid name's limit (names.ts). */
+const MAX_NAME = 256;
+
+/**
+ * A name as a key event's line shows it: whole when it could be a name, else its first 256
+ * characters and `…` (no name holds that character, so a clipped name is never taken for a stored
+ * one; and a name longer than a name can be was never stored: its outcome is `absent`).
+ */
+const clipped = (name: string) => (name.length > MAX_NAME ? `${name.slice(0, MAX_NAME)}…` : name);
 
 /** The audit line of one key event's result (key-events.ts). */
 export function keyEventEntry(
@@ -69,10 +92,12 @@ export function keyEventEntry(
   requestId: string,
   caller: string,
 ): AuditEntry {
-  const names = result.names ? Object.keys(result.names) : [];
+  // Every name the event touched, each with its own outcome: a line lists none as changed that
+  // was not (an alias only to delete that is no name is `absent`), and clips each name on its own.
+  const names = Object.entries(result.names ?? {}).map(([name, outcome]) => [clipped(name), outcome] as const);
   return {
     action: "key_event",
-    ...(names.length > 0 && { name: names.join(",").slice(0, 256) }),
+    ...(names.length > 0 && { names }),
     outcome: result.status === "applied" ? "ok" : (result.code ?? result.status),
     requestId,
     caller,

@@ -11,6 +11,7 @@ interface AuditLine {
   time: string;
   audit: string;
   name?: string;
+  names?: Record<string, string>;
   outcome: string;
   request_id: string;
   caller: string;
@@ -107,14 +108,43 @@ describe("the audit trail", () => {
     expect((await request("/v1/key-events", malformed)).status).toBe(400);
     const lines = audits.map((l) => JSON.parse(l) as AuditLine);
     expect(
-      lines.map(({ audit, name, outcome, request_id, caller }) => ({ audit, name, outcome, request_id, caller })),
+      lines.map(({ audit, name, names, outcome, request_id, caller }) => ({
+        audit,
+        name,
+        names,
+        outcome,
+        request_id,
+        caller,
+      })),
     ).toEqual([
-      { audit: "key_event", name: "litellm/svc", outcome: "ok", request_id: "evt-1", caller: "queue" },
-      { audit: "key_event", name: undefined, outcome: "invalid_request", request_id: "evt-bad", caller: "queue" },
-      { audit: "key_event", name: "litellm/svc", outcome: "ok", request_id: "r-7", caller: fingerprint(masterKey) },
       {
         audit: "key_event",
         name: undefined,
+        names: { "litellm/svc": "created" },
+        outcome: "ok",
+        request_id: "evt-1",
+        caller: "queue",
+      },
+      {
+        audit: "key_event",
+        name: undefined,
+        names: undefined,
+        outcome: "invalid_request",
+        request_id: "evt-bad",
+        caller: "queue",
+      },
+      {
+        audit: "key_event",
+        name: undefined,
+        names: { "litellm/svc": "deleted" },
+        outcome: "ok",
+        request_id: "r-7",
+        caller: fingerprint(masterKey),
+      },
+      {
+        audit: "key_event",
+        name: undefined,
+        names: undefined,
         outcome: "unauthorized",
         request_id: expect.any(String),
         caller: fingerprint(wrongKey),
@@ -122,12 +152,65 @@ describe("the audit trail", () => {
       {
         audit: "key_event",
         name: undefined,
+        names: undefined,
         outcome: "invalid_request",
         request_id: "r-8",
         caller: fingerprint(masterKey),
       },
     ]);
     expectNoValueIn(audits, [key]);
+  });
+
+  it("lists each name a key event touched with what became of it, each clipped on its own", async () => {
+    const { request, audits, runtime } = await inProcessApp({
+      config: "general_settings:\n  key_management_settings:\n    store_virtual_keys: true\n",
+    });
+    const at = () => new Date().toISOString();
+    // The names of the last key event's line.
+    const lastNames = () =>
+      audits
+        .map((l) => JSON.parse(l) as AuditLine)
+        .filter((l) => l.audit === "key_event")
+        .at(-1)?.names;
+    const hash = createHash("sha256").update("sk-other").digest("hex");
+    const victim = secretValue("victim");
+    expect((await request("/v1/secrets/litellm/victim", { method: "PUT", json: { value: victim } })).status).toBe(201);
+    const created = { id: "e0", type: "key.created", occurred_at: at(), token_hash: hash, key: "sk-other-1234" };
+    expect(await runtime.applyKeyEvent(created)).toMatchObject({ status: "applied" });
+    // An alias is free text: one with a comma is one name (no name: absent), never two.
+    const deleted = {
+      id: "e1",
+      type: "key.deleted",
+      occurred_at: at(),
+      key_alias: "x,litellm/victim",
+      token_hash: hash,
+    };
+    expect(await runtime.applyKeyEvent(deleted)).toMatchObject({ status: "applied" });
+    expect((await request("/v1/secrets/litellm/victim")).status).toBe(200); // untouched
+    expect(lastNames()).toEqual({
+      "litellm/x,litellm/victim": "absent",
+      [`litellm/virtual-key-${hash}`]: "deleted",
+    });
+    // A long new name leaves the previous name (deleted) in the line; a name longer than any name
+    // (never stored) is clipped on its own, marked with `…`.
+    const old = { id: "e2", type: "key.created", occurred_at: at(), key_alias: "old-key", key: "sk-old-12345" };
+    expect(await runtime.applyKeyEvent(old)).toMatchObject({ status: "applied" });
+    const long = "a".repeat(240);
+    const regenerated = {
+      id: "e3",
+      type: "key.regenerated",
+      occurred_at: at(),
+      key_alias: long,
+      key: "sk-new-12345",
+      previous_key_alias: "old-key",
+    };
+    expect(await runtime.applyKeyEvent(regenerated)).toMatchObject({ status: "applied" });
+    expect(lastNames()).toEqual({ [`litellm/${long}`]: "created", "litellm/old-key": "deleted" });
+    const tooLong = "b".repeat(400);
+    const gone = { id: "e4", type: "key.deleted", occurred_at: at(), key_alias: tooLong };
+    expect(await runtime.applyKeyEvent(gone)).toMatchObject({ status: "superseded" });
+    expect(lastNames()).toEqual({ [`${`litellm/${tooLong}`.slice(0, 256)}…`]: "absent" });
+    expectNoValueIn(audits, [victim, "sk-other-1234", "sk-old-12345", "sk-new-12345"]);
   });
 
   it("takes no request id that is not a plain token", async () => {
