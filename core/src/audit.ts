@@ -19,8 +19,10 @@
  * - Key events (`key_event`, from a queue or `POST /v1/key-events`): one line per event, `names`
  *   each name the event touched with what became of it (`{"litellm/a":"created","litellm/b":"deleted"}`:
  *   `created`, `updated`, `deleted`, `absent`, `superseded`; a JSON object, since an alias is free
- *   text and may hold a comma), no `name`; `outcome` `ok` when applied, else its code or status;
- *   from a queue the request id is the event's id and the caller is `queue`.
+ *   text and may hold a comma), no `name`; `event_id` the event's id as sent and `team` its
+ *   `team_id` (each when it has one, clipped like a name); `outcome` `ok` when applied, else its
+ *   code or status. From a queue the request id is the queue's id of the message (as a caller's
+ *   `x-request-id`: when a plain token), and the caller is `queue`.
  * No value, ciphertext or key ever appears in a line.
  */
 import { randomBytes } from "node:crypto";
@@ -33,6 +35,10 @@ export interface AuditEntry {
   name?: string;
   /** A key event's names, each with what became of it (`created`, `deleted`, `absent`, ...), each clipped. */
   names?: readonly (readonly [name: string, outcome: string])[];
+  /** A key event's id as sent, clipped. */
+  eventId?: string;
+  /** The team a request or event named (`team_id`), clipped. */
+  team?: string;
   outcome: string;
   requestId: string;
   caller: string;
@@ -59,11 +65,13 @@ export function createAudit(write: (line: string) => void, options: { severity?:
       lastMs = ms;
       lastTime = new Date(ms).toISOString();
     }
+    const eventId = entry.eventId === undefined ? "" : `,"event_id":${JSON.stringify(entry.eventId)}`;
     const name = entry.name === undefined ? "" : `,"name":${JSON.stringify(entry.name)}`;
     const names = entry.names === undefined ? "" : `,"names":${namesObject(entry.names)}`;
+    const team = entry.team === undefined ? "" : `,"team":${JSON.stringify(entry.team)}`;
     const took = entry.ms === undefined ? "" : `,"ms":${entry.ms}`;
     write(
-      `${head}${lastTime}","audit":"${entry.action}"${name}${names},"outcome":"${entry.outcome}","request_id":"${entry.requestId}","caller":"${entry.caller}"${took}}\n`,
+      `${head}${lastTime}","audit":"${entry.action}"${eventId}${name}${names}${team},"outcome":"${entry.outcome}","request_id":"${entry.requestId}","caller":"${entry.caller}"${took}}\n`,
     );
   };
 }
@@ -84,20 +92,35 @@ const MAX_NAME = 256;
  * characters and `…` (no name holds that character, so a clipped name is never taken for a stored
  * one; and a name longer than a name can be was never stored: its outcome is `absent`).
  */
-const clipped = (name: string) => (name.length > MAX_NAME ? `${name.slice(0, MAX_NAME)}…` : name);
+export const clipped = (name: string) => (name.length > MAX_NAME ? `${name.slice(0, MAX_NAME)}…` : name);
 
-/** The audit line of one key event's result (key-events.ts). */
+/** A string field of what may be an event (any JSON), clipped; undefined when it is not a non-empty string. */
+function textOf(event: unknown, field: "id" | "team_id"): string | undefined {
+  const value = event !== null && typeof event === "object" ? (event as Record<string, unknown>)[field] : undefined;
+  return typeof value === "string" && value !== "" ? clipped(value) : undefined;
+}
+
+/**
+ * The audit line of one key event's result (key-events.ts). `event` is the event as it came (any
+ * JSON, or undefined when it was not JSON): its id and `team_id` say which event, for which team,
+ * refused ones included.
+ */
 export function keyEventEntry(
   result: { id?: string; status: string; names?: Record<string, string>; code?: string },
+  event: unknown,
   requestId: string,
   caller: string,
 ): AuditEntry {
   // Every name the event touched, each with its own outcome: a line lists none as changed that
   // was not (an alias only to delete that is no name is `absent`), and clips each name on its own.
   const names = Object.entries(result.names ?? {}).map(([name, outcome]) => [clipped(name), outcome] as const);
+  const eventId = result.id === undefined ? textOf(event, "id") : clipped(result.id);
+  const team = textOf(event, "team_id");
   return {
     action: "key_event",
+    ...(eventId !== undefined && { eventId }),
     ...(names.length > 0 && { names }),
+    ...(team !== undefined && { team }),
     outcome: result.status === "applied" ? "ok" : (result.code ?? result.status),
     requestId,
     caller,

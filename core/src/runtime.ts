@@ -53,7 +53,7 @@ export interface Runtime {
   fetch(request: Request, raw: RawRequest): Response | Promise<Response>;
   /**
    * Applies one key event from a queue (any JSON; never throws): what queue handlers call, with the
-   * queue's id of the message (logged when the event is not applied).
+   * queue's id of the message (logged when the event is not applied; its audit line's `request_id`).
    */
   applyKeyEvent(event: unknown, messageId?: string): Promise<KeyEventResult>;
   /** The same for a queue message's body as text: not JSON is refused like any malformed event. */
@@ -134,9 +134,10 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       })
     : undefined;
   const refuse = noMasterKey(log);
-  // From a queue: audited with the event's id, the caller being the queue.
-  const fromQueue = (result: KeyEventResult) => {
-    audit?.(keyEventEntry(result, requestIdOf(result.id, undefined), "queue"));
+  // From a queue: audited with the message's id as the request's (the event's id is the line's
+  // `event_id`), the caller being the queue.
+  const fromQueue = (result: KeyEventResult, event: unknown, messageId: string | undefined) => {
+    audit?.(keyEventEntry(result, event, requestIdOf(messageId, undefined), "queue"));
     return result;
   };
   return {
@@ -147,12 +148,23 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     metrics,
     log,
     fetch: app ? app.fetch : refuse,
-    applyKeyEvent: async (event, messageId) => fromQueue(await applyKeyEvent(event, keyEventDeps, messageId)),
-    applyKeyEventText: async (text, messageId) => fromQueue(await applyKeyEventText(text, keyEventDeps, messageId)),
+    applyKeyEvent: async (event, messageId) =>
+      fromQueue(await applyKeyEvent(event, keyEventDeps, messageId), event, messageId),
+    applyKeyEventText: async (text, messageId) =>
+      fromQueue(await applyKeyEventText(text, keyEventDeps, messageId), audit && parsedOrUndefined(text), messageId),
     close: async () => {
       await backend.close?.();
     },
   };
+}
+
+/** A queue message's body as JSON, or undefined when it is not JSON (for its audit line: key-events.ts parses it itself). */
+function parsedOrUndefined(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }
 
 /**

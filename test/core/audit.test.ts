@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest";
 import { nextRequestId } from "../../core/src/audit";
 import { expectNoValueIn, inProcessApp, newKey, secretValue, serveStore } from "../helpers";
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const fingerprint = (key: string) => createHash("sha256").update(key).digest("hex").slice(0, 8);
 
 interface AuditLine {
@@ -12,6 +13,8 @@ interface AuditLine {
   audit: string;
   name?: string;
   names?: Record<string, string>;
+  event_id?: string;
+  team?: string;
   outcome: string;
   request_id: string;
   caller: string;
@@ -92,7 +95,7 @@ describe("the audit trail", () => {
     const key = newKey("sk-virtual-");
     const at = new Date(Date.now() - 1000).toISOString();
     const created = { id: "evt-1", type: "key.created", occurred_at: at, key_alias: "svc", key };
-    expect(await runtime.applyKeyEvent(created)).toMatchObject({ status: "applied" });
+    expect(await runtime.applyKeyEvent(created, "msg-1")).toMatchObject({ status: "applied" });
     expect(await runtime.applyKeyEvent({ id: "evt-bad", type: "key.created" })).toMatchObject({ status: "refused" });
     const deleted = { id: "evt-2", type: "key.deleted", occurred_at: new Date().toISOString(), key_alias: "svc" };
     const res = await request("/v1/key-events", {
@@ -122,7 +125,7 @@ describe("the audit trail", () => {
         name: undefined,
         names: { "litellm/svc": "created" },
         outcome: "ok",
-        request_id: "evt-1",
+        request_id: "msg-1",
         caller: "queue",
       },
       {
@@ -130,7 +133,7 @@ describe("the audit trail", () => {
         name: undefined,
         names: undefined,
         outcome: "invalid_request",
-        request_id: "evt-bad",
+        request_id: expect.stringMatching(UUID),
         caller: "queue",
       },
       {
@@ -159,6 +162,46 @@ describe("the audit trail", () => {
       },
     ]);
     expectNoValueIn(audits, [key]);
+  });
+
+  it("says which event each key-event line is about, and for which team: over HTTP and from a queue", async () => {
+    const { request, audits, runtime } = await inProcessApp({
+      config:
+        "general_settings:\n  key_management_settings:\n    store_virtual_keys: true\n    team_settings:\n      team-a: {}\n",
+    });
+    const at = new Date().toISOString();
+    const events = [
+      { id: "evt-1", type: "key.created", occurred_at: at, key_alias: "a", key: "sk-aaaaaaaaaa", team_id: "team-a" },
+      { id: "evt-2", type: "key.created", occurred_at: "2000-01-01T00:00:00Z", key_alias: "b", key: "sk-bbbbbbbbbb" },
+      { id: "evt-3", type: "key.created", occurred_at: at, key_alias: "c", team_id: 'team-"c"' },
+    ];
+    const res = await request("/v1/key-events", {
+      method: "POST",
+      json: events,
+      headers: { "x-request-id": "batch-1" },
+    });
+    expect(res.status).toBe(200);
+    // From a queue: an event id that is not a plain token is still the event's, and one longer than
+    // a name is clipped; the request id is the queue's id of the message.
+    const long = `evt-${"x".repeat(400)}`;
+    await runtime.applyKeyEvent(
+      { id: "evt 4", type: "key.created", occurred_at: at, key_alias: "d", key: "sk-dd" },
+      "m-4",
+    );
+    await runtime.applyKeyEvent({ id: long, type: "key.deleted", occurred_at: at, key_alias: "d" }, "m-5");
+    await runtime.applyKeyEventText(JSON.stringify({ id: "evt-6", team_id: "team-a" }), "m-6");
+    await runtime.applyKeyEventText("not json", "m-7");
+    const lines = audits.map((l) => JSON.parse(l) as AuditLine);
+    expect(lines.map(({ event_id, team, outcome, request_id }) => ({ event_id, team, outcome, request_id }))).toEqual([
+      { event_id: "evt-1", team: "team-a", outcome: "ok", request_id: "batch-1" },
+      { event_id: "evt-2", team: undefined, outcome: "invalid_request", request_id: lines[0]?.request_id },
+      { event_id: "evt-3", team: 'team-"c"', outcome: "invalid_request", request_id: lines[0]?.request_id },
+      { event_id: "evt 4", team: undefined, outcome: "ok", request_id: "m-4" },
+      { event_id: `${long.slice(0, 256)}…`, team: undefined, outcome: "ok", request_id: "m-5" },
+      { event_id: "evt-6", team: "team-a", outcome: "invalid_request", request_id: "m-6" },
+      { event_id: undefined, team: undefined, outcome: "invalid_request", request_id: "m-7" },
+    ]);
+    expectNoValueIn(audits, ["sk-aaaaaaaaaa", "sk-bbbbbbbbbb", "sk-dd"]);
   });
 
   it("lists each name a key event touched with what became of it, each clipped on its own", async () => {

@@ -32,7 +32,8 @@ export function keyEventRoutes(router: Router, apply: (event: unknown) => Promis
       const results: Omit<KeyEventResult, "malformed">[] = [];
       for (const event of Array.isArray(body) ? body : [body]) {
         const result = await apply(event);
-        router.auditAs(c, (requestId, caller) => keyEventEntry(result, requestId, caller));
+        // Each event's line says which event it is (its id, its team): a batch's lines share the request's id.
+        router.auditAs(c, (requestId, caller) => keyEventEntry(result, event, requestId, caller));
         // `malformed` is for the queues (Pub/Sub's acknowledgement), not the API's answer: a
         // client generated from KeyEventsResponse (no other properties) refuses it.
         const { malformed: _, ...answered } = result;
