@@ -16,6 +16,9 @@
  *   draw per request: `randomUUID` measured about 1 µs of a cached read under load).
  * - `name`: the secret's name as asked for, clipped to 256 characters (a list's prefix); absent
  *   for resolve and decrypt, which touch many names or none, and for key events (`names`).
+ * - `team`: the `team_id` a read asked for (`?team_id=`: with a team's settings, a Vault namespace,
+ *   mount or field, the same name is another secret), or a key event's; past 256 characters
+ *   clipped and ended with `…`. Absent without one.
  * - Key events (`key_event`, from a queue or `POST /v1/key-events`): one line per event, `names`
  *   each name the event touched with what became of it (`{"litellm/a":"created","litellm/b":"deleted"}`:
  *   `created`, `updated`, `deleted`, `absent`, `superseded`; a JSON object, since an alias is free

@@ -256,6 +256,27 @@ describe("the audit trail", () => {
     expectNoValueIn(audits, [victim, "sk-other-1234", "sk-old-12345", "sk-new-12345"]);
   });
 
+  it("says which team's settings a read asked for (?team_id=): with them the same name is another secret", async () => {
+    const { request, audits } = await inProcessApp({
+      config: "general_settings:\n  key_management_settings:\n    team_settings:\n      b: {data: password}\n",
+    });
+    expect((await request("/v1/secrets/DB", { method: "PUT", json: { value: "v" } })).status).toBe(201);
+    expect((await request("/v1/secrets/DB")).status).toBe(200);
+    expect((await request("/v1/secrets/DB?team_id=b")).status).toBe(200);
+    expect((await request("/v1/secrets/DB?refresh=true&team_id=%22b%22")).status).toBe(200);
+    expect((await request(`/v1/secrets/DB?team_id=${"t".repeat(300)}`)).status).toBe(400); // refused: still said
+    expect((await request("/v1/secrets/DB?team_id=")).status).toBe(400);
+    const lines = audits.map((l) => JSON.parse(l) as AuditLine);
+    expect(lines.map(({ audit, name, team, outcome }) => ({ audit, name, team, outcome }))).toEqual([
+      { audit: "write", name: "DB", team: undefined, outcome: "ok" },
+      { audit: "read", name: "DB", team: undefined, outcome: "ok" },
+      { audit: "read", name: "DB", team: "b", outcome: "ok" },
+      { audit: "read", name: "DB", team: '"b"', outcome: "ok" },
+      { audit: "read", name: "DB", team: `${"t".repeat(256)}…`, outcome: "invalid_request" },
+      { audit: "read", name: "DB", team: undefined, outcome: "invalid_request" },
+    ]);
+  });
+
   it("takes no request id that is not a plain token", async () => {
     const { request, audits } = await inProcessApp();
     await request("/v1/secrets/X", { headers: { "x-request-id": 'a b;"c"' } });

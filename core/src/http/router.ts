@@ -9,7 +9,7 @@
  */
 import type { Context, Hono } from "hono";
 import type * as z from "zod/mini";
-import { type Audit, type AuditAction, type AuditEntry, callerOf, requestIdOf } from "../audit";
+import { type Audit, type AuditAction, type AuditEntry, callerOf, clipped, requestIdOf } from "../audit";
 import { ERROR_STATUS, type ErrorCode, InvalidInput, SecretsError } from "../errors";
 import { withoutQuery } from "../names";
 import { ALL_METHODS, type RouteSpec } from "../openapi";
@@ -117,6 +117,8 @@ export interface AuditSpec {
   action: AuditAction;
   /** The name (or prefix) the request is about; it may throw for a bad one (then none is given). */
   name?: (c: Ctx) => string | undefined;
+  /** The team whose settings the request asked for (`?team_id=`): with them the same name is another secret. */
+  team?: (c: Ctx) => string | undefined;
   /** Only refused requests get this line (the route audits what it did itself: key events). */
   refusalsOnly?: boolean;
 }
@@ -290,7 +292,7 @@ function outcomeOf(c: Ctx, err: unknown): string {
   return err instanceof SecretsError ? err.code : "internal";
 }
 
-function auditEntry(c: Ctx, spec: AuditSpec, outcome: string) {
+function auditEntry(c: Ctx, spec: AuditSpec, outcome: string): AuditEntry {
   let name: string | undefined;
   try {
     // A refused name is shown as asked for, clipped: the audit says what was tried.
@@ -298,8 +300,23 @@ function auditEntry(c: Ctx, spec: AuditSpec, outcome: string) {
   } catch {
     // a name that does not decode: the outcome (invalid_name) says why there is none
   }
+  // The team as asked for too, refused ones included (clipped, marked so, past a team's 256 characters).
+  const team = spec.team?.(c);
   const [requestId, caller] = requestAndCaller(c);
-  return { action: spec.action, name, outcome, requestId, caller, ms: msSince(c.env?.started) };
+  return {
+    action: spec.action,
+    name,
+    ...(team !== undefined && team !== "" && { team: clipped(team) }),
+    outcome,
+    requestId,
+    caller,
+    ms: msSince(c.env?.started),
+  };
+}
+
+/** A query parameter of the request, without parsing the URL of one that has no query (most: a cached read). */
+export function queryParam(c: Ctx, name: string): string | undefined {
+  return hasQuery(c) ? c.req.query(name) : undefined;
 }
 
 /** Milliseconds since `started` (a `performance.now()`), to a hundredth; undefined without a start. */

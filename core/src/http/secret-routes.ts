@@ -17,7 +17,7 @@ import { nameFromPath } from "../names";
 import type { SecretManager } from "../secret-manager";
 import { STORE_FAILURES } from "../store-errors";
 import { SECRETS_PREFIX } from "./middleware";
-import { answer, type Ctx, json, type Router } from "./router";
+import { answer, type Ctx, json, queryParam, type Router } from "./router";
 
 /** What a store's read or write may answer. */
 const STORE_ERRORS: ErrorCode[] = [...STORE_FAILURES];
@@ -61,7 +61,9 @@ export function secretRoutes(router: Router, manager: SecretManager): void {
       query: SecretQuery,
       errors: SECRET_READ_ERRORS,
       responses: { 200: { description: "The value", schema: SecretResponse } },
-      audit: { action: "read", name },
+      // With team_id the same name is read where that team's settings say (a Vault namespace, mount
+      // or field: another secret): the line says which team.
+      audit: { action: "read", name, team: (c) => queryParam(c, "team_id") },
     },
     (c, { query }) => {
       // A cached value is answered at once, without a promise (manager.read).
