@@ -69,7 +69,7 @@ export function createApp(options: AppOptions): App {
   app.onError(errorHandler(metrics, log, manager.store.kind));
   app.notFound((c) => router.unrouted(c));
 
-  serviceRoutes(router, manager, metrics, options.now);
+  serviceRoutes(router, manager, metrics, log, options.now);
   secretRoutes(router, manager);
   cryptoRoutes(router, manager);
   keyEventRoutes(router, options.applyKeyEvent);

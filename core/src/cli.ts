@@ -230,9 +230,7 @@ async function warnOfConfig(rt: Runtime, settings: Settings, log: Logger): Promi
   // Forwarding needs an api_base (LiteLLM's provider defaults are not applied): one line for all.
   const based = new Set(models.filter((m) => m.litellm_params.api_base).map((m) => m.model_name));
   const baseless = [...new Set(models.map((m) => m.model_name))].filter((name) => !based.has(name));
-  if (baseless.length > 0) {
-    log.warn("forwarding to these models is 404: they have no api_base", { models: baseless.join(",") });
-  }
+  if (baseless.length > 0) log.warn("forwarding to these models is 404: they have no api_base", someOf(baseless));
   // One line per key name, with the models that use it (a config of thousands of models sharing
   // one key gives one line, not thousands).
   const keyless = new Map<string, Set<string>>();
@@ -245,13 +243,16 @@ async function warnOfConfig(rt: Runtime, settings: Settings, log: Logger): Promi
     }
   }
   for (const [name, named] of keyless) {
-    const all = [...named];
     log.warn("forwarding to these models will not find their api_key: forward reads keys from the store only", {
       name,
-      models: all.slice(0, 10).join(","),
-      ...(all.length > 10 && { more: all.length - 10 }),
+      ...someOf([...named]),
     });
   }
+}
+
+/** Model names for a start warning: ten named, the count of the rest (a config may list thousands). */
+function someOf(models: readonly string[]): { models: string; more?: number } {
+  return { models: models.slice(0, 10).join(","), ...(models.length > 10 && { more: models.length - 10 }) };
 }
 
 async function serve(input: SettingsInput, flags: Record<string, unknown>, io: CliIo, log: Logger): Promise<void> {

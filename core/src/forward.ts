@@ -414,14 +414,14 @@ async function apiKeyOf(value: string, manager: SecretManager): Promise<string> 
   return name === undefined ? value : (await manager.get(name)).value;
 }
 
+const NOTHING = (): void => {};
+
 /**
  * The key of `name` after an upstream refused it: read past the cache when no such read of the name
  * started in the last `REREAD_INTERVAL_MS`; otherwise that read is waited for (if still under way)
  * and the cache answers, which it refreshed. A failed read past the cache fails this request as
  * the key's read does; the others of the interval get the cache's answer.
  */
-const NOTHING = (): void => {};
-
 async function rereadKey(name: string, deps: ForwardDeps): Promise<string> {
   const now = deps.now ? deps.now() : performance.now();
   let byName = rereads.get(deps.manager);

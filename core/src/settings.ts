@@ -11,7 +11,7 @@ import * as z from "zod/mini";
 import { parseConfigYaml } from "./config-yaml";
 import { ENCRYPTION_ALGORITHMS, type EncryptionAlgorithm, KeyRing } from "./crypto";
 import { ConfigError, EncryptionKeyMissing, SecretsError } from "./errors";
-import { ignoresModes } from "./local-files";
+import { ignoresModes, requirePosixFiles } from "./local-files";
 import { validateName } from "./names";
 import type { OutboundTls } from "./outbound-tls";
 import { envRefValue, refName } from "./refs";
@@ -882,6 +882,7 @@ function masterKeyOf(
  * user owns it. Checked on the open file, so it is the file read that was checked.
  */
 function readKeyFile(path: string): string {
+  requirePosixFiles();
   const fd = openSync(path, "r");
   try {
     const { mode, uid } = fstatSync(fd);

@@ -26,6 +26,9 @@ export function safeParse<T>(schema: core.$ZodType<T>, input: unknown): core.uti
   );
 }
 
+/** Unknown keys listed one by one in an answer; the rest are counted. */
+const MAX_LISTED_KEYS = 20;
+
 /** Keys a caller sent are echoed back in at most this many characters (a key may be megabytes). */
 const MAX_ECHOED_KEY = 64;
 
@@ -42,7 +45,12 @@ export function issuesOf(error: core.$ZodError): Issue[] {
   return error.issues.flatMap((issue) => {
     const path = issue.path.reduce<string>((acc, key) => joined(acc, key), "");
     if (issue.code === "unrecognized_keys") {
-      return issue.keys.map((key) => ({ path: joined(path, key), message: "unknown key" }));
+      // Each at its own path, the first few: a body of 90 000 unknown keys is not answered in full.
+      const listed = issue.keys
+        .slice(0, MAX_LISTED_KEYS)
+        .map((key) => ({ path: joined(path, key), message: "unknown key" }));
+      const more = issue.keys.length - listed.length;
+      return more > 0 ? [...listed, { path, message: `and ${more} more unknown keys` }] : listed;
     }
     // A record's key that its schema refuses: what the key's own check says, not "Invalid key in record".
     const message = issue.code === "invalid_key" ? (issue.issues[0]?.message ?? issue.message) : issue.message;

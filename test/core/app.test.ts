@@ -286,6 +286,13 @@ describe("bad input gets its status and code, and changes nothing", () => {
       { path: "extra", message: "unknown key" },
       { path: "other", message: "unknown key" },
     ]);
+    // Many: the first twenty, and a count of the rest (the answer does not grow with the body).
+    const many = Object.fromEntries([["value", "v"], ...Array.from({ length: 5_000 }, (_, i) => [`k${i}`, 1])]);
+    const manyRes = await request("/v1/secrets/A", { method: "PUT", json: many });
+    const manyError = (await manyRes.clone().json()) as { error: { issues: { path: string; message: string }[] } };
+    expect(manyError.error.issues).toHaveLength(21);
+    expect(manyError.error.issues.at(-1)).toEqual({ path: "", message: "and 4980 more unknown keys" });
+    expect((await manyRes.text()).length).toBeLessThan(4_000);
     // Each check says its rule.
     const tags = await errorOf(
       await request("/v1/secrets/A", {

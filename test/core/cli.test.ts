@@ -6,6 +6,7 @@ import { basename, join } from "node:path";
 import { PassThrough } from "node:stream";
 import { describe, expect, it, onTestFinished } from "vitest";
 import corePackage from "../../core/package.json" with { type: "json" };
+import { LOCAL_STORES } from "../../core/src/cli";
 import { KeyRing, openSecret, sealSecret } from "../../core/src/crypto";
 import {
   cleanEnv,
@@ -494,6 +495,10 @@ describe("serve", () => {
       // Without an api_base (LiteLLM would use the provider's): forwarding cannot reach it.
       "  - {model_name: nobase, litellm_params: {model: openai/gpt-4o, api_key: os.environ/STORED_KEY}}",
       "  - {model_name: nobase, litellm_params: {model: openai/gpt-4o-mini, api_key: os.environ/STORED_KEY}}",
+      ...Array.from(
+        { length: 11 },
+        (_, i) => `  - {model_name: nobase${i}, litellm_params: {model: openai/x, api_key: os.environ/STORED_KEY}}`,
+      ),
       "",
     ].join("\n");
     await writeFile(join(dir, "config.yaml"), config);
@@ -514,7 +519,9 @@ describe("serve", () => {
         ["ENV_ONLY_KEY", ["envkey", ...Array.from({ length: 9 }, (_, i) => `shared${i}`)].join(","), 3],
       ]);
       const baseless = server.output.split("\n").filter((l) => l.includes("they have no api_base"));
-      expect(baseless.map((l) => (JSON.parse(l) as { models: string }).models)).toEqual(["nobase"]);
+      expect(baseless.map((l) => JSON.parse(l) as { models: string; more?: number })).toMatchObject([
+        { models: ["nobase", ...Array.from({ length: 9 }, (_, i) => `nobase${i}`)].join(","), more: 2 },
+      ]);
       expect(server.output).not.toContain(envOnly);
     } finally {
       await server.stop();
@@ -632,10 +639,32 @@ describe("serve", () => {
 
   it("refuses to keep local files on Windows, saying where it runs (POSIX file modes keep them private)", async () => {
     const { requirePosixFiles } = await import("../../core/src/local-files");
-    expect(() => requirePosixFiles("win32")).toThrow(
-      "the file store and its key file need POSIX file permissions, which Windows does not have: run llm-secrets on Linux or macOS, or under WSL 2 with the data dir on the Linux filesystem (not /mnt/c)",
-    );
+    const { ensureMasterKeyFile } = await import("../../core/src/master-key");
+    const { FileStore } = await import("../../core/src/stores/file");
+    const { loadSettings } = await import("../../core/src/settings");
+    const windows =
+      "the file store and its key file need POSIX file permissions, which Windows does not have: run llm-secrets on Linux or macOS, or under WSL 2 with the data dir on the Linux filesystem (not /mnt/c)";
+    expect(() => requirePosixFiles("win32")).toThrow(windows);
     for (const platform of ["linux", "darwin"] as const) expect(() => requirePosixFiles(platform)).not.toThrow();
+    // Each place that makes or reads a local file asks, before it touches one: a key file made, a
+    // key file read (node on Windows reports it 666), the store opened.
+    const dir = await tempDir();
+    await mkdir(join(dir, "data"), { mode: 0o700 });
+    await writeFile(join(dir, "data", "master.key"), `${newKey()}\n`, { mode: 0o600 });
+    const platform = Object.getOwnPropertyDescriptor(process, "platform") as PropertyDescriptor;
+    Object.defineProperty(process, "platform", { ...platform, value: "win32" });
+    try {
+      await expect(ensureMasterKeyFile(join(dir, "fresh"))).rejects.toThrow(windows);
+      expect(() => loadSettings({ stores: LOCAL_STORES, env: { LLM_SECRETS_DATA_DIR: join(dir, "data") } })).toThrow(
+        windows,
+      );
+      await expect(FileStore.open({ dataDir: join(dir, "data"), keys: new KeyRing(newKey()) })).rejects.toThrow(
+        windows,
+      );
+    } finally {
+      Object.defineProperty(process, "platform", platform);
+    }
+    expect(existsSync(join(dir, "fresh"))).toBe(false);
   });
 
   it("refuses LiteLLM's example master key and an empty one", async () => {

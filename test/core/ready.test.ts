@@ -78,10 +78,17 @@ describe("/ready", () => {
       status: 503,
       retryAfter: "1",
       // A caller without the key gets the code; the store's message (its names) stays in the log.
-      body: { error: { code: "backend_unavailable", message: "the memory store is not ready: its log line says why" } },
+      body: { error: { code: "backend_unavailable", message: "the memory store is not ready: the log says why" } },
     });
-    const failed = logs.map((l) => JSON.parse(l)).find((l) => l.msg === "store call failed");
-    expect(failed).toMatchObject({ op: "get", code: "backend_unavailable" });
+    // One line a probe says why, whatever the code (the store's own line is only for store failures).
+    const notReady = logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "store not ready");
+    expect(notReady).toEqual([
+      expect.objectContaining({
+        store: "memory",
+        code: "backend_unavailable",
+        reason: "probed get: the backend is unavailable (503)",
+      }),
+    ]);
     // Its request's log line names the code, as an error answer's does.
     const line = logs.map((l) => JSON.parse(l)).find((l) => l.msg === "request" && l.path === "/ready");
     expect(line).toMatchObject({ status: 503, code: "backend_unavailable" });
@@ -94,7 +101,7 @@ describe("/ready", () => {
     const broken = await ready();
     expect(broken).toMatchObject({
       status: 503,
-      body: { error: { code: "internal", message: "the memory store is not ready: its log line says why" } },
+      body: { error: { code: "internal", message: "the memory store is not ready: the log says why" } },
     });
     expect(JSON.stringify(broken.body)).not.toContain("vault.internal");
     settle();

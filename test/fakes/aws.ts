@@ -758,7 +758,6 @@ export class FakeAws {
     return { ARN: secret.arn, Name: name, ...(versionId && { VersionId: versionId }) };
   }
 
-  /** A secret not scheduled for deletion (what most actions take). */
   /** What a replica, or a secret whose KMS key cannot be used, refuses before anything is done. */
   #refuseState(action: string, body: Record<string, unknown>): void {
     const secret = typeof body.SecretId === "string" ? this.secrets.get(body.SecretId) : undefined;
@@ -786,6 +785,7 @@ export class FakeAws {
     }
   }
 
+  /** A secret not scheduled for deletion (what most actions take). */
   #live(id: unknown): FakeSecret {
     const secret = this.#find(id);
     if (secret.deletedDate) {

@@ -271,7 +271,7 @@ describe("a custom store's own error messages", () => {
     const ready = await request("/ready", { token: null });
     expect(ready.status).toBe(503);
     expect(await ready.json()).toEqual({
-      error: { code: "backend_unavailable", message: "the custom-throwing store is not ready: its log line says why" },
+      error: { code: "backend_unavailable", message: "the custom-throwing store is not ready: the log says why" },
     });
     // The caller with the key gets the store's own message, as for every call.
     expect(await (await request("/v1/secrets/A")).text()).toContain(LEAKED);

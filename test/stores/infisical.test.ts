@@ -333,7 +333,7 @@ describe("the infisical store", () => {
     const body = (await ready.json()) as { error: { code: string; message: string } };
     expect(body.error.code).toBe("store_unavailable");
     // To a caller without the key, the code; the settings to check are in the store call's log line.
-    expect(body.error.message).toBe("the infisical store is not ready: its log line says why");
+    expect(body.error.message).toBe("the infisical store is not ready: the log says why");
     expect(wrong.logs.join("\n")).toMatch(/INFISICAL_ENVIRONMENT/);
     const read = await wrong.request("/v1/secrets/OPENAI_API_KEY");
     expect(read.status).toBe(500);

@@ -1,10 +1,11 @@
 /** `/health`, `/ready`, `/openapi.json` and `/metrics`: what operators and tools read. */
 import { ErrorResponse, HealthResponse, ReadyResponse } from "../api-schemas";
-import { toHttpError } from "../errors";
+import { SecretsError, toHttpError } from "../errors";
+import { describeUnexpected, type Logger } from "../log";
 import type { Metrics } from "../metrics";
 import { buildOpenApi } from "../openapi";
 import type { SecretManager } from "../secret-manager";
-import { BackendUnavailable } from "../store-errors";
+import { BackendUnavailable, loggableMessage } from "../store-errors";
 import { VERSION } from "../version";
 import { answer, json, type Router } from "./router";
 
@@ -19,12 +20,12 @@ const READY_REUSE_MS = 1000;
 /**
  * Not ready: the store's error (its code is answered) and what the answer says of it. A caller of
  * `/ready` presents no key: a store's own message (which names the first hosted key, a mount, an
- * environment) stays in its store call's log line; only the probe's own timeout is said.
+ * environment) goes to one log line a probe (`store not ready`); only the probe's own timeout is said.
  */
 type Readiness = { ok: true; ms: number } | { ok: false; error: unknown; message: string };
 
 /** `/ready`'s check: the manager's probe read, answered within 2 s, shared and reused for 1 s. */
-function readinessOf(probe: () => Promise<void>, kind: string, now: () => number = Date.now) {
+function readinessOf(probe: () => Promise<void>, kind: string, log: Logger, now: () => number = Date.now) {
   let read: Promise<void> | undefined;
   let last: { settledAt?: number; result: Promise<Readiness> } | undefined;
   const check = async (): Promise<Readiness> => {
@@ -41,7 +42,13 @@ function readinessOf(probe: () => Promise<void>, kind: string, now: () => number
       await Promise.race([read, timeout]);
       return { ok: true, ms: Math.round((performance.now() - started) * 100) / 100 };
     } catch (error) {
-      const message = error === late ? late.message : `the ${kind} store is not ready: its log line says why`;
+      log.warn("store not ready", {
+        store: kind,
+        ...(error instanceof SecretsError
+          ? { code: error.code, reason: loggableMessage(error) }
+          : { code: "internal", ...describeUnexpected(error) }),
+      });
+      const message = error === late ? late.message : `the ${kind} store is not ready: the log says why`;
       return { ok: false, error, message };
     } finally {
       clearTimeout(timer);
@@ -61,9 +68,15 @@ function readinessOf(probe: () => Promise<void>, kind: string, now: () => number
   };
 }
 
-export function serviceRoutes(router: Router, manager: SecretManager, metrics: Metrics, now?: () => number): void {
+export function serviceRoutes(
+  router: Router,
+  manager: SecretManager,
+  metrics: Metrics,
+  log: Logger,
+  now?: () => number,
+): void {
   const store = manager.store.kind;
-  const ready = readinessOf(() => manager.probe(), store, now);
+  const ready = readinessOf(() => manager.probe(), store, log, now);
   let openApi: string | undefined;
 
   router.route(
