@@ -10,10 +10,14 @@
  * - `outcome`: `ok`, or the error code of the answer (SPEC section 6).
  * - `caller`: the first 8 hex digits of the SHA-256 of the key the caller presented (`none` when it
  *   presented none): enough to tell callers apart and match them to a known key, never the key.
- * - `request_id`: the caller's `x-request-id` when it is a plain token (at most 128 of
- *   `[A-Za-z0-9._:-]`), else the runtime's own id for the invocation, else a fresh UUID: version 8
- *   (RFC 9562), 74 random bits drawn once per process, then a counter (unique without a random
- *   draw per request: `randomUUID` measured about 1 µs of a cached read under load).
+ * - `request_id`: ours, never the caller's: the runtime's own id for the invocation (Lambda's
+ *   request id, which joins the line to Lambda's own), else a fresh UUID: version 8 (RFC 9562), 74
+ *   random bits drawn once per process, then a counter (unique without a random draw per request:
+ *   `randomUUID` measured about 1 µs of a cached read under load).
+ * - `client_request_id`: the caller's `x-request-id` when it is a plain token (at most 128 of
+ *   `[A-Za-z0-9._:-]`) and the caller presented the master key; absent otherwise. It was the
+ *   `request_id`: any caller, one refused with 401 too, could then give its line the id of
+ *   another's, and on Lambda it replaced Lambda's id.
  * - `name`: the secret's name as asked for, clipped to 256 characters (a list's prefix); absent
  *   for resolve and decrypt, which touch many names or none, and for key events (`names`).
  * - `team`: the `team_id` a read asked for (`?team_id=`: with a team's settings, a Vault namespace,
@@ -44,6 +48,8 @@ export interface AuditEntry {
   team?: string;
   outcome: string;
   requestId: string;
+  /** The caller's own id of the request (its `x-request-id`, a plain token), when it presented the master key. */
+  clientRequestId?: string;
   caller: string;
   /** Milliseconds from the request's arrival in the app to its answer (HTTP only). */
   ms?: number;
@@ -73,8 +79,10 @@ export function createAudit(write: (line: string) => void, options: { severity?:
     const names = entry.names === undefined ? "" : `,"names":${namesObject(entry.names)}`;
     const team = entry.team === undefined ? "" : `,"team":${JSON.stringify(entry.team)}`;
     const took = entry.ms === undefined ? "" : `,"ms":${entry.ms}`;
+    // A plain token (requestIdOf, plainRequestId): as it is.
+    const client = entry.clientRequestId === undefined ? "" : `,"client_request_id":"${entry.clientRequestId}"`;
     write(
-      `${head}${lastTime}","audit":"${entry.action}"${eventId}${name}${names}${team},"outcome":"${entry.outcome}","request_id":"${entry.requestId}","caller":"${entry.caller}"${took}}\n`,
+      `${head}${lastTime}","audit":"${entry.action}"${eventId}${name}${names}${team},"outcome":"${entry.outcome}","request_id":"${entry.requestId}"${client},"caller":"${entry.caller}"${took}}\n`,
     );
   };
 }
@@ -132,10 +140,14 @@ export function keyEventEntry(
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
-/** The request id of an audit line (see the header). */
-export function requestIdOf(header: string | undefined, runtimeId: string | undefined): string {
-  if (header !== undefined && REQUEST_ID.test(header)) return header;
-  return runtimeId ?? nextRequestId();
+/** An id as a line may carry it (a plain token: see the header), or undefined. */
+export function plainRequestId(id: string | undefined): string | undefined {
+  return id !== undefined && REQUEST_ID.test(id) ? id : undefined;
+}
+
+/** The request id of an audit line (see the header): the runtime's id of the invocation, else one made here. */
+export function requestIdOf(runtimeId: string | undefined): string {
+  return plainRequestId(runtimeId) ?? nextRequestId();
 }
 
 let idPrefix = newIdPrefix();

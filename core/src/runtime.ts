@@ -137,7 +137,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   // From a queue: audited with the message's id as the request's (the event's id is the line's
   // `event_id`), the caller being the queue.
   const fromQueue = (result: KeyEventResult, event: unknown, messageId: string | undefined) => {
-    audit?.(keyEventEntry(result, event, requestIdOf(messageId, undefined), "queue"));
+    audit?.(keyEventEntry(result, event, requestIdOf(messageId), "queue"));
     return result;
   };
   return {

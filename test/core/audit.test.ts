@@ -17,6 +17,7 @@ interface AuditLine {
   team?: string;
   outcome: string;
   request_id: string;
+  client_request_id?: string;
   caller: string;
 }
 
@@ -75,11 +76,11 @@ describe("the audit trail", () => {
       { audit: "decrypt", name: undefined, outcome: "ok", caller: me },
       { audit: "delete", name: "OPENAI_API_KEY", outcome: "ok", caller: me },
     ]);
-    // The caller's request id when it is a plain token, else a fresh UUID per request.
-    expect(lines[0]?.request_id).toBe("req-42.a:b");
-    const ids = lines.slice(1).map((l) => l.request_id);
+    // A fresh UUID per request, never the caller's: its x-request-id, when a plain token, is its own field.
+    expect(lines.map((l) => l.client_request_id)).toEqual(lines.map((_, i) => (i === 0 ? "req-42.a:b" : undefined)));
+    const ids = lines.map((l) => l.request_id);
     // RFC 9562 version 8, variant 10xx.
-    for (const id of ids) expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    for (const id of ids) expect(id).toMatch(UUID);
     expect(new Set(ids).size).toBe(ids.length);
     for (const line of lines) expect(Date.parse(line.time)).toBeGreaterThan(Date.now() - 60_000);
     // Apart from the access log, and never a value, a ciphertext or a key.
@@ -111,12 +112,13 @@ describe("the audit trail", () => {
     expect((await request("/v1/key-events", malformed)).status).toBe(400);
     const lines = audits.map((l) => JSON.parse(l) as AuditLine);
     expect(
-      lines.map(({ audit, name, names, outcome, request_id, caller }) => ({
+      lines.map(({ audit, name, names, outcome, request_id, client_request_id, caller }) => ({
         audit,
         name,
         names,
         outcome,
         request_id,
+        client_request_id,
         caller,
       })),
     ).toEqual([
@@ -126,6 +128,7 @@ describe("the audit trail", () => {
         names: { "litellm/svc": "created" },
         outcome: "ok",
         request_id: "msg-1",
+        client_request_id: undefined,
         caller: "queue",
       },
       {
@@ -134,6 +137,7 @@ describe("the audit trail", () => {
         names: undefined,
         outcome: "invalid_request",
         request_id: expect.stringMatching(UUID),
+        client_request_id: undefined,
         caller: "queue",
       },
       {
@@ -141,7 +145,8 @@ describe("the audit trail", () => {
         name: undefined,
         names: { "litellm/svc": "deleted" },
         outcome: "ok",
-        request_id: "r-7",
+        request_id: expect.stringMatching(UUID),
+        client_request_id: "r-7",
         caller: fingerprint(masterKey),
       },
       {
@@ -149,7 +154,8 @@ describe("the audit trail", () => {
         name: undefined,
         names: undefined,
         outcome: "unauthorized",
-        request_id: expect.any(String),
+        request_id: expect.stringMatching(UUID),
+        client_request_id: undefined,
         caller: fingerprint(wrongKey),
       },
       {
@@ -157,7 +163,8 @@ describe("the audit trail", () => {
         name: undefined,
         names: undefined,
         outcome: "invalid_request",
-        request_id: "r-8",
+        request_id: expect.stringMatching(UUID),
+        client_request_id: "r-8",
         caller: fingerprint(masterKey),
       },
     ]);
@@ -193,13 +200,17 @@ describe("the audit trail", () => {
     await runtime.applyKeyEventText("not json", "m-7");
     const lines = audits.map((l) => JSON.parse(l) as AuditLine);
     expect(lines.map(({ event_id, team, outcome, request_id }) => ({ event_id, team, outcome, request_id }))).toEqual([
-      { event_id: "evt-1", team: "team-a", outcome: "ok", request_id: "batch-1" },
+      { event_id: "evt-1", team: "team-a", outcome: "ok", request_id: expect.stringMatching(UUID) },
       { event_id: "evt-2", team: undefined, outcome: "invalid_request", request_id: lines[0]?.request_id },
       { event_id: "evt-3", team: 'team-"c"', outcome: "invalid_request", request_id: lines[0]?.request_id },
       { event_id: "evt 4", team: undefined, outcome: "ok", request_id: "m-4" },
       { event_id: `${long.slice(0, 256)}…`, team: undefined, outcome: "ok", request_id: "m-5" },
       { event_id: "evt-6", team: "team-a", outcome: "invalid_request", request_id: "m-6" },
       { event_id: undefined, team: undefined, outcome: "invalid_request", request_id: "m-7" },
+    ]);
+    expect(lines.map((l) => l.client_request_id)).toEqual([
+      ...lines.slice(0, 3).map(() => "batch-1"),
+      ...lines.slice(3).map(() => undefined),
     ]);
     expectNoValueIn(audits, ["sk-aaaaaaaaaa", "sk-bbbbbbbbbb", "sk-dd"]);
   });
@@ -283,8 +294,51 @@ describe("the audit trail", () => {
     await request("/v1/secrets/X", { headers: { "x-request-id": "z".repeat(129) } });
     expect(audits).toHaveLength(2);
     for (const line of audits.map((l) => JSON.parse(l) as AuditLine)) {
-      expect(line.request_id).toMatch(/^[0-9a-f-]{36}$/);
+      expect(line.request_id).toMatch(UUID);
+      expect(line.client_request_id).toBeUndefined();
     }
+  });
+
+  it("makes its own request id, whatever the caller sends: a caller's x-request-id is client_request_id, if it presented the key", async () => {
+    const { request, audits, logs } = await inProcessApp();
+    const rid = { "x-request-id": "evt-1" };
+    expect((await request("/v1/secrets/X", { method: "PUT", json: { value: "v" }, headers: rid })).status).toBe(201);
+    expect((await request("/v1/secrets/X", { token: null, headers: rid })).status).toBe(401);
+    expect((await request("/v1/secrets/X", { token: "wrong-key-123", headers: rid })).status).toBe(401);
+    // Refused after the key was accepted (a `..` in the path, no route): the caller presented the key.
+    expect((await request("/v1/secrets/a/../b", { method: "DELETE", headers: rid })).status).toBe(400);
+    expect((await request("/v1/secrets/..", { method: "DELETE", headers: rid })).status).toBe(400);
+    const lines = audits.map((l) => JSON.parse(l) as AuditLine);
+    expect(lines.map((l) => [l.outcome, l.client_request_id])).toEqual([
+      ["ok", "evt-1"],
+      ["unauthorized", undefined],
+      ["unauthorized", undefined],
+      ["invalid_name", "evt-1"],
+      ["invalid_name", "evt-1"],
+    ]);
+    const ids = lines.map((l) => l.request_id);
+    for (const id of ids) expect(id).toMatch(UUID);
+    expect(new Set(ids).size).toBe(ids.length);
+    // A refused request's access-log line joins its audit line on the request's id.
+    const logged = logs
+      .map((l) => JSON.parse(l) as { msg: string; request_id?: string })
+      .filter((l) => l.msg === "request");
+    expect(logged.map((l) => l.request_id)).toEqual(ids.slice(1));
+    // On Lambda, Lambda's request id (which joins Lambda's own lines), whatever the caller sends.
+    const lambda = await inProcessApp();
+    const res = await lambda.runtime.fetch(
+      new Request("http://localhost/v1/secrets/Y", {
+        headers: { authorization: `Bearer ${lambda.masterKey}`, ...rid },
+      }),
+      { path: "/v1/secrets/Y", requestId: "8f1c2d3e-lambda" },
+    );
+    expect(res.status).toBe(404);
+    expect(lambda.audits.map((l) => JSON.parse(l) as AuditLine)).toMatchObject([
+      { outcome: "not_found", request_id: "8f1c2d3e-lambda", client_request_id: "evt-1" },
+    ]);
+    expect(lambda.logs.map((l) => JSON.parse(l) as { request_id?: string })).toMatchObject([
+      { request_id: "8f1c2d3e-lambda" },
+    ]);
   });
 
   it("is off with LLM_SECRETS_AUDIT=off", async () => {

@@ -137,11 +137,12 @@ describe("an answer past Lambda's 6 MB response payload", () => {
       expect(logs.join("")).not.toContain("AAAAAAAA");
       expect(payloadBytes(result)).toBeLessThan(LAMBDA_PAYLOAD_LIMIT);
     }
-    // The request's id is its audit line's: the caller's x-request-id when it sent one.
+    // The request's id is its audit line's: Lambda's, even when the caller sent its own x-request-id
+    // (the audit line's client_request_id).
     logs.length = 0;
     await get("/v1/forward/m/bytes?n=7000000", undefined, { "x-request-id": "client-rid-9" });
     const line = logs.map((l) => JSON.parse(l)).find((l) => /too large for Lambda/.test(l.msg));
-    expect(line).toMatchObject({ request_id: "client-rid-9" });
+    expect(line).toMatchObject({ request_id: "req-1" });
   });
 
   it("is not reached by a 1 MB answer, which passes unchanged", async () => {

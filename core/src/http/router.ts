@@ -9,7 +9,15 @@
  */
 import type { Context, Hono } from "hono";
 import type * as z from "zod/mini";
-import { type Audit, type AuditAction, type AuditEntry, callerOf, clipped, requestIdOf } from "../audit";
+import {
+  type Audit,
+  type AuditAction,
+  type AuditEntry,
+  callerOf,
+  clipped,
+  plainRequestId,
+  requestIdOf,
+} from "../audit";
 import { ERROR_STATUS, type ErrorCode, InvalidInput, SecretsError } from "../errors";
 import { withoutQuery } from "../names";
 import { ALL_METHODS, type RouteSpec } from "../openapi";
@@ -31,7 +39,7 @@ export interface RawRequest {
    * an answer that cannot be finished is then seen unfinished, never completed.
    */
   abort?: () => void;
-  /** The platform's id of this invocation (Lambda's request id), for audit lines without `x-request-id`. */
+  /** The platform's id of this invocation (Lambda's request id): the request's id in its audit and log lines. */
   requestId?: string;
   /**
    * The request's headers as the runtime already parsed them, by lower-case name (node's
@@ -65,7 +73,9 @@ export function headerOf(raw: RawRequest | undefined, request: Request, name: st
 export type AppEnv = {
   /**
    * `code`: the error code of the answer, set where an error became it (for the request's log line);
-   * `requestId`: the request's id, once an audit line gave it one (its log line gives the same).
+   * `requestId`: the request's id, once an audit line gave it one (its log line gives the same);
+   * `authenticated`: admission accepted the master key the caller presented (router.ts's own
+   * admission wrapper sets it).
    */
   Bindings: {
     raw?: RawRequest;
@@ -74,6 +84,7 @@ export type AppEnv = {
     audited?: boolean;
     code?: string;
     requestId?: string;
+    authenticated?: boolean;
   };
 };
 
@@ -130,6 +141,8 @@ export class Router {
   /** Paths whose route needs no master key (`auth: false` in its spec), filled as routes register. */
   readonly publicPaths: Set<string>;
   readonly #methods: { pattern: RegExp; methods: Set<string>; audits: Map<string, AuditSpec> }[] = [];
+  /** `admit`, noting in `env.authenticated` whether it accepted the caller's key. */
+  readonly #admit: (c: Ctx) => void;
 
   /**
    * `admit`: the admission checks every route runs before anything else (middleware.ts), which
@@ -138,11 +151,29 @@ export class Router {
    */
   constructor(
     private readonly app: Hono<AppEnv>,
-    private readonly admit: (c: Ctx) => void,
+    admit: (c: Ctx) => void,
     private readonly audit?: Audit,
     publicPaths = new Set<string>(),
   ) {
     this.publicPaths = publicPaths;
+    // Admission checks the raw request, then the key (on a path that needs one), then the path
+    // (middleware.ts): what passes, or fails after the key, on such a path, presented the master key.
+    this.#admit = (c) => {
+      try {
+        admit(c);
+      } catch (err) {
+        if (
+          c.env &&
+          typeof c.env.raw?.path === "string" &&
+          !publicPaths.has(c.req.path) &&
+          !(err instanceof SecretsError && err.code === "unauthorized")
+        ) {
+          c.env.authenticated = true;
+        }
+        throw err;
+      }
+      if (c.env && !publicPaths.has(c.req.path)) c.env.authenticated = true;
+    };
   }
 
   route<B = undefined, Q = undefined>(
@@ -160,7 +191,7 @@ export class Router {
     const bare = honoPath.endsWith("/*") ? honoPath.slice(0, -2) : undefined;
     // What an absent query parses to, once: most requests have none.
     const noQuery = spec.query ? parse(spec.query, {}, "query") : (undefined as Q);
-    const admit = this.admit;
+    const admit = this.#admit;
     // Synchronous up to the handler: a route without a body whose handler answers at once (a
     // cached read) makes no promise at all.
     const run = (c: Ctx): Response | Promise<Response> => {
@@ -214,7 +245,10 @@ export class Router {
 
   /** Audits what a route did beyond its one line (a key event of a batch), as this request. */
   auditAs(c: Ctx, entry: (requestId: string, caller: string) => AuditEntry): void {
-    this.audit?.(entry(...requestAndCaller(c)));
+    if (!this.audit) return;
+    const line = entry(...requestAndCaller(c));
+    const client = clientRequestIdFor(c.env, c.req.raw);
+    this.audit(client === undefined ? line : { ...line, clientRequestId: client });
   }
 
   /**
@@ -242,7 +276,7 @@ export class Router {
    */
   unrouted(c: Ctx): never {
     try {
-      this.admit(c);
+      this.#admit(c);
     } catch (err) {
       this.auditRefusal(c, err);
       throw err;
@@ -303,12 +337,14 @@ function auditEntry(c: Ctx, spec: AuditSpec, outcome: string): AuditEntry {
   // The team as asked for too, refused ones included (clipped, marked so, past a team's 256 characters).
   const team = spec.team?.(c);
   const [requestId, caller] = requestAndCaller(c);
+  const clientRequestId = clientRequestIdFor(c.env, c.req.raw);
   return {
     action: spec.action,
     name,
     ...(team !== undefined && team !== "" && { team: clipped(team) }),
     outcome,
     requestId,
+    ...(clientRequestId !== undefined && { clientRequestId }),
     caller,
     ms: msSince(c.env?.started),
   };
@@ -331,11 +367,22 @@ function requestAndCaller(c: Ctx): [string, string] {
   ];
 }
 
-/** The request's id (`requestIdOf`), kept in `env` once made: one id a request, for each of its lines. */
-export function requestIdFor(env: AppEnv["Bindings"] | undefined, request: Request): string {
-  const requestId = env?.requestId ?? requestIdOf(headerOf(env?.raw, request, "x-request-id"), env?.raw?.requestId);
+/**
+ * The request's id (`requestIdOf`: the platform's, else one made here, never the caller's), kept in
+ * `env` once made: one id a request, for each of its lines (its audit lines, its access-log line).
+ */
+export function requestIdFor(env: AppEnv["Bindings"] | undefined, _request?: Request): string {
+  const requestId = env?.requestId ?? requestIdOf(env?.raw?.requestId);
   if (env) env.requestId = requestId;
   return requestId;
+}
+
+/**
+ * The caller's own id of the request, its `x-request-id` when a plain token (`plainRequestId`), for
+ * a caller that presented the master key only: one refused with 401 gets no say in any line.
+ */
+export function clientRequestIdFor(env: AppEnv["Bindings"] | undefined, request: Request): string | undefined {
+  return env?.authenticated ? plainRequestId(headerOf(env.raw, request, "x-request-id")) : undefined;
 }
 
 /** Whether the request has a query string (most do not: their query is `{}`, with no URL parse). */

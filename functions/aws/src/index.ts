@@ -240,8 +240,8 @@ async function tooLargeAnswer(
     bytes,
     ...(!whole && { read_whole: false }),
     limit: LAMBDA_PAYLOAD_LIMIT,
-    // The audit line's id: the caller's x-request-id when it is a plain token, else Lambda's.
-    request_id: requestIdOf(event.headers?.["x-request-id"], event.requestContext?.requestId),
+    // The audit line's id: Lambda's request id (the caller's x-request-id is the audit line's client_request_id).
+    request_id: requestIdOf(event.requestContext?.requestId),
   });
   const res = forward
     ? errorAnswer(
