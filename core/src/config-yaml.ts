@@ -4,10 +4,12 @@
  * Follows PyYAML's resolver.py and SafeConstructor: booleans are yes/no/true/false/on/off in the three
  * casings lower, Title and UPPER (y/n stay strings); ints are 0b.., 0x.., leading-0 octal, decimal with
  * underscores and sexagesimal (1:30 = 90); floats need a dot (1e3 stays a string, 1.0e+3 does not) or are
- * .inf/-.Inf/.NaN; nulls are ~, null, Null, NULL and empty; `<<` merge keys; duplicate keys keep the last
- * value; explicit !!str, !!int, !!float, !!bool, !!null, !!seq and !!map convert as PyYAML converts.
- * A key that resolves to a non-string becomes String(key): `on:` is the key "true", `~:` is "null",
- * `1.0:` is "1" (PyYAML keeps True/None/1.0; LiteLLM finds none of them by a string name either).
+ * .inf/-.Inf/.NaN; nulls are ~, null, Null, NULL and empty; `<<` merge keys as flatten_mapping applies
+ * them (the mapping's own keys win, then a later `<<` over an earlier one, then in `<<: [*a, *b]` the
+ * first); duplicate keys keep the last value; explicit !!str, !!int, !!float, !!bool, !!null, !!seq and
+ * !!map convert as PyYAML converts. A key that resolves to a non-string becomes String(key): `on:` is the
+ * key "true", `~:` is "null", `1.0:` is "1" (PyYAML keeps True/None/1.0; LiteLLM finds none of them by a
+ * string name either).
  *
  * Differs on purpose, so that a config is always plain JSON-shaped data:
  * - timestamps (2001-12-14, 2001-12-14t21:59:43.10-05:00) stay the strings written, also under
@@ -21,12 +23,16 @@
  *   derive another key than LiteLLM's;
  * - a plain `=` or `<<` as a value is a string (safe_load has no constructor for them and fails), and
  *   `! 123` is the string "123" as YAML says (PyYAML resolves it as if untagged);
- * - a mapping or sequence used as a key is an error (PyYAML: "unhashable key"), and more than
- *   10,000 alias uses is an error (a guard against alias bombs; PyYAML has none).
+ * - a mapping or sequence used as a key is an error (PyYAML: "unhashable key"), and so is an alias or
+ *   merge key inside its own anchor's node (PyYAML builds a recursive structure);
+ * - an alias is a copy of its anchor's value (PyYAML shares one object), and a document that aliases
+ *   and merge keys expand past 10 times its own nodes (at least 1,000,000) is an error, a guard against
+ *   alias and merge bombs (PyYAML, which shares, has none; see MIN_BOUND).
  * Parse errors are the `yaml` library's YAMLParseError with its code and line and column (linePos), and a
  * message that never quotes the document (prettyErrors off): a config line may hold a secret.
  */
 import {
+  type Alias,
   type Document,
   isAlias,
   isCollection,
@@ -35,9 +41,12 @@ import {
   isScalar,
   isSeq,
   LineCounter,
+  type Node,
+  type Pair,
   parseDocument,
   type ScalarTag,
   visit,
+  type YAMLMap,
   YAMLParseError,
 } from "yaml";
 
@@ -141,17 +150,30 @@ const PYYAML_TAGS: ScalarTag[] = [
   }),
 ];
 
+const OPTIONS = {
+  schema: "failsafe", // map, seq and str; the rest is PYYAML_TAGS and merge keys
+  resolveKnownTags: false,
+  uniqueKeys: false,
+  logLevel: "error", // never print the library's warnings
+  prettyErrors: false, // no quoted line in any message: a config line may hold a secret
+} as const;
+
+/**
+ * The most nodes (keys, values, mappings, sequences, and entries a merge key copies) a reading may
+ * build, aliases and merge keys expanded: EXPANSION times the nodes written in the document, or
+ * MIN_BOUND if more. A document without aliases or merge keys builds the nodes it holds, however
+ * many (a LiteLLM config of 20,000 models holds 220,000 with three litellm_params each, about
+ * 1,000,000 with twenty parameters and model_info entries each); aliases and merge keys may multiply
+ * it tenfold; a small document may build a million nodes (a second or so, some 100 MB), whatever
+ * it aliases.
+ */
+const MIN_BOUND = 1_000_000;
+const EXPANSION = 10;
+
 /** Parse config.yaml text with PyYAML safe_load semantics (see above); throws YAMLParseError. */
 export function parseConfigYaml(text: string): unknown {
   const lineCounter = new LineCounter();
-  const options = {
-    schema: "failsafe", // map, seq and str; the rest is PYYAML_TAGS and merge keys
-    resolveKnownTags: false,
-    uniqueKeys: false,
-    logLevel: "error", // never print the library's warnings
-    prettyErrors: false, // no quoted line in any message: a config line may hold a secret
-  } as const;
-  const doc = parseDocument(text, { ...options, customTags: [...PYYAML_TAGS, "merge"], lineCounter });
+  const doc = parseDocument(text, { ...OPTIONS, customTags: [...PYYAML_TAGS, "merge"], lineCounter });
   const at = (error: YAMLParseError): YAMLParseError => {
     error.linePos = [lineCounter.linePos(error.pos[0]), lineCounter.linePos(error.pos[1])];
     return error;
@@ -161,33 +183,17 @@ export function parseConfigYaml(text: string): unknown {
   // An unknown tag is only a warning to the library; safe_load refuses it.
   const tag = doc.warnings.find((w) => w.code === "TAG_RESOLVE_FAILED" || w.code === "BAD_COLLECTION_TYPE");
   if (tag) throw at(new YAMLParseError(tag.pos, tag.code, tag.message));
-  // What toJS would only report without a position, or not at all: safe_load refuses each.
   const refuse = (node: unknown, code: YAMLParseError["code"], message: string): never => {
     const [start = 0, end = 0] = (isNode(node) && node.range) || [];
     throw at(new YAMLParseError([start, end], code, message));
   };
-  const target = (node: unknown) => (isAlias(node) ? node.resolve(doc) : node);
-  visit(doc, {
-    Alias(_, alias) {
-      if (!alias.resolve(doc)) refuse(alias, "BAD_ALIAS", "alias to an anchor not set before it");
-    },
-    Pair(_, { key, value }) {
-      if (isCollection(target(key))) refuse(key, "NON_STRING_KEY", "a mapping or sequence as a key");
-      if (isScalar(key) && typeof key.value === "symbol") {
-        const source = target(value);
-        const sources = isSeq(source) ? source.items.map(target) : [source];
-        if (!sources.every(isMap))
-          refuse(isNode(value) ? value : key, "BAD_COLLECTION_TYPE", "<< merges a mapping or a list of them");
-      }
-    },
-  });
-  const value = plain(toJS(doc)) as Record<string, unknown> | null;
+  const value = new Constructor(doc, refuse).value() as Record<string, unknown> | null;
   const variables = value?.environment_variables;
   if (isPlainObject(variables) && Object.values(variables).some((v) => typeof v === "number")) {
-    // The numbers' Python text, from a second reading in which ints and floats resolve to it: the
-    // library's own aliases, merges and duplicate keys then pick the same entries as in the first.
-    const again = parseDocument(text, { ...options, customTags: [...PYTHON_TEXT_TAGS, "merge"] });
-    const texts = (plain(toJS(again)) as Record<string, unknown>).environment_variables;
+    // The numbers' Python text, from a second reading in which ints and floats resolve to it: its
+    // aliases, merges and duplicate keys then pick the same entries as in the first.
+    const again = parseDocument(text, { ...OPTIONS, customTags: [...PYTHON_TEXT_TAGS, "merge"] });
+    const texts = (new Constructor(again, refuse).value() as Record<string, unknown>).environment_variables;
     for (const [key, v] of Object.entries(variables)) {
       const python = isPlainObject(texts) ? texts[key] : undefined;
       if (typeof v === "number" && python instanceof PythonText) variables[key] = python.text;
@@ -196,13 +202,165 @@ export function parseConfigYaml(text: string): unknown {
   return value;
 }
 
-function toJS(doc: Document): unknown {
-  try {
-    return doc.toJS({ mapAsMap: true, maxAliasCount: 10_000 });
-  } catch (err) {
-    if (err instanceof ReferenceError) throw new YAMLParseError([0, 0], "RESOURCE_EXHAUSTION", err.message);
-    throw err;
+/**
+ * A document's value as SafeConstructor builds it, as plain data: mappings are objects with String(key)
+ * keys (the last duplicate winning, keys compared as resolved: 1 and "1" are two keys), merge keys
+ * applied as flatten_mapping applies them, and an alias a copy of its anchor's node (PyYAML shares one
+ * object; a copy keeps the value a tree: parseConfigYaml rewrites environment_variables' numbers in
+ * place, which must not change the anchor's other uses).
+ *
+ * Copies and merges are where a small document becomes a large value (a list of 9,000 numbers aliased
+ * 9,000 times, a 3,000-key mapping merged 3,000 times): every node built and every entry a merge key
+ * copies counts, and past the bound (`MIN_BOUND`, `EXPANSION`) the reading stops with
+ * RESOURCE_EXHAUSTION at the alias or merge key being expanded, before the time and memory are spent.
+ * An alias or merge inside its own anchor's node (a recursive structure, which PyYAML builds) is
+ * refused too: JSON-shaped data cannot hold it.
+ */
+class Constructor {
+  private readonly targets = new Map<Alias, Node>();
+  private readonly flattened = new Map<YAMLMap, Entry[]>();
+  private readonly building = new Set<Node>();
+  private readonly flattening = new Set<YAMLMap>();
+  private readonly bound: number;
+  private left: number;
+  /** The outermost alias or merge key being expanded: where an exhaustion is reported. */
+  private expanding: Node | undefined;
+
+  constructor(
+    private readonly doc: Document.Parsed,
+    private readonly refuse: (node: unknown, code: YAMLParseError["code"], message: string) => never,
+  ) {
+    // Anchors in document order, each set where its node starts (as PyYAML's composer sets them), and
+    // what building would only meet later or deeper, refused at its place.
+    const anchors = new Map<string, Node>();
+    const pairs: Pair[] = [];
+    let written = 0;
+    visit(doc, {
+      Node: (_, node) => {
+        written += 1;
+        if (isAlias(node)) {
+          const target = anchors.get(node.source);
+          if (!target) return refuse(node, "BAD_ALIAS", "alias to an anchor not set before it");
+          this.targets.set(node, target);
+        } else if (node.anchor) anchors.set(node.anchor, node);
+      },
+      Pair: (_, pair) => {
+        pairs.push(pair);
+      },
+    });
+    for (const { key, value } of pairs) {
+      if (isCollection(this.target(key))) refuse(key, "NON_STRING_KEY", "a mapping or sequence as a key");
+      if (isMergeKey(key) && !this.sources(value).every(isMap))
+        refuse(isNode(value) ? value : key, "BAD_COLLECTION_TYPE", "<< merges a mapping or a list of them");
+    }
+    this.bound = Math.max(MIN_BOUND, EXPANSION * written);
+    this.left = this.bound;
   }
+
+  value(): unknown {
+    try {
+      return this.build(this.doc.contents);
+    } catch (err) {
+      // Aliases nesting what the composer read deeper than the call stack goes.
+      if (err instanceof RangeError) this.refuse(this.expanding, "RESOURCE_EXHAUSTION", err.message);
+      throw err;
+    }
+  }
+
+  private target(node: unknown): unknown {
+    return isAlias(node) ? this.targets.get(node) : node;
+  }
+
+  /** The nodes a merge key's value names, in the order PyYAML applies them (a list's first last). */
+  private sources(value: unknown): unknown[] {
+    const source = this.target(value);
+    return isSeq(source) ? source.items.map((item) => this.target(item)).reverse() : [source];
+  }
+
+  private spend(count: number): void {
+    this.left -= count;
+    if (this.left < 0) {
+      const message = `aliases and merge keys expand the document past ${this.bound} nodes`;
+      this.refuse(this.expanding, "RESOURCE_EXHAUSTION", message);
+    }
+  }
+
+  /** `build(node)`, `via` (an alias or merge key) the place to report an exhaustion if none is yet. */
+  private expand(node: unknown, via: Node | undefined): unknown {
+    const outer = this.expanding;
+    this.expanding ??= via;
+    const value = this.build(node);
+    this.expanding = outer;
+    return value;
+  }
+
+  private build(node: unknown): unknown {
+    if (!isNode(node)) return node ?? null;
+    if (isAlias(node)) {
+      const target = this.targets.get(node);
+      if (target && this.building.has(target)) this.refuse(node, "BAD_ALIAS", RECURSIVE);
+      return this.expand(target, node);
+    }
+    this.spend(1);
+    if (isScalar(node)) return node.value;
+    if (this.building.has(node)) this.refuse(this.expanding ?? node, "BAD_ALIAS", RECURSIVE); // a merge's
+    this.building.add(node);
+    let value: unknown;
+    if (isSeq(node)) value = node.items.map((item) => this.build(item));
+    else {
+      // Keys as resolved (true, 1, null), then String(key): the last duplicate wins, as in a dict.
+      const map = new Map<unknown, unknown>();
+      for (const [{ key, value }, via] of this.entries(node as YAMLMap))
+        map.set(this.expand(key, via), this.expand(value, via));
+      value = Object.fromEntries(Array.from(map, ([k, v]) => [String(k), v]));
+    }
+    this.building.delete(node);
+    return value;
+  }
+
+  /**
+   * A mapping's entries with its merge keys applied as PyYAML's flatten_mapping applies them: the
+   * entries of each merge key's mappings in the order the keys are written (a list's mappings in
+   * reverse), then the mapping's own; the last of a key wins. So the mapping's own keys win, a later
+   * merge key wins over an earlier one, and in a list the first mapping wins.
+   */
+  private entries(map: YAMLMap): Entry[] {
+    let entries = this.flattened.get(map);
+    if (entries) return entries;
+    const merged: Entry[] = [];
+    const own: Entry[] = [];
+    this.flattening.add(map);
+    for (const pair of map.items) {
+      if (!isMergeKey(pair.key)) {
+        own.push([pair, undefined]);
+        continue;
+      }
+      const via = pair.key as Node;
+      for (const source of this.sources(pair.value) as YAMLMap[]) {
+        if (this.flattening.has(source)) this.refuse(via, "BAD_ALIAS", RECURSIVE);
+        const copied = this.entries(source);
+        const outer = this.expanding;
+        this.expanding ??= via;
+        this.spend(copied.length);
+        this.expanding = outer;
+        for (const [entry] of copied) merged.push([entry, via]);
+      }
+    }
+    this.flattening.delete(map);
+    entries = merged.length > 0 ? [...merged, ...own] : own;
+    this.flattened.set(map, entries);
+    return entries;
+  }
+}
+
+const RECURSIVE = "an alias or merge key inside its own anchor's node";
+
+/** A mapping's entry, and the merge key that copied it there. */
+type Entry = [pair: Pair, via: Node | undefined];
+
+/** A plain `<<` key, which the merge tag resolves to a symbol (a quoted "<<" stays a string). */
+function isMergeKey(key: unknown): boolean {
+  return isScalar(key) && typeof key.value === "symbol";
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
@@ -263,10 +421,4 @@ function pythonFloatRepr(n: number): string {
     text = `0.${"0".repeat(-exp - 1)}${digits}`;
   }
   return n < 0 ? `-${text}` : text;
-}
-
-/** Maps (keys as resolved: true, 1, null) to objects with String(key) keys, the last duplicate winning. */
-function plain(value: unknown): unknown {
-  if (value instanceof Map) return Object.fromEntries(Array.from(value, ([k, v]) => [String(k), plain(v)]));
-  return Array.isArray(value) ? value.map(plain) : value;
 }

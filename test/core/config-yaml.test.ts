@@ -113,6 +113,19 @@ litellm_settings:
   cache: null
 `;
 
+// Two `<<` in one mapping (a model's defaults, then its region's): PyYAML's flatten_mapping lets the later win.
+const LATER_MERGE = `defaults: &defaults
+  api_base: https://api.openai.com
+  api_key: os.environ/OPENAI_API_KEY
+eu: &eu
+  api_base: https://eu.api.openai.com
+  api_key: os.environ/OPENAI_EU_API_KEY
+litellm_params:
+  model: openai/gpt-4o
+  <<: *defaults
+  <<: *eu
+`;
+
 const MANY_MERGES = `base: &b {timeout: 10, rpm: 5}\nmodels:\n${Array.from(
   { length: 150 },
   (_, i) => `  - <<: *b\n    n: ${i}\n`,
@@ -204,6 +217,44 @@ const PARITY: [string, string, unknown][] = [
   ["merging nothing fails", "b:\n  <<:\n  c: 1", ERROR],
   ["an anchor merged 150 times", MANY_MERGES, undefined],
   [
+    "two merge keys: the later wins",
+    LATER_MERGE,
+    {
+      defaults: { api_base: "https://api.openai.com", api_key: "os.environ/OPENAI_API_KEY" },
+      eu: { api_base: "https://eu.api.openai.com", api_key: "os.environ/OPENAI_EU_API_KEY" },
+      litellm_params: {
+        model: "openai/gpt-4o",
+        api_base: "https://eu.api.openai.com",
+        api_key: "os.environ/OPENAI_EU_API_KEY",
+      },
+    },
+  ],
+  [
+    "two merge keys around a key: the later wins",
+    "x: &x {a: 1}\ny: &y {a: 2}\nz: {<<: *x, b: 5, <<: *y}",
+    { x: { a: 1 }, y: { a: 2 }, z: { a: 2, b: 5 } },
+  ],
+  [
+    "two merge keys: the mapping's own key still wins",
+    "x: &x {a: 1}\ny: &y {a: 2}\nz: {<<: *x, a: 5, <<: *y}",
+    { x: { a: 1 }, y: { a: 2 }, z: { a: 5 } },
+  ],
+  [
+    "a merge list, then a merge key: the key wins, then the list's first",
+    "x: &x {a: 1, c: 1}\ny: &y {a: 2}\nw: &w {c: 3}\nz: {<<: [*x, *y], <<: *w}",
+    { x: { a: 1, c: 1 }, y: { a: 2 }, w: { c: 3 }, z: { a: 1, c: 3 } },
+  ],
+  [
+    "a merge key, then a merge list: the list's first wins",
+    "x: &x {a: 1}\ny: &y {a: 2}\nw: &w {a: 3}\nz:\n  <<: *x\n  <<: [*y, *w]",
+    { x: { a: 1 }, y: { a: 2 }, w: { a: 3 }, z: { a: 2 } },
+  ],
+  [
+    "a merged mapping's own merge keys",
+    "x: &x {a: 1}\ny: &y {<<: *x, b: 2}\nw: &w {a: 9}\nz: {<<: *w, <<: *y}",
+    { x: { a: 1 }, y: { a: 1, b: 2 }, w: { a: 9 }, z: { a: 1, b: 2 } },
+  ],
+  [
     "nested maps and lists",
     "a:\n  b:\n    - c: [1, {d: e}]\n      f: {g: [h, i]}\n    - - x\n      - y",
     { a: { b: [{ c: [1, { d: "e" }], f: { g: ["h", "i"] } }, ["x", "y"]] } },
@@ -286,6 +337,7 @@ const DIFFERENCES: [string, string, unknown, unknown][] = [
   ["a plain =", "a: =", { a: "=" }, ERROR],
   ["<< as a value", "a: <<", { a: "<<" }, ERROR],
   ["the non-specific tag !", "- ! 123", ["123"], [123]],
+  ["a merge key inside its own anchor's mapping", "a: &x {b: 1, <<: *x}", ERROR, { a: { b: 1 } }],
 ];
 
 describe.skipIf(PYTHON === undefined)("parseConfigYaml and PyYAML's safe_load", () => {
@@ -470,6 +522,9 @@ describe("parseConfigYaml errors", () => {
       [`a: &a [${secret}]\nb:\n  <<: *a`, 3, "BAD_COLLECTION_TYPE"],
       [`x: 1\na: !!int ${secret}`, 2, "TAG_RESOLVE_FAILED"],
       [`a: ${secret}\nb: *missing`, 2, "BAD_ALIAS"],
+      [`a: ${secret}\nb: &b\n  - 1\n  - *b`, 4, "BAD_ALIAS"],
+      [`a: ${secret}\nb: &b {c: 1, <<: *b}`, 2, "BAD_ALIAS"],
+      [`a: ${secret}\nb: &b [${Array(999).fill(0)}]\nc: [${Array(1001).fill("*b")}]`, 3, "RESOURCE_EXHAUSTION"],
     ] as const) {
       const err = error(doc);
       expect(err.code).toBe(code);
@@ -487,5 +542,50 @@ describe("parseConfigYaml errors", () => {
         .fill(`*l${i - 1}`)
         .join(", ")}]`;
     expect(error(doc).code).toBe("RESOURCE_EXHAUSTION");
+  });
+
+  // A small document that aliases and merge keys make large: counted as built, it stops past 1,000,000
+  // nodes (or 10 times the document's own). The yaml library's guard counted alias uses, and rated an
+  // anchored list 1 however long: these took 48 s and 1.4 GB, or a heap-out-of-memory crash.
+  const aliases = (n: number, copies: number) =>
+    `x:\n  base: &a\n${Array.from({ length: n }, (_, i) => `    - ${i}\n`).join("")}  copies:\n${"    - *a\n".repeat(copies)}`;
+  const merges = (keys: number, copies: number) =>
+    `base: &b\n${Array.from({ length: keys }, (_, i) => `  k${i}: ${i}\n`).join("")}models:\n${"  - <<: *b\n".repeat(copies)}`;
+
+  it("refuse 9,000 aliases of a 9,000-number list (a 179 KB document of 81 million numbers)", () => {
+    const doc = aliases(9000, 9000);
+    const err = error(doc);
+    expect(err.code).toBe("RESOURCE_EXHAUSTION");
+    // At the alias whose copy passed the bound: the 111th (1,000,000 / 9,001 copied numbers each).
+    expect(err.linePos?.[0]).toEqual({ line: 9000 + 3 + 111, col: 7 });
+  });
+
+  it("refuse 3,000 merges of a 3,000-key mapping (a 73 KB document of 9 million entries)", () => {
+    const err = error(merges(3000, 3000));
+    expect(err.code).toBe("RESOURCE_EXHAUSTION");
+    expect(err.linePos?.[0].line).toBeGreaterThan(3000 + 2); // at a model's `<<`
+  });
+
+  it("refuse just past 1,000,000 nodes, and read just below", () => {
+    // n + 1 nodes in the anchored list and in each of its n copies, 6 more keys and collections.
+    expect(error(aliases(1000, 1000)).code).toBe("RESOURCE_EXHAUSTION"); // 1,002,007 nodes
+    const value = parseConfigYaml(aliases(998, 998)) as { x: { copies: number[][] } }; // 998,007
+    expect(value.x.copies).toHaveLength(998);
+    expect(value.x.copies[997]).toHaveLength(998);
+    // Each model: 1 mapping, 333 entries copied, 666 keys and values; 671 more in the rest.
+    expect(error(merges(333, 1000)).code).toBe("RESOURCE_EXHAUSTION"); // 1,000,671
+    expect((parseConfigYaml(merges(333, 990)) as { models: unknown[] }).models).toHaveLength(990); // 990,671
+  });
+
+  it("allow a large document 10 times its own nodes: the bound grows with what is written", () => {
+    // 120,013 nodes written (a bound of 1,200,130); 8 copies of the list: 1,080,013 built, past 1,000,000.
+    const doc = `a: &a [${Array(120_000).fill(0)}]\nb: [${Array(8).fill("*a")}]`;
+    expect((parseConfigYaml(doc) as { b: number[][] }).b).toHaveLength(8);
+  });
+
+  it("copy an alias: changing one use leaves the others", () => {
+    const value = parseConfigYaml("a: &a {k: [1]}\nb: *a\nc: {<<: *a}") as Record<string, { k: number[] }>;
+    value.b?.k.push(2);
+    expect(value).toEqual({ a: { k: [1] }, b: { k: [1, 2] }, c: { k: [1] } });
   });
 });
