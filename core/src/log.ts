@@ -24,7 +24,7 @@ export const MAX_UNWRITTEN_BYTES = 8 * 1024 * 1024;
 /**
  * A writer that gathers the lines of one event-loop turn into one write (a request log line per
  * request costs a system call otherwise, on the hot path). Whatever is pending is written
- * synchronously when the process exits.
+ * synchronously when the process exits, and by `flushLogs`.
  *
  * A stream that fails (its reader gone: EPIPE) is written to no more: its lines are dropped, and
  * one line on stderr says so (when the failed stream is not stderr). Unheard, the stream's error
@@ -47,6 +47,20 @@ export function bufferedWriter(stream: NodeJS.WritableStream): (line: string) =>
 }
 
 const writers = new WeakMap<NodeJS.WritableStream, (line: string) => void>();
+
+/** The flushes of the writers that hold lines not yet written (each leaves once it wrote them). */
+const unwritten = new Set<() => void>();
+
+/**
+ * Writes now, synchronously, every line a `bufferedWriter` holds for the end of this event-loop
+ * turn (the audit's lines among them). A cloud function calls it before it answers: Lambda freezes
+ * the process once the handler's promise settles, and Google (Cloud Run) throttles its CPU once
+ * the answer is sent, so a line left for the next turn was written only on the next invocation, or
+ * lost with the instance.
+ */
+export function flushLogs(): void {
+  for (const flush of unwritten) flush();
+}
 
 function newBufferedWriter(stream: NodeJS.WritableStream): (line: string) => void {
   let pending = "";
@@ -75,6 +89,7 @@ function newBufferedWriter(stream: NodeJS.WritableStream): (line: string) => voi
   };
   const flush = () => {
     scheduled = false;
+    unwritten.delete(flush);
     if (pending === "" || failed) return;
     const out = pending;
     pending = "";
@@ -93,6 +108,7 @@ function newBufferedWriter(stream: NodeJS.WritableStream): (line: string) => voi
     if (pending.length >= FLUSH_AT) flush();
     else if (!scheduled) {
       scheduled = true;
+      unwritten.add(flush);
       setImmediate(flush);
     }
   };

@@ -13,7 +13,7 @@ import { SecretsError } from "./errors";
 import { errorAnswer } from "./http/router";
 import { instrumentStore } from "./instrument-store";
 import { applyKeyEvent, applyKeyEventText, type KeyEventResult } from "./key-events";
-import { bufferedWriter, type Logger } from "./log";
+import { bufferedWriter, flushLogs, type Logger } from "./log";
 import { createMetrics, type Metrics, type MetricsSink } from "./metrics";
 import { outboundTlsOptions } from "./outbound-tls";
 import { SecretManager } from "./secret-manager";
@@ -214,6 +214,13 @@ export interface LazyRuntime {
    * error shape (no platform's HTML or empty 500), its reason in the log line of the start.
    */
   fetch(request: Request, raw: RawRequest): Promise<Response>;
+  /**
+   * Writes the log lines still held for the end of this event-loop turn (the audit's: log.ts's
+   * `flushLogs`), synchronously. A function calls it before each invocation answers: after that the
+   * platform may freeze the process (Lambda) or throttle its CPU (Google), and the lines would wait
+   * for the next invocation, or be lost with the instance.
+   */
+  flushLogs(): void;
 }
 
 /**
@@ -259,7 +266,7 @@ export function startOnFirstUse(options: FunctionRuntimeOptions): LazyRuntime {
     }
     return rt.fetch(request, raw);
   };
-  return Object.assign(runtime, { fetch });
+  return Object.assign(runtime, { fetch, flushLogs });
 }
 
 function definedOnly(env: Readonly<Record<string, string | undefined>>): Record<string, string> {

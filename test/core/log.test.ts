@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { Writable } from "node:stream";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { bufferedWriter, createLogger, describeUnexpected, MAX_UNWRITTEN_BYTES } from "../../core/src/log";
+import { bufferedWriter, createLogger, describeUnexpected, flushLogs, MAX_UNWRITTEN_BYTES } from "../../core/src/log";
 import { secretValue, until } from "../helpers";
 
 describe("log", () => {
@@ -105,6 +105,37 @@ describe("log", () => {
     const listeners = stream.listenerCount("error");
     expect(bufferedWriter(stream)).toBe(bufferedWriter(stream));
     expect(stream.listenerCount("error")).toBe(listeners);
+  });
+
+  it("writes what every buffered writer holds at once on flushLogs, synchronously, and not again", async () => {
+    const streams = [[], []].map((writes: string[]) => ({
+      writes,
+      stream: new Writable({
+        decodeStrings: false,
+        write(chunk: string, _encoding, done) {
+          writes.push(chunk);
+          done();
+        },
+      }),
+    }));
+    const [a, b] = streams.map(({ stream }) => createLogger(bufferedWriter(stream)));
+    a?.info("a1");
+    b?.info("b1");
+    a?.info("a2");
+    expect(streams.map((s) => s.writes)).toEqual([[], []]);
+    flushLogs();
+    const msgs = (writes: string[]) =>
+      writes.flatMap((w) => w.split("\n").filter(Boolean)).map((l) => JSON.parse(l).msg);
+    expect(streams.map((s) => msgs(s.writes))).toEqual([["a1", "a2"], ["b1"]]);
+    expect(streams.map((s) => s.writes.length)).toEqual([1, 1]);
+    flushLogs(); // nothing held: nothing written
+    await new Promise((r) => setImmediate(r)); // nor at the end of the turn
+    expect(streams.map((s) => s.writes.length)).toEqual([1, 1]);
+    // Buffered again after a flush.
+    a?.info("a3");
+    expect(streams[0]?.writes).toHaveLength(1);
+    await new Promise((r) => setImmediate(r));
+    expect(msgs(streams[0]?.writes ?? [])).toEqual(["a1", "a2", "a3"]);
   });
 
   it("drops lines, counting them, while a stream's reader stalls, instead of keeping them all in memory", async () => {

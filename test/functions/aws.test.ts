@@ -1,7 +1,7 @@
 // The AWS runtime beyond the contract table: the SQS handler's batchItemFailures (good, failing and
 // malformed records), redelivery, a start that fails, and what the Lambda bundle holds.
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { createLogger } from "../../core/src/log";
 import { memoryStore } from "../../core/src/stores/memory";
 // @ts-expect-error: a plain ESM build script without types
@@ -238,6 +238,49 @@ describe("the Lambda bundle", () => {
     const handlers = (await import(outfile)) as Record<string, unknown>;
     expect(typeof handlers.http).toBe("function");
     expect(typeof handlers.sqs).toBe("function");
+  });
+});
+
+describe("an invocation's audit line", () => {
+  it("is written when the handler's promise settles (Lambda freezes the process then), over HTTP and SQS", async () => {
+    const masterKey = newKey();
+    const handlers = awsHandlers({
+      stores: [memoryStore],
+      env: { LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_CONFIG: KEY_EVENTS_CONFIG },
+      log: createLogger(() => {}),
+      emf: () => {},
+    });
+    await handlers.runtime();
+    const written: string[] = [];
+    const spy = vi.spyOn(process.stdout, "write").mockImplementation((chunk: string | Uint8Array) => {
+      written.push(String(chunk));
+      return true;
+    });
+    const audited = () =>
+      written
+        .flatMap((w) => w.split("\n"))
+        .filter((l) => l.includes('"audit"'))
+        .map((l) => JSON.parse(l) as { audit: string; outcome: string; request_id: string });
+    try {
+      const event = {
+        version: "2.0",
+        rawPath: "/v1/secrets/X",
+        rawQueryString: "",
+        headers: { host: "x.lambda-url.eu-west-1.on.aws", authorization: `Bearer ${masterKey}` },
+        requestContext: { http: { method: "GET" }, domainName: "x.lambda-url.eu-west-1.on.aws", requestId: "lambda-1" },
+      };
+      const result = (await handlers.http(event as never, {} as never)) as { statusCode: number };
+      expect(result.statusCode).toBe(404);
+      expect(audited()).toEqual([
+        expect.objectContaining({ audit: "read", outcome: "not_found", request_id: "lambda-1" }),
+      ]);
+      written.length = 0;
+      const batch = await handlers.sqs({ Records: [record("m-1", keyEvent("e-1", "flushed", "sk-flushed-1"))] });
+      expect(batch.batchItemFailures).toEqual([]);
+      expect(audited()).toEqual([expect.objectContaining({ audit: "key_event", outcome: "ok", request_id: "m-1" })]);
+    } finally {
+      spy.mockRestore();
+    }
   });
 });
 

@@ -41,19 +41,58 @@ describe("the function's own logger", () => {
       written.push(String(chunk));
       return true;
     });
+    let atAck: string[];
     try {
-      // A malformed event is acknowledged with one error line, and audited.
+      // A malformed event is acknowledged with one error line, and audited: written by the time it
+      // is acknowledged (Cloud Run throttles the CPU after the answer).
       await own.keyEvents({ id: "sev-1", data: { message: { messageId: "sev-1", data: "bm90IGpzb24=" } } });
-      await new Promise((resolve) => setImmediate(resolve)); // the audit's buffered write
+      atAck = [...written];
     } finally {
       spy.mockRestore();
     }
+    expect(atAck.filter((w) => w.includes('"audit":"key_event"'))).toHaveLength(1);
     const lines = written.flatMap((w) => w.split("\n").filter(Boolean)).map((l) => JSON.parse(l));
     const line = lines.find((l) => l.msg === "malformed key event: acknowledged");
     expect(line).toMatchObject({ level: "error", severity: "ERROR", message_id: "sev-1" });
     expect(lines.find((l) => l.audit === "key_event")).toMatchObject({ severity: "INFO", outcome: "invalid_request" });
   });
 });
+describe("a request's audit line", () => {
+  it("is written before the answer is sent (Cloud Run throttles the CPU after it)", async () => {
+    const masterKey = newKey();
+    const own = gcpFunctions({ stores: [memoryStore], env: { LITELLM_MASTER_KEY: masterKey } });
+    await own.runtime();
+    const written: string[] = [];
+    const audited = () => written.flatMap((w) => w.split("\n")).filter((l) => l.includes('"audit":"read"')).length;
+    // How many audit lines were out when the function began sending its answer.
+    let atAnswer: number | undefined;
+    const httpServer = createHttpServer((req, res) => {
+      const writeHead = res.writeHead.bind(res) as (...args: unknown[]) => typeof res;
+      res.writeHead = ((...args: unknown[]) => {
+        atAnswer ??= audited();
+        return writeHead(...args);
+      }) as typeof res.writeHead;
+      void own.http(req, res);
+    });
+    await new Promise<void>((resolve) => httpServer.listen(0, "127.0.0.1", resolve));
+    const spy = vi.spyOn(process.stdout, "write").mockImplementation((chunk: string | Uint8Array) => {
+      written.push(String(chunk));
+      return true;
+    });
+    try {
+      const { port } = httpServer.address() as { port: number };
+      const res = await fetch(`http://127.0.0.1:${port}/v1/secrets/X`, {
+        headers: { authorization: `Bearer ${masterKey}` },
+      });
+      expect(res.status).toBe(404);
+    } finally {
+      spy.mockRestore();
+      await new Promise<void>((resolve) => httpServer.close(() => resolve()));
+    }
+    expect(atAnswer).toBe(1);
+  });
+});
+
 const server = getTestServer("test-keyEvents");
 const listening = new Promise<number>((resolve) =>
   server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port)),

@@ -16,7 +16,9 @@
  *   record is always applied to its end; a later one gets the invocation's time left less a
  *   second, and past that it and the rest come back too, rather than a timeout failing the batch.
  *
- * Each invocation ends with the counters and latencies it made as CloudWatch EMF lines (emf.ts).
+ * Each invocation ends by writing its log lines still buffered (the audit's: Lambda freezes the
+ * process once the handler returns), then the counters and latencies it made as CloudWatch EMF
+ * lines (emf.ts).
  *
  * The runtime starts on the first invocation (settings from the function's environment, exactly as
  * for `serve`), with the stores this bundle ships; without `key_management_system` it is AWS
@@ -314,7 +316,7 @@ export function awsHandlers(options: AwsHandlersOptions = {}) {
       if (bytes > LAMBDA_PAYLOAD_LIMIT) return await tooLargeAnswer(log, own, result.statusCode, bytes, true);
       return result;
     } finally {
-      emf.flush();
+      invocationEnds();
     }
   };
 
@@ -322,8 +324,18 @@ export function awsHandlers(options: AwsHandlersOptions = {}) {
     try {
       return await applyRecords(event, context);
     } finally {
-      emf.flush();
+      invocationEnds();
     }
+  };
+
+  /**
+   * What an invocation writes before it returns: Lambda freezes the process once the handler's
+   * promise settles, so a line left for the next event-loop turn (the audit's) would wait for the
+   * next invocation, or be lost with the instance. Then what it counted, as EMF lines.
+   */
+  const invocationEnds = () => {
+    runtime.flushLogs();
+    emf.flush();
   };
 
   const applyRecords = async (event: SqsEvent, context?: Partial<LambdaTime>): Promise<SqsBatchResponse> => {

@@ -150,15 +150,36 @@ export function gcpFunctions(options: FunctionOptions = {}) {
     log,
   });
 
-  const listener = getRequestListener((request, env) =>
-    runtime.fetch(request, rawRequestOf((env as { incoming: IncomingMessage }).incoming)),
-  );
-  const http = (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+  // The request's lines (the audit's) are written before its answer is sent: Cloud Run throttles
+  // the instance's CPU once it has answered, so a line left for the next event-loop turn waited for
+  // the next request, or was lost with the instance. And again once the answer is out (a forward's
+  // streamed body may log as it ends).
+  const listener = getRequestListener(async (request, env) => {
+    try {
+      return await runtime.fetch(request, rawRequestOf((env as { incoming: IncomingMessage }).incoming));
+    } finally {
+      runtime.flushLogs();
+    }
+  });
+  const http = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     unlabelInflatedBody(req);
-    return listener(req, res);
+    try {
+      await listener(req, res);
+    } finally {
+      runtime.flushLogs();
+    }
   };
 
+  // An event's lines are written before it is acknowledged (or refused) for the same reason.
   const keyEvents = async (event: PubSubCloudEvent): Promise<void> => {
+    try {
+      await applyEvent(event);
+    } finally {
+      runtime.flushLogs();
+    }
+  };
+
+  const applyEvent = async (event: PubSubCloudEvent): Promise<void> => {
     const rt = await runtime();
     const message = event.data?.message ?? event.message;
     // The platform's ids, typed and bounded here (a push's body is the caller's to shape).
