@@ -9,7 +9,9 @@
  * first); duplicate keys keep the last value; explicit !!str, !!int, !!float, !!bool, !!null, !!seq and
  * !!map convert as PyYAML converts. A key that resolves to a non-string becomes String(key): `on:` is the
  * key "true", `~:` is "null", `1.0:` is "1" (PyYAML keeps True/None/1.0; LiteLLM finds none of them by a
- * string name either).
+ * string name either). Refuses what PyYAML refuses where the `yaml` library (YAML 1.2) reads on: a tab
+ * outside quotes, comments and block scalars (`a:\tb`, `a: 1\t# c`), a `:` with no key before it
+ * (`: a`), an anchor name set twice.
  *
  * Differs on purpose, so that a config is always plain JSON-shaped data:
  * - timestamps (2001-12-14, 2001-12-14t21:59:43.10-05:00) stay the strings written, also under
@@ -33,6 +35,8 @@
  */
 import {
   type Alias,
+  Composer,
+  type CST,
   type Document,
   isAlias,
   isCollection,
@@ -43,7 +47,7 @@ import {
   LineCounter,
   type Node,
   type Pair,
-  parseDocument,
+  Parser,
   type ScalarTag,
   visit,
   type YAMLMap,
@@ -173,12 +177,14 @@ const EXPANSION = 10;
 /** Parse config.yaml text with PyYAML safe_load semantics (see above); throws YAMLParseError. */
 export function parseConfigYaml(text: string): unknown {
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { ...OPTIONS, customTags: [...PYYAML_TAGS, "merge"], lineCounter });
+  const tokens = Array.from(new Parser(lineCounter.addNewLine).parse(text));
+  const doc = compose(tokens, text.length, PYYAML_TAGS);
   const at = (error: YAMLParseError): YAMLParseError => {
     error.linePos = [lineCounter.linePos(error.pos[0]), lineCounter.linePos(error.pos[1])];
     return error;
   };
-  const [error] = doc.errors;
+  // The first error in the text: the library's own, or one of what PyYAML refuses and the library reads.
+  const [error] = [...doc.errors, ...pyyamlRefusals(tokens)].sort((a, b) => a.pos[0] - b.pos[0]);
   if (error) throw at(error);
   // An unknown tag is only a warning to the library; safe_load refuses it.
   const tag = doc.warnings.find((w) => w.code === "TAG_RESOLVE_FAILED" || w.code === "BAD_COLLECTION_TYPE");
@@ -192,7 +198,7 @@ export function parseConfigYaml(text: string): unknown {
   if (isPlainObject(variables) && Object.values(variables).some((v) => typeof v === "number")) {
     // The numbers' Python text, from a second reading in which ints and floats resolve to it: its
     // aliases, merges and duplicate keys then pick the same entries as in the first.
-    const again = parseDocument(text, { ...OPTIONS, customTags: [...PYTHON_TEXT_TAGS, "merge"] });
+    const again = compose(tokens, text.length, PYTHON_TEXT_TAGS);
     const texts = (new Constructor(again, refuse).value() as Record<string, unknown>).environment_variables;
     for (const [key, v] of Object.entries(variables)) {
       const python = isPlainObject(texts) ? texts[key] : undefined;
@@ -200,6 +206,119 @@ export function parseConfigYaml(text: string): unknown {
     }
   }
   return value;
+}
+
+/** The document parseDocument would give (the first, MULTIPLE_DOCS past it), from tokens parsed once. */
+function compose(tokens: CST.Token[], length: number, tags: ScalarTag[]): Document.Parsed {
+  let doc: Document.Parsed | undefined;
+  for (const next of new Composer({ ...OPTIONS, customTags: [...tags, "merge"] }).compose(tokens, true, length)) {
+    if (!doc) doc = next;
+    else {
+      const message = "more than one document (safe_load reads one)";
+      doc.errors.push(new YAMLParseError([next.range[0], next.range[1]], "MULTIPLE_DOCS", message));
+      break;
+    }
+  }
+  if (!doc) throw new Error("the yaml library composed no document"); // compose(…, true) always gives one
+  return doc;
+}
+
+/**
+ * What the library reads and PyYAML's scanner, parser or composer refuses, each an error at its
+ * place: a tab anywhere but in a quoted scalar, a comment, or a block scalar's text past its
+ * indentation (PyYAML separates tokens with spaces only: `a:\tb`, `a: 1\t# c` and `{a:\tb}` are
+ * ScannerErrors); a `:` with nothing before it (`: a`, `{: a}`: a ParserError; an empty key needs
+ * `?`, or an anchor or tag before the `:`); an anchor name set twice (a ComposerError, where the
+ * library lets an alias take the latest).
+ */
+function pyyamlRefusals(tokens: CST.Token[]): YAMLParseError[] {
+  const found: YAMLParseError[] = [];
+  const anchors = new Set<string>();
+  const tabs = (source: string, offset: number) => {
+    const i = source.indexOf("\t");
+    if (i < 0) return;
+    const message = "a tab outside quotes, comments and block scalars (PyYAML separates tokens with spaces only)";
+    found.push(new YAMLParseError([offset + i, offset + i + 1], "TAB_AS_INDENT", message));
+  };
+  // Depth first with a stack of our own: nesting deeper than a call stack is the composer's to refuse.
+  const pending: (CST.Token | CST.CollectionItem)[] = [];
+  const push = (...items: (CST.Token | CST.CollectionItem | null | undefined)[]) => {
+    for (let i = items.length - 1; i >= 0; i--) {
+      const item = items[i];
+      if (item) pending.push(item);
+    }
+  };
+  // The `:` of items without a key or `?`, and the last token before this one but spaces, in text order.
+  const keyless = new Set<CST.SourceToken>();
+  let previous: string | undefined;
+  push(...tokens);
+  for (let token = pending.pop(); token; token = pending.pop()) {
+    if (!("type" in token)) {
+      // A collection's item: the key's indicator and properties, the key, the separator, the value.
+      const { start, key, sep, value } = token;
+      const indicator = sep?.find((t) => t.type === "map-value-ind");
+      if (!key && indicator && !start.some((t) => t.type === "explicit-key-ind")) keyless.add(indicator);
+      push(...start, key, ...(sep ?? []), value);
+      continue;
+    }
+    const before = previous;
+    if ("source" in token && token.type !== "space") previous = token.type;
+    switch (token.type) {
+      case "map-value-ind":
+        // An empty key is fine with an anchor or tag before the `:` on its line (`&x : a`, `!!str : a`).
+        if (keyless.has(token) && before !== "anchor" && before !== "tag") {
+          const pos: [number, number] = [token.offset, token.offset + 1];
+          found.push(new YAMLParseError(pos, "UNEXPECTED_TOKEN", "a ':' with no key before it"));
+        }
+        break;
+      case "document":
+        push(...token.start, token.value, ...(token.end ?? []));
+        break;
+      case "doc-end":
+        tabs(token.source, token.offset);
+        push(...(token.end ?? []));
+        break;
+      case "block-map":
+      case "block-seq":
+        push(...token.items);
+        break;
+      case "flow-collection":
+        push(token.start, ...token.items, ...token.end);
+        break;
+      case "single-quoted-scalar":
+      case "double-quoted-scalar":
+        push(...(token.end ?? [])); // a tab within quotes is text
+        break;
+      case "scalar":
+      case "alias":
+        tabs(token.source, token.offset);
+        push(...(token.end ?? []));
+        break;
+      case "block-scalar": {
+        push(...token.props);
+        // Its lines' text starts at the block's indentation (the library refuses less), which is at
+        // least 1 in PyYAML: a tab may be part of the text, but not the first character of a line.
+        let offset = token.offset + token.props.reduce((n, t) => n + ("source" in t ? t.source.length : 0), 0);
+        for (const line of token.source.split("\n")) {
+          if (line.startsWith("\t")) tabs(line, offset);
+          offset += line.length + 1;
+        }
+        break;
+      }
+      case "comment":
+        break;
+      case "anchor":
+        if (anchors.has(token.source)) {
+          const pos: [number, number] = [token.offset, token.offset + token.source.length];
+          found.push(new YAMLParseError(pos, "MULTIPLE_ANCHORS", "an anchor name set a second time"));
+        }
+        anchors.add(token.source);
+        break;
+      default:
+        tabs(token.source, token.offset);
+    }
+  }
+  return found;
 }
 
 /**
