@@ -213,7 +213,7 @@ describe("POST /v1/forward/{model}/{path}", () => {
     expectNoValueIn(logs, [key]);
     // Each forward is audited with the model's name (its key was read), never the key.
     const forwards = audits.map((l) => JSON.parse(l)).filter((l) => l.audit === "forward");
-    expect(forwards.map((l) => [l.name, l.outcome, l.request_id])).toEqual(cases.map(([m]) => [m, "ok", "r-1"]));
+    expect(forwards.map((l) => [l.name, l.outcome, l.client_request_id])).toEqual(cases.map(([m]) => [m, "ok", "r-1"]));
     expectNoValueIn(audits, [key]);
   });
 
