@@ -341,6 +341,26 @@ describe("the audit trail", () => {
     ]);
   });
 
+  it("says request_timeout, not client_closed, for a body the server cut for its time (serve's 408)", async () => {
+    const { runtime, audits, masterKey } = await inProcessApp();
+    const put = (raw: { timedOut?: () => boolean }) => {
+      // A body that stops half way, as node's request timeout stops it (the socket closed under it).
+      const body = new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(new TextEncoder().encode('{"val'));
+          setTimeout(() => controller.error(new Error("aborted")), 5);
+        },
+      });
+      const headers = { authorization: `Bearer ${masterKey}`, "content-type": "application/json" };
+      const init = { method: "PUT", headers, body, duplex: "half" } as RequestInit;
+      const request = new Request("http://localhost/v1/secrets/A", init);
+      return runtime.fetch(request, { path: "/v1/secrets/A", clientClosed: () => true, ...raw });
+    };
+    await put({ timedOut: () => true });
+    await put({});
+    expect(audits.map((l) => (JSON.parse(l) as AuditLine).outcome)).toEqual(["request_timeout", "client_closed"]);
+  });
+
   it("is off with LLM_SECRETS_AUDIT=off", async () => {
     const { request, audits } = await inProcessApp({ env: { LLM_SECRETS_AUDIT: "off" } });
     await request("/v1/secrets/X");

@@ -35,6 +35,12 @@ export interface RawRequest {
    */
   clientClosed?: () => boolean;
   /**
+   * Whether the runtime's own server cut the request for taking too long (`serve`'s request
+   * timeout: node answered 408 itself, and the socket is closed, so `clientClosed` says true too).
+   * Its audit line says `request_timeout`, not `client_closed`: the client did not leave.
+   */
+  timedOut?: () => boolean;
+  /**
    * Cuts the client's connection (a runtime that streams answers over its own sockets passes it):
    * an answer that cannot be finished is then seen unfinished, never completed.
    */
@@ -320,9 +326,14 @@ export class Router {
   }
 }
 
-/** A refusal's outcome: `client_closed` when the client hung up (its body stopped), else the error's code. */
+/**
+ * A refusal's outcome: `request_timeout` when the server cut a body that took too long (it answered
+ * 408), `client_closed` when the client hung up (its body stopped), else the error's code.
+ */
 function outcomeOf(c: Ctx, err: unknown): string {
-  if (c.env?.raw?.clientClosed?.()) return "client_closed";
+  const raw = c.env?.raw;
+  if (raw?.timedOut?.()) return "request_timeout";
+  if (raw?.clientClosed?.()) return "client_closed";
   return err instanceof SecretsError ? err.code : "internal";
 }
 
