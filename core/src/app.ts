@@ -9,7 +9,8 @@
  * else an access-log line (method, the path as it arrived without its query, status, time; never a
  * body), written around the app rather than as a middleware: it costs no extra step per request.
  * Every refused or failed request gets its access-log line. A request whose client hung up is
- * logged with status 499 and `code: client_closed`.
+ * logged with status 499 and `code: client_closed`; one whose body the server cut for its time
+ * (`serve`'s request timeout, which answered 408 itself) with status 408 and `code: request_timeout`.
  */
 import { Hono } from "hono";
 import type { Audit } from "./audit";
@@ -18,7 +19,15 @@ import { cryptoRoutes } from "./http/crypto-routes";
 import { forwardRoutes } from "./http/forward-routes";
 import { keyEventRoutes } from "./http/key-event-routes";
 import { admission, CLIENT_CLOSED, errorHandler } from "./http/middleware";
-import { type AppEnv, MAX_BODY_BYTES, msSince, type RawRequest, Router, requestIdFor } from "./http/router";
+import {
+  type AppEnv,
+  clientRequestIdFor,
+  MAX_BODY_BYTES,
+  msSince,
+  type RawRequest,
+  Router,
+  requestIdFor,
+} from "./http/router";
 import { secretRoutes } from "./http/secret-routes";
 import { serviceRoutes } from "./http/service-routes";
 import type { KeyEventResult } from "./key-events";
@@ -100,16 +109,19 @@ export function createApp(options: AppOptions): App {
    */
   function logged(request: Request, env: AppEnv["Bindings"], res: Response): Response {
     const raw = env.raw;
-    const closed = res.status === CLIENT_CLOSED || raw?.clientClosed?.() === true;
-    if (env.audited && !closed && res.status < 400) return res;
+    const timedOut = raw?.timedOut?.() === true;
+    const closed = !timedOut && (res.status === CLIENT_CLOSED || raw?.clientClosed?.() === true);
+    if (env.audited && !closed && !timedOut && res.status < 400) return res;
     log.info("request", {
       method: request.method,
       path: typeof raw?.path === "string" ? loggedPath(raw.path) : undefined,
-      status: closed ? CLIENT_CLOSED : res.status,
-      code: closed ? "client_closed" : env.code,
+      status: timedOut ? 408 : closed ? CLIENT_CLOSED : res.status,
+      code: timedOut ? "request_timeout" : closed ? "client_closed" : env.code,
       ms: msSince(env.started),
       // The audit line's, when there is one: the two lines of a refused request join on it.
-      request_id: requestIdFor(env, request),
+      request_id: requestIdFor(env),
+      // The caller's own id (its x-request-id), for a caller that presented the master key: as its audit line's.
+      client_request_id: clientRequestIdFor(env, request),
     });
     return res;
   }

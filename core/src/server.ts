@@ -76,14 +76,22 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/** The connections whose request node's request timeout cut (answered 408 here): `rawRequestOf`'s `timedOut`. */
+const timedOutSockets = new WeakSet<Duplex>();
+
 /**
  * Requests node refuses before the app sees them get the API's JSON error format too, and a log
  * line like the app's: oversized headers (a 100 000-character name) `431 headers_too_large`,
  * malformed HTTP `400 invalid_request`, a request past its timeout 408. The request line is logged
  * when node kept it (clipped; never a header). A connection reset before a whole request is not a
- * request: it gets neither an answer nor a line.
+ * request: it gets neither an answer nor a line. A request past its timeout whose body the app was
+ * reading (`underway`) gets its line from the app (its method, path and request_id, status 408),
+ * and its audit line says `request_timeout`: not a second line here.
  */
-function answerClientError(log: Logger): (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex) => void {
+function answerClientError(
+  log: Logger,
+  underway: (socket: Duplex) => boolean,
+): (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex) => void {
   return (err, socket) => {
     if (err.code === "ECONNRESET" || !socket.writable) {
       socket.destroy();
@@ -95,8 +103,12 @@ function answerClientError(log: Logger): (err: NodeJS.ErrnoException & { rawPack
         : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
           ? [408, "invalid_request", "the request took too long to arrive"]
           : [400, "invalid_request", "malformed HTTP request"];
-    const line = requestLineOf(err.rawPacket);
-    log.info("request", { ...line, status, code, refused_by: "http parser", reason: err.code });
+    const timedOut = err.code === "ERR_HTTP_REQUEST_TIMEOUT";
+    if (timedOut) timedOutSockets.add(socket);
+    if (!(timedOut && underway(socket))) {
+      const line = requestLineOf(err.rawPacket);
+      log.info("request", { ...line, status, code, refused_by: "http parser", reason: err.code });
+    }
     answerOnSocket(socket, status, code, message);
   };
 }
@@ -138,6 +150,7 @@ export function rawRequestOf(incoming: IncomingMessage): RawRequest {
     path: incoming.url ?? "",
     headers: incoming.headers,
     clientClosed: () => socket.destroyed || !socket.writable,
+    timedOut: () => timedOutSockets.has(socket),
     abort: () => socket.destroy(),
   };
 }
@@ -199,7 +212,10 @@ export async function startServer(
   // (which node also applies from a connection's start) is what frees the slots it holds: its 408
   // closes the connection whole (answerClientError).
   server.maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
-  server.on("clientError", answerClientError(runtime.log));
+  server.on(
+    "clientError",
+    answerClientError(runtime.log, (socket) => answering.get(socket)?.writableEnded === false),
+  );
   // What node answers itself otherwise, outside the API's shape and unlogged: an `Expect` other
   // than 100-continue (a bare 417), and CONNECT (the socket closed without a word).
   server.on("checkExpectation", (req: IncomingMessage, res: ServerResponse) => {
