@@ -109,9 +109,11 @@ export function createApp(options: AppOptions): App {
    */
   function logged(request: Request, env: AppEnv["Bindings"], res: Response): Response {
     const raw = env.raw;
-    const timedOut = raw?.timedOut?.() === true;
-    const closed = !timedOut && (res.status === CLIENT_CLOSED || raw?.clientClosed?.() === true);
-    if (env.audited && !closed && !timedOut && res.status < 400) return res;
+    const ended = res.status === CLIENT_CLOSED || raw?.clientClosed?.() === true;
+    if (env.audited && !ended && res.status < 400) return res;
+    // A request the server cut for its time has a closed socket too: asked only then.
+    const timedOut = ended && raw?.timedOut?.() === true;
+    const closed = ended && !timedOut;
     log.info("request", {
       method: request.method,
       path: typeof raw?.path === "string" ? loggedPath(raw.path) : undefined,

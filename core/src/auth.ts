@@ -24,7 +24,7 @@ import { hash, timingSafeEqual } from "node:crypto";
 export type BearerCheck = (
   authorization: string | undefined,
   apiKeyHeader?: string | undefined,
-  seen?: { caller?: string },
+  seen?: { caller?: string; authenticated?: boolean },
 ) => boolean;
 
 /** The typed array's own fill: Buffer's adds argument checks and a call into C++ for 256 bytes. */
@@ -48,7 +48,10 @@ export function bearerCheck(masterKey: string): BearerCheck {
     const written = presented.write(token, "utf8");
     const matches = timingSafeEqual(presented, expected) && written === length && token !== "";
     zeroFill.call(presented, 0);
-    if (seen) seen.caller = matches ? masterFingerprint : token === "" ? "none" : fingerprint(token);
+    if (seen) {
+      seen.caller = matches ? masterFingerprint : token === "" ? "none" : fingerprint(token);
+      seen.authenticated = matches;
+    }
     return matches;
   };
 }

@@ -80,8 +80,8 @@ export type AppEnv = {
   /**
    * `code`: the error code of the answer, set where an error became it (for the request's log line);
    * `requestId`: the request's id, once an audit line gave it one (its log line gives the same);
-   * `authenticated`: admission accepted the master key the caller presented (router.ts's own
-   * admission wrapper sets it).
+   * `authenticated`: admission accepted the master key the caller presented (auth.ts's check,
+   * which knows it, sets it; absent on a path that needs no key).
    */
   Bindings: {
     raw?: RawRequest;
@@ -147,7 +147,6 @@ export class Router {
   /** Paths whose route needs no master key (`auth: false` in its spec), filled as routes register. */
   readonly publicPaths: Set<string>;
   readonly #methods: { pattern: RegExp; methods: Set<string>; audits: Map<string, AuditSpec> }[] = [];
-  /** `admit`, noting in `env.authenticated` whether it accepted the caller's key. */
   readonly #admit: (c: Ctx) => void;
 
   /**
@@ -162,24 +161,7 @@ export class Router {
     publicPaths = new Set<string>(),
   ) {
     this.publicPaths = publicPaths;
-    // Admission checks the raw request, then the key (on a path that needs one), then the path
-    // (middleware.ts): what passes, or fails after the key, on such a path, presented the master key.
-    this.#admit = (c) => {
-      try {
-        admit(c);
-      } catch (err) {
-        if (
-          c.env &&
-          typeof c.env.raw?.path === "string" &&
-          !publicPaths.has(c.req.path) &&
-          !(err instanceof SecretsError && err.code === "unauthorized")
-        ) {
-          c.env.authenticated = true;
-        }
-        throw err;
-      }
-      if (c.env && !publicPaths.has(c.req.path)) c.env.authenticated = true;
-    };
+    this.#admit = admit;
   }
 
   route<B = undefined, Q = undefined>(
@@ -372,17 +354,14 @@ export function msSince(started: number | undefined): number | undefined {
 }
 
 function requestAndCaller(c: Ctx): [string, string] {
-  return [
-    requestIdFor(c.env, c.req.raw),
-    c.env?.caller ?? callerOf(header(c, "x-litellm-api-key"), header(c, "authorization")),
-  ];
+  return [requestIdFor(c.env), c.env?.caller ?? callerOf(header(c, "x-litellm-api-key"), header(c, "authorization"))];
 }
 
 /**
  * The request's id (`requestIdOf`: the platform's, else one made here, never the caller's), kept in
  * `env` once made: one id a request, for each of its lines (its audit lines, its access-log line).
  */
-export function requestIdFor(env: AppEnv["Bindings"] | undefined, _request?: Request): string {
+export function requestIdFor(env: AppEnv["Bindings"] | undefined): string {
   const requestId = env?.requestId ?? requestIdOf(env?.raw?.requestId);
   if (env) env.requestId = requestId;
   return requestId;
