@@ -352,7 +352,8 @@ function requestLines(logs: string[]): Record<string, unknown>[] {
 }
 
 describe("serve's request timeout in the access log and the audit trail", () => {
-  it("a body slower than serve's request timeout: one access-log line (408, request_timeout, the audit's request_id), audited request_timeout", async () => {
+  /** Sends `bytes` to a server with short timeouts and answers what came back once it closed the connection. */
+  async function cutOff(bytes: (masterKey: string) => string) {
     const ctx = await inProcessApp();
     const server = await startServer(ctx.runtime, {
       host: "127.0.0.1",
@@ -369,51 +370,35 @@ describe("serve's request timeout in the access log and the audit trail", () => 
       });
       socket.on("error", () => {});
       const closed = new Promise<void>((resolve) => socket.on("close", () => resolve()));
-      socket.write(
-        `PUT /v1/secrets/A HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${ctx.masterKey}\r\nContent-Length: 100\r\n\r\n{"val`,
-      );
+      socket.write(bytes(ctx.masterKey));
       await closed;
-      expect(got.split("\r\n")[0]).toBe("HTTP/1.1 408 Request Timeout");
-      await until("the audit line", () => ctx.audits.length >= 1);
-      await new Promise((r) => setTimeout(r, 100));
-      const audits = ctx.audits.map((l) => JSON.parse(l));
-      expect(audits).toMatchObject([{ audit: "write", name: "A", outcome: "request_timeout" }]);
-      const requests = ctx.logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "request");
-      expect(requests).toMatchObject([
-        {
-          method: "PUT",
-          path: "/v1/secrets/A",
-          status: 408,
-          code: "request_timeout",
-          request_id: audits[0].request_id,
-        },
-      ]);
-      expect(requests).toHaveLength(1);
+      return { ctx, statusLine: got.split("\r\n")[0] };
     } finally {
       await server.close();
     }
+  }
+
+  it("a body slower than serve's request timeout: one access-log line (408, request_timeout, the audit's request_id), audited request_timeout", async () => {
+    const { ctx, statusLine } = await cutOff(
+      (key) =>
+        `PUT /v1/secrets/A HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\nContent-Length: 100\r\n\r\n{"val`,
+    );
+    expect(statusLine).toBe("HTTP/1.1 408 Request Timeout");
+    await until("the audit line", () => ctx.audits.length >= 1);
+    await new Promise((r) => setTimeout(r, 100));
+    const audits = ctx.audits.map((l) => JSON.parse(l));
+    expect(audits).toMatchObject([{ audit: "write", name: "A", outcome: "request_timeout" }]);
+    const requests = requestLines(ctx.logs);
+    expect(requests).toMatchObject([
+      { method: "PUT", path: "/v1/secrets/A", status: 408, code: "request_timeout", request_id: audits[0].request_id },
+    ]);
+    expect(requests).toHaveLength(1);
   });
 
   it("headers slower than the timeout (no request in the app yet): server.ts's own 408 line, as before", async () => {
-    const ctx = await inProcessApp();
-    const server = await startServer(ctx.runtime, {
-      host: "127.0.0.1",
-      port: 0,
-      timeouts: { requestTimeoutMs: 300, headersTimeoutMs: 250, checkIntervalMs: 50 },
-    });
-    try {
-      const u = new URL(server.url);
-      const socket = connect({ port: Number(u.port), host: u.hostname });
-      socket.on("error", () => {});
-      socket.on("data", () => {});
-      const closed = new Promise<void>((resolve) => socket.on("close", () => resolve()));
-      socket.write("GET /v1/secrets/A HTTP/1.1\r\nHost: x\r\n");
-      await closed;
-      const requests = ctx.logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "request");
-      expect(requests).toMatchObject([{ status: 408, refused_by: "http parser" }]);
-      expect(ctx.audits).toEqual([]);
-    } finally {
-      await server.close();
-    }
+    const { ctx, statusLine } = await cutOff(() => "GET /v1/secrets/A HTTP/1.1\r\nHost: x\r\n");
+    expect(statusLine).toBe("HTTP/1.1 408 Request Timeout");
+    expect(requestLines(ctx.logs)).toMatchObject([{ status: 408, refused_by: "http parser" }]);
+    expect(ctx.audits).toEqual([]);
   });
 });
