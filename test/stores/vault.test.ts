@@ -104,6 +104,23 @@ function manualClock(start = Date.now()) {
 
 const pathOf = (url: string) => url.split("?")[0];
 
+/** The tests' client certificate pair, copied where a test may replace it (a renewal on disk). */
+async function clientPairToRenew(): Promise<{ certFile: string; keyFile: string }> {
+  const dir = await tempDir();
+  const pair = { certFile: join(dir, "client.pem"), keyFile: join(dir, "client-key.pem") };
+  await copyFile(pki.clientCertFile, pair.certFile);
+  await copyFile(pki.clientKeyFile, pair.keyFile);
+  return pair;
+}
+
+/** A new pair written over `pair`'s files, as a renewal does; answers the new pair's own files. */
+async function renewOnDisk(pair: { certFile: string; keyFile: string }) {
+  const renewed = await makeCertificate(await tempDir());
+  await copyFile(renewed.certFile, pair.certFile);
+  await copyFile(renewed.keyFile, pair.keyFile);
+  return renewed;
+}
+
 /** The SHA-256 fingerprint of a PEM certificate file, as a TLS peer sees it. */
 const fingerprintOf = (file: string) => new X509Certificate(readFileSync(file)).fingerprint256;
 
@@ -602,11 +619,7 @@ describe("logins", () => {
   it("a client certificate renewed on disk is presented from the next token renewal too, not only at a login", async () => {
     // A listener that requires client certificates refuses a new connection with an expired one:
     // the renewal must not go out on the old pair.
-    const dir = await tempDir();
-    const certFile = join(dir, "client.pem");
-    const keyFile = join(dir, "client-key.pem");
-    await copyFile(pki.clientCertFile, certFile);
-    await copyFile(pki.clientKeyFile, keyFile);
+    const { certFile, keyFile } = await clientPairToRenew();
     const clock = manualClock();
     const fake = await startFake({ certRole: { name: "test-role" }, tokenTtlSeconds: 60, now: clock.now });
     fake.seed("secret/A", { key: "a" });
@@ -615,9 +628,7 @@ describe("logins", () => {
       { now: clock.now },
     );
     expect((await store.get("A"))?.value).toBe("a");
-    const renewed = await makeCertificate(await tempDir());
-    await copyFile(renewed.certFile, certFile);
-    await copyFile(renewed.keyFile, keyFile);
+    const renewed = await renewOnDisk({ certFile, keyFile });
     clock.advance(45_000); // past two thirds of the lease: the next call renews the token
     expect((await store.get("A"))?.value).toBe("a");
     const renewal = fake.calls("POST", /\/auth\/token\/renew-self$/);
@@ -626,11 +637,7 @@ describe("logins", () => {
   });
 
   it("a client certificate renewed on disk is presented within a minute, whatever the token's lease (weeks between renewals)", async () => {
-    const dir = await tempDir();
-    const certFile = join(dir, "client.pem");
-    const keyFile = join(dir, "client-key.pem");
-    await copyFile(pki.clientCertFile, certFile);
-    await copyFile(pki.clientKeyFile, keyFile);
+    const { certFile, keyFile } = await clientPairToRenew();
     const clock = manualClock();
     const fake = await startFake({ certRole: { name: "test-role" }, tokenTtlSeconds: 768 * 3600, now: clock.now });
     fake.seed("secret/A", { key: "a" });
@@ -639,9 +646,7 @@ describe("logins", () => {
       { now: clock.now },
     );
     expect((await store.get("A"))?.value).toBe("a");
-    const renewed = await makeCertificate(await tempDir());
-    await copyFile(renewed.certFile, certFile);
-    await copyFile(renewed.keyFile, keyFile);
+    const renewed = await renewOnDisk({ certFile, keyFile });
     clock.advance(61_000);
     expect((await store.get("A"))?.value).toBe("a");
     expect(fake.requests.at(-1)?.presented).toBe(fingerprintOf(renewed.certFile));
