@@ -7,10 +7,10 @@ import { createApp } from "../../core/src/app";
 import { SecretsError } from "../../core/src/errors";
 import { instrumentStore } from "../../core/src/instrument-store";
 import { applyKeyEvent } from "../../core/src/key-events";
-import { createLogger } from "../../core/src/log";
-import { createMetrics } from "../../core/src/metrics";
+import { createLogger, type Logger } from "../../core/src/log";
+import { createMetrics, type Metrics } from "../../core/src/metrics";
 import { SecretManager } from "../../core/src/secret-manager";
-import type { SecretRecord } from "../../core/src/secret-store";
+import type { SecretRecord, SecretStore } from "../../core/src/secret-store";
 import type { KeyManagement } from "../../core/src/settings";
 import { BackendDenied, BackendUnavailable, NameConflict } from "../../core/src/store-errors";
 import { dockerStore } from "../../core/src/stores/docker";
@@ -70,6 +70,18 @@ const policy: KeyManagement = {
   storeVirtualKeys: false,
   prefixForStoredVirtualKeys: "litellm/",
 };
+
+/** A manager over `store` with the tests' policy (or `over`), a minute's cache and its own log and metrics. */
+function managerOver(store: SecretStore, log: Logger, metrics: Metrics, over: KeyManagement = policy): SecretManager {
+  return new SecretManager({
+    store: instrumentStore(store, metrics, log),
+    envBacked: false,
+    policy: over,
+    cache: { ttlSeconds: 60, maxStaleSeconds: 600 },
+    metrics,
+    log,
+  });
+}
 
 function setup(options: { ttlSeconds?: number; maxStaleSeconds?: number; env?: Record<string, string> } = {}) {
   const store = new FlakyStore();
@@ -329,14 +341,7 @@ describe("SecretManager with a failing store", () => {
         return super.get(name);
       }
     })({ mapName: (name) => name.replace(/[^0-9A-Za-z-]/g, "-") });
-    const manager = new SecretManager({
-      store: instrumentStore(store, metrics, log),
-      envBacked: false,
-      policy,
-      cache: { ttlSeconds: 60, maxStaleSeconds: 600 },
-      metrics,
-      log,
-    });
+    const manager = managerOver(store, log, metrics);
     const answer = (name: string) =>
       manager.get(name).then(
         (read) => read.value,
@@ -371,14 +376,7 @@ describe("SecretManager with a failing store", () => {
       { config: { secrets_path: dir }, env: {} },
       { dataDir: dir, env: {}, log, now: Date.now },
     );
-    const manager = new SecretManager({
-      store: instrumentStore(store, metrics, log),
-      envBacked: false,
-      policy,
-      cache: { ttlSeconds: 60, maxStaleSeconds: 600 },
-      metrics,
-      log,
-    });
+    const manager = managerOver(store, log, metrics);
     const config = { a: "os.environ/OPENAI_API_KEY", b: "os.environ/team/key", c: "os.environ/MISSING" };
     const err = await manager.resolve(config).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(SecretsError);
@@ -409,14 +407,7 @@ describe("SecretManager with a failing store", () => {
       const log = createLogger((l) => logs.push(l));
       const metrics = createMetrics();
       const writePolicy: KeyManagement = { ...policy, storeVirtualKeys: true, ...extra };
-      const manager = new SecretManager({
-        store: instrumentStore(store, metrics, log),
-        envBacked: false,
-        policy: writePolicy,
-        cache: { ttlSeconds: 60, maxStaleSeconds: 600 },
-        metrics,
-        log,
-      });
+      const manager = managerOver(store, log, metrics, writePolicy);
       const masterKey = newKey();
       const app = createApp({
         manager,
