@@ -74,7 +74,7 @@ function jsonBytes(value) {
  * `node_modules/@scope/<name>` of its path, so a nested copy is its own package), as absolute paths.
  * Input paths are relative to esbuild's working directory, the process's.
  */
-export function bundledPackageDirs(metafile) {
+function bundledPackageDirs(metafile) {
   const dirs = new Set();
   for (const input of Object.keys(metafile.inputs)) {
     if (/^[^/]*:/.test(input)) continue; // another namespace than files on disk: "(disabled):", none of its code
@@ -110,7 +110,7 @@ function licenseFiles(dir) {
 function noticeOf({ name, version, license, dir }) {
   license ??= "no license";
   const lines = [RULE, `${name} ${version}`, `License: ${license}`];
-  const files = dir && existsSync(dir) ? licenseFiles(dir) : [];
+  const files = dir ? licenseFiles(dir) : [];
   if (!files.some((file) => !/^notice/i.test(file.name))) {
     lines.push(
       "",
@@ -136,8 +136,13 @@ function packagesIn(dirs) {
   return [...byId.values()].sort(byNameVersion);
 }
 
+/** Code-unit order (not the locale's), so that two builds on any machine write the same bytes. */
+function byText(a, b) {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
 function byNameVersion(a, b) {
-  return a.name < b.name ? -1 : a.name > b.name ? 1 : a.version < b.version ? -1 : a.version > b.version ? 1 : 0;
+  return byText(a.name, b.name) || byText(a.version, b.version);
 }
 
 function notices(artifact, bundled, installed) {
@@ -219,7 +224,7 @@ const KEPT = [
  * to the top; every edge is checked to resolve in it to the very entry it resolved to in the root's.
  * Returns the lockfile and the closure's root lockfile keys (for the notices).
  */
-export function lockfileFor(rootLock, workspace, pkg) {
+function lockfileFor(rootLock, workspace, pkg) {
   const packages = rootLock.packages;
   const closure = new Map(); // root key -> [[name, optional, peer, root key of the target]]
   const edgeTargets = (from, edges) => {
@@ -291,7 +296,7 @@ export function lockfileFor(rootLock, workspace, pkg) {
     if (!required.has(key)) entry.optional = true;
     entries.push([to, entry]);
   }
-  entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  entries.sort(([a], [b]) => byText(a, b));
   const lock = {
     name: pkg.name,
     version: pkg.version,
@@ -373,7 +378,7 @@ export async function packageAll(outDir = join(root, "dist")) {
     const written = [];
     for (const [name, files] of Object.entries(artifacts)) {
       const path = join(outDir, name);
-      const sorted = Object.fromEntries(Object.entries(files).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+      const sorted = Object.fromEntries(Object.entries(files).sort(([a], [b]) => byText(a, b)));
       await writeFile(path, zipSync(sorted, { level: 9, mtime: new Date("2026-01-01T00:00:00Z") }));
       written.push(path);
       const size = (statSync(path).size / 1024).toFixed(0);

@@ -37,6 +37,9 @@ import * as secretsmanager from "aws-cdk-lib/aws-secretsmanager";
 import * as sqs from "aws-cdk-lib/aws-sqs";
 import type { Construct } from "constructs";
 
+/** A Secrets Manager VersionId: 32 to 64 of letters, digits, `_` and `-`. */
+const SECRET_VERSION_ID = /^[A-Za-z0-9_-]{32,64}$/;
+
 export type AccessMode = "read_only" | "write_only" | "read_and_write";
 
 export interface LlmSecretsStackProps extends StackProps {
@@ -125,7 +128,7 @@ export class LlmSecretsStack extends Stack {
     }
     // Secrets Manager's VersionId: 32 to 64 characters (a UUID by default); no `:`, which would end
     // the dynamic reference's field.
-    if (props.masterKeyVersionId !== undefined && !/^[A-Za-z0-9_-]{32,64}$/.test(props.masterKeyVersionId)) {
+    if (props.masterKeyVersionId !== undefined && !SECRET_VERSION_ID.test(props.masterKeyVersionId)) {
       throw new Error(`masterKeyVersionId: expected a Secrets Manager VersionId, got ${props.masterKeyVersionId}`);
     }
     const saltKey = keySecretOf("saltKey", props.saltKeySecret, props.saltKeyVersionId, prefix, props.hostedKeys);
@@ -375,7 +378,7 @@ function keySecretOf(
       `${what}Secret and ${what}VersionId go together: CloudFormation reads a secret again only when its reference changes, so the version is named`,
     );
   }
-  if (!/^[A-Za-z0-9_-]{32,64}$/.test(versionId)) {
+  if (!SECRET_VERSION_ID.test(versionId)) {
     throw new Error(`${what}VersionId: expected a Secrets Manager VersionId, got ${versionId}`);
   }
   // A secret's ARN ends in its name, a hyphen and 6 random characters.
