@@ -285,8 +285,8 @@ export class SecretManager {
     meta: SecretMeta = {},
     event?: EventChange,
   ): Promise<{ name: string; created: boolean; outcome: PutOutcome }> {
-    const { adopt } = this.#allowWrite(name, event);
-    if (event === undefined) this.#checkHashName(name, value);
+    const { adopt, under } = this.#allowWrite(name, event);
+    if (event === undefined) this.#checkHashName(name, value, under);
     this.#checkSize(value);
     const team = event?.team;
     const settings = team === undefined ? undefined : this.#policy.teams?.[team];
@@ -561,9 +561,8 @@ export class SecretManager {
    * prefix it is under as the store maps names (`litellm-virtual-key-<hex>` is under `litellm/` on
    * Azure), is looked at. A name hosted_keys names is the operator's, and exempt.
    */
-  #checkHashName(name: string, value: string): void {
+  #checkHashName(name: string, value: string, under: readonly { prefix: string; owner: string }[]): void {
     if (this.#hosted?.has(name)) return;
-    const under = this.#under(name);
     if (under.length === 0) return;
     const hashes = [
       HASH_NAME_AT_END.exec(name)?.[1],
@@ -608,7 +607,10 @@ export class SecretManager {
    * lands on another name's key (a 403 would say the name is not allowed at all, which a rename
    * of the key cannot fix either; the conflict names the hosted name in the way).
    */
-  #allowWrite(name: string, event: EventChange | undefined): { adopt: boolean } {
+  #allowWrite(
+    name: string,
+    event: EventChange | undefined,
+  ): { adopt: boolean; under: readonly { prefix: string; owner: string }[] } {
     validateName(name);
     if (this.#policy.accessMode === "read_only") {
       throw new AccessDenied("read_only", "writes are disabled: access_mode is read_only");
@@ -649,7 +651,7 @@ export class SecretManager {
           : `${name} lands on the secret of ${onHosted}, which is in hosted_keys: a virtual key never writes nor deletes a hosted name`,
       );
     }
-    return { adopt: !asVirtualKey };
+    return { adopt: !asVirtualKey, under };
   }
 }
 

@@ -104,7 +104,7 @@ export function loggableMessage(err: SecretsError): string {
 }
 
 /** Whether `err` carries a message a user's own store wrote (`withUserMessage`). */
-export function hasUserMessage(err: unknown): boolean {
+function hasUserMessage(err: unknown): boolean {
   return err instanceof SecretsError && (err as SecretsError & { [USER_MESSAGE]?: true })[USER_MESSAGE] === true;
 }
 

@@ -41,7 +41,7 @@ export function roleCredentials(
   env: Readonly<Record<string, string | undefined>>,
   // The region and the request handler (timeouts, outbound TLS) of the clients that use them.
   clientConfig: { region: string; requestHandler?: unknown },
-  log?: Logger,
+  log: Logger,
 ): ReturnType<typeof fromTemporaryCredentials> | undefined {
   const { aws_web_identity_token: tokenSetting, ...others } = settings;
   const config = resolvedRefs(others, env);
@@ -96,7 +96,7 @@ const TOKEN_VARIABLES: Readonly<Record<string, string>> = {
 function webIdentityToken(
   setting: string,
   env: Readonly<Record<string, string | undefined>>,
-  log: Logger | undefined,
+  log: Logger,
 ): () => Promise<string> {
   if (!setting.startsWith(OIDC_PREFIX)) {
     const { aws_web_identity_token: token } = resolvedRefs({ aws_web_identity_token: setting }, env);
@@ -173,12 +173,7 @@ function within(path: string, dirs: readonly string[]): boolean {
  * then is logged (the file and why) and is a `CredentialsProviderError` with that code: no identity
  * to be let in with, `backend_denied` (the SDK asks again at the next call).
  */
-function tokenFile(
-  path: string,
-  what: string,
-  log: Logger | undefined,
-  allowed?: readonly string[],
-): () => Promise<string> {
+function tokenFile(path: string, what: string, log: Logger, allowed?: readonly string[]): () => Promise<string> {
   const OUTSIDE = "outside the allowed credential directories";
   const why = (err: unknown) => (err as NodeJS.ErrnoException).code ?? "error";
   try {
@@ -203,7 +198,7 @@ function tokenFile(
       problem = { code: why(err), reason: "cannot be read" };
     }
     if (problem) {
-      log?.warn("aws web identity token file: no token to renew the credentials with", {
+      log.warn("aws web identity token file: no token to renew the credentials with", {
         file: path,
         reason: problem.reason,
         code: problem.code,
