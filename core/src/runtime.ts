@@ -150,15 +150,22 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     fetch: app ? app.fetch : refuse,
     applyKeyEvent: async (event, messageId) =>
       fromQueue(await applyKeyEvent(event, keyEventDeps, messageId), event, messageId),
-    applyKeyEventText: async (text, messageId) =>
-      fromQueue(await applyKeyEventText(text, keyEventDeps, messageId), audit && parsedOrUndefined(text), messageId),
+    // Parsed once here, for the event and its audit line; text that is not JSON is refused there.
+    applyKeyEventText: async (text, messageId) => {
+      const event = parsedOrUndefined(text);
+      const result =
+        event === undefined
+          ? await applyKeyEventText(text, keyEventDeps, messageId)
+          : await applyKeyEvent(event, keyEventDeps, messageId);
+      return fromQueue(result, event, messageId);
+    },
     close: async () => {
       await backend.close?.();
     },
   };
 }
 
-/** A queue message's body as JSON, or undefined when it is not JSON (for its audit line: key-events.ts parses it itself). */
+/** A queue message's body as JSON, or undefined when it is not JSON (which `JSON.parse` never answers). */
 function parsedOrUndefined(text: string): unknown {
   try {
     return JSON.parse(text);
