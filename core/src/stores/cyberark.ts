@@ -179,13 +179,6 @@ export interface ConjurAnswer {
 
 export type Send = (call: ConjurCall) => Promise<ConjurAnswer>;
 
-/** What the transport does besides sending: before each login, and when the store closes. */
-export interface Transport {
-  /** Before each login: a client certificate renewed on disk is taken up. */
-  beforeLogin?: () => Promise<void>;
-  close?: () => Promise<void>;
-}
-
 /** Tuning, not settings: tests shorten it, users get the defaults. */
 export interface CyberArkTuning {
   /** Tries of one policy load that meets 409, the first included. */
@@ -223,14 +216,15 @@ export class CyberArkStore implements SecretStore {
     private readonly config: CyberArkConfig,
     private readonly now: () => number = Date.now,
     tuning: Partial<CyberArkTuning> = {},
-    private readonly transport: Transport = {},
+    /** The client certificate's agent, when Conjur is reached with one (looked at again before each login). */
+    private readonly certificate?: Pick<ClientCertificateAgent, "refresh" | "close">,
   ) {
     this.#tuning = { ...DEFAULT_TUNING, ...tuning };
   }
 
   /** Closes the client certificate's agent, the store's own (the shared agent stays: outbound.ts's). */
   async close(): Promise<void> {
-    await this.transport.close?.();
+    await this.certificate?.close();
   }
 
   /** The variable's id: the name, under the branch unless it is `root`. */
@@ -365,7 +359,7 @@ export class CyberArkStore implements SecretStore {
     const { account, login, apiKey, tokenLifeMs } = this.config;
     const what = "cyberark login";
     // A client certificate renewed on disk since the last login is the one this login presents.
-    await this.transport.beforeLogin?.();
+    await this.certificate?.refresh();
     const answer = await this.send({
       method: "POST",
       path: `/authn/${encodeURIComponent(account)}/${encodeURIComponent(login)}/authenticate`,
@@ -438,10 +432,7 @@ export async function openCyberArkStore(
           deps.log,
         )
       : undefined;
-  const transport: Transport = certificate
-    ? { beforeLogin: () => certificate.refresh(), close: () => certificate.close() }
-    : {};
-  return new CyberArkStore(await sender(config.apiBase, tls, certificate), config, deps.now, tuning, transport);
+  return new CyberArkStore(await sender(config.apiBase, tls, certificate), config, deps.now, tuning, certificate);
 }
 
 export const cyberarkStore = {
