@@ -396,11 +396,12 @@ class Constructor {
     return isSeq(source) ? source.items.map((item) => this.target(item)).reverse() : [source];
   }
 
-  private spend(count: number): void {
+  /** Counts `count` nodes built: past the bound, the reading stops at the alias or merge key under way, else at `via`. */
+  private spend(count: number, via?: Node): void {
     this.left -= count;
     if (this.left < 0) {
       const message = `aliases and merge keys expand the document past ${this.bound} nodes`;
-      this.refuse(this.expanding, "RESOURCE_EXHAUSTION", message);
+      this.refuse(this.expanding ?? via, "RESOURCE_EXHAUSTION", message);
     }
   }
 
@@ -458,10 +459,7 @@ class Constructor {
       for (const source of this.sources(pair.value) as YAMLMap[]) {
         if (this.flattening.has(source)) this.refuse(via, "BAD_ALIAS", RECURSIVE);
         const copied = this.entries(source);
-        const outer = this.expanding;
-        this.expanding ??= via;
-        this.spend(copied.length);
-        this.expanding = outer;
+        this.spend(copied.length, via);
         for (const [entry] of copied) merged.push([entry, via]);
       }
     }
