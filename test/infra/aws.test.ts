@@ -3,7 +3,7 @@
 // privilege: no `*` action, and no write outside the virtual-key prefix; and every action the store
 // makes (run against the AWS fake) granted on the name's resource.
 import { spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { App } from "aws-cdk-lib";
@@ -26,8 +26,11 @@ const aws = lazyFakeAws();
 
 const WRITE_ACTIONS = /^secretsmanager:(Create|Put|Restore|Delete|Tag|Untag|Update|Replicate)/;
 
+/** Where each synth writes its cloud assembly: CDK's default is a fresh dir in /tmp, never removed. */
+const cdkOut = await tempDir();
+
 function synth(props: Partial<LlmSecretsStackProps> = {}): Template {
-  const app = new App();
+  const app = new App({ outdir: mkdtempSync(join(cdkOut, "app-")) });
   const stack = new LlmSecretsStack(app, "Test", {
     code: lambda.Code.fromInline("export const http = () => {};"),
     ...props,
