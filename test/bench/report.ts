@@ -1,6 +1,7 @@
 /**
  * The bench's one reporter. Every comparison is a row `{name, ours, reference, unit, ratio, target}`:
- * `ratio` is ours / reference, and `target` is a condition on it (">= 1.0", "<= 2") or "info".
+ * `ratio` is ours / reference unless the section gives its own (the HTTP rows: the median of their
+ * rounds' ratios), and `target` is a condition on it (">= 1.0", "<= 2") or "info".
  *
  * - Human output (default): per section, a table with each ratio next to its target and whether it
  *   is met; notes in between.
