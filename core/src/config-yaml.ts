@@ -30,8 +30,10 @@
  * - an alias is a copy of its anchor's value (PyYAML shares one object), and a document that aliases
  *   and merge keys expand past 10 times its own nodes (at least 1,000,000) is an error, a guard against
  *   alias and merge bombs (PyYAML, which shares, has none; see MIN_BOUND).
- * Parse errors are the `yaml` library's YAMLParseError with its code and line and column (linePos), and a
- * message that never quotes the document (prettyErrors off): a config line may hold a secret.
+ * Parse errors are the `yaml` library's YAMLParseError with its code and line and column (linePos).
+ * A config line may hold a secret, and a library message may quote a piece of the document (a block
+ * scalar's header, an escape, a tag): `yamlErrorText` says what went wrong from the code alone, or
+ * from the message of a refusal made here (a `Refusal`, whose messages never quote the document).
  */
 import {
   type Alias,
@@ -55,6 +57,37 @@ import {
 } from "yaml";
 
 const TAG = "tag:yaml.org,2002:";
+
+/** A parse error made here (not by the library): its message is ours, and quotes nothing of the document. */
+class Refusal extends YAMLParseError {}
+
+/** What each library error code means, in words that quote nothing of the document. */
+const LIBRARY_TEXT: Partial<Record<YAMLParseError["code"], string>> = {
+  ALIAS_PROPS: "an anchor or tag on an alias",
+  BAD_ALIAS: "an alias to an anchor not set before it",
+  BAD_DIRECTIVE: "a % directive this reader does not know",
+  BAD_DQ_ESCAPE: "an escape sequence YAML does not have, in a double-quoted string",
+  BAD_INDENT: "an indentation that does not line up with the lines around it, or a bracket or quote not closed before it",
+  BAD_PROP_ORDER: "an anchor or tag in the wrong place",
+  BAD_SCALAR_START: "a plain value starting with a character YAML reserves (quote it)",
+  BLOCK_AS_IMPLICIT_KEY: "an indented block used as a key",
+  BLOCK_IN_FLOW: "an indented block inside [ ] or { }",
+  KEY_OVER_1024_CHARS: "a key longer than 1024 characters without a ? before it",
+  MISSING_CHAR: "a closing quote or bracket, a comma, or the space after a ':' is missing",
+  MULTILINE_IMPLICIT_KEY: "a key over more than one line (a ':' may be missing)",
+  MULTIPLE_ANCHORS: "two anchors on one value",
+  MULTIPLE_DOCS: "more than one document (safe_load reads one)",
+  MULTIPLE_TAGS: "two tags on one value",
+  TAB_AS_INDENT: "a tab in the indentation (YAML indents with spaces)",
+  TAG_RESOLVE_FAILED: "a tag safe_load does not construct (only YAML's standard tags)",
+  UNEXPECTED_TOKEN: "something YAML does not expect here (a missing ':' or '-', or a stray character)",
+  BAD_COLLECTION_TYPE: "a tag that does not fit the value it is on",
+};
+
+/** What `error` (from parseConfigYaml) says went wrong, without quoting the document. */
+export function yamlErrorText(error: YAMLParseError): string {
+  return error instanceof Refusal ? error.message : (LIBRARY_TEXT[error.code] ?? "text YAML does not allow");
+}
 
 // PyYAML's implicit resolvers (resolver.py), verbatim apart from the `re.X` spacing.
 const BOOL = /^(?:yes|Yes|YES|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF)$/;
@@ -191,7 +224,7 @@ export function parseConfigYaml(text: string): unknown {
   if (tag) throw at(new YAMLParseError(tag.pos, tag.code, tag.message));
   const refuse = (node: unknown, code: YAMLParseError["code"], message: string): never => {
     const [start = 0, end = 0] = (isNode(node) && node.range) || [];
-    throw at(new YAMLParseError([start, end], code, message));
+    throw at(new Refusal([start, end], code, message));
   };
   const value = new Constructor(doc, refuse).value() as Record<string, unknown> | null;
   const variables = value?.environment_variables;
@@ -215,7 +248,7 @@ function compose(tokens: CST.Token[], length: number, tags: ScalarTag[]): Docume
     if (!doc) doc = next;
     else {
       const message = "more than one document (safe_load reads one)";
-      doc.errors.push(new YAMLParseError([next.range[0], next.range[1]], "MULTIPLE_DOCS", message));
+      doc.errors.push(new Refusal([next.range[0], next.range[1]], "MULTIPLE_DOCS", message));
       break;
     }
   }
@@ -238,7 +271,7 @@ function pyyamlRefusals(tokens: CST.Token[]): YAMLParseError[] {
     const i = source.indexOf("\t");
     if (i < 0) return;
     const message = "a tab outside quotes, comments and block scalars (PyYAML separates tokens with spaces only)";
-    found.push(new YAMLParseError([offset + i, offset + i + 1], "TAB_AS_INDENT", message));
+    found.push(new Refusal([offset + i, offset + i + 1], "TAB_AS_INDENT", message));
   };
   // Depth first with a stack of our own: nesting deeper than a call stack is the composer's to refuse.
   const pending: (CST.Token | CST.CollectionItem)[] = [];
@@ -268,7 +301,7 @@ function pyyamlRefusals(tokens: CST.Token[]): YAMLParseError[] {
         // An empty key is fine with an anchor or tag before the `:` on its line (`&x : a`, `!!str : a`).
         if (keyless.has(token) && before !== "anchor" && before !== "tag") {
           const pos: [number, number] = [token.offset, token.offset + 1];
-          found.push(new YAMLParseError(pos, "UNEXPECTED_TOKEN", "a ':' with no key before it"));
+          found.push(new Refusal(pos, "UNEXPECTED_TOKEN", "a ':' with no key before it"));
         }
         break;
       case "document":
@@ -310,7 +343,7 @@ function pyyamlRefusals(tokens: CST.Token[]): YAMLParseError[] {
       case "anchor":
         if (anchors.has(token.source)) {
           const pos: [number, number] = [token.offset, token.offset + token.source.length];
-          found.push(new YAMLParseError(pos, "MULTIPLE_ANCHORS", "an anchor name set a second time"));
+          found.push(new Refusal(pos, "MULTIPLE_ANCHORS", "an anchor name set a second time"));
         }
         anchors.add(token.source);
         break;

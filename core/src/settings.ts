@@ -8,7 +8,7 @@ import { closeSync, fstatSync, openSync, readFileSync } from "node:fs";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { YAMLParseError } from "yaml";
 import * as z from "zod/mini";
-import { parseConfigYaml } from "./config-yaml";
+import { parseConfigYaml, yamlErrorText } from "./config-yaml";
 import { ENCRYPTION_ALGORITHMS, type EncryptionAlgorithm, KeyRing } from "./crypto";
 import { ConfigError, EncryptionKeyMissing, SecretsError } from "./errors";
 import { ignoresModes, requirePosixFiles } from "./local-files";
@@ -686,10 +686,11 @@ function readConfig(
   try {
     raw = parseConfigYaml(yamlText) ?? {};
   } catch (err) {
-    // The YAML library quotes the offending line, which may hold a secret: report its position only.
+    // Its position and what went wrong, never the text there (the line may hold a secret).
     if (err instanceof YAMLParseError) {
       const at = err.linePos?.[0];
-      throw new ConfigError(`config: invalid YAML${at ? ` at line ${at.line}, column ${at.col}` : ""} (${err.code})`);
+      const where = at ? ` at line ${at.line}, column ${at.col}` : "";
+      throw new ConfigError(`config: invalid YAML${where}: ${yamlErrorText(err)} (${err.code})`);
     }
     throw new ConfigError("config: invalid YAML");
   }

@@ -3,7 +3,7 @@
 import { spawnSync } from "node:child_process";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parse, YAMLParseError } from "yaml";
-import { parseConfigYaml } from "../../core/src/config-yaml";
+import { parseConfigYaml, yamlErrorText } from "../../core/src/config-yaml";
 import { pythonFor } from "../helpers";
 
 const PYTHON = pythonFor("yaml", "python3-yaml");
@@ -561,6 +561,23 @@ describe("parseConfigYaml errors", () => {
       expect(err.linePos?.[0].line).toBe(line);
       expect(err.message).not.toContain(secret);
       expect(String(err.stack)).not.toContain(secret);
+      // What the start says of it: words for each code (none falls back), quoting nothing.
+      expect(yamlErrorText(err)).not.toContain(secret);
+      expect(yamlErrorText(err)).not.toBe("text YAML does not allow");
+    }
+  });
+
+  it("are told in words that quote nothing, where the library's own message would", () => {
+    const secret = "sk-live-do-not-print";
+    for (const [doc, code] of [
+      [`a: 1\nb: |${secret}\n  text\n`, "UNEXPECTED_TOKEN"],
+      [`a: 1\nb: !${secret} 1\n`, "TAG_RESOLVE_FAILED"],
+    ] as const) {
+      const err = error(doc);
+      expect(err.code).toBe(code);
+      expect(err.message).toContain(secret); // the library's
+      expect(yamlErrorText(err)).not.toContain(secret);
+      expect(yamlErrorText(err)).not.toBe("text YAML does not allow");
     }
   });
 

@@ -501,6 +501,15 @@ describe("config.yaml", () => {
     const message = configError(() => loadSettings({ env: {}, configFile: file }));
     expect(message).toMatch(/line \d+/);
     expect(message).not.toContain(value);
+    // And says what is wrong there, in words (the code alone told a user little).
+    await writeFile(file, `model_list:\n  - model_name: a\n    litellm_params:\n      model: x\n     api_key: ${value}\n`);
+    expect(configError(() => loadSettings({ env: {}, configFile: file }))).toBe(
+      "config: invalid YAML at line 5, column 1: an indentation that does not line up with the lines around it, or a bracket or quote not closed before it (BAD_INDENT)",
+    );
+    await writeFile(file, `a: ${value}\nb: &x 1\nc: &x 2\n`);
+    expect(configError(() => loadSettings({ env: {}, configFile: file }))).toBe(
+      "config: invalid YAML at line 3, column 4: an anchor name set a second time (MULTIPLE_ANCHORS)",
+    );
   });
 
   it("says which file it could not read, but never repeats one line of YAML taken for a path", () => {
