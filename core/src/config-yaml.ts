@@ -67,7 +67,8 @@ const LIBRARY_TEXT: Partial<Record<YAMLParseError["code"], string>> = {
   BAD_ALIAS: "an alias to an anchor not set before it",
   BAD_DIRECTIVE: "a % directive this reader does not know",
   BAD_DQ_ESCAPE: "an escape sequence YAML does not have, in a double-quoted string",
-  BAD_INDENT: "an indentation that does not line up with the lines around it, or a bracket or quote not closed before it",
+  BAD_INDENT:
+    "an indentation that does not line up with the lines around it, or a bracket or quote not closed before it",
   BAD_PROP_ORDER: "an anchor or tag in the wrong place",
   BAD_SCALAR_START: "a plain value starting with a character YAML reserves (quote it)",
   BLOCK_AS_IMPLICIT_KEY: "an indented block used as a key",

@@ -502,7 +502,10 @@ describe("config.yaml", () => {
     expect(message).toMatch(/line \d+/);
     expect(message).not.toContain(value);
     // And says what is wrong there, in words (the code alone told a user little).
-    await writeFile(file, `model_list:\n  - model_name: a\n    litellm_params:\n      model: x\n     api_key: ${value}\n`);
+    await writeFile(
+      file,
+      `model_list:\n  - model_name: a\n    litellm_params:\n      model: x\n     api_key: ${value}\n`,
+    );
     expect(configError(() => loadSettings({ env: {}, configFile: file }))).toBe(
       "config: invalid YAML at line 5, column 1: an indentation that does not line up with the lines around it, or a bracket or quote not closed before it (BAD_INDENT)",
     );
