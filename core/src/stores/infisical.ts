@@ -15,10 +15,10 @@
  * - Names: Infisical's create refuses a name with `/` or `:` (its `SecretNameSchema`: "Secret name
  *   cannot contain colon or forward slash", a validation failure, 422 today), so no such secret can
  *   exist: such a name is `400 invalid_name` before any call, for reads and deletes too (as Docker's
- *   store refuses `/`). Virtual keys then need a `prefix_for_stored_virtual_keys` without `/` (the
- *   default `litellm/` has one): the store warns at open when key events are on with such a prefix.
- *   Mapping `/` to Infisical's folders (`secretPath`) would keep the names, but needs each folder
- *   created first; it is not done.
+ *   store refuses `/`). So virtual keys cannot be stored here: their names are the prefix, a `/`
+ *   (added to any prefix without one, as LiteLLM adds it), then the alias. With `store_virtual_keys`
+ *   on, the store warns at open that each key event will be refused. Mapping `/` to Infisical's
+ *   folders (`secretPath`) would keep the names, but needs each folder created first; it is not done.
  * - Read: `GET`, the value at `secret.secretValue`; Infisical's 404 for no such secret is none. Write:
  *   `POST` (with the description as `secretComment`, as LiteLLM), and when it exists (409, or 400
  *   whose message says so: Infisical's "Secret already exist") `PATCH` with the value only. Differs:
@@ -36,7 +36,7 @@ import * as z from "zod/mini";
 import { InvalidName } from "../errors";
 import { BASE_URL_EXPECTED, isBaseUrl, type OutboundTls } from "../outbound-tls";
 import type { DeleteOutcome, PutOptions, PutOutcome, SecretRecord, SecretStore, StoreFactory } from "../secret-store";
-import { DEFAULT_VIRTUAL_KEY_PREFIX, PY_TRUE } from "../settings";
+import { PY_TRUE } from "../settings";
 import { classifyBackendError, StoreUnavailable } from "../store-errors";
 import { HttpAnswerError, SharedLogin } from "./http-store";
 
@@ -47,15 +47,9 @@ const CALL_TIMEOUT_MS = 30_000;
 const NO_PROJECT = "set the id of the Infisical project that holds the secrets (its Project Settings show it)";
 
 export const InfisicalSettings = z.object({
-  // Read only for the warning at open (settings.ts parses and applies them): where key events
-  // would store virtual keys, names Infisical refuses when the prefix holds `/` or `:`.
-  config: z.object({
-    store_virtual_keys: z.optional(z.unknown()),
-    prefix_for_stored_virtual_keys: z.nullish(z.string()),
-    team_settings: z.nullish(
-      z.record(z.string(), z.nullish(z.object({ prefix_for_stored_virtual_keys: z.nullish(z.string()) }))),
-    ),
-  }),
+  // Read only for the warning at open (settings.ts parses and applies it): whether key events would
+  // store virtual keys, whose names Infisical refuses.
+  config: z.object({ store_virtual_keys: z.optional(z.unknown()) }),
   env: z.object({
     INFISICAL_URL: z.optional(z.string().check(z.refine(isBaseUrl, BASE_URL_EXPECTED))),
     INFISICAL_CLIENT_ID: z.string().check(z.minLength(1, "set the Universal Auth client id")),
@@ -101,23 +95,14 @@ const REFUSED_IN_NAMES = /[/:]/;
 function checkName(name: string): void {
   if (REFUSED_IN_NAMES.test(name)) {
     throw new InvalidName(
-      "Infisical takes no / or : in a secret's name (its folders are INFISICAL_SECRET_PATH); for virtual keys, set prefix_for_stored_virtual_keys without them (litellm- rather than litellm/)",
+      "Infisical takes no / or : in a secret's name (its folders are INFISICAL_SECRET_PATH), so no virtual key can be stored there: their names always hold a / after prefix_for_stored_virtual_keys",
     );
   }
 }
 
-/**
- * The prefixes key events would store virtual keys under that Infisical refuses (`store_virtual_keys`
- * on, read as LiteLLM's settings read a boolean): the general one (default `litellm/`) and the teams'.
- */
-function refusedPrefixes(config: z.output<typeof InfisicalSettings>["config"]): string[] {
-  const on = PY_TRUE.includes(String(config.store_virtual_keys).trim().toLowerCase());
-  if (!on) return [];
-  const prefixes = [
-    config.prefix_for_stored_virtual_keys ?? DEFAULT_VIRTUAL_KEY_PREFIX,
-    ...Object.values(config.team_settings ?? {}).flatMap((team) => team?.prefix_for_stored_virtual_keys ?? []),
-  ];
-  return [...new Set(prefixes.filter((prefix) => REFUSED_IN_NAMES.test(prefix)))];
+/** Whether key events store virtual keys (`store_virtual_keys`, read as LiteLLM's settings read a boolean). */
+function storesVirtualKeys(config: z.output<typeof InfisicalSettings>["config"]): boolean {
+  return PY_TRUE.includes(String(config.store_virtual_keys).trim().toLowerCase());
 }
 
 type Send = (
@@ -293,11 +278,9 @@ export const infisicalStore = {
   // No maxValueBytes: Infisical documents no limit of its own.
   capabilities: { writes: true, deletes: true, compareAndSet: false, records: [] },
   open: async (settings, deps) => {
-    const refused = refusedPrefixes(settings.config);
-    if (refused.length > 0) {
+    if (storesVirtualKeys(settings.config)) {
       deps.log.warn(
-        "key events cannot store virtual keys on infisical under these prefixes: Infisical takes no / or : in a secret's name, so each such event is refused (invalid_name); set prefix_for_stored_virtual_keys without them (litellm- rather than litellm/)",
-        { prefixes: refused.join(",") },
+        "key events cannot store virtual keys on infisical: a virtual key's name is prefix_for_stored_virtual_keys, a / (added to a prefix without one, as LiteLLM adds it), then its alias, and Infisical takes no / in a secret's name; so each event that writes one is refused (invalid_name) and goes to the queue's dead letters. Set store_virtual_keys off, or keep virtual keys in another store",
       );
     }
     return new InfisicalStore(
