@@ -136,18 +136,9 @@ export async function applyKeyEvent(input: unknown, deps: KeyEventDeps, messageI
   return counted(await apply(input, deps), deps, messageId);
 }
 
-/**
- * A queue message's body as text (SQS, a Storage Queue string, Pub/Sub data): its JSON applied,
- * or, when it is not JSON, refused like any malformed event (counted, logged).
- */
-export async function applyKeyEventText(text: string, deps: KeyEventDeps, messageId?: string): Promise<KeyEventResult> {
-  let input: unknown;
-  try {
-    input = JSON.parse(text);
-  } catch {
-    return counted(malformed(undefined, "the message is not JSON"), deps, messageId);
-  }
-  return applyKeyEvent(input, deps, messageId);
+/** A queue message whose body is not JSON: refused like any malformed event (counted, logged). */
+export function refuseNotJson(deps: KeyEventDeps, messageId?: string): KeyEventResult {
+  return counted(malformed(undefined, "the message is not JSON"), deps, messageId);
 }
 
 /**

@@ -12,7 +12,7 @@ import { cryptoReady } from "./crypto";
 import { SecretsError } from "./errors";
 import { errorAnswer } from "./http/router";
 import { instrumentStore } from "./instrument-store";
-import { applyKeyEvent, applyKeyEventText, type KeyEventResult } from "./key-events";
+import { applyKeyEvent, type KeyEventResult, refuseNotJson } from "./key-events";
 import { bufferedWriter, flushLogs, type Logger } from "./log";
 import { createMetrics, type Metrics, type MetricsSink } from "./metrics";
 import { outboundTlsOptions } from "./outbound-tls";
@@ -155,7 +155,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       const event = parsedOrUndefined(text);
       const result =
         event === undefined
-          ? await applyKeyEventText(text, keyEventDeps, messageId)
+          ? refuseNotJson(keyEventDeps, messageId)
           : await applyKeyEvent(event, keyEventDeps, messageId);
       return fromQueue(result, event, messageId);
     },
