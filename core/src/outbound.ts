@@ -95,7 +95,7 @@ function newAgent(tls: OutboundTls): Agent {
   });
 }
 
-/** The agents of `ClientCertificateAgent`s in use, closed with the shared ones at shutdown. */
+/** The agents of `ClientCertificateAgent`s in use, closed with the shared ones by `closeOutboundAgents`. */
 const certificateAgents = new Set<Agent>();
 
 /** A client certificate's two PEM files, and the variables that name them (for messages). */
@@ -267,7 +267,10 @@ export function lookupOutsideLinkLocal(resolve: Resolve = dnsLookup) {
   };
 }
 
-/** Closes every agent (a process shutting down). */
+/**
+ * Closes every agent: for tests and benches that end while the process goes on. A process that
+ * serves never calls it: it exits, and undici's idle sockets keep no process alive (unref'd).
+ */
 export async function closeOutboundAgents(): Promise<void> {
   const all = [...agents.values(), ...certificateAgents];
   agents.clear();
