@@ -1,6 +1,7 @@
 /**
- * @llm-secrets/core: what runtimes and tests build on. Runtimes get `createRuntime` and its
- * `fetch(request, raw)`, never a bare app. Stores are reached through their own subpath exports
+ * @llm-secrets/core: what runtimes, a user's own store and tools build on. Runtimes get
+ * `startOnFirstUse` (over `createRuntime`) and its `fetch(request, raw)`, never a bare app; a user's
+ * store gets the `SecretStore` types and the typed errors. Stores are reached through their own subpath exports
  * (`@llm-secrets/core/stores/<file>`: `stores/aws`, `stores/vault`, ...), so importing this root loads no cloud SDK.
  */
 import type { CLI_STORES } from "./cli";

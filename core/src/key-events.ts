@@ -47,7 +47,7 @@ const text = z.string().check(z.minLength(1), z.maxLength(512));
 const optionalText = z.nullish(text);
 const tokenHash = z.nullish(z.string().check(z.regex(/^[0-9a-f]{64}$/, "expected a SHA-256 hex digest")));
 
-export const KeyEventSchema = z
+const KeyEventSchema = z
   .object({
     id: text,
     type: z.enum(["key.created", "key.regenerated", "key.deleted"]),
@@ -77,9 +77,9 @@ export const KeyEventSchema = z
     }),
   );
 
-export type KeyEvent = z.infer<typeof KeyEventSchema>;
+type KeyEvent = z.infer<typeof KeyEventSchema>;
 
-export type KeyEventStatus = "applied" | "superseded" | "refused" | "failed";
+type KeyEventStatus = "applied" | "superseded" | "refused" | "failed";
 
 /**
  * Errors of the store or of this deployment, not of the event: it is `failed`, so every queue

@@ -25,8 +25,8 @@ const HISTOGRAMS = {
   llm_secrets_backend_latency_seconds: "Latency of calls to the secret store, in seconds.",
 } as const;
 
-export type CounterName = keyof typeof COUNTERS;
-export type HistogramName = keyof typeof HISTOGRAMS;
+type CounterName = keyof typeof COUNTERS;
+type HistogramName = keyof typeof HISTOGRAMS;
 
 /** Where a runtime may also send what is counted (EMF lines on Lambda). */
 export interface MetricsSink {

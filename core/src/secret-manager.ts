@@ -27,7 +27,7 @@ import { type KeyManagement, virtualKeyPrefix } from "./settings";
 import { isRetryable, NotSupported } from "./store-errors";
 
 /** The name `probe` reads when no hosted key is configured (under the virtual-key prefix first). */
-export const READY_PROBE_NAME = "llm-secrets-readiness-probe";
+const READY_PROBE_NAME = "llm-secrets-readiness-probe";
 /** How deep a config sent to `resolve` may nest. */
 const MAX_CONFIG_DEPTH = 32;
 /** Names `resolve` looks up at once, between turns of the event loop. */
@@ -52,7 +52,7 @@ export interface SecretRead {
   stale: boolean;
 }
 
-export type RefSource = "store" | "env" | "unresolved";
+type RefSource = "store" | "env" | "unresolved";
 
 export interface ConfigResolution {
   config: unknown;

@@ -144,7 +144,7 @@ function requestLineOf(packet: Buffer | undefined): { method?: string; path?: st
  * from `Request.signal`, whose AbortController node-server only builds when asked, at a measurable
  * cost per request).
  */
-export function rawRequestOf(incoming: IncomingMessage): RawRequest {
+function rawRequestOf(incoming: IncomingMessage): RawRequest {
   const socket = incoming.socket;
   return {
     path: incoming.url ?? "",

@@ -20,8 +20,6 @@ import { describeIssues, issuesOf, safeParse, unknownKeys } from "./validation";
 
 const ACCESS_MODES = ["read_only", "write_only", "read_and_write"] as const satisfies readonly AccessMode[];
 
-export type { AccessMode };
-
 /** The publicly known default of LiteLLM's docs: never accepted. */
 const KNOWN_WEAK_MASTER_KEYS = new Set(["sk-1234"]);
 export const MASTER_KEY_FILE = "master.key";
@@ -89,7 +87,7 @@ const ModelSchema = z.looseObject({
   }),
 });
 
-export const ConfigSchema = z.object({
+const ConfigSchema = z.object({
   general_settings: z.nullish(
     z.object({
       master_key: optionalText,
@@ -114,7 +112,7 @@ export const ConfigSchema = z.object({
     z.record(text, z.union([text, z.number(), z.boolean()], { error: "expected a string, a number or a boolean" })),
   ),
 });
-export type Config = z.infer<typeof ConfigSchema>;
+type Config = z.infer<typeof ConfigSchema>;
 
 const seconds = z.pipe(
   text.check(z.regex(/^\s*\d+\s*$/, "expected a whole number of seconds")),
@@ -174,7 +172,7 @@ const EnvSchema = z.object({
 const EMPTY_IS_SET = new Set(["LITELLM_MASTER_KEY", "LITELLM_SALT_KEY"]);
 
 /** A team's settings: where its secrets live (stores that honour scopes) and its virtual keys' prefix and metadata. */
-export interface TeamSettings {
+interface TeamSettings {
   scope: StoreScope;
   prefixForStoredVirtualKeys?: string;
   description?: string;

@@ -101,12 +101,12 @@ export const KEY_EVENTS_TIMEOUT_SECONDS = 120;
  * The HTTP function's time per request: Lambda's longest, past forward's own 600 s wait for an
  * upstream (SPEC section 8), so that wait ends in forward's 504, not in Lambda's timeout.
  */
-export const HTTP_TIMEOUT_SECONDS = 900;
+const HTTP_TIMEOUT_SECONDS = 900;
 /**
  * The HTTP function's cache lifetime by default: how long a virtual key deleted by a key event may
  * still be served (the general default, a day, would be that long).
  */
-export const HTTP_REFRESH_INTERVAL_SECONDS = 300;
+const HTTP_REFRESH_INTERVAL_SECONDS = 300;
 
 export class LlmSecretsStack extends Stack {
   readonly httpFunction: lambda.Function;

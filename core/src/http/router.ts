@@ -63,7 +63,7 @@ export function header(c: Ctx, name: string): string | undefined {
 }
 
 /** `header`, for where the request is known outside a route (the request's log line). */
-export function headerOf(raw: RawRequest | undefined, request: Request, name: string): string | undefined {
+function headerOf(raw: RawRequest | undefined, request: Request, name: string): string | undefined {
   const headers = raw?.headers;
   if (headers === undefined) return request.headers.get(name) ?? undefined;
   const value = headers[name];

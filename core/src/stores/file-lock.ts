@@ -34,14 +34,14 @@ import { basename } from "node:path";
 import { type Logger, silentLogger } from "../log";
 import { BackendUnavailable } from "../store-errors";
 
-export interface Lease {
+interface Lease {
   /** A lock not renewed for this long is stale, whoever holds it. */
   staleMs: number;
   /** How often the owner renews it. */
   heartbeatMs: number;
 }
 
-export const LEASE: Lease = { staleMs: 5_000, heartbeatMs: 1_000 };
+const LEASE: Lease = { staleMs: 5_000, heartbeatMs: 1_000 };
 
 /**
  * Drawn once per process and put in the name of every file it creates beside the log (after its
@@ -94,7 +94,7 @@ export interface HeldLock {
 }
 
 export interface LockOptions {
-  /** The lease; `LEASE` unless a test shortens it. */
+  /** The lease; `LEASE` unless the caller gives a shorter one (tests do). */
   lease?: Lease;
   /** Where a failed release is reported (its code only). */
   log?: Logger;

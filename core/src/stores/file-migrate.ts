@@ -27,7 +27,7 @@ import { describeIssues, issuesOf, safeParse } from "../validation";
 import { withFileLock } from "./file-lock";
 import type { Change } from "./file-log";
 
-export const V1_FILE = "secrets.json";
+const V1_FILE = "secrets.json";
 
 const EntrySchema = z.object({
   ciphertext: z.string(),

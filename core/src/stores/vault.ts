@@ -170,7 +170,7 @@ export const VaultSettings = z.object({
 export type VaultEnv = z.output<typeof VaultSettings>["env"];
 
 /** A path component as LiteLLM sanitizes it: spaces trimmed, then slashes; empty is none. */
-export function vaultPathComponent(raw: string | undefined): string | undefined {
+function vaultPathComponent(raw: string | undefined): string | undefined {
   const trimmed = (raw ?? "").trim();
   if (trimmed === "") return undefined;
   const bare = trimmed.replace(/^\/+|\/+$/g, "");

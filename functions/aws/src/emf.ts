@@ -6,7 +6,7 @@
  */
 import type { MetricsSink } from "@llm-secrets/core";
 
-export const EMF_NAMESPACE = "llm-secrets";
+const EMF_NAMESPACE = "llm-secrets";
 /**
  * The most values of one metric in one line: CloudWatch refuses a larger line whole, its counts too
  * (AWS's EMF specification; aws-embedded-metrics' MAX_VALUES_PER_METRIC).

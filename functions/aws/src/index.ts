@@ -184,7 +184,7 @@ const JSON_TYPE = /^application\/(?:[!#$%&'*+.^_`|~0-9a-z-]+\+)?json\s*(?:;|$)/i
  * as text). An answer with a body and no type is not asked about (hono takes it as text): forward
  * labels an upstream's untyped body `application/octet-stream`, and our own answers are typed.
  */
-export function isAnswerBinary(contentType: string): boolean {
+function isAnswerBinary(contentType: string): boolean {
   if (!JSON_TYPE.test(contentType)) return true;
   const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(contentType)?.[1];
   return charset !== undefined && !/^utf-?8$/i.test(charset);

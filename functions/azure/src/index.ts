@@ -42,7 +42,7 @@ export function rawRequestOf(request: Pick<HttpRequest, "url">): RawRequest {
 }
 
 /** HttpRequest to a fetch `Request`: method, headers and the body's bytes. */
-export async function toRequest(request: HttpRequest): Promise<Request> {
+async function toRequest(request: HttpRequest): Promise<Request> {
   const hasBody = request.method !== "GET" && request.method !== "HEAD";
   const body = hasBody ? new Uint8Array(await request.arrayBuffer()) : undefined;
   return new Request(request.url, {

@@ -54,7 +54,7 @@ export function rawRequestOf(req: IncomingMessage & { originalUrl?: string }): R
  * bytes on labelled as still compressed, which the upstream cannot decode; the compressed ones are
  * gone (the parser read the request through the inflater).
  */
-export function unlabelInflatedBody(req: IncomingMessage & { rawBody?: unknown }): void {
+function unlabelInflatedBody(req: IncomingMessage & { rawBody?: unknown }): void {
   // What the listener reads rawBody for (a GET's or HEAD's body is not read).
   if (!(req.rawBody instanceof Buffer) || req.method === "GET" || req.method === "HEAD") return;
   const coding = req.headers["content-encoding"];
@@ -98,7 +98,7 @@ const QUIETED = Symbol("llm-secrets: body parser errors quieted");
  * no part of the request in it; anything else goes to `console.error` as before. Express also puts
  * the error's message and stack in its answer unless NODE_ENV is `production`: that is the default here.
  */
-export function quietBodyParserErrors(log: Logger): void {
+function quietBodyParserErrors(log: Logger): void {
   process.env.NODE_ENV ??= "production";
   // biome-ignore lint/suspicious/noConsole: express logs there; this wraps it
   const original = console.error as typeof console.error & { [QUIETED]?: true };
