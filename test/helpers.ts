@@ -123,9 +123,22 @@ export class ServerProcess {
       detached: true, // its own process group, so `npm start` and its children stop together
     });
     const server = new ServerProcess(child);
-    await server.waitFor(/serving (https?:\/\/\S+)/, 30_000).then((m) => {
-      server.url = m[1] as string;
-    });
+    // Its group is killed after the test file whatever happened: a test that timed out never ran
+    // its own `stop`, and a server left behind keeps serving, detached, after the run.
+    const killGroup = () => {
+      try {
+        process.kill(-(child.pid as number), "SIGKILL");
+      } catch {
+        // already gone
+      }
+    };
+    cleanups.push(killGroup);
+    try {
+      server.url = (await server.waitFor(/serving (https?:\/\/\S+)/, 30_000))[1] as string;
+    } catch (err) {
+      killGroup(); // it may still start, after the wait gave up
+      throw err;
+    }
     return server;
   }
 
