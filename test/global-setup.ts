@@ -18,7 +18,16 @@ declare module "vitest" {
   }
 }
 
+/**
+ * The host's own cloud and secret-store settings, which the clients under test read from the
+ * environment: a developer's `AWS_PROFILE` made the AWS SDK skip the fakes' credentials (its chain
+ * ignores AWS_ACCESS_KEY_ID once a profile is named), and every AWS test failed. Each test sets what
+ * it needs; the workers start without these.
+ */
+const HOST_CLOUD_SETTINGS = /^(?:AWS_|AZURE_|GOOGLE_|GCLOUD_|CLOUDSDK_|VAULT_|INFISICAL_|CONJUR_)/;
+
 export default async function setup(project: TestProject) {
+  for (const name of Object.keys(process.env)) if (HOST_CLOUD_SETTINGS.test(name)) delete process.env[name];
   const dir = await mkdtemp(join(tmpdir(), "llm-secrets-cli-"));
   const cliPath: string = await buildCli(join(dir, "cli.mjs"));
   project.provide("cliPath", cliPath);
