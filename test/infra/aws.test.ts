@@ -38,6 +38,27 @@ function synth(props: Partial<LlmSecretsStackProps> = {}): Template {
   return Template.fromStack(stack);
 }
 
+/**
+ * `npx cdk synth -q -o out` in infra/aws, as a user runs it, but offline and leaving nothing behind:
+ * the CLI's telemetry and notices off (it sent telemetry to AWS and wrote ~/.cdk), HOME and TMPDIR
+ * (where tsx, which runs app.ts, keeps its cache) in a temp dir, and none of the AWS fake's
+ * endpoint and keys this file's other tests put in the environment.
+ */
+async function cdkSynth(out: string, args: string[] = []) {
+  const home = await tempDir();
+  return spawnSync("npx", ["cdk", "synth", "-q", "--no-notices", "-o", out, ...args], {
+    cwd: join(import.meta.dirname, "../../infra/aws"),
+    encoding: "utf8",
+    timeout: 120_000,
+    env: {
+      ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("AWS_"))),
+      CDK_DISABLE_CLI_TELEMETRY: "true",
+      HOME: home,
+      TMPDIR: home,
+    },
+  });
+}
+
 /** Every IAM statement of the template, as written. */
 function statements(
   template: Template,
@@ -455,12 +476,7 @@ describe("the AWS stack", () => {
   it("deploys the aws_secret_manager store only: -c storeKind=aws_kms (which writes nothing: key events could not work) is refused", async () => {
     expect(JSON.stringify(synth().toJSON())).toContain("key_management_system: aws_secret_manager");
     const out = await tempDir();
-    const run = spawnSync("npx", ["cdk", "synth", "-q", "-o", out, "-c", "storeKind=aws_kms"], {
-      cwd: join(import.meta.dirname, "../../infra/aws"),
-      encoding: "utf8",
-      timeout: 120_000,
-      env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("AWS_"))),
-    });
+    const run = await cdkSynth(out, ["-c", "storeKind=aws_kms"]);
     expect(run.status).not.toBe(0);
     expect(run.stderr).toContain("storeKind aws_kms: this stack deploys aws_secret_manager only");
     expect(existsSync(join(out, "LlmSecrets.template.json"))).toBe(false);
@@ -468,13 +484,7 @@ describe("the AWS stack", () => {
 
   it("npx cdk synth in infra/aws builds the bundle and writes a template", async () => {
     const out = await tempDir();
-    const run = spawnSync("npx", ["cdk", "synth", "-q", "-o", out], {
-      cwd: join(import.meta.dirname, "../../infra/aws"),
-      encoding: "utf8",
-      timeout: 120_000,
-      // Not the AWS fake's endpoint and keys this file's other test puts in the environment.
-      env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("AWS_"))),
-    });
+    const run = await cdkSynth(out);
     expect(run.status, run.stderr.slice(-600)).toBe(0);
     const file = join(out, "LlmSecrets.template.json");
     expect(existsSync(file)).toBe(true);
