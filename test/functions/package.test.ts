@@ -290,9 +290,11 @@ describe("npm run package", () => {
     expect(lock.packages[""]?.dependencies).toEqual(readJson<Manifest>(join(dir, "package.json")).dependencies);
     expect(Object.values(lock.packages).filter((entry) => entry.dev || entry.link)).toEqual([]);
 
-    // npm ci: from npm's cache (the root was installed from it), the lockfile as it is or a failure.
+    // npm ci: from npm's cache (the root was installed from it: the one `npm test` names, else
+    // HOME's), the lockfile as it is or a failure.
+    const cache = process.env.npm_config_cache;
     const ci = await runProcess("npm", ["ci", "--prefer-offline", "--no-audit", "--no-fund", "--ignore-scripts"], {
-      env: cleanEnv(),
+      env: cleanEnv(cache ? { npm_config_cache: cache } : {}),
       cwd: dir,
     });
     expect(ci.code, ci.stderr).toBe(0);
