@@ -1,5 +1,7 @@
-// README.md's "Try it" session, run as printed against `npm start` on 127.0.0.1:4000; then a
-// restart, and a look at what is on disk and what the server printed.
+// README.md's "Try it" session, run as printed against `npm start`; then a restart, and a look at
+// what is on disk and what the server printed. The server listens on a free port (PORT=0), which
+// the session's `localhost:4000` is pointed at: 4000 may be taken (README's own session in another
+// terminal, another run on the machine). settings.test.ts checks that 4000 is the default.
 import { spawnSync } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -40,6 +42,12 @@ function runSession(steps: Step[], cwd: string): string[] {
   });
 }
 
+/** The steps with README's `localhost:4000` pointed at the server's own port. */
+function onPortOf(steps: Step[], url: string): Step[] {
+  const port = new URL(url).port;
+  return steps.map((s) => ({ ...s, command: s.command.replaceAll("localhost:4000", `localhost:${port}`) }));
+}
+
 /** "…" in the README stands for any run of characters other than a quote. */
 function matches(output: string, expected: string): boolean {
   const pattern = expected
@@ -68,15 +76,15 @@ describe("README", () => {
     }
 
     const work = await tempDir();
-    const env = cleanEnv({ LLM_SECRETS_DATA_DIR: join(work, ".llm-secrets") });
+    const env = cleanEnv({ LLM_SECRETS_DATA_DIR: join(work, ".llm-secrets"), PORT: "0" });
     const start = () => ServerProcess.start({ env, cwd: ROOT, command: { file: "npm", args: ["start", "--silent"] } });
 
     let server = await start();
     let output = server.output;
     try {
-      expect(server.url).toBe("http://127.0.0.1:4000");
+      expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
       expect(server.output).toContain(`generated a master key in ${join(work, ".llm-secrets", "master.key")}`);
-      const outputs = runSession(steps, work);
+      const outputs = runSession(onPortOf(steps, server.url), work);
       steps.forEach((step, i) => {
         expect(
           matches(outputs[i] as string, step.expected),
@@ -93,7 +101,7 @@ describe("README", () => {
       expect(server.output).not.toContain("generated a master key");
       // Everything but the writes, again: the values read back come from disk.
       const reads = steps.filter((s) => !s.command.includes(" -X PUT "));
-      const again = runSession(reads, work);
+      const again = runSession(onPortOf(reads, server.url), work);
       reads.forEach((step, i) => {
         expect(matches(again[i] as string, step.expected), step.command).toBe(true);
       });
@@ -103,7 +111,7 @@ describe("README", () => {
       process.kill(server.child.pid as number, "SIGTERM");
       await server.waitFor(/stopping: requests under way may finish/);
       await npmExited;
-      await until("port 4000 to be free", async () => (await fetch(server.url).catch(() => undefined)) === undefined);
+      await until("the port to be free", async () => (await fetch(server.url).catch(() => undefined)) === undefined);
     } finally {
       await server.stop();
       try {
