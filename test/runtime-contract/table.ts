@@ -130,6 +130,21 @@ export const CONTRACT: readonly ContractCase[] = [
     status: 400,
     code: "invalid_name",
   },
+  // Upper and mixed case: URL parsing normalises `%2E` as it does `%2e` (to /metrics here).
+  {
+    name: "read escaping to /metrics, upper-case %2E",
+    method: "GET",
+    target: "/v1/secrets/%2E%2E/%2E%2E/metrics",
+    status: 400,
+    code: "invalid_name",
+  },
+  {
+    name: "read escaping to /metrics, mixed-case %2e%2E",
+    method: "GET",
+    target: "/v1/secrets/%2e%2E/%2E%2e/metrics",
+    status: 400,
+    code: "invalid_name",
+  },
   { name: "read with a raw #", method: "GET", target: "/v1/secrets/prod#x", status: 400, code: "invalid_name" },
   // `%25` is a `%` in the name: never a valid name, and never decoded a second time.
   {
