@@ -90,6 +90,10 @@ const CASES: [string, unknown, string, number?][] = [
   ],
   ["HTTP 502", shaped({ response: { status: 502 } }), "backend_unavailable", 1],
   ["HTTP 429", shaped({ statusCode: 429 }), "backend_unavailable", 1],
+  ["HTTP 408 (the backend's own request timeout)", shaped({ status: 408 }), "backend_unavailable", 1],
+  // A client that puts the HTTP status in `code`: a status, not a gRPC code.
+  ["HTTP 503 given as a numeric code", shaped({ code: 503 }), "backend_unavailable", 1],
+  ["HTTP 403 given as a numeric code", shaped({ code: 403 }), "backend_denied"],
   [
     "fetch failed: ECONNREFUSED",
     new TypeError("fetch failed", { cause: shaped({ code: "ECONNREFUSED" }) }),
@@ -98,6 +102,9 @@ const CASES: [string, unknown, string, number?][] = [
   ],
   ["ECONNRESET", shaped({ code: "ECONNRESET" }), "backend_unavailable", 1],
   ["ETIMEDOUT", shaped({ code: "ETIMEDOUT" }), "backend_unavailable", 1],
+  // A name that does not resolve now (DNS down, a resolver timing out) may resolve on the next try.
+  ["ENOTFOUND", shaped({ code: "ENOTFOUND" }), "backend_unavailable", 1],
+  ["EAI_AGAIN", shaped({ code: "EAI_AGAIN" }), "backend_unavailable", 1],
   ["undici connect timeout", shaped({ code: "UND_ERR_CONNECT_TIMEOUT" }), "backend_unavailable", 1],
   ["AbortError", shaped({ name: "AbortError" }), "backend_unavailable", 1],
   ["TimeoutError", shaped({ name: "TimeoutError" }), "backend_unavailable", 1],
