@@ -72,6 +72,18 @@ describe("SecretCache", () => {
     expect(b.state.calls).toBe(2);
   });
 
+  it("caches not-found no longer than the refresh interval: with 0, a miss is not kept at all", async () => {
+    // Guards the min() of the two lives: a store read always must see a value as soon as it lands.
+    const { c, now } = clock();
+    const cache = new SecretCache({ ttlMs: 0, maxStaleMs: 0, now });
+    const b = backend(undefined);
+    expect((await cache.get("a", b.load)).value).toBeUndefined();
+    b.state.value = "v";
+    c.now += 1;
+    expect((await cache.get("a", b.load)).value).toBe("v");
+    expect(b.state.calls).toBe(2);
+  });
+
   it("caches not-found for at most 60 s", async () => {
     const { c, now } = clock();
     const cache = new SecretCache({ ttlMs: 3_600_000, maxStaleMs: 0, now });
@@ -271,6 +283,19 @@ describe("SecretCache", () => {
     // The other name asks the store again, rather than serve the deleted value for the cache's lifetime.
     expect((await cache.get("azure-api-key", portal.load, false, "AZURE-API-KEY")).value).toBeUndefined();
     expect(portal.state.calls).toBe(2);
+  });
+
+  it("expire() drops a cached not-found too: a change that failed may have landed", async () => {
+    // Guards the "not found" half of expire(): without it the miss outlived it, for up to 60 s.
+    const cache = new SecretCache({ ttlMs: 60_000, maxStaleMs: 0 });
+    const b = backend(undefined);
+    expect((await cache.get("A", b.load)).value).toBeUndefined();
+    expect((await cache.get("A", b.load)).value).toBeUndefined();
+    expect(b.state.calls).toBe(1); // the miss is cached
+    b.state.value = "landed"; // our write failed, but reached the store
+    cache.expire("A");
+    expect((await cache.get("A", b.load)).value).toBe("landed");
+    expect(b.state.calls).toBe(2);
   });
 
   it("keeps names apart and bounds its size", async () => {
