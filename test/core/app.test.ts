@@ -383,6 +383,10 @@ describe("access_mode and hosted_keys", () => {
     const lone = await request("/v1/secrets/U", { method: "PUT", body: '{"value":"a\\ud800b"}' });
     expect(lone.status).toBe(400);
     expect((await errorOf(lone)).code).toBe("invalid_request");
+    // In a key too (a tag's name), not only in a string value.
+    const inKey = await request("/v1/secrets/U", { method: "PUT", body: '{"value":"v","tags":{"k\\ud800":"x"}}' });
+    expect(inKey.status).toBe(400);
+    expect((await errorOf(inKey)).message).toContain("lone UTF-16 surrogate");
     expect(await runtime.store.get("U")).toBeUndefined();
   });
 

@@ -29,6 +29,9 @@ describe("bearerCheck", () => {
       "Bearer",
       "Bearer ",
       `Basic ${key}`,
+      // The scheme, then whitespace: not any character in its place.
+      `Bearer_${key}`,
+      `Bearer:${key}`,
       key,
       `Bearer ${key}x`,
       `Bearer ${key.slice(0, -1)}`,

@@ -183,6 +183,8 @@ describe("SecretManager with a failing store", () => {
       { name: "B", source: "store" },
       { name: "C", source: "unresolved", reason: "not_found" },
     ]);
+    // What resolved is in place; the ref that did not stays as written (resolve --show-values prints it so).
+    expect(resolved.config).toEqual({ a: fromEnv, b: "b-from-store", c: "os.environ/C" });
     // From the environment, one matching pair of surrounding quotes goes, as LiteLLM's get_secret
     // drops it (docker --env-file keeps them); mismatched ones and a lone quote stay.
     const quoted = await manager.resolveConfig({
