@@ -386,6 +386,21 @@ describe("key events: refused, never applied", () => {
     expect(runtime.metrics.count("llm_secrets_key_events_total", { status: "refused" })).toBe(cases.length);
   });
 
+  it("an event exactly LLM_SECRETS_MAX_EVENT_AGE old is applied; one a millisecond older is refused", async () => {
+    const now = T0 + 7200_000;
+    const { runtime, read } = await setup({ env: { LLM_SECRETS_MAX_EVENT_AGE: "3600" }, now: () => now });
+    const oldest = newKey("sk-oldest-");
+    const at = (age: number) => new Date(now - age).toISOString();
+    const tooOld = await runtime.applyKeyEvent(
+      event({ id: "evt-too-old", key_alias: "a", key: newKey(), occurred_at: at(3600_001) }),
+    );
+    expect(tooOld).toMatchObject({ status: "refused", code: "invalid_request" });
+    expect(
+      await runtime.applyKeyEvent(event({ key_alias: "a", key: oldest, occurred_at: at(3600_000) })),
+    ).toMatchObject({ status: "applied" });
+    expect(await read("litellm/a")).toBe(oldest);
+  });
+
   it("an event dated more than 5 minutes ahead of this clock is refused: it would block every later change to its key", async () => {
     const now = T0 + 60_000;
     const { runtime, read } = await setup({ now: () => now });

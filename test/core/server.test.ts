@@ -272,8 +272,19 @@ describe("over a real socket", () => {
     );
   });
 
-  it("answers 413 to a streamed body over 1 MiB, and stores nothing", async () => {
-    const body = JSON.stringify({ value: "y".repeat(1024 * 1024 + 10) });
+  it("takes a streamed body of exactly 1 MiB, and answers 413 to one byte more, storing nothing", async () => {
+    const MiB = 1024 * 1024;
+    const exactly = JSON.stringify({ value: "y".repeat(MiB - '{"value":""}'.length) });
+    expect(exactly.length).toBe(MiB);
+    const fits = await raw(server.url, {
+      method: "PUT",
+      path: "/v1/secrets/STREAMED_FITS",
+      token: ctx.masterKey,
+      body: exactly,
+      chunked: true,
+    });
+    expect(fits.status, fits.body).toBe(201);
+    const body = `${exactly} `; // valid JSON still: only its size is refused
     const res = await raw(server.url, {
       method: "PUT",
       path: "/v1/secrets/STREAMED",
