@@ -113,6 +113,21 @@ describe("key events: what is written where", () => {
     });
     expect(await read(`litellm/virtual-key-${HASH}`)).toBeUndefined();
     expect(await read(`litellm/virtual-key-${OTHER_HASH}`)).toBe("sk-new-0123456789");
+    // LiteLLM names a regenerated key without an alias by its old name, `virtual-key-<previous
+    // hash>`: an alias spelled as the previous hash's name is the key's own, not a spoof.
+    const kept = await runtime.applyKeyEvent(
+      event({
+        id: "evt-2b",
+        type: "key.regenerated",
+        occurred_at: new Date(T0 + 1500).toISOString(),
+        key_alias: `virtual-key-${HASH}`,
+        token_hash: OTHER_HASH,
+        previous_token_hash: HASH,
+        key: "sk-newer-0123456789",
+      }),
+    );
+    expect(kept).toMatchObject({ status: "applied" });
+    expect(await read(`litellm/virtual-key-${HASH}`)).toBe("sk-newer-0123456789");
     // Same alias: overwritten in place, nothing deleted.
     await runtime.applyKeyEvent(event({ id: "evt-3", key_alias: "svc", key: "sk-v1-0123456789" }));
     const same = await runtime.applyKeyEvent(
@@ -369,6 +384,7 @@ describe("key events: refused, never applied", () => {
       [event({ key_alias: "a", key, type: "key.renamed" }), "type"],
       [event({ key_alias: "a", key, occurred_at: "yesterday" }), "occurred_at"],
       [event({ token_hash: "not-hex", key }), "token_hash"],
+      [event({ token_hash: HASH.toUpperCase(), key }), "token_hash"], // LiteLLM's hashes are lower-case hex
       [event({ key_alias: "a", key }), "LLM_SECRETS_MAX_EVENT_AGE"],
       [
         event({ key_alias: "a", key_ciphertext: "AAAA", occurred_at: new Date(T0 + 7000_000).toISOString() }),
