@@ -62,9 +62,42 @@ describe("file store log", () => {
     }
   });
 
+  it("refuses a changed byte that leaves the JSON valid and well shaped: only the checksum catches it", () => {
+    // A bit flipped in a name ("NAME_A" read as "OAME_A") or a time's digit (1000 read as 1001)
+    // would otherwise be taken as another name, or another time, without a word.
+    const good = frame(batch("NAME_A", 1));
+    for (const [from, to] of [
+      ['"n":"NAME_A"', '"n":"OAME_A"'],
+      ['"t":1000', '"t":1001'],
+    ] as const) {
+      const at = good.indexOf(from) + to.split("").findIndex((ch, i) => ch !== from[i]);
+      const bad = Buffer.from(good);
+      bad[at] = (bad[at] as number) ^ 0x01;
+      expect(bad.toString("utf8")).toContain(to);
+      const bytes = Buffer.concat([frame(header), bad, frame(batch("B", 2))]);
+      expect(() => parseLog(bytes, 0), to).toThrow(/damaged at byte/);
+    }
+  });
+
   it("refuses lines of the wrong shape even with a right checksum", () => {
     const wrong = frame({ changes: [{ s: "1", n: "A" }] } as unknown as Batch);
     expect(() => parseLog(Buffer.concat([frame(header), wrong]), 0)).toThrow(StoreCorrupt);
+    // One field of the wrong type each, the rest well formed: a name, time, sealed value, tag value
+    // or key check value of another type would otherwise reach the store as if it were right.
+    const change = batch("A", 1).changes[0];
+    for (const wrongShape of [
+      { changes: [{ ...change, n: 1 }] },
+      { changes: [{ ...change, t: "1000" }] },
+      { changes: [{ ...change, v: 5 }] },
+      { changes: [{ ...change, g: { a: 1 } }] },
+      { ...batch("A", 1), keys: [1] },
+    ]) {
+      const line = frame(wrongShape as unknown as Batch);
+      const label = JSON.stringify(wrongShape);
+      expect(() => parseLog(Buffer.concat([frame(header), line, frame(batch("B", 2))]), 0), label).toThrow(
+        StoreCorrupt,
+      );
+    }
     const noHeader = parseLog(frame(batch("A", 1)), 0);
     expect(noHeader.header).toBeUndefined();
     expect(noHeader.tail).toBe("damaged");
