@@ -46,6 +46,27 @@ async function freshModule(): Promise<Backend> {
   return { crypto, errors };
 }
 
+let heaps = 0;
+
+/**
+ * A fresh copy of the module, loaded on a libsodium of its own: a new WebAssembly heap, laid out as
+ * in a process that has just started, not as the tests before left the one they share.
+ */
+async function withFreshHeap(): Promise<Backend> {
+  vi.resetModules();
+  // The wrappers' ESM build instantiates libsodium when it is evaluated: another URL, another heap.
+  const url = `${import.meta.resolve("libsodium-wrappers")}?heap=${++heaps}`;
+  vi.doMock("libsodium-wrappers", () => import(url));
+  try {
+    const crypto = await import("../../core/src/crypto");
+    const errors = await import("../../core/src/errors");
+    await crypto.cryptoReady();
+    return { crypto, errors };
+  } finally {
+    vi.doUnmock("libsodium-wrappers");
+  }
+}
+
 const BACKENDS = { libsodium: withLibsodium, tweetnacl: withoutLibsodium } as const;
 
 // The interop vector of reference/litellm-crypto-events-tls.md, made with PyNaCl and Python's
@@ -321,6 +342,21 @@ describe("libsodium and tweetnacl make and read the same bytes", () => {
     expect(loadedCrypto.openSecret(tweetnaclSeal("\uFEFFx", ring.current.sha256), ring)).toBe("\uFEFFx");
   });
 
+  it("seals every byte of 3-byte UTF-8 characters (the scratch room is 3 bytes per UTF-16 unit)", () => {
+    // Guards the bound libsodium's path reserves and writes: at 2 bytes a unit, "€€€" sealed as "€€".
+    const box = new loadedCrypto.MemoryBox();
+    for (const plaintext of ["€€€", "日本語の鍵", "€".repeat(16 * KIB), "日本語の鍵".repeat(3000)]) {
+      const label = `${plaintext.slice(0, 5)} (${plaintext.length} units)`;
+      const sealed = loadedCrypto.sealSecret(plaintext, ring);
+      expect(Buffer.from(sealed, "base64url").length, label).toBe(40 + Buffer.byteLength(plaintext, "utf8"));
+      expect(loadedCrypto.openSecret(sealed, ring), label).toBe(plaintext);
+      const raw = Buffer.from(sealed, "base64url");
+      const opened = nacl.secretbox.open(raw.subarray(24), raw.subarray(0, 24), ring.current.sha256);
+      expect(Buffer.from(opened as Uint8Array).toString("utf8"), label).toBe(plaintext);
+      expect(box.open(box.seal(plaintext)), label).toBe(plaintext);
+    }
+  });
+
   it("opens under a previous key after the current one fails, on the same decoded bytes", () => {
     const old = new loadedCrypto.KeyRing("old-salt-key");
     const rotated = new loadedCrypto.KeyRing("new-salt-key", ["other-1", "other-2", "old-salt-key"]);
@@ -412,6 +448,21 @@ describe("MemoryBox: values held in memory, as bytes under a per-process key", (
     expect(after.map((s) => box.open(s))).toEqual(plaintexts);
     const nonces = [...before, ...after].map((s) => Buffer.from(s.subarray(0, 24)).toString("hex"));
     expect(new Set(nonces).size).toBe(nonces.length);
+  });
+
+  it("a seal that grows libsodium's scratch region stays inside it: a box's resident key is not overwritten", async () => {
+    // Guards the scratch size rounding up to a power of two: rounded down, a 4572-byte seal wrote
+    // past its 4096 bytes, over the MemoryBox key the heap held next, and cached values no longer opened.
+    const fresh = await withFreshHeap();
+    expect(fresh.crypto.cryptoBackend()).toBe("libsodium");
+    const ring = new fresh.crypto.KeyRing(K);
+    const box = new fresh.crypto.MemoryBox();
+    const cached = box.seal("cached value");
+    for (const count of [1500, 3000, 6000]) {
+      const plaintext = "€".repeat(count);
+      expect(fresh.crypto.openSecret(fresh.crypto.sealSecret(plaintext, ring), ring)).toBe(plaintext);
+      expect(box.open(cached), `after a seal of ${count} euro signs`).toBe("cached value");
+    }
   });
 });
 
