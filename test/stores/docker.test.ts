@@ -16,6 +16,10 @@ async function setup() {
   await writeFile(join(dir, "openai_api_key"), "sk-lower\n\n");
   await writeFile(join(dir, "AZURE_API_KEY"), "sk-exact  \t\n");
   await symlink(join(base, "outside"), join(dir, "ESCAPE"));
+  // A sibling whose path begins with the secrets dir's own (`secrets-other`): outside it all the same.
+  await mkdir(join(base, "secrets-other"));
+  await writeFile(join(base, "secrets-other", "x"), "not a secret of ours either\n");
+  await symlink(join(base, "secrets-other", "x"), join(dir, "SIBLING"));
   await symlink(join(dir, "AZURE_API_KEY"), join(dir, "ALIAS"));
   const store = await dockerStore.open(
     { config: { secrets_path: dir }, env: {} },
@@ -36,6 +40,7 @@ describe("the docker store", () => {
   it("refuses a path separator and a symlink that resolves outside the directory", async () => {
     const { store } = await setup();
     expect(await codeOf(store.get("ESCAPE"))).toBe("invalid_name");
+    expect(await codeOf(store.get("SIBLING"))).toBe("invalid_name");
     expect(await codeOf(store.get("team/key"))).toBe("invalid_name");
     expect(await codeOf(store.put("A", "x"))).toBe("not_supported");
   });
