@@ -81,7 +81,9 @@ function secretPatternsOf(s: { Resource: unknown }): (string | undefined)[] {
     .map((m) => m?.[1] ?? m?.[2]);
 }
 
-describe("the AWS stack", () => {
+// Each test synthesizes the stack: seconds on a quiet machine, and the first (loading CDK's
+// modules) passed 30 s on a loaded one.
+describe("the AWS stack", { timeout: 120_000 }, () => {
   it("runs both handlers of the one bundle on Node 22, arm64, logs kept 30 days", () => {
     const template = synth();
     for (const handler of ["index.http", "index.sqs"]) {
