@@ -696,6 +696,52 @@ describe("logins", () => {
     expect(tokens().size).toBe(1);
   });
 
+  it("a 403 on a token under a second old brings no new login: Vault may not have caught up with it yet", async () => {
+    const clock = manualClock();
+    const fake = await startFake({
+      approle: { roleId: ROLE_ID, secretId: SECRET_ID },
+      tokenTtlSeconds: 60,
+      now: clock.now,
+    });
+    fake.seed("secret/A", { key: "a" });
+    const env = {
+      HCP_VAULT_ADDR: fake.url,
+      HCP_VAULT_APPROLE_ROLE_ID: ROLE_ID,
+      HCP_VAULT_APPROLE_SECRET_ID: SECRET_ID,
+    };
+    const store = await open(env, { now: clock.now });
+    await store.get("A");
+    fake.revokeLoginTokens();
+    clock.advance(500);
+    expect((await errorOf(store.get("A"))).code).toBe("backend_denied");
+    // One login: another would spend a use of the secret_id on a token that may be fine.
+    expect(fake.calls("POST", /\/auth\/approle\/login$/)).toHaveLength(1);
+  });
+
+  it("a renewal failing until the lease ends fails the call: the ended token is never sent", async () => {
+    const clock = manualClock();
+    const fake = await startFake({
+      approle: { roleId: ROLE_ID, secretId: SECRET_ID },
+      tokenTtlSeconds: 60,
+      now: clock.now,
+    });
+    fake.seed("secret/A", { key: "a" });
+    const env = {
+      HCP_VAULT_ADDR: fake.url,
+      HCP_VAULT_APPROLE_ROLE_ID: ROLE_ID,
+      HCP_VAULT_APPROLE_SECRET_ID: SECRET_ID,
+    };
+    // Each wait between renewal tries takes 10 s of the lease.
+    const store = await open(env, { now: clock.now, tuning: { sleep: async () => void clock.advance(10_000) } });
+    await store.get("A");
+    clock.advance(41_000); // due for renewal, 19 s of the lease left
+    fake.inject({ kind: "status", status: 503 }, 3, (r) => r.url.endsWith("/renew-self"));
+    const reads = () => fake.calls("GET", /\/data\//).length;
+    const before = reads();
+    expect((await errorOf(store.get("A"))).code).toBe("backend_unavailable");
+    expect(reads()).toBe(before);
+  });
+
   it("renews the token (renew-self) once two thirds of its lease have passed, before it expires", async () => {
     const { clock, fake, store, logins, renewals, tokens } = await approleStore();
     await store.get("A");
