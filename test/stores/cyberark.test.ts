@@ -142,6 +142,11 @@ describe("the cyberark store", () => {
     expect(await codeOf(store.list?.({ limit: 2, cursor: "bm90LWEtbnVtYmVy" }) as Promise<unknown>)).toBe(
       "invalid_request",
     );
+    // A cursor holding a negative offset: refused before Conjur is asked.
+    const asked = fake.calls("GET", /^\/resources\//).length;
+    const negative = Buffer.from("-2").toString("base64url");
+    expect(await codeOf(store.list?.({ limit: 2, cursor: negative }) as Promise<unknown>)).toBe("invalid_request");
+    expect(fake.calls("GET", /^\/resources\//)).toHaveLength(asked);
   });
 
   it("declares in the policy branch LLM_SECRETS_CYBERARK_POLICY_BRANCH names, where Conjur puts it", async () => {

@@ -194,6 +194,14 @@ describe("google_secret_manager over gRPC", () => {
     expect(await codeOf(store.delete("LONG_ID", { ifNewerThan: long }))).toBe("invalid_request");
     expect(await codeOf(store.delete("team/a", { ifNewerThan: long }))).toBe("invalid_request");
     expect(fake.calls.filter((c) => c.method !== "GetSecret")).toEqual([]);
+    // The edge: Google keeps less than 16 KiB. Our annotations of EDGE at 2000 are 91 bytes with
+    // the id's (name 16+4, changed-at 22+4, deleted 19+5, change-id 21): an id of 16 KiB - 91 is
+    // exactly 16 KiB, refused; one byte less is taken.
+    const exactly = { at: 2_000, id: "e".repeat(16 * 1024 - 91) };
+    expect(await codeOf(store.put("EDGE", value("edge"), { ifNewerThan: exactly }))).toBe("invalid_request");
+    expect(fake.calls.filter((c) => c.method !== "GetSecret")).toEqual([]);
+    const under = { at: 2_000, id: "e".repeat(16 * 1024 - 92) };
+    expect(await store.put("EDGE", value("edge"), { ifNewerThan: under })).toBe("created");
     // A secret annotated elsewhere to the brim: refused before its version is added.
     const full = `projects/${fake.project}/secrets/FULL`;
     fake.secrets.set(full, {
