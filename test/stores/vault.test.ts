@@ -517,6 +517,31 @@ describe("logins", () => {
     expect(read?.headers["x-vault-namespace"]).toBeUndefined();
   });
 
+  it("a policy's 403 in a namespace: the token is looked up in its own namespace, and no second login follows", async () => {
+    const clock = manualClock();
+    const fake = await startFake({
+      mounts: ["admin/secret"],
+      approle: { roleId: ROLE_ID, secretId: SECRET_ID, namespace: "admin" },
+      tokenTtlSeconds: 60,
+      now: clock.now,
+      policy: (_m, path) => !path.endsWith("/data/FORBIDDEN"),
+    });
+    fake.seed("admin/secret/A", { key: "a" });
+    const env = {
+      HCP_VAULT_ADDR: fake.url,
+      HCP_VAULT_NAMESPACE: "admin",
+      HCP_VAULT_APPROLE_ROLE_ID: ROLE_ID,
+      HCP_VAULT_APPROLE_SECRET_ID: SECRET_ID,
+    };
+    const store = await open(env, { now: clock.now });
+    expect((await store.get("A"))?.value).toBe("a");
+    clock.advance(2_000);
+    expect((await errorOf(store.get("FORBIDDEN"))).code).toBe("backend_denied");
+    const lookups = fake.requests.filter((r) => pathOf(r.url)?.endsWith("/auth/token/lookup-self"));
+    expect(lookups.map((r) => r.headers["x-vault-namespace"])).toEqual(["admin"]);
+    expect(fake.calls("POST", /\/auth\/approle\/login$/)).toHaveLength(1);
+  });
+
   it("TLS certificate login over mutual TLS: the login override's namespace, the role's name", async () => {
     const fake = await startFake({ mounts: ["admin/secret"], certRole: { name: "test-role", namespace: "root" } });
     fake.seed("admin/secret/sample-secret-mock", { key: "sk-from-vault" });
