@@ -295,6 +295,11 @@ describe("aws_secret_manager over the wire", () => {
     expect(await codeOf(store.put("L", value("l"), { ifNewerThan: { at: 1_000, id } }))).toBe("invalid_request");
     expect(await codeOf(store.delete("L", { ifNewerThan: { at: 1_000, id } }))).toBe("invalid_request");
     expect(fake.secrets.has("L")).toBe(false);
+    // The longest that fits: 191 bytes are `.` and 255 base64url characters, a tag value of 256.
+    expect(await store.put("L", value("l"), { ifNewerThan: { at: 1_000, id: "i".repeat(191) } })).toBe("created");
+    expect(await codeOf(store.put("L", value("l"), { ifNewerThan: { at: 2_000, id: "i".repeat(192) } }))).toBe(
+      "invalid_request",
+    );
     await store.close?.();
   });
 
