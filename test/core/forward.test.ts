@@ -160,6 +160,8 @@ describe("POST /v1/forward/{model}/{path}", () => {
     "x-ms-token-aad-access-token": "platform-aad-token",
     "x-amzn-oidc-accesstoken": "platform-alb-oidc-token",
     "x-zumo-auth": "platform-easy-auth-session",
+    cookie: "session=caller-cookie",
+    "x-functions-key": "caller-functions-key",
     // What the metadata services ask for: never sent on (an api_base pointed at one gets nothing).
     "metadata-flavor": "Google",
     metadata: "true",
@@ -505,6 +507,27 @@ describe("POST /v1/forward/{model}/{path}", () => {
     expect(reads()).toBe(1);
     const sent = seen.map((s) => s.headers.authorization);
     expect(sent.filter((a) => a === `Bearer ${rotated}`)).toHaveLength(8);
+  });
+
+  it("a 401 arriving while another request's read past the cache is under way waits for that read, and retries with the rotated key", async () => {
+    const old = newKey("sk-old-");
+    const rotated = newKey("sk-rotated-");
+    const { request, runtime } = await app(old);
+    await runtime.backend.put("OPENAI_API_KEY", rotated);
+    expectedKey = rotated;
+    const backend = runtime.backend as unknown as { get: (n: string, ...rest: never[]) => Promise<unknown> };
+    const original = backend.get.bind(backend);
+    backend.get = async (n: string, ...rest: never[]) => {
+      await new Promise((r) => setTimeout(r, 300)); // a slow store
+      return original(n, ...rest);
+    };
+    seen.length = 0;
+    const first = request("/v1/forward/gpt/v1/models");
+    await new Promise((r) => setTimeout(r, 100)); // the first's read past the cache is under way
+    const second = request("/v1/forward/gpt/v1/models");
+    const answers = await Promise.all([first, second]);
+    for (const res of answers) expect(res.status).toBe(200);
+    await Promise.all(answers.map((res) => res.text()));
   });
 
   it("after the interval, a 401 reads past the cache again (the clock is forward's tuning)", async () => {

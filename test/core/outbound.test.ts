@@ -167,6 +167,61 @@ describe("a store's own client certificate (ClientCertificateAgent)", () => {
   });
 });
 
+describe("a client certificate's agent: refresh after close, and concurrent refreshes", () => {
+  it("a refresh after close makes no new agent", async () => {
+    const dir = await tempDir();
+    const files = {
+      cert: join(dir, "client.pem"),
+      key: join(dir, "client-key.pem"),
+      certVariable: "C",
+      keyVariable: "K",
+    };
+    const other = await makeCertificate(await tempDir());
+    await copyFile(other.certFile, files.cert);
+    await copyFile(other.keyFile, files.key);
+    const lines: string[] = [];
+    const holder = await ClientCertificateAgent.open(
+      {},
+      files,
+      createLogger((line) => lines.push(line)),
+    );
+    const first = holder.agent;
+    await holder.close();
+    await copyFile(pki.clientCertFile, files.cert);
+    await copyFile(pki.clientKeyFile, files.key);
+    await holder.refresh();
+    expect(holder.agent).toBe(first);
+    expect(lines).toEqual([]);
+  });
+
+  it("concurrent logins share one look at the files: one new agent, one line", async () => {
+    const dir = await tempDir();
+    const files = {
+      cert: join(dir, "client.pem"),
+      key: join(dir, "client-key.pem"),
+      certVariable: "C",
+      keyVariable: "K",
+    };
+    const other = await makeCertificate(await tempDir());
+    await copyFile(other.certFile, files.cert);
+    await copyFile(other.keyFile, files.key);
+    const lines: string[] = [];
+    const holder = await ClientCertificateAgent.open(
+      {},
+      files,
+      createLogger((line) => lines.push(line)),
+    );
+    await copyFile(pki.clientCertFile, files.cert);
+    await copyFile(pki.clientKeyFile, files.key);
+    const a = holder.refresh();
+    const b = holder.refresh();
+    expect(b).toBe(a);
+    await Promise.all([a, b]);
+    expect(lines).toHaveLength(1);
+    await holder.close();
+  });
+});
+
 describe("outbound TLS settings (LiteLLM's names)", () => {
   const load = (env: Record<string, string>, config = "") =>
     loadSettings({
