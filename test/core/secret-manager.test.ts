@@ -12,7 +12,7 @@ import { createMetrics, type Metrics } from "../../core/src/metrics";
 import { SecretManager } from "../../core/src/secret-manager";
 import type { SecretRecord, SecretStore } from "../../core/src/secret-store";
 import type { KeyManagement } from "../../core/src/settings";
-import { BackendDenied, BackendUnavailable, NameConflict } from "../../core/src/store-errors";
+import { BackendDenied, BackendUnavailable, NameConflict, StoreCorrupt } from "../../core/src/store-errors";
 import { dockerStore } from "../../core/src/stores/docker";
 import { MemoryStore } from "../../core/src/stores/memory";
 import { expectNoValueIn, newKey, secretValue, tempDir } from "../helpers";
@@ -483,5 +483,80 @@ describe("SecretManager with a failing store", () => {
     await expect(manager.resolve({ k: "os.environ/ONLY_ENV" })).rejects.toSatisfy(
       (err: unknown) => err instanceof SecretsError && err.code === "unresolved_refs",
     );
+  });
+});
+
+/** A memory store that keeps the listeners `watch` was given (the file store's, for another process's writes). */
+class WatchedStore extends MemoryStore {
+  listeners: ((names: string[]) => void)[] = [];
+  watch(onChange: (names: string[]) => void): void {
+    this.listeners.push(onChange);
+  }
+}
+
+/** A store whose every read finds a damaged entry. */
+class CorruptStore extends MemoryStore {
+  override async get(): Promise<SecretRecord | undefined> {
+    throw new StoreCorrupt("the entry does not open");
+  }
+}
+
+describe("SecretManager: what the cache keeps, and where refs are read", () => {
+  const quiet = () => ({ log: createLogger(() => {}), metrics: createMetrics() });
+
+  it("a name another process changed (the store's watch) is read again at once, not after the cache's lifetime", async () => {
+    const store = new WatchedStore();
+    const { log, metrics } = quiet();
+    const manager = managerOver(store, log, metrics);
+    await store.put("K", "old");
+    expect((await manager.get("K")).value).toBe("old");
+    await store.put("K", "new"); // behind the cache's back
+    expect(store.listeners.length).toBeGreaterThan(0);
+    for (const listener of store.listeners) listener(["K"]);
+    expect((await manager.get("K")).value).toBe("new");
+  });
+
+  it("a superseded change (an older key event) leaves the newer value readable: the older one is not cached", async () => {
+    const { log, metrics } = quiet();
+    const manager = managerOver(new MemoryStore(), log, metrics, { ...policy, storeVirtualKeys: true });
+    await manager.put("litellm/a", "newer", {}, { stamp: { at: Date.now(), id: "e2" } });
+    const older = await manager.put("litellm/a", "older", {}, { stamp: { at: Date.now() - 60_000, id: "e1" } });
+    expect(older.outcome).toBe("superseded");
+    expect((await manager.get("litellm/a")).value).toBe("newer");
+  });
+
+  it("with access_mode write_only, refs are read from the environment only, never through the store", async () => {
+    const { log, metrics } = quiet();
+    const store = new MemoryStore();
+    await store.put("A", "from-store");
+    const manager = new SecretManager({
+      store: instrumentStore(store, metrics, log),
+      envBacked: false,
+      policy: { ...policy, accessMode: "write_only" },
+      cache: { ttlSeconds: 60, maxStaleSeconds: 600 },
+      metrics,
+      log,
+      env: { A: "from-env" },
+    });
+    const resolved = await manager.resolveConfig({ a: "os.environ/A", b: "os.environ/B" });
+    expect(resolved.config).toEqual({ a: "from-env", b: "os.environ/B" });
+    expect(resolved.refs).toEqual([
+      { name: "A", source: "env" },
+      { name: "B", source: "unresolved", reason: "write_only" },
+    ]);
+  });
+
+  it("a damaged entry fails a ref's read: the environment's copy does not hide it (only an env-backed store falls back)", async () => {
+    const { log, metrics } = quiet();
+    const manager = new SecretManager({
+      store: instrumentStore(new CorruptStore(), metrics, log),
+      envBacked: false,
+      policy,
+      cache: { ttlSeconds: 60, maxStaleSeconds: 600 },
+      metrics,
+      log,
+      env: { API_BASE: "http://env.example" },
+    });
+    await expect(manager.resolveRef("API_BASE")).rejects.toMatchObject({ code: "store_corrupt" });
   });
 });
