@@ -2,7 +2,7 @@
 // refused ones included, apart from the access log, and never a value or a key.
 import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { nextRequestId } from "../../core/src/audit";
+import { callerOf, nextRequestId } from "../../core/src/audit";
 import { expectNoValueIn, inProcessApp, newKey, secretValue, serveStore } from "../helpers";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -35,6 +35,15 @@ describe("request ids made here", () => {
 });
 
 describe("the audit trail", () => {
+  it("fingerprints the key of a Bearer scheme in any case (the key check takes any), and of x-litellm-api-key first", () => {
+    const key = newKey();
+    for (const scheme of ["Bearer", "bearer", "BEARER"])
+      expect(callerOf(undefined, `${scheme} ${key}`)).toBe(fingerprint(key));
+    expect(callerOf(` ${key} `, "Bearer other")).toBe(fingerprint(key));
+    expect(callerOf(undefined, `Basic ${key}`)).toBe("none");
+    expect(callerOf(undefined, undefined)).toBe("none");
+  });
+
   it("writes one line per call, with the outcome code, the request id and the caller's fingerprint", async () => {
     const { request, audits, logs, masterKey } = await inProcessApp();
     const value = secretValue("audited");

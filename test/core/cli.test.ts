@@ -625,6 +625,8 @@ describe("serve", () => {
     );
     expect(r.stderr).not.toContain(key);
     expect(r.stderr).not.toContain("ignores permissions");
+    await chmod(keyFile, 0o640); // readable by its group alone: refused too
+    expect((await runCli(["get", "A"], { env, cwd: dir })).stderr).toContain("(mode 640): chmod 600 it");
     // Every bit set, as a filesystem that ignores modes shows it (a Windows drive under WSL): chmod
     // may not help, and the message says where to keep the dir instead.
     await chmod(keyFile, 0o666);

@@ -549,6 +549,8 @@ describe("FileStore", () => {
       const err = await open(dir).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(ConfigError);
       expect((err as Error).message).toContain("chmod 600");
+      await chmod(logPath(dir), 0o620); // writable by its group alone
+      expect(await open(dir).catch((e: unknown) => e)).toBeInstanceOf(ConfigError);
       await chmod(logPath(dir), 0o640); // readable by its group: every value is sealed
       const again = await open(dir);
       expect((await again.get("A"))?.value).toBe("a");
