@@ -235,6 +235,8 @@ describe("outbound TLS settings (LiteLLM's names)", () => {
     expect(load({ SSL_VERIFY: "False" })).toEqual({ verify: false });
     expect(load({ SSL_VERIFY: "ca/bundle.pem" })).toEqual({ caFile: "/work/ca/bundle.pem" });
     expect(load({ SSL_CERT_FILE: "/etc/ca.pem" })).toEqual({ caFile: "/etc/ca.pem" });
+    // Verification off: no CA bundle is kept, so none is read (a missing one stops nothing).
+    expect(load({ SSL_VERIFY: "false", SSL_CERT_FILE: "/nonexistent/ca.pem" })).toEqual({ verify: false });
     expect(load({ SSL_CERTIFICATE: "client.pem" })).toEqual({ certificateFile: "/work/client.pem" });
     // The environment wins over the config, as in LiteLLM (`os.getenv("SSL_VERIFY", litellm.ssl_verify)`).
     expect(load({ SSL_VERIFY: "false" }, "litellm_settings:\n  ssl_verify: /etc/other.pem\n")).toEqual({

@@ -783,6 +783,8 @@ describe("environment", () => {
       "SECRET_MANAGER_REFRESH_INTERVAL",
     );
     expect(configError(() => loadSettings({ env: { PORT: "70000" } }))).toContain("PORT");
+    expect(configError(() => loadSettings({ env: { PORT: "65536" } }))).toContain("PORT");
+    expect(loadSettings({ env: { PORT: "65535" } }).server.port).toBe(65535); // the last port there is
   });
 
   it("takes flags over env for the server, and needs both TLS files or neither", () => {
