@@ -4,6 +4,7 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it, vi } from "vitest";
 import { createApp } from "../../core/src/app";
+import { KeyRing } from "../../core/src/crypto";
 import { SecretsError } from "../../core/src/errors";
 import { instrumentStore } from "../../core/src/instrument-store";
 import { applyKeyEvent } from "../../core/src/key-events";
@@ -544,6 +545,26 @@ describe("SecretManager: what the cache keeps, and where refs are read", () => {
       { name: "A", source: "env" },
       { name: "B", source: "unresolved", reason: "write_only" },
     ]);
+  });
+
+  it("takes a value of exactly maxValueBytes, and an encrypt whose answer exactly fills maxBodyBytes; one byte more of either is refused", async () => {
+    const { log, metrics } = quiet();
+    const manager = new SecretManager({
+      store: instrumentStore(new MemoryStore(), metrics, log),
+      envBacked: false,
+      policy,
+      cache: { ttlSeconds: 60, maxStaleSeconds: 600 },
+      metrics,
+      log,
+      keys: new KeyRing("salt-for-the-bounds"),
+      maxValueBytes: 4,
+      // A sealed "ab" is 56 base64 characters (nonce 24, MAC 16, 2 bytes): {"ciphertext":"…"} is 73.
+      maxBodyBytes: 73,
+    });
+    expect((await manager.put("K", "abcd")).outcome).toBe("created");
+    await expect(manager.put("K", "abcde")).rejects.toMatchObject({ code: "payload_too_large" });
+    expect(JSON.stringify({ ciphertext: manager.encrypt("ab") })).toHaveLength(73);
+    expect(() => manager.encrypt("abcd")).toThrow(/larger than/);
   });
 
   it("a damaged entry fails a ref's read: the environment's copy does not hide it (only an env-backed store falls back)", async () => {
