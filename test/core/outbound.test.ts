@@ -168,7 +168,8 @@ describe("a store's own client certificate (ClientCertificateAgent)", () => {
 });
 
 describe("a client certificate's agent: refresh after close, and concurrent refreshes", () => {
-  it("a refresh after close makes no new agent", async () => {
+  /** An agent over one pair, then another pair written over its files (a rotation); its log lines kept. */
+  async function rotated() {
     const dir = await tempDir();
     const files = {
       cert: join(dir, "client.pem"),
@@ -185,34 +186,26 @@ describe("a client certificate's agent: refresh after close, and concurrent refr
       files,
       createLogger((line) => lines.push(line)),
     );
+    const rotate = async () => {
+      await copyFile(pki.clientCertFile, files.cert);
+      await copyFile(pki.clientKeyFile, files.key);
+    };
+    return { holder, lines, rotate };
+  }
+
+  it("a refresh after close makes no new agent", async () => {
+    const { holder, lines, rotate } = await rotated();
     const first = holder.agent;
     await holder.close();
-    await copyFile(pki.clientCertFile, files.cert);
-    await copyFile(pki.clientKeyFile, files.key);
+    await rotate();
     await holder.refresh();
     expect(holder.agent).toBe(first);
     expect(lines).toEqual([]);
   });
 
   it("concurrent logins share one look at the files: one new agent, one line", async () => {
-    const dir = await tempDir();
-    const files = {
-      cert: join(dir, "client.pem"),
-      key: join(dir, "client-key.pem"),
-      certVariable: "C",
-      keyVariable: "K",
-    };
-    const other = await makeCertificate(await tempDir());
-    await copyFile(other.certFile, files.cert);
-    await copyFile(other.keyFile, files.key);
-    const lines: string[] = [];
-    const holder = await ClientCertificateAgent.open(
-      {},
-      files,
-      createLogger((line) => lines.push(line)),
-    );
-    await copyFile(pki.clientCertFile, files.cert);
-    await copyFile(pki.clientKeyFile, files.key);
+    const { holder, lines, rotate } = await rotated();
+    await rotate();
     const a = holder.refresh();
     const b = holder.refresh();
     expect(b).toBe(a);

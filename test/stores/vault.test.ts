@@ -96,6 +96,18 @@ async function errorOf(promise: Promise<unknown>): Promise<SecretsError> {
   throw new Error("expected a failure");
 }
 
+/** A fake logging in by AppRole with 60 s tokens on `clock`, holding secret/A; and the env that logs in to it. */
+async function approleOn(clock: { now: () => number }) {
+  const fake = await startFake({
+    approle: { roleId: ROLE_ID, secretId: SECRET_ID },
+    tokenTtlSeconds: 60,
+    now: clock.now,
+  });
+  fake.seed("secret/A", { key: "a" });
+  const env = { HCP_VAULT_ADDR: fake.url, HCP_VAULT_APPROLE_ROLE_ID: ROLE_ID, HCP_VAULT_APPROLE_SECRET_ID: SECRET_ID };
+  return { fake, env };
+}
+
 /** A clock the fake and the store share, for token lifetimes. */
 function manualClock(start = Date.now()) {
   let t = start;
@@ -723,17 +735,7 @@ describe("logins", () => {
 
   it("a 403 on a token under a second old brings no new login: Vault may not have caught up with it yet", async () => {
     const clock = manualClock();
-    const fake = await startFake({
-      approle: { roleId: ROLE_ID, secretId: SECRET_ID },
-      tokenTtlSeconds: 60,
-      now: clock.now,
-    });
-    fake.seed("secret/A", { key: "a" });
-    const env = {
-      HCP_VAULT_ADDR: fake.url,
-      HCP_VAULT_APPROLE_ROLE_ID: ROLE_ID,
-      HCP_VAULT_APPROLE_SECRET_ID: SECRET_ID,
-    };
+    const { fake, env } = await approleOn(clock);
     const store = await open(env, { now: clock.now });
     await store.get("A");
     fake.revokeLoginTokens();
@@ -745,17 +747,7 @@ describe("logins", () => {
 
   it("a renewal failing until the lease ends fails the call: the ended token is never sent", async () => {
     const clock = manualClock();
-    const fake = await startFake({
-      approle: { roleId: ROLE_ID, secretId: SECRET_ID },
-      tokenTtlSeconds: 60,
-      now: clock.now,
-    });
-    fake.seed("secret/A", { key: "a" });
-    const env = {
-      HCP_VAULT_ADDR: fake.url,
-      HCP_VAULT_APPROLE_ROLE_ID: ROLE_ID,
-      HCP_VAULT_APPROLE_SECRET_ID: SECRET_ID,
-    };
+    const { fake, env } = await approleOn(clock);
     // Each wait between renewal tries takes 10 s of the lease.
     const store = await open(env, { now: clock.now, tuning: { sleep: async () => void clock.advance(10_000) } });
     await store.get("A");
