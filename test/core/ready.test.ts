@@ -1,7 +1,7 @@
 // `GET /ready`: the store answers a cheap read within 2 s (200), else 503 with the error code;
 // answers are shared and reused for a second; `/health` touches nothing.
 import { describe, expect, it } from "vitest";
-import { SecretsError } from "../../core/src/errors";
+import { InvalidName, SecretsError } from "../../core/src/errors";
 import type { SecretRecord, StoreFactory } from "../../core/src/secret-store";
 import { BackendDenied, BackendUnavailable } from "../../core/src/store-errors";
 import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
@@ -9,7 +9,7 @@ import { inProcessApp } from "../helpers";
 
 /** A backend whose reads do what `mode` says, counting them. */
 class ProbedStore extends MemoryStore {
-  mode: "up" | "down" | "denied" | "hang" | "broken" = "up";
+  mode: "up" | "down" | "denied" | "hang" | "broken" | "refuses-names" = "up";
   reads = 0;
   names: string[] = [];
   override async get(name: string): Promise<SecretRecord | undefined> {
@@ -20,6 +20,7 @@ class ProbedStore extends MemoryStore {
     if (this.mode === "broken")
       throw new SecretsError("internal", "vault get: unexpected 418 at https://vault.internal:8200");
     if (this.mode === "hang") return new Promise(() => {});
+    if (this.mode === "refuses-names") throw new InvalidName(`the store takes no such name: ${name}`);
     return super.get(name);
   }
 }
@@ -69,6 +70,17 @@ describe("/ready", () => {
     );
     await hosted.ready();
     expect(hosted.backend.names).toEqual(["OPENAI_API_KEY"]);
+  });
+
+  it("is not ready when the store refuses every name it could probe: no answer came from the store", async () => {
+    const plain = await app();
+    plain.backend.mode = "refuses-names";
+    expect((await plain.ready()).status).not.toBe(200);
+    // The second name was tried after the first was refused, and its refusal stands.
+    expect(plain.backend.names).toEqual(["litellm/llm-secrets-readiness-probe", "llm-secrets-readiness-probe"]);
+    const hosted = await app('general_settings:\n  key_management_settings:\n    hosted_keys: ["OPENAI_API_KEY"]\n');
+    hosted.backend.mode = "refuses-names";
+    expect((await hosted.ready()).status).not.toBe(200);
   });
 
   it("is 503 with the store's error code and Retry-After when it fails, and 200 again when it is back", async () => {
