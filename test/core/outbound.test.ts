@@ -127,55 +127,17 @@ describe("the outbound client", () => {
 });
 
 describe("a store's own client certificate (ClientCertificateAgent)", () => {
-  it("moves to a new agent when its files hold a new pair, closing the one it leaves; unchanged or touched files keep it", async () => {
-    const server = await testCaServer({ requestCert: true });
+  /**
+   * An agent over a pair the test CA did not sign (a server of that CA refuses it); `rotate` writes
+   * the CA's client pair over its files. Its log lines kept.
+   */
+  async function holderOfOtherPair() {
     const dir = await tempDir();
     const files = {
       cert: join(dir, "client.pem"),
       key: join(dir, "client-key.pem"),
       certVariable: "TEST_CLIENT_CERT",
       keyVariable: "TEST_CLIENT_KEY",
-    };
-    const other = await makeCertificate(await tempDir()); // not the server's CA's: refused
-    await copyFile(other.certFile, files.cert);
-    await copyFile(other.keyFile, files.key);
-    const lines: string[] = [];
-    const holder = await ClientCertificateAgent.open(
-      {},
-      files,
-      createLogger((line) => lines.push(line)),
-    );
-    const first = holder.agent;
-    await expect(status(server.url, first)).rejects.toThrow();
-    await holder.refresh();
-    expect(holder.agent).toBe(first); // nothing changed: no read, the same agent
-    await copyFile(other.certFile, files.cert); // written again, the same bytes
-    await holder.refresh();
-    expect(holder.agent).toBe(first);
-
-    await copyFile(pki.clientCertFile, files.cert);
-    await copyFile(pki.clientKeyFile, files.key);
-    await holder.refresh();
-    const second = holder.agent;
-    expect(second).not.toBe(first);
-    expect(await status(server.url, second)).toBe(200);
-    await until("the agent left closed", () => first.closed);
-    expect(lines.map((l) => JSON.parse(l).msg)).toEqual(["client certificate read again: new connections present it"]);
-
-    await holder.close();
-    expect(second.closed).toBe(true);
-  });
-});
-
-describe("a client certificate's agent: refresh after close, and concurrent refreshes", () => {
-  /** An agent over one pair, then another pair written over its files (a rotation); its log lines kept. */
-  async function rotated() {
-    const dir = await tempDir();
-    const files = {
-      cert: join(dir, "client.pem"),
-      key: join(dir, "client-key.pem"),
-      certVariable: "C",
-      keyVariable: "K",
     };
     const other = await makeCertificate(await tempDir());
     await copyFile(other.certFile, files.cert);
@@ -190,11 +152,34 @@ describe("a client certificate's agent: refresh after close, and concurrent refr
       await copyFile(pki.clientCertFile, files.cert);
       await copyFile(pki.clientKeyFile, files.key);
     };
-    return { holder, lines, rotate };
+    return { holder, lines, rotate, rewriteSameCert: () => copyFile(other.certFile, files.cert) };
   }
 
+  it("moves to a new agent when its files hold a new pair, closing the one it leaves; unchanged or touched files keep it", async () => {
+    const server = await testCaServer({ requestCert: true });
+    const { holder, lines, rotate, rewriteSameCert } = await holderOfOtherPair();
+    const first = holder.agent;
+    await expect(status(server.url, first)).rejects.toThrow();
+    await holder.refresh();
+    expect(holder.agent).toBe(first); // nothing changed: no read, the same agent
+    await rewriteSameCert(); // written again, the same bytes
+    await holder.refresh();
+    expect(holder.agent).toBe(first);
+
+    await rotate();
+    await holder.refresh();
+    const second = holder.agent;
+    expect(second).not.toBe(first);
+    expect(await status(server.url, second)).toBe(200);
+    await until("the agent left closed", () => first.closed);
+    expect(lines.map((l) => JSON.parse(l).msg)).toEqual(["client certificate read again: new connections present it"]);
+
+    await holder.close();
+    expect(second.closed).toBe(true);
+  });
+
   it("a refresh after close makes no new agent", async () => {
-    const { holder, lines, rotate } = await rotated();
+    const { holder, lines, rotate } = await holderOfOtherPair();
     const first = holder.agent;
     await holder.close();
     await rotate();
@@ -204,7 +189,7 @@ describe("a client certificate's agent: refresh after close, and concurrent refr
   });
 
   it("concurrent logins share one look at the files: one new agent, one line", async () => {
-    const { holder, lines, rotate } = await rotated();
+    const { holder, lines, rotate } = await holderOfOtherPair();
     await rotate();
     const a = holder.refresh();
     const b = holder.refresh();

@@ -29,6 +29,18 @@ function setup() {
   return { store, logs, handlers };
 }
 
+/** The handlers over the in-memory store, key events on, logging and counting nowhere; and their master key. */
+function quietHandlers() {
+  const masterKey = newKey();
+  const handlers = awsHandlers({
+    stores: [memoryStore],
+    env: { LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_CONFIG: KEY_EVENTS_CONFIG },
+    log: createLogger(() => {}),
+    emf: () => {},
+  });
+  return { masterKey, handlers };
+}
+
 function record(messageId: string, body: unknown) {
   return { messageId, body: typeof body === "string" ? body : JSON.stringify(body) };
 }
@@ -102,13 +114,7 @@ describe("an HTTP API's rawPath, which API Gateway delivers percent-decoded", ()
   });
 
   it("answers a name holding a % (sent as %25) as invalid, after the key check, and writes nothing", async () => {
-    const masterKey = newKey();
-    const handlers = awsHandlers({
-      stores: [memoryStore],
-      env: { LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_CONFIG: KEY_EVENTS_CONFIG },
-      log: createLogger(() => {}),
-      emf: () => {},
-    });
+    const { masterKey, handlers } = quietHandlers();
     const auth = { authorization: `Bearer ${masterKey}` };
     // The client sent `a%252540b` (the name `a%2540b`); the gateway decoded it twice, to `a%40b`.
     const put = await send(handlers, HTTP_API, "PUT", "/v1/secrets/a%40b", auth);
@@ -243,13 +249,7 @@ describe("the Lambda bundle", () => {
 
 describe("an invocation's audit line", () => {
   it("is written when the handler's promise settles (Lambda freezes the process then), over HTTP and SQS", async () => {
-    const masterKey = newKey();
-    const handlers = awsHandlers({
-      stores: [memoryStore],
-      env: { LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_CONFIG: KEY_EVENTS_CONFIG },
-      log: createLogger(() => {}),
-      emf: () => {},
-    });
+    const { masterKey, handlers } = quietHandlers();
     await handlers.runtime();
     const written: string[] = [];
     const spy = vi.spyOn(process.stdout, "write").mockImplementation((chunk: string | Uint8Array) => {

@@ -96,15 +96,30 @@ async function errorOf(promise: Promise<unknown>): Promise<SecretsError> {
   throw new Error("expected a failure");
 }
 
-/** A fake logging in by AppRole with 60 s tokens on `clock`, holding secret/A; and the env that logs in to it. */
-async function approleOn(clock: { now: () => number }) {
+/**
+ * A fake logging in by AppRole with 60 s tokens on `clock`, holding A (`{key: "a"}`); and the env
+ * that logs in to it. With `namespace`, the login and the secrets are in that namespace.
+ */
+async function approleOn(
+  clock: { now: () => number },
+  options: { namespace?: string; policy?: FakeVaultOptions["policy"] } = {},
+) {
+  const { namespace, policy } = options;
+  const mount = namespace ? `${namespace}/secret` : "secret";
   const fake = await startFake({
-    approle: { roleId: ROLE_ID, secretId: SECRET_ID },
+    ...(namespace && { mounts: [mount] }),
+    approle: { roleId: ROLE_ID, secretId: SECRET_ID, ...(namespace && { namespace }) },
     tokenTtlSeconds: 60,
     now: clock.now,
+    ...(policy && { policy }),
   });
-  fake.seed("secret/A", { key: "a" });
-  const env = { HCP_VAULT_ADDR: fake.url, HCP_VAULT_APPROLE_ROLE_ID: ROLE_ID, HCP_VAULT_APPROLE_SECRET_ID: SECRET_ID };
+  fake.seed(`${mount}/A`, { key: "a" });
+  const env = {
+    HCP_VAULT_ADDR: fake.url,
+    ...(namespace && { HCP_VAULT_NAMESPACE: namespace }),
+    HCP_VAULT_APPROLE_ROLE_ID: ROLE_ID,
+    HCP_VAULT_APPROLE_SECRET_ID: SECRET_ID,
+  };
   return { fake, env };
 }
 
@@ -531,20 +546,8 @@ describe("logins", () => {
 
   it("a policy's 403 in a namespace: the token is looked up in its own namespace, and no second login follows", async () => {
     const clock = manualClock();
-    const fake = await startFake({
-      mounts: ["admin/secret"],
-      approle: { roleId: ROLE_ID, secretId: SECRET_ID, namespace: "admin" },
-      tokenTtlSeconds: 60,
-      now: clock.now,
-      policy: (_m, path) => !path.endsWith("/data/FORBIDDEN"),
-    });
-    fake.seed("admin/secret/A", { key: "a" });
-    const env = {
-      HCP_VAULT_ADDR: fake.url,
-      HCP_VAULT_NAMESPACE: "admin",
-      HCP_VAULT_APPROLE_ROLE_ID: ROLE_ID,
-      HCP_VAULT_APPROLE_SECRET_ID: SECRET_ID,
-    };
+    const policy = (_m: string, path: string) => !path.endsWith("/data/FORBIDDEN");
+    const { fake, env } = await approleOn(clock, { namespace: "admin", policy });
     const store = await open(env, { now: clock.now });
     expect((await store.get("A"))?.value).toBe("a");
     clock.advance(2_000);
@@ -776,22 +779,8 @@ describe("logins", () => {
 
   it("renews a token from a login namespace in that namespace (a namespaced token is not found at the root)", async () => {
     const clock = manualClock();
-    const fake = await startFake({
-      mounts: ["admin/secret"],
-      approle: { roleId: ROLE_ID, secretId: SECRET_ID, namespace: "admin" },
-      tokenTtlSeconds: 60,
-      now: clock.now,
-    });
-    fake.seed("admin/secret/A", { key: "a" });
-    const store = await open(
-      {
-        HCP_VAULT_ADDR: fake.url,
-        HCP_VAULT_NAMESPACE: "admin",
-        HCP_VAULT_APPROLE_ROLE_ID: ROLE_ID,
-        HCP_VAULT_APPROLE_SECRET_ID: SECRET_ID,
-      },
-      { now: clock.now },
-    );
+    const { fake, env } = await approleOn(clock, { namespace: "admin" });
+    const store = await open(env, { now: clock.now });
     await store.get("A");
     clock.advance(41_000);
     expect((await store.get("A"))?.value).toBe("a");
