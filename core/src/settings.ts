@@ -36,11 +36,12 @@ const text = z.string();
 const optionalText = z.nullish(text);
 
 /** Pydantic's lax booleans, as LiteLLM's settings model takes them: `true`, `"yes"`, `"0"`, `1`... */
-export const PY_TRUE = ["1", "on", "t", "true", "y", "yes"];
+const PY_TRUE = ["1", "on", "t", "true", "y", "yes"];
 /** LiteLLM's `prefix_for_stored_virtual_keys` when none is set. */
 export const DEFAULT_VIRTUAL_KEY_PREFIX = "litellm/";
 const PY_FALSE = ["0", "off", "f", "false", "n", "no"];
-const laxBoolean = z.union(
+/** A boolean setting as LiteLLM's pydantic model reads one (PY_TRUE, PY_FALSE), for stores that read a general key too. */
+export const laxBoolean = z.union(
   [
     z.boolean(),
     z.pipe(

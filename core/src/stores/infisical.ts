@@ -36,7 +36,7 @@ import * as z from "zod/mini";
 import { InvalidName } from "../errors";
 import { BASE_URL_EXPECTED, isBaseUrl, type OutboundTls } from "../outbound-tls";
 import type { DeleteOutcome, PutOptions, PutOutcome, SecretRecord, SecretStore, StoreFactory } from "../secret-store";
-import { PY_TRUE } from "../settings";
+import { laxBoolean } from "../settings";
 import { classifyBackendError, StoreUnavailable } from "../store-errors";
 import { HttpAnswerError, SharedLogin } from "./http-store";
 
@@ -49,7 +49,7 @@ const NO_PROJECT = "set the id of the Infisical project that holds the secrets (
 export const InfisicalSettings = z.object({
   // Read only for the warning at open (settings.ts parses and applies it): whether key events would
   // store virtual keys, whose names Infisical refuses.
-  config: z.object({ store_virtual_keys: z.optional(z.unknown()) }),
+  config: z.object({ store_virtual_keys: z.nullish(laxBoolean) }),
   env: z.object({
     INFISICAL_URL: z.optional(z.string().check(z.refine(isBaseUrl, BASE_URL_EXPECTED))),
     INFISICAL_CLIENT_ID: z.string().check(z.minLength(1, "set the Universal Auth client id")),
@@ -98,11 +98,6 @@ function checkName(name: string): void {
       "Infisical takes no / or : in a secret's name (its folders are INFISICAL_SECRET_PATH), so no virtual key can be stored there: their names always hold a / after prefix_for_stored_virtual_keys",
     );
   }
-}
-
-/** Whether key events store virtual keys (`store_virtual_keys`, read as LiteLLM's settings read a boolean). */
-function storesVirtualKeys(config: z.output<typeof InfisicalSettings>["config"]): boolean {
-  return PY_TRUE.includes(String(config.store_virtual_keys).trim().toLowerCase());
 }
 
 type Send = (
@@ -278,7 +273,7 @@ export const infisicalStore = {
   // No maxValueBytes: Infisical documents no limit of its own.
   capabilities: { writes: true, deletes: true, compareAndSet: false, records: [] },
   open: async (settings, deps) => {
-    if (storesVirtualKeys(settings.config)) {
+    if (settings.config.store_virtual_keys === true) {
       deps.log.warn(
         "key events cannot store virtual keys on infisical: a virtual key's name is prefix_for_stored_virtual_keys, a / (added to a prefix without one, as LiteLLM adds it), then its alias, and Infisical takes no / in a secret's name; so each event that writes one is refused (invalid_name) and goes to the queue's dead letters. Set store_virtual_keys off, or keep virtual keys in another store",
       );
