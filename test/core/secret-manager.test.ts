@@ -10,7 +10,7 @@ import { instrumentStore } from "../../core/src/instrument-store";
 import { applyKeyEvent } from "../../core/src/key-events";
 import { createLogger, type Logger } from "../../core/src/log";
 import { createMetrics, type Metrics } from "../../core/src/metrics";
-import { SecretManager } from "../../core/src/secret-manager";
+import { SecretManager, type SecretManagerOptions } from "../../core/src/secret-manager";
 import type { SecretRecord, SecretStore } from "../../core/src/secret-store";
 import type { KeyManagement } from "../../core/src/settings";
 import { BackendDenied, BackendUnavailable, NameConflict, StoreCorrupt } from "../../core/src/store-errors";
@@ -72,8 +72,14 @@ const policy: KeyManagement = {
   prefixForStoredVirtualKeys: "litellm/",
 };
 
-/** A manager over `store` with the tests' policy (or `over`), a minute's cache and its own log and metrics. */
-function managerOver(store: SecretStore, log: Logger, metrics: Metrics, over: KeyManagement = policy): SecretManager {
+/** A manager over `store` with the tests' policy (or `over`), a minute's cache, its own log and metrics, and `extra`. */
+function managerOver(
+  store: SecretStore,
+  log: Logger,
+  metrics: Metrics,
+  over: KeyManagement = policy,
+  extra: Partial<SecretManagerOptions> = {},
+): SecretManager {
   return new SecretManager({
     store: instrumentStore(store, metrics, log),
     envBacked: false,
@@ -81,6 +87,7 @@ function managerOver(store: SecretStore, log: Logger, metrics: Metrics, over: Ke
     cache: { ttlSeconds: 60, maxStaleSeconds: 600 },
     metrics,
     log,
+    ...extra,
   });
 }
 
@@ -530,15 +537,13 @@ describe("SecretManager: what the cache keeps, and where refs are read", () => {
     const { log, metrics } = quiet();
     const store = new MemoryStore();
     await store.put("A", "from-store");
-    const manager = new SecretManager({
-      store: instrumentStore(store, metrics, log),
-      envBacked: false,
-      policy: { ...policy, accessMode: "write_only" },
-      cache: { ttlSeconds: 60, maxStaleSeconds: 600 },
-      metrics,
+    const manager = managerOver(
+      store,
       log,
-      env: { A: "from-env" },
-    });
+      metrics,
+      { ...policy, accessMode: "write_only" },
+      { env: { A: "from-env" } },
+    );
     const resolved = await manager.resolveConfig({ a: "os.environ/A", b: "os.environ/B" });
     expect(resolved.config).toEqual({ a: "from-env", b: "os.environ/B" });
     expect(resolved.refs).toEqual([
@@ -549,13 +554,7 @@ describe("SecretManager: what the cache keeps, and where refs are read", () => {
 
   it("takes a value of exactly maxValueBytes, and an encrypt whose answer exactly fills maxBodyBytes; one byte more of either is refused", async () => {
     const { log, metrics } = quiet();
-    const manager = new SecretManager({
-      store: instrumentStore(new MemoryStore(), metrics, log),
-      envBacked: false,
-      policy,
-      cache: { ttlSeconds: 60, maxStaleSeconds: 600 },
-      metrics,
-      log,
+    const manager = managerOver(new MemoryStore(), log, metrics, policy, {
       keys: new KeyRing("salt-for-the-bounds"),
       maxValueBytes: 4,
       // A sealed "ab" is 56 base64 characters (nonce 24, MAC 16, 2 bytes): {"ciphertext":"…"} is 73.
@@ -569,15 +568,7 @@ describe("SecretManager: what the cache keeps, and where refs are read", () => {
 
   it("a damaged entry fails a ref's read: the environment's copy does not hide it (only an env-backed store falls back)", async () => {
     const { log, metrics } = quiet();
-    const manager = new SecretManager({
-      store: instrumentStore(new CorruptStore(), metrics, log),
-      envBacked: false,
-      policy,
-      cache: { ttlSeconds: 60, maxStaleSeconds: 600 },
-      metrics,
-      log,
-      env: { API_BASE: "http://env.example" },
-    });
+    const manager = managerOver(new CorruptStore(), log, metrics, policy, { env: { API_BASE: "http://env.example" } });
     await expect(manager.resolveRef("API_BASE")).rejects.toMatchObject({ code: "store_corrupt" });
   });
 });
