@@ -5,7 +5,11 @@
  * Target: the full app at >= 0.8x the bare route's ops/s. There are 5 rounds, alternating which
  * task runs first; the ratio is the median of the rounds' own ratios (the two tasks of a round run
  * back to back, so a round's ratio cancels most of this machine's drift; its ops/s moved by up to
- * 15% between runs).
+ * 15% between runs). Each task starts on a collected heap (`collectGarbage`), as mitata's tasks
+ * do: undici's `Request`s, which both tasks make, let the heap grow to ~900 MB between full
+ * collections, and such a collection fell on whichever task was running, one task paying for the
+ * other's garbage. That removes one source of spread, not this machine's: rounds of one run still
+ * range from about 0.7 to 1.0.
  *
  * ops/s is 1000 / mean latency (ms), so the ratio and "µs added" come from the same number. The
  * master key and the value are made at run time; the data directory is a fresh temp dir.
@@ -18,6 +22,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { Hono } from "hono";
 import { Bench, type BenchOptions, type Task } from "tinybench";
 // @ts-expect-error: a plain ESM build script without types
@@ -37,6 +43,15 @@ const URL_OF_PATH = `http://localhost${PATH}`;
 const SHORT: BenchOptions = { time: 1000, warmupTime: 250, throws: true };
 /** Rounds of both tasks, alternating which runs first. */
 const ROUNDS = 5;
+
+/**
+ * A full garbage collection, run before each task (see the header): node's `gc`, exposed at run
+ * time so that `npm run bench` needs no `--expose-gc` (a new context reads the flag when it is made).
+ */
+const collectGarbage: () => void = (() => {
+  setFlagsFromString("--expose-gc");
+  return runInNewContext("gc") as () => void;
+})();
 
 interface Measured {
   meanUs: number;
@@ -138,7 +153,7 @@ export default async function httpSection(report: Reporter): Promise<void> {
       for (let round = 0; round < ROUNDS; round++) {
         const bench = new Bench({ name: "cached GET", ...SHORT });
         for (const name of round % 2 === 0 ? [REF, FULL] : [FULL, REF])
-          bench.add(name, tasks[name] as () => Promise<void>);
+          bench.add(name, tasks[name] as () => Promise<void>, { beforeAll: collectGarbage });
         await bench.run();
         rounds.push({ ref: measured(bench.getTask(REF)), ours: measured(bench.getTask(FULL)) });
         runs += bench.getTask(FULL)?.runs ?? 0;
