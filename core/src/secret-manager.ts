@@ -266,7 +266,7 @@ export class SecretManager {
       const cached = this.#cached(name);
       read = cached instanceof Promise ? await cached : cached;
     } catch (err) {
-      // A name the store itself refuses (Docker and Infisical take no `/`) is this ref's answer,
+      // A name the store itself refuses (Docker takes no `/`, Infisical no `:`) is this ref's answer,
       // not the whole resolve's failure; the store's other errors fail it.
       if (err instanceof SecretsError && err.code === "invalid_name") return { reason: "invalid_name" };
       throw err;

@@ -8,7 +8,7 @@
  * `proj-1` with Infisical's default environments `dev`, `staging` and `prod`, each with its root
  * folder `/`), and answers as Infisical's secrets service does, in its order: a project it does not
  * know is 404 "Project with ID '…' not found during bot lookup. …", an environment or a folder
- * (`secretPath`) it does not know 404 "Folder with path '…' in environment with slug '…' not found",
+ * (`secretPath`, its trailing `/` removed as Infisical's routes remove it) it does not know 404 "Folder with path '…' in environment with slug '…' not found",
  * and only then the secret: a GET of a missing one 404 "Secret with name '…' not found", a PATCH
  * 404 "Secret with name … not found", a DELETE 404 "Secret not found" (each Infisical's
  * `NotFoundError` message, answered `{statusCode, message, error}`); a POST on an existing secret is
@@ -16,8 +16,12 @@
  * `SecretNameSchema` ("Secret name cannot contain colon or forward slash."): its error handler
  * answers a zod validation failure with 422 `{"statusCode":422,"error":"ValidationFailure",
  * "message":[issues]}`, and nothing is created (GET, PATCH and DELETE take any name: such a one
- * is never found). Records each request (the path as sent, still encoded, and the JSON body),
- * counts logins, answers the `expiresIn` it is given, injects faults and holds answers.
+ * is never found). Folders are made as Infisical's `POST /api/v2/folders` makes them (its folder
+ * service): `{projectId, environment, name, path}`, a `name` of other than letters, digits, `-` and
+ * `_` a 422 validation failure, an environment it does not know 404 "Environment with slug '…' in
+ * project with ID '…' not found", the missing folders above `path` made too, and an existing folder
+ * answered as made (`{folder}`). Records each request (the path as sent, still encoded, and the JSON
+ * body), counts logins, answers the `expiresIn` it is given, injects faults and holds answers.
  */
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -49,6 +53,8 @@ export class FakeInfisical {
   readonly tokens = new Set<string>();
   #faults: { status: number; retryAfter?: string; message: string }[] = [];
   #holds: { match: (r: InfisicalRequest) => boolean; arrived: () => void; released: Promise<void> }[] = [];
+  /** Whether folder creates are refused as an identity without Infisical's permission to create folders (403). */
+  denyFolders = false;
   /** The `expiresIn` (seconds) a login answers. */
   expiresIn = 7200;
   #server: Server | undefined;
@@ -107,11 +113,26 @@ export class FakeInfisical {
       return answer(200, { accessToken: token, expiresIn: this.expiresIn, tokenType: "Bearer" });
     }
     const m = /^\/api\/v3\/secrets\/raw\/([^/]+)$/.exec(url.pathname);
-    if (!m) return answer(404, { message: "no such route" });
+    const folders = r.method === "POST" && url.pathname === "/api/v2/folders";
+    if (!m && !folders) return answer(404, { message: "no such route" });
     const token = /^Bearer (.+)$/.exec(r.authorization ?? "")?.[1];
     if (!token || !this.tokens.has(token)) return answer(401, { message: "Token invalid" });
-    const name = decodeURIComponent(m[1] as string);
-    const where = r.method === "GET" ? Object.fromEntries(url.searchParams) : body;
+    if (folders && this.denyFolders) {
+      return answer(403, {
+        statusCode: 403,
+        message: "You are not allowed to create on secretFolders",
+        error: "PermissionDenied",
+      });
+    }
+    if (folders) return this.#makeFolder(body, answer);
+    const name = decodeURIComponent(m?.[1] as string);
+    const given: Record<string, unknown> = r.method === "GET" ? Object.fromEntries(url.searchParams) : body;
+    // The routes' secretPath: its trailing / removed (Infisical's removeTrailingSlash), but for the root.
+    const path = String(given.secretPath ?? "/");
+    const where: Record<string, unknown> = {
+      ...given,
+      secretPath: path !== "/" && path.endsWith("/") ? path.slice(0, -1) : path,
+    };
     const key = [where.workspaceId, where.environment, where.secretPath, name].join("|");
     // The route's params schema (SecretNameSchema), checked before anything else.
     if (r.method === "POST" && /[/:]/.test(name)) {
@@ -163,6 +184,37 @@ export class FakeInfisical {
     }
   }
 
+  /** `POST /api/v2/folders`, as Infisical's route and folder service answer it (see the header). */
+  #makeFolder(body: Record<string, unknown>, answer: (status: number, json: unknown) => void) {
+    const name = String(body.name ?? "").trim();
+    if (!/^[a-zA-Z0-9-_]+$/.test(name)) {
+      return answer(422, {
+        statusCode: 422,
+        error: "ValidationFailure",
+        message: [
+          {
+            code: "custom",
+            message: "Invalid folder name. Only alphanumeric characters, dashes, and underscores are allowed.",
+            path: ["name"],
+          },
+        ],
+      });
+    }
+    // The route's path: a leading / added, a trailing one removed.
+    const parent = `/${String(body.path ?? "/").trim()}`.replace(/^\/+/, "/").replace(/(.)\/+$/, "$1");
+    const paths = this.places.get(String(body.projectId))?.get(String(body.environment));
+    if (!paths) {
+      return answer(404, {
+        statusCode: 404,
+        message: `Environment with slug '${body.environment}' in project with ID '${body.projectId}' not found`,
+        error: "NotFound",
+      });
+    }
+    const segments = [...parent.split("/").filter(Boolean), name];
+    for (let i = 1; i <= segments.length; i++) paths.add(`/${segments.slice(0, i).join("/")}`);
+    return answer(200, { folder: { id: randomBytes(8).toString("hex"), name, path: `/${segments.join("/")}` } });
+  }
+
   /** Logins answered so far (since the last reset). */
   get logins(): number {
     return this.requests.filter((r) => r.url === "/api/v1/auth/universal-auth/login").length;
@@ -199,6 +251,7 @@ export class FakeInfisical {
     this.#faults = [];
     this.#holds = [];
     this.expiresIn = 7200;
+    this.denyFolders = false;
   }
 
   /** The next `times` requests answer `status` (with a Retry-After when given, and `message` in the body). */

@@ -189,7 +189,7 @@ describe("refusals that are not the message's fault, and a plain push subscripti
     expectNoValueIn(logs, [key]);
   });
 
-  it("redelivers (500) an event whose name the store refuses (Infisical takes no /): a setting to fix, not a malformed event", async () => {
+  it("redelivers (500) an event whose name the store refuses (an Infisical folder takes no .): a setting to fix, not a malformed event", async () => {
     const fake = await infisical();
     fake.reset();
     const infisicalLogs: string[] = [];
@@ -198,7 +198,7 @@ describe("refusals that are not the message's fault, and a plain push subscripti
       env: {
         LITELLM_MASTER_KEY: newKey(),
         LLM_SECRETS_CONFIG:
-          "general_settings:\n  key_management_system: infisical\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n",
+          "general_settings:\n  key_management_system: infisical\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n    prefix_for_stored_virtual_keys: keys.v1/\n",
         INFISICAL_URL: fake.url,
         INFISICAL_CLIENT_ID: INFISICAL_CLIENT.clientId,
         INFISICAL_CLIENT_SECRET: INFISICAL_CLIENT.clientSecret,
@@ -207,7 +207,7 @@ describe("refusals that are not the message's fault, and a plain push subscripti
       log: createLogger((line) => infisicalLogs.push(line)),
     });
     const key = newKey("sk-slash-");
-    // The default prefix litellm/ gives litellm/team-key, which Infisical refuses: invalid_name.
+    // The prefix keys.v1/ gives keys.v1/team-key: a folder keys.v1, whose name Infisical refuses: invalid_name.
     await expect(onInfisical.keyEvents(message("11", keyEvent("e-slash", "team-key", key)))).rejects.toThrow(
       /Pub\/Sub will redeliver it/,
     );

@@ -11,7 +11,7 @@ import { loadSettings } from "../../core/src/settings";
 import { infisicalStore } from "../../core/src/stores/infisical";
 import { storeConformance } from "../../core/src/testing";
 import { INFISICAL_CLIENT, lazyFakeInfisical } from "../fakes/infisical";
-import { codeOf, expectNoValueIn, inProcessApp, secretValue, serveStore } from "../helpers";
+import { codeOf, expectNoValueIn, inProcessApp, newKey, secretValue, serveStore } from "../helpers";
 
 const infisical = lazyFakeInfisical();
 
@@ -61,8 +61,13 @@ async function open(env: Record<string, string> = {}, now: () => number = Date.n
 storeConformance({
   name: "infisical (REST over HTTPS against the fake)",
   factory: infisicalStore,
-  // Infisical's SecretNameSchema: no `/` or `:` in a secret's name.
-  refuses: (name) => /[/:]/.test(name),
+  // Infisical's SecretNameSchema (no `:`) and folder names (the parts before the last `/`).
+  refuses: (name) =>
+    name.includes(":") ||
+    name
+      .split("/")
+      .slice(0, -1)
+      .some((f) => !/^[A-Za-z0-9_-]+$/.test(f)),
   open: async () => {
     (await infisical()).reset();
     return open();
@@ -91,22 +96,82 @@ describe("the infisical store", () => {
     });
   });
 
-  it("refuses a name with / (virtual keys under litellm/) before any call: Infisical's create refuses it", async () => {
+  it("keeps a name's parts before its last / as folders below INFISICAL_SECRET_PATH, made by the first write there", async () => {
+    const fake = await infisical();
+    fake.reset();
+    fake.addFolder("/team-a");
+    const store = await open({ INFISICAL_SECRET_PATH: "team-a/" });
+    const v = secretValue("nested");
+    await store.put("A", secretValue("a")); // logged in
+    const since = (n: number) => fake.requests.slice(n).map((r) => `${r.method} ${r.url.split("?")[0]}`);
+
+    let n = fake.requests.length;
+    expect(await store.put("litellm/proj/key", v)).toBe("created");
+    // The create finds no folder; a read at INFISICAL_SECRET_PATH finds it there; the folders are made; the create again.
+    expect(since(n)).toEqual([
+      "POST /api/v3/secrets/raw/key",
+      "GET /api/v3/secrets/raw/key",
+      "POST /api/v2/folders",
+      "POST /api/v3/secrets/raw/key",
+    ]);
+    expect(fake.requests[n + 1]?.url).toContain(`secretPath=${encodeURIComponent("/team-a/")}`);
+    expect(fake.requests[n + 2]?.body).toEqual({
+      projectId: "proj-1",
+      environment: "dev",
+      name: "proj",
+      path: "/team-a/litellm",
+    });
+    expect(fake.requests[n + 3]?.body).toMatchObject({ secretPath: "/team-a/litellm/proj", secretKey: "key" });
+    expect(fake.secrets.get("proj-1|dev|/team-a/litellm/proj|key")).toBe(v);
+    expect([...(fake.places.get("proj-1")?.get("dev") ?? [])]).toEqual([
+      "/",
+      "/team-a",
+      "/team-a/litellm",
+      "/team-a/litellm/proj",
+    ]);
+
+    // Once the folder is there: one call a create, two an update, none for folders.
+    n = fake.requests.length;
+    expect(await store.put("litellm/proj/other", v)).toBe("created");
+    expect(await store.put("litellm/proj/key", `${v}-2`)).toBe("updated");
+    expect(since(n)).toEqual([
+      "POST /api/v3/secrets/raw/other",
+      "POST /api/v3/secrets/raw/key",
+      "PATCH /api/v3/secrets/raw/key",
+    ]);
+    expect((await store.get("litellm/proj/key"))?.value).toBe(`${v}-2`);
+    expect(await store.get("litellm/proj")).toBeUndefined(); // a folder is no secret
+
+    // A folder that is not there holds no secret: read none, delete absent, and no folder made for either.
+    expect(await store.get("litellm/nope/key")).toBeUndefined();
+    expect(await store.delete("litellm/nope/key")).toBe("absent");
+    expect(fake.places.get("proj-1")?.get("dev")?.has("/team-a/litellm/nope")).toBe(false);
+    expect(await store.delete("litellm/proj/key")).toBe("deleted");
+    expect(await store.get("litellm/proj/key")).toBeUndefined();
+
+    // Two first writes into one new folder at once: both created (Infisical answers an existing folder as made).
+    expect(await Promise.all([store.put("fresh/one", v), store.put("fresh/two", v)])).toEqual(["created", "created"]);
+    expect((await store.get("fresh/two"))?.value).toBe(v);
+  });
+
+  it("refuses before any call a name Infisical cannot hold: a : anywhere, or a folder part with other than letters, digits, - and _", async () => {
     const fake = await infisical();
     fake.reset();
     const store = await open();
     await store.put("A", secretValue("a")); // logged in
     const before = fake.requests.length;
-    for (const name of ["litellm/team-a", "a/b"]) {
-      expect(await codeOf(store.put(name, secretValue("slash"))), name).toBe("invalid_name");
+    for (const name of ["a:b", "litellm/a:b", "keys.v1/alias", "a@b/c", "x+y/z"]) {
+      expect(await codeOf(store.put(name, secretValue("refused"))), name).toBe("invalid_name");
       expect(await codeOf(store.get(name)), name).toBe("invalid_name");
       expect(await codeOf(store.delete(name)), name).toBe("invalid_name");
     }
     expect(fake.requests.length).toBe(before);
-    await expect(store.put("litellm/team-a", "v")).rejects.toThrow(
-      /Infisical takes no \/ or :.*prefix_for_stored_virtual_keys/,
+    await expect(store.put("keys.v1/alias", "v")).rejects.toThrow(
+      /folders, whose names take only letters, digits, - and _/,
     );
-    // What Infisical itself answers such a create (the fake, as its SecretNameSchema and error handler do).
+    // The last part is the secret's name, which takes more than a folder's.
+    expect(await store.put("litellm/a.b@c", secretValue("alias"))).toBe("created");
+    // What Infisical itself answers the whole name in the URL, as LiteLLM sends it (the fake, as its SecretNameSchema and error handler do).
     const token = [...fake.tokens][0] as string;
     const answer = await rawPost(fake.url, "/api/v3/secrets/raw/litellm%2Fteam-a", token, {
       workspaceId: "proj-1",
@@ -116,10 +181,32 @@ describe("the infisical store", () => {
     });
     expect(answer.status).toBe(422);
     expect(JSON.stringify(answer.json)).toContain("Secret name cannot contain colon or forward slash.");
-    expect(fake.secrets.size).toBe(1);
   });
 
-  it("warns at open when key events would store virtual keys (their names hold a / after any prefix), not otherwise", async () => {
+  it("makes no folder under an INFISICAL_SECRET_PATH that is not there, and a refused folder create writes nothing", async () => {
+    const fake = await infisical();
+    fake.reset();
+    const mistyped = await open({ INFISICAL_SECRET_PATH: "/team-b" });
+    for (const call of [
+      () => mistyped.put("litellm/key", secretValue("x")),
+      () => mistyped.get("litellm/key"),
+      () => mistyped.delete("litellm/key"),
+    ]) {
+      await expect(call()).rejects.toThrow(/check INFISICAL_ENVIRONMENT .* and INFISICAL_SECRET_PATH/);
+    }
+    expect([...(fake.places.get("proj-1")?.get("dev") ?? [])]).toEqual(["/"]);
+    expect(fake.requests.some((r) => r.url === "/api/v2/folders")).toBe(false);
+
+    // An identity that may not make folders: the create fails as denied, and nothing is written.
+    const store = await open();
+    fake.denyFolders = true;
+    expect(await codeOf(store.put("litellm/key", secretValue("denied")))).toBe("backend_denied");
+    expect(fake.secrets.size).toBe(0);
+    fake.denyFolders = false;
+    expect(await store.put("litellm/key", secretValue("allowed"))).toBe("created");
+  });
+
+  it("warns at open when key events would store virtual keys under a prefix whose folders Infisical cannot name, not otherwise", async () => {
     const fake = await infisical();
     const opened = async (kms: string) => {
       const settings = loadSettings({
@@ -143,12 +230,20 @@ describe("the infisical store", () => {
       expect(store.kind).toBe("infisical");
       return lines.filter((l) => l.includes("key events cannot store virtual keys on infisical"));
     };
-    expect(await opened("    store_virtual_keys: yes\n")).toHaveLength(1); // the default prefix, litellm/
-    // A prefix without / gets one (as LiteLLM adds it): no virtual key's name can be stored here.
-    const dashed = await opened("    store_virtual_keys: true\n    prefix_for_stored_virtual_keys: litellm-\n");
-    expect(dashed).toHaveLength(1);
-    expect(dashed[0]).toContain("Set store_virtual_keys off");
-    expect(await opened("    store_virtual_keys: false\n")).toEqual([]);
+    // The default prefix, litellm/, and one without / (which gets one, as LiteLLM adds it) are folders.
+    expect(await opened("    store_virtual_keys: yes\n")).toEqual([]);
+    expect(await opened("    store_virtual_keys: true\n    prefix_for_stored_virtual_keys: litellm-\n")).toEqual([]);
+    const dotted = await opened("    store_virtual_keys: true\n    prefix_for_stored_virtual_keys: keys.v1/\n");
+    expect(dotted).toHaveLength(1);
+    expect(dotted[0]).toContain('\\"keys.v1/\\"');
+    // A team's own prefix too, named.
+    const team = await opened(
+      "    store_virtual_keys: true\n    team_settings:\n      team-a:\n        prefix_for_stored_virtual_keys: team.a/\n",
+    );
+    expect(team).toHaveLength(1);
+    expect(team[0]).toContain('\\"team.a/\\"');
+    expect(team[0]).not.toContain('\\"litellm/\\"'); // the general prefix, the default, is a folder
+    expect(await opened("    store_virtual_keys: false\n    prefix_for_stored_virtual_keys: keys.v1/\n")).toEqual([]);
   });
 
   it("sends the description as secretComment on create, and updates only when a 400 says the secret exists", async () => {
@@ -370,11 +465,11 @@ describe("the infisical store", () => {
     expect(start({ INFISICAL_URL: "http://infisical.internal:8080/" })).not.toThrow();
   });
 
-  it("serves the API through llm-secrets serve with LiteLLM's env names", async () => {
+  it("serves the API through llm-secrets serve with LiteLLM's env names, and stores virtual keys in a folder litellm", async () => {
     const fake = await infisical();
     fake.reset();
     const { server, call } = await serveStore(
-      "general_settings:\n  key_management_system: infisical\n  key_management_settings:\n    access_mode: read_and_write\n",
+      "general_settings:\n  key_management_system: infisical\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n",
       {
         INFISICAL_URL: fake.url,
         INFISICAL_CLIENT_ID: INFISICAL_CLIENT.clientId,
@@ -384,14 +479,30 @@ describe("the infisical store", () => {
       },
     );
     const v = secretValue("served");
+    const key = newKey("sk-virtual-");
     try {
       const put = await call("PUT", "/v1/secrets/OPENAI_API_KEY", { value: v });
       expect(put.status).toBe(201);
       expect(await (await call("GET", "/v1/secrets/OPENAI_API_KEY?refresh=true")).json()).toMatchObject({ value: v });
       expect((await call("DELETE", "/v1/secrets/OPENAI_API_KEY")).status).toBe(204);
+
+      // A key event's virtual key: litellm/team-a is team-a in the folder /litellm, made by the write.
+      const occurred = new Date().toISOString();
+      const created = { id: "evt-1", type: "key.created", occurred_at: occurred, key_alias: "team-a", key };
+      const applied = await call("POST", "/v1/key-events", created);
+      expect(await applied.json()).toEqual({
+        results: [{ id: "evt-1", status: "applied", names: { "litellm/team-a": "created" } }],
+      });
+      expect(fake.secrets.get("proj-1|dev|/litellm|team-a")).toBe(key);
+      expect(await (await call("GET", "/v1/secrets/litellm/team-a")).json()).toMatchObject({ value: key });
+      const deleted = { id: "evt-2", type: "key.deleted", occurred_at: occurred, key_alias: "team-a" };
+      expect(await (await call("POST", "/v1/key-events", deleted)).json()).toMatchObject({
+        results: [{ status: "applied", names: { "litellm/team-a": "deleted" } }],
+      });
+      expect(fake.secrets.size).toBe(0);
     } finally {
       await server.stop();
     }
-    expectNoValueIn([server.output, ...logs], [v, INFISICAL_CLIENT.clientSecret]);
+    expectNoValueIn([server.output, ...logs], [v, key, INFISICAL_CLIENT.clientSecret]);
   });
 });

@@ -12,13 +12,23 @@
  * - Secrets: `/api/v3/secrets/raw/{name}` in `INFISICAL_PROJECT_ID`, `INFISICAL_ENVIRONMENT`
  *   (default `dev`) and `INFISICAL_SECRET_PATH` (default `/`, a leading `/` added). Differs: the name
  *   and every query value are URL-encoded (LiteLLM concatenates them).
- * - Names: Infisical's create refuses a name with `/` or `:` (its `SecretNameSchema`: "Secret name
- *   cannot contain colon or forward slash", a validation failure, 422 today), so no such secret can
- *   exist: such a name is `400 invalid_name` before any call, for reads and deletes too (as Docker's
- *   store refuses `/`). So virtual keys cannot be stored here: their names are the prefix, a `/`
- *   (added to any prefix without one, as LiteLLM adds it), then the alias. With `store_virtual_keys`
- *   on, the store warns at open that each key event will be refused. Mapping `/` to Infisical's
- *   folders (`secretPath`) would keep the names, but needs each folder created first; it is not done.
+ * - Names: Infisical's secret names take no `/` or `:` (its `SecretNameSchema`: "Secret name cannot
+ *   contain colon or forward slash", a validation failure, 422). So the parts of a name before its
+ *   last `/` are folders under `INFISICAL_SECRET_PATH`, and the last part is the secret's name there:
+ *   `litellm/team-a/key` is `key` in `{INFISICAL_SECRET_PATH}/litellm/team-a`, as a virtual key's
+ *   name (the prefix, a `/`, the alias) needs. Folder names take only letters, digits, `-` and `_`
+ *   (Infisical's `isValidFolderName`), so a name with another character before its last `/`, or with
+ *   a `:`, is `400 invalid_name` before any call (Infisical would refuse it). With
+ *   `store_virtual_keys` on, a prefix whose folders Infisical cannot name is warned about at open.
+ *   Differs: LiteLLM sends the whole name, `/` and all, as the secret's name, which Infisical
+ *   refuses (or, unencoded in the URL, does not route).
+ * - Folders: a write whose folder is not there (Infisical's 404 for it) makes the folder
+ *   (`POST /api/v2/folders`, which makes the missing folders above it too and answers an existing
+ *   one as made) and creates the secret again, once; the identity needs Infisical's permission to
+ *   create folders for that. A read or delete there is of no secret. Either is so only when
+ *   `INFISICAL_SECRET_PATH` itself is there: one read of the name at that folder tells (else it is
+ *   `store_unavailable` as below, and no folder is made under a mistyped path). A delete leaves its
+ *   folder, empty or not.
  * - Read: `GET`, the value at `secret.secretValue`; Infisical's 404 for no such secret is none. Write:
  *   `POST` (with the description as `secretComment`, as LiteLLM), and when it exists (409, or 400
  *   whose message says so: Infisical's "Secret already exist") `PATCH` with the value only. Differs:
@@ -36,7 +46,7 @@ import * as z from "zod/mini";
 import { InvalidName } from "../errors";
 import { BASE_URL_EXPECTED, isBaseUrl, type OutboundTls } from "../outbound-tls";
 import type { DeleteOutcome, PutOptions, PutOutcome, SecretRecord, SecretStore, StoreFactory } from "../secret-store";
-import { laxBoolean } from "../settings";
+import { DEFAULT_VIRTUAL_KEY_PREFIX, laxBoolean } from "../settings";
 import { classifyBackendError, StoreUnavailable } from "../store-errors";
 import { HttpAnswerError, SharedLogin } from "./http-store";
 
@@ -47,9 +57,13 @@ const CALL_TIMEOUT_MS = 30_000;
 const NO_PROJECT = "set the id of the Infisical project that holds the secrets (its Project Settings show it)";
 
 export const InfisicalSettings = z.object({
-  // Read only for the warning at open (settings.ts parses and applies it): whether key events would
-  // store virtual keys, whose names Infisical refuses.
-  config: z.object({ store_virtual_keys: z.nullish(laxBoolean) }),
+  // Read only for the warning at open (settings.ts parses and applies them): whether key events
+  // would store virtual keys, and under which prefixes (their folders here).
+  config: z.object({
+    store_virtual_keys: z.nullish(laxBoolean),
+    prefix_for_stored_virtual_keys: z.optional(z.unknown()),
+    team_settings: z.optional(z.unknown()),
+  }),
   env: z.object({
     INFISICAL_URL: z.optional(z.string().check(z.refine(isBaseUrl, BASE_URL_EXPECTED))),
     INFISICAL_CLIENT_ID: z.string().check(z.minLength(1, "set the Universal Auth client id")),
@@ -88,16 +102,48 @@ const PLACE_NOT_FOUND = /^(?:Folder|Environment)\b.*\bnot found\b/is;
 /** Infisical's 404 for a project that is not there (its bot lookup's "Project with ID … not found"). */
 const PROJECT_NOT_FOUND = /^(?:Project|Workspace)\b.*\bnot found\b/is;
 
-/** Infisical's `SecretNameSchema` refuses these in a secret's name. */
-const REFUSED_IN_NAMES = /[/:]/;
+/** Infisical's folder names (its `isValidFolderName`). */
+const FOLDER_NAME = /^[A-Za-z0-9_-]+$/;
 
-/** Refuses, before any call, a name Infisical would refuse (so never holds). */
-function checkName(name: string): void {
-  if (REFUSED_IN_NAMES.test(name)) {
-    throw new InvalidName(
-      "Infisical takes no / or : in a secret's name (its folders are INFISICAL_SECRET_PATH), so no virtual key can be stored there: their names always hold a / after prefix_for_stored_virtual_keys",
-    );
+const FOLDERS_ONLY =
+  "on Infisical the parts of a name before its last / are folders, whose names take only letters, digits, - and _";
+
+/** Where a name lives under `INFISICAL_SECRET_PATH`: its folders (the parts before its last `/`) and its key. */
+interface Place {
+  folders: string[];
+  key: string;
+}
+
+/** A name's place; a name Infisical would refuse (so never holds) is refused before any call. */
+function placeOf(name: string): Place {
+  if (name.includes(":")) throw new InvalidName("Infisical takes no : in a secret's name");
+  const folders = name.split("/");
+  const key = folders.pop() as string;
+  if (!folders.every((folder) => FOLDER_NAME.test(folder))) throw new InvalidName(FOLDERS_ONLY);
+  return { folders, key };
+}
+
+/**
+ * The prefixes (general and teams') under which key events would store virtual keys whose folders
+ * Infisical cannot name: each such event would be refused. The prefix gets its `/` as settings.ts
+ * gives it one.
+ */
+function unfolderedPrefixes(config: z.output<typeof InfisicalSettings>["config"]): string[] {
+  const prefixes: unknown[] = [config.prefix_for_stored_virtual_keys ?? DEFAULT_VIRTUAL_KEY_PREFIX];
+  const teams = config.team_settings;
+  if (teams !== null && typeof teams === "object") {
+    for (const team of Object.values(teams)) {
+      prefixes.push((team as { prefix_for_stored_virtual_keys?: unknown } | null)?.prefix_for_stored_virtual_keys);
+    }
   }
+  return prefixes.filter(
+    (prefix): prefix is string =>
+      typeof prefix === "string" &&
+      !prefix
+        .replace(/\/$/, "")
+        .split("/")
+        .every((f) => FOLDER_NAME.test(f)),
+  );
 }
 
 type Send = (
@@ -123,9 +169,9 @@ export class InfisicalStore implements SecretStore {
   }
 
   async get(name: string): Promise<SecretRecord | undefined> {
-    checkName(name);
-    const answer = await this.#call("GET", name, "infisical get");
-    if (this.#absent(answer)) return undefined;
+    const place = placeOf(name);
+    const answer = await this.#secretCall("GET", place, "infisical get");
+    if (this.#absent(answer) || (await this.#folderMissing(answer, place, "infisical get"))) return undefined;
     if (answer.status !== 200) throw this.#failure(answer, "infisical get");
     const value = (answer.json as { secret?: { secretValue?: unknown } }).secret?.secretValue;
     return typeof value === "string" ? { value } : undefined;
@@ -133,53 +179,93 @@ export class InfisicalStore implements SecretStore {
 
   async put(name: string, value: string, options?: PutOptions): Promise<PutOutcome> {
     // The description goes with a create only (LiteLLM's `secretComment`); an update keeps the secret's.
-    checkName(name);
+    const place = placeOf(name);
     const comment = options?.meta?.description ?? options?.meta?.whenCreated?.description;
-    const created = await this.#call("POST", name, "infisical put", {
-      secretKey: name,
+    const create = {
+      secretKey: place.key,
       secretValue: value,
       ...(comment && { secretComment: comment }),
-    });
+    };
+    let created = await this.#secretCall("POST", place, "infisical put", create);
+    if (await this.#folderMissing(created, place, "infisical put")) {
+      await this.#makeFolders(place.folders);
+      created = await this.#secretCall("POST", place, "infisical put", create);
+    }
     if (created.status === 200) return "created";
     if (!(created.status === 409 || (created.status === 400 && alreadyExists(created.json)))) {
       throw this.#failure(created, "infisical put");
     }
-    const updated = await this.#call("PATCH", name, "infisical put", { secretValue: value });
+    const updated = await this.#secretCall("PATCH", place, "infisical put", { secretValue: value });
     if (updated.status !== 200) throw this.#failure(updated, "infisical put");
     return "updated";
   }
 
   async delete(name: string): Promise<DeleteOutcome> {
-    checkName(name);
-    const answer = await this.#call("DELETE", name, "infisical delete", {});
-    if (this.#absent(answer)) return "absent";
+    const place = placeOf(name);
+    const answer = await this.#secretCall("DELETE", place, "infisical delete", {});
+    if (this.#absent(answer) || (await this.#folderMissing(answer, place, "infisical delete"))) return "absent";
     if (answer.status !== 200) throw this.#failure(answer, "infisical delete");
     return "deleted";
   }
 
-  /** Where a secret lives: the project, the environment and the folder. */
-  #where() {
+  /**
+   * Where a secret lives: the project, the environment and the folder (`INFISICAL_SECRET_PATH`, a
+   * leading `/` added, then `folders` below it).
+   */
+  #where(folders: readonly string[] = []) {
     const path = this.env.INFISICAL_SECRET_PATH ?? "/";
+    const base = path.startsWith("/") ? path : `/${path}`;
     return {
       workspaceId: this.env.INFISICAL_PROJECT_ID,
       environment: this.env.INFISICAL_ENVIRONMENT ?? "dev",
-      secretPath: path.startsWith("/") ? path : `/${path}`,
+      secretPath: folders.length === 0 ? base : `${base.replace(/\/+$/, "")}/${folders.join("/")}`,
     };
   }
 
+  /** A call on one secret: its key in the path, where it lives in the query (GET) or the body. */
+  #secretCall(method: string, place: Place, what: string, body?: Record<string, unknown>) {
+    const where = this.#where(place.folders);
+    const path = `/api/v3/secrets/raw/${encodeURIComponent(place.key)}`;
+    return method === "GET"
+      ? this.#call(method, `${path}?${new URLSearchParams(where)}`, what)
+      : this.#call(method, path, what, { ...where, ...body });
+  }
+
   /** One authenticated call; a 401 gets one fresh login and one more try. */
-  async #call(method: string, name: string, what: string, body?: Record<string, unknown>) {
-    const where = this.#where();
-    const path =
-      method === "GET"
-        ? `/api/v3/secrets/raw/${encodeURIComponent(name)}?${new URLSearchParams(where)}`
-        : `/api/v3/secrets/raw/${encodeURIComponent(name)}`;
-    const init = { method, ...(body !== undefined && { body: { ...where, ...body } }) };
+  async #call(method: string, path: string, what: string, body?: Record<string, unknown>) {
+    const init = { method, ...(body !== undefined && { body }) };
     try {
       return await this.#login.call((token) => this.send(path, { ...init, token }));
     } catch (err) {
       throw classifyBackendError(err, what);
     }
+  }
+
+  /**
+   * Whether an answer is Infisical's 404 for a folder of the name's own (below
+   * `INFISICAL_SECRET_PATH`) that is not there: so only when that path is there, which a read of
+   * the name's key at it tells (see the header).
+   */
+  async #folderMissing(answer: { status: number; json: unknown }, place: Place, what: string): Promise<boolean> {
+    if (place.folders.length === 0 || answer.status !== 404 || !PLACE_NOT_FOUND.test(messageOf(answer.json) ?? "")) {
+      return false;
+    }
+    const atBase = await this.#secretCall("GET", { folders: [], key: place.key }, what);
+    if (atBase.status === 200 || this.#absent(atBase)) return true;
+    if (atBase.status === 404) return false; // the path (or its environment) is not there: the caller's failure says so
+    throw this.#failure(atBase, what);
+  }
+
+  /** Makes the name's folders below `INFISICAL_SECRET_PATH` (Infisical makes the missing ones above the last; an existing one is answered as made). */
+  async #makeFolders(folders: readonly string[]): Promise<void> {
+    const { workspaceId, environment, secretPath } = this.#where(folders.slice(0, -1));
+    const answer = await this.#call("POST", "/api/v2/folders", "infisical folder create", {
+      projectId: workspaceId,
+      environment,
+      name: folders.at(-1),
+      path: secretPath,
+    });
+    if (answer.status !== 200) throw this.#failure(answer, "infisical folder create");
   }
 
   /** A Universal Auth login: its token, used until a minute before it expires (at least a minute). */
@@ -273,9 +359,11 @@ export const infisicalStore = {
   // No maxValueBytes: Infisical documents no limit of its own.
   capabilities: { writes: true, deletes: true, compareAndSet: false, records: [] },
   open: async (settings, deps) => {
-    if (settings.config.store_virtual_keys === true) {
+    const unfoldered = settings.config.store_virtual_keys === true ? unfolderedPrefixes(settings.config) : [];
+    if (unfoldered.length > 0) {
       deps.log.warn(
-        "key events cannot store virtual keys on infisical: a virtual key's name is prefix_for_stored_virtual_keys, a / (added to a prefix without one, as LiteLLM adds it), then its alias, and Infisical takes no / in a secret's name; so each event that writes one is refused (invalid_name) and goes to the queue's dead letters. Set store_virtual_keys off, or keep virtual keys in another store",
+        `key events cannot store virtual keys on infisical under prefix_for_stored_virtual_keys ${unfoldered.map((p) => JSON.stringify(p)).join(", ")}: ` +
+          `${FOLDERS_ONLY}; so each event that writes one is refused (invalid_name) and goes to the queue's dead letters. Choose a prefix such as litellm/`,
       );
     }
     return new InfisicalStore(
