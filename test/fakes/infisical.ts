@@ -20,7 +20,10 @@
  * service): `{projectId, environment, name, path}`, a `name` of other than letters, digits, `-` and
  * `_` a 422 validation failure, an environment it does not know 404 "Environment with slug '…' in
  * project with ID '…' not found", the missing folders above `path` made too, and an existing folder
- * answered as made (`{folder}`). Records each request (the path as sent, still encoded, and the JSON
+ * answered as made (`{folder}`). A path with a folder Infisical could not name is 400 "Invalid secret
+ * path. …" (its folder lookup's). With `secretsBelow`, the identity's secret permissions hold below
+ * that path only: 403 for a create or update elsewhere before the folder is looked up, for a read or
+ * delete after (as Infisical's secrets service checks them). Records each request (the path as sent, still encoded, and the JSON
  * body), counts logins, answers the `expiresIn` it is given, injects faults and holds answers.
  */
 import { randomBytes } from "node:crypto";
@@ -29,6 +32,18 @@ import type { ServerResponse } from "node:http";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { afterAll, inject } from "vitest";
+
+/** Infisical's folder lookup of a path with a folder it could not name (its `isValidSecretPath`). */
+const INVALID_PATH = {
+  statusCode: 400,
+  message: "Invalid secret path. Only alphanumeric characters, dashes, and underscores are allowed.",
+  error: "BadRequest",
+};
+const DENIED = { statusCode: 403, message: "You are not allowed to access this secret", error: "PermissionDenied" };
+
+function validPath(path: string): boolean {
+  return path.split("/").every((folder) => folder === "" || /^[a-zA-Z0-9-_]+$/.test(folder));
+}
 
 export const INFISICAL_CLIENT = { clientId: "client-id-test", clientSecret: "client-secret-test-0123456789" };
 
@@ -53,6 +68,8 @@ export class FakeInfisical {
   readonly tokens = new Set<string>();
   #faults: { status: number; retryAfter?: string; message: string }[] = [];
   #holds: { match: (r: InfisicalRequest) => boolean; arrived: () => void; released: Promise<void> }[] = [];
+  /** The path the identity's secret permissions are limited to (its folders and theirs), when they are. */
+  secretsBelow: string | undefined;
   /** Whether folder creates are refused as an identity without Infisical's permission to create folders (403). */
   denyFolders = false;
   /** The `expiresIn` (seconds) a login answers. */
@@ -153,6 +170,12 @@ export class FakeInfisical {
         `Project with ID '${where.workspaceId}' not found during bot lookup. Are you sure you are using the correct project ID?`,
       );
     }
+    // Its folder lookup refuses a path with a folder it could not name (`isValidSecretPath`).
+    if (!validPath(String(where.secretPath))) return answer(400, INVALID_PATH);
+    // An identity allowed below a path only: a create or an update is checked first (`Create`/`Edit`).
+    if ((r.method === "POST" || r.method === "PATCH") && !this.#allowed(String(where.secretPath))) {
+      return answer(403, DENIED);
+    }
     if (!project.get(String(where.environment))?.has(String(where.secretPath))) {
       const operation = { GET: "GetSecretByName", POST: "CreateSecret", PATCH: "UpdateSecret" }[r.method as "GET"];
       return notFound(
@@ -160,6 +183,8 @@ export class FakeInfisical {
         operation ?? "DeleteSecret",
       );
     }
+    // A read or a delete checks the identity's permission only once its folder is found.
+    if (!this.#allowed(String(where.secretPath))) return answer(403, DENIED);
     switch (r.method) {
       case "GET":
         return this.secrets.has(key)
@@ -203,6 +228,7 @@ export class FakeInfisical {
     // The route's path: a leading / added, a trailing one removed.
     const parent = `/${String(body.path ?? "/").trim()}`.replace(/^\/+/, "/").replace(/(.)\/+$/, "$1");
     const paths = this.places.get(String(body.projectId))?.get(String(body.environment));
+    if (paths && !validPath(parent)) return answer(400, INVALID_PATH);
     if (!paths) {
       return answer(404, {
         statusCode: 404,
@@ -252,6 +278,13 @@ export class FakeInfisical {
     this.#holds = [];
     this.expiresIn = 7200;
     this.denyFolders = false;
+    this.secretsBelow = undefined;
+  }
+
+  /** Whether the identity may use secrets at `path` (`secretsBelow`). */
+  #allowed(path: string): boolean {
+    const below = this.secretsBelow;
+    return below === undefined || path === below || path.startsWith(`${below}/`);
   }
 
   /** The next `times` requests answer `status` (with a Retry-After when given, and `message` in the body). */

@@ -78,8 +78,8 @@ describe("the infisical store", () => {
   it("logs in once, encodes the name and every query value, creates then updates", async () => {
     const fake = await infisical();
     fake.reset();
-    fake.addFolder("/team a", "prod");
-    const store = await open({ INFISICAL_SECRET_PATH: "team a", INFISICAL_ENVIRONMENT: "prod" });
+    fake.addFolder("/team-a", "prod");
+    const store = await open({ INFISICAL_SECRET_PATH: "team-a", INFISICAL_ENVIRONMENT: "prod" });
     const v = secretValue("inf");
     expect(await store.put("litellm-x+y=z@a", v)).toBe("created");
     expect(await store.put("litellm-x+y=z@a", v)).toBe("updated");
@@ -87,11 +87,11 @@ describe("the infisical store", () => {
     expect(fake.requests.filter((r) => r.url.endsWith("/login"))).toHaveLength(1);
     const read = fake.requests.find((r) => r.method === "GET");
     expect(read?.url).toBe(
-      "/api/v3/secrets/raw/litellm-x%2By%3Dz%40a?workspaceId=proj-1&environment=prod&secretPath=%2Fteam+a",
+      "/api/v3/secrets/raw/litellm-x%2By%3Dz%40a?workspaceId=proj-1&environment=prod&secretPath=%2Fteam-a",
     );
     expect(fake.requests.map((r) => r.method)).toEqual(["POST", "POST", "POST", "PATCH", "GET"]);
     expect(fake.requests.find((r) => r.method === "PATCH")?.body).toMatchObject({
-      secretPath: "/team a",
+      secretPath: "/team-a",
       secretValue: v,
     });
   });
@@ -204,6 +204,37 @@ describe("the infisical store", () => {
     expect(fake.secrets.size).toBe(0);
     fake.denyFolders = false;
     expect(await store.put("litellm/key", secretValue("allowed"))).toBe("created");
+  });
+
+  it("reads none and makes the folder for an identity allowed below INFISICAL_SECRET_PATH only; a folder not yet seen after it was made is a failure to retry", async () => {
+    const fake = await infisical();
+    fake.reset();
+    // Secret permissions on /litellm and below: Infisical answers 403 at / only once it has found the folder.
+    fake.secretsBelow = "/litellm";
+    const store = await open();
+    expect(await store.get("litellm/alias")).toBeUndefined();
+    expect(await store.delete("litellm/alias")).toBe("absent");
+    const v = secretValue("scoped");
+    expect(await store.put("litellm/alias", v)).toBe("created");
+    expect((await store.get("litellm/alias"))?.value).toBe(v);
+    expect(await codeOf(store.get("ELSEWHERE"))).toBe("backend_denied"); // outside its path: denied, not none
+
+    // The folder create answers 200, yet the create does not find the folder (a replica behind): retry, not a setting.
+    fake.reset();
+    const folderCreate = fake.hold((r) => r.url === "/api/v2/folders");
+    const put = store.put("litellm/late", v);
+    await folderCreate.arrived;
+    fake.fail(1, 200); // answered 200, the folder not made
+    folderCreate.release();
+    const failure = await put.then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(failure).toBeInstanceOf(SecretsError);
+    expect((failure as SecretsError).code).toBe("backend_unavailable");
+    expect((failure as SecretsError).details.retryAfter).toBe(1);
+    expect((failure as Error).message).not.toMatch(/check INFISICAL/);
+    expect(await store.put("litellm/late", v)).toBe("created"); // the retry makes it
   });
 
   it("warns at open when key events would store virtual keys under a prefix whose folders Infisical cannot name, not otherwise", async () => {
@@ -441,7 +472,7 @@ describe("the infisical store", () => {
     });
   });
 
-  it("stops the start when INFISICAL_URL is not an http(s) URL or INFISICAL_PROJECT_ID is missing, naming them", () => {
+  it("stops the start when INFISICAL_URL is not an http(s) URL, INFISICAL_PROJECT_ID is missing or INFISICAL_SECRET_PATH has a folder Infisical cannot name, naming them", () => {
     const start = (env: Record<string, string>) => () =>
       loadSettings({
         env: {
@@ -461,8 +492,15 @@ describe("the infisical store", () => {
         /infisical settings: environment: INFISICAL_URL: expected an http:\/\/ or https:\/\/ URL without a query/,
       );
     }
+    for (const path of ["team a", "/team-a/v1.2", "/a&b/"]) {
+      expect(start({ INFISICAL_SECRET_PATH: path }), path).toThrow(
+        /infisical settings: environment: INFISICAL_SECRET_PATH: a folder path whose folders' names take only letters, digits, - and _/,
+      );
+    }
     expect(start({})().storeSettings).toMatchObject({ env: { INFISICAL_PROJECT_ID: "proj-1" } });
     expect(start({ INFISICAL_URL: "http://infisical.internal:8080/" })).not.toThrow();
+    for (const path of ["/", "team-a", "/team_a/B-2/"])
+      expect(start({ INFISICAL_SECRET_PATH: path }), path).not.toThrow();
   });
 
   it("serves the API through llm-secrets serve with LiteLLM's env names, and stores virtual keys in a folder litellm", async () => {

@@ -27,8 +27,11 @@
  *   one as made) and creates the secret again, once; the identity needs Infisical's permission to
  *   create folders for that. A read or delete there is of no secret. Either is so only when
  *   `INFISICAL_SECRET_PATH` itself is there: one read of the name at that folder tells (else it is
- *   `store_unavailable` as below, and no folder is made under a mistyped path). A delete leaves its
- *   folder, empty or not.
+ *   `store_unavailable` as below, and no folder is made under a mistyped path); its 403 says it is
+ *   there too (Infisical checks an identity allowed below it only after finding the folder). A
+ *   create that still finds no folder just made is `backend_unavailable`, to retry (Infisical reads
+ *   folders from a replica). A delete leaves its folder, empty or not. `INFISICAL_SECRET_PATH`'s own
+ *   folders must be ones Infisical can name, or the start stops.
  * - Read: `GET`, the value at `secret.secretValue`; Infisical's 404 for no such secret is none. Write:
  *   `POST` (with the description as `secretComment`, as LiteLLM), and when it exists (409, or 400
  *   whose message says so: Infisical's "Secret already exist") `PATCH` with the value only. Differs:
@@ -47,7 +50,7 @@ import { InvalidName } from "../errors";
 import { BASE_URL_EXPECTED, isBaseUrl, type OutboundTls } from "../outbound-tls";
 import type { DeleteOutcome, PutOptions, PutOutcome, SecretRecord, SecretStore, StoreFactory } from "../secret-store";
 import { DEFAULT_VIRTUAL_KEY_PREFIX, laxBoolean } from "../settings";
-import { classifyBackendError, StoreUnavailable } from "../store-errors";
+import { BackendUnavailable, classifyBackendError, StoreUnavailable } from "../store-errors";
 import { HttpAnswerError, SharedLogin } from "./http-store";
 
 const DEFAULT_URL = "https://app.infisical.com";
@@ -55,6 +58,9 @@ const DEFAULT_URL = "https://app.infisical.com";
 const CALL_TIMEOUT_MS = 30_000;
 
 const NO_PROJECT = "set the id of the Infisical project that holds the secrets (its Project Settings show it)";
+
+/** Infisical's folder names (its `isValidFolderName`). */
+const FOLDER_NAME = /^[A-Za-z0-9_-]+$/;
 
 export const InfisicalSettings = z.object({
   // Read only for the warning at open (settings.ts parses and applies them): whether key events
@@ -71,7 +77,16 @@ export const InfisicalSettings = z.object({
     // Every secrets call names the project (`workspaceId`): without one each would fail.
     INFISICAL_PROJECT_ID: z.string({ error: NO_PROJECT }).check(z.refine((id) => id.trim() !== "", NO_PROJECT)),
     INFISICAL_ENVIRONMENT: z.optional(z.string()),
-    INFISICAL_SECRET_PATH: z.optional(z.string()),
+    INFISICAL_SECRET_PATH: z.optional(
+      z
+        .string()
+        .check(
+          z.refine(
+            (path) => path.split("/").every((folder) => folder === "" || FOLDER_NAME.test(folder)),
+            "a folder path whose folders' names take only letters, digits, - and _ (Infisical refuses any other), such as / or /team-a",
+          ),
+        ),
+    ),
   }),
 });
 
@@ -101,9 +116,6 @@ const SECRET_NOT_FOUND = /^Secret (?:with name .* )?not found\.?$/s;
 const PLACE_NOT_FOUND = /^(?:Folder|Environment)\b.*\bnot found\b/is;
 /** Infisical's 404 for a project that is not there (its bot lookup's "Project with ID … not found"). */
 const PROJECT_NOT_FOUND = /^(?:Project|Workspace)\b.*\bnot found\b/is;
-
-/** Infisical's folder names (its `isValidFolderName`). */
-const FOLDER_NAME = /^[A-Za-z0-9_-]+$/;
 
 const FOLDERS_ONLY =
   "on Infisical the parts of a name before its last / are folders, whose names take only letters, digits, - and _";
@@ -190,6 +202,12 @@ export class InfisicalStore implements SecretStore {
     if (await this.#folderMissing(created, place, "infisical put")) {
       await this.#makeFolders(place.folders);
       created = await this.#secretCall("POST", place, "infisical put", create);
+      if (created.status === 404 && PLACE_NOT_FOUND.test(messageOf(created.json) ?? "")) {
+        // Made, but not yet seen by the create (Infisical reads folders from a replica): try again.
+        throw new BackendUnavailable(
+          "infisical put: Infisical does not see the folder it has just made yet (HTTP 404): try again",
+        );
+      }
     }
     if (created.status === 200) return "created";
     if (!(created.status === 409 || (created.status === 400 && alreadyExists(created.json)))) {
@@ -251,7 +269,9 @@ export class InfisicalStore implements SecretStore {
       return false;
     }
     const atBase = await this.#secretCall("GET", { folders: [], key: place.key }, what);
-    if (atBase.status === 200 || this.#absent(atBase)) return true;
+    // Infisical looks up the folder before it checks the identity may read there: a 403 (an identity
+    // allowed below the path only) says the path is there.
+    if (atBase.status === 200 || atBase.status === 403 || this.#absent(atBase)) return true;
     if (atBase.status === 404) return false; // the path (or its environment) is not there: the caller's failure says so
     throw this.#failure(atBase, what);
   }
