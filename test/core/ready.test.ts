@@ -75,12 +75,17 @@ describe("/ready", () => {
   it("is not ready when the store refuses every name it could probe: no answer came from the store", async () => {
     const plain = await app();
     plain.backend.mode = "refuses-names";
-    expect((await plain.ready()).status).not.toBe(200);
+    const refused = {
+      status: 503,
+      retryAfter: "1",
+      body: { error: { code: "invalid_name", message: "the memory store is not ready: the log says why" } },
+    };
+    expect(await plain.ready()).toEqual(refused);
     // The second name was tried after the first was refused, and its refusal stands.
     expect(plain.backend.names).toEqual(["litellm/llm-secrets-readiness-probe", "llm-secrets-readiness-probe"]);
     const hosted = await app('general_settings:\n  key_management_settings:\n    hosted_keys: ["OPENAI_API_KEY"]\n');
     hosted.backend.mode = "refuses-names";
-    expect((await hosted.ready()).status).not.toBe(200);
+    expect(await hosted.ready()).toEqual(refused);
   });
 
   it("is 503 with the store's error code and Retry-After when it fails, and 200 again when it is back", async () => {
