@@ -399,15 +399,15 @@ export class SecretManager {
       });
     }
     // The answer's size, counted before it is built: the config as sent, each ref's occurrences
-    // replaced by the JSON of its value.
+    // replaced by the JSON of its value (which may be shorter than the ref: so compared once, whole).
     let bytes = Buffer.byteLength(JSON.stringify(config));
     for (const [name, count] of counts) {
       const value = values.get(name) as string;
       bytes +=
         count * (Buffer.byteLength(JSON.stringify(value)) - Buffer.byteLength(JSON.stringify(REF_PREFIX + name)));
-      if (bytes > maxBytes) {
-        throw new SecretsError("payload_too_large", `the resolved config would be larger than ${maxBytes} bytes`);
-      }
+    }
+    if (bytes > maxBytes) {
+      throw new SecretsError("payload_too_large", `the resolved config would be larger than ${maxBytes} bytes`);
     }
     return replaceRefs(config, values);
   }

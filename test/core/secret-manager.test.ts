@@ -552,6 +552,22 @@ describe("SecretManager: what the cache keeps, and where refs are read", () => {
     ]);
   });
 
+  it("resolves a config whose answer exactly fills maxBytes, one byte more refused, whatever the order of its refs", async () => {
+    const { log, metrics } = quiet();
+    const store = new MemoryStore();
+    await store.put("LONG", "x".repeat(60));
+    await store.put("SHORT", "y");
+    // The long value first: past the limit until the short one's ref, longer than its value, is counted.
+    const config = { a: "os.environ/LONG", b: "os.environ/SHORT" };
+    const answer = JSON.stringify({ a: "x".repeat(60), b: "y" });
+    const over = (maxBytes: number) =>
+      managerOver(store, log, metrics, policy, { resolveLimits: { maxRefs: 10, maxBytes } });
+    expect(JSON.stringify(await over(answer.length).resolve(config))).toBe(answer);
+    await expect(over(answer.length - 1).resolve(config)).rejects.toMatchObject({ code: "payload_too_large" });
+    // The config with the long value alone, counted before the short one: larger than the whole answer.
+    expect(JSON.stringify(config).length + 60 - "os.environ/LONG".length).toBeGreaterThan(answer.length);
+  });
+
   it("takes a value of exactly maxValueBytes, and an encrypt whose answer exactly fills maxBodyBytes; one byte more of either is refused", async () => {
     const { log, metrics } = quiet();
     const manager = managerOver(new MemoryStore(), log, metrics, policy, {
