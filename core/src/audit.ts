@@ -18,6 +18,10 @@
  *   `[A-Za-z0-9._:-]`) and the caller presented the master key; absent otherwise. It was the
  *   `request_id`: any caller, one refused with 401 too, could then give its line the id of
  *   another's, and on Lambda it replaced Lambda's id.
+ * - `source`: the address the request came from, as the runtime itself knows it: `serve`'s socket
+ *   peer (a proxy's, behind one), Lambda's `sourceIp`. Never from a header a client can set, so
+ *   absent on Azure and Google, whose functions see the client only in `X-Forwarded-For`, and for
+ *   queue messages.
  * - `name`: the secret's name as asked for, clipped to 256 characters (a list's prefix); absent
  *   for resolve and decrypt, which touch many names or none, and for key events (`names`).
  * - `team`: the `team_id` a read asked for (`?team_id=`: with a team's settings, a Vault namespace,
@@ -51,6 +55,8 @@ export interface AuditEntry {
   /** The caller's own id of the request (its `x-request-id`, a plain token), when it presented the master key. */
   clientRequestId?: string;
   caller: string;
+  /** The address the request came from, as the runtime knew it (`plainAddress`; HTTP only, where known). */
+  source?: string;
   /** Milliseconds from the request's arrival in the app to its answer (HTTP only). */
   ms?: number;
 }
@@ -81,8 +87,10 @@ export function createAudit(write: (line: string) => void, options: { severity?:
     const took = entry.ms === undefined ? "" : `,"ms":${entry.ms}`;
     // A plain token (requestIdOf, plainRequestId): as it is.
     const client = entry.clientRequestId === undefined ? "" : `,"client_request_id":"${entry.clientRequestId}"`;
+    // A plain address (plainAddress): as it is.
+    const source = entry.source === undefined ? "" : `,"source":"${entry.source}"`;
     write(
-      `${head}${lastTime}","audit":"${entry.action}"${eventId}${name}${names}${team},"outcome":"${entry.outcome}","request_id":"${entry.requestId}"${client},"caller":"${entry.caller}"${took}}\n`,
+      `${head}${lastTime}","audit":"${entry.action}"${eventId}${name}${names}${team},"outcome":"${entry.outcome}","request_id":"${entry.requestId}"${client},"caller":"${entry.caller}"${source}${took}}\n`,
     );
   };
 }
@@ -139,6 +147,13 @@ export function keyEventEntry(
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+/** An IPv4 or IPv6 address as node and Lambda spell one (`::ffff:127.0.0.1`, a zone: `fe80::1%eth0`). */
+const ADDRESS = /^[A-Za-z0-9.:%_-]{1,64}$/;
+
+/** The runtime's address of a request's source, when it is a plain address; else undefined (never shown). */
+export function plainAddress(address: string | undefined): string | undefined {
+  return address !== undefined && ADDRESS.test(address) ? address : undefined;
+}
 
 /** An id as a line may carry it (a plain token: see the header), or undefined. */
 export function plainRequestId(id: string | undefined): string | undefined {

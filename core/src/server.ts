@@ -142,13 +142,15 @@ function requestLineOf(packet: Buffer | undefined): { method?: string; path?: st
  * This runtime's raw-request helper: node's `incoming.url` is the request target as received, its
  * headers as node parsed them, and the socket says whether the client hung up (read there, not
  * from `Request.signal`, whose AbortController node-server only builds when asked, at a measurable
- * cost per request).
+ * cost per request). The socket's peer is the request's source (node keeps it once asked, so once
+ * per connection).
  */
 function rawRequestOf(incoming: IncomingMessage): RawRequest {
   const socket = incoming.socket;
   return {
     path: incoming.url ?? "",
     headers: incoming.headers,
+    source: socket.remoteAddress,
     clientClosed: () => socket.destroyed || !socket.writable,
     timedOut: () => timedOutSockets.has(socket),
     abort: () => socket.destroy(),

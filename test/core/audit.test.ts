@@ -19,6 +19,7 @@ interface AuditLine {
   request_id: string;
   client_request_id?: string;
   caller: string;
+  source?: string;
 }
 
 describe("request ids made here", () => {
@@ -370,6 +371,25 @@ describe("the audit trail", () => {
     expect(audits.map((l) => (JSON.parse(l) as AuditLine).outcome)).toEqual(["request_timeout", "client_closed"]);
   });
 
+  it("says where a request came from as the runtime knew it (a plain address only), never from a header", async () => {
+    const { runtime, audits, masterKey } = await inProcessApp();
+    const get = (source: string | undefined) =>
+      runtime.fetch(
+        new Request("http://localhost/v1/secrets/NONE", {
+          headers: { authorization: `Bearer ${masterKey}`, "x-forwarded-for": "198.51.100.9" },
+        }),
+        { path: "/v1/secrets/NONE", ...(source !== undefined && { source }) },
+      );
+    for (const source of ["203.0.113.7", "::ffff:10.0.0.1", "fe80::1%eth0", 'x","caller":"forged', "a b", undefined]) {
+      audits.length = 0;
+      expect((await get(source)).status).toBe(404);
+      const line = JSON.parse(audits[0] as string) as AuditLine;
+      const plain = source !== undefined && /^[A-Za-z0-9.:%_-]+$/.test(source);
+      expect(line.source, String(source)).toBe(plain ? source : undefined);
+      expect(line.caller).toMatch(/^[0-9a-f]{8}$/);
+    }
+  });
+
   it("is off with LLM_SECRETS_AUDIT=off", async () => {
     const { request, audits } = await inProcessApp({ env: { LLM_SECRETS_AUDIT: "off" } });
     await request("/v1/secrets/X");
@@ -451,6 +471,8 @@ describe("the audit trail", () => {
       ["write", "A", "ok"],
       ["read", "A", "ok"],
     ]);
+    // The socket's peer: the test's client, over loopback.
+    for (const line of audit) expect(line.source).toMatch(/^(::ffff:)?127\.0\.0\.1$|^::1$/);
     expect(stdout).not.toContain('"msg":"request"'); // the access log is on stderr
     expectNoValueIn([server.output], [value]);
   });

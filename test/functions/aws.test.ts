@@ -46,11 +46,11 @@ function record(messageId: string, body: unknown) {
 }
 
 describe("the raw request of an HTTP event", () => {
-  it("is the path and query as the event carries them, with the request's id for audit lines", () => {
-    const context = { http: { method: "GET" }, requestId: "JZ9bAiKsoAMEV0Q=" };
+  it("is the path and query as the event carries them, with the request's id and source for audit lines", () => {
+    const context = { http: { method: "GET", sourceIp: "203.0.113.7" }, requestId: "JZ9bAiKsoAMEV0Q=" };
     expect(
       rawRequestOf({ rawPath: "/v1/secrets/a%2Fb", rawQueryString: "refresh=true", requestContext: context }),
-    ).toEqual({ path: "/v1/secrets/a%2Fb?refresh=true", requestId: "JZ9bAiKsoAMEV0Q=" });
+    ).toEqual({ path: "/v1/secrets/a%2Fb?refresh=true", requestId: "JZ9bAiKsoAMEV0Q=", source: "203.0.113.7" });
     expect(rawRequestOf({ rawPath: "/health", requestContext: { http: { method: "GET" } } })).toEqual({
       path: "/health",
     });
@@ -260,24 +260,34 @@ describe("an invocation's audit line", () => {
       written
         .flatMap((w) => w.split("\n"))
         .filter((l) => l.includes('"audit"'))
-        .map((l) => JSON.parse(l) as { audit: string; outcome: string; request_id: string });
+        .map((l) => JSON.parse(l) as { audit: string; outcome: string; request_id: string; source?: string });
     try {
       const event = {
         version: "2.0",
         rawPath: "/v1/secrets/X",
         rawQueryString: "",
-        headers: { host: "x.lambda-url.eu-west-1.on.aws", authorization: `Bearer ${masterKey}` },
-        requestContext: { http: { method: "GET" }, domainName: "x.lambda-url.eu-west-1.on.aws", requestId: "lambda-1" },
+        // A client's own X-Forwarded-For is not the source: Lambda's sourceIp is.
+        headers: {
+          host: "x.lambda-url.eu-west-1.on.aws",
+          authorization: `Bearer ${masterKey}`,
+          "x-forwarded-for": "198.51.100.9",
+        },
+        requestContext: {
+          http: { method: "GET", sourceIp: "203.0.113.7" },
+          domainName: "x.lambda-url.eu-west-1.on.aws",
+          requestId: "lambda-1",
+        },
       };
       const result = (await handlers.http(event as never, {} as never)) as { statusCode: number };
       expect(result.statusCode).toBe(404);
       expect(audited()).toEqual([
-        expect.objectContaining({ audit: "read", outcome: "not_found", request_id: "lambda-1" }),
+        expect.objectContaining({ audit: "read", outcome: "not_found", request_id: "lambda-1", source: "203.0.113.7" }),
       ]);
       written.length = 0;
       const batch = await handlers.sqs({ Records: [record("m-1", keyEvent("e-1", "flushed", "sk-flushed-1"))] });
       expect(batch.batchItemFailures).toEqual([]);
       expect(audited()).toEqual([expect.objectContaining({ audit: "key_event", outcome: "ok", request_id: "m-1" })]);
+      expect(audited()[0]?.source).toBeUndefined(); // a queue message has none
     } finally {
       spy.mockRestore();
     }

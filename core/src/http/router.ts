@@ -15,6 +15,7 @@ import {
   type AuditEntry,
   callerOf,
   clipped,
+  plainAddress,
   plainRequestId,
   requestIdOf,
 } from "../audit";
@@ -47,6 +48,12 @@ export interface RawRequest {
   abort?: () => void;
   /** The platform's id of this invocation (Lambda's request id): the request's id in its audit and log lines. */
   requestId?: string;
+  /**
+   * The address the request came from, as the runtime itself knows it, never from a header a client
+   * can set (`serve`'s socket peer, Lambda's `requestContext.http.sourceIp`): its audit line's
+   * `source`.
+   */
+  source?: string;
   /**
    * The request's headers as the runtime already parsed them, by lower-case name (node's
    * `incoming.headers`: a repeated `Authorization` keeps its first value, others are joined with
@@ -236,7 +243,12 @@ export class Router {
     if (!this.audit) return;
     const line = entry(...requestAndCaller(c));
     const client = clientRequestIdFor(c.env, c.req.raw);
-    this.audit(client === undefined ? line : { ...line, clientRequestId: client });
+    const source = plainAddress(c.env?.raw?.source);
+    this.audit({
+      ...line,
+      ...(client !== undefined && { clientRequestId: client }),
+      ...(source !== undefined && { source }),
+    });
   }
 
   /**
@@ -331,6 +343,7 @@ function auditEntry(c: Ctx, spec: AuditSpec, outcome: string): AuditEntry {
   const team = spec.team?.(c);
   const [requestId, caller] = requestAndCaller(c);
   const clientRequestId = clientRequestIdFor(c.env, c.req.raw);
+  const source = plainAddress(c.env?.raw?.source);
   return {
     action: spec.action,
     name,
@@ -339,6 +352,7 @@ function auditEntry(c: Ctx, spec: AuditSpec, outcome: string): AuditEntry {
     requestId,
     ...(clientRequestId !== undefined && { clientRequestId }),
     caller,
+    ...(source !== undefined && { source }),
     ms: msSince(c.env?.started),
   };
 }

@@ -54,7 +54,12 @@ export interface HttpEventV2 {
   headers?: Record<string, string | undefined>;
   body?: string;
   isBase64Encoded?: boolean;
-  requestContext: { http: { method: string }; domainName?: string; requestId?: string; stage?: string };
+  requestContext: {
+    http: { method: string; sourceIp?: string };
+    domainName?: string;
+    requestId?: string;
+    stage?: string;
+  };
 }
 
 export interface SqsEvent {
@@ -137,11 +142,15 @@ export function asSent<E>(event: E): E {
   return escapedPath === rawPath ? event : { ...event, rawPath: escapedPath };
 }
 
-/** This runtime's raw-request helper: the path and query as the event carries them, and the request's id (for audit lines). */
+/**
+ * This runtime's raw-request helper: the path and query as the event carries them, and the request's
+ * id and source address (Lambda's `sourceIp`, the client's as AWS saw it) for audit lines.
+ */
 export function rawRequestOf(event: HttpEventV2): RawRequest {
   return {
     path: event.rawQueryString ? `${event.rawPath}?${event.rawQueryString}` : event.rawPath,
     ...(event.requestContext?.requestId && { requestId: event.requestContext.requestId }),
+    ...(event.requestContext?.http?.sourceIp && { source: event.requestContext.http.sourceIp }),
   };
 }
 
