@@ -15,7 +15,7 @@ export { errorAnswer } from "./http/router";
 export { instrumentStore } from "./instrument-store";
 export { createLogger, type Logger, silentLogger } from "./log";
 export { createMetrics, type Metrics, type MetricsSink } from "./metrics";
-export { nameFromPath, validateName } from "./names";
+export { nameFromPath, originForm, validateName } from "./names";
 export { collectRefs, replaceRefs } from "./refs";
 export {
   createRuntime,

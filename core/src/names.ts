@@ -63,6 +63,21 @@ export function nameFromPath(rawPath: string, prefix: string): string {
  */
 export const TOKEN_HASH_NAME = /^virtual[^0-9a-z]key[^0-9a-z]([0-9a-f]{64})$/i;
 
+const ORIGIN = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i;
+
+/**
+ * A request target in origin form (`/path?query`): an absolute-form target (`http://host/path`,
+ * which a server must accept: RFC 9112 section 3.2.2) without its scheme and authority, `/` when no
+ * path is left. Any other target (origin form, `*`) is as it came.
+ */
+export function originForm(target: string): string {
+  if (target.startsWith("/")) return target;
+  const origin = ORIGIN.exec(target);
+  if (!origin) return target;
+  const rest = target.slice(origin[0].length);
+  return rest.startsWith("/") ? rest : `/${rest}`;
+}
+
 /** The path of a request target as it arrived, without its query or fragment. */
 export function withoutQuery(target: string): string {
   const cut = target.search(/[?#]/);

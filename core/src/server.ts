@@ -20,7 +20,7 @@ import type { RawRequest } from "./app";
 import { ConfigError } from "./errors";
 import { errorAnswer } from "./http/router";
 import { describeUnexpected, type Logger } from "./log";
-import { loggedPath } from "./names";
+import { loggedPath, originForm } from "./names";
 import type { Runtime } from "./runtime";
 import { DEFAULT_MAX_CONNECTIONS } from "./settings";
 
@@ -148,7 +148,7 @@ function requestLineOf(packet: Buffer | undefined): { method?: string; path?: st
 function rawRequestOf(incoming: IncomingMessage): RawRequest {
   const socket = incoming.socket;
   return {
-    path: incoming.url ?? "",
+    path: originForm(incoming.url ?? ""),
     headers: incoming.headers,
     source: socket.remoteAddress,
     clientClosed: () => socket.destroyed || !socket.writable,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { InvalidName } from "../../core/src/errors";
-import { nameFromPath, validateName } from "../../core/src/names";
+import { nameFromPath, originForm, validateName } from "../../core/src/names";
 
 describe("validateName", () => {
   it.each([
@@ -48,6 +48,23 @@ describe("validateName", () => {
       validateName("secret-looking\nvalue-xyz");
     } catch (err) {
       expect((err as Error).message).not.toContain("value-xyz");
+    }
+  });
+});
+
+describe("originForm", () => {
+  it("takes the scheme and authority off an absolute-form target, leaving origin form and * as they came", () => {
+    for (const [target, expected] of [
+      ["/v1/secrets/a?refresh=true", "/v1/secrets/a?refresh=true"],
+      ["http://h/v1/secrets/a", "/v1/secrets/a"],
+      ["HTTPS://h:8443/v1/secrets/a/../b?x", "/v1/secrets/a/../b?x"],
+      ["http://user@h", "/"],
+      ["http://h?x=1", "/?x=1"],
+      ["http://h#f", "/#f"],
+      ["*", "*"],
+      ["v1/secrets/a", "v1/secrets/a"],
+    ]) {
+      expect(originForm(target as string), target).toBe(expected);
     }
   });
 });

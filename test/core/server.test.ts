@@ -190,6 +190,34 @@ describe("over a real socket", () => {
     expect(ok.status).toBe(201);
   });
 
+  it("takes a target in absolute form (RFC 9112 3.2.2) as its path, refusing its dot segments as in origin form", async () => {
+    const origin = new URL(server.url).origin;
+    const value = secretValue("absolute");
+    const put = await raw(server.url, {
+      method: "PUT",
+      path: `${origin}/v1/secrets/abs`,
+      token: ctx.masterKey,
+      body: JSON.stringify({ value }),
+    });
+    expect(put.status).toBe(201);
+    const read = await raw(server.url, { method: "GET", path: `${origin}/v1/secrets/abs`, token: ctx.masterKey });
+    expect(read.status).toBe(200);
+    expect(JSON.parse(read.body)).toMatchObject({ name: "abs", value });
+    expect(
+      JSON.parse((await raw(server.url, { method: "GET", path: origin, token: ctx.masterKey })).body),
+    ).toMatchObject({
+      error: { code: "not_found" },
+    });
+    const dotted = await raw(server.url, {
+      method: "PUT",
+      path: `${origin}/v1/secrets/abs/../b`,
+      token: ctx.masterKey,
+      body: '{"value":"x"}',
+    });
+    expect(JSON.parse(dotted.body).error.code).toBe("invalid_name");
+    expect((await raw(server.url, { method: "GET", path: "/v1/secrets/b", token: ctx.masterKey })).status).toBe(404);
+  });
+
   it("answers a request no URL can be made of in the API's shape, with its log line; HTTP/1.0 without Host is served", async () => {
     const { createConnection } = await import("node:net");
     const exchange = (request: string) =>

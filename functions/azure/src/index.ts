@@ -23,6 +23,7 @@ import {
   createLogger,
   errorAnswer,
   type FunctionOptions,
+  originForm,
   type RawRequest,
   responseCookies,
   SecretsError,
@@ -36,9 +37,9 @@ export const AZURE_STORES = [azureKeyVaultStore, ...PORTABLE_STORES] as const;
 
 const METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] as const;
 
-/** This runtime's raw-request helper: the path and query of `request.url`, not parsed again. */
+/** This runtime's raw-request helper: the path and query of `request.url` (absolute), not parsed again. */
 export function rawRequestOf(request: Pick<HttpRequest, "url">): RawRequest {
-  return { path: request.url.replace(/^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i, "") || "/" };
+  return { path: originForm(request.url) };
 }
 
 /** HttpRequest to a fetch `Request`: method, headers and the body's bytes. */
