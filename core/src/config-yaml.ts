@@ -50,6 +50,7 @@ import {
   type Node,
   type Pair,
   Parser,
+  type Scalar,
   type ScalarTag,
   visit,
   type YAMLMap,
@@ -227,13 +228,16 @@ export function parseConfigYaml(text: string): unknown {
     const [start = 0, end = 0] = (isNode(node) && node.range) || [];
     throw at(new Refusal([start, end], code, message));
   };
-  const value = new Constructor(doc, refuse).value() as Record<string, unknown> | null;
+  // Where an unterminated last line with text begins (see Constructor's `openEnd`).
+  const lastLine = Math.max(text.lastIndexOf("\n"), text.lastIndexOf("\r")) + 1;
+  const openEnd = text.slice(lastLine).trim() === "" ? undefined : lastLine;
+  const value = new Constructor(doc, refuse, openEnd).value() as Record<string, unknown> | null;
   const variables = value?.environment_variables;
   if (isPlainObject(variables) && Object.values(variables).some((v) => typeof v === "number")) {
     // The numbers' Python text, from a second reading in which ints and floats resolve to it: its
     // aliases, merges and duplicate keys then pick the same entries as in the first.
     const again = compose(tokens, text.length, PYTHON_TEXT_TAGS);
-    const texts = (new Constructor(again, refuse).value() as Record<string, unknown>).environment_variables;
+    const texts = (new Constructor(again, refuse, openEnd).value() as Record<string, unknown>).environment_variables;
     for (const [key, v] of Object.entries(variables)) {
       const python = isPlainObject(texts) ? texts[key] : undefined;
       if (typeof v === "number" && python instanceof PythonText) variables[key] = python.text;
@@ -357,7 +361,8 @@ function pyyamlRefusals(tokens: CST.Token[]): YAMLParseError[] {
 
 /**
  * A document's value as SafeConstructor builds it, as plain data: mappings are objects with String(key)
- * keys (the last duplicate winning, keys compared as resolved: 1 and "1" are two keys), merge keys
+ * keys (the last duplicate winning, keys compared as resolved and as Python compares them: 1 and "1"
+ * are two keys, 1 and true one, spelled as first written), merge keys
  * applied as flatten_mapping applies them, and an alias a copy of its anchor's node (PyYAML shares one
  * object; a copy keeps the value a tree: parseConfigYaml rewrites environment_variables' numbers in
  * place, which must not change the anchor's other uses).
@@ -379,9 +384,14 @@ class Constructor {
   /** The outermost alias or merge key being expanded: where an exhaustion is reported. */
   private expanding: Node | undefined;
 
+  /**
+   * `openEnd`: where the text's last line, when it has text and no line break after it, begins
+   * (else undefined). A block scalar whose text runs into it has no final line break to keep.
+   */
   constructor(
     private readonly doc: Document.Parsed,
     private readonly refuse: (node: unknown, code: YAMLParseError["code"], message: string) => never,
+    private readonly openEnd?: number,
   ) {
     // Anchors in document order, each set where its node starts (as PyYAML's composer sets them), and
     // what building would only meet later or deeper, refused at its place.
@@ -439,6 +449,27 @@ class Constructor {
     }
   }
 
+  /**
+   * A scalar's value. The library gives a block scalar (`|`, `>`, `|+`) that ends the text with no
+   * line break after its last line a final line break all the same; PyYAML, as YAML says, gives none
+   * (there is none to keep): `LLM_SECRETS_CONFIG="$(cat config.yaml)"` drops the file's last one.
+   */
+  private scalar(node: Scalar): unknown {
+    const { value, type, range } = node;
+    const block = type === "BLOCK_LITERAL" || type === "BLOCK_FOLDED";
+    if (
+      block &&
+      this.openEnd !== undefined &&
+      range &&
+      range[1] > this.openEnd &&
+      typeof value === "string" &&
+      value.endsWith("\n")
+    ) {
+      return value.slice(0, -1);
+    }
+    return value;
+  }
+
   /** `build(node)`, `via` (an alias or merge key) the place to report an exhaustion if none is yet. */
   private expand(node: unknown, via: Node | undefined): unknown {
     const outer = this.expanding;
@@ -456,17 +487,23 @@ class Constructor {
       return this.expand(target, node);
     }
     this.spend(1);
-    if (isScalar(node)) return node.value;
+    if (isScalar(node)) return this.scalar(node);
     if (this.building.has(node)) this.refuse(this.expanding ?? node, "BAD_ALIAS", RECURSIVE); // a merge's
     this.building.add(node);
     let value: unknown;
     if (isSeq(node)) value = node.items.map((item) => this.build(item));
     else {
-      // Keys as resolved (true, 1, null), then String(key): the last duplicate wins, as in a dict.
-      const map = new Map<unknown, unknown>();
-      for (const [{ key, value }, via] of this.entries(node as YAMLMap))
-        map.set(this.expand(key, via), this.expand(value, via));
-      value = Object.fromEntries(Array.from(map, ([k, v]) => [String(k), v]));
+      // Keys as resolved (true, 1, null) and compared as Python compares them (True == 1, False == 0),
+      // then String(key): a duplicate keeps the first key's place and spelling and the last value, as
+      // a dict does.
+      const map = new Map<unknown, [key: unknown, value: unknown]>();
+      for (const [{ key, value }, via] of this.entries(node as YAMLMap)) {
+        const k = this.expand(key, via);
+        const v = this.expand(value, via);
+        const same = k === true ? 1 : k === false ? 0 : k;
+        map.set(same, [map.get(same)?.[0] ?? k, v]);
+      }
+      value = Object.fromEntries(Array.from(map.values(), ([k, v]) => [String(k), v]));
     }
     this.building.delete(node);
     return value;

@@ -201,6 +201,17 @@ const PARITY: [string, string, unknown][] = [
   ["quoted date is a string", "a: \"2001-12-14\"\nb: '2001-12-14 21:59:43.10 -5'", undefined],
   ["not quite timestamps", "- 2001-12-14x\n- 2001-1-14\n- 20011214\n- 2001-12-14 21:59", undefined],
   ["block scalars", "a: |\n  line1\n  yes\nb: >\n  folded\n  text\nc: |-\n  0x10\n", undefined],
+  // Python's dict takes True as 1 and False as 0: one key, spelled as first written, with the last value.
+  ["1 and true as one key", "{1: a, true: b}", { "1": "b" }],
+  ["false and 0 as one key", "{false: a, 0: b, off: c}", undefined],
+  ["a duplicate keeps its first place", "a: 1\nb: 2\na: 3\n", undefined],
+  // No line break after the last line (`LLM_SECRETS_CONFIG="$(cat config.yaml)"` drops it): none kept.
+  ["a literal block scalar ending the text", "salt: |\n  sk-salt-0123456789", { salt: "sk-salt-0123456789" }],
+  ["a folded one, and a kept one, ending the text", "a: >\n  x\n  y\nb: |+\n  z", undefined],
+  ["a block scalar in a list ending the text", "- |\n  x", undefined],
+  ["a block scalar ending the text after a comment line", "a: |\n  x\n# c", undefined],
+  ["a block scalar ending the text with spaces after its last break", "a: |\n  x\n  ", undefined],
+  ["a block scalar ending with CRLF, then nothing", "a: |\r\n  x", undefined],
   ["escapes", "a: \"tab\\there \\u00e9 \\x41 \\\"q\\\"\"\nb: 'it''s'", { a: 'tab\there é A "q"', b: "it's" }],
   ["multi-line plain scalar", "a: one\n  two\n\n  three", { a: "one two\nthree" }],
   ["merge key", "base: &b {x: 1, y: 2}\nc:\n  <<: *b\n  y: 3", { base: { x: 1, y: 2 }, c: { x: 1, y: 3 } }],
