@@ -107,10 +107,10 @@ describe("the infisical store", () => {
 
     let n = fake.requests.length;
     expect(await store.put("litellm/proj/key", v)).toBe("created");
-    // The create finds no folder; a read at INFISICAL_SECRET_PATH finds it there; the folders are made; the create again.
+    // The create finds no folder; a read at INFISICAL_SECRET_PATH (of a name no secret has) finds it there; the folders are made; the create again.
     expect(since(n)).toEqual([
       "POST /api/v3/secrets/raw/key",
-      "GET /api/v3/secrets/raw/key",
+      "GET /api/v3/secrets/raw/llm-secrets%3Afolder-probe",
       "POST /api/v2/folders",
       "POST /api/v3/secrets/raw/key",
     ]);

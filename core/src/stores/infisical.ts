@@ -26,7 +26,7 @@
  *   (`POST /api/v2/folders`, which makes the missing folders above it too and answers an existing
  *   one as made) and creates the secret again, once; the identity needs Infisical's permission to
  *   create folders for that. A read or delete there is of no secret. Either is so only when
- *   `INFISICAL_SECRET_PATH` itself is there: one read of the name at that folder tells (else it is
+ *   `INFISICAL_SECRET_PATH` itself is there: one read at that folder of a name no secret has tells (else it is
  *   `store_unavailable` as below, and no folder is made under a mistyped path); its 403 says it is
  *   there too (Infisical checks an identity allowed below it only after finding the folder). A
  *   create that still finds no folder just made is `backend_unavailable`, to retry (Infisical reads
@@ -116,6 +116,13 @@ const SECRET_NOT_FOUND = /^Secret (?:with name .* )?not found\.?$/s;
 const PLACE_NOT_FOUND = /^(?:Folder|Environment)\b.*\bnot found\b/is;
 /** Infisical's 404 for a project that is not there (its bot lookup's "Project with ID … not found"). */
 const PROJECT_NOT_FOUND = /^(?:Project|Workspace)\b.*\bnot found\b/is;
+
+/**
+ * What is read at `INFISICAL_SECRET_PATH` to learn whether it is there: a name no secret has
+ * (Infisical takes no `:` in one), so the read is answered "not found" from a folder that is there,
+ * and no secret's value is read (nor shown as read in Infisical's audit log).
+ */
+const FOLDER_PROBE = "llm-secrets:folder-probe";
 
 const FOLDERS_ONLY =
   "on Infisical the parts of a name before its last / are folders, whose names take only letters, digits, - and _";
@@ -262,13 +269,13 @@ export class InfisicalStore implements SecretStore {
   /**
    * Whether an answer is Infisical's 404 for a folder of the name's own (below
    * `INFISICAL_SECRET_PATH`) that is not there: so only when that path is there, which a read of
-   * the name's key at it tells (see the header).
+   * `FOLDER_PROBE` at it tells (see the header).
    */
   async #folderMissing(answer: { status: number; json: unknown }, place: Place, what: string): Promise<boolean> {
     if (place.folders.length === 0 || answer.status !== 404 || !PLACE_NOT_FOUND.test(messageOf(answer.json) ?? "")) {
       return false;
     }
-    const atBase = await this.#secretCall("GET", { folders: [], key: place.key }, what);
+    const atBase = await this.#secretCall("GET", { folders: [], key: FOLDER_PROBE }, what);
     // Infisical looks up the folder before it checks the identity may read there: a 403 (an identity
     // allowed below the path only) says the path is there.
     if (atBase.status === 200 || atBase.status === 403 || this.#absent(atBase)) return true;
