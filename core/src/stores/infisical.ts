@@ -26,9 +26,9 @@
  *   (`POST /api/v2/folders`, which makes the missing folders above it too and answers an existing
  *   one as made) and creates the secret again, once; the identity needs Infisical's permission to
  *   create folders for that. A read or delete there is of no secret. Either is so only when
- *   `INFISICAL_SECRET_PATH` itself is there: one read at that folder of a name no secret has tells (else it is
- *   `store_unavailable` as below, and no folder is made under a mistyped path); its 403 says it is
- *   there too (Infisical checks an identity allowed below it only after finding the folder). A
+ *   `INFISICAL_SECRET_PATH` itself is there: one read at that folder of a name no secret has tells
+ *   (else it is `store_unavailable` as below, and no folder is made under a mistyped path); its 403
+ *   says it is there too (Infisical checks an identity allowed below it only after finding the folder). A
  *   create that still finds no folder just made is `backend_unavailable`, to retry (Infisical reads
  *   folders from a replica). A delete leaves its folder, empty or not. `INFISICAL_SECRET_PATH`'s own
  *   folders must be ones Infisical can name, or the start stops.
