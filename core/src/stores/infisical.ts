@@ -22,16 +22,16 @@
  *   `store_virtual_keys` on, a prefix whose folders Infisical cannot name is warned about at open.
  *   Differs: LiteLLM sends the whole name, `/` and all, as the secret's name, which Infisical
  *   refuses (or, unencoded in the URL, does not route).
- * - Folders: a write whose folder is not there (Infisical's 404 for it) makes the folder
- *   (`POST /api/v2/folders`, which makes the missing folders above it too and answers an existing
- *   one as made) and creates the secret again, once; the identity needs Infisical's permission to
- *   create folders for that. A read or delete there is of no secret. Either is so only when
+ * - Folders: a write whose folder is not there (Infisical's 404 for it) makes the folder (`POST
+ *   /api/v2/folders`, which makes the missing folders above it too and answers an existing one as
+ *   made) and creates the secret again, once; the identity needs Infisical's permission to create
+ *   folders for that. A read or delete there is of no secret. Either is so only when
  *   `INFISICAL_SECRET_PATH` itself is there: one read at that folder of a name no secret has tells
  *   (else it is `store_unavailable` as below, and no folder is made under a mistyped path); its 403
- *   says it is there too (Infisical checks an identity allowed below it only after finding the folder). A
- *   create that still finds no folder just made is `backend_unavailable`, to retry (Infisical reads
- *   folders from a replica). A delete leaves its folder, empty or not. `INFISICAL_SECRET_PATH`'s own
- *   folders must be ones Infisical can name, or the start stops.
+ *   says it is there too (Infisical checks an identity allowed below it only after finding the
+ *   folder). A create that still finds no folder just made is `backend_unavailable`, to retry
+ *   (Infisical reads folders from a replica). A delete leaves its folder, empty or not.
+ *   `INFISICAL_SECRET_PATH`'s own folders must be ones Infisical can name, or the start stops.
  * - Read: `GET`, the value at `secret.secretValue`; Infisical's 404 for no such secret is none. Write:
  *   `POST` (with the description as `secretComment`, as LiteLLM), and when it exists (409, or 400
  *   whose message says so: Infisical's "Secret already exist") `PATCH` with the value only. Differs:
