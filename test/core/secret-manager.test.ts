@@ -265,6 +265,22 @@ describe("SecretManager with a failing store", () => {
     expect(await bad3).toBe("backend_unavailable");
     await Promise.all(again);
     expect(await fine2).toBe("fine");
+
+    // So is an answer: failures with one between them are not 3 in a row either.
+    store.failNames.add("BAD5").add("BAD6").add("BAD7");
+    expect(await outcome("BAD5")).toBe("backend_unavailable");
+    expect(await outcome("BAD6")).toBe("backend_unavailable");
+    expect(await outcome("FINE")).toBe("fine"); // from the cache: no store call, no answer counted
+    expect(await manager.get("H0", { refresh: true }).then((r) => r.value)).toBe("h");
+    const bad7 = outcome("BAD7");
+    const third = Array.from({ length: 63 }, (_, i) => manager.get(`H${i}`, { refresh: true }).then((r) => r.value));
+    const fine3 = manager.get("FINE", { refresh: true }).then(
+      (r) => r.value,
+      (err: { code?: string }) => err.code,
+    );
+    expect(await bad7).toBe("backend_unavailable");
+    expect(new Set(await Promise.all(third))).toEqual(new Set(["h"]));
+    expect(await fine3).toBe("fine");
   });
 
   it("a store that is down fails the reads waiting their turn at once, rather than each a call's time in turn", async () => {
