@@ -413,7 +413,7 @@ function secondsOf(value: unknown, per: number): number | undefined {
 }
 
 /** `Retry-After` as seconds or an HTTP date, from a plain object or a `Headers`. */
-function retryAfterHeader(headers: unknown): number | undefined {
+export function retryAfterHeader(headers: unknown): number | undefined {
   if (headers === null || typeof headers !== "object") return undefined;
   const raw =
     typeof (headers as Headers).get === "function"

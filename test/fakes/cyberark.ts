@@ -9,8 +9,12 @@
  *   fake's clock (`now`); an unknown, expired or revoked one is 401.
  * - `POST /policies/{account}/policy/{branch}` (add-only load) with a YAML policy: each
  *   `!variable` item declares `{id}`, or `{branch}/{id}` in a branch other than `root`. A load takes
- *   `policyLoadMs`; one arriving while another load of that branch runs is 409. An unknown branch is
- *   404, a policy that does not parse 422.
+ *   `policyLoadMs`; one arriving while another load of that branch runs is 409 with a `Retry-After`
+ *   (`conflictRetryAfter`; Conjur's policies controller says 1 to 8 s). An unknown branch is 404, a
+ *   policy that does not parse 422.
+ * - `GET /resources/{account}/variable?limit&offset`: the variables in id order, each with its
+ *   versions; with `listLimitMax` (Conjur's `api_resource_list_limit_max`), a larger limit is 422
+ *   "'Limit' parameter must not exceed N".
  * - `GET /secrets/{account}/variable/{id}` (the id encoded) answers the last value's raw bytes;
  *   404 for an undeclared variable or one without a value. `POST` on it adds a value (201), the raw
  *   body's bytes; 404 when undeclared, 422 when the body is blank (Conjur's `blank?`).
@@ -66,6 +70,10 @@ export class FakeConjur {
   now: () => number = Date.now;
   /** How long a policy load runs. */
   policyLoadMs = 20;
+  /** The `Retry-After` of a 409 for a policy load while another runs (Conjur's: 1 to 8 s). */
+  conflictRetryAfter = "1";
+  /** The largest list limit taken (Conjur's `api_resource_list_limit_max`; none by default). */
+  listLimitMax: number | undefined;
   #loading = new Set<string>();
   #faults: Fault[] = [];
   #server: Server | undefined;
@@ -156,7 +164,12 @@ export class FakeConjur {
       if (decodeURIComponent(segments[2] as string) !== CYBERARK_ACCOUNT) return error(404, "not_found", "account");
       const branch = decodeURIComponent(segments[4] as string);
       if (branch !== "root" && !this.branches.has(branch)) return error(404, "not_found", "no such policy");
-      if (this.#loading.has(branch)) return error(409, "conflict", "a policy load is already in progress");
+      if (this.#loading.has(branch)) {
+        const body = JSON.stringify({
+          error: { code: "policy_conflict", message: "Concurrent policy load in progress, please retry" },
+        });
+        return answer(409, body, { "content-type": "application/json", "retry-after": this.conflictRetryAfter });
+      }
       this.#loading.add(branch);
       try {
         await new Promise((resolve) => setTimeout(resolve, this.policyLoadMs));
@@ -177,6 +190,9 @@ export class FakeConjur {
       const query = new URLSearchParams(r.url.split("?")[1] ?? "");
       const limit = Number(query.get("limit") ?? "1000");
       const offset = Number(query.get("offset") ?? "0");
+      if (this.listLimitMax !== undefined && limit > this.listLimitMax) {
+        return error(422, "unprocessable_entity", `'Limit' parameter must not exceed ${this.listLimitMax}`);
+      }
       const all = [...this.variables.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
       const page = all.slice(offset, offset + limit).map(([id, values]) => ({
         id: `${CYBERARK_ACCOUNT}:variable:${id}`,
@@ -237,6 +253,8 @@ export class FakeConjur {
     this.#faults = [];
     this.now = Date.now;
     this.policyLoadMs = 20;
+    this.conflictRetryAfter = "1";
+    this.listLimitMax = undefined;
   }
 
   /** The next `times` requests matching `match` (default: any) answer `status` (with a Retry-After when given). */

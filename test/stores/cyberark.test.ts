@@ -9,6 +9,7 @@ import { copyFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, inject as injectPki, it } from "vitest";
 import * as z from "zod/mini";
+import type { SecretsError } from "../../core/src/errors";
 import { createLogger } from "../../core/src/log";
 import type { SecretStore } from "../../core/src/secret-store";
 import { loadSettings } from "../../core/src/settings";
@@ -147,6 +148,20 @@ describe("the cyberark store", () => {
     const negative = Buffer.from("-2").toString("base64url");
     expect(await codeOf(store.list?.({ limit: 2, cursor: negative }) as Promise<unknown>)).toBe("invalid_request");
     expect(fake.calls("GET", /^\/resources\//)).toHaveLength(asked);
+
+    // A server that caps the limit (api_resource_list_limit_max): its 422 names the cap, which each page then asks for.
+    fake.listLimitMax = 3;
+    fake.requests.length = 0;
+    const capped = await listPages(store.list?.bind(store), { limit: 100 });
+    expect(capped.pages.flat()).toEqual(["A", "B", "C", "team/D"]);
+    expect(fake.calls("GET", /^\/resources\//).map((r) => [r.status, r.url])).toEqual([
+      [422, "/resources/acme/variable?limit=100&offset=0"],
+      [200, "/resources/acme/variable?limit=3&offset=0"],
+      [422, "/resources/acme/variable?limit=100&offset=3"],
+      [200, "/resources/acme/variable?limit=3&offset=3"],
+      [422, "/resources/acme/variable?limit=100&offset=6"],
+      [200, "/resources/acme/variable?limit=3&offset=6"],
+    ]);
   });
 
   it("declares in the policy branch LLM_SECRETS_CYBERARK_POLICY_BRANCH names, where Conjur puts it", async () => {
@@ -255,6 +270,22 @@ describe("the cyberark store", () => {
     expect(await Promise.all(names.map((n) => store.put(n, `v-${n}`)))).toEqual(Array(4).fill("created"));
     expect(fake.calls("POST", /^\/policies\//).map((r) => r.status)).toEqual([201, 201, 201, 201]);
 
+    // Conjur's Retry-After is waited for; one longer than policyMaxWaitMs gives up at once, passing it on.
+    fake.reset();
+    fake.fail(1, 409, "8", (r) => r.url.startsWith("/policies/"));
+    const told = await open({}, { tuning: { policyBackoffMs: 10, policyMaxWaitMs: 3000 } });
+    const refused = await told.put("LATER", "v").then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(refused).toMatchObject({ code: "backend_unavailable", details: { retryAfter: 8 } });
+    expect(fake.calls("POST", /^\/policies\//)).toHaveLength(1);
+    fake.fail(1, 409, "1", (r) => r.url.startsWith("/policies/"));
+    const hasty = await open({}, { tuning: { policyBackoffMs: 10, policyMaxWaitMs: 500 } });
+    expect(await codeOf(hasty.put("LATER", "v"))).toBe("backend_unavailable"); // 1 s is past its 500 ms
+    fake.fail(1, 409, "1", (r) => r.url.startsWith("/policies/"));
+    expect(await told.put("LATER", "v")).toBe("created"); // 1 s is within its 3 s: waited, then loaded
+
     // Always 409: 5 tries, then backend_unavailable, and no value written.
     fake.reset();
     fake.fail(5, 409, undefined, (r) => r.url.startsWith("/policies/"));
@@ -262,6 +293,21 @@ describe("the cyberark store", () => {
     expect(await codeOf(busy.put("BUSY", "v"))).toBe("backend_unavailable");
     expect(fake.calls("POST", /^\/policies\//)).toHaveLength(5);
     expect(fake.variables.has("BUSY")).toBe(false);
+  });
+
+  it("says backend_denied when a variable it declared stays out of sight (Conjur's 404 for a variable the login cannot see)", async () => {
+    const fake = await conjur();
+    fake.reset();
+    const store = await open();
+    let writes = 0;
+    fake.fail(1, 404, undefined, (r) => r.method === "POST" && r.url.startsWith("/secrets/") && ++writes === 2);
+    const failure = await store.put("HIDDEN", secretValue("hidden")).then(
+      () => undefined,
+      (err: unknown) => err as SecretsError,
+    );
+    expect(failure?.code).toBe("backend_denied");
+    expect(failure?.message).toMatch(/grant it read and update on the variables of its policy branch/);
+    expect(fake.calls("POST", /^\/policies\//)).toHaveLength(1);
   });
 
   it("refuses deletes with not_supported, calling nothing", async () => {

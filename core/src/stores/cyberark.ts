@@ -65,9 +65,11 @@ import {
   type StoreFactory,
 } from "../secret-store";
 import {
+  BackendDenied,
   BackendUnavailable,
   classifyBackendError,
   NotSupported,
+  retryAfterHeader,
   StoreCorrupt,
   StoreUnavailable,
 } from "../store-errors";
@@ -185,15 +187,37 @@ export interface CyberArkTuning {
   policyTries: number;
   /** The first retry waits between half of this and all of it; each later one twice as long. */
   policyBackoffMs: number;
+  /**
+   * The longest wait for Conjur's `Retry-After` on a 409 within a request: a longer one gives up at
+   * once, passing it on (the answer's `Retry-After`, a queue's redelivery).
+   */
+  policyMaxWaitMs: number;
   /** In [0, 1): the random half of a backoff. */
   random: () => number;
 }
 
-const DEFAULT_TUNING: CyberArkTuning = { policyTries: 5, policyBackoffMs: 200, random: Math.random };
+const DEFAULT_TUNING: CyberArkTuning = {
+  policyTries: 5,
+  policyBackoffMs: 200,
+  policyMaxWaitMs: 3000,
+  random: Math.random,
+};
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 /** The most resources one listing call asks Conjur for. */
 const MAX_LIST_PAGE = 1000;
+
+/** The cap in Conjur's 422 for a list limit past `api_resource_list_limit_max` (its message only matched). */
+function limitMaxOf(body: Uint8Array): number | undefined {
+  let message: unknown;
+  try {
+    message = (JSON.parse(utf8.decode(body)) as { error?: { message?: unknown } }).error?.message;
+  } catch {
+    return undefined;
+  }
+  const most = typeof message === "string" ? /must not exceed (\d+)/.exec(message)?.[1] : undefined;
+  return most !== undefined && Number(most) > 0 ? Number(most) : undefined;
+}
 
 function isOk(status: number): boolean {
   return status >= 200 && status < 300;
@@ -251,10 +275,10 @@ export class CyberArkStore implements SecretStore {
       if (await this.#setValue(name, value)) return "updated";
       await this.#declare(name);
       if (await this.#setValue(name, value)) return "created";
-      // Declared, yet still not there for us: we may load the policy but not see its variables.
-      throw classifyBackendError(
-        new HttpAnswerError("ConjurResponseError", { status: 404, headers: {} }),
-        "cyberark put (the declared variable is not visible to this login)",
+      // Declared, yet still not there for us: we may load the policy but not see its variables
+      // (Conjur answers 404 for a variable that is there but not visible to the login).
+      throw new BackendDenied(
+        "cyberark put: the variable was declared, but this login cannot see it (HTTP 404): grant it read and update on the variables of its policy branch",
       );
     });
   }
@@ -273,10 +297,21 @@ export class CyberArkStore implements SecretStore {
     const what = "cyberark list";
     const offset = options.cursor === undefined ? 0 : Number(Buffer.from(options.cursor, "base64url").toString());
     if (!Number.isSafeInteger(offset) || offset < 0) throw new InvalidInput("the cursor is not valid");
-    const limit = Math.min(options.limit, MAX_LIST_PAGE);
-    const query = new URLSearchParams({ limit: String(limit), offset: String(offset) });
-    const path = `/resources/${encodeURIComponent(this.config.account)}/variable?${query}`;
-    const answer = await this.#call({ method: "GET", path }, what);
+    let limit = Math.min(options.limit, MAX_LIST_PAGE);
+    const page = () => {
+      const query = new URLSearchParams({ limit: String(limit), offset: String(offset) });
+      return this.#call(
+        { method: "GET", path: `/resources/${encodeURIComponent(this.config.account)}/variable?${query}` },
+        what,
+      );
+    };
+    let answer = await page();
+    // A server may cap the page (`api_resource_list_limit_max`): "'Limit' parameter must not exceed N", 422.
+    const most = answer.status === 422 ? limitMaxOf(answer.body) : undefined;
+    if (most !== undefined && most < limit) {
+      limit = most;
+      answer = await page();
+    }
     if (!isOk(answer.status)) throw this.#failure(answer, what);
     let resources: unknown;
     try {
@@ -329,10 +364,17 @@ export class CyberArkStore implements SecretStore {
           throw new StoreUnavailable(`${what}: the policy branch ${branch} is not there for this login (HTTP 404)`);
         }
         if (answer.status !== 409) throw this.#failure(answer, what);
-        if (attempt >= this.#tuning.policyTries) {
-          throw new BackendUnavailable(`${what}: other policy loads kept running (HTTP 409, ${attempt} tries)`);
+        // Conjur says when to try again (its `Retry-After`, 1 to 8 s): not sooner, and not past
+        // policyMaxWaitMs within a request.
+        const retryAfter = retryAfterHeader(answer.headers);
+        const wait = Math.max(this.#backoff(attempt), (retryAfter ?? 0) * 1000);
+        if (attempt >= this.#tuning.policyTries || wait > this.#tuning.policyMaxWaitMs) {
+          throw new BackendUnavailable(
+            `${what}: other policy loads kept running (HTTP 409, ${attempt} tries)`,
+            retryAfter,
+          );
         }
-        await new Promise((resolve) => setTimeout(resolve, this.#backoff(attempt)));
+        await new Promise((resolve) => setTimeout(resolve, wait));
       }
     };
     const run = this.#policyLoads.then(load, load);
