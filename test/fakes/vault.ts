@@ -76,7 +76,7 @@ export interface FakeVaultOptions {
 }
 
 export type Fault =
-  | { kind: "status"; status: number; retryAfter?: string; body?: unknown }
+  | { kind: "status"; status: number; retryAfter?: string; body?: unknown; location?: string }
   | { kind: "hang" }
   | { kind: "reset" }
   | { kind: "delay"; ms: number }
@@ -281,8 +281,11 @@ export class FakeVault {
         return;
       }
       if (fault.kind === "status") {
-        const headers: Record<string, string> =
-          fault.retryAfter === undefined ? {} : { "retry-after": fault.retryAfter };
+        const headers: Record<string, string> = {
+          ...(fault.retryAfter !== undefined && { "retry-after": fault.retryAfter }),
+          // A standby's redirect to the active node (Vault's respondStandby: 307 and Location).
+          ...(fault.location !== undefined && { location: fault.location }),
+        };
         return send(res, fault.status, fault.body ?? { errors: [`fault ${fault.status}`] }, headers);
       }
       if (fault.kind === "delay") await new Promise((r) => setTimeout(r, fault.ms));

@@ -762,6 +762,68 @@ describe("logins", () => {
     expect(reads()).toBe(before);
   });
 
+  it("a login that fails while the token's lease runs (logins throttled) keeps the token until the lease ends", async () => {
+    // 60 s tokens, at most 65 s: the renewal at 41 s is capped to 24 s, so the next refresh is a login.
+    const { clock, fake, store, logins, tokens } = await approleStore({ tokenMaxTtlSeconds: 65 });
+    await store.get("A");
+    clock.advance(41_000);
+    expect((await store.get("A"))?.value).toBe("a");
+    clock.advance(17_000); // 58 s: past two thirds of the capped lease, which ends at 65 s
+    fake.inject({ kind: "status", status: 429, retryAfter: "0" }, 3, (r) => r.url.endsWith("/approle/login"));
+    expect((await store.get("A"))?.value).toBe("a"); // with the token it has
+    expect([logins(), tokens().size]).toEqual([4, 1]); // the first login, then three refused tries
+    clock.advance(8_000); // 66 s: the lease has ended: a login, which Vault now takes
+    expect((await store.get("A"))?.value).toBe("a");
+    expect([logins(), tokens().size]).toEqual([5, 2]);
+  });
+
+  it("cert auth: a renewal Vault refuses with 500 (a changed certificate or policies) brings a login, not renewals until the lease ends", async () => {
+    const clock = manualClock();
+    const fake = await startFake({ certRole: { name: "test-role" }, tokenTtlSeconds: 60, now: clock.now });
+    fake.seed("secret/A", { key: "a" });
+    const store = await open(
+      { HCP_VAULT_ADDR: fake.url, HCP_VAULT_CLIENT_CERT: pki.clientCertFile, HCP_VAULT_CLIENT_KEY: pki.clientKeyFile },
+      { now: clock.now },
+    );
+    await store.get("A");
+    clock.advance(41_000);
+    const refusal = { errors: ["failed to renew entry: policies have changed, not renewing"] };
+    fake.inject({ kind: "status", status: 500, body: refusal }, 3, (r) => r.url.endsWith("/renew-self"));
+    expect((await store.get("A"))?.value).toBe("a");
+    expect(fake.calls("POST", /\/auth\/cert\/login$/)).toHaveLength(2);
+    clock.advance(10_000); // the new token's lease is fresh: no renewal, no login
+    expect((await store.get("A"))?.value).toBe("a");
+    expect(fake.calls("POST", /\/auth\/token\/renew-self$/)).toHaveLength(3);
+    expect(fake.calls("POST", /\/auth\/cert\/login$/)).toHaveLength(2);
+  });
+
+  it("follows a standby's redirect to the active node once, never from https to http; a KV mount upgrading is a failure to retry", async () => {
+    const { fake, store } = await approleStore();
+    fake.inject({ kind: "status", status: 307, location: `${fake.url}/v1/secret/data/A` }, 1, (r) =>
+      r.url.includes("/data/"),
+    );
+    expect((await store.get("A"))?.value).toBe("a");
+    expect(fake.calls("GET", /\/data\/A$/).map((r) => r.headers["x-vault-token"] !== undefined)).toEqual([true, true]);
+    const down = fake.url.replace("https:", "http:");
+    fake.inject({ kind: "status", status: 307, location: `${down}/v1/secret/data/A` }, 1, (r) =>
+      r.url.includes("/data/"),
+    );
+    const before = fake.requests.length;
+    const refused = await errorOf(store.get("A"));
+    expect(refused.code).toBe("backend_unavailable");
+    expect(refused.message).toMatch(/redirected to another node \(HTTP 307\), which was not followed/);
+    expect(fake.requests.length).toBe(before + 1);
+
+    const upgrading = {
+      errors: [
+        "Upgrading from non-versioned to versioned data. This backend will be unavailable for a brief period and will resume service shortly.",
+      ],
+    };
+    fake.inject({ kind: "status", status: 400, body: upgrading }, 1, (r) => r.url.includes("/data/"));
+    expect((await errorOf(store.get("A"))).code).toBe("backend_unavailable");
+    expect((await store.get("A"))?.value).toBe("a");
+  });
+
   it("renews the token (renew-self) once two thirds of its lease have passed, before it expires", async () => {
     const { clock, fake, store, logins, renewals, tokens } = await approleStore();
     await store.get("A");

@@ -210,6 +210,16 @@ export class VaultClient {
     if (answer.status === STANDBY_BEHIND) {
       return new BackendUnavailable(`${what}: a Vault standby has not caught up with this token yet (HTTP 412)`);
     }
+    if (answer.status === 400 && answer.errors.some((e) => KV_UPGRADING.test(e))) {
+      return new BackendUnavailable(
+        `${what}: Vault is upgrading the KV mount to version 2 (HTTP 400): it resumes shortly`,
+      );
+    }
+    if (answer.status >= 300 && answer.status < 400) {
+      return new BackendUnavailable(
+        `${what}: Vault redirected to another node (HTTP ${answer.status}), which was not followed (no Location, a second redirect, or https to http)`,
+      );
+    }
     return classifyBackendError(new HttpAnswerError("VaultResponseError", answer), what);
   }
 
@@ -232,18 +242,18 @@ export class VaultClient {
     if (auth.method === "token") return auth.token;
     const lease = this.#lease;
     if (lease && !this.#due(lease)) return lease.token;
+    // A renewal or login that fails (Vault unreachable, throttling logins) leaves a token whose
+    // lease has not ended good until it does: used, and tried again in a while.
+    const keep = (err: unknown): Lease => {
+      if (lease === undefined || this.#expired(lease)) throw err;
+      this.#options.log.warn("vault token renewal failed; using the token until its lease ends", {
+        method: auth.method,
+        code: err instanceof SecretsError ? err.code : "internal",
+      });
+      return { ...lease, renewAfter: this.#tuning.clock() + RENEW_RETRY_MS };
+    };
     const next = await this.#refresh(() =>
-      lease?.renewable && !this.#expired(lease)
-        ? // Vault unreachable for the renewal: the token is still good until its lease ends.
-          this.#renew(lease, what).catch((err: unknown) => {
-            if (this.#expired(lease)) throw err;
-            this.#options.log.warn("vault token renewal failed; using the token until its lease ends", {
-              method: auth.method,
-              code: err instanceof SecretsError ? err.code : "internal",
-            });
-            return { ...lease, renewAfter: this.#tuning.clock() + RENEW_RETRY_MS };
-          })
-        : this.#login(what),
+      (lease?.renewable && !this.#expired(lease) ? this.#renew(lease, what) : this.#login(what)).catch(keep),
     );
     return next.token;
   }
@@ -360,11 +370,20 @@ export class VaultClient {
     // A client certificate renewed on disk goes out from here too: a listener that requires one
     // refuses a new connection with an expired one.
     await this.#options.clientCertificate?.refresh();
-    const answer = await this.#send(
-      { method: "POST", path: "auth/token/renew-self", body: {} },
-      { "x-vault-token": lease.token, ...(loginNamespace !== undefined && { "x-vault-namespace": loginNamespace }) },
-      `${what} (token renewal)`,
-    );
+    let answer: VaultAnswer;
+    try {
+      answer = await this.#send(
+        { method: "POST", path: "auth/token/renew-self", body: {} },
+        { "x-vault-token": lease.token, ...(loginNamespace !== undefined && { "x-vault-namespace": loginNamespace }) },
+        `${what} (token renewal)`,
+      );
+    } catch (err) {
+      // Cert auth's renewal checks the certificate and policies again and refuses a change with a
+      // 500 ("failed to renew entry: ..."): a fresh login, which a certificate costs nothing, and
+      // which fails alike when Vault is down.
+      if (this.#options.auth.method === "cert") return this.#login(what);
+      throw err;
+    }
     const renewed = leaseOf(answer, this.#tuning.clock());
     if (answer.status !== 200 || renewed === undefined || renewed.leaseMs <= 0) return this.#login(what);
     if (renewed.leaseMs < lease.leaseMs / 2) renewed.renewable = false;
@@ -402,16 +421,24 @@ export class VaultClient {
   async #once(call: VaultCall, headers: Record<string, string>): Promise<VaultAnswer> {
     const hasBody = call.body !== undefined;
     const list = call.method === "LIST";
-    const response = await request(`${this.#address}/v1/${call.path}${list ? "?list=true" : ""}`, {
+    const url = `${this.#address}/v1/${call.path}${list ? "?list=true" : ""}`;
+    const init = {
       dispatcher: this.#agent,
-      method: list ? "GET" : call.method,
+      method: (list ? "GET" : call.method) as "GET",
       // One deadline for the whole try (undici's own header and body timeouts tick in half seconds).
       signal: AbortSignal.timeout(this.#tuning.timeoutMs),
       // `X-Vault-Request: true` on every request, as Vault's own clients send it: a Vault Agent or
       // Proxy listener with `require_request_header` answers 412 without it (its SSRF guard).
       headers: { ...headers, "x-vault-request": "true", ...(hasBody && { "content-type": "application/json" }) },
       ...(hasBody && { body: JSON.stringify(call.body) }),
-    });
+    };
+    let response = await request(url, init);
+    // A standby that cannot forward redirects to the active node: followed once, as Vault's client does.
+    const target = REDIRECTS.has(response.statusCode) ? redirectTarget(url, response.headers.location) : undefined;
+    if (target !== undefined) {
+      await response.body.dump();
+      response = await request(target, init);
+    }
     const body = parseJson(await response.body.text());
     return { status: response.statusCode, body, errors: errorsOf(body), headers: response.headers };
   }
@@ -429,6 +456,33 @@ type TokenVerdict = "good" | "bad" | "unclear";
  */
 function saysInvalidToken(answer: VaultAnswer): boolean {
   return answer.errors.some((e) => /\binvalid token\b/i.test(e));
+}
+
+/**
+ * KV's answers while a mount is upgraded to version 2 (its `upgradeCheck`: "Upgrading from
+ * non-versioned to versioned data. This backend will be unavailable for a brief period ...", and
+ * on a replication secondary "Waiting for the primary to upgrade ..."), both 400.
+ */
+const KV_UPGRADING = /\bUpgrading from non-versioned to versioned data\b|\bWaiting for the primary to upgrade\b/i;
+
+/** Statuses of a redirect to another node (Vault's standby answers 307 with the active node's `Location`). */
+const REDIRECTS: ReadonlySet<number> = new Set([301, 302, 307, 308]);
+
+/**
+ * Where a redirect goes, as Vault's own client follows one: the `Location` resolved against the
+ * request's URL, never from https to http; undefined when it is none of those.
+ */
+function redirectTarget(from: string, location: unknown): string | undefined {
+  if (typeof location !== "string" || location === "") return undefined;
+  let target: URL;
+  try {
+    target = new URL(location, from);
+  } catch {
+    return undefined;
+  }
+  const https = new URL(from).protocol === "https:";
+  if (target.protocol !== "https:" && (https || target.protocol !== "http:")) return undefined;
+  return target.href;
 }
 
 /**
