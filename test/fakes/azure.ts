@@ -126,6 +126,8 @@ export class FakeAzure {
   readonly tokens = new Map<string, { scope: string; expires: number }>();
   /** The resource the bearer challenge names (a test may make a vault ask for another audience). */
   challengeResource = KEY_VAULT_RESOURCE;
+  /** When set, the challenge names its audience as this `scope` instead of a `resource`. */
+  challengeScope: string | undefined = undefined;
   /** How long a delete, and a recovery, stay under way before the name shows in its new list. */
   deletionDelayMs = 0;
   recoveryDelayMs = 0;
@@ -183,6 +185,7 @@ export class FakeAzure {
     this.#faults.clear();
     this.#tokenFaults = [];
     this.challengeResource = KEY_VAULT_RESOURCE;
+    this.challengeScope = undefined;
     this.deletionDelayMs = 0;
     this.recoveryDelayMs = 0;
     this.throttleRetryAfter = 1;
@@ -341,8 +344,10 @@ export class FakeAzure {
       }
       if (!this.#authorized(req.headers.authorization)) {
         const tenant = FAKE_AZURE_IDENTITY.tenantId;
+        const audience =
+          this.challengeScope === undefined ? `resource="${this.challengeResource}"` : `scope="${this.challengeScope}"`;
         return fail(new VaultError(401, "Unauthorized", "AKV10000: Request is missing a Bearer or PoP token."), {
-          "www-authenticate": `Bearer authorization="https://login.microsoftonline.com/${tenant}", resource="${this.challengeResource}"`,
+          "www-authenticate": `Bearer authorization="https://login.microsoftonline.com/${tenant}", ${audience}`,
         });
       }
       const method = req.method ?? "";

@@ -549,6 +549,46 @@ describe("aws_secret_manager over the wire", () => {
     for (const c of [raw, client, other]) c.destroy();
   });
 
+  it("a failed restore-write schedules the name again when another delete tagged it meanwhile, even after another tool's value", async () => {
+    const fake = await aws();
+    const raw = fakeClient(log);
+    const hooked = hookedClient(log);
+    const { client } = hooked;
+    const store = new AwsSecretsManagerStore({ sdk, client, log });
+    const at = Date.now() + 1_000;
+    await store.put("T2", value("first"));
+    expect(await store.delete("T2", { ifNewerThan: { at, id: "d1" } })).toBe("deleted");
+    // A delete that tags the name and stops before its DeleteSecret (its process dies there).
+    const halted = hookedClient(log);
+    halted.hook = async (command, send) => {
+      if (command instanceof sdk.DeleteSecretCommand) throw Object.assign(new Error("stopped"), { name: "Stopped" });
+      return send(command);
+    };
+    const deleting = new AwsSecretsManagerStore({ sdk, client: halted.client, log });
+    let raced = false;
+    hooked.hook = async (command, send) => {
+      if (command instanceof sdk.PutSecretValueCommand && !raced) {
+        raced = true;
+        // Between this write's RestoreSecret and its PutSecretValue: another tool's value, then a
+        // delete event of the same time as the first one (a later id), which stops half-way.
+        await raw.send(
+          new sdk.PutSecretValueCommand({
+            SecretId: "T2",
+            SecretString: value("theirs"),
+            ClientRequestToken: randomUUID(),
+          }),
+        );
+        expect(await codeOf(deleting.delete("T2", { ifNewerThan: { at, id: "d2" } }))).toBe("internal");
+        fake.fail(3, "error", "PutSecretValue");
+      }
+      return send(command);
+    };
+    expect(await codeOf(store.put("T2", value("mine")))).toBe("backend_unavailable");
+    expect(fake.secrets.get("T2")?.deletedDate).toBeInstanceOf(Date);
+    expect(await store.get("T2")).toBeUndefined();
+    for (const c of [raw, client, halted.client]) c.destroy();
+  });
+
   it("a value another tool put during a failed restore-write is recorded as a change then: listed, and no late delete undoes it", async () => {
     const fake = await aws();
     const raw = fakeClient(log);
@@ -697,6 +737,119 @@ describe("aws_secret_manager over the wire", () => {
     fake.fail(3, "error");
     expect(await codeOf(store.list?.({ limit: 10 }) ?? Promise.resolve())).toBe("backend_unavailable");
     await store.close?.();
+  });
+
+  it("with no recovery window, an event's delete of a name never written creates nothing", async () => {
+    const fake = await aws();
+    const store = await open({}, { LLM_SECRETS_AWS_RECOVERY_WINDOW_DAYS: "0" });
+    expect(await store.delete("NEVER", { ifNewerThan: { at: 5_000, id: "evt/5" } })).toBe("absent");
+    expect(fake.calls("CreateSecret")).toHaveLength(0);
+    expect(fake.secrets.has("NEVER")).toBe(false);
+    await store.close?.();
+  });
+
+  it("the same event again is superseded: its recorded id reads back as sent", async () => {
+    const store = await open();
+    expect(await store.put("SAME", value("same"), { ifNewerThan: { at: 1_000, id: "e1" } })).toBe("created");
+    expect(await store.put("SAME", value("same"), { ifNewerThan: { at: 1_000, id: "e1" } })).toBe("superseded");
+    expect(await store.put("SAME", value("tie"), { ifNewerThan: { at: 1_000, id: "e0" } })).toBe("superseded");
+    expect(await store.put("SAME", value("tie"), { ifNewerThan: { at: 1_000, id: "e2" } })).toBe("updated");
+    await store.close?.();
+  });
+
+  it("a secret whose delete stopped after its stamp is not listed", async () => {
+    const fake = await aws();
+    const store = await open();
+    await store.put("HALF", value("half"));
+    await store.put("WHOLE", value("whole"));
+    fake.fail(1, "denied", "DeleteSecret");
+    expect(await codeOf(store.delete("HALF"))).toBe("backend_denied");
+    expect(fake.secrets.get("HALF")?.deletedDate).toBeUndefined();
+    expect(await store.list?.({ limit: 10 })).toEqual({ names: ["WHOLE"] });
+    await store.close?.();
+  });
+
+  it("given tags replace the secret's but AWS's own (aws:), which no caller may remove", async () => {
+    const fake = await aws();
+    const store = await open();
+    await store.put("STACK", value("stack"), { meta: { tags: { team: "a" } } });
+    fake.secrets.get("STACK")?.tags.set("aws:cloudformation:stack-name", "infra"); // AWS put it there
+    expect(await store.put("STACK", value("next"), { meta: { tags: { owner: "b" } } })).toBe("updated");
+    const tags = fake.secrets.get("STACK")?.tags;
+    expect(tags?.get("aws:cloudformation:stack-name")).toBe("infra");
+    expect(tags?.get("owner")).toBe("b");
+    expect(tags?.has("team")).toBe(false);
+    await store.close?.();
+  });
+
+  it("a caller's tag named as one of ours is dropped, and does not count toward AWS's 50", async () => {
+    const fake = await aws();
+    const store = await open();
+    const tags = Object.fromEntries(Array.from({ length: 47 }, (_, i) => [`t${i}`, "v"]));
+    const at = Date.now();
+    expect(
+      await store.put("OURS", value("ours"), {
+        meta: { tags: { ...tags, "llm-secrets:changed-at": "1" } },
+        ifNewerThan: { at },
+      }),
+    ).toBe("created");
+    expect(fake.secrets.get("OURS")?.tags.get("llm-secrets:changed-at")).toBe(String(at));
+    await store.close?.();
+  });
+
+  it("a primary secret that is blank holds no fields; one that is a JSON array is store_corrupt", async () => {
+    const plain = await open();
+    const a = value("a");
+    await plain.put("A", a);
+    await plain.put("bundle", "  ");
+    const store = await open({ primary_secret_name: "bundle" });
+    expect((await store.get("A"))?.value).toBe(a);
+    await plain.put("bundle", '["A"]');
+    expect(await codeOf(store.get("A"))).toBe("store_corrupt");
+    await plain.close?.();
+    await store.close?.();
+  });
+
+  it("a create that meets a name scheduled for deletion meanwhile restores it and writes", async () => {
+    await aws();
+    const other = await open();
+    const hooked = hookedClient(log);
+    const { client } = hooked;
+    // Another writer creates and deletes the name between this store's DescribeSecret and its CreateSecret.
+    let raced = false;
+    hooked.hook = async (command, send) => {
+      if (command instanceof sdk.CreateSecretCommand && !raced) {
+        raced = true;
+        await other.put("SCHED", value("other"));
+        await other.delete("SCHED");
+      }
+      return send(command);
+    };
+    const store = new AwsSecretsManagerStore({ sdk, client, log });
+    const mine = value("mine");
+    expect(await store.put("SCHED", mine)).toBe("created");
+    expect((await other.get("SCHED"))?.value).toBe(mine);
+    client.destroy();
+    await other.close?.();
+  });
+
+  it("a read refused with another InvalidRequestException than a scheduled deletion is an error, not not-found", async () => {
+    await aws();
+    const hooked = hookedClient(log);
+    const { client } = hooked;
+    const store = new AwsSecretsManagerStore({ sdk, client, log });
+    await store.put("ODD", value("odd"));
+    hooked.hook = async (command, send) => {
+      if (command instanceof sdk.GetSecretValueCommand) {
+        throw Object.assign(new Error("You can't perform this operation on the secret right now."), {
+          name: "InvalidRequestException",
+          $metadata: { httpStatusCode: 400 },
+        });
+      }
+      return send(command);
+    };
+    expect(await codeOf(store.get("ODD"))).toBe("internal");
+    client.destroy();
   });
 });
 

@@ -521,6 +521,133 @@ describe("azure_key_vault over the wire", () => {
     );
     expect(fake.calls("PUT")).toHaveLength(1);
   });
+
+  it("the settings' tenant and client ids without a secret (workload or managed identity) leave the credential to DefaultAzureCredential", async () => {
+    const fake = await azure();
+    // lazyFakeAzure put the service principal in process.env, where DefaultAzureCredential reads it.
+    const store = await open({ AZURE_CLIENT_SECRET: undefined });
+    const v = value("ids-without-secret");
+    expect(await store.put("IDS", v)).toBe("created");
+    expect(fake.tokenRequests).toHaveLength(1);
+    expect((await store.get("IDS"))?.value).toBe(v);
+  });
+
+  it("a write over a tombstone recovers first and takes the creation defaults' tags; the tombstone keeps the caller's tags", async () => {
+    const fake = await azure();
+    const store = await open();
+    await store.put("RT", value("rt1"), { meta: { tags: { env: "old" } } });
+    expect(await store.delete("RT")).toBe("deleted");
+    expect(tagsOf(fake, "RT")).toMatchObject({ env: "old", "llm-secrets:deleted": "true" });
+    const next = value("rt2");
+    expect(await store.put("RT", next, { meta: { whenCreated: { tags: { env: "new" } } } })).toBe("created");
+    expect(await store.get("RT")).toMatchObject({ value: next, tags: { env: "new" } });
+    // Recovered before the write: no write met the deleted name.
+    expect(fake.calls("PUT", "/secrets/RT").map((r) => r.status)).toEqual([200, 200]);
+  });
+
+  it("a direct delete of a name never written, or already deleted, changes nothing in the vault", async () => {
+    const fake = await azure();
+    const store = await open();
+    expect(await store.delete("NEVER_WRITTEN")).toBe("absent");
+    expect(fake.secret(store.keyOf("NEVER_WRITTEN"))).toBeUndefined();
+    await store.put("GONE", value("gone"));
+    expect(await store.delete("GONE")).toBe("deleted");
+    expect(await store.delete("GONE")).toBe("absent");
+    expect(fake.calls("POST", "/deletedsecrets/GONE/recover")).toHaveLength(0);
+    expect(fake.calls("DELETE", "/secrets/GONE")).toHaveLength(1);
+  });
+
+  it("a deleted secret of another spelling is no conflict: the name is made anew", async () => {
+    const store = await open();
+    await store.put("A_B", value("ab"));
+    expect(await store.delete("A_B")).toBe("deleted");
+    const mine = value("a-b");
+    expect(await store.put("a_b", mine)).toBe("created");
+    expect((await store.get("a_b"))?.value).toBe(mine);
+    expect(await store.get("A_B")).toBeUndefined();
+  });
+
+  it("a read of the secret refused (403) fails the write: nothing is written blind", async () => {
+    const fake = await azure();
+    const store = await quick();
+    await store.put("R", value("r"), { ifNewerThan: { at: 2_000, id: "e2" } });
+    fake.fail(1, "denied", "GET /secrets");
+    expect(await codeOf(store.put("R", value("late"), { ifNewerThan: { at: 1_000, id: "e1" } }))).toBe(
+      "backend_denied",
+    );
+    expect(fake.calls("PUT", "/secrets/R")).toHaveLength(1);
+  });
+
+  it("a secret's caller tags beside our four are kept by a write that gives none", async () => {
+    const fake = await azure();
+    const store = await open();
+    const eleven = Object.fromEntries(Array.from({ length: 11 }, (_, i) => [`t${i}`, "v"]));
+    await store.put("KEEP", value("k1"), { meta: { tags: eleven }, ifNewerThan: { at: Date.now(), id: "evt-1" } });
+    expect(await store.put("KEEP", value("k2"))).toBe("updated");
+    expect((await store.get("KEEP"))?.tags).toEqual(eleven);
+    expect(Object.keys(tagsOf(fake, "KEEP") ?? {})).toHaveLength(14); // no event id this time
+  });
+
+  it("an event id longer than a tag value (256) is invalid_request before any write", async () => {
+    const fake = await azure();
+    const store = await open();
+    const id = "i".repeat(257);
+    expect(await codeOf(store.put("LONG_ID", value("l"), { ifNewerThan: { at: Date.now(), id } }))).toBe(
+      "invalid_request",
+    );
+    expect(fake.calls("PUT")).toHaveLength(0);
+    expect(await store.put("LONG_ID", value("l"), { ifNewerThan: { at: Date.now(), id: id.slice(1) } })).toBe(
+      "created",
+    );
+  });
+
+  it("a delete wins a tie with a write event: one made in the portal, and one that stopped before its DELETE", async () => {
+    const fake = await azure();
+    const store = await quick();
+    // Deleted in the portal: our tags still say the last change was a write, at 1000.
+    await store.put("P", value("p"), { ifNewerThan: { at: 1_000, id: "b" } });
+    const portal = fake.secret("P");
+    if (portal) portal.deleted = { at: Date.now(), visibleAt: Date.now() };
+    expect(await store.put("P", value("tie"), { ifNewerThan: { at: 1_000, id: "c" } })).toBe("superseded");
+    // A delete tagged but not done: live, yet a delete at 2000.
+    await store.put("H", value("h"), { ifNewerThan: { at: 1_000, id: "a" } });
+    fake.fail(1, "denied", "DELETE");
+    expect(await codeOf(store.delete("H", { ifNewerThan: { at: 2_000, id: "b" } }))).toBe("backend_denied");
+    expect(await store.put("H", value("tie"), { ifNewerThan: { at: 2_000, id: "c" } })).toBe("superseded");
+  });
+
+  it("lists by a tag's name only when it maps onto the secret, never a name we could not serve; follows only this vault's /secrets, at each call's page size", async () => {
+    const fake = await azure();
+    const store = await quick();
+    fake.seed("COPY", value("copy"), { "llm-secrets:name": "ORIGINAL" }); // copied under another name
+    fake.seed("a----b", value("dots"), { "llm-secrets:name": "a/../b" });
+    expect((await store.list({ limit: 25 })).names).toEqual(["COPY"]);
+
+    for (const n of ["p1", "p2", "p3", "p4", "p5"]) await store.put(n, value(n));
+    const first = await store.list({ prefix: "p", limit: 2 });
+    fake.requests.length = 0;
+    await store.list({ prefix: "p", limit: 3, ...(first.cursor !== undefined && { cursor: first.cursor }) });
+    expect(fake.calls("GET", "/secrets").find((r) => r.path === "/secrets")?.query.maxresults).toBe("3");
+
+    const before = fake.requests.length;
+    const deleted = Buffer.from(`${fake.vaultUrl}/deletedsecrets?api-version=7.6`).toString("base64url");
+    expect(await codeOf(store.list({ limit: 2, cursor: deleted }))).toBe("invalid_request");
+    expect(fake.requests.length).toBe(before);
+  });
+
+  it("listing through a SecretClient made without azureClientOptions is not_supported: its pages could not be followed", async () => {
+    const fake = await azure();
+    const credential = new ClientSecretCredential(
+      FAKE_AZURE_IDENTITY.tenantId,
+      FAKE_AZURE_IDENTITY.clientId,
+      FAKE_AZURE_IDENTITY.clientSecret,
+      azureCredentialOptions({ AZURE_AUTHORITY_HOST: fake.authorityHost }),
+    );
+    const client = new SecretClient(fake.vaultUrl, credential, { disableChallengeResourceVerification: true });
+    const store = new AzureKeyVaultStore({ client, log });
+    await store.put("PLAIN", value("plain"));
+    expect(await codeOf(store.list({ limit: 10 }))).toBe("not_supported");
+  });
 });
 
 describe("azure_key_vault disabled secrets", () => {
@@ -557,6 +684,17 @@ describe("azure_key_vault changes that stop half-way", () => {
     expect(fake.secret("K")?.deleted).toBeDefined();
     expect(await store.put("K", value("late"), { ifNewerThan: { at: 1_500, id: "e1b" } })).toBe("superseded");
   });
+
+  it("a secret whose delete stopped after its tombstone tag is not listed", async () => {
+    const fake = await azure();
+    const store = await quick();
+    await store.put("HALF", value("half"));
+    await store.put("WHOLE", value("whole"));
+    fake.fail(1, "denied", "DELETE");
+    expect(await codeOf(store.delete("HALF"))).toBe("backend_denied");
+    expect(fake.secret("HALF")?.deleted).toBeUndefined();
+    expect((await store.list({ limit: 10 })).names).toEqual(["WHOLE"]);
+  });
 });
 
 describe("azure_key_vault settings", () => {
@@ -587,6 +725,11 @@ describe("azure_key_vault settings", () => {
     expect(azureCredentialOptions({ AZURE_AUTHORITY_HOST: "https://adfs.example.com" }).disableInstanceDiscovery).toBe(
       true,
     );
+  });
+
+  it("a host that only ends like a Key Vault domain is not one of Key Vault's", () => {
+    expect(azureClientOptions("https://notvault.azure.net/").disableChallengeResourceVerification).toBe(true);
+    expect(azureClientOptions("https://my-vault.vault.azure.net/").disableChallengeResourceVerification).toBe(false);
   });
 });
 
@@ -670,6 +813,25 @@ describe("azure_key_vault faults (the SDK's 3 attempts, nothing added)", () => {
     const store = await quick();
     expect(await codeOf(store.get("X"))).toBe("backend_denied");
     expect(fake.tokenRequests).toEqual([]);
+  });
+
+  it("outside Key Vault's domains, a challenge naming any audience but Key Vault's gets no token; Key Vault's as a scope gets one", async () => {
+    const fake = await azure();
+    for (const resource of [
+      'https://management.azure.com", scope="https://vault.azure.net/.default', // one of two audiences is another's
+      "https://attacker.example/vault.azure.net", // ends like Key Vault's
+    ]) {
+      fake.reset();
+      fake.challengeResource = resource;
+      const store = await quick();
+      expect(await codeOf(store.get("X")), resource).toBe("backend_denied");
+      expect(fake.tokenRequests, resource).toEqual([]);
+    }
+    fake.reset();
+    fake.challengeScope = "https://vault.azure.net/.default";
+    const store = await quick();
+    expect(await store.get("X")).toBeUndefined();
+    expect(fake.tokenRequests).toHaveLength(1);
   });
 });
 

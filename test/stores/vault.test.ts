@@ -505,6 +505,79 @@ describe("requests on the wire", () => {
       server.close();
     }
   });
+
+  it("a page whose last names are tombstones ends without a cursor", async () => {
+    const fake = await startFake();
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });
+    for (const name of ["A", "B", "C", "D"]) await store.put(name, value(name));
+    for (const name of ["A", "D"]) await store.delete(name);
+    expect(await store.list({ limit: 2 })).toEqual({ names: ["B", "C"] });
+  });
+
+  it("a page that ran out of metadata reads goes on from the last name read: the next one is not skipped", async () => {
+    const fake = await startFake();
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });
+    // Exactly one page's worth of reads (64) of tombstones, then a live name: the 65th.
+    await Promise.all(
+      Array.from({ length: 64 }, async (_, i) => {
+        const name = `key-${String(i).padStart(2, "0")}`;
+        await store.put(name, "v");
+        await store.delete(name);
+      }),
+    );
+    await store.put("live", value("live"));
+    const first = await store.list({ limit: 10 });
+    expect(first.names).toEqual([]);
+    expect(first.cursor).toBeDefined();
+    expect((await listPages(store.list.bind(store), { limit: 10 })).names).toEqual(["live"]);
+  });
+
+  it("a folder no name of ours can be under is not listed; an empty key in a LIST answer is no folder", async () => {
+    const fake = await startFake();
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });
+    fake.seed("secret/bad folder/X", { key: "x" });
+    fake.seed("secret/team/X", { key: "x" });
+    expect((await store.list({ limit: 10 })).names).toEqual(["team/X"]);
+    expect(fake.requests.filter((r) => r.url.includes("bad%20folder"))).toEqual([]);
+    fake.inject({ kind: "status", status: 200, body: { data: { keys: ["", "X"] } } }, 1, (r) =>
+      r.url.includes("/metadata/team/?list=true"),
+    );
+    expect((await store.list({ prefix: "team/", limit: 10 })).names).toEqual(["team/X"]);
+  });
+
+  it("a value over 256 KiB is payload_too_large through the API, before any call", async () => {
+    const fake = await startFake();
+    const masterKey = newKey();
+    const runtime = await createRuntime({
+      stores: [vaultStore],
+      settings: {
+        env: {
+          LITELLM_MASTER_KEY: masterKey,
+          HCP_VAULT_ADDR: fake.url,
+          HCP_VAULT_TOKEN: ROOT,
+          LLM_SECRETS_CONFIG: "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n",
+        },
+      },
+      log,
+      audit: () => {},
+    });
+    try {
+      const put = (bytes: number) =>
+        runtime.fetch(
+          new Request("http://localhost/v1/secrets/BIG", {
+            method: "PUT",
+            headers: { authorization: `Bearer ${masterKey}` },
+            body: JSON.stringify({ value: "v".repeat(bytes) }),
+          }),
+          { path: "/v1/secrets/BIG" },
+        );
+      expect((await put(256 * 1024 + 1)).status).toBe(413);
+      expect(fake.requests).toHaveLength(0);
+      expect((await put(256 * 1024)).status).toBe(201);
+    } finally {
+      await runtime.close();
+    }
+  });
 });
 
 describe("logins", () => {
@@ -1028,6 +1101,83 @@ describe("logins", () => {
     expect((await errorOf(store.get("A"))).code).toBe("backend_denied");
     expect(fake.requests.map((r) => r.url)).toEqual(["/v1/secret/data/A"]);
   });
+
+  it("a login token without a lease (lease_duration 0) is kept for every call: no renewal, no login per call", async () => {
+    const { clock, fake, store, logins, renewals } = await approleStore();
+    const isLogin = (r: { method: string; url: string }) =>
+      r.method === "POST" && r.url.endsWith("/auth/approle/login");
+    // A token that does not expire, as Vault reports it: lease_duration 0, not renewable.
+    const auth = { client_token: ROOT, lease_duration: 0, renewable: false };
+    fake.inject({ kind: "status", status: 200, body: { auth } }, 1, isLogin);
+    for (let i = 0; i < 3; i++) {
+      expect((await store.get("A"))?.value).toBe("a");
+      clock.advance(3_600_000);
+    }
+    expect([logins(), renewals()]).toEqual([1, 0]);
+  });
+
+  it("a call refused with a token another call has already replaced tries again with the new one", async () => {
+    const { clock, fake, store, logins } = await approleStore();
+    await store.get("A");
+    clock.advance(5_000);
+    fake.revokeLoginTokens();
+    // The first read to arrive waits 300 ms: the other one's 403 and login land meanwhile.
+    fake.inject({ kind: "delay", ms: 300 }, 1, (r) => r.method === "GET" && r.url.endsWith("/data/A"));
+    const reads = await Promise.all([store.get("A"), store.get("A")]);
+    expect(reads.map((r) => r?.value)).toEqual(["a", "a"]);
+    expect(logins()).toBe(2);
+  });
+
+  it("concurrent calls refused with one token share one lookup-self", async () => {
+    const { clock, fake, store } = await approleStore({
+      legacyTokenErrors: true,
+      policy: (_m, path) => path !== "secret/data/FORBIDDEN",
+    });
+    await store.get("A");
+    clock.advance(2_000);
+    fake.inject({ kind: "delay", ms: 300 }, 3, (r) => r.url.endsWith("/lookup-self"));
+    const codes = await Promise.all([1, 2, 3].map(async () => (await errorOf(store.get("FORBIDDEN"))).code));
+    expect(codes).toEqual(["backend_denied", "backend_denied", "backend_denied"]);
+    expect(fake.calls("GET", /\/auth\/token\/lookup-self$/)).toHaveLength(1);
+  });
+
+  it("a lookup-self that cannot be answered (refused by a proxy, or failing) leaves the 403 standing: no login", async () => {
+    const { clock, fake, store, logins } = await approleStore({
+      legacyTokenErrors: true,
+      policy: (_m, path) => path !== "secret/data/FORBIDDEN",
+    });
+    await store.get("A");
+    const isLookup = (r: { url: string }) => r.url.endsWith("/lookup-self");
+    clock.advance(2_000);
+    fake.inject({ kind: "status", status: 405, body: { errors: ["method not allowed"] } }, 1, isLookup);
+    expect((await errorOf(store.get("FORBIDDEN"))).code).toBe("backend_denied");
+    clock.advance(2_000);
+    fake.inject({ kind: "status", status: 500 }, 3, isLookup);
+    expect((await errorOf(store.get("FORBIDDEN"))).code).toBe("backend_denied");
+    expect(logins()).toBe(1);
+  });
+
+  it("a renewal that grants no lease (lease_duration 0) is followed by a fresh login", async () => {
+    const { clock, fake, store, logins, renewals } = await approleStore();
+    await store.get("A");
+    clock.advance(41_000);
+    const auth = { client_token: ROOT, lease_duration: 0, renewable: true };
+    fake.inject({ kind: "status", status: 200, body: { auth } }, 1, (r) => r.url.endsWith("/renew-self"));
+    expect((await store.get("A"))?.value).toBe("a");
+    expect([logins(), renewals()]).toEqual([2, 1]);
+  });
+
+  it("a login token that is not renewable is replaced by a login once due, never renewed", async () => {
+    const { clock, fake, store, logins, renewals } = await approleStore();
+    const isLogin = (r: { method: string; url: string }) =>
+      r.method === "POST" && r.url.endsWith("/auth/approle/login");
+    const auth = { client_token: ROOT, lease_duration: 60, renewable: false };
+    fake.inject({ kind: "status", status: 200, body: { auth } }, 1, isLogin);
+    await store.get("A");
+    clock.advance(41_000);
+    expect((await store.get("A"))?.value).toBe("a");
+    expect([logins(), renewals()]).toEqual([2, 0]);
+  });
 });
 
 describe("change times: custom_metadata and check-and-set", () => {
@@ -1215,6 +1365,40 @@ describe("change times: custom_metadata and check-and-set", () => {
     expect(await olderEvent).toBe("created");
     expect((await b.get("R"))?.value).toBe(newer);
   });
+
+  it("a direct change does not wait on a version without our record: one metadata read", async () => {
+    const fake = await startFake(); // its clock is ours: the seeded version is seconds old
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });
+    fake.seed("secret/W", { key: "from-the-ui" });
+    expect(await store.put("W", value("direct"))).toBe("updated");
+    expect(fake.calls("GET", /\/metadata\/W$/)).toHaveLength(1);
+  });
+
+  it("a delete made outside our record (its record failed) counts from Vault's deletion time: an event between is superseded", async () => {
+    const clock = manualClock(Date.now() - 120_000);
+    const fake = await startFake({ now: clock.now });
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });
+    expect(await store.put("H", value("h1"), { ifNewerThan: { at: Date.now() - 150_000, id: "e1" } })).toBe("created");
+    clock.advance(60_000); // Vault's version 1 is a minute old when it is deleted
+    const isRecord = (r: { method: string; url: string }) => r.method === "POST" && r.url.endsWith("/metadata/H");
+    fake.inject({ kind: "status", status: 403, body: { errors: ["permission denied"] } }, 1, isRecord);
+    expect(await codeOf(store.delete("H"))).toBe("backend_denied");
+    expect(fake.kv("secret/H")).toMatchObject({ live: false, custom: { llm_secrets_deleted: "false" } });
+    // Deleted 60 s ago by Vault's clock: an event from 90 s ago is older than that delete.
+    expect(await store.put("H", value("h2"), { ifNewerThan: { at: Date.now() - 90_000, id: "e2" } })).toBe(
+      "superseded",
+    );
+    expect(await store.get("H")).toBeUndefined();
+  });
+
+  it("a record whose change time is not a number is not ours: Vault's created_time stands", async () => {
+    const fake = await startFake({ now: () => Date.now() - 60_000 });
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });
+    await store.put("X", value("x1"));
+    (fake.kv("secret/X")?.custom as Record<string, string>).llm_secrets_changed_at = "not-a-time";
+    // Older than the version Vault made a minute ago.
+    expect(await store.put("X", value("x2"), { ifNewerThan: { at: Date.now() - 120_000 } })).toBe("superseded");
+  });
 });
 
 describe("retries and the fault matrix", () => {
@@ -1396,6 +1580,61 @@ describe("retries and the fault matrix", () => {
     const err = await errorOf(store.put("A", quoted));
     expect(err.code).toBe("backend_unavailable");
     expect(err.message).toBe("vault put: the backend is unavailable (HTTP 500, VaultResponseError)");
+  });
+
+  it("a DELETE answered with KV's own 404 (gone meanwhile) is a delete done, recorded", async () => {
+    const fake = await startFake();
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });
+    await store.put("G", value("g"));
+    fake.inject({ kind: "status", status: 404, body: { errors: [] } }, 1, (r) => r.method === "DELETE");
+    expect(await store.delete("G", { ifNewerThan: { at: Date.now() + 1_000 } })).toBe("deleted");
+    expect(fake.kv("secret/G")?.custom).toMatchObject({ llm_secrets_deleted: "true" });
+  });
+
+  it("answers that are not KV version 2's are store_corrupt, and nothing is written on them", async () => {
+    const fake = await startFake();
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });
+    // Metadata without current_version: no version to check-and-set against.
+    fake.inject({ kind: "status", status: 200, body: { data: {} } }, 1, (r) => r.url.endsWith("/metadata/M"));
+    expect(await codeOf(store.put("M", value("m")))).toBe("store_corrupt");
+    expect(fake.calls("POST", /\/data\/M$/)).toHaveLength(0);
+    // A write answered without its version: no record of a version we do not know.
+    fake.inject({ kind: "status", status: 200, body: { data: {} } }, 1, (r) => r.method === "POST");
+    expect(await codeOf(store.put("N", value("n"), { ifNewerThan: { at: Date.now() } }))).toBe("store_corrupt");
+    expect(fake.calls("POST", /\/metadata\/N$/)).toHaveLength(0);
+  });
+
+  it("a write refused with a 400 that is not check-and-set's fails at once, not read and tried again", async () => {
+    const fake = await startFake();
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });
+    const refusal = { errors: ["1 error occurred:\n\t* invalid data\n\n"] };
+    fake.inject({ kind: "status", status: 400, body: refusal }, 1, (r) => r.method === "POST");
+    expect(await codeOf(store.put("R", value("r")))).toBe("internal");
+    expect(fake.calls("POST", /\/data\/R$/)).toHaveLength(1);
+    expect(fake.kv("secret/R")).toBeUndefined();
+  });
+
+  it("a change whose record the policy refuses (no metadata capability) fails: backend_denied", async () => {
+    const fake = await startFake({
+      policy: (method, path) => !(method === "POST" && path.startsWith("secret/metadata/")),
+    });
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });
+    expect(await codeOf(store.put("P", value("p"), { ifNewerThan: { at: Date.now() } }))).toBe("backend_denied");
+  });
+
+  it("408 is tried again, as Vault's own client does", async () => {
+    const { fake, store } = await setup();
+    fake.inject({ kind: "status", status: 408 });
+    expect((await store.get("A"))?.value).toBe("a");
+    expect(fake.requests).toHaveLength(2);
+  });
+
+  it("a Retry-After given as an HTTP date past the longest wait is reported at once, not tried again", async () => {
+    const { fake, store } = await setup();
+    const retryAfter = new Date(Date.now() + 10_000).toUTCString();
+    fake.inject({ kind: "status", status: 429, retryAfter }, 3);
+    expect((await errorOf(store.get("A"))).code).toBe("backend_unavailable");
+    expect(fake.requests).toHaveLength(1);
   });
 });
 
@@ -1656,6 +1895,14 @@ describe("team settings (team_settings in config, team_id on events and reads)",
     ).toMatchObject({ status: "applied", names: { "team-a/svc": "deleted" } });
     expect((await read("/v1/secrets/team-a/svc?team_id=team-a")).status).toBe(404);
     await runtime.close();
+  });
+
+  it("a team's KV field is trimmed of spaces, and a blank one is the store's own", async () => {
+    const fake = await startFake();
+    fake.seed("secret/DB", { key: "from-key", password: "from-password" });
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });
+    expect((await store.get("DB", { scope: { team: "t", dataKey: " password " } }))?.value).toBe("from-password");
+    expect((await store.get("DB", { scope: { team: "t", dataKey: "   " } }))?.value).toBe("from-key");
   });
 });
 
