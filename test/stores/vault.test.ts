@@ -547,20 +547,10 @@ describe("requests on the wire", () => {
 
   it("a value over 256 KiB is payload_too_large through the API, before any call", async () => {
     const fake = await startFake();
-    const masterKey = newKey();
-    const runtime = await createRuntime({
-      stores: [vaultStore],
-      settings: {
-        env: {
-          LITELLM_MASTER_KEY: masterKey,
-          HCP_VAULT_ADDR: fake.url,
-          HCP_VAULT_TOKEN: ROOT,
-          LLM_SECRETS_CONFIG: "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n",
-        },
-      },
-      log,
-      audit: () => {},
-    });
+    const { runtime, masterKey } = await teamRuntime(
+      fake,
+      "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n",
+    );
     try {
       const put = (bytes: number) =>
         runtime.fetch(
@@ -1775,30 +1765,30 @@ describe("a change that stops half-way", () => {
   });
 });
 
-describe("team settings (team_settings in config, team_id on events and reads)", () => {
-  /** The runtime over the fake with `config`, and a read through its API with the master key. */
-  async function teamRuntime(fake: FakeVault, config: string) {
-    const masterKey = newKey();
-    const runtime = await createRuntime({
-      stores: [vaultStore],
-      settings: {
-        env: {
-          LITELLM_MASTER_KEY: masterKey,
-          HCP_VAULT_ADDR: fake.url,
-          HCP_VAULT_TOKEN: ROOT,
-          LLM_SECRETS_CONFIG: config,
-        },
+/** The runtime over the fake with `config`, and a read through its API with the master key. */
+async function teamRuntime(fake: FakeVault, config: string) {
+  const masterKey = newKey();
+  const runtime = await createRuntime({
+    stores: [vaultStore],
+    settings: {
+      env: {
+        LITELLM_MASTER_KEY: masterKey,
+        HCP_VAULT_ADDR: fake.url,
+        HCP_VAULT_TOKEN: ROOT,
+        LLM_SECRETS_CONFIG: config,
       },
-      log,
-      audit: () => {}, // audit lines are not this test's subject
+    },
+    log,
+    audit: () => {}, // audit lines are not this test's subject
+  });
+  const read = (path: string) =>
+    runtime.fetch(new Request(`http://localhost${path}`, { headers: { authorization: `Bearer ${masterKey}` } }), {
+      path,
     });
-    const read = (path: string) =>
-      runtime.fetch(new Request(`http://localhost${path}`, { headers: { authorization: `Bearer ${masterKey}` } }), {
-        path,
-      });
-    return { runtime, read };
-  }
+  return { runtime, read, masterKey };
+}
 
+describe("team settings (team_settings in config, team_id on events and reads)", () => {
   it("two teams that read one path through two KV fields each get their own field, cache or not", async () => {
     const fake = await startFake();
     fake.seed("secret/DB", { key: "from-key", password: "from-password" });
