@@ -1594,6 +1594,18 @@ describe("retries and the fault matrix", () => {
     expect(fake.calls("POST", /\/metadata\/N$/)).toHaveLength(0);
   });
 
+  it("a mount answering a write as KV version 1 does (204, no version) is store_unavailable naming the mount, not internal", async () => {
+    const fake = await startFake({ mounts: ["kv1"] });
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT, HCP_VAULT_MOUNT_NAME: "kv1" });
+    fake.inject({ kind: "status", status: 204 }, 1, (r) => r.method === "POST" && r.url.includes("/data/"));
+    const err = await errorOf(store.put("V1", value("v1")));
+    expect(err.code).toBe("store_unavailable");
+    expect(err.message).toMatch(
+      /the mount kv1 answered as a KV version 1 mount \(HTTP 204 to a write\): llm-secrets needs KV version 2/,
+    );
+    expect(fake.calls("POST", /\/metadata\/V1$/)).toHaveLength(0); // no record written after it
+  });
+
   it("a write refused with a 400 that is not check-and-set's fails at once, not read and tried again", async () => {
     const fake = await startFake();
     const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });

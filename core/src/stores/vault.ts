@@ -553,6 +553,13 @@ export class VaultStore implements SecretStore {
     const body = { options: { cas: expected }, data: { [this.#target.dataKey]: value } };
     const answer = await this.#client.call({ method: "POST", path: this.#path("data", name), body }, what);
     if (answer.status === 400 && answer.errors.some((e) => e.includes("check-and-set"))) return undefined;
+    if (answer.status === 204) {
+      // KV version 1 answers a write with no content (version 2 with the version written): the
+      // mount is not a KV v2 one, and what was sent is now a v1 key named `data/...` there.
+      throw new StoreUnavailable(
+        `${what}: the mount ${this.#target.mount} answered as a KV version 1 mount (HTTP 204 to a write): llm-secrets needs KV version 2 (vault kv enable-versioning ${this.#target.mount})`,
+      );
+    }
     if (answer.status !== 200) throw this.#client.failure(answer, what);
     const version = (answer.body as { data?: { version?: unknown } } | undefined)?.data?.version;
     if (typeof version !== "number") throw new StoreCorrupt(`${what}: the write answer has no version`);
