@@ -265,8 +265,9 @@ async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult
       [LOG_REASON]: loggableMessage(err),
       ...(retryable && { retryAfter: err.details.retryAfter }),
       // Only a name that is no name is malformed. One the store itself refuses (Infisical's folders
-      // take no `.`, Azure no more than 127 characters) is a setting to fix (the prefix): not malformed, so
-      // it reaches the dead letters on every queue (Pub/Sub's too) rather than be acknowledged and lost.
+      // take no `.`, Azure no more than 127 characters) is a setting to fix (the prefix): not
+      // malformed, so it reaches the dead letters on every queue (Pub/Sub's too) rather than be
+      // acknowledged and lost.
       ...(err.code === "invalid_name" && !checked && { malformed: true as const }),
     };
   }

@@ -41,6 +41,9 @@ const pki = inject("testPki");
 const ROOT = newKey("hvs.");
 const ROLE_ID = newKey("role-");
 const SECRET_ID = newKey("secret-id-");
+/** An AppRole login request (for a fault on logins only). */
+const isApproleLogin = (r: { method: string; url: string }) =>
+  r.method === "POST" && r.url.endsWith("/auth/approle/login");
 
 /** Everything the stores logged and every error message they threw, searched for values at the end. */
 const logs: string[] = [];
@@ -1094,11 +1097,9 @@ describe("logins", () => {
 
   it("a login token without a lease (lease_duration 0) is kept for every call: no renewal, no login per call", async () => {
     const { clock, fake, store, logins, renewals } = await approleStore();
-    const isLogin = (r: { method: string; url: string }) =>
-      r.method === "POST" && r.url.endsWith("/auth/approle/login");
     // A token that does not expire, as Vault reports it: lease_duration 0, not renewable.
     const auth = { client_token: ROOT, lease_duration: 0, renewable: false };
-    fake.inject({ kind: "status", status: 200, body: { auth } }, 1, isLogin);
+    fake.inject({ kind: "status", status: 200, body: { auth } }, 1, isApproleLogin);
     for (let i = 0; i < 3; i++) {
       expect((await store.get("A"))?.value).toBe("a");
       clock.advance(3_600_000);
@@ -1159,10 +1160,8 @@ describe("logins", () => {
 
   it("a login token that is not renewable is replaced by a login once due, never renewed", async () => {
     const { clock, fake, store, logins, renewals } = await approleStore();
-    const isLogin = (r: { method: string; url: string }) =>
-      r.method === "POST" && r.url.endsWith("/auth/approle/login");
     const auth = { client_token: ROOT, lease_duration: 60, renewable: false };
-    fake.inject({ kind: "status", status: 200, body: { auth } }, 1, isLogin);
+    fake.inject({ kind: "status", status: 200, body: { auth } }, 1, isApproleLogin);
     await store.get("A");
     clock.advance(41_000);
     expect((await store.get("A"))?.value).toBe("a");

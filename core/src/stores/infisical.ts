@@ -62,6 +62,11 @@ const NO_PROJECT = "set the id of the Infisical project that holds the secrets (
 /** Infisical's folder names (its `isValidFolderName`). */
 const FOLDER_NAME = /^[A-Za-z0-9_-]+$/;
 
+/** Whether every folder of a `/`-separated path is one Infisical can name (empty parts aside: its `isValidSecretPath`). */
+function nameableFolders(path: string): boolean {
+  return path.split("/").every((folder) => folder === "" || FOLDER_NAME.test(folder));
+}
+
 export const InfisicalSettings = z.object({
   // Read only for the warning at open (settings.ts parses and applies them): whether key events
   // would store virtual keys, and under which prefixes (their folders here).
@@ -82,7 +87,7 @@ export const InfisicalSettings = z.object({
         .string()
         .check(
           z.refine(
-            (path) => path.split("/").every((folder) => folder === "" || FOLDER_NAME.test(folder)),
+            nameableFolders,
             "a folder path whose folders' names take only letters, digits, - and _ (Infisical refuses any other), such as / or /team-a",
           ),
         ),
@@ -155,14 +160,8 @@ function unfolderedPrefixes(config: z.output<typeof InfisicalSettings>["config"]
       prefixes.push((team as { prefix_for_stored_virtual_keys?: unknown } | null)?.prefix_for_stored_virtual_keys);
     }
   }
-  return prefixes.filter(
-    (prefix): prefix is string =>
-      typeof prefix === "string" &&
-      !prefix
-        .replace(/\/$/, "")
-        .split("/")
-        .every((f) => FOLDER_NAME.test(f)),
-  );
+  // A prefix settings.ts let through has no empty part but the one after its last `/`.
+  return prefixes.filter((prefix): prefix is string => typeof prefix === "string" && !nameableFolders(prefix));
 }
 
 type Send = (
@@ -209,7 +208,7 @@ export class InfisicalStore implements SecretStore {
     if (await this.#folderMissing(created, place, "infisical put")) {
       await this.#makeFolders(place.folders);
       created = await this.#secretCall("POST", place, "infisical put", create);
-      if (created.status === 404 && PLACE_NOT_FOUND.test(messageOf(created.json) ?? "")) {
+      if (this.#noFolder(created)) {
         // Made, but not yet seen by the create (Infisical reads folders from a replica): try again.
         throw new BackendUnavailable(
           "infisical put: Infisical does not see the folder it has just made yet (HTTP 404): try again",
@@ -272,9 +271,7 @@ export class InfisicalStore implements SecretStore {
    * `FOLDER_PROBE` at it tells (see the header).
    */
   async #folderMissing(answer: { status: number; json: unknown }, place: Place, what: string): Promise<boolean> {
-    if (place.folders.length === 0 || answer.status !== 404 || !PLACE_NOT_FOUND.test(messageOf(answer.json) ?? "")) {
-      return false;
-    }
+    if (place.folders.length === 0 || !this.#noFolder(answer)) return false;
     const atBase = await this.#secretCall("GET", { folders: [], key: FOLDER_PROBE }, what);
     // Infisical looks up the folder before it checks the identity may read there: a 403 (an identity
     // allowed below the path only) says the path is there.
@@ -307,6 +304,11 @@ export class InfisicalStore implements SecretStore {
     }
     const seconds = typeof expiresIn === "number" ? expiresIn : 7200;
     return { token: accessToken, lifeMs: Math.max(seconds - 60, 60) * 1000 };
+  }
+
+  /** Whether an answer is Infisical's 404 for a folder (or environment) that is not there (see `PLACE_NOT_FOUND`). */
+  #noFolder(answer: { status: number; json: unknown }): boolean {
+    return answer.status === 404 && PLACE_NOT_FOUND.test(messageOf(answer.json) ?? "");
   }
 
   /** Whether an answer is Infisical's 404 for a secret that is not there (see `SECRET_NOT_FOUND`). */

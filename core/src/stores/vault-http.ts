@@ -244,6 +244,7 @@ export class VaultClient {
     if (lease && !this.#due(lease)) return lease.token;
     // A renewal or login that fails (Vault unreachable, throttling logins) leaves a token whose
     // lease has not ended good until it does: used, and tried again in a while.
+    const renewing = lease?.renewable === true && !this.#expired(lease);
     const keep = (err: unknown): Lease => {
       if (lease === undefined || this.#expired(lease)) throw err;
       this.#options.log.warn("vault token renewal failed; using the token until its lease ends", {
@@ -253,7 +254,7 @@ export class VaultClient {
       return { ...lease, renewAfter: this.#tuning.clock() + RENEW_RETRY_MS };
     };
     const next = await this.#refresh(() =>
-      (lease?.renewable && !this.#expired(lease) ? this.#renew(lease, what) : this.#login(what)).catch(keep),
+      (renewing && lease ? this.#renew(lease, what) : this.#login(what)).catch(keep),
     );
     return next.token;
   }
@@ -422,9 +423,9 @@ export class VaultClient {
     const hasBody = call.body !== undefined;
     const list = call.method === "LIST";
     const url = `${this.#address}/v1/${call.path}${list ? "?list=true" : ""}`;
-    const init = {
+    const init: Parameters<typeof request>[1] = {
       dispatcher: this.#agent,
-      method: (list ? "GET" : call.method) as "GET",
+      method: list ? "GET" : call.method,
       // One deadline for the whole try (undici's own header and body timeouts tick in half seconds).
       signal: AbortSignal.timeout(this.#tuning.timeoutMs),
       // `X-Vault-Request: true` on every request, as Vault's own clients send it: a Vault Agent or
