@@ -247,10 +247,13 @@ export class VaultClient {
     const renewing = lease?.renewable === true && !this.#expired(lease);
     const keep = (err: unknown): Lease => {
       if (lease === undefined || this.#expired(lease)) throw err;
-      this.#options.log.warn("vault token renewal failed; using the token until its lease ends", {
-        method: auth.method,
-        code: err instanceof SecretsError ? err.code : "internal",
-      });
+      this.#options.log.warn(
+        `vault ${renewing ? "token renewal" : "login"} failed; using the token until its lease ends`,
+        {
+          method: auth.method,
+          code: err instanceof SecretsError ? err.code : "internal",
+        },
+      );
       return { ...lease, renewAfter: this.#tuning.clock() + RENEW_RETRY_MS };
     };
     const next = await this.#refresh(() =>
