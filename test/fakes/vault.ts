@@ -20,6 +20,16 @@
  *   past `max_versions` (10 when unset, as Vault's default) the oldest versions leave the metadata
  *   and `oldest_version` moves past them (0 until the first such pruning); `cas_required` refuses
  *   a write without `options.cas`.
+ * - KV version 1 on `kv1Mounts` (builtin/logical/kv's passthrough): any path under one is a key,
+ *   `GET` answers what was written as `data`, `POST`/`PUT` keep the JSON body (400 "missing data
+ *   fields" when empty) and answer 204, `DELETE` 204, `LIST` the keys; nothing there is 404
+ *   `{"errors":[]}`, as KV version 2 answers a missing secret.
+ * - `GET /v1/sys/internal/ui/mounts/{path}` (what `vault kv` asks first): the mount holding the
+ *   path, `type` `kv` with `options` `{"version":"2"}` (or `null` on a version 1 mount); no such
+ *   mount, or a policy that allows no call at the mount, is 403 "preflight capability check
+ *   returned 403" (Vault tells nothing of a mount to a token without access under it). Vault's
+ *   router lets any token call it; the handler weighs the policy, here as "any method allowed on
+ *   `{mount}/`".
  * - Namespaces as Vault joins them: `X-Vault-Namespace` + the request path.
  * - Token auth: `X-Vault-Token` on every call but logins; missing, unknown, revoked or expired is
  *   403 with "permission denied" and "invalid token" (Vault 1.16 and later; before, and with
@@ -56,6 +66,8 @@ export interface FakeVaultOptions {
   rootToken?: string;
   /** KV v2 mounts, namespace first: `secret`, `admin/secret`, `kv-prod`. Default `secret`. */
   mounts?: string[];
+  /** KV version 1 mounts, namespace first (`vault secrets enable kv`'s default). */
+  kv1Mounts?: string[];
   approle?: { mountPath?: string; namespace?: string; roleId: string; secretId: string };
   /** A cert auth role that takes any client certificate of the tests' CA. */
   certRole?: { name: string; namespace?: string };
@@ -152,6 +164,8 @@ export class FakeVault {
   readonly #options: FakeVaultOptions;
   readonly #now: () => number;
   readonly #kv = new Map<string, KvEntry>();
+  /** KV version 1 keys, `{mount}/{path}`: what each write sent. */
+  readonly #kv1 = new Map<string, unknown>();
   readonly #tokens = new Map<string, Token>();
   readonly #faults: PendingFault[] = [];
   readonly #connections = new WeakMap<object, number>();
@@ -230,6 +244,11 @@ export class FakeVault {
       custom: entry.custom,
       live: current !== undefined && this.#readable(current),
     };
+  }
+
+  /** The keys a KV version 1 mount holds, `{mount}/{path}`, sorted. */
+  kv1Keys(): string[] {
+    return [...this.#kv1.keys()].sort();
   }
 
   /** Not destroyed, and its deletion time (if any) not reached. */
@@ -321,9 +340,13 @@ export class FakeVault {
       if (asked !== this.#tokens.get(token as string)?.namespace) return this.#invalidToken(res);
       return self[1] === "renew-self" ? this.#renewSelf(token as string, res) : this.#lookupSelf(token as string, res);
     }
+    const mountAsked = /^(?:(.+)\/)?sys\/internal\/ui\/mounts\/(.+)$/.exec(full);
+    if (mountAsked && r.method === "GET") return this.#mountInfo(mountAsked[1], mountAsked[2] as string, res);
     if (this.#options.policy && !this.#options.policy(method, full)) {
       return send(res, 403, { errors: ["1 error occurred:\n\t* permission denied\n\n"] });
     }
+    const v1 = [...(this.#options.kv1Mounts ?? [])].find((mount) => full.startsWith(`${mount}/`));
+    if (v1 !== undefined && full.length > v1.length + 1) return this.#kv1Call(full, method, r.body, res);
 
     const kv = this.#kvRoute(full);
     if (kv?.kind === "metadata" && method === "LIST") return this.#list(kv.mount, kv.path, res);
@@ -449,6 +472,60 @@ export class FakeVault {
     if (token === undefined || this.behind) return false;
     const held = this.#tokens.get(token);
     return held !== undefined && (held.expiresAt === undefined || this.#now() < held.expiresAt);
+  }
+
+  /** `sys/internal/ui/mounts/{path}` asked in `namespace`: the mount that holds the path (vault's `pathInternalUIMountRead`). */
+  #mountInfo(namespace: string | undefined, path: string, res: ServerResponse): Answered {
+    const inNamespace = namespace ? `${namespace}/` : "";
+    const asked = `${inNamespace}${path.replace(/\/*$/, "/")}`;
+    const found = [
+      ...(this.#options.mounts ?? ["secret"]).map((mount) => ({ mount, options: { version: "2" } })),
+      ...(this.#options.kv1Mounts ?? []).map((mount) => ({ mount, options: null })),
+    ]
+      .filter(({ mount }) => asked.startsWith(`${mount}/`))
+      .sort((a, b) => b.mount.length - a.mount.length)[0];
+    const policy = this.#options.policy;
+    const access = (mount: string) =>
+      !policy || ["GET", "LIST", "POST", "DELETE"].some((method) => policy(method, `${mount}/`));
+    if (found === undefined || !access(found.mount)) {
+      const message = `preflight capability check returned 403, please ensure client's policies grant access to path "${asked.slice(inNamespace.length)}"`;
+      return send(res, 403, { errors: [message] });
+    }
+    const relative = `${found.mount.slice(inNamespace.length)}/`;
+    return send(res, 200, {
+      ...envelope(),
+      data: { type: "kv", description: "", options: found.options, path: relative, local: false, seal_wrap: false },
+    });
+  }
+
+  /** A call on a KV version 1 mount: `full` is the key. */
+  #kv1Call(full: string, method: string, body: unknown, res: ServerResponse): Answered {
+    if (method === "LIST") {
+      const folder = full.replace(/\/*$/, "/");
+      const keys = new Set<string>();
+      for (const key of this.#kv1.keys()) {
+        if (!key.startsWith(folder)) continue;
+        const rest = key.slice(folder.length);
+        keys.add(rest.includes("/") ? `${rest.slice(0, rest.indexOf("/"))}/` : rest);
+      }
+      if (keys.size === 0) return send(res, 404, { errors: [] });
+      return send(res, 200, { ...envelope(), data: { keys: [...keys].sort() } });
+    }
+    if (method === "GET") {
+      const held = this.#kv1.get(full);
+      return held === undefined ? send(res, 404, { errors: [] }) : send(res, 200, { ...envelope(), data: held });
+    }
+    if (method === "POST" || method === "PUT") {
+      const empty = body === null || typeof body !== "object" || Object.keys(body).length === 0;
+      if (empty) return send(res, 400, { errors: ["missing data fields"] });
+      this.#kv1.set(full, body);
+      return noContent(res);
+    }
+    if (method === "DELETE") {
+      this.#kv1.delete(full);
+      return noContent(res);
+    }
+    return send(res, 405, { errors: ["1 error occurred:\n\t* unsupported operation\n\n"] });
   }
 
   #kvRoute(full: string): { mount: string; kind: "data" | "metadata" | "destroy"; path: string } | undefined {

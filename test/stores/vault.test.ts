@@ -259,6 +259,7 @@ describe("requests on the wire", () => {
     const secretRequests = fake.requests;
     expect(secretRequests.map((r) => `${r.method} ${pathOf(r.url)}`)).toEqual([
       "GET /v1/admin/secret/metadata/sample-secret",
+      "GET /v1/admin/sys/internal/ui/mounts/secret", // nothing there yet: is this KV version 2?
       "POST /v1/admin/secret/data/sample-secret",
       "POST /v1/admin/secret/metadata/sample-secret",
       "GET /v1/admin/secret/data/sample-secret",
@@ -271,7 +272,7 @@ describe("requests on the wire", () => {
       expect(r.headers["x-vault-token"]).toBe(ROOT);
       expect(r.headers["x-vault-namespace"]).toBeUndefined();
     }
-    const write = secretRequests[1];
+    const write = secretRequests[2];
     expect(write?.body).toEqual({ options: { cas: 0 }, data: { key: v } });
     expect(write?.headers["content-type"]).toBe("application/json");
   });
@@ -1605,6 +1606,75 @@ describe("retries and the fault matrix", () => {
     expect(fake.calls("POST", /\/metadata\/V1$/)).toHaveLength(0); // no record written after it
   });
 
+  it("a KV version 1 mount is store_unavailable for reads, writes, deletes and lists, and nothing is written to it", async () => {
+    // `vault secrets enable kv` makes version 1, which answers `data/...` reads with KV's own 404:
+    // without asking, every secret would read as not found, and a write would land as a key `data/...`.
+    const fake = await startFake({ kv1Mounts: ["admin/kv"] });
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT, HCP_VAULT_NAMESPACE: "admin" });
+    const env = { HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT };
+    const scoped = await open({ ...env, HCP_VAULT_SECRET_NAMESPACE: "admin", HCP_VAULT_MOUNT_NAME: "kv" });
+    for (const call of [
+      () => scoped.get("A"),
+      () => scoped.put("A", value("a")),
+      () => scoped.put("B", value("b"), { ifNewerThan: { at: Date.now(), id: "evt-1" } }),
+      () => scoped.delete("C", { ifNewerThan: { at: Date.now() } }),
+      () => scoped.list({ limit: 10 }),
+    ]) {
+      const err = await errorOf(call());
+      expect(err.code).toBe("store_unavailable");
+      expect(err.message).toMatch(
+        /the mount admin\/kv is a KV version 1 mount: llm-secrets needs KV version 2 \(vault kv enable-versioning -namespace=admin kv\)$/,
+      );
+    }
+    expect(fake.kv1Keys()).toEqual([]);
+    expect(fake.calls("POST", /./)).toHaveLength(0);
+    // Asked again each time (an upgraded mount is seen at once), in the secret namespace.
+    expect(fake.calls("GET", /^\/v1\/admin\/sys\/internal\/ui\/mounts\/kv$/)).toHaveLength(5);
+    // The store's own mount (`secret` in admin) is not there at all: Vault's 404 says so, as before.
+    expect(await codeOf(store.get("A"))).toBe("store_unavailable");
+  });
+
+  it("a KV version 2 mount is asked about once per store and team scope, and only when nothing is found", async () => {
+    const fake = await startFake({ mounts: ["secret", "team-kv"] });
+    const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });
+    await store.put("FOUND", value("f"));
+    const asked = () => fake.calls("GET", /\/sys\/internal\/ui\/mounts\//).map((r) => pathOf(r.url));
+    expect(asked()).toEqual(["/v1/sys/internal/ui/mounts/secret"]);
+    expect(await store.get("MISSING")).toBeUndefined();
+    expect(await store.get("FOUND")).toBeDefined();
+    await store.put("OTHER", value("o"));
+    expect(asked()).toHaveLength(1);
+    const scope = { team: "team-a", mount: "team-kv" };
+    expect(await store.get("MISSING", { scope })).toBeUndefined();
+    expect(await store.get("MISSING", { scope })).toBeUndefined();
+    expect(asked()).toEqual(["/v1/sys/internal/ui/mounts/secret", "/v1/sys/internal/ui/mounts/team-kv"]);
+  });
+
+  it("when Vault will not say what the mount is (403, an old Vault's 404), not found stands; a failure to ask is asked again", async () => {
+    // A policy with no call at the mount's root: Vault tells such a token nothing of the mount.
+    const denied = await startFake({ policy: (_m, path) => path !== "secret/" });
+    const store = await open({ HCP_VAULT_ADDR: denied.url, HCP_VAULT_TOKEN: ROOT });
+    expect(await store.get("A")).toBeUndefined();
+    expect(await store.get("B")).toBeUndefined();
+    expect(denied.calls("GET", /\/sys\/internal\/ui\/mounts\//)).toHaveLength(1);
+
+    const old = await startFake();
+    const oldStore = await open({ HCP_VAULT_ADDR: old.url, HCP_VAULT_TOKEN: ROOT });
+    old.inject({ kind: "status", status: 404, body: { errors: [] } }, 1, (r) => r.url.includes("/sys/internal/"));
+    expect(await oldStore.get("A")).toBeUndefined();
+    expect(await oldStore.get("B")).toBeUndefined();
+    expect(old.calls("GET", /\/sys\/internal\/ui\/mounts\//)).toHaveLength(1);
+
+    const flaky = await startFake();
+    const flakyStore = await open({ HCP_VAULT_ADDR: flaky.url, HCP_VAULT_TOKEN: ROOT });
+    flaky.inject({ kind: "reset" }, 10, (r) => r.url.includes("/sys/internal/"));
+    expect(await flakyStore.get("A")).toBeUndefined(); // the read's answer stands
+    const failed = flaky.calls("GET", /\/sys\/internal\/ui\/mounts\//).length;
+    expect(failed).toBeGreaterThan(0);
+    expect(await flakyStore.get("B")).toBeUndefined();
+    expect(flaky.calls("GET", /\/sys\/internal\/ui\/mounts\//).length).toBeGreaterThan(failed);
+  });
+
   it("a write refused with a 400 that is not check-and-set's fails at once, not read and tried again", async () => {
     const fake = await startFake();
     const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });
@@ -1658,7 +1728,7 @@ describe("outbound TLS settings reach Vault's client", () => {
     );
     stores.push(unchecked);
     expect(await unchecked.get("A")).toBeUndefined();
-    expect(fake.requests).toHaveLength(1);
+    expect(fake.requests).toHaveLength(2); // the read, then (nothing there) the mount's version
   });
 });
 

@@ -17,6 +17,8 @@
  *   naming the mount (as is any JSON 404 with Vault's `errors`); any other 404 (an HTML page,
  *   JSON without `errors`: a proxy, an ingress or another service at `HCP_VAULT_ADDR`) is
  *   `store_unavailable` saying the address answered but not as Vault. Never "not found" (which would be cached, and fall back to the environment).
+ *   The first KV 404 a target meets asks what the mount is (`#nothingThere`): a KV version 1
+ *   mount answers every read with that same 404, and is `store_unavailable` instead.
  * - Write: `POST {"options":{"cas":N},"data":{"key":value}}` on the data path, where N is the
  *   version we read: KV v2's check-and-set, so a writer that got in between is never overwritten
  *   blindly; we read again and decide again. Differs: the description is not written as a second
@@ -312,6 +314,8 @@ export class VaultStore implements SecretStore {
   readonly #queues: KeyedQueue;
   /** The store as each team's scope sees it: the same client and queues, another target. */
   readonly #scoped = new Map<string, VaultStore>();
+  /** The mount was found to be KV version 2, or Vault would not say: `#nothingThere`. */
+  #mountKnown = false;
 
   constructor(client: VaultClient, target: VaultTarget, now: () => number = Date.now, queues = new KeyedQueue()) {
     this.#client = client;
@@ -357,7 +361,7 @@ export class VaultStore implements SecretStore {
     if (options.scope) return this.#in(options.scope).get(name);
     const what = "vault get";
     const answer = await this.#client.call({ method: "GET", path: this.#path("data", name) }, what);
-    if (this.#absent(answer, what)) return undefined;
+    if (await this.#nothingThere(answer, what)) return undefined;
     if (answer.status !== 200) throw this.#client.failure(answer, what);
     const secret = kvSecretOf(answer.body);
     if (secret === undefined) throw new StoreCorrupt(`${what}: the answer is not a KV version 2 secret`);
@@ -477,6 +481,48 @@ export class VaultStore implements SecretStore {
     );
   }
 
+  /**
+   * `#absent`, and the first time this target finds nothing, whether it looks in a KV version 2
+   * mount: a version 1 mount answers a read of `data/...` or `metadata/...` with the same 404 as a
+   * missing secret, so without asking, each of its secrets would read as not found, and a write
+   * would first land as a v1 key named `data/...`. Vault is asked as `vault kv` asks it
+   * (`GET sys/internal/ui/mounts/{mount}`, in the secret namespace): a `kv` or `generic` mount
+   * whose `options.version` is not "2" is `store_unavailable`, asked again at each nothing-found
+   * until it is upgraded. Any other 200, or a 4xx (Vault tells nothing of a mount to a token
+   * without access under it, and a Vault older than 0.10 has no such path), settles the question
+   * for this target; a failure to ask leaves it for the next nothing-found.
+   */
+  async #nothingThere(answer: VaultAnswer, what: string): Promise<boolean> {
+    if (!this.#absent(answer, what)) return false;
+    if (!this.#mountKnown) await this.#checkMount(what);
+    return true;
+  }
+
+  async #checkMount(what: string): Promise<void> {
+    const { secretNamespace, mount } = this.#target;
+    const path = [secretNamespace, "sys/internal/ui/mounts", mount]
+      .filter((part): part is string => part !== undefined)
+      .map(segments)
+      .join("/");
+    let answer: VaultAnswer;
+    try {
+      answer = await this.#client.call({ method: "GET", path }, `${what} (mount check)`);
+    } catch {
+      return; // Vault answered the call a moment ago: asked again at the next nothing-found
+    }
+    if (answer.status >= 500) return;
+    const data = (answer.body as { data?: { type?: unknown; options?: { version?: unknown } | null } } | undefined)
+      ?.data;
+    if (answer.status === 200 && (data?.type === "kv" || data?.type === "generic") && data.options?.version !== "2") {
+      const at = secretNamespace === undefined ? mount : `${secretNamespace}/${mount}`;
+      const flag = secretNamespace === undefined ? "" : `-namespace=${secretNamespace} `;
+      throw new StoreUnavailable(
+        `${what}: the mount ${at} is a KV version 1 mount: llm-secrets needs KV version 2 (vault kv enable-versioning ${flag}${mount})`,
+      );
+    }
+    this.#mountKnown = true;
+  }
+
   /** `/v1/` onwards: `[{namespace}/]{mount}/{data|metadata}/[{prefix}/]{name}`, each segment encoded. */
   #path(kind: "data" | "metadata", name: string): string {
     const { secretNamespace, mount, pathPrefix } = this.#target;
@@ -495,7 +541,7 @@ export class VaultStore implements SecretStore {
       .map(segments)
       .join("/");
     const answer = await this.#client.call({ method: "LIST", path: `${path}/` }, what);
-    if (this.#absent(answer, what)) return [];
+    if (await this.#nothingThere(answer, what)) return [];
     if (answer.status !== 200) throw this.#client.failure(answer, what);
     const keys = (answer.body as { data?: { keys?: unknown } } | undefined)?.data?.keys;
     if (!Array.isArray(keys)) throw new StoreCorrupt(`${what}: the answer is not a LIST answer`);
@@ -539,7 +585,7 @@ export class VaultStore implements SecretStore {
 
   async #readMetadata(name: string, what: string): Promise<Recorded> {
     const answer = await this.#client.call({ method: "GET", path: this.#path("metadata", name) }, what);
-    if (this.#absent(answer, what)) return NOTHING_RECORDED;
+    if (await this.#nothingThere(answer, what)) return NOTHING_RECORDED;
     if (answer.status !== 200) throw this.#client.failure(answer, what);
     const metadata = (answer.body as { data?: KvMetadata } | undefined)?.data;
     if (metadata === undefined || metadata === null || typeof metadata.current_version !== "number") {
