@@ -16,7 +16,9 @@
  *
  * Secret Manager: secrets (`labels`, `annotations`, automatic replication; both checked as
  * resources.proto documents them, INVALID_ARGUMENT otherwise), versions (ENABLED,
- * DISABLED: by `disableVersion`, as the console does; DESTROYED), `versions/latest` (the newest
+ * DISABLED: by `disableVersion`, as the console does; DESTROYED), delayed destroy (a secret's
+ * `versionDestroyTtl`: DestroySecretVersion leaves the version DISABLED with its
+ * `scheduled_destroy_time`, its data kept until then), `versions/latest` (the newest
  * version, whatever its state), ALREADY_EXISTS / NOT_FOUND / FAILED_PRECONDITION as the service
  * answers them, `update_mask` on UpdateSecret, ListSecrets (newest first, as the proto says;
  * `page_size` capped at 25000, 0 letting the server choose; an opaque `next_page_token` while more
@@ -26,8 +28,10 @@
  *
  * Faults: `fail(n, fault[, method])` (that RPC only, when given): PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE (what a client sees
  * when its connection drops), INTERNAL, FAILED_PRECONDITION of a disabled Cloud KMS key version
- * (a CMEK secret's, or a Decrypt's), or no answer (the client's deadline ends the call). Their
- * details carry `FAULT_DETAIL`, which no typed error may repeat (the client puts details in its messages).
+ * (a CMEK secret's, or a Decrypt's), no answer (the client's deadline ends the call), or a call
+ * carried out whose answer comes `LATE_MS` later (after the client's deadline: it saw
+ * DEADLINE_EXCEEDED, the change is made). Their details carry `FAULT_DETAIL`, which no typed error
+ * may repeat (the client puts details in its messages).
  */
 import { createCipheriv, createDecipheriv, generateKeyPairSync, randomBytes, verify } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -39,9 +43,9 @@ import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, inject } from "vitest";
 import { FaultQueue } from "./faults";
 
-export type GoogleFault = "denied" | "exhausted" | "unavailable" | "internal" | "key_disabled" | "hang";
+export type GoogleFault = "denied" | "exhausted" | "unavailable" | "internal" | "key_disabled" | "hang" | "late";
 
-const FAULT_STATUS: Record<Exclude<GoogleFault, "hang">, grpc.status> = {
+const FAULT_STATUS: Record<Exclude<GoogleFault, "hang" | "late">, grpc.status> = {
   denied: grpc.status.PERMISSION_DENIED,
   exhausted: grpc.status.RESOURCE_EXHAUSTED,
   unavailable: grpc.status.UNAVAILABLE,
@@ -53,6 +57,9 @@ const FAULT_STATUS: Record<Exclude<GoogleFault, "hang">, grpc.status> = {
 const FAULT_TEXT: Partial<Record<GoogleFault, string>> = {
   key_disabled: "projects/p/locations/global/keyRings/r/cryptoKeys/k/cryptoKeyVersions/1 is in DISABLED state.",
 };
+
+/** How long a `late` call's answer is held: past the deadline the tests give the client. */
+const LATE_MS = 1_000;
 
 /** In every injected fault's details, as a backend's own text: typed errors must never carry it. */
 export const FAULT_DETAIL = "backend-detail-marker sk-live-fault0123456789";
@@ -90,6 +97,8 @@ interface Version {
   data: Buffer | undefined;
   state: "ENABLED" | "DISABLED" | "DESTROYED";
   created: Date;
+  /** Destroyed on a secret with a `versionDestroyTtl`: DISABLED until this time. */
+  scheduledDestroy?: Date;
 }
 
 interface FakeSecret {
@@ -98,6 +107,8 @@ interface FakeSecret {
   annotations: Record<string, string>;
   versions: Version[];
   created: Date;
+  /** `version_destroy_ttl` in seconds (delayed destroy), as the console sets it. */
+  versionDestroyTtl?: number;
   /** Creation order: ListSecrets pages by it, newest first (one set by a test counts from its first listing). */
   seq?: number;
   etag: number;
@@ -343,13 +354,16 @@ export class FakeGoogle {
         this.calls.push({ method, request: call.request, authorization, clientCertificate });
         const fault = this.#faults.take(method);
         if (fault === "hang") return; // the client's deadline ends it
-        if (fault) {
+        // `late`: carried out now, answered after the client's deadline.
+        const reply: grpc.sendUnaryData<unknown> =
+          fault === "late" ? (...args) => setTimeout(() => callback(...args), LATE_MS) : callback;
+        if (fault && fault !== "late") {
           const details = `injected ${fault}: ${FAULT_TEXT[fault] ?? ""} ${FAULT_DETAIL}`;
           return callback({ code: FAULT_STATUS[fault], details });
         }
         const caller = this.#caller(authorization, audience);
         if (caller === undefined) {
-          return callback({
+          return reply({
             code: grpc.status.UNAUTHENTICATED,
             details: "Request had invalid authentication credentials.",
           });
@@ -358,16 +372,16 @@ export class FakeGoogle {
         if (caller.permissions !== undefined && !caller.permissions.has(permission)) {
           const resource =
             call.request.name ?? call.request.parent ?? (call.request.secret as { name?: unknown })?.name;
-          return callback({
+          return reply({
             code: grpc.status.PERMISSION_DENIED,
             details: `Permission '${permission}' denied for resource '${String(resource)}' (or it may not exist).`,
           });
         }
         try {
-          callback(null, handle(method, call.request));
+          reply(null, handle(method, call.request));
         } catch (err) {
-          if (err instanceof GrpcError) callback({ code: err.code, details: err.message });
-          else callback({ code: grpc.status.INTERNAL, details: "fake failure" });
+          if (err instanceof GrpcError) reply({ code: err.code, details: err.message });
+          else reply({ code: grpc.status.INTERNAL, details: "fake failure" });
         }
       };
     }
@@ -516,8 +530,14 @@ export class FakeGoogle {
       }
       case "DestroySecretVersion": {
         const { secret, version } = this.#findVersion(request.name);
-        version.state = "DESTROYED";
-        version.data = undefined;
+        if (secret.versionDestroyTtl) {
+          // Delayed destroy: disabled now, destroyed at the scheduled time (not modelled: tests look before it).
+          version.state = "DISABLED";
+          version.scheduledDestroy ??= new Date(Date.now() + secret.versionDestroyTtl * 1000);
+        } else {
+          version.state = "DESTROYED";
+          version.data = undefined;
+        }
         return this.#versionOut(secret, version);
       }
       default:
@@ -618,6 +638,7 @@ export class FakeGoogle {
       create_time: { seconds: String(Math.floor(secret.created.getTime() / 1000)), nanos: 0 },
       labels: secret.labels,
       annotations: secret.annotations,
+      ...(secret.versionDestroyTtl && { version_destroy_ttl: { seconds: String(secret.versionDestroyTtl), nanos: 0 } }),
       etag: `"${secret.etag}"`,
     };
   }
@@ -627,6 +648,9 @@ export class FakeGoogle {
       name: `${secret.name}/versions/${version.id}`,
       create_time: { seconds: String(Math.floor(version.created.getTime() / 1000)), nanos: 0 },
       state: version.state,
+      ...(version.scheduledDestroy && {
+        scheduled_destroy_time: { seconds: String(Math.floor(version.scheduledDestroy.getTime() / 1000)), nanos: 0 },
+      }),
     };
   }
 

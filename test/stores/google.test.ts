@@ -484,7 +484,108 @@ describe("google_secret_manager changes that stop half-way", () => {
   });
 });
 
-describe("google_secret_manager faults (the library's 3 attempts)", () => {
+describe("google_secret_manager changes answered late, or met by another's", () => {
+  function storeOf(fake: FakeGoogle, options: { purge?: boolean; client?: sdk.SecretManagerServiceClient } = {}) {
+    return new GoogleSecretManagerStore({
+      client: options.client ?? new sdk.SecretManagerServiceClient(endpointOf(fake)),
+      project: fake.project,
+      purge: options.purge,
+      deadlineMs: 300, // the fake's late answers come after it
+    });
+  }
+
+  it("a change whose answer comes after the deadline is not made again: backend_unavailable, one version, and the put tried again finds its secret", async () => {
+    const fake = await google();
+    const store = storeOf(fake);
+    const id = (n: string) => `projects/${fake.project}/secrets/${n}`;
+    await store.put("DUP", value("v1"));
+    fake.calls.length = 0;
+    fake.fail(1, "late", "AddSecretVersion");
+    expect(await codeOf(store.put("DUP", value("v2")))).toBe("backend_unavailable");
+    expect(fake.callsOf("AddSecretVersion")).toHaveLength(1);
+    expect(fake.secrets.get(id("DUP"))?.versions).toHaveLength(2); // v1 and the late v2, not v2 twice
+    // A new name whose CreateSecret answers late: not "updated" (the secret it made is no other
+    // writer's); tried again, the put finds that secret, empty, and lands in it.
+    fake.fail(1, "late", "CreateSecret");
+    const fresh = value("fresh");
+    expect(await codeOf(store.put("FRESH", fresh))).toBe("backend_unavailable");
+    expect(fake.callsOf("CreateSecret")).toHaveLength(1);
+    expect(fake.secrets.get(id("FRESH"))?.versions).toEqual([]);
+    expect(await store.put("FRESH", fresh)).toBe("updated");
+    expect((await store.get("FRESH"))?.value).toBe(fresh);
+    // UNAVAILABLE: not tried again either. RESOURCE_EXHAUSTED (a quota, refused before anything is
+    // done) is.
+    fake.calls.length = 0;
+    fake.fail(1, "unavailable", "AddSecretVersion");
+    expect(await codeOf(store.put("DUP", value("v3")))).toBe("backend_unavailable");
+    fake.fail(2, "exhausted", "AddSecretVersion");
+    expect(await store.put("DUP", value("v4"))).toBe("updated");
+    expect(fake.callsOf("AddSecretVersion")).toHaveLength(4);
+    expect(fake.secrets.get(id("DUP"))?.versions).toHaveLength(3);
+    // A purge whose DeleteSecret answers late: backend_unavailable; the delete tried again is done (absent).
+    const purging = storeOf(fake, { purge: true });
+    fake.fail(1, "late", "DeleteSecret");
+    expect(await codeOf(purging.delete("DUP"))).toBe("backend_unavailable");
+    expect(fake.secrets.has(id("DUP"))).toBe(false);
+    expect(await purging.delete("DUP")).toBe("absent");
+    await store.close();
+    await purging.close();
+  });
+
+  it("a delete whose secret another instance deleted meanwhile (NOT_FOUND) is done: deleted, with purge and with tombstones", async () => {
+    const fake = await google();
+    const other = storeOf(fake, { purge: true }); // another instance
+    // The other instance's delete lands between this delete's GetSecret and the named call.
+    const racing = (method: "deleteSecret" | "updateSecret" | "listSecretVersions", name: string) => {
+      const client = new sdk.SecretManagerServiceClient(endpointOf(fake));
+      const call = (client[method] as (...args: unknown[]) => Promise<unknown>).bind(client);
+      (client as unknown as Record<string, unknown>)[method] = async (...args: unknown[]) => {
+        await other.delete(name);
+        return call(...args);
+      };
+      return client;
+    };
+    for (const [method, purge, event] of [
+      ["deleteSecret", true, false],
+      ["updateSecret", false, true], // an event's delete
+      ["listSecretVersions", false, false],
+    ] as const) {
+      const name = `RACED_${method}`;
+      await other.put(name, value(method));
+      const store = storeOf(fake, { purge, client: racing(method, name) });
+      const options = event ? { ifNewerThan: { at: Date.now() + 1, id: "d1" } } : {};
+      expect(await store.delete(name, options), method).toBe("deleted");
+      expect(fake.secrets.has(`projects/${fake.project}/secrets/${name}`), method).toBe(false);
+      await store.close();
+    }
+    await other.close();
+  });
+
+  it("delayed destroy (version_destroy_ttl): a version DISABLED with its destroy scheduled counts as destroyed", async () => {
+    const fake = await google();
+    const store = storeOf(fake);
+    await store.put("DT", value("dt1"), { ifNewerThan: { at: 1_000, id: "e1" } });
+    await store.put("DT", value("dt2"), { ifNewerThan: { at: 1_100, id: "e1b" } });
+    const secret = fake.secrets.get(`projects/${fake.project}/secrets/DT`);
+    if (secret === undefined) throw new Error("no secret DT");
+    secret.versionDestroyTtl = 86_400; // set in the console
+    const event = { at: 2_000, id: "e2" };
+    expect(await store.delete("DT", { ifNewerThan: event })).toBe("deleted");
+    expect(secret.versions.map((v) => [v.state, v.scheduledDestroy !== undefined])).toEqual([
+      ["DISABLED", true],
+      ["DISABLED", true],
+    ]);
+    expect(await store.get("DT")).toBeUndefined();
+    // Its event again, and a direct delete: nothing left to destroy.
+    fake.calls.length = 0;
+    expect(await store.delete("DT", { ifNewerThan: event })).toBe("superseded");
+    expect(await store.delete("DT")).toBe("absent");
+    expect(fake.callsOf("DestroySecretVersion")).toEqual([]);
+    await store.close();
+  });
+});
+
+describe("google_secret_manager read faults (3 attempts)", () => {
   async function failing(times: number, fault: Parameters<FakeGoogle["fail"]>[1], deadlineMs?: number) {
     const fake = await google();
     const store = new GoogleSecretManagerStore({
@@ -550,6 +651,35 @@ describe("google_secret_manager faults (the library's 3 attempts)", () => {
   it("one UNAVAILABLE is retried and answered", async () => {
     const { result } = await failing(1, "unavailable");
     expect(result.value).toMatch(/^f-/);
+  });
+
+  it("the secret itself throttled or unavailable while its value came back: a name no other can hold is read without it; any other is backend_unavailable", async () => {
+    const fake = await google();
+    const store = new GoogleSecretManagerStore({
+      client: new sdk.SecretManagerServiceClient(endpointOf(fake)),
+      project: fake.project,
+      deadlineMs: 300,
+    });
+    const v = value("meta");
+    for (const [fault, times] of [
+      ["exhausted", 3],
+      ["unavailable", 3],
+      ["hang", 3], // DEADLINE_EXCEEDED
+    ] as const) {
+      fake.reset();
+      await store.put("OPENAI_API_KEY", v, { meta: { tags: { team: "a" } } });
+      fake.fail(times, fault, "GetSecret");
+      expect(await store.get("OPENAI_API_KEY"), fault).toEqual({ value: v, version: "1" }); // no tags
+      expect(fake.callsOf("AccessSecretVersion"), fault).toHaveLength(1);
+    }
+    // Whose it is cannot be known without the annotations: the error stands.
+    await store.put("team.key", value("meta-mapped")); // id team-key
+    await store.put("own-id", value("meta-dash")); // its own id, which own.id would map onto too
+    fake.fail(3, "exhausted", "GetSecret");
+    expect(await codeOf(store.get("team.key"))).toBe("backend_unavailable");
+    fake.fail(3, "exhausted", "GetSecret");
+    expect(await codeOf(store.get("own-id"))).toBe("backend_unavailable");
+    await store.close();
   });
 
   it("a service that does not answer is backend_unavailable once the deadline passes", async () => {
@@ -641,7 +771,7 @@ describe("llm-secrets serve against Google", () => {
   });
 });
 
-describe("google_kms faults (the library's 3 attempts)", () => {
+describe("google_kms faults (3 attempts)", () => {
   it("maps PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE and a disabled key's FAILED_PRECONDITION to the SPEC codes", async () => {
     const fake = await google();
     const v = value("gkms-fault");
@@ -736,5 +866,24 @@ describe("a CA bundle or ssl_verify false for the Google clients", () => {
     });
     expect(await unchecked.get("NOT_THERE")).toBeUndefined();
     await unchecked.close?.();
+  });
+
+  it("google_kms with a CA bundle and an endpoint: its JWT's audience stays cloudkms.googleapis.com, as Google takes it", async () => {
+    const fake = await google();
+    const v = value("gkms-bundle");
+    const store = await googleKmsStore.open(
+      { config: {}, env: { GOOGLE_KMS_RESOURCE_NAME: KMS_KEY, LLM_SECRETS_GOOGLE_KMS_ENDPOINT: endpointOf(fake) } },
+      {
+        dataDir: "/nonexistent",
+        env: { K: fake.encrypt(v, KMS_KEY).toString("base64") },
+        log,
+        now: Date.now,
+        outbound: { caFile: inject("testPki").caFile },
+      },
+    );
+    expect((await store.get("K"))?.value).toBe(v);
+    const jwt = fake.callsOf("Decrypt").at(-1)?.authorization?.split(".")[1] ?? "";
+    expect(JSON.parse(Buffer.from(jwt, "base64url").toString()).aud).toBe("https://cloudkms.googleapis.com/");
+    await store.close?.();
   });
 });

@@ -35,21 +35,34 @@ export const endpointUrl = z.pipe(
 );
 
 /**
- * gRPC codes worth another try: UNAVAILABLE, RESOURCE_EXHAUSTED (throttling), DEADLINE_EXCEEDED.
+ * gRPC codes worth another try for a read (GetSecret, AccessSecretVersion, ListSecrets,
+ * ListSecretVersions, Decrypt): UNAVAILABLE, RESOURCE_EXHAUSTED (throttling), DEADLINE_EXCEEDED.
  * When every attempt fails, gax answers DEADLINE_EXCEEDED with the last attempt's code only in its
  * message: `classifyBackendError` recovers that code (and reads nothing else of the message).
  */
-const RETRY_CODES = [GrpcCode.UNAVAILABLE, GrpcCode.RESOURCE_EXHAUSTED, GrpcCode.DEADLINE_EXCEEDED];
+const READ_RETRY_CODES = [GrpcCode.UNAVAILABLE, GrpcCode.RESOURCE_EXHAUSTED, GrpcCode.DEADLINE_EXCEEDED];
 
 /**
- * Per-call options: the library's retry with 3 attempts in all (backoff from 100 ms, doubling, at
- * most 1 s) and a deadline per attempt.
+ * For a change (CreateSecret, AddSecretVersion, UpdateSecret, DeleteSecret, DestroySecretVersion),
+ * RESOURCE_EXHAUSTED only: Google refuses a call over its quota before doing anything. After
+ * UNAVAILABLE or DEADLINE_EXCEEDED the change may be done with its answer lost, and a second try
+ * would not be the same change: AddSecretVersion adds (and bills) a second version, CreateSecret
+ * meets the secret it made as ALREADY_EXISTS (another writer's, as far as the store can tell),
+ * DeleteSecret meets NOT_FOUND. The library's own retry settings retry none of these calls
+ * (`non_idempotent` in secret_manager_service_client_config.json).
  */
-export function googleCallOptions(deadlineMs = 10_000) {
+const CHANGE_RETRY_CODES = [GrpcCode.RESOURCE_EXHAUSTED];
+
+/**
+ * Per-call options: our retry (not the library's settings) with 3 attempts in all (backoff from 100
+ * ms, doubling, at most 1 s) and a deadline per attempt; a `change` is tried again only when
+ * throttled (`CHANGE_RETRY_CODES`).
+ */
+export function googleCallOptions(deadlineMs = 10_000, kind: "read" | "change" = "read") {
   return {
     timeout: deadlineMs,
     retry: {
-      retryCodes: RETRY_CODES,
+      retryCodes: kind === "read" ? READ_RETRY_CODES : CHANGE_RETRY_CODES,
       backoffSettings: {
         maxRetries: 3, // gax counts the first call among them: 3 attempts in all
         initialRetryDelayMillis: 100,

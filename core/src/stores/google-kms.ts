@@ -121,10 +121,9 @@ export const googleKmsStore = {
     return new GoogleKmsStore(
       new sdk.KeyManagementServiceClient({
         ...env.LLM_SECRETS_GOOGLE_KMS_ENDPOINT,
-        ...(await googleTlsOptions(
-          deps.outbound,
-          env.LLM_SECRETS_GOOGLE_KMS_ENDPOINT?.apiEndpoint ?? "cloudkms.googleapis.com",
-        )),
+        // The JWT's audience is the service's Google name whatever the endpoint (the client's own
+        // `defaultServicePath` is always cloudkms.googleapis.com): an endpoint's host is refused.
+        ...(await googleTlsOptions(deps.outbound, "cloudkms.googleapis.com")),
       }),
       env.GOOGLE_KMS_RESOURCE_NAME,
       deps.env,

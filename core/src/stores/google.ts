@@ -20,7 +20,9 @@
  *   mark and labels), which counts against Google's 600 read requests a minute per project. An identity granted only `secretmanager.versions.access`
  *   (`roles/secretmanager.secretAccessor`, all LiteLLM needs) is refused the secret: a name that is
  *   its own id then reads as LiteLLM reads it (no tags, no owner or deleted-mark check), a mapped
- *   name is `backend_denied`.
+ *   name is `backend_denied`. The secret throttled or unavailable while the value came back: a
+ *   name that is its own id with no `-` (which no other name can hold) is read without it (no tags,
+ *   no deleted-mark check), any other is `backend_unavailable`.
  * - Write: create the secret if missing (automatic replication; `tags` as labels), then add a
  *   version; over a tombstone, its labels are set as on creation (the caller's tags, else the
  *   creation defaults). Differs from LiteLLM, which only reads.
@@ -28,7 +30,10 @@
  *   so a late event cannot revive the name; `LLM_SECRETS_GOOGLE_PURGE=true` deletes the secret
  *   itself instead (no tombstone). An event's delete of a name never written creates an empty
  *   secret to carry its tombstone; one another writer created meanwhile is deleted as any
- *   existing secret (unless that writer's change is newer).
+ *   existing secret (unless that writer's change is newer). A secret deleted by someone else
+ *   between the delete's read and its calls (NOT_FOUND) is gone: `deleted`, `absent` if it was a
+ *   tombstone. With delayed destroy (`version_destroy_ttl`), a version DISABLED with its destroy
+ *   scheduled counts as destroyed.
  * - List: `listSecrets`, one page of `pageSize` = the limit (`pageToken` the cursor), each secret's
  *   name as written (its annotation; the id for a secret made elsewhere), tombstones left out.
  *   No server filter: Google's `name:` is not a prefix match (and ids are mapped names), so the
@@ -49,8 +54,13 @@
  * its time is recorded).
  * Records: the version number and the tags (labels: lower-case letters, digits, `_` and `-`; 64 at
  * most, more is `400 invalid_request` before any write).
- * Retries: the library's, 3 attempts on UNAVAILABLE, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED; once
- * they run out, the error names the last attempt's code (not the library's DEADLINE_EXCEEDED).
+ * Retries: ours (`googleCallOptions`), not the library's settings: a read makes 3 attempts on
+ * UNAVAILABLE, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED; once they run out, the error names the last
+ * attempt's code (not the library's DEADLINE_EXCEEDED). A change is tried again only on
+ * RESOURCE_EXHAUSTED: after a deadline or UNAVAILABLE it may be done, and is `backend_unavailable`
+ * (a write whose CreateSecret answered late, tried again whole, finds the secret it made, empty,
+ * and answers `updated`, as after any write stopped before its version; a version added late is
+ * there, and the write tried again adds the next).
  */
 import type * as Sdk from "@google-cloud/secret-manager";
 import * as z from "zod/mini";
@@ -93,6 +103,12 @@ const LABEL_VALUE = /^[a-z0-9_-]{0,63}$/;
 
 /** gRPC status codes the store decides on itself. */
 const { INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, ALREADY_EXISTS, FAILED_PRECONDITION } = GrpcCode;
+/** A read of the secret itself that failed for the moment (gax answers DEADLINE_EXCEEDED once its retries run out). */
+const METADATA_UNAVAILABLE = new Set<unknown>([
+  GrpcCode.RESOURCE_EXHAUSTED,
+  GrpcCode.UNAVAILABLE,
+  GrpcCode.DEADLINE_EXCEEDED,
+]);
 
 const flag = z.optional(z.string());
 
@@ -110,7 +126,7 @@ export interface GoogleSecretManagerOptions {
   project: string;
   /** Delete the secret itself rather than leave a tombstone. */
   purge?: boolean;
-  /** Per attempt; 3 attempts. */
+  /** Per attempt; a read makes 3 attempts, a change more only when throttled. */
   deadlineMs?: number;
   now?: () => number;
 }
@@ -128,7 +144,9 @@ export class GoogleSecretManagerStore implements SecretStore {
   readonly #client: Client;
   readonly #project: string;
   readonly #purge: boolean;
+  /** Options of a read; of a change, tried again only when throttled (`googleCallOptions`). */
   readonly #call: ReturnType<typeof googleCallOptions>;
+  readonly #change: ReturnType<typeof googleCallOptions>;
   readonly #now: () => number;
   /** Changes of one secret, one at a time in this process. */
   readonly #queues = new KeyedQueue();
@@ -138,6 +156,7 @@ export class GoogleSecretManagerStore implements SecretStore {
     this.#project = options.project;
     this.#purge = options.purge ?? false;
     this.#call = googleCallOptions(options.deadlineMs);
+    this.#change = googleCallOptions(options.deadlineMs, "change");
     this.#now = options.now ?? Date.now;
   }
 
@@ -172,7 +191,17 @@ export class GoogleSecretManagerStore implements SecretStore {
       // Granted only versions.access (roles/secretmanager.secretAccessor, all LiteLLM needs): a
       // name that is its own secret id reads as LiteLLM reads it, without its tags. A mapped name
       // cannot be told from another name of its id without the annotations.
-      if (codeOf(err) !== PERMISSION_DENIED || this.keyOf(name) !== name) {
+      const refused = codeOf(err) === PERMISSION_DENIED && this.keyOf(name) === name;
+      // The secret throttled or unavailable while its value came back (secrets.get has 600 reads a
+      // minute per project, versions.access 90 000): the value is served without the secret when
+      // the annotations could not change the answer. Its id must be the name itself, with no `-`:
+      // every mapped name's id has a `-` where a character was replaced, so no other name can hold
+      // it. What is not checked: the deleted mark of a delete that stopped between its mark and its
+      // destroys (its caller was answered an error; the value is what a read just before it gave;
+      // a delete done destroyed the latest version, read as nothing above). No tags. Any other
+      // name: the error stands (backend_unavailable, answered stale from the cache where it can).
+      const unread = METADATA_UNAVAILABLE.has(codeOf(err)) && this.keyOf(name) === name && !name.includes("-");
+      if (!refused && !unread) {
         throw classifyBackendError(
           err,
           codeOf(err) === PERMISSION_DENIED
@@ -231,7 +260,7 @@ export class GoogleSecretManagerStore implements SecretStore {
       const newLabels = found?.deleted ? labelsOfNew() : labels;
       await this.#client.addSecretVersion(
         { parent: this.#path(name), payload: { data: Buffer.from(value, "utf8") } },
-        this.#call,
+        this.#change,
       );
       await this.#update(name, notes, found !== undefined ? newLabels : undefined);
       // Over a tombstone, created; over an empty secret another writer (or a stopped attempt) made, updated.
@@ -258,18 +287,27 @@ export class GoogleSecretManagerStore implements SecretStore {
       }
       const stamp = this.#stampOver(options.ifNewerThan, true, found);
       const newer = stamp !== undefined;
+      const gone = found.deleted ? "absent" : "deleted";
       if (this.#purge) {
         if (!newer) return "superseded";
-        await this.#client.deleteSecret({ name: this.#path(name) }, this.#call);
-        return found.deleted ? "absent" : "deleted";
+        // NOT_FOUND: deleted since it was read (by another instance, or a console).
+        await this.#client.deleteSecret({ name: this.#path(name) }, this.#change).catch(unlessNotFound);
+        return gone;
       }
-      if (newer) await this.#update(name, checkedAnnotations(found.secret.annotations, ours(stamp)));
-      else if (!found.deleted) return "superseded";
-      // Every version of a live secret; of one annotated as deleted, what a delete that stopped
-      // half-way (or a write not done) left.
-      const destroyed = await this.#destroyVersions(name);
-      if (!found.deleted || destroyed > 0) return "deleted";
-      return newer ? "absent" : "superseded";
+      try {
+        if (newer) await this.#update(name, checkedAnnotations(found.secret.annotations, ours(stamp)));
+        else if (!found.deleted) return "superseded";
+        // Every version of a live secret; of one annotated as deleted, what a delete that stopped
+        // half-way (or a write not done) left.
+        const destroyed = await this.#destroyVersions(name);
+        if (!found.deleted || destroyed > 0) return "deleted";
+        return newer ? "absent" : "superseded";
+      } catch (err) {
+        // The secret deleted since it was read (another instance purging, a console): no tombstone
+        // is left to record this delete, and no value either.
+        if (codeOf(err) === NOT_FOUND) return gone;
+        throw err;
+      }
     } catch (err) {
       throw classifyBackendError(err, "google secret manager delete");
     }
@@ -368,7 +406,7 @@ export class GoogleSecretManagerStore implements SecretStore {
           secretId: this.keyOf(name),
           secret: { replication: { automatic: {} }, ...body },
         },
-        this.#call,
+        this.#change,
       );
       return true;
     } catch (err) {
@@ -377,13 +415,18 @@ export class GoogleSecretManagerStore implements SecretStore {
     }
   }
 
-  /** How many versions it destroyed: those not destroyed yet. */
+  /**
+   * How many versions it destroyed: those not destroyed yet. On a secret with a `version_destroy_ttl`
+   * (delayed destroy) a destroyed version stays DISABLED, its `scheduled_destroy_time` set, until
+   * that time: it counts as destroyed (no value is read from it), not destroyed again.
+   */
   async #destroyVersions(name: string): Promise<number> {
     const [versions] = await this.#client.listSecretVersions({ parent: this.#path(name) }, this.#call);
     let destroyed = 0;
     for (const version of versions) {
-      if (version.state === "DESTROYED" || version.name === undefined || version.name === null) continue;
-      await this.#client.destroySecretVersion({ name: version.name }, this.#call);
+      if (version.state === "DESTROYED" || version.scheduledDestroyTime != null) continue;
+      if (version.name === undefined || version.name === null) continue;
+      await this.#client.destroySecretVersion({ name: version.name }, this.#change);
       destroyed++;
     }
     return destroyed;
@@ -397,7 +440,7 @@ export class GoogleSecretManagerStore implements SecretStore {
         secret: { name: this.#path(name), annotations: notes, ...(labels && { labels }) },
         updateMask: { paths },
       },
-      this.#call,
+      this.#change,
     );
   }
 }
@@ -442,6 +485,11 @@ function checkedLabels(tags: Readonly<Record<string, string>> | undefined): Reco
     }
   }
   return { ...tags };
+}
+
+/** A call's rejection, unless NOT_FOUND (passed over). */
+function unlessNotFound(err: unknown): void {
+  if (codeOf(err) !== NOT_FOUND) throw err;
 }
 
 function codeOf(err: unknown): unknown {
