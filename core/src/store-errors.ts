@@ -132,10 +132,25 @@ const DENIED_NAMES = new Set([
   "AuthenticationRequiredError",
 ]);
 
+/**
+ * Down, slow or throttling. The throttling names are the AWS SDK's own (`THROTTLING_ERROR_CODES` of
+ * @smithy's service-error-classification, which it retries as throttling) but `LimitExceededException`,
+ * a quota here (`QUOTA_NAMES`): once the SDK's retries run out, the same failure is still throttling.
+ */
 const UNAVAILABLE_NAMES = new Set([
   "ThrottlingException", // AWS common error: the request rate (Secrets Manager's and KMS's throttling)
+  "Throttling", // STS and the other Query-protocol services (400, `<Code>Throttling</Code>`): AssumeRole's rate
   "TooManyRequestsException", // Lambda, API Gateway (429)
   "RequestLimitExceeded", // EC2-style request-rate throttling
+  "EC2ThrottledException",
+  "ThrottledException",
+  "RequestThrottled",
+  "RequestThrottledException",
+  "SlowDown", // S3 (503)
+  "BandwidthLimitExceeded",
+  "ProvisionedThroughputExceededException", // DynamoDB, Kinesis
+  "PriorRequestNotComplete", // Route 53
+  "TransactionInProgressException", // DynamoDB
   "InternalServiceError", // Secrets Manager (500)
   "InternalServiceErrorException",
   "InternalFailure", // AWS common error (500)

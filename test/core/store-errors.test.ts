@@ -134,6 +134,31 @@ const CASES: [string, unknown, string, number?][] = [
     "backend_unavailable",
     1,
   ],
+  // STS (Query protocol) throttles AssumeRole as `<Code>Throttling</Code>`, HTTP 400: as the SDK
+  // retries it, so is it retryable once its retries run out.
+  [
+    "AWS STS Throttling (HTTP 400)",
+    shaped({ name: "Throttling", $fault: "client", $metadata: { httpStatusCode: 400 } }),
+    "backend_unavailable",
+    1,
+  ],
+  // The AWS SDK's other throttling names (@smithy's THROTTLING_ERROR_CODES), LimitExceededException aside.
+  ...[
+    "EC2ThrottledException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "SlowDown",
+    "BandwidthLimitExceeded",
+    "ProvisionedThroughputExceededException",
+    "PriorRequestNotComplete",
+    "TransactionInProgressException",
+  ].map((name): [string, unknown, string, number] => [
+    `AWS ${name} (the SDK's throttling)`,
+    shaped({ name, $metadata: { httpStatusCode: 400 } }),
+    "backend_unavailable",
+    1,
+  ]),
   ["HTTP 400", shaped({ status: 400 }), "internal"],
   ["a plain Error", new Error("something with sk-live-abcdef0123456789"), "internal"],
   ["a string", "sk-live-abcdef0123456789", "internal"],

@@ -44,7 +44,8 @@
  *
  * Faults: `fail(n, fault[, action])` makes the next n requests (of that action only, when given)
  * answer `AccessDeniedException`, `ThrottlingException` (HTTP 400 and no `Retry-After`, as AWS
- * sends it), 500, hang (no answer until the client gives up) or reset the connection.
+ * sends it), 500, hang (no answer until the client gives up) or reset the connection. STS's calls
+ * take them too, answered as STS does: `AccessDenied` (403), `Throttling` (400), `InternalFailure`.
  */
 import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -165,9 +166,13 @@ function replicationStatus(secret: FakeSecret): { Region: string; Status: string
 /** TagResource: "Maximum number of tags per secret: 50". */
 const MAX_TAGS = 50;
 
-/** The tags a change would leave on a secret, or AWS's refusal when they are more than 50. */
+/**
+ * The tags a change would leave on a secret, or AWS's refusal when they are more than 50. AWS's own
+ * (`aws:`, which no caller may set or remove) do not count (TagResource: "Tags with this prefix do
+ * not count against your tags per secret limit").
+ */
 function checkedTagCount(tags: Map<string, string>): Map<string, string> {
-  if (tags.size > MAX_TAGS) {
+  if ([...tags.keys()].filter((key) => !/^aws:/i.test(key)).length > MAX_TAGS) {
     throw new AwsError("InvalidParameterException", `A secret can have at most ${MAX_TAGS} tags.`);
   }
   return tags;
@@ -422,7 +427,18 @@ export class FakeAws {
     const action = form.get("Action") ?? "";
     const seen: AwsRequestSeen = { target: `sts.${action}`, body: Object.fromEntries(form), headers: req.headers };
     this.requests.push(seen);
+    const fault = this.#faults.take(action);
+    if (fault === "hang") return;
+    if (fault === "reset") {
+      req.socket.destroy();
+      return;
+    }
     try {
+      // STS's own answers (Query protocol, `<ErrorResponse>`): `AccessDenied` (403), `Throttling`
+      // (400, "Rate exceeded", as STS throttles AssumeRole), `InternalFailure` (500).
+      if (fault === "denied") throw new AwsError("AccessDenied", "not authorized", 403);
+      if (fault === "throttled") throw new AwsError("Throttling", "Rate exceeded", 400);
+      if (fault === "error") throw new AwsError("InternalFailure", "internal failure", 500);
       if (req.method !== "POST" || req.url !== "/") throw new AwsError("InvalidAction", "POST / only");
       if (form.get("Version") !== "2011-06-15")
         throw new AwsError("InvalidParameterValue", "Version must be 2011-06-15");

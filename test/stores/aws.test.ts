@@ -9,6 +9,7 @@ import * as sdk from "@aws-sdk/client-secrets-manager";
 import { beforeEach, describe, expect, inject, it } from "vitest";
 import { createLogger } from "../../core/src/log";
 import type { SecretStore } from "../../core/src/secret-store";
+import { isRetryable } from "../../core/src/store-errors";
 import { AwsSecretsManagerSettings, AwsSecretsManagerStore, awsSecretsManagerStore } from "../../core/src/stores/aws";
 import { awsClientOptions } from "../../core/src/stores/aws-config";
 import { awsKmsStore } from "../../core/src/stores/aws-kms";
@@ -797,6 +798,75 @@ describe("aws_secret_manager over the wire", () => {
     await store.close?.();
   });
 
+  it("a null field of primary_secret_name is no field, as LiteLLM's .get(name) gives None: not found, not the text null", async () => {
+    await aws();
+    const plain = await open();
+    const a = value("a");
+    await plain.put("shared", JSON.stringify({ A: a, GONE: null, shared: null }));
+    const store = await open({ primary_secret_name: "shared" });
+    expect(await store.get("GONE")).toBeUndefined();
+    expect(await store.get("shared")).toBeUndefined();
+    expect((await store.get("A"))?.value).toBe(a);
+    // Not a field, so its own secret, as any other name: read, written and deleted there.
+    const own = value("gone-own");
+    expect(await store.put("GONE", own)).toBe("created");
+    expect((await store.get("GONE"))?.value).toBe(own);
+    expect(await store.delete("GONE")).toBe("deleted");
+    await plain.close?.();
+    await store.close?.();
+  });
+
+  it("a secret another tool made with more than 47 tags of its own: a put that keeps them and a delete are store_unavailable before any change (our 3 would not fit AWS's 50)", async () => {
+    const fake = await aws();
+    const store = await open();
+    const other = fakeClient(log);
+    const old = value("outside");
+    const Tags = Array.from({ length: 48 }, (_, i) => ({ Key: `k${i}`, Value: "v" }));
+    await other.send(new sdk.CreateSecretCommand({ Name: "OUTSIDE", SecretString: old, Tags }));
+    // AWS's own tags count toward no limit: 48 of its own it holds, whatever AWS added.
+    fake.secrets.get("OUTSIDE")?.tags.set("aws:cloudformation:stack-name", "infra");
+    const refused = (op: string) =>
+      `aws secrets manager ${op}: OUTSIDE holds 48 tags of its own and AWS keeps 50 on a secret, 3 of them llm-secrets' record of its changes: remove 1 of its tags`;
+    const changes = () =>
+      [
+        ["put", () => store.put("OUTSIDE", value("refused"))],
+        ["put", () => store.put("OUTSIDE", value("refused"), { ifNewerThan: { at: Date.now(), id: "e1" } })],
+        ["delete", () => store.delete("OUTSIDE")],
+        ["delete", () => store.delete("OUTSIDE", { ifNewerThan: { at: Date.now(), id: "e2" } })],
+      ] as const;
+    const onlyReads = () =>
+      fake.requests
+        .map((r) => r.target)
+        .filter((t) => t !== "secretsmanager.DescribeSecret" && t !== "secretsmanager.GetSecretValue");
+    fake.requests.length = 0;
+    for (const [op, change] of changes()) {
+      const err = (await change().catch((e: unknown) => e)) as { code?: string; message?: string };
+      expect([op, err.code, err.message]).toEqual([op, "store_unavailable", refused(op)]);
+    }
+    expect(onlyReads()).toEqual([]);
+    expect((await store.get("OUTSIDE"))?.value).toBe(old);
+    expect(fake.secrets.get("OUTSIDE")?.versions).toHaveLength(1);
+    // Scheduled for deletion by that tool: an event's newer delete (restore, tag, schedule again)
+    // is refused before RestoreSecret too.
+    await other.send(new sdk.DeleteSecretCommand({ SecretId: "OUTSIDE", RecoveryWindowInDays: 7 }));
+    fake.requests.length = 0;
+    expect(await codeOf(store.delete("OUTSIDE", { ifNewerThan: { at: Date.now(), id: "e3" } }))).toBe(
+      "store_unavailable",
+    );
+    expect(onlyReads()).toEqual([]);
+    expect(fake.secrets.get("OUTSIDE")?.deletedDate).toBeDefined();
+    // One tag fewer: its 47, AWS's and our 3 fit, and the put and the delete go through.
+    await other.send(new sdk.RestoreSecretCommand({ SecretId: "OUTSIDE" }));
+    await other.send(new sdk.UntagResourceCommand({ SecretId: "OUTSIDE", TagKeys: ["k0"] }));
+    const v = value("fits");
+    expect(await store.put("OUTSIDE", v)).toBe("updated");
+    expect((await store.get("OUTSIDE"))?.value).toBe(v);
+    expect(fake.secrets.get("OUTSIDE")?.tags.size).toBe(51);
+    expect(await store.delete("OUTSIDE")).toBe("deleted");
+    other.destroy();
+    await store.close?.();
+  });
+
   it("a primary secret that is blank holds no fields; one that is a JSON array is store_corrupt", async () => {
     const plain = await open();
     const a = value("a");
@@ -1051,6 +1121,25 @@ describe("role assumption from key_management_settings (STS, as LiteLLM's AWS cl
     await expect(open({ aws_role_name: "os.environ/NOT_SET_ROLE" })).rejects.toThrow(
       "key_management_settings: aws_role_name names NOT_SET_ROLE, which is not set",
     );
+  });
+
+  it("STS throttling AssumeRole (Throttling, HTTP 400, as STS answers) is backend_unavailable: retryable, so the cache may serve the last value", async () => {
+    const fake = await aws();
+    // Sessions of a minute: each call assumes the role again (as the renewal test below shows).
+    fake.roles.set(ROLE, { sessionSeconds: 60 });
+    const store = await open({ aws_role_name: ROLE });
+    const v = value("sts-throttled");
+    await store.put("THROTTLED", v, { meta: {} });
+    fake.requests.length = 0;
+    fake.fail(3, "throttled", "AssumeRole");
+    const err = await store.get("THROTTLED").catch((e: unknown) => e);
+    expect((err as { code?: string }).code).toBe("backend_unavailable");
+    expect((err as Error).message).toBe("aws secrets manager get: the backend is unavailable (HTTP 400, Throttling)");
+    expect(isRetryable(err)).toBe(true);
+    // The SDK's 3 attempts at STS, none at Secrets Manager; the next read, STS answering, reads.
+    expect(fake.requests.map((r) => r.target)).toEqual(Array(3).fill("sts.AssumeRole"));
+    expect((await store.get("THROTTLED"))?.value).toBe(v);
+    await store.close?.();
   });
 
   it("renews the temporary credentials before they expire: a role whose sessions last a minute is assumed again", async () => {

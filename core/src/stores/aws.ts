@@ -8,8 +8,8 @@
  *   that one JSON secret is read from it (LiteLLM); differs: other names are then read from their
  *   own secret, so what we write stays readable. The primary secret's own name is only ever a
  *   field: LiteLLM reads every name as `json.loads(primary).get(name)`, so without a field of that
- *   name it is not found, never the whole JSON of every field. A secret scheduled for deletion is no
- *   secret.
+ *   name it is not found, never the whole JSON of every field. A `null` field is none (LiteLLM's
+ *   None). A secret scheduled for deletion is no secret.
  * - Write: `DescribeSecret`, then for a new name `CreateSecret` (a `ClientRequestToken` per call,
  *   so the SDK's retries are idempotent; description, `kms_key_id`, tags, `replica_regions` as
  *   `AddReplicaRegions`). An existing one: the given description (`UpdateSecret`) and the given
@@ -23,9 +23,12 @@
  *   name made anew: a new secret, or one whose last change is a delete (a tombstone).
  *   Tags AWS would refuse are `400 invalid_request` before any call: a key or value starting
  *   `aws:` (any case), a key of 0 or over 128 characters, a value over 256, more than 47 (AWS keeps
- *   50 on a secret, 3 of them ours). A name held inside `primary_secret_name` is not written:
- *   `501 not_supported`; nor is the primary secret's own name (a value there would replace the JSON
- *   of every field, each then `store_corrupt`), which is not deleted either.
+ *   50 on a secret, 3 of them ours). A secret that holds more than 47 tags of its own (another
+ *   tool's; `aws:` ones do not count) is `500 store_unavailable` before any change, for a write
+ *   that does not replace them and for a delete: our 3 would not fit. A name held inside
+ *   `primary_secret_name` is not written: `501 not_supported`; nor is the primary secret's own
+ *   name (a value there would replace the JSON of every field, each then `store_corrupt`), which
+ *   is not deleted either.
  * - Delete: `DeleteSecret` with a recovery window (`LLM_SECRETS_AWS_RECOVERY_WINDOW_DAYS`, default
  *   7, 7-30; 0 = `ForceDeleteWithoutRecovery`), its replicas removed first
  *   (`RemoveRegionsFromReplication`: AWS deletes no secret replicated to other Regions).
@@ -174,10 +177,8 @@ export class AwsSecretsManagerStore implements SecretStore {
     const primary = this.#options.primarySecretName;
     if (primary !== undefined) {
       const fields = await this.#primaryFields(primary);
-      if (fields !== undefined && Object.hasOwn(fields, name)) {
-        const field = fields[name];
-        return { value: typeof field === "string" ? field : JSON.stringify(field) };
-      }
+      const field = fieldOf(fields, name);
+      if (field !== undefined) return { value: typeof field === "string" ? field : JSON.stringify(field) };
       // Not the bundle itself, which holds every field's value (LiteLLM: `.get(name)`, None).
       if (name === primary) return undefined;
     }
@@ -248,6 +249,7 @@ export class AwsSecretsManagerStore implements SecretStore {
         // records its time and schedules it again, so a create older than this delete cannot revive
         // the name (as on Azure). A direct delete leaves it as it is.
         if (options.ifNewerThan !== undefined) {
+          refuseTooManyTags(name, described.userTagKeys.length, "delete");
           await this.#client.send(new this.#sdk.RestoreSecretCommand({ SecretId: name }));
           try {
             await this.#tag(name, stampTags(stamp, true));
@@ -260,7 +262,10 @@ export class AwsSecretsManagerStore implements SecretStore {
         }
         return "absent";
       }
-      if (newer) await this.#tag(name, stampTags(stamp, true));
+      if (newer) {
+        refuseTooManyTags(name, described.userTagKeys.length, "delete");
+        await this.#tag(name, stampTags(stamp, true));
+      }
       // Not newer, but tagged as deleted and not scheduled: a delete that stopped half-way. Finish it.
       else if (!described.stampIsDelete) return "superseded";
       await this.#scheduleDeletion(name, described.replicas);
@@ -359,6 +364,7 @@ export class AwsSecretsManagerStore implements SecretStore {
     const anew = described.stampIsDelete;
     const description = meta?.description ?? (anew ? meta?.whenCreated?.description : undefined);
     const tags = given ?? (anew ? checkedTags(meta?.whenCreated?.tags) : undefined);
+    refuseTooManyTags(name, tags?.length ?? described.userTagKeys.length, "put");
     // One token for the value: the SDK's retries reuse it, and it becomes the new version's id.
     const token = randomUUID();
     const putValue = () =>
@@ -562,11 +568,18 @@ export class AwsSecretsManagerStore implements SecretStore {
   async #refuseInPrimary(name: string, what: string): Promise<void> {
     const primary = this.#options.primarySecretName;
     if (primary === undefined) return;
-    const fields = await this.#primaryFields(primary);
-    if (fields !== undefined && Object.hasOwn(fields, name)) {
+    if (fieldOf(await this.#primaryFields(primary), name) !== undefined) {
       throw new NotSupported(`${what} ${name}, a field of the primary_secret_name secret,`);
     }
   }
+}
+
+/**
+ * The primary secret's field `name`, or undefined when it has none: a `null` field is none, as
+ * LiteLLM's `json.loads(primary).get(name)` gives None for it (not found), never the text `null`.
+ */
+function fieldOf(fields: Record<string, unknown> | undefined, name: string): unknown {
+  return fields !== undefined && Object.hasOwn(fields, name) && fields[name] !== null ? fields[name] : undefined;
 }
 
 function sameStamp(a: ChangeStamp | undefined, b: ChangeStamp | undefined): boolean {
@@ -623,6 +636,20 @@ function checkedTags(tags: Readonly<Record<string, string>> | undefined): Tag[] 
     }
   }
   return entries.map(([Key, Value]) => ({ Key, Value }));
+}
+
+/**
+ * `store_unavailable` before any change when the secret's own tags (`userTags`: those a put leaves,
+ * or a delete keeps; AWS's `aws:` ones do not count) and our 3 would pass AWS's 50: a secret made
+ * by another tool with more than 47. TagResource would refuse our change record after the value
+ * went in (the change time lost, each retry a new version) or before every DeleteSecret (the
+ * secret never deleted). The secret's state, for its owner to fix, not the caller's request.
+ */
+function refuseTooManyTags(name: string, userTags: number, op: "put" | "delete"): void {
+  if (userTags <= MAX_USER_TAGS) return;
+  throw new StoreUnavailable(
+    `aws secrets manager ${op}: ${name} holds ${userTags} tags of its own and AWS keeps ${MAX_TAGS} on a secret, ${OUR_TAGS.size} of them llm-secrets' record of its changes: remove ${userTags - MAX_USER_TAGS} of its tags`,
+  );
 }
 
 /** The stamp, or `invalid_request` when its event id would not fit a tag value (before any call). */
