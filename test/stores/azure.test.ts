@@ -5,8 +5,9 @@
 // @azure/identity, over HTTPS, to test/fakes/azure.ts.
 
 import { ClientSecretCredential } from "@azure/identity";
-import { SecretClient } from "@azure/keyvault-secrets";
+import { SecretClient, type SecretClientOptions } from "@azure/keyvault-secrets";
 import { beforeEach, describe, expect, inject, it } from "vitest";
+import { ConfigError } from "../../core/src/errors";
 import { createLogger } from "../../core/src/log";
 import { createRuntime } from "../../core/src/runtime";
 import type { SecretStore } from "../../core/src/secret-store";
@@ -42,8 +43,18 @@ async function open(overrides: Record<string, string | undefined> = {}): Promise
   return azureKeyVaultStore.open(parsed.data, deps());
 }
 
-/** The store over a client with short waits (each attempt 300 ms, retries 10 ms apart, polls 20 ms), as a test needs. */
-async function quick(secret = FAKE_AZURE_IDENTITY.clientSecret): Promise<AzureKeyVaultStore> {
+type PipelinePolicy = NonNullable<SecretClientOptions["additionalPolicies"]>[number]["policy"];
+
+/**
+ * The store over a client with short waits (each attempt 1 s, retries 10 ms apart, polls 20 ms), as a
+ * test needs; `policy`: one more pipeline policy, on each call (to act between two of the store's calls).
+ */
+async function quick(secret = FAKE_AZURE_IDENTITY.clientSecret, policy?: PipelinePolicy): Promise<AzureKeyVaultStore> {
+  return new AzureKeyVaultStore({ client: await quickClient(secret, policy), pollMs: 20, log });
+}
+
+/** The client `quick` gives its store. */
+async function quickClient(secret = FAKE_AZURE_IDENTITY.clientSecret, policy?: PipelinePolicy): Promise<SecretClient> {
   const fake = await azure();
   // 1 s per attempt: short enough for the hang test, long enough for a loaded 2-core machine.
   const timeouts = { requestMs: 1000, retryDelayMs: 10 };
@@ -53,8 +64,22 @@ async function quick(secret = FAKE_AZURE_IDENTITY.clientSecret): Promise<AzureKe
     secret,
     azureCredentialOptions({ AZURE_AUTHORITY_HOST: fake.authorityHost }, timeouts),
   );
-  const client = new SecretClient(fake.vaultUrl, credential, azureClientOptions(fake.vaultUrl, timeouts));
-  return new AzureKeyVaultStore({ client, pollMs: 20, log });
+  const options = azureClientOptions(fake.vaultUrl, timeouts);
+  if (policy) options.additionalPolicies = [...(options.additionalPolicies ?? []), { policy, position: "perCall" }];
+  return new SecretClient(fake.vaultUrl, credential, options);
+}
+
+/** A policy that purges `key` from the fake's vault just before the store's recover of it reaches the vault (another process purges it). */
+function purgeBeforeRecover(fake: FakeAzure, key: string): PipelinePolicy {
+  return {
+    name: "purgeBeforeRecover",
+    sendRequest(request, next) {
+      if (request.method === "POST" && new URL(request.url).pathname === `/deletedsecrets/${key}/recover`) {
+        fake.secrets.delete(key.toLowerCase());
+      }
+      return next(request);
+    },
+  };
 }
 
 function value(label: string): string {
@@ -480,6 +505,66 @@ describe("azure_key_vault over the wire", () => {
     expect((await store.get("REVOKED"))?.value).toBe(newer);
   });
 
+  it("an older delete event that meets a newer delete still under way is superseded: the tombstone keeps the newer time, and a late create stays out", async () => {
+    const fake = await azure();
+    // The newer delete finishes just after the older one's write was refused (409) and its look found nothing.
+    let refused = false;
+    const store = await quick(undefined, {
+      name: "deleteEndsAfterTheLook",
+      async sendRequest(request, next) {
+        const response = await next(request);
+        const path = new URL(request.url).pathname;
+        if (request.method === "PUT" && path === "/secrets/REVOKED" && response.status === 409) refused = true;
+        if (refused && request.method === "GET" && path === "/deletedsecrets/REVOKED" && response.status === 404) {
+          const deleted = fake.secret("REVOKED")?.deleted;
+          if (deleted) deleted.visibleAt = Date.now();
+        }
+        return response;
+      },
+    });
+    await store.put("REVOKED", value("revoked"), { ifNewerThan: { at: 1_000, id: "e1" } });
+    fake.deletionDelayMs = 60_000; // neither live nor in the deleted secrets meanwhile
+    expect(await store.delete("REVOKED", { ifNewerThan: { at: 3_000, id: "e3" } })).toBe("deleted");
+    // Finds the name in neither list, and its tombstone's write meets the delete under way (409).
+    expect(await store.delete("REVOKED", { ifNewerThan: { at: 2_000, id: "e2" } })).toBe("superseded");
+    expect(fake.calls("PUT", "/secrets/REVOKED").map((r) => r.status)).toEqual([200, 409]);
+    expect(fake.calls("POST", "/deletedsecrets/REVOKED/recover")).toHaveLength(0);
+    expect(tagsOf(fake, "REVOKED")).toMatchObject({ "llm-secrets:changed-at": "3000", "llm-secrets:deleted": "true" });
+    expect(await store.put("REVOKED", value("late"), { ifNewerThan: { at: 2_500, id: "e2b" } })).toBe("superseded");
+    expect(await store.get("REVOKED")).toBeUndefined();
+  });
+
+  it("an event delete of a_b that meets another process's recovery of A_B (its write) is name_conflict: A_B's secret stays live", async () => {
+    const fake = await azure();
+    // The recovery finishes just after the store, its write refused (409), looked and found nothing:
+    // it writes nothing until a look shows the name live or deleted.
+    let refused = false;
+    const store = await quick(undefined, {
+      name: "recoveryEndsAfterTheLook",
+      async sendRequest(request, next) {
+        const response = await next(request);
+        const path = new URL(request.url).pathname;
+        if (request.method === "PUT" && path === "/secrets/a-b" && response.status === 409) refused = true;
+        if (refused && request.method === "GET" && path === "/deletedsecrets/a-b" && response.status === 404) {
+          const secret = fake.secret("A-B");
+          if (secret) secret.recoveringUntil = undefined;
+        }
+        return response;
+      },
+    });
+    const ab = value("ab");
+    await store.put("A_B", ab, { ifNewerThan: { at: 1_000, id: "x" } });
+    await store.delete("A_B");
+    fake.recoveryDelayMs = 60_000;
+    // Another instance recovers A_B to write it again: started, not waited for.
+    await (await quickClient()).beginRecoverDeletedSecret("A-B");
+    expect(await codeOf(store.delete("a_b", { ifNewerThan: { at: 2_000, id: "e" } }))).toBe("name_conflict");
+    expect(fake.secret("A-B")?.deleted).toBeUndefined();
+    expect(tagsOf(fake, "A-B")?.["llm-secrets:name"]).toBe("A_B");
+    expect(fake.secret("A-B")?.versions.at(-1)?.value).toBe(ab); // recovered as it was, for its writer
+    expect(fake.calls("PUT", "/secrets/a-b").every((r) => r.status === 409)).toBe(true);
+  });
+
   it("ifNewerThan reads the change times in the tags, the tombstone's included: a late event cannot revive a name", async () => {
     const fake = await azure();
     const store = await open();
@@ -520,6 +605,74 @@ describe("azure_key_vault over the wire", () => {
       "invalid_request",
     );
     expect(fake.calls("PUT")).toHaveLength(1);
+  });
+
+  it("a direct delete of a portal secret whose own tags leave no room for ours deletes it: the tombstone records ours alone", async () => {
+    const fake = await azure();
+    const store = await quick();
+    const thirteen = Object.fromEntries(Array.from({ length: 13 }, (_, i) => [`t${i}`, "v"]));
+    fake.seed("PORTAL", value("portal"), thirteen);
+    expect(await store.delete("PORTAL")).toBe("deleted");
+    expect(fake.secret("PORTAL")?.deleted).toBeDefined();
+    const tags = tagsOf(fake, "PORTAL");
+    expect(tags).toMatchObject({ "llm-secrets:name": "PORTAL", "llm-secrets:deleted": "true" });
+    expect(Number(tags?.["llm-secrets:changed-at"])).toBeGreaterThan(Date.now() - 60_000);
+    expect(Object.keys(tags ?? {}).filter((k) => !k.startsWith("llm-secrets:"))).toEqual([]);
+    // Its time is recorded: an event older than the delete cannot bring it back.
+    expect(await store.put("PORTAL", value("late"), { ifNewerThan: { at: 1_000, id: "e" } })).toBe("superseded");
+    expect(logs.some((line) => line.includes("own tags leave no room"))).toBe(true);
+  });
+
+  it("a write without tags over a portal secret of 12 tags is invalid_request naming the secret's tags; tags given replace them", async () => {
+    const fake = await azure();
+    const store = await quick();
+    const twelve = Object.fromEntries(Array.from({ length: 12 }, (_, i) => [`t${i}`, "v"]));
+    fake.seed("MANY", value("many"), twelve);
+    const err = await store.put("MANY", value("next")).catch((e: unknown) => e);
+    expect((err as { code?: string }).code).toBe("invalid_request");
+    expect((err as Error).message).toContain("the Key Vault secret MANY holds 12 tags of its own");
+    expect(fake.calls("PUT")).toHaveLength(0);
+    expect(await store.put("MANY", value("tagged"), { meta: { tags: { env: "prod" } } })).toBe("updated");
+    expect((await store.get("MANY"))?.tags).toEqual({ env: "prod" });
+  });
+
+  it("a write, and an event's delete, over a tombstone purged between the look and the recover go on as over nothing", async () => {
+    const fake = await azure();
+    const store = await quick(undefined, purgeBeforeRecover(fake, "GONE"));
+    await store.put("GONE", value("g1"));
+    await store.delete("GONE");
+    const g2 = value("g2");
+    expect(await store.put("GONE", g2)).toBe("created"); // it was 500 internal (the recover's 404)
+    expect(fake.calls("POST", "/deletedsecrets/GONE/recover").map((r) => r.status)).toEqual([404]);
+    expect((await store.get("GONE"))?.value).toBe(g2);
+
+    await store.delete("GONE");
+    const at = Date.now() + 60_000; // after the direct delete's time, within the allowed skew
+    expect(await store.delete("GONE", { ifNewerThan: { at, id: "e" } })).toBe("absent");
+    expect(fake.calls("POST", "/deletedsecrets/GONE/recover").map((r) => r.status)).toEqual([404, 404]);
+    expect(fake.secret("GONE")?.deleted).toBeDefined(); // written anew, empty, and deleted: its tombstone
+    expect(fake.secret("GONE")?.versions.map((v) => v.value)).toEqual([""]);
+    expect(tagsOf(fake, "GONE")).toMatchObject({ "llm-secrets:changed-at": String(at), "llm-secrets:deleted": "true" });
+  });
+
+  it("config tags Key Vault could not hold beside ours stop the start, named: more than 11, a name over 512, a value over 256", async () => {
+    const fake = await azure();
+    const twelve = `{${Array.from({ length: 12 }, (_, i) => `c${i}: v`).join(", ")}}`;
+    await expect(readWriteRuntime(fake, `    tags: ${twelve}\n`)).rejects.toThrow(
+      /^general_settings\.key_management_settings\.tags: .*give at most 11$/,
+    );
+    await expect(readWriteRuntime(fake, `    tags: {owner: ${"x".repeat(257)}}\n`)).rejects.toThrow(ConfigError);
+    const teams = (tags: string) => `    team_settings: {t1: {prefix_for_stored_virtual_keys: t1/, tags: ${tags}}}\n`;
+    await expect(readWriteRuntime(fake, teams(`{${"n".repeat(513)}: v}`))).rejects.toThrow(
+      "general_settings.key_management_settings.team_settings.t1.tags: the tag nnnn",
+    );
+    await expect(readWriteRuntime(fake, teams(`{owner: ${"x".repeat(257)}}`))).rejects.toThrow(
+      "general_settings.key_management_settings.team_settings.t1.tags: the tag owner: Azure Key Vault takes tag values of at most 256 characters",
+    );
+    expect(fake.requests).toHaveLength(0); // refused before any call
+    const eleven = `{${Array.from({ length: 11 }, (_, i) => `c${i}: ${"x".repeat(256)}`).join(", ")}}`;
+    const runtime = await readWriteRuntime(fake, `    tags: ${eleven}\n${teams(eleven)}`);
+    await runtime.close();
   });
 
   it("the settings' tenant and client ids without a secret (workload or managed identity) leave the credential to DefaultAzureCredential", async () => {

@@ -26,11 +26,13 @@
  *   Key Vault serves a version before its activation date and after its expiry, and so do we
  *   (README says so); a disabled one reads as nothing.
  * - Write: `setSecret` (a new version, with the caller's tags, else the previous version's, else
- *   the creation defaults; Key Vault tags belong to a version, so each write carries them all). A
- *   name that is deleted but recoverable is recovered first (`beginRecoverDeletedSecret`, waited
- *   for: the name cannot be written until then); a name whose delete or recovery is still under way
- *   (`409 Conflict`) is looked at again a few times. Key Vault secrets have no description: the
- *   `description` setting is not recorded.
+ *   the creation defaults; Key Vault tags belong to a version, so each write carries them all; the
+ *   creation defaults of the config, general and per team, are checked against Key Vault's limits
+ *   when the store opens). A name that is deleted but recoverable is recovered first
+ *   (`beginRecoverDeletedSecret`, waited for: the name cannot be written until then; a `404` to it,
+ *   purged meanwhile, is a name never written); a name whose delete or recovery is still under way
+ *   (`409 Conflict`) is looked at again a few times, and written only once it shows as live or
+ *   deleted. Key Vault secrets have no description: the `description` setting is not recorded.
  * - Delete: `beginDeleteSecret`, without waiting for the delete to finish (soft delete is always on:
  *   the secret stays recoverable for the vault's retention, 7 to 90 days, and nothing is purged).
  *   Only a failed DELETE fails it: the SDK's look at the deleted secret right after it may fail alone.
@@ -53,7 +55,9 @@
  * nothing, and one still live (a delete that stopped after its tag) is deleted by the next delete
  * of the name, its own redelivery included. A delete under way is in neither list, so its time
  * cannot be read: a write that meets it (`409`) waits, looks again, and is superseded if the delete
- * is newer. `ifNewerThan` is read-then-write
+ * is newer (an older delete's tombstone too), or `name_conflict` if another name's secret came back.
+ * A secret whose own tags leave no room for the tombstone's (more than 11, added in the portal) is
+ * deleted with ours alone on its current version. `ifNewerThan` is read-then-write
  * (`getSecret` / `getDeletedSecret`, then the write): Key Vault has no compare-and-set, so a writer
  * in another process between the two can be overwritten. Within this process, changes of one
  * secret run one at a time. Ties break by event id. Up to four of a version's 15 tags are ours.
@@ -76,7 +80,7 @@ import { Agent as HttpsAgent } from "node:https";
 import type { TokenCredential } from "@azure/identity";
 import type { KeyVaultSecret, SecretClient, SecretClientOptions, SecretProperties } from "@azure/keyvault-secrets";
 import * as z from "zod/mini";
-import { InvalidInput, InvalidName } from "../errors";
+import { ConfigError, InvalidInput, InvalidName } from "../errors";
 import type { Logger } from "../log";
 import { isValidName } from "../names";
 import { type OutboundTls, outboundTlsOptions } from "../outbound-tls";
@@ -103,6 +107,9 @@ const TAG_DELETED = "llm-secrets:deleted";
 const OUR_PREFIX = "llm-secrets:";
 const MAX_NAME = 127;
 const MAX_TAGS = 15;
+/** Ours are up to four of a version's 15: the rest are the caller's. */
+const MAX_USER_TAGS = MAX_TAGS - 4;
+const MAX_TAG_NAME = 512;
 const MAX_TAG_VALUE = 256;
 /** Key Vault's largest page (`maxresults`). */
 const MAX_LIST_PAGE = 25;
@@ -134,8 +141,14 @@ const MICROSOFT_AUTHORITY_HOSTS = new Set([
 
 const httpsUrl = z.url({ protocol: /^https$/, error: "expected an https:// URL" });
 
+/** The general settings' tags (the creation defaults), read here only to be checked against Key Vault's limits. */
+const configTags = z.nullish(z.record(z.string(), z.string()));
+
 export const AzureKeyVaultSettings = z.object({
-  config: z.object({}),
+  config: z.object({
+    tags: configTags,
+    team_settings: z.nullish(z.record(z.string(), z.object({ tags: configTags }))),
+  }),
   env: z.object({
     AZURE_KEY_VAULT_URI: httpsUrl,
     AZURE_AUTHORITY_HOST: z.optional(httpsUrl),
@@ -363,8 +376,9 @@ export class AzureKeyVaultStore implements SecretStore {
         const found = await this.#find(key);
         const stamp = stampOver(found);
         if (stamp === undefined) return "superseded";
+        const held = meta?.tags === undefined && found.state === "live";
         const given = meta?.tags ?? (found.state === "live" ? found.userTags : meta?.whenCreated?.tags);
-        const tags = { ...checkedUserTags(given), ...stampTags(name, stamp, false) };
+        const tags = { ...checkedUserTags(given, held ? key : undefined), ...stampTags(name, stamp, false) };
         const wins = (again: Found) => stampOver(again) !== undefined;
         if (!(await this.#write(key, value, tags, found.state === "deleted", wins))) return "superseded";
         if (found.state === "live" && found.owner === undefined) {
@@ -392,19 +406,28 @@ export class AzureKeyVaultStore implements SecretStore {
         }
         const tombstone = stampTags(name, stamp, true);
         if (found.state === "live") {
-          await this.#tagAndDelete(key, found.version, { ...found.userTags, ...tombstone });
+          await this.#tagAndDelete(key, found.version, found.userTags, tombstone);
           return "deleted";
         }
         // Gone already. A direct delete leaves it so; an event's delete records its time.
         if (options.ifNewerThan === undefined) return "absent";
         if (found.state === "deleted") {
-          const version = await this.#recover(key);
-          await this.#tagAndDelete(key, version, { ...found.userTags, ...tombstone });
-        } else {
-          // A name never written: an empty value carries the tombstone through the retention.
-          await this.#write(key, "", tombstone, false);
-          await this.#deleteNoWait(key);
+          const recovered = await this.#recover(key);
+          if (recovered !== undefined) {
+            await this.#tagAndDelete(key, recovered.version, found.userTags, tombstone);
+            return "absent";
+          }
+          // Purged since it was seen: a name never written now.
         }
+        // A name never written: an empty value carries the tombstone through the retention. A delete
+        // or recovery under way (409) is waited out, and the name's owner and time read again: an
+        // older delete never moves a newer delete's tombstone back, nor takes over another name's secret.
+        const wins = (again: Found) => {
+          this.#refuseOtherOwner(again, name, key, options.adopt === false);
+          return this.#stampOver(options.ifNewerThan, true, again) !== undefined;
+        };
+        if (!(await this.#write(key, "", tombstone, false, wins))) return "superseded";
+        await this.#deleteNoWait(key);
         return "absent";
       } catch (err) {
         throw classifyBackendError(err, "azure key vault delete");
@@ -515,36 +538,43 @@ export class AzureKeyVaultStore implements SecretStore {
   }
 
   /**
-   * A new version of `key`, recovering it first when it is soft-deleted. A `409` means a delete or
-   * a recovery is still under way: the name is looked at again (recovered once its delete is done),
-   * and, with `stillWins`, written only if the change still wins over what it then holds (a delete
-   * under way is in neither list: its time could not be read before). False when it no longer does.
+   * A new version of `key`, recovering it first when it is soft-deleted (or not, when it was purged
+   * meanwhile). A `409` means a delete or a recovery is still under way: the name is looked at again
+   * until it shows as live or deleted (recovered then), and written only if `stillWins` over what it
+   * then holds (a delete under way is in neither list: its time and owner could not be read before).
+   * While it shows as neither, nothing is written: the change under way could land between the look
+   * and the write (another name's recovery, a newer delete), and a name purged meanwhile waits out the
+   * attempts too (`backend_unavailable`; the next try finds it absent). False when it no longer wins.
    */
   async #write(
     key: string,
     value: string,
     tags: Record<string, string>,
     deleted: boolean,
-    stillWins?: (found: Found) => boolean,
+    stillWins: (found: Found) => boolean,
   ): Promise<boolean> {
-    let recover = deleted;
+    let next: "write" | "recover" | "wait" = deleted ? "recover" : "write";
     for (let attempt = 1; ; attempt++) {
-      try {
-        if (recover) await this.#recover(key);
-        await this.#client.setSecret(key, value, { tags });
-        return true;
-      } catch (err) {
-        if (statusOf(err) !== 409) throw err;
-        if (attempt >= BUSY_ATTEMPTS) {
-          throw new BackendUnavailable("azure key vault put: the secret is still being deleted or recovered", 1, {
-            cause: err,
-          });
+      let busy: unknown;
+      if (next !== "wait") {
+        try {
+          if (next === "recover") await this.#recover(key);
+          await this.#client.setSecret(key, value, { tags });
+          return true;
+        } catch (err) {
+          if (statusOf(err) !== 409) throw err;
+          busy = err;
         }
+      }
+      if (attempt >= BUSY_ATTEMPTS) {
+        throw new BackendUnavailable("azure key vault: the secret is still being deleted or recovered", 1, {
+          cause: busy,
+        });
       }
       await new Promise((resolve) => setTimeout(resolve, this.#pollMs));
       const again = await this.#find(key);
-      if (stillWins && !stillWins(again)) return false;
-      recover = again.state === "deleted";
+      if (!stillWins(again)) return false;
+      next = again.state === "absent" ? "wait" : again.state === "deleted" ? "recover" : "write";
     }
   }
 
@@ -561,17 +591,47 @@ export class AzureKeyVaultStore implements SecretStore {
     }
   }
 
-  /** Recovers a soft-deleted secret and waits until it can be written; the recovered version. */
-  async #recover(key: string): Promise<string | undefined> {
-    const poller = await this.#client.beginRecoverDeletedSecret(key, { intervalInMs: this.#pollMs });
-    const properties = await poller.pollUntilDone({ abortSignal: AbortSignal.timeout(RECOVERY_TIMEOUT_MS) });
-    return properties.version;
+  /**
+   * Recovers a soft-deleted secret and waits until it can be written: the recovered version; or
+   * undefined when there is nothing to recover (`404` to the recover: purged since it was seen).
+   */
+  async #recover(key: string): Promise<{ version: string | undefined } | undefined> {
+    try {
+      const poller = await this.#client.beginRecoverDeletedSecret(key, { intervalInMs: this.#pollMs });
+      const properties = await poller.pollUntilDone({ abortSignal: AbortSignal.timeout(RECOVERY_TIMEOUT_MS) });
+      return { version: properties.version };
+    } catch (err) {
+      // The poller's looks at the secret take a 404 as "not yet": only the recover itself answers one.
+      if (statusOf(err) === 404 && requestMethodOf(err) === "POST") return undefined;
+      throw err;
+    }
   }
 
-  /** Records the tombstone on the current version, then deletes the secret without waiting for the delete to finish. */
-  async #tagAndDelete(key: string, version: string | undefined, tags: Record<string, string>): Promise<void> {
+  /**
+   * Records the tombstone on the current version, then deletes the secret without waiting for the
+   * delete to finish. The secret's own tags are kept beside ours when they fit in a version's 15;
+   * when they do not (more than 11, added in the portal), ours replace them on that version: a
+   * tombstone without its time would let a late event bring the name back (SPEC section 7).
+   */
+  async #tagAndDelete(
+    key: string,
+    version: string | undefined,
+    userTags: Record<string, string>,
+    tombstone: Record<string, string>,
+  ): Promise<void> {
     // No version known (a disabled secret's cannot be read): deleted without our tombstone tags.
-    if (version !== undefined) await this.#client.updateSecretProperties(key, version, { tags });
+    if (version !== undefined) {
+      const fits = Object.keys(userTags).length + Object.keys(tombstone).length <= MAX_TAGS;
+      if (!fits) {
+        this.#log.warn("deleting a Key Vault secret whose own tags leave no room for the delete's: they are dropped", {
+          key,
+          tags: Object.keys(userTags).length,
+        });
+      }
+      await this.#client.updateSecretProperties(key, version, {
+        tags: fits ? { ...userTags, ...tombstone } : tombstone,
+      });
+    }
     await this.#deleteNoWait(key);
   }
 }
@@ -617,15 +677,57 @@ function userTagsOf(tags: Readonly<Record<string, string>>): Record<string, stri
   return Object.fromEntries(Object.entries(tags).filter(([key]) => !key.startsWith(OUR_PREFIX)));
 }
 
-/** The caller's tags without ours, refused when they would not fit beside ours in a version's 15. */
-function checkedUserTags(tags: Readonly<Record<string, string>> | undefined): Record<string, string> {
+/**
+ * The caller's tags without ours, refused when they would not fit beside ours in a version's 15, or
+ * a name or value is longer than Key Vault takes. `heldBy`: the tags are those the secret holds
+ * (made in the portal), carried forward by a write that gives none; the refusal names them as the
+ * cause, and the write may give at most 11 of its own, which replace them.
+ */
+function checkedUserTags(tags: Readonly<Record<string, string>> | undefined, heldBy?: string): Record<string, string> {
   const user = userTagsOf(tags ?? {});
-  if (Object.keys(user).length > MAX_TAGS - 4) {
+  const count = Object.keys(user).length;
+  if (heldBy !== undefined && count > MAX_USER_TAGS) {
     throw new InvalidInput(
-      `Azure Key Vault keeps at most ${MAX_TAGS} tags on a secret and llm-secrets uses 4: give at most ${MAX_TAGS - 4}`,
+      `the Key Vault secret ${heldBy} holds ${count} tags of its own, which a write without tags keeps, and llm-secrets adds up to 4 of a version's ${MAX_TAGS}: give the write at most ${MAX_USER_TAGS} tags (they replace the secret's), or remove some of the secret's`,
     );
   }
+  const problem = tagsProblem(user);
+  if (problem !== undefined) throw new InvalidInput(problem);
   return user;
+}
+
+/** Why Key Vault could not hold `tags` (without ours) beside ours, or undefined. */
+function tagsProblem(tags: Readonly<Record<string, string>>): string | undefined {
+  if (Object.keys(tags).length > MAX_USER_TAGS) {
+    return `Azure Key Vault keeps at most ${MAX_TAGS} tags on a secret and llm-secrets uses 4: give at most ${MAX_USER_TAGS}`;
+  }
+  for (const [name, value] of Object.entries(tags)) {
+    if (name.length > MAX_TAG_NAME) {
+      return `the tag ${name.slice(0, 64)}...: Azure Key Vault takes tag names of at most ${MAX_TAG_NAME} characters`;
+    }
+    if (value.length > MAX_TAG_VALUE) {
+      return `the tag ${name}: Azure Key Vault takes tag values of at most ${MAX_TAG_VALUE} characters`;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Refuses creation defaults (`key_management_settings` tags, a team's `team_settings` tags) that
+ * Key Vault could not hold beside ours: every write that creates a secret would fail. Named, at open.
+ */
+function refuseConfigTags(config: z.output<typeof AzureKeyVaultSettings>["config"]): void {
+  const where = "general_settings.key_management_settings";
+  const defaults: [string, Readonly<Record<string, string>> | null | undefined][] = [
+    [`${where}.tags`, config.tags],
+    ...Object.entries(config.team_settings ?? {}).map(
+      ([team, settings]) => [`${where}.team_settings.${team}.tags`, settings.tags] as [string, typeof settings.tags],
+    ),
+  ];
+  for (const [key, tags] of defaults) {
+    const problem = tagsProblem(userTagsOf(tags ?? {}));
+    if (problem !== undefined) throw new ConfigError(`${key}: ${problem}`);
+  }
 }
 
 /** Our tags for a change: the name, its time and event id, and whether it deleted. Empty values are never sent. */
@@ -655,6 +757,7 @@ export const azureKeyVaultStore = {
   },
   open: async (settings, deps) => {
     const { env } = settings;
+    refuseConfigTags(settings.config);
     const [kv, identity] = await Promise.all([import("@azure/keyvault-secrets"), import("@azure/identity")]);
     const options = azureCredentialOptions(env);
     const { AZURE_TENANT_ID: tenant, AZURE_CLIENT_ID: client, AZURE_CLIENT_SECRET: secret } = env;
