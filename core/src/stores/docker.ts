@@ -1,18 +1,20 @@
 /**
  * `docker`: Docker (and Kubernetes-mounted) secrets, read-only from files (LiteLLM's `docker`
  * store): `key_management_settings.secrets_path` (default `/run/secrets`) holds one file per
- * secret. A name is looked up as written, then in lower case; trailing whitespace (a newline) is
- * trimmed, a leading byte order mark kept (as LiteLLM). A name with a path separator is refused
+ * secret. A name is looked up as written, then in lower case. A file's text is read as LiteLLM's
+ * `_read_file` reads it (`open(path, "r", encoding="utf-8").read().rstrip()`, again as Latin-1 on a
+ * decode error): UTF-8, else Latin-1; line ends `\r\n` and `\r` made `\n`; trailing whitespace
+ * (Python's) trimmed, a leading byte order mark kept. A name with a path separator is refused
  * (`400 invalid_name`), and so is one whose file resolves, through symlinks, outside the directory.
- * A file that is not UTF-8, or larger than 500 KiB (`capabilities.maxValueBytes`), is
- * `500 store_corrupt`, never a garbled or huge value; the message names the file, never its bytes.
- * Differs: a file that is not UTF-8 is `store_corrupt` (LiteLLM's code returns nothing on a decode
- * error; one of its tests expects Latin-1 read). Never writes. Records: the value only.
+ * A file larger than 500 KiB (`capabilities.maxValueBytes`) is `500 store_corrupt`, never a huge
+ * value; the message names the file, never its bytes. A secrets directory that does not exist is
+ * `500 store_unavailable` for every read and list (LiteLLM warns at start, then finds nothing), and
+ * a warning at open. Never writes. Records: the value only.
  * Lists the directory's files whose names are valid secret names and that resolve inside it
  * (Kubernetes' `..data` links and hidden entries are not names).
  */
-import { constants } from "node:fs";
-import { open, readdir, realpath, stat } from "node:fs/promises";
+import { constants, type Stats } from "node:fs";
+import { type FileHandle, lstat, open, readdir, readlink, realpath, stat } from "node:fs/promises";
 import { join, sep } from "node:path";
 import * as z from "zod/mini";
 import { InvalidName } from "../errors";
@@ -25,12 +27,38 @@ import {
   type SecretStore,
   type StoreFactory,
 } from "../secret-store";
-import { classifyBackendError, NotSupported, StoreCorrupt } from "../store-errors";
+import {
+  BackendUnavailable,
+  classifyBackendError,
+  NotSupported,
+  StoreCorrupt,
+  StoreUnavailable,
+} from "../store-errors";
 
 /** The largest file read: a secret's value, 500 KiB. */
 const MAX_VALUE_BYTES = 500 * 1024;
 /** Strict UTF-8; a leading byte order mark is kept in the value, as LiteLLM's UTF-8 read keeps it. */
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+/**
+ * What Python's `str.rstrip()` strips: the characters of `str.isspace()` (Unicode White_Space and
+ * bidi classes B, S, WS): tab to carriage return, the separators \x1c-\x1f (which JavaScript's
+ * `trimEnd` keeps), space, NEL \x85, no-break space, and the Unicode spaces and line and paragraph
+ * separators; not U+FEFF (which `trimEnd` strips). Checked against python3 in the tests.
+ */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: Python counts \x1c-\x1f as whitespace
+const PYTHON_TRAILING_SPACE = /[\t\n\v\f\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$/;
+/**
+ * Codes that mean there is no secret file under the name, as LiteLLM finds none (its non-strict
+ * `realpath`, then `isfile`): none (ENOENT), a path through a file (ENOTDIR), a symlink loop
+ * (ELOOP), a name longer than the filesystem takes (ENAMETOOLONG: a valid name may be), a Unix
+ * socket (ENXIO) or another file that cannot be opened (EOPNOTSUPP), a directory (EISDIR).
+ */
+const NO_SECRET_CODES = new Set(["ENOENT", "ENOTDIR", "ELOOP", "ENAMETOOLONG", "ENXIO", "EOPNOTSUPP", "EISDIR"]);
+/**
+ * Opens of a name whose file is replaced as it is opened, each time, before giving up: Kubernetes
+ * replaces a secret once per update, so a second try finds the new one.
+ */
+const READ_ATTEMPTS = 5;
 
 export const DockerSettings = z.object({
   config: z.object({ secrets_path: z.nullish(z.string().check(z.minLength(1))) }),
@@ -53,7 +81,7 @@ export class DockerSecretsStore implements SecretStore {
     }
     for (const candidate of name === name.toLowerCase() ? [name] : [name, name.toLowerCase()]) {
       const value = await this.#read(candidate);
-      if (value !== undefined) return { value: value.trimEnd() };
+      if (value !== undefined) return { value: value.replace(PYTHON_TRAILING_SPACE, "") };
     }
     return undefined;
   }
@@ -64,7 +92,7 @@ export class DockerSecretsStore implements SecretStore {
     try {
       [entries, root] = await Promise.all([readdir(this.dir), realpath(this.dir)]);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return { names: [] };
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") throw missingDir();
       throw classifyBackendError(err, "docker secrets list");
     }
     const held = await Promise.all(
@@ -92,67 +120,128 @@ export class DockerSecretsStore implements SecretStore {
     throw new NotSupported("deleting from the docker (files) store");
   }
 
-  /** The file's text, or undefined when there is none; refused when it resolves outside the directory. */
+  /**
+   * The file's text, or undefined when there is none; refused when it resolves outside the
+   * directory. Opened by the name itself, so that the kernel follows Kubernetes' `..data` link at
+   * once, then checked on the open file (where it is, a regular file): a secret Kubernetes updates
+   * meanwhile (a new `..data`, the old timestamped directory removed) reads as its old value or its
+   * new one, never as missing; resolving the path first and opening what it resolved to would find
+   * the old directory gone.
+   */
   async #read(file: string): Promise<string | undefined> {
-    let real: string;
-    let root: string;
+    const path = join(this.dir, file);
+    for (let attempt = 1; attempt <= READ_ATTEMPTS; attempt++) {
+      let handle: FileHandle;
+      try {
+        handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code ?? "";
+        if (!NO_SECRET_CODES.has(code)) throw classifyBackendError(err, "docker secrets read");
+        // The name is there but what it links to is not: maybe a link swapped as it was followed.
+        if (code === "ENOENT" && attempt < READ_ATTEMPTS && (await lstat(path).catch(() => undefined))) continue;
+        await this.#checkDir();
+        return undefined;
+      }
+      let bytes: Buffer;
+      try {
+        const [where, root] = await Promise.all([whereOpened(handle, path), realpath(this.dir)]);
+        if (where === undefined) continue; // replaced since it was opened: opened again
+        if (!where.startsWith(root + sep)) {
+          throw new InvalidName("the secret's file resolves outside the secrets directory");
+        }
+        // Only a regular file is a secret, as `list` says: not a directory (Kubernetes' `..data`,
+        // a subdirectory), nor a FIFO or a device, whose read would wait or never end.
+        if (!(await handle.stat()).isFile()) return undefined;
+        bytes = await readBounded(handle);
+      } catch (err) {
+        if (err instanceof InvalidName) throw err;
+        throw classifyBackendError(err, "docker secrets read");
+      } finally {
+        await handle.close();
+      }
+      if (bytes.length > MAX_VALUE_BYTES) {
+        throw new StoreCorrupt(
+          `docker secrets read: the file ${file} is larger than ${MAX_VALUE_BYTES} bytes, the largest value this store takes`,
+        );
+      }
+      return decodeAsLiteLLM(bytes);
+    }
+    throw new BackendUnavailable(
+      `docker secrets read: the file ${file} was replaced while read, ${READ_ATTEMPTS} times over`,
+    );
+  }
+
+  /** Throws when the secrets directory itself is missing or not a directory: no secret is then "not found". */
+  async #checkDir(): Promise<void> {
+    let dir: Stats;
     try {
-      [real, root] = await Promise.all([realpath(join(this.dir, file)), realpath(this.dir)]);
+      dir = await stat(this.dir);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-      throw classifyBackendError(err, "docker secrets read");
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") throw missingDir();
+      throw classifyBackendError(err, "docker secrets directory");
     }
-    if (!real.startsWith(root + sep)) {
-      throw new InvalidName("the secret's file resolves outside the secrets directory");
-    }
-    let bytes: Buffer | undefined;
-    try {
-      bytes = await readBounded(real);
-      if (bytes === undefined) return undefined;
-    } catch (err) {
-      // Gone since (or turned into a directory, or a symlink): no secret.
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === "EISDIR" || code === "ENOENT" || code === "ELOOP") return undefined;
-      throw classifyBackendError(err, "docker secrets read");
-    }
-    if (bytes.length > MAX_VALUE_BYTES) {
-      throw new StoreCorrupt(
-        `docker secrets read: the file ${file} is larger than ${MAX_VALUE_BYTES} bytes, the largest value this store takes`,
+    if (!dir.isDirectory()) {
+      throw new StoreUnavailable(
+        "docker secrets: the secrets directory is not a directory: check secrets_path in key_management_settings",
       );
-    }
-    try {
-      return utf8.decode(bytes);
-    } catch {
-      throw new StoreCorrupt(`docker secrets read: the file ${file} is not UTF-8 text`);
     }
   }
 }
 
+/** The store's answer while its directory is missing (a volume not mounted, a mistyped setting); the open's warning names it. */
+function missingDir(): StoreUnavailable {
+  return new StoreUnavailable(
+    "docker secrets: the secrets directory does not exist: check secrets_path in key_management_settings",
+  );
+}
+
 /**
- * The bytes of a regular file, at most `MAX_VALUE_BYTES + 1` of them (more says it is too large,
- * however it grows while read); undefined for anything else. Only a regular file is a secret, as
- * `list` says: not a directory (Kubernetes' `..data`, a subdirectory), nor a FIFO or a device,
- * whose read would wait or never end. Opened without waiting (a FIFO's open would), then checked
- * on the open file, so that what is read is what was checked.
+ * A file's text as LiteLLM's `_read_file` has it: UTF-8 (a leading byte order mark kept), else
+ * Latin-1, every byte a character; Python's text mode makes `\r\n` and a lone `\r` a `\n`.
  */
-async function readBounded(path: string): Promise<Buffer | undefined> {
-  // Not followed if the resolved path became a symlink since; never this process's terminal.
-  const file = await open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW | constants.O_NOCTTY);
+function decodeAsLiteLLM(bytes: Buffer): string {
+  let text: string;
   try {
-    if (!(await file.stat()).isFile()) return undefined;
-    const chunks: Buffer[] = [];
-    let total = 0;
-    while (total <= MAX_VALUE_BYTES) {
-      const chunk = Buffer.allocUnsafe(Math.min(64 * 1024, MAX_VALUE_BYTES + 1 - total));
-      const { bytesRead } = await file.read(chunk, 0, chunk.length, null);
-      if (bytesRead === 0) break;
-      chunks.push(chunk.subarray(0, bytesRead));
-      total += bytesRead;
-    }
-    return Buffer.concat(chunks, total);
-  } finally {
-    await file.close();
+    text = utf8.decode(bytes);
+  } catch {
+    // Buffer's latin1 is ISO-8859-1, as Python's; TextDecoder's "latin1" is windows-1252.
+    text = bytes.toString("latin1");
   }
+  return text.replace(/\r\n?/g, "\n");
+}
+
+/**
+ * Where an open file is: Linux says, for the file itself (`/proc/self/fd`; its path then, with
+ * " (deleted)" after it once removed, as the old version of a Kubernetes secret may be).
+ * Elsewhere the path is resolved again, and taken only if it leads to the file open (device and
+ * inode), else undefined: replaced meanwhile.
+ */
+async function whereOpened(handle: FileHandle, path: string): Promise<string | undefined> {
+  try {
+    return await readlink(`/proc/self/fd/${handle.fd}`);
+  } catch {
+    // No /proc: resolved again, below.
+  }
+  const [opened, real] = await Promise.all([handle.stat(), realpath(path).catch(() => undefined)]);
+  const found = real === undefined ? undefined : await stat(real).catch(() => undefined);
+  return found?.dev === opened.dev && found.ino === opened.ino ? real : undefined;
+}
+
+/**
+ * The bytes of an open regular file, at most `MAX_VALUE_BYTES + 1` of them (more says it is too
+ * large, however it grows while read).
+ */
+async function readBounded(file: FileHandle): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  while (total <= MAX_VALUE_BYTES) {
+    const chunk = Buffer.allocUnsafe(Math.min(64 * 1024, MAX_VALUE_BYTES + 1 - total));
+    const { bytesRead } = await file.read(chunk, 0, chunk.length, null);
+    if (bytesRead === 0) break;
+    chunks.push(chunk.subarray(0, bytesRead));
+    total += bytesRead;
+  }
+  return Buffer.concat(chunks, total);
 }
 
 export const dockerStore = {
@@ -160,5 +249,18 @@ export const dockerStore = {
   settings: DockerSettings,
   defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: false },
   capabilities: { writes: false, deletes: false, compareAndSet: false, maxValueBytes: MAX_VALUE_BYTES, records: [] },
-  open: async (settings, _deps) => new DockerSecretsStore(settings.config.secrets_path ?? "/run/secrets"),
+  open: async (settings, deps) => {
+    const dir = settings.config.secrets_path ?? "/run/secrets";
+    // As LiteLLM warns at start; reads and lists then answer store_unavailable, never "not found".
+    const problem = await stat(dir).then(
+      (found) => (found.isDirectory() ? undefined : "is not a directory"),
+      (err: NodeJS.ErrnoException) => (err.code === "ENOENT" ? "does not exist" : undefined),
+    );
+    if (problem !== undefined) {
+      deps.log.warn(`the docker secrets directory ${problem}: check secrets_path in key_management_settings`, {
+        secrets_path: dir,
+      });
+    }
+    return new DockerSecretsStore(dir);
+  },
 } as const satisfies StoreFactory<"docker", typeof DockerSettings>;
