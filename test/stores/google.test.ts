@@ -561,6 +561,32 @@ describe("google_secret_manager changes answered late, or met by another's", () 
     await other.close();
   });
 
+  it("a write whose secret another instance purged meanwhile (NOT_FOUND) makes the name anew: created", async () => {
+    const fake = await google();
+    const other = storeOf(fake, { purge: true }); // another instance
+    for (const method of ["addSecretVersion", "updateSecret"] as const) {
+      const name = `RACED_PUT_${method}`;
+      await other.put(name, value(`${method}-old`));
+      // The other instance's delete lands between this write's GetSecret and the named call (once).
+      const client = new sdk.SecretManagerServiceClient(endpointOf(fake));
+      const call = (client[method] as (...args: unknown[]) => Promise<unknown>).bind(client);
+      let raced = false;
+      (client as unknown as Record<string, unknown>)[method] = async (...args: unknown[]) => {
+        if (!raced) {
+          raced = true;
+          await other.delete(name);
+        }
+        return call(...args);
+      };
+      const store = storeOf(fake, { client });
+      const v = value(`${method}-new`);
+      expect(await store.put(name, v, { ifNewerThan: { at: Date.now(), id: "p1" } }), method).toBe("created");
+      expect((await other.get(name))?.value, method).toBe(v);
+      await store.close();
+    }
+    await other.close();
+  });
+
   it("delayed destroy (version_destroy_ttl): a version DISABLED with its destroy scheduled counts as destroyed", async () => {
     const fake = await google();
     const store = storeOf(fake);

@@ -25,7 +25,8 @@
  *   no deleted-mark check), any other is `backend_unavailable`.
  * - Write: create the secret if missing (automatic replication; `tags` as labels), then add a
  *   version; over a tombstone, its labels are set as on creation (the caller's tags, else the
- *   creation defaults). Differs from LiteLLM, which only reads.
+ *   creation defaults); a secret deleted between the write's look and its calls (NOT_FOUND:
+ *   another instance purging) is looked at again and made anew. Differs from LiteLLM, which only reads.
  * - Delete: every version is destroyed and the secret stays, annotated as deleted (the tombstone),
  *   so a late event cannot revive the name; `LLM_SECRETS_GOOGLE_PURGE=true` deletes the secret
  *   itself instead (no tombstone). An event's delete of a name never written creates an empty
@@ -233,41 +234,52 @@ export class GoogleSecretManagerStore implements SecretStore {
   }
 
   async #put(name: string, value: string, options: PutOptions): Promise<PutOutcome> {
-    const meta = options.meta;
     try {
-      // The caller's tags and our annotations before any call; the creation defaults only when creating (below).
-      const labels = meta?.tags !== undefined ? checkedLabels(meta.tags) : undefined;
-      // A name made anew (created, or over a tombstone) takes the caller's tags, else the creation
-      // defaults; checked only then (defaults a live secret never takes are not its concern).
-      const labelsOfNew = () => labels ?? checkedLabels(meta?.whenCreated?.tags);
-      checkedAnnotations(undefined, annotations(name, options.ifNewerThan ?? { at: this.#now() }, false));
-      await this.#ready("google secret manager put");
-      const noAdopt = options.adopt === false;
-      let found = await this.#find(name, noAdopt);
-      let created = false;
-      if (found === undefined) {
-        // Made with no time: the time is recorded once the value is in, so a write that stops
-        // before its version is not taken for done when its event comes again.
-        created = await this.#create(name, { labels: labelsOfNew(), annotations: { [NAME]: name } });
-        if (!created) found = await this.#find(name, noAdopt);
+      try {
+        return await this.#putOnce(name, value, options);
+      } catch (err) {
+        // The secret deleted between this write's look and its calls (another instance purging, a
+        // console): looked at again, it is a name never written, and made anew.
+        if (codeOf(err) !== NOT_FOUND) throw err;
+        return await this.#putOnce(name, value, options);
       }
-      const stamp = this.#stampOver(options.ifNewerThan, false, found);
-      if (stamp === undefined) return "superseded";
-      // Checked before the version: with the secret's own annotations they must still fit.
-      const notes = checkedAnnotations(found?.secret.annotations ?? { [NAME]: name }, annotations(name, stamp, false));
-      // Over a tombstone the name is made anew, none of the deleted secret's labels kept. Over a
-      // live secret, the caller's tags if any.
-      const newLabels = found?.deleted ? labelsOfNew() : labels;
-      await this.#client.addSecretVersion(
-        { parent: this.#path(name), payload: { data: Buffer.from(value, "utf8") } },
-        this.#change,
-      );
-      await this.#update(name, notes, found !== undefined ? newLabels : undefined);
-      // Over a tombstone, created; over an empty secret another writer (or a stopped attempt) made, updated.
-      return created || (found?.deleted === true && found.stamp !== undefined) ? "created" : "updated";
     } catch (err) {
       throw classifyBackendError(err, "google secret manager put");
     }
+  }
+
+  async #putOnce(name: string, value: string, options: PutOptions): Promise<PutOutcome> {
+    const meta = options.meta;
+    // The caller's tags and our annotations before any call; the creation defaults only when creating (below).
+    const labels = meta?.tags !== undefined ? checkedLabels(meta.tags) : undefined;
+    // A name made anew (created, or over a tombstone) takes the caller's tags, else the creation
+    // defaults; checked only then (defaults a live secret never takes are not its concern).
+    const labelsOfNew = () => labels ?? checkedLabels(meta?.whenCreated?.tags);
+    checkedAnnotations(undefined, annotations(name, options.ifNewerThan ?? { at: this.#now() }, false));
+    await this.#ready("google secret manager put");
+    const noAdopt = options.adopt === false;
+    let found = await this.#find(name, noAdopt);
+    let created = false;
+    if (found === undefined) {
+      // Made with no time: the time is recorded once the value is in, so a write that stops
+      // before its version is not taken for done when its event comes again.
+      created = await this.#create(name, { labels: labelsOfNew(), annotations: { [NAME]: name } });
+      if (!created) found = await this.#find(name, noAdopt);
+    }
+    const stamp = this.#stampOver(options.ifNewerThan, false, found);
+    if (stamp === undefined) return "superseded";
+    // Checked before the version: with the secret's own annotations they must still fit.
+    const notes = checkedAnnotations(found?.secret.annotations ?? { [NAME]: name }, annotations(name, stamp, false));
+    // Over a tombstone the name is made anew, none of the deleted secret's labels kept. Over a
+    // live secret, the caller's tags if any.
+    const newLabels = found?.deleted ? labelsOfNew() : labels;
+    await this.#client.addSecretVersion(
+      { parent: this.#path(name), payload: { data: Buffer.from(value, "utf8") } },
+      this.#change,
+    );
+    await this.#update(name, notes, found !== undefined ? newLabels : undefined);
+    // Over a tombstone, created; over an empty secret another writer (or a stopped attempt) made, updated.
+    return created || (found?.deleted === true && found.stamp !== undefined) ? "created" : "updated";
   }
 
   async #delete(name: string, options: DeleteOptions): Promise<DeleteOutcome> {
