@@ -565,6 +565,40 @@ describe("azure_key_vault over the wire", () => {
     expect(fake.calls("PUT", "/secrets/a-b").every((r) => r.status === 409)).toBe(true);
   });
 
+  it("an event delete that meets the name's own recovery and an older write of it deletes that value as a live one: deleted, its tags kept", async () => {
+    const fake = await azure();
+    // Another instance's recovery of A_B ends just after the store's look, and its write (older
+    // than the delete) lands then: the delete finds A_B live again.
+    let refused = false;
+    const store = await quick(undefined, {
+      name: "recoveryAndWriteEndAfterTheLook",
+      async sendRequest(request, next) {
+        const response = await next(request);
+        const path = new URL(request.url).pathname.toLowerCase();
+        if (request.method === "PUT" && path === "/secrets/a-b" && response.status === 409) refused = true;
+        const secret = fake.secret("A-B");
+        if (refused && request.method === "GET" && path === "/deletedsecrets/a-b" && secret?.recoveringUntil) {
+          secret.recoveringUntil = undefined;
+          const tags = { env: "prod", "llm-secrets:name": "A_B", "llm-secrets:changed-at": "1500" };
+          await (await quickClient()).setSecret("A-B", "other-instance-value", { tags });
+        }
+        return response;
+      },
+    });
+    await store.put("A_B", value("ab"), { ifNewerThan: { at: 1_000, id: "x" }, meta: { tags: { env: "prod" } } });
+    await store.delete("A_B");
+    fake.recoveryDelayMs = 60_000;
+    await (await quickClient()).beginRecoverDeletedSecret("A-B");
+    expect(await store.delete("A_B", { ifNewerThan: { at: 2_000, id: "e" } })).toBe("deleted");
+    expect(fake.secret("A-B")?.deleted).toBeDefined();
+    expect(fake.secret("A-B")?.versions.at(-1)?.value).toBe("other-instance-value"); // no empty version over it
+    expect(tagsOf(fake, "A-B")).toMatchObject({
+      env: "prod",
+      "llm-secrets:changed-at": "2000",
+      "llm-secrets:deleted": "true",
+    });
+  });
+
   it("ifNewerThan reads the change times in the tags, the tombstone's included: a late event cannot revive a name", async () => {
     const fake = await azure();
     const store = await open();

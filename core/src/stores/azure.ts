@@ -422,13 +422,22 @@ export class AzureKeyVaultStore implements SecretStore {
         // A name never written: an empty value carries the tombstone through the retention. A delete
         // or recovery under way (409) is waited out, and the name's owner and time read again: an
         // older delete never moves a newer delete's tombstone back, nor takes over another name's secret.
+        // A look that finds it live again (another instance recovered and wrote it, before this
+        // delete's time) stops the write: that secret is deleted as a live one is, its tags kept.
+        const seen: { live?: Exclude<Found, { state: "absent" }> } = {};
         const wins = (again: Found) => {
           this.#refuseOtherOwner(again, name, key, options.adopt === false);
-          return this.#stampOver(options.ifNewerThan, true, again) !== undefined;
+          if (this.#stampOver(options.ifNewerThan, true, again) === undefined) return false;
+          if (again.state === "live") seen.live = again;
+          return again.state !== "live";
         };
-        if (!(await this.#write(key, "", tombstone, false, wins))) return "superseded";
-        await this.#deleteNoWait(key);
-        return "absent";
+        if (await this.#write(key, "", tombstone, false, wins)) {
+          await this.#deleteNoWait(key);
+          return "absent";
+        }
+        if (seen.live === undefined) return "superseded";
+        await this.#tagAndDelete(key, seen.live.version, seen.live.userTags, tombstone);
+        return "deleted";
       } catch (err) {
         throw classifyBackendError(err, "azure key vault delete");
       }
