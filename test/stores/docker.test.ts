@@ -149,6 +149,26 @@ describe("the docker store", () => {
     }
   });
 
+  it("refuses a symlink to a socket outside the directory as leading outside, before opening it", async () => {
+    const { store, base } = await setup();
+    const socket = createServer();
+    await new Promise<void>((resolve) => socket.listen(join(base, "outside.sock"), resolve));
+    try {
+      await symlink(join(base, "outside.sock"), join(base, "secrets", "SOCKET_OUT"));
+      expect(await codeOf(store.get("SOCKET_OUT"))).toBe("invalid_name"); // not "no secret"
+    } finally {
+      await new Promise((resolve) => socket.close(resolve));
+    }
+  });
+
+  it("trims a value whose long run of spaces is inside it, not at its end, in linear time", async () => {
+    // A `[...]+$` pattern tries again from each of the spaces: minutes for a file of this size.
+    const { store, base } = await setup();
+    const inner = " ".repeat(200_000);
+    await writeFile(join(base, "secrets", "SPACES"), `${inner}x \n`);
+    expect((await store.get("SPACES"))?.value).toBe(`${inner}x`);
+  }, 10_000); // the pattern took about a minute here; the walk, a millisecond
+
   it("reads a Kubernetes-mounted secret that is updated meanwhile (atomic_writer's swap of ..data), never as missing", async () => {
     // kubelet's layout: NAME -> ..data/NAME, ..data -> ..<timestamp>; an update writes a new
     // timestamped directory, renames a new link over ..data, then removes the old directory.

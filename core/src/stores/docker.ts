@@ -40,13 +40,13 @@ const MAX_VALUE_BYTES = 500 * 1024;
 /** Strict UTF-8; a leading byte order mark is kept in the value, as LiteLLM's UTF-8 read keeps it. */
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 /**
- * What Python's `str.rstrip()` strips: the characters of `str.isspace()` (Unicode White_Space and
+ * One character of Python's `str.isspace()`, what its `rstrip()` strips (Unicode White_Space and
  * bidi classes B, S, WS): tab to carriage return, the separators \x1c-\x1f (which JavaScript's
  * `trimEnd` keeps), space, NEL \x85, no-break space, and the Unicode spaces and line and paragraph
  * separators; not U+FEFF (which `trimEnd` strips). Checked against python3 in the tests.
  */
 // biome-ignore lint/suspicious/noControlCharactersInRegex: Python counts \x1c-\x1f as whitespace
-const PYTHON_TRAILING_SPACE = /[\t\n\v\f\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$/;
+const PYTHON_SPACE = /[\t\n\v\f\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]/;
 /**
  * Codes that mean there is no secret file under the name, as LiteLLM finds none (its non-strict
  * `realpath`, then `isfile`): none (ENOENT), a path through a file (ENOTDIR), a symlink loop
@@ -81,7 +81,7 @@ export class DockerSecretsStore implements SecretStore {
     }
     for (const candidate of name === name.toLowerCase() ? [name] : [name, name.toLowerCase()]) {
       const value = await this.#read(candidate);
-      if (value !== undefined) return { value: value.replace(PYTHON_TRAILING_SPACE, "") };
+      if (value !== undefined) return { value: pythonRstrip(value) };
     }
     return undefined;
   }
@@ -130,7 +130,16 @@ export class DockerSecretsStore implements SecretStore {
    */
   async #read(file: string): Promise<string | undefined> {
     const path = join(this.dir, file);
+    const root = await realpath(this.dir).catch(async (err: unknown) => {
+      await this.#checkDir();
+      throw classifyBackendError(err, "docker secrets read");
+    });
     for (let attempt = 1; attempt <= READ_ATTEMPTS; attempt++) {
+      // Where the name leads before it is opened: outside the directory is refused before anything
+      // there is opened (a FIFO, a device, a socket, a file this process may not read), whatever the
+      // open would answer. What the open then finds is checked again below (it may have changed).
+      const before = await realpath(path).catch(() => undefined);
+      if (before !== undefined && !before.startsWith(root + sep)) throw outside();
       let handle: FileHandle;
       try {
         handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
@@ -144,11 +153,9 @@ export class DockerSecretsStore implements SecretStore {
       }
       let bytes: Buffer;
       try {
-        const [where, root] = await Promise.all([whereOpened(handle, path), realpath(this.dir)]);
+        const where = await whereOpened(handle, path);
         if (where === undefined) continue; // replaced since it was opened: opened again
-        if (!where.startsWith(root + sep)) {
-          throw new InvalidName("the secret's file resolves outside the secrets directory");
-        }
+        if (!where.startsWith(root + sep)) throw outside();
         // Only a regular file is a secret, as `list` says: not a directory (Kubernetes' `..data`,
         // a subdirectory), nor a FIFO or a device, whose read would wait or never end.
         if (!(await handle.stat()).isFile()) return undefined;
@@ -186,6 +193,21 @@ export class DockerSecretsStore implements SecretStore {
       );
     }
   }
+}
+
+/**
+ * `text.rstrip()` as Python has it, walked back from the end: linear in the value's length (a
+ * `[...]+$` pattern tries again from each character of a long run of spaces inside the value, in
+ * time growing with the run's square: a 500 KiB file of them held the process for minutes).
+ */
+function pythonRstrip(text: string): string {
+  let end = text.length;
+  while (end > 0 && PYTHON_SPACE.test(text.charAt(end - 1))) end--;
+  return text.slice(0, end);
+}
+
+function outside(): InvalidName {
+  return new InvalidName("the secret's file resolves outside the secrets directory");
 }
 
 /** The store's answer while its directory is missing (a volume not mounted, a mistyped setting); the open's warning names it. */
