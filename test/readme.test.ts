@@ -133,5 +133,5 @@ describe("README", () => {
     for (const value of values) expect(stored).not.toContain(value);
     const masterKey = (await readFile(join(work, ".llm-secrets", "master.key"), "utf8")).trim();
     expectNoValueIn([output], [...values.filter((v) => v.length >= 6), masterKey]);
-  });
+  }, 120_000); // two `npm start`s, each building the CLI bundle: 20 s alone, over 30 s beside other tests on 2 cores
 });
