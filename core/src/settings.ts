@@ -12,7 +12,7 @@ import { parseConfigYaml, yamlErrorText } from "./config-yaml";
 import { ENCRYPTION_ALGORITHMS, type EncryptionAlgorithm, KeyRing } from "./crypto";
 import { ConfigError, EncryptionKeyMissing, SecretsError } from "./errors";
 import { ignoresModes, requirePosixFiles } from "./local-files";
-import { validateName } from "./names";
+import { isValidName, validateName } from "./names";
 import type { OutboundTls } from "./outbound-tls";
 import { envRefValue, refName } from "./refs";
 import type { AccessMode, StoreFactory, StoreScope } from "./secret-store";
@@ -314,7 +314,12 @@ export function loadSettings(input: SettingsInput): Settings {
   const storeSettings = parseStoreSettings(factory, rawKeyManagementSettings(rawConfig), env);
   const dataDir = resolve(cwd, e.LLM_SECRETS_DATA_DIR ?? ".llm-secrets");
 
-  refuseKmsSealed(sealedForUseAwsKms(env, factory, settingRefs));
+  refuseKmsSealed(
+    sealedForUseAwsKms(env, factory, settingRefs, {
+      accessMode: kms.access_mode ?? factory.defaults.accessMode,
+      hostedKeys: kms.hosted_keys ?? undefined,
+    }),
+  );
   const { master, keys, encryptionAlgorithm, warning } = keysOf(general, e, env, factory, dataDir, input.offline);
   if (warning) warnings.push(warning);
 
@@ -601,20 +606,29 @@ const KMS_SEALED = "aws_kms/";
 /**
  * With `USE_AWS_KMS=True`, what LiteLLM would have decrypted at start and llm-secrets would take
  * as it is: every `LITELLM_SECRET_AWS_KMS_*` variable (never read here under its new name), and
- * every `aws_kms/` value but those a store that decrypts them reads (`aws_kms`'s refs): on that store
- * too, a variable llm-secrets or the store reads itself, or one a setting refers to, is refused.
+ * every `aws_kms/` value but the refs a store that decrypts them reads at start (`aws_kms`'s), by
+ * the manager's rule: reads allowed by `access_mode`, and in `hosted_keys` when that is set. A ref
+ * it does not read there falls back to the environment, ciphertext and all, so it is refused; on
+ * that store too, a variable llm-secrets or the store reads itself, or one a setting refers to.
  */
 function sealedForUseAwsKms(
   env: Record<string, string>,
   factory: StoreFactory,
   settingRefs: ReadonlySet<string>,
+  reads: { accessMode: AccessMode; hostedKeys: readonly string[] | undefined },
 ): string[] {
   if (env.USE_AWS_KMS !== "True") return [];
   const ownVariables = new Set([...Object.keys(EnvSchema.shape), ...Object.keys(factory.settings.shape.env.shape)]);
+  const hosted = reads.hostedKeys ? new Set(reads.hostedKeys) : undefined;
+  const decryptedAtStart = (name: string) =>
+    factory.defaults.decryptsAwsKmsValues === true &&
+    reads.accessMode !== "write_only" &&
+    isValidName(name) &&
+    (hosted === undefined || hosted.has(name));
   return Object.keys(env).filter((name) => {
     if (/^litellm_secret_aws_kms/i.test(name)) return true;
     if (!env[name]?.startsWith(KMS_SEALED)) return false;
-    return !factory.defaults.decryptsAwsKmsValues || ownVariables.has(name) || settingRefs.has(name);
+    return !decryptedAtStart(name) || ownVariables.has(name) || settingRefs.has(name);
   });
 }
 
@@ -631,7 +645,7 @@ function refuseKmsSealed(sealed: readonly string[]): void {
   throw new ConfigError(
     `${sealed.join(", ")}: sealed with AWS KMS for LiteLLM's start-up decryption (USE_AWS_KMS=True), which llm-secrets does not do: set ${
       sealed.length === 1 ? "it" : "them"
-    } decrypted (key_management_system aws_kms decrypts os.environ/ refs, not these)`,
+    } decrypted (key_management_system aws_kms decrypts only the os.environ/ refs it reads: none under access_mode write_only, those in hosted_keys when that is set)`,
   );
 }
 

@@ -166,8 +166,10 @@ const UNAVAILABLE_NAMES = new Set([
 
 /**
  * The encryption key behind a secret cannot be used: Secrets Manager's `DecryptionFailure` and
- * `EncryptionFailure` (its KMS key disabled or not allowed), KMS's `DisabledException` and
- * `KMSInvalidStateException` (pending deletion, pending import), each HTTP 400. A state of the
+ * `EncryptionFailure` (its KMS key disabled or not allowed), KMS's `DisabledException`,
+ * `KMSInvalidStateException` (pending deletion, pending import), `InvalidKeyUsageException` and
+ * `InvalidGrantTokenException`, each HTTP 400 (KMS's `NotFoundException`, a key deleted, is the
+ * `aws_kms` store's to decide: the name means other things on other services). A state of the
  * customer's own key, which an operator fixes: not our bug (`internal`), not an outage to retry.
  */
 const KEY_STATE_NAMES = new Set([
@@ -176,6 +178,8 @@ const KEY_STATE_NAMES = new Set([
   "DisabledException",
   "KMSDisabledException",
   "KMSInvalidStateException",
+  "InvalidKeyUsageException", // KMS (400): the key is not for ENCRYPT_DECRYPT, or not for this algorithm
+  "InvalidGrantTokenException", // KMS (400): a grant the call relies on is not valid
 ]);
 
 /**

@@ -185,7 +185,7 @@ describe("salt key and master key", () => {
     expect(
       configError(() => loadSettings({ env: { LITELLM_MASTER_KEY: newKey(), LITELLM_SALT_KEY: ciphertext } })),
     ).toBe(
-      "LITELLM_SALT_KEY: sealed with AWS KMS for LiteLLM's start-up decryption (USE_AWS_KMS=True), which llm-secrets does not do: set it decrypted (key_management_system aws_kms decrypts os.environ/ refs, not these)",
+      "LITELLM_SALT_KEY: sealed with AWS KMS for LiteLLM's start-up decryption (USE_AWS_KMS=True), which llm-secrets does not do: set it decrypted (key_management_system aws_kms decrypts only the os.environ/ refs it reads: none under access_mode write_only, those in hosted_keys when that is set)",
     );
     const message = configError(() =>
       loadSettings({
@@ -244,6 +244,29 @@ describe("salt key and master key", () => {
     expect(
       onKms({ PFX: ciphertext }, "  key_management_settings:\n    prefix_for_stored_virtual_keys: os.environ/PFX\n"),
     ).toMatch(/^PFX: sealed with AWS KMS/);
+    // Nor the refs it does not read at start (outside hosted_keys, or any under write_only): they
+    // would fall back to the environment and be taken as the ciphertext they hold.
+    const twoRefs = { OPENAI_API_KEY: ciphertext, API_BASE: ciphertext };
+    expect(onKms(twoRefs, "  key_management_settings:\n    hosted_keys: [OPENAI_API_KEY]\n")).toMatch(
+      /^API_BASE: sealed with AWS KMS/,
+    );
+    expect(onKms(twoRefs, "  key_management_settings:\n    access_mode: write_only\n")).toMatch(
+      /^OPENAI_API_KEY, API_BASE: sealed with AWS KMS/,
+    );
+    // The refs it does read are its own: hosted, under a mode that reads.
+    expect(
+      loadSettings({
+        stores: [awsKmsStore, ...LOCAL_STORES],
+        env: {
+          USE_AWS_KMS: "True",
+          AWS_REGION: "us-east-1",
+          LITELLM_MASTER_KEY: newKey(),
+          ...twoRefs,
+          LLM_SECRETS_CONFIG:
+            "general_settings:\n  key_management_system: aws_kms\n  key_management_settings:\n    access_mode: read_and_write\n    hosted_keys: [OPENAI_API_KEY, API_BASE]\n",
+        },
+      }).keyManagement.hostedKeys,
+    ).toEqual(["OPENAI_API_KEY", "API_BASE"]);
     // The master key only under LiteLLM's encrypted name: that name is what the message gives.
     expect(
       configError(() =>

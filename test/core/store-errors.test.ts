@@ -29,6 +29,22 @@ const CASES: [string, unknown, string, number?][] = [
     "store_unavailable",
   ],
   [
+    "AWS KMS InvalidKeyUsageException (the key of an aws_kms ciphertext not for decryption)",
+    shaped({ name: "InvalidKeyUsageException", $metadata: { httpStatusCode: 400 } }),
+    "store_unavailable",
+  ],
+  [
+    "AWS KMS InvalidGrantTokenException",
+    shaped({ name: "InvalidGrantTokenException", $metadata: { httpStatusCode: 400 } }),
+    "store_unavailable",
+  ],
+  [
+    // A generic name (KMS's deleted key; another service's missing thing): the aws_kms store decides it.
+    "a NotFoundException, the service untold",
+    shaped({ name: "NotFoundException", $metadata: { httpStatusCode: 400 } }),
+    "internal",
+  ],
+  [
     "AWS Secrets Manager DecryptionFailure (the secret's KMS key unusable)",
     shaped({ name: "DecryptionFailure", $metadata: { httpStatusCode: 400 } }),
     "store_unavailable",

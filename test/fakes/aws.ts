@@ -278,12 +278,12 @@ export class FakeAws {
     await new Promise<void>((r) => this.#server?.close(() => r()));
   }
 
-  /** A KMS ciphertext of `plaintext`, as `Encrypt` would answer it (for seeding tests). */
-  encrypt(plaintext: string, keyId = "alias/llm-secrets-test"): Buffer {
+  /** A KMS ciphertext of `plaintext` (text as UTF-8, or any bytes), as `Encrypt` would answer it (for seeding tests). */
+  encrypt(plaintext: string | Uint8Array, keyId = "alias/llm-secrets-test"): Buffer {
     const iv = randomBytes(12);
     const cipher = createCipheriv("aes-256-gcm", this.#kmsKey, iv);
     cipher.setAAD(Buffer.from(keyId));
-    const box = Buffer.concat([cipher.update(plaintext, "utf8"), cipher.final(), cipher.getAuthTag()]);
+    const box = Buffer.concat([cipher.update(Buffer.from(plaintext)), cipher.final(), cipher.getAuthTag()]);
     const id = Buffer.from(keyId);
     return Buffer.concat([Buffer.from([id.length]), id, iv, box]);
   }

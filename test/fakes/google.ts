@@ -28,10 +28,10 @@
  *
  * Faults: `fail(n, fault[, method])` (that RPC only, when given): PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE (what a client sees
  * when its connection drops), INTERNAL, FAILED_PRECONDITION of a disabled Cloud KMS key version
- * (a CMEK secret's, or a Decrypt's), no answer (the client's deadline ends the call), or a call
- * carried out whose answer comes `LATE_MS` later (after the client's deadline: it saw
- * DEADLINE_EXCEEDED, the change is made). Their details carry `FAULT_DETAIL`, which no typed error
- * may repeat (the client puts details in its messages).
+ * (a CMEK secret's, or a Decrypt's), NOT_FOUND of a CryptoKey that does not exist (a Decrypt's), no
+ * answer (the client's deadline ends the call), or a call carried out whose answer comes `LATE_MS`
+ * later (after the client's deadline: it saw DEADLINE_EXCEEDED, the change is made). Their details
+ * carry `FAULT_DETAIL`, which no typed error may repeat (the client puts details in its messages).
  */
 import { createCipheriv, createDecipheriv, generateKeyPairSync, randomBytes, verify } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -43,7 +43,15 @@ import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, inject } from "vitest";
 import { FaultQueue } from "./faults";
 
-export type GoogleFault = "denied" | "exhausted" | "unavailable" | "internal" | "key_disabled" | "hang" | "late";
+export type GoogleFault =
+  | "denied"
+  | "exhausted"
+  | "unavailable"
+  | "internal"
+  | "key_disabled"
+  | "key_not_found"
+  | "hang"
+  | "late";
 
 const FAULT_STATUS: Record<Exclude<GoogleFault, "hang" | "late">, grpc.status> = {
   denied: grpc.status.PERMISSION_DENIED,
@@ -51,11 +59,13 @@ const FAULT_STATUS: Record<Exclude<GoogleFault, "hang" | "late">, grpc.status> =
   unavailable: grpc.status.UNAVAILABLE,
   internal: grpc.status.INTERNAL,
   key_disabled: grpc.status.FAILED_PRECONDITION,
+  key_not_found: grpc.status.NOT_FOUND,
 };
 
 /** What each fault's details say beside `FAULT_DETAIL` (a disabled key's, in Cloud KMS's words). */
 const FAULT_TEXT: Partial<Record<GoogleFault, string>> = {
   key_disabled: "projects/p/locations/global/keyRings/r/cryptoKeys/k/cryptoKeyVersions/1 is in DISABLED state.",
+  key_not_found: "CryptoKey projects/p/locations/global/keyRings/r/cryptoKeys/k not found.",
 };
 
 /** How long a `late` call's answer is held: past the deadline the tests give the client. */
@@ -313,12 +323,12 @@ export class FakeGoogle {
     await new Promise<void>((r) => this.#token?.close(() => r()));
   }
 
-  /** KMS ciphertext of `plaintext` under `keyName`, as Encrypt answers it. */
-  encrypt(plaintext: string, keyName: string): Buffer {
+  /** KMS ciphertext of `plaintext` (text as UTF-8, or any bytes) under `keyName`, as Encrypt answers it. */
+  encrypt(plaintext: string | Uint8Array, keyName: string): Buffer {
     const iv = randomBytes(12);
     const cipher = createCipheriv("aes-256-gcm", this.#kmsKey, iv);
     cipher.setAAD(Buffer.from(keyName));
-    return Buffer.concat([iv, cipher.update(plaintext, "utf8"), cipher.final(), cipher.getAuthTag()]);
+    return Buffer.concat([iv, cipher.update(Buffer.from(plaintext)), cipher.final(), cipher.getAuthTag()]);
   }
 
   /** Every method of a service: auth checked, faults applied, then `handle`. */

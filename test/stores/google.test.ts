@@ -743,6 +743,27 @@ describe("google_kms", () => {
     expect(await store.get("ABSENT")).toBeUndefined();
     await store.close?.();
   });
+
+  it("reads the plaintext as LiteLLM's .decode('utf-8'): a byte order mark kept; not UTF-8 is store_corrupt naming the variable", async () => {
+    const fake = await google();
+    const seal = (plain: string | Uint8Array) => fake.encrypt(plain, KMS_KEY).toString("base64");
+    const store = await googleKmsStore.open(
+      { config: {}, env: { GOOGLE_KMS_RESOURCE_NAME: KMS_KEY, LLM_SECRETS_GOOGLE_KMS_ENDPOINT: endpointOf(fake) } },
+      {
+        dataDir: "/nonexistent",
+        env: { BOM: seal("\ufeffsk-bom"), LATIN1: seal(Buffer.from("sk-caf\xe9", "latin1")) },
+        log,
+        now: Date.now,
+      },
+    );
+    expect((await store.get("BOM"))?.value).toBe("\ufeffsk-bom");
+    const err = await store.get("LATIN1").catch((e: unknown) => e as Error & { code: string });
+    expect(err).toMatchObject({
+      code: "store_corrupt",
+      message: "the environment variable LATIN1 opens to a plaintext that is not UTF-8",
+    });
+    await store.close?.();
+  });
 });
 
 describe("llm-secrets serve against Google", () => {
@@ -798,7 +819,7 @@ describe("llm-secrets serve against Google", () => {
 });
 
 describe("google_kms faults (3 attempts)", () => {
-  it("maps PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE and a disabled key's FAILED_PRECONDITION to the SPEC codes", async () => {
+  it("maps PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE, a disabled key's FAILED_PRECONDITION and a missing key's NOT_FOUND to the SPEC codes", async () => {
     const fake = await google();
     const v = value("gkms-fault");
     const store = await googleKmsStore.open(
@@ -810,6 +831,8 @@ describe("google_kms faults (3 attempts)", () => {
       ["exhausted", 3, "backend_unavailable"],
       ["unavailable", 3, "backend_unavailable"],
       ["key_disabled", 1, "store_unavailable"],
+      // GOOGLE_KMS_RESOURCE_NAME names a CryptoKey that does not exist: a state of the key, not internal.
+      ["key_not_found", 1, "store_unavailable"],
     ] as const) {
       fake.reset();
       fake.fail(times, fault);

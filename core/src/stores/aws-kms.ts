@@ -1,21 +1,24 @@
 /**
  * `aws_kms`: values sealed with AWS KMS, kept in the environment (SPEC section 3; LiteLLM's
- * `aws_kms`). A name's env value is base64 KMS ciphertext (a leading `aws_kms/` is dropped, and
- * whitespace inside skipped, as LiteLLM's `b64decode` skips it), opened with `Decrypt` (the key id
- * travels in the ciphertext) and trimmed. Over HTTP it serves only names
- * in `hosted_keys` (an env-backed store). Never writes.
+ * `aws_kms`). A name's env value is base64 KMS ciphertext (`aws_kms/` dropped, as LiteLLM's
+ * start-up `decrypt_value` drops it), decoded as LiteLLM's `base64.b64decode` decodes it (characters
+ * outside base64, such as whitespace or the quotes `docker run --env-file` keeps, skipped), opened
+ * with `Decrypt` (the key id travels in the ciphertext), read as UTF-8 and stripped as Python's
+ * `str.strip()` strips. Over HTTP it serves only names in `hosted_keys` (an env-backed store).
+ * Never writes.
  * Reached only as `@llm-secrets/core/stores/aws-kms`: importing the core root loads no AWS SDK, and
  * the SDK itself is imported when the store opens.
  *
- * Differs from LiteLLM: a value that is not KMS ciphertext is `500 store_corrupt` naming the
- * variable, not the plaintext returned after a failed call (at start, a config ref still falls
- * back to the environment, as LiteLLM's does).
+ * Differs from LiteLLM: a value that is not KMS ciphertext, or whose plaintext is not UTF-8, is
+ * `500 store_corrupt` naming the variable, not the plaintext returned after a failed call (at
+ * start, a config ref still falls back to the environment, as LiteLLM's does).
  * Records: the value only.
  */
 
 import type * as Sdk from "@aws-sdk/client-kms";
 import * as z from "zod/mini";
-import { ConfigError } from "../errors";
+import { ConfigError, type SecretsError } from "../errors";
+import { pythonStrip } from "../python-text";
 import { envValue } from "../refs";
 import {
   type ListOptions,
@@ -25,12 +28,55 @@ import {
   type SecretStore,
   type StoreFactory,
 } from "../secret-store";
-import { classifyBackendError, NotSupported, StoreCorrupt } from "../store-errors";
+import { classifyBackendError, NotSupported, StoreCorrupt, StoreUnavailable } from "../store-errors";
 import { AwsConfigKeys, AwsEnvKeys, awsClientOptions, awsCredentials, regionOf } from "./aws-config";
 import { loadSdk } from "./load-sdk";
 
 const PREFIX = "aws_kms/";
-const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
+const BASE64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/** KMS `Decrypt`'s `CiphertextBlob`: 1 to 6144 bytes; past that KMS answers `ValidationException`. */
+const MAX_CIPHERTEXT_BYTES = 6144;
+/** Strict UTF-8, as Python's `bytes.decode("utf-8")`; a leading byte order mark is kept, as there. */
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/**
+ * The bytes Python's `base64.b64decode(text)` gives (how LiteLLM reads the env value), or
+ * undefined where it raises: CPython's non-strict `binascii.a2b_base64` (Modules/binascii.c,
+ * `binascii_a2b_base64_impl` with `strict_mode` false, alike from 3.7 to main). A `str` must be
+ * ASCII (`b64decode` encodes it so); a character outside the alphabet is skipped; an `=` that
+ * completes a quad's padding (the second after two data characters of a quad, the first after
+ * three) ends the data, whatever follows; any other `=` is skipped, and a data character after it
+ * restarts the count. The data must end on a whole quad: one character past it is "number of data
+ * characters cannot be 1 more than a multiple of 4", two or three "Incorrect padding".
+ */
+export function pythonB64decode(text: string): Buffer | undefined {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: every ASCII character is allowed
+  if (!/^[\x00-\x7f]*$/.test(text)) return undefined;
+  const out: number[] = [];
+  let quadPos = 0;
+  let left = 0;
+  let pads = 0;
+  for (const ch of text) {
+    if (ch === "=") {
+      // As C's `quad_pos >= 2 && quad_pos + ++pads >= 4`: pads are counted only from the third place.
+      if (quadPos >= 2 && quadPos + ++pads >= 4) return Buffer.from(out);
+      continue;
+    }
+    const v = BASE64_ALPHABET.indexOf(ch);
+    if (v < 0) continue;
+    pads = 0;
+    if (quadPos === 0) left = v;
+    else if (quadPos === 1) {
+      out.push((left << 2) | (v >> 4));
+      left = v & 0x0f;
+    } else if (quadPos === 2) {
+      out.push((left << 4) | (v >> 2));
+      left = v & 0x03;
+    } else out.push((left << 6) | v);
+    quadPos = (quadPos + 1) % 4;
+  }
+  return quadPos === 0 ? Buffer.from(out) : undefined;
+}
 
 export const AwsKmsSettings = z.object({ config: z.object(AwsConfigKeys), env: z.object(AwsEnvKeys) });
 
@@ -53,26 +99,34 @@ export class AwsKmsStore implements SecretStore {
   }
 
   async get(name: string): Promise<SecretRecord | undefined> {
-    let sealed = envValue(this.env, name)?.trim();
+    const sealed = envValue(this.env, name);
     if (sealed === undefined) return undefined;
-    if (sealed.startsWith(PREFIX)) sealed = sealed.slice(PREFIX.length);
-    // LiteLLM's base64.b64decode skips whitespace inside (a value wrapped by `base64` at 76 columns).
-    sealed = sealed.replace(/\s+/g, "");
-    if (!BASE64.test(sealed) || sealed.length % 4 !== 0) {
+    // `replace`, every occurrence, as LiteLLM's `decrypt_value` (a quoted "aws_kms/…" too): no
+    // base64 text holds the `_` of the prefix.
+    const ciphertext = pythonB64decode(sealed.replaceAll(PREFIX, ""));
+    if (ciphertext === undefined || ciphertext.length === 0) {
       throw new StoreCorrupt(`the environment variable ${name} is not base64 KMS ciphertext`);
     }
-    try {
-      const out = await this.client.send(
-        new this.sdk.DecryptCommand({ CiphertextBlob: Buffer.from(sealed, "base64") }),
+    if (ciphertext.length > MAX_CIPHERTEXT_BYTES) {
+      throw new StoreCorrupt(
+        `the environment variable ${name} is not KMS ciphertext: it decodes to more than the ${MAX_CIPHERTEXT_BYTES} bytes Decrypt takes`,
       );
-      if (out.Plaintext === undefined) throw new StoreCorrupt(`KMS returned no plaintext for ${name}`);
-      return { value: Buffer.from(out.Plaintext).toString("utf8").trim() };
-    } catch (err) {
-      if ((err as { name?: unknown }).name === "InvalidCiphertextException") {
-        throw new StoreCorrupt(`the environment variable ${name} is not KMS ciphertext KMS can open`, { cause: err });
-      }
-      throw classifyBackendError(err, "aws kms decrypt");
     }
+    let plaintext: Uint8Array | undefined;
+    try {
+      const out = await this.client.send(new this.sdk.DecryptCommand({ CiphertextBlob: ciphertext }));
+      plaintext = out.Plaintext;
+    } catch (err) {
+      throw decryptError(err, name);
+    }
+    if (plaintext === undefined) throw new StoreCorrupt(`KMS returned no plaintext for ${name}`);
+    let text: string;
+    try {
+      text = utf8.decode(plaintext);
+    } catch {
+      throw new StoreCorrupt(`the environment variable ${name} opens to a plaintext that is not UTF-8`);
+    }
+    return { value: pythonStrip(text) };
   }
 
   async put(): Promise<never> {
@@ -86,6 +140,30 @@ export class AwsKmsStore implements SecretStore {
   async close(): Promise<void> {
     this.client.destroy();
   }
+}
+
+/**
+ * A failed `Decrypt` of `name`'s ciphertext. KMS's answers that speak of that ciphertext (not one
+ * KMS made, tampered, or of another key than the one asked for) are `store_corrupt` naming the
+ * variable. `NotFoundException`, the key the ciphertext names no longer exists (deleted after its
+ * waiting period), is the key's state, as a disabled key's is (`store_unavailable`): decided here,
+ * as the name means other things on other services, and the classifier is not told the service.
+ * The rest (a disabled key or one not for decryption, throttling, denial) goes to the classifier.
+ */
+function decryptError(err: unknown, name: string): SecretsError {
+  const error = (err as { name?: unknown } | null)?.name;
+  if (error === "InvalidCiphertextException" || error === "IncorrectKeyException") {
+    return new StoreCorrupt(`the environment variable ${name} is not KMS ciphertext KMS can open (${error})`, {
+      cause: err,
+    });
+  }
+  if (error === "NotFoundException") {
+    return new StoreUnavailable(
+      `aws kms decrypt: the KMS key that sealed the environment variable ${name} does not exist (NotFoundException)`,
+      { cause: err },
+    );
+  }
+  return classifyBackendError(err, "aws kms decrypt");
 }
 
 export const awsKmsStore = {

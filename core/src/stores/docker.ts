@@ -19,6 +19,7 @@ import { join, sep } from "node:path";
 import * as z from "zod/mini";
 import { InvalidName } from "../errors";
 import { isValidName } from "../names";
+import { pythonRstrip } from "../python-text";
 import {
   type ListOptions,
   type NamePage,
@@ -39,14 +40,6 @@ import {
 const MAX_VALUE_BYTES = 500 * 1024;
 /** Strict UTF-8; a leading byte order mark is kept in the value, as LiteLLM's UTF-8 read keeps it. */
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-/**
- * One character of Python's `str.isspace()`, what its `rstrip()` strips (Unicode White_Space and
- * bidi classes B, S, WS): tab to carriage return, the separators \x1c-\x1f (which JavaScript's
- * `trimEnd` keeps), space, NEL \x85, no-break space, and the Unicode spaces and line and paragraph
- * separators; not U+FEFF (which `trimEnd` strips). Checked against python3 in the tests.
- */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: Python counts \x1c-\x1f as whitespace
-const PYTHON_SPACE = /[\t\n\v\f\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]/;
 /**
  * Codes that mean there is no secret file under the name, as LiteLLM finds none (its non-strict
  * `realpath`, then `isfile`): none (ENOENT), a path through a file (ENOTDIR), a symlink loop
@@ -193,17 +186,6 @@ export class DockerSecretsStore implements SecretStore {
       );
     }
   }
-}
-
-/**
- * `text.rstrip()` as Python has it, walked back from the end: linear in the value's length (a
- * `[...]+$` pattern tries again from each character of a long run of spaces inside the value, in
- * time growing with the run's square: a 500 KiB file of them held the process for minutes).
- */
-function pythonRstrip(text: string): string {
-  let end = text.length;
-  while (end > 0 && PYTHON_SPACE.test(text.charAt(end - 1))) end--;
-  return text.slice(0, end);
 }
 
 function outside(): InvalidName {

@@ -6,9 +6,9 @@
  * it serves only names in `hosted_keys` (an env-backed store). Never writes.
  * Reached only as `@llm-secrets/core/stores/google-kms`; the library is imported when it opens.
  *
- * Differs from LiteLLM: a value that is not canonical base64 or not a ciphertext of that key is
- * `500 store_corrupt` naming the variable (at start, a config ref still falls back to the
- * environment, as LiteLLM's does).
+ * Differs from LiteLLM: a value that is not canonical base64 or not a ciphertext of that key, or
+ * whose plaintext is not UTF-8, is `500 store_corrupt` naming the variable (at start, a config ref
+ * still falls back to the environment, as LiteLLM's does).
  * Records: the value only.
  */
 
@@ -23,11 +23,14 @@ import {
   type SecretStore,
   type StoreFactory,
 } from "../secret-store";
-import { classifyBackendError, GrpcCode, NotSupported, StoreCorrupt } from "../store-errors";
+import { classifyBackendError, GrpcCode, NotSupported, StoreCorrupt, StoreUnavailable } from "../store-errors";
 import { endpointUrl, googleCallOptions, googleTlsOptions, readyClient } from "./google-config";
 import { loadSdk } from "./load-sdk";
 
 type Client = InstanceType<typeof Sdk.KeyManagementServiceClient>;
+
+/** Strict UTF-8, as Python's `bytes.decode("utf-8")`; a leading byte order mark is kept, as there. */
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 const CRYPTO_KEY = /^projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+\/cryptoKeys\/[^/]+$/;
 
@@ -75,20 +78,35 @@ export class GoogleKmsStore implements SecretStore {
       throw new StoreCorrupt(`the environment variable ${name} is not canonical base64 KMS ciphertext`);
     }
     await this.#ready();
+    let plaintext: Uint8Array;
     try {
       const [out] = await this.client.decrypt(
         { name: this.keyName, ciphertext: Buffer.from(sealed, "base64") },
         this.#call,
       );
-      return { value: Buffer.from((out.plaintext ?? new Uint8Array()) as Uint8Array).toString("utf8") };
+      plaintext = (out.plaintext ?? new Uint8Array()) as Uint8Array;
     } catch (err) {
+      const code = (err as { code?: unknown }).code;
       // INVALID_ARGUMENT: KMS's answer to a ciphertext it cannot open with the key.
-      if ((err as { code?: unknown }).code === GrpcCode.INVALID_ARGUMENT) {
+      if (code === GrpcCode.INVALID_ARGUMENT) {
         throw new StoreCorrupt(`the environment variable ${name} is not a ciphertext of GOOGLE_KMS_RESOURCE_NAME`, {
           cause: err,
         });
       }
+      // NOT_FOUND on Decrypt: the CryptoKey does not exist, a state of the key as a disabled one's
+      // FAILED_PRECONDITION is (decided here: on other Google calls the code means other things).
+      if (code === GrpcCode.NOT_FOUND) {
+        throw new StoreUnavailable(
+          "google kms decrypt: the CryptoKey GOOGLE_KMS_RESOURCE_NAME names does not exist (NOT_FOUND (5))",
+          { cause: err },
+        );
+      }
       throw classifyBackendError(err, "google kms decrypt");
+    }
+    try {
+      return { value: utf8.decode(plaintext) };
+    } catch {
+      throw new StoreCorrupt(`the environment variable ${name} opens to a plaintext that is not UTF-8`);
     }
   }
 
