@@ -122,6 +122,12 @@ describe("aws_secret_manager over the wire", () => {
       expect(fake.secrets.has("D")).toBe(setting !== "0");
       await store.close?.();
     }
+    for (const good of ["0", "7", "30"]) {
+      expect(
+        safeParse(AwsSecretsManagerSettings, { config: {}, env: { LLM_SECRETS_AWS_RECOVERY_WINDOW_DAYS: good } })
+          .success,
+      ).toBe(true);
+    }
     for (const bad of ["3", "31", "seven"]) {
       expect(
         safeParse(AwsSecretsManagerSettings, { config: {}, env: { LLM_SECRETS_AWS_RECOVERY_WINDOW_DAYS: bad } })
@@ -921,6 +927,207 @@ describe("aws_secret_manager over the wire", () => {
     expect(await codeOf(store.get("ODD"))).toBe("internal");
     client.destroy();
   });
+
+  it("lists no name a read would refuse (a secret made in the console under a name outside ours)", async () => {
+    await aws();
+    const store = await open();
+    await store.put("OK", value("ok"));
+    const client = fakeClient(log);
+    for (const Name of ["_hidden", "team//a", "team/./a"]) {
+      await client.send(
+        new sdk.CreateSecretCommand({ Name, SecretString: value(Name), ClientRequestToken: randomUUID() }),
+      );
+    }
+    client.destroy();
+    expect(await store.list?.({ limit: 10 })).toEqual({ names: ["OK"] });
+    await store.close?.();
+  });
+
+  it("a DeleteSecret refused for another reason than a scheduled deletion (replicas added meanwhile) fails: not deleted", async () => {
+    const fake = await aws();
+    const hooked = hookedClient(log);
+    const { client } = hooked;
+    const store = new AwsSecretsManagerStore({ sdk, client, log });
+    const kept = value("kept");
+    await store.put("REPL", kept);
+    // Another writer replicates it between this store's DescribeSecret and its DeleteSecret.
+    hooked.hook = async (command, send) => {
+      if (command instanceof sdk.DeleteSecretCommand) {
+        await send(
+          new sdk.ReplicateSecretToRegionsCommand({ SecretId: "REPL", AddReplicaRegions: [{ Region: "eu-west-1" }] }),
+        );
+      }
+      return send(command);
+    };
+    expect(await codeOf(store.delete("REPL"))).toBe("internal");
+    expect(fake.secrets.get("REPL")?.deletedDate).toBeUndefined();
+    expect((await store.get("REPL"))?.value).toBe(kept);
+    client.destroy();
+  });
+
+  it("a write over a delete that stopped half-way (tagged deleted, not scheduled) makes the name anew: the creation description and tags", async () => {
+    const fake = await aws();
+    const store = await open();
+    await store.put("HALFWAY", value("old"), { meta: { description: "old", tags: { team: "old" } } });
+    fake.fail(1, "denied", "DeleteSecret");
+    expect(await codeOf(store.delete("HALFWAY"))).toBe("backend_denied");
+    expect(fake.secrets.get("HALFWAY")?.deletedDate).toBeUndefined();
+    await store.put("HALFWAY", value("anew"), {
+      meta: { whenCreated: { description: "made anew", tags: { team: "new" } } },
+    });
+    expect(fake.secrets.get("HALFWAY")?.description).toBe("made anew");
+    expect(fake.secrets.get("HALFWAY")?.tags.get("team")).toBe("new");
+    expect(fake.secrets.get("HALFWAY")?.tags.get("llm-secrets:deleted")).toBe("false");
+    await store.close?.();
+  });
+
+  it("a failed restore-write whose undoing fails too answers the write's own failure, and says the undoing failed", async () => {
+    const fake = await aws();
+    const store = await open();
+    await store.put("UNDO", value("revoked"));
+    await store.delete("UNDO");
+    logs.length = 0;
+    fake.fail(1, "denied", "PutSecretValue");
+    fake.fail(3, "error", "DeleteSecret");
+    expect(await codeOf(store.put("UNDO", value("refused")))).toBe("backend_denied");
+    expect(logs.some((l) => l.includes("could not be undone"))).toBe(true);
+    // Undone, nothing is said.
+    await store.delete("UNDO");
+    logs.length = 0;
+    fake.fail(1, "denied", "PutSecretValue");
+    expect(await codeOf(store.put("UNDO", value("refused-again")))).toBe("backend_denied");
+    expect(fake.secrets.get("UNDO")?.deletedDate).toBeInstanceOf(Date);
+    expect(logs.some((l) => l.includes("could not be undone"))).toBe(false);
+    await store.close?.();
+  });
+
+  it("given tags keep a key they set again (not untagged after), and a refused TagResource at AWS's 50 leaves the old ones", async () => {
+    const fake = await aws();
+    const store = await open();
+    const userTags = () =>
+      Object.fromEntries([...(fake.secrets.get("T")?.tags ?? [])].filter(([k]) => !k.startsWith("llm-secrets:")));
+    await store.put("T", value("t1"), { meta: { tags: { team: "a", env: "dev" } } });
+    await store.put("T", value("t2"), { meta: { tags: { team: "b" } } });
+    expect(userTags()).toEqual({ team: "b" });
+    // 23 stale and 24 new: 47, both fit beside ours, so the new go on first; refused, the old stay.
+    const tags = (p: string, n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`${p}${i}`, "v"]));
+    await store.put("T", value("t3"), { meta: { tags: tags("old", 23) } });
+    fake.fail(1, "denied", "TagResource");
+    expect(await codeOf(store.put("T", value("t4"), { meta: { tags: tags("new", 24) } }))).toBe("backend_denied");
+    expect(userTags()).toEqual(tags("old", 23));
+    // Not refused: exactly the new ones.
+    expect(await store.put("T", value("t5"), { meta: { tags: tags("new", 24) } })).toBe("updated");
+    expect(userTags()).toEqual(tags("new", 24));
+    await store.close?.();
+  });
+
+  it("an update replicates only to the Regions the secret lacks; an empty description given is set", async () => {
+    const fake = await aws();
+    const store = await open({ replica_regions: ["eu-west-1", "us-west-2"] });
+    await store.put("REGIONS", value("r1"), { meta: { description: "first" } });
+    fake.secrets.get("REGIONS")?.replicas.splice(1); // us-west-2 removed elsewhere
+    fake.requests.length = 0;
+    expect(await store.put("REGIONS", value("r2"), { meta: { description: "" } })).toBe("updated");
+    expect(fake.calls("ReplicateSecretToRegions").map((r) => r.body.AddReplicaRegions)).toEqual([
+      [{ Region: "us-west-2" }],
+    ]);
+    expect(fake.secrets.get("REGIONS")?.description).toBe("");
+    fake.requests.length = 0;
+    await store.put("REGIONS", value("r3"));
+    expect(fake.calls("ReplicateSecretToRegions")).toEqual([]);
+    await store.close?.();
+  });
+
+  it("a secret another tool scheduled for deletion is a deleted name: a write over it makes it anew (the creation description and tags)", async () => {
+    const fake = await aws();
+    const store = await open();
+    const client = fakeClient(log);
+    await client.send(
+      new sdk.CreateSecretCommand({
+        Name: "CONSOLE",
+        SecretString: value("console"),
+        ClientRequestToken: randomUUID(),
+      }),
+    );
+    await client.send(new sdk.DeleteSecretCommand({ SecretId: "CONSOLE", RecoveryWindowInDays: 7 }));
+    client.destroy();
+    expect(
+      await store.put("CONSOLE", value("anew"), {
+        meta: { whenCreated: { description: "made anew", tags: { team: "new" } } },
+      }),
+    ).toBe("created");
+    expect(fake.secrets.get("CONSOLE")?.description).toBe("made anew");
+    expect(fake.secrets.get("CONSOLE")?.tags.get("team")).toBe("new");
+    await store.close?.();
+  });
+
+  it("a failed restore-write removes replicas another writer added meanwhile before scheduling the name again", async () => {
+    const fake = await aws();
+    const hooked = hookedClient(log);
+    const { client } = hooked;
+    const store = new AwsSecretsManagerStore({ sdk, client, log });
+    await store.put("REVOKED", value("revoked"));
+    await store.delete("REVOKED");
+    hooked.hook = async (command, send) => {
+      if (command instanceof sdk.PutSecretValueCommand) {
+        await send(
+          new sdk.ReplicateSecretToRegionsCommand({
+            SecretId: "REVOKED",
+            AddReplicaRegions: [{ Region: "eu-west-1" }],
+          }),
+        );
+        throw Object.assign(new Error("denied"), { name: "AccessDeniedException", $metadata: { httpStatusCode: 400 } });
+      }
+      return send(command);
+    };
+    expect(await codeOf(store.put("REVOKED", value("refused")))).toBe("backend_denied");
+    expect(fake.secrets.get("REVOKED")?.deletedDate).toBeInstanceOf(Date);
+    expect(fake.secrets.get("REVOKED")?.replicas).toEqual([]);
+    expect(await store.get("REVOKED")).toBeUndefined();
+    client.destroy();
+  });
+
+  it("with primary_secret_name, a name that is only an Object property (constructor, toString) is no field: read from its own secret", async () => {
+    await aws();
+    const plain = await open();
+    await plain.put("bundle", JSON.stringify({ A: value("a") }));
+    const ctor = value("constructor");
+    await plain.put("constructor", ctor);
+    const store = await open({ primary_secret_name: "bundle" });
+    expect((await store.get("constructor"))?.value).toBe(ctor);
+    expect(await store.get("toString")).toBeUndefined();
+    await plain.close?.();
+    await store.close?.();
+  });
+
+  it("a secret that holds SecretBinary is store_corrupt, never a record without a value", async () => {
+    await aws();
+    const hooked = hookedClient(log);
+    const { client } = hooked;
+    const store = new AwsSecretsManagerStore({ sdk, client, log });
+    await store.put("BIN", value("bin"));
+    hooked.hook = async (command, send) => {
+      if (command instanceof sdk.GetSecretValueCommand) {
+        const out = (await send(command)) as Record<string, unknown>;
+        return { ...out, SecretString: undefined, SecretBinary: new Uint8Array([0xff, 0x00]) };
+      }
+      return send(command);
+    };
+    expect(await codeOf(store.get("BIN"))).toBe("store_corrupt");
+    client.destroy();
+  });
+
+  it("takes a tag key of 128 characters and a value of 256 (AWS's longest); one more is refused before any call", async () => {
+    const fake = await aws();
+    const store = await open();
+    const longest = { ["k".repeat(128)]: "v".repeat(256) };
+    expect(await store.put("LONG", value("long"), { meta: { tags: longest } })).toBe("created");
+    expect(fake.secrets.get("LONG")?.tags.get("k".repeat(128))).toBe("v".repeat(256));
+    for (const tags of [{ ["k".repeat(129)]: "v" }, { k: "v".repeat(257) }]) {
+      expect(await codeOf(store.put("LONG", value("refused"), { meta: { tags } }))).toBe("invalid_request");
+    }
+    await store.close?.();
+  });
 });
 
 describe("aws_secret_manager faults (the SDK's 3 attempts, nothing added)", () => {
@@ -1208,6 +1415,30 @@ describe("the region, as LiteLLM resolves it", () => {
       expect(await signedRegion()).toBe("us-west-2");
     });
     expect(logs.filter((l) => l.includes("no AWS region found"))).toHaveLength(1);
+  });
+
+  it("the variables in LiteLLM's order: AWS_REGION_NAME, then AWS_REGION, then AWS_DEFAULT_REGION", () => {
+    const region = (env: Record<string, string>) => awsClientOptions({}, env, log).region;
+    expect(region({ AWS_REGION_NAME: "eu-west-1", AWS_REGION: "us-east-1", AWS_DEFAULT_REGION: "ap-south-1" })).toBe(
+      "eu-west-1",
+    );
+    expect(region({ AWS_REGION: "us-east-1", AWS_DEFAULT_REGION: "ap-south-1" })).toBe("us-east-1");
+    expect(region({ AWS_DEFAULT_REGION: "ap-south-1" })).toBe("ap-south-1");
+  });
+
+  it("aws_profile_name as os.environ/NAME names the profile whose config-file region is taken", async () => {
+    const keys = `aws_access_key_id = ${FAKE_AWS_CREDENTIALS.accessKeyId}\naws_secret_access_key = ${FAKE_AWS_CREDENTIALS.secretAccessKey}\n`;
+    const file = `[default]\nregion = eu-north-1\n[profile team]\nregion = ap-south-1\n${keys}`;
+    await withConfigFile(file, async () => {
+      const fake = await aws();
+      fake.requests.length = 0;
+      const config = { aws_profile_name: "os.environ/AWS_TEAM_PROFILE" };
+      const store = await awsSecretsManagerStore.open({ config, env: {} }, deps({ AWS_TEAM_PROFILE: "team" }));
+      await store.get("REGIONAL");
+      await store.close?.();
+      const auth = String(fake.calls("GetSecretValue")[0]?.headers.authorization);
+      expect(/\/\d{8}\/([^/]+)\/secretsmanager\//.exec(auth)?.[1]).toBe("ap-south-1");
+    });
   });
 });
 

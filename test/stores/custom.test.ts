@@ -212,6 +212,8 @@ describe("the custom store", () => {
     const dir = await tempDir();
     await writeFile(join(dir, "nothing.mjs"), "export default 42;\n");
     await writeFile(join(dir, "broken.mjs"), "export default class {\n");
+    await writeFile(join(dir, "no-settings.mjs"), 'export default { kind: "half", open: async () => ({}) };\n');
+    await writeFile(join(dir, "no-get.mjs"), "export default class {};\n");
     for (const [path, message] of [
       ["./missing.mjs", /custom_secret_manager: cannot load \.\/missing\.mjs \(ERR_MODULE_NOT_FOUND\)$/],
       // LiteLLM's value for its proxy (a Python class path) in this config: said so.
@@ -222,6 +224,8 @@ describe("the custom store", () => {
       ["store.mjs", /cannot load store\.mjs \(ERR_MODULE_NOT_FOUND\)$/],
       ["./nothing.mjs", /nothing\.mjs: the default export must be a StoreFactory, or a class with get/],
       ["./broken.mjs", /cannot load \.\/broken\.mjs/],
+      ["./no-settings.mjs", /no-settings\.mjs: the default export must be a StoreFactory, or a class with get/],
+      ["./no-get.mjs", /no-get\.mjs: the default export must be a StoreFactory, or a class with get/],
     ] as const) {
       const err = await open(path, dir).catch((e: unknown) => e);
       expect(err, path).toBeInstanceOf(ConfigError);
@@ -230,6 +234,43 @@ describe("the custom store", () => {
     await expect(
       customStore.open({ config: {}, env: {} }, { dataDir: "/x", env: {}, log: silentLogger, now: Date.now }),
     ).rejects.toThrow(/needs key_management_settings.custom_secret_manager/);
+  });
+
+  it("a class's get answering null is no secret, a record without a string value is refused; a factory's close failure is classified", async () => {
+    expect(await new PlainClassStore({ get: () => null }, "./null.mjs").get("A")).toBeUndefined();
+    await expect(new PlainClassStore({ get: () => ({ value: 5 }) }, "./odd.mjs").get("A")).rejects.toBeInstanceOf(
+      ConfigError,
+    );
+    expect(await codeOf(new PlainClassStore({ get: () => undefined }, "./read-only.mjs").put("A", "v"))).toBe(
+      "not_supported",
+    );
+    const dir = await tempDir();
+    await writeFile(
+      join(dir, "closing.mjs"),
+      [
+        "export default {",
+        '  kind: "closing",',
+        "  settings: { safeParse: (input) => ({ success: true, data: input }) },",
+        '  defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: false },',
+        "  capabilities: { writes: false, deletes: false, compareAndSet: false, records: [] },",
+        "  open: async () => ({",
+        '    kind: "closing",',
+        "    keyOf: (name) => name,",
+        "    get: async () => undefined,",
+        "    put: async () => undefined,",
+        "    delete: async () => undefined,",
+        "    close: async () => {",
+        '      throw Object.assign(new Error("cannot close"), { status: 503 });',
+        "    },",
+        "  }),",
+        "};",
+        "",
+      ].join("\n"),
+    );
+    const store = await open("./closing.mjs", dir);
+    const err = await store.close?.().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SecretsError);
+    expect(err).toMatchObject({ code: "backend_unavailable" });
   });
 
   it("serves the API through llm-secrets serve, the module beside the config file", async () => {

@@ -8,7 +8,8 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { createLogger, silentLogger } from "../../core/src/log";
-import { DockerSecretsStore, dockerStore } from "../../core/src/stores/docker";
+import { DockerSecretsStore, DockerSettings, dockerStore } from "../../core/src/stores/docker";
+import { safeParse } from "../../core/src/validation";
 import { codeOf, pythonFor, tempDir } from "../helpers";
 
 /** LiteLLM's `_read_file` for the parity check: any python3 will do. */
@@ -254,5 +255,25 @@ describe("the docker store", () => {
       expect(store).toBeInstanceOf(DockerSecretsStore);
       expect((store as DockerSecretsStore).dir, JSON.stringify(config)).toBe("/run/secrets");
     }
+  });
+
+  it("the name as written wins over its lower case when both files exist", async () => {
+    const { store, base } = await setup();
+    await writeFile(join(base, "secrets", "DUP"), "sk-upper\n");
+    await writeFile(join(base, "secrets", "dup"), "sk-lower\n");
+    expect((await store.get("DUP"))?.value).toBe("sk-upper");
+    expect((await store.get("dup"))?.value).toBe("sk-lower");
+  });
+
+  it("lists no regular file whose name is not a secret name (hidden, or a leading _)", async () => {
+    const { store, base } = await setup();
+    await writeFile(join(base, "secrets", ".hidden"), "not a name\n");
+    await writeFile(join(base, "secrets", "_private"), "not a name\n");
+    expect(await store.list?.({ limit: 10 })).toEqual({ names: ["ALIAS", "AZURE_API_KEY", "openai_api_key"] });
+  });
+
+  it("refuses an empty secrets_path (it would read names as files of the working directory)", () => {
+    expect(safeParse(DockerSettings, { config: { secrets_path: "" }, env: {} }).success).toBe(false);
+    expect(safeParse(DockerSettings, { config: { secrets_path: "/run/secrets" }, env: {} }).success).toBe(true);
   });
 });

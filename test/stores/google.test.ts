@@ -482,6 +482,117 @@ describe("google_secret_manager changes that stop half-way", () => {
     expect((await store.get("REBORN"))?.tags).toBeUndefined();
     await store.close?.();
   });
+
+  it("an older event's write whose create meets a newer one made meanwhile (ALREADY_EXISTS) is superseded; an older one made meanwhile is written over", async () => {
+    const fake = await google();
+    const other = await open(); // another instance
+    const client = new sdk.SecretManagerServiceClient(endpointOf(fake));
+    const createSecret = client.createSecret.bind(client) as (...args: unknown[]) => Promise<unknown>;
+    let race: (() => Promise<unknown>) | undefined;
+    (client as { createSecret: unknown }).createSecret = async (...args: unknown[]) => {
+      const step = race;
+      race = undefined;
+      if (step) await step();
+      return createSecret(...args);
+    };
+    const store = new GoogleSecretManagerStore({ client, project: fake.project });
+    const newer = value("newer");
+    race = () => other.put("RACED", newer, { ifNewerThan: { at: 3_000, id: "t3" } });
+    expect(await store.put("RACED", value("older"), { ifNewerThan: { at: 2_000, id: "t2" } })).toBe("superseded");
+    expect((await other.get("RACED"))?.value).toBe(newer);
+    const mine = value("mine");
+    race = () => other.put("OVER", value("theirs"), { ifNewerThan: { at: 1_000, id: "t1" } });
+    expect(await store.put("OVER", mine, { ifNewerThan: { at: 2_000, id: "t2" } })).toBe("updated");
+    expect((await other.get("OVER"))?.value).toBe(mine);
+    await store.close();
+    await other.close?.();
+  });
+
+  it("with purge, an event's delete of a name never written leaves nothing, and an older event's delete is superseded", async () => {
+    const fake = await google();
+    const purging = await open({ LLM_SECRETS_GOOGLE_PURGE: "true" });
+    expect(await purging.delete("NEVER", { ifNewerThan: { at: 1_000, id: "e1" } })).toBe("absent");
+    expect(fake.secrets.has(`projects/${fake.project}/secrets/NEVER`)).toBe(false);
+    expect(fake.callsOf("CreateSecret")).toHaveLength(0);
+    const kept = value("kept");
+    await purging.put("KEPT", kept, { ifNewerThan: { at: 2_000, id: "e2" } });
+    expect(await purging.delete("KEPT", { ifNewerThan: { at: 1_500, id: "e1b" } })).toBe("superseded");
+    expect((await purging.get("KEPT"))?.value).toBe(kept);
+    // A tombstone left before purge was set: deleted for good, the name was absent already.
+    const keeping = await open();
+    await keeping.put("TOMB", value("tomb"));
+    await keeping.delete("TOMB");
+    expect(await purging.delete("TOMB")).toBe("absent");
+    expect(fake.secrets.has(`projects/${fake.project}/secrets/TOMB`)).toBe(false);
+    await keeping.close?.();
+    await purging.close?.();
+  });
+
+  it("a secret deleted between its version's read and its own (GetSecret NOT_FOUND) reads as not found", async () => {
+    const fake = await google();
+    const client = new sdk.SecretManagerServiceClient(endpointOf(fake));
+    const store = new GoogleSecretManagerStore({ client, project: fake.project });
+    await store.put("GONE_SINCE", value("gone"));
+    (client as { getSecret: unknown }).getSecret = async () => {
+      throw Object.assign(new Error("5 NOT_FOUND: Secret [GONE_SINCE] not found or has no versions."), { code: 5 });
+    };
+    expect(await store.get("GONE_SINCE")).toBeUndefined();
+    await store.close();
+  });
+
+  it("takes 64 labels, keys of 63 characters and values of 63 (Google's most); one more is refused before any call", async () => {
+    const fake = await google();
+    const store = await open();
+    const labels = Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`k${i}`, "v"]));
+    expect(await store.put("LABELS", value("labels"), { meta: { tags: labels } })).toBe("created");
+    const longest = { [`k${"x".repeat(62)}`]: "v".repeat(63) };
+    expect(await store.put("LONGEST", value("longest"), { meta: { tags: longest } })).toBe("created");
+    expect((await store.get("LONGEST"))?.tags).toEqual(longest);
+    const before = fake.calls.length;
+    for (const tags of [{ [`k${"x".repeat(63)}`]: "v" }, { k: "v".repeat(64) }]) {
+      expect(await codeOf(store.put("REFUSED", value("refused"), { meta: { tags } }))).toBe("invalid_request");
+    }
+    expect(fake.calls.length).toBe(before);
+    await store.close?.();
+  });
+
+  it("LLM_SECRETS_GOOGLE_PURGE is read as true in any case, around spaces", async () => {
+    const fake = await google();
+    const purging = await open({ LLM_SECRETS_GOOGLE_PURGE: " True " });
+    await purging.put("P", value("p"));
+    expect(await purging.delete("P")).toBe("deleted");
+    expect(fake.secrets.has(`projects/${fake.project}/secrets/P`)).toBe(false);
+    await purging.close?.();
+  });
+
+  it("lists no secret made elsewhere whose id is not a name of ours (a leading _ or -)", async () => {
+    const fake = await google();
+    const store = await open();
+    await store.put("OURS", value("ours"));
+    for (const id of ["_internal", "-dash"]) {
+      fake.secrets.set(`projects/${fake.project}/secrets/${id}`, {
+        name: `projects/${fake.project}/secrets/${id}`,
+        labels: {},
+        annotations: {},
+        versions: [{ id: 1, data: Buffer.from("console-made"), state: "ENABLED", created: new Date() }],
+        created: new Date(),
+        etag: 1,
+      });
+    }
+    expect(await store.list?.({ limit: 10 })).toEqual({ names: ["OURS"] });
+    await store.close?.();
+  });
+
+  it("a list refused INVALID_ARGUMENT without a cursor is the store's failure, not the caller's cursor", async () => {
+    const fake = await google();
+    const client = new sdk.SecretManagerServiceClient(endpointOf(fake));
+    const store = new GoogleSecretManagerStore({ client, project: fake.project });
+    (client as { listSecrets: unknown }).listSecrets = async () => {
+      throw Object.assign(new Error("3 INVALID_ARGUMENT: Invalid resource field value in the request."), { code: 3 });
+    };
+    expect(await codeOf(store.list({ limit: 10 }))).not.toBe("invalid_request");
+    await store.close();
+  });
 });
 
 describe("google_secret_manager changes answered late, or met by another's", () => {
