@@ -122,6 +122,32 @@ describe("aws_web_identity_token in a file: read again at each renewal", () => {
     expectNoValueIn([...logs, failed.message], [token]);
     await store.close?.();
   });
+
+  it("a token file replaced at a renewal by a link to a file outside the allowed directories is backend_denied, its token never sent", async () => {
+    const fake = await aws();
+    const dir = await tempDir();
+    const allowed = join(dir, "allowed");
+    await mkdir(allowed);
+    const path = join(allowed, "token");
+    const token = secretValue("jwt");
+    await writeFile(path, token);
+    const elsewhere = join(dir, "elsewhere");
+    await writeFile(elsewhere, token); // the very token, so only the check can refuse it
+    fake.roles.set(ROLE, { webIdentityToken: token, sessionSeconds: 60 });
+    const store = await open(
+      { aws_web_identity_token: `oidc/file/${path}` },
+      { LITELLM_OIDC_ALLOWED_CREDENTIAL_DIRS: allowed },
+    );
+    expect(await store.get("X")).toBeUndefined();
+    await rm(path);
+    await symlink(elsewhere, path);
+    const sent = (await tokensSent()).length;
+    const failed = (await store.get("X").catch((e: Error) => e)) as Error;
+    expect(await codeOf(Promise.reject(failed))).toBe("backend_denied");
+    expect(failed.message).toContain("CredentialsProviderError, EPERM");
+    expect(await tokensSent()).toHaveLength(sent);
+    await store.close?.();
+  });
 });
 
 describe("STS refusing or failing a web identity token", () => {
@@ -213,6 +239,9 @@ describe("aws_web_identity_token's forms at start", () => {
     const allowed = join(dir, "allowed");
     await mkdir(allowed);
     await symlink(outside, join(allowed, "token"));
+    // A sibling whose path begins with the allowed directory's own (`allowed-x`): outside it all the same.
+    await mkdir(join(dir, "allowed-x"));
+    await writeFile(join(dir, "allowed-x", "token"), secretValue("jwt"));
     const refused: [string, Record<string, string>, RegExp][] = [
       [
         "oidc/google/https://sts.amazonaws.com",
@@ -240,6 +269,11 @@ describe("aws_web_identity_token's forms at start", () => {
       ],
       [
         `oidc/file/${join(allowed, "token")}`,
+        { LITELLM_OIDC_ALLOWED_CREDENTIAL_DIRS: allowed },
+        /outside the allowed credential directories/,
+      ],
+      [
+        `oidc/file/${join(dir, "allowed-x", "token")}`,
         { LITELLM_OIDC_ALLOWED_CREDENTIAL_DIRS: allowed },
         /outside the allowed credential directories/,
       ],
