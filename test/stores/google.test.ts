@@ -33,6 +33,25 @@ function endpointOf(fake: FakeGoogle) {
   return { apiEndpoint: url.hostname, port: Number(url.port) };
 }
 
+type ClientCall = "createSecret" | "addSecretVersion" | "updateSecret" | "deleteSecret" | "listSecretVersions";
+
+/**
+ * A real client whose `method` first runs the step set in `next` (once): another instance's change
+ * landing between the store's look and that call.
+ */
+function racedClient(fake: FakeGoogle, method: ClientCall) {
+  const client = new sdk.SecretManagerServiceClient(endpointOf(fake));
+  const call = (client[method] as (...args: unknown[]) => Promise<unknown>).bind(client);
+  const raced: { client: typeof client; next?: () => Promise<unknown> } = { client };
+  (client as unknown as Record<string, unknown>)[method] = async (...args: unknown[]) => {
+    const step = raced.next;
+    raced.next = undefined;
+    if (step) await step();
+    return call(...args);
+  };
+  return raced;
+}
+
 async function open(env: Record<string, string> = {}) {
   const fake = await google();
   return googleSecretManagerStore.open(
@@ -425,20 +444,12 @@ describe("google_secret_manager changes that stop half-way", () => {
   it("an event's delete whose tombstone meets an older write made meanwhile (ALREADY_EXISTS) deletes it; a newer one stands", async () => {
     const fake = await google();
     const other = await open(); // another instance
-    const client = new sdk.SecretManagerServiceClient(endpointOf(fake));
     // The other instance's older write lands between this delete's GetSecret (nothing there) and
     // its CreateSecret of the tombstone.
-    const createSecret = client.createSecret.bind(client) as (...args: unknown[]) => Promise<unknown>;
-    let race: (() => Promise<unknown>) | undefined;
-    (client as { createSecret: unknown }).createSecret = async (...args: unknown[]) => {
-      const step = race;
-      race = undefined;
-      if (step) await step();
-      return createSecret(...args);
-    };
-    const store = new GoogleSecretManagerStore({ client, project: fake.project });
+    const raced = racedClient(fake, "createSecret");
+    const store = new GoogleSecretManagerStore({ client: raced.client, project: fake.project });
     let theirs: unknown;
-    race = async () => {
+    raced.next = async () => {
       theirs = await other.put("GONE", value("older"), { ifNewerThan: { at: 1_000, id: "t1" } });
     };
     expect(await store.delete("GONE", { ifNewerThan: { at: 2_000, id: "t2" } })).toBe("deleted");
@@ -449,7 +460,7 @@ describe("google_secret_manager changes that stop half-way", () => {
     ]);
     // A newer write made meanwhile stands.
     const newer = value("newer");
-    race = () => other.put("KEPT", newer, { ifNewerThan: { at: 3_000, id: "t3" } });
+    raced.next = () => other.put("KEPT", newer, { ifNewerThan: { at: 3_000, id: "t3" } });
     expect(await store.delete("KEPT", { ifNewerThan: { at: 2_000, id: "t2" } })).toBe("superseded");
     expect((await other.get("KEPT"))?.value).toBe(newer);
     await store.close();
@@ -486,22 +497,14 @@ describe("google_secret_manager changes that stop half-way", () => {
   it("an older event's write whose create meets a newer one made meanwhile (ALREADY_EXISTS) is superseded; an older one made meanwhile is written over", async () => {
     const fake = await google();
     const other = await open(); // another instance
-    const client = new sdk.SecretManagerServiceClient(endpointOf(fake));
-    const createSecret = client.createSecret.bind(client) as (...args: unknown[]) => Promise<unknown>;
-    let race: (() => Promise<unknown>) | undefined;
-    (client as { createSecret: unknown }).createSecret = async (...args: unknown[]) => {
-      const step = race;
-      race = undefined;
-      if (step) await step();
-      return createSecret(...args);
-    };
-    const store = new GoogleSecretManagerStore({ client, project: fake.project });
+    const raced = racedClient(fake, "createSecret");
+    const store = new GoogleSecretManagerStore({ client: raced.client, project: fake.project });
     const newer = value("newer");
-    race = () => other.put("RACED", newer, { ifNewerThan: { at: 3_000, id: "t3" } });
+    raced.next = () => other.put("RACED", newer, { ifNewerThan: { at: 3_000, id: "t3" } });
     expect(await store.put("RACED", value("older"), { ifNewerThan: { at: 2_000, id: "t2" } })).toBe("superseded");
     expect((await other.get("RACED"))?.value).toBe(newer);
     const mine = value("mine");
-    race = () => other.put("OVER", value("theirs"), { ifNewerThan: { at: 1_000, id: "t1" } });
+    raced.next = () => other.put("OVER", value("theirs"), { ifNewerThan: { at: 1_000, id: "t1" } });
     expect(await store.put("OVER", mine, { ifNewerThan: { at: 2_000, id: "t2" } })).toBe("updated");
     expect((await other.get("OVER"))?.value).toBe(mine);
     await store.close();
@@ -647,15 +650,6 @@ describe("google_secret_manager changes answered late, or met by another's", () 
     const fake = await google();
     const other = storeOf(fake, { purge: true }); // another instance
     // The other instance's delete lands between this delete's GetSecret and the named call.
-    const racing = (method: "deleteSecret" | "updateSecret" | "listSecretVersions", name: string) => {
-      const client = new sdk.SecretManagerServiceClient(endpointOf(fake));
-      const call = (client[method] as (...args: unknown[]) => Promise<unknown>).bind(client);
-      (client as unknown as Record<string, unknown>)[method] = async (...args: unknown[]) => {
-        await other.delete(name);
-        return call(...args);
-      };
-      return client;
-    };
     for (const [method, purge, event] of [
       ["deleteSecret", true, false],
       ["updateSecret", false, true], // an event's delete
@@ -663,7 +657,9 @@ describe("google_secret_manager changes answered late, or met by another's", () 
     ] as const) {
       const name = `RACED_${method}`;
       await other.put(name, value(method));
-      const store = storeOf(fake, { purge, client: racing(method, name) });
+      const raced = racedClient(fake, method);
+      raced.next = () => other.delete(name);
+      const store = storeOf(fake, { purge, client: raced.client });
       const options = event ? { ifNewerThan: { at: Date.now() + 1, id: "d1" } } : {};
       expect(await store.delete(name, options), method).toBe("deleted");
       expect(fake.secrets.has(`projects/${fake.project}/secrets/${name}`), method).toBe(false);
@@ -678,18 +674,10 @@ describe("google_secret_manager changes answered late, or met by another's", () 
     for (const method of ["addSecretVersion", "updateSecret"] as const) {
       const name = `RACED_PUT_${method}`;
       await other.put(name, value(`${method}-old`));
-      // The other instance's delete lands between this write's GetSecret and the named call (once).
-      const client = new sdk.SecretManagerServiceClient(endpointOf(fake));
-      const call = (client[method] as (...args: unknown[]) => Promise<unknown>).bind(client);
-      let raced = false;
-      (client as unknown as Record<string, unknown>)[method] = async (...args: unknown[]) => {
-        if (!raced) {
-          raced = true;
-          await other.delete(name);
-        }
-        return call(...args);
-      };
-      const store = storeOf(fake, { client });
+      // The other instance's delete lands between this write's GetSecret and the named call.
+      const raced = racedClient(fake, method);
+      raced.next = () => other.delete(name);
+      const store = storeOf(fake, { client: raced.client });
       const v = value(`${method}-new`);
       expect(await store.put(name, v, { ifNewerThan: { at: Date.now(), id: "p1" } }), method).toBe("created");
       expect((await other.get(name))?.value, method).toBe(v);
