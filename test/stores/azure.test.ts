@@ -657,13 +657,13 @@ describe("azure_key_vault over the wire", () => {
     expect(logs.some((line) => line.includes("own tags leave no room"))).toBe(true);
   });
 
-  it("a write without tags over a portal secret of 12 tags is invalid_request naming the secret's tags; tags given replace them", async () => {
+  it("a write without tags over a portal secret of 12 tags is store_unavailable naming the secret's tags (its state, as on AWS); tags given replace them", async () => {
     const fake = await azure();
     const store = await quick();
     const twelve = Object.fromEntries(Array.from({ length: 12 }, (_, i) => [`t${i}`, "v"]));
     fake.seed("MANY", value("many"), twelve);
     const err = await store.put("MANY", value("next")).catch((e: unknown) => e);
-    expect((err as { code?: string }).code).toBe("invalid_request");
+    expect((err as { code?: string }).code).toBe("store_unavailable");
     expect((err as Error).message).toContain("the Key Vault secret MANY holds 12 tags of its own");
     expect(fake.calls("PUT")).toHaveLength(0);
     expect(await store.put("MANY", value("tagged"), { meta: { tags: { env: "prod" } } })).toBe("updated");

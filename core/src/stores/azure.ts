@@ -98,7 +98,14 @@ import {
   type StoreFactory,
   stampOfChange,
 } from "../secret-store";
-import { BackendUnavailable, classifyBackendError, MadeOutside, NameConflict, NotSupported } from "../store-errors";
+import {
+  BackendUnavailable,
+  classifyBackendError,
+  MadeOutside,
+  NameConflict,
+  NotSupported,
+  StoreUnavailable,
+} from "../store-errors";
 
 const TAG_NAME = "llm-secrets:name";
 const TAG_AT = "llm-secrets:changed-at";
@@ -696,7 +703,9 @@ function checkedUserTags(tags: Readonly<Record<string, string>> | undefined, hel
   const user = userTagsOf(tags ?? {});
   const count = Object.keys(user).length;
   if (heldBy !== undefined && count > MAX_USER_TAGS) {
-    throw new InvalidInput(
+    // The secret's state, for its owner to fix, not the caller's request: a key event meeting it
+    // fails and is tried again (as on AWS), rather than being refused and dropped.
+    throw new StoreUnavailable(
       `the Key Vault secret ${heldBy} holds ${count} tags of its own, which a write without tags keeps, and llm-secrets adds up to 4 of a version's ${MAX_TAGS}: give the write at most ${MAX_USER_TAGS} tags (they replace the secret's), or remove some of the secret's`,
     );
   }
