@@ -775,17 +775,17 @@ describe("azure_key_vault over the wire", () => {
     expect(Object.keys(tagsOf(fake, "KEEP") ?? {})).toHaveLength(14); // no event id this time
   });
 
-  it("an event id longer than a tag value (256) is invalid_request before any write", async () => {
+  it("an event id longer than a tag value (256) is recorded as its digest: a redelivery still known, a delete of its time wins", async () => {
     const fake = await azure();
     const store = await open();
-    const id = "i".repeat(257);
-    expect(await codeOf(store.put("LONG_ID", value("l"), { ifNewerThan: { at: Date.now(), id } }))).toBe(
-      "invalid_request",
-    );
-    expect(fake.calls("PUT")).toHaveLength(0);
-    expect(await store.put("LONG_ID", value("l"), { ifNewerThan: { at: Date.now(), id: id.slice(1) } })).toBe(
-      "created",
-    );
+    const id = "i".repeat(512); // the schema's longest
+    expect(await store.put("LONG_ID", value("l"), { ifNewerThan: { at: 1_000, id } })).toBe("created");
+    expect(tagsOf(fake, "LONG-ID")?.["llm-secrets:change-id"]).toMatch(/^#[A-Za-z0-9_-]{43}$/);
+    expect(await store.put("LONG_ID", value("again"), { ifNewerThan: { at: 1_000, id } })).toBe("superseded");
+    expect(await store.delete("LONG_ID", { ifNewerThan: { at: 1_000, id: "d".repeat(300) } })).toBe("deleted");
+    // The longest kept as it is.
+    expect(await store.put("KEPT_ID", value("k"), { ifNewerThan: { at: 1_000, id: id.slice(256) } })).toBe("created");
+    expect(tagsOf(fake, "KEPT-ID")?.["llm-secrets:change-id"]).toBe(id.slice(256));
   });
 
   it("a delete wins a tie with a write event: one made in the portal, and one that stopped before its DELETE", async () => {

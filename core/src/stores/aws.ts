@@ -58,7 +58,8 @@
  * newer write meanwhile replicates it again, as it lacks its replicas). An event's newer
  * delete of a name already scheduled restores it, tags it and schedules it again (its revoked value
  * is readable for those calls), so its time is recorded.
- * An event id that would not fit a tag value (256 characters) is `400 invalid_request`.
+ * An event id that would not fit a tag value (256 characters, base64url) is recorded as its
+ * SHA-256 (`recordableStamp`): every id a key event may carry, a redelivery still known.
  * Records: version (`VersionId`) and time (`CreatedDate` of the current version); tags are not
  * read back (`GetSecretValue` does not return them).
  */
@@ -79,6 +80,7 @@ import {
   type NamePage,
   type PutOptions,
   type PutOutcome,
+  recordableStamp,
   type SecretMeta,
   type SecretRecord,
   type SecretStore,
@@ -202,14 +204,14 @@ export class AwsSecretsManagerStore implements SecretStore {
     this.#refusePrimary(name, "writing");
     // What AWS would refuse, before any call: the caller's tags, and an event id too long for a tag.
     const tags = options.meta?.tags && checkedTags(options.meta.tags);
-    if (options.ifNewerThan) checkedStamp(options.ifNewerThan);
-    return this.#queues.run(this.keyOf(name), () => this.#put(name, value, options, tags));
+    const recorded = { ...options, ifNewerThan: recordableStamp(options.ifNewerThan, idFits) };
+    return this.#queues.run(this.keyOf(name), () => this.#put(name, value, recorded, tags));
   }
 
   async delete(name: string, options: DeleteOptions = {}): Promise<DeleteOutcome> {
     this.#refusePrimary(name, "deleting");
-    if (options.ifNewerThan) checkedStamp(options.ifNewerThan);
-    return this.#queues.run(this.keyOf(name), () => this.#delete(name, options));
+    const recorded = { ...options, ifNewerThan: recordableStamp(options.ifNewerThan, idFits) };
+    return this.#queues.run(this.keyOf(name), () => this.#delete(name, recorded));
   }
 
   /** The stamp a change records over what `DescribeSecret` found, or undefined: superseded (`stampOfChange`). */
@@ -652,14 +654,9 @@ function refuseTooManyTags(name: string, userTags: number, op: "put" | "delete")
   );
 }
 
-/** The stamp, or `invalid_request` when its event id would not fit a tag value (before any call). */
-function checkedStamp(stamp: ChangeStamp): ChangeStamp {
-  if (stamp.id !== undefined && encodeId(stamp.id).length > MAX_TAG_VALUE) {
-    throw new InvalidInput(
-      `an event id whose base64url form is longer than ${MAX_TAG_VALUE - 1} characters cannot be recorded in AWS Secrets Manager tags`,
-    );
-  }
-  return stamp;
+/** Whether an event id, encoded, fits a tag value (else it is recorded as its digest: `recordableStamp`). */
+function idFits(id: string): boolean {
+  return encodeId(id).length <= MAX_TAG_VALUE;
 }
 
 function stampTags(stamp: ChangeStamp, deleted: boolean): Tag[] {

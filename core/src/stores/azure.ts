@@ -46,7 +46,8 @@
  *   (a link elsewhere would carry our token there).
  *
  * What it records: every change's time (and event id) in the version's tags
- * `llm-secrets:changed-at` / `llm-secrets:change-id`, and `llm-secrets:deleted=true` set on the
+ * `llm-secrets:changed-at` / `llm-secrets:change-id` (an id over a tag value's 256 characters as its
+ * SHA-256: `recordableStamp`), and `llm-secrets:deleted=true` set on the
  * current version just before a delete (`updateSecretProperties`). A soft-deleted secret keeps its
  * tags, readable with `getDeletedSecret`: that is the tombstone, and it lasts the vault's retention
  * (at least 7 days, above the 6-day event age limit). An event that deletes a name never written
@@ -93,6 +94,7 @@ import {
   type NamePage,
   type PutOptions,
   type PutOutcome,
+  recordableStamp,
   type SecretRecord,
   type SecretStore,
   type StoreFactory,
@@ -369,7 +371,15 @@ export class AzureKeyVaultStore implements SecretStore {
     };
   }
 
-  async put(name: string, value: string, options: PutOptions = {}): Promise<PutOutcome> {
+  put(name: string, value: string, options: PutOptions = {}): Promise<PutOutcome> {
+    return this.#put(name, value, { ...options, ifNewerThan: recordableStamp(options.ifNewerThan, idFits) });
+  }
+
+  delete(name: string, options: DeleteOptions = {}): Promise<DeleteOutcome> {
+    return this.#delete(name, { ...options, ifNewerThan: recordableStamp(options.ifNewerThan, idFits) });
+  }
+
+  async #put(name: string, value: string, options: PutOptions): Promise<PutOutcome> {
     const key = this.#key(name);
     const meta = options.meta;
     return this.#queues.run(this.keyOf(name), async () => {
@@ -398,7 +408,7 @@ export class AzureKeyVaultStore implements SecretStore {
     });
   }
 
-  async delete(name: string, options: DeleteOptions = {}): Promise<DeleteOutcome> {
+  async #delete(name: string, options: DeleteOptions): Promise<DeleteOutcome> {
     const key = this.#key(name);
     return this.#queues.run(this.keyOf(name), async () => {
       try {
@@ -748,11 +758,13 @@ function refuseConfigTags(config: z.output<typeof AzureKeyVaultSettings>["config
   }
 }
 
+/** Whether an event id fits a tag value (else it is recorded as its digest: `recordableStamp`). */
+function idFits(id: string): boolean {
+  return id.length <= MAX_TAG_VALUE;
+}
+
 /** Our tags for a change: the name, its time and event id, and whether it deleted. Empty values are never sent. */
 function stampTags(name: string, stamp: ChangeStamp, deleted: boolean): Record<string, string> {
-  if (stamp.id !== undefined && stamp.id.length > MAX_TAG_VALUE) {
-    throw new InvalidInput(`an event id longer than ${MAX_TAG_VALUE} characters cannot be recorded in Azure Key Vault`);
-  }
   // An empty id orders as no id (`isNewer`), and Key Vault is not sent empty tag values.
   return {
     [TAG_NAME]: name,
