@@ -12,8 +12,9 @@
  * key event cannot undo a newer change. `stampOfChange` is the one rule.
  */
 import { createHash } from "node:crypto";
-import type * as z from "zod/mini";
+import * as z from "zod/mini";
 import type { KeyRing } from "./crypto";
+import { ConfigError, InvalidInput } from "./errors";
 import type { Logger } from "./log";
 import type { OutboundTls } from "./outbound-tls";
 
@@ -263,6 +264,49 @@ function trusted(recorded: ChangeStamp | undefined, now: number): ChangeStamp | 
 }
 
 /** Whether a change stamped `change` (a delete or not) wins over the last recorded one. */
+const configTags = z.nullish(z.record(z.string(), z.string()));
+
+/**
+ * The config keys that hold the tags a store gives what it creates (`key_management_settings.tags`,
+ * and each team's in `team_settings`): a store whose backend limits tags reads them in its
+ * settings schema (`config: z.object({ ...CreationTagKeys })`) to check them when it opens.
+ */
+export const CreationTagKeys = {
+  access_mode: z.nullish(z.string()), // validated with the general settings; read here to skip a store that never writes
+  tags: configTags,
+  team_settings: z.nullish(z.record(z.string(), z.object({ tags: configTags }))),
+};
+
+/**
+ * Stops the start when the config's creation tags (general, and each team's) are what `check`
+ * refuses (it throws `InvalidInput`): every write that creates a secret would be refused for tags
+ * its caller never gave, and every key event creating a name dropped. The message names the key.
+ * A store that cannot write (`access_mode` read_only, or its default when unset) uses no tags.
+ */
+export function refuseCreationTags(
+  config: z.output<z.ZodMiniObject<typeof CreationTagKeys>>,
+  defaultMode: AccessMode,
+  check: (tags: Readonly<Record<string, string>>) => unknown,
+): void {
+  if ((config.access_mode ?? defaultMode) === "read_only") return;
+  const where = "general_settings.key_management_settings";
+  const defaults: [string, Readonly<Record<string, string>> | null | undefined][] = [
+    [`${where}.tags`, config.tags],
+    ...Object.entries(config.team_settings ?? {}).map(([team, settings]): [string, typeof settings.tags] => [
+      `${where}.team_settings.${team}.tags`,
+      settings.tags,
+    ]),
+  ];
+  for (const [key, tags] of defaults) {
+    try {
+      check(tags ?? {});
+    } catch (err) {
+      if (err instanceof InvalidInput) throw new ConfigError(`${key}: ${err.message}`);
+      throw err;
+    }
+  }
+}
+
 /**
  * The stamp as a store records it when `fits` says which event ids its record can hold (a tag
  * value's length): an id that does not fit becomes `#` and its SHA-256 (base64url, 44 characters). Every id the key-event schema admits

@@ -7,6 +7,7 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import * as sdk from "@aws-sdk/client-secrets-manager";
 import { beforeEach, describe, expect, inject, it } from "vitest";
+import { ConfigError } from "../../core/src/errors";
 import { createLogger } from "../../core/src/log";
 import type { SecretStore } from "../../core/src/secret-store";
 import { isRetryable } from "../../core/src/store-errors";
@@ -319,6 +320,23 @@ describe("aws_secret_manager over the wire", () => {
     await store.put("YX", vx, { ifNewerThan: { at: 5_000, id: x } });
     expect((await store.get("XY"))?.value).toBe((await store.get("YX"))?.value);
     await store.close?.();
+  });
+
+  it("config tags AWS could not hold stop the start, named, when the store may write; a read-only store starts", async () => {
+    const fake = await aws();
+    const long = { owner: "x".repeat(257) };
+    const refused = await open({ access_mode: "read_and_write", tags: long }).catch((e: Error) => e);
+    expect(refused).toBeInstanceOf(ConfigError);
+    expect((refused as Error).message).toMatch(
+      /^general_settings\.key_management_settings\.tags: an AWS tag key is 1 to 128 characters/,
+    );
+    const team = { access_mode: "write_only", team_settings: { t1: { tags: { "aws:x": "v" } } } };
+    expect(String(await open(team).catch((e: Error) => e))).toMatch(
+      /key_management_settings\.team_settings\.t1\.tags: AWS reserves the aws: prefix/,
+    );
+    expect(fake.calls("CreateSecret")).toHaveLength(0);
+    const readOnly = await open({ tags: long }); // read_only, the default: it writes nothing
+    await readOnly.close?.();
   });
 
   it("refuses before any call tags AWS refuses: an aws: prefix (any case) on a key or value, more than 50 with our 3", async () => {

@@ -52,11 +52,11 @@ function racedClient(fake: FakeGoogle, method: ClientCall) {
   return raced;
 }
 
-async function open(env: Record<string, string> = {}) {
+async function open(env: Record<string, string> = {}, config: Record<string, unknown> = {}) {
   const fake = await google();
   return googleSecretManagerStore.open(
     {
-      config: {},
+      config,
       env: {
         GOOGLE_SECRET_MANAGER_PROJECT_ID: fake.project,
         LLM_SECRETS_GOOGLE_SECRET_MANAGER_ENDPOINT: endpointOf(fake),
@@ -465,6 +465,19 @@ describe("google_secret_manager changes that stop half-way", () => {
     expect((await other.get("KEPT"))?.value).toBe(newer);
     await store.close();
     await other.close?.();
+  });
+
+  it("config tags that cannot be Google labels stop the start, named, when the store may write; a read-only store starts", async () => {
+    const upper = { Environment: "prod" }; // an ordinary tag elsewhere, not a label (upper case)
+    const refused = await open({}, { access_mode: "read_and_write", tags: upper }).catch((e: Error) => e);
+    expect((refused as Error).name).toBe("ConfigError");
+    expect((refused as Error).message).toMatch(
+      /^general_settings\.key_management_settings\.tags: the tag Environment cannot be a Google label/,
+    );
+    const team = { access_mode: "write_only", team_settings: { t1: { tags: upper } } };
+    expect(String(await open({}, team).catch((e: Error) => e))).toMatch(/team_settings\.t1\.tags: the tag Environment/);
+    const readOnly = await open({}, { tags: upper }); // read_only, the default: it writes nothing
+    await readOnly.close?.();
   });
 
   it("checks the creation defaults' tags as labels only when creating: an update is not refused for them", async () => {

@@ -72,6 +72,7 @@ import type { Logger } from "../log";
 import { isValidName } from "../names";
 import {
   type ChangeStamp,
+  CreationTagKeys,
   type DeleteOptions,
   type DeleteOutcome,
   directStamp,
@@ -81,6 +82,7 @@ import {
   type PutOptions,
   type PutOutcome,
   recordableStamp,
+  refuseCreationTags,
   type SecretMeta,
   type SecretRecord,
   type SecretStore,
@@ -124,6 +126,7 @@ export const AwsSecretsManagerSettings = z.object({
     kms_key_id: z.nullish(z.string()),
     replica_regions: z.nullish(z.array(z.string())),
     primary_secret_name: z.nullish(z.string()),
+    ...CreationTagKeys, // checked against AWS's tag limits when the store opens
   }),
   env: z.object({ ...AwsEnvKeys, LLM_SECRETS_AWS_RECOVERY_WINDOW_DAYS: z.optional(recoveryWindow) }),
 });
@@ -690,6 +693,7 @@ export const awsSecretsManagerStore = {
   },
   open: async (settings, deps) => {
     const { config, env } = settings;
+    refuseCreationTags(config, awsSecretsManagerStore.defaults.accessMode, checkedTags);
     const sdk = await loadSdk(() => import("@aws-sdk/client-secrets-manager"));
     // None in the settings or the variables: the shared config file's, as LiteLLM (boto3) takes it.
     const region = regionOf(config, env) ?? (await configFileRegion(sdk.SecretsManagerClient, config, deps.env));

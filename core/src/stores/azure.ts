@@ -81,12 +81,13 @@ import { Agent as HttpsAgent } from "node:https";
 import type { TokenCredential } from "@azure/identity";
 import type { KeyVaultSecret, SecretClient, SecretClientOptions, SecretProperties } from "@azure/keyvault-secrets";
 import * as z from "zod/mini";
-import { ConfigError, InvalidInput, InvalidName } from "../errors";
+import { InvalidInput, InvalidName } from "../errors";
 import type { Logger } from "../log";
 import { isValidName } from "../names";
 import { type OutboundTls, outboundTlsOptions } from "../outbound-tls";
 import {
   type ChangeStamp,
+  CreationTagKeys,
   type DeleteOptions,
   type DeleteOutcome,
   KeyedQueue,
@@ -95,6 +96,7 @@ import {
   type PutOptions,
   type PutOutcome,
   recordableStamp,
+  refuseCreationTags,
   type SecretRecord,
   type SecretStore,
   type StoreFactory,
@@ -150,13 +152,9 @@ const MICROSOFT_AUTHORITY_HOSTS = new Set([
 
 const httpsUrl = z.url({ protocol: /^https$/, error: "expected an https:// URL" });
 
-/** The general settings' tags (the creation defaults), read here only to be checked against Key Vault's limits. */
-const configTags = z.nullish(z.record(z.string(), z.string()));
-
 export const AzureKeyVaultSettings = z.object({
   config: z.object({
-    tags: configTags,
-    team_settings: z.nullish(z.record(z.string(), z.object({ tags: configTags }))),
+    ...CreationTagKeys, // checked against Key Vault's limits when the store opens
   }),
   env: z.object({
     AZURE_KEY_VAULT_URI: httpsUrl,
@@ -740,24 +738,6 @@ function tagsProblem(tags: Readonly<Record<string, string>>): string | undefined
   return undefined;
 }
 
-/**
- * Refuses creation defaults (`key_management_settings` tags, a team's `team_settings` tags) that
- * Key Vault could not hold beside ours: every write that creates a secret would fail. Named, at open.
- */
-function refuseConfigTags(config: z.output<typeof AzureKeyVaultSettings>["config"]): void {
-  const where = "general_settings.key_management_settings";
-  const defaults: [string, Readonly<Record<string, string>> | null | undefined][] = [
-    [`${where}.tags`, config.tags],
-    ...Object.entries(config.team_settings ?? {}).map(
-      ([team, settings]) => [`${where}.team_settings.${team}.tags`, settings.tags] as [string, typeof settings.tags],
-    ),
-  ];
-  for (const [key, tags] of defaults) {
-    const problem = tagsProblem(userTagsOf(tags ?? {}));
-    if (problem !== undefined) throw new ConfigError(`${key}: ${problem}`);
-  }
-}
-
 /** Whether an event id fits a tag value (else it is recorded as its digest: `recordableStamp`). */
 function idFits(id: string): boolean {
   return id.length <= MAX_TAG_VALUE;
@@ -787,7 +767,10 @@ export const azureKeyVaultStore = {
   },
   open: async (settings, deps) => {
     const { env } = settings;
-    refuseConfigTags(settings.config);
+    refuseCreationTags(settings.config, azureKeyVaultStore.defaults.accessMode, (tags) => {
+      const problem = tagsProblem(userTagsOf(tags));
+      if (problem !== undefined) throw new InvalidInput(problem);
+    });
     const [kv, identity] = await Promise.all([import("@azure/keyvault-secrets"), import("@azure/identity")]);
     const options = azureCredentialOptions(env);
     const { AZURE_TENANT_ID: tenant, AZURE_CLIENT_ID: client, AZURE_CLIENT_SECRET: secret } = env;

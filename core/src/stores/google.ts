@@ -69,6 +69,7 @@ import { InvalidInput, InvalidName } from "../errors";
 import { isValidName } from "../names";
 import {
   type ChangeStamp,
+  CreationTagKeys,
   type DeleteOptions,
   type DeleteOutcome,
   KeyedQueue,
@@ -76,6 +77,7 @@ import {
   type NamePage,
   type PutOptions,
   type PutOutcome,
+  refuseCreationTags,
   type SecretRecord,
   type SecretStore,
   type StoreFactory,
@@ -114,7 +116,7 @@ const METADATA_UNAVAILABLE = new Set<unknown>([
 const flag = z.optional(z.string());
 
 export const GoogleSecretManagerSettings = z.object({
-  config: z.object({}),
+  config: z.object({ ...CreationTagKeys }), // checked as labels when the store opens
   env: z.object({
     GOOGLE_SECRET_MANAGER_PROJECT_ID: z.string().check(z.minLength(1, "set it to the project that holds the secrets")),
     LLM_SECRETS_GOOGLE_SECRET_MANAGER_ENDPOINT: z.optional(endpointUrl),
@@ -540,6 +542,7 @@ export const googleSecretManagerStore = {
   },
   open: async (settings, deps) => {
     const { env } = settings;
+    refuseCreationTags(settings.config, googleSecretManagerStore.defaults.accessMode, checkedLabels);
     const sdk = await loadSdk(() => import("@google-cloud/secret-manager"));
     const endpoint = env.LLM_SECRETS_GOOGLE_SECRET_MANAGER_ENDPOINT;
     return new GoogleSecretManagerStore({
