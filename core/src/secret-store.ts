@@ -263,7 +263,6 @@ function trusted(recorded: ChangeStamp | undefined, now: number): ChangeStamp | 
   return recorded !== undefined && recorded.at <= now + TRUSTED_AHEAD_MS ? recorded : undefined;
 }
 
-/** Whether a change stamped `change` (a delete or not) wins over the last recorded one. */
 const configTags = z.nullish(z.record(z.string(), z.string()));
 
 /**
@@ -309,17 +308,18 @@ export function refuseCreationTags(
 
 /**
  * The stamp as a store records it when `fits` says which event ids its record can hold (a tag
- * value's length): an id that does not fit becomes `#` and its SHA-256 (base64url, 44 characters). Every id the key-event schema admits
- * is then recorded; the same id always gives the same digest, so a redelivered event is still
- * known as the change it is. A store compares only stamps in this form (the incoming one mapped as
- * its record is), so ties between two such ids break by their digests, consistently, whatever
- * order the events arrive in.
+ * value's length): an id that does not fit becomes `#` and its SHA-256 (base64url, 44 characters).
+ * Every id the key-event schema admits is then recorded; the same id always gives the same digest,
+ * so a redelivered event is still known as the change it is. A store compares only stamps in this
+ * form (the incoming one mapped as its record is), so ties between two such ids break by their
+ * digests, consistently, whatever order the events arrive in.
  */
 export function recordableStamp<T extends ChangeStamp | undefined>(stamp: T, fits: (id: string) => boolean): T {
   if (stamp?.id === undefined || fits(stamp.id)) return stamp;
   return { ...stamp, id: `#${createHash("sha256").update(stamp.id, "utf8").digest("base64url")}` };
 }
 
+/** Whether a change stamped `change` (a delete or not) wins over the last recorded one. */
 export function isNewer(
   change: ChangeStamp,
   changeIsDelete: boolean,
