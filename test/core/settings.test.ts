@@ -226,19 +226,18 @@ describe("salt key and master key", () => {
     // Settings know that store by what its factory declares, not by its kind: a copy under another kind is read the same.
     expect(kmsRef({ ...awsKmsStore, kind: "aws_kms_eu" }).store).toBe("aws_kms_eu");
     // But not what llm-secrets or the store reads itself, or a setting refers to: taken as text.
-    const onKms = (env: Record<string, string>, config = "") =>
-      configError(() =>
-        loadSettings({
-          stores: [awsKmsStore, ...LOCAL_STORES],
-          env: {
-            USE_AWS_KMS: "True",
-            AWS_REGION: "us-east-1",
-            LITELLM_MASTER_KEY: newKey(),
-            LLM_SECRETS_CONFIG: `general_settings:\n  key_management_system: aws_kms\n${config}`,
-            ...env,
-          },
-        }),
-      );
+    const loadOnKms = (env: Record<string, string>, config = "") =>
+      loadSettings({
+        stores: [awsKmsStore, ...LOCAL_STORES],
+        env: {
+          USE_AWS_KMS: "True",
+          AWS_REGION: "us-east-1",
+          LITELLM_MASTER_KEY: newKey(),
+          LLM_SECRETS_CONFIG: `general_settings:\n  key_management_system: aws_kms\n${config}`,
+          ...env,
+        },
+      });
+    const onKms = (env: Record<string, string>, config = "") => configError(() => loadOnKms(env, config));
     expect(onKms({ SSL_CERTIFICATE: ciphertext })).toMatch(/^SSL_CERTIFICATE: sealed with AWS KMS/);
     expect(onKms({ AWS_REGION_NAME: ciphertext })).toMatch(/^AWS_REGION_NAME: sealed with AWS KMS/);
     expect(
@@ -254,19 +253,9 @@ describe("salt key and master key", () => {
       /^OPENAI_API_KEY, API_BASE: sealed with AWS KMS/,
     );
     // The refs it does read are its own: hosted, under a mode that reads.
-    expect(
-      loadSettings({
-        stores: [awsKmsStore, ...LOCAL_STORES],
-        env: {
-          USE_AWS_KMS: "True",
-          AWS_REGION: "us-east-1",
-          LITELLM_MASTER_KEY: newKey(),
-          ...twoRefs,
-          LLM_SECRETS_CONFIG:
-            "general_settings:\n  key_management_system: aws_kms\n  key_management_settings:\n    access_mode: read_and_write\n    hosted_keys: [OPENAI_API_KEY, API_BASE]\n",
-        },
-      }).keyManagement.hostedKeys,
-    ).toEqual(["OPENAI_API_KEY", "API_BASE"]);
+    const bothHosted =
+      "  key_management_settings:\n    access_mode: read_and_write\n    hosted_keys: [OPENAI_API_KEY, API_BASE]\n";
+    expect(loadOnKms(twoRefs, bothHosted).keyManagement.hostedKeys).toEqual(["OPENAI_API_KEY", "API_BASE"]);
     // The master key only under LiteLLM's encrypted name: that name is what the message gives.
     expect(
       configError(() =>
