@@ -369,7 +369,8 @@ export class AwsSecretsManagerStore implements SecretStore {
     const anew = described.stampIsDelete;
     const description = meta?.description ?? (anew ? meta?.whenCreated?.description : undefined);
     const tags = given ?? (anew ? checkedTags(meta?.whenCreated?.tags) : undefined);
-    refuseTooManyTags(name, tags?.length ?? described.userTagKeys.length, "put");
+    // Tags given (checked above) replace the secret's; kept, its own must leave room for ours.
+    if (tags === undefined) refuseTooManyTags(name, described.userTagKeys.length, "put");
     // One token for the value: the SDK's retries reuse it, and it becomes the new version's id.
     const token = randomUUID();
     const putValue = () =>

@@ -767,10 +767,7 @@ export const azureKeyVaultStore = {
   },
   open: async (settings, deps) => {
     const { env } = settings;
-    refuseCreationTags(settings.config, azureKeyVaultStore.defaults.accessMode, (tags) => {
-      const problem = tagsProblem(userTagsOf(tags));
-      if (problem !== undefined) throw new InvalidInput(problem);
-    });
+    refuseCreationTags(settings.config, azureKeyVaultStore.defaults.accessMode, (tags) => checkedUserTags(tags));
     const [kv, identity] = await Promise.all([import("@azure/keyvault-secrets"), import("@azure/identity")]);
     const options = azureCredentialOptions(env);
     const { AZURE_TENANT_ID: tenant, AZURE_CLIENT_ID: client, AZURE_CLIENT_SECRET: secret } = env;

@@ -40,7 +40,7 @@ export const endpointUrl = z.pipe(
  * When every attempt fails, gax answers DEADLINE_EXCEEDED with the last attempt's code only in its
  * message: `classifyBackendError` recovers that code (and reads nothing else of the message).
  */
-const READ_RETRY_CODES = [GrpcCode.UNAVAILABLE, GrpcCode.RESOURCE_EXHAUSTED, GrpcCode.DEADLINE_EXCEEDED];
+export const READ_RETRY_CODES = [GrpcCode.UNAVAILABLE, GrpcCode.RESOURCE_EXHAUSTED, GrpcCode.DEADLINE_EXCEEDED];
 
 /**
  * For a change (CreateSecret, AddSecretVersion, UpdateSecret, DeleteSecret, DestroySecretVersion),

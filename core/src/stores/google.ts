@@ -84,7 +84,7 @@ import {
   stampOfChange,
 } from "../secret-store";
 import { classifyBackendError, GrpcCode, MadeOutside, NameConflict, StoreUnavailable } from "../store-errors";
-import { endpointUrl, googleCallOptions, googleTlsOptions, readyClient } from "./google-config";
+import { endpointUrl, googleCallOptions, googleTlsOptions, READ_RETRY_CODES, readyClient } from "./google-config";
 import { loadSdk } from "./load-sdk";
 
 type Client = InstanceType<typeof Sdk.SecretManagerServiceClient>;
@@ -106,12 +106,6 @@ const LABEL_VALUE = /^[a-z0-9_-]{0,63}$/;
 
 /** gRPC status codes the store decides on itself. */
 const { INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, ALREADY_EXISTS, FAILED_PRECONDITION } = GrpcCode;
-/** A read of the secret itself that failed for the moment (gax answers DEADLINE_EXCEEDED once its retries run out). */
-const METADATA_UNAVAILABLE = new Set<unknown>([
-  GrpcCode.RESOURCE_EXHAUSTED,
-  GrpcCode.UNAVAILABLE,
-  GrpcCode.DEADLINE_EXCEEDED,
-]);
 
 const flag = z.optional(z.string());
 
@@ -203,7 +197,10 @@ export class GoogleSecretManagerStore implements SecretStore {
       // destroys (its caller was answered an error; the value is what a read just before it gave;
       // a delete done destroyed the latest version, read as nothing above). No tags. Any other
       // name: the error stands (backend_unavailable, answered stale from the cache where it can).
-      const unread = METADATA_UNAVAILABLE.has(codeOf(err)) && this.keyOf(name) === name && !name.includes("-");
+      const unread =
+        (READ_RETRY_CODES as readonly unknown[]).includes(codeOf(err)) &&
+        this.keyOf(name) === name &&
+        !name.includes("-");
       if (!refused && !unread) {
         throw classifyBackendError(
           err,
@@ -302,13 +299,12 @@ export class GoogleSecretManagerStore implements SecretStore {
       const stamp = this.#stampOver(options.ifNewerThan, true, found);
       const newer = stamp !== undefined;
       const gone = found.deleted ? "absent" : "deleted";
-      if (this.#purge) {
-        if (!newer) return "superseded";
-        // NOT_FOUND: deleted since it was read (by another instance, or a console).
-        await this.#client.deleteSecret({ name: this.#path(name) }, this.#change).catch(unlessNotFound);
-        return gone;
-      }
       try {
+        if (this.#purge) {
+          if (!newer) return "superseded";
+          await this.#client.deleteSecret({ name: this.#path(name) }, this.#change);
+          return gone;
+        }
         if (newer) await this.#update(name, checkedAnnotations(found.secret.annotations, ours(stamp)));
         else if (!found.deleted) return "superseded";
         // Every version of a live secret; of one annotated as deleted, what a delete that stopped
@@ -499,11 +495,6 @@ function checkedLabels(tags: Readonly<Record<string, string>> | undefined): Reco
     }
   }
   return { ...tags };
-}
-
-/** A call's rejection, unless NOT_FOUND (passed over). */
-function unlessNotFound(err: unknown): void {
-  if (codeOf(err) !== NOT_FOUND) throw err;
 }
 
 function codeOf(err: unknown): unknown {
