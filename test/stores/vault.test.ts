@@ -864,6 +864,22 @@ describe("logins", () => {
     expect(fake.calls("POST", /\/auth\/cert\/login$/)).toHaveLength(2);
   });
 
+  it("cert auth: a renewal that fails because Vault is down (503) stands, with no login after it", async () => {
+    const clock = manualClock();
+    const fake = await startFake({ certRole: { name: "test-role" }, tokenTtlSeconds: 60, now: clock.now });
+    fake.seed("secret/A", { key: "a" });
+    const store = await open(
+      { HCP_VAULT_ADDR: fake.url, HCP_VAULT_CLIENT_CERT: pki.clientCertFile, HCP_VAULT_CLIENT_KEY: pki.clientKeyFile },
+      { now: clock.now },
+    );
+    await store.get("A");
+    clock.advance(41_000); // due for renewal, 19 s of the lease left: the token is kept
+    fake.inject({ kind: "status", status: 503 }, 3, (r) => r.url.endsWith("/renew-self"));
+    expect((await store.get("A"))?.value).toBe("a");
+    expect(fake.calls("POST", /\/auth\/token\/renew-self$/)).toHaveLength(3);
+    expect(fake.calls("POST", /\/auth\/cert\/login$/)).toHaveLength(1); // the first login only
+  });
+
   it("follows a standby's redirect to the active node once, never from https to http; a KV mount upgrading is a failure to retry", async () => {
     const { fake, store } = await approleStore();
     fake.inject({ kind: "status", status: 307, location: `${fake.url}/v1/secret/data/A` }, 1, (r) =>

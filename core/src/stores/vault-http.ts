@@ -383,9 +383,12 @@ export class VaultClient {
       );
     } catch (err) {
       // Cert auth's renewal checks the certificate and policies again and refuses a change with a
-      // 500 ("failed to renew entry: ..."): a fresh login, which a certificate costs nothing, and
-      // which fails alike when Vault is down.
-      if (this.#options.auth.method === "cert") return this.#login(what);
+      // 500 ("failed to renew entry: ..."): a fresh login, which a certificate costs nothing. Any
+      // other failure (Vault down: 503, no answer) stands, as above.
+      const answered = (err as { cause?: unknown }).cause;
+      if (this.#options.auth.method === "cert" && answered instanceof HttpAnswerError && answered.status === 500) {
+        return this.#login(what);
+      }
       throw err;
     }
     const renewed = leaseOf(answer, this.#tuning.clock());
