@@ -13,7 +13,7 @@
  * Lists the directory's files whose names are valid secret names and that resolve inside it
  * (Kubernetes' `..data` links and hidden entries are not names).
  */
-import { constants, type Stats } from "node:fs";
+import { constants } from "node:fs";
 import { type FileHandle, lstat, open, readdir, readlink, realpath, stat } from "node:fs/promises";
 import { join, sep } from "node:path";
 import * as z from "zod/mini";
@@ -72,10 +72,16 @@ export class DockerSecretsStore implements SecretStore {
     if (name.includes("/") || name.includes("\\")) {
       throw new InvalidName("a Docker secret is a file: no path separator in its name");
     }
+    const root = await realpath(this.dir).catch(async (err: unknown) => {
+      await this.#checkDir();
+      throw classifyBackendError(err, "docker secrets read");
+    });
     for (const candidate of name === name.toLowerCase() ? [name] : [name, name.toLowerCase()]) {
-      const value = await this.#read(candidate);
+      const value = await this.#read(candidate, root);
       if (value !== undefined) return { value: pythonRstrip(value) };
     }
+    // No secret under either name: unless the directory itself is not there (or is a file).
+    await this.#checkDir();
     return undefined;
   }
 
@@ -85,7 +91,7 @@ export class DockerSecretsStore implements SecretStore {
     try {
       [entries, root] = await Promise.all([readdir(this.dir), realpath(this.dir)]);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") throw missingDir();
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") throw unusableDir("does not exist");
       throw classifyBackendError(err, "docker secrets list");
     }
     const held = await Promise.all(
@@ -121,12 +127,8 @@ export class DockerSecretsStore implements SecretStore {
    * new one, never as missing; resolving the path first and opening what it resolved to would find
    * the old directory gone.
    */
-  async #read(file: string): Promise<string | undefined> {
+  async #read(file: string, root: string): Promise<string | undefined> {
     const path = join(this.dir, file);
-    const root = await realpath(this.dir).catch(async (err: unknown) => {
-      await this.#checkDir();
-      throw classifyBackendError(err, "docker secrets read");
-    });
     for (let attempt = 1; attempt <= READ_ATTEMPTS; attempt++) {
       // Where the name leads before it is opened: outside the directory is refused before anything
       // there is opened (a FIFO, a device, a socket, a file this process may not read), whatever the
@@ -141,7 +143,6 @@ export class DockerSecretsStore implements SecretStore {
         if (!NO_SECRET_CODES.has(code)) throw classifyBackendError(err, "docker secrets read");
         // The name is there but what it links to is not: maybe a link swapped as it was followed.
         if (code === "ENOENT" && attempt < READ_ATTEMPTS && (await lstat(path).catch(() => undefined))) continue;
-        await this.#checkDir();
         return undefined;
       }
       let bytes: Buffer;
@@ -173,18 +174,10 @@ export class DockerSecretsStore implements SecretStore {
 
   /** Throws when the secrets directory itself is missing or not a directory: no secret is then "not found". */
   async #checkDir(): Promise<void> {
-    let dir: Stats;
-    try {
-      dir = await stat(this.dir);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") throw missingDir();
+    const problem = await dirProblem(this.dir).catch((err: unknown) => {
       throw classifyBackendError(err, "docker secrets directory");
-    }
-    if (!dir.isDirectory()) {
-      throw new StoreUnavailable(
-        "docker secrets: the secrets directory is not a directory: check secrets_path in key_management_settings",
-      );
-    }
+    });
+    if (problem !== undefined) throw unusableDir(problem);
   }
 }
 
@@ -192,10 +185,20 @@ function outside(): InvalidName {
   return new InvalidName("the secret's file resolves outside the secrets directory");
 }
 
-/** The store's answer while its directory is missing (a volume not mounted, a mistyped setting); the open's warning names it. */
-function missingDir(): StoreUnavailable {
+/** What is wrong with the secrets directory (a volume not mounted, a mistyped setting), or undefined; other failures thrown. */
+async function dirProblem(dir: string): Promise<"does not exist" | "is not a directory" | undefined> {
+  try {
+    return (await stat(dir)).isDirectory() ? undefined : "is not a directory";
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return "does not exist";
+    throw err;
+  }
+}
+
+/** The store's answer while its directory is unusable; the open's warning names it. */
+function unusableDir(problem: string): StoreUnavailable {
   return new StoreUnavailable(
-    "docker secrets: the secrets directory does not exist: check secrets_path in key_management_settings",
+    `docker secrets: the secrets directory ${problem}: check secrets_path in key_management_settings`,
   );
 }
 
@@ -256,10 +259,7 @@ export const dockerStore = {
   open: async (settings, deps) => {
     const dir = settings.config.secrets_path ?? "/run/secrets";
     // As LiteLLM warns at start; reads and lists then answer store_unavailable, never "not found".
-    const problem = await stat(dir).then(
-      (found) => (found.isDirectory() ? undefined : "is not a directory"),
-      (err: NodeJS.ErrnoException) => (err.code === "ENOENT" ? "does not exist" : undefined),
-    );
+    const problem = await dirProblem(dir).catch(() => undefined);
     if (problem !== undefined) {
       deps.log.warn(`the docker secrets directory ${problem}: check secrets_path in key_management_settings`, {
         secrets_path: dir,
