@@ -1,5 +1,6 @@
 /**
- * Python's idea of whitespace, where LiteLLM's stores strip a value with it: the docker store's
+ * Python's reading of text where LiteLLM's stores read a value: `bytes.decode("utf-8")`, and
+ * Python's idea of whitespace, which they strip with: the docker store's
  * `_read_file` (`.rstrip()`) and the AWS KMS plaintext (`.strip()`). Each strips the characters of
  * `str.isspace()` (Unicode White_Space and bidi classes B, S, WS): tab to carriage return, the
  * separators \x1c-\x1f (which JavaScript's `trim` keeps), space, NEL \x85, no-break space, and the
@@ -31,4 +32,18 @@ export function pythonStrip(text: string): string {
   let start = 0;
   while (start < text.length && isPythonSpace(text, start)) start++;
   return pythonRstrip(text.slice(start));
+}
+
+const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/**
+ * `bytes.decode("utf-8")`: strict (undefined where Python raises), a leading byte order mark kept
+ * as a character, as Python keeps it.
+ */
+export function pythonUtf8(bytes: Uint8Array): string | undefined {
+  try {
+    return UTF8.decode(bytes);
+  } catch {
+    return undefined;
+  }
 }

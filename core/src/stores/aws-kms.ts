@@ -18,7 +18,7 @@
 import type * as Sdk from "@aws-sdk/client-kms";
 import * as z from "zod/mini";
 import { ConfigError, type SecretsError } from "../errors";
-import { pythonStrip } from "../python-text";
+import { pythonStrip, pythonUtf8 } from "../python-text";
 import { envValue } from "../refs";
 import {
   type ListOptions,
@@ -36,8 +36,6 @@ const PREFIX = "aws_kms/";
 const BASE64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 /** KMS `Decrypt`'s `CiphertextBlob`: 1 to 6144 bytes; past that KMS answers `ValidationException`. */
 const MAX_CIPHERTEXT_BYTES = 6144;
-/** Strict UTF-8, as Python's `bytes.decode("utf-8")`; a leading byte order mark is kept, as there. */
-const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /**
  * The bytes Python's `base64.b64decode(text)` gives (how LiteLLM reads the env value), or
@@ -120,10 +118,8 @@ export class AwsKmsStore implements SecretStore {
       throw decryptError(err, name);
     }
     if (plaintext === undefined) throw new StoreCorrupt(`KMS returned no plaintext for ${name}`);
-    let text: string;
-    try {
-      text = utf8.decode(plaintext);
-    } catch {
+    const text = pythonUtf8(plaintext);
+    if (text === undefined) {
       throw new StoreCorrupt(`the environment variable ${name} opens to a plaintext that is not UTF-8`);
     }
     return { value: pythonStrip(text) };

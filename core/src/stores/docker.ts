@@ -19,7 +19,7 @@ import { join, sep } from "node:path";
 import * as z from "zod/mini";
 import { InvalidName } from "../errors";
 import { isValidName } from "../names";
-import { pythonRstrip } from "../python-text";
+import { pythonRstrip, pythonUtf8 } from "../python-text";
 import {
   type ListOptions,
   type NamePage,
@@ -38,8 +38,6 @@ import {
 
 /** The largest file read: a secret's value, 500 KiB. */
 const MAX_VALUE_BYTES = 500 * 1024;
-/** Strict UTF-8; a leading byte order mark is kept in the value, as LiteLLM's UTF-8 read keeps it. */
-const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 /**
  * Codes that mean there is no secret file under the name, as LiteLLM finds none (its non-strict
  * `realpath`, then `isfile`): none (ENOENT), a path through a file (ENOTDIR), a symlink loop
@@ -207,13 +205,8 @@ function unusableDir(problem: string): StoreUnavailable {
  * Latin-1, every byte a character; Python's text mode makes `\r\n` and a lone `\r` a `\n`.
  */
 function decodeAsLiteLLM(bytes: Buffer): string {
-  let text: string;
-  try {
-    text = utf8.decode(bytes);
-  } catch {
-    // Buffer's latin1 is ISO-8859-1, as Python's; TextDecoder's "latin1" is windows-1252.
-    text = bytes.toString("latin1");
-  }
+  // Buffer's latin1 is ISO-8859-1, as Python's; TextDecoder's "latin1" is windows-1252.
+  const text = pythonUtf8(bytes) ?? bytes.toString("latin1");
   return text.replace(/\r\n?/g, "\n");
 }
 

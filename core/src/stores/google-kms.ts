@@ -14,6 +14,7 @@
 
 import type * as Sdk from "@google-cloud/kms";
 import * as z from "zod/mini";
+import { pythonUtf8 } from "../python-text";
 import { envValue } from "../refs";
 import {
   type ListOptions,
@@ -28,9 +29,6 @@ import { endpointUrl, googleCallOptions, googleTlsOptions, readyClient } from ".
 import { loadSdk } from "./load-sdk";
 
 type Client = InstanceType<typeof Sdk.KeyManagementServiceClient>;
-
-/** Strict UTF-8, as Python's `bytes.decode("utf-8")`; a leading byte order mark is kept, as there. */
-const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 const CRYPTO_KEY = /^projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+\/cryptoKeys\/[^/]+$/;
 
@@ -103,11 +101,11 @@ export class GoogleKmsStore implements SecretStore {
       }
       throw classifyBackendError(err, "google kms decrypt");
     }
-    try {
-      return { value: utf8.decode(plaintext) };
-    } catch {
+    const text = pythonUtf8(plaintext);
+    if (text === undefined) {
       throw new StoreCorrupt(`the environment variable ${name} opens to a plaintext that is not UTF-8`);
     }
+    return { value: text };
   }
 
   /** The client set up before `decrypt` (`readyClient`). */
