@@ -23,7 +23,7 @@ import type {
   SecretStore,
   StoreScope,
 } from "./secret-store";
-import { type KeyManagement, virtualKeyPrefix } from "./settings";
+import { type KeyManagement, unreadableAtStart, virtualKeyPrefix } from "./settings";
 import { isRetryable, NotSupported } from "./store-errors";
 
 /** The name `probe` reads when no hosted key is configured (under the virtual-key prefix first). */
@@ -486,10 +486,7 @@ export class SecretManager {
    * through KMS.
    */
   #unreadableAtStart(name: string): "invalid_name" | "write_only" | "not_hosted" | undefined {
-    if (!isValidName(name)) return "invalid_name";
-    if (this.#policy.accessMode === "write_only") return "write_only";
-    if (this.#hosted !== undefined && !this.#hosted.has(name)) return "not_hosted";
-    return undefined;
+    return unreadableAtStart(name, this.#policy.accessMode, this.#hosted);
   }
 
   #checkRead(name: string): void {

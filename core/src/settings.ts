@@ -314,11 +314,9 @@ export function loadSettings(input: SettingsInput): Settings {
   const storeSettings = parseStoreSettings(factory, rawKeyManagementSettings(rawConfig), env);
   const dataDir = resolve(cwd, e.LLM_SECRETS_DATA_DIR ?? ".llm-secrets");
 
+  const accessMode = kms.access_mode ?? factory.defaults.accessMode;
   refuseKmsSealed(
-    sealedForUseAwsKms(env, factory, settingRefs, {
-      accessMode: kms.access_mode ?? factory.defaults.accessMode,
-      hostedKeys: kms.hosted_keys ?? undefined,
-    }),
+    sealedForUseAwsKms(env, factory, settingRefs, { accessMode, hostedKeys: kms.hosted_keys ?? undefined }),
   );
   const { master, keys, encryptionAlgorithm, warning } = keysOf(general, e, env, factory, dataDir, input.offline);
   if (warning) warnings.push(warning);
@@ -351,7 +349,7 @@ export function loadSettings(input: SettingsInput): Settings {
     keys,
     encryptionAlgorithm,
     keyManagement: {
-      accessMode: kms.access_mode ?? factory.defaults.accessMode,
+      accessMode,
       hostedKeys,
       storeVirtualKeys: kms.store_virtual_keys ?? false,
       prefixForStoredVirtualKeys: prefix,
@@ -529,6 +527,22 @@ function prefixOf(prefix: string, key: string): string {
  * `hosted_keys`, each a valid secret name, or the start stops naming the entry: they reach the store
  * as names (`/ready` reads the first), and no store call is made with a name not checked (SPEC 10).
  */
+/**
+ * Why a config's `os.environ/NAME` ref is not read from the store at start (it then comes from the
+ * environment), or undefined when it is read: not a name, reads off (`write_only`), or outside
+ * `hosted_keys` when that is set. The manager's rule at start, and the USE_AWS_KMS check's.
+ */
+export function unreadableAtStart(
+  name: string,
+  accessMode: AccessMode,
+  hosted: ReadonlySet<string> | undefined,
+): "invalid_name" | "write_only" | "not_hosted" | undefined {
+  if (!isValidName(name)) return "invalid_name";
+  if (accessMode === "write_only") return "write_only";
+  if (hosted !== undefined && !hosted.has(name)) return "not_hosted";
+  return undefined;
+}
+
 function hostedKeysOf(raw: readonly string[] | null | undefined): readonly string[] | undefined {
   if (!raw) return undefined;
   for (const [i, name] of raw.entries()) {
@@ -621,10 +635,7 @@ function sealedForUseAwsKms(
   const ownVariables = new Set([...Object.keys(EnvSchema.shape), ...Object.keys(factory.settings.shape.env.shape)]);
   const hosted = reads.hostedKeys ? new Set(reads.hostedKeys) : undefined;
   const decryptedAtStart = (name: string) =>
-    factory.defaults.decryptsAwsKmsValues === true &&
-    reads.accessMode !== "write_only" &&
-    isValidName(name) &&
-    (hosted === undefined || hosted.has(name));
+    factory.defaults.decryptsAwsKmsValues === true && unreadableAtStart(name, reads.accessMode, hosted) === undefined;
   return Object.keys(env).filter((name) => {
     if (/^litellm_secret_aws_kms/i.test(name)) return true;
     if (!env[name]?.startsWith(KMS_SEALED)) return false;
