@@ -10,7 +10,7 @@ import { type KeyRing, openSecret, sealSecret } from "./crypto";
 import { AccessDenied, EncryptionKeyMissing, NotFound, SecretsError } from "./errors";
 import type { Logger } from "./log";
 import type { Labels, Metrics } from "./metrics";
-import { isValidName, TOKEN_HASH_NAME, validateName } from "./names";
+import { TOKEN_HASH_NAME, validateName } from "./names";
 import { collectRefs, envRefValue, REF_PREFIX, replaceRefs, scanRefs } from "./refs";
 import { type CacheRead, SecretCache } from "./secret-cache";
 import type {
