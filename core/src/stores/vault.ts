@@ -514,13 +514,19 @@ export class VaultStore implements SecretStore {
     const data = (answer.body as { data?: { type?: unknown; options?: { version?: unknown } | null } } | undefined)
       ?.data;
     if (answer.status === 200 && (data?.type === "kv" || data?.type === "generic") && data.options?.version !== "2") {
-      const at = secretNamespace === undefined ? mount : `${secretNamespace}/${mount}`;
-      const flag = secretNamespace === undefined ? "" : `-namespace=${secretNamespace} `;
-      throw new StoreUnavailable(
-        `${what}: the mount ${at} is a KV version 1 mount: llm-secrets needs KV version 2 (vault kv enable-versioning ${flag}${mount})`,
-      );
+      throw this.#kvVersion1(what, "is a KV version 1 mount");
     }
     this.#mountKnown = true;
+  }
+
+  /** The mount is KV version 1 (`how` it showed): the command that upgrades it, in its namespace. */
+  #kvVersion1(what: string, how: string): StoreUnavailable {
+    const { secretNamespace, mount } = this.#target;
+    const at = secretNamespace === undefined ? mount : `${secretNamespace}/${mount}`;
+    const flag = secretNamespace === undefined ? "" : `-namespace=${secretNamespace} `;
+    return new StoreUnavailable(
+      `${what}: the mount ${at} ${how}: llm-secrets needs KV version 2 (vault kv enable-versioning ${flag}${mount})`,
+    );
   }
 
   /** `/v1/` onwards: `[{namespace}/]{mount}/{data|metadata}/[{prefix}/]{name}`, each segment encoded. */
@@ -602,9 +608,7 @@ export class VaultStore implements SecretStore {
     if (answer.status === 204) {
       // KV version 1 answers a write with no content (version 2 with the version written): the
       // mount is not a KV v2 one, and what was sent is now a v1 key named `data/...` there.
-      throw new StoreUnavailable(
-        `${what}: the mount ${this.#target.mount} answered as a KV version 1 mount (HTTP 204 to a write): llm-secrets needs KV version 2 (vault kv enable-versioning ${this.#target.mount})`,
-      );
+      throw this.#kvVersion1(what, "answered as a KV version 1 mount (HTTP 204 to a write)");
     }
     if (answer.status !== 200) throw this.#client.failure(answer, what);
     const version = (answer.body as { data?: { version?: unknown } } | undefined)?.data?.version;
