@@ -864,6 +864,20 @@ describe("logins", () => {
     expect(fake.calls("POST", /\/auth\/cert\/login$/)).toHaveLength(2);
   });
 
+  it("a login redirected where it is not followed (https to http) is backend_unavailable, as any call's redirect, not a refused identity", async () => {
+    const { fake, store } = await approleStore();
+    const down = fake.url.replace("https:", "http:");
+    fake.inject({ kind: "status", status: 307, location: `${down}/v1/auth/approle/login` }, 1, (r) =>
+      r.url.endsWith("/approle/login"),
+    );
+    const refused = await errorOf(store.get("A"));
+    expect(refused.code).toBe("backend_unavailable");
+    expect(refused.message).toMatch(
+      /approle login\): Vault redirected to another node \(HTTP 307\), which was not followed/,
+    );
+    expect((await store.get("A"))?.value).toBe("a"); // the next call logs in
+  });
+
   it("cert auth: a renewal that fails because Vault is down (503) stands, with no login after it", async () => {
     const clock = manualClock();
     const fake = await startFake({ certRole: { name: "test-role" }, tokenTtlSeconds: 60, now: clock.now });

@@ -356,6 +356,9 @@ export class VaultClient {
     const answer = await this.#send(call, headers, `${what} (${auth.method} login)`);
     const lease = leaseOf(answer, this.#tuning.clock());
     if (answer.status !== 200 || lease === undefined) {
+      // A redirect not followed, or a standby behind: Vault's state, read as any call's is.
+      const redirected = answer.status >= 300 && answer.status < 400;
+      if (redirected || answer.status === STANDBY_BEHIND) throw this.failure(answer, `${what} (${auth.method} login)`);
       // Vault refuses bad credentials with 400 ("invalid role or secret ID") as well as 403.
       throw classifyBackendError(new HttpAnswerError("AuthenticationError", answer), `${what} (${auth.method} login)`);
     }
