@@ -149,7 +149,8 @@ describe("the cyberark store", () => {
     expect(await codeOf(store.list?.({ limit: 2, cursor: negative }) as Promise<unknown>)).toBe("invalid_request");
     expect(fake.calls("GET", /^\/resources\//)).toHaveLength(asked);
 
-    // A server that caps the limit (api_resource_list_limit_max): its 422 names the cap, which each page then asks for.
+    // A server that caps the limit (api_resource_list_limit_max): its 422 names the cap, which each page then asks for,
+    // without asking past it again.
     fake.listLimitMax = 3;
     fake.requests.length = 0;
     const capped = await listPages(store.list?.bind(store), { limit: 100 });
@@ -157,9 +158,7 @@ describe("the cyberark store", () => {
     expect(fake.calls("GET", /^\/resources\//).map((r) => [r.status, r.url])).toEqual([
       [422, "/resources/acme/variable?limit=100&offset=0"],
       [200, "/resources/acme/variable?limit=3&offset=0"],
-      [422, "/resources/acme/variable?limit=100&offset=3"],
       [200, "/resources/acme/variable?limit=3&offset=3"],
-      [422, "/resources/acme/variable?limit=100&offset=6"],
       [200, "/resources/acme/variable?limit=3&offset=6"],
     ]);
   });

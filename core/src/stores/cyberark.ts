@@ -233,6 +233,8 @@ export class CyberArkStore implements SecretStore {
   readonly #writes = new KeyedQueue();
   /** The tail of this store's queue of policy loads. */
   #policyLoads: Promise<unknown> = Promise.resolve();
+  /** The largest page the server takes: Conjur's own, or what its 422 named (asked for from then on). */
+  #listCap = MAX_LIST_PAGE;
   readonly #tuning: CyberArkTuning;
 
   constructor(
@@ -297,7 +299,7 @@ export class CyberArkStore implements SecretStore {
     const what = "cyberark list";
     const offset = options.cursor === undefined ? 0 : Number(Buffer.from(options.cursor, "base64url").toString());
     if (!Number.isSafeInteger(offset) || offset < 0) throw new InvalidInput("the cursor is not valid");
-    let limit = Math.min(options.limit, MAX_LIST_PAGE);
+    let limit = Math.min(options.limit, this.#listCap);
     const page = () => {
       const query = new URLSearchParams({ limit: String(limit), offset: String(offset) });
       return this.#call(
@@ -309,6 +311,7 @@ export class CyberArkStore implements SecretStore {
     // A server may cap the page (`api_resource_list_limit_max`): "'Limit' parameter must not exceed N", 422.
     const most = answer.status === 422 ? limitMaxOf(answer.body) : undefined;
     if (most !== undefined && most < limit) {
+      this.#listCap = most;
       limit = most;
       answer = await page();
     }
