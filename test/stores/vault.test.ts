@@ -844,7 +844,8 @@ describe("logins", () => {
     expect([logins(), tokens().size]).toEqual([5, 2]);
   });
 
-  it("cert auth: a renewal Vault refuses with 500 (a changed certificate or policies) brings a login, not renewals until the lease ends", async () => {
+  /** A store logged in with the tests' client certificate, on a clock of its own; 60 s tokens. */
+  async function certStore() {
     const clock = manualClock();
     const fake = await startFake({ certRole: { name: "test-role" }, tokenTtlSeconds: 60, now: clock.now });
     fake.seed("secret/A", { key: "a" });
@@ -852,6 +853,11 @@ describe("logins", () => {
       { HCP_VAULT_ADDR: fake.url, HCP_VAULT_CLIENT_CERT: pki.clientCertFile, HCP_VAULT_CLIENT_KEY: pki.clientKeyFile },
       { now: clock.now },
     );
+    return { clock, fake, store };
+  }
+
+  it("cert auth: a renewal Vault refuses with 500 (a changed certificate or policies) brings a login, not renewals until the lease ends", async () => {
+    const { clock, fake, store } = await certStore();
     await store.get("A");
     clock.advance(41_000);
     const refusal = { errors: ["failed to renew entry: policies have changed, not renewing"] };
@@ -879,13 +885,7 @@ describe("logins", () => {
   });
 
   it("cert auth: a renewal that fails because Vault is down (503) stands, with no login after it", async () => {
-    const clock = manualClock();
-    const fake = await startFake({ certRole: { name: "test-role" }, tokenTtlSeconds: 60, now: clock.now });
-    fake.seed("secret/A", { key: "a" });
-    const store = await open(
-      { HCP_VAULT_ADDR: fake.url, HCP_VAULT_CLIENT_CERT: pki.clientCertFile, HCP_VAULT_CLIENT_KEY: pki.clientKeyFile },
-      { now: clock.now },
-    );
+    const { clock, fake, store } = await certStore();
     await store.get("A");
     clock.advance(41_000); // due for renewal, 19 s of the lease left: the token is kept
     fake.inject({ kind: "status", status: 503 }, 3, (r) => r.url.endsWith("/renew-self"));
