@@ -15,11 +15,10 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from "n
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import { createSecureContext } from "node:tls";
-import { getRequestListener, RequestError } from "@hono/node-server";
 import type { RawRequest } from "./app";
 import { ConfigError } from "./errors";
-import { errorAnswer } from "./http/router";
-import { describeUnexpected, type Logger } from "./log";
+import { nodeRequestListener } from "./http/node-listener";
+import type { Logger } from "./log";
 import { loggedPath, originForm } from "./names";
 import type { Runtime } from "./runtime";
 import { DEFAULT_MAX_CONNECTIONS } from "./settings";
@@ -161,24 +160,9 @@ export async function startServer(
   runtime: Pick<Runtime, "fetch" | "log">,
   options: ServerOptions,
 ): Promise<RunningServer> {
-  const handle = getRequestListener(
-    (request, env) => runtime.fetch(request, rawRequestOf((env as { incoming: IncomingMessage }).incoming)),
-    {
-      // HTTP/1.0 without a Host (simple health checkers): the URL is made with this one.
-      hostname: "localhost",
-      // A request no URL can be made of (a Host that is no host, a backslash in the path) is
-      // refused in the API's shape, with its log line, as every refused request is (the library
-      // answered a bare 400 and nothing was logged).
-      errorHandler: (err) => {
-        if (err instanceof RequestError) {
-          runtime.log.info("request", { status: 400, code: "invalid_request", reason: err.message });
-          return errorAnswer("invalid_request", `malformed request: ${err.message}`);
-        }
-        // The app answers its own errors: this is a bug of ours (the library calls here for it too).
-        runtime.log.error("unexpected error", describeUnexpected(err));
-        return errorAnswer("internal", "internal error");
-      },
-    },
+  const handle = nodeRequestListener(
+    (request, incoming) => runtime.fetch(request, rawRequestOf(incoming)),
+    runtime.log,
   );
   // Once stopping, each answer not yet begun closes its connection: a keep-alive client busy with
   // requests would otherwise hold the server open for as long as it kept asking. Each connection's

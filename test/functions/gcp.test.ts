@@ -2,6 +2,7 @@
 // functions-framework server in binary and structured mode (ack on success or on a malformed
 // event, 500 so Pub/Sub redelivers on a store failure), and what the bundle holds.
 import { createServer as createHttpServer } from "node:http";
+import { connect } from "node:net";
 import { join } from "node:path";
 import * as zlib from "node:zlib";
 import * as functions from "@google-cloud/functions-framework";
@@ -366,6 +367,30 @@ describe("a JSON body that does not parse (express answers it before the functio
       });
     },
   );
+});
+
+describe("a request no URL can be made of (the listener refuses it before the app)", () => {
+  it("is answered in the API's shape, no-store, with its line, as on serve", async () => {
+    await asDeployed("unmade-url-http", async ({ port, ownLogs }) => {
+      // A raw backslash in the path (a URL parser would read it as `/`): sent as is, on a socket.
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = connect(port, "127.0.0.1");
+        let got = "";
+        socket.on("data", (d) => {
+          got += d;
+        });
+        socket.on("error", reject);
+        socket.on("end", () => resolve(got));
+        socket.end("GET /v1/secrets/a\\b HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n");
+      });
+      expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+      expect(answer).toMatch(/\r\ncache-control: no-store\r\n/i);
+      const body = JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4)) as { error: { code: string } };
+      expect(body.error.code).toBe("invalid_request");
+      const lines = ownLogs.map((l) => JSON.parse(l)).filter((l) => l.code === "invalid_request");
+      expect(lines).toEqual([expect.objectContaining({ msg: "request", status: 400 })]);
+    });
+  });
 });
 
 describe("a compressed body (functions-framework inflates it before the function runs)", () => {

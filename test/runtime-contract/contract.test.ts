@@ -98,11 +98,14 @@ const RUNTIMES: Record<string, () => Promise<Target>> = {
         return { status: res.status, headers: Object.fromEntries(res.headers), body: await res.text() };
       },
       close: () => runtime.close(),
-      // The caller builds the Request: fetch's cannot hold a body on GET or HEAD.
+      // The caller builds the Request: fetch's cannot hold a body on GET or HEAD. And the raw path
+      // is the runtime helper's to give in origin form (node's server, express: see their entries).
       cannotCarry: (c) =>
         (c.method === "GET" || c.method === "HEAD") && bodyOf(c) !== undefined
           ? "a fetch Request cannot carry a body on GET or HEAD"
-          : undefined,
+          : c.target.startsWith("/")
+            ? undefined
+            : "an absolute-form target is a wire's: a runtime's raw-request helper passes its path",
     };
   },
 };
@@ -202,6 +205,7 @@ function awsRuntime(shape: "function-url" | "http-api" | "http-api-named-stage")
       // Lambda's event has the query string after the `?`, not the `?`: `prod?` arrives as `prod`.
       cannotCarry: (c) => {
         if (c.target.endsWith("?")) return "a payload-2.0 event cannot show an empty query (`?` and nothing after it)";
+        if (!c.target.startsWith("/")) return "a payload-2.0 event carries the path alone (an absolute-form target's)";
         const cut = c.target.indexOf("?");
         if (shape !== "function-url" && httpApiRawPath(cut === -1 ? c.target : c.target.slice(0, cut)) === undefined) {
           return "API Gateway refuses this path itself (its own 400: a `%25` before no escape, decoded twice)";

@@ -146,6 +146,19 @@ export const CONTRACT: readonly ContractCase[] = [
     code: "invalid_name",
   },
   { name: "read with a raw #", method: "GET", target: "/v1/secrets/prod#x", status: 400, code: "invalid_name" },
+  // The absolute form a server must accept (RFC 9112 section 3.2.2): read as its path.
+  { name: "read in absolute form", method: "GET", target: "http://127.0.0.1/v1/secrets/prod", status: 200 },
+  {
+    name: "write in absolute form",
+    method: "PUT",
+    target: "http://127.0.0.1/v1/secrets/new",
+    body: put,
+    status: 201,
+    after: { new: "written" },
+  },
+  // A raw backslash no URL can be made of as sent (a URL parser reads it as `/`): refused in the
+  // API's shape (node's listener: `invalid_request`; where the path reaches the app: `invalid_name`).
+  { name: "write with a raw backslash", method: "PUT", target: "/v1/secrets/a\\b", body: put, status: 400 },
   // `%25` is a `%` in the name: never a valid name, and never decoded a second time.
   {
     name: "read a%2540b (a % in the name)",

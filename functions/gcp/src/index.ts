@@ -22,8 +22,15 @@
 
 import type { IncomingMessage, ServerResponse } from "node:http";
 import * as functions from "@google-cloud/functions-framework";
-import { getRequestListener } from "@hono/node-server";
-import { createLogger, type FunctionOptions, type Logger, type RawRequest, startOnFirstUse } from "@llm-secrets/core";
+import {
+  createLogger,
+  type FunctionOptions,
+  type Logger,
+  originForm,
+  type RawRequest,
+  startOnFirstUse,
+} from "@llm-secrets/core";
+import { nodeRequestListener } from "@llm-secrets/core/node-listener";
 import { googleSecretManagerStore } from "@llm-secrets/core/stores/google";
 import { googleKmsStore } from "@llm-secrets/core/stores/google-kms";
 import { PORTABLE_STORES } from "@llm-secrets/core/stores/portable";
@@ -33,13 +40,14 @@ export const GCP_STORES = [googleSecretManagerStore, googleKmsStore, ...PORTABLE
 
 /**
  * This runtime's raw-request helper: express keeps the request target as it arrived in
- * `originalUrl`; the headers are node's parse, as the local server passes them; answers stream
+ * `originalUrl` (in origin form: an absolute-form target, `GET http://host/v1/...`, is read as its
+ * path, as node's server does for `serve`); the headers are node's parse, as the local server passes them; answers stream
  * over the request's socket, which is cut when a forwarded answer cannot be finished.
  */
 export function rawRequestOf(req: IncomingMessage & { originalUrl?: string }): RawRequest {
   const socket = req.socket;
   return {
-    path: req.originalUrl ?? req.url ?? "",
+    path: originForm(req.originalUrl ?? req.url ?? ""),
     headers: req.headers,
     clientClosed: () => socket.destroyed || !socket.writable,
     abort: () => socket.destroy(),
@@ -154,13 +162,15 @@ export function gcpFunctions(options: FunctionOptions = {}) {
   // the instance's CPU once it has answered, so a line left for the next event-loop turn waited for
   // the next request, or was lost with the instance. And again once the answer is out (a forward's
   // streamed body may log as it ends).
-  const listener = getRequestListener(async (request, env) => {
+  // What the library refuses before the app (a raw backslash in the path, a Host that is no host)
+  // is answered in the API's shape with its line, as on `serve`.
+  const listener = nodeRequestListener(async (request, incoming) => {
     try {
-      return await runtime.fetch(request, rawRequestOf((env as { incoming: IncomingMessage }).incoming));
+      return await runtime.fetch(request, rawRequestOf(incoming));
     } finally {
       runtime.flushLogs();
     }
-  });
+  }, log);
   const http = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     unlabelInflatedBody(req);
     try {

@@ -1,0 +1,33 @@
+/**
+ * The app over node's request and response, for the runtimes that hand it those (the local server,
+ * Google's functions-framework): @hono/node-server's listener, with what it refuses before the app
+ * sees a request (a Host that is no host, a raw backslash in the path) answered in the API's shape
+ * and logged, as every refused request is. Left to itself the library answers a bare 400, with no
+ * body and no line. Its own subpath (`@llm-secrets/core/node-listener`): the runtimes without
+ * node's server (Lambda, Azure) do not load the library.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { getRequestListener, RequestError } from "@hono/node-server";
+import { describeUnexpected, type Logger } from "../log";
+import { errorAnswer } from "./router";
+
+export type NodeListener = (incoming: IncomingMessage, outgoing: ServerResponse) => Promise<void>;
+
+export function nodeRequestListener(
+  fetch: (request: Request, incoming: IncomingMessage) => Response | Promise<Response>,
+  log: Logger,
+): NodeListener {
+  return getRequestListener((request, env) => fetch(request, (env as { incoming: IncomingMessage }).incoming), {
+    // HTTP/1.0 without a Host (simple health checkers): the URL is made with this one.
+    hostname: "localhost",
+    errorHandler: (err) => {
+      if (err instanceof RequestError) {
+        log.info("request", { status: 400, code: "invalid_request", reason: err.message });
+        return errorAnswer("invalid_request", `malformed request: ${err.message}`);
+      }
+      // The app answers its own errors: this is a bug of ours (the library calls here for it too).
+      log.error("unexpected error", describeUnexpected(err));
+      return errorAnswer("internal", "internal error");
+    },
+  }) as NodeListener;
+}
