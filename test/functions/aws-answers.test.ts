@@ -2,7 +2,7 @@
 // upstream, as a Function URL invokes it (payload 2.0), and the result as Lambda would send it on.
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { createLogger } from "../../core/src/log";
 import { memoryStore } from "../../core/src/stores/memory";
 import { awsHandlers, type HttpResultV2, LAMBDA_PAYLOAD_LIMIT } from "../../functions/aws/src/index";
@@ -74,6 +74,7 @@ function setup() {
     target: string,
     host = "abc123.lambda-url.eu-west-1.on.aws",
     headers: Record<string, string> = {},
+    lambda: { requestId?: string; context?: { awsRequestId?: string } } = {},
   ): Promise<HttpResultV2> => {
     const cut = target.indexOf("?");
     const event = {
@@ -86,10 +87,10 @@ function setup() {
         http: { method: "GET", path: target, protocol: "HTTP/1.1", sourceIp: "127.0.0.1", userAgent: "test" },
         domainName: host,
         apiId: "abc123",
-        requestId: "req-1",
+        requestId: lambda.requestId ?? "req-1",
       },
     };
-    return (await handlers.http(event as never, {} as never)) as HttpResultV2;
+    return (await handlers.http(event as never, (lambda.context ?? {}) as never)) as HttpResultV2;
   };
   return { handlers, logs, get };
 }
@@ -143,6 +144,32 @@ describe("an answer past Lambda's 6 MB response payload", () => {
     await get("/v1/forward/m/bytes?n=7000000", undefined, { "x-request-id": "client-rid-9" });
     const line = logs.map((l) => JSON.parse(l)).find((l) => /too large for Lambda/.test(l.msg));
     expect(line).toMatchObject({ request_id: "req-1" });
+  });
+
+  it("is logged with its audit line's request id, Lambda's own, also behind an HTTP API (whose requestId is API Gateway's)", async () => {
+    const { logs, get } = setup();
+    const written: string[] = [];
+    const spy = vi.spyOn(process.stdout, "write").mockImplementation((chunk: string | Uint8Array) => {
+      written.push(String(chunk));
+      return true;
+    });
+    const awsRequestId = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef";
+    try {
+      const result = await get("/v1/forward/m/bytes?n=7000000", "secrets.example.com", undefined, {
+        requestId: "JZ9bAiKsoAMEV0Q=",
+        context: { awsRequestId },
+      });
+      expect(result.statusCode).toBe(502);
+    } finally {
+      spy.mockRestore();
+    }
+    const line = logs.map((l) => JSON.parse(l)).find((l) => /too large for Lambda/.test(l.msg));
+    expect(line).toMatchObject({ request_id: awsRequestId });
+    const audit = written
+      .flatMap((w) => w.split("\n"))
+      .filter((l) => l.includes('"audit"'))
+      .map((l) => JSON.parse(l));
+    expect(audit).toEqual([expect.objectContaining({ audit: "forward", request_id: awsRequestId })]);
   });
 
   it("is not reached by a 1 MB answer, which passes unchanged", async () => {

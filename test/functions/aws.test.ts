@@ -54,6 +54,63 @@ describe("the raw request of an HTTP event", () => {
     expect(rawRequestOf({ rawPath: "/health", requestContext: { http: { method: "GET" } } })).toEqual({
       path: "/health",
     });
+    // With Lambda's context, its id: the one in Lambda's own lines (an HTTP API's requestId is its own).
+    const awsRequestId = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef";
+    expect(rawRequestOf({ rawPath: "/health", requestContext: context }, { awsRequestId }).requestId).toBe(
+      awsRequestId,
+    );
+  });
+});
+
+describe("an HTTP event of another shape than payload 2.0", () => {
+  it("is 500 in the API's shape with one line naming the events taken: REST API, ALB, HTTP API at payload 1.0", async () => {
+    const logs: string[] = [];
+    const masterKey = newKey();
+    const handlers = awsHandlers({
+      stores: [memoryStore],
+      env: { LITELLM_MASTER_KEY: masterKey },
+      log: createLogger((line) => logs.push(line)),
+      emf: () => {},
+    });
+    const headers = { authorization: `Bearer ${masterKey}` };
+    const shapes = {
+      // A REST API (and an HTTP API integration at payload 1.0): `path`, no `rawPath`.
+      rest: {
+        version: "1.0",
+        resource: "/{proxy+}",
+        path: "/v1/secrets/c/../d",
+        httpMethod: "GET",
+        headers,
+        multiValueHeaders: {},
+        queryStringParameters: null,
+        requestContext: { httpMethod: "GET", path: "/prod/v1/secrets/c/../d", requestId: "r-1", stage: "prod" },
+        body: null,
+        isBase64Encoded: false,
+      },
+      alb: {
+        requestContext: { elb: { targetGroupArn: "arn:aws:elasticloadbalancing:eu-west-1:1:targetgroup/t/1" } },
+        httpMethod: "GET",
+        path: "/health",
+        queryStringParameters: {},
+        headers,
+        body: "",
+        isBase64Encoded: false,
+      },
+    };
+    for (const [shape, event] of Object.entries(shapes)) {
+      logs.length = 0;
+      const result = await handlers.http(event as never, { awsRequestId: "lambda-1" });
+      expect(result.statusCode, shape).toBe(500);
+      expect(JSON.parse(result.body ?? "")).toEqual({ error: { code: "internal", message: "internal error" } });
+      expect(result.headers?.["cache-control"]).toBe("no-store");
+      const lines = logs.map((l) => JSON.parse(l));
+      expect(lines, shape).toEqual([
+        expect.objectContaining({
+          level: "error",
+          msg: expect.stringMatching(/^unsupported HTTP event.*payload 2\.0/),
+        }),
+      ]);
+    }
   });
 });
 

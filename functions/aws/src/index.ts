@@ -8,7 +8,8 @@
  *   is taken off (`withoutStage`).
  *   The answer goes back whole in the result (BUFFERED), base64 unless it is JSON in UTF-8
  *   (`isAnswerBinary`: text is read as UTF-8); one Lambda could not carry (more than
- *   `LAMBDA_PAYLOAD_LIMIT` bytes as sent) is answered as an error in the API's shape instead.
+ *   `LAMBDA_PAYLOAD_LIMIT` bytes as sent) is answered as an error in the API's shape instead. An
+ *   event of another shape (REST API, ALB: no `rawPath`) is `500` with a line saying so.
  * - `sqs`: key events from SQS. Each record is applied in order; the ones that failed (the store
  *   failed: retry) or were refused (malformed, too old, not allowed: never applicable) come back in
  *   `batchItemFailures`, so SQS redelivers them and, after the queue's maxReceiveCount, its redrive
@@ -142,14 +143,30 @@ export function asSent<E>(event: E): E {
   return escapedPath === rawPath ? event : { ...event, rawPath: escapedPath };
 }
 
+/** What the adapter reads of Lambda's context: the invocation's id. */
+export interface LambdaRequestContext {
+  awsRequestId?: string;
+}
+
+/**
+ * The invocation's id, as Lambda's own log lines carry it (`context.awsRequestId`). The event's
+ * `requestContext.requestId` is that id on a Function URL, but an HTTP API's own
+ * (`JZ9bAiKsoAMEV0Q=`): it is taken only without a context.
+ */
+function lambdaRequestId(event: HttpEventV2, context: LambdaRequestContext | undefined): string | undefined {
+  return context?.awsRequestId || event.requestContext?.requestId;
+}
+
 /**
  * This runtime's raw-request helper: the path and query as the event carries them, and the request's
- * id and source address (Lambda's `sourceIp`, the client's as AWS saw it) for audit lines.
+ * id (Lambda's: `lambdaRequestId`) and source address (Lambda's `sourceIp`, the client's as AWS saw
+ * it) for audit lines.
  */
-export function rawRequestOf(event: HttpEventV2): RawRequest {
+export function rawRequestOf(event: HttpEventV2, context?: LambdaRequestContext): RawRequest {
+  const requestId = lambdaRequestId(event, context);
   return {
     path: event.rawQueryString ? `${event.rawPath}?${event.rawQueryString}` : event.rawPath,
-    ...(event.requestContext?.requestId && { requestId: event.requestContext.requestId }),
+    ...(requestId && { requestId }),
     ...(event.requestContext?.http?.sourceIp && { source: event.requestContext.http.sourceIp }),
   };
 }
@@ -240,6 +257,7 @@ function payloadBytes(result: HttpResultV2): number {
 async function tooLargeAnswer(
   log: Logger,
   event: HttpEventV2,
+  context: LambdaRequestContext | undefined,
   status: number,
   bytes: number,
   whole: boolean,
@@ -252,7 +270,7 @@ async function tooLargeAnswer(
     ...(!whole && { read_whole: false }),
     limit: LAMBDA_PAYLOAD_LIMIT,
     // The audit line's id: Lambda's request id (the caller's x-request-id is the audit line's client_request_id).
-    request_id: requestIdOf(event.requestContext?.requestId),
+    request_id: requestIdOf(lambdaRequestId(event, context)),
   });
   const res = forward
     ? errorAnswer(
@@ -261,6 +279,20 @@ async function tooLargeAnswer(
       )
     : errorAnswer("internal", "internal error");
   return resultOf(res);
+}
+
+/**
+ * The answer to an event without payload 2.0's `rawPath` (an API Gateway REST API, an ALB, an HTTP
+ * API integration set to payload 1.0): `500 internal` in the API's shape, which their result shapes
+ * all take, and one line saying which events the function takes. Its path cannot be read as sent,
+ * so it is not served.
+ */
+async function unsupportedEvent(log: Logger, event: unknown): Promise<HttpResultV2> {
+  const version = (event as { version?: unknown }).version;
+  log.error("unsupported HTTP event: the http handler takes Function URL and API Gateway HTTP API payload 2.0 events", {
+    ...(typeof version === "string" && { version: version.slice(0, 16) }),
+  });
+  return resultOf(errorAnswer("internal", "internal error"));
 }
 
 /** One of our own (JSON) answers as Lambda's result. */
@@ -290,8 +322,8 @@ export function awsHandlers(options: AwsHandlersOptions = {}) {
   });
 
   const app = {
-    fetch: async (request: Request, env: { event: HttpEventV2 }) => {
-      const res = await runtime.fetch(request, rawRequestOf(env.event));
+    fetch: async (request: Request, env: { event: HttpEventV2; lambdaContext?: LambdaRequestContext }) => {
+      const res = await runtime.fetch(request, rawRequestOf(env.event, env.lambdaContext));
       // Only a forward's body may be too large to read whole; ours are measured once built.
       return isForward(env.event) ? counted(res) : res;
     },
@@ -302,8 +334,9 @@ export function awsHandlers(options: AwsHandlersOptions = {}) {
    * An invocation's result, or, when Lambda could not carry it (LAMBDA_PAYLOAD_LIMIT), an error in
    * the API's shape. Each invocation ends by writing what it counted as EMF lines.
    */
-  const http = async (event: HttpEventV2, context?: unknown): Promise<HttpResultV2> => {
+  const http = async (event: HttpEventV2, context?: LambdaRequestContext): Promise<HttpResultV2> => {
     try {
+      if (typeof (event as Partial<HttpEventV2>).rawPath !== "string") return await unsupportedEvent(log, event);
       // A body on GET or HEAD (some clients send one) cannot go into a fetch Request: hono's handler
       // would answer a plain-text 400 before our app, its key check included. It is dropped, as
       // node's server does.
@@ -315,14 +348,14 @@ export function awsHandlers(options: AwsHandlersOptions = {}) {
       try {
         result = (await httpHandler(own as never, context as never)) as HttpResultV2;
       } catch (err) {
-        if (err instanceof AnswerTooLarge) return await tooLargeAnswer(log, own, err.status, err.bytes, false);
+        if (err instanceof AnswerTooLarge) return await tooLargeAnswer(log, own, context, err.status, err.bytes, false);
         // A forward whose upstream broke off mid-answer (forward.ts logged it): read whole, there
         // is nothing to send but the API's error, rather than a failed invocation (Lambda's own 502).
         if (err instanceof SecretsError && isForward(own)) return await resultOf(errorAnswer(err.code, err.message));
         throw err;
       }
       const bytes = payloadBytes(result);
-      if (bytes > LAMBDA_PAYLOAD_LIMIT) return await tooLargeAnswer(log, own, result.statusCode, bytes, true);
+      if (bytes > LAMBDA_PAYLOAD_LIMIT) return await tooLargeAnswer(log, own, context, result.statusCode, bytes, true);
       return result;
     } finally {
       invocationEnds();
