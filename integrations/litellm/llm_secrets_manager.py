@@ -11,7 +11,8 @@ environment:
     LLM_SECRETS_CA_BUNDLE    a PEM bundle of CAs to trust (default: httpx's, certifi's bundle;
                              with a client certificate and no bundle, the system's CAs)
     LLM_SECRETS_CLIENT_CERT  a client certificate (PEM) for mutual TLS, with
-    LLM_SECRETS_CLIENT_KEY   its key (PEM; may be left out when the cert file holds it)
+    LLM_SECRETS_CLIENT_KEY   its key (PEM, unencrypted: an encrypted one is refused at
+                             construction; may be left out when the cert file holds it)
     LLM_SECRETS_TIMEOUT      seconds per network step of a call: to connect, to send, and between
                              two reads of the answer (default 10; httpx's timeout, not a total)
     LLM_SECRETS_FUNCTIONS_KEY  an Azure Functions key, sent as x-functions-key (infra/azure's
@@ -93,8 +94,9 @@ HASH_NAME = re.compile(r"(?:^|/)virtual[^0-9a-z]key[^0-9a-z]([0-9a-f]{64})\Z", r
 # LiteLLM's own logger (litellm._logging's verbose_logger): where its secret managers log failures.
 logger = logging.getLogger("LiteLLM")
 
-# What a delete of a rotation's old name answers when that name never held a key of ours.
-NEVER_OURS = {(409, "name_conflict"), (403, "not_hosted"), (400, "invalid_name")}
+# What a delete of a rotation's old name answers when that name never held a key of ours: the
+# server's refusals, and this class's own of a name that is no name, before sending (status 0).
+NEVER_OURS = {(409, "name_conflict"), (403, "not_hosted"), (400, "invalid_name"), (0, "invalid_name")}
 
 
 class LLMSecretsError(Exception):
@@ -145,7 +147,10 @@ class _Settings:
             try:
                 context = ssl.create_default_context(cafile=ca or None)
                 if cert:
-                    context.load_cert_chain(cert, key_file or None)
+                    # A password callback, so an encrypted key is refused by name rather than
+                    # OpenSSL asking on the terminal (the proxy's start waits there) or failing
+                    # with a bare OSError.
+                    context.load_cert_chain(cert, key_file or None, password=_encrypted_client_key)
             except (OSError, ssl.SSLError) as err:
                 raise ValueError(f"LLMSecretsManager cannot use its TLS files: {type(err).__name__}: {err}") from None
             self.verify = context
@@ -174,6 +179,14 @@ class _Settings:
             },
             "limits": httpx.Limits(max_connections=100, max_keepalive_connections=20),
         }
+
+
+def _encrypted_client_key() -> bytes:
+    """Called by OpenSSL only for an encrypted key: no passphrase is read, so it is refused."""
+    raise ValueError(
+        "the client key is encrypted; LLMSecretsManager takes an unencrypted PEM key in LLM_SECRETS_CLIENT_KEY "
+        "(or in LLM_SECRETS_CLIENT_CERT's file): decrypt it, e.g. openssl pkey -in encrypted.key -out client.key"
+    )
 
 
 _lock = threading.Lock()
@@ -503,9 +516,10 @@ class LLMSecretsManager(CustomSecretManager):
     ) -> None:
         """
         A rotation's delete of the old name. 404, 409 name_conflict (the name lands on a secret made
-        outside llm-secrets, or on a hosted name's), 403 not_hosted or 400 invalid_name (a name this
-        class could never have written: the key's write under it was refused the same way) mean it
-        holds no key of ours: logged, not raised.
+        outside llm-secrets, or on a hosted name's), 403 not_hosted or invalid_name (400 from the
+        server, or this class's own refusal before sending, status 0: a name this class could never
+        have written, the key's write under it was refused the same way) mean it holds no key of
+        ours: logged, not raised.
         Another failure raises, unless the write failed too: then it is logged and the write's error raised.
         A name spelled as a token hash's is not sent, as in ``async_delete_secret``: LiteLLM asks for one
         when a key without an alias is given one at regeneration, but a key whose alias spells another

@@ -4,7 +4,7 @@
 // not importable the driver gets a stand-in for its base class only (test/integrations/
 // litellm-stand-in), and says so; what is checked is the class's own behaviour.
 import { spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
+import { createHash, createPrivateKey } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { copyFile, writeFile } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
@@ -565,7 +565,15 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
   it("a key the server refuses (409 name_conflict, 403 not_hosted, 400 invalid_name) is not stored: the class raises the status and code, LiteLLM warns once, with no key", async () => {
     const { fake, server, masterKey } = await serveAzure();
     const k = (label: string) => `sk-${secretValue(label)}`;
-    const keys = { salt: k("salt"), openai: k("openai"), team: k("team"), spaced: k("spaced"), good: k("good") };
+    const keys = {
+      salt: k("salt"),
+      openai: k("openai"),
+      team: k("team"),
+      spaced: k("spaced"),
+      good: k("good"),
+      slashed: k("slashed"),
+      dotted: k("dotted"),
+    };
     try {
       const { results, logs, raw } = await hooks(python, dir, server.url, masterKey, [
         ["gen", "SALT_KEY", keys.salt], // lands on the portal's LITELLM-SALT-KEY
@@ -576,6 +584,9 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
         // The remedy README gives: regenerate with an allowed alias. The old name was never stored.
         ["rot", "team-a/prod", "good-1", keys.team],
         ["rot", "Team A key", "good-2", keys.spaced],
+        // An old alias the class itself refuses before sending (status 0 invalid_name), as the server would.
+        ["rot", "team/", "good-3", keys.slashed],
+        ["rot", "x/../y", "good-4", keys.dotted],
       ]);
       expect(results).toMatchObject([
         { error: "LLMSecretsError", status: 409, code: "name_conflict" },
@@ -585,13 +596,20 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
         { ok: "stored" },
         { ok: "rotated" },
         { ok: "rotated" },
+        { ok: "rotated" },
+        { ok: "rotated" },
       ]);
       // Nothing written but the allowed aliases; the portal's secret untouched.
       expect(fake.calls("PUT", "/secrets/").map((r) => r.path)).toEqual([
         "/secrets/litellm-good-alias",
         "/secrets/litellm-good-1",
         "/secrets/litellm-good-2",
+        "/secrets/litellm-good-3",
+        "/secrets/litellm-good-4",
       ]);
+      expect(logs.filter((l) => l.logger === "LiteLLM").map((l) => l.message)).toContain(
+        "the rotation's old name litellm/x/../y holds no key of ours (invalid_name): not deleted",
+      );
       expect(fake.secret("LITELLM-SALT-KEY")?.versions.map((v) => v.value)).toEqual(["portal-salt"]);
       // One WARNING each on LiteLLM's proxy logger, naming the status and code, never the key.
       const warnings = logs.filter((l) => l.level === "WARNING");
@@ -640,6 +658,32 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
     });
     expect(out.construct).toMatchObject({ error: "ValueError", message: expect.stringContaining("printable ASCII") });
     expect(JSON.stringify(out)).not.toContain("second-line");
+  });
+
+  it("refuses an encrypted client key at construction, saying so, rather than asking for its passphrase", async () => {
+    const pki = inject("testPki");
+    const encrypted = join(await tempDir(), "client.key");
+    const passphrase = secretValue("passphrase");
+    await writeFile(
+      encrypted,
+      createPrivateKey(readFileSync(pki.clientKeyFile)).export({
+        type: "pkcs8",
+        format: "pem",
+        cipher: "aes-256-cbc",
+        passphrase,
+      }),
+    );
+    const { out, raw } = await drive(python, dir, "read", {
+      LLM_SECRETS_URL: "https://secrets.example",
+      LLM_SECRETS_API_KEY: "k",
+      LLM_SECRETS_CLIENT_CERT: pki.clientCertFile,
+      LLM_SECRETS_CLIENT_KEY: encrypted,
+    });
+    expect(out.construct).toMatchObject({
+      error: "ValueError",
+      message: expect.stringMatching(/^the client key is encrypted; LLMSecretsManager takes an unencrypted PEM key/),
+    });
+    expect(raw).not.toContain(passphrase);
   });
 
   it("names the missing settings when it cannot start", async () => {

@@ -77,8 +77,12 @@ describe("the custom store", () => {
     expect(await codeOf(denied.get("A"))).toBe("backend_denied");
     // The typed errors of another copy of the package (a bundled function's module has its own):
     // their code, message and retryAfter kept, though they are not instances of ours.
-    const bundled = await bundleCore('export * from "./src/store-errors.ts";', join(await tempDir(), "copy.mjs"));
-    const copy = (await import(pathToFileURL(bundled).href)) as typeof import("../../core/src/store-errors");
+    const bundled = await bundleCore(
+      'export * from "./src/store-errors.ts"; export { SecretsError } from "./src/errors.ts";',
+      join(await tempDir(), "copy.mjs"),
+    );
+    const copy = (await import(pathToFileURL(bundled).href)) as typeof import("../../core/src/store-errors") &
+      typeof import("../../core/src/errors");
     expect(new copy.BackendDenied("x")).not.toBeInstanceOf(SecretsError);
     const thrown = [
       new copy.BackendDenied("vault said no"),
@@ -88,6 +92,10 @@ describe("the custom store", () => {
       new copy.StoreUnavailable("no such mount"),
       // Shaped as one by hand, with a Retry-After no header can carry: an hour, in whole seconds.
       Object.assign(new Error("vault is slow"), { code: "backend_unavailable", details: { retryAfter: 1e25 } }),
+      // The README's way to refuse a large value (413), and a name the store cannot take (400), both ways.
+      new copy.SecretsError("payload_too_large", "larger than my store takes"),
+      Object.assign(new Error("larger than my store takes"), { code: "payload_too_large" }),
+      Object.assign(new Error("my store takes no @ in a name"), { code: "invalid_name" }),
     ];
     const answered = [];
     for (const error of thrown) {
@@ -101,6 +109,9 @@ describe("the custom store", () => {
       ["name_conflict", "A_B maps to the backend key A-B, which already holds another name", undefined],
       ["store_unavailable", "no such mount", undefined],
       ["backend_unavailable", "vault is slow", 3600],
+      ["payload_too_large", "larger than my store takes", undefined],
+      ["payload_too_large", "larger than my store takes", undefined],
+      ["invalid_name", "my store takes no @ in a name", undefined],
     ]);
     // The read-only factory throws errors named NotSupported from put and delete.
     const readOnly = await open("./custom-factory.mjs");
@@ -114,7 +125,8 @@ describe("the custom store", () => {
     const dir = await tempDir();
     await writeFile(
       join(dir, "hang.mjs"),
-      'export default class { get(n) { return n === "A" ? new Promise(() => {}) : undefined; } put() { return new Promise(() => {}); } delete() { return new Promise(() => {}); } }\n',
+      // B is held: a class's delete of a name its get finds nothing under is not called.
+      'export default class { get(n) { return n === "A" ? new Promise(() => {}) : n === "B" ? "held" : undefined; } put() { return new Promise(() => {}); } delete() { return new Promise(() => {}); } }\n',
     );
     await writeFile(
       join(dir, "hang-factory.mjs"),
@@ -234,6 +246,79 @@ describe("the custom store", () => {
     await expect(
       customStore.open({ config: {}, env: {} }, { dataDir: "/x", env: {}, log: silentLogger, now: Date.now }),
     ).rejects.toThrow(/needs key_management_settings.custom_secret_manager/);
+  });
+
+  it("stops the start, naming the module and what is missing, when a StoreFactory's store lacks kind, keyOf, get, put or delete", async () => {
+    const dir = await tempDir();
+    const factory = (store: string) =>
+      `export default { kind: "half", settings: { safeParse: (input) => ({ success: true, data: input }) }, defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: false }, capabilities: { writes: true, deletes: true, compareAndSet: false, records: [] }, open: async () => (${store}) };\n`;
+    // The README's first list left keyOf out; a read-only store's put left out rather than refusing.
+    await writeFile(
+      join(dir, "no-key-of.mjs"),
+      factory('{ kind: "half", get: async () => undefined, delete: async () => "absent" }'),
+    );
+    await writeFile(
+      join(dir, "no-put.mjs"),
+      factory('{ kind: "half", keyOf: (n) => n, get: async () => undefined, delete: async () => "absent" }'),
+    );
+    await writeFile(join(dir, "no-store.mjs"), factory("undefined"));
+    for (const [path, missing] of [
+      ["./no-key-of.mjs", "keyOf(), put()"],
+      ["./no-put.mjs", "put()"],
+      ["./no-store.mjs", "kind (a string), keyOf(), get(), put(), delete()"],
+    ] as const) {
+      const err = await open(path, dir).catch((e: unknown) => e);
+      expect(err, path).toBeInstanceOf(ConfigError);
+      expect((err as Error).message, path).toBe(
+        `custom_secret_manager ${path}: the store its open() returned has no ${missing}: a SecretStore has kind, keyOf, get, put and delete (one that cannot write throws NotSupported from put and delete, answered 501 not_supported)`,
+      );
+    }
+  });
+
+  it("warns once that a StoreFactory's compareAndSet and scopes are not read at start, whose warnings of them do not hold", async () => {
+    const dir = await tempDir();
+    await writeFile(
+      join(dir, "ordered.mjs"),
+      'export default { kind: "ordered", settings: { safeParse: (input) => ({ success: true, data: input }) }, defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: false }, capabilities: { writes: true, deletes: true, compareAndSet: true, scopes: true, records: [] }, open: async () => ({ kind: "ordered", keyOf: (n) => n, get: async () => undefined, put: async () => "created", delete: async () => "absent" }) };\n',
+    );
+    const lines: string[] = [];
+    await customStore.open(
+      { config: { custom_secret_manager: "./ordered.mjs" }, env: {} },
+      { dataDir: "/x", configDir: dir, env: {}, log: createLogger((l) => lines.push(l)), now: Date.now },
+    );
+    expect(lines).toHaveLength(1);
+    const warning = JSON.parse(lines[0] as string) as { level: string; msg: string };
+    expect(warning.level).toBe("warn");
+    expect(warning.msg).toMatch(
+      /^custom_secret_manager \.\/ordered\.mjs: capabilities not read, the start took the custom store's before the module loaded, so its warnings of them do not hold for this module: compareAndSet \(.*\), scopes \(.*teams keeping their keys in one place under different data fields are not refused/,
+    );
+    // A factory declaring neither (the fixture): nothing to say.
+    lines.length = 0;
+    await customStore.open(
+      { config: { custom_secret_manager: join(FIXTURES, "custom-factory.mjs") }, env: {} },
+      { dataDir: "/x", env: {}, log: createLogger((l) => lines.push(l)), now: Date.now },
+    );
+    expect(lines).toEqual([]);
+  });
+
+  it("a class's delete is not called for a name its get finds nothing under: deleting an absent name is absent", async () => {
+    const held = new Map([["A", "a"]]);
+    const deleted: string[] = [];
+    const store = new PlainClassStore(
+      {
+        get: (name: string) => held.get(name),
+        delete: (name: string) => {
+          if (!held.has(name)) throw new Error(`no such secret ${name}`);
+          deleted.push(name);
+          held.delete(name);
+        },
+      },
+      "./throws-when-missing.mjs",
+    );
+    expect(await store.delete("ABSENT")).toBe("absent");
+    expect(await store.delete("A")).toBe("deleted");
+    expect(await store.delete("A")).toBe("absent");
+    expect(deleted).toEqual(["A"]);
   });
 
   it("a class's get answering null is no secret, a record without a string value is refused; a factory's close failure is classified", async () => {

@@ -10,9 +10,10 @@
  *   (`{ value, version?, updatedAt?, tags? }`) or undefined, and optional `put(name, value)` and
  *   `delete(name)`: a store without them answers `501 not_supported` to writes.
  *
- * A module that cannot be loaded, or whose export is neither, stops the start with a message naming
- * the module. Whatever its store throws goes through the one classifier like every store's failures
- * (an error named `NotSupported`, from another copy of this package or plain, is `not_supported`).
+ * A module that cannot be loaded, or whose export is neither, or a factory whose store lacks `kind`
+ * or one of `keyOf`, `get`, `put`, `delete`, stops the start with a message naming the module.
+ * Whatever its store throws goes through the one classifier like every store's failures (an error
+ * named `NotSupported`, from another copy of this package or plain, is `not_supported`).
  */
 import { isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -25,6 +26,7 @@ import {
   type PutOutcome,
   type SecretRecord,
   type SecretStore,
+  type StoreCapabilities,
   type StoreDefaults,
   type StoreDeps,
   type StoreFactory,
@@ -38,7 +40,11 @@ export const CustomSettings = z.object({
   env: z.object({}),
 });
 
-/** The store errors of `store-errors.ts`, by code: what a user's store may throw, typed. */
+/**
+ * What a user's store may throw, typed, by code: the store errors of `store-errors.ts`, and the
+ * refusals of a request the built-in stores report too (a value larger than it takes, as the
+ * README invites, a name or an input it cannot take): each answered with its own status (413, 400).
+ */
 const STORE_ERROR_CODES: ReadonlySet<string> = new Set([
   "backend_denied",
   "backend_unavailable",
@@ -46,6 +52,9 @@ const STORE_ERROR_CODES: ReadonlySet<string> = new Set([
   "not_supported",
   "store_corrupt",
   "store_unavailable",
+  "payload_too_large",
+  "invalid_name",
+  "invalid_request",
 ] satisfies ErrorCode[]);
 
 /**
@@ -70,6 +79,29 @@ function classifyCustomError(err: unknown, what: string): SecretsError {
   if (typed?.name === "NotSupported") return new NotSupported(what);
   // Named by its error's name and code, which the user's store wrote too.
   return withUserMessage(classifyBackendError(err, what));
+}
+
+/** What a factory's store must have: a missing one would fail every call with our own `TypeError` (`500 internal`). */
+const STORE_METHODS = ["keyOf", "get", "put", "delete"] as const;
+
+/**
+ * What a `StoreFactory`'s `open` returned, checked at start: one lacking `kind` or a method stops
+ * the start naming what is missing, rather than starting, saying it is ready and failing every
+ * call. A store that cannot write still has `put` and `delete`, throwing `NotSupported`: `501`, as
+ * a plain class without them answers.
+ */
+function checkedStore(store: unknown, path: string): SecretStore {
+  const given = store as Record<string, unknown> | null | undefined;
+  const missing = [
+    ...(typeof given?.kind === "string" ? [] : ["kind (a string)"]),
+    ...STORE_METHODS.filter((method) => typeof given?.[method] !== "function").map((method) => `${method}()`),
+  ];
+  if (missing.length > 0) {
+    throw new ConfigError(
+      `custom_secret_manager ${path}: the store its open() returned has no ${missing.join(", ")}: a SecretStore has kind, keyOf, get, put and delete (one that cannot write throws NotSupported from put and delete, answered 501 not_supported)`,
+    );
+  }
+  return store as SecretStore;
 }
 
 /**
@@ -166,13 +198,17 @@ export class PlainClassStore implements SecretStore {
     });
   }
 
+  /**
+   * A name `get` finds nothing under is absent, and the class's `delete` is not called: one may
+   * throw for a missing name, and the API answers a delete of an absent name `204` all the same.
+   */
   delete(name: string): Promise<DeleteOutcome> {
     const remove = this.inner.delete?.bind(this.inner);
     if (!remove) return Promise.reject(new NotSupported(`deleting from the custom store ${this.module}`));
     return this.#queues.run(name, async () => {
-      const existed = (await this.get(name)) !== undefined;
+      if ((await this.get(name)) === undefined) return "absent";
       await userCall("custom store delete", () => remove(name));
-      return existed ? "deleted" : "absent";
+      return "deleted";
     });
   }
 }
@@ -225,6 +261,31 @@ function checkDefaults(defaults: Partial<StoreDefaults> | undefined, path: strin
   );
 }
 
+/**
+ * A `StoreFactory` module's `capabilities` against the custom kind's, which the start read before
+ * the module loaded (no change times, no scopes). Its calls get each change's time and a team's
+ * scope all the same, so the start's warnings of those do not hold for it, and its check that two
+ * teams do not keep their keys in one place was not made: said in one warning.
+ */
+function checkCapabilities(capabilities: Partial<StoreCapabilities> | undefined, path: string, deps: StoreDeps): void {
+  const unread = [
+    ...(capabilities?.compareAndSet === true
+      ? [
+          "compareAndSet (each change's time reaches the store: key events are not applied merely in the order they arrive)",
+        ]
+      : []),
+    ...(capabilities?.scopes === true
+      ? [
+          "scopes (team_settings' namespace, mount, path_prefix and data reach the store, not ignored; teams keeping their keys in one place under different data fields are not refused: keep them apart)",
+        ]
+      : []),
+  ];
+  if (unread.length === 0) return;
+  deps.log.warn(
+    `custom_secret_manager ${path}: capabilities not read, the start took the custom store's before the module loaded, so its warnings of them do not hold for this module: ${unread.join(", ")}`,
+  );
+}
+
 async function openCustom(settings: z.output<typeof CustomSettings>, deps: StoreDeps): Promise<SecretStore> {
   const path = settings.config.custom_secret_manager;
   if (!path) {
@@ -250,13 +311,15 @@ async function openCustom(settings: z.output<typeof CustomSettings>, deps: Store
   }
   if (isFactory(exported)) {
     checkDefaults(exported.defaults, path, deps);
+    checkCapabilities(exported.capabilities, path, deps);
     const { custom_secret_manager: _path, ...config } = settings.config;
     const parsed = safeParse(exported.settings, { config, env: deps.env });
     if (!parsed.success) {
       throw new ConfigError(`custom_secret_manager ${path}: ${describeIssues(issuesOf(parsed.error))}`);
     }
     // What its open throws is classified as its calls' failures are: its message may hold anything.
-    return classifiedStore(await userCall("custom store open", () => exported.open(parsed.data as never, deps), false));
+    const opened = await userCall("custom store open", () => exported.open(parsed.data as never, deps), false);
+    return classifiedStore(checkedStore(opened, path));
   }
   if (typeof exported === "function") {
     let instance: unknown;
