@@ -23,7 +23,8 @@
  * - The request body is read whole (at most 1 MiB, as every body), so that it can be sent again;
  *   the answer streams back as it arrives (SSE event by event), status and headers as the upstream
  *   gave them (error bodies too), hop-by-hop headers dropped, `Cache-Control: no-store` added,
- *   and `Content-Type: application/octet-stream` when a body came without a type.
+ *   and `Content-Type: application/octet-stream` when a body came without a type. `Content-Length`
+ *   is the runtime's, from the body, but for a HEAD or a 304 (no body): the upstream's.
  *   A redirect is not passed on (`502`): a client following it would take our master key, in
  *   `x-litellm-api-key`, to wherever the upstream pointed.
  * - An upstream 401 reads the key from the store again, past the cache, and tries once more with
@@ -33,10 +34,15 @@
  *   a key is revoked at the provider before the store has the new one (a rotation's window), every
  *   request is refused, and one store read each would spend a rate-limited store's quota (Google:
  *   600 reads a minute per project) for every other name too.
- * - One deadline for the whole exchange, both tries and the answer's body: 600 s (SPEC section 8).
+ * - One deadline for the whole exchange, every try and the answer's body: 600 s (SPEC section 8).
  *   The agent's own timeouts bound each wait only (for the headers, between two chunks), so an
  *   upstream trickling a chunk now and then would hold the call for ever. Past it before the
  *   headers, `504 upstream_timeout`; after them, the answer is cut as an upstream's break is.
+ * - A request of an idempotent method (GET, HEAD, PUT, DELETE, OPTIONS) whose connection closes
+ *   before any answer (a kept-alive one the upstream closed as the request went out) is sent once
+ *   more, within the same deadline; a POST or PATCH never is (the upstream may have acted on it).
+ * - A key that an HTTP header cannot carry (a control character: a stored key ending in a newline
+ *   is the usual one) is `500 store_corrupt` saying so, and nothing is sent.
  * - No such model: `404 not_found`. The upstream unreachable: `502 upstream_unavailable`; too slow:
  *   `504 upstream_timeout`. No message or log line holds the key.
  */
@@ -168,6 +174,15 @@ function namedByConnection(connection: string | string[] | null | undefined): Se
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
+/** The methods a request may be sent again with when it got no answer (RFC 9110 section 9.2.2). */
+const IDEMPOTENT = new Set(["GET", "HEAD", "PUT", "DELETE", "OPTIONS"]);
+
+/** undici's failures of a connection that closed under a request, before its answer's headers. */
+const CONNECTION_CLOSED = new Set(["UND_ERR_SOCKET", "ECONNRESET", "EPIPE"]);
+
+/** What undici refuses in a header's value (its `isValidHeaderValue`): a control character but tab, or past U+00FF. */
+const NOT_IN_A_HEADER = /[^\t\x20-\x7e\x80-\xff]/;
+
 export async function forward(request: Request, raw: RawRequest, deps: ForwardDeps): Promise<Response> {
   const { modelName, rest } = forwardTargetOf(raw.path);
   // Of several entries with the name (LiteLLM spreads calls over them; this does not), the first
@@ -206,13 +221,33 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
   // nobody. The exchange's deadline stops it as well.
   const exchange = exchangeSignal(request.signal, deps.timeoutMs ?? OUTBOUND_LIMITS.exchangeTimeoutMs);
 
-  const attempt = (key: string | undefined) => {
+  const attempt = async (key: string | undefined) => {
     const withKey = { ...headers };
-    if (key !== undefined) withKey[header] = header === "authorization" ? `Bearer ${key}` : key;
+    if (key !== undefined) {
+      // undici would refuse it before connecting, which read as an upstream that cannot be reached.
+      if (NOT_IN_A_HEADER.test(key)) {
+        throw new SecretsError(
+          "store_corrupt",
+          `the key of model ${modelName} holds a character an HTTP header cannot carry (a control character such as CR, LF or NUL, or one past U+00FF): store it again without it`,
+        );
+      }
+      withKey[header] = header === "authorization" ? `Bearer ${key}` : key;
+    }
     const timeouts =
       deps.timeoutMs === undefined ? {} : { headersTimeout: deps.timeoutMs, bodyTimeout: deps.timeoutMs };
     const signal = exchange.signal;
-    return send(url, { method: request.method as "GET", headers: withKey, body, dispatcher, signal, ...timeouts });
+    const sendOnce = () =>
+      send(url, { method: request.method as "GET", headers: withKey, body, dispatcher, signal, ...timeouts });
+    try {
+      return await sendOnce();
+    } catch (err) {
+      // A kept-alive connection the upstream closed as the request went out on it: nothing was
+      // answered, so an idempotent request goes once more (on another connection; the closed one
+      // is gone). undici leaves such retries to its callers.
+      const retry = IDEMPOTENT.has(request.method) && CONNECTION_CLOSED.has(failureLabel(err)) && !signal.aborted;
+      if (!retry) throw err;
+      return sendOnce();
+    }
   };
 
   let answer: Awaited<ReturnType<typeof send>>;
@@ -261,6 +296,11 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
   const empty = NULL_BODY_STATUSES.has(answer.statusCode) || request.method === "HEAD";
   if (empty) {
     answer.body.resume();
+    // No body to count it from: the size the upstream gave is the answer's (a HEAD's is its GET's;
+    // a 304's, of what the client holds), as RFC 9110 section 8.6 lets it. Not on a 204 (it must not).
+    const length = answer.headers["content-length"];
+    const sized = answer.statusCode !== 204 && (request.method === "HEAD" || answer.statusCode === 304);
+    if (sized && typeof length === "string" && !hopNamed.has("content-length")) out.set("content-length", length);
     return new Response(null, { status: answer.statusCode, headers: out });
   }
   // A body without a type is bytes (RFC 9110 section 8.3: the recipient may take it as

@@ -5,7 +5,8 @@
  * them the same TLS settings where their SDK takes them (AWS, Google).
  *
  * One agent per TLS configuration, shared by its callers: keep-alive 120 s (sequential calls reuse
- * one connection, and a new connection resumes the TLS session), up to 500 connections per origin,
+ * one connection, and a new connection resumes the TLS session, also once the origin's connections
+ * have all closed: see `connectorOf`), up to 500 connections per origin,
  * 5 s to connect, TLS 1.2 at least, and 600 s as the longest wait for an answer's headers and the
  * longest silence between two chunks of its body (undici's `headersTimeout` and `bodyTimeout`: each
  * wait, not the exchange). A whole exchange is bounded by its caller: forward.ts by 600 s (SPEC
@@ -40,8 +41,8 @@
 import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from "node:dns";
 import { readFile, stat } from "node:fs/promises";
 import { BlockList, isIP } from "node:net";
-import { createSecureContext } from "node:tls";
-import { Agent } from "undici";
+import { createSecureContext, type TLSSocket } from "node:tls";
+import { Agent, buildConnector } from "undici";
 import type { Logger } from "./log";
 import { type OutboundTls, outboundTlsOptions, readPemFile } from "./outbound-tls";
 
@@ -86,13 +87,42 @@ function newAgent(tls: OutboundTls): Agent {
     connections: OUTBOUND_LIMITS.connectionsPerOrigin,
     headersTimeout: OUTBOUND_LIMITS.exchangeTimeoutMs,
     bodyTimeout: OUTBOUND_LIMITS.exchangeTimeoutMs,
-    connect: {
+    connect: connectorOf({
       timeout: OUTBOUND_LIMITS.connectTimeoutMs,
       minVersion: "TLSv1.2",
       lookup: lookupOutsideLinkLocal(),
       ...outboundTlsOptions(tls),
-    },
+    }),
   });
+}
+
+/** The TLS sessions a connector keeps for resuming, as undici's own cache does (`maxCachedSessions`). */
+const HELD_SESSIONS = 100;
+
+/**
+ * The agent's one connector, so that its TLS sessions outlive the per-origin pools. Given options
+ * instead, each pool builds a connector with its own session cache, and undici drops the pool, cache
+ * and all, when the origin's last connection closes (our keep-alive's end, or the upstream's
+ * shorter one): every call after a pause was a full handshake. undici's cache holds its sessions
+ * weakly (a garbage collection empties it), so the latest session per host is held here too.
+ * A `ClientCertificateAgent`'s new agent gets a new connector: no session of the old certificate
+ * is resumed.
+ */
+function connectorOf(options: buildConnector.BuildOptions): buildConnector.connector {
+  const connect = buildConnector(options);
+  const held = new Map<string, Buffer>();
+  return (target, callback) => {
+    // undici returns the socket it made (not in its types): its `session` events are the ones it caches.
+    const socket = connect(target, callback) as unknown as TLSSocket | undefined;
+    if (target.protocol !== "https:" || !socket) return;
+    const host = `${target.servername ?? ""}|${target.hostname}|${target.port}`;
+    socket.on("session", (session: Buffer) => {
+      held.delete(host);
+      held.set(host, session);
+      const oldest = held.keys().next();
+      if (held.size > HELD_SESSIONS && !oldest.done) held.delete(oldest.value);
+    });
+  };
 }
 
 /** The agents of `ClientCertificateAgent`s in use, closed with the shared ones by `closeOutboundAgents`. */

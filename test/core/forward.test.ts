@@ -7,7 +7,7 @@ import type { LookupAddress } from "node:dns";
 import { readFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { createServer, type Server } from "node:https";
-import type { AddressInfo } from "node:net";
+import { type AddressInfo, createServer as createNetServer } from "node:net";
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from "vitest";
 import { type ForwardDeps, type ForwardModel, forward, REREAD_INTERVAL_MS } from "../../core/src/forward";
 import { closeOutboundAgents } from "../../core/src/outbound";
@@ -81,6 +81,12 @@ beforeAll(async () => {
         // Bytes with no Content-Type (an audio file, a blob): nothing says they are text.
         res.writeHead(200);
         res.end(UNTYPED);
+        return;
+      }
+      if (req.url?.startsWith("/v1/sized")) {
+        // What a HEAD (or a 304) says of a body it does not send: its size.
+        res.writeHead(req.headers["if-none-match"] ? 304 : 200, { etag: '"v1"', "content-length": "12345" });
+        res.end();
         return;
       }
       if (req.url?.startsWith("/v1/reset")) {
@@ -569,6 +575,56 @@ describe("POST /v1/forward/{model}/{path}", () => {
     expect(seen.map((s) => s.headers.authorization)).toEqual([`Bearer ${old}`, `Bearer ${rotated}`]);
   });
 
+  it("a HEAD's and a 304's Content-Length is the upstream's (no body to count it from), in process and on serve", async () => {
+    const key = newKey("sk-upstream-");
+    expectedKey = key;
+    const { request, runtime, masterKey } = await app(key);
+    // In process: the Response that Lambda's and Azure's adapters turn into their result.
+    const head = await request("/v1/forward/gpt/v1/sized", { method: "HEAD" });
+    expect(head.status).toBe(200);
+    expect(head.headers.get("content-length")).toBe("12345");
+    const notModified = await request("/v1/forward/gpt/v1/sized", { headers: { "if-none-match": '"v1"' } });
+    expect(notModified.status).toBe(304);
+    expect(notModified.headers.get("content-length")).toBe("12345");
+    const server = await startServer(runtime, { host: "127.0.0.1", port: 0 });
+    try {
+      const auth = { authorization: `Bearer ${masterKey}` };
+      const served = await fetch(`${server.url}/v1/forward/gpt/v1/sized`, { method: "HEAD", headers: auth });
+      expect(served.status).toBe(200);
+      expect(served.headers.get("content-length")).toBe("12345");
+      expect(served.headers.get("etag")).toBe('"v1"');
+      const cached = await fetch(`${server.url}/v1/forward/gpt/v1/sized`, {
+        headers: { ...auth, "if-none-match": '"v1"' },
+      });
+      expect(cached.status).toBe(304);
+      expect(cached.headers.get("content-length")).toBe("12345");
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("a stored key an HTTP header cannot carry (a trailing newline) is 500 store_corrupt saying so, and nothing is sent", async () => {
+    const good = newKey("sk-upstream-");
+    expectedKey = good;
+    const { request, runtime, logs } = await app(good);
+    for (const bad of [`${good}\n`, `${good}\r\n`, `sk-\u0000${good}`]) {
+      await runtime.manager.put("OPENAI_API_KEY", bad);
+      seen.length = 0;
+      const res = await request("/v1/forward/gpt/v1/models");
+      expect(res.status).toBe(500);
+      const body = await res.text();
+      expect(JSON.parse(body)).toEqual({
+        error: {
+          code: "store_corrupt",
+          message:
+            "the key of model gpt holds a character an HTTP header cannot carry (a control character such as CR, LF or NUL, or one past U+00FF): store it again without it",
+        },
+      });
+      expect(seen).toEqual([]);
+      expectNoValueIn([body, ...logs], [good]);
+    }
+  });
+
   it("passes upstream error answers through, and maps an unreachable upstream to 502", async () => {
     const key = newKey("sk-upstream-");
     expectedKey = key;
@@ -796,6 +852,85 @@ describe("model_list refs the store does not hold", () => {
     seen.length = 0;
     expect((await request("/v1/forward/kms/v1/models")).status).toBe(200);
     expect(seen.map((s) => s.headers.authorization)).toEqual([`Bearer ${key}`]);
+  });
+});
+
+describe("a kept-alive connection the upstream closes as a request goes out on it", () => {
+  /**
+   * A plain HTTP upstream that answers the first request of each connection and closes the
+   * connection at its second, unanswered (an idle keep-alive's end racing the request); `got`
+   * lists each request as `METHOD #n`, n its rank on its connection.
+   */
+  async function closingUpstream() {
+    const got: string[] = [];
+    const upstream = createNetServer((socket) => {
+      let buffered = "";
+      let count = 0;
+      socket.on("data", (chunk) => {
+        buffered += chunk.toString("latin1");
+        for (let end = buffered.indexOf("\r\n\r\n"); end !== -1; end = buffered.indexOf("\r\n\r\n")) {
+          const head = buffered.slice(0, end);
+          const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+          if (buffered.length < end + 4 + length) return; // the body is still coming
+          buffered = buffered.slice(end + 4 + length);
+          got.push(`${head.split(" ")[0]} #${++count}`);
+          if (count >= 2) return void socket.destroy();
+          socket.write("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n");
+          if (!head.startsWith("HEAD ")) socket.write("{}");
+        }
+      });
+    });
+    await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r));
+    const base = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+    const config = `model_list:\n  - {model_name: m, litellm_params: {model: openai/x, api_base: "${base}", api_key: os.environ/KEEP_KEY}}\n`;
+    const ctx = await inProcessApp({ config });
+    await ctx.runtime.manager.put("KEEP_KEY", newKey("sk-keep-"));
+    return {
+      got,
+      request: ctx.request,
+      close: async () => {
+        await closeOutboundAgents(); // the next case starts on no kept-alive connection
+        await new Promise<void>((r) => upstream.close(() => r()));
+      },
+    };
+  }
+
+  /**
+   * A GET, then a request of `method` on its kept-alive connection (not a HEAD first: undici closes
+   * the connection after one): their statuses, and what the upstream got.
+   */
+  async function getThen(method: string) {
+    const upstream = await closingUpstream();
+    const statuses: number[] = [];
+    try {
+      for (const m of ["GET", method]) {
+        const init = m === "GET" || m === "HEAD" ? { method: m } : { method: m, json: {} };
+        const res = await upstream.request("/v1/forward/m/v1/x", init);
+        statuses.push(res.status);
+        await res.text();
+        await new Promise((r) => setImmediate(r)); // as served requests come: the connection is free again
+      }
+      return { statuses, got: upstream.got };
+    } finally {
+      await upstream.close();
+    }
+  }
+
+  it("an idempotent request (GET, HEAD, PUT, DELETE, OPTIONS) is sent once more, and answered", async () => {
+    for (const method of ["GET", "HEAD", "PUT", "DELETE", "OPTIONS"]) {
+      const { statuses, got } = await getThen(method);
+      expect(statuses, method).toEqual([200, 200]);
+      // The second went out on the first's connection, which closed under it; then on a new one.
+      expect(got, method).toEqual(["GET #1", `${method} #2`, `${method} #1`]);
+    }
+  });
+
+  it("a POST or PATCH is not sent again (the upstream may have acted on it): 502", async () => {
+    for (const method of ["POST", "PATCH"]) {
+      const { statuses, got } = await getThen(method);
+      expect(statuses, method).toEqual([200, 502]);
+      expect(got, method).toEqual(["GET #1", `${method} #2`]);
+    }
   });
 });
 

@@ -6,6 +6,9 @@ import { copyFile, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
+import type { TLSSocket } from "node:tls";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { request } from "undici";
 import { afterAll, describe, expect, inject, it } from "vitest";
 import { createLogger } from "../../core/src/log";
@@ -89,6 +92,33 @@ describe("the outbound client", () => {
     expect(answers.every((s) => s === 200)).toBe(true);
     expect(concurrent.connections()).toBeLessThanOrEqual(50);
     expect(outboundAgent()).toBe(agent); // one agent per TLS configuration
+  });
+
+  it("resumes the TLS session on a new connection after the origin's connections all closed, a garbage collection between", async () => {
+    // Each answer closes its connection, so undici drops the origin's pool after each call (as after
+    // an idle keep-alive's end), and a collection runs before the next call.
+    const reused: boolean[] = [];
+    const server = createServer(
+      { key: readFileSync(pki.serverKeyFile), cert: readFileSync(pki.serverCertFile) },
+      (req, res) => {
+        reused.push((req.socket as TLSSocket).isSessionReused());
+        res.writeHead(200, { connection: "close" });
+        res.end("ok");
+      },
+    );
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const url = `https://localhost:${(server.address() as AddressInfo).port}/`;
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    const agent = outboundAgent();
+    for (let i = 0; i < 3; i++) {
+      expect(await status(url, agent)).toBe(200);
+      await new Promise((r) => setImmediate(r));
+      gc();
+    }
+    expect(reused).toEqual([false, true, true]);
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
   });
 
   it("with ssl_verify false reaches a self-signed server, which is refused otherwise", async () => {
