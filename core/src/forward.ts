@@ -38,11 +38,13 @@
  *   The agent's own timeouts bound each wait only (for the headers, between two chunks), so an
  *   upstream trickling a chunk now and then would hold the call for ever. Past it before the
  *   headers, `504 upstream_timeout`; after them, the answer is cut as an upstream's break is.
- * - A request of an idempotent method (GET, HEAD, PUT, DELETE, OPTIONS) whose connection closes
- *   before any answer (a kept-alive one the upstream closed as the request went out) is sent once
- *   more, within the same deadline; a POST or PATCH never is (the upstream may have acted on it).
+ * - A request of an idempotent method (GET, HEAD, PUT, DELETE, OPTIONS) whose kept-alive connection
+ *   the upstream closed as the request went out (one that had carried an answer before) is sent
+ *   once more, within the same deadline; a POST or PATCH never is, nor a request whose fresh
+ *   connection was cut (the upstream may have acted on it): `502`.
  * - A key that an HTTP header cannot carry (a control character: a stored key ending in a newline
- *   is the usual one) is `500 store_corrupt` saying so, and nothing is sent.
+ *   is the usual one) is `500 store_corrupt` saying so (a literal of the config: `500 internal`,
+ *   the reason logged), and nothing is sent.
  * - No such model: `404 not_found`. The upstream unreachable: `502 upstream_unavailable`; too slow:
  *   `504 upstream_timeout`. No message or log line holds the key.
  */
@@ -177,8 +179,29 @@ const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 /** The methods a request may be sent again with when it got no answer (RFC 9110 section 9.2.2). */
 const IDEMPOTENT = new Set(["GET", "HEAD", "PUT", "DELETE", "OPTIONS"]);
 
-/** undici's failures of a connection that closed under a request, before its answer's headers. */
-const CONNECTION_CLOSED = new Set(["UND_ERR_SOCKET", "ECONNRESET", "EPIPE"]);
+/**
+ * Whether undici's failure is a kept-alive connection closing under a request before its answer:
+ * its `SocketError` ("other side closed") on a connection that had carried an answer before (it
+ * read bytes). A fresh connection cut the same way may have delivered the whole request to an
+ * upstream that acted on it and then failed: sent again, a DELETE done would answer 404, so that
+ * one (and a bare reset, which says neither) is `502` as before.
+ */
+function closedWhileIdle(err: unknown): boolean {
+  const e = err as { code?: unknown; socket?: { bytesRead?: unknown } } | null;
+  return e?.code === "UND_ERR_SOCKET" && typeof e.socket?.bytesRead === "number" && e.socket.bytesRead > 0;
+}
+
+/**
+ * A key no header can carry: the store's (`store_corrupt`: store it again), or a literal of the
+ * config (`internal`, the message logged: the config is to fix). Never the key itself.
+ */
+function unsendableKey(modelName: string, fromStore: boolean): SecretsError {
+  const what =
+    "holds a character an HTTP header cannot carry (a control character such as CR, LF or NUL, or one past U+00FF)";
+  return fromStore
+    ? new SecretsError("store_corrupt", `the stored key of model ${modelName} ${what}: store it again without it`)
+    : new SecretsError("internal", `the api_key of model ${modelName} in the config ${what}: fix the config`);
+}
 
 /** What undici refuses in a header's value (its `isValidHeaderValue`): a control character but tab, or past U+00FF. */
 const NOT_IN_A_HEADER = /[^\t\x20-\x7e\x80-\xff]/;
@@ -225,12 +248,7 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
     const withKey = { ...headers };
     if (key !== undefined) {
       // undici would refuse it before connecting, which read as an upstream that cannot be reached.
-      if (NOT_IN_A_HEADER.test(key)) {
-        throw new SecretsError(
-          "store_corrupt",
-          `the key of model ${modelName} holds a character an HTTP header cannot carry (a control character such as CR, LF or NUL, or one past U+00FF): store it again without it`,
-        );
-      }
+      if (NOT_IN_A_HEADER.test(key)) throw unsendableKey(modelName, refName(params.api_key ?? "") !== undefined);
       withKey[header] = header === "authorization" ? `Bearer ${key}` : key;
     }
     const timeouts =
@@ -244,8 +262,7 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
       // A kept-alive connection the upstream closed as the request went out on it: nothing was
       // answered, so an idempotent request goes once more (on another connection; the closed one
       // is gone). undici leaves such retries to its callers.
-      const retry = IDEMPOTENT.has(request.method) && CONNECTION_CLOSED.has(failureLabel(err)) && !signal.aborted;
-      if (!retry) throw err;
+      if (!IDEMPOTENT.has(request.method) || !closedWhileIdle(err) || signal.aborted) throw err;
       return sendOnce();
     }
   };

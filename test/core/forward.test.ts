@@ -617,12 +617,28 @@ describe("POST /v1/forward/{model}/{path}", () => {
         error: {
           code: "store_corrupt",
           message:
-            "the key of model gpt holds a character an HTTP header cannot carry (a control character such as CR, LF or NUL, or one past U+00FF): store it again without it",
+            "the stored key of model gpt holds a character an HTTP header cannot carry (a control character such as CR, LF or NUL, or one past U+00FF): store it again without it",
         },
       });
       expect(seen).toEqual([]);
       expectNoValueIn([body, ...logs], [good]);
     }
+  });
+
+  it("a literal api_key of the config no header can carry is 500 internal, the reason logged naming the config, nothing sent", async () => {
+    const good = newKey("sk-literal-");
+    // A YAML block scalar keeps its newline: a literal key ending in one.
+    const config = `model_list:\n  - model_name: lit\n    litellm_params:\n      model: openai/x\n      api_base: ${apiUrl}\n      api_key: |\n        ${good}\n`;
+    const { request, logs } = await inProcessApp({ config });
+    seen.length = 0;
+    const res = await request("/v1/forward/lit/v1/models");
+    expect(res.status).toBe(500);
+    const body = await res.text();
+    expect(JSON.parse(body)).toEqual({ error: { code: "internal", message: "internal error" } });
+    expect(seen).toEqual([]);
+    const line = logs.map((l) => JSON.parse(l)).find((l) => l.msg === "internal error");
+    expect(line?.reason).toMatch(/^the api_key of model lit in the config holds a character .*: fix the config$/);
+    expectNoValueIn([body, ...logs], [good]);
   });
 
   it("passes upstream error answers through, and maps an unreachable upstream to 502", async () => {
@@ -861,7 +877,7 @@ describe("a kept-alive connection the upstream closes as a request goes out on i
    * connection at its second, unanswered (an idle keep-alive's end racing the request); `got`
    * lists each request as `METHOD #n`, n its rank on its connection.
    */
-  async function closingUpstream() {
+  async function closingUpstream(cutAt = 2) {
     const got: string[] = [];
     const upstream = createNetServer((socket) => {
       let buffered = "";
@@ -874,7 +890,7 @@ describe("a kept-alive connection the upstream closes as a request goes out on i
           if (buffered.length < end + 4 + length) return; // the body is still coming
           buffered = buffered.slice(end + 4 + length);
           got.push(`${head.split(" ")[0]} #${++count}`);
-          if (count >= 2) return void socket.destroy();
+          if (count >= cutAt) return void socket.destroy();
           socket.write("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n");
           if (!head.startsWith("HEAD ")) socket.write("{}");
         }
@@ -922,6 +938,20 @@ describe("a kept-alive connection the upstream closes as a request goes out on i
       expect(statuses, method).toEqual([200, 200]);
       // The second went out on the first's connection, which closed under it; then on a new one.
       expect(got, method).toEqual(["GET #1", `${method} #2`, `${method} #1`]);
+    }
+  });
+
+  it("an idempotent request whose fresh connection is cut before its answer is not sent again (the upstream may have acted on it): 502", async () => {
+    for (const method of ["DELETE", "PUT"]) {
+      const upstream = await closingUpstream(1);
+      try {
+        const res = await upstream.request("/v1/forward/m/v1/x", { method, json: {} });
+        expect(res.status, method).toBe(502);
+        await res.text();
+        expect(upstream.got, method).toEqual([`${method} #1`]);
+      } finally {
+        await upstream.close();
+      }
     }
   });
 
