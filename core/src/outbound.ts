@@ -96,32 +96,35 @@ function newAgent(tls: OutboundTls): Agent {
   });
 }
 
-/** The TLS sessions a connector keeps for resuming, as undici's own cache does (`maxCachedSessions`). */
-const HELD_SESSIONS = 100;
+/** The origins whose connector an agent keeps, as many as undici's own session cache (`maxCachedSessions`). */
+const HELD_ORIGINS = 100;
 
 /**
- * The agent's one connector, so that its TLS sessions outlive the per-origin pools. Given options
- * instead, each pool builds a connector with its own session cache, and undici drops the pool, cache
- * and all, when the origin's last connection closes (our keep-alive's end, or the upstream's
- * shorter one): every call after a pause was a full handshake. undici's cache holds its sessions
- * weakly (a garbage collection empties it), so the latest session per host is held here too.
- * A `ClientCertificateAgent`'s new agent gets a new connector: no session of the old certificate
- * is resumed.
+ * The agent's connectors, one per origin and kept by the agent, so that an origin's TLS session
+ * outlives its pool. Given options instead, each pool builds a connector with its own session
+ * cache, and undici drops the pool, cache and all, when the origin's last connection closes (our
+ * keep-alive's end, or the upstream's shorter one): every call after a pause was a full handshake.
+ * One connector for all would not do either: its cache is keyed by host name alone, so two origins
+ * on one host (two ports) would offer each other's sessions. undici's cache holds its sessions
+ * weakly (a garbage collection empties it), so each origin's latest session is held here too; the
+ * least recently used origin goes past `HELD_ORIGINS`. A `ClientCertificateAgent`'s new agent gets
+ * new connectors: no session of the old certificate is resumed.
  */
 function connectorOf(options: buildConnector.BuildOptions): buildConnector.connector {
-  const connect = buildConnector(options);
-  const held = new Map<string, Buffer>();
+  const origins = new Map<string, { connect: buildConnector.connector; session?: Buffer }>();
   return (target, callback) => {
+    const key = `${target.protocol}//${target.servername ?? ""}@${target.hostname}:${target.port}`;
+    const origin = origins.get(key) ?? { connect: buildConnector(options) };
+    origins.delete(key);
+    origins.set(key, origin);
+    if (origins.size > HELD_ORIGINS) origins.delete(origins.keys().next().value as string);
     // undici returns the socket it made (not in its types): its `session` events are the ones it caches.
-    const socket = connect(target, callback) as unknown as TLSSocket | undefined;
-    if (target.protocol !== "https:" || !socket) return;
-    const host = `${target.servername ?? ""}|${target.hostname}|${target.port}`;
-    socket.on("session", (session: Buffer) => {
-      held.delete(host);
-      held.set(host, session);
-      const oldest = held.keys().next();
-      if (held.size > HELD_SESSIONS && !oldest.done) held.delete(oldest.value);
-    });
+    const socket = origin.connect(target, callback) as unknown as TLSSocket | undefined;
+    if (target.protocol === "https:" && socket) {
+      socket.on("session", (session: Buffer) => {
+        origin.session = session;
+      });
+    }
   };
 }
 

@@ -121,6 +121,31 @@ describe("the outbound client", () => {
     await new Promise<void>((r) => server.close(() => r()));
   });
 
+  it("resumes each origin's own session where two share a host (two ports), taking turns", async () => {
+    const reused: Record<string, boolean[]> = { a: [], b: [] };
+    const servers = ["a", "b"].map((name) =>
+      createServer({ key: readFileSync(pki.serverKeyFile), cert: readFileSync(pki.serverCertFile) }, (req, res) => {
+        (reused[name] as boolean[]).push((req.socket as TLSSocket).isSessionReused());
+        res.writeHead(200, { connection: "close" });
+        res.end("ok");
+      }),
+    );
+    for (const server of servers) await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const urls = servers.map((server) => `https://localhost:${(server.address() as AddressInfo).port}/`);
+    const agent = outboundAgent();
+    for (let i = 0; i < 3; i++) {
+      for (const url of urls) {
+        expect(await status(url, agent)).toBe(200);
+        await new Promise((r) => setImmediate(r));
+      }
+    }
+    expect(reused).toEqual({ a: [false, true, true], b: [false, true, true] });
+    for (const server of servers) {
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+
   it("with ssl_verify false reaches a self-signed server, which is refused otherwise", async () => {
     const self = await makeCertificate(await tempDir());
     const server = await serve({ key: readFileSync(self.keyFile), cert: readFileSync(self.certFile) });
