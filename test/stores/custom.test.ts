@@ -248,31 +248,43 @@ describe("the custom store", () => {
     ).rejects.toThrow(/needs key_management_settings.custom_secret_manager/);
   });
 
-  it("stops the start, naming the module and what is missing, when a StoreFactory's store lacks kind, keyOf, get, put or delete", async () => {
+  it("stops the start, naming the module and what is missing, when a StoreFactory's store lacks kind, keyOf or get, closing it first", async () => {
     const dir = await tempDir();
     const factory = (store: string) =>
-      `export default { kind: "half", settings: { safeParse: (input) => ({ success: true, data: input }) }, defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: false }, capabilities: { writes: true, deletes: true, compareAndSet: false, records: [] }, open: async () => (${store}) };\n`;
-    // The README's first list left keyOf out; a read-only store's put left out rather than refusing.
+      `export const closed = []; export default { kind: "half", settings: { safeParse: (input) => ({ success: true, data: input }) }, defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: false }, capabilities: { writes: true, deletes: true, compareAndSet: false, records: [] }, open: async () => (${store}) };\n`;
+    // The README's first list left keyOf out.
     await writeFile(
       join(dir, "no-key-of.mjs"),
-      factory('{ kind: "half", get: async () => undefined, delete: async () => "absent" }'),
-    );
-    await writeFile(
-      join(dir, "no-put.mjs"),
-      factory('{ kind: "half", keyOf: (n) => n, get: async () => undefined, delete: async () => "absent" }'),
+      factory(
+        '{ kind: "half", get: async () => undefined, delete: async () => "absent", close: async () => { closed.push("no-key-of"); } }',
+      ),
     );
     await writeFile(join(dir, "no-store.mjs"), factory("undefined"));
     for (const [path, missing] of [
-      ["./no-key-of.mjs", "keyOf(), put()"],
-      ["./no-put.mjs", "put()"],
-      ["./no-store.mjs", "kind (a string), keyOf(), get(), put(), delete()"],
+      ["./no-key-of.mjs", "keyOf()"],
+      ["./no-store.mjs", "kind (a string), keyOf(), get()"],
     ] as const) {
       const err = await open(path, dir).catch((e: unknown) => e);
       expect(err, path).toBeInstanceOf(ConfigError);
       expect((err as Error).message, path).toBe(
-        `custom_secret_manager ${path}: the store its open() returned has no ${missing}: a SecretStore has kind, keyOf, get, put and delete (one that cannot write throws NotSupported from put and delete, answered 501 not_supported)`,
+        `custom_secret_manager ${path}: the store its open() returned has no ${missing}: a SecretStore has kind, keyOf and get (and put and delete to write)`,
       );
     }
+    // Its timers or sockets would otherwise keep serve from ending (and a function's every retry open one more).
+    const { closed } = (await import(pathToFileURL(join(dir, "no-key-of.mjs")).href)) as { closed: string[] };
+    expect(closed).toEqual(["no-key-of"]);
+  });
+
+  it("serves reads from a StoreFactory's store without put or delete, and answers its writes not_supported", async () => {
+    const dir = await tempDir();
+    await writeFile(
+      join(dir, "read-only.mjs"),
+      'export default { kind: "ro", settings: { safeParse: (input) => ({ success: true, data: input }) }, defaults: { accessMode: "read_only", needsLocalKey: false, envBacked: false }, capabilities: { writes: false, deletes: false, compareAndSet: false, records: [] }, open: async () => ({ kind: "ro", keyOf: (n) => n, get: async (n) => (n === "A" ? { value: "a" } : undefined) }) };\n',
+    );
+    const store = await open("./read-only.mjs", dir);
+    expect((await store.get("A"))?.value).toBe("a");
+    expect(await codeOf(store.put("A", "v"))).toBe("not_supported");
+    expect(await codeOf(store.delete("A"))).toBe("not_supported");
   });
 
   it("warns once that a StoreFactory's compareAndSet and scopes are not read at start, whose warnings of them do not hold", async () => {
@@ -301,13 +313,16 @@ describe("the custom store", () => {
     expect(lines).toEqual([]);
   });
 
-  it("a class's delete is not called for a name its get finds nothing under: deleting an absent name is absent", async () => {
+  it("a class's delete is called even for a name its get finds nothing under (a get may lag), and its failure then is absent", async () => {
     const held = new Map([["A", "a"]]);
     const deleted: string[] = [];
+    // A write its get does not see yet (a read replica behind): the delete must still reach it.
+    const lagging = new Set(["LAGGING"]);
     const store = new PlainClassStore(
       {
         get: (name: string) => held.get(name),
         delete: (name: string) => {
+          if (lagging.delete(name)) return void deleted.push(name);
           if (!held.has(name)) throw new Error(`no such secret ${name}`);
           deleted.push(name);
           held.delete(name);
@@ -318,7 +333,20 @@ describe("the custom store", () => {
     expect(await store.delete("ABSENT")).toBe("absent");
     expect(await store.delete("A")).toBe("deleted");
     expect(await store.delete("A")).toBe("absent");
-    expect(deleted).toEqual(["A"]);
+    expect(await store.delete("LAGGING")).toBe("absent");
+    expect(deleted).toEqual(["A", "LAGGING"]);
+    expect(lagging.size).toBe(0);
+    // A failure of a name its get found is the failure.
+    const failing = new PlainClassStore(
+      {
+        get: () => "v",
+        delete: () => {
+          throw Object.assign(new Error("down"), { code: "backend_unavailable" });
+        },
+      },
+      "./down.mjs",
+    );
+    expect(await codeOf(failing.delete("A"))).toBe("backend_unavailable");
   });
 
   it("a class's get answering null is no secret, a record without a string value is refused; a factory's close failure is classified", async () => {

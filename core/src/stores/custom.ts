@@ -10,8 +10,8 @@
  *   (`{ value, version?, updatedAt?, tags? }`) or undefined, and optional `put(name, value)` and
  *   `delete(name)`: a store without them answers `501 not_supported` to writes.
  *
- * A module that cannot be loaded, or whose export is neither, or a factory whose store lacks `kind`
- * or one of `keyOf`, `get`, `put`, `delete`, stops the start with a message naming the module.
+ * A module that cannot be loaded, or whose export is neither, or a factory whose store lacks `kind`,
+ * `keyOf` or `get`, stops the start with a message naming the module.
  * Whatever its store throws goes through the one classifier like every store's failures (an error
  * named `NotSupported`, from another copy of this package or plain, is `not_supported`).
  */
@@ -81,27 +81,44 @@ function classifyCustomError(err: unknown, what: string): SecretsError {
   return withUserMessage(classifyBackendError(err, what));
 }
 
-/** What a factory's store must have: a missing one would fail every call with our own `TypeError` (`500 internal`). */
-const STORE_METHODS = ["keyOf", "get", "put", "delete"] as const;
+/** What a factory's store cannot do without: a missing one would fail every call with our own `TypeError` (`500 internal`). */
+const STORE_METHODS = ["keyOf", "get"] as const;
 
 /**
- * What a `StoreFactory`'s `open` returned, checked at start: one lacking `kind` or a method stops
- * the start naming what is missing, rather than starting, saying it is ready and failing every
- * call. A store that cannot write still has `put` and `delete`, throwing `NotSupported`: `501`, as
- * a plain class without them answers.
+ * What a `StoreFactory`'s `open` returned, checked at start: one lacking `kind`, `keyOf` or `get`
+ * stops the start naming what is missing (it is closed first, if it can be), rather than starting,
+ * saying it is ready and failing every call. One without `put` or `delete` serves reads, and
+ * answers writes `501 not_supported`, as a plain class without them does.
  */
-function checkedStore(store: unknown, path: string): SecretStore {
-  const given = store as Record<string, unknown> | null | undefined;
+async function checkedStore(store: unknown, path: string): Promise<SecretStore> {
+  const given = store as Partial<Record<string, unknown>> | null | undefined;
   const missing = [
     ...(typeof given?.kind === "string" ? [] : ["kind (a string)"]),
     ...STORE_METHODS.filter((method) => typeof given?.[method] !== "function").map((method) => `${method}()`),
   ];
   if (missing.length > 0) {
+    // Its timers, pools or sockets would otherwise keep `serve` from ending, and each of a
+    // function's tries to start again would leave one more open.
+    const close = given?.close;
+    if (typeof close === "function") {
+      await userCall("custom store close", async () => close.call(given), false).catch(() => {});
+    }
     throw new ConfigError(
-      `custom_secret_manager ${path}: the store its open() returned has no ${missing.join(", ")}: a SecretStore has kind, keyOf, get, put and delete (one that cannot write throws NotSupported from put and delete, answered 501 not_supported)`,
+      `custom_secret_manager ${path}: the store its open() returned has no ${missing.join(", ")}: a SecretStore has kind, keyOf and get (and put and delete to write)`,
     );
   }
-  return store as SecretStore;
+  const full = store as SecretStore;
+  const cannot = (what: string) => () => Promise.reject(new NotSupported(`${what} the custom store ${path}`));
+  return {
+    kind: full.kind,
+    keyOf: full.keyOf.bind(full),
+    get: full.get.bind(full),
+    put: typeof given?.put === "function" ? full.put.bind(full) : cannot("writing to"),
+    delete: typeof given?.delete === "function" ? full.delete.bind(full) : cannot("deleting from"),
+    ...(full.list && { list: full.list.bind(full) }),
+    ...(full.watch && { watch: full.watch.bind(full) }),
+    ...(full.close && { close: full.close.bind(full) }),
+  };
 }
 
 /**
@@ -199,16 +216,22 @@ export class PlainClassStore implements SecretStore {
   }
 
   /**
-   * A name `get` finds nothing under is absent, and the class's `delete` is not called: one may
-   * throw for a missing name, and the API answers a delete of an absent name `204` all the same.
+   * The class's `delete` is always called (its `get` may lag a write it made: a read replica, a
+   * cached miss). For a name its `get` found nothing under, a failure of it is taken as the name
+   * being absent: one may throw for a missing name, and the API answers a delete of an absent name
+   * `204` all the same.
    */
   delete(name: string): Promise<DeleteOutcome> {
     const remove = this.inner.delete?.bind(this.inner);
     if (!remove) return Promise.reject(new NotSupported(`deleting from the custom store ${this.module}`));
     return this.#queues.run(name, async () => {
-      if ((await this.get(name)) === undefined) return "absent";
-      await userCall("custom store delete", () => remove(name));
-      return "deleted";
+      const existed = (await this.get(name)) !== undefined;
+      try {
+        await userCall("custom store delete", () => remove(name));
+      } catch (err) {
+        if (existed) throw err;
+      }
+      return existed ? "deleted" : "absent";
     });
   }
 }
@@ -319,7 +342,7 @@ async function openCustom(settings: z.output<typeof CustomSettings>, deps: Store
     }
     // What its open throws is classified as its calls' failures are: its message may hold anything.
     const opened = await userCall("custom store open", () => exported.open(parsed.data as never, deps), false);
-    return classifiedStore(checkedStore(opened, path));
+    return classifiedStore(await checkedStore(opened, path));
   }
   if (typeof exported === "function") {
     let instance: unknown;
