@@ -111,6 +111,10 @@ describe("an HTTP event of another shape than payload 2.0", () => {
         }),
       ]);
     }
+    // No HTTP request at all (an SQS batch wired to http by mistake): the invocation fails, so SQS
+    // redelivers it and its dead-letter queue keeps it, rather than taking the batch as handled.
+    const batch = { Records: [record("m-1", keyEvent("e-1", "flushed", "sk-flushed-1"))] };
+    await expect(handlers.http(batch as never, { awsRequestId: "lambda-2" })).rejects.toThrow(/^not an HTTP event/);
   });
 });
 

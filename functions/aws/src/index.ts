@@ -285,11 +285,20 @@ async function tooLargeAnswer(
  * The answer to an event without payload 2.0's `rawPath` (an API Gateway REST API, an ALB, an HTTP
  * API integration set to payload 1.0): `500 internal` in the API's shape, which their result shapes
  * all take, and one line saying which events the function takes. Its path cannot be read as sent,
- * so it is not served.
+ * so it is not served. An event that is no HTTP request fails the invocation.
  */
 async function unsupportedEvent(log: Logger, event: unknown): Promise<HttpResultV2> {
-  const version = (event as { version?: unknown }).version;
-  log.error("unsupported HTTP event: the http handler takes Function URL and API Gateway HTTP API payload 2.0 events", {
+  const { version, httpMethod, requestContext } = (event ?? {}) as {
+    version?: unknown;
+    httpMethod?: unknown;
+    requestContext?: { elb?: unknown };
+  };
+  const http = typeof httpMethod === "string" || requestContext?.elb !== undefined || version === "1.0";
+  const why = "the http handler takes Function URL and API Gateway HTTP API payload 2.0 events";
+  // Not an HTTP request at all (an SQS batch wired to this handler): the invocation fails, so its
+  // source redelivers it (then its dead-letter queue keeps it) rather than taking it as handled.
+  if (!http) throw new Error(`not an HTTP event: ${why}`);
+  log.error(`unsupported HTTP event: ${why}`, {
     ...(typeof version === "string" && { version: version.slice(0, 16) }),
   });
   return resultOf(errorAnswer("internal", "internal error"));
