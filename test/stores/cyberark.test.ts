@@ -174,6 +174,8 @@ describe("the cyberark store", () => {
     expect(fake.valueOf("apps/llm/K")).toBe(v);
     expect(fake.variables.has("K")).toBe(false);
     expect((await store.get("K"))?.value).toBe(v);
+    // The branch trimmed of white space as of slashes.
+    expect((await open({ LLM_SECRETS_CYBERARK_POLICY_BRANCH: " /apps/llm/ " })).keyOf("K")).toBe("apps/llm/K");
     // A branch that is not there stops the write, naming the branch.
     const missing = await open({ LLM_SECRETS_CYBERARK_POLICY_BRANCH: "nope" });
     expect(await codeOf(missing.put("K", v))).toBe("store_unavailable");
@@ -462,6 +464,7 @@ describe("the cyberark store", () => {
     expect(issues({ CYBERARK_API_KEY: "k", CYBERARK_CLIENT_CERT: "/c.pem", CYBERARK_CLIENT_KEY: "/k.pem" })).toEqual(
       [],
     );
+    expect(issues({ CYBERARK_API_KEY: "k", CYBERARK_SSL_VERIFY: " FALSE " })).toEqual([]); // trimmed, any case
     expect(issues({ CYBERARK_API_KEY: "k", CYBERARK_SSL_VERIFY: "0" })).toEqual([
       "env.CYBERARK_SSL_VERIFY: expected true or false",
     ]);
@@ -526,5 +529,65 @@ describe("the cyberark store", () => {
       await server.stop();
     }
     expectNoValueIn([server.output, ...logs], [v, CYBERARK_LOGIN.apiKey]);
+  });
+
+  it("logs in as LiteLLM's defaults (account default, login admin) when CYBERARK_ACCOUNT and CYBERARK_USERNAME are unset", async () => {
+    const fake = await conjur();
+    fake.reset();
+    const store = await open({ CYBERARK_ACCOUNT: null, CYBERARK_USERNAME: null });
+    expect(await codeOf(store.get("A"))).toBe("backend_denied"); // the fake knows acme's host/app 1 only
+    expect(fake.calls("POST", /^\/authn\//).map((r) => r.url)).toEqual(["/authn/default/admin/authenticate"]);
+  });
+
+  it("a client certificate set by half is ignored, with a warning naming the file that is missing", async () => {
+    const fake = await conjur();
+    fake.reset();
+    const pki = injectPki("testPki");
+    const lines: string[] = [];
+    const store = await openCyberArkStore(
+      envFor(fake, { CYBERARK_CLIENT_CERT: pki.clientCertFile }),
+      { log: createLogger((line) => lines.push(line)), now: Date.now },
+      FAST,
+    );
+    const warning = lines.find((l) => l.includes("a client certificate is set by half and ignored"));
+    expect(warning).toBeDefined();
+    expect(JSON.parse(warning as string)).toMatchObject({ level: "warn", missing: "CYBERARK_CLIENT_KEY" });
+    expect(await store.put("HALF", secretValue("half"))).toBe("created");
+    expect(fake.requests.some((r) => r.clientCertificate)).toBe(false);
+  });
+
+  it("lists only names llm-secrets takes, and reads a resource list that is not a list as store_corrupt", async () => {
+    const fake = await conjur();
+    fake.reset();
+    for (const id of ["GOOD", "has space", "x:y", "ok/nested"]) fake.seed(id, Buffer.from(`v-${id}`));
+    const store = await open();
+    expect((await store.list?.({ limit: 10 }))?.names).toEqual(["GOOD", "ok/nested"]);
+    // A cap of two digits, as Conjur's 422 names it, is the page asked for next.
+    fake.listLimitMax = 25;
+    fake.requests.length = 0;
+    expect((await store.list?.({ limit: 100 }))?.names).toEqual(["GOOD", "ok/nested"]);
+    expect(fake.calls("GET", /^\/resources\//).map((r) => [r.status, r.url])).toEqual([
+      [422, "/resources/acme/variable?limit=100&offset=0"],
+      [200, "/resources/acme/variable?limit=25&offset=0"],
+    ]);
+    fake.fail(1, 200, undefined, (r) => r.url.startsWith("/resources/")); // a JSON object, not a list
+    expect(await codeOf(store.list?.({ limit: 10 }) as Promise<unknown>)).toBe("store_corrupt");
+  });
+
+  it("waits before each policy load again half of its backoff step fixed, the step doubling from policyBackoffMs", async () => {
+    const fake = await conjur();
+    fake.reset();
+    const loads: number[] = [];
+    const stamp = () => loads.push(performance.now()) > 0;
+    fake.fail(5, 409, undefined, (r) => r.url.startsWith("/policies/") && stamp()); // no Retry-After: the backoff alone
+    const store = await open({}, { tuning: { policyBackoffMs: 400, random: () => 0 } });
+    expect(await codeOf(store.put("BACKOFF", "v"))).toBe("backend_unavailable");
+    expect(loads).toHaveLength(5);
+    const gaps = loads.slice(1).map((at, i) => at - (loads[i] as number));
+    // The random half at 0: 200, 400, 800 and 1600 ms (a step twice as long would wait 3200 ms, past
+    // policyMaxWaitMs, and give up after 4 loads).
+    for (const [i, gap] of gaps.entries()) {
+      expect(gap, `wait ${i + 1}`).toBeGreaterThanOrEqual(200 * 2 ** i - 5);
+    }
   });
 });

@@ -876,6 +876,49 @@ describe("google_kms", () => {
     });
     await store.close?.();
   });
+
+  it("takes only canonical base64, padding included, and nothing empty, before any call; GOOGLE_KMS_RESOURCE_NAME must be a CryptoKey's whole name", async () => {
+    const fake = await google();
+    const seal = (plain: string) => fake.encrypt(plain, KMS_KEY).toString("base64");
+    let plain = value("kms-padded");
+    while (!seal(plain).endsWith("=")) plain += "x"; // a ciphertext whose base64 is padded
+    const sealed = seal(plain);
+    const store = await googleKmsStore.open(
+      { config: {}, env: { GOOGLE_KMS_RESOURCE_NAME: KMS_KEY, LLM_SECRETS_GOOGLE_KMS_ENDPOINT: endpointOf(fake) } },
+      {
+        dataDir: "/nonexistent",
+        env: { PADDED: sealed, UNPADDED: sealed.replace(/=+$/, ""), EMPTY: "" },
+        log,
+        now: Date.now,
+      },
+    );
+    expect((await store.get("PADDED"))?.value).toBe(plain);
+    const calls = fake.callsOf("Decrypt").length;
+    for (const name of ["UNPADDED", "EMPTY"]) {
+      const err = await store.get(name).catch((e: unknown) => e as Error & { code: string });
+      expect(err, name).toMatchObject({
+        code: "store_corrupt",
+        message: `the environment variable ${name} is not canonical base64 KMS ciphertext`,
+      });
+    }
+    expect(fake.callsOf("Decrypt")).toHaveLength(calls);
+    await store.close?.();
+
+    const start = (name: string) => () =>
+      loadSettings({
+        env: {
+          LLM_SECRETS_CONFIG: "general_settings:\n  key_management_system: google_kms\n",
+          GOOGLE_KMS_RESOURCE_NAME: name,
+        },
+        stores: [googleKmsStore],
+      });
+    expect(start(KMS_KEY)).not.toThrow();
+    for (const name of [`x/${KMS_KEY}`, `${KMS_KEY}/cryptoKeyVersions/1`]) {
+      expect(start(name), name).toThrow(
+        /GOOGLE_KMS_RESOURCE_NAME: expected projects\/P\/locations\/L\/keyRings\/R\/cryptoKeys\/K/,
+      );
+    }
+  });
 });
 
 describe("llm-secrets serve against Google", () => {

@@ -275,6 +275,8 @@ describe("the infisical store", () => {
     expect(team[0]).toContain('\\"team.a/\\"');
     expect(team[0]).not.toContain('\\"litellm/\\"'); // the general prefix, the default, is a folder
     expect(await opened("    store_virtual_keys: false\n    prefix_for_stored_virtual_keys: keys.v1/\n")).toEqual([]);
+    // Unset, store_virtual_keys is off (LiteLLM's default): no event stores a key, nothing to warn of.
+    expect(await opened("    prefix_for_stored_virtual_keys: keys.v1/\n")).toEqual([]);
   });
 
   it("sends the description as secretComment on create, and updates only when a 400 says the secret exists", async () => {
@@ -498,6 +500,9 @@ describe("the infisical store", () => {
       );
     }
     expect(start({})().storeSettings).toMatchObject({ env: { INFISICAL_PROJECT_ID: "proj-1" } });
+    // Read only unless access_mode says otherwise; values cached for INFISICAL_REFRESH_INTERVAL, LiteLLM's name.
+    expect(start({})().keyManagement.accessMode).toBe("read_only");
+    expect(start({ INFISICAL_REFRESH_INTERVAL: "60" })().cache.ttlSeconds).toBe(60);
     expect(start({ INFISICAL_URL: "http://infisical.internal:8080/" })).not.toThrow();
     for (const path of ["/", "team-a", "/team_a/B-2/"])
       expect(start({ INFISICAL_SECRET_PATH: path }), path).not.toThrow();
@@ -542,5 +547,122 @@ describe("the infisical store", () => {
       await server.stop();
     }
     expectNoValueIn([server.output, ...logs], [v, key, INFISICAL_CLIENT.clientSecret]);
+  });
+
+  it("takes a 409 on create as the secret there; a failed PATCH, a failed read at INFISICAL_SECRET_PATH or an answer without a value is what it is", async () => {
+    const fake = await infisical();
+    fake.reset();
+    const store = await open();
+    const v = secretValue("answers");
+    expect(await store.put("HELD", v)).toBe("created");
+    // A 409 on create (whatever its message): the secret is there, so the value goes by PATCH.
+    fake.fail(1, 409, undefined, "Conflict");
+    expect(await store.put("HELD", `${v}-2`)).toBe("updated");
+    expect(fake.secrets.get("proj-1|dev|/|HELD")).toBe(`${v}-2`);
+
+    // A PATCH that fails is that failure, not "updated": the value is unchanged.
+    const patch = fake.hold((r) => r.method === "PATCH");
+    const put = store.put("HELD", `${v}-3`);
+    await patch.arrived;
+    fake.fail(1, 503, "2");
+    patch.release();
+    expect(await codeOf(put)).toBe("backend_unavailable");
+    expect(fake.secrets.get("proj-1|dev|/|HELD")).toBe(`${v}-2`);
+
+    // The read at INFISICAL_SECRET_PATH (to learn whether it is there) failing: that failure, not a setting to check.
+    const probe = fake.hold((r) => r.url.includes("folder-probe"));
+    const read = store.get("litellm/nope/key");
+    await probe.arrived;
+    fake.fail(1, 503, "2");
+    probe.release();
+    const failure = await read.then(
+      () => undefined,
+      (err: unknown) => err as SecretsError,
+    );
+    expect(failure?.code).toBe("backend_unavailable");
+    expect(failure?.message).not.toMatch(/check INFISICAL/);
+
+    // A 200 without a string at secret.secretValue holds no value to serve (never the text "undefined").
+    fake.fail(1, 200, undefined, "no secret in this answer");
+    expect(await store.get("HELD")).toBeUndefined();
+    // Infisical's "Secret not found." (a trailing full stop) is a missing secret too.
+    fake.fail(1, 404, undefined, "Secret not found.");
+    expect(await store.delete("HELD")).toBe("absent");
+    expect(fake.secrets.has("proj-1|dev|/|HELD")).toBe(true);
+  });
+
+  it("a name at a missing INFISICAL_SECRET_PATH itself is one call; an environment gone before its folder is made names the settings", async () => {
+    const fake = await infisical();
+    fake.reset();
+    const mistyped = await open({ INFISICAL_SECRET_PATH: "/team-b" });
+    await expect(mistyped.get("ROOT")).rejects.toThrow(/check INFISICAL_ENVIRONMENT/); // logged in
+    const before = fake.requests.length;
+    await expect(mistyped.get("ROOT")).rejects.toThrow(/check INFISICAL_ENVIRONMENT/);
+    // No read at INFISICAL_SECRET_PATH to learn whether it is there: the answer has said so.
+    expect(fake.requests.slice(before).map((r) => r.url.split("?")[0])).toEqual(["/api/v3/secrets/raw/ROOT"]);
+
+    // Infisical's "Environment … not found" (here from the folder create, the environment deleted
+    // meanwhile) names INFISICAL_ENVIRONMENT and INFISICAL_SECRET_PATH, as its "Folder … not found" does.
+    const store = await open();
+    const create = fake.hold((r) => r.url === "/api/v2/folders");
+    const write = store.put("gone/key", secretValue("gone"));
+    await create.arrived;
+    fake.places.get("proj-1")?.delete("dev");
+    create.release();
+    await expect(write).rejects.toThrow(
+      /^infisical folder create: Infisical has no folder "\/" in an environment "dev" of the project \(HTTP 404\): check INFISICAL_ENVIRONMENT/,
+    );
+    expect(fake.secrets.size).toBe(0);
+  });
+
+  it("keeps a token whose login gave no expiresIn 7200 s less a minute, and logs in again at expiresIn less 60 s exactly", async () => {
+    const fake = await infisical();
+    fake.reset();
+    let clock = Date.now();
+    fake.expiresIn = undefined as unknown as number; // the login's answer without expiresIn
+    const store = await open({}, () => clock);
+    await store.put("T", "t-value");
+    clock += 7_139_000;
+    expect((await store.get("T"))?.value).toBe("t-value");
+    expect(fake.logins).toBe(1);
+    clock += 2_000;
+    expect((await store.get("T"))?.value).toBe("t-value");
+    expect(fake.logins).toBe(2);
+
+    fake.expiresIn = 600;
+    const exact = await open({}, () => clock);
+    await exact.get("T");
+    expect(fake.logins).toBe(3);
+    clock += 540_000; // expiresIn - 60: no longer used
+    await exact.get("T");
+    expect(fake.logins).toBe(4);
+  });
+
+  it("a secret deleted between its create's 'already exists' and the PATCH is a failure that names no setting to check", async () => {
+    const fake = await infisical();
+    fake.reset();
+    const store = await open();
+    await store.put("RACED", secretValue("raced"));
+    const patch = fake.hold((r) => r.method === "PATCH");
+    const put = store.put("RACED", secretValue("raced-2"));
+    await patch.arrived;
+    fake.secrets.delete("proj-1|dev|/|RACED");
+    patch.release();
+    const failure = await put.then(
+      () => undefined,
+      (err: unknown) => err as SecretsError,
+    );
+    expect(failure).toBeInstanceOf(SecretsError);
+    expect(failure?.message).not.toMatch(/check INFISICAL/);
+  });
+
+  it("an INFISICAL_URL where nothing answers is a typed failure, for the login as for any call", async () => {
+    const { createServer } = await import("node:net");
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, "127.0.0.1", r));
+    const { port } = closed.address() as import("node:net").AddressInfo;
+    await new Promise<void>((r) => closed.close(() => r()));
+    const store = await open({ INFISICAL_URL: `https://127.0.0.1:${port}` });
+    expect(await codeOf(store.get("A"))).toBe("backend_unavailable");
   });
 });

@@ -77,6 +77,7 @@ describe("aws_kms reads the env value as LiteLLM's base64.b64decode", () => {
     ["aGk=aGk=", "6869"],
     ["AAA=A", "0000"],
     ["QUJDQQ=x=", "414243410c"],
+    ["QU=JDQQ=x=", "414243410c"], // a skipped `=` counts for its quad only: the data after it starts afresh
     ["====", ""],
     ["", ""],
     ["Q===", null], // one data character past a whole quad
@@ -108,10 +109,11 @@ describe("aws_kms reads the env value as LiteLLM's base64.b64decode", () => {
       DOUBLE: `"${blob}"`,
       SINGLE: `'${blob}'`,
       PREFIXED: `"aws_kms/${blob}"`,
+      TWICE: `aws_kms/aws_kms/${blob}`, // Python's str.replace: every occurrence
       PADDED: `${blob}====`,
       NBSP: `${blob}\u00a0`,
     });
-    for (const name of ["DOUBLE", "SINGLE", "PREFIXED", "PADDED"]) {
+    for (const name of ["DOUBLE", "SINGLE", "PREFIXED", "TWICE", "PADDED"]) {
       expect((await store.get(name))?.value, name).toBe("sk-quoted");
     }
     const calls = fake.calls("Decrypt").length;
@@ -225,6 +227,22 @@ describe("aws_kms: KMS Decrypt's error answers", () => {
       expect(err.message, type).not.toContain("the service's words");
       expect(isRetryable(err), type).toBe(false);
     }
+    await store.close();
+  });
+
+  it("an answer without a Plaintext is store_corrupt naming the variable", async () => {
+    if (!server.listening) await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const client = new kms.KMSClient({
+      endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      region: "us-east-1",
+      maxAttempts: 1,
+      credentials: { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "secret" },
+    });
+    const store = new AwsKmsStore(kms, client, { K: Buffer.from("a ciphertext").toString("base64") });
+    answer = { status: 200, type: "" }; // a 200 whose body holds no Plaintext
+    const err = await failureOf(store.get("K"));
+    expect(err.code).toBe("store_corrupt");
+    expect(err.message).toBe("KMS returned no plaintext for K");
     await store.close();
   });
 });
