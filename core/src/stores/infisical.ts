@@ -220,8 +220,17 @@ export class InfisicalStore implements SecretStore {
       throw this.#failure(created, "infisical put");
     }
     const updated = await this.#secretCall("PATCH", place, "infisical put", { secretValue: value });
-    if (updated.status !== 200) throw this.#failure(updated, "infisical put");
-    return "updated";
+    if (updated.status === 200) return "updated";
+    // Deleted between the create's "already exists" and the update (another writer): made anew,
+    // once; changing again under this one, it is for the caller to try again.
+    if (this.#absent(updated)) {
+      const again = await this.#secretCall("POST", place, "infisical put", create);
+      if (again.status === 200) return "created";
+      throw new BackendUnavailable(
+        "infisical put: the secret changed under this write (deleted, then made again): try again",
+      );
+    }
+    throw this.#failure(updated, "infisical put");
   }
 
   async delete(name: string): Promise<DeleteOutcome> {
