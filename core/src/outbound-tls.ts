@@ -3,7 +3,8 @@
  * `ssl_certificate` / `SSL_CERTIFICATE`; settings.ts parses them) as node TLS options: what the
  * one outbound client (outbound.ts) applies, and what the cloud SDKs get where they take them (the
  * AWS SDK's `https.Agent`, gRPC's channel credentials). No client library here: store files import
- * it without loading one.
+ * it without loading one. The proxy for the outbound client (`HTTPS_PROXY`, `HTTP_PROXY`,
+ * `NO_PROXY`) rides along in the same object, so that the agent made for it is one per proxy too.
  */
 import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
@@ -18,6 +19,37 @@ export interface OutboundTls {
   certificateFile?: string;
   /** A client certificate and key in hand (a caller's own, e.g. Vault's cert login). */
   certificate?: { cert: string | Buffer; key: string | Buffer };
+  /** The proxy of the outbound client (outbound.ts); the cloud SDKs do not take it. */
+  proxy?: OutboundProxy;
+}
+
+/**
+ * `HTTP_PROXY` / `HTTPS_PROXY` / `NO_PROXY` as settings.ts read them (Python's urllib rules, as
+ * LiteLLM's httpx takes them). Each proxy is an http:// or https:// URL, with its credentials when
+ * it has some (sent as `Proxy-Authorization`, never logged).
+ */
+export interface OutboundProxy {
+  /** The proxy for http:// targets. */
+  http?: string;
+  /** The proxy for https:// targets. */
+  https?: string;
+  /** Targets reached directly: NO_PROXY's entries, as written (outbound.ts matches them). */
+  noProxy?: readonly string[];
+}
+
+/** A proxy URL as `host:port`: never its credentials. */
+export function proxyAddress(url: string): string {
+  const { hostname, port, protocol } = new URL(url);
+  return `${hostname}:${port || (protocol === "https:" ? "443" : "80")}`;
+}
+
+/** What the start logs of the proxy in use: each proxy's `host:port` and NO_PROXY's entries. */
+export function proxyLogFields(proxy: OutboundProxy): Record<string, string> {
+  return {
+    ...(proxy.https && { https_proxy: proxyAddress(proxy.https) }),
+    ...(proxy.http && { http_proxy: proxyAddress(proxy.http) }),
+    ...(proxy.noProxy && { no_proxy: proxy.noProxy.join(",") }),
+  };
 }
 
 /**

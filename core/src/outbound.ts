@@ -26,6 +26,16 @@
  *   to servers that ask (mutual TLS). A caller may bring its own (Vault's cert login).
  * Files are read when their agent is made; a file that cannot be read is a start error naming it.
  *
+ * The proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`, read by `settings.ts` as LiteLLM's httpx reads
+ * them): with one set, the agent is a `ProxiedAgent`. An https:// target is reached through a CONNECT
+ * tunnel, and its TLS (verification, CA bundle, client certificate, TLS 1.2 at least) is checked end
+ * to end as without a proxy; an http:// target's request goes to the proxy in absolute form, as
+ * httpx forwards it. The proxy's credentials, from its URL, go as `Proxy-Authorization` (undici's
+ * `ProxyAgent`). Without a proxy variable, the agent is the plain one above. Through a proxy, the
+ * proxy resolves the target's name, so the link-local refusal below holds for direct connections
+ * (and for addresses written in a URL, checked by callers); and a tunnel's TLS sessions are undici's
+ * own cache, by host name (an origin's connector is not ours to keep there).
+ *
  * A store's own client certificate for a TLS login (Vault's `HCP_VAULT_CLIENT_CERT`, Conjur's
  * `CYBERARK_CLIENT_CERT`) is in files a rotation tool replaces before the old certificate expires
  * (short-lived certificates: cert-manager, Vault's PKI, an agent's template). LiteLLM builds a new
@@ -42,9 +52,9 @@ import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from "nod
 import { readFile, stat } from "node:fs/promises";
 import { BlockList, isIP } from "node:net";
 import { createSecureContext, type TLSSocket } from "node:tls";
-import { Agent, buildConnector } from "undici";
+import { Agent, buildConnector, type Dispatcher, Pool, ProxyAgent } from "undici";
 import type { Logger } from "./log";
-import { type OutboundTls, outboundTlsOptions, readPemFile } from "./outbound-tls";
+import { type OutboundProxy, type OutboundTls, outboundTlsOptions, readPemFile } from "./outbound-tls";
 
 /**
  * undici's `request`, for the stores that call HTTP APIs themselves (Infisical, Conjur): they
@@ -71,6 +81,7 @@ export function outboundAgent(tls: OutboundTls = {}): Agent {
     tls.caFile,
     tls.certificateFile,
     tls.certificate ? [String(tls.certificate.cert), String(tls.certificate.key)] : undefined,
+    tls.proxy ? [tls.proxy.http, tls.proxy.https, tls.proxy.noProxy] : undefined,
   ]);
   let agent = agents.get(key);
   if (!agent) {
@@ -80,20 +91,136 @@ export function outboundAgent(tls: OutboundTls = {}): Agent {
   return agent;
 }
 
+/** The pools' options: to the targets, and to a proxy. */
+const POOL_OPTIONS = {
+  keepAliveTimeout: OUTBOUND_LIMITS.keepAliveMs,
+  keepAliveMaxTimeout: OUTBOUND_LIMITS.keepAliveMs,
+  connections: OUTBOUND_LIMITS.connectionsPerOrigin,
+  headersTimeout: OUTBOUND_LIMITS.exchangeTimeoutMs,
+  bodyTimeout: OUTBOUND_LIMITS.exchangeTimeoutMs,
+} as const;
+
 function newAgent(tls: OutboundTls): Agent {
-  return new Agent({
-    keepAliveTimeout: OUTBOUND_LIMITS.keepAliveMs,
-    keepAliveMaxTimeout: OUTBOUND_LIMITS.keepAliveMs,
-    connections: OUTBOUND_LIMITS.connectionsPerOrigin,
-    headersTimeout: OUTBOUND_LIMITS.exchangeTimeoutMs,
-    bodyTimeout: OUTBOUND_LIMITS.exchangeTimeoutMs,
+  const options = {
+    ...POOL_OPTIONS,
     connect: connectorOf({
       timeout: OUTBOUND_LIMITS.connectTimeoutMs,
       minVersion: "TLSv1.2",
       lookup: lookupOutsideLinkLocal(),
       ...outboundTlsOptions(tls),
     }),
+  };
+  return tls.proxy?.http || tls.proxy?.https ? new ProxiedAgent(options, tls, tls.proxy) : new Agent(options);
+}
+
+/**
+ * The agent with a proxy: itself the direct one (NO_PROXY's targets, and a scheme that has no
+ * proxy: `HTTP_PROXY` alone leaves https:// targets direct, as in httpx), each other call sent on
+ * to the scheme's `ProxyAgent`. An `Agent` still, for its callers; closing it closes all.
+ */
+class ProxiedAgent extends Agent {
+  readonly #noProxy: readonly string[];
+  readonly #http: ProxyAgent | undefined;
+  readonly #https: ProxyAgent | undefined;
+
+  constructor(options: Agent.Options, tls: OutboundTls, proxy: OutboundProxy) {
+    super(options);
+    this.#noProxy = proxy.noProxy ?? [];
+    this.#http = proxy.http ? proxyAgentOf(proxy.http, tls) : undefined;
+    this.#https = !proxy.https ? undefined : proxy.https === proxy.http ? this.#http : proxyAgentOf(proxy.https, tls);
+  }
+
+  override dispatch(options: Agent.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    const origin = new URL(String(options.origin));
+    const proxy = origin.protocol === "https:" ? this.#https : this.#http;
+    return proxy && !bypassesProxy(this.#noProxy, origin)
+      ? proxy.dispatch(options, handler)
+      : super.dispatch(options, handler);
+  }
+
+  override close(): Promise<void>;
+  override close(callback: () => void): void;
+  override close(callback?: () => void): Promise<void> | void {
+    const proxies = new Set([this.#http, this.#https].filter((p) => p !== undefined));
+    // undici's promise form calls `close(callback)` again: the callback form is the one that closes.
+    const own = new Promise<void>((resolve) => super.close(() => resolve()));
+    const closed = Promise.all([own, ...[...proxies].map((p) => p.close())]).then(() => {});
+    if (!callback) return closed;
+    closed.then(callback, callback);
+  }
+}
+
+/**
+ * undici's `ProxyAgent` for the proxy at `raw`, with the pools' options to the proxy and through it.
+ * Its credentials leave the URL for a `Proxy-Authorization` header (a user without a password too,
+ * as httpx sends it). `proxyTunnel: false`: an http:// target's request goes to the proxy as it is
+ * (absolute form), an https:// one through CONNECT. The target's TLS is ours (`requestTls`); the
+ * proxy's own, for an https:// proxy, verifies as the settings say, without our client certificate
+ * (it is the target's to ask for).
+ */
+function proxyAgentOf(raw: string, tls: OutboundTls): ProxyAgent {
+  const url = new URL(raw);
+  const user = decodeURIComponent(url.username);
+  const password = decodeURIComponent(url.password);
+  url.username = "";
+  url.password = "";
+  const { cert: _cert, key: _key, ...verification } = outboundTlsOptions({ ...tls, certificate: undefined });
+  const connect = { timeout: OUTBOUND_LIMITS.connectTimeoutMs, minVersion: "TLSv1.2" } as const;
+  return new ProxyAgent({
+    ...POOL_OPTIONS,
+    uri: url.href,
+    ...((user || password) && { token: `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}` }),
+    proxyTunnel: false,
+    // The pools to the proxy for http:// targets get our options too (undici's default has its own).
+    factory: (origin, options) => new Pool(origin, { ...POOL_OPTIONS, ...options }),
+    proxyTls: { ...connect, ...verification },
+    requestTls: { ...connect, ...outboundTlsOptions(tls) },
   });
+}
+
+/**
+ * Whether NO_PROXY's `entries` send `target` direct, as httpx reads them: `*` is every target; an
+ * IP address (v4, v6 with or without brackets) or `localhost` is that host; an address block
+ * (`10.0.0.0/8`) is an address in it; `.example.com` and `*.example.com` are its subdomains;
+ * `example.com` and `*example.com` are it and its subdomains. `host:port` is that port only, and
+ * `http://` or `https://` before an entry that scheme only. No name is looked up.
+ */
+export function bypassesProxy(entries: readonly string[], target: URL): boolean {
+  const scheme = target.protocol.slice(0, -1);
+  const host = target.hostname.replace(/^\[|\]$/g, "").toLowerCase();
+  const port = Number(target.port) || (scheme === "https" ? 443 : 80);
+  return entries.some((raw) => {
+    if (raw === "*") return true;
+    let entry = raw.toLowerCase();
+    const schemeEnd = entry.indexOf("://");
+    if (schemeEnd >= 0) {
+      const only = entry.slice(0, schemeEnd);
+      if (only !== "all" && only !== scheme) return false;
+      entry = entry.slice(schemeEnd + 3);
+    }
+    const block = /^\[?([0-9a-f:.]+)\]?\/(\d+)$/.exec(entry);
+    if (block) return inBlock(host, block[1] as string, Number(block[2]));
+    if (isIP(entry.replace(/^\[|\]$/g, "")) === 6) return host === entry.replace(/^\[|\]$/g, "");
+    const withPort = /^(.*?)(?::(\d+))?$/.exec(entry) as RegExpExecArray;
+    if (withPort[2] !== undefined && Number(withPort[2]) !== port) return false;
+    const name = (withPort[1] as string).replace(/^\[|\]$/g, "");
+    if (name.startsWith("*.") || name.startsWith(".")) return host.endsWith(name.slice(name.indexOf(".")));
+    const bare = name.replace(/^\*/, "");
+    return host === bare || (isIP(bare) === 0 && bare !== "localhost" && host.endsWith(`.${bare}`));
+  });
+}
+
+/** Whether `host` is an IP address in `address`/`prefix`. */
+function inBlock(host: string, address: string, prefix: number): boolean {
+  const family = isIP(address);
+  if (family === 0 || isIP(host) !== family) return false;
+  const block = new BlockList();
+  try {
+    block.addSubnet(address, prefix, family === 4 ? "ipv4" : "ipv6");
+  } catch {
+    return false; // a prefix past the address's length
+  }
+  return block.check(host, family === 4 ? "ipv4" : "ipv6");
 }
 
 /** The origins whose connector an agent keeps, as many as undici's own session cache (`maxCachedSessions`). */

@@ -15,7 +15,7 @@ import { instrumentStore } from "./instrument-store";
 import { applyKeyEvent, type KeyEventResult, refuseNotJson } from "./key-events";
 import { bufferedWriter, flushLogs, type Logger } from "./log";
 import { createMetrics, type Metrics, type MetricsSink } from "./metrics";
-import { outboundTlsOptions } from "./outbound-tls";
+import { outboundTlsOptions, proxyLogFields } from "./outbound-tls";
 import { SecretManager } from "./secret-manager";
 import type { SecretStore, StoreFactory } from "./secret-store";
 import { loadSettings, type Settings, type SettingsInput } from "./settings";
@@ -71,6 +71,9 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     for (const warning of settings.warnings) log.warn(warning);
   }
   exportEnvironmentVariables(settings);
+  const proxy = settings.outbound.proxy;
+  if (proxy)
+    log.info("outbound calls go through a proxy (HTTPS_PROXY / HTTP_PROXY, but NO_PROXY's)", proxyLogFields(proxy));
   const now = options.now ?? Date.now;
   // Forwarding reads the outbound TLS files on its first call: read them now, so one that cannot be
   // read stops the start, named, rather than failing every forward. Before the store opens: a start

@@ -13,7 +13,7 @@ import { ENCRYPTION_ALGORITHMS, type EncryptionAlgorithm, KeyRing } from "./cryp
 import { ConfigError, EncryptionKeyMissing, SecretsError } from "./errors";
 import { ignoresModes, requirePosixFiles } from "./local-files";
 import { isValidName, validateName } from "./names";
-import type { OutboundTls } from "./outbound-tls";
+import type { OutboundProxy, OutboundTls } from "./outbound-tls";
 import { envRefValue, refName } from "./refs";
 import type { AccessMode, StoreFactory, StoreScope } from "./secret-store";
 import { describeIssues, issuesOf, safeParse, unknownKeys } from "./validation";
@@ -167,6 +167,14 @@ const EnvSchema = z.object({
   SSL_VERIFY: z.optional(text),
   SSL_CERT_FILE: z.optional(text),
   SSL_CERTIFICATE: z.optional(text),
+  // Read by `proxyOf` from the environment itself (an empty lowercase one means something); here so
+  // that they count as llm-secrets' own variables.
+  HTTPS_PROXY: z.optional(text),
+  https_proxy: z.optional(text),
+  HTTP_PROXY: z.optional(text),
+  http_proxy: z.optional(text),
+  NO_PROXY: z.optional(text),
+  no_proxy: z.optional(text),
 });
 
 /** Variables where set-but-empty means something (an error), not "unset". */
@@ -222,7 +230,10 @@ export interface Settings {
   maxEventAgeSeconds: number;
   /** `LLM_SECRETS_AUDIT`: where audit lines go (audit.ts), `stdout` (the default) or `off`. */
   audit: "stdout" | "off";
-  /** Outbound TLS (`ssl_verify` / `SSL_VERIFY`, `SSL_CERT_FILE`, `ssl_certificate` / `SSL_CERTIFICATE`). */
+  /**
+   * Outbound TLS (`ssl_verify` / `SSL_VERIFY`, `SSL_CERT_FILE`, `ssl_certificate` / `SSL_CERTIFICATE`)
+   * and the outbound proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`).
+   */
   outbound: OutboundTls;
   dataDir: string;
   /** The config file's directory (the working directory for an inline config): what its paths are relative to. */
@@ -339,7 +350,7 @@ export function loadSettings(input: SettingsInput): Settings {
   }
 
   const server = serverOf(input.server, e, cwd, !input.offline);
-  const outbound = outboundOf(config.litellm_settings, e, cwd);
+  const outbound = outboundOf(config.litellm_settings, e, env, cwd);
   return {
     store,
     storeFactory: factory,
@@ -488,9 +499,15 @@ function serverOf(
 /**
  * LiteLLM's outbound TLS settings: `SSL_VERIFY` (else `litellm_settings.ssl_verify`) is `false`, or
  * a CA bundle path; `SSL_CERT_FILE` is a CA bundle; `SSL_CERTIFICATE` (else `ssl_certificate`) a
- * PEM with a client certificate and key. Paths resolve against the working directory.
+ * PEM with a client certificate and key. Paths resolve against the working directory. With them,
+ * the proxy (`proxyOf`).
  */
-function outboundOf(litellm: Config["litellm_settings"], e: z.infer<typeof EnvSchema>, cwd: string): OutboundTls {
+function outboundOf(
+  litellm: Config["litellm_settings"],
+  e: z.infer<typeof EnvSchema>,
+  env: Record<string, string>,
+  cwd: string,
+): OutboundTls {
   // The environment wins over the config, as in LiteLLM (`os.getenv("SSL_VERIFY", litellm.ssl_verify)`).
   const verify = e.SSL_VERIFY ?? litellm?.ssl_verify;
   const off = verify === false || (typeof verify === "string" && verify.trim().toLowerCase() === "false");
@@ -499,11 +516,70 @@ function outboundOf(litellm: Config["litellm_settings"], e: z.infer<typeof EnvSc
       ? verify
       : e.SSL_CERT_FILE;
   const certificate = e.SSL_CERTIFICATE ?? litellm?.ssl_certificate;
+  const proxy = proxyOf(env);
   return {
     ...(off && { verify: false }),
     ...(!off && bundle && { caFile: resolve(cwd, bundle) }),
     ...(certificate && { certificateFile: resolve(cwd, certificate) }),
+    ...(proxy && { proxy }),
   };
+}
+
+/**
+ * The outbound proxy, from the environment as LiteLLM's httpx reads it (Python's
+ * `urllib.request.getproxies_environment`): `HTTP_PROXY` for http:// targets, `HTTPS_PROXY` for
+ * https:// ones (neither stands in for the other), `NO_PROXY` for targets reached directly. A
+ * lowercase variable wins over its uppercase one, and set empty it unsets both. With
+ * `REQUEST_METHOD` set (a CGI request, whose `Proxy:` header arrives as `HTTP_PROXY`: httpoxy),
+ * uppercase `HTTP_PROXY` is ignored. A value without a scheme is an http:// proxy, as httpx takes
+ * it. One that is no http:// or https:// URL stops the start, naming the variable, never the value
+ * (it may hold a password). Undefined: no proxy, every call goes direct.
+ */
+function proxyOf(env: Record<string, string>): OutboundProxy | undefined {
+  const http = proxyUrlOf(env, "HTTP_PROXY");
+  const https = proxyUrlOf(env, "HTTPS_PROXY");
+  if (!http && !https) return undefined;
+  const noProxy = (proxyVariable(env, "NO_PROXY")?.value ?? "")
+    .split(",")
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== "");
+  return { ...(http && { http }), ...(https && { https }), ...(noProxy.length > 0 && { noProxy }) };
+}
+
+/** The variable in force of `name` and its lowercase twin (`proxyOf`'s rules), when set and not empty. */
+function proxyVariable(env: Record<string, string>, name: string): { variable: string; value: string } | undefined {
+  const lower = name.toLowerCase();
+  const lowerValue = env[lower];
+  if (lowerValue !== undefined) return lowerValue === "" ? undefined : { variable: lower, value: lowerValue };
+  if (name === "HTTP_PROXY" && env.REQUEST_METHOD !== undefined) return undefined;
+  const value = env[name];
+  return value ? { variable: name, value } : undefined;
+}
+
+/** `name`'s proxy URL, checked (see `proxyOf`). */
+function proxyUrlOf(env: Record<string, string>, name: string): string | undefined {
+  const found = proxyVariable(env, name);
+  if (!found) return undefined;
+  const raw = found.value.trim();
+  let url: URL;
+  try {
+    url = new URL(raw.includes("://") ? raw : `http://${raw}`);
+  } catch {
+    throw new ConfigError(`${found.variable}: not a proxy URL (expected http://host:port or https://host:port)`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new ConfigError(
+      `${found.variable}: a ${url.protocol.slice(0, -1)} proxy is not supported (expected http://host:port or https://host:port)`,
+    );
+  }
+  if (url.hostname === "") throw new ConfigError(`${found.variable}: the proxy URL names no host`);
+  try {
+    decodeURIComponent(url.username);
+    decodeURIComponent(url.password);
+  } catch {
+    throw new ConfigError(`${found.variable}: the proxy URL's user or password is not valid percent-encoding`);
+  }
+  return url.href;
 }
 
 /**

@@ -825,3 +825,57 @@ describe("environment", () => {
     expect(loadSettings({ env: { LLM_SECRETS_DATA_DIR: "sub" }, cwd: dir }).dataDir).toBe(join(dir, "sub"));
   });
 });
+
+describe("outbound proxy", () => {
+  const proxyOf = (env: Record<string, string>) =>
+    loadSettings({ env: { LITELLM_MASTER_KEY: newKey(), ...env } }).outbound.proxy;
+
+  it("reads HTTPS_PROXY, HTTP_PROXY and NO_PROXY as Python's urllib does: lowercase first, empty lowercase unsets", () => {
+    expect(proxyOf({})).toBeUndefined();
+    expect(proxyOf({ NO_PROXY: "localhost" })).toBeUndefined(); // nothing to bypass
+    expect(
+      proxyOf({
+        HTTPS_PROXY: "http://proxy.internal:3128",
+        HTTP_PROXY: "proxy.internal:8080",
+        NO_PROXY: " a.example, ,.b.example ",
+      }),
+    ).toEqual({
+      https: "http://proxy.internal:3128/",
+      http: "http://proxy.internal:8080/", // no scheme: http://, as httpx takes it
+      noProxy: ["a.example", ".b.example"],
+    });
+    expect(proxyOf({ HTTPS_PROXY: "http://upper:1", https_proxy: "http://lower:2" })).toEqual({
+      https: "http://lower:2/",
+    });
+    expect(proxyOf({ HTTPS_PROXY: "http://upper:1", https_proxy: "" })).toBeUndefined();
+    expect(proxyOf({ HTTPS_PROXY: "http://p:1", NO_PROXY: "upper", no_proxy: "lower" })?.noProxy).toEqual(["lower"]);
+    // From config environment_variables too, as LiteLLM sets them in os.environ.
+    expect(proxyOf({ LLM_SECRETS_CONFIG: "environment_variables:\n  HTTPS_PROXY: http://from-config:3128\n" })).toEqual(
+      {
+        https: "http://from-config:3128/",
+      },
+    );
+  });
+
+  it("ignores uppercase HTTP_PROXY under REQUEST_METHOD (httpoxy), not lowercase http_proxy or HTTPS_PROXY", () => {
+    expect(proxyOf({ REQUEST_METHOD: "GET", HTTP_PROXY: "http://injected:1" })).toBeUndefined();
+    expect(proxyOf({ REQUEST_METHOD: "", HTTP_PROXY: "http://injected:1", http_proxy: "http://mine:2" })).toEqual({
+      http: "http://mine:2/",
+    });
+    expect(proxyOf({ REQUEST_METHOD: "GET", HTTPS_PROXY: "http://mine:3" })).toEqual({ https: "http://mine:3/" });
+  });
+
+  it("stops the start on a proxy URL it cannot use, naming the variable and never the value", () => {
+    const cases: [Record<string, string>, string][] = [
+      [{ HTTPS_PROXY: "http://user:hunter2-secret@[bad" }, "HTTPS_PROXY: not a proxy URL"],
+      [{ http_proxy: "http://user:hunter2-secret@proxy:99999" }, "http_proxy: not a proxy URL"],
+      [{ HTTPS_PROXY: "socks5://user:hunter2-secret@proxy:1080" }, "HTTPS_PROXY: a socks5 proxy is not supported"],
+      [{ HTTPS_PROXY: "http://user:hunter2-secret%zz@proxy:3128" }, "HTTPS_PROXY: the proxy URL's user or password"],
+    ];
+    for (const [env, message] of cases) {
+      const error = configError(() => proxyOf(env));
+      expect(error).toContain(message);
+      expect(error).not.toContain("hunter2");
+    }
+  });
+});
