@@ -73,7 +73,10 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   exportEnvironmentVariables(settings);
   const proxy = settings.outbound.proxy;
   if (proxy)
-    log.info("outbound calls go through a proxy (HTTPS_PROXY / HTTP_PROXY, but NO_PROXY's)", proxyLogFields(proxy));
+    log.info(
+      "outbound calls go through a proxy (HTTPS_PROXY, HTTP_PROXY; NO_PROXY's targets go direct)",
+      proxyLogFields(proxy),
+    );
   const now = options.now ?? Date.now;
   // Forwarding reads the outbound TLS files on its first call: read them now, so one that cannot be
   // read stops the start, named, rather than failing every forward. Before the store opens: a start
