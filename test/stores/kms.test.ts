@@ -201,15 +201,20 @@ describe("aws_kms: KMS Decrypt's error answers", () => {
   });
   afterAll(() => new Promise<void>((r) => server.close(() => r())));
 
-  it("of the ciphertext: store_corrupt naming the variable; of the key: store_unavailable; neither internal", async () => {
-    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  /** The store over a KMS client sent to this server (listening from the first call on), sealing K. */
+  async function storeOnServer(): Promise<AwsKmsStore> {
+    if (!server.listening) await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
     const client = new kms.KMSClient({
       endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
       region: "us-east-1",
       maxAttempts: 1,
       credentials: { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "secret" },
     });
-    const store = new AwsKmsStore(kms, client, { K: Buffer.from("a ciphertext").toString("base64") });
+    return new AwsKmsStore(kms, client, { K: Buffer.from("a ciphertext").toString("base64") });
+  }
+
+  it("of the ciphertext: store_corrupt naming the variable; of the key: store_unavailable; neither internal", async () => {
+    const store = await storeOnServer();
     for (const [type, code, says] of [
       ["InvalidCiphertextException", "store_corrupt", "the environment variable K is not KMS ciphertext KMS can open"],
       ["IncorrectKeyException", "store_corrupt", "the environment variable K is not KMS ciphertext KMS can open"],
@@ -231,14 +236,7 @@ describe("aws_kms: KMS Decrypt's error answers", () => {
   });
 
   it("an answer without a Plaintext is store_corrupt naming the variable", async () => {
-    if (!server.listening) await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-    const client = new kms.KMSClient({
-      endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-      region: "us-east-1",
-      maxAttempts: 1,
-      credentials: { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "secret" },
-    });
-    const store = new AwsKmsStore(kms, client, { K: Buffer.from("a ciphertext").toString("base64") });
+    const store = await storeOnServer();
     answer = { status: 200, type: "" }; // a 200 whose body holds no Plaintext
     const err = await failureOf(store.get("K"));
     expect(err.code).toBe("store_corrupt");
