@@ -521,11 +521,32 @@ async function bodyOf(request: Request, max: number): Promise<Uint8Array | undef
 /** undici's failures before an answer as the two upstream codes: too slow, or not reachable. */
 function upstreamError(err: unknown, modelName: string): SecretsError {
   if (err instanceof SecretsError) return err;
+  const proxied = proxyRefusal(err);
+  if (proxied !== undefined) {
+    const why = proxied === 407 ? ": check the credentials in HTTPS_PROXY / HTTP_PROXY" : "";
+    return new SecretsError(
+      "upstream_unavailable",
+      `the proxy refused the way to the API of model ${modelName} (HTTP ${proxied}${why})`,
+    );
+  }
   return upstreamFailure(
     err,
     `the API of model ${modelName} did not answer in time`,
     `the API of model ${modelName} cannot be reached`,
   );
+}
+
+/**
+ * The status a proxy refused a call with (undici's `ProxyAgent`: a CONNECT answered other than 200,
+ * or a 407 to a request sent through it), which otherwise read as the upstream unreachable.
+ */
+function proxyRefusal(err: unknown): number | undefined {
+  const message = (err as { message?: unknown } | null)?.message;
+  if (typeof message !== "string") return undefined;
+  const m = /^Proxy response \((\d{3})\) !== 200 when HTTP Tunneling$|^Proxy Authentication Required \((407)\)$/.exec(
+    message,
+  );
+  return m ? Number(m[1] ?? m[2]) : undefined;
 }
 
 /** An upstream failure as `504 upstream_timeout` (a code saying TIMEOUT) or `502 upstream_unavailable`, labelled. */

@@ -225,6 +225,12 @@ describe("forwarding through HTTPS_PROXY / HTTP_PROXY", () => {
     const refusedPlain = await bad.call("plain");
     expect(refusedTls.status).toBe(502);
     expect(refusedPlain.status).toBe(502);
+    // Said as the proxy's refusal, not as an upstream that cannot be reached.
+    for (const refused of [refusedTls, refusedPlain]) {
+      expect(JSON.parse(refused.body).error.message).toMatch(
+        /^the proxy refused the way to the API of model \w+ \(HTTP 407: check the credentials in HTTPS_PROXY \/ HTTP_PROXY\)$/,
+      );
+    }
     expect(reached).toHaveLength(2);
     const outputs = [...good.logs, ...bad.logs, refusedTls.body, refusedPlain.body];
     expectNoValueIn(outputs, [password, old, token.slice(6), encodeURIComponent(`${password}@x`)]);
