@@ -60,6 +60,7 @@ import type { Logger } from "./log";
 import { isLinkLocal, isLoopback, OUTBOUND_LIMITS, type OutboundTls, outboundAgent } from "./outbound";
 import { refName } from "./refs";
 import type { SecretManager } from "./secret-manager";
+import { proxyRefusal } from "./store-errors";
 
 /** A `model_list` entry as settings parsed it. */
 export interface ForwardModel {
@@ -534,19 +535,6 @@ function upstreamError(err: unknown, modelName: string): SecretsError {
     `the API of model ${modelName} did not answer in time`,
     `the API of model ${modelName} cannot be reached`,
   );
-}
-
-/**
- * The status a proxy refused a call with (undici's `ProxyAgent`: a CONNECT answered other than 200,
- * or a 407 to a request sent through it), which otherwise read as the upstream unreachable.
- */
-function proxyRefusal(err: unknown): number | undefined {
-  const message = (err as { message?: unknown } | null)?.message;
-  if (typeof message !== "string") return undefined;
-  const m = /^Proxy response \((\d{3})\) !== 200 when HTTP Tunneling$|^Proxy Authentication Required \((407)\)$/.exec(
-    message,
-  );
-  return m ? Number(m[1] ?? m[2]) : undefined;
 }
 
 /** An upstream failure as `504 upstream_timeout` (a code saying TIMEOUT) or `502 upstream_unavailable`, labelled. */

@@ -133,9 +133,12 @@ class ProxiedAgent extends Agent {
   override dispatch(options: Agent.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
     const origin = new URL(String(options.origin));
     const proxy = origin.protocol === "https:" ? this.#https : this.#http;
-    return proxy && !bypassesProxy(this.#noProxy, origin)
-      ? proxy.dispatch(options, handler)
-      : super.dispatch(options, handler);
+    if (!proxy || bypassesProxy(this.#noProxy, origin)) return super.dispatch(options, handler);
+    // undici's ProxyAgent writes `host` into a plain headers object it is given: a caller sending
+    // the same headers again (Vault's redirect to its active node) would send the first host.
+    const { headers } = options;
+    const own = Array.isArray(headers) ? [...headers] : isPlainHeaders(headers) ? { ...headers } : headers;
+    return proxy.dispatch({ ...options, headers: own }, handler);
   }
 
   override close(): Promise<void>;
@@ -148,6 +151,11 @@ class ProxiedAgent extends Agent {
     if (!callback) return closed;
     closed.then(callback, callback);
   }
+}
+
+/** Headers given as a plain object (not an array, not an iterable such as `Headers`). */
+function isPlainHeaders(headers: unknown): headers is Record<string, string | string[] | undefined> {
+  return typeof headers === "object" && headers !== null && !(Symbol.iterator in headers);
 }
 
 /**

@@ -8,10 +8,12 @@ import { readFileSync } from "node:fs";
 import { createServer as createHttpServer, request as httpRequest, type Server } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import { type AddressInfo, connect, type Socket } from "node:net";
+import { request } from "undici";
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
 import { ConfigError } from "../../core/src/errors";
 import { createLogger } from "../../core/src/log";
 import { bypassesProxy, closeOutboundAgents, outboundAgent } from "../../core/src/outbound";
+import { classifyBackendError } from "../../core/src/store-errors";
 import { openVaultStore } from "../../core/src/stores/vault";
 import { FakeVault } from "../fakes/vault";
 import { expectNoValueIn, inProcessApp, makeCertificate, newKey, tempDir } from "../helpers";
@@ -299,6 +301,46 @@ describe("a Vault store through the proxy", () => {
     } finally {
       await store.close();
       await fake.close();
+    }
+  });
+});
+
+describe("the outbound client's calls through the proxy, as the stores make them", () => {
+  it("leaves the caller's headers as given (undici's ProxyAgent wrote host into them: a redirect sent again kept the first host)", async () => {
+    const headers: Record<string, string> = { "x-vault-request": "true" };
+    const agent = outboundAgent({ proxy: { http: proxyUrl(), https: proxyUrl() } });
+    const seen: string[] = [];
+    const second = createHttpServer((req, res) => {
+      seen.push(String(req.headers.host));
+      res.end("{}");
+    });
+    const secondPort = await listen(second);
+    try {
+      for (const port of [httpPort, secondPort]) {
+        const res = await request(`http://127.0.0.1:${port}/`, { dispatcher: agent, headers });
+        await res.body.text();
+      }
+      expect(headers).toEqual({ "x-vault-request": "true" });
+      expect(seen).toEqual([`127.0.0.1:${secondPort}`]);
+    } finally {
+      second.closeAllConnections();
+      await new Promise<void>((r) => second.close(() => r()));
+    }
+  });
+
+  it("a proxy refusing our credentials (407) is store_unavailable naming the proxy, on http:// and https:// targets alike", async () => {
+    required = "Basic right";
+    const agent = outboundAgent({ proxy: { http: proxyUrl(), https: proxyUrl() } });
+    for (const url of [`http://127.0.0.1:${httpPort}/`, `https://localhost:${httpsPort}/`]) {
+      const err = await request(url, { dispatcher: agent }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      const classified = classifyBackendError(err, "vault get");
+      expect(classified.code, url).toBe("store_unavailable");
+      expect(classified.message, url).toBe(
+        "vault get: the proxy refused our credentials (HTTP 407): check those in HTTPS_PROXY / HTTP_PROXY",
+      );
     }
   });
 });
