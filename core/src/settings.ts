@@ -175,6 +175,8 @@ const EnvSchema = z.object({
   http_proxy: z.optional(text),
   NO_PROXY: z.optional(text),
   no_proxy: z.optional(text),
+  ALL_PROXY: z.optional(text),
+  all_proxy: z.optional(text),
 });
 
 /** Variables where set-but-empty means something (an error), not "unset". */
@@ -350,7 +352,7 @@ export function loadSettings(input: SettingsInput): Settings {
   }
 
   const server = serverOf(input.server, e, cwd, !input.offline);
-  const outbound = outboundOf(config.litellm_settings, e, env, cwd);
+  const outbound = outboundOf(config.litellm_settings, e, env, cwd, warnings);
   return {
     store,
     storeFactory: factory,
@@ -507,6 +509,7 @@ function outboundOf(
   e: z.infer<typeof EnvSchema>,
   env: Record<string, string>,
   cwd: string,
+  warnings: string[],
 ): OutboundTls {
   // The environment wins over the config, as in LiteLLM (`os.getenv("SSL_VERIFY", litellm.ssl_verify)`).
   const verify = e.SSL_VERIFY ?? litellm?.ssl_verify;
@@ -516,7 +519,7 @@ function outboundOf(
       ? verify
       : e.SSL_CERT_FILE;
   const certificate = e.SSL_CERTIFICATE ?? litellm?.ssl_certificate;
-  const proxy = proxyOf(env);
+  const proxy = proxyOf(env, warnings);
   return {
     ...(off && { verify: false }),
     ...(!off && bundle && { caFile: resolve(cwd, bundle) }),
@@ -528,16 +531,24 @@ function outboundOf(
 /**
  * The outbound proxy, from the environment as LiteLLM's httpx reads it (Python's
  * `urllib.request.getproxies_environment`): `HTTP_PROXY` for http:// targets, `HTTPS_PROXY` for
- * https:// ones (neither stands in for the other), `NO_PROXY` for targets reached directly. A
+ * https:// ones (neither stands in for the other), `ALL_PROXY` for either when its own is not set
+ * (httpx's `all://`; a SOCKS one, common for other tools, is ignored with a warning rather than
+ * stopping the start), `NO_PROXY` for targets reached directly. A
  * lowercase variable wins over its uppercase one, and set empty it unsets both. With
  * `REQUEST_METHOD` set (a CGI request, whose `Proxy:` header arrives as `HTTP_PROXY`: httpoxy),
  * uppercase `HTTP_PROXY` is ignored. A value without a scheme is an http:// proxy, as httpx takes
  * it. One that is no http:// or https:// URL stops the start, naming the variable, never the value
  * (it may hold a password). Undefined: no proxy, every call goes direct.
  */
-function proxyOf(env: Record<string, string>): OutboundProxy | undefined {
-  const http = proxyUrlOf(env, "HTTP_PROXY");
-  const https = proxyUrlOf(env, "HTTPS_PROXY");
+function proxyOf(env: Record<string, string>, warnings: string[]): OutboundProxy | undefined {
+  const socks = /^\s*socks[0-9a-z]*:\/\//i.test(proxyVariable(env, "ALL_PROXY")?.value ?? "");
+  if (socks)
+    warnings.push(
+      "ALL_PROXY: a SOCKS proxy is not supported: it is ignored (calls go direct or by HTTPS_PROXY / HTTP_PROXY)",
+    );
+  const all = socks ? undefined : proxyUrlOf(env, "ALL_PROXY");
+  const http = proxyUrlOf(env, "HTTP_PROXY") ?? all;
+  const https = proxyUrlOf(env, "HTTPS_PROXY") ?? all;
   if (!http && !https) return undefined;
   const noProxy = (proxyVariable(env, "NO_PROXY")?.value ?? "")
     .split(",")

@@ -857,6 +857,22 @@ describe("outbound proxy", () => {
     );
   });
 
+  it("takes ALL_PROXY for a scheme without its own (httpx's all://), and ignores a SOCKS one with a warning", () => {
+    expect(proxyOf({ ALL_PROXY: "http://all:1" })).toEqual({ http: "http://all:1/", https: "http://all:1/" });
+    expect(proxyOf({ all_proxy: "http://lower:2", ALL_PROXY: "http://upper:1", HTTPS_PROXY: "http://own:3" })).toEqual({
+      http: "http://lower:2/",
+      https: "http://own:3/",
+    });
+    const settings = loadSettings({
+      env: { LITELLM_MASTER_KEY: newKey(), ALL_PROXY: "socks5h://user:pw-secret@s:1080" },
+    });
+    expect(settings.outbound.proxy).toBeUndefined();
+    expect(settings.warnings).toContain(
+      "ALL_PROXY: a SOCKS proxy is not supported: it is ignored (calls go direct or by HTTPS_PROXY / HTTP_PROXY)",
+    );
+    expect(settings.warnings.join("\n")).not.toContain("pw-secret");
+  });
+
   it("ignores uppercase HTTP_PROXY under REQUEST_METHOD (httpoxy), not lowercase http_proxy or HTTPS_PROXY", () => {
     expect(proxyOf({ REQUEST_METHOD: "GET", HTTP_PROXY: "http://injected:1" })).toBeUndefined();
     expect(proxyOf({ REQUEST_METHOD: "", HTTP_PROXY: "http://injected:1", http_proxy: "http://mine:2" })).toEqual({
