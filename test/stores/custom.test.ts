@@ -100,8 +100,14 @@ describe("the custom store", () => {
     const answered = [];
     for (const error of thrown) {
       const typed = await open("./custom-throwing-factory.mjs", FIXTURES, { error });
-      answered.push(await typed.get("A").catch((e: SecretsError) => [e.code, e.message, e.details.retryAfter]));
+      // A value too large is a write's answer (the API documents 413 where there is a body).
+      const call = (error as { code?: string }).code === "payload_too_large" ? typed.put("A", "v") : typed.get("A");
+      answered.push(await call.catch((e: SecretsError) => [e.code, e.message, e.details.retryAfter]));
     }
+    // From a read, it is no answer the API documents: the store's own fault.
+    const tooLarge = Object.assign(new Error("larger than my store takes"), { code: "payload_too_large" });
+    const reading = await open("./custom-throwing-factory.mjs", FIXTURES, { error: tooLarge });
+    expect(await codeOf(reading.get("A"))).toBe("internal");
     expect(answered).toEqual([
       ["backend_denied", "vault said no", undefined],
       ["backend_unavailable", "vault is down", 30],
@@ -347,6 +353,17 @@ describe("the custom store", () => {
       "./down.mjs",
     );
     expect(await codeOf(failing.delete("A"))).toBe("backend_unavailable");
+    // So is one for a name its get did not find (a lagging get): the name may be there still.
+    const laggingDown = new PlainClassStore(
+      {
+        get: () => undefined,
+        delete: () => {
+          throw Object.assign(new Error("down"), { code: "backend_unavailable" });
+        },
+      },
+      "./lagging-down.mjs",
+    );
+    expect(await codeOf(laggingDown.delete("A"))).toBe("backend_unavailable");
   });
 
   it("a class's get answering null is no secret, a record without a string value is refused; a factory's close failure is classified", async () => {

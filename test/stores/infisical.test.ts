@@ -651,6 +651,17 @@ describe("the infisical store", () => {
     patch.release();
     expect(await put).toBe("created");
     expect((await store.get("RACED"))?.value).toBe(value);
+    // That second create refused (403) is the refusal, not a change under the write.
+    const patchAgain = fake.hold((r) => r.method === "PATCH");
+    const denied = store.put("RACED", secretValue("raced-3"));
+    await patchAgain.arrived;
+    fake.secrets.delete("proj-1|dev|/|RACED");
+    const postAgain = fake.hold((r) => r.method === "POST");
+    patchAgain.release();
+    await postAgain.arrived;
+    fake.fail(1, 403);
+    postAgain.release();
+    expect(await codeOf(denied)).toBe("backend_denied");
   });
 
   it("an INFISICAL_URL where nothing answers is a typed failure, for the login as for any call", async () => {

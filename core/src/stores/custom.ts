@@ -31,7 +31,13 @@ import {
   type StoreDeps,
   type StoreFactory,
 } from "../secret-store";
-import { BackendUnavailable, classifyBackendError, NotSupported, withUserMessage } from "../store-errors";
+import {
+  BackendUnavailable,
+  classifyBackendError,
+  NotSupported,
+  STORE_FAILURES,
+  withUserMessage,
+} from "../store-errors";
 import { describeIssues, issuesOf, safeParse } from "../validation";
 
 export const CustomSettings = z.object({
@@ -44,6 +50,7 @@ export const CustomSettings = z.object({
  * What a user's store may throw, typed, by code: the store errors of `store-errors.ts`, and the
  * refusals of a request the built-in stores report too (a value larger than it takes, as the
  * README invites, a name or an input it cannot take): each answered with its own status (413, 400).
+ * A value too large is a write's answer only (the API documents 413 where there is a body).
  */
 const STORE_ERROR_CODES: ReadonlySet<string> = new Set([
   "backend_denied",
@@ -68,7 +75,12 @@ const STORE_ERROR_CODES: ReadonlySet<string> = new Set([
 function classifyCustomError(err: unknown, what: string): SecretsError {
   if (err instanceof SecretsError) return withUserMessage(err);
   const typed = err as { code?: unknown; message?: unknown; name?: unknown; details?: { retryAfter?: unknown } } | null;
-  if (typeof typed?.code === "string" && STORE_ERROR_CODES.has(typed.code) && typeof typed.message === "string") {
+  if (
+    typeof typed?.code === "string" &&
+    STORE_ERROR_CODES.has(typed.code) &&
+    (typed.code !== "payload_too_large" || what === "custom store put") &&
+    typeof typed.message === "string"
+  ) {
     const retryAfter = typed.details?.retryAfter;
     return withUserMessage(
       typed.code === "backend_unavailable"
@@ -87,8 +99,8 @@ const STORE_METHODS = ["keyOf", "get"] as const;
 /**
  * What a `StoreFactory`'s `open` returned, checked at start: one lacking `kind`, `keyOf` or `get`
  * stops the start naming what is missing (it is closed first, if it can be), rather than starting,
- * saying it is ready and failing every call. One without `put` or `delete` serves reads, and
- * answers writes `501 not_supported`, as a plain class without them does.
+ * saying it is ready and failing every call. One without `put` or `delete` serves reads
+ * (`classifiedStore`).
  */
 async function checkedStore(store: unknown, path: string): Promise<SecretStore> {
   const given = store as Partial<Record<string, unknown>> | null | undefined;
@@ -107,34 +119,29 @@ async function checkedStore(store: unknown, path: string): Promise<SecretStore> 
       `custom_secret_manager ${path}: the store its open() returned has no ${missing.join(", ")}: a SecretStore has kind, keyOf and get (and put and delete to write)`,
     );
   }
-  const full = store as SecretStore;
-  const cannot = (what: string) => () => Promise.reject(new NotSupported(`${what} the custom store ${path}`));
-  return {
-    kind: full.kind,
-    keyOf: full.keyOf.bind(full),
-    get: full.get.bind(full),
-    put: typeof given?.put === "function" ? full.put.bind(full) : cannot("writing to"),
-    delete: typeof given?.delete === "function" ? full.delete.bind(full) : cannot("deleting from"),
-    ...(full.list && { list: full.list.bind(full) }),
-    ...(full.watch && { watch: full.watch.bind(full) }),
-    ...(full.close && { close: full.close.bind(full) }),
-  };
+  return store as SecretStore;
 }
 
 /**
  * A `StoreFactory` module's store, its failures classified: what its `get`, `put`, `delete`, `list`
  * or `close` throws that is not already typed goes through `classifyCustomError`. Its kind, `keyOf`
- * and `watch` are its own; `list`, `watch` and `close` are there only when it has them.
+ * and `watch` are its own; `list`, `watch` and `close` are there only when it has them. Without
+ * `put` or `delete`, writes answer `501 not_supported`, as a plain class without them does.
  */
-function classifiedStore(store: SecretStore): SecretStore {
+function classifiedStore(store: SecretStore, path: string): SecretStore {
   const list = store.list?.bind(store);
   const close = store.close?.bind(store);
+  const cannot = (what: string) => Promise.reject(new NotSupported(`${what} the custom store ${path}`));
+  const writes = typeof (store as Partial<SecretStore>).put === "function";
+  const deletes = typeof (store as Partial<SecretStore>).delete === "function";
   return {
     kind: store.kind,
     keyOf: (name, scope) => store.keyOf(name, scope),
     get: (name, options) => userCall("custom store get", () => store.get(name, options)),
-    put: (name, value, options) => userCall("custom store put", () => store.put(name, value, options)),
-    delete: (name, options) => userCall("custom store delete", () => store.delete(name, options)),
+    put: (name, value, options) =>
+      writes ? userCall("custom store put", () => store.put(name, value, options)) : cannot("writing to"),
+    delete: (name, options) =>
+      deletes ? userCall("custom store delete", () => store.delete(name, options)) : cannot("deleting from"),
     ...(list && { list: (options: ListOptions) => userCall("custom store list", () => list(options)) }),
     ...(store.watch && { watch: (onChange: (names: string[]) => void) => store.watch?.(onChange) }),
     ...(close && { close: () => userCall("custom store close", close, false) }),
@@ -217,9 +224,10 @@ export class PlainClassStore implements SecretStore {
 
   /**
    * The class's `delete` is always called (its `get` may lag a write it made: a read replica, a
-   * cached miss). For a name its `get` found nothing under, a failure of it is taken as the name
-   * being absent: one may throw for a missing name, and the API answers a delete of an absent name
-   * `204` all the same.
+   * cached miss). For a name its `get` found nothing under, a failure of it that is no store
+   * failure (an error of its own for a missing name) is taken as the name being absent, as the API
+   * answers a delete of an absent name `204`; a store failure (`backend_unavailable`, the timeout,
+   * ...) is the answer.
    */
   delete(name: string): Promise<DeleteOutcome> {
     const remove = this.inner.delete?.bind(this.inner);
@@ -229,7 +237,8 @@ export class PlainClassStore implements SecretStore {
       try {
         await userCall("custom store delete", () => remove(name));
       } catch (err) {
-        if (existed) throw err;
+        // The store itself failing (down, denied, the timeout) is the answer: the name may be there.
+        if (existed || (err instanceof SecretsError && STORE_FAILURES.includes(err.code))) throw err;
       }
       return existed ? "deleted" : "absent";
     });
@@ -342,7 +351,7 @@ async function openCustom(settings: z.output<typeof CustomSettings>, deps: Store
     }
     // What its open throws is classified as its calls' failures are: its message may hold anything.
     const opened = await userCall("custom store open", () => exported.open(parsed.data as never, deps), false);
-    return classifiedStore(await checkedStore(opened, path));
+    return classifiedStore(await checkedStore(opened, path), path);
   }
   if (typeof exported === "function") {
     let instance: unknown;

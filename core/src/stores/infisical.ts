@@ -226,9 +226,12 @@ export class InfisicalStore implements SecretStore {
     if (this.#absent(updated)) {
       const again = await this.#secretCall("POST", place, "infisical put", create);
       if (again.status === 200) return "created";
-      throw new BackendUnavailable(
-        "infisical put: the secret changed under this write (deleted, then made again): try again",
-      );
+      if (again.status === 409 || (again.status === 400 && alreadyExists(again.json))) {
+        throw new BackendUnavailable(
+          "infisical put: the secret changed under this write (deleted, then made again): try again",
+        );
+      }
+      throw this.#failure(again, "infisical put");
     }
     throw this.#failure(updated, "infisical put");
   }
