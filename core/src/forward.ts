@@ -524,7 +524,7 @@ function upstreamError(err: unknown, modelName: string): SecretsError {
   if (err instanceof SecretsError) return err;
   const proxied = proxyRefusal(err);
   if (proxied !== undefined) {
-    const why = proxied === 407 ? ": check the credentials in HTTPS_PROXY / HTTP_PROXY" : "";
+    const why = proxied === 407 ? ": check the credentials in HTTPS_PROXY, HTTP_PROXY or ALL_PROXY" : "";
     return new SecretsError(
       "upstream_unavailable",
       `the proxy refused the way to the API of model ${modelName} (HTTP ${proxied}${why})`,

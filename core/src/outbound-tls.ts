@@ -3,7 +3,7 @@
  * `ssl_certificate` / `SSL_CERTIFICATE`; settings.ts parses them) as node TLS options: what the
  * one outbound client (outbound.ts) applies, and what the cloud SDKs get where they take them (the
  * AWS SDK's `https.Agent`, gRPC's channel credentials). No client library here: store files import
- * it without loading one. The proxy for the outbound client (`HTTPS_PROXY`, `HTTP_PROXY`,
+ * it without loading one. The proxy for the outbound client (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`,
  * `NO_PROXY`) rides along in the same object, so that the agent made for it is one per proxy too.
  */
 import { readFileSync } from "node:fs";
@@ -24,7 +24,7 @@ export interface OutboundTls {
 }
 
 /**
- * `HTTP_PROXY` / `HTTPS_PROXY` / `NO_PROXY` as settings.ts read them (Python's urllib rules, as
+ * `HTTP_PROXY` / `HTTPS_PROXY` / `ALL_PROXY` / `NO_PROXY` as settings.ts read them (Python's urllib rules, as
  * LiteLLM's httpx takes them). Each proxy is an http:// or https:// URL, with its credentials when
  * it has some (sent as `Proxy-Authorization`, never logged).
  */
@@ -38,7 +38,7 @@ export interface OutboundProxy {
 }
 
 /** A proxy URL as `host:port`: never its credentials. */
-export function proxyAddress(url: string): string {
+function proxyAddress(url: string): string {
   const { hostname, port, protocol } = new URL(url);
   return `${hostname}:${port || (protocol === "https:" ? "443" : "80")}`;
 }

@@ -26,7 +26,7 @@
  *   to servers that ask (mutual TLS). A caller may bring its own (Vault's cert login).
  * Files are read when their agent is made; a file that cannot be read is a start error naming it.
  *
- * The proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`, read by `settings.ts` as LiteLLM's httpx reads
+ * The proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, read by `settings.ts` as LiteLLM's httpx reads
  * them): with one set, the agent is a `ProxiedAgent`. An https:// target is reached through a CONNECT
  * tunnel, and its TLS (verification, CA bundle, client certificate, TLS 1.2 at least) is checked end
  * to end as without a proxy; an http:// target's request goes to the proxy in absolute form, as

@@ -74,7 +74,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   const proxy = settings.outbound.proxy;
   if (proxy)
     log.info(
-      "outbound calls go through a proxy (HTTPS_PROXY, HTTP_PROXY; NO_PROXY's targets go direct)",
+      "outbound calls go through a proxy (HTTPS_PROXY, HTTP_PROXY or ALL_PROXY; NO_PROXY's targets go direct)",
       proxyLogFields(proxy),
     );
   const now = options.now ?? Date.now;

@@ -234,7 +234,7 @@ export interface Settings {
   audit: "stdout" | "off";
   /**
    * Outbound TLS (`ssl_verify` / `SSL_VERIFY`, `SSL_CERT_FILE`, `ssl_certificate` / `SSL_CERTIFICATE`)
-   * and the outbound proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`).
+   * and the outbound proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`).
    */
   outbound: OutboundTls;
   dataDir: string;

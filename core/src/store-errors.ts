@@ -317,10 +317,6 @@ interface Looked {
 }
 
 /**
- * The typed error for a backend failure. `what` names the operation (`"vault get"`,
- * `"file store write"`); it and the failure's status or name make the message.
- */
-/**
  * The status a proxy refused a call with, from undici's `ProxyAgent` (outbound.ts): a CONNECT
  * answered other than 200 (an https:// target), or a 407 to a request sent through it (an http://
  * one). undici says it only in the message; without this, one read as an outage, the other as ours.
@@ -334,12 +330,16 @@ export function proxyRefusal(err: unknown): number | undefined {
   return m ? Number(m[1] ?? m[2]) : undefined;
 }
 
+/**
+ * The typed error for a backend failure. `what` names the operation (`"vault get"`,
+ * `"file store write"`); it and the failure's status or name make the message.
+ */
 export function classifyBackendError(err: unknown, what: string): SecretsError {
   if (err instanceof SecretsError) return err;
   const proxied = proxyRefusal(err);
   if (proxied === 407) {
     return new StoreUnavailable(
-      `${what}: the proxy refused our credentials (HTTP 407): check those in HTTPS_PROXY / HTTP_PROXY`,
+      `${what}: the proxy refused our credentials (HTTP 407): check those in HTTPS_PROXY, HTTP_PROXY or ALL_PROXY`,
       { cause: err },
     );
   }

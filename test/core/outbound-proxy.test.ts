@@ -230,7 +230,7 @@ describe("forwarding through HTTPS_PROXY / HTTP_PROXY", () => {
     // Said as the proxy's refusal, not as an upstream that cannot be reached.
     for (const refused of [refusedTls, refusedPlain]) {
       expect(JSON.parse(refused.body).error.message).toMatch(
-        /^the proxy refused the way to the API of model \w+ \(HTTP 407: check the credentials in HTTPS_PROXY \/ HTTP_PROXY\)$/,
+        /^the proxy refused the way to the API of model \w+ \(HTTP 407: check the credentials in HTTPS_PROXY, HTTP_PROXY or ALL_PROXY\)$/,
       );
     }
     expect(reached).toHaveLength(2);
@@ -339,7 +339,7 @@ describe("the outbound client's calls through the proxy, as the stores make them
       const classified = classifyBackendError(err, "vault get");
       expect(classified.code, url).toBe("store_unavailable");
       expect(classified.message, url).toBe(
-        "vault get: the proxy refused our credentials (HTTP 407): check those in HTTPS_PROXY / HTTP_PROXY",
+        "vault get: the proxy refused our credentials (HTTP 407): check those in HTTPS_PROXY, HTTP_PROXY or ALL_PROXY",
       );
     }
   });

@@ -11,7 +11,7 @@ import { getRequestListener, RequestError } from "@hono/node-server";
 import { describeUnexpected, type Logger } from "../log";
 import { errorAnswer } from "./router";
 
-export type NodeListener = (incoming: IncomingMessage, outgoing: ServerResponse) => Promise<void>;
+type NodeListener = (incoming: IncomingMessage, outgoing: ServerResponse) => Promise<void>;
 
 export function nodeRequestListener(
   fetch: (request: Request, incoming: IncomingMessage) => Response | Promise<Response>,
