@@ -11,8 +11,9 @@ import * as kms from "@aws-sdk/client-kms";
 import { afterAll, beforeEach, describe, expect, it } from "vitest";
 import { SecretsError } from "../../core/src/errors";
 import { createLogger } from "../../core/src/log";
+import { pythonB64decode } from "../../core/src/python-text";
 import { isRetryable } from "../../core/src/store-errors";
-import { AwsKmsStore, awsKmsStore, pythonB64decode } from "../../core/src/stores/aws-kms";
+import { AwsKmsStore, awsKmsStore } from "../../core/src/stores/aws-kms";
 import { lazyFakeAws } from "../fakes/aws";
 import { pythonFor } from "../helpers";
 

@@ -18,7 +18,7 @@
 import type * as Sdk from "@aws-sdk/client-kms";
 import * as z from "zod/mini";
 import { ConfigError, type SecretsError } from "../errors";
-import { pythonStrip, pythonUtf8 } from "../python-text";
+import { pythonB64decode, pythonStrip, pythonUtf8 } from "../python-text";
 import { envValue } from "../refs";
 import {
   type ListOptions,
@@ -33,48 +33,8 @@ import { AwsConfigKeys, AwsEnvKeys, awsClientOptions, awsCredentials, regionOf }
 import { loadSdk } from "./load-sdk";
 
 const PREFIX = "aws_kms/";
-const BASE64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 /** KMS `Decrypt`'s `CiphertextBlob`: 1 to 6144 bytes; past that KMS answers `ValidationException`. */
 const MAX_CIPHERTEXT_BYTES = 6144;
-
-/**
- * The bytes Python's `base64.b64decode(text)` gives (how LiteLLM reads the env value), or
- * undefined where it raises: CPython's non-strict `binascii.a2b_base64` (Modules/binascii.c,
- * `binascii_a2b_base64_impl` with `strict_mode` false, alike from 3.7 to main). A `str` must be
- * ASCII (`b64decode` encodes it so); a character outside the alphabet is skipped; an `=` that
- * completes a quad's padding (the second after two data characters of a quad, the first after
- * three) ends the data, whatever follows; any other `=` is skipped, and a data character after it
- * restarts the count. The data must end on a whole quad: one character past it is "number of data
- * characters cannot be 1 more than a multiple of 4", two or three "Incorrect padding".
- */
-export function pythonB64decode(text: string): Buffer | undefined {
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: every ASCII character is allowed
-  if (!/^[\x00-\x7f]*$/.test(text)) return undefined;
-  const out: number[] = [];
-  let quadPos = 0;
-  let left = 0;
-  let pads = 0;
-  for (const ch of text) {
-    if (ch === "=") {
-      // As C's `quad_pos >= 2 && quad_pos + ++pads >= 4`: pads are counted only from the third place.
-      if (quadPos >= 2 && quadPos + ++pads >= 4) return Buffer.from(out);
-      continue;
-    }
-    const v = BASE64_ALPHABET.indexOf(ch);
-    if (v < 0) continue;
-    pads = 0;
-    if (quadPos === 0) left = v;
-    else if (quadPos === 1) {
-      out.push((left << 2) | (v >> 4));
-      left = v & 0x0f;
-    } else if (quadPos === 2) {
-      out.push((left << 4) | (v >> 2));
-      left = v & 0x03;
-    } else out.push((left << 6) | v);
-    quadPos = (quadPos + 1) % 4;
-  }
-  return quadPos === 0 ? Buffer.from(out) : undefined;
-}
 
 export const AwsKmsSettings = z.object({ config: z.object(AwsConfigKeys), env: z.object(AwsEnvKeys) });
 
