@@ -3,7 +3,8 @@
  * host and pid namespace its pid is one of).
  *
  * - Acquire: the file is written aside, then hard-linked into place; link() fails if the lock
- *   exists, so taking it is atomic and its content is never seen half-written.
+ *   exists, so taking it is atomic and its content is never seen half-written. While it waits, the
+ *   file aside is renewed as a held lock is, so it goes in fresh however long the wait.
  * - Wait: a lock whose owner is alive is waited for, up to a timeout.
  * - Lease: while its owner works, the lock's mtime is renewed every second; a lock not renewed for
  *   five seconds is stale whoever holds it (a pid seen from another pid namespace, a new pod that
@@ -161,7 +162,15 @@ async function release(path: string, content: string, log: Logger): Promise<void
 async function acquire(path: string, mine: string, timeoutMs: number, lease: Lease): Promise<void> {
   // On the monotonic clock: a wall clock stepped back would stretch the wait by the step.
   const deadline = performance.now() + timeoutMs;
+  let touched = performance.now();
   for (let wait = 1; ; wait = Math.min(wait * 2, 50)) {
+    // The lock goes in with our candidate's mtime: renewed as a held lock is, so that after a wait
+    // longer than a lease it is not stale the moment it is taken (another waiter took it over).
+    if (performance.now() - touched > lease.heartbeatMs) {
+      const now = new Date();
+      await utimes(mine, now, now);
+      touched = performance.now();
+    }
     try {
       await link(mine, path);
       return;

@@ -132,6 +132,45 @@ describe("the file lock as a lease", () => {
     await owner;
     expect(await withFileLock(path, 1_000, async () => "free again", { lease: FAST })).toBe("free again");
   });
+
+  it("a waiter that waited longer than a lease takes the lock fresh: the next waiter waits for it, not takes it over", async () => {
+    // Before: the lock went in with its candidate's mtime, written when the wait began; after a wait
+    // longer than the lease it was stale the moment it was taken, and another waiter took it over
+    // before its first renewal (CI: two of three writer processes appending at once).
+    const path = join(await tempDir(), "store.lock");
+    const lease = { staleMs: 500, heartbeatMs: 250 };
+    let holds!: () => void;
+    const holding = new Promise<void>((r) => {
+      holds = r;
+    });
+    const owner = withFileLock(
+      path,
+      1_000,
+      async () => {
+        holds();
+        await new Promise((r) => setTimeout(r, 2 * lease.staleMs));
+      },
+      { lease },
+    );
+    await holding;
+    let inside = 0;
+    let overlaps = 0;
+    let lost = 0;
+    const waiter = () =>
+      withFileLock(
+        path,
+        10_000,
+        async (lock) => {
+          if (++inside > 1) overlaps++;
+          await new Promise((r) => setTimeout(r, 200)); // less than a heartbeat: not yet renewed
+          if (!(await lock.stillHeld())) lost++;
+          inside--;
+        },
+        { lease },
+      );
+    await Promise.all([owner, waiter(), waiter()]);
+    expect({ overlaps, lost }).toEqual({ overlaps: 0, lost: 0 });
+  });
 });
 
 /**
