@@ -235,6 +235,71 @@ describe("the HTTP adapter", () => {
     expect(read.status).toBe(404);
   });
 
+  it("refuses a body sent chunked, which the host does not pass on: nothing forwarded empty, nothing written", async () => {
+    // The host copies a body to the worker only when its Content-Length is above 0: a chunked one
+    // arrives as its headers alone (azure-functions-host #7930). Before, a forward sent an empty POST on.
+    const seen: string[] = [];
+    const upstream = createHttpServer((req, res) => {
+      seen.push(`${req.method} ${req.url}`);
+      res.writeHead(200, { "content-type": "application/json" }).end("{}");
+    });
+    await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r));
+    onTestFinished(() => new Promise<void>((r) => upstream.close(() => r())));
+    const masterKey = newKey();
+    const logs: string[] = [];
+    const { port } = upstream.address() as AddressInfo;
+    const config = `model_list:\n  - model_name: m\n    litellm_params: {model: openai/gpt-4o, api_base: "http://127.0.0.1:${port}", api_key: sk-upstream}\n`;
+    const handlers = azureFunctions({
+      stores: [memoryStore],
+      env: { LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_CONFIG: config },
+      log: createLogger((line) => logs.push(line)),
+    });
+    const chunked = {
+      authorization: `Bearer ${masterKey}`,
+      "content-type": "application/json",
+      "transfer-encoding": "chunked",
+    };
+    for (const [method, path] of [
+      ["POST", "/v1/forward/m/v1/chat/completions"],
+      ["PUT", "/v1/secrets/X"],
+    ] as const) {
+      const res = await handlers.http(
+        new HttpRequest({ method, url: `https://app.azurewebsites.net${path}`, headers: chunked }),
+        new InvocationContext(),
+      );
+      expect(res.status, `${method} ${path}`).toBe(400);
+      const error = JSON.parse(Buffer.from(res.body as Uint8Array).toString("utf8")).error;
+      expect(error).toEqual({ code: "invalid_request", message: expect.stringContaining("Content-Length") });
+    }
+    expect(seen).toEqual([]);
+    expect(await (await handlers.runtime()).store.get("X")).toBeUndefined();
+    expect(logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "request")).toEqual([
+      expect.objectContaining({ method: "POST", path: "/v1/forward/m/v1/chat/completions", status: 400 }),
+      expect.objectContaining({ method: "PUT", path: "/v1/secrets/X", status: 400 }),
+    ]);
+    // A body that did arrive is read whatever its headers say; no body without chunking is an empty one.
+    const sent = await handlers.http(
+      new HttpRequest({
+        method: "POST",
+        url: "https://app.azurewebsites.net/v1/forward/m/v1/chat/completions",
+        headers: chunked,
+        body: { string: "{}" },
+      }),
+      new InvocationContext(),
+    );
+    expect(sent.status).toBe(200);
+    const empty = await handlers.http(
+      new HttpRequest({
+        method: "POST",
+        url: "https://app.azurewebsites.net/v1/forward/m/v1/chat/completions",
+        headers: { authorization: `Bearer ${masterKey}` },
+      }),
+      new InvocationContext(),
+    );
+    expect(empty.status).toBe(200);
+    expect(seen).toEqual(["POST /v1/chat/completions", "POST /v1/chat/completions"]);
+  });
+
   it("answers a forward whose upstream breaks off mid-answer with 502 upstream_unavailable, not a failed invocation", async () => {
     // Its headers and part of its body, then the connection is gone.
     const upstream = createHttpServer((_req, res) => {

@@ -4,9 +4,10 @@
  * - `secrets`: an HTTP trigger on every route (`{*path}`, with `routePrefix: ""` in host.json) and
  *   every method, translated by `toRequest` / `toResponse` below: the body's bytes kept intact, and
  *   each `Set-Cookie` sent as one of the response's cookies (the worker keeps one value per header). Azure Functions keys go in `x-functions-key`:
- *   a request with `?code=` is refused (400), as its URL would carry the key on (a forward's upstream). The raw request is the path of `request.url` as the host hands it over: the
- *   host (and the HttpRequest class) have already normalised `..` and `%2e%2e` away, so those
- *   cannot be refused here (README says so).
+ *   a request with `?code=` is refused (400), as its URL would carry the key on (a forward's upstream),
+ *   and so is a body sent chunked, which the host does not pass on (400, not run without it). The raw request is the path of `request.url` as the host hands it over: the
+ *   host decoded the path once (but `%2F`: a `%25XX` arrives as `%XX`) and removed `..` and
+ *   `%2e%2e`, so those cannot be refused here (README says so).
  * - `keyEvents`: a Storage Queue trigger on `key-events` (connection `AzureWebJobsStorage`). The host
  *   hands over the message decoded from base64 (an object when it is JSON). An event the store
  *   failed on, or one that is malformed or refused, throws: the host retries it five minutes later
@@ -23,6 +24,7 @@ import {
   createLogger,
   errorAnswer,
   type FunctionOptions,
+  type Logger,
   originForm,
   type RawRequest,
   responseCookies,
@@ -42,15 +44,28 @@ export function rawRequestOf(request: Pick<HttpRequest, "url">): RawRequest {
   return { path: originForm(request.url) };
 }
 
-/** HttpRequest to a fetch `Request`: method, headers and the body's bytes. */
-async function toRequest(request: HttpRequest): Promise<Request> {
+/**
+ * HttpRequest to a fetch `Request`: method, headers and the body's bytes. `undefined` when the body
+ * was sent chunked: the host passes a body on only when its Content-Length is above 0
+ * (azure-functions-host #7930), so the worker gets the headers without it, and a forward would send
+ * an empty body on, a write read none.
+ */
+async function toRequest(request: HttpRequest): Promise<Request | undefined> {
   const hasBody = request.method !== "GET" && request.method !== "HEAD";
   const body = hasBody ? new Uint8Array(await request.arrayBuffer()) : undefined;
+  if (body?.byteLength === 0 && request.headers.has("transfer-encoding")) return undefined;
   return new Request(request.url, {
     method: request.method,
     headers: request.headers,
     body: body && body.byteLength > 0 ? body : undefined,
   });
+}
+
+/** A refusal before the runtime, logged like any refused request (the path only: a query may hold a key). */
+function refuse(request: HttpRequest, log: Logger, message: string): Promise<HttpResponseInit> {
+  const path = new URL(request.url).pathname;
+  log.info("request", { method: request.method, path, status: 400, code: "invalid_request" });
+  return toResponse(errorAnswer("invalid_request", message));
 }
 
 /**
@@ -97,13 +112,21 @@ export function azureFunctions(options: FunctionOptions = {}) {
     // forward would send it on to an LLM API. SPEC: function keys go in x-functions-key only.
     // The host reads `code` in any case (ASP.NET Core's query is case-insensitive).
     if ([...request.query.keys()].some((k) => k.toLowerCase() === "code")) {
-      const message = "a function key goes in the x-functions-key header, never in ?code= (the URL would carry it on)";
-      // Logged like any refused request, without the query that holds the key.
-      const path = new URL(request.url).pathname;
-      log.info("request", { method: request.method, path, status: 400, code: "invalid_request" });
-      return toResponse(errorAnswer("invalid_request", message));
+      return refuse(
+        request,
+        log,
+        "a function key goes in the x-functions-key header, never in ?code= (the URL would carry it on)",
+      );
     }
-    const res = await runtime.fetch(await toRequest(request), rawRequestOf(request));
+    const translated = await toRequest(request);
+    if (translated === undefined) {
+      return refuse(
+        request,
+        log,
+        "a body sent chunked (Transfer-Encoding, no Content-Length) does not reach an Azure function: send it with Content-Length",
+      );
+    }
+    const res = await runtime.fetch(translated, rawRequestOf(request));
     try {
       return await toResponse(res);
     } catch (err) {
