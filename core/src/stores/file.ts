@@ -578,13 +578,17 @@ export class FileStore implements SecretStore {
       this.#unsynced = true;
       throw err;
     });
-    if (fstatSync(fd).size === this.#end + line.length && statSync(this.#logPath).ino === this.#ino) {
+    const alone = fstatSync(fd).size === this.#end + line.length && statSync(this.#logPath).ino === this.#ino;
+    // And the lock still ours: one taken over (our lease lapsed while we stalled) may have a
+    // compaction under way that read the log before our line and will replace it. Once this says
+    // ours, a takeover comes after our line, and the next owner reads it before anything else.
+    if (alone && (this.#lock === undefined || (await this.#lock.stillHeld()))) {
       this.#end += line.length;
       this.#apply(batch);
     } else {
       // Another writer appended between our check and our write, or replaced the log (a compaction:
-      // our line went to the file it unlinked): the lock was not ours alone (a lease that lapsed
-      // under a stalled owner). What is in the log is read in the order it landed; ours was decided
+      // our line went to the file it unlinked), or holds the lock now: the lock was not ours alone
+      // (a lease that lapsed under a stalled owner). What is in the log is read in the order it landed; ours was decided
       // without the other's, so the write is not answered as done: it fails as one that may have
       // landed (a retry decides again).
       this.#readChanges("contested");
