@@ -6,8 +6,8 @@
  */
 import { createHash } from "node:crypto";
 import { setImmediate } from "node:timers/promises";
-import { type KeyRing, openSecret, sealSecret } from "./crypto";
-import { AccessDenied, EncryptionKeyMissing, NotFound, SecretsError } from "./errors";
+import { type KeyRing, openCursor, openSecret, sealCursor, sealSecret } from "./crypto";
+import { AccessDenied, EncryptionKeyMissing, InvalidInput, NotFound, SecretsError } from "./errors";
 import type { Logger } from "./log";
 import type { Labels, Metrics } from "./metrics";
 import { TOKEN_HASH_NAME, validateName } from "./names";
@@ -235,8 +235,17 @@ export class SecretManager {
     if (!this.store.list) throw new NotSupported(`listing the names of the ${this.store.kind} store`);
     // An environment store without hosted_keys serves no name: there is nothing to list.
     if (!this.#hosted && this.#envBacked) return { names: [] };
-    const page = await this.store.list(options);
-    return { ...page, names: page.names.filter((name) => this.serves(name)) };
+    if (!this.#hosted) return this.store.list(options);
+    // The store's cursor may be a name outside hosted_keys (its page's last, the environment's
+    // variables): the client gets it sealed, and only a cursor this API sealed is taken back.
+    const keys = this.#requireKeys();
+    const cursor = options.cursor === undefined ? undefined : openCursor(options.cursor, keys);
+    if (options.cursor !== undefined && cursor === undefined) {
+      throw new InvalidInput("cursor: not a next_cursor of this API (or sealed under a salt key no longer configured)");
+    }
+    const page = await this.store.list({ ...options, cursor });
+    const names = page.names.filter((name) => this.serves(name));
+    return page.cursor === undefined ? { names } : { names, cursor: sealCursor(page.cursor, keys) };
   }
 
   /** The cache's answer for `name` (synchronous on a hit), loading from the store on a miss. */
