@@ -15,9 +15,10 @@
  *   too: it may be another store's of this process, or a live process's with our pid in another
  *   container on the same volume.
  * - Take over: a lock whose owner is dead (SIGKILL, power loss; judged by its pid only in our pid
- *   space: from another, a live owner's pid is not seen), or whose lease lapsed, is renamed aside; rename() moves exactly one file, so of several processes taking
- *   over, one wins. If what was moved turns out not to be the lock that was judged dead (it was
- *   re-taken in between), it is linked back.
+ *   space: from another, a live owner's pid is not seen), or whose lease lapsed, is removed by one
+ *   taker of that lock only, and only while it is the lock judged (`takeOver`): of several
+ *   processes taking over, one removes it, and each then links its own, one winning. (Before, each
+ *   renamed aside whatever was there, and one could move aside the lock another had just taken.)
  * - Release: only a lock that still holds our token is removed. A release that fails (EMFILE, EIO)
  *   is logged and tried once more shortly after; the work done under the lock stands (a write
  *   already in the log is not answered as failed), and a lock not removed lapses with its lease.
@@ -27,11 +28,11 @@
  *
  * A lock timeout is `BackendUnavailable` (503 with Retry-After): the lock is held by a live writer.
  */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { readFileSync, readlinkSync } from "node:fs";
-import { link, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { link, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
-import { basename } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { type Logger, silentLogger } from "../log";
 import { BackendUnavailable } from "../store-errors";
 
@@ -180,7 +181,7 @@ async function acquire(path: string, mine: string, timeoutMs: number, lease: Lea
     const current = await readLock(path);
     if (current === undefined) continue; // released between our link and our read
     if (await isStale(path, current, lease)) {
-      await takeOver(path, current);
+      await takeOver(path, current, lease);
       continue;
     }
     if (performance.now() > deadline) {
@@ -217,19 +218,58 @@ async function isStale(path: string, content: string, lease: Lease): Promise<boo
   }
 }
 
-async function takeOver(path: string, judged: string): Promise<void> {
-  const aside = ownFileName(`${path}.stale`);
+/**
+ * Removes the lock judged stale, if it is still the one at `path`. One taker per judged lock: each
+ * makes `<lock>.taking.<digest of the lock>` a second name of what is at `path` with link(), which
+ * fails for every other taker of that lock, and reads the lock through it. Nothing at `path` is
+ * removed unless it is the lock judged (its inode), so a lock another taker has taken meanwhile is
+ * never moved from under it. A taking name whose taker died stays: one changed more than a lease ago
+ * (link() sets its ctime) is removed by the next taker, and one whose lock is gone is a leftover the
+ * file store removes (`removeTakingLeftovers`).
+ */
+async function takeOver(path: string, judged: string, lease: Lease): Promise<void> {
+  const taking = `${path}${TAKING}${createHash("sha256").update(judged).digest("hex").slice(0, 16)}`;
   try {
-    await rename(path, aside);
+    await link(path, taking);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
-    throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return; // released meanwhile
+    if (code !== "EEXIST") throw err;
+    // Another taker of this lock is at it, or died at it.
+    const since = await stat(taking).then(
+      (s) => Date.now() - s.ctimeMs,
+      () => 0,
+    );
+    if (since > lease.staleMs) await rm(taking, { force: true });
+    return;
   }
-  if ((await readLock(aside)) !== judged) {
-    // Someone took the lock after we judged it: give it back.
-    await link(aside, path).catch(() => {});
+  try {
+    if ((await readLock(taking)) !== judged) return; // another lock is there now: not ours to judge
+    const [held, seen] = await Promise.all([stat(path).catch(() => undefined), stat(taking)]);
+    // The judged lock itself: a live owner past its lease that released it between our link and
+    // here, and another that took it since, is the one window left (that owner's `stillHeld` says so).
+    if (held?.ino === seen.ino && held.dev === seen.dev) await rm(path, { force: true });
+  } finally {
+    await rm(taking, { force: true });
   }
-  await rm(aside, { force: true });
+}
+
+/** What a taking name holds after the lock's name: `.taking.` and 16 hex digits. */
+const TAKING = ".taking.";
+
+/**
+ * Removes the taking names among `files` (names in the lock's directory) whose lock is no longer at
+ * `lockPath`: left by a taker that died. Harmless for a live one too, whose name keeps other takers
+ * off only while the lock it names is still there.
+ */
+export async function removeTakingLeftovers(lockPath: string, files: readonly string[]): Promise<void> {
+  const prefix = `${basename(lockPath)}${TAKING}`;
+  const held = await stat(lockPath).catch(() => undefined);
+  for (const file of files.filter((f) => f.startsWith(prefix))) {
+    const path = join(dirname(lockPath), file);
+    const taking = await stat(path).catch(() => undefined);
+    if (taking !== undefined && (taking.ino !== held?.ino || taking.dev !== held.dev)) await rm(path, { force: true });
+  }
 }
 
 async function readLock(path: string): Promise<string | undefined> {

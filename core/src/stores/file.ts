@@ -81,7 +81,7 @@ import {
   stampOfChange,
 } from "../secret-store";
 import { BackendUnavailable, classifyBackendError, StoreCorrupt, StoreUnavailable } from "../store-errors";
-import { type HeldLock, leftBehind, ownFileName, withFileLock } from "./file-lock";
+import { type HeldLock, leftBehind, ownFileName, removeTakingLeftovers, withFileLock } from "./file-lock";
 import {
   type Batch,
   type Change,
@@ -937,9 +937,10 @@ export class FileStore implements SecretStore {
     this.#fd = undefined;
   }
 
-  /** What killed processes left behind: temp files and lock files of gone processes (`leftBehind`), at open and at each compaction. */
+  /** What killed processes left behind: temp files and lock files of gone processes (`leftBehind`), a lock's taking names of takers gone (`removeTakingLeftovers`), at open and at each compaction. */
   async #removeLeftovers(): Promise<void> {
-    for (const file of await readdir(this.location)) {
+    const files = await readdir(this.location);
+    for (const file of files) {
       const m = LEFTOVER.exec(file);
       if (!m) continue;
       const path = join(this.location, file);
@@ -948,6 +949,7 @@ export class FileStore implements SecretStore {
         await rm(path, { force: true });
       }
     }
+    await removeTakingLeftovers(this.#lockPath, files);
   }
 }
 

@@ -2,11 +2,11 @@
 // lease ahead of our clock) or when it holds our pid with a token this process does not hold (a
 // container's PID 1 after a restart).
 import { spawn } from "node:child_process";
-import { readFile, utimes, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { link, readdir, readFile, rm, utimes, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { build } from "esbuild";
 import { beforeAll, describe, expect, it } from "vitest";
-import { PID_SPACE, withFileLock } from "../../../core/src/stores/file-lock";
+import { PID_SPACE, removeTakingLeftovers, withFileLock } from "../../../core/src/stores/file-lock";
 import { codeOf, deadPid, livePid, tempDir } from "../../helpers";
 
 /**
@@ -31,6 +31,41 @@ describe("the file lock as a lease", () => {
     // Before: a store judged another's lock, held by our pid, left by an earlier process, and took it.
     for (let round = 0; round < 150; round++) await Promise.all([one(), one(), one(), one()]);
     expect({ overlaps, lost }).toEqual({ overlaps: 0, lost: 0 });
+  });
+
+  it("one holder at a time when many take over a dead owner's lock at once, and none finds it taken from under it", async () => {
+    // Before: two takers judged the dead owner's lock; the later one moved aside the lock the first
+    // had just taken, and a third linked its own before the later one could put it back.
+    const path = join(await tempDir(), "store.lock");
+    let inside = 0;
+    let overlaps = 0;
+    let lost = 0;
+    const one = () =>
+      withFileLock(path, 10_000, async (lock) => {
+        if (++inside > 1) overlaps++;
+        await new Promise((r) => setTimeout(r, 1));
+        if (!(await lock.stillHeld())) lost++;
+        inside--;
+      });
+    const dead = await deadPid();
+    for (let round = 0; round < 100; round++) {
+      await writeFile(path, `${dead} crashed-holding-it-${round} ${PID_SPACE}`); // a writer killed in the lock
+      await Promise.all(Array.from({ length: 6 }, one));
+    }
+    expect({ overlaps, lost }).toEqual({ overlaps: 0, lost: 0 });
+    expect((await readdir(dirname(path))).sort()).toEqual([]);
+  });
+
+  it("removes a taking name whose lock is gone (its taker died), and keeps one whose lock is still there", async () => {
+    const dir = await tempDir();
+    const path = join(dir, "store.lock");
+    await writeFile(path, "the lock a taker was at when it died");
+    await link(path, `${path}.taking.0123456789abcdef`);
+    await rm(path);
+    await writeFile(path, "a lock being taken over now");
+    await link(path, `${path}.taking.fedcba9876543210`);
+    await removeTakingLeftovers(path, await readdir(dir));
+    expect((await readdir(dir)).sort()).toEqual(["store.lock", "store.lock.taking.fedcba9876543210"]);
   });
 
   it("judges a lock with our pid by its lease: another container on the same volume may hold it", async () => {

@@ -487,6 +487,8 @@ describe("FileStore", () => {
         // A container's PID 1 before its restart had our pid: its files look alive by pid alone.
         `secrets.log.${process.pid}.abcdef0123456789.tmp`,
         `secrets.log.lock.${process.pid}.abcdef0123456789`,
+        // A taker that died while taking over a lock since gone (a name of that lock's file).
+        "secrets.log.lock.taking.0123456789abcdef",
       ];
       const past = new Date(Date.now() - 120_000);
       for (const file of leftovers) {
