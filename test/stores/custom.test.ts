@@ -291,6 +291,20 @@ describe("the custom store", () => {
     expect((await store.get("A"))?.value).toBe("a");
     expect(await codeOf(store.put("A", "v"))).toBe("not_supported");
     expect(await codeOf(store.delete("A"))).toBe("not_supported");
+    // Configured by its absolute path, as a class too: the answer names its file, never the path
+    // (an HTTP answer holds none).
+    await writeFile(join(dir, "get-only.mjs"), "export default class { async get() { return undefined; } }\n");
+    for (const file of ["read-only.mjs", "get-only.mjs"]) {
+      const absolute = await open(join(dir, file), dir);
+      for (const refused of [absolute.put("A", "v"), absolute.delete("A")]) {
+        const message = await refused.then(
+          () => "",
+          (err: Error) => err.message,
+        );
+        expect(message).toContain(file);
+        expect(message).not.toContain(dir);
+      }
+    }
   });
 
   it("warns once that a StoreFactory's compareAndSet and scopes are not read at start, whose warnings of them do not hold", async () => {

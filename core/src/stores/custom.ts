@@ -15,7 +15,7 @@
  * Whatever its store throws goes through the one classifier like every store's failures (an error
  * named `NotSupported`, from another copy of this package or plain, is `not_supported`).
  */
-import { isAbsolute, resolve } from "node:path";
+import { basename, isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import * as z from "zod/mini";
 import { ConfigError, type ErrorCode, SecretsError } from "../errors";
@@ -131,7 +131,8 @@ async function checkedStore(store: unknown, path: string): Promise<SecretStore> 
 function classifiedStore(store: SecretStore, path: string): SecretStore {
   const list = store.list?.bind(store);
   const close = store.close?.bind(store);
-  const cannot = (what: string) => Promise.reject(new NotSupported(`${what} the custom store ${path}`));
+  // The module's file name only: this message reaches an HTTP answer, which never holds a path.
+  const cannot = (what: string) => Promise.reject(new NotSupported(`${what} the custom store ${basename(path)}`));
   const writes = typeof (store as Partial<SecretStore>).put === "function";
   const deletes = typeof (store as Partial<SecretStore>).delete === "function";
   return {
@@ -214,7 +215,7 @@ export class PlainClassStore implements SecretStore {
 
   put(name: string, value: string): Promise<PutOutcome> {
     const put = this.inner.put?.bind(this.inner);
-    if (!put) return Promise.reject(new NotSupported(`writing to the custom store ${this.module}`));
+    if (!put) return Promise.reject(new NotSupported(`writing to the custom store ${basename(this.module)}`));
     return this.#queues.run(name, async () => {
       const existed = (await this.get(name)) !== undefined;
       await userCall("custom store put", () => put(name, value));
@@ -231,7 +232,7 @@ export class PlainClassStore implements SecretStore {
    */
   delete(name: string): Promise<DeleteOutcome> {
     const remove = this.inner.delete?.bind(this.inner);
-    if (!remove) return Promise.reject(new NotSupported(`deleting from the custom store ${this.module}`));
+    if (!remove) return Promise.reject(new NotSupported(`deleting from the custom store ${basename(this.module)}`));
     return this.#queues.run(name, async () => {
       const existed = (await this.get(name)) !== undefined;
       try {
