@@ -15,6 +15,7 @@ export const ERROR_STATUS = {
   write_only: 403,
   not_found: 404,
   method_not_allowed: 405,
+  request_timeout: 408,
   name_conflict: 409,
   payload_too_large: 413,
   unresolved_refs: 422,

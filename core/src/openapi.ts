@@ -134,10 +134,10 @@ export function buildOpenApi(routes: readonly RouteSpec[], version: string): Jso
       responses[String(status)] = response(status, `Error: ${list.join(", ")}${orUpstream}`, errorContent, upstream);
     }
 
-    // An answer whose status is not its code's (server.ts): a request slower than the timeouts.
+    // An answer made before any route (server.ts): a request slower than the timeouts.
     responses["408"] = response(
       408,
-      `Error: invalid_request (the request line, headers or body took longer than the server's timeouts to arrive)${orUpstream}`,
+      `Error: request_timeout (the request line, headers or body took longer than the server's timeouts to arrive)${orUpstream}`,
       errorContent,
       upstream,
     );

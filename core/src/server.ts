@@ -81,7 +81,7 @@ const timedOutSockets = new WeakSet<Duplex>();
 /**
  * Requests node refuses before the app sees them get the API's JSON error format too, and a log
  * line like the app's: oversized headers (a 100 000-character name) `431 headers_too_large`,
- * malformed HTTP `400 invalid_request`, a request past its timeout 408. The request line is logged
+ * malformed HTTP `400 invalid_request`, a request past its timeout `408 request_timeout`. The request line is logged
  * when node kept it (clipped; never a header). A connection reset before a whole request is not a
  * request: it gets neither an answer nor a line. A request past its timeout whose body the app was
  * reading (`underway`) gets its line from the app (its method, path and request_id, status 408),
@@ -100,7 +100,7 @@ function answerClientError(
       err.code === "HPE_HEADER_OVERFLOW"
         ? [431, "headers_too_large", "the request line and headers are larger than 16 KiB"]
         : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
-          ? [408, "invalid_request", "the request took too long to arrive"]
+          ? [408, "request_timeout", "the request took too long to arrive"]
           : [400, "invalid_request", "malformed HTTP request"];
     const timedOut = err.code === "ERR_HTTP_REQUEST_TIMEOUT";
     if (timedOut) timedOutSockets.add(socket);

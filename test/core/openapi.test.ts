@@ -23,7 +23,7 @@ describe("the OpenAPI document", () => {
     const { operations } = await servedDocument();
     for (const { path, method, operation } of operations) {
       expect(operation.responses["431"]?.description, `${method} ${path}`).toContain("headers_too_large");
-      expect(operation.responses["408"]?.description, `${method} ${path}`).toContain("invalid_request");
+      expect(operation.responses["408"]?.description, `${method} ${path}`).toContain("request_timeout");
     }
   });
 
@@ -236,7 +236,7 @@ function errorBody(code: string): string {
 }
 
 describe("answers made before the app, by the local server's HTTP parser", () => {
-  it("are documented on the operation of their path: 431 headers_too_large and 408 invalid_request", async () => {
+  it("are documented on the operation of their path: 431 headers_too_large and 408 request_timeout", async () => {
     const ctx = await servedDocument();
     const server = await startServer(ctx.runtime, {
       host: "127.0.0.1",

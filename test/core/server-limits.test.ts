@@ -188,6 +188,7 @@ describe("serve limits: the headers timeout", () => {
       stop();
     }
     expect(c.statuses()).toEqual(["408"]);
+    expect(c.received).toContain('{"error":{"code":"request_timeout"');
     expect(c.received).not.toContain('"status":"ok"');
   });
 
@@ -306,7 +307,7 @@ describe("requests node refuses before the app", () => {
       c.write("GET /health HTTP/1.1\r\n");
       await until("the slow client to be cut", () => c.closed);
       expect(requestLines(ctx.logs)).toEqual([
-        expect.objectContaining({ status: 408, code: "invalid_request", reason: "ERR_HTTP_REQUEST_TIMEOUT" }),
+        expect.objectContaining({ status: 408, code: "request_timeout", reason: "ERR_HTTP_REQUEST_TIMEOUT" }),
       ]);
     } finally {
       await server.close();
