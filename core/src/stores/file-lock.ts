@@ -180,10 +180,8 @@ async function acquire(path: string, mine: string, timeoutMs: number, lease: Lea
     }
     const current = await readLock(path);
     if (current === undefined) continue; // released between our link and our read
-    if (await isStale(path, current, lease)) {
-      await takeOver(path, current, lease);
-      continue;
-    }
+    // A takeover that changed nothing (another taker of that lock at work) waits as for a live owner.
+    if ((await isStale(path, current, lease)) && (await takeOver(path, current, lease))) continue;
     if (performance.now() > deadline) {
       // The file's name only: this message may reach an HTTP answer, which never holds a path.
       throw new BackendUnavailable(
@@ -223,36 +221,46 @@ async function isStale(path: string, content: string, lease: Lease): Promise<boo
  * makes `<lock>.taking.<digest of the lock>` a second name of what is at `path` with link(), which
  * fails for every other taker of that lock, and reads the lock through it. Nothing at `path` is
  * removed unless it is the lock judged (its inode), so a lock another taker has taken meanwhile is
- * never moved from under it. A taking name whose taker died stays: one changed more than a lease ago
- * (link() sets its ctime) is removed by the next taker, and one whose lock is gone is a leftover the
- * file store removes (`removeTakingLeftovers`).
+ * never moved from under it. A taking name whose taker died stays: one this process has seen for a
+ * lease (on its monotonic clock: a file's ctime is another clock's, a file server's on a network
+ * volume) is removed, and one whose lock is gone is a leftover the file store removes
+ * (`removeTakingLeftovers`). Whether the lock path changed: `false` tells the caller to wait.
  */
-async function takeOver(path: string, judged: string, lease: Lease): Promise<void> {
+async function takeOver(path: string, judged: string, lease: Lease): Promise<boolean> {
   const taking = `${path}${TAKING}${createHash("sha256").update(judged).digest("hex").slice(0, 16)}`;
   try {
     await link(path, taking);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") return; // released meanwhile
+    if (code === "ENOENT") return true; // released meanwhile
     if (code !== "EEXIST") throw err;
     // Another taker of this lock is at it, or died at it.
-    const since = await stat(taking).then(
-      (s) => Date.now() - s.ctimeMs,
-      () => 0,
-    );
-    if (since > lease.staleMs) await rm(taking, { force: true });
-    return;
+    const seen = takingSeen.get(taking);
+    if (seen === undefined) {
+      if (takingSeen.size >= 64) takingSeen.clear(); // names of locks long gone
+      takingSeen.set(taking, performance.now());
+    } else if (performance.now() - seen > lease.staleMs) {
+      takingSeen.delete(taking);
+      await rm(taking, { force: true });
+      return true;
+    }
+    return false;
   }
+  takingSeen.delete(taking);
   try {
-    if ((await readLock(taking)) !== judged) return; // another lock is there now: not ours to judge
-    const [held, seen] = await Promise.all([stat(path).catch(() => undefined), stat(taking)]);
+    if ((await readLock(taking)) !== judged) return true; // another lock is there now: not ours to judge
+    const [held, ours] = await Promise.all([stat(path).catch(() => undefined), stat(taking).catch(() => undefined)]);
     // The judged lock itself: a live owner past its lease that released it between our link and
     // here, and another that took it since, is the one window left (that owner's `stillHeld` says so).
-    if (held?.ino === seen.ino && held.dev === seen.dev) await rm(path, { force: true });
+    if (held !== undefined && held.ino === ours?.ino && held.dev === ours.dev) await rm(path, { force: true });
+    return true;
   } finally {
     await rm(taking, { force: true });
   }
 }
+
+/** When this process first found each taking name in the way (`performance.now()`). */
+const takingSeen = new Map<string, number>();
 
 /** What a taking name holds after the lock's name: `.taking.` and 16 hex digits. */
 const TAKING = ".taking.";

@@ -2,10 +2,11 @@
 // lease ahead of our clock) or when it holds our pid with a token this process does not hold (a
 // container's PID 1 after a restart).
 import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import { link, readdir, readFile, rm, utimes, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { build } from "esbuild";
-import { beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it, vi } from "vitest";
 import { PID_SPACE, removeTakingLeftovers, withFileLock } from "../../../core/src/stores/file-lock";
 import { codeOf, deadPid, livePid, tempDir } from "../../helpers";
 
@@ -54,6 +55,26 @@ describe("the file lock as a lease", () => {
     }
     expect({ overlaps, lost }).toEqual({ overlaps: 0, lost: 0 });
     expect((await readdir(dirname(path))).sort()).toEqual([]);
+  });
+
+  it("a taker that died mid-takeover: waiters wait (their timeout holds), and after a lease on our own clock the lock is taken", async () => {
+    // Before: the taking name it left sent every waiter round a loop with no pause and no timeout,
+    // until its ctime was a lease old by the wall clock (never, for a clock behind the file's).
+    const path = join(await tempDir(), "store.lock");
+    const content = `${await deadPid()} crashed-holding-it ${PID_SPACE}`;
+    await writeFile(path, content);
+    const digest = createHash("sha256").update(content).digest("hex").slice(0, 16);
+    await link(path, `${path}.taking.${digest}`); // killed between its link() and its rm()
+    expect(await codeOf(withFileLock(path, 300, async () => "in", { lease: FAST }))).toBe("backend_unavailable");
+    const wallClock = vi
+      .spyOn(Date, "now")
+      .mockImplementation(() => performance.timeOrigin + performance.now() - 3_600_000);
+    try {
+      expect(await withFileLock(path, 5_000, async () => "in", { lease: FAST })).toBe("in");
+    } finally {
+      wallClock.mockRestore();
+    }
+    expect(await readdir(dirname(path))).toEqual([]);
   });
 
   it("removes a taking name whose lock is gone (its taker died), and keeps one whose lock is still there", async () => {
