@@ -392,38 +392,6 @@ export function sealSecret(plaintext: string, keys: KeyRing): string {
   return toBase64Url(raw);
 }
 
-/** What a list cursor's key is derived for: no other use of the salt key opens what it seals. */
-const CURSOR_INFO = "llm-secrets list cursor";
-
-function cursorKey(key: DerivedKey): Buffer {
-  return Buffer.from(hkdfSync("sha256", key.sha256, Buffer.alloc(0), CURSOR_INFO, KEY));
-}
-
-/**
- * Seals a store's list position (it may be a name the API does not serve) for a client to send back:
- * SecretBox under a key derived from the salt key for this alone, so neither the cursor nor
- * `/v1/decrypt` shows it; unpadded base64url (a query parameter as it is).
- */
-export function sealCursor(position: string, keys: KeyRing): string {
-  const message = Buffer.from(position, "utf8");
-  const raw = Buffer.allocUnsafe(NONCE + MAC + message.length);
-  takeNonce(raw, 0);
-  raw.set(nacl.secretbox(message, raw.subarray(0, NONCE), cursorKey(keys.current)), NONCE);
-  return raw.toString("base64url");
-}
-
-/** The position `sealCursor` sealed, under the current or a previous salt key; `undefined` for any other text. */
-export function openCursor(cursor: string, keys: KeyRing): string | undefined {
-  if (!/^[A-Za-z0-9_-]+$/.test(cursor)) return undefined;
-  const raw = Buffer.from(cursor, "base64url");
-  for (const key of keys.all) {
-    const opened = openNacl(raw, cursorKey(key));
-    const position = opened && decodeUtf8(opened, 0, opened.length);
-    if (position !== undefined) return position;
-  }
-  return undefined;
-}
-
 /**
  * Values held in this process's memory (the cache, secret-cache.ts): SecretBox under a random key
  * made here and never written anywhere, kept as bytes, `nonce || MAC || ciphertext` (no base64,

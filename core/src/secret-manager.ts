@@ -6,8 +6,8 @@
  */
 import { createHash } from "node:crypto";
 import { setImmediate } from "node:timers/promises";
-import { type KeyRing, openCursor, openSecret, sealCursor, sealSecret } from "./crypto";
-import { AccessDenied, EncryptionKeyMissing, InvalidInput, NotFound, SecretsError } from "./errors";
+import { type KeyRing, openSecret, sealSecret } from "./crypto";
+import { AccessDenied, EncryptionKeyMissing, NotFound, SecretsError } from "./errors";
 import type { Logger } from "./log";
 import type { Labels, Metrics } from "./metrics";
 import { TOKEN_HASH_NAME, validateName } from "./names";
@@ -115,6 +115,9 @@ function found(name: string, read: CacheRead): SecretRead {
   if (read.value === undefined) throw new NotFound(name);
   return { name, value: read.value, stale: read.stale };
 }
+
+/** The store's page size when a listing under hosted_keys walks it: small, so the walk stops soon after the last hosted name (Vault reads each listed name's metadata). */
+const HOSTED_WALK_PAGE = 100;
 
 export class SecretManager {
   readonly store: SecretStore;
@@ -224,9 +227,9 @@ export class SecretManager {
   }
 
   /**
-   * A page of the names the API serves (never values): the store's page with names outside
-   * `hosted_keys` left out, so a page may hold fewer than `limit` names while `cursor` says there
-   * are more. Refused under `write_only`; `not_supported` where the store cannot list.
+   * A page of the names the API serves (never values): the store's page, or with `hosted_keys` a
+   * page of those of them it holds (`#listHosted`). Refused under `write_only`; `not_supported`
+   * where the store cannot list.
    */
   async list(options: ListOptions): Promise<NamePage> {
     if (this.#policy.accessMode === "write_only") {
@@ -235,17 +238,32 @@ export class SecretManager {
     if (!this.store.list) throw new NotSupported(`listing the names of the ${this.store.kind} store`);
     // An environment store without hosted_keys serves no name: there is nothing to list.
     if (!this.#hosted && this.#envBacked) return { names: [] };
-    if (!this.#hosted) return this.store.list(options);
-    // The store's cursor may be a name outside hosted_keys (its page's last, the environment's
-    // variables): the client gets it sealed, and only a cursor this API sealed is taken back.
-    const keys = this.#requireKeys();
-    const cursor = options.cursor === undefined ? undefined : openCursor(options.cursor, keys);
-    if (options.cursor !== undefined && cursor === undefined) {
-      throw new InvalidInput("cursor: not a next_cursor of this API (or sealed under a salt key no longer configured)");
+    return this.#hosted ? this.#listHosted(this.#hosted, options) : this.store.list(options);
+  }
+
+  /**
+   * With hosted_keys: those of them the store holds, paged here. The store's own pages are walked
+   * inside (under the prefix, until each hosted name under it was seen or the store has no more),
+   * so no answer shows anything of a name outside hosted_keys: not its name (the store's cursor is
+   * one), nor whether there is one, how many, or how long. The cursor is the last name of a page.
+   */
+  async #listHosted(hosted: ReadonlySet<string>, { prefix = "", limit, cursor }: ListOptions): Promise<NamePage> {
+    const wanted = new Set([...hosted].filter((n) => n.startsWith(prefix) && (cursor === undefined || n > cursor)));
+    const held: string[] = [];
+    let position: string | undefined;
+    while (wanted.size > 0) {
+      const page = await (this.store.list as NonNullable<SecretStore["list"]>)({
+        prefix,
+        limit: HOSTED_WALK_PAGE,
+        ...(position !== undefined && { cursor: position }),
+      });
+      for (const name of page.names) if (wanted.delete(name)) held.push(name);
+      position = page.cursor;
+      if (position === undefined) break;
     }
-    const page = await this.store.list({ ...options, cursor });
-    const names = page.names.filter((name) => this.serves(name));
-    return page.cursor === undefined ? { names } : { names, cursor: sealCursor(page.cursor, keys) };
+    held.sort();
+    const names = held.slice(0, limit);
+    return held.length > limit ? { names, cursor: names[names.length - 1] as string } : { names };
   }
 
   /** The cache's answer for `name` (synchronous on a hit), loading from the store on a miss. */
