@@ -207,6 +207,9 @@ function unsendableKey(modelName: string, fromStore: boolean): SecretsError {
 /** What undici refuses in a header's value (its `isValidHeaderValue`): a control character but tab, or past U+00FF. */
 const NOT_IN_A_HEADER = /[^\t\x20-\x7e\x80-\xff]/;
 
+/** Shorter keys are not looked for in an answer's headers: any header might hold them by chance. */
+const MIN_ECHOED_KEY = 8;
+
 export async function forward(request: Request, raw: RawRequest, deps: ForwardDeps): Promise<Response> {
   const { modelName, rest } = forwardTargetOf(raw.path);
   // Of several entries with the name (LiteLLM spreads calls over them; this does not), the first
@@ -245,8 +248,10 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
   // nobody. The exchange's deadline stops it as well.
   const exchange = exchangeSignal(request.signal, deps.timeoutMs ?? OUTBOUND_LIMITS.exchangeTimeoutMs);
 
+  let sent: string | undefined; // the key the answer was made with
   const attempt = async (key: string | undefined) => {
     const withKey = { ...headers };
+    sent = key;
     if (key !== undefined) {
       // undici would refuse it before connecting, which read as an upstream that cannot be reached.
       if (NOT_IN_A_HEADER.test(key)) throw unsendableKey(modelName, refName(params.api_key ?? "") !== undefined);
@@ -307,7 +312,12 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
   const hopNamed = namedByConnection(answer.headers.connection);
   for (const [name, value] of Object.entries(answer.headers)) {
     if (HOP_BY_HOP.has(name) || hopNamed.has(name) || value === undefined) continue;
-    for (const v of Array.isArray(value) ? value : [value]) out.append(name, v);
+    for (const v of Array.isArray(value) ? value : [value]) {
+      // An upstream that echoes the request's headers (a debug endpoint, a proxy) would hand the
+      // caller the key: a literal one of the config is never the caller's to read.
+      if (sent !== undefined && sent.length >= MIN_ECHOED_KEY && v.includes(sent)) continue;
+      out.append(name, v);
+    }
   }
   out.set("cache-control", "no-store");
   // The statuses a Response cannot carry a body with (it throws): 205 too.

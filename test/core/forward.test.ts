@@ -5,10 +5,10 @@
 
 import type { LookupAddress } from "node:dns";
 import { readFileSync } from "node:fs";
-import { request as httpRequest } from "node:http";
+import { createServer as createHttpServer, request as httpRequest } from "node:http";
 import { createServer, type Server } from "node:https";
 import { type AddressInfo, createServer as createNetServer } from "node:net";
-import { afterAll, beforeAll, describe, expect, inject, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished, vi } from "vitest";
 import { type ForwardDeps, type ForwardModel, forward, REREAD_INTERVAL_MS } from "../../core/src/forward";
 import { closeOutboundAgents } from "../../core/src/outbound";
 import type { SecretRecord, StoreFactory } from "../../core/src/secret-store";
@@ -818,6 +818,31 @@ describe("model_list refs the store does not hold", () => {
     seen.length = 0;
     expect((await request("/v1/forward/lit/v1/models")).status).toBe(200);
     expect(seen.map((s) => s.headers.authorization)).toEqual([`Bearer ${literal}`]); // at the environment's api_base
+  });
+
+  it("drops an upstream's answer header that holds the key sent (an echo): a literal key of the config never comes back", async () => {
+    // Before: every upstream header was passed back, one echoing the request's key included.
+    const literal = newKey("sk-literal-");
+    const echo = createHttpServer((req, res) => {
+      res.writeHead(200, {
+        "content-type": "application/json",
+        "x-echo-api-key": String(req.headers["api-key"]),
+        "x-echo-auth": `seen: ${req.headers["api-key"]}; ok`,
+        "x-request-id": "upstream-1",
+      });
+      res.end("{}");
+    });
+    await new Promise<void>((r) => echo.listen(0, "127.0.0.1", r));
+    onTestFinished(() => new Promise<void>((r) => echo.close(() => r())));
+    const base = `http://127.0.0.1:${(echo.address() as AddressInfo).port}`;
+    const config = `model_list:\n  - {model_name: m, litellm_params: {model: azure/gpt-4o, api_base: "${base}/openai", api_key: ${literal}}}\n`;
+    const { request } = await inProcessApp({ config });
+    const res = await request("/v1/forward/m/deployments/x/chat/completions", { method: "POST", json: {} });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("x-request-id")).toBe("upstream-1");
+    expect(res.headers.get("x-echo-api-key")).toBeNull();
+    expect(res.headers.get("x-echo-auth")).toBeNull();
+    expect(JSON.stringify([...res.headers])).not.toContain(literal);
   });
 
   it("without an api_key the store decides api_base (nothing secret follows it); with a literal key it cannot, and says so", async () => {
