@@ -6,7 +6,7 @@
 // and repeated headers, and what the bundle holds.
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
-import { createServer as createHttpServer } from "node:http";
+import { createServer as createHttpServer, type Server } from "node:http";
 import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
 import { HttpRequest, HttpResponse, InvocationContext } from "@azure/functions";
@@ -160,6 +160,22 @@ describe("the queue trigger, through Azurite", () => {
   }, 30_000);
 });
 
+/** The Azure handlers with model `m` forwarding to `upstream` (started here, closed after the test). */
+async function forwardingTo(upstream: Server) {
+  await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r));
+  onTestFinished(() => new Promise<void>((r) => upstream.close(() => r())));
+  const masterKey = newKey();
+  const logs: string[] = [];
+  const { port } = upstream.address() as AddressInfo;
+  const config = `model_list:\n  - model_name: m\n    litellm_params: {model: openai/gpt-4o, api_base: "http://127.0.0.1:${port}", api_key: sk-upstream}\n`;
+  const handlers = azureFunctions({
+    stores: [memoryStore],
+    env: { LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_CONFIG: config },
+    log: createLogger((line) => logs.push(line)),
+  });
+  return { handlers, masterKey, logs };
+}
+
 describe("the HTTP adapter", () => {
   it("keeps the body's bytes and every Set-Cookie (as cookies: the worker sends one value per header)", async () => {
     const response = new Response(new Uint8Array([0, 255, 1, 254]), { status: 201 });
@@ -243,17 +259,7 @@ describe("the HTTP adapter", () => {
       seen.push(`${req.method} ${req.url}`);
       res.writeHead(200, { "content-type": "application/json" }).end("{}");
     });
-    await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r));
-    onTestFinished(() => new Promise<void>((r) => upstream.close(() => r())));
-    const masterKey = newKey();
-    const logs: string[] = [];
-    const { port } = upstream.address() as AddressInfo;
-    const config = `model_list:\n  - model_name: m\n    litellm_params: {model: openai/gpt-4o, api_base: "http://127.0.0.1:${port}", api_key: sk-upstream}\n`;
-    const handlers = azureFunctions({
-      stores: [memoryStore],
-      env: { LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_CONFIG: config },
-      log: createLogger((line) => logs.push(line)),
-    });
+    const { handlers, masterKey, logs } = await forwardingTo(upstream);
     const chunked = {
       authorization: `Bearer ${masterKey}`,
       "content-type": "application/json",
@@ -306,17 +312,7 @@ describe("the HTTP adapter", () => {
       res.writeHead(200, { "content-type": "application/json" });
       res.write('{"partial":', () => res.socket?.destroy());
     });
-    await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r));
-    onTestFinished(() => new Promise<void>((r) => upstream.close(() => r())));
-    const masterKey = newKey();
-    const logs: string[] = [];
-    const { port } = upstream.address() as AddressInfo;
-    const config = `model_list:\n  - model_name: m\n    litellm_params: {model: openai/gpt-4o, api_base: "http://127.0.0.1:${port}", api_key: sk-upstream}\n`;
-    const handlers = azureFunctions({
-      stores: [memoryStore],
-      env: { LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_CONFIG: config },
-      log: createLogger((line) => logs.push(line)),
-    });
+    const { handlers, masterKey, logs } = await forwardingTo(upstream);
     const res = await handlers.http(
       new HttpRequest({
         method: "GET",

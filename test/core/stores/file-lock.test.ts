@@ -16,44 +16,44 @@ import { codeOf, deadPid, livePid, tempDir } from "../../helpers";
  */
 const FAST = { staleMs: 400, heartbeatMs: 50 };
 
+/**
+ * Takers of one lock that count how often two were inside at once (`overlaps`) and how often one
+ * found, after its `work`, that the lock was no longer its own (`lost`).
+ */
+function holdersOf(path: string, work: () => Promise<unknown>) {
+  let inside = 0;
+  let overlaps = 0;
+  let lost = 0;
+  const one = () =>
+    withFileLock(path, 10_000, async (lock) => {
+      if (++inside > 1) overlaps++;
+      await work();
+      if (!(await lock.stillHeld())) lost++;
+      inside--;
+    });
+  return { one, counts: () => ({ overlaps, lost }) };
+}
+
 describe("the file lock as a lease", () => {
   it("has one holder at a time among stores of one process that share it, none losing it to another", async () => {
     const path = join(await tempDir(), "store.lock");
-    let inside = 0;
-    let overlaps = 0;
-    let lost = 0;
-    const one = () =>
-      withFileLock(path, 10_000, async (lock) => {
-        if (++inside > 1) overlaps++;
-        await new Promise((r) => setImmediate(r));
-        if (!(await lock.stillHeld())) lost++;
-        inside--;
-      });
+    const holders = holdersOf(path, () => new Promise((r) => setImmediate(r)));
     // Before: a store judged another's lock, held by our pid, left by an earlier process, and took it.
-    for (let round = 0; round < 150; round++) await Promise.all([one(), one(), one(), one()]);
-    expect({ overlaps, lost }).toEqual({ overlaps: 0, lost: 0 });
+    for (let round = 0; round < 150; round++) await Promise.all(Array.from({ length: 4 }, holders.one));
+    expect(holders.counts()).toEqual({ overlaps: 0, lost: 0 });
   });
 
   it("one holder at a time when many take over a dead owner's lock at once, and none finds it taken from under it", async () => {
     // Before: two takers judged the dead owner's lock; the later one moved aside the lock the first
     // had just taken, and a third linked its own before the later one could put it back.
     const path = join(await tempDir(), "store.lock");
-    let inside = 0;
-    let overlaps = 0;
-    let lost = 0;
-    const one = () =>
-      withFileLock(path, 10_000, async (lock) => {
-        if (++inside > 1) overlaps++;
-        await new Promise((r) => setTimeout(r, 1));
-        if (!(await lock.stillHeld())) lost++;
-        inside--;
-      });
+    const holders = holdersOf(path, () => new Promise((r) => setTimeout(r, 1)));
     const dead = await deadPid();
     for (let round = 0; round < 100; round++) {
       await writeFile(path, `${dead} crashed-holding-it-${round} ${PID_SPACE}`); // a writer killed in the lock
-      await Promise.all(Array.from({ length: 6 }, one));
+      await Promise.all(Array.from({ length: 6 }, holders.one));
     }
-    expect({ overlaps, lost }).toEqual({ overlaps: 0, lost: 0 });
+    expect(holders.counts()).toEqual({ overlaps: 0, lost: 0 });
     expect((await readdir(dirname(path))).sort()).toEqual([]);
   });
 
