@@ -221,9 +221,9 @@ async function isStale(path: string, content: string, lease: Lease): Promise<boo
  * makes `<lock>.taking.<digest of the lock>` a second name of what is at `path` with link(), which
  * fails for every other taker of that lock, and reads the lock through it. Nothing at `path` is
  * removed unless it is the lock judged (its inode), so a lock another taker has taken meanwhile is
- * never moved from under it. A taking name whose taker died stays: one this process has seen for a
- * lease (on its monotonic clock: a file's ctime is another clock's, a file server's on a network
- * volume) is removed, and one whose lock is gone is a leftover the file store removes
+ * never moved from under it. A taking name whose taker died stays: one this process has seen
+ * unchanged for a lease (on its monotonic clock: a file's ctime is another clock's, a file server's
+ * on a network volume) is removed, and one whose lock is gone is a leftover the file store removes
  * (`removeTakingLeftovers`). Whether the lock path changed: `false` tells the caller to wait.
  */
 async function takeOver(path: string, judged: string, lease: Lease): Promise<boolean> {
@@ -234,12 +234,18 @@ async function takeOver(path: string, judged: string, lease: Lease): Promise<boo
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "ENOENT") return true; // released meanwhile
     if (code !== "EEXIST") throw err;
-    // Another taker of this lock is at it, or died at it.
+    // Another taker of this lock is at it, or died at it. Timed from when this process first saw
+    // this very file there (its inode and ctime: another taker's new link of the same name, which
+    // sets a new ctime, starts the count again, so a live taker's name is never taken for the dead
+    // one's it replaced). The ctime is only compared with itself, never with our clock.
+    const file = await stat(taking).catch(() => undefined);
+    if (file === undefined) return true; // gone meanwhile
+    const identity = `${file.dev}:${file.ino}:${file.ctimeMs}`;
     const seen = takingSeen.get(taking);
-    if (seen === undefined) {
+    if (seen === undefined || seen.identity !== identity) {
       if (takingSeen.size >= 64) takingSeen.clear(); // names of locks long gone
-      takingSeen.set(taking, performance.now());
-    } else if (performance.now() - seen > lease.staleMs) {
+      takingSeen.set(taking, { identity, since: performance.now() });
+    } else if (performance.now() - seen.since > lease.staleMs) {
       takingSeen.delete(taking);
       await rm(taking, { force: true });
       return true;
@@ -259,8 +265,8 @@ async function takeOver(path: string, judged: string, lease: Lease): Promise<boo
   }
 }
 
-/** When this process first found each taking name in the way (`performance.now()`). */
-const takingSeen = new Map<string, number>();
+/** Each taking name found in the way: which file it was (`dev:ino:ctime`), and since when (`performance.now()`). */
+const takingSeen = new Map<string, { identity: string; since: number }>();
 
 /** What a taking name holds after the lock's name: `.taking.` and 16 hex digits. */
 const TAKING = ".taking.";

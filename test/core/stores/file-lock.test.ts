@@ -77,6 +77,38 @@ describe("the file lock as a lease", () => {
     expect(await readdir(dirname(path))).toEqual([]);
   });
 
+  it("a live taker's new taking name is not taken for the dead taker's it replaced: no second holder", async () => {
+    // Before: a waiter timed the name from when it first saw the dead taker's; when a live taker
+    // removed that and linked its own (the same name), the waiter removed the new one at once, took
+    // the lock, and the live taker, its checks already made, removed the waiter's lock.
+    const lease = { staleMs: 200, heartbeatMs: 100 };
+    const path = join(await tempDir(), "store.lock");
+    const judged = `${await deadPid()} crashed-holding-it ${PID_SPACE}`;
+    await writeFile(path, judged);
+    const taking = `${path}.taking.${createHash("sha256").update(judged).digest("hex").slice(0, 16)}`;
+    await link(path, taking); // taker A, killed between its link() and its rm()
+    expect(await codeOf(withFileLock(path, 50, async () => "in", { lease }))).toBe("backend_unavailable"); // C saw it
+    await new Promise((r) => setTimeout(r, 2 * lease.staleMs));
+    // Taker B (another process, its steps by hand): A's name removed, its own linked, the judged lock
+    // read and its inode checked; it removes the lock 50 ms later and then holds its own.
+    await rm(taking);
+    await link(path, taking);
+    let inside = 0;
+    let overlaps = 0;
+    const hold = async () => {
+      if (++inside > 1) overlaps++;
+      await new Promise((r) => setTimeout(r, 300));
+      inside--;
+    };
+    const c = withFileLock(path, 5_000, hold, { lease });
+    await new Promise((r) => setTimeout(r, 50));
+    await rm(path);
+    await rm(taking);
+    const b = withFileLock(path, 5_000, hold, { lease });
+    await Promise.all([b, c]);
+    expect(overlaps).toBe(0);
+  });
+
   it("removes a taking name whose lock is gone (its taker died), and keeps one whose lock is still there", async () => {
     const dir = await tempDir();
     const path = join(dir, "store.lock");
