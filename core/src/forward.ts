@@ -248,10 +248,10 @@ export async function forward(request: Request, raw: RawRequest, deps: ForwardDe
   // nobody. The exchange's deadline stops it as well.
   const exchange = exchangeSignal(request.signal, deps.timeoutMs ?? OUTBOUND_LIMITS.exchangeTimeoutMs);
 
-  let sent: string | undefined; // the key the answer was made with
+  let sent: string | undefined; // the key the answer was made with, as it went (the header's value is trimmed on the wire)
   const attempt = async (key: string | undefined) => {
     const withKey = { ...headers };
-    sent = key;
+    sent = key?.replace(/^[ \t]+|[ \t]+$/g, "");
     if (key !== undefined) {
       // undici would refuse it before connecting, which read as an upstream that cannot be reached.
       if (NOT_IN_A_HEADER.test(key)) throw unsendableKey(modelName, refName(params.api_key ?? "") !== undefined);

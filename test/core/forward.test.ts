@@ -821,9 +821,11 @@ describe("model_list refs the store does not hold", () => {
   });
 
   it("drops an upstream's answer header that holds the key sent (an echo): a literal key of the config never comes back", async () => {
+    const seenKeys: string[] = [];
     // Before: every upstream header was passed back, one echoing the request's key included.
     const literal = newKey("sk-literal-");
     const echo = createHttpServer((req, res) => {
+      seenKeys.push(String(req.headers["api-key"]));
       res.writeHead(200, {
         "content-type": "application/json",
         "x-echo-api-key": String(req.headers["api-key"]),
@@ -835,14 +837,18 @@ describe("model_list refs the store does not hold", () => {
     await new Promise<void>((r) => echo.listen(0, "127.0.0.1", r));
     onTestFinished(() => new Promise<void>((r) => echo.close(() => r())));
     const base = `http://127.0.0.1:${(echo.address() as AddressInfo).port}`;
-    const config = `model_list:\n  - {model_name: m, litellm_params: {model: azure/gpt-4o, api_base: "${base}/openai", api_key: ${literal}}}\n`;
-    const { request } = await inProcessApp({ config });
-    const res = await request("/v1/forward/m/deployments/x/chat/completions", { method: "POST", json: {} });
-    expect(res.status).toBe(200);
-    expect(res.headers.get("x-request-id")).toBe("upstream-1");
-    expect(res.headers.get("x-echo-api-key")).toBeNull();
-    expect(res.headers.get("x-echo-auth")).toBeNull();
-    expect(JSON.stringify([...res.headers])).not.toContain(literal);
+    // As given, and with a trailing tab: the header goes without it, and comes back so.
+    for (const given of [literal, `${literal}\t`]) {
+      const config = `model_list:\n  - {model_name: m, litellm_params: {model: azure/gpt-4o, api_base: "${base}/openai", api_key: ${JSON.stringify(given)}}}\n`;
+      const { request } = await inProcessApp({ config });
+      const res = await request("/v1/forward/m/deployments/x/chat/completions", { method: "POST", json: {} });
+      expect(res.status).toBe(200);
+      expect(seenKeys.at(-1)).toBe(literal);
+      expect(res.headers.get("x-request-id")).toBe("upstream-1");
+      expect(res.headers.get("x-echo-api-key")).toBeNull();
+      expect(res.headers.get("x-echo-auth")).toBeNull();
+      expect(JSON.stringify([...res.headers])).not.toContain(literal);
+    }
   });
 
   it("without an api_key the store decides api_base (nothing secret follows it); with a literal key it cannot, and says so", async () => {
