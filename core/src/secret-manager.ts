@@ -6,6 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import { setImmediate } from "node:timers/promises";
+import { MAX_LIST_LIMIT } from "./api-schemas";
 import { type KeyRing, openSecret, sealSecret } from "./crypto";
 import { AccessDenied, EncryptionKeyMissing, NotFound, SecretsError } from "./errors";
 import type { Logger } from "./log";
@@ -116,8 +117,8 @@ function found(name: string, read: CacheRead): SecretRead {
   return { name, value: read.value, stale: read.stale };
 }
 
-/** The store's page size when a listing under hosted_keys walks it: small, so the walk stops soon after the last hosted name (Vault reads each listed name's metadata). */
-const HOSTED_WALK_PAGE = 100;
+/** How many hosted names a listing looks up at once. */
+const HOSTED_LOOKUPS = 16;
 
 export class SecretManager {
   readonly store: SecretStore;
@@ -242,28 +243,48 @@ export class SecretManager {
   }
 
   /**
-   * With hosted_keys: those of them the store holds, paged here. The store's own pages are walked
-   * inside (under the prefix, until each hosted name under it was seen or the store has no more),
-   * so no answer shows anything of a name outside hosted_keys: not its name (the store's cursor is
-   * one), nor whether there is one, how many, or how long. The cursor is the last name of a page.
+   * With hosted_keys: those of them the store holds, paged here, so no answer shows anything of a
+   * name outside hosted_keys (the store's cursor may be one; whether it has more names, how many,
+   * how long they are). Each hosted name under the prefix is looked up as a read looks it up (the
+   * cache first; a name the store cannot hold is not held), a few at a time, until a page and one
+   * more are found. An environment store's names are its environment's, walked whole (no value is
+   * read: a KMS store's would be decrypted). The cursor is a page's last name.
    */
   async #listHosted(hosted: ReadonlySet<string>, { prefix = "", limit, cursor }: ListOptions): Promise<NamePage> {
-    const wanted = new Set([...hosted].filter((n) => n.startsWith(prefix) && (cursor === undefined || n > cursor)));
+    const candidates = [...hosted].filter((n) => n.startsWith(prefix) && (cursor === undefined || n > cursor)).sort();
     const held: string[] = [];
-    let position: string | undefined;
-    while (wanted.size > 0) {
-      const page = await (this.store.list as NonNullable<SecretStore["list"]>)({
-        prefix,
-        limit: HOSTED_WALK_PAGE,
-        ...(position !== undefined && { cursor: position }),
-      });
-      for (const name of page.names) if (wanted.delete(name)) held.push(name);
-      position = page.cursor;
-      if (position === undefined) break;
+    if (this.#envBacked) {
+      const inEnvironment = new Set<string>();
+      let position: string | undefined;
+      do {
+        const page = await (this.store.list as NonNullable<SecretStore["list"]>)({
+          prefix,
+          limit: MAX_LIST_LIMIT,
+          ...(position !== undefined && { cursor: position }),
+        });
+        for (const name of page.names) inEnvironment.add(name);
+        position = page.cursor;
+      } while (position !== undefined);
+      held.push(...candidates.filter((n) => inEnvironment.has(n)));
+    } else {
+      for (let i = 0; i < candidates.length && held.length <= limit; i += HOSTED_LOOKUPS) {
+        const batch = candidates.slice(i, i + HOSTED_LOOKUPS);
+        const found = await Promise.all(batch.map((name) => this.#holds(name)));
+        held.push(...batch.filter((_, j) => found[j]));
+      }
     }
-    held.sort();
     const names = held.slice(0, limit);
     return held.length > limit ? { names, cursor: names[names.length - 1] as string } : { names };
+  }
+
+  /** Whether the store holds `name`, read as a read would (a name it cannot hold: no). */
+  async #holds(name: string): Promise<boolean> {
+    try {
+      return (await this.#cached(name)).value !== undefined;
+    } catch (err) {
+      if (err instanceof SecretsError && err.code === "invalid_name") return false;
+      throw err;
+    }
   }
 
   /** The cache's answer for `name` (synchronous on a hit), loading from the store on a miss. */

@@ -88,6 +88,35 @@ describe("listing names", () => {
     );
   });
 
+  it("with hosted_keys, looks up the hosted names, not every name held: the cost does not grow with the store", async () => {
+    // Before: the store's pages were walked until each hosted name was seen: the whole store when
+    // one was not held, its pages each sorting every name (30 000 names: 300 calls, 2.7 s blocked).
+    const { request, runtime } = await inProcessApp({
+      config: `${WRITABLE}    hosted_keys: ["OPENAI_KEY", "NOT_YET_STORED", "ZZ_KEY"]\n`,
+    });
+    for (let i = 0; i < 5_000; i++) await runtime.backend.put(`litellm/vk-${i}`, "v");
+    for (const name of ["OPENAI_KEY", "ZZ_KEY"]) await runtime.backend.put(name, secretValue(name));
+    const calls = { list: 0, get: 0 };
+    const backend = runtime.manager.store;
+    const list = backend.list?.bind(backend);
+    const get = backend.get.bind(backend);
+    backend.list = (...args: Parameters<NonNullable<SecretStore["list"]>>) => {
+      calls.list++;
+      return (list as NonNullable<SecretStore["list"]>)(...args);
+    };
+    backend.get = (...args: Parameters<SecretStore["get"]>) => {
+      calls.get++;
+      return get(...args);
+    };
+    expect(await (await request("/v1/secrets?limit=1")).json()).toEqual({
+      names: ["OPENAI_KEY"],
+      next_cursor: "OPENAI_KEY",
+    });
+    expect(await (await request("/v1/secrets?limit=1&cursor=OPENAI_KEY")).json()).toEqual({ names: ["ZZ_KEY"] });
+    expect(calls.list).toBe(0);
+    expect(calls.get).toBeLessThanOrEqual(3); // each hosted name once; the cache answers the second page
+  });
+
   it("lists an environment store's hosted_keys that are set, and nothing without hosted_keys", async () => {
     const hosted = await inProcessApp({
       env: { OPENAI_API_KEY: secretValue("env"), OTHER: "x" },
