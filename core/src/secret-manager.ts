@@ -245,9 +245,8 @@ export class SecretManager {
   /**
    * With hosted_keys: those of them the store holds, paged here, so no answer shows anything of a
    * name outside hosted_keys (the store's cursor may be one; whether it has more names, how many,
-   * how long they are). Each hosted name under the prefix is looked up as a read looks it up (the
-   * cache first; a name the store cannot hold is not held), a few at a time, until a page and one
-   * more are found. An environment store's names are its environment's, walked whole (no value is
+   * how long they are). Each hosted name under the prefix is asked of the store (`#holds`), a few at
+   * a time, until a page and one more are found. An environment store's names are its environment's, walked whole (no value is
    * read: a KMS store's would be decrypted). The cursor is a page's last name.
    */
   async #listHosted(hosted: ReadonlySet<string>, { prefix = "", limit, cursor }: ListOptions): Promise<NamePage> {
@@ -267,8 +266,10 @@ export class SecretManager {
       } while (position !== undefined);
       held.push(...candidates.filter((n) => inEnvironment.has(n)));
     } else {
-      for (let i = 0; i < candidates.length && held.length <= limit; i += HOSTED_LOOKUPS) {
-        const batch = candidates.slice(i, i + HOSTED_LOOKUPS);
+      for (let i = 0; i < candidates.length && held.length <= limit; ) {
+        // No more lookups than the page and one more still need.
+        const batch = candidates.slice(i, i + Math.min(HOSTED_LOOKUPS, limit + 1 - held.length));
+        i += batch.length;
         const found = await Promise.all(batch.map((name) => this.#holds(name)));
         held.push(...batch.filter((_, j) => found[j]));
       }
@@ -277,13 +278,20 @@ export class SecretManager {
     return held.length > limit ? { names, cursor: names[names.length - 1] as string } : { names };
   }
 
-  /** Whether the store holds `name`, read as a read would (a name it cannot hold: no). */
+  /**
+   * Whether the store holds `name`: asked of the store, past the cache, and not kept (a listing must
+   * not decide what a later read answers: a value deleted elsewhere served on, or a name stored
+   * elsewhere answered 404). Absent, or a name the store cannot hold: no. A store that cannot be
+   * reached fails the listing (503, as its own list would); one that refuses or cannot open this
+   * name's value says it is there: a read of it answers why.
+   */
   async #holds(name: string): Promise<boolean> {
     try {
-      return (await this.#cached(name)).value !== undefined;
+      return (await this.#reads.run(() => this.store.get(name))) !== undefined;
     } catch (err) {
       if (err instanceof SecretsError && err.code === "invalid_name") return false;
-      throw err;
+      if (isRetryable(err)) throw err;
+      return true;
     }
   }
 

@@ -2,6 +2,7 @@
 // under write_only, 501 on stores that cannot list.
 import { describe, expect, it } from "vitest";
 import type { SecretStore, StoreFactory } from "../../core/src/secret-store";
+import { BackendDenied, BackendUnavailable } from "../../core/src/store-errors";
 import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
 import { expectNoValueIn, inProcessApp, secretValue } from "../helpers";
 
@@ -114,7 +115,35 @@ describe("listing names", () => {
     });
     expect(await (await request("/v1/secrets?limit=1&cursor=OPENAI_KEY")).json()).toEqual({ names: ["ZZ_KEY"] });
     expect(calls.list).toBe(0);
-    expect(calls.get).toBeLessThanOrEqual(3); // each hosted name once; the cache answers the second page
+    expect(calls.get).toBeLessThanOrEqual(5); // each page: at most the hosted names after its cursor
+  });
+
+  it("with hosted_keys, a listing leaves what later reads answer as it was, and one unreadable name does not fail it", async () => {
+    // Before: the listing's lookups went through the read cache and stayed there: a key deleted by
+    // another instance was served on for the refresh interval, one stored there answered 404; and a
+    // hosted name whose read was refused failed every listing that looked it up.
+    const shared = new MemoryStore();
+    const factory = { ...memoryStore, open: async () => shared } satisfies StoreFactory<"memory">;
+    const config = `${WRITABLE}    hosted_keys: ["NEW_KEY", "OPENAI_KEY", "P_KEY"]\n`;
+    await shared.put("OPENAI_KEY", secretValue("o"));
+    await shared.put("P_KEY", secretValue("p"));
+    const one = await inProcessApp({ config, stores: [factory] });
+    const two = await inProcessApp({ config, stores: [factory] });
+    expect(await (await one.request("/v1/secrets")).json()).toEqual({ names: ["OPENAI_KEY", "P_KEY"] });
+    expect((await two.request("/v1/secrets/OPENAI_KEY", { method: "DELETE" })).status).toBe(204);
+    expect((await two.request("/v1/secrets/NEW_KEY", { method: "PUT", json: { value: "n" } })).status).toBe(201);
+    expect((await one.request("/v1/secrets/OPENAI_KEY")).status).toBe(404);
+    expect((await one.request("/v1/secrets/NEW_KEY")).status).toBe(200);
+    // A name the store refuses to read (or cannot open) is listed: a read of it says why.
+    const store = one.runtime.manager.store;
+    const get = store.get.bind(store);
+    store.get = (name, options) =>
+      name === "P_KEY" ? Promise.reject(new BackendDenied("get P_KEY: 403")) : get(name, options);
+    expect(await (await one.request("/v1/secrets")).json()).toEqual({ names: ["NEW_KEY", "P_KEY"] });
+    expect((await one.request("/v1/secrets/P_KEY")).status).toBe(502);
+    // A store that cannot be reached fails the listing, as its own list would.
+    store.get = () => Promise.reject(new BackendUnavailable("down", 1));
+    expect((await one.request("/v1/secrets")).status).toBe(503);
   });
 
   it("lists an environment store's hosted_keys that are set, and nothing without hosted_keys", async () => {
