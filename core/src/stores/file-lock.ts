@@ -256,8 +256,11 @@ async function takeOver(path: string, judged: string, lease: Lease): Promise<boo
   try {
     if ((await readLock(taking)) !== judged) return true; // another lock is there now: not ours to judge
     const [held, ours] = await Promise.all([stat(path).catch(() => undefined), stat(taking).catch(() => undefined)]);
-    // The judged lock itself: a live owner past its lease that released it between our link and
-    // here, and another that took it since, is the one window left (that owner's `stillHeld` says so).
+    // The judged lock itself. Two windows are left, each needing a process stopped for a lease (a
+    // SIGSTOP, a VM paused): its live owner, past its lease, released it between our link and here
+    // and another took it since; or this taker stopped between these stats and the removal while a
+    // waiter took over from it. Either way the holder whose lock went is told by its `stillHeld`,
+    // which the file store asks before it answers a write or replaces the log.
     if (held !== undefined && held.ino === ours?.ino && held.dev === ours.dev) await rm(path, { force: true });
     return true;
   } finally {
