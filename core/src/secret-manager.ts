@@ -246,8 +246,9 @@ export class SecretManager {
    * With hosted_keys: those of them the store holds, paged here, so no answer shows anything of a
    * name outside hosted_keys (the store's cursor may be one; whether it has more names, how many,
    * how long they are). Each hosted name under the prefix is asked of the store (`#holds`), a few at
-   * a time, until a page and one more are found. An environment store's names are its environment's, walked whole (no value is
-   * read: a KMS store's would be decrypted). The cursor is a page's last name.
+   * a time, until a page and one more are found. An environment store's names are its
+   * environment's, walked whole (no value is read: a KMS store's would be decrypted). The cursor is
+   * a page's last name.
    */
   async #listHosted(hosted: ReadonlySet<string>, { prefix = "", limit, cursor }: ListOptions): Promise<NamePage> {
     const candidates = [...hosted].filter((n) => n.startsWith(prefix) && (cursor === undefined || n > cursor)).sort();

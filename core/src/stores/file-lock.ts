@@ -29,7 +29,7 @@
  * A lock timeout is `BackendUnavailable` (503 with Retry-After): the lock is held by a live writer.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { readFileSync, readlinkSync } from "node:fs";
+import { readFileSync, readlinkSync, type Stats } from "node:fs";
 import { link, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { basename, dirname, join } from "node:path";
@@ -261,7 +261,7 @@ async function takeOver(path: string, judged: string, lease: Lease): Promise<boo
     // and another took it since; or this taker stopped between these stats and the removal while a
     // waiter took over from it. Either way the holder whose lock went is told by its `stillHeld`,
     // which the file store asks before it answers a write or replaces the log.
-    if (held !== undefined && held.ino === ours?.ino && held.dev === ours.dev) await rm(path, { force: true });
+    if (sameFile(held, ours)) await rm(path, { force: true });
     return true;
   } finally {
     await rm(taking, { force: true });
@@ -285,8 +285,13 @@ export async function removeTakingLeftovers(lockPath: string, files: readonly st
   for (const file of files.filter((f) => f.startsWith(prefix))) {
     const path = join(dirname(lockPath), file);
     const taking = await stat(path).catch(() => undefined);
-    if (taking !== undefined && (taking.ino !== held?.ino || taking.dev !== held.dev)) await rm(path, { force: true });
+    if (taking !== undefined && !sameFile(taking, held)) await rm(path, { force: true });
   }
+}
+
+/** Whether two stats (`undefined`: no file) are of one file. */
+function sameFile(a: Stats | undefined, b: Stats | undefined): boolean {
+  return a !== undefined && b !== undefined && a.ino === b.ino && a.dev === b.dev;
 }
 
 async function readLock(path: string): Promise<string | undefined> {

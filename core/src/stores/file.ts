@@ -588,9 +588,9 @@ export class FileStore implements SecretStore {
     } else {
       // Another writer appended between our check and our write, or replaced the log (a compaction:
       // our line went to the file it unlinked), or holds the lock now: the lock was not ours alone
-      // (a lease that lapsed under a stalled owner). What is in the log is read in the order it landed; ours was decided
-      // without the other's, so the write is not answered as done: it fails as one that may have
-      // landed (a retry decides again).
+      // (a lease that lapsed under a stalled owner). What is in the log is read in the order it
+      // landed; ours was decided without the other's, so the write is not answered as done: it
+      // fails as one that may have landed (a retry decides again).
       this.#readChanges("contested");
       throw new BackendUnavailable(
         "another writer appended to the file store's log at the same time; the write may have landed: retry",

@@ -7,7 +7,7 @@ import { link, readdir, readFile, rm, utimes, writeFile } from "node:fs/promises
 import { dirname, join } from "node:path";
 import { build } from "esbuild";
 import { beforeAll, describe, expect, it, vi } from "vitest";
-import { PID_SPACE, removeTakingLeftovers, withFileLock } from "../../../core/src/stores/file-lock";
+import { type LockOptions, PID_SPACE, removeTakingLeftovers, withFileLock } from "../../../core/src/stores/file-lock";
 import { codeOf, deadPid, livePid, tempDir } from "../../helpers";
 
 /**
@@ -20,18 +20,41 @@ const FAST = { staleMs: 400, heartbeatMs: 50 };
  * Takers of one lock that count how often two were inside at once (`overlaps`) and how often one
  * found, after its `work`, that the lock was no longer its own (`lost`).
  */
-function holdersOf(path: string, work: () => Promise<unknown>) {
+function holdersOf(path: string, work: () => Promise<unknown>, options: LockOptions = {}) {
   let inside = 0;
   let overlaps = 0;
   let lost = 0;
   const one = () =>
-    withFileLock(path, 10_000, async (lock) => {
-      if (++inside > 1) overlaps++;
-      await work();
-      if (!(await lock.stillHeld())) lost++;
-      inside--;
-    });
+    withFileLock(
+      path,
+      10_000,
+      async (lock) => {
+        if (++inside > 1) overlaps++;
+        await work();
+        if (!(await lock.stillHeld())) lost++;
+        inside--;
+      },
+      options,
+    );
   return { one, counts: () => ({ overlaps, lost }) };
+}
+
+/** An owner that takes the lock and works until `work` settles; `holding` resolves once it is inside. */
+function ownerOf(path: string, work: () => Promise<unknown>, options: LockOptions) {
+  let holds!: () => void;
+  const holding = new Promise<void>((r) => {
+    holds = r;
+  });
+  const owner = withFileLock(
+    path,
+    1_000,
+    () => {
+      holds();
+      return work();
+    },
+    options,
+  );
+  return { owner, holding };
 }
 
 describe("the file lock as a lease", () => {
@@ -199,19 +222,7 @@ describe("the file lock as a lease", () => {
     });
     // A lease 20 heartbeats long: a loaded machine's late heartbeat does not lapse it.
     const lease = { staleMs: 1_000, heartbeatMs: 50 };
-    let holds!: () => void;
-    const holding = new Promise<void>((r) => {
-      holds = r;
-    });
-    const owner = withFileLock(
-      path,
-      1_000,
-      () => {
-        holds();
-        return working;
-      },
-      { lease },
-    );
+    const { owner, holding } = ownerOf(path, () => working, { lease });
     await holding; // the owner has the lock (not a head start of some milliseconds)
     // Three lease lengths later the owner still holds it: the waiter times out.
     const waiter = withFileLock(path, 3 * lease.staleMs, async () => "stolen", { lease });
@@ -227,37 +238,12 @@ describe("the file lock as a lease", () => {
     // before its first renewal (CI: two of three writer processes appending at once).
     const path = join(await tempDir(), "store.lock");
     const lease = { staleMs: 500, heartbeatMs: 250 };
-    let holds!: () => void;
-    const holding = new Promise<void>((r) => {
-      holds = r;
-    });
-    const owner = withFileLock(
-      path,
-      1_000,
-      async () => {
-        holds();
-        await new Promise((r) => setTimeout(r, 2 * lease.staleMs));
-      },
-      { lease },
-    );
+    const { owner, holding } = ownerOf(path, () => new Promise((r) => setTimeout(r, 2 * lease.staleMs)), { lease });
     await holding;
-    let inside = 0;
-    let overlaps = 0;
-    let lost = 0;
-    const waiter = () =>
-      withFileLock(
-        path,
-        10_000,
-        async (lock) => {
-          if (++inside > 1) overlaps++;
-          await new Promise((r) => setTimeout(r, 200)); // less than a heartbeat: not yet renewed
-          if (!(await lock.stillHeld())) lost++;
-          inside--;
-        },
-        { lease },
-      );
-    await Promise.all([owner, waiter(), waiter()]);
-    expect({ overlaps, lost }).toEqual({ overlaps: 0, lost: 0 });
+    // Each waiter works less than a heartbeat: its lock not yet renewed.
+    const waiters = holdersOf(path, () => new Promise((r) => setTimeout(r, 200)), { lease });
+    await Promise.all([owner, waiters.one(), waiters.one()]);
+    expect(waiters.counts()).toEqual({ overlaps: 0, lost: 0 });
   });
 });
 
