@@ -17,11 +17,18 @@
  * information: every request then gets an access-log line instead of its audit line (to stderr,
  * which goes nowhere here), so this row shows what switching the audit off buys a deployment.
  *
+ * Each round also reads, where Linux's `/proc/<pid>/stat` is there, the CPU time (user and system)
+ * each server process spent, per request (info). Unlike req/s, which moves with whatever else runs
+ * on the machine, this is the server's own cost; on a machine that also runs the load generator, a
+ * server that costs more per request also makes the generator wait (and be woken) more, which the
+ * kernel counts as the server's system time.
+ *
  * Then a load run of 256 connections for 10 s against each: failed requests (errors, timeouts,
  * non-2xx; target 0), requests/s and p99 latency next to the bare server's.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -72,11 +79,33 @@ function run(url: string, headers: Record<string, string>, connections: number, 
   return autocannon({ url: `${url}${PATH}`, headers, connections, duration: seconds, pipelining: 1 });
 }
 
-async function load(url: string, headers: Record<string, string>, connections: number, seconds: number) {
-  const result = await run(url, headers, connections, seconds);
+/** Linux's clock ticks a second in `/proc/<pid>/stat` (USER_HZ: 100 on every architecture node runs on). */
+const TICKS_PER_SECOND = 100;
+
+/** The CPU time (user + system, µs) `pid` has used, or undefined where `/proc` cannot say. */
+function cpuTimeUs(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / TICKS_PER_SECOND;
+  } catch {
+    return undefined;
+  }
+}
+
+async function load(server: Server, headers: Record<string, string>, connections: number, seconds: number) {
+  const cpuBefore = cpuTimeUs(server.child.pid);
+  const result = await run(server.url, headers, connections, seconds);
+  const cpuAfter = cpuTimeUs(server.child.pid);
   check(result.errors === 0 && result.timeouts === 0, `${result.errors} errors, ${result.timeouts} timeouts`);
   check(result.non2xx === 0, `${result.non2xx} answers were not 2xx: the bench would time an error path`);
-  return { rps: result.requests.average };
+  const cpuUsPerRequest =
+    cpuBefore === undefined || cpuAfter === undefined || result.requests.total === 0
+      ? undefined
+      : (cpuAfter - cpuBefore) / result.requests.total;
+  return { rps: result.requests.average, cpuUsPerRequest };
 }
 
 /** The load run: many connections at once, failures counted rather than fatal (they are the finding). */
@@ -117,20 +146,23 @@ export default async function loopbackSection(report: Reporter): Promise<void> {
       const res = await fetch(`${server.url}${PATH}`, { headers });
       const body = (await res.json()) as { value?: string };
       check(res.status === 200 && body.value === value, `${server.url} does not answer the value`);
-      await load(server.url, headers, 32, 1); // warm up
+      await load(server, headers, 32, 1); // warm up
     }
     const servers = { bare, full, quiet };
     const order = ["bare", "full", "quiet"] as const;
     const rps: Record<(typeof order)[number], number[]> = { bare: [], full: [], quiet: [] };
+    const cpu: Record<(typeof order)[number], number[]> = { bare: [], full: [], quiet: [] };
     for (let round = 0; round < ROUNDS; round++) {
       for (let i = 0; i < order.length; i++) {
         const name = order[(round + i) % order.length] as (typeof order)[number];
-        rps[name].push((await load(servers[name].url, headers, 32, SECONDS)).rps);
+        const measured = await load(servers[name], headers, 32, SECONDS);
+        rps[name].push(measured.rps);
+        if (measured.cpuUsPerRequest !== undefined) cpu[name].push(measured.cpuUsPerRequest);
       }
     }
     /** The median of the rounds' own ratios of `name` over the bare server. */
     const pairedRatio = (name: "full" | "quiet") => median(rps[name].map((r, i) => r / (rps.bare[i] as number)));
-    const one = { bare: await load(bare.url, headers, 1, 2), full: await load(full.url, headers, 1, 2) };
+    const one = { bare: await load(bare, headers, 1, 2), full: await load(full, headers, 1, 2) };
     report.row({
       name: "loopback cached GET, 32 connections: full server vs bare node-server route",
       ours: Math.round(median(rps.full)),
@@ -147,6 +179,15 @@ export default async function loopbackSection(report: Reporter): Promise<void> {
       ratio: pairedRatio("quiet"),
       target: "info",
     });
+    if (cpu.full.length === ROUNDS && cpu.bare.length === ROUNDS) {
+      report.row({
+        name: "loopback cached GET, 32 connections: the server process's CPU time (user + system) per request, full vs bare",
+        ours: Number(median(cpu.full).toFixed(1)),
+        reference: Number(median(cpu.bare).toFixed(1)),
+        unit: "µs",
+        target: "info",
+      });
+    } else report.note("the servers' CPU time per request is not shown: /proc/<pid>/stat cannot be read here.");
     // autocannon's latencies are whole milliseconds: at one connection, 1 / req/s is the mean latency.
     report.row({
       name: "loopback cached GET, 1 connection: mean latency, full vs bare",
@@ -158,8 +199,8 @@ export default async function loopbackSection(report: Reporter): Promise<void> {
     // What a few microseconds of work cost here: the same bare route, busy for BUSY_US per request.
     const busy = await startServer([BARE_SERVER], { BENCH_VALUE: value, BENCH_BUSY_US: String(BUSY_US) });
     try {
-      await load(busy.url, headers, 32, 1); // warm up
-      const busyRps = (await load(busy.url, headers, 32, SECONDS)).rps;
+      await load(busy, headers, 32, 1); // warm up
+      const busyRps = (await load(busy, headers, 32, SECONDS)).rps;
       report.row({
         name: `loopback cached GET, 32 connections: the bare route busy ${BUSY_US} µs a request vs bare (what ${BUSY_US} µs cost here)`,
         ours: Math.round(busyRps),
@@ -196,7 +237,11 @@ export default async function loopbackSection(report: Reporter): Promise<void> {
     report.note(
       `req/s per round: full ${rps.full.map(Math.round).join(", ")}; audit off ${rps.quiet.map(Math.round).join(", ")}; ` +
         `bare ${rps.bare.map(Math.round).join(", ")}` +
-        ` (${ROUNDS} rounds of ${SECONDS} s, the order turning; 32 keep-alive connections; load generator and servers share the machine).`,
+        ` (${ROUNDS} rounds of ${SECONDS} s, the order turning; 32 keep-alive connections; load generator and servers share the machine)` +
+        (cpu.full.length === ROUNDS
+          ? `; server CPU µs per request per round: full ${cpu.full.map((us) => us.toFixed(1)).join(", ")}; ` +
+            `audit off ${cpu.quiet.map((us) => us.toFixed(1)).join(", ")}; bare ${cpu.bare.map((us) => us.toFixed(1)).join(", ")}.`
+          : "."),
     );
   } finally {
     bare.child.kill();
