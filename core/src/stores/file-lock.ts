@@ -221,57 +221,72 @@ async function isStale(path: string, content: string, lease: Lease): Promise<boo
  * makes `<lock>.taking.<digest of the lock>` a second name of what is at `path` with link(), which
  * fails for every other taker of that lock, and reads the lock through it. Nothing at `path` is
  * removed unless it is the lock judged (its inode), so a lock another taker has taken meanwhile is
- * never moved from under it. A taking name whose taker died stays: one this process has seen
- * unchanged for a lease (on its monotonic clock: a file's ctime is another clock's, a file server's
- * on a network volume) is removed, and one whose lock is gone is a leftover the file store removes
- * (`removeTakingLeftovers`). Whether the lock path changed: `false` tells the caller to wait.
+ * never moved from under it. A taking name whose taker died stays where it is: once this process
+ * has seen that very file there for a lease (on its monotonic clock: a file's ctime is another
+ * clock's, a file server's on a network volume), the takeover goes on under the next name
+ * (`<name>.2`, `.3`, ...), which again only one of the waiters that saw the dead one gets. (Each
+ * removed the dead name and linked the same one: a later waiter removed the name an earlier one had
+ * just linked, and both took over.) Names left by dead takers are leftovers the file store removes
+ * once their lock is gone (`removeTakingLeftovers`). Whether the lock path changed: `false` tells the
+ * caller to wait.
  */
 async function takeOver(path: string, judged: string, lease: Lease): Promise<boolean> {
-  const taking = `${path}${TAKING}${createHash("sha256").update(judged).digest("hex").slice(0, 16)}`;
-  try {
-    await link(path, taking);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") return true; // released meanwhile
-    if (code !== "EEXIST") throw err;
-    // Another taker of this lock is at it, or died at it. Timed from when this process first saw
-    // this very file there (its inode and ctime: another taker's new link of the same name, which
-    // sets a new ctime, starts the count again, so a live taker's name is never taken for the dead
-    // one's it replaced). The ctime is only compared with itself, never with our clock.
-    const file = await stat(taking).catch(() => undefined);
-    if (file === undefined) return true; // gone meanwhile
-    const identity = `${file.dev}:${file.ino}:${file.ctimeMs}`;
-    const seen = takingSeen.get(taking);
-    if (seen === undefined || seen.identity !== identity) {
-      if (takingSeen.size >= 64) takingSeen.clear(); // names of locks long gone
-      takingSeen.set(taking, { identity, since: performance.now() });
-    } else if (performance.now() - seen.since > lease.staleMs) {
-      takingSeen.delete(taking);
-      await rm(taking, { force: true });
-      return true;
+  const first = `${path}${TAKING}${createHash("sha256").update(judged).digest("hex").slice(0, 16)}`;
+  for (let generation = 1; ; generation++) {
+    const taking = generation === 1 ? first : `${first}.${generation}`;
+    try {
+      await link(path, taking);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") return true; // released meanwhile
+      if (code !== "EEXIST") throw err;
+      // Another taker of this lock is at it under this name, or is done, or died at it.
+      const taker = await takerAt(taking, lease);
+      if (taker === "done") return true;
+      if (taker === "at it") return false;
+      continue;
     }
-    return false;
+    try {
+      if ((await readLock(taking)) !== judged) return true; // another lock is there now: not ours to judge
+      const [held, ours] = await Promise.all([stat(path).catch(() => undefined), stat(taking).catch(() => undefined)]);
+      // The judged lock itself. Two windows are left, each needing a process stopped for a lease (a
+      // SIGSTOP, a VM paused): its live owner, past its lease, released it between our link and here
+      // and another took it since; or this taker stopped between these stats and the removal while a
+      // waiter took over from it. Either way the holder whose lock went is told by its `stillHeld`,
+      // which the file store asks before it answers a write or replaces the log.
+      if (sameFile(held, ours)) await rm(path, { force: true });
+      return true;
+    } finally {
+      // Ours, and those of the takers that died before us: the judged lock is gone, so they are
+      // leftovers now (as `removeTakingLeftovers` would find).
+      for (let g = generation; g >= 1; g--) await rm(g === 1 ? first : `${first}.${g}`, { force: true });
+    }
   }
-  takingSeen.delete(taking);
-  try {
-    if ((await readLock(taking)) !== judged) return true; // another lock is there now: not ours to judge
-    const [held, ours] = await Promise.all([stat(path).catch(() => undefined), stat(taking).catch(() => undefined)]);
-    // The judged lock itself. Two windows are left, each needing a process stopped for a lease (a
-    // SIGSTOP, a VM paused): its live owner, past its lease, released it between our link and here
-    // and another took it since; or this taker stopped between these stats and the removal while a
-    // waiter took over from it. Either way the holder whose lock went is told by its `stillHeld`,
-    // which the file store asks before it answers a write or replaces the log.
-    if (sameFile(held, ours)) await rm(path, { force: true });
-    return true;
-  } finally {
-    await rm(taking, { force: true });
+}
+
+/**
+ * What became of the taker at `taking`: `done` (the name is gone), `died` (this process has seen
+ * that very file there, its inode and ctime, for longer than a lease: a name removed and linked anew,
+ * which sets a new ctime, starts the count again), else `at it`. The ctime is only compared with
+ * itself, never with our clock.
+ */
+async function takerAt(taking: string, lease: Lease): Promise<"done" | "died" | "at it"> {
+  const file = await stat(taking).catch(() => undefined);
+  if (file === undefined) return "done";
+  const identity = `${file.dev}:${file.ino}:${file.ctimeMs}`;
+  const seen = takingSeen.get(taking);
+  if (seen === undefined || seen.identity !== identity) {
+    if (takingSeen.size >= 64) takingSeen.clear(); // names of locks long gone
+    takingSeen.set(taking, { identity, since: performance.now() });
+    return "at it";
   }
+  return performance.now() - seen.since > lease.staleMs ? "died" : "at it";
 }
 
 /** Each taking name found in the way: which file it was (`dev:ino:ctime`), and since when (`performance.now()`). */
 const takingSeen = new Map<string, { identity: string; since: number }>();
 
-/** What a taking name holds after the lock's name: `.taking.` and 16 hex digits. */
+/** What a taking name holds after the lock's name: `.taking.`, 16 hex digits, and past the first, `.<generation>`. */
 const TAKING = ".taking.";
 
 /**

@@ -3,7 +3,7 @@
 // container's PID 1 after a restart).
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { link, readdir, readFile, rm, utimes, writeFile } from "node:fs/promises";
+import { link, mkdir, readdir, readFile, rm, utimes, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { build } from "esbuild";
 import { beforeAll, describe, expect, it, vi } from "vitest";
@@ -331,4 +331,46 @@ describe("the file lock when the system fails it", () => {
     // write on a full disk left a `store.lock.<pid>.<hex>` behind.
     expect(await underLimit("--fsize=8", "candidate")).toEqual({ result: { error: "EFBIG" }, files: [] });
   });
+});
+
+describe("the file lock across processes", () => {
+  let racer: string;
+  beforeAll(async () => {
+    racer = join(await tempDir(), "file-lock-racer.mjs");
+    await build({
+      entryPoints: [join(import.meta.dirname, "file-lock-racer.ts")],
+      bundle: true,
+      platform: "node",
+      format: "esm",
+      target: "node20",
+      outfile: racer,
+      logLevel: "warning",
+    });
+  });
+
+  it("two processes that see a dead taker's name lapse at once: one takes over, the other waits for it (one holder)", async () => {
+    // Before: each removed the dead name and took over through the same name; the later removed the
+    // name the earlier had just linked, then the lock the earlier had taken since (the review's
+    // interleaving, made by the racer's holds: two inside at once, the first losing it).
+    const dir = await tempDir();
+    const signals = join(dir, "signals");
+    await mkdir(signals);
+    const path = join(dir, "store.lock");
+    const log = join(dir, "log");
+    await writeFile(log, "");
+    const judged = `${await deadPid()} crashed-holding-it ${PID_SPACE}`;
+    await writeFile(path, judged); // a writer killed in the lock
+    const taking = `${path}.taking.${createHash("sha256").update(judged).digest("hex").slice(0, 16)}`;
+    await link(path, taking); // a taker killed between its link() and its rm()
+    const run = (role: string) =>
+      new Promise<number | null>((resolve) =>
+        spawn(process.execPath, [racer, path, role, signals, log], { stdio: "inherit" }).on("exit", resolve),
+      );
+    expect(await Promise.all([run("X"), run("W")])).toEqual([0, 0]);
+    const lines = (await readFile(log, "utf8")).trim().split("\n");
+    // One after the other, each still holding the lock when it left.
+    expect(lines.map((l) => l.replace(/^[XW] /, ""))).toEqual(["in", "out true", "in", "out true"]);
+    expect(lines[0]?.[0]).toBe(lines[1]?.[0]);
+    expect((await readdir(dir)).sort()).toEqual(["log", "signals"]);
+  }, 60_000);
 });
