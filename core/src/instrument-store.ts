@@ -13,7 +13,7 @@ import type { Labels, Metrics } from "./metrics";
 import type { ListOptions, SecretStore } from "./secret-store";
 import { loggableMessage, STORE_FAILURES } from "./store-errors";
 
-type Op = "get" | "put" | "delete" | "list";
+type Op = "get" | "put" | "delete" | "list" | "has";
 
 /** The codes of a store that failed, and `internal` (an unexpected failure). */
 const FAILED: ReadonlySet<ErrorCode> = new Set<ErrorCode>([...STORE_FAILURES, "internal"]);
@@ -24,9 +24,11 @@ export function instrumentStore(store: SecretStore, metrics: Metrics, log: Logge
     put: { store: store.kind, op: "put" },
     delete: { store: store.kind, op: "delete" },
     list: { store: store.kind, op: "list" },
+    has: { store: store.kind, op: "has" },
   };
   const errorLabels = new Map<string, Labels>();
   const list = store.list?.bind(store);
+  const has = store.has?.bind(store);
 
   async function call<T>(op: Op, name: string, fn: () => Promise<T>): Promise<T> {
     const started = performance.now();
@@ -58,6 +60,7 @@ export function instrumentStore(store: SecretStore, metrics: Metrics, log: Logge
     put: (name, value, options) => call("put", name, () => store.put(name, value, options)),
     delete: (name, options) => call("delete", name, () => store.delete(name, options)),
     ...(list && { list: (options: ListOptions) => call("list", options.prefix ?? "", () => list(options)) }),
+    ...(has && { has: (name: string) => call("has", name, () => has(name)) }),
     ...(store.watch && { watch: (onChange: (names: string[]) => void) => store.watch?.(onChange) }),
     ...(store.close && { close: () => store.close?.() ?? Promise.resolve() }),
   };

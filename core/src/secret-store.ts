@@ -129,6 +129,14 @@ export interface SecretStore {
    * out, and the API answers `501 not_supported`.
    */
   list?(options: ListOptions): Promise<NamePage>;
+  /**
+   * Whether the store holds `name` (a tombstone is no such name), without reading or opening its
+   * value: for stores that know their names apart from their values (the file store's index). A
+   * listing with `hosted_keys` asks it for each hosted name where there is one, and `get` where there
+   * is not; so a value this process cannot open (the store re-sealed under a key it lacks) leaves
+   * listing to say what is held, as the store's own `list` does.
+   */
+  has?(name: string): Promise<boolean>;
   /** Reports names that changed behind our back (another process, the provider's console). */
   watch?(onChange: (names: string[]) => void): void;
   /** Waits for pending writes and releases resources. */

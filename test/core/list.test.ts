@@ -1,8 +1,10 @@
 // `GET /v1/secrets?prefix=P&limit=N&cursor=C`: names only, in pages, within hosted_keys, refused
 // under write_only, 501 on stores that cannot list.
 import { describe, expect, it } from "vitest";
+import { KeyRing } from "../../core/src/crypto";
 import type { SecretStore, StoreFactory } from "../../core/src/secret-store";
 import { BackendDenied, BackendUnavailable } from "../../core/src/store-errors";
+import { FileStore } from "../../core/src/stores/file";
 import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
 import { expectNoValueIn, inProcessApp, secretValue } from "../helpers";
 
@@ -144,6 +146,29 @@ describe("listing names", () => {
     // A store that cannot be reached fails the listing, as its own list would.
     store.get = () => Promise.reject(new BackendUnavailable("down", 1));
     expect((await one.request("/v1/secrets")).status).toBe(503);
+  });
+
+  it("with hosted_keys, a file store sealed under a key this process lacks lists what it holds, and a closed one fails the listing", async () => {
+    // Before: each hosted name's lookup was a read, which such a store refuses for every name, held or
+    // not (500 store_corrupt: /ready must fail), so every hosted name was listed as held; a closed
+    // store listed them all too.
+    const config = `${WRITABLE}    hosted_keys: ["NEVER_STORED", "OPENAI_KEY", "ZZ_NEVER"]\n`;
+    const { request, runtime } = await inProcessApp({ config, env: { LITELLM_SALT_KEY: "salt-key-before-rotation" } });
+    await runtime.backend.put("OPENAI_KEY", secretValue("o"));
+    // Another process (the CLI's `reencrypt`, a key rotation under way) re-seals the store under a new key.
+    const dataDir = (runtime.backend as FileStore).location;
+    const other = await FileStore.open({
+      dataDir,
+      keys: new KeyRing("salt-key-after-rotation", ["salt-key-before-rotation"]),
+    });
+    await other.reencrypt();
+    await other.close();
+    expect((await request("/v1/secrets/NEVER_STORED")).status).toBe(500); // store_corrupt: it cannot tell
+    expect(await (await request("/v1/secrets")).json()).toEqual({ names: ["OPENAI_KEY"] });
+    await runtime.backend.close?.();
+    const closed = await request("/v1/secrets");
+    expect(closed.status).toBe(500);
+    expect(await closed.json()).toMatchObject({ error: { code: "store_unavailable" } });
   });
 
   it("lists an environment store's hosted_keys that are set, and nothing without hosted_keys", async () => {

@@ -317,6 +317,12 @@ export class FileStore implements SecretStore {
     };
   }
 
+  /** Whether `name` is held, from the index: no value is opened, so it answers under a key this process lacks too. */
+  async has(name: string): Promise<boolean> {
+    this.#readChanges("read");
+    return this.#entries.get(name)?.v !== undefined;
+  }
+
   put(name: string, value: string, options: PutOptions = {}): Promise<PutOutcome> {
     return new Promise<PutOutcome>((resolve, reject) => {
       this.#enqueue({ kind: "put", name, sealed: sealSecret(value, this.#keys), options, settle: { resolve, reject } });
