@@ -6,7 +6,7 @@ import { rm } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { openSecret, sealSecret } from "./crypto";
 import { ConfigError, InvalidInput, SecretsError } from "./errors";
-import { bufferedWriter, createLogger, describeUnexpected, type Logger } from "./log";
+import { bufferedWriter, createLogger, describeUnexpected, flushLogs, type Logger } from "./log";
 import { ensureMasterKeyFile } from "./master-key";
 import { refName } from "./refs";
 import { createRuntime, type Runtime } from "./runtime";
@@ -42,7 +42,8 @@ commands:
   serve          serve the HTTP API (default http://127.0.0.1:4000)
   get NAME       print a secret's value
   put NAME       store a secret; the value is read from stdin (one trailing newline is dropped;
-                 typed at a terminal, it is not shown, and Enter ends it)
+                 typed at a terminal, it is not shown, Enter ends it, and Backspace and
+                 Ctrl-U are the only editing keys)
   delete NAME    delete a secret
   encrypt        encrypt stdin with the salt key, in LiteLLM's format
   decrypt        decrypt a ciphertext read from stdin
@@ -50,8 +51,11 @@ commands:
   reencrypt [-]  re-seal the file store under the current salt key; with -, re-seal
                  ciphertexts read from stdin, one a line
 
-options:
-  --config FILE            LiteLLM config.yaml (default: $LLM_SECRETS_CONFIG)
+get, delete, resolve and reencrypt open the file store's data dir ($LLM_SECRETS_DATA_DIR,
+default ./.llm-secrets in the working dir) only when it exists; put and serve make it.
+
+options (each only with the command it names):
+  --config FILE            LiteLLM config.yaml (default: $LLM_SECRETS_CONFIG); every command
   --host HOST              serve: address to listen on (default 127.0.0.1)
   --port PORT              serve: port (default $PORT or 4000; 0 picks a free one)
   --ssl_keyfile_path FILE  serve: TLS private key (with --ssl_certfile_path)
@@ -76,6 +80,21 @@ const OPTIONS = {
   version: { type: "boolean" },
 } as const;
 
+/**
+ * The options each command takes (--help and --version go with any): another is a usage error,
+ * not ignored (`put NAME --host remote.example` wrote the local store).
+ */
+const COMMAND_OPTIONS: Record<string, readonly string[]> = {
+  serve: ["config", "host", "port", "ssl_keyfile_path", "ssl_certfile_path"],
+  get: ["config", "refresh"],
+  put: ["config", "description"],
+  delete: ["config"],
+  encrypt: ["config"],
+  decrypt: ["config"],
+  resolve: ["config", "show-values"],
+  reencrypt: ["config"],
+};
+
 export interface CliIo {
   stdin: NodeJS.ReadableStream & { isTTY?: boolean };
   stdout: NodeJS.WritableStream;
@@ -87,13 +106,19 @@ export interface CliIo {
 }
 
 class UsageError extends Error {}
+/** Ctrl-C at the prompt: exit 130, as a shell reports a command ended by SIGINT. */
+class Interrupted extends Error {}
 
 export async function main(argv: string[], io: CliIo = processIo()): Promise<number> {
   try {
     await run(argv, io);
     return 0;
   } catch (err) {
+    // Log lines still held for the end of this turn (a failed store call's warning) go first: the
+    // error is the last line.
+    flushLogs();
     io.stderr.write(`llm-secrets: ${describe(err)}\n`);
+    if (err instanceof Interrupted) return 130;
     return err instanceof UsageError || (err instanceof SecretsError && isUsageCode(err.code)) ? 2 : 1;
   }
 }
@@ -146,6 +171,13 @@ async function run(argv: string[], io: CliIo): Promise<void> {
     return;
   }
 
+  const allowed = Object.hasOwn(COMMAND_OPTIONS, command) ? COMMAND_OPTIONS[command] : undefined;
+  const misplaced = allowed && Object.keys(flags).find((name) => !allowed.includes(name));
+  if (misplaced) {
+    const takers = Object.keys(COMMAND_OPTIONS).filter((c) => COMMAND_OPTIONS[c]?.includes(misplaced));
+    throw new UsageError(`${command} does not take --${misplaced} (an option of ${takers.join(", ")})`);
+  }
+
   const expectArgs = (count: number, what: string) => {
     if (args.length !== count) throw new UsageError(`${command} takes ${what}`);
   };
@@ -173,7 +205,7 @@ async function run(argv: string[], io: CliIo): Promise<void> {
     }
     case "put": {
       expectArgs(1, "one NAME (the value comes from stdin)");
-      const rt = await runtime(settingsInput, log);
+      const rt = await runtime(settingsInput, log, { create: true });
       const value = await readValue(io, "the value");
       // As the API refuses it (several cloud stores cannot hold one).
       if (value === "") throw new InvalidInput("the value is empty (it comes from stdin)");
@@ -199,7 +231,8 @@ async function run(argv: string[], io: CliIo): Promise<void> {
     case "decrypt": {
       expectArgs(0, "no arguments (the ciphertext comes from stdin)");
       const settings = settingsOf(settingsInput, log);
-      io.stdout.write(`${decryptUnder(settings.keyManagement, settings.keys, (await readStdin(io.stdin)).trim())}\n`);
+      const ciphertext = await readPasted(io, "the ciphertext to decrypt");
+      io.stdout.write(`${decryptUnder(settings.keyManagement, settings.keys, ciphertext.trim())}\n`);
       return;
     }
     case "resolve":
@@ -286,7 +319,7 @@ async function serve(input: SettingsInput, flags: Record<string, unknown>, io: C
     if (!settings.masterKey) {
       throw new ConfigError("no master key: set LITELLM_MASTER_KEY (or general_settings.master_key)");
     }
-    rt = await runtime(input, log, settings);
+    rt = await runtime(input, log, { settings, create: true, serving: true });
     await warnOfConfig(rt, settings, log);
     running = await startServer(rt, settings.server);
   } catch (err) {
@@ -352,7 +385,7 @@ async function serve(input: SettingsInput, flags: Record<string, unknown>, io: C
 async function resolve(input: SettingsInput, showValues: boolean, io: CliIo, log: Logger): Promise<void> {
   const settings = settingsOf(input, log);
   if (!input.configFile && !input.env.LLM_SECRETS_CONFIG) throw new UsageError("resolve needs --config FILE");
-  const rt = await runtime(input, log, settings);
+  const rt = await runtime(input, log, { settings });
   const { config, refs } = await rt.manager.resolveConfig(settings.rawConfig);
   if (showValues) io.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
   else
@@ -388,7 +421,7 @@ async function reencryptStore(input: SettingsInput, io: CliIo, log: Logger): Pro
 
 async function reencryptStdin(input: SettingsInput, io: CliIo, log: Logger): Promise<void> {
   const keys = requireKeys(settingsOf(input, log));
-  const text = await readStdin(io.stdin);
+  const text = await readPasted(io, "the ciphertexts to re-seal, one a line");
   // Line n out is line n in: a blank line (a NULL of an exported column) stays blank, so the output
   // pastes back row for row. The text's last newline ends its last line; it starts no other.
   const lines = text === "" ? [] : text.replace(/\r?\n$/, "").split(/\r?\n/);
@@ -414,8 +447,24 @@ function settingsOf(input: SettingsInput, log: Logger): Settings {
   return settings;
 }
 
-async function runtime(input: SettingsInput, log: Logger, settings?: Settings): Promise<Runtime> {
-  return createRuntime({ stores: input.stores, settings: settings ?? settingsOf(input, log), log });
+/**
+ * A command's runtime. `create`: the command may make the store (serve, put); the others read or
+ * change one that is there, so a wrong working dir or LLM_SECRETS_DATA_DIR is refused rather than
+ * answered from an empty store made there. Only `serving` audits (no other command answers a
+ * request), so stdout failing is main.ts's to say, once.
+ */
+async function runtime(
+  input: SettingsInput,
+  log: Logger,
+  options: { settings?: Settings; create?: boolean; serving?: boolean } = {},
+): Promise<Runtime> {
+  return createRuntime({
+    stores: input.stores,
+    settings: options.settings ?? settingsOf(input, log),
+    log,
+    create: options.create === true,
+    ...(!options.serving && { audit: () => {} }),
+  });
 }
 
 function parsePort(text: string): number {
@@ -427,7 +476,9 @@ function parsePort(text: string): number {
 
 /**
  * A secret value from stdin, one trailing newline dropped. Typed at a terminal, it is not echoed
- * (nor kept in the scrollback): one line, ended by Enter; Ctrl-C gives up. Piped, it is read whole.
+ * (nor kept in the scrollback): one line, ended by Enter; Backspace and Ctrl-U edit it; Ctrl-C gives
+ * up. Any other control character (an arrow key's escape sequence, Ctrl-W, Ctrl-Z) would be stored
+ * in the value, unseen: the value is refused. Piped, it is read whole.
  */
 async function readValue(io: CliIo, what: string): Promise<string> {
   const stdin = io.stdin as NodeJS.ReadStream;
@@ -437,6 +488,7 @@ async function readValue(io: CliIo, what: string): Promise<string> {
   return new Promise<string>((resolve, reject) => {
     const decoder = new TextDecoder("utf-8", { fatal: true });
     let typed = "";
+    let control = false;
     const done = (outcome: () => void) => {
       stdin.off("data", onData);
       stdin.off("end", onEnd);
@@ -445,7 +497,19 @@ async function readValue(io: CliIo, what: string): Promise<string> {
       io.stderr.write("\n");
       outcome();
     };
-    const onEnd = () => done(() => resolve(typed));
+    // Refused at Enter, not at the control character: what is typed after it would reach the
+    // shell once the command had ended, the rest of the value run as a command.
+    const finish = () =>
+      done(() =>
+        control
+          ? reject(
+              new UsageError(
+                "the value holds a control character (arrow keys are not supported here); pipe it instead",
+              ),
+            )
+          : resolve(typed),
+      );
+    const onEnd = finish;
     const onData = (chunk: Buffer) => {
       let text: string;
       try {
@@ -455,9 +519,15 @@ async function readValue(io: CliIo, what: string): Promise<string> {
         return;
       }
       for (const char of text) {
-        if (char === "\r" || char === "\n" || char === "\u0004") return done(() => resolve(typed));
-        if (char === "\u0003") return done(() => reject(new UsageError("no value: interrupted")));
-        typed = char === "\u007f" || char === "\b" ? [...typed].slice(0, -1).join("") : typed + char;
+        if (char === "\r" || char === "\n" || char === "\u0004") return finish();
+        if (char === "\u0003") return done(() => reject(new Interrupted("no value: interrupted")));
+        if (char === "\u007f" || char === "\b") typed = [...typed].slice(0, -1).join("");
+        else if (char === "\u0015") {
+          // Ctrl-U: erases what was typed (a control character among it too), as a terminal does.
+          typed = "";
+          control = false;
+        } else if (char < " ") control = true;
+        else typed += char;
       }
     };
     stdin.setRawMode(true); // before the prompt: what is typed once it shows is not echoed
@@ -465,6 +535,15 @@ async function readValue(io: CliIo, what: string): Promise<string> {
     stdin.on("data", onData);
     stdin.on("end", onEnd);
   });
+}
+
+/**
+ * stdin whole, as `readStdin`; at a terminal, after a prompt on stderr saying what to paste and how
+ * to end it (the read waits for the end of input, silently otherwise).
+ */
+async function readPasted(io: CliIo, what: string): Promise<string> {
+  if (io.stdin.isTTY) io.stderr.write(`${what} (paste, then Enter and Ctrl-D):\n`);
+  return readStdin(io.stdin);
 }
 
 /**
@@ -523,6 +602,7 @@ function isUsageCode(code: string): boolean {
 function describe(err: unknown): string {
   if (err instanceof SecretsError) return `${err.code}: ${err.message}`;
   if (err instanceof UsageError) return `${err.message} (see llm-secrets --help)`;
+  if (err instanceof Interrupted) return err.message;
   if (err instanceof ConfigError) return err.message;
   const fields = describeUnexpected(err);
   return `internal error (${fields.error}${fields.where ? ` at ${fields.where}` : ""})`;

@@ -6,14 +6,16 @@ import { commandOf, main } from "./cli";
 // it once instead. A value set by the user is kept.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
 
-// stdout's reader gone (`llm-secrets get X | reader-that-died`): heard, not a crash with a stack,
-// and a command whose answer was lost does not exit 0. `serve` goes on without its audit lines
-// (log.ts says so on stderr), and a routine stop later is still a clean one.
+// stdout's reader gone (`llm-secrets get X | reader-that-died`, or a full disk): heard, not a crash
+// with a stack, and a command whose answer was lost says so once on stderr and does not exit 0.
+// `serve` goes on without its audit lines (log.ts says so on stderr), and a routine stop later is
+// still a clean one.
 const argv = process.argv.slice(2);
 const answers = commandOf(argv) !== "serve";
 let stdoutFailed = false;
 let code: number | undefined;
-process.stdout.on("error", () => {
+process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+  if (answers && !stdoutFailed) process.stderr.write(`llm-secrets: cannot write to stdout (${err.code ?? "error"})\n`);
   stdoutFailed = true;
   // Heard once the command is done (a pipe's write fails a moment later): its exit code still says so.
   if (answers && code === 0) process.exitCode = 1;

@@ -34,6 +34,8 @@ export interface RuntimeOptions {
   /** Audit lines also carry Google Cloud Logging's `severity` (as the function's log lines do there). */
   auditSeverity?: boolean;
   now?: () => number;
+  /** Passed to the store's open (`StoreDeps.create`): `false` opens only a store that is there. */
+  create?: boolean;
 }
 
 export interface Runtime {
@@ -92,6 +94,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       log,
       now,
       outbound: settings.outbound,
+      create: options.create,
     }),
     // libsodium is the fast path; without it, sealing and opening stay correct on tweetnacl.
     cryptoReady().catch(() => log.warn("libsodium did not load; encryption runs on tweetnacl (same bytes, slower)")),

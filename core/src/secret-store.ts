@@ -214,6 +214,11 @@ export interface StoreDeps {
   now: () => number;
   /** The general outbound TLS settings, for a store that makes its own HTTP calls (outbound.ts). */
   outbound?: OutboundTls;
+  /**
+   * `false`: open only a store that is there, making nothing (the CLI's commands that read or change
+   * one). A store that makes its own files on first open (`file`) refuses instead; others ignore it.
+   */
+  create?: boolean;
 }
 
 /**

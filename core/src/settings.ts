@@ -776,6 +776,9 @@ function readConfig(
     return { config: {}, rawConfig: {}, ignored: [], env: { ...rawEnv }, unsetVariables: [], settingRefs: new Set() };
   }
   let yamlText: string;
+  // What the errors below call the config: the file it was read from, named (as a file that cannot
+  // be read is), so a syntax error says which of a deployment's files to open.
+  let named = "config";
   if (isInlineConfig(source)) {
     yamlText = source;
   } else {
@@ -792,6 +795,7 @@ function readConfig(
       }
       throw new ConfigError(`config: cannot read ${path} (${code})`);
     }
+    named = `config ${path}`;
   }
   let raw: unknown;
   try {
@@ -801,12 +805,12 @@ function readConfig(
     if (err instanceof YAMLParseError) {
       const at = err.linePos?.[0];
       const where = at ? ` at line ${at.line}, column ${at.col}` : "";
-      throw new ConfigError(`config: invalid YAML${where}: ${yamlErrorText(err)} (${err.code})`);
+      throw new ConfigError(`${named}: invalid YAML${where}: ${yamlErrorText(err)} (${err.code})`);
     }
-    throw new ConfigError("config: invalid YAML");
+    throw new ConfigError(`${named}: invalid YAML`);
   }
   if (typeof raw !== "object" || Array.isArray(raw))
-    throw new ConfigError("config: expected a mapping at the top level");
+    throw new ConfigError(`${named}: expected a mapping at the top level`);
   // Keys a registered store reads are its own, not unknown; so are the stores' LiteLLM switches.
   const storeKeys = new Set(stores.flatMap((f) => Object.keys(f.settings.shape.config.shape)));
   const switches = new Set(

@@ -66,6 +66,42 @@ describe("secrets from the command line", () => {
     expect(stderr).not.toMatch(/^\s+at /m); // no stack trace of an unheard error
   });
 
+  it("says once on stderr that stdout cannot be written, whatever the command (reader gone, disk full)", async () => {
+    const salt = newKey("salt-");
+    const { dir, env, cli } = await setup({ LITELLM_SALT_KEY: salt });
+    await cli(["put", "PIPED"], secretValue());
+    const sealed = `${sealSecret("v", new KeyRing(salt))}\n`;
+    const commands: [string[], string][] = [
+      [["get", "PIPED"], ""],
+      [["encrypt"], "v"],
+      [["decrypt"], sealed],
+      [["reencrypt", "-"], sealed],
+      [["--version"], ""],
+      [["--help"], ""],
+    ];
+    for (const [args, input] of commands) {
+      const child = spawn(process.execPath, [cliPath(), ...args], { env, cwd: dir, stdio: ["pipe", "pipe", "pipe"] });
+      child.stdout.destroy();
+      let stderr = "";
+      child.stderr.on("data", (d) => {
+        stderr += d;
+      });
+      child.stdin.end(input);
+      const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+      expect([code, stderr], args.join(" ")).toEqual([1, "llm-secrets: cannot write to stdout (EPIPE)\n"]);
+    }
+    // A full disk: the write fails at once, with its own code.
+    const full = openSync("/dev/full", "w");
+    const child = spawn(process.execPath, [cliPath(), "--version"], { env, cwd: dir, stdio: ["ignore", full, "pipe"] });
+    closeSync(full);
+    let stderr = "";
+    child.stderr?.on("data", (d) => {
+      stderr += d;
+    });
+    const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+    expect([code, stderr]).toEqual([1, "llm-secrets: cannot write to stdout (ENOSPC)\n"]);
+  });
+
   it("--version exits 1, without a stack trace, when its stdout's reader is gone", async () => {
     const { dir, env } = await setup();
     const child = spawn(process.execPath, [cliPath(), "--version"], {
@@ -85,6 +121,8 @@ describe("secrets from the command line", () => {
 
   it("answers usage errors with 2 and one line on stderr", async () => {
     const { cli } = await setup();
+    // The store is there (get and delete refuse a data dir that is not, before they read a name).
+    await cli(["put", "A"], "a");
     for (const args of [
       ["frobnicate"],
       ["get"],
@@ -115,6 +153,25 @@ describe("secrets from the command line", () => {
     // A short one is placed too, after an option with its value.
     const later = await cli(["put", "X", "--description", "d", "-z"], "v");
     expect(later.stderr).toBe("llm-secrets: unknown option (argument 5) (see llm-secrets --help)\n");
+    // Another command's option is refused, not ignored (`put --host remote.example` wrote the local
+    // store), naming the option and who takes it, never its value.
+    const remote = secretValue("remote");
+    const misplaced: [string[], string][] = [
+      [["put", "T", "--host", remote], "put does not take --host (an option of serve)"],
+      [["get", "T", "--port", "4000"], "get does not take --port (an option of serve)"],
+      [["get", "T", "--show-values"], "get does not take --show-values (an option of resolve)"],
+      [["encrypt", "--refresh"], "encrypt does not take --refresh (an option of get)"],
+      [["serve", "--description", remote], "serve does not take --description (an option of put)"],
+    ];
+    for (const [args, message] of misplaced) {
+      const r = await cli(args, "v");
+      expect([r.code, r.stdout, r.stderr], args.join(" ")).toEqual([
+        2,
+        "",
+        `llm-secrets: ${message} (see llm-secrets --help)\n`,
+      ]);
+    }
+    expect((await cli(["get", "T"])).stderr).toContain("not_found"); // the put wrote nothing
     // An option value that looks like an option: node's three-line message, said on one line.
     const ambiguous = await cli(["put", "X", "--description", "-foo"], "v");
     expect(ambiguous.code).toBe(2);
@@ -209,6 +266,130 @@ describe("the terminal a value was typed at", () => {
   });
 });
 
+describe("a value typed at a terminal, key by key", () => {
+  /** `main` reading `keys` from a terminal (each string a chunk, written once the prompt is up). */
+  async function typeAt(args: string[], keys: string[], dir: string, masterKey: string) {
+    const { main } = await import("../../core/src/cli");
+    const terminal = Object.assign(new PassThrough(), {
+      isTTY: true,
+      setRawMode() {
+        return this;
+      },
+    });
+    const out = new PassThrough();
+    const err = new PassThrough();
+    let stderr = "";
+    err.on("data", (d: Buffer) => {
+      stderr += d;
+    });
+    const done = main(args, {
+      stdin: terminal,
+      stdout: out,
+      stderr: err,
+      env: { LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_DATA_DIR: join(dir, "data") },
+      cwd: dir,
+    });
+    await until("the prompt", () => stderr.includes("(not shown; Enter ends it): "));
+    for (const chunk of keys) {
+      terminal.write(chunk);
+      await new Promise((r) => setImmediate(r));
+    }
+    const code = await done;
+    return { code, stdout: String(out.read() ?? ""), stderr, unread: terminal.readableLength };
+  }
+
+  it("refuses a control character (an arrow key, Ctrl-W, Ctrl-Z, Ctrl-\\) rather than store it; Ctrl-U erases", async () => {
+    const dir = await tempDir();
+    const masterKey = newKey();
+    const refused =
+      "llm-secrets: the value holds a control character (arrow keys are not supported here); pipe it instead (see llm-secrets --help)\n";
+    for (const key of ["\u001b[D", "\u0017", "\u001a", "\u001c", "\t"]) {
+      // Refused once Enter ends the line: what is typed after it is read, not left for the shell.
+      const r = await typeAt(["encrypt"], [`abc${key}`, "def\r"], dir, masterKey);
+      expect([r.code, r.stdout, r.unread], JSON.stringify(key)).toEqual([2, "", 0]);
+      expect(r.stderr.endsWith(refused)).toBe(true);
+    }
+    const put = await typeAt(["put", "ARROWED"], ["abc\u001b[Ddef\r"], dir, masterKey);
+    expect(put.code).toBe(2);
+    const env = cleanEnv({ LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_DATA_DIR: join(dir, "data") });
+    expect((await runCli(["get", "ARROWED"], { env, cwd: dir })).stderr).toContain("not_found");
+    // Ctrl-U erases what was typed, an escape sequence too, as the terminal's own line editing does.
+    const erased = await typeAt(["encrypt"], ["wrong\u001b[D\u0015right\r"], dir, masterKey);
+    expect(erased.code).toBe(0);
+    expect(openSecret(erased.stdout.trim(), new KeyRing(masterKey))).toBe("right");
+  });
+
+  it("exits 130 on Ctrl-C, with no usage hint", async () => {
+    const dir = await tempDir();
+    const r = await typeAt(["encrypt"], ["abc\u0003"], dir, newKey());
+    expect([r.code, r.stdout]).toEqual([130, ""]);
+    expect(r.stderr.endsWith("\nllm-secrets: no value: interrupted\n")).toBe(true);
+  });
+});
+
+describe("a ciphertext pasted at a terminal", () => {
+  it("is asked for on stderr, saying how to end it: decrypt and reencrypt -", async () => {
+    const { main } = await import("../../core/src/cli");
+    const dir = await tempDir();
+    const masterKey = newKey();
+    const sealed = sealSecret("pasted", new KeyRing(masterKey));
+    for (const [args, prompt] of [
+      [["decrypt"], "the ciphertext to decrypt (paste, then Enter and Ctrl-D):\n"],
+      [["reencrypt", "-"], "the ciphertexts to re-seal, one a line (paste, then Enter and Ctrl-D):\n"],
+    ] as const) {
+      // Cooked mode (no setRawMode): the terminal echoes, and Ctrl-D ends the input.
+      const terminal = Object.assign(new PassThrough(), { isTTY: true });
+      const out = new PassThrough();
+      const err = new PassThrough();
+      let stderr = "";
+      err.on("data", (d: Buffer) => {
+        stderr += d;
+      });
+      const done = main([...args], {
+        stdin: terminal,
+        stdout: out,
+        stderr: err,
+        env: { LITELLM_MASTER_KEY: masterKey, LLM_SECRETS_DATA_DIR: join(dir, "data") },
+        cwd: dir,
+      });
+      await until("the prompt", () => stderr.length > 0);
+      expect(stderr, args[0]).toBe(prompt);
+      terminal.end(`${sealed}\n`);
+      expect(await done).toBe(0);
+      const answer = String(out.read()).trim();
+      expect(args[0] === "decrypt" ? answer : openSecret(answer, new KeyRing(masterKey))).toBe("pasted");
+    }
+  });
+});
+
+describe("a data dir that is not there", () => {
+  it("is refused by get, delete, resolve and reencrypt, naming it, and nothing is made there; put makes it", async () => {
+    const { cli, dir, env } = await setup();
+    const data = env.LLM_SECRETS_DATA_DIR as string;
+    await writeFile(
+      join(dir, "config.yaml"),
+      "model_list:\n  - {model_name: a, litellm_params: {model: x, api_key: os.environ/A}}\n",
+    );
+    for (const args of [["get", "A"], ["delete", "A"], ["resolve", "--config", "config.yaml"], ["reencrypt"]]) {
+      const r = await cli(args);
+      expect([r.code, r.stdout], args[0]).toEqual([1, ""]);
+      // Not `not_found`, `deleted A` or `re-sealed 0 secret(s)` from an empty store made there.
+      expect(r.stderr, args[0]).toMatch(/^llm-secrets: no file store at [^\n]*\n$/);
+      expect(r.stderr).toContain(`no file store at ${data}: the data dir does not exist (LLM_SECRETS_DATA_DIR;`);
+      expect(existsSync(data), args[0]).toBe(false);
+    }
+    // The default, .llm-secrets in the working dir: named, and not made either (nor a master.key).
+    const here = await runCli(["get", "A"], { env: cleanEnv({ LITELLM_MASTER_KEY: newKey() }), cwd: dir });
+    expect(here.code).toBe(1);
+    expect(here.stderr).toContain(`no file store at ${join(dir, ".llm-secrets")}:`);
+    expect((await readdir(dir)).sort()).toEqual(["config.yaml"]);
+    // put makes the store; the others then use it.
+    expect((await cli(["put", "A"], "a")).code).toBe(0);
+    expect((await cli(["get", "A"])).stdout).toBe("a\n");
+    expect((await cli(["delete", "A"])).stderr).toBe("deleted A\n");
+  });
+});
+
 describe("stdin without end", () => {
   it("is refused past 64 MiB (payload_too_large, exit 1), not read until memory runs out", async () => {
     const { dir, env } = await setup();
@@ -261,15 +442,16 @@ describe("a value typed at a terminal", () => {
     const encrypted = await typed(["encrypt"], `${value}\r`);
     expect(encrypted.code).toBe(0);
     expect(encrypted.screen).not.toContain(value);
-    // Ctrl-C gives up, storing nothing.
+    // Ctrl-C gives up, storing nothing, with the exit code of an interrupted command.
     const interrupted = await typed(["put", "GIVEN_UP"], `${value}\u0003`);
-    expect(interrupted.code).toBe(2);
+    expect(interrupted.code).toBe(130);
+    expect(interrupted.screen).not.toContain("--help");
     expect((await runCli(["get", "GIVEN_UP"], { env, cwd: dir })).code).toBe(1);
   });
 });
 
 describe("a cloud store's errors on the command line", () => {
-  it("come first on stderr, with no AWS SDK Node-version notice (seven lines under Node 20) before them", async () => {
+  it("come last on stderr, after the store call's log line, with no AWS SDK Node-version notice (seven lines under Node 20)", async () => {
     const aws = {
       LLM_SECRETS_CONFIG: "general_settings:\n  key_management_system: aws_secret_manager\n",
       AWS_REGION: "eu-west-1",
@@ -281,7 +463,12 @@ describe("a cloud store's errors on the command line", () => {
     const { cli } = await setup(aws);
     const r = await cli(["get", "OPENAI_API_KEY"]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/^llm-secrets: backend_unavailable: aws secrets manager get: [^\n]*\n/);
+    // The log line first (it was buffered, and came after the error), then the error, last.
+    const lines = r.stderr.split("\n");
+    expect(lines).toHaveLength(3);
+    expect(JSON.parse(lines[0] as string)).toMatchObject({ msg: "store call failed", code: "backend_unavailable" });
+    expect(lines[1]).toMatch(/^llm-secrets: backend_unavailable: aws secrets manager get: /);
+    expect(lines[2]).toBe("");
     expect(r.stderr).not.toContain("NodeVersionSupportWarning");
     // The user's own setting is kept: "false" brings the notice back where the SDK gives one.
     if (Number(process.versions.node.split(".")[0]) < 22) {

@@ -505,7 +505,7 @@ describe("config.yaml", () => {
     expect(s.warnings[0]).toContain("litellm_settings.drop_params");
   });
 
-  it("reports a YAML error by position, without quoting the file", async () => {
+  it("reports a YAML error by position and names the file, without quoting it", async () => {
     const dir = await tempDir();
     const file = join(dir, "bad.yaml");
     const value = newKey();
@@ -519,10 +519,14 @@ describe("config.yaml", () => {
       `model_list:\n  - model_name: a\n    litellm_params:\n      model: x\n     api_key: ${value}\n`,
     );
     expect(configError(() => loadSettings({ env: {}, configFile: file }))).toBe(
-      "config: invalid YAML at line 5, column 1: an indentation that does not line up with the lines around it, or a bracket or quote not closed before it (BAD_INDENT)",
+      `config ${file}: invalid YAML at line 5, column 1: an indentation that does not line up with the lines around it, or a bracket or quote not closed before it (BAD_INDENT)`,
     );
     await writeFile(file, `a: ${value}\nb: &x 1\nc: &x 2\n`);
-    expect(configError(() => loadSettings({ env: {}, configFile: file }))).toBe(
+    expect(configError(() => loadSettings({ env: {}, configFile: "bad.yaml", cwd: dir }))).toBe(
+      `config ${file}: invalid YAML at line 3, column 4: an anchor name set a second time (MULTIPLE_ANCHORS)`,
+    );
+    // Given inline (LLM_SECRETS_CONFIG holding the YAML), there is no file to name.
+    expect(configError(() => loadSettings({ env: { LLM_SECRETS_CONFIG: `a: ${value}\nb: &x 1\nc: &x 2\n` } }))).toBe(
       "config: invalid YAML at line 3, column 4: an anchor name set a second time (MULTIPLE_ANCHORS)",
     );
   });

@@ -121,6 +121,12 @@ export interface FileStoreOptions {
   lockTimeoutMs?: number;
   /** Starts watching the data dir (`fs.watch`, not persistent); tests make it fail. */
   watchDir?: WatchDir;
+  /**
+   * `false`: a data dir that does not exist is refused, not made (`StoreDeps.create`): a command
+   * run from another working dir, or a typo in LLM_SECRETS_DATA_DIR, would answer from an empty
+   * store made there (`get`: not found; `reencrypt`: 0 re-sealed, and the old key then dropped).
+   */
+  create?: boolean;
 }
 
 type Pending =
@@ -233,8 +239,9 @@ export class FileStore implements SecretStore {
   }
 
   /**
-   * Opens the data dir (made 0700 if missing), creating the log or migrating a format-1 document,
-   * and reads the log once: a damaged log or a wrong key fails here, not at the first request.
+   * Opens the data dir (made 0700 if missing, unless `create` is false), creating the log or
+   * migrating a format-1 document, and reads the log once: a damaged log or a wrong key fails here,
+   * not at the first request.
    */
   static async open(options: FileStoreOptions): Promise<FileStore> {
     requirePosixFiles();
@@ -243,6 +250,12 @@ export class FileStore implements SecretStore {
     try {
       if (statSync(dir, { throwIfNoEntry: false })?.isDirectory() === false) {
         throw new StoreUnavailable(`the data dir ${dir} is not a directory`);
+      }
+      if (options.create === false && !exists(dir)) {
+        throw new ConfigError(
+          `no file store at ${dir}: the data dir does not exist (LLM_SECRETS_DATA_DIR; by default .llm-secrets in the ` +
+            "working dir): run the command where the store is or set LLM_SECRETS_DATA_DIR to it (`llm-secrets put` or `serve` makes a new one)",
+        );
       }
       await mkdir(dir, { recursive: true, mode: 0o700 });
       store.#checkPermissions();
@@ -1052,6 +1065,12 @@ export const fileStore = {
           `to generate master.key in ${deps.dataDir}`,
       );
     }
-    return FileStore.open({ dataDir: deps.dataDir, keys: deps.keys, log: deps.log, now: deps.now });
+    return FileStore.open({
+      dataDir: deps.dataDir,
+      keys: deps.keys,
+      log: deps.log,
+      now: deps.now,
+      create: deps.create,
+    });
   },
 } as const satisfies StoreFactory<"file">;
