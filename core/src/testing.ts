@@ -8,8 +8,12 @@
  *
  * It reads the factory's capabilities: a store that cannot write runs the read half on seeded
  * data; one that cannot delete must say `not_supported`; one that records change times runs the
- * `ifNewerThan` and tombstone half; one that lists (`list`) has its pages checked; one that tells
- * secrets made outside llm-secrets from its own (`seedOutside`) has its `adopt: false` checked.
+ * `ifNewerThan` and tombstone half; one that honours scopes has two teams' places checked; one that
+ * lists (`list`) has its pages checked; one that tells secrets made outside llm-secrets from its own
+ * (`seedOutside`) has its `adopt: false` checked. Names its `keyOf` lands on one key must conflict.
+ * A store with `has` is held to answering as `get` does.
+ * A target whose backend can be made to fail (`failNext`) has its failures' codes checked; one that
+ * can open a second store over the same backend (`reopen`) is held to keeping its records there.
  * It needs vitest (a peer dependency of this entry point only).
  */
 import { createHash } from "node:crypto";
@@ -55,7 +59,10 @@ export interface ConformanceTarget {
   factory: StoreFactory;
   /** A fresh store holding `seed` (stores that cannot write must honour it; others may put it). */
   open(seed?: Record<string, string>): Promise<SecretStore>;
-  /** Two different names that `keyOf` maps onto one backend key, for stores that map names. */
+  /**
+   * Two different names that `keyOf` maps onto one backend key, for stores that map names (delete
+   * and overwrite checked too; case and punctuation variants are checked on every store, from its `keyOf`).
+   */
   collidingNames?: [string, string];
   /** Names the store refuses by design (Docker secrets are files: no `/`); the suite skips them. */
   refuses?: (name: string) => boolean;
@@ -70,7 +77,35 @@ export interface ConformanceTarget {
    * tells such secrets from its own: its `adopt: false` is then held to leaving them alone.
    */
   seedOutside?: (name: string, value: string) => Promise<void>;
+  /**
+   * Makes the backend `open` made last fail the store's next call with `fault`, as the service
+   * answers it, and every call after that until the next `open` (a backend that stays down, so the
+   * store's retries and its client's run out as they would): `denied` (its refusal of our identity,
+   * a 403), `throttled` (its 429, or whatever it throttles with), `down` (its 503, or the 5xx it
+   * fails with), `reset` (the connection dropped). The suite holds the store to the classifier's
+   * codes (store-errors.ts): `backend_denied`; `backend_unavailable` with the backend's Retry-After
+   * (`faultRetryAfter`).
+   */
+  failNext?: (fault: BackendFault) => Promise<void>;
+  /**
+   * The `Retry-After` (seconds) of the backend's `throttled` and `down` answers under `failNext`,
+   * which the store's `backend_unavailable` must carry: 7 unless said. A store whose client waits
+   * it out between attempts (Azure's SDK) may say less (more than 1, the default it must differ
+   * from), to keep the suite quick. `"none"` for a backend that sends none (AWS throttles with an
+   * HTTP 400 without one; gRPC has no headers, and a RetryInfo detail is not read): its error then
+   * carries the classifier's 1 s.
+   */
+  faultRetryAfter?: number | "none";
+  /**
+   * A second store over the backend `open` made last, as another instance or a cold start opens
+   * it: what one instance records (values, change times, tombstones) must be in the backend, where
+   * the other finds it, not in the instance.
+   */
+  reopen?: () => Promise<SecretStore>;
 }
+
+/** The failures the suite asks a backend for (`failNext`). */
+export type BackendFault = "denied" | "throttled" | "down" | "reset";
 
 const NAMES = ["OPENAI_API_KEY", "litellm/team-a/key", "a-b", "a.b", "user@example.com", "x+y=z", "Z9"];
 const UNICODE = "ключ-密钥-🔑-ünïcødé";
@@ -173,6 +208,38 @@ export function storeConformance(target: ConformanceTarget): void {
       await store.close?.();
     });
 
+    const { failNext } = target;
+    if (failNext) {
+      const sent = target.faultRetryAfter ?? 7;
+      const expected: Record<BackendFault, [string, number?]> = {
+        denied: ["backend_denied"],
+        throttled: ["backend_unavailable", sent === "none" ? 1 : sent],
+        down: ["backend_unavailable", sent === "none" ? 1 : sent],
+        reset: ["backend_unavailable"],
+      };
+      for (const fault of ["denied", "throttled", "down", "reset"] as const) {
+        const calls = capabilities.writes ? "reads and writes" : "reads";
+        it(`a backend that fails (${fault}) is ${expected[fault].join(", Retry-After ")}, on ${calls}`, async () => {
+          // Open and answering first (logged in, connected): then the backend fails.
+          const store = await target.open({ FAULTED: "v" });
+          await store.get("FAULTED");
+          await failNext(fault);
+          /** The code and, where the classifier keeps one, the Retry-After a call is refused with. */
+          const typed = (call: Promise<unknown>) =>
+            call.then(
+              () => ["no error"],
+              (err: unknown) => {
+                if (!(err instanceof SecretsError)) return [`untyped ${(err as Error).name}`];
+                return expected[fault][1] === undefined ? [err.code] : [err.code, err.details.retryAfter];
+              },
+            );
+          expect(await typed(store.get("FAULTED")), "get").toEqual(expected[fault]);
+          if (capabilities.writes) expect(await typed(store.put("FAULTED", "w")), "put").toEqual(expected[fault]);
+          await store.close?.();
+        });
+      }
+    }
+
     if (!capabilities.writes) {
       it("refuses writes and deletes with not_supported", async () => {
         const store = await target.open({ A: "a" });
@@ -182,6 +249,58 @@ export function storeConformance(target: ConformanceTarget): void {
       });
       return;
     }
+
+    it("a name on a key another name holds is name_conflict and reads nothing; names on their own keys stay apart", async () => {
+      // Case and punctuation variants: whichever of them the store's keyOf maps onto one key.
+      const store = await target.open();
+      const variants = ["Mixed_Key.1", "mixed_key.1", "MIXED-KEY-1", "mixed-key.1", "a.b", "a-b", "a_b"].filter(
+        (n) => !target.refuses?.(n),
+      );
+      const holder = new Map<string, string>();
+      for (const n of variants) {
+        const owner = holder.get(store.keyOf(n));
+        if (owner === undefined) {
+          holder.set(store.keyOf(n), n);
+          expect(await store.put(n, `own-${n}`), n).toBe("created");
+          continue;
+        }
+        expect(await codeOf(store.put(n, `own-${n}`)), `${n} on ${owner}'s key`).toBe("name_conflict");
+        if (capabilities.deletes) expect(await codeOf(store.delete(n)), `${n} on ${owner}'s key`).toBe("name_conflict");
+        expect(await store.get(n), `${n} on ${owner}'s key`).toBeUndefined();
+      }
+      for (const n of holder.values()) expect((await store.get(n))?.value, n).toBe(`own-${n}`);
+      await store.close?.();
+    });
+
+    if (capabilities.scopes) {
+      it("scopes: two teams' places keep one name apart, and apart from the unscoped name", async () => {
+        const store = await target.open();
+        const one = { team: "t1", pathPrefix: "conformance-t1" };
+        const two = { team: "t2", pathPrefix: "conformance-t2" };
+        expect(store.keyOf("SCOPED", one)).not.toBe(store.keyOf("SCOPED", two));
+        expect(store.keyOf("SCOPED", one)).not.toBe(store.keyOf("SCOPED"));
+        expect(await store.put("SCOPED", "team-one", { scope: one })).toBe("created");
+        expect(await store.put("SCOPED", "team-two", { scope: two })).toBe("created");
+        expect((await store.get("SCOPED", { scope: one }))?.value).toBe("team-one");
+        expect((await store.get("SCOPED", { scope: two }))?.value).toBe("team-two");
+        expect(await store.get("SCOPED")).toBeUndefined();
+        await store.close?.();
+      });
+    }
+
+    it("has (where the store has it) says what get says: held once put, not once deleted, not if never stored", async () => {
+      const store = await target.open();
+      if (!store.has) return; // a listing asks `get` instead
+      expect(await store.has("HAS_NEVER")).toBe(false);
+      await store.put("HAS_IT", "v");
+      expect(await store.has("HAS_IT")).toBe(true);
+      if (capabilities.deletes) {
+        await store.delete("HAS_IT");
+        expect(await store.has("HAS_IT")).toBe(false);
+        expect(await store.get("HAS_IT")).toBeUndefined();
+      }
+      await store.close?.();
+    });
 
     it("puts, overwrites and deletes, saying what happened", async () => {
       const store = await target.open();
@@ -267,8 +386,8 @@ export function storeConformance(target: ConformanceTarget): void {
 
     it("holds unicode, empty and binary-looking values, up to its largest", async () => {
       const store = await target.open();
-      // Its documented largest, else 64 KiB (more than any API key or service-account file).
-      const largestBytes = capabilities.maxValueBytes ?? 64 * 1024;
+      // Its documented largest, else what the API's 1 MiB body carries besides the JSON around it.
+      const largestBytes = capabilities.maxValueBytes ?? 1024 * 1024 - 1024;
       const largest = valueOfBytes(largestBytes, random);
       expect(Buffer.byteLength(largest, "utf8")).toBe(largestBytes);
       const values: Record<string, string> = {
@@ -297,6 +416,17 @@ export function storeConformance(target: ConformanceTarget): void {
       expect(outcomes.filter((o) => o === "updated")).toHaveLength(written.length - 1);
       const final = (await store.get("RACE"))?.value;
       expect(written).toContain(final);
+      if (capabilities.compareAndSet) {
+        // Conditional changes racing, newest first: only the first applies. A store that reads what
+        // is recorded, then writes, with no queue per name, lets older ones in after it.
+        const events = await Promise.all(
+          Array.from({ length: 24 }, (_, i) =>
+            store.put("RACE_EVENT", `at-${1_000 - i}`, { ifNewerThan: { at: 1_000 - i, id: "evt" } }),
+          ),
+        );
+        expect(events.filter((o) => o !== "superseded")).toEqual(["created"]);
+        expect((await store.get("RACE_EVENT"))?.value).toBe("at-1000");
+      }
       await store.close?.();
     });
 
@@ -312,6 +442,31 @@ export function storeConformance(target: ConformanceTarget): void {
         expect((await store.get(a))?.value).toBe("first");
         expect(await store.put(a, "again")).toBe("updated");
         await store.close?.();
+      });
+    }
+
+    const { reopen } = target;
+    if (reopen) {
+      it("what one instance records, another reads: values, and change times and tombstones where recorded", async () => {
+        const one = await target.open();
+        const two = await reopen();
+        const event = (at: number, id: string) => (capabilities.compareAndSet ? { ifNewerThan: { at, id } } : {});
+        expect(await one.put("SHARED", "one", event(1_000, "evt-1"))).toBe("created");
+        expect((await two.get("SHARED"))?.value).toBe("one");
+        if (capabilities.compareAndSet) {
+          expect(await two.put("SHARED", "older", event(500, "evt-0"))).toBe("superseded");
+          expect((await two.get("SHARED"))?.value).toBe("one");
+        }
+        if (capabilities.deletes) {
+          expect(await one.delete("SHARED", event(2_000, "evt-2"))).toBe("deleted");
+          expect(await two.get("SHARED")).toBeUndefined();
+          // The tombstone is in the backend: the other instance's redelivered create is older.
+          if (capabilities.compareAndSet)
+            expect(await two.put("SHARED", "one", event(1_000, "evt-1"))).toBe("superseded");
+          expect(await one.get("SHARED")).toBeUndefined();
+        }
+        await one.close?.();
+        await two.close?.();
       });
     }
 

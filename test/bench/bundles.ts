@@ -8,15 +8,18 @@
  *   `getSecret` alone is printed beside it, with no target.
  * - Azure and Google: a bare SDK handler (the secret client and the platform's registration),
  *   printed with no target.
- * - What each SDK-free store (`cyberark`, `infisical`, `docker`, `custom`) adds to each bundle:
- *   the bytes of the modules only it brings in (read from esbuild's metafile: reachable from the
- *   entry, and no longer reachable without the store's file), against the 20 KiB a store may cost
- *   to ship in every cloud's bundle.
+ * - What each store every cloud ships (`PORTABLE_STORES`: the files `core/src/stores/portable.ts`
+ *   imports, so a store added there is measured too) adds to each bundle: the bytes of the modules
+ *   only it brings in (read from esbuild's metafile: reachable from the entry, and no longer
+ *   reachable without the store's file), against the 20 KiB a store may cost to ship in every
+ *   cloud's bundle (issue 12: the stores LiteLLM added, shipped everywhere if each stays under it).
+ *   `vault` and `local` are shipped whatever they cost (HashiCorp Vault is one of the four stores
+ *   the product is for; `local` is the process environment): printed beside them as information.
  */
 import { spawnSync } from "node:child_process";
 import { readdirSync, statSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 // @ts-expect-error: a plain ESM build script without types
 import { bundleFunction } from "../../core/build.mjs";
@@ -78,9 +81,11 @@ function coldImport(file: string): number {
   return median(times);
 }
 
-/** The stores without an SDK of their own that every cloud bundle ships, and what each may cost. */
-const SDK_FREE_STORES = ["cyberark", "infisical", "docker", "custom"] as const;
+/** The list of the stores without a cloud SDK that every cloud bundle ships, and what each may cost. */
+const PORTABLE = "core/src/stores/portable.ts";
 const STORE_BUDGET_KIB = 20;
+/** Portable stores shipped whatever they cost (see the header): their rows are information. */
+const SHIPPED_REGARDLESS: ReadonlySet<string> = new Set(["vault", "local"]);
 
 interface Metafile {
   inputs: Record<string, { imports: { path: string }[] }>;
@@ -112,6 +117,13 @@ function exclusiveBytes(metafile: Metafile, file: string): number {
     for (const path of only) bytes += output.inputs[path]?.bytesInOutput ?? 0;
   }
   return bytes;
+}
+
+/** The store files `portable.ts` imports in this bundle (its `PORTABLE_STORES`). */
+function portableStores(metafile: Metafile, cloud: string): string[] {
+  const stores = (metafile.inputs[PORTABLE]?.imports ?? []).map((i) => i.path);
+  check(stores.length > 0, `${PORTABLE} and its stores are not in the ${cloud} bundle`);
+  return stores;
 }
 
 /** Bytes of every file under `dir`: what is deployed. */
@@ -175,15 +187,16 @@ export default async function bundlesSection(report: Reporter): Promise<void> {
       });
     }
     for (const [cloud, metafile] of Object.entries(metafiles)) {
-      for (const store of SDK_FREE_STORES) {
-        const bytes = exclusiveBytes(metafile as Metafile, `core/src/stores/${store}.ts`);
+      for (const file of portableStores(metafile as Metafile, cloud)) {
+        const store = basename(file, ".ts");
+        const bytes = exclusiveBytes(metafile as Metafile, file);
         check(bytes > 0, `the ${store} store is not in the ${cloud} bundle`);
         report.row({
           name: `${cloud} bundle: what the ${store} store adds (reference: the 20 KiB budget)`,
           ours: Math.round((bytes / 1024) * 10) / 10,
           reference: STORE_BUDGET_KIB,
           unit: "KiB",
-          target: "<= 1",
+          target: SHIPPED_REGARDLESS.has(store) ? "info" : "<= 1",
         });
       }
     }

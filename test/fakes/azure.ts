@@ -35,7 +35,8 @@
  * Faults: `failTokens(n, fault)` makes the next n token requests answer 503 or reset the connection.
  * `fail(n, fault[, only])` makes the next n authenticated requests (only those of an HTTP method,
  * `DELETE`, or of a method on a collection, `GET /deletedsecrets`, when given) answer 403, 429 (with
- * `Retry-After: throttleRetryAfter`, 1 s by default), 500, hang (no answer until the client gives up) or reset the connection. The
+ * `Retry-After: throttleRetryAfter`, 1 s by default), 500, 503 (with that `Retry-After` too: the
+ * service unavailable), hang (no answer until the client gives up) or reset the connection. The
  * challenge round trip itself is never faulted, so a fault lands on the operation under test.
  */
 import { randomBytes, randomUUID } from "node:crypto";
@@ -64,7 +65,7 @@ const MAX_TAGS = 15;
 const NAME = /^[0-9A-Za-z-]{1,127}$/;
 const RETENTION_DAYS = 90;
 
-export type AzureFault = "denied" | "throttled" | "error" | "hang" | "reset";
+export type AzureFault = "denied" | "throttled" | "error" | "unavailable" | "hang" | "reset";
 
 export interface AzureRequestSeen {
   method: string;
@@ -131,7 +132,7 @@ export class FakeAzure {
   /** How long a delete, and a recovery, stay under way before the name shows in its new list. */
   deletionDelayMs = 0;
   recoveryDelayMs = 0;
-  /** The `Retry-After` (seconds) of a throttled answer. */
+  /** The `Retry-After` (seconds) of a throttled or unavailable answer. */
   throttleRetryAfter = 1;
   readonly #faults = new FaultQueue<AzureFault>();
   /** `$skiptoken`s given out in a `nextLink`: the lower-cased name of the last secret of their page. */
@@ -371,6 +372,11 @@ export class FakeAzure {
         });
       }
       if (fault === "error") throw new VaultError(500, "InternalServerError", "An internal error occurred.");
+      if (fault === "unavailable") {
+        return fail(new VaultError(503, "ServiceUnavailable", "The service is temporarily unavailable."), {
+          "retry-after": String(this.throttleRetryAfter),
+        });
+      }
       const [answer, status] = this.#route(req.method ?? "", url.pathname, seen.body, url.searchParams);
       send(status ?? 200, answer);
     } catch (err) {

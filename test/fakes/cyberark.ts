@@ -51,7 +51,8 @@ export interface ConjurRequest {
 }
 
 interface Fault {
-  status: number;
+  /** An answer's status, or `"reset"`: the connection dropped. */
+  status: number | "reset";
   retryAfter?: string;
   match: (r: ConjurRequest) => boolean;
 }
@@ -112,7 +113,7 @@ export class FakeConjur {
             res.writeHead(status, { "content-type": "application/json", ...headers });
             res.end(body);
           };
-          fake.#answer(recorded, answer).catch(() => res.destroy());
+          fake.#answer(recorded, answer, () => res.socket?.destroy()).catch(() => res.destroy());
         });
       },
     );
@@ -124,12 +125,14 @@ export class FakeConjur {
   async #answer(
     r: ConjurRequest,
     answer: (status: number, body: string | Buffer, headers?: Record<string, string>) => void,
+    drop: () => void,
   ): Promise<void> {
     const error = (status: number, code: string, message: string) =>
       answer(status, JSON.stringify({ error: { code, message } }));
     const fault = this.#faults.find((f) => f.match(r));
     if (fault) {
       this.#faults.splice(this.#faults.indexOf(fault), 1);
+      if (fault.status === "reset") return drop();
       const body = JSON.stringify({ error: { code: "injected", message: "injected fault" } });
       return answer(fault.status, body, fault.retryAfter ? { "retry-after": fault.retryAfter } : {});
     }
@@ -257,8 +260,16 @@ export class FakeConjur {
     this.listLimitMax = undefined;
   }
 
-  /** The next `times` requests matching `match` (default: any) answer `status` (with a Retry-After when given). */
-  fail(times: number, status: number, retryAfter?: string, match: (r: ConjurRequest) => boolean = () => true): void {
+  /**
+   * The next `times` requests matching `match` (default: any) answer `status` (with a Retry-After
+   * when given), or find their connection dropped (`"reset"`).
+   */
+  fail(
+    times: number,
+    status: number | "reset",
+    retryAfter?: string,
+    match: (r: ConjurRequest) => boolean = () => true,
+  ): void {
     for (let i = 0; i < times; i++) this.#faults.push({ status, match, ...(retryAfter && { retryAfter }) });
   }
 

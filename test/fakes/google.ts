@@ -29,14 +29,15 @@
  * Faults: `fail(n, fault[, method])` (that RPC only, when given): PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE (what a client sees
  * when its connection drops), INTERNAL, FAILED_PRECONDITION of a disabled Cloud KMS key version
  * (a CMEK secret's, or a Decrypt's), NOT_FOUND of a CryptoKey that does not exist (a Decrypt's), no
- * answer (the client's deadline ends the call), or a call carried out whose answer comes `LATE_MS`
+ * answer (the client's deadline ends the call), the connection reset (`reset`: every connection
+ * the fake holds, as its TCP listener hands them to the gRPC server), or a call carried out whose answer comes `LATE_MS`
  * later (after the client's deadline: it saw DEADLINE_EXCEEDED, the change is made). Their details
  * carry `FAULT_DETAIL`, which no typed error may repeat (the client puts details in its messages).
  */
 import { createCipheriv, createDecipheriv, generateKeyPairSync, randomBytes, verify } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
-import type { AddressInfo } from "node:net";
+import { type AddressInfo, createServer as createTcpServer, type Socket, type Server as TcpServer } from "node:net";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
@@ -51,9 +52,10 @@ export type GoogleFault =
   | "key_disabled"
   | "key_not_found"
   | "hang"
+  | "reset"
   | "late";
 
-const FAULT_STATUS: Record<Exclude<GoogleFault, "hang" | "late">, grpc.status> = {
+const FAULT_STATUS: Record<Exclude<GoogleFault, "hang" | "reset" | "late">, grpc.status> = {
   denied: grpc.status.PERMISSION_DENIED,
   exhausted: grpc.status.RESOURCE_EXHAUSTED,
   unavailable: grpc.status.UNAVAILABLE,
@@ -186,6 +188,9 @@ export class FakeGoogle {
   readonly #pageTokens = new Map<string, number>();
   #seq = 0;
   #grpc: grpc.Server | undefined;
+  /** The TCP listener whose connections the gRPC server is handed: the fake holds them, to drop them. */
+  #listener: TcpServer | undefined;
+  readonly #sockets = new Set<Socket>();
   #token: HttpsServer | undefined;
   #endpoint = "";
   #tokenUri = "";
@@ -276,21 +281,23 @@ export class FakeGoogle {
       loadService("google/cloud/kms/v1/service.proto", ["google", "cloud", "kms", "v1", "KeyManagementService"]),
       fake.#handlers("cloudkms", (method, request) => fake.#kms(method, request)),
     );
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(
-        "127.0.0.1:0",
-        // Asks for a client certificate signed by the tests' CA, and takes a connection without one
-        // (Google's front end asks for one for mTLS endpoints; the calls without one still answer).
-        grpc.experimental.createCertificateProviderServerCredentials(
-          fixedCertificates(readFileSync(pki.caFile), cert, key),
-          fixedCertificates(readFileSync(pki.caFile), cert, key),
-          false,
-        ),
-        (err, p) => (err ? reject(err) : resolve(p)),
+    const injector = server.createConnectionInjector(
+      // Asks for a client certificate signed by the tests' CA, and takes a connection without one
+      // (Google's front end asks for one for mTLS endpoints; the calls without one still answer).
+      grpc.experimental.createCertificateProviderServerCredentials(
+        fixedCertificates(readFileSync(pki.caFile), cert, key),
+        fixedCertificates(readFileSync(pki.caFile), cert, key),
+        false,
       ),
     );
+    fake.#listener = createTcpServer((socket) => {
+      fake.#sockets.add(socket);
+      socket.on("close", () => fake.#sockets.delete(socket));
+      injector.injectConnection(socket);
+    });
+    await new Promise<void>((r) => fake.#listener?.listen(0, "127.0.0.1", r));
     fake.#grpc = server;
-    fake.#endpoint = `https://localhost:${port}`;
+    fake.#endpoint = `https://localhost:${(fake.#listener.address() as AddressInfo).port}`;
     return fake;
   }
 
@@ -319,6 +326,8 @@ export class FakeGoogle {
 
   async close(): Promise<void> {
     this.#grpc?.forceShutdown();
+    for (const socket of this.#sockets) socket.destroy();
+    await new Promise<void>((r) => this.#listener?.close(() => r()));
     this.#token?.closeAllConnections();
     await new Promise<void>((r) => this.#token?.close(() => r()));
   }
@@ -364,6 +373,10 @@ export class FakeGoogle {
         this.calls.push({ method, request: call.request, authorization, clientCertificate });
         const fault = this.#faults.take(method);
         if (fault === "hang") return; // the client's deadline ends it
+        if (fault === "reset") {
+          for (const socket of this.#sockets) socket.resetAndDestroy();
+          return;
+        }
         // `late`: carried out now, answered after the client's deadline.
         const reply: grpc.sendUnaryData<unknown> =
           fault === "late" ? (...args) => setTimeout(() => callback(...args), LATE_MS) : callback;

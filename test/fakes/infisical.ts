@@ -66,7 +66,7 @@ export class FakeInfisical {
   places = defaultPlaces();
   readonly requests: InfisicalRequest[] = [];
   readonly tokens = new Set<string>();
-  #faults: { status: number; retryAfter?: string; message: string }[] = [];
+  #faults: { status: number | "reset"; retryAfter?: string; message: string }[] = [];
   #holds: { match: (r: InfisicalRequest) => boolean; arrived: () => void; released: Promise<void> }[] = [];
   /** The path the identity's secret permissions are limited to (its folders and theirs), when they are. */
   secretsBelow: string | undefined;
@@ -115,6 +115,7 @@ export class FakeInfisical {
       res.end(JSON.stringify(json));
     };
     const fault = this.#faults.shift();
+    if (fault?.status === "reset") return res.socket?.destroy();
     if (fault) {
       const headers: Record<string, string> = fault.retryAfter ? { "retry-after": fault.retryAfter } : {};
       return answer(fault.status, { statusCode: fault.status, message: fault.message }, headers);
@@ -287,8 +288,11 @@ export class FakeInfisical {
     return below === undefined || path === below || path.startsWith(`${below}/`);
   }
 
-  /** The next `times` requests answer `status` (with a Retry-After when given, and `message` in the body). */
-  fail(times: number, status: number, retryAfter?: string, message = "injected"): void {
+  /**
+   * The next `times` requests answer `status` (with a Retry-After when given, and `message` in the
+   * body), or find their connection dropped (`"reset"`).
+   */
+  fail(times: number, status: number | "reset", retryAfter?: string, message = "injected"): void {
     for (let i = 0; i < times; i++) this.#faults.push({ status, message, ...(retryAfter && { retryAfter }) });
   }
 

@@ -79,6 +79,13 @@ storeConformance({
     );
   },
   refusesValue: (value) => /^[\t\n\v\f\r ]*$/.test(value), // Conjur's `blank?` on a raw body
+  // Every request from now on (the next open resets the fake): 403, 429 and 503 with Retry-After, a drop.
+  failNext: async (fault) => {
+    const [status, retryAfter] = (
+      { denied: [403], throttled: [429, "7"], down: [503, "7"], reset: ["reset"] } as const
+    )[fault];
+    (await conjur()).fail(100, status, retryAfter);
+  },
 });
 
 describe("the cyberark store", () => {

@@ -72,6 +72,13 @@ storeConformance({
     (await infisical()).reset();
     return open();
   },
+  // Every request from now on (the next open resets the fake): 403, 429 and 503 with Retry-After, a drop.
+  failNext: async (fault) => {
+    const [status, retryAfter] = (
+      { denied: [403], throttled: [429, "7"], down: [503, "7"], reset: ["reset"] } as const
+    )[fault];
+    (await infisical()).fail(100, status, retryAfter);
+  },
 });
 
 describe("the infisical store", () => {
