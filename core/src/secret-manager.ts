@@ -280,22 +280,32 @@ export class SecretManager {
   }
 
   /**
-   * Whether the store holds `name`: asked of the store (its `has` where it has one, else a `get`),
-   * past the cache, and not kept (a listing must not decide what a later read answers: a value
-   * deleted elsewhere served on, or a name stored elsewhere answered 404). Absent, or a name the
-   * store cannot hold: no. A store that cannot be reached, or cannot be used at all (closed, its
-   * directory gone), fails the listing (503, 500), as its own list would; one that refuses or cannot
-   * open this name's value says it is there: a read of it answers why.
+   * Whether the store holds `name`: asked of the store, past the cache, and not kept (a listing must
+   * not decide what a later read answers: a value deleted elsewhere served on, or a name stored
+   * elsewhere answered 404). Absent, or a name the store cannot hold: no.
+   * - A store with `has` opens no value to answer, so any failure of it is the store's (closed, its
+   *   log damaged, its directory gone, unreachable): the listing fails, as its own list would.
+   * - Else a `get`: a store that cannot be reached fails the listing (503); one that refuses or
+   *   cannot open this name's value (a permission, the secret's own KMS key disabled) says it is
+   *   there: a read of it answers why.
    */
   async #holds(name: string): Promise<boolean> {
     const store = this.store;
+    const invalidName = (err: unknown) => err instanceof SecretsError && err.code === "invalid_name";
+    if (store.has) {
+      const has = store.has.bind(store);
+      return this.#reads
+        .run(() => has(name))
+        .catch((err: unknown) => {
+          if (invalidName(err)) return false;
+          throw err;
+        });
+    }
     try {
-      return await this.#reads.run(async () =>
-        store.has ? await store.has(name) : (await store.get(name)) !== undefined,
-      );
+      return (await this.#reads.run(() => store.get(name))) !== undefined;
     } catch (err) {
-      if (err instanceof SecretsError && err.code === "invalid_name") return false;
-      if (isRetryable(err) || (err instanceof SecretsError && err.code === "store_unavailable")) throw err;
+      if (invalidName(err)) return false;
+      if (isRetryable(err)) throw err;
       return true;
     }
   }

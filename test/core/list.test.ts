@@ -1,12 +1,19 @@
 // `GET /v1/secrets?prefix=P&limit=N&cursor=C`: names only, in pages, within hosted_keys, refused
 // under write_only, 501 on stores that cannot list.
+import { appendFile } from "node:fs/promises";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { KeyRing } from "../../core/src/crypto";
+import { silentLogger } from "../../core/src/log";
 import type { SecretStore, StoreFactory } from "../../core/src/secret-store";
 import { BackendDenied, BackendUnavailable } from "../../core/src/store-errors";
+import { awsSecretsManagerStore } from "../../core/src/stores/aws";
 import { FileStore } from "../../core/src/stores/file";
 import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
+import { lazyFakeAws } from "../fakes/aws";
 import { expectNoValueIn, inProcessApp, secretValue } from "../helpers";
+
+const aws = lazyFakeAws();
 
 type Request = Awaited<ReturnType<typeof inProcessApp>>["request"];
 
@@ -179,6 +186,44 @@ describe("listing names", () => {
     const closed = await request("/v1/secrets");
     expect(closed.status).toBe(500);
     expect(await closed.json()).toMatchObject({ error: { code: "store_unavailable" } });
+  });
+
+  it("with hosted_keys, a file store whose log does not read fails the listing rather than list every hosted name", async () => {
+    const config = `${WRITABLE}    hosted_keys: ["NEVER_STORED", "OPENAI_KEY"]\n`;
+    const { request, runtime } = await inProcessApp({ config });
+    await runtime.backend.put("OPENAI_KEY", secretValue("o"));
+    await new Promise((r) => setImmediate(r));
+    await appendFile(join((runtime.backend as FileStore).location, "secrets.log"), "this line is not a log entry\n");
+    const res = await request("/v1/secrets");
+    expect(res.status).toBe(500);
+    expect(await res.json()).toMatchObject({ error: { code: "store_corrupt" } });
+  });
+
+  it("with hosted_keys, an AWS secret whose own KMS key is disabled is listed (a read of it says why); the listing answers", async () => {
+    // Before the last fix's fix: store_unavailable from any lookup failed the listing, and AWS's
+    // DecryptionFailure for one secret's disabled key is store_unavailable: every listing was 500.
+    const fake = await aws();
+    fake.reset();
+    const store = await awsSecretsManagerStore.open(
+      { config: { aws_region_name: "us-east-1" }, env: {} },
+      { dataDir: "/nonexistent", env: {}, log: silentLogger, now: Date.now },
+    );
+    await store.put("A_KEY", secretValue("a"));
+    await store.put("B_KEY", secretValue("b"));
+    const factory = { ...awsSecretsManagerStore, open: async () => store } satisfies StoreFactory<"aws_secret_manager">;
+    const { request } = await inProcessApp({
+      stores: [factory],
+      config:
+        'general_settings:\n  key_management_system: aws_secret_manager\n  key_management_settings:\n    hosted_keys: ["A_KEY", "B_KEY", "C_KEY"]\n',
+      env: { AWS_REGION_NAME: "us-east-1" },
+    });
+    const secret = fake.secrets.get("B_KEY");
+    if (secret === undefined) throw new Error("the fake holds no B_KEY");
+    secret.keyState = "Disabled";
+    expect((await request("/v1/secrets/B_KEY")).status).toBe(500);
+    const res = await request("/v1/secrets");
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ names: ["A_KEY", "B_KEY"] });
   });
 
   it("lists an environment store's hosted_keys that are set, and nothing without hosted_keys", async () => {

@@ -123,13 +123,14 @@ async function checkedStore(store: unknown, path: string): Promise<SecretStore> 
 }
 
 /**
- * A `StoreFactory` module's store, its failures classified: what its `get`, `put`, `delete`, `list`
- * or `close` throws that is not already typed goes through `classifyCustomError`. Its kind, `keyOf`
- * and `watch` are its own; `list`, `watch` and `close` are there only when it has them. Without
+ * A `StoreFactory` module's store, its failures classified: what its `get`, `put`, `delete`, `list`,
+ * `has` or `close` throws that is not already typed goes through `classifyCustomError`. Its kind,
+ * `keyOf` and `watch` are its own; `list`, `has`, `watch` and `close` are there only when it has them. Without
  * `put` or `delete`, writes answer `501 not_supported`, as a plain class without them does.
  */
 function classifiedStore(store: SecretStore, path: string): SecretStore {
   const list = store.list?.bind(store);
+  const has = typeof store.has === "function" ? store.has.bind(store) : undefined;
   const close = store.close?.bind(store);
   // The module's file name only: this message reaches an HTTP answer, which never holds a path.
   const cannot = (what: string) => Promise.reject(new NotSupported(`${what} the custom store ${basename(path)}`));
@@ -144,6 +145,7 @@ function classifiedStore(store: SecretStore, path: string): SecretStore {
     delete: (name, options) =>
       deletes ? userCall("custom store delete", () => store.delete(name, options)) : cannot("deleting from"),
     ...(list && { list: (options: ListOptions) => userCall("custom store list", () => list(options)) }),
+    ...(has && { has: (name: string) => userCall("custom store has", () => has(name)) }),
     ...(store.watch && { watch: (onChange: (names: string[]) => void) => store.watch?.(onChange) }),
     ...(close && { close: () => userCall("custom store close", close, false) }),
   };

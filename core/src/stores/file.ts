@@ -109,6 +109,12 @@ const LOG_FLAGS = constants.O_RDWR | constants.O_APPEND;
 const COMPACT_MIN_BYTES = 1024 * 1024;
 /** Changes per line when the whole state is written (compaction, reencrypt). */
 const SNAPSHOT_LINE = 512;
+/**
+ * And at most this many bytes a line (a single change past it goes alone): 512 values near the
+ * store's 1 MiB limit, sealed, made a line longer than the longest string V8 can build (~512 MiB),
+ * and every rewrite (`reencrypt`, compaction) of such a store failed.
+ */
+const SNAPSHOT_LINE_BYTES = 8 * 1024 * 1024;
 /** Files killed processes can leave: temp logs and documents, lock candidates and locks moved aside. */
 const LEFTOVER = /^secrets\.(?:json|log)(?:\.lock(?:\.stale)?)?\.(\d+)\.([0-9a-f]+)(?:\.tmp)?$/;
 
@@ -191,6 +197,8 @@ export class FileStore implements SecretStore {
   #closed = false;
   /** Whether a read has already looked at the log in this turn of the event loop (`#readChanges`). */
   #lookedThisTurn = false;
+  /** What that look threw, if it failed: the turn's later reads throw it too. */
+  #turnError: unknown;
   /** Whether a `store_unavailable` failure was logged since the last successful write. */
   #unusableLogged = false;
 
@@ -690,8 +698,16 @@ export class FileStore implements SecretStore {
       await handle.writeFile(first);
       let size = first.length;
       // A few hundred changes a line, written one line at a time: the event loop stays free.
-      for (let i = 0; i < changes.length; i += SNAPSHOT_LINE) {
-        const line = frame({ changes: changes.slice(i, i + SNAPSHOT_LINE) });
+      for (let i = 0; i < changes.length; ) {
+        let end = i + 1;
+        let bytes = sizeOf(changes[i] as Change);
+        while (end < changes.length && end - i < SNAPSHOT_LINE) {
+          bytes += sizeOf(changes[end] as Change);
+          if (bytes > SNAPSHOT_LINE_BYTES) break;
+          end++;
+        }
+        const line = frame({ changes: changes.slice(i, end) });
+        i = end;
         await handle.writeFile(line);
         size += line.length;
       }
@@ -782,20 +798,37 @@ export class FileStore implements SecretStore {
     if (this.#closed) throw new StoreUnavailable("the file store is closed");
     if (this.#locked && (why === "read" || why === "watch")) return; // we are writing: nobody else can
     // One look per turn of the event loop: the reads of one turn (a resolve's batch of names)
-    // share it, as if they had run at once.
-    if (why === "read" && this.#lookedThisTurn) return;
+    // share it, as if they had run at once, its failure too (the look that failed left the index
+    // as it was: a read after it answered from that, as if nothing were wrong).
+    if (why === "read" && this.#lookedThisTurn) {
+      if (this.#turnError !== undefined) throw this.#turnError;
+      return;
+    }
+    if (why !== "read") {
+      this.#catchUp(why);
+      return;
+    }
+    this.#lookedThisTurn = true;
+    setImmediate(() => {
+      this.#lookedThisTurn = false;
+      this.#turnError = undefined;
+    });
+    try {
+      this.#catchUp(why);
+    } catch (err) {
+      this.#turnError = err;
+      throw err;
+    }
+  }
+
+  /** `#readChanges`'s look: the log's appends since ours read, or the whole log when it was replaced. */
+  #catchUp(why: "read" | "watch" | "lock" | "contested"): void {
     let size: number;
     let ino: number;
     try {
       ({ size, ino } = statSync(this.#logPath));
     } catch (err) {
       throw this.#classify(err, "file store read");
-    }
-    if (why === "read") {
-      this.#lookedThisTurn = true;
-      setImmediate(() => {
-        this.#lookedThisTurn = false;
-      });
     }
     if (ino !== this.#ino || size < this.#end) {
       this.#reload(why === "lock");

@@ -384,6 +384,52 @@ describe("FileStore", () => {
       expect((await reopened.get("BIG"))?.value.length).toBe(64 * 1024);
     });
 
+    it("a read in the turn of a read that found the log damaged fails too, not answered from the index as it was", async () => {
+      // Before: the turn's first read looked, failed (store_corrupt), and the next read of that turn
+      // (a listing's or resolve's batch) answered from what was read before, as if all were well.
+      const dir = await tempDir();
+      const store = await open(dir);
+      await store.put("A", "a");
+      await new Promise((r) => setImmediate(r));
+      await appendFile(logPath(dir), "this line is not a log entry\n");
+      const outcome = (read: Promise<unknown>) =>
+        read.then(
+          (r) => (r as { value?: string } | undefined)?.value,
+          (err: { code?: string }) => err.code,
+        );
+      expect([await outcome(store.get("A")), await outcome(store.get("A"))]).toEqual([
+        "store_corrupt",
+        "store_corrupt",
+      ]);
+      await new Promise((r) => setImmediate(r));
+      expect(await outcome(store.get("A"))).toBe("store_corrupt");
+      await store.close();
+    });
+
+    it("a rewrite puts at most 8 MiB on a line: large values are split across lines, all there after it", async () => {
+      // Before: 512 changes a line whatever their size; 512 values near the 1 MiB limit made a line
+      // longer than V8's longest string, and every reencrypt and compaction of such a store failed.
+      const dir = await tempDir();
+      const store = await open(dir);
+      const value = (i: number) => `${i}-${"v".repeat(400 * 1024)}`;
+      await Promise.all(Array.from({ length: 30 }, (_, i) => store.put(`BIG_${i}`, value(i))));
+      await store.compact();
+      const { lines, bytes } = await readLog(dir);
+      const snapshot = lines.slice(1);
+      expect(snapshot.length).toBeGreaterThanOrEqual(2);
+      const longest = Math.max(
+        ...bytes
+          .toString("latin1")
+          .split("\n")
+          .map((l) => l.length),
+      );
+      expect(longest).toBeLessThanOrEqual(8 * 1024 * 1024 + 1024);
+      await store.close();
+      const reopened = await open(dir);
+      for (let i = 0; i < 30; i++) expect((await reopened.get(`BIG_${i}`))?.value).toBe(value(i));
+      await reopened.close();
+    });
+
     it("keeps a tombstone 14 days, then a compaction drops it", async () => {
       const dir = await tempDir();
       let now = Date.parse("2026-01-01T00:00:00Z");
