@@ -414,9 +414,24 @@ async function reencryptStore(input: SettingsInput, io: CliIo, log: Logger): Pro
     await rt.close();
     throw new UsageError("reencrypt re-seals the file store; use - to re-seal ciphertexts from stdin");
   }
+  // Which key, by its check (the first 8 characters of what the log's header records): run in a
+  // shell without the servers' keys, this re-sealed under the old key it already had, said
+  // "re-sealed", and the operator then dropped the key the store was still sealed with.
+  const { current, others } = store.keyChecks();
+  const check = current.slice(0, 8);
+  if (!others) {
+    await rt.close();
+    io.stderr.write(
+      `nothing to re-seal: every secret in ${store.location} is already sealed under the current salt key (key check ${check}). ` +
+        "To rotate, run reencrypt as the servers run: the new key in LITELLM_SALT_KEY, the old one in LLM_SECRETS_PREVIOUS_SALT_KEYS\n",
+    );
+    return;
+  }
   const total = await store.reencrypt((done, all) => io.stderr.write(`re-sealed ${done} of ${all}\n`));
   await rt.close();
-  io.stderr.write(`re-sealed ${total} secret(s) in ${store.location} under the current salt key\n`);
+  io.stderr.write(
+    `re-sealed ${total} secret(s) in ${store.location} under the current salt key (key check ${check})\n`,
+  );
 }
 
 async function reencryptStdin(input: SettingsInput, io: CliIo, log: Logger): Promise<void> {

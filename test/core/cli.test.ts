@@ -605,6 +605,34 @@ describe("salt keys and reencrypt", () => {
     expect(withOld.stdout).toBe("");
   }, 60_000); // some 28 CLI processes: 13-20 s seen beside a busy CPU
 
+  it("run without the new key (only the one the store is sealed with), says there is nothing to re-seal and how to rotate", async () => {
+    // Before: in a shell without the servers' keys it re-sealed under the key the store already had,
+    // said "re-sealed 1 secret(s) ... under the current salt key", exit 0; the operator then dropped
+    // that key, and the servers no longer started.
+    const oldSalt = newKey("old-");
+    const { cli, dir, env } = await setup({ LITELLM_SALT_KEY: oldSalt });
+    expect((await cli(["put", "K"], secretValue("k"))).code).toBe(0);
+    const before = await readFile(join(dir, "data", "secrets.log"));
+    const r = await cli(["reencrypt"], "");
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(
+      /^nothing to re-seal: every secret in .* is already sealed under the current salt key \(key check [A-Za-z0-9_-]{8}\)\. To rotate, .*LITELLM_SALT_KEY.*LLM_SECRETS_PREVIOUS_SALT_KEYS\n$/,
+    );
+    expect(r.stderr).not.toContain(oldSalt);
+    expect(await readFile(join(dir, "data", "secrets.log"))).toEqual(before);
+    // With the new key and the old one as previous, it moves them, and names the new key's check.
+    const rotated = {
+      ...env,
+      LITELLM_SALT_KEY: newKey("new-"),
+      LLM_SECRETS_PREVIOUS_SALT_KEYS: JSON.stringify([oldSalt]),
+    };
+    const moved = await runCli(["reencrypt"], { env: rotated, cwd: dir });
+    expect(moved.stderr).toMatch(
+      /re-sealed 1 secret\(s\) in .* under the current salt key \(key check [A-Za-z0-9_-]{8}\)\n$/,
+    );
+    expect(moved.stderr.match(/key check (\S{8})/)?.[1]).not.toBe(r.stderr.match(/key check (\S{8})/)?.[1]);
+  }, 60_000);
+
   it("re-seals ciphertexts from stdin, all or nothing", async () => {
     const oldSalt = newKey("old-");
     const newSalt = newKey("new-");

@@ -375,6 +375,16 @@ export class FileStore implements SecretStore {
    * current key's check value. All or nothing: if any value does not open, nothing is written and
    * the error names the entry. Resolves with the number of values re-sealed.
    */
+  /**
+   * The current salt key's check (as the log's header records keys, never the key), and whether
+   * the log says an entry may be sealed under another key: what `reencrypt` would move.
+   */
+  keyChecks(): { current: string; others: boolean } {
+    this.#readChanges("read");
+    const current = keyCheckOf(this.#keys.current);
+    return { current, others: [...this.#keyChecks].some((k) => k !== current) };
+  }
+
   reencrypt(onProgress?: (done: number, total: number) => void): Promise<number> {
     return this.#typed("file store reencrypt", async () => {
       const changes = [...this.#entries.values()];
