@@ -371,11 +371,6 @@ export class FileStore implements SecretStore {
   }
 
   /**
-   * Re-seals every value under the current salt key in one rewrite of the log, and records only the
-   * current key's check value. All or nothing: if any value does not open, nothing is written and
-   * the error names the entry. Resolves with the number of values re-sealed.
-   */
-  /**
    * The current salt key's check (as the log's header records keys, never the key), and whether
    * the log says an entry may be sealed under another key: what `reencrypt` would move.
    */
@@ -385,6 +380,11 @@ export class FileStore implements SecretStore {
     return { current, others: [...this.#keyChecks].some((k) => k !== current) };
   }
 
+  /**
+   * Re-seals every value under the current salt key in one rewrite of the log, and records only the
+   * current key's check value. All or nothing: if any value does not open, nothing is written and
+   * the error names the entry. Resolves with the number of values re-sealed.
+   */
   reencrypt(onProgress?: (done: number, total: number) => void): Promise<number> {
     return this.#typed("file store reencrypt", async () => {
       const changes = [...this.#entries.values()];
