@@ -52,7 +52,7 @@ commands:
                  ciphertexts read from stdin, one a line
 
 get, delete, resolve and reencrypt open the file store's data dir ($LLM_SECRETS_DATA_DIR,
-default ./.llm-secrets in the working dir) only when it exists; put and serve make it.
+default ./.llm-secrets in the working dir) only when it holds one; put and serve make it.
 
 options (each only with the command it names):
   --config FILE            LiteLLM config.yaml (default: $LLM_SECRETS_CONFIG); every command

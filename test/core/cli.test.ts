@@ -383,6 +383,12 @@ describe("a data dir that is not there", () => {
     expect(here.code).toBe(1);
     expect(here.stderr).toContain(`no file store at ${join(dir, ".llm-secrets")}:`);
     expect((await readdir(dir)).sort()).toEqual(["config.yaml"]);
+    // A dir that is there but holds no store (LLM_SECRETS_DATA_DIR pointed at $HOME): refused too,
+    // and nothing made in it.
+    const other = await runCli(["get", "A"], { env: { ...env, LLM_SECRETS_DATA_DIR: dir }, cwd: dir });
+    expect(other.code).toBe(1);
+    expect(other.stderr).toContain(`no file store at ${dir}: the data dir holds no secrets.log (LLM_SECRETS_DATA_DIR;`);
+    expect((await readdir(dir)).sort()).toEqual(["config.yaml"]);
     // put makes the store; the others then use it.
     expect((await cli(["put", "A"], "a")).code).toBe(0);
     expect((await cli(["get", "A"])).stdout).toBe("a\n");
@@ -850,8 +856,9 @@ describe("serve", () => {
       "chmod 600 it (if chmod does not change it, the filesystem ignores permissions, as a Windows drive under WSL does: keep the data dir on a Linux filesystem)",
     );
     await chmod(keyFile, 0o600);
+    // Its key taken: the dir is then asked for a store (it holds only the key file, no log).
     const ok = await runCli(["get", "A"], { env, cwd: dir });
-    expect(ok.stderr).toContain("not_found");
+    expect(ok.stderr).toContain(`no file store at ${data}: the data dir holds no secrets.log`);
   });
 
   it("refuses to keep local files on Windows, saying where it runs (POSIX file modes keep them private)", async () => {

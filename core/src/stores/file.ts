@@ -128,9 +128,10 @@ export interface FileStoreOptions {
   /** Starts watching the data dir (`fs.watch`, not persistent); tests make it fail. */
   watchDir?: WatchDir;
   /**
-   * `false`: a data dir that does not exist is refused, not made (`StoreDeps.create`): a command
-   * run from another working dir, or a typo in LLM_SECRETS_DATA_DIR, would answer from an empty
-   * store made there (`get`: not found; `reencrypt`: 0 re-sealed, and the old key then dropped).
+   * `false`: a data dir that does not exist, or holds no store, is refused, not made
+   * (`StoreDeps.create`): a command run from another working dir, or a typo in LLM_SECRETS_DATA_DIR,
+   * would answer from an empty store made there (`get`: not found; `reencrypt`: 0 re-sealed, and the
+   * old key then dropped).
    */
   create?: boolean;
 }
@@ -259,9 +260,12 @@ export class FileStore implements SecretStore {
       if (statSync(dir, { throwIfNoEntry: false })?.isDirectory() === false) {
         throw new StoreUnavailable(`the data dir ${dir} is not a directory`);
       }
-      if (options.create === false && !exists(dir)) {
+      // A dir that holds no log (nor a format-1 document to migrate) is no store either: a data dir
+      // pointed at $HOME got a log made there.
+      if (options.create === false && !(exists(store.#logPath) || (exists(dir) && (await hasV1Document(dir))))) {
+        const what = exists(dir) ? `the data dir holds no ${LOG_FILE}` : "the data dir does not exist";
         throw new ConfigError(
-          `no file store at ${dir}: the data dir does not exist (LLM_SECRETS_DATA_DIR; by default .llm-secrets in the ` +
+          `no file store at ${dir}: ${what} (LLM_SECRETS_DATA_DIR; by default .llm-secrets in the ` +
             "working dir): run the command where the store is or set LLM_SECRETS_DATA_DIR to it (`llm-secrets put` or `serve` makes a new one)",
         );
       }
