@@ -16,7 +16,7 @@ import { loadSettings, requireKeys, type Settings, type SettingsInput } from "./
 import { awsSecretsManagerStore } from "./stores/aws";
 import { awsKmsStore } from "./stores/aws-kms";
 import { azureKeyVaultStore } from "./stores/azure";
-import { FileStore, fileStore } from "./stores/file";
+import { FileStore, fileStore, SEALED_WITH_ANOTHER_KEY } from "./stores/file";
 import { googleSecretManagerStore } from "./stores/google";
 import { googleKmsStore } from "./stores/google-kms";
 import { localStore } from "./stores/local";
@@ -328,7 +328,16 @@ async function serve(input: SettingsInput, flags: Record<string, unknown>, io: C
     // records a key only with its first write), and one left in a dir others can write could be
     // swapped before the next start reads it.
     await rt?.close();
-    if (generated) await rm(generated, { force: true });
+    if (generated) {
+      await rm(generated, { force: true });
+      // A store sealed with another key, where master.key was missing: the key it was sealed with
+      // is the one that went (when no salt key is set), not a new one.
+      if (err instanceof ConfigError && err.message.includes(SEALED_WITH_ANOTHER_KEY)) {
+        throw new ConfigError(
+          `${err.message}. There was no master.key in ${settings.dataDir}: a new one was made for this start and removed again; put back the master.key the store was sealed with (or set LITELLM_MASTER_KEY to it)`,
+        );
+      }
+    }
     throw err;
   }
   // SIGHUP: the key and certificate are read again (rotation without a restart).

@@ -1,7 +1,7 @@
 // The `llm-secrets` CLI, run as a child process from its bundle (SPEC section 1).
 import { spawn } from "node:child_process";
 import { closeSync, existsSync, openSync } from "node:fs";
-import { chmod, mkdir, readdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { PassThrough } from "node:stream";
 import { describe, expect, it, onTestFinished } from "vitest";
@@ -684,6 +684,34 @@ describe("serve", () => {
       await second.stop();
     }
   });
+
+  it("a start whose master.key is gone from a store sealed with it says so, and keeps no new key", async () => {
+    // Before: only "sealed with another key: set LITELLM_SALT_KEY ...", though the key that went was
+    // master.key (a new one was made for the start, then removed).
+    const dir = await tempDir();
+    const data = join(dir, "data");
+    const env = cleanEnv({ LLM_SECRETS_DATA_DIR: data });
+    const first = await ServerProcess.start({ env, cwd: dir, args: ["--port", "0"] });
+    const key = (await readFile(join(data, "master.key"), "utf8")).trim();
+    try {
+      const put = await fetch(`${first.url}/v1/secrets/A`, {
+        method: "PUT",
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+        body: JSON.stringify({ value: "a" }),
+      });
+      expect(put.status).toBe(201);
+    } finally {
+      await first.stop();
+    }
+    await rm(join(data, "master.key"));
+    const r = await runCli(["serve", "--port", "0"], { env, cwd: dir });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("was sealed with another key");
+    expect(r.stderr).toContain(
+      `There was no master.key in ${data}: a new one was made for this start and removed again`,
+    );
+    expect(existsSync(join(data, "master.key"))).toBe(false);
+  }, 30_000);
 
   it("warns when it serves plain HTTP beyond this machine (the key would cross the network unencrypted)", async () => {
     const { dir, env } = await setup();

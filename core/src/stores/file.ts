@@ -115,6 +115,8 @@ const SNAPSHOT_LINE = 512;
  * and every rewrite (`reencrypt`, compaction) of such a store failed.
  */
 const SNAPSHOT_LINE_BYTES = 8 * 1024 * 1024;
+/** What the start's error says of a store sealed with a key this process lacks (the CLI adds to it when master.key was missing). */
+export const SEALED_WITH_ANOTHER_KEY = "was sealed with another key";
 /** Files killed processes can leave: temp logs and documents, lock candidates and locks moved aside. */
 const LEFTOVER = /^secrets\.(?:json|log)(?:\.lock(?:\.stale)?)?\.(\d+)\.([0-9a-f]+)(?:\.tmp)?$/;
 
@@ -280,7 +282,7 @@ export class FileStore implements SecretStore {
       store.#reload(false);
       if (store.#foreignKeys !== undefined) {
         throw new ConfigError(
-          `the data dir ${dir} was sealed with another key: set LITELLM_SALT_KEY (or LITELLM_MASTER_KEY when no salt ` +
+          `the data dir ${dir} ${SEALED_WITH_ANOTHER_KEY}: set LITELLM_SALT_KEY (or LITELLM_MASTER_KEY when no salt ` +
             "key is set) to the key it was sealed with, and list the keys it replaced in LLM_SECRETS_PREVIOUS_SALT_KEYS; " +
             "`llm-secrets reencrypt` then re-seals it under the current key",
         );
