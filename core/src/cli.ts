@@ -515,7 +515,7 @@ async function readValue(io: CliIo, what: string): Promise<string> {
     let control = false;
     const done = (outcome: () => void) => {
       stdin.off("data", onData);
-      stdin.off("end", onEnd);
+      stdin.off("end", finish);
       stdin.setRawMode(false);
       stdin.pause();
       io.stderr.write("\n");
@@ -533,7 +533,6 @@ async function readValue(io: CliIo, what: string): Promise<string> {
             )
           : resolve(typed),
       );
-    const onEnd = finish;
     const onData = (chunk: Buffer) => {
       let text: string;
       try {
@@ -557,7 +556,7 @@ async function readValue(io: CliIo, what: string): Promise<string> {
     stdin.setRawMode(true); // before the prompt: what is typed once it shows is not echoed
     io.stderr.write(`${what} (not shown; Enter ends it): `);
     stdin.on("data", onData);
-    stdin.on("end", onEnd);
+    stdin.on("end", finish);
   });
 }
 

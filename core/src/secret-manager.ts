@@ -291,21 +291,12 @@ export class SecretManager {
    */
   async #holds(name: string): Promise<boolean> {
     const store = this.store;
-    const invalidName = (err: unknown) => err instanceof SecretsError && err.code === "invalid_name";
-    if (store.has) {
-      const has = store.has.bind(store);
-      return this.#reads
-        .run(() => has(name))
-        .catch((err: unknown) => {
-          if (invalidName(err)) return false;
-          throw err;
-        });
-    }
+    const has = store.has?.bind(store);
     try {
-      return (await this.#reads.run(() => store.get(name))) !== undefined;
+      return await this.#reads.run(async () => (has ? has(name) : (await store.get(name)) !== undefined));
     } catch (err) {
-      if (invalidName(err)) return false;
-      if (isRetryable(err)) throw err;
+      if (err instanceof SecretsError && err.code === "invalid_name") return false;
+      if (has || isRetryable(err)) throw err;
       return true;
     }
   }

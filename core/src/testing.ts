@@ -288,15 +288,19 @@ export function storeConformance(target: ConformanceTarget): void {
       });
     }
 
-    it("has (where the store has it) says what get says: held once put, not once deleted, not if never stored", async () => {
+    it("has (where the store has it) says what get says: held once put, not once deleted, not if never stored", async (ctx) => {
       const store = await target.open();
-      if (!store.has) return; // a listing asks `get` instead
-      expect(await store.has("HAS_NEVER")).toBe(false);
+      const has = store.has?.bind(store);
+      if (!has) {
+        await store.close?.();
+        return ctx.skip(); // a listing asks `get` instead: nothing to hold to
+      }
+      expect(await has("HAS_NEVER")).toBe(false);
       await store.put("HAS_IT", "v");
-      expect(await store.has("HAS_IT")).toBe(true);
+      expect(await has("HAS_IT")).toBe(true);
       if (capabilities.deletes) {
         await store.delete("HAS_IT");
-        expect(await store.has("HAS_IT")).toBe(false);
+        expect(await has("HAS_IT")).toBe(false);
         expect(await store.get("HAS_IT")).toBeUndefined();
       }
       await store.close?.();

@@ -232,8 +232,9 @@ async function isStale(path: string, content: string, lease: Lease): Promise<boo
  */
 async function takeOver(path: string, judged: string, lease: Lease): Promise<boolean> {
   const first = `${path}${TAKING}${createHash("sha256").update(judged).digest("hex").slice(0, 16)}`;
+  const nameOf = (generation: number) => (generation === 1 ? first : `${first}.${generation}`);
   for (let generation = 1; ; generation++) {
-    const taking = generation === 1 ? first : `${first}.${generation}`;
+    const taking = nameOf(generation);
     try {
       await link(path, taking);
     } catch (err) {
@@ -259,7 +260,7 @@ async function takeOver(path: string, judged: string, lease: Lease): Promise<boo
     } finally {
       // Ours, and those of the takers that died before us: the judged lock is gone, so they are
       // leftovers now (as `removeTakingLeftovers` would find).
-      for (let g = generation; g >= 1; g--) await rm(g === 1 ? first : `${first}.${g}`, { force: true });
+      for (let g = generation; g >= 1; g--) await rm(nameOf(g), { force: true });
     }
   }
 }

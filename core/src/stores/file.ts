@@ -264,8 +264,9 @@ export class FileStore implements SecretStore {
       }
       // A dir that holds no log (nor a format-1 document to migrate) is no store either: a data dir
       // pointed at $HOME got a log made there.
-      if (options.create === false && !(exists(store.#logPath) || (exists(dir) && (await hasV1Document(dir))))) {
-        const what = exists(dir) ? `the data dir holds no ${LOG_FILE}` : "the data dir does not exist";
+      const there = exists(dir);
+      if (options.create === false && !exists(store.#logPath) && !(there && (await hasV1Document(dir)))) {
+        const what = there ? `the data dir holds no ${LOG_FILE}` : "the data dir does not exist";
         throw new ConfigError(
           `no file store at ${dir}: ${what} (LLM_SECRETS_DATA_DIR; by default .llm-secrets in the ` +
             "working dir): run the command where the store is or set LLM_SECRETS_DATA_DIR to it (`llm-secrets put` or `serve` makes a new one)",
