@@ -16,7 +16,8 @@ import { loadSettings, requireKeys, type Settings, type SettingsInput } from "./
 import { awsSecretsManagerStore } from "./stores/aws";
 import { awsKmsStore } from "./stores/aws-kms";
 import { azureKeyVaultStore } from "./stores/azure";
-import { FileStore, fileStore, SEALED_WITH_ANOTHER_KEY } from "./stores/file";
+import { FileStore, fileStore } from "./stores/file";
+import { SEALED_WITH_ANOTHER_KEY } from "./stores/file-log";
 import { googleSecretManagerStore } from "./stores/google";
 import { googleKmsStore } from "./stores/google-kms";
 import { localStore } from "./stores/local";
@@ -331,8 +332,12 @@ async function serve(input: SettingsInput, flags: Record<string, unknown>, io: C
     if (generated) {
       await rm(generated, { force: true });
       // A store sealed with another key, where master.key was missing: the key it was sealed with
-      // is the one that went (when no salt key is set), not a new one.
-      if (err instanceof ConfigError && err.message.includes(SEALED_WITH_ANOTHER_KEY)) {
+      // is the one that went, not a new one. (With a salt key set, the master key sealed nothing.)
+      if (
+        input.env.LITELLM_SALT_KEY === undefined &&
+        err instanceof ConfigError &&
+        err.message.includes(SEALED_WITH_ANOTHER_KEY)
+      ) {
         throw new ConfigError(
           `${err.message}. There was no master.key in ${settings.dataDir}: a new one was made for this start and removed again; put back the master.key the store was sealed with (or set LITELLM_MASTER_KEY to it)`,
         );
@@ -426,9 +431,9 @@ async function reencryptStore(input: SettingsInput, io: CliIo, log: Logger): Pro
   // Which key, by its check (the first 8 characters of what the log's header records): run in a
   // shell without the servers' keys, this re-sealed under the old key it already had, said
   // "re-sealed", and the operator then dropped the key the store was still sealed with.
-  const { current, others } = store.keyChecks();
+  const { current, elsewhere, others } = store.keyState();
   const check = current.slice(0, 8);
-  if (!others) {
+  if (elsewhere === 0 && !others) {
     await rt.close();
     io.stderr.write(
       `nothing to re-seal: every secret in ${store.location} is already sealed under the current salt key (key check ${check}). ` +
@@ -439,7 +444,8 @@ async function reencryptStore(input: SettingsInput, io: CliIo, log: Logger): Pro
   const total = await store.reencrypt((done, all) => io.stderr.write(`re-sealed ${done} of ${all}\n`));
   await rt.close();
   io.stderr.write(
-    `re-sealed ${total} secret(s) in ${store.location} under the current salt key (key check ${check})\n`,
+    `re-sealed ${total} secret(s) in ${store.location} under the current salt key (key check ${check}); ` +
+      `${elsewhere} of them ${elsewhere === 1 ? "was" : "were"} sealed under another key\n`,
   );
 }
 

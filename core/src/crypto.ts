@@ -459,6 +459,23 @@ function withoutWhitespace(text: string): string {
 
 /** Decrypts any format LiteLLM writes, under the current or a previous salt key. */
 export function openSecret(ciphertext: string, keys: KeyRing): string {
+  return openWith(ciphertext, keys.all);
+}
+
+/**
+ * `openSecret` with the ring's current key alone: undefined when the value was not sealed under it
+ * (or does not open at all). What `reencrypt` would move is what this does not open.
+ */
+export function openWithCurrent(ciphertext: string, keys: KeyRing): string | undefined {
+  try {
+    return openWith(ciphertext, [keys.current]);
+  } catch (err) {
+    if (err instanceof DecryptFailed) return undefined;
+    throw err;
+  }
+}
+
+function openWith(ciphertext: string, keys: readonly DerivedKey[]): string {
   try {
     return openText(ciphertext, keys);
   } catch (err) {
@@ -469,7 +486,7 @@ export function openSecret(ciphertext: string, keys: KeyRing): string {
   }
 }
 
-function openText(ciphertext: string, keys: KeyRing): string {
+function openText(ciphertext: string, keys: readonly DerivedKey[]): string {
   if (ciphertext === "") throw new DecryptFailed("the ciphertext is empty");
   const gcm = ciphertext.startsWith(V3) ? "hkdf" : ciphertext.startsWith(V2) ? "sha256" : undefined;
   const text = gcm ? ciphertext.slice(V3.length) : ciphertext;
@@ -478,7 +495,7 @@ function openText(ciphertext: string, keys: KeyRing): string {
 
   if (gcm === undefined) {
     if (box !== undefined) {
-      const plain = box.open(text, size, keys.all);
+      const plain = box.open(text, size, keys);
       if (plain !== undefined) return plain;
     } else {
       startLoading();
@@ -486,7 +503,7 @@ function openText(ciphertext: string, keys: KeyRing): string {
   }
   const raw = Buffer.from(text, "base64url");
   if (raw.length !== size) throw new DecryptFailed("not valid padded base64");
-  for (const key of keys.all) {
+  for (const key of keys) {
     const plain = gcm ? openGcm(raw, key[gcm]) : openNacl(raw, key.sha256);
     if (plain !== undefined) {
       const decoded = decodeUtf8(plain, 0, plain.length);

@@ -1,7 +1,7 @@
 // The `llm-secrets` CLI, run as a child process from its bundle (SPEC section 1).
 import { spawn } from "node:child_process";
 import { closeSync, existsSync, openSync } from "node:fs";
-import { chmod, mkdir, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { chmod, cp, mkdir, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { PassThrough } from "node:stream";
 import { describe, expect, it, onTestFinished } from "vitest";
@@ -634,9 +634,28 @@ describe("salt keys and reencrypt", () => {
     };
     const moved = await runCli(["reencrypt"], { env: rotated, cwd: dir });
     expect(moved.stderr).toMatch(
-      /re-sealed 1 secret\(s\) in .* under the current salt key \(key check [A-Za-z0-9_-]{8}\)\n$/,
+      /re-sealed 1 secret\(s\) in .* under the current salt key \(key check [A-Za-z0-9_-]{8}\); 1 of them was sealed under another key\n$/,
     );
     expect(moved.stderr.match(/key check (\S{8})/)?.[1]).not.toBe(r.stderr.match(/key check (\S{8})/)?.[1]);
+  }, 60_000);
+
+  it("re-seals a format-1 store migrated by a process without the old key (its log records only the keys that process had)", async () => {
+    // Before: the migration recorded only the current key's check, so reencrypt, run with the old
+    // key listed as README says, said "nothing to re-seal" and wrote nothing; the operator dropped
+    // the old key, and the entry sealed under it no longer opened.
+    const current = "llm-secrets-TEST-ONLY-fixture-salt-v1";
+    const previous = "llm-secrets-TEST-ONLY-fixture-salt-v0";
+    const { dir, env } = await setup({ LITELLM_SALT_KEY: current });
+    await cp(join(import.meta.dirname, "../fixtures/file-store-v1/data"), join(dir, "data"), { recursive: true });
+    // A plain read with the current key alone migrates the store.
+    const read = await runCli(["get", "OPENAI_API_KEY"], { env, cwd: dir });
+    expect(read).toMatchObject({ code: 0, stdout: "fixture-openai-value\n" });
+    const rotated = { ...env, LLM_SECRETS_PREVIOUS_SALT_KEYS: JSON.stringify([previous]) };
+    const r = await runCli(["reencrypt"], { env: rotated, cwd: dir });
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/re-sealed 7 secret\(s\) .*; 1 of them was sealed under another key\n$/);
+    const after = await runCli(["get", "ROTATED_FROM_V0"], { env, cwd: dir });
+    expect(after).toMatchObject({ code: 0, stdout: "sealed-under-the-previous-key\n" });
   }, 60_000);
 
   it("re-seals ciphertexts from stdin, all or nothing", async () => {
@@ -710,6 +729,31 @@ describe("serve", () => {
     expect(r.stderr).toContain(
       `There was no master.key in ${data}: a new one was made for this start and removed again`,
     );
+    expect(existsSync(join(data, "master.key"))).toBe(false);
+  }, 30_000);
+
+  it("says master.key went for a format-1 store too, and not when a salt key is set (the master key then sealed nothing)", async () => {
+    // Before: a format-1 store's refusal did not carry the phrase, so no word of master.key; and with
+    // LITELLM_SALT_KEY set, the start was told to put back a master.key that had never sealed it.
+    const dir = await tempDir();
+    const data = join(dir, "data");
+    await cp(join(import.meta.dirname, "../fixtures/file-store-v1/data"), data, { recursive: true });
+    const formatOne = await runCli(["serve", "--port", "0"], {
+      env: cleanEnv({ LLM_SECRETS_DATA_DIR: data }),
+      cwd: dir,
+    });
+    expect(formatOne.code).toBe(1);
+    expect(formatOne.stderr).toContain("holds a format-1 store (secrets.json) that was sealed with another key");
+    expect(formatOne.stderr).toContain(`There was no master.key in ${data}`);
+    expect(existsSync(join(data, "master.key"))).toBe(false);
+
+    const salted = await runCli(["serve", "--port", "0"], {
+      env: cleanEnv({ LLM_SECRETS_DATA_DIR: data, LITELLM_SALT_KEY: newKey("salt-") }),
+      cwd: dir,
+    });
+    expect(salted.code).toBe(1);
+    expect(salted.stderr).toContain("was sealed with another key");
+    expect(salted.stderr).not.toContain("master.key");
     expect(existsSync(join(data, "master.key"))).toBe(false);
   }, 30_000);
 

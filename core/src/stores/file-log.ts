@@ -38,6 +38,11 @@ import type { KeyRing } from "../crypto";
 import { StoreCorrupt } from "../store-errors";
 
 export const LOG_FILE = "secrets.log";
+/**
+ * What the start's error says of a store (a log, or a format-1 document to migrate) sealed with a
+ * key this process lacks: the CLI adds to it when master.key was missing.
+ */
+export const SEALED_WITH_ANOTHER_KEY = "was sealed with another key";
 export const FORMAT = "llm-secrets/file-store";
 export const LOG_VERSION = 2;
 

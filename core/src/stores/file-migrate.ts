@@ -25,7 +25,7 @@ import type { Logger } from "../log";
 import { StoreCorrupt } from "../store-errors";
 import { describeIssues, issuesOf, safeParse } from "../validation";
 import { withFileLock } from "./file-lock";
-import type { Change } from "./file-log";
+import { type Change, SEALED_WITH_ANOTHER_KEY } from "./file-log";
 
 const V1_FILE = "secrets.json";
 
@@ -84,7 +84,7 @@ export async function migrateV1(context: MigrationContext): Promise<{ entries: n
       const names = Object.keys(entries);
       if (names.length > 0 && !names.some((name) => opens(entries[name]?.ciphertext ?? "", context.keys))) {
         throw new ConfigError(
-          `the data dir ${context.dir} holds a format-1 store (secrets.json) sealed with another key: none of its ` +
+          `the data dir ${context.dir} holds a format-1 store (secrets.json) that ${SEALED_WITH_ANOTHER_KEY}: none of its ` +
             `${names.length} entries opens. Set LITELLM_SALT_KEY (or LITELLM_MASTER_KEY when no salt key is set) ` +
             "to the key it was sealed with, and list the keys it replaced in LLM_SECRETS_PREVIOUS_SALT_KEYS; nothing was changed",
         );

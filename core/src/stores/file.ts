@@ -61,7 +61,7 @@ import {
 import { type FileHandle, link, mkdir, open, readdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import * as z from "zod/mini";
-import { type KeyRing, openSecret, sealSecret } from "../crypto";
+import { type KeyRing, openSecret, openWithCurrent, sealSecret } from "../crypto";
 import { ConfigError, EncryptionKeyMissing, SecretsError } from "../errors";
 import { ignoresModes, requirePosixFiles } from "../local-files";
 import { type Logger, silentLogger } from "../log";
@@ -92,6 +92,7 @@ import {
   LOG_FILE,
   LOG_VERSION,
   parseLog,
+  SEALED_WITH_ANOTHER_KEY,
 } from "./file-log";
 import { hasV1Document, type ImportedChange, migrateV1 } from "./file-migrate";
 import { DataDirWatch, type WatchDir, watchDir } from "./file-watch";
@@ -115,8 +116,6 @@ const SNAPSHOT_LINE = 512;
  * and every rewrite (`reencrypt`, compaction) of such a store failed.
  */
 const SNAPSHOT_LINE_BYTES = 8 * 1024 * 1024;
-/** What the start's error says of a store sealed with a key this process lacks (the CLI adds to it when master.key was missing). */
-export const SEALED_WITH_ANOTHER_KEY = "was sealed with another key";
 /** Files killed processes can leave: temp logs and documents, lock candidates and locks moved aside. */
 const LEFTOVER = /^secrets\.(?:json|log)(?:\.lock(?:\.stale)?)?\.(\d+)\.([0-9a-f]+)(?:\.tmp)?$/;
 
@@ -378,13 +377,20 @@ export class FileStore implements SecretStore {
   }
 
   /**
-   * The current salt key's check (as the log's header records keys, never the key), and whether
-   * the log says an entry may be sealed under another key: what `reencrypt` would move.
+   * What `reencrypt` would move: the current salt key's check (as the log's header records keys,
+   * never the key), how many values do not open with the current key alone (each is opened: what
+   * the log records of its keys is not enough, since a format-1 migration records the keys the
+   * migrating process had, not those that sealed), and whether the log names another key (a start
+   * then needs it in its ring, until a rewrite drops it).
    */
-  keyChecks(): { current: string; others: boolean } {
+  keyState(): { current: string; elsewhere: number; others: boolean } {
     this.#readChanges("read");
     const current = keyCheckOf(this.#keys.current);
-    return { current, others: [...this.#keyChecks].some((k) => k !== current) };
+    let elsewhere = 0;
+    for (const change of this.#entries.values()) {
+      if (change.v !== undefined && openWithCurrent(change.v, this.#keys) === undefined) elsewhere++;
+    }
+    return { current, elsewhere, others: [...this.#keyChecks].some((k) => k !== current) };
   }
 
   /**
