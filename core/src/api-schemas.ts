@@ -4,6 +4,7 @@
  */
 
 import * as z from "zod/mini";
+import { isCiphertextShaped } from "./crypto";
 import { ERROR_STATUS, type ErrorCode } from "./errors";
 
 const MAX_DESCRIPTION = 2048;
@@ -91,6 +92,49 @@ export const ErrorResponse = z.object({
   }),
 });
 
+const text = z.string().check(z.minLength(1), z.maxLength(512));
+const optionalText = z.nullish(text);
+const tokenHash = z.nullish(z.string().check(z.regex(/^[0-9a-f]{64}$/, "expected a SHA-256 hex digest")));
+
+/**
+ * One key event (SPEC section 7), as a queue message or an item of `POST /v1/key-events`. Each is
+ * validated on its own (key-events.ts), so one malformed event is refused and the others applied:
+ * the request's own schema (below) takes any JSON, and the document shows this one.
+ */
+export const KeyEventSchema = z
+  .object({
+    id: text,
+    type: z.enum(["key.created", "key.regenerated", "key.deleted"]),
+    occurred_at: z.iso.datetime({ offset: true }),
+    key_alias: optionalText,
+    token_hash: tokenHash,
+    key: z.nullish(z.string().check(z.minLength(1))),
+    key_ciphertext: z.nullish(
+      z
+        .string()
+        .check(
+          z.refine(isCiphertextShaped, "is not a LiteLLM ciphertext (padded base64 of a nonce, a tag and a body)"),
+        ),
+    ),
+    previous_key_alias: optionalText,
+    previous_token_hash: tokenHash,
+    team_id: optionalText,
+  })
+  .check(
+    z.meta({
+      description:
+        "A virtual key created, regenerated or deleted. It needs key_alias or token_hash; a created or regenerated event needs exactly one of key and key_ciphertext (a LiteLLM ciphertext under the salt key)",
+    }),
+    z.refine((e) => Boolean(e.key_alias || e.token_hash), {
+      message: "an event needs key_alias or token_hash",
+      path: ["key_alias"],
+    }),
+    z.refine((e) => e.type === "key.deleted" || Boolean(e.key) !== Boolean(e.key_ciphertext), {
+      message: "created and regenerated events need exactly one of key and key_ciphertext",
+      path: ["key"],
+    }),
+  );
+
 /** `POST /v1/key-events`: one event or up to 100 in order; each is validated on its own (key-events.ts). */
 export const MAX_KEY_EVENTS_PER_REQUEST = 100;
 export const KeyEventsRequest = z
@@ -110,6 +154,11 @@ export const KeyEventsRequest = z
       error: `an array of 1 to ${MAX_KEY_EVENTS_PER_REQUEST} key events`,
     }),
   );
+/** What the document shows of `POST /v1/key-events`'s body: the events as each is validated. */
+export const KeyEventsDocument = z.union([
+  z.array(KeyEventSchema).check(z.minLength(1), z.maxLength(MAX_KEY_EVENTS_PER_REQUEST)),
+  KeyEventSchema,
+]);
 export const KeyEventsResponse = z.object({
   results: z.array(
     z.object({

@@ -31,8 +31,9 @@
  * applying again is safe).
  * Logs and outcomes name events and secrets, never a key.
  */
-import * as z from "zod/mini";
-import { isCiphertextShaped, type KeyRing, openSecret } from "./crypto";
+import type * as z from "zod/mini";
+import { KeyEventSchema } from "./api-schemas";
+import { type KeyRing, openSecret } from "./crypto";
 import { EncryptionKeyMissing, type ErrorCode, SecretsError } from "./errors";
 import { describeUnexpected, type Logger } from "./log";
 import type { Metrics } from "./metrics";
@@ -42,40 +43,6 @@ import { MAX_CLOCK_SKEW_MS } from "./secret-store";
 import { type KeyManagement, virtualKeyPrefix } from "./settings";
 import { loggableMessage } from "./store-errors";
 import { describeIssues, issuesOf, safeParse } from "./validation";
-
-const text = z.string().check(z.minLength(1), z.maxLength(512));
-const optionalText = z.nullish(text);
-const tokenHash = z.nullish(z.string().check(z.regex(/^[0-9a-f]{64}$/, "expected a SHA-256 hex digest")));
-
-const KeyEventSchema = z
-  .object({
-    id: text,
-    type: z.enum(["key.created", "key.regenerated", "key.deleted"]),
-    occurred_at: z.iso.datetime({ offset: true }),
-    key_alias: optionalText,
-    token_hash: tokenHash,
-    key: z.nullish(z.string().check(z.minLength(1))),
-    key_ciphertext: z.nullish(
-      z
-        .string()
-        .check(
-          z.refine(isCiphertextShaped, "is not a LiteLLM ciphertext (padded base64 of a nonce, a tag and a body)"),
-        ),
-    ),
-    previous_key_alias: optionalText,
-    previous_token_hash: tokenHash,
-    team_id: optionalText,
-  })
-  .check(
-    z.refine((e) => Boolean(e.key_alias || e.token_hash), {
-      message: "an event needs key_alias or token_hash",
-      path: ["key_alias"],
-    }),
-    z.refine((e) => e.type === "key.deleted" || Boolean(e.key) !== Boolean(e.key_ciphertext), {
-      message: "created and regenerated events need exactly one of key and key_ciphertext",
-      path: ["key"],
-    }),
-  );
 
 type KeyEvent = z.infer<typeof KeyEventSchema>;
 

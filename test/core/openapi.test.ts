@@ -82,12 +82,48 @@ describe("the OpenAPI document", () => {
       expect(served === 400 ? "refused" : "accepted", `${n} tags`).toBe(putValid(body) ? "accepted" : "refused");
     }
     const eventsValid = bodyOf("/v1/key-events", "post");
-    const event = { id: "e", type: "nope" }; // malformed, refused in its result: the request is accepted
+    // Well formed; refused in its result (store_virtual_keys is off): the request is accepted.
+    const event = { id: "e", type: "key.deleted", occurred_at: new Date().toISOString(), key_alias: "a" };
     for (const n of [0, 1, MAX_KEY_EVENTS_PER_REQUEST, MAX_KEY_EVENTS_PER_REQUEST + 1]) {
       const body = Array(n).fill(event);
       const served = (await request("/v1/key-events", { method: "POST", json: body })).status;
       expect(served === 400 ? "refused" : "accepted", `${n} events`).toBe(eventsValid(body) ? "accepted" : "refused");
     }
+  });
+
+  it("describes a key event as it is validated: what the schema refuses, the server refuses as malformed", async () => {
+    // Before: the body was documented as any array or object, so a generated client had no fields.
+    const { doc } = await servedDocument();
+    const { request } = await inProcessApp({
+      config: "general_settings:\n  key_management_settings:\n    store_virtual_keys: true\n",
+    });
+    const ajv = new Ajv2020({ strict: false });
+    ajv.addFormat("date-time", { validate: (s: string) => !Number.isNaN(Date.parse(s)) });
+    const valid = ajv.compile(
+      doc.paths["/v1/key-events"]?.post?.requestBody?.content["application/json"]?.schema ?? { not: {} },
+    );
+    const at = new Date().toISOString();
+    const good = { id: "e1", type: "key.created", occurred_at: at, key_alias: "doc-a", key: "sk-doc" };
+    const events: Record<string, unknown>[] = [
+      good,
+      { ...good, id: "e2", type: "key.deleted", key: undefined },
+      { ...good, id: "e3", token_hash: "a".repeat(64), key_alias: null, team_id: null },
+      { ...good, id: undefined },
+      { ...good, id: "" },
+      { ...good, type: "key.updated" },
+      { ...good, occurred_at: undefined },
+      { ...good, token_hash: "not-a-hash" },
+      { ...good, key: "" },
+      { ...good, team_id: 7 },
+      // (What JSON Schema cannot say, key XOR key_ciphertext and a ciphertext's shape, the description says.)
+    ];
+    for (const event of events) {
+      const res = await request("/v1/key-events", { method: "POST", json: [event] });
+      const [result] = ((await res.json()) as { results: { status: string; message?: string }[] }).results;
+      const malformed = result?.status === "refused" && /malformed/.test(result.message ?? "");
+      expect(malformed ? "refused" : "accepted", JSON.stringify(event)).toBe(valid([event]) ? "accepted" : "refused");
+    }
+    expect(valid([good])).toBe(true);
   });
 
   it("declares the headers every 401 and 503 carries", async () => {

@@ -4,7 +4,7 @@
  * `200` when none failed, else `503` with `Retry-After` (sending the same events again is safe:
  * applied ones are superseded). Each event gets its audit line (audit.ts).
  */
-import { KeyEventsRequest, KeyEventsResponse } from "../api-schemas";
+import { KeyEventsDocument, KeyEventsRequest, KeyEventsResponse } from "../api-schemas";
 import { keyEventEntry } from "../audit";
 import { retryAfterSeconds } from "../errors";
 import type { KeyEventResult } from "../key-events";
@@ -19,6 +19,7 @@ export function keyEventRoutes(router: Router, apply: (event: unknown) => Promis
       summary: "Apply virtual-key events (created, regenerated, deleted): one, or an array of up to 100",
       auth: true,
       body: KeyEventsRequest,
+      documentedBody: KeyEventsDocument,
       // A failed event is a 503 with the results (below), never an error body.
       errors: ["invalid_request", "payload_too_large"],
       responses: {
