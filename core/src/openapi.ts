@@ -188,7 +188,8 @@ export function buildOpenApi(routes: readonly RouteSpec[], version: string): Jso
         : {}),
       responses,
     };
-    const methods = route.method === "all" ? DOCUMENTED_ALL : [route.method];
+    // Every GET route answers HEAD too (the router's), documented as its own operation without bodies.
+    const methods = route.method === "all" ? DOCUMENTED_ALL : route.method === "get" ? ["get", "head"] : [route.method];
     paths[route.path] ??= {};
     for (const method of methods) {
       const bodiless = method === "get" || method === "head";
@@ -203,7 +204,9 @@ export function buildOpenApi(routes: readonly RouteSpec[], version: string): Jso
                 }),
               ...(method === "head" && { responses: withoutBodies(responses) }),
             }
-          : operation;
+          : method === "head"
+            ? { ...operation, operationId: `${route.operationId}Head`, responses: withoutBodies(responses) }
+            : operation;
     }
   }
 
@@ -218,7 +221,12 @@ export function buildOpenApi(routes: readonly RouteSpec[], version: string): Jso
       securitySchemes: {
         masterKey: { type: "http", scheme: "bearer", description: "The master key" },
         // Where a platform's own auth takes Authorization (Function URL IAM, Cloud Functions' invoker).
-        litellmApiKey: { type: "apiKey", in: "header", name: "x-litellm-api-key", description: "The master key" },
+        litellmApiKey: {
+          type: "apiKey",
+          in: "header",
+          name: "x-litellm-api-key",
+          description: "The master key; when this header is sent, it is the key checked, whatever Authorization holds",
+        },
       },
       schemas: { Error: schemaOf(ErrorResponse, "output") },
     },

@@ -126,6 +126,27 @@ describe("the OpenAPI document", () => {
     expect(valid([good])).toBe(true);
   });
 
+  it("documents every method a path's Allow names, HEAD included, with the status it answers", async () => {
+    // Before: HEAD was answered and in Allow on every GET route, documented on forwarding's only.
+    const { doc, request } = await servedDocument();
+    const concrete = (path: string) =>
+      path.replace("{name}", "DOC_NAME").replace("{model_name}", "m").replace("{path}", "p");
+    for (const path of Object.keys(doc.paths)) {
+      const refused = await request(concrete(path), { method: "PROPFIND" });
+      expect(refused.status, path).toBe(405);
+      const allowed = (refused.headers.get("allow") ?? "").split(/,\s*/).filter(Boolean);
+      expect(allowed.length, path).toBeGreaterThan(0);
+      for (const method of allowed) {
+        const operation = doc.paths[path]?.[method.toLowerCase()];
+        expect(operation, `${method} ${path}`).toBeDefined();
+        if (method !== "HEAD") continue;
+        const head = await request(concrete(path), { method: "HEAD" });
+        expect(Object.keys(operation?.responses ?? {}), `HEAD ${path}`).toContain(String(head.status));
+        expect(await head.text(), `HEAD ${path}`).toBe("");
+      }
+    }
+  });
+
   it("declares the headers every 401 and 503 carries", async () => {
     const { operations } = await servedDocument();
     let seen401 = 0;

@@ -9,7 +9,7 @@ import { describe, expect, it, vi } from "vitest";
 // @ts-expect-error: a plain ESM build script without types
 import { bundleCore } from "../../core/build.mjs";
 import { KeyRing } from "../../core/src/crypto";
-import { ConfigError, SecretsError } from "../../core/src/errors";
+import { ConfigError, ERROR_STATUS, type ErrorCode, SecretsError } from "../../core/src/errors";
 import { instrumentStore } from "../../core/src/instrument-store";
 import { applyKeyEvent } from "../../core/src/key-events";
 import { createLogger, silentLogger } from "../../core/src/log";
@@ -126,6 +126,28 @@ describe("the custom store", () => {
       ["payload_too_large", "larger than my store takes", undefined],
       ["invalid_name", "my store takes no @ in a name", undefined],
     ]);
+    // Every code a read can answer this way is one the API documents for a read (and a resolve):
+    // 409 and 501 were answered by GET /v1/secrets/{name} and POST /v1/resolve, undocumented.
+    const notSupported = Object.assign(new Error("my store cannot read"), { name: "NotSupported" });
+    const readCodes = new Set<string>();
+    for (const error of [...thrown, notSupported]) {
+      const typed = await open("./custom-throwing-factory.mjs", FIXTURES, { error });
+      readCodes.add(await codeOf(typed.get("A")));
+    }
+    expect([...readCodes]).toEqual(expect.arrayContaining(["name_conflict", "not_supported", "internal"]));
+    const { request } = await inProcessApp();
+    const doc = (await (await request("/openapi.json", { token: null })).json()) as {
+      paths: Record<string, Record<string, { responses: Record<string, unknown> }>>;
+    };
+    for (const [path, method] of [
+      ["/v1/secrets/{name}", "get"],
+      ["/v1/resolve", "post"],
+    ] as const) {
+      const documented = Object.keys(doc.paths[path]?.[method]?.responses ?? {});
+      for (const code of readCodes) {
+        expect(documented, `${method} ${path} ${code}`).toContain(String(ERROR_STATUS[code as ErrorCode]));
+      }
+    }
     // The read-only factory throws errors named NotSupported from put and delete.
     const readOnly = await open("./custom-factory.mjs");
     expect(await codeOf(readOnly.put("A", "v"))).toBe("not_supported");

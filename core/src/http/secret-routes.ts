@@ -22,8 +22,13 @@ import { answer, type Ctx, json, queryParam, type Router } from "./router";
 /** What a store's read or write may answer. */
 const STORE_ERRORS: ErrorCode[] = [...STORE_FAILURES];
 const ERRORS: ErrorCode[] = ["invalid_name", "not_hosted", ...STORE_ERRORS];
+/**
+ * What a user's own store may answer from a read (custom.ts passes its typed errors through): a
+ * name that maps onto another's key, a store that cannot read.
+ */
+const CUSTOM_READ_ERRORS: ErrorCode[] = ["name_conflict", "not_supported"];
 /** What a read of a secret can answer (`GET /v1/secrets/{name}`, and forward's read of its key). */
-export const SECRET_READ_ERRORS: ErrorCode[] = [...ERRORS, "write_only", "not_found"];
+export const SECRET_READ_ERRORS: ErrorCode[] = [...ERRORS, ...CUSTOM_READ_ERRORS, "write_only", "not_found"];
 
 /** The name from the path as it arrived (admission made sure the runtime passed it). */
 const secretName = (c: Ctx) => nameFromPath(c.env.raw?.path ?? "", SECRETS_PREFIX);
@@ -120,7 +125,7 @@ export function secretRoutes(router: Router, manager: SecretManager): void {
       auth: true,
       body: ResolveRequest,
       // A name outside hosted_keys, or not a name, is a reason in unresolved_refs, not its own error.
-      errors: [...STORE_ERRORS, "write_only", "unresolved_refs"],
+      errors: [...STORE_ERRORS, ...CUSTOM_READ_ERRORS, "write_only", "unresolved_refs"],
       responses: { 200: { description: "The config with refs replaced", schema: ResolveResponse } },
       audit: { action: "resolve" },
     },

@@ -97,7 +97,7 @@ export function serviceRoutes(
       path: "/ready",
       operationId: "ready",
       summary:
-        "Readiness: 200 when the store answers a cheap read within 2 s, else 503 (with Retry-After) carrying the store's error code: backend_unavailable, backend_denied, store_unavailable or internal (answers are reused for 1 s)",
+        "Readiness: 200 when the store answers a cheap read within 2 s, else 503 (with Retry-After) carrying the store's error code: backend_unavailable, backend_denied, store_unavailable, store_corrupt or internal (answers are reused for 1 s)",
       auth: false,
       // Every failure is a 503 (not the code's own status): described here, not through `errors`.
       responses: {
