@@ -11,9 +11,10 @@
  * - A customer-managed KMS key (rotated yearly) that encrypts the secrets it writes and the master
  *   key, and another that encrypts the two queues only: a producer needs GenerateDataKey and Decrypt
  *   on the queues' key (SSE-KMS), and that grant must open no secret.
- * - IAM: reads only on the names the settings serve (`hostedKeys`, and the virtual-key prefix when
- *   virtual keys are stored); writes (create, put, update, restore, delete, tag, untag) only under the prefix, and
- *   none with `read_only`. No `*` action anywhere.
+ * - IAM, a role for each function (the queue's grants on the key-events one only): reads only on
+ *   the names the API serves (`hostedKeys` when given, else the virtual-key prefix); writes
+ *   (describe, create, put, update, restore, delete, tag, untag) only under the prefix, and none
+ *   with `read_only`. No `*` action anywhere, and nothing on the master key's secret.
  * - Settings as environment: `LLM_SECRETS_CONFIG` (the store's part of config.yaml, from the props)
  *   and `LITELLM_MASTER_KEY` (generated into a secret of its own, read at deploy time), and when
  *   given `LITELLM_SALT_KEY` and `LLM_SECRETS_PREVIOUS_SALT_KEYS` (secrets made outside, read the
@@ -49,8 +50,8 @@ export interface LlmSecretsStackProps extends StackProps {
   accessMode?: AccessMode;
   /**
    * `hosted_keys`, written into the config only when given: then the only names the API reads, virtual
-   * keys included (the queue still writes those: SPEC section 4), and the only secrets besides the
-   * virtual keys the role may read.
+   * keys included (the queue still writes those: SPEC section 4), and then the only secrets the
+   * roles may read (no value under the prefix).
    */
   hostedKeys?: readonly string[];
   /** `prefix_for_stored_virtual_keys`; default `litellm/`. */
@@ -164,10 +165,17 @@ export class LlmSecretsStack extends Stack {
       "",
     ].join("\n");
 
-    const role = new iam.Role(this, "FunctionRole", {
-      assumedBy: new iam.ServicePrincipal("lambda.amazonaws.com"),
-      managedPolicies: [iam.ManagedPolicy.fromAwsManagedPolicyName("service-role/AWSLambdaBasicExecutionRole")],
-    });
+    // A role for each function: the key-events function's queue grants (its event source's) stay off
+    // the HTTP function, which callers reach. The HTTP function's keeps the id of the one role before.
+    const roleOf = (id: string) =>
+      new iam.Role(this, id, {
+        assumedBy: new iam.ServicePrincipal("lambda.amazonaws.com"),
+        managedPolicies: [iam.ManagedPolicy.fromAwsManagedPolicyName("service-role/AWSLambdaBasicExecutionRole")],
+      });
+    const httpRole = roleOf("FunctionRole");
+    const keyEventsRole = roleOf("KeyEventsRole");
+    // What both do with secrets and their key: the API's reads and writes, and key events' writes.
+    const secretsAccess = new iam.Policy(this, "SecretsAccess", { roles: [httpRole, keyEventsRole] });
     const secretArn = (name: string) =>
       Stack.of(this).formatArn({
         service: "secretsmanager",
@@ -175,9 +183,13 @@ export class LlmSecretsStack extends Stack {
         resourceName: name,
         arnFormat: ArnFormat.COLON_RESOURCE_NAME,
       });
-    // A secret's ARN ends in 6 random characters: `name-??????`.
-    const readable = [...(props.hostedKeys ?? []).map((name) => secretArn(`${name}-??????`)), secretArn(`${prefix}*`)];
-    role.addToPolicy(
+    // A secret's ARN ends in 6 random characters: `name-??????`. With hosted keys, those are the only
+    // names the API reads: a virtual key answers 403 not_hosted, so no value under the prefix is
+    // read (key events' writes describe them: DescribeSecret below).
+    const readable = props.hostedKeys?.length
+      ? props.hostedKeys.map((name) => secretArn(`${name}-??????`))
+      : [secretArn(`${prefix}*`)];
+    secretsAccess.addStatements(
       new iam.PolicyStatement({
         sid: "ReadServedNames",
         actions: ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
@@ -185,7 +197,7 @@ export class LlmSecretsStack extends Stack {
       }),
     );
     if (props.listNames) {
-      role.addToPolicy(
+      secretsAccess.addStatements(
         new iam.PolicyStatement({
           sid: "ListSecretNames",
           actions: ["secretsmanager:ListSecrets"],
@@ -194,10 +206,12 @@ export class LlmSecretsStack extends Stack {
       );
     }
     if (writes) {
-      role.addToPolicy(
+      secretsAccess.addStatements(
         new iam.PolicyStatement({
           sid: "WriteVirtualKeysUnderThePrefix",
           actions: [
+            // What a write reads first: the secret's change time (tags) and current version.
+            "secretsmanager:DescribeSecret",
             "secretsmanager:PutSecretValue",
             "secretsmanager:RestoreSecret",
             "secretsmanager:DeleteSecret",
@@ -211,7 +225,7 @@ export class LlmSecretsStack extends Stack {
       // Secrets are made under the stack's key only (the store sends it as kms_key_id), and a
       // PUT's description replaces the secret's (UpdateSecret) without another key: neither can
       // move the secrets off the stack's key.
-      role.addToPolicy(
+      secretsAccess.addStatements(
         new iam.PolicyStatement({
           sid: "CreateVirtualKeysUnderTheStacksKey",
           actions: ["secretsmanager:CreateSecret"],
@@ -219,7 +233,7 @@ export class LlmSecretsStack extends Stack {
           conditions: { StringEquals: { "secretsmanager:KmsKeyId": this.key.keyArn } },
         }),
       );
-      role.addToPolicy(
+      secretsAccess.addStatements(
         new iam.PolicyStatement({
           sid: "SetVirtualKeyDescriptionsUnderThePrefix",
           actions: ["secretsmanager:UpdateSecret"],
@@ -228,23 +242,25 @@ export class LlmSecretsStack extends Stack {
         }),
       );
     }
-    // The key encrypts what we write; named actions only (grantEncryptDecrypt adds `kms:ReEncrypt*`
-    // and `kms:GenerateDataKey*`). Decrypt also opens events queued under this key before the queues
-    // had a key of their own (a stack deployed before that change).
-    role.addToPolicy(
+    // The key encrypts what we write: Secrets Manager asks for GenerateDataKey when a value is put
+    // and Decrypt when it is read, on the caller's rights; nothing calls Encrypt. Named actions only
+    // (grantEncryptDecrypt adds `kms:ReEncrypt*` and `kms:GenerateDataKey*`). Decrypt also opens
+    // events queued under this key before the queues had a key of their own (a stack deployed before
+    // that change). Nothing on the master key's secret: CloudFormation reads it (below).
+    secretsAccess.addStatements(
       new iam.PolicyStatement({
         sid: "UseTheSecretsKey",
-        actions: ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],
+        actions: ["kms:Decrypt", "kms:GenerateDataKey"],
         resources: [this.key.keyArn],
       }),
     );
-    masterKey.grantRead(role);
 
     const environment = {
       LLM_SECRETS_CONFIG: config,
-      // A deploy-time reference in the template; CloudFormation resolves it into the functions'
-      // environment (readable with lambda:GetFunctionConfiguration; infra/README.md says so), only
-      // when it updates them: naming the version makes a rotation change the template.
+      // A deploy-time reference in the template; CloudFormation resolves it, with the deployer's
+      // rights (the functions' roles may not read the secret), into the functions' environment
+      // (readable with lambda:GetFunctionConfiguration; infra/README.md says so), only when it
+      // updates them: naming the version makes a rotation change the template.
       LITELLM_MASTER_KEY: SecretValue.secretsManager(masterKey.secretArn, {
         versionId: props.masterKeyVersionId,
       }).unsafeUnwrap(),
@@ -263,12 +279,12 @@ export class LlmSecretsStack extends Stack {
       runtime: lambda.Runtime.NODEJS_22_X,
       architecture: lambda.Architecture.ARM_64,
       code: props.code,
-      role,
       environment,
       memorySize: 512,
     };
     this.httpFunction = new lambda.Function(this, "Http", {
       ...common,
+      role: httpRole,
       // Its cache is not told of key events (another function applies them): a deleted virtual key
       // stays readable here until its entry expires, so entries live minutes, not a day.
       environment: { ...environment, SECRET_MANAGER_REFRESH_INTERVAL: String(refreshInterval) },
@@ -279,12 +295,15 @@ export class LlmSecretsStack extends Stack {
     });
     const keyEvents = new lambda.Function(this, "KeyEvents", {
       ...common,
+      role: keyEventsRole,
       handler: "index.sqs",
       // Ten records one after another, each a few SDK calls that may be retried when throttled: a
       // batch that timed out would come back whole (no partial report), good records and all.
       timeout: Duration.seconds(KEY_EVENTS_TIMEOUT_SECONDS),
       logGroup: new logs.LogGroup(this, "KeyEventsLogs", { retention: logs.RetentionDays.ONE_MONTH }),
     });
+    // Made after their grants, as CDK orders a function after its role's own policy.
+    for (const fn of [this.httpFunction, keyEvents]) fn.node.addDependency(secretsAccess);
 
     // The queues' own key: a producer (the gateway's key hooks) sends under SSE-KMS with
     // kms:GenerateDataKey and kms:Decrypt on it, which must not reach the secrets' key.
@@ -307,10 +326,12 @@ export class LlmSecretsStack extends Stack {
       encryptionMasterKey: this.queueKey,
       enforceSSL: true,
     });
-    // Grants the role the consumer's actions on the queue, and kms:Decrypt (only) on the queue key.
+    // Grants its role (not the HTTP function's) the consumer's actions on the queue, and kms:Decrypt
+    // (only) on the queue key.
     keyEvents.addEventSource(new SqsEventSource(this.queue, { batchSize: 10, reportBatchItemFailures: true }));
 
-    if ((props.entry ?? "function-url") === "function-url") {
+    // Anything but http-api gets IAM auth: no value opens the API by mistake (context.ts refuses typos).
+    if (props.entry !== "http-api") {
       const url = this.httpFunction.addFunctionUrl({ authType: lambda.FunctionUrlAuthType.AWS_IAM });
       new CfnOutput(this, "FunctionUrl", {
         description:

@@ -5,7 +5,9 @@
 // identity: the template writes WEBSITE_RUN_FROM_PACKAGE itself, so no later deploy drops it.
 // See ../README.md. No Bicep compiler runs in this repository's CI: a test reads this file.
 
-@description('A short name: resources are named from it.')
+@description('A short name that resources are named from: 3 to 11 lowercase letters, digits and single hyphens, starting with a letter and ending with a letter or digit (the Key Vault\'s rule). The storage account takes it without hyphens (its name is lowercase letters and digits only); at most 11 keep a unique suffix in the storage account\'s and the Key Vault\'s names (24 characters at most).')
+@minLength(3)
+@maxLength(11)
 param name string = 'llmsecrets'
 
 param location string = resourceGroup().location
@@ -49,8 +51,9 @@ var releasesContainer = 'function-releases'
 // Storage Queue Data Message Sender: a producer adds messages, and can neither read nor delete one.
 var queueSenderRole = 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
 
+// Lowercase letters and digits only: llm-secrets is llmsecrets here.
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  name: take('${name}${suffix}', 24)
+  name: take('${toLower(replace(name, '-', ''))}${suffix}', 24)
   location: location
   sku: { name: 'Standard_LRS' }
   kind: 'StorageV2'

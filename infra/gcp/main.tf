@@ -1,5 +1,5 @@
-# llm-secrets on Google Cloud: two gen2 functions beside Secret Manager, a key-event topic with its
-# dead-letter topic, and a KMS key. See ../README.md.
+# llm-secrets on Google Cloud: two gen2 functions beside Secret Manager, and a key-event topic with
+# its dead-letter topic. See ../README.md.
 
 terraform {
   required_version = ">= 1.6"
@@ -38,7 +38,6 @@ locals {
   environment = {
     GOOGLE_SECRET_MANAGER_PROJECT_ID = var.project
     LLM_SECRETS_CONFIG               = local.config
-    GOOGLE_KMS_RESOURCE_NAME         = google_kms_crypto_key.secrets.id
     # Every instance's cache lifetime: a key revoked by an event stops being served within it.
     SECRET_MANAGER_REFRESH_INTERVAL = tostring(var.refresh_interval_seconds)
   }
@@ -73,16 +72,40 @@ locals {
   prefix_reaches_error = "prefix_for_stored_virtual_keys as a secret id (${local.prefix_secret_id}) begins the id of ${join(", ", local.prefix_reaches)} (master_key_secret, a salt key's secret or a hosted_keys secret): the virtual-key grants would reach it. Choose a prefix no other secret's id starts with."
 }
 
-# The functions' identity.
+# The APIs the resources below call, enabled first (a new project has them off): Cloud Functions,
+# and the Cloud Build build, Artifact Registry image and Cloud Run service behind each gen2
+# function; Pub/Sub; Secret Manager; IAM (the functions' account, the custom roles). No Eventarc:
+# key events come by a push subscription, not an event trigger. Left on at destroy: other resources
+# of the project may use them.
+resource "google_project_service" "apis" {
+  for_each = toset([
+    "artifactregistry.googleapis.com",
+    "cloudbuild.googleapis.com",
+    "cloudfunctions.googleapis.com",
+    "iam.googleapis.com",
+    "pubsub.googleapis.com",
+    "run.googleapis.com",
+    "secretmanager.googleapis.com",
+  ])
+  project            = var.project
+  service            = each.value
+  disable_on_destroy = false
+}
+
+# The functions' identity (the grants and the functions name it, so they come after the APIs too).
 resource "google_service_account" "functions" {
   account_id   = "llm-secrets"
   display_name = "llm-secrets functions"
+  depends_on   = [google_project_service.apis]
 }
 
 # Reads of values (secretAccessor) only where the API serves them: the virtual keys, by a condition
 # on the secret's name (key events make their secrets, so no grant per secret can be made ahead),
-# and each hosted name on its own secret (made outside this module, like the master key's).
+# and each hosted name on its own secret (made outside this module, like the master key's). With
+# hosted_keys the API serves those names only (a virtual key answers 403 not_hosted, and key events
+# read none: the writer role below describes them), so no value under the prefix is readable.
 resource "google_project_iam_member" "secret_reader" {
+  count   = length(var.hosted_keys) > 0 ? 0 : 1
   project = var.project
   role    = "roles/secretmanager.secretAccessor"
   member  = "serviceAccount:${google_service_account.functions.email}"
@@ -120,9 +143,10 @@ resource "google_project_iam_member" "secret_metadata_reader" {
 # labels, a new version, destroying the versions on delete), only on secrets whose id starts with
 # the prefix. LLM_SECRETS_GOOGLE_PURGE=true would also need secretmanager.secrets.delete.
 resource "google_project_iam_custom_role" "writer" {
-  count   = local.writes ? 1 : 0
-  role_id = "llmSecretsWriter"
-  title   = "llm-secrets: write virtual keys"
+  count      = local.writes ? 1 : 0
+  role_id    = "llmSecretsWriter"
+  title      = "llm-secrets: write virtual keys"
+  depends_on = [google_project_service.apis]
   permissions = [
     "secretmanager.secrets.get",
     "secretmanager.secrets.update",
@@ -157,6 +181,7 @@ resource "google_project_iam_custom_role" "creator" {
   role_id     = "llmSecretsCreator"
   title       = "llm-secrets: create virtual-key secrets"
   permissions = ["secretmanager.secrets.create"]
+  depends_on  = [google_project_service.apis]
 }
 
 resource "google_project_iam_member" "secret_creator" {
@@ -178,24 +203,6 @@ resource "google_secret_manager_secret_iam_member" "salt_keys" {
   secret_id = each.value
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.functions.email}"
-}
-
-# The KMS key google_kms reads env values with.
-resource "google_kms_key_ring" "this" {
-  name     = "llm-secrets"
-  location = var.region
-}
-
-resource "google_kms_crypto_key" "secrets" {
-  name            = "secrets"
-  key_ring        = google_kms_key_ring.this.id
-  rotation_period = "7776000s"
-}
-
-resource "google_kms_crypto_key_iam_member" "decrypt" {
-  crypto_key_id = google_kms_crypto_key.secrets.id
-  role          = "roles/cloudkms.cryptoKeyDecrypter"
-  member        = "serviceAccount:${google_service_account.functions.email}"
 }
 
 # The source: npm run package's zip.
@@ -224,8 +231,10 @@ resource "google_cloudfunctions2_function" "http" {
       error_message = "salt_key_secret or previous_salt_keys_secret is the secret of a hosted_keys name: the API would serve it."
     }
   }
-  # Its identity may read the master key (and the secrets it serves) before a revision starts.
+  # Its identity may read the master key (and the secrets it serves) before a revision starts; the
+  # APIs that build and run it are on.
   depends_on = [
+    google_project_service.apis,
     google_secret_manager_secret_iam_member.master_key,
     google_secret_manager_secret_iam_member.salt_keys,
     google_project_iam_member.secret_reader,
@@ -264,8 +273,10 @@ resource "google_cloudfunctions2_function" "http" {
 resource "google_cloudfunctions2_function" "key_events" {
   name     = "llm-secrets-key-events"
   location = var.region
-  # Its identity may read the master key (and the secrets it serves) before a revision starts.
+  # Its identity may read the master key (and the secrets it serves) before a revision starts; the
+  # APIs that build and run it are on.
   depends_on = [
+    google_project_service.apis,
     google_secret_manager_secret_iam_member.master_key,
     google_secret_manager_secret_iam_member.salt_keys,
     google_project_iam_member.secret_reader,
@@ -304,11 +315,13 @@ resource "google_cloudfunctions2_function" "key_events" {
 resource "google_pubsub_topic" "key_events" {
   name                       = "llm-secrets-key-events"
   message_retention_duration = local.max_event_age
+  depends_on                 = [google_project_service.apis]
 }
 
 resource "google_pubsub_topic" "dead_letters" {
   name                       = "llm-secrets-key-events-dead-letters"
   message_retention_duration = local.max_event_age
+  depends_on                 = [google_project_service.apis]
 }
 
 resource "google_pubsub_subscription" "key_events" {

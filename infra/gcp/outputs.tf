@@ -7,8 +7,3 @@ output "key_events_topic" {
   description = "Where a queue producer publishes key events (one JSON event per message)."
   value       = google_pubsub_topic.key_events.id
 }
-
-output "kms_key" {
-  description = "GOOGLE_KMS_RESOURCE_NAME: the key google_kms decrypts env values with."
-  value       = google_kms_crypto_key.secrets.id
-}

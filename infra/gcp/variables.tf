@@ -4,7 +4,7 @@ variable "project" {
 }
 
 variable "region" {
-  description = "Where the functions, the topic and the key ring live."
+  description = "Where the functions live."
   type        = string
   default     = "europe-west1"
 }
@@ -37,7 +37,7 @@ variable "prefix_for_stored_virtual_keys" {
 }
 
 variable "hosted_keys" {
-  description = "hosted_keys (e.g. [\"OPENAI_API_KEY\"]), written into the function's config only when given: then the only names the API reads (a virtual key stays writable by key events, not readable over HTTP: SPEC section 4), and the only secrets besides the virtual keys whose values its account may read. Each secret must exist before apply (its id: the name with every character outside [A-Za-z0-9_-] as -). Empty (the default): the config has no hosted_keys, so the API takes any name, and IAM lets it read the virtual keys alone."
+  description = "hosted_keys (e.g. [\"OPENAI_API_KEY\"]), written into the function's config only when given: then the only names the API reads (a virtual key stays writable by key events, not readable over HTTP: SPEC section 4), and then the only secrets whose values its account may read (none under the prefix: key events still write there). Each secret must exist before apply (its id: the name with every character outside [A-Za-z0-9_-] as -). Empty (the default): the config has no hosted_keys, so the API takes any name, and IAM lets it read the virtual keys alone."
   type        = list(string)
   default     = []
 }

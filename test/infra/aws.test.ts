@@ -13,6 +13,7 @@ import { describe, expect, it } from "vitest";
 import { silentLogger } from "../../core/src/log";
 import { AwsSecretsManagerSettings, awsSecretsManagerStore } from "../../core/src/stores/aws";
 import { safeParse } from "../../core/src/validation";
+import { propsFromContext } from "../../infra/aws/context";
 import {
   KEY_EVENTS_TIMEOUT_SECONDS,
   LlmSecretsStack,
@@ -384,6 +385,13 @@ describe("the AWS stack", { timeout: 120_000 }, () => {
     expect(rotations.azure).toMatch(/`saltKey` and `previousSaltKeys` when used/);
   });
 
+  it("infra/README.md's AWS steps bootstrap the account and region before the first deploy (cdk deploy fails without CDK's assets bucket)", async () => {
+    const readme = await readFile(join(import.meta.dirname, "../../infra/README.md"), "utf8");
+    const steps = readme.slice(readme.indexOf("## AWS"), readme.indexOf("Context (synth-time"));
+    expect(steps).toMatch(/^npx cdk bootstrap +# once per account and region/m);
+    expect(steps.indexOf("npx cdk bootstrap")).toBeLessThan(steps.indexOf("npx cdk deploy"));
+  });
+
   it("lists names only when asked (listNames): ListSecrets alone, on the resource AWS requires", () => {
     const listing = (t: Template) => statements(t).filter((s) => actionsOf(s).includes("secretsmanager:ListSecrets"));
     expect(listing(synth())).toEqual([]);
@@ -421,18 +429,126 @@ describe("the AWS stack", { timeout: 120_000 }, () => {
     await store.close?.();
     const called = [...new Set(fake.requests.map((r) => `secretsmanager:${r.target.split(".")[1]}`))].sort();
     expect(called.length).toBeGreaterThan(6);
+    const onPrefix = (granted: ReturnType<typeof statements>, action: string) =>
+      granted.some((s) => actionsOf(s).includes(action) && JSON.stringify(s.Resource).includes(":secret:litellm/*"));
     const granted = statements(synth({ listNames: true }));
     for (const action of called) {
       const holders = granted.filter((s) => actionsOf(s).includes(action));
       expect(holders.length, `${action} is granted`).toBeGreaterThan(0);
       // ListSecrets has no resource of its own; every other call is on the name's, under the prefix.
       if (action !== "secretsmanager:ListSecrets") {
-        expect(
-          holders.some((s) => JSON.stringify(s.Resource).includes(":secret:litellm/*")),
-          `${action} on litellm/*`,
-        ).toBe(true);
+        expect(onPrefix(granted, action), `${action} on litellm/*`).toBe(true);
       }
     }
+    // Writes and deletes read no value: the one GetSecretValue is the explicit get.
+    expect(fake.calls("GetSecretValue").map((r) => r.body.SecretId)).toEqual([name]);
+    // With hosted keys the API reads no virtual key (403 not_hosted): every call but the read stays
+    // granted under the prefix (key events' writes), and no value there is readable.
+    const hosted = statements(synth({ hostedKeys: ["OPENAI_API_KEY"] }));
+    for (const action of called.filter((a) => a !== "secretsmanager:ListSecrets")) {
+      expect(onPrefix(hosted, action), `${action} on litellm/* with hostedKeys`).toBe(
+        action !== "secretsmanager:GetSecretValue",
+      );
+    }
+  });
+
+  it("grants no KMS action nothing calls (kms:Encrypt), nothing on the master key's secret (CloudFormation reads it), and the queue's grants to the key-events function's role only", () => {
+    const template = synth();
+    const all = statements(template);
+    expect(all.flatMap(actionsOf)).not.toContain("kms:Encrypt");
+    // The functions take LITELLM_MASTER_KEY from their environment, resolved by CloudFormation.
+    const masterKey = Object.keys(template.findResources("AWS::SecretsManager::Secret"))[0] as string;
+    expect(JSON.stringify(all)).not.toContain(masterKey);
+    expect(
+      all
+        .flatMap(actionsOf)
+        .filter((a) => a.startsWith("kms:"))
+        .sort(),
+    ).toEqual([
+      "kms:Decrypt", // the queue key's
+      "kms:Decrypt",
+      "kms:GenerateDataKey",
+    ]);
+    // Each function's role, and the actions of the policies attached to it.
+    const policies = Object.values(template.findResources("AWS::IAM::Policy")) as {
+      Properties: { Roles: { Ref: string }[]; PolicyDocument: { Statement: { Action: string | string[] }[] } };
+    }[];
+    const actionsOfRole = (handler: string) => {
+      const fn = Object.values(template.findResources("AWS::Lambda::Function")).find(
+        (f) => (f as { Properties: { Handler: string } }).Properties.Handler === handler,
+      ) as { Properties: { Role: { "Fn::GetAtt": [string, string] } } };
+      const role = fn.Properties.Role["Fn::GetAtt"][0];
+      return {
+        role,
+        actions: policies
+          .filter((p) => p.Properties.Roles.some((r) => r.Ref === role))
+          .flatMap((p) => p.Properties.PolicyDocument.Statement.flatMap(actionsOf)),
+      };
+    };
+    const http = actionsOfRole("index.http");
+    const keyEvents = actionsOfRole("index.sqs");
+    expect(http.role).not.toBe(keyEvents.role);
+    expect(http.actions.filter((a) => a.startsWith("sqs:"))).toEqual([]);
+    expect(keyEvents.actions).toEqual(expect.arrayContaining(["sqs:ReceiveMessage", "sqs:DeleteMessage"]));
+    // Both write secrets (the API's PUT and DELETE, key events) under the secrets key.
+    for (const { actions } of [http, keyEvents]) {
+      expect(actions).toEqual(expect.arrayContaining(["secretsmanager:PutSecretValue", "kms:GenerateDataKey"]));
+    }
+  });
+
+  it("takes -c values only as the stack does: a typo in entry, accessMode, refreshInterval or listNames stops synth, naming the value and the allowed ones; hostedKeys trimmed and checked", () => {
+    const from = (values: Record<string, unknown>) => propsFromContext((key) => values[key]);
+    // Nothing given: the stack's defaults.
+    expect(from({})).toMatchObject({
+      accessMode: undefined,
+      entry: undefined,
+      hostedKeys: undefined,
+      listNames: false,
+    });
+    expect(
+      from({
+        entry: "http-api",
+        accessMode: "read_only",
+        refreshInterval: "0",
+        listNames: "true",
+        prefix: "team/",
+        hostedKeys: "OPENAI_API_KEY, AZURE_API_KEY,,team/key ",
+      }),
+    ).toMatchObject({
+      entry: "http-api",
+      accessMode: "read_only",
+      refreshIntervalSeconds: 0,
+      listNames: true,
+      prefix: "team/",
+      hostedKeys: ["OPENAI_API_KEY", "AZURE_API_KEY", "team/key"],
+    });
+    // cdk.json's context may hold a number or a boolean.
+    expect(from({ refreshInterval: 60, listNames: true })).toMatchObject({
+      refreshIntervalSeconds: 60,
+      listNames: true,
+    });
+    expect(from({ hostedKeys: "" }).hostedKeys).toEqual([]);
+    // An entry typo would have built an HTTP API with no IAM auth; an accessMode typo kept the writes.
+    expect(() => from({ entry: "function_url" })).toThrow("-c entry=function_url: expected function-url, http-api");
+    expect(() => from({ accessMode: "readonly" })).toThrow(
+      "-c accessMode=readonly: expected read_only, write_only, read_and_write",
+    );
+    expect(() => from({ listNames: "yes" })).toThrow("-c listNames=yes: expected true, false");
+    // Number() would take "" as 0 and "0x10" as 16.
+    for (const value of ["", "1.5", "-1", "0x10", "5s", " 5"]) {
+      expect(() => from({ refreshInterval: value }), value).toThrow(
+        `-c refreshInterval=${value}: expected a whole number of seconds, 0 or more`,
+      );
+    }
+    for (const name of ["OPENAI API KEY", "/abs", "a//b", "-x", "x".repeat(257)]) {
+      expect(() => from({ hostedKeys: `OPENAI_API_KEY,${name}` }), name).toThrow(
+        `-c hostedKeys: ${JSON.stringify(name)} is not a secret name (invalid secret name: `,
+      );
+    }
+    expect(() => from({ storeKind: "aws_kms" })).toThrow(
+      "storeKind aws_kms: this stack deploys aws_secret_manager only",
+    );
+    expect(from({ storeKind: "aws_secret_manager" })).toBeDefined();
   });
 
   it("grants no `*` action, reads only served names, and writes only under the prefix", () => {
@@ -475,12 +591,17 @@ describe("the AWS stack", { timeout: 120_000 }, () => {
     }
   });
 
-  it("deploys the aws_secret_manager store only: -c storeKind=aws_kms (which writes nothing: key events could not work) is refused", async () => {
+  it("deploys the aws_secret_manager store only: -c storeKind=aws_kms (which writes nothing: key events could not work) is refused, as is a typo in -c entry", async () => {
     expect(JSON.stringify(synth().toJSON())).toContain("key_management_system: aws_secret_manager");
     const out = await tempDir();
     const run = await cdkSynth(out, ["-c", "storeKind=aws_kms"]);
     expect(run.status).not.toBe(0);
     expect(run.stderr).toContain("storeKind aws_kms: this stack deploys aws_secret_manager only");
+    expect(existsSync(join(out, "LlmSecrets.template.json"))).toBe(false);
+    // app.ts checks every value so (context.ts): a typo'd entry no longer builds an API without IAM auth.
+    const typo = await cdkSynth(out, ["-c", "entry=function_url"]);
+    expect(typo.status).not.toBe(0);
+    expect(typo.stderr).toContain("-c entry=function_url: expected function-url, http-api");
     expect(existsSync(join(out, "LlmSecrets.template.json"))).toBe(false);
   }, 150_000);
 

@@ -52,6 +52,40 @@ describe("the Azure deployment", () => {
     expect(bicep).not.toMatch(/param masterKey string =/);
   });
 
+  it("takes a name every resource can be named from: the storage account's (lowercase letters and digits) and the Key Vault's (no trailing hyphen), with their unique suffix, at every length allowed", async () => {
+    const param = /((?:@\w+\([^\n]*\)\n)*)param name string = '(\w+)'\n/.exec(bicep);
+    expect(param).not.toBeNull();
+    const decorators = param?.[1] ?? "";
+    const min = Number(/@minLength\((\d+)\)/.exec(decorators)?.[1]);
+    const max = Number(/@maxLength\((\d+)\)/.exec(decorators)?.[1]);
+    expect([min, max]).toEqual([3, 11]);
+    expect(decorators).toMatch(/@description\('[^\n]*lowercase letters, digits and single hyphens/);
+    // The names as main.bicep makes them (uniqueString is 13 lowercase letters and digits).
+    expect(block("storage")).toContain("name: take('${toLower(replace(name, '-', ''))}${suffix}', 24)");
+    expect(block("vault")).toContain("name: take('${name}-${suffix}', 24)");
+    const suffix = "abcdefghij123";
+    const storageName = (name: string) => `${name.toLowerCase().replaceAll("-", "")}${suffix}`.slice(0, 24);
+    const vaultName = (name: string) => `${name}-${suffix}`.slice(0, 24);
+    const file = JSON.parse(await readFile(join(DIR, "main.parameters.json"), "utf8"));
+    for (const name of [
+      param?.[2] as string,
+      file.parameters.name.value,
+      "llm-secrets",
+      "a".repeat(min),
+      "a".repeat(max),
+    ]) {
+      expect(name.length, name).toBeGreaterThanOrEqual(min);
+      expect(name.length, name).toBeLessThanOrEqual(max);
+      // Azure's rules: a storage account 3-24 lowercase letters and digits; a vault 3-24 letters, digits
+      // and single hyphens, from a letter to a letter or digit.
+      expect(storageName(name), name).toMatch(/^[a-z0-9]{3,24}$/);
+      expect(vaultName(name), name).toMatch(/^[a-zA-Z](?!.*--)[a-zA-Z0-9-]{1,22}[a-zA-Z0-9]$/);
+      // The suffix (what makes the names unique) is cut by one character at most.
+      expect(storageName(name).endsWith(suffix), name).toBe(true);
+      expect(vaultName(name), name).toContain(`-${suffix.slice(0, -1)}`);
+    }
+  });
+
   it("makes the Function App, its storage and queue, and a Key Vault in RBAC mode", () => {
     const resources = [...bicep.matchAll(/^resource (\w+) '([^@']+)@/gm)].map((m) => `${m[1]}:${m[2]}`);
     expect(resources).toEqual([

@@ -268,7 +268,7 @@ describe("the Google deployment", () => {
     }
   });
 
-  it("grants value reads only under the prefix and on each hosted name's secret, metadata project-wide, writes only under the prefix and only when access_mode allows, and decrypt on its key", () => {
+  it("grants value reads only under the prefix and on each hosted name's secret, metadata project-wide, writes only under the prefix and only when access_mode allows", () => {
     // Values: under the prefix by a condition on the secret's name, as the store spells it in a secret id.
     const reader = resource("google_project_iam_member", "secret_reader");
     expect(reader.role).toBe("roles/secretmanager.secretAccessor");
@@ -299,9 +299,80 @@ describe("the Google deployment", () => {
     expect((writer.condition as { expression: string }[]).map((c) => c.expression)).toEqual([
       `resource.name.startsWith("projects/${hcl("data.google_project.this.number")}/secrets/${hcl("local.prefix_secret_id")}")`,
     ]);
-    expect(resource("google_kms_crypto_key_iam_member", "decrypt").role).toBe("roles/cloudkms.cryptoKeyDecrypter");
     const roles = members().map((m) => m.role);
     expect(roles.every((r) => !r.includes("owner") && !r.includes("editor") && !r.includes("admin"))).toBe(true);
+  });
+
+  it("reads no value under the prefix when hosted_keys are given: the API serves those names only (403 not_hosted), and key events read none", () => {
+    // Key events' writes read no value (the store's put and delete call no AccessSecretVersion: the
+    // store run against the fake, below), so only the API's reads need the grant.
+    const count = resource("google_project_iam_member", "secret_reader").count;
+    expect(count).toBe(hcl("length(var.hosted_keys) > 0 ? 0 : 1"));
+    // The hosted names keep their own grants, and writes stay under the prefix.
+    expect(resource("google_secret_manager_secret_iam_member", "hosted_reader").for_each).toBe(
+      hcl("local.hosted_secret_ids"),
+    );
+    expect(resource("google_project_iam_member", "secret_writer").count).toBe(hcl("local.writes ? 1 : 0"));
+  });
+
+  it.skipIf(!TERRAFORM)(
+    "makes the prefix's value grant without hosted_keys only (its count, evaluated by Terraform)",
+    async () => {
+      const count = String(resource("google_project_iam_member", "secret_reader").count).slice(2, -1);
+      expect(await terraformEval(count, [], {})).toBe(1);
+      expect(await terraformEval(count, [], { hosted_keys: ["OPENAI_API_KEY"] })).toBe(0);
+    },
+    60_000,
+  );
+
+  it("makes no KMS key, key ring or decrypter grant, and sets no GOOGLE_KMS_RESOURCE_NAME: the store is google_secret_manager, and only google_kms reads that", async () => {
+    expect(main.locals[0]?.config).toContain('key_management_system = "google_secret_manager"');
+    expect(Object.keys(main.resource).filter((type) => type.startsWith("google_kms"))).toEqual([]);
+    expect(Object.keys((main.locals[0] as { environment: object }).environment)).not.toContain(
+      "GOOGLE_KMS_RESOURCE_NAME",
+    );
+    expect(members().map((m) => m.role)).not.toContain("roles/cloudkms.cryptoKeyDecrypter");
+    const outputs = (await parse("outputs.tf", await readFile(join(DIR, "outputs.tf"), "utf8"))) as {
+      output: Record<string, unknown>;
+    };
+    expect(Object.keys(outputs.output).sort()).toEqual(["http_url", "key_events_topic"]);
+    const text = await readFile(join(DIR, "main.tf"), "utf8");
+    expect(text).not.toMatch(/kms/i);
+  });
+
+  it("enables the APIs its resources call before them (a new project has them off), and leaves them on at destroy", async () => {
+    const apis = resource("google_project_service", "apis");
+    expect(apis).toMatchObject({ project: hcl("var.project"), service: hcl("each.value"), disable_on_destroy: false });
+    const services = [...String(apis.for_each).matchAll(/"([a-z]+\.googleapis\.com)"/g)].map((m) => m[1]);
+    expect(services).toEqual([
+      "artifactregistry.googleapis.com",
+      "cloudbuild.googleapis.com",
+      "cloudfunctions.googleapis.com",
+      "iam.googleapis.com",
+      "pubsub.googleapis.com",
+      "run.googleapis.com",
+      "secretmanager.googleapis.com",
+    ]);
+    // Every resource that calls one without naming another that does: the rest follow them.
+    for (const [type, name] of [
+      ["google_service_account", "functions"],
+      ["google_project_iam_custom_role", "writer"],
+      ["google_project_iam_custom_role", "creator"],
+      ["google_pubsub_topic", "key_events"],
+      ["google_pubsub_topic", "dead_letters"],
+      ["google_cloudfunctions2_function", "http"],
+      ["google_cloudfunctions2_function", "key_events"],
+    ] as const) {
+      expect(resource(type, name).depends_on, `${type}.${name}`).toContain(hcl("google_project_service.apis"));
+    }
+    // The README's first step turns on what Terraform enables them with, and Secret Manager for the
+    // master key's secret made before the apply.
+    const readme = await readFile(join(DIR, "../README.md"), "utf8");
+    const google = readme.slice(readme.indexOf("## Google"), readme.indexOf("## Azure"));
+    expect(google).toContain(
+      "gcloud services enable serviceusage.googleapis.com cloudresourcemanager.googleapis.com secretmanager.googleapis.com",
+    );
+    expect(google.indexOf("gcloud services enable")).toBeLessThan(google.indexOf("gcloud secrets create"));
   });
 
   it("writes hosted_keys into the config only when names are given (as infra/aws): an empty list would serve no name", () => {
@@ -436,6 +507,14 @@ describe("the Google deployment", () => {
       );
       expect(holders(permission as string, name), `${call.method} on ${name} needs ${permission}`).not.toEqual([]);
     }
+    // Writes and deletes read no value (so with hosted_keys the prefix needs no read grant): the one
+    // read under the prefix is the explicit get.
+    expect(
+      fake
+        .callsOf("AccessSecretVersion")
+        .map((c) => c.request.name)
+        .filter((n) => String(n).includes("/secrets/litellm-")),
+    ).toEqual([`projects/${fake.project}/secrets/litellm-k/versions/latest`]);
     // Each hosted name was read on its own secret, and no value outside them and the prefix is readable.
     for (const id of ["OPENAI_API_KEY", "team-azure-key"]) {
       expect(fake.callsOf("AccessSecretVersion").map((c) => c.request.name)).toContain(
