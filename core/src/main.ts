@@ -1,5 +1,9 @@
 // The `llm-secrets` command's entry: what core/build.mjs bundles into dist/cli.mjs.
 import { commandOf, main } from "./cli";
+import { createLogger } from "./log";
+
+/** How long a stopped `serve` waits for its log lines to be taken by their readers. */
+const STOP_DRAIN_MS = 5_000;
 
 // Under Node 20 the AWS SDK prints a seven-line notice on every command that opens an AWS store
 // (its releases from January 2027 need Node 22), before the command's own one line: README says
@@ -22,3 +26,21 @@ process.stdout.on("error", (err: NodeJS.ErrnoException) => {
 });
 code = await main(argv);
 process.exitCode = answers && stdoutFailed && code === 0 ? 1 : code;
+
+// A stopped `serve` whose stdout reader stalls without going (a paused log shipper, a full `| tee`)
+// holds audit lines the reader has not taken, and they kept the process alive after the stop until
+// the orchestrator's SIGKILL. They get a few seconds to be taken; then they are dropped, said on
+// stderr, and the process exits. (A timer that does not hold the process: one with nothing pending
+// ends before it.)
+if (!answers) {
+  setTimeout(() => {
+    const pending = process.stdout.writableLength + process.stderr.writableLength;
+    if (pending > 0) {
+      createLogger((line) => process.stderr.write(line)).warn(
+        "stopped with log lines their reader has not taken: dropped",
+        { bytes: pending },
+      );
+    }
+    process.exit();
+  }, STOP_DRAIN_MS).unref();
+}

@@ -790,6 +790,27 @@ describe("serve", () => {
     expect(existsSync(join(data, "master.key"))).toBe(false);
   }, 30_000);
 
+  it("stops on SIGTERM though its stdout reader stalls (audit lines not taken are dropped, said on stderr)", async () => {
+    // Before: the audit lines waiting for a paused reader kept the process alive after the stop,
+    // until the orchestrator's SIGKILL.
+    const { dir, env } = await setup();
+    const server = await ServerProcess.start({ env, cwd: dir, args: ["--port", "0"] });
+    server.child.stdout?.pause(); // a reader that stalls: the pipe fills, the audit lines wait
+    const headers = { authorization: `Bearer ${env.LITELLM_MASTER_KEY}` };
+    const long = `N${"x".repeat(250)}`; // a long name: a long audit line
+    for (let batch = 0; batch < 40; batch++) {
+      const answers = await Promise.all(
+        Array.from({ length: 25 }, () => fetch(`${server.url}/v1/secrets/${long}`, { headers })),
+      );
+      expect(answers.every((r) => r.status === 404)).toBe(true);
+    }
+    const started = Date.now();
+    const code = await Promise.race([server.stop(), new Promise((r) => setTimeout(() => r("still running"), 20_000))]);
+    expect(code).toBe(0);
+    expect(Date.now() - started).toBeLessThan(20_000);
+    expect(server.output).toMatch(/"msg":"stopped with log lines their reader has not taken: dropped","bytes":\d+/);
+  }, 60_000);
+
   it("warns when it serves plain HTTP beyond this machine (the key would cross the network unencrypted)", async () => {
     const { dir, env } = await setup();
     const warning = "serving plain HTTP beyond this machine";
