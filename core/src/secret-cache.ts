@@ -126,13 +126,11 @@ export class SecretCache {
       }
       return { value: this.#open(entry), stale: false };
     }
-    // Past expiry while the store is backed off: the stale value, at once, with no store call.
+    // Past expiry while the store is backed off: the stale value, at once, with no store call (so
+    // no miss: a miss is a read that went to the store; `#stale` counts it as a stale serve).
     if (!refresh && entry && now < entry.refreshAt) {
       const stale = this.#stale(entry, now);
-      if (stale) {
-        this.#options.onEvent?.("miss");
-        return stale;
-      }
+      if (stale) return stale;
     }
     return this.#miss(key, name, load, refresh, entry);
   }

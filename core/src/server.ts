@@ -84,15 +84,23 @@ const timedOutSockets = new WeakSet<Duplex>();
  * malformed HTTP `400 invalid_request`, a request past its timeout `408 request_timeout`. The request line is logged
  * when node kept it (clipped; never a header). A connection reset before a whole request is not a
  * request: it gets neither an answer nor a line. A request past its timeout whose body the app was
- * reading (`underway`) gets its line from the app (its method, path and request_id, status 408),
- * and its audit line says `request_timeout`: not a second line here.
+ * reading (its answer not ended) gets its line from the app (its method, path and request_id, status 408),
+ * and its audit line says `request_timeout`: not a second line here. A client that ends its side in
+ * the middle of a body the app has (answered already, as a 413 on its length before the body came,
+ * after which curl sends none; or still reading it) made no second request: it gets neither an
+ * answer nor a line here.
  */
 function answerClientError(
   log: Logger,
-  underway: (socket: Duplex) => boolean,
+  countError: CountError,
+  answer: (socket: Duplex) => ServerResponse | undefined,
 ): (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex) => void {
   return (err, socket) => {
-    if (err.code === "ECONNRESET" || !socket.writable) {
+    const answered = answer(socket);
+    // The client ended its side in the middle of the body of a request the app has (answered, or
+    // reading it: then the app's own line says client_closed): no second request.
+    const endedInBody = err.code === "HPE_INVALID_EOF_STATE" && answered?.req.complete === false;
+    if (err.code === "ECONNRESET" || !socket.writable || endedInBody) {
       socket.destroy();
       return;
     }
@@ -104,13 +112,17 @@ function answerClientError(
           : [400, "invalid_request", "malformed HTTP request"];
     const timedOut = err.code === "ERR_HTTP_REQUEST_TIMEOUT";
     if (timedOut) timedOutSockets.add(socket);
-    if (!(timedOut && underway(socket))) {
+    if (!(timedOut && answered?.writableEnded === false)) {
       const line = requestLineOf(err.rawPacket);
       log.info("request", { ...line, status, code, refused_by: "http parser", reason: err.code });
     }
+    countError(code);
     answerOnSocket(socket, status, code, message);
   };
 }
+
+/** Counts an error answered here, outside the app (whose error handler counts its own): `llm_secrets_errors_total`. */
+type CountError = (code: string) => void;
 
 /** An error in the API's shape written on the socket itself, which is then closed. */
 function answerOnSocket(socket: Duplex, status: number, code: string, message: string): void {
@@ -124,9 +136,17 @@ function answerOnSocket(socket: Duplex, status: number, code: string, message: s
   );
 }
 
-/** The request line of a request node answers before the app: method, path (no query, clipped), status, code. */
-function refuse(log: Logger, req: IncomingMessage, status: number, code: string, reason: string): void {
+/** The request line of a request node answers before the app (method, path without its query, clipped; status, code), counted. */
+function refuse(
+  log: Logger,
+  countError: CountError,
+  req: IncomingMessage,
+  status: number,
+  code: string,
+  reason: string,
+): void {
   log.info("request", { method: req.method, path: loggedPath(req.url ?? ""), status, code, reason });
+  countError(code);
 }
 
 /** Method and path (without its query, clipped) from the bytes node refused, if they start a request line. */
@@ -157,12 +177,15 @@ function rawRequestOf(incoming: IncomingMessage): RawRequest {
 }
 
 export async function startServer(
-  runtime: Pick<Runtime, "fetch" | "log">,
+  runtime: Pick<Runtime, "fetch" | "log" | "metrics" | "store">,
   options: ServerOptions,
 ): Promise<RunningServer> {
+  const countError: CountError = (code) =>
+    runtime.metrics.inc("llm_secrets_errors_total", { store: runtime.store.kind, code });
   const handle = nodeRequestListener(
     (request, incoming) => runtime.fetch(request, rawRequestOf(incoming)),
     runtime.log,
+    countError,
   );
   // Once stopping, each answer not yet begun closes its connection: a keep-alive client busy with
   // requests would otherwise hold the server open for as long as it kept asking. Each connection's
@@ -200,13 +223,13 @@ export async function startServer(
   server.maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
   server.on(
     "clientError",
-    answerClientError(runtime.log, (socket) => answering.get(socket)?.writableEnded === false),
+    answerClientError(runtime.log, countError, (socket) => answering.get(socket)),
   );
   // What node answers itself otherwise, outside the API's shape and unlogged: an `Expect` other
   // than 100-continue (a bare 417), and CONNECT (the socket closed without a word).
   server.on("checkExpectation", (req: IncomingMessage, res: ServerResponse) => {
     const message = "only Expect: 100-continue is taken";
-    refuse(runtime.log, req, 417, "invalid_request", message);
+    refuse(runtime.log, countError, req, 417, "invalid_request", message);
     const body = JSON.stringify({ error: { code: "invalid_request", message } });
     res.writeHead(417, {
       "content-type": "application/json",
@@ -219,7 +242,7 @@ export async function startServer(
   server.on("connect", (req: IncomingMessage, socket: Duplex) => {
     // 501, not 405: a 405 must name the methods its target allows (`Allow`), and CONNECT's target
     // is a host, not a resource of ours; a method not implemented is 501 (RFC 9110, 15.6.2).
-    refuse(runtime.log, req, 501, "not_supported", "CONNECT is not implemented here");
+    refuse(runtime.log, countError, req, 501, "not_supported", "CONNECT is not implemented here");
     answerOnSocket(socket, 501, "not_supported", "CONNECT is not implemented here");
   });
   server.on("connection", tracked(sockets));

@@ -89,7 +89,7 @@ describe("/ready", () => {
   });
 
   it("is 503 with the store's error code and Retry-After when it fails, and 200 again when it is back", async () => {
-    const { backend, ready, settle, logs } = await app();
+    const { backend, ready, settle, logs, request } = await app();
     backend.mode = "down";
     expect(await ready()).toEqual({
       status: 503,
@@ -109,6 +109,10 @@ describe("/ready", () => {
     // Its request's log line names the code, as an error answer's does.
     const line = logs.map((l) => JSON.parse(l)).find((l) => l.msg === "request" && l.path === "/ready");
     expect(line).toMatchObject({ status: 503, code: "backend_unavailable" });
+    // And it is counted as one (it was not: an outage's /ready answers were missing from the count).
+    expect(await (await request("/metrics")).text()).toMatch(
+      /llm_secrets_errors_total\{store="memory",code="backend_unavailable"\} 1\n/,
+    );
     settle();
     backend.mode = "denied";
     expect(await ready()).toMatchObject({ status: 503, retryAfter: "1", body: { error: { code: "backend_denied" } } });

@@ -373,7 +373,8 @@ describe("SecretCache during a store outage", () => {
 
   it("still calls the store when it holds nothing to serve: a cold miss, a value past maxStale, a not-retryable error", async () => {
     const { c, now } = clock();
-    const cache = new SecretCache({ ttlMs: 10_000, maxStaleMs: 5_000, now });
+    const events: string[] = [];
+    const cache = new SecretCache({ ttlMs: 10_000, maxStaleMs: 5_000, now, onEvent: (e) => events.push(e) });
     const b = backend("v1");
     b.state.fail = new BackendUnavailable("down");
     // A cold miss: every read goes to the store and fails (no value to serve).
@@ -387,6 +388,10 @@ describe("SecretCache during a store outage", () => {
     expect(await cache.get("a", b.load)).toEqual({ value: "v1", stale: true }); // a retry, then the backoff
     expect(await cache.get("a", b.load)).toEqual({ value: "v1", stale: true });
     expect(b.state.calls).toBe(5);
+    // A miss is a read that went to the store (the metric's help says so): the backed-off stale
+    // read made no call, and is a stale serve only (it was counted a miss too).
+    expect(events.filter((e) => e === "miss")).toHaveLength(5);
+    expect(events.filter((e) => e === "stale")).toHaveLength(2);
     // Past maxStale the value is no longer servable: the read goes to the store, backoff or not.
     c.now += 5_000;
     await expect(cache.get("a", b.load)).rejects.toBeInstanceOf(BackendUnavailable);

@@ -295,6 +295,28 @@ describe("requests node refuses before the app", () => {
     }
   });
 
+  it("a body refused before it arrived (413 on its length) whose client then stops sending gets one answer, one line", async () => {
+    // Before: the client's end in the middle of the declared body was taken for a second, malformed
+    // request: a 400 written after the 413, and an access-log line with no method or path.
+    const ctx = await inProcessApp();
+    const server = await startServer(ctx.runtime, { host: "127.0.0.1", port: 0 });
+    try {
+      const client = new RawClient(server.url, true);
+      client.write(
+        `PUT /v1/secrets/BIG HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${ctx.masterKey}\r\n` +
+          "content-type: application/json\r\ncontent-length: 2000000\r\n\r\n",
+      );
+      await until("the 413", () => client.statuses().length === 1);
+      client.socket.end(); // as curl does, having its answer: no body follows
+      await until("the connection to close", () => client.closed);
+      expect(client.statuses()).toEqual(["413"]);
+      await new Promise((r) => setTimeout(r, 50)); // a line logged after the close would be here by now
+      expect(requestLines(ctx.logs).map((l) => l.status)).toEqual([413]);
+    } finally {
+      await server.close();
+    }
+  });
+
   it("logs a request that took too long to arrive (408)", async () => {
     const ctx = await inProcessApp();
     const server = await startServer(ctx.runtime, {

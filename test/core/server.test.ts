@@ -233,6 +233,12 @@ describe("over a real socket", () => {
         socket.on("end", () => resolve(got));
         socket.on("error", reject);
       });
+    const errorsCounted = async (code: string) => {
+      const text = await (await ctx.request("/metrics")).text();
+      return Number(
+        new RegExp(`llm_secrets_errors_total\\{store="file",code="${code}"\\} (\\d+)`).exec(text)?.[1] ?? 0,
+      );
+    };
     const health = await exchange("GET /health HTTP/1.0\r\n\r\n");
     expect(health).toMatch(/^HTTP\/1\.1 200 /);
     for (const [request, status, code] of [
@@ -246,6 +252,7 @@ describe("over a real socket", () => {
       ],
       ["CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 501, "not_supported"],
     ] as const) {
+      const counted = await errorsCounted(code);
       const logged = ctx.logs.length;
       const answer = await exchange(request);
       expect(answer, request).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
@@ -254,14 +261,21 @@ describe("over a real socket", () => {
       expect(ctx.logs.slice(logged).map((l) => JSON.parse(l))).toEqual([
         expect.objectContaining({ msg: "request", status, code }),
       ]);
+      // Counted as the app's errors are (node's own answers were not: 417, 501, the parser's).
+      expect(await errorsCounted(code), request).toBe(counted + 1);
     }
   });
 
   it("a failure of the app itself is a logged 500 internal, not a client's 400", async () => {
     const { createLogger } = await import("../../core/src/log");
     const logs: string[] = [];
+    const { runtime } = await inProcessApp();
     const failing = await startServer(
-      { log: createLogger((l) => logs.push(l)), fetch: () => Promise.reject(new Error("a bug of ours")) },
+      {
+        ...runtime,
+        log: createLogger((l) => logs.push(l)),
+        fetch: () => Promise.reject(new Error("a bug of ours")),
+      },
       { host: "127.0.0.1", port: 0 },
     );
     try {

@@ -13,9 +13,14 @@ import { errorAnswer } from "./router";
 
 type NodeListener = (incoming: IncomingMessage, outgoing: ServerResponse) => Promise<void>;
 
+/**
+ * `countError`: counts each error answered here (`llm_secrets_errors_total`), as the app's error
+ * handler counts its own.
+ */
 export function nodeRequestListener(
   fetch: (request: Request, incoming: IncomingMessage) => Response | Promise<Response>,
   log: Logger,
+  countError: (code: string) => void = () => {},
 ): NodeListener {
   return getRequestListener((request, env) => fetch(request, (env as { incoming: IncomingMessage }).incoming), {
     // HTTP/1.0 without a Host (simple health checkers): the URL is made with this one.
@@ -23,10 +28,12 @@ export function nodeRequestListener(
     errorHandler: (err) => {
       if (err instanceof RequestError) {
         log.info("request", { status: 400, code: "invalid_request", reason: err.message });
+        countError("invalid_request");
         return errorAnswer("invalid_request", `malformed request: ${err.message}`);
       }
       // The app answers its own errors: this is a bug of ours (the library calls here for it too).
       log.error("unexpected error", describeUnexpected(err));
+      countError("internal");
       return errorAnswer("internal", "internal error");
     },
   }) as NodeListener;

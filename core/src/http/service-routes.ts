@@ -116,6 +116,7 @@ export function serviceRoutes(
       const { body, headers } = toHttpError(result.error);
       body.error.message = result.message;
       c.env.code = body.error.code; // for the request's log line, as an error answer's
+      metrics.inc("llm_secrets_errors_total", { store, code: body.error.code }); // as the error handler counts
       return json(body, 503, { ...headers, "retry-after": headers["retry-after"] ?? "1" });
     },
   );
