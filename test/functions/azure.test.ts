@@ -9,10 +9,12 @@ import { readFile } from "node:fs/promises";
 import { createServer as createHttpServer, type Server } from "node:http";
 import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
-import { HttpRequest, HttpResponse, InvocationContext } from "@azure/functions";
+import { format } from "node:util";
+import { HttpRequest, HttpResponse, InvocationContext, type TriggerMetadata } from "@azure/functions";
 import { QueueClient } from "@azure/storage-queue";
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from "vitest";
 import { createLogger } from "../../core/src/log";
+import type { StoreFactory } from "../../core/src/secret-store";
 import { memoryStore } from "../../core/src/stores/memory";
 // @ts-expect-error: a plain ESM build script without types
 import { buildAzure } from "../../functions/azure/build.mjs";
@@ -345,6 +347,118 @@ describe("the HTTP adapter", () => {
     );
     expect(put.status).toBe(201);
     expect((await (await handlers.runtime()).store.get("U"))?.value).toBe(value);
+  });
+});
+
+/**
+ * An InvocationContext as the worker makes one, whose log calls are recorded as the worker hands
+ * them to the host: the level, and the message (`util.format` of the arguments), read as JSON.
+ */
+function recordingContext(triggerMetadata?: TriggerMetadata) {
+  const sent: { level: string; line: Record<string, unknown> }[] = [];
+  const context = new InvocationContext({
+    triggerMetadata,
+    logHandler: (level, ...args) => sent.push({ level, line: JSON.parse(format(...args)) }),
+  });
+  return { context, sent };
+}
+
+/** What the process writes on stdout and stderr during `run`, line by line (nothing reaches the terminal). */
+async function written(run: () => Promise<void>): Promise<{ stdout: string[]; stderr: string[] }> {
+  const out = { stdout: [] as string[], stderr: [] as string[] };
+  const spies = (["stdout", "stderr"] as const).map((name) =>
+    vi.spyOn(process[name], "write").mockImplementation((chunk: string | Uint8Array) => {
+      out[name].push(...String(chunk).split("\n").filter(Boolean));
+      return true;
+    }),
+  );
+  try {
+    await run();
+  } finally {
+    for (const spy of spies) spy.mockRestore();
+  }
+  return out;
+}
+
+describe("the function's own log", () => {
+  // The host reads the worker's stdout as Information, whatever a line says: an error written
+  // there reached Application Insights at severity 1, and an alert on Warning or Error never fired.
+  it("hands each line to the host through its invocation's context, at its level; a line after it to stderr", async () => {
+    const store = new PartlyDownStore();
+    let release = () => {};
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const factory: StoreFactory = {
+      ...store.factory(),
+      open: async (_settings, deps) => {
+        // A store's own work begun in the invocation that opened it, which logs once that has returned.
+        void released.then(() => deps.log.error("background refresh failed", { code: "backend_unavailable" }));
+        return store;
+      },
+    };
+    const handlers = azureFunctions({
+      stores: [factory],
+      env: { LITELLM_MASTER_KEY: newKey(), LLM_SECRETS_CONFIG: KEY_EVENTS_CONFIG },
+    });
+    const queued = recordingContext({ id: "m-1", dequeueCount: 1 });
+    const request = recordingContext();
+    const key = newKey("sk-az-");
+    const out = await written(async () => {
+      // Two invocations at once, as the worker runs them: each line goes to its own.
+      const [event, answer] = await Promise.allSettled([
+        handlers.keyEvents(keyEvent("e-az", "unlucky-az", key), queued.context),
+        handlers.http(
+          new HttpRequest({
+            method: "GET",
+            url: "http://localhost/v1/secrets/X",
+            headers: { authorization: "Bearer no" },
+          }),
+          request.context,
+        ),
+      ]);
+      expect(event.status).toBe("rejected");
+      expect(answer).toMatchObject({ status: "fulfilled", value: { status: 401 } });
+      release();
+      await new Promise((resolve) => setImmediate(resolve));
+    });
+    expect(queued.sent).toEqual([
+      { level: "warning", line: expect.objectContaining({ level: "warn", msg: "store call failed" }) },
+      {
+        level: "warning",
+        line: expect.objectContaining({ level: "warn", msg: "key event not applied", message_id: "m-1" }),
+      },
+    ]);
+    expect(request.sent).toEqual([
+      { level: "information", line: expect.objectContaining({ level: "info", msg: "request", status: 401 }) },
+    ]);
+    // After its invocation returned: not handed to it (the worker would file it there with a
+    // warning), but to stderr, which the host reads as Error for a line holding "error".
+    expect(out.stderr.map((l) => JSON.parse(l))).toEqual([
+      expect.objectContaining({ level: "error", msg: "background refresh failed" }),
+    ]);
+    // Only the audit's lines on stdout (records, at Information).
+    expect(out.stdout.map((l) => Object.keys(JSON.parse(l))).filter((k) => !k.includes("audit"))).toEqual([]);
+    expectNoValueIn([...out.stdout, ...out.stderr, ...queued.sent.map((s) => JSON.stringify(s))], [key]);
+  });
+
+  it("hands the start's failure to the host as an error of the invocation that started it", async () => {
+    const handlers = azureFunctions({
+      stores: [memoryStore],
+      env: { LITELLM_MASTER_KEY: newKey(), LLM_SECRETS_CONFIG: "general_settings:\n  key_management_system: nope\n" },
+    });
+    const { context, sent } = recordingContext();
+    const out = await written(async () => {
+      const res = await handlers.http(
+        new HttpRequest({ method: "GET", url: "http://localhost/v1/secrets/X" }),
+        context,
+      );
+      expect(res.status).toBe(500);
+    });
+    expect(sent).toEqual([
+      { level: "error", line: expect.objectContaining({ level: "error", msg: "llm-secrets could not start" }) },
+    ]);
+    expect(out).toEqual({ stdout: [], stderr: [] });
   });
 });
 

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import * as zlib from "node:zlib";
 import * as functions from "@google-cloud/functions-framework";
 import { getTestServer } from "@google-cloud/functions-framework/testing";
-import { afterAll, describe, expect, it, vi } from "vitest";
+import { afterAll, describe, expect, it, onTestFinished, vi } from "vitest";
 import { createLogger } from "../../core/src/log";
 import { infisicalStore } from "../../core/src/stores/infisical";
 import { memoryStore } from "../../core/src/stores/memory";
@@ -169,6 +169,64 @@ describe("the Pub/Sub CloudEvent target on the functions-framework server", () =
     expect(await postBinary("6", keyEvent("e6", "denied", denied))).toBe(204);
     expect((await store.get("litellm/denied"))?.value).toBe(denied);
     expectNoValueIn(logs, [...keys, denied]);
+  });
+});
+
+describe("what a redelivered event logs", () => {
+  it("our JSON lines only: no stack of functions-framework's (several plain-text lines a delivery), still 500", async () => {
+    // Recorded below our wrapper of console.error, where functions-framework's `console.error(err.stack || err)` lands.
+    const printed: unknown[][] = [];
+    const out = globalThis.console;
+    const savedError = out.error;
+    out.error = (...args: unknown[]) => printed.push(args);
+    onTestFinished(() => {
+      out.error = savedError;
+    });
+    const ownLogs: string[] = [];
+    const own = gcpFunctions({
+      stores: [new PartlyDownStore().factory()],
+      env: { LITELLM_MASTER_KEY: newKey(), LLM_SECRETS_CONFIG: KEY_EVENTS_CONFIG },
+      log: createLogger((line) => ownLogs.push(line)),
+    });
+    functions.cloudEvent("redelivered-keyEvents", own.keyEvents);
+    const server = getTestServer("redelivered-keyEvents");
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    onTestFinished(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const { port } = server.address() as { port: number };
+    const key = newKey("sk-re-");
+    const late = {
+      ...keyEvent("e-old", "old", key),
+      occurred_at: new Date(Date.now() - 30 * 86_400_000).toISOString(),
+    };
+    // One the store failed, one refused for its time.
+    for (const [id, event] of [
+      ["r1", keyEvent("e-down", "unlucky-re", key)],
+      ["r2", late],
+    ] as const) {
+      const res = await fetch(`http://127.0.0.1:${port}/`, {
+        method: "POST",
+        headers: { "content-type": "application/cloudevents+json" },
+        body: JSON.stringify({
+          specversion: "1.0",
+          type: "google.cloud.pubsub.topic.v1.messagePublished",
+          source: "//pubsub.googleapis.com/projects/p/topics/key-events",
+          id,
+          data: message(id, event),
+        }),
+      });
+      await res.arrayBuffer();
+      expect(res.status, id).toBe(500);
+    }
+    expect(printed).toEqual([]);
+    const notApplied = ownLogs.map((l) => JSON.parse(l)).filter((l) => l.msg === "key event not applied");
+    expect(notApplied).toEqual([
+      expect.objectContaining({ message_id: "r1", status: "failed" }),
+      expect.objectContaining({ message_id: "r2", status: "refused" }),
+    ]);
+    // Any other error still reaches console.error.
+    out.error(new Error("another error"));
+    expect(printed).toHaveLength(1);
+    expectNoValueIn(ownLogs, [key]);
   });
 });
 

@@ -18,7 +18,10 @@
  * `serve`), with the stores this bundle ships; without `key_management_system` it is Azure Key
  * Vault. A start that fails is logged with its reason; HTTP invocations get `500 internal` in the
  * API's shape, queue messages are retried, and after a pause the next invocation starts again.
+ *
+ * Log lines (a JSON object each, as everywhere) reach the host at their level: `hostLogger` below.
  */
+import { AsyncLocalStorage } from "node:async_hooks";
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from "@azure/functions";
 import {
   createLogger,
@@ -89,6 +92,46 @@ export async function toResponse(response: Response): Promise<HttpResponseInit> 
   };
 }
 
+/** The invocation whose handler a line is logged in, and whether that handler has returned. */
+interface Invocation {
+  context: InvocationContext;
+  ended: boolean;
+}
+
+const invocations = new AsyncLocalStorage<Invocation>();
+
+/** Runs an invocation's handler: what it logs goes through `context` until it returns. */
+async function within<T>(context: InvocationContext, handler: () => Promise<T>): Promise<T> {
+  const invocation: Invocation = { context, ended: false };
+  try {
+    return await invocations.run(invocation, handler);
+  } finally {
+    invocation.ended = true;
+  }
+}
+
+/**
+ * The function's log: a JSON line each, handed to the Functions host at its level. The host reads
+ * the worker's stdout as Information whatever it holds (category `Host.Function.Console`), so an
+ * error line written there reached Application Insights at severity 1, where an alert on Warning or
+ * Error never saw it. A line logged while an invocation runs goes through its context
+ * (`context.error(line)`, ...), which the worker sends to the host with that level and the
+ * invocation's id. Any other line (one a timer logs after its invocation returned, which the worker
+ * would otherwise attribute to it with a warning of its own) goes to stdout (info), or to stderr
+ * (warn, error), which the host reads as Warning when a line holds "warn" and as Error when it holds
+ * "error" (each line's `level` does). Audit lines stay on stdout, at Information: a record each,
+ * whose refusals have an access-log line with its level.
+ */
+export function hostLogger(): Logger {
+  const at = (level: keyof Logger) =>
+    createLogger((line) => {
+      const invocation = invocations.getStore();
+      if (invocation && !invocation.ended) invocation.context[level](line.trimEnd());
+      else (level === "warn" || level === "error" ? process.stderr : process.stdout).write(line);
+    })[level];
+  return { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
+}
+
 function isJson(text: string): boolean {
   try {
     JSON.parse(text);
@@ -100,14 +143,17 @@ function isJson(text: string): boolean {
 
 /** The two handlers over one lazily started runtime (tests pass their own stores and environment). */
 export function azureFunctions(options: FunctionOptions = {}) {
-  const log = options.log ?? createLogger((line) => process.stdout.write(line));
+  const log = options.log ?? hostLogger();
   const runtime = startOnFirstUse({
     stores: options.stores ?? AZURE_STORES,
     env: options.env ?? process.env,
     log,
   });
 
-  const http = async (request: HttpRequest, _context: InvocationContext): Promise<HttpResponseInit> => {
+  const http = (request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> =>
+    within(context, () => answer(request));
+
+  const answer = async (request: HttpRequest): Promise<HttpResponseInit> => {
     // The host takes a function key in `?code=` too, and leaves it in the URL the worker gets: a
     // forward would send it on to an LLM API. SPEC: function keys go in x-functions-key only.
     // The host reads `code` in any case (ASP.NET Core's query is case-insensitive).
@@ -137,7 +183,10 @@ export function azureFunctions(options: FunctionOptions = {}) {
     }
   };
 
-  const keyEvents = async (message: unknown, context: InvocationContext): Promise<void> => {
+  const keyEvents = (message: unknown, context: InvocationContext): Promise<void> =>
+    within(context, () => applyMessage(message, context));
+
+  const applyMessage = async (message: unknown, context: InvocationContext): Promise<void> => {
     const rt = await runtime();
     // The Storage Queue trigger's metadata: the message's id (logged when the event is not applied).
     const id = context.triggerMetadata?.id;

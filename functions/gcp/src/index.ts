@@ -99,12 +99,28 @@ export interface PubSubCloudEvent {
 const QUIETED = Symbol("llm-secrets: body parser errors quieted");
 
 /**
+ * What a key event that failed, or was refused by a policy or for its time, throws: functions-framework
+ * then answers 500, so Pub/Sub redelivers it. Our own line (`key event not applied`) says why, and
+ * functions-framework also logs `console.error(err.stack || err)`: the stack, several plain-text
+ * lines a delivery, in a log of a JSON line each. With no stack it logs the error itself, which the
+ * wrapper of `quietBodyParserErrors` knows by its class and drops.
+ */
+class KeyEventRedelivered extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "KeyEventRedelivered";
+    this.stack = "";
+  }
+}
+
+/**
  * functions-framework parses a body before any function runs, and a JSON body that does not parse
  * is answered by express and logged with `console.error(err)`: body-parser's error holds the whole
  * body (`err.body`) and its message quotes the start of it, and that body may hold a secret value.
  * What express refuses before the function runs is logged as one line of ours instead (`refusalOf`),
- * no part of the request in it; anything else goes to `console.error` as before. Express also puts
- * the error's message and stack in its answer unless NODE_ENV is `production`: that is the default here.
+ * no part of the request in it; a key event's `KeyEventRedelivered` is dropped (its line of ours is
+ * written); anything else goes to `console.error` as before. Express also puts the error's message
+ * and stack in its answer unless NODE_ENV is `production`: that is the default here.
  */
 function quietBodyParserErrors(log: Logger): void {
   process.env.NODE_ENV ??= "production";
@@ -112,6 +128,7 @@ function quietBodyParserErrors(log: Logger): void {
   const original = console.error as typeof console.error & { [QUIETED]?: true };
   if (original[QUIETED]) return;
   const quieted = (...args: unknown[]) => {
+    if (args.length === 1 && args[0] instanceof KeyEventRedelivered) return;
     const refusal = args.length === 1 ? refusalOf(args[0]) : undefined;
     if (refusal) {
       log.warn(refusal.msg, refusal.fields);
@@ -199,7 +216,7 @@ export function gcpFunctions(options: FunctionOptions = {}) {
     if (result.status === "failed" || (result.status === "refused" && !result.malformed)) {
       // Thrown: functions-framework answers 500 and Pub/Sub redelivers (applying again is safe);
       // what keeps failing or being refused (a policy, a time) reaches the dead-letter topic.
-      throw new Error(
+      throw new KeyEventRedelivered(
         `key event ${result.id ?? messageId} ${result.status} (${result.code}): Pub/Sub will redeliver it`,
       );
     }
