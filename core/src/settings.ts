@@ -611,10 +611,6 @@ function prefixOf(prefix: string, key: string): string {
 }
 
 /**
- * `hosted_keys`, each a valid secret name, or the start stops naming the entry: they reach the store
- * as names (`/ready` reads the first), and no store call is made with a name not checked (SPEC 10).
- */
-/**
  * Why a config's `os.environ/NAME` ref is not read from the store at start (it then comes from the
  * environment), or undefined when it is read: not a name, reads off (`write_only`), or outside
  * `hosted_keys` when that is set. The manager's rule at start, and the USE_AWS_KMS check's.
@@ -630,6 +626,10 @@ export function unreadableAtStart(
   return undefined;
 }
 
+/**
+ * `hosted_keys`, each a valid secret name, or the start stops naming the entry: they reach the store
+ * as names (`/ready` reads the first), and no store call is made with a name not checked (SPEC 10).
+ */
 function hostedKeysOf(raw: readonly string[] | null | undefined): readonly string[] | undefined {
   if (!raw) return undefined;
   for (const [i, name] of raw.entries()) {

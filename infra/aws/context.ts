@@ -31,7 +31,7 @@ export function propsFromContext(context: (key: string) => unknown): ContextProp
   return {
     accessMode: oneOf(context, "accessMode", ACCESS_MODES),
     hostedKeys: hostedKeysOf(text(context, "hostedKeys")),
-    prefix: text(context, "prefix"),
+    prefix: prefixOf(text(context, "prefix")),
     entry: oneOf(context, "entry", ENTRIES),
     listNames: oneOf(context, "listNames", ["true", "false"]) === "true",
     refreshIntervalSeconds: refreshInterval === undefined ? undefined : Number(refreshInterval),
@@ -53,6 +53,21 @@ function oneOf<T extends string>(context: (key: string) => unknown, key: string,
   const value = text(context, key);
   if (value === undefined || (allowed as readonly string[]).includes(value)) return value as T | undefined;
   throw new Error(`-c ${key}=${value}: expected ${allowed.join(", ")}`);
+}
+
+/**
+ * The virtual-key prefix, as given: one whose names (`<prefix>/<alias>`, the `/` added when missing,
+ * as LiteLLM does) are not secret names is refused here, not at every start (`-c prefix=` would
+ * write a config whose `/` begins no name, and grant IAM on the account's `/*`).
+ */
+function prefixOf(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  try {
+    validateName(`${value.endsWith("/") ? value : `${value}/`}k`);
+  } catch (err) {
+    throw new Error(`-c prefix=${value}: the secret names it would begin are not valid (${(err as Error).message})`);
+  }
+  return value;
 }
 
 /**

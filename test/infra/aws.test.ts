@@ -496,7 +496,7 @@ describe("the AWS stack", { timeout: 120_000 }, () => {
     }
   });
 
-  it("takes -c values only as the stack does: a typo in entry, accessMode, refreshInterval or listNames stops synth, naming the value and the allowed ones; hostedKeys trimmed and checked", () => {
+  it("takes -c values only as the stack does: a typo in entry, accessMode, refreshInterval or listNames stops synth, naming the value and the allowed ones; hostedKeys trimmed and checked, the prefix checked", () => {
     const from = (values: Record<string, unknown>) => propsFromContext((key) => values[key]);
     // Nothing given: the stack's defaults.
     expect(from({})).toMatchObject({
@@ -545,6 +545,13 @@ describe("the AWS stack", { timeout: 120_000 }, () => {
         `-c hostedKeys: ${JSON.stringify(name)} is not a secret name (invalid secret name: `,
       );
     }
+    // A prefix that begins no name: every start refused it, after synth had granted IAM on it.
+    for (const prefix of ["", "/", "a b", "-x/"]) {
+      expect(() => from({ prefix }), prefix).toThrow(
+        `-c prefix=${prefix}: the secret names it would begin are not valid`,
+      );
+    }
+    expect(from({ prefix: "team-a" }).prefix).toBe("team-a");
     expect(() => from({ storeKind: "aws_kms" })).toThrow(
       "storeKind aws_kms: this stack deploys aws_secret_manager only",
     );
