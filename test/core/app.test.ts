@@ -742,7 +742,7 @@ describe("the rest of the API", () => {
       type: "apiKey",
       in: "header",
       name: "x-litellm-api-key",
-      description: "The master key",
+      description: "The master key; when this header is sent, it is the key checked, whatever Authorization holds",
     });
     expect(full.security).toEqual([{ masterKey: [] }, { litellmApiKey: [] }]);
   });
