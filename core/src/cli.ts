@@ -64,7 +64,6 @@ options (each only with the command it names):
   --refresh                get: bypass the cache
   --description TEXT       put: description stored with the secret
   --show-values            resolve: print the resolved config (values included)
-  --to-older-key           reencrypt: move the store back to a key a newer one has written after
   -h, --help               this text
   --version                the version
 `;
@@ -78,7 +77,6 @@ const OPTIONS = {
   refresh: { type: "boolean" },
   description: { type: "string" },
   "show-values": { type: "boolean" },
-  "to-older-key": { type: "boolean" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean" },
 } as const;
@@ -95,7 +93,7 @@ const COMMAND_OPTIONS: Record<string, readonly string[]> = {
   encrypt: ["config"],
   decrypt: ["config"],
   resolve: ["config", "show-values"],
-  reencrypt: ["config", "to-older-key"],
+  reencrypt: ["config"],
 };
 
 export interface CliIo {
@@ -244,10 +242,7 @@ async function run(argv: string[], io: CliIo): Promise<void> {
     case "reencrypt":
       if (args.length > 1 || (args.length === 1 && args[0] !== "-"))
         throw new UsageError("reencrypt takes no argument, or -");
-      if (args[0] === "-" && flags["to-older-key"]) throw new UsageError("--to-older-key is for the file store, not -");
-      return args[0] === "-"
-        ? reencryptStdin(settingsInput, io, log)
-        : reencryptStore(settingsInput, Boolean(flags["to-older-key"]), io, log);
+      return args[0] === "-" ? reencryptStdin(settingsInput, io, log) : reencryptStore(settingsInput, io, log);
     default:
       throw new UsageError("unknown command"); // not echoed: it may be a secret typed in the wrong place
   }
@@ -425,7 +420,7 @@ function shown(name: string): string {
   return /[\u0000-\u001f\u007f]/.test(name) ? JSON.stringify(name) : name;
 }
 
-async function reencryptStore(input: SettingsInput, toOlderKey: boolean, io: CliIo, log: Logger): Promise<void> {
+async function reencryptStore(input: SettingsInput, io: CliIo, log: Logger): Promise<void> {
   // The same opening as every other command, so a missing key gets the same guidance.
   const rt = await runtime(input, log);
   const store = rt.backend;
@@ -435,19 +430,12 @@ async function reencryptStore(input: SettingsInput, toOlderKey: boolean, io: Cli
   }
   // Which key, by its check (the first 8 characters of what the log's header records): run in a
   // shell without the servers' keys, this re-sealed under the old key it already had, said
-  // "re-sealed", and the operator then dropped the key the store was still sealed with.
-  const { current, elsewhere, others, newer } = store.keyState();
+  // "re-sealed", and the operator then dropped the key the store was still sealed with. Run with the
+  // two variables the wrong way round, it re-seals under the old key: nothing in the store says
+  // which key is newer (a log migrated by an earlier build records its keys in either order, and in
+  // a rolling restart both keys write), so the answer says when a previous key may go instead.
+  const { current, elsewhere, others } = store.keyState();
   const check = current.slice(0, 8);
-  // Run with LITELLM_SALT_KEY and LLM_SECRETS_PREVIOUS_SALT_KEYS the wrong way round, it re-sealed
-  // everything under the old key and said so with exit 0; the operator then dropped the old key.
-  if (newer !== undefined && !toOlderKey) {
-    await rt.close();
-    throw new ConfigError(
-      `not re-sealed: a newer salt key (key check ${newer.slice(0, 8)}) has written to ${store.location} since the current one (key check ${check}) did, so a server already seals under it. ` +
-        "Are LITELLM_SALT_KEY and LLM_SECRETS_PREVIOUS_SALT_KEYS the wrong way round? The new key goes in LITELLM_SALT_KEY. " +
-        "To move the store back to this key on purpose, add --to-older-key",
-    );
-  }
   if (elsewhere === 0 && !others) {
     await rt.close();
     io.stderr.write(
@@ -460,7 +448,8 @@ async function reencryptStore(input: SettingsInput, toOlderKey: boolean, io: Cli
   await rt.close();
   io.stderr.write(
     `re-sealed ${total} secret(s) in ${store.location} under the current salt key (key check ${check}); ` +
-      `${elsewhere} of them ${elsewhere === 1 ? "was" : "were"} sealed under another key\n`,
+      `${elsewhere} of them ${elsewhere === 1 ? "was" : "were"} sealed under another key. ` +
+      "Drop a previous key only once every server runs with this one as its salt key (LITELLM_SALT_KEY, or the master key without one)\n",
   );
 }
 

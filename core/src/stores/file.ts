@@ -380,27 +380,17 @@ export class FileStore implements SecretStore {
    * What `reencrypt` would move: the current salt key's check (as the log's header records keys,
    * never the key), how many values do not open with the current key alone (each is opened: what
    * the log records of its keys is not enough, since a format-1 migration records the keys the
-   * migrating process had, not those that sealed), whether the log names another key (a start
-   * then needs it in its ring, until a rewrite drops it), and `newer`: the check of a key that
-   * first wrote after the current one did (the log records keys in the order they first wrote), so
-   * a writer already seals under a key newer than this one.
+   * migrating process had, not those that sealed), and whether the log names another key (a start
+   * then needs it in its ring, until a rewrite drops it).
    */
-  keyState(): { current: string; elsewhere: number; others: boolean; newer?: string } {
+  keyState(): { current: string; elsewhere: number; others: boolean } {
     this.#readChanges("read");
     const current = keyCheckOf(this.#keys.current);
     let elsewhere = 0;
     for (const change of this.#entries.values()) {
       if (change.v !== undefined && openWithCurrent(change.v, this.#keys) === undefined) elsewhere++;
     }
-    const recorded = [...this.#keyChecks];
-    const at = recorded.indexOf(current);
-    const newer = at === -1 ? undefined : recorded.at(-1);
-    return {
-      current,
-      elsewhere,
-      others: recorded.some((k) => k !== current),
-      ...(newer !== undefined && newer !== current && { newer }),
-    };
+    return { current, elsewhere, others: [...this.#keyChecks].some((k) => k !== current) };
   }
 
   /**
@@ -608,11 +598,7 @@ export class FileStore implements SecretStore {
         changes.push({ s: ++seq, ...c });
       }
       // The entries were sealed by a key of the ring (at least one opens), which one is not known.
-      // Recorded oldest first, as keys first write: the current key last.
-      const keys = [...this.#keys.all]
-        .reverse()
-        .map(keyCheckOf)
-        .filter((k) => !this.#keyChecks.has(k));
+      const keys = this.#keys.all.map(keyCheckOf).filter((k) => !this.#keyChecks.has(k));
       if (changes.length > 0) await this.#append({ changes, ...(keys.length > 0 && { keys }) });
       return changes.length;
     });
