@@ -2,8 +2,8 @@
 import { commandOf, main } from "./cli";
 import { createLogger } from "./log";
 
-/** How long a stopped `serve` waits for its log lines to be taken by their readers. */
-const STOP_DRAIN_MS = 5_000;
+/** How long a stopped `serve` waits, at most, for its log lines to be taken by their readers. */
+const DRAIN_MS = 15_000;
 
 // Under Node 20 the AWS SDK prints a seven-line notice on every command that opens an AWS store
 // (its releases from January 2027 need Node 22), before the command's own one line: README says
@@ -29,9 +29,11 @@ process.exitCode = answers && stdoutFailed && code === 0 ? 1 : code;
 
 // A stopped `serve` whose stdout reader stalls without going (a paused log shipper, a full `| tee`)
 // holds audit lines the reader has not taken, and they kept the process alive after the stop until
-// the orchestrator's SIGKILL. They get a few seconds to be taken; then they are dropped, said on
-// stderr, and the process exits. (A timer that does not hold the process: one with nothing pending
-// ends before it.)
+// the orchestrator's SIGKILL. Its readers get up to 15 s to take them (a slow one that is taking
+// them loses nothing: its progress cannot be told from a stall, since node hands the lines queued
+// behind a stalled write to the pipe as one write); then what is left is dropped, said on stderr,
+// and the process exits. 15 s after the requests' 10 s fits a 30 s grace (Kubernetes' default). (A
+// timer that does not hold the process: one with nothing pending ends before it.)
 if (!answers) {
   setTimeout(() => {
     const pending = process.stdout.writableLength + process.stderr.writableLength;
@@ -42,5 +44,5 @@ if (!answers) {
       );
     }
     process.exit();
-  }, STOP_DRAIN_MS).unref();
+  }, DRAIN_MS).unref();
 }
