@@ -17,6 +17,7 @@ import type { KeyRing } from "./crypto";
 import { ConfigError, InvalidInput } from "./errors";
 import type { Logger } from "./log";
 import type { OutboundTls } from "./outbound-tls";
+import { BackendUnavailable } from "./store-errors";
 
 /** What `get` returns: the value and what the backend knows of it. */
 export interface SecretRecord {
@@ -252,8 +253,13 @@ const TRUSTED_AHEAD_MS = 2 * MAX_CLOCK_SKEW_MS;
  *   change when that is not older (an event dated ahead of this clock, as the skew allows, or this
  *   clock stepped back): so the event it overrode, redelivered, stays older than it, and a key
  *   deleted after its event stays deleted.
- * - A recorded time more than twice the skew ahead of now (a writer whose clock ran far ahead)
- *   is not trusted: it holds off no change and does not push a direct change's time ahead.
+ * - A recorded time more than twice the skew ahead of now is not trusted. Either a writer's clock ran
+ *   far ahead, or this clock is far behind (an instance whose clock is slow). A direct change applies
+ *   over it, stamped now (not pushed ahead, past every event to come). A conditional change fails,
+ *   retryable (`BackendUnavailable`: the event is redelivered, and in the end kept by the dead-letter
+ *   queue, where it shows): applied as if nothing were recorded, a redelivered `created` older than
+ *   a revocation made on a correct clock brought the revoked key back on an instance whose clock was
+ *   behind by more than that.
  */
 export function stampOfChange(
   ifNewerThan: ChangeStamp | undefined,
@@ -263,8 +269,17 @@ export function stampOfChange(
   now: number,
 ): ChangeStamp | undefined {
   if (ifNewerThan === undefined) return directStamp(recorded, now);
-  return isNewer(ifNewerThan, isDelete, trusted(recorded, now), recordedIsDelete) ? ifNewerThan : undefined;
+  if (recorded !== undefined && trusted(recorded, now) === undefined) {
+    throw new BackendUnavailable(
+      `the name's last change is dated ${Math.round((recorded.at - now) / 60_000)} min ahead of this clock (is this instance's clock behind?): a change ordered by its time is not applied until the clocks agree`,
+      CLOCK_RETRY_SECONDS,
+    );
+  }
+  return isNewer(ifNewerThan, isDelete, recorded, recordedIsDelete) ? ifNewerThan : undefined;
 }
+
+/** When a change refused for a recorded time far ahead is worth trying again. */
+const CLOCK_RETRY_SECONDS = 60;
 
 /** The stamp of a direct change over `recorded` (`stampOfChange`'s rule): now, or just after it. */
 export function directStamp(recorded: ChangeStamp | undefined, now: number): ChangeStamp {
