@@ -9,7 +9,7 @@
 import { createApp, MAX_BODY_BYTES, type RawRequest } from "./app";
 import { createAudit, keyEventEntry, requestIdOf } from "./audit";
 import { cryptoReady } from "./crypto";
-import { SecretsError } from "./errors";
+import { ConfigError, SecretsError } from "./errors";
 import { errorAnswer } from "./http/router";
 import { instrumentStore } from "./instrument-store";
 import { applyKeyEvent, type KeyEventResult, refuseNotJson } from "./key-events";
@@ -99,6 +99,20 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     // libsodium is the fast path; without it, sealing and opening stay correct on tweetnacl.
     cryptoReady().catch(() => log.warn("libsodium did not load; encryption runs on tweetnacl (same bytes, slower)")),
   ]);
+  // Key events older than the store keeps a delete's tombstone could revive the keys it deleted.
+  const tombstoneMs = backend.tombstoneMs;
+  if (
+    settings.keyManagement.storeVirtualKeys &&
+    tombstoneMs !== undefined &&
+    tombstoneMs > 0 &&
+    settings.maxEventAgeSeconds * 1000 > tombstoneMs
+  ) {
+    await backend.close?.();
+    throw new ConfigError(
+      `LLM_SECRETS_MAX_EVENT_AGE (${settings.maxEventAgeSeconds} s) is past how long the ${backend.kind} store keeps a delete (${tombstoneMs / 1000} s): ` +
+        "a key event older than that could bring back a key it deleted; set it to at most that",
+    );
+  }
   const metrics = createMetrics(options.metricsSinks);
   const store = instrumentStore(backend, metrics, log);
   const manager = new SecretManager({

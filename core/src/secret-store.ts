@@ -126,6 +126,13 @@ export interface SecretStore {
   /** Removes, leaving a tombstone where the backend would forget. Absent names are not an error. */
   delete(name: string, options?: DeleteOptions): Promise<DeleteOutcome>;
   /**
+   * How long a delete's tombstone is kept, in ms, where the store knows it (the file store's
+   * compaction, AWS's recovery window; 0: none is kept); undefined where it is kept as long as the
+   * name's record, or the backend's setting cannot be read. A key event older than it could revive
+   * the key a delete removed: the start refuses an `LLM_SECRETS_MAX_EVENT_AGE` past it.
+   */
+  readonly tombstoneMs?: number;
+  /**
    * The names held (never values, never tombstones), in pages. Stores that cannot list leave it
    * out, and the API answers `501 not_supported`.
    */

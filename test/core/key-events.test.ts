@@ -12,7 +12,7 @@ import { BackendUnavailable } from "../../core/src/store-errors";
 import { azureKeyVaultStore } from "../../core/src/stores/azure";
 import { MemoryStore, memoryStore } from "../../core/src/stores/memory";
 import { lazyFakeAzure } from "../fakes/azure";
-import { codeOf, expectNoValueIn, newKey, seededRandom, TEST_SEED } from "../helpers";
+import { codeOf, expectNoValueIn, inProcessApp, newKey, seededRandom, TEST_SEED } from "../helpers";
 
 const HASH = "a".repeat(64);
 const OTHER_HASH = "b".repeat(64);
@@ -370,6 +370,18 @@ describe("key events: at-least-once delivery", () => {
 });
 
 describe("key events: refused, never applied", () => {
+  it("a max event age past how long the store keeps a delete stops the start: an older event could revive a deleted key", async () => {
+    // Before: LLM_SECRETS_MAX_EVENT_AGE had no bound; past the file store's 14 days, a compaction
+    // dropped a delete's tombstone and a 21-day-old redelivered created stored the key again.
+    const config = "general_settings:\n  key_management_settings:\n    store_virtual_keys: true\n";
+    await expect(inProcessApp({ env: { LLM_SECRETS_MAX_EVENT_AGE: String(15 * 86_400) }, config })).rejects.toThrow(
+      "LLM_SECRETS_MAX_EVENT_AGE (1296000 s) is past how long the file store keeps a delete (1209600 s)",
+    );
+    // 14 days fits; without virtual keys no key event is applied, and any age is taken.
+    await inProcessApp({ env: { LLM_SECRETS_MAX_EVENT_AGE: String(14 * 86_400) }, config });
+    await inProcessApp({ env: { LLM_SECRETS_MAX_EVENT_AGE: String(30 * 86_400) } });
+  });
+
   it("malformed events, and ones past LLM_SECRETS_MAX_EVENT_AGE, are refused with a reason", async () => {
     const { runtime, store, logs } = await setup({
       env: { LLM_SECRETS_MAX_EVENT_AGE: "3600" },

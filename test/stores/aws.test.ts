@@ -121,6 +121,8 @@ describe("aws_secret_manager over the wire", () => {
       expect(await store.delete("D")).toBe("deleted");
       expect(fake.calls("DeleteSecret")[0]?.body).toEqual({ SecretId: "D", ...expected });
       expect(fake.secrets.has("D")).toBe(setting !== "0");
+      // What the start holds LLM_SECRETS_MAX_EVENT_AGE to: the window a delete's tags are kept.
+      expect(store.tombstoneMs).toBe(Number(setting ?? 7) * 86_400_000);
       await store.close?.();
     }
     for (const good of ["0", "7", "30"]) {

@@ -166,6 +166,11 @@ export class AwsSecretsManagerStore implements SecretStore {
   /** Changes of one secret, one at a time in this process. */
   readonly #queues = new KeyedQueue();
 
+  /** The recovery window: a deleted secret, with its tags (the delete's time), is kept that long. */
+  get tombstoneMs(): number {
+    return this.#recoveryDays() * 86_400_000;
+  }
+
   constructor(options: AwsSecretsManagerOptions) {
     this.#sdk = options.sdk;
     this.#client = options.client;

@@ -148,6 +148,7 @@ interface Settle<T> {
 
 export class FileStore implements SecretStore {
   readonly kind = "file" as const;
+  readonly tombstoneMs = TOMBSTONE_LIFETIME_MS;
   /** The data dir, for messages. */
   readonly location: string;
   readonly #logPath: string;
