@@ -87,6 +87,8 @@ export class SecretCache {
    * the loads end: the map holds only loads in flight.)
    */
   readonly #loads = new Map<string, Map<string, Promise<string | undefined>>>();
+  /** The time the clock last gave: one below it means the clock stepped back. */
+  #latest = Number.NEGATIVE_INFINITY;
 
   constructor(options: CacheOptions) {
     this.#options = {
@@ -109,15 +111,8 @@ export class SecretCache {
     refresh = false,
     name = key,
   ): CacheRead | Promise<CacheRead> {
-    const now = this.#options.now();
+    const now = this.#now();
     const entry = this.#entryOf(key, name);
-    // An entry stored "after" now (the clock stepped back) would live the length of the step: it
-    // expires now, and is then loaded again (or served stale and backed off, as any other).
-    if (entry !== undefined && now < entry.storedAt) {
-      entry.storedAt = now;
-      entry.refreshAt = now;
-      entry.expiresAt = now;
-    }
     if (!refresh && entry && now < entry.expiresAt) {
       this.#options.onEvent?.("hit");
       if (entry.sealed !== undefined && now >= entry.refreshAt && !this.#loads.get(key)?.has(name)) {
@@ -149,7 +144,7 @@ export class SecretCache {
       if (refresh || !isRetryable(err)) throw err;
       // The entry as it is now: our own write or delete during the load replaced the one read
       // before it, and a value replaced (a revoked key) is never served, stale or not.
-      const now = this.#options.now();
+      const now = this.#now();
       const current = this.#entryOf(key, name);
       if (current !== undefined && current !== entry && now < current.expiresAt) {
         return { value: this.#open(current), stale: false };
@@ -194,7 +189,7 @@ export class SecretCache {
     this.#missing.delete(key);
     const entry = this.#entries.get(key);
     if (entry === undefined) return;
-    const now = this.#options.now();
+    const now = this.#now();
     entry.refreshAt = Math.min(entry.refreshAt, now);
     entry.expiresAt = Math.min(entry.expiresAt, now);
     entry.backoffMs = 0;
@@ -256,13 +251,36 @@ export class SecretCache {
   #backOff(key: string, name: string, untilExpiry: boolean): void {
     const entry = this.#entries.get(key);
     if (entry?.name !== name) return;
-    const { ttlMs, now } = this.#options;
+    const { ttlMs } = this.#options;
     // At most the refresh interval, but at least the first step: a store read always (interval 0)
     // is still asked once a second, not on every read, while it fails.
     const longest = Math.max(Math.min(BACKOFF_MAX_MS, ttlMs), BACKOFF_FIRST_MS);
     entry.backoffMs = Math.min(entry.backoffMs === 0 ? BACKOFF_FIRST_MS : entry.backoffMs * 2, longest);
-    const until = now() + entry.backoffMs;
+    const until = this.#now() + entry.backoffMs;
     entry.refreshAt = untilExpiry ? Math.min(until, entry.expiresAt) : until;
+  }
+
+  /**
+   * The clock's now. When it stepped back since it last answered (an NTP correction, a VM's
+   * resume), every entry's times move back by the step, so what was left of each one's refresh
+   * interval, expiry, backoff and stale window is left in real time. (Before, only an entry stored
+   * "after" now was caught: after a smaller step an expired value was fresh again, and the store
+   * not asked, for the length of the step.) A step forward needs nothing: entries expire sooner.
+   */
+  #now(): number {
+    const now = this.#options.now();
+    if (now < this.#latest) {
+      const step = this.#latest - now;
+      for (const entries of [this.#entries, this.#missing]) {
+        for (const entry of entries.values()) {
+          entry.storedAt -= step;
+          entry.refreshAt -= step;
+          entry.expiresAt -= step;
+        }
+      }
+    }
+    this.#latest = now;
+    return now;
   }
 
   /** The entry of `name` under `key`: its value, else its "not found". */
@@ -274,8 +292,8 @@ export class SecretCache {
   }
 
   #store(key: string, name: string, value: string | undefined): void {
-    const { ttlMs, notFoundTtlMs, maxEntries, maxNotFound, now } = this.#options;
-    const at = now();
+    const { ttlMs, notFoundTtlMs, maxEntries, maxNotFound } = this.#options;
+    const at = this.#now();
     const life = value === undefined ? Math.min(ttlMs, notFoundTtlMs) : ttlMs;
     const [into, other, max] =
       value === undefined ? [this.#missing, this.#entries, maxNotFound] : [this.#entries, this.#missing, maxEntries];

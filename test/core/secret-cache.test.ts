@@ -436,25 +436,37 @@ describe("SecretCache during a store outage", () => {
     expect(b.state.calls).toBe(3); // the backoff (1 s) passed: called again
   });
 
-  it("loads an entry again when the clock steps back, rather than keep it for the length of the step", async () => {
+  it("keeps what was left of each entry's times in real time when the clock steps back, by an hour or by less than an entry's age", async () => {
     const { c, now } = clock();
     const cache = new SecretCache({ ttlMs: 100_000, maxStaleMs: 600_000, now });
     const b = backend("v1");
     await cache.get("a", b.load);
     b.state.value = "v2";
-    c.now -= 3_600_000; // NTP steps the clock back an hour: v1 would otherwise be served for 1 h 100 s
+    c.now += 40_000;
+    expect(await cache.get("a", b.load)).toEqual({ value: "v1", stale: false }); // read 40 s in: 60 s left
+    c.now -= 3_600_000; // NTP steps the clock back an hour: v1 is still fresh, for what was left of its 100 s
+    expect(await cache.get("a", b.load)).toEqual({ value: "v1", stale: false });
+    expect(b.state.calls).toBe(1);
+    c.now += 59_000;
+    expect(await cache.get("a", b.load)).toEqual({ value: "v1", stale: false });
+    c.now += 1_000; // its 100 s are over, in real time (not 1 h 100 s: the hour the entry lived before)
     expect(await cache.get("a", b.load)).toEqual({ value: "v2", stale: false });
     expect(b.state.calls).toBe(2);
-    expect(await cache.get("a", b.load)).toEqual({ value: "v2", stale: false }); // cached again
-    expect(b.state.calls).toBe(2);
-    // Stepped back again while the store is down: served stale, and backed off as in any outage.
+    // Expired and backed off while the store is down, then stepped back by less than the entry's
+    // age. Before: the value was fresh again (stale: false) and the store not asked for the length
+    // of the step (2 min); now the backoff's second passes and the store is asked.
     b.state.fail = new BackendUnavailable("down");
-    c.now -= 3_600_000;
-    for (let i = 0; i < 100; i++) {
-      expect(await cache.get("a", b.load)).toEqual({ value: "v2", stale: true });
-      c.now += 10;
-    }
+    c.now += 150_000;
+    expect(await cache.get("a", b.load)).toEqual({ value: "v2", stale: true });
     expect(b.state.calls).toBe(3);
+    c.now -= 120_000;
+    expect(cache.get("a", b.load)).toEqual({ value: "v2", stale: true }); // backed off: no call, still stale
+    expect(b.state.calls).toBe(3);
+    b.state.fail = undefined;
+    b.state.value = "v3";
+    c.now += 1_000;
+    expect(await cache.get("a", b.load)).toEqual({ value: "v3", stale: false });
+    expect(b.state.calls).toBe(4);
   });
 
   it("backs off a background refresh refused (not retryable) too, until the value expires; then the read gets the error", async () => {
