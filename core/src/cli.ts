@@ -497,7 +497,7 @@ async function runtime(
     settings: options.settings ?? settingsOf(input, log),
     log,
     create: options.create === true,
-    ...(!options.serving && { audit: () => {} }),
+    ...(!options.serving && { audit: () => {}, keyEvents: false }),
   });
 }
 

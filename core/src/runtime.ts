@@ -36,6 +36,12 @@ export interface RuntimeOptions {
   now?: () => number;
   /** Passed to the store's open (`StoreDeps.create`): `false` opens only a store that is there. */
   create?: boolean;
+  /**
+   * `false`: this process applies no key event (a CLI command other than `serve`), so the start does
+   * not hold `LLM_SECRETS_MAX_EVENT_AGE` to the store's tombstone lifetime: an emergency `delete` of
+   * a leaked key runs in an environment set for the servers.
+   */
+  keyEvents?: boolean;
 }
 
 export interface Runtime {
@@ -102,6 +108,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   // Key events older than the store keeps a delete's tombstone could revive the keys it deleted.
   const tombstoneMs = backend.tombstoneMs;
   if (
+    options.keyEvents !== false &&
     settings.keyManagement.storeVirtualKeys &&
     tombstoneMs !== undefined &&
     tombstoneMs > 0 &&

@@ -274,8 +274,16 @@ export function stampOfChange(
   recorded: ChangeStamp | undefined,
   recordedIsDelete: boolean,
   now: number,
+  /**
+   * `replay`: the change was decided already, by a writer whose log line a reader applies again
+   * (the file store): a record not trusted then is passed over, as the rule was before it refused,
+   * and as a log written then holds. A line in the log is never refused.
+   */
+  mode: "decide" | "replay" = "decide",
 ): ChangeStamp | undefined {
   if (ifNewerThan === undefined) return directStamp(recorded, now);
+  if (mode === "replay")
+    return isNewer(ifNewerThan, isDelete, trusted(recorded, now), recordedIsDelete) ? ifNewerThan : undefined;
   if (recorded !== undefined && trusted(recorded, now) === undefined) {
     throw new BackendUnavailable(
       `the name's last change is dated ${Math.round((recorded.at - now) / 60_000)} min ahead of this clock (is this instance's clock behind?): a change ordered by its time is not applied until the clocks agree`,

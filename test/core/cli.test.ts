@@ -830,6 +830,22 @@ describe("serve", () => {
     expect(out.split(`"audit":"read","name":"${long}"`).length - 1).toBe(reads);
   }, 90_000);
 
+  it("holds LLM_SECRETS_MAX_EVENT_AGE to the store's tombstone lifetime where key events are applied (serve), not in the other commands", async () => {
+    // An emergency delete of a leaked key, in an environment set for the servers, ran into the
+    // start's refusal meant for serve (and the functions).
+    const { cli, dir, env } = await setup({
+      LLM_SECRETS_CONFIG: "general_settings:\n  key_management_settings:\n    store_virtual_keys: true\n",
+      LLM_SECRETS_MAX_EVENT_AGE: String(15 * 86_400),
+    });
+    expect((await cli(["put", "LEAKED"], "sk-leaked")).code).toBe(0);
+    expect(await cli(["delete", "LEAKED"])).toMatchObject({ code: 0 });
+    const served = await runCli(["serve", "--port", "0"], { env, cwd: dir });
+    expect(served.code).toBe(1);
+    expect(served.stderr).toContain(
+      "LLM_SECRETS_MAX_EVENT_AGE (1296000 s) is past how long the file store keeps a delete",
+    );
+  }, 30_000);
+
   it("warns when it serves plain HTTP beyond this machine (the key would cross the network unencrypted)", async () => {
     const { dir, env } = await setup();
     const warning = "serving plain HTTP beyond this machine";

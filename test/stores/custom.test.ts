@@ -64,11 +64,13 @@ describe("the custom store", () => {
     expect(settings.warnings).toEqual([]); // its keys are not "ignored"
   });
 
-  it("keeps a StoreFactory store's has (a listing asks it rather than read values)", async () => {
+  it("keeps a StoreFactory store's has (a listing asks it rather than read values) and tombstoneMs", async () => {
     // Before: list, watch and close were passed on, has was dropped: listings read every value.
     const store = await open("./custom-factory.mjs");
     expect(await store.has?.("HAS_ONLY")).toBe(true);
     expect(await store.has?.("OTHER")).toBe(false);
+    // And its tombstoneMs, which the start holds LLM_SECRETS_MAX_EVENT_AGE to (dropped before too).
+    expect(store.tombstoneMs).toBe(86_400_000);
   });
 
   it("classifies what a StoreFactory's store throws: a 503 is backend_unavailable, a NotSupported not_supported", async () => {

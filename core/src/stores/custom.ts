@@ -148,6 +148,8 @@ function classifiedStore(store: SecretStore, path: string): SecretStore {
     ...(has && { has: (name: string) => userCall("custom store has", () => has(name)) }),
     ...(store.watch && { watch: (onChange: (names: string[]) => void) => store.watch?.(onChange) }),
     ...(close && { close: () => userCall("custom store close", close, false) }),
+    // How long it keeps a delete, when it says (the start holds LLM_SECRETS_MAX_EVENT_AGE to it).
+    ...(typeof store.tombstoneMs === "number" && { tombstoneMs: store.tombstoneMs }),
   };
 }
 

@@ -137,6 +137,9 @@ export interface FileStoreOptions {
   create?: boolean;
 }
 
+/** A change's answer: its outcome, or the refusal of it alone (the batch's others go on). */
+type Outcome = PutOutcome | DeleteOutcome | SecretsError;
+
 type Pending =
   | { kind: "put"; name: string; sealed: string; options: PutOptions; settle: Settle<PutOutcome> }
   | { kind: "delete"; name: string; options: DeleteOptions; settle: Settle<DeleteOutcome> };
@@ -505,7 +508,11 @@ export class FileStore implements SecretStore {
         const batch = this.#pending.splice(0);
         try {
           const outcomes = await this.#exclusive(() => this.#commit(batch));
-          for (const [i, p] of batch.entries()) (p.settle.resolve as (o: unknown) => void)(outcomes[i]);
+          for (const [i, p] of batch.entries()) {
+            const outcome = outcomes[i];
+            if (outcome instanceof SecretsError) p.settle.reject(outcome);
+            else (p.settle.resolve as (o: unknown) => void)(outcome);
+          }
           this.#unusableLogged = false;
         } catch (err) {
           const error = this.#classify(err, "file store write");
@@ -524,7 +531,7 @@ export class FileStore implements SecretStore {
    * replaced after we read it (a writer that still believed it held the lock, after a take-over),
    * what it wrote is read and the batch decided again: its changes are kept, not written over.
    */
-  async #commit(batch: Pending[]): Promise<(PutOutcome | DeleteOutcome)[]> {
+  async #commit(batch: Pending[]): Promise<Outcome[]> {
     for (let attempt = 1; ; attempt++) {
       const decided = this.#decide(batch);
       if (decided.changes.length === 0) return decided.outcomes;
@@ -552,18 +559,28 @@ export class FileStore implements SecretStore {
     }
   }
 
-  /** Decides each change against the state (and those before it in the batch). */
-  #decide(batch: Pending[]): { outcomes: (PutOutcome | DeleteOutcome)[]; changes: Change[]; seals: boolean } {
+  /**
+   * Decides each change against the state (and those before it in the batch). A change the rule
+   * refuses (an event over a record dated far ahead) is that change's answer alone: the batch's
+   * other changes are decided and written.
+   */
+  #decide(batch: Pending[]): { outcomes: Outcome[]; changes: Change[]; seals: boolean } {
     const now = this.#now();
     const overlay = new Map<string, Change>();
     const changes: Change[] = [];
     let seq = this.#seq;
     let seals = false;
-    const outcomes = batch.map((p): PutOutcome | DeleteOutcome => {
+    const outcomes = batch.map((p): Outcome => {
       const previous = overlay.get(p.name) ?? this.#entries.get(p.name);
       const live = previous?.v !== undefined ? previous : undefined;
       const isDelete = p.kind === "delete";
-      const stamp = stampOfChange(p.options.ifNewerThan, isDelete, previous && stampOf(previous), !live, now);
+      let stamp: ChangeStamp | undefined;
+      try {
+        stamp = stampOfChange(p.options.ifNewerThan, isDelete, previous && stampOf(previous), !live, now);
+      } catch (err) {
+        if (err instanceof SecretsError) return err;
+        throw err;
+      }
       if (stamp === undefined) return "superseded";
       let change: Change = { s: ++seq, n: p.name, t: stamp.at, ...(stamp.id !== undefined && { i: stamp.id }), w: now };
       if (p.kind === "put") {
@@ -973,8 +990,14 @@ export class FileStore implements SecretStore {
     const held = this.#entries.get(change.n);
     if (held === undefined) return true;
     return (
-      stampOfChange(stampOf(change), change.v === undefined, stampOf(held), held.v === undefined, change.w) !==
-      undefined
+      stampOfChange(
+        stampOf(change),
+        change.v === undefined,
+        stampOf(held),
+        held.v === undefined,
+        change.w,
+        "replay",
+      ) !== undefined
     );
   }
 

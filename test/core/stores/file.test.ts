@@ -33,6 +33,39 @@ async function openIntruded(dataDir: string) {
 }
 
 describe("FileStore", () => {
+  it("opens a log holding an event applied over a record dated far ahead (as the rule before allowed), and refuses such an event itself alone", async () => {
+    // Before: a reader replaying the log refused that line as an event decided now would be, so a
+    // store written under the earlier rule no longer opened, by anything; and one event refused in
+    // a batch failed the batch's other changes (a direct write among them), writing none.
+    const dir = join(await tempDir(), "data");
+    const fast = await FileStore.open({ dataDir: dir, keys, now: () => Date.now() + 3_600_000 });
+    await fast.put("F", "written by an instance an hour fast");
+    await fast.close();
+    // The line the earlier rule wrote: a delete event, now, over F's record an hour ahead.
+    const at = Date.now();
+    const { lines } = await readLog(dir);
+    const seq = Math.max(...lines.flatMap((l) => ("changes" in l ? l.changes.map((c) => c.s) : [])));
+    await appendFile(logPath(dir), frame({ changes: [{ s: seq + 1, n: "F", t: at, i: "evt-old-rule", w: at }] }));
+    const store = await FileStore.open({ dataDir: dir, keys });
+    expect(await store.get("F")).toBeUndefined();
+
+    await store.close();
+    const again = await FileStore.open({ dataDir: dir, keys, now: () => Date.now() + 3_600_000 });
+    await again.put("G", "an hour ahead");
+    await again.close();
+    const batched = await FileStore.open({ dataDir: dir, keys });
+    const first = batched.put("A", "a"); // a flush begins; the next two wait and go in one batch
+    const event = batched.delete("G", { ifNewerThan: { at: Date.now(), id: "evt-1" } }).then(
+      (o) => o,
+      (e: { code?: string }) => e.code,
+    );
+    const direct = batched.put("OTHER", "an admin's direct write");
+    expect([await first, await event, await direct]).toEqual(["created", "backend_unavailable", "created"]);
+    expect((await batched.get("OTHER"))?.value).toBe("an admin's direct write");
+    expect((await batched.get("G"))?.value).toBe("an hour ahead");
+    await batched.close();
+  });
+
   it("keeps every value sealed, in a 0600 file in a 0700 dir, and survives a reopen", async () => {
     const dir = join(await tempDir(), "data");
     const store = await open(dir);
