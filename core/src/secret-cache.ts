@@ -72,6 +72,8 @@ const NOT_FOUND_TTL_MS = 60_000;
 const REFRESH_AHEAD_MAX_MS = 10 * 60_000;
 const BACKOFF_FIRST_MS = 1_000;
 const BACKOFF_MAX_MS = 60_000;
+/** Drift between the wall and monotonic clocks taken as no step (NTP slews the wall clock slowly). */
+const STEP_TOLERANCE_MS = 1_000;
 
 export class SecretCache {
   readonly #options: Required<Omit<CacheOptions, "onEvent" | "onRefreshError">> & CacheOptions;
@@ -89,6 +91,12 @@ export class SecretCache {
   readonly #loads = new Map<string, Map<string, Promise<string | undefined>>>();
   /** The time the clock last gave: one below it means the clock stepped back. */
   #latest = Number.NEGATIVE_INFINITY;
+  /**
+   * With the wall clock (no clock given), `performance.now()` at that reading: a step back is also
+   * seen when the next reading comes after the clock has passed its last time again.
+   */
+  readonly #monotonic: boolean;
+  #latestMono = 0;
 
   constructor(options: CacheOptions) {
     this.#options = {
@@ -98,6 +106,7 @@ export class SecretCache {
       maxNotFound: options.maxNotFound ?? 1_000,
       now: options.now ?? Date.now,
     };
+    this.#monotonic = options.now === undefined;
   }
 
   /**
@@ -269,8 +278,20 @@ export class SecretCache {
    */
   #now(): number {
     const now = this.#options.now();
-    if (now < this.#latest) {
-      const step = this.#latest - now;
+    let step = this.#latest - now;
+    if (this.#monotonic) {
+      // Between two readings the wall clock advances as the monotonic one does (which stops while
+      // the machine sleeps: then the wall clock is ahead, and entries expire sooner, as they should).
+      // What it fell short by, past a second of drift, is a step back, though it is past its last
+      // reading again by the next read.
+      const mono = performance.now();
+      if (this.#latest !== Number.NEGATIVE_INFINITY) {
+        const behind = mono - this.#latestMono - (now - this.#latest);
+        step = behind > STEP_TOLERANCE_MS ? Math.max(step, behind) : step;
+      }
+      this.#latestMono = mono;
+    }
+    if (step > 0) {
       for (const entries of [this.#entries, this.#missing]) {
         for (const entry of entries.values()) {
           entry.storedAt -= step;

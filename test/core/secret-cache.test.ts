@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { SecretsError } from "../../core/src/errors";
 import { SecretCache } from "../../core/src/secret-cache";
 import { BackendUnavailable } from "../../core/src/store-errors";
@@ -467,6 +467,32 @@ describe("SecretCache during a store outage", () => {
     c.now += 1_000;
     expect(await cache.get("a", b.load)).toEqual({ value: "v3", stale: false });
     expect(b.state.calls).toBe(4);
+  });
+
+  it("with the wall clock, sees a step back though no read came before the clock passed its last reading again", async () => {
+    // Before: only a read while the clock was below its last reading saw the step; on a quiet cache
+    // (TTL 60 s, read at 50 s, a 2-minute step back, the next read 2 minutes later) the value was
+    // still fresh 2 minutes past its expiry, while the store held another.
+    vi.useFakeTimers({ toFake: ["Date", "performance"] });
+    try {
+      const cache = new SecretCache({ ttlMs: 60_000, maxStaleMs: 600_000 }); // the wall clock: Date.now
+      const b = backend("v1");
+      await cache.get("a", b.load);
+      vi.advanceTimersByTime(50_000);
+      expect(await cache.get("a", b.load)).toEqual({ value: "v1", stale: false });
+      b.state.value = "v2";
+      vi.setSystemTime(Date.now() - 120_000); // the wall clock alone steps back 2 min
+      vi.advanceTimersByTime(125_000); // the next read comes 125 s later: the clock 5 s past its last reading, 55 s after the store
+      expect(await cache.get("a", b.load)).toEqual({ value: "v2", stale: false });
+      expect(b.state.calls).toBe(2);
+      // A second of drift between the clocks is no step: a value 59 s old is still fresh.
+      b.state.value = "v3";
+      vi.setSystemTime(Date.now() - 900);
+      vi.advanceTimersByTime(59_000);
+      expect(await cache.get("a", b.load)).toEqual({ value: "v2", stale: false });
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("backs off a background refresh refused (not retryable) too, until the value expires; then the read gets the error", async () => {
