@@ -282,15 +282,14 @@ export function stampOfChange(
   mode: "decide" | "replay" = "decide",
 ): ChangeStamp | undefined {
   if (ifNewerThan === undefined) return directStamp(recorded, now);
-  if (mode === "replay")
-    return isNewer(ifNewerThan, isDelete, trusted(recorded, now), recordedIsDelete) ? ifNewerThan : undefined;
-  if (recorded !== undefined && trusted(recorded, now) === undefined) {
+  const held = trusted(recorded, now);
+  if (mode === "decide" && recorded !== undefined && held === undefined) {
     throw new BackendUnavailable(
       `the name's last change is dated ${Math.round((recorded.at - now) / 60_000)} min ahead of this clock (is this instance's clock behind?): a change ordered by its time is not applied until the clocks agree`,
       CLOCK_RETRY_SECONDS,
     );
   }
-  return isNewer(ifNewerThan, isDelete, recorded, recordedIsDelete) ? ifNewerThan : undefined;
+  return isNewer(ifNewerThan, isDelete, held, recordedIsDelete) ? ifNewerThan : undefined;
 }
 
 /** When a change refused for a recorded time far ahead is worth trying again. */

@@ -17,6 +17,7 @@ import type { Duplex } from "node:stream";
 import { createSecureContext } from "node:tls";
 import type { RawRequest } from "./app";
 import { ConfigError } from "./errors";
+import { errorCounter } from "./http/middleware";
 import { nodeRequestListener } from "./http/node-listener";
 import type { Logger } from "./log";
 import { loggedPath, originForm } from "./names";
@@ -180,8 +181,7 @@ export async function startServer(
   runtime: Pick<Runtime, "fetch" | "log" | "metrics" | "store">,
   options: ServerOptions,
 ): Promise<RunningServer> {
-  const countError: CountError = (code) =>
-    runtime.metrics.inc("llm_secrets_errors_total", { store: runtime.store.kind, code });
+  const countError: CountError = errorCounter(runtime.metrics, runtime.store.kind);
   const handle = nodeRequestListener(
     (request, incoming) => runtime.fetch(request, rawRequestOf(incoming)),
     runtime.log,

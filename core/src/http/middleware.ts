@@ -17,9 +17,25 @@ export const SECRETS_PREFIX = "/v1/secrets/";
 export const CLIENT_CLOSED = 499;
 const CLIENT_CLOSED_BODY = { error: { code: "client_closed", message: "the client closed the connection" } };
 
+/**
+ * Counts an error answered (`llm_secrets_errors_total`, by store and code): the app's error handler,
+ * `/ready`'s 503 and what `serve`'s node layer answers before the app all count through one.
+ */
+export function errorCounter(metrics: Metrics, store: string): (code: string) => void {
+  const labels = new Map<string, Labels>();
+  return (code) => {
+    let counted = labels.get(code);
+    if (!counted) {
+      counted = { store, code };
+      labels.set(code, counted);
+    }
+    metrics.inc("llm_secrets_errors_total", counted);
+  };
+}
+
 /** Errors as `{"error":{"code","message"}}` with their status; unexpected ones logged by class and frames. */
 export function errorHandler(metrics: Metrics, log: Logger, store: string): ErrorHandler<AppEnv> {
-  const labels = new Map<string, Labels>();
+  const countError = errorCounter(metrics, store);
   return (err, c) => {
     // The body stopped because the client hung up: nobody reads the answer, and it is no error
     // of ours. The request line says `client_closed` (app.ts).
@@ -27,12 +43,7 @@ export function errorHandler(metrics: Metrics, log: Logger, store: string): Erro
     const http = toHttpError(err);
     const code = http.body.error.code;
     if (c.env) c.env.code = code;
-    let counted = labels.get(code);
-    if (!counted) {
-      counted = { store, code };
-      labels.set(code, counted);
-    }
-    metrics.inc("llm_secrets_errors_total", counted);
+    countError(code);
     if (!(err instanceof SecretsError)) log.error("unexpected error", { path: c.req.path, ...describeUnexpected(err) });
     else if (err.code === "internal") {
       // A typed `internal` (an unexpected backend failure) is logged with its message, built from

@@ -7,6 +7,7 @@ import { buildOpenApi } from "../openapi";
 import type { SecretManager } from "../secret-manager";
 import { BackendUnavailable, loggableMessage } from "../store-errors";
 import { VERSION } from "../version";
+import { errorCounter } from "./middleware";
 import { answer, json, type Router } from "./router";
 
 const READY_TIMEOUT_MS = 2000;
@@ -76,6 +77,7 @@ export function serviceRoutes(
   now?: () => number,
 ): void {
   const store = manager.store.kind;
+  const countError = errorCounter(metrics, store);
   const ready = readinessOf(() => manager.probe(), store, log, now);
   let openApi: string | undefined;
 
@@ -116,7 +118,7 @@ export function serviceRoutes(
       const { body, headers } = toHttpError(result.error);
       body.error.message = result.message;
       c.env.code = body.error.code; // for the request's log line, as an error answer's
-      metrics.inc("llm_secrets_errors_total", { store, code: body.error.code }); // as the error handler counts
+      countError(body.error.code); // as the error handler counts
       return json(body, 503, { ...headers, "retry-after": headers["retry-after"] ?? "1" });
     },
   );
