@@ -10,6 +10,7 @@ import { createApp, MAX_BODY_BYTES, type RawRequest } from "./app";
 import { createAudit, keyEventEntry, requestIdOf } from "./audit";
 import { cryptoReady } from "./crypto";
 import { ConfigError, SecretsError } from "./errors";
+import { errorCounter } from "./http/middleware";
 import { errorAnswer } from "./http/router";
 import { instrumentStore } from "./instrument-store";
 import { applyKeyEvent, type KeyEventResult, refuseNotJson } from "./key-events";
@@ -258,6 +259,14 @@ export interface LazyRuntime {
    * for the next invocation, or be lost with the instance.
    */
   flushLogs(): void;
+  /**
+   * Counts an error the function answered itself, outside the app (an answer too large for
+   * Lambda, a request the platform's own layer refused): `llm_secrets_errors_total`, as the app's
+   * error handler counts its own. On the started runtime (started now if it was not: the count is
+   * in this invocation's metrics); nothing while it cannot start, which has no metrics (the start's
+   * log line says why).
+   */
+  countError(code: string): Promise<void>;
 }
 
 /**
@@ -303,7 +312,23 @@ export function startOnFirstUse(options: FunctionRuntimeOptions): LazyRuntime {
     }
     return rt.fetch(request, raw);
   };
-  return Object.assign(runtime, { fetch, flushLogs });
+  // One counter a started runtime (its label cache with it).
+  const counters = new WeakMap<Runtime, (code: string) => void>();
+  const countError = async (code: string): Promise<void> => {
+    let rt: Runtime;
+    try {
+      rt = await runtime();
+    } catch {
+      return;
+    }
+    let count = counters.get(rt);
+    if (!count) {
+      count = errorCounter(rt.metrics, rt.store.kind);
+      counters.set(rt, count);
+    }
+    count(code);
+  };
+  return Object.assign(runtime, { fetch, flushLogs, countError });
 }
 
 function definedOnly(env: Readonly<Record<string, string | undefined>>): Record<string, string> {

@@ -111,7 +111,12 @@ describe("an answer past Lambda's 6 MB response payload", () => {
   });
 
   it("is a 502 in the API's shape with one log line giving its size, not Lambda's own 502", async () => {
-    const { logs, get } = setup();
+    const { handlers, logs, get } = setup();
+    const errors = async () =>
+      (await handlers.runtime()).metrics.count("llm_secrets_errors_total", {
+        store: "memory",
+        code: "upstream_unavailable",
+      });
     // 7 MB: too large whatever the encoding. 5 MB of octet-stream: under the limit as bytes, past it
     // once base64-encoded (as Lambda must carry a binary body).
     for (const [n, type] of [
@@ -120,8 +125,11 @@ describe("an answer past Lambda's 6 MB response payload", () => {
       [6_500_000, "application/json"],
     ] as const) {
       logs.length = 0;
+      const counted = await errors();
       const result = await get(`/v1/forward/m/bytes?n=${n}&type=${type}`);
       expect(result.statusCode, `${n} bytes of ${type}`).toBe(502);
+      // Counted as the app counts its own errors (llm_secrets_errors_total).
+      expect(await errors()).toBe(counted + 1);
       expect(result.isBase64Encoded).toBe(false);
       expect(result.headers?.["content-type"]).toBe("application/json");
       expect(result.headers?.["cache-control"]).toBe("no-store");
@@ -187,10 +195,13 @@ describe("an answer past Lambda's 6 MB response payload", () => {
 
 describe("an upstream that breaks off mid-answer", () => {
   it("is a 502 upstream_unavailable in the API's shape, not a failed invocation (Lambda's own 502)", async () => {
-    const { get, logs } = setup();
+    const { handlers, get, logs } = setup();
     const result = await get("/v1/forward/m/cut");
     expect(result.statusCode).toBe(502);
     expect(JSON.parse(result.body ?? "").error.code).toBe("upstream_unavailable");
+    // Counted as the app counts its own errors (llm_secrets_errors_total).
+    const { metrics } = await handlers.runtime();
+    expect(metrics.count("llm_secrets_errors_total", { store: "memory", code: "upstream_unavailable" })).toBe(1);
     expect(logs.map((l) => JSON.parse(l).msg)).toContain("upstream answer cut");
   });
 });

@@ -97,9 +97,14 @@ describe("an HTTP event of another shape than payload 2.0", () => {
         isBase64Encoded: false,
       },
     };
+    // Counted as the app counts its own errors (llm_secrets_errors_total): an alert on it sees them.
+    const errors = async () =>
+      (await handlers.runtime()).metrics.count("llm_secrets_errors_total", { store: "memory", code: "internal" });
     for (const [shape, event] of Object.entries(shapes)) {
       logs.length = 0;
+      const counted = await errors();
       const result = await handlers.http(event as never, { awsRequestId: "lambda-1" });
+      expect(await errors(), shape).toBe(counted + 1);
       expect(result.statusCode, shape).toBe(500);
       expect(JSON.parse(result.body ?? "")).toEqual({ error: { code: "internal", message: "internal error" } });
       expect(result.headers?.["cache-control"]).toBe("no-store");

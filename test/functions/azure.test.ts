@@ -251,6 +251,9 @@ describe("the HTTP adapter", () => {
       new InvocationContext(),
     );
     expect(read.status).toBe(404);
+    // The two refusals are counted as the app counts its own errors (llm_secrets_errors_total).
+    const { metrics } = await handlers.runtime();
+    expect(metrics.count("llm_secrets_errors_total", { store: "memory", code: "invalid_request" })).toBe(2);
   });
 
   it("refuses a body sent chunked, which the host does not pass on: nothing forwarded empty, nothing written", async () => {

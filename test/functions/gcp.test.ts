@@ -302,7 +302,12 @@ describe("refusals that are not the message's fault, and a plain push subscripti
  */
 async function asDeployed(
   name: string,
-  run: (ctx: { port: number; printed: unknown[][]; ownLogs: string[] }) => Promise<void>,
+  run: (ctx: {
+    port: number;
+    printed: unknown[][];
+    ownLogs: string[];
+    errorsCounted: (code: string) => Promise<number>;
+  }) => Promise<void>,
 ): Promise<void> {
   const printed: unknown[][] = [];
   const out = globalThis.console;
@@ -323,7 +328,9 @@ async function asDeployed(
     const server = getTestServer(name);
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     try {
-      await run({ port: (server.address() as { port: number }).port, printed, ownLogs });
+      const errorsCounted = async (code: string) =>
+        (await targets.runtime()).metrics.count("llm_secrets_errors_total", { store: "memory", code });
+      await run({ port: (server.address() as { port: number }).port, printed, ownLogs, errorsCounted });
     } finally {
       await new Promise<void>((resolve) => server.close(() => resolve()));
     }
@@ -417,7 +424,7 @@ describe("a JSON body that does not parse (express answers it before the functio
 
 describe("a request no URL can be made of (the listener refuses it before the app)", () => {
   it("is answered in the API's shape, no-store, with its line, as on serve", async () => {
-    await asDeployed("unmade-url-http", async ({ port, ownLogs }) => {
+    await asDeployed("unmade-url-http", async ({ port, ownLogs, errorsCounted }) => {
       // A raw backslash in the path (a URL parser would read it as `/`): sent as is, on a socket.
       const answer = await new Promise<string>((resolve, reject) => {
         const socket = connect(port, "127.0.0.1");
@@ -435,6 +442,8 @@ describe("a request no URL can be made of (the listener refuses it before the ap
       expect(body.error.code).toBe("invalid_request");
       const lines = ownLogs.map((l) => JSON.parse(l)).filter((l) => l.code === "invalid_request");
       expect(lines).toEqual([expect.objectContaining({ msg: "request", status: 400 })]);
+      // Counted as the app counts its own errors (llm_secrets_errors_total).
+      expect(await errorsCounted("invalid_request")).toBe(1);
     });
   });
 });

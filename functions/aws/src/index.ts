@@ -256,6 +256,7 @@ function payloadBytes(result: HttpResultV2): number {
  */
 async function tooLargeAnswer(
   log: Logger,
+  countError: (code: string) => Promise<void>,
   event: HttpEventV2,
   context: LambdaRequestContext | undefined,
   status: number,
@@ -278,6 +279,7 @@ async function tooLargeAnswer(
         `the upstream's answer is too large for Lambda (more than ${LAMBDA_PAYLOAD_LIMIT} bytes as Lambda carries it)`,
       )
     : errorAnswer("internal", "internal error");
+  await countError(forward ? "upstream_unavailable" : "internal");
   return resultOf(res);
 }
 
@@ -287,7 +289,11 @@ async function tooLargeAnswer(
  * all take, and one line saying which events the function takes. Its path cannot be read as sent,
  * so it is not served. An event that is no HTTP request fails the invocation.
  */
-async function unsupportedEvent(log: Logger, event: unknown): Promise<HttpResultV2> {
+async function unsupportedEvent(
+  log: Logger,
+  countError: (code: string) => Promise<void>,
+  event: unknown,
+): Promise<HttpResultV2> {
   const { version, httpMethod, requestContext } = (event ?? {}) as {
     version?: unknown;
     httpMethod?: unknown;
@@ -301,6 +307,7 @@ async function unsupportedEvent(log: Logger, event: unknown): Promise<HttpResult
   log.error(`unsupported HTTP event: ${why}`, {
     ...(typeof version === "string" && { version: version.slice(0, 16) }),
   });
+  await countError("internal");
   return resultOf(errorAnswer("internal", "internal error"));
 }
 
@@ -345,7 +352,9 @@ export function awsHandlers(options: AwsHandlersOptions = {}) {
    */
   const http = async (event: HttpEventV2, context?: LambdaRequestContext): Promise<HttpResultV2> => {
     try {
-      if (typeof (event as Partial<HttpEventV2>).rawPath !== "string") return await unsupportedEvent(log, event);
+      if (typeof (event as Partial<HttpEventV2>).rawPath !== "string") {
+        return await unsupportedEvent(log, runtime.countError, event);
+      }
       // A body on GET or HEAD (some clients send one) cannot go into a fetch Request: hono's handler
       // would answer a plain-text 400 before our app, its key check included. It is dropped, as
       // node's server does.
@@ -357,14 +366,21 @@ export function awsHandlers(options: AwsHandlersOptions = {}) {
       try {
         result = (await httpHandler(own as never, context as never)) as HttpResultV2;
       } catch (err) {
-        if (err instanceof AnswerTooLarge) return await tooLargeAnswer(log, own, context, err.status, err.bytes, false);
+        if (err instanceof AnswerTooLarge) {
+          return await tooLargeAnswer(log, runtime.countError, own, context, err.status, err.bytes, false);
+        }
         // A forward whose upstream broke off mid-answer (forward.ts logged it): read whole, there
         // is nothing to send but the API's error, rather than a failed invocation (Lambda's own 502).
-        if (err instanceof SecretsError && isForward(own)) return await resultOf(errorAnswer(err.code, err.message));
+        if (err instanceof SecretsError && isForward(own)) {
+          await runtime.countError(err.code);
+          return await resultOf(errorAnswer(err.code, err.message));
+        }
         throw err;
       }
       const bytes = payloadBytes(result);
-      if (bytes > LAMBDA_PAYLOAD_LIMIT) return await tooLargeAnswer(log, own, context, result.statusCode, bytes, true);
+      if (bytes > LAMBDA_PAYLOAD_LIMIT) {
+        return await tooLargeAnswer(log, runtime.countError, own, context, result.statusCode, bytes, true);
+      }
       return result;
     } finally {
       invocationEnds();

@@ -64,10 +64,19 @@ async function toRequest(request: HttpRequest): Promise<Request | undefined> {
   });
 }
 
-/** A refusal before the runtime, logged like any refused request (the path only: a query may hold a key). */
-function refuse(request: HttpRequest, log: Logger, message: string): Promise<HttpResponseInit> {
+/**
+ * A refusal before the app, logged like any refused request (the path only: a query may hold a
+ * key) and counted (`countError`) as the app counts its own.
+ */
+async function refuse(
+  request: HttpRequest,
+  log: Logger,
+  countError: (code: string) => Promise<void>,
+  message: string,
+): Promise<HttpResponseInit> {
   const path = new URL(request.url).pathname;
   log.info("request", { method: request.method, path, status: 400, code: "invalid_request" });
+  await countError("invalid_request");
   return toResponse(errorAnswer("invalid_request", message));
 }
 
@@ -161,6 +170,7 @@ export function azureFunctions(options: FunctionOptions = {}) {
       return refuse(
         request,
         log,
+        runtime.countError,
         "a function key goes in the x-functions-key header, never in ?code= (the URL would carry it on)",
       );
     }
@@ -169,6 +179,7 @@ export function azureFunctions(options: FunctionOptions = {}) {
       return refuse(
         request,
         log,
+        runtime.countError,
         "a body sent chunked (Transfer-Encoding, no Content-Length) does not reach an Azure function: send it with Content-Length",
       );
     }
@@ -178,7 +189,10 @@ export function azureFunctions(options: FunctionOptions = {}) {
     } catch (err) {
       // A forward whose upstream broke off mid-answer (forward.ts logged it): read whole, there is
       // nothing to send but the API's error, rather than a failed invocation (the host's own 500).
-      if (err instanceof SecretsError) return toResponse(errorAnswer(err.code, err.message));
+      if (err instanceof SecretsError) {
+        await runtime.countError(err.code);
+        return toResponse(errorAnswer(err.code, err.message));
+      }
       throw err;
     }
   };

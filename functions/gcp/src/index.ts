@@ -181,13 +181,17 @@ export function gcpFunctions(options: FunctionOptions = {}) {
   // streamed body may log as it ends).
   // What the library refuses before the app (a raw backslash in the path, a Host that is no host)
   // is answered in the API's shape with its line, as on `serve`.
-  const listener = nodeRequestListener(async (request, incoming) => {
-    try {
-      return await runtime.fetch(request, rawRequestOf(incoming));
-    } finally {
-      runtime.flushLogs();
-    }
-  }, log);
+  const listener = nodeRequestListener(
+    async (request, incoming) => {
+      try {
+        return await runtime.fetch(request, rawRequestOf(incoming));
+      } finally {
+        runtime.flushLogs();
+      }
+    },
+    log,
+    (code) => void runtime.countError(code),
+  );
   const http = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     unlabelInflatedBody(req);
     try {
