@@ -399,6 +399,8 @@ export function storeConformance(target: ConformanceTarget): void {
         E: "",
         B: binaryLooking(random, 4096),
         N: 'line1\nline2\r\n\ttab "quoted" \\ backslash',
+        // A leading byte order mark is part of the value (LiteLLM keeps it: httpx's text, boto3's strings).
+        M: "\uFEFFsk-with-a-bom",
         L: largest,
       };
       for (const [n, v] of Object.entries(values)) {

@@ -203,7 +203,8 @@ const DEFAULT_TUNING: CyberArkTuning = {
   random: Math.random,
 };
 
-const utf8 = new TextDecoder("utf-8", { fatal: true });
+// A leading byte order mark is part of the value: kept (`ignoreBOM`), as LiteLLM keeps it (httpx's `.text`).
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 /** The most resources one listing call asks Conjur for. */
 const MAX_LIST_PAGE = 1000;
 
