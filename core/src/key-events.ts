@@ -254,11 +254,16 @@ function checkedWrite(manager: KeyEventDeps["manager"], name: string, change: Ev
   }
 }
 
-/** The secret names of an alias and a hash: the alias's, then the hash's (a delete takes both). */
+/**
+ * The secret names of an alias and a hash: the alias's, then the hash's (a delete takes both),
+ * once each: an alias spelled as its own hash's name (`virtual-key-<hash>`) is that one name, whose
+ * second delete would answer `superseded` over the first's `deleted`.
+ */
 function namesOf(alias: string | null | undefined, hash: string | null | undefined, prefix: string): string[] {
   const names: string[] = [];
   if (alias) names.push(`${prefix}${alias}`);
-  if (hash) names.push(`${prefix}virtual-key-${hash}`);
+  const hashName = hash ? `${prefix}virtual-key-${hash}` : undefined;
+  if (hashName !== undefined && hashName !== names[0]) names.push(hashName);
   return names;
 }
 

@@ -162,6 +162,23 @@ describe("key events: what is written where", () => {
     expect(await read(`litellm/virtual-key-${HASH}`)).toBeUndefined();
   });
 
+  it("an alias spelled as its own hash's name is that one name: deleted once, the event applied", async () => {
+    const { runtime, read } = await setup();
+    await runtime.applyKeyEvent(event({ token_hash: HASH, key: "sk-b-0123456789" }));
+    const gone = await runtime.applyKeyEvent(
+      event({
+        id: "evt-2",
+        type: "key.deleted",
+        occurred_at: new Date(T0 + 1000).toISOString(),
+        key_alias: `virtual-key-${HASH}`,
+        token_hash: HASH,
+      }),
+    );
+    // Not deleted twice: a second delete answers superseded, which replaced the first's outcome.
+    expect(gone).toMatchObject({ status: "applied", names: { [`litellm/virtual-key-${HASH}`]: "deleted" } });
+    expect(await read(`litellm/virtual-key-${HASH}`)).toBeUndefined();
+  });
+
   it("a name to write that is no name (a free-text alias) changes nothing; one only to delete is absent, the others deleted", async () => {
     const { runtime, read } = await setup();
     await runtime.applyKeyEvent(event({ token_hash: HASH, key: "sk-old-0123456789" }));
