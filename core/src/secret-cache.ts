@@ -9,6 +9,10 @@
  *   and `AZURE-API-KEY`) answers nothing for the name it does not hold, and the cache answers the
  *   same. A key keeps one value and one "not found", so the unknown name's "not found" does not push
  *   out the other's value; two names with values there take the value entry in turns.
+ * - A key `object#field` is one field of a backend object (Vault's key of a team's KV field: its
+ *   path, `#`, the field), and a key without `#` is an object itself: a change of any key of an
+ *   object reaches every key of it held or loading, as a write or delete there replaces the object
+ *   whole (a KV v2 write or delete takes every field of the secret with it).
  * - Concurrent misses for one name share one backend call.
  * - Near the end of an entry's life a read answers from the cache and refreshes in the background:
  *   from a point in the first half of its last tenth (the tenth at most 10 min) that depends on the
@@ -25,8 +29,9 @@
  *   value expires: the next read then calls, and gets the error. A read with nothing to serve
  *   still calls.
  * - Our own writes and deletes replace the entry at once, and win over a load already under way;
- *   a delete drops every name's value on its key. One that failed expires the entry (it may have
- *   landed): the next read asks the store.
+ *   a delete drops every name's value on its key, and both drop the object's other keys (their
+ *   fields were replaced too). One that failed expires the entry and the object's other keys (it
+ *   may have landed): the next read asks the store.
  * - Values are held sealed and opened per read (`MemoryBox`, crypto.ts): NaCl SecretBox (the
  *   libsodium fast path) under a random key that lives only in this process's memory, as bytes,
  *   rather than Node's AES-256-GCM, whose per-call cipher set-up outweighs the whole open at an API
@@ -89,6 +94,11 @@ export class SecretCache {
    * the loads end: the map holds only loads in flight.)
    */
   readonly #loads = new Map<string, Map<string, Promise<string | undefined>>>();
+  /**
+   * The keys of a field (`object#field`) held (a value, a "not found") or loading, by their object:
+   * what a change of the object reaches besides its own key. A key leaves it when it is none of these.
+   */
+  readonly #fields = new Map<string, Set<string>>();
   /** The time the clock last gave: one below it means the clock stepped back. */
   #latest = Number.NEGATIVE_INFINITY;
   /**
@@ -171,8 +181,12 @@ export class SecretCache {
     return { value: this.#open(entry), stale: true };
   }
 
-  /** Our own write of `name` (under `key`): the cache holds the new value at once. */
+  /**
+   * Our own write of `name` (under `key`): the cache holds the new value at once, and nothing of the
+   * object's other keys (the write replaced their fields too).
+   */
   set(key: string, value: string, name = key): void {
+    this.#forgetOthers(key);
     this.#bump(key);
     this.#store(key, name, value);
   }
@@ -180,9 +194,11 @@ export class SecretCache {
   /**
    * Our own delete of `name` (under `key`) landed: the cache knows the name is gone, and so is any
    * value held for another name on the key (the delete removed the backend key itself: Azure's
-   * `AZURE_API_KEY` deletes the portal's untagged `AZURE-API-KEY`, read as `AZURE-API-KEY` too).
+   * `AZURE_API_KEY` deletes the portal's untagged `AZURE-API-KEY`, read as `AZURE-API-KEY` too), and
+   * nothing is held of the object's other keys (the delete took their fields with it).
    */
   setMissing(key: string, name = key): void {
+    this.#forgetOthers(key);
     this.#bump(key);
     this.#entries.delete(key);
     this.#store(key, name, undefined);
@@ -191,24 +207,27 @@ export class SecretCache {
   /**
    * Our own change of the key failed, and may have landed all the same (a cloud store's second call
    * failing after its first): the next read of any name on it goes to the store, and a value held
-   * stays only as the stale answer should that read fail as the store being unavailable.
+   * stays only as the stale answer should that read fail as the store being unavailable. So for
+   * every other key of its object.
    */
   expire(key: string): void {
-    this.#bump(key);
-    this.#missing.delete(key);
-    const entry = this.#entries.get(key);
-    if (entry === undefined) return;
-    const now = this.#now();
-    entry.refreshAt = Math.min(entry.refreshAt, now);
-    entry.expiresAt = Math.min(entry.expiresAt, now);
-    entry.backoffMs = 0;
+    for (const each of [key, ...this.#others(key)]) {
+      this.#bump(each);
+      this.#missing.delete(each);
+      this.#untrack(each);
+      const entry = this.#entries.get(each);
+      if (entry === undefined) continue;
+      const now = this.#now();
+      entry.refreshAt = Math.min(entry.refreshAt, now);
+      entry.expiresAt = Math.min(entry.expiresAt, now);
+      entry.backoffMs = 0;
+    }
   }
 
-  /** The key changed behind our back: the next read of any name on it goes to the store. */
+  /** The key (and so its object) changed behind our back: the next read of any name on it goes to the store. */
   forget(key: string): void {
-    this.#bump(key);
-    this.#entries.delete(key);
-    this.#missing.delete(key);
+    this.#drop(key);
+    this.#forgetOthers(key);
   }
 
   get size(): number {
@@ -219,6 +238,47 @@ export class SecretCache {
     this.#loads.delete(key);
   }
 
+  /** Nothing is held or loading for `key` from now on. */
+  #drop(key: string): void {
+    this.#bump(key);
+    this.#entries.delete(key);
+    this.#missing.delete(key);
+    this.#untrack(key);
+  }
+
+  #forgetOthers(key: string): void {
+    for (const other of this.#others(key)) this.#drop(other);
+  }
+
+  /** The keys of `key`'s object other than `key` that may be held or loading: the object's own, and each field's. */
+  #others(key: string): string[] {
+    const object = objectOf(key);
+    const others = object === key ? [] : [object];
+    for (const field of this.#fields.get(object) ?? []) if (field !== key) others.push(field);
+    return others;
+  }
+
+  /** `key`, when it is a field's, is held or loading: a change of its object finds it. */
+  #track(key: string): void {
+    const object = objectOf(key);
+    if (object === key) return;
+    let fields = this.#fields.get(object);
+    if (fields === undefined) {
+      fields = new Set();
+      this.#fields.set(object, fields);
+    }
+    fields.add(key);
+  }
+
+  /** `key`, when it is a field's and neither held nor loading any more, leaves `#fields`. */
+  #untrack(key: string): void {
+    const object = objectOf(key);
+    if (object === key || this.#entries.has(key) || this.#missing.has(key) || this.#loads.has(key)) return;
+    const fields = this.#fields.get(object);
+    fields?.delete(key);
+    if (fields?.size === 0) this.#fields.delete(object);
+  }
+
   /** Loads `name`, sharing a load of the same name already under way (a load of another name on the key is not its answer). */
   #load(key: string, name: string, load: () => Promise<string | undefined>): Promise<string | undefined> {
     const running = this.#loads.get(key)?.get(name);
@@ -227,6 +287,7 @@ export class SecretCache {
     if (!loads) {
       loads = new Map();
       this.#loads.set(key, loads);
+      this.#track(key);
     }
     const mine = loads;
     const current = () => this.#loads.get(key) === mine && mine.get(name) === promise;
@@ -246,7 +307,10 @@ export class SecretCache {
     const done = () => {
       if (!current()) return;
       mine.delete(name);
-      if (mine.size === 0) this.#loads.delete(key);
+      if (mine.size === 0) {
+        this.#loads.delete(key);
+        this.#untrack(key);
+      }
     };
     promise.then(done, done);
     mine.set(name, promise);
@@ -329,9 +393,13 @@ export class SecretCache {
       expiresAt: at + life,
       backoffMs: 0,
     });
+    this.#track(key);
     if (into.size > max) {
       const oldest = into.keys().next().value;
-      if (oldest !== undefined) into.delete(oldest);
+      if (oldest !== undefined) {
+        into.delete(oldest);
+        this.#untrack(oldest);
+      }
     }
   }
 
@@ -342,6 +410,12 @@ export class SecretCache {
   #open(entry: Entry): string | undefined {
     return entry.sealed === undefined ? undefined : this.#box.open(entry.sealed);
   }
+}
+
+/** The backend object `key` is a field of (what precedes its first `#`), else `key` itself: see the header. */
+function objectOf(key: string): string {
+  const at = key.indexOf("#");
+  return at === -1 ? key : key.slice(0, at);
 }
 
 /**

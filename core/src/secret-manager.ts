@@ -1,8 +1,9 @@
 /**
  * The one door to secrets (SPEC section 4). The HTTP app, the CLI and key events all come here;
  * access mode, hosted keys, name validation and the cache are applied here once. The cache keys
- * on the store's `keyOf(name)`, so a change to one name reaches every name on its backend key; an
- * entry answers only the name it was read or written for (secret-cache.ts).
+ * on the store's `keyOf(name)`, so a change to one name reaches every name on its backend key (and
+ * every field's key of its backend object, `object#field`); an entry answers only the name it was
+ * read or written for (secret-cache.ts).
  */
 import { createHash } from "node:crypto";
 import { setImmediate } from "node:timers/promises";
@@ -208,14 +209,14 @@ export class SecretManager {
   /**
    * `/ready`'s check: one read past the cache of a name this deployment may read (its least
    * privilege included): the first hosted key, else the probe name under the virtual-key prefix
-   * (which infra/aws grants), else, where a store refuses that name (Docker: no `/`), the bare
-   * probe name. Held or not, an answer means the store is reachable and lets us in.
+   * (which infra/aws grants); where a store refuses that name (Docker: no `/`), the next hosted
+   * key, or the bare probe name. Held or not, an answer means the store is reachable and lets us
+   * in; not ready when it fails otherwise, or refuses every name.
    */
   async probe(): Promise<void> {
-    const hosted = this.#hosted?.values().next().value;
     const names =
-      hosted !== undefined
-        ? [hosted]
+      this.#hosted !== undefined && this.#hosted.size > 0
+        ? [...this.#hosted]
         : [`${this.#policy.prefixForStoredVirtualKeys}${READY_PROBE_NAME}`, READY_PROBE_NAME];
     for (const [i, name] of names.entries()) {
       try {

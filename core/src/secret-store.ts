@@ -113,7 +113,9 @@ export interface SecretStore {
   readonly kind: string;
   /**
    * The backend's own key for a name (Azure maps `_` to `-`); a store that honours scopes puts the
-   * scope in it, so two teams never share a cache entry. The cache keys on it.
+   * scope in it, so two teams never share a cache entry. The cache keys on it. A key `object#field`
+   * is one field of a backend object that a change replaces whole (Vault's KV fields): a change of
+   * any key of the object reaches every key of it in the cache (secret-cache.ts).
    */
   keyOf(name: string, scope?: StoreScope): string;
   /** The record, or undefined when the store holds no such name (a tombstone is no such name). */

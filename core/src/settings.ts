@@ -628,7 +628,8 @@ export function unreadableAtStart(
 
 /**
  * `hosted_keys`, each a valid secret name, or the start stops naming the entry: they reach the store
- * as names (`/ready` reads the first), and no store call is made with a name not checked (SPEC 10).
+ * as names (`/ready` reads the first the store takes), and no store call is made with a name not
+ * checked (SPEC 10).
  */
 function hostedKeysOf(raw: readonly string[] | null | undefined): readonly string[] | undefined {
   if (!raw) return undefined;

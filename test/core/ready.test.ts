@@ -9,7 +9,7 @@ import { inProcessApp } from "../helpers";
 
 /** A backend whose reads do what `mode` says, counting them. */
 class ProbedStore extends MemoryStore {
-  mode: "up" | "down" | "denied" | "hang" | "broken" | "refuses-names" = "up";
+  mode: "up" | "down" | "denied" | "hang" | "broken" | "refuses-names" | "refuses-slash" = "up";
   reads = 0;
   names: string[] = [];
   override async get(name: string): Promise<SecretRecord | undefined> {
@@ -21,6 +21,8 @@ class ProbedStore extends MemoryStore {
       throw new SecretsError("internal", "vault get: unexpected 418 at https://vault.internal:8200");
     if (this.mode === "hang") return new Promise(() => {});
     if (this.mode === "refuses-names") throw new InvalidName(`the store takes no such name: ${name}`);
+    // As Docker's store: a secret is a file, and its name holds no `/`.
+    if (this.mode === "refuses-slash" && name.includes("/")) throw new InvalidName("no path separator in its name");
     return super.get(name);
   }
 }
@@ -86,6 +88,21 @@ describe("/ready", () => {
     const hosted = await app('general_settings:\n  key_management_settings:\n    hosted_keys: ["OPENAI_API_KEY"]\n');
     hosted.backend.mode = "refuses-names";
     expect(await hosted.ready()).toEqual(refused);
+  });
+
+  it("with hosted_keys whose first name the store refuses, probes the next one: ready; a failure otherwise stops there", async () => {
+    const config =
+      'general_settings:\n  key_management_settings:\n    hosted_keys: ["team/OPENAI_API_KEY", "OPENAI_API_KEY"]\n';
+    const { backend, ready, settle } = await app(config);
+    backend.mode = "refuses-slash";
+    expect(await ready()).toMatchObject({ status: 200, body: { status: "ready" } });
+    expect(backend.names).toEqual(["team/OPENAI_API_KEY", "OPENAI_API_KEY"]);
+    // An answer that is no refusal of the name is the store's state: the next name is not tried.
+    settle();
+    backend.names = [];
+    backend.mode = "down";
+    expect(await ready()).toMatchObject({ status: 503, body: { error: { code: "backend_unavailable" } } });
+    expect(backend.names).toEqual(["team/OPENAI_API_KEY"]);
   });
 
   it("is 503 with the store's error code and Retry-After when it fails, and 200 again when it is back", async () => {

@@ -1915,6 +1915,66 @@ describe("team settings (team_settings in config, team_id on events and reads)",
     await runtime.close();
   });
 
+  it("a direct delete or write of a path reaches every KV field of it cached: another team's field is read again, not served as it was", async () => {
+    const fake = await startFake();
+    fake.seed("secret/DB", { key: "from-key", password: "from-password" });
+    const { runtime, read, masterKey } = await teamRuntime(
+      fake,
+      "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n    team_settings:\n      b: {data: password}\n",
+    );
+    const change = (method: "PUT" | "DELETE", body?: unknown) =>
+      runtime.fetch(
+        new Request("http://localhost/v1/secrets/DB", {
+          method,
+          headers: { authorization: `Bearer ${masterKey}` },
+          ...(body !== undefined && { body: JSON.stringify(body) }),
+        }),
+        { path: "/v1/secrets/DB" },
+      );
+    const teamReads = () => fake.calls("GET", /\/data\/DB$/).length;
+    try {
+      expect(await (await read("/v1/secrets/DB?team_id=b")).json()).toMatchObject({ value: "from-password" });
+      // KV v2's delete removes the whole secret, every field of it: team b's field is gone too.
+      expect((await change("DELETE")).status).toBe(204);
+      expect((await read("/v1/secrets/DB")).status).toBe(404);
+      expect((await read("/v1/secrets/DB?team_id=b")).status).toBe(404);
+
+      fake.seed("secret/DB", { key: "from-key", password: "from-password" });
+      // The "not found" cached above is as old as the delete; a read past the cache takes the seed in.
+      expect(await (await read("/v1/secrets/DB?team_id=b&refresh=true")).json()).toMatchObject({
+        value: "from-password",
+      });
+      // A write replaces the whole secret too: the team's field is read again (and is no more).
+      const before = teamReads();
+      expect((await change("PUT", { value: value("new-key") })).status).toBe(200);
+      expect((await read("/v1/secrets/DB?team_id=b")).status).toBe(404);
+      expect(teamReads()).toBe(before + 1);
+    } finally {
+      await runtime.close();
+    }
+  });
+
+  it("a team's key event on a path through its own KV field reaches the general field cached there", async () => {
+    const fake = await startFake();
+    fake.seed("secret/litellm/svc", { key: "from-key" });
+    const { runtime, read } = await teamRuntime(
+      fake,
+      "general_settings:\n  key_management_settings:\n    access_mode: read_and_write\n    store_virtual_keys: true\n    team_settings:\n      b: {data: password}\n",
+    );
+    try {
+      expect(await (await read("/v1/secrets/litellm/svc")).json()).toMatchObject({ value: "from-key" });
+      const event = { id: "b1", type: "key.created", occurred_at: new Date().toISOString(), key_alias: "svc" };
+      expect(await runtime.applyKeyEvent({ ...event, key: value("team-b-key"), team_id: "b" })).toMatchObject({
+        status: "applied",
+        names: { "litellm/svc": "updated" },
+      });
+      // The write replaced the secret with the team's field alone: the general field is no more.
+      expect((await read("/v1/secrets/litellm/svc")).status).toBe(404);
+    } finally {
+      await runtime.close();
+    }
+  });
+
   it("writes to one path through two KV fields queue one after the other: no check-and-set collision", async () => {
     const fake = await startFake();
     const store = await open({ HCP_VAULT_ADDR: fake.url, HCP_VAULT_TOKEN: ROOT });

@@ -325,11 +325,12 @@ export class VaultStore implements SecretStore {
   }
 
   /**
-   * The data path after `/v1/`, every segment encoded: what the name's URL addresses, and the KV
-   * field when it is not `key`. A team's scope changes the namespace, mount, prefix and field in it,
-   * so teams never share a cache entry (two teams reading one path through two fields included).
-   * Changes queue on the path alone: a KV v2 write replaces the whole secret, every field of it (so
-   * another team's field read through the same path stays cached as it was until its refresh).
+   * The data path after `/v1/`, every segment encoded: what the name's URL addresses, and after a
+   * `#` the KV field when it is not `key` (encoded too: the cache's `object#field`, secret-cache.ts).
+   * A team's scope changes the namespace, mount, prefix and field in it, so teams never share a
+   * cache entry (two teams reading one path through two fields included). Changes queue on the path
+   * alone, and reach every field's entry on it in the cache: a KV v2 write or delete replaces the
+   * whole secret, every field of it.
    */
   keyOf(name: string, scope?: StoreScope): string {
     if (scope) return this.#in(scope).keyOf(name);
