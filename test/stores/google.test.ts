@@ -426,14 +426,15 @@ describe("google_secret_manager changes that stop half-way", () => {
     expect((await store.get("N"))?.value).toBe(first);
     expect(await store.put("N", second, { ifNewerThan: { at: 2_000, id: "e2" } })).toBe("updated");
     expect((await store.get("N"))?.value).toBe(second);
-    // Stopped between its version and its time, over a tombstone: reads as nothing until the
-    // event comes again, then lands.
+    // Stopped between its version and its time, over a tombstone: its version is newer than the
+    // delete saw, read as over a live secret (it cannot be told from another writer's); the event
+    // again records its time, over a name that holds a value: updated.
     expect(await store.delete("N", { ifNewerThan: { at: 3_000, id: "e3" } })).toBe("deleted");
     const third = value("third");
     fake.fail(1, "denied", "UpdateSecret");
     expect(await codeOf(store.put("N", third, { ifNewerThan: { at: 4_000, id: "e4" } }))).toBe("backend_denied");
-    expect(await store.get("N")).toBeUndefined();
-    expect(await store.put("N", third, { ifNewerThan: { at: 4_000, id: "e4" } })).toBe("created");
+    expect((await store.get("N"))?.value).toBe(third);
+    expect(await store.put("N", third, { ifNewerThan: { at: 4_000, id: "e4" } })).toBe("updated");
     expect((await store.get("N"))?.value).toBe(third);
     // Done, the same event again changes nothing; an older one neither.
     expect(await store.put("N", third, { ifNewerThan: { at: 4_000, id: "e4" } })).toBe("superseded");
@@ -608,6 +609,115 @@ describe("google_secret_manager changes that stop half-way", () => {
     };
     expect(await codeOf(store.list({ limit: 10 }))).not.toBe("invalid_request");
     await store.close();
+  });
+});
+
+describe("google_secret_manager tombstones given a value by another writer (gcloud secrets versions add)", () => {
+  /** Adds a version as `gcloud secrets versions add ID --data-file=-` does (how values reach Google for LiteLLM). */
+  async function gcloudAdd(fake: FakeGoogle, id: string, data: string): Promise<void> {
+    const client = new sdk.SecretManagerServiceClient(endpointOf(fake));
+    await client.addSecretVersion({
+      parent: `projects/${fake.project}/secrets/${id}`,
+      payload: { data: Buffer.from(data) },
+    });
+    await client.close();
+  }
+
+  it("a version added after the delete is read as LiteLLM reads it: value, version, labels as tags", async () => {
+    const fake = await google();
+    const store = await open();
+    const secret = () => fake.secrets.get(`projects/${fake.project}/secrets/OPENAI_API_KEY`);
+    await store.put("OPENAI_API_KEY", value("old"), { meta: { tags: { team: "a" } } });
+    expect(await store.delete("OPENAI_API_KEY")).toBe("deleted");
+    expect(secret()?.annotations).toMatchObject({ "llm-secrets.deleted": "true", "llm-secrets.deleted-through": "1" });
+    expect(await store.get("OPENAI_API_KEY")).toBeUndefined();
+    const v = value("gcloud");
+    await gcloudAdd(fake, "OPENAI_API_KEY", v);
+    expect(await store.get("OPENAI_API_KEY")).toEqual({ value: v, version: "2", tags: { team: "a" } });
+    // The tombstone's time still orders writes: an older event's is superseded, the value kept.
+    const tombstone = Number(secret()?.annotations["llm-secrets.changed-at"]);
+    const late = { ifNewerThan: { at: tombstone - 1, id: "late" } };
+    expect(await store.put("OPENAI_API_KEY", value("late"), late)).toBe("superseded");
+    expect((await store.get("OPENAI_API_KEY"))?.value).toBe(v);
+    // A name that reads as a value is updated, its labels set as on creation (the deleted name's are not kept).
+    const mine = value("mine");
+    expect(await store.put("OPENAI_API_KEY", mine, { meta: { whenCreated: { tags: { team: "b" } } } })).toBe("updated");
+    expect(await store.get("OPENAI_API_KEY")).toEqual({ value: mine, version: "3", tags: { team: "b" } });
+    expect(secret()?.annotations["llm-secrets.deleted-through"]).toBeUndefined();
+    // An event's delete of a name never written leaves an empty tombstone: a first version added is read.
+    expect(await store.delete("NEVER", { ifNewerThan: { at: Date.now(), id: "d1" } })).toBe("absent");
+    const first = value("gcloud-first");
+    await gcloudAdd(fake, "NEVER", first);
+    expect((await store.get("NEVER"))?.value).toBe(first);
+    // Another name's tombstone given a value is that name's again: no longer free for a name mapped onto its id.
+    await store.put("A.B", value("a"));
+    await store.delete("A.B");
+    const ab = value("gcloud-ab");
+    await gcloudAdd(fake, "A-B", ab);
+    expect((await store.get("A.B"))?.value).toBe(ab);
+    expect(await codeOf(store.put("A-B", value("taken")))).toBe("name_conflict");
+    await store.close?.();
+  });
+
+  it("the same delete event again is superseded and destroys nothing of it; a newer delete deletes it as any live secret", async () => {
+    const fake = await google();
+    const store = await open();
+    const secret = () => fake.secrets.get(`projects/${fake.project}/secrets/svc`);
+    const t0 = Date.now() - 60_000;
+    await store.put("svc", value("one"), { ifNewerThan: { at: t0, id: "evt-created" } });
+    const del = { at: t0 + 1_000, id: "evt-deleted" };
+    expect(await store.delete("svc", { ifNewerThan: del })).toBe("deleted");
+    const v = value("gcloud");
+    await gcloudAdd(fake, "svc", v);
+    expect(await store.delete("svc", { ifNewerThan: del })).toBe("superseded");
+    expect(secret()?.versions.map((x) => x.state)).toEqual(["DESTROYED", "ENABLED"]);
+    expect(await store.get("svc")).toEqual({ value: v, version: "2" });
+    // A newer delete: every version destroyed, the highest recorded; one added after it is read again.
+    expect(await store.delete("svc", { ifNewerThan: { at: t0 + 2_000, id: "evt-deleted-2" } })).toBe("deleted");
+    expect(secret()?.versions.map((x) => x.state)).toEqual(["DESTROYED", "DESTROYED"]);
+    expect(secret()?.annotations["llm-secrets.deleted-through"]).toBe("2");
+    expect(await store.get("svc")).toBeUndefined();
+    const again = value("gcloud-again");
+    await gcloudAdd(fake, "svc", again);
+    expect((await store.get("svc"))?.value).toBe(again);
+    await store.close?.();
+  });
+
+  it("a delete that stopped half-way records the versions it saw: its event again destroys those, never one added since", async () => {
+    const fake = await google();
+    const store = await open();
+    const secret = () => fake.secrets.get(`projects/${fake.project}/secrets/K`);
+    await store.put("K", value("one"), { ifNewerThan: { at: 1_000, id: "e1" } });
+    await store.put("K", value("two"), { ifNewerThan: { at: 1_100, id: "e1b" } });
+    fake.fail(1, "denied", "DestroySecretVersion");
+    const event = { ifNewerThan: { at: 2_000, id: "e2" } };
+    expect(await codeOf(store.delete("K", event))).toBe("backend_denied");
+    expect(secret()?.annotations["llm-secrets.deleted-through"]).toBe("2");
+    expect(await store.get("K")).toBeUndefined(); // its versions are the delete's
+    const v = value("gcloud");
+    await gcloudAdd(fake, "K", v);
+    expect(await store.delete("K", event)).toBe("superseded");
+    expect(secret()?.versions.map((x) => x.state)).toEqual(["DESTROYED", "DESTROYED", "ENABLED"]);
+    expect(await store.get("K")).toEqual({ value: v, version: "3" });
+    await store.close?.();
+  });
+
+  it("a tombstone of an earlier build (no deleted-through) still reads as deleted, a version added since too", async () => {
+    const fake = await google();
+    const store = await open();
+    for (const name of ["OLD", "NEW"]) {
+      await store.put(name, value(name));
+      await store.delete(name);
+    }
+    const old = fake.secrets.get(`projects/${fake.project}/secrets/OLD`);
+    if (old === undefined) throw new Error("no secret OLD");
+    delete old.annotations["llm-secrets.deleted-through"]; // as an earlier build marked it
+    const v = value("gcloud-new");
+    await gcloudAdd(fake, "OLD", value("gcloud-old"));
+    await gcloudAdd(fake, "NEW", v);
+    expect(await store.get("OLD")).toBeUndefined(); // its mark says nothing of which versions it saw
+    expect((await store.get("NEW"))?.value).toBe(v);
+    await store.close?.();
   });
 });
 

@@ -11,7 +11,8 @@
  *   any call); every other character of a name becomes `-` (`keyOf`), and the name as written is
  *   kept in the annotation `llm-secrets.name`. A write whose id already holds another live name is
  *   `409 name_conflict` (over another name's tombstone it is ordered against the tombstone's time,
- *   as over its own, and takes the id); a read of a name whose id holds another is no secret. A secret made
+ *   as over its own, and takes the id; one another writer gave a value since is live); a read of
+ *   a name whose id holds another is no secret. A secret made
  *   elsewhere (no annotation) is read, and adopted on the first direct write; a change with `adopt:
  *   false` (a key event's, a virtual key's write) of it is `409 name_conflict`: key aliases are
  *   chosen by whoever makes LiteLLM keys, so they must not take over (or destroy) a console-made
@@ -24,35 +25,47 @@
  *   name that is its own id with no `-` (which no other name can hold) is read without it (no tags,
  *   no deleted-mark check), any other is `backend_unavailable`.
  * - Write: create the secret if missing (automatic replication; `tags` as labels), then add a
- *   version; over a tombstone, its labels are set as on creation (the caller's tags, else the
- *   creation defaults); a secret deleted between the write's look and its calls (NOT_FOUND:
- *   another instance purging) is looked at again and made anew. Differs from LiteLLM, which only reads.
+ *   version; over a tombstone (one another writer gave a value since too), its labels are set as on
+ *   creation (the caller's tags, else the creation defaults); a secret deleted between the write's
+ *   look and its calls (NOT_FOUND: another instance purging) is looked at again and made anew.
+ *   Differs from LiteLLM, which only reads.
  * - Delete: every version is destroyed and the secret stays, annotated as deleted (the tombstone),
- *   so a late event cannot revive the name; `LLM_SECRETS_GOOGLE_PURGE=true` deletes the secret
- *   itself instead (no tombstone). An event's delete of a name never written creates an empty
- *   secret to carry its tombstone; one another writer created meanwhile is deleted as any
+ *   so a late event cannot revive the name, with the highest version number it had then
+ *   (`llm-secrets.deleted-through`). A version added since by another writer (`gcloud secrets
+ *   versions add`, as values reach Google for LiteLLM) is not covered: when it is the latest and
+ *   enabled, the name reads as its value (labels as tags) and is changed as a live secret (a write
+ *   answers `updated`, a newer delete `deleted`), its tombstone's time still ordering events; the
+ *   delete's own event again destroys only versions up to that number (what a delete stopped
+ *   half-way left) and answers `superseded`. A mark without the number (an earlier build's) covers
+ *   every version. `LLM_SECRETS_GOOGLE_PURGE=true` deletes the secret itself instead (no
+ *   tombstone). An event's delete of a name never written creates an empty secret to carry its
+ *   tombstone (`deleted-through` 0); one another writer created meanwhile is deleted as any
  *   existing secret (unless that writer's change is newer). A secret deleted by someone else
  *   between the delete's read and its calls (NOT_FOUND) is gone: `deleted`, `absent` if it was a
  *   tombstone. With delayed destroy (`version_destroy_ttl`), a version DISABLED with its destroy
  *   scheduled counts as destroyed.
  * - List: `listSecrets`, one page of `pageSize` = the limit (`pageToken` the cursor), each secret's
- *   name as written (its annotation; the id for a secret made elsewhere), tombstones left out.
+ *   name as written (its annotation; the id for a secret made elsewhere), tombstones left out,
+ *   also one another writer gave a value since, which a read serves (a known limit: telling them
+ *   apart would take a call per tombstone).
  *   No server filter: Google's `name:` is not a prefix match (and ids are mapped names), so the
  *   prefix is matched here, and a page may hold fewer names than the limit.
  *
  * What it records: each change's time and event id in the annotations `llm-secrets.changed-at`,
- * `llm-secrets.change-id`, and `llm-secrets.deleted` (annotation keys take no `/`; keys and values
- * together stay under 16 KiB: a change that would not fit is refused before any write, `400
- * invalid_request` when its own event id is too long, `500 store_unavailable` when the secret's
- * other annotations leave no room). `ifNewerThan` is read-then-write: the secret is read, then written, so a writer between
- * the two can be overwritten; ties break by event id.
+ * `llm-secrets.change-id`, `llm-secrets.deleted` and a delete's `llm-secrets.deleted-through`
+ * (annotation keys take no `/`; keys and values together stay under 16 KiB: a change that would
+ * not fit is refused before any write, `400 invalid_request` when its own event id is too long,
+ * `500 store_unavailable` when the secret's other annotations leave no room). `ifNewerThan` is
+ * read-then-write: the secret is read, then written, so a writer between the two can be
+ * overwritten; ties break by event id.
  * A change is several calls, ordered so that one stopped half-way is finished when its event comes
  * again: a write adds its version before recording its time (a new secret is made with no time),
  * a delete records its time before destroying the versions, and the next delete of the name
- * destroys any left. A secret marked deleted reads as nothing. Changes of one secret run one at a
- * time in this process; between processes, a late delete arriving while a newer write is between
- * its version and its time can destroy that version (the write's own redelivery cannot repair it:
- * its time is recorded).
+ * destroys any left. A secret marked deleted reads as nothing but a version newer than its mark's
+ * (so a write over it not done yet reads as its value, as over a live secret, and its event again
+ * answers `updated`). Changes of one secret run one at a time in this process; between processes,
+ * a late delete arriving while a newer write is between its version and its time can destroy that
+ * version (the write's own redelivery cannot repair it: its time is recorded).
  * Records: the version number and the tags (labels: lower-case letters, digits, `_` and `-`; 64 at
  * most, more is `400 invalid_request` before any write).
  * Retries: ours (`googleCallOptions`), not the library's settings: a read makes 3 attempts on
@@ -89,12 +102,18 @@ import { loadSdk } from "./load-sdk";
 
 type Client = InstanceType<typeof Sdk.SecretManagerServiceClient>;
 type Secret = Sdk.protos.google.cloud.secretmanager.v1.ISecret;
+type SecretVersion = Sdk.protos.google.cloud.secretmanager.v1.ISecretVersion;
 
 // Annotation keys take letters, digits, `-`, `_` and `.` (begin and end alphanumeric): no `/`.
 const NAME = "llm-secrets.name";
 const AT = "llm-secrets.changed-at";
 const ID = "llm-secrets.change-id";
 const DELETED = "llm-secrets.deleted";
+/**
+ * With the deleted mark: the highest version number the secret had when its delete marked it. A
+ * newer version is another writer's (`gcloud secrets versions add`), which the mark does not cover.
+ */
+const THROUGH = "llm-secrets.deleted-through";
 /** Google keeps a secret's annotations, keys and values together, under 16 KiB (UTF-8). */
 const MAX_ANNOTATION_BYTES = 16 * 1024;
 /** Secret ids are 1 to 255 characters (names go up to 256). */
@@ -132,8 +151,15 @@ interface Found {
   secret: Secret;
   stamp: ChangeStamp | undefined;
   stampIsDelete: boolean;
-  /** The secret is a tombstone (deleted by us) or never held a value. */
+  /**
+   * The secret is a tombstone (deleted by us) or never held a value; not one another writer gave a
+   * value since its delete (its latest version newer than `through` and enabled), which is live.
+   */
   deleted: boolean;
+  /** Of a secret marked deleted: the highest version its delete saw, undefined for a mark of an earlier build. */
+  through?: number;
+  /** Of a secret marked deleted with `through`: its versions, listed to tell whether another writer added one. */
+  versions?: SecretVersion[];
 }
 
 export class GoogleSecretManagerStore implements SecretStore {
@@ -212,8 +238,13 @@ export class GoogleSecretManagerStore implements SecretStore {
     }
     const holder = secret?.annotations?.[NAME];
     if (holder !== undefined && holder !== name) return undefined;
-    // Annotated as deleted: a tombstone, a delete that stopped half-way, or a write not done yet.
-    if (secret?.annotations?.[DELETED] === "true") return undefined;
+    // Annotated as deleted: a tombstone, or a delete that stopped half-way. Unless the latest
+    // version is newer than those the delete saw: another writer's value since (`gcloud secrets
+    // versions add`, or a write of ours over the tombstone not done yet), read as LiteLLM reads it.
+    if (secret?.annotations?.[DELETED] === "true") {
+      const through = deletedThrough(secret.annotations);
+      if (through === undefined || !(versionNumber(access.name) > through)) return undefined;
+    }
     // proto3 leaves an empty value's bytes off the wire.
     const data = access.payload?.data ?? new Uint8Array();
     const labels = { ...(secret?.labels ?? {}) };
@@ -267,24 +298,32 @@ export class GoogleSecretManagerStore implements SecretStore {
     }
     const stamp = this.#stampOver(options.ifNewerThan, false, found);
     if (stamp === undefined) return "superseded";
-    // Checked before the version: with the secret's own annotations they must still fit.
-    const notes = checkedAnnotations(found?.secret.annotations ?? { [NAME]: name }, annotations(name, stamp, false));
-    // Over a tombstone the name is made anew, none of the deleted secret's labels kept. Over a
-    // live secret, the caller's tags if any.
-    const newLabels = found?.deleted ? labelsOfNew() : labels;
+    // Checked before the version: with the secret's own annotations they must still fit. A delete's
+    // `deleted-through` is dropped: left beside a later delete's mark that has none (an earlier
+    // build's), it would be taken for that delete's.
+    const { [THROUGH]: _through, ...current } = found?.secret.annotations ?? { [NAME]: name };
+    const notes = checkedAnnotations(current, annotations(name, stamp, false));
+    // Over a tombstone the name is made anew, none of the deleted secret's labels kept (nor over
+    // one another writer gave a value since: its labels are still the deleted name's). Over a live
+    // secret, the caller's tags if any.
+    const newLabels = found?.stampIsDelete ? labelsOfNew() : labels;
     await this.#client.addSecretVersion(
       { parent: this.#path(name), payload: { data: Buffer.from(value, "utf8") } },
       this.#change,
     );
     await this.#update(name, notes, found !== undefined ? newLabels : undefined);
-    // Over a tombstone, created; over an empty secret another writer (or a stopped attempt) made, updated.
+    // Over a tombstone, created; over an empty secret another writer (or a stopped attempt) made, or
+    // a tombstone another writer gave a value since (which reads as that value), updated.
     return created || (found?.deleted === true && found.stamp !== undefined) ? "created" : "updated";
   }
 
   async #delete(name: string, options: DeleteOptions): Promise<DeleteOutcome> {
     try {
-      const ours = (stamp: ChangeStamp) => annotations(name, stamp, true);
-      if (!this.#purge) checkedAnnotations(undefined, ours(options.ifNewerThan ?? { at: this.#now() })); // a purge records nothing
+      const ours = (stamp: ChangeStamp, through: number) => ({
+        ...annotations(name, stamp, true),
+        [THROUGH]: String(through),
+      });
+      if (!this.#purge) checkedAnnotations(undefined, ours(options.ifNewerThan ?? { at: this.#now() }, 0)); // a purge records nothing
       await this.#ready("google secret manager delete");
       const noAdopt = options.adopt === false;
       let found = await this.#find(name, noAdopt);
@@ -292,7 +331,7 @@ export class GoogleSecretManagerStore implements SecretStore {
         if (options.ifNewerThan === undefined || this.#purge) return "absent";
         // An event's delete of a name never written: an empty secret carries its tombstone. One
         // created meanwhile by another writer is decided as any delete of an existing name.
-        if (await this.#create(name, { annotations: ours(options.ifNewerThan) })) return "absent";
+        if (await this.#create(name, { annotations: ours(options.ifNewerThan, 0) })) return "absent";
         found = await this.#find(name, noAdopt);
         if (found === undefined) return "absent";
       }
@@ -305,13 +344,25 @@ export class GoogleSecretManagerStore implements SecretStore {
           await this.#client.deleteSecret({ name: this.#path(name) }, this.#change);
           return gone;
         }
-        if (newer) await this.#update(name, checkedAnnotations(found.secret.annotations, ours(stamp)));
-        else if (!found.deleted) return "superseded";
-        // Every version of a live secret; of one annotated as deleted, what a delete that stopped
-        // half-way (or a write not done) left.
-        const destroyed = await this.#destroyVersions(name);
-        if (!found.deleted || destroyed > 0) return "deleted";
-        return newer ? "absent" : "superseded";
+        if (!newer && !found.stampIsDelete) return "superseded";
+        // Listed before the mark, which records the highest of them: any newer is another writer's.
+        const versions = found.versions ?? (await this.#versions(name));
+        if (newer) {
+          const through = Math.max(0, ...versions.map((v) => versionNumber(v.name)).filter(Number.isFinite));
+          await this.#update(name, checkedAnnotations(found.secret.annotations, ours(stamp, through)));
+        }
+        // A newer delete destroys every version. Its event again (over a secret marked deleted)
+        // destroys what a delete that stopped half-way left: those its mark covers, never a version
+        // another writer added since (every one, for a mark of an earlier build, which says nothing).
+        const through = found.through;
+        const covered =
+          newer || through === undefined ? versions : versions.filter((v) => !(versionNumber(v.name) > through));
+        const destroyed = await this.#destroy(covered);
+        if (newer) return !found.deleted || destroyed > 0 ? "deleted" : "absent";
+        // Another writer's value since the delete stands.
+        const revived =
+          through !== undefined && versions.some((v) => versionNumber(v.name) > through && v.state === "ENABLED");
+        return destroyed > 0 && !revived ? "deleted" : "superseded";
       } catch (err) {
         // The secret deleted since it was read (another instance purging, a console): no tombstone
         // is left to record this delete, and no value either.
@@ -391,7 +442,25 @@ export class GoogleSecretManagerStore implements SecretStore {
     }
     const notes = secret.annotations ?? {};
     const holder = notes[NAME];
-    const deleted = notes[DELETED] === "true";
+    const marked = notes[DELETED] === "true";
+    const through = marked ? deletedThrough(notes) : undefined;
+    let versions: SecretVersion[] | undefined;
+    if (through !== undefined) {
+      try {
+        versions = await this.#versions(name);
+      } catch (err) {
+        if (codeOf(err) === NOT_FOUND) return undefined; // deleted since
+        throw err;
+      }
+    }
+    // Marked deleted, but its latest version newer than the delete saw, and enabled (what a read
+    // serves): another writer's value since, live as any.
+    const latest = versions?.reduce<SecretVersion | undefined>(
+      (a, v) => (a === undefined || versionNumber(v.name) > versionNumber(a.name) ? v : a),
+      undefined,
+    );
+    const revived = through !== undefined && versionNumber(latest?.name) > through && latest?.state === "ENABLED";
+    const deleted = marked && !revived;
     // Another name's tombstone is no conflict (as on Azure): the change is ordered against its time,
     // as against the name's own tombstone, and takes the secret over.
     if (holder !== undefined && holder !== name && !deleted) throw new NameConflict(name, this.keyOf(name));
@@ -402,8 +471,9 @@ export class GoogleSecretManagerStore implements SecretStore {
     return {
       secret,
       stamp: notes[AT] !== undefined && Number.isFinite(at) ? { at, ...(notes[ID] && { id: notes[ID] }) } : undefined,
-      stampIsDelete: deleted,
+      stampIsDelete: marked,
       deleted,
+      ...(through !== undefined && { through, versions }),
     };
   }
 
@@ -425,13 +495,18 @@ export class GoogleSecretManagerStore implements SecretStore {
     }
   }
 
+  /** Every version of the secret, whatever its state. */
+  async #versions(name: string): Promise<SecretVersion[]> {
+    const [versions] = await this.#client.listSecretVersions({ parent: this.#path(name) }, this.#call);
+    return versions;
+  }
+
   /**
-   * How many versions it destroyed: those not destroyed yet. On a secret with a `version_destroy_ttl`
+   * How many of `versions` it destroyed: those not destroyed yet. On a secret with a `version_destroy_ttl`
    * (delayed destroy) a destroyed version stays DISABLED, its `scheduled_destroy_time` set, until
    * that time: it counts as destroyed (no value is read from it), not destroyed again.
    */
-  async #destroyVersions(name: string): Promise<number> {
-    const [versions] = await this.#client.listSecretVersions({ parent: this.#path(name) }, this.#call);
+  async #destroy(versions: SecretVersion[]): Promise<number> {
     let destroyed = 0;
     for (const version of versions) {
       if (version.state === "DESTROYED" || version.scheduledDestroyTime != null) continue;
@@ -457,6 +532,18 @@ export class GoogleSecretManagerStore implements SecretStore {
 
 function annotations(name: string, stamp: ChangeStamp, deleted: boolean): Record<string, string> {
   return { [NAME]: name, [AT]: String(stamp.at), [ID]: stamp.id ?? "", [DELETED]: String(deleted) };
+}
+
+/** The mark's `deleted-through`, or undefined: none (an earlier build's mark), or not a version number. */
+function deletedThrough(notes: Record<string, string>): number | undefined {
+  const through = notes[THROUGH];
+  return through !== undefined && /^[0-9]{1,15}$/.test(through) ? Number(through) : undefined;
+}
+
+/** The number of a version's resource name (`.../versions/3`); NaN when it has none (never newer than any). */
+function versionNumber(name: string | null | undefined): number {
+  const id = name?.split("/").at(-1) ?? "";
+  return /^[0-9]{1,15}$/.test(id) ? Number(id) : Number.NaN;
 }
 
 /**
