@@ -200,6 +200,15 @@ async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult
   // hash name, was never stored: it is absent, and the event's other names (the hash's) are still
   // deleted. The revoked key must not stay stored for an alias it also had.
   const deletable = deleted.filter((name) => isValidName(name) && !spoofed.has(name));
+  // A previous name the store keeps on the new name's own key (Azure folds case and `_`: `team_a`
+  // to `team-a` is one secret) is a rename: the write takes that secret over from it, rather than
+  // be refused as a name conflict with the revoked key left stored, and it is not deleted after
+  // (that would delete the new key). Its outcome is the write's: the old name is gone once the
+  // secret holds the new one.
+  const renamed =
+    written === undefined
+      ? undefined
+      : deletable.find((name) => deps.manager.keyOf(name, team) === deps.manager.keyOf(written, team));
   // Whether every name passed the manager's checks: a name refused after that is the store's.
   let checked = false;
   try {
@@ -211,9 +220,15 @@ async function apply(input: unknown, deps: KeyEventDeps): Promise<KeyEventResult
     checked = true;
     if (written !== undefined) {
       const value = eventValue(event, deps.keys);
-      names[written] = (await deps.manager.put(written, value, {}, change)).outcome;
+      const put = await deps.manager.put(written, value, {}, { ...change, ...(renamed && { replaces: renamed }) });
+      names[written] = put.outcome;
+      // Over the previous name's secret the write updated it (deleting that name); created, it was not there.
+      if (renamed !== undefined) {
+        names[renamed] = put.outcome === "updated" ? "deleted" : put.outcome === "created" ? "absent" : "superseded";
+      }
     }
     for (const name of deleted) {
+      if (name === renamed) continue;
       names[name] = deletable.includes(name) ? await deps.manager.delete(name, change) : "absent";
     }
   } catch (err) {

@@ -110,6 +110,11 @@ export interface EventChange {
   stamp: ChangeStamp;
   /** The event's `team_id`: where that team's `team_settings` (config only) say its keys go. */
   team?: string;
+  /**
+   * A write's previous name on the same backend key, whose secret it takes over (`PutOptions.replaces`:
+   * a regeneration's alias that the store maps onto the new one's key).
+   */
+  replaces?: string;
 }
 
 /** A cache answer as a read: the value, or `not_found`. */
@@ -368,6 +373,7 @@ export class SecretManager {
         ifNewerThan: event?.stamp,
         ...(!adopt && { adopt }),
         ...(scope && { scope }),
+        ...(event?.replaces !== undefined && { replaces: event.replaces }),
       })
       .catch(this.#expireOnFailure(key));
     if (outcome === "superseded") this.#cache.forget(key);
@@ -653,6 +659,11 @@ export class SecretManager {
   /** Throws what a write or delete of `name` (a key event's, with `event`) would be refused for, before any call. */
   checkWrite(name: string, event?: EventChange): void {
     this.#allowWrite(name, event);
+  }
+
+  /** The store's key of `name` where `team`'s settings put it (two names on one key are one secret). */
+  keyOf(name: string, team?: string): string {
+    return this.store.keyOf(name, this.#scopeOf(team));
   }
 
   /**

@@ -74,6 +74,13 @@ export interface PutOptions {
   ifNewerThan?: ChangeStamp;
   /** `false`: never take over a secret made outside llm-secrets (see `DeleteOptions.adopt`). */
   adopt?: boolean;
+  /**
+   * A name whose secret on this name's backend key the write takes over, which then holds this
+   * name: a key event's regeneration from a previous alias to one the store maps onto the same key
+   * (Azure's `team_a` to `team-a`, or a change of case), which is a rename. Without it, another
+   * name's live secret there is `409 name_conflict`.
+   */
+  replaces?: string;
 }
 
 export interface DeleteOptions {

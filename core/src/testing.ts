@@ -449,6 +449,19 @@ export function storeConformance(target: ConformanceTarget): void {
         expect(await store.put(a, "again")).toBe("updated");
         await store.close?.();
       });
+
+      it("a write that replaces the name on its key takes the secret over: a rename", async () => {
+        const store = await target.open();
+        await store.put(a, "first");
+        // A key event's regeneration from alias `a` to `b` (PutOptions.replaces).
+        expect(await store.put(b, "second", { replaces: a })).toBe("updated");
+        expect((await store.get(b))?.value).toBe("second");
+        expect(await store.get(a)).toBeUndefined();
+        // The secret is b's now: a write of a is the conflict, and b's own delete deletes it.
+        expect(await codeOf(store.put(a, "third"))).toBe("name_conflict");
+        expect(await store.delete(b)).toBe("deleted");
+        await store.close?.();
+      });
     }
 
     const { reopen } = target;

@@ -144,6 +144,47 @@ describe("key events: what is written where", () => {
     expect(await read("litellm/svc")).toBe("sk-v2-0123456789");
   });
 
+  it("on a store that maps names, a regeneration to an alias on the previous one's key renames that secret", async () => {
+    // As Azure: `_` becomes `-` and case is folded, so `team_a`, `team-a` and `Team-A` are one secret.
+    const store = new MemoryStore({ mapName: (name) => name.replace(/[^0-9A-Za-z-]/g, "-").toLowerCase() });
+    const { runtime } = await setup({ store });
+    const value = async (name: string) => (await store.get(name))?.value;
+    await runtime.applyKeyEvent(event({ key_alias: "team_a", token_hash: HASH, key: "sk-old-0123456789" }));
+    const regenerate = (id: string, at: number, alias: string, previous: string, key: string) =>
+      runtime.applyKeyEvent(
+        event({
+          id,
+          type: "key.regenerated",
+          occurred_at: new Date(T0 + at).toISOString(),
+          key_alias: alias,
+          previous_key_alias: previous,
+          token_hash: OTHER_HASH,
+          previous_token_hash: HASH,
+          key,
+        }),
+      );
+    const renamed = await regenerate("evt-2", 1000, "team-a", "team_a", "sk-new-0123456789");
+    // Refused as a name conflict before, the revoked key left stored under its old name.
+    expect(renamed).toEqual({
+      id: "evt-2",
+      status: "applied",
+      names: { "litellm/team-a": "updated", "litellm/team_a": "deleted", [`litellm/virtual-key-${HASH}`]: "absent" },
+    });
+    expect(await value("litellm/team-a")).toBe("sk-new-0123456789");
+    expect(await value("litellm/team_a")).toBeUndefined();
+    // A change of case alone too; and its event again changes nothing.
+    const recased = await regenerate("evt-3", 2000, "Team-A", "team-a", "sk-newer-0123456789");
+    expect(recased).toMatchObject({
+      status: "applied",
+      names: { "litellm/Team-A": "updated", "litellm/team-a": "deleted" },
+    });
+    expect(await value("litellm/Team-A")).toBe("sk-newer-0123456789");
+    expect(await regenerate("evt-3", 2000, "Team-A", "team-a", "sk-newer-0123456789")).toMatchObject({
+      status: "superseded",
+    });
+    expect(await value("litellm/Team-A")).toBe("sk-newer-0123456789");
+  });
+
   it("deleted with both an alias and a hash deletes both names", async () => {
     const { runtime, read } = await setup();
     await runtime.applyKeyEvent(event({ key_alias: "both", key: "sk-a-0123456789" }));

@@ -385,7 +385,7 @@ export class AzureKeyVaultStore implements SecretStore {
         // The stamp this write records over what `key` holds, or undefined: superseded (looked at
         // again while a delete finishes).
         const stampOver = (found: Found): ChangeStamp | undefined => {
-          this.#refuseOtherOwner(found, name, key, options.adopt === false);
+          this.#refuseOtherOwner(found, name, key, options.adopt === false, options.replaces);
           return this.#stampOver(options.ifNewerThan, false, found);
         };
         const found = await this.#find(key);
@@ -524,13 +524,15 @@ export class AzureKeyVaultStore implements SecretStore {
   }
 
   /**
-   * Refuses a change of `name` over a live secret of another name; and, for a change that must not
-   * adopt (`adopt: false`: a key event's, a virtual key's), over any secret without our tag: it never
-   * takes over nor deletes what was made outside llm-secrets (a disabled secret's tags cannot be
-   * read, so it is taken as such).
+   * Refuses a change of `name` over a live secret of another name (but the one a write `replaces`);
+   * and, for a change that must not adopt (`adopt: false`: a key event's, a virtual key's), over any
+   * secret without our tag: it never takes over nor deletes what was made outside llm-secrets (a
+   * disabled secret's tags cannot be read, so it is taken as such).
    */
-  #refuseOtherOwner(found: Found, name: string, key: string, noAdopt: boolean): void {
-    if (found.state === "live" && found.owner !== undefined && found.owner !== name) throw new NameConflict(name, key);
+  #refuseOtherOwner(found: Found, name: string, key: string, noAdopt: boolean, replaces?: string): void {
+    if (found.state === "live" && found.owner !== undefined && found.owner !== name && found.owner !== replaces) {
+      throw new NameConflict(name, key);
+    }
     if (noAdopt && found.state !== "absent" && found.owner === undefined) {
       throw new MadeOutside(name, `the Key Vault secret ${key}`, `no ${TAG_NAME} tag, or disabled`);
     }

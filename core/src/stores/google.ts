@@ -288,13 +288,13 @@ export class GoogleSecretManagerStore implements SecretStore {
     checkedAnnotations(undefined, annotations(name, options.ifNewerThan ?? { at: this.#now() }, false));
     await this.#ready("google secret manager put");
     const noAdopt = options.adopt === false;
-    let found = await this.#find(name, noAdopt);
+    let found = await this.#find(name, noAdopt, options.replaces);
     let created = false;
     if (found === undefined) {
       // Made with no time: the time is recorded once the value is in, so a write that stops
       // before its version is not taken for done when its event comes again.
       created = await this.#create(name, { labels: labelsOfNew(), annotations: { [NAME]: name } });
-      if (!created) found = await this.#find(name, noAdopt);
+      if (!created) found = await this.#find(name, noAdopt, options.replaces);
     }
     const stamp = this.#stampOver(options.ifNewerThan, false, found);
     if (stamp === undefined) return "superseded";
@@ -429,10 +429,11 @@ export class GoogleSecretManagerStore implements SecretStore {
   }
 
   /**
-   * The secret `name` lands on, with its last change; a conflict when it holds another name, or,
-   * for a change that must not adopt (`noAdopt`), when it was made outside llm-secrets (no annotation).
+   * The secret `name` lands on, with its last change; a conflict when it holds another name (but the
+   * one a write `replaces`), or, for a change that must not adopt (`noAdopt`), when it was made
+   * outside llm-secrets (no annotation).
    */
-  async #find(name: string, noAdopt: boolean): Promise<Found | undefined> {
+  async #find(name: string, noAdopt: boolean, replaces?: string): Promise<Found | undefined> {
     let secret: Secret;
     try {
       [secret] = await this.#client.getSecret({ name: this.#path(name) }, this.#call);
@@ -463,7 +464,9 @@ export class GoogleSecretManagerStore implements SecretStore {
     const deleted = marked && !revived;
     // Another name's tombstone is no conflict (as on Azure): the change is ordered against its time,
     // as against the name's own tombstone, and takes the secret over.
-    if (holder !== undefined && holder !== name && !deleted) throw new NameConflict(name, this.keyOf(name));
+    if (holder !== undefined && holder !== name && holder !== replaces && !deleted) {
+      throw new NameConflict(name, this.keyOf(name));
+    }
     if (holder === undefined && noAdopt) {
       throw new MadeOutside(name, `the secret id ${this.keyOf(name)}`, `no ${NAME} annotation`);
     }

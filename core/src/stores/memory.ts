@@ -72,7 +72,7 @@ export class MemoryStore implements SecretStore {
   }
 
   async put(name: string, value: string, options: PutOptions = {}): Promise<PutOutcome> {
-    const change = this.#decide(name, false, options.ifNewerThan);
+    const change = this.#decide(name, false, options.ifNewerThan, options.replaces);
     if (change === "superseded") return change;
     const { key, live, stamp } = change;
     const meta = options.meta ?? {};
@@ -99,17 +99,19 @@ export class MemoryStore implements SecretStore {
 
   /**
    * Where a change of `name` lands and whether it applies: `name_conflict` when its key holds
-   * another name; `superseded` when `ifNewerThan` is not newer than the key's last change.
+   * another name (but the one a write `replaces`); `superseded` when `ifNewerThan` is not newer than
+   * the key's last change.
    */
   #decide(
     name: string,
     isDelete: boolean,
     ifNewerThan: ChangeStamp | undefined,
+    replaces?: string,
   ): { key: string; live: Entry | undefined; stamp: ChangeStamp } | "superseded" {
     const key = this.keyOf(name);
     const previous = this.#entries.get(key);
     const live = previous?.value !== undefined ? previous : undefined;
-    if (live && live.name !== name) throw new NameConflict(name, key);
+    if (live && live.name !== name && live.name !== replaces) throw new NameConflict(name, key);
     const stamp = stampOfChange(ifNewerThan, isDelete, previous?.stamp, previous?.value === undefined, this.#now());
     return stamp === undefined ? "superseded" : { key, live, stamp };
   }
