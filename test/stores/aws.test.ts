@@ -273,9 +273,10 @@ describe("aws_secret_manager over the wire", () => {
     const fake = await aws();
     const store = await open();
     await store.put("K", value("revoked"), { ifNewerThan: { at: 1_000, id: "e1" } });
+    const revoked = (await store.get("K"))?.version;
     fake.fail(1, "denied", "DeleteSecret");
     expect(await codeOf(store.delete("K", { ifNewerThan: { at: 2_000, id: "e2" } }))).toBe("backend_denied");
-    expect(fake.secrets.get("K")?.tags.get("llm-secrets:deleted")).toBe("true"); // the stamp landed
+    expect(fake.secrets.get("K")?.tags.get("llm-secrets:deleted")).toBe(revoked); // the stamp landed, naming the value
     expect(fake.secrets.get("K")?.deletedDate).toBeUndefined(); // the delete did not
     expect(await store.delete("K", { ifNewerThan: { at: 2_000, id: "e2" } })).toBe("deleted");
     expect(fake.secrets.get("K")?.deletedDate).toBeInstanceOf(Date);
@@ -805,6 +806,170 @@ describe("aws_secret_manager over the wire", () => {
     expect(fake.secrets.get("HALF")?.deletedDate).toBeUndefined();
     expect(await store.list?.({ limit: 10 })).toEqual({ names: ["WHOLE"] });
     await store.close?.();
+  });
+
+  it("a name another writer re-creates after our delete (RestoreSecret, then UpdateSecret, as LiteLLM's create-or-restore) is live: read and listed, whatever its version ids", async () => {
+    const fake = await aws();
+    const store = await open();
+    const raw = fakeClient(log);
+    await store.put("litellm/team-a", value("deleted"));
+    // Another tool's secret whose version id no tag value may hold (AWS takes any 32 to 64 characters).
+    const odd = `aws:${randomUUID()}!`;
+    await raw.send(
+      new sdk.CreateSecretCommand({ Name: "litellm/team-b", SecretString: value("b"), ClientRequestToken: odd }),
+    );
+    for (const name of ["litellm/team-a", "litellm/team-b"]) {
+      expect(await store.delete(name)).toBe("deleted");
+      await raw.send(new sdk.RestoreSecretCommand({ SecretId: name }));
+      await raw.send(
+        new sdk.UpdateSecretCommand({
+          SecretId: name,
+          SecretString: value("theirs"),
+          ClientRequestToken: randomUUID(),
+        }),
+      );
+    }
+    expect((await store.get("litellm/team-a"))?.value).toBe(fake.secrets.get("litellm/team-a")?.versions.at(-1)?.value);
+    expect(await store.list?.({ prefix: "litellm/", limit: 10 })).toEqual({
+      names: ["litellm/team-a", "litellm/team-b"],
+    });
+    raw.destroy();
+    await store.close?.();
+  });
+
+  it("the same delete event again after another writer re-created the name is superseded, its value kept; a newer delete deletes it", async () => {
+    const fake = await aws();
+    const store = await open();
+    const raw = fakeClient(log);
+    await store.put("litellm/svc", value("deleted"), { ifNewerThan: { at: 1_000, id: "created" } });
+    const del = { ifNewerThan: { at: 2_000, id: "deleted" } };
+    expect(await store.delete("litellm/svc", del)).toBe("deleted");
+    await raw.send(new sdk.RestoreSecretCommand({ SecretId: "litellm/svc" }));
+    const theirs = value("theirs");
+    const version = randomUUID();
+    await raw.send(
+      new sdk.UpdateSecretCommand({ SecretId: "litellm/svc", SecretString: theirs, ClientRequestToken: version }),
+    );
+    expect(await store.delete("litellm/svc", del)).toBe("superseded");
+    expect(fake.secrets.get("litellm/svc")?.deletedDate).toBeUndefined();
+    expect((await store.get("litellm/svc"))?.value).toBe(theirs);
+    // A write event older than the delete stays superseded: their value stands.
+    expect(await store.put("litellm/svc", value("late"), { ifNewerThan: { at: 1_500, id: "late" } })).toBe(
+      "superseded",
+    );
+    expect(await store.delete("litellm/svc", { ifNewerThan: { at: 3_000, id: "again" } })).toBe("deleted");
+    expect(fake.secrets.get("litellm/svc")?.deletedDate).toBeInstanceOf(Date);
+    expect(fake.secrets.get("litellm/svc")?.tags.get("llm-secrets:deleted")).toBe(version);
+    expect(await store.get("litellm/svc")).toBeUndefined();
+    raw.destroy();
+    await store.close?.();
+  });
+
+  it("a delete that stopped half-way, or was cancelled alone (Cancel deletion), is finished by its redelivery; one given another value since is superseded", async () => {
+    const fake = await aws();
+    const store = await open();
+    const raw = fakeClient(log);
+    const del = { ifNewerThan: { at: 2_000, id: "e2" } };
+    for (const name of ["H1", "H2", "H3"]) {
+      await store.put(name, value(name), { ifNewerThan: { at: 1_000, id: "e1" } });
+      if (name !== "H3") fake.fail(1, "denied", "DeleteSecret");
+      expect(await store.delete(name, del).catch((e: unknown) => (e as { code?: string }).code)).toBe(
+        name === "H3" ? "deleted" : "backend_denied",
+      );
+    }
+    await raw.send(new sdk.RestoreSecretCommand({ SecretId: "H3" })); // the deleted value back, as it was
+    const theirs = value("theirs");
+    await raw.send(
+      new sdk.PutSecretValueCommand({ SecretId: "H2", SecretString: theirs, ClientRequestToken: randomUUID() }),
+    );
+    expect(await store.list?.({ limit: 10 })).toEqual({ names: ["H2"] });
+    expect(await store.delete("H1", del)).toBe("deleted");
+    expect(await store.delete("H3", del)).toBe("deleted");
+    expect(await store.delete("H2", del)).toBe("superseded");
+    expect(fake.secrets.get("H1")?.deletedDate).toBeInstanceOf(Date);
+    expect(fake.secrets.get("H3")?.deletedDate).toBeInstanceOf(Date);
+    expect(fake.secrets.get("H2")?.deletedDate).toBeUndefined();
+    expect((await store.get("H2"))?.value).toBe(theirs);
+    raw.destroy();
+    await store.close?.();
+  });
+
+  it("a mark of an earlier build (llm-secrets:deleted=true) names no version: another writer's value under it stays a deleted name, unlike under a mark that names one", async () => {
+    const fake = await aws();
+    const store = await open();
+    const raw = fakeClient(log);
+    const del = { ifNewerThan: { at: 2_000, id: "e2" } };
+    for (const name of ["OLD", "NEW"]) {
+      await store.put(name, value(name), { ifNewerThan: { at: 1_000, id: "e1" } });
+      expect(await store.delete(name, del)).toBe("deleted");
+      await raw.send(new sdk.RestoreSecretCommand({ SecretId: name }));
+      if (name === "OLD") {
+        await raw.send(
+          new sdk.TagResourceCommand({ SecretId: name, Tags: [{ Key: "llm-secrets:deleted", Value: "true" }] }),
+        );
+      }
+      await raw.send(
+        new sdk.UpdateSecretCommand({
+          SecretId: name,
+          SecretString: value("theirs"),
+          ClientRequestToken: randomUUID(),
+        }),
+      );
+    }
+    expect(await store.list?.({ limit: 10 })).toEqual({ names: ["NEW"] });
+    expect(await store.delete("OLD", del)).toBe("deleted");
+    expect(await store.delete("NEW", del)).toBe("superseded");
+    expect(fake.secrets.get("OLD")?.deletedDate).toBeInstanceOf(Date);
+    expect(fake.secrets.get("NEW")?.deletedDate).toBeUndefined();
+    raw.destroy();
+    await store.close?.();
+  });
+
+  it("an event's tombstone for a name never written (no version) is live once another writer gives it a value; restored alone it is still a tombstone", async () => {
+    const fake = await aws();
+    const store = await open();
+    const raw = fakeClient(log);
+    const del = { ifNewerThan: { at: 2_000, id: "e2" } };
+    for (const name of ["NV1", "NV2"]) {
+      expect(await store.delete(name, del)).toBe("absent");
+      await raw.send(new sdk.RestoreSecretCommand({ SecretId: name }));
+    }
+    const theirs = value("theirs");
+    await raw.send(
+      new sdk.PutSecretValueCommand({ SecretId: "NV1", SecretString: theirs, ClientRequestToken: randomUUID() }),
+    );
+    expect(await store.list?.({ limit: 10 })).toEqual({ names: ["NV1"] });
+    expect(await store.delete("NV1", del)).toBe("superseded");
+    expect((await store.get("NV1"))?.value).toBe(theirs);
+    expect(await store.delete("NV2", del)).toBe("deleted");
+    expect(fake.secrets.get("NV2")?.deletedDate).toBeInstanceOf(Date);
+    expect(fake.secrets.get("NV2")?.tags.get("llm-secrets:deleted")).toBe("none");
+    raw.destroy();
+    await store.close?.();
+  });
+
+  it("a newer delete over a name already scheduled names the deleted value's version, read once restored where AWS lists no versions of a scheduled secret", async () => {
+    const fake = await aws();
+    const hooked = hookedClient(log);
+    const { client } = hooked;
+    // DescribeSecret "only returns fields that have a value": a scheduled secret may come without VersionIdsToStages.
+    hooked.hook = async (command, send) => {
+      const out = (await send(command)) as Record<string, unknown>;
+      if (command instanceof sdk.DescribeSecretCommand && out.DeletedDate !== undefined) delete out.VersionIdsToStages;
+      return out;
+    };
+    const store = new AwsSecretsManagerStore({ sdk, client, log });
+    await store.put("S", value("deleted"), { ifNewerThan: { at: 1_000, id: "e1" } });
+    const deleted = (await store.get("S"))?.version;
+    expect(await store.delete("S", { ifNewerThan: { at: 2_000, id: "e2" } })).toBe("deleted");
+    expect(await store.delete("S", { ifNewerThan: { at: 3_000, id: "e3" } })).toBe("absent");
+    expect(fake.secrets.get("S")?.tags.get("llm-secrets:changed-at")).toBe("3000");
+    expect(fake.secrets.get("S")?.tags.get("llm-secrets:deleted")).toBe(deleted);
+    // So restored alone (Cancel deletion) it is still the deleted name, finished by the redelivery.
+    await client.send(new sdk.RestoreSecretCommand({ SecretId: "S" }));
+    expect(await store.list({ limit: 10 })).toEqual({ names: [] });
+    expect(await store.delete("S", { ifNewerThan: { at: 3_000, id: "e3" } })).toBe("deleted");
+    client.destroy();
   });
 
   it("given tags replace the secret's but AWS's own (aws:), which no caller may remove", async () => {

@@ -39,9 +39,17 @@
  *   consistent (AWS: changes may take minutes to show).
  *
  * What it records: every change's time (and event id) in the secret's tags
- * `llm-secrets:changed-at` / `llm-secrets:change-id`, and `llm-secrets:deleted=true` on a delete.
- * A deleted secret waits out its recovery window with those tags: that is the tombstone, and it
- * lasts as long as the window (infra sets the queue's retention below it). An event that deletes a
+ * `llm-secrets:changed-at` / `llm-secrets:change-id`, and on a delete `llm-secrets:deleted` naming
+ * the version it deleted (the `VersionId` `AWSCURRENT` labelled when it tagged; `none` on a secret
+ * with no value; `false` on a write). A deleted secret waits out its recovery window with those
+ * tags: that is the tombstone, and it lasts as long as the window (infra sets the queue's retention
+ * below it). A secret tagged deleted whose current version is another one holds another writer's
+ * value put since (LiteLLM's create-or-restore: `RestoreSecret`, then `UpdateSecret`; the console's
+ * Cancel deletion, then a new value): it is live, read and listed, the delete's time its last change
+ * (a redelivered delete is superseded). A restore alone (Cancel deletion) brings back the deleted
+ * value itself, which cannot be told from a delete that stopped half-way: it reads that value, is
+ * not listed, and the delete's redelivery deletes it again. `deleted=true` (earlier builds) names
+ * no version: whatever the secret holds, it is a deleted name. An event that deletes a
  * name never written creates an empty secret to carry its tombstone (with `kms_key_id`, which then
  * encrypts a later write's value; no replicas, no description), and schedules its deletion.
  * With a window of 0 nothing is kept, and a late event can revive a deleted name.
@@ -148,7 +156,13 @@ export interface AwsSecretsManagerOptions {
 interface Described {
   deleted: boolean;
   stamp: ChangeStamp | undefined;
+  /** Its last change is a delete (scheduled, or tagged deleted): what orders a change over it. */
   stampIsDelete: boolean;
+  /**
+   * Tagged as deleted, not scheduled, and holding another value than the delete named: another
+   * writer's since (LiteLLM's create-or-restore, the console's Cancel deletion and a new value). Live.
+   */
+  revived: boolean;
   /** Its tags' keys that are neither ours nor AWS's (`aws:`, which no caller may remove). */
   userTagKeys: string[];
   /** The Regions it is replicated to. */
@@ -262,7 +276,10 @@ export class AwsSecretsManagerStore implements SecretStore {
           refuseTooManyTags(name, described.userTagKeys.length, "delete");
           await this.#client.send(new this.#sdk.RestoreSecretCommand({ SecretId: name }));
           try {
-            await this.#tag(name, stampTags(stamp, true));
+            // The deleted value's version, as read while scheduled, else (AWS need not list a
+            // scheduled secret's versions) once restored.
+            const version = described.currentVersion ?? (await this.#describe(name))?.currentVersion;
+            await this.#tag(name, stampTags(stamp, { version }));
           } finally {
             // Restored, it is readable: scheduled again whatever the tag did (its redelivery
             // records the time then, as for any delete that stopped half-way). It has no replicas:
@@ -274,10 +291,11 @@ export class AwsSecretsManagerStore implements SecretStore {
       }
       if (newer) {
         refuseTooManyTags(name, described.userTagKeys.length, "delete");
-        await this.#tag(name, stampTags(stamp, true));
+        await this.#tag(name, stampTags(stamp, { version: described.currentVersion }));
       }
-      // Not newer, but tagged as deleted and not scheduled: a delete that stopped half-way. Finish it.
-      else if (!described.stampIsDelete) return "superseded";
+      // Not newer, but tagged as deleted, its deleted value still current, and not scheduled: a
+      // delete that stopped half-way (or a restore alone). Finish it. Revived, it is superseded.
+      else if (!described.stampIsDelete || described.revived) return "superseded";
       await this.#scheduleDeletion(name, described.replicas);
       return "deleted";
     } catch (err) {
@@ -297,7 +315,14 @@ export class AwsSecretsManagerStore implements SecretStore {
         }),
       );
       const names = (out.SecretList ?? [])
-        .filter((s) => s.DeletedDate === undefined && !s.Tags?.some((t) => t.Key === TAG_DELETED && t.Value === "true"))
+        .filter(
+          (s) =>
+            s.DeletedDate === undefined &&
+            !deletedMarkHolds(
+              s.Tags?.find((t) => t.Key === TAG_DELETED)?.Value,
+              currentVersionOf(s.SecretVersionsToStages),
+            ),
+        )
         .map((s) => s.Name ?? "")
         // The primary secret is no name of ours: its fields are (a read of its own name is a field's).
         .filter((name) => name.startsWith(prefix) && isValidName(name) && name !== this.#options.primarySecretName);
@@ -371,7 +396,7 @@ export class AwsSecretsManagerStore implements SecretStore {
     given: Tag[] | undefined,
     described: Described,
   ): Promise<PutOutcome> {
-    const anew = described.stampIsDelete;
+    const anew = described.stampIsDelete && !described.revived;
     const description = meta?.description ?? (anew ? meta?.whenCreated?.description : undefined);
     const tags = given ?? (anew ? checkedTags(meta?.whenCreated?.tags) : undefined);
     // Tags given (checked above) replace the secret's; kept, its own must leave room for ours.
@@ -456,7 +481,7 @@ export class AwsSecretsManagerStore implements SecretStore {
           Name: name,
           ClientRequestToken: randomUUID(),
           ...(kmsKeyId && { KmsKeyId: kmsKeyId }),
-          Tags: stampTags(stamp, true),
+          Tags: stampTags(stamp, { version: undefined }),
         }),
       );
     } catch (err) {
@@ -535,15 +560,17 @@ export class AwsSecretsManagerStore implements SecretStore {
     const at = Number(tags.get(TAG_AT));
     const id = tags.get(TAG_ID);
     const deleted = out.DeletedDate !== undefined;
+    const currentVersion = currentVersionOf(out.VersionIdsToStages);
+    const mark = tags.get(TAG_DELETED);
+    const marked = mark !== undefined && mark !== "false";
     return {
       deleted,
       stamp: Number.isFinite(at) && tags.has(TAG_AT) ? { at, ...(id && { id: decodeId(id) }) } : undefined,
-      stampIsDelete: deleted || tags.get(TAG_DELETED) === "true",
+      stampIsDelete: deleted || marked,
+      revived: !deleted && marked && !deletedMarkHolds(mark, currentVersion),
       userTagKeys: [...tags.keys()].filter((key) => !OUR_TAGS.has(key) && !AWS_PREFIX.test(key)),
       replicas: (out.ReplicationStatus ?? []).flatMap((r) => (r.Region ? [r.Region] : [])),
-      currentVersion: Object.entries(out.VersionIdsToStages ?? {}).find(([, stages]) =>
-        stages?.includes("AWSCURRENT"),
-      )?.[0],
+      currentVersion,
     };
   }
 
@@ -668,12 +695,48 @@ function idFits(id: string): boolean {
   return encodeId(id).length <= MAX_TAG_VALUE;
 }
 
-function stampTags(stamp: ChangeStamp, deleted: boolean): Tag[] {
+/**
+ * Our 3 tags for a change: a write (`deleted` false), or a delete, whose mark names the version
+ * `AWSCURRENT` labelled when it was tagged (`deletedMark`).
+ */
+function stampTags(stamp: ChangeStamp, deleted: false | { version: string | undefined }): Tag[] {
   return [
     { Key: TAG_AT, Value: String(stamp.at) },
     { Key: TAG_ID, Value: stamp.id === undefined ? "" : encodeId(stamp.id) },
-    { Key: TAG_DELETED, Value: deleted ? "true" : "false" },
+    { Key: TAG_DELETED, Value: deleted ? deletedMark(deleted.version) : "false" },
   ];
+}
+
+/** A delete's mark on a secret that held no value (a tombstone made for a name never written); no `VersionId` is this short. */
+const NO_VERSION = "none";
+/** A version id that can be a tag value as it is (AWS's tag alphabet, no `aws:`, no `.`, which marks an encoded one). */
+const PLAIN_VERSION = /^[\w:/=+@-][\w.:/=+@-]*$/;
+
+/**
+ * The `llm-secrets:deleted` value of a delete: the version it deleted, so another writer's value
+ * put since (LiteLLM's create-or-restore: `RestoreSecret`, then `UpdateSecret`) is told from it.
+ * A version id outside the tag alphabet (AWS takes any 32 to 64 characters) is encoded as an event id is.
+ */
+function deletedMark(version: string | undefined): string {
+  if (version === undefined) return NO_VERSION;
+  return PLAIN_VERSION.test(version) && !AWS_PREFIX.test(version) ? version : encodeId(version);
+}
+
+/**
+ * Whether a secret's `llm-secrets:deleted` tag (`mark`) makes it a deleted name, its current
+ * version `current`: the version the delete named is still current (not scheduled, that is a
+ * delete that stopped half-way, or a restore alone: Cancel deletion). `true`, written by earlier
+ * builds, names no version: deleted whatever it holds. `false` or none: a write's.
+ */
+function deletedMarkHolds(mark: string | undefined, current: string | undefined): boolean {
+  if (mark === undefined || mark === "false") return false;
+  if (mark === "true") return true;
+  return (mark === NO_VERSION ? undefined : decodeId(mark)) === current;
+}
+
+/** The version `AWSCURRENT` labels in a `VersionIdsToStages` (DescribeSecret) or `SecretVersionsToStages` (ListSecrets). */
+function currentVersionOf(stages: Record<string, string[]> | undefined): string | undefined {
+  return Object.entries(stages ?? {}).find(([, labels]) => labels?.includes("AWSCURRENT"))?.[0];
 }
 
 /** Event ids go in a tag value, whose alphabet is narrow: base64url (`.` prefix marks it). */
