@@ -192,6 +192,14 @@ export class SecretCache {
   }
 
   /**
+   * Our own write took `key` over from the name `previous` (a rename: `PutOptions.replaces`): the
+   * value just set stays, and `previous` is known to be gone there (not found, no store call).
+   */
+  renamed(key: string, previous: string): void {
+    this.#store(key, previous, undefined);
+  }
+
+  /**
    * Our own delete of `name` (under `key`) landed: the cache knows the name is gone, and so is any
    * value held for another name on the key (the delete removed the backend key itself: Azure's
    * `AZURE_API_KEY` deletes the portal's untagged `AZURE-API-KEY`, read as `AZURE-API-KEY` too), and

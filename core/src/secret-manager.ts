@@ -377,7 +377,13 @@ export class SecretManager {
       })
       .catch(this.#expireOnFailure(key));
     if (outcome === "superseded") this.#cache.forget(key);
-    else this.#cache.set(key, value, name);
+    else {
+      this.#cache.set(key, value, name);
+      // Renamed: the previous name on the key is gone, as a delete of it would have said.
+      if (event?.replaces !== undefined && this.store.keyOf(event.replaces, scope) === key) {
+        this.#cache.renamed(key, event.replaces);
+      }
+    }
     return { name, created: outcome === "created", outcome };
   }
 

@@ -146,7 +146,14 @@ describe("key events: what is written where", () => {
 
   it("on a store that maps names, a regeneration to an alias on the previous one's key renames that secret", async () => {
     // As Azure: `_` becomes `-` and case is folded, so `team_a`, `team-a` and `Team-A` are one secret.
-    const store = new MemoryStore({ mapName: (name) => name.replace(/[^0-9A-Za-z-]/g, "-").toLowerCase() });
+    class DownStore extends MemoryStore {
+      down = false;
+      override async get(name: string) {
+        if (this.down) throw new BackendUnavailable("the store is down");
+        return super.get(name);
+      }
+    }
+    const store = new DownStore({ mapName: (name) => name.replace(/[^0-9A-Za-z-]/g, "-").toLowerCase() });
     const { runtime } = await setup({ store });
     const value = async (name: string) => (await store.get(name))?.value;
     await runtime.applyKeyEvent(event({ key_alias: "team_a", token_hash: HASH, key: "sk-old-0123456789" }));
@@ -172,6 +179,12 @@ describe("key events: what is written where", () => {
     });
     expect(await value("litellm/team-a")).toBe("sk-new-0123456789");
     expect(await value("litellm/team_a")).toBeUndefined();
+    // The cache knows at once, as after a delete: the old name is not found, the new one served,
+    // neither asking the store (down here: a read that asked would be 503).
+    store.down = true;
+    expect(await codeOf(Promise.resolve().then(() => runtime.manager.read("litellm/team_a")))).toBe("not_found");
+    expect(await runtime.manager.read("litellm/team-a")).toMatchObject({ value: "sk-new-0123456789" });
+    store.down = false;
     // A change of case alone too; and its event again changes nothing.
     const recased = await regenerate("evt-3", 2000, "Team-A", "team-a", "sk-newer-0123456789");
     expect(recased).toMatchObject({
