@@ -134,6 +134,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     keys: settings.keys,
     maxBodyBytes: MAX_BODY_BYTES,
     maxValueBytes: settings.storeFactory.capabilities.maxValueBytes,
+    fieldKeys: settings.storeFactory.capabilities.scopes === true,
     resolveLimits: settings.resolveLimits,
     now,
   });

@@ -9,10 +9,12 @@
  *   and `AZURE-API-KEY`) answers nothing for the name it does not hold, and the cache answers the
  *   same. A key keeps one value and one "not found", so the unknown name's "not found" does not push
  *   out the other's value; two names with values there take the value entry in turns.
- * - A key `object#field` is one field of a backend object (Vault's key of a team's KV field: its
- *   path, `#`, the field), and a key without `#` is an object itself: a change of any key of an
- *   object reaches every key of it held or loading, as a write or delete there replaces the object
- *   whole (a KV v2 write or delete takes every field of the secret with it).
+ * - With `fields` (a store whose keys name fields: Vault's, `StoreCapabilities.scopes`), a key
+ *   `object#field` is one field of a backend object (Vault's key of a team's KV field: its path,
+ *   `#`, the field), and a key without `#` is an object itself: a change of any key of an object
+ *   reaches every key of it held or loading, as a write or delete there replaces the object whole
+ *   (a KV v2 write or delete takes every field of the secret with it). Without it, every key is an
+ *   object of its own, whatever it holds (CyberArk's branch, a user's store's keys may hold `#`).
  * - Concurrent misses for one name share one backend call.
  * - Near the end of an entry's life a read answers from the cache and refreshes in the background:
  *   from a point in the first half of its last tenth (the tenth at most 10 min) that depends on the
@@ -53,6 +55,8 @@ export interface CacheOptions {
   onEvent?: (event: "hit" | "miss" | "stale" | "refresh") => void;
   /** Called when a background refresh fails (the entry stays): the key and the entry's age. */
   onRefreshError?: (err: unknown, key: string, ageMs: number) => void;
+  /** Keys `object#field` are fields of one object (see the header); without it, each key is its own. */
+  fields?: boolean;
 }
 
 export interface CacheRead {
@@ -81,7 +85,7 @@ const BACKOFF_MAX_MS = 60_000;
 const STEP_TOLERANCE_MS = 1_000;
 
 export class SecretCache {
-  readonly #options: Required<Omit<CacheOptions, "onEvent" | "onRefreshError">> & CacheOptions;
+  readonly #options: Required<Omit<CacheOptions, "onEvent" | "onRefreshError" | "fields">> & CacheOptions;
   /** A memory-only key: a cache's entries never leave the process. */
   readonly #box = new MemoryBox();
   readonly #entries = new Map<string, Entry>();
@@ -246,6 +250,12 @@ export class SecretCache {
     this.#loads.delete(key);
   }
 
+  /** The backend object `key` is a field of (what precedes its first `#`, with `fields`), else `key` itself: see the header. */
+  #objectOf(key: string): string {
+    const at = this.#options.fields === true ? key.indexOf("#") : -1;
+    return at === -1 ? key : key.slice(0, at);
+  }
+
   /** Nothing is held or loading for `key` from now on. */
   #drop(key: string): void {
     this.#bump(key);
@@ -260,7 +270,7 @@ export class SecretCache {
 
   /** The keys of `key`'s object other than `key` that may be held or loading: the object's own, and each field's. */
   #others(key: string): string[] {
-    const object = objectOf(key);
+    const object = this.#objectOf(key);
     const others = object === key ? [] : [object];
     for (const field of this.#fields.get(object) ?? []) if (field !== key) others.push(field);
     return others;
@@ -268,7 +278,7 @@ export class SecretCache {
 
   /** `key`, when it is a field's, is held or loading: a change of its object finds it. */
   #track(key: string): void {
-    const object = objectOf(key);
+    const object = this.#objectOf(key);
     if (object === key) return;
     let fields = this.#fields.get(object);
     if (fields === undefined) {
@@ -280,7 +290,7 @@ export class SecretCache {
 
   /** `key`, when it is a field's and neither held nor loading any more, leaves `#fields`. */
   #untrack(key: string): void {
-    const object = objectOf(key);
+    const object = this.#objectOf(key);
     if (object === key || this.#entries.has(key) || this.#missing.has(key) || this.#loads.has(key)) return;
     const fields = this.#fields.get(object);
     fields?.delete(key);
@@ -418,12 +428,6 @@ export class SecretCache {
   #open(entry: Entry): string | undefined {
     return entry.sealed === undefined ? undefined : this.#box.open(entry.sealed);
   }
-}
-
-/** The backend object `key` is a field of (what precedes its first `#`), else `key` itself: see the header. */
-function objectOf(key: string): string {
-  const at = key.indexOf("#");
-  return at === -1 ? key : key.slice(0, at);
 }
 
 /**

@@ -83,6 +83,8 @@ export interface SecretManagerOptions {
   maxBodyBytes?: number;
   /** The largest value, in UTF-8 bytes, the store takes (`capabilities.maxValueBytes`): a larger one is refused before any call. */
   maxValueBytes?: number;
+  /** The store's keys name fields of one object, `object#field` (`capabilities.scopes`: Vault's): see secret-cache.ts. */
+  fieldKeys?: boolean;
   /** `resolve`'s bounds: ref occurrences in a config, and bytes of the answer (SPEC section 4). */
   resolveLimits?: { maxRefs: number; maxBytes: number };
   now?: () => number;
@@ -174,6 +176,7 @@ export class SecretManager {
       refresh: "llm_secrets_cache_refreshes_total",
     } as const;
     this.#cache = new SecretCache({
+      ...(options.fieldKeys === true && { fields: true }),
       ttlMs: options.cache.ttlSeconds * 1000,
       maxStaleMs: options.cache.maxStaleSeconds * 1000,
       now: options.now,

@@ -120,9 +120,10 @@ export interface SecretStore {
   readonly kind: string;
   /**
    * The backend's own key for a name (Azure maps `_` to `-`); a store that honours scopes puts the
-   * scope in it, so two teams never share a cache entry. The cache keys on it. A key `object#field`
-   * is one field of a backend object that a change replaces whole (Vault's KV fields): a change of
-   * any key of the object reaches every key of it in the cache (secret-cache.ts).
+   * scope in it, so two teams never share a cache entry. The cache keys on it. On a store with
+   * `scopes`, a key `object#field` is one field of a backend object that a change replaces whole
+   * (Vault's KV fields): a change of any key of the object reaches every key of it in the cache
+   * (secret-cache.ts); elsewhere a `#` in a key means nothing.
    */
   keyOf(name: string, scope?: StoreScope): string;
   /** The record, or undefined when the store holds no such name (a tombstone is no such name). */
@@ -180,7 +181,7 @@ export interface StoreCapabilities {
   /**
    * Honours a team's `StoreScope` (namespace, mount, path prefix, KV field): each team's keys are
    * kept where its settings say. Without it, settings warn that those fields are ignored (teams
-   * then share names).
+   * then share names). With it, `keyOf`'s keys `object#field` are fields of one object (`keyOf`).
    */
   scopes?: boolean;
 }

@@ -34,6 +34,30 @@ function deferred() {
 }
 
 describe("SecretCache", () => {
+  it("with fields, a change of a key reaches the other fields of its object; without, a # in a key means nothing", async () => {
+    const { now } = clock();
+    // Vault's team field keys: `path#field`; CyberArk's under a branch `apps#prod`: names of their own.
+    const fields = new SecretCache({ ttlMs: 60_000, maxStaleMs: 0, now, fields: true });
+    const plain = new SecretCache({ ttlMs: 60_000, maxStaleMs: 0, now });
+    for (const cache of [fields, plain]) {
+      for (const key of ["p", "p#password", "p#token"]) await cache.get(key, async () => `value of ${key}`);
+      cache.set("p#token", "new token");
+    }
+    let loads = 0;
+    const reload = (key: string) => async () => `${key} again (${++loads})`;
+    // The write replaced the whole object: its other fields are read again.
+    expect(await fields.get("p", reload("p"))).toEqual({ value: "p again (1)", stale: false });
+    expect(await fields.get("p#password", reload("p#password"))).toEqual({
+      value: "p#password again (2)",
+      stale: false,
+    });
+    // Each key its own: the others are still held (a write of one CyberArk name flushed every name of its branch).
+    expect(plain.get("p", reload("p"))).toEqual({ value: "value of p", stale: false });
+    expect(plain.get("p#password", reload("p#password"))).toEqual({ value: "value of p#password", stale: false });
+    expect(plain.get("p#token", reload("p#token"))).toEqual({ value: "new token", stale: false });
+    expect(loads).toBe(2);
+  });
+
   it("answers from the cache until the refresh interval ends", async () => {
     const { c, now } = clock();
     const cache = new SecretCache({ ttlMs: 60_000, maxStaleMs: 0, now });
