@@ -629,7 +629,10 @@ describe("google_secret_manager tombstones given a value by another writer (gclo
     const secret = () => fake.secrets.get(`projects/${fake.project}/secrets/OPENAI_API_KEY`);
     await store.put("OPENAI_API_KEY", value("old"), { meta: { tags: { team: "a" } } });
     expect(await store.delete("OPENAI_API_KEY")).toBe("deleted");
-    expect(secret()?.annotations).toMatchObject({ "llm-secrets.deleted": "true", "llm-secrets.deleted-through": "1" });
+    expect(secret()?.annotations).toMatchObject({ "llm-secrets.deleted": "true" });
+    // The highest version, and the time of the delete that saw it (the mark's own changed-at).
+    const mark = secret()?.annotations ?? {};
+    expect(mark["llm-secrets.deleted-through"]).toBe(`1@${mark["llm-secrets.changed-at"]}`);
     expect(await store.get("OPENAI_API_KEY")).toBeUndefined();
     const v = value("gcloud");
     await gcloudAdd(fake, "OPENAI_API_KEY", v);
@@ -675,7 +678,7 @@ describe("google_secret_manager tombstones given a value by another writer (gclo
     // A newer delete: every version destroyed, the highest recorded; one added after it is read again.
     expect(await store.delete("svc", { ifNewerThan: { at: t0 + 2_000, id: "evt-deleted-2" } })).toBe("deleted");
     expect(secret()?.versions.map((x) => x.state)).toEqual(["DESTROYED", "DESTROYED"]);
-    expect(secret()?.annotations["llm-secrets.deleted-through"]).toBe("2");
+    expect(secret()?.annotations["llm-secrets.deleted-through"]).toBe(`2@${t0 + 2_000}`);
     expect(await store.get("svc")).toBeUndefined();
     const again = value("gcloud-again");
     await gcloudAdd(fake, "svc", again);
@@ -692,13 +695,36 @@ describe("google_secret_manager tombstones given a value by another writer (gclo
     fake.fail(1, "denied", "DestroySecretVersion");
     const event = { ifNewerThan: { at: 2_000, id: "e2" } };
     expect(await codeOf(store.delete("K", event))).toBe("backend_denied");
-    expect(secret()?.annotations["llm-secrets.deleted-through"]).toBe("2");
+    expect(secret()?.annotations["llm-secrets.deleted-through"]).toBe("2@2000");
     expect(await store.get("K")).toBeUndefined(); // its versions are the delete's
     const v = value("gcloud");
     await gcloudAdd(fake, "K", v);
     expect(await store.delete("K", event)).toBe("superseded");
     expect(secret()?.versions.map((x) => x.state)).toEqual(["DESTROYED", "DESTROYED", "ENABLED"]);
     expect(await store.get("K")).toEqual({ value: v, version: "3" });
+    await store.close?.();
+  });
+
+  it("a deleted-through that an earlier build's write and delete kept (another delete's) covers nothing: that build's mark covers every version", async () => {
+    const fake = await google();
+    const store = await open();
+    const secret = () => fake.secrets.get(`projects/${fake.project}/secrets/K`);
+    const t = 1_000;
+    await store.put("K", value("v1"), { ifNewerThan: { at: t, id: "e1" } });
+    expect(await store.delete("K", { ifNewerThan: { at: t + 1_000, id: "e2" } })).toBe("deleted");
+    // An earlier build's write (e3): a version added, its annotations merged over ours (ours kept).
+    const revoked = value("revoked-by-e4");
+    await gcloudAdd(fake, "K", revoked);
+    const notes = secret()?.annotations ?? {};
+    Object.assign(notes, { "llm-secrets.changed-at": String(t + 2_000), "llm-secrets.change-id": "e3" });
+    Object.assign(notes, { "llm-secrets.deleted": "false" });
+    // Then its delete (e4), marked and stopped before destroying: the number it kept is e2's.
+    Object.assign(notes, { "llm-secrets.changed-at": String(t + 3_000), "llm-secrets.change-id": "e4" });
+    Object.assign(notes, { "llm-secrets.deleted": "true" });
+    // Read as deleted (the revoked key was served before), and the redelivery here finishes it.
+    expect(await store.get("K")).toBeUndefined();
+    expect(await store.delete("K", { ifNewerThan: { at: t + 3_000, id: "e4" } })).toBe("deleted");
+    expect(secret()?.versions.map((x) => x.state)).toEqual(["DESTROYED", "DESTROYED"]);
     await store.close?.();
   });
 

@@ -110,8 +110,11 @@ const AT = "llm-secrets.changed-at";
 const ID = "llm-secrets.change-id";
 const DELETED = "llm-secrets.deleted";
 /**
- * With the deleted mark: the highest version number the secret had when its delete marked it. A
- * newer version is another writer's (`gcloud secrets versions add`), which the mark does not cover.
+ * With the deleted mark: the highest version number the secret had when its delete marked it, and
+ * that delete's time (`<n>@<changed-at>`). A newer version is another writer's (`gcloud secrets
+ * versions add`), which the mark does not cover. Its time ties it to the delete that wrote it: an
+ * earlier build's write and delete keep the annotations they do not know, so a number left by
+ * another delete (a time other than the mark's own) says nothing, as a mark without one.
  */
 const THROUGH = "llm-secrets.deleted-through";
 /** Google keeps a secret's annotations, keys and values together, under 16 KiB (UTF-8). */
@@ -321,7 +324,7 @@ export class GoogleSecretManagerStore implements SecretStore {
     try {
       const ours = (stamp: ChangeStamp, through: number) => ({
         ...annotations(name, stamp, true),
-        [THROUGH]: String(through),
+        [THROUGH]: `${through}@${stamp.at}`,
       });
       if (!this.#purge) checkedAnnotations(undefined, ours(options.ifNewerThan ?? { at: this.#now() }, 0)); // a purge records nothing
       await this.#ready("google secret manager delete");
@@ -537,10 +540,13 @@ function annotations(name: string, stamp: ChangeStamp, deleted: boolean): Record
   return { [NAME]: name, [AT]: String(stamp.at), [ID]: stamp.id ?? "", [DELETED]: String(deleted) };
 }
 
-/** The mark's `deleted-through`, or undefined: none (an earlier build's mark), or not a version number. */
+/**
+ * The mark's `deleted-through` version, or undefined: none (an earlier build's mark), not one, or
+ * written by another delete than the mark's (its time is not the mark's `changed-at`: see THROUGH).
+ */
 function deletedThrough(notes: Record<string, string>): number | undefined {
-  const through = notes[THROUGH];
-  return through !== undefined && /^[0-9]{1,15}$/.test(through) ? Number(through) : undefined;
+  const through = /^([0-9]{1,15})@(.+)$/.exec(notes[THROUGH] ?? "");
+  return through !== null && through[2] === notes[AT] ? Number(through[1]) : undefined;
 }
 
 /** The number of a version's resource name (`.../versions/3`); NaN when it has none (never newer than any). */
