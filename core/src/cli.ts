@@ -520,7 +520,8 @@ async function readValue(io: CliIo, what: string): Promise<string> {
   // Listened to, not iterated: leaving a `for await` early ends stdin first, and raw mode cannot
   // be switched off on an ended stream (the terminal stayed raw while the command went on).
   return new Promise<string>((resolve, reject) => {
-    const decoder = new TextDecoder("utf-8", { fatal: true });
+    // A leading byte order mark is part of the value, as through the API (`ignoreBOM`).
+    const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
     let typed = "";
     let control = false;
     const done = (outcome: () => void) => {
@@ -598,7 +599,8 @@ async function readStdin(stream: NodeJS.ReadableStream): Promise<string> {
     chunks.push(buffer);
   }
   try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(Buffer.concat(chunks));
+    // A leading byte order mark is part of the value, as through the API (`ignoreBOM`).
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(Buffer.concat(chunks));
   } catch {
     throw new UsageError("stdin is not UTF-8 text");
   }

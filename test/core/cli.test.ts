@@ -48,6 +48,15 @@ describe("secrets from the command line", () => {
     expectNoValueIn([r.stderr], [v]);
   });
 
+  it("keeps a value's leading byte order mark, as the API does (put, then get; encrypt, then decrypt)", async () => {
+    const { cli } = await setup();
+    const v = `\uFEFF${secretValue()}`;
+    expect((await cli(["put", "BOM"], v)).code).toBe(0);
+    expect((await cli(["get", "BOM"])).stdout).toBe(`${v}\n`);
+    const sealed = (await cli(["encrypt"], v)).stdout.trim();
+    expect((await cli(["decrypt"], sealed)).stdout).toBe(`${v}\n`);
+  });
+
   it("get exits 1 when its answer cannot be written (stdout's reader gone), not 0", async () => {
     const { dir, env, cli } = await setup();
     await cli(["put", "PIPED"], secretValue());
