@@ -27,6 +27,18 @@ export const SecretPutRequest = z.strictObject({
         z.meta({ maxProperties: MAX_TAGS }),
       ),
   ),
+  // A gateway's regeneration to a new name (LiteLLM's async_rotate_secret) that the store maps onto
+  // the old name's secret (Azure: team_a and team-a) would otherwise be refused as name_conflict.
+  replaces: z.optional(
+    z.string().check(
+      z.minLength(1),
+      z.maxLength(256),
+      z.meta({
+        description:
+          "The name this write renames: when the store keeps it on this name's backend key (Azure folds case and _ to -, Google . to -), the write takes that secret over and the old name then reads as not found; elsewhere it changes nothing, and the caller deletes the old name as usual. A valid name other than this one, that this caller may write or delete (else refused, nothing written)",
+      }),
+    ),
+  ),
 });
 
 export const SecretQuery = z.strictObject({

@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { setImmediate } from "node:timers/promises";
 import { MAX_LIST_LIMIT } from "./api-schemas";
 import { type KeyRing, openSecret, sealSecret } from "./crypto";
-import { AccessDenied, EncryptionKeyMissing, NotFound, SecretsError } from "./errors";
+import { AccessDenied, EncryptionKeyMissing, InvalidInput, NotFound, SecretsError } from "./errors";
 import type { Logger } from "./log";
 import type { Labels, Metrics } from "./metrics";
 import { TOKEN_HASH_NAME, validateName } from "./names";
@@ -348,16 +348,19 @@ export class SecretManager {
   /**
    * Writes `value`. For a key event (`event`), a store that records times applies it only if newer
    * than the last change of the name (else the outcome is `superseded`), and the event's team's
-   * settings apply.
+   * settings apply. A direct write's `replaces` (`PUT`'s body: the name a gateway's regeneration
+   * renames) is the event's `replaces` for a caller without events: see `#checkReplaces`.
    */
   async put(
     name: string,
     value: string,
     meta: SecretMeta = {},
     event?: EventChange,
+    options: { replaces?: string } = {},
   ): Promise<{ name: string; created: boolean; outcome: PutOutcome }> {
     const { adopt, under } = this.#allowWrite(name, event);
     if (event === undefined) this.#checkHashName(name, value, under);
+    if (options.replaces !== undefined) this.#checkReplaces(name, options.replaces);
     this.#checkSize(value);
     const team = event?.team;
     const settings = team === undefined ? undefined : this.#policy.teams?.[team];
@@ -370,22 +373,24 @@ export class SecretManager {
     };
     const scope = settings?.scope;
     const key = this.store.keyOf(name, scope);
+    // Only a previous name on this name's own key is taken over; on another key it changes nothing
+    // (the caller deletes it, as after any regeneration).
+    const previous = event?.replaces ?? options.replaces;
+    const replaces = previous !== undefined && this.store.keyOf(previous, scope) === key ? previous : undefined;
     const outcome = await this.store
       .put(name, value, {
         meta: withDefaults,
         ifNewerThan: event?.stamp,
         ...(!adopt && { adopt }),
         ...(scope && { scope }),
-        ...(event?.replaces !== undefined && { replaces: event.replaces }),
+        ...(replaces !== undefined && { replaces }),
       })
       .catch(this.#expireOnFailure(key));
     if (outcome === "superseded") this.#cache.forget(key);
     else {
       this.#cache.set(key, value, name);
       // Renamed: the previous name on the key is gone, as a delete of it would have said.
-      if (event?.replaces !== undefined && this.store.keyOf(event.replaces, scope) === key) {
-        this.#cache.renamed(key, event.replaces);
-      }
+      if (replaces !== undefined) this.#cache.renamed(key, replaces);
     }
     return { name, created: outcome === "created", outcome };
   }
@@ -650,6 +655,31 @@ export class SecretManager {
       "invalid_request",
       `${name} is spelled as the secret name of a virtual key's token hash (virtual-key-<64 hex digits>), and the value is not that key: LiteLLM keeps a key without an alias under that name, which this write would replace. Choose another key_alias (or name it in hosted_keys if it is the operator's)`,
     );
+  }
+
+  /**
+   * A direct write's `replaces` is refused before any call unless it is another valid name that this
+   * caller could write or delete itself (`#allowWrite`: access mode, hosted_keys, prefixes): taking
+   * a secret over from a name ends that name, as its delete would, so a `PUT` allowed for its own
+   * name must not end a hosted name's secret (or, with hosted_keys, another team's key) through it.
+   * Refusals keep their code (`403 not_hosted`, `409 name_conflict`) and say they are of `replaces`.
+   */
+  #checkReplaces(name: string, replaces: string): void {
+    if (replaces === name) {
+      throw new InvalidInput(`replaces is ${name} itself: it names the previous name that this write renames`, [
+        { path: "replaces", message: "the name being written" },
+      ]);
+    }
+    try {
+      this.#allowWrite(replaces, undefined);
+    } catch (err) {
+      if (!(err instanceof SecretsError)) throw err;
+      // Not invalid_name: that would say the name written (the path) is the invalid one.
+      if (err.code === "invalid_name") {
+        throw new InvalidInput(`replaces: ${err.message}`, [{ path: "replaces", message: err.message }]);
+      }
+      throw new SecretsError(err.code, `replaces: ${err.message}`, err.details);
+    }
   }
 
   /** A value larger than the store takes is refused before any call (measured only where there is a limit). */

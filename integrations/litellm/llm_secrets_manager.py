@@ -48,8 +48,11 @@ Retry-After above 5 s. LiteLLM then keeps the key, unstored in llm-secrets: its 
 WARNING on the ``LiteLLM Proxy`` logger, and nothing retries. The remedy: regenerate the key
 with an allowed ``key_alias``, or (a 403) an operator adds the name to ``hosted_keys``. A delete
 of a name spelled as a token hash's is never sent (LiteLLM deletes only keys with an alias). A
-regeneration to a new name deletes the old name whatever became of the write, unless the old name
-is spelled as a token hash's (an alias-less key given an alias): that name is left, orphaned, as
+regeneration to a new name sends the old name as ``replaces`` (a rename where the store keeps both
+names on one secret: Azure's ``team_a`` and ``team-a``; a server of this version or later, an older
+one refuses the field and gets the write again without it), then deletes the old name whatever
+became of the write (after a rename, 409 name_conflict, logged at INFO), unless the old name is
+spelled as a token hash's (an alias-less key given an alias): that name is left, orphaned, as
 LiteLLM leaves an alias-less key's on delete, since its owner cannot be told. A key without an
 alias regenerated under its old hash's name (LiteLLM asks for ``virtual-key-<old hash>``, holding
 the new key) is written under ``virtual-key-<sha256 of the new key>`` instead, the name LiteLLM
@@ -96,7 +99,12 @@ logger = logging.getLogger("LiteLLM")
 
 # What a delete of a rotation's old name answers when that name never held a key of ours: the
 # server's refusals, and this class's own of a name that is no name, before sending (status 0).
+# After a rename (the write took the old name's secret over: ``replaces``), its delete is the 409.
 NEVER_OURS = {(409, "name_conflict"), (403, "not_hosted"), (400, "invalid_name"), (0, "invalid_name")}
+# What a rotation's write with ``replaces`` answers when the server refuses that field (an old name this
+# caller may not write, or that is no name; an older server, which does not know it: 400): the write
+# is sent again without it, as before. A refusal of the new name itself answers the same again.
+REPLACES_REFUSED = {400, 403, 409}
 
 
 class LLMSecretsError(Exception):
@@ -279,6 +287,20 @@ def _hash_of_name(name: str) -> Optional[str]:
     return match.group(1).lower() if match else None
 
 
+def _replaces(name: Any) -> Optional[str]:
+    """
+    A rotation's old name as its write's ``replaces``, or None for a name this class never writes
+    nor deletes (no name: refused before sending; spelled as a token hash's: its owner cannot be told).
+    """
+    if _hash_of_name(name) is not None:
+        return None
+    try:
+        _path(name)
+    except LLMSecretsError:
+        return None
+    return name
+
+
 def _sha256(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -413,12 +435,20 @@ class LLMSecretsManager(CustomSecretManager):
         description: Optional[str],
         tags: Optional[Union[dict, list]],
         timeout: Optional[Union[float, httpx.Timeout]],
+        replaces: Optional[str] = None,
     ) -> Dict[str, Any]:
-        """A PUT. A name spelled as a token hash's is refused unless the value is that key."""
+        """
+        A PUT. A name spelled as a token hash's is refused unless the value is that key. ``replaces``
+        (a rotation's old name) is sent with it; refused (``REPLACES_REFUSED``), the PUT is sent again
+        without it.
+        """
         body = _write_body(secret_value, description, tags)
         path = _path(secret_name)
         _refuse_hash_spoof(secret_name, secret_value)
-        response = await self._async_send("PUT", path, json=body, timeout=_timeout(timeout))
+        sent = body if replaces is None else {**body, "replaces": replaces}
+        response = await self._async_send("PUT", path, json=sent, timeout=_timeout(timeout))
+        if replaces is not None and response.status_code in REPLACES_REFUSED:
+            response = await self._async_send("PUT", path, json=body, timeout=_timeout(timeout))
         if response.status_code not in (200, 201):
             raise _failure(response)
         return _answer(response)
@@ -485,9 +515,16 @@ class LLMSecretsManager(CustomSecretManager):
         its next regeneration asks for as the current name. The old hash's name is not deleted: the
         same call comes from a key whose alias spells another key's hash name, and the secret there
         may be that other key's; it stays orphaned, as LiteLLM leaves an alias-less key's on delete.
-        When the names differ, the old name is deleted whatever the write did (the old key is revoked,
-        and a new name refused must not leave it stored), then the write's error is raised; an old name
-        spelled as a token hash's is not deleted either (see ``_delete_replaced``).
+        When the names differ, the write names the old name as ``replaces``: on a store that keeps
+        both names on one secret (Azure folds case and ``_``: ``team_a`` and ``team-a``; Google maps
+        ``.`` to ``-``) the write takes that secret over (a rename), where without it the write was
+        refused as 409 name_conflict and the old name's delete then deleted the secret, leaving the new
+        key stored nowhere. A server that refuses ``replaces`` (an older one, or an old name this
+        caller may not change) gets the write again without it. Then the old name is deleted whatever
+        the write did (the old key is revoked, and a new name refused must not leave it stored), and
+        the write's error is raised; after a rename that delete answers 409 name_conflict (the secret
+        holds the new name), logged at INFO by ``_delete_replaced``. An old name spelled as a token
+        hash's is neither sent as ``replaces`` nor deleted (see ``_delete_replaced``).
         """
         if new_secret_name == current_secret_name:
             old_hash = _hash_of_name(new_secret_name)
@@ -504,7 +541,9 @@ class LLMSecretsManager(CustomSecretManager):
                 return written
             return await self._write(new_secret_name, new_secret_value, None, None, timeout)
         try:
-            written = await self._write(new_secret_name, new_secret_value, None, None, timeout)
+            written = await self._write(
+                new_secret_name, new_secret_value, None, None, timeout, replaces=_replaces(current_secret_name)
+            )
         except Exception:
             await self._delete_replaced(current_secret_name, timeout, write_failed=True)
             raise
@@ -519,7 +558,8 @@ class LLMSecretsManager(CustomSecretManager):
         outside llm-secrets, or on a hosted name's), 403 not_hosted or invalid_name (400 from the
         server, or this class's own refusal before sending, status 0: a name this class could never
         have written, the key's write under it was refused the same way) mean it holds no key of
-        ours: logged, not raised.
+        ours: logged, not raised. So is the 409 after a rename: the write took the old name's secret
+        over (``replaces``), which now holds the new name and key.
         Another failure raises, unless the write failed too: then it is logged and the write's error raised.
         A name spelled as a token hash's is not sent, as in ``async_delete_secret``: LiteLLM asks for one
         when a key without an alias is given one at regeneration, but a key whose alias spells another

@@ -562,6 +562,58 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
     }
   });
 
+  it("a regeneration to an alias Key Vault keeps on the old alias's secret (team_a to team-a) is a rename: the new key stored, the old name's delete 409 and logged", async () => {
+    const { fake, server, masterKey } = await serveAzure();
+    const k = (label: string) => `sk-${secretValue(label)}`;
+    const keys = { old: k("old"), renamed: k("renamed"), cased: k("cased"), other: k("other") };
+    try {
+      const { results, logs, raw } = await hooks(python, dir, server.url, masterKey, [
+        ["gen", "other", keys.other],
+        ["gen", "team_a", keys.old],
+        ["rot", "team_a", "team-a", keys.renamed], // one secret, LITELLM-TEAM-A
+        ["rot", "team-a", "Team-A", keys.cased], // a change of case only
+      ]);
+      expect(results).toEqual([{ ok: "stored" }, { ok: "stored" }, { ok: "rotated" }, { ok: "rotated" }]);
+      // The secret holds the last key under its last name; the other key is untouched.
+      const secret = fake.secret("LITELLM-TEAM-A");
+      expect(secret?.deleted).toBeUndefined();
+      expect(secret?.versions.at(-1)?.value === keys.cased).toBe(true);
+      expect(secret?.versions.at(-1)?.tags["llm-secrets:name"]).toBe("litellm/Team-A");
+      expect(fake.secret("LITELLM-OTHER")?.versions.map((v) => v.value === keys.other)).toEqual([true]);
+      expect(fake.calls("DELETE", "/secrets/")).toEqual([]);
+      // Each old name's delete was refused (the secret holds the new name): logged at INFO, no warning.
+      expect(logs).toEqual([
+        {
+          logger: "LiteLLM",
+          level: "INFO",
+          message: "the rotation's old name litellm/team_a holds no key of ours (name_conflict): not deleted",
+        },
+        {
+          logger: "LiteLLM",
+          level: "INFO",
+          message: "the rotation's old name litellm/team-a holds no key of ours (name_conflict): not deleted",
+        },
+      ]);
+      expectNoValueIn([server.output, raw], [...Object.values(keys), masterKey]);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("a regeneration against an older server, which refuses replaces in the body, is the write without it, then the delete", async () => {
+    const { out } = await drive(python, dir, "older_server", {
+      LLM_SECRETS_URL: "http://127.0.0.1:1",
+      LLM_SECRETS_API_KEY: newKey(),
+      VIRTUAL_KEY_VALUE: secretValue("rotated"),
+    });
+    expect(out.rotate).toMatchObject({ ok: { name: "litellm/b", created: true } });
+    expect(out.calls).toEqual([
+      ["PUT", ["replaces", "value"]],
+      ["PUT", ["value"]],
+      ["DELETE", "/v1/secrets/litellm/a"],
+    ]);
+  });
+
   it("a key the server refuses (409 name_conflict, 403 not_hosted, 400 invalid_name) is not stored: the class raises the status and code, LiteLLM warns once, with no key", async () => {
     const { fake, server, masterKey } = await serveAzure();
     const k = (label: string) => `sk-${secretValue(label)}`;

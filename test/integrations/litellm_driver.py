@@ -18,6 +18,8 @@ Then:
   logged on LiteLLM's logger.
 - `functions_key`: a read against a recording server, to see the headers sent.
 - `retry`: a write, then a sync read, against a server that answers each 503 with Retry-After once.
+- `older_server`: a rotation to a new name against a server that refuses `replaces` in a PUT's body
+  (an older one: its body schema refuses unknown keys), recording each call.
 - `hooks`: LiteLLM's key hooks (KeyManagementEventHooks) around the class, the steps from `STEPS`
   (JSON): `["gen", alias, key]` a key generated, `["rot", old, new, key]` regenerated, `["del", alias]`
   deleted, each name under the prefix; a generate or regenerate that raises is one WARNING on the
@@ -232,6 +234,39 @@ elif scenario == "retry":
     step("sync_read", lambda: retrying.sync_read_secret("OPENAI_API_KEY"))
     out["calls"] = calls
     flaky.shutdown()
+elif scenario == "older_server":
+    import http.server
+
+    calls = []
+
+    class Older(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self):  # noqa: N802 (http.server's name)
+            body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
+            calls.append(["PUT", sorted(body)])
+            if "replaces" in body:
+                self.answer(400, b'{"error":{"code":"invalid_request","message":"Unrecognized key: \\"replaces\\""}}')
+            else:
+                self.answer(201, b'{"name":"litellm/b","created":true}')
+
+        def do_DELETE(self):  # noqa: N802 (http.server's name)
+            calls.append(["DELETE", self.path])
+            self.answer(204, b"")
+
+        def answer(self, status, body):
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    older, rotating = local_server(Older)
+
+    async def rotate():
+        return await rotating.async_rotate_secret(f"{prefix}a", f"{prefix}b", os.environ["VIRTUAL_KEY_VALUE"])
+
+    step("rotate", run(rotate))
+    out["calls"] = calls
+    older.shutdown()
 elif scenario == "hooks":
     records = []
 

@@ -94,7 +94,9 @@ export function secretRoutes(router: Router, manager: SecretManager): void {
     },
     async (c, { body }) => {
       const meta = { description: body.description, tags: body.tags };
-      const { name, created } = await manager.put(secretName(c), body.value, meta);
+      const { name, created } = await manager.put(secretName(c), body.value, meta, undefined, {
+        ...(body.replaces !== undefined && { replaces: body.replaces }),
+      });
       return json({ name, created }, created ? 201 : 200);
     },
   );
