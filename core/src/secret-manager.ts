@@ -142,6 +142,10 @@ export class SecretManager {
   readonly #prefixes: readonly { prefix: string; owner: string }[];
   /** Each prefix's backend key, made a name by one more character (`#under`), once found. */
   readonly #prefixKeys = new Map<string, string>();
+  /** The store's keys name places of their own per team (`capabilities.scopes`: Vault's paths). */
+  readonly #scoped: boolean;
+  /** On such a store, where each scope's virtual keys land (`#placeOwner`), once found. */
+  #places: readonly { place: string; owner: string }[] | undefined;
   readonly #keys: KeyRing | undefined;
   readonly #maxBodyBytes: number;
   readonly #maxValueBytes: number | undefined;
@@ -153,6 +157,7 @@ export class SecretManager {
     this.#keys = options.keys;
     this.#maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
     this.#maxValueBytes = options.maxValueBytes;
+    this.#scoped = options.fieldKeys === true;
     this.#resolveLimits = options.resolveLimits ?? { maxRefs: 1000, maxBytes: 1024 * 1024 };
     this.#policy = options.policy;
     this.#log = options.log;
@@ -608,6 +613,39 @@ export class SecretManager {
   }
 
   /**
+   * On a store whose scopes put each team's keys in a place of its own (Vault: a team's namespace,
+   * mount and path prefix, then its virtual-key prefix), the team whose place is more specific than
+   * `team`'s own and holds where `name` lands under `team`'s scope: another scope's key. With a
+   * team's `path_prefix: litellm` and the general `litellm/` prefix, a team-less alias `litellm/x`
+   * and that team's alias `x` are one Vault secret. Undefined when none (every other store: names,
+   * not places, are compared there, by `#under`).
+   */
+  #placeOwner(name: string, team: string | undefined): string | undefined {
+    if (!this.#scoped) return undefined;
+    const placeOf = (t: string | undefined) => this.#placeOf(`${virtualKeyPrefix(this.#policy, t)}k`, t).slice(0, -1);
+    this.#places ??= [undefined, ...Object.keys(this.#policy.teams ?? {})].map((t) => ({
+      place: placeOf(t),
+      owner: t === undefined ? "the general settings" : `team ${t}`,
+    }));
+    // A team without settings of its own keeps its keys where the general settings say.
+    const own = placeOf(team);
+    const lands = this.#placeOf(name, team);
+    let found: { place: string; owner: string } | undefined;
+    for (const p of this.#places) {
+      if (p.place.length <= own.length || !lands.startsWith(p.place)) continue;
+      if (found === undefined || p.place.length > found.place.length) found = p;
+    }
+    return found?.owner;
+  }
+
+  /** Where `name` lands under `team`'s scope: its key without a KV field (`object#field`). */
+  #placeOf(name: string, team: string | undefined): string {
+    const key = this.keyOf(name, team);
+    const field = key.indexOf("#");
+    return field === -1 ? key : key.slice(0, field);
+  }
+
+  /**
    * The configured prefixes `name` starts with on the store's keys. A store's keyOf maps a name a
    * character at a time (within fixed text around it): the name's first characters and the
    * prefix, each made a name by one more character, land on one key. Each prefix's key is found
@@ -737,6 +775,13 @@ export class SecretManager {
       throw new SecretsError(
         "invalid_request",
         `${name} is under ${other.owner} (${other.prefix}), not only under this event's own (${own}): an event changes only its own team's keys`,
+      );
+    }
+    const elsewhere = event !== undefined ? this.#placeOwner(name, event.team) : undefined;
+    if (elsewhere !== undefined) {
+      throw new SecretsError(
+        "invalid_request",
+        `${name} lands where ${elsewhere}'s virtual keys are kept in the store (a namespace, mount and path prefix of its own), not only where this event's own are: an event changes only its own team's keys`,
       );
     }
     if (!hosted && !virtualKey) {

@@ -2058,6 +2058,41 @@ describe("team settings (team_settings in config, team_id on events and reads)",
     await runtime.close();
   });
 
+  it("an event's key never lands where another scope's are kept: a team-less alias litellm/x is team a's x with its path_prefix litellm", async () => {
+    const fake = await startFake();
+    const { runtime } = await teamRuntime(
+      fake,
+      [
+        "general_settings:",
+        "  key_management_settings:",
+        "    access_mode: read_and_write",
+        "    store_virtual_keys: true",
+        "    team_settings:",
+        "      team-a:",
+        "        path_prefix: litellm", // LiteLLM's own placeholder
+        "",
+      ].join("\n"),
+    );
+    const at = new Date(Date.now() - 1000).toISOString();
+    const teamKey = value("team-a-key");
+    const teams = { id: "t1", type: "key.created", occurred_at: at, key_alias: "x", key: teamKey, team_id: "team-a" };
+    expect(await runtime.applyKeyEvent(teams)).toMatchObject({ status: "applied", names: { "litellm/x": "created" } });
+    // The same Vault secret (secret/data/litellm/litellm/x), reached from the general settings:
+    // refused, the team's key kept (overwritten before, silently).
+    const general = { id: "g1", type: "key.created", occurred_at: at, key_alias: "litellm/x", key: value("other") };
+    expect(await runtime.applyKeyEvent(general)).toMatchObject({ status: "refused", code: "invalid_request" });
+    expect(fake.requests.filter((r) => r.method === "POST" && r.url.includes("/data/")).map((r) => r.url)).toEqual([
+      "/v1/secret/data/litellm/litellm/x",
+    ]);
+    expect(
+      (await runtime.manager.store.get("litellm/x", { scope: { team: "team-a", pathPrefix: "litellm" } }))?.value,
+    ).toBe(teamKey);
+    // A general alias elsewhere is applied; so is the team's own under its place.
+    const elsewhere = { ...general, id: "g2", key_alias: "svc" };
+    expect(await runtime.applyKeyEvent(elsewhere)).toMatchObject({ status: "applied" });
+    await runtime.close();
+  });
+
   it("a team's KV field is trimmed of spaces, and a blank one is the store's own", async () => {
     const fake = await startFake();
     fake.seed("secret/DB", { key: "from-key", password: "from-password" });
