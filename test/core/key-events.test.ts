@@ -198,6 +198,29 @@ describe("key events: what is written where", () => {
     expect(await value("litellm/Team-A")).toBe("sk-newer-0123456789");
   });
 
+  it("on a store that maps names, a regeneration onto the key of a previous alias the store never held creates the new name; the previous one is absent", async () => {
+    const store = new MemoryStore({ mapName: (name) => name.replace(/[^0-9A-Za-z-]/g, "-").toLowerCase() });
+    const { runtime, read } = await setup({ store });
+    const regenerated = await runtime.applyKeyEvent(
+      event({
+        id: "evt-2",
+        type: "key.regenerated",
+        occurred_at: new Date(T0 + 1000).toISOString(),
+        key_alias: "team-a",
+        previous_key_alias: "team_a",
+        token_hash: OTHER_HASH,
+        previous_token_hash: HASH,
+        key: "sk-new-0123456789",
+      }),
+    );
+    expect(regenerated).toEqual({
+      id: "evt-2",
+      status: "applied",
+      names: { "litellm/team-a": "created", "litellm/team_a": "absent", [`litellm/virtual-key-${HASH}`]: "absent" },
+    });
+    expect(await read("litellm/team-a")).toBe("sk-new-0123456789");
+  });
+
   it("deleted with both an alias and a hash deletes both names", async () => {
     const { runtime, read } = await setup();
     await runtime.applyKeyEvent(event({ key_alias: "both", key: "sk-a-0123456789" }));

@@ -58,6 +58,80 @@ describe("SecretCache", () => {
     expect(loads).toBe(2);
   });
 
+  it("with fields, a failed change (expire) and a change behind our back (forget) reach the object's other keys, values and not-founds", async () => {
+    const { now } = clock();
+    const fields = () => new SecretCache({ ttlMs: 60_000, maxStaleMs: 0, now, fields: true });
+    let loads = 0;
+    const reload = (key: string) => async () => `${key} again (${++loads})`;
+    const held = async (cache: SecretCache) => {
+      for (const key of ["p", "p#a"]) await cache.get(key, async () => `value of ${key}`);
+      await cache.get("p#b", async () => undefined); // not found
+    };
+    // A write of field a failed, and may have landed: it replaced the object, every field of it.
+    const expired = fields();
+    await held(expired);
+    expired.expire("p#a");
+    expect(await expired.get("p", reload("p"))).toEqual({ value: "p again (1)", stale: false });
+    expect(await expired.get("p#b", reload("p#b"))).toEqual({ value: "p#b again (2)", stale: false });
+    // The object changed behind our back: its fields are read again, a field not found before too.
+    const forgotten = fields();
+    await held(forgotten);
+    forgotten.forget("p");
+    expect(await forgotten.get("p#a", reload("p#a"))).toEqual({ value: "p#a again (3)", stale: false });
+    expect(await forgotten.get("p#b", reload("p#b"))).toEqual({ value: "p#b again (4)", stale: false });
+    expect(loads).toBe(4);
+  });
+
+  it("with fields, a field's load under way across a change of its object never stores what it read before", async () => {
+    const changes: [string, (cache: SecretCache) => void][] = [
+      ["set", (cache) => cache.set("p", "written")],
+      ["setMissing", (cache) => cache.setMissing("p")],
+      ["expire", (cache) => cache.expire("p")],
+      ["forget", (cache) => cache.forget("p")],
+    ];
+    for (const [what, change] of changes) {
+      const cache = new SecretCache({ ttlMs: 60_000, maxStaleMs: 0, fields: true });
+      const gate = deferred();
+      const slow = cache.get("p#a", async () => {
+        await gate.promise;
+        return "before the change";
+      });
+      change(cache);
+      gate.release();
+      expect((await slow).value, what).toBe("before the change"); // that read started before the change
+      expect(await cache.get("p#a", async () => "after the change"), what).toEqual({
+        value: "after the change",
+        stale: false,
+      });
+    }
+  });
+
+  it("with fields, a field only written (never read) is reached by a change of its object", async () => {
+    const cache = new SecretCache({ ttlMs: 60_000, maxStaleMs: 0, fields: true });
+    cache.set("p#a", "written to field a");
+    cache.set("p", "written to the object"); // replaced it whole: field a is no more
+    expect(await cache.get("p#a", async () => undefined)).toEqual({ value: undefined, stale: false });
+  });
+
+  it("with fields, a field's not-found pushed out of its budget while a refresh of it is under way is still reached by a change of its object", async () => {
+    const cache = new SecretCache({ ttlMs: 60_000, maxStaleMs: 0, fields: true, maxNotFound: 1 });
+    await cache.get("p#a", async () => undefined);
+    const gate = deferred();
+    const refreshing = cache.get(
+      "p#a",
+      async () => {
+        await gate.promise;
+        return "before the write";
+      },
+      true,
+    );
+    await cache.get("q", async () => undefined); // the newer not-found: p#a's leaves the budget
+    cache.set("p", "written");
+    gate.release();
+    expect((await refreshing).value).toBe("before the write");
+    expect(await cache.get("p#a", async () => "after the write")).toEqual({ value: "after the write", stale: false });
+  });
+
   it("answers from the cache until the refresh interval ends", async () => {
     const { c, now } = clock();
     const cache = new SecretCache({ ttlMs: 60_000, maxStaleMs: 0, now });

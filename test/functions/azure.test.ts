@@ -329,6 +329,9 @@ describe("the HTTP adapter", () => {
     expect(res.status).toBe(502);
     expect(JSON.parse(Buffer.from(res.body as Uint8Array).toString("utf8")).error.code).toBe("upstream_unavailable");
     expect(logs.map((l) => JSON.parse(l).msg)).toContain("upstream answer cut");
+    // Counted as the app counts its own errors (llm_secrets_errors_total): the app had answered 200.
+    const { metrics } = await handlers.runtime();
+    expect(metrics.count("llm_secrets_errors_total", { store: "memory", code: "upstream_unavailable" })).toBe(1);
   });
 
   it("hands a PUT body through byte for byte", async () => {

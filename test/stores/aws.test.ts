@@ -972,6 +972,52 @@ describe("aws_secret_manager over the wire", () => {
     client.destroy();
   });
 
+  it("a write over a name scheduled for deletion is made anew where AWS lists no versions of a scheduled secret: the creation description and tags", async () => {
+    const fake = await aws();
+    const hooked = hookedClient(log);
+    const { client } = hooked;
+    // DescribeSecret "only returns fields that have a value": a scheduled secret may come without VersionIdsToStages.
+    hooked.hook = async (command, send) => {
+      const out = (await send(command)) as Record<string, unknown>;
+      if (command instanceof sdk.DescribeSecretCommand && out.DeletedDate !== undefined) delete out.VersionIdsToStages;
+      return out;
+    };
+    const store = new AwsSecretsManagerStore({ sdk, client, log });
+    await store.put("N", value("old"), { meta: { description: "old", tags: { old: "1" } } });
+    expect(await store.delete("N")).toBe("deleted");
+    const meta = { whenCreated: { description: "virtual key", tags: { team: "a" } } };
+    expect(await store.put("N", value("new"), { meta })).toBe("created");
+    const secret = fake.secrets.get("N");
+    expect(secret?.description).toBe("virtual key");
+    expect(Object.fromEntries([...(secret?.tags ?? [])].filter(([k]) => !k.startsWith("llm-secrets:")))).toEqual({
+      team: "a",
+    });
+    client.destroy();
+  });
+
+  it("a write over a name another writer re-created after our delete (LiteLLM's create-or-restore) is a write over a live secret: the creation defaults unused", async () => {
+    const fake = await aws();
+    const store = await open();
+    const raw = fakeClient(log);
+    await store.put("litellm/svc", value("deleted"), { meta: { description: "kept", tags: { team: "a" } } });
+    expect(await store.delete("litellm/svc")).toBe("deleted");
+    await raw.send(new sdk.RestoreSecretCommand({ SecretId: "litellm/svc" }));
+    await raw.send(
+      new sdk.UpdateSecretCommand({
+        SecretId: "litellm/svc",
+        SecretString: value("theirs"),
+        ClientRequestToken: randomUUID(),
+      }),
+    );
+    const meta = { whenCreated: { description: "virtual key", tags: { team: "b" } } };
+    expect(await store.put("litellm/svc", value("mine"), { meta })).toBe("updated");
+    const secret = fake.secrets.get("litellm/svc");
+    expect(secret?.description).toBe("kept");
+    expect(secret?.tags.get("team")).toBe("a");
+    raw.destroy();
+    await store.close?.();
+  });
+
   it("given tags replace the secret's but AWS's own (aws:), which no caller may remove", async () => {
     const fake = await aws();
     const store = await open();

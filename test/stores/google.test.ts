@@ -195,6 +195,22 @@ describe("google_secret_manager over gRPC", () => {
     await store.close?.();
   });
 
+  it("a write that replaces another name on its id (a key event's rename: PutOptions.replaces) takes the secret over; only that name", async () => {
+    const fake = await google();
+    const store = await open();
+    const secret = () => fake.secrets.get(`projects/${fake.project}/secrets/team-a`);
+    await store.put("team.a", value("old"), { ifNewerThan: { at: 1_000, id: "e1" }, adopt: false });
+    const other = { ifNewerThan: { at: 2_000, id: "e2" }, adopt: false, replaces: "team.b" };
+    expect(await codeOf(store.put("team-a", value("other"), other))).toBe("name_conflict");
+    const renamed = value("renamed");
+    const rename = { ifNewerThan: { at: 2_000, id: "e2" }, adopt: false, replaces: "team.a" };
+    expect(await store.put("team-a", renamed, rename)).toBe("updated");
+    expect(secret()?.annotations["llm-secrets.name"]).toBe("team-a");
+    expect(await store.get("team.a")).toBeUndefined();
+    expect((await store.get("team-a"))?.value).toBe(renamed);
+    await store.close?.();
+  });
+
   it("records in annotations Google takes (keys without /), kept under 16 KiB: beyond, refused before any write", async () => {
     const fake = await google();
     const store = await open();
@@ -728,6 +744,28 @@ describe("google_secret_manager tombstones given a value by another writer (gclo
     await store.close?.();
   });
 
+  it("a version another writer added, then disabled (a key rolled back), is no value: the name is still deleted, its delete's event finishes it, a write creates it", async () => {
+    const fake = await google();
+    const store = await open();
+    const path = `projects/${fake.project}/secrets/K`;
+    const secret = () => fake.secrets.get(path);
+    await store.put("K", value("one"), { ifNewerThan: { at: 1_000, id: "e1" } });
+    fake.fail(1, "denied", "DestroySecretVersion");
+    const event = { ifNewerThan: { at: 2_000, id: "e2" } };
+    expect(await codeOf(store.delete("K", event))).toBe("backend_denied");
+    await gcloudAdd(fake, "K", value("gcloud"));
+    fake.disableVersion(path, 2);
+    expect(await store.get("K")).toBeUndefined();
+    // Its event again destroys what the delete saw; nothing is left that reads as a value: deleted.
+    expect(await store.delete("K", event)).toBe("deleted");
+    expect(secret()?.versions.map((x) => x.state)).toEqual(["DESTROYED", "DISABLED"]);
+    // A write over it makes the name anew.
+    const mine = value("mine");
+    expect(await store.put("K", mine, { ifNewerThan: { at: 3_000, id: "e3" } })).toBe("created");
+    expect((await store.get("K"))?.value).toBe(mine);
+    await store.close?.();
+  });
+
   it("a tombstone of an earlier build (no deleted-through) still reads as deleted, a version added since too", async () => {
     const fake = await google();
     const store = await open();
@@ -812,6 +850,23 @@ describe("google_secret_manager changes answered late, or met by another's", () 
       const options = event ? { ifNewerThan: { at: Date.now() + 1, id: "d1" } } : {};
       expect(await store.delete(name, options), method).toBe("deleted");
       expect(fake.secrets.has(`projects/${fake.project}/secrets/${name}`), method).toBe(false);
+      await store.close();
+    }
+    await other.close();
+  });
+
+  it("a tombstone another instance purged between its look and the list of its versions (NOT_FOUND) is no secret: a delete is absent", async () => {
+    const fake = await google();
+    const other = storeOf(fake, { purge: true }); // another instance
+    for (const event of [false, true]) {
+      const name = `PURGED_${event}`;
+      await other.put(name, value(name));
+      await storeOf(fake).delete(name); // a tombstone, with the versions its delete saw
+      const raced = racedClient(fake, "listSecretVersions");
+      raced.next = () => other.delete(name);
+      const store = storeOf(fake, { client: raced.client });
+      const options = event ? { ifNewerThan: { at: Date.now() + 1, id: "d1" } } : {};
+      expect(await store.delete(name, options), `event: ${event}`).toBe("absent");
       await store.close();
     }
     await other.close();
