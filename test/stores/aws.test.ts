@@ -950,14 +950,7 @@ describe("aws_secret_manager over the wire", () => {
 
   it("a newer delete over a name already scheduled names the deleted value's version, read once restored where AWS lists no versions of a scheduled secret", async () => {
     const fake = await aws();
-    const hooked = hookedClient(log);
-    const { client } = hooked;
-    // DescribeSecret "only returns fields that have a value": a scheduled secret may come without VersionIdsToStages.
-    hooked.hook = async (command, send) => {
-      const out = (await send(command)) as Record<string, unknown>;
-      if (command instanceof sdk.DescribeSecretCommand && out.DeletedDate !== undefined) delete out.VersionIdsToStages;
-      return out;
-    };
+    const client = clientListingNoVersionsOfScheduled();
     const store = new AwsSecretsManagerStore({ sdk, client, log });
     await store.put("S", value("deleted"), { ifNewerThan: { at: 1_000, id: "e1" } });
     const deleted = (await store.get("S"))?.version;
@@ -974,14 +967,7 @@ describe("aws_secret_manager over the wire", () => {
 
   it("a write over a name scheduled for deletion is made anew where AWS lists no versions of a scheduled secret: the creation description and tags", async () => {
     const fake = await aws();
-    const hooked = hookedClient(log);
-    const { client } = hooked;
-    // DescribeSecret "only returns fields that have a value": a scheduled secret may come without VersionIdsToStages.
-    hooked.hook = async (command, send) => {
-      const out = (await send(command)) as Record<string, unknown>;
-      if (command instanceof sdk.DescribeSecretCommand && out.DeletedDate !== undefined) delete out.VersionIdsToStages;
-      return out;
-    };
+    const client = clientListingNoVersionsOfScheduled();
     const store = new AwsSecretsManagerStore({ sdk, client, log });
     await store.put("N", value("old"), { meta: { description: "old", tags: { old: "1" } } });
     expect(await store.delete("N")).toBe("deleted");
@@ -1870,3 +1856,17 @@ describe("outbound TLS settings reach the AWS SDK", () => {
     await unchecked.close?.();
   });
 });
+
+/**
+ * A client whose DescribeSecret leaves out a scheduled secret's VersionIdsToStages, as AWS may:
+ * it "only returns fields that have a value".
+ */
+function clientListingNoVersionsOfScheduled() {
+  const hooked = hookedClient(log);
+  hooked.hook = async (command, send) => {
+    const out = (await send(command)) as Record<string, unknown>;
+    if (command instanceof sdk.DescribeSecretCommand && out.DeletedDate !== undefined) delete out.VersionIdsToStages;
+    return out;
+  };
+  return hooked.client;
+}
