@@ -784,12 +784,17 @@ export class SecretManager {
         `${name} lands where ${elsewhere}'s virtual keys are kept in the store (a namespace, mount and path prefix of its own), not only where this event's own are: an event changes only its own team's keys`,
       );
     }
-    if (!hosted && !virtualKey) {
+    // A direct write or delete allowed only as a virtual key: never where another scope keeps its
+    // own (on Vault, a general `litellm/litellm/x` is team a's `x` with its path_prefix `litellm`).
+    const placed = event === undefined && !hosted && virtualKey ? this.#placeOwner(name, undefined) : undefined;
+    if (!hosted && (!virtualKey || placed !== undefined)) {
       throw new AccessDenied(
         "not_hosted",
-        other === undefined
-          ? `${name} is not in hosted_keys`
-          : `${name} is not in hosted_keys, and is under ${other.owner} (${other.prefix})`,
+        placed !== undefined
+          ? `${name} is not in hosted_keys, and lands where ${placed}'s virtual keys are kept in the store`
+          : other === undefined
+            ? `${name} is not in hosted_keys`
+            : `${name} is not in hosted_keys, and is under ${other.owner} (${other.prefix})`,
       );
     }
     // A name under any virtual-key prefix (the general one or a team's) is a virtual key unless the

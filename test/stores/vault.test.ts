@@ -2093,6 +2093,50 @@ describe("team settings (team_settings in config, team_id on events and reads)",
     await runtime.close();
   });
 
+  it("with hosted_keys, a direct write or delete allowed only as a virtual key never lands where another scope keeps its keys", async () => {
+    const fake = await startFake();
+    const { runtime, masterKey } = await teamRuntime(
+      fake,
+      [
+        "general_settings:",
+        "  key_management_settings:",
+        "    access_mode: read_and_write",
+        "    store_virtual_keys: true",
+        "    hosted_keys: [OPENAI_API_KEY]",
+        "    team_settings:",
+        "      team-a:",
+        "        path_prefix: litellm",
+        "",
+      ].join("\n"),
+    );
+    const at = new Date(Date.now() - 1000).toISOString();
+    const teamKey = value("team-a-key");
+    const teams = { id: "t1", type: "key.created", occurred_at: at, key_alias: "x", key: teamKey, team_id: "team-a" };
+    expect(await runtime.applyKeyEvent(teams)).toMatchObject({ status: "applied" });
+    const send = (method: string, path: string, body?: unknown) =>
+      runtime.fetch(
+        new Request(`http://localhost${path}`, {
+          method,
+          headers: { authorization: `Bearer ${masterKey}`, "content-type": "application/json" },
+          ...(body !== undefined && { body: JSON.stringify(body) }),
+        }),
+        { path },
+      );
+    // A gateway's PUT of litellm/<alias> for a team-less alias litellm/x: team a's x in Vault.
+    for (const res of [
+      await send("PUT", "/v1/secrets/litellm/litellm/x", { value: value("other") }),
+      await send("DELETE", "/v1/secrets/litellm/litellm/x"),
+    ]) {
+      expect(res.status).toBe(403);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe("not_hosted");
+    }
+    const scope = { team: "team-a", pathPrefix: "litellm" };
+    expect((await runtime.manager.store.get("litellm/x", { scope }))?.value).toBe(teamKey);
+    // Elsewhere under the general prefix, a direct write is a virtual key's as before.
+    expect((await send("PUT", "/v1/secrets/litellm/svc", { value: value("svc") })).status).toBe(201);
+    await runtime.close();
+  });
+
   it("a team's KV field is trimmed of spaces, and a blank one is the store's own", async () => {
     const fake = await startFake();
     fake.seed("secret/DB", { key: "from-key", password: "from-password" });
