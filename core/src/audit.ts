@@ -24,6 +24,8 @@
  *   queue messages.
  * - `name`: the secret's name as asked for, clipped to 256 characters (a list's prefix); absent
  *   for resolve and decrypt, which touch many names or none, and for key events (`names`).
+ * - `replaces`: a write's previous name (`PUT`'s body), clipped as a name: the name its rename ends
+ *   (when the store keeps both on one secret), or that was tried, refused ones included.
  * - `team`: the `team_id` a read asked for (`?team_id=`: with a team's settings, a Vault namespace,
  *   mount or field, the same name is another secret), or a key event's; past 256 characters
  *   clipped and ended with `…`. Absent without one.
@@ -44,6 +46,8 @@ export type AuditAction = "read" | "write" | "delete" | "list" | "resolve" | "de
 export interface AuditEntry {
   action: AuditAction;
   name?: string;
+  /** A write's previous name (`PUT`'s `replaces`: the name a rename ends), clipped. */
+  replaces?: string;
   /** A key event's names, each with what became of it (`created`, `deleted`, `absent`, ...), each clipped. */
   names?: readonly (readonly [name: string, outcome: string])[];
   /** A key event's id as sent, clipped. */
@@ -82,6 +86,7 @@ export function createAudit(write: (line: string) => void, options: { severity?:
     }
     const eventId = entry.eventId === undefined ? "" : `,"event_id":${JSON.stringify(entry.eventId)}`;
     const name = entry.name === undefined ? "" : `,"name":${JSON.stringify(entry.name)}`;
+    const replaces = entry.replaces === undefined ? "" : `,"replaces":${JSON.stringify(entry.replaces)}`;
     const names = entry.names === undefined ? "" : `,"names":${namesObject(entry.names)}`;
     const team = entry.team === undefined ? "" : `,"team":${JSON.stringify(entry.team)}`;
     const took = entry.ms === undefined ? "" : `,"ms":${entry.ms}`;
@@ -90,7 +95,7 @@ export function createAudit(write: (line: string) => void, options: { severity?:
     // A plain address (plainAddress): as it is.
     const source = entry.source === undefined ? "" : `,"source":"${entry.source}"`;
     write(
-      `${head}${lastTime}","audit":"${entry.action}"${eventId}${name}${names}${team},"outcome":"${entry.outcome}","request_id":"${entry.requestId}"${client},"caller":"${entry.caller}"${source}${took}}\n`,
+      `${head}${lastTime}","audit":"${entry.action}"${eventId}${name}${replaces}${names}${team},"outcome":"${entry.outcome}","request_id":"${entry.requestId}"${client},"caller":"${entry.caller}"${source}${took}}\n`,
     );
   };
 }

@@ -25,7 +25,7 @@ async function azureMapped(config = CONFIG) {
 
 describe("PUT with replaces: the name a regeneration renames", () => {
   it("takes over the old name's secret on the same backend key: the new name served, the old one not found, its delete 409", async () => {
-    const { put, get, codeOf, request, store, logs } = await azureMapped();
+    const { put, get, codeOf, request, store, logs, audits } = await azureMapped();
     const [provider, other, oldKey, newKey] = [
       secretValue("openai"),
       secretValue("other"),
@@ -38,9 +38,14 @@ describe("PUT with replaces: the name a regeneration renames", () => {
     // Without replaces, the same secret holds the old name: a conflict, as before.
     expect(await codeOf(await put("litellm/team-a", { value: newKey }))).toEqual([409, "name_conflict"]);
 
+    audits.length = 0;
     const renamed = await put("litellm/team-a", { value: newKey, replaces: "litellm/team_a" });
     expect(renamed.status).toBe(200);
     expect(await renamed.json()).toEqual({ name: "litellm/team-a", created: false });
+    // Its audit line names the name the rename ended (the plain write's said nothing of it).
+    expect(audits.map((l) => JSON.parse(l))).toEqual([
+      expect.objectContaining({ audit: "write", name: "litellm/team-a", replaces: "litellm/team_a", outcome: "ok" }),
+    ]);
     expect(await get("litellm/team-a")).toBe(newKey);
     expect(await get("litellm/team_a")).toBe(404);
     expect(await get("litellm/team_a", "?refresh=true")).toBe(404);

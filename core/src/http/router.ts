@@ -88,7 +88,8 @@ export type AppEnv = {
    * `code`: the error code of the answer, set where an error became it (for the request's log line);
    * `requestId`: the request's id, once an audit line gave it one (its log line gives the same);
    * `authenticated`: admission accepted the master key the caller presented (auth.ts's check,
-   * which knows it, sets it; absent on a path that needs no key).
+   * which knows it, sets it; absent on a path that needs no key); `replaces`: the previous name a
+   * write's body named (`PUT`'s `replaces`), for its audit line.
    */
   Bindings: {
     raw?: RawRequest;
@@ -98,6 +99,7 @@ export type AppEnv = {
     code?: string;
     requestId?: string;
     authenticated?: boolean;
+    replaces?: string;
   };
 };
 
@@ -344,9 +346,11 @@ function auditEntry(c: Ctx, spec: AuditSpec, outcome: string): AuditEntry {
   const [requestId, caller] = requestAndCaller(c);
   const clientRequestId = clientRequestIdFor(c.env, c.req.raw);
   const source = plainAddress(c.env?.raw?.source);
+  const replaces = c.env?.replaces;
   return {
     action: spec.action,
     name,
+    ...(replaces !== undefined && { replaces: clipped(replaces) }),
     ...(team !== undefined && team !== "" && { team: clipped(team) }),
     outcome,
     requestId,

@@ -94,6 +94,8 @@ export function secretRoutes(router: Router, manager: SecretManager): void {
     },
     async (c, { body }) => {
       const meta = { description: body.description, tags: body.tags };
+      // Its audit line names it: a rename ends that name, as its delete would (refused, what was tried).
+      if (body.replaces !== undefined) c.env.replaces = body.replaces;
       const { name, created } = await manager.put(secretName(c), body.value, meta, undefined, {
         ...(body.replaces !== undefined && { replaces: body.replaces }),
       });
