@@ -440,7 +440,8 @@ class LLMSecretsManager(CustomSecretManager):
         """
         A PUT. A name spelled as a token hash's is refused unless the value is that key. ``replaces``
         (a rotation's old name) is sent with it; refused (``REPLACES_REFUSED``), the PUT is sent again
-        without it.
+        without it, and, refused then as a name conflict (a newer server, in a rolling upgrade), once
+        more with it.
         """
         body = _write_body(secret_value, description, tags)
         path = _path(secret_name)
@@ -449,6 +450,12 @@ class LLMSecretsManager(CustomSecretManager):
         response = await self._async_send("PUT", path, json=sent, timeout=_timeout(timeout))
         if replaces is not None and response.status_code in REPLACES_REFUSED:
             response = await self._async_send("PUT", path, json=body, timeout=_timeout(timeout))
+            # During a rolling upgrade of the servers, the first PUT may have met an older one (400
+            # for the field) and this one a newer one, which without ``replaces`` cannot see the
+            # rename (409 name_conflict): once more with it, rather than delete the old name after
+            # a failed write, which would delete the one secret both names are.
+            if response.status_code == 409 and _failure(response).code == "name_conflict":
+                response = await self._async_send("PUT", path, json=sent, timeout=_timeout(timeout))
         if response.status_code not in (200, 201):
             raise _failure(response)
         return _answer(response)

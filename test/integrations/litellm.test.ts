@@ -614,6 +614,22 @@ describe.skipIf(!PYTHON)("LLMSecretsManager, LiteLLM's custom secret manager on 
     ]);
   });
 
+  it("a regeneration during a rolling upgrade of the servers (an older one refuses replaces, a newer one needs it) is the rename: the new key kept", async () => {
+    const { out } = await drive(python, dir, "rolling_upgrade", {
+      LLM_SECRETS_URL: "http://127.0.0.1:1",
+      LLM_SECRETS_API_KEY: newKey(),
+      VIRTUAL_KEY_VALUE: secretValue("rotated"),
+    });
+    expect(out.rotate).toMatchObject({ ok: { name: "litellm/b", created: false } });
+    // Before: the write raised 409 and the old name's delete was sent: the one secret both names are.
+    expect(out.calls).toEqual([
+      ["PUT", ["replaces", "value"]],
+      ["PUT", ["value"]],
+      ["PUT", ["replaces", "value"]],
+      ["DELETE", "/v1/secrets/litellm/a"],
+    ]);
+  });
+
   it("a key the server refuses (409 name_conflict, 403 not_hosted, 400 invalid_name) is not stored: the class raises the status and code, LiteLLM warns once, with no key", async () => {
     const { fake, server, masterKey } = await serveAzure();
     const k = (label: string) => `sk-${secretValue(label)}`;

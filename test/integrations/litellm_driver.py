@@ -20,6 +20,9 @@ Then:
 - `retry`: a write, then a sync read, against a server that answers each 503 with Retry-After once.
 - `older_server`: a rotation to a new name against a server that refuses `replaces` in a PUT's body
   (an older one: its body schema refuses unknown keys), recording each call.
+- `rolling_upgrade`: the same rotation against servers half upgraded: the first PUT meets an older
+  one (400 for `replaces`), the next ones a newer one, on which the two names are one secret (409
+  name_conflict without `replaces`, the rename with it); recording each call.
 - `hooks`: LiteLLM's key hooks (KeyManagementEventHooks) around the class, the steps from `STEPS`
   (JSON): `["gen", alias, key]` a key generated, `["rot", old, new, key]` regenerated, `["del", alias]`
   deleted, each name under the prefix; a generate or regenerate that raises is one WARNING on the
@@ -267,6 +270,41 @@ elif scenario == "older_server":
     step("rotate", run(rotate))
     out["calls"] = calls
     older.shutdown()
+elif scenario == "rolling_upgrade":
+    import http.server
+
+    calls = []
+
+    class Rolling(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self):  # noqa: N802 (http.server's name)
+            body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
+            calls.append(["PUT", sorted(body)])
+            if len(calls) == 1:  # an older server
+                self.answer(400, b'{"error":{"code":"invalid_request","message":"Unrecognized key: \\"replaces\\""}}')
+            elif "replaces" not in body:  # a newer one: the secret holds the old name
+                self.answer(409, b'{"error":{"code":"name_conflict","message":"litellm/b maps to another name"}}')
+            else:
+                self.answer(200, b'{"name":"litellm/b","created":false}')
+
+        def do_DELETE(self):  # noqa: N802 (http.server's name)
+            calls.append(["DELETE", self.path])
+            self.answer(409, b'{"error":{"code":"name_conflict","message":"litellm/a maps to another name"}}')
+
+        def answer(self, status, body):
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    rolling, rotating = local_server(Rolling)
+
+    async def rotate():
+        return await rotating.async_rotate_secret(f"{prefix}a", f"{prefix}b", os.environ["VIRTUAL_KEY_VALUE"])
+
+    step("rotate", run(rotate))
+    out["calls"] = calls
+    rolling.shutdown()
 elif scenario == "hooks":
     records = []
 
