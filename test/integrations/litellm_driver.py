@@ -237,23 +237,34 @@ elif scenario == "retry":
     step("sync_read", lambda: retrying.sync_read_secret("OPENAI_API_KEY"))
     out["calls"] = calls
     flaky.shutdown()
-elif scenario == "older_server":
+elif scenario in ("older_server", "rolling_upgrade"):
     import http.server
 
     calls = []
+    UNKNOWN_KEY = b'{"error":{"code":"invalid_request","message":"Unrecognized key: \\"replaces\\""}}'
+    CONFLICT = b'{"error":{"code":"name_conflict","message":"the name maps to the secret of another name"}}'
 
-    class Older(http.server.BaseHTTPRequestHandler):
+    def older(body):
+        # Its body schema refuses unknown keys.
+        return (400, UNKNOWN_KEY) if "replaces" in body else (201, b'{"name":"litellm/b","created":true}')
+
+    def rolling(body):
+        # The first PUT meets an older server; the next ones a newer one, on which the two names are one secret.
+        if len(calls) == 1:
+            return 400, UNKNOWN_KEY
+        return (200, b'{"name":"litellm/b","created":false}') if "replaces" in body else (409, CONFLICT)
+
+    put_answer, delete_answer = (older, (204, b"")) if scenario == "older_server" else (rolling, (409, CONFLICT))
+
+    class Recording(http.server.BaseHTTPRequestHandler):
         def do_PUT(self):  # noqa: N802 (http.server's name)
             body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
             calls.append(["PUT", sorted(body)])
-            if "replaces" in body:
-                self.answer(400, b'{"error":{"code":"invalid_request","message":"Unrecognized key: \\"replaces\\""}}')
-            else:
-                self.answer(201, b'{"name":"litellm/b","created":true}')
+            self.answer(*put_answer(body))
 
         def do_DELETE(self):  # noqa: N802 (http.server's name)
             calls.append(["DELETE", self.path])
-            self.answer(204, b"")
+            self.answer(*delete_answer)
 
         def answer(self, status, body):
             self.send_response(status)
@@ -262,49 +273,14 @@ elif scenario == "older_server":
             self.end_headers()
             self.wfile.write(body)
 
-    older, rotating = local_server(Older)
+    recording, rotating = local_server(Recording)
 
     async def rotate():
         return await rotating.async_rotate_secret(f"{prefix}a", f"{prefix}b", os.environ["VIRTUAL_KEY_VALUE"])
 
     step("rotate", run(rotate))
     out["calls"] = calls
-    older.shutdown()
-elif scenario == "rolling_upgrade":
-    import http.server
-
-    calls = []
-
-    class Rolling(http.server.BaseHTTPRequestHandler):
-        def do_PUT(self):  # noqa: N802 (http.server's name)
-            body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
-            calls.append(["PUT", sorted(body)])
-            if len(calls) == 1:  # an older server
-                self.answer(400, b'{"error":{"code":"invalid_request","message":"Unrecognized key: \\"replaces\\""}}')
-            elif "replaces" not in body:  # a newer one: the secret holds the old name
-                self.answer(409, b'{"error":{"code":"name_conflict","message":"litellm/b maps to another name"}}')
-            else:
-                self.answer(200, b'{"name":"litellm/b","created":false}')
-
-        def do_DELETE(self):  # noqa: N802 (http.server's name)
-            calls.append(["DELETE", self.path])
-            self.answer(409, b'{"error":{"code":"name_conflict","message":"litellm/a maps to another name"}}')
-
-        def answer(self, status, body):
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    rolling, rotating = local_server(Rolling)
-
-    async def rotate():
-        return await rotating.async_rotate_secret(f"{prefix}a", f"{prefix}b", os.environ["VIRTUAL_KEY_VALUE"])
-
-    step("rotate", run(rotate))
-    out["calls"] = calls
-    rolling.shutdown()
+    recording.shutdown()
 elif scenario == "hooks":
     records = []
 
