@@ -250,10 +250,9 @@ export class SecretCache {
     this.#loads.delete(key);
   }
 
-  /** The backend object `key` is a field of (what precedes its first `#`, with `fields`), else `key` itself: see the header. */
+  /** The backend object `key` is a field of (with `fields`), else `key` itself: see the header. */
   #objectOf(key: string): string {
-    const at = this.#options.fields === true ? key.indexOf("#") : -1;
-    return at === -1 ? key : key.slice(0, at);
+    return this.#options.fields === true ? objectOfKey(key) : key;
   }
 
   /** Nothing is held or loading for `key` from now on. */
@@ -428,6 +427,12 @@ export class SecretCache {
   #open(entry: Entry): string | undefined {
     return entry.sealed === undefined ? undefined : this.#box.open(entry.sealed);
   }
+}
+
+/** The backend object of a key `object#field` (what precedes its first `#`), else the key itself: see the header. */
+export function objectOfKey(key: string): string {
+  const at = key.indexOf("#");
+  return at === -1 ? key : key.slice(0, at);
 }
 
 /**

@@ -14,7 +14,7 @@ import type { Logger } from "./log";
 import type { Labels, Metrics } from "./metrics";
 import { TOKEN_HASH_NAME, validateName } from "./names";
 import { collectRefs, envRefValue, REF_PREFIX, replaceRefs, scanRefs } from "./refs";
-import { type CacheRead, SecretCache } from "./secret-cache";
+import { type CacheRead, objectOfKey, SecretCache } from "./secret-cache";
 import type {
   ChangeStamp,
   DeleteOutcome,
@@ -640,9 +640,7 @@ export class SecretManager {
 
   /** Where `name` lands under `team`'s scope: its key without a KV field (`object#field`). */
   #placeOf(name: string, team: string | undefined): string {
-    const key = this.keyOf(name, team);
-    const field = key.indexOf("#");
-    return field === -1 ? key : key.slice(0, field);
+    return objectOfKey(this.keyOf(name, team));
   }
 
   /**

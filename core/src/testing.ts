@@ -452,9 +452,13 @@ export function storeConformance(target: ConformanceTarget): void {
 
       it("a write that replaces the name on its key takes the secret over: a rename", async () => {
         const store = await target.open();
-        await store.put(a, "first");
+        await store.put(a, "first", { ifNewerThan: { at: 1_000, id: "e1" }, adopt: false });
+        // Only the name the secret holds is taken over: replacing another is still the conflict.
+        const other = { ifNewerThan: { at: 2_000, id: "e2" }, adopt: false, replaces: `${a}-other` };
+        expect(await codeOf(store.put(b, "other", other))).toBe("name_conflict");
         // A key event's regeneration from alias `a` to `b` (PutOptions.replaces).
-        expect(await store.put(b, "second", { replaces: a })).toBe("updated");
+        const rename = { ifNewerThan: { at: 2_000, id: "e2" }, adopt: false, replaces: a };
+        expect(await store.put(b, "second", rename)).toBe("updated");
         expect((await store.get(b))?.value).toBe("second");
         expect(await store.get(a)).toBeUndefined();
         // The secret is b's now: a write of a is the conflict, and b's own delete deletes it.

@@ -189,20 +189,6 @@ describe("azure_key_vault over the wire", () => {
     expect((await store.get("AZURE_API_KEY"))?.value).toBe(v);
   });
 
-  it("a write that replaces another name on its key (a key event's rename: PutOptions.replaces) takes the secret over; only that name", async () => {
-    const fake = await azure();
-    const store = await open();
-    await store.put("litellm/team_a", value("old"), { ifNewerThan: { at: 1_000, id: "e1" }, adopt: false });
-    const other = { ifNewerThan: { at: 2_000, id: "e2" }, adopt: false, replaces: "litellm/team_b" };
-    expect(await codeOf(store.put("litellm/team-a", value("other"), other))).toBe("name_conflict");
-    const renamed = value("renamed");
-    const rename = { ifNewerThan: { at: 2_000, id: "e2" }, adopt: false, replaces: "litellm/team_a" };
-    expect(await store.put("litellm/team-a", renamed, rename)).toBe("updated");
-    expect(tagsOf(fake, "litellm-team-a")?.["llm-secrets:name"]).toBe("litellm/team-a");
-    expect(await store.get("litellm/team_a")).toBeUndefined();
-    expect((await store.get("litellm/team-a"))?.value).toBe(renamed);
-  });
-
   it("lists a page a call (GET /secrets?maxresults=N, nextLink as the cursor): names as written, deleted and disabled left out", async () => {
     const fake = await azure();
     const store = await open();

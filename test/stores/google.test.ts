@@ -195,22 +195,6 @@ describe("google_secret_manager over gRPC", () => {
     await store.close?.();
   });
 
-  it("a write that replaces another name on its id (a key event's rename: PutOptions.replaces) takes the secret over; only that name", async () => {
-    const fake = await google();
-    const store = await open();
-    const secret = () => fake.secrets.get(`projects/${fake.project}/secrets/team-a`);
-    await store.put("team.a", value("old"), { ifNewerThan: { at: 1_000, id: "e1" }, adopt: false });
-    const other = { ifNewerThan: { at: 2_000, id: "e2" }, adopt: false, replaces: "team.b" };
-    expect(await codeOf(store.put("team-a", value("other"), other))).toBe("name_conflict");
-    const renamed = value("renamed");
-    const rename = { ifNewerThan: { at: 2_000, id: "e2" }, adopt: false, replaces: "team.a" };
-    expect(await store.put("team-a", renamed, rename)).toBe("updated");
-    expect(secret()?.annotations["llm-secrets.name"]).toBe("team-a");
-    expect(await store.get("team.a")).toBeUndefined();
-    expect((await store.get("team-a"))?.value).toBe(renamed);
-    await store.close?.();
-  });
-
   it("records in annotations Google takes (keys without /), kept under 16 KiB: beyond, refused before any write", async () => {
     const fake = await google();
     const store = await open();
