@@ -3,6 +3,7 @@
  * there is deliberately no way to log a request or response body.
  */
 import type { Writable } from "node:stream";
+import { atTurnEnd } from "./turn-end";
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
 export type LogFields = Record<string, string | number | boolean | undefined>;
@@ -23,8 +24,9 @@ export const MAX_UNWRITTEN_BYTES = 8 * 1024 * 1024;
 
 /**
  * A writer that gathers the lines of one event-loop turn into one write (a request log line per
- * request costs a system call otherwise, on the hot path). Whatever is pending is written
- * synchronously when the process exits, and by `flushLogs`.
+ * request costs a system call otherwise, on the hot path), made after that turn's answers
+ * (turn-end.ts). Whatever is pending is written synchronously when the process exits, and by
+ * `flushLogs`.
  *
  * A stream that fails (its reader gone: EPIPE) is written to no more: its lines are dropped, and
  * one line on stderr says so (when the failed stream is not stderr). Unheard, the stream's error
@@ -109,7 +111,7 @@ function newBufferedWriter(stream: NodeJS.WritableStream): (line: string) => voi
     else if (!scheduled) {
       scheduled = true;
       unwritten.add(flush);
-      setImmediate(flush);
+      atTurnEnd(flush, "log");
     }
   };
 }

@@ -21,7 +21,9 @@
  * each server process spent, per request (info). Unlike req/s, which moves with whatever else runs
  * on the machine, this is the server's own cost; on a machine that also runs the load generator, a
  * server that costs more per request also makes the generator wait (and be woken) more, which the
- * kernel counts as the server's system time.
+ * kernel counts as the server's system time. (The full server writes a turn's later answers
+ * together at its end, core/src/turn-end.ts, so the generator is woken fewer times; the bare route
+ * writes each answer as it is ready, as @hono/node-server does.)
  *
  * Then a load run of 256 connections for 10 s against each: failed requests (errors, timeouts,
  * non-2xx; target 0), requests/s and p99 latency next to the bare server's.

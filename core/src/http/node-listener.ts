@@ -3,12 +3,14 @@
  * Google's functions-framework): @hono/node-server's listener, with what it refuses before the app
  * sees a request (a Host that is no host, a raw backslash in the path) answered in the API's shape
  * and logged, as every refused request is. Left to itself the library answers a bare 400, with no
- * body and no line. Its own subpath (`@llm-secrets/core/node-listener`): the runtimes without
- * node's server (Lambda, Azure) do not load the library.
+ * body and no line. The first answer ready in an event-loop turn is written at once, the turn's
+ * later ones together at its end (turn-end.ts). Its own subpath (`@llm-secrets/core/node-listener`):
+ * the runtimes without node's server (Lambda, Azure) do not load the library.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { getRequestListener, RequestError } from "@hono/node-server";
 import { describeUnexpected, type Logger } from "../log";
+import { answerAtTurnEnd } from "../turn-end";
 import { errorAnswer } from "./router";
 
 type NodeListener = (incoming: IncomingMessage, outgoing: ServerResponse) => Promise<void>;
@@ -22,7 +24,9 @@ export function nodeRequestListener(
   log: Logger,
   countError: (code: string) => void = () => {},
 ): NodeListener {
-  return getRequestListener((request, env) => fetch(request, (env as { incoming: IncomingMessage }).incoming), {
+  const answer = (request: Request, env: unknown) =>
+    answerAtTurnEnd(fetch(request, (env as { incoming: IncomingMessage }).incoming));
+  return getRequestListener(answer, {
     // HTTP/1.0 without a Host (simple health checkers): the URL is made with this one.
     hostname: "localhost",
     errorHandler: (err) => {
