@@ -1,18 +1,22 @@
 /**
- * The end of an event-loop turn, as one queue: what is left for it runs once every I/O callback of
- * the turn has run (node's check phase: one `setImmediate` for all of it), the answers first, then
- * the writes of log lines.
+ * The end of an event-loop turn: what is left for it runs once every I/O callback of the turn has
+ * run (node's check phase, two `setImmediate`s a turn), the answers first, then the writes of log
+ * lines.
  *
  * - Answers (`serve`, through http/node-listener.ts): the first answer ready in a turn is written
  *   at once, the turn's later ones together at its end. Under load, the answers of one turn then
- *   reach their sockets back to back, and a client busy reading them (a gateway's connection pool,
- *   the loopback bench's load generator) is woken for them once or twice, not once an answer:
- *   waking a reader that went to sleep is the largest cost of a write on loopback. Measured under
- *   the bench's load (32 keep-alive connections, this 2-core machine): 39.9 → 33.3 µs of the
- *   server's CPU per cached read. A lone request (one connection) is answered at once, as before;
- *   a later answer waits for the other callbacks of its turn at most, never for a timer.
- * - Log lines (log.ts): a turn's lines are one write, made after that turn's answers, so a log
- *   write (a system call to a file or a pipe) never delays an answer.
+ *   reach their sockets back to back, and a client on the same machine busy reading them (a
+ *   gateway beside `serve`, the loopback bench's load generator) is woken for them once or twice,
+ *   not once an answer: waking a reader that went to sleep is the largest cost of a write on
+ *   loopback, and the kernel counts it as the writer's. Measured under the bench's load (32
+ *   keep-alive connections, this 2-core machine): 39.9 → 33.3 µs of the server's CPU per cached
+ *   read. A client on another machine is woken by its own network card, so the saving there is
+ *   smaller. A lone request (one connection) is answered at once, as before; a later answer waits
+ *   for the other callbacks of its turn, or, when it became ready after its turn's end ran (in
+ *   code that yields with `setImmediate`), until the next turn's end.
+ * - Log lines (log.ts): a turn's lines are one write, made once that turn's answers are written
+ *   (promise jobs and ticks run between the two callbacks), so a log write (a system call to a file
+ *   or a pipe) never delays an answer.
  */
 
 type Task = () => void;
@@ -32,7 +36,10 @@ export function atTurnEnd(task: Task, kind: "answer" | "log"): void {
 function schedule(): void {
   if (!scheduled) {
     scheduled = true;
-    setImmediate(runTurnEnd);
+    // Two callbacks of one check phase: node runs the promise jobs and ticks that the first leaves
+    // (each answer's write: @hono/node-server awaits it, then node's `end` writes) before the second.
+    setImmediate(runAnswers);
+    setImmediate(runLogWrites);
   }
 }
 
@@ -47,12 +54,17 @@ export function answerAtTurnEnd<T>(value: T | Promise<T>): T | Promise<T> {
   return new Promise((resolve) => atTurnEnd(() => resolve(value), "answer"));
 }
 
-function runTurnEnd(): void {
+function runAnswers(): void {
   scheduled = false;
   answeredThisTurn = false;
-  // What these tasks leave for the turn's end (an answer's write logging a line) waits for the next.
-  const tasks = answers.length === 0 ? logWrites : logWrites.length === 0 ? answers : [...answers, ...logWrites];
+  const tasks = answers;
   answers = [];
+  for (const task of tasks) task();
+}
+
+/** What a log write leaves for the turn's end (an answer, a line) waits for the next turn's. */
+function runLogWrites(): void {
+  const tasks = logWrites;
   logWrites = [];
   for (const task of tasks) task();
 }

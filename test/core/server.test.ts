@@ -659,3 +659,50 @@ describe("a data dir that becomes unusable", () => {
     },
   );
 });
+
+describe("the answers of one event-loop turn", () => {
+  it("are all written before that turn's log and audit lines, the first at once and the others at the turn's end", async () => {
+    const { createRuntime } = await import("../../core/src/runtime");
+    const { LOCAL_STORES } = await import("../../core/src/cli");
+    const { bufferedWriter, createLogger } = await import("../../core/src/log");
+    const { Writable } = await import("node:stream");
+    const { connect: connectTcp } = await import("node:net");
+    const answers: import("node:http").ServerResponse[] = [];
+    // What each log write (access lines, audit lines) finds: how many of the answers were not yet written.
+    const unwrittenAtLogWrite: number[] = [];
+    const stream = () =>
+      new Writable({
+        write(_chunk, _encoding, done) {
+          unwrittenAtLogWrite.push(answers.filter((a) => !a.writableEnded).length);
+          done();
+        },
+      });
+    const runtime = await createRuntime({
+      stores: LOCAL_STORES,
+      settings: { env: { LITELLM_MASTER_KEY: newKey(), LLM_SECRETS_DATA_DIR: await tempDir() } },
+      log: createLogger(bufferedWriter(stream())),
+      audit: bufferedWriter(stream()),
+    });
+    const server = await startServer(runtime, { host: "127.0.0.1", port: 0 });
+    try {
+      server.server.on("request", (_incoming, outgoing) => answers.push(outgoing));
+      const socket = connectTcp(Number(new URL(server.url).port), "127.0.0.1");
+      let text = "";
+      socket.on("data", (d) => {
+        text += d;
+      });
+      // Six requests in one write (pipelined), each refused for its key without a store call: node
+      // reads them in one turn, and each answer is ready in it.
+      const request = "GET /v1/secrets/A HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n\r\n";
+      socket.write(request.repeat(6));
+      await until("six answers", () => text.split("HTTP/1.1 401").length === 7);
+      await until("the log and audit writes", () => unwrittenAtLogWrite.length >= 2);
+      expect(answers).toHaveLength(6);
+      expect(unwrittenAtLogWrite.every((n) => n === 0)).toBe(true);
+      socket.destroy();
+    } finally {
+      await server.close();
+      await runtime.close();
+    }
+  });
+});

@@ -54,6 +54,25 @@ describe("turn end", () => {
     expect(answerAtTurnEnd("next turn")).toBe("next turn");
   });
 
+  it("runs the turn's log writes once its deferred answers' promise jobs and ticks have run (their writes)", async () => {
+    await turnEnd();
+    const order: string[] = [];
+    answerAtTurnEnd("first");
+    for (const name of ["second", "third"]) {
+      const answer = answerAtTurnEnd(name) as Promise<string>;
+      // As @hono/node-server writes it: awaits, then node's `end` (its uncork may go by a tick).
+      void (async () => {
+        const value = await answer;
+        await null;
+        await new Promise((resolve) => process.nextTick(resolve));
+        order.push(`wrote ${value}`);
+      })();
+    }
+    atTurnEnd(() => order.push("log write"), "log");
+    await turnEnd();
+    expect(order).toEqual(["wrote second", "wrote third", "log write"]);
+  });
+
   it("gives a promised answer once it settles, at once or at the end of that turn; a rejection as it came", async () => {
     await turnEnd();
     answerAtTurnEnd("this turn's first");
