@@ -685,21 +685,107 @@ describe("the answers of one event-loop turn", () => {
     });
     const server = await startServer(runtime, { host: "127.0.0.1", port: 0 });
     try {
+      const port = Number(new URL(server.url).port);
+      const request = "GET /v1/secrets/A HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n\r\n";
+      const sockets = await Promise.all(
+        Array.from({ length: 6 }, async () => {
+          const socket = connectTcp(port, "127.0.0.1");
+          const seen = { text: "" };
+          socket.on("data", (d) => {
+            seen.text += d;
+          });
+          socket.write(request); // a first request each, answered before the six are timed
+          await until("a first answer", () => seen.text.includes("HTTP/1.1 401"));
+          seen.text = "";
+          return { socket, seen };
+        }),
+      );
+      await until("the first requests' log and audit writes", () => unwrittenAtLogWrite.length >= 2);
+      unwrittenAtLogWrite.length = 0;
       server.server.on("request", (_incoming, outgoing) => answers.push(outgoing));
+      // Six requests on six connections, each refused for its key without a store call. This
+      // process is both ends: while it spins, all six arrive, and its next turn reads them all.
+      for (const { socket } of sockets) socket.write(request);
+      const until20ms = performance.now() + 20;
+      while (performance.now() < until20ms);
+      await until("six answers", () => sockets.every(({ seen }) => seen.text.includes("HTTP/1.1 401")));
+      await until("the log and audit writes", () => unwrittenAtLogWrite.length >= 2);
+      expect(answers).toHaveLength(6);
+      expect(unwrittenAtLogWrite.every((n) => n === 0)).toBe(true);
+      for (const { socket } of sockets) socket.destroy();
+    } finally {
+      await server.close();
+      await runtime.close();
+    }
+  });
+});
+
+describe("pipelined requests", () => {
+  it("are handled one after another on their connection: a PUT, then a DELETE and a GET of the same name, sent in one write", async () => {
+    const { createRuntime } = await import("../../core/src/runtime");
+    const { LOCAL_STORES } = await import("../../core/src/cli");
+    const { silentLogger } = await import("../../core/src/log");
+    const { connect: connectTcp } = await import("node:net");
+    const key = newKey();
+    const runtime = await createRuntime({
+      stores: LOCAL_STORES,
+      settings: { env: { LITELLM_MASTER_KEY: key, LLM_SECRETS_DATA_DIR: await tempDir() } },
+      log: silentLogger,
+      audit: () => {},
+    });
+    const server = await startServer(runtime, { host: "127.0.0.1", port: 0 });
+    try {
       const socket = connectTcp(Number(new URL(server.url).port), "127.0.0.1");
       let text = "";
       socket.on("data", (d) => {
         text += d;
       });
-      // Six requests in one write (pipelined), each refused for its key without a store call: node
-      // reads them in one turn, and each answer is ready in it.
-      const request = "GET /v1/secrets/A HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n\r\n";
-      socket.write(request.repeat(6));
-      await until("six answers", () => text.split("HTTP/1.1 401").length === 7);
-      await until("the log and audit writes", () => unwrittenAtLogWrite.length >= 2);
-      expect(answers).toHaveLength(6);
-      expect(unwrittenAtLogWrite.every((n) => n === 0)).toBe(true);
+      const head = (method: string, extra = "") =>
+        `${method} /v1/secrets/PIPELINED HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\n${extra}\r\n`;
+      const body = JSON.stringify({ value: secretValue() });
+      socket.write(
+        head("PUT", `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n`) +
+          body +
+          head("DELETE") +
+          head("GET"),
+      );
+      await until("three answers", () => text.match(/HTTP\/1\.1 \d{3}/g)?.length === 3);
+      expect(text.match(/HTTP\/1\.1 \d{3}/g)).toEqual(["HTTP/1.1 201", "HTTP/1.1 204", "HTTP/1.1 404"]);
       socket.destroy();
+      // What the store holds once all three were handled: the delete came after the write.
+      const after = await fetch(`${server.url}/v1/secrets/PIPELINED?refresh=true`, {
+        headers: { authorization: `Bearer ${key}` },
+      });
+      expect(after.status).toBe(404);
+    } finally {
+      await server.close();
+      await runtime.close();
+    }
+  });
+
+  it("followed by malformed bytes are all answered, then the 400, which closes the connection", async () => {
+    const { createRuntime } = await import("../../core/src/runtime");
+    const { LOCAL_STORES } = await import("../../core/src/cli");
+    const { silentLogger } = await import("../../core/src/log");
+    const { connect: connectTcp } = await import("node:net");
+    const runtime = await createRuntime({
+      stores: LOCAL_STORES,
+      settings: { env: { LITELLM_MASTER_KEY: newKey(), LLM_SECRETS_DATA_DIR: await tempDir() } },
+      log: silentLogger,
+      audit: () => {},
+    });
+    const server = await startServer(runtime, { host: "127.0.0.1", port: 0 });
+    try {
+      const socket = connectTcp(Number(new URL(server.url).port), "127.0.0.1");
+      let text = "";
+      socket.on("data", (d) => {
+        text += d;
+      });
+      const closed = new Promise((resolve) => socket.on("close", resolve));
+      socket.write("GET /health HTTP/1.1\r\nHost: x\r\n\r\n".repeat(3) + "BOGUS\r\n\r\n");
+      await closed;
+      expect(text.match(/HTTP\/1\.1 \d{3}/g)).toEqual(["HTTP/1.1 200", "HTTP/1.1 200", "HTTP/1.1 200", "HTTP/1.1 400"]);
+      expect(text).toContain('"code":"invalid_request"');
     } finally {
       await server.close();
       await runtime.close();
