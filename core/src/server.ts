@@ -201,29 +201,12 @@ export async function startServer(
   // Once stopping, each answer not yet begun closes its connection: a keep-alive client busy with
   // requests would otherwise hold the server open for as long as it kept asking. Each connection's
   // answer under way is known (one WeakMap write a request) for when the stop begins.
-  //
-  // Pipelined requests (several sent on a connection before the first is answered): node hands each
-  // to the listener as soon as it is parsed, while the one before it is still being handled, and
-  // only orders their answers. A pipelined PUT then DELETE of one name ran the DELETE first (the
-  // PUT still reading its body), and the name was left written. Each is handled once the answer
-  // before it on its connection is finished (RFC 9112 9.3.2 allows otherwise only for safe methods);
-  // a connection without pipelining never waits.
   let closing = false;
   const answering = new WeakMap<Duplex, ServerResponse>();
   const listener = (incoming: IncomingMessage, outgoing: ServerResponse) => {
-    const before = answering.get(incoming.socket);
     if (closing) outgoing.setHeader("connection", "close");
-    answering.set(incoming.socket, outgoing);
-    if (before === undefined || before.writableFinished || before.destroyed) return handle(incoming, outgoing);
-    return new Promise<void>((resolve) => {
-      const go = () => {
-        before.off("finish", go);
-        before.off("close", go);
-        resolve(handle(incoming, outgoing));
-      };
-      before.on("finish", go);
-      before.on("close", go);
-    });
+    else answering.set(incoming.socket, outgoing);
+    return handle(incoming, outgoing);
   };
   // Every socket, TLS handshakes under way included (node's HTTP layer knows only those that
   // finished one): past the stop's grace, none is waited for. And the streams requests arrive on
