@@ -43,7 +43,10 @@ function schedule(): void {
   }
 }
 
-/** `value` (a promise's too, once it settles), given at the end of the turn it became known in. */
+/**
+ * `value` (a promise's too, once it settles): at once when it is the first answer of this turn, else
+ * at the turn's end.
+ */
 export function answerAtTurnEnd<T>(value: T | Promise<T>): T | Promise<T> {
   if (value instanceof Promise) return value.then(answerAtTurnEnd);
   if (!answeredThisTurn) {
