@@ -2,7 +2,7 @@
  * Bench section `http`: a cached `GET /v1/secrets/{name}` through the full product in-process
  * (`runtime.fetch`, the file store, the cache; the core bundled by esbuild as the product ships
  * it), against a bare Hono route answering from a Map, requested the same way in the same run.
- * Target: the full app at >= 0.8x the bare route's ops/s. There are 5 rounds, alternating which
+ * Target: the full app at >= 0.8x the bare route's ops/s. There are 9 rounds, alternating which
  * task runs first; the ratio is the median of the rounds' own ratios (the two tasks of a round run
  * back to back, so a round's ratio cancels most of this machine's drift; its ops/s moved by up to
  * 15% between runs). Each task starts on a collected heap (`collectGarbage`), as mitata's tasks
@@ -41,8 +41,11 @@ const URL_OF_PATH = `http://localhost${PATH}`;
 
 /** Short enough for a 2-core machine: about 1.25 s a task. */
 const SHORT: BenchOptions = { time: 1000, warmupTime: 250, throws: true };
-/** Rounds of both tasks, alternating which runs first. */
-const ROUNDS = 5;
+/**
+ * Rounds of both tasks, alternating which runs first: 9, as a run's rounds on this shared machine
+ * ranged from 0.72 to 0.98 (5 rounds left the median to two or three of them).
+ */
+const ROUNDS = 9;
 
 /**
  * A full garbage collection, run before each task (see the header): node's `gc`, exposed at run
