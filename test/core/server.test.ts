@@ -1,13 +1,18 @@
 // The app over real sockets: raw paths, streamed bodies, TLS, and what the server prints.
 import { existsSync } from "node:fs";
 import { chmod, chown, cp, mkdir, writeFile } from "node:fs/promises";
-import { Agent, request as httpRequest } from "node:http";
+import { Agent, request as httpRequest, type ServerResponse } from "node:http";
 import { request as httpsRequest } from "node:https";
+import { connect as connectTcp } from "node:net";
 import { basename, dirname, join } from "node:path";
+import { Writable } from "node:stream";
 import nodeTls, { connect } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { LOCAL_STORES } from "../../core/src/cli";
 import type { KeyRing } from "../../core/src/crypto";
-import { startServer } from "../../core/src/server";
+import { bufferedWriter, createLogger, type Logger, silentLogger } from "../../core/src/log";
+import { createRuntime } from "../../core/src/runtime";
+import { type RunningServer, startServer } from "../../core/src/server";
 import { FileStore } from "../../core/src/stores/file";
 import {
   cleanEnv,
@@ -660,14 +665,31 @@ describe("a data dir that becomes unusable", () => {
   );
 });
 
+/**
+ * `serve` over the local stores in this process, with the given log and audit writers, for `body`;
+ * stopped after it.
+ */
+async function withLocalServer(
+  writers: { log: Logger; audit: (line: string) => void },
+  body: (port: number, server: RunningServer) => Promise<void>,
+): Promise<void> {
+  const runtime = await createRuntime({
+    stores: LOCAL_STORES,
+    settings: { env: { LITELLM_MASTER_KEY: newKey(), LLM_SECRETS_DATA_DIR: await tempDir() } },
+    ...writers,
+  });
+  const server = await startServer(runtime, { host: "127.0.0.1", port: 0 });
+  try {
+    await body(Number(new URL(server.url).port), server);
+  } finally {
+    await server.close();
+    await runtime.close();
+  }
+}
+
 describe("the answers of one event-loop turn", () => {
-  it("are all written before that turn's log and audit lines, the first at once and the others at the turn's end", async () => {
-    const { createRuntime } = await import("../../core/src/runtime");
-    const { LOCAL_STORES } = await import("../../core/src/cli");
-    const { bufferedWriter, createLogger } = await import("../../core/src/log");
-    const { Writable } = await import("node:stream");
-    const { connect: connectTcp } = await import("node:net");
-    const answers: import("node:http").ServerResponse[] = [];
+  it("are all written before that turn's log and audit lines", async () => {
+    const answers: ServerResponse[] = [];
     // What each log write (access lines, audit lines) finds: how many of the answers were not yet written.
     const unwrittenAtLogWrite: number[] = [];
     const stream = () =>
@@ -677,15 +699,8 @@ describe("the answers of one event-loop turn", () => {
           done();
         },
       });
-    const runtime = await createRuntime({
-      stores: LOCAL_STORES,
-      settings: { env: { LITELLM_MASTER_KEY: newKey(), LLM_SECRETS_DATA_DIR: await tempDir() } },
-      log: createLogger(bufferedWriter(stream())),
-      audit: bufferedWriter(stream()),
-    });
-    const server = await startServer(runtime, { host: "127.0.0.1", port: 0 });
-    try {
-      const port = Number(new URL(server.url).port);
+    const writers = { log: createLogger(bufferedWriter(stream())), audit: bufferedWriter(stream()) };
+    await withLocalServer(writers, async (port, server) => {
       const request = "GET /v1/secrets/A HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n\r\n";
       const sockets = await Promise.all(
         Array.from({ length: 6 }, async () => {
@@ -713,40 +728,24 @@ describe("the answers of one event-loop turn", () => {
       expect(answers).toHaveLength(6);
       expect(unwrittenAtLogWrite.every((n) => n === 0)).toBe(true);
       for (const { socket } of sockets) socket.destroy();
-    } finally {
-      await server.close();
-      await runtime.close();
-    }
+    });
   });
 });
 
 describe("pipelined requests", () => {
   it("followed by malformed bytes are all answered, then the 400, which closes the connection", async () => {
-    const { createRuntime } = await import("../../core/src/runtime");
-    const { LOCAL_STORES } = await import("../../core/src/cli");
-    const { silentLogger } = await import("../../core/src/log");
-    const { connect: connectTcp } = await import("node:net");
-    const runtime = await createRuntime({
-      stores: LOCAL_STORES,
-      settings: { env: { LITELLM_MASTER_KEY: newKey(), LLM_SECRETS_DATA_DIR: await tempDir() } },
-      log: silentLogger,
-      audit: () => {},
-    });
-    const server = await startServer(runtime, { host: "127.0.0.1", port: 0 });
-    try {
-      const socket = connectTcp(Number(new URL(server.url).port), "127.0.0.1");
+    await withLocalServer({ log: silentLogger, audit: () => {} }, async (port) => {
+      const socket = connectTcp(port, "127.0.0.1");
       let text = "";
       socket.on("data", (d) => {
         text += d;
       });
       const closed = new Promise((resolve) => socket.on("close", resolve));
-      socket.write("GET /health HTTP/1.1\r\nHost: x\r\n\r\n".repeat(3) + "BOGUS\r\n\r\n");
+      const health = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+      socket.write(`${health.repeat(3)}BOGUS\r\n\r\n`);
       await closed;
       expect(text.match(/HTTP\/1\.1 \d{3}/g)).toEqual(["HTTP/1.1 200", "HTTP/1.1 200", "HTTP/1.1 200", "HTTP/1.1 400"]);
       expect(text).toContain('"code":"invalid_request"');
-    } finally {
-      await server.close();
-      await runtime.close();
-    }
+    });
   });
 });
