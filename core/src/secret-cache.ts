@@ -223,13 +223,13 @@ export class SecretCache {
    * every other key of its object.
    */
   expire(key: string): void {
+    const now = this.#now();
     for (const each of [key, ...this.#others(key)]) {
       this.#bump(each);
       this.#missing.delete(each);
       this.#untrack(each);
       const entry = this.#entries.get(each);
       if (entry === undefined) continue;
-      const now = this.#now();
       entry.refreshAt = Math.min(entry.refreshAt, now);
       entry.expiresAt = Math.min(entry.expiresAt, now);
       entry.backoffMs = 0;
